@@ -1,0 +1,293 @@
+/*
+ * tally.h — the public interface of libtally, the tally storage engine.
+ *
+ * The engine stores usage events for many tenants. Every call that touches
+ * events names the tenant explicitly; the tenant is never read from an event.
+ * An event batch is acknowledged (tally_ingest returns 0) only after the WAL
+ * record that holds it is durable (its fsync returned 0).
+ *
+ * Conventions
+ *   - Every function that can fail returns an int: 0 on success, a negative
+ *     code otherwise. System call failures are -errno; the engine's own codes
+ *     are the TALLY_E_* values below. tally_strerror() names any of them.
+ *   - Strings in events are (pointer, length) byte ranges, not NUL-terminated.
+ *     The engine copies what it keeps; the caller's memory is never retained.
+ *   - Tenant names are NUL-terminated, 1..TALLY_TENANT_SIZE_MAX bytes of
+ *     [A-Za-z0-9._-].
+ *   - Time is int64 microseconds since the Unix epoch, UTC. Money is int64
+ *     micro-units of USD.
+ *
+ * Threading: a tally_store may be used from several threads at once; calls
+ * are serialised internally where they must be (see engine/README.md).
+ */
+#ifndef TALLY_H
+#define TALLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tally_io.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Limits (named once, checked before memory is committed) ---------- */
+#define TALLY_EVENT_ID_SIZE_MAX 64
+#define TALLY_TYPE_SIZE_MAX 64
+#define TALLY_DIMENSION_SIZE_MAX 128 /* project, agent, model, user */
+#define TALLY_TENANT_SIZE_MAX 64
+#define TALLY_BATCH_EVENTS_MAX 65536
+#define TALLY_ERRMSG_SIZE 512
+
+#define TALLY_US_PER_SECOND INT64_C(1000000)
+#define TALLY_US_PER_DAY (INT64_C(86400) * TALLY_US_PER_SECOND)
+
+/* ---- Error codes -------------------------------------------------------- */
+enum tally_error {
+	TALLY_OK = 0,
+	TALLY_E_INVALID = -10001,  /* bad argument: the caller's mistake */
+	TALLY_E_CORRUPT = -10002,  /* on-disk data failed a check */
+	TALLY_E_READONLY = -10003, /* a WAL write/fsync failed: writes refused until reopen */
+	TALLY_E_VERSION = -10004,  /* a file has a format version this build does not read */
+	TALLY_E_LOCKED = -10005,   /* the data directory is held by another process */
+	TALLY_E_TENANT = -10006,   /* tenant name is malformed */
+	TALLY_E_BUSY = -10007,     /* the engine cannot keep up; retry later */
+	TALLY_E_CLOSED = -10008,   /* the store is shutting down */
+	TALLY_E_LIMIT = -10009,    /* a named limit would be exceeded */
+	TALLY_E_NOTFOUND = -10010, /* no such tenant / file */
+};
+
+/* A static description of any code returned by this library ("-errno" too). */
+const char *tally_strerror(int code);
+
+/* ---- The event model ---------------------------------------------------- */
+typedef struct tally_str {
+	const char *ptr; /* may be NULL when len == 0 */
+	uint32_t len;
+} tally_str;
+
+enum tally_status {
+	TALLY_STATUS_OK = 0,
+	TALLY_STATUS_ERROR = 1,
+	TALLY_STATUS_TIMEOUT = 2,
+	TALLY_STATUS_CANCELLED = 3,
+	TALLY_STATUS_COUNT = 4,
+};
+
+typedef struct tally_event {
+	tally_str event_id; /* 1..64 bytes, the idempotency key within a tenant */
+	int64_t time_us;    /* within the lateness horizon */
+	tally_str type;     /* <= TALLY_TYPE_SIZE_MAX bytes */
+	tally_str project;  /* <= TALLY_DIMENSION_SIZE_MAX bytes each */
+	tally_str agent;
+	tally_str model;
+	tally_str user;
+	uint32_t status; /* enum tally_status */
+	uint32_t duration_ms;
+	uint64_t tokens_in;
+	uint64_t tokens_out;
+	int64_t cost_micros;
+} tally_event;
+
+enum tally_result_code {
+	TALLY_ACCEPTED = 0,  /* stored; counted once */
+	TALLY_DUPLICATE = 1, /* same id and same payload already stored: not counted again */
+	TALLY_CONFLICT = 2,  /* same id, different payload: rejected, the stored event stands */
+	TALLY_REJECTED = 3,  /* invalid; see the reason */
+};
+
+enum tally_reject_reason {
+	TALLY_REASON_NONE = 0,
+	TALLY_REASON_MISSING_ID,
+	TALLY_REASON_ID_TOO_LONG,
+	TALLY_REASON_TIME_TOO_OLD,      /* before now - lateness horizon */
+	TALLY_REASON_TIME_IN_FUTURE,    /* after now + future tolerance */
+	TALLY_REASON_TYPE_TOO_LONG,
+	TALLY_REASON_PROJECT_TOO_LONG,
+	TALLY_REASON_AGENT_TOO_LONG,
+	TALLY_REASON_MODEL_TOO_LONG,
+	TALLY_REASON_USER_TOO_LONG,
+	TALLY_REASON_UNKNOWN_STATUS,
+	TALLY_REASON_COUNT,
+};
+
+typedef struct tally_ingest_result {
+	uint8_t code;   /* enum tally_result_code */
+	uint8_t reason; /* enum tally_reject_reason, NONE unless REJECTED */
+} tally_ingest_result;
+
+const char *tally_result_name(int code);   /* "ACCEPTED", ... */
+const char *tally_reason_text(int reason); /* "time outside the lateness horizon (too old)", ... */
+
+/* ---- Options ------------------------------------------------------------ */
+typedef struct tally_options {
+	const tally_io *io;              /* NULL: the liburing-backed default */
+	int64_t lateness_past_us;        /* default 35 days */
+	int64_t lateness_future_us;      /* default 5 minutes */
+	uint64_t memtable_bytes_max;     /* flush threshold, default 64 MiB */
+	uint64_t wal_file_bytes_max;     /* WAL file rotation size, default 64 MiB */
+	uint64_t wal_buffer_bytes_max;   /* pending, not yet written WAL bytes; default 32 MiB */
+	uint32_t group_commit_window_us; /* extra wait to gather a group; default 0 */
+	int zstd_level;                  /* default 3 */
+	uint32_t compact_files_min;      /* compact when this many small segment files are live; default 8 */
+	bool background;                 /* run the background worker (flush, compaction); default true */
+} tally_options;
+
+/* Fills *options with the defaults above. */
+void tally_options_default(tally_options *options);
+
+/* ---- The store ---------------------------------------------------------- */
+typedef struct tally_store tally_store;
+
+/*
+ * Opens (creating if absent) the data directory `dir` and recovers it:
+ * manifest, segment files, then WAL replay. On failure returns a negative
+ * code, leaves *out NULL and writes a message naming the file and offset
+ * into errmsg (TALLY_ERRMSG_SIZE bytes; may be NULL).
+ * options may be NULL for the defaults. The store owns nothing of options
+ * except the io pointer, which must outlive the store.
+ */
+int tally_store_open(const char *dir, const tally_options *options,
+		     tally_store **out, char *errmsg);
+
+/*
+ * Finishes pending WAL writes, stops the background worker, and frees the
+ * store. Does not flush memtables (the WAL holds them). Returns the sticky
+ * error if the store had failed, 0 otherwise; the store is freed either way.
+ */
+int tally_store_close(tally_store *store);
+
+/* The last error message recorded by the store (names operation and path). */
+const char *tally_store_errmsg(const tally_store *store);
+
+/*
+ * Ingests `count` events for `tenant` and waits until they are durable.
+ * results must hold `count` entries; each gets its own outcome, and a bad
+ * event never affects the others. Returns 0 when every result is final and
+ * acknowledged (durable), or a negative code, in which case nothing in this
+ * batch is acknowledged (TALLY_E_READONLY after a failed write or fsync).
+ * count may be 0; count > TALLY_BATCH_EVENTS_MAX is TALLY_E_LIMIT.
+ */
+int tally_ingest(tally_store *store, const char *tenant,
+		 const tally_event *events, size_t count,
+		 tally_ingest_result *results);
+
+/*
+ * The two halves of tally_ingest, for callers that must not block on fsync
+ * (the server's event loop). tally_ingest_submit fills results and
+ * *commit_lsn; the results may be reported to the client only after
+ * tally_commit_wait(store, *commit_lsn) returned 0 or tally_durable_lsn()
+ * reached *commit_lsn.
+ */
+int tally_ingest_submit(tally_store *store, const char *tenant,
+			const tally_event *events, size_t count,
+			tally_ingest_result *results, uint64_t *commit_lsn);
+int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
+uint64_t tally_durable_lsn(tally_store *store);
+
+/*
+ * Calls fn for every stored event of tenant with from_us <= time < to_us, in
+ * time order (ties in ingest order within a source). The event's strings are
+ * valid only during the call. fn returns 0 to continue, non-zero to stop
+ * (tally_scan then returns that value). An unknown tenant yields nothing.
+ */
+typedef int (*tally_scan_fn)(void *ctx, const tally_event *event);
+int tally_scan(tally_store *store, const char *tenant, int64_t from_us,
+	       int64_t to_us, tally_scan_fn fn, void *ctx);
+
+/* Writes every memtable to a new segment file and retires the WAL files it
+ * covered. Synchronous. */
+int tally_flush(tally_store *store);
+
+/* Merges the live segment files (same tenant and day segments become one).
+ * Synchronous. */
+int tally_compact(tally_store *store);
+
+typedef struct tally_stats {
+	uint64_t tenant_count;
+	uint64_t events_memtable;      /* rows not yet in segments */
+	uint64_t memtable_bytes;
+	uint64_t segment_file_count;
+	uint64_t segment_count;        /* (tenant, day) segments across files */
+	uint64_t segment_rows;
+	uint64_t segment_bytes;
+	uint64_t wal_file_count;
+	uint64_t wal_bytes;
+	uint64_t dedup_entries;        /* ids in the lateness horizon */
+	uint64_t dedup_bytes;          /* RAM held by the fingerprint index */
+	uint64_t durable_lsn;
+	uint64_t flush_count;
+	uint64_t compaction_count;
+	int sticky_error;              /* 0, or why writes are refused */
+} tally_stats;
+
+int tally_store_stats(tally_store *store, tally_stats *stats);
+
+/* ---- Offline inspection (a directory no process holds) ------------------ */
+
+/* Bytes per column, in the order of the segment format (docs/formats.md). */
+enum tally_column {
+	TALLY_COL_TIME = 0,
+	TALLY_COL_EVENT_ID,
+	TALLY_COL_TYPE,
+	TALLY_COL_PROJECT,
+	TALLY_COL_AGENT,
+	TALLY_COL_MODEL,
+	TALLY_COL_USER,
+	TALLY_COL_STATUS,
+	TALLY_COL_TOKENS_IN,
+	TALLY_COL_TOKENS_OUT,
+	TALLY_COL_COST_MICROS,
+	TALLY_COL_DURATION_MS,
+	TALLY_COL_COUNT,
+};
+const char *tally_column_name(int column);
+
+typedef struct tally_segment_info {
+	const char *tenant;
+	uint64_t file_id;
+	int32_t day;          /* days since 1970-01-01, UTC */
+	uint64_t rows;
+	int64_t time_min_us;
+	int64_t time_max_us;
+	uint64_t stored_bytes; /* on disk, compressed */
+	uint64_t raw_bytes;    /* encoded, before zstd */
+} tally_segment_info;
+
+typedef struct tally_inspect_report {
+	uint64_t segment_file_count;
+	uint64_t segment_count;
+	uint64_t rows;
+	uint64_t file_bytes;                    /* segment files, headers and footers included */
+	uint64_t column_stored_bytes[TALLY_COL_COUNT];
+	uint64_t column_raw_bytes[TALLY_COL_COUNT];
+	uint64_t dictionary_bytes;              /* per-tenant string dictionaries */
+	uint64_t wal_file_count;
+	uint64_t wal_bytes;
+	uint64_t manifest_generation;
+} tally_inspect_report;
+
+/*
+ * Reads the manifest and every segment footer of `dir` (without taking the
+ * store lock's writer role) and reports totals; calls segment_fn, if not
+ * NULL, once per segment. Returns 0 or a negative code with errmsg set.
+ */
+typedef void (*tally_segment_fn)(void *ctx, const tally_segment_info *info);
+int tally_inspect(const char *dir, tally_inspect_report *report,
+		  tally_segment_fn segment_fn, void *ctx, char *errmsg);
+
+/*
+ * Checks every checksum in `dir`: manifest, segment file headers, footers and
+ * blocks, WAL records. problem_fn is called once per problem with a message
+ * that names the file and byte offset. Returns the number of problems (0 when
+ * clean) or a negative code if the check itself could not run.
+ */
+typedef void (*tally_problem_fn)(void *ctx, const char *message);
+int tally_verify(const char *dir, tally_problem_fn problem_fn, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TALLY_H */
