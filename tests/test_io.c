@@ -16,10 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tally.h"
 #include "tally_io.h"
+#include "support/fault_io.h"
 
 /* Not <limits.h>: engine/limits.h shadows it under -Iengine. */
 #define PATH_MAX 4096
@@ -84,6 +86,31 @@ static int test_file_exists(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) == 0;
+}
+
+static int test_count_entry(void *ctx, const char *name)
+{
+	(void)name;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* Open descriptors of this process (a ring holds one; the count includes
+ * the one list_dir holds while listing, the same every time). */
+static int test_fd_count(void)
+{
+	int count = 0;
+	const tally_io *io = tally_io_default();
+	cr_assert_eq(io->list_dir(io, "/proc/self/fd", test_count_entry, &count), 0);
+	return count;
+}
+
+static void *thread_fsync_once(void *arg)
+{
+	const tally_io *io = tally_io_default();
+	if (io->fsync(io, *(int *)arg) != 0)
+		abort();
+	return NULL;
 }
 
 /* ---- Default backend: reads and writes -------------------------------- */
@@ -415,4 +442,584 @@ Test(io_default, four_threads_without_io_uring,
 {
 	cr_assert_eq(setenv("TALLY_IO_URING", "off", 1), 0);
 	threads_run();
+}
+
+Test(io_default, thread_exit_releases_the_ring,
+     .description = "16 threads that each fsync once and exit leave the process's open fd count unchanged (rings freed)")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	const tally_io *io = tally_io_default();
+	char path[PATH_MAX];
+	test_path(path, &dir, "f");
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(io->fsync(io, fd), 0); /* this thread's ring exists before counting */
+	int before = test_fd_count();
+	for (int i = 0; i < 16; i++) {
+		pthread_t thread;
+		cr_assert_eq(pthread_create(&thread, NULL, thread_fsync_once, &fd), 0);
+		cr_assert_eq(pthread_join(thread, NULL), 0);
+	}
+	cr_assert_eq(test_fd_count(), before);
+	cr_assert_eq(io->close(io, fd), 0);
+	test_dir_remove(&dir);
+}
+
+Test(io_default, fork_child_uses_its_own_ring,
+     .description = "After the parent used its ring, a forked child writes and reads through the default table, and so does the parent afterwards")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	const tally_io *io = tally_io_default();
+	char path[PATH_MAX];
+	test_path(path, &dir, "fork.bin");
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "parent", 6, 0), 0);
+
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		unsigned char buf[6];
+		int ok = tally_io_write_all(io, fd, "child!", 6, 6) == 0 &&
+			 io->fdatasync(io, fd) == 0 &&
+			 tally_io_read_all(io, fd, buf, 6, 0) == 0 && memcmp(buf, "parent", 6) == 0;
+		_exit(ok ? 0 : 1);
+	}
+	int status = 0;
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+	unsigned char buf[12];
+	cr_assert_eq(tally_io_read_all(io, fd, buf, 12, 0), 0);
+	cr_assert_arr_eq(buf, "parentchild!", 12);
+	cr_assert_eq(io->close(io, fd), 0);
+	test_dir_remove(&dir);
+}
+
+/* ---- write_all / read_all against injected faults ----------------------- */
+
+/* A table whose pwrite makes no progress, to pin write_all's -EIO rule. */
+static int64_t pwrite_returns_zero(const tally_io *io, int fd, const void *buf, size_t size,
+				   uint64_t offset)
+{
+	(void)io, (void)fd, (void)buf, (void)size, (void)offset;
+	return 0;
+}
+
+Test(io_write_all, zero_byte_pwrite_is_eio,
+     .description = "write_all reports -EIO when pwrite returns 0 for a non-empty request, and writes nothing for size 0")
+{
+	tally_io stuck = *tally_io_default();
+	stuck.pwrite = pwrite_returns_zero;
+	cr_assert_eq(tally_io_write_all(&stuck, 1000, "x", 1, 0), -EIO);
+	cr_assert_eq(tally_io_write_all(&stuck, 1000, "x", 0, 0), 0);
+}
+
+Test(io_write_all, short_writes_produce_the_exact_bytes,
+     .description = "With every pwrite capped at 7 bytes, write_all of 1000 bytes takes 143 pwrites and the file is those 1000 bytes")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	cr_assert_not_null(f);
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "short.bin");
+	unsigned char written[1000];
+	test_pattern_fill(written, sizeof written, 3);
+
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	fault_io_short_write_set(f, 7);
+	cr_assert_eq(tally_io_write_all(io, fd, written, sizeof written, 0), 0);
+	cr_assert_eq(io->close(io, fd), 0);
+
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.pwrite_count, 143);
+	cr_assert_eq(counts.pwrite_bytes, 1000);
+	unsigned char *content = NULL;
+	cr_assert_eq(test_file_read(path, &content), 1000);
+	cr_assert_arr_eq(content, written, 1000);
+	free(content);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_write_all, disk_limit_gives_enospc_and_exactly_k_bytes,
+     .description = "Disk limit 100: write_all of 250 bytes is -ENOSPC after one short write; the file holds exactly the first 100 bytes")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "full.bin");
+	unsigned char written[250];
+	test_pattern_fill(written, sizeof written, 4);
+
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	fault_io_disk_limit_set(f, 100);
+	cr_assert_eq(tally_io_write_all(io, fd, written, sizeof written, 0), -ENOSPC);
+	cr_assert_eq(io->file_size(io, fd), 100);
+	cr_assert_eq(io->pwrite(io, fd, "z", 1, 100), -ENOSPC, "every later pwrite is -ENOSPC");
+	cr_assert_eq(io->close(io, fd), 0);
+
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.pwrite_count, 3);
+	cr_assert_eq(counts.pwrite_bytes, 100);
+	unsigned char *content = NULL;
+	cr_assert_eq(test_file_read(path, &content), 100);
+	cr_assert_arr_eq(content, written, 100);
+	free(content);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_write_all, disk_limit_with_short_writes_fills_exactly,
+     .description = "Short writes of 30 and a 100-byte limit: 30+30+30+10 bytes land, then -ENOSPC; the file is exactly 100 bytes")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "full.bin");
+	unsigned char written[250];
+	test_pattern_fill(written, sizeof written, 5);
+
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	fault_io_short_write_set(f, 30);
+	fault_io_disk_limit_set(f, 100);
+	cr_assert_eq(tally_io_write_all(io, fd, written, sizeof written, 0), -ENOSPC);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.pwrite_count, 5);
+	cr_assert_eq(counts.pwrite_bytes, 100);
+	cr_assert_eq(io->file_size(io, fd), 100);
+
+	fault_io_disk_limit_clear(f);
+	cr_assert_eq(tally_io_write_all(io, fd, written + 100, 150, 100), 0, "space freed: writes go through");
+	unsigned char read_back[250];
+	cr_assert_eq(tally_io_read_all(io, fd, read_back, 250, 0), 0);
+	cr_assert_arr_eq(read_back, written, 250);
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_write_all, pwrite_failure_on_the_nth_call,
+     .description = "pwrite fail nth=3 with short writes of 10: write_all of 100 bytes returns -EIO with exactly 20 bytes written")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "eio.bin");
+	unsigned char written[100];
+	test_pattern_fill(written, sizeof written, 6);
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	fault_io_short_write_set(f, 10);
+	fault_io_pwrite_fail_nth(f, 3, EIO);
+	cr_assert_eq(tally_io_write_all(io, fd, written, sizeof written, 0), -EIO);
+	cr_assert_eq(io->file_size(io, fd), 20);
+	cr_assert_eq(tally_io_write_all(io, fd, written, sizeof written, 0), 0, "only the 3rd pwrite fails");
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+/* ---- fsync faults ------------------------------------------------------- */
+
+Test(io_fsync, eio_on_exactly_the_nth_fsync,
+     .description = "fsync fail nth=3: calls 1,2 return 0, call 3 -EIO, calls 4,5 return 0; fsync and fdatasync share the count")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "sync.bin");
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(io->fsync(io, fd), 0, "a call before the knob is set does not count");
+	fault_io_fsync_fail_nth(f, 3, EIO);
+	cr_assert_eq(io->fsync(io, fd), 0);
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	cr_assert_eq(io->fdatasync(io, fd), -EIO);
+	cr_assert_eq(io->fsync(io, fd), 0);
+	cr_assert_eq(io->fsync(io, fd), 0);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.fsync_count, 6);
+	cr_assert_eq(counts.fault_count, 1);
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_fsync, every_fsync_from_the_nth_fails,
+     .description = "fsync fail from nth=2 with ENOSPC: call 1 returns 0, calls 2..5 return -ENOSPC")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "sync.bin");
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	fault_io_fsync_fail_from(f, 2, ENOSPC);
+	cr_assert_eq(io->fsync(io, fd), 0);
+	for (int i = 2; i <= 5; i++)
+		cr_assert_eq(io->fdatasync(io, fd), -ENOSPC, "call %d", i);
+	fault_io_fsync_fail_nth(f, 0, 0);
+	cr_assert_eq(io->fsync(io, fd), 0, "knob off");
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_fsync, path_filter_limits_faults_to_matching_files,
+     .description = "Filter \".wal\": fsync and short-write faults hit 1.wal only; 1.seg fsyncs and writes whole")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char wal_path[PATH_MAX], seg_path[PATH_MAX];
+	test_path(wal_path, &dir, "1.wal");
+	test_path(seg_path, &dir, "1.seg");
+	int wal_fd = io->open(io, wal_path, O_CREAT | O_RDWR, 0644);
+	int seg_fd = io->open(io, seg_path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(wal_fd, 0);
+	cr_assert_geq(seg_fd, 0);
+	fault_io_path_filter_set(f, ".wal");
+	fault_io_fsync_fail_from(f, 1, EIO);
+	fault_io_short_write_set(f, 2);
+
+	cr_assert_eq(io->fsync(io, seg_fd), 0);
+	cr_assert_eq(io->fsync(io, wal_fd), -EIO);
+	cr_assert_eq(io->pwrite(io, seg_fd, "abcdef", 6, 0), 6);
+	cr_assert_eq(io->pwrite(io, wal_fd, "abcdef", 6, 0), 2);
+
+	fault_io_path_filter_set(f, NULL);
+	cr_assert_eq(io->fsync(io, seg_fd), -EIO, "no filter: every file matches");
+	cr_assert_eq(io->close(io, wal_fd), 0);
+	cr_assert_eq(io->close(io, seg_fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+/* ---- Durable replace under faults -------------------------------------- */
+
+/* Runs durable_replace of "NEW CONTENT" over "old content" with the fault
+ * already set on f, expects `expected`, and checks old content intact and
+ * no MANIFEST.tmp. */
+static void durable_replace_fails_cleanly(fault_io *f, const test_dir *dir, int expected)
+{
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX], tmp_path[PATH_MAX];
+	test_path(path, dir, "MANIFEST");
+	test_path(tmp_path, dir, "MANIFEST.tmp");
+	cr_assert_eq(tally_io_durable_replace(io, dir->path, "MANIFEST", "NEW CONTENT", 11), expected);
+	unsigned char *content = NULL;
+	cr_assert_eq(test_file_read(path, &content), 11);
+	cr_assert_arr_eq(content, "old content", 11, "old content must survive");
+	free(content);
+	cr_assert(!test_file_exists(tmp_path), "MANIFEST.tmp must be removed");
+}
+
+static fault_io *durable_replace_setup(test_dir *dir)
+{
+	test_dir_make(dir);
+	fault_io *f = fault_io_create();
+	cr_assert_not_null(f);
+	cr_assert_eq(tally_io_durable_replace(fault_io_table(f), dir->path, "MANIFEST", "old content", 11), 0);
+	return f;
+}
+
+Test(io_durable_replace, rename_failure_keeps_old_content_and_removes_tmp,
+     .description = "rename fails with EXDEV: durable_replace returns -EXDEV, MANIFEST keeps the old bytes, no MANIFEST.tmp")
+{
+	test_dir dir;
+	fault_io *f = durable_replace_setup(&dir);
+	fault_io_rename_fail(f, EXDEV);
+	durable_replace_fails_cleanly(f, &dir, -EXDEV);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.rename_count, 2);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_durable_replace, fsync_failure_keeps_old_content_and_removes_tmp,
+     .description = "The temp file's fsync fails with EIO: -EIO, old bytes intact, no MANIFEST.tmp, nothing renamed")
+{
+	test_dir dir;
+	fault_io *f = durable_replace_setup(&dir);
+	fault_io_counts_reset(f);
+	fault_io_fsync_fail_nth(f, 1, EIO);
+	durable_replace_fails_cleanly(f, &dir, -EIO);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.rename_count, 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_durable_replace, disk_full_keeps_old_content_and_removes_tmp,
+     .description = "Disk limit 5 bytes: -ENOSPC, old bytes intact, no MANIFEST.tmp")
+{
+	test_dir dir;
+	fault_io *f = durable_replace_setup(&dir);
+	fault_io_disk_limit_set(f, 5);
+	durable_replace_fails_cleanly(f, &dir, -ENOSPC);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_durable_replace, open_failure_keeps_old_content,
+     .description = "Opening MANIFEST.tmp fails with EACCES: -EACCES, old bytes intact")
+{
+	test_dir dir;
+	fault_io *f = durable_replace_setup(&dir);
+	fault_io_open_fail(f, "MANIFEST.tmp", EACCES);
+	durable_replace_fails_cleanly(f, &dir, -EACCES);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_durable_replace, short_writes_still_publish_exact_content,
+     .description = "With pwrites capped at 3 bytes durable_replace publishes the exact 11 bytes, one fsync + one dir fsync")
+{
+	test_dir dir;
+	fault_io *f = durable_replace_setup(&dir);
+	fault_io_counts_reset(f);
+	fault_io_short_write_set(f, 3);
+	cr_assert_eq(tally_io_durable_replace(fault_io_table(f), dir.path, "MANIFEST", "NEW CONTENT", 11), 0);
+	char path[PATH_MAX];
+	test_path(path, &dir, "MANIFEST");
+	unsigned char *content = NULL;
+	cr_assert_eq(test_file_read(path, &content), 11);
+	cr_assert_arr_eq(content, "NEW CONTENT", 11);
+	free(content);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.pwrite_count, 4);
+	cr_assert_eq(counts.fsync_count, 1);
+	cr_assert_eq(counts.fsync_dir_count, 1);
+	cr_assert_eq(counts.rename_count, 1);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_durable_replace, directory_fsync_failure_is_reported_after_rename,
+     .description = "fsync_dir fails with EIO: durable_replace returns -EIO; the rename happened, so MANIFEST holds the new bytes and no .tmp remains")
+{
+	test_dir dir;
+	fault_io *f = durable_replace_setup(&dir);
+	fault_io_fsync_dir_fail(f, EIO);
+	cr_assert_eq(tally_io_durable_replace(fault_io_table(f), dir.path, "MANIFEST", "NEW CONTENT", 11), -EIO);
+	char path[PATH_MAX], tmp_path[PATH_MAX];
+	test_path(path, &dir, "MANIFEST");
+	test_path(tmp_path, &dir, "MANIFEST.tmp");
+	unsigned char *content = NULL;
+	cr_assert_eq(test_file_read(path, &content), 11);
+	cr_assert_arr_eq(content, "NEW CONTENT", 11);
+	free(content);
+	cr_assert(!test_file_exists(tmp_path));
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(io_durable_publish, rename_failure_leaves_tmp_and_fd_to_the_caller,
+     .description = "durable_publish with rename failing EIO: -EIO, the tmp file stays (caller owns it), final name absent")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char tmp_path[PATH_MAX], path[PATH_MAX];
+	test_path(tmp_path, &dir, "7.seg.tmp");
+	test_path(path, &dir, "7.seg");
+	int fd = io->open(io, tmp_path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "abc", 3, 0), 0);
+	fault_io_rename_fail(f, EIO);
+	cr_assert_eq(tally_io_durable_publish(io, fd, dir.path, "7.seg.tmp", "7.seg"), -EIO);
+	cr_assert(test_file_exists(tmp_path));
+	cr_assert(!test_file_exists(path));
+	fault_io_rename_fail(f, 0);
+	cr_assert_eq(tally_io_durable_publish(io, fd, dir.path, "7.seg.tmp", "7.seg"), 0);
+	cr_assert(test_file_exists(path));
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+/* ---- Other knobs -------------------------------------------------------- */
+
+Test(fault_io, open_fails_only_for_matching_paths,
+     .description = "open_fail(\".seg\", EACCES): opening x.seg is -EACCES and creates nothing; x.wal opens")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char seg_path[PATH_MAX], wal_path[PATH_MAX];
+	test_path(seg_path, &dir, "x.seg");
+	test_path(wal_path, &dir, "x.wal");
+	fault_io_open_fail(f, ".seg", EACCES);
+	cr_assert_eq(io->open(io, seg_path, O_CREAT | O_RDWR, 0644), -EACCES);
+	cr_assert(!test_file_exists(seg_path));
+	int fd = io->open(io, wal_path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_open_fail(f, NULL, 0);
+	fd = io->open(io, seg_path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(io->close(io, fd), 0);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(fault_io, clock_is_controllable,
+     .description = "clock_set 1000 -> now 1000; advance 500 -> 1500; advance -200 -> 1300; real -> within 2 s of time(NULL)")
+{
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	fault_io_clock_set_us(f, 1000);
+	cr_assert_eq(io->now_us(io), 1000);
+	cr_assert_eq(io->now_us(io), 1000, "frozen");
+	fault_io_clock_advance_us(f, 500);
+	cr_assert_eq(io->now_us(io), 1500);
+	fault_io_clock_advance_us(f, -200);
+	cr_assert_eq(io->now_us(io), 1300);
+	fault_io_clock_real(f);
+	int64_t wall_us = (int64_t)time(NULL) * TALLY_US_PER_SECOND;
+	int64_t now_us = io->now_us(io);
+	cr_assert(now_us > wall_us - 2 * TALLY_US_PER_SECOND && now_us < wall_us + 2 * TALLY_US_PER_SECOND);
+	fault_io_destroy(f);
+}
+
+Test(fault_io, seeded_random_is_splitmix64,
+     .description = "Seed 0: the first 8 bytes are splitmix64's first output 0xe220a8397b1dcdaf little-endian; two instances with seed 42 agree")
+{
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	fault_io_random_seed(f, 0);
+	unsigned char bytes[8];
+	io->random(io, bytes, sizeof bytes);
+	static const unsigned char expected[8] = {0xaf, 0xcd, 0x1d, 0x7b, 0x39, 0xa8, 0x20, 0xe2};
+	cr_assert_arr_eq(bytes, expected, 8);
+
+	fault_io *g = fault_io_create();
+	fault_io_random_seed(f, 42);
+	fault_io_random_seed(g, 42);
+	unsigned char a[37], b[37];
+	io->random(io, a, sizeof a);
+	fault_io_table(g)->random(fault_io_table(g), b, sizeof b);
+	cr_assert_arr_eq(a, b, sizeof a);
+	fault_io_destroy(g);
+	fault_io_destroy(f);
+}
+
+Test(fault_io, reset_turns_every_knob_off,
+     .description = "After fault_io_reset a table with every knob set behaves as a pass-through")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	const tally_io *io = fault_io_table(f);
+	char path[PATH_MAX];
+	test_path(path, &dir, "r.bin");
+	fault_io_fsync_fail_from(f, 1, EIO);
+	fault_io_pwrite_fail_from(f, 1, EIO);
+	fault_io_disk_limit_set(f, 0);
+	fault_io_short_write_set(f, 1);
+	fault_io_rename_fail(f, EIO);
+	fault_io_open_fail(f, "r.bin", EIO);
+	fault_io_fsync_dir_fail(f, EIO);
+	fault_io_clock_set_us(f, 5);
+	fault_io_reset(f);
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(io->pwrite(io, fd, "hello", 5, 0), 5);
+	cr_assert_eq(io->fsync(io, fd), 0);
+	cr_assert_eq(io->close(io, fd), 0);
+	cr_assert_eq(io->fsync_dir(io, dir.path), 0);
+	cr_assert_neq(io->now_us(io), 5);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+/* Four threads race for a shared disk budget: the total written must be the
+ * budget exactly, never more. */
+typedef struct budget_job {
+	const tally_io *io;
+	const char *dir;
+	int index;
+	int64_t file_size;
+	int last_error;
+} budget_job;
+
+static void *budget_job_run(void *arg)
+{
+	budget_job *job = arg;
+	const tally_io *io = job->io;
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/budget-%d.bin", job->dir, job->index);
+	int fd = io->open(io, path, O_CREAT | O_RDWR, 0644);
+	if (fd < 0) {
+		job->last_error = fd;
+		return NULL;
+	}
+	unsigned char chunk[100];
+	memset(chunk, 'a' + job->index, sizeof chunk);
+	uint64_t offset = 0;
+	for (int i = 0; i < 1000; i++) {
+		int64_t written = io->pwrite(io, fd, chunk, sizeof chunk, offset);
+		if (written < 0) {
+			job->last_error = (int)written;
+			break;
+		}
+		offset += (uint64_t)written;
+	}
+	job->file_size = io->file_size(io, fd);
+	io->close(io, fd);
+	return NULL;
+}
+
+Test(fault_io, disk_limit_is_exact_across_threads,
+     .description = "4 threads writing 100-byte chunks against a 10001-byte limit: files total exactly 10001 bytes, every thread ends on -ENOSPC")
+{
+	test_dir dir;
+	test_dir_make(&dir);
+	fault_io *f = fault_io_create();
+	fault_io_disk_limit_set(f, 10001);
+	pthread_t threads[4];
+	budget_job jobs[4];
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (budget_job){.io = fault_io_table(f), .dir = dir.path, .index = i};
+		cr_assert_eq(pthread_create(&threads[i], NULL, budget_job_run, &jobs[i]), 0);
+	}
+	int64_t total = 0;
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(pthread_join(threads[i], NULL), 0);
+		cr_assert_eq(jobs[i].last_error, -ENOSPC, "thread %d", i);
+		total += jobs[i].file_size;
+	}
+	cr_assert_eq(total, 10001);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.pwrite_bytes, 10001);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
 }
