@@ -1,0 +1,152 @@
+/*
+ * dedup.c — Robin Hood fingerprint table (see dedup.h for the promises).
+ *
+ * Invariants
+ *   1. A slot is 0 (empty) or fp << 16 | day with fp in [1, 2^48).
+ *   2. Robin Hood order: walking from an entry's home slot to the entry, no
+ *      slot is empty, and an entry's probe distance never exceeds the
+ *      distance its successor would have at the same slot; so a lookup stops
+ *      at the first slot whose entry is closer to home than the probe.
+ *   3. count < capacity, and count <= capacity * DEDUP_LOAD_PERCENT_MAX / 100
+ *      after every insert, so probing always finds an empty slot.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include <xxhash.h>
+
+#include "dedup.h"
+#include "tally_limits.h"
+
+#define CAPACITY_MIN 8u
+
+uint64_t dedup_hash(int kind, const uint8_t *packed, size_t size)
+{
+	return XXH3_64bits_withSeed(packed, size, (uint64_t)kind);
+}
+
+static inline uint64_t fingerprint_of(uint64_t hash)
+{
+	uint64_t fp = hash >> 16;
+	return fp ? fp : 1;
+}
+
+static inline uint32_t home_of(uint64_t fp, uint32_t capacity)
+{
+	return (uint32_t)((fp * (uint64_t)capacity) >> 48);
+}
+
+static inline uint32_t distance_of(uint32_t slot, uint32_t home, uint32_t capacity)
+{
+	return slot >= home ? slot - home : slot + capacity - home;
+}
+
+void dedup_free(dedup_table *t)
+{
+	free(t->slots);
+	t->slots = NULL;
+	t->capacity = 0;
+	t->count = 0;
+}
+
+size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max)
+{
+	if (!t->count)
+		return 0;
+	uint64_t fp = fingerprint_of(hash);
+	uint32_t capacity = t->capacity;
+	uint32_t slot = home_of(fp, capacity);
+	size_t found = 0;
+	for (uint32_t distance = 0; distance < capacity; distance++) {
+		uint64_t entry = t->slots[slot];
+		if (!entry)
+			break;
+		uint64_t entry_fp = entry >> 16;
+		if (distance_of(slot, home_of(entry_fp, capacity), capacity) < distance)
+			break;
+		if (entry_fp == fp && found < days_max)
+			days[found++] = (uint16_t)entry;
+		slot = slot + 1 == capacity ? 0 : slot + 1;
+	}
+	return found;
+}
+
+/* Places an entry known to fit; no growth. */
+static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
+{
+	uint32_t slot = home_of(entry >> 16, capacity);
+	uint32_t distance = 0;
+	for (;;) {
+		uint64_t resident = slots[slot];
+		if (!resident) {
+			slots[slot] = entry;
+			return;
+		}
+		uint32_t resident_distance =
+			distance_of(slot, home_of(resident >> 16, capacity), capacity);
+		if (resident_distance < distance) {
+			slots[slot] = entry;
+			entry = resident;
+			distance = resident_distance;
+		}
+		slot = slot + 1 == capacity ? 0 : slot + 1;
+		distance++;
+	}
+}
+
+static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
+{
+	uint64_t *slots = calloc(capacity, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	uint32_t count = 0;
+	for (uint32_t i = 0; i < t->capacity; i++) {
+		uint64_t entry = t->slots[i];
+		if (entry && (uint16_t)entry >= day_min) {
+			place(slots, capacity, entry);
+			count++;
+		}
+	}
+	free(t->slots);
+	t->slots = slots;
+	t->capacity = capacity;
+	t->count = count;
+	return 0;
+}
+
+int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day)
+{
+	if ((uint64_t)(t->count + 1) * 100 > (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MAX) {
+		uint64_t capacity = t->capacity < CAPACITY_MIN ? CAPACITY_MIN
+							     : (uint64_t)t->capacity * 3 / 2;
+		if (capacity > UINT32_MAX)
+			return -ENOMEM;
+		int rc = rebuild(t, (uint32_t)capacity, 0);
+		if (rc)
+			return rc;
+	}
+	place(t->slots, t->capacity, fingerprint_of(hash) << 16 | day);
+	t->count++;
+	assert(t->count < t->capacity);
+	return 0;
+}
+
+int dedup_expire(dedup_table *t, uint16_t day_min)
+{
+	uint32_t keep = 0;
+	for (uint32_t i = 0; i < t->capacity; i++)
+		if (t->slots[i] && (uint16_t)t->slots[i] >= day_min)
+			keep++;
+	if (keep == t->count)
+		return 0;
+	if (!keep) {
+		dedup_free(t);
+		return 0;
+	}
+	/* Size for ~70% load so the next inserts do not grow at once. */
+	uint64_t capacity = (uint64_t)keep * 10 / 7 + 1;
+	if (capacity < CAPACITY_MIN)
+		capacity = CAPACITY_MIN;
+	return rebuild(t, (uint32_t)capacity, day_min);
+}

@@ -1,0 +1,210 @@
+/*
+ * manifest.c — reading and writing DIR/MANIFEST (see manifest.h).
+ *
+ * Layout (little-endian)
+ *     0   magic "TLYMAN01"
+ *     8   version u32, reserved u32 (0)
+ *    16   generation u64
+ *    24   wal_replay_lsn u64
+ *    32   next_file_id u64
+ *    40   file_count u32, tenant_count u32
+ *    48   file ids, u64 each, ascending
+ *         tenants, in id order: name size u8, name bytes
+ *   end-8 XXH3-64 of every byte before it
+ *
+ * Invariants: file ids strictly ascending and < next_file_id; tenant names
+ * valid and distinct; tenant ids are their index.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "codec.h"
+#include "tally_limits.h"
+#include "manifest.h"
+
+#define MAGIC "TLYMAN01"
+#define FIXED_SIZE 48
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+void manifest_free(manifest *m)
+{
+	free(m->file_ids);
+	free(m->tenants);
+	memset(m, 0, sizeof(*m));
+}
+
+int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg)
+{
+	memset(m, 0, sizeof(*m));
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", dir, MANIFEST_NAME);
+	int fd = io->open(io, path, O_RDONLY, 0);
+	if (fd == -ENOENT)
+		return TALLY_E_NOTFOUND;
+	if (fd < 0) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open %s: %s", path, tally_strerror(fd));
+		return fd;
+	}
+	int rc;
+	uint8_t *data = NULL;
+	int64_t size = io->file_size(io, fd);
+	if (size < 0) {
+		rc = (int)size;
+		goto io_fail;
+	}
+	if (size < FIXED_SIZE + 8 || size > MANIFEST_BYTES_MAX) {
+		rc = TALLY_E_CORRUPT;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 0: impossible size %" PRId64,
+				 path, size);
+		goto fail;
+	}
+	data = malloc((size_t)size);
+	if (!data) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if ((rc = tally_io_read_all(io, fd, data, (size_t)size, 0)))
+		goto io_fail;
+	rc = TALLY_E_CORRUPT;
+	size_t body = (size_t)size - 8;
+	if (memcmp(data, MAGIC, 8) != 0 || XXH3_64bits(data, body) != get_u64(data + body)) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: bad magic or checksum", path,
+				 memcmp(data, MAGIC, 8) ? (size_t)0 : body);
+		goto fail;
+	}
+	if (get_u32(data + 8) != MANIFEST_VERSION) {
+		rc = TALLY_E_VERSION;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: version %u, this build reads %u",
+				 path, get_u32(data + 8), MANIFEST_VERSION);
+		goto fail;
+	}
+	m->generation = get_u64(data + 16);
+	m->wal_replay_lsn = get_u64(data + 24);
+	m->next_file_id = get_u64(data + 32);
+	m->file_count = get_u32(data + 40);
+	m->tenant_count = get_u32(data + 44);
+	size_t offset = FIXED_SIZE;
+	if (m->file_count > SEGMENT_FILE_COUNT_MAX || m->tenant_count > TENANT_COUNT_MAX ||
+	    offset + (size_t)m->file_count * 8 > body) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 40: impossible counts", path);
+		goto fail;
+	}
+	m->file_ids = calloc(m->file_count + 1, sizeof(uint64_t));
+	m->tenants = calloc(m->tenant_count + 1, sizeof(manifest_tenant));
+	if (!m->file_ids || !m->tenants) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < m->file_count; i++, offset += 8) {
+		m->file_ids[i] = get_u64(data + offset);
+		if ((i && m->file_ids[i] <= m->file_ids[i - 1]) || m->file_ids[i] >= m->next_file_id) {
+			if (errmsg)
+				snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: file id out of order",
+					 path, offset);
+			goto fail;
+		}
+	}
+	for (uint32_t t = 0; t < m->tenant_count; t++) {
+		if (offset >= body || data[offset] == 0 || data[offset] > TALLY_TENANT_SIZE_MAX ||
+		    offset + 1 + data[offset] > body) {
+			if (errmsg)
+				snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: bad tenant entry %u",
+					 path, offset, t);
+			goto fail;
+		}
+		manifest_tenant *mt = &m->tenants[t];
+		mt->tenant_id = t;
+		mt->name_size = data[offset];
+		memcpy(mt->name, data + offset + 1, mt->name_size);
+		mt->name[mt->name_size] = 0;
+		offset += 1 + mt->name_size;
+	}
+	if (offset != body) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: trailing bytes", path, offset);
+		goto fail;
+	}
+	free(data);
+	io->close(io, fd);
+	return 0;
+io_fail:
+	if (errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "read %s: %s", path, tally_strerror(rc));
+fail:
+	free(data);
+	io->close(io, fd);
+	manifest_free(m);
+	return rc;
+}
+
+int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg)
+{
+	size_t size = FIXED_SIZE + (size_t)m->file_count * 8 + 8;
+	for (uint32_t t = 0; t < m->tenant_count; t++)
+		size += 1 + m->tenants[t].name_size;
+	uint8_t *data = malloc(size);
+	if (!data)
+		return -ENOMEM;
+	memcpy(data, MAGIC, 8);
+	put_u32(data + 8, MANIFEST_VERSION);
+	put_u32(data + 12, 0);
+	put_u64(data + 16, m->generation + 1);
+	put_u64(data + 24, m->wal_replay_lsn);
+	put_u64(data + 32, m->next_file_id);
+	put_u32(data + 40, m->file_count);
+	put_u32(data + 44, m->tenant_count);
+	size_t offset = FIXED_SIZE;
+	for (uint32_t i = 0; i < m->file_count; i++, offset += 8)
+		put_u64(data + offset, m->file_ids[i]);
+	for (uint32_t t = 0; t < m->tenant_count; t++) {
+		data[offset] = m->tenants[t].name_size;
+		memcpy(data + offset + 1, m->tenants[t].name, m->tenants[t].name_size);
+		offset += 1 + m->tenants[t].name_size;
+	}
+	put_u64(data + offset, XXH3_64bits(data, offset));
+	int rc = tally_io_durable_replace(io, dir, MANIFEST_NAME, data, size);
+	free(data);
+	if (rc) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "write %s/%s: %s", dir, MANIFEST_NAME,
+				 tally_strerror(rc));
+		return rc;
+	}
+	m->generation++;
+	return 0;
+}

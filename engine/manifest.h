@@ -1,0 +1,49 @@
+/*
+ * manifest.h — the list of live files, and the tenant registry.
+ *
+ * DIR/MANIFEST names every live segment file, the LSN from which the WAL
+ * must be replayed (everything before it is in those segment files), the
+ * next file id to allocate, and the tenants (name <-> dense id). It is the
+ * only mutable file of the store and changes only through
+ * tally_io_durable_replace (write temp, fsync, rename, fsync directory), so a
+ * crash leaves the old or the new manifest, never a mix. Layout:
+ * docs/formats.md, "Manifest".
+ */
+#ifndef TALLY_MANIFEST_H
+#define TALLY_MANIFEST_H
+
+#include <stdint.h>
+
+#include "tally.h"
+
+#define MANIFEST_NAME "MANIFEST"
+#define MANIFEST_VERSION 1
+
+typedef struct manifest_tenant {
+	uint32_t tenant_id;
+	uint8_t name_size;
+	char name[TALLY_TENANT_SIZE_MAX + 1];
+} manifest_tenant;
+
+typedef struct manifest {
+	uint64_t generation;     /* +1 on every write */
+	uint64_t wal_replay_lsn; /* replay WAL records with LSN >= this */
+	uint64_t next_file_id;   /* never reused: WAL and segment ids come from here */
+	uint32_t file_count;
+	uint32_t tenant_count;
+	uint64_t *file_ids;      /* live segment files, ascending */
+	manifest_tenant *tenants;/* by tenant_id: tenants[i].tenant_id == i */
+} manifest;
+
+/* Reads DIR/MANIFEST into *m. Returns 0, TALLY_E_NOTFOUND when there is no
+ * manifest (a new store), TALLY_E_CORRUPT / TALLY_E_VERSION / -errno with
+ * errmsg naming the path and offset. On success the caller frees *m. */
+int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg);
+
+/* Writes *m durably as DIR/MANIFEST with generation + 1 (updated in *m only
+ * on success). 0 or -errno / -ENOMEM, with errmsg set. */
+int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg);
+
+void manifest_free(manifest *m);
+
+#endif /* TALLY_MANIFEST_H */

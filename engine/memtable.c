@@ -1,0 +1,177 @@
+/*
+ * memtable.c — a tenant's in-memory rows (see memtable.h).
+ *
+ * Invariants
+ *   - Every row's dimension codes are < dict[d].count.
+ *   - index has index_mask + 1 slots, at most half full, and every row
+ *     appears in exactly one slot.
+ *   - time_min_us/time_max_us bound every row's time (meaningless when
+ *     rows.count == 0).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memtable.h"
+
+static uint32_t index_slot(uint64_t hash, uint32_t mask)
+{
+	return (uint32_t)hash & mask;
+}
+
+static int index_grow(memtable *m, uint32_t rows_wanted)
+{
+	uint64_t slots_needed = (uint64_t)rows_wanted * 2;
+	if (m->index_mask && slots_needed <= (uint64_t)m->index_mask + 1)
+		return 0;
+	uint64_t slot_count = m->index_mask ? ((uint64_t)m->index_mask + 1) : 64;
+	while (slot_count < slots_needed)
+		slot_count *= 2;
+	if (slot_count > (1ull << 31))
+		return -ENOMEM;
+	uint32_t *index = calloc(slot_count, sizeof(*index));
+	uint64_t *hashes = realloc(m->id_hash, sizeof(*hashes) * (slot_count / 2));
+	if (!index || !hashes) {
+		free(index);
+		if (hashes)
+			m->id_hash = hashes;
+		return -ENOMEM;
+	}
+	m->id_hash = hashes;
+	uint32_t mask = (uint32_t)slot_count - 1;
+	for (uint32_t row = 0; row < m->rows.count; row++) {
+		uint32_t s = index_slot(hashes[row], mask);
+		while (index[s])
+			s = (s + 1) & mask;
+		index[s] = row + 1;
+	}
+	free(m->index);
+	m->index = index;
+	m->index_mask = mask;
+	return 0;
+}
+
+int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
+{
+	rows *r = &m->rows;
+	uint32_t row = r->count;
+	if (row == UINT32_MAX - 1)
+		return TALLY_E_LIMIT;
+	int rc = rows_reserve(r, row + 1);
+	if (!rc)
+		rc = index_grow(m, row + 1);
+	if (!rc)
+		rc = bytebuf_reserve(&r->id_bytes, id->size);
+	if (rc)
+		return rc;
+	const tally_str *dims[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model,
+					    &e->user};
+	uint32_t codes[DIM_COUNT];
+	for (int d = 0; d < DIM_COUNT; d++) {
+		rc = strdict_intern(&m->dict[d], dims[d]->ptr ? dims[d]->ptr : "", dims[d]->len,
+				    &codes[d]);
+		if (rc)
+			return rc; /* interned strings without rows are harmless */
+	}
+	for (int d = 0; d < DIM_COUNT; d++)
+		r->dim[d][row] = codes[d];
+	r->time_us[row] = e->time_us;
+	r->status[row] = (uint8_t)e->status;
+	r->duration_ms[row] = e->duration_ms;
+	r->tokens_in[row] = e->tokens_in;
+	r->tokens_out[row] = e->tokens_out;
+	r->cost_micros[row] = e->cost_micros;
+	r->id_kind[row] = id->kind;
+	memcpy(r->id_bytes.data + r->id_bytes.size, id->bytes, id->size);
+	r->id_bytes.size += id->size;
+	r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
+	m->id_hash[row] = id->hash;
+	uint32_t s = index_slot(id->hash, m->index_mask);
+	while (m->index[s])
+		s = (s + 1) & m->index_mask;
+	m->index[s] = row + 1;
+	if (!row || e->time_us < m->time_min_us)
+		m->time_min_us = e->time_us;
+	if (!row || e->time_us > m->time_max_us)
+		m->time_max_us = e->time_us;
+	r->count = row + 1;
+	return 0;
+}
+
+int64_t memtable_find(const memtable *m, const packed_id *id)
+{
+	if (!m->index_mask)
+		return -1;
+	for (uint32_t s = index_slot(id->hash, m->index_mask); m->index[s];
+	     s = (s + 1) & m->index_mask) {
+		uint32_t row = m->index[s] - 1;
+		if (m->id_hash[row] != id->hash || m->rows.id_kind[row] != id->kind)
+			continue;
+		size_t size;
+		const uint8_t *bytes = rows_id(&m->rows, row, &size);
+		if (size == id->size && memcmp(bytes, id->bytes, size) == 0)
+			return row;
+	}
+	return -1;
+}
+
+void rows_event(const rows *r, const strdict *dict, uint32_t i, tally_event *e,
+		char *id_text)
+{
+	size_t size;
+	const uint8_t *bytes = rows_id(r, i, &size);
+	int text_size = id_unpack(r->id_kind[i], bytes, size, id_text);
+	e->event_id.ptr = id_text;
+	e->event_id.len = text_size > 0 ? (uint32_t)text_size : 0;
+	e->time_us = r->time_us[i];
+	e->type = strdict_get(&dict[DIM_TYPE], r->dim[DIM_TYPE][i]);
+	e->project = strdict_get(&dict[DIM_PROJECT], r->dim[DIM_PROJECT][i]);
+	e->agent = strdict_get(&dict[DIM_AGENT], r->dim[DIM_AGENT][i]);
+	e->model = strdict_get(&dict[DIM_MODEL], r->dim[DIM_MODEL][i]);
+	e->user = strdict_get(&dict[DIM_USER], r->dim[DIM_USER][i]);
+	e->status = r->status[i];
+	e->duration_ms = r->duration_ms[i];
+	e->tokens_in = r->tokens_in[i];
+	e->tokens_out = r->tokens_out[i];
+	e->cost_micros = r->cost_micros[i];
+}
+
+void memtable_event(const memtable *m, uint32_t i, tally_event *e, char *id_text)
+{
+	rows_event(&m->rows, m->dict, i, e, id_text);
+}
+
+static int str_equal(tally_str a, tally_str b)
+{
+	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+int tally_event_equal(const tally_event *a, const tally_event *b)
+{
+	return str_equal(a->event_id, b->event_id) && a->time_us == b->time_us &&
+	       str_equal(a->type, b->type) && str_equal(a->project, b->project) &&
+	       str_equal(a->agent, b->agent) && str_equal(a->model, b->model) &&
+	       str_equal(a->user, b->user) && a->status == b->status &&
+	       a->duration_ms == b->duration_ms && a->tokens_in == b->tokens_in &&
+	       a->tokens_out == b->tokens_out && a->cost_micros == b->cost_micros;
+}
+
+size_t memtable_bytes(const memtable *m)
+{
+	size_t bytes = rows_bytes(&m->rows);
+	for (int d = 0; d < DIM_COUNT; d++)
+		bytes += strdict_bytes(&m->dict[d]);
+	if (m->index_mask)
+		bytes += ((size_t)m->index_mask + 1) * (sizeof(uint32_t) + sizeof(uint64_t) / 2);
+	return bytes;
+}
+
+void memtable_free(memtable *m)
+{
+	rows_free(&m->rows);
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&m->dict[d]);
+	free(m->id_hash);
+	free(m->index);
+	memset(m, 0, sizeof(*m));
+}

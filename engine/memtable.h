@@ -1,0 +1,65 @@
+/*
+ * memtable.h — one tenant's not-yet-flushed events, in ingest order.
+ *
+ * Rows are appended under the store lock after their batch was appended to
+ * the WAL; a memtable is frozen (no more appends) when a flush begins and
+ * freed once its rows are in a published segment file. An id index (the
+ * full 64-bit id hash per row plus an open-addressing table of row numbers)
+ * answers "is this exact id here?" for dedup verification.
+ */
+#ifndef TALLY_MEMTABLE_H
+#define TALLY_MEMTABLE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "rows.h"
+#include "strdict.h"
+#include "tally.h"
+
+typedef struct memtable {
+	rows rows;
+	strdict dict[DIM_COUNT];
+	uint64_t *id_hash;     /* per row */
+	uint32_t *index;       /* row + 1; 0 = empty */
+	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
+	int64_t time_min_us;
+	int64_t time_max_us;
+} memtable;
+
+/* A packed id with its hash (dedup_hash). */
+typedef struct packed_id {
+	uint8_t kind;
+	uint8_t size;
+	uint64_t hash;
+	const uint8_t *bytes;
+} packed_id;
+
+/* Appends one validated event whose id is given packed. 0, -ENOMEM or
+ * TALLY_E_LIMIT; on failure the memtable is unchanged. */
+int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
+
+/* Row of the exact id, or -1. */
+int64_t memtable_find(const memtable *m, const packed_id *id);
+
+/* Fills *event with row i; the id text goes to id_text (ID_TEXT_SIZE_MAX
+ * bytes) and the strings point into the memtable. */
+void memtable_event(const memtable *m, uint32_t i, tally_event *event, char *id_text);
+
+/* RAM held. */
+size_t memtable_bytes(const memtable *m);
+
+void memtable_free(memtable *m);
+
+/*
+ * Fills *event from row i of r, with dimension strings from dict (one
+ * strdict per dimension) and the id text in id_text. Shared by memtables and
+ * decoded segments.
+ */
+void rows_event(const rows *r, const strdict *dict, uint32_t i, tally_event *event,
+		char *id_text);
+
+/* Exact payload equality of two events (all fields, id included). */
+int tally_event_equal(const tally_event *a, const tally_event *b);
+
+#endif /* TALLY_MEMTABLE_H */

@@ -1,0 +1,47 @@
+/*
+ * rows.h — a columnar set of event rows, the shape shared by memtables,
+ * decoded segment row groups and scans.
+ *
+ * Dimension columns hold codes into a dictionary kept beside the rows (a
+ * memtable's strdicts, or a segment file's tenant dictionary). Event ids are
+ * kept packed (codec.h id_pack): kind plus bytes.
+ */
+#ifndef TALLY_ROWS_H
+#define TALLY_ROWS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "codec.h"
+#include "tally_limits.h"
+
+typedef struct rows {
+	uint32_t count;
+	uint32_t capacity;
+	int64_t *time_us;
+	uint8_t *status;
+	uint32_t *duration_ms;
+	uint64_t *tokens_in;
+	uint64_t *tokens_out;
+	int64_t *cost_micros;
+	uint32_t *dim[DIM_COUNT];
+	uint8_t *id_kind;
+	uint32_t *id_offset; /* count + 1 entries; id_offset[0] == 0 */
+	bytebuf id_bytes;
+} rows;
+
+/* Ensures room for `count` rows in total. 0 or -ENOMEM (rows unchanged). */
+int rows_reserve(rows *r, uint32_t count);
+/* Forgets all rows, keeps allocations. */
+void rows_reset(rows *r);
+void rows_free(rows *r);
+/* RAM held (allocated capacity). */
+size_t rows_bytes(const rows *r);
+
+static inline const uint8_t *rows_id(const rows *r, uint32_t i, size_t *size)
+{
+	*size = r->id_offset[i + 1] - r->id_offset[i];
+	return r->id_bytes.data + r->id_offset[i];
+}
+
+#endif /* TALLY_ROWS_H */

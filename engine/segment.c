@@ -1,0 +1,897 @@
+/*
+ * segment.c — writing and reading segment files (see segment.h; the byte
+ * layout is in docs/formats.md, "Segment files").
+ *
+ * File layout
+ *     header  (32 bytes)  magic "TLYSEG01", version u32, flags u32, file id
+ *                         u64, XXH3-64 of the first 24 bytes
+ *     blocks              tenant sections back to back: a dictionary block,
+ *                         then the row group blocks of each segment
+ *     footer              the index, serialised with varints, usually zstd
+ *     trailer (40 bytes)  footer offset u64, stored size u32, raw size u32,
+ *                         codec u8 + 7 zero bytes, footer checksum u64,
+ *                         magic "TLYSEGE1"
+ *
+ * Invariants
+ *   1. A file is written once, to a temp name, fsynced, then renamed; it is
+ *      never modified after the rename.
+ *   2. Blocks lie between the header and the footer, in index order, never
+ *      overlapping. Every checksum is XXH3-64 seeded with the file id, so a
+ *      block copied from another file fails its check.
+ *   3. Within a segment, rows are sorted by time (stable with respect to the
+ *      order they were given in); segments of a tenant are in day order.
+ *   4. The reader trusts nothing: every size, count and offset in the footer
+ *      is checked against the file before use.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "tally_limits.h"
+#include "segment.h"
+
+#define HEADER_MAGIC "TLYSEG01"
+#define TRAILER_MAGIC "TLYSEGE1"
+#define WRITE_CHUNK_BYTES (1u << 20)
+#define BLOCK_RAW_BYTES_MAX (256u << 20)
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+void segment_file_name(char *name, size_t size, uint64_t file_id)
+{
+	snprintf(name, size, "%016" PRIx64 ".seg", file_id);
+}
+
+/* ======================================================================== */
+/* Writer                                                                    */
+/* ======================================================================== */
+
+struct segment_writer {
+	const tally_io *io;
+	char dir[SEGMENT_PATH_SIZE_MAX];
+	char name[64];
+	char tmp_name[80];
+	int fd;
+	int zstd_level;
+	uint64_t file_id;
+	uint64_t offset;       /* file offset of out.data[0] */
+	uint64_t block_end;    /* end of the last block written (for offset deltas) */
+	bytebuf out;           /* bytes not yet written to the file */
+	bytebuf footer;        /* raw footer being built */
+	bytebuf column[TALLY_COL_COUNT];
+	bytebuf packed;
+	bytebuf scratch;
+	/* Per row group gather buffers (ROWGROUP_ROWS_MAX entries each). */
+	int64_t *g_time;
+	uint64_t *g_u64a;
+	uint64_t *g_u64b;
+	int64_t *g_i64;
+	uint32_t *g_u32;
+	uint8_t *g_u8;
+	uint8_t *g_kind;
+	uint32_t *g_offset;
+	bytebuf g_id;
+	uint32_t *g_code;
+	uint32_t *order;       /* sort permutation of a tenant's rows */
+	uint32_t order_capacity;
+};
+
+static int writer_flush_out(segment_writer *w)
+{
+	if (!w->out.size)
+		return 0;
+	int rc = tally_io_write_all(w->io, w->fd, w->out.data, w->out.size, w->offset);
+	if (rc)
+		return rc;
+	w->offset += w->out.size;
+	bytebuf_reset(&w->out);
+	return 0;
+}
+
+static uint64_t writer_position(const segment_writer *w)
+{
+	return w->offset + w->out.size;
+}
+
+/* Appends one block (compressing raw) to the file and its index entry to the
+ * footer. */
+static int writer_block(segment_writer *w, const uint8_t *raw, size_t raw_size)
+{
+	if (raw_size > BLOCK_RAW_BYTES_MAX)
+		return TALLY_E_LIMIT;
+	uint64_t start = writer_position(w);
+	size_t before = w->out.size;
+	uint8_t codec;
+	int rc = block_compress(&w->out, raw, raw_size, w->zstd_level, &codec);
+	if (rc)
+		return rc;
+	size_t stored = w->out.size - before;
+	uint64_t checksum = XXH3_64bits_withSeed(w->out.data + before, stored, w->file_id);
+	uint8_t fixed[9];
+	fixed[0] = codec;
+	put_u64(fixed + 1, checksum);
+	if ((rc = varint_append(&w->footer, start - w->block_end)) ||
+	    (rc = varint_append(&w->footer, stored)) ||
+	    (rc = varint_append(&w->footer, raw_size)) ||
+	    (rc = bytebuf_append(&w->footer, fixed, sizeof(fixed))))
+		return rc;
+	w->block_end = start + stored;
+	if (w->out.size >= WRITE_CHUNK_BYTES)
+		return writer_flush_out(w);
+	return 0;
+}
+
+int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
+			int zstd_level, segment_writer **out, char *errmsg)
+{
+	*out = NULL;
+	segment_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->io = io;
+	w->fd = -1;
+	w->file_id = file_id;
+	w->zstd_level = zstd_level;
+	snprintf(w->dir, sizeof(w->dir), "%s", dir);
+	segment_file_name(w->name, sizeof(w->name), file_id);
+	snprintf(w->tmp_name, sizeof(w->tmp_name), "%s.tmp", w->name);
+	size_t n = ROWGROUP_ROWS_MAX;
+	w->g_time = malloc(n * sizeof(int64_t));
+	w->g_u64a = malloc(n * sizeof(uint64_t));
+	w->g_u64b = malloc(n * sizeof(uint64_t));
+	w->g_i64 = malloc(n * sizeof(int64_t));
+	w->g_u32 = malloc(n * sizeof(uint32_t));
+	w->g_u8 = malloc(n);
+	w->g_kind = malloc(n);
+	w->g_offset = malloc((n + 1) * sizeof(uint32_t));
+	w->g_code = malloc(n * sizeof(uint32_t));
+	if (!w->g_time || !w->g_u64a || !w->g_u64b || !w->g_i64 || !w->g_u32 || !w->g_u8 ||
+	    !w->g_kind || !w->g_offset || !w->g_code) {
+		segment_writer_abort(w);
+		return -ENOMEM;
+	}
+	char path[SEGMENT_PATH_SIZE_MAX + 96];
+	snprintf(path, sizeof(path), "%s/%s", dir, w->tmp_name);
+	int fd = io->open(io, path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+	if (fd < 0) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "create %s: %s", path,
+				 tally_strerror(fd));
+		segment_writer_abort(w);
+		return fd;
+	}
+	w->fd = fd;
+	uint8_t header[SEGMENT_HEADER_SIZE];
+	memcpy(header, HEADER_MAGIC, 8);
+	put_u32(header + 8, SEGMENT_VERSION);
+	put_u32(header + 12, 0);
+	put_u64(header + 16, file_id);
+	put_u64(header + 24, XXH3_64bits(header, 24));
+	int rc = bytebuf_append(&w->out, header, sizeof(header));
+	if (rc) {
+		segment_writer_abort(w);
+		return rc;
+	}
+	w->block_end = SEGMENT_HEADER_SIZE;
+	*out = w;
+	return 0;
+}
+
+static int dict_serialise(bytebuf *b, const strdict dict[DIM_COUNT])
+{
+	int rc;
+	for (int d = 0; d < DIM_COUNT; d++) {
+		if ((rc = varint_append(b, dict[d].count)))
+			return rc;
+		for (uint32_t c = 0; c < dict[d].count; c++) {
+			tally_str s = strdict_get(&dict[d], c);
+			if ((rc = varint_append(b, s.len)) || (rc = bytebuf_append(b, s.ptr, s.len)))
+				return rc;
+		}
+	}
+	return 0;
+}
+
+typedef struct time_key {
+	int64_t time_us;
+	uint32_t row;
+} time_key;
+
+static int time_key_compare(const void *a, const void *b)
+{
+	const time_key *x = a, *y = b;
+	if (x->time_us != y->time_us)
+		return x->time_us < y->time_us ? -1 : 1;
+	return x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* Fills w->order with the rows of r sorted by time, stable. */
+static int sort_rows(segment_writer *w, const rows *r)
+{
+	if (r->count > w->order_capacity) {
+		uint32_t *order = realloc(w->order, sizeof(*order) * r->count);
+		if (!order)
+			return -ENOMEM;
+		w->order = order;
+		w->order_capacity = r->count;
+	}
+	int sorted = 1;
+	for (uint32_t i = 1; i < r->count && sorted; i++)
+		sorted = r->time_us[i - 1] <= r->time_us[i];
+	if (sorted) {
+		for (uint32_t i = 0; i < r->count; i++)
+			w->order[i] = i;
+		return 0;
+	}
+	time_key *keys = malloc(sizeof(*keys) * r->count);
+	if (!keys)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->count; i++) {
+		keys[i].time_us = r->time_us[i];
+		keys[i].row = i;
+	}
+	qsort(keys, r->count, sizeof(*keys), time_key_compare);
+	for (uint32_t i = 0; i < r->count; i++)
+		w->order[i] = keys[i].row;
+	free(keys);
+	return 0;
+}
+
+static int64_t day_of(int64_t time_us)
+{
+	int64_t day = time_us / TALLY_US_PER_DAY;
+	if (time_us % TALLY_US_PER_DAY < 0)
+		day--;
+	return day;
+}
+
+/* Encodes rows order[first .. first+count) of r as one row group. */
+static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *order,
+			   uint32_t count)
+{
+	int rc;
+	for (int c = 0; c < TALLY_COL_COUNT; c++)
+		bytebuf_reset(&w->column[c]);
+	for (uint32_t i = 0; i < count; i++)
+		w->g_time[i] = r->time_us[order[i]];
+	if ((rc = codec_time_encode(&w->column[TALLY_COL_TIME], w->g_time, count)))
+		return rc;
+
+	bytebuf_reset(&w->g_id);
+	w->g_offset[0] = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		size_t size;
+		const uint8_t *bytes = rows_id(r, order[i], &size);
+		if ((rc = bytebuf_append(&w->g_id, bytes, size)))
+			return rc;
+		w->g_kind[i] = r->id_kind[order[i]];
+		w->g_offset[i + 1] = (uint32_t)w->g_id.size;
+	}
+	if ((rc = codec_ids_encode(&w->column[TALLY_COL_EVENT_ID], w->g_kind, w->g_offset,
+				   w->g_id.data, count)))
+		return rc;
+
+	for (int d = 0; d < DIM_COUNT; d++) {
+		for (uint32_t i = 0; i < count; i++)
+			w->g_code[i] = r->dim[d][order[i]];
+		if ((rc = codec_codes_encode(&w->column[TALLY_COL_TYPE + d], w->g_code, count)))
+			return rc;
+	}
+	for (uint32_t i = 0; i < count; i++)
+		w->g_u8[i] = r->status[order[i]];
+	if ((rc = codec_u8_encode(&w->column[TALLY_COL_STATUS], w->g_u8, count)))
+		return rc;
+	for (uint32_t i = 0; i < count; i++) {
+		w->g_u64a[i] = r->tokens_in[order[i]];
+		w->g_u64b[i] = r->tokens_out[order[i]];
+		w->g_i64[i] = r->cost_micros[order[i]];
+		w->g_u32[i] = r->duration_ms[order[i]];
+	}
+	if ((rc = codec_u64_encode(&w->column[TALLY_COL_TOKENS_IN], w->g_u64a, count)) ||
+	    (rc = codec_u64_encode(&w->column[TALLY_COL_TOKENS_OUT], w->g_u64b, count)) ||
+	    (rc = codec_i64_encode(&w->column[TALLY_COL_COST_MICROS], w->g_i64, count)) ||
+	    (rc = codec_u32_encode(&w->column[TALLY_COL_DURATION_MS], w->g_u32, count)))
+		return rc;
+
+	size_t total = 0;
+	for (int c = 0; c < TALLY_COL_COUNT; c++)
+		total += w->column[c].size;
+	uint8_t packed = total < ROWGROUP_PACKED_BYTES_MAX;
+	if ((rc = varint_append(&w->footer, count)) ||
+	    (rc = bytebuf_append(&w->footer, &packed, 1)))
+		return rc;
+	if (packed) {
+		bytebuf_reset(&w->packed);
+		for (int c = 0; c < TALLY_COL_COUNT; c++)
+			if ((rc = varint_append(&w->packed, w->column[c].size)))
+				return rc;
+		for (int c = 0; c < TALLY_COL_COUNT; c++)
+			if ((rc = bytebuf_append(&w->packed, w->column[c].data, w->column[c].size)))
+				return rc;
+		return writer_block(w, w->packed.data, w->packed.size);
+	}
+	for (int c = 0; c < TALLY_COL_COUNT; c++)
+		if ((rc = writer_block(w, w->column[c].data, w->column[c].size)))
+			return rc;
+	return 0;
+}
+
+int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char *name,
+			      const rows *r, const strdict dict[DIM_COUNT])
+{
+	if (!r->count)
+		return 0;
+	int rc = sort_rows(w, r);
+	if (rc)
+		return rc;
+	/* Count segments (days). */
+	uint32_t segment_count = 0;
+	for (uint32_t i = 0; i < r->count; i++)
+		if (!i || day_of(r->time_us[w->order[i]]) != day_of(r->time_us[w->order[i - 1]]))
+			segment_count++;
+
+	size_t name_size = strlen(name);
+	if ((rc = varint_append(&w->footer, tenant_id)) ||
+	    (rc = varint_append(&w->footer, name_size)) ||
+	    (rc = bytebuf_append(&w->footer, name, name_size)))
+		return rc;
+	bytebuf_reset(&w->scratch);
+	if ((rc = dict_serialise(&w->scratch, dict)) ||
+	    (rc = writer_block(w, w->scratch.data, w->scratch.size)) ||
+	    (rc = varint_append(&w->footer, segment_count)))
+		return rc;
+
+	for (uint32_t start = 0; start < r->count;) {
+		int64_t day = day_of(r->time_us[w->order[start]]);
+		uint32_t end = start + 1;
+		while (end < r->count && day_of(r->time_us[w->order[end]]) == day)
+			end++;
+		int64_t time_min = r->time_us[w->order[start]];
+		int64_t time_max = r->time_us[w->order[end - 1]];
+		uint32_t rowgroups = (end - start + ROWGROUP_ROWS_MAX - 1) / ROWGROUP_ROWS_MAX;
+		if ((rc = varint_append(&w->footer, zigzag_encode(day))) ||
+		    (rc = varint_append(&w->footer, end - start)) ||
+		    (rc = varint_append(&w->footer, zigzag_encode(time_min))) ||
+		    (rc = varint_append(&w->footer, (uint64_t)time_max - (uint64_t)time_min)) ||
+		    (rc = varint_append(&w->footer, rowgroups)))
+			return rc;
+		for (uint32_t g = start; g < end; g += ROWGROUP_ROWS_MAX) {
+			uint32_t count = end - g < ROWGROUP_ROWS_MAX ? end - g : ROWGROUP_ROWS_MAX;
+			if ((rc = writer_rowgroup(w, r, w->order + g, count)))
+				return rc;
+		}
+		start = end;
+	}
+	return 0;
+}
+
+static void writer_free(segment_writer *w)
+{
+	if (w->fd >= 0)
+		w->io->close(w->io, w->fd);
+	bytebuf_free(&w->out);
+	bytebuf_free(&w->footer);
+	for (int c = 0; c < TALLY_COL_COUNT; c++)
+		bytebuf_free(&w->column[c]);
+	bytebuf_free(&w->packed);
+	bytebuf_free(&w->scratch);
+	bytebuf_free(&w->g_id);
+	free(w->g_time);
+	free(w->g_u64a);
+	free(w->g_u64b);
+	free(w->g_i64);
+	free(w->g_u32);
+	free(w->g_u8);
+	free(w->g_kind);
+	free(w->g_offset);
+	free(w->g_code);
+	free(w->order);
+	free(w);
+}
+
+void segment_writer_abort(segment_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0) {
+		char path[SEGMENT_PATH_SIZE_MAX + 96];
+		snprintf(path, sizeof(path), "%s/%s", w->dir, w->tmp_name);
+		w->io->unlink(w->io, path);
+	}
+	writer_free(w);
+}
+
+int segment_writer_finish(segment_writer *w, uint64_t *size, char *errmsg)
+{
+	const char *op = "write";
+	uint64_t footer_offset = writer_position(w);
+	uint8_t codec;
+	size_t before = w->out.size;
+	int rc = block_compress(&w->out, w->footer.data, w->footer.size, w->zstd_level, &codec);
+	if (!rc && w->footer.size > SEGMENT_FILE_FOOTER_BYTES_MAX)
+		rc = TALLY_E_LIMIT;
+	if (rc)
+		goto fail;
+	size_t stored = w->out.size - before;
+	uint8_t trailer[SEGMENT_TRAILER_SIZE] = {0};
+	put_u64(trailer, footer_offset);
+	put_u32(trailer + 8, (uint32_t)stored);
+	put_u32(trailer + 12, (uint32_t)w->footer.size);
+	trailer[16] = codec;
+	put_u64(trailer + 24, XXH3_64bits_withSeed(w->out.data + before, stored, w->file_id));
+	memcpy(trailer + 32, TRAILER_MAGIC, 8);
+	if ((rc = bytebuf_append(&w->out, trailer, sizeof(trailer))))
+		goto fail;
+	if ((rc = writer_flush_out(w)))
+		goto fail;
+	op = "fsync/rename";
+	if ((rc = tally_io_durable_publish(w->io, w->fd, w->dir, w->tmp_name, w->name)))
+		goto fail;
+	*size = w->offset;
+	writer_free(w);
+	return 0;
+fail:
+	if (errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s segment file %s/%s: %s", op, w->dir,
+			 w->tmp_name, tally_strerror(rc));
+	segment_writer_abort(w);
+	return rc;
+}
+
+/* ======================================================================== */
+/* Reader                                                                    */
+/* ======================================================================== */
+
+#define CORRUPT(f, offset, ...)                                                            \
+	do {                                                                               \
+		if (errmsg) {                                                              \
+			int n_ = snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": ", \
+					  (f)->path, (uint64_t)(offset));                  \
+			if (n_ > 0 && n_ < TALLY_ERRMSG_SIZE)                              \
+				snprintf(errmsg + n_, TALLY_ERRMSG_SIZE - n_, __VA_ARGS__);      \
+		}                                                                          \
+		return TALLY_E_CORRUPT;                                                    \
+	} while (0)
+
+typedef struct footer_parser {
+	const uint8_t *p;
+	const uint8_t *end;
+} footer_parser;
+
+static int fp_varint(footer_parser *fp, uint64_t *v)
+{
+	return varint_get(&fp->p, fp->end, v);
+}
+
+static int grow_array(void **array, uint32_t *capacity, uint32_t count, size_t element)
+{
+	if (count < *capacity)
+		return 0;
+	uint32_t c = *capacity ? *capacity * 2 : 16;
+	void *a = realloc(*array, (size_t)c * element);
+	if (!a)
+		return -ENOMEM;
+	*array = a;
+	*capacity = c;
+	return 0;
+}
+
+static int parse_block(segment_file *f, footer_parser *fp, uint64_t *block_end,
+		       uint64_t footer_offset, seg_block *b, char *errmsg)
+{
+	uint64_t delta, stored, raw;
+	if (fp_varint(fp, &delta) || fp_varint(fp, &stored) || fp_varint(fp, &raw) ||
+	    fp->end - fp->p < 9)
+		CORRUPT(f, footer_offset, "footer truncated in a block entry");
+	b->codec = fp->p[0];
+	b->checksum = get_u64(fp->p + 1);
+	fp->p += 9;
+	if (delta > footer_offset || stored > footer_offset || raw > BLOCK_RAW_BYTES_MAX ||
+	    *block_end + delta + stored > footer_offset || b->codec > BLOCK_CODEC_ZSTD ||
+	    (b->codec == BLOCK_CODEC_RAW && stored != raw))
+		CORRUPT(f, footer_offset, "footer names an impossible block (offset %" PRIu64
+			", size %" PRIu64 ")", *block_end + delta, stored);
+	b->offset = *block_end + delta;
+	b->stored_size = (uint32_t)stored;
+	b->raw_size = (uint32_t)raw;
+	*block_end = b->offset + stored;
+	return 0;
+}
+
+static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
+			uint64_t footer_offset, char *errmsg)
+{
+	footer_parser fp = {data, data + size};
+	uint32_t tenant_cap = 0, segment_cap = 0, rowgroup_cap = 0, block_cap = 0;
+	uint64_t block_end = SEGMENT_HEADER_SIZE;
+	int rc;
+	while (fp.p < fp.end) {
+		if ((rc = grow_array((void **)&f->tenants, &tenant_cap, f->tenant_count,
+				     sizeof(seg_tenant))))
+			return rc;
+		seg_tenant *t = &f->tenants[f->tenant_count];
+		memset(t, 0, sizeof(*t));
+		uint64_t tenant_id, name_size, segment_count;
+		if (fp_varint(&fp, &tenant_id) || fp_varint(&fp, &name_size) ||
+		    tenant_id >= TENANT_COUNT_MAX || name_size == 0 ||
+		    name_size > TALLY_TENANT_SIZE_MAX || (uint64_t)(fp.end - fp.p) < name_size)
+			CORRUPT(f, footer_offset, "footer: bad tenant entry %u", f->tenant_count);
+		t->tenant_id = (uint32_t)tenant_id;
+		memcpy(t->name, fp.p, name_size);
+		t->name[name_size] = 0;
+		fp.p += name_size;
+		if ((rc = parse_block(f, &fp, &block_end, footer_offset, &t->dict, errmsg)))
+			return rc;
+		if (fp_varint(&fp, &segment_count) || segment_count == 0 ||
+		    segment_count > (uint64_t)(fp.end - fp.p))
+			CORRUPT(f, footer_offset, "footer: bad segment count for tenant %s", t->name);
+		t->first_segment = f->segment_count;
+		t->segment_count = (uint32_t)segment_count;
+		int64_t previous_day = INT64_MIN;
+		for (uint64_t s = 0; s < segment_count; s++) {
+			if ((rc = grow_array((void **)&f->segments, &segment_cap, f->segment_count,
+					     sizeof(seg_segment))))
+				return rc;
+			seg_segment *seg = &f->segments[f->segment_count];
+			uint64_t day, rows_count, time_min, span, rowgroups;
+			if (fp_varint(&fp, &day) || fp_varint(&fp, &rows_count) ||
+			    fp_varint(&fp, &time_min) || fp_varint(&fp, &span) ||
+			    fp_varint(&fp, &rowgroups))
+				CORRUPT(f, footer_offset, "footer truncated in tenant %s", t->name);
+			int64_t d = zigzag_decode(day);
+			seg->time_min_us = zigzag_decode(time_min);
+			seg->time_max_us = (int64_t)((uint64_t)seg->time_min_us + span);
+			if (d <= previous_day || d < INT32_MIN || d > INT32_MAX || rows_count == 0 ||
+			    rows_count > UINT32_MAX || seg->time_max_us < seg->time_min_us ||
+			    day_of(seg->time_min_us) != d || day_of(seg->time_max_us) != d ||
+			    rowgroups != (rows_count + ROWGROUP_ROWS_MAX - 1) / ROWGROUP_ROWS_MAX)
+				CORRUPT(f, footer_offset, "footer: impossible segment %" PRIu64
+					" of tenant %s", s, t->name);
+			previous_day = d;
+			seg->day = (int32_t)d;
+			seg->rows = (uint32_t)rows_count;
+			seg->first_rowgroup = f->rowgroup_count;
+			seg->rowgroup_count = (uint32_t)rowgroups;
+			f->rows += rows_count;
+			uint64_t rows_left = rows_count;
+			for (uint64_t g = 0; g < rowgroups; g++) {
+				if ((rc = grow_array((void **)&f->rowgroups, &rowgroup_cap,
+						     f->rowgroup_count, sizeof(seg_rowgroup))))
+					return rc;
+				seg_rowgroup *rg = &f->rowgroups[f->rowgroup_count++];
+				uint64_t rg_rows;
+				uint64_t expect = rows_left < ROWGROUP_ROWS_MAX ? rows_left
+										: ROWGROUP_ROWS_MAX;
+				if (fp_varint(&fp, &rg_rows) || fp.p >= fp.end || rg_rows != expect ||
+				    *fp.p > 1)
+					CORRUPT(f, footer_offset, "footer: bad row group in tenant %s",
+						t->name);
+				rows_left -= rg_rows;
+				rg->rows = (uint32_t)rg_rows;
+				rg->packed = *fp.p++;
+				rg->first_block = f->block_count;
+				int blocks = rg->packed ? 1 : TALLY_COL_COUNT;
+				for (int b = 0; b < blocks; b++) {
+					if ((rc = grow_array((void **)&f->blocks, &block_cap,
+							     f->block_count, sizeof(seg_block))))
+						return rc;
+					if ((rc = parse_block(f, &fp, &block_end, footer_offset,
+							      &f->blocks[f->block_count], errmsg)))
+						return rc;
+					f->block_count++;
+				}
+			}
+			f->segment_count++;
+		}
+		f->tenant_count++;
+	}
+	for (uint32_t i = 1; i < f->tenant_count; i++)
+		if (f->tenants[i].tenant_id <= f->tenants[i - 1].tenant_id)
+			CORRUPT(f, footer_offset, "footer: tenants out of order");
+	return 0;
+}
+
+int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
+		      segment_file **out, char *errmsg)
+{
+	*out = NULL;
+	segment_file *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->io = io;
+	f->file_id = file_id;
+	char name[64];
+	segment_file_name(name, sizeof(name), file_id);
+	snprintf(f->path, sizeof(f->path), "%s/%s", dir, name);
+	bytebuf stored = {0}, raw = {0};
+	int rc;
+	f->fd = io->open(io, f->path, O_RDONLY, 0);
+	if (f->fd < 0) {
+		rc = f->fd;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open %s: %s", f->path, tally_strerror(rc));
+		goto fail;
+	}
+	int64_t size = io->file_size(io, f->fd);
+	if (size < 0) {
+		rc = (int)size;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "stat %s: %s", f->path, tally_strerror(rc));
+		goto fail;
+	}
+	f->size = (uint64_t)size;
+	uint8_t header[SEGMENT_HEADER_SIZE], trailer[SEGMENT_TRAILER_SIZE];
+	rc = TALLY_E_CORRUPT;
+	if (f->size < SEGMENT_HEADER_SIZE + SEGMENT_TRAILER_SIZE) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 0: file too short (%" PRIu64
+				 " bytes)", f->path, f->size);
+		goto fail;
+	}
+	if ((rc = tally_io_read_all(io, f->fd, header, sizeof(header), 0)) ||
+	    (rc = tally_io_read_all(io, f->fd, trailer, sizeof(trailer),
+				    f->size - SEGMENT_TRAILER_SIZE))) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "read %s: %s", f->path, tally_strerror(rc));
+		goto fail;
+	}
+	rc = TALLY_E_CORRUPT;
+	if (memcmp(header, HEADER_MAGIC, 8) != 0 || get_u64(header + 24) != XXH3_64bits(header, 24)) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 0: bad header (magic or checksum)",
+				 f->path);
+		goto fail;
+	}
+	if (get_u32(header + 8) != SEGMENT_VERSION) {
+		rc = TALLY_E_VERSION;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: format version %u, this build reads %u",
+				 f->path, get_u32(header + 8), SEGMENT_VERSION);
+		goto fail;
+	}
+	if (get_u64(header + 16) != file_id) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 16: header names file id %" PRIu64
+				 ", expected %" PRIu64, f->path, get_u64(header + 16), file_id);
+		goto fail;
+	}
+	uint64_t trailer_offset = f->size - SEGMENT_TRAILER_SIZE;
+	uint64_t footer_offset = get_u64(trailer);
+	uint32_t footer_stored = get_u32(trailer + 8);
+	uint32_t footer_raw = get_u32(trailer + 12);
+	uint8_t footer_codec = trailer[16];
+	if (memcmp(trailer + 32, TRAILER_MAGIC, 8) != 0 || footer_offset < SEGMENT_HEADER_SIZE ||
+	    footer_offset + footer_stored != trailer_offset || footer_codec > BLOCK_CODEC_ZSTD ||
+	    footer_raw > SEGMENT_FILE_FOOTER_BYTES_MAX) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": bad trailer",
+				 f->path, trailer_offset);
+		goto fail;
+	}
+	if ((rc = bytebuf_reserve(&stored, footer_stored)))
+		goto fail;
+	if ((rc = tally_io_read_all(io, f->fd, stored.data, footer_stored, footer_offset))) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "read %s: %s", f->path, tally_strerror(rc));
+		goto fail;
+	}
+	stored.size = footer_stored;
+	if (XXH3_64bits_withSeed(stored.data, stored.size, file_id) != get_u64(trailer + 24)) {
+		rc = TALLY_E_CORRUPT;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": footer checksum mismatch",
+				 f->path, footer_offset);
+		goto fail;
+	}
+	if ((rc = block_decompress(&raw, stored.data, stored.size, footer_codec, footer_raw))) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": footer does not decompress",
+				 f->path, footer_offset);
+		goto fail;
+	}
+	if ((rc = parse_footer(f, raw.data, raw.size, footer_offset, errmsg)))
+		goto fail;
+	bytebuf_free(&stored);
+	bytebuf_free(&raw);
+	*out = f;
+	return 0;
+fail:
+	bytebuf_free(&stored);
+	bytebuf_free(&raw);
+	segment_file_close(f);
+	return rc;
+}
+
+void segment_file_close(segment_file *f)
+{
+	if (!f)
+		return;
+	if (f->fd >= 0)
+		f->io->close(f->io, f->fd);
+	free(f->tenants);
+	free(f->segments);
+	free(f->rowgroups);
+	free(f->blocks);
+	free(f);
+}
+
+int64_t segment_file_find_tenant(const segment_file *f, uint32_t tenant_id)
+{
+	uint32_t lo = 0, hi = f->tenant_count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (f->tenants[mid].tenant_id < tenant_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < f->tenant_count && f->tenants[lo].tenant_id == tenant_id)
+		return lo;
+	return -1;
+}
+
+int segment_read_block(const segment_file *f, const seg_block *b, bytebuf *out, char *errmsg)
+{
+	static __thread bytebuf stored;
+	int rc;
+	bytebuf_reset(&stored);
+	if ((rc = bytebuf_reserve(&stored, b->stored_size)))
+		return rc;
+	if ((rc = tally_io_read_all(f->io, f->fd, stored.data, b->stored_size, b->offset))) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "read %s offset %" PRIu64 ": %s", f->path,
+				 b->offset, tally_strerror(rc));
+		return rc;
+	}
+	stored.size = b->stored_size;
+	if (XXH3_64bits_withSeed(stored.data, stored.size, f->file_id) != b->checksum)
+		CORRUPT(f, b->offset, "block checksum mismatch (%u bytes)", b->stored_size);
+	if (block_decompress(out, stored.data, stored.size, b->codec, b->raw_size))
+		CORRUPT(f, b->offset, "block does not decompress to %u bytes", b->raw_size);
+	return 0;
+}
+
+int segment_read_dict(const segment_file *f, uint32_t t, strdict dict[DIM_COUNT], char *errmsg)
+{
+	bytebuf raw = {0};
+	const seg_tenant *tenant = &f->tenants[t];
+	int rc = segment_read_block(f, &tenant->dict, &raw, errmsg);
+	if (rc) {
+		bytebuf_free(&raw);
+		return rc;
+	}
+	const uint8_t *p = raw.data, *end = raw.data + raw.size;
+	for (int d = 0; d < DIM_COUNT && !rc; d++) {
+		uint64_t count, size;
+		if (varint_get(&p, end, &count) || count > DICT_STRINGS_MAX) {
+			rc = TALLY_E_CORRUPT;
+			break;
+		}
+		for (uint64_t c = 0; c < count; c++) {
+			uint32_t code;
+			if (varint_get(&p, end, &size) || size > (uint64_t)(end - p)) {
+				rc = TALLY_E_CORRUPT;
+				break;
+			}
+			if ((rc = strdict_intern(&dict[d], (const char *)p, (uint32_t)size, &code)))
+				break;
+			if (code != c) { /* a repeated string */
+				rc = TALLY_E_CORRUPT;
+				break;
+			}
+			p += size;
+		}
+	}
+	if (!rc && p != end)
+		rc = TALLY_E_CORRUPT;
+	bytebuf_free(&raw);
+	if (rc == TALLY_E_CORRUPT && errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64
+			 ": dictionary of tenant %s is malformed", f->path, tenant->dict.offset,
+			 tenant->name);
+	return rc;
+}
+
+int segment_split_packed(const uint8_t *raw, size_t size, const uint8_t *col[TALLY_COL_COUNT],
+			 size_t col_size[TALLY_COL_COUNT])
+{
+	const uint8_t *p = raw, *end = raw + size;
+	for (int c = 0; c < TALLY_COL_COUNT; c++) {
+		uint64_t s;
+		if (varint_get(&p, end, &s) || s > size)
+			return TALLY_E_CORRUPT;
+		col_size[c] = (size_t)s;
+	}
+	for (int c = 0; c < TALLY_COL_COUNT; c++) {
+		if (col_size[c] > (size_t)(end - p))
+			return TALLY_E_CORRUPT;
+		col[c] = p;
+		p += col_size[c];
+	}
+	return p == end ? 0 : TALLY_E_CORRUPT;
+}
+
+static int decode_column(int c, const uint8_t *src, size_t size, rows *r, uint32_t count)
+{
+	switch (c) {
+	case TALLY_COL_TIME: return codec_time_decode(src, size, r->time_us, count);
+	case TALLY_COL_EVENT_ID:
+		return codec_ids_decode(src, size, count, r->id_kind, r->id_offset, &r->id_bytes);
+	case TALLY_COL_TYPE:
+	case TALLY_COL_PROJECT:
+	case TALLY_COL_AGENT:
+	case TALLY_COL_MODEL:
+	case TALLY_COL_USER:
+		return codec_codes_decode(src, size, r->dim[c - TALLY_COL_TYPE], count);
+	case TALLY_COL_STATUS: return codec_u8_decode(src, size, r->status, count);
+	case TALLY_COL_TOKENS_IN: return codec_u64_decode(src, size, r->tokens_in, count);
+	case TALLY_COL_TOKENS_OUT: return codec_u64_decode(src, size, r->tokens_out, count);
+	case TALLY_COL_COST_MICROS: return codec_i64_decode(src, size, r->cost_micros, count);
+	case TALLY_COL_DURATION_MS: return codec_u32_decode(src, size, r->duration_ms, count);
+	default: return TALLY_E_CORRUPT;
+	}
+}
+
+int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
+			  char *errmsg)
+{
+	static __thread bytebuf raw;
+	const seg_rowgroup *rg = &f->rowgroups[g];
+	rows_reset(r);
+	int rc = rows_reserve(r, rg->rows);
+	if (rc)
+		return rc;
+	if (rg->packed) {
+		const seg_block *b = &f->blocks[rg->first_block];
+		if ((rc = segment_read_block(f, b, &raw, errmsg)))
+			return rc;
+		const uint8_t *col[TALLY_COL_COUNT];
+		size_t col_size[TALLY_COL_COUNT];
+		if (segment_split_packed(raw.data, raw.size, col, col_size))
+			CORRUPT(f, b->offset, "packed row group has a bad column directory");
+		for (int c = 0; c < TALLY_COL_COUNT; c++)
+			if ((mask & (1u << c)) && decode_column(c, col[c], col_size[c], r, rg->rows))
+				CORRUPT(f, b->offset, "packed row group: column %s does not decode",
+					tally_column_name(c));
+	} else {
+		for (int c = 0; c < TALLY_COL_COUNT; c++) {
+			if (!(mask & (1u << c)))
+				continue;
+			const seg_block *b = &f->blocks[rg->first_block + c];
+			if ((rc = segment_read_block(f, b, &raw, errmsg)))
+				return rc;
+			if (decode_column(c, raw.data, raw.size, r, rg->rows))
+				CORRUPT(f, b->offset, "column %s does not decode", tally_column_name(c));
+		}
+	}
+	r->count = rg->rows;
+	return 0;
+}

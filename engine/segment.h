@@ -1,0 +1,147 @@
+/*
+ * segment.h — immutable columnar segment files.
+ *
+ * A segment is the rows of one tenant for one UTC day, sorted by time. A
+ * segment file holds the segments written by one flush or one compaction,
+ * grouped by tenant: for each tenant a string dictionary block, then that
+ * tenant's segments (day ascending). Each segment is cut into row groups of
+ * at most ROWGROUP_ROWS_MAX rows; a row group's columns are encoded
+ * (codec.h) and zstd-compressed, either as one block per column or, when the
+ * whole row group encodes to less than ROWGROUP_PACKED_BYTES_MAX, as one
+ * packed block (so a tenant with three events a day does not pay twelve
+ * block headers). Every block has an XXH3 checksum seeded with the file id;
+ * a compressed footer indexes tenants, segments, row groups and blocks; a
+ * fixed trailer locates the footer. Byte layout: docs/formats.md.
+ *
+ * A block only ever holds rows of one tenant, and a reader only reads the
+ * blocks of the tenant it was asked for.
+ */
+#ifndef TALLY_SEGMENT_H
+#define TALLY_SEGMENT_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "codec.h"
+#include "rows.h"
+#include "strdict.h"
+#include "tally.h"
+
+#define SEGMENT_VERSION 1
+#define SEGMENT_HEADER_SIZE 32
+#define SEGMENT_TRAILER_SIZE 40
+#define SEGMENT_PATH_SIZE_MAX 4096
+
+typedef struct seg_block {
+	uint64_t offset;
+	uint64_t checksum;
+	uint32_t stored_size;
+	uint32_t raw_size;
+	uint8_t codec; /* enum block_codec */
+} seg_block;
+
+typedef struct seg_rowgroup {
+	uint32_t rows;
+	uint32_t first_block; /* index into segment_file.blocks */
+	uint8_t packed;       /* 1: one block; 0: TALLY_COL_COUNT blocks */
+} seg_rowgroup;
+
+typedef struct seg_segment {
+	int64_t time_min_us;
+	int64_t time_max_us;
+	int32_t day;
+	uint32_t rows;
+	uint32_t first_rowgroup;
+	uint32_t rowgroup_count;
+} seg_segment;
+
+typedef struct seg_tenant {
+	char name[TALLY_TENANT_SIZE_MAX + 1];
+	uint32_t tenant_id;
+	uint32_t first_segment;
+	uint32_t segment_count;
+	seg_block dict;
+} seg_tenant;
+
+typedef struct segment_file {
+	char path[SEGMENT_PATH_SIZE_MAX];
+	const tally_io *io;
+	int fd;
+	uint64_t file_id;
+	uint64_t size; /* bytes on disk */
+	uint64_t rows;
+	seg_tenant *tenants;
+	seg_segment *segments;
+	seg_rowgroup *rowgroups;
+	seg_block *blocks;
+	uint32_t tenant_count;
+	uint32_t segment_count;
+	uint32_t rowgroup_count;
+	uint32_t block_count;
+} segment_file;
+
+/* Path of a segment file: DIR/<file_id as 16 hex digits>.seg */
+void segment_file_name(char *name, size_t size, uint64_t file_id);
+
+/* ---- writing ------------------------------------------------------------ */
+typedef struct segment_writer segment_writer;
+
+/* Starts DIR/<id>.seg.tmp. 0 or -errno / -ENOMEM, with errmsg set. */
+int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
+			int zstd_level, segment_writer **out, char *errmsg);
+
+/*
+ * Adds one tenant's rows (any order; they are sorted by time here, stable)
+ * with the dictionaries their dimension codes refer to. Tenants must be
+ * added at most once per file. Rows may be empty (nothing is written).
+ */
+int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char *name,
+			      const rows *r, const strdict dict[DIM_COUNT]);
+
+/* Writes footer and trailer, fsyncs, renames to DIR/<id>.seg, fsyncs DIR.
+ * Frees the writer whatever happens (the temp file is removed on failure).
+ * Sets *size to the file size. */
+int segment_writer_finish(segment_writer *w, uint64_t *size, char *errmsg);
+
+/* Abandons the file: closes and unlinks the temp file, frees the writer. */
+void segment_writer_abort(segment_writer *w);
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* Opens DIR/<id>.seg and loads its index (header, trailer and footer
+ * verified). Returns 0, -errno, TALLY_E_CORRUPT or TALLY_E_VERSION with
+ * errmsg naming the path and offset. */
+int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
+		      segment_file **out, char *errmsg);
+void segment_file_close(segment_file *f);
+
+/* Loads tenant section t's dictionaries into dict[] (which must be empty). */
+int segment_read_dict(const segment_file *f, uint32_t t, strdict dict[DIM_COUNT],
+		      char *errmsg);
+
+/* Column mask: bit (1 << enum tally_column). */
+#define SEGMENT_COLUMNS_ALL ((1u << TALLY_COL_COUNT) - 1)
+
+/*
+ * Decodes row group g into r (reset first). Only the columns in mask are
+ * decoded (the others are left with unspecified values); the checksum of
+ * every block read is verified. 0, -errno, -ENOMEM or TALLY_E_CORRUPT.
+ */
+int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
+			  char *errmsg);
+
+/*
+ * Reads a block's raw bytes (verified and decompressed) into out. Used by
+ * the readers above and by inspect/verify.
+ */
+int segment_read_block(const segment_file *f, const seg_block *b, bytebuf *out,
+		       char *errmsg);
+
+/* Splits a packed row group's raw block into per-column byte ranges. */
+int segment_split_packed(const uint8_t *raw, size_t size, const uint8_t *col[TALLY_COL_COUNT],
+			 size_t col_size[TALLY_COL_COUNT]);
+
+/* Index of the tenant section with this id, or -1. */
+int64_t segment_file_find_tenant(const segment_file *f, uint32_t tenant_id);
+
+#endif /* TALLY_SEGMENT_H */

@@ -1,0 +1,1474 @@
+/*
+ * store.c — the tally store: ingest, dedup, memtables, flush, compaction,
+ * recovery and scans, tying the WAL, segment files and manifest together.
+ *
+ * NOTES ON THE DESIGN OF THE STORE
+ *
+ * 1. Directory: DIR/LOCK (flock held while open), DIR/MANIFEST, DIR/wal/
+ *    (WAL files), DIR/segments/ (segment files). Anything in segments/ that
+ *    the manifest does not name is debris of an interrupted flush or
+ *    compaction and is removed at open.
+ *
+ * 2. Ingest (tally_ingest_submit). Outside the lock: validate each event
+ *    and pack its id. Under store->lock: for each valid event, look its id up
+ *    in the tenant's fingerprint table; verify every fingerprint match
+ *    against the stored id (memtables, then that day's segments); append
+ *    accepted events to the tenant's active memtable and the fingerprint
+ *    table, and to one WAL record for the batch; append that record to the
+ *    WAL. The commit LSN of the batch is the WAL's last LSN at that moment,
+ *    so a batch whose events are DUPLICATEs of a still-pending batch is not
+ *    acknowledged before that batch is durable. tally_ingest then waits for
+ *    the commit LSN to be durable outside the lock (group commit).
+ *
+ * 3. A batch is one WAL record and is applied to the memtable under one
+ *    lock hold: a batch is never half-visible, half-flushed or half-replayed.
+ *
+ * 4. Flush (tally_flush, or the background worker past memtable_bytes_max):
+ *    under the lock, every active memtable becomes frozen and the WAL is
+ *    rotated; the first LSN of the new WAL file is the flush boundary. Once
+ *    the WAL is durable up to the boundary, the frozen memtables are written
+ *    to one new segment file (no lock held: frozen memtables are immutable),
+ *    then under the lock the manifest is replaced with the new file and
+ *    wal_replay_lsn = boundary, and the frozen memtables are dropped. WAL
+ *    files before the boundary are removed after that. A crash at any point
+ *    leaves either the old manifest (WAL still has every event) or the new
+ *    one (segments have them, replay starts after them): never both.
+ *
+ * 5. Compaction merges every live segment file into one, tenant by tenant,
+ *    so the segments of one tenant and day become a single segment. It is
+ *    published the same way; inputs are unlinked after the manifest no longer
+ *    names them. Flush and compaction are serialised by store->maintenance.
+ *
+ * 6. Failure. A failed WAL write or fsync, or a failed manifest write,
+ *    makes the store refuse writes (sticky) until it is closed and reopened;
+ *    recovery then replays what the WAL holds. A failed segment write only
+ *    fails that flush: the frozen memtables stay, and it is retried.
+ *
+ * 7. Threads. Callers may ingest, scan and flush from any threads. The WAL
+ *    has its own writer thread; the store has one background worker (when
+ *    options.background) for flush and compaction. Lock order:
+ *    maintenance -> lock -> (WAL internal mutex). No I/O but dedup
+ *    verification reads and manifest writes happens under store->lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dedup.h"
+#include "tally_limits.h"
+#include "manifest.h"
+#include "memtable.h"
+#include "segment.h"
+#include "strdict.h"
+#include "tally.h"
+#include "wal.h"
+
+#define PATH_SIZE_MAX 4096
+#define WAL_RECORD_BATCH 1
+#define DAY_MAX UINT16_MAX
+
+typedef struct tenant {
+	uint32_t id;
+	char name[TALLY_TENANT_SIZE_MAX + 1];
+	memtable *active; /* NULL when empty */
+	memtable *frozen; /* being flushed, NULL otherwise */
+	dedup_table dedup;
+} tenant;
+
+struct tally_store {
+	char dir[PATH_SIZE_MAX];
+	char wal_dir[PATH_SIZE_MAX + 8];
+	char segment_dir[PATH_SIZE_MAX + 16];
+	const tally_io *io;
+	tally_options options;
+	int lock_fd;
+
+	pthread_mutex_t lock;
+	pthread_cond_t flushed; /* a flush completed (backpressure waiters) */
+	pthread_mutex_t maintenance;
+
+	tenant **tenants; /* by id */
+	uint32_t tenant_count;
+	uint32_t tenant_capacity;
+	uint32_t *tenant_slots; /* open addressing over names: id + 1 */
+	uint32_t tenant_slot_mask;
+
+	manifest manifest;
+	segment_file **files; /* live, ascending file id */
+	uint32_t file_count;
+
+	wal *wal;
+	uint64_t active_bytes;
+	uint64_t frozen_bytes;
+	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
+	int frozen;                   /* frozen memtables exist */
+	int sticky;                   /* non-zero: writes refused */
+	int closing;
+
+	strdict batch_dict;           /* WAL record dictionary, under lock */
+	bytebuf batch_record;
+	rows verify_rows;             /* scratch for dedup verification */
+
+	pthread_t worker;
+	int worker_started;
+	pthread_cond_t wake;
+	uint16_t dedup_expired_day;
+
+	uint64_t flush_count;
+	uint64_t compaction_count;
+	char errmsg[TALLY_ERRMSG_SIZE];
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int64_t day_of(int64_t time_us)
+{
+	int64_t day = time_us / TALLY_US_PER_DAY;
+	if (time_us % TALLY_US_PER_DAY < 0)
+		day--;
+	return day;
+}
+
+static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
+{
+	snprintf(s->errmsg, sizeof(s->errmsg), fmt, a, tally_strerror(code));
+}
+
+static int tenant_name_valid(const char *name)
+{
+	size_t n = 0;
+	for (; name[n]; n++) {
+		char c = name[n];
+		if (n >= TALLY_TENANT_SIZE_MAX)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return n > 0;
+}
+
+static uint32_t name_hash(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a: names are short; not for untrusted keys of size */
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * 16777619u;
+	return h;
+}
+
+static tenant *tenant_find(tally_store *s, const char *name)
+{
+	if (!s->tenant_slot_mask)
+		return NULL;
+	for (uint32_t i = name_hash(name) & s->tenant_slot_mask; s->tenant_slots[i];
+	     i = (i + 1) & s->tenant_slot_mask) {
+		tenant *t = s->tenants[s->tenant_slots[i] - 1];
+		if (strcmp(t->name, name) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+static int tenant_slots_grow(tally_store *s)
+{
+	uint32_t count = s->tenant_slot_mask ? (s->tenant_slot_mask + 1) * 2 : 64;
+	uint32_t *slots = calloc(count, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	for (uint32_t id = 0; id < s->tenant_count; id++) {
+		uint32_t i = name_hash(s->tenants[id]->name) & (count - 1);
+		while (slots[i])
+			i = (i + 1) & (count - 1);
+		slots[i] = id + 1;
+	}
+	free(s->tenant_slots);
+	s->tenant_slots = slots;
+	s->tenant_slot_mask = count - 1;
+	return 0;
+}
+
+/* Adds a tenant with the next id. Caller holds the lock (or is opening). */
+static int tenant_add(tally_store *s, const char *name, tenant **out)
+{
+	if (s->tenant_count >= TENANT_COUNT_MAX)
+		return TALLY_E_LIMIT;
+	if (s->tenant_count == s->tenant_capacity) {
+		uint32_t capacity = s->tenant_capacity ? s->tenant_capacity * 2 : 64;
+		tenant **tenants = realloc(s->tenants, capacity * sizeof(*tenants));
+		if (!tenants)
+			return -ENOMEM;
+		s->tenants = tenants;
+		s->tenant_capacity = capacity;
+	}
+	if ((uint64_t)(s->tenant_count + 1) * 2 > (uint64_t)s->tenant_slot_mask + 1 ||
+	    !s->tenant_slot_mask) {
+		int rc = tenant_slots_grow(s);
+		if (rc)
+			return rc;
+	}
+	tenant *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->id = s->tenant_count;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	s->tenants[s->tenant_count++] = t;
+	uint32_t i = name_hash(name) & s->tenant_slot_mask;
+	while (s->tenant_slots[i])
+		i = (i + 1) & s->tenant_slot_mask;
+	s->tenant_slots[i] = t->id + 1;
+	*out = t;
+	return 0;
+}
+
+static int tenant_get_or_add(tally_store *s, const char *name, tenant **out)
+{
+	*out = tenant_find(s, name);
+	return *out ? 0 : tenant_add(s, name, out);
+}
+
+void tally_options_default(tally_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->lateness_past_us = 35 * TALLY_US_PER_DAY;
+	o->lateness_future_us = 5 * 60 * TALLY_US_PER_SECOND;
+	o->memtable_bytes_max = 64u << 20;
+	o->wal_file_bytes_max = 64u << 20;
+	o->wal_buffer_bytes_max = 32u << 20;
+	o->group_commit_window_us = 0;
+	o->zstd_level = 3;
+	o->compact_files_min = 8;
+	o->background = true;
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+static int validate(const tally_event *e, int64_t now_us, const tally_options *o)
+{
+	if (e->event_id.len == 0)
+		return TALLY_REASON_MISSING_ID;
+	if (e->event_id.len > TALLY_EVENT_ID_SIZE_MAX)
+		return TALLY_REASON_ID_TOO_LONG;
+	if (e->time_us < now_us - o->lateness_past_us)
+		return TALLY_REASON_TIME_TOO_OLD;
+	if (e->time_us > now_us + o->lateness_future_us)
+		return TALLY_REASON_TIME_IN_FUTURE;
+	if (e->type.len > TALLY_TYPE_SIZE_MAX)
+		return TALLY_REASON_TYPE_TOO_LONG;
+	if (e->project.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_PROJECT_TOO_LONG;
+	if (e->agent.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_AGENT_TOO_LONG;
+	if (e->model.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_MODEL_TOO_LONG;
+	if (e->user.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_USER_TOO_LONG;
+	if (e->status >= TALLY_STATUS_COUNT)
+		return TALLY_REASON_UNKNOWN_STATUS;
+	return TALLY_REASON_NONE;
+}
+
+/* ---- WAL batch records -------------------------------------------------- */
+/*
+ * Payload of a BATCH record (type 1):
+ *   varint tenant size, tenant bytes
+ *   varint event count
+ *   varint string count, then each string: varint size, bytes
+ *   per event: u8 (id kind | status << 4), u8 packed id size, packed id,
+ *              zigzag varint (time - previous time, starting from 0),
+ *              5 varint string codes (type, project, agent, model, user),
+ *              varint tokens_in, varint tokens_out, zigzag varint cost,
+ *              varint duration_ms
+ */
+typedef struct batch_encoder {
+	bytebuf events;
+	uint32_t count;
+	int64_t previous_time;
+} batch_encoder;
+
+static int batch_add(tally_store *s, batch_encoder *b, const tally_event *e, const packed_id *id)
+{
+	const tally_str *dims[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model, &e->user};
+	uint32_t codes[DIM_COUNT];
+	int rc;
+	for (int d = 0; d < DIM_COUNT; d++)
+		if ((rc = strdict_intern(&s->batch_dict, dims[d]->len ? dims[d]->ptr : "",
+					 dims[d]->len, &codes[d])))
+			return rc;
+	if ((rc = bytebuf_reserve(&b->events, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)))
+		return rc;
+	uint8_t *p = b->events.data + b->events.size;
+	*p++ = (uint8_t)(id->kind | e->status << 4);
+	*p++ = id->size;
+	memcpy(p, id->bytes, id->size);
+	p += id->size;
+	p += varint_put(p, zigzag_encode((int64_t)((uint64_t)e->time_us - (uint64_t)b->previous_time)));
+	for (int d = 0; d < DIM_COUNT; d++)
+		p += varint_put(p, codes[d]);
+	p += varint_put(p, e->tokens_in);
+	p += varint_put(p, e->tokens_out);
+	p += varint_put(p, zigzag_encode(e->cost_micros));
+	p += varint_put(p, e->duration_ms);
+	b->events.size = (size_t)(p - b->events.data);
+	b->previous_time = e->time_us;
+	b->count++;
+	return 0;
+}
+
+static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b, bytebuf *out)
+{
+	int rc;
+	size_t name_size = strlen(t->name);
+	bytebuf_reset(out);
+	if ((rc = varint_append(out, name_size)) || (rc = bytebuf_append(out, t->name, name_size)) ||
+	    (rc = varint_append(out, b->count)) || (rc = varint_append(out, s->batch_dict.count)))
+		return rc;
+	for (uint32_t c = 0; c < s->batch_dict.count; c++) {
+		tally_str str = strdict_get(&s->batch_dict, c);
+		if ((rc = varint_append(out, str.len)) || (rc = bytebuf_append(out, str.ptr, str.len)))
+			return rc;
+	}
+	return bytebuf_append(out, b->events.data, b->events.size);
+}
+
+/* ---- applying events ---------------------------------------------------- */
+
+static int apply_event(tally_store *s, tenant *t, const tally_event *e, const packed_id *id)
+{
+	if (!t->active) {
+		t->active = calloc(1, sizeof(memtable));
+		if (!t->active)
+			return -ENOMEM;
+	}
+	size_t before = memtable_bytes(t->active);
+	int rc = memtable_append(t->active, e, id);
+	if (rc)
+		return rc;
+	int64_t day = day_of(e->time_us);
+	rc = dedup_insert(&t->dedup, id->hash, (uint16_t)(day < 0 ? 0 : day > DAY_MAX ? DAY_MAX : day));
+	if (rc)
+		return rc;
+	s->active_bytes += memtable_bytes(t->active) - before;
+	return 0;
+}
+
+/* Looks for the stored event with exactly this id in day `day`'s segments.
+ * Returns 1 and fills *stored (strings valid until the next call), 0 when
+ * absent, or a negative code. */
+static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const packed_id *id,
+			    tally_event *stored, char *id_text, strdict dict[DIM_COUNT])
+{
+	for (uint32_t fi = 0; fi < s->file_count; fi++) {
+		segment_file *f = s->files[fi];
+		int64_t ti = segment_file_find_tenant(f, t->id);
+		if (ti < 0)
+			continue;
+		const seg_tenant *st = &f->tenants[ti];
+		for (uint32_t si = st->first_segment; si < st->first_segment + st->segment_count; si++) {
+			const seg_segment *seg = &f->segments[si];
+			if (seg->day != day)
+				continue;
+			for (uint32_t g = seg->first_rowgroup; g < seg->first_rowgroup + seg->rowgroup_count;
+			     g++) {
+				int rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_EVENT_ID,
+							       &s->verify_rows, s->errmsg);
+				if (rc)
+					return rc;
+				for (uint32_t row = 0; row < s->verify_rows.count; row++) {
+					size_t size;
+					const uint8_t *bytes = rows_id(&s->verify_rows, row, &size);
+					if (s->verify_rows.id_kind[row] != id->kind || size != id->size ||
+					    memcmp(bytes, id->bytes, size) != 0)
+						continue;
+					if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL,
+									&s->verify_rows, s->errmsg)) ||
+					    (rc = segment_read_dict(f, (uint32_t)ti, dict, s->errmsg)))
+						return rc;
+					rows_event(&s->verify_rows, dict, row, stored, id_text);
+					return 1;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+/* Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event. */
+static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const packed_id *id,
+		       uint8_t *code)
+{
+	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
+	size_t n = dedup_find(&t->dedup, id->hash, days, DEDUP_DAY_CANDIDATES_MAX);
+	*code = TALLY_ACCEPTED;
+	if (!n)
+		return 0;
+	tally_event stored;
+	char id_text[ID_TEXT_SIZE_MAX];
+	memtable *tables[2] = {t->active, t->frozen};
+	for (int m = 0; m < 2; m++) {
+		if (!tables[m])
+			continue;
+		int64_t row = memtable_find(tables[m], id);
+		if (row >= 0) {
+			memtable_event(tables[m], (uint32_t)row, &stored, id_text);
+			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
+			return 0;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		int seen = 0;
+		for (size_t j = 0; j < i; j++)
+			seen |= days[j] == days[i];
+		if (seen)
+			continue;
+		strdict dict[DIM_COUNT];
+		memset(dict, 0, sizeof(dict));
+		int found = find_in_segments(s, t, days[i], id, &stored, id_text, dict);
+		if (found == 1)
+			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
+		for (int d = 0; d < DIM_COUNT; d++)
+			strdict_free(&dict[d]);
+		if (found)
+			return found < 0 ? found : 0;
+	}
+	return 0;
+}
+
+/* ---- ingest ------------------------------------------------------------- */
+
+static void make_packed(const tally_event *e, uint8_t *buffer, packed_id *id)
+{
+	size_t size;
+	id->kind = (uint8_t)id_pack(e->event_id.ptr, e->event_id.len, buffer, &size);
+	id->size = (uint8_t)size;
+	id->bytes = buffer;
+	id->hash = dedup_hash(id->kind, buffer, size);
+}
+
+int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_event *events,
+			size_t count, tally_ingest_result *results, uint64_t *commit_lsn)
+{
+	if (!tenant_name || !tenant_name_valid(tenant_name))
+		return TALLY_E_TENANT;
+	if (count > TALLY_BATCH_EVENTS_MAX)
+		return TALLY_E_LIMIT;
+	if (count && (!events || !results))
+		return TALLY_E_INVALID;
+	int rc = 0;
+	uint8_t *packed = malloc(count * ID_PACKED_SIZE_MAX + 1);
+	packed_id *ids = malloc(sizeof(*ids) * count + 1);
+	batch_encoder batch = {0};
+	if (!packed || !ids) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	int64_t now = s->io->now_us(s->io);
+	for (size_t i = 0; i < count; i++) {
+		int reason = validate(&events[i], now, &s->options);
+		results[i].code = reason ? TALLY_REJECTED : TALLY_ACCEPTED;
+		results[i].reason = (uint8_t)reason;
+		if (!reason)
+			make_packed(&events[i], packed + i * ID_PACKED_SIZE_MAX, &ids[i]);
+	}
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->sticky && !s->closing && s->options.background && s->frozen &&
+	       s->active_bytes > s->options.memtable_bytes_max)
+		pthread_cond_wait(&s->flushed, &s->lock); /* backpressure: a flush is behind */
+	if (s->sticky || s->closing) {
+		rc = s->sticky ? s->sticky : TALLY_E_CLOSED;
+		goto unlock;
+	}
+	tenant *t;
+	if ((rc = tenant_get_or_add(s, tenant_name, &t)))
+		goto unlock;
+	strdict_reset(&s->batch_dict);
+	for (size_t i = 0; i < count; i++) {
+		if (results[i].code == TALLY_REJECTED)
+			continue;
+		if ((rc = dedup_check(s, t, &events[i], &ids[i], &results[i].code)))
+			goto fail_sticky;
+		if (results[i].code != TALLY_ACCEPTED)
+			continue;
+		if ((rc = apply_event(s, t, &events[i], &ids[i])) ||
+		    (rc = batch_add(s, &batch, &events[i], &ids[i])))
+			goto fail_sticky;
+	}
+	if (batch.count) {
+		uint64_t lsn;
+		if ((rc = batch_finish(s, t, &batch, &s->batch_record)) ||
+		    (rc = wal_append(s->wal, WAL_RECORD_BATCH, s->batch_record.data,
+				     s->batch_record.size, &lsn)))
+			goto fail_sticky;
+	}
+	*commit_lsn = wal_last_lsn(s->wal);
+	goto unlock;
+fail_sticky:
+	/* The memtable may now hold events the WAL does not: refuse writes until
+	 * a reopen rebuilds memory from the WAL. */
+	snprintf(s->errmsg, sizeof(s->errmsg), "ingest for tenant %s failed: %s; writes refused until reopen",
+		 tenant_name, tally_strerror(rc));
+	s->sticky = rc;
+unlock:
+	pthread_mutex_unlock(&s->lock);
+	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
+		pthread_cond_signal(&s->wake);
+out:
+	free(packed);
+	free(ids);
+	bytebuf_free(&batch.events);
+	return rc;
+}
+
+int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
+{
+	int rc = wal_wait_durable(s->wal, commit_lsn);
+	if (rc) {
+		pthread_mutex_lock(&s->lock);
+		if (!s->sticky) {
+			s->sticky = rc;
+			snprintf(s->errmsg, sizeof(s->errmsg), "WAL write or fsync failed: %s; writes refused until reopen",
+				 tally_strerror(rc));
+		}
+		pthread_mutex_unlock(&s->lock);
+		return rc;
+	}
+	return 0;
+}
+
+uint64_t tally_durable_lsn(tally_store *s)
+{
+	return wal_durable_lsn(s->wal);
+}
+
+int tally_ingest(tally_store *s, const char *tenant_name, const tally_event *events, size_t count,
+		 tally_ingest_result *results)
+{
+	uint64_t lsn = 0;
+	int rc = tally_ingest_submit(s, tenant_name, events, count, results, &lsn);
+	if (rc)
+		return rc;
+	return tally_commit_wait(s, lsn);
+}
+
+/* ---- WAL replay --------------------------------------------------------- */
+
+static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *payload,
+			 size_t size)
+{
+	tally_store *s = ctx;
+	const uint8_t *p = payload, *end = payload + size;
+	uint64_t name_size, count, string_count;
+	char name[TALLY_TENANT_SIZE_MAX + 1];
+	if (type != WAL_RECORD_BATCH)
+		goto corrupt;
+	if (varint_get(&p, end, &name_size) || name_size == 0 || name_size > TALLY_TENANT_SIZE_MAX ||
+	    (uint64_t)(end - p) < name_size)
+		goto corrupt;
+	memcpy(name, p, name_size);
+	name[name_size] = 0;
+	p += name_size;
+	if (!tenant_name_valid(name) || varint_get(&p, end, &count) ||
+	    count > TALLY_BATCH_EVENTS_MAX || varint_get(&p, end, &string_count) ||
+	    string_count > (uint64_t)(end - p))
+		goto corrupt;
+	tenant *t;
+	int rc = tenant_get_or_add(s, name, &t);
+	if (rc)
+		return rc;
+	tally_str *strings = malloc(sizeof(*strings) * (string_count + 1));
+	if (!strings)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < string_count; i++) {
+		uint64_t n;
+		if (varint_get(&p, end, &n) || n > (uint64_t)(end - p) || n > TALLY_DIMENSION_SIZE_MAX) {
+			free(strings);
+			goto corrupt;
+		}
+		strings[i].ptr = (const char *)p;
+		strings[i].len = (uint32_t)n;
+		p += n;
+	}
+	int64_t previous_time = 0;
+	for (; count; count--) {
+		tally_event e;
+		packed_id id;
+		uint64_t v[DIM_COUNT], delta, tokens_in, tokens_out, cost, duration;
+		if (end - p < 2)
+			break;
+		uint8_t head = *p++;
+		id.kind = head & 15;
+		id.size = *p++;
+		if (id.kind >= ID_KIND_COUNT || (head >> 4) >= TALLY_STATUS_COUNT || !id.size ||
+		    id.size > ID_PACKED_SIZE_MAX || (size_t)(end - p) < id.size)
+			break;
+		id.bytes = p;
+		p += id.size;
+		if (varint_get(&p, end, &delta))
+			break;
+		int bad = 0;
+		for (int d = 0; d < DIM_COUNT; d++)
+			bad |= varint_get(&p, end, &v[d]) || v[d] >= string_count;
+		if (bad || varint_get(&p, end, &tokens_in) || varint_get(&p, end, &tokens_out) ||
+		    varint_get(&p, end, &cost) || varint_get(&p, end, &duration) ||
+		    duration > UINT32_MAX)
+			break;
+		char id_text[ID_TEXT_SIZE_MAX];
+		int text_size = id_unpack(id.kind, id.bytes, id.size, id_text);
+		if (text_size <= 0)
+			break;
+		id.hash = dedup_hash(id.kind, id.bytes, id.size);
+		e.event_id.ptr = id_text;
+		e.event_id.len = (uint32_t)text_size;
+		e.time_us = (int64_t)((uint64_t)previous_time + (uint64_t)zigzag_decode(delta));
+		previous_time = e.time_us;
+		e.type = strings[v[DIM_TYPE]];
+		e.project = strings[v[DIM_PROJECT]];
+		e.agent = strings[v[DIM_AGENT]];
+		e.model = strings[v[DIM_MODEL]];
+		e.user = strings[v[DIM_USER]];
+		e.status = head >> 4;
+		e.tokens_in = tokens_in;
+		e.tokens_out = tokens_out;
+		e.cost_micros = zigzag_decode(cost);
+		e.duration_ms = (uint32_t)duration;
+		if ((rc = apply_event(s, t, &e, &id))) {
+			free(strings);
+			return rc;
+		}
+	}
+	free(strings);
+	if (count || p != end)
+		goto corrupt;
+	return 0;
+corrupt:
+	snprintf(s->errmsg, sizeof(s->errmsg),
+		 "WAL record LSN %" PRIu64 " has a valid checksum but a malformed batch payload", lsn);
+	return TALLY_E_CORRUPT;
+}
+
+/* ---- publishing: flush and compaction ----------------------------------- */
+
+static int write_manifest_locked(tally_store *s)
+{
+	manifest *m = &s->manifest;
+	uint64_t *ids = realloc(m->file_ids, sizeof(uint64_t) * (s->file_count + 1));
+	manifest_tenant *tenants = realloc(m->tenants, sizeof(manifest_tenant) * (s->tenant_count + 1));
+	if (ids)
+		m->file_ids = ids;
+	if (tenants)
+		m->tenants = tenants;
+	if (!ids || !tenants)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < s->file_count; i++)
+		ids[i] = s->files[i]->file_id;
+	m->file_count = s->file_count;
+	for (uint32_t i = 0; i < s->tenant_count; i++) {
+		tenants[i].tenant_id = i;
+		tenants[i].name_size = (uint8_t)strlen(s->tenants[i]->name);
+		memcpy(tenants[i].name, s->tenants[i]->name, tenants[i].name_size + 1);
+	}
+	m->tenant_count = s->tenant_count;
+	return manifest_write(s->io, s->dir, m, s->errmsg);
+}
+
+static int flush_locked_maintenance(tally_store *s)
+{
+	int rc;
+	pthread_mutex_lock(&s->lock);
+	if (s->sticky) {
+		rc = s->sticky;
+		pthread_mutex_unlock(&s->lock);
+		return rc;
+	}
+	if (!s->frozen) {
+		int any = 0;
+		for (uint32_t i = 0; i < s->tenant_count; i++) {
+			tenant *t = s->tenants[i];
+			if (t->active && t->active->rows.count) {
+				t->frozen = t->active;
+				t->active = NULL;
+				any = 1;
+			}
+		}
+		if (!any) {
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
+		if ((rc = wal_rotate(s->wal, &s->flush_boundary_lsn))) {
+			s->sticky = rc;
+			pthread_mutex_unlock(&s->lock);
+			return rc;
+		}
+		s->frozen = 1;
+		s->frozen_bytes = s->active_bytes;
+		s->active_bytes = 0;
+	}
+	uint64_t boundary = s->flush_boundary_lsn;
+	uint64_t file_id = s->manifest.next_file_id++;
+	uint32_t tenant_count = s->tenant_count;
+	pthread_mutex_unlock(&s->lock);
+
+	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1)))
+		return rc;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	segment_writer *w;
+	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
+				      errmsg)))
+		goto fail;
+	for (uint32_t i = 0; i < tenant_count; i++) {
+		tenant *t = s->tenants[i]; /* tenant structs never move or go away */
+		if (!t->frozen)
+			continue;
+		if ((rc = segment_writer_add_tenant(w, t->id, t->name, &t->frozen->rows,
+						    t->frozen->dict))) {
+			snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s",
+				 file_id, tally_strerror(rc));
+			segment_writer_abort(w);
+			goto fail;
+		}
+	}
+	uint64_t size;
+	if ((rc = segment_writer_finish(w, &size, errmsg)))
+		goto fail;
+	segment_file *f;
+	if ((rc = segment_file_open(s->io, s->segment_dir, file_id, &f, errmsg)))
+		goto fail;
+
+	pthread_mutex_lock(&s->lock);
+	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + 1));
+	if (!files) {
+		pthread_mutex_unlock(&s->lock);
+		segment_file_close(f);
+		rc = -ENOMEM;
+		goto fail;
+	}
+	s->files = files;
+	s->files[s->file_count++] = f;
+	uint64_t replay_before = s->manifest.wal_replay_lsn;
+	s->manifest.wal_replay_lsn = boundary;
+	if ((rc = write_manifest_locked(s))) {
+		/* Whether the rename reached the disk is unknown: stop writes. */
+		s->manifest.wal_replay_lsn = replay_before;
+		s->file_count--;
+		segment_file_close(f);
+		s->sticky = rc;
+		pthread_mutex_unlock(&s->lock);
+		return rc;
+	}
+	for (uint32_t i = 0; i < s->tenant_count; i++) {
+		tenant *t = s->tenants[i];
+		if (t->frozen) {
+			memtable_free(t->frozen);
+			free(t->frozen);
+			t->frozen = NULL;
+		}
+	}
+	s->frozen = 0;
+	s->frozen_bytes = 0;
+	s->flush_count++;
+	pthread_cond_broadcast(&s->flushed);
+	pthread_mutex_unlock(&s->lock);
+	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
+		snprintf(s->errmsg, sizeof(s->errmsg), "retire WAL files before LSN %" PRIu64 ": %s",
+			 boundary, tally_strerror(rc));
+	return 0;
+fail:
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->errmsg, sizeof(s->errmsg), "flush: %s", errmsg[0] ? errmsg : tally_strerror(rc));
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int tally_flush(tally_store *s)
+{
+	pthread_mutex_lock(&s->maintenance);
+	int rc = flush_locked_maintenance(s);
+	pthread_mutex_unlock(&s->maintenance);
+	return rc;
+}
+
+/* Appends every row of tenant section t of f into m (rows + dicts). */
+static int gather_tenant(segment_file *f, uint32_t ti, memtable *m, rows *scratch, char *errmsg)
+{
+	strdict dict[DIM_COUNT];
+	memset(dict, 0, sizeof(dict));
+	int rc = segment_read_dict(f, ti, dict, errmsg);
+	uint32_t *remap[DIM_COUNT] = {0};
+	for (int d = 0; d < DIM_COUNT && !rc; d++) {
+		remap[d] = malloc(sizeof(uint32_t) * (dict[d].count + 1));
+		if (!remap[d]) {
+			rc = -ENOMEM;
+			break;
+		}
+		for (uint32_t c = 0; c < dict[d].count && !rc; c++) {
+			tally_str str = strdict_get(&dict[d], c);
+			rc = strdict_intern(&m->dict[d], str.ptr, str.len, &remap[d][c]);
+		}
+	}
+	const seg_tenant *st = &f->tenants[ti];
+	rows *r = &m->rows;
+	for (uint32_t si = st->first_segment; si < st->first_segment + st->segment_count && !rc; si++) {
+		const seg_segment *seg = &f->segments[si];
+		for (uint32_t g = seg->first_rowgroup;
+		     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)) ||
+			    (rc = rows_reserve(r, r->count + scratch->count)) ||
+			    (rc = bytebuf_reserve(&r->id_bytes, scratch->id_bytes.size)))
+				break;
+			for (uint32_t i = 0; i < scratch->count; i++) {
+				uint32_t row = r->count + i;
+				int bad = 0;
+				for (int d = 0; d < DIM_COUNT; d++) {
+					bad |= scratch->dim[d][i] >= dict[d].count;
+					r->dim[d][row] = bad ? 0 : remap[d][scratch->dim[d][i]];
+				}
+				if (bad) {
+					rc = TALLY_E_CORRUPT;
+					snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s: tenant %s row group %u: dictionary code out of range",
+						 f->path, st->name, g);
+					break;
+				}
+				r->time_us[row] = scratch->time_us[i];
+				r->status[row] = scratch->status[i];
+				r->duration_ms[row] = scratch->duration_ms[i];
+				r->tokens_in[row] = scratch->tokens_in[i];
+				r->tokens_out[row] = scratch->tokens_out[i];
+				r->cost_micros[row] = scratch->cost_micros[i];
+				r->id_kind[row] = scratch->id_kind[i];
+				size_t size;
+				const uint8_t *bytes = rows_id(scratch, i, &size);
+				memcpy(r->id_bytes.data + r->id_bytes.size, bytes, size);
+				r->id_bytes.size += size;
+				r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
+			}
+			if (!rc)
+				r->count += scratch->count;
+		}
+	}
+	for (int d = 0; d < DIM_COUNT; d++) {
+		free(remap[d]);
+		strdict_free(&dict[d]);
+	}
+	return rc;
+}
+
+static int compact_locked_maintenance(tally_store *s)
+{
+	int rc = 0;
+	pthread_mutex_lock(&s->lock);
+	if (s->sticky || s->file_count < 2) {
+		rc = s->sticky;
+		pthread_mutex_unlock(&s->lock);
+		return rc;
+	}
+	uint32_t input_count = s->file_count;
+	segment_file **inputs = malloc(sizeof(*inputs) * input_count);
+	if (!inputs) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	memcpy(inputs, s->files, sizeof(*inputs) * input_count);
+	uint64_t file_id = s->manifest.next_file_id++;
+	uint32_t tenant_count = s->tenant_count;
+	pthread_mutex_unlock(&s->lock);
+
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	segment_writer *w = NULL;
+	rows scratch = {0};
+	segment_file *f = NULL;
+	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
+				      errmsg)))
+		goto fail;
+	for (uint32_t tid = 0; tid < tenant_count && !rc; tid++) {
+		memtable m;
+		memset(&m, 0, sizeof(m));
+		for (uint32_t fi = 0; fi < input_count && !rc; fi++) {
+			int64_t ti = segment_file_find_tenant(inputs[fi], tid);
+			if (ti >= 0)
+				rc = gather_tenant(inputs[fi], (uint32_t)ti, &m, &scratch, errmsg);
+		}
+		if (!rc && m.rows.count)
+			rc = segment_writer_add_tenant(w, tid, s->tenants[tid]->name, &m.rows, m.dict);
+		memtable_free(&m);
+	}
+	if (rc) {
+		segment_writer_abort(w);
+		goto fail;
+	}
+	uint64_t size;
+	if ((rc = segment_writer_finish(w, &size, errmsg)) ||
+	    (rc = segment_file_open(s->io, s->segment_dir, file_id, &f, errmsg)))
+		goto fail;
+
+	pthread_mutex_lock(&s->lock);
+	/* Only compaction removes files and it holds maintenance, so the inputs
+	 * are files[0 .. input_count); flushes may have appended more. */
+	segment_file **old = s->files;
+	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + 1));
+	if (!files) {
+		pthread_mutex_unlock(&s->lock);
+		rc = -ENOMEM;
+		goto fail;
+	}
+	files[0] = f;
+	memcpy(files + 1, old + input_count, sizeof(*files) * (s->file_count - input_count));
+	uint32_t old_count = s->file_count;
+	s->files = files;
+	s->file_count = old_count - input_count + 1;
+	if ((rc = write_manifest_locked(s))) {
+		s->files = old;
+		s->file_count = old_count;
+		free(files);
+		s->sticky = rc;
+		pthread_mutex_unlock(&s->lock);
+		segment_file_close(f);
+		f = NULL;
+		goto fail;
+	}
+	free(old);
+	s->compaction_count++;
+	pthread_mutex_unlock(&s->lock);
+	for (uint32_t i = 0; i < input_count; i++) {
+		char path[SEGMENT_PATH_SIZE_MAX];
+		snprintf(path, sizeof(path), "%s", inputs[i]->path);
+		segment_file_close(inputs[i]);
+		s->io->unlink(s->io, path);
+	}
+	s->io->fsync_dir(s->io, s->segment_dir);
+	rows_free(&scratch);
+	free(inputs);
+	return 0;
+fail:
+	rows_free(&scratch);
+	free(inputs);
+	if (f)
+		segment_file_close(f);
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->errmsg, sizeof(s->errmsg), "compaction: %s", errmsg[0] ? errmsg : tally_strerror(rc));
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int tally_compact(tally_store *s)
+{
+	pthread_mutex_lock(&s->maintenance);
+	int rc = compact_locked_maintenance(s);
+	pthread_mutex_unlock(&s->maintenance);
+	return rc;
+}
+
+/* ---- background worker -------------------------------------------------- */
+
+static void expire_dedup(tally_store *s)
+{
+	int64_t now = s->io->now_us(s->io);
+	int64_t day_min = day_of(now - s->options.lateness_past_us) - 1;
+	if (day_min <= 0 || day_min > DAY_MAX || (uint16_t)day_min == s->dedup_expired_day)
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < s->tenant_count; i++)
+		dedup_expire(&s->tenants[i]->dedup, (uint16_t)day_min); /* ENOMEM: keep, retry later */
+	s->dedup_expired_day = (uint16_t)day_min;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	tally_store *s = arg;
+	uint32_t backoff_ms = 0;
+	pthread_mutex_lock(&s->lock);
+	while (!s->closing) {
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		uint64_t wait_ms = BACKGROUND_TICK_MS + backoff_ms;
+		deadline.tv_sec += (time_t)(wait_ms / 1000);
+		deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+		if (s->active_bytes < s->options.memtable_bytes_max && !s->frozen)
+			pthread_cond_timedwait(&s->wake, &s->lock, &deadline);
+		if (s->closing || s->sticky)
+			continue;
+		int want_flush = s->active_bytes >= s->options.memtable_bytes_max || s->frozen;
+		int want_compact = s->file_count >= s->options.compact_files_min;
+		pthread_mutex_unlock(&s->lock);
+		int rc = 0;
+		if (want_flush)
+			rc = tally_flush(s);
+		if (!rc && want_compact)
+			rc = tally_compact(s);
+		expire_dedup(s);
+		backoff_ms = rc ? (backoff_ms ? backoff_ms * 2 : 100) : 0;
+		if (backoff_ms > 10000)
+			backoff_ms = 10000;
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* ---- open and close ----------------------------------------------------- */
+
+typedef struct orphan_ctx {
+	tally_store *s;
+	char names[64][80];
+	int count;
+	int more;
+} orphan_ctx;
+
+static int collect_orphan(void *ctx, const char *name)
+{
+	orphan_ctx *o = ctx;
+	uint64_t id;
+	char tail[16];
+	int live = 0;
+	if (sscanf(name, "%16" SCNx64 "%15s", &id, tail) == 2 && strcmp(tail, ".seg") == 0)
+		for (uint32_t i = 0; i < o->s->manifest.file_count; i++)
+			live |= o->s->manifest.file_ids[i] == id;
+	if (live)
+		return 0;
+	if (o->count == 64) {
+		o->more = 1;
+		return 1;
+	}
+	snprintf(o->names[o->count++], sizeof(o->names[0]), "%s", name);
+	return 0;
+}
+
+static int remove_orphans(tally_store *s)
+{
+	orphan_ctx *o = malloc(sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	int rc;
+	do {
+		memset(o, 0, sizeof(*o));
+		o->s = s;
+		if ((rc = s->io->list_dir(s->io, s->segment_dir, collect_orphan, o)))
+			break;
+		for (int i = 0; i < o->count; i++) {
+			char path[PATH_SIZE_MAX + 200];
+			snprintf(path, sizeof(path), "%s/%s", s->segment_dir, o->names[i]);
+			if ((rc = s->io->unlink(s->io, path)))
+				break;
+		}
+	} while (!rc && o->more);
+	free(o);
+	if (!rc)
+		rc = s->io->fsync_dir(s->io, s->segment_dir);
+	return rc;
+}
+
+static int rebuild_dedup(tally_store *s)
+{
+	int64_t now = s->io->now_us(s->io);
+	int64_t day_min = day_of(now - s->options.lateness_past_us) - 1;
+	rows r = {0};
+	int rc = 0;
+	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
+		segment_file *f = s->files[fi];
+		for (uint32_t ti = 0; ti < f->tenant_count && !rc; ti++) {
+			const seg_tenant *st = &f->tenants[ti];
+			tenant *t = s->tenants[st->tenant_id];
+			for (uint32_t si = st->first_segment;
+			     si < st->first_segment + st->segment_count && !rc; si++) {
+				const seg_segment *seg = &f->segments[si];
+				if (seg->day < day_min)
+					continue;
+				uint16_t day = seg->day > DAY_MAX ? DAY_MAX : (uint16_t)seg->day;
+				for (uint32_t g = seg->first_rowgroup;
+				     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+					rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_EVENT_ID, &r,
+								   s->errmsg);
+					for (uint32_t i = 0; i < r.count && !rc; i++) {
+						size_t size;
+						const uint8_t *bytes = rows_id(&r, i, &size);
+						rc = dedup_insert(&t->dedup,
+								  dedup_hash(r.id_kind[i], bytes, size), day);
+					}
+				}
+			}
+		}
+	}
+	rows_free(&r);
+	return rc;
+}
+
+static void store_free(tally_store *s)
+{
+	for (uint32_t i = 0; i < s->file_count; i++)
+		segment_file_close(s->files[i]);
+	free(s->files);
+	for (uint32_t i = 0; i < s->tenant_count; i++) {
+		tenant *t = s->tenants[i];
+		if (t->active) {
+			memtable_free(t->active);
+			free(t->active);
+		}
+		if (t->frozen) {
+			memtable_free(t->frozen);
+			free(t->frozen);
+		}
+		dedup_free(&t->dedup);
+		free(t);
+	}
+	free(s->tenants);
+	free(s->tenant_slots);
+	manifest_free(&s->manifest);
+	strdict_free(&s->batch_dict);
+	bytebuf_free(&s->batch_record);
+	rows_free(&s->verify_rows);
+	if (s->lock_fd >= 0)
+		s->io->close(s->io, s->lock_fd);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->maintenance);
+	pthread_cond_destroy(&s->flushed);
+	pthread_cond_destroy(&s->wake);
+	free(s);
+}
+
+static int make_dir(const tally_io *io, const char *path)
+{
+	int rc = io->mkdir(io, path, 0755);
+	return rc == -EEXIST ? 0 : rc;
+}
+
+int tally_store_open(const char *dir, const tally_options *options, tally_store **out,
+		     char *errmsg)
+{
+	*out = NULL;
+	if (!dir || strlen(dir) >= PATH_SIZE_MAX)
+		return TALLY_E_INVALID;
+	tally_store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	if (options)
+		s->options = *options;
+	else
+		tally_options_default(&s->options);
+	s->io = s->options.io ? s->options.io : tally_io_default();
+	s->lock_fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->maintenance, NULL);
+	pthread_cond_init(&s->flushed, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_cond_init(&s->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->wal_dir, sizeof(s->wal_dir), "%s/wal", dir);
+	snprintf(s->segment_dir, sizeof(s->segment_dir), "%s/segments", dir);
+	const tally_io *io = s->io;
+	char path[PATH_SIZE_MAX + 16];
+	int rc;
+	if ((rc = make_dir(io, s->dir)) || (rc = make_dir(io, s->wal_dir)) ||
+	    (rc = make_dir(io, s->segment_dir))) {
+		set_errmsg(s, "create data directory %s: %s", dir, rc);
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	if ((s->lock_fd = io->open(io, path, O_RDWR | O_CREAT, 0644)) < 0) {
+		rc = s->lock_fd;
+		set_errmsg(s, "open %s: %s", path, rc);
+		goto fail;
+	}
+	if ((rc = io->lock(io, s->lock_fd))) {
+		if (rc == -EWOULDBLOCK || rc == -EAGAIN)
+			rc = TALLY_E_LOCKED;
+		set_errmsg(s, "lock %s: %s", path, rc);
+		goto fail;
+	}
+	rc = manifest_read(io, s->dir, &s->manifest, s->errmsg);
+	if (rc == TALLY_E_NOTFOUND) {
+		s->manifest.wal_replay_lsn = 1;
+		s->manifest.next_file_id = 1;
+		rc = manifest_write(io, s->dir, &s->manifest, s->errmsg);
+	}
+	if (rc)
+		goto fail;
+	for (uint32_t i = 0; i < s->manifest.tenant_count; i++) {
+		tenant *t;
+		if (!tenant_name_valid(s->manifest.tenants[i].name) ||
+		    tenant_find(s, s->manifest.tenants[i].name)) {
+			rc = TALLY_E_CORRUPT;
+			set_errmsg(s, "%s/MANIFEST: invalid or repeated tenant name%s", dir, 0);
+			goto fail;
+		}
+		if ((rc = tenant_add(s, s->manifest.tenants[i].name, &t)))
+			goto fail;
+	}
+	s->files = calloc(s->manifest.file_count + 1, sizeof(*s->files));
+	if (!s->files) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < s->manifest.file_count; i++) {
+		segment_file *f;
+		if ((rc = segment_file_open(io, s->segment_dir, s->manifest.file_ids[i], &f, s->errmsg)))
+			goto fail;
+		s->files[s->file_count++] = f;
+		for (uint32_t ti = 0; ti < f->tenant_count; ti++) {
+			const seg_tenant *st = &f->tenants[ti];
+			if (st->tenant_id >= s->tenant_count ||
+			    strcmp(s->tenants[st->tenant_id]->name, st->name) != 0) {
+				rc = TALLY_E_CORRUPT;
+				snprintf(s->errmsg, sizeof(s->errmsg),
+					 "%s: tenant %s (id %u) is not in the manifest", f->path, st->name,
+					 st->tenant_id);
+				goto fail;
+			}
+		}
+	}
+	if ((rc = remove_orphans(s))) {
+		set_errmsg(s, "remove unreferenced files in %s: %s", s->segment_dir, rc);
+		goto fail;
+	}
+	if ((rc = rebuild_dedup(s)))
+		goto fail;
+	wal_options wo = {
+		.file_bytes_max = s->options.wal_file_bytes_max,
+		.buffer_bytes_max = s->options.wal_buffer_bytes_max,
+		.group_commit_window_us = s->options.group_commit_window_us,
+	};
+	if ((rc = wal_open(io, s->wal_dir, &wo, s->manifest.wal_replay_lsn, replay_record, s, &s->wal,
+			   s->errmsg)))
+		goto fail;
+	if (s->options.background) {
+		if ((rc = -pthread_create(&s->worker, NULL, worker_main, s))) {
+			set_errmsg(s, "start background worker for %s: %s", dir, rc);
+			goto fail;
+		}
+		s->worker_started = 1;
+	}
+	*out = s;
+	return 0;
+fail:
+	if (errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s", s->errmsg[0] ? s->errmsg : tally_strerror(rc));
+	if (s->wal)
+		wal_close(s->wal);
+	store_free(s);
+	return rc;
+}
+
+int tally_store_close(tally_store *s)
+{
+	if (!s)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	s->closing = 1;
+	pthread_cond_broadcast(&s->wake);
+	pthread_cond_broadcast(&s->flushed);
+	pthread_mutex_unlock(&s->lock);
+	if (s->worker_started)
+		pthread_join(s->worker, NULL);
+	pthread_mutex_lock(&s->maintenance); /* a caller's flush or compaction finishes first */
+	pthread_mutex_unlock(&s->maintenance);
+	int rc = wal_close(s->wal);
+	if (!rc)
+		rc = s->sticky;
+	store_free(s);
+	return rc;
+}
+
+const char *tally_store_errmsg(const tally_store *s)
+{
+	return s->errmsg;
+}
+
+/* ---- scans -------------------------------------------------------------- */
+
+typedef struct scan_source {
+	rows rows;                  /* a decoded row group, or a view of a memtable */
+	const rows *view;           /* memtable rows (not owned) */
+	strdict dict_owned[DIM_COUNT];
+	const strdict *dict;
+} scan_source;
+
+typedef struct scan_ref {
+	int64_t time_us;
+	uint32_t source;
+	uint32_t row;
+} scan_ref;
+
+static int scan_ref_compare(const void *a, const void *b)
+{
+	const scan_ref *x = a, *y = b;
+	if (x->time_us != y->time_us)
+		return x->time_us < y->time_us ? -1 : 1;
+	if (x->source != y->source)
+		return x->source < y->source ? -1 : 1;
+	return x->row < y->row ? -1 : x->row > y->row;
+}
+
+typedef struct scan_state {
+	scan_source *sources;
+	uint32_t source_count;
+	uint32_t source_capacity;
+	scan_ref *refs;
+	size_t ref_count;
+	size_t ref_capacity;
+} scan_state;
+
+static scan_source *scan_add_source(scan_state *st)
+{
+	if (st->source_count == st->source_capacity) {
+		uint32_t capacity = st->source_capacity ? st->source_capacity * 2 : 16;
+		scan_source *sources = realloc(st->sources, sizeof(*sources) * capacity);
+		if (!sources)
+			return NULL;
+		st->sources = sources;
+		st->source_capacity = capacity;
+	}
+	scan_source *src = &st->sources[st->source_count++];
+	memset(src, 0, sizeof(*src));
+	return src;
+}
+
+static int scan_add_refs(scan_state *st, uint32_t source, const rows *r, int64_t from, int64_t to)
+{
+	for (uint32_t i = 0; i < r->count; i++) {
+		if (r->time_us[i] < from || r->time_us[i] >= to)
+			continue;
+		if (st->ref_count == st->ref_capacity) {
+			size_t capacity = st->ref_capacity ? st->ref_capacity * 2 : 1024;
+			scan_ref *refs = realloc(st->refs, sizeof(*refs) * capacity);
+			if (!refs)
+				return -ENOMEM;
+			st->refs = refs;
+			st->ref_capacity = capacity;
+		}
+		st->refs[st->ref_count++] = (scan_ref){r->time_us[i], source, i};
+	}
+	return 0;
+}
+
+static void scan_free(scan_state *st)
+{
+	for (uint32_t i = 0; i < st->source_count; i++) {
+		rows_free(&st->sources[i].rows);
+		for (int d = 0; d < DIM_COUNT; d++)
+			strdict_free(&st->sources[i].dict_owned[d]);
+	}
+	free(st->sources);
+	free(st->refs);
+}
+
+int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t to_us,
+	       tally_scan_fn fn, void *ctx)
+{
+	if (!tenant_name || !tenant_name_valid(tenant_name))
+		return TALLY_E_TENANT;
+	if (from_us >= to_us)
+		return TALLY_E_INVALID;
+	scan_state st = {0};
+	int rc = 0;
+	pthread_mutex_lock(&s->lock);
+	tenant *t = tenant_find(s, tenant_name);
+	if (!t)
+		goto out;
+	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
+		segment_file *f = s->files[fi];
+		int64_t ti = segment_file_find_tenant(f, t->id);
+		if (ti < 0)
+			continue;
+		const seg_tenant *sec = &f->tenants[ti];
+		const strdict *dict = NULL;
+		for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
+		     si++) {
+			const seg_segment *seg = &f->segments[si];
+			if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
+				continue;
+			for (uint32_t g = seg->first_rowgroup;
+			     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+				scan_source *src = scan_add_source(&st);
+				if (!src) {
+					rc = -ENOMEM;
+					break;
+				}
+				if (!dict) {
+					rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, s->errmsg);
+					dict = src->dict_owned;
+				}
+				src->dict = dict;
+				if (!rc)
+					rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows,
+								   s->errmsg);
+				src->view = &src->rows;
+				if (!rc)
+					rc = scan_add_refs(&st, st.source_count - 1, src->view, from_us, to_us);
+			}
+		}
+	}
+	memtable *tables[2] = {t->frozen, t->active};
+	for (int m = 0; m < 2 && !rc; m++) {
+		if (!tables[m])
+			continue;
+		scan_source *src = scan_add_source(&st);
+		if (!src) {
+			rc = -ENOMEM;
+			break;
+		}
+		src->view = &tables[m]->rows;
+		src->dict = tables[m]->dict;
+		rc = scan_add_refs(&st, st.source_count - 1, src->view, from_us, to_us);
+	}
+	if (rc)
+		goto out;
+	qsort(st.refs, st.ref_count, sizeof(*st.refs), scan_ref_compare);
+	for (size_t i = 0; i < st.ref_count; i++) {
+		const scan_source *src = &st.sources[st.refs[i].source];
+		tally_event e;
+		char id_text[ID_TEXT_SIZE_MAX];
+		rows_event(src->view, src->dict, st.refs[i].row, &e, id_text);
+		if ((rc = fn(ctx, &e)))
+			break;
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	scan_free(&st);
+	return rc;
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+int tally_store_stats(tally_store *s, tally_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&s->lock);
+	out->tenant_count = s->tenant_count;
+	for (uint32_t i = 0; i < s->tenant_count; i++) {
+		const tenant *t = s->tenants[i];
+		if (t->active)
+			out->events_memtable += t->active->rows.count;
+		if (t->frozen)
+			out->events_memtable += t->frozen->rows.count;
+		out->dedup_entries += t->dedup.count;
+		out->dedup_bytes += dedup_bytes(&t->dedup);
+	}
+	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
+	out->segment_file_count = s->file_count;
+	for (uint32_t i = 0; i < s->file_count; i++) {
+		out->segment_count += s->files[i]->segment_count;
+		out->segment_rows += s->files[i]->rows;
+		out->segment_bytes += s->files[i]->size;
+	}
+	out->flush_count = s->flush_count;
+	out->compaction_count = s->compaction_count;
+	out->sticky_error = s->sticky;
+	pthread_mutex_unlock(&s->lock);
+	wal_stats ws;
+	wal_get_stats(s->wal, &ws);
+	out->wal_file_count = ws.file_count;
+	out->wal_bytes = ws.bytes;
+	out->durable_lsn = ws.durable_lsn;
+	return 0;
+}
