@@ -1,0 +1,283 @@
+/*
+ * test_store.c — the store end to end through the public API: per-event
+ * results, dedup within a batch / across batches / across restarts and
+ * flushes, conflicts, scans in time order, flush, compaction and recovery.
+ *
+ * Description: each test opens a fresh data directory under /tmp with a
+ * frozen clock, so the lateness horizon is deterministic.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support/fault_io.h"
+#include "tally.h"
+
+#define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21 */
+#define MINUTE_US (INT64_C(60) * 1000000)
+
+static char dir[256];
+static fault_io *fio;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/tally-test-store-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	fio = fault_io_create();
+	fault_io_clock_set_us(fio, NOW_US);
+}
+
+static void teardown(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_expect_eq(system(cmd), 0);
+	fault_io_destroy(fio);
+}
+
+static tally_store *open_store(int background)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = background;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, err);
+	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
+	return s;
+}
+
+#define S(x) ((tally_str){(x), (uint32_t)strlen(x)})
+
+static tally_event make_event(const char *id, int64_t time_us, uint64_t tokens)
+{
+	tally_event e;
+	memset(&e, 0, sizeof(e));
+	e.event_id = S(id);
+	e.time_us = time_us;
+	e.type = S("llm.call");
+	e.project = S("proj-a");
+	e.agent = S("agent-1");
+	e.model = S("gpt-4o");
+	e.user = S("user-42");
+	e.status = TALLY_STATUS_OK;
+	e.tokens_in = tokens;
+	e.tokens_out = tokens / 2;
+	e.cost_micros = (int64_t)tokens * 3;
+	e.duration_ms = 1200;
+	return e;
+}
+
+typedef struct collected {
+	int count;
+	char ids[64][65];
+	int64_t times[64];
+	uint64_t tokens[64];
+	char model[64][129];
+} collected;
+
+static int collect(void *ctx, const tally_event *e)
+{
+	collected *c = ctx;
+	cr_assert_lt(c->count, 64);
+	memcpy(c->ids[c->count], e->event_id.ptr, e->event_id.len);
+	c->ids[c->count][e->event_id.len] = 0;
+	memcpy(c->model[c->count], e->model.ptr, e->model.len);
+	c->model[c->count][e->model.len] = 0;
+	c->times[c->count] = e->time_us;
+	c->tokens[c->count] = e->tokens_in;
+	c->count++;
+	return 0;
+}
+
+static collected scan_all(tally_store *s, const char *tenant)
+{
+	collected c;
+	memset(&c, 0, sizeof(c));
+	int rc = tally_scan(s, tenant, 0, INT64_MAX, collect, &c);
+	cr_assert_eq(rc, 0, "scan: %s", tally_strerror(rc));
+	return c;
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(store, per_event_results_and_reasons)
+{
+	tally_store *s = open_store(0);
+	char long_id[70];
+	memset(long_id, 'x', 65);
+	long_id[65] = 0;
+	char long_model[140];
+	memset(long_model, 'm', 129);
+	long_model[129] = 0;
+	tally_event e[8] = {
+		make_event("a1", NOW_US - MINUTE_US, 10),
+		make_event("", NOW_US, 10),
+		make_event(long_id, NOW_US, 10),
+		make_event("old", NOW_US - 36 * TALLY_US_PER_DAY, 10),
+		make_event("future", NOW_US + 6 * MINUTE_US, 10),
+		make_event("model", NOW_US, 10),
+		make_event("status", NOW_US, 10),
+		make_event("a2", NOW_US - 34 * TALLY_US_PER_DAY, 10),
+	};
+	e[5].model = S(long_model);
+	e[6].status = 4;
+	tally_ingest_result r[8];
+	cr_assert_eq(tally_ingest(s, "acme", e, 8, r), 0);
+	int codes[8] = {TALLY_ACCEPTED, TALLY_REJECTED, TALLY_REJECTED, TALLY_REJECTED,
+			TALLY_REJECTED, TALLY_REJECTED, TALLY_REJECTED, TALLY_ACCEPTED};
+	int reasons[8] = {0, TALLY_REASON_MISSING_ID, TALLY_REASON_ID_TOO_LONG,
+			  TALLY_REASON_TIME_TOO_OLD, TALLY_REASON_TIME_IN_FUTURE,
+			  TALLY_REASON_MODEL_TOO_LONG, TALLY_REASON_UNKNOWN_STATUS, 0};
+	for (int i = 0; i < 8; i++) {
+		cr_expect_eq(r[i].code, codes[i], "event %d: code %d", i, r[i].code);
+		cr_expect_eq(r[i].reason, reasons[i], "event %d: reason %d", i, r[i].reason);
+	}
+	collected c = scan_all(s, "acme");
+	cr_assert_eq(c.count, 2);
+	cr_expect_str_eq(c.ids[0], "a2"); /* time order */
+	cr_expect_str_eq(c.ids[1], "a1");
+	cr_expect_eq(tally_ingest(s, "bad tenant", e, 1, r), TALLY_E_TENANT);
+	cr_expect_eq(tally_store_close(s), 0);
+}
+
+Test(store, duplicates_within_and_across_batches_and_conflicts)
+{
+	tally_store *s = open_store(0);
+	tally_event e[3] = {make_event("0123abcd", NOW_US - 5, 7), make_event("0123abcd", NOW_US - 5, 7),
+			    make_event("0123abcd", NOW_US - 5, 8)};
+	tally_ingest_result r[3];
+	cr_assert_eq(tally_ingest(s, "acme", e, 3, r), 0);
+	cr_expect_eq(r[0].code, TALLY_ACCEPTED);
+	cr_expect_eq(r[1].code, TALLY_DUPLICATE);
+	cr_expect_eq(r[2].code, TALLY_CONFLICT);
+	cr_assert_eq(tally_ingest(s, "acme", e, 3, r), 0);
+	cr_expect_eq(r[0].code, TALLY_DUPLICATE);
+	cr_expect_eq(r[1].code, TALLY_DUPLICATE);
+	cr_expect_eq(r[2].code, TALLY_CONFLICT);
+	/* The same id in another tenant is a different event. */
+	cr_assert_eq(tally_ingest(s, "other", e, 1, r), 0);
+	cr_expect_eq(r[0].code, TALLY_ACCEPTED);
+	collected c = scan_all(s, "acme");
+	cr_assert_eq(c.count, 1);
+	cr_expect_eq(c.tokens[0], 7);
+	cr_expect_eq(tally_store_close(s), 0);
+}
+
+Test(store, dedup_survives_restart_flush_and_compaction)
+{
+	tally_event e[4] = {make_event("DEADBEEF", NOW_US - TALLY_US_PER_DAY, 1),
+			    make_event("123e4567-e89b-12d3-a456-426614174000", NOW_US - 2 * TALLY_US_PER_DAY, 2),
+			    make_event("plain id", NOW_US - 3, 3),
+			    make_event("00ff", NOW_US - 4, 4)};
+	tally_ingest_result r[4];
+	tally_store *s = open_store(0);
+	cr_assert_eq(tally_ingest(s, "acme", e, 2, r), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	/* Restart: WAL replay. */
+	s = open_store(0);
+	cr_assert_eq(tally_ingest(s, "acme", e, 2, r), 0);
+	cr_expect_eq(r[0].code, TALLY_DUPLICATE);
+	cr_expect_eq(r[1].code, TALLY_DUPLICATE);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_ingest(s, "acme", e + 2, 1, r), 0);
+	cr_assert_eq(tally_flush(s), 0);
+	/* Now in segments: verification reads them. */
+	cr_assert_eq(tally_ingest(s, "acme", e, 3, r), 0);
+	for (int i = 0; i < 3; i++)
+		cr_expect_eq(r[i].code, TALLY_DUPLICATE, "event %d", i);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	/* Restart: fingerprint index rebuilt from segments. */
+	s = open_store(0);
+	tally_event conflict = e[0];
+	conflict.tokens_in = 99;
+	cr_assert_eq(tally_ingest(s, "acme", &conflict, 1, r), 0);
+	cr_expect_eq(r[0].code, TALLY_CONFLICT);
+	cr_assert_eq(tally_ingest(s, "acme", e + 3, 1, r), 0);
+	cr_expect_eq(r[0].code, TALLY_ACCEPTED);
+	cr_assert_eq(tally_compact(s), 0);
+	tally_stats st;
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.segment_file_count, 1);
+	cr_assert_eq(tally_ingest(s, "acme", e, 4, r), 0);
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(r[i].code, TALLY_DUPLICATE, "event %d after compaction", i);
+	collected c = scan_all(s, "acme");
+	cr_assert_eq(c.count, 4);
+	cr_expect_str_eq(c.ids[0], "123e4567-e89b-12d3-a456-426614174000");
+	cr_expect_str_eq(c.ids[1], "DEADBEEF");
+	cr_expect_str_eq(c.ids[2], "00ff");
+	cr_expect_str_eq(c.ids[3], "plain id");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+Test(store, flush_compact_and_reopen_keep_every_event_once)
+{
+	tally_store *s = open_store(0);
+	char ids[300][32];
+	tally_ingest_result r[100];
+	for (int round = 0; round < 3; round++) {
+		tally_event e[100];
+		for (int i = 0; i < 100; i++) {
+			int n = round * 100 + i;
+			snprintf(ids[n], sizeof(ids[n]), "%032x", n * 7919);
+			/* Spread over 3 days, deliberately out of order. */
+			e[i] = make_event(ids[n], NOW_US - (int64_t)((n * 37) % 300) * 15 * MINUTE_US, n);
+		}
+		cr_assert_eq(tally_ingest(s, "acme", e, 100, r), 0);
+		for (int i = 0; i < 100; i++)
+			cr_assert_eq(r[i].code, TALLY_ACCEPTED);
+		if (round < 2)
+			cr_assert_eq(tally_flush(s), 0);
+	}
+	tally_stats st;
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.segment_file_count, 2);
+	cr_expect_eq(st.segment_rows, 200);
+	cr_expect_eq(st.events_memtable, 100);
+	cr_assert_eq(tally_compact(s), 0);
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.segment_file_count, 1);
+	cr_expect_eq(st.segment_rows, 200);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	s = open_store(0);
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.segment_rows + st.events_memtable, 300);
+	cr_expect_eq(st.dedup_entries, 300);
+	uint64_t seen[300] = {0};
+	collected c;
+	/* Scan in windows small enough for the collector. */
+	int total = 0;
+	int64_t previous = INT64_MIN;
+	for (int64_t from = NOW_US - 4 * TALLY_US_PER_DAY; from < NOW_US + 1; from += 15 * MINUTE_US) {
+		memset(&c, 0, sizeof(c));
+		cr_assert_eq(tally_scan(s, "acme", from, from + 15 * MINUTE_US, collect, &c), 0);
+		for (int i = 0; i < c.count; i++) {
+			cr_assert_geq(c.times[i], previous);
+			previous = c.times[i];
+			seen[c.tokens[i]]++;
+		}
+		total += c.count;
+	}
+	cr_expect_eq(total, 300);
+	for (int n = 0; n < 300; n++)
+		cr_expect_eq(seen[n], 1, "event %d seen %" PRIu64 " times", n, seen[n]);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+Test(store, second_open_is_refused_while_locked)
+{
+	tally_store *s = open_store(0);
+	tally_store *t = NULL;
+	char err[TALLY_ERRMSG_SIZE];
+	cr_expect_eq(tally_store_open(dir, NULL, &t, err), TALLY_E_LOCKED);
+	cr_expect_null(t);
+	cr_expect_neq(strstr(err, "LOCK"), NULL, "message names the lock file: %s", err);
+	cr_assert_eq(tally_store_close(s), 0);
+}
