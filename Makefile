@@ -10,6 +10,7 @@
 # on purpose; a long path is cut, never overflowed.
 #
 # Variables: CRASH_ROUNDS (crash test rounds, default 50), SEED (property tests).
+export CRASH_ROUNDS SEED
 
 CC      ?= gcc
 BUILD   ?= build
