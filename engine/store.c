@@ -111,7 +111,11 @@ struct tally_store {
 	int sticky;                   /* non-zero: writes refused */
 	int closing;
 
-	strdict batch_dict;           /* WAL record dictionary, under lock */
+	uint64_t *batch_map[DIM_COUNT]; /* WAL record dictionary, under lock: see batch_code */
+	uint32_t batch_map_capacity[DIM_COUNT];
+	uint32_t batch_generation;
+	uint32_t batch_string_count;
+	bytebuf batch_strings;
 	bytebuf batch_record;
 	rows verify_rows;             /* scratch for dedup verification */
 
@@ -291,14 +295,61 @@ typedef struct batch_encoder {
 	int64_t previous_time;
 } batch_encoder;
 
-static int batch_add(tally_store *s, batch_encoder *b, const tally_event *e, const packed_id *id)
+/*
+ * The record dictionary is built from the memtable's codes: batch_map[d][c]
+ * is (batch generation << 32 | record code) for memtable code c of
+ * dimension d, so a string already seen in this batch costs one array read
+ * instead of a hash lookup.
+ */
+static int batch_code(tally_store *s, int d, const memtable *m, uint32_t code, uint32_t *out)
 {
-	const tally_str *dims[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model, &e->user};
+	if (code >= s->batch_map_capacity[d]) {
+		uint32_t capacity = s->batch_map_capacity[d] ? s->batch_map_capacity[d] : 256;
+		while (capacity <= code)
+			capacity *= 2;
+		uint64_t *map = realloc(s->batch_map[d], sizeof(*map) * capacity);
+		if (!map)
+			return -ENOMEM;
+		memset(map + s->batch_map_capacity[d], 0,
+		       sizeof(*map) * (capacity - s->batch_map_capacity[d]));
+		s->batch_map[d] = map;
+		s->batch_map_capacity[d] = capacity;
+	}
+	uint64_t entry = s->batch_map[d][code];
+	if (entry >> 32 == s->batch_generation) {
+		*out = (uint32_t)entry;
+		return 0;
+	}
+	tally_str str = strdict_get(&m->dict[d], code);
+	int rc;
+	if ((rc = varint_append(&s->batch_strings, str.len)) ||
+	    (rc = bytebuf_append(&s->batch_strings, str.ptr, str.len)))
+		return rc;
+	*out = s->batch_string_count++;
+	s->batch_map[d][code] = (uint64_t)s->batch_generation << 32 | *out;
+	return 0;
+}
+
+static void batch_begin(tally_store *s)
+{
+	if (++s->batch_generation == 0) { /* wrapped: forget every stamp */
+		for (int d = 0; d < DIM_COUNT; d++)
+			if (s->batch_map[d])
+				memset(s->batch_map[d], 0, sizeof(uint64_t) * s->batch_map_capacity[d]);
+		s->batch_generation = 1;
+	}
+	bytebuf_reset(&s->batch_strings);
+	s->batch_string_count = 0;
+}
+
+/* Adds row `row` of memtable m (just appended) to the record. */
+static int batch_add(tally_store *s, batch_encoder *b, const memtable *m, uint32_t row,
+		     const tally_event *e, const packed_id *id)
+{
 	uint32_t codes[DIM_COUNT];
 	int rc;
 	for (int d = 0; d < DIM_COUNT; d++)
-		if ((rc = strdict_intern(&s->batch_dict, dims[d]->len ? dims[d]->ptr : "",
-					 dims[d]->len, &codes[d])))
+		if ((rc = batch_code(s, d, m, m->rows.dim[d][row], &codes[d])))
 			return rc;
 	if ((rc = bytebuf_reserve(&b->events, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)))
 		return rc;
@@ -326,35 +377,34 @@ static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b,
 	size_t name_size = strlen(t->name);
 	bytebuf_reset(out);
 	if ((rc = varint_append(out, name_size)) || (rc = bytebuf_append(out, t->name, name_size)) ||
-	    (rc = varint_append(out, b->count)) || (rc = varint_append(out, s->batch_dict.count)))
+	    (rc = varint_append(out, b->count)) || (rc = varint_append(out, s->batch_string_count)) ||
+	    (rc = bytebuf_append(out, s->batch_strings.data, s->batch_strings.size)))
 		return rc;
-	for (uint32_t c = 0; c < s->batch_dict.count; c++) {
-		tally_str str = strdict_get(&s->batch_dict, c);
-		if ((rc = varint_append(out, str.len)) || (rc = bytebuf_append(out, str.ptr, str.len)))
-			return rc;
-	}
 	return bytebuf_append(out, b->events.data, b->events.size);
 }
 
 /* ---- applying events ---------------------------------------------------- */
 
-static int apply_event(tally_store *s, tenant *t, const tally_event *e, const packed_id *id)
+/* Appends one accepted event to the tenant's memtable and fingerprint
+ * table. The caller accounts memtable growth in active_bytes. */
+static int apply_event(tenant *t, const tally_event *e, const packed_id *id)
 {
 	if (!t->active) {
 		t->active = calloc(1, sizeof(memtable));
 		if (!t->active)
 			return -ENOMEM;
 	}
-	size_t before = memtable_bytes(t->active);
 	int rc = memtable_append(t->active, e, id);
 	if (rc)
 		return rc;
 	int64_t day = day_of(e->time_us);
-	rc = dedup_insert(&t->dedup, id->hash, (uint16_t)(day < 0 ? 0 : day > DAY_MAX ? DAY_MAX : day));
-	if (rc)
-		return rc;
-	s->active_bytes += memtable_bytes(t->active) - before;
-	return 0;
+	return dedup_insert(&t->dedup, id->hash,
+			    (uint16_t)(day < 0 ? 0 : day > DAY_MAX ? DAY_MAX : day));
+}
+
+static size_t active_bytes_of(const tenant *t)
+{
+	return t->active ? memtable_bytes(t->active) : 0;
 }
 
 /* Looks for the stored event with exactly this id in day `day`'s segments.
@@ -487,7 +537,8 @@ int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_eve
 	tenant *t;
 	if ((rc = tenant_get_or_add(s, tenant_name, &t)))
 		goto unlock;
-	strdict_reset(&s->batch_dict);
+	batch_begin(s);
+	size_t bytes_before = active_bytes_of(t);
 	for (size_t i = 0; i < count; i++) {
 		if (results[i].code == TALLY_REJECTED)
 			continue;
@@ -495,10 +546,12 @@ int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_eve
 			goto fail_sticky;
 		if (results[i].code != TALLY_ACCEPTED)
 			continue;
-		if ((rc = apply_event(s, t, &events[i], &ids[i])) ||
-		    (rc = batch_add(s, &batch, &events[i], &ids[i])))
+		if ((rc = apply_event(t, &events[i], &ids[i])) ||
+		    (rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &events[i],
+				    &ids[i])))
 			goto fail_sticky;
 	}
+	s->active_bytes += active_bytes_of(t) - bytes_before;
 	if (batch.count) {
 		uint64_t lsn;
 		if ((rc = batch_finish(s, t, &batch, &s->batch_record)) ||
@@ -581,6 +634,7 @@ static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *p
 	int rc = tenant_get_or_add(s, name, &t);
 	if (rc)
 		return rc;
+	size_t bytes_before = active_bytes_of(t);
 	tally_str *strings = malloc(sizeof(*strings) * (string_count + 1));
 	if (!strings)
 		return -ENOMEM;
@@ -637,12 +691,13 @@ static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *p
 		e.tokens_out = tokens_out;
 		e.cost_micros = zigzag_decode(cost);
 		e.duration_ms = (uint32_t)duration;
-		if ((rc = apply_event(s, t, &e, &id))) {
+		if ((rc = apply_event(t, &e, &id))) {
 			free(strings);
 			return rc;
 		}
 	}
 	free(strings);
+	s->active_bytes += active_bytes_of(t) - bytes_before;
 	if (count || p != end)
 		goto corrupt;
 	return 0;
@@ -1123,7 +1178,9 @@ static void store_free(tally_store *s)
 	free(s->tenants);
 	free(s->tenant_slots);
 	manifest_free(&s->manifest);
-	strdict_free(&s->batch_dict);
+	for (int d = 0; d < DIM_COUNT; d++)
+		free(s->batch_map[d]);
+	bytebuf_free(&s->batch_strings);
 	bytebuf_free(&s->batch_record);
 	rows_free(&s->verify_rows);
 	if (s->lock_fd >= 0)
