@@ -1291,7 +1291,8 @@ static int wal_scan_dir(wal_scan *s)
 		free(list.ids);
 		return rc;
 	}
-	qsort(list.ids, list.count, sizeof *list.ids, wal_id_compare);
+	if (list.count > 1)
+		qsort(list.ids, list.count, sizeof *list.ids, wal_id_compare);
 	for (size_t i = 0; i < list.count && rc == 0; i++) {
 		if (list.ids[i] > s->file_id_max)
 			s->file_id_max = list.ids[i];

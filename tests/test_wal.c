@@ -611,8 +611,7 @@ static int compare_u64(const void *a, const void *b)
 
 Test(wal_durable, concurrent_appenders_get_contiguous_lsns_and_group_commit,
      .description = "threads appending and waiting: LSNs distinct and contiguous, all durable "
-		    "and replayed in per-thread order, and far fewer fsyncs than records",
-     .timeout = 60)
+		    "and replayed in per-thread order, and far fewer fsyncs than records")
 {
 	test_dir dir;
 	test_dir_make(&dir);
@@ -674,8 +673,7 @@ Test(wal_durable, concurrent_appenders_get_contiguous_lsns_and_group_commit,
 
 Test(wal_durable, group_commit_window_gathers_records_into_one_fsync,
      .description = "with a window, the writer waits (on io->now_us) before writing: nothing is "
-		    "durable while the clock stands still, then one write and one fdatasync",
-     .timeout = 30)
+		    "durable while the clock stands still, then one write and one fdatasync")
 {
 	test_dir dir;
 	test_dir_make(&dir);
@@ -721,8 +719,7 @@ static void *big_appender_main(void *arg)
 
 Test(wal_durable, small_buffer_blocks_appenders_without_losing_records,
      .description = "buffer_bytes_max applies back-pressure; a record larger than the buffer "
-		    "still goes through; close drains everything pending",
-     .timeout = 60)
+		    "still goes through; close drains everything pending")
 {
 	test_dir dir;
 	test_dir_make(&dir);
@@ -932,8 +929,7 @@ static void copy_wal_file(const char *from, const char *to)
 
 Test(wal_recovery, torn_tail_at_every_byte_of_the_last_record,
      .description = "for every truncation inside the last record, recovery replays all earlier "
-		    "records, truncates the file to the last record's start and continues the LSNs",
-     .timeout = 120)
+		    "records, truncates the file to the last record's start and continues the LSNs")
 {
 	test_dir source;
 	test_dir_make(&source);
