@@ -1,0 +1,1122 @@
+/*
+ * codec.c — varints and the column codecs of segment files.
+ *
+ * What it promises
+ *   1. Every encoder appends exactly one column to `out`, or returns -ENOMEM
+ *      with `out` unchanged (its size restored). Encoders reserve once (or
+ *      once per chunk of rows) and never call malloc per value.
+ *   2. Every decoder reads exactly [src, src + size) and writes exactly
+ *      `count` values, or returns TALLY_E_CORRUPT. It never reads or writes
+ *      out of bounds, whatever the bytes: lengths are compared before they
+ *      are used, size arithmetic is checked for overflow, and a column must
+ *      consume its input exactly (no trailing bytes).
+ *   3. Encoding is canonical: for given values the bytes are always the
+ *      same, and decoders reject forms the encoder cannot produce where that
+ *      is cheap to see (non-minimal varints, non-zero padding bits, a u8
+ *      column wider than 8 bits, an id packed in a form id_pack would not
+ *      choose). So a corrupt column is caught here rather than upstream.
+ *
+ * Layouts (byte by byte in docs/codecs.md)
+ *   varint : LEB128, 7 bits per byte, low group first, high bit = more.
+ *   bits   : value i of width w occupies bits [i*w, (i+1)*w) of the packed
+ *            area, bit k being bit (k % 8) of byte k / 8 (little-endian).
+ *            Padding bits of the last byte are zero.
+ *   time   : count zigzag varints: v0, v1 - v0, then (vi - vi-1) -
+ *            (vi-1 - vi-2); differences wrap modulo 2^64.
+ *   u64    : mode byte 0 CONSTANT (varint) | 1 FOR (varint min, width byte
+ *            0..64, bits of v - min) | 2 VARINT (count varints). The
+ *            smallest wins; ties go to CONSTANT, then FOR. Count 0 is the
+ *            single byte 0x02 (VARINT with no values).
+ *   codes  : width byte 0..32, then bits. u8 uses the same layout, width
+ *            0..8.
+ *   ids    : three sections, each prefixed by its byte length as a varint:
+ *            kinds (u8 layout), packed sizes (u64 layout), packed bytes.
+ *   block  : a single zstd frame with its content size, or the raw bytes.
+ *
+ * Speed (segment flush encodes millions of values a second): bit packing
+ * moves whole 64-bit words; varints of up to 8 bytes are read and written
+ * with one 8-byte load or store and shifts instead of a loop per byte, where
+ * 8 bytes are in bounds; sizes for the u64 mode choice come from one pass.
+ *
+ * The integer codecs share one implementation parameterised by a "lane" (how
+ * a value is loaded from and stored to the caller's array: u64, zigzag i64,
+ * u32, u8, or differences of u32 offsets). The lane is a constant at every
+ * call site and the generic functions are always inlined, so each public
+ * codec compiles into its own specialised loop.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "codec.h"
+#include "tally.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Encoders refuse columns so large that size arithmetic (up to 10 bytes per
+ * value, plus headers) could wrap. No real column comes close. */
+#define CODEC_COUNT_MAX (SIZE_MAX / 16)
+/* Rows the time encoder writes per buffer reservation. */
+#define TIME_CHUNK_ROWS 1024
+
+enum u64_mode {
+	U64_MODE_CONSTANT = 0,
+	U64_MODE_FOR = 1,
+	U64_MODE_VARINT = 2,
+};
+
+#define CODES_WIDTH_MAX 32
+#define U8_WIDTH_MAX 8
+#define UUID_TEXT_SIZE 36
+#define UUID_PACKED_SIZE 16
+#define HEX_PACKED_SIZE_MAX (ID_TEXT_SIZE_MAX / 2)
+
+_Static_assert(sizeof(unsigned long long) == 8, "bit_width uses __builtin_clzll on uint64_t");
+_Static_assert(ID_PACKED_SIZE_MAX <= UINT8_MAX, "packed id sizes fit the sizes column easily");
+_Static_assert(ID_KIND_COUNT <= 8, "kinds fit the u8 codes layout in 3 bits");
+
+/* ---- little helpers ------------------------------------------------------ */
+
+static inline void store_le64(uint8_t *dst, uint64_t v)
+{
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	memcpy(dst, &v, sizeof v);
+}
+
+static inline uint64_t load_le64(const uint8_t *src)
+{
+	uint64_t v;
+	memcpy(&v, src, sizeof v);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
+}
+
+static inline unsigned bit_width(uint64_t v)
+{
+	return v == 0 ? 0 : 64 - (unsigned)__builtin_clzll(v);
+}
+
+/* Bytes varint_put writes for v: ceil(bits / 7), at least 1. */
+static inline size_t varint_size(uint64_t v)
+{
+	return ((size_t)bit_width(v | 1) * 9 + 64) / 64;
+}
+
+/* Two's complement reinterpretation without implementation-defined casts. */
+static inline int64_t int64_from_bits(uint64_t v)
+{
+	int64_t r;
+	memcpy(&r, &v, sizeof r);
+	return r;
+}
+
+static inline uint64_t zigzag_encode_bits(uint64_t v)
+{
+	return (v << 1) ^ (0 - (v >> 63));
+}
+
+static inline uint64_t zigzag_decode_bits(uint64_t v)
+{
+	return (v >> 1) ^ (0 - (v & 1));
+}
+
+/* Bytes of count values of width bits, rounded up. False on overflow. */
+static inline bool packed_size_get(size_t count, unsigned width, size_t *size)
+{
+	if (width != 0 && count > (SIZE_MAX - 7) / width)
+		return false;
+	*size = (count * width + 7) / 8;
+	return true;
+}
+
+static inline uint64_t width_mask(unsigned width)
+{
+	return width >= 64 ? UINT64_MAX : ((uint64_t)1 << width) - 1;
+}
+
+/* ---- varints --------------------------------------------------------------- */
+
+ALWAYS_INLINE size_t varint_write(uint8_t *dst, uint64_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		dst[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	dst[n++] = (uint8_t)v;
+	return n;
+}
+
+/* varint_write for v < 2^56 (up to 8 bytes) without a branch per byte: the
+ * 7-bit groups are spread one per byte, then the continuation bits set.
+ * Stores 8 bytes at dst, so dst needs 8 writable bytes; returns the size. */
+ALWAYS_INLINE size_t varint_write_word(uint8_t *dst, uint64_t v)
+{
+	size_t size = varint_size(v);
+	uint64_t x = v;
+	x = (x & UINT64_C(0x000000000fffffff)) | ((x & UINT64_C(0x00fffffff0000000)) << 4);
+	x = (x & UINT64_C(0x00003fff00003fff)) | ((x & UINT64_C(0x0fffc0000fffc000)) << 2);
+	x = (x & UINT64_C(0x007f007f007f007f)) | ((x & UINT64_C(0x3f803f803f803f80)) << 1);
+	x |= UINT64_C(0x8080808080808080) & ((UINT64_C(1) << (8 * (size - 1))) - 1);
+	store_le64(dst, x);
+	return size;
+}
+
+static int varint_read_slow(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+	const uint8_t *q = *p;
+	uint64_t v = 0;
+	for (unsigned shift = 0; shift < 7 * VARINT_SIZE_MAX; shift += 7) {
+		if (q == end)
+			return TALLY_E_CORRUPT;
+		uint8_t byte = *q++;
+		v |= (uint64_t)(byte & 0x7f) << shift;
+		if (byte < 0x80) {
+			if (shift == 63 && byte > 1)
+				return TALLY_E_CORRUPT; /* overflows 64 bits */
+			if (byte == 0 && shift != 0)
+				return TALLY_E_CORRUPT; /* non-minimal */
+			*p = q;
+			*out = v;
+			return 0;
+		}
+	}
+	return TALLY_E_CORRUPT; /* an 11th byte would follow */
+}
+
+/* Varints of up to 8 bytes from one 8-byte load, without a branch per
+ * byte: the first byte without its high bit ends the varint, then the 7-bit
+ * groups are squeezed together. Needs 8 readable bytes. */
+ALWAYS_INLINE int varint_read_word(const uint8_t **p, uint64_t *out)
+{
+	uint64_t word = load_le64(*p);
+	uint64_t stops = ~word & UINT64_C(0x8080808080808080);
+	if (stops == 0)
+		return 1; /* 9 or 10 bytes: the caller takes the slow path */
+	unsigned size = (unsigned)__builtin_ctzll(stops) / 8 + 1;
+	uint64_t x = size == 8 ? word : word & ((UINT64_C(1) << (8 * size)) - 1);
+	if (size > 1 && (x >> (8 * (size - 1))) == 0)
+		return TALLY_E_CORRUPT; /* non-minimal */
+	x &= UINT64_C(0x7f7f7f7f7f7f7f7f);
+	x = (x & UINT64_C(0x007f007f007f007f)) | ((x & UINT64_C(0x7f007f007f007f00)) >> 1);
+	x = (x & UINT64_C(0x00003fff00003fff)) | ((x & UINT64_C(0x3fff00003fff0000)) >> 2);
+	x = (x & UINT64_C(0x000000000fffffff)) | ((x & UINT64_C(0x0fffffff00000000)) >> 4);
+	*out = x;
+	*p += size;
+	return 0;
+}
+
+ALWAYS_INLINE int varint_read(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+	const uint8_t *q = *p;
+	if (q < end && *q < 0x80) {
+		*out = *q;
+		*p = q + 1;
+		return 0;
+	}
+	if (end - q >= 8) {
+		int rc = varint_read_word(p, out);
+		if (rc <= 0)
+			return rc;
+	}
+	return varint_read_slow(p, end, out);
+}
+
+/* Contract in codec.h: dst has VARINT_SIZE_MAX bytes; returns bytes written. */
+size_t varint_put(uint8_t *dst, uint64_t v)
+{
+	return varint_write(dst, v);
+}
+
+/* Appends v to b: 0, or -ENOMEM with b unchanged. */
+int varint_append(bytebuf *b, uint64_t v)
+{
+	int rc = bytebuf_reserve(b, VARINT_SIZE_MAX);
+	if (rc != 0)
+		return rc;
+	b->size += varint_write(b->data + b->size, v);
+	return 0;
+}
+
+/* Reads one varint from [*p, end) and advances *p past it. 0, or
+ * TALLY_E_CORRUPT (and *p unchanged) when the varint is truncated, longer
+ * than 10 bytes, overflows 64 bits, or is not minimal (ends in a 0x00 byte
+ * after the first). */
+int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+	return varint_read(p, end, out);
+}
+
+/* ---- bit packing ------------------------------------------------------------ */
+
+/* Accumulates values in a 64-bit word and stores whole words. */
+typedef struct bit_writer {
+	uint8_t *dst;
+	uint64_t acc;   /* pending bits, low first */
+	unsigned count; /* pending bits in acc, 0..63 */
+} bit_writer;
+
+/* v < 2^width, 1 <= width <= 64. */
+ALWAYS_INLINE void bit_writer_put(bit_writer *w, uint64_t v, unsigned width)
+{
+	w->acc |= v << w->count;
+	unsigned total = w->count + width;
+	if (total < 64) {
+		w->count = total;
+		return;
+	}
+	store_le64(w->dst, w->acc);
+	w->dst += 8;
+	w->count = total - 64;
+	/* The bits of v that did not fit; 64 - old count is 1..63 here. */
+	w->acc = w->count != 0 ? v >> (width - w->count) : 0;
+}
+
+ALWAYS_INLINE uint8_t *bit_writer_finish(bit_writer *w)
+{
+	for (unsigned i = 0; i < w->count; i += 8)
+		*w->dst++ = (uint8_t)(w->acc >> i);
+	return w->dst;
+}
+
+/* Reads values back from a packed area whose size the caller has checked to
+ * be exactly what the values need; loads beyond it yield zero bits. */
+typedef struct bit_reader {
+	const uint8_t *src;
+	size_t size;
+	size_t position; /* next byte to load */
+	uint64_t acc;    /* loaded, unread bits, low first */
+	unsigned count;  /* valid bits in acc, 0..63 */
+} bit_reader;
+
+ALWAYS_INLINE uint64_t bit_reader_load(bit_reader *r)
+{
+	size_t left = r->size - r->position;
+	if (left >= 8) {
+		uint64_t word = load_le64(r->src + r->position);
+		r->position += 8;
+		return word;
+	}
+	uint64_t word = 0;
+	for (size_t i = 0; i < left; i++)
+		word |= (uint64_t)r->src[r->position + i] << (8 * i);
+	r->position = r->size;
+	return word;
+}
+
+/* 1 <= width <= 64, mask == width_mask(width). */
+ALWAYS_INLINE uint64_t bit_reader_get(bit_reader *r, unsigned width, uint64_t mask)
+{
+	if (r->count >= width) {
+		uint64_t v = r->acc & mask;
+		r->acc >>= width; /* width <= count <= 63 */
+		r->count -= width;
+		return v;
+	}
+	uint64_t word = bit_reader_load(r);
+	uint64_t v = (r->acc | word << r->count) & mask;
+	unsigned used = width - r->count; /* 1..64 bits taken from word */
+	r->acc = used < 64 ? word >> used : 0;
+	r->count = 64 - used;
+	return v;
+}
+
+/* True when every bit after the last value is zero. */
+ALWAYS_INLINE bool bit_reader_padding_is_zero(const bit_reader *r)
+{
+	assert(r->position == r->size);
+	return r->acc == 0;
+}
+
+/* ---- lanes: how values come from and go to the caller's array ---------------- */
+
+enum lane {
+	LANE_U64,      /* uint64_t */
+	LANE_I64,      /* int64_t, zigzag */
+	LANE_U32,      /* uint32_t; decode rejects values > UINT32_MAX */
+	LANE_U8,       /* uint8_t; decode rejects values > UINT8_MAX */
+	LANE_U32_DIFF, /* encode only: offsets[i + 1] - offsets[i] of uint32_t */
+};
+
+ALWAYS_INLINE uint64_t lane_load(const void *values, size_t index, enum lane lane)
+{
+	switch (lane) {
+	case LANE_U64: return ((const uint64_t *)values)[index];
+	case LANE_I64: return zigzag_encode(((const int64_t *)values)[index]);
+	case LANE_U32: return ((const uint32_t *)values)[index];
+	case LANE_U8: return ((const uint8_t *)values)[index];
+	case LANE_U32_DIFF: {
+		const uint32_t *offsets = values;
+		return (uint32_t)(offsets[index + 1] - offsets[index]);
+	}
+	}
+	assert(!"unknown lane");
+	return 0;
+}
+
+/* Stores v; returns false when v does not fit the lane's type. */
+ALWAYS_INLINE bool lane_store(void *values, size_t index, uint64_t v, enum lane lane)
+{
+	switch (lane) {
+	case LANE_U64: ((uint64_t *)values)[index] = v; return true;
+	case LANE_I64: ((int64_t *)values)[index] = zigzag_decode(v); return true;
+	case LANE_U32: ((uint32_t *)values)[index] = (uint32_t)v; return v <= UINT32_MAX;
+	case LANE_U8: ((uint8_t *)values)[index] = (uint8_t)v; return v <= UINT8_MAX;
+	case LANE_U32_DIFF: break;
+	}
+	assert(!"lane cannot be decoded into");
+	return false;
+}
+
+/* Packs (value - base) for every value at width (1..64) into dst; returns the
+ * end of what was written. */
+ALWAYS_INLINE uint8_t *bits_write(uint8_t *dst, const void *values, size_t count,
+				  enum lane lane, uint64_t base, unsigned width)
+{
+	bit_writer w = { .dst = dst };
+	for (size_t i = 0; i < count; i++)
+		bit_writer_put(&w, lane_load(values, i, lane) - base, width);
+	return bit_writer_finish(&w);
+}
+
+/* Unpacks count values of width bits (0..64) from exactly `size` bytes and
+ * stores base + value. False if a value overflows, does not fit the lane or
+ * the padding bits are not zero. The caller checked size. */
+ALWAYS_INLINE bool bits_read(const uint8_t *src, size_t size, void *values, size_t count,
+			     enum lane lane, uint64_t base, unsigned width)
+{
+	bool ok = true;
+	if (width == 0) {
+		for (size_t i = 0; i < count; i++)
+			ok &= lane_store(values, i, base, lane);
+		return ok;
+	}
+	bit_reader r = { .src = src, .size = size };
+	uint64_t mask = width_mask(width);
+	for (size_t i = 0; i < count; i++) {
+		uint64_t v = base + bit_reader_get(&r, width, mask);
+		ok &= v >= base; /* base + delta wrapped: no such value was encoded */
+		ok &= lane_store(values, i, v, lane);
+	}
+	return ok && bit_reader_padding_is_zero(&r);
+}
+
+/* ---- u64 column (also i64, u32, and the id sizes) --------------------------- */
+
+typedef struct u64_plan {
+	enum u64_mode mode;
+	uint64_t base;  /* CONSTANT: the value; FOR: the minimum */
+	unsigned width; /* FOR: bits of value - base */
+	size_t size;    /* encoded bytes */
+} u64_plan;
+
+/* One pass over the values: min, max and the VARINT size give all three
+ * encoded sizes. */
+ALWAYS_INLINE void u64_plan_make(u64_plan *plan, const void *values, size_t count,
+				 enum lane lane)
+{
+	if (count == 0) {
+		*plan = (u64_plan){ .mode = U64_MODE_VARINT, .size = 1 };
+		return;
+	}
+	uint64_t min = UINT64_MAX, max = 0;
+	size_t varint_bytes = 0;
+	for (size_t i = 0; i < count; i++) {
+		uint64_t v = lane_load(values, i, lane);
+		min = v < min ? v : min;
+		max = v > max ? v : max;
+		varint_bytes += varint_size(v);
+	}
+	if (min == max) {
+		*plan = (u64_plan){ .mode = U64_MODE_CONSTANT, .base = min,
+				    .size = 1 + varint_size(min) };
+		return;
+	}
+	unsigned width = bit_width(max - min);
+	size_t packed = 0;
+	bool fits = packed_size_get(count, width, &packed);
+	assert(fits); /* count <= CODEC_COUNT_MAX */
+	(void)fits;
+	size_t for_size = 1 + varint_size(min) + 1 + packed;
+	size_t varint_total = 1 + varint_bytes;
+	if (for_size <= varint_total)
+		*plan = (u64_plan){ .mode = U64_MODE_FOR, .base = min, .width = width,
+				    .size = for_size };
+	else
+		*plan = (u64_plan){ .mode = U64_MODE_VARINT, .size = varint_total };
+}
+
+/* Writes exactly plan->size bytes at dst. */
+ALWAYS_INLINE void u64_write(uint8_t *dst, const u64_plan *plan, const void *values,
+			     size_t count, enum lane lane)
+{
+	uint8_t *start = dst;
+	*dst++ = (uint8_t)plan->mode;
+	switch (plan->mode) {
+	case U64_MODE_CONSTANT:
+		dst += varint_write(dst, plan->base);
+		break;
+	case U64_MODE_FOR:
+		dst += varint_write(dst, plan->base);
+		*dst++ = (uint8_t)plan->width;
+		dst = bits_write(dst, values, count, lane, plan->base, plan->width);
+		break;
+	case U64_MODE_VARINT: {
+		uint8_t *end = start + plan->size;
+		for (size_t i = 0; i < count; i++) {
+			uint64_t v = lane_load(values, i, lane);
+			if (end - dst >= 8 && v < (UINT64_C(1) << 56))
+				dst += varint_write_word(dst, v);
+			else
+				dst += varint_write(dst, v);
+		}
+		break;
+	}
+	}
+	assert((size_t)(dst - start) == plan->size);
+	(void)start;
+}
+
+ALWAYS_INLINE int u64_encode_lane(bytebuf *out, const void *values, size_t count,
+				  enum lane lane)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	u64_plan plan;
+	u64_plan_make(&plan, values, count, lane);
+	int rc = bytebuf_reserve(out, plan.size);
+	if (rc != 0)
+		return rc;
+	u64_write(out->data + out->size, &plan, values, count, lane);
+	out->size += plan.size;
+	return 0;
+}
+
+ALWAYS_INLINE int u64_decode_lane(const uint8_t *src, size_t size, void *values,
+				  size_t count, enum lane lane)
+{
+	if (size == 0)
+		return TALLY_E_CORRUPT;
+	const uint8_t *p = src + 1;
+	const uint8_t *end = src + size;
+	uint64_t base;
+	bool ok = true;
+	switch (src[0]) {
+	case U64_MODE_CONSTANT:
+		if (varint_read(&p, end, &base) != 0 || p != end)
+			return TALLY_E_CORRUPT;
+		for (size_t i = 0; i < count; i++)
+			ok &= lane_store(values, i, base, lane);
+		break;
+	case U64_MODE_FOR: {
+		if (varint_read(&p, end, &base) != 0 || p == end)
+			return TALLY_E_CORRUPT;
+		unsigned width = *p++;
+		size_t packed;
+		if (width > 64 || !packed_size_get(count, width, &packed) ||
+		    packed != (size_t)(end - p))
+			return TALLY_E_CORRUPT;
+		ok = bits_read(p, packed, values, count, lane, base, width);
+		break;
+	}
+	case U64_MODE_VARINT:
+		if (count > (size_t)(end - p))
+			return TALLY_E_CORRUPT; /* each value takes at least a byte */
+		for (size_t i = 0; i < count; i++) {
+			uint64_t v;
+			if (varint_read(&p, end, &v) != 0)
+				return TALLY_E_CORRUPT;
+			ok &= lane_store(values, i, v, lane);
+		}
+		if (p != end)
+			return TALLY_E_CORRUPT;
+		break;
+	default:
+		return TALLY_E_CORRUPT;
+	}
+	return ok ? 0 : TALLY_E_CORRUPT;
+}
+
+/* Contract in codec.h: appends the u64 column; 0 or -ENOMEM (out unchanged). */
+int codec_u64_encode(bytebuf *out, const uint64_t *values, size_t count)
+{
+	return u64_encode_lane(out, values, count, LANE_U64);
+}
+
+/* Contract in codec.h: 0, or TALLY_E_CORRUPT (values partly written). */
+int codec_u64_decode(const uint8_t *src, size_t size, uint64_t *values, size_t count)
+{
+	return u64_decode_lane(src, size, values, count, LANE_U64);
+}
+
+/* Zigzag (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...) then the u64 layout. */
+int codec_i64_encode(bytebuf *out, const int64_t *values, size_t count)
+{
+	return u64_encode_lane(out, values, count, LANE_I64);
+}
+
+/* Any well-formed u64 column decodes to some int64 column. */
+int codec_i64_decode(const uint8_t *src, size_t size, int64_t *values, size_t count)
+{
+	return u64_decode_lane(src, size, values, count, LANE_I64);
+}
+
+/* The u64 layout; 0 or -ENOMEM (out unchanged). */
+int codec_u32_encode(bytebuf *out, const uint32_t *values, size_t count)
+{
+	return u64_encode_lane(out, values, count, LANE_U32);
+}
+
+/* The u64 layout; TALLY_E_CORRUPT also when a value exceeds UINT32_MAX. */
+int codec_u32_decode(const uint8_t *src, size_t size, uint32_t *values, size_t count)
+{
+	return u64_decode_lane(src, size, values, count, LANE_U32);
+}
+
+/* ---- time column --------------------------------------------------------------- */
+
+/* Appends count zigzag varints (see the top of the file): 1 byte per row for
+ * a steady rhythm, 0 bytes for count 0. 0 or -ENOMEM (out unchanged). */
+int codec_time_encode(bytebuf *out, const int64_t *values, size_t count)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	size_t start = out->size;
+	uint64_t previous = 0, previous_delta = 0;
+	size_t i = 0;
+	while (i < count) {
+		size_t chunk = count - i < TIME_CHUNK_ROWS ? count - i : TIME_CHUNK_ROWS;
+		if (bytebuf_reserve(out, chunk * VARINT_SIZE_MAX) != 0) {
+			out->size = start;
+			return -ENOMEM;
+		}
+		uint8_t *dst = out->data + out->size;
+		for (size_t chunk_end = i + chunk; i < chunk_end; i++) {
+			uint64_t v = (uint64_t)values[i];
+			uint64_t delta = v - previous;
+			uint64_t zigzag = zigzag_encode_bits(delta - previous_delta);
+			/* At least VARINT_SIZE_MAX reserved bytes remain here. */
+			dst += zigzag < (UINT64_C(1) << 56) ? varint_write_word(dst, zigzag)
+							   : varint_write(dst, zigzag);
+			previous = v;
+			previous_delta = i != 0 ? delta : 0; /* row 1 stores its plain delta */
+		}
+		out->size = (size_t)(dst - out->data);
+	}
+	return 0;
+}
+
+/* Decodes exactly count rows from exactly size bytes; 0 or TALLY_E_CORRUPT.
+ * Every varint sequence of the right length is a valid column. */
+int codec_time_decode(const uint8_t *src, size_t size, int64_t *values, size_t count)
+{
+	if (count > size)
+		return TALLY_E_CORRUPT; /* each row takes at least a byte */
+	if (size == 0)
+		return 0;
+	const uint8_t *p = src;
+	const uint8_t *end = src + size;
+	uint64_t previous = 0, previous_delta = 0;
+	for (size_t i = 0; i < count; i++) {
+		uint64_t zigzag;
+		if (varint_read(&p, end, &zigzag) != 0)
+			return TALLY_E_CORRUPT;
+		uint64_t delta = previous_delta + zigzag_decode_bits(zigzag);
+		uint64_t v = previous + delta;
+		values[i] = int64_from_bits(v);
+		previous = v;
+		previous_delta = i != 0 ? delta : 0;
+	}
+	return p == end ? 0 : TALLY_E_CORRUPT;
+}
+
+/* ---- codes and u8 columns --------------------------------------------------------- */
+
+ALWAYS_INLINE unsigned codes_width(const void *values, size_t count, enum lane lane)
+{
+	uint64_t any = 0;
+	for (size_t i = 0; i < count; i++)
+		any |= lane_load(values, i, lane);
+	return bit_width(any);
+}
+
+/* Bytes of a codes column; count <= CODEC_COUNT_MAX so it cannot wrap. */
+static size_t codes_size(size_t count, unsigned width)
+{
+	size_t packed = 0;
+	bool fits = packed_size_get(count, width, &packed);
+	assert(fits);
+	(void)fits;
+	return 1 + packed;
+}
+
+ALWAYS_INLINE uint8_t *codes_write(uint8_t *dst, const void *values, size_t count,
+				   enum lane lane, unsigned width)
+{
+	*dst++ = (uint8_t)width;
+	if (width == 0)
+		return dst;
+	return bits_write(dst, values, count, lane, 0, width);
+}
+
+ALWAYS_INLINE int codes_encode_lane(bytebuf *out, const void *values, size_t count,
+				    enum lane lane)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	unsigned width = codes_width(values, count, lane);
+	size_t size = codes_size(count, width);
+	int rc = bytebuf_reserve(out, size);
+	if (rc != 0)
+		return rc;
+	uint8_t *end = codes_write(out->data + out->size, values, count, lane, width);
+	assert((size_t)(end - (out->data + out->size)) == size);
+	(void)end;
+	out->size += size;
+	return 0;
+}
+
+ALWAYS_INLINE int codes_decode_lane(const uint8_t *src, size_t size, void *values,
+				    size_t count, enum lane lane, unsigned width_max)
+{
+	if (size == 0)
+		return TALLY_E_CORRUPT;
+	unsigned width = src[0];
+	size_t packed;
+	if (width > width_max || !packed_size_get(count, width, &packed) || packed != size - 1)
+		return TALLY_E_CORRUPT;
+	return bits_read(src + 1, packed, values, count, lane, 0, width) ? 0 : TALLY_E_CORRUPT;
+}
+
+/* Contract in codec.h: width = bits of the largest value; 0 or -ENOMEM. */
+int codec_codes_encode(bytebuf *out, const uint32_t *values, size_t count)
+{
+	return codes_encode_lane(out, values, count, LANE_U32);
+}
+
+/* TALLY_E_CORRUPT for a width above 32, a size that is not 1 + the packed
+ * bytes, or non-zero padding bits. */
+int codec_codes_decode(const uint8_t *src, size_t size, uint32_t *values, size_t count)
+{
+	return codes_decode_lane(src, size, values, count, LANE_U32, CODES_WIDTH_MAX);
+}
+
+/* The codes layout over u8 values (width 0..8); 0 or -ENOMEM. */
+int codec_u8_encode(bytebuf *out, const uint8_t *values, size_t count)
+{
+	return codes_encode_lane(out, values, count, LANE_U8);
+}
+
+/* As codec_codes_decode, but a width above 8 is TALLY_E_CORRUPT. */
+int codec_u8_decode(const uint8_t *src, size_t size, uint8_t *values, size_t count)
+{
+	return codes_decode_lane(src, size, values, count, LANE_U8, U8_WIDTH_MAX);
+}
+
+/* ---- event ids ------------------------------------------------------------------------ */
+
+enum {
+	HEX_CLASS_VALID = 0x10,
+	HEX_CLASS_LOWER = 0x20, /* a-f */
+	HEX_CLASS_UPPER = 0x40, /* A-F */
+};
+
+#define HEX_DIGIT(c, v) [c] = HEX_CLASS_VALID | (v)
+#define HEX_LETTER(lower, upper, v)                     \
+	[lower] = HEX_CLASS_VALID | HEX_CLASS_LOWER | (v), \
+	[upper] = HEX_CLASS_VALID | HEX_CLASS_UPPER | (v)
+
+/* Low 4 bits: the nibble. 0 for characters that are not hex digits. */
+static const uint8_t hex_class[256] = {
+	HEX_DIGIT('0', 0), HEX_DIGIT('1', 1), HEX_DIGIT('2', 2), HEX_DIGIT('3', 3),
+	HEX_DIGIT('4', 4), HEX_DIGIT('5', 5), HEX_DIGIT('6', 6), HEX_DIGIT('7', 7),
+	HEX_DIGIT('8', 8), HEX_DIGIT('9', 9),
+	HEX_LETTER('a', 'A', 10), HEX_LETTER('b', 'B', 11), HEX_LETTER('c', 'C', 12),
+	HEX_LETTER('d', 'D', 13), HEX_LETTER('e', 'E', 14), HEX_LETTER('f', 'F', 15),
+};
+
+static const char hex_lower_digits[16] = "0123456789abcdef";
+static const char hex_upper_digits[16] = "0123456789ABCDEF";
+
+/* UUID text groups: where each starts in the text and its length. */
+static const uint8_t uuid_group_start[5] = { 0, 9, 14, 19, 24 };
+static const uint8_t uuid_group_size[5] = { 8, 4, 4, 4, 12 };
+
+/* Packs size (even) hex characters into size / 2 bytes at out. Returns the
+ * OR of their classes, or 0 when one is not a hex digit. */
+static unsigned hex_pack(const uint8_t *text, size_t size, uint8_t *out)
+{
+	unsigned classes = HEX_CLASS_VALID;
+	for (size_t i = 0; i < size; i += 2) {
+		unsigned high = hex_class[text[i]], low = hex_class[text[i + 1]];
+		if ((high & low & HEX_CLASS_VALID) == 0)
+			return 0;
+		classes |= high | low;
+		out[i / 2] = (uint8_t)((high & 0xf) << 4 | (low & 0xf));
+	}
+	return classes;
+}
+
+/* The lower or upper kind for the letters seen; -1 for mixed case. Text
+ * without letters is lower case: unpacking digits gives digits either way. */
+static int hex_kind(unsigned classes, int lower_kind, int upper_kind)
+{
+	if ((classes & HEX_CLASS_UPPER) == 0)
+		return lower_kind;
+	if ((classes & HEX_CLASS_LOWER) == 0)
+		return upper_kind;
+	return -1;
+}
+
+static bool bytes_have_letter_nibble(const uint8_t *bytes, size_t size)
+{
+	unsigned letters = 0;
+	for (size_t i = 0; i < size; i++)
+		letters |= (bytes[i] >> 4) > 9 || (bytes[i] & 0xf) > 9;
+	return letters != 0;
+}
+
+/*
+ * Packs text (1..64 bytes) into out (ID_PACKED_SIZE_MAX bytes) and returns
+ * its kind; *packed_size is set. Hex text of even length and canonical UUID
+ * text, each in one letter case, pack to the bytes they spell; text whose
+ * only hex characters are digits counts as lower case. Anything else is RAW,
+ * copied as is. TALLY_E_INVALID for a text_size outside 1..64.
+ * The packed form is a function of the text and id_unpack inverts it, so
+ * two ids are equal exactly when their (kind, packed bytes) are.
+ */
+int id_pack(const char *text, size_t text_size, uint8_t *out, size_t *packed_size)
+{
+	if (text_size == 0 || text_size > ID_TEXT_SIZE_MAX)
+		return TALLY_E_INVALID;
+	const uint8_t *t = (const uint8_t *)text;
+	int kind = -1;
+	if (text_size == UUID_TEXT_SIZE && t[8] == '-' && t[13] == '-' && t[18] == '-' &&
+	    t[23] == '-') {
+		unsigned classes = 0;
+		uint8_t *dst = out;
+		for (int g = 0; g < 5; g++) {
+			unsigned group = hex_pack(t + uuid_group_start[g], uuid_group_size[g], dst);
+			if (group == 0)
+				goto raw;
+			classes |= group;
+			dst += uuid_group_size[g] / 2;
+		}
+		kind = hex_kind(classes, ID_KIND_UUID_LOWER, ID_KIND_UUID_UPPER);
+		*packed_size = UUID_PACKED_SIZE;
+	} else if (text_size % 2 == 0) {
+		unsigned classes = hex_pack(t, text_size, out);
+		if (classes == 0)
+			goto raw;
+		kind = hex_kind(classes, ID_KIND_HEX_LOWER, ID_KIND_HEX_UPPER);
+		*packed_size = text_size / 2;
+	}
+	if (kind >= 0)
+		return kind;
+raw:
+	memcpy(out, text, text_size);
+	*packed_size = text_size;
+	return ID_KIND_RAW;
+}
+
+/* 0 when (kind, packed) is what id_pack returns for some text, else
+ * TALLY_E_CORRUPT. */
+static int id_packed_check(int kind, const uint8_t *packed, size_t packed_size)
+{
+	switch (kind) {
+	case ID_KIND_RAW: {
+		if (packed_size == 0 || packed_size > ID_TEXT_SIZE_MAX)
+			return TALLY_E_CORRUPT;
+		uint8_t scratch[ID_PACKED_SIZE_MAX];
+		size_t scratch_size;
+		return id_pack((const char *)packed, packed_size, scratch, &scratch_size) ==
+				       ID_KIND_RAW ? 0 : TALLY_E_CORRUPT;
+	}
+	case ID_KIND_HEX_LOWER:
+	case ID_KIND_HEX_UPPER:
+		if (packed_size == 0 || packed_size > HEX_PACKED_SIZE_MAX)
+			return TALLY_E_CORRUPT;
+		break;
+	case ID_KIND_UUID_LOWER:
+	case ID_KIND_UUID_UPPER:
+		if (packed_size != UUID_PACKED_SIZE)
+			return TALLY_E_CORRUPT;
+		break;
+	default:
+		return TALLY_E_CORRUPT;
+	}
+	/* Upper case needs a letter: digit-only text is packed as lower case. */
+	if ((kind == ID_KIND_HEX_UPPER || kind == ID_KIND_UUID_UPPER) &&
+	    !bytes_have_letter_nibble(packed, packed_size))
+		return TALLY_E_CORRUPT;
+	return 0;
+}
+
+/*
+ * Writes the text of a packed id into text (ID_TEXT_SIZE_MAX bytes, not
+ * NUL-terminated) and returns its size (1..64). TALLY_E_CORRUPT for an
+ * unknown kind, a size impossible for the kind (RAW 1..64, HEX 1..32, UUID
+ * 16) or a packed form id_pack never produces (RAW bytes that are hex or
+ * UUID text; an upper-case kind whose text would have no letter).
+ */
+int id_unpack(int kind, const uint8_t *packed, size_t packed_size, char *text)
+{
+	int rc = id_packed_check(kind, packed, packed_size);
+	if (rc != 0)
+		return rc;
+	if (kind == ID_KIND_RAW) {
+		memcpy(text, packed, packed_size);
+		return (int)packed_size;
+	}
+	bool upper = kind == ID_KIND_HEX_UPPER || kind == ID_KIND_UUID_UPPER;
+	const char *digits = upper ? hex_upper_digits : hex_lower_digits;
+	bool uuid = kind == ID_KIND_UUID_LOWER || kind == ID_KIND_UUID_UPPER;
+	size_t n = 0;
+	for (size_t i = 0; i < packed_size; i++) {
+		if (uuid && (i == 4 || i == 6 || i == 8 || i == 10))
+			text[n++] = '-';
+		text[n++] = digits[packed[i] >> 4];
+		text[n++] = digits[packed[i] & 0xf];
+	}
+	assert(n <= ID_TEXT_SIZE_MAX);
+	return (int)n;
+}
+
+/*
+ * Appends the column: varint kinds size, kinds (u8 layout), varint sizes
+ * size, packed sizes (u64 layout), varint bytes size, the packed bytes.
+ * The ids must come from id_pack (asserted, as decode rejects anything
+ * else); offsets has count + 1 entries from 0. 0 or -ENOMEM (out unchanged).
+ */
+int codec_ids_encode(bytebuf *out, const uint8_t *kinds, const uint32_t *offsets,
+		     const uint8_t *bytes, size_t count)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	assert(offsets[0] == 0);
+	for (size_t i = 0; i < count; i++) {
+		assert(offsets[i + 1] >= offsets[i]);
+		assert(id_packed_check(kinds[i], bytes + offsets[i],
+				       offsets[i + 1] - offsets[i]) == 0);
+	}
+	unsigned kinds_width = codes_width(kinds, count, LANE_U8);
+	size_t kinds_size = codes_size(count, kinds_width);
+	u64_plan sizes_plan;
+	u64_plan_make(&sizes_plan, offsets, count, LANE_U32_DIFF);
+	size_t bytes_size = offsets[count];
+	size_t total = varint_size(kinds_size) + kinds_size + varint_size(sizes_plan.size) +
+		       sizes_plan.size + varint_size(bytes_size) + bytes_size;
+	int rc = bytebuf_reserve(out, total);
+	if (rc != 0)
+		return rc;
+	uint8_t *dst = out->data + out->size;
+	dst += varint_write(dst, kinds_size);
+	dst = codes_write(dst, kinds, count, LANE_U8, kinds_width);
+	dst += varint_write(dst, sizes_plan.size);
+	u64_write(dst, &sizes_plan, offsets, count, LANE_U32_DIFF);
+	dst += sizes_plan.size;
+	dst += varint_write(dst, bytes_size);
+	if (bytes_size != 0)
+		memcpy(dst, bytes, bytes_size);
+	dst += bytes_size;
+	assert((size_t)(dst - (out->data + out->size)) == total);
+	out->size += total;
+	return 0;
+}
+
+/* Reads one section's length prefix and checks it fits in [*p, end). */
+static int section_get(const uint8_t **p, const uint8_t *end, size_t *size)
+{
+	uint64_t v;
+	if (varint_read(p, end, &v) != 0 || v > (uint64_t)(end - *p))
+		return TALLY_E_CORRUPT;
+	*size = (size_t)v;
+	return 0;
+}
+
+/*
+ * Decodes a column written by codec_ids_encode into kinds (count entries),
+ * offsets (count + 1) and bytes (reset, then filled). 0; TALLY_E_CORRUPT for
+ * any malformed section, sizes that do not add up to the bytes section, or
+ * an id that id_unpack would reject; -ENOMEM if bytes cannot grow. On error
+ * the arrays hold partial results; bytes is untouched after TALLY_E_CORRUPT
+ * (everything is checked first) and empty after -ENOMEM.
+ */
+int codec_ids_decode(const uint8_t *src, size_t size, size_t count, uint8_t *kinds,
+		     uint32_t *offsets, bytebuf *bytes)
+{
+	if (size == 0 || count > size)
+		return TALLY_E_CORRUPT; /* every id has at least one byte */
+	const uint8_t *p = src;
+	const uint8_t *end = src + size;
+	size_t section;
+	if (section_get(&p, end, &section) != 0 ||
+	    codes_decode_lane(p, section, kinds, count, LANE_U8, U8_WIDTH_MAX) != 0)
+		return TALLY_E_CORRUPT;
+	p += section;
+	if (section_get(&p, end, &section) != 0 ||
+	    u64_decode_lane(p, section, offsets + 1, count, LANE_U32) != 0)
+		return TALLY_E_CORRUPT;
+	p += section;
+	size_t bytes_size;
+	if (section_get(&p, end, &bytes_size) != 0 || bytes_size != (size_t)(end - p) ||
+	    bytes_size > UINT32_MAX)
+		return TALLY_E_CORRUPT;
+	offsets[0] = 0;
+	size_t total = 0;
+	for (size_t i = 0; i < count; i++) {
+		size_t id_size = offsets[i + 1];
+		if (id_size > bytes_size - total || id_packed_check(kinds[i], p + total, id_size) != 0)
+			return TALLY_E_CORRUPT;
+		total += id_size;
+		offsets[i + 1] = (uint32_t)total;
+	}
+	if (total != bytes_size)
+		return TALLY_E_CORRUPT;
+	bytebuf_reset(bytes);
+	return bytebuf_append(bytes, p, bytes_size);
+}
+
+/* ---- zstd blocks ------------------------------------------------------------------------ */
+
+/* One compression and one decompression context per thread, made on first
+ * use and freed by the thread-exit destructor of zstd_key. */
+typedef struct zstd_contexts {
+	ZSTD_CCtx *compress;
+	ZSTD_DCtx *decompress;
+} zstd_contexts;
+
+static pthread_once_t zstd_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t zstd_key;
+static int zstd_key_rc;
+static _Thread_local zstd_contexts *zstd_thread;
+
+static void zstd_contexts_free(void *arg)
+{
+	zstd_contexts *contexts = arg;
+	ZSTD_freeCCtx(contexts->compress);
+	ZSTD_freeDCtx(contexts->decompress);
+	free(contexts);
+}
+
+static void zstd_key_create(void)
+{
+	zstd_key_rc = pthread_key_create(&zstd_key, zstd_contexts_free);
+}
+
+/* This thread's contexts, or NULL when out of memory. */
+static zstd_contexts *zstd_contexts_get(void)
+{
+	if (zstd_thread != NULL)
+		return zstd_thread;
+	pthread_once(&zstd_key_once, zstd_key_create);
+	if (zstd_key_rc != 0)
+		return NULL;
+	zstd_contexts *contexts = calloc(1, sizeof *contexts);
+	if (contexts == NULL)
+		return NULL;
+	if (pthread_setspecific(zstd_key, contexts) != 0) {
+		free(contexts);
+		return NULL;
+	}
+	zstd_thread = contexts;
+	return contexts;
+}
+
+/*
+ * Appends src compressed with zstd at `level` when that is strictly smaller
+ * (*codec = BLOCK_CODEC_ZSTD), else src as is (*codec = BLOCK_CODEC_RAW).
+ * Empty input is RAW. 0; -ENOMEM (out unchanged); TALLY_E_INVALID for a
+ * level zstd does not accept or any other zstd failure.
+ */
+int block_compress(bytebuf *out, const uint8_t *src, size_t size, int level,
+		   uint8_t *codec)
+{
+	if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
+		return TALLY_E_INVALID;
+	int rc = bytebuf_reserve(out, size); /* room for either outcome */
+	if (rc != 0)
+		return rc;
+	if (size > 1) {
+		zstd_contexts *contexts = zstd_contexts_get();
+		if (contexts == NULL)
+			return -ENOMEM;
+		if (contexts->compress == NULL)
+			contexts->compress = ZSTD_createCCtx();
+		if (contexts->compress == NULL)
+			return -ENOMEM;
+		/* One byte less than size: zstd gives up when it cannot win. */
+		size_t r = ZSTD_compressCCtx(contexts->compress, out->data + out->size,
+					     size - 1, src, size, level);
+		if (!ZSTD_isError(r)) {
+			out->size += r;
+			*codec = BLOCK_CODEC_ZSTD;
+			return 0;
+		}
+		ZSTD_ErrorCode error = ZSTD_getErrorCode(r);
+		if (error == ZSTD_error_memory_allocation)
+			return -ENOMEM;
+		if (error != ZSTD_error_dstSize_tooSmall)
+			return TALLY_E_INVALID;
+	}
+	if (size != 0)
+		memcpy(out->data + out->size, src, size);
+	out->size += size;
+	*codec = BLOCK_CODEC_RAW;
+	return 0;
+}
+
+/*
+ * Resets out and fills it with the raw_size bytes of the block. RAW: size
+ * must equal raw_size. ZSTD: src must be exactly one zstd frame whose header
+ * states raw_size as its content size, and it must decompress to exactly
+ * that. 0, TALLY_E_CORRUPT for an unknown codec or any mismatch, -ENOMEM.
+ */
+int block_decompress(bytebuf *out, const uint8_t *src, size_t size, uint8_t codec,
+		     size_t raw_size)
+{
+	bytebuf_reset(out);
+	if (codec == BLOCK_CODEC_RAW) {
+		if (size != raw_size)
+			return TALLY_E_CORRUPT;
+		return bytebuf_append(out, src, size);
+	}
+	if (codec != BLOCK_CODEC_ZSTD || size < 4 || raw_size >= ZSTD_CONTENTSIZE_ERROR)
+		return TALLY_E_CORRUPT;
+	uint32_t magic = (uint32_t)src[0] | (uint32_t)src[1] << 8 | (uint32_t)src[2] << 16 |
+			 (uint32_t)src[3] << 24;
+	if (magic != ZSTD_MAGICNUMBER || ZSTD_findFrameCompressedSize(src, size) != size ||
+	    ZSTD_getFrameContentSize(src, size) != (unsigned long long)raw_size)
+		return TALLY_E_CORRUPT;
+	int rc = bytebuf_reserve(out, raw_size);
+	if (rc != 0)
+		return rc;
+	zstd_contexts *contexts = zstd_contexts_get();
+	if (contexts == NULL)
+		return -ENOMEM;
+	if (contexts->decompress == NULL)
+		contexts->decompress = ZSTD_createDCtx();
+	if (contexts->decompress == NULL)
+		return -ENOMEM;
+	uint8_t empty;
+	uint8_t *dst = out->data != NULL ? out->data : &empty;
+	size_t r = ZSTD_decompressDCtx(contexts->decompress, dst, raw_size, src, size);
+	if (ZSTD_isError(r))
+		return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? -ENOMEM
+									   : TALLY_E_CORRUPT;
+	if (r != raw_size)
+		return TALLY_E_CORRUPT;
+	out->size = raw_size;
+	return 0;
+}
