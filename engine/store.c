@@ -531,7 +531,7 @@ int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_eve
 	       s->active_bytes > s->options.memtable_bytes_max)
 		pthread_cond_wait(&s->flushed, &s->lock); /* backpressure: a flush is behind */
 	if (s->sticky || s->closing) {
-		rc = s->sticky ? s->sticky : TALLY_E_CLOSED;
+		rc = s->sticky ? TALLY_E_READONLY : TALLY_E_CLOSED;
 		goto unlock;
 	}
 	tenant *t;

@@ -102,7 +102,7 @@ static collected scan_all(tally_store *s, const char *tenant)
 	return c;
 }
 
-TestSuite(store, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(store, .init = setup, .fini = teardown);
 
 Test(store, per_event_results_and_reasons)
 {
