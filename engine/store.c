@@ -1343,11 +1343,14 @@ const char *tally_store_errmsg(const tally_store *s)
 
 /* ---- scans -------------------------------------------------------------- */
 
+/* Sources live in an array that grows, so they refer to each other by
+ * index, never by pointer. */
 typedef struct scan_source {
-	rows rows;                  /* a decoded row group, or a view of a memtable */
-	const rows *view;           /* memtable rows (not owned) */
-	strdict dict_owned[DIM_COUNT];
-	const strdict *dict;
+	rows rows;                     /* a decoded row group (owned) */
+	strdict dict_owned[DIM_COUNT]; /* a tenant section's dictionary (owned) */
+	const rows *memtable_rows;     /* or a memtable's rows (not owned) */
+	const strdict *memtable_dict;
+	uint32_t dict_source;          /* source owning the dictionary of a row group */
 } scan_source;
 
 typedef struct scan_ref {
@@ -1438,7 +1441,7 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 		if (ti < 0)
 			continue;
 		const seg_tenant *sec = &f->tenants[ti];
-		const strdict *dict = NULL;
+		int64_t dict_source = -1;
 		for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
 		     si++) {
 			const seg_segment *seg = &f->segments[si];
@@ -1451,17 +1454,16 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 					rc = -ENOMEM;
 					break;
 				}
-				if (!dict) {
+				if (dict_source < 0) {
 					rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, s->errmsg);
-					dict = src->dict_owned;
+					dict_source = st.source_count - 1;
 				}
-				src->dict = dict;
+				src->dict_source = (uint32_t)dict_source;
 				if (!rc)
 					rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows,
 								   s->errmsg);
-				src->view = &src->rows;
 				if (!rc)
-					rc = scan_add_refs(&st, st.source_count - 1, src->view, from_us, to_us);
+					rc = scan_add_refs(&st, st.source_count - 1, &src->rows, from_us, to_us);
 			}
 		}
 	}
@@ -1474,18 +1476,22 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 			rc = -ENOMEM;
 			break;
 		}
-		src->view = &tables[m]->rows;
-		src->dict = tables[m]->dict;
-		rc = scan_add_refs(&st, st.source_count - 1, src->view, from_us, to_us);
+		src->memtable_rows = &tables[m]->rows;
+		src->memtable_dict = tables[m]->dict;
+		rc = scan_add_refs(&st, st.source_count - 1, src->memtable_rows, from_us, to_us);
 	}
 	if (rc)
 		goto out;
-	qsort(st.refs, st.ref_count, sizeof(*st.refs), scan_ref_compare);
+	if (st.ref_count)
+		qsort(st.refs, st.ref_count, sizeof(*st.refs), scan_ref_compare);
 	for (size_t i = 0; i < st.ref_count; i++) {
 		const scan_source *src = &st.sources[st.refs[i].source];
+		const rows *r = src->memtable_rows ? src->memtable_rows : &src->rows;
+		const strdict *dict = src->memtable_dict ? src->memtable_dict
+							 : st.sources[src->dict_source].dict_owned;
 		tally_event e;
 		char id_text[ID_TEXT_SIZE_MAX];
-		rows_event(src->view, src->dict, st.refs[i].row, &e, id_text);
+		rows_event(r, dict, st.refs[i].row, &e, id_text);
 		if ((rc = fn(ctx, &e)))
 			break;
 	}

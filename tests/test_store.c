@@ -281,3 +281,25 @@ Test(store, second_open_is_refused_while_locked)
 	cr_expect_neq(strstr(err, "LOCK"), NULL, "message names the lock file: %s", err);
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+Test(store, scan_merges_many_segment_files_in_time_order)
+{
+	/* 40 flushes, newest events first: the scan must merge 40 files plus
+	 * the memtable back into time order (and grow its source table). */
+	tally_store *s = open_store(0);
+	char ids[41][32];
+	tally_ingest_result r;
+	for (int n = 0; n < 41; n++) {
+		snprintf(ids[n], sizeof(ids[n]), "id-%d", n);
+		tally_event e = make_event(ids[n], NOW_US - (int64_t)n * MINUTE_US, (uint64_t)n);
+		cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+		cr_assert_eq(r.code, TALLY_ACCEPTED);
+		if (n < 40)
+			cr_assert_eq(tally_flush(s), 0);
+	}
+	collected c = scan_all(s, "acme");
+	cr_assert_eq(c.count, 41);
+	for (int i = 0; i < 41; i++)
+		cr_expect_eq(c.tokens[i], (uint64_t)(40 - i), "position %d", i);
+	cr_assert_eq(tally_store_close(s), 0);
+}
