@@ -73,6 +73,17 @@
 #define WAL_RECORD_BATCH 1
 #define DAY_MAX UINT16_MAX
 
+typedef struct verify_entry {
+	uint64_t file_id;
+	uint64_t last_use;
+	uint32_t rowgroup;
+	uint32_t mask;
+	uint32_t *slots; /* row + 1 by id hash */
+	int valid;
+	rows rows;
+	strdict dict[DIM_COUNT];
+} verify_entry;
+
 typedef struct tenant {
 	uint32_t id;
 	char name[TALLY_TENANT_SIZE_MAX + 1];
@@ -117,7 +128,8 @@ struct tally_store {
 	uint32_t batch_string_count;
 	bytebuf batch_strings;
 	bytebuf batch_record;
-	rows verify_rows;             /* scratch for dedup verification */
+	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
+	uint64_t verify_clock;
 
 	pthread_t worker;
 	int worker_started;
@@ -407,11 +419,94 @@ static size_t active_bytes_of(const tenant *t)
 	return t->active ? memtable_bytes(t->active) : 0;
 }
 
+/*
+ * Verification cache: the last VERIFY_CACHE_ENTRIES row groups read to
+ * verify a fingerprint match, fully decoded with their dictionary and an
+ * index by id hash, so a retried batch of N events costs N hash probes
+ * rather than N row group decodes. Keyed by file id (never reused), so an
+ * entry of a file that compaction removed can never match again and simply
+ * ages out.
+ */
+static void verify_entry_clear(verify_entry *v)
+{
+	rows_free(&v->rows);
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&v->dict[d]);
+	free(v->slots);
+	memset(v, 0, sizeof(*v));
+}
+
+static int verify_entry_load(tally_store *s, verify_entry *v, segment_file *f, uint32_t ti,
+			     uint32_t g)
+{
+	verify_entry_clear(v);
+	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, s->errmsg);
+	if (!rc)
+		rc = segment_read_dict(f, ti, v->dict, s->errmsg);
+	uint32_t slot_count = 16;
+	while (!rc && slot_count < v->rows.count * 2)
+		slot_count *= 2;
+	if (!rc && !(v->slots = calloc(slot_count, sizeof(*v->slots))))
+		rc = -ENOMEM;
+	if (rc) {
+		verify_entry_clear(v);
+		return rc;
+	}
+	v->mask = slot_count - 1;
+	for (uint32_t row = 0; row < v->rows.count; row++) {
+		size_t size;
+		const uint8_t *bytes = rows_id(&v->rows, row, &size);
+		uint32_t i = (uint32_t)dedup_hash(v->rows.id_kind[row], bytes, size) & v->mask;
+		while (v->slots[i])
+			i = (i + 1) & v->mask;
+		v->slots[i] = row + 1;
+	}
+	v->file_id = f->file_id;
+	v->rowgroup = g;
+	v->valid = 1;
+	return 0;
+}
+
+static int64_t verify_entry_find(const verify_entry *v, const packed_id *id)
+{
+	for (uint32_t i = (uint32_t)id->hash & v->mask; v->slots[i]; i = (i + 1) & v->mask) {
+		uint32_t row = v->slots[i] - 1;
+		size_t size;
+		const uint8_t *bytes = rows_id(&v->rows, row, &size);
+		if (v->rows.id_kind[row] == id->kind && size == id->size &&
+		    memcmp(bytes, id->bytes, size) == 0)
+			return row;
+	}
+	return -1;
+}
+
+static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32_t g,
+			    verify_entry **out)
+{
+	verify_entry *victim = &s->verify_cache[0];
+	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++) {
+		verify_entry *v = &s->verify_cache[i];
+		if (v->valid && v->file_id == f->file_id && v->rowgroup == g) {
+			v->last_use = ++s->verify_clock;
+			*out = v;
+			return 0;
+		}
+		if (!v->valid || v->last_use < victim->last_use)
+			victim = v;
+	}
+	int rc = verify_entry_load(s, victim, f, ti, g);
+	if (rc)
+		return rc;
+	victim->last_use = ++s->verify_clock;
+	*out = victim;
+	return 0;
+}
+
 /* Looks for the stored event with exactly this id in day `day`'s segments.
  * Returns 1 and fills *stored (strings valid until the next call), 0 when
  * absent, or a negative code. */
 static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const packed_id *id,
-			    tally_event *stored, char *id_text, strdict dict[DIM_COUNT])
+			    tally_event *stored, char *id_text)
 {
 	for (uint32_t fi = 0; fi < s->file_count; fi++) {
 		segment_file *f = s->files[fi];
@@ -425,21 +520,13 @@ static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const 
 				continue;
 			for (uint32_t g = seg->first_rowgroup; g < seg->first_rowgroup + seg->rowgroup_count;
 			     g++) {
-				int rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_EVENT_ID,
-							       &s->verify_rows, s->errmsg);
+				verify_entry *v;
+				int rc = verify_cache_get(s, f, (uint32_t)ti, g, &v);
 				if (rc)
 					return rc;
-				for (uint32_t row = 0; row < s->verify_rows.count; row++) {
-					size_t size;
-					const uint8_t *bytes = rows_id(&s->verify_rows, row, &size);
-					if (s->verify_rows.id_kind[row] != id->kind || size != id->size ||
-					    memcmp(bytes, id->bytes, size) != 0)
-						continue;
-					if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL,
-									&s->verify_rows, s->errmsg)) ||
-					    (rc = segment_read_dict(f, (uint32_t)ti, dict, s->errmsg)))
-						return rc;
-					rows_event(&s->verify_rows, dict, row, stored, id_text);
+				int64_t row = verify_entry_find(v, id);
+				if (row >= 0) {
+					rows_event(&v->rows, v->dict, (uint32_t)row, stored, id_text);
 					return 1;
 				}
 			}
@@ -476,13 +563,9 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 			seen |= days[j] == days[i];
 		if (seen)
 			continue;
-		strdict dict[DIM_COUNT];
-		memset(dict, 0, sizeof(dict));
-		int found = find_in_segments(s, t, days[i], id, &stored, id_text, dict);
+		int found = find_in_segments(s, t, days[i], id, &stored, id_text);
 		if (found == 1)
 			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
-		for (int d = 0; d < DIM_COUNT; d++)
-			strdict_free(&dict[d]);
 		if (found)
 			return found < 0 ? found : 0;
 	}
@@ -1182,7 +1265,8 @@ static void store_free(tally_store *s)
 		free(s->batch_map[d]);
 	bytebuf_free(&s->batch_strings);
 	bytebuf_free(&s->batch_record);
-	rows_free(&s->verify_rows);
+	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++)
+		verify_entry_clear(&s->verify_cache[i]);
 	if (s->lock_fd >= 0)
 		s->io->close(s->io, s->lock_fd);
 	pthread_mutex_destroy(&s->lock);

@@ -26,6 +26,7 @@ enum dim {
 #define MANIFEST_BYTES_MAX (64u << 20)
 #define DEDUP_LOAD_PERCENT_MAX 85u           /* grow the fingerprint table past this load */
 #define DEDUP_DAY_CANDIDATES_MAX 16u         /* fingerprint matches examined per id */
+#define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
 
 #endif /* TALLY_LIMITS_H */
