@@ -21,7 +21,7 @@ LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
-                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev
+                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 TOOLS_SRC   := $(sort $(wildcard tools/*.c))
@@ -47,7 +47,7 @@ $(BUILD)/libtally.a: $(ENGINE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/tally: $(TOOLS_OBJ) $(BUILD)/libtally.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson
 
 $(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

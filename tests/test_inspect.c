@@ -1,0 +1,813 @@
+/*
+ * test_inspect.c — tally_inspect and tally_verify on clean and damaged data
+ * directories.
+ *
+ * Description: each test builds a store through the public API (background
+ * worker off, frozen clock): tenant "acme" with 10/20/30 events on days
+ * D-2/D-1/D and "globex" with 5/7 events on days D-1/D go into the first
+ * segment file (one flush); "initech" with 500 hex-id events on day D goes
+ * into the second (another flush). The small segments are packed row groups
+ * (one block); initech's encodes to more than ROWGROUP_PACKED_BYTES_MAX, so
+ * it is stored one block per column — both block layouts are covered.
+ * Tests then damage exactly one thing (one byte of a block, of the manifest,
+ * of a WAL record; a stray file; a held lock) and pin the exact report: how
+ * many problems, and that the message names the file and the exact decimal
+ * offset of the damaged block. Internal headers (segment.h, manifest.h) are
+ * used only to find offsets and file ids, never to check results.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "manifest.h"
+#include "rows.h"
+#include "segment.h"
+#include "strdict.h"
+#include "support/fault_io.h"
+#include "tally.h"
+
+#define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21T14:13:20Z */
+#define MINUTE_US (INT64_C(60) * 1000000)
+#define DAY_NOW ((int32_t)(NOW_US / TALLY_US_PER_DAY))
+#define INITECH_ROWS 500
+#define PROBLEMS_MAX 128
+
+static char dir[256];
+static char segment_dir[300];
+static char wal_dir[300];
+static fault_io *fio;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/tally-test-inspect-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(segment_dir, sizeof(segment_dir), "%s/segments", dir);
+	snprintf(wal_dir, sizeof(wal_dir), "%s/wal", dir);
+	fio = fault_io_create();
+	cr_assert_not_null(fio);
+	fault_io_clock_set_us(fio, NOW_US);
+}
+
+static void teardown(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_expect_eq(system(cmd), 0);
+	fault_io_destroy(fio);
+}
+
+TestSuite(inspect, .init = setup, .fini = teardown);
+
+/* ---- building a store --------------------------------------------------- */
+
+static tally_store *open_store(void)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, err);
+	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
+	return s;
+}
+
+#define S(x) ((tally_str){(x), (uint32_t)strlen(x)})
+
+static int64_t row_time(int32_t day, int i)
+{
+	return (int64_t)day * TALLY_US_PER_DAY + (int64_t)(i + 1) * MINUTE_US;
+}
+
+/* Ingests `count` events of tenant on day (times day start + 1, 2, ...
+ * minutes), ids "<prefix><i>" or, with hex_ids, 32 hex digits. */
+static void ingest_day(tally_store *s, const char *tenant, int32_t day, int count, int hex_ids)
+{
+	static const char *models[3] = {"gpt-4o", "claude-3", "llama-3"};
+	static char ids[INITECH_ROWS][65];
+	static char users[INITECH_ROWS][32];
+	static tally_event events[INITECH_ROWS];
+	static tally_ingest_result results[INITECH_ROWS];
+	cr_assert_leq(count, INITECH_ROWS);
+	for (int i = 0; i < count; i++) {
+		if (hex_ids)
+			snprintf(ids[i], sizeof(ids[i]), "%016" PRIx64 "%016" PRIx64,
+				 (uint64_t)i * UINT64_C(0x9e3779b97f4a7c15) ^ UINT64_C(0xabcdef),
+				 (uint64_t)(i + 7) * UINT64_C(0xc2b2ae3d27d4eb4f));
+		else
+			snprintf(ids[i], sizeof(ids[i]), "%s-%" PRId32 "-%d", tenant, day, i);
+		snprintf(users[i], sizeof(users[i]), "user-%d", i % 17);
+		tally_event *e = &events[i];
+		memset(e, 0, sizeof(*e));
+		e->event_id = S(ids[i]);
+		e->time_us = row_time(day, i);
+		e->type = S("llm.call");
+		e->project = S("proj-a");
+		e->agent = S("agent-1");
+		e->model = S(models[i % 3]);
+		e->user = S(users[i]);
+		e->status = (uint32_t)(i % TALLY_STATUS_COUNT);
+		e->tokens_in = (uint64_t)(100 + i * 13);
+		e->tokens_out = (uint64_t)(50 + i * 7);
+		e->cost_micros = 1000 + i * 31;
+		e->duration_ms = (uint32_t)(200 + i);
+	}
+	cr_assert_eq(tally_ingest(s, tenant, events, (size_t)count, results), 0);
+	for (int i = 0; i < count; i++)
+		cr_assert_eq(results[i].code, TALLY_ACCEPTED, "%s event %d", tenant, i);
+}
+
+/* The reference store: two segment files, three tenants, six segments. */
+static void build_store(void)
+{
+	tally_store *s = open_store();
+	ingest_day(s, "acme", DAY_NOW - 2, 10, 0);
+	ingest_day(s, "acme", DAY_NOW - 1, 20, 0);
+	ingest_day(s, "globex", DAY_NOW - 1, 5, 0);
+	ingest_day(s, "acme", DAY_NOW, 30, 0);
+	ingest_day(s, "globex", DAY_NOW, 7, 0);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_day(s, "initech", DAY_NOW, INITECH_ROWS, 1);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- helpers: problems, files ------------------------------------------ */
+
+typedef struct problems {
+	int count;
+	char message[PROBLEMS_MAX][TALLY_ERRMSG_SIZE];
+} problems;
+
+static void collect_problem(void *ctx, const char *message)
+{
+	problems *p = ctx;
+	if (p->count < PROBLEMS_MAX)
+		snprintf(p->message[p->count], TALLY_ERRMSG_SIZE, "%s", message);
+	p->count++;
+}
+
+static problems *verify(int *rc)
+{
+	static problems p;
+	memset(&p, 0, sizeof(p));
+	*rc = tally_verify(dir, collect_problem, &p);
+	for (int i = 0; i < p.count && i < PROBLEMS_MAX; i++)
+		fprintf(stderr, "  problem: %s\n", p.message[i]);
+	return &p;
+}
+
+/* Index of the first message containing both substrings (b may be NULL), or -1. */
+static int find_message(const problems *p, const char *a, const char *b)
+{
+	for (int i = 0; i < p->count && i < PROBLEMS_MAX; i++)
+		if (strstr(p->message[i], a) && (!b || strstr(p->message[i], b)))
+			return i;
+	return -1;
+}
+
+static void flip_byte(const char *path, uint64_t offset)
+{
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0, "open %s", path);
+	uint8_t byte;
+	cr_assert_eq(pread(fd, &byte, 1, (off_t)offset), 1);
+	byte ^= 0x5a;
+	cr_assert_eq(pwrite(fd, &byte, 1, (off_t)offset), 1);
+	close(fd);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "create %s", path);
+	fputs(text, f);
+	fclose(f);
+}
+
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0, "stat %s", path);
+	return (uint64_t)st.st_size;
+}
+
+/* The manifest's segment file ids (two for the reference store). */
+static void manifest_file_ids(uint64_t ids[2], uint64_t *generation)
+{
+	manifest m;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(manifest_read(tally_io_default(), dir, &m, err), 0, "%s", err);
+	cr_assert_eq(m.file_count, 2);
+	ids[0] = m.file_ids[0];
+	ids[1] = m.file_ids[1];
+	if (generation)
+		*generation = m.generation;
+	manifest_free(&m);
+}
+
+static segment_file *open_segment(uint64_t file_id)
+{
+	segment_file *f = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = segment_file_open(tally_io_default(), segment_dir, file_id, &f, err);
+	cr_assert_eq(rc, 0, "%s", err);
+	return f;
+}
+
+static void segment_path(char *path, size_t size, uint64_t file_id)
+{
+	char name[64];
+	segment_file_name(name, sizeof(name), file_id);
+	snprintf(path, size, "%s/%s", segment_dir, name);
+}
+
+/* "<file name> offset <decimal>", the way every problem names a place. */
+static void place(char *out, size_t size, uint64_t file_id, uint64_t offset)
+{
+	char name[64];
+	segment_file_name(name, sizeof(name), file_id);
+	snprintf(out, size, "%s offset %" PRIu64 ":", name, offset);
+}
+
+typedef struct wal_files {
+	int count;
+	char names[8][64];
+	uint64_t bytes;
+} wal_files;
+
+static wal_files list_wal(void)
+{
+	wal_files w;
+	memset(&w, 0, sizeof(w));
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "ls %s | grep -E '^[0-9a-f]{16}\\.wal$'", wal_dir);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	char line[128];
+	while (fgets(line, sizeof(line), p)) {
+		cr_assert_lt(w.count, 8);
+		line[strcspn(line, "\n")] = 0;
+		snprintf(w.names[w.count], sizeof(w.names[0]), "%s", line);
+		char path[400];
+		snprintf(path, sizeof(path), "%s/%s", wal_dir, line);
+		w.bytes += file_size(path);
+		w.count++;
+	}
+	pclose(p);
+	return w;
+}
+
+/* ---- inspect ------------------------------------------------------------ */
+
+typedef struct seen_segment {
+	char tenant[TALLY_TENANT_SIZE_MAX + 1];
+	uint64_t file_id;
+	int32_t day;
+	uint64_t rows;
+	int64_t time_min_us;
+	int64_t time_max_us;
+	uint64_t stored_bytes;
+	uint64_t raw_bytes;
+} seen_segment;
+
+typedef struct seen {
+	int count;
+	seen_segment segment[16];
+} seen;
+
+static void collect_segment(void *ctx, const tally_segment_info *info)
+{
+	seen *s = ctx;
+	cr_assert_lt(s->count, 16);
+	seen_segment *out = &s->segment[s->count++];
+	snprintf(out->tenant, sizeof(out->tenant), "%s", info->tenant);
+	out->file_id = info->file_id;
+	out->day = info->day;
+	out->rows = info->rows;
+	out->time_min_us = info->time_min_us;
+	out->time_max_us = info->time_max_us;
+	out->stored_bytes = info->stored_bytes;
+	out->raw_bytes = info->raw_bytes;
+}
+
+static int seen_compare(const void *a, const void *b)
+{
+	const seen_segment *x = a, *y = b;
+	int c = strcmp(x->tenant, y->tenant);
+	return c ? c : (x->day > y->day) - (x->day < y->day);
+}
+
+Test(inspect, reports_exact_rows_segments_files_and_per_segment_details)
+{
+	build_store();
+	uint64_t ids[2], generation;
+	manifest_file_ids(ids, &generation);
+
+	tally_inspect_report report;
+	seen s;
+	memset(&s, 0, sizeof(s));
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_inspect(dir, &report, collect_segment, &s, err);
+	cr_assert_eq(rc, 0, "inspect: %s (%s)", tally_strerror(rc), err);
+
+	cr_expect_eq(report.rows, 10 + 20 + 30 + 5 + 7 + INITECH_ROWS);
+	cr_expect_eq(report.segment_count, 6);
+	cr_expect_eq(report.segment_file_count, 2);
+	char path[512];
+	segment_path(path, sizeof(path), ids[0]);
+	uint64_t bytes = file_size(path);
+	segment_path(path, sizeof(path), ids[1]);
+	bytes += file_size(path);
+	cr_expect_eq(report.file_bytes, bytes);
+	cr_expect_eq(report.manifest_generation, generation);
+	wal_files w = list_wal();
+	cr_expect_eq(report.wal_file_count, (uint64_t)w.count);
+	cr_expect_eq(report.wal_bytes, w.bytes);
+
+	/* Per segment: exact tenant, day, rows, file and time range. */
+	cr_assert_eq(s.count, 6);
+	qsort(s.segment, (size_t)s.count, sizeof(s.segment[0]), seen_compare);
+	struct {
+		const char *tenant;
+		int32_t day;
+		uint64_t rows;
+		uint64_t file_id;
+	} expect[6] = {
+		{"acme", DAY_NOW - 2, 10, ids[0]},   {"acme", DAY_NOW - 1, 20, ids[0]},
+		{"acme", DAY_NOW, 30, ids[0]},       {"globex", DAY_NOW - 1, 5, ids[0]},
+		{"globex", DAY_NOW, 7, ids[0]},      {"initech", DAY_NOW, INITECH_ROWS, ids[1]},
+	};
+	uint64_t segment_stored = 0, segment_raw = 0;
+	for (int i = 0; i < 6; i++) {
+		const seen_segment *g = &s.segment[i];
+		cr_expect_str_eq(g->tenant, expect[i].tenant, "segment %d", i);
+		cr_expect_eq(g->day, expect[i].day, "segment %d: day %d", i, g->day);
+		cr_expect_eq(g->rows, expect[i].rows, "segment %d: rows %" PRIu64, i, g->rows);
+		cr_expect_eq(g->file_id, expect[i].file_id, "segment %d", i);
+		cr_expect_eq(g->time_min_us, row_time(expect[i].day, 0), "segment %d", i);
+		cr_expect_eq(g->time_max_us, row_time(expect[i].day, (int)expect[i].rows - 1),
+			     "segment %d", i);
+		cr_expect_gt(g->stored_bytes, 0);
+		cr_expect_gt(g->raw_bytes, 0);
+		segment_stored += g->stored_bytes;
+		segment_raw += g->raw_bytes;
+	}
+
+	/* Columns: every stored byte of every row-group block is attributed to
+	 * exactly one column; dictionaries and file framing make up the rest. */
+	uint64_t column_stored = 0, column_raw = 0;
+	for (int c = 0; c < TALLY_COL_COUNT; c++) {
+		column_stored += report.column_stored_bytes[c];
+		column_raw += report.column_raw_bytes[c];
+	}
+	cr_expect_eq(column_stored, segment_stored);
+	cr_expect_leq(column_raw, segment_raw); /* packed directories are not column bytes */
+	cr_expect_gt(column_raw, segment_raw - 12 * 6); /* ... and are at most 12 varints each */
+	cr_expect_gt(report.column_raw_bytes[TALLY_COL_TIME], 0);
+	cr_expect_geq(report.column_raw_bytes[TALLY_COL_EVENT_ID], INITECH_ROWS * 16);
+	cr_expect_gt(report.dictionary_bytes, 0);
+	cr_expect_lt(column_stored + report.dictionary_bytes, report.file_bytes);
+
+	/* The check does not keep the lock: the store opens again. */
+	cr_assert_eq(tally_store_close(open_store()), 0);
+}
+
+Test(inspect, refuses_a_directory_that_is_not_a_store)
+{
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_NOTFOUND);
+	cr_expect(strstr(err, "not a tally data directory"), "%s", err);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, TALLY_E_NOTFOUND);
+	cr_expect_eq(p->count, 1); /* the reason, not a problem */
+	cr_expect(strstr(p->message[0], "not a tally data directory"), "%s", p->message[0]);
+	/* Nothing was created in it. */
+	char path[400];
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	cr_expect_neq(access(path, F_OK), 0);
+
+	char missing[400];
+	snprintf(missing, sizeof(missing), "%s/nope", dir);
+	cr_expect_eq(tally_inspect(missing, &report, NULL, NULL, err), -ENOENT);
+	cr_expect(strstr(err, "no such directory"), "%s", err);
+	cr_expect_eq(tally_verify(missing, NULL, NULL), -ENOENT);
+}
+
+/* ---- verify ------------------------------------------------------------- */
+
+Test(inspect, verify_finds_no_problem_in_a_clean_store)
+{
+	build_store();
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 0);
+	cr_expect_eq(p->count, 0);
+	/* Events still in the WAL (not flushed) are checked too, and clean. */
+	tally_store *s = open_store();
+	ingest_day(s, "acme", DAY_NOW, 3, 1);
+	cr_assert_eq(tally_store_close(s), 0);
+	p = verify(&rc);
+	cr_expect_eq(rc, 0);
+	cr_expect_eq(p->count, 0);
+}
+
+Test(inspect, verify_names_file_and_offset_of_every_damaged_block)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+
+	/* File 1 (acme, globex): packed row groups. Damage acme's day D-1 block. */
+	segment_file *f = open_segment(ids[0]);
+	cr_assert_eq(f->tenant_count, 2);
+	cr_assert_str_eq(f->tenants[0].name, "acme");
+	const seg_segment *seg = &f->segments[f->tenants[0].first_segment + 1];
+	cr_assert_eq(seg->day, DAY_NOW - 1);
+	const seg_rowgroup *rg = &f->rowgroups[seg->first_rowgroup];
+	cr_assert_eq(rg->packed, 1);
+	seg_block packed = f->blocks[rg->first_block];
+	segment_file_close(f);
+
+	/* File 2 (initech): one block per column. Damage the event_id block. */
+	f = open_segment(ids[1]);
+	cr_assert_eq(f->rowgroup_count, 1);
+	cr_assert_eq(f->rowgroups[0].packed, 0, "initech's row group should not be packed");
+	seg_block id_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_EVENT_ID];
+	segment_file_close(f);
+
+	char path[512];
+	segment_path(path, sizeof(path), ids[0]);
+	flip_byte(path, packed.offset + packed.stored_size / 2);
+	segment_path(path, sizeof(path), ids[1]);
+	flip_byte(path, id_block.offset + id_block.stored_size / 2);
+
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 2, "one problem per damaged block, got %d", rc);
+	cr_expect_eq(p->count, 2);
+	char where[128];
+	place(where, sizeof(where), ids[0], packed.offset);
+	cr_expect_geq(find_message(p, where, NULL), 0, "no problem names '%s'", where);
+	place(where, sizeof(where), ids[1], id_block.offset);
+	cr_expect_geq(find_message(p, where, NULL), 0, "no problem names '%s'", where);
+
+	/* Inspect needs the packed block to split it by column: it fails and
+	 * names the place. */
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_CORRUPT);
+	place(where, sizeof(where), ids[0], packed.offset);
+	cr_expect(strstr(err, where), "%s", err);
+}
+
+Test(inspect, verify_names_a_damaged_dictionary_block)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	segment_file *f = open_segment(ids[0]);
+	seg_block dict = f->tenants[1].dict; /* globex */
+	cr_assert_str_eq(f->tenants[1].name, "globex");
+	segment_file_close(f);
+	char path[512];
+	segment_path(path, sizeof(path), ids[0]);
+	flip_byte(path, dict.offset + dict.stored_size / 2);
+
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1);
+	char where[128];
+	place(where, sizeof(where), ids[0], dict.offset);
+	cr_expect_geq(find_message(p, where, NULL), 0, "no problem names '%s'", where);
+}
+
+Test(inspect, verify_reports_a_damaged_footer)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512];
+	segment_path(path, sizeof(path), ids[1]);
+	uint64_t size = file_size(path);
+	/* The last byte before the 40-byte trailer is the footer's. */
+	flip_byte(path, size - SEGMENT_TRAILER_SIZE - 1);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1);
+	char name[64];
+	segment_file_name(name, sizeof(name), ids[1]);
+	cr_expect_geq(find_message(p, name, "footer"), 0);
+}
+
+Test(inspect, verify_names_a_damaged_manifest)
+{
+	build_store();
+	char path[400];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	flip_byte(path, 20); /* inside the generation field */
+	int rc;
+	problems *p = verify(&rc);
+	/* Only the manifest: the segment files are still checked, and are clean. */
+	cr_expect_eq(rc, 1);
+	cr_expect_geq(find_message(p, "MANIFEST", "offset"), 0);
+
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_CORRUPT);
+	cr_expect(strstr(err, "MANIFEST"), "%s", err);
+}
+
+Test(inspect, verify_reports_every_unreferenced_file)
+{
+	build_store();
+	char path[512];
+	snprintf(path, sizeof(path), "%s/junk.txt", segment_dir);
+	write_file(path, "not a segment");
+	snprintf(path, sizeof(path), "%s/00000000000000ff.seg", segment_dir);
+	write_file(path, "a segment name, but not in the manifest");
+	snprintf(path, sizeof(path), "%s/0000000000000077.seg.tmp", segment_dir);
+	write_file(path, "debris of an interrupted flush");
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 3);
+	cr_expect_geq(find_message(p, "unreferenced", "/junk.txt offset 0"), 0);
+	cr_expect_geq(find_message(p, "unreferenced", "/00000000000000ff.seg offset 0"), 0);
+	cr_expect_geq(find_message(p, "unreferenced", "/0000000000000077.seg.tmp offset 0"), 0);
+	/* Debris does not stop inspect: it reads only what the manifest names. */
+	tally_inspect_report report;
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, NULL), 0);
+	cr_expect_eq(report.segment_file_count, 2);
+}
+
+Test(inspect, verify_reports_a_missing_segment_file)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512];
+	segment_path(path, sizeof(path), ids[0]);
+	cr_assert_eq(unlink(path), 0);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1);
+	char name[64];
+	segment_file_name(name, sizeof(name), ids[0]);
+	cr_expect_geq(find_message(p, name, "missing"), 0);
+}
+
+/* A store whose events are only in the WAL: eight batches, no flush. */
+static wal_files build_wal_only_store(void)
+{
+	tally_store *s = open_store();
+	for (int b = 0; b < 8; b++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "t%d", b % 3);
+		ingest_day(s, tenant, DAY_NOW - b % 4, 10 + b, 0);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	wal_files w = list_wal();
+	cr_assert_eq(w.count, 1, "expected one WAL file, found %d", w.count);
+	return w;
+}
+
+Test(inspect, verify_names_the_wal_file_of_a_damaged_middle_record)
+{
+	wal_files w = build_wal_only_store();
+	int rc;
+	problems *p = verify(&rc);
+	cr_assert_eq(rc, 0, "clean before the damage");
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s", wal_dir, w.names[0]);
+	flip_byte(path, w.bytes / 2);
+	p = verify(&rc);
+	cr_expect_geq(rc, 1);
+	cr_expect_eq(p->count, rc);
+	cr_expect_geq(find_message(p, w.names[0], "offset"), 0, "no problem names %s", w.names[0]);
+}
+
+Test(inspect, verify_forgives_a_torn_wal_tail)
+{
+	wal_files w = build_wal_only_store();
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s", wal_dir, w.names[0]);
+	cr_assert_eq(truncate(path, (off_t)(w.bytes - 5)), 0);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 0, "a torn tail is what recovery truncates; not a problem");
+	cr_expect_eq(p->count, 0);
+}
+
+Test(inspect, refuses_a_directory_held_by_a_live_store)
+{
+	build_store();
+	tally_store *s = open_store();
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, TALLY_E_LOCKED);
+	cr_expect_eq(p->count, 1); /* the reason, not a problem */
+	cr_expect(strstr(p->message[0], "LOCK"), "%s", p->message[0]);
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_LOCKED);
+	cr_expect(strstr(err, "LOCK"), "%s", err);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	/* Released by the store: both run; and they released it in turn. */
+	p = verify(&rc);
+	cr_expect_eq(rc, 0);
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), 0, "%s", err);
+	cr_assert_eq(tally_store_close(open_store()), 0);
+}
+
+/* Blocks whose checksums are right but whose rows are wrong: written with
+ * the engine's own writer, then published in the manifest. Verify must look
+ * at the decoded rows, not only at checksums. */
+Test(inspect, verify_checks_decoded_rows_against_dictionary_and_status)
+{
+	build_store();
+	const tally_io *io = tally_io_default();
+	manifest m;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(manifest_read(io, dir, &m, err), 0, "%s", err);
+	uint32_t acme = m.tenant_count;
+	for (uint32_t t = 0; t < m.tenant_count; t++)
+		if (strcmp(m.tenants[t].name, "acme") == 0)
+			acme = t;
+	cr_assert_lt(acme, m.tenant_count);
+	uint64_t file_id = m.next_file_id;
+
+	/* Four rows; one string per dimension; row 2 has model code 3 and
+	 * status 7. */
+	enum { N = 4 };
+	rows r;
+	memset(&r, 0, sizeof(r));
+	cr_assert_eq(rows_reserve(&r, N), 0);
+	for (uint32_t i = 0; i < N; i++) {
+		r.time_us[i] = row_time(DAY_NOW - 3, (int)i);
+		r.status[i] = i == 2 ? 7 : 0;
+		r.duration_ms[i] = 10;
+		r.tokens_in[i] = 1;
+		r.tokens_out[i] = 2;
+		r.cost_micros[i] = 3;
+		for (int d = 0; d < DIM_COUNT; d++)
+			r.dim[d][i] = (d == DIM_MODEL && i == 2) ? 3 : 0;
+		char id[16];
+		int size = snprintf(id, sizeof(id), "bad-%u", i);
+		r.id_kind[i] = ID_KIND_RAW;
+		cr_assert_eq(bytebuf_append(&r.id_bytes, id, (size_t)size), 0);
+		r.id_offset[i + 1] = (uint32_t)r.id_bytes.size;
+	}
+	r.count = N;
+	strdict dict[DIM_COUNT];
+	memset(dict, 0, sizeof(dict));
+	for (int d = 0; d < DIM_COUNT; d++) {
+		uint32_t code;
+		cr_assert_eq(strdict_intern(&dict[d], "x", 1, &code), 0);
+	}
+	segment_writer *w;
+	uint64_t size;
+	cr_assert_eq(segment_writer_open(io, segment_dir, file_id, 3, &w, err), 0, "%s", err);
+	cr_assert_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict), 0);
+	cr_assert_eq(segment_writer_finish(w, &size, err), 0, "%s", err);
+	rows_free(&r);
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&dict[d]);
+
+	uint64_t *file_ids = realloc(m.file_ids, sizeof(*file_ids) * (m.file_count + 1));
+	cr_assert_not_null(file_ids);
+	m.file_ids = file_ids;
+	m.file_ids[m.file_count++] = file_id;
+	m.next_file_id = file_id + 1;
+	cr_assert_eq(manifest_write(io, dir, &m, err), 0, "%s", err);
+	manifest_free(&m);
+
+	segment_file *f = open_segment(file_id);
+	uint64_t block_offset = f->blocks[f->rowgroups[0].first_block].offset;
+	segment_file_close(f);
+
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 2);
+	char where[128];
+	place(where, sizeof(where), file_id, block_offset);
+	cr_expect_geq(find_message(p, where, "model codes >= the dictionary size 1"), 0);
+	cr_expect_geq(find_message(p, where, "unknown status"), 0);
+}
+
+Test(inspect, verify_names_each_bad_block_of_one_row_group_once)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	segment_file *f = open_segment(ids[1]); /* initech: one block per column */
+	cr_assert_eq(f->rowgroups[0].packed, 0);
+	seg_block id_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_EVENT_ID];
+	seg_block user_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_USER];
+	segment_file_close(f);
+	char path[512];
+	segment_path(path, sizeof(path), ids[1]);
+	flip_byte(path, id_block.offset);
+	flip_byte(path, user_block.offset + user_block.stored_size - 1);
+
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 2);
+	char where[128];
+	place(where, sizeof(where), ids[1], id_block.offset);
+	cr_expect_geq(find_message(p, where, "column event_id"), 0, "no problem names '%s'", where);
+	place(where, sizeof(where), ids[1], user_block.offset);
+	cr_expect_geq(find_message(p, where, "column user"), 0, "no problem names '%s'", where);
+}
+
+Test(inspect, verify_stops_a_file_after_one_hundred_problems)
+{
+	/* 120 tenants in one file, every dictionary block damaged: 100 problems
+	 * are listed, then one line says the rest of the file was skipped. */
+	tally_store *s = open_store();
+	for (int t = 0; t < 120; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "tenant%03d", t);
+		ingest_day(s, tenant, DAY_NOW, 1, 0);
+	}
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	manifest m;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(manifest_read(tally_io_default(), dir, &m, err), 0, "%s", err);
+	cr_assert_eq(m.file_count, 1);
+	uint64_t file_id = m.file_ids[0];
+	manifest_free(&m);
+	segment_file *f = open_segment(file_id);
+	cr_assert_eq(f->tenant_count, 120);
+	char path[512];
+	segment_path(path, sizeof(path), file_id);
+	for (uint32_t t = 0; t < f->tenant_count; t++)
+		flip_byte(path, f->tenants[t].dict.offset);
+	segment_file_close(f);
+
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 101);
+	cr_expect_eq(p->count, 101);
+	cr_expect(strstr(p->message[100], "more than 100 problems"), "%s", p->message[100]);
+	cr_expect_eq(find_message(p, "more than 100 problems", NULL), 100);
+}
+
+Test(inspect, verify_is_clean_and_inspect_exact_through_restarts_flushes_and_compaction)
+{
+	/* No false alarms: a healthy store stays clean whatever its history
+	 * (WAL replay, rotation and retirement, several files, compaction). */
+	uint64_t ingested = 0;
+	for (int round = 0; round < 6; round++) {
+		tally_store *s = open_store();
+		for (int b = 0; b < 3; b++) {
+			char tenant[16];
+			snprintf(tenant, sizeof(tenant), "r%d-t%d", round % 2, b);
+			/* ids are unique per (tenant, day): a distinct day per round */
+			ingest_day(s, tenant, DAY_NOW - round * 3 - b, 4 + b, 0);
+			ingested += 4 + (uint64_t)b;
+		}
+		if (round % 2 == 1)
+			cr_assert_eq(tally_flush(s), 0);
+		if (round == 3 || round == 5)
+			cr_assert_eq(tally_compact(s), 0);
+		cr_assert_eq(tally_store_close(s), 0);
+		int rc;
+		problems *p = verify(&rc);
+		cr_expect_eq(rc, 0, "round %d", round);
+		cr_expect_eq(p->count, 0, "round %d", round);
+		tally_inspect_report report;
+		char err[TALLY_ERRMSG_SIZE] = "";
+		cr_assert_eq(tally_inspect(dir, &report, NULL, NULL, err), 0, "%s", err);
+		if (round % 2 == 1)
+			cr_expect_eq(report.rows, ingested, "round %d: rows %" PRIu64, round,
+				     report.rows);
+		if (round == 5)
+			cr_expect_eq(report.segment_file_count, 1, "compaction leaves one file");
+	}
+}
+
+Test(inspect, verify_reports_a_lost_manifest_and_still_checks_the_files)
+{
+	build_store();
+	char path[400];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	cr_assert_eq(unlink(path), 0);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1, "the lost manifest only; the segment files are clean");
+	cr_expect_geq(find_message(p, "MANIFEST offset 0", "missing"), 0);
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_NOTFOUND);
+}
