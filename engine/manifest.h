@@ -28,7 +28,7 @@ typedef struct manifest_tenant {
 typedef struct manifest {
 	uint64_t generation;     /* +1 on every write */
 	uint64_t wal_replay_lsn; /* replay WAL records with LSN >= this */
-	uint64_t next_file_id;   /* never reused: WAL and segment ids come from here */
+	uint64_t next_file_id;   /* segment file ids; never reused (the WAL numbers its own files) */
 	uint32_t file_count;
 	uint32_t tenant_count;
 	uint64_t *file_ids;      /* live segment files, ascending */

@@ -349,6 +349,15 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 {
 	if (!r->count)
 		return 0;
+	/* Check before writing (read back is checked again by the reader): a
+	 * code past its dictionary or an unknown status is a caller bug. */
+	for (uint32_t i = 0; i < r->count; i++) {
+		if (r->status[i] >= TALLY_STATUS_COUNT)
+			return TALLY_E_INVALID;
+		for (int d = 0; d < DIM_COUNT; d++)
+			if (r->dim[d][i] >= dict[d].count)
+				return TALLY_E_INVALID;
+	}
 	int rc = sort_rows(w, r);
 	if (rc)
 		return rc;
@@ -758,25 +767,33 @@ int64_t segment_file_find_tenant(const segment_file *f, uint32_t tenant_id)
 	return -1;
 }
 
-int segment_read_block(const segment_file *f, const seg_block *b, bytebuf *out, char *errmsg)
+static int read_block_into(const segment_file *f, const seg_block *b, bytebuf *stored,
+			   bytebuf *out, char *errmsg)
 {
-	static __thread bytebuf stored;
 	int rc;
-	bytebuf_reset(&stored);
-	if ((rc = bytebuf_reserve(&stored, b->stored_size)))
+	bytebuf_reset(stored);
+	if ((rc = bytebuf_reserve(stored, b->stored_size)))
 		return rc;
-	if ((rc = tally_io_read_all(f->io, f->fd, stored.data, b->stored_size, b->offset))) {
+	if ((rc = tally_io_read_all(f->io, f->fd, stored->data, b->stored_size, b->offset))) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "read %s offset %" PRIu64 ": %s", f->path,
 				 b->offset, tally_strerror(rc));
 		return rc;
 	}
-	stored.size = b->stored_size;
-	if (XXH3_64bits_withSeed(stored.data, stored.size, f->file_id) != b->checksum)
+	stored->size = b->stored_size;
+	if (XXH3_64bits_withSeed(stored->data, stored->size, f->file_id) != b->checksum)
 		CORRUPT(f, b->offset, "block checksum mismatch (%u bytes)", b->stored_size);
-	if (block_decompress(out, stored.data, stored.size, b->codec, b->raw_size))
+	if (block_decompress(out, stored->data, stored->size, b->codec, b->raw_size))
 		CORRUPT(f, b->offset, "block does not decompress to %u bytes", b->raw_size);
 	return 0;
+}
+
+int segment_read_block(const segment_file *f, const seg_block *b, bytebuf *out, char *errmsg)
+{
+	bytebuf stored = {0};
+	int rc = read_block_into(f, b, &stored, out, errmsg);
+	bytebuf_free(&stored);
+	return rc;
 }
 
 int segment_read_dict(const segment_file *f, uint32_t t, strdict dict[DIM_COUNT], char *errmsg)
@@ -860,10 +877,9 @@ static int decode_column(int c, const uint8_t *src, size_t size, rows *r, uint32
 	}
 }
 
-int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
-			  char *errmsg)
+static int read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
+			 bytebuf *stored, bytebuf *raw, char *errmsg)
 {
-	static __thread bytebuf raw;
 	const seg_rowgroup *rg = &f->rowgroups[g];
 	rows_reset(r);
 	int rc = rows_reserve(r, rg->rows);
@@ -871,11 +887,11 @@ int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows
 		return rc;
 	if (rg->packed) {
 		const seg_block *b = &f->blocks[rg->first_block];
-		if ((rc = segment_read_block(f, b, &raw, errmsg)))
+		if ((rc = read_block_into(f, b, stored, raw, errmsg)))
 			return rc;
 		const uint8_t *col[TALLY_COL_COUNT];
 		size_t col_size[TALLY_COL_COUNT];
-		if (segment_split_packed(raw.data, raw.size, col, col_size))
+		if (segment_split_packed(raw->data, raw->size, col, col_size))
 			CORRUPT(f, b->offset, "packed row group has a bad column directory");
 		for (int c = 0; c < TALLY_COL_COUNT; c++)
 			if ((mask & (1u << c)) && decode_column(c, col[c], col_size[c], r, rg->rows))
@@ -886,12 +902,22 @@ int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows
 			if (!(mask & (1u << c)))
 				continue;
 			const seg_block *b = &f->blocks[rg->first_block + c];
-			if ((rc = segment_read_block(f, b, &raw, errmsg)))
+			if ((rc = read_block_into(f, b, stored, raw, errmsg)))
 				return rc;
-			if (decode_column(c, raw.data, raw.size, r, rg->rows))
+			if (decode_column(c, raw->data, raw->size, r, rg->rows))
 				CORRUPT(f, b->offset, "column %s does not decode", tally_column_name(c));
 		}
 	}
 	r->count = rg->rows;
 	return 0;
+}
+
+int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
+			  char *errmsg)
+{
+	bytebuf stored = {0}, raw = {0};
+	int rc = read_rowgroup(f, g, mask, r, &stored, &raw, errmsg);
+	bytebuf_free(&stored);
+	bytebuf_free(&raw);
+	return rc;
 }

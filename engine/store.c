@@ -1276,6 +1276,27 @@ static void store_free(tally_store *s)
 	free(s);
 }
 
+typedef struct suffix_probe {
+	const char *suffix;
+	int found;
+} suffix_probe;
+
+static int probe_suffix(void *ctx, const char *name)
+{
+	suffix_probe *p = ctx;
+	size_t n = strlen(name), m = strlen(p->suffix);
+	p->found = n > m && strcmp(name + n - m, p->suffix) == 0;
+	return p->found;
+}
+
+/* 1 if directory `path` holds a file whose name ends with suffix. */
+static int dir_has_files(const tally_io *io, const char *path, const char *suffix)
+{
+	suffix_probe p = {suffix, 0};
+	io->list_dir(io, path, probe_suffix, &p);
+	return p.found;
+}
+
 static int make_dir(const tally_io *io, const char *path)
 {
 	int rc = io->mkdir(io, path, 0755);
@@ -1328,6 +1349,17 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		goto fail;
 	}
 	rc = manifest_read(io, s->dir, &s->manifest, s->errmsg);
+	if (rc == TALLY_E_NOTFOUND && (dir_has_files(io, s->segment_dir, ".seg") ||
+				       dir_has_files(io, s->wal_dir, ".wal"))) {
+		/* A store writes its manifest before any WAL or segment file, so
+		 * data without a manifest is damage, not a new store: starting
+		 * empty would delete the segments as debris. */
+		rc = TALLY_E_CORRUPT;
+		snprintf(s->errmsg, sizeof(s->errmsg),
+			 "%s/MANIFEST is missing but %s or %s holds data files; refusing to start empty",
+			 dir, s->segment_dir, s->wal_dir);
+		goto fail;
+	}
 	if (rc == TALLY_E_NOTFOUND) {
 		s->manifest.wal_replay_lsn = 1;
 		s->manifest.next_file_id = 1;

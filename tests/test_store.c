@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "support/fault_io.h"
 #include "tally.h"
@@ -302,4 +303,26 @@ Test(store, scan_merges_many_segment_files_in_time_order)
 	for (int i = 0; i < 41; i++)
 		cr_expect_eq(c.tokens[i], (uint64_t)(40 - i), "position %d", i);
 	cr_assert_eq(tally_store_close(s), 0);
+}
+
+Test(store, missing_manifest_with_data_is_refused_not_emptied)
+{
+	tally_store *s = open_store(0);
+	tally_event e = make_event("keep-me", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	char path[300];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	cr_assert_eq(unlink(path), 0);
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_store_open(dir, &o, &s, err), TALLY_E_CORRUPT);
+	cr_expect_neq(strstr(err, "MANIFEST is missing"), NULL, "message: %s", err);
+	snprintf(path, sizeof(path), "%s/segments/0000000000000001.seg", dir);
+	cr_expect_eq(access(path, F_OK), 0, "the segment file is still there");
 }
