@@ -11,11 +11,14 @@
  * directory; conflicting copies of acknowledged events; a second copy of
  * one of the batch's own events). Every event is a pure function of
  * (seed, round, batch, index) (support/events.h), with times spread over
- * the last three days. Before each tally_ingest the child writes
- * "submitting N" to a pipe; after it returned 0 and every per-event result
- * was the expected one, "acknowledged N". Like a client that reconnects,
- * the child first re-sends every batch whose outcome the last recovery had
- * to decide (all DUPLICATE if it was found present, all ACCEPTED if absent).
+ * the last three days. A third of the directories are written through
+ * fault_io with every pwrite cut to 512 bytes, so that kills land inside
+ * WAL records, segment files and manifests. Before each tally_ingest the
+ * child writes "submitting N" to a pipe; after it returned 0 and every
+ * per-event result was the expected one, "acknowledged N". Like a client
+ * that reconnects, the child first re-sends every batch whose outcome the
+ * last recovery had to decide (all DUPLICATE if it was found present, all
+ * ACCEPTED if absent).
  * Single-threaded children sometimes close and reopen the store mid-round.
  *
  * The parent sends SIGKILL at a random moment (within 3 ms of the fork,
@@ -42,6 +45,7 @@
  * prints the seed, the round and its directory, which is kept on disk.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -56,6 +60,7 @@
 #include <unistd.h>
 
 #include "support/events.h"
+#include "support/fault_io.h"
 #include "tally.h"
 
 #define CRASH_ROUNDS_DEFAULT 50
@@ -71,6 +76,7 @@
 #define CRASH_MEMTABLE_BYTES_MAX_SMALL (64u << 10)
 #define CRASH_COMPACT_FILES_MIN 3
 #define CRASH_WAL_FILE_BYTES_MAX_SMALL (128u << 10)
+#define CRASH_SHORT_WRITE_BYTES 512
 #define CRASH_MESSAGE_TEXT_SIZE 112
 
 /* One pipe message; 128 bytes, so each write is atomic (< PIPE_BUF). */
@@ -126,6 +132,7 @@ typedef struct crash_setup {
 	uint64_t memtable_bytes_max;
 	uint64_t wal_file_bytes_max; /* 0: the default */
 	uint32_t group_commit_window_us;
+	uint64_t short_write_bytes; /* child writes through fault_io, cut to this size; 0: plain */
 } crash_setup;
 
 /* ---- the child ------------------------------------------------------------ */
@@ -142,6 +149,7 @@ typedef struct crash_child {
 	uint32_t next_batch;
 	uint64_t rng;
 	tally_store *store;
+	fault_io *fio; /* when setup.short_write_bytes */
 } crash_child;
 
 static void child_send(const crash_child *c, uint32_t kind, uint32_t round, uint32_t batch,
@@ -169,10 +177,19 @@ static void child_fail(const crash_child *c, uint32_t batch, int32_t code, const
 	_exit(3);
 }
 
-static tally_store *child_open(const crash_child *c)
+static tally_store *child_open(crash_child *c)
 {
 	tally_options o;
 	tally_options_default(&o);
+	if (c->setup.short_write_bytes) {
+		if (!c->fio) {
+			c->fio = fault_io_create();
+			if (!c->fio)
+				child_fail(c, 0, -ENOMEM, "fault_io_create");
+			fault_io_short_write_set(c->fio, c->setup.short_write_bytes);
+		}
+		o.io = fault_io_table(c->fio);
+	}
 	o.memtable_bytes_max = c->setup.memtable_bytes_max;
 	o.compact_files_min = CRASH_COMPACT_FILES_MIN;
 	o.background = true;
@@ -437,6 +454,31 @@ static int parent_read(int fd, ev_ledger *l, crash_round *cr, uint8_t *buffer, s
 	return 1;
 }
 
+/* Names in dir/sub: how many, and how many end with suffix; the first
+ * name that does not, in *odd. */
+static void dir_count(const char *dir, const char *sub, const char *suffix, uint64_t *count,
+		      uint64_t *matching, char odd[64])
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	*count = *matching = 0;
+	odd[0] = 0;
+	DIR *d = opendir(path);
+	cr_assert_not_null(d, "opendir %s: %s", path, strerror(errno));
+	struct dirent *entry;
+	while ((entry = readdir(d))) {
+		if (entry->d_name[0] == '.')
+			continue;
+		size_t n = strlen(entry->d_name), m = strlen(suffix);
+		(*count)++;
+		if (n >= m && strcmp(entry->d_name + n - m, suffix) == 0)
+			(*matching)++;
+		else if (!odd[0])
+			snprintf(odd, 64, "%s", entry->d_name);
+	}
+	closedir(d);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -511,6 +553,9 @@ Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
 							      : CRASH_MEMTABLE_BYTES_MAX;
 			setup.wal_file_bytes_max = (d >> 8) % 3 == 0 ? CRASH_WAL_FILE_BYTES_MAX_SMALL : 0;
 			setup.group_commit_window_us = (d >> 16) % 4 == 0 ? 500 : 0;
+			/* A third of the directories are written 512 bytes per pwrite, so
+			 * kills land inside records, segment files and manifests. */
+			setup.short_write_bytes = (d >> 24) % 3 == 0 ? CRASH_SHORT_WRITE_BYTES : 0;
 			totals.fresh_dirs++;
 		}
 		dir_rounds_left--;
@@ -622,6 +667,18 @@ Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
 		cr_assert_eq(stats.segment_rows + stats.events_memtable, report->events_scanned,
 			     "%s: stats count %" PRIu64 " + %" PRIu64 " rows, the scan saw %" PRIu64, where,
 			     stats.segment_rows, stats.events_memtable, report->events_scanned);
+		/* Recovery removed every file of an interrupted flush or compaction
+		 * and every torn WAL file creation. */
+		uint64_t names, matching;
+		char odd[64];
+		dir_count(dir, "segments", ".seg", &names, &matching, odd);
+		cr_assert(names == matching && matching == stats.segment_file_count,
+			  "%s: segments/ holds %" PRIu64 " names, %" PRIu64 " .seg, %" PRIu64 " live (odd: %s)",
+			  where, names, matching, stats.segment_file_count, odd);
+		dir_count(dir, "wal", ".wal", &names, &matching, odd);
+		cr_assert(names == matching && matching == stats.wal_file_count,
+			  "%s: wal/ holds %" PRIu64 " names, %" PRIu64 " .wal, %" PRIu64 " known to the WAL (odd: %s)",
+			  where, names, matching, stats.wal_file_count, odd);
 		totals.segment_files += stats.segment_file_count;
 		totals.wal_files += stats.wal_file_count;
 		totals.maybe_present += report->maybe_present;
