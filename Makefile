@@ -50,7 +50,7 @@ $(BUILD)/tally: $(TOOLS_OBJ) $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson
 
 $(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtally.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -ljansson $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS)
@@ -80,7 +80,7 @@ deps:
 	fi
 
 run: deps all
-	$(BUILD)/tally-bench engine --events 1000000 --tenants 1000 --seed 1 --data $(BUILD)/run-data
+	rm -rf $(BUILD)/run-data && $(BUILD)/tally-bench engine --events 1000000 --tenants 1000 --seed 1 --data $(BUILD)/run-data
 
 clean:
 	rm -rf build build-asan
