@@ -32,9 +32,11 @@ static inline uint64_t fingerprint_of(uint64_t hash)
 	return fp ? fp : 1;
 }
 
+/* The top 32 of the 48 fingerprint bits scaled to [0, capacity): the
+ * product stays below 2^64 for any 32-bit capacity. */
 static inline uint32_t home_of(uint64_t fp, uint32_t capacity)
 {
-	return (uint32_t)((fp * (uint64_t)capacity) >> 48);
+	return (uint32_t)(((fp >> 16) * (uint64_t)capacity) >> 32);
 }
 
 static inline uint32_t distance_of(uint32_t slot, uint32_t home, uint32_t capacity)
@@ -149,4 +151,18 @@ int dedup_expire(dedup_table *t, uint16_t day_min)
 	if (capacity < CAPACITY_MIN)
 		capacity = CAPACITY_MIN;
 	return rebuild(t, (uint32_t)capacity, day_min);
+}
+
+uint32_t dedup_probe_length_max(const dedup_table *t)
+{
+	uint32_t longest = 0;
+	for (uint32_t slot = 0; slot < t->capacity; slot++) {
+		uint64_t entry = t->slots[slot];
+		if (!entry)
+			continue;
+		uint32_t d = distance_of(slot, home_of(entry >> 16, t->capacity), t->capacity);
+		if (d > longest)
+			longest = d;
+	}
+	return longest;
 }

@@ -10,7 +10,7 @@
  * horizon expire.
  *
  * Layout: Robin Hood linear probing over `capacity` slots (any capacity, not
- * only powers of two: home = fingerprint * capacity >> 48). The table grows
+ * only powers of two: home = top 32 fingerprint bits * capacity >> 32). The table grows
  * by half when it passes DEDUP_LOAD_PERCENT_MAX, so the load stays between
  * 56% and 85%: 9.4 to 14.2 bytes of RAM per id.
  */
@@ -42,6 +42,10 @@ int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day);
 /* Drops every entry with day < day_min; may shrink. 0 or -ENOMEM (the
  * table is unchanged on failure). */
 int dedup_expire(dedup_table *t, uint16_t day_min);
+
+/* The longest distance of any entry from its home slot (a health check:
+ * Robin Hood keeps it near log(count) for uniform fingerprints). */
+uint32_t dedup_probe_length_max(const dedup_table *t);
 
 /* RAM held by the table's slots. */
 static inline size_t dedup_bytes(const dedup_table *t)

@@ -815,10 +815,14 @@ static int write_manifest_locked(tally_store *s)
 	return manifest_write(s->io, s->dir, m, s->errmsg);
 }
 
-static int flush_locked_maintenance(tally_store *s)
+/* Flushes the frozen memtables, freezing the active ones first unless a
+ * failed flush left frozen ones behind (then *retried is set: the active
+ * memtables still hold rows). */
+static int flush_locked_maintenance(tally_store *s, int *retried)
 {
 	int rc;
 	pthread_mutex_lock(&s->lock);
+	*retried = s->frozen;
 	if (s->sticky) {
 		rc = s->sticky;
 		pthread_mutex_unlock(&s->lock);
@@ -926,7 +930,10 @@ fail:
 int tally_flush(tally_store *s)
 {
 	pthread_mutex_lock(&s->maintenance);
-	int rc = flush_locked_maintenance(s);
+	int retried;
+	int rc = flush_locked_maintenance(s, &retried);
+	if (!rc && retried) /* the retry wrote the old frozen set; now the rest */
+		rc = flush_locked_maintenance(s, &retried);
 	pthread_mutex_unlock(&s->maintenance);
 	return rc;
 }
@@ -1060,6 +1067,7 @@ static int compact_locked_maintenance(tally_store *s)
 	s->files = files;
 	s->file_count = old_count - input_count + 1;
 	if ((rc = write_manifest_locked(s))) {
+		snprintf(errmsg, sizeof(errmsg), "%s", s->errmsg); /* names the manifest */
 		s->files = old;
 		s->file_count = old_count;
 		free(files);

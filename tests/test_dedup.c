@@ -1,0 +1,139 @@
+/*
+ * test_dedup.c — the fingerprint table against a brute-force oracle.
+ *
+ * Description: random 64-bit hashes (seeded; SEED=… replays) are inserted
+ * with random days; every lookup must return exactly the days of the
+ * entries whose 48-bit fingerprint matches, the table must stay within its
+ * RAM budget (≤ 16 bytes per id), probe lengths must stay short at every
+ * size (a table past 65,536 slots once overflowed its home computation and
+ * degraded to probe runs of tens of thousands), and expiry must drop
+ * exactly the old days.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "dedup.h"
+
+static uint64_t seed_get(void)
+{
+	const char *env = getenv("SEED");
+	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
+	fprintf(stderr, "test_dedup seed=%" PRIu64 "\n", seed);
+	return seed;
+}
+
+static uint64_t splitmix(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t fingerprint(uint64_t hash)
+{
+	uint64_t fp = hash >> 16;
+	return fp ? fp : 1;
+}
+
+/* Brute force: the days of every inserted entry with this fingerprint. */
+static size_t oracle_find(const uint64_t *hashes, const uint16_t *days, size_t n, uint64_t hash,
+			  uint16_t day_min, uint16_t *out, size_t out_max)
+{
+	size_t found = 0;
+	for (size_t i = 0; i < n; i++)
+		if (days[i] >= day_min && fingerprint(hashes[i]) == fingerprint(hash) && found < out_max)
+			out[found++] = days[i];
+	return found;
+}
+
+static int cmp_u16(const void *a, const void *b)
+{
+	return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+Test(dedup, lookups_match_a_brute_force_oracle)
+{
+	uint64_t state = seed_get();
+	enum { N = 20000 };
+	uint64_t *hashes = malloc(sizeof(*hashes) * N);
+	uint16_t *days = malloc(sizeof(*days) * N);
+	dedup_table t = {0};
+	for (size_t i = 0; i < N; i++) {
+		/* Every 50th entry shares the fingerprint of an earlier one (a
+		 * false match the store must resolve by verification). */
+		hashes[i] = (i % 50 == 49) ? (hashes[i / 2] & ~0xffffull) | (splitmix(&state) & 0xffff)
+					   : splitmix(&state);
+		days[i] = (uint16_t)(20000 + splitmix(&state) % 40);
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i]), 0);
+	}
+	cr_assert_eq(t.count, N);
+	uint16_t got[32], want[32];
+	for (size_t i = 0; i < N + 5000; i++) {
+		uint64_t hash = i < N ? hashes[i] : splitmix(&state);
+		size_t g = dedup_find(&t, hash, got, 32);
+		size_t w = oracle_find(hashes, days, N, hash, 0, want, 32);
+		cr_assert_eq(g, w, "lookup %zu: %zu matches, oracle %zu", i, g, w);
+		qsort(got, g, sizeof(got[0]), cmp_u16);
+		qsort(want, w, sizeof(want[0]), cmp_u16);
+		for (size_t k = 0; k < g; k++)
+			cr_assert_eq(got[k], want[k], "lookup %zu: day %u, oracle %u", i, got[k], want[k]);
+	}
+	/* Expire days below 20020: exactly the newer entries remain. */
+	cr_assert_eq(dedup_expire(&t, 20020), 0);
+	size_t kept = 0;
+	for (size_t i = 0; i < N; i++)
+		kept += days[i] >= 20020;
+	cr_expect_eq(t.count, kept);
+	for (size_t i = 0; i < N; i++) {
+		size_t g = dedup_find(&t, hashes[i], got, 32);
+		size_t w = oracle_find(hashes, days, N, hashes[i], 20020, want, 32);
+		cr_assert_eq(g, w, "after expiry, lookup %zu: %zu matches, oracle %zu", i, g, w);
+	}
+	dedup_free(&t);
+	free(hashes);
+	free(days);
+}
+
+Test(dedup, large_tables_keep_short_probes_and_the_ram_budget)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	uint32_t checkpoints[] = {1000, 70000, 300000, 1000000, 2000000};
+	size_t next = 0;
+	for (uint32_t i = 1; i <= 2000000; i++) {
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 20500), 0);
+		if (i == checkpoints[next]) {
+			double bytes_per_id = (double)dedup_bytes(&t) / t.count;
+			uint32_t probe = dedup_probe_length_max(&t);
+			fprintf(stderr, "dedup: %u ids, capacity %u, %.2f bytes/id, longest probe %u\n", i,
+				t.capacity, bytes_per_id, probe);
+			cr_expect_leq(bytes_per_id, 16.0, "%u ids: %.2f bytes per id", i, bytes_per_id);
+			cr_expect_lt(probe, 256, "%u ids: a probe run of %u slots", i, probe);
+			next++;
+		}
+	}
+	dedup_free(&t);
+}
+
+Test(dedup, empty_table_finds_nothing_and_expiry_to_empty_frees)
+{
+	dedup_table t = {0};
+	uint16_t days[4];
+	cr_expect_eq(dedup_find(&t, 12345, days, 4), 0);
+	cr_expect_eq(dedup_expire(&t, 100), 0);
+	cr_assert_eq(dedup_insert(&t, 12345ull << 16, 7), 0);
+	cr_expect_eq(dedup_find(&t, 12345ull << 16, days, 4), 1);
+	cr_expect_eq(days[0], 7);
+	cr_assert_eq(dedup_expire(&t, 8), 0);
+	cr_expect_eq(t.count, 0);
+	cr_expect_eq(t.capacity, 0);
+	cr_expect_eq(dedup_find(&t, 12345ull << 16, days, 4), 0);
+	/* A hash whose top 48 bits are zero still gets a non-zero entry. */
+	cr_assert_eq(dedup_insert(&t, 0x1234, 9), 0);
+	cr_expect_eq(dedup_find(&t, 0x5678, days, 4), 1, "fingerprint 0 is stored as 1");
+	dedup_free(&t);
+}
