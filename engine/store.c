@@ -156,6 +156,16 @@ static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
 	snprintf(s->errmsg, sizeof(s->errmsg), fmt, a, tally_strerror(code));
 }
 
+/* Makes the store refuse writes; wakes everyone waiting for a flush so
+ * they see it. Caller holds the lock. */
+static void set_sticky(tally_store *s, int rc)
+{
+	if (!s->sticky)
+		s->sticky = rc;
+	pthread_cond_broadcast(&s->flushed);
+	pthread_cond_broadcast(&s->wake);
+}
+
 static int tenant_name_valid(const char *name)
 {
 	size_t n = 0;
@@ -649,7 +659,7 @@ fail_sticky:
 	 * a reopen rebuilds memory from the WAL. */
 	snprintf(s->errmsg, sizeof(s->errmsg), "ingest for tenant %s failed: %s; writes refused until reopen",
 		 tenant_name, tally_strerror(rc));
-	s->sticky = rc;
+	set_sticky(s, rc);
 unlock:
 	pthread_mutex_unlock(&s->lock);
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
@@ -667,7 +677,7 @@ int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
 	if (rc) {
 		pthread_mutex_lock(&s->lock);
 		if (!s->sticky) {
-			s->sticky = rc;
+			set_sticky(s, rc);
 			snprintf(s->errmsg, sizeof(s->errmsg), "WAL write or fsync failed: %s; writes refused until reopen",
 				 tally_strerror(rc));
 		}
@@ -843,7 +853,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 			return 0;
 		}
 		if ((rc = wal_rotate(s->wal, &s->flush_boundary_lsn))) {
-			s->sticky = rc;
+			set_sticky(s, rc);
 			pthread_mutex_unlock(&s->lock);
 			return rc;
 		}
@@ -899,7 +909,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		s->manifest.wal_replay_lsn = replay_before;
 		s->file_count--;
 		segment_file_close(f);
-		s->sticky = rc;
+		set_sticky(s, rc);
 		pthread_mutex_unlock(&s->lock);
 		return rc;
 	}
@@ -1071,7 +1081,7 @@ static int compact_locked_maintenance(tally_store *s)
 		s->files = old;
 		s->file_count = old_count;
 		free(files);
-		s->sticky = rc;
+		set_sticky(s, rc);
 		pthread_mutex_unlock(&s->lock);
 		segment_file_close(f);
 		f = NULL;
@@ -1124,6 +1134,23 @@ static void expire_dedup(tally_store *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
+static void deadline_after_ms(struct timespec *deadline, uint64_t ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, deadline);
+	deadline->tv_sec += (time_t)(ms / 1000);
+	deadline->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (deadline->tv_nsec >= 1000000000L) {
+		deadline->tv_sec++;
+		deadline->tv_nsec -= 1000000000L;
+	}
+}
+
+/*
+ * The background worker: flush past memtable_bytes_max (or to finish a
+ * failed flush), compact past compact_files_min, expire fingerprints. After
+ * a failure it backs off (100 ms doubling to 10 s) and nothing but closing
+ * cuts the backoff short; once the store is sticky it only waits to close.
+ */
 static void *worker_main(void *arg)
 {
 	tally_store *s = arg;
@@ -1131,16 +1158,15 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&s->lock);
 	while (!s->closing) {
 		struct timespec deadline;
-		clock_gettime(CLOCK_REALTIME, &deadline);
-		uint64_t wait_ms = BACKGROUND_TICK_MS + backoff_ms;
-		deadline.tv_sec += (time_t)(wait_ms / 1000);
-		deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		if (deadline.tv_nsec >= 1000000000L) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000L;
-		}
-		if (s->active_bytes < s->options.memtable_bytes_max && !s->frozen)
+		if (backoff_ms || s->sticky) {
+			deadline_after_ms(&deadline, backoff_ms ? backoff_ms : BACKGROUND_TICK_MS);
+			while (!s->closing &&
+			       pthread_cond_timedwait(&s->wake, &s->lock, &deadline) != ETIMEDOUT)
+				;
+		} else if (s->active_bytes < s->options.memtable_bytes_max && !s->frozen) {
+			deadline_after_ms(&deadline, BACKGROUND_TICK_MS);
 			pthread_cond_timedwait(&s->wake, &s->lock, &deadline);
+		}
 		if (s->closing || s->sticky)
 			continue;
 		int want_flush = s->active_bytes >= s->options.memtable_bytes_max || s->frozen;
@@ -1331,6 +1357,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	pthread_cond_init(&s->flushed, NULL);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &attr);
 	pthread_condattr_destroy(&attr);
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);

@@ -514,8 +514,8 @@ static void wal_writer_wait_window(wal *w)
 			return;
 		int64_t remaining_us = w->pending_since_us + (int64_t)w->group_commit_window_us -
 				       w->io->now_us(w->io);
-		if (remaining_us <= 0)
-			return;
+		if (remaining_us <= 0 || remaining_us > (int64_t)w->group_commit_window_us)
+			return; /* elapsed, or the wall clock stepped back: write now */
 		/* Only the sleep itself uses the OS clock: pthread needs a deadline. */
 		struct timespec deadline;
 		clock_gettime(CLOCK_MONOTONIC, &deadline);
