@@ -661,9 +661,9 @@ fail_sticky:
 		 tenant_name, tally_strerror(rc));
 	set_sticky(s, rc);
 unlock:
-	pthread_mutex_unlock(&s->lock);
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
 		pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->lock);
 out:
 	free(packed);
 	free(ids);
@@ -678,8 +678,8 @@ int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
 		pthread_mutex_lock(&s->lock);
 		if (!s->sticky) {
 			set_sticky(s, rc);
-			snprintf(s->errmsg, sizeof(s->errmsg), "WAL write or fsync failed: %s; writes refused until reopen",
-				 tally_strerror(rc));
+			snprintf(s->errmsg, sizeof(s->errmsg), "WAL write or fsync in %s failed: %s; writes refused until reopen",
+				 s->wal_dir, tally_strerror(rc));
 		}
 		pthread_mutex_unlock(&s->lock);
 		return rc;
@@ -863,20 +863,28 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	}
 	uint64_t boundary = s->flush_boundary_lsn;
 	uint64_t file_id = s->manifest.next_file_id++;
-	uint32_t tenant_count = s->tenant_count;
+	/* Tenant structs never move, but the array of them may be reallocated
+	 * by an ingest: take the frozen ones while the lock is held. */
+	uint32_t frozen_count = 0;
+	tenant **frozen = malloc(sizeof(*frozen) * (s->tenant_count + 1));
+	for (uint32_t i = 0; frozen && i < s->tenant_count; i++)
+		if (s->tenants[i]->frozen)
+			frozen[frozen_count++] = s->tenants[i];
 	pthread_mutex_unlock(&s->lock);
+	if (!frozen)
+		return -ENOMEM;
 
-	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1)))
-		return rc;
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	segment_writer *w;
+	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1))) {
+		free(frozen);
+		return rc;
+	}
 	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
 				      errmsg)))
 		goto fail;
-	for (uint32_t i = 0; i < tenant_count; i++) {
-		tenant *t = s->tenants[i]; /* tenant structs never move or go away */
-		if (!t->frozen)
-			continue;
+	for (uint32_t i = 0; i < frozen_count; i++) {
+		tenant *t = frozen[i];
 		if ((rc = segment_writer_add_tenant(w, t->id, t->name, &t->frozen->rows,
 						    t->frozen->dict))) {
 			snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s",
@@ -911,6 +919,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		segment_file_close(f);
 		set_sticky(s, rc);
 		pthread_mutex_unlock(&s->lock);
+		free(frozen);
 		return rc;
 	}
 	for (uint32_t i = 0; i < s->tenant_count; i++) {
@@ -926,11 +935,13 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	s->flush_count++;
 	pthread_cond_broadcast(&s->flushed);
 	pthread_mutex_unlock(&s->lock);
+	free(frozen);
 	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
 		snprintf(s->errmsg, sizeof(s->errmsg), "retire WAL files before LSN %" PRIu64 ": %s",
 			 boundary, tally_strerror(rc));
 	return 0;
 fail:
+	free(frozen);
 	pthread_mutex_lock(&s->lock);
 	snprintf(s->errmsg, sizeof(s->errmsg), "flush: %s", errmsg[0] ? errmsg : tally_strerror(rc));
 	pthread_mutex_unlock(&s->lock);
@@ -1031,7 +1042,16 @@ static int compact_locked_maintenance(tally_store *s)
 	memcpy(inputs, s->files, sizeof(*inputs) * input_count);
 	uint64_t file_id = s->manifest.next_file_id++;
 	uint32_t tenant_count = s->tenant_count;
+	/* The tenant array may be reallocated by an ingest: keep the pointers
+	 * (tenant structs never move) taken under the lock. */
+	tenant **tenants = malloc(sizeof(*tenants) * (tenant_count + 1));
+	if (tenants)
+		memcpy(tenants, s->tenants, sizeof(*tenants) * tenant_count);
 	pthread_mutex_unlock(&s->lock);
+	if (!tenants) {
+		free(inputs);
+		return -ENOMEM;
+	}
 
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	segment_writer *w = NULL;
@@ -1049,7 +1069,7 @@ static int compact_locked_maintenance(tally_store *s)
 				rc = gather_tenant(inputs[fi], (uint32_t)ti, &m, &scratch, errmsg);
 		}
 		if (!rc && m.rows.count)
-			rc = segment_writer_add_tenant(w, tid, s->tenants[tid]->name, &m.rows, m.dict);
+			rc = segment_writer_add_tenant(w, tid, tenants[tid]->name, &m.rows, m.dict);
 		memtable_free(&m);
 	}
 	if (rc) {
@@ -1099,10 +1119,12 @@ static int compact_locked_maintenance(tally_store *s)
 	s->io->fsync_dir(s->io, s->segment_dir);
 	rows_free(&scratch);
 	free(inputs);
+	free(tenants);
 	return 0;
 fail:
 	rows_free(&scratch);
 	free(inputs);
+	free(tenants);
 	if (f)
 		segment_file_close(f);
 	pthread_mutex_lock(&s->lock);

@@ -59,13 +59,17 @@ static int grow_slots(strdict *d)
 
 int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code)
 {
+	/* The arena is never NULL once a string exists, so strdict_get never
+	 * hands out a NULL pointer, even for "". */
+	if (!d->arena.data && bytebuf_reserve(&d->arena, 64))
+		return -ENOMEM;
 	uint64_t hash = XXH3_64bits(s, size);
 	if (d->slot_mask) {
 		uint32_t i = slot_of(hash, d->slot_mask);
 		for (; d->slots[i]; i = (i + 1) & d->slot_mask) {
 			uint32_t c = d->slots[i] - 1;
 			tally_str t = strdict_get(d, c);
-			if (t.len == size && memcmp(t.ptr, s, size) == 0) {
+			if (t.len == size && (size == 0 || memcmp(t.ptr, s, size) == 0)) {
 				*code = c;
 				return 0;
 			}
