@@ -189,7 +189,11 @@ struct run {
 	int64_t *latency_ns;          /* one per batch */
 	atomic_uint_fast64_t next_window;
 	atomic_int failed;
-	pthread_barrier_t start;
+	/* The start gate: producers wait until every one of them exists (or
+	 * starting one failed, and failed is set), so timing starts together. */
+	pthread_mutex_t gate_lock;
+	pthread_cond_t gate_cond;
+	int gate_open;
 };
 
 /* Acknowledges queued batches that are durable, oldest first. With
@@ -258,7 +262,10 @@ static void *producer_main(void *arg)
 	run *r = p->run;
 	const workload *w = r->w;
 	int rc = 0;
-	pthread_barrier_wait(&r->start);
+	pthread_mutex_lock(&r->gate_lock);
+	while (!r->gate_open)
+		pthread_cond_wait(&r->gate_cond, &r->gate_lock);
+	pthread_mutex_unlock(&r->gate_lock);
 	while (!atomic_load(&r->failed)) {
 		uint64_t win = atomic_fetch_add(&r->next_window, 1);
 		if (win >= w->window_count)
@@ -517,7 +524,9 @@ static int ingest(const bench_engine_options *o, const workload *w, tally_store 
 	}
 	atomic_init(&r.next_window, 0);
 	atomic_init(&r.failed, 0);
-	pthread_barrier_init(&r.start, NULL, o->producer_count);
+	pthread_mutex_init(&r.gate_lock, NULL);
+	pthread_cond_init(&r.gate_cond, NULL);
+	r.gate_open = 0;
 	uint32_t started = 0;
 	for (; started < o->producer_count; started++) {
 		producer *p = &producers[started];
@@ -525,16 +534,20 @@ static int ingest(const bench_engine_options *o, const workload *w, tally_store 
 		p->queue = malloc(sizeof(*p->queue) * o->inflight_batches);
 		if (!p->queue || pthread_create(&p->thread, NULL, producer_main, p) != 0) {
 			fprintf(stderr, "tally-bench: cannot start producer %" PRIu32 "\n", started);
+			atomic_store(&r.failed, 1); /* the started ones exit at once */
 			break;
 		}
 	}
-	if (started < o->producer_count) {
-		/* The started ones wait on the barrier forever: this is fatal. */
-		exit(1);
-	}
-	for (uint32_t i = 0; i < o->producer_count; i++)
+	pthread_mutex_lock(&r.gate_lock);
+	r.gate_open = 1;
+	pthread_cond_broadcast(&r.gate_cond);
+	pthread_mutex_unlock(&r.gate_lock);
+	for (uint32_t i = 0; i < started; i++)
 		pthread_join(producers[i].thread, NULL);
-	pthread_barrier_destroy(&r.start);
+	pthread_cond_destroy(&r.gate_cond);
+	pthread_mutex_destroy(&r.gate_lock);
+	if (started < o->producer_count)
+		goto out;
 
 	int64_t first_ns = INT64_MAX, last_ns = 0;
 	uint64_t acked = 0;
