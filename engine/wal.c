@@ -691,8 +691,8 @@ int wal_rotate(wal *w, uint64_t *first_lsn)
 }
 
 /*
- * Unlinks, oldest first, the files i with first_lsn(i + 1) <= lsn; never the
- * newest file. Stops at the first unlink failure so the files left are still
+ * Unlinks, oldest first, the files i with first_lsn(i + 1) <= lsn, and the
+ * newest file too once it is finished (see below). Stops at the first unlink failure so the files left are still
  * a contiguous suffix. Allowed after a failure (retiring is not writing).
  */
 int wal_retire_before(wal *w, uint64_t lsn)
@@ -707,6 +707,15 @@ int wal_retire_before(wal *w, uint64_t lsn)
 	pthread_mutex_lock(&w->mutex);
 	while (retire_count + 1 < w->files.count &&
 	       w->files.items[retire_count + 1].first_lsn <= lsn)
+		retire_count++;
+	/* The newest file goes too when it is finished: every record in it is
+	 * below lsn and durable, nothing is pending, and the next record is
+	 * already bound to start a new file (wal_rotate). The writer only
+	 * touches the newest entry while it writes a run, which it cannot be
+	 * doing now. Then the directory is empty and recovery continues the
+	 * LSNs from the manifest's replay LSN. */
+	if (retire_count + 1 == w->files.count && w->rotate_requested && w->last_lsn < lsn &&
+	    w->durable_lsn == w->last_lsn && w->pending.size == 0)
 		retire_count++;
 	if (retire_count > 0) {
 		file_ids = malloc(retire_count * sizeof *file_ids);

@@ -80,8 +80,9 @@ int wal_error(wal *w);
  */
 int wal_rotate(wal *w, uint64_t *first_lsn);
 
-/* Unlinks every file all of whose records have LSN < lsn (never the file
- * being written), then fsyncs the directory. Returns 0 or -errno. */
+/* Unlinks every file all of whose records have LSN < lsn (the newest file
+ * only once wal_rotate has closed it to new records and everything in it is
+ * durable), then fsyncs the directory. Returns 0 or -errno. */
 int wal_retire_before(wal *w, uint64_t lsn);
 
 typedef struct wal_stats {

@@ -326,3 +326,29 @@ Test(store, missing_manifest_with_data_is_refused_not_emptied)
 	snprintf(path, sizeof(path), "%s/segments/0000000000000001.seg", dir);
 	cr_expect_eq(access(path, F_OK), 0, "the segment file is still there");
 }
+
+Test(store, flush_retires_every_wal_file_it_covered)
+{
+	tally_store *s = open_store(0);
+	tally_event e = make_event("w1", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_assert_eq(tally_flush(s), 0);
+	tally_stats st;
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.wal_file_count, 0, "the WAL file the flush covered is gone");
+	cr_expect_eq(st.wal_bytes, 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	/* Recovery with an empty WAL directory continues the LSNs. */
+	s = open_store(0);
+	e = make_event("w2", NOW_US - MINUTE_US, 2);
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_ACCEPTED);
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.wal_file_count, 1);
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store(0);
+	collected c = scan_all(s, "acme");
+	cr_expect_eq(c.count, 2);
+	cr_assert_eq(tally_store_close(s), 0);
+}

@@ -835,8 +835,8 @@ Test(wal_rotate, rotate_returns_next_lsn_which_starts_a_new_file,
 }
 
 Test(wal_rotate, retire_removes_exactly_the_older_files,
-     .description = "retire_before(lsn) unlinks files whose records are all < lsn, never the "
-		    "newest; recovery from the remaining files works")
+     .description = "retire_before(lsn) unlinks files whose records are all < lsn, the newest "
+		    "only once rotated away from; recovery from the remaining files works")
 {
 	test_dir dir;
 	test_dir_make(&dir);
@@ -859,22 +859,30 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 	wal_path(path, dir.path, 2);
 	cr_assert(!file_exists(path));
 
+	/* Without a rotation the newest file is never retired, even when every
+	 * record in it is below the LSN: the writer may still append to it. */
+	wal_path(path, dir.path, 4);
+	cr_assert_eq(wal_retire_before(w, UINT64_MAX), 0);
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.file_count, 1, "file 3 goes; file 4 is open for appends and stays");
+	cr_assert(file_exists(path));
+
+	/* After wal_rotate the newest file is finished: once everything in it
+	 * is durable and below the LSN, it goes too and the directory is empty. */
 	uint64_t first = 0;
 	cr_assert_eq(wal_rotate(w, &first), 0);
 	cr_assert_eq(first, 11);
 	cr_assert_eq(wal_retire_before(w, first), 0);
 	wal_get_stats(w, &st);
-	cr_assert_eq(st.file_count, 1, "files 3 goes; file 4 is the newest and stays");
-	wal_path(path, dir.path, 4);
-	cr_assert(file_exists(path));
-	cr_assert_eq(wal_retire_before(w, UINT64_MAX), 0);
-	cr_assert(file_exists(path), "the newest file is never retired");
+	cr_assert_eq(st.file_count, 0);
+	cr_assert(!file_exists(path), "the finished newest file is retired");
 	append_sized(w, 100);
 	cr_assert_eq(wal_wait_durable(w, 11), 0);
 	cr_assert_eq(wal_retire_before(w, 11), 0);
-	cr_assert(!file_exists(path));
 	wal_get_stats(w, &st);
-	cr_assert_eq(st.file_count, 1);
+	cr_assert_eq(st.file_count, 1, "file 5 holds LSN 11 and stays");
+	wal_path(path, dir.path, 5);
+	cr_assert(file_exists(path));
 	cr_assert_eq(wal_close(w), 0);
 
 	replay_log log = {0};
