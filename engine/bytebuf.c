@@ -18,7 +18,7 @@
 
 #include "codec.h"
 
-#define BYTEBUF_CAPACITY_MIN 64
+#define BYTEBUF_CAPACITY_MIN 16
 
 int bytebuf_reserve(bytebuf *b, size_t extra)
 {

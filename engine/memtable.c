@@ -24,7 +24,7 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
 	uint64_t slots_needed = (uint64_t)rows_wanted * 2;
 	if (m->index_mask && slots_needed <= (uint64_t)m->index_mask + 1)
 		return 0;
-	uint64_t slot_count = m->index_mask ? ((uint64_t)m->index_mask + 1) : 64;
+	uint64_t slot_count = m->index_mask ? ((uint64_t)m->index_mask + 1) : 8;
 	while (slot_count < slots_needed)
 		slot_count *= 2;
 	if (slot_count > (1ull << 31))

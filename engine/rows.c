@@ -8,6 +8,9 @@
 
 #include "rows.h"
 
+/* Small: most of 10,000 tenants hold a handful of rows between flushes. */
+#define ROWS_CAPACITY_MIN 4
+
 static int grow(void **p, size_t element_size, uint32_t capacity)
 {
 	void *q = realloc(*p, element_size * capacity);
@@ -21,7 +24,7 @@ int rows_reserve(rows *r, uint32_t count)
 {
 	if (count <= r->capacity && r->id_offset)
 		return 0;
-	uint64_t capacity = r->capacity ? r->capacity : 64;
+	uint64_t capacity = r->capacity ? r->capacity : ROWS_CAPACITY_MIN;
 	while (capacity < count)
 		capacity *= 2;
 	if (capacity > UINT32_MAX - 1)

@@ -1024,7 +1024,36 @@ static int gather_tenant(segment_file *f, uint32_t ti, memtable *m, rows *scratc
 	return rc;
 }
 
-static int compact_locked_maintenance(tally_store *s)
+static int file_size_compare(const void *a, const void *b)
+{
+	const segment_file *x = *(segment_file *const *)a, *y = *(segment_file *const *)b;
+	if (x->size != y->size)
+		return x->size < y->size ? -1 : 1;
+	return x->file_id < y->file_id ? -1 : x->file_id > y->file_id;
+}
+
+/*
+ * Chooses the inputs of a compaction into inputs[] (caller holds the lock)
+ * and returns how many. `all`: every live file. Otherwise size-tiered: the
+ * smallest files, taking the next bigger one while it is no more than twice
+ * the size of those taken so far, so a big, already compacted file is only
+ * rewritten once enough new data has gathered beside it (write
+ * amplification stays logarithmic).
+ */
+static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs)
+{
+	memcpy(inputs, s->files, sizeof(*inputs) * s->file_count);
+	if (all)
+		return s->file_count;
+	qsort(inputs, s->file_count, sizeof(*inputs), file_size_compare);
+	uint64_t taken = inputs[0]->size;
+	uint32_t count = 1;
+	while (count < s->file_count && inputs[count]->size <= 2 * taken)
+		taken += inputs[count++]->size;
+	return count;
+}
+
+static int compact_locked_maintenance(tally_store *s, int all)
 {
 	int rc = 0;
 	pthread_mutex_lock(&s->lock);
@@ -1033,13 +1062,24 @@ static int compact_locked_maintenance(tally_store *s)
 		pthread_mutex_unlock(&s->lock);
 		return rc;
 	}
-	uint32_t input_count = s->file_count;
-	segment_file **inputs = malloc(sizeof(*inputs) * input_count);
+	segment_file **inputs = malloc(sizeof(*inputs) * s->file_count);
 	if (!inputs) {
 		pthread_mutex_unlock(&s->lock);
 		return -ENOMEM;
 	}
-	memcpy(inputs, s->files, sizeof(*inputs) * input_count);
+	uint32_t input_count = compaction_inputs(s, all, inputs);
+	if (input_count < 2) {
+		pthread_mutex_unlock(&s->lock);
+		free(inputs);
+		return 0;
+	}
+	/* Merge in file id order, so rows of one time keep their age order. */
+	for (uint32_t i = 1; i < input_count; i++)
+		for (uint32_t j = i; j > 0 && inputs[j - 1]->file_id > inputs[j]->file_id; j--) {
+			segment_file *tmp = inputs[j];
+			inputs[j] = inputs[j - 1];
+			inputs[j - 1] = tmp;
+		}
 	uint64_t file_id = s->manifest.next_file_id++;
 	uint32_t tenant_count = s->tenant_count;
 	/* The tenant array may be reallocated by an ingest: keep the pointers
@@ -1082,8 +1122,9 @@ static int compact_locked_maintenance(tally_store *s)
 		goto fail;
 
 	pthread_mutex_lock(&s->lock);
-	/* Only compaction removes files and it holds maintenance, so the inputs
-	 * are files[0 .. input_count); flushes may have appended more. */
+	/* Only compaction removes files, and it holds maintenance: every input
+	 * is still live. The output has the newest id, so it goes last and the
+	 * catalog (and the manifest) stay in ascending id order. */
 	segment_file **old = s->files;
 	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + 1));
 	if (!files) {
@@ -1091,11 +1132,18 @@ static int compact_locked_maintenance(tally_store *s)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	files[0] = f;
-	memcpy(files + 1, old + input_count, sizeof(*files) * (s->file_count - input_count));
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < s->file_count; i++) {
+		int is_input = 0;
+		for (uint32_t j = 0; j < input_count; j++)
+			is_input |= old[i] == inputs[j];
+		if (!is_input)
+			files[kept++] = old[i];
+	}
+	files[kept] = f;
 	uint32_t old_count = s->file_count;
 	s->files = files;
-	s->file_count = old_count - input_count + 1;
+	s->file_count = kept + 1;
 	if ((rc = write_manifest_locked(s))) {
 		snprintf(errmsg, sizeof(errmsg), "%s", s->errmsg); /* names the manifest */
 		s->files = old;
@@ -1136,7 +1184,16 @@ fail:
 int tally_compact(tally_store *s)
 {
 	pthread_mutex_lock(&s->maintenance);
-	int rc = compact_locked_maintenance(s);
+	int rc = compact_locked_maintenance(s, 1);
+	pthread_mutex_unlock(&s->maintenance);
+	return rc;
+}
+
+/* The background worker's compaction: size-tiered (see compaction_inputs). */
+static int compact_tiered(tally_store *s)
+{
+	pthread_mutex_lock(&s->maintenance);
+	int rc = compact_locked_maintenance(s, 0);
 	pthread_mutex_unlock(&s->maintenance);
 	return rc;
 }
@@ -1198,7 +1255,7 @@ static void *worker_main(void *arg)
 		if (want_flush)
 			rc = tally_flush(s);
 		if (!rc && want_compact)
-			rc = tally_compact(s);
+			rc = compact_tiered(s);
 		expire_dedup(s);
 		backoff_ms = rc ? (backoff_ms ? backoff_ms * 2 : 100) : 0;
 		if (backoff_ms > 10000)

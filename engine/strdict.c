@@ -39,7 +39,7 @@ static uint32_t slot_of(uint64_t hash, uint32_t mask)
 
 static int grow_slots(strdict *d)
 {
-	uint32_t slot_count = d->slot_mask ? (d->slot_mask + 1) * 2 : 16;
+	uint32_t slot_count = d->slot_mask ? (d->slot_mask + 1) * 2 : 8;
 	uint32_t *slots = calloc(slot_count, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
@@ -61,7 +61,7 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code)
 {
 	/* The arena is never NULL once a string exists, so strdict_get never
 	 * hands out a NULL pointer, even for "". */
-	if (!d->arena.data && bytebuf_reserve(&d->arena, 64))
+	if (!d->arena.data && bytebuf_reserve(&d->arena, 16))
 		return -ENOMEM;
 	uint64_t hash = XXH3_64bits(s, size);
 	if (d->slot_mask) {
@@ -78,7 +78,7 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code)
 	if (d->count >= DICT_STRINGS_MAX)
 		return TALLY_E_LIMIT;
 	if (d->count + 2 > d->offsets_capacity) {
-		uint32_t capacity = d->offsets_capacity ? d->offsets_capacity * 2 : 16;
+		uint32_t capacity = d->offsets_capacity ? d->offsets_capacity * 2 : 4;
 		uint32_t *offsets = realloc(d->offsets, capacity * sizeof(*offsets));
 		if (!offsets)
 			return -ENOMEM;
