@@ -70,7 +70,8 @@
 #include "wal.h"
 
 #define PATH_SIZE_MAX 4096
-#define WAL_RECORD_BATCH 1
+#define WAL_RECORD_BATCH 1   /* one tenant's batch */
+#define WAL_RECORD_BATCHES 2 /* several batches submitted together */
 #define DAY_MAX UINT16_MAX
 
 typedef struct verify_entry {
@@ -128,6 +129,7 @@ struct tally_store {
 	uint32_t batch_string_count;
 	bytebuf batch_strings;
 	bytebuf batch_record;
+	bytebuf multi_record;
 	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
 	uint64_t verify_clock;
 
@@ -593,30 +595,85 @@ static void make_packed(const tally_event *e, uint8_t *buffer, packed_id *id)
 	id->hash = dedup_hash(id->kind, buffer, size);
 }
 
-int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_event *events,
-			size_t count, tally_ingest_result *results, uint64_t *commit_lsn)
+/* Checks one batch's arguments; 0 or the batch's error. */
+static int batch_check(const tally_batch *b)
 {
-	if (!tenant_name || !tenant_name_valid(tenant_name))
+	if (!b->tenant || !tenant_name_valid(b->tenant))
 		return TALLY_E_TENANT;
-	if (count > TALLY_BATCH_EVENTS_MAX)
+	if (b->count > TALLY_BATCH_EVENTS_MAX)
 		return TALLY_E_LIMIT;
-	if (count && (!events || !results))
+	if (b->count && (!b->events || !b->results))
 		return TALLY_E_INVALID;
-	int rc = 0;
-	uint8_t *packed = malloc(count * ID_PACKED_SIZE_MAX + 1);
-	packed_id *ids = malloc(sizeof(*ids) * count + 1);
+	return 0;
+}
+
+/*
+ * Dedups and applies one checked batch (lock held) and appends its WAL
+ * payload (type 1 form) to s->batch_record when it accepted anything.
+ * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
+ */
+static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, int *appended)
+{
+	tenant *t;
+	int rc = tenant_get_or_add(s, b->tenant, &t);
+	if (rc)
+		return rc;
 	batch_encoder batch = {0};
+	batch_begin(s);
+	size_t bytes_before = active_bytes_of(t);
+	for (size_t i = 0; i < b->count && !rc; i++) {
+		if (b->results[i].code == TALLY_REJECTED)
+			continue;
+		if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code)))
+			break;
+		if (b->results[i].code != TALLY_ACCEPTED)
+			continue;
+		if (!(rc = apply_event(t, &b->events[i], &ids[i])))
+			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
+				       &ids[i]);
+	}
+	s->active_bytes += active_bytes_of(t) - bytes_before;
+	*appended = 0;
+	if (!rc && batch.count) {
+		rc = batch_finish(s, t, &batch, &s->batch_record);
+		*appended = !rc;
+	}
+	bytebuf_free(&batch.events);
+	return rc;
+}
+
+int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_count,
+			     uint64_t *commit_lsn)
+{
+	if (batch_count && !batches)
+		return TALLY_E_INVALID;
+	size_t events_total = 0;
+	for (size_t b = 0; b < batch_count; b++) {
+		batches[b].status = batch_check(&batches[b]);
+		if (!batches[b].status)
+			events_total += batches[b].count;
+	}
+	int rc = 0;
+	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
+	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
 	if (!packed || !ids) {
 		rc = -ENOMEM;
 		goto out;
 	}
+	/* Outside the lock: validation, id packing and hashing. */
 	int64_t now = s->io->now_us(s->io);
-	for (size_t i = 0; i < count; i++) {
-		int reason = validate(&events[i], now, &s->options);
-		results[i].code = reason ? TALLY_REJECTED : TALLY_ACCEPTED;
-		results[i].reason = (uint8_t)reason;
-		if (!reason)
-			make_packed(&events[i], packed + i * ID_PACKED_SIZE_MAX, &ids[i]);
+	size_t k = 0;
+	for (size_t b = 0; b < batch_count; b++) {
+		tally_batch *batch = &batches[b];
+		if (batch->status)
+			continue;
+		for (size_t i = 0; i < batch->count; i++, k++) {
+			int reason = validate(&batch->events[i], now, &s->options);
+			batch->results[i].code = reason ? TALLY_REJECTED : TALLY_ACCEPTED;
+			batch->results[i].reason = (uint8_t)reason;
+			if (!reason)
+				make_packed(&batch->events[i], packed + k * ID_PACKED_SIZE_MAX, &ids[k]);
+		}
 	}
 
 	pthread_mutex_lock(&s->lock);
@@ -627,38 +684,55 @@ int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_eve
 		rc = s->sticky ? TALLY_E_READONLY : TALLY_E_CLOSED;
 		goto unlock;
 	}
-	tenant *t;
-	if ((rc = tenant_get_or_add(s, tenant_name, &t)))
-		goto unlock;
-	batch_begin(s);
-	size_t bytes_before = active_bytes_of(t);
-	for (size_t i = 0; i < count; i++) {
-		if (results[i].code == TALLY_REJECTED)
+	/* One WAL record for the whole call: type 1 when a single batch
+	 * accepted events, else type 2, a list of type 1 payloads. */
+	size_t sub_count = 0;
+	bytebuf_reset(&s->multi_record);
+	const char *failed_tenant = "";
+	k = 0;
+	for (size_t b = 0; b < batch_count; b++) {
+		tally_batch *batch = &batches[b];
+		if (batch->status)
 			continue;
-		if ((rc = dedup_check(s, t, &events[i], &ids[i], &results[i].code)))
+		int appended;
+		if ((rc = ingest_locked(s, batch, ids + k, &appended))) {
+			failed_tenant = batch->tenant;
 			goto fail_sticky;
-		if (results[i].code != TALLY_ACCEPTED)
+		}
+		k += batch->count;
+		if (!appended)
 			continue;
-		if ((rc = apply_event(t, &events[i], &ids[i])) ||
-		    (rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &events[i],
-				    &ids[i])))
+		if ((rc = varint_append(&s->multi_record, s->batch_record.size)) ||
+		    (rc = bytebuf_append(&s->multi_record, s->batch_record.data,
+					 s->batch_record.size)))
 			goto fail_sticky;
+		sub_count++;
 	}
-	s->active_bytes += active_bytes_of(t) - bytes_before;
-	if (batch.count) {
+	if (sub_count == 1) {
+		/* The payload is the one type 1 payload after its size prefix. */
+		const uint8_t *p = s->multi_record.data, *end = p + s->multi_record.size;
+		uint64_t size;
+		varint_get(&p, end, &size);
 		uint64_t lsn;
-		if ((rc = batch_finish(s, t, &batch, &s->batch_record)) ||
-		    (rc = wal_append(s->wal, WAL_RECORD_BATCH, s->batch_record.data,
+		if ((rc = wal_append(s->wal, WAL_RECORD_BATCH, p, (size_t)size, &lsn)))
+			goto fail_sticky;
+	} else if (sub_count > 1) {
+		bytebuf_reset(&s->batch_record);
+		uint64_t lsn;
+		if ((rc = varint_append(&s->batch_record, sub_count)) ||
+		    (rc = bytebuf_append(&s->batch_record, s->multi_record.data,
+					 s->multi_record.size)) ||
+		    (rc = wal_append(s->wal, WAL_RECORD_BATCHES, s->batch_record.data,
 				     s->batch_record.size, &lsn)))
 			goto fail_sticky;
 	}
 	*commit_lsn = wal_last_lsn(s->wal);
 	goto unlock;
 fail_sticky:
-	/* The memtable may now hold events the WAL does not: refuse writes until
-	 * a reopen rebuilds memory from the WAL. */
+	/* Memory may now hold events the WAL does not: refuse writes until a
+	 * reopen rebuilds memory from the WAL. */
 	snprintf(s->errmsg, sizeof(s->errmsg), "ingest for tenant %s failed: %s; writes refused until reopen",
-		 tenant_name, tally_strerror(rc));
+		 failed_tenant, tally_strerror(rc));
 	set_sticky(s, rc);
 unlock:
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
@@ -667,8 +741,20 @@ unlock:
 out:
 	free(packed);
 	free(ids);
-	bytebuf_free(&batch.events);
 	return rc;
+}
+
+int tally_ingest_submit(tally_store *s, const char *tenant_name, const tally_event *events,
+			size_t count, tally_ingest_result *results, uint64_t *commit_lsn)
+{
+	tally_batch batch = {
+		.tenant = tenant_name, .events = events, .count = count, .results = results,
+	};
+	int rc = batch_check(&batch);
+	if (rc)
+		return rc;
+	rc = tally_ingest_submit_many(s, &batch, 1, commit_lsn);
+	return rc ? rc : batch.status;
 }
 
 int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
@@ -704,15 +790,11 @@ int tally_ingest(tally_store *s, const char *tenant_name, const tally_event *eve
 
 /* ---- WAL replay --------------------------------------------------------- */
 
-static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *payload,
-			 size_t size)
+static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, size_t size)
 {
-	tally_store *s = ctx;
 	const uint8_t *p = payload, *end = payload + size;
 	uint64_t name_size, count, string_count;
 	char name[TALLY_TENANT_SIZE_MAX + 1];
-	if (type != WAL_RECORD_BATCH)
-		goto corrupt;
 	if (varint_get(&p, end, &name_size) || name_size == 0 || name_size > TALLY_TENANT_SIZE_MAX ||
 	    (uint64_t)(end - p) < name_size)
 		goto corrupt;
@@ -797,6 +879,34 @@ static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *p
 corrupt:
 	snprintf(s->errmsg, sizeof(s->errmsg),
 		 "WAL record LSN %" PRIu64 " has a valid checksum but a malformed batch payload", lsn);
+	return TALLY_E_CORRUPT;
+}
+
+static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *payload,
+			 size_t size)
+{
+	tally_store *s = ctx;
+	if (type == WAL_RECORD_BATCH)
+		return replay_batch(s, lsn, payload, size);
+	const uint8_t *p = payload, *end = payload + size;
+	uint64_t count;
+	if (type != WAL_RECORD_BATCHES || varint_get(&p, end, &count) || count < 2)
+		goto corrupt;
+	for (uint64_t i = 0; i < count; i++) {
+		uint64_t sub_size;
+		if (varint_get(&p, end, &sub_size) || sub_size > (uint64_t)(end - p))
+			goto corrupt;
+		int rc = replay_batch(s, lsn, p, (size_t)sub_size);
+		if (rc)
+			return rc;
+		p += sub_size;
+	}
+	if (p == end)
+		return 0;
+corrupt:
+	snprintf(s->errmsg, sizeof(s->errmsg),
+		 "WAL record LSN %" PRIu64 " has a valid checksum but an unknown type %u or a malformed list of batches",
+		 lsn, type);
 	return TALLY_E_CORRUPT;
 }
 
@@ -1378,6 +1488,7 @@ static void store_free(tally_store *s)
 		free(s->batch_map[d]);
 	bytebuf_free(&s->batch_strings);
 	bytebuf_free(&s->batch_record);
+	bytebuf_free(&s->multi_record);
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++)
 		verify_entry_clear(&s->verify_cache[i]);
 	if (s->lock_fd >= 0)

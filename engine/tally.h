@@ -185,6 +185,26 @@ int tally_ingest_submit(tally_store *store, const char *tenant,
 			const tally_event *events, size_t count,
 			tally_ingest_result *results, uint64_t *commit_lsn);
 int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
+
+/*
+ * Several tenants' batches in one call: one lock hold and one WAL record
+ * for all of them (a server submits every IngestBatch request of one event
+ * loop pass this way). Each batch gets its own status: 0, or TALLY_E_TENANT /
+ * TALLY_E_LIMIT / TALLY_E_INVALID for that batch alone (its results are then
+ * untouched). The call returns 0 when every other batch's results are
+ * final; they are acknowledged once *commit_lsn is durable, exactly as for
+ * tally_ingest_submit. A negative return means nothing in the call is
+ * acknowledged.
+ */
+typedef struct tally_batch {
+	const char *tenant;
+	const tally_event *events;
+	size_t count;
+	tally_ingest_result *results; /* count entries, filled */
+	int status;                   /* out */
+} tally_batch;
+int tally_ingest_submit_many(tally_store *store, tally_batch *batches, size_t batch_count,
+			     uint64_t *commit_lsn);
 uint64_t tally_durable_lsn(tally_store *store);
 
 /*

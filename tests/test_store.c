@@ -352,3 +352,47 @@ Test(store, flush_retires_every_wal_file_it_covered)
 	cr_expect_eq(c.count, 2);
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+Test(store, submit_many_applies_each_batch_and_replays_as_one_record)
+{
+	tally_store *s = open_store(0);
+	tally_event a[2] = {make_event("a-1", NOW_US - 10, 1), make_event("a-2", NOW_US - 9, 2)};
+	tally_event b[1] = {make_event("b-1", NOW_US - 8, 3)};
+	tally_event a_again[2] = {make_event("a-2", NOW_US - 9, 2), make_event("a-3", NOW_US - 7, 4)};
+	tally_ingest_result ra[2], rb[1], rbad[1] = {{99, 99}}, ra2[2];
+	tally_batch batches[4] = {
+		{.tenant = "acme", .events = a, .count = 2, .results = ra},
+		{.tenant = "bad tenant!", .events = b, .count = 1, .results = rbad},
+		{.tenant = "globex", .events = b, .count = 1, .results = rb},
+		{.tenant = "acme", .events = a_again, .count = 2, .results = ra2},
+	};
+	uint64_t lsn = 0;
+	cr_assert_eq(tally_ingest_submit_many(s, batches, 4, &lsn), 0);
+	cr_assert_eq(tally_commit_wait(s, lsn), 0);
+	cr_expect_eq(batches[0].status, 0);
+	cr_expect_eq(batches[1].status, TALLY_E_TENANT);
+	cr_expect_eq(rbad[0].code, 99, "a refused batch's results are untouched");
+	cr_expect_eq(batches[2].status, 0);
+	cr_expect_eq(ra[0].code, TALLY_ACCEPTED);
+	cr_expect_eq(ra[1].code, TALLY_ACCEPTED);
+	cr_expect_eq(rb[0].code, TALLY_ACCEPTED);
+	cr_expect_eq(ra2[0].code, TALLY_DUPLICATE, "duplicate of an earlier batch in the same call");
+	cr_expect_eq(ra2[1].code, TALLY_ACCEPTED);
+	tally_stats st;
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.durable_lsn, 1, "one WAL record for the whole call");
+	cr_assert_eq(tally_store_close(s), 0);
+
+	s = open_store(0); /* replay of the multi-batch record */
+	collected c = scan_all(s, "acme");
+	cr_assert_eq(c.count, 3);
+	cr_expect_str_eq(c.ids[0], "a-1");
+	cr_expect_str_eq(c.ids[1], "a-2");
+	cr_expect_str_eq(c.ids[2], "a-3");
+	c = scan_all(s, "globex");
+	cr_assert_eq(c.count, 1);
+	cr_expect_str_eq(c.ids[0], "b-1");
+	cr_assert_eq(tally_ingest(s, "globex", b, 1, rb), 0);
+	cr_expect_eq(rb[0].code, TALLY_DUPLICATE);
+	cr_assert_eq(tally_store_close(s), 0);
+}
