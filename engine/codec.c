@@ -66,6 +66,10 @@
 /* Rows the time encoder writes per buffer reservation. */
 #define TIME_CHUNK_ROWS 1024
 
+/* Time column modes (the first byte). */
+#define TIME_MODE_DOD 0   /* zigzag varints of the delta of delta */
+#define TIME_MODE_DELTA 1 /* first value, then the deltas as a u64 column */
+
 enum u64_mode {
 	U64_MODE_CONSTANT = 0,
 	U64_MODE_FOR = 1,
@@ -588,10 +592,9 @@ int codec_u32_decode(const uint8_t *src, size_t size, uint32_t *values, size_t c
 
 /* Appends count zigzag varints (see the top of the file): 1 byte per row for
  * a steady rhythm, 0 bytes for count 0. 0 or -ENOMEM (out unchanged). */
-int codec_time_encode(bytebuf *out, const int64_t *values, size_t count)
+/* The delta-of-delta body (mode TIME_MODE_DOD) of count rows. */
+static int time_dod_encode(bytebuf *out, const int64_t *values, size_t count)
 {
-	if (count > CODEC_COUNT_MAX)
-		return -ENOMEM;
 	size_t start = out->size;
 	uint64_t previous = 0, previous_delta = 0;
 	size_t i = 0;
@@ -617,16 +620,80 @@ int codec_time_encode(bytebuf *out, const int64_t *values, size_t count)
 	return 0;
 }
 
-/* Decodes exactly count rows from exactly size bytes; 0 or TALLY_E_CORRUPT.
- * Every varint sequence of the right length is a valid column. */
+/* The delta body (mode TIME_MODE_DELTA): zigzag varint of the first value,
+ * then the count - 1 deltas (wrapping) as one u64 column. */
+static int time_delta_encode(bytebuf *out, const int64_t *values, size_t count)
+{
+	uint64_t *deltas = malloc(sizeof(*deltas) * (count - 1));
+	if (!deltas)
+		return -ENOMEM;
+	for (size_t i = 1; i < count; i++)
+		deltas[i - 1] = (uint64_t)values[i] - (uint64_t)values[i - 1];
+	size_t start = out->size;
+	int rc = varint_append(out, zigzag_encode_bits((uint64_t)values[0]));
+	if (!rc)
+		rc = codec_u64_encode(out, deltas, count - 1);
+	if (rc)
+		out->size = start;
+	free(deltas);
+	return rc;
+}
+
+int codec_time_encode(bytebuf *out, const int64_t *values, size_t count)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	size_t start = out->size;
+	uint8_t mode = TIME_MODE_DOD;
+	int rc = bytebuf_append(out, &mode, 1);
+	if (!rc)
+		rc = time_dod_encode(out, values, count);
+	if (rc || count < 2) {
+		if (rc)
+			out->size = start;
+		return rc;
+	}
+	/* Random arrivals make delta-of-delta noisier than the deltas
+	 * themselves; bit-packed deltas then win. Keep the smaller. */
+	bytebuf alternative = {0};
+	mode = TIME_MODE_DELTA;
+	rc = bytebuf_append(&alternative, &mode, 1);
+	if (!rc)
+		rc = time_delta_encode(&alternative, values, count);
+	if (!rc && alternative.size < out->size - start) {
+		out->size = start;
+		rc = bytebuf_append(out, alternative.data, alternative.size);
+	}
+	if (rc)
+		out->size = start;
+	bytebuf_free(&alternative);
+	return rc;
+}
+
+/* Decodes exactly count rows from exactly size bytes; 0 or TALLY_E_CORRUPT. */
 int codec_time_decode(const uint8_t *src, size_t size, int64_t *values, size_t count)
 {
-	if (count > size)
-		return TALLY_E_CORRUPT; /* each row takes at least a byte */
 	if (size == 0)
-		return 0;
-	const uint8_t *p = src;
+		return TALLY_E_CORRUPT; /* the mode byte is always there */
+	const uint8_t *p = src + 1;
 	const uint8_t *end = src + size;
+	if (src[0] == TIME_MODE_DELTA) {
+		uint64_t first;
+		if (count < 2 || varint_read(&p, end, &first) != 0)
+			return TALLY_E_CORRUPT;
+		uint64_t *deltas = (uint64_t *)values + 1; /* decoded in place */
+		if (codec_u64_decode(p, (size_t)(end - p), deltas, count - 1) != 0)
+			return TALLY_E_CORRUPT;
+		uint64_t v = zigzag_decode_bits(first);
+		values[0] = int64_from_bits(v);
+		for (size_t i = 1; i < count; i++) {
+			v += deltas[i - 1];
+			values[i] = int64_from_bits(v);
+		}
+		return 0;
+	}
+	if (src[0] != TIME_MODE_DOD || count > size - 1)
+		return TALLY_E_CORRUPT; /* each row takes at least a byte */
 	uint64_t previous = 0, previous_delta = 0;
 	for (size_t i = 0; i < count; i++) {
 		uint64_t zigzag;

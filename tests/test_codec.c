@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -459,26 +460,58 @@ Test(codec, time_layout_is_first_value_first_delta_then_delta_changes)
 	const int64_t values[] = { 1000, 2000, 3000, 4000, 4999 };
 	bytebuf b = { 0 };
 	cr_assert_eq(codec_time_encode(&b, values, 5), 0);
-	/* zigzag(1000) = 2000 = 0x7d0 -> d0 0f; delta 1000 again; two zero
-	 * changes; then -1 -> zigzag 1. */
-	const uint8_t expected[] = { 0xd0, 0x0f, 0xd0, 0x0f, 0x00, 0x00, 0x01 };
+	/* Mode 00 (delta of delta): zigzag(1000) = 2000 = 0x7d0 -> d0 0f; delta
+	 * 1000 again; two zero changes; then -1 -> zigzag 1. The delta mode
+	 * (01 d0 0f, then FOR 01 e7 07 01 07) ties at 8 bytes, and a tie keeps
+	 * mode 00. */
+	const uint8_t expected[] = { 0x00, 0xd0, 0x0f, 0xd0, 0x0f, 0x00, 0x00, 0x01 };
 	assert_bytes(&b, expected, sizeof expected, "time");
 	bytebuf_free(&b);
 }
 
-Test(codec, time_empty_column_is_zero_bytes)
+Test(codec, time_empty_column_is_the_mode_byte)
 {
 	bytebuf b = { 0 };
 	cr_assert_eq(codec_time_encode(&b, NULL, 0), 0);
-	cr_assert_eq(b.size, 0);
-	cr_assert_eq(codec_time_decode(NULL, 0, NULL, 0), 0);
-	const uint8_t zero = 0;
-	cr_assert_eq(decode_exact(decode_time_any, &zero, 1, 0), TALLY_E_CORRUPT, "trailing byte");
-	cr_assert_eq(decode_exact(decode_time_any, &zero, 0, 1), TALLY_E_CORRUPT, "missing row");
+	cr_assert_eq(b.size, 1);
+	cr_assert_eq(b.data[0], 0x00);
+	const uint8_t zeros[2] = { 0, 0 };
+	cr_assert_eq(codec_time_decode(zeros, 1, NULL, 0), 0);
+	cr_assert_eq(codec_time_decode(zeros, 0, NULL, 0), TALLY_E_CORRUPT, "no mode byte");
+	cr_assert_eq(decode_exact(decode_time_any, zeros, 2, 0), TALLY_E_CORRUPT, "trailing byte");
+	cr_assert_eq(decode_exact(decode_time_any, zeros, 1, 1), TALLY_E_CORRUPT, "missing row");
+	const uint8_t bad_mode[2] = { 0x02, 0x00 };
+	cr_assert_eq(decode_exact(decode_time_any, bad_mode, 2, 1), TALLY_E_CORRUPT, "unknown mode");
+	const uint8_t delta_one_row[3] = { 0x01, 0x02, 0x02 };
+	cr_assert_eq(decode_exact(decode_time_any, delta_one_row, 3, 1), TALLY_E_CORRUPT,
+		     "the delta mode needs two rows");
 	bytebuf_free(&b);
 }
 
-Test(codec, time_steady_rhythm_costs_one_byte_per_row)
+Test(codec, time_random_arrivals_take_the_delta_mode_and_are_smaller)
+{
+	/* Exponential gaps of ~3.5 s at microsecond resolution: the shape of a
+	 * busy tenant's day. Bit-packed deltas beat delta-of-delta varints. */
+	enum { ROWS = 20000 };
+	int64_t *values = xmalloc(ROWS * sizeof *values);
+	uint64_t state = 42;
+	int64_t t = INT64_C(1790000000000000);
+	for (size_t i = 0; i < ROWS; i++) {
+		state = state * 6364136223846793005ull + 1442695040888963407ull;
+		double u = ((double)(state >> 11) + 0.5) / 9007199254740992.0;
+		t += (int64_t)(-log(u) * 3.5e6);
+		values[i] = t;
+	}
+	bytebuf b = { 0 };
+	cr_assert_eq(codec_time_encode(&b, values, ROWS), 0);
+	cr_expect_eq(b.data[0], 0x01, "delta mode");
+	cr_expect_lt(b.size, (size_t)ROWS * 7 / 2, "%zu bytes: under 3.5 bytes per row", b.size);
+	bytebuf_free(&b);
+	time_round_trip(values, ROWS, "random arrivals");
+	free(values);
+}
+
+Test(codec, time_steady_rhythm_costs_a_constant)
 {
 	enum { ROWS = 1000 };
 	int64_t values[ROWS];
@@ -487,9 +520,12 @@ Test(codec, time_steady_rhythm_costs_one_byte_per_row)
 	bytebuf b = { 0 };
 	cr_assert_eq(codec_time_encode(&b, values, ROWS), 0);
 	uint8_t first[VARINT_SIZE_MAX], delta[VARINT_SIZE_MAX];
-	size_t expected = varint_put(first, zigzag_encode(values[0])) +
-			  varint_put(delta, zigzag_encode(TALLY_US_PER_SECOND)) + (ROWS - 2);
+	/* The delta mode: mode byte, first value, then a CONSTANT u64 column
+	 * (mode 00, varint 1e6) for the 999 equal deltas. */
+	size_t expected = 1 + varint_put(first, zigzag_encode(values[0])) + 1 +
+			  varint_put(delta, TALLY_US_PER_SECOND);
 	cr_assert_eq(b.size, expected);
+	cr_assert_eq(b.data[0], 0x01);
 	bytebuf_free(&b);
 	time_round_trip(values, ROWS, "steady");
 }
@@ -507,7 +543,7 @@ Test(codec, time_round_trips_extremes)
 	time_round_trip(descending, 3, "descending");
 	bytebuf b = { 0 };
 	cr_assert_eq(codec_time_encode(&b, one_min, 1), 0);
-	cr_assert_eq(b.size, 10, "zigzag(INT64_MIN) = UINT64_MAX takes 10 bytes");
+	cr_assert_eq(b.size, 11, "mode byte + zigzag(INT64_MIN) = UINT64_MAX in 10 bytes");
 	bytebuf_free(&b);
 }
 
