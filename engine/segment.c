@@ -273,15 +273,17 @@ static int64_t day_of(int64_t time_us)
 	return day;
 }
 
-/* Encodes rows order[first .. first+count) of r as one row group. */
+/* Encodes rows order[first .. first+count) of r as one row group. Times are
+ * stored relative to time_base_us, the segment's minimum time (which the
+ * footer holds), so the first value costs a byte, not eight. */
 static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *order,
-			   uint32_t count)
+			   uint32_t count, int64_t time_base_us)
 {
 	int rc;
 	for (int c = 0; c < TALLY_COL_COUNT; c++)
 		bytebuf_reset(&w->column[c]);
 	for (uint32_t i = 0; i < count; i++)
-		w->g_time[i] = r->time_us[order[i]];
+		w->g_time[i] = (int64_t)((uint64_t)r->time_us[order[i]] - (uint64_t)time_base_us);
 	if ((rc = codec_time_encode(&w->column[TALLY_COL_TIME], w->g_time, count)))
 		return rc;
 
@@ -388,13 +390,14 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 		uint32_t rowgroups = (end - start + ROWGROUP_ROWS_MAX - 1) / ROWGROUP_ROWS_MAX;
 		if ((rc = varint_append(&w->footer, zigzag_encode(day))) ||
 		    (rc = varint_append(&w->footer, end - start)) ||
-		    (rc = varint_append(&w->footer, zigzag_encode(time_min))) ||
+		    (rc = varint_append(&w->footer,
+					(uint64_t)(time_min - day * TALLY_US_PER_DAY))) ||
 		    (rc = varint_append(&w->footer, (uint64_t)time_max - (uint64_t)time_min)) ||
 		    (rc = varint_append(&w->footer, rowgroups)))
 			return rc;
 		for (uint32_t g = start; g < end; g += ROWGROUP_ROWS_MAX) {
 			uint32_t count = end - g < ROWGROUP_ROWS_MAX ? end - g : ROWGROUP_ROWS_MAX;
-			if ((rc = writer_rowgroup(w, r, w->order + g, count)))
+			if ((rc = writer_rowgroup(w, r, w->order + g, count, time_min)))
 				return rc;
 		}
 		start = end;
@@ -576,9 +579,13 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 			    fp_varint(&fp, &rowgroups))
 				CORRUPT(f, footer_offset, "footer truncated in tenant %s", t->name);
 			int64_t d = zigzag_decode(day);
-			seg->time_min_us = zigzag_decode(time_min);
-			seg->time_max_us = (int64_t)((uint64_t)seg->time_min_us + span);
-			if (d <= previous_day || d < INT32_MIN || d > INT32_MAX || rows_count == 0 ||
+			if (d < INT32_MIN || d > INT32_MAX || time_min >= (uint64_t)TALLY_US_PER_DAY ||
+			    span >= (uint64_t)TALLY_US_PER_DAY)
+				CORRUPT(f, footer_offset, "footer: impossible segment %" PRIu64
+					" of tenant %s", s, t->name);
+			seg->time_min_us = d * TALLY_US_PER_DAY + (int64_t)time_min;
+			seg->time_max_us = seg->time_min_us + (int64_t)span;
+			if (d <= previous_day || rows_count == 0 ||
 			    rows_count > UINT32_MAX || seg->time_max_us < seg->time_min_us ||
 			    day_of(seg->time_min_us) != d || day_of(seg->time_max_us) != d ||
 			    rowgroups != (rows_count + ROWGROUP_ROWS_MAX - 1) / ROWGROUP_ROWS_MAX)
@@ -605,6 +612,7 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 						t->name);
 				rows_left -= rg_rows;
 				rg->rows = (uint32_t)rg_rows;
+				rg->time_base_us = seg->time_min_us;
 				rg->packed = *fp.p++;
 				rg->first_block = f->block_count;
 				int blocks = rg->packed ? 1 : TALLY_COL_COUNT;
@@ -908,6 +916,9 @@ static int read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows 
 				CORRUPT(f, b->offset, "column %s does not decode", tally_column_name(c));
 		}
 	}
+	if (mask & (1u << TALLY_COL_TIME))
+		for (uint32_t i = 0; i < rg->rows; i++)
+			r->time_us[i] = (int64_t)((uint64_t)r->time_us[i] + (uint64_t)rg->time_base_us);
 	r->count = rg->rows;
 	return 0;
 }

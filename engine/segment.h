@@ -41,6 +41,7 @@ typedef struct seg_block {
 } seg_block;
 
 typedef struct seg_rowgroup {
+	int64_t time_base_us; /* stored times are relative to this (the segment's min) */
 	uint32_t rows;
 	uint32_t first_block; /* index into segment_file.blocks */
 	uint8_t packed;       /* 1: one block; 0: TALLY_COL_COUNT blocks */
