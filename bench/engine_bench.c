@@ -172,6 +172,7 @@ typedef struct producer {
 	pthread_t thread;
 	run *run;
 	pending *queue;           /* FIFO ring of inflight_batches entries */
+	tally_batch *group;       /* group_batches entries: one submit_many call */
 	uint32_t head;
 	uint32_t count;
 	int64_t first_submit_ns;  /* 0 until the first submit */
@@ -229,30 +230,49 @@ static int producer_ack(producer *p, int wait_oldest)
 	return 0;
 }
 
-static int producer_submit(producer *p, uint64_t b)
+/* Submits batches [first, first + count) with one tally_ingest_submit_many
+ * call (tally_ingest_submit when count is 1); count <= inflight capacity. */
+static int producer_submit(producer *p, uint64_t first, uint32_t count)
 {
 	run *r = p->run;
-	const workload_batch *batch = &r->w->batches[b];
 	uint32_t capacity = r->options->inflight_batches;
 	int rc;
-	if (p->count == capacity && (rc = producer_ack(p, 1)))
-		return rc;
+	while (p->count + count > capacity)
+		if ((rc = producer_ack(p, 1)))
+			return rc;
+	for (uint32_t i = 0; i < count; i++) {
+		const workload_batch *batch = &r->w->batches[first + i];
+		p->group[i] = (tally_batch){
+			.tenant = r->w->tenant_names[batch->tenant],
+			.events = r->w->events + batch->first,
+			.count = batch->count,
+			.results = r->results + batch->first,
+		};
+	}
 	uint64_t lsn = 0;
 	int64_t now = clock_ns();
 	if (!p->first_submit_ns)
 		p->first_submit_ns = now;
-	rc = tally_ingest_submit(r->store, r->w->tenant_names[batch->tenant],
-				 r->w->events + batch->first, batch->count,
-				 r->results + batch->first, &lsn);
-	if (rc) {
+	if (count == 1) {
+		rc = tally_ingest_submit(r->store, p->group[0].tenant, p->group[0].events,
+					 p->group[0].count, p->group[0].results, &lsn);
 		p->failed_call = "tally_ingest_submit";
-		return rc;
+	} else {
+		rc = tally_ingest_submit_many(r->store, p->group, count, &lsn);
+		p->failed_call = "tally_ingest_submit_many";
+		for (uint32_t i = 0; !rc && i < count; i++)
+			rc = p->group[i].status;
 	}
-	uint32_t tail = p->head + p->count;
-	if (tail >= capacity)
-		tail -= capacity;
-	p->queue[tail] = (pending){.lsn = lsn, .batch = b, .submit_ns = now};
-	p->count++;
+	if (rc)
+		return rc;
+	p->failed_call = NULL;
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t tail = p->head + p->count;
+		if (tail >= capacity)
+			tail -= capacity;
+		p->queue[tail] = (pending){.lsn = lsn, .batch = first + i, .submit_ns = now};
+		p->count++;
+	}
 	return producer_ack(p, 0);
 }
 
@@ -270,9 +290,14 @@ static void *producer_main(void *arg)
 		uint64_t win = atomic_fetch_add(&r->next_window, 1);
 		if (win >= w->window_count)
 			break;
-		for (uint64_t b = w->window_batch[win]; b < w->window_batch[win + 1]; b++)
-			if ((rc = producer_submit(p, b)))
+		uint32_t group = r->options->group_batches;
+		if (group > r->options->inflight_batches)
+			group = r->options->inflight_batches;
+		for (uint64_t b = w->window_batch[win]; b < w->window_batch[win + 1]; b += group) {
+			uint64_t left = w->window_batch[win + 1] - b;
+			if ((rc = producer_submit(p, b, left < group ? (uint32_t)left : group)))
 				goto fail;
+		}
 	}
 	while (p->count)
 		if ((rc = producer_ack(p, 1)))
@@ -532,7 +557,8 @@ static int ingest(const bench_engine_options *o, const workload *w, tally_store 
 		producer *p = &producers[started];
 		p->run = &r;
 		p->queue = malloc(sizeof(*p->queue) * o->inflight_batches);
-		if (!p->queue || pthread_create(&p->thread, NULL, producer_main, p) != 0) {
+		p->group = malloc(sizeof(*p->group) * (o->group_batches ? o->group_batches : 1));
+		if (!p->queue || !p->group || pthread_create(&p->thread, NULL, producer_main, p) != 0) {
 			fprintf(stderr, "tally-bench: cannot start producer %" PRIu32 "\n", started);
 			atomic_store(&r.failed, 1); /* the started ones exit at once */
 			break;
@@ -600,7 +626,10 @@ static int ingest(const bench_engine_options *o, const workload *w, tally_store 
 out:
 	if (producers)
 		for (uint32_t i = 0; i < o->producer_count; i++)
+		{
 			free(producers[i].queue);
+			free(producers[i].group);
+		}
 	free(producers);
 	free(r.results);
 	free(r.latency_ns);

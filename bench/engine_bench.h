@@ -11,6 +11,7 @@
 
 #define BENCH_PRODUCERS_MAX 64u
 #define BENCH_INFLIGHT_MAX 1000000u
+#define BENCH_GROUP_MAX 65536u
 
 typedef struct bench_engine_options {
 	uint64_t event_count;      /* delivered events, re-sends included */
@@ -21,6 +22,7 @@ typedef struct bench_engine_options {
 	uint32_t producer_count;   /* 1..BENCH_PRODUCERS_MAX */
 	uint32_t window_events;    /* delivery window that is cut into per-tenant batches */
 	uint32_t inflight_batches; /* per producer: submitted, not yet acknowledged */
+	uint32_t group_batches;    /* batches per tally_ingest_submit_many call (1: tally_ingest_submit) */
 } bench_engine_options;
 
 /*

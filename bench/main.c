@@ -21,7 +21,8 @@
 
 static const char USAGE[] =
 	"usage: tally-bench engine --data DIR [--events N] [--tenants T] [--seed S]\n"
-	"                          [--producers P] [--batch-window W] [--inflight Q] [--json]\n"
+	"                          [--producers P] [--batch-window W] [--inflight Q]\n"
+	"                          [--group G] [--json]\n"
 	"       tally-bench --help\n"
 	"\n"
 	"engine  generate the reference workload (T tenants, Zipf(1.1) activity, 30 days,\n"
@@ -40,6 +41,9 @@ static const char USAGE[] =
 	"                      (default 10000, max %" PRIu32 ")\n"
 	"  --inflight Q        batches a producer may have submitted but not yet\n"
 	"                      acknowledged (default 1024, max %u)\n"
+	"  --group G           batches submitted together with tally_ingest_submit_many,\n"
+	"                      as a server does with the requests of one event-loop pass\n"
+	"                      (default 256; 1 submits each batch alone; max %u)\n"
 	"  --json              print one JSON object instead of the text report\n"
 	"\n"
 	"Exit status: 0 ok, 1 engine error or result mismatch, 2 usage error.\n"
@@ -48,7 +52,7 @@ static const char USAGE[] =
 static void usage_print(FILE *out)
 {
 	fprintf(out, USAGE, WORKLOAD_EVENTS_MAX, WORKLOAD_TENANTS_MAX, BENCH_PRODUCERS_MAX,
-		WORKLOAD_WINDOW_EVENTS_MAX, BENCH_INFLIGHT_MAX);
+		WORKLOAD_WINDOW_EVENTS_MAX, BENCH_INFLIGHT_MAX, BENCH_GROUP_MAX);
 }
 
 static int usage_error(const char *message, const char *detail)
@@ -83,7 +87,7 @@ typedef struct flag {
 static int engine_main(int argc, char **argv)
 {
 	uint64_t events = 1000000, tenants = 10000, seed = 1, producers = 2, window = 10000,
-		 inflight = 1024;
+		 inflight = 1024, group = 256;
 	const flag flags[] = {
 		{"--events", 1, WORKLOAD_EVENTS_MAX, &events},
 		{"--tenants", 1, WORKLOAD_TENANTS_MAX, &tenants},
@@ -91,6 +95,7 @@ static int engine_main(int argc, char **argv)
 		{"--producers", 1, BENCH_PRODUCERS_MAX, &producers},
 		{"--batch-window", 1, WORKLOAD_WINDOW_EVENTS_MAX, &window},
 		{"--inflight", 1, BENCH_INFLIGHT_MAX, &inflight},
+		{"--group", 1, BENCH_GROUP_MAX, &group},
 	};
 	const char *data = NULL;
 	int json = 0;
@@ -155,6 +160,7 @@ static int engine_main(int argc, char **argv)
 		.producer_count = (uint32_t)producers,
 		.window_events = (uint32_t)window,
 		.inflight_batches = (uint32_t)inflight,
+		.group_batches = (uint32_t)group,
 	};
 	return bench_engine_run(&options);
 }
