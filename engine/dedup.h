@@ -36,6 +36,15 @@ void dedup_free(dedup_table *t);
  * (at most days_max) and returns how many matched. */
 size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max);
 
+/* Starts loading the cache line a lookup of hash will probe first. */
+static inline void dedup_prefetch(const dedup_table *t, uint64_t hash)
+{
+	if (t->capacity) {
+		uint64_t fp = hash >> 16;
+		__builtin_prefetch(&t->slots[((fp >> 16) * (uint64_t)t->capacity) >> 32]);
+	}
+}
+
 /* Adds an entry (duplicates are the caller's business). 0 or -ENOMEM. */
 int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day);
 

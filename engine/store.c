@@ -621,7 +621,15 @@ static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, i
 	batch_encoder batch = {0};
 	batch_begin(s);
 	size_t bytes_before = active_bytes_of(t);
+	/* The fingerprint table is the one random access per event into a
+	 * large structure: start loading slots a few events ahead. */
+	enum { PREFETCH_AHEAD = 8 };
+	for (size_t i = 0; i < b->count && i < PREFETCH_AHEAD; i++)
+		if (b->results[i].code != TALLY_REJECTED)
+			dedup_prefetch(&t->dedup, ids[i].hash);
 	for (size_t i = 0; i < b->count && !rc; i++) {
+		if (i + PREFETCH_AHEAD < b->count && b->results[i + PREFETCH_AHEAD].code != TALLY_REJECTED)
+			dedup_prefetch(&t->dedup, ids[i + PREFETCH_AHEAD].hash);
 		if (b->results[i].code == TALLY_REJECTED)
 			continue;
 		if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code)))
