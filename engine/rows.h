@@ -28,6 +28,7 @@ typedef struct rows {
 	uint8_t *id_kind;
 	uint32_t *id_offset; /* count + 1 entries; id_offset[0] == 0 */
 	bytebuf id_bytes;
+	void *block;         /* the one allocation every column above points into */
 } rows;
 
 /* Ensures room for `count` rows in total. 0 or -ENOMEM (rows unchanged). */
