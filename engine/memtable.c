@@ -2,7 +2,7 @@
  * memtable.c — a tenant's in-memory rows (see memtable.h).
  *
  * Invariants
- *   - Every row's dimension codes are < dict[d].count.
+ *   - Every row's dimension codes are < dict.count.
  *   - index has index_mask + 1 slots, at most half full, and every row
  *     appears in exactly one slot.
  *   - time_min_us/time_max_us bound every row's time (meaningless when
@@ -68,7 +68,7 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 					    &e->user};
 	uint32_t codes[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++) {
-		rc = strdict_intern(&m->dict[d], dims[d]->ptr ? dims[d]->ptr : "", dims[d]->len,
+		rc = strdict_intern(&m->dict, dims[d]->ptr ? dims[d]->ptr : "", dims[d]->len,
 				    &codes[d]);
 		if (rc)
 			return rc; /* interned strings without rows are harmless */
@@ -115,7 +115,7 @@ int64_t memtable_find(const memtable *m, const packed_id *id)
 	return -1;
 }
 
-void rows_event(const rows *r, const strdict *dict, uint32_t i, tally_event *e,
+void rows_event(const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i, tally_event *e,
 		char *id_text)
 {
 	size_t size;
@@ -124,11 +124,11 @@ void rows_event(const rows *r, const strdict *dict, uint32_t i, tally_event *e,
 	e->event_id.ptr = id_text;
 	e->event_id.len = text_size > 0 ? (uint32_t)text_size : 0;
 	e->time_us = r->time_us[i];
-	e->type = strdict_get(&dict[DIM_TYPE], r->dim[DIM_TYPE][i]);
-	e->project = strdict_get(&dict[DIM_PROJECT], r->dim[DIM_PROJECT][i]);
-	e->agent = strdict_get(&dict[DIM_AGENT], r->dim[DIM_AGENT][i]);
-	e->model = strdict_get(&dict[DIM_MODEL], r->dim[DIM_MODEL][i]);
-	e->user = strdict_get(&dict[DIM_USER], r->dim[DIM_USER][i]);
+	e->type = strdict_get(dict[DIM_TYPE], r->dim[DIM_TYPE][i]);
+	e->project = strdict_get(dict[DIM_PROJECT], r->dim[DIM_PROJECT][i]);
+	e->agent = strdict_get(dict[DIM_AGENT], r->dim[DIM_AGENT][i]);
+	e->model = strdict_get(dict[DIM_MODEL], r->dim[DIM_MODEL][i]);
+	e->user = strdict_get(dict[DIM_USER], r->dim[DIM_USER][i]);
 	e->status = r->status[i];
 	e->duration_ms = r->duration_ms[i];
 	e->tokens_in = r->tokens_in[i];
@@ -138,7 +138,10 @@ void rows_event(const rows *r, const strdict *dict, uint32_t i, tally_event *e,
 
 void memtable_event(const memtable *m, uint32_t i, tally_event *e, char *id_text)
 {
-	rows_event(&m->rows, m->dict, i, e, id_text);
+	const strdict *refs[DIM_COUNT];
+	for (int d = 0; d < DIM_COUNT; d++)
+		refs[d] = &m->dict;
+	rows_event(&m->rows, refs, i, e, id_text);
 }
 
 static int str_equal(tally_str a, tally_str b)
@@ -159,8 +162,7 @@ int tally_event_equal(const tally_event *a, const tally_event *b)
 size_t memtable_bytes(const memtable *m)
 {
 	size_t bytes = rows_bytes(&m->rows);
-	for (int d = 0; d < DIM_COUNT; d++)
-		bytes += strdict_bytes(&m->dict[d]);
+	bytes += strdict_bytes(&m->dict);
 	if (m->index_mask)
 		bytes += ((size_t)m->index_mask + 1) * (sizeof(uint32_t) + sizeof(uint64_t) / 2);
 	return bytes;
@@ -169,9 +171,52 @@ size_t memtable_bytes(const memtable *m)
 void memtable_free(memtable *m)
 {
 	rows_free(&m->rows);
-	for (int d = 0; d < DIM_COUNT; d++)
-		strdict_free(&m->dict[d]);
+	strdict_free(&m->dict);
 	free(m->id_hash);
 	free(m->index);
 	memset(m, 0, sizeof(*m));
+}
+
+void strdict_refs(const strdict dict[DIM_COUNT], const strdict *refs[DIM_COUNT])
+{
+	for (int d = 0; d < DIM_COUNT; d++)
+		refs[d] = &dict[d];
+}
+
+void memtable_split_free(rows *view, strdict dict[DIM_COUNT])
+{
+	for (int d = 0; d < DIM_COUNT; d++) {
+		free(view->dim[d]);
+		view->dim[d] = NULL;
+		strdict_free(&dict[d]);
+	}
+}
+
+int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT])
+{
+	*view = m->rows;
+	for (int d = 0; d < DIM_COUNT; d++)
+		view->dim[d] = NULL;
+	uint32_t *remap = malloc(sizeof(*remap) * ((size_t)m->dict.count + 1));
+	int rc = remap ? 0 : -ENOMEM;
+	for (int d = 0; d < DIM_COUNT && !rc; d++) {
+		view->dim[d] = malloc(sizeof(uint32_t) * ((size_t)m->rows.count + 1));
+		if (!view->dim[d]) {
+			rc = -ENOMEM;
+			break;
+		}
+		memset(remap, 0xff, sizeof(*remap) * m->dict.count);
+		for (uint32_t row = 0; row < m->rows.count && !rc; row++) {
+			uint32_t code = m->rows.dim[d][row];
+			if (remap[code] == UINT32_MAX) {
+				tally_str str = strdict_get(&m->dict, code);
+				rc = strdict_intern(&dict[d], str.ptr, str.len, &remap[code]);
+			}
+			view->dim[d][row] = remap[code];
+		}
+	}
+	free(remap);
+	if (rc)
+		memtable_split_free(view, dict);
+	return rc;
 }

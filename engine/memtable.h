@@ -2,7 +2,8 @@
  * memtable.h — one tenant's not-yet-flushed events, in ingest order.
  *
  * Rows are appended under the store lock after their batch was appended to
- * the WAL; a memtable is frozen (no more appends) when a flush begins and
+ * the WAL; the five dimensions share one interning dictionary (fewer cold
+ * cache lines per event than five), split per dimension at flush; a memtable is frozen (no more appends) when a flush begins and
  * freed once its rows are in a published segment file. An id index (the
  * full 64-bit id hash per row plus an open-addressing table of row numbers)
  * answers "is this exact id here?" for dedup verification.
@@ -19,7 +20,7 @@
 
 typedef struct memtable {
 	rows rows;
-	strdict dict[DIM_COUNT];
+	strdict dict;          /* every dimension's strings, one code space */
 	uint64_t *id_hash;     /* per row */
 	uint32_t *index;       /* row + 1; 0 = empty */
 	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
@@ -52,12 +53,24 @@ size_t memtable_bytes(const memtable *m);
 void memtable_free(memtable *m);
 
 /*
- * Fills *event from row i of r, with dimension strings from dict (one
- * strdict per dimension) and the id text in id_text. Shared by memtables and
- * decoded segments.
+ * Fills *event from row i of r, with dimension d's strings from dict[d]
+ * (segments have one dictionary per dimension; a memtable passes its one
+ * dictionary five times) and the id text in id_text.
  */
-void rows_event(const rows *r, const strdict *dict, uint32_t i, tally_event *event,
-		char *id_text);
+void rows_event(const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i,
+		tally_event *event, char *id_text);
+
+/* Points refs[d] at dict[d] (for rows_event on per-dimension dictionaries). */
+void strdict_refs(const strdict dict[DIM_COUNT], const strdict *refs[DIM_COUNT]);
+
+/*
+ * The memtable's rows as a segment writer wants them: one dictionary per
+ * dimension (dict, which must be empty, is filled) and dimension columns
+ * recoded into them (view's dim columns point at new arrays, freed with
+ * memtable_split_free; every other column is the memtable's own).
+ */
+int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT]);
+void memtable_split_free(rows *view, strdict dict[DIM_COUNT]);
 
 /* Exact payload equality of two events (all fields, id included). */
 int tally_event_equal(const tally_event *a, const tally_event *b);

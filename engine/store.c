@@ -344,7 +344,7 @@ static int batch_code(tally_store *s, int d, const memtable *m, uint32_t code, u
 		*out = (uint32_t)entry;
 		return 0;
 	}
-	tally_str str = strdict_get(&m->dict[d], code);
+	tally_str str = strdict_get(&m->dict, code);
 	int rc;
 	if ((rc = varint_append(&s->batch_strings, str.len)) ||
 	    (rc = bytebuf_append(&s->batch_strings, str.ptr, str.len)))
@@ -538,7 +538,9 @@ static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const 
 					return rc;
 				int64_t row = verify_entry_find(v, id);
 				if (row >= 0) {
-					rows_event(&v->rows, v->dict, (uint32_t)row, stored, id_text);
+					const strdict *refs[DIM_COUNT];
+					strdict_refs(v->dict, refs);
+					rows_event(&v->rows, refs, (uint32_t)row, stored, id_text);
 					return 1;
 				}
 			}
@@ -1003,8 +1005,14 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		goto fail;
 	for (uint32_t i = 0; i < frozen_count; i++) {
 		tenant *t = frozen[i];
-		if ((rc = segment_writer_add_tenant(w, t->id, t->name, &t->frozen->rows,
-						    t->frozen->dict))) {
+		rows view;
+		strdict dict[DIM_COUNT];
+		memset(dict, 0, sizeof(dict));
+		if (!(rc = memtable_split(t->frozen, &view, dict))) {
+			rc = segment_writer_add_tenant(w, t->id, t->name, &view, dict);
+			memtable_split_free(&view, dict);
+		}
+		if (rc) {
 			snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s",
 				 file_id, tally_strerror(rc));
 			segment_writer_abort(w);
@@ -1077,8 +1085,15 @@ int tally_flush(tally_store *s)
 	return rc;
 }
 
+/* A tenant's rows gathered from several segment files, with per-dimension
+ * dictionaries: the input of a compaction's segment writer. */
+typedef struct gathered {
+	rows rows;
+	strdict dict[DIM_COUNT];
+} gathered;
+
 /* Appends every row of tenant section t of f into m (rows + dicts). */
-static int gather_tenant(segment_file *f, uint32_t ti, memtable *m, rows *scratch, char *errmsg)
+static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratch, char *errmsg)
 {
 	strdict dict[DIM_COUNT];
 	memset(dict, 0, sizeof(dict));
@@ -1219,7 +1234,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 				      errmsg)))
 		goto fail;
 	for (uint32_t tid = 0; tid < tenant_count && !rc; tid++) {
-		memtable m;
+		gathered m;
 		memset(&m, 0, sizeof(m));
 		for (uint32_t fi = 0; fi < input_count && !rc; fi++) {
 			int64_t ti = segment_file_find_tenant(inputs[fi], tid);
@@ -1228,7 +1243,9 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		}
 		if (!rc && m.rows.count)
 			rc = segment_writer_add_tenant(w, tid, tenants[tid]->name, &m.rows, m.dict);
-		memtable_free(&m);
+		rows_free(&m.rows);
+		for (int d = 0; d < DIM_COUNT; d++)
+			strdict_free(&m.dict[d]);
 	}
 	if (rc) {
 		segment_writer_abort(w);
@@ -1698,7 +1715,7 @@ typedef struct scan_source {
 	rows rows;                     /* a decoded row group (owned) */
 	strdict dict_owned[DIM_COUNT]; /* a tenant section's dictionary (owned) */
 	const rows *memtable_rows;     /* or a memtable's rows (not owned) */
-	const strdict *memtable_dict;
+	const strdict *memtable_dict;  /* a memtable's one dictionary (not owned) */
 	uint32_t dict_source;          /* source owning the dictionary of a row group */
 } scan_source;
 
@@ -1826,7 +1843,7 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 			break;
 		}
 		src->memtable_rows = &tables[m]->rows;
-		src->memtable_dict = tables[m]->dict;
+		src->memtable_dict = &tables[m]->dict;
 		rc = scan_add_refs(&st, st.source_count - 1, src->memtable_rows, from_us, to_us);
 	}
 	if (rc)
@@ -1836,8 +1853,10 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 	for (size_t i = 0; i < st.ref_count; i++) {
 		const scan_source *src = &st.sources[st.refs[i].source];
 		const rows *r = src->memtable_rows ? src->memtable_rows : &src->rows;
-		const strdict *dict = src->memtable_dict ? src->memtable_dict
-							 : st.sources[src->dict_source].dict_owned;
+		const strdict *dict[DIM_COUNT];
+		for (int d = 0; d < DIM_COUNT; d++)
+			dict[d] = src->memtable_dict ? src->memtable_dict
+						     : &st.sources[src->dict_source].dict_owned[d];
 		tally_event e;
 		char id_text[ID_TEXT_SIZE_MAX];
 		rows_event(r, dict, st.refs[i].row, &e, id_text);
