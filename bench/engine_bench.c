@@ -384,8 +384,8 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       f->generate_s, w->batch_count, w->window_count, o->window_events,
 	       per_event(w->event_count, w->batch_count));
 	printf("\ningest: %" PRIu32 " producers, up to %" PRIu32
-	       " batches in flight each, durable group commit\n",
-	       o->producer_count, o->inflight_batches);
+	       " batches in flight each, %" PRIu32 " batches per submit, durable group commit\n",
+	       o->producer_count, o->inflight_batches, o->group_batches);
 	printf("  throughput          %.0f events/s (%" PRIu64 " events acknowledged in %.3f s)\n",
 	       f->events_per_s, w->event_count, f->ingest_s);
 	printf("  ack latency         P50 %.0f us, P95 %.0f us, P99 %.0f us, max %.0f us (per batch, submit -> durable)\n",
@@ -473,6 +473,7 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= json_put(root, "producers", json_integer(o->producer_count));
 	bad |= json_put(root, "batch_window", json_integer(o->window_events));
 	bad |= json_put(root, "inflight_batches", json_integer(o->inflight_batches));
+	bad |= json_put(root, "group_batches", json_integer(o->group_batches));
 	bad |= json_put(root, "batches", json_integer((json_int_t)w->batch_count));
 	bad |= json_put(root, "generate_s", json_real(round_to(f->generate_s, 3)));
 	bad |= json_put(root, "ingest_s", json_real(round_to(f->ingest_s, 6)));
