@@ -25,36 +25,13 @@
 #include <xxhash.h>
 
 #include "codec.h"
+#include "endian.h"
 #include "tally_limits.h"
 #include "manifest.h"
 
 #define MAGIC "TLYMAN01"
 #define FIXED_SIZE 48
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 void manifest_free(manifest *m)
 {
@@ -99,24 +76,24 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 		goto io_fail;
 	rc = TALLY_E_CORRUPT;
 	size_t body = (size_t)size - 8;
-	if (memcmp(data, MAGIC, 8) != 0 || XXH3_64bits(data, body) != get_u64(data + body)) {
+	if (memcmp(data, MAGIC, 8) != 0 || XXH3_64bits(data, body) != le_get_u64(data + body)) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: bad magic or checksum", path,
 				 memcmp(data, MAGIC, 8) ? (size_t)0 : body);
 		goto fail;
 	}
-	if (get_u32(data + 8) != MANIFEST_VERSION) {
+	if (le_get_u32(data + 8) != MANIFEST_VERSION) {
 		rc = TALLY_E_VERSION;
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: version %u, this build reads %u",
-				 path, get_u32(data + 8), MANIFEST_VERSION);
+				 path, le_get_u32(data + 8), MANIFEST_VERSION);
 		goto fail;
 	}
-	m->generation = get_u64(data + 16);
-	m->wal_replay_lsn = get_u64(data + 24);
-	m->next_file_id = get_u64(data + 32);
-	m->file_count = get_u32(data + 40);
-	m->tenant_count = get_u32(data + 44);
+	m->generation = le_get_u64(data + 16);
+	m->wal_replay_lsn = le_get_u64(data + 24);
+	m->next_file_id = le_get_u64(data + 32);
+	m->file_count = le_get_u32(data + 40);
+	m->tenant_count = le_get_u32(data + 44);
 	size_t offset = FIXED_SIZE;
 	if (m->file_count > SEGMENT_FILE_COUNT_MAX || m->tenant_count > TENANT_COUNT_MAX ||
 	    offset + (size_t)m->file_count * 8 > body) {
@@ -131,7 +108,7 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 		goto fail;
 	}
 	for (uint32_t i = 0; i < m->file_count; i++, offset += 8) {
-		m->file_ids[i] = get_u64(data + offset);
+		m->file_ids[i] = le_get_u64(data + offset);
 		if ((i && m->file_ids[i] <= m->file_ids[i - 1]) || m->file_ids[i] >= m->next_file_id) {
 			if (errmsg)
 				snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: file id out of order",
@@ -181,22 +158,22 @@ int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errms
 	if (!data)
 		return -ENOMEM;
 	memcpy(data, MAGIC, 8);
-	put_u32(data + 8, MANIFEST_VERSION);
-	put_u32(data + 12, 0);
-	put_u64(data + 16, m->generation + 1);
-	put_u64(data + 24, m->wal_replay_lsn);
-	put_u64(data + 32, m->next_file_id);
-	put_u32(data + 40, m->file_count);
-	put_u32(data + 44, m->tenant_count);
+	le_put_u32(data + 8, MANIFEST_VERSION);
+	le_put_u32(data + 12, 0);
+	le_put_u64(data + 16, m->generation + 1);
+	le_put_u64(data + 24, m->wal_replay_lsn);
+	le_put_u64(data + 32, m->next_file_id);
+	le_put_u32(data + 40, m->file_count);
+	le_put_u32(data + 44, m->tenant_count);
 	size_t offset = FIXED_SIZE;
 	for (uint32_t i = 0; i < m->file_count; i++, offset += 8)
-		put_u64(data + offset, m->file_ids[i]);
+		le_put_u64(data + offset, m->file_ids[i]);
 	for (uint32_t t = 0; t < m->tenant_count; t++) {
 		data[offset] = m->tenants[t].name_size;
 		memcpy(data + offset + 1, m->tenants[t].name, m->tenants[t].name_size);
 		offset += 1 + m->tenants[t].name_size;
 	}
-	put_u64(data + offset, XXH3_64bits(data, offset));
+	le_put_u64(data + offset, XXH3_64bits(data, offset));
 	int rc = tally_io_durable_replace(io, dir, MANIFEST_NAME, data, size);
 	free(data);
 	if (rc) {

@@ -32,6 +32,7 @@
 
 #include <xxhash.h>
 
+#include "endian.h"
 #include "tally_limits.h"
 #include "segment.h"
 
@@ -40,30 +41,6 @@
 #define WRITE_CHUNK_BYTES (1u << 20)
 #define BLOCK_RAW_BYTES_MAX (256u << 20)
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 void segment_file_name(char *name, size_t size, uint64_t file_id)
 {
@@ -137,7 +114,7 @@ static int writer_block(segment_writer *w, const uint8_t *raw, size_t raw_size)
 	uint64_t checksum = XXH3_64bits_withSeed(w->out.data + before, stored, w->file_id);
 	uint8_t fixed[9];
 	fixed[0] = codec;
-	put_u64(fixed + 1, checksum);
+	le_put_u64(fixed + 1, checksum);
 	if ((rc = varint_append(&w->footer, start - w->block_end)) ||
 	    (rc = varint_append(&w->footer, stored)) ||
 	    (rc = varint_append(&w->footer, raw_size)) ||
@@ -191,10 +168,10 @@ int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
 	w->fd = fd;
 	uint8_t header[SEGMENT_HEADER_SIZE];
 	memcpy(header, HEADER_MAGIC, 8);
-	put_u32(header + 8, SEGMENT_VERSION);
-	put_u32(header + 12, 0);
-	put_u64(header + 16, file_id);
-	put_u64(header + 24, XXH3_64bits(header, 24));
+	le_put_u32(header + 8, SEGMENT_VERSION);
+	le_put_u32(header + 12, 0);
+	le_put_u64(header + 16, file_id);
+	le_put_u64(header + 24, XXH3_64bits(header, 24));
 	int rc = bytebuf_append(&w->out, header, sizeof(header));
 	if (rc) {
 		segment_writer_abort(w);
@@ -454,11 +431,11 @@ int segment_writer_finish(segment_writer *w, uint64_t *size, char *errmsg)
 		goto fail;
 	size_t stored = w->out.size - before;
 	uint8_t trailer[SEGMENT_TRAILER_SIZE] = {0};
-	put_u64(trailer, footer_offset);
-	put_u32(trailer + 8, (uint32_t)stored);
-	put_u32(trailer + 12, (uint32_t)w->footer.size);
+	le_put_u64(trailer, footer_offset);
+	le_put_u32(trailer + 8, (uint32_t)stored);
+	le_put_u32(trailer + 12, (uint32_t)w->footer.size);
 	trailer[16] = codec;
-	put_u64(trailer + 24, XXH3_64bits_withSeed(w->out.data + before, stored, w->file_id));
+	le_put_u64(trailer + 24, XXH3_64bits_withSeed(w->out.data + before, stored, w->file_id));
 	memcpy(trailer + 32, TRAILER_MAGIC, 8);
 	if ((rc = bytebuf_append(&w->out, trailer, sizeof(trailer))))
 		goto fail;
@@ -524,7 +501,7 @@ static int parse_block(segment_file *f, footer_parser *fp, uint64_t *block_end,
 	    fp->end - fp->p < 9)
 		CORRUPT(f, footer_offset, "footer truncated in a block entry");
 	b->codec = fp->p[0];
-	b->checksum = get_u64(fp->p + 1);
+	b->checksum = le_get_u64(fp->p + 1);
 	fp->p += 9;
 	if (delta > footer_offset || stored > footer_offset || raw > BLOCK_RAW_BYTES_MAX ||
 	    *block_end + delta + stored > footer_offset || b->codec > BLOCK_CODEC_ZSTD ||
@@ -681,29 +658,29 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 		goto fail;
 	}
 	rc = TALLY_E_CORRUPT;
-	if (memcmp(header, HEADER_MAGIC, 8) != 0 || get_u64(header + 24) != XXH3_64bits(header, 24)) {
+	if (memcmp(header, HEADER_MAGIC, 8) != 0 || le_get_u64(header + 24) != XXH3_64bits(header, 24)) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 0: bad header (magic or checksum)",
 				 f->path);
 		goto fail;
 	}
-	if (get_u32(header + 8) != SEGMENT_VERSION) {
+	if (le_get_u32(header + 8) != SEGMENT_VERSION) {
 		rc = TALLY_E_VERSION;
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: format version %u, this build reads %u",
-				 f->path, get_u32(header + 8), SEGMENT_VERSION);
+				 f->path, le_get_u32(header + 8), SEGMENT_VERSION);
 		goto fail;
 	}
-	if (get_u64(header + 16) != file_id) {
+	if (le_get_u64(header + 16) != file_id) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 16: header names file id %" PRIu64
-				 ", expected %" PRIu64, f->path, get_u64(header + 16), file_id);
+				 ", expected %" PRIu64, f->path, le_get_u64(header + 16), file_id);
 		goto fail;
 	}
 	uint64_t trailer_offset = f->size - SEGMENT_TRAILER_SIZE;
-	uint64_t footer_offset = get_u64(trailer);
-	uint32_t footer_stored = get_u32(trailer + 8);
-	uint32_t footer_raw = get_u32(trailer + 12);
+	uint64_t footer_offset = le_get_u64(trailer);
+	uint32_t footer_stored = le_get_u32(trailer + 8);
+	uint32_t footer_raw = le_get_u32(trailer + 12);
 	uint8_t footer_codec = trailer[16];
 	if (memcmp(trailer + 32, TRAILER_MAGIC, 8) != 0 || footer_offset < SEGMENT_HEADER_SIZE ||
 	    footer_offset + footer_stored != trailer_offset || footer_codec > BLOCK_CODEC_ZSTD ||
@@ -721,7 +698,7 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 		goto fail;
 	}
 	stored.size = footer_stored;
-	if (XXH3_64bits_withSeed(stored.data, stored.size, file_id) != get_u64(trailer + 24)) {
+	if (XXH3_64bits_withSeed(stored.data, stored.size, file_id) != le_get_u64(trailer + 24)) {
 		rc = TALLY_E_CORRUPT;
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": footer checksum mismatch",
