@@ -316,12 +316,62 @@ static void attribute_packed(tally_inspect_report *report, uint64_t stored,
 	}
 }
 
+/* Segment seg's share of a row group total: the total split by rows so
+ * that the shares of all the segments in the row group add up to it
+ * exactly (a telescoping split: no rounding is lost). */
+static uint64_t rows_share(const seg_segment *seg, const seg_rowgroup *rg, uint64_t total)
+{
+	uint64_t start = seg->row_start > rg->row_start ? seg->row_start : rg->row_start;
+	uint64_t seg_end = seg->row_start + seg->rows, rg_end = rg->row_start + rg->rows;
+	uint64_t end = seg_end < rg_end ? seg_end : rg_end;
+	if (end <= start)
+		return 0;
+	start -= rg->row_start;
+	end -= rg->row_start;
+	return total * end / rg->rows - total * start / rg->rows;
+}
+
+/*
+ * Adds one file to the report. Column bytes are counted once per row group;
+ * a segment's stored and raw bytes are its share (by rows) of the row
+ * groups it lies in, since small days share row groups.
+ */
 static int inspect_file(const segment_file *f, tally_inspect_report *report,
 			tally_segment_fn segment_fn, void *ctx, bytebuf *raw, char *errmsg)
 {
 	report->segment_file_count++;
 	report->file_bytes += f->size;
-	for (uint32_t t = 0; t < f->tenant_count; t++) {
+	uint64_t *rg_stored = calloc((size_t)f->rowgroup_count + 1, sizeof(uint64_t));
+	uint64_t *rg_raw = calloc((size_t)f->rowgroup_count + 1, sizeof(uint64_t));
+	int rc = rg_stored && rg_raw ? 0 : -ENOMEM;
+	for (uint32_t g = 0; g < f->rowgroup_count && !rc; g++) {
+		const seg_rowgroup *rg = &f->rowgroups[g];
+		if (!rg->packed) {
+			for (int c = 0; c < TALLY_COL_COUNT; c++) {
+				const seg_block *b = &f->blocks[rg->first_block + c];
+				report->column_stored_bytes[c] += b->stored_size;
+				report->column_raw_bytes[c] += b->raw_size;
+				rg_stored[g] += b->stored_size;
+				rg_raw[g] += b->raw_size;
+			}
+			continue;
+		}
+		const seg_block *b = &f->blocks[rg->first_block];
+		if ((rc = segment_read_block(f, b, raw, errmsg)))
+			break;
+		const uint8_t *col[TALLY_COL_COUNT];
+		size_t col_size[TALLY_COL_COUNT];
+		if (segment_split_packed(raw->data, raw->size, col, col_size)) {
+			errmsg_set(errmsg, "%s offset %" PRIu64 ": packed row group has a "
+				   "bad column directory", f->path, b->offset);
+			rc = TALLY_E_CORRUPT;
+			break;
+		}
+		attribute_packed(report, b->stored_size, col_size);
+		rg_stored[g] = b->stored_size;
+		rg_raw[g] = b->raw_size;
+	}
+	for (uint32_t t = 0; t < f->tenant_count && !rc; t++) {
 		const seg_tenant *tenant = &f->tenants[t];
 		report->dictionary_bytes += tenant->dict.stored_size;
 		for (uint32_t s = tenant->first_segment;
@@ -338,30 +388,8 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 			for (uint32_t g = seg->first_rowgroup;
 			     g < seg->first_rowgroup + seg->rowgroup_count; g++) {
 				const seg_rowgroup *rg = &f->rowgroups[g];
-				if (!rg->packed) {
-					for (int c = 0; c < TALLY_COL_COUNT; c++) {
-						const seg_block *b = &f->blocks[rg->first_block + c];
-						report->column_stored_bytes[c] += b->stored_size;
-						report->column_raw_bytes[c] += b->raw_size;
-						info.stored_bytes += b->stored_size;
-						info.raw_bytes += b->raw_size;
-					}
-					continue;
-				}
-				const seg_block *b = &f->blocks[rg->first_block];
-				int rc = segment_read_block(f, b, raw, errmsg);
-				if (rc)
-					return rc;
-				const uint8_t *col[TALLY_COL_COUNT];
-				size_t col_size[TALLY_COL_COUNT];
-				if (segment_split_packed(raw->data, raw->size, col, col_size)) {
-					errmsg_set(errmsg, "%s offset %" PRIu64 ": packed row group has a "
-						   "bad column directory", f->path, b->offset);
-					return TALLY_E_CORRUPT;
-				}
-				attribute_packed(report, b->stored_size, col_size);
-				info.stored_bytes += b->stored_size;
-				info.raw_bytes += b->raw_size;
+				info.stored_bytes += rows_share(seg, rg, rg_stored[g]);
+				info.raw_bytes += rows_share(seg, rg, rg_raw[g]);
 			}
 			report->segment_count++;
 			report->rows += seg->rows;
@@ -369,7 +397,9 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 				segment_fn(ctx, &info);
 		}
 	}
-	return 0;
+	free(rg_stored);
+	free(rg_raw);
+	return rc;
 }
 
 /* Counts "<id>.wal" files in DIR/wal and their bytes; a missing wal/ is no
@@ -641,47 +671,17 @@ static int verify_manifest_tenants(verifier *v, const char *path)
 }
 
 /* Checks the decoded columns of row group g (those in mask) for meaning:
- * times inside the segment's range and sorted, codes inside the
- * dictionaries, statuses known. *previous_time_us carries the sort check
- * across the row groups of a segment (INT64_MIN: unknown). */
+ * codes inside the dictionaries, statuses known. Times are checked by
+ * verify_times, which follows the segments across row groups. */
 static void verify_rows(verifier *v, const segment_file *f, const seg_tenant *tenant,
 			const seg_segment *seg, uint32_t g, uint32_t mask,
-			const strdict dict[DIM_COUNT], int have_dict, int64_t *previous_time_us)
+			const strdict dict[DIM_COUNT], int have_dict)
 {
 	const seg_rowgroup *rg = &f->rowgroups[g];
 	const rows *r = &v->r;
 	char where[160];
 	rowgroup_context(where, sizeof(where), tenant, seg, g, -1);
 #define COLUMN_OFFSET(c) (f->blocks[rg->first_block + (rg->packed ? 0 : (c))].offset)
-	if (mask & (1u << TALLY_COL_TIME)) {
-		uint32_t outside = 0, unsorted = 0, first_outside = 0, first_unsorted = 0;
-		int64_t previous = *previous_time_us;
-		for (uint32_t i = 0; i < r->count; i++) {
-			int64_t t = r->time_us[i];
-			if (t < seg->time_min_us || t > seg->time_max_us) {
-				if (!outside++)
-					first_outside = i;
-			}
-			if (previous != INT64_MIN && t < previous) {
-				if (!unsorted++)
-					first_unsorted = i;
-			}
-			previous = t;
-		}
-		*previous_time_us = previous;
-		if (outside)
-			verify_problem(v, "%s offset %" PRIu64 ": %u of %u times lie outside the "
-				       "segment's range [%" PRId64 ", %" PRId64 "] (first: row %u, time %"
-				       PRId64 ") (%s)", f->path, COLUMN_OFFSET(TALLY_COL_TIME), outside,
-				       r->count, seg->time_min_us, seg->time_max_us, first_outside,
-				       r->time_us[first_outside], where);
-		if (unsorted)
-			verify_problem(v, "%s offset %" PRIu64 ": times are not sorted (%u rows earlier "
-				       "than their predecessor; first: row %u) (%s)", f->path,
-				       COLUMN_OFFSET(TALLY_COL_TIME), unsorted, first_unsorted, where);
-	} else {
-		*previous_time_us = INT64_MIN;
-	}
 	for (int d = 0; d < DIM_COUNT && have_dict; d++) {
 		int c = TALLY_COL_TYPE + d;
 		if (!(mask & (1u << c)))
@@ -707,6 +707,89 @@ static void verify_rows(verifier *v, const segment_file *f, const seg_tenant *te
 				       first_bad, r->status[first_bad], where);
 	}
 #undef COLUMN_OFFSET
+}
+
+/* Follows the segments of a tenant section across its row groups. */
+typedef struct time_cursor {
+	uint32_t seg;          /* segment of the next row */
+	uint32_t seg_end;
+	int64_t previous_time; /* for the sort check across row groups */
+	int64_t first_time;    /* of the current segment, INT64_MIN: not seen */
+	int64_t last_time;
+	int bounds_known;      /* every row of the current segment decoded */
+} time_cursor;
+
+/* Closes the cursor's current segment: its first and last rows must be its
+ * footer's minimum and maximum. */
+static void verify_segment_bounds(verifier *v, const segment_file *f, const seg_tenant *tenant,
+				  const char *path, uint64_t footer_offset, time_cursor *tc)
+{
+	const seg_segment *seg = &f->segments[tc->seg];
+	if (tc->bounds_known &&
+	    (tc->first_time != seg->time_min_us || tc->last_time != seg->time_max_us)) {
+		char day[32];
+		day_format(day, sizeof(day), seg->day);
+		verify_problem(v, "%s offset %" PRIu64 ": footer gives tenant %s day %s "
+			       "the time range [%" PRId64 ", %" PRId64 "], its rows span [%"
+			       PRId64 ", %" PRId64 "]", path, footer_offset, tenant->name,
+			       day, seg->time_min_us, seg->time_max_us, tc->first_time,
+			       tc->last_time);
+	}
+	tc->seg++;
+	tc->first_time = tc->last_time = INT64_MIN;
+	tc->bounds_known = 1;
+}
+
+/*
+ * Checks the times of row group g (decoded in v->r when have_time): each
+ * inside its segment's range, all sorted, each segment's first and last
+ * equal to its footer bounds. Without the times, the segments this row
+ * group touches are only skipped past.
+ */
+static void verify_times(verifier *v, const segment_file *f, const seg_tenant *tenant,
+			 uint32_t g, int have_time, const char *path, uint64_t footer_offset,
+			 time_cursor *tc)
+{
+	const seg_rowgroup *rg = &f->rowgroups[g];
+	const rows *r = &v->r;
+	uint64_t time_offset = f->blocks[rg->first_block + (rg->packed ? 0 : TALLY_COL_TIME)].offset;
+	uint32_t outside = 0, unsorted = 0, first_outside = 0, first_unsorted = 0;
+	for (uint32_t i = 0; i < rg->rows && tc->seg < tc->seg_end; i++) {
+		const seg_segment *seg = &f->segments[tc->seg];
+		uint64_t row = rg->row_start + i;
+		if (!have_time) {
+			tc->bounds_known = 0;
+			tc->previous_time = INT64_MIN;
+		} else {
+			int64_t t = r->time_us[i];
+			if ((t < seg->time_min_us || t > seg->time_max_us) && !outside++)
+				first_outside = i;
+			if (tc->previous_time != INT64_MIN && t < tc->previous_time && !unsorted++)
+				first_unsorted = i;
+			tc->previous_time = t;
+			if (row == seg->row_start)
+				tc->first_time = t;
+			tc->last_time = t;
+		}
+		if (row + 1 == seg->row_start + seg->rows)
+			verify_segment_bounds(v, f, tenant, path, footer_offset, tc);
+	}
+	char where[160];
+	if (outside) {
+		snprintf(where, sizeof(where), "tenant %s, row group %u", tenant->name,
+			 g - tenant->first_rowgroup);
+		verify_problem(v, "%s offset %" PRIu64 ": %u of %u times lie outside their "
+			       "segment's range (first: row %u, time %" PRId64 ") (%s)", f->path,
+			       time_offset, outside, rg->rows, first_outside,
+			       r->time_us[first_outside], where);
+	}
+	if (unsorted) {
+		snprintf(where, sizeof(where), "tenant %s, row group %u", tenant->name,
+			 g - tenant->first_rowgroup);
+		verify_problem(v, "%s offset %" PRIu64 ": times are not sorted (%u rows earlier "
+			       "than their predecessor; first: row %u) (%s)", f->path, time_offset,
+			       unsorted, first_unsorted, where);
+	}
 }
 
 /*
@@ -835,41 +918,28 @@ static int verify_segment_file(verifier *v, uint64_t file_id, int named_by_manif
 			snprintf(where, sizeof(where), "dictionary of tenant %s", tenant->name);
 			verify_read_problem(v, path, tenant->dict.offset, dict_rc, where);
 		}
-		for (uint32_t s = tenant->first_segment;
-		     s < tenant->first_segment + tenant->segment_count && !rc && !v->file_stopped;
-		     s++) {
-			const seg_segment *seg = &f->segments[s];
-			int64_t previous_time = INT64_MIN;
-			int64_t first_time = INT64_MIN, last_time = INT64_MIN;
-			int bounds_known = 1;
-			uint32_t end = seg->first_rowgroup + seg->rowgroup_count;
-			for (uint32_t g = seg->first_rowgroup; g < end && !rc && !v->file_stopped; g++) {
-				uint32_t mask;
-				if ((rc = verify_rowgroup_read(v, f, tenant, seg, g, &mask)))
-					break;
-				if (!(mask & (1u << TALLY_COL_TIME)))
-					bounds_known = 0;
-				else if (v->r.count) {
-					if (g == seg->first_rowgroup)
-						first_time = v->r.time_us[0];
-					if (g + 1 == end)
-						last_time = v->r.time_us[v->r.count - 1];
-				}
-				if (mask)
-					verify_rows(v, f, tenant, seg, g, mask, dict, dict_rc == 0,
-						    &previous_time);
-			}
-			if (!rc && !v->file_stopped && bounds_known &&
-			    (first_time != seg->time_min_us || last_time != seg->time_max_us))
-			{
-				char day[32];
-				day_format(day, sizeof(day), seg->day);
-				verify_problem(v, "%s offset %" PRIu64 ": footer gives tenant %s day %s "
-					       "the time range [%" PRId64 ", %" PRId64 "], its rows span [%"
-					       PRId64 ", %" PRId64 "]", path, footer_offset, tenant->name,
-					       day, seg->time_min_us, seg->time_max_us, first_time,
-					       last_time);
-			}
+		/* Row groups in row order; a cursor follows the segment (day) each
+		 * row belongs to, since small days share row groups. */
+		time_cursor tc = {.seg = tenant->first_segment,
+				  .seg_end = tenant->first_segment + tenant->segment_count,
+				  .previous_time = INT64_MIN, .first_time = INT64_MIN,
+				  .last_time = INT64_MIN, .bounds_known = 1};
+		for (uint32_t g = tenant->first_rowgroup;
+		     g < tenant->first_rowgroup + tenant->rowgroup_count && !rc && !v->file_stopped;
+		     g++) {
+			const seg_rowgroup *rg = &f->rowgroups[g];
+			uint32_t si = tc.seg;
+			while (si + 1 < tc.seg_end &&
+			       f->segments[si].row_start + f->segments[si].rows <= rg->row_start)
+				si++;
+			const seg_segment *seg = &f->segments[si];
+			uint32_t mask;
+			if ((rc = verify_rowgroup_read(v, f, tenant, seg, g, &mask)))
+				break;
+			if (mask)
+				verify_rows(v, f, tenant, seg, g, mask, dict, dict_rc == 0);
+			verify_times(v, f, tenant, g, (mask & (1u << TALLY_COL_TIME)) != 0, path,
+				     footer_offset, &tc);
 		}
 		for (int d = 0; d < DIM_COUNT; d++)
 			strdict_free(&dict[d]);

@@ -340,46 +340,87 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 	int rc = sort_rows(w, r);
 	if (rc)
 		return rc;
-	/* Count segments (days). */
+	/* Days (segments) as runs of the sorted order. */
 	uint32_t segment_count = 0;
 	for (uint32_t i = 0; i < r->count; i++)
 		if (!i || day_of(r->time_us[w->order[i]]) != day_of(r->time_us[w->order[i - 1]]))
 			segment_count++;
+	uint32_t *day_start = malloc(sizeof(*day_start) * ((size_t)segment_count + 1));
+	if (!day_start)
+		return -ENOMEM;
+	for (uint32_t i = 0, k = 0; i < r->count; i++)
+		if (!i || day_of(r->time_us[w->order[i]]) != day_of(r->time_us[w->order[i - 1]]))
+			day_start[k++] = i;
+	day_start[segment_count] = r->count;
 
 	size_t name_size = strlen(name);
 	if ((rc = varint_append(&w->footer, tenant_id)) ||
 	    (rc = varint_append(&w->footer, name_size)) ||
 	    (rc = bytebuf_append(&w->footer, name, name_size)))
-		return rc;
+		goto out;
 	bytebuf_reset(&w->scratch);
 	if ((rc = dict_serialise(&w->scratch, dict)) ||
 	    (rc = writer_block(w, w->scratch.data, w->scratch.size)) ||
 	    (rc = varint_append(&w->footer, segment_count)))
-		return rc;
-
-	for (uint32_t start = 0; start < r->count;) {
+		goto out;
+	int64_t previous_day = 0;
+	for (uint32_t k = 0; k < segment_count; k++) {
+		uint32_t start = day_start[k], end = day_start[k + 1];
 		int64_t day = day_of(r->time_us[w->order[start]]);
-		uint32_t end = start + 1;
-		while (end < r->count && day_of(r->time_us[w->order[end]]) == day)
-			end++;
 		int64_t time_min = r->time_us[w->order[start]];
 		int64_t time_max = r->time_us[w->order[end - 1]];
-		uint32_t rowgroups = (end - start + ROWGROUP_ROWS_MAX - 1) / ROWGROUP_ROWS_MAX;
-		if ((rc = varint_append(&w->footer, zigzag_encode(day))) ||
+		uint64_t day_field = k ? (uint64_t)(day - previous_day) : zigzag_encode(day);
+		previous_day = day;
+		if ((rc = varint_append(&w->footer, day_field)) ||
 		    (rc = varint_append(&w->footer, end - start)) ||
 		    (rc = varint_append(&w->footer,
 					(uint64_t)(time_min - day * TALLY_US_PER_DAY))) ||
-		    (rc = varint_append(&w->footer, (uint64_t)time_max - (uint64_t)time_min)) ||
-		    (rc = varint_append(&w->footer, rowgroups)))
-			return rc;
-		for (uint32_t g = start; g < end; g += ROWGROUP_ROWS_MAX) {
-			uint32_t count = end - g < ROWGROUP_ROWS_MAX ? end - g : ROWGROUP_ROWS_MAX;
-			if ((rc = writer_rowgroup(w, r, w->order + g, count, time_min)))
-				return rc;
-		}
-		start = end;
+		    (rc = varint_append(&w->footer, (uint64_t)time_max - (uint64_t)time_min)))
+			goto out;
 	}
-	return 0;
+
+	/*
+	 * Row groups: a day of more than ROWGROUP_SMALL_ROWS_MAX rows gets row
+	 * groups of its own (ROWGROUP_ROWS_MAX rows each); consecutive smaller
+	 * days share one row group up to ROWGROUP_SMALL_ROWS_MAX rows, so the
+	 * long tail pays one block, one checksum and one set of column headers
+	 * for many days. Times are stored relative to the minimum of the day
+	 * the row group starts in.
+	 */
+	uint32_t rowgroup_count = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && (rc = varint_append(&w->footer, rowgroup_count)))
+			goto out;
+		for (uint32_t k = 0; k < segment_count && !rc;) {
+			uint32_t start = day_start[k];
+			int64_t base = r->time_us[w->order[start]];
+			uint32_t rows_k = day_start[k + 1] - start;
+			if (rows_k > ROWGROUP_SMALL_ROWS_MAX) {
+				for (uint32_t g = start; g < day_start[k + 1] && !rc; g += ROWGROUP_ROWS_MAX) {
+					uint32_t left = day_start[k + 1] - g;
+					uint32_t count = left < ROWGROUP_ROWS_MAX ? left : ROWGROUP_ROWS_MAX;
+					if (pass == 0)
+						rowgroup_count++;
+					else
+						rc = writer_rowgroup(w, r, w->order + g, count, base);
+				}
+				k++;
+				continue;
+			}
+			uint32_t j = k + 1;
+			while (j < segment_count && day_start[j + 1] - day_start[j] <= ROWGROUP_SMALL_ROWS_MAX &&
+			       day_start[j + 1] - start <= ROWGROUP_SMALL_ROWS_MAX)
+				j++;
+			if (pass == 0)
+				rowgroup_count++;
+			else
+				rc = writer_rowgroup(w, r, w->order + start, day_start[j] - start, base);
+			k = j;
+		}
+	}
+out:
+	free(day_start);
+	return rc;
 }
 
 static void writer_free(segment_writer *w)
@@ -544,66 +585,88 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 			CORRUPT(f, footer_offset, "footer: bad segment count for tenant %s", t->name);
 		t->first_segment = f->segment_count;
 		t->segment_count = (uint32_t)segment_count;
-		int64_t previous_day = INT64_MIN;
+		int64_t previous_day = 0;
+		uint64_t tenant_rows = 0;
 		for (uint64_t s = 0; s < segment_count; s++) {
 			if ((rc = grow_array((void **)&f->segments, &segment_cap, f->segment_count,
 					     sizeof(seg_segment))))
 				return rc;
 			seg_segment *seg = &f->segments[f->segment_count];
-			uint64_t day, rows_count, time_min, span, rowgroups;
+			uint64_t day, rows_count, time_min, span;
 			if (fp_varint(&fp, &day) || fp_varint(&fp, &rows_count) ||
-			    fp_varint(&fp, &time_min) || fp_varint(&fp, &span) ||
-			    fp_varint(&fp, &rowgroups))
+			    fp_varint(&fp, &time_min) || fp_varint(&fp, &span))
 				CORRUPT(f, footer_offset, "footer truncated in tenant %s", t->name);
-			int64_t d = zigzag_decode(day);
+			/* The first day is absolute, the others are steps from the last. */
+			if (s && (day == 0 || day > (uint64_t)INT32_MAX))
+				CORRUPT(f, footer_offset, "footer: days out of order in tenant %s", t->name);
+			int64_t d = s ? previous_day + (int64_t)day : zigzag_decode(day);
 			if (d < INT32_MIN || d > INT32_MAX || time_min >= (uint64_t)TALLY_US_PER_DAY ||
-			    span >= (uint64_t)TALLY_US_PER_DAY)
+			    span >= (uint64_t)TALLY_US_PER_DAY - time_min || rows_count == 0 ||
+			    rows_count > UINT32_MAX)
 				CORRUPT(f, footer_offset, "footer: impossible segment %" PRIu64
 					" of tenant %s", s, t->name);
 			seg->time_min_us = d * TALLY_US_PER_DAY + (int64_t)time_min;
 			seg->time_max_us = seg->time_min_us + (int64_t)span;
-			if (d <= previous_day || rows_count == 0 ||
-			    rows_count > UINT32_MAX || seg->time_max_us < seg->time_min_us ||
-			    day_of(seg->time_min_us) != d || day_of(seg->time_max_us) != d ||
-			    rowgroups != (rows_count + ROWGROUP_ROWS_MAX - 1) / ROWGROUP_ROWS_MAX)
-				CORRUPT(f, footer_offset, "footer: impossible segment %" PRIu64
-					" of tenant %s", s, t->name);
 			previous_day = d;
 			seg->day = (int32_t)d;
 			seg->rows = (uint32_t)rows_count;
-			seg->first_rowgroup = f->rowgroup_count;
-			seg->rowgroup_count = (uint32_t)rowgroups;
+			seg->row_start = tenant_rows;
+			tenant_rows += rows_count;
 			f->rows += rows_count;
-			uint64_t rows_left = rows_count;
-			for (uint64_t g = 0; g < rowgroups; g++) {
-				if ((rc = grow_array((void **)&f->rowgroups, &rowgroup_cap,
-						     f->rowgroup_count, sizeof(seg_rowgroup))))
-					return rc;
-				seg_rowgroup *rg = &f->rowgroups[f->rowgroup_count++];
-				uint64_t rg_rows;
-				uint64_t expect = rows_left < ROWGROUP_ROWS_MAX ? rows_left
-										: ROWGROUP_ROWS_MAX;
-				if (fp_varint(&fp, &rg_rows) || fp.p >= fp.end || rg_rows != expect ||
-				    *fp.p > 1)
-					CORRUPT(f, footer_offset, "footer: bad row group in tenant %s",
-						t->name);
-				rows_left -= rg_rows;
-				rg->rows = (uint32_t)rg_rows;
-				rg->time_base_us = seg->time_min_us;
-				rg->packed = *fp.p++;
-				rg->first_block = f->block_count;
-				int blocks = rg->packed ? 1 : TALLY_COL_COUNT;
-				for (int b = 0; b < blocks; b++) {
-					if ((rc = grow_array((void **)&f->blocks, &block_cap,
-							     f->block_count, sizeof(seg_block))))
-						return rc;
-					if ((rc = parse_block(f, &fp, &block_end, footer_offset,
-							      &f->blocks[f->block_count], errmsg)))
-						return rc;
-					f->block_count++;
-				}
-			}
 			f->segment_count++;
+		}
+		uint64_t rowgroup_count;
+		if (fp_varint(&fp, &rowgroup_count) || rowgroup_count == 0 ||
+		    rowgroup_count > tenant_rows)
+			CORRUPT(f, footer_offset, "footer: bad row group count for tenant %s", t->name);
+		t->first_rowgroup = f->rowgroup_count;
+		t->rowgroup_count = (uint32_t)rowgroup_count;
+		uint64_t rows_seen = 0;
+		for (uint64_t g = 0; g < rowgroup_count; g++) {
+			if ((rc = grow_array((void **)&f->rowgroups, &rowgroup_cap, f->rowgroup_count,
+					     sizeof(seg_rowgroup))))
+				return rc;
+			seg_rowgroup *rg = &f->rowgroups[f->rowgroup_count++];
+			uint64_t rg_rows;
+			if (fp_varint(&fp, &rg_rows) || fp.p >= fp.end || rg_rows == 0 ||
+			    rg_rows > ROWGROUP_ROWS_MAX || rg_rows > tenant_rows - rows_seen || *fp.p > 1)
+				CORRUPT(f, footer_offset, "footer: bad row group in tenant %s", t->name);
+			rg->rows = (uint32_t)rg_rows;
+			rg->row_start = rows_seen;
+			rows_seen += rg_rows;
+			rg->packed = *fp.p++;
+			rg->first_block = f->block_count;
+			int blocks = rg->packed ? 1 : TALLY_COL_COUNT;
+			for (int b = 0; b < blocks; b++) {
+				if ((rc = grow_array((void **)&f->blocks, &block_cap, f->block_count,
+						     sizeof(seg_block))))
+					return rc;
+				if ((rc = parse_block(f, &fp, &block_end, footer_offset,
+						      &f->blocks[f->block_count], errmsg)))
+					return rc;
+				f->block_count++;
+			}
+		}
+		if (rows_seen != tenant_rows)
+			CORRUPT(f, footer_offset, "footer: row groups of tenant %s hold %" PRIu64
+				" rows, its segments %" PRIu64, t->name, rows_seen, tenant_rows);
+		/* Map segments onto row groups (both partition the tenant's rows in
+		 * time order), and give each row group the time base the writer
+		 * used: the minimum of the segment its first row belongs to. */
+		uint32_t g = t->first_rowgroup, g_end = t->first_rowgroup + t->rowgroup_count;
+		for (uint32_t si = t->first_segment; si < t->first_segment + t->segment_count; si++) {
+			seg_segment *seg = &f->segments[si];
+			while (f->rowgroups[g].row_start + f->rowgroups[g].rows <= seg->row_start)
+				g++;
+			seg->first_rowgroup = g;
+			seg->first_row = (uint32_t)(seg->row_start - f->rowgroups[g].row_start);
+			uint32_t k = g;
+			while (k < g_end && f->rowgroups[k].row_start < seg->row_start + seg->rows) {
+				if (f->rowgroups[k].row_start >= seg->row_start)
+					f->rowgroups[k].time_base_us = seg->time_min_us;
+				k++;
+			}
+			seg->rowgroup_count = k - g;
 		}
 		f->tenant_count++;
 	}

@@ -4,8 +4,10 @@
  * A segment is the rows of one tenant for one UTC day, sorted by time. A
  * segment file holds the segments written by one flush or one compaction,
  * grouped by tenant: for each tenant a string dictionary block, then that
- * tenant's segments (day ascending). Each segment is cut into row groups of
- * at most ROWGROUP_ROWS_MAX rows; a row group's columns are encoded
+ * tenant's segments (day ascending). A tenant's rows, sorted by time, are
+ * cut into row groups: a big day into row groups of its own (at most
+ * ROWGROUP_ROWS_MAX rows), consecutive small days (at most
+ * ROWGROUP_SMALL_ROWS_MAX rows together) into one; a row group's columns are encoded
  * (codec.h) and zstd-compressed, either as one block per column or, when the
  * whole row group encodes to less than ROWGROUP_PACKED_BYTES_MAX, as one
  * packed block (so a tenant with three events a day does not pay twelve
@@ -41,18 +43,26 @@ typedef struct seg_block {
 } seg_block;
 
 typedef struct seg_rowgroup {
-	int64_t time_base_us; /* stored times are relative to this (the segment's min) */
+	int64_t time_base_us; /* stored times are relative to this: the minimum of
+			       * the segment holding the row group's first row */
+	uint64_t row_start;   /* first row, counted within the tenant section */
 	uint32_t rows;
 	uint32_t first_block; /* index into segment_file.blocks */
 	uint8_t packed;       /* 1: one block; 0: TALLY_COL_COUNT blocks */
 } seg_rowgroup;
 
+/* A segment's rows are rows [row_start, row_start + rows) of its tenant
+ * section: they begin at row first_row of row group first_rowgroup and
+ * run through rowgroup_count row groups. Small days share row groups, so a
+ * row group may also hold rows of other segments (other days). */
 typedef struct seg_segment {
 	int64_t time_min_us;
 	int64_t time_max_us;
+	uint64_t row_start;
 	int32_t day;
 	uint32_t rows;
 	uint32_t first_rowgroup;
+	uint32_t first_row;
 	uint32_t rowgroup_count;
 } seg_segment;
 
@@ -61,6 +71,8 @@ typedef struct seg_tenant {
 	uint32_t tenant_id;
 	uint32_t first_segment;
 	uint32_t segment_count;
+	uint32_t first_rowgroup; /* the section's row groups, in row order */
+	uint32_t rowgroup_count;
 	seg_block dict;
 } seg_tenant;
 

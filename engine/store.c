@@ -1112,10 +1112,9 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
 	}
 	const seg_tenant *st = &f->tenants[ti];
 	rows *r = &m->rows;
-	for (uint32_t si = st->first_segment; si < st->first_segment + st->segment_count && !rc; si++) {
-		const seg_segment *seg = &f->segments[si];
-		for (uint32_t g = seg->first_rowgroup;
-		     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+	{
+		for (uint32_t g = st->first_rowgroup; g < st->first_rowgroup + st->rowgroup_count && !rc;
+		     g++) {
 			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)) ||
 			    (rc = rows_reserve(r, r->count + scratch->count)) ||
 			    (rc = bytebuf_reserve(&r->id_bytes, scratch->id_bytes.size)))
@@ -1464,21 +1463,29 @@ static int rebuild_dedup(tally_store *s)
 		for (uint32_t ti = 0; ti < f->tenant_count && !rc; ti++) {
 			const seg_tenant *st = &f->tenants[ti];
 			tenant *t = s->tenants[st->tenant_id];
+			int64_t last_rowgroup = -1; /* shared row groups are read once */
 			for (uint32_t si = st->first_segment;
 			     si < st->first_segment + st->segment_count && !rc; si++) {
 				const seg_segment *seg = &f->segments[si];
 				if (seg->day < day_min)
 					continue;
-				uint16_t day = seg->day > DAY_MAX ? DAY_MAX : (uint16_t)seg->day;
 				for (uint32_t g = seg->first_rowgroup;
 				     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
-					rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_EVENT_ID, &r,
-								   s->errmsg);
+					if ((int64_t)g <= last_rowgroup)
+						continue;
+					last_rowgroup = g;
+					rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_EVENT_ID |
+									 1u << TALLY_COL_TIME,
+								   &r, s->errmsg);
 					for (uint32_t i = 0; i < r.count && !rc; i++) {
+						int64_t day = day_of(r.time_us[i]);
+						if (day < day_min)
+							continue; /* an older day sharing the row group */
 						size_t size;
 						const uint8_t *bytes = rows_id(&r, i, &size);
 						rc = dedup_insert(&t->dedup,
-								  dedup_hash(r.id_kind[i], bytes, size), day);
+								  dedup_hash(r.id_kind[i], bytes, size),
+								  day > DAY_MAX ? DAY_MAX : (uint16_t)day);
 					}
 				}
 			}
@@ -1808,6 +1815,7 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 			continue;
 		const seg_tenant *sec = &f->tenants[ti];
 		int64_t dict_source = -1;
+		int64_t last_rowgroup = -1; /* small days share row groups: read each once */
 		for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
 		     si++) {
 			const seg_segment *seg = &f->segments[si];
@@ -1815,6 +1823,9 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 				continue;
 			for (uint32_t g = seg->first_rowgroup;
 			     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+				if ((int64_t)g <= last_rowgroup)
+					continue;
+				last_rowgroup = g;
 				scan_source *src = scan_add_source(&st);
 				if (!src) {
 					rc = -ENOMEM;

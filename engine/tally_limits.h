@@ -20,6 +20,7 @@ enum dim {
 #define TENANT_COUNT_MAX (1u << 20)          /* tenants per store */
 #define DICT_STRINGS_MAX (1u << 24)          /* distinct strings per dimension per tenant section */
 #define ROWGROUP_ROWS_MAX 65536u             /* rows per row group in a segment */
+#define ROWGROUP_SMALL_ROWS_MAX 4096u        /* days up to this many rows share row groups */
 #define ROWGROUP_PACKED_BYTES_MAX 4096u      /* encoded row groups below this are one block */
 #define SEGMENT_FILE_FOOTER_BYTES_MAX (1u << 30)
 #define SEGMENT_FILE_COUNT_MAX 4096u         /* live segment files in a manifest */

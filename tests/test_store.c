@@ -396,3 +396,77 @@ Test(store, submit_many_applies_each_batch_and_replays_as_one_record)
 	cr_expect_eq(rb[0].code, TALLY_DUPLICATE);
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+typedef struct day_counter {
+	int64_t previous;
+	uint64_t count;
+	uint64_t per_day[8];
+	int sorted;
+} day_counter;
+
+static int count_days(void *ctx, const tally_event *e)
+{
+	day_counter *c = ctx;
+	if (e->time_us < c->previous)
+		c->sorted = 0;
+	c->previous = e->time_us;
+	int64_t day = (NOW_US - e->time_us) / TALLY_US_PER_DAY;
+	if (day >= 0 && day < 8)
+		c->per_day[day]++;
+	c->count++;
+	return 0;
+}
+
+Test(store, small_days_share_row_groups_and_big_days_stand_alone)
+{
+	/* Six days of 3 events (they share one row group) around one day of
+	 * 5,000 (more than ROWGROUP_SMALL_ROWS_MAX: its own row group): scans of
+	 * any window, dedup after a reopen (rebuilt from shared row groups) and
+	 * verify all see every event exactly once. */
+	tally_store *s = open_store(0);
+	static tally_event e[5000];
+	static char ids[5000][16];
+	tally_ingest_result *r = calloc(5000, sizeof(*r));
+	uint64_t expected[8] = {0};
+	for (int day = 0; day < 7; day++) {
+		int n = day == 3 ? 5000 : 3;
+		for (int i = 0; i < n; i++) {
+			snprintf(ids[i], sizeof(ids[i]), "d%d-%d", day, i);
+			e[i] = make_event(ids[i], NOW_US - day * TALLY_US_PER_DAY - 1000 - i * 10, (uint64_t)i);
+		}
+		cr_assert_eq(tally_ingest(s, "acme", e, (size_t)n, r), 0);
+		for (int i = 0; i < n; i++)
+			cr_assert_eq(r[i].code, TALLY_ACCEPTED);
+		expected[day] = (uint64_t)n;
+	}
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store(0);
+	day_counter c = {.previous = INT64_MIN, .sorted = 1};
+	cr_assert_eq(tally_scan(s, "acme", 0, INT64_MAX, count_days, &c), 0);
+	cr_expect_eq(c.count, 5018);
+	cr_expect(c.sorted);
+	for (int day = 0; day < 7; day++)
+		cr_expect_eq(c.per_day[day], expected[day], "day %d", day);
+	/* A window over one small day reads a shared row group but returns only
+	 * that day's events. */
+	day_counter one = {.previous = INT64_MIN, .sorted = 1};
+	cr_assert_eq(tally_scan(s, "acme", NOW_US - 5 * TALLY_US_PER_DAY - TALLY_US_PER_DAY / 2,
+				NOW_US - 4 * TALLY_US_PER_DAY - TALLY_US_PER_DAY / 2, count_days, &one), 0);
+	cr_expect_eq(one.count, 3);
+	/* Every id is known again after the reopen. */
+	for (int day = 0; day < 7; day += 3) {
+		snprintf(ids[0], sizeof(ids[0]), "d%d-%d", day, 1);
+		e[0] = make_event(ids[0], NOW_US - day * TALLY_US_PER_DAY - 1000 - 10, 1);
+		cr_assert_eq(tally_ingest(s, "acme", e, 1, r), 0);
+		cr_expect_eq(r[0].code, TALLY_DUPLICATE, "day %d", day);
+	}
+	tally_stats st;
+	tally_store_stats(s, &st);
+	cr_expect_eq(st.dedup_entries, 5018);
+	cr_expect_eq(st.segment_count, 7);
+	cr_assert_eq(tally_store_close(s), 0);
+	int problems = tally_verify(dir, NULL, NULL);
+	cr_expect_eq(problems, 0);
+	free(r);
+}
