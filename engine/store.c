@@ -20,8 +20,10 @@
  *    acknowledged before that batch is durable. tally_ingest then waits for
  *    the commit LSN to be durable outside the lock (group commit).
  *
- * 3. A batch is one WAL record and is applied to the memtable under one
- *    lock hold: a batch is never half-visible, half-flushed or half-replayed.
+ * 3. A call is one WAL record (type 1 for one batch, type 2 for the batches
+ *    of one tally_ingest_submit_many) and is applied to the memtables under
+ *    one lock hold: a call is never half-visible, half-flushed or
+ *    half-replayed.
  *
  * 4. Flush (tally_flush, or the background worker past memtable_bytes_max):
  *    under the lock, every active memtable becomes frozen and the WAL is
@@ -34,10 +36,13 @@
  *    leaves either the old manifest (WAL still has every event) or the new
  *    one (segments have them, replay starts after them): never both.
  *
- * 5. Compaction merges every live segment file into one, tenant by tenant,
- *    so the segments of one tenant and day become a single segment. It is
- *    published the same way; inputs are unlinked after the manifest no longer
- *    names them. Flush and compaction are serialised by store->maintenance.
+ * 5. Compaction merges segment files tenant by tenant, so the segments of
+ *    one tenant and day in its inputs become a single segment: every live
+ *    file for tally_compact, a size-tiered choice for the background worker
+ *    (compaction_inputs). The output takes the newest file id and goes last
+ *    in the catalog; it is published the same way; inputs are unlinked after
+ *    the manifest no longer names them. Flush and compaction are serialised
+ *    by store->maintenance.
  *
  * 6. Failure. A failed WAL write or fsync, or a failed manifest write,
  *    makes the store refuse writes (sticky) until it is closed and reopened;
