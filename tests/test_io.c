@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/test_dir.h"
 #include "tally.h"
 #include "tally_io.h"
 #include "support/fault_io.h"
@@ -28,30 +29,6 @@
 
 /* ---- Helpers ---------------------------------------------------------- */
 
-typedef struct test_dir {
-	char path[64];
-} test_dir;
-
-static void test_dir_make(test_dir *dir)
-{
-	strcpy(dir->path, "/tmp/tally-test-io-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir->path), "mkdtemp: %s", strerror(errno));
-}
-
-static int test_dir_unlink_entry(void *ctx, const char *name)
-{
-	char path[PATH_MAX];
-	snprintf(path, sizeof path, "%s/%s", (const char *)ctx, name);
-	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
-	return 0;
-}
-
-static void test_dir_remove(test_dir *dir)
-{
-	const tally_io *io = tally_io_default();
-	cr_assert_eq(io->list_dir(io, dir->path, test_dir_unlink_entry, dir->path), 0);
-	cr_assert_eq(rmdir(dir->path), 0, "rmdir %s: %s", dir->path, strerror(errno));
-}
 
 static void test_path(char out[PATH_MAX], const test_dir *dir, const char *name)
 {
@@ -119,7 +96,7 @@ Test(io_default, write_all_then_read_all_round_trips_exact_bytes,
      .description = "Default table: 100000 bytes written at offset 7 read back identical; size is 100007")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "data.bin");
@@ -144,7 +121,7 @@ Test(io_default, read_all_past_end_of_file_is_corrupt,
      .description = "read_all of 10 bytes from a 6-byte file at offset 0 and 4 gives TALLY_E_CORRUPT; exact 6 bytes gives 0")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "short.bin");
@@ -182,7 +159,7 @@ Test(io_default, ftruncate_sets_size,
      .description = "ftruncate to 3 then 4096 gives file_size 3 then 4096, the tail reading as zeros")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "t.bin");
@@ -204,7 +181,7 @@ Test(io_default, open_sets_close_on_exec,
      .description = "Descriptors from io->open carry FD_CLOEXEC even when the caller did not ask")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "c.bin");
@@ -221,7 +198,7 @@ Test(io_default, durable_replace_writes_exact_content_and_leaves_no_tmp,
      .description = "durable_replace over an existing file: new bytes exactly, no name.tmp, mode 0644")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX], tmp_path[PATH_MAX];
 	test_path(path, &dir, "MANIFEST");
@@ -251,7 +228,7 @@ Test(io_default, durable_publish_renames_open_file,
      .description = "durable_publish: tmp name gone, final name holds the bytes, fd still usable")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char tmp_path[PATH_MAX], path[PATH_MAX];
 	test_path(tmp_path, &dir, "0001.seg.tmp");
@@ -278,7 +255,7 @@ Test(io_default, lock_is_exclusive_per_open_file_description,
      .description = "Second open of the same file cannot lock while the first holds it (-EWOULDBLOCK); can after close")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "LOCK");
@@ -318,7 +295,7 @@ Test(io_default, list_dir_lists_exactly_the_created_names,
      .description = "list_dir yields exactly {a.wal, b.seg, sub}, never . or ..; a callback's non-zero stops and is returned")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "a.wal");
@@ -417,7 +394,7 @@ static void *thread_job_run(void *arg)
 static void threads_run(void)
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	pthread_t threads[THREAD_COUNT];
 	thread_job jobs[THREAD_COUNT];
 	for (int i = 0; i < THREAD_COUNT; i++) {
@@ -448,7 +425,7 @@ Test(io_default, thread_exit_releases_the_ring,
      .description = "16 threads that each fsync once and exit leave the process's open fd count unchanged (rings freed)")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "f");
@@ -470,7 +447,7 @@ Test(io_default, fork_child_uses_its_own_ring,
      .description = "After the parent used its ring, a forked child writes and reads through the default table, and so does the parent afterwards")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	const tally_io *io = tally_io_default();
 	char path[PATH_MAX];
 	test_path(path, &dir, "fork.bin");
@@ -520,7 +497,7 @@ Test(io_write_all, short_writes_produce_the_exact_bytes,
      .description = "With every pwrite capped at 7 bytes, write_all of 1000 bytes takes 143 pwrites and the file is those 1000 bytes")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	cr_assert_not_null(f);
 	const tally_io *io = fault_io_table(f);
@@ -551,7 +528,7 @@ Test(io_write_all, disk_limit_gives_enospc_and_exactly_k_bytes,
      .description = "Disk limit 100: write_all of 250 bytes is -ENOSPC after one short write; the file holds exactly the first 100 bytes")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char path[PATH_MAX];
@@ -583,7 +560,7 @@ Test(io_write_all, disk_limit_with_short_writes_fills_exactly,
      .description = "Short writes of 30 and a 100-byte limit: 30+30+30+10 bytes land, then -ENOSPC; the file is exactly 100 bytes")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char path[PATH_MAX];
@@ -616,7 +593,7 @@ Test(io_write_all, pwrite_failure_on_the_nth_call,
      .description = "pwrite fail nth=3 with short writes of 10: write_all of 100 bytes returns -EIO with exactly 20 bytes written")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char path[PATH_MAX];
@@ -641,7 +618,7 @@ Test(io_fsync, eio_on_exactly_the_nth_fsync,
      .description = "fsync fail nth=3: calls 1,2 return 0, call 3 -EIO, calls 4,5 return 0; fsync and fdatasync share the count")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char path[PATH_MAX];
@@ -668,7 +645,7 @@ Test(io_fsync, every_fsync_from_the_nth_fails,
      .description = "fsync fail from nth=2 with ENOSPC: call 1 returns 0, calls 2..5 return -ENOSPC")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char path[PATH_MAX];
@@ -690,7 +667,7 @@ Test(io_fsync, path_filter_limits_faults_to_matching_files,
      .description = "Filter \".wal\": fsync and short-write faults hit 1.wal only; 1.seg fsyncs and writes whole")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char wal_path[PATH_MAX], seg_path[PATH_MAX];
@@ -738,7 +715,7 @@ static void durable_replace_fails_cleanly(fault_io *f, const test_dir *dir, int 
 
 static fault_io *durable_replace_setup(test_dir *dir)
 {
-	test_dir_make(dir);
+	test_dir_make(dir, "io");
 	fault_io *f = fault_io_create();
 	cr_assert_not_null(f);
 	cr_assert_eq(tally_io_durable_replace(fault_io_table(f), dir->path, "MANIFEST", "old content", 11), 0);
@@ -843,7 +820,7 @@ Test(io_durable_publish, rename_failure_leaves_tmp_and_fd_to_the_caller,
      .description = "durable_publish with rename failing EIO: -EIO, the tmp file stays (caller owns it), final name absent")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char tmp_path[PATH_MAX], path[PATH_MAX];
@@ -870,7 +847,7 @@ Test(fault_io, open_fails_only_for_matching_paths,
      .description = "open_fail(\".seg\", EACCES): opening x.seg is -EACCES and creates nothing; x.wal opens")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char seg_path[PATH_MAX], wal_path[PATH_MAX];
@@ -935,7 +912,7 @@ Test(fault_io, reset_turns_every_knob_off,
      .description = "After fault_io_reset a table with every knob set behaves as a pass-through")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	const tally_io *io = fault_io_table(f);
 	char path[PATH_MAX];
@@ -1001,7 +978,7 @@ Test(fault_io, disk_limit_is_exact_across_threads,
      .description = "4 threads writing 100-byte chunks against a 10001-byte limit: files total exactly 10001 bytes, every thread ends on -ENOSPC")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "io");
 	fault_io *f = fault_io_create();
 	fault_io_disk_limit_set(f, 10001);
 	pthread_t threads[4];

@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "tally.h"
 #include "tally_io.h"
 #include "wal.h"
@@ -37,30 +38,6 @@
 
 /* ---- Directories and files -------------------------------------------- */
 
-typedef struct test_dir {
-	char path[64];
-} test_dir;
-
-static void test_dir_make(test_dir *dir)
-{
-	strcpy(dir->path, "/tmp/tally-test-wal-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir->path), "mkdtemp: %s", strerror(errno));
-}
-
-static int test_dir_unlink_entry(void *ctx, const char *name)
-{
-	char path[TEST_PATH_SIZE];
-	snprintf(path, sizeof path, "%s/%s", (const char *)ctx, name);
-	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
-	return 0;
-}
-
-static void test_dir_remove(test_dir *dir)
-{
-	const tally_io *io = tally_io_default();
-	cr_assert_eq(io->list_dir(io, dir->path, test_dir_unlink_entry, dir->path), 0);
-	cr_assert_eq(rmdir(dir->path), 0, "rmdir %s: %s", dir->path, strerror(errno));
-}
 
 static void wal_path(char *path, const char *dir, uint64_t file_id)
 {
@@ -373,7 +350,7 @@ Test(wal_replay, reopen_replays_exact_records_in_order_and_lsns_continue,
 		    "the next LSN continues after the last")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	cr_assert_eq(wal_last_lsn(w), 0);
 	cr_assert_eq(append_records(w, 300), 300);
@@ -399,7 +376,7 @@ Test(wal_replay, replay_from_lsn_skips_earlier_records,
      .description = "records below replay_from_lsn are validated but not replayed")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 100);
 	replay_log log = {0};
 	wal *w = open_ok(NULL, dir.path, NULL, 40, &log);
@@ -419,7 +396,7 @@ Test(wal_replay, replay_from_past_the_end_moves_the_next_lsn,
 		    "only while it lies below replay_from_lsn")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 10);
 	wal *w = open_ok(NULL, dir.path, NULL, 50, NULL);
 	cr_assert_eq(wal_last_lsn(w), 49);
@@ -445,7 +422,7 @@ Test(wal_replay, empty_directory_and_fresh_directory_open,
 		    "until a record is appended")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	char sub[TEST_PATH_SIZE];
 	snprintf(sub, sizeof sub, "%s/wal", dir.path);
 	wal *w = open_ok(NULL, sub, NULL, 0, NULL);
@@ -470,7 +447,7 @@ Test(wal_replay, replay_callback_error_stops_open,
      .description = "a non-zero return from the replay function is what wal_open returns")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 10);
 	replay_log log = {.stop_at_lsn = 4};
 	wal *w = (wal *)1;
@@ -487,7 +464,7 @@ Test(wal_replay, other_names_in_the_directory_are_ignored,
      .description = "only <16 lowercase hex>.wal names are WAL files")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 5);
 	const char *names[] = {"notes.txt", "0000000000000009.wal.tmp", "000000000000000A.wal",
 			       "00000000000000000b.wal", "000000000000000c.WAL"};
@@ -508,7 +485,7 @@ Test(wal_append, oversized_payload_is_limit_and_does_not_fail_the_wal,
      .description = "payload > WAL_RECORD_PAYLOAD_MAX is TALLY_E_LIMIT; the WAL goes on")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	uint8_t *big = malloc((size_t)WAL_RECORD_PAYLOAD_MAX + 1); /* never touched */
 	cr_assert_not_null(big);
@@ -528,7 +505,7 @@ Test(wal_format, files_match_the_documented_layout,
 		    "zero padding are exactly as docs/formats.md says")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 20);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 1);
@@ -556,7 +533,7 @@ Test(wal_durable, wait_durable_semantics,
 		    "an LSN never appended is TALLY_E_INVALID")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	cr_assert_eq(wal_durable_lsn(w), 0);
 	cr_assert_eq(wal_wait_durable(w, 0), 0);
@@ -614,7 +591,7 @@ Test(wal_durable, concurrent_appenders_get_contiguous_lsns_and_group_commit,
 		    "and replayed in per-thread order, and far fewer fsyncs than records")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
 	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
 	static appender appenders[THREAD_COUNT];
@@ -676,7 +653,7 @@ Test(wal_durable, group_commit_window_gathers_records_into_one_fsync,
 		    "durable while the clock stands still, then one write and one fdatasync")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
 	fault_io_clock_set_us(f, 1000000);
 	wal_options options = {.group_commit_window_us = 50000};
@@ -722,7 +699,7 @@ Test(wal_durable, small_buffer_blocks_appenders_without_losing_records,
 		    "still goes through; close drains everything pending")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal_options options = {.buffer_bytes_max = 4096};
 	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
 	big_appender a[2] = {{.w = w}, {.w = w}};
@@ -752,7 +729,7 @@ Test(wal_rotate, files_rotate_at_file_bytes_max,
 		    "next file; records never span files; a new file after every reopen")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal_options options = {.file_bytes_max = 4096};
 	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
 	for (int i = 0; i < 10; i++)
@@ -802,7 +779,7 @@ Test(wal_rotate, rotate_returns_next_lsn_which_starts_a_new_file,
 		    "earlier ones stay in the old file; rotating twice makes one file")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	uint64_t first = 0;
 	cr_assert_eq(wal_rotate(w, &first), 0);
@@ -839,7 +816,7 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 		    "only once rotated away from; recovery from the remaining files works")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal_options options = {.file_bytes_max = 4096};
 	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
 	for (int i = 0; i < 10; i++)
@@ -904,7 +881,7 @@ Test(wal_rotate, a_missing_middle_file_is_corruption,
      .description = "a gap between files is named with the file that follows it")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal_options options = {.file_bytes_max = 4096};
 	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
 	for (int i = 0; i < 10; i++)
@@ -940,7 +917,7 @@ Test(wal_recovery, torn_tail_at_every_byte_of_the_last_record,
 		    "records, truncates the file to the last record's start and continues the LSNs")
 {
 	test_dir source;
-	test_dir_make(&source);
+	test_dir_make(&source, "wal");
 	make_wal(source.path, 7); /* LSN 7 has 259 bytes of payload: a 288-byte record */
 	char path[TEST_PATH_SIZE];
 	wal_path(path, source.path, 1);
@@ -952,7 +929,7 @@ Test(wal_recovery, torn_tail_at_every_byte_of_the_last_record,
 
 	for (uint64_t length = start; length < end; length++) {
 		test_dir dir;
-		test_dir_make(&dir);
+		test_dir_make(&dir, "wal");
 		copy_wal_file(source.path, dir.path);
 		wal_path(path, dir.path, 1);
 		file_truncate(path, length);
@@ -1001,7 +978,7 @@ Test(wal_recovery, torn_tail_with_garbage_instead_of_data,
 		    "any offset is a torn tail: truncated to its start")
 {
 	test_dir source;
-	test_dir_make(&source);
+	test_dir_make(&source, "wal");
 	make_wal(source.path, 7);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, source.path, 1);
@@ -1012,7 +989,7 @@ Test(wal_recovery, torn_tail_with_garbage_instead_of_data,
 	for (int kind = GARBAGE_ZEROS; kind <= GARBAGE_ONES; kind++) {
 		for (uint64_t from = start; from < end; from += 5) {
 			test_dir dir;
-			test_dir_make(&dir);
+			test_dir_make(&dir, "wal");
 			copy_wal_file(source.path, dir.path);
 			wal_path(path, dir.path, 1);
 			/* Garbage from `from` to the end, and a little beyond it. */
@@ -1039,7 +1016,7 @@ Test(wal_recovery, zero_extension_after_the_last_record_is_truncated,
 		    "data not written) keeps every record and loses the zeros")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 7);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 1);
@@ -1064,7 +1041,7 @@ Test(wal_recovery, torn_header_of_the_newest_file_is_removed,
 		    "but zeros after it, holds no records and is removed")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 4);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 2);
@@ -1097,7 +1074,7 @@ Test(wal_recovery, bad_header_with_data_after_it_is_corruption,
 		    "newest")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 4);
 	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE];
 	wal_path(path, dir.path, 1);
@@ -1112,7 +1089,7 @@ Test(wal_recovery, unknown_format_version_is_refused,
      .description = "a header with a version other than 1 is TALLY_E_VERSION")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 2);
 	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE];
 	wal_path(path, dir.path, 1);
@@ -1136,7 +1113,7 @@ Test(wal_corruption, flipped_bit_in_a_middle_record_names_file_and_offset,
 		    "the bad record's exact offset and where valid records resume; verify agrees")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 10);
 	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE], expect[256];
 	wal_path(path, dir.path, 1);
@@ -1175,7 +1152,7 @@ Test(wal_corruption, bad_last_record_of_an_older_file_is_not_a_torn_tail,
      .description = "only the newest file may end torn")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	make_wal(dir.path, 5);
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	append_records(w, 2); /* file 2: LSNs 6, 7 */
@@ -1197,7 +1174,7 @@ Test(wal_corruption, misdirected_record_reports_expected_and_found_lsn,
 		    "holds, the LSN does not; open fails naming offset and both LSNs")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	for (int i = 0; i < 10; i++)
 		append_sized(w, 100);
@@ -1222,7 +1199,7 @@ Test(wal_corruption, misdirected_record_reports_expected_and_found_lsn,
 
 	/* In the last position too: a valid checksum is never a torn tail. */
 	test_dir_remove(&dir);
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	for (int i = 0; i < 10; i++)
 		append_sized(w, 100);
@@ -1242,8 +1219,8 @@ Test(wal_corruption, record_copied_from_another_file_fails_its_checksum,
 		    "from a file with another id does not verify")
 {
 	test_dir a, b;
-	test_dir_make(&a);
-	test_dir_make(&b);
+	test_dir_make(&a, "wal");
+	test_dir_make(&b, "wal");
 	make_wal(a.path, 10);
 	/* In b, a torn file 1 is removed, so the records 1.. go to file 2. */
 	char path_a[TEST_PATH_SIZE], path_b[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE];
@@ -1284,7 +1261,7 @@ Test(wal_verify, clean_directory_has_no_problems_and_verify_is_read_only,
 		    "modified")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	wal_options options = {.file_bytes_max = 4096};
 	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
 	for (int i = 0; i < 10; i++)
@@ -1322,7 +1299,7 @@ Test(wal_faults, failed_fsync_is_sticky_and_reopen_recovers_durable_records,
 		    "returns it; reopening with the real io recovers every durable record")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
 	fault_io_path_filter_set(f, ".wal");
 	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
@@ -1364,7 +1341,7 @@ Test(wal_faults, short_writes_are_transparent,
      .description = "every pwrite writing at most 7 bytes changes nothing observable")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
 	fault_io_short_write_set(f, 7);
 	wal_options options = {.file_bytes_max = 8192};
@@ -1392,7 +1369,7 @@ Test(wal_faults, disk_full_is_sticky_and_reopen_truncates_the_partial_record,
 		    "replays exactly the acknowledged records and truncates the partial one")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
 	fault_io_path_filter_set(f, ".wal");
 	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
@@ -1443,7 +1420,7 @@ Test(wal_faults, failed_file_creation_or_directory_fsync_fails_the_wal,
 		    "meant for the new file are never reported durable")
 {
 	test_dir dir;
-	test_dir_make(&dir);
+	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
 	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
 	uint64_t lsn = append_records(w, 3);
