@@ -74,6 +74,7 @@ enum u64_mode {
 	U64_MODE_CONSTANT = 0,
 	U64_MODE_FOR = 1,
 	U64_MODE_VARINT = 2,
+	U64_MODE_SPARSE = 3,
 };
 
 #define CODES_WIDTH_MAX 32
@@ -420,8 +421,9 @@ ALWAYS_INLINE bool bits_read(const uint8_t *src, size_t size, void *values, size
 
 typedef struct u64_plan {
 	enum u64_mode mode;
-	uint64_t base;  /* CONSTANT: the value; FOR: the minimum */
-	unsigned width; /* FOR: bits of value - base */
+	uint64_t base;  /* CONSTANT: the value; FOR: the minimum; SPARSE: the minimum non-zero */
+	unsigned width; /* FOR, SPARSE: bits of value - base */
+	size_t nonzero; /* SPARSE: rows that are not zero */
 	size_t size;    /* encoded bytes */
 } u64_plan;
 
@@ -434,13 +436,15 @@ ALWAYS_INLINE void u64_plan_make(u64_plan *plan, const void *values, size_t coun
 		*plan = (u64_plan){ .mode = U64_MODE_VARINT, .size = 1 };
 		return;
 	}
-	uint64_t min = UINT64_MAX, max = 0;
-	size_t varint_bytes = 0;
+	uint64_t min = UINT64_MAX, max = 0, min_nonzero = UINT64_MAX;
+	size_t varint_bytes = 0, nonzero = 0;
 	for (size_t i = 0; i < count; i++) {
 		uint64_t v = lane_load(values, i, lane);
 		min = v < min ? v : min;
 		max = v > max ? v : max;
 		varint_bytes += varint_size(v);
+		nonzero += v != 0;
+		min_nonzero = v != 0 && v < min_nonzero ? v : min_nonzero;
 	}
 	if (min == max) {
 		*plan = (u64_plan){ .mode = U64_MODE_CONSTANT, .base = min,
@@ -459,6 +463,20 @@ ALWAYS_INLINE void u64_plan_make(u64_plan *plan, const void *values, size_t coun
 				    .size = for_size };
 	else
 		*plan = (u64_plan){ .mode = U64_MODE_VARINT, .size = varint_total };
+	if (nonzero == 0 || nonzero == count)
+		return;
+	/* Zeros and other values mixed (tokens of events that are not LLM
+	 * calls): a presence bitmap plus the non-zero values bit-packed. */
+	unsigned sparse_width = bit_width(max - min_nonzero);
+	size_t sparse_packed = 0;
+	fits = packed_size_get(nonzero, sparse_width, &sparse_packed);
+	assert(fits);
+	size_t sparse_size = 1 + varint_size(nonzero) + (count + 7) / 8 +
+			     varint_size(min_nonzero) + 1 + sparse_packed;
+	if (sparse_size < plan->size)
+		*plan = (u64_plan){ .mode = U64_MODE_SPARSE, .base = min_nonzero,
+				    .width = sparse_width, .nonzero = nonzero,
+				    .size = sparse_size };
 }
 
 /* Writes exactly plan->size bytes at dst. */
@@ -476,6 +494,25 @@ ALWAYS_INLINE void u64_write(uint8_t *dst, const u64_plan *plan, const void *val
 		*dst++ = (uint8_t)plan->width;
 		dst = bits_write(dst, values, count, lane, plan->base, plan->width);
 		break;
+	case U64_MODE_SPARSE: {
+		dst += varint_write(dst, plan->nonzero);
+		bit_writer bitmap = { .dst = dst };
+		for (size_t i = 0; i < count; i++)
+			bit_writer_put(&bitmap, lane_load(values, i, lane) != 0, 1);
+		dst = bit_writer_finish(&bitmap);
+		dst += varint_write(dst, plan->base);
+		*dst++ = (uint8_t)plan->width;
+		if (plan->width) {
+			bit_writer w = { .dst = dst };
+			for (size_t i = 0; i < count; i++) {
+				uint64_t v = lane_load(values, i, lane);
+				if (v)
+					bit_writer_put(&w, v - plan->base, plan->width);
+			}
+			dst = bit_writer_finish(&w);
+		}
+		break;
+	}
 	case U64_MODE_VARINT: {
 		uint8_t *end = start + plan->size;
 		for (size_t i = 0; i < count; i++) {
@@ -532,6 +569,40 @@ ALWAYS_INLINE int u64_decode_lane(const uint8_t *src, size_t size, void *values,
 		    packed != (size_t)(end - p))
 			return TALLY_E_CORRUPT;
 		ok = bits_read(p, packed, values, count, lane, base, width);
+		break;
+	}
+	case U64_MODE_SPARSE: {
+		uint64_t nonzero;
+		size_t bitmap_size = count / 8 + (count % 8 != 0);
+		if (varint_read(&p, end, &nonzero) != 0 || nonzero == 0 || nonzero >= count ||
+		    bitmap_size > (size_t)(end - p))
+			return TALLY_E_CORRUPT;
+		const uint8_t *bitmap = p;
+		p += bitmap_size;
+		size_t ones = 0;
+		for (size_t i = 0; i < bitmap_size; i++)
+			ones += (size_t)__builtin_popcount(bitmap[i]);
+		if (ones != nonzero || (count % 8 && bitmap[bitmap_size - 1] >> (count % 8)))
+			return TALLY_E_CORRUPT; /* count mismatch, or padding bits set */
+		if (varint_read(&p, end, &base) != 0 || base == 0 || p == end)
+			return TALLY_E_CORRUPT;
+		unsigned width = *p++;
+		size_t packed;
+		if (width > 64 || !packed_size_get((size_t)nonzero, width, &packed) ||
+		    packed != (size_t)(end - p))
+			return TALLY_E_CORRUPT;
+		bit_reader r = { .src = p, .size = packed };
+		uint64_t mask = width_mask(width);
+		for (size_t i = 0; i < count; i++) {
+			uint64_t v = 0;
+			if (bitmap[i / 8] >> (i % 8) & 1) {
+				v = base + (width ? bit_reader_get(&r, width, mask) : 0);
+				ok &= v >= base; /* no wrap: such a value was never encoded */
+			}
+			ok &= lane_store(values, i, v, lane);
+		}
+		if (width)
+			ok &= bit_reader_padding_is_zero(&r);
 		break;
 	}
 	case U64_MODE_VARINT:

@@ -602,6 +602,26 @@ static void u64_oracle(const uint64_t *values, size_t count, uint8_t *mode, size
 	size_t for_size = 1 + min_size + 1 + (count * width + 7) / 8;
 	*mode = for_size <= varint_total ? 1 : 2;
 	*size = for_size <= varint_total ? for_size : varint_total;
+	/* SPARSE (mode 3) when some rows are zero and some are not, and it is
+	 * strictly smaller: k, a bitmap, the minimum non-zero, width, packed. */
+	size_t nonzero = 0;
+	uint64_t min_nonzero = UINT64_MAX;
+	for (size_t i = 0; i < count; i++)
+		if (values[i]) {
+			nonzero++;
+			min_nonzero = values[i] < min_nonzero ? values[i] : min_nonzero;
+		}
+	if (nonzero == 0 || nonzero == count)
+		return;
+	unsigned sparse_width = 0;
+	while (sparse_width < 64 && ((max - min_nonzero) >> sparse_width) != 0)
+		sparse_width++;
+	size_t sparse = 1 + varint_put(scratch, nonzero) + (count + 7) / 8 +
+			varint_put(scratch, min_nonzero) + 1 + (nonzero * sparse_width + 7) / 8;
+	if (sparse < *size) {
+		*mode = 3;
+		*size = sparse;
+	}
 }
 
 static void u64_round_trip(const uint64_t *values, size_t count, const char *what)
@@ -1445,4 +1465,39 @@ Test(codec, every_decoder_survives_random_garbage)
 		int rc = decode_exact(fn, garbage, size, count);
 		cr_assert(rc == 0 || rc == TALLY_E_CORRUPT, "round %d: %d", round, rc);
 	}
+}
+
+Test(codec, u64_sparse_layout_is_bitmap_then_packed_nonzero_values)
+{
+	/* 0, 0, 1000, 0, 1003, 0, 0, 0, 0, 0: k = 2, bitmap 0b00010100 = 14 then
+	 * 00 (10 rows: two bytes, padding zero), min 1000 = e8 07, width 2,
+	 * values 0 and 3 -> 0b1100 = 0c. FOR would need 1 + 1 + 1 + 3 bytes for
+	 * 10 rows at width 10 (16 bytes), VARINT 1 + 8 + 2 + 2 = 13. */
+	const uint64_t values[10] = { 0, 0, 1000, 0, 1003, 0, 0, 0, 0, 0 };
+	bytebuf b = { 0 };
+	cr_assert_eq(codec_u64_encode(&b, values, 10), 0);
+	const uint8_t expected[] = { 0x03, 0x02, 0x14, 0x00, 0xe8, 0x07, 0x02, 0x0c };
+	assert_bytes(&b, expected, sizeof expected, "sparse");
+	uint64_t decoded[10];
+	cr_assert_eq(codec_u64_decode(b.data, b.size, decoded, 10), 0);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(decoded[i], values[i]);
+	/* Rejected: k not matching the bitmap, padding bits, base 0, a packed
+	 * area of the wrong size, k = 0 or k = count. */
+	uint8_t bad[sizeof expected];
+	memcpy(bad, expected, sizeof bad);
+	bad[1] = 0x03;
+	cr_expect_eq(codec_u64_decode(bad, sizeof bad, decoded, 10), TALLY_E_CORRUPT, "k");
+	memcpy(bad, expected, sizeof bad);
+	bad[3] = 0x04;
+	cr_expect_eq(codec_u64_decode(bad, sizeof bad, decoded, 10), TALLY_E_CORRUPT, "padding");
+	const uint8_t base_zero[] = { 0x03, 0x02, 0x14, 0x00, 0x00, 0x02, 0x0c };
+	cr_expect_eq(codec_u64_decode(base_zero, sizeof base_zero, decoded, 10), TALLY_E_CORRUPT,
+		     "base 0 would make a present value zero");
+	cr_expect_eq(codec_u64_decode(expected, sizeof expected - 1, decoded, 10), TALLY_E_CORRUPT,
+		     "truncated");
+	const uint8_t all_present[] = { 0x03, 0x0a, 0xff, 0x03, 0x01, 0x00 };
+	cr_expect_eq(codec_u64_decode(all_present, sizeof all_present, decoded, 10),
+		     TALLY_E_CORRUPT, "k = count is not sparse");
+	bytebuf_free(&b);
 }
