@@ -75,7 +75,11 @@ enum u64_mode {
 	U64_MODE_FOR = 1,
 	U64_MODE_VARINT = 2,
 	U64_MODE_SPARSE = 3,
+	U64_MODE_PATCHED = 4,
 };
+
+/* PATCHED considers low widths this many bits below the FOR width. */
+#define PATCHED_WIDTH_STEPS_MAX 8
 
 #define CODES_WIDTH_MAX 32
 #define U8_WIDTH_MAX 8
@@ -424,8 +428,30 @@ typedef struct u64_plan {
 	uint64_t base;  /* CONSTANT: the value; FOR: the minimum; SPARSE: the minimum non-zero */
 	unsigned width; /* FOR, SPARSE: bits of value - base */
 	size_t nonzero; /* SPARSE: rows that are not zero */
+	size_t patches; /* PATCHED: rows whose value - base needs more than width bits */
 	size_t size;    /* encoded bytes */
 } u64_plan;
+
+/* Exact size of the PATCHED layout at low width w (< the FOR width), and
+ * the number of patched rows. */
+ALWAYS_INLINE size_t u64_patched_size(const void *values, size_t count, enum lane lane,
+				      uint64_t base, unsigned w, size_t *patches)
+{
+	size_t packed = 0, bytes = 0, n = 0, previous = 0;
+	bool fits = packed_size_get(count, w, &packed);
+	assert(fits);
+	(void)fits;
+	for (size_t i = 0; i < count; i++) {
+		uint64_t high = (lane_load(values, i, lane) - base) >> w;
+		if (!high)
+			continue;
+		bytes += varint_size(i - previous) + varint_size(high);
+		previous = i + 1;
+		n++;
+	}
+	*patches = n;
+	return 1 + varint_size(base) + 1 + varint_size(n) + packed + bytes;
+}
 
 /* One pass over the values: min, max and the VARINT size give all three
  * encoded sizes. */
@@ -463,6 +489,18 @@ ALWAYS_INLINE void u64_plan_make(u64_plan *plan, const void *values, size_t coun
 				    .size = for_size };
 	else
 		*plan = (u64_plan){ .mode = U64_MODE_VARINT, .size = varint_total };
+	/* PATCHED: frame of reference at a lower width, the few values that
+	 * need more bits patched with their high part (the tail of time gaps
+	 * and durations sets the FOR width for every row). */
+	for (unsigned step = 1; step <= PATCHED_WIDTH_STEPS_MAX && step <= width && count >= 16;
+	     step++) {
+		size_t patches;
+		size_t patched = u64_patched_size(values, count, lane, min, width - step, &patches);
+		if (patched < plan->size)
+			*plan = (u64_plan){ .mode = U64_MODE_PATCHED, .base = min,
+					    .width = width - step, .patches = patches,
+					    .size = patched };
+	}
 	if (nonzero == 0 || nonzero == count)
 		return;
 	/* Zeros and other values mixed (tokens of events that are not LLM
@@ -494,6 +532,29 @@ ALWAYS_INLINE void u64_write(uint8_t *dst, const u64_plan *plan, const void *val
 		*dst++ = (uint8_t)plan->width;
 		dst = bits_write(dst, values, count, lane, plan->base, plan->width);
 		break;
+	case U64_MODE_PATCHED: {
+		dst += varint_write(dst, plan->base);
+		*dst++ = (uint8_t)plan->width;
+		dst += varint_write(dst, plan->patches);
+		uint64_t low_mask = width_mask(plan->width);
+		if (plan->width) {
+			bit_writer w = { .dst = dst };
+			for (size_t i = 0; i < count; i++)
+				bit_writer_put(&w, (lane_load(values, i, lane) - plan->base) & low_mask,
+					       plan->width);
+			dst = bit_writer_finish(&w);
+		}
+		size_t previous = 0;
+		for (size_t i = 0; i < count; i++) {
+			uint64_t high = (lane_load(values, i, lane) - plan->base) >> plan->width;
+			if (!high)
+				continue;
+			dst += varint_write(dst, i - previous);
+			dst += varint_write(dst, high);
+			previous = i + 1;
+		}
+		break;
+	}
 	case U64_MODE_SPARSE: {
 		dst += varint_write(dst, plan->nonzero);
 		bit_writer bitmap = { .dst = dst };
@@ -569,6 +630,55 @@ ALWAYS_INLINE int u64_decode_lane(const uint8_t *src, size_t size, void *values,
 		    packed != (size_t)(end - p))
 			return TALLY_E_CORRUPT;
 		ok = bits_read(p, packed, values, count, lane, base, width);
+		break;
+	}
+	case U64_MODE_PATCHED: {
+		uint64_t patches;
+		if (varint_read(&p, end, &base) != 0 || p == end)
+			return TALLY_E_CORRUPT;
+		unsigned width = *p++;
+		size_t packed;
+		if (width > 63 || varint_read(&p, end, &patches) != 0 || patches > count ||
+		    !packed_size_get(count, width, &packed) || packed > (size_t)(end - p))
+			return TALLY_E_CORRUPT;
+		/* One pass: low parts from the packed area, the high part of the
+		 * next patched row from the patch list that follows it. */
+		bit_reader r = { .src = p, .size = packed };
+		const uint8_t *patch = p + packed;
+		uint64_t mask = width_mask(width);
+		uint64_t left = patches, next = UINT64_MAX, high = 0;
+		size_t index = 0; /* first row the next gap counts from */
+		if (left) {
+			uint64_t gap;
+			if (varint_read(&patch, end, &gap) != 0 || varint_read(&patch, end, &high) != 0)
+				return TALLY_E_CORRUPT;
+			next = gap;
+		}
+		for (size_t i = 0; i < count; i++) {
+			uint64_t low = width ? bit_reader_get(&r, width, mask) : 0;
+			uint64_t offset = low;
+			if (i == next) {
+				if (high == 0 || high > (UINT64_MAX >> width))
+					return TALLY_E_CORRUPT;
+				offset |= high << width;
+				index = i + 1;
+				next = UINT64_MAX;
+				if (--left) {
+					uint64_t gap;
+					if (varint_read(&patch, end, &gap) != 0 ||
+					    varint_read(&patch, end, &high) != 0 || gap >= count - index)
+						return TALLY_E_CORRUPT;
+					next = index + gap;
+				}
+			}
+			uint64_t v = base + offset;
+			ok &= v >= base; /* no wrap: such a value was never encoded */
+			ok &= lane_store(values, i, v, lane);
+		}
+		if (left || next != UINT64_MAX || patch != end)
+			return TALLY_E_CORRUPT;
+		if (width)
+			ok &= bit_reader_padding_is_zero(&r);
 		break;
 	}
 	case U64_MODE_SPARSE: {

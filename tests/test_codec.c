@@ -602,6 +602,27 @@ static void u64_oracle(const uint64_t *values, size_t count, uint8_t *mode, size
 	size_t for_size = 1 + min_size + 1 + (count * width + 7) / 8;
 	*mode = for_size <= varint_total ? 1 : 2;
 	*size = for_size <= varint_total ? for_size : varint_total;
+	/* PATCHED (mode 4): the low w bits of every value - min packed, then for
+	 * each value needing more, the gap since the previous patched row and
+	 * its high part; w from 1 to 8 bits below the FOR width, 16+ rows. */
+	for (unsigned step = 1; step <= 8 && step <= width && count >= 16; step++) {
+		unsigned w = width - step;
+		size_t patches = 0, bytes = 0, previous = 0;
+		for (size_t i = 0; i < count; i++) {
+			uint64_t high = (values[i] - min) >> w;
+			if (!high)
+				continue;
+			bytes += varint_put(scratch, i - previous) + varint_put(scratch, high);
+			previous = i + 1;
+			patches++;
+		}
+		size_t patched = 1 + min_size + 1 + varint_put(scratch, patches) +
+				 (count * w + 7) / 8 + bytes;
+		if (patched < *size) {
+			*mode = 4;
+			*size = patched;
+		}
+	}
 	/* SPARSE (mode 3) when some rows are zero and some are not, and it is
 	 * strictly smaller: k, a bitmap, the minimum non-zero, width, packed. */
 	size_t nonzero = 0;
@@ -1499,5 +1520,56 @@ Test(codec, u64_sparse_layout_is_bitmap_then_packed_nonzero_values)
 	const uint8_t all_present[] = { 0x03, 0x0a, 0xff, 0x03, 0x01, 0x00 };
 	cr_expect_eq(codec_u64_decode(all_present, sizeof all_present, decoded, 10),
 		     TALLY_E_CORRUPT, "k = count is not sparse");
+	bytebuf_free(&b);
+}
+
+Test(codec, u64_patched_layout_packs_low_bits_and_patches_the_outliers)
+{
+	/* 20 values of 0..3 and one 1000 at row 5: FOR needs 10 bits per row
+	 * (1 + 1 + 1 + 27 = 30 bytes); PATCHED packs 2 bits per row (6 bytes)
+	 * and patches row 5 with its high part 1000 >> 2 = 250 (gap 5, then
+	 * varint 250 = fa 01). */
+	uint64_t values[21];
+	for (int i = 0; i < 21; i++)
+		values[i] = (uint64_t)(i % 4);
+	values[5] = 1000;
+	bytebuf b = { 0 };
+	cr_assert_eq(codec_u64_encode(&b, values, 21), 0);
+	cr_assert_eq(b.data[0], 0x04, "mode %u", b.data[0]);
+	cr_assert_eq(b.data[1], 0x00, "base 0");
+	cr_assert_eq(b.data[2], 0x02, "low width 2");
+	cr_assert_eq(b.data[3], 0x01, "one patch");
+	const uint8_t tail[] = { 0x05, 0xfa, 0x01 };
+	cr_assert_eq(b.size, 4 + 6 + sizeof tail);
+	cr_assert_eq(memcmp(b.data + b.size - sizeof tail, tail, sizeof tail), 0);
+	uint64_t decoded[21];
+	cr_assert_eq(codec_u64_decode(b.data, b.size, decoded, 21), 0);
+	for (int i = 0; i < 21; i++)
+		cr_assert_eq(decoded[i], values[i], "row %d", i);
+	/* Rejected: a patch past the last row, a zero high part, a missing
+	 * patch, trailing bytes. */
+	uint8_t *bad = xmalloc(b.size + 1);
+	memcpy(bad, b.data, b.size);
+	bad[b.size - 3] = 21;
+	cr_expect_eq(codec_u64_decode(bad, b.size, decoded, 21), TALLY_E_CORRUPT, "gap past the end");
+	memcpy(bad, b.data, b.size);
+	bad[b.size - 2] = 0x00;
+	cr_expect_eq(codec_u64_decode(bad, b.size - 1, decoded, 21), TALLY_E_CORRUPT, "high part 0");
+	memcpy(bad, b.data, b.size);
+	bad[3] = 0x02;
+	cr_expect_eq(codec_u64_decode(bad, b.size, decoded, 21), TALLY_E_CORRUPT, "a patch missing");
+	memcpy(bad, b.data, b.size);
+	bad[b.size] = 0x00;
+	cr_expect_eq(codec_u64_decode(bad, b.size + 1, decoded, 21), TALLY_E_CORRUPT, "trailing");
+	free(bad);
+	/* The same through the u32 and i64 lanes. */
+	uint32_t v32[21], d32[21];
+	for (int i = 0; i < 21; i++)
+		v32[i] = (uint32_t)values[i];
+	bytebuf_reset(&b);
+	cr_assert_eq(codec_u32_encode(&b, v32, 21), 0);
+	cr_assert_eq(b.data[0], 0x04);
+	cr_assert_eq(codec_u32_decode(b.data, b.size, d32, 21), 0);
+	cr_assert_eq(memcmp(v32, d32, sizeof v32), 0);
 	bytebuf_free(&b);
 }
