@@ -9,38 +9,32 @@
  *    the manifest does not name is debris of an interrupted flush or
  *    compaction and is removed at open.
  *
- * 2. Ingest (tally_ingest_submit, tally_ingest_submit_many). Outside any
- *    lock: validate each event and pack and hash its id. Then, holding
- *    store->state shared and the tenant's mutex: for each valid event, look
- *    its id up in the tenant's fingerprint table; verify every fingerprint
- *    match against the stored id (memtables, then that day's segments);
- *    append accepted events to the tenant's active memtable and fingerprint
+ * 2. Ingest (tally_ingest_submit). Outside the lock: validate each event
+ *    and pack its id. Under store->lock: for each valid event, look its id up
+ *    in the tenant's fingerprint table; verify every fingerprint match
+ *    against the stored id (memtables, then that day's segments); append
+ *    accepted events to the tenant's active memtable and the fingerprint
  *    table, and to one WAL record for the batch; append that record to the
- *    WAL before releasing the tenant's mutex. Batches of different tenants
- *    run in parallel. The commit LSN of a call is the WAL's last LSN after
- *    its last batch, so a batch whose events are DUPLICATEs of a
- *    still-pending batch of the same tenant (appended earlier, under the
- *    same mutex) is not acknowledged before that batch is durable.
- *    tally_ingest then waits for the commit LSN outside every lock (group
- *    commit).
+ *    WAL. The commit LSN of the batch is the WAL's last LSN at that moment,
+ *    so a batch whose events are DUPLICATEs of a still-pending batch is not
+ *    acknowledged before that batch is durable. tally_ingest then waits for
+ *    the commit LSN to be durable outside the lock (group commit).
  *
- * 3. A batch is one WAL record and is applied to its tenant's memtable
- *    under one hold of the tenant's mutex, with its WAL record appended
- *    before the mutex is released: a batch is never half-visible,
- *    half-flushed or half-replayed, and one tenant's records are in the WAL
- *    in memtable order.
+ * 3. A call is one WAL record (type 1 for one batch, type 2 for the batches
+ *    of one tally_ingest_submit_many) and is applied to the memtables under
+ *    one lock hold: a call is never half-visible, half-flushed or
+ *    half-replayed.
  *
  * 4. Flush (tally_flush, or the background worker past memtable_bytes_max):
- *    holding store->state exclusive (no ingest in flight), every active
- *    memtable becomes frozen and the WAL is rotated; the first LSN of the
- *    new WAL file is the flush boundary. Once the WAL is durable up to the
- *    boundary, the frozen memtables are written to one new segment file (no
- *    lock held: frozen memtables are immutable), then, state exclusive
- *    again, the manifest is replaced with the new file and wal_replay_lsn =
- *    boundary, and the frozen memtables are dropped. WAL files before the
- *    boundary are removed after that. A crash at any point leaves either the
- *    old manifest (WAL still has every event) or the new one (segments have
- *    them, replay starts after them): never both.
+ *    under the lock, every active memtable becomes frozen and the WAL is
+ *    rotated; the first LSN of the new WAL file is the flush boundary. Once
+ *    the WAL is durable up to the boundary, the frozen memtables are written
+ *    to one new segment file (no lock held: frozen memtables are immutable),
+ *    then under the lock the manifest is replaced with the new file and
+ *    wal_replay_lsn = boundary, and the frozen memtables are dropped. WAL
+ *    files before the boundary are removed after that. A crash at any point
+ *    leaves either the old manifest (WAL still has every event) or the new
+ *    one (segments have them, replay starts after them): never both.
  *
  * 5. Compaction merges segment files tenant by tenant, so the segments of
  *    one tenant and day in its inputs become a single segment: every live
@@ -57,13 +51,9 @@
  *
  * 7. Threads. Callers may ingest, scan and flush from any threads. The WAL
  *    has its own writer thread; the store has one background worker (when
- *    options.background) for flush and compaction. Locks, in the order they
- *    are taken: maintenance (flush vs compaction) -> state (rwlock: shared
- *    for ingest, scans, stats; exclusive for tenant creation, freezing,
- *    publishing, expiry) -> a tenant's mu (its memtable, fingerprints and
- *    record dictionary) -> verify_lock (the verification cache) -> lock
- *    (control fields, errmsg, condition variables) -> the WAL's mutex.
- *    Ingest waits for backpressure holding only `lock`, never `state`.
+ *    options.background) for flush and compaction. Lock order:
+ *    maintenance -> lock -> (WAL internal mutex). No I/O but dedup
+ *    verification reads and manifest writes happens under store->lock.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +75,8 @@
 #include "wal.h"
 
 #define PATH_SIZE_MAX 4096
-#define WAL_RECORD_BATCH 1 /* one tenant's batch: see docs/formats.md */
+#define WAL_RECORD_BATCH 1   /* one tenant's batch */
+#define WAL_RECORD_BATCHES 2 /* several batches submitted together */
 #define DAY_MAX UINT16_MAX
 
 typedef struct verify_entry {
@@ -100,15 +91,11 @@ typedef struct verify_entry {
 } verify_entry;
 
 typedef struct tenant {
-	pthread_mutex_t mu; /* active, dedup, batch_map (frozen: see store->state) */
 	uint32_t id;
 	char name[TALLY_TENANT_SIZE_MAX + 1];
 	memtable *active; /* NULL when empty */
 	memtable *frozen; /* being flushed, NULL otherwise */
 	dedup_table dedup;
-	uint64_t *batch_map; /* WAL record dictionary: see batch_code */
-	uint32_t batch_map_capacity;
-	uint32_t batch_generation;
 } tenant;
 
 struct tally_store {
@@ -119,17 +106,9 @@ struct tally_store {
 	tally_options options;
 	int lock_fd;
 
-	/* state: the tenant registry, every tenant's frozen pointer, the
-	 * catalog and the manifest. Ingest, scans, stats and verification hold
-	 * it shared (and the tenant's mu for its memtable and fingerprints);
-	 * tenant creation, freezing, publishing and expiry hold it exclusive. */
-	pthread_rwlock_t state;
-	/* lock: the control fields below (sticky, closing, frozen, byte counts,
-	 * counters, errmsg) and the condition variables. */
 	pthread_mutex_t lock;
 	pthread_cond_t flushed; /* a flush completed (backpressure waiters) */
 	pthread_mutex_t maintenance;
-	pthread_mutex_t verify_lock; /* verify_cache */
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
@@ -149,6 +128,13 @@ struct tally_store {
 	int sticky;                   /* non-zero: writes refused */
 	int closing;
 
+	uint64_t *batch_map[DIM_COUNT]; /* WAL record dictionary, under lock: see batch_code */
+	uint32_t batch_map_capacity[DIM_COUNT];
+	uint32_t batch_generation;
+	uint32_t batch_string_count;
+	bytebuf batch_strings;
+	bytebuf batch_record;
+	bytebuf multi_record;
 	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
 	uint64_t verify_clock;
 
@@ -185,20 +171,6 @@ static void set_sticky(tally_store *s, int rc)
 		s->sticky = rc;
 	pthread_cond_broadcast(&s->flushed);
 	pthread_cond_broadcast(&s->wake);
-}
-
-/* The exclusive state lock plus the control lock: what freezing,
- * publishing and expiry hold (lock order: state, then lock). */
-static void state_lock_exclusive(tally_store *s)
-{
-	pthread_rwlock_wrlock(&s->state);
-	pthread_mutex_lock(&s->lock);
-}
-
-static void state_unlock_exclusive(tally_store *s)
-{
-	pthread_mutex_unlock(&s->lock);
-	pthread_rwlock_unlock(&s->state);
 }
 
 static int tenant_name_valid(const char *name)
@@ -276,7 +248,6 @@ static int tenant_add(tally_store *s, const char *name, tenant **out)
 	tenant *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	pthread_mutex_init(&t->mu, NULL);
 	t->id = s->tenant_count;
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	s->tenants[s->tenant_count++] = t;
@@ -349,70 +320,65 @@ static int validate(const tally_event *e, int64_t now_us, const tally_options *o
  */
 typedef struct batch_encoder {
 	bytebuf events;
-	bytebuf strings;       /* the record's dictionary: varint size + bytes each */
-	uint32_t string_count;
 	uint32_t count;
 	int64_t previous_time;
 } batch_encoder;
 
 /*
- * The record dictionary is built from the memtable's codes: t->batch_map[c]
- * is (batch generation << 32 | record code) for memtable code c, so a
- * string already seen in this batch costs one array read instead of a hash
- * lookup. Caller holds t->mu.
+ * The record dictionary is built from the memtable's codes: batch_map[d][c]
+ * is (batch generation << 32 | record code) for memtable code c of
+ * dimension d, so a string already seen in this batch costs one array read
+ * instead of a hash lookup.
  */
-static int batch_code(tenant *t, batch_encoder *b, const memtable *m, uint32_t code,
-		      uint32_t *out)
+static int batch_code(tally_store *s, int d, const memtable *m, uint32_t code, uint32_t *out)
 {
-	if (code >= t->batch_map_capacity) {
-		uint32_t capacity = t->batch_map_capacity ? t->batch_map_capacity : 16;
+	if (code >= s->batch_map_capacity[d]) {
+		uint32_t capacity = s->batch_map_capacity[d] ? s->batch_map_capacity[d] : 256;
 		while (capacity <= code)
 			capacity *= 2;
-		uint64_t *map = realloc(t->batch_map, sizeof(*map) * capacity);
+		uint64_t *map = realloc(s->batch_map[d], sizeof(*map) * capacity);
 		if (!map)
 			return -ENOMEM;
-		memset(map + t->batch_map_capacity, 0,
-		       sizeof(*map) * (capacity - t->batch_map_capacity));
-		t->batch_map = map;
-		t->batch_map_capacity = capacity;
+		memset(map + s->batch_map_capacity[d], 0,
+		       sizeof(*map) * (capacity - s->batch_map_capacity[d]));
+		s->batch_map[d] = map;
+		s->batch_map_capacity[d] = capacity;
 	}
-	uint64_t entry = t->batch_map[code];
-	if (entry >> 32 == t->batch_generation) {
+	uint64_t entry = s->batch_map[d][code];
+	if (entry >> 32 == s->batch_generation) {
 		*out = (uint32_t)entry;
 		return 0;
 	}
 	tally_str str = strdict_get(&m->dict, code);
 	int rc;
-	if ((rc = varint_append(&b->strings, str.len)) ||
-	    (rc = bytebuf_append(&b->strings, str.ptr, str.len)))
+	if ((rc = varint_append(&s->batch_strings, str.len)) ||
+	    (rc = bytebuf_append(&s->batch_strings, str.ptr, str.len)))
 		return rc;
-	*out = b->string_count++;
-	t->batch_map[code] = (uint64_t)t->batch_generation << 32 | *out;
+	*out = s->batch_string_count++;
+	s->batch_map[d][code] = (uint64_t)s->batch_generation << 32 | *out;
 	return 0;
 }
 
-static void batch_begin(tenant *t, batch_encoder *b)
+static void batch_begin(tally_store *s)
 {
-	if (++t->batch_generation == 0) { /* wrapped: forget every stamp */
-		if (t->batch_map)
-			memset(t->batch_map, 0, sizeof(uint64_t) * t->batch_map_capacity);
-		t->batch_generation = 1;
+	if (++s->batch_generation == 0) { /* wrapped: forget every stamp */
+		for (int d = 0; d < DIM_COUNT; d++)
+			if (s->batch_map[d])
+				memset(s->batch_map[d], 0, sizeof(uint64_t) * s->batch_map_capacity[d]);
+		s->batch_generation = 1;
 	}
-	bytebuf_reset(&b->strings);
-	bytebuf_reset(&b->events);
-	b->string_count = 0;
-	b->count = 0;
-	b->previous_time = 0;
+	bytebuf_reset(&s->batch_strings);
+	s->batch_string_count = 0;
 }
 
 /* Adds row `row` of memtable m (just appended) to the record. */
-static int batch_add(tenant *t, batch_encoder *b, const memtable *m, uint32_t row,
+static int batch_add(tally_store *s, batch_encoder *b, const memtable *m, uint32_t row,
 		     const tally_event *e, const packed_id *id)
 {
 	uint32_t codes[DIM_COUNT];
 	int rc;
 	for (int d = 0; d < DIM_COUNT; d++)
-		if ((rc = batch_code(t, b, m, m->rows.dim[d][row], &codes[d])))
+		if ((rc = batch_code(s, d, m, m->rows.dim[d][row], &codes[d])))
 			return rc;
 	if ((rc = bytebuf_reserve(&b->events, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)))
 		return rc;
@@ -434,14 +400,14 @@ static int batch_add(tenant *t, batch_encoder *b, const memtable *m, uint32_t ro
 	return 0;
 }
 
-static int batch_finish(const tenant *t, const batch_encoder *b, bytebuf *out)
+static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b, bytebuf *out)
 {
 	int rc;
 	size_t name_size = strlen(t->name);
 	bytebuf_reset(out);
 	if ((rc = varint_append(out, name_size)) || (rc = bytebuf_append(out, t->name, name_size)) ||
-	    (rc = varint_append(out, b->count)) || (rc = varint_append(out, b->string_count)) ||
-	    (rc = bytebuf_append(out, b->strings.data, b->strings.size)))
+	    (rc = varint_append(out, b->count)) || (rc = varint_append(out, s->batch_string_count)) ||
+	    (rc = bytebuf_append(out, s->batch_strings.data, s->batch_strings.size)))
 		return rc;
 	return bytebuf_append(out, b->events.data, b->events.size);
 }
@@ -487,13 +453,13 @@ static void verify_entry_clear(verify_entry *v)
 	memset(v, 0, sizeof(*v));
 }
 
-static int verify_entry_load(verify_entry *v, segment_file *f, uint32_t ti, uint32_t g,
-			     char *errmsg)
+static int verify_entry_load(tally_store *s, verify_entry *v, segment_file *f, uint32_t ti,
+			     uint32_t g)
 {
 	verify_entry_clear(v);
-	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, errmsg);
+	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, s->errmsg);
 	if (!rc)
-		rc = segment_read_dict(f, ti, v->dict, errmsg);
+		rc = segment_read_dict(f, ti, v->dict, s->errmsg);
 	uint32_t slot_count = 16;
 	while (!rc && slot_count < v->rows.count * 2)
 		slot_count *= 2;
@@ -531,9 +497,8 @@ static int64_t verify_entry_find(const verify_entry *v, const packed_id *id)
 	return -1;
 }
 
-/* Caller holds s->verify_lock. */
 static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32_t g,
-			    verify_entry **out, char *errmsg)
+			    verify_entry **out)
 {
 	verify_entry *victim = &s->verify_cache[0];
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++) {
@@ -546,7 +511,7 @@ static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32
 		if (!v->valid || v->last_use < victim->last_use)
 			victim = v;
 	}
-	int rc = verify_entry_load(victim, f, ti, g, errmsg);
+	int rc = verify_entry_load(s, victim, f, ti, g);
 	if (rc)
 		return rc;
 	victim->last_use = ++s->verify_clock;
@@ -555,11 +520,10 @@ static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32
 }
 
 /* Looks for the stored event with exactly this id in day `day`'s segments.
- * Returns 1 and fills *stored (strings valid while the caller holds
- * s->verify_lock), 0 when absent, or a negative code with errmsg set.
- * Caller holds s->state (shared) and s->verify_lock. */
+ * Returns 1 and fills *stored (strings valid until the next call), 0 when
+ * absent, or a negative code. */
 static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const packed_id *id,
-			    tally_event *stored, char *id_text, char *errmsg)
+			    tally_event *stored, char *id_text)
 {
 	for (uint32_t fi = 0; fi < s->file_count; fi++) {
 		segment_file *f = s->files[fi];
@@ -574,7 +538,7 @@ static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const 
 			for (uint32_t g = seg->first_rowgroup; g < seg->first_rowgroup + seg->rowgroup_count;
 			     g++) {
 				verify_entry *v;
-				int rc = verify_cache_get(s, f, (uint32_t)ti, g, &v, errmsg);
+				int rc = verify_cache_get(s, f, (uint32_t)ti, g, &v);
 				if (rc)
 					return rc;
 				int64_t row = verify_entry_find(v, id);
@@ -618,17 +582,9 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 			seen |= days[j] == days[i];
 		if (seen)
 			continue;
-		char errmsg[TALLY_ERRMSG_SIZE] = "";
-		pthread_mutex_lock(&s->verify_lock);
-		int found = find_in_segments(s, t, days[i], id, &stored, id_text, errmsg);
+		int found = find_in_segments(s, t, days[i], id, &stored, id_text);
 		if (found == 1)
 			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
-		pthread_mutex_unlock(&s->verify_lock);
-		if (found < 0) {
-			pthread_mutex_lock(&s->lock);
-			snprintf(s->errmsg, sizeof(s->errmsg), "%s", errmsg);
-			pthread_mutex_unlock(&s->lock);
-		}
 		if (found)
 			return found < 0 ? found : 0;
 	}
@@ -658,37 +614,20 @@ static int batch_check(const tally_batch *b)
 	return 0;
 }
 
-/* Finds the tenant, creating it under the exclusive state lock when new.
- * Called and returns with s->state held shared. */
-static int tenant_for_ingest(tally_store *s, const char *name, tenant **out)
-{
-	*out = tenant_find(s, name);
-	if (*out)
-		return 0;
-	pthread_rwlock_unlock(&s->state);
-	pthread_rwlock_wrlock(&s->state);
-	int rc = tenant_get_or_add(s, name, out);
-	pthread_rwlock_unlock(&s->state);
-	pthread_rwlock_rdlock(&s->state);
-	return rc;
-}
-
 /*
- * Dedups and applies one checked batch and appends its WAL record, holding
- * the tenant's mutex throughout (caller holds s->state shared): the records
- * of one tenant's batches are in the WAL in the order their events reached
- * the memtable, so a result that depended on an earlier batch of the tenant
- * (a DUPLICATE of a still pending event) is covered by any commit LSN taken
- * after it. A non-zero return leaves memory ahead of the WAL: the caller
- * goes sticky.
+ * Dedups and applies one checked batch (lock held) and appends its WAL
+ * payload (type 1 form) to s->batch_record when it accepted anything.
+ * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
  */
-static int ingest_batch(tally_store *s, tenant *t, tally_batch *b, const packed_id *ids,
-			batch_encoder *batch, bytebuf *record)
+static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, int *appended)
 {
-	pthread_mutex_lock(&t->mu);
-	batch_begin(t, batch);
+	tenant *t;
+	int rc = tenant_get_or_add(s, b->tenant, &t);
+	if (rc)
+		return rc;
+	batch_encoder batch = {0};
+	batch_begin(s);
 	size_t bytes_before = active_bytes_of(t);
-	int rc = 0;
 	/* The fingerprint table is the one random access per event into a
 	 * large structure: start loading slots a few events ahead. */
 	enum { PREFETCH_AHEAD = 8 };
@@ -705,19 +644,16 @@ static int ingest_batch(tally_store *s, tenant *t, tally_batch *b, const packed_
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
 		if (!(rc = apply_event(t, &b->events[i], &ids[i])))
-			rc = batch_add(t, batch, t->active, t->active->rows.count - 1, &b->events[i],
+			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
 				       &ids[i]);
 	}
-	size_t grown = active_bytes_of(t) - bytes_before;
-	uint64_t lsn;
-	if (!rc && batch->count && !(rc = batch_finish(t, batch, record)))
-		rc = wal_append(s->wal, WAL_RECORD_BATCH, record->data, record->size, &lsn);
-	pthread_mutex_unlock(&t->mu);
-	pthread_mutex_lock(&s->lock);
-	s->active_bytes += grown;
-	if (s->options.background && s->active_bytes > s->options.memtable_bytes_max)
-		pthread_cond_signal(&s->wake);
-	pthread_mutex_unlock(&s->lock);
+	s->active_bytes += active_bytes_of(t) - bytes_before;
+	*appended = 0;
+	if (!rc && batch.count) {
+		rc = batch_finish(s, t, &batch, &s->batch_record);
+		*appended = !rc;
+	}
+	bytebuf_free(&batch.events);
 	return rc;
 }
 
@@ -735,13 +671,11 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	int rc = 0;
 	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
 	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
-	batch_encoder encoder = {0};
-	bytebuf record = {0};
 	if (!packed || !ids) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	/* Outside any lock: validation, id packing and hashing. */
+	/* Outside the lock: validation, id packing and hashing. */
 	int64_t now = s->io->now_us(s->io);
 	size_t k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
@@ -757,55 +691,71 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		}
 	}
 
-	/* Backpressure before taking the state lock (a flush needs it). */
 	pthread_mutex_lock(&s->lock);
 	while (!s->sticky && !s->closing && s->options.background && s->frozen &&
 	       s->active_bytes > s->options.memtable_bytes_max)
-		pthread_cond_wait(&s->flushed, &s->lock); /* a flush is behind */
-	rc = s->sticky ? TALLY_E_READONLY : s->closing ? TALLY_E_CLOSED : 0;
-	pthread_mutex_unlock(&s->lock);
-	if (rc)
-		goto out;
-
-	/* Batches of different tenants proceed in parallel with other callers;
-	 * each batch is one WAL record. */
-	pthread_rwlock_rdlock(&s->state);
+		pthread_cond_wait(&s->flushed, &s->lock); /* backpressure: a flush is behind */
+	if (s->sticky || s->closing) {
+		rc = s->sticky ? TALLY_E_READONLY : TALLY_E_CLOSED;
+		goto unlock;
+	}
+	/* One WAL record for the whole call: type 1 when a single batch
+	 * accepted events, else type 2, a list of type 1 payloads. */
+	size_t sub_count = 0;
+	bytebuf_reset(&s->multi_record);
 	const char *failed_tenant = "";
 	k = 0;
-	for (size_t b = 0; b < batch_count && !rc; b++) {
+	for (size_t b = 0; b < batch_count; b++) {
 		tally_batch *batch = &batches[b];
 		if (batch->status)
 			continue;
-		tenant *t;
-		if ((rc = tenant_for_ingest(s, batch->tenant, &t))) {
-			/* Nothing of this batch was applied: not a reason to stop
-			 * writes (the earlier batches are complete and in the WAL). */
-			pthread_rwlock_unlock(&s->state);
-			goto out;
-		}
-		if ((rc = ingest_batch(s, t, batch, ids + k, &encoder, &record)))
+		int appended;
+		if ((rc = ingest_locked(s, batch, ids + k, &appended))) {
 			failed_tenant = batch->tenant;
+			goto fail_sticky;
+		}
 		k += batch->count;
+		if (!appended)
+			continue;
+		if ((rc = varint_append(&s->multi_record, s->batch_record.size)) ||
+		    (rc = bytebuf_append(&s->multi_record, s->batch_record.data,
+					 s->batch_record.size)))
+			goto fail_sticky;
+		sub_count++;
 	}
-	if (!rc)
-		*commit_lsn = wal_last_lsn(s->wal);
-	pthread_rwlock_unlock(&s->state);
-	if (rc) {
-		/* Memory may now hold events the WAL does not: refuse writes until
-		 * a reopen rebuilds memory from the WAL. */
-		pthread_mutex_lock(&s->lock);
-		snprintf(s->errmsg, sizeof(s->errmsg),
-			 "ingest for tenant %s failed: %s; writes refused until reopen",
-			 failed_tenant, tally_strerror(rc));
-		set_sticky(s, rc);
-		pthread_mutex_unlock(&s->lock);
+	if (sub_count == 1) {
+		/* The payload is the one type 1 payload after its size prefix. */
+		const uint8_t *p = s->multi_record.data, *end = p + s->multi_record.size;
+		uint64_t size;
+		varint_get(&p, end, &size);
+		uint64_t lsn;
+		if ((rc = wal_append(s->wal, WAL_RECORD_BATCH, p, (size_t)size, &lsn)))
+			goto fail_sticky;
+	} else if (sub_count > 1) {
+		bytebuf_reset(&s->batch_record);
+		uint64_t lsn;
+		if ((rc = varint_append(&s->batch_record, sub_count)) ||
+		    (rc = bytebuf_append(&s->batch_record, s->multi_record.data,
+					 s->multi_record.size)) ||
+		    (rc = wal_append(s->wal, WAL_RECORD_BATCHES, s->batch_record.data,
+				     s->batch_record.size, &lsn)))
+			goto fail_sticky;
 	}
+	*commit_lsn = wal_last_lsn(s->wal);
+	goto unlock;
+fail_sticky:
+	/* Memory may now hold events the WAL does not: refuse writes until a
+	 * reopen rebuilds memory from the WAL. */
+	snprintf(s->errmsg, sizeof(s->errmsg), "ingest for tenant %s failed: %s; writes refused until reopen",
+		 failed_tenant, tally_strerror(rc));
+	set_sticky(s, rc);
+unlock:
+	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
+		pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->lock);
 out:
 	free(packed);
 	free(ids);
-	bytebuf_free(&encoder.events);
-	bytebuf_free(&encoder.strings);
-	bytebuf_free(&record);
 	return rc;
 }
 
@@ -953,8 +903,25 @@ static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *p
 	tally_store *s = ctx;
 	if (type == WAL_RECORD_BATCH)
 		return replay_batch(s, lsn, payload, size);
+	const uint8_t *p = payload, *end = payload + size;
+	uint64_t count;
+	if (type != WAL_RECORD_BATCHES || varint_get(&p, end, &count) || count < 2)
+		goto corrupt;
+	for (uint64_t i = 0; i < count; i++) {
+		uint64_t sub_size;
+		if (varint_get(&p, end, &sub_size) || sub_size > (uint64_t)(end - p))
+			goto corrupt;
+		int rc = replay_batch(s, lsn, p, (size_t)sub_size);
+		if (rc)
+			return rc;
+		p += sub_size;
+	}
+	if (p == end)
+		return 0;
+corrupt:
 	snprintf(s->errmsg, sizeof(s->errmsg),
-		 "WAL record LSN %" PRIu64 " has a valid checksum but an unknown type %u", lsn, type);
+		 "WAL record LSN %" PRIu64 " has a valid checksum but an unknown type %u or a malformed list of batches",
+		 lsn, type);
 	return TALLY_E_CORRUPT;
 }
 
@@ -989,11 +956,11 @@ static int write_manifest_locked(tally_store *s)
 static int flush_locked_maintenance(tally_store *s, int *retried)
 {
 	int rc;
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	*retried = s->frozen;
 	if (s->sticky) {
 		rc = s->sticky;
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		return rc;
 	}
 	if (!s->frozen) {
@@ -1007,12 +974,12 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 			}
 		}
 		if (!any) {
-			state_unlock_exclusive(s);
+			pthread_mutex_unlock(&s->lock);
 			return 0;
 		}
 		if ((rc = wal_rotate(s->wal, &s->flush_boundary_lsn))) {
 			set_sticky(s, rc);
-			state_unlock_exclusive(s);
+			pthread_mutex_unlock(&s->lock);
 			return rc;
 		}
 		s->frozen = 1;
@@ -1028,7 +995,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	for (uint32_t i = 0; frozen && i < s->tenant_count; i++)
 		if (s->tenants[i]->frozen)
 			frozen[frozen_count++] = s->tenants[i];
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 	if (!frozen)
 		return -ENOMEM;
 
@@ -1064,10 +1031,10 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	if ((rc = segment_file_open(s->io, s->segment_dir, file_id, &f, errmsg)))
 		goto fail;
 
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + 1));
 	if (!files) {
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		segment_file_close(f);
 		rc = -ENOMEM;
 		goto fail;
@@ -1082,7 +1049,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		s->file_count--;
 		segment_file_close(f);
 		set_sticky(s, rc);
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		free(frozen);
 		return rc;
 	}
@@ -1098,7 +1065,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	s->frozen_bytes = 0;
 	s->flush_count++;
 	pthread_cond_broadcast(&s->flushed);
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 	free(frozen);
 	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
 		snprintf(s->errmsg, sizeof(s->errmsg), "retire WAL files before LSN %" PRIu64 ": %s",
@@ -1106,9 +1073,9 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	return 0;
 fail:
 	free(frozen);
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	snprintf(s->errmsg, sizeof(s->errmsg), "flush: %s", errmsg[0] ? errmsg : tally_strerror(rc));
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
@@ -1226,20 +1193,20 @@ static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs
 static int compact_locked_maintenance(tally_store *s, int all)
 {
 	int rc = 0;
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	if (s->sticky || s->file_count < 2) {
 		rc = s->sticky;
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		return rc;
 	}
 	segment_file **inputs = malloc(sizeof(*inputs) * s->file_count);
 	if (!inputs) {
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		return -ENOMEM;
 	}
 	uint32_t input_count = compaction_inputs(s, all, inputs);
 	if (input_count < 2) {
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		free(inputs);
 		return 0;
 	}
@@ -1257,7 +1224,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	tenant **tenants = malloc(sizeof(*tenants) * (tenant_count + 1));
 	if (tenants)
 		memcpy(tenants, s->tenants, sizeof(*tenants) * tenant_count);
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 	if (!tenants) {
 		free(inputs);
 		return -ENOMEM;
@@ -1293,14 +1260,14 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	    (rc = segment_file_open(s->io, s->segment_dir, file_id, &f, errmsg)))
 		goto fail;
 
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	/* Only compaction removes files, and it holds maintenance: every input
 	 * is still live. The output has the newest id, so it goes last and the
 	 * catalog (and the manifest) stay in ascending id order. */
 	segment_file **old = s->files;
 	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + 1));
 	if (!files) {
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1322,14 +1289,14 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		s->file_count = old_count;
 		free(files);
 		set_sticky(s, rc);
-		state_unlock_exclusive(s);
+		pthread_mutex_unlock(&s->lock);
 		segment_file_close(f);
 		f = NULL;
 		goto fail;
 	}
 	free(old);
 	s->compaction_count++;
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 	for (uint32_t i = 0; i < input_count; i++) {
 		char path[SEGMENT_PATH_SIZE_MAX];
 		snprintf(path, sizeof(path), "%s", inputs[i]->path);
@@ -1347,9 +1314,9 @@ fail:
 	free(tenants);
 	if (f)
 		segment_file_close(f);
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	snprintf(s->errmsg, sizeof(s->errmsg), "compaction: %s", errmsg[0] ? errmsg : tally_strerror(rc));
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
@@ -1378,11 +1345,11 @@ static void expire_dedup(tally_store *s)
 	int64_t day_min = day_of(now - s->options.lateness_past_us) - 1;
 	if (day_min <= 0 || day_min > DAY_MAX || (uint16_t)day_min == s->dedup_expired_day)
 		return;
-	state_lock_exclusive(s);
+	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < s->tenant_count; i++)
 		dedup_expire(&s->tenants[i]->dedup, (uint16_t)day_min); /* ENOMEM: keep, retry later */
 	s->dedup_expired_day = (uint16_t)day_min;
-	state_unlock_exclusive(s);
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void deadline_after_ms(struct timespec *deadline, uint64_t ms)
@@ -1549,21 +1516,22 @@ static void store_free(tally_store *s)
 			free(t->frozen);
 		}
 		dedup_free(&t->dedup);
-		free(t->batch_map);
-		pthread_mutex_destroy(&t->mu);
 		free(t);
 	}
 	free(s->tenants);
 	free(s->tenant_slots);
 	manifest_free(&s->manifest);
+	for (int d = 0; d < DIM_COUNT; d++)
+		free(s->batch_map[d]);
+	bytebuf_free(&s->batch_strings);
+	bytebuf_free(&s->batch_record);
+	bytebuf_free(&s->multi_record);
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++)
 		verify_entry_clear(&s->verify_cache[i]);
 	if (s->lock_fd >= 0)
 		s->io->close(s->io, s->lock_fd);
-	pthread_rwlock_destroy(&s->state);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->maintenance);
-	pthread_mutex_destroy(&s->verify_lock);
 	pthread_cond_destroy(&s->flushed);
 	pthread_cond_destroy(&s->wake);
 	free(s);
@@ -1611,16 +1579,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		tally_options_default(&s->options);
 	s->io = s->options.io ? s->options.io : tally_io_default();
 	s->lock_fd = -1;
-	/* Writer-preferring: with readers always in flight (producers), a
-	 * reader-preferring lock would starve the flush that must freeze. */
-	pthread_rwlockattr_t rwattr;
-	pthread_rwlockattr_init(&rwattr);
-	pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&s->state, &rwattr);
-	pthread_rwlockattr_destroy(&rwattr);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->maintenance, NULL);
-	pthread_mutex_init(&s->verify_lock, NULL);
 	pthread_cond_init(&s->flushed, NULL);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
@@ -1849,17 +1809,10 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 		return TALLY_E_INVALID;
 	scan_state st = {0};
 	int rc = 0;
-	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	/* Shared state lock (catalog, frozen memtables) and the tenant's mutex
-	 * (its active memtable) for the whole scan; fn runs under them and
-	 * must not call back into the store. */
-	pthread_rwlock_rdlock(&s->state);
+	pthread_mutex_lock(&s->lock);
 	tenant *t = tenant_find(s, tenant_name);
-	if (!t) {
-		pthread_rwlock_unlock(&s->state);
-		return 0;
-	}
-	pthread_mutex_lock(&t->mu);
+	if (!t)
+		goto out;
 	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
 		segment_file *f = s->files[fi];
 		int64_t ti = segment_file_find_tenant(f, t->id);
@@ -1884,13 +1837,13 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 					break;
 				}
 				if (dict_source < 0) {
-					rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, errmsg);
+					rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, s->errmsg);
 					dict_source = st.source_count - 1;
 				}
 				src->dict_source = (uint32_t)dict_source;
 				if (!rc)
 					rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows,
-								   errmsg);
+								   s->errmsg);
 				if (!rc)
 					rc = scan_add_refs(&st, st.source_count - 1, &src->rows, from_us, to_us);
 			}
@@ -1927,13 +1880,7 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 			break;
 	}
 out:
-	pthread_mutex_unlock(&t->mu);
-	pthread_rwlock_unlock(&s->state);
-	if (rc < 0 && errmsg[0]) {
-		pthread_mutex_lock(&s->lock);
-		snprintf(s->errmsg, sizeof(s->errmsg), "scan: %s", errmsg);
-		pthread_mutex_unlock(&s->lock);
-	}
+	pthread_mutex_unlock(&s->lock);
 	scan_free(&st);
 	return rc;
 }
@@ -1943,20 +1890,17 @@ out:
 int tally_store_stats(tally_store *s, tally_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	pthread_rwlock_rdlock(&s->state);
+	pthread_mutex_lock(&s->lock);
 	out->tenant_count = s->tenant_count;
 	for (uint32_t i = 0; i < s->tenant_count; i++) {
-		tenant *t = s->tenants[i];
-		pthread_mutex_lock(&t->mu);
+		const tenant *t = s->tenants[i];
 		if (t->active)
 			out->events_memtable += t->active->rows.count;
 		if (t->frozen)
 			out->events_memtable += t->frozen->rows.count;
 		out->dedup_entries += t->dedup.count;
 		out->dedup_bytes += dedup_bytes(&t->dedup);
-		pthread_mutex_unlock(&t->mu);
 	}
-	pthread_mutex_lock(&s->lock);
 	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
 	out->segment_file_count = s->file_count;
 	for (uint32_t i = 0; i < s->file_count; i++) {
@@ -1968,7 +1912,6 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	out->compaction_count = s->compaction_count;
 	out->sticky_error = s->sticky;
 	pthread_mutex_unlock(&s->lock);
-	pthread_rwlock_unlock(&s->state);
 	wal_stats ws;
 	wal_get_stats(s->wal, &ws);
 	out->wal_file_count = ws.file_count;

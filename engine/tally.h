@@ -187,17 +187,14 @@ int tally_ingest_submit(tally_store *store, const char *tenant,
 int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
 
 /*
- * Several tenants' batches in one call (a server submits every IngestBatch
- * request of one event-loop pass this way): validation and id packing for
- * all of them first, then each batch under its tenant's lock, one WAL
- * record per batch, one commit LSN for the call. Each batch gets its own
- * status: 0, or TALLY_E_TENANT / TALLY_E_LIMIT / TALLY_E_INVALID for that
- * batch alone (its results are then untouched). The call returns 0 when
- * every other batch's results are final; they are acknowledged once
- * *commit_lsn is durable, exactly as for tally_ingest_submit. A negative
- * return means nothing in the call is acknowledged (batches applied before
- * the failure may still become durable; resubmitting them yields
- * DUPLICATE).
+ * Several tenants' batches in one call: one lock hold and one WAL record
+ * for all of them (a server submits every IngestBatch request of one event
+ * loop pass this way). Each batch gets its own status: 0, or TALLY_E_TENANT /
+ * TALLY_E_LIMIT / TALLY_E_INVALID for that batch alone (its results are then
+ * untouched). The call returns 0 when every other batch's results are
+ * final; they are acknowledged once *commit_lsn is durable, exactly as for
+ * tally_ingest_submit. A negative return means nothing in the call is
+ * acknowledged.
  */
 typedef struct tally_batch {
 	const char *tenant;
