@@ -1006,8 +1006,8 @@ static int verify_wal(verifier *v)
 		verify_problem(v, "%s: directory missing", v->wal_dir);
 		return 0;
 	}
-	rc = wal_verify(v->io, v->wal_dir, 0 /* a torn tail is not a problem */,
-			verify_wal_problem, v);
+	rc = wal_verify(v->io, v->wal_dir, v->have_manifest ? v->m.wal_replay_lsn : 0,
+			0 /* a torn tail is not a problem */, verify_wal_problem, v);
 	if (rc == -ENOMEM)
 		return rc;
 	if (rc < 0)

@@ -847,7 +847,7 @@ typedef struct wal_scan {
 	int problem_count;
 	char *errmsg;          /* recovery: the first problem, TALLY_ERRMSG_SIZE */
 
-	uint64_t replay_from;  /* recovery: >= 1; verify: 0 */
+	uint64_t replay_from;  /* recovery: >= 1; verify: the manifest's, or 0 if unknown */
 	wal_replay_fn replay_fn;
 	void *replay_ctx;
 
@@ -1129,12 +1129,14 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 				      s->path, first_lsn, s->expected_lsn - 1);
 		if (rc)
 			goto out;
-	} else if (!s->have_expected && !s->verify && first_lsn > s->replay_from) {
+	} else if (!s->have_expected && (!s->verify || s->replay_from > 0) &&
+		   first_lsn > s->replay_from) {
 		rc = wal_scan_problem(s, TALLY_E_CORRUPT,
 				      "wal: %s offset 24: missing WAL before file %016" PRIx64
 				      ": it starts at LSN %" PRIu64 " but replay starts at LSN %" PRIu64,
 				      s->path, file_id, first_lsn, s->replay_from);
-		goto out;
+		if (rc)
+			goto out; /* recovery stops; verify reports once and follows the chain */
 	}
 	s->have_expected = true;
 	s->expected_lsn = first_lsn;
@@ -1422,8 +1424,8 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 	return 0;
 }
 
-int wal_verify(const tally_io *io, const char *dir, int report_torn_tail,
-	       wal_problem_fn fn, void *ctx)
+int wal_verify(const tally_io *io, const char *dir, uint64_t replay_from_lsn,
+	       int report_torn_tail, wal_problem_fn fn, void *ctx)
 {
 	char errmsg[TALLY_ERRMSG_SIZE];
 	if (!io || !dir || strlen(dir) + WAL_FILE_NAME_SIZE + 2 > WAL_PATH_SIZE_MAX)
@@ -1432,6 +1434,7 @@ int wal_verify(const tally_io *io, const char *dir, int report_torn_tail,
 		.io = io,
 		.dir = dir,
 		.verify = true,
+		.replay_from = replay_from_lsn,
 		.report_torn_tail = report_torn_tail != 0,
 		.problem_fn = fn,
 		.problem_ctx = ctx,

@@ -101,11 +101,13 @@ int wal_close(wal *w);
 /*
  * Offline check of every file in dir (for `tally verify`): reports each
  * problem through fn with file and offset; a torn tail counts as a problem
- * only when report_torn_tail is non-zero. Returns the number of problems or
- * a negative code.
+ * only when report_torn_tail is non-zero. replay_from_lsn is the manifest's
+ * replay LSN when known (0: unknown): LSNs below it are not needed, so a gap
+ * below it is not a problem, and a first file starting after it is. Returns
+ * the number of problems or a negative code.
  */
 typedef void (*wal_problem_fn)(void *ctx, const char *message);
-int wal_verify(const tally_io *io, const char *dir, int report_torn_tail,
-	       wal_problem_fn fn, void *ctx);
+int wal_verify(const tally_io *io, const char *dir, uint64_t replay_from_lsn,
+	       int report_torn_tail, wal_problem_fn fn, void *ctx);
 
 #endif /* TALLY_WAL_H */

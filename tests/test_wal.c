@@ -897,7 +897,18 @@ Test(wal_rotate, a_missing_middle_file_is_corruption,
 	cr_assert_not_null(strstr(errmsg, "starts at LSN 7 but the previous file ends at LSN 3"),
 			   "%s", errmsg);
 	problems p = {0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 1);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
+	/* With the manifest's replay LSN known, a gap below it is not needed
+	 * (recovery accepts it), and a first file after it is missing WAL. */
+	problems q = {0};
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 7, 1, problem_collect, &q), 0);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 5, 1, problem_collect, &q), 1);
+	wal_path(path, dir.path, 1);
+	cr_assert_eq(unlink(path), 0);
+	problems r = {0};
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 7, 1, problem_collect, &r), 0);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 5, 1, problem_collect, &r), 1,
+		     "replay from LSN 5 but the oldest file starts at LSN 7");
 	test_dir_remove(&dir);
 }
 
@@ -1023,8 +1034,8 @@ Test(wal_recovery, zero_extension_after_the_last_record_is_truncated,
 	uint64_t end = file_size(path);
 	file_truncate(path, end + 4096);
 	problems p = {0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, problem_collect, &p), 0);
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 1);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 0, problem_collect, &p), 0);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
 	cr_assert_not_null(strstr(p.last, "torn tail"), "%s", p.last);
 	cr_assert_eq(file_size(path), end + 4096, "verify never truncates");
 	replay_log log = {0};
@@ -1134,7 +1145,7 @@ Test(wal_corruption, flipped_bit_in_a_middle_record_names_file_and_offset,
 	cr_assert_eq(file_size(path), size, "corruption is never truncated away");
 
 	problems p = {0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 1);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
 	cr_assert_str_eq(p.first, errmsg);
 
 	/* The same flip in the LSN field. */
@@ -1194,7 +1205,7 @@ Test(wal_corruption, misdirected_record_reports_expected_and_found_lsn,
 		 path, pf.offsets[6]);
 	cr_assert_not_null(strstr(errmsg, expect), "%s", errmsg);
 	problems p = {0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 1);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
 	cr_assert_str_eq(p.first, errmsg);
 
 	/* In the last position too: a valid checksum is never a torn tail. */
@@ -1268,13 +1279,13 @@ Test(wal_verify, clean_directory_has_no_problems_and_verify_is_read_only,
 		append_sized(w, 1000);
 	cr_assert_eq(wal_close(w), 0);
 	problems p = {0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 0);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 0);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 4);
 	uint64_t size = file_size(path);
 	file_truncate(path, size - 100);
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, problem_collect, &p), 0);
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 1);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 0, problem_collect, &p), 0);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
 	char expect[256];
 	snprintf(expect, sizeof expect, "%s offset %u: torn tail", path, FILE_HEADER_SIZE);
 	cr_assert_not_null(strstr(p.last, expect), "%s", p.last);
@@ -1286,8 +1297,8 @@ Test(wal_verify, clean_directory_has_no_problems_and_verify_is_read_only,
 	wal_path(path, dir.path, 3);
 	file_garble(path, FILE_HEADER_SIZE + 30, FILE_HEADER_SIZE + 31, GARBAGE_ONES, 0, 0);
 	p = (problems){0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, problem_collect, &p), 2);
-	cr_assert_lt(wal_verify(tally_io_default(), "/nonexistent/tally-wal", 0, problem_collect, &p),
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 0, problem_collect, &p), 2);
+	cr_assert_lt(wal_verify(tally_io_default(), "/nonexistent/tally-wal", 0, 0, problem_collect, &p),
 		     0);
 	test_dir_remove(&dir);
 }
@@ -1360,7 +1371,7 @@ Test(wal_faults, short_writes_are_transparent,
 	cr_assert_eq(wal_close(w), 0);
 	replay_log_free(&log);
 	problems p = {0};
-	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 1, problem_collect, &p), 0);
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 0);
 	test_dir_remove(&dir);
 }
 
