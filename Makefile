@@ -9,8 +9,9 @@
 # -Wno-format-truncation: error messages are snprintf-ed into fixed buffers
 # on purpose; a long path is cut, never overflowed.
 #
-# Variables: CRASH_ROUNDS (crash test rounds, default 50), SEED (property tests).
-export CRASH_ROUNDS SEED
+# Variables: CRASH_ROUNDS (crash test kill rounds, default 50), CRASH_POWER_ROUNDS
+# (power-cut rounds, default 30), SEED (property tests).
+export CRASH_ROUNDS CRASH_POWER_ROUNDS SEED
 
 CC      ?= gcc
 BUILD   ?= build

@@ -61,6 +61,7 @@
 
 #include "support/events.h"
 #include "support/fault_io.h"
+#include "support/power_io.h"
 #include "tally.h"
 
 #define CRASH_ROUNDS_DEFAULT 50
@@ -78,6 +79,9 @@
 #define CRASH_WAL_FILE_BYTES_MAX_SMALL (128u << 10)
 #define CRASH_SHORT_WRITE_BYTES 512
 #define CRASH_MESSAGE_TEXT_SIZE 112
+#define CRASH_POWER_ROUNDS_DEFAULT 30
+#define CRASH_POWER_OPS_MAX 3000 /* the cut lands within this many mutating calls */
+#define CRASH_POWER_WAIT_US_MAX (60 * INT64_C(1000000)) /* a child that never loses power hung */
 
 /* One pipe message; 128 bytes, so each write is atomic (< PIPE_BUF). */
 enum crash_message_kind {
@@ -133,6 +137,8 @@ typedef struct crash_setup {
 	uint64_t wal_file_bytes_max; /* 0: the default */
 	uint32_t group_commit_window_us;
 	uint64_t short_write_bytes; /* child writes through fault_io, cut to this size; 0: plain */
+	uint64_t power_cut_after;   /* child writes through power_io and loses power at the nth
+				     * mutating call (0: killed by the parent instead) */
 } crash_setup;
 
 /* ---- the child ------------------------------------------------------------ */
@@ -150,6 +156,7 @@ typedef struct crash_child {
 	uint64_t rng;
 	tally_store *store;
 	fault_io *fio; /* when setup.short_write_bytes */
+	power_io *pio; /* when setup.power_cut_after */
 } crash_child;
 
 static void child_send(const crash_child *c, uint32_t kind, uint32_t round, uint32_t batch,
@@ -189,6 +196,16 @@ static tally_store *child_open(crash_child *c)
 			fault_io_short_write_set(c->fio, c->setup.short_write_bytes);
 		}
 		o.io = fault_io_table(c->fio);
+	}
+	if (c->setup.power_cut_after) {
+		if (!c->pio) {
+			/* Armed before the open, so some cuts land in recovery. */
+			c->pio = power_io_create(o.io ? o.io : tally_io_default());
+			if (!c->pio)
+				child_fail(c, 0, -ENOMEM, "power_io_create");
+			power_io_cut_after(c->pio, c->setup.power_cut_after);
+		}
+		o.io = power_io_table(c->pio);
 	}
 	o.memtable_bytes_max = c->setup.memtable_bytes_max;
 	o.compact_files_min = CRASH_COMPACT_FILES_MIN;
@@ -512,6 +529,22 @@ static int rounds_get(void)
 	return CRASH_ROUNDS_DEFAULT;
 }
 
+/* CRASH_POWER_ROUNDS, else as many as CRASH_ROUNDS when that is set, else
+ * CRASH_POWER_ROUNDS_DEFAULT. */
+static int power_rounds_get(void)
+{
+	const char *text = getenv("CRASH_POWER_ROUNDS");
+	if (text && *text) {
+		long rounds = strtol(text, NULL, 10);
+		if (rounds > 0)
+			return (int)rounds;
+	}
+	text = getenv("CRASH_ROUNDS");
+	if (text && *text)
+		return rounds_get();
+	return CRASH_POWER_ROUNDS_DEFAULT;
+}
+
 typedef struct crash_totals {
 	uint64_t acked_batches;
 	uint64_t retried_batches;
@@ -524,11 +557,17 @@ typedef struct crash_totals {
 	uint64_t wal_files;
 } crash_totals;
 
-Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
+/*
+ * The rounds of both tests. kill: the parent SIGKILLs the child at a random
+ * moment (the page cache survives: every write the child made is kept).
+ * power: the child writes through power_io and loses power at a random
+ * mutating call (writes and directory changes that were never fsynced are
+ * lost), then exits.
+ */
+static void crash_rounds(bool power, int rounds, const char *name)
 {
 	uint64_t seed = seed_get();
-	int rounds = rounds_get();
-	fprintf(stderr, "test_crash: SEED=0x%016" PRIx64 " CRASH_ROUNDS=%d\n", seed, rounds);
+	fprintf(stderr, "%s: SEED=0x%016" PRIx64 " rounds=%d\n", name, seed, rounds);
 	int64_t started_us = clock_us(CLOCK_MONOTONIC);
 	uint64_t rng = seed;
 	crash_totals totals = {0};
@@ -557,6 +596,12 @@ Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
 			 * kills land inside records, segment files and manifests. */
 			setup.short_write_bytes = (d >> 24) % 3 == 0 ? CRASH_SHORT_WRITE_BYTES : 0;
 			totals.fresh_dirs++;
+		}
+		if (power) {
+			/* Anywhere in the first few thousand writes, fsyncs and
+			 * directory changes: during recovery, ingest, flushes and
+			 * compactions. */
+			setup.power_cut_after = 1 + ev_rng_next(&rng) % CRASH_POWER_OPS_MAX;
 		}
 		dir_rounds_left--;
 
@@ -608,6 +653,8 @@ Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
 				deadline = cr.opened_at_us + cr.kill_delay_us;
 			else
 				deadline = forked_us + CRASH_OPEN_WAIT_US_MAX;
+			if (power)
+				deadline = forked_us + CRASH_POWER_WAIT_US_MAX;
 			if (now >= deadline) {
 				kill(pid, SIGKILL);
 				killed = true;
@@ -630,14 +677,21 @@ Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
 			 seed, global_round, cr.round, dir, thread_count,
 			 cr.kill_after_open ? "open" : "fork", cr.kill_delay_us);
 		cr_assert(!cr.child_failed, "%s: the child failed: %s", where, cr.child_error);
-		cr_assert(!WIFEXITED(status), "%s: the child exited with code %d before the kill "
-			  "(a sanitizer report above?)", where, WEXITSTATUS(status));
-		cr_assert(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-			  "%s: the child died of signal %d (%s) before the kill", where,
-			  WIFSIGNALED(status) ? WTERMSIG(status) : 0,
-			  WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "?");
+		if (power) {
+			cr_assert(!killed && WIFEXITED(status) &&
+				  WEXITSTATUS(status) == POWER_IO_EXIT_CODE,
+				  "%s: the child did not lose power after %" PRIu64 " calls (status %d)",
+				  where, setup.power_cut_after, status);
+		} else {
+			cr_assert(!WIFEXITED(status), "%s: the child exited with code %d before the kill "
+				  "(a sanitizer report above?)", where, WEXITSTATUS(status));
+			cr_assert(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+				  "%s: the child died of signal %d (%s) before the kill", where,
+				  WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+				  WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "?");
+		}
 		cr_assert(!cr.problem[0], "%s: %s", where, cr.problem);
-		if (cr.kill_after_open)
+		if (cr.kill_after_open && !power)
 			cr_assert(cr.opened, "%s: the child did not open the store within %" PRId64 " s",
 				  where, CRASH_OPEN_WAIT_US_MAX / 1000000);
 		if (!cr.opened)
@@ -701,13 +755,24 @@ Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
 		dir_remove(dir);
 	ev_ledger_free(&ledger);
 	fprintf(stderr,
-		"test_crash: %d rounds in %.1f s over %" PRIu64 " directories: %" PRIu64
+		"%s: %d rounds in %.1f s over %" PRIu64 " directories: %" PRIu64
 		" acknowledged batches, %" PRIu64 " retried; unacknowledged batches found present %" PRIu64
 		" / absent %" PRIu64 "; largest store %" PRIu64 " events; %" PRIu64
 		" kills before the open finished; after recovery %.1f segment files and %.1f WAL files "
 		"on average\n",
-		rounds, (double)(clock_us(CLOCK_MONOTONIC) - started_us) / 1e6, totals.fresh_dirs,
+		name, rounds, (double)(clock_us(CLOCK_MONOTONIC) - started_us) / 1e6, totals.fresh_dirs,
 		totals.acked_batches, totals.retried_batches, totals.maybe_present, totals.maybe_absent,
 		totals.events_scanned_max, totals.child_never_opened,
 		(double)totals.segment_files / rounds, (double)totals.wal_files / rounds);
+}
+
+Test(crash, sigkill_at_random_moments_keeps_every_acknowledged_event_once)
+{
+	crash_rounds(false, rounds_get(), "test_crash sigkill");
+}
+
+Test(crash, power_cut_at_random_moments_keeps_every_acknowledged_event_once)
+{
+	/* Unsynced writes and directory changes are lost (see power_io.h). */
+	crash_rounds(true, power_rounds_get(), "test_crash power cut");
 }

@@ -1,0 +1,537 @@
+/*
+ * power_io.c — power-cut simulation (see power_io.h for the model).
+ *
+ * State, under p->mu:
+ *   files[]   every file seen: its current name and durable size;
+ *   pending[] directory changes since the last fsync of their directory,
+ *             oldest first;
+ *   paths[fd] the name each open fd was opened under (kept current across
+ *             renames), to find a file from an fd.
+ * Every wrapped call holds p->cut shared while it runs; a cut takes it
+ * exclusive, so it never races a call in flight, and never releases it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "power_io.h"
+
+#define POWER_FILES_MAX 16384
+#define POWER_PENDING_MAX 16384
+#define POWER_FD_MAX 4096
+#define POWER_PATH_SIZE 512
+
+typedef struct power_file {
+	char name[POWER_PATH_SIZE];
+	int64_t durable_size;
+} power_file;
+
+enum pending_kind { PENDING_CREATE, PENDING_RENAME, PENDING_RENAME_OVER, PENDING_UNLINK };
+
+typedef struct pending_op {
+	enum pending_kind kind;
+	char dir[POWER_PATH_SIZE];
+	char a[POWER_PATH_SIZE];     /* CREATE: path; RENAME*: from; UNLINK: path */
+	char b[POWER_PATH_SIZE];     /* RENAME*: to */
+	char trash[POWER_PATH_SIZE]; /* RENAME_OVER: the replaced file; UNLINK: the file */
+} pending_op;
+
+struct power_io {
+	tally_io table;
+	const tally_io *inner;
+	pthread_mutex_t mu;
+	pthread_rwlock_t cut;
+	power_file *files;
+	uint32_t file_count;
+	pending_op *pending;
+	uint32_t pending_count;
+	char *paths[POWER_FD_MAX];
+	uint64_t ops;
+	uint64_t cut_at; /* 0: not armed */
+	uint64_t trash_seq;
+	int cut_done; /* p->cut is held for good */
+};
+
+static power_io *from(const tally_io *io)
+{
+	return io->ctx;
+}
+
+static void dir_of(const char *path, char *dir)
+{
+	snprintf(dir, POWER_PATH_SIZE, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	else
+		snprintf(dir, POWER_PATH_SIZE, ".");
+}
+
+/* mu held. */
+static power_file *file_find(power_io *p, const char *name)
+{
+	for (uint32_t i = 0; i < p->file_count; i++)
+		if (strcmp(p->files[i].name, name) == 0)
+			return &p->files[i];
+	return NULL;
+}
+
+/* mu held: the file, added with durable size `size` when unknown. */
+static power_file *file_track(power_io *p, const char *name, int64_t size)
+{
+	power_file *f = file_find(p, name);
+	if (f || p->file_count == POWER_FILES_MAX)
+		return f;
+	f = &p->files[p->file_count++];
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	f->durable_size = size;
+	return f;
+}
+
+/* mu held: a file (and open fds) now goes by another name. */
+static void file_rename(power_io *p, const char *from_name, const char *to_name)
+{
+	power_file *gone = file_find(p, to_name);
+	if (gone)
+		gone->name[0] = 0; /* replaced: the trash entry was made first */
+	power_file *f = file_find(p, from_name);
+	if (f)
+		snprintf(f->name, sizeof(f->name), "%s", to_name);
+	for (int fd = 0; fd < POWER_FD_MAX; fd++)
+		if (p->paths[fd] && strcmp(p->paths[fd], from_name) == 0) {
+			char *copy = strdup(to_name);
+			if (copy) {
+				free(p->paths[fd]);
+				p->paths[fd] = copy;
+			}
+		}
+}
+
+static void pending_add(power_io *p, enum pending_kind kind, const char *a, const char *b,
+			const char *trash)
+{
+	if (p->pending_count == POWER_PENDING_MAX)
+		abort(); /* a test that never fsyncs a directory: raise the limit */
+	pending_op *op = &p->pending[p->pending_count++];
+	op->kind = kind;
+	dir_of(a, op->dir);
+	snprintf(op->a, sizeof(op->a), "%s", a);
+	snprintf(op->b, sizeof(op->b), "%s", b ? b : "");
+	snprintf(op->trash, sizeof(op->trash), "%s", trash ? trash : "");
+}
+
+static void trash_name(power_io *p, const char *path, char *out)
+{
+	char dir[POWER_PATH_SIZE];
+	dir_of(path, dir);
+	snprintf(out, POWER_PATH_SIZE, "%s/.power-io-trash-%llu", dir,
+		 (unsigned long long)++p->trash_seq);
+}
+
+static int apply_cut(power_io *p)
+{
+	int first = 0;
+	const tally_io *in = p->inner;
+	for (uint32_t k = p->pending_count; k-- > 0;) {
+		pending_op *op = &p->pending[k];
+		int rc = 0;
+		switch (op->kind) {
+		case PENDING_CREATE:
+			rc = in->unlink(in, op->a);
+			if (!rc) {
+				power_file *f = file_find(p, op->a);
+				if (f)
+					f->name[0] = 0;
+			}
+			break;
+		case PENDING_RENAME:
+			rc = in->rename(in, op->b, op->a);
+			file_rename(p, op->b, op->a);
+			break;
+		case PENDING_RENAME_OVER:
+			rc = in->rename(in, op->b, op->a);
+			file_rename(p, op->b, op->a);
+			if (!rc)
+				rc = in->rename(in, op->trash, op->b);
+			file_rename(p, op->trash, op->b);
+			break;
+		case PENDING_UNLINK:
+			rc = in->rename(in, op->trash, op->a);
+			file_rename(p, op->trash, op->a);
+			break;
+		}
+		if (rc && rc != -ENOENT && !first)
+			first = rc;
+	}
+	p->pending_count = 0;
+	for (uint32_t i = 0; i < p->file_count; i++) {
+		power_file *f = &p->files[i];
+		if (!f->name[0])
+			continue;
+		struct stat st;
+		if (stat(f->name, &st) != 0)
+			continue;
+		if (st.st_size > f->durable_size && truncate(f->name, f->durable_size) != 0 && !first)
+			first = -errno;
+	}
+	return first;
+}
+
+/* Every mutating call starts here: counts it, and performs the armed cut
+ * instead of the call when its turn comes. Returns with p->cut held
+ * shared; the caller releases it with op_end. */
+static void op_begin(power_io *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->ops++;
+	int cut_now = p->cut_at && p->ops == p->cut_at;
+	pthread_mutex_unlock(&p->mu);
+	if (cut_now) {
+		pthread_rwlock_wrlock(&p->cut);
+		pthread_mutex_lock(&p->mu);
+		apply_cut(p);
+		_exit(POWER_IO_EXIT_CODE);
+	}
+	pthread_rwlock_rdlock(&p->cut);
+}
+
+static void op_end(power_io *p)
+{
+	pthread_rwlock_unlock(&p->cut);
+}
+
+/* ---- wrapped calls --------------------------------------------------------- */
+
+static int p_open(const tally_io *io, const char *path, int flags, int mode)
+{
+	power_io *p = from(io);
+	int creating = (flags & O_CREAT) != 0;
+	if (creating)
+		op_begin(p);
+	else
+		pthread_rwlock_rdlock(&p->cut);
+	struct stat st;
+	int existed = stat(path, &st) == 0;
+	int fd = p->inner->open(p->inner, path, flags, mode);
+	if (fd >= 0) {
+		pthread_mutex_lock(&p->mu);
+		if (!existed)
+			pending_add(p, PENDING_CREATE, path, NULL, NULL);
+		/* A file seen for the first time is durable as it stands; one
+		 * created now has no durable bytes yet. A truncating open of an
+		 * existing file is taken as durable (tally never does it). */
+		int64_t size = existed ? (int64_t)st.st_size : 0;
+		if (existed && (flags & O_TRUNC))
+			size = 0;
+		power_file *f = file_track(p, path, size);
+		if (f && (flags & O_TRUNC))
+			f->durable_size = 0;
+		if (fd < POWER_FD_MAX) {
+			free(p->paths[fd]);
+			p->paths[fd] = strdup(path);
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	op_end(p);
+	return fd;
+}
+
+static int p_close(const tally_io *io, int fd)
+{
+	power_io *p = from(io);
+	pthread_mutex_lock(&p->mu);
+	if (fd >= 0 && fd < POWER_FD_MAX) {
+		free(p->paths[fd]);
+		p->paths[fd] = NULL;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return p->inner->close(p->inner, fd);
+}
+
+static int64_t p_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
+{
+	power_io *p = from(io);
+	pthread_rwlock_rdlock(&p->cut);
+	int64_t rc = p->inner->pread(p->inner, fd, buf, size, offset);
+	pthread_rwlock_unlock(&p->cut);
+	return rc;
+}
+
+static int64_t p_pwrite(const tally_io *io, int fd, const void *buf, size_t size, uint64_t offset)
+{
+	power_io *p = from(io);
+	op_begin(p);
+	int64_t rc = p->inner->pwrite(p->inner, fd, buf, size, offset);
+	op_end(p);
+	return rc;
+}
+
+static int p_sync(const tally_io *io, int fd, int data_only)
+{
+	power_io *p = from(io);
+	op_begin(p);
+	int rc = data_only ? p->inner->fdatasync(p->inner, fd) : p->inner->fsync(p->inner, fd);
+	if (!rc) {
+		int64_t size = p->inner->file_size(p->inner, fd);
+		pthread_mutex_lock(&p->mu);
+		if (size >= 0 && fd >= 0 && fd < POWER_FD_MAX && p->paths[fd]) {
+			power_file *f = file_track(p, p->paths[fd], size);
+			if (f)
+				f->durable_size = size;
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	op_end(p);
+	return rc;
+}
+
+static int p_fsync(const tally_io *io, int fd)
+{
+	return p_sync(io, fd, 0);
+}
+
+static int p_fdatasync(const tally_io *io, int fd)
+{
+	return p_sync(io, fd, 1);
+}
+
+static int p_ftruncate(const tally_io *io, int fd, uint64_t size)
+{
+	power_io *p = from(io);
+	op_begin(p);
+	int rc = p->inner->ftruncate(p->inner, fd, size);
+	if (!rc) {
+		pthread_mutex_lock(&p->mu);
+		if (fd >= 0 && fd < POWER_FD_MAX && p->paths[fd]) {
+			power_file *f = file_find(p, p->paths[fd]);
+			if (f && f->durable_size > (int64_t)size)
+				f->durable_size = (int64_t)size;
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	op_end(p);
+	return rc;
+}
+
+static int64_t p_file_size(const tally_io *io, int fd)
+{
+	power_io *p = from(io);
+	return p->inner->file_size(p->inner, fd);
+}
+
+static int p_rename(const tally_io *io, const char *from_name, const char *to_name)
+{
+	power_io *p = from(io);
+	op_begin(p);
+	int rc;
+	struct stat st;
+	char trash[POWER_PATH_SIZE] = "";
+	pthread_mutex_lock(&p->mu);
+	if (stat(to_name, &st) == 0) {
+		/* Keep the replaced file's bytes until the directory is synced. */
+		trash_name(p, to_name, trash);
+		file_track(p, to_name, (int64_t)st.st_size);
+		rc = p->inner->rename(p->inner, to_name, trash);
+		if (rc) {
+			pthread_mutex_unlock(&p->mu);
+			op_end(p);
+			return rc;
+		}
+		file_rename(p, to_name, trash);
+	}
+	rc = p->inner->rename(p->inner, from_name, to_name);
+	if (!rc) {
+		pending_add(p, trash[0] ? PENDING_RENAME_OVER : PENDING_RENAME, from_name, to_name,
+			    trash);
+		file_rename(p, from_name, to_name);
+	} else if (trash[0]) {
+		p->inner->rename(p->inner, trash, to_name);
+		file_rename(p, trash, to_name);
+	}
+	pthread_mutex_unlock(&p->mu);
+	op_end(p);
+	return rc;
+}
+
+static int p_unlink(const tally_io *io, const char *path)
+{
+	power_io *p = from(io);
+	op_begin(p);
+	char trash[POWER_PATH_SIZE];
+	struct stat st;
+	pthread_mutex_lock(&p->mu);
+	int rc;
+	if (stat(path, &st) != 0) {
+		rc = -errno;
+	} else {
+		trash_name(p, path, trash);
+		file_track(p, path, (int64_t)st.st_size);
+		rc = p->inner->rename(p->inner, path, trash);
+		if (!rc) {
+			pending_add(p, PENDING_UNLINK, path, NULL, trash);
+			file_rename(p, path, trash);
+		}
+	}
+	pthread_mutex_unlock(&p->mu);
+	op_end(p);
+	return rc;
+}
+
+static int p_mkdir(const tally_io *io, const char *path, int mode)
+{
+	power_io *p = from(io);
+	return p->inner->mkdir(p->inner, path, mode);
+}
+
+typedef struct list_ctx {
+	tally_io_dir_fn fn;
+	void *ctx;
+} list_ctx;
+
+static int list_filter(void *ctx, const char *name)
+{
+	list_ctx *l = ctx;
+	if (strncmp(name, ".power-io-trash-", 16) == 0)
+		return 0; /* unlinked, as far as the caller knows */
+	return l->fn(l->ctx, name);
+}
+
+static int p_list_dir(const tally_io *io, const char *path, tally_io_dir_fn fn, void *ctx)
+{
+	power_io *p = from(io);
+	list_ctx l = {fn, ctx};
+	pthread_rwlock_rdlock(&p->cut);
+	int rc = p->inner->list_dir(p->inner, path, list_filter, &l);
+	pthread_rwlock_unlock(&p->cut);
+	return rc;
+}
+
+static int p_fsync_dir(const tally_io *io, const char *path)
+{
+	power_io *p = from(io);
+	op_begin(p);
+	int rc = p->inner->fsync_dir(p->inner, path);
+	if (!rc) {
+		/* Changes in this directory are durable now; drop the victims'
+		 * bytes kept for a cut. */
+		pthread_mutex_lock(&p->mu);
+		uint32_t kept = 0;
+		for (uint32_t k = 0; k < p->pending_count; k++) {
+			pending_op *op = &p->pending[k];
+			if (strcmp(op->dir, path) != 0) {
+				p->pending[kept++] = *op;
+				continue;
+			}
+			if (op->trash[0]) {
+				p->inner->unlink(p->inner, op->trash);
+				power_file *f = file_find(p, op->trash);
+				if (f)
+					f->name[0] = 0;
+			}
+		}
+		p->pending_count = kept;
+		pthread_mutex_unlock(&p->mu);
+	}
+	op_end(p);
+	return rc;
+}
+
+static int p_lock(const tally_io *io, int fd)
+{
+	power_io *p = from(io);
+	return p->inner->lock(p->inner, fd);
+}
+
+static int64_t p_now_us(const tally_io *io)
+{
+	power_io *p = from(io);
+	return p->inner->now_us(p->inner);
+}
+
+static void p_random(const tally_io *io, void *buf, size_t size)
+{
+	power_io *p = from(io);
+	p->inner->random(p->inner, buf, size);
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+power_io *power_io_create(const tally_io *inner)
+{
+	power_io *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->files = calloc(POWER_FILES_MAX, sizeof(*p->files));
+	p->pending = calloc(POWER_PENDING_MAX, sizeof(*p->pending));
+	if (!p->files || !p->pending) {
+		free(p->files);
+		free(p->pending);
+		free(p);
+		return NULL;
+	}
+	p->inner = inner;
+	pthread_mutex_init(&p->mu, NULL);
+	/* Writer-preferring, so a cut is not starved by a stream of calls. */
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&p->cut, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	p->table = (tally_io){
+		.open = p_open, .close = p_close, .pread = p_pread, .pwrite = p_pwrite,
+		.fsync = p_fsync, .fdatasync = p_fdatasync, .ftruncate = p_ftruncate,
+		.file_size = p_file_size, .rename = p_rename, .unlink = p_unlink,
+		.mkdir = p_mkdir, .list_dir = p_list_dir, .fsync_dir = p_fsync_dir,
+		.lock = p_lock, .now_us = p_now_us, .random = p_random, .ctx = p,
+	};
+	return p;
+}
+
+void power_io_destroy(power_io *p)
+{
+	if (!p)
+		return;
+	for (int fd = 0; fd < POWER_FD_MAX; fd++)
+		free(p->paths[fd]);
+	free(p->files);
+	free(p->pending);
+	pthread_mutex_destroy(&p->mu);
+	if (!p->cut_done) /* after a cut the lock stays held; only the memory goes */
+		pthread_rwlock_destroy(&p->cut);
+	free(p);
+}
+
+const tally_io *power_io_table(power_io *p)
+{
+	return &p->table;
+}
+
+void power_io_cut_after(power_io *p, uint64_t n)
+{
+	pthread_mutex_lock(&p->mu);
+	p->cut_at = n ? p->ops + n : 0;
+	pthread_mutex_unlock(&p->mu);
+}
+
+int power_io_cut(power_io *p)
+{
+	pthread_rwlock_wrlock(&p->cut);
+	pthread_mutex_lock(&p->mu);
+	int rc = apply_cut(p);
+	p->cut_done = 1;
+	pthread_mutex_unlock(&p->mu);
+	return rc; /* p->cut stays held: the power is off */
+}
+
+uint64_t power_io_ops(power_io *p)
+{
+	pthread_mutex_lock(&p->mu);
+	uint64_t ops = p->ops;
+	pthread_mutex_unlock(&p->mu);
+	return ops;
+}

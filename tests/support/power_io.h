@@ -1,0 +1,56 @@
+/*
+ * power_io.h — a tally_io that can simulate a power cut.
+ *
+ * A power_io wraps another table (usually tally_io_default()) and keeps,
+ * for every file it has seen, the size that is durable (the size at the
+ * last successful fsync/fdatasync of the file, or its size when first seen),
+ * and the directory changes (create, rename, unlink) not yet made durable by
+ * an fsync of their directory. power_io_cut() then makes the directory look
+ * as it would after losing power: undone directory changes are reverted
+ * (newest first: created files removed, renames undone, unlinked files and
+ * files replaced by a rename restored), and every file is cut back to its
+ * durable size.
+ *
+ * The model, and its simplifications (all on the side of keeping data):
+ *   - tally writes files append-only, so "cut back to the durable size" is
+ *     exactly what a lost page cache does to them;
+ *   - ftruncate is taken as durable at once (recovery's torn-tail cut);
+ *   - mkdir is taken as durable at once (the test makes the data directory);
+ *   - a file's durable size follows it through renames (the inode's).
+ *
+ * Unlink and rename-over keep the victim's bytes under a hidden name in the
+ * same directory until the directory is fsynced, so a cut can restore them.
+ *
+ * power_io_cut_after(p, n): the nth mutating call from now (open with
+ * O_CREAT, pwrite, fsync, fdatasync, ftruncate, rename, unlink, fsync_dir)
+ * does not happen: it waits for the calls in flight, applies the cut and
+ * ends the process with _exit(POWER_IO_EXIT_CODE). For child processes.
+ */
+#ifndef TALLY_POWER_IO_H
+#define TALLY_POWER_IO_H
+
+#include <stdint.h>
+
+#include "tally_io.h"
+
+#define POWER_IO_EXIT_CODE 77
+
+typedef struct power_io power_io;
+
+/* NULL if out of memory. inner must outlive the power_io. */
+power_io *power_io_create(const tally_io *inner);
+/* Frees p (also after a cut); the table must no longer be in use. */
+void power_io_destroy(power_io *p);
+const tally_io *power_io_table(power_io *p);
+
+/* Arms the cut at the nth mutating call from now (n >= 1); 0 disarms. */
+void power_io_cut_after(power_io *p, uint64_t n);
+
+/* Applies the cut now: returns 0, or -errno of the first file operation
+ * that failed. Every later call through the table blocks forever. */
+int power_io_cut(power_io *p);
+
+/* Mutating calls seen so far. */
+uint64_t power_io_ops(power_io *p);
+
+#endif /* TALLY_POWER_IO_H */
