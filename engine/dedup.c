@@ -26,19 +26,6 @@ uint64_t dedup_hash(int kind, const uint8_t *packed, size_t size)
 	return XXH3_64bits_withSeed(packed, size, (uint64_t)kind);
 }
 
-static inline uint64_t fingerprint_of(uint64_t hash)
-{
-	uint64_t fp = hash >> 16;
-	return fp ? fp : 1;
-}
-
-/* The top 32 of the 48 fingerprint bits scaled to [0, capacity): the
- * product stays below 2^64 for any 32-bit capacity. */
-static inline uint32_t home_of(uint64_t fp, uint32_t capacity)
-{
-	return (uint32_t)(((fp >> 16) * (uint64_t)capacity) >> 32);
-}
-
 static inline uint32_t distance_of(uint32_t slot, uint32_t home, uint32_t capacity)
 {
 	return slot >= home ? slot - home : slot + capacity - home;
@@ -56,16 +43,16 @@ size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t da
 {
 	if (!t->count)
 		return 0;
-	uint64_t fp = fingerprint_of(hash);
+	uint64_t fp = dedup_fingerprint(hash);
 	uint32_t capacity = t->capacity;
-	uint32_t slot = home_of(fp, capacity);
+	uint32_t slot = dedup_home(fp, capacity);
 	size_t found = 0;
 	for (uint32_t distance = 0; distance < capacity; distance++) {
 		uint64_t entry = t->slots[slot];
 		if (!entry)
 			break;
 		uint64_t entry_fp = entry >> 16;
-		if (distance_of(slot, home_of(entry_fp, capacity), capacity) < distance)
+		if (distance_of(slot, dedup_home(entry_fp, capacity), capacity) < distance)
 			break;
 		if (entry_fp == fp && found < days_max)
 			days[found++] = (uint16_t)entry;
@@ -77,7 +64,7 @@ size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t da
 /* Places an entry known to fit; no growth. */
 static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
 {
-	uint32_t slot = home_of(entry >> 16, capacity);
+	uint32_t slot = dedup_home(entry >> 16, capacity);
 	uint32_t distance = 0;
 	for (;;) {
 		uint64_t resident = slots[slot];
@@ -86,7 +73,7 @@ static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
 			return;
 		}
 		uint32_t resident_distance =
-			distance_of(slot, home_of(resident >> 16, capacity), capacity);
+			distance_of(slot, dedup_home(resident >> 16, capacity), capacity);
 		if (resident_distance < distance) {
 			slots[slot] = entry;
 			entry = resident;
@@ -128,7 +115,7 @@ int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day)
 		if (rc)
 			return rc;
 	}
-	place(t->slots, t->capacity, fingerprint_of(hash) << 16 | day);
+	place(t->slots, t->capacity, dedup_fingerprint(hash) << 16 | day);
 	t->count++;
 	assert(t->count < t->capacity);
 	return 0;
@@ -160,7 +147,7 @@ uint32_t dedup_probe_length_max(const dedup_table *t)
 		uint64_t entry = t->slots[slot];
 		if (!entry)
 			continue;
-		uint32_t d = distance_of(slot, home_of(entry >> 16, t->capacity), t->capacity);
+		uint32_t d = distance_of(slot, dedup_home(entry >> 16, t->capacity), t->capacity);
 		if (d > longest)
 			longest = d;
 	}

@@ -36,13 +36,25 @@ void dedup_free(dedup_table *t);
  * (at most days_max) and returns how many matched. */
 size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max);
 
+/* The fingerprint of a hash: its top 48 bits, never zero. */
+static inline uint64_t dedup_fingerprint(uint64_t hash)
+{
+	uint64_t fp = hash >> 16;
+	return fp ? fp : 1;
+}
+
+/* The home slot of a fingerprint: its top 32 bits scaled to [0, capacity);
+ * the product stays below 2^64 for any 32-bit capacity. */
+static inline uint32_t dedup_home(uint64_t fp, uint32_t capacity)
+{
+	return (uint32_t)(((fp >> 16) * (uint64_t)capacity) >> 32);
+}
+
 /* Starts loading the cache line a lookup of hash will probe first. */
 static inline void dedup_prefetch(const dedup_table *t, uint64_t hash)
 {
-	if (t->capacity) {
-		uint64_t fp = hash >> 16;
-		__builtin_prefetch(&t->slots[((fp >> 16) * (uint64_t)t->capacity) >> 32]);
-	}
+	if (t->capacity)
+		__builtin_prefetch(&t->slots[dedup_home(dedup_fingerprint(hash), t->capacity)]);
 }
 
 /* Adds an entry (duplicates are the caller's business). 0 or -ENOMEM. */

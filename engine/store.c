@@ -163,6 +163,16 @@ static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
 	snprintf(s->errmsg, sizeof(s->errmsg), fmt, a, tally_strerror(code));
 }
 
+/* Records why a flush or compaction failed: the step's own message when it
+ * wrote one, else the code's name. Takes the lock. */
+static void record_failure(tally_store *s, const char *what, const char *errmsg, int rc)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->errmsg, sizeof(s->errmsg), "%s: %s", what,
+		 errmsg && errmsg[0] ? errmsg : tally_strerror(rc));
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* Makes the store refuse writes; wakes everyone waiting for a flush so
  * they see it. Caller holds the lock. */
 static void set_sticky(tally_store *s, int rc)
@@ -1068,14 +1078,11 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	pthread_mutex_unlock(&s->lock);
 	free(frozen);
 	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
-		snprintf(s->errmsg, sizeof(s->errmsg), "retire WAL files before LSN %" PRIu64 ": %s",
-			 boundary, tally_strerror(rc));
+		record_failure(s, "retire WAL files after a flush", NULL, rc);
 	return 0;
 fail:
 	free(frozen);
-	pthread_mutex_lock(&s->lock);
-	snprintf(s->errmsg, sizeof(s->errmsg), "flush: %s", errmsg[0] ? errmsg : tally_strerror(rc));
-	pthread_mutex_unlock(&s->lock);
+	record_failure(s, "flush", errmsg, rc);
 	return rc;
 }
 
@@ -1314,9 +1321,7 @@ fail:
 	free(tenants);
 	if (f)
 		segment_file_close(f);
-	pthread_mutex_lock(&s->lock);
-	snprintf(s->errmsg, sizeof(s->errmsg), "compaction: %s", errmsg[0] ? errmsg : tally_strerror(rc));
-	pthread_mutex_unlock(&s->lock);
+	record_failure(s, "compaction", errmsg, rc);
 	return rc;
 }
 

@@ -24,14 +24,6 @@ void strdict_free(strdict *d)
 	memset(d, 0, sizeof(*d));
 }
 
-void strdict_reset(strdict *d)
-{
-	bytebuf_reset(&d->arena);
-	d->count = 0;
-	if (d->slot_mask)
-		memset(d->slots, 0, ((size_t)d->slot_mask + 1) * sizeof(*d->slots));
-}
-
 static uint32_t slot_of(uint64_t hash, uint32_t mask)
 {
 	return (uint32_t)(hash >> 32) & mask;

@@ -27,9 +27,6 @@ typedef struct strdict {
 /* An empty dictionary needs no allocation: zero-initialise it. */
 void strdict_free(strdict *d);
 
-/* Forgets every string, keeps the allocations. */
-void strdict_reset(strdict *d);
-
 /* Sets *code to the code of s, adding it if new. 0, -ENOMEM, or
  * TALLY_E_LIMIT past DICT_STRINGS_MAX strings. */
 int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code);

@@ -527,11 +527,3 @@ int power_io_cut(power_io *p)
 	pthread_mutex_unlock(&p->mu);
 	return rc; /* p->cut stays held: the power is off */
 }
-
-uint64_t power_io_ops(power_io *p)
-{
-	pthread_mutex_lock(&p->mu);
-	uint64_t ops = p->ops;
-	pthread_mutex_unlock(&p->mu);
-	return ops;
-}

@@ -50,7 +50,4 @@ void power_io_cut_after(power_io *p, uint64_t n);
  * that failed. Every later call through the table blocks forever. */
 int power_io_cut(power_io *p);
 
-/* Mutating calls seen so far. */
-uint64_t power_io_ops(power_io *p);
-
 #endif /* TALLY_POWER_IO_H */
