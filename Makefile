@@ -22,7 +22,7 @@ LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
-                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev
+                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 TOOLS_SRC   := $(sort $(wildcard tools/*.c))
