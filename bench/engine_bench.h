@@ -9,15 +9,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define BENCH_PRODUCERS_MAX 64u
-#define BENCH_INFLIGHT_MAX 1000000u
-#define BENCH_GROUP_MAX 65536u
+#include "ingest.h" /* BENCH_*_MAX, BENCH_*_DEFAULT */
 
 typedef struct bench_engine_options {
 	uint64_t event_count;      /* delivered events, re-sends included */
 	uint32_t tenant_count;
 	uint64_t seed;
-	const char *data_dir;      /* created if missing; must be empty */
+	const char *data_dir;      /* created if missing; must be empty; gets the workload marker */
 	bool json;                 /* one JSON object on stdout instead of text */
 	uint32_t producer_count;   /* 1..BENCH_PRODUCERS_MAX */
 	uint32_t window_events;    /* delivery window that is cut into per-tenant batches */
@@ -27,10 +25,12 @@ typedef struct bench_engine_options {
 
 /*
  * Runs the benchmark and prints the report on stdout (progress and errors on
- * stderr). Returns the process exit status: 0 when the run completed and the
- * engine's results matched the workload, 1 when the engine reported an error
- * or a mismatch (the message names the call and carries the store's
- * message), 2 when the data directory is not a fresh directory.
+ * stderr). After a run that matched, writes DIR/bench-workload.json
+ * (marker.h) so `tally-bench query` can reuse the store. Returns the
+ * process exit status: 0 when the run completed and the engine's results
+ * matched the workload, 1 when the engine reported an error, a mismatch or
+ * could not write the marker (the message names the call and carries the
+ * store's message), 2 when the data directory is not a fresh directory.
  */
 int bench_engine_run(const bench_engine_options *options);
 

@@ -12,6 +12,7 @@
 #ifndef TALLY_BENCH_WORKLOAD_H
 #define TALLY_BENCH_WORKLOAD_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,5 +78,20 @@ int workload_generate(workload *w, const workload_params *params);
 
 /* Frees everything workload_generate allocated; *w becomes empty. */
 void workload_free(workload *w);
+
+/*
+ * The index, among the unique events in time order (0..unique_count-1), of
+ * a delivered event e of w->events. An original and each of its re-sends
+ * share it — a re-send is a copy of its original, event_id pointing at the
+ * same 32 characters of id_text — so counting each index once counts what
+ * the engine must store. O(1).
+ */
+static inline uint64_t workload_unique_index(const workload *w, const tally_event *e)
+{
+	assert(e->event_id.ptr >= w->id_text && e->event_id.len == 32);
+	uint64_t offset = (uint64_t)(e->event_id.ptr - w->id_text);
+	assert(offset % 32 == 0 && offset / 32 < w->unique_count);
+	return offset / 32;
+}
 
 #endif /* TALLY_BENCH_WORKLOAD_H */
