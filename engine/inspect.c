@@ -74,6 +74,7 @@
 #include "manifest.h"
 #include "rows.h"
 #include "segment.h"
+#include "rollup.h"
 #include "strdict.h"
 #include "tally.h"
 #include "tally_limits.h"
@@ -374,6 +375,11 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 	for (uint32_t t = 0; t < f->tenant_count && !rc; t++) {
 		const seg_tenant *tenant = &f->tenants[t];
 		report->dictionary_bytes += tenant->dict.stored_size;
+		for (int res = 0; res < RES_COUNT; res++) {
+			report->rollup_cells[res] += tenant->rollup_cells[res];
+			if (tenant->rollup_cells[res])
+				report->rollup_bytes[res] += tenant->rollup[res].stored_size;
+		}
 		for (uint32_t s = tenant->first_segment;
 		     s < tenant->first_segment + tenant->segment_count; s++) {
 			const seg_segment *seg = &f->segments[s];
@@ -867,6 +873,94 @@ static int verify_rowgroup_read(verifier *v, const segment_file *f, const seg_te
 	return 0;
 }
 
+/*
+ * Checks a tenant section's rollup blocks: checksum and structure (codes
+ * inside the dictionaries), the cell count the footer states, that the hour
+ * cells count every row of the section (minute cells may count fewer:
+ * retention), and that every day with day cells counts exactly what its
+ * hour cells count (days without day cells are composed from hours).
+ */
+static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *tenant,
+			 const strdict dict[DIM_COUNT], const char *path)
+{
+	uint32_t dict_count[DIM_COUNT];
+	for (int d = 0; d < DIM_COUNT; d++)
+		dict_count[d] = dict[d].count;
+	uint64_t row_count = 0;
+	for (uint32_t si = tenant->first_segment; si < tenant->first_segment + tenant->segment_count; si++)
+		row_count += f->segments[si].rows;
+	bytebuf raw = {0};
+	rollup_block blk[RES_COUNT];
+	int valid[RES_COUNT] = {0};
+	memset(blk, 0, sizeof(blk));
+	int rc = 0;
+	for (int res = 0; res < RES_COUNT && !rc; res++) {
+		if (!tenant->rollup_cells[res]) {
+			if (res == RES_HOUR)
+				verify_problem(v, "%s: tenant %s has no hour rollup cells for its %" PRIu64 " rows",
+					       path, tenant->name, row_count);
+			continue;
+		}
+		const seg_block *b = &tenant->rollup[res];
+		v->errmsg[0] = 0;
+		int read_rc = segment_read_block(f, b, &raw, v->errmsg);
+		if (read_rc == -ENOMEM) {
+			rc = read_rc;
+			break;
+		}
+		if (read_rc) {
+			char where[128];
+			snprintf(where, sizeof(where), "%s rollup of tenant %s", ROLLUP_RES_NAME[res],
+				 tenant->name);
+			verify_read_problem(v, path, b->offset, read_rc, where);
+			continue;
+		}
+		int dec = rollup_block_decode(raw.data, raw.size, dict_count, &blk[res]);
+		if (dec == -ENOMEM) {
+			rc = dec;
+			break;
+		}
+		if (dec) {
+			verify_problem(v, "%s offset %" PRIu64 ": %s rollup block of tenant %s is malformed",
+				       path, b->offset, ROLLUP_RES_NAME[res], tenant->name);
+			continue;
+		}
+		valid[res] = 1;
+		uint64_t counted = 0;
+		for (uint32_t i = 0; i < blk[res].cell_count; i++)
+			counted += blk[res].cells[i].count;
+		if (blk[res].cell_count != tenant->rollup_cells[res])
+			verify_problem(v, "%s offset %" PRIu64 ": %s rollup block of tenant %s holds %u cells, "
+				       "the footer says %u", path, b->offset, ROLLUP_RES_NAME[res],
+				       tenant->name, blk[res].cell_count, tenant->rollup_cells[res]);
+		if (res == RES_HOUR ? counted != row_count : counted > row_count)
+			verify_problem(v, "%s offset %" PRIu64 ": %s rollup cells of tenant %s count %" PRIu64
+				       " events, the section holds %" PRIu64, path, b->offset,
+				       ROLLUP_RES_NAME[res], tenant->name, counted, row_count);
+	}
+	if (valid[RES_DAY] && valid[RES_HOUR]) {
+		const rollup_block *days = &blk[RES_DAY], *hours = &blk[RES_HOUR];
+		for (uint32_t i = 0; i < days->cell_count;) {
+			int64_t day = days->cells[i].bucket;
+			uint64_t by_day = 0, by_hour = 0;
+			for (; i < days->cell_count && days->cells[i].bucket == day; i++)
+				by_day += days->cells[i].count;
+			for (uint32_t h = rollup_block_lower_bound(hours, day * 24);
+			     h < hours->cell_count && hours->cells[h].bucket < (day + 1) * 24; h++)
+				by_hour += hours->cells[h].count;
+			if (by_day != by_hour)
+				verify_problem(v, "%s offset %" PRIu64 ": day %" PRId64 " of tenant %s: day "
+					       "cells count %" PRIu64 " events, hour cells %" PRIu64,
+					       path, tenant->rollup[RES_DAY].offset, day, tenant->name,
+					       by_day, by_hour);
+		}
+	}
+	for (int res = 0; res < RES_COUNT; res++)
+		rollup_block_free(&blk[res]);
+	bytebuf_free(&raw);
+	return rc;
+}
+
 /* Checks one segment file: the open (header, trailer, footer), its tenants
  * against the manifest (when there is one), then every dictionary and row
  * group block. Returns 0 (problems are reported) or -ENOMEM. */
@@ -941,6 +1035,8 @@ static int verify_segment_file(verifier *v, uint64_t file_id, int named_by_manif
 			verify_times(v, f, tenant, g, (mask & (1u << TALLY_COL_TIME)) != 0, path,
 				     footer_offset, &tc);
 		}
+		if (!rc && !v->file_stopped && dict_rc == 0)
+			rc = verify_rollup(v, f, tenant, dict, path);
 		for (int d = 0; d < DIM_COUNT; d++)
 			strdict_free(&dict[d]);
 	}

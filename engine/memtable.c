@@ -73,6 +73,25 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 		if (rc)
 			return rc; /* interned strings without rows are harmless */
 	}
+	rollup_event re = {
+		.time_us = e->time_us,
+		.code = {codes[DIM_TYPE], codes[DIM_PROJECT], codes[DIM_AGENT], codes[DIM_MODEL]},
+		.status = (uint8_t)e->status,
+		.user = e->user.len ? codes[DIM_USER] : ROLLUP_NO_USER,
+		.duration_ms = e->duration_ms,
+		.tokens_in = e->tokens_in,
+		.tokens_out = e->tokens_out,
+		.cost_micros = e->cost_micros,
+	};
+	if (e->user.len) {
+		const rollup *ru = &m->rollup;
+		uint32_t u = codes[DIM_USER];
+		re.user_hash = u < ru->user_hash_count && ru->user_hash[u]
+				       ? ru->user_hash[u]
+				       : sketch_user_hash(e->user.ptr, e->user.len);
+	}
+	if ((rc = rollup_add(&m->rollup, &re)))
+		return rc;
 	for (int d = 0; d < DIM_COUNT; d++)
 		r->dim[d][row] = codes[d];
 	r->time_us[row] = e->time_us;
@@ -165,7 +184,7 @@ size_t memtable_bytes(const memtable *m)
 	bytes += strdict_bytes(&m->dict);
 	if (m->index_mask)
 		bytes += ((size_t)m->index_mask + 1) * (sizeof(uint32_t) + sizeof(uint64_t) / 2);
-	return bytes;
+	return bytes + m->rollup.bytes;
 }
 
 void memtable_free(memtable *m)
@@ -174,6 +193,7 @@ void memtable_free(memtable *m)
 	strdict_free(&m->dict);
 	free(m->id_hash);
 	free(m->index);
+	rollup_free(&m->rollup);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -183,40 +203,44 @@ void strdict_refs(const strdict dict[DIM_COUNT], const strdict *refs[DIM_COUNT])
 		refs[d] = &dict[d];
 }
 
-void memtable_split_free(rows *view, strdict dict[DIM_COUNT])
+void memtable_split_free(rows *view, strdict dict[DIM_COUNT], uint32_t *remap[DIM_COUNT])
 {
 	for (int d = 0; d < DIM_COUNT; d++) {
 		free(view->dim[d]);
 		view->dim[d] = NULL;
 		strdict_free(&dict[d]);
+		free(remap[d]);
+		remap[d] = NULL;
 	}
 }
 
-int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT])
+int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT],
+		   uint32_t *remap[DIM_COUNT])
 {
 	*view = m->rows;
-	for (int d = 0; d < DIM_COUNT; d++)
+	for (int d = 0; d < DIM_COUNT; d++) {
 		view->dim[d] = NULL;
-	uint32_t *remap = malloc(sizeof(*remap) * ((size_t)m->dict.count + 1));
-	int rc = remap ? 0 : -ENOMEM;
+		remap[d] = NULL;
+	}
+	int rc = 0;
 	for (int d = 0; d < DIM_COUNT && !rc; d++) {
 		view->dim[d] = malloc(sizeof(uint32_t) * ((size_t)m->rows.count + 1));
-		if (!view->dim[d]) {
+		remap[d] = malloc(sizeof(uint32_t) * ((size_t)m->dict.count + 1));
+		if (!view->dim[d] || !remap[d]) {
 			rc = -ENOMEM;
 			break;
 		}
-		memset(remap, 0xff, sizeof(*remap) * m->dict.count);
+		memset(remap[d], 0xff, sizeof(uint32_t) * m->dict.count);
 		for (uint32_t row = 0; row < m->rows.count && !rc; row++) {
 			uint32_t code = m->rows.dim[d][row];
-			if (remap[code] == UINT32_MAX) {
+			if (remap[d][code] == UINT32_MAX) {
 				tally_str str = strdict_get(&m->dict, code);
-				rc = strdict_intern(&dict[d], str.ptr, str.len, &remap[code]);
+				rc = strdict_intern(&dict[d], str.ptr, str.len, &remap[d][code]);
 			}
-			view->dim[d][row] = remap[code];
+			view->dim[d][row] = remap[d][code];
 		}
 	}
-	free(remap);
 	if (rc)
-		memtable_split_free(view, dict);
+		memtable_split_free(view, dict, remap);
 	return rc;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "rollup.h"
 #include "rows.h"
 #include "strdict.h"
 #include "tally.h"
@@ -26,6 +27,7 @@ typedef struct memtable {
 	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
 	int64_t time_min_us;
 	int64_t time_max_us;
+	rollup rollup;         /* the rows' rollup cells, in dict's code space */
 } memtable;
 
 /* A packed id with its hash (dedup_hash). */
@@ -36,8 +38,10 @@ typedef struct packed_id {
 	const uint8_t *bytes;
 } packed_id;
 
-/* Appends one validated event whose id is given packed. 0, -ENOMEM or
- * TALLY_E_LIMIT; on failure the memtable is unchanged. */
+/* Appends one validated event whose id is given packed, and adds it to the
+ * memtable's rollup. 0, -ENOMEM or TALLY_E_LIMIT; on failure the rows are
+ * unchanged, but the rollup may hold the event in part (the store stops
+ * accepting writes: a reopen rebuilds both from the WAL). */
 int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
 
 /* Row of the exact id, or -1. */
@@ -68,9 +72,12 @@ void strdict_refs(const strdict dict[DIM_COUNT], const strdict *refs[DIM_COUNT])
  * dimension (dict, which must be empty, is filled) and dimension columns
  * recoded into them (view's dim columns point at new arrays, freed with
  * memtable_split_free; every other column is the memtable's own).
+ * remap[d][memtable code] is the new code in dict[d] (UINT32_MAX for codes
+ * no row uses in dimension d): the rollup's codes are recoded with it.
  */
-int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT]);
-void memtable_split_free(rows *view, strdict dict[DIM_COUNT]);
+int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT],
+		   uint32_t *remap[DIM_COUNT]);
+void memtable_split_free(rows *view, strdict dict[DIM_COUNT], uint32_t *remap[DIM_COUNT]);
 
 /* Exact payload equality of two events (all fields, id included). */
 int tally_event_equal(const tally_event *a, const tally_event *b);

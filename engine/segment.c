@@ -36,6 +36,8 @@
 #include "tally_limits.h"
 #include "segment.h"
 
+#define ROLLUP_MINUTE_US_SEG (INT64_C(60) * 1000000) /* minute_from is stored in minutes */
+
 #define HEADER_MAGIC "TLYSEG01"
 #define TRAILER_MAGIC "TLYSEGE1"
 #define WRITE_CHUNK_BYTES (1u << 20)
@@ -324,8 +326,12 @@ static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *ord
 }
 
 int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char *name,
-			      const rows *r, const strdict dict[DIM_COUNT])
+			      const rows *r, const strdict dict[DIM_COUNT],
+			      const seg_rollup_in *rollup)
 {
+	static const seg_rollup_in no_rollup;
+	if (!rollup)
+		rollup = &no_rollup;
 	if (!r->count)
 		return 0;
 	/* Check before writing (read back is checked again by the reader): a
@@ -417,6 +423,17 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 				rc = writer_rowgroup(w, r, w->order + start, day_start[j] - start, base);
 			k = j;
 		}
+	}
+	/* Rollup blocks: the first minute with complete minute cells, then per
+	 * resolution the cell count and, when not 0, the block. */
+	if (rc || (rc = varint_append(&w->footer,
+				      zigzag_encode(rollup->minute_from_us / ROLLUP_MINUTE_US_SEG))))
+		goto out;
+	for (int res = 0; res < 3 && !rc; res++) {
+		if ((rc = varint_append(&w->footer, rollup->cells[res])))
+			break;
+		if (rollup->cells[res])
+			rc = writer_block(w, rollup->raw[res], rollup->size[res]);
 	}
 out:
 	free(day_start);
@@ -650,6 +667,21 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 		if (rows_seen != tenant_rows)
 			CORRUPT(f, footer_offset, "footer: row groups of tenant %s hold %" PRIu64
 				" rows, its segments %" PRIu64, t->name, rows_seen, tenant_rows);
+		uint64_t minute_from;
+		if (fp_varint(&fp, &minute_from) ||
+		    zigzag_decode(minute_from) > INT64_MAX / ROLLUP_MINUTE_US_SEG ||
+		    zigzag_decode(minute_from) < INT64_MIN / ROLLUP_MINUTE_US_SEG)
+			CORRUPT(f, footer_offset, "footer: bad rollup entry of tenant %s", t->name);
+		t->minute_from_us = zigzag_decode(minute_from) * ROLLUP_MINUTE_US_SEG;
+		for (int res = 0; res < 3; res++) {
+			uint64_t cells;
+			if (fp_varint(&fp, &cells) || cells > UINT32_MAX)
+				CORRUPT(f, footer_offset, "footer: bad rollup entry of tenant %s", t->name);
+			t->rollup_cells[res] = (uint32_t)cells;
+			if (cells && (rc = parse_block(f, &fp, &block_end, footer_offset,
+						       &t->rollup[res], errmsg)))
+				return rc;
+		}
 		/* Map segments onto row groups (both partition the tenant's rows in
 		 * time order), and give each row group the time base the writer
 		 * used: the minimum of the segment its first row belongs to. */

@@ -29,7 +29,7 @@
 #include "strdict.h"
 #include "tally.h"
 
-#define SEGMENT_VERSION 1
+#define SEGMENT_VERSION 2 /* 2: rollup blocks per tenant section */
 #define SEGMENT_HEADER_SIZE 32
 #define SEGMENT_TRAILER_SIZE 40
 #define SEGMENT_PATH_SIZE_MAX 4096
@@ -74,6 +74,13 @@ typedef struct seg_tenant {
 	uint32_t first_rowgroup; /* the section's row groups, in row order */
 	uint32_t rowgroup_count;
 	seg_block dict;
+	/* Rollup pages of the section's rows (rollup.h), one block per
+	 * resolution (minute, hour, day); a block with no cells is absent
+	 * (rollup_cells 0). Minute cells are complete for buckets at or after
+	 * minute_from_us and absent before it (retention). */
+	seg_block rollup[3];
+	uint32_t rollup_cells[3];
+	int64_t minute_from_us;
 } seg_tenant;
 
 typedef struct segment_file {
@@ -103,13 +110,23 @@ typedef struct segment_writer segment_writer;
 int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
 			int zstd_level, segment_writer **out, char *errmsg);
 
+/* A tenant section's rollup blocks, raw (the writer compresses them). */
+typedef struct seg_rollup_in {
+	const uint8_t *raw[3];
+	size_t size[3];
+	uint32_t cells[3];      /* 0: no block for that resolution */
+	int64_t minute_from_us; /* a whole minute */
+} seg_rollup_in;
+
 /*
  * Adds one tenant's rows (any order; they are sorted by time here, stable)
- * with the dictionaries their dimension codes refer to. Tenants must be
+ * with the dictionaries their dimension codes refer to, and the rollup
+ * blocks of those rows (codes in the same dictionaries). Tenants must be
  * added at most once per file. Rows may be empty (nothing is written).
  */
 int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char *name,
-			      const rows *r, const strdict dict[DIM_COUNT]);
+			      const rows *r, const strdict dict[DIM_COUNT],
+			      const seg_rollup_in *rollup);
 
 /* Writes footer and trailer, fsyncs, renames to DIR/<id>.seg, fsyncs DIR.
  * Frees the writer whatever happens (the temp file is removed on failure).

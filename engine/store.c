@@ -65,88 +65,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "dedup.h"
-#include "tally_limits.h"
-#include "manifest.h"
-#include "memtable.h"
-#include "segment.h"
+#include "rollup.h"
+#include "store_internal.h"
 #include "strdict.h"
-#include "tally.h"
-#include "wal.h"
-
-#define PATH_SIZE_MAX 4096
-#define WAL_RECORD_BATCH 1   /* one tenant's batch */
-#define WAL_RECORD_BATCHES 2 /* several batches submitted together */
-#define DAY_MAX UINT16_MAX
-
-typedef struct verify_entry {
-	uint64_t file_id;
-	uint64_t last_use;
-	uint32_t rowgroup;
-	uint32_t mask;
-	uint32_t *slots; /* row + 1 by id hash */
-	int valid;
-	rows rows;
-	strdict dict[DIM_COUNT];
-} verify_entry;
-
-typedef struct tenant {
-	uint32_t id;
-	char name[TALLY_TENANT_SIZE_MAX + 1];
-	memtable *active; /* NULL when empty */
-	memtable *frozen; /* being flushed, NULL otherwise */
-	dedup_table dedup;
-} tenant;
-
-struct tally_store {
-	char dir[PATH_SIZE_MAX];
-	char wal_dir[PATH_SIZE_MAX + 8];
-	char segment_dir[PATH_SIZE_MAX + 16];
-	const tally_io *io;
-	tally_options options;
-	int lock_fd;
-
-	pthread_mutex_t lock;
-	pthread_cond_t flushed; /* a flush completed (backpressure waiters) */
-	pthread_mutex_t maintenance;
-
-	tenant **tenants; /* by id */
-	uint32_t tenant_count;
-	uint32_t tenant_capacity;
-	uint32_t *tenant_slots; /* open addressing over names: id + 1 */
-	uint32_t tenant_slot_mask;
-
-	manifest manifest;
-	segment_file **files; /* live, ascending file id */
-	uint32_t file_count;
-
-	wal *wal;
-	uint64_t active_bytes;
-	uint64_t frozen_bytes;
-	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
-	int frozen;                   /* frozen memtables exist */
-	int sticky;                   /* non-zero: writes refused */
-	int closing;
-
-	uint64_t *batch_map[DIM_COUNT]; /* WAL record dictionary, under lock: see batch_code */
-	uint32_t batch_map_capacity[DIM_COUNT];
-	uint32_t batch_generation;
-	uint32_t batch_string_count;
-	bytebuf batch_strings;
-	bytebuf batch_record;
-	bytebuf multi_record;
-	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
-	uint64_t verify_clock;
-
-	pthread_t worker;
-	int worker_started;
-	pthread_cond_t wake;
-	uint16_t dedup_expired_day;
-
-	uint64_t flush_count;
-	uint64_t compaction_count;
-	char errmsg[TALLY_ERRMSG_SIZE];
-};
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -218,6 +139,16 @@ static tenant *tenant_find(tally_store *s, const char *name)
 	return NULL;
 }
 
+tenant *store_tenant_find(tally_store *s, const char *name)
+{
+	return tenant_find(s, name);
+}
+
+int store_tenant_name_valid(const char *name)
+{
+	return tenant_name_valid(name);
+}
+
 static int tenant_slots_grow(tally_store *s)
 {
 	uint32_t count = s->tenant_slot_mask ? (s->tenant_slot_mask + 1) * 2 : 64;
@@ -287,6 +218,7 @@ void tally_options_default(tally_options *o)
 	o->zstd_level = 3;
 	o->compact_files_min = 8;
 	o->background = true;
+	o->minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -960,6 +892,46 @@ static int write_manifest_locked(tally_store *s)
 	return manifest_write(s->io, s->dir, m, s->errmsg);
 }
 
+/*
+ * Adds a tenant's rows to a segment file being written, with the rollup
+ * blocks of those same rows: minute cells from now - the minute retention
+ * on, hour and day cells all. live, when not NULL, is the rows' rollup
+ * already built (a memtable's, with codes recoded by remap); otherwise the
+ * rollup is built from the rows (compaction).
+ */
+static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant_id,
+			      const char *name, const rows *r, const strdict dict[DIM_COUNT],
+			      const rollup *live, const uint32_t *const remap[DIM_COUNT])
+{
+	rollup built;
+	memset(&built, 0, sizeof(built));
+	bytebuf raw[RES_COUNT];
+	memset(raw, 0, sizeof(raw));
+	seg_rollup_in in;
+	memset(&in, 0, sizeof(in));
+	int64_t minute_from = s->io->now_us(s->io) - s->options.minute_pages_retention_us;
+	minute_from = minute_from / ROLLUP_MINUTE_US - (minute_from % ROLLUP_MINUTE_US < 0);
+	in.minute_from_us = minute_from * ROLLUP_MINUTE_US;
+	int rc = 0;
+	if (!live) {
+		rc = rollup_from_rows(&built, r, dict);
+		live = &built;
+		remap = NULL;
+	}
+	for (int res = 0; res < RES_COUNT && !rc; res++) {
+		rc = rollup_encode(live, res, res == RES_MINUTE ? minute_from : INT64_MIN, remap,
+				   &raw[res], &in.cells[res]);
+		in.raw[res] = raw[res].data;
+		in.size[res] = raw[res].size;
+	}
+	rollup_free(&built);
+	if (!rc)
+		rc = segment_writer_add_tenant(w, tenant_id, name, r, dict, &in);
+	for (int res = 0; res < RES_COUNT; res++)
+		bytebuf_free(&raw[res]);
+	return rc;
+}
+
 /* Flushes the frozen memtables, freezing the active ones first unless a
  * failed flush left frozen ones behind (then *retried is set: the active
  * memtables still hold rows). */
@@ -1022,10 +994,12 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		tenant *t = frozen[i];
 		rows view;
 		strdict dict[DIM_COUNT];
+		uint32_t *remap[DIM_COUNT];
 		memset(dict, 0, sizeof(dict));
-		if (!(rc = memtable_split(t->frozen, &view, dict))) {
-			rc = segment_writer_add_tenant(w, t->id, t->name, &view, dict);
-			memtable_split_free(&view, dict);
+		if (!(rc = memtable_split(t->frozen, &view, dict, remap))) {
+			rc = add_tenant_section(s, w, t->id, t->name, &view, dict, &t->frozen->rollup,
+						(const uint32_t *const *)remap);
+			memtable_split_free(&view, dict, remap);
 		}
 		if (rc) {
 			snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s",
@@ -1253,7 +1227,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 				rc = gather_tenant(inputs[fi], (uint32_t)ti, &m, &scratch, errmsg);
 		}
 		if (!rc && m.rows.count)
-			rc = segment_writer_add_tenant(w, tid, tenants[tid]->name, &m.rows, m.dict);
+			rc = add_tenant_section(s, w, tid, tenants[tid]->name, &m.rows, m.dict, NULL, NULL);
 		rows_free(&m.rows);
 		for (int d = 0; d < DIM_COUNT; d++)
 			strdict_free(&m.dict[d]);
@@ -1302,6 +1276,8 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		goto fail;
 	}
 	free(old);
+	for (uint32_t i = 0; i < input_count; i++)
+		query_cache_forget_file(s, inputs[i]->file_id);
 	s->compaction_count++;
 	pthread_mutex_unlock(&s->lock);
 	for (uint32_t i = 0; i < input_count; i++) {
@@ -1533,6 +1509,7 @@ static void store_free(tally_store *s)
 	bytebuf_free(&s->multi_record);
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++)
 		verify_entry_clear(&s->verify_cache[i]);
+	query_cache_free(s);
 	if (s->lock_fd >= 0)
 		s->io->close(s->io, s->lock_fd);
 	pthread_mutex_destroy(&s->lock);
@@ -1583,6 +1560,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	else
 		tally_options_default(&s->options);
 	s->io = s->options.io ? s->options.io : tally_io_default();
+	if (s->options.minute_pages_retention_us <= 0)
+		s->options.minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->maintenance, NULL);
@@ -1890,6 +1869,65 @@ out:
 	return rc;
 }
 
+int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
+			   store_rows_fn fn, void *ctx, uint64_t *rows_read)
+{
+	rows r;
+	memset(&r, 0, sizeof(r));
+	int rc = 0;
+	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
+		segment_file *f = s->files[fi];
+		int64_t ti = segment_file_find_tenant(f, t->id);
+		if (ti < 0)
+			continue;
+		const seg_tenant *sec = &f->tenants[ti];
+		strdict dict[DIM_COUNT];
+		memset(dict, 0, sizeof(dict));
+		const strdict *refs[DIM_COUNT];
+		strdict_refs(dict, refs);
+		int have_dict = 0;
+		int64_t last_rowgroup = -1; /* small days share row groups: read each once */
+		for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
+		     si++) {
+			const seg_segment *seg = &f->segments[si];
+			if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
+				continue;
+			for (uint32_t g = seg->first_rowgroup;
+			     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+				if ((int64_t)g <= last_rowgroup)
+					continue;
+				last_rowgroup = g;
+				if (!have_dict && (rc = segment_read_dict(f, (uint32_t)ti, dict, s->errmsg)))
+					break;
+				have_dict = 1;
+				if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &r, s->errmsg)))
+					break;
+				*rows_read += r.count;
+				for (uint32_t i = 0; i < r.count && !rc; i++)
+					if (r.time_us[i] >= from_us && r.time_us[i] < to_us)
+						rc = fn(ctx, &r, refs, i);
+			}
+		}
+		for (int d = 0; d < DIM_COUNT; d++)
+			strdict_free(&dict[d]);
+	}
+	rows_free(&r);
+	memtable *tables[2] = {t->frozen, t->active};
+	for (int m = 0; m < 2 && !rc; m++) {
+		const memtable *mt = tables[m];
+		if (!mt || !mt->rows.count || mt->time_max_us < from_us || mt->time_min_us >= to_us)
+			continue;
+		const strdict *refs[DIM_COUNT];
+		for (int d = 0; d < DIM_COUNT; d++)
+			refs[d] = &mt->dict;
+		*rows_read += mt->rows.count;
+		for (uint32_t i = 0; i < mt->rows.count && !rc; i++)
+			if (mt->rows.time_us[i] >= from_us && mt->rows.time_us[i] < to_us)
+				rc = fn(ctx, &mt->rows, refs, i);
+	}
+	return rc;
+}
+
 /* ---- stats -------------------------------------------------------------- */
 
 int tally_store_stats(tally_store *s, tally_stats *out)
@@ -1905,6 +1943,10 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 			out->events_memtable += t->frozen->rows.count;
 		out->dedup_entries += t->dedup.count;
 		out->dedup_bytes += dedup_bytes(&t->dedup);
+		if (t->active)
+			out->rollup_live_bytes += t->active->rollup.bytes;
+		if (t->frozen)
+			out->rollup_live_bytes += t->frozen->rollup.bytes;
 	}
 	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
 	out->segment_file_count = s->file_count;
@@ -1912,6 +1954,13 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 		out->segment_count += s->files[i]->segment_count;
 		out->segment_rows += s->files[i]->rows;
 		out->segment_bytes += s->files[i]->size;
+		for (uint32_t ti = 0; ti < s->files[i]->tenant_count; ti++)
+			for (int res = 0; res < RES_COUNT; res++) {
+				const seg_tenant *st = &s->files[i]->tenants[ti];
+				out->rollup_cells += st->rollup_cells[res];
+				if (st->rollup_cells[res])
+					out->rollup_bytes += st->rollup[res].stored_size;
+			}
 	}
 	out->flush_count = s->flush_count;
 	out->compaction_count = s->compaction_count;

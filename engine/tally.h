@@ -133,6 +133,8 @@ typedef struct tally_options {
 	int zstd_level;                  /* default 3 */
 	uint32_t compact_files_min;      /* compact when this many small segment files are live; default 8 */
 	bool background;                 /* run the background worker (flush, compaction); default true */
+	int64_t minute_pages_retention_us; /* minute rollup pages kept this long; default 48 hours
+					    * (hour and day pages are kept as long as the raw events) */
 } tally_options;
 
 /* Fills *options with the defaults above. */
@@ -240,10 +242,155 @@ typedef struct tally_stats {
 	uint64_t durable_lsn;
 	uint64_t flush_count;
 	uint64_t compaction_count;
+	uint64_t rollup_bytes;         /* rollup pages in live segment files, on disk */
+	uint64_t rollup_cells;         /* cells in those pages (minute, hour, day) */
+	uint64_t rollup_live_bytes;    /* RAM of the pages of not-yet-flushed events */
 	int sticky_error;              /* 0, or why writes are refused */
 } tally_stats;
 
 int tally_store_stats(tally_store *store, tally_stats *stats);
+
+/* ---- Queries (rollup pages; docs/queries.md) ---------------------------- */
+
+#define TALLY_QUERY_ROWS_MAX 100000     /* largest limit a query may ask for */
+#define TALLY_QUERY_BUCKETS_MAX 100000  /* time buckets one query may span */
+#define TALLY_QUERY_RANGE_MAX_US (INT64_C(3660) * TALLY_US_PER_DAY) /* the data horizon: 10 years */
+#define TALLY_QUANTILES_MAX 8
+#define TALLY_FILTER_VALUES_MAX 256
+#define TALLY_FILTERS_MAX 16
+#define TALLY_TIME_ZONE_SIZE_MAX 64
+#define TALLY_LIST_EVENTS_MAX 10000     /* largest page of a raw event listing */
+#define TALLY_CURSOR_SIZE 192           /* an opaque listing cursor, text, NUL included */
+
+/* The group-by and filter dimensions. */
+enum tally_dim {
+	TALLY_DIM_PROJECT = 0,
+	TALLY_DIM_AGENT,
+	TALLY_DIM_MODEL,
+	TALLY_DIM_TYPE,
+	TALLY_DIM_STATUS,
+	TALLY_DIM_COUNT,
+};
+/* "project", "agent", "model", "type", "status"; parse returns the enum or
+ * TALLY_E_INVALID for an unknown name. */
+const char *tally_dim_name(int dim);
+int tally_dim_parse(const char *name);
+/* "ok", "error", "timeout", "cancelled" (the status dimension's values). */
+const char *tally_status_name(int status);
+
+enum tally_bucket {
+	TALLY_BUCKET_NONE = 0, /* one bucket for the whole range */
+	TALLY_BUCKET_MINUTE,
+	TALLY_BUCKET_HOUR,
+	TALLY_BUCKET_DAY,
+	TALLY_BUCKET_MONTH,
+};
+
+/* Aggregates a result can be ordered by. */
+enum tally_agg {
+	TALLY_AGG_COUNT = 0,
+	TALLY_AGG_TOKENS_IN,
+	TALLY_AGG_TOKENS_OUT,
+	TALLY_AGG_TOKENS,        /* tokens_in + tokens_out */
+	TALLY_AGG_COST,
+	TALLY_AGG_DURATION_SUM,
+	TALLY_AGG_DURATION_MIN,
+	TALLY_AGG_DURATION_MAX,
+	TALLY_AGG_ERRORS,        /* count of status != ok */
+	TALLY_AGG_QUANTILE,      /* the quantile order_quantile of the request */
+	TALLY_AGG_DISTINCT_USERS,
+	TALLY_AGG_COUNT_,
+};
+const char *tally_agg_name(int agg);
+
+/* dimension IN (values...): a row matches when its value equals one of them. */
+typedef struct tally_filter {
+	int dim; /* enum tally_dim */
+	const tally_str *values;
+	uint32_t value_count; /* 1..TALLY_FILTER_VALUES_MAX */
+} tally_filter;
+
+typedef struct tally_query {
+	int64_t from_us;           /* [from, to), from < to */
+	int64_t to_us;
+	int bucket;                /* enum tally_bucket */
+	const char *time_zone;     /* IANA name for local buckets; NULL or "" = UTC */
+	uint32_t group_by;         /* bit (1 << enum tally_dim) per dimension */
+	const tally_filter *filters;
+	uint32_t filter_count;     /* filters on different dims AND; at most TALLY_FILTERS_MAX */
+	double quantiles[TALLY_QUANTILES_MAX]; /* ranks in [0, 1], duration quantiles */
+	uint32_t quantile_count;
+	bool distinct_users;
+	/* Order: by default rows come by bucket, then by group values
+	 * (bytewise); with order_by_agg set, by that aggregate (ties by bucket
+	 * and group), descending if asked: top-N with limit. */
+	bool order_by_agg;
+	int order_agg;             /* enum tally_agg */
+	uint32_t order_quantile;   /* index into quantiles for TALLY_AGG_QUANTILE */
+	bool descending;
+	uint32_t limit;            /* 1..TALLY_QUERY_ROWS_MAX; 0 = TALLY_QUERY_ROWS_MAX */
+} tally_query;
+
+/* One result row: one bucket and one combination of the grouped dimensions. */
+typedef struct tally_row {
+	int64_t bucket_start_us;   /* the bucket's first instant (UTC); from_us for NONE */
+	int64_t bucket_end_us;     /* the instant after it; to_us for NONE */
+	tally_str group[TALLY_DIM_COUNT]; /* the value of each grouped dimension, else empty */
+	uint64_t count;
+	uint64_t tokens_in;
+	uint64_t tokens_out;
+	int64_t cost_micros;
+	uint64_t duration_ms_sum;
+	uint32_t duration_ms_min;  /* 0 when count == 0 */
+	uint32_t duration_ms_max;
+	uint64_t status_count[TALLY_STATUS_COUNT];
+	double quantile_ms[TALLY_QUANTILES_MAX]; /* within 1% of the exact value at rank floor(q * (count - 1)) */
+	uint64_t distinct_users;   /* exact up to 8192, then within 2% (docs/sketches.md) */
+} tally_row;
+
+typedef struct tally_result {
+	tally_row *rows;
+	size_t row_count;
+	bool truncated;            /* more rows matched than the limit */
+	/* How the answer was assembled (for tests, the benchmark and EXPLAIN-like output). */
+	uint64_t cells_day, cells_hour, cells_minute; /* rollup cells merged */
+	uint64_t raw_rows;         /* raw events read for edges finer than the pages */
+} tally_result;
+
+/*
+ * Runs an aggregate query over the tenant's events (stored and not yet
+ * flushed: every acknowledged event is counted). Counts and sums are exact.
+ * Buckets with no events are omitted. An unknown tenant gives an empty
+ * result. Errors (TALLY_E_INVALID with errmsg explaining: from >= to, range
+ * longer than TALLY_QUERY_RANGE_MAX_US, too many buckets, unknown dimension
+ * or aggregate, unknown time zone, limit over the maximum, too many
+ * filters or values; TALLY_E_TENANT for a bad tenant name) never return a
+ * partial result. *out is freed with tally_result_free.
+ */
+int tally_query_run(tally_store *store, const char *tenant, const tally_query *query,
+		    tally_result **out, char *errmsg);
+void tally_result_free(tally_result *result);
+
+/*
+ * Raw event listing, in (time, event id) order: the events of tenant with
+ * from <= time < to that pass every filter (and whose user equals `user`
+ * when user.len > 0), after `cursor` (NUL-terminated text from a previous
+ * page's next_cursor; NULL or "" for the first page), at most limit
+ * (1..TALLY_LIST_EVENTS_MAX) per call. fn gets each event (strings valid
+ * during the call). next_cursor (TALLY_CURSOR_SIZE bytes) receives the
+ * cursor of the following page, or "" when there is no more.
+ */
+typedef struct tally_list_request {
+	int64_t from_us;
+	int64_t to_us;
+	const tally_filter *filters;
+	uint32_t filter_count;
+	tally_str user;
+	const char *cursor;
+	uint32_t limit;
+} tally_list_request;
+int tally_list_events(tally_store *store, const char *tenant, const tally_list_request *request,
+		      tally_scan_fn fn, void *ctx, char *next_cursor, char *errmsg);
 
 /* ---- Offline inspection (a directory no process holds) ------------------ */
 
@@ -284,6 +431,8 @@ typedef struct tally_inspect_report {
 	uint64_t column_stored_bytes[TALLY_COL_COUNT];
 	uint64_t column_raw_bytes[TALLY_COL_COUNT];
 	uint64_t dictionary_bytes;              /* per-tenant string dictionaries */
+	uint64_t rollup_bytes[3];               /* rollup page blocks on disk: minute, hour, day */
+	uint64_t rollup_cells[3];
 	uint64_t wal_file_count;
 	uint64_t wal_bytes;
 	uint64_t manifest_generation;

@@ -676,11 +676,11 @@ Test(inspect, writer_refuses_rows_outside_dictionary_or_status)
 	}
 	segment_writer *w;
 	cr_assert_eq(segment_writer_open(io, segment_dir, file_id, 3, &w, err), 0, "%s", err);
-	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict), TALLY_E_INVALID);
+	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
 	r.status[2] = 0; /* still a code past the dictionary */
-	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict), TALLY_E_INVALID);
+	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
 	r.dim[DIM_MODEL][2] = 0; /* now valid */
-	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict), 0);
+	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), 0);
 	segment_writer_abort(w);
 	rows_free(&r);
 	for (int d = 0; d < DIM_COUNT; d++)

@@ -346,11 +346,20 @@ static void print_text(const char *dir, const tally_inspect_report *r, const ins
 		print_column_row(tally_column_name(c), r->column_stored_bytes[c], NULL,
 				 r->column_raw_bytes[c], 1, r->rows, r->file_bytes);
 	print_column_row("dictionaries", r->dictionary_bytes, "-", 0, 0, r->rows, r->file_bytes);
-	uint64_t accounted = stored + r->dictionary_bytes;
+	static const char *const rollup_names[3] = {"rollup minute", "rollup hour", "rollup day"};
+	uint64_t rollup_total = 0;
+	for (int res = 0; res < 3; res++) {
+		print_column_row(rollup_names[res], r->rollup_bytes[res], "-", 0, 0, r->rows,
+				 r->file_bytes);
+		rollup_total += r->rollup_bytes[res];
+	}
+	uint64_t accounted = stored + r->dictionary_bytes + rollup_total;
 	uint64_t framing = r->file_bytes > accounted ? r->file_bytes - accounted : 0;
 	print_column_row("file framing", framing, "-", 0, 0, r->rows, r->file_bytes);
 	print_column_row("total", r->file_bytes, "-", 0, 0, r->rows, r->file_bytes);
 	printf("  (share: of the segment files' bytes; file framing: headers, footers, trailers)\n");
+	printf("  rollup cells: %" PRIu64 " minute, %" PRIu64 " hour, %" PRIu64 " day\n",
+	       r->rollup_cells[0], r->rollup_cells[1], r->rollup_cells[2]);
 
 	int width = name_width(s);
 	printf("\n  %-*s %8s %12s %11s %11s  %-27s  %s\n", width, "tenant", "segments", "rows",
@@ -425,6 +434,15 @@ static int print_json(const char *dir, const tally_inspect_report *r, const insp
 	jset(root, "column_stored_bytes", json_integer((json_int_t)stored), &bad);
 	jset(root, "column_raw_bytes", json_integer((json_int_t)raw), &bad);
 	jset(root, "dictionary_bytes", json_integer((json_int_t)r->dictionary_bytes), &bad);
+	static const char *const res_keys[3] = {"minute", "hour", "day"};
+	json_t *rollup = json_object();
+	for (int res = 0; rollup && res < 3; res++) {
+		json_t *one = json_object();
+		jset(one, "bytes", json_integer((json_int_t)r->rollup_bytes[res]), &bad);
+		jset(one, "cells", json_integer((json_int_t)r->rollup_cells[res]), &bad);
+		jset(rollup, res_keys[res], one, &bad);
+	}
+	jset(root, "rollup", rollup, &bad);
 	jset(root, "compression_ratio", jratio(raw, stored), &bad);
 	jset(root, "file_bytes_per_row", json_real(per_row(r->file_bytes, r->rows)), &bad);
 	jset(root, "time_min", s->have_rows ? jtime(s->time_min_us) : json_null(), &bad);

@@ -1,0 +1,1263 @@
+/*
+ * query.c — aggregate queries over rollup pages, and raw event listings.
+ *
+ * NOTES ON THE PLANNER
+ *
+ * 1. Output buckets. The range [from, to) is cut into the query's buckets:
+ *    UTC minutes/hours/days/months, or local ones in the query's time zone
+ *    (tz.h: a bucket is a maximal run of instants with the same local
+ *    label). Each bucket's part of the range is answered on its own.
+ *
+ * 2. Cover. A bucket's part [a, e) is covered greedily from the coarsest
+ *    resolution down: the whole UTC days inside it from day cells, the
+ *    whole hours left from hour cells, the whole minutes left from minute
+ *    cells where every source still has them (minute cells older than the
+ *    retention are dropped from segment files, see minute_from_us), and
+ *    whatever is left (sub-minute edges, old minutes) from the raw events.
+ *    Pieces never overlap and their union is [a, e), so each event is
+ *    counted once: counts and sums are exact.
+ *
+ * 3. Sources. Every live segment file with a section of the tenant, and the
+ *    tenant's frozen and active memtables (their live rollups). A cell of
+ *    (bucket, group) may be partial in several sources: the merge adds
+ *    them. The whole query runs under store->lock, so it sees a consistent
+ *    set of sources (a flush or compaction publishes under the same lock)
+ *    and every acknowledged event exactly once.
+ *
+ * 4. Groups. A source's groups are dictionary codes; the first time a
+ *    query meets a group of a source it evaluates the filters on the
+ *    group's strings and finds (or creates) the output group of the
+ *    grouped dimensions' values: after that a cell costs one array lookup.
+ *
+ * 5. Cache. Decoded rollup blocks and section dictionaries (with the hash
+ *    of every user string) are cached per (file, tenant), up to
+ *    QUERY_CACHE_BYTES_MAX, least recently used out first. Files are
+ *    immutable and their ids never reused, so entries are never stale;
+ *    compaction drops the entries of the files it removed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "rollup.h"
+#include "sketch.h"
+#include "store_internal.h"
+#include "tz.h"
+
+#define QUERY_CACHE_BYTES_MAX (256u << 20) /* decoded rollup blocks and dictionaries */
+#define QUERY_TZ_CACHE_MAX 64              /* time zones kept loaded */
+#define RAW_MERGE_GAP_US ROLLUP_HOUR_US    /* raw pieces closer than this share a scan */
+
+/* ---- names ------------------------------------------------------------------ */
+
+static const char *const DIM_NAMES[TALLY_DIM_COUNT] = {"project", "agent", "model", "type",
+							 "status"};
+static const char *const STATUS_NAMES[TALLY_STATUS_COUNT] = {"ok", "error", "timeout",
+							      "cancelled"};
+static const char *const AGG_NAMES[TALLY_AGG_COUNT_] = {
+	"count", "tokens_in", "tokens_out", "tokens", "cost", "duration_sum", "duration_min",
+	"duration_max", "errors", "quantile", "distinct_users"};
+
+const char *tally_dim_name(int dim)
+{
+	return dim >= 0 && dim < TALLY_DIM_COUNT ? DIM_NAMES[dim] : "unknown";
+}
+
+int tally_dim_parse(const char *name)
+{
+	for (int d = 0; name && d < TALLY_DIM_COUNT; d++)
+		if (!strcmp(name, DIM_NAMES[d]))
+			return d;
+	return TALLY_E_INVALID;
+}
+
+const char *tally_status_name(int status)
+{
+	return status >= 0 && status < TALLY_STATUS_COUNT ? STATUS_NAMES[status] : "unknown";
+}
+
+const char *tally_agg_name(int agg)
+{
+	return agg >= 0 && agg < TALLY_AGG_COUNT_ ? AGG_NAMES[agg] : "unknown";
+}
+
+/* Rollup group code order (rollup.h) of each query dimension; status has none. */
+static const int DIM_TO_CODE[TALLY_DIM_COUNT] = {1, 2, 3, 0, -1};
+/* The segment/memtable dimension (enum dim) of each rollup code slot. */
+static const int CODE_TO_SEGDIM[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
+
+static inline int64_t floor_div(int64_t a, int64_t b)
+{
+	int64_t q = a / b;
+	return (a % b != 0 && (a < 0)) ? q - 1 : q;
+}
+static inline int64_t ceil_div(int64_t a, int64_t b)
+{
+	return -floor_div(-a, b);
+}
+
+/* ---- the cache ----------------------------------------------------------------- */
+
+typedef struct section_cache {
+	uint64_t file_id;
+	uint32_t tenant_id;
+	uint64_t last_use;
+	size_t bytes;
+	int dict_loaded;
+	strdict dict[DIM_COUNT];
+	uint32_t dict_count[DIM_COUNT];
+	uint64_t *user_hash; /* by user code; NULL until a distinct-users query */
+	int block_loaded[RES_COUNT];
+	rollup_block block[RES_COUNT];
+} section_cache;
+
+
+struct query_cache {
+	section_cache **entries;
+	uint32_t count;
+	uint32_t capacity;
+	uint32_t *slots; /* (file, tenant) -> entry + 1 */
+	uint32_t slot_mask;
+	uint64_t clock;
+	size_t bytes;
+};
+
+static uint32_t section_hash(uint64_t file_id, uint32_t tenant_id)
+{
+	return (uint32_t)XXH3_64bits_withSeed(&file_id, sizeof(file_id), tenant_id);
+}
+
+static void section_free(section_cache *e)
+{
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&e->dict[d]);
+	free(e->user_hash);
+	for (int r = 0; r < RES_COUNT; r++)
+		rollup_block_free(&e->block[r]);
+	free(e);
+}
+
+static int cache_rehash(struct query_cache *c, uint32_t slots)
+{
+	uint32_t *table = calloc(slots, sizeof(*table));
+	if (!table)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < c->count; i++) {
+		uint32_t k = section_hash(c->entries[i]->file_id, c->entries[i]->tenant_id) & (slots - 1);
+		while (table[k])
+			k = (k + 1) & (slots - 1);
+		table[k] = i + 1;
+	}
+	free(c->slots);
+	c->slots = table;
+	c->slot_mask = slots - 1;
+	return 0;
+}
+
+static int last_use_compare(const void *a, const void *b)
+{
+	const section_cache *x = *(section_cache *const *)a, *y = *(section_cache *const *)b;
+	return x->last_use < y->last_use ? -1 : x->last_use > y->last_use;
+}
+
+/* Removes entries until the cache holds at most `keep` bytes (oldest first),
+ * or the entries for which drop() says so. */
+static void cache_shrink(struct query_cache *c, size_t keep, uint64_t drop_file)
+{
+	if (drop_file == UINT64_MAX && c->bytes <= keep)
+		return;
+	if (drop_file == UINT64_MAX)
+		qsort(c->entries, c->count, sizeof(*c->entries), last_use_compare);
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < c->count; i++) {
+		section_cache *e = c->entries[i];
+		int drop = drop_file == UINT64_MAX ? c->bytes > keep : e->file_id == drop_file;
+		if (drop) {
+			c->bytes -= e->bytes;
+			section_free(e);
+		} else {
+			c->entries[kept++] = e;
+		}
+	}
+	c->count = kept;
+	if (c->slot_mask && cache_rehash(c, c->slot_mask + 1)) {
+		/* Out of memory rebuilding the index: forget everything. */
+		for (uint32_t i = 0; i < c->count; i++)
+			section_free(c->entries[i]);
+		c->count = 0;
+		c->bytes = 0;
+		memset(c->slots, 0, sizeof(*c->slots) * (c->slot_mask + 1));
+	}
+}
+
+void query_cache_forget_file(tally_store *s, uint64_t file_id)
+{
+	if (s->query_cache)
+		cache_shrink(s->query_cache, 0, file_id);
+}
+
+void query_cache_free(tally_store *s)
+{
+	struct query_cache *c = s->query_cache;
+	if (!c)
+		return;
+	for (uint32_t i = 0; i < c->count; i++)
+		section_free(c->entries[i]);
+	free(c->entries);
+	free(c->slots);
+	free(c);
+	s->query_cache = NULL;
+}
+
+static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, section_cache **out)
+{
+	struct query_cache *c = s->query_cache;
+	if (!c) {
+		if (!(c = calloc(1, sizeof(*c))))
+			return -ENOMEM;
+		s->query_cache = c;
+	}
+	if (c->slot_mask) {
+		for (uint32_t k = section_hash(file_id, tenant_id) & c->slot_mask; c->slots[k];
+		     k = (k + 1) & c->slot_mask) {
+			section_cache *e = c->entries[c->slots[k] - 1];
+			if (e->file_id == file_id && e->tenant_id == tenant_id) {
+				e->last_use = ++c->clock;
+				*out = e;
+				return 0;
+			}
+		}
+	}
+	if (c->count == c->capacity) {
+		uint32_t capacity = c->capacity ? c->capacity * 2 : 64;
+		section_cache **entries = realloc(c->entries, sizeof(*entries) * capacity);
+		if (!entries)
+			return -ENOMEM;
+		c->entries = entries;
+		c->capacity = capacity;
+	}
+	if (!c->slot_mask || (c->count + 1) * 2 > c->slot_mask + 1) {
+		int rc = cache_rehash(c, c->slot_mask ? (c->slot_mask + 1) * 2 : 128);
+		if (rc)
+			return rc;
+	}
+	section_cache *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->file_id = file_id;
+	e->tenant_id = tenant_id;
+	e->last_use = ++c->clock;
+	e->bytes = sizeof(*e);
+	c->bytes += e->bytes;
+	uint32_t k = section_hash(file_id, tenant_id) & c->slot_mask;
+	while (c->slots[k])
+		k = (k + 1) & c->slot_mask;
+	c->entries[c->count] = e;
+	c->slots[k] = ++c->count;
+	*out = e;
+	return 0;
+}
+
+static void cache_account(tally_store *s, section_cache *e, size_t bytes)
+{
+	e->bytes += bytes;
+	s->query_cache->bytes += bytes;
+}
+
+static int section_dict(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
+			char *errmsg)
+{
+	if (e->dict_loaded)
+		return 0;
+	int rc = segment_read_dict(f, ti, e->dict, errmsg);
+	if (rc)
+		return rc;
+	size_t bytes = 0;
+	for (int d = 0; d < DIM_COUNT; d++) {
+		e->dict_count[d] = e->dict[d].count;
+		bytes += strdict_bytes(&e->dict[d]);
+	}
+	e->dict_loaded = 1;
+	cache_account(s, e, bytes);
+	return 0;
+}
+
+static int section_user_hash(tally_store *s, section_cache *e)
+{
+	if (e->user_hash)
+		return 0;
+	const strdict *u = &e->dict[DIM_USER];
+	e->user_hash = malloc(sizeof(uint64_t) * ((size_t)u->count + 1));
+	if (!e->user_hash)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < u->count; i++) {
+		tally_str str = strdict_get(u, i);
+		e->user_hash[i] = sketch_user_hash(str.ptr, str.len);
+	}
+	cache_account(s, e, sizeof(uint64_t) * ((size_t)u->count + 1));
+	return 0;
+}
+
+static int section_block(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
+			 int res, char *errmsg)
+{
+	if (e->block_loaded[res])
+		return 0;
+	bytebuf raw = {0};
+	int rc = segment_read_block(f, &f->tenants[ti].rollup[res], &raw, errmsg);
+	if (!rc) {
+		rc = rollup_block_decode(raw.data, raw.size, e->dict_count, &e->block[res]);
+		if (rc == TALLY_E_CORRUPT)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "%s offset %" PRIu64 ": %s rollup block of tenant %s is malformed",
+				 f->path, f->tenants[ti].rollup[res].offset, ROLLUP_RES_NAME[res],
+				 f->tenants[ti].name);
+	}
+	bytebuf_free(&raw);
+	if (rc)
+		return rc;
+	e->block_loaded[res] = 1;
+	cache_account(s, e, e->block[res].bytes);
+	return 0;
+}
+
+/*
+ * Loaded time zones, shared by every store of the process (they are
+ * immutable system data): up to QUERY_TZ_CACHE_MAX stay loaded until exit;
+ * past that a query loads its own copy and frees it (*owned set).
+ */
+static struct {
+	pthread_mutex_t lock;
+	char name[QUERY_TZ_CACHE_MAX][TZ_NAME_SIZE_MAX + 1];
+	tz *zone[QUERY_TZ_CACHE_MAX];
+	uint32_t count;
+} zones = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int zone_get(const char *name, tz **out, int *owned, char *errmsg)
+{
+	*owned = 0;
+	if (!strcmp(name, "UTC")) {
+		*out = tz_utc();
+		return 0;
+	}
+	pthread_mutex_lock(&zones.lock);
+	for (uint32_t i = 0; i < zones.count; i++)
+		if (!strcmp(zones.name[i], name)) {
+			*out = zones.zone[i];
+			pthread_mutex_unlock(&zones.lock);
+			return 0;
+		}
+	int rc = tz_load(name, out, errmsg);
+	if (!rc && zones.count < QUERY_TZ_CACHE_MAX) {
+		snprintf(zones.name[zones.count], sizeof(zones.name[0]), "%s", name);
+		zones.zone[zones.count++] = *out;
+	} else if (!rc) {
+		*owned = 1;
+	}
+	pthread_mutex_unlock(&zones.lock);
+	return rc;
+}
+
+/* ---- validation ---------------------------------------------------------------- */
+
+static int invalid(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int invalid(char *errmsg, const char *fmt, ...)
+{
+	if (errmsg) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(errmsg, TALLY_ERRMSG_SIZE, fmt, ap);
+		va_end(ap);
+	}
+	return TALLY_E_INVALID;
+}
+
+static int check_filters(const tally_filter *filters, uint32_t count, char *errmsg)
+{
+	if (count > TALLY_FILTERS_MAX)
+		return invalid(errmsg, "too many filters: %u (at most %u)", count, TALLY_FILTERS_MAX);
+	if (count && !filters)
+		return invalid(errmsg, "filters missing");
+	for (uint32_t i = 0; i < count; i++) {
+		const tally_filter *f = &filters[i];
+		if (f->dim < 0 || f->dim >= TALLY_DIM_COUNT)
+			return invalid(errmsg, "filter %u: unknown dimension %d", i, f->dim);
+		if (f->value_count == 0 || f->value_count > TALLY_FILTER_VALUES_MAX)
+			return invalid(errmsg, "filter on %s: %u values (1 to %u allowed)",
+				       DIM_NAMES[f->dim], f->value_count, TALLY_FILTER_VALUES_MAX);
+		if (!f->values)
+			return invalid(errmsg, "filter on %s: values missing", DIM_NAMES[f->dim]);
+		for (uint32_t v = 0; v < f->value_count; v++)
+			if (f->values[v].len && !f->values[v].ptr)
+				return invalid(errmsg, "filter on %s: value %u has no bytes",
+					       DIM_NAMES[f->dim], v);
+	}
+	return 0;
+}
+
+static int check_range(int64_t from, int64_t to, char *errmsg)
+{
+	if (from >= to)
+		return invalid(errmsg, "empty time range: from (%" PRId64 ") must be before to (%" PRId64 ")",
+			       from, to);
+	if ((uint64_t)to - (uint64_t)from > (uint64_t)TALLY_QUERY_RANGE_MAX_US)
+		return invalid(errmsg, "time range of %" PRId64 " days is longer than the data horizon (%" PRId64 " days)",
+			       (int64_t)(((uint64_t)to - (uint64_t)from) / (uint64_t)TALLY_US_PER_DAY),
+			       TALLY_QUERY_RANGE_MAX_US / TALLY_US_PER_DAY);
+	return 0;
+}
+
+static int check_query(const tally_query *q, char *errmsg)
+{
+	int rc = check_range(q->from_us, q->to_us, errmsg);
+	if (rc)
+		return rc;
+	if (q->bucket < TALLY_BUCKET_NONE || q->bucket > TALLY_BUCKET_MONTH)
+		return invalid(errmsg, "unknown bucket %d", q->bucket);
+	if (q->group_by & ~((1u << TALLY_DIM_COUNT) - 1))
+		return invalid(errmsg, "group_by names an unknown dimension (bits 0x%x)", q->group_by);
+	if ((rc = check_filters(q->filters, q->filter_count, errmsg)))
+		return rc;
+	if (q->quantile_count > TALLY_QUANTILES_MAX)
+		return invalid(errmsg, "too many quantiles: %u (at most %u)", q->quantile_count,
+			       TALLY_QUANTILES_MAX);
+	for (uint32_t i = 0; i < q->quantile_count; i++)
+		if (!(q->quantiles[i] >= 0.0 && q->quantiles[i] <= 1.0))
+			return invalid(errmsg, "quantile %u is not a rank in [0, 1]", i);
+	if (q->order_by_agg) {
+		if (q->order_agg < 0 || q->order_agg >= TALLY_AGG_COUNT_)
+			return invalid(errmsg, "unknown aggregate %d to order by", q->order_agg);
+		if (q->order_agg == TALLY_AGG_QUANTILE && q->order_quantile >= q->quantile_count)
+			return invalid(errmsg, "order by quantile %u, but the query asks for %u quantiles",
+				       q->order_quantile, q->quantile_count);
+	}
+	if (q->limit > TALLY_QUERY_ROWS_MAX)
+		return invalid(errmsg, "limit %u is over the maximum of %u rows", q->limit,
+			       TALLY_QUERY_ROWS_MAX);
+	if (q->time_zone && strlen(q->time_zone) > TALLY_TIME_ZONE_SIZE_MAX)
+		return invalid(errmsg, "time zone name longer than %u bytes", TALLY_TIME_ZONE_SIZE_MAX);
+	return 0;
+}
+
+/* ---- output groups and accumulators -------------------------------------------- */
+
+typedef struct out_group {
+	uint32_t key_offset; /* into the key arena: per grouped dim, u32 length + bytes */
+	uint32_t key_size;
+	uint64_t hash;
+} out_group;
+
+typedef struct acc {
+	uint32_t bucket;
+	uint32_t group;
+	uint64_t count, tokens_in, tokens_out, duration_sum;
+	int64_t cost;
+	uint32_t duration_min, duration_max;
+	uint64_t status[TALLY_STATUS_COUNT];
+	dd_acc dd;
+	uset users;
+} acc;
+
+typedef struct qstate {
+	tally_store *s;
+	const tally_query *q;
+	char *errmsg;
+	int want_dd;
+	int want_users;
+	/* output groups */
+	out_group *groups;
+	uint32_t group_count, group_capacity;
+	uint32_t *group_slots;
+	uint32_t group_mask;
+	bytebuf keys;
+	/* accumulators by (bucket, group) */
+	acc *accs;
+	uint32_t acc_count, acc_capacity;
+	uint32_t *acc_slots;
+	uint32_t acc_mask;
+	/* scratch key */
+	bytebuf key;
+	tally_result *result;
+} qstate;
+
+
+/* Does value v (of dim) pass the query's filters on dim? */
+int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tally_str v)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		const tally_filter *f = &filters[i];
+		if (f->dim != dim)
+			continue;
+		int hit = 0;
+		for (uint32_t k = 0; k < f->value_count && !hit; k++)
+			hit = f->values[k].len == v.len && (!v.len || !memcmp(f->values[k].ptr, v.ptr, v.len));
+		if (!hit)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * The output group of an event or cell with these dimension values (by
+ * enum tally_dim), or -1 when a filter rejects it. -ENOMEM as < -1.
+ */
+static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
+{
+	const tally_query *q = st->q;
+	for (int d = 0; d < TALLY_DIM_COUNT; d++)
+		if (!query_filter_pass(q->filters, q->filter_count, d, value[d]))
+			return -1;
+	bytebuf_reset(&st->key);
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		if (!(q->group_by & (1u << d)))
+			continue;
+		uint32_t len = value[d].len;
+		if (bytebuf_append(&st->key, &len, sizeof(len)) ||
+		    bytebuf_append(&st->key, value[d].ptr, len))
+			return -ENOMEM;
+	}
+	uint64_t h = XXH3_64bits(st->key.data, st->key.size);
+	if (!st->group_mask || (st->group_count + 1) * 2 > st->group_mask + 1) {
+		uint32_t slots = st->group_mask ? (st->group_mask + 1) * 2 : 64;
+		uint32_t *table = calloc(slots, sizeof(*table));
+		if (!table)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < st->group_count; i++) {
+			uint32_t k = (uint32_t)st->groups[i].hash & (slots - 1);
+			while (table[k])
+				k = (k + 1) & (slots - 1);
+			table[k] = i + 1;
+		}
+		free(st->group_slots);
+		st->group_slots = table;
+		st->group_mask = slots - 1;
+	}
+	uint32_t k = (uint32_t)h & st->group_mask;
+	while (st->group_slots[k]) {
+		const out_group *g = &st->groups[st->group_slots[k] - 1];
+		if (g->hash == h && g->key_size == st->key.size &&
+		    !memcmp(st->keys.data + g->key_offset, st->key.data, st->key.size))
+			return st->group_slots[k] - 1;
+		k = (k + 1) & st->group_mask;
+	}
+	if (st->group_count == st->group_capacity) {
+		uint32_t capacity = st->group_capacity ? st->group_capacity * 2 : 64;
+		out_group *groups = realloc(st->groups, sizeof(*groups) * capacity);
+		if (!groups)
+			return -ENOMEM;
+		st->groups = groups;
+		st->group_capacity = capacity;
+	}
+	out_group *g = &st->groups[st->group_count];
+	g->key_offset = (uint32_t)st->keys.size;
+	g->key_size = (uint32_t)st->key.size;
+	g->hash = h;
+	if (bytebuf_append(&st->keys, st->key.data, st->key.size))
+		return -ENOMEM;
+	st->group_slots[k] = ++st->group_count;
+	return st->group_count - 1;
+}
+
+static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
+{
+	uint64_t key = ((uint64_t)bucket << 32) | group;
+	if (!st->acc_mask || (st->acc_count + 1) * 2 > st->acc_mask + 1) {
+		uint32_t slots = st->acc_mask ? (st->acc_mask + 1) * 2 : 64;
+		uint32_t *table = calloc(slots, sizeof(*table));
+		if (!table)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < st->acc_count; i++) {
+			uint64_t kk = ((uint64_t)st->accs[i].bucket << 32) | st->accs[i].group;
+			uint32_t k = (uint32_t)rollup_mix64(kk) & (slots - 1);
+			while (table[k])
+				k = (k + 1) & (slots - 1);
+			table[k] = i + 1;
+		}
+		free(st->acc_slots);
+		st->acc_slots = table;
+		st->acc_mask = slots - 1;
+	}
+	uint32_t k = (uint32_t)rollup_mix64(key) & st->acc_mask;
+	while (st->acc_slots[k]) {
+		acc *a = &st->accs[st->acc_slots[k] - 1];
+		if (a->bucket == bucket && a->group == group) {
+			*out = a;
+			return 0;
+		}
+		k = (k + 1) & st->acc_mask;
+	}
+	if (st->acc_count == st->acc_capacity) {
+		uint32_t capacity = st->acc_capacity ? st->acc_capacity * 2 : 64;
+		acc *accs = realloc(st->accs, sizeof(*accs) * capacity);
+		if (!accs)
+			return -ENOMEM;
+		st->accs = accs;
+		st->acc_capacity = capacity;
+	}
+	acc *a = &st->accs[st->acc_count];
+	memset(a, 0, sizeof(*a));
+	a->bucket = bucket;
+	a->group = group;
+	st->acc_slots[k] = ++st->acc_count;
+	*out = a;
+	return 0;
+}
+
+static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int64_t cost,
+			uint64_t dsum, uint32_t dmin, uint32_t dmax, int status)
+{
+	if (!a->count || dmin < a->duration_min)
+		a->duration_min = dmin;
+	if (!a->count || dmax > a->duration_max)
+		a->duration_max = dmax;
+	a->count += count;
+	a->tokens_in += tin;
+	a->tokens_out += tout;
+	a->cost += cost;
+	a->duration_sum += dsum;
+	a->status[status] += count;
+}
+
+/* Merges a cell whose users are codes with hashes in user_hash. */
+static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const uint64_t *user_hash)
+{
+	acc_numbers(a, c->count, c->tokens_in, c->tokens_out, c->cost, c->duration_sum,
+		    c->duration_min, c->duration_max, status);
+	int rc = 0;
+	if (st->want_dd) {
+		const uint64_t *dd = cell_dd(c);
+		for (uint32_t k = 0; k < c->dd_count && !rc; k++)
+			rc = dd_acc_add(&a->dd, DD_ENTRY_INDEX(dd[k]), DD_ENTRY_COUNT(dd[k]));
+	}
+	if (st->want_users && !rc) {
+		if (c->registers) {
+			rc = uset_add_registers(&a->users, c->registers);
+		} else {
+			const uint32_t *users = cell_users(c);
+			for (uint32_t k = 0; k < c->user_count && !rc; k++)
+				rc = uset_add(&a->users, user_hash[users[k]]);
+		}
+	}
+	return rc;
+}
+
+/* ---- sources ---------------------------------------------------------------------- */
+
+/* A source's group table as the query sees it. */
+typedef struct source_groups {
+	const rollup_group *groups;
+	uint32_t count;
+	int64_t *map;                 /* output group, -1 filtered, -2 not yet known */
+	const strdict *dict[ROLLUP_GROUP_DIMS]; /* strings of each code slot */
+} source_groups;
+
+static int64_t source_group(qstate *st, source_groups *sg, uint32_t g)
+{
+	if (sg->map[g] != -2)
+		return sg->map[g];
+	tally_str value[TALLY_DIM_COUNT];
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		if (d == TALLY_DIM_STATUS) {
+			const char *name = STATUS_NAMES[sg->groups[g].status];
+			value[d] = (tally_str){name, (uint32_t)strlen(name)};
+		} else {
+			int slot = DIM_TO_CODE[d];
+			value[d] = strdict_get(sg->dict[slot], sg->groups[g].code[slot]);
+		}
+	}
+	sg->map[g] = out_group_of(st, value);
+	return sg->map[g];
+}
+
+static int source_groups_init(source_groups *sg, const rollup_group *groups, uint32_t count,
+			      const strdict *const dict[ROLLUP_GROUP_DIMS])
+{
+	sg->groups = groups;
+	sg->count = count;
+	sg->map = malloc(sizeof(*sg->map) * ((size_t)count + 1));
+	if (!sg->map)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < count; i++)
+		sg->map[i] = -2;
+	for (int k = 0; k < ROLLUP_GROUP_DIMS; k++)
+		sg->dict[k] = dict[k];
+	return 0;
+}
+
+/* One piece of the plan: cells of resolution res (or raw events when res
+ * is -1) for [from, to), counted in output bucket `bucket`. */
+typedef struct piece {
+	int64_t from, to;
+	uint32_t bucket;
+	int res;
+} piece;
+
+typedef struct plan {
+	piece *pieces;
+	uint32_t count, capacity;
+} plan;
+
+static int plan_add(plan *p, int res, int64_t from, int64_t to, uint32_t bucket)
+{
+	if (from >= to)
+		return 0;
+	if (p->count == p->capacity) {
+		uint32_t capacity = p->capacity ? p->capacity * 2 : 64;
+		piece *pieces = realloc(p->pieces, sizeof(*pieces) * capacity);
+		if (!pieces)
+			return -ENOMEM;
+		p->pieces = pieces;
+		p->capacity = capacity;
+	}
+	p->pieces[p->count++] = (piece){from, to, bucket, res};
+	return 0;
+}
+
+/*
+ * Covers [a, e) of output bucket b with the whole cells of resolution res
+ * that fit, and the two edges left with finer ones (res - 1); below minutes,
+ * and for minutes before minute_from, with raw events.
+ */
+static int plan_cover(plan *p, int res, int64_t a, int64_t e, uint32_t b, int64_t minute_from)
+{
+	if (a >= e)
+		return 0;
+	if (res < 0)
+		return plan_add(p, -1, a, e, b);
+	int64_t unit = ROLLUP_RES_US[res];
+	int64_t first = ceil_div(a, unit), end = floor_div(e, unit);
+	if (res == RES_MINUTE && first < ceil_div(minute_from, unit))
+		first = ceil_div(minute_from, unit);
+	if (first >= end)
+		return plan_cover(p, res - 1, a, e, b, minute_from);
+	int rc;
+	if ((rc = plan_add(p, res, first * unit, end * unit, b)) ||
+	    (rc = plan_cover(p, res - 1, a, first * unit, b, minute_from)))
+		return rc;
+	return plan_cover(p, res - 1, end * unit, e, b, minute_from);
+}
+
+/* ---- raw events --------------------------------------------------------------------- */
+
+typedef struct raw_ctx {
+	qstate *st;
+	const piece *pieces; /* raw pieces of this scan, sorted by from */
+	uint32_t count;
+} raw_ctx;
+
+static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i)
+{
+	raw_ctx *rc = ctx;
+	qstate *st = rc->st;
+	int64_t t = r->time_us[i];
+	/* The piece holding t (pieces are disjoint and sorted). */
+	uint32_t lo = 0, hi = rc->count;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (rc->pieces[mid].to <= t)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == rc->count || rc->pieces[lo].from > t)
+		return 0;
+	tally_str value[TALLY_DIM_COUNT];
+	value[TALLY_DIM_PROJECT] = strdict_get(dict[DIM_PROJECT], r->dim[DIM_PROJECT][i]);
+	value[TALLY_DIM_AGENT] = strdict_get(dict[DIM_AGENT], r->dim[DIM_AGENT][i]);
+	value[TALLY_DIM_MODEL] = strdict_get(dict[DIM_MODEL], r->dim[DIM_MODEL][i]);
+	value[TALLY_DIM_TYPE] = strdict_get(dict[DIM_TYPE], r->dim[DIM_TYPE][i]);
+	const char *status = STATUS_NAMES[r->status[i] < TALLY_STATUS_COUNT ? r->status[i] : 0];
+	value[TALLY_DIM_STATUS] = (tally_str){status, (uint32_t)strlen(status)};
+	int64_t g = out_group_of(st, value);
+	if (g == -1)
+		return 0;
+	if (g < 0)
+		return (int)g;
+	acc *a;
+	int err = acc_get(st, rc->pieces[lo].bucket, (uint32_t)g, &a);
+	if (err)
+		return err;
+	uint32_t d = r->duration_ms[i];
+	acc_numbers(a, 1, r->tokens_in[i], r->tokens_out[i], r->cost_micros[i], d, d, d,
+		    r->status[i]);
+	if (st->want_dd && (err = dd_acc_add(&a->dd, dd_index(d), 1)))
+		return err;
+	if (st->want_users) {
+		tally_str u = strdict_get(dict[DIM_USER], r->dim[DIM_USER][i]);
+		if (u.len && (err = uset_add(&a->users, sketch_user_hash(u.ptr, u.len))))
+			return err;
+	}
+	return 0;
+}
+
+static int piece_from_compare(const void *x, const void *y)
+{
+	const piece *a = x, *b = y;
+	return a->from < b->from ? -1 : a->from > b->from;
+}
+
+/* Scans raw events for the raw pieces (res -1) of the plan, pieces closer
+ * than RAW_MERGE_GAP_US sharing one scan. */
+static int run_raw(qstate *st, tenant *t, plan *p, uint64_t *rows_read)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < p->count; i++)
+		if (p->pieces[i].res < 0)
+			p->pieces[n++] = p->pieces[i]; /* cell pieces were already merged */
+	qsort(p->pieces, n, sizeof(*p->pieces), piece_from_compare);
+	int rc = 0;
+	for (uint32_t i = 0; i < n && !rc;) {
+		uint32_t j = i + 1;
+		while (j < n && p->pieces[j].from - p->pieces[j - 1].to < RAW_MERGE_GAP_US)
+			j++;
+		raw_ctx ctx = {st, p->pieces + i, j - i};
+		rc = store_scan_rows_locked(st->s, t, p->pieces[i].from, p->pieces[j - 1].to, raw_row,
+					    &ctx, rows_read);
+		i = j;
+	}
+	return rc;
+}
+
+/* ---- cells -------------------------------------------------------------------------- */
+
+static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, const piece *pc,
+		       const uint64_t *user_hash, uint64_t *cells)
+{
+	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[pc->res]);
+	int64_t hi = floor_div(pc->to, ROLLUP_RES_US[pc->res]);
+	int rc = 0;
+	for (uint32_t i = rollup_block_lower_bound(b, lo); i < b->cell_count && b->cells[i].bucket < hi && !rc;
+	     i++) {
+		const rollup_cell *c = &b->cells[i];
+		int64_t g = source_group(st, sg, c->group);
+		if (g == -1)
+			continue;
+		if (g < 0)
+			return (int)g;
+		acc *a;
+		if (!(rc = acc_get(st, pc->bucket, (uint32_t)g, &a)))
+			rc = acc_cell(st, a, c, sg->groups[c->group].status, user_hash);
+		(*cells)++;
+	}
+	return rc;
+}
+
+static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piece *pc,
+		      uint64_t *cells)
+{
+	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[pc->res]);
+	int64_t hi = floor_div(pc->to, ROLLUP_RES_US[pc->res]);
+	int rc = 0;
+	for (int64_t bucket = lo; bucket < hi && !rc; bucket++) {
+		for (const rollup_cell *c = rollup_bucket_first(r, pc->res, bucket); c && !rc;
+		     c = rollup_next(r, pc->res, c)) {
+			int64_t g = source_group(st, sg, c->group);
+			if (g == -1)
+				continue;
+			if (g < 0)
+				return (int)g;
+			acc *a;
+			if (!(rc = acc_get(st, pc->bucket, (uint32_t)g, &a)))
+				rc = acc_cell(st, a, c, sg->groups[c->group].status, r->user_hash);
+			(*cells)++;
+		}
+	}
+	return rc;
+}
+
+/* One segment file's section of the tenant, as a query source. */
+typedef struct file_source {
+	tally_store *s;
+	const segment_file *f;
+	uint32_t ti;
+	const seg_tenant *sec;
+	section_cache *e;
+	source_groups *sg; /* per resolution, initialised on first use */
+	tally_result *stats;
+} file_source;
+
+/* Loads (through the cache) the block of resolution res of the source. */
+static int file_block(qstate *st, file_source *fs, int res, char *errmsg)
+{
+	int rc = 0;
+	if (!fs->e && ((rc = cache_get(fs->s, fs->f->file_id, fs->sec->tenant_id, &fs->e)) ||
+		       (rc = section_dict(fs->s, fs->f, fs->ti, fs->e, errmsg))))
+		return rc;
+	if (st->want_users && (rc = section_user_hash(fs->s, fs->e)))
+		return rc;
+	if ((rc = section_block(fs->s, fs->f, fs->ti, fs->e, res, errmsg)))
+		return rc;
+	if (!fs->sg[res].map) {
+		const rollup_block *blk = &fs->e->block[res];
+		const strdict *dict[ROLLUP_GROUP_DIMS];
+		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+			dict[c] = &fs->e->dict[CODE_TO_SEGDIM[c]];
+		rc = source_groups_init(&fs->sg[res], blk->groups, blk->group_count, dict);
+	}
+	return rc;
+}
+
+/* Merges the source's cells of resolution res inside piece pc. */
+static int merge_file_cells(qstate *st, file_source *fs, int res, const piece *pc, char *errmsg)
+{
+	if (!fs->sec->rollup_cells[res])
+		return 0;
+	int rc = file_block(st, fs, res, errmsg);
+	if (rc)
+		return rc;
+	uint64_t *cells = res == RES_DAY    ? &fs->stats->cells_day
+			  : res == RES_HOUR ? &fs->stats->cells_hour
+					    : &fs->stats->cells_minute;
+	piece one = *pc;
+	one.res = res;
+	return merge_block(st, &fs->e->block[res], &fs->sg[res], &one, fs->e->user_hash, cells);
+}
+
+/* ---- results ------------------------------------------------------------------------ */
+
+typedef struct bucket_span {
+	int64_t start, end;
+} bucket_span;
+
+typedef struct result_impl {
+	tally_result pub;
+	char *arena;
+} result_impl;
+
+void tally_result_free(tally_result *r)
+{
+	if (!r)
+		return;
+	result_impl *impl = (result_impl *)r;
+	free(impl->pub.rows);
+	free(impl->arena);
+	free(impl);
+}
+
+
+static int str_compare(tally_str a, tally_str b)
+{
+	uint32_t n = a.len < b.len ? a.len : b.len;
+	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+	if (c)
+		return c;
+	return a.len < b.len ? -1 : a.len > b.len;
+}
+
+static int natural_compare(const tally_row *x, const tally_row *y)
+{
+	if (x->bucket_start_us != y->bucket_start_us)
+		return x->bucket_start_us < y->bucket_start_us ? -1 : 1;
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		int c = str_compare(x->group[d], y->group[d]);
+		if (c)
+			return c;
+	}
+	return 0;
+}
+
+static int agg_compare(const tally_row *x, const tally_row *y, const tally_query *q)
+{
+#define CMP(a, b) ((a) < (b) ? -1 : (a) > (b))
+	switch (q->order_agg) {
+	case TALLY_AGG_COUNT: return CMP(x->count, y->count);
+	case TALLY_AGG_TOKENS_IN: return CMP(x->tokens_in, y->tokens_in);
+	case TALLY_AGG_TOKENS_OUT: return CMP(x->tokens_out, y->tokens_out);
+	case TALLY_AGG_TOKENS: {
+		/* Sums of two u64 compared without overflow: as 128-bit. */
+		unsigned __int128 a = (unsigned __int128)x->tokens_in + x->tokens_out;
+		unsigned __int128 b = (unsigned __int128)y->tokens_in + y->tokens_out;
+		return CMP(a, b);
+	}
+	case TALLY_AGG_COST: return CMP(x->cost_micros, y->cost_micros);
+	case TALLY_AGG_DURATION_SUM: return CMP(x->duration_ms_sum, y->duration_ms_sum);
+	case TALLY_AGG_DURATION_MIN: return CMP(x->duration_ms_min, y->duration_ms_min);
+	case TALLY_AGG_DURATION_MAX: return CMP(x->duration_ms_max, y->duration_ms_max);
+	case TALLY_AGG_ERRORS: {
+		uint64_t a = x->count - x->status_count[TALLY_STATUS_OK];
+		uint64_t b = y->count - y->status_count[TALLY_STATUS_OK];
+		return CMP(a, b);
+	}
+	case TALLY_AGG_QUANTILE:
+		return CMP(x->quantile_ms[q->order_quantile], y->quantile_ms[q->order_quantile]);
+	case TALLY_AGG_DISTINCT_USERS: return CMP(x->distinct_users, y->distinct_users);
+	}
+	return 0;
+#undef CMP
+}
+
+static int row_compare(const void *a, const void *b, void *ctx)
+{
+	const tally_row *x = a, *y = b;
+	const tally_query *q = ctx;
+	if (q->order_by_agg) {
+		int c = agg_compare(x, y, q);
+		if (c)
+			return q->descending ? -c : c;
+	}
+	return natural_compare(x, y);
+}
+
+static int build_result(qstate *st, const bucket_span *spans, tally_result **out)
+{
+	const tally_query *q = st->q;
+	result_impl *impl = calloc(1, sizeof(*impl));
+	if (!impl)
+		return -ENOMEM;
+	tally_result *res = &impl->pub;
+	res->cells_day = st->result->cells_day;
+	res->cells_hour = st->result->cells_hour;
+	res->cells_minute = st->result->cells_minute;
+	res->raw_rows = st->result->raw_rows;
+	res->rows = calloc((size_t)st->acc_count + 1, sizeof(*res->rows));
+	impl->arena = malloc(st->keys.size + 1);
+	if (!res->rows || !impl->arena) {
+		tally_result_free(res);
+		return -ENOMEM;
+	}
+	memcpy(impl->arena, st->keys.data, st->keys.size);
+	for (uint32_t i = 0; i < st->acc_count; i++) {
+		const acc *a = &st->accs[i];
+		tally_row *row = &res->rows[i];
+		if (q->bucket == TALLY_BUCKET_NONE) {
+			row->bucket_start_us = q->from_us;
+			row->bucket_end_us = q->to_us;
+		} else {
+			row->bucket_start_us = spans[a->bucket].start;
+			row->bucket_end_us = spans[a->bucket].end;
+		}
+		const out_group *g = &st->groups[a->group];
+		const char *p = impl->arena + g->key_offset;
+		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+			if (!(q->group_by & (1u << d)))
+				continue;
+			uint32_t len;
+			memcpy(&len, p, sizeof(len));
+			row->group[d] = (tally_str){p + sizeof(len), len};
+			p += sizeof(len) + len;
+		}
+		row->count = a->count;
+		row->tokens_in = a->tokens_in;
+		row->tokens_out = a->tokens_out;
+		row->cost_micros = a->cost;
+		row->duration_ms_sum = a->duration_sum;
+		row->duration_ms_min = a->duration_min;
+		row->duration_ms_max = a->duration_max;
+		memcpy(row->status_count, a->status, sizeof(row->status_count));
+		for (uint32_t k = 0; k < q->quantile_count; k++)
+			row->quantile_ms[k] = dd_acc_quantile(&a->dd, q->quantiles[k]);
+		row->distinct_users = st->want_users ? uset_estimate(&a->users) : 0;
+	}
+	res->row_count = st->acc_count;
+	qsort_r(res->rows, res->row_count, sizeof(*res->rows), row_compare, (void *)q);
+	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
+	if (res->row_count > limit) {
+		res->row_count = limit;
+		res->truncated = true;
+	}
+	*out = res;
+	return 0;
+}
+
+static void qstate_free(qstate *st)
+{
+	for (uint32_t i = 0; i < st->acc_count; i++) {
+		dd_acc_free(&st->accs[i].dd);
+		uset_free(&st->accs[i].users);
+	}
+	free(st->accs);
+	free(st->acc_slots);
+	free(st->groups);
+	free(st->group_slots);
+	bytebuf_free(&st->keys);
+	bytebuf_free(&st->key);
+}
+
+/* ---- the query ------------------------------------------------------------------------ */
+
+static const enum tz_unit BUCKET_UNIT[] = {
+	[TALLY_BUCKET_MINUTE] = TZ_MINUTE,
+	[TALLY_BUCKET_HOUR] = TZ_HOUR,
+	[TALLY_BUCKET_DAY] = TZ_DAY,
+	[TALLY_BUCKET_MONTH] = TZ_MONTH,
+};
+
+static int make_buckets(const tally_query *q, const tz *zone, bucket_span **out, uint32_t *count,
+			char *errmsg)
+{
+	uint32_t capacity = 64, n = 0;
+	bucket_span *spans = malloc(sizeof(*spans) * capacity);
+	if (!spans)
+		return -ENOMEM;
+	if (q->bucket == TALLY_BUCKET_NONE) {
+		spans[n++] = (bucket_span){q->from_us, q->to_us};
+	} else {
+		for (int64_t t = q->from_us; t < q->to_us;) {
+			if (n == TALLY_QUERY_BUCKETS_MAX) {
+				free(spans);
+				return invalid(errmsg, "the range holds more than %u buckets",
+					       TALLY_QUERY_BUCKETS_MAX);
+			}
+			if (n == capacity) {
+				capacity *= 2;
+				bucket_span *more = realloc(spans, sizeof(*spans) * capacity);
+				if (!more) {
+					free(spans);
+					return -ENOMEM;
+				}
+				spans = more;
+			}
+			int64_t start, end;
+			tz_bucket(zone, BUCKET_UNIT[q->bucket], t, &start, &end, NULL);
+			spans[n++] = (bucket_span){start, end};
+			t = end;
+		}
+	}
+	*out = spans;
+	*count = n;
+	return 0;
+}
+
+
+int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *q,
+		    tally_result **out, char *errmsg)
+{
+	if (out)
+		*out = NULL;
+	if (errmsg)
+		errmsg[0] = 0;
+	if (!s || !q || !out)
+		return invalid(errmsg, "missing argument");
+	if (!tenant_name || !store_tenant_name_valid(tenant_name)) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "malformed tenant name");
+		return TALLY_E_TENANT;
+	}
+	int rc = check_query(q, errmsg);
+	if (rc)
+		return rc;
+
+	qstate st;
+	memset(&st, 0, sizeof(st));
+	st.s = s;
+	st.q = q;
+	st.errmsg = errmsg;
+	st.want_dd = q->quantile_count > 0;
+	st.want_users = q->distinct_users ||
+			(q->order_by_agg && q->order_agg == TALLY_AGG_DISTINCT_USERS);
+	tally_result stats;
+	memset(&stats, 0, sizeof(stats));
+	st.result = &stats;
+	bucket_span *spans = NULL;
+	uint32_t span_count = 0;
+	plan p = {0};
+
+	/* Buckets first, without the store lock (a year of minutes takes a while). */
+	tz *zone = NULL;
+	int zone_owned = 0;
+	const char *zone_name = q->time_zone && q->time_zone[0] ? q->time_zone : "UTC";
+	if ((rc = zone_get(zone_name, &zone, &zone_owned, errmsg)))
+		goto done;
+	rc = make_buckets(q, zone, &spans, &span_count, errmsg);
+	if (zone_owned)
+		tz_free(zone);
+	if (rc)
+		goto done;
+	pthread_mutex_lock(&s->lock);
+	tenant *t = store_tenant_find(s, tenant_name);
+	if (t) {
+		/* Minute cells are complete in every source from minute_from on. */
+		int64_t minute_from = INT64_MIN / 2;
+		for (uint32_t fi = 0; fi < s->file_count; fi++) {
+			int64_t ti = segment_file_find_tenant(s->files[fi], t->id);
+			if (ti >= 0 && s->files[fi]->tenants[ti].minute_from_us > minute_from)
+				minute_from = s->files[fi]->tenants[ti].minute_from_us;
+		}
+		for (uint32_t b = 0; b < span_count && !rc; b++) {
+			int64_t a = spans[b].start > q->from_us ? spans[b].start : q->from_us;
+			int64_t e = spans[b].end < q->to_us ? spans[b].end : q->to_us;
+			rc = plan_cover(&p, RES_DAY, a, e, b, minute_from);
+		}
+		/* Cell pieces, source by source. */
+		for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
+			segment_file *f = s->files[fi];
+			int64_t ti = segment_file_find_tenant(f, t->id);
+			if (ti < 0)
+				continue;
+			const seg_tenant *sec = &f->tenants[ti];
+			source_groups sg[RES_COUNT];
+			memset(sg, 0, sizeof(sg));
+			file_source fs = {s, f, (uint32_t)ti, sec, NULL, sg, &stats};
+			for (uint32_t k = 0; k < p.count && !rc; k++) {
+				const piece *pc = &p.pieces[k];
+				if (pc->res < 0)
+					continue;
+				if (pc->res != RES_DAY) {
+					rc = merge_file_cells(&st, &fs, pc->res, pc, errmsg);
+					continue;
+				}
+				/* A day without day cells in this file is composed from
+				 * its hour cells (rollup.h: ROLLUP_DAY_COMPOSE_MAX). */
+				int64_t d0 = floor_div(pc->from, ROLLUP_DAY_US);
+				int64_t d1 = floor_div(pc->to, ROLLUP_DAY_US);
+				for (int64_t d = d0; d < d1 && !rc; d++) {
+					int has_day = 0;
+					if (sec->rollup_cells[RES_DAY] &&
+					    !(rc = file_block(&st, &fs, RES_DAY, errmsg))) {
+						const rollup_block *blk = &fs.e->block[RES_DAY];
+						uint32_t i = rollup_block_lower_bound(blk, d);
+						has_day = i < blk->cell_count && blk->cells[i].bucket == d;
+					}
+					piece one = {d * ROLLUP_DAY_US, (d + 1) * ROLLUP_DAY_US, pc->bucket,
+						     has_day ? RES_DAY : RES_HOUR};
+					if (!rc)
+						rc = merge_file_cells(&st, &fs, one.res, &one, errmsg);
+				}
+			}
+			for (int r = 0; r < RES_COUNT; r++)
+				free(sg[r].map);
+		}
+		memtable *tables[2] = {t->frozen, t->active};
+		for (int m = 0; m < 2 && !rc; m++) {
+			if (!tables[m] || !tables[m]->rows.count)
+				continue;
+			const rollup *ru = &tables[m]->rollup;
+			source_groups sg;
+			const strdict *dict[ROLLUP_GROUP_DIMS];
+			for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+				dict[c] = &tables[m]->dict;
+			if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict)))
+				break;
+			for (uint32_t k = 0; k < p.count && !rc; k++) {
+				const piece *pc = &p.pieces[k];
+				if (pc->res < 0)
+					continue;
+				uint64_t *cells = pc->res == RES_DAY    ? &stats.cells_day
+						  : pc->res == RES_HOUR ? &stats.cells_hour
+									: &stats.cells_minute;
+				rc = merge_live(&st, ru, &sg, pc, cells);
+			}
+			free(sg.map);
+		}
+		if (!rc)
+			rc = run_raw(&st, t, &p, &stats.raw_rows);
+	}
+	if (s->query_cache && s->query_cache->bytes > QUERY_CACHE_BYTES_MAX)
+		cache_shrink(s->query_cache, QUERY_CACHE_BYTES_MAX / 2, UINT64_MAX);
+	pthread_mutex_unlock(&s->lock);
+	if (!rc)
+		rc = build_result(&st, spans, out);
+done:
+	if (rc && errmsg && !errmsg[0])
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "query failed: %s", tally_strerror(rc));
+	free(p.pieces);
+	free(spans);
+	qstate_free(&st);
+	return rc;
+}

@@ -1,0 +1,958 @@
+/*
+ * rollup.c — building, encoding and decoding rollup cells (rollup.h).
+ *
+ * NOTES
+ *
+ * 1. Live cells. A cell's histogram and user set live inline while they
+ *    hold one entry (the usual case for minute cells and the long tail) and
+ *    in a heap array otherwise, grown to the next power of two when the
+ *    count reaches one (no capacity field). Both stay sorted (binary search,
+ *    insertion by memmove): a cell holds at most DD_INDEX_MAX histogram
+ *    entries and USET_EXACT_MAX user codes before it turns dense.
+ *
+ * 2. Indexes. Per resolution, an open-addressing table finds the cell of
+ *    (bucket, group) and a second one finds the first cell of a bucket; the
+ *    cells of one bucket are chained through `next`, so a query reads a
+ *    range of buckets without looking at any other cell.
+ *
+ * 3. Block layout (ROLLUP_BLOCK_VERSION 1; byte by byte in docs/formats.md):
+ *    version, the group table, the cell count, then columns, each with its
+ *    byte length: scalar columns through the segment column codecs
+ *    (codec.h: bucket steps, group numbers, count, token and duration sums,
+ *    cost, min and max - min duration), histograms and users as varint
+ *    streams, dense registers raw. A count-1 cell's histogram is its single
+ *    duration and its min and max are its sum, so it stores neither. Only
+ *    groups that cells use are in the table, renumbered in order of first
+ *    use.
+ *
+ * 4. Day cells are stored only for days with more than
+ *    ROLLUP_DAY_COMPOSE_MAX hour cells; a query composes the other days from
+ *    their hour cells (a source without day cells for a day has hour cells
+ *    for all of it). For the long tail a day cell would repeat its few hour
+ *    cells; for heavy days it saves a query from merging hundreds.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rollup.h"
+#include "tally_limits.h"
+
+const int64_t ROLLUP_RES_US[RES_COUNT] = {ROLLUP_MINUTE_US, ROLLUP_HOUR_US, ROLLUP_DAY_US};
+const char *const ROLLUP_RES_NAME[RES_COUNT] = {"minute", "hour", "day"};
+
+static inline int64_t floor_div(int64_t a, int64_t b)
+{
+	int64_t q = a / b;
+	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+
+static inline int is_pow2(uint32_t n)
+{
+	return n && !(n & (n - 1));
+}
+
+/* ---- groups --------------------------------------------------------------- */
+
+static uint64_t group_hash(const rollup_group *g)
+{
+	uint64_t h = g->status;
+	for (int d = 0; d < ROLLUP_GROUP_DIMS; d++)
+		h = rollup_mix64(h ^ ((uint64_t)g->code[d] + ((uint64_t)d << 32)));
+	return h;
+}
+
+static int group_equal(const rollup_group *a, const rollup_group *b)
+{
+	return a->status == b->status && !memcmp(a->code, b->code, sizeof(a->code));
+}
+
+static int group_slots_grow(rollup *r)
+{
+	uint32_t slots = r->group_mask ? (r->group_mask + 1) * 2 : 64;
+	uint32_t *table = calloc(slots, sizeof(*table));
+	if (!table)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->group_count; i++) {
+		uint32_t k = (uint32_t)group_hash(&r->groups[i]) & (slots - 1);
+		while (table[k])
+			k = (k + 1) & (slots - 1);
+		table[k] = i + 1;
+	}
+	r->bytes += (size_t)(slots - (r->group_mask ? r->group_mask + 1 : 0)) * sizeof(*table);
+	free(r->group_slots);
+	r->group_slots = table;
+	r->group_mask = slots - 1;
+	return 0;
+}
+
+static int group_get(rollup *r, const rollup_group *g, uint32_t *out)
+{
+	if ((r->group_count + 1) * 4 > (r->group_mask + 1) * 3 || !r->group_mask) {
+		int rc = group_slots_grow(r);
+		if (rc)
+			return rc;
+	}
+	uint32_t k = (uint32_t)group_hash(g) & r->group_mask;
+	while (r->group_slots[k]) {
+		if (group_equal(&r->groups[r->group_slots[k] - 1], g)) {
+			*out = r->group_slots[k] - 1;
+			return 0;
+		}
+		k = (k + 1) & r->group_mask;
+	}
+	if (r->group_count == r->group_capacity) {
+		uint32_t capacity = r->group_capacity ? r->group_capacity * 2 : 16;
+		rollup_group *groups = realloc(r->groups, sizeof(*groups) * capacity);
+		if (!groups)
+			return -ENOMEM;
+		r->groups = groups;
+		uint32_t (*last)[RES_COUNT] = realloc(r->group_last, sizeof(*last) * capacity);
+		if (!last)
+			return -ENOMEM;
+		r->group_last = last;
+		r->bytes += (sizeof(*groups) + sizeof(*last)) * (capacity - r->group_capacity);
+		r->group_capacity = capacity;
+	}
+	memset(r->group_last[r->group_count], 0, sizeof(r->group_last[0]));
+	r->groups[r->group_count] = *g;
+	r->group_slots[k] = ++r->group_count;
+	*out = r->group_count - 1;
+	return 0;
+}
+
+/* ---- cells ---------------------------------------------------------------- */
+
+static inline uint64_t cell_key_hash(int64_t bucket, uint32_t group)
+{
+	return rollup_mix64((uint64_t)bucket * UINT64_C(0x9e3779b97f4a7c15) ^ group);
+}
+
+/* Cell slots: (hash >> 32) << 32 | (cell + 1), 0 = empty: a probe compares
+ * the stored hash half before it touches a cell. */
+static inline uint64_t cell_slot(uint64_t hash, uint32_t cell)
+{
+	return (hash & UINT64_C(0xffffffff00000000)) | (uint64_t)(cell + 1);
+}
+
+static int cell_slots_grow(rollup *r, rollup_res_cells *rc)
+{
+	uint32_t slots = rc->slot_mask ? (rc->slot_mask + 1) * 2 : 64;
+	uint64_t *table = calloc(slots, sizeof(*table));
+	if (!table)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < rc->count; i++) {
+		const rollup_cell *c = &rc->cells[i];
+		uint64_t h = cell_key_hash(c->bucket, c->group);
+		uint32_t k = (uint32_t)h & (slots - 1);
+		while (table[k])
+			k = (k + 1) & (slots - 1);
+		table[k] = cell_slot(h, i);
+	}
+	r->bytes += (size_t)(slots - (rc->slot_mask ? rc->slot_mask + 1 : 0)) * sizeof(*table);
+	free(rc->slots);
+	rc->slots = table;
+	rc->slot_mask = slots - 1;
+	return 0;
+}
+
+static int head_slots_grow(rollup *r, rollup_res_cells *rc)
+{
+	uint32_t slots = rc->head_mask ? (rc->head_mask + 1) * 2 : 16;
+	uint32_t *heads = calloc(slots, sizeof(*heads));
+	int64_t *keys = malloc(sizeof(*keys) * slots);
+	if (!heads || !keys) {
+		free(heads);
+		free(keys);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; rc->head_mask && i <= rc->head_mask; i++) {
+		if (!rc->heads[i])
+			continue;
+		uint32_t k = (uint32_t)rollup_mix64((uint64_t)rc->head_keys[i]) & (slots - 1);
+		while (heads[k])
+			k = (k + 1) & (slots - 1);
+		heads[k] = rc->heads[i];
+		keys[k] = rc->head_keys[i];
+	}
+	r->bytes += (size_t)(slots - (rc->head_mask ? rc->head_mask + 1 : 0)) *
+		    (sizeof(*heads) + sizeof(*keys));
+	free(rc->heads);
+	free(rc->head_keys);
+	rc->heads = heads;
+	rc->head_keys = keys;
+	rc->head_mask = slots - 1;
+	return 0;
+}
+
+/* The cell of (bucket, group), created empty if absent. */
+static int cell_get(rollup *r, int res, int64_t bucket, uint32_t group, rollup_cell **out)
+{
+	rollup_res_cells *rc = &r->res[res];
+	int err;
+	if (!rc->slot_mask || (rc->count + 1) * 4 > (rc->slot_mask + 1) * 3)
+		if ((err = cell_slots_grow(r, rc)))
+			return err;
+	uint64_t h = cell_key_hash(bucket, group);
+	uint64_t high = h & UINT64_C(0xffffffff00000000);
+	uint32_t k = (uint32_t)h & rc->slot_mask;
+	while (rc->slots[k]) {
+		if ((rc->slots[k] & UINT64_C(0xffffffff00000000)) == high) {
+			rollup_cell *c = &rc->cells[(uint32_t)rc->slots[k] - 1];
+			if (c->bucket == bucket && c->group == group) {
+				*out = c;
+				return 0;
+			}
+		}
+		k = (k + 1) & rc->slot_mask;
+	}
+	if (!rc->head_mask || (rc->head_count + 1) * 4 > (rc->head_mask + 1) * 3)
+		if ((err = head_slots_grow(r, rc)))
+			return err;
+	if (rc->count == rc->capacity) {
+		uint32_t capacity = rc->capacity ? rc->capacity * 2 : 16;
+		rollup_cell *cells = realloc(rc->cells, sizeof(*cells) * capacity);
+		if (!cells)
+			return -ENOMEM;
+		r->bytes += sizeof(*cells) * (capacity - rc->capacity);
+		rc->cells = cells;
+		rc->capacity = capacity;
+	}
+	uint32_t hh = (uint32_t)rollup_mix64((uint64_t)bucket) & rc->head_mask;
+	while (rc->heads[hh] && rc->head_keys[hh] != bucket)
+		hh = (hh + 1) & rc->head_mask;
+	rollup_cell *c = &rc->cells[rc->count];
+	memset(c, 0, sizeof(*c));
+	c->bucket = bucket;
+	c->group = group;
+	c->next = rc->heads[hh]; /* push front: 0 when the bucket is new */
+	if (!rc->heads[hh]) {
+		rc->head_keys[hh] = bucket;
+		rc->head_count++;
+	}
+	rc->heads[hh] = rc->count + 1;
+	rc->slots[k] = cell_slot(h, rc->count);
+	rc->count++;
+	*out = c;
+	return 0;
+}
+
+const rollup_cell *rollup_bucket_first(const rollup *r, int res, int64_t bucket)
+{
+	const rollup_res_cells *rc = &r->res[res];
+	if (!rc->head_mask)
+		return NULL;
+	uint32_t h = (uint32_t)rollup_mix64((uint64_t)bucket) & rc->head_mask;
+	while (rc->heads[h]) {
+		if (rc->head_keys[h] == bucket)
+			return &rc->cells[rc->heads[h] - 1];
+		h = (h + 1) & rc->head_mask;
+	}
+	return NULL;
+}
+
+/* Adds `count` at histogram index. */
+static int cell_dd_add(rollup *r, rollup_cell *c, uint16_t index, uint64_t count)
+{
+	if (c->dd_count == 0) {
+		c->dd.one = DD_ENTRY(index, count);
+		c->dd_count = 1;
+		return 0;
+	}
+	uint64_t *a = c->dd_count == 1 ? &c->dd.one : c->dd.many;
+	uint32_t lo = 0, hi = c->dd_count;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (DD_ENTRY_INDEX(a[mid]) < index)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < c->dd_count && DD_ENTRY_INDEX(a[lo]) == index) {
+		a[lo] += count << 16;
+		return 0;
+	}
+	if (c->dd_count == 1 || is_pow2(c->dd_count)) {
+		uint32_t capacity = c->dd_count * 2;
+		uint64_t *many = c->dd_count == 1 ? malloc(sizeof(*many) * capacity)
+						  : realloc(c->dd.many, sizeof(*many) * capacity);
+		if (!many)
+			return -ENOMEM;
+		if (c->dd_count == 1)
+			many[0] = c->dd.one;
+		r->bytes += sizeof(*many) * (capacity - (c->dd_count == 1 ? 0 : c->dd_count));
+		c->dd.many = many;
+		a = many;
+	}
+	memmove(a + lo + 1, a + lo, sizeof(*a) * (c->dd_count - lo));
+	a[lo] = DD_ENTRY(index, count);
+	c->dd_count++;
+	return 0;
+}
+
+static void cell_users_free(rollup_cell *c)
+{
+	if (c->user_count > 1)
+		free(c->users.many);
+	c->user_count = 0;
+}
+
+/* Turns an exact cell dense: registers from the hashes of its codes. */
+static int cell_make_dense(rollup *r, rollup_cell *c)
+{
+	uint8_t *reg = calloc(HLL_REGISTERS, 1);
+	if (!reg)
+		return -ENOMEM;
+	const uint32_t *codes = cell_users(c);
+	for (uint32_t i = 0; i < c->user_count; i++) {
+		uint64_t h = codes[i] < r->user_hash_count ? r->user_hash[codes[i]] : 0;
+		uint32_t k = hll_register(h);
+		uint8_t rank = hll_rank(h);
+		if (reg[k] < rank)
+			reg[k] = rank;
+	}
+	cell_users_free(c);
+	c->registers = reg;
+	r->bytes += HLL_REGISTERS;
+	return 0;
+}
+
+static int cell_user_add(rollup *r, rollup_cell *c, uint32_t code, uint64_t hash)
+{
+	if (c->registers) {
+		uint32_t k = hll_register(hash);
+		uint8_t rank = hll_rank(hash);
+		if (c->registers[k] < rank)
+			c->registers[k] = rank;
+		return 0;
+	}
+	if (c->user_count == 0) {
+		c->users.one = code;
+		c->user_count = 1;
+		return 0;
+	}
+	uint32_t *a = c->user_count == 1 ? &c->users.one : c->users.many;
+	uint32_t lo = 0, hi = c->user_count;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (a[mid] < code)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < c->user_count && a[lo] == code)
+		return 0;
+	if (c->user_count >= USET_EXACT_MAX) {
+		int rc = cell_make_dense(r, c);
+		if (rc)
+			return rc;
+		return cell_user_add(r, c, code, hash);
+	}
+	if (c->user_count == 1 || is_pow2(c->user_count)) {
+		uint32_t capacity = c->user_count * 2;
+		uint32_t *many = c->user_count == 1 ? malloc(sizeof(*many) * capacity)
+						    : realloc(c->users.many, sizeof(*many) * capacity);
+		if (!many)
+			return -ENOMEM;
+		if (c->user_count == 1)
+			many[0] = c->users.one;
+		r->bytes += sizeof(*many) * (capacity - (c->user_count == 1 ? 0 : c->user_count));
+		c->users.many = many;
+		a = many;
+	}
+	memmove(a + lo + 1, a + lo, sizeof(*a) * (c->user_count - lo));
+	a[lo] = code;
+	c->user_count++;
+	return 0;
+}
+
+static int remember_user_hash(rollup *r, uint32_t code, uint64_t hash)
+{
+	if (code >= r->user_hash_count) {
+		uint32_t count = r->user_hash_count ? r->user_hash_count : 64;
+		while (count <= code)
+			count *= 2;
+		uint64_t *h = realloc(r->user_hash, sizeof(*h) * count);
+		if (!h)
+			return -ENOMEM;
+		memset(h + r->user_hash_count, 0, sizeof(*h) * (count - r->user_hash_count));
+		r->bytes += sizeof(*h) * (count - r->user_hash_count);
+		r->user_hash = h;
+		r->user_hash_count = count;
+	}
+	r->user_hash[code] = hash;
+	return 0;
+}
+
+int rollup_add(rollup *r, const rollup_event *e)
+{
+	rollup_group g;
+	memcpy(g.code, e->code, sizeof(g.code));
+	g.status = e->status;
+	uint32_t group;
+	int rc = group_get(r, &g, &group);
+	if (rc)
+		return rc;
+	if (e->user != ROLLUP_NO_USER && (rc = remember_user_hash(r, e->user, e->user_hash)))
+		return rc;
+	uint16_t index = dd_index(e->duration_ms);
+	for (int res = 0; res < RES_COUNT; res++) {
+		/* Events of a group mostly come in time order: the group's last
+		 * cell is usually the one (no hash probe, a hot cache line). */
+		int64_t bucket = floor_div(e->time_us, ROLLUP_RES_US[res]);
+		uint32_t last = r->group_last[group][res];
+		rollup_cell *c = last ? &r->res[res].cells[last - 1] : NULL;
+		if (!c || c->bucket != bucket) {
+			if ((rc = cell_get(r, res, bucket, group, &c)))
+				return rc;
+			r->group_last[group][res] = (uint32_t)(c - r->res[res].cells) + 1;
+		}
+		if (c->count == 0 || e->duration_ms < c->duration_min)
+			c->duration_min = e->duration_ms;
+		if (e->duration_ms > c->duration_max)
+			c->duration_max = e->duration_ms;
+		if ((rc = cell_dd_add(r, c, index, 1)))
+			return rc;
+		if (e->user != ROLLUP_NO_USER && (rc = cell_user_add(r, c, e->user, e->user_hash)))
+			return rc;
+		c->count++;
+		c->tokens_in += e->tokens_in;
+		c->tokens_out += e->tokens_out;
+		c->duration_sum += e->duration_ms;
+		c->cost += e->cost_micros;
+	}
+	return 0;
+}
+
+int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT])
+{
+	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
+	const strdict *users = &dict[DIM_USER];
+	int rc = 0;
+	for (uint32_t i = 0; i < rw->count && !rc; i++) {
+		rollup_event e;
+		e.time_us = rw->time_us[i];
+		for (int d = 0; d < ROLLUP_GROUP_DIMS; d++)
+			e.code[d] = rw->dim[group_dims[d]][i];
+		e.status = rw->status[i];
+		uint32_t u = rw->dim[DIM_USER][i];
+		tally_str s = strdict_get(users, u);
+		e.user = s.len ? u : ROLLUP_NO_USER;
+		e.user_hash = 0;
+		if (s.len) {
+			if (u < r->user_hash_count && r->user_hash[u])
+				e.user_hash = r->user_hash[u];
+			else
+				e.user_hash = sketch_user_hash(s.ptr, s.len);
+		}
+		e.duration_ms = rw->duration_ms[i];
+		e.tokens_in = rw->tokens_in[i];
+		e.tokens_out = rw->tokens_out[i];
+		e.cost_micros = rw->cost_micros[i];
+		rc = rollup_add(r, &e);
+	}
+	return rc;
+}
+
+static void cell_free(rollup_cell *c)
+{
+	if (c->dd_count > 1)
+		free(c->dd.many);
+	cell_users_free(c);
+	free(c->registers);
+}
+
+void rollup_free(rollup *r)
+{
+	for (int res = 0; res < RES_COUNT; res++) {
+		rollup_res_cells *rc = &r->res[res];
+		for (uint32_t i = 0; i < rc->count; i++)
+			cell_free(&rc->cells[i]);
+		free(rc->cells);
+		free(rc->slots);
+		free(rc->heads);
+		free(rc->head_keys);
+	}
+	free(r->groups);
+	free(r->group_last);
+	free(r->group_slots);
+	free(r->user_hash);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ---- encoding --------------------------------------------------------------- */
+
+enum {
+	C_BUCKET,   /* u64: first bucket zigzag, then steps */
+	C_GROUP,    /* codes */
+	C_COUNT,    /* u64 */
+	C_TIN,      /* u64 */
+	C_TOUT,     /* u64 */
+	C_COST,     /* i64 */
+	C_DSUM,     /* u64 */
+	C_DMIN,     /* u64, cells with count > 1 */
+	C_DSPAN,    /* u64, cells with count > 1: max - min */
+	C_HIST,     /* varints, cells with count > 1: entries, then (index step, count) */
+	C_USERS,    /* varints: per cell user_count * 2 + dense, then code steps */
+	C_DENSE,    /* HLL_REGISTERS bytes per dense cell */
+	C_COLUMNS
+};
+
+static int cell_renumbered_compare(const void *a, const void *b, void *ctx)
+{
+	const rollup_cell *x = *(const rollup_cell *const *)a, *y = *(const rollup_cell *const *)b;
+	const uint32_t *renumber = ctx;
+	if (x->bucket != y->bucket)
+		return x->bucket < y->bucket ? -1 : 1;
+	return renumber[x->group] < renumber[y->group] ? -1 : renumber[x->group] > renumber[y->group];
+}
+
+static int cell_order_compare(const void *a, const void *b)
+{
+	const rollup_cell *x = *(const rollup_cell *const *)a, *y = *(const rollup_cell *const *)b;
+	if (x->bucket != y->bucket)
+		return x->bucket < y->bucket ? -1 : 1;
+	return x->group < y->group ? -1 : x->group > y->group;
+}
+
+static int int64_compare(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The days whose day cells are stored: those with more than
+ * ROLLUP_DAY_COMPOSE_MAX hour cells (sorted into *days, *count of them).
+ * The other days are composed from their hour cells at query time.
+ */
+static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
+{
+	const rollup_res_cells *hours = &r->res[RES_HOUR];
+	int64_t *d = malloc(sizeof(*d) * ((size_t)hours->count + 1));
+	if (!d)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < hours->count; i++)
+		d[i] = floor_div(hours->cells[i].bucket, 24);
+	qsort(d, hours->count, sizeof(*d), int64_compare);
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < hours->count;) {
+		uint32_t j = i;
+		while (j < hours->count && d[j] == d[i])
+			j++;
+		if (j - i > ROLLUP_DAY_COMPOSE_MAX)
+			d[n++] = d[i];
+		i = j;
+	}
+	*days = d;
+	*count = n;
+	return 0;
+}
+
+static int is_heavy_day(const int64_t *days, uint32_t count, int64_t day)
+{
+	return bsearch(&day, days, count, sizeof(*days), int64_compare) != NULL;
+}
+
+static int u32_compare(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t *const remap[DIM_COUNT],
+		  bytebuf *out, uint32_t *cells)
+{
+	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
+	const rollup_res_cells *rc = &r->res[res];
+	*cells = 0;
+	int64_t *days = NULL;
+	uint32_t day_count = 0;
+	int err = res == RES_DAY ? heavy_days(r, &days, &day_count) : 0;
+	if (err)
+		return err;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < rc->count; i++)
+		n += rc->cells[i].bucket >= bucket_from &&
+		     (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket));
+	if (!n) {
+		free(days);
+		return 0;
+	}
+	const rollup_cell **order = malloc(sizeof(*order) * n);
+	uint32_t *renumber = malloc(sizeof(*renumber) * (r->group_count + 1));
+	size_t multi = 0; /* cells with count > 1 */
+	for (uint32_t i = 0; i < rc->count; i++)
+		multi += rc->cells[i].count > 1;
+	uint64_t *u = malloc(sizeof(*u) * ((size_t)n + 1));
+	int64_t *cost = malloc(sizeof(*cost) * ((size_t)n + 1));
+	uint32_t *codes = malloc(sizeof(*codes) * ((size_t)n + 1));
+	uint32_t *user_scratch = malloc(sizeof(*user_scratch) * (USET_EXACT_MAX + 1));
+	bytebuf col[C_COLUMNS];
+	memset(col, 0, sizeof(col));
+	bytebuf groups = {0};
+	err = -ENOMEM;
+	if (!order || !renumber || !u || !cost || !codes || !user_scratch)
+		goto out;
+	n = 0;
+	for (uint32_t i = 0; i < rc->count; i++)
+		if (rc->cells[i].bucket >= bucket_from &&
+		    (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket)))
+			order[n++] = &rc->cells[i];
+	qsort(order, n, sizeof(*order), cell_order_compare);
+	/* Groups renumbered in order of first use; cells re-sorted by the new
+	 * numbers (the order a decoder checks). */
+	for (uint32_t g = 0; g < r->group_count; g++)
+		renumber[g] = UINT32_MAX;
+	uint32_t used = 0;
+	err = 0;
+	for (uint32_t i = 0; i < n && !err; i++) {
+		uint32_t g = order[i]->group;
+		if (renumber[g] != UINT32_MAX)
+			continue;
+		renumber[g] = used++;
+		for (int d = 0; d < ROLLUP_GROUP_DIMS && !err; d++) {
+			uint32_t code = r->groups[g].code[d];
+			err = varint_append(&groups, remap ? remap[group_dims[d]][code] : code);
+		}
+		if (!err)
+			err = varint_append(&groups, r->groups[g].status);
+	}
+	if (!err)
+		qsort_r(order, n, sizeof(*order), cell_renumbered_compare, renumber);
+	/* Scalar columns through the segment column codecs. */
+	for (uint32_t i = 0; i < n; i++)
+		u[i] = i ? (uint64_t)(order[i]->bucket - order[i - 1]->bucket) : zigzag_encode(order[0]->bucket);
+	if (!err)
+		err = codec_u64_encode(&col[C_BUCKET], u, n);
+	for (uint32_t i = 0; i < n; i++)
+		codes[i] = renumber[order[i]->group];
+	if (!err)
+		err = codec_codes_encode(&col[C_GROUP], codes, n);
+#define U64_COLUMN(c, expr)                                 \
+	do {                                                \
+		for (uint32_t i = 0; i < n; i++)            \
+			u[i] = (expr);                      \
+		if (!err)                                   \
+			err = codec_u64_encode(&col[c], u, n); \
+	} while (0)
+	U64_COLUMN(C_COUNT, order[i]->count);
+	U64_COLUMN(C_TIN, order[i]->tokens_in);
+	U64_COLUMN(C_TOUT, order[i]->tokens_out);
+	U64_COLUMN(C_DSUM, order[i]->duration_sum);
+#undef U64_COLUMN
+	for (uint32_t i = 0; i < n; i++)
+		cost[i] = order[i]->cost;
+	if (!err)
+		err = codec_i64_encode(&col[C_COST], cost, n);
+	uint32_t m = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (order[i]->count > 1)
+			u[m++] = order[i]->duration_min;
+	if (!err)
+		err = codec_u64_encode(&col[C_DMIN], u, m);
+	m = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (order[i]->count > 1)
+			u[m++] = order[i]->duration_max - order[i]->duration_min;
+	if (!err)
+		err = codec_u64_encode(&col[C_DSPAN], u, m);
+	(void)multi;
+	/* Histograms and users as varint streams. */
+	for (uint32_t i = 0; i < n && !err; i++) {
+		const rollup_cell *c = order[i];
+		if (c->count > 1) {
+			const uint64_t *dd = cell_dd(c);
+			err = varint_append(&col[C_HIST], c->dd_count);
+			uint16_t prev_index = 0;
+			for (uint32_t k = 0; k < c->dd_count && !err; k++) {
+				uint16_t index = DD_ENTRY_INDEX(dd[k]);
+				if (!(err = varint_append(&col[C_HIST], (uint64_t)(index - prev_index))))
+					err = varint_append(&col[C_HIST], DD_ENTRY_COUNT(dd[k]));
+				prev_index = index;
+			}
+		}
+		if (!err)
+			err = varint_append(&col[C_USERS], (uint64_t)c->user_count * 2 + (c->registers != NULL));
+		const uint32_t *users = cell_users(c);
+		if (remap && c->user_count) { /* recoded, then sorted again */
+			for (uint32_t k = 0; k < c->user_count; k++)
+				user_scratch[k] = remap[DIM_USER][users[k]];
+			qsort(user_scratch, c->user_count, sizeof(*user_scratch), u32_compare);
+			users = user_scratch;
+		}
+		uint32_t prev_user = 0;
+		for (uint32_t k = 0; k < c->user_count && !err; k++) {
+			err = varint_append(&col[C_USERS], users[k] - prev_user);
+			prev_user = users[k];
+		}
+		if (!err && c->registers)
+			err = bytebuf_append(&col[C_DENSE], c->registers, HLL_REGISTERS);
+	}
+	uint8_t version = ROLLUP_BLOCK_VERSION;
+	if (!err && !(err = bytebuf_append(out, &version, 1)) &&
+	    !(err = varint_append(out, used)) &&
+	    !(err = bytebuf_append(out, groups.data, groups.size)))
+		err = varint_append(out, n);
+	for (int k = 0; k < C_COLUMNS && !err; k++)
+		if (!(err = varint_append(out, col[k].size)))
+			err = bytebuf_append(out, col[k].data, col[k].size);
+	if (!err)
+		*cells = n;
+out:
+	bytebuf_free(&groups);
+	for (int k = 0; k < C_COLUMNS; k++)
+		bytebuf_free(&col[k]);
+	free(order);
+	free(renumber);
+	free(u);
+	free(cost);
+	free(codes);
+	free(user_scratch);
+	free(days);
+	return err;
+}
+
+/* ---- decoding --------------------------------------------------------------- */
+
+typedef struct stream {
+	const uint8_t *p;
+	const uint8_t *end;
+} stream;
+
+static int sv(stream *s, uint64_t *v)
+{
+	return varint_get(&s->p, s->end, v);
+}
+
+#define CHECK(cond)                            \
+	do {                                   \
+		if (!(cond)) {                 \
+			err = TALLY_E_CORRUPT; \
+			goto fail;             \
+		}                              \
+	} while (0)
+
+static size_t stream_size(const stream *s)
+{
+	return (size_t)(s->end - s->p);
+}
+
+int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
+			rollup_block *b)
+{
+	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
+	memset(b, 0, sizeof(*b));
+	stream in = {raw, raw + size};
+	uint64_t v, group_count, cell_count;
+	uint64_t *u = NULL;
+	int64_t *cost = NULL;
+	uint32_t *codes = NULL;
+	int err = 0;
+	CHECK(size >= 1 && raw[0] == ROLLUP_BLOCK_VERSION);
+	in.p++;
+	CHECK(!sv(&in, &group_count) && group_count <= size);
+	b->groups = malloc(sizeof(*b->groups) * (group_count + 1));
+	if (!b->groups)
+		return -ENOMEM;
+	b->group_count = (uint32_t)group_count;
+	for (uint64_t g = 0; g < group_count; g++) {
+		for (int d = 0; d < ROLLUP_GROUP_DIMS; d++) {
+			CHECK(!sv(&in, &v) && v < dict_count[group_dims[d]]);
+			b->groups[g].code[d] = (uint32_t)v;
+		}
+		CHECK(!sv(&in, &v) && v < TALLY_STATUS_COUNT);
+		b->groups[g].status = (uint8_t)v;
+	}
+	/* A cell costs at least a bit in every column: cell_count is bounded
+	 * by the block size (times 8) before anything is allocated. */
+	CHECK(!sv(&in, &cell_count) && cell_count >= 1 && cell_count <= (uint64_t)size * 8);
+	stream s[C_COLUMNS];
+	for (int k = 0; k < C_COLUMNS; k++) {
+		CHECK(!sv(&in, &v) && v <= stream_size(&in));
+		s[k] = (stream){in.p, in.p + v};
+		in.p += v;
+	}
+	CHECK(in.p == in.end);
+	size_t n = (size_t)cell_count;
+	b->cells = calloc(n, sizeof(*b->cells));
+	u = malloc(sizeof(*u) * (n + 1));
+	cost = malloc(sizeof(*cost) * (n + 1));
+	codes = malloc(sizeof(*codes) * (n + 1));
+	if (!b->cells || !u || !cost || !codes) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	b->cell_count = (uint32_t)n;
+	CHECK(!codec_u64_decode(s[C_BUCKET].p, stream_size(&s[C_BUCKET]), u, n));
+	int64_t bucket = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i) {
+			CHECK(u[i] <= 2 * (uint64_t)ROLLUP_BUCKET_MAX);
+			bucket += (int64_t)u[i];
+		} else {
+			bucket = zigzag_decode(u[0]);
+		}
+		CHECK(bucket >= -ROLLUP_BUCKET_MAX && bucket <= ROLLUP_BUCKET_MAX);
+		b->cells[i].bucket = bucket;
+	}
+	CHECK(!codec_codes_decode(s[C_GROUP].p, stream_size(&s[C_GROUP]), codes, n));
+	for (size_t i = 0; i < n; i++) {
+		rollup_cell *c = &b->cells[i];
+		CHECK(codes[i] < group_count);
+		c->group = codes[i];
+		CHECK(i == 0 || c->bucket > c[-1].bucket || c->group > c[-1].group);
+	}
+#define U64_COLUMN(k, field)                                                    \
+	do {                                                                    \
+		CHECK(!codec_u64_decode(s[k].p, stream_size(&s[k]), u, n));     \
+		for (size_t i = 0; i < n; i++)                                  \
+			b->cells[i].field = u[i];                               \
+	} while (0)
+	U64_COLUMN(C_COUNT, count);
+	U64_COLUMN(C_TIN, tokens_in);
+	U64_COLUMN(C_TOUT, tokens_out);
+	U64_COLUMN(C_DSUM, duration_sum);
+#undef U64_COLUMN
+	CHECK(!codec_i64_decode(s[C_COST].p, stream_size(&s[C_COST]), cost, n));
+	size_t multi = 0;
+	for (size_t i = 0; i < n; i++) {
+		rollup_cell *c = &b->cells[i];
+		c->cost = cost[i];
+		CHECK(c->count >= 1);
+		multi += c->count > 1;
+		if (c->count == 1) {
+			CHECK(c->duration_sum <= UINT32_MAX);
+			c->duration_min = c->duration_max = (uint32_t)c->duration_sum;
+			c->dd_count = 1;
+			c->dd.one = DD_ENTRY(dd_index((uint32_t)c->duration_sum), 1);
+		}
+	}
+	CHECK(!codec_u64_decode(s[C_DMIN].p, stream_size(&s[C_DMIN]), u, multi));
+	for (size_t i = 0, m = 0; i < n; i++)
+		if (b->cells[i].count > 1) {
+			CHECK(u[m] <= UINT32_MAX);
+			b->cells[i].duration_min = (uint32_t)u[m++];
+		}
+	CHECK(!codec_u64_decode(s[C_DSPAN].p, stream_size(&s[C_DSPAN]), u, multi));
+	for (size_t i = 0, m = 0; i < n; i++)
+		if (b->cells[i].count > 1) {
+			CHECK(u[m] <= UINT32_MAX - b->cells[i].duration_min);
+			b->cells[i].duration_max = b->cells[i].duration_min + (uint32_t)u[m++];
+		}
+	/* Pass 1 over the varint streams: sizes of the arenas. */
+	stream hist = s[C_HIST], users = s[C_USERS];
+	size_t dd_total = 0, user_total = 0, dense_total = 0;
+	for (size_t i = 0; i < n; i++) {
+		rollup_cell *c = &b->cells[i];
+		if (c->count > 1) {
+			uint64_t entries;
+			CHECK(!sv(&hist, &entries) && entries >= 1 && entries <= DD_INDEX_MAX);
+			c->dd_count = (uint32_t)entries;
+			if (entries > 1)
+				dd_total += entries;
+			for (uint64_t k = 0; k < 2 * entries; k++)
+				CHECK(!sv(&hist, &v));
+		}
+		CHECK(!sv(&users, &v) && v / 2 <= USET_EXACT_MAX && v / 2 <= c->count);
+		CHECK(!(v & 1) || v / 2 == 0);
+		c->user_count = (uint32_t)(v / 2);
+		if (v & 1)
+			dense_total++;
+		if (c->user_count > 1)
+			user_total += c->user_count;
+		for (uint32_t k = 0; k < c->user_count; k++)
+			CHECK(!sv(&users, &v));
+	}
+	CHECK(hist.p == hist.end && users.p == users.end);
+	CHECK(stream_size(&s[C_DENSE]) == dense_total * HLL_REGISTERS);
+	b->dd_arena = malloc(sizeof(uint64_t) * (dd_total + 1));
+	b->user_arena = malloc(sizeof(uint32_t) * (user_total + 1));
+	b->register_arena = dense_total ? malloc(dense_total * HLL_REGISTERS) : NULL;
+	if (!b->dd_arena || !b->user_arena || (dense_total && !b->register_arena)) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	if (dense_total)
+		memcpy(b->register_arena, s[C_DENSE].p, dense_total * HLL_REGISTERS);
+	b->bytes = sizeof(*b->cells) * n + sizeof(uint64_t) * dd_total +
+		   sizeof(uint32_t) * user_total + dense_total * HLL_REGISTERS +
+		   sizeof(*b->groups) * group_count;
+	/* Pass 2: histograms, users and registers into place. */
+	hist = s[C_HIST];
+	users = s[C_USERS];
+	size_t dd_at = 0, user_at = 0, dense_at = 0;
+	for (size_t i = 0; i < n; i++) {
+		rollup_cell *c = &b->cells[i];
+		if (c->count > 1) {
+			uint64_t entries, step, count, total = 0, index = 0;
+			sv(&hist, &entries);
+			uint64_t *dd = entries > 1 ? b->dd_arena + dd_at : &c->dd.one;
+			for (uint64_t k = 0; k < entries; k++) {
+				sv(&hist, &step);
+				sv(&hist, &count);
+				CHECK((k == 0 || step > 0) && step < DD_INDEX_MAX && count >= 1 &&
+				      count < (UINT64_C(1) << 48));
+				index += step;
+				CHECK(index < DD_INDEX_MAX);
+				dd[k] = DD_ENTRY(index, count);
+				total += count;
+			}
+			CHECK(total == c->count);
+			if (entries > 1) {
+				c->dd.many = b->dd_arena + dd_at;
+				dd_at += entries;
+			}
+		}
+		uint64_t flag, code = 0;
+		sv(&users, &flag);
+		uint32_t *ucodes = c->user_count > 1 ? b->user_arena + user_at : &c->users.one;
+		for (uint32_t k = 0; k < c->user_count; k++) {
+			sv(&users, &v);
+			CHECK(k == 0 || v > 0);
+			code += v;
+			CHECK(code < dict_count[DIM_USER]);
+			ucodes[k] = (uint32_t)code;
+		}
+		if (c->user_count > 1) {
+			c->users.many = b->user_arena + user_at;
+			user_at += c->user_count;
+		}
+		if (flag & 1)
+			c->registers = b->register_arena + HLL_REGISTERS * dense_at++;
+	}
+	free(u);
+	free(cost);
+	free(codes);
+	return 0;
+fail:
+	free(u);
+	free(cost);
+	free(codes);
+	rollup_block_free(b);
+	return err;
+}
+
+void rollup_block_free(rollup_block *b)
+{
+	free(b->groups);
+	free(b->cells);
+	free(b->dd_arena);
+	free(b->user_arena);
+	free(b->register_arena);
+	memset(b, 0, sizeof(*b));
+}
+
+uint32_t rollup_block_lower_bound(const rollup_block *b, int64_t bucket)
+{
+	uint32_t lo = 0, hi = b->cell_count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (b->cells[mid].bucket < bucket)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}

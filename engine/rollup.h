@@ -1,0 +1,192 @@
+/*
+ * rollup.h — rollup pages: per-tenant aggregates by time bucket and group.
+ *
+ * A cell aggregates the events of one bucket (a UTC minute, hour or day)
+ * and one group, a combination of (type, project, agent, model, status)
+ * given as dictionary codes of the source the cell belongs to: a memtable
+ * (one code space for every dimension) or a segment file's tenant section
+ * (one dictionary per dimension). A cell holds count, sums of tokens_in,
+ * tokens_out, cost_micros and duration_ms, min/max duration, the duration
+ * histogram (sketch.h: dd indexes with counts) and the users (dictionary
+ * codes, exact, or HyperLogLog registers past USET_EXACT_MAX). The count by
+ * status is the count of the cells of each status (status is in the group).
+ *
+ * A `rollup` holds the cells of one source at all three resolutions. The
+ * memtable keeps one up to date at ingest (queries read it under the store
+ * lock); flush and compaction build one from the rows they write, encode
+ * it (one block per resolution, docs/formats.md) and the segment file
+ * stores the blocks beside the tenant's segments. Queries decode blocks
+ * into a rollup_block. Every aggregate merges exactly (sums, min, max,
+ * histogram counts, register max, set union), so partial cells of the same
+ * bucket and group in several sources add up to the cell of all events.
+ */
+#ifndef TALLY_ROLLUP_H
+#define TALLY_ROLLUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "rows.h"
+#include "sketch.h"
+#include "strdict.h"
+
+enum rollup_res { RES_MINUTE = 0, RES_HOUR = 1, RES_DAY = 2, RES_COUNT = 3 };
+#define ROLLUP_MINUTE_US (INT64_C(60) * 1000000)
+#define ROLLUP_HOUR_US (INT64_C(3600) * 1000000)
+#define ROLLUP_DAY_US (INT64_C(86400) * 1000000)
+extern const int64_t ROLLUP_RES_US[RES_COUNT];
+extern const char *const ROLLUP_RES_NAME[RES_COUNT];
+
+#define ROLLUP_GROUP_DIMS 4      /* type, project, agent, model (DIM_ order) */
+#define ROLLUP_NO_USER UINT32_MAX
+#define ROLLUP_BLOCK_VERSION 1
+#define ROLLUP_DAY_COMPOSE_MAX 64 /* days with at most this many hour cells store no day cells */
+#define ROLLUP_BUCKET_MAX (INT64_C(1) << 40) /* |bucket| bound a decoder accepts */
+
+/* A 64-bit finaliser (murmur3's): spreads keys of the rollup's and the
+ * query's hash tables. */
+static inline uint64_t rollup_mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= UINT64_C(0xff51afd7ed558ccd);
+	x ^= x >> 33;
+	x *= UINT64_C(0xc4ceb9fe1a85ec53);
+	x ^= x >> 33;
+	return x;
+}
+
+typedef struct rollup_group {
+	uint32_t code[ROLLUP_GROUP_DIMS]; /* DIM_TYPE .. DIM_MODEL */
+	uint8_t status;
+} rollup_group;
+
+/* A histogram entry: count << 16 | dd index. */
+#define DD_ENTRY(index, count) (((uint64_t)(count) << 16) | (uint64_t)(index))
+#define DD_ENTRY_INDEX(e) ((uint16_t)((e) & 0xffff))
+#define DD_ENTRY_COUNT(e) ((e) >> 16)
+
+typedef struct rollup_cell {
+	int64_t bucket;       /* time_us / resolution, floored */
+	uint32_t group;
+	uint32_t next;        /* live rollups: next cell of the same bucket + 1, 0 = end */
+	uint64_t count;
+	uint64_t tokens_in;
+	uint64_t tokens_out;
+	uint64_t duration_sum;
+	int64_t cost;
+	uint32_t duration_min;
+	uint32_t duration_max;
+	uint32_t dd_count;    /* histogram entries (distinct indexes), ascending index */
+	uint32_t user_count;  /* exact user codes, ascending; 0 when dense */
+	union {
+		uint64_t one;     /* dd_count == 1 */
+		uint64_t *many;
+	} dd;
+	union {
+		uint32_t one;     /* user_count == 1 */
+		uint32_t *many;
+	} users;
+	uint8_t *registers;   /* dense users (HLL_REGISTERS bytes), else NULL */
+} rollup_cell;
+
+static inline const uint64_t *cell_dd(const rollup_cell *c)
+{
+	return c->dd_count == 1 ? &c->dd.one : c->dd.many;
+}
+static inline const uint32_t *cell_users(const rollup_cell *c)
+{
+	return c->user_count == 1 ? &c->users.one : c->users.many;
+}
+
+/* One event as a rollup sees it: dimension codes in the source's space. */
+typedef struct rollup_event {
+	int64_t time_us;
+	uint32_t code[ROLLUP_GROUP_DIMS];
+	uint8_t status;
+	uint32_t user;        /* code, or ROLLUP_NO_USER for an empty user */
+	uint64_t user_hash;   /* sketch_user_hash of the user string */
+	uint32_t duration_ms;
+	uint64_t tokens_in;
+	uint64_t tokens_out;
+	int64_t cost_micros;
+} rollup_event;
+
+typedef struct rollup_res_cells {
+	rollup_cell *cells;
+	uint32_t count;
+	uint32_t capacity;
+	uint64_t *slots;       /* (bucket, group) -> hash half, cell + 1 */
+	uint32_t slot_mask;
+	uint32_t *heads;       /* bucket -> first cell + 1 (chain through next) */
+	int64_t *head_keys;
+	uint32_t head_mask;
+	uint32_t head_count;
+} rollup_res_cells;
+
+typedef struct rollup {
+	rollup_group *groups;
+	uint32_t group_count;
+	uint32_t group_capacity;
+	uint32_t (*group_last)[RES_COUNT]; /* per group and resolution: its last cell + 1 */
+	uint32_t *group_slots; /* group -> index + 1 */
+	uint32_t group_mask;
+	rollup_res_cells res[RES_COUNT];
+	uint64_t *user_hash;   /* by user code (0 = not seen) */
+	uint32_t user_hash_count;
+	size_t bytes;          /* RAM held, approximately (for memtable accounting) */
+} rollup;
+
+/* Adds one event to all three resolutions. 0 or -ENOMEM; on -ENOMEM the
+ * rollup may hold the event at some resolutions only (the caller then
+ * treats the store as failed, as for any memtable allocation failure). */
+int rollup_add(rollup *r, const rollup_event *e);
+
+/* Builds r (empty) from rows whose dimension codes refer to dict. */
+int rollup_from_rows(rollup *r, const rows *rows, const strdict dict[DIM_COUNT]);
+
+void rollup_free(rollup *r);
+
+/* The first cell of bucket at res, or NULL; follow with rollup_next. */
+const rollup_cell *rollup_bucket_first(const rollup *r, int res, int64_t bucket);
+static inline const rollup_cell *rollup_next(const rollup *r, int res, const rollup_cell *c)
+{
+	return c->next ? &r->res[res].cells[c->next - 1] : NULL;
+}
+
+/*
+ * Encodes the cells of resolution res with bucket >= bucket_from into out
+ * (appended; raw, the segment writer compresses). *cells gets how many were
+ * encoded (0: nothing appended). Day cells are encoded only for days with
+ * more than ROLLUP_DAY_COMPOSE_MAX hour cells (the others are composed from
+ * hour cells by queries). remap, when not NULL, recodes the cells'
+ * dictionary codes: remap[d][code] is the code in the dictionary the block
+ * will refer to (a memtable's one code space split per dimension at flush).
+ */
+int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t *const remap[DIM_COUNT],
+		  bytebuf *out, uint32_t *cells);
+
+/* A decoded block: groups and cells sorted by (bucket, group). */
+typedef struct rollup_block {
+	rollup_group *groups;
+	uint32_t group_count;
+	rollup_cell *cells;
+	uint32_t cell_count;
+	uint64_t *dd_arena;
+	uint32_t *user_arena;
+	uint8_t *register_arena;
+	size_t bytes;
+} rollup_block;
+
+/*
+ * Decodes a raw block. Group codes must be below dict_count[d] and user
+ * codes below dict_count[DIM_USER] (checked). 0, -ENOMEM or TALLY_E_CORRUPT.
+ */
+int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
+			rollup_block *out);
+void rollup_block_free(rollup_block *b);
+
+/* Index of the first cell with bucket >= bucket (cell_count if none). */
+uint32_t rollup_block_lower_bound(const rollup_block *b, int64_t bucket);
+
+#endif /* TALLY_ROLLUP_H */

@@ -1,0 +1,119 @@
+/*
+ * store_internal.h — the store's structures, shared by the modules that
+ * implement parts of the public API over them (store.c, query.c). Nothing
+ * outside engine/ includes this.
+ */
+#ifndef TALLY_STORE_INTERNAL_H
+#define TALLY_STORE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "dedup.h"
+#include "manifest.h"
+#include "memtable.h"
+#include "segment.h"
+#include "tally.h"
+#include "tally_limits.h"
+#include "wal.h"
+
+struct query_cache;
+
+#define PATH_SIZE_MAX 4096
+#define WAL_RECORD_BATCH 1   /* one tenant's batch */
+#define WAL_RECORD_BATCHES 2 /* several batches submitted together */
+#define DAY_MAX UINT16_MAX
+
+typedef struct verify_entry {
+	uint64_t file_id;
+	uint64_t last_use;
+	uint32_t rowgroup;
+	uint32_t mask;
+	uint32_t *slots; /* row + 1 by id hash */
+	int valid;
+	rows rows;
+	strdict dict[DIM_COUNT];
+} verify_entry;
+
+typedef struct tenant {
+	uint32_t id;
+	char name[TALLY_TENANT_SIZE_MAX + 1];
+	memtable *active; /* NULL when empty */
+	memtable *frozen; /* being flushed, NULL otherwise */
+	dedup_table dedup;
+} tenant;
+
+struct tally_store {
+	char dir[PATH_SIZE_MAX];
+	char wal_dir[PATH_SIZE_MAX + 8];
+	char segment_dir[PATH_SIZE_MAX + 16];
+	const tally_io *io;
+	tally_options options;
+	int lock_fd;
+
+	pthread_mutex_t lock;
+	pthread_cond_t flushed; /* a flush completed (backpressure waiters) */
+	pthread_mutex_t maintenance;
+
+	tenant **tenants; /* by id */
+	uint32_t tenant_count;
+	uint32_t tenant_capacity;
+	uint32_t *tenant_slots; /* open addressing over names: id + 1 */
+	uint32_t tenant_slot_mask;
+
+	manifest manifest;
+	segment_file **files; /* live, ascending file id */
+	uint32_t file_count;
+
+	wal *wal;
+	uint64_t active_bytes;
+	uint64_t frozen_bytes;
+	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
+	int frozen;                   /* frozen memtables exist */
+	int sticky;                   /* non-zero: writes refused */
+	int closing;
+
+	uint64_t *batch_map[DIM_COUNT]; /* WAL record dictionary, under lock: see batch_code */
+	uint32_t batch_map_capacity[DIM_COUNT];
+	uint32_t batch_generation;
+	uint32_t batch_string_count;
+	bytebuf batch_strings;
+	bytebuf batch_record;
+	bytebuf multi_record;
+	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
+	uint64_t verify_clock;
+
+	pthread_t worker;
+	int worker_started;
+	pthread_cond_t wake;
+	uint16_t dedup_expired_day;
+
+	struct query_cache *query_cache; /* decoded rollup blocks, under lock (query.c) */
+
+	uint64_t flush_count;
+	uint64_t compaction_count;
+	char errmsg[TALLY_ERRMSG_SIZE];
+};
+
+
+/* Under s->lock: the tenant named `name`, or NULL. */
+tenant *store_tenant_find(tally_store *s, const char *name);
+int store_tenant_name_valid(const char *name);
+
+/*
+ * Under s->lock: calls fn for every stored event of t with from <= time <
+ * to (segments, then memtables; not in time order). Strings are valid
+ * during the call only. Stops at fn's first non-zero return and returns it.
+ */
+typedef int (*store_rows_fn)(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT],
+			     uint32_t row);
+int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
+			   store_rows_fn fn, void *ctx, uint64_t *rows_read);
+
+/* query.c: does value v of dimension dim pass every filter on dim? */
+int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tally_str v);
+
+/* query.c: frees the decoded-block cache; drops a file's entries. */
+void query_cache_free(tally_store *s);
+void query_cache_forget_file(tally_store *s, uint64_t file_id);
+
+#endif /* TALLY_STORE_INTERNAL_H */
