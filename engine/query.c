@@ -542,7 +542,7 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 	while (st->group_slots[k]) {
 		const out_group *g = &st->groups[st->group_slots[k] - 1];
 		if (g->hash == h && g->key_size == st->key.size &&
-		    !memcmp(st->keys.data + g->key_offset, st->key.data, st->key.size))
+		    (!st->key.size || !memcmp(st->keys.data + g->key_offset, st->key.data, st->key.size)))
 			return st->group_slots[k] - 1;
 		k = (k + 1) & st->group_mask;
 	}
@@ -1021,7 +1021,8 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 		tally_result_free(res);
 		return -ENOMEM;
 	}
-	memcpy(impl->arena, st->keys.data, st->keys.size);
+	if (st->keys.size)
+		memcpy(impl->arena, st->keys.data, st->keys.size);
 	for (uint32_t i = 0; i < st->acc_count; i++) {
 		const acc *a = &st->accs[i];
 		tally_row *row = &res->rows[i];
