@@ -566,12 +566,32 @@ static void env_store_open(env *v)
 	cr_assert_eq(rc, 0, "open %s: %s (%s)", v->dir.path, tally_strerror(rc), err);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* The data directory of the open env, removed by the suite's fini when a
+ * failed assertion ended the test before env_close. */
+static char live_dir[sizeof(((test_dir *)0)->path)];
+
+static void live_dir_remove(void)
+{
+	if (live_dir[0] != '\0')
+		nftw(live_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	live_dir[0] = '\0';
+}
+
 /* A fresh store with the clock frozen at now_us; retention 0 keeps the
  * default minute-page retention. */
 static void env_open(env *v, const char *name, int64_t now_us, int64_t minute_retention_us)
 {
 	memset(v, 0, sizeof(*v));
 	test_dir_make(&v->dir, name);
+	memcpy(live_dir, v->dir.path, sizeof(live_dir));
 	v->fio = fault_io_create();
 	cr_assert_not_null(v->fio);
 	fault_io_clock_set_us(v->fio, now_us);
@@ -603,20 +623,13 @@ static void env_compact(env *v)
 	cr_assert_eq(rc, 0, "compact: %s (%s)", tally_strerror(rc), tally_store_errmsg(v->store));
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void env_close(env *v)
 {
 	if (v->store != NULL)
 		cr_expect_eq(tally_store_close(v->store), 0);
 	v->store = NULL;
 	cr_expect_eq(nftw(v->dir.path, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "remove %s", v->dir.path);
+	live_dir[0] = '\0';
 	fault_io_destroy(v->fio);
 	v->fio = NULL;
 }
@@ -1798,7 +1811,7 @@ static void oracle_test(const char *name, bool short_retention)
 	zones_free();
 }
 
-TestSuite(query);
+TestSuite(query, .fini = live_dir_remove);
 
 /* Description: hundreds of random queries (every bucket, seven zone
  * spellings, groups, filters, quantiles, distinct users, top-N) over four
