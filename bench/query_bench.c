@@ -132,12 +132,31 @@ static const query_spec QUERIES[QUERY_KIND_COUNT] = {
 	},
 };
 
+/*
+ * Ranges are aligned the way a dashboard asks: `to` is the end of the
+ * minute holding the workload's last instant (no event is later, so the
+ * answer is that of "until now"), and `from` starts a whole bucket: N whole
+ * UTC days (the last one partial) for day buckets, N hours for hour buckets,
+ * and for totals the span back from the start of to's hour. Such ranges are
+ * answered from rollup cells alone, with no raw events.
+ */
+static int64_t floor_to(int64_t t, int64_t unit)
+{
+	return (t / unit - (t % unit < 0)) * unit;
+}
+
 static tally_query query_build(const query_spec *spec, int64_t end_us)
 {
 	tally_query q;
 	memset(&q, 0, sizeof(q));
-	q.from_us = end_us - spec->span_us;
-	q.to_us = end_us;
+	const int64_t minute_us = 60 * TALLY_US_PER_SECOND;
+	q.to_us = floor_to(end_us, minute_us) + minute_us;
+	if (spec->bucket == TALLY_BUCKET_DAY)
+		q.from_us = floor_to(q.to_us - 1, TALLY_US_PER_DAY) - spec->span_us + TALLY_US_PER_DAY;
+	else if (spec->bucket == TALLY_BUCKET_HOUR)
+		q.from_us = floor_to(q.to_us - 1, HOUR_US) - spec->span_us + HOUR_US;
+	else
+		q.from_us = floor_to(q.to_us - 1, HOUR_US) - spec->span_us;
 	q.bucket = spec->bucket;
 	q.time_zone = NULL; /* UTC */
 	q.group_by = spec->group_by;

@@ -916,6 +916,8 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 			continue;
 		}
 		int dec = rollup_block_decode(raw.data, raw.size, dict_count, &blk[res]);
+		if (!dec)
+			dec = rollup_block_sketches(&blk[res]);
 		if (dec == -ENOMEM) {
 			rc = dec;
 			break;

@@ -624,8 +624,14 @@ static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int
 	a->status[status] += count;
 }
 
-/* Merges a cell whose users are codes with hashes in user_hash. */
-static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const uint64_t *user_hash)
+/*
+ * Merges a cell whose users are codes with hashes in user_hash. stamp
+ * (one entry per user code of the source, or NULL) remembers the last
+ * accumulator each code went into: a user seen in many cells of one
+ * bucket is hashed into the set once per source, not once per cell.
+ */
+static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const uint64_t *user_hash,
+		    uint32_t *stamp)
 {
 	acc_numbers(a, c->count, c->tokens_in, c->tokens_out, c->cost, c->duration_sum,
 		    c->duration_min, c->duration_max, status);
@@ -640,8 +646,15 @@ static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const 
 			rc = uset_add_registers(&a->users, c->registers);
 		} else {
 			const uint32_t *users = cell_users(c);
-			for (uint32_t k = 0; k < c->user_count && !rc; k++)
+			uint32_t mark = (uint32_t)(a - st->accs) + 1;
+			for (uint32_t k = 0; k < c->user_count && !rc; k++) {
+				if (stamp) {
+					if (stamp[users[k]] == mark)
+						continue;
+					stamp[users[k]] = mark;
+				}
 				rc = uset_add(&a->users, user_hash[users[k]]);
+			}
 		}
 	}
 	return rc;
@@ -654,6 +667,7 @@ typedef struct source_groups {
 	const rollup_group *groups;
 	uint32_t count;
 	int64_t *map;                 /* output group, -1 filtered, -2 not yet known */
+	uint32_t *stamp;              /* distinct users: see acc_cell; NULL when not asked */
 	const strdict *dict[ROLLUP_GROUP_DIMS]; /* strings of each code slot */
 } source_groups;
 
@@ -675,14 +689,21 @@ static int64_t source_group(qstate *st, source_groups *sg, uint32_t g)
 	return sg->map[g];
 }
 
+/* user_codes: how many user codes the source has (stamps), 0 for none. */
 static int source_groups_init(source_groups *sg, const rollup_group *groups, uint32_t count,
-			      const strdict *const dict[ROLLUP_GROUP_DIMS])
+			      const strdict *const dict[ROLLUP_GROUP_DIMS], uint32_t user_codes)
 {
+	memset(sg, 0, sizeof(*sg));
 	sg->groups = groups;
 	sg->count = count;
 	sg->map = malloc(sizeof(*sg->map) * ((size_t)count + 1));
 	if (!sg->map)
 		return -ENOMEM;
+	if (user_codes && !(sg->stamp = calloc(user_codes, sizeof(*sg->stamp)))) {
+		free(sg->map);
+		sg->map = NULL;
+		return -ENOMEM;
+	}
 	for (uint32_t i = 0; i < count; i++)
 		sg->map[i] = -2;
 	for (int k = 0; k < ROLLUP_GROUP_DIMS; k++)
@@ -842,7 +863,7 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 			return (int)g;
 		acc *a;
 		if (!(rc = acc_get(st, pc->bucket, (uint32_t)g, &a)))
-			rc = acc_cell(st, a, c, sg->groups[c->group].status, user_hash);
+			rc = acc_cell(st, a, c, sg->groups[c->group].status, user_hash, sg->stamp);
 		(*cells)++;
 	}
 	return rc;
@@ -864,7 +885,7 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 				return (int)g;
 			acc *a;
 			if (!(rc = acc_get(st, pc->bucket, (uint32_t)g, &a)))
-				rc = acc_cell(st, a, c, sg->groups[c->group].status, r->user_hash);
+				rc = acc_cell(st, a, c, sg->groups[c->group].status, r->user_hash, sg->stamp);
 			(*cells)++;
 		}
 	}
@@ -893,12 +914,25 @@ static int file_block(qstate *st, file_source *fs, int res, char *errmsg)
 		return rc;
 	if ((rc = section_block(fs->s, fs->f, fs->ti, fs->e, res, errmsg)))
 		return rc;
+	rollup_block *blk = &fs->e->block[res];
+	if ((st->want_dd || st->want_users) && !blk->sketches) {
+		size_t before = blk->bytes;
+		if ((rc = rollup_block_sketches(blk))) {
+			if (rc == TALLY_E_CORRUPT)
+				snprintf(errmsg, TALLY_ERRMSG_SIZE,
+					 "%s offset %" PRIu64 ": %s rollup block of tenant %s is malformed",
+					 fs->f->path, fs->sec->rollup[res].offset, ROLLUP_RES_NAME[res],
+					 fs->sec->name);
+			return rc;
+		}
+		cache_account(fs->s, fs->e, blk->bytes - before);
+	}
 	if (!fs->sg[res].map) {
-		const rollup_block *blk = &fs->e->block[res];
 		const strdict *dict[ROLLUP_GROUP_DIMS];
 		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
 			dict[c] = &fs->e->dict[CODE_TO_SEGDIM[c]];
-		rc = source_groups_init(&fs->sg[res], blk->groups, blk->group_count, dict);
+		rc = source_groups_init(&fs->sg[res], blk->groups, blk->group_count, dict,
+					st->want_users ? fs->e->dict[DIM_USER].count : 0);
 	}
 	return rc;
 }
@@ -1221,8 +1255,10 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 						rc = merge_file_cells(&st, &fs, one.res, &one, errmsg);
 				}
 			}
-			for (int r = 0; r < RES_COUNT; r++)
+			for (int r = 0; r < RES_COUNT; r++) {
 				free(sg[r].map);
+				free(sg[r].stamp);
+			}
 		}
 		memtable *tables[2] = {t->frozen, t->active};
 		for (int m = 0; m < 2 && !rc; m++) {
@@ -1233,7 +1269,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			const strdict *dict[ROLLUP_GROUP_DIMS];
 			for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
 				dict[c] = &tables[m]->dict;
-			if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict)))
+			if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict,
+						     st.want_users ? ru->user_hash_count : 0)))
 				break;
 			for (uint32_t k = 0; k < p.count && !rc; k++) {
 				const piece *pc = &p.pieces[k];
@@ -1245,6 +1282,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 				rc = merge_live(&st, ru, &sg, pc, cells);
 			}
 			free(sg.map);
+			free(sg.stamp);
 		}
 		if (!rc)
 			rc = run_raw(&st, t, &p, &stats.raw_rows);

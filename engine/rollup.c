@@ -841,8 +841,45 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 			CHECK(u[m] <= UINT32_MAX - b->cells[i].duration_min);
 			b->cells[i].duration_max = b->cells[i].duration_min + (uint32_t)u[m++];
 		}
+	/* The histogram, user and register columns are decoded on demand
+	 * (rollup_block_sketches): most queries need neither. */
+	size_t keep = stream_size(&s[C_HIST]) + stream_size(&s[C_USERS]) + stream_size(&s[C_DENSE]);
+	b->sketch_raw = malloc(keep + 1);
+	if (!b->sketch_raw) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	b->hist_size = stream_size(&s[C_HIST]);
+	b->users_size = stream_size(&s[C_USERS]);
+	b->dense_size = stream_size(&s[C_DENSE]);
+	memcpy(b->sketch_raw, s[C_HIST].p, b->hist_size);
+	memcpy(b->sketch_raw + b->hist_size, s[C_USERS].p, b->users_size);
+	memcpy(b->sketch_raw + b->hist_size + b->users_size, s[C_DENSE].p, b->dense_size);
+	b->user_limit = dict_count[DIM_USER];
+	b->bytes = sizeof(*b->cells) * n + sizeof(*b->groups) * group_count + keep;
+	free(u);
+	free(cost);
+	free(codes);
+	return 0;
+fail:
+	free(u);
+	free(cost);
+	free(codes);
+	rollup_block_free(b);
+	return err;
+}
+
+int rollup_block_sketches(rollup_block *b)
+{
+	if (b->sketches)
+		return 0;
+	size_t n = b->cell_count;
+	uint64_t v;
+	int err = 0;
 	/* Pass 1 over the varint streams: sizes of the arenas. */
-	stream hist = s[C_HIST], users = s[C_USERS];
+	stream hist = {b->sketch_raw, b->sketch_raw + b->hist_size};
+	stream users = {hist.end, hist.end + b->users_size};
+	const uint8_t *dense = users.end;
 	size_t dd_total = 0, user_total = 0, dense_total = 0;
 	for (size_t i = 0; i < n; i++) {
 		rollup_cell *c = &b->cells[i];
@@ -866,7 +903,7 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 			CHECK(!sv(&users, &v));
 	}
 	CHECK(hist.p == hist.end && users.p == users.end);
-	CHECK(stream_size(&s[C_DENSE]) == dense_total * HLL_REGISTERS);
+	CHECK(b->dense_size == dense_total * HLL_REGISTERS);
 	b->dd_arena = malloc(sizeof(uint64_t) * (dd_total + 1));
 	b->user_arena = malloc(sizeof(uint32_t) * (user_total + 1));
 	b->register_arena = dense_total ? malloc(dense_total * HLL_REGISTERS) : NULL;
@@ -875,13 +912,12 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 		goto fail;
 	}
 	if (dense_total)
-		memcpy(b->register_arena, s[C_DENSE].p, dense_total * HLL_REGISTERS);
-	b->bytes = sizeof(*b->cells) * n + sizeof(uint64_t) * dd_total +
-		   sizeof(uint32_t) * user_total + dense_total * HLL_REGISTERS +
-		   sizeof(*b->groups) * group_count;
+		memcpy(b->register_arena, dense, dense_total * HLL_REGISTERS);
+	b->bytes += sizeof(uint64_t) * dd_total + sizeof(uint32_t) * user_total +
+		    dense_total * HLL_REGISTERS;
 	/* Pass 2: histograms, users and registers into place. */
-	hist = s[C_HIST];
-	users = s[C_USERS];
+	hist = (stream){b->sketch_raw, b->sketch_raw + b->hist_size};
+	users = (stream){hist.end, hist.end + b->users_size};
 	size_t dd_at = 0, user_at = 0, dense_at = 0;
 	for (size_t i = 0; i < n; i++) {
 		rollup_cell *c = &b->cells[i];
@@ -912,7 +948,7 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 			sv(&users, &v);
 			CHECK(k == 0 || v > 0);
 			code += v;
-			CHECK(code < dict_count[DIM_USER]);
+			CHECK(code < b->user_limit);
 			ucodes[k] = (uint32_t)code;
 		}
 		if (c->user_count > 1) {
@@ -922,20 +958,21 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 		if (flag & 1)
 			c->registers = b->register_arena + HLL_REGISTERS * dense_at++;
 	}
-	free(u);
-	free(cost);
-	free(codes);
+	b->sketches = 1;
 	return 0;
 fail:
-	free(u);
-	free(cost);
-	free(codes);
-	rollup_block_free(b);
+	free(b->dd_arena);
+	free(b->user_arena);
+	free(b->register_arena);
+	b->dd_arena = NULL;
+	b->user_arena = NULL;
+	b->register_arena = NULL;
 	return err;
 }
 
 void rollup_block_free(rollup_block *b)
 {
+	free(b->sketch_raw);
 	free(b->groups);
 	free(b->cells);
 	free(b->dd_arena);

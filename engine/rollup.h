@@ -176,14 +176,26 @@ typedef struct rollup_block {
 	uint32_t *user_arena;
 	uint8_t *register_arena;
 	size_t bytes;
+	int sketches;          /* histograms, users and registers decoded */
+	uint8_t *sketch_raw;   /* their columns, kept until then */
+	size_t hist_size, users_size, dense_size;
+	uint32_t user_limit;   /* user codes must be below this */
 } rollup_block;
 
 /*
- * Decodes a raw block. Group codes must be below dict_count[d] and user
- * codes below dict_count[DIM_USER] (checked). 0, -ENOMEM or TALLY_E_CORRUPT.
+ * Decodes a raw block: groups and the scalar aggregates of every cell
+ * (count-1 cells get their one-entry histogram too). Group codes must be
+ * below dict_count[d] (checked). 0, -ENOMEM or TALLY_E_CORRUPT.
  */
 int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
 			rollup_block *out);
+
+/*
+ * Decodes the histograms, user codes (below dict_count[DIM_USER] of the
+ * decode, checked) and dense registers of a decoded block, once. 0,
+ * -ENOMEM or TALLY_E_CORRUPT (the block keeps its scalars either way).
+ */
+int rollup_block_sketches(rollup_block *b);
 void rollup_block_free(rollup_block *b);
 
 /* Index of the first cell with bucket >= bucket (cell_count if none). */
