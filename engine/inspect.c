@@ -928,9 +928,30 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 			continue;
 		}
 		valid[res] = 1;
+		const rollup_block *rb = &blk[res];
+		int has_total = rb->group_count && rb->groups[0].status == ROLLUP_STATUS_ALL;
 		uint64_t counted = 0;
-		for (uint32_t i = 0; i < blk[res].cell_count; i++)
-			counted += blk[res].cells[i].count;
+		for (uint32_t i = 0; i < rb->cell_count;) {
+			/* A bucket: its total cell (if any) must count what its group
+			 * cells count. */
+			int64_t bucket = rb->cells[i].bucket;
+			uint64_t total = 0, groups = 0;
+			int with_total = 0;
+			for (; i < rb->cell_count && rb->cells[i].bucket == bucket; i++) {
+				if (has_total && rb->cells[i].group == 0) {
+					with_total = 1;
+					total = rb->cells[i].count;
+				} else {
+					groups += rb->cells[i].count;
+				}
+			}
+			counted += groups;
+			if (with_total && total != groups)
+				verify_problem(v, "%s offset %" PRIu64 ": %s bucket %" PRId64 " of tenant %s: "
+					       "total cell counts %" PRIu64 " events, its groups %" PRIu64,
+					       path, tenant->rollup[res].offset, ROLLUP_RES_NAME[res], bucket,
+					       tenant->name, total, groups);
+		}
 		if (blk[res].cell_count != tenant->rollup_cells[res])
 			verify_problem(v, "%s offset %" PRIu64 ": %s rollup block of tenant %s holds %u cells, "
 				       "the footer says %u", path, b->offset, ROLLUP_RES_NAME[res],
@@ -945,11 +966,15 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 		for (uint32_t i = 0; i < days->cell_count;) {
 			int64_t day = days->cells[i].bucket;
 			uint64_t by_day = 0, by_hour = 0;
+			int day_total = days->groups[0].status == ROLLUP_STATUS_ALL;
+			int hour_total = hours->group_count && hours->groups[0].status == ROLLUP_STATUS_ALL;
 			for (; i < days->cell_count && days->cells[i].bucket == day; i++)
-				by_day += days->cells[i].count;
+				if (!(day_total && days->cells[i].group == 0))
+					by_day += days->cells[i].count;
 			for (uint32_t h = rollup_block_lower_bound(hours, day * 24);
 			     h < hours->cell_count && hours->cells[h].bucket < (day + 1) * 24; h++)
-				by_hour += hours->cells[h].count;
+				if (!(hour_total && hours->cells[h].group == 0))
+					by_hour += hours->cells[h].count;
 			if (by_day != by_hour)
 				verify_problem(v, "%s offset %" PRIu64 ": day %" PRId64 " of tenant %s: day "
 					       "cells count %" PRIu64 " events, hour cells %" PRIu64,

@@ -462,6 +462,13 @@ typedef struct acc {
 	uint64_t status[TALLY_STATUS_COUNT];
 	dd_acc dd;
 	uset users;
+	/* Distinct users: the first cell's users are only remembered (most
+	 * buckets of a compacted store get one cell: its count is the answer,
+	 * no hashing); a second contribution hashes both into `users`. */
+	const rollup_cell *deferred;
+	const uint64_t *deferred_hash;
+	uint32_t contributions;
+	uint64_t distinct;         /* set by acc_resolve_users */
 } acc;
 
 typedef struct qstate {
@@ -470,6 +477,7 @@ typedef struct qstate {
 	char *errmsg;
 	int want_dd;
 	int want_users;
+	int ungrouped;   /* no group by, no filter: total cells answer */
 	/* output groups */
 	out_group *groups;
 	uint32_t group_count, group_capacity;
@@ -481,6 +489,10 @@ typedef struct qstate {
 	uint32_t acc_count, acc_capacity;
 	uint32_t *acc_slots;
 	uint32_t acc_mask;
+	/* per output group: its accumulator in the bucket last merged (group_acc) */
+	uint32_t *recent_acc;
+	uint32_t *recent_bucket; /* bucket + 1, 0 = none */
+	uint32_t recent_capacity;
 	/* scratch key */
 	bytebuf key;
 	tally_result *result;
@@ -621,7 +633,8 @@ static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int
 	a->tokens_out += tout;
 	a->cost += cost;
 	a->duration_sum += dsum;
-	a->status[status] += count;
+	if (status >= 0)
+		a->status[status] += count;
 }
 
 /*
@@ -630,34 +643,84 @@ static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int
  * accumulator each code went into: a user seen in many cells of one
  * bucket is hashed into the set once per source, not once per cell.
  */
+/* Hashes the users of cell c (codes with hashes in user_hash) into a. */
+static int acc_hash_users(qstate *st, acc *a, const rollup_cell *c, const uint64_t *user_hash,
+			  uint32_t *stamp)
+{
+	if (c->registers)
+		return uset_add_registers(&a->users, c->registers);
+	const uint32_t *users = cell_users(c);
+	uint32_t mark = (uint32_t)(a - st->accs) + 1;
+	int rc = 0;
+	for (uint32_t k = 0; k < c->user_count && !rc; k++) {
+		if (stamp) {
+			if (stamp[users[k]] == mark)
+				continue;
+			stamp[users[k]] = mark;
+		}
+		rc = uset_add(&a->users, user_hash[users[k]]);
+	}
+	return rc;
+}
+
 static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const uint64_t *user_hash,
 		    uint32_t *stamp)
 {
 	acc_numbers(a, c->count, c->tokens_in, c->tokens_out, c->cost, c->duration_sum,
-		    c->duration_min, c->duration_max, status);
+		    c->duration_min, c->duration_max, status == ROLLUP_STATUS_ALL ? -1 : status);
+	if (status == ROLLUP_STATUS_ALL) { /* a total cell: its own count by status */
+		uint64_t other = 0;
+		for (int k = 0; k < 3; k++) {
+			a->status[k + 1] += c->status_other[k];
+			other += c->status_other[k];
+		}
+		a->status[TALLY_STATUS_OK] += c->count - other;
+	}
 	int rc = 0;
 	if (st->want_dd) {
 		const uint64_t *dd = cell_dd(c);
-		for (uint32_t k = 0; k < c->dd_count && !rc; k++)
-			rc = dd_acc_add(&a->dd, DD_ENTRY_INDEX(dd[k]), DD_ENTRY_COUNT(dd[k]));
-	}
-	if (st->want_users && !rc) {
-		if (c->registers) {
-			rc = uset_add_registers(&a->users, c->registers);
-		} else {
-			const uint32_t *users = cell_users(c);
-			uint32_t mark = (uint32_t)(a - st->accs) + 1;
-			for (uint32_t k = 0; k < c->user_count && !rc; k++) {
-				if (stamp) {
-					if (stamp[users[k]] == mark)
-						continue;
-					stamp[users[k]] = mark;
-				}
-				rc = uset_add(&a->users, user_hash[users[k]]);
+		dd_acc *d = &a->dd;
+		for (uint32_t k = 0; k < c->dd_count && !rc; k++) {
+			uint32_t index = DD_ENTRY_INDEX(dd[k]);
+			uint64_t count = DD_ENTRY_COUNT(dd[k]);
+			if (index >= d->lo && index < d->hi) { /* the usual case, inline */
+				d->counts[index - d->lo] += count;
+				d->total += count;
+			} else {
+				rc = dd_acc_add(d, (uint16_t)index, count);
 			}
 		}
 	}
+	if (st->want_users && !rc && (c->user_count || c->registers)) {
+		if (a->contributions++ == 0) {
+			a->deferred = c;
+			a->deferred_hash = user_hash;
+			return 0;
+		}
+		if (a->deferred) {
+			rc = acc_hash_users(st, a, a->deferred, a->deferred_hash, NULL);
+			a->deferred = NULL;
+		}
+		if (!rc)
+			rc = acc_hash_users(st, a, c, user_hash, stamp);
+	}
 	return rc;
+}
+
+/* While the sources are still held: the distinct users of every acc. */
+static void acc_resolve_users(qstate *st)
+{
+	for (uint32_t i = 0; i < st->acc_count; i++) {
+		acc *a = &st->accs[i];
+		if (a->deferred) {
+			const rollup_cell *c = a->deferred;
+			a->distinct = c->registers ? (uint64_t)llround(hll_estimate(c->registers))
+						   : c->user_count;
+			a->deferred = NULL;
+		} else {
+			a->distinct = uset_estimate(&a->users);
+		}
+	}
 }
 
 /* ---- sources ---------------------------------------------------------------------- */
@@ -666,27 +729,75 @@ static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const 
 typedef struct source_groups {
 	const rollup_group *groups;
 	uint32_t count;
-	int64_t *map;                 /* output group, -1 filtered, -2 not yet known */
+	uint32_t *map;                /* 0 not yet known, 1 filtered out, else output group + 2 */
 	uint32_t *stamp;              /* distinct users: see acc_cell; NULL when not asked */
 	const strdict *dict[ROLLUP_GROUP_DIMS]; /* strings of each code slot */
 } source_groups;
 
 static int64_t source_group(qstate *st, source_groups *sg, uint32_t g)
 {
-	if (sg->map[g] != -2)
-		return sg->map[g];
+	if (sg->map[g])
+		return (int64_t)sg->map[g] - 2; /* -1: filtered out */
 	tally_str value[TALLY_DIM_COUNT];
-	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
-		if (d == TALLY_DIM_STATUS) {
-			const char *name = STATUS_NAMES[sg->groups[g].status];
-			value[d] = (tally_str){name, (uint32_t)strlen(name)};
-		} else {
-			int slot = DIM_TO_CODE[d];
-			value[d] = strdict_get(sg->dict[slot], sg->groups[g].code[slot]);
+	int64_t out;
+	if (sg->groups[g].status == ROLLUP_STATUS_ALL) { /* the total: only for ungrouped queries */
+		memset(value, 0, sizeof(value));
+		out = st->ungrouped ? out_group_of(st, value) : -1;
+	} else {
+		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+			if (d == TALLY_DIM_STATUS) {
+				const char *name = STATUS_NAMES[sg->groups[g].status];
+				value[d] = (tally_str){name, (uint32_t)strlen(name)};
+			} else {
+				int slot = DIM_TO_CODE[d];
+				value[d] = strdict_get(sg->dict[slot], sg->groups[g].code[slot]);
+			}
 		}
+		out = out_group_of(st, value);
 	}
-	sg->map[g] = out_group_of(st, value);
-	return sg->map[g];
+	if (out < -1) /* out of memory: not remembered */
+		return out;
+	sg->map[g] = (uint32_t)(out + 2);
+	return out;
+}
+
+static void source_groups_free(source_groups *sg)
+{
+	free(sg->map);
+	free(sg->stamp);
+	memset(sg, 0, sizeof(*sg));
+}
+
+/* The accumulator of (output bucket, output group): each output group
+ * remembers its accumulator in the bucket it was last used in (queries
+ * merge bucket by bucket), so a cell rarely pays acc_get's hash. */
+static int group_acc(qstate *st, uint32_t target, uint32_t bucket, acc **out)
+{
+	if (target < st->recent_capacity && st->recent_bucket[target] == bucket + 1) {
+		*out = &st->accs[st->recent_acc[target]];
+		return 0;
+	}
+	int rc = acc_get(st, bucket, target, out);
+	if (rc)
+		return rc;
+	if (target >= st->recent_capacity) {
+		uint32_t capacity = st->recent_capacity ? st->recent_capacity : 64;
+		while (capacity <= target)
+			capacity *= 2;
+		uint32_t *b = realloc(st->recent_bucket, sizeof(*b) * capacity);
+		if (b)
+			st->recent_bucket = b;
+		uint32_t *a = b ? realloc(st->recent_acc, sizeof(*a) * capacity) : NULL;
+		if (!a)
+			return 0; /* the cache is only an optimisation */
+		st->recent_acc = a;
+		memset(st->recent_bucket + st->recent_capacity, 0,
+		       sizeof(*b) * (capacity - st->recent_capacity));
+		st->recent_capacity = capacity;
+	}
+	st->recent_bucket[target] = bucket + 1;
+	st->recent_acc[target] = (uint32_t)(*out - st->accs);
+	return 0;
 }
 
 /* user_codes: how many user codes the source has (stamps), 0 for none. */
@@ -696,16 +807,13 @@ static int source_groups_init(source_groups *sg, const rollup_group *groups, uin
 	memset(sg, 0, sizeof(*sg));
 	sg->groups = groups;
 	sg->count = count;
-	sg->map = malloc(sizeof(*sg->map) * ((size_t)count + 1));
+	sg->map = calloc((size_t)count + 1, sizeof(*sg->map)); /* zero pages: lazy */
 	if (!sg->map)
 		return -ENOMEM;
 	if (user_codes && !(sg->stamp = calloc(user_codes, sizeof(*sg->stamp)))) {
-		free(sg->map);
-		sg->map = NULL;
+		source_groups_free(sg);
 		return -ENOMEM;
 	}
-	for (uint32_t i = 0; i < count; i++)
-		sg->map[i] = -2;
 	for (int k = 0; k < ROLLUP_GROUP_DIMS; k++)
 		sg->dict[k] = dict[k];
 	return 0;
@@ -811,8 +919,16 @@ static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT
 		return err;
 	if (st->want_users) {
 		tally_str u = strdict_get(dict[DIM_USER], r->dim[DIM_USER][i]);
-		if (u.len && (err = uset_add(&a->users, sketch_user_hash(u.ptr, u.len))))
-			return err;
+		if (u.len) {
+			if (a->deferred) {
+				if ((err = acc_hash_users(st, a, a->deferred, a->deferred_hash, NULL)))
+					return err;
+				a->deferred = NULL;
+			}
+			a->contributions += 2; /* never deferred from now on */
+			if ((err = uset_add(&a->users, sketch_user_hash(u.ptr, u.len))))
+				return err;
+		}
 	}
 	return 0;
 }
@@ -852,6 +968,7 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 {
 	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[pc->res]);
 	int64_t hi = floor_div(pc->to, ROLLUP_RES_US[pc->res]);
+	int has_total = b->group_count && b->groups[0].status == ROLLUP_STATUS_ALL;
 	int rc = 0;
 	for (uint32_t i = rollup_block_lower_bound(b, lo); i < b->cell_count && b->cells[i].bucket < hi && !rc;
 	     i++) {
@@ -862,9 +979,14 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 		if (g < 0)
 			return (int)g;
 		acc *a;
-		if (!(rc = acc_get(st, pc->bucket, (uint32_t)g, &a)))
+		if (!(rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
 			rc = acc_cell(st, a, c, sg->groups[c->group].status, user_hash, sg->stamp);
 		(*cells)++;
+		/* A total cell (first of its bucket) answers an ungrouped query
+		 * for the whole bucket. */
+		if (has_total && c->group == 0 && st->ungrouped)
+			while (i + 1 < b->cell_count && b->cells[i + 1].bucket == c->bucket)
+				i++;
 	}
 	return rc;
 }
@@ -876,15 +998,20 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 	int64_t hi = floor_div(pc->to, ROLLUP_RES_US[pc->res]);
 	int rc = 0;
 	for (int64_t bucket = lo; bucket < hi && !rc; bucket++) {
-		for (const rollup_cell *c = rollup_bucket_first(r, pc->res, bucket); c && !rc;
-		     c = rollup_next(r, pc->res, c)) {
+		const rollup_cell *c = NULL;
+		if (st->ungrouped && pc->res >= ROLLUP_ALL_RES_MIN)
+			c = rollup_find(r, pc->res, bucket, ROLLUP_GROUP_ALL);
+		int total = c != NULL;
+		if (!c)
+			c = rollup_bucket_first(r, pc->res, bucket);
+		for (; c && !rc; c = total ? NULL : rollup_next(r, pc->res, c)) {
 			int64_t g = source_group(st, sg, c->group);
 			if (g == -1)
 				continue;
 			if (g < 0)
 				return (int)g;
 			acc *a;
-			if (!(rc = acc_get(st, pc->bucket, (uint32_t)g, &a)))
+			if (!(rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
 				rc = acc_cell(st, a, c, sg->groups[c->group].status, r->user_hash, sg->stamp);
 			(*cells)++;
 		}
@@ -1087,7 +1214,7 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 		memcpy(row->status_count, a->status, sizeof(row->status_count));
 		for (uint32_t k = 0; k < q->quantile_count; k++)
 			row->quantile_ms[k] = dd_acc_quantile(&a->dd, q->quantiles[k]);
-		row->distinct_users = st->want_users ? uset_estimate(&a->users) : 0;
+		row->distinct_users = st->want_users ? a->distinct : 0;
 	}
 	res->row_count = st->acc_count;
 	qsort_r(res->rows, res->row_count, sizeof(*res->rows), row_compare, (void *)q);
@@ -1108,6 +1235,8 @@ static void qstate_free(qstate *st)
 	}
 	free(st->accs);
 	free(st->acc_slots);
+	free(st->recent_acc);
+	free(st->recent_bucket);
 	free(st->groups);
 	free(st->group_slots);
 	bytebuf_free(&st->keys);
@@ -1184,6 +1313,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	st.q = q;
 	st.errmsg = errmsg;
 	st.want_dd = q->quantile_count > 0;
+	st.ungrouped = q->group_by == 0 && q->filter_count == 0;
 	st.want_users = q->distinct_users ||
 			(q->order_by_agg && q->order_agg == TALLY_AGG_DISTINCT_USERS);
 	tally_result stats;
@@ -1255,10 +1385,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 						rc = merge_file_cells(&st, &fs, one.res, &one, errmsg);
 				}
 			}
-			for (int r = 0; r < RES_COUNT; r++) {
-				free(sg[r].map);
-				free(sg[r].stamp);
-			}
+			for (int r = 0; r < RES_COUNT; r++)
+				source_groups_free(&sg[r]);
 		}
 		memtable *tables[2] = {t->frozen, t->active};
 		for (int m = 0; m < 2 && !rc; m++) {
@@ -1281,12 +1409,13 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 									: &stats.cells_minute;
 				rc = merge_live(&st, ru, &sg, pc, cells);
 			}
-			free(sg.map);
-			free(sg.stamp);
+			source_groups_free(&sg);
 		}
 		if (!rc)
 			rc = run_raw(&st, t, &p, &stats.raw_rows);
 	}
+	if (!rc && st.want_users)
+		acc_resolve_users(&st);
 	if (s->query_cache && s->query_cache->bytes > QUERY_CACHE_BYTES_MAX)
 		cache_shrink(s->query_cache, QUERY_CACHE_BYTES_MAX / 2, UINT64_MAX);
 	pthread_mutex_unlock(&s->lock);

@@ -385,44 +385,81 @@ static int remember_user_hash(rollup *r, uint32_t code, uint64_t hash)
 	return 0;
 }
 
+/* Adds event e to the cell of (bucket at res, group). */
+static int cell_add_event(rollup *r, int res, int64_t bucket, uint32_t group, const rollup_event *e,
+			  uint16_t index)
+{
+	/* Events of a group mostly come in time order: the group's last cell
+	 * is usually the one (no hash probe, a hot cache line). */
+	int rc;
+	uint32_t last = r->group_last[group][res];
+	rollup_cell *c = last ? &r->res[res].cells[last - 1] : NULL;
+	if (!c || c->bucket != bucket) {
+		if ((rc = cell_get(r, res, bucket, group, &c)))
+			return rc;
+		r->group_last[group][res] = (uint32_t)(c - r->res[res].cells) + 1;
+	}
+	if (c->count == 0 || e->duration_ms < c->duration_min)
+		c->duration_min = e->duration_ms;
+	if (e->duration_ms > c->duration_max)
+		c->duration_max = e->duration_ms;
+	if ((rc = cell_dd_add(r, c, index, 1)))
+		return rc;
+	if (e->user != ROLLUP_NO_USER && (rc = cell_user_add(r, c, e->user, e->user_hash)))
+		return rc;
+	c->count++;
+	c->tokens_in += e->tokens_in;
+	c->tokens_out += e->tokens_out;
+	c->duration_sum += e->duration_ms;
+	c->cost += e->cost_micros;
+	if (group == ROLLUP_GROUP_ALL && e->status != TALLY_STATUS_OK)
+		c->status_other[e->status - 1]++;
+	return 0;
+}
+
 int rollup_add(rollup *r, const rollup_event *e)
 {
+	int rc;
+	uint32_t group;
+	if (!r->group_count) { /* group 0 is the total of all groups */
+		rollup_group all = {.code = {0}, .status = ROLLUP_STATUS_ALL};
+		if ((rc = group_get(r, &all, &group)))
+			return rc;
+	}
 	rollup_group g;
 	memcpy(g.code, e->code, sizeof(g.code));
 	g.status = e->status;
-	uint32_t group;
-	int rc = group_get(r, &g, &group);
-	if (rc)
+	if ((rc = group_get(r, &g, &group)))
 		return rc;
 	if (e->user != ROLLUP_NO_USER && (rc = remember_user_hash(r, e->user, e->user_hash)))
 		return rc;
 	uint16_t index = dd_index(e->duration_ms);
 	for (int res = 0; res < RES_COUNT; res++) {
-		/* Events of a group mostly come in time order: the group's last
-		 * cell is usually the one (no hash probe, a hot cache line). */
 		int64_t bucket = floor_div(e->time_us, ROLLUP_RES_US[res]);
-		uint32_t last = r->group_last[group][res];
-		rollup_cell *c = last ? &r->res[res].cells[last - 1] : NULL;
-		if (!c || c->bucket != bucket) {
-			if ((rc = cell_get(r, res, bucket, group, &c)))
-				return rc;
-			r->group_last[group][res] = (uint32_t)(c - r->res[res].cells) + 1;
-		}
-		if (c->count == 0 || e->duration_ms < c->duration_min)
-			c->duration_min = e->duration_ms;
-		if (e->duration_ms > c->duration_max)
-			c->duration_max = e->duration_ms;
-		if ((rc = cell_dd_add(r, c, index, 1)))
+		if ((rc = cell_add_event(r, res, bucket, group, e, index)))
 			return rc;
-		if (e->user != ROLLUP_NO_USER && (rc = cell_user_add(r, c, e->user, e->user_hash)))
+		if (res >= ROLLUP_ALL_RES_MIN &&
+		    (rc = cell_add_event(r, res, bucket, ROLLUP_GROUP_ALL, e, index)))
 			return rc;
-		c->count++;
-		c->tokens_in += e->tokens_in;
-		c->tokens_out += e->tokens_out;
-		c->duration_sum += e->duration_ms;
-		c->cost += e->cost_micros;
 	}
 	return 0;
+}
+
+const rollup_cell *rollup_find(const rollup *r, int res, int64_t bucket, uint32_t group)
+{
+	const rollup_res_cells *rc = &r->res[res];
+	if (!rc->slot_mask)
+		return NULL;
+	uint64_t h = cell_key_hash(bucket, group);
+	uint64_t high = h & UINT64_C(0xffffffff00000000);
+	for (uint32_t k = (uint32_t)h & rc->slot_mask; rc->slots[k]; k = (k + 1) & rc->slot_mask) {
+		if ((rc->slots[k] & UINT64_C(0xffffffff00000000)) != high)
+			continue;
+		const rollup_cell *c = &rc->cells[(uint32_t)rc->slots[k] - 1];
+		if (c->bucket == bucket && c->group == group)
+			return c;
+	}
+	return NULL;
 }
 
 int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT])
@@ -496,6 +533,7 @@ enum {
 	C_HIST,     /* varints, cells with count > 1: entries, then (index step, count) */
 	C_USERS,    /* varints: per cell user_count * 2 + dense, then code steps */
 	C_DENSE,    /* HLL_REGISTERS bytes per dense cell */
+	C_ALLSTATUS, /* varints, per total cell: error, timeout, cancelled counts */
 	C_COLUMNS
 };
 
@@ -533,13 +571,15 @@ static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 	int64_t *d = malloc(sizeof(*d) * ((size_t)hours->count + 1));
 	if (!d)
 		return -ENOMEM;
+	uint32_t m = 0;
 	for (uint32_t i = 0; i < hours->count; i++)
-		d[i] = floor_div(hours->cells[i].bucket, 24);
-	qsort(d, hours->count, sizeof(*d), int64_compare);
+		if (hours->cells[i].group != ROLLUP_GROUP_ALL)
+			d[m++] = floor_div(hours->cells[i].bucket, 24);
+	qsort(d, m, sizeof(*d), int64_compare);
 	uint32_t n = 0;
-	for (uint32_t i = 0; i < hours->count;) {
+	for (uint32_t i = 0; i < m;) {
 		uint32_t j = i;
-		while (j < hours->count && d[j] == d[i])
+		while (j < m && d[j] == d[i])
 			j++;
 		if (j - i > ROLLUP_DAY_COMPOSE_MAX)
 			d[n++] = d[i];
@@ -601,20 +641,35 @@ int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t 
 		    (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket)))
 			order[n++] = &rc->cells[i];
 	qsort(order, n, sizeof(*order), cell_order_compare);
-	/* Groups renumbered in order of first use; cells re-sorted by the new
-	 * numbers (the order a decoder checks). */
+	/* A total (ALL) cell is kept only where its bucket has two groups or
+	 * more: otherwise the one group cell is the total. ALL sorts first in
+	 * its bucket (group 0). */
+	uint32_t kept = 0, all_cells = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (order[i]->group == ROLLUP_GROUP_ALL &&
+		    !(i + 2 < n && order[i + 2]->bucket == order[i]->bucket))
+			continue;
+		all_cells += order[i]->group == ROLLUP_GROUP_ALL;
+		order[kept++] = order[i];
+	}
+	n = kept;
+	/* Groups renumbered in order of first use, the total first (number 0)
+	 * when any total cell is kept; cells re-sorted by the new numbers (the
+	 * order a decoder checks). */
 	for (uint32_t g = 0; g < r->group_count; g++)
 		renumber[g] = UINT32_MAX;
 	uint32_t used = 0;
 	err = 0;
-	for (uint32_t i = 0; i < n && !err; i++) {
-		uint32_t g = order[i]->group;
+	for (uint32_t i = 0; i <= n && !err; i++) {
+		uint32_t g = i == 0 ? (all_cells ? ROLLUP_GROUP_ALL : order[0]->group) : order[i - 1]->group;
 		if (renumber[g] != UINT32_MAX)
 			continue;
 		renumber[g] = used++;
 		for (int d = 0; d < ROLLUP_GROUP_DIMS && !err; d++) {
 			uint32_t code = r->groups[g].code[d];
-			err = varint_append(&groups, remap ? remap[group_dims[d]][code] : code);
+			if (g != ROLLUP_GROUP_ALL && remap)
+				code = remap[group_dims[d]][code];
+			err = varint_append(&groups, code);
 		}
 		if (!err)
 			err = varint_append(&groups, r->groups[g].status);
@@ -658,6 +713,11 @@ int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t 
 			u[m++] = order[i]->duration_max - order[i]->duration_min;
 	if (!err)
 		err = codec_u64_encode(&col[C_DSPAN], u, m);
+	bytebuf_reset(&col[C_ALLSTATUS]);
+	for (uint32_t i = 0; i < n && !err; i++)
+		if (order[i]->group == ROLLUP_GROUP_ALL)
+			for (int k = 0; k < 3 && !err; k++)
+				err = varint_append(&col[C_ALLSTATUS], order[i]->status_other[k]);
 	(void)multi;
 	/* Histograms and users as varint streams. */
 	for (uint32_t i = 0; i < n && !err; i++) {
@@ -758,11 +818,17 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 		return -ENOMEM;
 	b->group_count = (uint32_t)group_count;
 	for (uint64_t g = 0; g < group_count; g++) {
+		uint64_t code[ROLLUP_GROUP_DIMS];
 		for (int d = 0; d < ROLLUP_GROUP_DIMS; d++) {
-			CHECK(!sv(&in, &v) && v < dict_count[group_dims[d]]);
-			b->groups[g].code[d] = (uint32_t)v;
+			CHECK(!sv(&in, &code[d]));
+			b->groups[g].code[d] = (uint32_t)code[d];
 		}
-		CHECK(!sv(&in, &v) && v < TALLY_STATUS_COUNT);
+		CHECK(!sv(&in, &v));
+		/* The total group (all codes 0) may only be group 0. */
+		int all = v == ROLLUP_STATUS_ALL && g == 0;
+		CHECK(v < TALLY_STATUS_COUNT || all);
+		for (int d = 0; d < ROLLUP_GROUP_DIMS; d++)
+			CHECK(all ? code[d] == 0 : code[d] < dict_count[group_dims[d]]);
 		b->groups[g].status = (uint8_t)v;
 	}
 	/* A cell costs at least a bit in every column: cell_count is bounded
@@ -841,6 +907,20 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 			CHECK(u[m] <= UINT32_MAX - b->cells[i].duration_min);
 			b->cells[i].duration_max = b->cells[i].duration_min + (uint32_t)u[m++];
 		}
+	/* Status counts of the total cells. */
+	int has_all = group_count && b->groups[0].status == ROLLUP_STATUS_ALL;
+	stream st_all = s[C_ALLSTATUS];
+	for (size_t i = 0; i < n && has_all; i++) {
+		rollup_cell *c = &b->cells[i];
+		if (c->group != 0)
+			continue;
+		uint64_t other = 0;
+		for (int k = 0; k < 3; k++) {
+			CHECK(!sv(&st_all, &c->status_other[k]) && c->status_other[k] <= c->count - other);
+			other += c->status_other[k];
+		}
+	}
+	CHECK(st_all.p == st_all.end);
 	/* The histogram, user and register columns are decoded on demand
 	 * (rollup_block_sketches): most queries need neither. */
 	size_t keep = stream_size(&s[C_HIST]) + stream_size(&s[C_USERS]) + stream_size(&s[C_DENSE]);
