@@ -375,10 +375,13 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 	for (uint32_t t = 0; t < f->tenant_count && !rc; t++) {
 		const seg_tenant *tenant = &f->tenants[t];
 		report->dictionary_bytes += tenant->dict.stored_size;
+		if (tenant->rollup_group_count)
+			report->rollup_group_bytes += tenant->rollup_groups.stored_size;
 		for (int res = 0; res < RES_COUNT; res++) {
 			report->rollup_cells[res] += tenant->rollup_cells[res];
-			if (tenant->rollup_cells[res])
-				report->rollup_bytes[res] += tenant->rollup[res].stored_size;
+			for (uint32_t k = 0; k < tenant->chunk_count[res]; k++)
+				report->rollup_bytes[res] +=
+					f->chunks[tenant->first_chunk[res] + k].block.stored_size;
 		}
 		for (uint32_t s = tenant->first_segment;
 		     s < tenant->first_segment + tenant->segment_count; s++) {
@@ -873,12 +876,80 @@ static int verify_rowgroup_read(verifier *v, const segment_file *f, const seg_te
 	return 0;
 }
 
+/* A rollup cell as the verifier compares them. */
+typedef struct vcell {
+	int64_t bucket;
+	uint64_t count;
+	int total;
+} vcell;
+
 /*
- * Checks a tenant section's rollup blocks: checksum and structure (codes
- * inside the dictionaries), the cell count the footer states, that the hour
- * cells count every row of the section (minute cells may count fewer:
- * retention), and that every day with day cells counts exactly what its
- * hour cells count (days without day cells are composed from hours).
+ * Decodes every chunk of resolution res of a section (histograms and users
+ * included, so their structure is checked) into cells[] (bucket order), or
+ * reports each problem. Returns 0 or -ENOMEM.
+ */
+static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenant *tenant, int res,
+			     const rollup_group *groups, uint32_t group_count, uint32_t user_limit,
+			     const char *path, vcell **cells, uint32_t *count, int *complete)
+{
+	bytebuf raw = {0};
+	int rc = 0;
+	*cells = malloc(sizeof(**cells) * ((size_t)tenant->rollup_cells[res] + 1));
+	*count = 0;
+	*complete = 1;
+	if (!*cells)
+		return -ENOMEM;
+	int has_total = group_count && groups[0].status == ROLLUP_STATUS_ALL;
+	for (uint32_t k = 0; k < tenant->chunk_count[res] && !rc; k++) {
+		const seg_chunk *c = &f->chunks[tenant->first_chunk[res] + k];
+		v->errmsg[0] = 0;
+		int read_rc = segment_read_block(f, &c->block, &raw, v->errmsg);
+		if (read_rc == -ENOMEM)
+			return read_rc;
+		char where[160];
+		snprintf(where, sizeof(where), "%s rollup chunk %u of tenant %s", ROLLUP_RES_NAME[res],
+			 k, tenant->name);
+		if (read_rc) {
+			verify_read_problem(v, path, c->block.offset, read_rc, where);
+			*complete = 0;
+			continue;
+		}
+		rollup_block b;
+		int dec = rollup_block_decode(raw.data, raw.size, groups, group_count, user_limit, &b);
+		if (!dec && (dec = rollup_block_sketches(&b)))
+			rollup_block_free(&b);
+		if (dec == -ENOMEM) {
+			rc = dec;
+			break;
+		}
+		if (dec) {
+			verify_problem(v, "%s offset %" PRIu64 ": %s is malformed", path, c->block.offset, where);
+			*complete = 0;
+			continue;
+		}
+		int64_t next = k + 1 < tenant->chunk_count[res] ? c[1].first_bucket : INT64_MAX;
+		if (b.cell_count != c->cells || b.cells[0].bucket != c->first_bucket ||
+		    b.cells[b.cell_count - 1].bucket >= next)
+			verify_problem(v, "%s offset %" PRIu64 ": %s holds %u cells of buckets %" PRId64
+				       "..%" PRId64 ", the footer says %u from %" PRId64 " (next chunk %" PRId64 ")",
+				       path, c->block.offset, where, b.cell_count, b.cells[0].bucket,
+				       b.cells[b.cell_count - 1].bucket, c->cells, c->first_bucket, next);
+		for (uint32_t i = 0; i < b.cell_count && *count < tenant->rollup_cells[res]; i++)
+			(*cells)[(*count)++] = (vcell){b.cells[i].bucket, b.cells[i].count,
+						       has_total && b.cells[i].group == 0};
+		rollup_block_free(&b);
+	}
+	bytebuf_free(&raw);
+	return rc;
+}
+
+/*
+ * Checks a tenant section's rollup: group table and chunk checksums and
+ * structure (codes inside the dictionaries), the cell counts the footer
+ * states, that the hour cells count every row of the section (minute cells
+ * may count fewer: retention), that each total cell counts what its
+ * bucket's group cells count, and that every day with day cells counts
+ * exactly what its hour cells count (days without are composed from hours).
  */
 static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *tenant,
 			 const strdict dict[DIM_COUNT], const char *path)
@@ -889,102 +960,92 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 	uint64_t row_count = 0;
 	for (uint32_t si = tenant->first_segment; si < tenant->first_segment + tenant->segment_count; si++)
 		row_count += f->segments[si].rows;
+	if (!tenant->rollup_group_count) {
+		verify_problem(v, "%s: tenant %s has no rollup pages for its %" PRIu64 " rows", path,
+			       tenant->name, row_count);
+		return 0;
+	}
 	bytebuf raw = {0};
-	rollup_block blk[RES_COUNT];
-	int valid[RES_COUNT] = {0};
-	memset(blk, 0, sizeof(blk));
-	int rc = 0;
+	v->errmsg[0] = 0;
+	rollup_group *groups = NULL;
+	uint32_t group_count = 0;
+	int rc = segment_read_block(f, &tenant->rollup_groups, &raw, v->errmsg);
+	if (rc == -ENOMEM) {
+		bytebuf_free(&raw);
+		return rc;
+	}
+	if (rc) {
+		verify_read_problem(v, path, tenant->rollup_groups.offset, rc, "rollup group table");
+		bytebuf_free(&raw);
+		return 0;
+	}
+	rc = rollup_groups_decode(raw.data, raw.size, dict_count, &groups, &group_count);
+	bytebuf_free(&raw);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc || group_count != tenant->rollup_group_count) {
+		verify_problem(v, "%s offset %" PRIu64 ": rollup group table of tenant %s is malformed",
+			       path, tenant->rollup_groups.offset, tenant->name);
+		free(groups);
+		return 0;
+	}
+	vcell *cells[RES_COUNT] = {NULL, NULL, NULL};
+	uint32_t count[RES_COUNT] = {0, 0, 0};
+	int complete[RES_COUNT] = {0, 0, 0};
+	rc = 0;
+	for (int res = 0; res < RES_COUNT && !rc; res++)
+		rc = verify_rollup_res(v, f, tenant, res, groups, group_count, dict_count[DIM_USER], path,
+				       &cells[res], &count[res], &complete[res]);
 	for (int res = 0; res < RES_COUNT && !rc; res++) {
-		if (!tenant->rollup_cells[res]) {
-			if (res == RES_HOUR)
-				verify_problem(v, "%s: tenant %s has no hour rollup cells for its %" PRIu64 " rows",
-					       path, tenant->name, row_count);
+		if (!complete[res])
 			continue;
-		}
-		const seg_block *b = &tenant->rollup[res];
-		v->errmsg[0] = 0;
-		int read_rc = segment_read_block(f, b, &raw, v->errmsg);
-		if (read_rc == -ENOMEM) {
-			rc = read_rc;
-			break;
-		}
-		if (read_rc) {
-			char where[128];
-			snprintf(where, sizeof(where), "%s rollup of tenant %s", ROLLUP_RES_NAME[res],
-				 tenant->name);
-			verify_read_problem(v, path, b->offset, read_rc, where);
-			continue;
-		}
-		int dec = rollup_block_decode(raw.data, raw.size, dict_count, &blk[res]);
-		if (!dec)
-			dec = rollup_block_sketches(&blk[res]);
-		if (dec == -ENOMEM) {
-			rc = dec;
-			break;
-		}
-		if (dec) {
-			verify_problem(v, "%s offset %" PRIu64 ": %s rollup block of tenant %s is malformed",
-				       path, b->offset, ROLLUP_RES_NAME[res], tenant->name);
-			continue;
-		}
-		valid[res] = 1;
-		const rollup_block *rb = &blk[res];
-		int has_total = rb->group_count && rb->groups[0].status == ROLLUP_STATUS_ALL;
 		uint64_t counted = 0;
-		for (uint32_t i = 0; i < rb->cell_count;) {
-			/* A bucket: its total cell (if any) must count what its group
-			 * cells count. */
-			int64_t bucket = rb->cells[i].bucket;
-			uint64_t total = 0, groups = 0;
+		for (uint32_t i = 0; i < count[res];) {
+			int64_t bucket = cells[res][i].bucket;
+			uint64_t total = 0, by_group = 0;
 			int with_total = 0;
-			for (; i < rb->cell_count && rb->cells[i].bucket == bucket; i++) {
-				if (has_total && rb->cells[i].group == 0) {
+			for (; i < count[res] && cells[res][i].bucket == bucket; i++) {
+				if (cells[res][i].total) {
 					with_total = 1;
-					total = rb->cells[i].count;
+					total = cells[res][i].count;
 				} else {
-					groups += rb->cells[i].count;
+					by_group += cells[res][i].count;
 				}
 			}
-			counted += groups;
-			if (with_total && total != groups)
-				verify_problem(v, "%s offset %" PRIu64 ": %s bucket %" PRId64 " of tenant %s: "
-					       "total cell counts %" PRIu64 " events, its groups %" PRIu64,
-					       path, tenant->rollup[res].offset, ROLLUP_RES_NAME[res], bucket,
-					       tenant->name, total, groups);
+			counted += by_group;
+			if (with_total && total != by_group)
+				verify_problem(v, "%s: %s bucket %" PRId64 " of tenant %s: total cell counts %" PRIu64
+					       " events, its groups %" PRIu64, path, ROLLUP_RES_NAME[res], bucket,
+					       tenant->name, total, by_group);
 		}
-		if (blk[res].cell_count != tenant->rollup_cells[res])
-			verify_problem(v, "%s offset %" PRIu64 ": %s rollup block of tenant %s holds %u cells, "
-				       "the footer says %u", path, b->offset, ROLLUP_RES_NAME[res],
-				       tenant->name, blk[res].cell_count, tenant->rollup_cells[res]);
 		if (res == RES_HOUR ? counted != row_count : counted > row_count)
-			verify_problem(v, "%s offset %" PRIu64 ": %s rollup cells of tenant %s count %" PRIu64
-				       " events, the section holds %" PRIu64, path, b->offset,
-				       ROLLUP_RES_NAME[res], tenant->name, counted, row_count);
+			verify_problem(v, "%s: %s rollup cells of tenant %s count %" PRIu64
+				       " events, the section holds %" PRIu64, path, ROLLUP_RES_NAME[res],
+				       tenant->name, counted, row_count);
 	}
-	if (valid[RES_DAY] && valid[RES_HOUR]) {
-		const rollup_block *days = &blk[RES_DAY], *hours = &blk[RES_HOUR];
-		for (uint32_t i = 0; i < days->cell_count;) {
-			int64_t day = days->cells[i].bucket;
+	if (!rc && complete[RES_DAY] && complete[RES_HOUR]) {
+		const vcell *days = cells[RES_DAY], *hours = cells[RES_HOUR];
+		uint32_t h = 0;
+		for (uint32_t i = 0; i < count[RES_DAY];) {
+			int64_t day = days[i].bucket;
 			uint64_t by_day = 0, by_hour = 0;
-			int day_total = days->groups[0].status == ROLLUP_STATUS_ALL;
-			int hour_total = hours->group_count && hours->groups[0].status == ROLLUP_STATUS_ALL;
-			for (; i < days->cell_count && days->cells[i].bucket == day; i++)
-				if (!(day_total && days->cells[i].group == 0))
-					by_day += days->cells[i].count;
-			for (uint32_t h = rollup_block_lower_bound(hours, day * 24);
-			     h < hours->cell_count && hours->cells[h].bucket < (day + 1) * 24; h++)
-				if (!(hour_total && hours->cells[h].group == 0))
-					by_hour += hours->cells[h].count;
+			for (; i < count[RES_DAY] && days[i].bucket == day; i++)
+				if (!days[i].total)
+					by_day += days[i].count;
+			while (h < count[RES_HOUR] && hours[h].bucket < day * 24)
+				h++;
+			for (uint32_t k = h; k < count[RES_HOUR] && hours[k].bucket < (day + 1) * 24; k++)
+				if (!hours[k].total)
+					by_hour += hours[k].count;
 			if (by_day != by_hour)
-				verify_problem(v, "%s offset %" PRIu64 ": day %" PRId64 " of tenant %s: day "
-					       "cells count %" PRIu64 " events, hour cells %" PRIu64,
-					       path, tenant->rollup[RES_DAY].offset, day, tenant->name,
-					       by_day, by_hour);
+				verify_problem(v, "%s: day %" PRId64 " of tenant %s: day cells count %" PRIu64
+					       " events, hour cells %" PRIu64, path, day, tenant->name, by_day,
+					       by_hour);
 		}
 	}
 	for (int res = 0; res < RES_COUNT; res++)
-		rollup_block_free(&blk[res]);
-	bytebuf_free(&raw);
+		free(cells[res]);
+	free(groups);
 	return rc;
 }
 

@@ -113,8 +113,11 @@ typedef struct section_cache {
 	strdict dict[DIM_COUNT];
 	uint32_t dict_count[DIM_COUNT];
 	uint64_t *user_hash; /* by user code; NULL until a distinct-users query */
-	int block_loaded[RES_COUNT];
-	rollup_block block[RES_COUNT];
+	rollup_group *groups;   /* the section's group table, NULL until read */
+	uint32_t group_count;
+	rollup_block *chunks;   /* the section's chunks (minute, hour, day), decoded on use */
+	uint8_t *chunk_loaded;
+	uint32_t chunk_count;
 } section_cache;
 
 
@@ -138,8 +141,12 @@ static void section_free(section_cache *e)
 	for (int d = 0; d < DIM_COUNT; d++)
 		strdict_free(&e->dict[d]);
 	free(e->user_hash);
-	for (int r = 0; r < RES_COUNT; r++)
-		rollup_block_free(&e->block[r]);
+	for (uint32_t k = 0; k < e->chunk_count; k++)
+		if (e->chunk_loaded[k])
+			rollup_block_free(&e->chunks[k]);
+	free(e->chunks);
+	free(e->chunk_loaded);
+	free(e->groups);
 	free(e);
 }
 
@@ -304,27 +311,74 @@ static int section_user_hash(tally_store *s, section_cache *e)
 	return 0;
 }
 
-static int section_block(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
-			 int res, char *errmsg)
+/* The section's group table (and room for its chunks), read once. */
+static int section_groups(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
+			  char *errmsg)
 {
-	if (e->block_loaded[res])
+	if (e->groups)
 		return 0;
+	const seg_tenant *sec = &f->tenants[ti];
+	uint32_t chunks = sec->chunk_count[0] + sec->chunk_count[1] + sec->chunk_count[2];
 	bytebuf raw = {0};
-	int rc = segment_read_block(f, &f->tenants[ti].rollup[res], &raw, errmsg);
+	int rc = segment_read_block(f, &sec->rollup_groups, &raw, errmsg);
 	if (!rc) {
-		rc = rollup_block_decode(raw.data, raw.size, e->dict_count, &e->block[res]);
+		rc = rollup_groups_decode(raw.data, raw.size, e->dict_count, &e->groups, &e->group_count);
 		if (rc == TALLY_E_CORRUPT)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE,
-				 "%s offset %" PRIu64 ": %s rollup block of tenant %s is malformed",
-				 f->path, f->tenants[ti].rollup[res].offset, ROLLUP_RES_NAME[res],
-				 f->tenants[ti].name);
+				 "%s offset %" PRIu64 ": rollup group table of tenant %s is malformed",
+				 f->path, sec->rollup_groups.offset, sec->name);
 	}
 	bytebuf_free(&raw);
-	if (rc)
+	if (!rc && (!(e->chunks = calloc((size_t)chunks + 1, sizeof(*e->chunks))) ||
+		    !(e->chunk_loaded = calloc((size_t)chunks + 1, 1))))
+		rc = -ENOMEM;
+	if (rc) {
+		free(e->groups);
+		free(e->chunks);
+		e->groups = NULL;
+		e->chunks = NULL;
 		return rc;
-	e->block_loaded[res] = 1;
-	cache_account(s, e, e->block[res].bytes);
+	}
+	e->chunk_count = chunks;
+	cache_account(s, e, sizeof(rollup_group) * e->group_count + (sizeof(rollup_block) + 1) * chunks);
 	return 0;
+}
+
+/* Chunk k of the section (file chunk first_chunk[0] + k), decoded once;
+ * its histograms and users too when `sketches`. */
+static int section_chunk(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
+			 uint32_t k, int sketches, char *errmsg)
+{
+	const seg_tenant *sec = &f->tenants[ti];
+	const seg_chunk *c = &f->chunks[sec->first_chunk[0] + k];
+	rollup_block *b = &e->chunks[k];
+	int rc = 0;
+	if (!e->chunk_loaded[k]) {
+		bytebuf raw = {0};
+		rc = segment_read_block(f, &c->block, &raw, errmsg);
+		if (!rc)
+			rc = rollup_block_decode(raw.data, raw.size, e->groups, e->group_count,
+						 e->dict_count[DIM_USER], b);
+		bytebuf_free(&raw);
+		if (!rc && (b->cell_count != c->cells || b->cells[0].bucket != c->first_bucket)) {
+			rollup_block_free(b);
+			rc = TALLY_E_CORRUPT;
+		}
+		if (!rc) {
+			e->chunk_loaded[k] = 1;
+			cache_account(s, e, b->bytes);
+		}
+	}
+	if (!rc && sketches && !b->sketches) {
+		size_t before = b->bytes;
+		if (!(rc = rollup_block_sketches(b)))
+			cache_account(s, e, b->bytes - before);
+	}
+	if (rc == TALLY_E_CORRUPT)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE,
+			 "%s offset %" PRIu64 ": rollup chunk of tenant %s is malformed", f->path,
+			 c->block.offset, sec->name);
+	return rc;
 }
 
 /*
@@ -1026,12 +1080,12 @@ typedef struct file_source {
 	uint32_t ti;
 	const seg_tenant *sec;
 	section_cache *e;
-	source_groups *sg; /* per resolution, initialised on first use */
+	source_groups sg; /* initialised on first use */
 	tally_result *stats;
 } file_source;
 
-/* Loads (through the cache) the block of resolution res of the source. */
-static int file_block(qstate *st, file_source *fs, int res, char *errmsg)
+/* Readies the source: cache entry, dictionary, group table, group map. */
+static int file_ready(qstate *st, file_source *fs, char *errmsg)
 {
 	int rc = 0;
 	if (!fs->e && ((rc = cache_get(fs->s, fs->f->file_id, fs->sec->tenant_id, &fs->e)) ||
@@ -1039,45 +1093,74 @@ static int file_block(qstate *st, file_source *fs, int res, char *errmsg)
 		return rc;
 	if (st->want_users && (rc = section_user_hash(fs->s, fs->e)))
 		return rc;
-	if ((rc = section_block(fs->s, fs->f, fs->ti, fs->e, res, errmsg)))
+	if ((rc = section_groups(fs->s, fs->f, fs->ti, fs->e, errmsg)))
 		return rc;
-	rollup_block *blk = &fs->e->block[res];
-	if ((st->want_dd || st->want_users) && !blk->sketches) {
-		size_t before = blk->bytes;
-		if ((rc = rollup_block_sketches(blk))) {
-			if (rc == TALLY_E_CORRUPT)
-				snprintf(errmsg, TALLY_ERRMSG_SIZE,
-					 "%s offset %" PRIu64 ": %s rollup block of tenant %s is malformed",
-					 fs->f->path, fs->sec->rollup[res].offset, ROLLUP_RES_NAME[res],
-					 fs->sec->name);
-			return rc;
-		}
-		cache_account(fs->s, fs->e, blk->bytes - before);
-	}
-	if (!fs->sg[res].map) {
+	if (!fs->sg.map) {
 		const strdict *dict[ROLLUP_GROUP_DIMS];
 		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
 			dict[c] = &fs->e->dict[CODE_TO_SEGDIM[c]];
-		rc = source_groups_init(&fs->sg[res], blk->groups, blk->group_count, dict,
+		rc = source_groups_init(&fs->sg, fs->e->groups, fs->e->group_count, dict,
 					st->want_users ? fs->e->dict[DIM_USER].count : 0);
 	}
 	return rc;
 }
 
+/* Index (section-local) of the first chunk of res that may hold bucket or
+ * later ones: the last chunk starting at or before bucket, else the first. */
+static uint32_t chunk_at(const file_source *fs, int res, int64_t bucket)
+{
+	const seg_chunk *c = &fs->f->chunks[fs->sec->first_chunk[res]];
+	uint32_t lo = 0, hi = fs->sec->chunk_count[res];
+	while (lo < hi) { /* first chunk starting after bucket */
+		uint32_t mid = (lo + hi) / 2;
+		if (c[mid].first_bucket <= bucket)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return (lo ? lo - 1 : 0) + fs->sec->first_chunk[res] - fs->sec->first_chunk[0];
+}
+
 /* Merges the source's cells of resolution res inside piece pc. */
 static int merge_file_cells(qstate *st, file_source *fs, int res, const piece *pc, char *errmsg)
 {
-	if (!fs->sec->rollup_cells[res])
+	if (!fs->sec->chunk_count[res])
 		return 0;
-	int rc = file_block(st, fs, res, errmsg);
-	if (rc)
-		return rc;
+	int rc = file_ready(st, fs, errmsg);
 	uint64_t *cells = res == RES_DAY    ? &fs->stats->cells_day
 			  : res == RES_HOUR ? &fs->stats->cells_hour
 					    : &fs->stats->cells_minute;
 	piece one = *pc;
 	one.res = res;
-	return merge_block(st, &fs->e->block[res], &fs->sg[res], &one, fs->e->user_hash, cells);
+	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[res]), hi = floor_div(pc->to, ROLLUP_RES_US[res]);
+	uint32_t end = fs->sec->first_chunk[res] + fs->sec->chunk_count[res] - fs->sec->first_chunk[0];
+	for (uint32_t k = chunk_at(fs, res, lo); k < end && !rc; k++) {
+		if (fs->f->chunks[fs->sec->first_chunk[0] + k].first_bucket >= hi)
+			break;
+		if (!(rc = section_chunk(fs->s, fs->f, fs->ti, fs->e, k, st->want_dd || st->want_users,
+					 errmsg)))
+			rc = merge_block(st, &fs->e->chunks[k], &fs->sg, &one, fs->e->user_hash, cells);
+	}
+	return rc;
+}
+
+/* Does the source have day cells for day d? (Days without are composed
+ * from their hour cells.) */
+static int file_has_day(qstate *st, file_source *fs, int64_t d, int *has, char *errmsg)
+{
+	*has = 0;
+	if (!fs->sec->chunk_count[RES_DAY])
+		return 0;
+	int rc = file_ready(st, fs, errmsg);
+	uint32_t k = chunk_at(fs, RES_DAY, d);
+	if (!rc)
+		rc = section_chunk(fs->s, fs->f, fs->ti, fs->e, k, st->want_dd || st->want_users, errmsg);
+	if (!rc) {
+		const rollup_block *b = &fs->e->chunks[k];
+		uint32_t i = rollup_block_lower_bound(b, d);
+		*has = i < b->cell_count && b->cells[i].bucket == d;
+	}
+	return rc;
 }
 
 /* ---- results ------------------------------------------------------------------------ */
@@ -1356,9 +1439,9 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			if (ti < 0)
 				continue;
 			const seg_tenant *sec = &f->tenants[ti];
-			source_groups sg[RES_COUNT];
-			memset(sg, 0, sizeof(sg));
-			file_source fs = {s, f, (uint32_t)ti, sec, NULL, sg, &stats};
+			if (!sec->rollup_group_count)
+				continue;
+			file_source fs = {s, f, (uint32_t)ti, sec, NULL, {0}, &stats};
 			for (uint32_t k = 0; k < p.count && !rc; k++) {
 				const piece *pc = &p.pieces[k];
 				if (pc->res < 0)
@@ -1372,21 +1455,15 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 				int64_t d0 = floor_div(pc->from, ROLLUP_DAY_US);
 				int64_t d1 = floor_div(pc->to, ROLLUP_DAY_US);
 				for (int64_t d = d0; d < d1 && !rc; d++) {
-					int has_day = 0;
-					if (sec->rollup_cells[RES_DAY] &&
-					    !(rc = file_block(&st, &fs, RES_DAY, errmsg))) {
-						const rollup_block *blk = &fs.e->block[RES_DAY];
-						uint32_t i = rollup_block_lower_bound(blk, d);
-						has_day = i < blk->cell_count && blk->cells[i].bucket == d;
-					}
+					int has_day;
+					if ((rc = file_has_day(&st, &fs, d, &has_day, errmsg)))
+						break;
 					piece one = {d * ROLLUP_DAY_US, (d + 1) * ROLLUP_DAY_US, pc->bucket,
 						     has_day ? RES_DAY : RES_HOUR};
-					if (!rc)
-						rc = merge_file_cells(&st, &fs, one.res, &one, errmsg);
+					rc = merge_file_cells(&st, &fs, one.res, &one, errmsg);
 				}
 			}
-			for (int r = 0; r < RES_COUNT; r++)
-				source_groups_free(&sg[r]);
+			source_groups_free(&fs.sg);
 		}
 		memtable *tables[2] = {t->frozen, t->active};
 		for (int m = 0; m < 2 && !rc; m++) {

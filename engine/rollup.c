@@ -601,86 +601,58 @@ static int u32_compare(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t *const remap[DIM_COUNT],
-		  bytebuf *out, uint32_t *cells)
+/*
+ * The cells of res a block stores, sorted by (bucket, group id): minute
+ * cells from bucket_from on, day cells of heavy days only, and total cells
+ * only in buckets with two groups or more (elsewhere the one group cell is
+ * the total). *out is malloc-ed (NULL when none).
+ */
+static int select_cells(const rollup *r, int res, int64_t bucket_from, const int64_t *days,
+			uint32_t day_count, const rollup_cell ***out, uint32_t *count)
 {
-	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
 	const rollup_res_cells *rc = &r->res[res];
-	*cells = 0;
-	int64_t *days = NULL;
-	uint32_t day_count = 0;
-	int err = res == RES_DAY ? heavy_days(r, &days, &day_count) : 0;
-	if (err)
-		return err;
+	*out = NULL;
+	*count = 0;
+	const rollup_cell **order = malloc(sizeof(*order) * ((size_t)rc->count + 1));
+	if (!order)
+		return -ENOMEM;
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < rc->count; i++)
-		n += rc->cells[i].bucket >= bucket_from &&
-		     (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket));
-	if (!n) {
-		free(days);
-		return 0;
+		if (rc->cells[i].bucket >= bucket_from &&
+		    (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket)))
+			order[n++] = &rc->cells[i];
+	qsort(order, n, sizeof(*order), cell_order_compare);
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (order[i]->group == ROLLUP_GROUP_ALL &&
+		    !(i + 2 < n && order[i + 2]->bucket == order[i]->bucket))
+			continue;
+		order[kept++] = order[i];
 	}
-	const rollup_cell **order = malloc(sizeof(*order) * n);
-	uint32_t *renumber = malloc(sizeof(*renumber) * (r->group_count + 1));
-	size_t multi = 0; /* cells with count > 1 */
-	for (uint32_t i = 0; i < rc->count; i++)
-		multi += rc->cells[i].count > 1;
+	*out = order;
+	*count = kept;
+	return 0;
+}
+
+/* Encodes cells [0, n) (sorted by bucket, then renumbered group) as one
+ * chunk block, appended to out. */
+static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint32_t *renumber,
+			const uint32_t *const remap[DIM_COUNT], bytebuf *out)
+{
 	uint64_t *u = malloc(sizeof(*u) * ((size_t)n + 1));
 	int64_t *cost = malloc(sizeof(*cost) * ((size_t)n + 1));
 	uint32_t *codes = malloc(sizeof(*codes) * ((size_t)n + 1));
 	uint32_t *user_scratch = malloc(sizeof(*user_scratch) * (USET_EXACT_MAX + 1));
 	bytebuf col[C_COLUMNS];
 	memset(col, 0, sizeof(col));
-	bytebuf groups = {0};
-	err = -ENOMEM;
-	if (!order || !renumber || !u || !cost || !codes || !user_scratch)
+	int err = -ENOMEM;
+	if (!u || !cost || !codes || !user_scratch)
 		goto out;
-	n = 0;
-	for (uint32_t i = 0; i < rc->count; i++)
-		if (rc->cells[i].bucket >= bucket_from &&
-		    (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket)))
-			order[n++] = &rc->cells[i];
-	qsort(order, n, sizeof(*order), cell_order_compare);
-	/* A total (ALL) cell is kept only where its bucket has two groups or
-	 * more: otherwise the one group cell is the total. ALL sorts first in
-	 * its bucket (group 0). */
-	uint32_t kept = 0, all_cells = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		if (order[i]->group == ROLLUP_GROUP_ALL &&
-		    !(i + 2 < n && order[i + 2]->bucket == order[i]->bucket))
-			continue;
-		all_cells += order[i]->group == ROLLUP_GROUP_ALL;
-		order[kept++] = order[i];
-	}
-	n = kept;
-	/* Groups renumbered in order of first use, the total first (number 0)
-	 * when any total cell is kept; cells re-sorted by the new numbers (the
-	 * order a decoder checks). */
-	for (uint32_t g = 0; g < r->group_count; g++)
-		renumber[g] = UINT32_MAX;
-	uint32_t used = 0;
 	err = 0;
-	for (uint32_t i = 0; i <= n && !err; i++) {
-		uint32_t g = i == 0 ? (all_cells ? ROLLUP_GROUP_ALL : order[0]->group) : order[i - 1]->group;
-		if (renumber[g] != UINT32_MAX)
-			continue;
-		renumber[g] = used++;
-		for (int d = 0; d < ROLLUP_GROUP_DIMS && !err; d++) {
-			uint32_t code = r->groups[g].code[d];
-			if (g != ROLLUP_GROUP_ALL && remap)
-				code = remap[group_dims[d]][code];
-			err = varint_append(&groups, code);
-		}
-		if (!err)
-			err = varint_append(&groups, r->groups[g].status);
-	}
-	if (!err)
-		qsort_r(order, n, sizeof(*order), cell_renumbered_compare, renumber);
 	/* Scalar columns through the segment column codecs. */
 	for (uint32_t i = 0; i < n; i++)
 		u[i] = i ? (uint64_t)(order[i]->bucket - order[i - 1]->bucket) : zigzag_encode(order[0]->bucket);
-	if (!err)
-		err = codec_u64_encode(&col[C_BUCKET], u, n);
+	err = codec_u64_encode(&col[C_BUCKET], u, n);
 	for (uint32_t i = 0; i < n; i++)
 		codes[i] = renumber[order[i]->group];
 	if (!err)
@@ -713,12 +685,10 @@ int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t 
 			u[m++] = order[i]->duration_max - order[i]->duration_min;
 	if (!err)
 		err = codec_u64_encode(&col[C_DSPAN], u, m);
-	bytebuf_reset(&col[C_ALLSTATUS]);
 	for (uint32_t i = 0; i < n && !err; i++)
 		if (order[i]->group == ROLLUP_GROUP_ALL)
 			for (int k = 0; k < 3 && !err; k++)
 				err = varint_append(&col[C_ALLSTATUS], order[i]->status_other[k]);
-	(void)multi;
 	/* Histograms and users as varint streams. */
 	for (uint32_t i = 0; i < n && !err; i++) {
 		const rollup_cell *c = order[i];
@@ -751,27 +721,125 @@ int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t 
 			err = bytebuf_append(&col[C_DENSE], c->registers, HLL_REGISTERS);
 	}
 	uint8_t version = ROLLUP_BLOCK_VERSION;
-	if (!err && !(err = bytebuf_append(out, &version, 1)) &&
-	    !(err = varint_append(out, used)) &&
-	    !(err = bytebuf_append(out, groups.data, groups.size)))
+	if (!err && !(err = bytebuf_append(out, &version, 1)))
 		err = varint_append(out, n);
 	for (int k = 0; k < C_COLUMNS && !err; k++)
 		if (!(err = varint_append(out, col[k].size)))
 			err = bytebuf_append(out, col[k].data, col[k].size);
-	if (!err)
-		*cells = n;
 out:
-	bytebuf_free(&groups);
 	for (int k = 0; k < C_COLUMNS; k++)
 		bytebuf_free(&col[k]);
-	free(order);
-	free(renumber);
 	free(u);
 	free(cost);
 	free(codes);
 	free(user_scratch);
-	free(days);
 	return err;
+}
+
+static int chunk_add(rollup_encoded *e, int res, int64_t first_bucket, uint32_t cells, size_t offset)
+{
+	uint32_t total = e->chunk_count[0] + e->chunk_count[1] + e->chunk_count[2];
+	if (total == e->chunk_capacity) {
+		uint32_t capacity = e->chunk_capacity ? e->chunk_capacity * 2 : 8;
+		rollup_chunk_out *chunks = realloc(e->chunks, sizeof(*chunks) * capacity);
+		if (!chunks)
+			return -ENOMEM;
+		e->chunks = chunks;
+		e->chunk_capacity = capacity;
+	}
+	e->chunks[total] = (rollup_chunk_out){res, first_bucket, cells, offset, e->data.size - offset};
+	e->chunk_count[res]++;
+	e->cells[res] += cells;
+	return 0;
+}
+
+/* Where a chunk may end: between UTC days (minute, hour), between buckets (day). */
+static int64_t cut_unit(int res, int64_t bucket)
+{
+	return res == RES_MINUTE ? floor_div(bucket, 1440) : res == RES_HOUR ? floor_div(bucket, 24) : bucket;
+}
+
+int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *const remap[DIM_COUNT],
+		  rollup_encoded *e)
+{
+	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
+	memset(e, 0, sizeof(*e));
+	int64_t *days = NULL;
+	uint32_t day_count = 0;
+	const rollup_cell **order[RES_COUNT] = {NULL, NULL, NULL};
+	uint32_t n[RES_COUNT] = {0, 0, 0};
+	uint32_t *renumber = malloc(sizeof(*renumber) * ((size_t)r->group_count + 1));
+	int err = renumber ? heavy_days(r, &days, &day_count) : -ENOMEM;
+	for (int res = 0; res < RES_COUNT && !err; res++)
+		err = select_cells(r, res, res == RES_MINUTE ? minute_bucket_from : INT64_MIN, days,
+				   day_count, &order[res], &n[res]);
+	if (err || n[RES_MINUTE] + n[RES_HOUR] + n[RES_DAY] == 0)
+		goto out;
+	/* One group table for the section: the total first (number 0) when a
+	 * total cell is kept, then groups in order of first use (days, hours,
+	 * minutes). */
+	for (uint32_t g = 0; g < r->group_count; g++)
+		renumber[g] = UINT32_MAX;
+	int any_total = 0;
+	for (uint32_t i = 0; i < n[RES_DAY]; i++)
+		any_total |= order[RES_DAY][i]->group == ROLLUP_GROUP_ALL;
+	uint32_t used = 0;
+	uint8_t version = ROLLUP_BLOCK_VERSION;
+	err = bytebuf_append(&e->groups, &version, 1);
+	bytebuf table = {0};
+	for (int pass = -1, res = RES_DAY; res >= 0 && !err; pass < 0 ? (void)pass++ : (void)res--) {
+		uint32_t count = pass < 0 ? (any_total ? 1 : 0) : n[res];
+		for (uint32_t i = 0; i < count && !err; i++) {
+			uint32_t g = pass < 0 ? ROLLUP_GROUP_ALL : order[res][i]->group;
+			if (renumber[g] != UINT32_MAX)
+				continue;
+			renumber[g] = used++;
+			for (int d = 0; d < ROLLUP_GROUP_DIMS && !err; d++) {
+				uint32_t code = r->groups[g].code[d];
+				if (g != ROLLUP_GROUP_ALL && remap)
+					code = remap[group_dims[d]][code];
+				err = varint_append(&table, code);
+			}
+			if (!err)
+				err = varint_append(&table, r->groups[g].status);
+		}
+	}
+	if (!err && !(err = varint_append(&e->groups, used)))
+		err = bytebuf_append(&e->groups, table.data, table.size);
+	bytebuf_free(&table);
+	e->group_count = used;
+	/* Chunks: runs of whole days (whole buckets for days) of at least
+	 * ROLLUP_CHUNK_CELLS cells, so a query decodes only the days it reads. */
+	for (int res = 0; res < RES_COUNT && !err; res++) {
+		const rollup_cell **cells = order[res];
+		qsort_r(cells, n[res], sizeof(*cells), cell_renumbered_compare, renumber);
+		for (uint32_t i = 0; i < n[res] && !err;) {
+			uint32_t j = i + 1;
+			while (j < n[res] && (j - i < ROLLUP_CHUNK_CELLS ||
+					      cut_unit(res, cells[j]->bucket) == cut_unit(res, cells[j - 1]->bucket)))
+				j++;
+			size_t offset = e->data.size;
+			if (!(err = encode_chunk(cells + i, j - i, renumber, remap, &e->data)))
+				err = chunk_add(e, res, cells[i]->bucket, j - i, offset);
+			i = j;
+		}
+	}
+out:
+	for (int res = 0; res < RES_COUNT; res++)
+		free(order[res]);
+	free(renumber);
+	free(days);
+	if (err)
+		rollup_encoded_free(e);
+	return err;
+}
+
+void rollup_encoded_free(rollup_encoded *e)
+{
+	bytebuf_free(&e->groups);
+	bytebuf_free(&e->data);
+	free(e->chunks);
+	memset(e, 0, sizeof(*e));
 }
 
 /* ---- decoding --------------------------------------------------------------- */
@@ -799,29 +867,27 @@ static size_t stream_size(const stream *s)
 	return (size_t)(s->end - s->p);
 }
 
-int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
-			rollup_block *b)
+int rollup_groups_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
+			 rollup_group **out, uint32_t *count)
 {
 	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
-	memset(b, 0, sizeof(*b));
 	stream in = {raw, raw + size};
-	uint64_t v, group_count, cell_count;
-	uint64_t *u = NULL;
-	int64_t *cost = NULL;
-	uint32_t *codes = NULL;
+	uint64_t v, group_count;
 	int err = 0;
+	rollup_group *groups = NULL;
+	*out = NULL;
+	*count = 0;
 	CHECK(size >= 1 && raw[0] == ROLLUP_BLOCK_VERSION);
 	in.p++;
-	CHECK(!sv(&in, &group_count) && group_count <= size);
-	b->groups = malloc(sizeof(*b->groups) * (group_count + 1));
-	if (!b->groups)
+	CHECK(!sv(&in, &group_count) && group_count >= 1 && group_count <= size);
+	groups = malloc(sizeof(*groups) * (group_count + 1));
+	if (!groups)
 		return -ENOMEM;
-	b->group_count = (uint32_t)group_count;
 	for (uint64_t g = 0; g < group_count; g++) {
 		uint64_t code[ROLLUP_GROUP_DIMS];
 		for (int d = 0; d < ROLLUP_GROUP_DIMS; d++) {
 			CHECK(!sv(&in, &code[d]));
-			b->groups[g].code[d] = (uint32_t)code[d];
+			groups[g].code[d] = (uint32_t)code[d];
 		}
 		CHECK(!sv(&in, &v));
 		/* The total group (all codes 0) may only be group 0. */
@@ -829,8 +895,31 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 		CHECK(v < TALLY_STATUS_COUNT || all);
 		for (int d = 0; d < ROLLUP_GROUP_DIMS; d++)
 			CHECK(all ? code[d] == 0 : code[d] < dict_count[group_dims[d]]);
-		b->groups[g].status = (uint8_t)v;
+		groups[g].status = (uint8_t)v;
 	}
+	CHECK(in.p == in.end);
+	*out = groups;
+	*count = (uint32_t)group_count;
+	return 0;
+fail:
+	free(groups);
+	return err;
+}
+
+int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *groups,
+			uint32_t group_count, uint32_t user_limit, rollup_block *b)
+{
+	memset(b, 0, sizeof(*b));
+	stream in = {raw, raw + size};
+	uint64_t v, cell_count;
+	uint64_t *u = NULL;
+	int64_t *cost = NULL;
+	uint32_t *codes = NULL;
+	int err = 0;
+	b->groups = groups;
+	b->group_count = group_count;
+	CHECK(size >= 1 && raw[0] == ROLLUP_BLOCK_VERSION);
+	in.p++;
 	/* A cell costs at least a bit in every column: cell_count is bounded
 	 * by the block size (times 8) before anything is allocated. */
 	CHECK(!sv(&in, &cell_count) && cell_count >= 1 && cell_count <= (uint64_t)size * 8);
@@ -935,8 +1024,8 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_cou
 	memcpy(b->sketch_raw, s[C_HIST].p, b->hist_size);
 	memcpy(b->sketch_raw + b->hist_size, s[C_USERS].p, b->users_size);
 	memcpy(b->sketch_raw + b->hist_size + b->users_size, s[C_DENSE].p, b->dense_size);
-	b->user_limit = dict_count[DIM_USER];
-	b->bytes = sizeof(*b->cells) * n + sizeof(*b->groups) * group_count + keep;
+	b->user_limit = user_limit;
+	b->bytes = sizeof(*b->cells) * n + keep;
 	free(u);
 	free(cost);
 	free(codes);
@@ -1053,7 +1142,6 @@ fail:
 void rollup_block_free(rollup_block *b)
 {
 	free(b->sketch_raw);
-	free(b->groups);
 	free(b->cells);
 	free(b->dd_arena);
 	free(b->user_arena);

@@ -54,6 +54,7 @@ extern const char *const ROLLUP_RES_NAME[RES_COUNT];
 #define ROLLUP_NO_USER UINT32_MAX
 #define ROLLUP_BLOCK_VERSION 1
 #define ROLLUP_DAY_COMPOSE_MAX 64 /* days with at most this many hour cells store no day cells */
+#define ROLLUP_CHUNK_CELLS 4096   /* a chunk block closes at the first day boundary past this */
 #define ROLLUP_BUCKET_MAX (INT64_C(1) << 40) /* |bucket| bound a decoder accepts */
 
 /* A 64-bit finaliser (murmur3's): spreads keys of the rollup's and the
@@ -170,21 +171,53 @@ static inline const rollup_cell *rollup_next(const rollup *r, int res, const rol
 	return c->next ? &r->res[res].cells[c->next - 1] : NULL;
 }
 
-/*
- * Encodes the cells of resolution res with bucket >= bucket_from into out
- * (appended; raw, the segment writer compresses). *cells gets how many were
- * encoded (0: nothing appended). Day cells are encoded only for days with
- * more than ROLLUP_DAY_COMPOSE_MAX hour cells (the others are composed from
- * hour cells by queries). remap, when not NULL, recodes the cells'
- * dictionary codes: remap[d][code] is the code in the dictionary the block
- * will refer to (a memtable's one code space split per dimension at flush).
- */
-int rollup_encode(const rollup *r, int res, int64_t bucket_from, const uint32_t *const remap[DIM_COUNT],
-		  bytebuf *out, uint32_t *cells);
+/* One encoded chunk: cells of one resolution, whole days of them (whole
+ * buckets for days), at data[offset, offset + size). */
+typedef struct rollup_chunk_out {
+	int res;
+	int64_t first_bucket;
+	uint32_t cells;
+	size_t offset;
+	size_t size;
+} rollup_chunk_out;
 
-/* A decoded block: groups and cells sorted by (bucket, group). */
+/* A tenant section's rollup, encoded (raw: the segment writer compresses). */
+typedef struct rollup_encoded {
+	bytebuf groups;               /* the group table block */
+	uint32_t group_count;         /* 0: nothing encoded */
+	bytebuf data;                 /* every chunk block, back to back */
+	rollup_chunk_out *chunks;     /* minute chunks, then hour, then day, each by time */
+	uint32_t chunk_count[RES_COUNT];
+	uint32_t chunk_capacity;
+	uint32_t cells[RES_COUNT];
+} rollup_encoded;
+
+/*
+ * Encodes r for a segment file's tenant section: one group table (groups
+ * renumbered: the total first, then in order of first use) and, per
+ * resolution, chunks of at least ROLLUP_CHUNK_CELLS cells cut between UTC
+ * days (between buckets for day cells). Minute cells before
+ * minute_bucket_from are left out (retention); day cells are encoded only
+ * for days with more than ROLLUP_DAY_COMPOSE_MAX hour cells (queries compose
+ * the others from hours); a total cell only where its bucket has two groups
+ * or more. remap, when not NULL, recodes dictionary codes: remap[d][code] is
+ * the code in the dictionary the blocks will refer to (a memtable's one code
+ * space split per dimension at flush). *out is emptied first; free it with
+ * rollup_encoded_free.
+ */
+int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *const remap[DIM_COUNT],
+		  rollup_encoded *out);
+void rollup_encoded_free(rollup_encoded *e);
+
+/* Decodes a group table block; codes must be below dict_count[d] (the total
+ * group, all codes 0, only at 0). *out is malloc-ed. 0, -ENOMEM or
+ * TALLY_E_CORRUPT. */
+int rollup_groups_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
+			 rollup_group **out, uint32_t *count);
+
+/* A decoded chunk block: cells sorted by (bucket, group). */
 typedef struct rollup_block {
-	rollup_group *groups;
+	const rollup_group *groups; /* the section's group table (not owned) */
 	uint32_t group_count;
 	rollup_cell *cells;
 	uint32_t cell_count;
@@ -199,12 +232,14 @@ typedef struct rollup_block {
 } rollup_block;
 
 /*
- * Decodes a raw block: groups and the scalar aggregates of every cell
- * (count-1 cells get their one-entry histogram too). Group codes must be
- * below dict_count[d] (checked). 0, -ENOMEM or TALLY_E_CORRUPT.
+ * Decodes a raw chunk block: the scalar aggregates of every cell (count-1
+ * cells get their one-entry histogram too). Group numbers must be below
+ * group_count; groups (not copied) must outlive the block. User codes,
+ * checked when rollup_block_sketches decodes them, must be below
+ * user_limit. 0, -ENOMEM or TALLY_E_CORRUPT.
  */
-int rollup_block_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
-			rollup_block *out);
+int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *groups,
+			uint32_t group_count, uint32_t user_limit, rollup_block *out);
 
 /*
  * Decodes the histograms, user codes (below dict_count[DIM_USER] of the

@@ -424,16 +424,27 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 			k = j;
 		}
 	}
-	/* Rollup blocks: the first minute with complete minute cells, then per
-	 * resolution the cell count and, when not 0, the block. */
+	/* Rollup: the first minute with complete minute cells, the group table
+	 * (count, block), then per resolution the chunks (count; per chunk the
+	 * first bucket, the cells and the block). */
 	if (rc || (rc = varint_append(&w->footer,
-				      zigzag_encode(rollup->minute_from_us / ROLLUP_MINUTE_US_SEG))))
+				      zigzag_encode(rollup->minute_from_us / ROLLUP_MINUTE_US_SEG))) ||
+	    (rc = varint_append(&w->footer, rollup->group_count)))
 		goto out;
-	for (int res = 0; res < 3 && !rc; res++) {
-		if ((rc = varint_append(&w->footer, rollup->cells[res])))
+	if (rollup->group_count && (rc = writer_block(w, rollup->groups_raw, rollup->groups_size)))
+		goto out;
+	for (int res = 0, at = 0; res < 3 && !rc; res++) {
+		uint32_t count = rollup->group_count ? rollup->chunk_count[res] : 0;
+		if ((rc = varint_append(&w->footer, count)))
 			break;
-		if (rollup->cells[res])
-			rc = writer_block(w, rollup->raw[res], rollup->size[res]);
+		for (uint32_t k = 0; k < count && !rc; k++, at++) {
+			const seg_chunk_in *c = &rollup->chunks[at];
+			uint64_t bucket_field = k ? (uint64_t)(c->first_bucket - c[-1].first_bucket)
+						  : zigzag_encode(c->first_bucket);
+			if (!(rc = varint_append(&w->footer, bucket_field)) &&
+			    !(rc = varint_append(&w->footer, c->cells)))
+				rc = writer_block(w, c->raw, c->size);
+		}
 	}
 out:
 	free(day_start);
@@ -577,7 +588,7 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 			uint64_t footer_offset, char *errmsg)
 {
 	footer_parser fp = {data, data + size};
-	uint32_t tenant_cap = 0, segment_cap = 0, rowgroup_cap = 0, block_cap = 0;
+	uint32_t tenant_cap = 0, segment_cap = 0, rowgroup_cap = 0, block_cap = 0, chunk_cap = 0;
 	uint64_t block_end = SEGMENT_HEADER_SIZE;
 	int rc;
 	while (fp.p < fp.end) {
@@ -667,20 +678,45 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 		if (rows_seen != tenant_rows)
 			CORRUPT(f, footer_offset, "footer: row groups of tenant %s hold %" PRIu64
 				" rows, its segments %" PRIu64, t->name, rows_seen, tenant_rows);
-		uint64_t minute_from;
+		uint64_t minute_from, group_count;
 		if (fp_varint(&fp, &minute_from) ||
 		    zigzag_decode(minute_from) > INT64_MAX / ROLLUP_MINUTE_US_SEG ||
-		    zigzag_decode(minute_from) < INT64_MIN / ROLLUP_MINUTE_US_SEG)
+		    zigzag_decode(minute_from) < INT64_MIN / ROLLUP_MINUTE_US_SEG ||
+		    fp_varint(&fp, &group_count) || group_count > UINT32_MAX)
 			CORRUPT(f, footer_offset, "footer: bad rollup entry of tenant %s", t->name);
 		t->minute_from_us = zigzag_decode(minute_from) * ROLLUP_MINUTE_US_SEG;
+		t->rollup_group_count = (uint32_t)group_count;
+		if (group_count && (rc = parse_block(f, &fp, &block_end, footer_offset, &t->rollup_groups,
+						     errmsg)))
+			return rc;
 		for (int res = 0; res < 3; res++) {
-			uint64_t cells;
-			if (fp_varint(&fp, &cells) || cells > UINT32_MAX)
-				CORRUPT(f, footer_offset, "footer: bad rollup entry of tenant %s", t->name);
-			t->rollup_cells[res] = (uint32_t)cells;
-			if (cells && (rc = parse_block(f, &fp, &block_end, footer_offset,
-						       &t->rollup[res], errmsg)))
-				return rc;
+			uint64_t chunks;
+			if (fp_varint(&fp, &chunks) || chunks > (uint64_t)(fp.end - fp.p) ||
+			    (chunks && !group_count))
+				CORRUPT(f, footer_offset, "footer: bad rollup chunk count of tenant %s", t->name);
+			t->first_chunk[res] = f->chunk_total;
+			t->chunk_count[res] = (uint32_t)chunks;
+			int64_t bucket = 0;
+			for (uint64_t k = 0; k < chunks; k++) {
+				if ((rc = grow_array((void **)&f->chunks, &chunk_cap, f->chunk_total,
+						     sizeof(seg_chunk))))
+					return rc;
+				seg_chunk *c = &f->chunks[f->chunk_total];
+				uint64_t field, cells;
+				if (fp_varint(&fp, &field) || fp_varint(&fp, &cells) || cells == 0 ||
+				    cells > UINT32_MAX || (k && (field == 0 || field > (UINT64_C(1) << 41))) ||
+				    t->rollup_cells[res] + cells > UINT32_MAX)
+					CORRUPT(f, footer_offset, "footer: bad rollup chunk of tenant %s", t->name);
+				bucket = k ? bucket + (int64_t)field : zigzag_decode(field);
+				if (bucket < -(INT64_C(1) << 40) || bucket > (INT64_C(1) << 40))
+					CORRUPT(f, footer_offset, "footer: bad rollup chunk of tenant %s", t->name);
+				c->first_bucket = bucket;
+				c->cells = (uint32_t)cells;
+				t->rollup_cells[res] += (uint32_t)cells;
+				if ((rc = parse_block(f, &fp, &block_end, footer_offset, &c->block, errmsg)))
+					return rc;
+				f->chunk_total++;
+			}
 		}
 		/* Map segments onto row groups (both partition the tenant's rows in
 		 * time order), and give each row group the time base the writer
@@ -829,6 +865,7 @@ void segment_file_close(segment_file *f)
 	free(f->segments);
 	free(f->rowgroups);
 	free(f->blocks);
+	free(f->chunks);
 	free(f);
 }
 

@@ -74,14 +74,25 @@ typedef struct seg_tenant {
 	uint32_t first_rowgroup; /* the section's row groups, in row order */
 	uint32_t rowgroup_count;
 	seg_block dict;
-	/* Rollup pages of the section's rows (rollup.h), one block per
-	 * resolution (minute, hour, day); a block with no cells is absent
-	 * (rollup_cells 0). Minute cells are complete for buckets at or after
-	 * minute_from_us and absent before it (retention). */
-	seg_block rollup[3];
+	/* Rollup pages of the section's rows (rollup.h): a group table block
+	 * (absent when rollup_group_count is 0) and, per resolution (minute,
+	 * hour, day), chunks [first_chunk, first_chunk + chunk_count) of
+	 * segment_file.chunks, by time. Minute cells are complete for buckets
+	 * at or after minute_from_us and absent before it (retention). */
+	seg_block rollup_groups;
+	uint32_t rollup_group_count;
+	uint32_t first_chunk[3];
+	uint32_t chunk_count[3];
 	uint32_t rollup_cells[3];
 	int64_t minute_from_us;
 } seg_tenant;
+
+/* A rollup chunk: cells of buckets [first_bucket, the next chunk's first). */
+typedef struct seg_chunk {
+	int64_t first_bucket;
+	uint32_t cells;
+	seg_block block;
+} seg_chunk;
 
 typedef struct segment_file {
 	char path[SEGMENT_PATH_SIZE_MAX];
@@ -94,6 +105,8 @@ typedef struct segment_file {
 	seg_segment *segments;
 	seg_rowgroup *rowgroups;
 	seg_block *blocks;
+	seg_chunk *chunks;
+	uint32_t chunk_total;
 	uint32_t tenant_count;
 	uint32_t segment_count;
 	uint32_t rowgroup_count;
@@ -111,11 +124,20 @@ int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
 			int zstd_level, segment_writer **out, char *errmsg);
 
 /* A tenant section's rollup blocks, raw (the writer compresses them). */
+typedef struct seg_chunk_in {
+	int64_t first_bucket;
+	uint32_t cells;         /* >= 1 */
+	const uint8_t *raw;
+	size_t size;
+} seg_chunk_in;
+
 typedef struct seg_rollup_in {
-	const uint8_t *raw[3];
-	size_t size[3];
-	uint32_t cells[3];      /* 0: no block for that resolution */
-	int64_t minute_from_us; /* a whole minute */
+	const uint8_t *groups_raw;
+	size_t groups_size;
+	uint32_t group_count;     /* 0: no rollup blocks at all */
+	const seg_chunk_in *chunks; /* minute chunks, then hour, then day */
+	uint32_t chunk_count[3];
+	int64_t minute_from_us;   /* a whole minute */
 } seg_rollup_in;
 
 /*

@@ -905,30 +905,39 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 {
 	rollup built;
 	memset(&built, 0, sizeof(built));
-	bytebuf raw[RES_COUNT];
-	memset(raw, 0, sizeof(raw));
-	seg_rollup_in in;
-	memset(&in, 0, sizeof(in));
+	rollup_encoded enc;
+	memset(&enc, 0, sizeof(enc));
+	seg_chunk_in *chunks = NULL;
 	int64_t minute_from = s->io->now_us(s->io) - s->options.minute_pages_retention_us;
 	minute_from = minute_from / ROLLUP_MINUTE_US - (minute_from % ROLLUP_MINUTE_US < 0);
-	in.minute_from_us = minute_from * ROLLUP_MINUTE_US;
 	int rc = 0;
 	if (!live) {
 		rc = rollup_from_rows(&built, r, dict);
 		live = &built;
 		remap = NULL;
 	}
-	for (int res = 0; res < RES_COUNT && !rc; res++) {
-		rc = rollup_encode(live, res, res == RES_MINUTE ? minute_from : INT64_MIN, remap,
-				   &raw[res], &in.cells[res]);
-		in.raw[res] = raw[res].data;
-		in.size[res] = raw[res].size;
-	}
-	rollup_free(&built);
 	if (!rc)
+		rc = rollup_encode(live, minute_from, remap, &enc);
+	rollup_free(&built);
+	uint32_t total = enc.chunk_count[0] + enc.chunk_count[1] + enc.chunk_count[2];
+	if (!rc && !(chunks = malloc(sizeof(*chunks) * ((size_t)total + 1))))
+		rc = -ENOMEM;
+	if (!rc) {
+		for (uint32_t i = 0; i < total; i++)
+			chunks[i] = (seg_chunk_in){enc.chunks[i].first_bucket, enc.chunks[i].cells,
+						   enc.data.data + enc.chunks[i].offset, enc.chunks[i].size};
+		seg_rollup_in in = {
+			.groups_raw = enc.groups.data,
+			.groups_size = enc.groups.size,
+			.group_count = enc.group_count,
+			.chunks = chunks,
+			.chunk_count = {enc.chunk_count[0], enc.chunk_count[1], enc.chunk_count[2]},
+			.minute_from_us = minute_from * ROLLUP_MINUTE_US,
+		};
 		rc = segment_writer_add_tenant(w, tenant_id, name, r, dict, &in);
-	for (int res = 0; res < RES_COUNT; res++)
-		bytebuf_free(&raw[res]);
+	}
+	free(chunks);
+	rollup_encoded_free(&enc);
 	return rc;
 }
 
@@ -1954,13 +1963,16 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 		out->segment_count += s->files[i]->segment_count;
 		out->segment_rows += s->files[i]->rows;
 		out->segment_bytes += s->files[i]->size;
-		for (uint32_t ti = 0; ti < s->files[i]->tenant_count; ti++)
-			for (int res = 0; res < RES_COUNT; res++) {
-				const seg_tenant *st = &s->files[i]->tenants[ti];
+		const segment_file *f = s->files[i];
+		for (uint32_t ti = 0; ti < f->tenant_count; ti++) {
+			const seg_tenant *st = &f->tenants[ti];
+			if (st->rollup_group_count)
+				out->rollup_bytes += st->rollup_groups.stored_size;
+			for (int res = 0; res < RES_COUNT; res++)
 				out->rollup_cells += st->rollup_cells[res];
-				if (st->rollup_cells[res])
-					out->rollup_bytes += st->rollup[res].stored_size;
-			}
+		}
+		for (uint32_t c = 0; c < f->chunk_total; c++)
+			out->rollup_bytes += f->chunks[c].block.stored_size;
 	}
 	out->flush_count = s->flush_count;
 	out->compaction_count = s->compaction_count;

@@ -431,7 +431,8 @@ typedef struct tally_inspect_report {
 	uint64_t column_stored_bytes[TALLY_COL_COUNT];
 	uint64_t column_raw_bytes[TALLY_COL_COUNT];
 	uint64_t dictionary_bytes;              /* per-tenant string dictionaries */
-	uint64_t rollup_bytes[3];               /* rollup page blocks on disk: minute, hour, day */
+	uint64_t rollup_bytes[3];               /* rollup page chunks on disk: minute, hour, day */
+	uint64_t rollup_group_bytes;            /* rollup group tables (one per tenant section) */
 	uint64_t rollup_cells[3];
 	uint64_t wal_file_count;
 	uint64_t wal_bytes;

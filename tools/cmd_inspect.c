@@ -347,7 +347,8 @@ static void print_text(const char *dir, const tally_inspect_report *r, const ins
 				 r->column_raw_bytes[c], 1, r->rows, r->file_bytes);
 	print_column_row("dictionaries", r->dictionary_bytes, "-", 0, 0, r->rows, r->file_bytes);
 	static const char *const rollup_names[3] = {"rollup minute", "rollup hour", "rollup day"};
-	uint64_t rollup_total = 0;
+	print_column_row("rollup groups", r->rollup_group_bytes, "-", 0, 0, r->rows, r->file_bytes);
+	uint64_t rollup_total = r->rollup_group_bytes;
 	for (int res = 0; res < 3; res++) {
 		print_column_row(rollup_names[res], r->rollup_bytes[res], "-", 0, 0, r->rows,
 				 r->file_bytes);
@@ -442,6 +443,7 @@ static int print_json(const char *dir, const tally_inspect_report *r, const insp
 		jset(one, "cells", json_integer((json_int_t)r->rollup_cells[res]), &bad);
 		jset(rollup, res_keys[res], one, &bad);
 	}
+	jset(rollup, "group_table_bytes", json_integer((json_int_t)r->rollup_group_bytes), &bad);
 	jset(root, "rollup", rollup, &bad);
 	jset(root, "compression_ratio", jratio(raw, stored), &bad);
 	jset(root, "file_bytes_per_row", json_real(per_row(r->file_bytes, r->rows)), &bad);
