@@ -377,11 +377,12 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 		report->dictionary_bytes += tenant->dict.stored_size;
 		if (tenant->rollup_group_count)
 			report->rollup_group_bytes += tenant->rollup_groups.stored_size;
-		for (int res = 0; res < RES_COUNT; res++) {
-			report->rollup_cells[res] += tenant->rollup_cells[res];
-			for (uint32_t k = 0; k < tenant->chunk_count[res]; k++)
+		for (int list = 0; list < LIST_COUNT; list++) {
+			int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
+			report->rollup_cells[res] += tenant->rollup_cells[list];
+			for (uint32_t k = 0; k < tenant->chunk_count[list]; k++)
 				report->rollup_bytes[res] +=
-					f->chunks[tenant->first_chunk[res] + k].block.stored_size;
+					f->chunks[tenant->first_chunk[list] + k].block.stored_size;
 		}
 		for (uint32_t s = tenant->first_segment;
 		     s < tenant->first_segment + tenant->segment_count; s++) {
@@ -883,25 +884,34 @@ typedef struct vcell {
 	int total;
 } vcell;
 
+static int vcell_compare(const void *a, const void *b)
+{
+	const vcell *x = a, *y = b;
+	if (x->bucket != y->bucket)
+		return x->bucket < y->bucket ? -1 : 1;
+	return y->total - x->total;
+}
+
 /*
  * Decodes every chunk of resolution res of a section (histograms and users
  * included, so their structure is checked) into cells[] (bucket order), or
  * reports each problem. Returns 0 or -ENOMEM.
  */
-static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenant *tenant, int res,
+static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenant *tenant, int list,
 			     const rollup_group *groups, uint32_t group_count, uint32_t user_limit,
 			     const char *path, vcell **cells, uint32_t *count, int *complete)
 {
 	bytebuf raw = {0};
 	int rc = 0;
-	*cells = malloc(sizeof(**cells) * ((size_t)tenant->rollup_cells[res] + 1));
-	*count = 0;
-	*complete = 1;
-	if (!*cells)
+	int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
+	uint32_t room = *count + tenant->rollup_cells[list];
+	vcell *grown = realloc(*cells, sizeof(**cells) * ((size_t)room + 1));
+	if (!grown)
 		return -ENOMEM;
+	*cells = grown;
 	int has_total = group_count && groups[0].status == ROLLUP_STATUS_ALL;
-	for (uint32_t k = 0; k < tenant->chunk_count[res] && !rc; k++) {
-		const seg_chunk *c = &f->chunks[tenant->first_chunk[res] + k];
+	for (uint32_t k = 0; k < tenant->chunk_count[list] && !rc; k++) {
+		const seg_chunk *c = &f->chunks[tenant->first_chunk[list] + k];
 		v->errmsg[0] = 0;
 		int read_rc = segment_read_block(f, &c->block, &raw, v->errmsg);
 		if (read_rc == -ENOMEM)
@@ -927,14 +937,18 @@ static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenan
 			*complete = 0;
 			continue;
 		}
-		int64_t next = k + 1 < tenant->chunk_count[res] ? c[1].first_bucket : INT64_MAX;
+		int64_t next = k + 1 < tenant->chunk_count[list] ? c[1].first_bucket : INT64_MAX;
 		if (b.cell_count != c->cells || b.cells[0].bucket != c->first_bucket ||
 		    b.cells[b.cell_count - 1].bucket >= next)
 			verify_problem(v, "%s offset %" PRIu64 ": %s holds %u cells of buckets %" PRId64
 				       "..%" PRId64 ", the footer says %u from %" PRId64 " (next chunk %" PRId64 ")",
 				       path, c->block.offset, where, b.cell_count, b.cells[0].bucket,
 				       b.cells[b.cell_count - 1].bucket, c->cells, c->first_bucket, next);
-		for (uint32_t i = 0; i < b.cell_count && *count < tenant->rollup_cells[res]; i++)
+		if ((list == LIST_DAY_TOTAL) != (b.cells[0].group == 0 && has_total) ||
+		    (list == LIST_DAY_TOTAL) != (b.cells[b.cell_count - 1].group == 0 && has_total))
+			verify_problem(v, "%s offset %" PRIu64 ": %s mixes total and group cells", path,
+				       c->block.offset, where);
+		for (uint32_t i = 0; i < b.cell_count && *count < room; i++)
 			(*cells)[(*count)++] = (vcell){b.cells[i].bucket, b.cells[i].count,
 						       has_total && b.cells[i].group == 0};
 		rollup_block_free(&b);
@@ -991,11 +1005,15 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 	}
 	vcell *cells[RES_COUNT] = {NULL, NULL, NULL};
 	uint32_t count[RES_COUNT] = {0, 0, 0};
-	int complete[RES_COUNT] = {0, 0, 0};
+	int complete[RES_COUNT] = {1, 1, 1};
 	rc = 0;
-	for (int res = 0; res < RES_COUNT && !rc; res++)
-		rc = verify_rollup_res(v, f, tenant, res, groups, group_count, dict_count[DIM_USER], path,
+	for (int list = 0; list < LIST_COUNT && !rc; list++) {
+		int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
+		rc = verify_rollup_res(v, f, tenant, list, groups, group_count, dict_count[DIM_USER], path,
 				       &cells[res], &count[res], &complete[res]);
+	}
+	if (!rc && count[RES_DAY]) /* day groups and day totals, merged by bucket */
+		qsort(cells[RES_DAY], count[RES_DAY], sizeof(vcell), vcell_compare);
 	for (int res = 0; res < RES_COUNT && !rc; res++) {
 		if (!complete[res])
 			continue;

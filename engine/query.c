@@ -318,7 +318,9 @@ static int section_groups(tally_store *s, const segment_file *f, uint32_t ti, se
 	if (e->groups)
 		return 0;
 	const seg_tenant *sec = &f->tenants[ti];
-	uint32_t chunks = sec->chunk_count[0] + sec->chunk_count[1] + sec->chunk_count[2];
+	uint32_t chunks = 0;
+	for (int list = 0; list < LIST_COUNT; list++)
+		chunks += sec->chunk_count[list];
 	bytebuf raw = {0};
 	int rc = segment_read_block(f, &sec->rollup_groups, &raw, errmsg);
 	if (!rc) {
@@ -1105,12 +1107,13 @@ static int file_ready(qstate *st, file_source *fs, char *errmsg)
 	return rc;
 }
 
-/* Index (section-local) of the first chunk of res that may hold bucket or
- * later ones: the last chunk starting at or before bucket, else the first. */
-static uint32_t chunk_at(const file_source *fs, int res, int64_t bucket)
+/* Index (section-local) of the first chunk of a list that may hold bucket
+ * or later ones: the last chunk starting at or before bucket, else the
+ * first. */
+static uint32_t chunk_at(const file_source *fs, int list, int64_t bucket)
 {
-	const seg_chunk *c = &fs->f->chunks[fs->sec->first_chunk[res]];
-	uint32_t lo = 0, hi = fs->sec->chunk_count[res];
+	const seg_chunk *c = &fs->f->chunks[fs->sec->first_chunk[list]];
+	uint32_t lo = 0, hi = fs->sec->chunk_count[list];
 	while (lo < hi) { /* first chunk starting after bucket */
 		uint32_t mid = (lo + hi) / 2;
 		if (c[mid].first_bucket <= bucket)
@@ -1118,14 +1121,15 @@ static uint32_t chunk_at(const file_source *fs, int res, int64_t bucket)
 		else
 			hi = mid;
 	}
-	return (lo ? lo - 1 : 0) + fs->sec->first_chunk[res] - fs->sec->first_chunk[0];
+	return (lo ? lo - 1 : 0) + fs->sec->first_chunk[list] - fs->sec->first_chunk[0];
 }
 
-/* Merges the source's cells of resolution res inside piece pc. */
-static int merge_file_cells(qstate *st, file_source *fs, int res, const piece *pc, char *errmsg)
+/* Merges the source's cells of a chunk list inside piece pc. */
+static int merge_file_cells(qstate *st, file_source *fs, int list, const piece *pc, char *errmsg)
 {
-	if (!fs->sec->chunk_count[res])
+	if (!fs->sec->chunk_count[list])
 		return 0;
+	int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
 	int rc = file_ready(st, fs, errmsg);
 	uint64_t *cells = res == RES_DAY    ? &fs->stats->cells_day
 			  : res == RES_HOUR ? &fs->stats->cells_hour
@@ -1133,8 +1137,8 @@ static int merge_file_cells(qstate *st, file_source *fs, int res, const piece *p
 	piece one = *pc;
 	one.res = res;
 	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[res]), hi = floor_div(pc->to, ROLLUP_RES_US[res]);
-	uint32_t end = fs->sec->first_chunk[res] + fs->sec->chunk_count[res] - fs->sec->first_chunk[0];
-	for (uint32_t k = chunk_at(fs, res, lo); k < end && !rc; k++) {
+	uint32_t end = fs->sec->first_chunk[list] + fs->sec->chunk_count[list] - fs->sec->first_chunk[0];
+	for (uint32_t k = chunk_at(fs, list, lo); k < end && !rc; k++) {
 		if (fs->f->chunks[fs->sec->first_chunk[0] + k].first_bucket >= hi)
 			break;
 		if (!(rc = section_chunk(fs->s, fs->f, fs->ti, fs->e, k, st->want_dd || st->want_users,
@@ -1144,15 +1148,14 @@ static int merge_file_cells(qstate *st, file_source *fs, int res, const piece *p
 	return rc;
 }
 
-/* Does the source have day cells for day d? (Days without are composed
- * from their hour cells.) */
-static int file_has_day(qstate *st, file_source *fs, int64_t d, int *has, char *errmsg)
+/* Does the source's list (day cells or day totals) hold day d? */
+static int file_has_day(qstate *st, file_source *fs, int list, int64_t d, int *has, char *errmsg)
 {
 	*has = 0;
-	if (!fs->sec->chunk_count[RES_DAY])
+	if (!fs->sec->chunk_count[list])
 		return 0;
 	int rc = file_ready(st, fs, errmsg);
-	uint32_t k = chunk_at(fs, RES_DAY, d);
+	uint32_t k = chunk_at(fs, list, d);
 	if (!rc)
 		rc = section_chunk(fs->s, fs->f, fs->ti, fs->e, k, st->want_dd || st->want_users, errmsg);
 	if (!rc) {
@@ -1447,20 +1450,23 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 				if (pc->res < 0)
 					continue;
 				if (pc->res != RES_DAY) {
-					rc = merge_file_cells(&st, &fs, pc->res, pc, errmsg);
+					rc = merge_file_cells(&st, &fs, pc->res, pc, errmsg); /* list == res */
 					continue;
 				}
-				/* A day without day cells in this file is composed from
-				 * its hour cells (rollup.h: ROLLUP_DAY_COMPOSE_MAX). */
+				/* Per day: its total (ungrouped queries), else its day
+				 * cells, else its hour cells (days with few hour cells
+				 * store no day cells: ROLLUP_DAY_COMPOSE_MAX). */
 				int64_t d0 = floor_div(pc->from, ROLLUP_DAY_US);
 				int64_t d1 = floor_div(pc->to, ROLLUP_DAY_US);
 				for (int64_t d = d0; d < d1 && !rc; d++) {
-					int has_day;
-					if ((rc = file_has_day(&st, &fs, d, &has_day, errmsg)))
+					int has = 0, list = LIST_DAY_TOTAL;
+					if (st.ungrouped && (rc = file_has_day(&st, &fs, list, d, &has, errmsg)))
+						break;
+					if (!has && (rc = file_has_day(&st, &fs, list = LIST_DAY, d, &has, errmsg)))
 						break;
 					piece one = {d * ROLLUP_DAY_US, (d + 1) * ROLLUP_DAY_US, pc->bucket,
-						     has_day ? RES_DAY : RES_HOUR};
-					rc = merge_file_cells(&st, &fs, one.res, &one, errmsg);
+						     RES_DAY};
+					rc = merge_file_cells(&st, &fs, has ? list : LIST_HOUR, &one, errmsg);
 				}
 			}
 			source_groups_free(&fs.sg);

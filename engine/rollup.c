@@ -736,9 +736,9 @@ out:
 	return err;
 }
 
-static int chunk_add(rollup_encoded *e, int res, int64_t first_bucket, uint32_t cells, size_t offset)
+static int chunk_add(rollup_encoded *e, int list, int64_t first_bucket, uint32_t cells, size_t offset)
 {
-	uint32_t total = e->chunk_count[0] + e->chunk_count[1] + e->chunk_count[2];
+	uint32_t total = e->chunk_count[0] + e->chunk_count[1] + e->chunk_count[2] + e->chunk_count[3];
 	if (total == e->chunk_capacity) {
 		uint32_t capacity = e->chunk_capacity ? e->chunk_capacity * 2 : 8;
 		rollup_chunk_out *chunks = realloc(e->chunks, sizeof(*chunks) * capacity);
@@ -747,9 +747,9 @@ static int chunk_add(rollup_encoded *e, int res, int64_t first_bucket, uint32_t 
 		e->chunks = chunks;
 		e->chunk_capacity = capacity;
 	}
-	e->chunks[total] = (rollup_chunk_out){res, first_bucket, cells, offset, e->data.size - offset};
-	e->chunk_count[res]++;
-	e->cells[res] += cells;
+	e->chunks[total] = (rollup_chunk_out){list, first_bucket, cells, offset, e->data.size - offset};
+	e->chunk_count[list]++;
+	e->cells[list] += cells;
 	return 0;
 }
 
@@ -809,21 +809,37 @@ int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *c
 	bytebuf_free(&table);
 	e->group_count = used;
 	/* Chunks: runs of whole days (whole buckets for days) of at least
-	 * ROLLUP_CHUNK_CELLS cells, so a query decodes only the days it reads. */
-	for (int res = 0; res < RES_COUNT && !err; res++) {
-		const rollup_cell **cells = order[res];
-		qsort_r(cells, n[res], sizeof(*cells), cell_renumbered_compare, renumber);
-		for (uint32_t i = 0; i < n[res] && !err;) {
+	 * ROLLUP_CHUNK_CELLS cells, so a query decodes only the days it reads;
+	 * day totals in a list of their own. */
+	const rollup_cell **totals = NULL;
+	uint32_t total_count = 0, group_count = 0;
+	if (!err && !(totals = malloc(sizeof(*totals) * ((size_t)n[RES_DAY] + 1))))
+		err = -ENOMEM;
+	for (uint32_t i = 0; i < n[RES_DAY] && !err; i++) {
+		if (order[RES_DAY][i]->group == ROLLUP_GROUP_ALL)
+			totals[total_count++] = order[RES_DAY][i];
+		else
+			order[RES_DAY][group_count++] = order[RES_DAY][i];
+	}
+	for (int list = 0; list < LIST_COUNT && !err; list++) {
+		int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
+		const rollup_cell **cells = list == LIST_DAY_TOTAL ? totals : order[res];
+		uint32_t count = list == LIST_DAY_TOTAL ? total_count
+				 : list == LIST_DAY	   ? group_count
+							   : n[res];
+		qsort_r(cells, count, sizeof(*cells), cell_renumbered_compare, renumber);
+		for (uint32_t i = 0; i < count && !err;) {
 			uint32_t j = i + 1;
-			while (j < n[res] && (j - i < ROLLUP_CHUNK_CELLS ||
-					      cut_unit(res, cells[j]->bucket) == cut_unit(res, cells[j - 1]->bucket)))
+			while (j < count && (j - i < ROLLUP_CHUNK_CELLS ||
+					     cut_unit(res, cells[j]->bucket) == cut_unit(res, cells[j - 1]->bucket)))
 				j++;
 			size_t offset = e->data.size;
 			if (!(err = encode_chunk(cells + i, j - i, renumber, remap, &e->data)))
-				err = chunk_add(e, res, cells[i]->bucket, j - i, offset);
+				err = chunk_add(e, list, cells[i]->bucket, j - i, offset);
 			i = j;
 		}
 	}
+	free(totals);
 out:
 	for (int res = 0; res < RES_COUNT; res++)
 		free(order[res]);

@@ -32,6 +32,10 @@
 #include "strdict.h"
 
 enum rollup_res { RES_MINUTE = 0, RES_HOUR = 1, RES_DAY = 2, RES_COUNT = 3 };
+/* Encoded cells come in four chunk lists: minute, hour and day cells of
+ * groups, and the day total cells on their own (an ungrouped query reads a
+ * day's total without decoding its groups). */
+enum rollup_list { LIST_MINUTE = 0, LIST_HOUR = 1, LIST_DAY = 2, LIST_DAY_TOTAL = 3, LIST_COUNT = 4 };
 #define ROLLUP_MINUTE_US (INT64_C(60) * 1000000)
 #define ROLLUP_HOUR_US (INT64_C(3600) * 1000000)
 #define ROLLUP_DAY_US (INT64_C(86400) * 1000000)
@@ -174,7 +178,7 @@ static inline const rollup_cell *rollup_next(const rollup *r, int res, const rol
 /* One encoded chunk: cells of one resolution, whole days of them (whole
  * buckets for days), at data[offset, offset + size). */
 typedef struct rollup_chunk_out {
-	int res;
+	int list;
 	int64_t first_bucket;
 	uint32_t cells;
 	size_t offset;
@@ -186,10 +190,10 @@ typedef struct rollup_encoded {
 	bytebuf groups;               /* the group table block */
 	uint32_t group_count;         /* 0: nothing encoded */
 	bytebuf data;                 /* every chunk block, back to back */
-	rollup_chunk_out *chunks;     /* minute chunks, then hour, then day, each by time */
-	uint32_t chunk_count[RES_COUNT];
+	rollup_chunk_out *chunks;     /* the chunks of each list in list order, each by time */
+	uint32_t chunk_count[LIST_COUNT];
 	uint32_t chunk_capacity;
-	uint32_t cells[RES_COUNT];
+	uint32_t cells[LIST_COUNT];
 } rollup_encoded;
 
 /*

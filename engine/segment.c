@@ -433,8 +433,8 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 		goto out;
 	if (rollup->group_count && (rc = writer_block(w, rollup->groups_raw, rollup->groups_size)))
 		goto out;
-	for (int res = 0, at = 0; res < 3 && !rc; res++) {
-		uint32_t count = rollup->group_count ? rollup->chunk_count[res] : 0;
+	for (int list = 0, at = 0; list < SEG_ROLLUP_LISTS && !rc; list++) {
+		uint32_t count = rollup->group_count ? rollup->chunk_count[list] : 0;
 		if ((rc = varint_append(&w->footer, count)))
 			break;
 		for (uint32_t k = 0; k < count && !rc; k++, at++) {
@@ -689,7 +689,7 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 		if (group_count && (rc = parse_block(f, &fp, &block_end, footer_offset, &t->rollup_groups,
 						     errmsg)))
 			return rc;
-		for (int res = 0; res < 3; res++) {
+		for (int res = 0; res < SEG_ROLLUP_LISTS; res++) {
 			uint64_t chunks;
 			if (fp_varint(&fp, &chunks) || chunks > (uint64_t)(fp.end - fp.p) ||
 			    (chunks && !group_count))

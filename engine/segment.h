@@ -33,6 +33,7 @@
 #define SEGMENT_HEADER_SIZE 32
 #define SEGMENT_TRAILER_SIZE 40
 #define SEGMENT_PATH_SIZE_MAX 4096
+#define SEG_ROLLUP_LISTS 4 /* rollup chunk lists: minute, hour, day, day totals */
 
 typedef struct seg_block {
 	uint64_t offset;
@@ -75,15 +76,15 @@ typedef struct seg_tenant {
 	uint32_t rowgroup_count;
 	seg_block dict;
 	/* Rollup pages of the section's rows (rollup.h): a group table block
-	 * (absent when rollup_group_count is 0) and, per resolution (minute,
-	 * hour, day), chunks [first_chunk, first_chunk + chunk_count) of
-	 * segment_file.chunks, by time. Minute cells are complete for buckets
+	 * (absent when rollup_group_count is 0) and, per chunk list (minute,
+	 * hour, day, day totals), chunks [first_chunk, first_chunk +
+	 * chunk_count) of segment_file.chunks, by time. Minute cells are complete for buckets
 	 * at or after minute_from_us and absent before it (retention). */
 	seg_block rollup_groups;
 	uint32_t rollup_group_count;
-	uint32_t first_chunk[3];
-	uint32_t chunk_count[3];
-	uint32_t rollup_cells[3];
+	uint32_t first_chunk[SEG_ROLLUP_LISTS];
+	uint32_t chunk_count[SEG_ROLLUP_LISTS];
+	uint32_t rollup_cells[SEG_ROLLUP_LISTS];
 	int64_t minute_from_us;
 } seg_tenant;
 
@@ -135,8 +136,8 @@ typedef struct seg_rollup_in {
 	const uint8_t *groups_raw;
 	size_t groups_size;
 	uint32_t group_count;     /* 0: no rollup blocks at all */
-	const seg_chunk_in *chunks; /* minute chunks, then hour, then day */
-	uint32_t chunk_count[3];
+	const seg_chunk_in *chunks; /* the chunks of each list, in list order */
+	uint32_t chunk_count[SEG_ROLLUP_LISTS];
 	int64_t minute_from_us;   /* a whole minute */
 } seg_rollup_in;
 

@@ -899,6 +899,8 @@ static int write_manifest_locked(tally_store *s)
  * already built (a memtable's, with codes recoded by remap); otherwise the
  * rollup is built from the rows (compaction).
  */
+_Static_assert(LIST_COUNT == SEG_ROLLUP_LISTS, "rollup chunk lists and segment lists agree");
+
 static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant_id,
 			      const char *name, const rows *r, const strdict dict[DIM_COUNT],
 			      const rollup *live, const uint32_t *const remap[DIM_COUNT])
@@ -919,7 +921,9 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 	if (!rc)
 		rc = rollup_encode(live, minute_from, remap, &enc);
 	rollup_free(&built);
-	uint32_t total = enc.chunk_count[0] + enc.chunk_count[1] + enc.chunk_count[2];
+	uint32_t total = 0;
+	for (int list = 0; list < LIST_COUNT; list++)
+		total += enc.chunk_count[list];
 	if (!rc && !(chunks = malloc(sizeof(*chunks) * ((size_t)total + 1))))
 		rc = -ENOMEM;
 	if (!rc) {
@@ -931,7 +935,8 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 			.groups_size = enc.groups.size,
 			.group_count = enc.group_count,
 			.chunks = chunks,
-			.chunk_count = {enc.chunk_count[0], enc.chunk_count[1], enc.chunk_count[2]},
+			.chunk_count = {enc.chunk_count[0], enc.chunk_count[1], enc.chunk_count[2],
+					enc.chunk_count[3]},
 			.minute_from_us = minute_from * ROLLUP_MINUTE_US,
 		};
 		rc = segment_writer_add_tenant(w, tenant_id, name, r, dict, &in);
@@ -1968,8 +1973,8 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 			const seg_tenant *st = &f->tenants[ti];
 			if (st->rollup_group_count)
 				out->rollup_bytes += st->rollup_groups.stored_size;
-			for (int res = 0; res < RES_COUNT; res++)
-				out->rollup_cells += st->rollup_cells[res];
+			for (int list = 0; list < LIST_COUNT; list++)
+				out->rollup_cells += st->rollup_cells[list];
 		}
 		for (uint32_t c = 0; c < f->chunk_total; c++)
 			out->rollup_bytes += f->chunks[c].block.stored_size;
