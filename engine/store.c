@@ -1437,7 +1437,12 @@ static int remove_orphans(tally_store *s)
 	do {
 		memset(o, 0, sizeof(*o));
 		o->s = s;
-		if ((rc = s->io->list_dir(s->io, s->segment_dir, collect_orphan, o)))
+		/* collect_orphan stops the listing (returns 1) when its batch of 64
+		 * names is full: that is not an error. */
+		rc = s->io->list_dir(s->io, s->segment_dir, collect_orphan, o);
+		if (rc == 1 && o->more)
+			rc = 0;
+		if (rc)
 			break;
 		for (int i = 0; i < o->count; i++) {
 			char path[PATH_SIZE_MAX + 200];

@@ -327,6 +327,36 @@ Test(store, missing_manifest_with_data_is_refused_not_emptied)
 	cr_expect_eq(access(path, F_OK), 0, "the segment file is still there");
 }
 
+/* Debris of interrupted flushes and compactions is removed at open, in
+ * batches of 64 names: 150 of them (more than two batches) must all go,
+ * and the live file must stay. */
+Test(store, open_removes_more_than_a_batch_of_debris_files)
+{
+	tally_store *s = open_store(0);
+	tally_event e = make_event("keep-me", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	char path[400];
+	for (int i = 0; i < 150; i++) {
+		snprintf(path, sizeof(path), "%s/segments/%016x.seg.tmp", dir, 0x100 + i);
+		FILE *f = fopen(path, "w");
+		cr_assert_not_null(f);
+		fclose(f);
+	}
+	s = open_store(0);
+	for (int i = 0; i < 150; i++) {
+		snprintf(path, sizeof(path), "%s/segments/%016x.seg.tmp", dir, 0x100 + i);
+		cr_expect_neq(access(path, F_OK), 0, "%s was removed", path);
+	}
+	snprintf(path, sizeof(path), "%s/segments/0000000000000001.seg", dir);
+	cr_expect_eq(access(path, F_OK), 0, "the live segment file is still there");
+	collected c = scan_all(s, "acme");
+	cr_expect_eq(c.count, 1);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 Test(store, flush_retires_every_wal_file_it_covered)
 {
 	tally_store *s = open_store(0);
