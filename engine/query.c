@@ -687,7 +687,7 @@ static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int
 	a->count += count;
 	a->tokens_in += tin;
 	a->tokens_out += tout;
-	a->cost += cost;
+	a->cost = rollup_add_wrap(a->cost, cost);
 	a->duration_sum += dsum;
 	if (status >= 0)
 		a->status[status] += count;

@@ -73,6 +73,16 @@ static inline uint64_t rollup_mix64(uint64_t x)
 	return x;
 }
 
+/* Sums of cost_micros wrap modulo 2^64 (two's complement) instead of
+ * overflowing: an event may carry any int64, and a sum that leaves the
+ * int64 range (9.2 million million USD) has no meaning but must not be
+ * undefined behaviour. Token and duration sums are unsigned and wrap the
+ * same way. */
+static inline int64_t rollup_add_wrap(int64_t a, int64_t b)
+{
+	return (int64_t)((uint64_t)a + (uint64_t)b);
+}
+
 typedef struct rollup_group {
 	uint32_t code[ROLLUP_GROUP_DIMS]; /* DIM_TYPE .. DIM_MODEL */
 	uint8_t status;
