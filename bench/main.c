@@ -237,8 +237,9 @@ static int query_main(int argc, char **argv)
 		{"--seed", 0, UINT64_MAX, &seed, false},
 		{"--repeat", 1, BENCH_QUERY_REPEAT_MAX, &repeat, false},
 	};
-	bool json = false, no_compact = false;
-	const switch_flag switches[] = {{"--json", &json}, {"--no-compact", &no_compact}};
+	bool json = false, no_compact = false, warm = false;
+	const switch_flag switches[] = {{"--json", &json}, {"--no-compact", &no_compact},
+					{"--warm", &warm}};
 	const char *data = NULL;
 	int rc = flags_parse(argc, argv, flags, sizeof(flags) / sizeof(flags[0]), switches,
 			     sizeof(switches) / sizeof(switches[0]), &data);
@@ -254,6 +255,7 @@ static int query_main(int argc, char **argv)
 		.seed_given = flags[2].given,
 		.repeat = (uint32_t)repeat,
 		.no_compact = no_compact,
+		.warm = warm,
 		.json = json,
 	};
 	return bench_query_run(&options);

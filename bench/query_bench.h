@@ -23,6 +23,7 @@ typedef struct bench_query_options {
 	bool seed_given;
 	uint32_t repeat;           /* draws per query, 1..BENCH_QUERY_REPEAT_MAX */
 	bool no_compact;           /* fresh DIR: flush but do not compact after the ingest */
+	bool warm;                 /* run each query's draws once untimed first (warm caches) */
 	bool json;                 /* one JSON object on stdout instead of text */
 } bench_query_options;
 
