@@ -73,25 +73,6 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 		if (rc)
 			return rc; /* interned strings without rows are harmless */
 	}
-	rollup_event re = {
-		.time_us = e->time_us,
-		.code = {codes[DIM_TYPE], codes[DIM_PROJECT], codes[DIM_AGENT], codes[DIM_MODEL]},
-		.status = (uint8_t)e->status,
-		.user = e->user.len ? codes[DIM_USER] : ROLLUP_NO_USER,
-		.duration_ms = e->duration_ms,
-		.tokens_in = e->tokens_in,
-		.tokens_out = e->tokens_out,
-		.cost_micros = e->cost_micros,
-	};
-	if (e->user.len) {
-		const rollup *ru = &m->rollup;
-		uint32_t u = codes[DIM_USER];
-		re.user_hash = u < ru->user_hash_count && ru->user_hash[u]
-				       ? ru->user_hash[u]
-				       : sketch_user_hash(e->user.ptr, e->user.len);
-	}
-	if ((rc = rollup_add(&m->rollup, &re)))
-		return rc;
 	for (int d = 0; d < DIM_COUNT; d++)
 		r->dim[d][row] = codes[d];
 	r->time_us[row] = e->time_us;
@@ -178,6 +159,38 @@ int tally_event_equal(const tally_event *a, const tally_event *b)
 	       a->tokens_out == b->tokens_out && a->cost_micros == b->cost_micros;
 }
 
+int memtable_rollup_catch_up(memtable *m)
+{
+	if (m->rollup_failed)
+		return m->rollup_failed;
+	const rows *r = &m->rows;
+	rollup *ru = &m->rollup;
+	int rc = 0;
+	for (; m->rolled < r->count && !rc; m->rolled++) {
+		uint32_t i = m->rolled;
+		uint32_t user = r->dim[DIM_USER][i];
+		tally_str u = strdict_get(&m->dict, user);
+		rollup_event e = {
+			.time_us = r->time_us[i],
+			.code = {r->dim[DIM_TYPE][i], r->dim[DIM_PROJECT][i], r->dim[DIM_AGENT][i],
+				 r->dim[DIM_MODEL][i]},
+			.status = r->status[i],
+			.user = u.len ? user : ROLLUP_NO_USER,
+			.duration_ms = r->duration_ms[i],
+			.tokens_in = r->tokens_in[i],
+			.tokens_out = r->tokens_out[i],
+			.cost_micros = r->cost_micros[i],
+		};
+		if (u.len)
+			e.user_hash = user < ru->user_hash_count && ru->user_hash[user]
+					      ? ru->user_hash[user]
+					      : sketch_user_hash(u.ptr, u.len);
+		if ((rc = rollup_add(ru, &e)))
+			m->rollup_failed = rc; /* the row may be in part of the cells */
+	}
+	return rc;
+}
+
 size_t memtable_bytes(const memtable *m)
 {
 	size_t bytes = rows_bytes(&m->rows);
@@ -203,44 +216,40 @@ void strdict_refs(const strdict dict[DIM_COUNT], const strdict *refs[DIM_COUNT])
 		refs[d] = &dict[d];
 }
 
-void memtable_split_free(rows *view, strdict dict[DIM_COUNT], uint32_t *remap[DIM_COUNT])
+void memtable_split_free(rows *view, strdict dict[DIM_COUNT])
 {
 	for (int d = 0; d < DIM_COUNT; d++) {
 		free(view->dim[d]);
 		view->dim[d] = NULL;
 		strdict_free(&dict[d]);
-		free(remap[d]);
-		remap[d] = NULL;
 	}
 }
 
-int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT],
-		   uint32_t *remap[DIM_COUNT])
+int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT])
 {
 	*view = m->rows;
-	for (int d = 0; d < DIM_COUNT; d++) {
+	for (int d = 0; d < DIM_COUNT; d++)
 		view->dim[d] = NULL;
-		remap[d] = NULL;
-	}
-	int rc = 0;
+	uint32_t *remap = malloc(sizeof(*remap) * ((size_t)m->dict.count + 1));
+	int rc = remap ? 0 : -ENOMEM;
 	for (int d = 0; d < DIM_COUNT && !rc; d++) {
 		view->dim[d] = malloc(sizeof(uint32_t) * ((size_t)m->rows.count + 1));
-		remap[d] = malloc(sizeof(uint32_t) * ((size_t)m->dict.count + 1));
-		if (!view->dim[d] || !remap[d]) {
+		if (!view->dim[d]) {
 			rc = -ENOMEM;
 			break;
 		}
-		memset(remap[d], 0xff, sizeof(uint32_t) * m->dict.count);
+		memset(remap, 0xff, sizeof(*remap) * m->dict.count);
 		for (uint32_t row = 0; row < m->rows.count && !rc; row++) {
 			uint32_t code = m->rows.dim[d][row];
-			if (remap[d][code] == UINT32_MAX) {
+			if (remap[code] == UINT32_MAX) {
 				tally_str str = strdict_get(&m->dict, code);
-				rc = strdict_intern(&dict[d], str.ptr, str.len, &remap[d][code]);
+				rc = strdict_intern(&dict[d], str.ptr, str.len, &remap[code]);
 			}
-			view->dim[d][row] = remap[d][code];
+			view->dim[d][row] = remap[code];
 		}
 	}
+	free(remap);
 	if (rc)
-		memtable_split_free(view, dict, remap);
+		memtable_split_free(view, dict);
 	return rc;
 }

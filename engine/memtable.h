@@ -27,7 +27,9 @@ typedef struct memtable {
 	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
 	int64_t time_min_us;
 	int64_t time_max_us;
-	rollup rollup;         /* the rows' rollup cells, in dict's code space */
+	rollup rollup;         /* cells of rows [0, rolled), in dict's code space */
+	uint32_t rolled;       /* rows added to the rollup (see memtable_rollup_catch_up) */
+	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
 } memtable;
 
 /* A packed id with its hash (dedup_hash). */
@@ -38,11 +40,20 @@ typedef struct packed_id {
 	const uint8_t *bytes;
 } packed_id;
 
-/* Appends one validated event whose id is given packed, and adds it to the
- * memtable's rollup. 0, -ENOMEM or TALLY_E_LIMIT; on failure the rows are
- * unchanged, but the rollup may hold the event in part (the store stops
- * accepting writes: a reopen rebuilds both from the WAL). */
+/* Appends one validated event whose id is given packed. 0, -ENOMEM or
+ * TALLY_E_LIMIT; on failure the memtable is unchanged. */
 int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
+
+/*
+ * Brings the rollup up to date with the rows: adds rows [rolled, count).
+ * Ingest does not touch the rollup (it would cost every event, under the
+ * store lock, for tenants nobody queries); a query catches up the rollup of
+ * the memtables it reads, so it sees every row, and only the rows since the
+ * last query of that tenant cost anything. 0, or -ENOMEM: then the rollup
+ * is marked failed for good (queries of this memtable fail until it is
+ * flushed; a flush builds its pages from the rows).
+ */
+int memtable_rollup_catch_up(memtable *m);
 
 /* Row of the exact id, or -1. */
 int64_t memtable_find(const memtable *m, const packed_id *id);
@@ -72,12 +83,9 @@ void strdict_refs(const strdict dict[DIM_COUNT], const strdict *refs[DIM_COUNT])
  * dimension (dict, which must be empty, is filled) and dimension columns
  * recoded into them (view's dim columns point at new arrays, freed with
  * memtable_split_free; every other column is the memtable's own).
- * remap[d][memtable code] is the new code in dict[d] (UINT32_MAX for codes
- * no row uses in dimension d): the rollup's codes are recoded with it.
  */
-int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT],
-		   uint32_t *remap[DIM_COUNT]);
-void memtable_split_free(rows *view, strdict dict[DIM_COUNT], uint32_t *remap[DIM_COUNT]);
+int memtable_split(const memtable *m, rows *view, strdict dict[DIM_COUNT]);
+void memtable_split_free(rows *view, strdict dict[DIM_COUNT]);
 
 /* Exact payload equality of two events (all fields, id included). */
 int tally_event_equal(const tally_event *a, const tally_event *b);

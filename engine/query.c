@@ -1475,6 +1475,21 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		for (int m = 0; m < 2 && !rc; m++) {
 			if (!tables[m] || !tables[m]->rows.count)
 				continue;
+			/* Ingest leaves the rollup of a memtable behind; the rows
+			 * since this tenant's last query are added now. */
+			size_t before = memtable_bytes(tables[m]);
+			rc = memtable_rollup_catch_up(tables[m]);
+			size_t grown = memtable_bytes(tables[m]) - before;
+			if (m == 1)
+				s->active_bytes += grown;
+			else
+				s->frozen_bytes += grown;
+			if (rc) {
+				snprintf(errmsg, TALLY_ERRMSG_SIZE,
+					 "rollup of the unflushed events of tenant %s: %s", tenant_name,
+					 tally_strerror(rc));
+				break;
+			}
 			const rollup *ru = &tables[m]->rollup;
 			source_groups sg;
 			const strdict *dict[ROLLUP_GROUP_DIMS];

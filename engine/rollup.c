@@ -601,12 +601,6 @@ static int is_heavy_day(const int64_t *days, uint32_t count, int64_t day)
 	return bsearch(&day, days, count, sizeof(*days), int64_compare) != NULL;
 }
 
-static int u32_compare(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /*
  * The cells of res a block stores, sorted by (bucket, group id): minute
  * cells from bucket_from on, day cells of heavy days only, and total cells
@@ -643,16 +637,15 @@ static int select_cells(const rollup *r, int res, int64_t bucket_from, const int
 /* Encodes cells [0, n) (sorted by bucket, then renumbered group) as one
  * chunk block, appended to out. */
 static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint32_t *renumber,
-			const uint32_t *const remap[DIM_COUNT], bytebuf *out)
+			bytebuf *out)
 {
 	uint64_t *u = malloc(sizeof(*u) * ((size_t)n + 1));
 	int64_t *cost = malloc(sizeof(*cost) * ((size_t)n + 1));
 	uint32_t *codes = malloc(sizeof(*codes) * ((size_t)n + 1));
-	uint32_t *user_scratch = malloc(sizeof(*user_scratch) * (USET_EXACT_MAX + 1));
 	bytebuf col[C_COLUMNS];
 	memset(col, 0, sizeof(col));
 	int err = -ENOMEM;
-	if (!u || !cost || !codes || !user_scratch)
+	if (!u || !cost || !codes)
 		goto out;
 	err = 0;
 	/* Scalar columns through the segment column codecs. */
@@ -712,12 +705,6 @@ static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint3
 		if (!err)
 			err = varint_append(&col[C_USERS], (uint64_t)c->user_count * 2 + (c->registers != NULL));
 		const uint32_t *users = cell_users(c);
-		if (remap && c->user_count) { /* recoded, then sorted again */
-			for (uint32_t k = 0; k < c->user_count; k++)
-				user_scratch[k] = remap[DIM_USER][users[k]];
-			qsort(user_scratch, c->user_count, sizeof(*user_scratch), u32_compare);
-			users = user_scratch;
-		}
 		uint32_t prev_user = 0;
 		for (uint32_t k = 0; k < c->user_count && !err; k++) {
 			err = varint_append(&col[C_USERS], users[k] - prev_user);
@@ -738,7 +725,6 @@ out:
 	free(u);
 	free(cost);
 	free(codes);
-	free(user_scratch);
 	return err;
 }
 
@@ -765,10 +751,8 @@ static int64_t cut_unit(int res, int64_t bucket)
 	return res == RES_MINUTE ? floor_div(bucket, 1440) : res == RES_HOUR ? floor_div(bucket, 24) : bucket;
 }
 
-int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *const remap[DIM_COUNT],
-		  rollup_encoded *e)
+int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_encoded *e)
 {
-	static const int group_dims[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
 	memset(e, 0, sizeof(*e));
 	int64_t *days = NULL;
 	uint32_t day_count = 0;
@@ -800,12 +784,8 @@ int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *c
 			if (renumber[g] != UINT32_MAX)
 				continue;
 			renumber[g] = used++;
-			for (int d = 0; d < ROLLUP_GROUP_DIMS && !err; d++) {
-				uint32_t code = r->groups[g].code[d];
-				if (g != ROLLUP_GROUP_ALL && remap)
-					code = remap[group_dims[d]][code];
-				err = varint_append(&table, code);
-			}
+			for (int d = 0; d < ROLLUP_GROUP_DIMS && !err; d++)
+				err = varint_append(&table, r->groups[g].code[d]);
 			if (!err)
 				err = varint_append(&table, r->groups[g].status);
 		}
@@ -840,7 +820,7 @@ int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *c
 					     cut_unit(res, cells[j]->bucket) == cut_unit(res, cells[j - 1]->bucket)))
 				j++;
 			size_t offset = e->data.size;
-			if (!(err = encode_chunk(cells + i, j - i, renumber, remap, &e->data)))
+			if (!(err = encode_chunk(cells + i, j - i, renumber, &e->data)))
 				err = chunk_add(e, list, cells[i]->bucket, j - i, offset);
 			i = j;
 		}

@@ -214,13 +214,9 @@ typedef struct rollup_encoded {
  * minute_bucket_from are left out (retention); day cells are encoded only
  * for days with more than ROLLUP_DAY_COMPOSE_MAX hour cells (queries compose
  * the others from hours); a total cell only where its bucket has two groups
- * or more. remap, when not NULL, recodes dictionary codes: remap[d][code] is
- * the code in the dictionary the blocks will refer to (a memtable's one code
- * space split per dimension at flush). *out is emptied first; free it with
- * rollup_encoded_free.
+ * or more. *out is emptied first; free it with rollup_encoded_free.
  */
-int rollup_encode(const rollup *r, int64_t minute_bucket_from, const uint32_t *const remap[DIM_COUNT],
-		  rollup_encoded *out);
+int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_encoded *out);
 void rollup_encoded_free(rollup_encoded *e);
 
 /* Decodes a group table block; codes must be below dict_count[d] (the total

@@ -894,16 +894,14 @@ static int write_manifest_locked(tally_store *s)
 
 /*
  * Adds a tenant's rows to a segment file being written, with the rollup
- * blocks of those same rows: minute cells from now - the minute retention
- * on, hour and day cells all. live, when not NULL, is the rows' rollup
- * already built (a memtable's, with codes recoded by remap); otherwise the
- * rollup is built from the rows (compaction).
+ * pages built from those same rows (with no lock held: flush and
+ * compaction own their rows): minute cells from now - the minute retention
+ * on, hour and day cells all.
  */
 _Static_assert(LIST_COUNT == SEG_ROLLUP_LISTS, "rollup chunk lists and segment lists agree");
 
 static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant_id,
-			      const char *name, const rows *r, const strdict dict[DIM_COUNT],
-			      const rollup *live, const uint32_t *const remap[DIM_COUNT])
+			      const char *name, const rows *r, const strdict dict[DIM_COUNT])
 {
 	rollup built;
 	memset(&built, 0, sizeof(built));
@@ -912,14 +910,9 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 	seg_chunk_in *chunks = NULL;
 	int64_t minute_from = s->io->now_us(s->io) - s->options.minute_pages_retention_us;
 	minute_from = minute_from / ROLLUP_MINUTE_US - (minute_from % ROLLUP_MINUTE_US < 0);
-	int rc = 0;
-	if (!live) {
-		rc = rollup_from_rows(&built, r, dict);
-		live = &built;
-		remap = NULL;
-	}
+	int rc = rollup_from_rows(&built, r, dict);
 	if (!rc)
-		rc = rollup_encode(live, minute_from, remap, &enc);
+		rc = rollup_encode(&built, minute_from, &enc);
 	rollup_free(&built);
 	uint32_t total = 0;
 	for (int list = 0; list < LIST_COUNT; list++)
@@ -1008,12 +1001,10 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		tenant *t = frozen[i];
 		rows view;
 		strdict dict[DIM_COUNT];
-		uint32_t *remap[DIM_COUNT];
 		memset(dict, 0, sizeof(dict));
-		if (!(rc = memtable_split(t->frozen, &view, dict, remap))) {
-			rc = add_tenant_section(s, w, t->id, t->name, &view, dict, &t->frozen->rollup,
-						(const uint32_t *const *)remap);
-			memtable_split_free(&view, dict, remap);
+		if (!(rc = memtable_split(t->frozen, &view, dict))) {
+			rc = add_tenant_section(s, w, t->id, t->name, &view, dict);
+			memtable_split_free(&view, dict);
 		}
 		if (rc) {
 			snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s",
@@ -1241,7 +1232,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 				rc = gather_tenant(inputs[fi], (uint32_t)ti, &m, &scratch, errmsg);
 		}
 		if (!rc && m.rows.count)
-			rc = add_tenant_section(s, w, tid, tenants[tid]->name, &m.rows, m.dict, NULL, NULL);
+			rc = add_tenant_section(s, w, tid, tenants[tid]->name, &m.rows, m.dict);
 		rows_free(&m.rows);
 		for (int d = 0; d < DIM_COUNT; d++)
 			strdict_free(&m.dict[d]);
