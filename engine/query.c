@@ -45,6 +45,7 @@
 
 #include <xxhash.h>
 
+#include "grow.h"
 #include "rollup.h"
 #include "sketch.h"
 #include "store_internal.h"
@@ -150,21 +151,15 @@ static void section_free(section_cache *e)
 	free(e);
 }
 
+static uint64_t entry_hash(const void *ctx, uint32_t i)
+{
+	const struct query_cache *c = ctx;
+	return section_hash(c->entries[i]->file_id, c->entries[i]->tenant_id);
+}
+
 static int cache_rehash(struct query_cache *c, uint32_t slots)
 {
-	uint32_t *table = calloc(slots, sizeof(*table));
-	if (!table)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < c->count; i++) {
-		uint32_t k = section_hash(c->entries[i]->file_id, c->entries[i]->tenant_id) & (slots - 1);
-		while (table[k])
-			k = (k + 1) & (slots - 1);
-		table[k] = i + 1;
-	}
-	free(c->slots);
-	c->slots = table;
-	c->slot_mask = slots - 1;
-	return 0;
+	return index_rebuild(&c->slots, &c->slot_mask, slots, c->count, entry_hash, c);
 }
 
 static int last_use_compare(const void *a, const void *b)
@@ -241,14 +236,8 @@ static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, secti
 			}
 		}
 	}
-	if (c->count == c->capacity) {
-		uint32_t capacity = c->capacity ? c->capacity * 2 : 64;
-		section_cache **entries = realloc(c->entries, sizeof(*entries) * capacity);
-		if (!entries)
-			return -ENOMEM;
-		c->entries = entries;
-		c->capacity = capacity;
-	}
+	if (grow_for_one((void **)&c->entries, &c->capacity, c->count, 64, sizeof(*c->entries)))
+		return -ENOMEM;
 	if (!c->slot_mask || (c->count + 1) * 2 > c->slot_mask + 1) {
 		int rc = cache_rehash(c, c->slot_mask ? (c->slot_mask + 1) * 2 : 128);
 		if (rc)
@@ -571,6 +560,22 @@ int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tall
 	return 1;
 }
 
+static uint64_t out_group_hash(const void *ctx, uint32_t i)
+{
+	return ((const qstate *)ctx)->groups[i].hash;
+}
+
+static uint64_t acc_key(uint32_t bucket, uint32_t group)
+{
+	return rollup_mix64(((uint64_t)bucket << 32) | group);
+}
+
+static uint64_t acc_hash(const void *ctx, uint32_t i)
+{
+	const acc *a = &((const qstate *)ctx)->accs[i];
+	return acc_key(a->bucket, a->group);
+}
+
 /*
  * The output group of an event or cell with these dimension values (by
  * enum tally_dim), or -1 when a filter rejects it. -ENOMEM as < -1.
@@ -591,21 +596,10 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 			return -ENOMEM;
 	}
 	uint64_t h = XXH3_64bits(st->key.data, st->key.size);
-	if (!st->group_mask || (st->group_count + 1) * 2 > st->group_mask + 1) {
-		uint32_t slots = st->group_mask ? (st->group_mask + 1) * 2 : 64;
-		uint32_t *table = calloc(slots, sizeof(*table));
-		if (!table)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < st->group_count; i++) {
-			uint32_t k = (uint32_t)st->groups[i].hash & (slots - 1);
-			while (table[k])
-				k = (k + 1) & (slots - 1);
-			table[k] = i + 1;
-		}
-		free(st->group_slots);
-		st->group_slots = table;
-		st->group_mask = slots - 1;
-	}
+	if ((!st->group_mask || (st->group_count + 1) * 2 > st->group_mask + 1) &&
+	    index_rebuild(&st->group_slots, &st->group_mask, st->group_mask ? (st->group_mask + 1) * 2 : 64,
+			  st->group_count, out_group_hash, st))
+		return -ENOMEM;
 	uint32_t k = (uint32_t)h & st->group_mask;
 	while (st->group_slots[k]) {
 		const out_group *g = &st->groups[st->group_slots[k] - 1];
@@ -614,14 +608,9 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 			return st->group_slots[k] - 1;
 		k = (k + 1) & st->group_mask;
 	}
-	if (st->group_count == st->group_capacity) {
-		uint32_t capacity = st->group_capacity ? st->group_capacity * 2 : 64;
-		out_group *groups = realloc(st->groups, sizeof(*groups) * capacity);
-		if (!groups)
-			return -ENOMEM;
-		st->groups = groups;
-		st->group_capacity = capacity;
-	}
+	if (grow_for_one((void **)&st->groups, &st->group_capacity, st->group_count, 64,
+			 sizeof(*st->groups)))
+		return -ENOMEM;
 	out_group *g = &st->groups[st->group_count];
 	g->key_offset = (uint32_t)st->keys.size;
 	g->key_size = (uint32_t)st->key.size;
@@ -634,24 +623,11 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 
 static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 {
-	uint64_t key = ((uint64_t)bucket << 32) | group;
-	if (!st->acc_mask || (st->acc_count + 1) * 2 > st->acc_mask + 1) {
-		uint32_t slots = st->acc_mask ? (st->acc_mask + 1) * 2 : 64;
-		uint32_t *table = calloc(slots, sizeof(*table));
-		if (!table)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < st->acc_count; i++) {
-			uint64_t kk = ((uint64_t)st->accs[i].bucket << 32) | st->accs[i].group;
-			uint32_t k = (uint32_t)rollup_mix64(kk) & (slots - 1);
-			while (table[k])
-				k = (k + 1) & (slots - 1);
-			table[k] = i + 1;
-		}
-		free(st->acc_slots);
-		st->acc_slots = table;
-		st->acc_mask = slots - 1;
-	}
-	uint32_t k = (uint32_t)rollup_mix64(key) & st->acc_mask;
+	if ((!st->acc_mask || (st->acc_count + 1) * 2 > st->acc_mask + 1) &&
+	    index_rebuild(&st->acc_slots, &st->acc_mask, st->acc_mask ? (st->acc_mask + 1) * 2 : 64,
+			  st->acc_count, acc_hash, st))
+		return -ENOMEM;
+	uint32_t k = (uint32_t)acc_key(bucket, group) & st->acc_mask;
 	while (st->acc_slots[k]) {
 		acc *a = &st->accs[st->acc_slots[k] - 1];
 		if (a->bucket == bucket && a->group == group) {
@@ -660,14 +636,8 @@ static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 		}
 		k = (k + 1) & st->acc_mask;
 	}
-	if (st->acc_count == st->acc_capacity) {
-		uint32_t capacity = st->acc_capacity ? st->acc_capacity * 2 : 64;
-		acc *accs = realloc(st->accs, sizeof(*accs) * capacity);
-		if (!accs)
-			return -ENOMEM;
-		st->accs = accs;
-		st->acc_capacity = capacity;
-	}
+	if (grow_for_one((void **)&st->accs, &st->acc_capacity, st->acc_count, 64, sizeof(*st->accs)))
+		return -ENOMEM;
 	acc *a = &st->accs[st->acc_count];
 	memset(a, 0, sizeof(*a));
 	a->bucket = bucket;
@@ -892,14 +862,8 @@ static int plan_add(plan *p, int res, int64_t from, int64_t to, uint32_t bucket)
 {
 	if (from >= to)
 		return 0;
-	if (p->count == p->capacity) {
-		uint32_t capacity = p->capacity ? p->capacity * 2 : 64;
-		piece *pieces = realloc(p->pieces, sizeof(*pieces) * capacity);
-		if (!pieces)
-			return -ENOMEM;
-		p->pieces = pieces;
-		p->capacity = capacity;
-	}
+	if (grow_for_one((void **)&p->pieces, &p->capacity, p->count, 64, sizeof(*p->pieces)))
+		return -ENOMEM;
 	p->pieces[p->count++] = (piece){from, to, bucket, res};
 	return 0;
 }

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "rollup.h"
 #include "tally_limits.h"
 
@@ -216,15 +217,10 @@ static int cell_get(rollup *r, int res, int64_t bucket, uint32_t group, rollup_c
 	if (!rc->head_mask || (rc->head_count + 1) * 4 > (rc->head_mask + 1) * 3)
 		if ((err = head_slots_grow(r, rc)))
 			return err;
-	if (rc->count == rc->capacity) {
-		uint32_t capacity = rc->capacity ? rc->capacity * 2 : 16;
-		rollup_cell *cells = realloc(rc->cells, sizeof(*cells) * capacity);
-		if (!cells)
-			return -ENOMEM;
-		r->bytes += sizeof(*cells) * (capacity - rc->capacity);
-		rc->cells = cells;
-		rc->capacity = capacity;
-	}
+	uint32_t had = rc->capacity;
+	if (grow_for_one((void **)&rc->cells, &rc->capacity, rc->count, 16, sizeof(*rc->cells)))
+		return -ENOMEM;
+	r->bytes += sizeof(*rc->cells) * (rc->capacity - had);
 	uint32_t hh = (uint32_t)rollup_mix64((uint64_t)bucket) & rc->head_mask;
 	while (rc->heads[hh] && rc->head_keys[hh] != bucket)
 		hh = (hh + 1) & rc->head_mask;
