@@ -938,19 +938,18 @@ static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenan
 			continue;
 		}
 		int64_t next = k + 1 < tenant->chunk_count[list] ? c[1].first_bucket : INT64_MAX;
-		if (b.cell_count != c->cells || b.cells[0].bucket != c->first_bucket ||
-		    b.cells[b.cell_count - 1].bucket >= next)
+		if (b.cell_count != c->cells || b.bucket[0] != c->first_bucket ||
+		    b.bucket[b.cell_count - 1] >= next)
 			verify_problem(v, "%s offset %" PRIu64 ": %s holds %u cells of buckets %" PRId64
 				       "..%" PRId64 ", the footer says %u from %" PRId64 " (next chunk %" PRId64 ")",
-				       path, c->block.offset, where, b.cell_count, b.cells[0].bucket,
-				       b.cells[b.cell_count - 1].bucket, c->cells, c->first_bucket, next);
-		if ((list == LIST_DAY_TOTAL) != (b.cells[0].group == 0 && has_total) ||
-		    (list == LIST_DAY_TOTAL) != (b.cells[b.cell_count - 1].group == 0 && has_total))
+				       path, c->block.offset, where, b.cell_count, b.bucket[0],
+				       b.bucket[b.cell_count - 1], c->cells, c->first_bucket, next);
+		if ((list == LIST_DAY_TOTAL) != (b.group[0] == 0 && has_total) ||
+		    (list == LIST_DAY_TOTAL) != (b.group[b.cell_count - 1] == 0 && has_total))
 			verify_problem(v, "%s offset %" PRIu64 ": %s mixes total and group cells", path,
 				       c->block.offset, where);
 		for (uint32_t i = 0; i < b.cell_count && *count < room; i++)
-			(*cells)[(*count)++] = (vcell){b.cells[i].bucket, b.cells[i].count,
-						       has_total && b.cells[i].group == 0};
+			(*cells)[(*count)++] = (vcell){b.bucket[i], b.count[i], has_total && b.group[i] == 0};
 		rollup_block_free(&b);
 	}
 	bytebuf_free(&raw);

@@ -351,7 +351,7 @@ static int section_chunk(tally_store *s, const segment_file *f, uint32_t ti, sec
 			rc = rollup_block_decode(raw.data, raw.size, e->groups, e->group_count,
 						 e->dict_count[DIM_USER], b);
 		bytebuf_free(&raw);
-		if (!rc && (b->cell_count != c->cells || b->cells[0].bucket != c->first_bucket)) {
+		if (!rc && (b->cell_count != c->cells || b->bucket[0] != c->first_bucket)) {
 			rollup_block_free(b);
 			rc = TALLY_E_CORRUPT;
 		}
@@ -498,6 +498,28 @@ typedef struct out_group {
 	uint64_t hash;
 } out_group;
 
+/* The users of one cell, kept by value (a decoded block hands out cell
+ * views that do not outlive the merge step): the codes and registers point
+ * into source memory that stays put while the query holds the store lock. */
+typedef struct user_list {
+	int present;
+	uint32_t one;              /* the code when count == 1 */
+	const uint32_t *many;      /* the codes when count > 1 */
+	uint32_t count;
+	const uint8_t *registers;  /* dense cells */
+	const uint64_t *hash;      /* hash by code of the cell's source */
+} user_list;
+
+static user_list user_list_of(const rollup_cell *c, const uint64_t *hash)
+{
+	user_list l = {1, 0, NULL, c->user_count, c->registers, hash};
+	if (c->user_count == 1)
+		l.one = c->users.one;
+	else if (c->user_count > 1)
+		l.many = c->users.many;
+	return l;
+}
+
 typedef struct acc {
 	uint32_t bucket;
 	uint32_t group;
@@ -510,8 +532,7 @@ typedef struct acc {
 	/* Distinct users: the first cell's users are only remembered (most
 	 * buckets of a compacted store get one cell: its count is the answer,
 	 * no hashing); a second contribution hashes both into `users`. */
-	const rollup_cell *deferred;
-	const uint64_t *deferred_hash;
+	user_list deferred;        /* valid while deferred.present */
 	uint32_t contributions;
 	uint64_t distinct;         /* set by acc_resolve_users */
 } acc;
@@ -669,24 +690,69 @@ static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int
  * accumulator each code went into: a user seen in many cells of one
  * bucket is hashed into the set once per source, not once per cell.
  */
-/* Hashes the users of cell c (codes with hashes in user_hash) into a. */
-static int acc_hash_users(qstate *st, acc *a, const rollup_cell *c, const uint64_t *user_hash,
-			  uint32_t *stamp)
+/* Hashes a cell's users into a. */
+static int acc_hash_users(qstate *st, acc *a, const user_list *l, uint32_t *stamp)
 {
-	if (c->registers)
-		return uset_add_registers(&a->users, c->registers);
-	const uint32_t *users = cell_users(c);
+	if (l->registers)
+		return uset_add_registers(&a->users, l->registers);
+	const uint32_t *users = l->count == 1 ? &l->one : l->many;
 	uint32_t mark = (uint32_t)(a - st->accs) + 1;
 	int rc = 0;
-	for (uint32_t k = 0; k < c->user_count && !rc; k++) {
+	for (uint32_t k = 0; k < l->count && !rc; k++) {
 		if (stamp) {
 			if (stamp[users[k]] == mark)
 				continue;
 			stamp[users[k]] = mark;
 		}
-		rc = uset_add(&a->users, user_hash[users[k]]);
+		rc = uset_add(&a->users, l->hash[users[k]]);
 	}
 	return rc;
+}
+
+/* Adds n histogram entries (DD_ENTRY form). */
+static int acc_dd(acc *a, const uint64_t *dd, uint32_t n)
+{
+	dd_acc *d = &a->dd;
+	int rc = 0;
+	for (uint32_t k = 0; k < n && !rc; k++) {
+		uint32_t index = DD_ENTRY_INDEX(dd[k]);
+		uint64_t count = DD_ENTRY_COUNT(dd[k]);
+		if (index >= d->lo && index < d->hi) { /* the usual case, inline */
+			d->counts[index - d->lo] += count;
+			d->total += count;
+		} else {
+			rc = dd_acc_add(d, (uint16_t)index, count);
+		}
+	}
+	return rc;
+}
+
+/* Adds a cell's users: the first contribution is only remembered. */
+static int acc_users(qstate *st, acc *a, const user_list *l, uint32_t *stamp)
+{
+	if (!l->count && !l->registers)
+		return 0;
+	if (a->contributions++ == 0) {
+		a->deferred = *l;
+		return 0;
+	}
+	int rc = 0;
+	if (a->deferred.present) {
+		rc = acc_hash_users(st, a, &a->deferred, NULL);
+		a->deferred.present = 0;
+	}
+	return rc ? rc : acc_hash_users(st, a, l, stamp);
+}
+
+/* Adds the count by status of a total cell (other[k]: status k + 1). */
+static void acc_total_status(acc *a, uint64_t count, const uint64_t other[3])
+{
+	uint64_t sum = 0;
+	for (int k = 0; k < 3; k++) {
+		a->status[k + 1] += other[k];
+		sum += other[k];
+	}
+	a->status[TALLY_STATUS_OK] += count - sum;
 }
 
 static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const uint64_t *user_hash,
@@ -694,41 +760,14 @@ static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const 
 {
 	acc_numbers(a, c->count, c->tokens_in, c->tokens_out, c->cost, c->duration_sum,
 		    c->duration_min, c->duration_max, status == ROLLUP_STATUS_ALL ? -1 : status);
-	if (status == ROLLUP_STATUS_ALL) { /* a total cell: its own count by status */
-		uint64_t other = 0;
-		for (int k = 0; k < 3; k++) {
-			a->status[k + 1] += c->status_other[k];
-			other += c->status_other[k];
-		}
-		a->status[TALLY_STATUS_OK] += c->count - other;
-	}
+	if (status == ROLLUP_STATUS_ALL)
+		acc_total_status(a, c->count, c->status_other);
 	int rc = 0;
-	if (st->want_dd) {
-		const uint64_t *dd = cell_dd(c);
-		dd_acc *d = &a->dd;
-		for (uint32_t k = 0; k < c->dd_count && !rc; k++) {
-			uint32_t index = DD_ENTRY_INDEX(dd[k]);
-			uint64_t count = DD_ENTRY_COUNT(dd[k]);
-			if (index >= d->lo && index < d->hi) { /* the usual case, inline */
-				d->counts[index - d->lo] += count;
-				d->total += count;
-			} else {
-				rc = dd_acc_add(d, (uint16_t)index, count);
-			}
-		}
-	}
-	if (st->want_users && !rc && (c->user_count || c->registers)) {
-		if (a->contributions++ == 0) {
-			a->deferred = c;
-			a->deferred_hash = user_hash;
-			return 0;
-		}
-		if (a->deferred) {
-			rc = acc_hash_users(st, a, a->deferred, a->deferred_hash, NULL);
-			a->deferred = NULL;
-		}
-		if (!rc)
-			rc = acc_hash_users(st, a, c, user_hash, stamp);
+	if (st->want_dd)
+		rc = acc_dd(a, cell_dd(c), c->dd_count);
+	if (st->want_users && !rc) {
+		user_list l = user_list_of(c, user_hash);
+		rc = acc_users(st, a, &l, stamp);
 	}
 	return rc;
 }
@@ -738,11 +777,11 @@ static void acc_resolve_users(qstate *st)
 {
 	for (uint32_t i = 0; i < st->acc_count; i++) {
 		acc *a = &st->accs[i];
-		if (a->deferred) {
-			const rollup_cell *c = a->deferred;
-			a->distinct = c->registers ? (uint64_t)llround(hll_estimate(c->registers))
-						   : c->user_count;
-			a->deferred = NULL;
+		if (a->deferred.present) {
+			a->distinct = a->deferred.registers
+					      ? (uint64_t)llround(hll_estimate(a->deferred.registers))
+					      : a->deferred.count;
+			a->deferred.present = 0;
 		} else {
 			a->distinct = uset_estimate(&a->users);
 		}
@@ -940,10 +979,10 @@ static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT
 	if (st->want_users) {
 		tally_str u = strdict_get(dict[DIM_USER], r->dim[DIM_USER][i]);
 		if (u.len) {
-			if (a->deferred) {
-				if ((err = acc_hash_users(st, a, a->deferred, a->deferred_hash, NULL)))
+			if (a->deferred.present) {
+				if ((err = acc_hash_users(st, a, &a->deferred, NULL)))
 					return err;
-				a->deferred = NULL;
+				a->deferred.present = 0;
 			}
 			a->contributions += 2; /* never deferred from now on */
 			if ((err = uset_add(&a->users, sketch_user_hash(u.ptr, u.len))))
@@ -990,22 +1029,48 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 	int64_t hi = floor_div(pc->to, ROLLUP_RES_US[pc->res]);
 	int has_total = b->group_count && b->groups[0].status == ROLLUP_STATUS_ALL;
 	int rc = 0;
-	for (uint32_t i = rollup_block_lower_bound(b, lo); i < b->cell_count && b->cells[i].bucket < hi && !rc;
+	int sketches = st->want_dd || st->want_users;
+	for (uint32_t i = rollup_block_lower_bound(b, lo); i < b->cell_count && b->bucket[i] < hi && !rc;
 	     i++) {
-		const rollup_cell *c = &b->cells[i];
-		int64_t g = source_group(st, sg, c->group);
+		uint32_t group = b->group[i];
+		int64_t g = source_group(st, sg, group);
 		if (g == -1)
 			continue;
 		if (g < 0)
 			return (int)g;
 		acc *a;
-		if (!(rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
-			rc = acc_cell(st, a, c, sg->groups[c->group].status, user_hash, sg->stamp);
+		if ((rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
+			break;
+		int status = sg->groups[group].status;
 		(*cells)++;
+		/* Straight from the columns: no cell structure is built. */
+		acc_numbers(a, b->count[i], b->tokens_in[i], b->tokens_out[i], b->cost[i],
+			    b->duration_sum[i], b->duration_min[i], b->duration_max[i],
+			    status == ROLLUP_STATUS_ALL ? -1 : status);
+		if (status == ROLLUP_STATUS_ALL)
+			acc_total_status(a, b->count[i], &b->status_other[3 * (size_t)i]);
+		if (sketches) {
+			const uint32_t *ix = b->sketch_index;
+			uint32_t n = b->cell_count;
+			if (st->want_dd)
+				rc = acc_dd(a, b->dd_arena + ix[n + i], ix[i]);
+			if (st->want_users && !rc) {
+				user_list l = {1, 0, NULL, 0, NULL, user_hash};
+				if (ix[2 * n + i] == ROLLUP_DENSE) {
+					l.registers = b->register_arena + (size_t)HLL_REGISTERS * ix[3 * n + i];
+				} else {
+					l.count = ix[2 * n + i];
+					l.many = b->user_arena + ix[3 * n + i];
+					if (l.count == 1)
+						l.one = l.many[0];
+				}
+				rc = acc_users(st, a, &l, sg->stamp);
+			}
+		}
 		/* A total cell (first of its bucket) answers an ungrouped query
 		 * for the whole bucket. */
-		if (has_total && c->group == 0 && st->ungrouped)
-			while (i + 1 < b->cell_count && b->cells[i + 1].bucket == c->bucket)
+		if (has_total && group == 0 && st->ungrouped)
+			while (i + 1 < b->cell_count && b->bucket[i + 1] == b->bucket[i])
 				i++;
 	}
 	return rc;
@@ -1125,7 +1190,7 @@ static int file_has_day(qstate *st, file_source *fs, int list, int64_t d, int *h
 	if (!rc) {
 		const rollup_block *b = &fs->e->chunks[k];
 		uint32_t i = rollup_block_lower_bound(b, d);
-		*has = i < b->cell_count && b->cells[i].bucket == d;
+		*has = i < b->cell_count && b->bucket[i] == d;
 	}
 	return rc;
 }

@@ -911,8 +911,6 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	stream in = {raw, raw + size};
 	uint64_t v, cell_count;
 	uint64_t *u = NULL;
-	int64_t *cost = NULL;
-	uint32_t *codes = NULL;
 	int err = 0;
 	b->groups = groups;
 	b->group_count = group_count;
@@ -929,14 +927,24 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	}
 	CHECK(in.p == in.end);
 	size_t n = (size_t)cell_count;
-	b->cells = calloc(n, sizeof(*b->cells));
+	/* One allocation for every scalar column (the columns are decoded
+	 * straight into them: no per-cell structure to fill). */
+	size_t bytes = n * (sizeof(int64_t) * 2 + sizeof(uint64_t) * 4 + sizeof(uint32_t) * 3);
+	b->block = malloc(bytes);
 	u = malloc(sizeof(*u) * (n + 1));
-	cost = malloc(sizeof(*cost) * (n + 1));
-	codes = malloc(sizeof(*codes) * (n + 1));
-	if (!b->cells || !u || !cost || !codes) {
+	if (!b->block || !u) {
 		err = -ENOMEM;
 		goto fail;
 	}
+	b->bucket = b->block;
+	b->cost = b->bucket + n;
+	b->count = (uint64_t *)(b->cost + n);
+	b->tokens_in = b->count + n;
+	b->tokens_out = b->tokens_in + n;
+	b->duration_sum = b->tokens_out + n;
+	b->group = (uint32_t *)(b->duration_sum + n);
+	b->duration_min = b->group + n;
+	b->duration_max = b->duration_min + n;
 	b->cell_count = (uint32_t)n;
 	CHECK(!codec_u64_decode(s[C_BUCKET].p, stream_size(&s[C_BUCKET]), u, n));
 	int64_t bucket = 0;
@@ -948,63 +956,57 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 			bucket = zigzag_decode(u[0]);
 		}
 		CHECK(bucket >= -ROLLUP_BUCKET_MAX && bucket <= ROLLUP_BUCKET_MAX);
-		b->cells[i].bucket = bucket;
+		b->bucket[i] = bucket;
 	}
-	CHECK(!codec_codes_decode(s[C_GROUP].p, stream_size(&s[C_GROUP]), codes, n));
+	CHECK(!codec_codes_decode(s[C_GROUP].p, stream_size(&s[C_GROUP]), b->group, n));
 	for (size_t i = 0; i < n; i++) {
-		rollup_cell *c = &b->cells[i];
-		CHECK(codes[i] < group_count);
-		c->group = codes[i];
-		CHECK(i == 0 || c->bucket > c[-1].bucket || c->group > c[-1].group);
+		CHECK(b->group[i] < group_count);
+		CHECK(i == 0 || b->bucket[i] > b->bucket[i - 1] || b->group[i] > b->group[i - 1]);
 	}
-#define U64_COLUMN(k, field)                                                    \
-	do {                                                                    \
-		CHECK(!codec_u64_decode(s[k].p, stream_size(&s[k]), u, n));     \
-		for (size_t i = 0; i < n; i++)                                  \
-			b->cells[i].field = u[i];                               \
-	} while (0)
-	U64_COLUMN(C_COUNT, count);
-	U64_COLUMN(C_TIN, tokens_in);
-	U64_COLUMN(C_TOUT, tokens_out);
-	U64_COLUMN(C_DSUM, duration_sum);
-#undef U64_COLUMN
-	CHECK(!codec_i64_decode(s[C_COST].p, stream_size(&s[C_COST]), cost, n));
+	CHECK(!codec_u64_decode(s[C_COUNT].p, stream_size(&s[C_COUNT]), b->count, n));
+	CHECK(!codec_u64_decode(s[C_TIN].p, stream_size(&s[C_TIN]), b->tokens_in, n));
+	CHECK(!codec_u64_decode(s[C_TOUT].p, stream_size(&s[C_TOUT]), b->tokens_out, n));
+	CHECK(!codec_u64_decode(s[C_DSUM].p, stream_size(&s[C_DSUM]), b->duration_sum, n));
+	CHECK(!codec_i64_decode(s[C_COST].p, stream_size(&s[C_COST]), b->cost, n));
 	size_t multi = 0;
 	for (size_t i = 0; i < n; i++) {
-		rollup_cell *c = &b->cells[i];
-		c->cost = cost[i];
-		CHECK(c->count >= 1);
-		multi += c->count > 1;
-		if (c->count == 1) {
-			CHECK(c->duration_sum <= UINT32_MAX);
-			c->duration_min = c->duration_max = (uint32_t)c->duration_sum;
-			c->dd_count = 1;
-			c->dd.one = DD_ENTRY(dd_index((uint32_t)c->duration_sum), 1);
+		CHECK(b->count[i] >= 1);
+		multi += b->count[i] > 1;
+		if (b->count[i] == 1) { /* its min and max are its sum */
+			CHECK(b->duration_sum[i] <= UINT32_MAX);
+			b->duration_min[i] = b->duration_max[i] = (uint32_t)b->duration_sum[i];
 		}
 	}
 	CHECK(!codec_u64_decode(s[C_DMIN].p, stream_size(&s[C_DMIN]), u, multi));
 	for (size_t i = 0, m = 0; i < n; i++)
-		if (b->cells[i].count > 1) {
+		if (b->count[i] > 1) {
 			CHECK(u[m] <= UINT32_MAX);
-			b->cells[i].duration_min = (uint32_t)u[m++];
+			b->duration_min[i] = (uint32_t)u[m++];
 		}
 	CHECK(!codec_u64_decode(s[C_DSPAN].p, stream_size(&s[C_DSPAN]), u, multi));
 	for (size_t i = 0, m = 0; i < n; i++)
-		if (b->cells[i].count > 1) {
-			CHECK(u[m] <= UINT32_MAX - b->cells[i].duration_min);
-			b->cells[i].duration_max = b->cells[i].duration_min + (uint32_t)u[m++];
+		if (b->count[i] > 1) {
+			CHECK(u[m] <= UINT32_MAX - b->duration_min[i]);
+			b->duration_max[i] = b->duration_min[i] + (uint32_t)u[m++];
 		}
-	/* Status counts of the total cells. */
+	/* Status counts of the total cells (group 0 when it is the total). */
 	int has_all = group_count && b->groups[0].status == ROLLUP_STATUS_ALL;
+	size_t totals = 0;
+	for (size_t i = 0; i < n && has_all; i++)
+		totals += b->group[i] == 0;
+	if (totals && !(b->status_other = malloc(sizeof(uint64_t) * 3 * n))) {
+		err = -ENOMEM;
+		goto fail;
+	}
 	stream st_all = s[C_ALLSTATUS];
-	for (size_t i = 0; i < n && has_all; i++) {
-		rollup_cell *c = &b->cells[i];
-		if (c->group != 0)
+	for (size_t i = 0; i < n && totals; i++) {
+		if (b->group[i] != 0)
 			continue;
 		uint64_t other = 0;
 		for (int k = 0; k < 3; k++) {
-			CHECK(!sv(&st_all, &c->status_other[k]) && c->status_other[k] <= c->count - other);
-			other += c->status_other[k];
+			uint64_t *x = &b->status_other[3 * i + (size_t)k];
+			CHECK(!sv(&st_all, x) && *x <= b->count[i] - other);
+			other += *x;
 		}
 	}
 	CHECK(st_all.p == st_all.end);
@@ -1023,15 +1025,11 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	memcpy(b->sketch_raw + b->hist_size, s[C_USERS].p, b->users_size);
 	memcpy(b->sketch_raw + b->hist_size + b->users_size, s[C_DENSE].p, b->dense_size);
 	b->user_limit = user_limit;
-	b->bytes = sizeof(*b->cells) * n + keep;
+	b->bytes = bytes + keep + (totals ? sizeof(uint64_t) * 3 * n : 0);
 	free(u);
-	free(cost);
-	free(codes);
 	return 0;
 fail:
 	free(u);
-	free(cost);
-	free(codes);
 	rollup_block_free(b);
 	return err;
 }
@@ -1043,34 +1041,42 @@ int rollup_block_sketches(rollup_block *b)
 	size_t n = b->cell_count;
 	uint64_t v;
 	int err = 0;
+	b->sketch_index = malloc(sizeof(uint32_t) * 4 * (n + 1));
+	if (!b->sketch_index)
+		return -ENOMEM;
+	uint32_t *dd_count = b->sketch_index, *dd_at = dd_count + n, *user_count = dd_at + n,
+		 *user_at = user_count + n;
 	/* Pass 1 over the varint streams: sizes of the arenas. */
 	stream hist = {b->sketch_raw, b->sketch_raw + b->hist_size};
 	stream users = {hist.end, hist.end + b->users_size};
 	const uint8_t *dense = users.end;
 	size_t dd_total = 0, user_total = 0, dense_total = 0;
 	for (size_t i = 0; i < n; i++) {
-		rollup_cell *c = &b->cells[i];
-		if (c->count > 1) {
-			uint64_t entries;
+		uint64_t entries = 1;
+		if (b->count[i] > 1) {
 			CHECK(!sv(&hist, &entries) && entries >= 1 && entries <= DD_INDEX_MAX);
-			c->dd_count = (uint32_t)entries;
-			if (entries > 1)
-				dd_total += entries;
 			for (uint64_t k = 0; k < 2 * entries; k++)
 				CHECK(!sv(&hist, &v));
 		}
-		CHECK(!sv(&users, &v) && v / 2 <= USET_EXACT_MAX && v / 2 <= c->count);
+		dd_count[i] = (uint32_t)entries;
+		dd_at[i] = (uint32_t)dd_total;
+		dd_total += entries;
+		CHECK(!sv(&users, &v) && v / 2 <= USET_EXACT_MAX && v / 2 <= b->count[i]);
 		CHECK(!(v & 1) || v / 2 == 0);
-		c->user_count = (uint32_t)(v / 2);
-		if (v & 1)
+		user_count[i] = (uint32_t)(v / 2);
+		user_at[i] = (v & 1) ? (uint32_t)dense_total : (uint32_t)user_total;
+		if (v & 1) {
 			dense_total++;
-		if (c->user_count > 1)
-			user_total += c->user_count;
-		for (uint32_t k = 0; k < c->user_count; k++)
+			user_count[i] = ROLLUP_DENSE;
+		}
+		uint64_t codes = v / 2;
+		user_total += codes;
+		for (uint64_t k = 0; k < codes; k++)
 			CHECK(!sv(&users, &v));
 	}
 	CHECK(hist.p == hist.end && users.p == users.end);
 	CHECK(b->dense_size == dense_total * HLL_REGISTERS);
+	CHECK(dd_total <= UINT32_MAX && user_total <= UINT32_MAX);
 	b->dd_arena = malloc(sizeof(uint64_t) * (dd_total + 1));
 	b->user_arena = malloc(sizeof(uint32_t) * (user_total + 1));
 	b->register_arena = dense_total ? malloc(dense_total * HLL_REGISTERS) : NULL;
@@ -1080,18 +1086,14 @@ int rollup_block_sketches(rollup_block *b)
 	}
 	if (dense_total)
 		memcpy(b->register_arena, dense, dense_total * HLL_REGISTERS);
-	b->bytes += sizeof(uint64_t) * dd_total + sizeof(uint32_t) * user_total +
-		    dense_total * HLL_REGISTERS;
-	/* Pass 2: histograms, users and registers into place. */
+	/* Pass 2: histograms and users into place. */
 	hist = (stream){b->sketch_raw, b->sketch_raw + b->hist_size};
 	users = (stream){hist.end, hist.end + b->users_size};
-	size_t dd_at = 0, user_at = 0, dense_at = 0;
 	for (size_t i = 0; i < n; i++) {
-		rollup_cell *c = &b->cells[i];
-		if (c->count > 1) {
+		uint64_t *dd = b->dd_arena + dd_at[i];
+		if (b->count[i] > 1) {
 			uint64_t entries, step, count, total = 0, index = 0;
 			sv(&hist, &entries);
-			uint64_t *dd = entries > 1 ? b->dd_arena + dd_at : &c->dd.one;
 			for (uint64_t k = 0; k < entries; k++) {
 				sv(&hist, &step);
 				sv(&hist, &count);
@@ -1102,35 +1104,31 @@ int rollup_block_sketches(rollup_block *b)
 				dd[k] = DD_ENTRY(index, count);
 				total += count;
 			}
-			CHECK(total == c->count);
-			if (entries > 1) {
-				c->dd.many = b->dd_arena + dd_at;
-				dd_at += entries;
-			}
+			CHECK(total == b->count[i]);
+		} else {
+			dd[0] = DD_ENTRY(dd_index((uint32_t)b->duration_sum[i]), 1);
 		}
 		uint64_t flag, code = 0;
 		sv(&users, &flag);
-		uint32_t *ucodes = c->user_count > 1 ? b->user_arena + user_at : &c->users.one;
-		for (uint32_t k = 0; k < c->user_count; k++) {
+		uint32_t *ucodes = b->user_arena + (flag & 1 ? 0 : user_at[i]);
+		for (uint64_t k = 0; k < flag / 2; k++) {
 			sv(&users, &v);
 			CHECK(k == 0 || v > 0);
 			code += v;
 			CHECK(code < b->user_limit);
 			ucodes[k] = (uint32_t)code;
 		}
-		if (c->user_count > 1) {
-			c->users.many = b->user_arena + user_at;
-			user_at += c->user_count;
-		}
-		if (flag & 1)
-			c->registers = b->register_arena + HLL_REGISTERS * dense_at++;
 	}
+	b->bytes += sizeof(uint32_t) * 4 * (n + 1) + sizeof(uint64_t) * dd_total +
+		    sizeof(uint32_t) * user_total + dense_total * HLL_REGISTERS;
 	b->sketches = 1;
 	return 0;
 fail:
+	free(b->sketch_index);
 	free(b->dd_arena);
 	free(b->user_arena);
 	free(b->register_arena);
+	b->sketch_index = NULL;
 	b->dd_arena = NULL;
 	b->user_arena = NULL;
 	b->register_arena = NULL;
@@ -1140,7 +1138,9 @@ fail:
 void rollup_block_free(rollup_block *b)
 {
 	free(b->sketch_raw);
-	free(b->cells);
+	free(b->block);
+	free(b->status_other);
+	free(b->sketch_index);
 	free(b->dd_arena);
 	free(b->user_arena);
 	free(b->register_arena);
@@ -1152,7 +1152,7 @@ uint32_t rollup_block_lower_bound(const rollup_block *b, int64_t bucket)
 	uint32_t lo = 0, hi = b->cell_count;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		if (b->cells[mid].bucket < bucket)
+		if (b->bucket[mid] < bucket)
 			lo = mid + 1;
 		else
 			hi = mid;

@@ -225,21 +225,38 @@ void rollup_encoded_free(rollup_encoded *e);
 int rollup_groups_decode(const uint8_t *raw, size_t size, const uint32_t dict_count[DIM_COUNT],
 			 rollup_group **out, uint32_t *count);
 
-/* A decoded chunk block: cells sorted by (bucket, group). */
+/* A decoded chunk block, by column: cell i is (bucket[i], group[i], ...),
+ * sorted by (bucket, group). After rollup_block_sketches, sketch_index holds
+ * four arrays of cell_count entries: histogram entry count, its first entry
+ * in dd_arena, user count (ROLLUP_DENSE for a dense cell), and its first
+ * code in user_arena (for a dense cell: its register set in register_arena). */
+#define ROLLUP_DENSE UINT32_MAX /* sketch_index user count of a dense cell */
 typedef struct rollup_block {
 	const rollup_group *groups; /* the section's group table (not owned) */
 	uint32_t group_count;
-	rollup_cell *cells;
 	uint32_t cell_count;
+	int64_t *bucket;
+	int64_t *cost;
+	uint64_t *count;
+	uint64_t *tokens_in;
+	uint64_t *tokens_out;
+	uint64_t *duration_sum;
+	uint32_t *group;
+	uint32_t *duration_min;
+	uint32_t *duration_max;
+	uint64_t *status_other;  /* 3 per cell when the block holds total cells, else NULL */
+	void *block;             /* the one allocation behind the columns above */
+	size_t bytes;
+	int sketches;            /* histograms, users and registers decoded */
+	uint32_t *sketch_index;  /* per cell: dd count, dd at, user count (or ROLLUP_DENSE), user/register at */
 	uint64_t *dd_arena;
 	uint32_t *user_arena;
 	uint8_t *register_arena;
-	size_t bytes;
-	int sketches;          /* histograms, users and registers decoded */
-	uint8_t *sketch_raw;   /* their columns, kept until then */
+	uint8_t *sketch_raw;     /* their columns, kept until then */
 	size_t hist_size, users_size, dense_size;
-	uint32_t user_limit;   /* user codes must be below this */
+	uint32_t user_limit;     /* user codes must be below this */
 } rollup_block;
+
 
 /*
  * Decodes a raw chunk block: the scalar aggregates of every cell (count-1

@@ -1160,7 +1160,7 @@ static bool result_matches(const tally_result *res, rowset *exp, const tally_que
 			if (exp->rows[i].distinct_users > USER_EXACT_MAX)
 				estimated = true;
 	if (!estimated) {
-		if (q->order_by_agg)
+		if (q->order_by_agg && exp->count)
 			qsort_r(exp->rows, exp->count, sizeof(tally_row), row_order_cmp, (void *)q);
 		for (size_t i = 0; i < want; i++) {
 			if (!row_matches(&res->rows[i], &exp->rows[i], q, why, sizeof(why))) {
