@@ -1041,62 +1041,37 @@ int rollup_block_sketches(rollup_block *b)
 	size_t n = b->cell_count;
 	uint64_t v;
 	int err = 0;
+	/* One pass. The arenas are sized from the streams: a histogram entry
+	 * takes at least two bytes of the hist stream (cells of count 1 take
+	 * none, one entry each), a user code at least one byte of the users
+	 * stream, and the dense stream is whole register sets. */
+	size_t dd_room = b->hist_size / 2 + n, user_room = b->users_size;
+	size_t dense_total = b->dense_size / HLL_REGISTERS;
 	b->sketch_index = malloc(sizeof(uint32_t) * 4 * (n + 1));
-	if (!b->sketch_index)
-		return -ENOMEM;
-	uint32_t *dd_count = b->sketch_index, *dd_at = dd_count + n, *user_count = dd_at + n,
-		 *user_at = user_count + n;
-	/* Pass 1 over the varint streams: sizes of the arenas. */
-	stream hist = {b->sketch_raw, b->sketch_raw + b->hist_size};
-	stream users = {hist.end, hist.end + b->users_size};
-	const uint8_t *dense = users.end;
-	size_t dd_total = 0, user_total = 0, dense_total = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t entries = 1;
-		if (b->count[i] > 1) {
-			CHECK(!sv(&hist, &entries) && entries >= 1 && entries <= DD_INDEX_MAX);
-			for (uint64_t k = 0; k < 2 * entries; k++)
-				CHECK(!sv(&hist, &v));
-		}
-		dd_count[i] = (uint32_t)entries;
-		dd_at[i] = (uint32_t)dd_total;
-		dd_total += entries;
-		CHECK(!sv(&users, &v) && v / 2 <= USET_EXACT_MAX && v / 2 <= b->count[i]);
-		CHECK(!(v & 1) || v / 2 == 0);
-		user_count[i] = (uint32_t)(v / 2);
-		user_at[i] = (v & 1) ? (uint32_t)dense_total : (uint32_t)user_total;
-		if (v & 1) {
-			dense_total++;
-			user_count[i] = ROLLUP_DENSE;
-		}
-		uint64_t codes = v / 2;
-		user_total += codes;
-		for (uint64_t k = 0; k < codes; k++)
-			CHECK(!sv(&users, &v));
-	}
-	CHECK(hist.p == hist.end && users.p == users.end);
-	CHECK(b->dense_size == dense_total * HLL_REGISTERS);
-	CHECK(dd_total <= UINT32_MAX && user_total <= UINT32_MAX);
-	b->dd_arena = malloc(sizeof(uint64_t) * (dd_total + 1));
-	b->user_arena = malloc(sizeof(uint32_t) * (user_total + 1));
+	b->dd_arena = malloc(sizeof(uint64_t) * (dd_room + 1));
+	b->user_arena = malloc(sizeof(uint32_t) * (user_room + 1));
 	b->register_arena = dense_total ? malloc(dense_total * HLL_REGISTERS) : NULL;
-	if (!b->dd_arena || !b->user_arena || (dense_total && !b->register_arena)) {
+	if (!b->sketch_index || !b->dd_arena || !b->user_arena || (dense_total && !b->register_arena)) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	if (dense_total)
-		memcpy(b->register_arena, dense, dense_total * HLL_REGISTERS);
-	/* Pass 2: histograms and users into place. */
-	hist = (stream){b->sketch_raw, b->sketch_raw + b->hist_size};
-	users = (stream){hist.end, hist.end + b->users_size};
+	CHECK(b->dense_size == dense_total * HLL_REGISTERS);
+	CHECK(dd_room <= UINT32_MAX && user_room <= UINT32_MAX);
+	uint32_t *dd_count = b->sketch_index, *dd_at = dd_count + n, *user_count = dd_at + n,
+		 *user_at = user_count + n;
+	stream hist = {b->sketch_raw, b->sketch_raw + b->hist_size};
+	stream users = {hist.end, hist.end + b->users_size};
+	const uint8_t *dense = users.end;
+	size_t dd_total = 0, user_total = 0, dense_seen = 0;
 	for (size_t i = 0; i < n; i++) {
-		uint64_t *dd = b->dd_arena + dd_at[i];
+		uint64_t *dd = b->dd_arena + dd_total;
+		uint64_t entries = 1;
 		if (b->count[i] > 1) {
-			uint64_t entries, step, count, total = 0, index = 0;
-			sv(&hist, &entries);
+			uint64_t step, count, total = 0, index = 0;
+			CHECK(!sv(&hist, &entries) && entries >= 1 && entries <= DD_INDEX_MAX &&
+			      entries <= dd_room - dd_total);
 			for (uint64_t k = 0; k < entries; k++) {
-				sv(&hist, &step);
-				sv(&hist, &count);
+				CHECK(!sv(&hist, &step) && !sv(&hist, &count));
 				CHECK((k == 0 || step > 0) && step < DD_INDEX_MAX && count >= 1 &&
 				      count < (UINT64_C(1) << 48));
 				index += step;
@@ -1106,21 +1081,39 @@ int rollup_block_sketches(rollup_block *b)
 			}
 			CHECK(total == b->count[i]);
 		} else {
+			CHECK(dd_total < dd_room);
 			dd[0] = DD_ENTRY(dd_index((uint32_t)b->duration_sum[i]), 1);
 		}
-		uint64_t flag, code = 0;
-		sv(&users, &flag);
-		uint32_t *ucodes = b->user_arena + (flag & 1 ? 0 : user_at[i]);
-		for (uint64_t k = 0; k < flag / 2; k++) {
-			sv(&users, &v);
-			CHECK(k == 0 || v > 0);
+		dd_count[i] = (uint32_t)entries;
+		dd_at[i] = (uint32_t)dd_total;
+		dd_total += entries;
+		uint64_t flag;
+		CHECK(!sv(&users, &flag) && flag / 2 <= USET_EXACT_MAX && flag / 2 <= b->count[i]);
+		CHECK(!(flag & 1) || flag / 2 == 0);
+		if (flag & 1) {
+			CHECK(dense_seen < dense_total);
+			user_count[i] = ROLLUP_DENSE;
+			user_at[i] = (uint32_t)dense_seen++;
+			continue;
+		}
+		uint64_t codes = flag / 2, code = 0;
+		CHECK(codes <= user_room - user_total);
+		uint32_t *ucodes = b->user_arena + user_total;
+		for (uint64_t k = 0; k < codes; k++) {
+			CHECK(!sv(&users, &v) && (k == 0 || v > 0));
 			code += v;
 			CHECK(code < b->user_limit);
 			ucodes[k] = (uint32_t)code;
 		}
+		user_count[i] = (uint32_t)codes;
+		user_at[i] = (uint32_t)user_total;
+		user_total += codes;
 	}
-	b->bytes += sizeof(uint32_t) * 4 * (n + 1) + sizeof(uint64_t) * dd_total +
-		    sizeof(uint32_t) * user_total + dense_total * HLL_REGISTERS;
+	CHECK(hist.p == hist.end && users.p == users.end && dense_seen == dense_total);
+	if (dense_total)
+		memcpy(b->register_arena, dense, dense_total * HLL_REGISTERS);
+	b->bytes += sizeof(uint32_t) * 4 * (n + 1) + sizeof(uint64_t) * dd_room +
+		    sizeof(uint32_t) * user_room + dense_total * HLL_REGISTERS;
 	b->sketches = 1;
 	return 0;
 fail:
