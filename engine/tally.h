@@ -253,6 +253,7 @@ int tally_store_stats(tally_store *store, tally_stats *stats);
 /* ---- Queries (rollup pages; docs/queries.md) ---------------------------- */
 
 #define TALLY_QUERY_ROWS_MAX 100000     /* largest limit a query may ask for */
+#define TALLY_QUERY_CELLS_MAX 1000000   /* (bucket, group) rows a query may build before order and limit */
 #define TALLY_QUERY_BUCKETS_MAX 100000  /* time buckets one query may span */
 #define TALLY_QUERY_RANGE_MAX_US (INT64_C(3660) * TALLY_US_PER_DAY) /* the data horizon: 10 years */
 #define TALLY_QUANTILES_MAX 8
@@ -364,8 +365,10 @@ typedef struct tally_result {
  * result. Errors (TALLY_E_INVALID with errmsg explaining: from >= to, range
  * longer than TALLY_QUERY_RANGE_MAX_US, too many buckets, unknown dimension
  * or aggregate, unknown time zone, limit over the maximum, too many
- * filters or values; TALLY_E_TENANT for a bad tenant name) never return a
- * partial result. *out is freed with tally_result_free.
+ * filters or values; TALLY_E_TENANT for a bad tenant name; TALLY_E_LIMIT
+ * when the answer would hold more than TALLY_QUERY_CELLS_MAX (bucket, group)
+ * rows before its order and limit are applied) never return a partial
+ * result. *out is freed with tally_result_free.
  */
 int tally_query_run(tally_store *store, const char *tenant, const tally_query *query,
 		    tally_result **out, char *errmsg);

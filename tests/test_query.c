@@ -2850,3 +2850,68 @@ Test(query, exact_while_background_flushes_and_compacts)
 	env_close(&v);
 	zones_free();
 }
+
+/* Description: a query whose answer would hold more than
+ * TALLY_QUERY_CELLS_MAX (bucket, group) rows before its limit is refused
+ * with TALLY_E_LIMIT and a message (no partial result), and one just under
+ * the bound answers, truncated to its limit. 20 projects x 50,256 minutes:
+ * 1,005,120 rows grouped by project, 954,864 with one project filtered out. */
+Test(query, too_many_result_cells_is_a_limit_error)
+{
+	enum { CELL_PROJECTS = 20, CELL_MINUTES = 50256, CELL_BATCH = 65536 };
+	env v;
+	env_open(&v, "query-cells-max", NOW_US, 0);
+	static char ids[CELL_BATCH][16];
+	static tally_event events[CELL_BATCH];
+	static tally_ingest_result results[CELL_BATCH];
+	static char projects[CELL_PROJECTS][8];
+	for (int p = 0; p < CELL_PROJECTS; p++)
+		snprintf(projects[p], sizeof(projects[p]), "p%02d", p);
+	int64_t start = NOW_US - (int64_t)CELL_MINUTES * MINUTE_US;
+	size_t total = (size_t)CELL_PROJECTS * CELL_MINUTES;
+	for (size_t first = 0; first < total; first += CELL_BATCH) {
+		size_t n = total - first < CELL_BATCH ? total - first : CELL_BATCH;
+		for (size_t k = 0; k < n; k++) {
+			size_t i = first + k;
+			snprintf(ids[k], sizeof(ids[k]), "c%zu", i);
+			memset(&events[k], 0, sizeof(events[k]));
+			events[k].event_id = str_of(ids[k]);
+			events[k].time_us = start + (int64_t)(i / CELL_PROJECTS) * MINUTE_US;
+			events[k].type = str_of("llm.call");
+			events[k].project = str_of(projects[i % CELL_PROJECTS]);
+			events[k].duration_ms = 10;
+		}
+		int rc = tally_ingest(v.store, "acme", events, n, results);
+		cr_assert_eq(rc, 0, "ingest: %s", tally_strerror(rc));
+		for (size_t k = 0; k < n; k++)
+			cr_assert_eq(results[k].code, TALLY_ACCEPTED, "event %zu", first + k);
+	}
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = start;
+	q.to_us = NOW_US + MINUTE_US;
+	q.bucket = TALLY_BUCKET_MINUTE;
+	q.group_by = 1u << TALLY_DIM_PROJECT;
+	tally_result *res = (tally_result *)&v; /* must be reset to NULL */
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_query_run(v.store, "acme", &q, &res, err);
+	cr_expect_eq(rc, TALLY_E_LIMIT, "got %s (%s)", tally_strerror(rc), err);
+	cr_expect_null(res);
+	cr_expect_neq(strstr(err, "1000000"), NULL, "message: %s", err);
+
+	tally_str kept[CELL_PROJECTS - 1];
+	for (int p = 0; p < CELL_PROJECTS - 1; p++)
+		kept[p] = str_of(projects[p]);
+	tally_filter f = {TALLY_DIM_PROJECT, kept, CELL_PROJECTS - 1};
+	q.filters = &f;
+	q.filter_count = 1;
+	err[0] = 0;
+	rc = tally_query_run(v.store, "acme", &q, &res, err);
+	cr_assert_eq(rc, 0, "got %s (%s)", tally_strerror(rc), err);
+	cr_expect_eq(res->row_count, TALLY_QUERY_ROWS_MAX);
+	cr_expect(res->truncated);
+	cr_expect_eq(res->rows[0].bucket_start_us, start - start % MINUTE_US);
+	cr_expect_eq(res->rows[0].count, 1);
+	tally_result_free(res);
+	env_close(&v);
+}
