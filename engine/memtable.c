@@ -159,14 +159,15 @@ int tally_event_equal(const tally_event *a, const tally_event *b)
 	       a->tokens_out == b->tokens_out && a->cost_micros == b->cost_micros;
 }
 
-int memtable_rollup_catch_up(memtable *m)
+int memtable_rollup_catch_up(memtable *m, uint32_t max_rows)
 {
 	if (m->rollup_failed)
 		return m->rollup_failed;
 	const rows *r = &m->rows;
 	rollup *ru = &m->rollup;
 	int rc = 0;
-	for (; m->rolled < r->count && !rc; m->rolled++) {
+	uint32_t end = r->count - m->rolled > max_rows ? m->rolled + max_rows : r->count;
+	for (; m->rolled < end && !rc; m->rolled++) {
 		uint32_t i = m->rolled;
 		uint32_t user = r->dim[DIM_USER][i];
 		tally_str u = strdict_get(&m->dict, user);

@@ -45,7 +45,8 @@ typedef struct packed_id {
 int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
 
 /*
- * Brings the rollup up to date with the rows: adds rows [rolled, count).
+ * Brings the rollup up to date with the rows: adds rows [rolled, count),
+ * at most max_rows of them (UINT32_MAX: all).
  * Ingest does not touch the rollup (it would cost every event, under the
  * store lock, for tenants nobody queries); a query catches up the rollup of
  * the memtables it reads, so it sees every row, and only the rows since the
@@ -53,7 +54,7 @@ int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
  * is marked failed for good (queries of this memtable fail until it is
  * flushed; a flush builds its pages from the rows).
  */
-int memtable_rollup_catch_up(memtable *m);
+int memtable_rollup_catch_up(memtable *m, uint32_t max_rows);
 
 /* Row of the exact id, or -1. */
 int64_t memtable_find(const memtable *m, const packed_id *id);

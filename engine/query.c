@@ -1460,6 +1460,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
+		t->queried = 1; /* the worker now keeps its memtable rollup close behind */
 		/* Minute cells are complete in every source from minute_from on. */
 		int64_t minute_from = INT64_MIN / 2;
 		for (uint32_t fi = 0; fi < s->file_count; fi++) {
@@ -1515,7 +1516,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			/* Ingest leaves the rollup of a memtable behind; the rows
 			 * since this tenant's last query are added now. */
 			size_t before = memtable_bytes(tables[m]);
-			rc = memtable_rollup_catch_up(tables[m]);
+			rc = memtable_rollup_catch_up(tables[m], UINT32_MAX);
 			size_t grown = memtable_bytes(tables[m]) - before;
 			if (m == 1)
 				s->active_bytes += grown;

@@ -1355,6 +1355,29 @@ static void deadline_after_ms(struct timespec *deadline, uint64_t ms)
  * a failure it backs off (100 ms doubling to 10 s) and nothing but closing
  * cuts the backoff short; once the store is sticky it only waits to close.
  */
+/*
+ * Keeps the memtable rollups of tenants that were queried close behind
+ * their rows, ROLLUP_CATCH_UP_SLICE rows per lock hold (ingest gets the
+ * lock between slices), so a dashboard's next query finds only the rows
+ * of the last tick to add. Tenants nobody queried cost nothing.
+ */
+static void catch_up_rollups(tally_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < s->tenant_count && !s->closing && !s->sticky; i++) {
+		tenant *t = s->tenants[i]; /* tenant structs never move */
+		while (t->queried && t->active && !t->active->rollup_failed &&
+		       t->active->rolled < t->active->rows.count && !s->closing) {
+			size_t before = memtable_bytes(t->active);
+			memtable_rollup_catch_up(t->active, ROLLUP_CATCH_UP_SLICE);
+			s->active_bytes += memtable_bytes(t->active) - before;
+			pthread_mutex_unlock(&s->lock);
+			pthread_mutex_lock(&s->lock);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *worker_main(void *arg)
 {
 	tally_store *s = arg;
@@ -1382,6 +1405,7 @@ static void *worker_main(void *arg)
 		if (!rc && want_compact)
 			rc = compact_tiered(s);
 		expire_dedup(s);
+		catch_up_rollups(s);
 		backoff_ms = rc ? (backoff_ms ? backoff_ms * 2 : 100) : 0;
 		if (backoff_ms > 10000)
 			backoff_ms = 10000;

@@ -39,6 +39,7 @@ typedef struct tenant {
 	char name[TALLY_TENANT_SIZE_MAX + 1];
 	memtable *active; /* NULL when empty */
 	memtable *frozen; /* being flushed, NULL otherwise */
+	int queried;      /* a query read it: the worker catches up its memtable rollup */
 	dedup_table dedup;
 } tenant;
 

@@ -29,5 +29,6 @@ enum dim {
 #define DEDUP_DAY_CANDIDATES_MAX 16u         /* fingerprint matches examined per id */
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
+#define ROLLUP_CATCH_UP_SLICE 16384u         /* memtable rows the worker rolls up per store lock hold */
 
 #endif /* TALLY_LIMITS_H */

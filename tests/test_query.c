@@ -2915,3 +2915,76 @@ Test(query, too_many_result_cells_is_a_limit_error)
 	tally_result_free(res);
 	env_close(&v);
 }
+
+/* Description: once a tenant was queried, the background worker keeps its
+ * memtable rollup up to date with new rows (so the next query has little to
+ * add): its live rollup grows without another query; a tenant nobody
+ * queried gets no rollup at all until queried. */
+Test(query, worker_keeps_queried_tenants_rollups_close_behind)
+{
+	env v;
+	memset(&v, 0, sizeof(v));
+	test_dir_make(&v.dir, "query-catch-up");
+	memcpy(live_dir, v.dir.path, sizeof(live_dir));
+	v.fio = fault_io_create();
+	cr_assert_not_null(v.fio);
+	fault_io_clock_set_us(v.fio, NOW_US);
+	tally_options_default(&v.options);
+	v.options.io = fault_io_table(v.fio);
+	v.options.background = true;
+	env_store_open(&v);
+
+	enum { CATCH_UP_EVENTS = 2000 };
+	static char ids[CATCH_UP_EVENTS][16];
+	static tally_event events[CATCH_UP_EVENTS];
+	static tally_ingest_result results[CATCH_UP_EVENTS];
+	for (int i = 0; i < CATCH_UP_EVENTS; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "w%d", i);
+		memset(&events[i], 0, sizeof(events[i]));
+		events[i].event_id = str_of(ids[i]);
+		events[i].time_us = NOW_US - (int64_t)i * SECOND_US;
+		events[i].type = str_of("tool.call");
+		events[i].user = str_of(ids[i]);
+	}
+	/* An unqueried tenant: no rollup is built for it. */
+	cr_assert_eq(tally_ingest(v.store, "quiet", events, CATCH_UP_EVENTS / 2, results), 0);
+	/* The watched tenant: first half, a query, then the second half. */
+	cr_assert_eq(tally_ingest(v.store, "acme", events, CATCH_UP_EVENTS / 2, results), 0);
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = NOW_US - DAY_US;
+	q.to_us = NOW_US + MINUTE_US;
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS / 2);
+	tally_result_free(res);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(v.store, &st), 0);
+	uint64_t after_query = st.rollup_live_bytes;
+	cr_assert_gt(after_query, 0);
+	cr_assert_eq(tally_ingest(v.store, "acme", events + CATCH_UP_EVENTS / 2, CATCH_UP_EVENTS / 2,
+				  results),
+		     0);
+	/* No query now: the worker (a tick is 200 ms) must catch up alone. */
+	uint64_t grown = after_query;
+	for (int wait = 0; wait < 100 && grown == after_query; wait++) {
+		usleep(50 * 1000);
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		grown = st.rollup_live_bytes;
+	}
+	cr_expect_gt(grown, after_query, "the worker added the new rows' cells (%" PRIu64 " bytes before)",
+		     after_query);
+	/* Every live rollup byte belongs to acme: "quiet" was never queried. */
+	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS);
+	tally_result_free(res);
+	cr_assert_eq(tally_store_stats(v.store, &st), 0);
+	uint64_t acme_only = st.rollup_live_bytes;
+	cr_assert_eq(tally_query_run(v.store, "quiet", &q, &res, err), 0, "%s", err);
+	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS / 2);
+	tally_result_free(res);
+	cr_assert_eq(tally_store_stats(v.store, &st), 0);
+	cr_expect_gt(st.rollup_live_bytes, acme_only, "quiet's rollup is built at its first query");
+	env_close(&v);
+}
