@@ -17,7 +17,7 @@ CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wvla -Wno-format-truncation -g $(OPT) \
-           -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -pthread $(EXTRA_CFLAGS)
+           -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -I$(BUILD)/proto -pthread $(EXTRA_CFLAGS)
 LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion
 
@@ -25,23 +25,40 @@ DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
                   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
+PROTO_SRC   := $(sort $(wildcard proto/*.c))
 TOOLS_SRC   := $(sort $(wildcard tools/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 TEST_SRC    := $(sort $(wildcard tests/test_*.c))
 
 ENGINE_OBJ  := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+# proto/tally.proto compiles (protoc-c) to build/proto/tally.pb-c.{c,h}; with
+# proto/*.c it makes libtallyproto.a, the wire side (no engine in it).
+PROTO_GEN   := $(BUILD)/proto/tally.pb-c.c
+PROTO_OBJ   := $(PROTO_GEN:%.c=%.o) $(PROTO_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all check test asan deps run clean
-all: $(BUILD)/libtally.a $(BUILD)/tally $(BUILD)/tally-bench
+all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/tally $(BUILD)/tally-bench
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/proto/tally.pb-c.c $(BUILD)/proto/tally.pb-c.h: proto/tally.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c --c_out=$(BUILD)/proto -Iproto proto/tally.proto
+
+$(BUILD)/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(PROTO_SRC:%.c=$(BUILD)/%.o): $(BUILD)/proto/tally.pb-c.h
+
+$(BUILD)/libtallyproto.a: $(PROTO_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libtally.a: $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
@@ -53,8 +70,10 @@ $(BUILD)/tally: $(TOOLS_OBJ) $(BUILD)/libtally.a
 $(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -ljansson $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtally.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtally.a $(BUILD)/libtallyproto.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) -lprotobuf-c
+
+$(BUILD)/tests/test_proto.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
 test: all $(TEST_BIN)

@@ -1,0 +1,211 @@
+/*
+ * test_proto.c — the wire contract (proto/tally.proto through protobuf-c)
+ * and the framing (proto/frame.h).
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "frame.h"
+#include "tally.pb-c.h"
+
+static uint64_t test_seed(void)
+{
+	const char *env = getenv("SEED");
+	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)clock();
+	fprintf(stderr, "test_proto seed=%llu\n", (unsigned long long)seed);
+	return seed;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* Description: a columnar IngestBatch request packs and unpacks to the
+ * same columns, and an IngestAck response likewise. */
+Test(proto, ingest_batch_and_ack_round_trip)
+{
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	Tally__V1__IngestBatch batch = TALLY__V1__INGEST_BATCH__INIT;
+	Tally__V1__StringColumn ids = TALLY__V1__STRING_COLUMN__INIT;
+	uint32_t id_len[3] = {3, 5, 1};
+	ids.bytes.data = (uint8_t *)"abcdefghi";
+	ids.bytes.len = 9;
+	ids.len = id_len;
+	ids.n_len = 3;
+	int64_t times[3] = {1, -2, INT64_MAX};
+	int64_t cost[3] = {INT64_MIN, 0, 42};
+	batch.event_id = &ids;
+	batch.time_us = times;
+	batch.n_time_us = 3;
+	batch.cost_micros = cost;
+	batch.n_cost_micros = 3;
+	batch.tenant = "acme";
+	req.request_id = 77;
+	req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+	req.ingest = &batch;
+
+	size_t size = tally__v1__request__get_packed_size(&req);
+	uint8_t *buf = malloc(size);
+	cr_assert_eq(tally__v1__request__pack(&req, buf), size);
+	Tally__V1__Request *back = tally__v1__request__unpack(NULL, size, buf);
+	cr_assert_not_null(back);
+	cr_expect_eq(back->request_id, 77);
+	cr_assert_eq(back->body_case, TALLY__V1__REQUEST__BODY_INGEST);
+	cr_expect_str_eq(back->ingest->tenant, "acme");
+	cr_assert_eq(back->ingest->n_time_us, 3);
+	for (int i = 0; i < 3; i++) {
+		cr_expect_eq(back->ingest->time_us[i], times[i]);
+		cr_expect_eq(back->ingest->cost_micros[i], cost[i]);
+		cr_expect_eq(back->ingest->event_id->len[i], id_len[i]);
+	}
+	cr_expect_eq(back->ingest->event_id->bytes.len, 9);
+	cr_expect_eq(memcmp(back->ingest->event_id->bytes.data, "abcdefghi", 9), 0);
+	tally__v1__request__free_unpacked(back, NULL);
+	free(buf);
+
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	Tally__V1__IngestAck ack = TALLY__V1__INGEST_ACK__INIT;
+	Tally__V1__IngestAck__Result results[3] = {TALLY__V1__INGEST_ACK__RESULT__ACCEPTED,
+						   TALLY__V1__INGEST_ACK__RESULT__DUPLICATE,
+						   TALLY__V1__INGEST_ACK__RESULT__REJECTED};
+	uint32_t reasons[3] = {0, 0, 3};
+	ack.result = results;
+	ack.n_result = 3;
+	ack.reason = reasons;
+	ack.n_reason = 3;
+	ack.accepted = 1;
+	ack.duplicate = 1;
+	ack.rejected = 1;
+	resp.request_id = 77;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_INGEST;
+	resp.ingest = &ack;
+	size = tally__v1__response__get_packed_size(&resp);
+	buf = malloc(size);
+	cr_assert_eq(tally__v1__response__pack(&resp, buf), size);
+	Tally__V1__Response *r2 = tally__v1__response__unpack(NULL, size, buf);
+	cr_assert_not_null(r2);
+	cr_assert_eq(r2->body_case, TALLY__V1__RESPONSE__BODY_INGEST);
+	cr_assert_eq(r2->ingest->n_result, 3);
+	cr_expect_eq(r2->ingest->result[2], TALLY__V1__INGEST_ACK__RESULT__REJECTED);
+	cr_expect_eq(r2->ingest->reason[2], 3);
+	cr_expect_eq(r2->ingest->accepted, 1);
+	tally__v1__response__free_unpacked(r2, NULL);
+	free(buf);
+}
+
+/* Description: random bytes never crash the decoder: each attempt either
+ * fails (NULL) or yields a message that packs again. */
+Test(proto, random_bytes_are_refused_or_decoded_never_crash)
+{
+	uint64_t s = test_seed();
+	uint8_t buf[512];
+	int decoded = 0;
+	for (int round = 0; round < 20000; round++) {
+		size_t size = splitmix(&s) % sizeof(buf);
+		for (size_t i = 0; i < size; i++)
+			buf[i] = (uint8_t)splitmix(&s);
+		Tally__V1__Request *req = tally__v1__request__unpack(NULL, size, buf);
+		if (!req)
+			continue;
+		decoded++;
+		size_t again = tally__v1__request__get_packed_size(req);
+		uint8_t *out = malloc(again + 1);
+		cr_assert_eq(tally__v1__request__pack(req, out), again);
+		free(out);
+		tally__v1__request__free_unpacked(req, NULL);
+	}
+	fprintf(stderr, "test_proto: %d of 20000 random buffers decoded\n", decoded);
+}
+
+static void put_frame(uint8_t *out, size_t *at, const char *body)
+{
+	uint32_t n = (uint32_t)strlen(body);
+	frame_header_put(out + *at, n);
+	memcpy(out + *at + FRAME_HEADER_SIZE, body, n);
+	*at += FRAME_HEADER_SIZE + n;
+}
+
+/* Description: frames arrive whole whatever the split of the byte stream
+ * (one byte at a time, or all at once), including an empty frame. */
+Test(proto, frames_survive_any_split)
+{
+	static const char *bodies[4] = {"hello", "", "a longer frame body", "x"};
+	uint8_t stream[128];
+	size_t total = 0;
+	for (int i = 0; i < 4; i++)
+		put_frame(stream, &total, bodies[i]);
+	for (size_t step = 1; step <= total; step++) {
+		frame_reader r;
+		frame_reader_init(&r, 64);
+		int got = 0;
+		for (size_t at = 0; at < total; at += step) {
+			const uint8_t *p = stream + at;
+			size_t n = total - at < step ? total - at : step;
+			for (;;) {
+				int st = frame_reader_feed(&r, &p, &n);
+				cr_assert_geq(st, 0, "step %zu", step);
+				if (st == FRAME_NEED_MORE)
+					break;
+				uint32_t size;
+				const uint8_t *body = frame_reader_frame(&r, &size);
+				cr_assert_lt(got, 4);
+				cr_assert_eq(size, strlen(bodies[got]), "step %zu frame %d", step, got);
+				cr_assert(size == 0 || memcmp(body, bodies[got], size) == 0);
+				got++;
+				frame_reader_next(&r);
+			}
+		}
+		cr_expect_eq(got, 4, "step %zu", step);
+		frame_reader_free(&r);
+	}
+}
+
+/* Description: a length over the limit (up to 4 GiB - 1) is refused as
+ * soon as its header is in, before any body memory, and the refusal is
+ * final; a length exactly at the limit is accepted. */
+Test(proto, oversize_lengths_are_refused_at_the_header)
+{
+	frame_reader r;
+	frame_reader_init(&r, 1000);
+	uint8_t header[FRAME_HEADER_SIZE];
+	frame_header_put(header, UINT32_MAX);
+	const uint8_t *p = header;
+	size_t n = 3;
+	cr_expect_eq(frame_reader_feed(&r, &p, &n), FRAME_NEED_MORE);
+	n = 1;
+	cr_expect_eq(frame_reader_feed(&r, &p, &n), FRAME_TOO_LARGE);
+	cr_expect_null(r.body, "no memory committed for the body");
+	uint8_t more[8] = {0};
+	p = more;
+	n = sizeof(more);
+	cr_expect_eq(frame_reader_feed(&r, &p, &n), FRAME_TOO_LARGE, "final");
+	frame_reader_free(&r);
+
+	frame_reader_init(&r, 1000);
+	frame_header_put(header, 1001);
+	p = header;
+	n = sizeof(header);
+	cr_expect_eq(frame_reader_feed(&r, &p, &n), FRAME_TOO_LARGE);
+	frame_reader_free(&r);
+
+	frame_reader_init(&r, 1000);
+	static uint8_t exact[FRAME_HEADER_SIZE + 1000];
+	frame_header_put(exact, 1000);
+	p = exact;
+	n = sizeof(exact);
+	cr_expect_eq(frame_reader_feed(&r, &p, &n), FRAME_READY);
+	cr_expect_eq(n, 0);
+	frame_reader_free(&r);
+
+	frame_reader_init(&r, 0);
+	cr_expect_eq(r.limit, FRAME_BYTES_MAX_DEFAULT);
+	frame_reader_free(&r);
+}
