@@ -1737,6 +1737,29 @@ const char *tally_store_errmsg(const tally_store *s)
 	return s->errmsg;
 }
 
+/*
+ * The row groups of tenant section sec that hold rows of segments
+ * overlapping [from_us, to_us), ascending, each once (small days share row
+ * groups), into out (room for sec->rowgroup_count). Returns how many.
+ */
+static uint32_t section_rowgroups(const segment_file *f, const seg_tenant *sec, int64_t from_us,
+				  int64_t to_us, uint32_t *out)
+{
+	uint32_t n = 0;
+	int64_t last = -1;
+	for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count; si++) {
+		const seg_segment *seg = &f->segments[si];
+		if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
+			continue;
+		for (uint32_t g = seg->first_rowgroup; g < seg->first_rowgroup + seg->rowgroup_count; g++)
+			if ((int64_t)g > last) {
+				out[n++] = g;
+				last = g;
+			}
+	}
+	return n;
+}
+
 /* ---- scans -------------------------------------------------------------- */
 
 /* Sources live in an array that grows, so they refer to each other by
@@ -1837,35 +1860,31 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 		if (ti < 0)
 			continue;
 		const seg_tenant *sec = &f->tenants[ti];
-		int64_t dict_source = -1;
-		int64_t last_rowgroup = -1; /* small days share row groups: read each once */
-		for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
-		     si++) {
-			const seg_segment *seg = &f->segments[si];
-			if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
-				continue;
-			for (uint32_t g = seg->first_rowgroup;
-			     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
-				if ((int64_t)g <= last_rowgroup)
-					continue;
-				last_rowgroup = g;
-				scan_source *src = scan_add_source(&st);
-				if (!src) {
-					rc = -ENOMEM;
-					break;
-				}
-				if (dict_source < 0) {
-					rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, s->errmsg);
-					dict_source = st.source_count - 1;
-				}
-				src->dict_source = (uint32_t)dict_source;
-				if (!rc)
-					rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows,
-								   s->errmsg);
-				if (!rc)
-					rc = scan_add_refs(&st, st.source_count - 1, &src->rows, from_us, to_us);
-			}
+		uint32_t *groups = malloc(sizeof(*groups) * ((size_t)sec->rowgroup_count + 1));
+		if (!groups) {
+			rc = -ENOMEM;
+			break;
 		}
+		uint32_t n = section_rowgroups(f, sec, from_us, to_us, groups);
+		int64_t dict_source = -1;
+		for (uint32_t k = 0; k < n && !rc; k++) {
+			scan_source *src = scan_add_source(&st);
+			if (!src) {
+				rc = -ENOMEM;
+				break;
+			}
+			if (dict_source < 0) {
+				rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, s->errmsg);
+				dict_source = st.source_count - 1;
+			}
+			src->dict_source = (uint32_t)dict_source;
+			if (!rc)
+				rc = segment_read_rowgroup(f, groups[k], SEGMENT_COLUMNS_ALL, &src->rows,
+							   s->errmsg);
+			if (!rc)
+				rc = scan_add_refs(&st, st.source_count - 1, &src->rows, from_us, to_us);
+		}
+		free(groups);
 	}
 	memtable *tables[2] = {t->frozen, t->active};
 	for (int m = 0; m < 2 && !rc; m++) {
@@ -1915,33 +1934,27 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
 		if (ti < 0)
 			continue;
 		const seg_tenant *sec = &f->tenants[ti];
+		uint32_t *groups = malloc(sizeof(*groups) * ((size_t)sec->rowgroup_count + 1));
+		if (!groups) {
+			rc = -ENOMEM;
+			break;
+		}
+		uint32_t n = section_rowgroups(f, sec, from_us, to_us, groups);
 		strdict dict[DIM_COUNT];
 		memset(dict, 0, sizeof(dict));
 		const strdict *refs[DIM_COUNT];
 		strdict_refs(dict, refs);
-		int have_dict = 0;
-		int64_t last_rowgroup = -1; /* small days share row groups: read each once */
-		for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
-		     si++) {
-			const seg_segment *seg = &f->segments[si];
-			if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
-				continue;
-			for (uint32_t g = seg->first_rowgroup;
-			     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
-				if ((int64_t)g <= last_rowgroup)
-					continue;
-				last_rowgroup = g;
-				if (!have_dict && (rc = segment_read_dict(f, (uint32_t)ti, dict, s->errmsg)))
-					break;
-				have_dict = 1;
-				if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &r, s->errmsg)))
-					break;
-				*rows_read += r.count;
-				for (uint32_t i = 0; i < r.count && !rc; i++)
-					if (r.time_us[i] >= from_us && r.time_us[i] < to_us)
-						rc = fn(ctx, &r, refs, i);
-			}
+		if (n)
+			rc = segment_read_dict(f, (uint32_t)ti, dict, s->errmsg);
+		for (uint32_t k = 0; k < n && !rc; k++) {
+			if ((rc = segment_read_rowgroup(f, groups[k], SEGMENT_COLUMNS_ALL, &r, s->errmsg)))
+				break;
+			*rows_read += r.count;
+			for (uint32_t i = 0; i < r.count && !rc; i++)
+				if (r.time_us[i] >= from_us && r.time_us[i] < to_us)
+					rc = fn(ctx, &r, refs, i);
 		}
+		free(groups);
 		for (int d = 0; d < DIM_COUNT; d++)
 			strdict_free(&dict[d]);
 	}
