@@ -17,7 +17,7 @@ CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wvla -Wno-format-truncation -g $(OPT) \
-           -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -I$(BUILD)/proto -pthread $(EXTRA_CFLAGS)
+           -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread $(EXTRA_CFLAGS)
 LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion
 
@@ -26,6 +26,7 @@ DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 PROTO_SRC   := $(sort $(wildcard proto/*.c))
+SERVER_SRC  := $(sort $(wildcard server/*.c))
 TOOLS_SRC   := $(sort $(wildcard tools/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
@@ -36,13 +37,15 @@ ENGINE_OBJ  := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 # proto/*.c it makes libtallyproto.a, the wire side (no engine in it).
 PROTO_GEN   := $(BUILD)/proto/tally.pb-c.c
 PROTO_OBJ   := $(PROTO_GEN:%.c=%.o) $(PROTO_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ  := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all check test asan deps run clean
-all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/tally $(BUILD)/tally-bench
+all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
+     $(BUILD)/tally-bench
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -55,7 +58,11 @@ $(BUILD)/proto/tally.pb-c.c $(BUILD)/proto/tally.pb-c.h: proto/tally.proto
 $(BUILD)/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(PROTO_SRC:%.c=$(BUILD)/%.o): $(BUILD)/proto/tally.pb-c.h
+$(PROTO_SRC:%.c=$(BUILD)/%.o) $(SERVER_OBJ): $(BUILD)/proto/tally.pb-c.h
+
+# The server's modules (the tallyd binary comes with them); tests link them.
+$(BUILD)/libtallyserver.a: $(SERVER_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libtallyproto.a: $(PROTO_OBJ)
 	rm -f $@ && ar rcs $@ $^
@@ -70,10 +77,11 @@ $(BUILD)/tally: $(TOOLS_OBJ) $(BUILD)/libtally.a
 $(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -ljansson $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtally.a $(BUILD)/libtallyproto.a
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(BUILD)/libtally.a \
+		  $(BUILD)/libtallyproto.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) -lprotobuf-c
 
-$(BUILD)/tests/test_proto.o: $(BUILD)/proto/tally.pb-c.h
+$(BUILD)/tests/test_proto.o $(BUILD)/tests/test_batch.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
 test: all $(TEST_BIN)
