@@ -22,7 +22,7 @@ LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
-                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata
+                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata libssl-dev
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 PROTO_SRC   := $(sort $(wildcard proto/*.c))
@@ -79,9 +79,10 @@ $(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtally.a
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(BUILD)/libtally.a \
 		  $(BUILD)/libtallyproto.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) -lprotobuf-c
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) -lprotobuf-c -ljansson -lcrypto
 
-$(BUILD)/tests/test_proto.o $(BUILD)/tests/test_batch.o $(BUILD)/tests/test_convert.o: $(BUILD)/proto/tally.pb-c.h
+$(BUILD)/tests/test_proto.o $(BUILD)/tests/test_batch.o $(BUILD)/tests/test_convert.o \
+	$(BUILD)/tests/test_keys.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
 test: all $(TEST_BIN)

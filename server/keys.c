@@ -1,0 +1,262 @@
+/*
+ * keys.c — API keys (keys.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "keys.h"
+
+#define KEYS_FILE "keys.json"
+#define KEYS_FILE_BYTES_MAX (256u << 20)
+
+struct keystore {
+	const tally_io *io;
+	char dir[4096];
+	key_entry *entries;
+	size_t count;
+	size_t capacity;
+};
+
+static void hex_put(char *out, const uint8_t *bytes, size_t size)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < size; i++) {
+		out[2 * i] = digits[bytes[i] >> 4];
+		out[2 * i + 1] = digits[bytes[i] & 15];
+	}
+	out[2 * size] = 0;
+}
+
+static int hex_get(const char *text, uint8_t *out, size_t size)
+{
+	if (strlen(text) != 2 * size)
+		return -1;
+	for (size_t i = 0; i < 2 * size; i++) {
+		char c = text[i];
+		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (v < 0)
+			return -1;
+		if (i % 2 == 0)
+			out[i / 2] = (uint8_t)(v << 4);
+		else
+			out[i / 2] |= (uint8_t)v;
+	}
+	return 0;
+}
+
+static void digest_of(const char *key_text, uint8_t digest[KEY_DIGEST_SIZE])
+{
+	SHA256((const unsigned char *)key_text, strlen(key_text), digest);
+}
+
+static int grow(keystore *ks)
+{
+	if (ks->count < ks->capacity)
+		return 0;
+	size_t capacity = ks->capacity ? ks->capacity * 2 : 16;
+	key_entry *e = realloc(ks->entries, sizeof(*e) * capacity);
+	if (!e)
+		return -ENOMEM;
+	ks->entries = e;
+	ks->capacity = capacity;
+	return 0;
+}
+
+static int corrupt(char *errmsg, const keystore *ks, const char *what)
+{
+	if (errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s/%s: %s", ks->dir, KEYS_FILE, what);
+	return TALLY_E_CORRUPT;
+}
+
+static int load(keystore *ks, char *errmsg)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", ks->dir, KEYS_FILE);
+	int fd = ks->io->open(ks->io, path, O_RDONLY, 0);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open %s: %s", path, tally_strerror(fd));
+		return fd;
+	}
+	int64_t size = ks->io->file_size(ks->io, fd);
+	int rc = size < 0 ? (int)size : size > KEYS_FILE_BYTES_MAX ? TALLY_E_CORRUPT : 0;
+	char *text = rc ? NULL : malloc((size_t)size + 1);
+	if (!rc && !text)
+		rc = -ENOMEM;
+	if (!rc)
+		rc = tally_io_read_all(ks->io, fd, text, (size_t)size, 0);
+	ks->io->close(ks->io, fd);
+	if (rc) {
+		free(text);
+		return rc == TALLY_E_CORRUPT ? corrupt(errmsg, ks, "unreadable or too large") : rc;
+	}
+	json_error_t jerr;
+	json_t *root = json_loadb(text, (size_t)size, 0, &jerr);
+	free(text);
+	json_t *list = root ? json_object_get(root, "keys") : NULL;
+	json_t *version = root ? json_object_get(root, "version") : NULL;
+	if (!json_is_array(list) || !json_is_integer(version) || json_integer_value(version) != 1) {
+		json_decref(root);
+		return corrupt(errmsg, ks, "not a version 1 key list");
+	}
+	size_t i;
+	json_t *item;
+	json_array_foreach(list, i, item)
+	{
+		const char *id = json_string_value(json_object_get(item, "id"));
+		const char *digest = json_string_value(json_object_get(item, "digest"));
+		const char *tenant = json_string_value(json_object_get(item, "tenant"));
+		json_t *created = json_object_get(item, "created_us");
+		json_t *revoked = json_object_get(item, "revoked");
+		if ((rc = grow(ks)))
+			break;
+		key_entry *e = &ks->entries[ks->count];
+		memset(e, 0, sizeof(*e));
+		uint8_t id_bytes[8];
+		if (!id || !digest || !tenant || !json_is_integer(created) || !json_is_boolean(revoked) ||
+		    strlen(tenant) > TALLY_TENANT_SIZE_MAX || hex_get(id, id_bytes, 8) ||
+		    hex_get(digest, e->digest, KEY_DIGEST_SIZE) || memcmp(id_bytes, e->digest, 8) != 0) {
+			rc = corrupt(errmsg, ks, "a malformed key entry");
+			break;
+		}
+		snprintf(e->id, sizeof(e->id), "%s", id);
+		snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+		e->created_us = json_integer_value(created);
+		e->revoked = json_is_true(revoked);
+		ks->count++;
+	}
+	json_decref(root);
+	return rc;
+}
+
+int keys_open(const tally_io *io, const char *dir, keystore **out, char *errmsg)
+{
+	*out = NULL;
+	keystore *ks = calloc(1, sizeof(*ks));
+	if (!ks)
+		return -ENOMEM;
+	ks->io = io ? io : tally_io_default();
+	snprintf(ks->dir, sizeof(ks->dir), "%s", dir);
+	int rc = load(ks, errmsg);
+	if (rc) {
+		keys_close(ks);
+		return rc;
+	}
+	*out = ks;
+	return 0;
+}
+
+void keys_close(keystore *ks)
+{
+	if (!ks)
+		return;
+	OPENSSL_cleanse(ks->entries, sizeof(*ks->entries) * ks->count);
+	free(ks->entries);
+	free(ks);
+}
+
+/* Writes the whole list durably. */
+static int save(keystore *ks, char *errmsg)
+{
+	json_t *root = json_object();
+	json_t *list = json_array();
+	int bad = !root || !list || json_object_set_new(root, "version", json_integer(1)) ||
+		  json_object_set(root, "keys", list);
+	for (size_t i = 0; i < ks->count && !bad; i++) {
+		const key_entry *e = &ks->entries[i];
+		char digest[2 * KEY_DIGEST_SIZE + 1];
+		hex_put(digest, e->digest, KEY_DIGEST_SIZE);
+		json_t *item = json_pack("{s:s, s:s, s:s, s:I, s:b}", "id", e->id, "digest", digest,
+					 "tenant", e->tenant, "created_us", (json_int_t)e->created_us,
+					 "revoked", e->revoked);
+		bad = !item || json_array_append_new(list, item);
+	}
+	char *text = bad ? NULL : json_dumps(root, JSON_INDENT(1));
+	json_decref(list);
+	json_decref(root);
+	if (!text)
+		return -ENOMEM;
+	int rc = tally_io_durable_replace(ks->io, ks->dir, KEYS_FILE, text, strlen(text));
+	free(text);
+	if (rc && errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "write %s/%s: %s", ks->dir, KEYS_FILE, tally_strerror(rc));
+	return rc;
+}
+
+int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, char *errmsg)
+{
+	if (tenant && strlen(tenant) > TALLY_TENANT_SIZE_MAX)
+		return TALLY_E_TENANT;
+	if (ks->count >= KEYS_MAX)
+		return TALLY_E_LIMIT;
+	int rc = grow(ks);
+	if (rc)
+		return rc;
+	uint8_t secret[32];
+	ks->io->random(ks->io, secret, sizeof(secret));
+	memcpy(key_text, "tk_", 3);
+	hex_put(key_text + 3, secret, sizeof(secret));
+	OPENSSL_cleanse(secret, sizeof(secret));
+	key_entry *e = &ks->entries[ks->count];
+	memset(e, 0, sizeof(*e));
+	digest_of(key_text, e->digest);
+	hex_put(e->id, e->digest, 8);
+	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant ? tenant : "");
+	e->created_us = ks->io->now_us(ks->io);
+	ks->count++;
+	if ((rc = save(ks, errmsg))) {
+		ks->count--; /* not durable: not issued */
+		OPENSSL_cleanse(key_text, KEY_TEXT_SIZE);
+		return rc;
+	}
+	snprintf(key_id, KEY_ID_SIZE, "%s", e->id);
+	return 0;
+}
+
+const key_entry *keys_lookup(const keystore *ks, const char *key_text)
+{
+	if (!key_text || strlen(key_text) != KEY_TEXT_SIZE - 1 || strncmp(key_text, "tk_", 3))
+		return NULL;
+	uint8_t digest[KEY_DIGEST_SIZE];
+	digest_of(key_text, digest);
+	const key_entry *found = NULL;
+	/* Every entry is compared, in constant time per entry. */
+	for (size_t i = 0; i < ks->count; i++)
+		if (CRYPTO_memcmp(ks->entries[i].digest, digest, KEY_DIGEST_SIZE) == 0)
+			found = &ks->entries[i];
+	return found && !found->revoked ? found : NULL;
+}
+
+int keys_revoke(keystore *ks, const char *key_id, char *errmsg)
+{
+	for (size_t i = 0; i < ks->count; i++) {
+		key_entry *e = &ks->entries[i];
+		if (strcmp(e->id, key_id) != 0)
+			continue;
+		if (e->revoked)
+			return 0;
+		e->revoked = true;
+		int rc = save(ks, errmsg);
+		if (rc)
+			e->revoked = false;
+		return rc;
+	}
+	return TALLY_E_NOTFOUND;
+}
+
+const key_entry *keys_list(const keystore *ks, size_t *count)
+{
+	*count = ks->count;
+	return ks->entries;
+}

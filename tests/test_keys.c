@@ -1,0 +1,119 @@
+/*
+ * test_keys.c — server/keys.c: API keys issued, looked up, revoked,
+ * persisted durably as digests only.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <errno.h>
+
+#include "keys.h"
+#include "support/fault_io.h"
+#include "support/test_dir.h"
+
+static char *slurp(const char *dir)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/keys.json", dir);
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "%s", path);
+	static char buf[1 << 16];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	return buf;
+}
+
+/* Description: an issued key works at once, is bound to its tenant (admin
+ * keys to none), survives a reopen, is stored only as a digest, and once
+ * revoked is refused, also after a reopen; unknown and malformed keys are
+ * refused. */
+Test(keys, issue_lookup_revoke_and_persist)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys");
+	char err[TALLY_ERRMSG_SIZE] = "";
+	keystore *ks;
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	char acme[KEY_TEXT_SIZE], admin[KEY_TEXT_SIZE], acme_id[KEY_ID_SIZE], admin_id[KEY_ID_SIZE];
+	cr_assert_eq(keys_issue(ks, "acme", acme, acme_id, err), 0, "%s", err);
+	cr_assert_eq(keys_issue(ks, NULL, admin, admin_id, err), 0, "%s", err);
+	cr_expect_eq(strlen(acme), KEY_TEXT_SIZE - 1);
+	cr_expect_eq(strncmp(acme, "tk_", 3), 0);
+	cr_expect_str_neq(acme, admin);
+	const key_entry *e = keys_lookup(ks, acme);
+	cr_assert_not_null(e);
+	cr_expect_str_eq(e->tenant, "acme");
+	cr_expect_str_eq(e->id, acme_id);
+	e = keys_lookup(ks, admin);
+	cr_assert_not_null(e);
+	cr_expect_str_eq(e->tenant, "");
+
+	char wrong[KEY_TEXT_SIZE];
+	memcpy(wrong, acme, KEY_TEXT_SIZE);
+	wrong[10] = wrong[10] == 'a' ? 'b' : 'a';
+	cr_expect_null(keys_lookup(ks, wrong), "one digit off");
+	cr_expect_null(keys_lookup(ks, "tk_short"));
+	cr_expect_null(keys_lookup(ks, ""));
+	cr_expect_null(keys_lookup(ks, NULL));
+
+	const char *file = slurp(dir.path);
+	cr_expect_null(strstr(file, acme + 3), "the key text is not stored");
+	cr_expect_null(strstr(file, admin + 3), "the key text is not stored");
+	cr_expect_neq(strstr(file, acme_id), NULL, "the id is");
+	keys_close(ks);
+
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_assert_not_null(keys_lookup(ks, acme), "survives a reopen");
+	cr_assert_eq(keys_revoke(ks, acme_id, err), 0, "%s", err);
+	cr_expect_null(keys_lookup(ks, acme), "revoked: refused at once");
+	cr_expect_not_null(keys_lookup(ks, admin));
+	cr_expect_eq(keys_revoke(ks, "0000000000000000", err), TALLY_E_NOTFOUND);
+	size_t n;
+	const key_entry *all = keys_list(ks, &n);
+	cr_expect_eq(n, 2);
+	cr_expect(all[0].revoked && !all[1].revoked);
+	keys_close(ks);
+
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_expect_null(keys_lookup(ks, acme), "still revoked after a reopen");
+	cr_expect_not_null(keys_lookup(ks, admin));
+	keys_close(ks);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
+	cr_expect_eq(system(cmd), 0);
+}
+
+/* Description: a key list that is not valid is refused at open with the
+ * file named, and a failed write leaves the key unissued. */
+Test(keys, corrupt_file_and_failed_write)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-bad");
+	char path[600], err[TALLY_ERRMSG_SIZE] = "";
+	snprintf(path, sizeof(path), "%s/keys.json", dir.path);
+	FILE *f = fopen(path, "w");
+	fputs("{\"version\": 1, \"keys\": [{\"id\": \"zz\"}]}", f);
+	fclose(f);
+	keystore *ks = NULL;
+	cr_expect_eq(keys_open(NULL, dir.path, &ks, err), TALLY_E_CORRUPT);
+	cr_expect_null(ks);
+	cr_expect_neq(strstr(err, "keys.json"), NULL, "%s", err);
+	unlink(path);
+
+	fault_io *fio = fault_io_create();
+	cr_assert_eq(keys_open(fault_io_table(fio), dir.path, &ks, err), 0, "%s", err);
+	fault_io_fsync_fail_nth(fio, 1, EIO);
+	char key[KEY_TEXT_SIZE], id[KEY_ID_SIZE];
+	cr_expect_eq(keys_issue(ks, "acme", key, id, err), -EIO);
+	size_t n;
+	keys_list(ks, &n);
+	cr_expect_eq(n, 0, "not durable, not issued");
+	keys_close(ks);
+	fault_io_destroy(fio);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
+	cr_expect_eq(system(cmd), 0);
+}
