@@ -82,7 +82,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) -lprotobuf-c -ljansson -lcrypto
 
 $(BUILD)/tests/test_proto.o $(BUILD)/tests/test_batch.o $(BUILD)/tests/test_convert.o \
-	$(BUILD)/tests/test_keys.o: $(BUILD)/proto/tally.pb-c.h
+	$(BUILD)/tests/test_keys.o $(BUILD)/tests/test_client.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
 test: all $(TEST_BIN)
