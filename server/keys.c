@@ -23,7 +23,37 @@ struct keystore {
 	key_entry *entries;
 	size_t count;
 	size_t capacity;
+	uint32_t *slots;  /* open addressing by digest prefix: entry + 1, 0 = empty */
+	size_t slot_mask; /* slots - 1 (power of two), 0 when none */
 };
+
+static uint64_t prefix_of(const uint8_t digest[KEY_DIGEST_SIZE])
+{
+	uint64_t v;
+	memcpy(&v, digest, sizeof(v));
+	return v;
+}
+
+/* Rebuilds the index for every entry (at least twice as many slots). */
+static int index_build(keystore *ks)
+{
+	size_t slots = 64;
+	while (slots < 2 * (ks->count + 1))
+		slots *= 2;
+	uint32_t *table = calloc(slots, sizeof(*table));
+	if (!table)
+		return -ENOMEM;
+	for (size_t i = 0; i < ks->count; i++) {
+		size_t k = (size_t)prefix_of(ks->entries[i].digest) & (slots - 1);
+		while (table[k])
+			k = (k + 1) & (slots - 1);
+		table[k] = (uint32_t)i + 1;
+	}
+	free(ks->slots);
+	ks->slots = table;
+	ks->slot_mask = slots - 1;
+	return 0;
+}
 
 static void hex_put(char *out, const uint8_t *bytes, size_t size)
 {
@@ -149,6 +179,8 @@ int keys_open(const tally_io *io, const char *dir, keystore **out, char *errmsg)
 	ks->io = io ? io : tally_io_default();
 	snprintf(ks->dir, sizeof(ks->dir), "%s", dir);
 	int rc = load(ks, errmsg);
+	if (!rc)
+		rc = index_build(ks);
 	if (rc) {
 		keys_close(ks);
 		return rc;
@@ -163,6 +195,7 @@ void keys_close(keystore *ks)
 		return;
 	OPENSSL_cleanse(ks->entries, sizeof(*ks->entries) * ks->count);
 	free(ks->entries);
+	free(ks->slots);
 	free(ks);
 }
 
@@ -215,9 +248,12 @@ int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, c
 	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant ? tenant : "");
 	e->created_us = ks->io->now_us(ks->io);
 	ks->count++;
-	if ((rc = save(ks, errmsg))) {
-		ks->count--; /* not durable: not issued */
+	if ((rc = save(ks, errmsg)) || (rc = index_build(ks))) {
+		ks->count--; /* not durable (or not findable): not issued */
 		OPENSSL_cleanse(key_text, KEY_TEXT_SIZE);
+		if (rc == -ENOMEM) /* the file has it: write the list without it again */
+			save(ks, NULL);
+		index_build(ks);
 		return rc;
 	}
 	snprintf(key_id, KEY_ID_SIZE, "%s", e->id);
@@ -230,12 +266,17 @@ const key_entry *keys_lookup(const keystore *ks, const char *key_text)
 		return NULL;
 	uint8_t digest[KEY_DIGEST_SIZE];
 	digest_of(key_text, digest);
-	const key_entry *found = NULL;
-	/* Every entry is compared, in constant time per entry. */
-	for (size_t i = 0; i < ks->count; i++)
-		if (CRYPTO_memcmp(ks->entries[i].digest, digest, KEY_DIGEST_SIZE) == 0)
-			found = &ks->entries[i];
-	return found && !found->revoked ? found : NULL;
+	if (!ks->slot_mask)
+		return NULL;
+	/* Found by the digest's first 8 bytes, confirmed on the whole digest in
+	 * constant time. */
+	for (size_t k = (size_t)prefix_of(digest) & ks->slot_mask; ks->slots[k];
+	     k = (k + 1) & ks->slot_mask) {
+		const key_entry *e = &ks->entries[ks->slots[k] - 1];
+		if (CRYPTO_memcmp(e->digest, digest, KEY_DIGEST_SIZE) == 0)
+			return e->revoked ? NULL : e;
+	}
+	return NULL;
 }
 
 int keys_revoke(keystore *ks, const char *key_id, char *errmsg)

@@ -5,8 +5,9 @@
  * shown once when issued. The store keeps only its SHA-256 digest (OpenSSL
  * libcrypto), an id (the first 8 bytes of the digest, in hex: public, for
  * listing and revoking), the tenant it is bound to (empty for an admin key)
- * and whether it is revoked. Lookups compare digests in constant time
- * (CRYPTO_memcmp). The key list is DIR/keys.json (jansson), replaced
+ * and whether it is revoked. A lookup hashes the presented key, finds the
+ * entry by its digest's first 8 bytes and confirms the whole digest in
+ * constant time (CRYPTO_memcmp). The key list is DIR/keys.json (jansson), replaced
  * durably (tally_io_durable_replace) on every change, before the change is
  * reported done: an issued key survives a crash once keys_issue returned,
  * and a revoked key stays revoked.

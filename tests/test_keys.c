@@ -117,3 +117,38 @@ Test(keys, corrupt_file_and_failed_write)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
 	cr_expect_eq(system(cmd), 0);
 }
+
+/* Description: with 300 keys (the index grows several times) every key
+ * finds its own entry, before and after a reopen, and revoking one leaves
+ * the others working. */
+Test(keys, many_keys_each_finds_its_entry)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-many");
+	char err[TALLY_ERRMSG_SIZE] = "";
+	keystore *ks;
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	enum { MANY = 300 };
+	static char text[MANY][KEY_TEXT_SIZE], id[MANY][KEY_ID_SIZE], tenant[MANY][16];
+	for (int i = 0; i < MANY; i++) {
+		snprintf(tenant[i], sizeof(tenant[i]), "t%d", i);
+		cr_assert_eq(keys_issue(ks, tenant[i], text[i], id[i], err), 0, "%s", err);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < MANY; i++) {
+			const key_entry *e = keys_lookup(ks, text[i]);
+			cr_assert_not_null(e, "key %d, pass %d", i, pass);
+			cr_expect_str_eq(e->tenant, tenant[i]);
+			cr_expect_str_eq(e->id, id[i]);
+		}
+		keys_close(ks);
+		cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	}
+	cr_assert_eq(keys_revoke(ks, id[150], err), 0, "%s", err);
+	for (int i = 0; i < MANY; i++)
+		cr_expect((keys_lookup(ks, text[i]) == NULL) == (i == 150), "key %d", i);
+	keys_close(ks);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
+	cr_expect_eq(system(cmd), 0);
+}
