@@ -157,3 +157,49 @@ int tally_client_recv(tally_client *c, Tally__V1__Response **out)
 		c->in_size = (size_t)r;
 	}
 }
+
+int tally_client_call(tally_client *c, Tally__V1__Request *req, Tally__V1__Response **out)
+{
+	*out = NULL;
+	uint64_t id;
+	int rc = tally_client_send(c, req, &id);
+	if (rc)
+		return rc;
+	Tally__V1__Response *resp;
+	if ((rc = tally_client_recv(c, &resp)))
+		return rc;
+	if (resp->request_id != id && resp->request_id != 0) {
+		tally__v1__response__free_unpacked(resp, NULL);
+		return c->failed = -EPROTO;
+	}
+	*out = resp;
+	return 0;
+}
+
+int tally_client_hello(tally_client *c, const char *api_key, const char *client_name,
+		       Tally__V1__Response **out, char *errmsg)
+{
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = (char *)api_key;
+	hello.client = (char *)(client_name ? client_name : "");
+	hello.protocol_version = 1;
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	Tally__V1__Response *resp;
+	int rc = tally_client_call(c, &req, &resp);
+	*out = NULL;
+	if (rc)
+		return rc;
+	if (resp->body_case == TALLY__V1__RESPONSE__BODY_HELLO) {
+		*out = resp;
+		return 0;
+	}
+	if (errmsg)
+		snprintf(errmsg, 256, "%s",
+			 resp->body_case == TALLY__V1__RESPONSE__BODY_ERROR && resp->error->message
+				 ? resp->error->message
+				 : "the server answered Hello with something else");
+	tally__v1__response__free_unpacked(resp, NULL);
+	return TALLY_CLIENT_REFUSED;
+}

@@ -38,4 +38,21 @@ int tally_client_send(tally_client *c, Tally__V1__Request *req, uint64_t *id);
  * Response, -EMSGSIZE for one over the limit, or -errno. */
 int tally_client_recv(tally_client *c, Tally__V1__Response **out);
 
+/*
+ * One request, one answer: sends req and receives its response. For use
+ * when nothing else is in flight on the connection: a response to another
+ * request is -EPROTO (and the connection is dead). 0 or as above.
+ */
+int tally_client_call(tally_client *c, Tally__V1__Request *req, Tally__V1__Response **out);
+
+/*
+ * Authenticates with api_key (the first request of a connection). 0 with
+ * *ok (free with tally__v1__response__free_unpacked(*resp)), or
+ * TALLY_CLIENT_REFUSED with the server's Error message in errmsg (256
+ * bytes), or a transport error as above.
+ */
+#define TALLY_CLIENT_REFUSED (-20001)
+int tally_client_hello(tally_client *c, const char *api_key, const char *client_name,
+		       Tally__V1__Response **resp, char *errmsg);
+
 #endif /* TALLY_CLIENT_H */

@@ -174,3 +174,56 @@ Test(client, garbage_and_oversize_frames_are_errors)
 	tally_client_close(c);
 	close(sv[1]);
 }
+
+/* A peer that answers Hello with an Error for any key but "tk_good". */
+static void *refusing_peer_main(void *arg)
+{
+	int fd = *(int *)arg;
+	frame_reader r;
+	frame_reader_init(&r, 0);
+	static uint8_t buf[4096];
+	size_t at = 0, have = 0;
+	Tally__V1__Request *req = peer_recv(fd, &r, buf, &at, &have);
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	Tally__V1__Error error = TALLY__V1__ERROR__INIT;
+	error.code = TALLY__V1__ERROR__CODE__UNAUTHENTICATED;
+	error.message = "unknown or revoked key";
+	resp.request_id = req ? req->request_id : 0;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+	resp.error = &error;
+	peer_send(fd, &resp);
+	tally__v1__request__free_unpacked(req, NULL);
+	frame_reader_free(&r);
+	close(fd);
+	return NULL;
+}
+
+/* Description: tally_client_hello returns the HelloOk of a good key, and
+ * TALLY_CLIENT_REFUSED with the server's message for a refused one. */
+Test(client, hello_accepted_and_refused)
+{
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	peer pe = {sv[1], 0};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, peer_main, &pe), 0);
+	tally_client *c;
+	cr_assert_eq(tally_client_from_fd(sv[0], 0, &c), 0);
+	Tally__V1__Response *resp;
+	char err[256] = "";
+	cr_assert_eq(tally_client_hello(c, "tk_good", "test", &resp, err), 0, "%s", err);
+	cr_expect_str_eq(resp->hello->tenant, "acme");
+	tally__v1__response__free_unpacked(resp, NULL);
+	pthread_join(th, NULL);
+	tally_client_close(c);
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	int peer_fd = sv[1];
+	cr_assert_eq(pthread_create(&th, NULL, refusing_peer_main, &peer_fd), 0);
+	cr_assert_eq(tally_client_from_fd(sv[0], 0, &c), 0);
+	cr_expect_eq(tally_client_hello(c, "tk_bad", "test", &resp, err), TALLY_CLIENT_REFUSED);
+	cr_expect_null(resp);
+	cr_expect_str_eq(err, "unknown or revoked key");
+	pthread_join(th, NULL);
+	tally_client_close(c);
+}
