@@ -22,7 +22,8 @@ LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
-                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata libssl-dev
+                  libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata libssl-dev \
+                  clang libclang-rt-14-dev
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 PROTO_SRC   := $(sort $(wildcard proto/*.c))
@@ -43,7 +44,7 @@ BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test asan deps run clean
+.PHONY: all check test asan deps run clean fuzz fuzz-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
      $(BUILD)/tally-bench
 
@@ -91,11 +92,46 @@ test: all $(TEST_BIN)
 
 check: deps
 	$(MAKE) test
+	$(MAKE) fuzz-check
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" test
+
+# ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
+# make fuzz runs the target for FUZZ_SECONDS (default 600); make check runs it
+# for FUZZ_CHECK_SECONDS (default 20) on the seed corpus. Findings go to
+# build-fuzz/ (crash-*, leak-*), and the run fails.
+FUZZ_SECONDS ?= 600
+FUZZ_CHECK_SECONDS ?= 20
+FUZZ_CC     := clang
+FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread \
+               -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC)
+FUZZ_OBJ    := $(FUZZ_SRC:%.c=build-fuzz/%.o) build-fuzz/proto/tally.pb-c.o
+
+build-fuzz/%.o: %.c $(BUILD)/proto/tally.pb-c.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+build-fuzz/fuzz_request: fuzz/fuzz_request.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) -lprotobuf-c -ljansson -lcrypto
+
+define run_fuzz
+	@mkdir -p build-fuzz/corpus
+	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
+endef
+
+fuzz: build-fuzz/fuzz_request
+	$(call run_fuzz,$(FUZZ_SECONDS))
+
+fuzz-check: build-fuzz/fuzz_request
+	$(call run_fuzz,$(FUZZ_CHECK_SECONDS))
 
 # Installs only what is missing, so it costs one dpkg query when nothing is.
 deps:
@@ -112,6 +148,6 @@ run: deps all
 	rm -rf $(BUILD)/run-data && $(BUILD)/tally-bench engine --events 1000000 --tenants 1000 --seed 1 --data $(BUILD)/run-data
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) build-asan build-fuzz -name '*.d' 2>/dev/null)

@@ -63,8 +63,9 @@ static int string_column(const Tally__V1__IngestBatch *b, const Tally__V1__Strin
 			return bad(errmsg, BATCH_BAD_REQUEST,
 				   "column %s: the lengths run past its %zu bytes at event %zu", name,
 				   c->bytes.len, i);
+		/* An empty value has no bytes (and the column may have none). */
 		*(tally_str *)((char *)&events[i] + field) =
-			(tally_str){(const char *)c->bytes.data + at, c->len[i]};
+			(tally_str){c->len[i] ? (const char *)c->bytes.data + at : NULL, c->len[i]};
 		at += c->len[i];
 	}
 	if (at != c->bytes.len)

@@ -206,3 +206,26 @@ Test(batch, random_columns_decode_or_are_refused)
 	}
 	fprintf(stderr, "test_batch: %d of 5000 random batches decoded\n", ok);
 }
+
+/* Description: a string column of empty values (lengths all 0, no bytes)
+ * decodes to empty strings (found by the fuzz target: no pointer
+ * arithmetic on the absent bytes). */
+Test(batch, zero_lengths_without_bytes_are_empty_values)
+{
+	Tally__V1__IngestBatch b = TALLY__V1__INGEST_BATCH__INIT;
+	int64_t times[2] = {1, 2};
+	b.time_us = times;
+	b.n_time_us = 2;
+	Tally__V1__StringColumn ids = TALLY__V1__STRING_COLUMN__INIT;
+	uint32_t zero[2] = {0, 0};
+	ids.len = zero;
+	ids.n_len = 2;
+	b.event_id = &ids;
+	tally_event events[2];
+	size_t n;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(batch_decode(&b, events, 2, &n, err), BATCH_OK, "%s", err);
+	cr_expect_eq(n, 2);
+	cr_expect(events[0].event_id.len == 0 && events[0].event_id.ptr == NULL);
+	cr_expect(events[1].event_id.len == 0 && events[1].event_id.ptr == NULL);
+}
