@@ -4,6 +4,9 @@
  */
 #include <string.h>
 
+#include <stdio.h>
+
+#include "errmsg.h"
 #include "tally.h"
 
 const char *tally_strerror(int code)
@@ -66,4 +69,18 @@ const char *tally_column_name(int column)
 	if (column < 0 || column >= TALLY_COL_COUNT)
 		return "unknown";
 	return names[column];
+}
+
+void errmsg_vset(char *errmsg, const char *format, va_list args)
+{
+	if (errmsg)
+		vsnprintf(errmsg, TALLY_ERRMSG_SIZE, format, args);
+}
+
+void errmsg_set(char *errmsg, const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	errmsg_vset(errmsg, format, args);
+	va_end(args);
 }

@@ -76,6 +76,7 @@
 #include "segment.h"
 #include "rollup.h"
 #include "strdict.h"
+#include "errmsg.h"
 #include "tally.h"
 #include "tally_limits.h"
 #include "wal.h"
@@ -94,17 +95,6 @@ _Static_assert(INSPECT_DIR_SIZE_MAX + 16 + INSPECT_NAME_SIZE_MAX <= INSPECT_PATH
 /* Shared: directory checks, the lock, directory listings                    */
 /* ======================================================================== */
 
-/* Formats into errmsg (TALLY_ERRMSG_SIZE bytes) when it is not NULL. */
-__attribute__((format(printf, 2, 3)))
-static void errmsg_set(char *errmsg, const char *format, ...)
-{
-	if (!errmsg)
-		return;
-	va_list args;
-	va_start(args, format);
-	vsnprintf(errmsg, TALLY_ERRMSG_SIZE, format, args);
-	va_end(args);
-}
 
 /* 0 if path is a directory that can be opened; -errno otherwise. */
 static int directory_probe(const tally_io *io, const char *path)

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "store_internal.h"
 
 typedef struct owned_event {
@@ -197,8 +198,7 @@ static int sorted_compare(const void *a, const void *b)
 
 static int list_invalid(char *errmsg, const char *message)
 {
-	if (errmsg)
-		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s", message);
+	errmsg_set(errmsg, "%s", message);
 	return TALLY_E_INVALID;
 }
 

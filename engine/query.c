@@ -45,6 +45,7 @@
 
 #include <xxhash.h>
 
+#include "errmsg.h"
 #include "grow.h"
 #include "rollup.h"
 #include "sketch.h"
@@ -414,12 +415,10 @@ static int zone_get(const char *name, tz **out, int *owned, char *errmsg)
 static int invalid(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int invalid(char *errmsg, const char *fmt, ...)
 {
-	if (errmsg) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(errmsg, TALLY_ERRMSG_SIZE, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	errmsg_vset(errmsg, fmt, ap);
+	va_end(ap);
 	return TALLY_E_INVALID;
 }
 

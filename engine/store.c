@@ -1738,26 +1738,38 @@ const char *tally_store_errmsg(const tally_store *s)
 }
 
 /*
- * The row groups of tenant section sec that hold rows of segments
- * overlapping [from_us, to_us), ascending, each once (small days share row
- * groups), into out (room for sec->rowgroup_count). Returns how many.
+ * Calls fn once per row group of tenant t, in every live segment file, that
+ * holds rows of a segment overlapping [from_us, to_us): file by file, row
+ * groups ascending, each once (small days share row groups). `first` is 1
+ * for the first row group of a file's tenant section. Stops at fn's first
+ * non-zero return and returns it.
  */
-static uint32_t section_rowgroups(const segment_file *f, const seg_tenant *sec, int64_t from_us,
-				  int64_t to_us, uint32_t *out)
+typedef int (*rowgroup_fn)(void *ctx, segment_file *f, uint32_t ti, uint32_t g, int first);
+static int each_rowgroup(tally_store *s, const tenant *t, int64_t from_us, int64_t to_us,
+			 rowgroup_fn fn, void *ctx)
 {
-	uint32_t n = 0;
-	int64_t last = -1;
-	for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count; si++) {
-		const seg_segment *seg = &f->segments[si];
-		if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
+	int rc = 0;
+	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
+		segment_file *f = s->files[fi];
+		int64_t ti = segment_file_find_tenant(f, t->id);
+		if (ti < 0)
 			continue;
-		for (uint32_t g = seg->first_rowgroup; g < seg->first_rowgroup + seg->rowgroup_count; g++)
-			if ((int64_t)g > last) {
-				out[n++] = g;
-				last = g;
-			}
+		const seg_tenant *sec = &f->tenants[ti];
+		int64_t last = -1;
+		for (uint32_t si = sec->first_segment;
+		     si < sec->first_segment + sec->segment_count && !rc; si++) {
+			const seg_segment *seg = &f->segments[si];
+			if (seg->time_max_us < from_us || seg->time_min_us >= to_us)
+				continue;
+			for (uint32_t g = seg->first_rowgroup;
+			     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++)
+				if ((int64_t)g > last) {
+					rc = fn(ctx, f, (uint32_t)ti, g, last < 0);
+					last = g;
+				}
+		}
 	}
-	return n;
+	return rc;
 }
 
 /* ---- scans -------------------------------------------------------------- */
@@ -1841,6 +1853,34 @@ static void scan_free(scan_state *st)
 	free(st->refs);
 }
 
+/* tally_scan's row groups: each decoded into a source of its own, the
+ * section's dictionary into the first. */
+typedef struct scan_collect {
+	tally_store *s;
+	scan_state *st;
+	int64_t from_us, to_us;
+	int64_t dict_source;
+} scan_collect;
+
+static int scan_collect_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t g, int first)
+{
+	scan_collect *c = ctx;
+	scan_source *src = scan_add_source(c->st);
+	if (!src)
+		return -ENOMEM;
+	int rc = 0;
+	if (first) {
+		rc = segment_read_dict(f, ti, src->dict_owned, c->s->errmsg);
+		c->dict_source = c->st->source_count - 1;
+	}
+	src->dict_source = (uint32_t)c->dict_source;
+	if (!rc)
+		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows, c->s->errmsg);
+	if (!rc)
+		rc = scan_add_refs(c->st, c->st->source_count - 1, &src->rows, c->from_us, c->to_us);
+	return rc;
+}
+
 int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t to_us,
 	       tally_scan_fn fn, void *ctx)
 {
@@ -1854,38 +1894,8 @@ int tally_scan(tally_store *s, const char *tenant_name, int64_t from_us, int64_t
 	tenant *t = tenant_find(s, tenant_name);
 	if (!t)
 		goto out;
-	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
-		segment_file *f = s->files[fi];
-		int64_t ti = segment_file_find_tenant(f, t->id);
-		if (ti < 0)
-			continue;
-		const seg_tenant *sec = &f->tenants[ti];
-		uint32_t *groups = malloc(sizeof(*groups) * ((size_t)sec->rowgroup_count + 1));
-		if (!groups) {
-			rc = -ENOMEM;
-			break;
-		}
-		uint32_t n = section_rowgroups(f, sec, from_us, to_us, groups);
-		int64_t dict_source = -1;
-		for (uint32_t k = 0; k < n && !rc; k++) {
-			scan_source *src = scan_add_source(&st);
-			if (!src) {
-				rc = -ENOMEM;
-				break;
-			}
-			if (dict_source < 0) {
-				rc = segment_read_dict(f, (uint32_t)ti, src->dict_owned, s->errmsg);
-				dict_source = st.source_count - 1;
-			}
-			src->dict_source = (uint32_t)dict_source;
-			if (!rc)
-				rc = segment_read_rowgroup(f, groups[k], SEGMENT_COLUMNS_ALL, &src->rows,
-							   s->errmsg);
-			if (!rc)
-				rc = scan_add_refs(&st, st.source_count - 1, &src->rows, from_us, to_us);
-		}
-		free(groups);
-	}
+	scan_collect collect = {s, &st, from_us, to_us, -1};
+	rc = each_rowgroup(s, t, from_us, to_us, scan_collect_rowgroup, &collect);
 	memtable *tables[2] = {t->frozen, t->active};
 	for (int m = 0; m < 2 && !rc; m++) {
 		if (!tables[m])
@@ -1922,43 +1932,59 @@ out:
 	return rc;
 }
 
+/* store_scan_rows_locked's row groups: decoded into one rows buffer, with
+ * the dictionary of the section they belong to. */
+typedef struct rows_visit {
+	tally_store *s;
+	int64_t from_us, to_us;
+	store_rows_fn fn;
+	void *ctx;
+	uint64_t *rows_read;
+	rows r;
+	strdict dict[DIM_COUNT];
+} rows_visit;
+
+static void rows_visit_dict_free(rows_visit *v)
+{
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&v->dict[d]);
+	memset(v->dict, 0, sizeof(v->dict));
+}
+
+static int rows_visit_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t g, int first)
+{
+	rows_visit *v = ctx;
+	int rc;
+	if (first) {
+		rows_visit_dict_free(v);
+		if ((rc = segment_read_dict(f, ti, v->dict, v->s->errmsg)))
+			return rc;
+	}
+	if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, v->s->errmsg)))
+		return rc;
+	*v->rows_read += v->r.count;
+	const strdict *refs[DIM_COUNT];
+	strdict_refs(v->dict, refs);
+	for (uint32_t i = 0; i < v->r.count && !rc; i++)
+		if (v->r.time_us[i] >= v->from_us && v->r.time_us[i] < v->to_us)
+			rc = v->fn(v->ctx, &v->r, refs, i);
+	return rc;
+}
+
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
 			   store_rows_fn fn, void *ctx, uint64_t *rows_read)
 {
-	rows r;
-	memset(&r, 0, sizeof(r));
-	int rc = 0;
-	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
-		segment_file *f = s->files[fi];
-		int64_t ti = segment_file_find_tenant(f, t->id);
-		if (ti < 0)
-			continue;
-		const seg_tenant *sec = &f->tenants[ti];
-		uint32_t *groups = malloc(sizeof(*groups) * ((size_t)sec->rowgroup_count + 1));
-		if (!groups) {
-			rc = -ENOMEM;
-			break;
-		}
-		uint32_t n = section_rowgroups(f, sec, from_us, to_us, groups);
-		strdict dict[DIM_COUNT];
-		memset(dict, 0, sizeof(dict));
-		const strdict *refs[DIM_COUNT];
-		strdict_refs(dict, refs);
-		if (n)
-			rc = segment_read_dict(f, (uint32_t)ti, dict, s->errmsg);
-		for (uint32_t k = 0; k < n && !rc; k++) {
-			if ((rc = segment_read_rowgroup(f, groups[k], SEGMENT_COLUMNS_ALL, &r, s->errmsg)))
-				break;
-			*rows_read += r.count;
-			for (uint32_t i = 0; i < r.count && !rc; i++)
-				if (r.time_us[i] >= from_us && r.time_us[i] < to_us)
-					rc = fn(ctx, &r, refs, i);
-		}
-		free(groups);
-		for (int d = 0; d < DIM_COUNT; d++)
-			strdict_free(&dict[d]);
-	}
-	rows_free(&r);
+	rows_visit v;
+	memset(&v, 0, sizeof(v));
+	v.s = s;
+	v.from_us = from_us;
+	v.to_us = to_us;
+	v.fn = fn;
+	v.ctx = ctx;
+	v.rows_read = rows_read;
+	int rc = each_rowgroup(s, t, from_us, to_us, rows_visit_rowgroup, &v);
+	rows_visit_dict_free(&v);
+	rows_free(&v.r);
 	memtable *tables[2] = {t->frozen, t->active};
 	for (int m = 0; m < 2 && !rc; m++) {
 		const memtable *mt = tables[m];

@@ -76,6 +76,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "tally.h"
 #include "tz.h"
 
@@ -703,16 +704,6 @@ static bool tz_rule_parse(const char *text, size_t size, struct tz_rule *rule)
 
 #define TZIF_HEADER_SIZE 44
 
-__attribute__((format(printf, 2, 3)))
-static void errmsg_set(char *errmsg, const char *format, ...)
-{
-	if (!errmsg)
-		return;
-	va_list args;
-	va_start(args, format);
-	vsnprintf(errmsg, TALLY_ERRMSG_SIZE, format, args);
-	va_end(args);
-}
 
 static uint32_t be32_get(const uint8_t *p)
 {

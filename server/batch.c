@@ -1,23 +1,11 @@
 /*
  * batch.c — columnar IngestBatch to tally_event (batch.h).
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch.h"
-
-static int bad(char *errmsg, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *errmsg, int status, const char *fmt, ...)
-{
-	if (errmsg) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(errmsg, TALLY_ERRMSG_SIZE, fmt, ap);
-		va_end(ap);
-	}
-	return status;
-}
+#include "fail.h"
 
 /* Checks a string column against n and the dict; sets each event's field
  * (offset `field` into tally_event) from it. */
@@ -28,26 +16,26 @@ static int string_column(const Tally__V1__IngestBatch *b, const Tally__V1__Strin
 		*(tally_str *)((char *)&events[i] + field) = (tally_str){NULL, 0};
 	if (!c || (c->n_len == 0 && c->n_code == 0)) {
 		if (c && c->bytes.len)
-			return bad(errmsg, BATCH_BAD_REQUEST, "column %s: %zu bytes but no lengths", name,
+			return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: %zu bytes but no lengths", name,
 				   c->bytes.len);
 		return BATCH_OK;
 	}
 	if (c->n_len && c->n_code)
-		return bad(errmsg, BATCH_BAD_REQUEST, "column %s: both lengths and codes given", name);
+		return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: both lengths and codes given", name);
 	if (c->n_code) {
 		if (c->n_code != n)
-			return bad(errmsg, BATCH_BAD_REQUEST, "column %s: %zu codes for %zu events", name,
+			return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: %zu codes for %zu events", name,
 				   c->n_code, n);
 		if (c->bytes.len)
-			return bad(errmsg, BATCH_BAD_REQUEST, "column %s: bytes given with codes", name);
+			return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: bytes given with codes", name);
 		for (size_t i = 0; i < n; i++) {
 			if (c->code[i] >= b->n_dict)
-				return bad(errmsg, BATCH_BAD_REQUEST,
+				return server_fail(errmsg, BATCH_BAD_REQUEST,
 					   "column %s: event %zu has code %u, the dictionary holds %zu strings",
 					   name, i, c->code[i], b->n_dict);
 			const ProtobufCBinaryData *s = &b->dict[c->code[i]];
 			if (s->len > UINT32_MAX)
-				return bad(errmsg, BATCH_BAD_REQUEST, "dictionary string %u is too long",
+				return server_fail(errmsg, BATCH_BAD_REQUEST, "dictionary string %u is too long",
 					   c->code[i]);
 			*(tally_str *)((char *)&events[i] + field) =
 				(tally_str){(const char *)s->data, (uint32_t)s->len};
@@ -55,12 +43,12 @@ static int string_column(const Tally__V1__IngestBatch *b, const Tally__V1__Strin
 		return BATCH_OK;
 	}
 	if (c->n_len != n)
-		return bad(errmsg, BATCH_BAD_REQUEST, "column %s: %zu lengths for %zu events", name,
+		return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: %zu lengths for %zu events", name,
 			   c->n_len, n);
 	size_t at = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (c->len[i] > c->bytes.len - at)
-			return bad(errmsg, BATCH_BAD_REQUEST,
+			return server_fail(errmsg, BATCH_BAD_REQUEST,
 				   "column %s: the lengths run past its %zu bytes at event %zu", name,
 				   c->bytes.len, i);
 		/* An empty value has no bytes (and the column may have none). */
@@ -69,7 +57,7 @@ static int string_column(const Tally__V1__IngestBatch *b, const Tally__V1__Strin
 		at += c->len[i];
 	}
 	if (at != c->bytes.len)
-		return bad(errmsg, BATCH_BAD_REQUEST, "column %s: the lengths add up to %zu of its %zu bytes",
+		return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: the lengths add up to %zu of its %zu bytes",
 			   name, at, c->bytes.len);
 	return BATCH_OK;
 }
@@ -78,7 +66,7 @@ static int string_column(const Tally__V1__IngestBatch *b, const Tally__V1__Strin
 static int numeric_length(size_t have, size_t n, const char *name, char *errmsg)
 {
 	if (have && have != n)
-		return bad(errmsg, BATCH_BAD_REQUEST, "column %s: %zu values for %zu events", name, have, n);
+		return server_fail(errmsg, BATCH_BAD_REQUEST, "column %s: %zu values for %zu events", name, have, n);
 	return BATCH_OK;
 }
 
@@ -88,7 +76,7 @@ int batch_decode(const Tally__V1__IngestBatch *b, tally_event *events, size_t ev
 	*count = 0;
 	size_t n = b->n_time_us;
 	if (n > events_max)
-		return bad(errmsg, BATCH_TOO_LARGE, "%zu events in one batch; at most %zu", n, events_max);
+		return server_fail(errmsg, BATCH_TOO_LARGE, "%zu events in one batch; at most %zu", n, events_max);
 	int rc;
 	if ((rc = numeric_length(b->n_status, n, "status", errmsg)) ||
 	    (rc = numeric_length(b->n_duration_ms, n, "duration_ms", errmsg)) ||

@@ -2,12 +2,12 @@
  * convert.c — protocol <-> engine queries (convert.h).
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "convert.h"
+#include "fail.h"
 
 /* Protocol dimension numbers are the engine's (checked at compile time). */
 _Static_assert((int)TALLY__V1__DIMENSION__PROJECT == (int)TALLY_DIM_PROJECT &&
@@ -28,48 +28,36 @@ _Static_assert((int)TALLY__V1__AGGREGATE__COUNT == (int)TALLY_AGG_COUNT &&
 		       (int)TALLY__V1__AGGREGATE__ERRORS == (int)TALLY_AGG_ERRORS,
 	       "aggregates agree");
 
-static int invalid(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int invalid(char *errmsg, const char *fmt, ...)
-{
-	if (errmsg) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(errmsg, TALLY_ERRMSG_SIZE, fmt, ap);
-		va_end(ap);
-	}
-	return TALLY_E_INVALID;
-}
-
 int convert_query(const Tally__V1__Query *m, tally_query *q, query_storage *st, char *errmsg)
 {
 	memset(q, 0, sizeof(*q));
 	q->from_us = m->from_us;
 	q->to_us = m->to_us;
 	if ((int)m->bucket < TALLY_BUCKET_NONE || (int)m->bucket > TALLY_BUCKET_MONTH)
-		return invalid(errmsg, "unknown bucket %d", (int)m->bucket);
+		return server_fail(errmsg, TALLY_E_INVALID, "unknown bucket %d", (int)m->bucket);
 	q->bucket = (int)m->bucket;
 	q->time_zone = m->time_zone && m->time_zone[0] ? m->time_zone : NULL;
 	for (size_t i = 0; i < m->n_group_by; i++) {
 		int d = (int)m->group_by[i];
 		if (d < 0 || d >= TALLY_DIM_COUNT)
-			return invalid(errmsg, "group_by: unknown dimension %d", d);
+			return server_fail(errmsg, TALLY_E_INVALID, "group_by: unknown dimension %d", d);
 		if (q->group_by & (1u << d))
-			return invalid(errmsg, "group_by: %s given twice", tally_dim_name(d));
+			return server_fail(errmsg, TALLY_E_INVALID, "group_by: %s given twice", tally_dim_name(d));
 		q->group_by |= 1u << d;
 	}
 	if (m->n_filters > TALLY_FILTERS_MAX)
-		return invalid(errmsg, "too many filters: %zu (at most %u)", m->n_filters, TALLY_FILTERS_MAX);
+		return server_fail(errmsg, TALLY_E_INVALID, "too many filters: %zu (at most %u)", m->n_filters, TALLY_FILTERS_MAX);
 	for (size_t i = 0; i < m->n_filters; i++) {
 		const Tally__V1__Filter *f = m->filters[i];
 		int d = (int)f->dimension;
 		if (d < 0 || d >= TALLY_DIM_COUNT)
-			return invalid(errmsg, "filter %zu: unknown dimension %d", i, d);
+			return server_fail(errmsg, TALLY_E_INVALID, "filter %zu: unknown dimension %d", i, d);
 		if (f->n_values == 0 || f->n_values > TALLY_FILTER_VALUES_MAX)
-			return invalid(errmsg, "filter on %s: %zu values (1 to %u allowed)", tally_dim_name(d),
+			return server_fail(errmsg, TALLY_E_INVALID, "filter on %s: %zu values (1 to %u allowed)", tally_dim_name(d),
 				       f->n_values, TALLY_FILTER_VALUES_MAX);
 		for (size_t k = 0; k < f->n_values; k++) {
 			if (f->values[k].len > UINT32_MAX)
-				return invalid(errmsg, "filter on %s: value %zu too long", tally_dim_name(d), k);
+				return server_fail(errmsg, TALLY_E_INVALID, "filter on %s: value %zu too long", tally_dim_name(d), k);
 			st->values[i][k] = (tally_str){(const char *)f->values[k].data, (uint32_t)f->values[k].len};
 		}
 		st->filters[i] = (tally_filter){d, st->values[i], (uint32_t)f->n_values};
@@ -77,7 +65,7 @@ int convert_query(const Tally__V1__Query *m, tally_query *q, query_storage *st, 
 	q->filters = m->n_filters ? st->filters : NULL;
 	q->filter_count = (uint32_t)m->n_filters;
 	if (m->n_quantiles > TALLY_QUANTILES_MAX)
-		return invalid(errmsg, "too many quantiles: %zu (at most %u)", m->n_quantiles,
+		return server_fail(errmsg, TALLY_E_INVALID, "too many quantiles: %zu (at most %u)", m->n_quantiles,
 			       TALLY_QUANTILES_MAX);
 	for (size_t i = 0; i < m->n_quantiles; i++)
 		q->quantiles[i] = m->quantiles[i];
