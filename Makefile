@@ -1,6 +1,6 @@
 # tally — one hand-written build for everything.
 #
-#   make            build/libtally.a, build/tally, build/tally-bench
+#   make            build/libtally.a, build/tally, build/tally-bench, build/tallyd
 #   make check      install missing Debian packages, build, run every test
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make deps       apt-get install only the packages that are missing
@@ -19,16 +19,22 @@ OPT     ?= -O2
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wvla -Wno-format-truncation -g $(OPT) \
            -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread $(EXTRA_CFLAGS)
 LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
-TEST_LDLIBS = -lcriterion
+TEST_LDLIBS = -lcriterion -lcurl
+# The wire side (protobuf-c) and the server's libraries: HTTP metrics, INI
+# config, API-key digests, JSON files; the CLI adds CSV.
+NET_LDLIBS  = -lprotobuf-c -ljansson -lcrypto -lmicrohttpd -linih -lcsv
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
                   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata libssl-dev \
-                  clang libclang-rt-14-dev
+                  clang libclang-rt-14-dev libmicrohttpd-dev libinih-dev libcsv-dev libcurl4-openssl-dev
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 PROTO_SRC   := $(sort $(wildcard proto/*.c))
-SERVER_SRC  := $(sort $(wildcard server/*.c))
-TOOLS_SRC   := $(sort $(wildcard tools/*.c))
+# server/tallyd.c holds main(); every other server module goes in the library.
+SERVER_SRC  := $(sort $(filter-out server/tallyd.c,$(wildcard server/*.c)))
+# tools/tally.c holds main(); the command modules form libtallytools.a so
+# tests can call their parsers and formatters directly.
+TOOLS_SRC   := $(sort $(filter-out tools/tally.c,$(wildcard tools/*.c)))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 TEST_SRC    := $(sort $(wildcard tests/test_*.c))
@@ -46,7 +52,7 @@ TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all check test asan deps run clean fuzz fuzz-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
-     $(BUILD)/tally-bench
+     $(BUILD)/tally-bench $(BUILD)/tallyd
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -72,18 +78,25 @@ $(BUILD)/libtally.a: $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tally: $(TOOLS_OBJ) $(BUILD)/libtally.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson
+$(BUILD)/libtallytools.a: $(TOOLS_OBJ)
+	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtally.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -ljansson $(LDLIBS)
+$(BUILD)/tally: $(BUILD)/tools/tally.o $(BUILD)/libtallytools.a $(BUILD)/libtallyproto.a $(BUILD)/libtally.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(BUILD)/libtally.a \
-		  $(BUILD)/libtallyproto.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) -lprotobuf-c -ljansson -lcrypto
+$(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtallyproto.a $(BUILD)/libtally.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
 
-$(BUILD)/tests/test_proto.o $(BUILD)/tests/test_batch.o $(BUILD)/tests/test_convert.o \
-	$(BUILD)/tests/test_keys.o $(BUILD)/tests/test_client.o: $(BUILD)/proto/tally.pb-c.h
+$(BUILD)/tallyd: $(BUILD)/server/tallyd.o $(BUILD)/libtallyserver.a $(BUILD)/libtallyproto.a \
+		 $(BUILD)/libtally.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallytools.a $(BUILD)/libtallyserver.a \
+		  $(BUILD)/libtally.a $(BUILD)/libtallyproto.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) $(NET_LDLIBS)
+
+# Everything that may include the generated header waits for it.
+$(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(BUILD)/server/tallyd.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
 test: all $(TEST_BIN)
@@ -120,7 +133,7 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
 build-fuzz/fuzz_request: fuzz/fuzz_request.c $(FUZZ_OBJ)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) -lprotobuf-c -ljansson -lcrypto
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
 
 define run_fuzz
 	@mkdir -p build-fuzz/corpus
