@@ -2,7 +2,6 @@
  * keys.c — API keys (keys.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,8 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "fail.h"
+#include "jsonfile.h"
 #include "keys.h"
 
 #define KEYS_FILE "keys.json"
@@ -109,33 +110,12 @@ static int corrupt(char *errmsg, const keystore *ks, const char *what)
 
 static int load(keystore *ks, char *errmsg)
 {
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", ks->dir, KEYS_FILE);
-	int fd = ks->io->open(ks->io, path, O_RDONLY, 0);
-	if (fd == -ENOENT)
-		return 0;
-	if (fd < 0) {
-		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open %s: %s", path, tally_strerror(fd));
-		return fd;
-	}
-	int64_t size = ks->io->file_size(ks->io, fd);
-	int rc = size < 0 ? (int)size : size > KEYS_FILE_BYTES_MAX ? TALLY_E_CORRUPT : 0;
-	char *text = rc ? NULL : malloc((size_t)size + 1);
-	if (!rc && !text)
-		rc = -ENOMEM;
-	if (!rc)
-		rc = tally_io_read_all(ks->io, fd, text, (size_t)size, 0);
-	ks->io->close(ks->io, fd);
-	if (rc) {
-		free(text);
-		return rc == TALLY_E_CORRUPT ? corrupt(errmsg, ks, "unreadable or too large") : rc;
-	}
-	json_error_t jerr;
-	json_t *root = json_loadb(text, (size_t)size, 0, &jerr);
-	free(text);
-	json_t *list = root ? json_object_get(root, "keys") : NULL;
-	json_t *version = root ? json_object_get(root, "version") : NULL;
+	json_t *root;
+	int rc = jsonfile_load(ks->io, ks->dir, KEYS_FILE, KEYS_FILE_BYTES_MAX, &root, errmsg);
+	if (rc || !root)
+		return rc;
+	json_t *list = json_object_get(root, "keys");
+	json_t *version = json_object_get(root, "version");
 	if (!json_is_array(list) || !json_is_integer(version) || json_integer_value(version) != 1) {
 		json_decref(root);
 		return corrupt(errmsg, ks, "not a version 1 key list");
@@ -215,15 +195,10 @@ static int save(keystore *ks, char *errmsg)
 					 "revoked", e->revoked);
 		bad = !item || json_array_append_new(list, item);
 	}
-	char *text = bad ? NULL : json_dumps(root, JSON_INDENT(1));
+	int rc = bad ? server_fail(errmsg, -ENOMEM, "write %s/%s: out of memory", ks->dir, KEYS_FILE)
+		     : jsonfile_save(ks->io, ks->dir, KEYS_FILE, root, errmsg);
 	json_decref(list);
 	json_decref(root);
-	if (!text)
-		return -ENOMEM;
-	int rc = tally_io_durable_replace(ks->io, ks->dir, KEYS_FILE, text, strlen(text));
-	free(text);
-	if (rc && errmsg)
-		snprintf(errmsg, TALLY_ERRMSG_SIZE, "write %s/%s: %s", ks->dir, KEYS_FILE, tally_strerror(rc));
 	return rc;
 }
 

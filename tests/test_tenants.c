@@ -1,0 +1,118 @@
+/*
+ * test_tenants.c — server/tenants.c: the tenant registry is created,
+ * suspended and resumed durably, refuses bad names and duplicates, and
+ * changes nothing when its file cannot be written.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "support/fault_io.h"
+#include "support/test_dir.h"
+#include "tenants.h"
+
+/* Description: created tenants are found by name, listed in creation order
+ * and keep their suspension across a reopen; a second create is -EEXIST;
+ * suspending an unknown tenant is NOTFOUND. */
+Test(tenants, create_find_suspend_and_persist)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tenants");
+	char err[TALLY_ERRMSG_SIZE] = "";
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	cr_expect_null(tenants_find(r, "acme"));
+	cr_assert_eq(tenants_create(r, "acme", err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "globex.eu-1", err), 0, "%s", err);
+	cr_expect_eq(tenants_create(r, "acme", err), -EEXIST);
+	cr_expect_str_eq(err, "tenant acme exists");
+	cr_assert_eq(tenants_set_suspended(r, "globex.eu-1", true, err), 0, "%s", err);
+	cr_expect_eq(tenants_set_suspended(r, "nobody", true, err), TALLY_E_NOTFOUND);
+	cr_expect_str_eq(err, "no tenant nobody");
+	tenants_close(r);
+
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	size_t n;
+	const tenant_entry *list = tenants_list(r, &n);
+	cr_assert_eq(n, 2);
+	cr_expect_str_eq(list[0].name, "acme");
+	cr_expect_not(list[0].suspended);
+	cr_expect_str_eq(list[1].name, "globex.eu-1");
+	cr_expect(list[1].suspended);
+	cr_expect_gt(list[0].created_us, 0);
+	cr_expect_eq(tenants_find(r, "globex.eu-1"), &list[1]);
+	cr_assert_eq(tenants_set_suspended(r, "globex.eu-1", false, err), 0, "%s", err);
+	cr_expect_not(tenants_find(r, "globex.eu-1")->suspended);
+	tenants_close(r);
+	test_dir_remove(&dir);
+}
+
+/* Description: malformed names are refused with the rule in the message. */
+Test(tenants, names)
+{
+	cr_expect(tenants_name_valid("a"));
+	cr_expect(tenants_name_valid("Acme_Corp.eu-1"));
+	char long_name[TALLY_TENANT_SIZE_MAX + 2];
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = 0;
+	cr_expect_not(tenants_name_valid(long_name));
+	long_name[TALLY_TENANT_SIZE_MAX] = 0;
+	cr_expect(tenants_name_valid(long_name));
+	cr_expect_not(tenants_name_valid(""));
+	cr_expect_not(tenants_name_valid("a b"));
+	cr_expect_not(tenants_name_valid("a/b"));
+	cr_expect_not(tenants_name_valid("ümlaut"));
+
+	test_dir dir;
+	test_dir_make(&dir, "tenants-names");
+	char err[TALLY_ERRMSG_SIZE];
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	cr_expect_eq(tenants_create(r, "a/b", err), TALLY_E_TENANT);
+	cr_expect_str_eq(err, "malformed tenant name 'a/b': 1..64 bytes of [A-Za-z0-9._-]");
+	size_t n;
+	tenants_list(r, &n);
+	cr_expect_eq(n, 0);
+	tenants_close(r);
+	test_dir_remove(&dir);
+}
+
+/* Description: when the registry file cannot be written (fsync EIO), the
+ * create fails with the error and the tenant does not exist, in memory or
+ * after a reopen; 600 tenants are all found after a reopen. */
+Test(tenants, failed_write_changes_nothing_and_many_tenants)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tenants-fail");
+	fault_io *f = fault_io_create();
+	char err[TALLY_ERRMSG_SIZE];
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(fault_io_table(f), dir.path, &r, err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "first", err), 0, "%s", err);
+	fault_io_fsync_fail_nth(f, 1, EIO);
+	cr_expect_eq(tenants_create(r, "second", err), -EIO);
+	cr_expect_null(tenants_find(r, "second"));
+	cr_expect_eq(tenants_set_suspended(r, "first", true, err), 0, "%s", err);
+	tenants_close(r);
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	cr_expect_null(tenants_find(r, "second"));
+	cr_assert_not_null(tenants_find(r, "first"));
+	cr_expect(tenants_find(r, "first")->suspended);
+	for (int i = 0; i < 600; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "t%04d", i);
+		cr_assert_eq(tenants_create(r, name, err), 0, "%s", err);
+	}
+	tenants_close(r);
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	for (int i = 0; i < 600; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "t%04d", i);
+		cr_assert_not_null(tenants_find(r, name), "%s", name);
+	}
+	cr_expect_null(tenants_find(r, "t600"));
+	tenants_close(r);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
