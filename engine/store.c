@@ -2047,5 +2047,10 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	out->wal_file_count = ws.file_count;
 	out->wal_bytes = ws.bytes;
 	out->durable_lsn = ws.durable_lsn;
+	out->wal_fsync_count = ws.commit_fsync_count;
+	out->wal_fsync_us_total = ws.commit_fsync_us_total;
+	_Static_assert(sizeof(out->wal_fsync_hist) == sizeof(ws.commit_fsync_hist),
+		       "the store reports the WAL's histogram as is");
+	memcpy(out->wal_fsync_hist, ws.commit_fsync_hist, sizeof(out->wal_fsync_hist));
 	return 0;
 }

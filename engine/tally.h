@@ -41,6 +41,8 @@ extern "C" {
 #define TALLY_BATCH_EVENTS_MAX 65536
 #define TALLY_ERRMSG_SIZE 512
 
+#define TALLY_FSYNC_HIST_BUCKETS 14 /* buckets of tally_stats.wal_fsync_hist */
+
 #define TALLY_US_PER_SECOND INT64_C(1000000)
 #define TALLY_US_PER_DAY (INT64_C(86400) * TALLY_US_PER_SECOND)
 
@@ -246,9 +248,28 @@ typedef struct tally_stats {
 	uint64_t rollup_cells;         /* cells in those pages (minute, hour, day) */
 	uint64_t rollup_live_bytes;    /* RAM of the pages of not-yet-flushed events */
 	int sticky_error;              /* 0, or why writes are refused */
+	/* WAL commit fsyncs since open: the fdatasync after each group commit
+	 * write (successful or not), timed on the io clock (tally_io.now_us).
+	 * A new WAL file's header and directory syncs (once per
+	 * wal_file_bytes_max) are not included. */
+	uint64_t wal_fsync_count;
+	uint64_t wal_fsync_us_total;
+	/* Per bucket, not cumulative: bucket i counts the fsyncs that took more
+	 * than tally_fsync_hist_bound_us(i - 1) and at most
+	 * tally_fsync_hist_bound_us(i) microseconds (bucket 0: at most its
+	 * bound). The buckets sum to wal_fsync_count. */
+	uint64_t wal_fsync_hist[TALLY_FSYNC_HIST_BUCKETS];
 } tally_stats;
 
 int tally_store_stats(tally_store *store, tally_stats *stats);
+
+/*
+ * The upper bound, in microseconds, of bucket i of tally_stats.wal_fsync_hist:
+ * 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+ * 1000000, and INT64_MAX for the last bucket (+Inf). TALLY_E_INVALID for i
+ * outside [0, TALLY_FSYNC_HIST_BUCKETS).
+ */
+int64_t tally_fsync_hist_bound_us(int i);
 
 /* ---- Queries (rollup pages; docs/queries.md) ---------------------------- */
 

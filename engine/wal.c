@@ -95,9 +95,17 @@
  * Threads and locks — who holds what:
  *   mutex       guards pending, last_lsn, durable_lsn, error, closing,
  *               rotate_requested, logical_file_bytes, pending_since_us,
- *               space_waiters, files (the live file list) and fsync_count.
+ *               space_waiters, files (the live file list), fsync_count and
+ *               the commit fsync timings (commit_fsync_*).
  *               Held only for memory work: never across a write, fsync,
  *               open or unlink (the writer's io->now_us call is the exception).
+ *
+ * Fsync timing. The writer reads io->now_us just before and just after each
+ * commit fdatasync (outside the mutex) and adds the difference to a count,
+ * a total and a histogram in the same mutex hold that publishes
+ * durable_lsn, so timing costs two clock reads and no extra lock. The clock
+ * is the io table's wall clock (tests drive it); a step backwards counts
+ * as 0 us.
  *   writer_cond the writer sleeps on it for work or during the window;
  *               signalled by the append that makes pending non-empty, by an
  *               append about to block for space, and by close.
@@ -183,6 +191,13 @@
 
 #define WAL_FILE_BYTES_MAX_DEFAULT (64ull << 20)
 #define WAL_BUFFER_BYTES_MAX_DEFAULT (32ull << 20)
+
+/* Upper bounds of the commit fsync histogram's buckets, in microseconds
+ * (tally_fsync_hist_bound_us); the last bucket is +Inf. */
+static const int64_t fsync_hist_bounds_us[TALLY_FSYNC_HIST_BUCKETS] = {
+	50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
+	INT64_MAX,
+};
 
 /* Placement flags, held in a pending record's checksum slot. */
 #define WAL_PLACE_SAME_FILE 0u
@@ -372,6 +387,9 @@ struct wal {
 	uint32_t space_waiters;
 	wal_file_list files;      /* live files, oldest first */
 	uint64_t fsync_count;
+	uint64_t commit_fsync_count;
+	uint64_t commit_fsync_us_total;
+	uint64_t commit_fsync_hist[TALLY_FSYNC_HIST_BUCKETS];
 
 	/* Writer thread only. */
 	wal_buffer writing;
@@ -484,10 +502,20 @@ static int wal_writer_write_batch(wal *w)
 		if (rc)
 			return rc;
 		w->file_end += run_size;
+		int64_t sync_start_us = io->now_us(io);
 		rc = io->fdatasync(io, w->fd);
+		int64_t sync_us = io->now_us(io) - sync_start_us;
+		if (sync_us < 0)
+			sync_us = 0; /* the wall clock stepped back */
+		int bucket = 0;
+		while (sync_us > fsync_hist_bounds_us[bucket])
+			bucket++; /* ends at the last bound, INT64_MAX */
 
 		pthread_mutex_lock(&w->mutex);
 		w->fsync_count++;
+		w->commit_fsync_count++;
+		w->commit_fsync_us_total += (uint64_t)sync_us;
+		w->commit_fsync_hist[bucket]++;
 		if (rc == 0) {
 			assert(w->files.count > 0 &&
 			       w->files.items[w->files.count - 1].file_id == w->file_id);
@@ -762,7 +790,17 @@ void wal_get_stats(wal *w, wal_stats *stats)
 	stats->fsync_count = w->fsync_count;
 	stats->last_lsn = w->last_lsn;
 	stats->durable_lsn = w->durable_lsn;
+	stats->commit_fsync_count = w->commit_fsync_count;
+	stats->commit_fsync_us_total = w->commit_fsync_us_total;
+	memcpy(stats->commit_fsync_hist, w->commit_fsync_hist, sizeof stats->commit_fsync_hist);
 	pthread_mutex_unlock(&w->mutex);
+}
+
+int64_t tally_fsync_hist_bound_us(int i)
+{
+	if (i < 0 || i >= TALLY_FSYNC_HIST_BUCKETS)
+		return TALLY_E_INVALID;
+	return fsync_hist_bounds_us[i];
 }
 
 static void wal_free(wal *w)

@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "tally.h"
 #include "tally_io.h"
 
 typedef struct wal wal;
@@ -88,9 +89,15 @@ int wal_retire_before(wal *w, uint64_t lsn);
 typedef struct wal_stats {
 	uint64_t file_count;
 	uint64_t bytes;        /* on disk, all live files */
-	uint64_t fsync_count;
+	uint64_t fsync_count;  /* every fdatasync and directory fsync */
 	uint64_t last_lsn;
 	uint64_t durable_lsn;
+	/* The commit fdatasyncs alone (one per write of a run of records,
+	 * failed ones included), timed on io->now_us: count, total and
+	 * per-bucket counts (bounds: tally_fsync_hist_bound_us). */
+	uint64_t commit_fsync_count;
+	uint64_t commit_fsync_us_total;
+	uint64_t commit_fsync_hist[TALLY_FSYNC_HIST_BUCKETS];
 } wal_stats;
 void wal_get_stats(wal *w, wal_stats *stats);
 

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,4 +500,113 @@ Test(store, small_days_share_row_groups_and_big_days_stand_alone)
 	int problems = tally_verify(dir, NULL, NULL);
 	cr_expect_eq(problems, 0);
 	free(r);
+}
+
+/* ---- WAL fsync timings --------------------------------------------------- */
+
+/* A tally_io that passes everything to the default table except the clock:
+ * its own, which every fdatasync moves forward by sync_latency_us. The WAL
+ * times its commit fdatasync on this clock, so each timing is exactly the
+ * latency the test set. */
+static tally_io timed_io;
+static _Atomic int64_t timed_clock_us;
+static _Atomic int64_t sync_latency_us;
+
+static int64_t timed_now_us(const tally_io *io)
+{
+	(void)io;
+	return atomic_load(&timed_clock_us);
+}
+
+static int timed_fdatasync(const tally_io *io, int fd)
+{
+	(void)io;
+	const tally_io *base = tally_io_default();
+	int rc = base->fdatasync(base, fd);
+	atomic_fetch_add(&timed_clock_us, atomic_load(&sync_latency_us));
+	return rc;
+}
+
+static tally_store *open_timed_store(void)
+{
+	timed_io = *tally_io_default();
+	timed_io.now_us = timed_now_us;
+	timed_io.fdatasync = timed_fdatasync;
+	tally_options o;
+	tally_options_default(&o);
+	o.io = &timed_io;
+	o.background = false;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, err);
+	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
+	return s;
+}
+
+Test(store, fsync_histogram_bounds_are_the_documented_ones)
+{
+	const int64_t expected[TALLY_FSYNC_HIST_BUCKETS] = {
+		50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
+		INT64_MAX,
+	};
+	for (int i = 0; i < TALLY_FSYNC_HIST_BUCKETS; i++)
+		cr_expect_eq(tally_fsync_hist_bound_us(i), expected[i], "bucket %d", i);
+	cr_expect_eq(tally_fsync_hist_bound_us(-1), TALLY_E_INVALID);
+	cr_expect_eq(tally_fsync_hist_bound_us(TALLY_FSYNC_HIST_BUCKETS), TALLY_E_INVALID);
+}
+
+/* Each tally_ingest below waits for its own group commit: one commit
+ * fdatasync per ingest, timed at the latency set just before it. Bounds
+ * are inclusive (50 us is bucket 0, 51 us bucket 1). */
+Test(store, wal_fsync_count_total_and_buckets_follow_each_commit)
+{
+	atomic_store(&timed_clock_us, NOW_US);
+	atomic_store(&sync_latency_us, 0);
+	tally_store *s = open_timed_store();
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.wal_fsync_count, 0, "no commit before the first ingest");
+
+	const int64_t latencies_us[7] = {30, 50, 51, 300, 7000, 1000000, 1000001};
+	const int buckets[7] = {0, 0, 1, 3, 7, 12, 13};
+	uint64_t expected_hist[TALLY_FSYNC_HIST_BUCKETS] = {0};
+	uint64_t expected_total = 0;
+	for (int n = 0; n < 7; n++) {
+		char id[16];
+		snprintf(id, sizeof(id), "sync-%d", n);
+		tally_event e = make_event(id, NOW_US - MINUTE_US, (uint64_t)n);
+		tally_ingest_result r;
+		atomic_store(&sync_latency_us, latencies_us[n]);
+		cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+		cr_assert_eq(r.code, TALLY_ACCEPTED);
+		expected_hist[buckets[n]]++;
+		expected_total += (uint64_t)latencies_us[n];
+
+		cr_assert_eq(tally_store_stats(s, &st), 0);
+		cr_expect_eq(st.wal_fsync_count, (uint64_t)n + 1, "after commit %d", n);
+		cr_expect_eq(st.wal_fsync_us_total, expected_total, "after commit %d: %" PRIu64,
+			     n, st.wal_fsync_us_total);
+		uint64_t sum = 0;
+		for (int i = 0; i < TALLY_FSYNC_HIST_BUCKETS; i++) {
+			cr_expect_eq(st.wal_fsync_hist[i], expected_hist[i],
+				     "after commit %d, bucket %d: %" PRIu64, n, i, st.wal_fsync_hist[i]);
+			sum += st.wal_fsync_hist[i];
+		}
+		cr_expect_eq(sum, st.wal_fsync_count, "the buckets sum to the count");
+	}
+	/* A batch of only duplicates appends no record: no commit, no fsync. */
+	tally_event again = make_event("sync-0", NOW_US - MINUTE_US, 0);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &again, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_DUPLICATE);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.wal_fsync_count, 7);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	/* The figures count since open. */
+	s = open_timed_store();
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.wal_fsync_count, 0);
+	cr_expect_eq(st.wal_fsync_us_total, 0);
+	cr_assert_eq(tally_store_close(s), 0);
 }
