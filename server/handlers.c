@@ -1,0 +1,974 @@
+/*
+ * handlers.c — what tallyd does with each request (docs/protocol.md).
+ *
+ * Every request is scoped by the server from the connection's key: a
+ * tenant key acts only for its own tenant (a request naming another tenant
+ * is PERMISSION_DENIED; naming its own is allowed), an admin key names the
+ * tenant it acts for and every such request is logged. Administration is
+ * for admin keys only. The engine is then called with that tenant and no
+ * other, and it checks the name again.
+ *
+ * Ingest: a decoded batch waits in the pass queue until the end of the
+ * loop pass, when every batch of the pass goes to the engine in one
+ * tally_ingest_submit_many (one WAL record); then it waits in the ack queue
+ * until the committer reports its LSN durable, and only then is its
+ * IngestAck sent. If the WAL write or fsync fails, the waiting batches get
+ * INTERNAL and nothing of them is acknowledged.
+ *
+ * Queries and listings run on the worker pool; administration and stats
+ * run on the loop thread (the registry and key store are the loop's).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+
+#include "batch.h"
+#include "convert.h"
+#include "fail.h"
+#include "log.h"
+#include "server_internal.h"
+
+#define ADMIN_KEY_FILE "admin.key"
+
+/* ---- queues --------------------------------------------------------------- */
+
+static int queue_push(ingest_queue *q, const pending_ingest *item)
+{
+	if (q->len == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 64;
+		pending_ingest *items = malloc(cap * sizeof(*items));
+		if (!items)
+			return -ENOMEM;
+		for (size_t i = 0; i < q->len; i++)
+			items[i] = q->items[(q->head + i) % q->cap];
+		free(q->items);
+		q->items = items;
+		q->cap = cap;
+		q->head = 0;
+	}
+	q->items[(q->head + q->len) % q->cap] = *item;
+	q->len++;
+	return 0;
+}
+
+static pending_ingest *queue_front(ingest_queue *q) { return q->len ? &q->items[q->head] : NULL; }
+
+static void queue_pop(ingest_queue *q)
+{
+	q->head = (q->head + 1) % q->cap;
+	q->len--;
+}
+
+static void pending_free(pending_ingest *p)
+{
+	if (p->request)
+		tally__v1__request__free_unpacked(p->request, NULL);
+	free(p->events);
+	free(p->results);
+	memset(p, 0, sizeof(*p));
+}
+
+void ingest_queue_free(ingest_queue *q)
+{
+	while (q->len) {
+		pending_free(queue_front(q));
+		queue_pop(q);
+	}
+	free(q->items);
+	memset(q, 0, sizeof(*q));
+}
+
+/* ---- responses -------------------------------------------------------------- */
+
+/* A framed response in a malloc-ed buffer, for worker threads. A response
+ * over the frame limit becomes TOO_LARGE. NULL when out of memory. */
+static uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t *size_out)
+{
+	size_t size = tally__v1__response__get_packed_size(resp);
+	if (size > limit) {
+		Tally__V1__Error err = TALLY__V1__ERROR__INIT;
+		err.code = TALLY__V1__ERROR__CODE__TOO_LARGE;
+		char text[160];
+		snprintf(text, sizeof(text),
+			 "the response would be %zu bytes (frame limit %u): narrow the range or lower the limit",
+			 size, limit);
+		err.message = text;
+		Tally__V1__Response small = TALLY__V1__RESPONSE__INIT;
+		small.request_id = resp->request_id;
+		small.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+		small.error = &err;
+		return response_frame(&small, limit, size_out);
+	}
+	uint8_t *buf = malloc(FRAME_HEADER_SIZE + size);
+	if (!buf)
+		return NULL;
+	frame_header_put(buf, (uint32_t)size);
+	tally__v1__response__pack(resp, buf + FRAME_HEADER_SIZE);
+	*size_out = FRAME_HEADER_SIZE + size;
+	return buf;
+}
+
+static uint8_t *error_frame(uint64_t request_id, int code, const char *message, uint32_t limit,
+			    size_t *size)
+{
+	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
+	err.code = (Tally__V1__Error__Code)code;
+	err.message = (char *)message;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = request_id;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+	resp.error = &err;
+	return response_frame(&resp, limit, size);
+}
+
+/* The protocol code for an engine error. */
+static int code_of_engine_error(int rc)
+{
+	switch (rc) {
+	case TALLY_E_INVALID:
+	case TALLY_E_TENANT:
+		return ERR_BAD_REQUEST;
+	case TALLY_E_LIMIT:
+		return ERR_TOO_LARGE;
+	case TALLY_E_BUSY:
+	case TALLY_E_CLOSED:
+		return ERR_UNAVAILABLE;
+	default:
+		return ERR_INTERNAL;
+	}
+}
+
+/* ---- authentication and scope --------------------------------------------- */
+
+/* Whether c's key (and its tenant) is still good; answers and closes if not. */
+static bool auth_still_valid(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes)
+{
+	if (c->auth_generation == s->auth_generation)
+		return true;
+	const key_entry *e = keys_lookup(s->keys, c->key_text);
+	const tenant_entry *t = e && e->tenant[0] ? tenants_find(s->tenants, e->tenant) : NULL;
+	const char *why = !e ? "the key was revoked" : e->tenant[0] && (!t || t->suspended) ? "the tenant is suspended" : NULL;
+	if (!why) {
+		c->auth_generation = s->auth_generation;
+		return true;
+	}
+	log_info("%s: key %s refused: %s", c->peer, c->key_id, why);
+	conn_respond_error(s, c, request_id, frame_bytes, ERR_UNAUTHENTICATED, 0, "%s", why);
+	conn_close_after_send(s, c);
+	return false;
+}
+
+/*
+ * The tenant a tenant request acts for, into out: the key's tenant, or for
+ * an admin key the named one (which must exist unless create is set, and
+ * then is created). Answers the request and returns false when refused.
+ */
+static bool scope_tenant(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes,
+			 const char *named, bool create, const char *what, char *out)
+{
+	named = named ? named : "";
+	if (!c->admin) {
+		if (named[0] && strcmp(named, c->tenant) != 0) {
+			conn_respond_error(s, c, request_id, frame_bytes, ERR_PERMISSION_DENIED, 0,
+					   "this key belongs to tenant %s: it cannot act for %.80s", c->tenant, named);
+			return false;
+		}
+		snprintf(out, TALLY_TENANT_SIZE_MAX + 1, "%s", c->tenant);
+		return true;
+	}
+	if (!named[0]) {
+		conn_respond_error(s, c, request_id, frame_bytes, ERR_BAD_REQUEST, 0,
+				   "an admin key must name the tenant of a %s request", what);
+		return false;
+	}
+	if (!tenants_find(s->tenants, named)) {
+		if (!create) {
+			conn_respond_error(s, c, request_id, frame_bytes, ERR_BAD_REQUEST, 0,
+					   "no tenant %.80s (ingest may create it with create_tenant)", named);
+			return false;
+		}
+		char errmsg[TALLY_ERRMSG_SIZE];
+		int rc = tenants_create(s->tenants, named, errmsg);
+		if (rc && rc != -EEXIST) {
+			conn_respond_error(s, c, request_id, frame_bytes,
+					   rc == TALLY_E_TENANT ? ERR_BAD_REQUEST : ERR_INTERNAL, 0, "%s", errmsg);
+			return false;
+		}
+		log_info("admin key %s created tenant %s by ingest", c->key_id, named);
+	}
+	metrics_add(s->metrics, M_ADMIN_ACTING_FOR_TENANT, 1);
+	log_info("admin key %s (%s): %s for tenant %s", c->key_id, c->peer, what, named);
+	snprintf(out, TALLY_TENANT_SIZE_MAX + 1, "%s", named);
+	return true;
+}
+
+static void on_hello(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	const Tally__V1__Hello *h = req->hello;
+	if (c->authed) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
+				   "already authenticated on this connection");
+		return;
+	}
+	if (h->protocol_version > PROTOCOL_VERSION) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
+				   "protocol version %u is not supported (this server speaks %d)",
+				   h->protocol_version, PROTOCOL_VERSION);
+		conn_close_after_send(s, c);
+		return;
+	}
+	const key_entry *e = keys_lookup(s->keys, h->api_key);
+	const tenant_entry *t = e && e->tenant[0] ? tenants_find(s->tenants, e->tenant) : NULL;
+	const char *why = !e ? "unknown or revoked API key"
+			  : e->tenant[0] && !t ? "the key's tenant does not exist"
+			  : t && t->suspended ? "the tenant is suspended" : NULL;
+	if (why) {
+		log_info("%s: Hello refused: %s", c->peer, why);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAUTHENTICATED, 0, "%s", why);
+		conn_close_after_send(s, c);
+		return;
+	}
+	uint32_t same_key = 0;
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		const conn *o = &s->conns[i];
+		if (o->fd >= 0 && o->authed && !o->close_submitted && strcmp(o->key_id, e->id) == 0)
+			same_key++;
+	}
+	if (same_key >= s->config.connections_per_key_max) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_RESOURCE_EXHAUSTED, 1000,
+				   "key %s already has %u connections (the limit)", e->id, same_key);
+		conn_close_after_send(s, c);
+		return;
+	}
+	c->authed = true;
+	c->admin = e->tenant[0] == 0;
+	snprintf(c->tenant, sizeof(c->tenant), "%s", e->tenant);
+	snprintf(c->key_id, sizeof(c->key_id), "%s", e->id);
+	snprintf(c->key_text, sizeof(c->key_text), "%s", h->api_key);
+	c->auth_generation = s->auth_generation;
+	Tally__V1__Limits limits = TALLY__V1__LIMITS__INIT;
+	limits.frame_bytes_max = s->config.frame_bytes_max;
+	limits.batch_events_max = s->config.batch_events_max;
+	limits.inflight_requests_max = s->config.inflight_max;
+	limits.query_rows_max = TALLY_QUERY_ROWS_MAX;
+	limits.list_events_max = TALLY_LIST_EVENTS_MAX;
+	Tally__V1__HelloOk ok = TALLY__V1__HELLO_OK__INIT;
+	ok.tenant = c->tenant;
+	ok.admin = c->admin;
+	ok.server_version = SERVER_VERSION;
+	ok.protocol_version = PROTOCOL_VERSION;
+	ok.limits = &limits;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = req->request_id;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_HELLO;
+	resp.hello = &ok;
+	conn_respond(s, c, &resp, fb);
+}
+
+/* ---- ingest --------------------------------------------------------------- */
+
+static void on_ingest(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, bool *kept)
+{
+	const Tally__V1__IngestBatch *b = req->ingest;
+	if (!c->admin && (b->create_tenant || b->backfill)) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_PERMISSION_DENIED, 0,
+				   "%s is for admin keys only", b->backfill ? "backfill" : "create_tenant");
+		return;
+	}
+	pending_ingest p = {0};
+	if (!scope_tenant(s, c, req->request_id, fb, b->tenant, b->create_tenant, "ingest", p.tenant))
+		return;
+	size_t n = b->n_time_us;
+	if (n > s->config.batch_events_max) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_TOO_LARGE, 0,
+				   "a batch of %zu events is over the limit of %u", n, s->config.batch_events_max);
+		return;
+	}
+	p.events = malloc((n ? n : 1) * sizeof(*p.events));
+	p.results = malloc((n ? n : 1) * sizeof(*p.results));
+	if (!p.events || !p.results) {
+		pending_free(&p);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS,
+				   "out of memory for a batch of %zu events", n);
+		return;
+	}
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int st = batch_decode(b, p.events, s->config.batch_events_max, &p.count, errmsg);
+	if (st != BATCH_OK) {
+		pending_free(&p);
+		conn_respond_error(s, c, req->request_id, fb,
+				   st == BATCH_TOO_LARGE ? ERR_TOO_LARGE : ERR_BAD_REQUEST, 0, "%s", errmsg);
+		return;
+	}
+	p.slot = (uint32_t)(c - s->conns);
+	p.gen = c->gen;
+	p.request_id = req->request_id;
+	p.frame_bytes = fb;
+	p.request = req;
+	p.backfill = b->backfill;
+	p.received_us = server_now_us();
+	if (queue_push(&s->pass, &p)) {
+		p.request = NULL;
+		pending_free(&p);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS,
+				   "out of memory queueing a batch");
+		return;
+	}
+	*kept = true;
+}
+
+void handlers_submit_pass(server *s)
+{
+	size_t n = s->pass.len;
+	if (!n)
+		return;
+	tally_batch *batches = calloc(n, sizeof(*batches));
+	uint64_t lsn = 0;
+	int rc = batches ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n && !rc; i++) {
+		pending_ingest *p = &s->pass.items[(s->pass.head + i) % s->pass.cap];
+		batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events, .count = p->count,
+					   .results = p->results, .backfill = p->backfill};
+	}
+	if (!rc)
+		rc = tally_ingest_submit_many(s->store, batches, n, &lsn);
+	for (size_t i = 0; i < n; i++) {
+		pending_ingest p = *queue_front(&s->pass);
+		queue_pop(&s->pass);
+		/* The engine copied what it keeps: the request can go now. */
+		tally__v1__request__free_unpacked(p.request, NULL);
+		p.request = NULL;
+		free(p.events);
+		p.events = NULL;
+		conn *c = &s->conns[p.slot];
+		bool live = c->fd >= 0 && c->gen == p.gen && !c->close_submitted;
+		int status = rc ? rc : batches[i].status;
+		if (status) {
+			if (live) {
+				const char *why = rc ? tally_store_errmsg(s->store) : "";
+				conn_respond_error(s, c, p.request_id, p.frame_bytes, code_of_engine_error(status),
+						   status == TALLY_E_BUSY ? RETRY_AFTER_MS : 0,
+						   "ingest refused: %s%s%s", tally_strerror(status), why[0] ? ": " : "", why);
+			}
+			pending_free(&p);
+			continue;
+		}
+		p.commit_lsn = lsn;
+		if (queue_push(&s->acks, &p)) {
+			/* Cannot keep it: the client hears it was not acknowledged
+			 * (it may be durable; a retry is then a DUPLICATE). */
+			if (live)
+				conn_respond_error(s, c, p.request_id, p.frame_bytes, ERR_UNAVAILABLE,
+						   RETRY_AFTER_MS, "out of memory waiting for durability; retry");
+			pending_free(&p);
+		}
+	}
+	free(batches);
+	if (s->acks.len)
+		server_commit_request(s, lsn);
+}
+
+static void send_ack(server *s, conn *c, pending_ingest *p)
+{
+	Tally__V1__IngestAck ack = TALLY__V1__INGEST_ACK__INIT;
+	Tally__V1__IngestAck__Result *results = malloc((p->count ? p->count : 1) * sizeof(*results));
+	uint32_t *reasons = malloc((p->count ? p->count : 1) * sizeof(*reasons));
+	if (!results || !reasons) {
+		free(results);
+		free(reasons);
+		conn_respond_error(s, c, p->request_id, p->frame_bytes, ERR_INTERNAL, 0,
+				   "the batch is durable but its ack could not be built (out of memory): resend it, every event will be a DUPLICATE");
+		return;
+	}
+	uint32_t counts[4] = {0};
+	for (size_t i = 0; i < p->count; i++) {
+		results[i] = (Tally__V1__IngestAck__Result)p->results[i].code;
+		reasons[i] = p->results[i].reason;
+		counts[p->results[i].code & 3]++;
+	}
+	ack.n_result = p->count;
+	ack.result = results;
+	ack.n_reason = counts[TALLY_REJECTED] ? p->count : 0;
+	ack.reason = reasons;
+	ack.accepted = counts[TALLY_ACCEPTED];
+	ack.duplicate = counts[TALLY_DUPLICATE];
+	ack.conflict = counts[TALLY_CONFLICT];
+	ack.rejected = counts[TALLY_REJECTED];
+	metrics_add(s->metrics, M_EVENTS_ACCEPTED, ack.accepted);
+	metrics_add(s->metrics, M_EVENTS_DUPLICATE, ack.duplicate);
+	metrics_add(s->metrics, M_EVENTS_CONFLICT, ack.conflict);
+	metrics_add(s->metrics, M_EVENTS_REJECTED, ack.rejected);
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = p->request_id;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_INGEST;
+	resp.ingest = &ack;
+	conn_respond(s, c, &resp, p->frame_bytes);
+	metrics_observe_us(s->metrics, H_INGEST_ACK_US, (uint64_t)(server_now_us() - p->received_us));
+	free(results);
+	free(reasons);
+}
+
+void handlers_ack_durable(server *s)
+{
+	uint64_t durable = tally_durable_lsn(s->store);
+	pthread_mutex_lock(&s->commit_lock);
+	int error = s->commit_error;
+	pthread_mutex_unlock(&s->commit_lock);
+	pending_ingest *p;
+	while ((p = queue_front(&s->acks)) && (p->commit_lsn <= durable || error)) {
+		conn *c = &s->conns[p->slot];
+		bool live = c->fd >= 0 && c->gen == p->gen && !c->close_submitted;
+		if (live && p->commit_lsn <= durable)
+			send_ack(s, c, p);
+		else if (live)
+			conn_respond_error(s, c, p->request_id, p->frame_bytes, ERR_INTERNAL, 0,
+					   "not acknowledged: the write-ahead log failed (%s); the server refuses writes until restarted",
+					   tally_strerror(error));
+		if (live && c->closing && !c->inflight && !c->out_len && !c->sending)
+			conn_close_after_send(s, c);
+		pending_free(p);
+		queue_pop(&s->acks);
+	}
+}
+
+/* ---- queries and listings (worker pool) ----------------------------------- */
+
+typedef struct read_job {
+	tally_store *store;
+	uint32_t frame_limit;
+	metrics *metrics;
+	Tally__V1__Request *request;
+	char tenant[TALLY_TENANT_SIZE_MAX + 1];
+} read_job;
+
+static void run_query(worker_job *job)
+{
+	read_job *r = job->arg;
+	const Tally__V1__Query *m = r->request->query;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	query_storage *st = malloc(sizeof(*st));
+	tally_query q;
+	tally_result *result = NULL;
+	int rc = st ? convert_query(m, &q, st, errmsg) : -ENOMEM;
+	if (!rc)
+		rc = tally_query_run(r->store, r->tenant, &q, &result, errmsg);
+	if (rc) {
+		int code = rc == -ENOMEM ? ERR_UNAVAILABLE : code_of_engine_error(rc);
+		if (!errmsg[0])
+			snprintf(errmsg, sizeof(errmsg), "%s", tally_strerror(rc));
+		metrics_error(r->metrics, code);
+		job->frame = error_frame(job->request_id, code, errmsg, r->frame_limit, &job->frame_size);
+	} else {
+		Tally__V1__QueryResult qr;
+		if (convert_query_result(m, result, &qr) == 0) {
+			Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+			resp.request_id = job->request_id;
+			resp.body_case = TALLY__V1__RESPONSE__BODY_QUERY;
+			resp.query = &qr;
+			job->frame = response_frame(&resp, r->frame_limit, &job->frame_size);
+			convert_query_result_free(&qr);
+		}
+	}
+	tally_result_free(result);
+	free(st);
+	metrics_observe_us(r->metrics, H_QUERY_US, (uint64_t)(server_now_us() - job->started_us));
+	tally__v1__request__free_unpacked(r->request, NULL);
+	free(r);
+}
+
+/* Collects listed events into protocol Events (copies: the engine's strings
+ * live only during the callback). */
+typedef struct event_list {
+	Tally__V1__Event *events;
+	Tally__V1__Event **ptrs;
+	uint8_t *bytes; /* every string of the page, back to back */
+	size_t count, cap, bytes_len, bytes_cap;
+	bool oom;
+} event_list;
+
+static int list_collect(void *ctx, const tally_event *e)
+{
+	event_list *l = ctx;
+	if (l->count == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		Tally__V1__Event *ev = realloc(l->events, cap * sizeof(*ev));
+		if (!ev) {
+			l->oom = true;
+			return 1;
+		}
+		l->events = ev;
+		l->cap = cap;
+	}
+	const tally_str *strs[6] = {&e->event_id, &e->type, &e->project, &e->agent, &e->model, &e->user};
+	size_t need = 0;
+	for (int k = 0; k < 6; k++)
+		need += strs[k]->len;
+	if (l->bytes_len + need > l->bytes_cap) {
+		size_t cap = l->bytes_cap ? l->bytes_cap : 1 << 16;
+		while (cap < l->bytes_len + need)
+			cap *= 2;
+		uint8_t *b = realloc(l->bytes, cap);
+		if (!b) {
+			l->oom = true;
+			return 1;
+		}
+		l->bytes = b;
+		l->bytes_cap = cap;
+	}
+	Tally__V1__Event *out = &l->events[l->count++];
+	tally__v1__event__init(out);
+	/* Strings are stored as offsets now and turned into pointers at the
+	 * end, since the byte buffer may still move. */
+	ProtobufCBinaryData *fields[6] = {&out->event_id, &out->type, &out->project, &out->agent, &out->model, &out->user};
+	for (int k = 0; k < 6; k++) {
+		if (strs[k]->len)
+			memcpy(l->bytes + l->bytes_len, strs[k]->ptr, strs[k]->len);
+		fields[k]->data = (uint8_t *)(uintptr_t)l->bytes_len;
+		fields[k]->len = strs[k]->len;
+		l->bytes_len += strs[k]->len;
+	}
+	out->time_us = e->time_us;
+	out->status = e->status;
+	out->duration_ms = e->duration_ms;
+	out->tokens_in = e->tokens_in;
+	out->tokens_out = e->tokens_out;
+	out->cost_micros = e->cost_micros;
+	return 0;
+}
+
+static void run_list_events(worker_job *job)
+{
+	read_job *r = job->arg;
+	const Tally__V1__ListEvents *m = r->request->list_events;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	int rc = 0;
+	query_storage *st = malloc(sizeof(*st));
+	if (!st)
+		rc = -ENOMEM;
+	/* Filters through the query converter: one set of checks. */
+	Tally__V1__Query fq = TALLY__V1__QUERY__INIT;
+	fq.n_filters = m->n_filters;
+	fq.filters = m->filters;
+	tally_query q;
+	if (!rc)
+		rc = convert_query(&fq, &q, st, errmsg);
+	tally_list_request lr = {0};
+	lr.from_us = m->from_us;
+	lr.to_us = m->to_us;
+	lr.filters = rc ? NULL : q.filters;
+	lr.filter_count = rc ? 0 : q.filter_count;
+	lr.user = (tally_str){(const char *)m->user.data, (uint32_t)m->user.len};
+	lr.cursor = m->cursor;
+	lr.limit = m->limit;
+	if (!rc && m->user.len > TALLY_DIMENSION_SIZE_MAX)
+		rc = server_fail(errmsg, TALLY_E_INVALID, "user: longer than %d bytes", TALLY_DIMENSION_SIZE_MAX);
+	event_list l = {0};
+	char cursor[TALLY_CURSOR_SIZE] = "";
+	if (!rc)
+		rc = tally_list_events(r->store, r->tenant, &lr, list_collect, &l, cursor, errmsg);
+	if (!rc && l.oom)
+		rc = -ENOMEM;
+	if (!rc)
+		l.ptrs = malloc((l.count ? l.count : 1) * sizeof(*l.ptrs));
+	if (!rc && !l.ptrs)
+		rc = -ENOMEM;
+	if (rc) {
+		int code = rc == -ENOMEM ? ERR_UNAVAILABLE : code_of_engine_error(rc);
+		if (!errmsg[0])
+			snprintf(errmsg, sizeof(errmsg), "%s", tally_strerror(rc));
+		metrics_error(r->metrics, code);
+		job->frame = error_frame(job->request_id, code, errmsg, r->frame_limit, &job->frame_size);
+	} else {
+		for (size_t i = 0; i < l.count; i++) {
+			Tally__V1__Event *e = &l.events[i];
+			ProtobufCBinaryData *fields[6] = {&e->event_id, &e->type, &e->project, &e->agent, &e->model, &e->user};
+			for (int k = 0; k < 6; k++)
+				fields[k]->data = l.bytes + (uintptr_t)fields[k]->data;
+			l.ptrs[i] = e;
+		}
+		Tally__V1__EventPage page = TALLY__V1__EVENT_PAGE__INIT;
+		page.n_events = l.count;
+		page.events = l.ptrs;
+		page.next_cursor = cursor;
+		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+		resp.request_id = job->request_id;
+		resp.body_case = TALLY__V1__RESPONSE__BODY_EVENTS;
+		resp.events = &page;
+		job->frame = response_frame(&resp, r->frame_limit, &job->frame_size);
+	}
+	free(l.events);
+	free(l.ptrs);
+	free(l.bytes);
+	free(st);
+	metrics_observe_us(r->metrics, H_LIST_EVENTS_US, (uint64_t)(server_now_us() - job->started_us));
+	tally__v1__request__free_unpacked(r->request, NULL);
+	free(r);
+}
+
+static void on_read_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, bool *kept)
+{
+	bool query = req->body_case == TALLY__V1__REQUEST__BODY_QUERY;
+	const char *named = query ? req->query->tenant : req->list_events->tenant;
+	read_job *r = calloc(1, sizeof(*r));
+	worker_job *job = calloc(1, sizeof(*job));
+	if (!r || !job) {
+		free(r);
+		free(job);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
+		return;
+	}
+	if (!scope_tenant(s, c, req->request_id, fb, named, false, query ? "query" : "list_events", r->tenant)) {
+		free(r);
+		free(job);
+		return;
+	}
+	r->store = s->store;
+	r->frame_limit = s->config.frame_bytes_max;
+	r->metrics = s->metrics;
+	r->request = req;
+	job->fn = query ? run_query : run_list_events;
+	job->arg = r;
+	job->slot = (uint32_t)(c - s->conns);
+	job->gen = c->gen;
+	job->request_id = req->request_id;
+	job->frame_bytes = fb;
+	job->started_us = server_now_us();
+	worker_pool_submit(s->workers, job);
+	*kept = true;
+}
+
+/* ---- administration (loop thread) ------------------------------------------ */
+
+static void respond_body(server *s, conn *c, uint64_t request_id, uint64_t fb, Tally__V1__Response *resp)
+{
+	resp->request_id = request_id;
+	conn_respond(s, c, resp, fb);
+}
+
+static void on_create_tenant(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	const char *name = req->create_tenant->name;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = tenants_create(s->tenants, name, errmsg);
+	if (rc) {
+		int code = rc == -EEXIST ? ERR_CONFLICT : rc == TALLY_E_TENANT ? ERR_BAD_REQUEST
+			   : rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : ERR_INTERNAL;
+		conn_respond_error(s, c, req->request_id, fb, code, 0, "%s", errmsg);
+		return;
+	}
+	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];
+	if ((rc = keys_issue(s->keys, name, key, key_id, errmsg))) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0,
+				   "tenant %s was created, but its key could not be issued (%s): issue one with IssueKey",
+				   name, errmsg);
+		return;
+	}
+	log_info("admin key %s created tenant %s with key %s", c->key_id, name, key_id);
+	Tally__V1__TenantCreated tc = TALLY__V1__TENANT_CREATED__INIT;
+	tc.name = (char *)name;
+	tc.api_key = key;
+	tc.key_id = key_id;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_TENANT_CREATED;
+	resp.tenant_created = &tc;
+	respond_body(s, c, req->request_id, fb, &resp);
+	OPENSSL_cleanse(key, sizeof(key));
+}
+
+static void on_list_tenants(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	size_t n, nkeys;
+	const tenant_entry *list = tenants_list(s->tenants, &n);
+	const key_entry *keys = keys_list(s->keys, &nkeys);
+	Tally__V1__TenantInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+	Tally__V1__TenantInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	if (!infos || !ptrs) {
+		free(infos);
+		free(ptrs);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		tally__v1__tenant_info__init(&infos[i]);
+		infos[i].name = (char *)list[i].name;
+		infos[i].suspended = list[i].suspended;
+		ptrs[i] = &infos[i];
+	}
+	for (size_t k = 0; k < nkeys; k++) {
+		const tenant_entry *t = keys[k].tenant[0] && !keys[k].revoked ? tenants_find(s->tenants, keys[k].tenant) : NULL;
+		if (t)
+			infos[t - list].active_keys++;
+	}
+	Tally__V1__TenantList tl = TALLY__V1__TENANT_LIST__INIT;
+	tl.n_tenants = n;
+	tl.tenants = ptrs;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_TENANTS;
+	resp.tenants = &tl;
+	respond_body(s, c, req->request_id, fb, &resp);
+	free(infos);
+	free(ptrs);
+}
+
+static void on_set_tenant_state(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	const Tally__V1__SetTenantState *m = req->set_tenant_state;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = tenants_set_suspended(s->tenants, m->name, m->suspended, errmsg);
+	if (rc) {
+		conn_respond_error(s, c, req->request_id, fb,
+				   rc == TALLY_E_NOTFOUND ? ERR_BAD_REQUEST : ERR_INTERNAL, 0, "%s", errmsg);
+		return;
+	}
+	s->auth_generation++; /* every conn of the tenant re-checks on its next request */
+	log_info("admin key %s %s tenant %s", c->key_id, m->suspended ? "suspended" : "resumed", m->name);
+	Tally__V1__TenantStateSet set = TALLY__V1__TENANT_STATE_SET__INIT;
+	set.name = m->name;
+	set.suspended = m->suspended;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_TENANT_STATE;
+	resp.tenant_state = &set;
+	respond_body(s, c, req->request_id, fb, &resp);
+}
+
+static void on_issue_key(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	const char *tenant = req->issue_key->tenant ? req->issue_key->tenant : "";
+	if (tenant[0] && !tenants_find(s->tenants, tenant)) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0, "no tenant %.80s", tenant);
+		return;
+	}
+	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE], errmsg[TALLY_ERRMSG_SIZE];
+	int rc = keys_issue(s->keys, tenant, key, key_id, errmsg);
+	if (rc) {
+		conn_respond_error(s, c, req->request_id, fb,
+				   rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : ERR_INTERNAL, 0, "%s",
+				   rc == TALLY_E_LIMIT ? "too many keys" : errmsg);
+		return;
+	}
+	log_info("admin key %s issued key %s for %s", c->key_id, key_id, tenant[0] ? tenant : "(admin)");
+	Tally__V1__KeyIssued ki = TALLY__V1__KEY_ISSUED__INIT;
+	ki.key_id = key_id;
+	ki.api_key = key;
+	ki.tenant = (char *)tenant;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_KEY_ISSUED;
+	resp.key_issued = &ki;
+	respond_body(s, c, req->request_id, fb, &resp);
+	OPENSSL_cleanse(key, sizeof(key));
+}
+
+static void on_list_keys(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	const char *tenant = req->list_keys->tenant ? req->list_keys->tenant : "";
+	size_t n;
+	const key_entry *keys = keys_list(s->keys, &n);
+	Tally__V1__KeyInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+	Tally__V1__KeyInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	if (!infos || !ptrs) {
+		free(infos);
+		free(ptrs);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
+		return;
+	}
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (tenant[0] && strcmp(keys[i].tenant, tenant) != 0)
+			continue;
+		tally__v1__key_info__init(&infos[m]);
+		infos[m].key_id = (char *)keys[i].id;
+		infos[m].tenant = (char *)keys[i].tenant;
+		infos[m].created_us = keys[i].created_us;
+		infos[m].revoked = keys[i].revoked;
+		ptrs[m] = &infos[m];
+		m++;
+	}
+	Tally__V1__KeyList kl = TALLY__V1__KEY_LIST__INIT;
+	kl.n_keys = m;
+	kl.keys = ptrs;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_KEYS;
+	resp.keys = &kl;
+	respond_body(s, c, req->request_id, fb, &resp);
+	free(infos);
+	free(ptrs);
+}
+
+static void on_revoke_key(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	const char *id = req->revoke_key->key_id ? req->revoke_key->key_id : "";
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = keys_revoke(s->keys, id, errmsg);
+	if (rc) {
+		if (rc == TALLY_E_NOTFOUND)
+			conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0, "no key %.40s", id);
+		else
+			conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "%s", errmsg);
+		return;
+	}
+	s->auth_generation++; /* every conn re-checks its key on its next request */
+	log_info("admin key %s revoked key %s", c->key_id, id);
+	Tally__V1__KeyRevoked kr = TALLY__V1__KEY_REVOKED__INIT;
+	kr.key_id = (char *)id;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_KEY_REVOKED;
+	resp.key_revoked = &kr;
+	respond_body(s, c, req->request_id, fb, &resp);
+}
+
+static void on_stats(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	tally_stats st;
+	int rc = tally_store_stats(s->store, &st);
+	if (rc) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "stats: %s", tally_strerror(rc));
+		return;
+	}
+	size_t tenants;
+	tenants_list(s->tenants, &tenants);
+	Tally__V1__Stats m = TALLY__V1__STATS__INIT;
+	m.tenants = tenants;
+	m.events_memtable = st.events_memtable;
+	m.segment_files = st.segment_file_count;
+	m.segment_rows = st.segment_rows;
+	m.segment_bytes = st.segment_bytes;
+	m.wal_bytes = st.wal_bytes;
+	m.rollup_bytes = st.rollup_bytes;
+	m.connections = s->conn_count;
+	m.durable_lsn = st.durable_lsn;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_STATS;
+	resp.stats = &m;
+	respond_body(s, c, req->request_id, fb, &resp);
+}
+
+static void on_ping(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	Tally__V1__Pong pong = TALLY__V1__PONG__INIT;
+	pong.payload = req->ping->payload;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_PONG;
+	resp.pong = &pong;
+	respond_body(s, c, req->request_id, fb, &resp);
+}
+
+/* ---- dispatch --------------------------------------------------------------- */
+
+static enum metric_counter counter_of(Tally__V1__Request__BodyCase body)
+{
+	switch (body) {
+	case TALLY__V1__REQUEST__BODY_HELLO: return M_REQUESTS_HELLO;
+	case TALLY__V1__REQUEST__BODY_INGEST: return M_REQUESTS_INGEST;
+	case TALLY__V1__REQUEST__BODY_QUERY: return M_REQUESTS_QUERY;
+	case TALLY__V1__REQUEST__BODY_LIST_EVENTS: return M_REQUESTS_LIST_EVENTS;
+	case TALLY__V1__REQUEST__BODY_STATS: return M_REQUESTS_STATS;
+	case TALLY__V1__REQUEST__BODY_PING: return M_REQUESTS_PING;
+	default: return M_REQUESTS_ADMIN;
+	}
+}
+
+void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
+{
+	bool kept = false; /* the request moved into a queue or a job */
+	uint64_t id = req->request_id;
+	Tally__V1__Request__BodyCase body = req->body_case;
+	if (body != TALLY__V1__REQUEST__BODY__NOT_SET)
+		metrics_add(s->metrics, counter_of(body), 1);
+	if (body == TALLY__V1__REQUEST__BODY__NOT_SET) {
+		conn_respond_error(s, c, id, fb, ERR_BAD_REQUEST, 0, "a request with no body (or of a type this server does not know)");
+	} else if (body == TALLY__V1__REQUEST__BODY_PING) {
+		on_ping(s, c, req, fb);
+	} else if (body == TALLY__V1__REQUEST__BODY_HELLO) {
+		on_hello(s, c, req, fb);
+	} else if (!c->authed) {
+		conn_respond_error(s, c, id, fb, ERR_UNAUTHENTICATED, 0, "send Hello with an API key first");
+	} else if (!auth_still_valid(s, c, id, fb)) {
+		/* answered */
+	} else if (body == TALLY__V1__REQUEST__BODY_INGEST) {
+		if (atomic_load(&s->stopping))
+			conn_respond_error(s, c, id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "the server is stopping");
+		else
+			on_ingest(s, c, req, fb, &kept);
+	} else if (body == TALLY__V1__REQUEST__BODY_QUERY || body == TALLY__V1__REQUEST__BODY_LIST_EVENTS) {
+		on_read_request(s, c, req, fb, &kept);
+	} else if (!c->admin) {
+		conn_respond_error(s, c, id, fb, ERR_PERMISSION_DENIED, 0, "%s is for admin keys only",
+				   body == TALLY__V1__REQUEST__BODY_STATS ? "stats" : "administration");
+	} else {
+		switch (body) {
+		case TALLY__V1__REQUEST__BODY_CREATE_TENANT: on_create_tenant(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_LIST_TENANTS: on_list_tenants(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_SET_TENANT_STATE: on_set_tenant_state(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_ISSUE_KEY: on_issue_key(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_LIST_KEYS: on_list_keys(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_REVOKE_KEY: on_revoke_key(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_STATS: on_stats(s, c, req, fb); break;
+		default:
+			conn_respond_error(s, c, id, fb, ERR_BAD_REQUEST, 0, "unknown request type %d", (int)body);
+		}
+	}
+	if (!kept)
+		tally__v1__request__free_unpacked(req, NULL);
+}
+
+/* ---- first start ------------------------------------------------------------ */
+
+/* Writes key to DIR/admin.key, mode 0600, durably. */
+static int admin_key_write(server *s, const char *key, char *errmsg)
+{
+	const tally_io *io = tally_io_default();
+	char tmp[4200];
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
+	int fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return server_fail(errmsg, fd, "create %s: %s", tmp, strerror(-fd));
+	char line[KEY_TEXT_SIZE + 1];
+	int len = snprintf(line, sizeof(line), "%s\n", key);
+	int rc = tally_io_write_all(io, fd, line, (size_t)len, 0);
+	if (!rc)
+		rc = tally_io_durable_publish(io, fd, s->config.data_dir, ADMIN_KEY_FILE ".tmp", ADMIN_KEY_FILE);
+	io->close(io, fd);
+	OPENSSL_cleanse(line, sizeof(line));
+	if (rc)
+		return server_fail(errmsg, rc, "write %s/%s: %s", s->config.data_dir, ADMIN_KEY_FILE, strerror(-rc));
+	return 0;
+}
+
+int handlers_bootstrap_admin(server *s, char *errmsg)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", s->config.data_dir, ADMIN_KEY_FILE);
+	struct stat sb;
+	if (stat(path, &sb) == 0)
+		return 0;
+	size_t n, live_admin = 0;
+	const key_entry *keys = keys_list(s->keys, &n);
+	for (size_t i = 0; i < n; i++)
+		live_admin += !keys[i].tenant[0] && !keys[i].revoked;
+	/* A first start, or one that died between issuing the key and writing
+	 * admin.key (then the only key is that unknown admin key: revoke it). */
+	if (n == 1 && live_admin == 1) {
+		int rc = keys_revoke(s->keys, keys[0].id, errmsg);
+		if (rc)
+			return rc;
+		log_info("revoked admin key %s: its admin.key was never written (an interrupted first start)",
+			 keys[0].id);
+	} else if (n > 0) {
+		log_info("%s is absent; %zu admin key(s) exist: use one of them, none is issued", path, live_admin);
+		return 0;
+	}
+	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];
+	int rc = keys_issue(s->keys, NULL, key, key_id, errmsg);
+	if (!rc)
+		rc = admin_key_write(s, key, errmsg);
+	OPENSSL_cleanse(key, sizeof(key));
+	if (rc)
+		return rc;
+	log_info("first start: issued admin key %s into %s (mode 0600)", key_id, path);
+	return 0;
+}

@@ -1,0 +1,1034 @@
+/*
+ * server.c — tallyd's event loop (server.h): one io_uring, one thread.
+ *
+ * The loop owns every connection. It accepts with one multishot accept,
+ * reads with one multishot receive per connection into a ring of provided
+ * buffers (RECV_BUFFER_COUNT x RECV_BUFFER_SIZE, shared by all
+ * connections), feeds the bytes to each connection's frame reader, and hands
+ * each whole request to handlers.c. Ingest requests of one pass (up to
+ * LOOP_CQES_PER_PASS completions) are submitted to the engine together, as
+ * one WAL record; the committer thread waits for that record's fsync and
+ * wakes the loop through an eventfd, and only then are the acks sent.
+ * Queries and listings run on the worker pool and come back framed.
+ *
+ * Bounded work and memory:
+ *   - a connection is read only while it has fewer than inflight_max
+ *     requests in flight and less than CONN_OUT_BYTES_MAX of unsent output;
+ *     otherwise its receive is cancelled and whatever was already received
+ *     waits in its stash (at most what the kernel had handed over);
+ *   - no connection is read while the server holds more than
+ *     pending_bytes_max of unanswered requests (backpressure), until that
+ *     falls to half;
+ *   - a frame is refused at its 4-byte header when it announces more than
+ *     frame_bytes_max, before any memory is committed for it.
+ *
+ * Closing: a connection that must go is shut down (shutdown(2)), which ends
+ * its receive; its slot is freed once no operation of it is at the kernel.
+ * Completions for an older occupant of a slot carry an older generation and
+ * are ignored; so are worker results and acks for a connection that left.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fail.h"
+#include "log.h"
+#include "server_internal.h"
+
+/* ---- user_data ---------------------------------------------------------- */
+
+static uint64_t op_data(enum op_kind kind, uint32_t slot, uint32_t gen)
+{
+	return (uint64_t)kind << 56 | (uint64_t)(slot & 0xffffffu) << 32 | gen;
+}
+static enum op_kind op_kind_of(uint64_t data) { return (enum op_kind)(data >> 56); }
+static uint32_t op_slot_of(uint64_t data) { return (uint32_t)(data >> 32) & 0xffffffu; }
+static uint32_t op_gen_of(uint64_t data) { return (uint32_t)data; }
+
+static struct io_uring_sqe *sqe_get(server *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	if (!sqe) {
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	if (!sqe) {
+		/* Cannot happen after a submit emptied the queue; fail loudly. */
+		log_error("io_uring submission queue full after submit");
+		abort();
+	}
+	return sqe;
+}
+
+/* ---- arming ----------------------------------------------------------- */
+
+static void arm_accept(server *s)
+{
+	struct io_uring_sqe *sqe = sqe_get(s);
+	io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, op_data(OP_ACCEPT, 0, 0));
+	s->accept_armed = true;
+}
+
+static void arm_eventfd(server *s, int fd, uint64_t *value, enum op_kind kind)
+{
+	struct io_uring_sqe *sqe = sqe_get(s);
+	io_uring_prep_read(sqe, fd, value, sizeof(*value), 0);
+	io_uring_sqe_set_data64(sqe, op_data(kind, 0, 0));
+}
+
+static void arm_timer(server *s)
+{
+	struct io_uring_sqe *sqe = sqe_get(s);
+	s->timer_ts.tv_sec = 0;
+	s->timer_ts.tv_nsec = (long long)TIMER_INTERVAL_MS * 1000000;
+	io_uring_prep_timeout(sqe, &s->timer_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, op_data(OP_TIMER, 0, 0));
+}
+
+static uint32_t slot_of(const server *s, const conn *c) { return (uint32_t)(c - s->conns); }
+
+static void arm_recv(server *s, conn *c)
+{
+	struct io_uring_sqe *sqe = sqe_get(s);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = RECV_BUFFER_GROUP;
+	io_uring_sqe_set_data64(sqe, op_data(OP_RECV, slot_of(s, c), c->gen));
+	c->recv_armed = true;
+	c->cancelling = false;
+}
+
+static void cancel_recv(server *s, conn *c)
+{
+	if (!c->recv_armed || c->cancelling)
+		return;
+	struct io_uring_sqe *sqe = sqe_get(s);
+	io_uring_prep_cancel64(sqe, op_data(OP_RECV, slot_of(s, c), c->gen), 0);
+	io_uring_sqe_set_data64(sqe, op_data(OP_CANCEL, 0, 0));
+	c->cancelling = true;
+}
+
+static void conn_send(server *s, conn *c);
+
+/* ---- connection lifecycle --------------------------------------------- */
+
+static void conn_release(server *s, conn *c)
+{
+	metrics_add(s->metrics, M_CONNECTIONS_CLOSED, 1);
+	close(c->fd);
+	s->pending_bytes -= c->pending_bytes;
+	frame_reader_free(&c->reader);
+	free(c->stash);
+	free(c->out);
+	explicit_bzero(c->key_text, sizeof(c->key_text));
+	uint32_t gen = c->gen + 1;
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+	c->gen = gen;
+	s->conn_count--;
+}
+
+/* Frees c once nothing of it is at the kernel. */
+static void conn_maybe_release(server *s, conn *c)
+{
+	if (c->fd >= 0 && c->close_submitted && !c->recv_armed && !c->sending)
+		conn_release(s, c);
+}
+
+/* Closes c now: unsent output is dropped. */
+static void conn_abort(server *s, conn *c)
+{
+	if (c->close_submitted)
+		return;
+	c->close_submitted = true;
+	c->read_closed = true;
+	c->closing = true;
+	shutdown(c->fd, SHUT_RDWR); /* ends its receive and any send */
+	cancel_recv(s, c);
+	conn_maybe_release(s, c);
+}
+
+void conn_close_after_send(server *s, conn *c)
+{
+	c->closing = true;
+	c->read_closed = true;
+	c->close_started_us = server_now_us();
+	cancel_recv(s, c);
+	if (!c->out_len && !c->sending && !c->inflight)
+		conn_abort(s, c);
+}
+
+/* Whether c may read (and process) more requests now. */
+static bool conn_can_take(const server *s, const conn *c)
+{
+	return !c->read_closed && !s->paused && !atomic_load(&s->stopping) &&
+	       c->inflight < s->config.inflight_max && c->out_len < CONN_OUT_BYTES_MAX;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static int out_reserve(conn *c, size_t more)
+{
+	if (c->out_len + more <= c->out_cap)
+		return 0;
+	size_t cap = c->out_cap ? c->out_cap : 4096;
+	while (cap < c->out_len + more)
+		cap *= 2;
+	uint8_t *p = realloc(c->out, cap);
+	if (!p)
+		return -ENOMEM;
+	c->out = p;
+	c->out_cap = cap;
+	return 0;
+}
+
+/* Counts one request of c answered. */
+static void conn_answered(server *s, conn *c, uint64_t frame_bytes)
+{
+	if (!frame_bytes)
+		return; /* an error about the stream itself, not about a request */
+	c->inflight--;
+	c->pending_bytes -= frame_bytes;
+	s->pending_bytes -= frame_bytes;
+}
+
+int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_t frame_bytes)
+{
+	conn_answered(s, c, frame_bytes);
+	if (c->close_submitted)
+		return 0;
+	if (out_reserve(c, size)) {
+		log_error("%s: out of memory for a %zu-byte response; closing", c->peer, size);
+		conn_abort(s, c);
+		return -ENOMEM;
+	}
+	memcpy(c->out + c->out_len, frame, size);
+	c->out_len += size;
+	metrics_add(s->metrics, M_BYTES_SENT, size);
+	conn_send(s, c);
+	return 0;
+}
+
+int conn_respond(server *s, conn *c, const Tally__V1__Response *resp, uint64_t frame_bytes)
+{
+	conn_answered(s, c, frame_bytes);
+	if (c->close_submitted)
+		return 0;
+	size_t size = tally__v1__response__get_packed_size(resp);
+	if (size > s->config.frame_bytes_max) {
+		/* Answer that instead: the client could not read it anyway. */
+		Tally__V1__Error err = TALLY__V1__ERROR__INIT;
+		err.code = TALLY__V1__ERROR__CODE__TOO_LARGE;
+		char text[128];
+		snprintf(text, sizeof(text), "the response would be %zu bytes (frame limit %u): ask for less",
+			 size, s->config.frame_bytes_max);
+		err.message = text;
+		Tally__V1__Response small = TALLY__V1__RESPONSE__INIT;
+		small.request_id = resp->request_id;
+		small.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+		small.error = &err;
+		metrics_error(s->metrics, err.code);
+		return conn_respond(s, c, &small, 0);
+	}
+	if (out_reserve(c, FRAME_HEADER_SIZE + size)) {
+		log_error("%s: out of memory for a %zu-byte response; closing", c->peer, size);
+		conn_abort(s, c);
+		return -ENOMEM;
+	}
+	frame_header_put(c->out + c->out_len, (uint32_t)size);
+	tally__v1__response__pack(resp, c->out + c->out_len + FRAME_HEADER_SIZE);
+	c->out_len += FRAME_HEADER_SIZE + size;
+	metrics_add(s->metrics, M_BYTES_SENT, FRAME_HEADER_SIZE + size);
+	conn_send(s, c);
+	return 0;
+}
+
+int conn_respond_error(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes, int code,
+		       uint32_t retry_after_ms, const char *fmt, ...)
+{
+	char text[TALLY_ERRMSG_SIZE];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
+	err.code = (Tally__V1__Error__Code)code;
+	err.message = text;
+	err.retry_after_ms = retry_after_ms;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = request_id;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+	resp.error = &err;
+	metrics_error(s->metrics, code);
+	return conn_respond(s, c, &resp, frame_bytes);
+}
+
+/*
+ * Sends what c has queued. The buffer at the kernel is never touched while
+ * the send runs: it moves to send_buf, and new responses go to a fresh out
+ * (the spare buffer of the previous send, reused).
+ */
+static void conn_send(server *s, conn *c)
+{
+	if (c->sending || !c->out_len || c->close_submitted)
+		return;
+	/* Hand the kernel a buffer of its own: out keeps growing meanwhile. */
+	c->send_buf = c->out;
+	c->send_cap = c->out_cap;
+	c->send_len = c->out_len;
+	c->send_off = 0;
+	c->out = c->spare;
+	c->out_cap = c->spare_cap;
+	c->out_len = 0;
+	c->spare = NULL;
+	c->spare_cap = 0;
+	struct io_uring_sqe *sqe = sqe_get(s);
+	io_uring_prep_send(sqe, c->fd, c->send_buf, c->send_len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(OP_SEND, slot_of(s, c), c->gen));
+	c->sending = true;
+}
+
+static void on_send(server *s, conn *c, int res)
+{
+	c->sending = false;
+	if (res <= 0) {
+		if (!c->close_submitted)
+			log_info("%s: send failed (%s); closing", c->peer, strerror(res ? -res : EPIPE));
+		conn_abort(s, c);
+		conn_maybe_release(s, c);
+		return;
+	}
+	c->send_off += (size_t)res;
+	if (c->send_off < c->send_len && !c->close_submitted) {
+		/* A short send: the rest of the same buffer. */
+		struct io_uring_sqe *sqe = sqe_get(s);
+		io_uring_prep_send(sqe, c->fd, c->send_buf + c->send_off, c->send_len - c->send_off,
+				   MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, op_data(OP_SEND, slot_of(s, c), c->gen));
+		c->sending = true;
+		return;
+	}
+	/* Keep the sent buffer for reuse. */
+	free(c->spare);
+	c->spare = c->send_buf;
+	c->spare_cap = c->send_cap;
+	c->send_buf = NULL;
+	c->send_len = c->send_off = c->send_cap = 0;
+	c->last_activity_us = server_now_us();
+	if (c->close_submitted) {
+		conn_maybe_release(s, c);
+		return;
+	}
+	conn_send(s, c);
+	if (c->closing && !c->sending && !c->out_len && !c->inflight)
+		conn_abort(s, c);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size);
+
+/* Feeds stashed bytes if c can take requests (what it cannot take is
+ * stashed again by conn_feed). */
+static void conn_drain_stash(server *s, conn *c)
+{
+	if (c->stash_off == c->stash_len || !conn_can_take(s, c))
+		return;
+	uint8_t *stash = c->stash;
+	size_t off = c->stash_off, len = c->stash_len - c->stash_off;
+	c->stash = NULL;
+	c->stash_len = c->stash_off = c->stash_cap = 0;
+	conn_feed(s, c, stash + off, len);
+	free(stash);
+}
+
+static void stash_append(server *s, conn *c, const uint8_t *data, size_t size)
+{
+	if (c->stash_off && c->stash_off == c->stash_len)
+		c->stash_off = c->stash_len = 0;
+	if (c->stash_len + size > c->stash_cap) {
+		size_t cap = c->stash_cap ? c->stash_cap : RECV_BUFFER_SIZE;
+		while (cap < c->stash_len + size)
+			cap *= 2;
+		uint8_t *p = realloc(c->stash, cap);
+		if (!p) {
+			log_error("%s: out of memory stashing input; closing", c->peer);
+			conn_abort(s, c);
+			return;
+		}
+		c->stash = p;
+		c->stash_cap = cap;
+	}
+	memcpy(c->stash + c->stash_len, data, size);
+	c->stash_len += size;
+}
+
+static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
+{
+	while (size && !c->close_submitted) {
+		if (c->read_closed)
+			return; /* after an error or at shutdown, the rest is not read */
+		if (!conn_can_take(s, c)) {
+			stash_append(s, c, data, size);
+			cancel_recv(s, c);
+			return;
+		}
+		bool was_idle = c->reader.header_have == 0;
+		int st = frame_reader_feed(&c->reader, &data, &size);
+		if (st == FRAME_NEED_MORE) {
+			if (was_idle && (c->reader.header_have || c->reader.body_have))
+				c->frame_started_us = server_now_us();
+			return;
+		}
+		if (st == FRAME_TOO_LARGE) {
+			conn_respond_error(s, c, 0, 0, ERR_TOO_LARGE, 0,
+					   "frame of %u bytes is over the limit of %u; closing", c->reader.length,
+					   c->reader.limit);
+			conn_close_after_send(s, c);
+			return;
+		}
+		if (st == FRAME_NO_MEMORY) {
+			conn_respond_error(s, c, 0, 0, ERR_INTERNAL, 0, "out of memory for a frame; closing");
+			conn_close_after_send(s, c);
+			return;
+		}
+		uint32_t len;
+		const uint8_t *body = frame_reader_frame(&c->reader, &len);
+		c->frame_started_us = 0;
+		uint64_t frame_bytes = (uint64_t)len + FRAME_HEADER_SIZE;
+		c->inflight++;
+		c->pending_bytes += frame_bytes;
+		s->pending_bytes += frame_bytes;
+		Tally__V1__Request *req = tally__v1__request__unpack(NULL, len, body);
+		frame_reader_next(&c->reader);
+		if (!req) {
+			conn_respond_error(s, c, 0, frame_bytes, ERR_BAD_REQUEST, 0,
+					   "a %u-byte frame that is not a Request message; closing", len);
+			conn_close_after_send(s, c);
+			return;
+		}
+		handle_request(s, c, req, frame_bytes);
+	}
+}
+
+static void on_recv(server *s, conn *c, struct io_uring_cqe *cqe)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (!more) {
+		c->recv_armed = false;
+		c->cancelling = false;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		uint8_t *buf = s->buffers + (size_t)bid * RECV_BUFFER_SIZE;
+		if (cqe->res > 0 && !c->close_submitted) {
+			metrics_add(s->metrics, M_BYTES_RECEIVED, (uint64_t)cqe->res);
+			c->last_activity_us = server_now_us();
+			if (c->stash_off < c->stash_len)
+				stash_append(s, c, buf, (size_t)cqe->res); /* keep the order */
+			else
+				conn_feed(s, c, buf, (size_t)cqe->res);
+		}
+		/* The buffer goes back to the ring at once: its bytes were copied. */
+		io_uring_buf_ring_add(s->buf_ring, buf, RECV_BUFFER_SIZE, (unsigned short)bid,
+				      io_uring_buf_ring_mask(RECV_BUFFER_COUNT), 0);
+		io_uring_buf_ring_advance(s->buf_ring, 1);
+	}
+	if (cqe->res == 0 && !more) {
+		/* The peer closed its side: answer what is in flight, then close. */
+		if (!c->close_submitted)
+			conn_close_after_send(s, c);
+	} else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
+		if (!c->close_submitted)
+			log_info("%s: receive failed (%s); closing", c->peer, strerror(-cqe->res));
+		conn_abort(s, c);
+	}
+	conn_maybe_release(s, c);
+}
+
+/* Re-arms the receive of every conn that can take requests again. */
+static void conns_resume(server *s)
+{
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		conn *c = &s->conns[i];
+		if (c->fd < 0 || c->close_submitted)
+			continue;
+		conn_drain_stash(s, c);
+		if (!c->recv_armed && c->stash_off == c->stash_len && conn_can_take(s, c))
+			arm_recv(s, c);
+	}
+}
+
+/* Server-wide backpressure: pause above pending_bytes_max, resume at half. */
+static void backpressure_update(server *s)
+{
+	if (!s->paused && s->pending_bytes > s->config.pending_bytes_max) {
+		s->paused = true;
+		metrics_add(s->metrics, M_BACKPRESSURE_PAUSES, 1);
+		for (uint32_t i = 0; i < s->conn_slots; i++)
+			if (s->conns[i].fd >= 0)
+				cancel_recv(s, &s->conns[i]);
+	} else if (s->paused && s->pending_bytes <= s->config.pending_bytes_max / 2) {
+		s->paused = false;
+	}
+}
+
+/* ---- accept ------------------------------------------------------------- */
+
+static void refuse_connection(server *s, int fd, const char *why)
+{
+	/* One small frame, sent without waiting: a fresh socket's buffer takes it. */
+	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
+	err.code = TALLY__V1__ERROR__CODE__RESOURCE_EXHAUSTED;
+	err.message = (char *)why;
+	err.retry_after_ms = 1000;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+	resp.error = &err;
+	uint8_t frame[512];
+	size_t size = tally__v1__response__get_packed_size(&resp);
+	if (size + FRAME_HEADER_SIZE <= sizeof(frame)) {
+		frame_header_put(frame, (uint32_t)size);
+		tally__v1__response__pack(&resp, frame + FRAME_HEADER_SIZE);
+		ssize_t w = send(fd, frame, size + FRAME_HEADER_SIZE, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)w; /* best effort: the close says the rest */
+	}
+	metrics_add(s->metrics, M_CONNECTIONS_REFUSED, 1);
+	metrics_error(s->metrics, err.code);
+	close(fd);
+}
+
+static void on_accept(server *s, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		s->accept_armed = false;
+	if (cqe->res < 0) {
+		if (cqe->res != -ECANCELED && !atomic_load(&s->stopping))
+			log_error("accept: %s", strerror(-cqe->res));
+		return;
+	}
+	int fd = cqe->res;
+	if (atomic_load(&s->stopping)) {
+		close(fd);
+		return;
+	}
+	if (s->conn_count >= s->conn_slots) {
+		refuse_connection(s, fd, "too many connections; retry later");
+		return;
+	}
+	conn *c = NULL;
+	for (uint32_t i = 0; i < s->conn_slots; i++)
+		if (s->conns[i].fd < 0) {
+			c = &s->conns[i];
+			break;
+		}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fd = fd;
+	frame_reader_init(&c->reader, s->config.frame_bytes_max);
+	c->last_activity_us = server_now_us();
+	struct sockaddr_storage addr;
+	socklen_t alen = sizeof(addr);
+	char host[INET6_ADDRSTRLEN] = "?";
+	uint16_t port = 0;
+	if (getpeername(fd, (struct sockaddr *)&addr, &alen) == 0) {
+		if (addr.ss_family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&addr;
+			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+			port = ntohs(a->sin_port);
+		} else if (addr.ss_family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&addr;
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+			port = ntohs(a->sin6_port);
+		}
+	}
+	snprintf(c->peer, sizeof(c->peer), "%s:%u", host, port);
+	s->conn_count++;
+	metrics_add(s->metrics, M_CONNECTIONS_ACCEPTED, 1);
+	if (conn_can_take(s, c))
+		arm_recv(s, c);
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void on_timer(server *s)
+{
+	int64_t now = server_now_us();
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		conn *c = &s->conns[i];
+		if (c->fd < 0 || c->close_submitted)
+			continue;
+		if (c->closing) {
+			/* A peer that does not read its last answers is not waited for. */
+			if (now - c->close_started_us > (int64_t)s->config.frame_timeout_ms * 1000)
+				conn_abort(s, c);
+			continue;
+		}
+		if (c->frame_started_us &&
+		    now - c->frame_started_us > (int64_t)s->config.frame_timeout_ms * 1000) {
+			metrics_add(s->metrics, M_TIMEOUTS_FRAME, 1);
+			log_info("%s: a frame not completed within %u ms; closing", c->peer,
+				 s->config.frame_timeout_ms);
+			conn_respond_error(s, c, 0, 0, ERR_BAD_REQUEST, 0,
+					   "frame not completed within %u ms; closing",
+					   s->config.frame_timeout_ms);
+			conn_close_after_send(s, c);
+			continue;
+		}
+		if (!c->inflight && !c->out_len && !c->sending && !c->frame_started_us &&
+		    now - c->last_activity_us > (int64_t)s->config.idle_timeout_ms * 1000) {
+			metrics_add(s->metrics, M_TIMEOUTS_IDLE, 1);
+			conn_respond_error(s, c, 0, 0, ERR_UNAVAILABLE, 0,
+					   "idle for %u ms; closing", s->config.idle_timeout_ms);
+			conn_close_after_send(s, c);
+		}
+	}
+}
+
+/* ---- worker results and acks -------------------------------------------- */
+
+static conn *conn_live(server *s, uint32_t slot, uint32_t gen)
+{
+	if (slot >= s->conn_slots)
+		return NULL;
+	conn *c = &s->conns[slot];
+	return c->fd >= 0 && c->gen == gen && !c->close_submitted ? c : NULL;
+}
+
+static void on_worker_done(server *s)
+{
+	for (worker_job *j = worker_pool_take_done(s->workers), *next; j; j = next) {
+		next = j->next;
+		conn *c = conn_live(s, j->slot, j->gen);
+		if (c) {
+			if (j->frame)
+				conn_respond_framed(s, c, j->frame, j->frame_size, j->frame_bytes);
+			else
+				conn_respond_error(s, c, j->request_id, j->frame_bytes, ERR_INTERNAL, 0,
+						   "out of memory building the response");
+			if (c->closing && !c->inflight && !c->out_len && !c->sending)
+				conn_abort(s, c);
+		}
+		free(j->frame);
+		free(j);
+	}
+}
+
+/* ---- the committer thread ----------------------------------------------- */
+
+static void *committer_main(void *arg)
+{
+	server *s = arg;
+	uint64_t done = 0;
+	pthread_mutex_lock(&s->commit_lock);
+	for (;;) {
+		while (!s->commit_stop && s->commit_target <= done)
+			pthread_cond_wait(&s->commit_cond, &s->commit_lock);
+		if (s->commit_target <= done)
+			break; /* stopping with nothing left to wait for */
+		uint64_t lsn = s->commit_target;
+		pthread_mutex_unlock(&s->commit_lock);
+		int64_t t0 = server_now_us();
+		int rc = tally_commit_wait(s->store, lsn);
+		metrics_observe_us(s->metrics, H_COMMIT_WAIT_US, (uint64_t)(server_now_us() - t0));
+		pthread_mutex_lock(&s->commit_lock);
+		done = lsn;
+		if (rc && !s->commit_error)
+			s->commit_error = rc;
+		uint64_t one = 1;
+		ssize_t w = write(s->commit_fd, &one, sizeof(one));
+		(void)w; /* only fails if the counter would overflow */
+	}
+	pthread_mutex_unlock(&s->commit_lock);
+	return NULL;
+}
+
+void server_commit_request(server *s, uint64_t lsn)
+{
+	pthread_mutex_lock(&s->commit_lock);
+	if (lsn > s->commit_target) {
+		s->commit_target = lsn;
+		pthread_cond_signal(&s->commit_cond);
+	}
+	pthread_mutex_unlock(&s->commit_lock);
+}
+
+/* ---- open / run / close --------------------------------------------------- */
+
+static int listen_open(server *s, char *errmsg)
+{
+	char host[CONFIG_ADDR_SIZE], port[32];
+	if (config_split_addr(s->config.listen, host, sizeof(host), port, sizeof(port)))
+		return server_fail(errmsg, -EINVAL, "listen address '%s' is not HOST:PORT", s->config.listen);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *list;
+	int gai = getaddrinfo(host, port, &hints, &list);
+	if (gai)
+		return server_fail(errmsg, -EINVAL, "listen address %s: %s", s->config.listen, gai_strerror(gai));
+	int rc = -EADDRNOTAVAIL;
+	for (struct addrinfo *a = list; a; a = a->ai_next) {
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0) {
+			rc = -errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4096) == 0) {
+			struct sockaddr_storage bound;
+			socklen_t blen = sizeof(bound);
+			getsockname(fd, (struct sockaddr *)&bound, &blen);
+			s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+								      : ((struct sockaddr_in *)&bound)->sin_port);
+			s->listen_fd = fd;
+			rc = 0;
+			break;
+		}
+		rc = -errno;
+		close(fd);
+	}
+	freeaddrinfo(list);
+	if (rc)
+		return server_fail(errmsg, rc, "listen on %s: %s", s->config.listen, strerror(-rc));
+	return 0;
+}
+
+static int ring_open(server *s, char *errmsg)
+{
+	struct io_uring_params p = {0};
+	p.flags = IORING_SETUP_CQSIZE;
+	p.cq_entries = RING_ENTRIES * 8;
+	int rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
+	if (rc)
+		return server_fail(errmsg, rc, "io_uring_queue_init: %s", strerror(-rc));
+	size_t ring_bytes = RECV_BUFFER_COUNT * sizeof(struct io_uring_buf);
+	void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED)
+		return server_fail(errmsg, -errno, "mmap of the receive buffer ring: %s", strerror(errno));
+	s->buf_ring = mem;
+	io_uring_buf_ring_init(s->buf_ring);
+	struct io_uring_buf_reg reg = {0};
+	reg.ring_addr = (unsigned long)mem;
+	reg.ring_entries = RECV_BUFFER_COUNT;
+	reg.bgid = RECV_BUFFER_GROUP;
+	rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+	if (rc)
+		return server_fail(errmsg, rc,
+				   "io_uring_register_buf_ring: %s (tallyd needs Linux 5.19 or later)",
+				   strerror(-rc));
+	s->buffers = malloc((size_t)RECV_BUFFER_COUNT * RECV_BUFFER_SIZE);
+	if (!s->buffers)
+		return server_fail(errmsg, -ENOMEM, "out of memory for receive buffers");
+	for (unsigned i = 0; i < RECV_BUFFER_COUNT; i++)
+		io_uring_buf_ring_add(s->buf_ring, s->buffers + (size_t)i * RECV_BUFFER_SIZE,
+				      RECV_BUFFER_SIZE, (unsigned short)i,
+				      io_uring_buf_ring_mask(RECV_BUFFER_COUNT), (int)i);
+	io_uring_buf_ring_advance(s->buf_ring, RECV_BUFFER_COUNT);
+	return 0;
+}
+
+static void gauges(void *ctx, metrics_gauges *g)
+{
+	server *s = ctx;
+	tally_stats st;
+	if (tally_store_stats(s->store, &st))
+		return;
+	/* Per scraping thread: the pointers must outlive this call. */
+	static _Thread_local int64_t bounds[TALLY_FSYNC_HIST_BUCKETS];
+	static _Thread_local uint64_t hist[TALLY_FSYNC_HIST_BUCKETS];
+	for (int i = 0; i < TALLY_FSYNC_HIST_BUCKETS; i++)
+		bounds[i] = tally_fsync_hist_bound_us(i);
+	memcpy(hist, st.wal_fsync_hist, sizeof(hist));
+	g->connections = s->conn_count;
+	g->tenants = st.tenant_count;
+	g->wal_bytes = st.wal_bytes;
+	g->wal_files = st.wal_file_count;
+	g->segment_files = st.segment_file_count;
+	g->segment_bytes = st.segment_bytes;
+	g->segment_rows = st.segment_rows;
+	g->memtable_events = st.events_memtable;
+	g->memtable_bytes = st.memtable_bytes;
+	g->rollup_bytes = st.rollup_bytes;
+	g->dedup_bytes = st.dedup_bytes;
+	g->durable_lsn = st.durable_lsn;
+	g->pending_bytes = s->pending_bytes;
+	g->fsync_count = st.wal_fsync_count;
+	g->fsync_us_total = st.wal_fsync_us_total;
+	g->fsync_hist = hist;
+	g->fsync_hist_bounds_us = bounds;
+	g->fsync_hist_buckets = TALLY_FSYNC_HIST_BUCKETS;
+	g->store_readonly = st.sticky_error != 0;
+	g->flush_count = st.flush_count;
+	g->compaction_count = st.compaction_count;
+}
+
+int server_open(const server_config *config, server **out, char *errmsg)
+{
+	*out = NULL;
+	server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return server_fail(errmsg, -ENOMEM, "out of memory");
+	s->config = *config;
+	s->listen_fd = s->stop_fd = s->commit_fd = s->worker_fd = -1;
+	pthread_mutex_init(&s->commit_lock, NULL);
+	pthread_cond_init(&s->commit_cond, NULL);
+	int rc = 0;
+	const tally_io *io = tally_io_default();
+	if ((rc = io->mkdir(io, config->data_dir, 0755)) && rc != -EEXIST) {
+		server_fail(errmsg, rc, "create data directory %s: %s", config->data_dir, strerror(-rc));
+		goto fail;
+	}
+	tally_options options;
+	tally_options_default(&options);
+	options.group_commit_window_us = config->group_commit_window_us;
+	options.memtable_bytes_max = config->memtable_bytes_max;
+	if ((rc = tally_store_open(config->data_dir, &options, &s->store, errmsg)))
+		goto fail;
+	if ((rc = keys_open(io, config->data_dir, &s->keys, errmsg)) ||
+	    (rc = tenants_open(io, config->data_dir, &s->tenants, errmsg)) ||
+	    (rc = handlers_bootstrap_admin(s, errmsg)))
+		goto fail;
+	s->conn_slots = config->connections_max;
+	s->conns = calloc(s->conn_slots, sizeof(*s->conns));
+	if (!s->conns) {
+		rc = server_fail(errmsg, -ENOMEM, "out of memory for %u connections", s->conn_slots);
+		goto fail;
+	}
+	for (uint32_t i = 0; i < s->conn_slots; i++)
+		s->conns[i].fd = -1;
+	s->stop_fd = eventfd(0, EFD_CLOEXEC);
+	s->commit_fd = eventfd(0, EFD_CLOEXEC);
+	s->worker_fd = eventfd(0, EFD_CLOEXEC);
+	if (s->stop_fd < 0 || s->commit_fd < 0 || s->worker_fd < 0) {
+		rc = server_fail(errmsg, -errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if ((rc = listen_open(s, errmsg)) || (rc = ring_open(s, errmsg)))
+		goto fail;
+	if ((rc = metrics_open(config->metrics, gauges, s, &s->metrics, errmsg)))
+		goto fail;
+	if ((rc = worker_pool_start(config->query_threads, s->worker_fd, &s->workers))) {
+		server_fail(errmsg, rc, "starting %u worker threads: %s", config->query_threads, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = -pthread_create(&s->committer, NULL, committer_main, s))) {
+		server_fail(errmsg, rc, "starting the committer thread: %s", strerror(-rc));
+		goto fail;
+	}
+	s->committer_started = true;
+	*out = s;
+	return 0;
+fail:
+	server_close(s, NULL);
+	return rc;
+}
+
+uint16_t server_port(const server *s) { return s->port; }
+uint16_t server_metrics_port(const server *s) { return s->metrics ? metrics_port(s->metrics) : 0; }
+
+void server_stop(server *s)
+{
+	uint64_t one = 1;
+	ssize_t w = write(s->stop_fd, &one, sizeof(one));
+	(void)w;
+}
+
+/* Whether a stopping server has nothing left to finish. */
+static bool drained(server *s)
+{
+	if (s->pass.len || s->acks.len || worker_pool_busy(s->workers))
+		return false;
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		const conn *c = &s->conns[i];
+		if (c->fd >= 0 && !c->close_submitted && (c->inflight || c->out_len || c->sending))
+			return false;
+	}
+	return true;
+}
+
+static void begin_stop(server *s)
+{
+	atomic_store(&s->stopping, true);
+	s->stop_deadline_us = server_now_us() + (int64_t)SHUTDOWN_DRAIN_MS * 1000;
+	log_info("stopping: no new connections or requests; finishing those in flight");
+	if (s->accept_armed) {
+		struct io_uring_sqe *sqe = sqe_get(s);
+		io_uring_prep_cancel64(sqe, op_data(OP_ACCEPT, 0, 0), 0);
+		io_uring_sqe_set_data64(sqe, op_data(OP_CANCEL, 0, 0));
+	}
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		conn *c = &s->conns[i];
+		if (c->fd >= 0 && !c->close_submitted) {
+			c->read_closed = true;
+			cancel_recv(s, c);
+		}
+	}
+}
+
+static void handle_cqe(server *s, struct io_uring_cqe *cqe)
+{
+	uint64_t data = io_uring_cqe_get_data64(cqe);
+	enum op_kind kind = op_kind_of(data);
+	uint32_t slot = op_slot_of(data), gen = op_gen_of(data);
+	switch (kind) {
+	case OP_ACCEPT:
+		on_accept(s, cqe);
+		break;
+	case OP_RECV:
+	case OP_SEND: {
+		conn *c = slot < s->conn_slots ? &s->conns[slot] : NULL;
+		if (!c || c->fd < 0 || c->gen != gen) {
+			/* Cannot happen: a slot is freed only when nothing of it is
+			 * at the kernel. A provided buffer still goes back. */
+			if (kind == OP_RECV && (cqe->flags & IORING_CQE_F_BUFFER)) {
+				uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+				io_uring_buf_ring_add(s->buf_ring, s->buffers + (size_t)bid * RECV_BUFFER_SIZE,
+						      RECV_BUFFER_SIZE, (unsigned short)bid,
+						      io_uring_buf_ring_mask(RECV_BUFFER_COUNT), 0);
+				io_uring_buf_ring_advance(s->buf_ring, 1);
+			}
+			break;
+		}
+		if (kind == OP_RECV)
+			on_recv(s, c, cqe);
+		else
+			on_send(s, c, cqe->res);
+		break;
+	}
+	case OP_COMMIT_EVENT:
+		handlers_ack_durable(s);
+		arm_eventfd(s, s->commit_fd, &s->commit_value, OP_COMMIT_EVENT);
+		break;
+	case OP_WORKER_EVENT:
+		on_worker_done(s);
+		arm_eventfd(s, s->worker_fd, &s->worker_value, OP_WORKER_EVENT);
+		break;
+	case OP_STOP_EVENT:
+		if (!atomic_load(&s->stopping))
+			begin_stop(s);
+		break;
+	case OP_TIMER:
+		on_timer(s);
+		arm_timer(s);
+		break;
+	case OP_CANCEL:
+	case OP_CLOSE:
+		break;
+	}
+}
+
+int server_run(server *s)
+{
+	arm_accept(s);
+	arm_eventfd(s, s->stop_fd, &s->stop_value, OP_STOP_EVENT);
+	arm_eventfd(s, s->commit_fd, &s->commit_value, OP_COMMIT_EVENT);
+	arm_eventfd(s, s->worker_fd, &s->worker_value, OP_WORKER_EVENT);
+	arm_timer(s);
+	log_info("listening on %s (port %u); data in %s", s->config.listen, s->port, s->config.data_dir);
+	for (;;) {
+		int rc = io_uring_submit_and_wait(&s->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+			log_error("io_uring_submit_and_wait: %s", strerror(-rc));
+			s->run_error = rc;
+			break;
+		}
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&s->ring, head, cqe)
+		{
+			handle_cqe(s, cqe);
+			if (++n == LOOP_CQES_PER_PASS)
+				break;
+		}
+		io_uring_cq_advance(&s->ring, n);
+		/* Every ingest of this pass: one submit, one WAL record. */
+		handlers_submit_pass(s);
+		backpressure_update(s);
+		conns_resume(s);
+		if (atomic_load(&s->stopping) && (drained(s) || server_now_us() > s->stop_deadline_us)) {
+			if (!drained(s))
+				log_error("stopping: gave up waiting after %d ms", SHUTDOWN_DRAIN_MS);
+			break;
+		}
+	}
+	for (uint32_t i = 0; i < s->conn_slots; i++)
+		if (s->conns[i].fd >= 0 && !s->conns[i].close_submitted)
+			conn_abort(s, &s->conns[i]);
+	return s->run_error;
+}
+
+int server_close(server *s, char *errmsg)
+{
+	if (!s)
+		return 0;
+	int rc = 0;
+	if (s->committer_started) {
+		pthread_mutex_lock(&s->commit_lock);
+		s->commit_stop = true;
+		pthread_cond_signal(&s->commit_cond);
+		pthread_mutex_unlock(&s->commit_lock);
+		pthread_join(s->committer, NULL);
+	}
+	worker_pool_stop(s->workers);
+	metrics_close(s->metrics);
+	if (s->ring.ring_fd > 0)
+		io_uring_queue_exit(&s->ring);
+	if (s->conns) {
+		for (uint32_t i = 0; i < s->conn_slots; i++) {
+			conn *c = &s->conns[i];
+			if (c->fd >= 0)
+				close(c->fd);
+			frame_reader_free(&c->reader);
+			free(c->stash);
+			free(c->out);
+			free(c->send_buf);
+			free(c->spare);
+		}
+		free(s->conns);
+	}
+	ingest_queue_free(&s->pass);
+	ingest_queue_free(&s->acks);
+	if (s->buf_ring)
+		munmap(s->buf_ring, RECV_BUFFER_COUNT * sizeof(struct io_uring_buf));
+	free(s->buffers);
+	if (s->store) {
+		int frc = tally_flush(s->store);
+		if (frc) {
+			rc = frc;
+			server_fail(errmsg, rc, "flush at shutdown: %s (%s); the WAL still holds every acknowledged event",
+				    tally_strerror(frc), tally_store_errmsg(s->store));
+		}
+		int crc = tally_store_close(s->store);
+		if (crc && !rc) {
+			rc = crc;
+			server_fail(errmsg, rc, "closing the store: %s", tally_strerror(crc));
+		}
+	}
+	keys_close(s->keys);
+	tenants_close(s->tenants);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->stop_fd >= 0)
+		close(s->stop_fd);
+	if (s->commit_fd >= 0)
+		close(s->commit_fd);
+	if (s->worker_fd >= 0)
+		close(s->worker_fd);
+	pthread_mutex_destroy(&s->commit_lock);
+	pthread_cond_destroy(&s->commit_cond);
+	free(s);
+	return rc;
+}

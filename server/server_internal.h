@@ -1,0 +1,211 @@
+/*
+ * server_internal.h — the structures shared by the server's event loop
+ * (server.c), its request handlers (handlers.c) and its worker pool
+ * (worker.c). Nothing outside server/ includes this.
+ *
+ * Who touches what (server/README.md, "Threading model"):
+ *   - The loop thread owns every conn, the key store, the tenant registry,
+ *     the pending-ack queue and all io_uring state.
+ *   - Worker threads run queries, listings and stats against the engine
+ *     (which is thread-safe) and hand back a finished, framed response
+ *     through the worker pool's done queue; they never touch a conn.
+ *   - The committer thread waits for WAL durability (tally_commit_wait) and
+ *     wakes the loop through an eventfd.
+ */
+#ifndef TALLY_SERVER_INTERNAL_H
+#define TALLY_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <liburing.h>
+
+#include "config.h"
+#include "frame.h"
+#include "keys.h"
+#include "metrics.h"
+#include "server.h"
+#include "tally.h"
+#include "tally.pb-c.h"
+#include "tenants.h"
+#include "worker.h"
+
+#define SERVER_VERSION "0.4.0"
+#define PROTOCOL_VERSION 1
+
+/* io_uring: entries of the submission queue; provided receive buffers. */
+#define RING_ENTRIES 1024u
+#define RECV_BUFFER_SIZE (64u << 10)
+#define RECV_BUFFER_COUNT 256u /* a power of two */
+#define RECV_BUFFER_GROUP 1
+/* Completions handled per pass before pending ingest is submitted. */
+#define LOOP_CQES_PER_PASS 256u
+/* How often timeouts are checked. */
+#define TIMER_INTERVAL_MS 200
+/* A conn whose unsent responses exceed this stops being read. */
+#define CONN_OUT_BYTES_MAX (32u << 20)
+/* How long a shutdown waits for in-flight requests and unsent responses. */
+#define SHUTDOWN_DRAIN_MS 10000
+/* retry_after_ms suggested with UNAVAILABLE. */
+#define RETRY_AFTER_MS 100
+
+/* io_uring user_data: kind in the top 8 bits, conn slot and generation below. */
+enum op_kind {
+	OP_ACCEPT = 1,
+	OP_RECV,
+	OP_SEND,
+	OP_CANCEL,
+	OP_COMMIT_EVENT, /* the committer's eventfd */
+	OP_WORKER_EVENT, /* the worker pool's eventfd */
+	OP_STOP_EVENT,   /* server_stop's eventfd */
+	OP_TIMER,
+	OP_CLOSE,
+};
+
+typedef struct conn {
+	int fd; /* -1: slot free */
+	uint32_t gen; /* bumps when the slot is reused: stale completions are ignored */
+	frame_reader reader;
+	/* Bytes received but not yet fed to the reader (reading paused mid-buffer). */
+	uint8_t *stash;
+	size_t stash_len, stash_off, stash_cap;
+	/* Authentication (after Hello). */
+	bool authed;
+	bool admin;
+	char tenant[TALLY_TENANT_SIZE_MAX + 1];
+	char key_id[KEY_ID_SIZE];
+	char key_text[KEY_TEXT_SIZE];
+	uint64_t auth_generation; /* server->auth_generation when last checked */
+	/* Output: framed responses queued (out) and at the kernel (send_buf,
+	 * send_off of send_len bytes sent); spare is the last sent buffer, reused. */
+	uint8_t *out, *send_buf, *spare;
+	size_t out_len, out_cap, send_len, send_off, send_cap, spare_cap;
+	bool sending;
+	bool recv_armed;  /* a multishot receive is active */
+	bool cancelling;  /* its cancel was submitted */
+	bool read_closed; /* the peer closed, or the conn is being closed: read no more */
+	bool closing;     /* close once nothing is in flight and the output is sent */
+	bool close_submitted;
+	uint32_t inflight; /* requests read but not answered */
+	uint64_t pending_bytes; /* their frame bytes */
+	int64_t last_activity_us;
+	int64_t frame_started_us; /* 0: no partial frame */
+	int64_t close_started_us; /* when a graceful close began */
+	char peer[64];
+} conn;
+
+/* An ingest request waiting for the end of the pass (submit) and then for durability. */
+typedef struct pending_ingest {
+	uint32_t slot, gen;
+	uint64_t request_id;
+	uint64_t frame_bytes;
+	Tally__V1__Request *request; /* decoded; the events point into it until submitted */
+	tally_event *events;
+	tally_ingest_result *results;
+	size_t count;
+	char tenant[TALLY_TENANT_SIZE_MAX + 1];
+	bool backfill;
+	int status;          /* the engine's verdict for this batch */
+	uint64_t commit_lsn; /* acknowledged once durable_lsn reaches it */
+	int64_t received_us;
+} pending_ingest;
+
+typedef struct ingest_queue {
+	pending_ingest *items;
+	size_t head, len, cap;
+} ingest_queue;
+
+struct server {
+	server_config config;
+	tally_store *store;
+	keystore *keys;
+	tenant_registry *tenants;
+	metrics *metrics;
+	worker_pool *workers;
+	uint64_t auth_generation; /* bumps on every revoke and suspension */
+
+	struct io_uring ring;
+	struct io_uring_buf_ring *buf_ring;
+	uint8_t *buffers; /* RECV_BUFFER_COUNT x RECV_BUFFER_SIZE */
+	int listen_fd;
+	uint16_t port;
+	bool accept_armed;
+	int stop_fd;   /* eventfd: server_stop */
+	int commit_fd; /* eventfd: the committer */
+	int worker_fd; /* eventfd: the worker pool */
+	uint64_t stop_value, commit_value, worker_value; /* read targets */
+	struct __kernel_timespec timer_ts;
+
+	conn *conns;
+	uint32_t conn_slots; /* config.connections_max */
+	_Atomic uint32_t conn_count;   /* atomic: the metrics thread reads it */
+	_Atomic uint64_t pending_bytes; /* request bytes read and not yet answered, all conns */
+	bool paused;            /* server-wide backpressure: reading stopped */
+
+	/* Ingest collected in the current pass, then waiting for durability. */
+	ingest_queue pass;
+	ingest_queue acks;
+
+	/* The committer thread. */
+	pthread_t committer;
+	bool committer_started;
+	pthread_mutex_t commit_lock;
+	pthread_cond_t commit_cond;
+	uint64_t commit_target; /* under commit_lock */
+	int commit_error;       /* under commit_lock: sticky */
+	bool commit_stop;       /* under commit_lock */
+
+	atomic_bool stopping;
+	bool stopped_accepting;
+	int64_t stop_deadline_us;
+	int run_error;
+};
+
+static inline int64_t server_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- server.c, for the handlers ---- */
+
+/* Appends a framed response to c's output (packed here) and counts it
+ * answered: inflight and pending bytes drop. 0 or -ENOMEM (then the conn is
+ * closed). */
+int conn_respond(server *s, conn *c, const Tally__V1__Response *resp, uint64_t frame_bytes);
+/* An Error response for request_id (Error.Code code). */
+int conn_respond_error(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes, int code,
+		       uint32_t retry_after_ms, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+/* Appends an already framed response made by a worker. */
+int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_t frame_bytes);
+/* Stops reading c and closes it once its output is sent. */
+void conn_close_after_send(server *s, conn *c);
+/* Asks the committer to wait for lsn to be durable (then acks are sent). */
+void server_commit_request(server *s, uint64_t lsn);
+
+/* ---- handlers.c ---- */
+
+/* Handles one decoded request of c (takes ownership of req). */
+void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
+/* Submits every ingest collected in this pass (one WAL record). */
+void handlers_submit_pass(server *s);
+/* Sends the acks whose commit is durable; fails them if the WAL failed. */
+void handlers_ack_durable(server *s);
+/* Issues the first admin key (DATA/admin.key) when there is none. */
+int handlers_bootstrap_admin(server *s, char *errmsg);
+void ingest_queue_free(ingest_queue *q);
+
+/* Protocol error codes (Error.Code) as ints for the metrics. */
+#define ERR_BAD_REQUEST TALLY__V1__ERROR__CODE__BAD_REQUEST
+#define ERR_UNAUTHENTICATED TALLY__V1__ERROR__CODE__UNAUTHENTICATED
+#define ERR_PERMISSION_DENIED TALLY__V1__ERROR__CODE__PERMISSION_DENIED
+#define ERR_RESOURCE_EXHAUSTED TALLY__V1__ERROR__CODE__RESOURCE_EXHAUSTED
+#define ERR_TOO_LARGE TALLY__V1__ERROR__CODE__TOO_LARGE
+#define ERR_UNAVAILABLE TALLY__V1__ERROR__CODE__UNAVAILABLE
+#define ERR_CONFLICT TALLY__V1__ERROR__CODE__CONFLICT
+#define ERR_INTERNAL TALLY__V1__ERROR__CODE__INTERNAL
+
+#endif /* TALLY_SERVER_INTERNAL_H */

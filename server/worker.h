@@ -1,0 +1,47 @@
+/*
+ * worker.h — the server's worker pool: a few threads that run the requests
+ * that may take a while (queries, event listings) so the event loop never
+ * waits on them. A job is a function and its argument; its result is a
+ * finished, framed response that the loop thread collects through
+ * worker_pool_take_done after the pool's eventfd fires.
+ */
+#ifndef TALLY_SERVER_WORKER_H
+#define TALLY_SERVER_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct worker_job worker_job;
+/* Runs on a worker thread: fills job->frame / job->frame_size (malloc-ed,
+ * framed) or leaves them NULL to mean "out of memory". */
+typedef void (*worker_fn)(worker_job *job);
+
+struct worker_job {
+	worker_fn fn;
+	void *arg;         /* owned by fn's caller conventions; freed by fn */
+	uint32_t slot, gen; /* the conn that asked */
+	uint64_t request_id;
+	uint64_t frame_bytes;
+	int kind;          /* for metrics */
+	int64_t started_us;
+	uint8_t *frame;    /* out */
+	size_t frame_size; /* out */
+	worker_job *next;
+};
+
+typedef struct worker_pool worker_pool;
+
+/* Starts threads workers. done_fd is an eventfd written (1) whenever a job
+ * finishes. 0 or -errno. */
+int worker_pool_start(unsigned threads, int done_fd, worker_pool **out);
+/* Queues a job (the pool owns it until it comes back from take_done). */
+void worker_pool_submit(worker_pool *p, worker_job *job);
+/* Every finished job, in a list (NULL when none). */
+worker_job *worker_pool_take_done(worker_pool *p);
+/* Jobs queued or running. */
+size_t worker_pool_busy(worker_pool *p);
+/* Finishes the queued jobs, joins the threads, frees the pool (finished
+ * jobs not taken are freed with their frames). */
+void worker_pool_stop(worker_pool *p);
+
+#endif /* TALLY_SERVER_WORKER_H */
