@@ -251,8 +251,8 @@ static int option_set(const option_spec *o, server_config *c, const char *text, 
 	}
 	case KIND_NUMBER:
 	case KIND_SIZE: {
-		uint64_t n;
-		const char *end;
+		uint64_t n = 0;
+		const char *end = text;
 		int rc = parse_digits(text, &n, &end);
 		uint64_t unit = 1;
 		if (o->kind == KIND_SIZE && rc == 0) {
