@@ -268,8 +268,8 @@ static int option_set(const option_spec *o, server_config *c, const char *text, 
 			rc = -EINVAL;
 		}
 		if (rc == -EINVAL && o->kind == KIND_SIZE)
-			return server_fail(errmsg, -EINVAL, "%s: not a size: '%s' (bytes, or a number with KiB, MiB or GiB)",
-					   where, text);
+			return server_fail(errmsg, -EINVAL,
+					   "%s: not a size: '%s' (bytes, or a number with KiB, MiB or GiB)", where, text);
 		if (rc == -EINVAL)
 			return server_fail(errmsg, -EINVAL, "%s: not a number: '%s'", where, text);
 		if (rc == 0 && n > UINT64_MAX / unit)

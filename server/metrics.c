@@ -126,14 +126,17 @@ typedef struct histogram_spec {
 } histogram_spec;
 
 static const histogram_spec histogram_specs[H_HISTOGRAM_COUNT] = {
-	[H_QUERY_US] = {"tally_query_duration_seconds", "Query requests, from receipt to the answer being sent."},
+	[H_QUERY_US] = {"tally_query_duration_seconds",
+			"Query requests, from their hand-over to the query threads to the answer being ready."},
 	[H_LIST_EVENTS_US] = {"tally_list_events_duration_seconds",
-			      "ListEvents requests, from receipt to the page being sent."},
+			      "ListEvents requests, from their hand-over to the query threads to the page being "
+			      "ready."},
 	[H_INGEST_ACK_US] = {"tally_ingest_ack_duration_seconds",
-			     "Ingest batches, from receipt to the acknowledgement being sent (the WAL fsync "
+			     "Ingest batches, from decoded to the acknowledgement being queued (the WAL fsync "
 			     "included)."},
 	[H_COMMIT_WAIT_US] = {"tally_commit_wait_duration_seconds",
-			      "Time an ingest batch waited for its WAL record to become durable."},
+			      "Waits for the write-ahead log to become durable up to a position (one per group "
+			      "commit, covering every batch before it)."},
 };
 
 typedef struct gauge_spec {
@@ -475,10 +478,10 @@ static int http_start(metrics *m, const char *addr, char *errmsg)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	freeaddrinfo(found);
 	if (!m->daemon) {
+		const char *why = start_errno ? strerror(start_errno) : "libmicrohttpd did not start";
 		pthread_mutex_lock(&m->start_lock);
 		rc = server_fail(errmsg, start_errno ? -start_errno : -EIO, "metrics: cannot serve on %s: %s", addr,
-				 m->start_error[0] ? m->start_error
-						   : start_errno ? strerror(start_errno) : "libmicrohttpd did not start");
+				 m->start_error[0] ? m->start_error : why);
 		pthread_mutex_unlock(&m->start_lock);
 		return rc;
 	}

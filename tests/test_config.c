@@ -315,7 +315,8 @@ Test(config, flag_errors)
 		{{"--config", "a", "--config", "b"}, "--config: given twice"},
 		{{"--data", ""}, "--data: empty"},
 		{{"--listen", "7411"}, "--listen: bad address '7411': no ':port'"},
-		{{"--listen", "::1:7411"}, "--listen: bad address '::1:7411': an IPv6 address goes in brackets: [::1]:7411"},
+		{{"--listen", "::1:7411"},
+		 "--listen: bad address '::1:7411': an IPv6 address goes in brackets: [::1]:7411"},
 		{{"--listen", ":7411"},
 		 "--listen: bad address ':7411': empty host (0.0.0.0 or [::] listens on every address)"},
 		{{"--listen", "h:70000"}, "--listen: bad address 'h:70000': the port is not a number 0..65535"},
@@ -366,7 +367,8 @@ Test(config, ini_errors)
 {
 	static const struct ini_case cases[] = {
 		{"[tallyd]\nlisten = 1.2.3.4:5\nbogus = 1\n", "3: unknown key 'bogus'"},
-		{"[tallyd]\n[server]\nlisten = 1.2.3.4:5\n", "3: unknown section [server] (tallyd reads only [tallyd])"},
+		{"[tallyd]\n[server]\nlisten = 1.2.3.4:5\n",
+		 "3: unknown section [server] (tallyd reads only [tallyd])"},
 		{"listen = 1.2.3.4:5\n", "1: 'listen' is outside the [tallyd] section"},
 		{"[tallyd]\nconnections_max = x\n", "2: connections_max: not a number: 'x'"},
 		{"[tallyd]\nconnections_max = 0\n", "2: connections_max: '0' is out of range 1..65536"},

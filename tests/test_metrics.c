@@ -608,8 +608,9 @@ Test(metrics, port_in_use_fails_clearly)
 	metrics *second = (metrics *)0x1;
 	cr_expect_eq(metrics_open(addr, NULL, NULL, &second, err), -EADDRINUSE, "%s", err);
 	cr_expect_null(second);
-	snprintf(expected, sizeof(expected), "metrics: cannot serve on %s: Failed to bind to port %u: Address already in use",
-		 addr, (unsigned)metrics_port(first));
+	snprintf(expected, sizeof(expected),
+		 "metrics: cannot serve on %s: Failed to bind to port %u: Address already in use", addr,
+		 (unsigned)metrics_port(first));
 	cr_expect_str_eq(err, expected);
 	metrics_add(first, M_BYTES_RECEIVED, 77);
 	char *text = scrape(first);
