@@ -98,21 +98,37 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 	return 0;
 }
 
-int64_t memtable_find(const memtable *m, const packed_id *id)
+int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cursor)
 {
+	/* *cursor counts the slots already examined from the id's home slot;
+	 * the index is at most half full, so an empty slot ends every chain. */
 	if (!m->index_mask)
 		return -1;
-	for (uint32_t s = index_slot(id->hash, m->index_mask); m->index[s];
-	     s = (s + 1) & m->index_mask) {
+	uint32_t home = index_slot(id->hash, m->index_mask);
+	for (uint32_t n = *cursor; n <= m->index_mask; n++) {
+		uint32_t s = (home + n) & m->index_mask;
+		if (!m->index[s]) {
+			*cursor = m->index_mask + 1;
+			return -1;
+		}
 		uint32_t row = m->index[s] - 1;
 		if (m->id_hash[row] != id->hash || m->rows.id_kind[row] != id->kind)
 			continue;
 		size_t size;
 		const uint8_t *bytes = rows_id(&m->rows, row, &size);
-		if (size == id->size && memcmp(bytes, id->bytes, size) == 0)
+		if (size == id->size && memcmp(bytes, id->bytes, size) == 0) {
+			*cursor = n + 1;
 			return row;
+		}
 	}
+	*cursor = m->index_mask + 1;
 	return -1;
+}
+
+int64_t memtable_find(const memtable *m, const packed_id *id)
+{
+	uint32_t cursor = 0;
+	return memtable_find_next(m, id, &cursor);
 }
 
 void rows_event(const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i, tally_event *e,

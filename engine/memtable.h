@@ -59,6 +59,11 @@ int memtable_rollup_catch_up(memtable *m, uint32_t max_rows);
 /* Row of the exact id, or -1. */
 int64_t memtable_find(const memtable *m, const packed_id *id);
 
+/* Every row of the exact id, in turn (a backfill may store one id on
+ * several days): *cursor starts at 0; returns the next such row, or -1
+ * when there is none left. */
+int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cursor);
+
 /* Fills *event with row i; the id text goes to id_text (ID_TEXT_SIZE_MAX
  * bytes) and the strings point into the memtable. */
 void memtable_event(const memtable *m, uint32_t i, tally_event *event, char *id_text);

@@ -112,6 +112,12 @@ typedef struct segment_file {
 	uint32_t segment_count;
 	uint32_t rowgroup_count;
 	uint32_t block_count;
+	/* The store's bookkeeping, under store->lock (zero from
+	 * segment_file_open): a reader that reads the file without the lock (a
+	 * backfill's history probe) pins it; compaction leaves a pinned input
+	 * open, marked retired, and the last unpin closes and unlinks it. */
+	uint32_t pins;
+	int retired;
 } segment_file;
 
 /* Path of a segment file: DIR/<file_id as 16 hex digits>.seg */

@@ -19,6 +19,10 @@
  *    so a batch whose events are DUPLICATEs of a still-pending batch is not
  *    acknowledged before that batch is durable. tally_ingest then waits for
  *    the commit LSN to be durable outside the lock (group commit).
+ *    A backfill batch's events older than the horizon take another path:
+ *    they are checked by (tenant, id, UTC day) against pinned segment
+ *    files read outside the lock, then against the memtables under it
+ *    ("backfill" section below; docs/architecture.md, "Backfill").
  *
  * 3. A call is one WAL record (type 1 for one batch, type 2 for the batches
  *    of one tally_ingest_submit_many) and is applied to the memtables under
@@ -53,8 +57,12 @@
  *    has its own writer thread; the store has one background worker (when
  *    options.background) for flush and compaction. Lock order:
  *    maintenance -> lock -> (WAL internal mutex). No I/O but dedup
- *    verification reads and manifest writes happens under store->lock.
+ *    verification reads, a backfill's last probe round and manifest writes
+ *    happens under store->lock. A segment file read without the lock is
+ *    pinned (segment_file.pins, under the lock): compaction leaves a pinned
+ *    input to its last unpin to close and unlink.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -77,6 +85,24 @@ static int64_t day_of(int64_t time_us)
 	if (time_us % TALLY_US_PER_DAY < 0)
 		day--;
 	return day;
+}
+
+/* The day the fingerprint table records for an event of UTC day `day`. */
+static uint16_t fingerprint_day(int64_t day)
+{
+	return (uint16_t)(day < 0 ? 0 : day > DAY_MAX ? DAY_MAX : day);
+}
+
+/*
+ * The oldest day the fingerprint table covers at time `now`: the day of
+ * the horizon, minus one day of grace. Every stored event of this day or
+ * later has its fingerprint, however it arrived (ingest, backfill, WAL
+ * replay, the rebuild at open); older fingerprints are never added, and
+ * expire_dedup drops them as days pass.
+ */
+static int64_t fingerprint_day_min(const tally_store *s, int64_t now)
+{
+	return day_of(now - s->options.lateness_past_us) - 1;
 }
 
 static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
@@ -223,13 +249,16 @@ void tally_options_default(tally_options *o)
 
 /* ---- validation --------------------------------------------------------- */
 
-static int validate(const tally_event *e, int64_t now_us, const tally_options *o)
+/* The reject reason of an event, or TALLY_REASON_NONE. A backfill batch
+ * reaches back TALLY_BACKFILL_AGE_MAX_US instead of the horizon. */
+static int validate(const tally_event *e, int64_t now_us, const tally_options *o, bool backfill)
 {
 	if (e->event_id.len == 0)
 		return TALLY_REASON_MISSING_ID;
 	if (e->event_id.len > TALLY_EVENT_ID_SIZE_MAX)
 		return TALLY_REASON_ID_TOO_LONG;
-	if (e->time_us < now_us - o->lateness_past_us)
+	if (e->time_us < now_us - o->lateness_past_us &&
+	    (!backfill || e->time_us < now_us - TALLY_BACKFILL_AGE_MAX_US))
 		return TALLY_REASON_TIME_TOO_OLD;
 	if (e->time_us > now_us + o->lateness_future_us)
 		return TALLY_REASON_TIME_IN_FUTURE;
@@ -356,9 +385,11 @@ static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b,
 
 /* ---- applying events ---------------------------------------------------- */
 
-/* Appends one accepted event to the tenant's memtable and fingerprint
- * table. The caller accounts memtable growth in active_bytes. */
-static int apply_event(tenant *t, const tally_event *e, const packed_id *id)
+/* Appends one accepted event to the tenant's memtable, and to its
+ * fingerprint table if the event's day is at least day_min
+ * (fingerprint_day_min). The caller accounts memtable growth in
+ * active_bytes. */
+static int apply_event(tenant *t, const tally_event *e, const packed_id *id, int64_t day_min)
 {
 	if (!t->active) {
 		t->active = calloc(1, sizeof(memtable));
@@ -369,8 +400,9 @@ static int apply_event(tenant *t, const tally_event *e, const packed_id *id)
 	if (rc)
 		return rc;
 	int64_t day = day_of(e->time_us);
-	return dedup_insert(&t->dedup, id->hash,
-			    (uint16_t)(day < 0 ? 0 : day > DAY_MAX ? DAY_MAX : day));
+	if (day < day_min)
+		return 0; /* backfilled or replayed history: checked by day instead */
+	return dedup_insert(&t->dedup, id->hash, fingerprint_day(day));
 }
 
 static size_t active_bytes_of(const tenant *t)
@@ -426,14 +458,18 @@ static int verify_entry_load(tally_store *s, verify_entry *v, segment_file *f, u
 	return 0;
 }
 
-static int64_t verify_entry_find(const verify_entry *v, const packed_id *id)
+/* The row with exactly this id whose fingerprint day is `day` (a row
+ * group may hold several days, and since backfill one id on several of
+ * them), or -1. */
+static int64_t verify_entry_find(const verify_entry *v, const packed_id *id, uint16_t day)
 {
 	for (uint32_t i = (uint32_t)id->hash & v->mask; v->slots[i]; i = (i + 1) & v->mask) {
 		uint32_t row = v->slots[i] - 1;
 		size_t size;
 		const uint8_t *bytes = rows_id(&v->rows, row, &size);
 		if (v->rows.id_kind[row] == id->kind && size == id->size &&
-		    memcmp(bytes, id->bytes, size) == 0)
+		    memcmp(bytes, id->bytes, size) == 0 &&
+		    fingerprint_day(day_of(v->rows.time_us[row])) == day)
 			return row;
 	}
 	return -1;
@@ -464,7 +500,7 @@ static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32
 /* Looks for the stored event with exactly this id in day `day`'s segments.
  * Returns 1 and fills *stored (strings valid until the next call), 0 when
  * absent, or a negative code. */
-static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const packed_id *id,
+static int find_in_segments(tally_store *s, const tenant *t, uint16_t day, const packed_id *id,
 			    tally_event *stored, char *id_text)
 {
 	for (uint32_t fi = 0; fi < s->file_count; fi++) {
@@ -483,7 +519,7 @@ static int find_in_segments(tally_store *s, const tenant *t, int32_t day, const 
 				int rc = verify_cache_get(s, f, (uint32_t)ti, g, &v);
 				if (rc)
 					return rc;
-				int64_t row = verify_entry_find(v, id);
+				int64_t row = verify_entry_find(v, id, day);
 				if (row >= 0) {
 					const strdict *refs[DIM_COUNT];
 					strdict_refs(v->dict, refs);
@@ -507,12 +543,22 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 		return 0;
 	tally_event stored;
 	char id_text[ID_TEXT_SIZE_MAX];
+	/* Only rows on a day the table names: a memtable may also hold the id
+	 * on a day older than the table covers, put there by a backfill, and
+	 * that is another event ("Backfill" in docs/architecture.md). */
 	memtable *tables[2] = {t->active, t->frozen};
 	for (int m = 0; m < 2; m++) {
 		if (!tables[m])
 			continue;
-		int64_t row = memtable_find(tables[m], id);
-		if (row >= 0) {
+		uint32_t cursor = 0;
+		int64_t row;
+		while ((row = memtable_find_next(tables[m], id, &cursor)) >= 0) {
+			uint16_t day = fingerprint_day(day_of(tables[m]->rows.time_us[row]));
+			int listed = 0;
+			for (size_t i = 0; i < n; i++)
+				listed |= days[i] == day;
+			if (!listed)
+				continue;
 			memtable_event(tables[m], (uint32_t)row, &stored, id_text);
 			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
 			return 0;
@@ -531,6 +577,332 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 			return found < 0 ? found : 0;
 	}
 	return 0;
+}
+
+/* ---- backfill: old events against stored history ------------------------ */
+/*
+ * An event older than the horizon (only a backfill batch brings one) has
+ * no fingerprint to consult: it is checked against the stored events of
+ * its tenant and UTC day ("Backfill" in docs/architecture.md). Segment
+ * files are probed first, without the store lock (history_probe_round:
+ * the files read are pinned, so compaction cannot close them meanwhile);
+ * then, under the lock, the memtables (history_check), which also hold
+ * the call's earlier events. A flush that publishes a file between the
+ * two moved memtable rows into a file the probe did not read: the caller
+ * sees a newer file id than the probe's and probes again.
+ */
+typedef struct history_entry {
+	int64_t day; /* UTC day of the event */
+	size_t k;    /* its index among the call's events (batch after batch) */
+} history_entry;
+
+_Static_assert(TALLY_ACCEPTED == 0, "in_segments starts zeroed: nothing found");
+
+typedef struct history {
+	uint8_t *old;            /* per event of the call: 1 = older than the horizon (backfill) */
+	uint8_t *in_segments;    /* per event: TALLY_ACCEPTED while no stored event of its id and
+				  * day was found in segments, else DUPLICATE or CONFLICT to it */
+	history_entry *entries;  /* the old events, batch after batch, by day within a batch */
+	size_t count;
+	size_t *batch_first;     /* batch b's entries: [batch_first[b], batch_first[b + 1]) */
+	size_t *batch_k;         /* the call index of batch b's first event */
+	uint64_t probed_through; /* every segment file with an id <= this was probed */
+	/* Probe scratch: one row group, its rows by id hash, a section's dictionary. */
+	rows rows;
+	uint32_t *slots;         /* row + 1; 0 = empty */
+	uint32_t slot_capacity;
+	uint32_t slot_mask;
+	strdict dict[DIM_COUNT];
+} history;
+
+static int history_init(history *h, size_t batch_count, size_t events_total)
+{
+	memset(h, 0, sizeof(*h));
+	h->old = calloc(events_total + 1, 1);
+	h->in_segments = calloc(events_total + 1, 1);
+	h->entries = malloc(sizeof(*h->entries) * (events_total + 1));
+	h->batch_first = calloc(batch_count + 1, sizeof(*h->batch_first));
+	h->batch_k = calloc(batch_count + 1, sizeof(*h->batch_k));
+	if (!h->old || !h->in_segments || !h->entries || !h->batch_first || !h->batch_k)
+		return -ENOMEM;
+	return 0;
+}
+
+static void history_free(history *h)
+{
+	free(h->old);
+	free(h->in_segments);
+	free(h->entries);
+	free(h->batch_first);
+	free(h->batch_k);
+	rows_free(&h->rows);
+	free(h->slots);
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&h->dict[d]);
+	memset(h, 0, sizeof(*h));
+}
+
+static int history_entry_compare(const void *a, const void *b)
+{
+	const history_entry *x = a, *y = b;
+	if (x->day != y->day)
+		return x->day < y->day ? -1 : 1;
+	return x->k < y->k ? -1 : x->k > y->k;
+}
+
+/* Indexes h->rows (a decoded row group) by id hash. */
+static int history_index_rows(history *h)
+{
+	uint32_t slot_count = 16;
+	while (slot_count < h->rows.count * 2)
+		slot_count *= 2; /* a row group has at most ROWGROUP_ROWS_MAX rows */
+	if (slot_count > h->slot_capacity) {
+		uint32_t *slots = realloc(h->slots, sizeof(*slots) * slot_count);
+		if (!slots)
+			return -ENOMEM;
+		h->slots = slots;
+		h->slot_capacity = slot_count;
+	}
+	memset(h->slots, 0, sizeof(*h->slots) * slot_count);
+	h->slot_mask = slot_count - 1;
+	for (uint32_t row = 0; row < h->rows.count; row++) {
+		size_t size;
+		const uint8_t *bytes = rows_id(&h->rows, row, &size);
+		uint32_t i = (uint32_t)dedup_hash(h->rows.id_kind[row], bytes, size) & h->slot_mask;
+		while (h->slots[i])
+			i = (i + 1) & h->slot_mask;
+		h->slots[i] = row + 1;
+	}
+	return 0;
+}
+
+/* The row of h->rows with exactly this id on UTC day `day`, or -1. */
+static int64_t history_find_row(const history *h, const packed_id *id, int64_t day)
+{
+	for (uint32_t i = (uint32_t)id->hash & h->slot_mask; h->slots[i];
+	     i = (i + 1) & h->slot_mask) {
+		uint32_t row = h->slots[i] - 1;
+		size_t size;
+		const uint8_t *bytes = rows_id(&h->rows, row, &size);
+		if (h->rows.id_kind[row] == id->kind && size == id->size &&
+		    memcmp(bytes, id->bytes, size) == 0 && day_of(h->rows.time_us[row]) == day)
+			return row;
+	}
+	return -1;
+}
+
+/* First entry of entries[0, n) (sorted by day) whose day is >= day. */
+static size_t history_lower_bound(const history_entry *entries, size_t n, int64_t day)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (entries[mid].day < day)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Settles, against tenant section tenant_id of file f, the unsettled old
+ * events of batch b (call index batch_index): for each segment of a day
+ * some of them fall on, reads its row groups (ids and times; every column
+ * and the dictionary only when an id matches) and records DUPLICATE or
+ * CONFLICT for each event whose id is stored on its day. Touches nothing
+ * shared but the (immutable) file: safe without the store lock while f
+ * is pinned. 0 or the read's error, with errmsg set.
+ */
+static int history_probe_file(history *h, const segment_file *f, uint32_t tenant_id,
+			      const tally_batch *b, size_t batch_index, const packed_id *ids,
+			      char *errmsg)
+{
+	int64_t ti = segment_file_find_tenant(f, tenant_id);
+	if (ti < 0)
+		return 0;
+	const seg_tenant *sec = &f->tenants[ti];
+	const history_entry *entries = h->entries + h->batch_first[batch_index];
+	size_t n = h->batch_first[batch_index + 1] - h->batch_first[batch_index];
+	size_t k0 = h->batch_k[batch_index];
+	int64_t loaded = -1; /* row group in h->rows */
+	int full = 0, dict_loaded = 0, rc = 0;
+	for (uint32_t si = sec->first_segment; si < sec->first_segment + sec->segment_count && !rc;
+	     si++) {
+		const seg_segment *seg = &f->segments[si];
+		size_t lo = history_lower_bound(entries, n, seg->day), hi = lo;
+		int unsettled = 0;
+		for (; hi < n && entries[hi].day == seg->day; hi++)
+			unsettled |= h->in_segments[entries[hi].k] == TALLY_ACCEPTED;
+		if (!unsettled)
+			continue;
+		for (uint32_t g = seg->first_rowgroup;
+		     g < seg->first_rowgroup + seg->rowgroup_count && !rc; g++) {
+			if ((int64_t)g != loaded) {
+				loaded = -1;
+				if ((rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_TIME |
+								       1u << TALLY_COL_EVENT_ID,
+								&h->rows, errmsg)) ||
+				    (rc = history_index_rows(h)))
+					break;
+				loaded = g;
+				full = 0;
+			}
+			for (size_t x = lo; x < hi && !rc; x++) {
+				size_t k = entries[x].k;
+				if (h->in_segments[k] != TALLY_ACCEPTED)
+					continue;
+				int64_t row = history_find_row(h, &ids[k], seg->day);
+				if (row < 0)
+					continue;
+				/* Decoding every column again keeps the row order, so the
+				 * index stays valid. */
+				if (!full &&
+				    !(rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &h->rows, errmsg)))
+					full = 1;
+				if (!rc && !dict_loaded &&
+				    !(rc = segment_read_dict(f, (uint32_t)ti, h->dict, errmsg)))
+					dict_loaded = 1;
+				if (rc)
+					break;
+				int bad = 0;
+				for (int d = 0; d < DIM_COUNT; d++)
+					bad |= h->rows.dim[d][row] >= h->dict[d].count;
+				if (bad) {
+					rc = TALLY_E_CORRUPT;
+					snprintf(errmsg, TALLY_ERRMSG_SIZE,
+						 "%s: tenant %s row group %u: dictionary code out of range",
+						 f->path, sec->name, g);
+					break;
+				}
+				tally_event stored;
+				char id_text[ID_TEXT_SIZE_MAX];
+				const strdict *refs[DIM_COUNT];
+				strdict_refs(h->dict, refs);
+				rows_event(&h->rows, refs, (uint32_t)row, &stored, id_text);
+				h->in_segments[k] = tally_event_equal(&stored, &b->events[k - k0])
+							    ? TALLY_DUPLICATE
+							    : TALLY_CONFLICT;
+			}
+		}
+	}
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&h->dict[d]);
+	memset(h->dict, 0, sizeof(h->dict));
+	return rc;
+}
+
+/* Drops the pins of files[0, count); closes and unlinks those that a
+ * compaction retired meanwhile once their last pin is gone. Takes the
+ * lock; reuses files[] as scratch. */
+static void files_unpin(tally_store *s, segment_file **files, uint32_t count)
+{
+	uint32_t retired = 0;
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < count; i++) {
+		assert(files[i]->pins > 0);
+		if (--files[i]->pins == 0 && files[i]->retired)
+			files[retired++] = files[i];
+	}
+	pthread_mutex_unlock(&s->lock);
+	for (uint32_t i = 0; i < retired; i++) {
+		char path[SEGMENT_PATH_SIZE_MAX];
+		snprintf(path, sizeof(path), "%s", files[i]->path);
+		segment_file_close(files[i]);
+		s->io->unlink(s->io, path); /* a failure leaves debris that open removes */
+	}
+	if (retired)
+		s->io->fsync_dir(s->io, s->segment_dir);
+}
+
+/* The id of the newest live segment file, 0 if none. Lock held. */
+static uint64_t newest_file_id(const tally_store *s)
+{
+	return s->file_count ? s->files[s->file_count - 1]->file_id : 0;
+}
+
+/*
+ * One probe round: every live segment file newer than h->probed_through,
+ * for the unsettled old events of every backfill batch. locked == 0: the
+ * caller does not hold s->lock; the files are pinned under it, read
+ * without it, then unpinned. locked != 0: the caller holds the lock all
+ * along, so the catalog holds still and nothing is pinned. A tenant that
+ * does not exist yet has no files. 0 or the read's error, with errmsg set.
+ */
+static int history_probe_round(tally_store *s, const tally_batch *batches, size_t batch_count,
+			       const packed_id *ids, history *h, int locked, char *errmsg)
+{
+	if (!locked)
+		pthread_mutex_lock(&s->lock);
+	segment_file **files = malloc(sizeof(*files) * (s->file_count + 1));
+	uint32_t *tenant_ids = malloc(sizeof(*tenant_ids) * (batch_count + 1));
+	if (!files || !tenant_ids) {
+		if (!locked)
+			pthread_mutex_unlock(&s->lock);
+		free(files);
+		free(tenant_ids);
+		return -ENOMEM;
+	}
+	uint32_t file_count = 0;
+	for (uint32_t i = 0; i < s->file_count; i++) {
+		if (s->files[i]->file_id <= h->probed_through)
+			continue;
+		files[file_count++] = s->files[i];
+		if (!locked)
+			s->files[i]->pins++;
+	}
+	h->probed_through = newest_file_id(s) > h->probed_through ? newest_file_id(s)
+								  : h->probed_through;
+	for (size_t b = 0; b < batch_count; b++) {
+		tenant *t = NULL;
+		if (h->batch_first[b] < h->batch_first[b + 1])
+			t = tenant_find(s, batches[b].tenant);
+		tenant_ids[b] = t ? t->id : UINT32_MAX;
+	}
+	if (!locked)
+		pthread_mutex_unlock(&s->lock);
+
+	int rc = 0;
+	for (uint32_t fi = 0; fi < file_count && !rc; fi++)
+		for (size_t b = 0; b < batch_count && !rc; b++)
+			if (tenant_ids[b] != UINT32_MAX)
+				rc = history_probe_file(h, files[fi], tenant_ids[b], &batches[b], b, ids,
+							errmsg);
+	if (!locked)
+		files_unpin(s, files, file_count);
+	free(files);
+	free(tenant_ids);
+	return rc;
+}
+
+/*
+ * Decides ACCEPTED / DUPLICATE / CONFLICT for an old event of a backfill
+ * batch (lock held): in_segments is what the probe found in segment files;
+ * the memtables hold every other stored event, the call's earlier ones
+ * included.
+ */
+static uint8_t history_check(const tenant *t, const tally_event *e, const packed_id *id,
+			     uint8_t in_segments)
+{
+	if (in_segments != TALLY_ACCEPTED)
+		return in_segments;
+	int64_t day = day_of(e->time_us);
+	const memtable *tables[2] = {t->active, t->frozen};
+	for (int m = 0; m < 2; m++) {
+		if (!tables[m])
+			continue;
+		uint32_t cursor = 0;
+		int64_t row;
+		while ((row = memtable_find_next(tables[m], id, &cursor)) >= 0) {
+			if (day_of(tables[m]->rows.time_us[row]) != day)
+				continue;
+			tally_event stored;
+			char id_text[ID_TEXT_SIZE_MAX];
+			memtable_event(tables[m], (uint32_t)row, &stored, id_text);
+			return tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
+		}
+	}
+	return TALLY_ACCEPTED;
 }
 
 /* ---- ingest ------------------------------------------------------------- */
@@ -559,9 +931,13 @@ static int batch_check(const tally_batch *b)
 /*
  * Dedups and applies one checked batch (lock held) and appends its WAL
  * payload (type 1 form) to s->batch_record when it accepted anything.
+ * old and in_segments (NULL unless the batch is a backfill with old
+ * events) are the batch's slices of the call's history; day_min is
+ * fingerprint_day_min at validation time.
  * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
  */
-static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, int *appended)
+static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, const uint8_t *old,
+			 const uint8_t *in_segments, int64_t day_min, int *appended)
 {
 	tenant *t;
 	int rc = tenant_get_or_add(s, b->tenant, &t);
@@ -581,11 +957,13 @@ static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, i
 			dedup_prefetch(&t->dedup, ids[i + PREFETCH_AHEAD].hash);
 		if (b->results[i].code == TALLY_REJECTED)
 			continue;
-		if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code)))
+		if (old && old[i])
+			b->results[i].code = history_check(t, &b->events[i], &ids[i], in_segments[i]);
+		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code)))
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		if (!(rc = apply_event(t, &b->events[i], &ids[i])))
+		if (!(rc = apply_event(t, &b->events[i], &ids[i], day_min)))
 			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
 				       &ids[i]);
 	}
@@ -605,38 +983,78 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	if (batch_count && !batches)
 		return TALLY_E_INVALID;
 	size_t events_total = 0;
+	int backfill = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		batches[b].status = batch_check(&batches[b]);
-		if (!batches[b].status)
+		if (!batches[b].status) {
 			events_total += batches[b].count;
+			backfill |= batches[b].backfill && batches[b].count;
+		}
 	}
 	int rc = 0;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	history h;
+	memset(&h, 0, sizeof(h));
 	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
 	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
-	if (!packed || !ids) {
+	if (!packed || !ids || (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	/* Outside the lock: validation, id packing and hashing. */
+	/* Outside the lock: validation, id packing and hashing; a backfill's
+	 * old events listed by day, and probed in the segment files. */
 	int64_t now = s->io->now_us(s->io);
+	int64_t day_min = fingerprint_day_min(s, now);
 	size_t k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		tally_batch *batch = &batches[b];
+		if (backfill) {
+			h.batch_first[b] = h.batch_first[b + 1] = h.count;
+			h.batch_k[b] = k;
+		}
 		if (batch->status)
 			continue;
 		for (size_t i = 0; i < batch->count; i++, k++) {
-			int reason = validate(&batch->events[i], now, &s->options);
+			const tally_event *e = &batch->events[i];
+			int reason = validate(e, now, &s->options, batch->backfill);
 			batch->results[i].code = reason ? TALLY_REJECTED : TALLY_ACCEPTED;
 			batch->results[i].reason = (uint8_t)reason;
-			if (!reason)
-				make_packed(&batch->events[i], packed + k * ID_PACKED_SIZE_MAX, &ids[k]);
+			if (reason)
+				continue;
+			make_packed(e, packed + k * ID_PACKED_SIZE_MAX, &ids[k]);
+			if (batch->backfill && e->time_us < now - s->options.lateness_past_us) {
+				h.old[k] = 1;
+				h.entries[h.count++] = (history_entry){day_of(e->time_us), k};
+			}
+		}
+		if (backfill) {
+			h.batch_first[b + 1] = h.count;
+			qsort(h.entries + h.batch_first[b], h.count - h.batch_first[b],
+			      sizeof(*h.entries), history_entry_compare);
 		}
 	}
+	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
 
 	pthread_mutex_lock(&s->lock);
+	if ((rc = probe_rc))
+		goto history_failed;
 	while (!s->sticky && !s->closing && s->options.background && s->frozen &&
 	       s->active_bytes > s->options.memtable_bytes_max)
 		pthread_cond_wait(&s->flushed, &s->lock); /* backpressure: a flush is behind */
+	/* A file published since the probe (a flush moved memtable rows into
+	 * it, or a compaction rewrote files) is probed too: without the lock
+	 * a few times, then under it, when the catalog cannot move. */
+	for (uint32_t round = 1; h.count && !rc && newest_file_id(s) > h.probed_through; round++) {
+		if (round < HISTORY_PROBE_ROUNDS_MAX) {
+			pthread_mutex_unlock(&s->lock);
+			rc = history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg);
+			pthread_mutex_lock(&s->lock);
+		} else {
+			rc = history_probe_round(s, batches, batch_count, ids, &h, 1, errmsg);
+		}
+	}
+	if (rc)
+		goto history_failed;
 	if (s->sticky || s->closing) {
 		rc = s->sticky ? TALLY_E_READONLY : TALLY_E_CLOSED;
 		goto unlock;
@@ -652,7 +1070,9 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		if (batch->status)
 			continue;
 		int appended;
-		if ((rc = ingest_locked(s, batch, ids + k, &appended))) {
+		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
+		if ((rc = ingest_locked(s, batch, ids + k, old ? h.old + k : NULL,
+					old ? h.in_segments + k : NULL, day_min, &appended))) {
 			failed_tenant = batch->tenant;
 			goto fail_sticky;
 		}
@@ -685,6 +1105,11 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	}
 	*commit_lsn = wal_last_lsn(s->wal);
 	goto unlock;
+history_failed:
+	/* Nothing was applied: the store stays writable. */
+	snprintf(s->errmsg, sizeof(s->errmsg), "backfill: reading the stored history failed: %s",
+		 errmsg[0] ? errmsg : tally_strerror(rc));
+	goto unlock;
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
 	 * reopen rebuilds memory from the WAL. */
@@ -698,6 +1123,7 @@ unlock:
 out:
 	free(packed);
 	free(ids);
+	history_free(&h);
 	return rc;
 }
 
@@ -728,6 +1154,22 @@ int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
 		return rc;
 	}
 	return 0;
+}
+
+int tally_ingest_backfill(tally_store *s, const char *tenant_name, const tally_event *events,
+			  size_t count, tally_ingest_result *results)
+{
+	tally_batch batch = {
+		.tenant = tenant_name, .events = events, .count = count, .results = results,
+		.backfill = true,
+	};
+	int rc = batch_check(&batch);
+	if (rc)
+		return rc;
+	uint64_t lsn = 0;
+	if ((rc = tally_ingest_submit_many(s, &batch, 1, &lsn)) || (rc = batch.status))
+		return rc;
+	return tally_commit_wait(s, lsn);
 }
 
 uint64_t tally_durable_lsn(tally_store *s)
@@ -823,7 +1265,10 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		e.tokens_out = tokens_out;
 		e.cost_micros = zigzag_decode(cost);
 		e.duration_ms = (uint32_t)duration;
-		if ((rc = apply_event(t, &e, &id))) {
+		/* No horizon check and no dedup: the WAL holds only events that
+		 * were accepted (a backfill's old ones too), and all of them
+		 * stay. */
+		if ((rc = apply_event(t, &e, &id, s->replay_day_min))) {
 			free(strings);
 			return rc;
 		}
@@ -1281,11 +1726,20 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		goto fail;
 	}
 	free(old);
-	for (uint32_t i = 0; i < input_count; i++)
+	for (uint32_t i = 0; i < input_count; i++) {
 		query_cache_forget_file(s, inputs[i]->file_id);
+		if (inputs[i]->pins) {
+			/* A backfill's probe is reading it without the lock: its
+			 * last unpin closes and unlinks it (files_unpin). */
+			inputs[i]->retired = 1;
+			inputs[i] = NULL;
+		}
+	}
 	s->compaction_count++;
 	pthread_mutex_unlock(&s->lock);
 	for (uint32_t i = 0; i < input_count; i++) {
+		if (!inputs[i])
+			continue;
 		char path[SEGMENT_PATH_SIZE_MAX];
 		snprintf(path, sizeof(path), "%s", inputs[i]->path);
 		segment_file_close(inputs[i]);
@@ -1327,8 +1781,7 @@ static int compact_tiered(tally_store *s)
 
 static void expire_dedup(tally_store *s)
 {
-	int64_t now = s->io->now_us(s->io);
-	int64_t day_min = day_of(now - s->options.lateness_past_us) - 1;
+	int64_t day_min = fingerprint_day_min(s, s->io->now_us(s->io));
 	if (day_min <= 0 || day_min > DAY_MAX || (uint16_t)day_min == s->dedup_expired_day)
 		return;
 	pthread_mutex_lock(&s->lock);
@@ -1474,8 +1927,7 @@ static int remove_orphans(tally_store *s)
 
 static int rebuild_dedup(tally_store *s)
 {
-	int64_t now = s->io->now_us(s->io);
-	int64_t day_min = day_of(now - s->options.lateness_past_us) - 1;
+	int64_t day_min = s->replay_day_min;
 	rows r = {0};
 	int rc = 0;
 	for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
@@ -1505,7 +1957,7 @@ static int rebuild_dedup(tally_store *s)
 						const uint8_t *bytes = rows_id(&r, i, &size);
 						rc = dedup_insert(&t->dedup,
 								  dedup_hash(r.id_kind[i], bytes, size),
-								  day > DAY_MAX ? DAY_MAX : (uint16_t)day);
+								  fingerprint_day(day));
 					}
 				}
 			}
@@ -1684,6 +2136,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		set_errmsg(s, "remove unreferenced files in %s: %s", s->segment_dir, rc);
 		goto fail;
 	}
+	/* One horizon for the fingerprints of segments and of WAL replay. */
+	s->replay_day_min = fingerprint_day_min(s, io->now_us(io));
 	if ((rc = rebuild_dedup(s)))
 		goto fail;
 	wal_options wo = {

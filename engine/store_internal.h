@@ -87,6 +87,7 @@ struct tally_store {
 	int worker_started;
 	pthread_cond_t wake;
 	uint16_t dedup_expired_day;
+	int64_t replay_day_min; /* fingerprint_day_min at open: the rebuild and WAL replay */
 
 	struct query_cache *query_cache; /* decoded rollup blocks, under lock (query.c) */
 

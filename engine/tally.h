@@ -39,6 +39,9 @@ extern "C" {
 #define TALLY_DIMENSION_SIZE_MAX 128 /* project, agent, model, user */
 #define TALLY_TENANT_SIZE_MAX 64
 #define TALLY_BATCH_EVENTS_MAX 65536
+/* How old a backfilled event may be: the data horizon queries cover (10
+ * years, TALLY_QUERY_RANGE_MAX_US below). */
+#define TALLY_BACKFILL_AGE_MAX_US TALLY_QUERY_RANGE_MAX_US
 #define TALLY_ERRMSG_SIZE 512
 
 #define TALLY_FSYNC_HIST_BUCKETS 14 /* buckets of tally_stats.wal_fsync_hist */
@@ -80,7 +83,7 @@ enum tally_status {
 
 typedef struct tally_event {
 	tally_str event_id; /* 1..64 bytes, the idempotency key within a tenant */
-	int64_t time_us;    /* within the lateness horizon */
+	int64_t time_us;    /* within the lateness horizon (a backfill batch: see tally_batch) */
 	tally_str type;     /* <= TALLY_TYPE_SIZE_MAX bytes */
 	tally_str project;  /* <= TALLY_DIMENSION_SIZE_MAX bytes each */
 	tally_str agent;
@@ -104,7 +107,7 @@ enum tally_reject_reason {
 	TALLY_REASON_NONE = 0,
 	TALLY_REASON_MISSING_ID,
 	TALLY_REASON_ID_TOO_LONG,
-	TALLY_REASON_TIME_TOO_OLD,      /* before now - lateness horizon */
+	TALLY_REASON_TIME_TOO_OLD,      /* before now - lateness horizon (backfill: now - TALLY_BACKFILL_AGE_MAX_US) */
 	TALLY_REASON_TIME_IN_FUTURE,    /* after now + future tolerance */
 	TALLY_REASON_TYPE_TOO_LONG,
 	TALLY_REASON_PROJECT_TOO_LONG,
@@ -198,17 +201,42 @@ int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
  * untouched). The call returns 0 when every other batch's results are
  * final; they are acknowledged once *commit_lsn is durable, exactly as for
  * tally_ingest_submit. A negative return means nothing in the call is
- * acknowledged.
+ * acknowledged (besides the errors of tally_ingest_submit: -errno or
+ * TALLY_E_CORRUPT when the stored history a backfill batch is checked
+ * against could not be read; the store stays writable then).
+ *
+ * Backfill (an administrator's import of old history): in a batch with
+ * backfill set, an event older than the lateness horizon is accepted if it
+ * is at most TALLY_BACKFILL_AGE_MAX_US old (older: REJECTED,
+ * TALLY_REASON_TIME_TOO_OLD); events inside the horizon are treated as in
+ * any batch. Such an old event is a DUPLICATE (same payload) or CONFLICT
+ * (different payload) only of a stored event of the same tenant, id and
+ * UTC day (earlier events of the same call included): the same id on
+ * another day of old history is another event. So re-running an import
+ * never counts anything twice. Checking old events reads that tenant's
+ * segments of their days (outside the store lock): a backfill batch costs
+ * far more than a normal one; docs/architecture.md, "Backfill".
  */
 typedef struct tally_batch {
 	const char *tenant;
 	const tally_event *events;
 	size_t count;
 	tally_ingest_result *results; /* count entries, filled */
+	bool backfill;                /* accept history older than the horizon (see above) */
 	int status;                   /* out */
 } tally_batch;
 int tally_ingest_submit_many(tally_store *store, tally_batch *batches, size_t batch_count,
 			     uint64_t *commit_lsn);
+
+/*
+ * tally_ingest for one backfill batch (see tally_batch): validates,
+ * deduplicates and waits until the batch is durable. Same results and
+ * return codes as tally_ingest, plus the history read errors above.
+ */
+int tally_ingest_backfill(tally_store *store, const char *tenant,
+			  const tally_event *events, size_t count,
+			  tally_ingest_result *results);
+
 uint64_t tally_durable_lsn(tally_store *store);
 
 /*

@@ -30,5 +30,6 @@ enum dim {
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
 #define ROLLUP_CATCH_UP_SLICE 16384u         /* memtable rows the worker rolls up per store lock hold */
+#define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */
 
 #endif /* TALLY_LIMITS_H */
