@@ -82,6 +82,13 @@ void cli_format_day(char *out, int32_t day)
 		 tm.tm_mday);
 }
 
+int64_t cli_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * US_PER_SECOND + ts.tv_nsec / 1000;
+}
+
 void cli_format_bytes(char *out, uint64_t bytes)
 {
 	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};

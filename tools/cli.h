@@ -38,7 +38,13 @@ struct cli_command {
 };
 
 /* The commands (one per tools/cmd_*.c). */
+extern const cli_command cli_command_events;
+extern const cli_command cli_command_ingest;
 extern const cli_command cli_command_inspect;
+extern const cli_command cli_command_key;
+extern const cli_command cli_command_query;
+extern const cli_command cli_command_stats;
+extern const cli_command cli_command_tenant;
 extern const cli_command cli_command_verify;
 
 /* Prints `tally help NAME` text for command to stdout. */
@@ -70,5 +76,8 @@ void cli_format_day(char *out, int32_t day);
  * out must hold CLI_BYTES_SIZE bytes. */
 #define CLI_BYTES_SIZE 24
 void cli_format_bytes(char *out, uint64_t bytes);
+
+/* The wall clock in microseconds since the epoch (ranges default to it). */
+int64_t cli_now_us(void);
 
 #endif /* TALLY_CLI_H */

@@ -7,17 +7,25 @@
  * exporting `const cli_command cli_command_NAME`, declare it in cli.h, and
  * add it to the table; help, dispatch and errors come for free.
  *
- * Today the table holds the offline commands, inspect and verify, which read
- * a data directory through engine/tally.h only. Commands that talk to a
- * running server (ingest, query, admin, export, ...) will use the proto/
- * client; see tools/README.md for the rules.
+ * The offline commands (inspect, verify) read a data directory through
+ * engine/tally.h only; the others talk to a running tallyd through the
+ * proto/ client (tools/README.md). The global options of the latter
+ * (--server, --key, --key-file, --tenant; remote.h) are taken out of argv
+ * here, wherever they stand, before the command parses its own.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "remote.h"
 
 static const cli_command *const commands[] = {
+	&cli_command_ingest,
+	&cli_command_query,
+	&cli_command_events,
+	&cli_command_stats,
+	&cli_command_tenant,
+	&cli_command_key,
 	&cli_command_inspect,
 	&cli_command_verify,
 };
@@ -37,10 +45,19 @@ static void help_print(void)
 	       "tally is the command-line tool of the tally usage-metering store.\n\n"
 	       "commands:\n");
 	for (size_t i = 0; i < COMMAND_COUNT; i++)
-		printf("  %-44s %s\n", commands[i]->synopsis, commands[i]->summary);
-	printf("  %-44s %s\n", "help [COMMAND]", "this text, or the details of one command");
-	printf("\nexit codes: 0 success; 1 the command ran and found problems; 2 usage error,\n"
-	       "or the command could not run.\n");
+		printf("  %-16s %s\n", commands[i]->name, commands[i]->summary);
+	printf("  %-16s %s\n", "help [COMMAND]", "this text, or the details of one command");
+	printf("\nglobal options (before or after the command) of the commands that talk to\n"
+	       "a server:\n"
+	       "  --server HOST:PORT   the tallyd to talk to (default %s; [IPV6]:PORT)\n"
+	       "  --key KEY            the API key; else --key-file FILE (its first line), else\n"
+	       "                       the %s environment variable, else %s if\n"
+	       "                       it is readable (the admin key tallyd writes at first start)\n"
+	       "  --key-file FILE\n"
+	       "  --tenant NAME        the tenant an admin key acts for\n",
+	       CLI_SERVER_DEFAULT, CLI_KEY_ENV, CLI_ADMIN_KEY_PATH);
+	printf("\nexit codes: 0 success; 1 the command ran and found problems (verify: damage;\n"
+	       "ingest: rejected events); 2 usage error, or the command could not run.\n");
 }
 
 static int usage_error(const char *message, const char *word)
@@ -52,6 +69,11 @@ static int usage_error(const char *message, const char *word)
 
 static int run(int argc, char **argv)
 {
+	char errmsg[CLI_KEY_SOURCE_SIZE];
+	if (cli_globals_extract(&cli_globals_current, &argc, argv, errmsg)) {
+		fprintf(stderr, "tally: %s (run 'tally help')\n", errmsg);
+		return CLI_EXIT_FAILURE;
+	}
 	if (argc < 2) {
 		fprintf(stderr, "tally: no command given (run 'tally help' for the list of commands)\n");
 		return CLI_EXIT_FAILURE;
