@@ -369,7 +369,11 @@ void handlers_submit_pass(server *s)
 		}
 	}
 	free(batches);
-	if (s->acks.len)
+	/* A pass that appended nothing new (all duplicates, say) may already
+	 * be durable: ack it now, no commit event would come for it. */
+	if (s->acks.len && lsn <= tally_durable_lsn(s->store))
+		handlers_ack_durable(s);
+	else if (s->acks.len)
 		server_commit_request(s, lsn);
 }
 

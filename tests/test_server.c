@@ -1,0 +1,455 @@
+/*
+ * test_server.c — tallyd end to end over loopback: ingest with duplicates,
+ * conflicts and rejections, every query kind, listings, pipelining,
+ * restart without losing an acknowledged event, administration, and
+ * tenant isolation across every ordered pair of 20 tenants.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "support/server_harness.h"
+
+#define HOUR_US (INT64_C(3600) * 1000000)
+
+/* Two hours ago, on a whole hour: every test event is inside the horizon. */
+static int64_t base_time(void)
+{
+	int64_t now = (int64_t)time(NULL) * 1000000;
+	return now - now % HOUR_US - 2 * HOUR_US;
+}
+
+static tally_ingest_ack ingest_range(tally_client *c, const char *prefix, int from, int to, int64_t base)
+{
+	builder b;
+	builder_init(&b);
+	for (int i = from; i < to; i++) {
+		tally_client_event e = harness_event(prefix, i, base);
+		cr_assert_eq(builder_add(&b, &e), 0);
+	}
+	Tally__V1__IngestBatch m;
+	cr_assert_eq(builder_message(&b, &m), 0);
+	tally_ingest_ack ack;
+	int rc = tally_client_ingest(c, &m, &ack);
+	cr_assert_eq(rc, 0, "ingest: %s %s", tally_client_strerror(rc), tally_client_last_error(c)->message);
+	builder_free(&b);
+	return ack;
+}
+
+static uint64_t count_events(tally_client *c, const char *tenant, int64_t from, int64_t to)
+{
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.tenant = (char *)tenant;
+	q.from_us = from;
+	q.to_us = to;
+	q.bucket = TALLY__V1__BUCKET__NONE;
+	Tally__V1__QueryResult *r;
+	int rc = tally_client_query(c, &q, &r);
+	cr_assert_eq(rc, 0, "query: %s %s", tally_client_strerror(rc), tally_client_last_error(c)->message);
+	uint64_t n = r->n_rows ? r->rows[0]->count : 0;
+	tally__v1__query_result__free_unpacked(r, NULL);
+	return n;
+}
+
+/* Description: a tenant ingests 1,000 events in two batches (all
+ * ACCEPTED), re-sends one (all DUPLICATE), sends a changed copy (CONFLICT)
+ * and invalid events (REJECTED with their reasons); queries by hour, by
+ * model with quantiles and distinct users, top-N, and a listing in pages
+ * see exactly the accepted events. */
+Test(server, ingest_query_list_end_to_end)
+{
+	harness h;
+	harness_init(&h, "srv-e2e");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *c = harness_connect(&h, key);
+	cr_expect_str_eq(tally_client_session(c)->tenant, "acme");
+	cr_expect_not(tally_client_session(c)->admin);
+	int64_t base = base_time();
+
+	tally_ingest_ack a = ingest_range(c, "ev", 0, 500, base);
+	cr_expect_eq(a.accepted, 500);
+	tally_ingest_ack_free(&a);
+	a = ingest_range(c, "ev", 500, 1000, base);
+	cr_expect_eq(a.accepted, 500);
+	tally_ingest_ack_free(&a);
+	a = ingest_range(c, "ev", 250, 750, base);
+	cr_expect_eq(a.duplicate, 500);
+	cr_expect_eq(a.accepted, 0);
+	tally_ingest_ack_free(&a);
+
+	/* A changed copy of ev-3, an event without id, one too old. */
+	builder b;
+	builder_init(&b);
+	tally_client_event e = harness_event("ev", 3, base);
+	e.tokens_in += 1;
+	builder_add(&b, &e);
+	e = harness_event("bad", 0, base);
+	e.event_id.len = 0;
+	builder_add(&b, &e);
+	e = harness_event("old", 0, base - INT64_C(400) * 24 * HOUR_US);
+	builder_add(&b, &e);
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	cr_assert_eq(tally_client_ingest(c, &m, &a), 0);
+	cr_expect_eq(a.conflict, 1);
+	cr_expect_eq(a.rejected, 2);
+	cr_expect_eq(a.result[0], TALLY__V1__INGEST_ACK__RESULT__CONFLICT);
+	cr_expect_eq(a.result[1], TALLY__V1__INGEST_ACK__RESULT__REJECTED);
+	cr_assert_not_null(a.reason);
+	cr_expect_eq(a.reason[1], 1 /* TALLY_REASON_MISSING_ID */);
+	cr_expect_eq(a.reason[2], 3 /* TALLY_REASON_TIME_TOO_OLD */);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+
+	/* By hour: events are one second apart from base, so 1,000 seconds
+	 * fall in the first hour. */
+	cr_expect_eq(count_events(c, "", base, base + 4 * HOUR_US), 1000);
+	cr_expect_eq(count_events(c, "acme", base, base + 4 * HOUR_US), 1000, "own name is allowed");
+
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.from_us = base;
+	q.to_us = base + 4 * HOUR_US;
+	q.bucket = TALLY__V1__BUCKET__HOUR;
+	Tally__V1__Dimension dims[] = {TALLY__V1__DIMENSION__MODEL};
+	q.group_by = dims;
+	q.n_group_by = 1;
+	double quantiles[] = {0.5, 0.95};
+	q.quantiles = quantiles;
+	q.n_quantiles = 2;
+	q.distinct_users = true;
+	Tally__V1__QueryResult *r;
+	cr_assert_eq(tally_client_query(c, &q, &r), 0, "%s", tally_client_last_error(c)->message);
+	cr_assert_eq(r->n_rows, 3, "one hour, three models");
+	uint64_t total = 0, tokens_in = 0;
+	for (size_t i = 0; i < r->n_rows; i++) {
+		cr_expect_eq(r->rows[i]->bucket_start_us, base);
+		cr_expect_eq(r->rows[i]->n_group, 1);
+		cr_expect_eq(r->rows[i]->n_quantile_ms, 2);
+		cr_expect_eq(r->rows[i]->distinct_users, 7);
+		total += r->rows[i]->count;
+		tokens_in += r->rows[i]->tokens_in;
+	}
+	cr_expect_eq(total, 1000);
+	cr_expect_eq(tokens_in, 1000 * 10 + 999 * 1000 / 2, "sum of 10 + i");
+	/* Models in bytewise order: claude-4 (i % 3 == 1), gpt-5, llama-4. */
+	cr_expect_eq(r->rows[0]->group[0].len, 8);
+	cr_expect_eq(memcmp(r->rows[0]->group[0].data, "claude-4", 8), 0);
+	cr_expect_eq(r->rows[0]->count, 333);
+	tally__v1__query_result__free_unpacked(r, NULL);
+
+	/* Top 1 project by cost. */
+	Tally__V1__Query top = TALLY__V1__QUERY__INIT;
+	top.from_us = base;
+	top.to_us = base + 4 * HOUR_US;
+	top.bucket = TALLY__V1__BUCKET__NONE;
+	Tally__V1__Dimension pdim[] = {TALLY__V1__DIMENSION__PROJECT};
+	top.group_by = pdim;
+	top.n_group_by = 1;
+	top.order_by_aggregate = true;
+	top.order_aggregate = TALLY__V1__AGGREGATE__COST;
+	top.descending = true;
+	top.limit = 1;
+	cr_assert_eq(tally_client_query(c, &top, &r), 0);
+	cr_assert_eq(r->n_rows, 1);
+	cr_expect(r->truncated);
+	cr_expect_eq(memcmp(r->rows[0]->group[0].data, "beta", 4), 0, "odd i pay 1 more each");
+	tally__v1__query_result__free_unpacked(r, NULL);
+
+	/* A bad query: BAD_REQUEST with the engine's message. */
+	Tally__V1__Query bad = TALLY__V1__QUERY__INIT;
+	bad.from_us = base;
+	bad.to_us = base;
+	cr_expect_eq(tally_client_query(c, &bad, &r), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(c)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+
+	/* Listing: pages of 300 return every event once, in time order. */
+	Tally__V1__ListEvents le = TALLY__V1__LIST_EVENTS__INIT;
+	le.from_us = base;
+	le.to_us = base + 4 * HOUR_US;
+	le.limit = 300;
+	char cursor[256] = "";
+	int seen = 0, pages = 0;
+	int64_t last = INT64_MIN;
+	do {
+		le.cursor = cursor;
+		Tally__V1__EventPage *page;
+		cr_assert_eq(tally_client_list_events(c, &le, &page), 0, "%s", tally_client_last_error(c)->message);
+		for (size_t i = 0; i < page->n_events; i++) {
+			Tally__V1__Event *ev = page->events[i];
+			char want[32];
+			snprintf(want, sizeof(want), "ev-%d", seen);
+			cr_assert_eq(ev->event_id.len, strlen(want));
+			cr_assert_eq(memcmp(ev->event_id.data, want, strlen(want)), 0, "event %d", seen);
+			cr_assert_gt(ev->time_us, last);
+			last = ev->time_us;
+			cr_expect_eq(ev->tokens_in, (uint64_t)(10 + seen));
+			seen++;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", page->next_cursor);
+		tally__v1__event_page__free_unpacked(page, NULL);
+		pages++;
+	} while (cursor[0]);
+	cr_expect_eq(seen, 1000);
+	cr_expect_eq(pages, 4);
+
+	tally_client_close(c);
+	harness_finish(&h);
+}
+
+/* Description: 64 batches sent back to back on one connection (up to the
+ * in-flight limit) are all acknowledged, each by its own request id; after
+ * a restart every acknowledged event is counted once and a re-send is all
+ * DUPLICATE. */
+Test(server, pipelining_and_restart)
+{
+	harness h;
+	harness_init(&h, "srv-pipe");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "pipe", key);
+	tally_client *c = harness_connect(&h, key);
+	int64_t base = base_time();
+	uint32_t limit = tally_client_session(c)->limits.inflight_requests_max;
+	cr_assert_geq(limit, 8);
+	enum { BATCHES = 64, PER = 100 };
+	builder b[BATCHES];
+	uint64_t ids[BATCHES];
+	int sent = 0, acked = 0;
+	bool got[BATCHES] = {false};
+	while (acked < BATCHES) {
+		while (sent < BATCHES && tally_client_inflight(c) < limit) {
+			builder_init(&b[sent]);
+			for (int i = 0; i < PER; i++) {
+				tally_client_event e = harness_event("p", sent * PER + i, base);
+				builder_add(&b[sent], &e);
+			}
+			Tally__V1__IngestBatch m;
+			builder_message(&b[sent], &m);
+			cr_assert_eq(tally_client_ingest_send(c, &m, &ids[sent]), 0);
+			sent++;
+		}
+		tally_ingest_ack a;
+		int rc = tally_client_ingest_recv(c, &a);
+		cr_assert_eq(rc, 0, "%s", tally_client_strerror(rc));
+		int k = -1;
+		for (int i = 0; i < sent; i++)
+			if (ids[i] == a.request_id)
+				k = i;
+		cr_assert_geq(k, 0, "an ack for an unknown id");
+		cr_assert_not(got[k], "two acks for one batch");
+		got[k] = true;
+		cr_expect_eq(a.accepted, PER);
+		tally_ingest_ack_free(&a);
+		acked++;
+	}
+	for (int i = 0; i < BATCHES; i++)
+		builder_free(&b[i]);
+	tally_client_close(c);
+
+	harness_stop(&h);
+	harness_start(&h);
+	c = harness_connect(&h, key);
+	cr_expect_eq(count_events(c, "", base, base + 4 * HOUR_US), BATCHES * PER);
+	tally_ingest_ack a = ingest_range(c, "p", 0, 1000, base);
+	cr_expect_eq(a.duplicate, 1000);
+	tally_ingest_ack_free(&a);
+	tally_client_close(c);
+	harness_finish(&h);
+}
+
+/* Description: administration by the admin key: tenants created, listed
+ * with their active keys, a duplicate name is CONFLICT, a bad name
+ * BAD_REQUEST; keys issued, listed and revoked (the revoked key is refused
+ * on its next request, also on an open connection); a suspended tenant's
+ * key is refused and works again after resume; an admin ingest for an
+ * unknown tenant is refused unless create_tenant is set; stats count the
+ * tenants. */
+Test(server, administration)
+{
+	harness h;
+	harness_init(&h, "srv-admin");
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	cr_expect(tally_client_session(admin)->admin);
+	Tally__V1__TenantCreated *tc;
+	cr_assert_eq(tally_client_create_tenant(admin, "one", &tc), 0);
+	char key1[80];
+	snprintf(key1, sizeof(key1), "%s", tc->api_key);
+	tally__v1__tenant_created__free_unpacked(tc, NULL);
+	cr_expect_eq(tally_client_create_tenant(admin, "one", &tc), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__CONFLICT);
+	cr_expect_eq(tally_client_create_tenant(admin, "no spaces", &tc), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+
+	Tally__V1__KeyIssued *ki;
+	cr_assert_eq(tally_client_issue_key(admin, "one", &ki), 0);
+	char key2[80], key2_id[32];
+	snprintf(key2, sizeof(key2), "%s", ki->api_key);
+	snprintf(key2_id, sizeof(key2_id), "%s", ki->key_id);
+	cr_expect_str_eq(ki->tenant, "one");
+	tally__v1__key_issued__free_unpacked(ki, NULL);
+	cr_expect_eq(tally_client_issue_key(admin, "nobody", &ki), TALLY_CLIENT_REFUSED);
+
+	Tally__V1__TenantList *tl;
+	cr_assert_eq(tally_client_list_tenants(admin, &tl), 0);
+	cr_assert_eq(tl->n_tenants, 1);
+	cr_expect_str_eq(tl->tenants[0]->name, "one");
+	cr_expect_eq(tl->tenants[0]->active_keys, 2);
+	tally__v1__tenant_list__free_unpacked(tl, NULL);
+
+	Tally__V1__KeyList *kl;
+	cr_assert_eq(tally_client_list_keys(admin, "one", &kl), 0);
+	cr_expect_eq(kl->n_keys, 2);
+	tally__v1__key_list__free_unpacked(kl, NULL);
+	cr_assert_eq(tally_client_list_keys(admin, "", &kl), 0);
+	cr_expect_eq(kl->n_keys, 3, "two tenant keys and the admin key");
+	tally__v1__key_list__free_unpacked(kl, NULL);
+
+	/* key2 works, then is revoked while its connection is open. */
+	tally_client *t2 = harness_connect(&h, key2);
+	cr_expect_eq(tally_client_ping(t2, "x", 1), 0);
+	cr_expect_eq(count_events(t2, "", base_time(), base_time() + HOUR_US), 0);
+	cr_assert_eq(tally_client_revoke_key(admin, key2_id, NULL), 0);
+	Tally__V1__QueryResult *r;
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.from_us = base_time();
+	q.to_us = q.from_us + HOUR_US;
+	cr_expect_eq(tally_client_query(t2, &q, &r), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(t2)->code, TALLY__V1__ERROR__CODE__UNAUTHENTICATED);
+	tally_client_close(t2);
+	tally_client *t;
+	char err[TALLY_CLIENT_ERRMSG_SIZE];
+	cr_expect_eq(tally_client_open(h.address, key2, "test", &t, NULL, err), TALLY_CLIENT_REFUSED);
+
+	/* Suspension. */
+	cr_assert_eq(tally_client_set_tenant_state(admin, "one", true, NULL), 0);
+	cr_expect_eq(tally_client_open(h.address, key1, "test", &t, NULL, err), TALLY_CLIENT_REFUSED);
+	cr_assert_eq(tally_client_set_tenant_state(admin, "one", false, NULL), 0);
+	t = harness_connect(&h, key1);
+	tally_client_close(t);
+
+	/* Admin ingest for a tenant that does not exist. */
+	builder b;
+	builder_init(&b);
+	tally_client_event e = harness_event("adm", 0, base_time());
+	builder_add(&b, &e);
+	builder_set_tenant(&b, "fresh");
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	tally_ingest_ack a;
+	cr_expect_eq(tally_client_ingest(admin, &m, &a), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	builder_set_create_tenant(&b, true);
+	builder_message(&b, &m);
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+	cr_expect_eq(a.accepted, 1);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+	cr_expect_eq(count_events(admin, "fresh", base_time(), base_time() + 4 * HOUR_US), 1);
+
+	Tally__V1__Stats *st;
+	cr_assert_eq(tally_client_stats(admin, &st), 0);
+	cr_expect_eq(st->tenants, 2);
+	cr_expect_eq(st->events_memtable + st->segment_rows, 1);
+	tally__v1__stats__free_unpacked(st, NULL);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
+#define ISO_TENANTS 20
+
+/* Description: 20 tenants each ingest their own events; then every tenant
+ * key tries every tenant request against every other tenant (ingest,
+ * query, listing, all 380 ordered pairs) and every admin request: each is
+ * PERMISSION_DENIED, and nothing foreign is ever returned; queries without
+ * a tenant name see exactly the key's own events. */
+Test(server, isolation_all_ordered_pairs)
+{
+	harness h;
+	harness_init(&h, "srv-iso");
+	harness_start(&h);
+	char keys[ISO_TENANTS][80], names[ISO_TENANTS][16];
+	int64_t base = base_time();
+	tally_client *c[ISO_TENANTS];
+	for (int i = 0; i < ISO_TENANTS; i++) {
+		snprintf(names[i], sizeof(names[i]), "tenant%02d", i);
+		harness_create_tenant(&h, names[i], keys[i]);
+		c[i] = harness_connect(&h, keys[i]);
+		tally_ingest_ack a = ingest_range(c[i], names[i], 0, 10 + i, base);
+		cr_assert_eq(a.accepted, (uint32_t)(10 + i));
+		tally_ingest_ack_free(&a);
+	}
+	int refused = 0;
+	for (int i = 0; i < ISO_TENANTS; i++) {
+		for (int j = 0; j < ISO_TENANTS; j++) {
+			if (i == j)
+				continue;
+			/* ingest into j */
+			builder b;
+			builder_init(&b);
+			tally_client_event e = harness_event("intruder", i, base);
+			builder_add(&b, &e);
+			builder_set_tenant(&b, names[j]);
+			Tally__V1__IngestBatch m;
+			builder_message(&b, &m);
+			tally_ingest_ack a;
+			cr_assert_eq(tally_client_ingest(c[i], &m, &a), TALLY_CLIENT_REFUSED);
+			cr_assert_eq(tally_client_last_error(c[i])->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+			builder_free(&b);
+			/* query j */
+			Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+			q.tenant = names[j];
+			q.from_us = base;
+			q.to_us = base + HOUR_US;
+			Tally__V1__QueryResult *r;
+			cr_assert_eq(tally_client_query(c[i], &q, &r), TALLY_CLIENT_REFUSED);
+			cr_assert_eq(tally_client_last_error(c[i])->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+			/* list j */
+			Tally__V1__ListEvents le = TALLY__V1__LIST_EVENTS__INIT;
+			le.tenant = names[j];
+			le.from_us = base;
+			le.to_us = base + HOUR_US;
+			le.limit = 100;
+			Tally__V1__EventPage *page;
+			cr_assert_eq(tally_client_list_events(c[i], &le, &page), TALLY_CLIENT_REFUSED);
+			cr_assert_eq(tally_client_last_error(c[i])->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+			refused += 3;
+		}
+		/* Admin requests from a tenant key. */
+		Tally__V1__TenantCreated *tc;
+		cr_assert_eq(tally_client_create_tenant(c[i], "sneaky", &tc), TALLY_CLIENT_REFUSED);
+		cr_assert_eq(tally_client_last_error(c[i])->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+		Tally__V1__TenantList *tl;
+		cr_assert_eq(tally_client_list_tenants(c[i], &tl), TALLY_CLIENT_REFUSED);
+		Tally__V1__KeyList *kl;
+		cr_assert_eq(tally_client_list_keys(c[i], names[i], &kl), TALLY_CLIENT_REFUSED);
+		Tally__V1__KeyIssued *ki;
+		cr_assert_eq(tally_client_issue_key(c[i], names[i], &ki), TALLY_CLIENT_REFUSED);
+		cr_assert_eq(tally_client_revoke_key(c[i], "0000000000000000", NULL), TALLY_CLIENT_REFUSED);
+		cr_assert_eq(tally_client_set_tenant_state(c[i], names[(i + 1) % ISO_TENANTS], true, NULL), TALLY_CLIENT_REFUSED);
+		Tally__V1__Stats *st;
+		cr_assert_eq(tally_client_stats(c[i], &st), TALLY_CLIENT_REFUSED);
+		cr_assert_eq(tally_client_last_error(c[i])->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+		/* Own scope: exactly its own events, by query and by listing. */
+		cr_assert_eq(count_events(c[i], "", base, base + HOUR_US), (uint64_t)(10 + i));
+		Tally__V1__ListEvents le = TALLY__V1__LIST_EVENTS__INIT;
+		le.from_us = base;
+		le.to_us = base + HOUR_US;
+		le.limit = 1000;
+		Tally__V1__EventPage *page;
+		cr_assert_eq(tally_client_list_events(c[i], &le, &page), 0);
+		cr_assert_eq(page->n_events, (size_t)(10 + i));
+		for (size_t k = 0; k < page->n_events; k++)
+			cr_assert_eq(memcmp(page->events[k]->event_id.data, names[i], strlen(names[i])), 0,
+				     "a foreign event in %s's listing", names[i]);
+		tally__v1__event_page__free_unpacked(page, NULL);
+	}
+	cr_expect_eq(refused, 3 * ISO_TENANTS * (ISO_TENANTS - 1));
+	for (int i = 0; i < ISO_TENANTS; i++)
+		tally_client_close(c[i]);
+	harness_finish(&h);
+}
