@@ -266,7 +266,8 @@ static void print_table(const format_table *t, FILE *out, bool header)
 /* A CSV field: as is when it needs no quoting, else through libcsv. */
 static void csv_field(FILE *out, const char *p, size_t len, bool last)
 {
-	bool quote = len && (p[0] == ' ' || p[len - 1] == ' ');
+	/* libcsv trims spaces and tabs around unquoted fields: keep them quoted. */
+	bool quote = len && (p[0] == ' ' || p[0] == '\t' || p[len - 1] == ' ' || p[len - 1] == '\t');
 	for (size_t i = 0; i < len && !quote; i++)
 		quote = p[i] == ',' || p[i] == '"' || p[i] == '\n' || p[i] == '\r';
 	if (quote)
