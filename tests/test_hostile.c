@@ -1,0 +1,486 @@
+/*
+ * test_hostile.c — tallyd against hostile and broken clients: random
+ * bytes, a 4 GiB length, truncated frames, messages of the wrong type,
+ * invalid fields, requests before Hello, a client that sends one byte at a
+ * time (slowloris), idle clients, more connections than the limits, and
+ * clients that pipeline far past the in-flight and memory limits. Each
+ * gets the documented error or disconnect, and the server keeps serving a
+ * well-behaved client throughout. (make asan runs this under ASan+UBSan,
+ * which also checks that nothing leaks.)
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+#include "support/server_harness.h"
+
+static void send_all(int fd, const void *data, size_t size)
+{
+	const uint8_t *p = data;
+	while (size) {
+		ssize_t n = send(fd, p, size, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return; /* the server may close first: the reads say what happened */
+		p += n;
+		size -= (size_t)n;
+	}
+}
+
+/* Reads exactly size bytes within timeout_ms; false on EOF, error or timeout. */
+static bool read_exact(int fd, uint8_t *buf, size_t size, int timeout_ms)
+{
+	size_t have = 0;
+	while (have < size) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return false;
+		ssize_t n = recv(fd, buf + have, size - have, 0);
+		if (n <= 0)
+			return false;
+		have += (size_t)n;
+	}
+	return true;
+}
+
+/* The next Response on fd, or NULL when the connection ends (or nothing
+ * comes within timeout_ms). A frame that is not a Response fails the test. */
+static Tally__V1__Response *read_response(int fd, int timeout_ms)
+{
+	uint8_t header[4];
+	if (!read_exact(fd, header, 4, timeout_ms))
+		return NULL;
+	uint32_t len = (uint32_t)header[0] | (uint32_t)header[1] << 8 | (uint32_t)header[2] << 16 |
+		       (uint32_t)header[3] << 24;
+	cr_assert_leq(len, 1u << 20, "a response of %u bytes", len);
+	uint8_t *body = malloc(len ? len : 1);
+	cr_assert(read_exact(fd, body, len, timeout_ms), "a truncated response");
+	Tally__V1__Response *r = tally__v1__response__unpack(NULL, len, body);
+	free(body);
+	cr_assert_not_null(r, "the server sent a frame that is not a Response");
+	return r;
+}
+
+/* True when the server closes fd (EOF or reset) within timeout_ms,
+ * skipping any responses before it. */
+static bool closed_within(int fd, int timeout_ms)
+{
+	uint8_t buf[4096];
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return false;
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n <= 0)
+			return true;
+	}
+}
+
+static void send_request(int fd, const Tally__V1__Request *req)
+{
+	size_t size = tally__v1__request__get_packed_size(req);
+	uint8_t *buf = malloc(size + 4);
+	frame_header_put(buf, (uint32_t)size);
+	tally__v1__request__pack(req, buf + 4);
+	send_all(fd, buf, size + 4);
+	free(buf);
+}
+
+static void send_hello(int fd, const char *key)
+{
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = (char *)key;
+	hello.protocol_version = 1;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 1;
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	send_request(fd, &req);
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r);
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_HELLO, "Hello refused");
+	tally__v1__response__free_unpacked(r, NULL);
+}
+
+static void send_ping(int fd, uint64_t id)
+{
+	Tally__V1__Ping ping = TALLY__V1__PING__INIT;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = id;
+	req.body_case = TALLY__V1__REQUEST__BODY_PING;
+	req.ping = &ping;
+	send_request(fd, &req);
+}
+
+/* The error code of the next response, which must be an Error. */
+static int expect_error(int fd, uint64_t request_id)
+{
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r, "no answer");
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "not an Error (body %d)", r->body_case);
+	cr_expect_eq(r->request_id, request_id);
+	cr_expect_gt(strlen(r->error->message), 0, "an error without a message");
+	int code = r->error->code;
+	tally__v1__response__free_unpacked(r, NULL);
+	return code;
+}
+
+/* A well-behaved client is still served. */
+static void served(const harness *h)
+{
+	tally_client *c = harness_connect(h, h->admin_key);
+	cr_assert_eq(tally_client_ping(c, "alive", 5), 0, "the server stopped serving");
+	tally_client_close(c);
+}
+
+/* Description: 40 connections send random bytes (seeded; the seed is
+ * printed) and then close their side: every frame the server sends back is
+ * a well-formed Response, every connection is closed by the server, and a
+ * normal client is served afterwards. */
+Test(hostile, random_bytes)
+{
+	harness h;
+	harness_init(&h, "host-random");
+	harness_start(&h);
+	unsigned seed = getenv("SEED") ? (unsigned)strtoul(getenv("SEED"), NULL, 10) : (unsigned)time(NULL);
+	fprintf(stderr, "hostile.random_bytes: SEED=%u\n", seed);
+	srand(seed);
+	for (int k = 0; k < 40; k++) {
+		int fd = harness_socket(&h);
+		size_t n = (size_t)(rand() % 8192) + 1;
+		uint8_t *junk = malloc(n);
+		for (size_t i = 0; i < n; i++)
+			junk[i] = (uint8_t)rand();
+		if (k % 2) { /* a small length, so the body is decoded */
+			uint32_t len = (uint32_t)(n > 4 ? (n - 4) % 512 : 0);
+			frame_header_put(junk, len);
+		}
+		send_all(fd, junk, n);
+		shutdown(fd, SHUT_WR);
+		Tally__V1__Response *r;
+		while ((r = read_response(fd, 5000)))
+			tally__v1__response__free_unpacked(r, NULL);
+		cr_expect(closed_within(fd, 5000), "connection %d not closed", k);
+		close(fd);
+		free(junk);
+	}
+	served(&h);
+	harness_finish(&h);
+}
+
+/* Description: a header announcing 4 GiB gets Error TOO_LARGE (request id
+ * 0) and a close, before any body is sent; so does a length just over the
+ * configured frame limit. */
+Test(hostile, four_gib_length)
+{
+	harness h;
+	harness_init(&h, "host-4gib");
+	h.config.frame_bytes_max = 64 << 10;
+	harness_start(&h);
+	uint32_t lengths[] = {UINT32_MAX, (64u << 10) + 1};
+	for (int i = 0; i < 2; i++) {
+		int fd = harness_socket(&h);
+		uint8_t header[4];
+		frame_header_put(header, lengths[i]);
+		send_all(fd, header, 4);
+		cr_expect_eq(expect_error(fd, 0), TALLY__V1__ERROR__CODE__TOO_LARGE);
+		cr_expect(closed_within(fd, 5000));
+		close(fd);
+	}
+	/* Exactly the limit is accepted (and then fails as a Request). */
+	int fd = harness_socket(&h);
+	uint32_t len = 64u << 10;
+	uint8_t *frame = calloc(1, len + 4);
+	frame_header_put(frame, len);
+	memset(frame + 4, 0xff, len);
+	send_all(fd, frame, len + 4);
+	cr_expect_eq(expect_error(fd, 0), TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	free(frame);
+	close(fd);
+	served(&h);
+	harness_finish(&h);
+}
+
+/* Description: frames cut short (in the header, in the body) followed by a
+ * close are forgotten without an answer; the server serves on. */
+Test(hostile, truncated_frames)
+{
+	harness h;
+	harness_init(&h, "host-trunc");
+	harness_start(&h);
+	for (int cut = 1; cut < 40; cut += 3) {
+		int fd = harness_socket(&h);
+		uint8_t frame[64];
+		frame_header_put(frame, 60);
+		memset(frame + 4, 0x08, 60);
+		send_all(fd, frame, (size_t)cut);
+		close(fd);
+	}
+	served(&h);
+	harness_finish(&h);
+}
+
+/* Description: a Response sent as a request, a request with no body and a
+ * frame that is not protobuf are BAD_REQUEST; a request before Hello is
+ * UNAUTHENTICATED and the connection stays usable; a malformed batch after
+ * Hello (columns of different lengths, a dictionary code out of range) is
+ * BAD_REQUEST naming the column, and the connection stays usable. */
+Test(hostile, wrong_types_and_invalid_fields)
+{
+	harness h;
+	harness_init(&h, "host-types");
+	harness_start(&h);
+
+	int fd = harness_socket(&h);
+	Tally__V1__Pong pong = TALLY__V1__PONG__INIT;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = 9;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_PONG;
+	resp.pong = &pong;
+	size_t size = tally__v1__response__get_packed_size(&resp);
+	uint8_t buf[256];
+	frame_header_put(buf, (uint32_t)size);
+	tally__v1__response__pack(&resp, buf + 4);
+	send_all(fd, buf, size + 4);
+	cr_expect_eq(expect_error(fd, 9), TALLY__V1__ERROR__CODE__BAD_REQUEST, "a Response is no request");
+
+	Tally__V1__Request empty = TALLY__V1__REQUEST__INIT;
+	empty.request_id = 10;
+	send_request(fd, &empty);
+	cr_expect_eq(expect_error(fd, 10), TALLY__V1__ERROR__CODE__BAD_REQUEST);
+
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 11;
+	req.body_case = TALLY__V1__REQUEST__BODY_QUERY;
+	req.query = &q;
+	send_request(fd, &req);
+	cr_expect_eq(expect_error(fd, 11), TALLY__V1__ERROR__CODE__UNAUTHENTICATED);
+
+	send_hello(fd, h.admin_key);
+	Tally__V1__IngestBatch b = TALLY__V1__INGEST_BATCH__INIT;
+	b.tenant = "t";
+	b.create_tenant = true;
+	int64_t times[3] = {1, 2, 3};
+	b.time_us = times;
+	b.n_time_us = 3;
+	Tally__V1__StringColumn ids = TALLY__V1__STRING_COLUMN__INIT;
+	uint32_t lens[2] = {1, 1};
+	ids.bytes = (ProtobufCBinaryData){2, (uint8_t *)"ab"};
+	ids.len = lens;
+	ids.n_len = 2;
+	b.event_id = &ids;
+	req.request_id = 12;
+	req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+	req.ingest = &b;
+	send_request(fd, &req);
+	cr_expect_eq(expect_error(fd, 12), TALLY__V1__ERROR__CODE__BAD_REQUEST);
+
+	uint32_t codes[3] = {0, 1, 7};
+	ProtobufCBinaryData dict[2] = {{1, (uint8_t *)"a"}, {1, (uint8_t *)"b"}};
+	Tally__V1__StringColumn ids2 = TALLY__V1__STRING_COLUMN__INIT;
+	ids2.code = codes;
+	ids2.n_code = 3;
+	b.event_id = &ids2;
+	b.dict = dict;
+	b.n_dict = 2;
+	req.request_id = 13;
+	send_request(fd, &req);
+	cr_expect_eq(expect_error(fd, 13), TALLY__V1__ERROR__CODE__BAD_REQUEST);
+
+	send_ping(fd, 14);
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r);
+	cr_expect_eq(r->body_case, TALLY__V1__RESPONSE__BODY_PONG);
+	cr_expect_eq(r->request_id, 14);
+	tally__v1__response__free_unpacked(r, NULL);
+	close(fd);
+	served(&h);
+	harness_finish(&h);
+}
+
+/* Description: a client that sends one byte every 300 ms never completes a
+ * frame within the 1 s frame timeout: it gets an Error and a close within
+ * 3 s, while another client is served meanwhile; an idle client is closed
+ * after the idle timeout. */
+Test(hostile, slowloris_and_idle)
+{
+	harness h;
+	harness_init(&h, "host-slow");
+	h.config.frame_timeout_ms = 1000;
+	h.config.idle_timeout_ms = 1500;
+	harness_start(&h);
+	int slow = harness_socket(&h);
+	int idle = harness_socket(&h);
+	uint8_t frame[32];
+	frame_header_put(frame, 28);
+	memset(frame + 4, 0, 28);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	bool closed = false;
+	for (int i = 0; i < 32 && !closed; i++) {
+		send_all(slow, frame + i, 1);
+		served(&h);
+		struct pollfd p = {.fd = slow, .events = POLLIN};
+		if (poll(&p, 1, 300) > 0) {
+			cr_expect_eq(expect_error(slow, 0), TALLY__V1__ERROR__CODE__BAD_REQUEST);
+			closed = closed_within(slow, 3000);
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	cr_expect(closed, "the slow client was not disconnected");
+	cr_expect_lt(secs, 3.0, "disconnected after %.1f s", secs);
+	close(slow);
+	cr_expect_eq(expect_error(idle, 0), TALLY__V1__ERROR__CODE__UNAVAILABLE);
+	cr_expect(closed_within(idle, 3000));
+	close(idle);
+	harness_finish(&h);
+}
+
+/* Description: with a limit of 4 connections the 5th is refused with
+ * RESOURCE_EXHAUSTED and closed, and is accepted again once one closes;
+ * with 2 connections per key, a 3rd Hello with the same key is
+ * RESOURCE_EXHAUSTED while another key still gets in. */
+Test(hostile, connection_limits)
+{
+	harness h;
+	harness_init(&h, "host-conns");
+	h.config.connections_max = 4;
+	h.config.connections_per_key_max = 2;
+	harness_start(&h);
+	int fds[4];
+	for (int i = 0; i < 4; i++) {
+		fds[i] = harness_socket(&h);
+		send_ping(fds[i], 1); /* each is accepted and answered */
+		Tally__V1__Response *r = read_response(fds[i], 5000);
+		cr_assert_not_null(r);
+		tally__v1__response__free_unpacked(r, NULL);
+	}
+	int extra = harness_socket(&h);
+	cr_expect_eq(expect_error(extra, 0), TALLY__V1__ERROR__CODE__RESOURCE_EXHAUSTED);
+	cr_expect(closed_within(extra, 3000));
+	close(extra);
+	close(fds[3]);
+	usleep(200 * 1000);
+	fds[3] = harness_socket(&h);
+	send_hello(fds[0], h.admin_key);
+	send_hello(fds[1], h.admin_key);
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = h.admin_key;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 5;
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	send_request(fds[2], &req);
+	cr_expect_eq(expect_error(fds[2], 5), TALLY__V1__ERROR__CODE__RESOURCE_EXHAUSTED);
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	harness_finish(&h);
+}
+
+/* Description: a client pipelines 2,000 pings without reading, with 4
+ * allowed in flight: the server stops reading it (its bytes wait in the
+ * kernel and the stash) and answers every ping exactly once, in order, as
+ * the client reads. */
+Test(hostile, pipelining_past_the_inflight_limit)
+{
+	harness h;
+	harness_init(&h, "host-inflight");
+	h.config.inflight_max = 4;
+	harness_start(&h);
+	int fd = harness_socket(&h);
+	enum { PINGS = 2000 };
+	for (uint64_t i = 1; i <= PINGS; i++)
+		send_ping(fd, i);
+	for (uint64_t i = 1; i <= PINGS; i++) {
+		Tally__V1__Response *r = read_response(fd, 5000);
+		cr_assert_not_null(r, "ping %" PRIu64 " not answered", i);
+		cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_PONG);
+		cr_assert_eq(r->request_id, i);
+		tally__v1__response__free_unpacked(r, NULL);
+	}
+	close(fd);
+	served(&h);
+	harness_finish(&h);
+}
+
+/* Description: with 1 MiB of unanswered requests allowed server-wide and
+ * 64 KiB frames, four producers pipelining 200 batches of ~60 KiB each make
+ * the server pause reading (counted in the metrics) and resume; every batch
+ * is acknowledged once and every event is stored once. */
+Test(hostile, backpressure_pauses_and_resumes)
+{
+	harness h;
+	harness_init(&h, "host-backp");
+	h.config.frame_bytes_max = 64 << 10;
+	h.config.pending_bytes_max = 1 << 20;
+	h.config.inflight_max = 64;
+	harness_start(&h);
+	enum { PRODUCERS = 4, BATCHES = 50, PER = 600 };
+	tally_client *c[PRODUCERS];
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, "bp");
+	builder_set_create_tenant(&b, true);
+	int64_t base = (int64_t)time(NULL) * 1000000 - 3600 * INT64_C(1000000);
+	for (int p = 0; p < PRODUCERS; p++)
+		c[p] = harness_connect(&h, h.admin_key);
+	/* Fill every pipe first, then collect. */
+	uint64_t accepted = 0;
+	for (int k = 0; k < BATCHES; k++) {
+		for (int p = 0; p < PRODUCERS; p++) {
+			builder_reset(&b);
+			for (int i = 0; i < PER; i++) {
+				char id[48];
+				snprintf(id, sizeof(id), "producer-%d-batch-%03d-event-%04d-padding-pad", p, k, i);
+				tally_client_event e = harness_event("x", i, base);
+				e.event_id = (tally_client_str){id, (uint32_t)strlen(id)};
+				builder_add(&b, &e);
+			}
+			Tally__V1__IngestBatch m;
+			builder_message(&b, &m);
+			int rc;
+			while ((rc = tally_client_ingest_send(c[p], &m, NULL)) == -EAGAIN) {
+				tally_ingest_ack a;
+				cr_assert_eq(tally_client_ingest_recv(c[p], &a), 0);
+				accepted += a.accepted;
+				tally_ingest_ack_free(&a);
+			}
+			cr_assert_eq(rc, 0, "send: %s", tally_client_strerror(rc));
+		}
+	}
+	for (int p = 0; p < PRODUCERS; p++) {
+		while (tally_client_inflight(c[p])) {
+			tally_ingest_ack a;
+			cr_assert_eq(tally_client_ingest_recv(c[p], &a), 0);
+			accepted += a.accepted;
+			tally_ingest_ack_free(&a);
+		}
+	}
+	cr_expect_eq(accepted, (uint64_t)PRODUCERS * BATCHES * PER);
+	cr_expect_gt(metrics_counter(h.server->metrics, M_BACKPRESSURE_PAUSES), 0,
+		     "the server never paused reading");
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.tenant = "bp";
+	q.from_us = base - 3600 * INT64_C(1000000);
+	q.to_us = base + 3 * 3600 * INT64_C(1000000);
+	Tally__V1__QueryResult *r;
+	cr_assert_eq(tally_client_query(c[0], &q, &r), 0);
+	cr_assert_eq(r->n_rows, 1);
+	cr_expect_eq(r->rows[0]->count, (uint64_t)PRODUCERS * BATCHES * PER);
+	tally__v1__query_result__free_unpacked(r, NULL);
+	for (int p = 0; p < PRODUCERS; p++)
+		tally_client_close(c[p]);
+	builder_free(&b);
+	harness_finish(&h);
+}
