@@ -306,4 +306,11 @@ Test(format, non_utf8_text_and_format_names)
 	cr_expect_eq(format_parse("csv"), FORMAT_CSV);
 	cr_expect_eq(format_parse("json"), FORMAT_JSON);
 	cr_expect_eq(format_parse("yaml"), -1);
+	int f = FORMAT_TABLE;
+	char err[QUERYARGS_ERRMSG_SIZE];
+	cr_expect_eq(format_option("csv", &f, err), 0);
+	cr_expect_eq(f, FORMAT_CSV);
+	cr_expect_eq(format_option("yaml", &f, err), -EINVAL);
+	cr_expect_str_eq(err, "--format 'yaml': want table, csv or json");
+	cr_expect_eq(f, FORMAT_CSV, "unchanged");
 }

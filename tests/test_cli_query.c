@@ -205,13 +205,22 @@ Test(queryargs, bad_flags_have_exact_messages)
 	}
 }
 
-/* Description: from must be before to; more than 16 filters or 256
- * values are refused before anything is sent. */
+/* Description: from must be before to; an argument left after the
+ * options is refused; more than 16 filters or 256 values are refused
+ * before anything is sent. */
 Test(queryargs, range_and_bounds)
 {
 	query_spec s;
 	queryargs_init(&s);
 	char err[QUERYARGS_ERRMSG_SIZE] = "";
+	char *argv[] = {"query", "--limit", "3", "stray", NULL};
+	cr_expect_eq(queryargs_end(&s, 4, argv, 3, NOW, err), -EINVAL);
+	cr_expect_str_eq(err, "unexpected argument 'stray'");
+	cr_expect_eq(queryargs_end(&s, 4, argv, 4, NOW, err), 0, "%s", err);
+	cr_expect_eq(s.query.to_us, NOW);
+	queryargs_free(&s);
+
+	queryargs_init(&s);
 	cr_assert_eq(queryargs_from(&s, "now", NOW, err), 0);
 	cr_expect_eq(queryargs_finish(&s, NOW, err), -EINVAL);
 	cr_expect_str_eq(err, "--from must be before --to");

@@ -48,12 +48,7 @@ static int events_run(const cli_command *command, int argc, char **argv)
 		case 'l': rc = queryargs_limit("--limit", optarg, EVENTS_PAGE_ALL, &limit, errmsg); break;
 		case 'A': all = true; break;
 		case 'c': cursor = optarg; break;
-		case 'm':
-			if ((format = format_parse(optarg)) < 0) {
-				snprintf(errmsg, sizeof(errmsg), "--format '%s': want table, csv or json", optarg);
-				rc = -1;
-			}
-			break;
+		case 'm': rc = format_option(optarg, &format, errmsg); break;
 		case 'h':
 			queryargs_free(&spec);
 			cli_command_help(command);
@@ -63,12 +58,8 @@ static int events_run(const cli_command *command, int argc, char **argv)
 			return cli_option_error(command, argc, argv, opt);
 		}
 	}
-	if (!rc && optind < argc) {
-		snprintf(errmsg, sizeof(errmsg), "unexpected argument '%s'", argv[optind]);
-		rc = -1;
-	}
 	if (!rc)
-		rc = queryargs_finish(&spec, now, errmsg);
+		rc = queryargs_end(&spec, argc, argv, optind, now, errmsg);
 	if (rc) {
 		queryargs_free(&spec);
 		return cli_usage_error(command, "%s", errmsg);
@@ -76,14 +67,8 @@ static int events_run(const cli_command *command, int argc, char **argv)
 	if (format == FORMAT_JSON)
 		format = FORMAT_JSONL; /* one event per line: streams, and ingests again */
 	tally_client *c;
-	tally_session_info info;
 	const char *tenant;
-	if (cli_connect(command, &c, &info)) {
-		queryargs_free(&spec);
-		return CLI_EXIT_FAILURE;
-	}
-	if (cli_tenant_scope(command, &info, &tenant)) {
-		tally_client_close(c);
+	if (cli_connect_tenant(command, &c, &tenant)) {
 		queryargs_free(&spec);
 		return CLI_EXIT_FAILURE;
 	}

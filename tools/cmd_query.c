@@ -52,12 +52,7 @@ static int query_run(const cli_command *command, int argc, char **argv)
 		case 'a': rc = queryargs_aggs(&spec, optarg, errmsg); break;
 		case 'o': rc = queryargs_order(&spec, optarg, errmsg); break;
 		case 'l': rc = queryargs_limit("--limit", optarg, QUERYARGS_ROWS_MAX, &spec.limit, errmsg); break;
-		case 'm':
-			if ((format = format_parse(optarg)) < 0) {
-				snprintf(errmsg, sizeof(errmsg), "--format '%s': want table, csv or json", optarg);
-				rc = -1;
-			}
-			break;
+		case 'm': rc = format_option(optarg, &format, errmsg); break;
 		case 'h':
 			queryargs_free(&spec);
 			cli_command_help(command);
@@ -67,25 +62,15 @@ static int query_run(const cli_command *command, int argc, char **argv)
 			return cli_option_error(command, argc, argv, opt);
 		}
 	}
-	if (!rc && optind < argc) {
-		snprintf(errmsg, sizeof(errmsg), "unexpected argument '%s'", argv[optind]);
-		rc = -1;
-	}
 	if (!rc)
-		rc = queryargs_finish(&spec, now, errmsg);
+		rc = queryargs_end(&spec, argc, argv, optind, now, errmsg);
 	if (rc) {
 		queryargs_free(&spec);
 		return cli_usage_error(command, "%s", errmsg);
 	}
 	tally_client *c;
-	tally_session_info info;
 	const char *tenant;
-	if (cli_connect(command, &c, &info)) {
-		queryargs_free(&spec);
-		return CLI_EXIT_FAILURE;
-	}
-	if (cli_tenant_scope(command, &info, &tenant)) {
-		tally_client_close(c);
+	if (cli_connect_tenant(command, &c, &tenant)) {
 		queryargs_free(&spec);
 		return CLI_EXIT_FAILURE;
 	}

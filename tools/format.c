@@ -36,6 +36,17 @@ int format_parse(const char *name)
 	return -1;
 }
 
+int format_option(const char *text, int *format, char *errmsg)
+{
+	int f = format_parse(text);
+	if (f < 0) {
+		snprintf(errmsg, QUERYARGS_ERRMSG_SIZE, "--format '%s': want table, csv or json", text);
+		return -EINVAL;
+	}
+	*format = f;
+	return 0;
+}
+
 /* ---- the table ------------------------------------------------------------- */
 
 int format_table_init(format_table *t, const char *const *names, size_t column_count)

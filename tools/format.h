@@ -44,6 +44,10 @@ enum format_kind {
 /* "table", "csv", "json" to an enum format_kind; -1 for anything else. */
 int format_parse(const char *name);
 
+/* A --format value into *format: 0, or -EINVAL with errmsg
+ * (QUERYARGS_ERRMSG_SIZE bytes) naming the choices. */
+int format_option(const char *text, int *format, char *errmsg);
+
 enum format_cell_kind { CELL_TEXT = 0, CELL_INT, CELL_UINT, CELL_REAL, CELL_BOOL };
 
 typedef struct format_cell {

@@ -365,3 +365,10 @@ int queryargs_finish(query_spec *spec, int64_t now_us, char *errmsg)
 	q->limit = spec->limit;
 	return 0;
 }
+
+int queryargs_end(query_spec *spec, int argc, char **argv, int next, int64_t now_us, char *errmsg)
+{
+	if (next < argc)
+		return fail(errmsg, "unexpected argument '%s'", argv[next]);
+	return queryargs_finish(spec, now_us, errmsg);
+}

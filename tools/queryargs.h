@@ -108,6 +108,10 @@ int queryargs_limit(const char *flag, const char *text, uint32_t max, uint32_t *
 /* Defaults and the last checks (from before to); fills spec->query. */
 int queryargs_finish(query_spec *spec, int64_t now_us, char *errmsg);
 
+/* After a command's option loop: no argument may be left (argv[next] is
+ * the first one getopt did not take), then queryargs_finish. */
+int queryargs_end(query_spec *spec, int argc, char **argv, int next, int64_t now_us, char *errmsg);
+
 /* "project", ... for a Tally__V1__Dimension. */
 const char *queryargs_dimension_name(int dimension);
 

@@ -197,6 +197,19 @@ int cli_tenant_scope(const cli_command *command, const tally_session_info *info,
 	return 0;
 }
 
+int cli_connect_tenant(const cli_command *command, tally_client **out, const char **tenant)
+{
+	tally_session_info info;
+	if (cli_connect(command, out, &info))
+		return CLI_EXIT_FAILURE;
+	if (cli_tenant_scope(command, &info, tenant)) {
+		tally_client_close(*out);
+		*out = NULL;
+		return CLI_EXIT_FAILURE;
+	}
+	return 0;
+}
+
 int cli_call_error(const cli_command *command, tally_client *c, int rc, const char *what)
 {
 	if (rc != TALLY_CLIENT_REFUSED) {

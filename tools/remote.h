@@ -82,6 +82,10 @@ int cli_connect(const cli_command *command, tally_client **out, tally_session_in
  */
 int cli_tenant_scope(const cli_command *command, const tally_session_info *info, const char **tenant);
 
+/* cli_connect then cli_tenant_scope: 0 with *out and *tenant, or
+ * CLI_EXIT_FAILURE after a message (*out is then NULL). */
+int cli_connect_tenant(const cli_command *command, tally_client **out, const char **tenant);
+
 /*
  * Reports a failed client call: "tally CMD: WHAT: refused by the server:
  * MESSAGE (CODE)" (with the retry delay when the server gave one), or
