@@ -133,6 +133,8 @@ static void conn_release(server *s, conn *c)
 	frame_reader_free(&c->reader);
 	free(c->stash);
 	free(c->out);
+	free(c->send_buf);
+	free(c->spare);
 	explicit_bzero(c->key_text, sizeof(c->key_text));
 	uint32_t gen = c->gen + 1;
 	memset(c, 0, sizeof(*c));
