@@ -192,14 +192,17 @@ static bool scope_tenant(server *s, conn *c, uint64_t request_id, uint64_t frame
 					   "no tenant %.80s (ingest may create it with create_tenant)", named);
 			return false;
 		}
+		/* Durable at the end of the pass, before the batch reaches the
+		 * engine (handlers_submit_pass): one write for every tenant
+		 * created in the pass. */
 		char errmsg[TALLY_ERRMSG_SIZE];
-		int rc = tenants_create(s->tenants, named, errmsg);
+		int rc = tenants_add_pending(s->tenants, named, errmsg);
 		if (rc && rc != -EEXIST) {
 			conn_respond_error(s, c, request_id, frame_bytes,
 					   rc == TALLY_E_TENANT ? ERR_BAD_REQUEST : ERR_INTERNAL, 0, "%s", errmsg);
 			return false;
 		}
-		log_info("admin key %s created tenant %s by ingest", c->key_id, named);
+		log_info("admin key %s creates tenant %s by ingest", c->key_id, named);
 	}
 	metrics_add(s->metrics, M_ADMIN_ACTING_FOR_TENANT, 1);
 	log_info("admin key %s (%s): %s for tenant %s", c->key_id, c->peer, what, named);
@@ -327,13 +330,24 @@ void handlers_submit_pass(server *s)
 	size_t n = s->pass.len;
 	if (!n)
 		return;
+	/* Tenants created by this pass's batches become durable first; if
+	 * that fails, the batches of tenants that do not exist fail too. */
+	char terr[TALLY_ERRMSG_SIZE];
+	int trc = tenants_commit(s->tenants, terr);
+	if (trc) {
+		log_error("tenant registry: %s", terr);
+		tenants_rollback(s->tenants);
+	}
 	tally_batch *batches = calloc(n, sizeof(*batches));
 	uint64_t lsn = 0;
 	int rc = batches ? 0 : -ENOMEM;
 	for (size_t i = 0; i < n && !rc; i++) {
 		pending_ingest *p = &s->pass.items[(s->pass.head + i) % s->pass.cap];
-		batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events, .count = p->count,
-					   .results = p->results, .backfill = p->backfill};
+		/* A tenant whose creation failed gets an empty batch, refused below. */
+		bool exists = tenants_find(s->tenants, p->tenant) != NULL;
+		batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events,
+					   .count = exists ? p->count : 0, .results = p->results,
+					   .backfill = p->backfill};
 	}
 	if (!rc)
 		rc = tally_ingest_submit_many(s->store, batches, n, &lsn);
@@ -348,6 +362,13 @@ void handlers_submit_pass(server *s)
 		conn *c = &s->conns[p.slot];
 		bool live = c->fd >= 0 && c->gen == p.gen && !c->close_submitted;
 		int status = rc ? rc : batches[i].status;
+		if (!rc && !tenants_find(s->tenants, p.tenant)) {
+			if (live)
+				conn_respond_error(s, c, p.request_id, p.frame_bytes, ERR_INTERNAL, 0,
+						   "tenant %s could not be created: %s", p.tenant, terr);
+			pending_free(&p);
+			continue;
+		}
 		if (status) {
 			if (live) {
 				const char *why = rc ? tally_store_errmsg(s->store) : "";
@@ -748,7 +769,14 @@ static void on_issue_key(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 		return;
 	}
 	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE], errmsg[TALLY_ERRMSG_SIZE];
-	int rc = keys_issue(s->keys, tenant, key, key_id, errmsg);
+	/* A key only for a tenant that is durable. */
+	int rc = tenants_commit(s->tenants, errmsg);
+	if (rc) {
+		tenants_rollback(s->tenants);
+		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "%s", errmsg);
+		return;
+	}
+	rc = keys_issue(s->keys, tenant, key, key_id, errmsg);
 	if (rc) {
 		conn_respond_error(s, c, req->request_id, fb,
 				   rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : ERR_INTERNAL, 0, "%s",

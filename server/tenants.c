@@ -19,6 +19,7 @@ struct tenant_registry {
 	char dir[4096];
 	tenant_entry *entries;
 	size_t count;
+	size_t durable_count; /* entries [durable_count, count) are pending */
 	size_t capacity;
 	uint32_t *slots;  /* open addressing by name hash: entry + 1, 0 = empty */
 	size_t slot_mask; /* slots - 1 (power of two) */
@@ -135,6 +136,7 @@ int tenants_open(const tally_io *io, const char *dir, tenant_registry **out, cha
 		tenants_close(r);
 		return rc;
 	}
+	r->durable_count = r->count;
 	*out = r;
 	return 0;
 }
@@ -178,7 +180,20 @@ static int save(tenant_registry *r, char *errmsg)
 	return rc;
 }
 
-int tenants_create(tenant_registry *r, const char *name, char *errmsg)
+/* Inserts entry i into the index (the table has room: at least twice as
+ * many slots as entries, kept by index_build when it grows). */
+static int index_add(tenant_registry *r, size_t i)
+{
+	if (2 * (r->count + 1) > r->slot_mask + 1)
+		return index_build(r);
+	size_t k = slot_of(r->entries[i].name, r->slot_mask);
+	while (r->slots[k])
+		k = (k + 1) & r->slot_mask;
+	r->slots[k] = (uint32_t)i + 1;
+	return 0;
+}
+
+int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg)
 {
 	if (!tenants_name_valid(name))
 		return server_fail(errmsg, TALLY_E_TENANT,
@@ -195,14 +210,47 @@ int tenants_create(tenant_registry *r, const char *name, char *errmsg)
 	memset(e, 0, sizeof(*e));
 	memcpy(e->name, name, strlen(name));
 	e->created_us = r->io->now_us(r->io);
-	if ((rc = save(r, errmsg)) || (rc = index_build(r))) {
-		r->count--; /* not durable (or not findable): not created */
-		if (rc == -ENOMEM)
-			save(r, NULL);
+	if ((rc = index_add(r, r->count - 1))) {
+		r->count--;
 		index_build(r);
-		return rc;
+		return server_fail(errmsg, rc, "out of memory");
 	}
 	return 0;
+}
+
+int tenants_commit(tenant_registry *r, char *errmsg)
+{
+	if (r->durable_count == r->count)
+		return 0;
+	int rc = save(r, errmsg);
+	if (!rc)
+		r->durable_count = r->count;
+	return rc;
+}
+
+void tenants_rollback(tenant_registry *r)
+{
+	if (r->durable_count == r->count)
+		return;
+	r->count = r->durable_count;
+	if (index_build(r)) {
+		/* Cannot shrink-rebuild: clear and re-insert in place. */
+		memset(r->slots, 0, (r->slot_mask + 1) * sizeof(*r->slots));
+		for (size_t i = 0; i < r->count; i++) {
+			size_t k = slot_of(r->entries[i].name, r->slot_mask);
+			while (r->slots[k])
+				k = (k + 1) & r->slot_mask;
+			r->slots[k] = (uint32_t)i + 1;
+		}
+	}
+}
+
+int tenants_create(tenant_registry *r, const char *name, char *errmsg)
+{
+	int rc = tenants_add_pending(r, name, errmsg);
+	if (!rc && (rc = tenants_commit(r, errmsg)))
+		tenants_rollback(r); /* not durable: not created */
+	return rc;
 }
 
 int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, char *errmsg)
@@ -216,6 +264,8 @@ int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, 
 	int rc = save(r, errmsg);
 	if (rc)
 		e->suspended = !suspended;
+	else
+		r->durable_count = r->count; /* the file now holds the pending ones too */
 	return rc;
 }
 

@@ -42,9 +42,20 @@ bool tenants_name_valid(const char *name);
 /* The entry of name, or NULL. Valid until the next change. */
 const tenant_entry *tenants_find(const tenant_registry *r, const char *name);
 
-/* Creates name. 0 (durable), TALLY_E_TENANT (malformed name), -EEXIST,
+/* Creates name (and commits any pending ones). 0 (durable), TALLY_E_TENANT (malformed name), -EEXIST,
  * TALLY_E_LIMIT, or a write error (then nothing changed). */
 int tenants_create(tenant_registry *r, const char *name, char *errmsg);
+
+/*
+ * Creation in two steps, so that many tenants created by one loop pass
+ * cost one write: tenants_add_pending makes name exist in memory at once
+ * (tenants_find sees it; 0, TALLY_E_TENANT, -EEXIST, TALLY_E_LIMIT or
+ * -ENOMEM), tenants_commit makes every pending addition durable (0 when
+ * there is none), and on its failure tenants_rollback forgets them.
+ */
+int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg);
+int tenants_commit(tenant_registry *r, char *errmsg);
+void tenants_rollback(tenant_registry *r);
 
 /* Suspends or resumes name. 0 (durable), TALLY_E_NOTFOUND, or a write error. */
 int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, char *errmsg);

@@ -116,3 +116,44 @@ Test(tenants, failed_write_changes_nothing_and_many_tenants)
 	fault_io_destroy(f);
 	test_dir_remove(&dir);
 }
+
+/* Description: pending additions are found at once, cost one write for
+ * all of them at commit, and vanish on rollback after a failed commit
+ * (also after a reopen); a create commits earlier pending ones too. */
+Test(tenants, pending_commit_and_rollback)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tenants-pending");
+	fault_io *f = fault_io_create();
+	char err[TALLY_ERRMSG_SIZE];
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(fault_io_table(f), dir.path, &r, err), 0, "%s", err);
+	cr_assert_eq(tenants_commit(r, err), 0, "nothing pending: nothing to do");
+	for (int i = 0; i < 100; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "p%03d", i);
+		cr_assert_eq(tenants_add_pending(r, name, err), 0, "%s", err);
+		cr_assert_not_null(tenants_find(r, name));
+	}
+	cr_expect_eq(tenants_add_pending(r, "p007", err), -EEXIST);
+	fault_io_fsync_fail_nth(f, 1, EIO);
+	cr_expect_eq(tenants_commit(r, err), -EIO);
+	tenants_rollback(r);
+	cr_expect_null(tenants_find(r, "p000"));
+	cr_expect_null(tenants_find(r, "p099"));
+	size_t n;
+	tenants_list(r, &n);
+	cr_expect_eq(n, 0);
+	cr_assert_eq(tenants_add_pending(r, "kept", err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "created", err), 0, "%s", err);
+	tenants_close(r);
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	const tenant_entry *list = tenants_list(r, &n);
+	cr_assert_eq(n, 2);
+	cr_expect_str_eq(list[0].name, "kept");
+	cr_expect_str_eq(list[1].name, "created");
+	cr_expect_null(tenants_find(r, "p050"));
+	tenants_close(r);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
