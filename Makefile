@@ -4,14 +4,16 @@
 #   make check      install missing Debian packages, build, run every test
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make deps       apt-get install only the packages that are missing
-#   make run        build and run (the engine benchmark until the server exists)
+#   make run        build and run tallyd in the foreground (./data, 127.0.0.1:7411)
+#   make demo       tally end to end on a temporary directory (tools/demo/demo.sh)
 #
 # -Wno-format-truncation: error messages are snprintf-ed into fixed buffers
 # on purpose; a long path is cut, never overflowed.
 #
 # Variables: CRASH_ROUNDS (crash test kill rounds, default 50), CRASH_POWER_ROUNDS
-# (power-cut rounds, default 30), SEED (property tests).
-export CRASH_ROUNDS CRASH_POWER_ROUNDS SEED
+# (power-cut rounds, default 30), KILL_ROUNDS (tallyd kill -9 rounds, default 5),
+# SEED (property tests), DEMO_EVENTS (events per tenant in make demo).
+export CRASH_ROUNDS CRASH_POWER_ROUNDS KILL_ROUNDS SEED DEMO_EVENTS
 
 CC      ?= gcc
 BUILD   ?= build
@@ -50,7 +52,7 @@ BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test asan deps run clean fuzz fuzz-check
+.PHONY: all check test asan deps run demo clean fuzz fuzz-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
      $(BUILD)/tally-bench $(BUILD)/tallyd
 
@@ -157,8 +159,15 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# tallyd in the foreground with the defaults: ./data, 127.0.0.1:7411,
+# metrics on 127.0.0.1:9411; Ctrl-C stops it cleanly.
 run: deps all
-	rm -rf $(BUILD)/run-data && $(BUILD)/tally-bench engine --events 1000000 --tenants 1000 --seed 1 --data $(BUILD)/run-data
+	$(BUILD)/tallyd
+
+# A server on a fresh temporary directory, two tenants, a realistic sample
+# loaded over the protocol, the five dashboard queries, isolation, a clean stop.
+demo: deps all
+	BUILD=$(BUILD) tools/demo/demo.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

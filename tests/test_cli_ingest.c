@@ -11,6 +11,7 @@
  * with code refuse_code instead; after `close_after` batches it closes.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,7 +345,14 @@ Test(ingest, lost_connection)
 	cr_expect(strcmp(r.err, "waiting for acks: the server closed the connection") == 0 ||
 			  strcmp(r.err, "sending a batch of 2 events: Broken pipe") == 0,
 		  "%s", r.err);
-	cr_expect_eq(r.sum.accepted, 2);
+	/* Found out while waiting: the first batch's ack was read. Found out
+	 * sending: the ack may still be unread in the socket (then its two
+	 * events count as unanswered, never as accepted twice or lost). */
+	if (strncmp(r.err, "waiting", 7) == 0)
+		cr_expect_eq(r.sum.accepted, 2);
+	else
+		cr_expect(r.sum.accepted == 0 || r.sum.accepted == 2, "accepted %" PRIu64, (uint64_t)r.sum.accepted);
+	cr_expect_eq(r.sum.accepted + r.sum.unanswered, r.sum.events_sent, "every sent event accounted for");
 	cr_expect_gt(r.sum.unanswered, 0);
 	cr_expect_leq(r.sum.unanswered, 7);
 }

@@ -54,6 +54,7 @@ static int stats_run(const cli_command *command, int argc, char **argv)
 		}
 		code = cli_json_print(command, root);
 	} else {
+		code = CLI_EXIT_OK;
 		printf("%-16s %s\n", "server_version", info.server_version);
 		for (size_t i = 0; i < n; i++) {
 			char human[CLI_BYTES_SIZE];

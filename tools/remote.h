@@ -75,10 +75,11 @@ int cli_key_resolve(const cli_globals *g, const char *env_key, const char *admin
 int cli_connect(const cli_command *command, tally_client **out, tally_session_info *info);
 
 /*
- * The tenant a tenant-scoped request names: "" for a tenant key (the
- * server takes its own), the --tenant value for an admin key. Prints why
- * and returns CLI_EXIT_FAILURE when an admin key has no --tenant or a
- * tenant key is given another tenant's name; else 0 with *tenant set.
+ * The tenant a tenant-scoped request names: the --tenant value, or "" when
+ * a tenant key is given none (the server takes the key's own). A tenant
+ * key naming another tenant is sent as asked: the server refuses it
+ * (PERMISSION_DENIED). Prints why and returns CLI_EXIT_FAILURE when an
+ * admin key has no --tenant; else 0 with *tenant set.
  */
 int cli_tenant_scope(const cli_command *command, const tally_session_info *info, const char **tenant);
 
