@@ -19,16 +19,18 @@ CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wvla -Wno-format-truncation -g $(OPT) \
-           -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread $(EXTRA_CFLAGS)
+           -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -I/usr/include/postgresql -pthread $(EXTRA_CFLAGS)
 LDLIBS  += -luring -lzstd -lxxhash -lpthread -lm
 TEST_LDLIBS = -lcriterion -lcurl
 # The wire side (protobuf-c) and the server's libraries: HTTP metrics, INI
-# config, API-key digests, JSON files; the CLI adds CSV.
-NET_LDLIBS  = -lprotobuf-c -ljansson -lcrypto -lmicrohttpd -linih -lcsv
+# config, API-key digests, JSON files; the CLI adds CSV; the billing export
+# talks to PostgreSQL (libpq; its header lives in /usr/include/postgresql).
+NET_LDLIBS  = -lprotobuf-c -ljansson -lcrypto -lmicrohttpd -linih -lcsv -lpq
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
                   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata libssl-dev \
-                  clang libclang-rt-14-dev libmicrohttpd-dev libinih-dev libcsv-dev libcurl4-openssl-dev
+                  clang libclang-rt-14-dev libmicrohttpd-dev libinih-dev libcsv-dev libcurl4-openssl-dev \
+                  postgresql-15 libpq-dev
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
 PROTO_SRC   := $(sort $(wildcard proto/*.c))

@@ -151,7 +151,8 @@ Test(hostile, random_bytes)
 	harness h;
 	harness_init(&h, "host-random");
 	harness_start(&h);
-	unsigned seed = getenv("SEED") ? (unsigned)strtoul(getenv("SEED"), NULL, 10) : (unsigned)time(NULL);
+	const char *seed_env = getenv("SEED");
+	unsigned seed = seed_env && seed_env[0] ? (unsigned)strtoul(seed_env, NULL, 10) : (unsigned)time(NULL);
 	fprintf(stderr, "hostile.random_bytes: SEED=%u\n", seed);
 	srand(seed);
 	for (int k = 0; k < 40; k++) {

@@ -248,9 +248,11 @@ static void verify(const char *address, const char *admin_key, int rounds, int64
 /* Description: see the file comment. */
 Test(kill, sigkill_under_load_loses_no_acknowledged_event)
 {
-	int rounds = getenv("KILL_ROUNDS") ? atoi(getenv("KILL_ROUNDS")) : 5;
+	const char *rounds_env = getenv("KILL_ROUNDS"); /* make exports it empty when unset */
+	int rounds = rounds_env && rounds_env[0] ? atoi(rounds_env) : 5;
 	cr_assert(rounds >= 1 && rounds <= ROUNDS_MAX);
-	unsigned seed = getenv("SEED") ? (unsigned)strtoul(getenv("SEED"), NULL, 10) : (unsigned)time(NULL);
+	const char *seed_env = getenv("SEED");
+	unsigned seed = seed_env && seed_env[0] ? (unsigned)strtoul(seed_env, NULL, 10) : (unsigned)time(NULL);
 	fprintf(stderr, "kill test: SEED=%u KILL_ROUNDS=%d\n", seed, rounds);
 	srand(seed);
 	test_dir dir;
