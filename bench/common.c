@@ -56,6 +56,14 @@ double bench_percentile_us(const int64_t *sorted_ns, uint64_t n, double p)
 	return (double)sorted_ns[rank - 1] / 1e3;
 }
 
+void bench_latency_summary_us(int64_t *ns, uint64_t n, double out[4])
+{
+	static const double RANKS[4] = {0.50, 0.95, 0.99, 1.00};
+	qsort(ns, n, sizeof(*ns), bench_compare_i64);
+	for (int k = 0; k < 4; k++)
+		out[k] = bench_percentile_us(ns, n, RANKS[k]);
+}
+
 int bench_json_put(json_t *object, const char *key, json_t *value)
 {
 	return value ? json_object_set_new(object, key, value) : -1;
@@ -68,6 +76,33 @@ json_t *bench_json_u64(uint64_t value)
 	char text[24];
 	snprintf(text, sizeof(text), "%" PRIu64, value);
 	return json_string(text);
+}
+
+int bench_json_print(json_t *root, int bad)
+{
+	if (bad || !root) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	int rc = json_dumpf(root, stdout, JSON_REAL_PRECISION(12));
+	json_decref(root);
+	if (rc != 0)
+		return -EIO;
+	putchar('\n');
+	return 0;
+}
+
+int bench_report_end(int write_rc)
+{
+	if (write_rc) {
+		fprintf(stderr, "tally-bench: cannot write JSON: %s\n", strerror(-write_rc));
+		return 1;
+	}
+	if (fflush(stdout) != 0) {
+		fprintf(stderr, "tally-bench: cannot write the report: %s\n", strerror(errno));
+		return 1;
+	}
+	return 0;
 }
 
 int bench_engine_failed(const char *call, int rc, const tally_store *store, const char *errmsg)
@@ -132,9 +167,19 @@ static int status_field_bytes(const char *line, const char *name, uint64_t *byte
 
 int bench_rss_read(uint64_t *rss_bytes, uint64_t *rss_peak_bytes)
 {
+	return bench_process_rss_read(0, rss_bytes, rss_peak_bytes);
+}
+
+int bench_process_rss_read(long pid, uint64_t *rss_bytes, uint64_t *rss_peak_bytes)
+{
 	*rss_bytes = 0;
 	*rss_peak_bytes = 0;
-	FILE *f = fopen("/proc/self/status", "r");
+	char path[64];
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/status");
+	FILE *f = fopen(path, "r");
 	if (!f)
 		return -errno;
 	char line[256];

@@ -44,6 +44,10 @@ int bench_compare_u64(const void *a, const void *b);
  * values, in microseconds; 0 when n is 0. */
 double bench_percentile_us(const int64_t *sorted_ns, uint64_t n, double p);
 
+/* Sorts n nanosecond values ascending in place and writes their P50, P95,
+ * P99 and max (nearest rank) in microseconds to out; zeros when n is 0. */
+void bench_latency_summary_us(int64_t *ns, uint64_t n, double out[4]);
+
 /* Adds key = value to object; jansson takes ownership of value (NULL, from
  * a failed json_* constructor, is reported). 0 or -1. */
 int bench_json_put(json_t *object, const char *key, json_t *value);
@@ -51,6 +55,17 @@ int bench_json_put(json_t *object, const char *key, json_t *value);
 /* A uint64 as JSON: a number when it fits in int64, else a decimal string,
  * so every bit survives any JSON reader. NULL on ENOMEM. */
 json_t *bench_json_u64(uint64_t value);
+
+/* Prints root as one line on stdout and releases it. bad is the OR of the
+ * bench_json_put results that built it: when set, nothing is printed and
+ * -ENOMEM returned. 0, -ENOMEM or -EIO. */
+int bench_json_print(json_t *root, int bad);
+
+/* Ends a report on stdout: write_rc is what writing it returned (0, or
+ * -errno from bench_json_print); a failure is described on stderr, then
+ * stdout is flushed. 0, or 1 (the exit status) when the report could not
+ * be written. */
+int bench_report_end(int write_rc);
 
 /* Prints "tally-bench: CALL failed: <tally_strerror(rc)>: <message>" on
  * stderr, the message being tally_store_errmsg(store) when store is not
@@ -67,5 +82,10 @@ int bench_dir_is_empty(const char *path);
 /* This process's resident set from /proc/self/status, in bytes: VmRSS now
  * and VmHWM (the peak). 0, or -errno with both left 0. */
 int bench_rss_read(uint64_t *rss_bytes, uint64_t *rss_peak_bytes);
+
+/* The same for process pid (0: this process), from /proc/PID/status: how
+ * tally-bench reads a server's memory. 0, or -errno (-ENOENT: no such
+ * process, or a status without the fields) with both left 0. */
+int bench_process_rss_read(long pid, uint64_t *rss_bytes, uint64_t *rss_peak_bytes);
 
 #endif /* TALLY_BENCH_COMMON_H */

@@ -257,16 +257,7 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 			json_real(bench_round(f->reopen_dedup_bytes_per_event, 3)));
 	bad |= bench_json_put(root, "flush_count", json_integer((json_int_t)f->stats.flush_count));
 	bad |= bench_json_put(root, "compaction_count", json_integer((json_int_t)f->stats.compaction_count));
-	if (bad) {
-		json_decref(root);
-		return -ENOMEM;
-	}
-	int rc = json_dumpf(root, stdout, JSON_REAL_PRECISION(12));
-	json_decref(root);
-	if (rc != 0)
-		return -EIO;
-	putchar('\n');
-	return 0;
+	return bench_json_print(root, bad);
 }
 
 /* ---- The run ------------------------------------------------------------------- */
@@ -398,18 +389,8 @@ int bench_engine_run(const bench_engine_options *o)
 		goto out;
 	}
 
-	if (o->json) {
-		if ((rc = print_json(o, &w, &f))) {
-			fprintf(stderr, "tally-bench: cannot write JSON: %s\n", strerror(-rc));
-			goto out;
-		}
-	} else {
-		print_text(o, &w, &f);
-	}
-	if (fflush(stdout) != 0) {
-		fprintf(stderr, "tally-bench: cannot write the report: %s\n", strerror(errno));
+	if (bench_report_end(o->json ? print_json(o, &w, &f) : (print_text(o, &w, &f), 0)))
 		goto out;
-	}
 	status = f.ingest.results_match && f.reopen_match ? 0 : 1;
 	if (status == 0) {
 		/* Last, so no measurement above sees the file. */

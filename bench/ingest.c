@@ -244,11 +244,7 @@ int bench_ingest_run(const bench_ingest_options *o, const workload *w, tally_sto
 	f->ingest_s = (double)(last_ns - first_ns) / 1e9;
 	f->events_per_s = f->ingest_s > 0 ? (double)acked / f->ingest_s : 0.0;
 
-	qsort(r.latency_ns, w->batch_count, sizeof(*r.latency_ns), bench_compare_i64);
-	f->ack_us[0] = bench_percentile_us(r.latency_ns, w->batch_count, 0.50);
-	f->ack_us[1] = bench_percentile_us(r.latency_ns, w->batch_count, 0.95);
-	f->ack_us[2] = bench_percentile_us(r.latency_ns, w->batch_count, 0.99);
-	f->ack_us[3] = bench_percentile_us(r.latency_ns, w->batch_count, 1.00);
+	bench_latency_summary_us(r.latency_ns, w->batch_count, f->ack_us);
 
 	f->first_reject_reason = TALLY_REASON_NONE;
 	for (uint64_t i = 0; i < w->event_count; i++) {

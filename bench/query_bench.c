@@ -52,123 +52,17 @@
 #include <time.h>
 
 #include "common.h"
+#include "dashboard.h"
 #include "ingest.h"
 #include "marker.h"
 #include "query_bench.h"
-#include "rng.h"
 #include "tally.h"
 #include "workload.h"
 
-#define DRAW_STREAM 101           /* rng stream of the tenant draws; workload.c uses 1..5 */
 #define DIFFERENCES_PRINTED_MAX 10 /* per wrong answer; the rest are counted */
 #define WRONG_DRAWS_PRINTED_MAX 5  /* wrong answers described per query; the rest are counted */
 #define EXPECT_DAYS_MAX 32        /* UTC days a 30-day range touches: 31, plus slack */
 #define EXPECT_GROUPS_MAX 256     /* (project, model): 20 projects x (5 models + none) */
-#define HOUR_US (INT64_C(3600) * TALLY_US_PER_SECOND)
-
-/* ---- The five queries ---------------------------------------------------- */
-
-enum query_kind {
-	QUERY_DAILY_30D = 0,
-	QUERY_HOURLY_TYPE_24H,
-	QUERY_PROJECT_MODEL_30D,
-	QUERY_P95_AGENT_7D,
-	QUERY_DAU_30D,
-	QUERY_KIND_COUNT,
-};
-
-typedef struct query_spec {
-	const char *name;
-	const char *description;
-	int64_t span_us;        /* the range is [end - span, end) */
-	int bucket;             /* enum tally_bucket */
-	uint32_t group_by;      /* bits of enum tally_dim */
-	bool quantiles;         /* duration P50, P95, P99 */
-	bool distinct_users;
-	bool checked;           /* compared with the brute force */
-} query_spec;
-
-static const double QUANTILES[] = {0.5, 0.95, 0.99};
-#define QUANTILE_COUNT (sizeof(QUANTILES) / sizeof(QUANTILES[0]))
-_Static_assert(QUANTILE_COUNT <= TALLY_QUANTILES_MAX, "quantiles fit in a query");
-
-static const query_spec QUERIES[QUERY_KIND_COUNT] = {
-	[QUERY_DAILY_30D] = {
-		.name = "daily_30d",
-		.description = "by UTC day, 30 days: count, tokens in + out, cost",
-		.span_us = 30 * TALLY_US_PER_DAY,
-		.bucket = TALLY_BUCKET_DAY,
-		.checked = true,
-	},
-	[QUERY_HOURLY_TYPE_24H] = {
-		.name = "hourly_type_24h",
-		.description = "by hour and type, 24 hours: count, cost",
-		.span_us = 24 * HOUR_US,
-		.bucket = TALLY_BUCKET_HOUR,
-		.group_by = 1u << TALLY_DIM_TYPE,
-	},
-	[QUERY_PROJECT_MODEL_30D] = {
-		.name = "project_model_30d",
-		.description = "by project and model, 30 days: count, tokens in, tokens out, cost",
-		.span_us = 30 * TALLY_US_PER_DAY,
-		.bucket = TALLY_BUCKET_NONE,
-		.group_by = 1u << TALLY_DIM_PROJECT | 1u << TALLY_DIM_MODEL,
-		.checked = true,
-	},
-	[QUERY_P95_AGENT_7D] = {
-		.name = "p95_agent_7d",
-		.description = "by agent, 7 days: duration P50, P95, P99",
-		.span_us = 7 * TALLY_US_PER_DAY,
-		.bucket = TALLY_BUCKET_NONE,
-		.group_by = 1u << TALLY_DIM_AGENT,
-		.quantiles = true,
-	},
-	[QUERY_DAU_30D] = {
-		.name = "dau_30d",
-		.description = "by UTC day, 30 days: distinct users",
-		.span_us = 30 * TALLY_US_PER_DAY,
-		.bucket = TALLY_BUCKET_DAY,
-		.distinct_users = true,
-	},
-};
-
-/*
- * Ranges are aligned the way a dashboard asks: `to` is the end of the
- * minute holding the workload's last instant (no event is later, so the
- * answer is that of "until now"), and `from` starts a whole bucket: N whole
- * UTC days (the last one partial) for day buckets, N hours for hour buckets,
- * and for totals the span back from the start of to's hour. Such ranges are
- * answered from rollup cells alone, with no raw events.
- */
-static int64_t floor_to(int64_t t, int64_t unit)
-{
-	return (t / unit - (t % unit < 0)) * unit;
-}
-
-static tally_query query_build(const query_spec *spec, int64_t end_us)
-{
-	tally_query q;
-	memset(&q, 0, sizeof(q));
-	const int64_t minute_us = 60 * TALLY_US_PER_SECOND;
-	q.to_us = floor_to(end_us, minute_us) + minute_us;
-	if (spec->bucket == TALLY_BUCKET_DAY)
-		q.from_us = floor_to(q.to_us - 1, TALLY_US_PER_DAY) - spec->span_us + TALLY_US_PER_DAY;
-	else if (spec->bucket == TALLY_BUCKET_HOUR)
-		q.from_us = floor_to(q.to_us - 1, HOUR_US) - spec->span_us + HOUR_US;
-	else
-		q.from_us = floor_to(q.to_us - 1, HOUR_US) - spec->span_us;
-	q.bucket = spec->bucket;
-	q.time_zone = NULL; /* UTC */
-	q.group_by = spec->group_by;
-	if (spec->quantiles) {
-		for (size_t i = 0; i < QUANTILE_COUNT; i++)
-			q.quantiles[i] = QUANTILES[i];
-		q.quantile_count = QUANTILE_COUNT;
-	}
-	q.distinct_users = spec->distinct_users;
-	q.limit = 0; /* TALLY_QUERY_ROWS_MAX */
-	return q;
-}
 
 /* ---- Figures --------------------------------------------------------------- */
 
@@ -206,7 +100,7 @@ typedef struct figures {
 	uint32_t repeat;
 	bool warm;
 	uint32_t distinct_tenants;
-	query_figures query[QUERY_KIND_COUNT];
+	query_figures query[DASHBOARD_QUERY_COUNT];
 	bool answers_match;
 	/* memory, bytes */
 	uint64_t rss_workload;          /* VmRSS after generating the workload */
@@ -217,7 +111,7 @@ typedef struct figures {
 
 static void figures_free(figures *f)
 {
-	for (int k = 0; k < QUERY_KIND_COUNT; k++) {
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++) {
 		free(f->query[k].latency_ns);
 		for (int m = 0; m < METRIC_COUNT; m++)
 			free(f->query[k].metric[m]);
@@ -226,7 +120,7 @@ static void figures_free(figures *f)
 
 static int figures_alloc(figures *f, uint32_t repeat)
 {
-	for (int k = 0; k < QUERY_KIND_COUNT; k++) {
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++) {
 		f->query[k].latency_ns = malloc(sizeof(int64_t) * repeat);
 		if (!f->query[k].latency_ns)
 			return -ENOMEM;
@@ -241,41 +135,6 @@ static int figures_alloc(figures *f, uint32_t repeat)
 static uint64_t median_u64(const uint64_t *sorted, uint32_t n)
 {
 	return n ? sorted[(n + 1) / 2 - 1] : 0;
-}
-
-/* ---- Tenant draws ----------------------------------------------------------- */
-
-/* The batch holding delivered event `position` (batches tile w->events in
- * order of `first`). */
-static const workload_batch *batch_of(const workload *w, uint64_t position)
-{
-	uint64_t lo = 0, hi = w->batch_count - 1; /* the answer is in [lo, hi] */
-	while (lo < hi) {
-		uint64_t mid = lo + (hi - lo + 1) / 2;
-		if (w->batches[mid].first <= position)
-			lo = mid;
-		else
-			hi = mid - 1;
-	}
-	const workload_batch *b = &w->batches[lo];
-	assert(b->first <= position && position < b->first + b->count);
-	return b;
-}
-
-/* tenant[i] for i < repeat: the tenant of a uniformly random delivered
- * event. Returns the number of distinct tenants drawn. */
-static uint32_t tenants_draw(const workload *w, uint32_t *tenant, uint32_t repeat,
-			     uint8_t *drawn /* tenant_count bytes, zeroed */)
-{
-	rng r;
-	rng_seed(&r, w->params.seed, DRAW_STREAM);
-	uint32_t distinct = 0;
-	for (uint32_t i = 0; i < repeat; i++) {
-		tenant[i] = batch_of(w, rng_below64(&r, w->event_count))->tenant;
-		distinct += !drawn[tenant[i]];
-		drawn[tenant[i]] = 1;
-	}
-	return distinct;
 }
 
 /* ---- The brute force ---------------------------------------------------------- */
@@ -498,8 +357,8 @@ static int query_failed(const char *query, const char *tenant, int rc, const cha
 static int query_pass(tally_store *store, const workload *w, int kind, const uint32_t *tenant,
 		      uint32_t repeat, query_figures *qf)
 {
-	const query_spec *spec = &QUERIES[kind];
-	tally_query q = query_build(spec, w->params.end_us);
+	const dashboard_query_spec *spec = &DASHBOARD_QUERIES[kind];
+	tally_query q = dashboard_query_build(spec, w->params.end_us);
 	char errmsg[TALLY_ERRMSG_SIZE];
 	double total_us = 0;
 	for (uint32_t i = 0; i < repeat; i++) {
@@ -521,11 +380,7 @@ static int query_pass(tally_store *store, const workload *w, int kind, const uin
 		qf->truncated_count += result->truncated;
 		tally_result_free(result);
 	}
-	qsort(qf->latency_ns, repeat, sizeof(*qf->latency_ns), bench_compare_i64);
-	qf->latency_us[0] = bench_percentile_us(qf->latency_ns, repeat, 0.50);
-	qf->latency_us[1] = bench_percentile_us(qf->latency_ns, repeat, 0.95);
-	qf->latency_us[2] = bench_percentile_us(qf->latency_ns, repeat, 0.99);
-	qf->latency_us[3] = bench_percentile_us(qf->latency_ns, repeat, 1.00);
+	bench_latency_summary_us(qf->latency_ns, repeat, qf->latency_us);
 	qf->latency_mean_us = total_us / repeat;
 	for (int m = 0; m < METRIC_COUNT; m++) {
 		qsort(qf->metric[m], repeat, sizeof(uint64_t), bench_compare_u64);
@@ -540,8 +395,8 @@ static int query_pass(tally_store *store, const workload *w, int kind, const uin
 static int query_check(tally_store *store, const workload *w, int kind, const uint32_t *tenant,
 		       uint32_t draws, expectation *x, query_figures *qf)
 {
-	const query_spec *spec = &QUERIES[kind];
-	tally_query q = query_build(spec, w->params.end_us);
+	const dashboard_query_spec *spec = &DASHBOARD_QUERIES[kind];
+	tally_query q = dashboard_query_build(spec, w->params.end_us);
 	char errmsg[TALLY_ERRMSG_SIZE];
 	for (uint32_t i = 0; i < draws; i++) {
 		const char *name = w->tenant_names[tenant[i]];
@@ -555,7 +410,7 @@ static int query_check(tally_store *store, const workload *w, int kind, const ui
 				      .quiet = qf->wrong_draws >= WRONG_DRAWS_PRINTED_MAX};
 		if (result->truncated)
 			difference(&log, "result truncated at %zu rows", result->row_count);
-		if (kind == QUERY_DAILY_30D)
+		if (kind == DASHBOARD_DAILY_30D)
 			check_daily(x, result, &log);
 		else
 			check_project_model(x, result, &log);
@@ -621,24 +476,24 @@ static void print_text(const bench_query_options *o, const workload *w, const fi
 		       : "cold start (the store was just opened: first queries decode pages)");
 	printf("  %-18s %9s %9s %9s %9s %9s | medians: %6s %9s %9s %9s %9s\n", "query", "P50", "P95",
 	       "P99", "max", "mean", "rows", "day", "hour", "minute", "raw rows");
-	for (int k = 0; k < QUERY_KIND_COUNT; k++) {
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++) {
 		const query_figures *qf = &f->query[k];
 		printf("  %-18s %9.1f %9.1f %9.1f %9.1f %9.1f |          %6" PRIu64 " %9" PRIu64
 		       " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n",
-		       QUERIES[k].name, qf->latency_us[0], qf->latency_us[1], qf->latency_us[2],
+		       DASHBOARD_QUERIES[k].name, qf->latency_us[0], qf->latency_us[1], qf->latency_us[2],
 		       qf->latency_us[3], qf->latency_mean_us, qf->median[METRIC_ROWS],
 		       qf->median[METRIC_CELLS_DAY], qf->median[METRIC_CELLS_HOUR],
 		       qf->median[METRIC_CELLS_MINUTE], qf->median[METRIC_RAW_ROWS]);
 	}
 	printf("  (day/hour/minute: rollup cells merged; raw rows: events read for edges finer than the pages)\n");
-	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++)
 		if (f->query[k].truncated_count)
-			printf("  %s: %" PRIu64 " results TRUNCATED at the row limit\n", QUERIES[k].name,
+			printf("  %s: %" PRIu64 " results TRUNCATED at the row limit\n", DASHBOARD_QUERIES[k].name,
 			       f->query[k].truncated_count);
-	for (int k = 0; k < QUERY_KIND_COUNT; k++)
-		if (QUERIES[k].checked)
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++)
+		if (DASHBOARD_QUERIES[k].checked)
 			printf("  answers of %s: %" PRIu32 " draws checked against the workload: %s%" PRIu32
-			       " wrong%s\n", QUERIES[k].name, f->query[k].checked_draws,
+			       " wrong%s\n", DASHBOARD_QUERIES[k].name, f->query[k].checked_draws,
 			       f->query[k].wrong_draws ? "MISMATCH, " : "", f->query[k].wrong_draws,
 			       f->query[k].wrong_draws ? " (details on stderr)" : "");
 
@@ -706,7 +561,7 @@ static int print_json(const bench_query_options *o, const workload *w, const fig
 	bad |= bench_json_put(root, "warm", json_boolean(f->warm));
 	bad |= bench_json_put(root, "rollup_group_table_bytes", json_integer((json_int_t)f->inspect.rollup_group_bytes));
 	bad |= bench_json_put(root, "distinct_tenants", json_integer(f->distinct_tenants));
-	for (int k = 0; k < QUERY_KIND_COUNT && !bad; k++) {
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT && !bad; k++) {
 		const query_figures *qf = &f->query[k];
 		json_t *q = json_object();
 		if (!q) {
@@ -724,11 +579,11 @@ static int print_json(const bench_query_options *o, const workload *w, const fig
 			bad |= bench_json_put(q, key, json_integer((json_int_t)qf->median[m]));
 		}
 		bad |= bench_json_put(q, "truncated", json_integer((json_int_t)qf->truncated_count));
-		if (QUERIES[k].checked) {
+		if (DASHBOARD_QUERIES[k].checked) {
 			bad |= bench_json_put(q, "checked_draws", json_integer(qf->checked_draws));
 			bad |= bench_json_put(q, "wrong_draws", json_integer(qf->wrong_draws));
 		}
-		bad |= bench_json_put(queries, QUERIES[k].name, q);
+		bad |= bench_json_put(queries, DASHBOARD_QUERIES[k].name, q);
 	}
 	bad |= bench_json_put(root, "queries", queries ? json_incref(queries) : NULL);
 	bad |= bench_json_put(root, "answers_match", json_boolean(f->answers_match));
@@ -738,16 +593,7 @@ static int print_json(const bench_query_options *o, const workload *w, const fig
 	bad |= bench_json_put(root, "rss_peak_bytes", json_integer((json_int_t)f->rss_peak));
 	json_decref(rollup);
 	json_decref(queries);
-	if (bad) {
-		json_decref(root);
-		return -ENOMEM;
-	}
-	int rc = json_dumpf(root, stdout, JSON_REAL_PRECISION(12));
-	json_decref(root);
-	if (rc != 0)
-		return -EIO;
-	putchar('\n');
-	return 0;
+	return bench_json_print(root, bad);
 }
 
 /* ---- The data directory ------------------------------------------------------------ */
@@ -973,9 +819,9 @@ int bench_query_run(const bench_query_options *o)
 	}
 	f.rollup_bytes_per_event = bench_per_event(f.stats.rollup_bytes, w.unique_count);
 
-	f.distinct_tenants = tenants_draw(&w, tenant, o->repeat, drawn);
-	for (int k = 0; k < QUERY_KIND_COUNT; k++) {
-		fprintf(stderr, "tally-bench: %s x %" PRIu32 "%s...\n", QUERIES[k].name, o->repeat,
+	f.distinct_tenants = dashboard_tenants_draw(&w, tenant, o->repeat, drawn);
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++) {
+		fprintf(stderr, "tally-bench: %s x %" PRIu32 "%s...\n", DASHBOARD_QUERIES[k].name, o->repeat,
 			o->warm ? " (after an untimed warm-up pass)" : "");
 		/* --warm: the same draws once untimed, so the timed pass finds
 		 * every chunk it needs decoded in the query cache. */
@@ -986,8 +832,8 @@ int bench_query_run(const bench_query_options *o)
 	}
 	uint32_t checked = o->repeat < BENCH_QUERY_CHECKED_DRAWS ? o->repeat : BENCH_QUERY_CHECKED_DRAWS;
 	f.answers_match = true;
-	for (int k = 0; k < QUERY_KIND_COUNT; k++) {
-		if (!QUERIES[k].checked)
+	for (int k = 0; k < DASHBOARD_QUERY_COUNT; k++) {
+		if (!DASHBOARD_QUERIES[k].checked)
 			continue;
 		if (query_check(store, &w, k, tenant, checked, x, &f.query[k]))
 			goto out;
@@ -1001,18 +847,8 @@ int bench_query_run(const bench_query_options *o)
 		goto out;
 	}
 
-	if (o->json) {
-		if ((rc = print_json(o, &w, &f))) {
-			fprintf(stderr, "tally-bench: cannot write JSON: %s\n", strerror(-rc));
-			goto out;
-		}
-	} else {
-		print_text(o, &w, &f);
-	}
-	if (fflush(stdout) != 0) {
-		fprintf(stderr, "tally-bench: cannot write the report: %s\n", strerror(errno));
+	if (bench_report_end(o->json ? print_json(o, &w, &f) : (print_text(o, &w, &f), 0)))
 		goto out;
-	}
 	status = f.answers_match ? 0 : 1;
 out:
 	if (store)
