@@ -82,7 +82,16 @@ $(BUILD)/libtally.a: $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libtallytools.a: $(TOOLS_OBJ)
+# The billing migrations, built into the CLI (tools/billing_sql.h).
+BILLING_SQL := $(sort $(wildcard tools/billing/*.sql))
+$(BUILD)/tools/billing_sql.c: $(BILLING_SQL) tools/billing/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/billing/embed.sh $(BILLING_SQL) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/tools/billing_sql.o: $(BUILD)/tools/billing_sql.c
+	$(CC) $(CFLAGS) -Itools -c $< -o $@
+
+$(BUILD)/libtallytools.a: $(TOOLS_OBJ) $(BUILD)/tools/billing_sql.o
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/tally: $(BUILD)/tools/tally.o $(BUILD)/libtallytools.a $(BUILD)/libtallyproto.a $(BUILD)/libtally.a
