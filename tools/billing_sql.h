@@ -1,5 +1,5 @@
 /*
- * billing_sql.h — the billing schema's migrations (tools/billing/*.sql),
+ * billing_sql.h — the billing schema's migrations (tools/billing/NNN_name.sql),
  * built into the tally binary by tools/billing/embed.sh, in version order.
  * `tally export` applies the ones a database lacks (docs/billing.md).
  */
