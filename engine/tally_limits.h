@@ -31,5 +31,12 @@ enum dim {
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
 #define ROLLUP_CATCH_UP_SLICE 16384u         /* memtable rows the worker rolls up per store lock hold */
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */
+/* UTC days the change map lists (changes.h): a 10-year history
+ * (TALLY_BACKFILL_AGE_MAX_US) plus today and tomorrow is 3,662 days; the
+ * rest is slack, so only days that left the backfill horizon more than a
+ * year earlier are ever dropped under the map's floor. 48 KiB per map. */
+#define CHANGE_DAYS_MAX 4096u
+_Static_assert(CHANGE_DAYS_MAX >= TALLY_BACKFILL_AGE_MAX_US / TALLY_US_PER_DAY + 2,
+	       "the change map holds every day a backfill can reach");
 
 #endif /* TALLY_LIMITS_H */
