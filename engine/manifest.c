@@ -10,11 +10,19 @@
  *    40   file_count u32, tenant_count u32
  *    48   file ids, u64 each, ascending
  *         tenants, in id order: name size u8, name bytes
+ *         version 2: the change section (changes.c): day count u32, floor
+ *         day i32, floor LSN u64, then per day: day i32, change LSN u64
  *   end-8 XXH3-64 of every byte before it
  *
  * Invariants: file ids strictly ascending and < next_file_id; tenant names
- * valid and distinct; tenant ids are their index.
+ * valid and distinct; tenant ids are their index; changed days strictly
+ * ascending and above the floor day, every change LSN in [1,
+ * wal_replay_lsn) (only events already in segment files are marked here).
+ *
+ * Versions: 2 is written; 1 (no change section) is still read, with an
+ * empty change map.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -37,6 +45,7 @@ void manifest_free(manifest *m)
 {
 	free(m->file_ids);
 	free(m->tenants);
+	change_map_free(&m->changes);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -82,11 +91,13 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 				 memcmp(data, MAGIC, 8) ? (size_t)0 : body);
 		goto fail;
 	}
-	if (le_get_u32(data + 8) != MANIFEST_VERSION) {
+	uint32_t version = le_get_u32(data + 8);
+	if (version < MANIFEST_VERSION_OLDEST || version > MANIFEST_VERSION) {
 		rc = TALLY_E_VERSION;
 		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: version %u, this build reads %u",
-				 path, le_get_u32(data + 8), MANIFEST_VERSION);
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "%s offset 8: version %u, this build reads %u to %u", path, version,
+				 MANIFEST_VERSION_OLDEST, MANIFEST_VERSION);
 		goto fail;
 	}
 	m->generation = le_get_u64(data + 16);
@@ -103,7 +114,7 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 	}
 	m->file_ids = calloc(m->file_count + 1, sizeof(uint64_t));
 	m->tenants = calloc(m->tenant_count + 1, sizeof(manifest_tenant));
-	if (!m->file_ids || !m->tenants) {
+	if (!m->file_ids || !m->tenants || change_map_init(&m->changes)) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -131,6 +142,18 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 		mt->name[mt->name_size] = 0;
 		offset += 1 + mt->name_size;
 	}
+	if (version >= 2) {
+		size_t used, bad_offset;
+		const char *why;
+		if (change_map_decode(&m->changes, data + offset, body - offset, m->wal_replay_lsn,
+				      &used, &bad_offset, &why)) {
+			if (errmsg)
+				snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: %s", path,
+					 offset + bad_offset, why);
+			goto fail;
+		}
+		offset += used;
+	}
 	if (offset != body) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: trailing bytes", path, offset);
@@ -151,7 +174,7 @@ fail:
 
 int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg)
 {
-	size_t size = FIXED_SIZE + (size_t)m->file_count * 8 + 8;
+	size_t size = FIXED_SIZE + (size_t)m->file_count * 8 + change_map_encoded_size(&m->changes) + 8;
 	for (uint32_t t = 0; t < m->tenant_count; t++)
 		size += 1 + m->tenants[t].name_size;
 	uint8_t *data = malloc(size);
@@ -173,6 +196,9 @@ int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errms
 		memcpy(data + offset + 1, m->tenants[t].name, m->tenants[t].name_size);
 		offset += 1 + m->tenants[t].name_size;
 	}
+	change_map_encode(&m->changes, data + offset);
+	offset += change_map_encoded_size(&m->changes);
+	assert(offset + 8 == size);
 	le_put_u64(data + offset, XXH3_64bits(data, offset));
 	int rc = tally_io_durable_replace(io, dir, MANIFEST_NAME, data, size);
 	free(data);

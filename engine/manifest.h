@@ -3,7 +3,9 @@
  *
  * DIR/MANIFEST names every live segment file, the LSN from which the WAL
  * must be replayed (everything before it is in those segment files), the
- * next file id to allocate, and the tenants (name <-> dense id). It is the
+ * next file id to allocate, the tenants (name <-> dense id) and, since
+ * version 2, the change map of the events in those segment files (the days
+ * they changed and the LSNs; changes.h). It is the
  * only mutable file of the store and changes only through
  * tally_io_durable_replace (write temp, fsync, rename, fsync directory), so a
  * crash leaves the old or the new manifest, never a mix. Layout:
@@ -14,10 +16,12 @@
 
 #include <stdint.h>
 
+#include "changes.h"
 #include "tally.h"
 
 #define MANIFEST_NAME "MANIFEST"
-#define MANIFEST_VERSION 1
+#define MANIFEST_VERSION 2          /* written; 2 added the change section */
+#define MANIFEST_VERSION_OLDEST 1   /* read: version 1 has no change section */
 
 typedef struct manifest_tenant {
 	uint32_t tenant_id;
@@ -33,15 +37,23 @@ typedef struct manifest {
 	uint32_t tenant_count;
 	uint64_t *file_ids;      /* live segment files, ascending */
 	manifest_tenant *tenants;/* by tenant_id: tenants[i].tenant_id == i */
+	/* Every mark with LSN < wal_replay_lsn: the days of the events in the
+	 * live segment files (those still in the WAL are marked again by its
+	 * replay). Empty when read from version 1. */
+	change_map changes;
 } manifest;
 
 /* Reads DIR/MANIFEST into *m. Returns 0, TALLY_E_NOTFOUND when there is no
- * manifest (a new store), TALLY_E_CORRUPT / TALLY_E_VERSION / -errno with
- * errmsg naming the path and offset. On success the caller frees *m. */
+ * manifest (a new store; *m is then zeroed, its change map not allocated),
+ * TALLY_E_CORRUPT / TALLY_E_VERSION / -errno with errmsg naming the path
+ * and offset. On success the caller frees *m (its change map is allocated,
+ * CHANGE_DAYS_MAX days). */
 int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg);
 
-/* Writes *m durably as DIR/MANIFEST with generation + 1 (updated in *m only
- * on success). 0 or -errno / -ENOMEM, with errmsg set. */
+/* Writes *m durably as DIR/MANIFEST (version MANIFEST_VERSION) with
+ * generation + 1 (updated in *m only on success). m->changes may be
+ * zeroed (never allocated): it is written empty. 0 or -errno / -ENOMEM,
+ * with errmsg set. */
 int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg);
 
 void manifest_free(manifest *m);
