@@ -61,6 +61,17 @@
  *    happens under store->lock. A segment file read without the lock is
  *    pinned (segment_file.pins, under the lock): compaction leaves a pinned
  *    input to its last unpin to close and unlink.
+ *
+ * 8. Changed days (changes.h; docs/architecture.md, "Changed days for the
+ *    export"). Every accepted event marks its UTC day in s->changes with
+ *    the LSN of the call's WAL record, in the lock hold that appends it
+ *    (every append is under store->lock, so that LSN is wal_last_lsn + 1,
+ *    asserted after the append); WAL replay marks the same days with the
+ *    same LSNs. Freezing the memtables copies the map (changes_frozen:
+ *    exactly the marks with LSN < the flush boundary) and the flush
+ *    publishes that copy in the manifest together with wal_replay_lsn =
+ *    boundary, so manifest + replay rebuild the map exactly at any crash.
+ *    Compaction rewrites the manifest with its map unchanged.
  */
 #include <assert.h>
 #include <errno.h>
@@ -85,6 +96,14 @@ static int64_t day_of(int64_t time_us)
 	if (time_us % TALLY_US_PER_DAY < 0)
 		day--;
 	return day;
+}
+
+/* The UTC day of an event for the change map: any int64 time's day fits
+ * an int32. */
+_Static_assert(INT64_MAX / TALLY_US_PER_DAY < INT32_MAX, "days of int64 times fit int32");
+static int32_t change_day(int64_t time_us)
+{
+	return (int32_t)day_of(time_us);
 }
 
 /* The day the fingerprint table records for an event of UTC day `day`. */
@@ -933,11 +952,14 @@ static int batch_check(const tally_batch *b)
  * payload (type 1 form) to s->batch_record when it accepted anything.
  * old and in_segments (NULL unless the batch is a backfill with old
  * events) are the batch's slices of the call's history; day_min is
- * fingerprint_day_min at validation time.
+ * fingerprint_day_min at validation time. Each accepted event's day is
+ * marked in the change map with record_lsn, the LSN the call's WAL record
+ * will get (the caller appends it in this same lock hold).
  * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
  */
 static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, const uint8_t *old,
-			 const uint8_t *in_segments, int64_t day_min, int *appended)
+			 const uint8_t *in_segments, int64_t day_min, uint64_t record_lsn,
+			 int *appended)
 {
 	tenant *t;
 	int rc = tenant_get_or_add(s, b->tenant, &t);
@@ -966,6 +988,8 @@ static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, c
 		if (!(rc = apply_event(t, &b->events[i], &ids[i], day_min)))
 			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
 				       &ids[i]);
+		if (!rc)
+			change_map_mark(&s->changes, change_day(b->events[i].time_us), record_lsn);
 	}
 	s->active_bytes += active_bytes_of(t) - bytes_before;
 	*appended = 0;
@@ -1060,7 +1084,10 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		goto unlock;
 	}
 	/* One WAL record for the whole call: type 1 when a single batch
-	 * accepted events, else type 2, a list of type 1 payloads. */
+	 * accepted events, else type 2, a list of type 1 payloads. Every WAL
+	 * append happens under this lock, so the record's LSN is known now:
+	 * the change map is marked with it as events are accepted. */
+	uint64_t record_lsn = wal_last_lsn(s->wal) + 1;
 	size_t sub_count = 0;
 	bytebuf_reset(&s->multi_record);
 	const char *failed_tenant = "";
@@ -1072,7 +1099,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		int appended;
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
 		if ((rc = ingest_locked(s, batch, ids + k, old ? h.old + k : NULL,
-					old ? h.in_segments + k : NULL, day_min, &appended))) {
+					old ? h.in_segments + k : NULL, day_min, record_lsn,
+					&appended))) {
 			failed_tenant = batch->tenant;
 			goto fail_sticky;
 		}
@@ -1093,6 +1121,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		uint64_t lsn;
 		if ((rc = wal_append(s->wal, WAL_RECORD_BATCH, p, (size_t)size, &lsn)))
 			goto fail_sticky;
+		assert(lsn == record_lsn);
 	} else if (sub_count > 1) {
 		bytebuf_reset(&s->batch_record);
 		uint64_t lsn;
@@ -1102,6 +1131,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		    (rc = wal_append(s->wal, WAL_RECORD_BATCHES, s->batch_record.data,
 				     s->batch_record.size, &lsn)))
 			goto fail_sticky;
+		assert(lsn == record_lsn);
 	}
 	*commit_lsn = wal_last_lsn(s->wal);
 	goto unlock;
@@ -1175,6 +1205,57 @@ int tally_ingest_backfill(tally_store *s, const char *tenant_name, const tally_e
 uint64_t tally_durable_lsn(tally_store *s)
 {
 	return wal_durable_lsn(s->wal);
+}
+
+/* ---- changed days (the billing export; docs/architecture.md) ------------ */
+
+int tally_changed_days(tally_store *s, uint64_t since_lsn, int32_t *days, uint64_t *lsns,
+		       size_t cap, size_t *count)
+{
+	if (!count)
+		return TALLY_E_INVALID;
+	*count = 0;
+	if (cap && (!days || !lsns))
+		return TALLY_E_INVALID;
+	pthread_mutex_lock(&s->lock);
+	int rc = change_map_list(&s->changes, since_lsn, days, lsns, cap, count);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int tally_day_change_lsn(tally_store *s, int32_t day, uint64_t *lsn)
+{
+	if (!lsn)
+		return TALLY_E_INVALID;
+	pthread_mutex_lock(&s->lock);
+	*lsn = change_map_day_lsn(&s->changes, day);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/*
+ * The durable LSN. Every record up to it was appended, and so its events
+ * applied and its days marked, in an earlier lock hold than any read that
+ * starts after this returns; every record appended later gets a higher
+ * LSN, also after a restart (recovery continues after the last durable
+ * record, never below it).
+ */
+uint64_t tally_change_watermark(tally_store *s)
+{
+	return wal_durable_lsn(s->wal);
+}
+
+int tally_change_barrier(tally_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	int rc = s->sticky;
+	/* Events are applied in the lock hold that appends their record, so
+	 * every event a read could have seen before this call has LSN <= last. */
+	uint64_t last = wal_last_lsn(s->wal);
+	pthread_mutex_unlock(&s->lock);
+	if (rc)
+		return rc;
+	return tally_commit_wait(s, last);
 }
 
 int tally_ingest(tally_store *s, const char *tenant_name, const tally_event *events, size_t count,
@@ -1272,6 +1353,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 			free(strings);
 			return rc;
 		}
+		change_map_mark(&s->changes, change_day(e.time_us), lsn); /* the mark ingest made */
 	}
 	free(strings);
 	s->active_bytes += active_bytes_of(t) - bytes_before;
@@ -1416,6 +1498,12 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 			pthread_mutex_unlock(&s->lock);
 			return rc;
 		}
+		/* Every record appended so far has LSN < the boundary and its
+		 * marks made (same lock hold as its append): this copy is the
+		 * change map of exactly the events being frozen and those
+		 * already in segments, what the manifest may claim once it
+		 * says wal_replay_lsn = boundary. */
+		change_map_copy(&s->changes_frozen, &s->changes);
 		s->frozen = 1;
 		s->frozen_bytes = s->active_bytes;
 		s->active_bytes = 0;
@@ -1477,9 +1565,11 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	s->files[s->file_count++] = f;
 	uint64_t replay_before = s->manifest.wal_replay_lsn;
 	s->manifest.wal_replay_lsn = boundary;
+	change_map_swap(&s->manifest.changes, &s->changes_frozen);
 	if ((rc = write_manifest_locked(s))) {
 		/* Whether the rename reached the disk is unknown: stop writes. */
 		s->manifest.wal_replay_lsn = replay_before;
+		change_map_swap(&s->manifest.changes, &s->changes_frozen);
 		s->file_count--;
 		segment_file_close(f);
 		set_sticky(s, rc);
@@ -1988,6 +2078,8 @@ static void store_free(tally_store *s)
 	free(s->tenants);
 	free(s->tenant_slots);
 	manifest_free(&s->manifest);
+	change_map_free(&s->changes);
+	change_map_free(&s->changes_frozen);
 	for (int d = 0; d < DIM_COUNT; d++)
 		free(s->batch_map[d]);
 	bytebuf_free(&s->batch_strings);
@@ -2095,10 +2187,16 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	if (rc == TALLY_E_NOTFOUND) {
 		s->manifest.wal_replay_lsn = 1;
 		s->manifest.next_file_id = 1;
-		rc = manifest_write(io, s->dir, &s->manifest, s->errmsg);
+		if (!(rc = change_map_init(&s->manifest.changes)))
+			rc = manifest_write(io, s->dir, &s->manifest, s->errmsg);
 	}
 	if (rc)
 		goto fail;
+	/* The change map: the manifest's marks (events in segment files), then
+	 * the WAL replay marks the rest with their records' LSNs. */
+	if ((rc = change_map_init(&s->changes)) || (rc = change_map_init(&s->changes_frozen)))
+		goto fail;
+	change_map_copy(&s->changes, &s->manifest.changes);
 	for (uint32_t i = 0; i < s->manifest.tenant_count; i++) {
 		tenant *t;
 		if (!tenant_name_valid(s->manifest.tenants[i].name) ||

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 
+#include "changes.h"
 #include "dedup.h"
 #include "manifest.h"
 #include "memtable.h"
@@ -70,6 +71,12 @@ struct tally_store {
 	uint64_t frozen_bytes;
 	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
 	int frozen;                   /* frozen memtables exist */
+	/* The change map (changes.h), under lock: every stored event's day,
+	 * with the LSN of its WAL record. changes_frozen is its copy taken when
+	 * the memtables were frozen (exactly the marks with LSN < the flush
+	 * boundary); the flush publishes it as the manifest's. */
+	change_map changes;
+	change_map changes_frozen;
 	int sticky;                   /* non-zero: writes refused */
 	int closing;
 

@@ -239,6 +239,70 @@ int tally_ingest_backfill(tally_store *store, const char *tenant,
 
 uint64_t tally_durable_lsn(tally_store *store);
 
+/* ---- Changed days (the billing export; docs/architecture.md) ------------ */
+/*
+ * The store keeps, per UTC day (days since 1970-01-01; all tenants
+ * together), its change LSN: the highest LSN of a WAL record that stored
+ * (ACCEPTED) an event of that day, late and backfilled events included.
+ * DUPLICATE, CONFLICT and REJECTED events mark nothing; flush and
+ * compaction change nothing. The map survives restarts exactly: the
+ * manifest keeps the marks of events in segment files, WAL replay makes
+ * the others again with the same LSNs. It holds at most CHANGE_DAYS_MAX
+ * (engine/tally_limits.h, 4,096) days; past that the smallest day is
+ * dropped under a floor (see tally_day_change_lsn), which only happens to
+ * days that left the backfill horizon more than a year before.
+ *
+ * The export protocol: W = tally_change_watermark(); read the day's
+ * aggregates; tally_change_barrier() (0: nothing the read saw can be lost
+ * in a crash); record (day, W). Later, re-export exactly the days that
+ * tally_changed_days(W) lists, or whose tally_day_change_lsn is > W.
+ */
+
+/*
+ * The days whose change LSN is > since_lsn, ascending, with their change
+ * LSNs: days[i] and lsns[i] for i < *count. At most cap are written (days
+ * and lsns may be NULL when cap is 0). Returns 0; TALLY_E_LIMIT when more
+ * than cap days qualify (*count says how many; the first cap are written);
+ * TALLY_E_NOTFOUND when a day dropped under the floor changed after
+ * since_lsn, so no list can be complete (*count is 0; ask
+ * tally_day_change_lsn per day instead); TALLY_E_INVALID for a NULL count,
+ * or NULL arrays with cap > 0.
+ */
+int tally_changed_days(tally_store *store, uint64_t since_lsn, int32_t *days, uint64_t *lsns,
+		       size_t cap, size_t *count);
+
+/*
+ * The change LSN of one UTC day into *lsn: 0 if no event of the day was
+ * ever stored (since the store began keeping the map: a store upgraded
+ * from manifest version 1 starts empty), and for a day at or below the
+ * floor, the highest LSN ever dropped under it (an upper bound). 0, or
+ * TALLY_E_INVALID for a NULL lsn.
+ */
+int tally_day_change_lsn(tally_store *store, int32_t day, uint64_t *lsn);
+
+/*
+ * The durable LSN: every event acknowledged so far has change LSN <= it,
+ * and every event stored from now on a higher one (it never moves back,
+ * across restarts either). Read it BEFORE reading a day's aggregates:
+ * every event with LSN <= the watermark is visible to that read, and an
+ * event the read may miss (appended but not yet durable when the
+ * watermark was read, or appended later) has a higher LSN, so
+ * tally_changed_days(watermark) lists its day. Never blocks.
+ */
+uint64_t tally_change_watermark(tally_store *store);
+
+/*
+ * Waits until every event a read made before this call could have seen is
+ * durable (reads see accepted events a moment before they are
+ * acknowledged). Call it after reading aggregates and before recording
+ * the export: an event that was read but then lost in a crash (never
+ * acknowledged) would otherwise stay counted in the export with no change
+ * to report. 0, or the store's sticky error (a failed WAL write or fsync,
+ * or a failed ingest: then what was read may not survive; do not record
+ * the export).
+ */
+int tally_change_barrier(tally_store *store);
+
 /*
  * Calls fn for every stored event of tenant with from_us <= time < to_us, in
  * time order (ties in ingest order within a source). The event's strings are
