@@ -11,13 +11,17 @@
  * for byte), still reads version 1 with an empty map and refuses a damaged
  * change section, that the map is bounded (CHANGE_DAYS_MAX) with a floor
  * that never loses a mark, that an event appended but not yet durable when
- * the watermark is read is reported after it, and that the barrier fails
- * when the WAL does. Two crash tests fork a writer: one stops without
- * closing, one loses power at a random write or fsync (support/power_io);
- * the map after recovery equals the acknowledged batches' marks (plus the
- * one batch in flight, wholly or not at all). A property test compares
- * random calls, flushes, compactions and reopens with a brute-force oracle
- * (SEED=... replays it; the seed is printed).
+ * the watermark is read is reported after it, that the barrier fails
+ * when the WAL does, and that a flush's manifest leaves out events stored
+ * while it runs (a gated segment-file open holds the flush after its
+ * freeze). Two crash tests fork a writer for 12 rounds on one directory:
+ * one stops without closing, one loses power at a random write or fsync
+ * (support/power_io); the map after each recovery equals the acknowledged
+ * batches' marks (plus the one batch in flight, wholly or not at all), and
+ * `tally verify` accepts the directory. Two property tests compare with a
+ * brute-force oracle: random calls, flushes, compactions and reopens
+ * against the store, and random marks (in order and shuffled, past the
+ * bound) against the map alone (SEED=... replays them; seeds are printed).
  * Every test opens a fresh data directory under /tmp with a frozen clock.
  */
 #include <criterion/criterion.h>
