@@ -1,0 +1,1134 @@
+/*
+ * export.c — the billing export into PostgreSQL (export.h): migrations,
+ * one day replaced in one transaction, the days --changed re-exports.
+ *
+ * NOTES ON THE DESIGN
+ *
+ * 1. Fetch, then write. A day's pages are all fetched and checked before
+ *    the transaction begins, so a slow or failing source never holds
+ *    PostgreSQL locks, and a day PostgreSQL would refuse (a string that is
+ *    not UTF-8) is refused before anything is written. The cost is memory:
+ *    a day's rows are held (EXPORT_DAY_ROWS_MAX bounds them).
+ *
+ * 2. One transaction per day, with the day's advisory lock taken first.
+ *    DELETE then insert inside it: readers see the old day until COMMIT
+ *    and the new one after; a session that dies before COMMIT (kill -9, a
+ *    lost connection) is rolled back by the server, and its locks go with
+ *    it. The export_runs row is in the same transaction, so its rows and
+ *    checksum always describe the usage rows that are there.
+ *
+ * 2a. COPY cannot target billing.usage_daily: PostgreSQL refuses COPY FROM
+ *    into a table with row security ("COPY FROM not supported with
+ *    row-level security", 0A000) for any role the policies apply to. So
+ *    the rows are COPYed into a temporary staging table (ON COMMIT DROP:
+ *    it lives and dies with the day's transaction) and moved by one
+ *    INSERT ... SELECT, which goes through the exporter's policy. The
+ *    session needs TEMPORARY on the database (PUBLIC has it by default).
+ *
+ * 3. `started` and `finished` are PostgreSQL's clock_timestamp(): one clock
+ *    for both, and `finished` is read after the day lock is held, so the
+ *    latest `finished` of a day is the export whose rows are in the table
+ *    (what --changed relies on), even with two exporters racing.
+ *
+ * 4. COPY text format: a field is its bytes with backslash, tab, newline
+ *    and carriage return escaped (\\ \t \n \r); nothing else is special
+ *    once every backslash is escaped. client_encoding is forced to UTF8,
+ *    so PostgreSQL checks (and, for a database in another encoding,
+ *    converts) exactly the bytes the store holds.
+ *
+ * 5. Every PGresult is looked at: a statement expected to return nothing
+ *    must be PGRES_COMMAND_OK, a query PGRES_TUPLES_OK, a COPY
+ *    PGRES_COPY_IN; anything else is an error naming the step, with the
+ *    SQLSTATE and message, or libpq's message when the connection is gone.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "billing_sql.h"
+#include "export.h"
+#include "usage.h"
+
+#define US_PER_DAY INT64_C(86400000000)
+#define COPY_BUFFER_SIZE (64u * 1024u)
+/* Bytes of a tenant name in an `after_tenant` cursor (the protocol's 64). */
+#define TENANT_SIZE_MAX 64
+#define TIMESTAMP_TEXT_SIZE 64
+#define PAGES_INITIAL 16
+/* COPY goes here first: PostgreSQL refuses COPY FROM into a table with row
+ * security (usage_daily), so the rows are copied into a temporary table of
+ * the session (dropped at the end of the transaction) and moved with one
+ * INSERT ... SELECT, which the exporter's policy admits. */
+#define EXPORT_STAGING_TABLE "pg_temp.tally_export_staging"
+#define USAGE_COLUMNS                                                                                          \
+	"tenant, day, project, agent, model, type, status, count, tokens_in, tokens_out, cost_micros,"         \
+	" duration_ms, errors"
+
+struct exporter {
+	PGconn *conn;
+	export_source source;
+	export_options options;
+	/* COPY data on its way to PostgreSQL. */
+	char copy_buffer[COPY_BUFFER_SIZE];
+	size_t copy_used;
+};
+
+static const char *const status_names[4] = {"ok", "error", "timeout", "cancelled"};
+
+const char *export_strerror(int rc)
+{
+	switch (rc) {
+	case 0: return "success";
+	case EXPORT_E_CONNECT: return "PostgreSQL unreachable or connection lost";
+	case EXPORT_E_SQL: return "PostgreSQL refused a statement";
+	case EXPORT_E_SCHEMA: return "billing schema version unknown to this binary";
+	case EXPORT_E_SOURCE: return "the usage source failed";
+	case EXPORT_E_DATA: return "a usage row PostgreSQL cannot take";
+	case EXPORT_E_DAY: return "day out of range";
+	case EXPORT_E_LIMIT: return "over an export limit";
+	default: return rc < 0 ? strerror(-rc) : "unknown error";
+	}
+}
+
+/* ---- days ------------------------------------------------------------------------ */
+
+/* Howard Hinnant's days_from_civil / civil_from_days (proleptic Gregorian). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
+int export_day_parse(const char *text, int32_t *day)
+{
+	if (!text || strlen(text) != 10 || text[4] != '-' || text[7] != '-')
+		return -EINVAL;
+	for (int i = 0; i < 10; i++)
+		if (i != 4 && i != 7 && (text[i] < '0' || text[i] > '9'))
+			return -EINVAL;
+	int y = atoi(text), m = atoi(text + 5), d = atoi(text + 8);
+	static const int month_days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (y < 1970 || m < 1 || m > 12 || d < 1 || d > month_days[m - 1] + (m == 2 && leap))
+		return -EINVAL;
+	*day = (int32_t)days_from_civil(y, m, d);
+	return 0;
+}
+
+void export_day_format(char *out, int32_t day)
+{
+	int64_t y;
+	int m, d;
+	civil_from_days(day, &y, &m, &d);
+	snprintf(out, EXPORT_DAY_SIZE, "%04" PRId64 "-%02d-%02d", y, m, d);
+}
+
+int32_t export_day_of(int64_t time_us)
+{
+	int64_t q = time_us / US_PER_DAY;
+	if (time_us % US_PER_DAY < 0)
+		q--;
+	return (int32_t)q;
+}
+
+static int64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t monotonic_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- libpq results -------------------------------------------------------------- */
+
+/* libpq's message on one line: newlines and tabs folded to spaces, the
+ * trailing ones dropped. */
+static void one_line(char *out, size_t size, const char *text)
+{
+	size_t n = 0;
+	bool space = false;
+	for (const char *p = text ? text : ""; *p && n + 1 < size; p++) {
+		if (*p == '\n' || *p == '\t' || *p == '\r') {
+			space = n > 0;
+			continue;
+		}
+		if (space && n + 2 < size)
+			out[n++] = ' ';
+		space = false;
+		out[n++] = *p;
+	}
+	out[n] = '\0';
+}
+
+/*
+ * A failed statement: "WHAT: MESSAGE (SQLSTATE XXXXX)" into errmsg, or
+ * libpq's message when the server sent none (the connection is gone).
+ * Clears res. Returns EXPORT_E_SQL or EXPORT_E_CONNECT.
+ */
+static int sql_fail(exporter *x, PGresult *res, const char *what, char *errmsg)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	char text[EXPORT_ERRMSG_SIZE];
+	int rc;
+	if (state && primary) {
+		one_line(text, sizeof(text), primary);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: %s (SQLSTATE %s)", what, text, state);
+		rc = EXPORT_E_SQL;
+	} else if (res && PQresultStatus(res) != PGRES_FATAL_ERROR && PQresultStatus(res) != PGRES_NONFATAL_ERROR) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: unexpected answer from PostgreSQL (%s)", what,
+			 PQresStatus(PQresultStatus(res)));
+		rc = EXPORT_E_SQL;
+	} else {
+		one_line(text, sizeof(text), PQerrorMessage(x->conn));
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: lost the connection to PostgreSQL: %s", what,
+			 text[0] ? text : "no message");
+		rc = EXPORT_E_CONNECT;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* res must have status want: then 0 with *out = res (or res cleared when
+ * out is NULL); else the error from sql_fail. */
+static int result_expect(exporter *x, PGresult *res, ExecStatusType want, PGresult **out, const char *what,
+			 char *errmsg)
+{
+	if (!res || PQresultStatus(res) != want)
+		return sql_fail(x, res, what, errmsg);
+	if (out)
+		*out = res;
+	else
+		PQclear(res);
+	return 0;
+}
+
+/* Runs sql (no parameters; several statements allowed) expecting want. */
+static int exec_expect(exporter *x, const char *sql, ExecStatusType want, PGresult **out, const char *what,
+		       char *errmsg)
+{
+	return result_expect(x, PQexec(x->conn, sql), want, out, what, errmsg);
+}
+
+/* Runs one statement with text parameters expecting want. */
+static int exec_params(exporter *x, const char *sql, int count, const char *const *values, ExecStatusType want,
+		       PGresult **out, const char *what, char *errmsg)
+{
+	return result_expect(x, PQexecParams(x->conn, sql, count, NULL, values, NULL, NULL, 0), want, out, what,
+			     errmsg);
+}
+
+/*
+ * ROLLBACK after a failure: 0, or -1 when it failed too, which means the
+ * connection is gone and the server has rolled the transaction back
+ * itself. Callers keep the first error's message either way.
+ */
+static int rollback(exporter *x)
+{
+	PGresult *res = PQexec(x->conn, "ROLLBACK");
+	int rc = res && PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	PQclear(res);
+	return rc;
+}
+
+/* The number of rows a command touched (PQcmdTuples). */
+static uint64_t command_rows(PGresult *res)
+{
+	return strtoull(PQcmdTuples(res), NULL, 10);
+}
+
+/* ---- opening ------------------------------------------------------------------------ */
+
+int export_open(const char *conninfo, const export_source *source, const export_options *options,
+		exporter **out, char *errmsg)
+{
+	*out = NULL;
+	exporter *x = calloc(1, sizeof(*x));
+	if (!x) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
+		return -ENOMEM;
+	}
+	x->source = *source;
+	if (options)
+		x->options = *options;
+	if (!x->options.tenant_page)
+		x->options.tenant_page = EXPORT_TENANT_PAGE_DEFAULT;
+	assert(x->options.tenant_page <= EXPORT_TENANT_PAGE_MAX);
+	/* Defaults before the string (it may override them), the encoding
+	 * after it (it may not: the COPY data is UTF-8). */
+	const char *const keywords[] = {"connect_timeout", "application_name", "dbname", "client_encoding", NULL};
+	const char *const values[] = {"10", "tally-export", conninfo, "UTF8", NULL};
+	x->conn = PQconnectdbParams(keywords, values, 1);
+	if (!x->conn || PQstatus(x->conn) != CONNECTION_OK) {
+		char text[EXPORT_ERRMSG_SIZE];
+		one_line(text, sizeof(text), x->conn ? PQerrorMessage(x->conn) : "out of memory");
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "cannot connect to PostgreSQL: %s", text);
+		export_close(x);
+		return EXPORT_E_CONNECT;
+	}
+	*out = x;
+	return 0;
+}
+
+void export_close(exporter *x)
+{
+	if (!x)
+		return;
+	PQfinish(x->conn);
+	free(x);
+}
+
+/* ---- migrations ------------------------------------------------------------------------ */
+
+int export_schema_version_known(void)
+{
+	return billing_migration_count ? billing_migrations[billing_migration_count - 1].version : 0;
+}
+
+/*
+ * The schema's version: max(version) of billing.schema_version (0 when the
+ * table does not exist), refused (EXPORT_E_SCHEMA) when it is above what
+ * this binary carries, or when versions below it are missing (count is
+ * not max: someone edited the table). tools/billing/README.md, step 2-3.
+ */
+static int schema_version_read(exporter *x, int *version, char *errmsg)
+{
+	PGresult *res = NULL;
+	int rc = exec_expect(x,
+			     "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+			     " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+			     " WHERE n.nspname = 'billing' AND c.relname = 'schema_version')",
+			     PGRES_TUPLES_OK, &res, "reading the billing schema version", errmsg);
+	if (rc)
+		return rc;
+	bool exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	*version = 0;
+	if (!exists)
+		return 0;
+	if ((rc = exec_expect(x, "SELECT coalesce(max(version), 0), count(*) FROM billing.schema_version",
+			      PGRES_TUPLES_OK, &res, "reading billing.schema_version", errmsg)))
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "reading billing.schema_version: no row");
+		return EXPORT_E_SQL;
+	}
+	int highest = atoi(PQgetvalue(res, 0, 0));
+	long count = atol(PQgetvalue(res, 0, 1));
+	PQclear(res);
+	int known = export_schema_version_known();
+	if (highest > known) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+			 "billing schema version %d is newer than the newest migration this tally carries (%s, version"
+			 " %d): a newer tally migrated this database; export with that one",
+			 highest, billing_migrations[billing_migration_count - 1].name, known);
+		return EXPORT_E_SCHEMA;
+	}
+	if (count != highest) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+			 "billing.schema_version holds %ld versions up to %d: versions are missing (the table was"
+			 " edited); repair it before exporting",
+			 count, highest);
+		return EXPORT_E_SCHEMA;
+	}
+	*version = highest;
+	return 0;
+}
+
+/* One migration in its own transaction (tools/billing/README.md, step 1). */
+static int migration_apply(exporter *x, const billing_migration *m, char *errmsg)
+{
+	char what[160];
+	snprintf(what, sizeof(what), "migration %s", m->name);
+	int rc = exec_expect(x, "BEGIN", PGRES_COMMAND_OK, NULL, what, errmsg);
+	if (rc)
+		return rc;
+	char lock[96];
+	snprintf(lock, sizeof(lock), "SELECT pg_catalog.pg_advisory_xact_lock(%d, %d)", EXPORT_LOCK_CLASS_MIGRATION,
+		 EXPORT_LOCK_OBJECT_MIGRATION);
+	int version;
+	if ((rc = exec_expect(x, lock, PGRES_TUPLES_OK, NULL, what, errmsg)) ||
+	    (rc = schema_version_read(x, &version, errmsg)))
+		goto fail;
+	if (m->version <= version) { /* applied already, by us or another runner */
+		(void)rollback(x); /* nothing was done in it */
+		return 0;
+	}
+	/* Several statements: PQexec returns the last result, or the first
+	 * error (the rest is not run). */
+	PGresult *res = PQexec(x->conn, m->sql);
+	if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
+		rc = sql_fail(x, res, what, errmsg);
+		goto fail;
+	}
+	PQclear(res);
+	if ((rc = schema_version_read(x, &version, errmsg)))
+		goto fail;
+	if (version != m->version) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s left the schema at version %d, not %d", m->name, version,
+			 m->version);
+		rc = EXPORT_E_SQL;
+		goto fail;
+	}
+	return exec_expect(x, "COMMIT", PGRES_COMMAND_OK, NULL, what, errmsg);
+fail:
+	(void)rollback(x); /* the first error is the one to report */
+	return rc;
+}
+
+/*
+ * The session may write the billing tables through their policies: a
+ * superuser, a BYPASSRLS role, or one with the privileges of
+ * tally_exporter. Before the migrations that role may not exist yet (002
+ * creates it): with missing_ok that passes, to be checked again after.
+ */
+static int exporter_role_check(exporter *x, bool missing_ok, char *errmsg)
+{
+	PGresult *res = NULL;
+	int rc = exec_expect(x,
+			     "SELECT current_user,"
+			     " EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tally_exporter'),"
+			     " r.rolsuper OR r.rolbypassrls OR"
+			     " CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tally_exporter')"
+			     " THEN pg_catalog.pg_has_role(current_user, 'tally_exporter', 'USAGE') ELSE false END"
+			     " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+			     PGRES_TUPLES_OK, &res, "checking the exporter's role", errmsg);
+	if (rc)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "checking the exporter's role: the current role is not in pg_roles");
+		return EXPORT_E_SQL;
+	}
+	bool exists = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	bool allowed = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	if (!allowed && !(missing_ok && !exists)) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+			 "the PostgreSQL role %s may not export: it does not have the rights of tally_exporter"
+			 " (GRANT tally_exporter TO %s)",
+			 PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 0));
+		PQclear(res);
+		return EXPORT_E_SQL;
+	}
+	PQclear(res);
+	return 0;
+}
+
+int export_migrate(exporter *x, int *from, int *to, char *errmsg)
+{
+	/* A role that may not export is told so before anything is read or
+	 * migrated on its behalf. */
+	int rc = exporter_role_check(x, true, errmsg);
+	if (rc || (rc = schema_version_read(x, from, errmsg)))
+		return rc;
+	*to = *from;
+	if (*from < export_schema_version_known()) {
+		char sql[96];
+		snprintf(sql, sizeof(sql), "SELECT pg_catalog.pg_advisory_lock(%d, %d)", EXPORT_LOCK_CLASS_MIGRATION,
+			 EXPORT_LOCK_OBJECT_MIGRATION);
+		if ((rc = exec_expect(x, sql, PGRES_TUPLES_OK, NULL, "taking the migration lock", errmsg)))
+			return rc;
+		for (unsigned i = 0; i < billing_migration_count && !rc; i++) {
+			assert(billing_migrations[i].version == (int)i + 1);
+			rc = migration_apply(x, &billing_migrations[i], errmsg);
+		}
+		snprintf(sql, sizeof(sql), "SELECT pg_catalog.pg_advisory_unlock(%d, %d)", EXPORT_LOCK_CLASS_MIGRATION,
+			 EXPORT_LOCK_OBJECT_MIGRATION);
+		char unlock_errmsg[EXPORT_ERRMSG_SIZE];
+		int unlock_rc = exec_expect(x, sql, PGRES_TUPLES_OK, NULL, "releasing the migration lock",
+					    rc ? unlock_errmsg : errmsg);
+		if (rc || unlock_rc)
+			return rc ? rc : unlock_rc;
+		if ((rc = schema_version_read(x, to, errmsg)))
+			return rc;
+	}
+	return exporter_role_check(x, false, errmsg);
+}
+
+/* ---- checking a day's rows ------------------------------------------------------------- */
+
+/* The index of the first byte that makes s[0..n) other than UTF-8 as
+ * PostgreSQL accepts it (shortest forms, no surrogates, at most U+10FFFF,
+ * no NUL), or SIZE_MAX when it is valid. */
+static size_t utf8_invalid_at(const uint8_t *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		uint8_t c = s[i];
+		if (c >= 0x01 && c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t len;
+		uint8_t lo = 0x80, hi = 0xBF;
+		if (c >= 0xC2 && c <= 0xDF)
+			len = 2;
+		else if (c >= 0xE0 && c <= 0xEF) {
+			len = 3;
+			if (c == 0xE0)
+				lo = 0xA0;
+			else if (c == 0xED)
+				hi = 0x9F;
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			len = 4;
+			if (c == 0xF0)
+				lo = 0x90;
+			else if (c == 0xF4)
+				hi = 0x8F;
+		} else
+			return i; /* NUL, a continuation byte, C0, C1, F5..FF */
+		if (n - i < len)
+			return i;
+		if (s[i + 1] < lo || s[i + 1] > hi)
+			return i + 1;
+		for (size_t k = 2; k < len; k++)
+			if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+				return i + k;
+		i += len;
+	}
+	return SIZE_MAX;
+}
+
+/* A row PostgreSQL will take: text columns UTF-8 without NUL, a known
+ * status, every bigint in range. */
+static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *errmsg)
+{
+	const struct {
+		const char *name;
+		const uint8_t *data;
+		size_t len;
+	} texts[] = {
+		{"tenant", (const uint8_t *)r->tenant, strlen(r->tenant)},
+		{"project", r->project.data, r->project.len},
+		{"agent", r->agent.data, r->agent.len},
+		{"model", r->model.data, r->model.len},
+		{"type", r->type.data, r->type.len},
+	};
+	for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
+		size_t bad = utf8_invalid_at(texts[k].data, texts[k].len);
+		if (bad != SIZE_MAX) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+				 "day %s, tenant %s: %s is not valid UTF-8 (byte %zu of %zu is 0x%02x);"
+				 " PostgreSQL text cannot hold it",
+				 day_text, r->tenant, texts[k].name, bad + 1, texts[k].len, texts[k].data[bad]);
+			return EXPORT_E_DATA;
+		}
+	}
+	if (r->status >= 4) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s, tenant %s: unknown status %" PRIu32, day_text, r->tenant,
+			 r->status);
+		return EXPORT_E_DATA;
+	}
+	const struct {
+		const char *name;
+		uint64_t value;
+	} numbers[] = {
+		{"count", r->count},	     {"tokens_in", r->tokens_in},     {"tokens_out", r->tokens_out},
+		{"duration_ms", r->duration_ms}, {"errors", r->errors},
+	};
+	for (size_t k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++)
+		if (numbers[k].value > INT64_MAX) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+				 "day %s, tenant %s: %s %" PRIu64 " is past PostgreSQL's bigint", day_text, r->tenant,
+				 numbers[k].name, numbers[k].value);
+			return EXPORT_E_DATA;
+		}
+	return 0;
+}
+
+/* A day's pages, fetched and checked. */
+typedef struct day_fetch {
+	Tally__V1__DailyUsagePage **pages;
+	size_t page_count, page_capacity;
+	uint64_t rows, tenants, checksum, watermark;
+} day_fetch;
+
+static void day_fetch_free(day_fetch *f)
+{
+	for (size_t i = 0; i < f->page_count; i++)
+		tally__v1__daily_usage_page__free_unpacked(f->pages[i], NULL);
+	free(f->pages);
+	memset(f, 0, sizeof(*f));
+}
+
+/* Checks page (the next after `after`) and takes it into f. */
+static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t day, const char *day_text,
+			  const char *after, const char *last_tenant, char *errmsg)
+{
+	if (page->day != day) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage answered for another day (%" PRId32 ")", day_text,
+			 page->day);
+		return EXPORT_E_SOURCE;
+	}
+	if (usage_rows_checksum(page->rows, page->n_rows) != page->checksum) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+			 "day %s: a DailyUsage page's rows do not add up to its checksum (after tenant '%s')",
+			 day_text, after);
+		return EXPORT_E_SOURCE;
+	}
+	if (page->n_rows > EXPORT_DAY_ROWS_MAX - f->rows) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: more than %u usage rows; the exporter holds at most that",
+			 day_text, EXPORT_DAY_ROWS_MAX);
+		return EXPORT_E_LIMIT;
+	}
+	const char *next = page->next_after_tenant ? page->next_after_tenant : "";
+	if (strlen(next) > TENANT_SIZE_MAX || (next[0] && strcmp(next, after) <= 0)) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage's next page does not move forward (after '%s')",
+			 day_text, after);
+		return EXPORT_E_SOURCE;
+	}
+	const char *previous = last_tenant;
+	for (size_t i = 0; i < page->n_rows; i++) {
+		const Tally__V1__UsageRow *r = page->rows[i];
+		/* Tenants ascend across pages and stay inside this one. */
+		int order = previous ? strcmp(r->tenant, previous) : 1;
+		if (order < 0 || (order > 0 && strcmp(r->tenant, after) <= 0) ||
+		    (next[0] && strcmp(r->tenant, next) > 0) || (order == 0 && i == 0)) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage's rows are out of tenant order at '%s'",
+				 day_text, r->tenant);
+			return EXPORT_E_SOURCE;
+		}
+		int rc = row_check(r, day_text, errmsg);
+		if (rc)
+			return rc;
+		if (order > 0)
+			f->tenants++;
+		previous = r->tenant;
+	}
+	if (f->page_count == f->page_capacity) {
+		size_t capacity = f->page_capacity ? 2 * f->page_capacity : PAGES_INITIAL;
+		Tally__V1__DailyUsagePage **pages = realloc(f->pages, capacity * sizeof(*pages));
+		if (!pages) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
+			return -ENOMEM;
+		}
+		f->pages = pages;
+		f->page_capacity = capacity;
+	}
+	f->pages[f->page_count++] = page;
+	f->rows += page->n_rows;
+	f->checksum += page->checksum;
+	if (page->watermark < f->watermark)
+		f->watermark = page->watermark;
+	return 0;
+}
+
+static void hook(exporter *x, enum export_step step, uint64_t n)
+{
+	if (x->options.hook)
+		x->options.hook(x->options.hook_arg, step, n);
+}
+
+/* Every page of day, checked (f->watermark starts at UINT64_MAX). */
+static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fetch *f, char *errmsg)
+{
+	f->watermark = UINT64_MAX;
+	const char *after = "";
+	const char *last_tenant = NULL;
+	for (;;) {
+		if (f->page_count == EXPORT_DAY_PAGES_MAX) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: more than %u DailyUsage pages", day_text,
+				 EXPORT_DAY_PAGES_MAX);
+			return EXPORT_E_LIMIT;
+		}
+		Tally__V1__DailyUsagePage *page = NULL;
+		char why[EXPORT_ERRMSG_SIZE] = "";
+		int rc = x->source.daily_usage(x->source.ctx, day, after, x->options.tenant_page, &page, why);
+		if (rc) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: %s", day_text, why[0] ? why : "the source failed");
+			return EXPORT_E_SOURCE;
+		}
+		if ((rc = day_fetch_take(f, page, day, day_text, after, last_tenant, errmsg))) {
+			tally__v1__daily_usage_page__free_unpacked(page, NULL);
+			return rc;
+		}
+		hook(x, EXPORT_STEP_PAGE, f->page_count);
+		if (page->n_rows)
+			last_tenant = page->rows[page->n_rows - 1]->tenant;
+		after = page->next_after_tenant ? page->next_after_tenant : "";
+		if (!after[0])
+			break;
+	}
+	if (f->watermark == UINT64_MAX || f->watermark > INT64_MAX) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: the store's watermark %" PRIu64 " is past PostgreSQL's bigint",
+			 day_text, f->watermark);
+		return EXPORT_E_SOURCE;
+	}
+	return 0;
+}
+
+/* ---- writing a day ---------------------------------------------------------------------- */
+
+/* The day's tenants as a text[] literal: {"a","b"} (names escaped). */
+static char *tenant_array(const day_fetch *f)
+{
+	size_t size = 3;
+	for (size_t p = 0; p < f->page_count; p++)
+		for (size_t i = 0; i < f->pages[p]->n_rows; i++)
+			size += 2 * strlen(f->pages[p]->rows[i]->tenant) + 3;
+	char *out = malloc(size);
+	if (!out)
+		return NULL;
+	size_t n = 0;
+	const char *previous = NULL;
+	out[n++] = '{';
+	for (size_t p = 0; p < f->page_count; p++)
+		for (size_t i = 0; i < f->pages[p]->n_rows; i++) {
+			const char *t = f->pages[p]->rows[i]->tenant;
+			if (previous && strcmp(previous, t) == 0)
+				continue;
+			if (previous)
+				out[n++] = ',';
+			out[n++] = '"';
+			for (; *t; t++) {
+				if (*t == '"' || *t == '\\')
+					out[n++] = '\\';
+				out[n++] = *t;
+			}
+			out[n++] = '"';
+			previous = f->pages[p]->rows[i]->tenant;
+		}
+	out[n++] = '}';
+	out[n] = '\0';
+	assert(n < size);
+	return out;
+}
+
+static int copy_flush(exporter *x, char *errmsg)
+{
+	if (!x->copy_used)
+		return 0;
+	if (PQputCopyData(x->conn, x->copy_buffer, (int)x->copy_used) != 1) {
+		char text[EXPORT_ERRMSG_SIZE];
+		one_line(text, sizeof(text), PQerrorMessage(x->conn));
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "COPY: lost the connection to PostgreSQL: %s", text);
+		return EXPORT_E_CONNECT;
+	}
+	x->copy_used = 0;
+	return 0;
+}
+
+static int copy_put(exporter *x, const void *data, size_t size, char *errmsg)
+{
+	const char *p = data;
+	while (size) {
+		if (x->copy_used == COPY_BUFFER_SIZE) {
+			int rc = copy_flush(x, errmsg);
+			if (rc)
+				return rc;
+		}
+		size_t n = COPY_BUFFER_SIZE - x->copy_used;
+		if (n > size)
+			n = size;
+		memcpy(x->copy_buffer + x->copy_used, p, n);
+		x->copy_used += n;
+		p += n;
+		size -= n;
+	}
+	return 0;
+}
+
+/* A text field: runs of plain bytes as they are, the four special ones
+ * escaped, then the separator. */
+static int copy_text(exporter *x, const uint8_t *s, size_t n, char separator, char *errmsg)
+{
+	size_t start = 0;
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		const char *escape = NULL;
+		switch (s[i]) {
+		case '\\': escape = "\\\\"; break;
+		case '\t': escape = "\\t"; break;
+		case '\n': escape = "\\n"; break;
+		case '\r': escape = "\\r"; break;
+		default: continue;
+		}
+		if (!(rc = copy_put(x, s + start, i - start, errmsg)))
+			rc = copy_put(x, escape, 2, errmsg);
+		start = i + 1;
+	}
+	if (!rc)
+		rc = copy_put(x, s + start, n - start, errmsg);
+	return rc ? rc : copy_put(x, &separator, 1, errmsg);
+}
+
+/* One usage_daily row in COPY text format. */
+static int copy_row(exporter *x, const Tally__V1__UsageRow *r, const char *day_text, char *errmsg)
+{
+	int rc;
+	if ((rc = copy_text(x, (const uint8_t *)r->tenant, strlen(r->tenant), '\t', errmsg)) ||
+	    (rc = copy_text(x, (const uint8_t *)day_text, strlen(day_text), '\t', errmsg)) ||
+	    (rc = copy_text(x, r->project.data, r->project.len, '\t', errmsg)) ||
+	    (rc = copy_text(x, r->agent.data, r->agent.len, '\t', errmsg)) ||
+	    (rc = copy_text(x, r->model.data, r->model.len, '\t', errmsg)) ||
+	    (rc = copy_text(x, r->type.data, r->type.len, '\t', errmsg)))
+		return rc;
+	char numbers[192];
+	int n = snprintf(numbers, sizeof(numbers),
+			 "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64 "\t%" PRIu64 "\t%" PRIu64 "\n",
+			 status_names[r->status], r->count, r->tokens_in, r->tokens_out, r->cost_micros, r->duration_ms,
+			 r->errors);
+	assert(n > 0 && (size_t)n < sizeof(numbers));
+	return copy_put(x, numbers, (size_t)n, errmsg);
+}
+
+/* The row of COPY's line `line` (1-based), for an error message. */
+static const Tally__V1__UsageRow *fetch_row_at(const day_fetch *f, uint64_t line)
+{
+	if (line == 0)
+		return NULL;
+	uint64_t index = line - 1;
+	for (size_t p = 0; p < f->page_count; p++) {
+		if (index < f->pages[p]->n_rows)
+			return f->pages[p]->rows[index];
+		index -= f->pages[p]->n_rows;
+	}
+	return NULL;
+}
+
+/* A refused COPY: a data error names the tenant of the row (from the
+ * "COPY usage_daily, line N" context). */
+static int copy_fail(exporter *x, PGresult *res, const day_fetch *f, const char *day_text, char *errmsg)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *context = res ? PQresultErrorField(res, PG_DIAG_CONTEXT) : NULL;
+	const char *at = context ? strstr(context, ", line ") : NULL;
+	const Tally__V1__UsageRow *row = at ? fetch_row_at(f, strtoull(at + 7, NULL, 10)) : NULL;
+	char what[160];
+	if (row)
+		snprintf(what, sizeof(what), "day %s, tenant %s: COPY", day_text, row->tenant);
+	else
+		snprintf(what, sizeof(what), "day %s: COPY", day_text);
+	bool data = state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
+	int rc = sql_fail(x, res, what, errmsg);
+	return rc == EXPORT_E_SQL && data ? EXPORT_E_DATA : rc;
+}
+
+/* COPY of every fetched row into the session's staging table, then into
+ * billing.usage_daily; 0 once PostgreSQL took them all. */
+static int copy_rows(exporter *x, const day_fetch *f, const char *day_text, char *errmsg)
+{
+	char what[96];
+	snprintf(what, sizeof(what), "day %s: creating the staging table", day_text);
+	int rc = exec_expect(x,
+			     "CREATE TEMPORARY TABLE " EXPORT_STAGING_TABLE " (tenant text, day date, project text,"
+			     " agent text, model text, type text, status text, count bigint, tokens_in bigint,"
+			     " tokens_out bigint, cost_micros bigint, duration_ms bigint, errors bigint) ON COMMIT DROP",
+			     PGRES_COMMAND_OK, NULL, what, errmsg);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof(what), "day %s: COPY", day_text);
+	if ((rc = exec_expect(x, "COPY " EXPORT_STAGING_TABLE " FROM STDIN", PGRES_COPY_IN, NULL, what, errmsg)))
+		return rc;
+	x->copy_used = 0;
+	uint64_t sent = 0;
+	for (size_t p = 0; p < f->page_count && !rc; p++)
+		for (size_t i = 0; i < f->pages[p]->n_rows && !rc; i++) {
+			rc = copy_row(x, f->pages[p]->rows[i], day_text, errmsg);
+			if (!rc)
+				hook(x, EXPORT_STEP_COPY_ROW, ++sent);
+		}
+	if (!rc)
+		rc = copy_flush(x, errmsg);
+	if (rc) {
+		/* Make the server end the COPY (and so fail the transaction)
+		 * before the ROLLBACK; the connection may be gone anyway. */
+		if (PQputCopyEnd(x->conn, "the exporter stopped") == 1) {
+			PGresult *res;
+			while ((res = PQgetResult(x->conn)))
+				PQclear(res);
+		}
+		return rc;
+	}
+	if (PQputCopyEnd(x->conn, NULL) != 1) {
+		char text[EXPORT_ERRMSG_SIZE];
+		one_line(text, sizeof(text), PQerrorMessage(x->conn));
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: lost the connection to PostgreSQL: %s", what, text);
+		return EXPORT_E_CONNECT;
+	}
+	PGresult *res = PQgetResult(x->conn);
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		rc = copy_fail(x, res, f, day_text, errmsg);
+	} else if (command_rows(res) != f->rows) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: PostgreSQL took %s rows of %" PRIu64, what, PQcmdTuples(res),
+			 f->rows);
+		PQclear(res);
+		rc = EXPORT_E_SQL;
+	} else
+		PQclear(res);
+	/* The end of the command's results. */
+	while ((res = PQgetResult(x->conn)))
+		PQclear(res);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof(what), "day %s: inserting into billing.usage_daily", day_text);
+	res = NULL;
+	if ((rc = exec_expect(x,
+			      "INSERT INTO billing.usage_daily (" USAGE_COLUMNS ") SELECT " USAGE_COLUMNS
+			      " FROM " EXPORT_STAGING_TABLE,
+			      PGRES_COMMAND_OK, &res, what, errmsg)))
+		return rc;
+	if (command_rows(res) != f->rows) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: PostgreSQL inserted %s rows of %" PRIu64, what, PQcmdTuples(res),
+			 f->rows);
+		rc = EXPORT_E_SQL;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int export_day(exporter *x, int32_t day, export_day_result *result, char *errmsg)
+{
+	memset(result, 0, sizeof(*result));
+	result->day = day;
+	char day_text[EXPORT_DAY_SIZE];
+	export_day_format(day_text, day);
+	int32_t today = export_day_of(x->options.now_us ? x->options.now_us : wall_us());
+	if (day > today || day < 0) {
+		char today_text[EXPORT_DAY_SIZE];
+		export_day_format(today_text, today);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s is %s: nothing to export", day_text,
+			 day < 0 ? "before 1970-01-01" : "after today (UTC)");
+		return EXPORT_E_DAY;
+	}
+	int64_t start_us = monotonic_us();
+	char what[160];
+	snprintf(what, sizeof(what), "day %s: reading PostgreSQL's clock", day_text);
+	PGresult *res = NULL;
+	int rc = exec_expect(x, "SELECT pg_catalog.clock_timestamp()", PGRES_TUPLES_OK, &res, what, errmsg);
+	if (rc)
+		return rc;
+	char started[TIMESTAMP_TEXT_SIZE];
+	snprintf(started, sizeof(started), "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
+	PQclear(res);
+
+	day_fetch f = {0};
+	if ((rc = day_fetch_all(x, day, day_text, &f, errmsg))) {
+		day_fetch_free(&f);
+		return rc;
+	}
+	char *tenants = tenant_array(&f);
+	if (!tenants) {
+		day_fetch_free(&f);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
+		return -ENOMEM;
+	}
+	char day_number[16], rows_text[24], checksum_text[24], watermark_text[24];
+	snprintf(day_number, sizeof(day_number), "%" PRId32, day);
+	snprintf(rows_text, sizeof(rows_text), "%" PRIu64, f.rows);
+	snprintf(checksum_text, sizeof(checksum_text), "%016" PRIx64, f.checksum);
+	snprintf(watermark_text, sizeof(watermark_text), "%" PRIu64, f.watermark);
+
+	snprintf(what, sizeof(what), "day %s: BEGIN", day_text);
+	if ((rc = exec_expect(x, "BEGIN", PGRES_COMMAND_OK, NULL, what, errmsg)))
+		goto done;
+	const char *lock_params[2] = {day_number, NULL};
+	snprintf(what, sizeof(what), "day %s: taking the day's lock", day_text);
+	char lock_sql[96];
+	snprintf(lock_sql, sizeof(lock_sql), "SELECT pg_catalog.pg_advisory_xact_lock(%d, $1::int)",
+		 EXPORT_LOCK_CLASS_DAY);
+	if ((rc = exec_params(x, lock_sql, 1, lock_params, PGRES_TUPLES_OK, NULL, what, errmsg)))
+		goto fail;
+	hook(x, EXPORT_STEP_BEGUN, 0);
+
+	const char *tenant_params[1] = {tenants};
+	snprintf(what, sizeof(what), "day %s: registering tenants in billing.tenants", day_text);
+	if ((rc = exec_params(x,
+			      "INSERT INTO billing.tenants (tenant) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+			      1, tenant_params, PGRES_COMMAND_OK, &res, what, errmsg)))
+		goto fail;
+	result->tenants_new = command_rows(res);
+	PQclear(res);
+	hook(x, EXPORT_STEP_TENANTS, result->tenants_new);
+
+	const char *day_params[1] = {day_text};
+	snprintf(what, sizeof(what), "day %s: deleting the day from billing.usage_daily", day_text);
+	if ((rc = exec_params(x, "DELETE FROM billing.usage_daily WHERE day = $1::date", 1, day_params,
+			      PGRES_COMMAND_OK, &res, what, errmsg)))
+		goto fail;
+	result->rows_replaced = command_rows(res);
+	PQclear(res);
+	hook(x, EXPORT_STEP_DELETED, result->rows_replaced);
+
+	if ((rc = copy_rows(x, &f, day_text, errmsg)))
+		goto fail;
+	hook(x, EXPORT_STEP_COPIED, f.rows);
+
+	const char *run_params[5] = {day_text, started, rows_text, checksum_text, watermark_text};
+	snprintf(what, sizeof(what), "day %s: recording the run in billing.export_runs", day_text);
+	if ((rc = exec_params(x,
+			      "INSERT INTO billing.export_runs (day, started, finished, rows, checksum, store_watermark)"
+			      " VALUES ($1::date, $2::timestamptz, pg_catalog.clock_timestamp(), $3::bigint, $4,"
+			      " $5::bigint)",
+			      5, run_params, PGRES_COMMAND_OK, NULL, what, errmsg)))
+		goto fail;
+	hook(x, EXPORT_STEP_RECORDED, 0);
+
+	snprintf(what, sizeof(what), "day %s: COMMIT", day_text);
+	if ((rc = exec_expect(x, "COMMIT", PGRES_COMMAND_OK, NULL, what, errmsg)))
+		goto done; /* a failed COMMIT has ended the transaction */
+	hook(x, EXPORT_STEP_COMMITTED, 0);
+	result->tenants = f.tenants;
+	result->rows = f.rows;
+	result->checksum = f.checksum;
+	result->watermark = f.watermark;
+	result->pages = (uint32_t)f.page_count;
+	result->elapsed_us = monotonic_us() - start_us;
+	goto done;
+fail:
+	(void)rollback(x); /* the first error is the one to report */
+done:
+	free(tenants);
+	day_fetch_free(&f);
+	return rc;
+}
+
+/* ---- --changed ---------------------------------------------------------------------------- */
+
+void export_changed_free(export_changed *changed)
+{
+	free(changed->days);
+	memset(changed, 0, sizeof(*changed));
+}
+
+static int changed_day_cmp(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+int export_changed_find(exporter *x, export_changed *out, char *errmsg)
+{
+	memset(out, 0, sizeof(*out));
+	int32_t today = export_day_of(x->options.now_us ? x->options.now_us : wall_us());
+	char oldest[EXPORT_DAY_SIZE];
+	export_day_format(oldest, today - EXPORT_CHANGED_DAYS_BACK);
+	const char *params[1] = {oldest};
+	PGresult *res = NULL;
+	int rc = exec_params(x,
+			     "SELECT DISTINCT ON (day) (day - date '1970-01-01'), store_watermark"
+			     " FROM billing.export_runs WHERE day >= $1::date"
+			     " ORDER BY day, finished DESC, started DESC",
+			     1, params, PGRES_TUPLES_OK, &res, "reading billing.export_runs", errmsg);
+	if (rc)
+		return rc;
+	size_t n = (size_t)PQntuples(res);
+	if (n > EXPORT_DAYS_MAX) {
+		PQclear(res);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "billing.export_runs holds more than %u days", EXPORT_DAYS_MAX);
+		return EXPORT_E_LIMIT;
+	}
+	out->exported_days = n;
+	if (n == 0) {
+		PQclear(res);
+		return 0;
+	}
+	export_changed_day *exported = calloc(n, sizeof(*exported));
+	if (!exported) {
+		PQclear(res);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
+		return -ENOMEM;
+	}
+	uint64_t since = UINT64_MAX;
+	for (size_t i = 0; i < n; i++) {
+		exported[i].day = (int32_t)strtol(PQgetvalue(res, (int)i, 0), NULL, 10);
+		exported[i].watermark = strtoull(PQgetvalue(res, (int)i, 1), NULL, 10);
+		if (exported[i].watermark < since)
+			since = exported[i].watermark;
+	}
+	PQclear(res);
+	out->since = since;
+
+	Tally__V1__ChangedDaysResult *changed = NULL;
+	char why[EXPORT_ERRMSG_SIZE] = "";
+	if ((rc = x->source.changed_days(x->source.ctx, since, &changed, why))) {
+		free(exported);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s", why[0] ? why : "ChangedDays: the source failed");
+		return EXPORT_E_SOURCE;
+	}
+	if (changed->n_days != changed->n_change) {
+		tally__v1__changed_days_result__free_unpacked(changed, NULL);
+		free(exported);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "ChangedDays: %zu days but %zu changes", changed->n_days,
+			 changed->n_change);
+		return EXPORT_E_SOURCE;
+	}
+	out->store_watermark = changed->watermark;
+	out->days = calloc(n, sizeof(*out->days));
+	if (!out->days) {
+		tally__v1__changed_days_result__free_unpacked(changed, NULL);
+		free(exported);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
+		return -ENOMEM;
+	}
+	/* exported[] ascends by day (ORDER BY day), as bsearch needs. */
+	for (size_t i = 0; i < changed->n_days; i++) {
+		export_changed_day *e = bsearch(&changed->days[i], exported, n, sizeof(*exported), changed_day_cmp);
+		if (!e) {
+			out->never_exported++;
+			continue;
+		}
+		if (changed->change[i] <= e->watermark || (out->count && out->days[out->count - 1].day == e->day))
+			continue;
+		out->days[out->count] = *e;
+		out->days[out->count].change = changed->change[i];
+		out->count++;
+	}
+	tally__v1__changed_days_result__free_unpacked(changed, NULL);
+	free(exported);
+	qsort(out->days, out->count, sizeof(*out->days), changed_day_cmp);
+	return 0;
+}
+
+/* ---- output ------------------------------------------------------------------------------- */
+
+void export_day_print(FILE *out, const export_day_result *r)
+{
+	char day_text[EXPORT_DAY_SIZE];
+	export_day_format(day_text, r->day);
+	fprintf(out, "%s  tenants %" PRIu64 "  rows %" PRIu64 "  checksum %016" PRIx64 "  %.2f s\n", day_text,
+		r->tenants, r->rows, r->checksum, (double)r->elapsed_us / 1e6);
+}
+
+void export_total_add(export_total *total, const export_day_result *r)
+{
+	total->days++;
+	total->tenants += r->tenants;
+	total->rows += r->rows;
+	total->elapsed_us += r->elapsed_us;
+}
+
+void export_total_print(FILE *out, const export_total *total)
+{
+	fprintf(out, "total: %" PRIu64 " day%s, %" PRIu64 " tenant-days, %" PRIu64 " rows, %.2f s\n", total->days,
+		total->days == 1 ? "" : "s", total->tenants, total->rows, (double)total->elapsed_us / 1e6);
+}
