@@ -39,6 +39,7 @@ struct cli_command {
 
 /* The commands (one per tools/cmd_*.c). */
 extern const cli_command cli_command_events;
+extern const cli_command cli_command_export;
 extern const cli_command cli_command_ingest;
 extern const cli_command cli_command_inspect;
 extern const cli_command cli_command_key;

@@ -26,6 +26,7 @@ static const cli_command *const commands[] = {
 	&cli_command_stats,
 	&cli_command_tenant,
 	&cli_command_key,
+	&cli_command_export,
 	&cli_command_inspect,
 	&cli_command_verify,
 };
