@@ -1,0 +1,1425 @@
+/*
+ * test_export.c — `tally export` (tools/export.c, tools/cmd_export.c)
+ * between a real tallyd (support/server_harness: a server in a thread) and
+ * a real PostgreSQL 15 (support/pg_harness: a private cluster per test):
+ *
+ *   totals         a workload of six tenants over five days of the last
+ *                  thirty, with tabs, newlines, carriage returns,
+ *                  backslashes and UTF-8 in its dimensions, exported in
+ *                  pages of two tenants: usage_daily equals, row for row,
+ *                  an oracle computed from the events and the server's
+ *                  DailyUsage; export_runs holds each day's rows, checksum
+ *                  and watermark; the command's output is pinned;
+ *   exactly once   exported twice: the same rows, two runs; an exporter
+ *                  child SIGKILLed at random points (a step, a COPY row, a
+ *                  random delay) at least 20 times while events keep
+ *                  arriving, every day always the old or the new export
+ *                  and matching its latest run, then a rerun: exact; late
+ *                  events then --changed: only the changed day, exact;
+ *   errors         PostgreSQL unreachable, a missing role, a role without
+ *                  the exporter's rights, a day in the future, a newer
+ *                  schema, a tenant key, strings that are not UTF-8 or hold
+ *                  a NUL, usage errors; and the day parser.
+ *
+ * SEED=N replays the kill test's choices; EXPORT_KILLS=N asks for more
+ * kills than the default 20.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../tools/billing_sql.h"
+#include "../tools/cli.h"
+#include "../tools/export.h"
+#include "../tools/remote.h"
+#include "support/pg_harness.h"
+#include "support/server_harness.h"
+#include "usage.h"
+
+#define DAY_US INT64_C(86400000000)
+#define DB "billing"
+#define EXPORTER "exporter"
+#define ROWS_MAX 8192
+#define OUTPUT_SIZE 16384
+#define KILLS_DEFAULT 20
+
+static pg_harness pg;
+
+static void setup(void)
+{
+	pg_harness_start(&pg, "export");
+}
+
+static void teardown(void)
+{
+	pg_harness_stop(&pg);
+}
+
+TestSuite(export, .init = setup, .fini = teardown, .timeout = 300);
+
+/* ---- usage rows, from anywhere ------------------------------------------------------ */
+
+/* One usage_daily row, wherever it comes from (the oracle, PostgreSQL,
+ * DailyUsage), comparable and checksummed the same way. */
+typedef struct urow {
+	char tenant[65];
+	int32_t day;
+	char dim[4][130]; /* project, agent, model, type */
+	size_t dim_len[4];
+	uint32_t status;
+	uint64_t count, tokens_in, tokens_out, duration_ms, errors;
+	int64_t cost_micros;
+} urow;
+
+typedef struct urows {
+	urow *rows;
+	size_t count;
+} urows;
+
+static const char *const status_names[4] = {"ok", "error", "timeout", "cancelled"};
+
+static void urows_free(urows *u)
+{
+	free(u->rows);
+	u->rows = NULL;
+	u->count = 0;
+}
+
+static urow *urows_add(urows *u)
+{
+	if (!u->rows) {
+		u->rows = calloc(ROWS_MAX, sizeof(urow));
+		cr_assert_not_null(u->rows);
+	}
+	cr_assert_lt(u->count, ROWS_MAX);
+	urow *r = &u->rows[u->count++];
+	memset(r, 0, sizeof(*r));
+	return r;
+}
+
+static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
+{
+	int c = memcmp(a, b, na < nb ? na : nb);
+	return c ? c : (na > nb) - (na < nb);
+}
+
+/* Key order: tenant, day, project, agent, model, type (bytewise), status. */
+static int urow_key_cmp(const urow *a, const urow *b)
+{
+	int c = strcmp(a->tenant, b->tenant);
+	if (c)
+		return c;
+	if (a->day != b->day)
+		return a->day < b->day ? -1 : 1;
+	for (int k = 0; k < 4; k++)
+		if ((c = bytes_cmp(a->dim[k], a->dim_len[k], b->dim[k], b->dim_len[k])))
+			return c;
+	return (a->status > b->status) - (a->status < b->status);
+}
+
+static int urow_qsort_cmp(const void *a, const void *b)
+{
+	return urow_key_cmp(a, b);
+}
+
+static void urows_sort(urows *u)
+{
+	qsort(u->rows, u->count, sizeof(urow), urow_qsort_cmp);
+}
+
+static uint64_t urow_checksum(const urow *u)
+{
+	Tally__V1__UsageRow r = TALLY__V1__USAGE_ROW__INIT;
+	r.tenant = (char *)u->tenant;
+	ProtobufCBinaryData *dims[4] = {&r.project, &r.agent, &r.model, &r.type};
+	for (int k = 0; k < 4; k++) {
+		dims[k]->data = (uint8_t *)u->dim[k];
+		dims[k]->len = u->dim_len[k];
+	}
+	r.status = u->status;
+	r.count = u->count;
+	r.tokens_in = u->tokens_in;
+	r.tokens_out = u->tokens_out;
+	r.cost_micros = u->cost_micros;
+	r.duration_ms = u->duration_ms;
+	r.errors = u->errors;
+	return usage_row_checksum(&r);
+}
+
+/* The checksum of a day's rows, and how many there are. */
+static uint64_t urows_day_checksum(const urows *u, int32_t day, size_t *rows)
+{
+	uint64_t sum = 0;
+	*rows = 0;
+	for (size_t i = 0; i < u->count; i++)
+		if (u->rows[i].day == day) {
+			sum += urow_checksum(&u->rows[i]);
+			(*rows)++;
+		}
+	return sum;
+}
+
+/* Asserts that a and b (both sorted) hold the same rows, every column. */
+static void urows_expect_equal(const urows *a, const urows *b, const char *what)
+{
+	cr_expect_eq(a->count, b->count, "%s: %zu rows, expected %zu", what, a->count, b->count);
+	size_t n = a->count < b->count ? a->count : b->count;
+	for (size_t i = 0; i < n; i++) {
+		const urow *x = &a->rows[i], *y = &b->rows[i];
+		cr_assert_eq(urow_key_cmp(x, y), 0, "%s: row %zu: %s day %d status %u, expected %s day %d status %u",
+			     what, i, x->tenant, x->day, x->status, y->tenant, y->day, y->status);
+		cr_assert(x->count == y->count && x->tokens_in == y->tokens_in && x->tokens_out == y->tokens_out &&
+				  x->cost_micros == y->cost_micros && x->duration_ms == y->duration_ms &&
+				  x->errors == y->errors,
+			  "%s: row %zu (%s day %d): count %" PRIu64 " tokens %" PRIu64 "/%" PRIu64 " cost %" PRId64
+			  " duration %" PRIu64 " errors %" PRIu64 ", expected %" PRIu64 " %" PRIu64 "/%" PRIu64
+			  " %" PRId64 " %" PRIu64 " %" PRIu64,
+			  what, i, x->tenant, x->day, x->count, x->tokens_in, x->tokens_out, x->cost_micros,
+			  x->duration_ms, x->errors, y->count, y->tokens_in, y->tokens_out, y->cost_micros, y->duration_ms,
+			  y->errors);
+	}
+}
+
+/* ---- the workload and its oracle ------------------------------------------------------ */
+
+static const char *const tenant_names[] = {"acme", "globex", "initech", "Zeta", "a.b_c-d", "hooli"};
+static const char *const projects[] = {"alpha", "beta", "tab\there", "new\nline", "back\\slash", "cr\rreturn",
+				       "caf\xc3\xa9", ""};
+static const char *const agents[] = {"planner", "coder", ""};
+static const char *const models[] = {"gpt-5", "claude-4", "\xe6\xbc\xa2\xe5\xad\x97"};
+static const char *const types[] = {"llm.call", "tool.call"};
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Today (UTC) as days since 1970-01-01. */
+static int32_t today(void)
+{
+	return (int32_t)(time(NULL) / 86400);
+}
+
+/* Event i of tenant t on day: every field a function of (t, day, i);
+ * `tag` keeps the ids of different batches apart. Strings point into
+ * static storage (copied by builder_add). */
+static tally_client_event event_make(int t, int32_t day, int i, const char *tag)
+{
+	static char id[64], user[16];
+	snprintf(id, sizeof(id), "%s-%d-%d", tag, day, i);
+	snprintf(user, sizeof(user), "u%d", i % 5);
+	const char *project = projects[(size_t)(i + t) % COUNT_OF(projects)];
+	const char *agent = agents[(size_t)(i / 2 + day) % COUNT_OF(agents)];
+	const char *model = models[(size_t)(i + 2 * t) % COUNT_OF(models)];
+	const char *type = types[(size_t)(i / 3) % COUNT_OF(types)];
+	tally_client_event e = {0};
+	e.event_id = (tally_client_str){id, (uint32_t)strlen(id)};
+	e.time_us = (int64_t)day * DAY_US + (int64_t)((i * 7919) % 86400) * 1000000 + i;
+	e.type = (tally_client_str){type, (uint32_t)strlen(type)};
+	e.project = (tally_client_str){project, (uint32_t)strlen(project)};
+	e.agent = (tally_client_str){agent, (uint32_t)strlen(agent)};
+	e.model = (tally_client_str){model, (uint32_t)strlen(model)};
+	e.user = (tally_client_str){user, (uint32_t)strlen(user)};
+	e.status = i % 7 == 0 ? 1 : i % 11 == 0 ? 2 : i % 13 == 0 ? 3 : 0;
+	e.duration_ms = (uint32_t)(20 + (i * 13) % 900);
+	e.tokens_in = (uint64_t)(100 + 3 * i + t);
+	e.tokens_out = (uint64_t)(50 + (day % 7) * i);
+	e.cost_micros = 1000 + 17 * i + 5 * t;
+	return e;
+}
+
+/* Adds an event to the oracle: its group's row, found or new. */
+static void oracle_add(urows *o, const char *tenant, const tally_client_event *e)
+{
+	urow key = {0};
+	snprintf(key.tenant, sizeof(key.tenant), "%s", tenant);
+	key.day = (int32_t)(e->time_us / DAY_US);
+	const tally_client_str *dims[4] = {&e->project, &e->agent, &e->model, &e->type};
+	for (int k = 0; k < 4; k++) {
+		memcpy(key.dim[k], dims[k]->ptr, dims[k]->len);
+		key.dim_len[k] = dims[k]->len;
+	}
+	key.status = e->status;
+	urow *r = NULL;
+	for (size_t i = 0; i < o->count && !r; i++)
+		if (urow_key_cmp(&o->rows[i], &key) == 0)
+			r = &o->rows[i];
+	if (!r) {
+		r = urows_add(o);
+		*r = key;
+	}
+	r->count++;
+	r->tokens_in += e->tokens_in;
+	r->tokens_out += e->tokens_out;
+	r->cost_micros += e->cost_micros;
+	r->duration_ms += e->duration_ms;
+	r->errors += e->status != 0;
+}
+
+/* Ingests events [from, to) of tenant t on day (creating the tenant),
+ * asserts every one accepted, and adds them to the oracle (may be NULL). */
+static void ingest(tally_client *admin, int t, int32_t day, int from, int to, const char *tag, urows *oracle)
+{
+	builder b;
+	builder_init(&b);
+	cr_assert_eq(builder_set_tenant(&b, tenant_names[t]), 0);
+	builder_set_create_tenant(&b, true);
+	for (int i = from; i < to; i++) {
+		tally_client_event e = event_make(t, day, i, tag);
+		cr_assert_eq(builder_add(&b, &e), 0);
+		if (oracle)
+			oracle_add(oracle, tenant_names[t], &e);
+	}
+	Tally__V1__IngestBatch m;
+	cr_assert_eq(builder_message(&b, &m), 0);
+	tally_ingest_ack a;
+	int rc = tally_client_ingest(admin, &m, &a);
+	cr_assert_eq(rc, 0, "ingest: %s %s", tally_client_strerror(rc), tally_client_last_error(admin)->message);
+	cr_assert_eq(a.accepted, (uint32_t)(to - from), "accepted %u of %d (rejected %u)", a.accepted, to - from,
+		     a.rejected);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+}
+
+/* Events of tenant t on the k-th day of a workload. */
+static int events_of(int t, int k)
+{
+	return 12 + 5 * t + 3 * k;
+}
+
+/* tenants x days: day first + k gets events_of(t, k) events of tenant t. */
+static void workload(tally_client *admin, int tenants, int32_t first, int days, urows *oracle)
+{
+	for (int t = 0; t < tenants; t++)
+		for (int k = 0; k < days; k++)
+			ingest(admin, t, first + k, 0, events_of(t, k), "w", oracle);
+	urows_sort(oracle);
+}
+
+/* ---- PostgreSQL ---------------------------------------------------------------------- */
+
+/* The deployment of docs/billing.md in small: the three group roles made
+ * by a DBA, a login `exporter` granted tally_exporter that owns database
+ * `billing` (so it can migrate). conninfo: PG_HARNESS_CONNINFO_SIZE. */
+static void billing_database(char *conninfo)
+{
+	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
+	pg_harness_exec(&pg, su,
+			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
+			" CREATE ROLE tally_billing_admin NOLOGIN");
+	PQfinish(su);
+	pg_harness_create_login(&pg, EXPORTER, "tally_exporter");
+	pg_harness_create_database(&pg, DB, EXPORTER);
+	pg_harness_conninfo(&pg, EXPORTER, DB, conninfo, PG_HARNESS_CONNINFO_SIZE);
+}
+
+/* A test's world: the billing database (conninfo of its exporter login),
+ * a tallyd in a thread and an admin connection to it. One per test
+ * process (criterion runs each test in its own). */
+typedef struct world {
+	char conninfo[PG_HARNESS_CONNINFO_SIZE];
+	harness h;
+	tally_client *admin;
+} world;
+
+static world w;
+
+static void world_start(const char *name, bool database)
+{
+	if (database)
+		billing_database(w.conninfo);
+	harness_init(&w.h, name);
+	harness_start(&w.h);
+	w.admin = harness_connect(&w.h, w.h.admin_key);
+}
+
+static void world_finish(void)
+{
+	tally_client_close(w.admin);
+	harness_finish(&w.h);
+}
+
+static PGconn *superuser(void)
+{
+	return pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, DB);
+}
+
+/* usage_daily rows (where: "" or "WHERE ..."), sorted. */
+static void pg_rows(PGconn *c, const char *where, urows *out)
+{
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "SELECT tenant, day - date '1970-01-01', project, agent, model, type, status, count, tokens_in,"
+		 " tokens_out, cost_micros, duration_ms, errors FROM billing.usage_daily %s",
+		 where);
+	PGresult *res = pg_harness_query(&pg, c, sql);
+	for (int i = 0; i < PQntuples(res); i++) {
+		urow *r = urows_add(out);
+		snprintf(r->tenant, sizeof(r->tenant), "%s", PQgetvalue(res, i, 0));
+		r->day = (int32_t)atoi(PQgetvalue(res, i, 1));
+		for (int k = 0; k < 4; k++) {
+			size_t len = (size_t)PQgetlength(res, i, 2 + k);
+			cr_assert_lt(len, sizeof(r->dim[k]));
+			memcpy(r->dim[k], PQgetvalue(res, i, 2 + k), len);
+			r->dim_len[k] = len;
+		}
+		r->status = 99;
+		for (uint32_t s = 0; s < 4; s++)
+			if (strcmp(PQgetvalue(res, i, 6), status_names[s]) == 0)
+				r->status = s;
+		cr_assert_neq(r->status, 99, "status %s", PQgetvalue(res, i, 6));
+		r->count = strtoull(PQgetvalue(res, i, 7), NULL, 10);
+		r->tokens_in = strtoull(PQgetvalue(res, i, 8), NULL, 10);
+		r->tokens_out = strtoull(PQgetvalue(res, i, 9), NULL, 10);
+		r->cost_micros = strtoll(PQgetvalue(res, i, 10), NULL, 10);
+		r->duration_ms = strtoull(PQgetvalue(res, i, 11), NULL, 10);
+		r->errors = strtoull(PQgetvalue(res, i, 12), NULL, 10);
+	}
+	PQclear(res);
+	urows_sort(out);
+}
+
+/* Every usage_daily row equals the oracle's. */
+static void pg_expect_oracle(PGconn *c, const urows *oracle, const char *what)
+{
+	urows got = {0};
+	pg_rows(c, "", &got);
+	urows_expect_equal(&got, oracle, what);
+	urows_free(&got);
+}
+
+static int64_t pg_int(PGconn *c, const char *format, int32_t day)
+{
+	char sql[512];
+	snprintf(sql, sizeof(sql), format, day);
+	return pg_harness_query_int64(&pg, c, sql);
+}
+
+/* The latest export_runs row of day: rows and checksum (hex); false when
+ * the day has none. */
+static bool pg_latest_run(PGconn *c, int32_t day, uint64_t *rows, char *checksum)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "SELECT rows, checksum FROM billing.export_runs WHERE day = date '1970-01-01' + %d"
+		 " ORDER BY finished DESC LIMIT 1",
+		 day);
+	PGresult *res = pg_harness_query(&pg, c, sql);
+	bool found = PQntuples(res) == 1;
+	if (found) {
+		*rows = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		snprintf(checksum, 17, "%s", PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	return found;
+}
+
+/* ---- the store's side ------------------------------------------------------------------ */
+
+/* Every DailyUsage row of day (pages of page_tenants), and the smallest
+ * page watermark. */
+static uint64_t server_rows(tally_client *admin, int32_t day, uint32_t page_tenants, urows *out)
+{
+	char after[80] = "";
+	uint64_t watermark = UINT64_MAX;
+	do {
+		Tally__V1__DailyUsagePage *page;
+		int rc = tally_client_daily_usage(admin, day, after, page_tenants, &page);
+		cr_assert_eq(rc, 0, "DailyUsage: %s %s", tally_client_strerror(rc), tally_client_last_error(admin)->message);
+		if (page->watermark < watermark)
+			watermark = page->watermark;
+		for (size_t i = 0; i < page->n_rows; i++) {
+			const Tally__V1__UsageRow *s = page->rows[i];
+			urow *r = urows_add(out);
+			snprintf(r->tenant, sizeof(r->tenant), "%s", s->tenant);
+			r->day = day;
+			const ProtobufCBinaryData *dims[4] = {&s->project, &s->agent, &s->model, &s->type};
+			for (int k = 0; k < 4; k++) {
+				cr_assert_lt(dims[k]->len, sizeof(r->dim[k]));
+				memcpy(r->dim[k], dims[k]->data, dims[k]->len);
+				r->dim_len[k] = dims[k]->len;
+			}
+			r->status = s->status;
+			r->count = s->count;
+			r->tokens_in = s->tokens_in;
+			r->tokens_out = s->tokens_out;
+			r->cost_micros = s->cost_micros;
+			r->duration_ms = s->duration_ms;
+			r->errors = s->errors;
+		}
+		snprintf(after, sizeof(after), "%s", page->next_after_tenant);
+		tally__v1__daily_usage_page__free_unpacked(page, NULL);
+	} while (after[0]);
+	urows_sort(out);
+	return watermark;
+}
+
+/* ---- the command, in process ---------------------------------------------------------- */
+
+typedef struct cli_result {
+	int code;
+	char out[OUTPUT_SIZE];
+	char err[OUTPUT_SIZE];
+} cli_result;
+
+/* A line of the in-process server's log ("2026-11-28T12:16:52.785Z info
+ * ..."), which shares standard error with the command. */
+static bool server_log_line(const char *line, size_t len)
+{
+	return len > 25 && line[0] >= '0' && line[0] <= '9' && line[4] == '-' && line[10] == 'T' && line[23] == 'Z' &&
+	       line[24] == ' ';
+}
+
+/* What was written to fd, without the server's log lines. */
+static void file_slurp(int fd, char *out)
+{
+	char all[OUTPUT_SIZE * 4];
+	cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
+	ssize_t n = read(fd, all, sizeof(all) - 1);
+	cr_assert_geq(n, 0);
+	all[n] = '\0';
+	close(fd);
+	size_t used = 0;
+	for (const char *line = all; *line;) {
+		size_t len = strcspn(line, "\n");
+		size_t take = len + (line[len] == '\n');
+		if (!server_log_line(line, len)) {
+			cr_assert_lt(used + take, (size_t)OUTPUT_SIZE);
+			memcpy(out + used, line, take);
+			used += take;
+		}
+		line += take;
+	}
+	out[used] = '\0';
+}
+
+static int temp_fd(void)
+{
+	char path[] = "/tmp/tally-test-export-out-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	return fd;
+}
+
+/* Runs `tally export ARGS...` (NULL-ended) against address with key,
+ * capturing standard output and error. */
+static void export_cli(const char *address, const char *key, cli_result *r, ...)
+{
+	char *argv[16] = {"export"};
+	int argc = 1;
+	va_list args;
+	va_start(args, r);
+	for (char *a; (a = va_arg(args, char *));) {
+		cr_assert_lt(argc, 15);
+		argv[argc++] = a;
+	}
+	va_end(args);
+	argv[argc] = NULL;
+	cli_globals_current = (cli_globals){.server = address, .key = key};
+	fflush(stdout);
+	fflush(stderr);
+	int out = temp_fd(), err = temp_fd();
+	int saved_out = dup(STDOUT_FILENO), saved_err = dup(STDERR_FILENO);
+	cr_assert(saved_out >= 0 && saved_err >= 0);
+	dup2(out, STDOUT_FILENO);
+	dup2(err, STDERR_FILENO);
+	r->code = cli_command_export.run(&cli_command_export, argc, argv);
+	fflush(stdout);
+	fflush(stderr);
+	dup2(saved_out, STDOUT_FILENO);
+	dup2(saved_err, STDERR_FILENO);
+	close(saved_out);
+	close(saved_err);
+	file_slurp(out, r->out);
+	file_slurp(err, r->err);
+	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
+}
+
+static void day_text(char *out, int32_t day)
+{
+	export_day_format(out, day);
+}
+
+/* Five events of tenant acme on day, exported with `--day`: it must
+ * succeed. d (EXPORT_DAY_SIZE) gets the day's text. */
+static void five_events_exported(int32_t day, char *d)
+{
+	ingest(w.admin, 0, day, 0, 5, "w", NULL);
+	day_text(d, day);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", d, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+}
+
+/* The line the command prints for a day, up to the seconds. */
+static void day_line(char *out, size_t size, int32_t day, int tenants, const urows *oracle)
+{
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	size_t rows;
+	uint64_t sum = urows_day_checksum(oracle, day, &rows);
+	snprintf(out, size, "%s  tenants %d  rows %zu  checksum %016" PRIx64 "  ", d, tenants, rows, sum);
+}
+
+/* Asserts that line `index` (0-based) of text starts with prefix, and for
+ * a day's line (prefix ending "  ") or a total that it ends with " s". */
+static void expect_line(const char *text, int index, const char *prefix)
+{
+	size_t prefix_len = strlen(prefix);
+	bool timed = (prefix_len > 2 && strcmp(prefix + prefix_len - 2, "  ") == 0) || strncmp(prefix, "total: ", 7) == 0;
+	const char *line = text;
+	for (int i = 0; i < index && line; i++) {
+		line = strchr(line, '\n');
+		line = line ? line + 1 : NULL;
+	}
+	cr_assert_not_null(line, "no line %d in:\n%s", index, text);
+	size_t len = strcspn(line, "\n");
+	cr_expect(strncmp(line, prefix, strlen(prefix)) == 0, "line %d is\n%.*s\nexpected to start with\n%s", index,
+		  (int)len, line, prefix);
+	if (timed)
+		cr_expect(len > 2 && strncmp(line + len - 2, " s", 2) == 0, "line %d: %.*s", index, (int)len, line);
+	else
+		cr_expect_eq(len, prefix_len, "line %d is\n%.*s\nexpected\n%s", index, (int)len, line, prefix);
+}
+
+static int line_count(const char *text)
+{
+	int n = 0;
+	for (; *text; text++)
+		n += *text == '\n';
+	return n;
+}
+
+/* ---- totals ----------------------------------------------------------------------------- */
+
+/* Description: five days of six tenants exported with --from/--to in
+ * pages of two tenants: every usage_daily row equals the oracle and the
+ * server's DailyUsage, exact sums pinned, tenants registered on the free
+ * plan, one export_runs row per day with the day's rows, checksum and the
+ * store's watermark, the output lines pinned. */
+Test(export, totals_equal_the_store)
+{
+	world_start("export-totals", true);
+	int32_t first = today() - 20;
+	urows oracle = {0};
+	workload(w.admin, 6, first, 5, &oracle);
+
+	char from[EXPORT_DAY_SIZE], to[EXPORT_DAY_SIZE];
+	day_text(from, first);
+	day_text(to, first + 4);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", from, "--to", to, "--tenant-page", "2",
+		   NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_expect_str_eq(r.err, "");
+	cr_assert_eq(line_count(r.out), 7, "%s", r.out);
+	expect_line(r.out, 0, "billing schema: migrated from version 0 to 3");
+	char line[256];
+	size_t rows_total = 0;
+	for (int k = 0; k < 5; k++) {
+		day_line(line, sizeof(line), first + k, 6, &oracle);
+		size_t rows;
+		urows_day_checksum(&oracle, first + k, &rows);
+		rows_total += rows;
+		expect_line(r.out, 1 + k, line);
+	}
+	snprintf(line, sizeof(line), "total: 5 days, 30 tenant-days, %zu rows, ", rows_total);
+	expect_line(r.out, 6, line);
+
+	PGconn *su = superuser();
+	pg_expect_oracle(su, &oracle, "usage_daily against the oracle");
+	/* 915 events: the sum over tenants t < 6 and days k < 5 of 12 + 5t + 3k. */
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 915);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily WHERE tenant = 'Zeta'"),
+		     5 * 27 + 30);
+	/* The escaped bytes came through as bytes. */
+	int64_t tabbed = 0;
+	for (size_t i = 0; i < oracle.count; i++)
+		tabbed += oracle.rows[i].dim_len[0] == 8 && memcmp(oracle.rows[i].dim[0], "tab\there", 8) == 0 &&
+			  oracle.rows[i].dim_len[2] == 6 && memcmp(oracle.rows[i].dim[2], "\xe6\xbc\xa2\xe5\xad\x97", 6) == 0;
+	cr_assert_gt(tabbed, 0);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.usage_daily WHERE project = E'tab\\there'"
+						     " AND model = '\xe6\xbc\xa2\xe5\xad\x97' AND length(model) = 2"),
+		     tabbed);
+	char text[1024];
+	pg_harness_query_text(&pg, su, "SELECT tenant, plan, time_zone FROM billing.tenants ORDER BY tenant COLLATE \"C\"",
+			      text, sizeof(text));
+	cr_expect_str_eq(text, "Zeta|free|UTC\na.b_c-d|free|UTC\nacme|free|UTC\nglobex|free|UTC\nhooli|free|UTC\n"
+			       "initech|free|UTC\n");
+
+	/* The store's own view of each day equals what PostgreSQL holds. */
+	for (int k = 0; k < 5; k++) {
+		int32_t day = first + k;
+		urows store = {0}, held = {0};
+		uint64_t watermark = server_rows(w.admin, day, 1000, &store);
+		char where[96];
+		snprintf(where, sizeof(where), "WHERE day = date '1970-01-01' + %d", day);
+		pg_rows(su, where, &held);
+		urows_expect_equal(&held, &store, "usage_daily against DailyUsage");
+		size_t rows;
+		uint64_t sum = urows_day_checksum(&oracle, day, &rows);
+		char sql[256];
+		snprintf(sql, sizeof(sql),
+			 "SELECT rows || '|' || checksum || '|' || store_watermark || '|' || (finished >= started)"
+			 " FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+			 day);
+		pg_harness_query_text(&pg, su, sql, text, sizeof(text));
+		char want[128];
+		snprintf(want, sizeof(want), "%zu|%016" PRIx64 "|%" PRIu64 "|true\n", rows, sum, watermark);
+		cr_expect_str_eq(text, want, "export_runs of day %d", day);
+		urows_free(&store);
+		urows_free(&held);
+	}
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* ---- exactly once -------------------------------------------------------------------------- */
+
+/* Description: a day exported twice holds the same rows once, with two
+ * export_runs rows of the same rows and checksum; the second run's output
+ * is the same line. */
+Test(export, twice_is_once)
+{
+	world_start("export-twice", true);
+	int32_t day = today() - 3;
+	urows oracle = {0};
+	workload(w.admin, 3, day, 1, &oracle);
+	char d[EXPORT_DAY_SIZE], line[256];
+	day_text(d, day);
+	day_line(line, sizeof(line), day, 3, &oracle);
+	cli_result r;
+	for (int run = 0; run < 2; run++) {
+		export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", d, NULL);
+		cr_assert_eq(r.code, CLI_EXIT_OK, "run %d: %s", run, r.err);
+		cr_expect_eq(line_count(r.out), run == 0 ? 3 : 2, "%s", r.out);
+		expect_line(r.out, run == 0 ? 1 : 0, line);
+	}
+	PGconn *su = superuser();
+	pg_expect_oracle(su, &oracle, "after two exports");
+	/* 12 + 17 + 22 events. */
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 51);
+	cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d", day), 2);
+	cr_expect_eq(pg_int(su, "SELECT count(DISTINCT (rows, checksum, store_watermark)) FROM billing.export_runs"
+				" WHERE day = date '1970-01-01' + %d",
+			    day),
+		     1);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.tenants"), 3);
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* Where a child exporter dies: at the n-th time it reaches `step` of its
+ * `day_index`-th day (0: the first day it exports). */
+typedef struct kill_plan {
+	int day_index;
+	enum export_step step;
+	uint64_t n;
+	int committed; /* days the child has committed */
+} kill_plan;
+
+static void kill_hook(void *arg, enum export_step step, uint64_t n)
+{
+	kill_plan *k = arg;
+	bool counted = step == EXPORT_STEP_PAGE || step == EXPORT_STEP_COPY_ROW;
+	if (k->committed == k->day_index && step == k->step && (!counted || n == k->n))
+		raise(SIGKILL);
+	if (step == EXPORT_STEP_COMMITTED)
+		k->committed++;
+}
+
+/* The child: exports days [first, first + days) through the library with
+ * the protocol source, dying where plan says (NULL: never). Exits 0 when
+ * done, 10 + the step that failed otherwise (message on stderr). */
+static void child_export(const harness *h, const char *conninfo, int32_t first, int days, kill_plan *plan)
+{
+	tally_client *c;
+	char msg[EXPORT_ERRMSG_SIZE];
+	if (tally_client_open(h->address, h->admin_key, "export-child", &c, NULL, msg)) {
+		fprintf(stderr, "child: %s\n", msg);
+		_exit(10);
+	}
+	export_source source;
+	export_source_client(&source, c);
+	export_options options = {.tenant_page = 2, .hook = plan ? kill_hook : NULL, .hook_arg = plan};
+	exporter *x;
+	int from, to;
+	if (export_open(conninfo, &source, &options, &x, msg)) {
+		fprintf(stderr, "child: %s\n", msg);
+		_exit(11);
+	}
+	if (export_migrate(x, &from, &to, msg)) {
+		fprintf(stderr, "child: %s\n", msg);
+		_exit(12);
+	}
+	for (int k = 0; k < days; k++) {
+		export_day_result result;
+		if (export_day(x, first + k, &result, msg)) {
+			fprintf(stderr, "child: %s\n", msg);
+			_exit(13);
+		}
+	}
+	export_close(x);
+	tally_client_close(c);
+	_exit(0);
+}
+
+/* Starts child_export in a child process. */
+static pid_t child_start(const harness *h, const char *conninfo, int32_t first, int days, kill_plan *plan)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		child_export(h, conninfo, first, days, plan);
+	return pid;
+}
+
+/* Waits for a child: true when it was killed, false when it finished
+ * (anything else fails the test). */
+static bool child_wait(pid_t pid, int round)
+{
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+	cr_assert(killed || (WIFEXITED(status) && WEXITSTATUS(status) == 0), "round %d: the exporter exited %d",
+		  round, WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+	return killed;
+}
+
+/* Runs child_export in a child process and SIGKILLs it after delay_us when
+ * that is not negative; as child_wait. */
+static bool child_run(const harness *h, const char *conninfo, int32_t first, int days, kill_plan *plan,
+		      int64_t delay_us, int round)
+{
+	pid_t pid = child_start(h, conninfo, first, days, plan);
+	if (delay_us >= 0) {
+		struct timespec ts = {(time_t)(delay_us / 1000000), (long)(delay_us % 1000000) * 1000};
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+	}
+	return child_wait(pid, round);
+}
+
+/* Each day's rows in PostgreSQL: their checksum, and the check that they
+ * are exactly what the day's latest export_runs row describes. */
+static uint64_t pg_day_checked(PGconn *c, int32_t day, int round)
+{
+	char where[96];
+	snprintf(where, sizeof(where), "WHERE day = date '1970-01-01' + %d", day);
+	urows held = {0};
+	pg_rows(c, where, &held);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < held.count; i++)
+		sum += urow_checksum(&held.rows[i]);
+	uint64_t rows;
+	char checksum[17], want[17];
+	cr_assert(pg_latest_run(c, day, &rows, checksum), "round %d: day %d has no export run", round, day);
+	snprintf(want, sizeof(want), "%016" PRIx64, sum);
+	cr_assert_eq(rows, held.count, "round %d: day %d holds %zu rows, its latest run says %" PRIu64, round, day,
+		     held.count, rows);
+	cr_assert_str_eq(checksum, want, "round %d: day %d: rows do not match the latest run's checksum", round, day);
+	urows_free(&held);
+	return sum;
+}
+
+static unsigned seed_get(void)
+{
+	const char *s = getenv("SEED");
+	return s && s[0] ? (unsigned)strtoul(s, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
+}
+
+/* Description: an exporter SIGKILLed at random points (at a random step of
+ * a random day, after a random number of COPY rows, or after a random
+ * delay) at least 20 times, with new events arriving between rounds:
+ * after every kill each day holds either its previous export or the new
+ * one, exactly the rows and checksum of its latest export_runs row, never
+ * a mix or a double; a rerun then makes PostgreSQL equal the oracle; late
+ * events then --changed re-export exactly the changed day, exact again. */
+Test(export, killed_at_random_points_then_exact)
+{
+	unsigned seed = seed_get();
+	fprintf(stderr, "export kill test: seed %u (SEED=%u replays it)\n", seed, seed);
+	srand(seed);
+	const char *kills_env = getenv("EXPORT_KILLS");
+	int kills_wanted = kills_env && kills_env[0] ? atoi(kills_env) : KILLS_DEFAULT;
+	if (kills_wanted < KILLS_DEFAULT)
+		kills_wanted = KILLS_DEFAULT;
+
+	world_start("export-kill", true);
+	enum { TENANTS = 4, DAYS = 3 };
+	int32_t first = today() - 12;
+	urows oracle = {0};
+	workload(w.admin, TENANTS, first, DAYS, &oracle);
+
+	/* A first export, timed to size the random delays. */
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_not(child_run(&w.h, w.conninfo, first, DAYS, NULL, -1, 0));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	int64_t export_us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+	PGconn *su = superuser();
+	pg_expect_oracle(su, &oracle, "first export");
+	uint64_t held[DAYS];
+	for (int k = 0; k < DAYS; k++)
+		held[k] = pg_day_checked(su, first + k, 0);
+
+	static const enum export_step steps[] = {EXPORT_STEP_PAGE,     EXPORT_STEP_BEGUN,    EXPORT_STEP_TENANTS,
+						 EXPORT_STEP_DELETED,  EXPORT_STEP_COPY_ROW, EXPORT_STEP_COPIED,
+						 EXPORT_STEP_RECORDED, EXPORT_STEP_COMMITTED};
+	int kills = 0, rounds = 0, late = 0;
+	while (kills < kills_wanted) {
+		rounds++;
+		cr_assert_lt(rounds, 4 * kills_wanted, "only %d kills in %d rounds", kills, rounds);
+		if (rand() % 2) { /* new events: the next export differs from the last */
+			char tag[16];
+			snprintf(tag, sizeof(tag), "r%d", rounds);
+			ingest(w.admin, rand() % TENANTS, first + rand() % DAYS, 0, 1 + rand() % 4, tag, &oracle);
+			urows_sort(&oracle);
+			late++;
+		}
+		kill_plan plan = {.day_index = rand() % DAYS, .step = steps[rand() % 8]};
+		size_t day_rows;
+		urows_day_checksum(&oracle, first + plan.day_index, &day_rows);
+		plan.n = plan.step == EXPORT_STEP_COPY_ROW ? 1 + (uint64_t)rand() % day_rows
+			 : plan.step == EXPORT_STEP_PAGE   ? 1 + (uint64_t)(rand() % 2)
+							   : 0;
+		bool by_delay = rand() % 3 == 0;
+		int64_t delay_us = by_delay ? (int64_t)((double)rand() / RAND_MAX * 1.2 * (double)export_us) : -1;
+		bool killed = child_run(&w.h, w.conninfo, first, DAYS, by_delay ? NULL : &plan, delay_us, rounds);
+		kills += killed;
+		for (int k = 0; k < DAYS; k++) {
+			size_t rows;
+			uint64_t now = urows_day_checksum(&oracle, first + k, &rows);
+			uint64_t sum = pg_day_checked(su, first + k, rounds);
+			cr_assert(sum == held[k] || sum == now,
+				  "round %d (%s, day %d step %d n %" PRIu64 "): day %d is neither its previous export nor"
+				  " the store's",
+				  rounds, by_delay ? "delay" : "hook", plan.day_index, plan.step, plan.n, k);
+			if (!killed)
+				cr_assert_eq(sum, now, "round %d: a finished export left day %d behind the store", rounds, k);
+			held[k] = sum;
+		}
+	}
+	fprintf(stderr, "export kill test: %d kills in %d rounds, %d rounds with new events\n", kills, rounds, late);
+
+	/* The rerun: exact, never doubled. */
+	cr_assert_not(child_run(&w.h, w.conninfo, first, DAYS, NULL, -1, rounds + 1));
+	pg_expect_oracle(su, &oracle, "rerun after the kills");
+	int64_t events = 0;
+	for (size_t i = 0; i < oracle.count; i++)
+		events += (int64_t)oracle.rows[i].count;
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), events);
+
+	/* Late events on the middle day only, then --changed. */
+	int64_t runs_before[DAYS];
+	for (int k = 0; k < DAYS; k++)
+		runs_before[k] = pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+					first + k);
+	ingest(w.admin, 1, first + 1, 0, 5, "late", &oracle);
+	urows_sort(&oracle);
+	char d[EXPORT_DAY_SIZE], line[256];
+	day_text(d, first + 1);
+	day_line(line, sizeof(line), first + 1, TENANTS, &oracle);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_assert_eq(line_count(r.out), 3, "%s", r.out);
+	const char *header = "changed after their last export: 1 of 3 exported days";
+	cr_expect(strncmp(r.out, header, strlen(header)) == 0, "%s", r.out);
+	expect_line(r.out, 1, line);
+	for (int k = 0; k < DAYS; k++)
+		cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+				    first + k),
+			     runs_before[k] + (k == 1), "export_runs of day %d", k);
+	pg_expect_oracle(su, &oracle, "after --changed");
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* Description: --changed reads each day's latest watermark, asks
+ * ChangedDays(since the smallest), and re-exports exactly the days whose
+ * change is newer than their own watermark; a changed day never exported
+ * is left alone and counted; with nothing changed it exports nothing; on
+ * a database never exported to it says so. */
+Test(export, changed_reexports_exactly_the_changed_days)
+{
+	world_start("export-changed", true);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_expect_str_eq(r.out, "billing schema: migrated from version 0 to 3\n"
+				"no day has been exported yet: nothing to re-export\n");
+
+	int32_t first = today() - 25;
+	urows oracle = {0};
+	workload(w.admin, 3, first, 4, &oracle);
+	char from[EXPORT_DAY_SIZE], to[EXPORT_DAY_SIZE];
+	day_text(from, first);
+	day_text(to, first + 3);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", from, "--to", to, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	PGconn *su = superuser();
+	int64_t since = pg_harness_query_int64(&pg, su, "SELECT min(store_watermark) FROM billing.export_runs");
+	char want[512];
+	snprintf(want, sizeof(want),
+		 "changed after their last export: 0 of 4 exported days (store changes since watermark %" PRId64 ")\n",
+		 since);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_expect_str_eq(r.out, want);
+
+	/* Late events on days 1 and 3, and on a day never exported. */
+	ingest(w.admin, 0, first + 1, 100, 103, "late", &oracle);
+	ingest(w.admin, 2, first + 3, 100, 101, "late", &oracle);
+	ingest(w.admin, 1, first + 10, 0, 4, "never", NULL);
+	urows_sort(&oracle);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_assert_eq(line_count(r.out), 5, "%s", r.out);
+	snprintf(want, sizeof(want),
+		 "changed after their last export: 2 of 4 exported days (store changes since watermark %" PRId64 ")",
+		 since);
+	expect_line(r.out, 0, want);
+	expect_line(r.out, 1, "1 changed day never exported before left alone (export with --day or --from/--to)");
+	char line[256];
+	day_line(line, sizeof(line), first + 1, 3, &oracle);
+	expect_line(r.out, 2, line);
+	day_line(line, sizeof(line), first + 3, 3, &oracle);
+	expect_line(r.out, 3, line);
+	size_t rows1, rows3;
+	urows_day_checksum(&oracle, first + 1, &rows1);
+	urows_day_checksum(&oracle, first + 3, &rows3);
+	snprintf(line, sizeof(line), "total: 2 days, 6 tenant-days, %zu rows, ", rows1 + rows3);
+	expect_line(r.out, 4, line);
+	const int64_t runs_want[4] = {1, 2, 1, 2};
+	for (int k = 0; k < 4; k++)
+		cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+				    first + k),
+			     runs_want[k], "day %d", k);
+	cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.usage_daily WHERE day = date '1970-01-01' + %d", first + 10),
+		     0);
+	pg_expect_oracle(su, &oracle, "after --changed");
+	/* 12+15+18+21 + 17+20+23+26 + 22+25+28+31 events, 4 late ones. */
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 258 + 4);
+
+	/* Nothing changed since: nothing exported. */
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_expect_eq(line_count(r.out), 2, "%s", r.out);
+	cr_expect(strstr(r.out, ": 0 of 4 exported days") != NULL, "%s", r.out);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 6);
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+/* Description: PostgreSQL that is not there, and a role that does not
+ * exist, fail with libpq's own message after the usual prefix, exit 2. */
+Test(export, unreachable_postgres_and_missing_role)
+{
+	world_start("export-unreach", false);
+	int32_t day = today() - 1;
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", "host=/nonexistent-dir port=5999 dbname=billing", "--day", d,
+		   NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.out, "");
+	cr_expect_str_eq(r.err, "tally export: cannot connect to PostgreSQL: connection to server on socket"
+				" \"/nonexistent-dir/.s.PGSQL.5999\" failed: No such file or directory Is the server"
+				" running locally and accepting connections on that socket?\n");
+
+	char missing[PG_HARNESS_CONNINFO_SIZE];
+	pg_harness_conninfo(&pg, "nobody_here", "postgres", missing, sizeof(missing));
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", missing, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	char want[512];
+	snprintf(want, sizeof(want),
+		 "tally export: cannot connect to PostgreSQL: connection to server on socket \"%s/.s.PGSQL.%d\" failed:"
+		 " FATAL:  role \"nobody_here\" does not exist\n",
+		 pg.dir, pg.port);
+	cr_expect_str_eq(r.err, want);
+	world_finish();
+}
+
+/* Description: a login without the rights of tally_exporter is told which
+ * GRANT is missing, before anything is migrated; one that may export but
+ * may not migrate gets PostgreSQL's SQLSTATE and message for the
+ * migration; a login with nothing but tally_exporter's rights exports,
+ * and a privilege revoked from it fails that step of the day's
+ * transaction and leaves the day as it was. */
+Test(export, roles_without_the_rights)
+{
+	world_start("export-rights", true);
+	int32_t day = today() - 2;
+	char d[EXPORT_DAY_SIZE];
+	five_events_exported(day, d);
+	cli_result r;
+
+	pg_harness_create_login(&pg, "reporter", "tally_reporting");
+	char other[PG_HARNESS_CONNINFO_SIZE];
+	pg_harness_conninfo(&pg, "reporter", DB, other, sizeof(other));
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", other, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, "tally export: the PostgreSQL role reporter may not export: it does not have the"
+				" rights of tally_exporter (GRANT tally_exporter TO reporter)\n");
+
+	/* A database owned by the superuser: the exporter cannot migrate it. */
+	pg_harness_create_login(&pg, "helper", "tally_exporter");
+	pg_harness_create_database(&pg, "billing2", NULL);
+	pg_harness_conninfo(&pg, "helper", "billing2", other, sizeof(other));
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", other, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, "tally export: migration 001_schema.sql: permission denied for database billing2"
+				" (SQLSTATE 42501)\n");
+	cr_expect_str_eq(r.out, "");
+
+	/* The exporter's rights alone are enough to export... */
+	pg_harness_conninfo(&pg, "helper", DB, other, sizeof(other));
+	ingest(w.admin, 0, day, 5, 9, "w", NULL);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", other, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	PGconn *su = superuser();
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 9);
+	/* ...and one taken away fails its step; the day stays as it was. */
+	pg_harness_exec(&pg, su, "REVOKE INSERT ON billing.export_runs FROM tally_exporter");
+	ingest(w.admin, 0, day, 9, 12, "w", NULL);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", other, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	char want[256];
+	snprintf(want, sizeof(want),
+		 "tally export: day %s: recording the run in billing.export_runs: permission denied for table"
+		 " export_runs (SQLSTATE 42501)\n",
+		 d);
+	cr_expect_str_eq(r.err, want);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 9,
+		     "the day's delete and insert were rolled back");
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 2);
+	PQfinish(su);
+	world_finish();
+}
+
+/* Description: a day after today (alone, or ending a range) is refused
+ * before anything is done: no server contacted, the database untouched. */
+Test(export, future_day_does_nothing)
+{
+	billing_database(w.conninfo);
+	int32_t day = today();
+	char d_today[EXPORT_DAY_SIZE], d_tomorrow[EXPORT_DAY_SIZE], want[256];
+	day_text(d_today, day);
+	day_text(d_tomorrow, day + 1);
+	snprintf(want, sizeof(want),
+		 "tally export: %s is in the future (today is %s, UTC): a day is exported once it has begun;"
+		 " nothing was done\n",
+		 d_tomorrow, d_today);
+	cli_result r;
+	/* No server at this address: the refusal comes first. */
+	export_cli("127.0.0.1:1", "no-key", &r, "--pg", w.conninfo, "--day", d_tomorrow, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, want);
+	export_cli("127.0.0.1:1", "no-key", &r, "--pg", w.conninfo, "--from", d_today, "--to", d_tomorrow, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, want);
+	cr_expect_str_eq(r.out, "");
+	PGconn *su = superuser();
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM pg_namespace WHERE nspname = 'billing'"), 0);
+	PQfinish(su);
+
+	/* The library refuses it too, whatever its caller checked. */
+	world_start("export-future", false);
+	export_source source;
+	export_source_client(&source, w.admin);
+	exporter *x;
+	char msg[EXPORT_ERRMSG_SIZE];
+	cr_assert_eq(export_open(w.conninfo, &source, NULL, &x, msg), 0, "%s", msg);
+	int from, to;
+	cr_assert_eq(export_migrate(x, &from, &to, msg), 0, "%s", msg);
+	export_day_result result;
+	cr_expect_eq(export_day(x, day + 1, &result, msg), EXPORT_E_DAY);
+	snprintf(want, sizeof(want), "day %s is after today (UTC): nothing to export", d_tomorrow);
+	cr_expect_str_eq(msg, want);
+	export_close(x);
+	world_finish();
+}
+
+/* Description: a database whose schema version is newer than the
+ * binary's is refused with both versions named, and left untouched. */
+Test(export, newer_schema_is_refused)
+{
+	world_start("export-newer", true);
+	int32_t day = today() - 1;
+	char d[EXPORT_DAY_SIZE];
+	five_events_exported(day, d);
+	cli_result r;
+	cr_expect_eq(export_schema_version_known(), 3);
+	PGconn *su = superuser();
+	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (4)");
+	ingest(w.admin, 0, day, 5, 9, "w", NULL);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.out, "");
+	cr_expect_str_eq(r.err, "tally export: billing schema version 4 is newer than the newest migration this tally"
+				" carries (003_invoices.sql, version 3): a newer tally migrated this database; export"
+				" with that one\n");
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 5);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
+	PQfinish(su);
+	world_finish();
+}
+
+/* Description: versions missing below the highest are refused; a database
+ * with only the first migration gets the others; two exporters started
+ * at once on an empty database apply each migration once and both
+ * export the day. */
+Test(export, migrations_resume_race_and_gaps)
+{
+	world_start("export-migrate", false);
+	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
+	pg_harness_exec(&pg, su,
+			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
+			" CREATE ROLE tally_billing_admin NOLOGIN");
+	PQfinish(su);
+	pg_harness_create_login(&pg, EXPORTER, "tally_exporter");
+	char d[EXPORT_DAY_SIZE];
+	int32_t day = today() - 1;
+	ingest(w.admin, 0, day, 0, 5, "w", NULL);
+	day_text(d, day);
+
+	/* Only 001, applied by hand: the exporter applies 002 and 003. */
+	pg_harness_create_database(&pg, "partial", EXPORTER);
+	PGconn *owner = pg_harness_connect(&pg, EXPORTER, "partial");
+	pg_harness_exec(&pg, owner, "BEGIN");
+	pg_harness_exec(&pg, owner, billing_migrations[0].sql);
+	pg_harness_exec(&pg, owner, "COMMIT");
+	char conninfo[PG_HARNESS_CONNINFO_SIZE];
+	pg_harness_conninfo(&pg, EXPORTER, "partial", conninfo, sizeof(conninfo));
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", conninfo, "--day", d, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	expect_line(r.out, 0, "billing schema: migrated from version 1 to 3");
+	char text[256];
+	pg_harness_query_text(&pg, owner, "SELECT version FROM billing.schema_version ORDER BY version", text,
+			      sizeof(text));
+	cr_expect_str_eq(text, "1\n2\n3\n");
+
+	/* A version deleted below the highest: refused, nothing written. */
+	PGconn *super = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "partial");
+	pg_harness_exec(&pg, super, "DELETE FROM billing.schema_version WHERE version = 2");
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", conninfo, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, "tally export: billing.schema_version holds 2 versions up to 3: versions are missing"
+				" (the table was edited); repair it before exporting\n");
+	cr_expect_eq(pg_harness_query_int64(&pg, super, "SELECT count(*) FROM billing.export_runs"), 1);
+	PQfinish(super);
+	PQfinish(owner);
+
+	/* Two exporters at once on an empty database. */
+	pg_harness_create_database(&pg, "raced", EXPORTER);
+	pg_harness_conninfo(&pg, EXPORTER, "raced", conninfo, sizeof(conninfo));
+	pid_t a = child_start(&w.h, conninfo, day, 1, NULL);
+	pid_t b = child_start(&w.h, conninfo, day, 1, NULL);
+	cr_expect_not(child_wait(a, 1));
+	cr_expect_not(child_wait(b, 2));
+	owner = pg_harness_connect(&pg, EXPORTER, "raced");
+	pg_harness_query_text(&pg, owner, "SELECT version FROM billing.schema_version ORDER BY version", text,
+			      sizeof(text));
+	cr_expect_str_eq(text, "1\n2\n3\n");
+	cr_expect_eq(pg_harness_query_int64(&pg, owner, "SELECT count(*) FROM billing.export_runs"), 2);
+	cr_expect_eq(pg_harness_query_int64(&pg, owner, "SELECT sum(count) FROM billing.usage_daily"), 5);
+	PQfinish(owner);
+	world_finish();
+}
+
+/* Description: a tenant key is refused before PostgreSQL is touched; an
+ * unknown key and an unreachable server are named as such. */
+Test(export, needs_an_admin_key)
+{
+	world_start("export-key", true);
+	char key[80];
+	harness_create_tenant(&w.h, "plain", key);
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, today() - 1);
+	cli_result r;
+	export_cli(w.h.address, key, &r, "--pg", w.conninfo, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, "tally export: this needs an admin key; the key given belongs to tenant plain\n");
+	export_cli(w.h.address, "tk_not_a_key", &r, "--pg", w.conninfo, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	char want[256];
+	snprintf(want, sizeof(want),
+		 "tally export: %s refused the key: unknown or revoked API key (UNAUTHENTICATED); the key came from"
+		 " --key\n",
+		 w.h.address);
+	cr_expect_str_eq(r.err, want);
+	export_cli("127.0.0.1:1", w.h.admin_key, &r, "--pg", w.conninfo, "--day", d, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, "tally export: cannot reach the server: connect 127.0.0.1:1: Connection refused\n");
+	PGconn *su = superuser();
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM pg_namespace WHERE nspname = 'billing'"), 0);
+	PQfinish(su);
+	world_finish();
+}
+
+/* Description: a string that is not UTF-8, or holds a NUL, stops the
+ * export of its day naming the day, the tenant, the field and the byte;
+ * the day is left as it was and other days still export. */
+Test(export, strings_postgres_cannot_hold)
+{
+	world_start("export-utf8", true);
+	int32_t day = today() - 4;
+	ingest(w.admin, 0, day, 0, 6, "w", NULL);
+	ingest(w.admin, 1, day + 1, 0, 6, "w", NULL);
+	char d[EXPORT_DAY_SIZE], d1[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	day_text(d1, day + 1);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", d, "--to", d1, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+
+	/* An event whose model is 0xff 0xfe on day, one whose project holds a
+	 * NUL on day + 1. */
+	const struct {
+		const char *tenant;
+		int32_t day;
+		tally_client_str model, project;
+	} bad[2] = {
+		{"bad-bytes", day, {"\xff\xfe", 2}, {"p", 1}},
+		{"nul-byte", day + 1, {"m", 1}, {"a\0b", 3}},
+	};
+	for (int i = 0; i < 2; i++) {
+		builder b;
+		builder_init(&b);
+		cr_assert_eq(builder_set_tenant(&b, bad[i].tenant), 0);
+		builder_set_create_tenant(&b, true);
+		tally_client_event e = event_make(0, bad[i].day, 1000, "bad");
+		e.model = bad[i].model;
+		e.project = bad[i].project;
+		cr_assert_eq(builder_add(&b, &e), 0);
+		Tally__V1__IngestBatch m;
+		cr_assert_eq(builder_message(&b, &m), 0);
+		tally_ingest_ack a;
+		cr_assert_eq(tally_client_ingest(w.admin, &m, &a), 0);
+		cr_assert_eq(a.accepted, 1, "the store keeps bytes as given");
+		tally_ingest_ack_free(&a);
+		builder_free(&b);
+	}
+	PGconn *su = superuser();
+	const char *expected[2] = {"model is not valid UTF-8 (byte 1 of 2 is 0xff)",
+				   "project is not valid UTF-8 (byte 2 of 3 is 0x00)"};
+	const char *dates[2] = {d, d1};
+	for (int i = 0; i < 2; i++) {
+		export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", dates[i], NULL);
+		cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+		char want[256];
+		snprintf(want, sizeof(want), "tally export: day %s, tenant %s: %s; PostgreSQL text cannot hold it\n",
+			 dates[i], bad[i].tenant, expected[i]);
+		cr_expect_str_eq(r.err, want);
+		cr_expect_str_eq(r.out, "");
+		cr_expect_eq(pg_int(su, "SELECT sum(count) FROM billing.usage_daily WHERE day = date '1970-01-01' + %d",
+				    bad[i].day),
+			     6, "day %d left as it was", i);
+		cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+				    bad[i].day),
+			     1);
+	}
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.tenants"), 2,
+		     "the bad tenants were not registered");
+	/* Another day still exports. */
+	char d2[EXPORT_DAY_SIZE];
+	day_text(d2, day + 2);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", d2, NULL);
+	cr_expect_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	PQfinish(su);
+	world_finish();
+}
+
+/* Description: option and date errors are usage errors (exit 2, the
+ * message and the usage line) found before anything is contacted. */
+Test(export, usage_errors)
+{
+	static const char usage[] =
+		"usage: tally export --pg URL [--day DAY | --from DAY --to DAY | --changed] [--tenant-page N]"
+		"   (see 'tally help export')\n";
+	const struct {
+		const char *args[6];
+		const char *message;
+	} cases[] = {
+		{{"--pg", "x", "--day", "2026-02-29"}, "--day: '2026-02-29' is not a date YYYY-MM-DD (UTC, 1970 or later)"},
+		{{"--pg", "x", "--day", "2024-13-01"}, "--day: '2024-13-01' is not a date YYYY-MM-DD (UTC, 1970 or later)"},
+		{{"--pg", "x", "--day", "24-01-01"}, "--day: '24-01-01' is not a date YYYY-MM-DD (UTC, 1970 or later)"},
+		{{"--pg", "x", "--day", "1969-12-31"}, "--day: '1969-12-31' is not a date YYYY-MM-DD (UTC, 1970 or later)"},
+		{{"--day", "2024-01-01"}, "--pg URL is required (the billing database)"},
+		{{"--pg", "x"}, "give exactly one of --day DAY, --from DAY --to DAY, --changed"},
+		{{"--pg", "x", "--day", "2024-01-01", "--changed"},
+		 "give exactly one of --day DAY, --from DAY --to DAY, --changed"},
+		{{"--pg", "x", "--from", "2024-01-01"}, "--from and --to go together"},
+		{{"--pg", "x", "--from", "2024-01-02", "--to", "2024-01-01"}, "--from 2024-01-02 is after --to 2024-01-01"},
+		{{"--pg", "x", "--from", "2000-01-01", "--to", "2024-01-01"},
+		 "--from 2000-01-01 --to 2024-01-01 is more than 3700 days"},
+		{{"--pg", "x", "--changed", "--tenant-page", "0"},
+		 "--tenant-page takes a number of tenants from 1 to 10000, not '0'"},
+		{{"--pg", "x", "--changed", "--tenant-page", "10001"},
+		 "--tenant-page takes a number of tenants from 1 to 10000, not '10001'"},
+		{{"--pg", "x", "--changed", "extra"}, "unexpected argument 'extra'"},
+		{{"--pg", "x", "--changed", "--bogus"}, "unknown option '--bogus'"},
+		{{"--pg", "x", "--day"}, "option '--day' needs an argument"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cli_result r;
+		const char *const *a = cases[i].args;
+		export_cli("127.0.0.1:1", "no-key", &r, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+		char want[512];
+		snprintf(want, sizeof(want), "tally export: %s\n%s", cases[i].message, usage);
+		cr_expect_eq(r.code, CLI_EXIT_FAILURE, "case %zu", i);
+		cr_expect_str_eq(r.err, want, "case %zu", i);
+		cr_expect_str_eq(r.out, "", "case %zu", i);
+	}
+}
+
+/* Description: days parse only as real dates from 1970 on and format back
+ * exactly, over 40 years against gmtime; export_day_of floors. */
+Test(export, days_parse_and_format)
+{
+	int32_t day;
+	cr_expect_eq(export_day_parse("1970-01-01", &day), 0);
+	cr_expect_eq(day, 0);
+	cr_expect_eq(export_day_parse("2024-02-29", &day), 0);
+	cr_expect_eq(day, 19782);
+	cr_expect_eq(export_day_parse("2000-02-29", &day), 0);
+	cr_expect_eq(day, 11016);
+	cr_expect_eq(export_day_parse("1900-02-29", &day), -EINVAL);
+	cr_expect_eq(export_day_parse("2023-02-29", &day), -EINVAL);
+	cr_expect_eq(export_day_parse("2024-04-31", &day), -EINVAL);
+	cr_expect_eq(export_day_parse("2024-4-30", &day), -EINVAL);
+	cr_expect_eq(export_day_parse("2024-04-30 ", &day), -EINVAL);
+	cr_expect_eq(export_day_parse("2024/04/30", &day), -EINVAL);
+	cr_expect_eq(export_day_parse("", &day), -EINVAL);
+	for (int32_t d = 0; d < 40 * 366; d += 1) {
+		time_t t = (time_t)d * 86400;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		char want[EXPORT_DAY_SIZE], got[EXPORT_DAY_SIZE];
+		snprintf(want, sizeof(want), "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+		export_day_format(got, d);
+		cr_assert_str_eq(got, want, "day %d", d);
+		cr_assert_eq(export_day_parse(want, &day), 0, "%s", want);
+		cr_assert_eq(day, d, "%s", want);
+	}
+	cr_expect_eq(export_day_of(0), 0);
+	cr_expect_eq(export_day_of(DAY_US - 1), 0);
+	cr_expect_eq(export_day_of(DAY_US), 1);
+	cr_expect_eq(export_day_of(-1), -1);
+}
