@@ -61,7 +61,7 @@ enum tally_error {
 	TALLY_E_BUSY = -10007,     /* the engine cannot keep up; retry later */
 	TALLY_E_CLOSED = -10008,   /* the store is shutting down */
 	TALLY_E_LIMIT = -10009,    /* a named limit would be exceeded */
-	TALLY_E_NOTFOUND = -10010, /* no such tenant / file */
+	TALLY_E_NOTFOUND = -10010, /* no such tenant / file; changes older than the change map's floor */
 };
 
 /* A static description of any code returned by this library ("-errno" too). */
