@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "usage.h"
 
 #define CLIENT_READ_BYTES 65536
 #define PROTOCOL_VERSION 1
@@ -717,6 +718,44 @@ int tally_client_stats(tally_client *c, Tally__V1__Stats **out)
 	req.stats = &body;
 	int rc;
 	CALL_TAKE(rc, c, &req, TALLY__V1__RESPONSE__BODY_STATS, stats, out);
+	return rc;
+}
+
+int tally_client_daily_usage(tally_client *c, int32_t day, const char *after_tenant, uint32_t tenant_limit,
+			     Tally__V1__DailyUsagePage **out)
+{
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	Tally__V1__DailyUsage body = TALLY__V1__DAILY_USAGE__INIT;
+	body.day = day;
+	body.after_tenant = (char *)(after_tenant ? after_tenant : "");
+	body.tenant_limit = tenant_limit;
+	req.body_case = TALLY__V1__REQUEST__BODY_DAILY_USAGE;
+	req.daily_usage = &body;
+	int rc;
+	CALL_TAKE(rc, c, &req, TALLY__V1__RESPONSE__BODY_DAILY_USAGE, daily_usage, out);
+	if (!rc && usage_rows_checksum((*out)->rows, (*out)->n_rows) != (*out)->checksum) {
+		/* The page's rows do not add up to the checksum the server computed. */
+		tally__v1__daily_usage_page__free_unpacked(*out, NULL);
+		*out = NULL;
+		return c->failed = -EPROTO;
+	}
+	return rc;
+}
+
+int tally_client_changed_days(tally_client *c, uint64_t since, Tally__V1__ChangedDaysResult **out)
+{
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	Tally__V1__ChangedDays body = TALLY__V1__CHANGED_DAYS__INIT;
+	body.since = since;
+	req.body_case = TALLY__V1__REQUEST__BODY_CHANGED_DAYS;
+	req.changed_days = &body;
+	int rc;
+	CALL_TAKE(rc, c, &req, TALLY__V1__RESPONSE__BODY_CHANGED_DAYS, changed_days, out);
+	if (!rc && (*out)->n_days != (*out)->n_change) {
+		tally__v1__changed_days_result__free_unpacked(*out, NULL);
+		*out = NULL;
+		return c->failed = -EPROTO;
+	}
 	return rc;
 }
 

@@ -271,6 +271,20 @@ int tally_client_revoke_key(tally_client *c, const char *key_id, Tally__V1__KeyR
 /* Store figures (admin: the whole store). */
 int tally_client_stats(tally_client *c, Tally__V1__Stats **out);
 
+/*
+ * Billing export (admin): one page of a UTC day's usage of every tenant
+ * (tenants after after_tenant, NULL or "" for the first page, at most
+ * tenant_limit of them, 0 for the server's default). The rows are checked
+ * against the page's checksum (-EPROTO if they do not add up); pass
+ * (*out)->next_after_tenant for the next page until it is "".
+ */
+int tally_client_daily_usage(tally_client *c, int32_t day, const char *after_tenant, uint32_t tenant_limit,
+			     Tally__V1__DailyUsagePage **out);
+
+/* Billing export (admin): the days whose events changed after watermark
+ * since, with each day's change and the store's watermark now. */
+int tally_client_changed_days(tally_client *c, uint64_t since, Tally__V1__ChangedDaysResult **out);
+
 /* Liveness: the server must echo payload (size bytes) exactly, else -EPROTO. */
 int tally_client_ping(tally_client *c, const void *payload, size_t size);
 

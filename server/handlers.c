@@ -87,7 +87,7 @@ void ingest_queue_free(ingest_queue *q)
 
 /* A framed response in a malloc-ed buffer, for worker threads. A response
  * over the frame limit becomes TOO_LARGE. NULL when out of memory. */
-static uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t *size_out)
+uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t *size_out)
 {
 	size_t size = tally__v1__response__get_packed_size(resp);
 	if (size > limit) {
@@ -930,7 +930,10 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		on_read_request(s, c, req, fb, &kept);
 	} else if (!c->admin) {
 		conn_respond_error(s, c, id, fb, ERR_PERMISSION_DENIED, 0, "%s is for admin keys only",
-				   body == TALLY__V1__REQUEST__BODY_STATS ? "stats" : "administration");
+				   body == TALLY__V1__REQUEST__BODY_STATS ? "stats"
+				   : body == TALLY__V1__REQUEST__BODY_DAILY_USAGE || body == TALLY__V1__REQUEST__BODY_CHANGED_DAYS
+					   ? "the billing export"
+					   : "administration");
 	} else {
 		switch (body) {
 		case TALLY__V1__REQUEST__BODY_CREATE_TENANT: on_create_tenant(s, c, req, fb); break;
@@ -940,6 +943,8 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		case TALLY__V1__REQUEST__BODY_LIST_KEYS: on_list_keys(s, c, req, fb); break;
 		case TALLY__V1__REQUEST__BODY_REVOKE_KEY: on_revoke_key(s, c, req, fb); break;
 		case TALLY__V1__REQUEST__BODY_STATS: on_stats(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_DAILY_USAGE: on_daily_usage(s, c, req, fb); break;
+		case TALLY__V1__REQUEST__BODY_CHANGED_DAYS: on_changed_days(s, c, req, fb); break;
 		default:
 			conn_respond_error(s, c, id, fb, ERR_BAD_REQUEST, 0, "unknown request type %d", (int)body);
 		}

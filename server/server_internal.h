@@ -194,6 +194,14 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_
 void handlers_submit_pass(server *s);
 /* Sends the acks whose commit is durable; fails them if the WAL failed. */
 void handlers_ack_durable(server *s);
+/* A framed response in a malloc-ed buffer (for worker threads); over the
+ * frame limit it becomes TOO_LARGE. NULL when out of memory. */
+uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t *size_out);
+
+/* ---- usage.c: the billing export's requests (admin only) ---- */
+void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
+void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
+
 /* Issues the first admin key (DATA/admin.key) when there is none. */
 int handlers_bootstrap_admin(server *s, char *errmsg);
 void ingest_queue_free(ingest_queue *q);

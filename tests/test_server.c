@@ -453,3 +453,134 @@ Test(server, isolation_all_ordered_pairs)
 		tally_client_close(c[i]);
 	harness_finish(&h);
 }
+
+/* Description: the billing export's DailyUsage returns one UTC day's usage
+ * of every tenant in pages of tenants, rows in the documented order, with
+ * exact sums, errors and a checksum the client verifies; ChangedDays
+ * reports the day after watermark 0, nothing after the page's watermark,
+ * and the day again after a late event (a duplicate changes nothing); both
+ * are refused to tenant keys, and a future day is BAD_REQUEST. */
+Test(server, daily_usage_and_changed_days)
+{
+	harness h;
+	harness_init(&h, "srv-usage");
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	int32_t day = (int32_t)(base / TALLY_US_PER_DAY);
+	const char *names[3] = {"u-c", "u-a", "u-b"};
+	for (int t = 0; t < 3; t++) {
+		builder b;
+		builder_init(&b);
+		builder_set_tenant(&b, names[t]);
+		builder_set_create_tenant(&b, true);
+		for (int i = 0; i < 100 * (t + 1); i++) {
+			tally_client_event e = harness_event(names[t], i, base);
+			builder_add(&b, &e);
+		}
+		Tally__V1__IngestBatch m;
+		builder_message(&b, &m);
+		tally_ingest_ack a;
+		cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+		tally_ingest_ack_free(&a);
+		builder_free(&b);
+	}
+	/* Two pages: u-a and u-b, then u-c. */
+	const char *want_tenant[3] = {"u-a", "u-b", "u-c"};
+	uint64_t want_count[3] = {200, 300, 100};
+	char after[80] = "";
+	int pages = 0, tenant_seen = 0;
+	uint64_t watermark = UINT64_MAX;
+	do {
+		Tally__V1__DailyUsagePage *page;
+		cr_assert_eq(tally_client_daily_usage(admin, day, after, 2, &page), 0, "%s",
+			     tally_client_last_error(admin)->message);
+		cr_expect_eq(page->day, day);
+		if (page->watermark < watermark)
+			watermark = page->watermark;
+		const char *cur = NULL;
+		uint64_t count = 0, errors = 0, tokens_in = 0;
+		for (size_t i = 0; i <= page->n_rows; i++) {
+			Tally__V1__UsageRow *r = i < page->n_rows ? page->rows[i] : NULL;
+			if (cur && (!r || strcmp(r->tenant, cur) != 0)) {
+				cr_assert_lt(tenant_seen, 3);
+				cr_expect_str_eq(cur, want_tenant[tenant_seen]);
+				cr_expect_eq(count, want_count[tenant_seen]);
+				uint64_t n = want_count[tenant_seen];
+				cr_expect_eq(errors, (n + 4) / 5, "status error for i %% 5 == 0");
+				cr_expect_eq(tokens_in, n * 10 + n * (n - 1) / 2);
+				tenant_seen++;
+				count = errors = tokens_in = 0;
+			}
+			if (!r)
+				break;
+			if (i > 0 && strcmp(page->rows[i - 1]->tenant, r->tenant) == 0) {
+				Tally__V1__UsageRow *p = page->rows[i - 1];
+				int c = memcmp(p->project.data, r->project.data, p->project.len < r->project.len ? p->project.len : r->project.len);
+				cr_expect(c < 0 || (c == 0 && p->project.len <= r->project.len), "rows out of order");
+			}
+			cur = r->tenant;
+			count += r->count;
+			errors += r->errors;
+			tokens_in += r->tokens_in;
+			cr_expect_eq(r->errors, r->status ? r->count : 0);
+		}
+		snprintf(after, sizeof(after), "%s", page->next_after_tenant);
+		tally__v1__daily_usage_page__free_unpacked(page, NULL);
+		pages++;
+	} while (after[0]);
+	cr_expect_eq(pages, 2);
+	cr_expect_eq(tenant_seen, 3);
+
+	Tally__V1__ChangedDaysResult *ch;
+	cr_assert_eq(tally_client_changed_days(admin, 0, &ch), 0);
+	cr_assert_eq(ch->n_days, 1);
+	cr_expect_eq(ch->days[0], day);
+	tally__v1__changed_days_result__free_unpacked(ch, NULL);
+	cr_assert_eq(tally_client_changed_days(admin, watermark, &ch), 0);
+	cr_expect_eq(ch->n_days, 0, "nothing changed after the export's watermark");
+	tally__v1__changed_days_result__free_unpacked(ch, NULL);
+
+	/* A duplicate changes nothing; a late event changes its day. */
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, "u-a");
+	tally_client_event e = harness_event("u-a", 0, base);
+	builder_add(&b, &e);
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+	cr_expect_eq(a.duplicate, 1);
+	tally_ingest_ack_free(&a);
+	cr_assert_eq(tally_client_changed_days(admin, watermark, &ch), 0);
+	cr_expect_eq(ch->n_days, 0, "a duplicate is no change");
+	tally__v1__changed_days_result__free_unpacked(ch, NULL);
+	builder_reset(&b);
+	e = harness_event("u-a-late", 0, base);
+	builder_add(&b, &e);
+	builder_message(&b, &m);
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+	cr_expect_eq(a.accepted, 1);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+	cr_assert_eq(tally_client_changed_days(admin, watermark, &ch), 0);
+	cr_assert_eq(ch->n_days, 1);
+	cr_expect_eq(ch->days[0], day);
+	cr_expect_gt(ch->change[0], watermark);
+	tally__v1__changed_days_result__free_unpacked(ch, NULL);
+
+	Tally__V1__DailyUsagePage *page;
+	cr_expect_eq(tally_client_daily_usage(admin, day + 2, "", 0, &page), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	char key[80];
+	harness_create_tenant(&h, "plain", key);
+	tally_client *t = harness_connect(&h, key);
+	cr_expect_eq(tally_client_daily_usage(t, day, "", 0, &page), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(t)->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+	cr_expect_eq(tally_client_changed_days(t, 0, &ch), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(t)->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
+	tally_client_close(t);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
