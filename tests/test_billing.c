@@ -86,6 +86,18 @@ static int64_t count_of(PGconn *conn, const char *sql)
 	return pg_harness_query_int64(&pg, conn, sql);
 }
 
+/* The whole text of path, malloc'd (the caller frees it). */
+static char *file_text(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "open %s", path);
+	char *text = NULL;
+	size_t size = 0;
+	cr_assert_gt(getdelim(&text, &size, 0, f), 0, "read %s", path);
+	fclose(f);
+	return text;
+}
+
 static void versions_text(PGconn *conn, char *out, size_t out_size)
 {
 	pg_harness_query_text(&pg, conn, "SELECT string_agg(version::text, ',' ORDER BY version) FROM billing.schema_version",
@@ -264,23 +276,14 @@ Test(billing, migrations_are_transactional_and_refuse_reapplying)
 	owner = pg_harness_connect(&pg, OWNER, DB);
 	char sqlstate[6], message[512];
 	pg_harness_exec(&pg, owner, "BEGIN");
-	char *sql = NULL;
-	FILE *f = fopen(MIGRATIONS_DIR "/002_security.sql", "r");
-	cr_assert_not_null(f);
-	size_t size = 0;
-	cr_assert_gt(getdelim(&sql, &size, 0, f), 0);
-	fclose(f);
+	char *sql = file_text(MIGRATIONS_DIR "/002_security.sql");
 	cr_expect_eq(pg_harness_try_exec(owner, sql, sqlstate, message, sizeof(message)), -1);
 	free(sql);
 	cr_expect_str_eq(sqlstate, "23505", "%s", message);
 	cr_expect_str_eq(message, "duplicate key value violates unique constraint \"schema_version_pkey\"");
 	pg_harness_exec(&pg, owner, "ROLLBACK");
 
-	sql = NULL;
-	f = fopen(MIGRATIONS_DIR "/001_schema.sql", "r");
-	cr_assert_not_null(f);
-	cr_assert_gt(getdelim(&sql, &size, 0, f), 0);
-	fclose(f);
+	sql = file_text(MIGRATIONS_DIR "/001_schema.sql");
 	cr_expect_eq(pg_harness_try_exec(owner, sql, sqlstate, message, sizeof(message)), -1);
 	free(sql);
 	cr_expect_str_eq(sqlstate, "42P06", "%s", message);

@@ -24,7 +24,7 @@
  *      outside the directory), fsync, synchronous_commit and
  *      full_page_writes off (a test cluster need not survive a power cut),
  *      autovacuum off, TimeZone UTC.
- *   5. pg_ctl -w start, then a connection and SELECT 1.
+ *   5. pg_ctl -w start, then a connection that checks the server is 15.
  *
  * Root. PostgreSQL refuses to run as root, and CI runs as root: then the
  * directory is given to the user `nobody` (or, failing that, `postgres`)
