@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,6 +36,8 @@
  * cluster needs to survive a reboot. */
 static const char *const BASE_DIRS[] = {"/dev/shm", "/tmp"};
 #define BASE_DIR_COUNT (sizeof(BASE_DIRS) / sizeof(BASE_DIRS[0]))
+/* A cluster takes about 40 MiB before a test writes anything. */
+#define BASE_DIR_FREE_MIN ((uint64_t)1 << 30)
 #define LOG_TAIL_SIZE 3072
 #define SQL_ECHO_MAX 400 /* bytes of a failed statement quoted in a message */
 
@@ -229,12 +232,15 @@ static void reap_abandoned(void)
 		reap_abandoned_in(BASE_DIRS[i]);
 }
 
-/* The first base directory we may write to. */
+/* The first base directory we may write to with BASE_DIR_FREE_MIN bytes
+ * free (a container's /dev/shm is often 64 MiB: too small). */
 static const char *base_dir(void)
 {
 	for (size_t i = 0; i < BASE_DIR_COUNT; i++) {
 		struct stat st;
-		if (stat(BASE_DIRS[i], &st) == 0 && S_ISDIR(st.st_mode) && access(BASE_DIRS[i], W_OK | X_OK) == 0)
+		struct statvfs fs;
+		if (stat(BASE_DIRS[i], &st) == 0 && S_ISDIR(st.st_mode) && access(BASE_DIRS[i], W_OK | X_OK) == 0 &&
+		    statvfs(BASE_DIRS[i], &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize >= BASE_DIR_FREE_MIN)
 			return BASE_DIRS[i];
 	}
 	return "/tmp";

@@ -11,10 +11,11 @@
  *      Directories of live processes (tests running in parallel) are
  *      never touched. BASE is /dev/shm, and /tmp.
  *   2. Makes BASE/tally-pg-<name>-XXXXXX (mkdtemp; BASE is /dev/shm when
- *      it is writable — initdb on tmpfs takes a third of the time it takes
- *      on this machine's disk — else /tmp) and writes its own pid to
- *      `owner`. The directory holds data/ (the cluster), the Unix socket,
- *      postgres.log (the server's log), initdb.log and pg_ctl.log.
+ *      it is writable with 1 GiB free — initdb on tmpfs takes a third of
+ *      the time it takes on this machine's disk — else /tmp) and writes
+ *      its own pid to `owner`. The directory holds data/ (the cluster),
+ *      the Unix socket, postgres.log (the server's log), initdb.log and
+ *      pg_ctl.log.
  *   3. Runs initdb (/usr/lib/postgresql/15/bin) with --no-sync, trust
  *      authentication, the C locale, UTF8 and the bootstrap superuser
  *      PG_HARNESS_SUPERUSER.
