@@ -242,11 +242,15 @@ Test(hostile, wrong_types_and_invalid_fields)
 	harness_start(&h);
 
 	int fd = harness_socket(&h);
-	Tally__V1__Pong pong = TALLY__V1__PONG__INIT;
+	/* A Response whose body's field number no Request field uses (a
+	 * Response body that shares its number with a Request body decodes
+	 * as that request: protobuf cannot tell them apart). */
+	Tally__V1__ChangedDaysResult body = TALLY__V1__CHANGED_DAYS_RESULT__INIT;
+	body.watermark = 5;
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	resp.request_id = 9;
-	resp.body_case = TALLY__V1__RESPONSE__BODY_PONG;
-	resp.pong = &pong;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_CHANGED_DAYS;
+	resp.changed_days = &body;
 	size_t size = tally__v1__response__get_packed_size(&resp);
 	uint8_t buf[256];
 	frame_header_put(buf, (uint32_t)size);
