@@ -440,7 +440,8 @@ static uint64_t server_rows(tally_client *admin, int32_t day, uint32_t page_tena
 			const ProtobufCBinaryData *dims[4] = {&s->project, &s->agent, &s->model, &s->type};
 			for (int k = 0; k < 4; k++) {
 				cr_assert_lt(dims[k]->len, sizeof(r->dim[k]));
-				memcpy(r->dim[k], dims[k]->data, dims[k]->len);
+				if (dims[k]->len) /* data is NULL for an empty value */
+					memcpy(r->dim[k], dims[k]->data, dims[k]->len);
 				r->dim_len[k] = dims[k]->len;
 			}
 			r->status = s->status;

@@ -350,7 +350,8 @@ static int schema_version_read(exporter *x, int *version, char *errmsg)
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
 			 "billing schema version %d is newer than the newest migration this tally carries (%s, version"
 			 " %d): a newer tally migrated this database; export with that one",
-			 highest, billing_migrations[billing_migration_count - 1].name, known);
+			 highest, billing_migration_count ? billing_migrations[billing_migration_count - 1].name : "none",
+			 known);
 		return EXPORT_E_SCHEMA;
 	}
 	if (count != highest) {
@@ -761,6 +762,8 @@ static int copy_put(exporter *x, const void *data, size_t size, char *errmsg)
  * escaped, then the separator. */
 static int copy_text(exporter *x, const uint8_t *s, size_t n, char separator, char *errmsg)
 {
+	if (n == 0) /* s may be NULL (protobuf-c's empty bytes) */
+		return copy_put(x, &separator, 1, errmsg);
 	size_t start = 0;
 	int rc = 0;
 	for (size_t i = 0; i < n && !rc; i++) {

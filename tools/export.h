@@ -35,15 +35,16 @@
  * THE SCHEMA (export_open)
  *
  *   The database is brought to the newest schema this binary carries
- *   (billing_migrations[], tools/billing_sql.h), by the protocol of
+ *   (billing_migrations[], tools/billing_sql.h), by the runner protocol of
  *   tools/billing/README.md: a session-level advisory lock (EXPORT_LOCK_
  *   CLASS_MIGRATION, EXPORT_LOCK_OBJECT_MIGRATION) held while migrating;
- *   each missing migration in version order in its own transaction, which
- *   takes the same key as a transaction lock (so other migration runners
- *   that take only that one wait too), reads billing.schema_version (no
- *   table: version 0), skips a migration already recorded, runs it and
- *   checks that it recorded its own version. A database whose version is
- *   newer than the highest the binary knows is refused, untouched.
+ *   each migration in version order in its own transaction, which takes
+ *   the same key as a transaction lock (so runners that take only that one
+ *   wait too), reads the version (max of billing.schema_version; no table:
+ *   0), skips a migration at or below it, runs the file (which records its
+ *   own number) and checks that the version is now the file's. A database
+ *   whose version is newer than the highest the binary knows, or whose
+ *   schema_version has gaps (count is not max), is refused, untouched.
  *
  * Errors: every function returns 0 or a negative code (EXPORT_E_* below, or
  * -ENOMEM) and writes one line into errmsg (EXPORT_ERRMSG_SIZE bytes)
