@@ -2555,6 +2555,15 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
 
 /* ---- stats -------------------------------------------------------------- */
 
+int tally_tenants(tally_store *s, tally_tenant_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < s->tenant_count; i++)
+		fn(ctx, s->tenants[i]->name);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 int tally_store_stats(tally_store *s, tally_stats *out)
 {
 	memset(out, 0, sizeof(*out));

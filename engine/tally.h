@@ -356,6 +356,15 @@ typedef struct tally_stats {
 int tally_store_stats(tally_store *store, tally_stats *stats);
 
 /*
+ * Calls fn once for every tenant the store knows (every tenant that ever
+ * had an event accepted, including those only in the WAL), in no
+ * particular order. fn runs with the store's lock held: it must not call
+ * the store. 0.
+ */
+typedef void (*tally_tenant_fn)(void *ctx, const char *tenant);
+int tally_tenants(tally_store *store, tally_tenant_fn fn, void *ctx);
+
+/*
  * The upper bound, in microseconds, of bucket i of tally_stats.wal_fsync_hist:
  * 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
  * 1000000, and INT64_MAX for the last bucket (+Inf). TALLY_E_INVALID for i

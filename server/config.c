@@ -40,6 +40,7 @@ enum option_kind {
 	KIND_NUMBER,        /* decimal digits */
 	KIND_SIZE,          /* decimal digits, optionally KiB / MiB / GiB */
 	KIND_BOOL,          /* true / false (also yes / no, on / off, 1 / 0) */
+	KIND_TIME_OF_DAY,   /* HH:MM, stored as minutes after midnight (uint32) */
 };
 
 /* getopt_long values of the options that are not settings; settings use
@@ -95,6 +96,10 @@ static const option_spec options[] = {
 	 CONFIG_QUERY_THREADS_MAX, "N", "threads answering queries and listings"},
 	{"log-json", "log_json", KIND_BOOL, FIELD(log_json), 0, 0, NULL,
 	 "log one JSON object per line (--log-json=false: human lines)"},
+	{"export-pg", "export_pg", KIND_PATH, FIELD(export_pg), 0, 0, "URL",
+	 "PostgreSQL of the nightly billing export (docs/billing.md); none: no schedule"},
+	{"export-at", "export_at", KIND_TIME_OF_DAY, FIELD(export_at_minute), 0, 0, "HH:MM",
+	 "when the nightly export runs, UTC"},
 };
 
 #define OPTION_COUNT (sizeof(options) / sizeof(options[0]))
@@ -121,6 +126,7 @@ void config_default(server_config *c)
 	c->memtable_bytes_max = CONFIG_DEFAULT_MEMTABLE_BYTES_MAX;
 	c->query_threads = CONFIG_DEFAULT_QUERY_THREADS;
 	c->log_json = false;
+	c->export_at_minute = CONFIG_DEFAULT_EXPORT_AT_MINUTE;
 }
 
 /* ---- Addresses ---------------------------------------------------------- */
@@ -247,6 +253,16 @@ static int option_set(const option_spec *o, server_config *c, const char *text, 
 		    split_addr(text, host, sizeof(host), port, sizeof(port), &why))
 			return server_fail(errmsg, -EINVAL, "%s: bad address '%s': %s", where, text, why);
 		memcpy(field, text, strlen(text) + 1);
+		return 0;
+	}
+	case KIND_TIME_OF_DAY: {
+		unsigned h, m;
+		char extra;
+		if (strlen(text) != 5 || sscanf(text, "%2u:%2u%c", &h, &m, &extra) != 2 || text[2] != ':' ||
+		    h > 23 || m > 59)
+			return server_fail(errmsg, -EINVAL, "%s: not a time of day HH:MM (UTC): '%s'", where, text);
+		uint32_t v = h * 60 + m;
+		memcpy(field, &v, sizeof(v));
 		return 0;
 	}
 	case KIND_NUMBER:
@@ -569,6 +585,12 @@ static void format_default(const option_spec *o, char *out, size_t out_size)
 		snprintf(out, out_size, "%s", v ? "true" : "false");
 		return;
 	}
+	case KIND_TIME_OF_DAY: {
+		uint32_t v;
+		memcpy(&v, field, sizeof(v));
+		snprintf(out, out_size, "%02u:%02u", v / 60, v % 60);
+		return;
+	}
 	case KIND_NUMBER:
 	case KIND_SIZE:
 		if (o->size == sizeof(uint32_t)) {
@@ -612,7 +634,10 @@ void config_usage(FILE *out)
 			}
 			snprintf(range, sizeof(range), "; %s..%s", low, high);
 		}
-		fprintf(out, "  %-30s %s (default %s%s)\n", left, o->help, value, range);
+		if (value[0])
+			fprintf(out, "  %-30s %s (default %s%s)\n", left, o->help, value, range);
+		else
+			fprintf(out, "  %-30s %s\n", left, o->help);
 	}
 	fprintf(out, "  %-30s %s\n  %-30s %s\n", "--help", "print this text", "--version",
 		"print the version");

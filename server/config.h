@@ -26,6 +26,8 @@
 #include "tally.h"
 
 #define CONFIG_ADDR_SIZE 256
+#define CONFIG_PG_SIZE 1024
+#define CONFIG_DEFAULT_EXPORT_AT_MINUTE 30u
 #define CONFIG_KIB 1024u
 #define CONFIG_MIB (1024u * 1024u)
 #define CONFIG_GIB (1024u * 1024u * 1024u)
@@ -88,6 +90,8 @@ typedef struct server_config {
 	uint64_t memtable_bytes_max;      /* 256 MiB (engine option) */
 	uint32_t query_threads;           /* 2 */
 	bool log_json;                    /* false: one human line per log record on stderr */
+	char export_pg[CONFIG_PG_SIZE];   /* PostgreSQL URL of the nightly billing export; "" = no schedule */
+	uint32_t export_at_minute;        /* when it runs: minutes after midnight UTC (--export-at HH:MM), default 00:30 */
 } server_config;
 
 /* config_parse_args results other than errors. */

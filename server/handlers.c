@@ -192,9 +192,10 @@ static bool scope_tenant(server *s, conn *c, uint64_t request_id, uint64_t frame
 					   "no tenant %.80s (ingest may create it with create_tenant)", named);
 			return false;
 		}
-		/* Durable at the end of the pass, before the batch reaches the
-		 * engine (handlers_submit_pass): one write for every tenant
-		 * created in the pass. */
+		/* In memory at once; in tenants.json within a second
+		 * (handlers_save_tenants). Until then the tenant's existence is
+		 * carried by its events: the WAL holds them before the ack, and
+		 * server_open adds every tenant the store knows to the registry. */
 		char errmsg[TALLY_ERRMSG_SIZE];
 		int rc = tenants_add_pending(s->tenants, named, errmsg);
 		if (rc && rc != -EEXIST) {
@@ -330,24 +331,13 @@ void handlers_submit_pass(server *s)
 	size_t n = s->pass.len;
 	if (!n)
 		return;
-	/* Tenants created by this pass's batches become durable first; if
-	 * that fails, the batches of tenants that do not exist fail too. */
-	char terr[TALLY_ERRMSG_SIZE];
-	int trc = tenants_commit(s->tenants, terr);
-	if (trc) {
-		log_error("tenant registry: %s", terr);
-		tenants_rollback(s->tenants);
-	}
 	tally_batch *batches = calloc(n, sizeof(*batches));
 	uint64_t lsn = 0;
 	int rc = batches ? 0 : -ENOMEM;
 	for (size_t i = 0; i < n && !rc; i++) {
 		pending_ingest *p = &s->pass.items[(s->pass.head + i) % s->pass.cap];
-		/* A tenant whose creation failed gets an empty batch, refused below. */
-		bool exists = tenants_find(s->tenants, p->tenant) != NULL;
-		batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events,
-					   .count = exists ? p->count : 0, .results = p->results,
-					   .backfill = p->backfill};
+		batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events, .count = p->count,
+					   .results = p->results, .backfill = p->backfill};
 	}
 	if (!rc)
 		rc = tally_ingest_submit_many(s->store, batches, n, &lsn);
@@ -362,13 +352,6 @@ void handlers_submit_pass(server *s)
 		conn *c = &s->conns[p.slot];
 		bool live = c->fd >= 0 && c->gen == p.gen && !c->close_submitted;
 		int status = rc ? rc : batches[i].status;
-		if (!rc && !tenants_find(s->tenants, p.tenant)) {
-			if (live)
-				conn_respond_error(s, c, p.request_id, p.frame_bytes, ERR_INTERNAL, 0,
-						   "tenant %s could not be created: %s", p.tenant, terr);
-			pending_free(&p);
-			continue;
-		}
 		if (status) {
 			if (live) {
 				const char *why = rc ? tally_store_errmsg(s->store) : "";
@@ -772,7 +755,6 @@ static void on_issue_key(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 	/* A key only for a tenant that is durable. */
 	int rc = tenants_commit(s->tenants, errmsg);
 	if (rc) {
-		tenants_rollback(s->tenants);
 		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "%s", errmsg);
 		return;
 	}
@@ -951,6 +933,41 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	}
 	if (!kept)
 		tally__v1__request__free_unpacked(req, NULL);
+}
+
+/* ---- the registry's lazy writes ------------------------------------------------- */
+
+void handlers_save_tenants(server *s)
+{
+	int64_t now = server_now_us();
+	if (now - s->tenants_saved_us < TENANTS_SAVE_INTERVAL_US)
+		return;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = tenants_commit(s->tenants, errmsg);
+	s->tenants_saved_us = now;
+	if (rc)
+		log_error("tenant registry: %s (retrying; the tenants' events are safe in the store)", errmsg);
+}
+
+static void add_store_tenant(void *ctx, const char *name)
+{
+	tenant_registry *r = ctx;
+	if (!tenants_find(r, name) && tenants_name_valid(name))
+		tenants_add_pending(r, name, NULL);
+}
+
+int handlers_reconcile_tenants(server *s, char *errmsg)
+{
+	size_t before;
+	tenants_list(s->tenants, &before);
+	tally_tenants(s->store, add_store_tenant, s->tenants);
+	size_t after;
+	tenants_list(s->tenants, &after);
+	if (after == before)
+		return 0;
+	log_info("tenant registry: %zu tenant(s) created by ingest before the last stop added from the store",
+		 after - before);
+	return tenants_commit(s->tenants, errmsg);
 }
 
 /* ---- first start ------------------------------------------------------------ */

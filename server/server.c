@@ -568,6 +568,7 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 
 static void on_timer(server *s)
 {
+	handlers_save_tenants(s);
 	int64_t now = server_now_us();
 	for (uint32_t i = 0; i < s->conn_slots; i++) {
 		conn *c = &s->conns[i];
@@ -801,7 +802,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 		goto fail;
 	if ((rc = keys_open(io, config->data_dir, &s->keys, errmsg)) ||
 	    (rc = tenants_open(io, config->data_dir, &s->tenants, errmsg)) ||
-	    (rc = handlers_bootstrap_admin(s, errmsg)))
+	    (rc = handlers_reconcile_tenants(s, errmsg)) || (rc = handlers_bootstrap_admin(s, errmsg)))
 		goto fail;
 	s->conn_slots = config->connections_max;
 	s->conns = calloc(s->conn_slots, sizeof(*s->conns));
@@ -1006,6 +1007,11 @@ int server_close(server *s, char *errmsg)
 	if (s->buf_ring)
 		munmap(s->buf_ring, RECV_BUFFER_COUNT * sizeof(struct io_uring_buf));
 	free(s->buffers);
+	if (s->tenants) {
+		char terr[TALLY_ERRMSG_SIZE];
+		if (tenants_commit(s->tenants, terr))
+			log_error("tenant registry at shutdown: %s (the next start adds them from the store)", terr);
+	}
 	if (s->store) {
 		int frc = tally_flush(s->store);
 		if (frc) {

@@ -48,6 +48,8 @@
 #define CONN_OUT_BYTES_MAX (32u << 20)
 /* How long a shutdown waits for in-flight requests and unsent responses. */
 #define SHUTDOWN_DRAIN_MS 10000
+/* Tenants created by ingest reach tenants.json this often at most. */
+#define TENANTS_SAVE_INTERVAL_US (INT64_C(1000000))
 /* retry_after_ms suggested with UNAVAILABLE. */
 #define RETRY_AFTER_MS 100
 
@@ -125,6 +127,7 @@ struct server {
 	metrics *metrics;
 	worker_pool *workers;
 	uint64_t auth_generation; /* bumps on every revoke and suspension */
+	int64_t tenants_saved_us;  /* last lazy write of the registry */
 
 	struct io_uring ring;
 	struct io_uring_buf_ring *buf_ring;
@@ -201,6 +204,12 @@ uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t 
 /* ---- usage.c: the billing export's requests (admin only) ---- */
 void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
 void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
+
+/* Writes tenants created by ingest to tenants.json, at most once per
+ * TENANTS_SAVE_INTERVAL_US (the timer calls it). */
+void handlers_save_tenants(server *s);
+/* At open: every tenant the store has events of is in the registry. */
+int handlers_reconcile_tenants(server *s, char *errmsg);
 
 /* Issues the first admin key (DATA/admin.key) when there is none. */
 int handlers_bootstrap_admin(server *s, char *errmsg);

@@ -193,6 +193,21 @@ static int index_add(tenant_registry *r, size_t i)
 	return 0;
 }
 
+/* Rebuilds the index after entries were taken off the end. */
+static void tenants_rollback_index(tenant_registry *r)
+{
+	if (index_build(r)) {
+		/* Cannot shrink-rebuild: clear and re-insert in place. */
+		memset(r->slots, 0, (r->slot_mask + 1) * sizeof(*r->slots));
+		for (size_t i = 0; i < r->count; i++) {
+			size_t k = slot_of(r->entries[i].name, r->slot_mask);
+			while (r->slots[k])
+				k = (k + 1) & r->slot_mask;
+			r->slots[k] = (uint32_t)i + 1;
+		}
+	}
+}
+
 int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg)
 {
 	if (!tenants_name_valid(name))
@@ -228,28 +243,24 @@ int tenants_commit(tenant_registry *r, char *errmsg)
 	return rc;
 }
 
+
 void tenants_rollback(tenant_registry *r)
 {
 	if (r->durable_count == r->count)
 		return;
 	r->count = r->durable_count;
-	if (index_build(r)) {
-		/* Cannot shrink-rebuild: clear and re-insert in place. */
-		memset(r->slots, 0, (r->slot_mask + 1) * sizeof(*r->slots));
-		for (size_t i = 0; i < r->count; i++) {
-			size_t k = slot_of(r->entries[i].name, r->slot_mask);
-			while (r->slots[k])
-				k = (k + 1) & r->slot_mask;
-			r->slots[k] = (uint32_t)i + 1;
-		}
-	}
+	tenants_rollback_index(r);
 }
 
 int tenants_create(tenant_registry *r, const char *name, char *errmsg)
 {
 	int rc = tenants_add_pending(r, name, errmsg);
-	if (!rc && (rc = tenants_commit(r, errmsg)))
-		tenants_rollback(r); /* not durable: not created */
+	if (!rc && (rc = tenants_commit(r, errmsg))) {
+		/* Not durable: not created. Only this one is taken back (it is
+		 * the last entry); other pending ones stay pending. */
+		r->count--;
+		tenants_rollback_index(r);
+	}
 	return rc;
 }
 

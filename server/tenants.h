@@ -47,11 +47,13 @@ const tenant_entry *tenants_find(const tenant_registry *r, const char *name);
 int tenants_create(tenant_registry *r, const char *name, char *errmsg);
 
 /*
- * Creation in two steps, so that many tenants created by one loop pass
- * cost one write: tenants_add_pending makes name exist in memory at once
- * (tenants_find sees it; 0, TALLY_E_TENANT, -EEXIST, TALLY_E_LIMIT or
- * -ENOMEM), tenants_commit makes every pending addition durable (0 when
- * there is none), and on its failure tenants_rollback forgets them.
+ * Creation in two steps, so that tenants created by ingest cost no write
+ * on the request's path: tenants_add_pending makes name exist in memory at
+ * once (tenants_find sees it; 0, TALLY_E_TENANT, -EEXIST, TALLY_E_LIMIT or
+ * -ENOMEM), tenants_commit writes every pending addition (0 when there is
+ * none; on failure they stay pending), and tenants_rollback forgets them.
+ * (tallyd commits them within a second, and at open adds back any tenant
+ * the store holds events of: server/README.md.)
  */
 int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg);
 int tenants_commit(tenant_registry *r, char *errmsg);

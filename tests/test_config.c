@@ -617,3 +617,32 @@ Test(config, usage_lists_every_flag)
 		cr_expect_neq(strstr(text, expected[i]), NULL, "usage lacks '%s':\n%s", expected[i], text);
 	free(text);
 }
+
+/* Description: the nightly export's settings: --export-pg keeps its URL,
+ * --export-at is HH:MM stored as minutes after midnight (default 00:30),
+ * from flags and from the INI file; a time that is not HH:MM is refused
+ * naming the flag. */
+Test(config, export_schedule)
+{
+	server_config c;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	config_default(&c);
+	const char *ok[] = {"--export-pg", "postgresql://exporter@db/billing", "--export-at", "23:59", NULL};
+	cr_assert_eq(parse(&c, err, ok), CONFIG_OK, "%s", err);
+	cr_expect_str_eq(c.export_pg, "postgresql://exporter@db/billing");
+	cr_expect_eq(c.export_at_minute, 23 * 60 + 59);
+	config_default(&c);
+	const char *none[] = {NULL};
+	cr_assert_eq(parse(&c, err, none), CONFIG_OK, "%s", err);
+	cr_expect_str_eq(c.export_pg, "");
+	cr_expect_eq(c.export_at_minute, 30);
+	const char *bad[] = {"24:00", "7:30", "07:60", "0730", "07:30:00", "ab:cd", ""};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *args[] = {"--export-at", bad[i], NULL};
+		cr_expect_lt(parse(&c, err, args), 0, "%s accepted", bad[i]);
+		char want[128];
+		snprintf(want, sizeof(want), "--export-at: not a time of day HH:MM (UTC): '%s'", bad[i]);
+		if (bad[i][0])
+			cr_expect_str_eq(err, want);
+	}
+}

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "support/server_harness.h"
 
@@ -581,6 +582,46 @@ Test(server, daily_usage_and_changed_days)
 	cr_expect_eq(tally_client_changed_days(t, 0, &ch), TALLY_CLIENT_REFUSED);
 	cr_expect_eq(tally_client_last_error(t)->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
 	tally_client_close(t);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
+/* Description: a tenant created by an admin ingest is written to
+ * tenants.json lazily; if the registry lost it (tenants.json gone before
+ * it was written), the next start adds it back from the store, which
+ * holds its acknowledged events, and the tenant is listed and queryable. */
+Test(server, tenants_created_by_ingest_come_back_from_the_store)
+{
+	harness h;
+	harness_init(&h, "srv-lazy");
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, "lazy");
+	builder_set_create_tenant(&b, true);
+	tally_client_event e = harness_event("lazy", 0, base_time());
+	builder_add(&b, &e);
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+	cr_expect_eq(a.accepted, 1);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+	tally_client_close(admin);
+	harness_stop(&h);
+	char path[sizeof(h.config.data_dir) + 32];
+	snprintf(path, sizeof(path), "%s/tenants.json", h.config.data_dir);
+	cr_assert_eq(unlink(path), 0, "%s", path);
+	harness_start(&h);
+	admin = harness_connect(&h, h.admin_key);
+	Tally__V1__TenantList *tl;
+	cr_assert_eq(tally_client_list_tenants(admin, &tl), 0);
+	cr_assert_eq(tl->n_tenants, 1);
+	cr_expect_str_eq(tl->tenants[0]->name, "lazy");
+	tally__v1__tenant_list__free_unpacked(tl, NULL);
+	cr_expect_eq(count_events(admin, "lazy", base_time(), base_time() + 4 * HOUR_US), 1);
 	tally_client_close(admin);
 	harness_finish(&h);
 }
