@@ -44,7 +44,7 @@ static const char USAGE[] =
 	"       tally-bench mixed --server HOST:PORT (--key KEY | --key-file FILE) [--preload N]\n"
 	"                         [--no-preload] [--tenants T] [--seed S] [--rate R] [--duration SECONDS]\n"
 	"                         [--connections C] [--batch B] [--window W] [--inflight Q]\n"
-	"                         [--query-clients Q] [--query-rate QPS] [--repeat R]\n"
+	"                         [--query-clients Q] [--query-rate QPS] [--repeat R] [--warm]\n"
 	"                         [--server-pid PID] [--json]\n"
 	"       tally-bench --help\n"
 	"\n"
@@ -140,6 +140,8 @@ static const char USAGE_PROTOCOL[] =
 	"  --query-rate QPS    queries/s over all query clients, 0 for back to back\n"
 	"                      (default %u)\n"
 	"  --repeat R          tenant draws the query clients cycle through (default %u)\n"
+	"  --warm              ask every draw's five queries once, untimed, before the live\n"
+	"                      ingest (a polling dashboard's steady state); default: cold\n"
 	"\n"
 	"Exit status: 0 ok; 1 engine or server error, a refused key or request, or a result\n"
 	"mismatch; 2 usage error. See bench/README.md for the workload's exact definition.\n";
@@ -448,8 +450,8 @@ static int mixed_main(int argc, char **argv)
 		{"--repeat", 1, BENCH_MIXED_REPEAT_MAX, &repeat, false},
 		{"--server-pid", 1, PID_MAX, &pid, false},
 	};
-	bool json = false, no_preload = false;
-	const switch_flag switches[] = {{"--json", &json}, {"--no-preload", &no_preload}};
+	bool json = false, no_preload = false, warm = false;
+	const switch_flag switches[] = {{"--json", &json}, {"--no-preload", &no_preload}, {"--warm", &warm}};
 	const char *server = NULL, *key = NULL, *key_file = NULL;
 	int rc = protocol_flags_parse(argc, argv, flags, COUNT_OF(flags), switches, COUNT_OF(switches),
 				      &server, &key, &key_file);
@@ -478,6 +480,7 @@ static int mixed_main(int argc, char **argv)
 		.query_client_count = (uint32_t)query_clients,
 		.query_rate = (uint32_t)query_rate,
 		.repeat = (uint32_t)repeat,
+		.warm = warm,
 		.server_pid = (long)pid,
 		.json = json,
 	};

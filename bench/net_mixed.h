@@ -39,6 +39,7 @@ typedef struct bench_net_mixed_options {
 	uint32_t query_client_count;
 	uint32_t query_rate;          /* queries/s over all query clients; 0: back to back */
 	uint32_t repeat;              /* tenant draws, cycled by the query clients */
+	bool warm;                    /* ask every draw's queries once, untimed, before the live ingest */
 	long server_pid;              /* 0: server RSS not read */
 	bool json;
 } bench_net_mixed_options;
