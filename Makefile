@@ -100,11 +100,14 @@ $(BUILD)/tally: $(BUILD)/tools/tally.o $(BUILD)/libtallytools.a $(BUILD)/libtall
 $(BUILD)/tally-bench: $(BENCH_OBJ) $(BUILD)/libtallyproto.a $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
 
-$(BUILD)/tallyd: $(BUILD)/server/tallyd.o $(BUILD)/libtallyserver.a $(BUILD)/libtallyproto.a \
-		 $(BUILD)/libtally.a
+# tallyd links the exporter of libtallytools for its nightly export schedule.
+$(BUILD)/tallyd: $(BUILD)/server/tallyd.o $(BUILD)/libtallyserver.a $(BUILD)/libtallytools.a \
+		 $(BUILD)/libtallyproto.a $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallytools.a $(BUILD)/libtallyserver.a \
+# Libraries in dependency order: the server uses the tools' exporter; both
+# use the engine and the wire side.
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(BUILD)/libtallytools.a \
 		  $(BUILD)/libtally.a $(BUILD)/libtallyproto.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) $(NET_LDLIBS)
 
@@ -134,7 +137,8 @@ FUZZ_CHECK_SECONDS ?= 20
 FUZZ_CC     := clang
 FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread \
                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC)
+# The target needs the framing, the messages and the server's validation only.
+FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) server/batch.c server/convert.c server/fail.c
 FUZZ_OBJ    := $(FUZZ_SRC:%.c=build-fuzz/%.o) build-fuzz/proto/tally.pb-c.o
 
 build-fuzz/%.o: %.c $(BUILD)/proto/tally.pb-c.h

@@ -792,7 +792,7 @@ static void on_list_keys(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 	}
 	size_t m = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (tenant[0] && strcmp(keys[i].tenant, tenant) != 0)
+		if (keys[i].ephemeral || (tenant[0] && strcmp(keys[i].tenant, tenant) != 0))
 			continue;
 		tally__v1__key_info__init(&infos[m]);
 		infos[m].key_id = (char *)keys[i].id;

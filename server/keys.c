@@ -188,6 +188,8 @@ static int save(keystore *ks, char *errmsg)
 		  json_object_set(root, "keys", list);
 	for (size_t i = 0; i < ks->count && !bad; i++) {
 		const key_entry *e = &ks->entries[i];
+		if (e->ephemeral)
+			continue;
 		char digest[2 * KEY_DIGEST_SIZE + 1];
 		hex_put(digest, e->digest, KEY_DIGEST_SIZE);
 		json_t *item = json_pack("{s:s, s:s, s:s, s:I, s:b}", "id", e->id, "digest", digest,
@@ -202,7 +204,21 @@ static int save(keystore *ks, char *errmsg)
 	return rc;
 }
 
+static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_text, char *key_id,
+		 char *errmsg);
+
 int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, char *errmsg)
+{
+	return issue(ks, tenant, false, key_text, key_id, errmsg);
+}
+
+int keys_issue_ephemeral(keystore *ks, char *key_text, char *key_id, char *errmsg)
+{
+	return issue(ks, NULL, true, key_text, key_id, errmsg);
+}
+
+static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_text, char *key_id,
+		 char *errmsg)
 {
 	if (tenant && strlen(tenant) > TALLY_TENANT_SIZE_MAX)
 		return TALLY_E_TENANT;
@@ -222,8 +238,9 @@ int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, c
 	hex_put(e->id, e->digest, 8);
 	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant ? tenant : "");
 	e->created_us = ks->io->now_us(ks->io);
+	e->ephemeral = ephemeral;
 	ks->count++;
-	if ((rc = save(ks, errmsg)) || (rc = index_build(ks))) {
+	if ((!ephemeral && (rc = save(ks, errmsg))) || (rc = index_build(ks))) {
 		ks->count--; /* not durable (or not findable): not issued */
 		OPENSSL_cleanse(key_text, KEY_TEXT_SIZE);
 		if (rc == -ENOMEM) /* the file has it: write the list without it again */

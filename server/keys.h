@@ -32,6 +32,7 @@ typedef struct key_entry {
 	char tenant[TALLY_TENANT_SIZE_MAX + 1]; /* "" for an admin key */
 	int64_t created_us;
 	bool revoked;
+	bool ephemeral; /* never written: lives until the process ends */
 } key_entry;
 
 typedef struct keystore keystore;
@@ -45,6 +46,10 @@ void keys_close(keystore *ks);
  * (KEY_TEXT_SIZE) and its id (KEY_ID_SIZE). Durable before it returns 0. */
 int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, char *errmsg);
 
+/* An admin key that is never written to keys.json and dies with the
+ * process (tallyd's own connections, e.g. the nightly export). */
+int keys_issue_ephemeral(keystore *ks, char *key_text, char *key_id, char *errmsg);
+
 /* The live (not revoked) entry of key text, or NULL. The entry is valid
  * until the next change of the store. */
 const key_entry *keys_lookup(const keystore *ks, const char *key_text);
@@ -53,7 +58,7 @@ const key_entry *keys_lookup(const keystore *ks, const char *key_text);
  * stays usable: nothing was changed). */
 int keys_revoke(keystore *ks, const char *key_id, char *errmsg);
 
-/* Every entry (revoked ones too), in issue order. */
+/* Every entry (revoked and ephemeral ones too), in issue order. */
 const key_entry *keys_list(const keystore *ks, size_t *count);
 
 #endif /* TALLY_SERVER_KEYS_H */

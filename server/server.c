@@ -827,6 +827,8 @@ int server_open(const server_config *config, server **out, char *errmsg)
 		server_fail(errmsg, rc, "starting %u worker threads: %s", config->query_threads, strerror(-rc));
 		goto fail;
 	}
+	if (config->export_pg[0] && (rc = export_schedule_start(s, &s->schedule, errmsg)))
+		goto fail;
 	if ((rc = -pthread_create(&s->committer, NULL, committer_main, s))) {
 		server_fail(errmsg, rc, "starting the committer thread: %s", strerror(-rc));
 		goto fail;
@@ -941,6 +943,7 @@ int server_run(server *s)
 	arm_eventfd(s, s->worker_fd, &s->worker_value, OP_WORKER_EVENT);
 	arm_timer(s);
 	log_info("listening on %s (port %u); data in %s", s->config.listen, s->port, s->config.data_dir);
+	export_schedule_go(s->schedule); /* its runs connect to this loop */
 	for (;;) {
 		int rc = io_uring_submit_and_wait(&s->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -978,6 +981,9 @@ int server_close(server *s, char *errmsg)
 	if (!s)
 		return 0;
 	int rc = 0;
+	/* Before the rest: its run in progress talks to this server, whose
+	 * connections are closed by now, so it ends at once. */
+	export_schedule_stop(s->schedule);
 	if (s->committer_started) {
 		pthread_mutex_lock(&s->commit_lock);
 		s->commit_stop = true;

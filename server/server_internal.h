@@ -26,6 +26,7 @@
 #include "frame.h"
 #include "keys.h"
 #include "metrics.h"
+#include "schedule.h"
 #include "server.h"
 #include "tally.h"
 #include "tally.pb-c.h"
@@ -126,6 +127,7 @@ struct server {
 	tenant_registry *tenants;
 	metrics *metrics;
 	worker_pool *workers;
+	export_schedule *schedule; /* the nightly export, when --export-pg is set */
 	uint64_t auth_generation; /* bumps on every revoke and suspension */
 	int64_t tenants_saved_us;  /* last lazy write of the registry */
 

@@ -2,8 +2,7 @@
  * cmd_export.c — `tally export --pg URL [--day D | --from D --to D |
  * --changed] [--tenant-page N]`: daily usage from the server (admin key)
  * into the PostgreSQL billing database, each day replaced in one
- * transaction (export.h), and the source the exporter reads it from: the
- * DailyUsage and ChangedDays requests over a tally_client.
+ * transaction (export.h), read over the protocol (export_client.c).
  *
  * Everything that can be checked without a server or a database is checked
  * first (options, dates, a day after today), so a mistyped command does
@@ -19,43 +18,6 @@
 #include "cli.h"
 #include "export.h"
 #include "remote.h"
-
-/* ---- the source over the protocol ------------------------------------------------- */
-
-static void client_error(tally_client *c, int rc, const char *what, char *errmsg)
-{
-	if (rc != TALLY_CLIENT_REFUSED) {
-		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: %s", what, tally_client_strerror(rc));
-		return;
-	}
-	const tally_client_error *e = tally_client_last_error(c);
-	snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: refused by the server: %s (%s)", what, e->message,
-		 tally_client_error_code_name(e->code));
-}
-
-static int client_daily_usage(void *ctx, int32_t day, const char *after_tenant, uint32_t limit,
-			      Tally__V1__DailyUsagePage **page_out, char *errmsg)
-{
-	int rc = tally_client_daily_usage(ctx, day, after_tenant, limit, page_out);
-	if (rc)
-		client_error(ctx, rc, "DailyUsage", errmsg);
-	return rc;
-}
-
-static int client_changed_days(void *ctx, uint64_t since, Tally__V1__ChangedDaysResult **result_out, char *errmsg)
-{
-	int rc = tally_client_changed_days(ctx, since, result_out);
-	if (rc)
-		client_error(ctx, rc, "ChangedDays", errmsg);
-	return rc;
-}
-
-void export_source_client(export_source *source, tally_client *c)
-{
-	source->ctx = c;
-	source->daily_usage = client_daily_usage;
-	source->changed_days = client_changed_days;
-}
 
 /* ---- the command ------------------------------------------------------------------- */
 

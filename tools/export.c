@@ -1112,6 +1112,41 @@ int export_changed_find(exporter *x, export_changed *out, char *errmsg)
 	return 0;
 }
 
+int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg)
+{
+	*days = NULL;
+	*count = 0;
+	char since_text[EXPORT_DAY_SIZE];
+	export_day_format(since_text, since);
+	const char *params[1] = {since_text};
+	PGresult *res = NULL;
+	int rc = exec_params(x,
+			     "SELECT DISTINCT (day - date '1970-01-01') AS d FROM billing.export_runs"
+			     " WHERE day >= $1::date ORDER BY d",
+			     1, params, PGRES_TUPLES_OK, &res, "reading billing.export_runs", errmsg);
+	if (rc)
+		return rc;
+	size_t n = (size_t)PQntuples(res);
+	if (n > EXPORT_DAYS_MAX) {
+		PQclear(res);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "billing.export_runs holds more than %u days", EXPORT_DAYS_MAX);
+		return EXPORT_E_LIMIT;
+	}
+	if (n) {
+		*days = malloc(n * sizeof(**days));
+		if (!*days) {
+			PQclear(res);
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < n; i++)
+			(*days)[i] = (int32_t)strtol(PQgetvalue(res, (int)i, 0), NULL, 10);
+	}
+	*count = n;
+	PQclear(res);
+	return 0;
+}
+
 /* ---- output ------------------------------------------------------------------------------- */
 
 void export_day_print(FILE *out, const export_day_result *r)

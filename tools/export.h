@@ -7,9 +7,10 @@
  *
  *   The exporter does not know: it asks an export_source, two functions
  *   returning the protocol's messages (DailyUsagePage, ChangedDaysResult).
- *   `tally export` gives it one over a tally_client (export_source_client,
- *   defined in cmd_export.c); tallyd's nightly schedule can give it one that
- *   reads its own store. libpq is used here and nowhere else in tools/.
+ *   `tally export` and tallyd's nightly schedule (server/schedule.c, which
+ *   connects to its own server) give it one over a tally_client
+ *   (export_source_client, in export_client.c). libpq is used here and
+ *   nowhere else in tools/.
  *
  * WHAT ONE DAY'S EXPORT PROMISES (export_day)
  *
@@ -122,8 +123,8 @@ typedef struct export_source {
 } export_source;
 
 /*
- * The source over an open admin connection (defined in cmd_export.c, the
- * command's own): tally_client_daily_usage and tally_client_changed_days,
+ * The source over an open admin connection (export_client.c):
+ * tally_client_daily_usage and tally_client_changed_days,
  * their failures worded as "DailyUsage: refused by the server: MESSAGE
  * (CODE)" or "DailyUsage: <transport error>". c stays the caller's and must
  * outlive the source.
@@ -236,6 +237,14 @@ typedef struct export_changed {
 int export_changed_find(exporter *x, export_changed *out, char *errmsg);
 
 void export_changed_free(export_changed *changed);
+
+/*
+ * The days with an export_runs row, from day `since` on, ascending (for the
+ * nightly schedule's catch-up: days with data that were never exported).
+ * 0 with *days (malloc'd, free it; NULL when none) and *count, or an error
+ * as export_day.
+ */
+int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg);
 
 /* ---- days ----------------------------------------------------------------------- */
 

@@ -1,0 +1,250 @@
+/*
+ * schedule.c — tallyd's nightly billing export (--export-pg URL,
+ * --export-at HH:MM UTC; docs/billing.md).
+ *
+ * A thread of its own runs the same exporter as `tally export`
+ * (tools/export.h) against the server's own protocol port, with an admin
+ * key that exists only in this process's memory (keys_issue_ephemeral). So
+ * it is one more client: its DailyUsage requests run on the query workers,
+ * never on the ingest path, and everything the exporter promises (one
+ * transaction per day, exactly once, migrations) holds unchanged.
+ *
+ * A run, at start and then every day at --export-at:
+ *   1. catch up: every UTC day before today that has events in the store
+ *      (ChangedDays since 0) and no export_runs row yet is exported, so days
+ *      missed while tallyd or PostgreSQL was down are loaded;
+ *   2. re-export the days changed after their last export (late events,
+ *      backfill), exactly as `tally export --changed`.
+ * A failed run (PostgreSQL down, a refused login, a schema too new) is
+ * logged and retried with a backoff from 5 s doubling to 5 minutes, until
+ * it succeeds; then the next run is at the next --export-at.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tools/export.h"
+#include "fail.h"
+#include "log.h"
+#include "schedule.h"
+#include "server_internal.h"
+
+#define SCHEDULE_BACKOFF_FIRST_US (INT64_C(5) * 1000000)
+#define SCHEDULE_BACKOFF_MAX_US (INT64_C(300) * 1000000)
+#define MINUTE_US (INT64_C(60) * 1000000)
+/* The longest wait for one answer of this server (a page of 1,000 tenants). */
+#define SCHEDULE_CALL_TIMEOUT_MS 120000u
+
+struct export_schedule {
+	char pg[CONFIG_PG_SIZE];
+	char address[64];
+	char key[KEY_TEXT_SIZE];
+	uint32_t at_minute;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;    /* under lock */
+	bool go;      /* under lock: the event loop runs (export_schedule_go) */
+	uint64_t runs; /* under lock: completed runs, for tests */
+};
+
+/* The next instant at minute `at` of a UTC day, strictly after now. */
+static int64_t next_run_us(int64_t now, uint32_t at)
+{
+	int64_t day = now / TALLY_US_PER_DAY * TALLY_US_PER_DAY;
+	int64_t t = day + (int64_t)at * MINUTE_US;
+	return t > now ? t : t + TALLY_US_PER_DAY;
+}
+
+static int day_cmp(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* One run (see the file comment). 0, or a negative code with errmsg. */
+static int run_once(export_schedule *sc, char *errmsg)
+{
+	tally_client *c;
+	char cerr[TALLY_CLIENT_ERRMSG_SIZE];
+	int rc = tally_client_open(sc->address, sc->key, "tallyd-export", &c, NULL, cerr);
+	if (rc)
+		return server_fail(errmsg, rc, "connecting to this server at %s: %s", sc->address, cerr);
+	if ((rc = tally_client_set_timeout(c, SCHEDULE_CALL_TIMEOUT_MS))) {
+		tally_client_close(c);
+		return server_fail(errmsg, rc, "setting a timeout: %s", strerror(-rc));
+	}
+	export_source source;
+	export_source_client(&source, c);
+	export_options options = {0};
+	exporter *x = NULL;
+	char xerr[EXPORT_ERRMSG_SIZE];
+	int from, to;
+	int32_t *exported = NULL;
+	size_t exported_count = 0, loaded = 0, reloaded = 0;
+	Tally__V1__ChangedDaysResult *all = NULL;
+	export_changed changed = {0};
+	int32_t today = export_day_of(server_now_us());
+	if ((rc = export_open(sc->pg, &source, &options, &x, xerr)) || (rc = export_migrate(x, &from, &to, xerr)))
+		goto out;
+	if (to != from)
+		log_info("export: billing schema migrated from version %d to %d", from, to);
+	/* 1. Days with events and no export yet. */
+	char why[EXPORT_ERRMSG_SIZE] = "";
+	if ((rc = source.changed_days(source.ctx, 0, &all, why))) {
+		snprintf(xerr, sizeof(xerr), "%s", why);
+		goto out;
+	}
+	if ((rc = export_days_exported(x, today - EXPORT_CHANGED_DAYS_BACK, &exported, &exported_count, xerr)))
+		goto out;
+	for (size_t i = 0; i < all->n_days && !rc; i++) {
+		int32_t d = all->days[i];
+		if (d >= today || (exported_count && bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp)))
+			continue;
+		export_day_result r;
+		if ((rc = export_day(x, d, &r, xerr)) == 0) {
+			char text[EXPORT_DAY_SIZE];
+			export_day_format(text, d);
+			log_info("export: %s loaded: %" PRIu64 " tenants, %" PRIu64 " rows, checksum %016" PRIx64,
+				 text, r.tenants, r.rows, r.checksum);
+			loaded++;
+		}
+	}
+	/* 2. Days changed after their last export. */
+	if (!rc)
+		rc = export_changed_find(x, &changed, xerr);
+	for (size_t i = 0; i < changed.count && !rc; i++) {
+		export_day_result r;
+		if ((rc = export_day(x, changed.days[i].day, &r, xerr)) == 0) {
+			char text[EXPORT_DAY_SIZE];
+			export_day_format(text, changed.days[i].day);
+			log_info("export: %s re-exported (changed after its last export): %" PRIu64 " rows", text,
+				 r.rows);
+			reloaded++;
+		}
+	}
+out:
+	if (rc)
+		server_fail(errmsg, rc, "%s", xerr);
+	else
+		log_info("export: run done: %zu day(s) loaded, %zu re-exported", loaded, reloaded);
+	export_changed_free(&changed);
+	if (all)
+		tally__v1__changed_days_result__free_unpacked(all, NULL);
+	free(exported);
+	export_close(x);
+	tally_client_close(c);
+	return rc;
+}
+
+static void *schedule_main(void *arg)
+{
+	export_schedule *sc = arg;
+	int64_t next = 0; /* the first run catches up at once */
+	int64_t backoff = SCHEDULE_BACKOFF_FIRST_US;
+	pthread_mutex_lock(&sc->lock);
+	/* The first run connects to this server: not before its loop runs. */
+	while (!sc->stop && !sc->go)
+		pthread_cond_wait(&sc->cond, &sc->lock);
+	for (;;) {
+		while (!sc->stop && server_now_us() < next) {
+			int64_t at = next;
+			struct timespec ts = {.tv_sec = at / 1000000, .tv_nsec = (long)(at % 1000000) * 1000};
+			pthread_cond_timedwait(&sc->cond, &sc->lock, &ts);
+		}
+		if (sc->stop)
+			break;
+		pthread_mutex_unlock(&sc->lock);
+		char errmsg[TALLY_ERRMSG_SIZE];
+		int rc = run_once(sc, errmsg);
+		int64_t now = server_now_us();
+		if (rc) {
+			log_error("export: run failed: %s; retrying in %" PRId64 " s", errmsg, backoff / 1000000);
+			next = now + backoff;
+			backoff = backoff * 2 > SCHEDULE_BACKOFF_MAX_US ? SCHEDULE_BACKOFF_MAX_US : backoff * 2;
+		} else {
+			backoff = SCHEDULE_BACKOFF_FIRST_US;
+			next = next_run_us(now, sc->at_minute);
+		}
+		pthread_mutex_lock(&sc->lock);
+		sc->runs++;
+		pthread_cond_broadcast(&sc->cond);
+	}
+	pthread_mutex_unlock(&sc->lock);
+	return NULL;
+}
+
+int export_schedule_start(server *s, export_schedule **out, char *errmsg)
+{
+	*out = NULL;
+	export_schedule *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return server_fail(errmsg, -ENOMEM, "out of memory");
+	snprintf(sc->pg, sizeof(sc->pg), "%s", s->config.export_pg);
+	/* The listening address, with the port the kernel chose if it was 0. */
+	char host[CONFIG_ADDR_SIZE], port[32];
+	if (config_split_addr(s->config.listen, host, sizeof(host), port, sizeof(port))) {
+		free(sc);
+		return server_fail(errmsg, -EINVAL, "listen address '%s' is not HOST:PORT", s->config.listen);
+	}
+	bool v6 = strchr(host, ':') != NULL;
+	snprintf(sc->address, sizeof(sc->address), v6 ? "[%s]:%u" : "%s:%u", host, s->port);
+	sc->at_minute = s->config.export_at_minute;
+	char key_id[KEY_ID_SIZE];
+	int rc = keys_issue_ephemeral(s->keys, sc->key, key_id, errmsg);
+	if (rc) {
+		free(sc);
+		return rc;
+	}
+	pthread_mutex_init(&sc->lock, NULL);
+	pthread_cond_init(&sc->cond, NULL);
+	if ((rc = -pthread_create(&sc->thread, NULL, schedule_main, sc))) {
+		pthread_mutex_destroy(&sc->lock);
+		pthread_cond_destroy(&sc->cond);
+		free(sc);
+		return server_fail(errmsg, rc, "starting the export thread: %s", strerror(-rc));
+	}
+	log_info("export: nightly at %02u:%02u UTC into the configured PostgreSQL (first run now); key %s",
+		 sc->at_minute / 60, sc->at_minute % 60, key_id);
+	*out = sc;
+	return 0;
+}
+
+void export_schedule_go(export_schedule *sc)
+{
+	if (!sc)
+		return;
+	pthread_mutex_lock(&sc->lock);
+	sc->go = true;
+	pthread_cond_broadcast(&sc->cond);
+	pthread_mutex_unlock(&sc->lock);
+}
+
+uint64_t export_schedule_wait_runs(export_schedule *sc, uint64_t runs, int timeout_ms)
+{
+	int64_t deadline = server_now_us() + (int64_t)timeout_ms * 1000;
+	pthread_mutex_lock(&sc->lock);
+	while (sc->runs < runs && server_now_us() < deadline) {
+		struct timespec ts = {.tv_sec = deadline / 1000000, .tv_nsec = (long)(deadline % 1000000) * 1000};
+		pthread_cond_timedwait(&sc->cond, &sc->lock, &ts);
+	}
+	uint64_t n = sc->runs;
+	pthread_mutex_unlock(&sc->lock);
+	return n;
+}
+
+void export_schedule_stop(export_schedule *sc)
+{
+	if (!sc)
+		return;
+	pthread_mutex_lock(&sc->lock);
+	sc->stop = true;
+	pthread_cond_broadcast(&sc->cond);
+	pthread_mutex_unlock(&sc->lock);
+	pthread_join(sc->thread, NULL);
+	pthread_mutex_destroy(&sc->lock);
+	pthread_cond_destroy(&sc->cond);
+	explicit_bzero(sc->key, sizeof(sc->key));
+	free(sc);
+}

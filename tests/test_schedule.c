@@ -1,0 +1,113 @@
+/*
+ * test_schedule.c — tallyd's nightly billing export (--export-pg,
+ * server/schedule.c) against a real PostgreSQL: a first run that fails
+ * (the database is missing) is retried with backoff until it succeeds;
+ * the run loads every past day with events that was never exported (the
+ * catch-up after downtime) and never today; after a restart, a day changed
+ * by a late event is re-exported and nothing else.
+ */
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "server_internal.h"
+#include "support/pg_harness.h"
+#include "support/server_harness.h"
+
+#define DAY_US TALLY_US_PER_DAY
+
+static pg_harness pg;
+
+static int64_t today_start_us(void)
+{
+	int64_t now = (int64_t)time(NULL) * 1000000;
+	return now - now % DAY_US;
+}
+
+/* n events for tenant on the day starting at day_us (at 10:00 + i s). */
+static void ingest_day(tally_client *admin, const char *tenant, int64_t day_us, const char *tag, int n)
+{
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, tenant);
+	builder_set_create_tenant(&b, true);
+	int64_t now = (int64_t)time(NULL) * 1000000;
+	for (int i = 0; i < n; i++) {
+		tally_client_event e = harness_event(tag, i, day_us + 10 * INT64_C(3600000000));
+		if (e.time_us > now)
+			e.time_us = day_us + i; /* today, before now */
+		builder_add(&b, &e);
+	}
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0, "%s", tally_client_last_error(admin)->message);
+	cr_assert_eq(a.accepted, (uint32_t)n);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+}
+
+static int64_t query_int(PGconn *pgc, const char *sql)
+{
+	PGresult *r = PQexec(pgc, sql);
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(pgc));
+	int64_t v = PQgetisnull(r, 0, 0) ? -1 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return v;
+}
+
+/* Description: see the file comment. */
+Test(schedule, catches_up_retries_and_reexports_changed_days)
+{
+	pg_harness_start(&pg, "schedule");
+	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
+	pg_harness_exec(&pg, su,
+			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
+			" CREATE ROLE tally_billing_admin NOLOGIN");
+	PQfinish(su);
+	pg_harness_create_login(&pg, "exporter", "tally_exporter");
+
+	harness h;
+	harness_init(&h, "sched");
+	/* The database does not exist yet: the first run fails. */
+	pg_harness_conninfo(&pg, "exporter", "billing", h.config.export_pg, sizeof(h.config.export_pg));
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t today = today_start_us();
+	ingest_day(admin, "acme", today - 3 * DAY_US, "a3", 5);
+	ingest_day(admin, "acme", today - 2 * DAY_US, "a2", 7);
+	ingest_day(admin, "globex", today - 2 * DAY_US, "g2", 4);
+	ingest_day(admin, "globex", today, "g0", 3); /* today: never exported */
+
+	export_schedule *sc = h.server->schedule;
+	cr_assert_not_null(sc, "--export-pg starts the schedule");
+	cr_assert_geq(export_schedule_wait_runs(sc, 1, 30000), 1, "no first run");
+	pg_harness_create_database(&pg, "billing", "exporter");
+	/* The retry comes after the 5 s backoff. */
+	cr_assert_geq(export_schedule_wait_runs(sc, 2, 30000), 2, "no retry");
+
+	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	cr_expect_eq(query_int(db, "SELECT count(DISTINCT day) FROM billing.export_runs"), 2);
+	cr_expect_eq(query_int(db, "SELECT sum(count) FROM billing.usage_daily"), 16, "5 + 7 + 4, not today's 3");
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "SELECT sum(count) FROM billing.usage_daily WHERE tenant = 'acme' AND day = date '1970-01-01' + %d",
+		 (int)((today - 2 * DAY_US) / DAY_US));
+	cr_expect_eq(query_int(db, sql), 7);
+
+	/* A late event on the day before yesterday; then a restart (a run at
+	 * start): that day alone is exported again. */
+	ingest_day(admin, "acme", today - 2 * DAY_US, "late", 2);
+	tally_client_close(admin);
+	harness_stop(&h);
+	harness_start(&h);
+	cr_assert_geq(export_schedule_wait_runs(h.server->schedule, 1, 30000), 1);
+	cr_expect_eq(query_int(db, sql), 9);
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 3, "two days, one of them twice");
+	cr_expect_eq(query_int(db, "SELECT sum(count) FROM billing.usage_daily"), 18);
+	PQfinish(db);
+	harness_finish(&h);
+	pg_harness_stop(&pg);
+}
