@@ -598,46 +598,47 @@ static int line_count(const char *text)
 
 /* ---- totals ----------------------------------------------------------------------------- */
 
-/* Description: five days of six tenants exported with --from/--to in
+/* Description: thirty days of six tenants exported with --from/--to in
  * pages of two tenants: every usage_daily row equals the oracle and the
  * server's DailyUsage, exact sums pinned, tenants registered on the free
  * plan, one export_runs row per day with the day's rows, checksum and the
  * store's watermark, the output lines pinned. */
 Test(export, totals_equal_the_store)
 {
+	enum { DAYS = 30 };
 	world_start("export-totals", true);
-	int32_t first = today() - 20;
+	int32_t first = today() - 31; /* 30 days, inside the 35-day lateness horizon */
 	urows oracle = {0};
-	workload(w.admin, 6, first, 5, &oracle);
+	workload(w.admin, 6, first, DAYS, &oracle);
 
 	char from[EXPORT_DAY_SIZE], to[EXPORT_DAY_SIZE];
 	day_text(from, first);
-	day_text(to, first + 4);
+	day_text(to, first + DAYS - 1);
 	cli_result r;
 	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", from, "--to", to, "--tenant-page", "2",
 		   NULL);
 	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
 	cr_expect_str_eq(r.err, "");
-	cr_assert_eq(line_count(r.out), 7, "%s", r.out);
+	cr_assert_eq(line_count(r.out), DAYS + 2, "%s", r.out);
 	expect_line(r.out, 0, "billing schema: migrated from version 0 to 3");
 	char line[256];
 	size_t rows_total = 0;
-	for (int k = 0; k < 5; k++) {
+	for (int k = 0; k < DAYS; k++) {
 		day_line(line, sizeof(line), first + k, 6, &oracle);
 		size_t rows;
 		urows_day_checksum(&oracle, first + k, &rows);
 		rows_total += rows;
 		expect_line(r.out, 1 + k, line);
 	}
-	snprintf(line, sizeof(line), "total: 5 days, 30 tenant-days, %zu rows, ", rows_total);
-	expect_line(r.out, 6, line);
+	snprintf(line, sizeof(line), "total: %d days, %d tenant-days, %zu rows, ", DAYS, 6 * DAYS, rows_total);
+	expect_line(r.out, DAYS + 1, line);
 
 	PGconn *su = superuser();
 	pg_expect_oracle(su, &oracle, "usage_daily against the oracle");
-	/* 915 events: the sum over tenants t < 6 and days k < 5 of 12 + 5t + 3k. */
-	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 915);
+	/* 12,240 events: the sum over tenants t < 6 and days k < 30 of 12 + 5t + 3k. */
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 12240);
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily WHERE tenant = 'Zeta'"),
-		     5 * 27 + 30);
+		     30 * 27 + 3 * 435);
 	/* The escaped bytes came through as bytes. */
 	int64_t tabbed = 0;
 	for (size_t i = 0; i < oracle.count; i++)
