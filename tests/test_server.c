@@ -352,9 +352,21 @@ Test(server, administration)
 	builder_free(&b);
 	cr_expect_eq(count_events(admin, "fresh", base_time(), base_time() + 4 * HOUR_US), 1);
 
+	/* An empty batch is answered at once (an ack of no events), and may
+	 * create its tenant. */
+	builder_init(&b);
+	builder_set_tenant(&b, "empty");
+	builder_set_create_tenant(&b, true);
+	builder_message(&b, &m);
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+	cr_expect_eq(a.event_count, 0);
+	cr_expect_eq(a.accepted, 0);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+
 	Tally__V1__Stats *st;
 	cr_assert_eq(tally_client_stats(admin, &st), 0);
-	cr_expect_eq(st->tenants, 2);
+	cr_expect_eq(st->tenants, 3);
 	cr_expect_eq(st->events_memtable + st->segment_rows, 1);
 	tally__v1__stats__free_unpacked(st, NULL);
 	tally_client_close(admin);
