@@ -267,7 +267,8 @@ Test(server, pipelining_and_restart)
  * BAD_REQUEST; keys issued, listed and revoked (the revoked key is refused
  * on its next request, also on an open connection); a suspended tenant's
  * key is refused and works again after resume; an admin ingest for an
- * unknown tenant is refused unless create_tenant is set; stats count the
+ * unknown tenant is refused unless create_tenant is set; an empty batch
+ * is acked at once; stats count the
  * tenants. */
 Test(server, administration)
 {
