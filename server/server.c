@@ -226,25 +226,25 @@ int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_
 
 int conn_respond(server *s, conn *c, const Tally__V1__Response *resp, uint64_t frame_bytes)
 {
+	size_t size = tally__v1__response__get_packed_size(resp);
+	if (size > s->config.frame_bytes_max) {
+		/* Rare: answer TOO_LARGE instead (response_frame words it), the
+		 * client could not read the response anyway. */
+		size_t n;
+		uint8_t *frame = response_frame(resp, s->config.frame_bytes_max, &n);
+		if (!frame) {
+			conn_answered(s, c, frame_bytes);
+			conn_abort(s, c);
+			return -ENOMEM;
+		}
+		metrics_error(s->metrics, ERR_TOO_LARGE);
+		int rc = conn_respond_framed(s, c, frame, n, frame_bytes);
+		free(frame);
+		return rc;
+	}
 	conn_answered(s, c, frame_bytes);
 	if (c->close_submitted)
 		return 0;
-	size_t size = tally__v1__response__get_packed_size(resp);
-	if (size > s->config.frame_bytes_max) {
-		/* Answer that instead: the client could not read it anyway. */
-		Tally__V1__Error err = TALLY__V1__ERROR__INIT;
-		err.code = TALLY__V1__ERROR__CODE__TOO_LARGE;
-		char text[128];
-		snprintf(text, sizeof(text), "the response would be %zu bytes (frame limit %u): ask for less",
-			 size, s->config.frame_bytes_max);
-		err.message = text;
-		Tally__V1__Response small = TALLY__V1__RESPONSE__INIT;
-		small.request_id = resp->request_id;
-		small.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
-		small.error = &err;
-		metrics_error(s->metrics, err.code);
-		return conn_respond(s, c, &small, 0);
-	}
 	if (out_reserve(c, FRAME_HEADER_SIZE + size)) {
 		log_error("%s: out of memory for a %zu-byte response; closing", c->peer, size);
 		conn_abort(s, c);

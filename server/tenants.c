@@ -44,6 +44,17 @@ static size_t slot_of(const char *name, size_t mask)
 	return (size_t)XXH3_64bits(name, strlen(name)) & mask;
 }
 
+/* Inserts every entry into the (zeroed) slots. */
+static void index_fill(tenant_registry *r)
+{
+	for (size_t i = 0; i < r->count; i++) {
+		size_t k = slot_of(r->entries[i].name, r->slot_mask);
+		while (r->slots[k])
+			k = (k + 1) & r->slot_mask;
+		r->slots[k] = (uint32_t)i + 1;
+	}
+}
+
 /* Rebuilds the index (at least twice as many slots as entries). */
 static int index_build(tenant_registry *r)
 {
@@ -53,15 +64,10 @@ static int index_build(tenant_registry *r)
 	uint32_t *table = calloc(slots, sizeof(*table));
 	if (!table)
 		return -ENOMEM;
-	for (size_t i = 0; i < r->count; i++) {
-		size_t k = slot_of(r->entries[i].name, slots - 1);
-		while (table[k])
-			k = (k + 1) & (slots - 1);
-		table[k] = (uint32_t)i + 1;
-	}
 	free(r->slots);
 	r->slots = table;
 	r->slot_mask = slots - 1;
+	index_fill(r);
 	return 0;
 }
 
@@ -197,14 +203,9 @@ static int index_add(tenant_registry *r, size_t i)
 static void tenants_rollback_index(tenant_registry *r)
 {
 	if (index_build(r)) {
-		/* Cannot shrink-rebuild: clear and re-insert in place. */
+		/* No memory for a new table: the old one is big enough. */
 		memset(r->slots, 0, (r->slot_mask + 1) * sizeof(*r->slots));
-		for (size_t i = 0; i < r->count; i++) {
-			size_t k = slot_of(r->entries[i].name, r->slot_mask);
-			while (r->slots[k])
-				k = (k + 1) & r->slot_mask;
-			r->slots[k] = (uint32_t)i + 1;
-		}
+		index_fill(r);
 	}
 }
 

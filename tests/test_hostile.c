@@ -489,3 +489,64 @@ Test(hostile, backpressure_pauses_and_resumes)
 	builder_free(&b);
 	harness_finish(&h);
 }
+
+/* Description: a response that would exceed the frame limit (a tenant list
+ * answered on the loop, an event page answered by a query thread) is
+ * replaced by Error TOO_LARGE for that request, and the connection goes on
+ * serving. */
+Test(hostile, responses_over_the_frame_limit)
+{
+	harness h;
+	harness_init(&h, "host-bigresp");
+	h.config.frame_bytes_max = 2048;
+	h.config.pending_bytes_max = 1 << 20;
+	harness_start(&h);
+	tally_client *c = harness_connect(&h, h.admin_key);
+	int64_t base = (int64_t)time(NULL) * 1000000 - 3600 * INT64_C(1000000);
+	builder b;
+	builder_init(&b);
+	builder_set_create_tenant(&b, true);
+	for (int t = 0; t < 120; t++) {
+		char name[32];
+		snprintf(name, sizeof(name), "tenant-with-a-long-name-%03d", t);
+		builder_set_tenant(&b, t < 119 ? name : "events");
+		builder_reset(&b);
+		tally_client_event e = harness_event("big", t, base);
+		builder_add(&b, &e);
+		Tally__V1__IngestBatch m;
+		builder_message(&b, &m);
+		tally_ingest_ack a;
+		cr_assert_eq(tally_client_ingest(c, &m, &a), 0, "%s", tally_client_last_error(c)->message);
+		tally_ingest_ack_free(&a);
+	}
+	builder_set_tenant(&b, "events");
+	for (int i = 0; i < 60; i++) {
+		builder_reset(&b);
+		tally_client_event e = harness_event("ev", i, base);
+		builder_add(&b, &e);
+		Tally__V1__IngestBatch m;
+		builder_message(&b, &m);
+		tally_ingest_ack a;
+		cr_assert_eq(tally_client_ingest(c, &m, &a), 0);
+		tally_ingest_ack_free(&a);
+	}
+	builder_free(&b);
+	Tally__V1__TenantList *tl;
+	cr_expect_eq(tally_client_list_tenants(c, &tl), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(c)->code, TALLY__V1__ERROR__CODE__TOO_LARGE);
+	Tally__V1__ListEvents le = TALLY__V1__LIST_EVENTS__INIT;
+	le.tenant = "events";
+	le.from_us = base - 3600 * INT64_C(1000000);
+	le.to_us = base + 3 * 3600 * INT64_C(1000000);
+	le.limit = 1000;
+	Tally__V1__EventPage *page;
+	cr_expect_eq(tally_client_list_events(c, &le, &page), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(c)->code, TALLY__V1__ERROR__CODE__TOO_LARGE);
+	le.limit = 2;
+	cr_assert_eq(tally_client_list_events(c, &le, &page), 0, "a small page still fits");
+	cr_expect_eq(page->n_events, 2);
+	tally__v1__event_page__free_unpacked(page, NULL);
+	cr_expect_eq(tally_client_ping(c, "ok", 2), 0);
+	tally_client_close(c);
+	harness_finish(&h);
+}

@@ -189,7 +189,7 @@ static void one_line(char *out, size_t size, const char *text)
 }
 
 /*
- * A failed statement: "WHAT: MESSAGE (SQLSTATE XXXXX)" into errmsg, or
+ * A failed statement: "WHAT: MESSAGE (SQLSTATE 42501)", say, into errmsg, or
  * libpq's message when the server sent none (the connection is gone).
  * Clears res. Returns EXPORT_E_SQL or EXPORT_E_CONNECT.
  */
