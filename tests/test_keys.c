@@ -152,3 +152,30 @@ Test(keys, many_keys_each_finds_its_entry)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
 	cr_expect_eq(system(cmd), 0);
 }
+
+/* Description: an ephemeral admin key works at once but is never written:
+ * keys.json does not name it, and after a reopen it is unknown, while a
+ * key issued after it is kept. */
+Test(keys, ephemeral_keys_are_never_written)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-ephemeral");
+	char err[TALLY_ERRMSG_SIZE] = "";
+	keystore *ks;
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	char eph[KEY_TEXT_SIZE], eph_id[KEY_ID_SIZE], kept[KEY_TEXT_SIZE], kept_id[KEY_ID_SIZE];
+	cr_assert_eq(keys_issue_ephemeral(ks, eph, eph_id, err), 0, "%s", err);
+	const key_entry *e = keys_lookup(ks, eph);
+	cr_assert_not_null(e);
+	cr_expect(e->ephemeral);
+	cr_expect_str_eq(e->tenant, "");
+	cr_assert_eq(keys_issue(ks, "acme", kept, kept_id, err), 0, "%s", err);
+	cr_expect_null(strstr(slurp(dir.path), eph_id), "the ephemeral key's id is in keys.json");
+	cr_expect_not_null(strstr(slurp(dir.path), kept_id));
+	keys_close(ks);
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_expect_null(keys_lookup(ks, eph));
+	cr_expect_not_null(keys_lookup(ks, kept));
+	keys_close(ks);
+	test_dir_remove(&dir);
+}
