@@ -150,7 +150,7 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
 build-fuzz/fuzz_request: fuzz/fuzz_request.c $(FUZZ_OBJ)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(NET_LDLIBS)
 
 define run_fuzz
 	@mkdir -p build-fuzz/corpus

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "arena.h"
 #include "batch.h"
 #include "convert.h"
 #include "frame.h"
@@ -63,10 +64,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (st == FRAME_READY) {
 			uint32_t len;
 			const uint8_t *body = frame_reader_frame(&r, &len);
-			Tally__V1__Request *req = tally__v1__request__unpack(NULL, len, body);
+			/* Decoded as tallyd decodes it: into one arena. */
+			Tally__V1__Request *req = (Tally__V1__Request *)pb_arena_unpack(
+				&tally__v1__request__descriptor, len, body);
 			if (req) {
 				validate(req);
-				tally__v1__request__free_unpacked(req, NULL);
+				pb_arena_free(req);
 			}
 			frame_reader_next(&r);
 		}

@@ -67,7 +67,7 @@ static void queue_pop(ingest_queue *q)
 static void pending_free(pending_ingest *p)
 {
 	if (p->request)
-		tally__v1__request__free_unpacked(p->request, NULL);
+		pb_arena_free(p->request);
 	free(p->events);
 	free(p->results);
 	memset(p, 0, sizeof(*p));
@@ -345,7 +345,7 @@ void handlers_submit_pass(server *s)
 		pending_ingest p = *queue_front(&s->pass);
 		queue_pop(&s->pass);
 		/* The engine copied what it keeps: the request can go now. */
-		tally__v1__request__free_unpacked(p.request, NULL);
+		pb_arena_free(p.request);
 		p.request = NULL;
 		free(p.events);
 		p.events = NULL;
@@ -485,7 +485,7 @@ static void run_query(worker_job *job)
 	tally_result_free(result);
 	free(st);
 	metrics_observe_us(r->metrics, H_QUERY_US, (uint64_t)(server_now_us() - job->started_us));
-	tally__v1__request__free_unpacked(r->request, NULL);
+	pb_arena_free(r->request);
 	free(r);
 }
 
@@ -614,7 +614,7 @@ static void run_list_events(worker_job *job)
 	free(l.bytes);
 	free(st);
 	metrics_observe_us(r->metrics, H_LIST_EVENTS_US, (uint64_t)(server_now_us() - job->started_us));
-	tally__v1__request__free_unpacked(r->request, NULL);
+	pb_arena_free(r->request);
 	free(r);
 }
 
@@ -932,7 +932,7 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		}
 	}
 	if (!kept)
-		tally__v1__request__free_unpacked(req, NULL);
+		pb_arena_free(req);
 }
 
 /* ---- the registry's lazy writes ------------------------------------------------- */

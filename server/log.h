@@ -1,15 +1,27 @@
 /*
  * log.h — tallyd's log: one line per record on stderr, with a UTC timestamp
  * and a level ("2026-11-28T12:00:00.123Z info listening on ..."), or one
- * JSON object per line (jansson) after log_set_json(true). Thread-safe
- * (stdio locks each call). Keys and secrets are never logged.
+ * JSON object per line (jansson) after log_set_json(true). Thread-safe.
+ * Keys and secrets are never logged.
+ *
+ * Buffered mode (log_set_buffered(true), which tallyd turns on): info lines
+ * collect in a LOG_BUFFER_BYTES buffer and go out in one write when it is
+ * full or at log_flush (the event loop calls it after every pass, so at
+ * most TIMER_INTERVAL_MS late); an error line goes out at once, after
+ * what waits. The cost: a crash loses the info lines of its last pass. At
+ * the default (unbuffered) every line is one write.
  */
 #ifndef TALLY_SERVER_LOG_H
 #define TALLY_SERVER_LOG_H
 
 #include <stdbool.h>
 
+#define LOG_BUFFER_BYTES (64u << 10)
+
 void log_set_json(bool json);
+void log_set_buffered(bool buffered);
+/* Writes out the buffered lines. */
+void log_flush(void);
 __attribute__((format(printf, 1, 2))) void log_info(const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void log_error(const char *fmt, ...);
 

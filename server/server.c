@@ -414,7 +414,9 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 		c->inflight++;
 		c->pending_bytes += frame_bytes;
 		s->pending_bytes += frame_bytes;
-		Tally__V1__Request *req = tally__v1__request__unpack(NULL, len, body);
+		/* One arena per request: a columnar batch is hundreds of fields. */
+		Tally__V1__Request *req =
+			(Tally__V1__Request *)pb_arena_unpack(&tally__v1__request__descriptor, len, body);
 		frame_reader_next(&c->reader);
 		if (!req) {
 			conn_respond_error(s, c, 0, frame_bytes, ERR_BAD_REQUEST, 0,
@@ -964,6 +966,7 @@ int server_run(server *s)
 		handlers_submit_pass(s);
 		backpressure_update(s);
 		conns_resume(s);
+		log_flush(); /* the pass's log lines: one write */
 		if (atomic_load(&s->stopping) && (drained(s) || server_now_us() > s->stop_deadline_us)) {
 			if (!drained(s))
 				log_error("stopping: gave up waiting after %d ms", SHUTDOWN_DRAIN_MS);

@@ -22,6 +22,7 @@
 
 #include <liburing.h>
 
+#include "arena.h"
 #include "config.h"
 #include "frame.h"
 #include "keys.h"

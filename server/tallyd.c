@@ -46,6 +46,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_json(config.log_json);
+	log_set_buffered(true); /* the loop flushes after every pass */
 	/* A peer that vanishes must not kill the server: sends use
 	 * MSG_NOSIGNAL, and SIGPIPE is ignored for anything else. */
 	signal(SIGPIPE, SIG_IGN);
@@ -67,8 +68,8 @@ int main(int argc, char **argv)
 	int close_rc = server_close(s, errmsg);
 	if (close_rc)
 		log_error("shutdown: %s", errmsg);
-	if (run_rc || close_rc)
-		return 1;
-	log_info("stopped cleanly");
-	return 0;
+	if (!run_rc && !close_rc)
+		log_info("stopped cleanly");
+	log_flush();
+	return run_rc || close_rc ? 1 : 0;
 }
