@@ -1459,7 +1459,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
-		t->queried = 1; /* the worker now keeps its memtable rollup close behind */
+		store_tenant_watch(s, t); /* the rollup thread keeps its memtable rollup current */
 		/* Minute cells are complete in every source from minute_from on. */
 		int64_t minute_from = INT64_MIN / 2;
 		for (uint32_t fi = 0; fi < s->file_count; fi++) {

@@ -1898,18 +1898,42 @@ static void deadline_after_ms(struct timespec *deadline, uint64_t ms)
  * a failure it backs off (100 ms doubling to 10 s) and nothing but closing
  * cuts the backoff short; once the store is sticky it only waits to close.
  */
+/* ---- rollup catch-up ---------------------------------------------------- */
 /*
- * Keeps the memtable rollups of tenants that were queried close behind
- * their rows, ROLLUP_CATCH_UP_SLICE rows per lock hold (ingest gets the
- * lock between slices), so a dashboard's next query finds only the rows
- * of the last tick to add. Tenants nobody queried cost nothing.
+ * Ingest leaves a memtable's rollup behind its rows (maintaining it per
+ * event under the store lock halved ingest: docs/benchmarks.md); a query
+ * rolls up what is missing before it reads. Once a tenant was queried
+ * (a dashboard polls it), this thread keeps its active memtable's rollup
+ * current every ROLLUP_CATCH_UP_TICK_MS, ROLLUP_CATCH_UP_SLICE rows per
+ * store lock hold, so the next query finds at most one tick of rows to
+ * add. A thread of its own, so that a flush or compaction (seconds, on
+ * the background worker) does not hold it up. Tenants nobody queried
+ * cost nothing.
  */
+void store_tenant_watch(tally_store *s, tenant *t)
+{
+	if (t->queried)
+		return;
+	if (s->watched_count == s->watched_capacity) {
+		uint32_t capacity = s->watched_capacity ? s->watched_capacity * 2 : 64;
+		uint32_t *watched = realloc(s->watched, sizeof(*watched) * capacity);
+		if (!watched)
+			return;
+		s->watched = watched;
+		s->watched_capacity = capacity;
+	}
+	s->watched[s->watched_count++] = t->id;
+	t->queried = 1;
+}
+
+/* One tick: every watched tenant's active memtable, caught up. Takes the
+ * lock; lets others have it between slices. */
 static void catch_up_rollups(tally_store *s)
 {
 	pthread_mutex_lock(&s->lock);
-	for (uint32_t i = 0; i < s->tenant_count && !s->closing && !s->sticky; i++) {
-		tenant *t = s->tenants[i]; /* tenant structs never move */
-		while (t->queried && t->active && !t->active->rollup_failed &&
+	for (uint32_t i = 0; i < s->watched_count && !s->closing && !s->sticky; i++) {
+		tenant *t = s->tenants[s->watched[i]]; /* tenant structs never move */
+		while (t->active && !t->active->rollup_failed &&
 		       t->active->rolled < t->active->rows.count && !s->closing) {
 			size_t before = memtable_bytes(t->active);
 			memtable_rollup_catch_up(t->active, ROLLUP_CATCH_UP_SLICE);
@@ -1919,6 +1943,24 @@ static void catch_up_rollups(tally_store *s)
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+}
+
+static void *rollup_main(void *arg)
+{
+	tally_store *s = arg;
+	pthread_mutex_lock(&s->lock);
+	while (!s->closing) {
+		struct timespec deadline;
+		deadline_after_ms(&deadline, ROLLUP_CATCH_UP_TICK_MS);
+		pthread_cond_timedwait(&s->rollup_wake, &s->lock, &deadline);
+		if (s->closing || s->sticky || !s->watched_count)
+			continue;
+		pthread_mutex_unlock(&s->lock);
+		catch_up_rollups(s);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -1948,7 +1990,6 @@ static void *worker_main(void *arg)
 		if (!rc && want_compact)
 			rc = compact_tiered(s);
 		expire_dedup(s);
-		catch_up_rollups(s);
 		backoff_ms = rc ? (backoff_ms ? backoff_ms * 2 : 100) : 0;
 		if (backoff_ms > 10000)
 			backoff_ms = 10000;
@@ -2094,6 +2135,8 @@ static void store_free(tally_store *s)
 	pthread_mutex_destroy(&s->maintenance);
 	pthread_cond_destroy(&s->flushed);
 	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->rollup_wake);
+	free(s->watched);
 	free(s);
 }
 
@@ -2148,6 +2191,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &attr);
+	pthread_cond_init(&s->rollup_wake, &attr);
 	pthread_condattr_destroy(&attr);
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->wal_dir, sizeof(s->wal_dir), "%s/wal", dir);
@@ -2252,6 +2296,16 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			goto fail;
 		}
 		s->worker_started = 1;
+		if ((rc = -pthread_create(&s->rollup_thread, NULL, rollup_main, s))) {
+			set_errmsg(s, "start rollup thread for %s: %s", dir, rc);
+			pthread_mutex_lock(&s->lock);
+			s->closing = 1;
+			pthread_cond_broadcast(&s->wake);
+			pthread_mutex_unlock(&s->lock);
+			pthread_join(s->worker, NULL);
+			goto fail;
+		}
+		s->rollup_started = 1;
 	}
 	*out = s;
 	return 0;
@@ -2272,9 +2326,12 @@ int tally_store_close(tally_store *s)
 	s->closing = 1;
 	pthread_cond_broadcast(&s->wake);
 	pthread_cond_broadcast(&s->flushed);
+	pthread_cond_broadcast(&s->rollup_wake);
 	pthread_mutex_unlock(&s->lock);
 	if (s->worker_started)
 		pthread_join(s->worker, NULL);
+	if (s->rollup_started)
+		pthread_join(s->rollup_thread, NULL);
 	pthread_mutex_lock(&s->maintenance); /* a caller's flush or compaction finishes first */
 	pthread_mutex_unlock(&s->maintenance);
 	int rc = wal_close(s->wal);

@@ -40,7 +40,7 @@ typedef struct tenant {
 	char name[TALLY_TENANT_SIZE_MAX + 1];
 	memtable *active; /* NULL when empty */
 	memtable *frozen; /* being flushed, NULL otherwise */
-	int queried;      /* a query read it: the worker catches up its memtable rollup */
+	int queried;      /* a query read it: in s->watched, the rollup thread keeps its memtable rollup current */
 	dedup_table dedup;
 } tenant;
 
@@ -93,6 +93,14 @@ struct tally_store {
 	pthread_t worker;
 	int worker_started;
 	pthread_cond_t wake;
+	/* The rollup thread (store.c, "rollup catch-up"): every
+	 * ROLLUP_CATCH_UP_TICK_MS it rolls up the new memtable rows of the
+	 * tenants a query has read (watched, by id). */
+	pthread_t rollup_thread;
+	int rollup_started;
+	pthread_cond_t rollup_wake;
+	uint32_t *watched;
+	uint32_t watched_count, watched_capacity;
 	uint16_t dedup_expired_day;
 	int64_t replay_day_min; /* fingerprint_day_min at open: the rebuild and WAL replay */
 
@@ -106,6 +114,10 @@ struct tally_store {
 
 /* Under s->lock: the tenant named `name`, or NULL. */
 tenant *store_tenant_find(tally_store *s, const char *name);
+/* Under s->lock: a query read t; from now on the rollup thread keeps its
+ * memtable rollup current (no-op if it already does; out of memory leaves
+ * t unwatched, to be tried again at its next query). */
+void store_tenant_watch(tally_store *s, tenant *t);
 int store_tenant_name_valid(const char *name);
 
 /*

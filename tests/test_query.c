@@ -2916,7 +2916,7 @@ Test(query, too_many_result_cells_is_a_limit_error)
 	env_close(&v);
 }
 
-/* Description: once a tenant was queried, the background worker keeps its
+/* Description: once a tenant was queried, the rollup thread keeps its
  * memtable rollup up to date with new rows (so the next query has little to
  * add): its live rollup grows without another query; a tenant nobody
  * queried gets no rollup at all until queried. */
@@ -2966,7 +2966,7 @@ Test(query, worker_keeps_queried_tenants_rollups_close_behind)
 	cr_assert_eq(tally_ingest(v.store, "acme", events + CATCH_UP_EVENTS / 2, CATCH_UP_EVENTS / 2,
 				  results),
 		     0);
-	/* No query now: the worker (a tick is 200 ms) must catch up alone. */
+	/* No query now: the rollup thread (a tick is 20 ms) must catch up alone. */
 	uint64_t grown = after_query;
 	for (int wait = 0; wait < 100 && grown == after_query; wait++) {
 		usleep(50 * 1000);
