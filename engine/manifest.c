@@ -172,12 +172,14 @@ fail:
 	return rc;
 }
 
-int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg)
+int manifest_encode(const manifest *m, uint8_t **out, size_t *out_size)
 {
 	size_t size = FIXED_SIZE + (size_t)m->file_count * 8 + change_map_encoded_size(&m->changes) + 8;
 	for (uint32_t t = 0; t < m->tenant_count; t++)
 		size += 1 + m->tenants[t].name_size;
 	uint8_t *data = malloc(size);
+	*out = data;
+	*out_size = size;
 	if (!data)
 		return -ENOMEM;
 	memcpy(data, MAGIC, 8);
@@ -200,14 +202,28 @@ int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errms
 	offset += change_map_encoded_size(&m->changes);
 	assert(offset + 8 == size);
 	le_put_u64(data + offset, XXH3_64bits(data, offset));
-	int rc = tally_io_durable_replace(io, dir, MANIFEST_NAME, data, size);
-	free(data);
-	if (rc) {
-		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "write %s/%s: %s", dir, MANIFEST_NAME,
-				 tally_strerror(rc));
-		return rc;
-	}
-	m->generation++;
 	return 0;
+}
+
+int manifest_write_encoded(const tally_io *io, const char *dir, const uint8_t *data, size_t size,
+			   char *errmsg)
+{
+	int rc = tally_io_durable_replace(io, dir, MANIFEST_NAME, data, size);
+	if (rc && errmsg)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "write %s/%s: %s", dir, MANIFEST_NAME,
+			 tally_strerror(rc));
+	return rc;
+}
+
+int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg)
+{
+	uint8_t *data;
+	size_t size;
+	int rc = manifest_encode(m, &data, &size);
+	if (!rc)
+		rc = manifest_write_encoded(io, dir, data, size, errmsg);
+	free(data);
+	if (!rc)
+		m->generation++;
+	return rc;
 }

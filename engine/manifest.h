@@ -55,6 +55,13 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
  * zeroed (never allocated): it is written empty. 0 or -errno / -ENOMEM,
  * with errmsg set. */
 int manifest_write(const tally_io *io, const char *dir, manifest *m, char *errmsg);
+/* manifest_write in two steps, so that a caller can build the image under
+ * its lock and write it without: the bytes of *m with generation + 1
+ * (*data malloc-ed, also on failure: free it), then those bytes written
+ * durably. The caller bumps m->generation once the write returned 0. */
+int manifest_encode(const manifest *m, uint8_t **data, size_t *size);
+int manifest_write_encoded(const tally_io *io, const char *dir, const uint8_t *data, size_t size,
+			   char *errmsg);
 
 void manifest_free(manifest *m);
 
