@@ -2353,6 +2353,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			goto fail;
 		}
 		s->worker_started = 1;
+		pthread_setname_np(s->worker, "tally-flush"); /* a name is a debugging aid: failure is harmless */
 		if ((rc = -pthread_create(&s->rollup_thread, NULL, rollup_main, s))) {
 			set_errmsg(s, "start rollup thread for %s: %s", dir, rc);
 			pthread_mutex_lock(&s->lock);
@@ -2363,6 +2364,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			goto fail;
 		}
 		s->rollup_started = 1;
+		pthread_setname_np(s->rollup_thread, "tally-rollup");
 	}
 	*out = s;
 	return 0;

@@ -1458,6 +1458,7 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 		wal_free(w);
 		return rc;
 	}
+	pthread_setname_np(w->writer_thread, "tally-wal"); /* a debugging aid: failure is harmless */
 	*out = w;
 	return 0;
 }

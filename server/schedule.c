@@ -205,6 +205,7 @@ int export_schedule_start(server *s, export_schedule **out, char *errmsg)
 		free(sc);
 		return server_fail(errmsg, rc, "starting the export thread: %s", strerror(-rc));
 	}
+	pthread_setname_np(sc->thread, "tally-export"); /* names show in top -H; failure is harmless */
 	log_info("export: nightly at %02u:%02u UTC into the configured PostgreSQL (first run now); key %s",
 		 sc->at_minute / 60, sc->at_minute % 60, key_id);
 	*out = sc;

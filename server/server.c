@@ -836,6 +836,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 		goto fail;
 	}
 	s->committer_started = true;
+	pthread_setname_np(s->committer, "tally-commit"); /* names show in top -H; failure is harmless */
 	*out = s;
 	return 0;
 fail:
