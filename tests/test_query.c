@@ -53,6 +53,7 @@
 #include "support/fault_io.h"
 #include "support/test_dir.h"
 #include "tally.h"
+#include "tally_limits.h"
 #include "tz.h"
 
 #define SECOND_US TALLY_US_PER_SECOND
@@ -2986,5 +2987,70 @@ Test(query, worker_keeps_queried_tenants_rollups_close_behind)
 	tally_result_free(res);
 	cr_assert_eq(tally_store_stats(v.store, &st), 0);
 	cr_expect_gt(st.rollup_live_bytes, acme_only, "quiet's rollup is built at its first query");
+	env_close(&v);
+}
+
+/* Description: a tenant whose memtable holds several catch-up slices
+ * (ROLLUP_CATCH_UP_SLICE) of rows without rollup cells when first queried
+ * (no background: only queries roll up) gets exact answers, ungrouped and
+ * grouped, at that first query and after more rows. */
+Test(query, a_large_first_backlog_is_answered_exactly)
+{
+	env v;
+	memset(&v, 0, sizeof(v));
+	test_dir_make(&v.dir, "query-backlog");
+	memcpy(live_dir, v.dir.path, sizeof(live_dir));
+	v.fio = fault_io_create();
+	cr_assert_not_null(v.fio);
+	fault_io_clock_set_us(v.fio, NOW_US);
+	tally_options_default(&v.options);
+	v.options.io = fault_io_table(v.fio);
+	v.options.background = false; /* only queries roll up */
+	env_store_open(&v);
+
+	enum { EVENTS = 3 * ROLLUP_CATCH_UP_SLICE + 17 };
+	static char ids[EVENTS][16];
+	static tally_event events[EVENTS];
+	static tally_ingest_result results[EVENTS];
+	uint64_t llm = 0, tokens = 0;
+	for (int i = 0; i < EVENTS; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "k%d", i);
+		memset(&events[i], 0, sizeof(events[i]));
+		events[i].event_id = str_of(ids[i]);
+		events[i].time_us = NOW_US - (int64_t)(i % 5000) * 17 * SECOND_US;
+		events[i].type = str_of(i % 3 ? "tool.call" : "llm.call");
+		events[i].tokens_in = (uint64_t)i;
+		llm += i % 3 == 0;
+		tokens += (uint64_t)i;
+	}
+	int first = EVENTS - 1000;
+	cr_assert_eq(tally_ingest(v.store, "acme", events, (size_t)first, results), 0);
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = NOW_US - 2 * DAY_US;
+	q.to_us = NOW_US + MINUTE_US;
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	uint64_t first_tokens = (uint64_t)first * (uint64_t)(first - 1) / 2;
+	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+	cr_assert_eq(res->row_count, 1);
+	cr_expect_eq(res->rows[0].count, (uint64_t)first);
+	cr_expect_eq(res->rows[0].tokens_in, first_tokens);
+	tally_result_free(res);
+	cr_assert_eq(tally_ingest(v.store, "acme", events + first, 1000, results), 0);
+	q.group_by = 1u << TALLY_DIM_TYPE;
+	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+	cr_assert_eq(res->row_count, 2);
+	uint64_t count = 0, got_tokens = 0, got_llm = 0;
+	for (uint32_t r = 0; r < res->row_count; r++) {
+		count += res->rows[r].count;
+		got_tokens += res->rows[r].tokens_in;
+		if (res->rows[r].group[TALLY_DIM_TYPE].len == 8)
+			got_llm = res->rows[r].count;
+	}
+	cr_expect_eq(count, EVENTS);
+	cr_expect_eq(got_tokens, tokens);
+	cr_expect_eq(got_llm, llm, "llm.call rows");
+	tally_result_free(res);
 	env_close(&v);
 }
