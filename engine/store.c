@@ -1949,12 +1949,6 @@ static void deadline_after_ms(struct timespec *deadline, uint64_t ms)
 	}
 }
 
-/*
- * The background worker: flush past memtable_bytes_max (or to finish a
- * failed flush), compact past compact_files_min, expire fingerprints. After
- * a failure it backs off (100 ms doubling to 10 s) and nothing but closing
- * cuts the backoff short; once the store is sticky it only waits to close.
- */
 /* ---- rollup catch-up ---------------------------------------------------- */
 /*
  * Ingest leaves a memtable's rollup behind its rows (maintaining it per
@@ -2020,6 +2014,12 @@ static void *rollup_main(void *arg)
 	return NULL;
 }
 
+/*
+ * The background worker: flush past memtable_bytes_max (or to finish a
+ * failed flush), compact past compact_files_min, expire fingerprints. After
+ * a failure it backs off (100 ms doubling to 10 s) and nothing but closing
+ * cuts the backoff short; once the store is sticky it only waits to close.
+ */
 static void *worker_main(void *arg)
 {
 	tally_store *s = arg;
