@@ -27,8 +27,11 @@
  *            0..64, bits of v - min) | 2 VARINT (count varints). The
  *            smallest wins; ties go to CONSTANT, then FOR. Count 0 is the
  *            single byte 0x02 (VARINT with no values).
- *   codes  : width byte 0..32, then bits. u8 uses the same layout, width
- *            0..8.
+ *            3 SPARSE, 4 PATCHED; and, only where the caller passes the
+ *            rows' context (codec.h), 5 CLASSED (a u64 layout per class)
+ *            and 6 PRICED (cost: per-model rates, then the residual).
+ *   codes  : width byte 0..32, then bits, or 0xff CONSTANT then a varint
+ *            v >= 1. u8 uses the same layout, width 0..8.
  *   ids    : three sections, each prefixed by its byte length as a varint:
  *            kinds (u8 layout), packed sizes (u64 layout), packed bytes.
  *   block  : a single zstd frame with its content size, or the raw bytes.
@@ -77,11 +80,15 @@ enum u64_mode {
 	U64_MODE_SPARSE = 3,
 	U64_MODE_PATCHED = 4,
 };
+/* Mode bytes of the layouts encoded against other columns (codec.h). */
+#define U64_MODE_CLASSED 5 /* only where the reader has the rows' classes */
+#define U64_MODE_PRICED 6  /* only in the cost column */
 
 /* PATCHED considers low widths this many bits below the FOR width. */
 #define PATCHED_WIDTH_STEPS_MAX 8
 
 #define CODES_WIDTH_MAX 32
+#define CODES_CONSTANT 0xff /* codes layout: one varint value (>= 1) for every row */
 #define U8_WIDTH_MAX 8
 #define UUID_TEXT_SIZE 36
 #define UUID_PACKED_SIZE 16
@@ -891,31 +898,45 @@ int codec_time_decode(const uint8_t *src, size_t size, int64_t *values, size_t c
 
 /* ---- codes and u8 columns --------------------------------------------------------- */
 
-ALWAYS_INLINE unsigned codes_width(const void *values, size_t count, enum lane lane)
-{
-	uint64_t any = 0;
-	for (size_t i = 0; i < count; i++)
-		any |= lane_load(values, i, lane);
-	return bit_width(any);
-}
+/* A codes column's layout: bit-packed at the width of the largest value, or
+ * CODES_CONSTANT when every row holds the same non-zero value and that is
+ * smaller (all zeros are width 0, a single byte). */
+typedef struct codes_plan {
+	unsigned width;  /* or CODES_CONSTANT */
+	uint64_t value;  /* CODES_CONSTANT: the value of every row */
+	size_t size;     /* encoded bytes */
+} codes_plan;
 
-/* Bytes of a codes column; count <= CODEC_COUNT_MAX so it cannot wrap. */
-static size_t codes_size(size_t count, unsigned width)
+ALWAYS_INLINE void codes_plan_make(codes_plan *plan, const void *values, size_t count,
+				   enum lane lane)
 {
+	uint64_t any = 0, first = count ? lane_load(values, 0, lane) : 0;
+	bool same = true;
+	for (size_t i = 0; i < count; i++) {
+		uint64_t v = lane_load(values, i, lane);
+		any |= v;
+		same &= v == first;
+	}
+	unsigned width = bit_width(any);
 	size_t packed = 0;
 	bool fits = packed_size_get(count, width, &packed);
-	assert(fits);
+	assert(fits); /* count <= CODEC_COUNT_MAX */
 	(void)fits;
-	return 1 + packed;
+	*plan = (codes_plan){ .width = width, .size = 1 + packed };
+	if (same && first != 0 && 1 + varint_size(first) < plan->size)
+		*plan = (codes_plan){ .width = CODES_CONSTANT, .value = first,
+				      .size = 1 + varint_size(first) };
 }
 
-ALWAYS_INLINE uint8_t *codes_write(uint8_t *dst, const void *values, size_t count,
-				   enum lane lane, unsigned width)
+ALWAYS_INLINE uint8_t *codes_write(uint8_t *dst, const codes_plan *plan, const void *values,
+				   size_t count, enum lane lane)
 {
-	*dst++ = (uint8_t)width;
-	if (width == 0)
+	*dst++ = (uint8_t)plan->width;
+	if (plan->width == CODES_CONSTANT)
+		return dst + varint_write(dst, plan->value);
+	if (plan->width == 0)
 		return dst;
-	return bits_write(dst, values, count, lane, 0, width);
+	return bits_write(dst, values, count, lane, 0, plan->width);
 }
 
 ALWAYS_INLINE int codes_encode_lane(bytebuf *out, const void *values, size_t count,
@@ -923,15 +944,15 @@ ALWAYS_INLINE int codes_encode_lane(bytebuf *out, const void *values, size_t cou
 {
 	if (count > CODEC_COUNT_MAX)
 		return -ENOMEM;
-	unsigned width = codes_width(values, count, lane);
-	size_t size = codes_size(count, width);
-	int rc = bytebuf_reserve(out, size);
+	codes_plan plan;
+	codes_plan_make(&plan, values, count, lane);
+	int rc = bytebuf_reserve(out, plan.size);
 	if (rc != 0)
 		return rc;
-	uint8_t *end = codes_write(out->data + out->size, values, count, lane, width);
-	assert((size_t)(end - (out->data + out->size)) == size);
+	uint8_t *end = codes_write(out->data + out->size, &plan, values, count, lane);
+	assert((size_t)(end - (out->data + out->size)) == plan.size);
 	(void)end;
-	out->size += size;
+	out->size += plan.size;
 	return 0;
 }
 
@@ -941,6 +962,17 @@ ALWAYS_INLINE int codes_decode_lane(const uint8_t *src, size_t size, void *value
 	if (size == 0)
 		return TALLY_E_CORRUPT;
 	unsigned width = src[0];
+	if (width == CODES_CONSTANT) {
+		const uint8_t *p = src + 1, *end = src + size;
+		uint64_t value;
+		if (varint_read(&p, end, &value) != 0 || p != end || value == 0 || count == 0 ||
+		    bit_width(value) > width_max)
+			return TALLY_E_CORRUPT;
+		bool ok = true;
+		for (size_t i = 0; i < count; i++)
+			ok &= lane_store(values, i, value, lane);
+		return ok ? 0 : TALLY_E_CORRUPT;
+	}
 	size_t packed;
 	if (width > width_max || !packed_size_get(count, width, &packed) || packed != size - 1)
 		return TALLY_E_CORRUPT;
@@ -1158,8 +1190,9 @@ int codec_ids_encode(bytebuf *out, const uint8_t *kinds, const uint32_t *offsets
 		assert(id_packed_check(kinds[i], bytes + offsets[i],
 				       offsets[i + 1] - offsets[i]) == 0);
 	}
-	unsigned kinds_width = codes_width(kinds, count, LANE_U8);
-	size_t kinds_size = codes_size(count, kinds_width);
+	codes_plan kinds_plan;
+	codes_plan_make(&kinds_plan, kinds, count, LANE_U8);
+	size_t kinds_size = kinds_plan.size;
 	u64_plan sizes_plan;
 	u64_plan_make(&sizes_plan, offsets, count, LANE_U32_DIFF);
 	size_t bytes_size = offsets[count];
@@ -1170,7 +1203,7 @@ int codec_ids_encode(bytebuf *out, const uint8_t *kinds, const uint32_t *offsets
 		return rc;
 	uint8_t *dst = out->data + out->size;
 	dst += varint_write(dst, kinds_size);
-	dst = codes_write(dst, kinds, count, LANE_U8, kinds_width);
+	dst = codes_write(dst, &kinds_plan, kinds, count, LANE_U8);
 	dst += varint_write(dst, sizes_plan.size);
 	u64_write(dst, &sizes_plan, offsets, count, LANE_U32_DIFF);
 	dst += sizes_plan.size;
@@ -1243,6 +1276,8 @@ int codec_ids_decode(const uint8_t *src, size_t size, size_t count, uint8_t *kin
 typedef struct zstd_contexts {
 	ZSTD_CCtx *compress;
 	ZSTD_DCtx *decompress;
+	uint64_t *scratch;       /* classed columns: values gathered by class */
+	size_t scratch_capacity; /* entries */
 } zstd_contexts;
 
 static pthread_once_t zstd_key_once = PTHREAD_ONCE_INIT;
@@ -1255,6 +1290,7 @@ static void zstd_contexts_free(void *arg)
 	zstd_contexts *contexts = arg;
 	ZSTD_freeCCtx(contexts->compress);
 	ZSTD_freeDCtx(contexts->decompress);
+	free(contexts->scratch);
 	free(contexts);
 }
 
@@ -1366,5 +1402,408 @@ int block_decompress(bytebuf *out, const uint8_t *src, size_t size, uint8_t code
 	if (r != raw_size)
 		return TALLY_E_CORRUPT;
 	out->size = raw_size;
+	return 0;
+}
+
+/* ---- columns encoded against other columns of their row group ---------------- */
+
+/* This thread's scratch of at least count u64 values (count >= 1), or NULL
+ * when out of memory. Kept between calls; freed with the thread's contexts. */
+static uint64_t *thread_scratch(size_t count)
+{
+	zstd_contexts *contexts = zstd_contexts_get();
+	if (contexts == NULL)
+		return NULL;
+	if (contexts->scratch_capacity < count) {
+		size_t capacity = count < 1024 ? 1024 : count;
+		if (capacity > SIZE_MAX / sizeof(uint64_t))
+			return NULL;
+		uint64_t *grown = realloc(contexts->scratch, capacity * sizeof(uint64_t));
+		if (grown == NULL)
+			return NULL;
+		contexts->scratch = grown;
+		contexts->scratch_capacity = capacity;
+	}
+	return contexts->scratch;
+}
+
+/*
+ * CLASSED: the rows split by a class column the reader already has (the
+ * event type's code), each class's values in row order as a u64 layout of
+ * its own, so each class gets its own base, width and patches (durations of
+ * tool calls and of agent runs differ by two orders of magnitude) and a
+ * class whose values are all zero costs two bytes instead of a bitmap bit
+ * per row. Values are gathered into the scratch class by class.
+ */
+typedef struct classed_plan {
+	uint32_t class_count;
+	size_t first[CODEC_CLASSES_MAX + 1]; /* class k: scratch[first[k] .. first[k + 1]) */
+	u64_plan plan[CODEC_CLASSES_MAX];
+	size_t size;
+} classed_plan;
+
+/* False when a class is CODEC_CLASSES_MAX or above (the column stays plain). */
+ALWAYS_INLINE bool classed_plan_make(classed_plan *cp, const void *values, size_t count,
+				     enum lane lane, const uint32_t *classes, uint64_t *scratch)
+{
+	size_t next[CODEC_CLASSES_MAX] = { 0 };
+	uint32_t top = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (classes[i] >= CODEC_CLASSES_MAX)
+			return false;
+		next[classes[i]]++;
+		top = classes[i] > top ? classes[i] : top;
+	}
+	cp->class_count = top + 1;
+	cp->first[0] = 0;
+	for (uint32_t k = 0; k < cp->class_count; k++) {
+		cp->first[k + 1] = cp->first[k] + next[k];
+		next[k] = cp->first[k];
+	}
+	for (size_t i = 0; i < count; i++)
+		scratch[next[classes[i]]++] = lane_load(values, i, lane);
+	cp->size = 1 + varint_size(cp->class_count);
+	for (uint32_t k = 0; k < cp->class_count; k++) {
+		size_t n = cp->first[k + 1] - cp->first[k];
+		if (n == 0)
+			continue;
+		u64_plan_make(&cp->plan[k], scratch + cp->first[k], n, LANE_U64);
+		cp->size += varint_size(cp->plan[k].size) + cp->plan[k].size;
+	}
+	return true;
+}
+
+static void classed_write(uint8_t *dst, const classed_plan *cp, const uint64_t *scratch)
+{
+	uint8_t *start = dst;
+	*dst++ = U64_MODE_CLASSED;
+	dst += varint_write(dst, cp->class_count);
+	for (uint32_t k = 0; k < cp->class_count; k++) {
+		size_t n = cp->first[k + 1] - cp->first[k];
+		if (n == 0)
+			continue;
+		dst += varint_write(dst, cp->plan[k].size);
+		u64_write(dst, &cp->plan[k], scratch + cp->first[k], n, LANE_U64);
+		dst += cp->plan[k].size;
+	}
+	assert((size_t)(dst - start) == cp->size);
+	(void)start;
+}
+
+/* The plain u64 layout or CLASSED, whichever is smaller (ties: plain).
+ * classes NULL: plain. 0 or -ENOMEM (out unchanged). */
+ALWAYS_INLINE int u64_encode_classed_lane(bytebuf *out, const void *values, size_t count,
+					  enum lane lane, const uint32_t *classes)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	u64_plan plain;
+	u64_plan_make(&plain, values, count, lane);
+	if (classes != NULL && count >= 2 && plain.size > 3) {
+		uint64_t *scratch = thread_scratch(count);
+		if (scratch == NULL)
+			return -ENOMEM;
+		classed_plan cp;
+		if (classed_plan_make(&cp, values, count, lane, classes, scratch) &&
+		    cp.size < plain.size) {
+			int rc = bytebuf_reserve(out, cp.size);
+			if (rc != 0)
+				return rc;
+			classed_write(out->data + out->size, &cp, scratch);
+			out->size += cp.size;
+			return 0;
+		}
+	}
+	int rc = bytebuf_reserve(out, plain.size);
+	if (rc != 0)
+		return rc;
+	u64_write(out->data + out->size, &plain, values, count, lane);
+	out->size += plain.size;
+	return 0;
+}
+
+/* A plain u64 layout, or CLASSED when classes is not NULL. 0,
+ * TALLY_E_CORRUPT, or -ENOMEM (the scratch could not grow). */
+ALWAYS_INLINE int u64_decode_classed_lane(const uint8_t *src, size_t size, void *values,
+					  size_t count, enum lane lane, const uint32_t *classes)
+{
+	if (size == 0 || src[0] != U64_MODE_CLASSED)
+		return u64_decode_lane(src, size, values, count, lane);
+	const uint8_t *p = src + 1, *end = src + size;
+	uint64_t class_count;
+	if (classes == NULL || count == 0 || varint_read(&p, end, &class_count) != 0 ||
+	    class_count == 0 || class_count > CODEC_CLASSES_MAX)
+		return TALLY_E_CORRUPT;
+	size_t next[CODEC_CLASSES_MAX] = { 0 }, first[CODEC_CLASSES_MAX + 1];
+	for (size_t i = 0; i < count; i++) {
+		if (classes[i] >= class_count)
+			return TALLY_E_CORRUPT;
+		next[classes[i]]++;
+	}
+	uint64_t *scratch = thread_scratch(count);
+	if (scratch == NULL)
+		return -ENOMEM;
+	first[0] = 0;
+	for (uint32_t k = 0; k < class_count; k++) {
+		size_t n = next[k];
+		first[k + 1] = first[k] + n;
+		next[k] = first[k];
+		if (n == 0)
+			continue;
+		size_t section;
+		if (section_get(&p, end, &section) != 0 ||
+		    u64_decode_lane(p, section, scratch + first[k], n, LANE_U64) != 0)
+			return TALLY_E_CORRUPT;
+		p += section;
+	}
+	if (p != end)
+		return TALLY_E_CORRUPT;
+	bool ok = true;
+	for (size_t i = 0; i < count; i++)
+		ok &= lane_store(values, i, scratch[next[classes[i]]++], lane);
+	return ok ? 0 : TALLY_E_CORRUPT;
+}
+
+int codec_u64_encode_classed(bytebuf *out, const uint64_t *values, size_t count,
+			     const uint32_t *classes)
+{
+	return u64_encode_classed_lane(out, values, count, LANE_U64, classes);
+}
+
+int codec_u64_decode_classed(const uint8_t *src, size_t size, uint64_t *values, size_t count,
+			     const uint32_t *classes)
+{
+	return u64_decode_classed_lane(src, size, values, count, LANE_U64, classes);
+}
+
+int codec_u32_encode_classed(bytebuf *out, const uint32_t *values, size_t count,
+			     const uint32_t *classes)
+{
+	return u64_encode_classed_lane(out, values, count, LANE_U32, classes);
+}
+
+int codec_u32_decode_classed(const uint8_t *src, size_t size, uint32_t *values, size_t count,
+			     const uint32_t *classes)
+{
+	return u64_decode_classed_lane(src, size, values, count, LANE_U32, classes);
+}
+
+/*
+ * PRICED: cost predicted from the row's tokens at per-model rates, and only
+ * the difference stored. A metering producer prices an LLM call as tokens
+ * times its model's list price, so with the right rates the residual is zero
+ * on those rows and the column shrinks to the rates plus what the tokens do
+ * not explain (flat fees, credits, rounding of another convention).
+ *
+ * The prediction is integer arithmetic and exact on every machine:
+ * (tokens_in * rate_in + tokens_out * rate_out + PRICE_UNIT / 2) / PRICE_UNIT,
+ * rates in micro-units per million tokens; a row whose product overflows
+ * 64 bits is impossible for the decoder (corrupt), so the encoder gives its
+ * model zero rates. How the encoder finds rates does not matter to
+ * correctness: a least-squares fit in doubles over the model's rows proposes
+ * rates, rounded to each power of ten from 1 to 10^5 (list prices are round
+ * numbers), and the pair that leaves the fewest non-zero residuals on a
+ * sample of the model's rows wins. Money never passes through a double: the
+ * doubles only choose rates, and the stored column is exact integers.
+ */
+#define PRICE_UNIT UINT64_C(1000000)
+#define PRICE_SAMPLE_ROWS 128      /* rows of a model that judge its candidate rates */
+#define PRICE_GRANULARITIES 6      /* rates rounded to 10^0 .. 10^5 */
+#define PRICE_RATE_FIT_MAX 1e15    /* a fitted rate above this is not a price: 0 */
+
+/* The predicted cost, or false when the arithmetic would overflow. */
+static inline bool price_predict(uint64_t tokens_in, uint64_t tokens_out, uint64_t rate_in,
+				 uint64_t rate_out, int64_t *predicted)
+{
+	uint64_t a, b, sum;
+	if (__builtin_mul_overflow(tokens_in, rate_in, &a) ||
+	    __builtin_mul_overflow(tokens_out, rate_out, &b) ||
+	    __builtin_add_overflow(a, b, &sum) ||
+	    __builtin_add_overflow(sum, PRICE_UNIT / 2, &sum))
+		return false;
+	*predicted = (int64_t)(sum / PRICE_UNIT); /* < 2^64 / 10^6 < INT64_MAX */
+	return true;
+}
+
+typedef struct price_fit {
+	double in_in, in_out, out_out, in_cost, out_cost; /* least-squares sums */
+	uint32_t samples;
+} price_fit;
+
+/* x rounded to a multiple of granularity, or 0 when x is not a plausible rate. */
+static uint64_t rate_round(double x, uint64_t granularity)
+{
+	if (!(x >= 0.0) || x > PRICE_RATE_FIT_MAX)
+		return 0;
+	return (uint64_t)(x / (double)granularity + 0.5) * granularity;
+}
+
+/* Fewest non-zero residuals over the sample rows, then the smallest sum of
+ * their magnitudes; coarser rates first, so ties keep the rounder price. */
+static void price_choose(const price_fit *f, const uint32_t *sample, const int64_t *cost,
+			 const codec_cost_context *ctx, uint64_t rate[2])
+{
+	double a = 0.0, b = 0.0;
+	double det = f->in_in * f->out_out - f->in_out * f->in_out;
+	if (f->in_in > 0.0 && f->out_out > 0.0 && det > 1e-9 * f->in_in * f->out_out) {
+		a = (f->in_cost * f->out_out - f->out_cost * f->in_out) / det;
+		b = (f->out_cost * f->in_in - f->in_cost * f->in_out) / det;
+	} else if (f->in_in > 0.0) {
+		a = f->in_cost / f->in_in;
+	} else if (f->out_out > 0.0) {
+		b = f->out_cost / f->out_out;
+	}
+	rate[0] = rate[1] = 0;
+	uint64_t best_misses = UINT64_MAX, best_error = UINT64_MAX;
+	static const uint64_t granularity[PRICE_GRANULARITIES] = {
+		1, 10, 100, 1000, 10000, 100000,
+	};
+	for (int ga = PRICE_GRANULARITIES - 1; ga >= 0; ga--) {
+		for (int gb = PRICE_GRANULARITIES - 1; gb >= 0; gb--) {
+			uint64_t in = rate_round(a, granularity[ga]);
+			uint64_t out = rate_round(b, granularity[gb]);
+			uint64_t misses = 0, error = 0;
+			for (uint32_t j = 0; j < f->samples; j++) {
+				uint32_t i = sample[j];
+				int64_t predicted, residual;
+				if (!price_predict(ctx->tokens_in[i], ctx->tokens_out[i], in, out,
+						   &predicted) ||
+				    __builtin_sub_overflow(cost[i], predicted, &residual)) {
+					misses = UINT64_MAX;
+					break;
+				}
+				uint64_t magnitude = residual < 0 ? 0 - (uint64_t)residual
+								   : (uint64_t)residual;
+				misses += magnitude != 0;
+				error = error + magnitude < error ? UINT64_MAX : error + magnitude;
+			}
+			if (misses < best_misses || (misses == best_misses && error < best_error)) {
+				best_misses = misses;
+				best_error = error;
+				rate[0] = in;
+				rate[1] = out;
+			}
+		}
+	}
+}
+
+/* Rates per model (rate[2 * m], rate[2 * m + 1]) for models [0, model_count)
+ * and the residual of every row. -ENOMEM, or 0 with *useful false when no
+ * model got a non-zero rate (PRICED cannot win). */
+static int price_rows(const int64_t *cost, size_t count, const codec_cost_context *ctx,
+		      uint32_t model_count, uint64_t *rate, int64_t *residual, bool *useful)
+{
+	price_fit *fit = calloc(model_count, sizeof(*fit));
+	uint32_t *sample = malloc(sizeof(*sample) * model_count * PRICE_SAMPLE_ROWS);
+	if (fit == NULL || sample == NULL) {
+		free(fit);
+		free(sample);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < count; i++) {
+		uint64_t in = ctx->tokens_in[i], out = ctx->tokens_out[i];
+		if ((in | out) == 0)
+			continue;
+		price_fit *f = &fit[ctx->models[i]];
+		double x = (double)in, y = (double)out, c = (double)cost[i] * (double)PRICE_UNIT;
+		f->in_in += x * x;
+		f->in_out += x * y;
+		f->out_out += y * y;
+		f->in_cost += x * c;
+		f->out_cost += y * c;
+		if (f->samples < PRICE_SAMPLE_ROWS)
+			sample[(size_t)ctx->models[i] * PRICE_SAMPLE_ROWS + f->samples++] = (uint32_t)i;
+	}
+	*useful = false;
+	for (uint32_t m = 0; m < model_count; m++) {
+		price_choose(&fit[m], sample + (size_t)m * PRICE_SAMPLE_ROWS, cost, ctx, rate + 2 * m);
+		*useful |= (rate[2 * m] | rate[2 * m + 1]) != 0;
+	}
+	free(fit);
+	free(sample);
+	/* Rates chosen on a sample may overflow on another row of the model:
+	 * that model falls back to zero rates (its residual is its cost). */
+	for (size_t i = 0; i < count; i++) {
+		uint32_t m = ctx->models[i];
+		int64_t predicted;
+		if (!price_predict(ctx->tokens_in[i], ctx->tokens_out[i], rate[2 * m],
+				   rate[2 * m + 1], &predicted) ||
+		    __builtin_sub_overflow(cost[i], predicted, &residual[i])) {
+			rate[2 * m] = rate[2 * m + 1] = 0;
+			i = SIZE_MAX; /* i++ wraps to 0: start over, earlier rows of m change too */
+		}
+	}
+	return 0;
+}
+
+int codec_cost_encode(bytebuf *out, const int64_t *values, size_t count,
+		      const codec_cost_context *ctx)
+{
+	size_t before = out->size;
+	int rc = u64_encode_classed_lane(out, values, count, LANE_I64, ctx->classes);
+	if (rc != 0 || count < 2)
+		return rc;
+	uint32_t model_count = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (ctx->models[i] >= CODEC_PRICE_MODELS_MAX)
+			return 0;
+		model_count = ctx->models[i] >= model_count ? ctx->models[i] + 1 : model_count;
+	}
+	uint64_t *rate = malloc(sizeof(*rate) * 2 * model_count);
+	int64_t *residual = malloc(sizeof(*residual) * count);
+	bytebuf priced = { 0 };
+	bool useful = false;
+	rc = rate == NULL || residual == NULL ? -ENOMEM
+		: price_rows(values, count, ctx, model_count, rate, residual, &useful);
+	if (rc == 0 && useful) {
+		uint8_t head[1 + VARINT_SIZE_MAX];
+		head[0] = U64_MODE_PRICED;
+		size_t head_size = 1 + varint_put(head + 1, model_count);
+		rc = bytebuf_append(&priced, head, head_size);
+		for (uint32_t k = 0; rc == 0 && k < 2 * model_count; k++)
+			rc = varint_append(&priced, rate[k]);
+		if (rc == 0)
+			rc = u64_encode_classed_lane(&priced, residual, count, LANE_I64, ctx->classes);
+		if (rc == 0 && priced.size < out->size - before) {
+			out->size = before; /* the room is there: priced is smaller */
+			memcpy(out->data + before, priced.data, priced.size);
+			out->size += priced.size;
+		}
+	}
+	free(rate);
+	free(residual);
+	bytebuf_free(&priced);
+	if (rc != 0)
+		out->size = before;
+	return rc;
+}
+
+int codec_cost_decode(const uint8_t *src, size_t size, int64_t *values, size_t count,
+		      const codec_cost_context *ctx)
+{
+	if (size == 0 || src[0] != U64_MODE_PRICED)
+		return u64_decode_classed_lane(src, size, values, count, LANE_I64, ctx->classes);
+	const uint8_t *p = src + 1, *end = src + size;
+	uint64_t model_count;
+	if (varint_read(&p, end, &model_count) != 0 || model_count == 0 ||
+	    model_count > CODEC_PRICE_MODELS_MAX)
+		return TALLY_E_CORRUPT;
+	uint64_t rate[2 * CODEC_PRICE_MODELS_MAX];
+	for (uint64_t k = 0; k < 2 * model_count; k++)
+		if (varint_read(&p, end, &rate[k]) != 0)
+			return TALLY_E_CORRUPT;
+	int rc = u64_decode_classed_lane(p, (size_t)(end - p), values, count, LANE_I64,
+					 ctx->classes);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < count; i++) {
+		uint32_t m = ctx->models[i];
+		int64_t predicted;
+		if (m >= model_count ||
+		    !price_predict(ctx->tokens_in[i], ctx->tokens_out[i], rate[2 * m],
+				   rate[2 * m + 1], &predicted) ||
+		    __builtin_add_overflow(values[i], predicted, &values[i]))
+			return TALLY_E_CORRUPT;
+	}
 	return 0;
 }

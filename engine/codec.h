@@ -15,7 +15,8 @@
  *            width byte, bit-packed value-min), or VARINT (one per row);
  *            the encoder picks the smallest.
  *   i64    : zigzag, then u64.
- *   codes  : u32 dictionary codes, bit-packed at the width of the largest.
+ *   codes  : u32 dictionary codes, bit-packed at the width of the largest,
+ *            or one varint when every row holds the same non-zero code.
  *   ids    : event ids in packed form (see id_pack): kinds (codes), packed
  *            lengths (u64 column), then the packed bytes back to back.
  */
@@ -81,9 +82,46 @@ int codec_u8_encode(bytebuf *out, const uint8_t *values, size_t count);
 int codec_u8_decode(const uint8_t *src, size_t size, uint8_t *values, size_t count);
 
 /* Dictionary codes: a width byte (0..32) then count values bit-packed
- * little-endian. Width 0 means every value is 0. */
+ * little-endian. Width 0 means every value is 0; the byte 0xff (CONSTANT)
+ * then a varint v >= 1 means every value is v. */
 int codec_codes_encode(bytebuf *out, const uint32_t *values, size_t count);
 int codec_codes_decode(const uint8_t *src, size_t size, uint32_t *values, size_t count);
+
+/* ---- columns encoded against other columns of their row group ----------- */
+/*
+ * The scalar columns of a row group are encoded knowing columns the reader
+ * decodes first (codes before scalars): `classes` is each row's event type
+ * code. A classed column is the plain u64 layout or CLASSED (each class's
+ * values a u64 layout of their own), whichever is smaller; the cost column
+ * may also be PRICED (per-model rates times the row's tokens, plus a
+ * residual column). Decoders accept every plain layout too, and return 0,
+ * TALLY_E_CORRUPT, or -ENOMEM (a per-thread scratch could not grow).
+ */
+#define CODEC_CLASSES_MAX 64       /* classes 0..63; a higher class keeps the column plain */
+#define CODEC_PRICE_MODELS_MAX 256 /* model codes 0..255; a higher one: no PRICED */
+
+int codec_u64_encode_classed(bytebuf *out, const uint64_t *values, size_t count,
+			     const uint32_t *classes);
+int codec_u64_decode_classed(const uint8_t *src, size_t size, uint64_t *values, size_t count,
+			     const uint32_t *classes);
+int codec_u32_encode_classed(bytebuf *out, const uint32_t *values, size_t count,
+			     const uint32_t *classes);
+int codec_u32_decode_classed(const uint8_t *src, size_t size, uint32_t *values, size_t count,
+			     const uint32_t *classes);
+
+typedef struct codec_cost_context {
+	const uint32_t *classes;    /* per row: the event type's code */
+	const uint32_t *models;     /* per row: the model's code */
+	const uint64_t *tokens_in;  /* per row */
+	const uint64_t *tokens_out; /* per row */
+} codec_cost_context;
+
+/* cost_micros: the i64 layout, CLASSED, or PRICED, whichever is smallest.
+ * 0 or -ENOMEM (out unchanged). */
+int codec_cost_encode(bytebuf *out, const int64_t *values, size_t count,
+		      const codec_cost_context *ctx);
+int codec_cost_decode(const uint8_t *src, size_t size, int64_t *values, size_t count,
+		      const codec_cost_context *ctx);
 
 /* ---- event ids ---------------------------------------------------------- */
 /*

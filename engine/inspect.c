@@ -838,6 +838,13 @@ static int verify_rowgroup_read(verifier *v, const segment_file *f, const seg_te
 	}
 	uint32_t bad = 0;
 	for (int c = 0; c < TALLY_COL_COUNT && !v->file_stopped; c++) {
+		/* A scalar column is decoded against columns before it: when one
+		 * of those is bad, it cannot be read either, and the problem is
+		 * reported once, at the column it depends on. */
+		if (segment_columns_needed(1u << c) & bad) {
+			bad |= 1u << c;
+			continue;
+		}
 		v->errmsg[0] = 0;
 		rc = segment_read_rowgroup(f, g, 1u << c, &v->r, v->errmsg);
 		if (rc == -ENOMEM)

@@ -79,6 +79,8 @@ struct segment_writer {
 	uint32_t *g_offset;
 	bytebuf g_id;
 	uint32_t *g_code;
+	uint32_t *g_type;      /* the classes of the scalar columns */
+	uint32_t *g_model;     /* the cost column's price models */
 	uint32_t *order;       /* sort permutation of a tenant's rows */
 	uint32_t order_capacity;
 };
@@ -152,8 +154,10 @@ int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
 	w->g_kind = malloc(n);
 	w->g_offset = malloc((n + 1) * sizeof(uint32_t));
 	w->g_code = malloc(n * sizeof(uint32_t));
+	w->g_type = malloc(n * sizeof(uint32_t));
+	w->g_model = malloc(n * sizeof(uint32_t));
 	if (!w->g_time || !w->g_u64a || !w->g_u64b || !w->g_i64 || !w->g_u32 || !w->g_u8 ||
-	    !w->g_kind || !w->g_offset || !w->g_code) {
+	    !w->g_kind || !w->g_offset || !w->g_code || !w->g_type || !w->g_model) {
 		segment_writer_abort(w);
 		return -ENOMEM;
 	}
@@ -281,9 +285,10 @@ static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *ord
 		return rc;
 
 	for (int d = 0; d < DIM_COUNT; d++) {
+		uint32_t *codes = d == DIM_TYPE ? w->g_type : d == DIM_MODEL ? w->g_model : w->g_code;
 		for (uint32_t i = 0; i < count; i++)
-			w->g_code[i] = r->dim[d][order[i]];
-		if ((rc = codec_codes_encode(&w->column[TALLY_COL_TYPE + d], w->g_code, count)))
+			codes[i] = r->dim[d][order[i]];
+		if ((rc = codec_codes_encode(&w->column[TALLY_COL_TYPE + d], codes, count)))
 			return rc;
 	}
 	for (uint32_t i = 0; i < count; i++)
@@ -296,10 +301,17 @@ static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *ord
 		w->g_i64[i] = r->cost_micros[order[i]];
 		w->g_u32[i] = r->duration_ms[order[i]];
 	}
-	if ((rc = codec_u64_encode(&w->column[TALLY_COL_TOKENS_IN], w->g_u64a, count)) ||
-	    (rc = codec_u64_encode(&w->column[TALLY_COL_TOKENS_OUT], w->g_u64b, count)) ||
-	    (rc = codec_i64_encode(&w->column[TALLY_COL_COST_MICROS], w->g_i64, count)) ||
-	    (rc = codec_u32_encode(&w->column[TALLY_COL_DURATION_MS], w->g_u32, count)))
+	/* The scalars are encoded against the type (and, for cost, the model
+	 * and tokens) of their rows, which a reader decodes first. */
+	const codec_cost_context priced = { .classes = w->g_type, .models = w->g_model,
+					    .tokens_in = w->g_u64a, .tokens_out = w->g_u64b };
+	if ((rc = codec_u64_encode_classed(&w->column[TALLY_COL_TOKENS_IN], w->g_u64a, count,
+					   w->g_type)) ||
+	    (rc = codec_u64_encode_classed(&w->column[TALLY_COL_TOKENS_OUT], w->g_u64b, count,
+					   w->g_type)) ||
+	    (rc = codec_cost_encode(&w->column[TALLY_COL_COST_MICROS], w->g_i64, count, &priced)) ||
+	    (rc = codec_u32_encode_classed(&w->column[TALLY_COL_DURATION_MS], w->g_u32, count,
+					   w->g_type)))
 		return rc;
 
 	size_t total = 0;
@@ -471,6 +483,8 @@ static void writer_free(segment_writer *w)
 	free(w->g_kind);
 	free(w->g_offset);
 	free(w->g_code);
+	free(w->g_type);
+	free(w->g_model);
 	free(w->order);
 	free(w);
 }
@@ -795,11 +809,13 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 				 f->path);
 		goto fail;
 	}
-	if (le_get_u32(header + 8) != SEGMENT_VERSION) {
+	f->version = le_get_u32(header + 8);
+	if (f->version < SEGMENT_VERSION_OLDEST || f->version > SEGMENT_VERSION) {
 		rc = TALLY_E_VERSION;
 		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: format version %u, this build reads %u",
-				 f->path, le_get_u32(header + 8), SEGMENT_VERSION);
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: format version %u, this "
+				 "build reads %u to %u", f->path, f->version,
+				 SEGMENT_VERSION_OLDEST, SEGMENT_VERSION);
 		goto fail;
 	}
 	if (le_get_u64(header + 16) != file_id) {
@@ -986,18 +1002,41 @@ static int decode_column(int c, const uint8_t *src, size_t size, rows *r, uint32
 	case TALLY_COL_USER:
 		return codec_codes_decode(src, size, r->dim[c - TALLY_COL_TYPE], count);
 	case TALLY_COL_STATUS: return codec_u8_decode(src, size, r->status, count);
-	case TALLY_COL_TOKENS_IN: return codec_u64_decode(src, size, r->tokens_in, count);
-	case TALLY_COL_TOKENS_OUT: return codec_u64_decode(src, size, r->tokens_out, count);
-	case TALLY_COL_COST_MICROS: return codec_i64_decode(src, size, r->cost_micros, count);
-	case TALLY_COL_DURATION_MS: return codec_u32_decode(src, size, r->duration_ms, count);
+	case TALLY_COL_TOKENS_IN:
+		return codec_u64_decode_classed(src, size, r->tokens_in, count, r->dim[DIM_TYPE]);
+	case TALLY_COL_TOKENS_OUT:
+		return codec_u64_decode_classed(src, size, r->tokens_out, count, r->dim[DIM_TYPE]);
+	case TALLY_COL_COST_MICROS: {
+		const codec_cost_context priced = { .classes = r->dim[DIM_TYPE],
+						    .models = r->dim[DIM_MODEL],
+						    .tokens_in = r->tokens_in,
+						    .tokens_out = r->tokens_out };
+		return codec_cost_decode(src, size, r->cost_micros, count, &priced);
+	}
+	case TALLY_COL_DURATION_MS:
+		return codec_u32_decode_classed(src, size, r->duration_ms, count, r->dim[DIM_TYPE]);
 	default: return TALLY_E_CORRUPT;
 	}
+}
+
+/* Contract in segment.h. */
+uint32_t segment_columns_needed(uint32_t mask)
+{
+	const uint32_t scalars = 1u << TALLY_COL_TOKENS_IN | 1u << TALLY_COL_TOKENS_OUT |
+				 1u << TALLY_COL_COST_MICROS | 1u << TALLY_COL_DURATION_MS;
+	if (mask & scalars)
+		mask |= 1u << TALLY_COL_TYPE;
+	if (mask & (1u << TALLY_COL_COST_MICROS))
+		mask |= 1u << TALLY_COL_MODEL | 1u << TALLY_COL_TOKENS_IN |
+			1u << TALLY_COL_TOKENS_OUT;
+	return mask;
 }
 
 static int read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
 			 bytebuf *stored, bytebuf *raw, char *errmsg)
 {
 	const seg_rowgroup *rg = &f->rowgroups[g];
+	mask = segment_columns_needed(mask);
 	rows_reset(r);
 	int rc = rows_reserve(r, rg->rows);
 	if (rc)
@@ -1010,10 +1049,15 @@ static int read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows 
 		size_t col_size[TALLY_COL_COUNT];
 		if (segment_split_packed(raw->data, raw->size, col, col_size))
 			CORRUPT(f, b->offset, "packed row group has a bad column directory");
-		for (int c = 0; c < TALLY_COL_COUNT; c++)
-			if ((mask & (1u << c)) && decode_column(c, col[c], col_size[c], r, rg->rows))
+		for (int c = 0; c < TALLY_COL_COUNT; c++) {
+			if (!(mask & (1u << c)))
+				continue;
+			if ((rc = decode_column(c, col[c], col_size[c], r, rg->rows)) == -ENOMEM)
+				return rc;
+			if (rc)
 				CORRUPT(f, b->offset, "packed row group: column %s does not decode",
 					tally_column_name(c));
+		}
 	} else {
 		for (int c = 0; c < TALLY_COL_COUNT; c++) {
 			if (!(mask & (1u << c)))
@@ -1021,7 +1065,9 @@ static int read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows 
 			const seg_block *b = &f->blocks[rg->first_block + c];
 			if ((rc = read_block_into(f, b, stored, raw, errmsg)))
 				return rc;
-			if (decode_column(c, raw->data, raw->size, r, rg->rows))
+			if ((rc = decode_column(c, raw->data, raw->size, r, rg->rows)) == -ENOMEM)
+				return rc;
+			if (rc)
 				CORRUPT(f, b->offset, "column %s does not decode", tally_column_name(c));
 		}
 	}

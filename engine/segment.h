@@ -29,7 +29,12 @@
 #include "strdict.h"
 #include "tally.h"
 
-#define SEGMENT_VERSION 2 /* 2: rollup blocks per tenant section */
+/* 2: rollup blocks per tenant section. 3: scalar columns encoded against
+ * their rows' type (CLASSED), cost against model and tokens (PRICED),
+ * constant codes columns; every version 2 layout is a version 3 layout, so
+ * version 2 files are read by the same code. */
+#define SEGMENT_VERSION 3
+#define SEGMENT_VERSION_OLDEST 2
 #define SEGMENT_HEADER_SIZE 32
 #define SEGMENT_TRAILER_SIZE 40
 #define SEGMENT_PATH_SIZE_MAX 4096
@@ -100,6 +105,7 @@ typedef struct segment_file {
 	const tally_io *io;
 	int fd;
 	uint64_t file_id;
+	uint32_t version; /* the header's format version */
 	uint64_t size; /* bytes on disk */
 	uint64_t rows;
 	seg_tenant *tenants;
@@ -181,10 +187,16 @@ int segment_read_dict(const segment_file *f, uint32_t t, strdict dict[DIM_COUNT]
 /* Column mask: bit (1 << enum tally_column). */
 #define SEGMENT_COLUMNS_ALL ((1u << TALLY_COL_COUNT) - 1)
 
+/* The columns whose decoding mask needs: a scalar column is encoded
+ * against its rows' type, cost also against their model and tokens
+ * (codec.h), so those are decoded first. mask plus those columns. */
+uint32_t segment_columns_needed(uint32_t mask);
+
 /*
- * Decodes row group g into r (reset first). Only the columns in mask are
- * decoded (the others are left with unspecified values); the checksum of
- * every block read is verified. 0, -errno, -ENOMEM or TALLY_E_CORRUPT.
+ * Decodes row group g into r (reset first). The columns in
+ * segment_columns_needed(mask) are decoded (the others are left with
+ * unspecified values); the checksum of every block read is verified. 0,
+ * -errno, -ENOMEM or TALLY_E_CORRUPT.
  */
 int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,
 			  char *errmsg);

@@ -170,6 +170,62 @@ static int decode_block_zstd_any(const uint8_t *src, size_t size, size_t count)
 	return rc;
 }
 
+/* Context columns for the decoders encoded against other columns, made
+ * from the row count alone so any count works: classes 0..2, models 0..1,
+ * small token counts. */
+typedef struct rows_context {
+	uint32_t *classes;
+	uint32_t *models;
+	uint64_t *tokens_in;
+	uint64_t *tokens_out;
+	codec_cost_context cost;
+} rows_context;
+
+static void rows_context_make(rows_context *c, size_t count)
+{
+	c->classes = xmalloc(count * sizeof *c->classes);
+	c->models = xmalloc(count * sizeof *c->models);
+	c->tokens_in = xmalloc(count * sizeof *c->tokens_in);
+	c->tokens_out = xmalloc(count * sizeof *c->tokens_out);
+	for (size_t i = 0; i < count; i++) {
+		c->classes[i] = (uint32_t)(i % 3);
+		c->models[i] = (uint32_t)(i % 2);
+		c->tokens_in[i] = i * 7;
+		c->tokens_out[i] = i * 3;
+	}
+	c->cost = (codec_cost_context){ c->classes, c->models, c->tokens_in, c->tokens_out };
+}
+
+static void rows_context_free(rows_context *c)
+{
+	free(c->classes);
+	free(c->models);
+	free(c->tokens_in);
+	free(c->tokens_out);
+}
+
+static int decode_u64_classed_any(const uint8_t *src, size_t size, size_t count)
+{
+	rows_context c;
+	rows_context_make(&c, count);
+	uint64_t *values = xmalloc(count * sizeof *values);
+	int rc = codec_u64_decode_classed(src, size, values, count, c.classes);
+	free(values);
+	rows_context_free(&c);
+	return rc;
+}
+
+static int decode_cost_any(const uint8_t *src, size_t size, size_t count)
+{
+	rows_context c;
+	rows_context_make(&c, count);
+	int64_t *values = xmalloc(count * sizeof *values);
+	int rc = codec_cost_decode(src, size, values, count, &c.cost);
+	free(values);
+	rows_context_free(&c);
+	return rc;
+}
+
 /* Runs fn on an exact-size heap copy of [src, src + size). */
 static int decode_exact(decode_fn fn, const uint8_t *src, size_t size, size_t count)
 {
@@ -1470,7 +1526,8 @@ Test(codec, every_decoder_survives_random_garbage)
 {
 	const decode_fn decoders[] = { decode_time_any, decode_u64_any, decode_i64_any,
 				       decode_u32_any, decode_u8_any, decode_codes_any,
-				       decode_ids_any, decode_block_zstd_any };
+				       decode_ids_any, decode_block_zstd_any,
+				       decode_u64_classed_any, decode_cost_any };
 	uint8_t garbage[96];
 	for (int round = 0; round < 20000; round++) {
 		size_t size = rng_below(sizeof garbage + 1);
@@ -1478,7 +1535,7 @@ Test(codec, every_decoder_survives_random_garbage)
 			garbage[i] = (uint8_t)rng_next();
 		/* Bias toward plausible headers: small mode/width/length bytes. */
 		if (size != 0 && rng_below(2))
-			garbage[0] = (uint8_t)rng_below(4);
+			garbage[0] = rng_below(8) ? (uint8_t)rng_below(7) : 0xff;
 		if (size > 2 && rng_below(2))
 			garbage[2] = (uint8_t)rng_below(66);
 		size_t count = rng_below(130);
@@ -1572,4 +1629,314 @@ Test(codec, u64_patched_layout_packs_low_bits_and_patches_the_outliers)
 	cr_assert_eq(codec_u32_decode(b.data, b.size, d32, 21), 0);
 	cr_assert_eq(memcmp(v32, d32, sizeof v32), 0);
 	bytebuf_free(&b);
+}
+
+/* ---- codes CONSTANT ------------------------------------------------------------------ */
+
+Test(codec, codes_of_one_repeated_nonzero_value_are_one_varint)
+{
+	uint32_t values[9];
+	for (int i = 0; i < 9; i++)
+		values[i] = 7;
+	bytebuf b = { 0 };
+	cr_assert_eq(codec_codes_encode(&b, values, 9), 0);
+	const uint8_t expected[] = { 0xff, 0x07 }; /* width 3 would take 1 + 4 bytes */
+	assert_bytes(&b, expected, sizeof expected, "constant 7");
+	uint32_t decoded[9];
+	cr_assert_eq(codec_codes_decode(b.data, b.size, decoded, 9), 0);
+	for (int i = 0; i < 9; i++)
+		cr_assert_eq(decoded[i], 7);
+	check_truncation_and_trailing("codes constant", decode_codes_any, &b, 9);
+	/* One row: width 2 (2 bytes) is not beaten by CONSTANT (2 bytes). */
+	bytebuf_reset(&b);
+	const uint32_t one[] = { 3 };
+	cr_assert_eq(codec_codes_encode(&b, one, 1), 0);
+	const uint8_t expected_one[] = { 0x02, 0x03 };
+	assert_bytes(&b, expected_one, sizeof expected_one, "one row");
+	bytebuf_free(&b);
+	/* Rejected: value 0 (that is width 0), a non-minimal varint, no rows, a
+	 * u8 column whose constant does not fit 8 bits. */
+	const uint8_t zero[] = { 0xff, 0x00 };
+	cr_assert_eq(decode_exact(decode_codes_any, zero, sizeof zero, 3), TALLY_E_CORRUPT);
+	const uint8_t long_form[] = { 0xff, 0x87, 0x00 };
+	cr_assert_eq(decode_exact(decode_codes_any, long_form, sizeof long_form, 3), TALLY_E_CORRUPT);
+	cr_assert_eq(decode_exact(decode_codes_any, expected, sizeof expected, 0), TALLY_E_CORRUPT);
+	const uint8_t wide[] = { 0xff, 0x80, 0x02 };
+	cr_assert_eq(decode_exact(decode_codes_any, wide, sizeof wide, 2), 0, "256 is a code");
+	cr_assert_eq(decode_exact(decode_u8_any, wide, sizeof wide, 2), TALLY_E_CORRUPT,
+		     "256 is not a u8");
+}
+
+Test(codec, ids_of_one_kind_store_the_kind_once)
+{
+	id_column c;
+	id_column_init(&c, 20);
+	for (int i = 0; i < 20; i++)
+		id_column_add(&c, "0123456789abcdef0123456789abcdef", 32);
+	bytebuf b = { 0 };
+	id_column_round_trip(&c, &b);
+	const uint8_t kinds[] = { 0x02, 0xff, ID_KIND_HEX_LOWER };
+	cr_assert(b.size > sizeof kinds);
+	cr_assert_eq(memcmp(b.data, kinds, sizeof kinds), 0, "kinds section %02x %02x %02x",
+		     b.data[0], b.data[1], b.data[2]);
+	bytebuf_free(&b);
+	id_column_free(&c);
+}
+
+/* ---- CLASSED --------------------------------------------------------------------------- */
+
+Test(codec, classed_layout_is_class_count_then_one_sized_u64_layout_per_class)
+{
+	/* 256 rows, classes alternating 0 and 1; class 0 all zero, class 1
+	 * 1000 + (j % 16). SPARSE would need a 32-byte bitmap (102 bytes in
+	 * all); CLASSED: mode 5, 2 classes, class 0 CONSTANT 0 (2 bytes), class
+	 * 1 FOR base 1000 width 4 (1 + 2 + 1 + 64 = 68 bytes). */
+	uint64_t values[256];
+	uint32_t classes[256];
+	for (int i = 0; i < 256; i++) {
+		classes[i] = (uint32_t)(i % 2);
+		values[i] = i % 2 ? 1000 + (uint64_t)((i / 2) % 16) : 0;
+	}
+	bytebuf b = { 0 };
+	cr_assert_eq(codec_u64_encode_classed(&b, values, 256, classes), 0);
+	const uint8_t head[] = { 0x05, 0x02, 0x02, 0x00, 0x00, 0x44, 0x01, 0xe8, 0x07, 0x04 };
+	cr_assert_eq(b.size, sizeof head + 64, "size %zu", b.size);
+	cr_assert_eq(memcmp(b.data, head, sizeof head), 0);
+	for (int k = 0; k < 64; k++) {
+		uint8_t pair = (uint8_t)((2 * k) % 16 | ((2 * k + 1) % 16) << 4);
+		cr_assert_eq(b.data[sizeof head + k], pair, "packed byte %d", k);
+	}
+	uint64_t decoded[256];
+	cr_assert_eq(codec_u64_decode_classed(b.data, b.size, decoded, 256, classes), 0);
+	cr_assert_eq(memcmp(decoded, values, sizeof values), 0);
+	/* The plain decoder and a decoder without classes refuse it. */
+	cr_assert_eq(codec_u64_decode(b.data, b.size, decoded, 256), TALLY_E_CORRUPT);
+	cr_assert_eq(codec_u64_decode_classed(b.data, b.size, decoded, 256, NULL), TALLY_E_CORRUPT);
+	/* A row whose class is not below the class count is corrupt. */
+	classes[17] = 2;
+	cr_assert_eq(codec_u64_decode_classed(b.data, b.size, decoded, 256, classes),
+		     TALLY_E_CORRUPT);
+	classes[17] = 1;
+	/* Rows moved between classes no longer add up. */
+	classes[0] = 1;
+	cr_assert_eq(codec_u64_decode_classed(b.data, b.size, decoded, 256, classes),
+		     TALLY_E_CORRUPT);
+	classes[0] = 0;
+	/* A sub-layout may not itself be CLASSED or PRICED. */
+	uint8_t nested[] = { 0x05, 0x01, 0x03, 0x05, 0x01, 0x00 };
+	uint32_t zeros[4] = { 0 };
+	cr_assert_eq(codec_u64_decode_classed(nested, sizeof nested, decoded, 4, zeros),
+		     TALLY_E_CORRUPT);
+	check_corruption_survived("classed", decode_u64_classed_any, &b, 256, 2000);
+	bytebuf_free(&b);
+}
+
+Test(codec, classed_falls_back_to_plain_when_it_does_not_win)
+{
+	uint64_t values[40];
+	uint32_t classes[40];
+	for (int i = 0; i < 40; i++) {
+		values[i] = (uint64_t)i;
+		classes[i] = 0;
+	}
+	bytebuf plain = { 0 }, b = { 0 };
+	cr_assert_eq(codec_u64_encode(&plain, values, 40), 0);
+	cr_assert_eq(codec_u64_encode_classed(&b, values, 40, classes), 0);
+	cr_assert_eq(b.size, plain.size);
+	cr_assert_eq(memcmp(b.data, plain.data, b.size), 0, "one class: the plain layout");
+	/* A class at or above CODEC_CLASSES_MAX keeps the column plain. */
+	for (int i = 0; i < 40; i++)
+		classes[i] = i % 2 ? CODEC_CLASSES_MAX : 0;
+	bytebuf_reset(&b);
+	cr_assert_eq(codec_u64_encode_classed(&b, values, 40, classes), 0);
+	cr_assert_eq(b.size, plain.size);
+	cr_assert_eq(memcmp(b.data, plain.data, b.size), 0, "class 64: plain");
+	/* Classes NULL: plain, and the plain layout decodes with classes. */
+	bytebuf_reset(&b);
+	cr_assert_eq(codec_u64_encode_classed(&b, values, 40, NULL), 0);
+	cr_assert_eq(memcmp(b.data, plain.data, b.size), 0);
+	uint64_t decoded[40];
+	cr_assert_eq(codec_u64_decode_classed(b.data, b.size, decoded, 40, classes), 0);
+	cr_assert_eq(memcmp(decoded, values, sizeof values), 0);
+	bytebuf_free(&plain);
+	bytebuf_free(&b);
+}
+
+/* Property: random classes (sometimes one, sometimes many), each class's
+ * values of its own shape; u64 and u32 round-trip exactly and are never
+ * larger than the plain layout. */
+Test(codec, classed_round_trips_random_columns_and_never_loses_to_plain)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t count = random_count();
+		uint32_t class_count = 1 + (uint32_t)rng_below(rng_below(4) ? 6 : CODEC_CLASSES_MAX + 2);
+		uint32_t *classes = xmalloc(count * sizeof *classes);
+		uint64_t *values = xmalloc(count * sizeof *values);
+		uint64_t *shaped = xmalloc(count * sizeof *shaped);
+		uint32_t *v32 = xmalloc(count * sizeof *v32);
+		for (size_t i = 0; i < count; i++)
+			classes[i] = (uint32_t)rng_below(class_count);
+		for (uint32_t k = 0; k < class_count; k++) {
+			values_fill(shaped, count, (unsigned)rng_below(SHAPE_COUNT));
+			for (size_t i = 0; i < count; i++)
+				if (classes[i] == k)
+					values[i] = shaped[i];
+		}
+		for (size_t i = 0; i < count; i++)
+			v32[i] = (uint32_t)values[i];
+		bytebuf b = { 0 }, plain = { 0 };
+		cr_assert_eq(codec_u64_encode_classed(&b, values, count, classes), 0);
+		cr_assert_eq(codec_u64_encode(&plain, values, count), 0);
+		cr_assert(b.size <= plain.size, "round %d: classed %zu > plain %zu", round, b.size,
+			  plain.size);
+		uint64_t *decoded = xmalloc(count * sizeof *decoded);
+		cr_assert_eq(codec_u64_decode_classed(b.data, b.size, decoded, count, classes), 0,
+			     "round %d", round);
+		cr_assert(count == 0 || memcmp(decoded, values, count * sizeof *values) == 0,
+			  "round %d", round);
+		bytebuf_reset(&b);
+		cr_assert_eq(codec_u32_encode_classed(&b, v32, count, classes), 0);
+		uint32_t *d32 = xmalloc(count * sizeof *d32);
+		cr_assert_eq(codec_u32_decode_classed(b.data, b.size, d32, count, classes), 0,
+			     "round %d", round);
+		cr_assert(count == 0 || memcmp(d32, v32, count * sizeof *v32) == 0, "round %d", round);
+		free(d32);
+		free(decoded);
+		bytebuf_free(&b);
+		bytebuf_free(&plain);
+		free(classes);
+		free(values);
+		free(shaped);
+		free(v32);
+	}
+}
+
+/* ---- PRICED ---------------------------------------------------------------------------- */
+
+/* (tokens_in * in_per_1k + tokens_out * out_per_1k + 500) / 1000: how a
+ * producer prices an LLM call from a list price per 1k tokens. */
+static int64_t list_price(uint64_t tokens_in, uint64_t tokens_out, uint64_t in_per_1k,
+			  uint64_t out_per_1k)
+{
+	return (int64_t)((tokens_in * in_per_1k + tokens_out * out_per_1k + 500) / 1000);
+}
+
+Test(codec, priced_cost_stores_the_list_rates_and_a_zero_residual)
+{
+	enum { N = 200 };
+	static const uint64_t rates[2][2] = { { 150, 600 }, { 2500, 10000 } }; /* per 1k */
+	uint32_t classes[N], models[N];
+	uint64_t tin[N], tout[N];
+	int64_t cost[N];
+	for (int i = 0; i < N; i++) {
+		classes[i] = 0;
+		models[i] = (uint32_t)(i % 2);
+		tin[i] = 1 + rng_below(20000);
+		tout[i] = rng_below(4000);
+		cost[i] = list_price(tin[i], tout[i], rates[i % 2][0], rates[i % 2][1]);
+	}
+	codec_cost_context ctx = { classes, models, tin, tout };
+	bytebuf b = { 0 };
+	cr_assert_eq(codec_cost_encode(&b, cost, N, &ctx), 0);
+	/* mode 6, 2 models, rates per million tokens 150000 600000 2500000
+	 * 10000000 as varints, then the residual: CONSTANT 0. */
+	const uint8_t expected[] = { 0x06, 0x02, 0xf0, 0x93, 0x09, 0xc0, 0xcf, 0x24,
+				     0xa0, 0xcb, 0x98, 0x01, 0x80, 0xad, 0xe2, 0x04, 0x00, 0x00 };
+	assert_bytes(&b, expected, sizeof expected, "priced");
+	int64_t decoded[N];
+	cr_assert_eq(codec_cost_decode(b.data, b.size, decoded, N, &ctx), 0);
+	cr_assert_eq(memcmp(decoded, cost, sizeof cost), 0);
+	/* The same column is not a plain i64 column. */
+	cr_assert_eq(codec_i64_decode(b.data, b.size, decoded, N), TALLY_E_CORRUPT);
+	/* A model code outside the rates is corrupt. */
+	models[5] = 2;
+	cr_assert_eq(codec_cost_decode(b.data, b.size, decoded, N, &ctx), TALLY_E_CORRUPT);
+	models[5] = 1;
+	check_truncation_and_trailing("priced", decode_cost_any, &b, N);
+	check_corruption_survived("priced", decode_cost_any, &b, N, 2000);
+	bytebuf_free(&b);
+}
+
+Test(codec, priced_decoder_rejects_overflowing_predictions)
+{
+	uint32_t classes[2] = { 0, 0 }, models[2] = { 0, 0 };
+	uint64_t tin[2] = { 2, 2 }, tout[2] = { 0, 0 };
+	codec_cost_context ctx = { classes, models, tin, tout };
+	int64_t decoded[2];
+	/* rate_in 2^63: 2 x 2^63 overflows 64 bits. */
+	const uint8_t product[] = { 0x06, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+				    0x80, 0x80, 0x01, 0x00, 0x00, 0x00 };
+	cr_assert_eq(codec_cost_decode(product, sizeof product, decoded, 2, &ctx),
+		     TALLY_E_CORRUPT);
+	/* rate_in 10^6 predicts 2; a residual of INT64_MAX overflows. */
+	const uint8_t sum[] = { 0x06, 0x01, 0xc0, 0x84, 0x3d, 0x00, 0x00, 0xfe, 0xff, 0xff,
+				0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01 };
+	cr_assert_eq(codec_cost_decode(sum, sizeof sum, decoded, 2, &ctx), TALLY_E_CORRUPT);
+	/* The same with residual 5: 2 + 5. */
+	const uint8_t fine[] = { 0x06, 0x01, 0xc0, 0x84, 0x3d, 0x00, 0x00, 0x0a };
+	cr_assert_eq(codec_cost_decode(fine, sizeof fine, decoded, 2, &ctx), 0);
+	cr_assert_eq(decoded[0], 7);
+	cr_assert_eq(decoded[1], 7);
+	const uint8_t no_models[] = { 0x06, 0x00, 0x00, 0x0a };
+	cr_assert_eq(codec_cost_decode(no_models, sizeof no_models, decoded, 2, &ctx),
+		     TALLY_E_CORRUPT);
+}
+
+/* Property: list-priced LLM calls mixed with flat fees, credits, rows priced
+ * by another rounding, rows with no tokens, huge token counts that overflow
+ * any rate, and tenants whose cost has nothing to do with tokens. Exact
+ * round trip, never larger than CLASSED or plain. */
+Test(codec, priced_round_trips_mixed_columns_and_never_loses)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t count = random_count();
+		uint32_t model_count = 1 + (uint32_t)rng_below(rng_below(8) ? 5 : 300);
+		uint32_t *classes = xmalloc(count * sizeof *classes);
+		uint32_t *models = xmalloc(count * sizeof *models);
+		uint64_t *tin = xmalloc(count * sizeof *tin), *tout = xmalloc(count * sizeof *tout);
+		int64_t *cost = xmalloc(count * sizeof *cost);
+		uint64_t in_rate = rng_below(20000), out_rate = rng_below(80000);
+		unsigned style = (unsigned)rng_below(3);
+		for (size_t i = 0; i < count; i++) {
+			classes[i] = (uint32_t)rng_below(4);
+			models[i] = (uint32_t)rng_below(model_count);
+			tin[i] = classes[i] == 0 ? 1 + rng_below(100000) : 0;
+			tout[i] = classes[i] == 0 ? rng_below(16000) : 0;
+			uint64_t mi = in_rate + models[i] * 100, mo = out_rate + models[i] * 300;
+			cost[i] = list_price(tin[i], tout[i], mi, mo);
+			switch (rng_below(12)) {
+			case 0: cost[i] = classes[i] == 1 ? 1000 : cost[i]; break;     /* flat fee */
+			case 1: cost[i] = -(int64_t)rng_below(5000); break;            /* credit */
+			case 2: cost[i] = (int64_t)((tin[i] * mi + tout[i] * mo) / 1000); break;
+			case 3:
+				if (style == 0) { /* overflows any non-zero rate */
+					tin[i] = UINT64_MAX - rng_below(10);
+					cost[i] = (int64_t)rng_next();
+				}
+				break;
+			default: break;
+			}
+			if (style == 1)
+				cost[i] = (int64_t)rng_next(); /* nothing to do with tokens */
+		}
+		codec_cost_context ctx = { classes, models, tin, tout };
+		bytebuf b = { 0 };
+		cr_assert_eq(codec_cost_encode(&b, cost, count, &ctx), 0);
+		bytebuf plain = { 0 };
+		cr_assert_eq(codec_i64_encode(&plain, cost, count), 0);
+		cr_assert(b.size <= plain.size, "round %d: %zu > plain %zu", round, b.size, plain.size);
+		int64_t *decoded = xmalloc(count * sizeof *decoded);
+		cr_assert_eq(codec_cost_decode(b.data, b.size, decoded, count, &ctx), 0,
+			     "round %d (mode %u)", round, b.data[0]);
+		for (size_t i = 0; i < count; i++)
+			cr_assert_eq(decoded[i], cost[i], "round %d row %zu", round, i);
+		free(decoded);
+		bytebuf_free(&b);
+		bytebuf_free(&plain);
+		free(classes);
+		free(models);
+		free(tin);
+		free(tout);
+		free(cost);
+	}
 }

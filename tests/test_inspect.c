@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "manifest.h"
 #include "rows.h"
@@ -797,4 +798,70 @@ Test(inspect, verify_reports_a_lost_manifest_and_still_checks_the_files)
 	tally_inspect_report report;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_NOTFOUND);
+}
+
+Test(inspect, verify_names_a_damaged_type_column_once_not_the_scalars_encoded_against_it)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	segment_file *f = open_segment(ids[1]); /* initech: one block per column */
+	cr_assert_eq(f->rowgroups[0].packed, 0);
+	seg_block type_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_TYPE];
+	segment_file_close(f);
+	char path[512];
+	segment_path(path, sizeof(path), ids[1]);
+	flip_byte(path, type_block.offset);
+
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1, "one problem, not one per column decoded against type");
+	char where[128];
+	place(where, sizeof(where), ids[1], type_block.offset);
+	cr_expect_geq(find_message(p, where, "column type"), 0, "no problem names '%s'", where);
+	cr_expect_lt(find_message(p, "column cost_micros", ""), 0);
+	cr_expect_lt(find_message(p, "column duration_ms", ""), 0);
+}
+
+/* Rewrites a segment file's header version (and the header checksum). */
+static void set_segment_version(const char *path, uint32_t version)
+{
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0, "open %s", path);
+	uint8_t header[SEGMENT_HEADER_SIZE];
+	cr_assert_eq(pread(fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
+	for (int i = 0; i < 4; i++)
+		header[8 + i] = (uint8_t)(version >> (8 * i));
+	uint64_t checksum = XXH3_64bits(header, 24);
+	for (int i = 0; i < 8; i++)
+		header[24 + i] = (uint8_t)(checksum >> (8 * i));
+	cr_assert_eq(pwrite(fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
+	close(fd);
+}
+
+Test(inspect, segment_files_of_versions_2_and_3_open_and_others_are_refused)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512];
+	segment_path(path, sizeof(path), ids[1]);
+	segment_file *f = open_segment(ids[1]);
+	cr_assert_eq(f->version, SEGMENT_VERSION);
+	segment_file_close(f);
+	const uint32_t refused[] = { 1, SEGMENT_VERSION + 1, UINT32_MAX };
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		set_segment_version(path, refused[i]);
+		f = NULL;
+		char err[TALLY_ERRMSG_SIZE] = "";
+		cr_assert_eq(segment_file_open(tally_io_default(), segment_dir, ids[1], &f, err),
+			     TALLY_E_VERSION, "version %u", refused[i]);
+		cr_assert_null(f);
+		cr_assert_not_null(strstr(err, "format version"), "%s", err);
+		cr_assert_not_null(strstr(err, path), "%s", err);
+	}
+	set_segment_version(path, 2);
+	f = open_segment(ids[1]);
+	cr_assert_eq(f->version, 2);
+	segment_file_close(f);
 }
