@@ -1807,3 +1807,171 @@ int codec_cost_decode(const uint8_t *src, size_t size, int64_t *values, size_t c
 	}
 	return 0;
 }
+
+/*
+ * Codes CLASSED: a codes column split by a class column the reader decodes
+ * first (an agent's codes by the row's project, a model's by the row's
+ * type). Each class lists the distinct codes it uses, ascending, and its
+ * rows store an index into that list at the width the list needs: a
+ * project's three agents cost two bits a row where the tenant's twenty
+ * agents cost five, and a tool call's empty model costs nothing.
+ */
+#define CODES_CLASSED 0xfe
+#define CODES_CLASSED_CODE_LIMIT 4096 /* a code at or above it keeps the column plain */
+
+static int compare_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/*
+ * Writes the CLASSED form into tmp (reset first). 0; 1 when it does not
+ * apply (a class at or above CODEC_CLASSES_MAX, a code at or above the
+ * limit); -ENOMEM.
+ */
+static int codes_classed_build(bytebuf *tmp, const uint32_t *values, size_t count,
+			       const uint32_t *classes)
+{
+	size_t first[CODEC_CLASSES_MAX + 1] = { 0 }, next[CODEC_CLASSES_MAX];
+	uint32_t class_count = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (classes[i] >= CODEC_CLASSES_MAX || values[i] >= CODES_CLASSED_CODE_LIMIT)
+			return 1;
+		first[classes[i] + 1]++;
+		class_count = classes[i] >= class_count ? classes[i] + 1 : class_count;
+	}
+	for (uint32_t k = 0; k < class_count; k++) {
+		first[k + 1] += first[k];
+		next[k] = first[k];
+	}
+	uint64_t *scratch = thread_scratch(count);
+	uint32_t *seen = calloc(CODES_CLASSED_CODE_LIMIT, sizeof(*seen)); /* class + 1 */
+	uint32_t *index = malloc(sizeof(*index) * CODES_CLASSED_CODE_LIMIT);
+	uint32_t *distinct = malloc(sizeof(*distinct) * CODES_CLASSED_CODE_LIMIT);
+	int rc = scratch && seen && index && distinct ? 0 : -ENOMEM;
+	if (rc == 0) {
+		for (size_t i = 0; i < count; i++)
+			scratch[next[classes[i]]++] = values[i];
+		bytebuf_reset(tmp);
+		uint8_t head[1 + VARINT_SIZE_MAX];
+		head[0] = CODES_CLASSED;
+		rc = bytebuf_append(tmp, head, 1 + varint_put(head + 1, class_count));
+	}
+	for (uint32_t k = 0; rc == 0 && k < class_count; k++) {
+		size_t rows = first[k + 1] - first[k];
+		if (rows == 0)
+			continue;
+		const uint64_t *v = scratch + first[k];
+		uint32_t n = 0;
+		for (size_t j = 0; j < rows; j++) {
+			if (seen[v[j]] != k + 1) {
+				seen[v[j]] = k + 1;
+				distinct[n++] = (uint32_t)v[j];
+			}
+		}
+		qsort(distinct, n, sizeof(*distinct), compare_u32);
+		rc = varint_append(tmp, n);
+		for (uint32_t j = 0; rc == 0 && j < n; j++) {
+			index[distinct[j]] = j;
+			rc = varint_append(tmp, j ? distinct[j] - distinct[j - 1] : distinct[0]);
+		}
+		unsigned width = bit_width(n - 1);
+		size_t packed = 0;
+		bool fits = packed_size_get(rows, width, &packed);
+		assert(fits);
+		(void)fits;
+		if (rc != 0 || width == 0 || (rc = bytebuf_reserve(tmp, packed + 8)) != 0)
+			continue;
+		bit_writer w = { .dst = tmp->data + tmp->size };
+		for (size_t j = 0; j < rows; j++)
+			bit_writer_put(&w, index[v[j]], width);
+		tmp->size = (size_t)(bit_writer_finish(&w) - tmp->data);
+	}
+	free(seen);
+	free(index);
+	free(distinct);
+	return rc;
+}
+
+int codec_codes_encode_classed(bytebuf *out, const uint32_t *values, size_t count,
+			       const uint32_t *classes)
+{
+	if (count > CODEC_COUNT_MAX)
+		return -ENOMEM;
+	codes_plan plain;
+	codes_plan_make(&plain, values, count, LANE_U32);
+	if (classes != NULL && count >= 2 && plain.size > 3) {
+		bytebuf tmp = { 0 };
+		int rc = codes_classed_build(&tmp, values, count, classes);
+		if (rc == 0 && tmp.size < plain.size)
+			rc = bytebuf_append(out, tmp.data, tmp.size);
+		else if (rc == 0)
+			rc = 1;
+		bytebuf_free(&tmp);
+		if (rc <= 0)
+			return rc;
+	}
+	return codes_encode_lane(out, values, count, LANE_U32);
+}
+
+int codec_codes_decode_classed(const uint8_t *src, size_t size, uint32_t *values, size_t count,
+			       const uint32_t *classes)
+{
+	if (size == 0 || src[0] != CODES_CLASSED)
+		return codes_decode_lane(src, size, values, count, LANE_U32, CODES_WIDTH_MAX);
+	const uint8_t *p = src + 1, *end = src + size;
+	uint64_t class_count;
+	if (classes == NULL || count == 0 || varint_read(&p, end, &class_count) != 0 ||
+	    class_count == 0 || class_count > CODEC_CLASSES_MAX)
+		return TALLY_E_CORRUPT;
+	size_t rows[CODEC_CLASSES_MAX] = { 0 };
+	for (size_t i = 0; i < count; i++) {
+		if (classes[i] >= class_count)
+			return TALLY_E_CORRUPT;
+		rows[classes[i]]++;
+	}
+	uint64_t *dict = thread_scratch(count); /* every class's codes, back to back */
+	if (dict == NULL)
+		return -ENOMEM;
+	size_t dict_first[CODEC_CLASSES_MAX], used = 0;
+	uint64_t dict_count[CODEC_CLASSES_MAX] = { 0 };
+	unsigned width[CODEC_CLASSES_MAX] = { 0 };
+	bit_reader reader[CODEC_CLASSES_MAX];
+	for (uint32_t k = 0; k < class_count; k++) {
+		if (rows[k] == 0)
+			continue;
+		uint64_t n, code = 0;
+		if (varint_read(&p, end, &n) != 0 || n == 0 || n > rows[k])
+			return TALLY_E_CORRUPT;
+		dict_first[k] = used;
+		dict_count[k] = n;
+		for (uint64_t j = 0; j < n; j++) {
+			uint64_t step;
+			if (varint_read(&p, end, &step) != 0 || (j != 0 && step == 0) ||
+			    step > UINT32_MAX - code)
+				return TALLY_E_CORRUPT;
+			code += step;
+			dict[used++] = code;
+		}
+		width[k] = bit_width(n - 1);
+		size_t packed;
+		if (!packed_size_get(rows[k], width[k], &packed) || packed > (size_t)(end - p))
+			return TALLY_E_CORRUPT;
+		reader[k] = (bit_reader){ .src = p, .size = packed };
+		p += packed;
+	}
+	if (p != end)
+		return TALLY_E_CORRUPT;
+	for (size_t i = 0; i < count; i++) {
+		uint32_t k = classes[i];
+		uint64_t j = width[k] ? bit_reader_get(&reader[k], width[k], width_mask(width[k])) : 0;
+		if (j >= dict_count[k])
+			return TALLY_E_CORRUPT;
+		values[i] = (uint32_t)dict[dict_first[k] + j];
+	}
+	for (uint32_t k = 0; k < class_count; k++)
+		if (width[k] && !bit_reader_padding_is_zero(&reader[k]))
+			return TALLY_E_CORRUPT;
+	return 0;
+}

@@ -109,6 +109,14 @@ int codec_u32_encode_classed(bytebuf *out, const uint32_t *values, size_t count,
 int codec_u32_decode_classed(const uint8_t *src, size_t size, uint32_t *values, size_t count,
 			     const uint32_t *classes);
 
+/* Codes split by a class column decoded first (agents by project, models
+ * by type): the plain codes layout, or CLASSED (per class, its distinct
+ * codes and a narrow index per row) when that is smaller. */
+int codec_codes_encode_classed(bytebuf *out, const uint32_t *values, size_t count,
+			       const uint32_t *classes);
+int codec_codes_decode_classed(const uint8_t *src, size_t size, uint32_t *values, size_t count,
+			       const uint32_t *classes);
+
 typedef struct codec_cost_context {
 	const uint32_t *classes;    /* per row: the event type's code */
 	const uint32_t *models;     /* per row: the model's code */

@@ -79,7 +79,8 @@ struct segment_writer {
 	uint32_t *g_offset;
 	bytebuf g_id;
 	uint32_t *g_code;
-	uint32_t *g_type;      /* the classes of the scalar columns */
+	uint32_t *g_type;      /* the classes of the scalar columns and models */
+	uint32_t *g_project;   /* the classes of the agents */
 	uint32_t *g_model;     /* the cost column's price models */
 	uint32_t *order;       /* sort permutation of a tenant's rows */
 	uint32_t order_capacity;
@@ -155,9 +156,11 @@ int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
 	w->g_offset = malloc((n + 1) * sizeof(uint32_t));
 	w->g_code = malloc(n * sizeof(uint32_t));
 	w->g_type = malloc(n * sizeof(uint32_t));
+	w->g_project = malloc(n * sizeof(uint32_t));
 	w->g_model = malloc(n * sizeof(uint32_t));
 	if (!w->g_time || !w->g_u64a || !w->g_u64b || !w->g_i64 || !w->g_u32 || !w->g_u8 ||
-	    !w->g_kind || !w->g_offset || !w->g_code || !w->g_type || !w->g_model) {
+	    !w->g_kind || !w->g_offset || !w->g_code || !w->g_type || !w->g_model ||
+	    !w->g_project) {
 		segment_writer_abort(w);
 		return -ENOMEM;
 	}
@@ -284,11 +287,17 @@ static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *ord
 				   w->g_id.data, count)))
 		return rc;
 
+	/* Agents are encoded against their rows' project, models against their
+	 * type (both decoded first); the other dimensions alone. */
 	for (int d = 0; d < DIM_COUNT; d++) {
-		uint32_t *codes = d == DIM_TYPE ? w->g_type : d == DIM_MODEL ? w->g_model : w->g_code;
+		uint32_t *codes = d == DIM_TYPE ? w->g_type : d == DIM_PROJECT ? w->g_project :
+				  d == DIM_MODEL ? w->g_model : w->g_code;
+		const uint32_t *classes = d == DIM_AGENT ? w->g_project :
+					  d == DIM_MODEL ? w->g_type : NULL;
 		for (uint32_t i = 0; i < count; i++)
 			codes[i] = r->dim[d][order[i]];
-		if ((rc = codec_codes_encode(&w->column[TALLY_COL_TYPE + d], codes, count)))
+		if ((rc = codec_codes_encode_classed(&w->column[TALLY_COL_TYPE + d], codes, count,
+						     classes)))
 			return rc;
 	}
 	for (uint32_t i = 0; i < count; i++)
@@ -484,6 +493,7 @@ static void writer_free(segment_writer *w)
 	free(w->g_offset);
 	free(w->g_code);
 	free(w->g_type);
+	free(w->g_project);
 	free(w->g_model);
 	free(w->order);
 	free(w);
@@ -997,10 +1007,14 @@ static int decode_column(int c, const uint8_t *src, size_t size, rows *r, uint32
 		return codec_ids_decode(src, size, count, r->id_kind, r->id_offset, &r->id_bytes);
 	case TALLY_COL_TYPE:
 	case TALLY_COL_PROJECT:
-	case TALLY_COL_AGENT:
-	case TALLY_COL_MODEL:
 	case TALLY_COL_USER:
 		return codec_codes_decode(src, size, r->dim[c - TALLY_COL_TYPE], count);
+	case TALLY_COL_AGENT:
+		return codec_codes_decode_classed(src, size, r->dim[DIM_AGENT], count,
+						  r->dim[DIM_PROJECT]);
+	case TALLY_COL_MODEL:
+		return codec_codes_decode_classed(src, size, r->dim[DIM_MODEL], count,
+						  r->dim[DIM_TYPE]);
 	case TALLY_COL_STATUS: return codec_u8_decode(src, size, r->status, count);
 	case TALLY_COL_TOKENS_IN:
 		return codec_u64_decode_classed(src, size, r->tokens_in, count, r->dim[DIM_TYPE]);
@@ -1024,11 +1038,13 @@ uint32_t segment_columns_needed(uint32_t mask)
 {
 	const uint32_t scalars = 1u << TALLY_COL_TOKENS_IN | 1u << TALLY_COL_TOKENS_OUT |
 				 1u << TALLY_COL_COST_MICROS | 1u << TALLY_COL_DURATION_MS;
-	if (mask & scalars)
-		mask |= 1u << TALLY_COL_TYPE;
 	if (mask & (1u << TALLY_COL_COST_MICROS))
 		mask |= 1u << TALLY_COL_MODEL | 1u << TALLY_COL_TOKENS_IN |
 			1u << TALLY_COL_TOKENS_OUT;
+	if (mask & (scalars | 1u << TALLY_COL_MODEL))
+		mask |= 1u << TALLY_COL_TYPE;
+	if (mask & (1u << TALLY_COL_AGENT))
+		mask |= 1u << TALLY_COL_PROJECT;
 	return mask;
 }
 

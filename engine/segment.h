@@ -31,7 +31,7 @@
 
 /* 2: rollup blocks per tenant section. 3: scalar columns encoded against
  * their rows' type (CLASSED), cost against model and tokens (PRICED),
- * constant codes columns; every version 2 layout is a version 3 layout, so
+ * agents against projects and models against types, constant codes; every version 2 layout is a version 3 layout, so
  * version 2 files are read by the same code. */
 #define SEGMENT_VERSION 3
 #define SEGMENT_VERSION_OLDEST 2
@@ -187,9 +187,10 @@ int segment_read_dict(const segment_file *f, uint32_t t, strdict dict[DIM_COUNT]
 /* Column mask: bit (1 << enum tally_column). */
 #define SEGMENT_COLUMNS_ALL ((1u << TALLY_COL_COUNT) - 1)
 
-/* The columns whose decoding mask needs: a scalar column is encoded
- * against its rows' type, cost also against their model and tokens
- * (codec.h), so those are decoded first. mask plus those columns. */
+/* The columns whose decoding mask needs: a scalar column and the model
+ * are encoded against their rows' type, cost also against their model and
+ * tokens, an agent against its project (codec.h), so those are decoded
+ * first. mask plus those columns. */
 uint32_t segment_columns_needed(uint32_t mask);
 
 /*
