@@ -322,6 +322,36 @@ static uint64_t rows_share(const seg_segment *seg, const seg_rowgroup *rg, uint6
 	return total * end / rg->rows - total * start / rg->rows;
 }
 
+/* The time of row `row` (counted within its tenant section) of row group g,
+ * decoding g's time column into r unless *decoded is already g. */
+static int rowgroup_time(const segment_file *f, uint32_t g, uint64_t row, rows *r,
+			 int64_t *decoded, int64_t *time_us, char *errmsg)
+{
+	if (*decoded != (int64_t)g) {
+		*decoded = -1;
+		int rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_TIME, r, errmsg);
+		if (rc)
+			return rc;
+		*decoded = g;
+	}
+	*time_us = r->time_us[row - f->rowgroups[g].row_start];
+	return 0;
+}
+
+/* A segment's first and last event times, read from its time column: the
+ * footer holds only bounds (to the minute since version 3). */
+static int segment_times(const segment_file *f, const seg_segment *seg, rows *r,
+			 int64_t *decoded, tally_segment_info *info, char *errmsg)
+{
+	uint32_t last_g = seg->first_rowgroup + seg->rowgroup_count - 1;
+	int rc = rowgroup_time(f, seg->first_rowgroup, seg->row_start, r, decoded,
+			       &info->time_min_us, errmsg);
+	if (!rc)
+		rc = rowgroup_time(f, last_g, seg->row_start + seg->rows - 1, r, decoded,
+				   &info->time_max_us, errmsg);
+	return rc;
+}
+
 /*
  * Adds one file to the report. Column bytes are counted once per row group;
  * a segment's stored and raw bytes are its share (by rows) of the row
@@ -362,6 +392,8 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 		rg_stored[g] = b->stored_size;
 		rg_raw[g] = b->raw_size;
 	}
+	rows times = {0};
+	int64_t decoded = -1; /* the row group whose times are in `times` */
 	for (uint32_t t = 0; t < f->tenant_count && !rc; t++) {
 		const seg_tenant *tenant = &f->tenants[t];
 		report->dictionary_bytes += tenant->dict.stored_size;
@@ -375,16 +407,16 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 					f->chunks[tenant->first_chunk[list] + k].block.stored_size;
 		}
 		for (uint32_t s = tenant->first_segment;
-		     s < tenant->first_segment + tenant->segment_count; s++) {
+		     s < tenant->first_segment + tenant->segment_count && !rc; s++) {
 			const seg_segment *seg = &f->segments[s];
 			tally_segment_info info = {
 				.tenant = tenant->name,
 				.file_id = f->file_id,
 				.day = seg->day,
 				.rows = seg->rows,
-				.time_min_us = seg->time_min_us,
-				.time_max_us = seg->time_max_us,
 			};
+			if (segment_fn && (rc = segment_times(f, seg, &times, &decoded, &info, errmsg)))
+				break;
 			for (uint32_t g = seg->first_rowgroup;
 			     g < seg->first_rowgroup + seg->rowgroup_count; g++) {
 				const seg_rowgroup *rg = &f->rowgroups[g];
@@ -397,6 +429,7 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 				segment_fn(ctx, &info);
 		}
 	}
+	rows_free(&times);
 	free(rg_stored);
 	free(rg_raw);
 	return rc;
@@ -719,14 +752,17 @@ typedef struct time_cursor {
 	int bounds_known;      /* every row of the current segment decoded */
 } time_cursor;
 
-/* Closes the cursor's current segment: its first and last rows must be its
- * footer's minimum and maximum. */
+/* Closes the cursor's current segment: its footer bounds must be the ones
+ * its first and last rows give (segment_time_bounds: exact in version 2
+ * files, to the minute since version 3). */
 static void verify_segment_bounds(verifier *v, const segment_file *f, const seg_tenant *tenant,
 				  const char *path, uint64_t footer_offset, time_cursor *tc)
 {
 	const seg_segment *seg = &f->segments[tc->seg];
-	if (tc->bounds_known &&
-	    (tc->first_time != seg->time_min_us || tc->last_time != seg->time_max_us)) {
+	int64_t min_us = 0, max_us = 0;
+	if (tc->bounds_known)
+		segment_time_bounds(f->version, tc->first_time, tc->last_time, &min_us, &max_us);
+	if (tc->bounds_known && (min_us != seg->time_min_us || max_us != seg->time_max_us)) {
 		char day[32];
 		day_format(day, sizeof(day), seg->day);
 		verify_problem(v, "%s offset %" PRIu64 ": footer gives tenant %s day %s "

@@ -394,15 +394,18 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 	for (uint32_t k = 0; k < segment_count; k++) {
 		uint32_t start = day_start[k], end = day_start[k + 1];
 		int64_t day = day_of(r->time_us[w->order[start]]);
-		int64_t time_min = r->time_us[w->order[start]];
-		int64_t time_max = r->time_us[w->order[end - 1]];
+		int64_t time_min, time_max;
+		segment_time_bounds(SEGMENT_VERSION, r->time_us[w->order[start]],
+				    r->time_us[w->order[end - 1]], &time_min, &time_max);
 		uint64_t day_field = k ? (uint64_t)(day - previous_day) : zigzag_encode(day);
 		previous_day = day;
 		if ((rc = varint_append(&w->footer, day_field)) ||
 		    (rc = varint_append(&w->footer, end - start)) ||
 		    (rc = varint_append(&w->footer,
-					(uint64_t)(time_min - day * TALLY_US_PER_DAY))) ||
-		    (rc = varint_append(&w->footer, (uint64_t)time_max - (uint64_t)time_min)))
+					(uint64_t)(time_min - day * TALLY_US_PER_DAY) /
+						SEGMENT_BOUND_US)) ||
+		    (rc = varint_append(&w->footer,
+					((uint64_t)time_max - (uint64_t)time_min) / SEGMENT_BOUND_US)))
 			goto out;
 	}
 
@@ -420,7 +423,9 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 			goto out;
 		for (uint32_t k = 0; k < segment_count && !rc;) {
 			uint32_t start = day_start[k];
-			int64_t base = r->time_us[w->order[start]];
+			int64_t base, unused;
+			segment_time_bounds(SEGMENT_VERSION, r->time_us[w->order[start]],
+					    r->time_us[w->order[start]], &base, &unused);
 			uint32_t rows_k = day_start[k + 1] - start;
 			if (rows_k > ROWGROUP_SMALL_ROWS_MAX) {
 				for (uint32_t g = start; g < day_start[k + 1] && !rc; g += ROWGROUP_ROWS_MAX) {
@@ -652,13 +657,17 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 			if (s && (day == 0 || day > (uint64_t)INT32_MAX))
 				CORRUPT(f, footer_offset, "footer: days out of order in tenant %s", t->name);
 			int64_t d = s ? previous_day + (int64_t)day : zigzag_decode(day);
-			if (d < INT32_MIN || d > INT32_MAX || time_min >= (uint64_t)TALLY_US_PER_DAY ||
-			    span >= (uint64_t)TALLY_US_PER_DAY - time_min || rows_count == 0 ||
+			/* Version 2: microseconds; since 3: whole minutes, the max
+			 * bound at the end of its minute. */
+			uint64_t unit = f->version >= 3 ? SEGMENT_BOUND_US : 1;
+			uint64_t day_units = (uint64_t)TALLY_US_PER_DAY / unit;
+			if (d < INT32_MIN || d > INT32_MAX || time_min >= day_units ||
+			    span >= day_units - time_min || rows_count == 0 ||
 			    rows_count > UINT32_MAX)
 				CORRUPT(f, footer_offset, "footer: impossible segment %" PRIu64
 					" of tenant %s", s, t->name);
-			seg->time_min_us = d * TALLY_US_PER_DAY + (int64_t)time_min;
-			seg->time_max_us = seg->time_min_us + (int64_t)span;
+			seg->time_min_us = d * TALLY_US_PER_DAY + (int64_t)(time_min * unit);
+			seg->time_max_us = seg->time_min_us + (int64_t)((span + 1) * unit) - 1;
 			previous_day = d;
 			seg->day = (int32_t)d;
 			seg->rows = (uint32_t)rows_count;
@@ -1031,6 +1040,21 @@ static int decode_column(int c, const uint8_t *src, size_t size, rows *r, uint32
 		return codec_u32_decode_classed(src, size, r->duration_ms, count, r->dim[DIM_TYPE]);
 	default: return TALLY_E_CORRUPT;
 	}
+}
+
+/* Contract in segment.h. */
+void segment_time_bounds(uint32_t version, int64_t first_us, int64_t last_us, int64_t *min_us,
+			 int64_t *max_us)
+{
+	if (version < 3) {
+		*min_us = first_us;
+		*max_us = last_us;
+		return;
+	}
+	int64_t unit = (int64_t)SEGMENT_BOUND_US;
+	int64_t first_mod = first_us % unit, last_mod = last_us % unit;
+	*min_us = first_us - (first_mod < 0 ? first_mod + unit : first_mod);
+	*max_us = last_us - (last_mod < 0 ? last_mod + unit : last_mod) + unit - 1;
 }
 
 /* Contract in segment.h. */

@@ -31,8 +31,10 @@
 
 /* 2: rollup blocks per tenant section. 3: scalar columns encoded against
  * their rows' type (CLASSED), cost against model and tokens (PRICED),
- * agents against projects and models against types, constant codes; every version 2 layout is a version 3 layout, so
- * version 2 files are read by the same code. */
+ * agents against projects and models against types, constant codes, and
+ * segment time bounds in the footer to the minute. The reader branches on
+ * the version only for those bounds: every version 2 column layout is a
+ * version 3 layout. */
 #define SEGMENT_VERSION 3
 #define SEGMENT_VERSION_OLDEST 2
 #define SEGMENT_HEADER_SIZE 32
@@ -62,7 +64,7 @@ typedef struct seg_rowgroup {
  * run through rowgroup_count row groups. Small days share row groups, so a
  * row group may also hold rows of other segments (other days). */
 typedef struct seg_segment {
-	int64_t time_min_us;
+	int64_t time_min_us; /* bounds of the rows' times (segment_time_bounds) */
 	int64_t time_max_us;
 	uint64_t row_start;
 	int32_t day;
@@ -186,6 +188,14 @@ int segment_read_dict(const segment_file *f, uint32_t t, strdict dict[DIM_COUNT]
 
 /* Column mask: bit (1 << enum tally_column). */
 #define SEGMENT_COLUMNS_ALL ((1u << TALLY_COL_COUNT) - 1)
+
+/* A segment's time bounds as the footer of a file of `version` holds them,
+ * for rows from first_us to last_us: version 2 the exact times; since
+ * version 3 the start of first_us's UTC minute and the last microsecond of
+ * last_us's (8 bytes of footer per segment less; pruning by minute). */
+#define SEGMENT_BOUND_US UINT64_C(60000000)
+void segment_time_bounds(uint32_t version, int64_t first_us, int64_t last_us, int64_t *min_us,
+			 int64_t *max_us);
 
 /* The columns whose decoding mask needs: a scalar column and the model
  * are encoded against their rows' type, cost also against their model and

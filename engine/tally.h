@@ -542,8 +542,8 @@ typedef struct tally_segment_info {
 	uint64_t file_id;
 	int32_t day;          /* days since 1970-01-01, UTC */
 	uint64_t rows;
-	int64_t time_min_us;
-	int64_t time_max_us;
+	int64_t time_min_us;   /* the segment's first event time (exact) */
+	int64_t time_max_us;   /* its last */
 	uint64_t stored_bytes; /* on disk, compressed */
 	uint64_t raw_bytes;    /* encoded, before zstd */
 } tally_segment_info;

@@ -84,7 +84,10 @@ static tally_store *open_store(void)
 
 static int64_t row_time(int32_t day, int i)
 {
-	return (int64_t)day * TALLY_US_PER_DAY + (int64_t)(i + 1) * MINUTE_US;
+	/* Off whole minutes, so footer bounds (to the minute) and the first and
+	 * last event times differ. */
+	return (int64_t)day * TALLY_US_PER_DAY + (int64_t)(i + 1) * MINUTE_US +
+	       (int64_t)(i % 59) * 1000000 + 1234;
 }
 
 /* Ingests `count` events of tenant on day (times day start + 1, 2, ...
