@@ -9,6 +9,7 @@
  *     rows.count == 0).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,19 +176,28 @@ int tally_event_equal(const tally_event *a, const tally_event *b)
 	       a->tokens_out == b->tokens_out && a->cost_micros == b->cost_micros;
 }
 
-int memtable_rollup_catch_up(memtable *m, uint32_t max_rows)
+static _Atomic uint64_t memtable_serials;
+
+int memtable_init(memtable *m)
 {
-	if (m->rollup_failed)
-		return m->rollup_failed;
+	memset(m, 0, sizeof(*m));
+	int rc = pthread_mutex_init(&m->rollup_lock, NULL);
+	if (rc)
+		return -rc;
+	m->serial = atomic_fetch_add(&memtable_serials, 1) + 1;
+	return 0;
+}
+
+uint32_t memtable_rollup_take(const memtable *m, rollup_event *out, uint32_t max_rows)
+{
 	const rows *r = &m->rows;
-	rollup *ru = &m->rollup;
-	int rc = 0;
-	uint32_t end = r->count - m->rolled > max_rows ? m->rolled + max_rows : r->count;
-	for (; m->rolled < end && !rc; m->rolled++) {
-		uint32_t i = m->rolled;
+	const rollup *ru = &m->rollup;
+	uint32_t n = r->count - m->rolled < max_rows ? r->count - m->rolled : max_rows;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = m->rolled + k;
 		uint32_t user = r->dim[DIM_USER][i];
 		tally_str u = strdict_get(&m->dict, user);
-		rollup_event e = {
+		out[k] = (rollup_event){
 			.time_us = r->time_us[i],
 			.code = {r->dim[DIM_TYPE][i], r->dim[DIM_PROJECT][i], r->dim[DIM_AGENT][i],
 				 r->dim[DIM_MODEL][i]},
@@ -199,11 +209,37 @@ int memtable_rollup_catch_up(memtable *m, uint32_t max_rows)
 			.cost_micros = r->cost_micros[i],
 		};
 		if (u.len)
-			e.user_hash = user < ru->user_hash_count && ru->user_hash[user]
-					      ? ru->user_hash[user]
-					      : sketch_user_hash(u.ptr, u.len);
-		if ((rc = rollup_add(ru, &e)))
+			out[k].user_hash = user < ru->user_hash_count && ru->user_hash[user]
+						   ? ru->user_hash[user]
+						   : sketch_user_hash(u.ptr, u.len);
+	}
+	return n;
+}
+
+int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n)
+{
+	if (m->rollup_failed)
+		return m->rollup_failed;
+	for (uint32_t k = 0; k < n; k++) {
+		int rc = rollup_add(&m->rollup, &events[k]);
+		if (rc) {
 			m->rollup_failed = rc; /* the row may be in part of the cells */
+			return rc;
+		}
+	}
+	m->rolled += n;
+	return 0;
+}
+
+int memtable_rollup_catch_up(memtable *m, uint32_t max_rows)
+{
+	rollup_event slice[MEMTABLE_ROLLUP_SLICE];
+	int rc = m->rollup_failed;
+	while (!rc && m->rolled < m->rows.count && max_rows) {
+		uint32_t n = memtable_rollup_take(m, slice, max_rows < MEMTABLE_ROLLUP_SLICE
+								   ? max_rows : MEMTABLE_ROLLUP_SLICE);
+		rc = memtable_rollup_apply(m, slice, n);
+		max_rows -= n;
 	}
 	return rc;
 }
@@ -214,11 +250,15 @@ size_t memtable_bytes(const memtable *m)
 	bytes += strdict_bytes(&m->dict);
 	if (m->index_mask)
 		bytes += ((size_t)m->index_mask + 1) * (sizeof(uint32_t) + sizeof(uint64_t) / 2);
-	return bytes + m->rollup.bytes;
+	return bytes + m->rollup_accounted;
 }
 
 void memtable_free(memtable *m)
 {
+	/* A rollup slice being added without the store lock finishes first. */
+	pthread_mutex_lock(&m->rollup_lock);
+	pthread_mutex_unlock(&m->rollup_lock);
+	pthread_mutex_destroy(&m->rollup_lock);
 	rows_free(&m->rows);
 	strdict_free(&m->dict);
 	free(m->id_hash);

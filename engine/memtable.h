@@ -11,6 +11,7 @@
 #ifndef TALLY_MEMTABLE_H
 #define TALLY_MEMTABLE_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -27,10 +28,21 @@ typedef struct memtable {
 	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
 	int64_t time_min_us;
 	int64_t time_max_us;
-	rollup rollup;         /* cells of rows [0, rolled), in dict's code space */
-	uint32_t rolled;       /* rows added to the rollup (see memtable_rollup_catch_up) */
+	/* The live rollup: cells of rows [0, rolled), in dict's code space.
+	 * rollup, rolled and rollup_failed are guarded by rollup_lock (taken
+	 * after the store lock, never before it): the rollup thread adds a
+	 * slice of rows with only rollup_lock held, so ingest goes on; a query
+	 * holds both while it reads. */
+	pthread_mutex_t rollup_lock;
+	rollup rollup;
+	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
+	size_t rollup_accounted; /* rollup bytes counted in memtable_bytes (store lock) */
+	uint64_t serial;       /* unique per memtable of the process (never reused) */
 } memtable;
+
+/* Rows per slice of memtable_rollup_catch_up and of the rollup thread. */
+#define MEMTABLE_ROLLUP_SLICE 256u
 
 /* A packed id with its hash (dedup_hash). */
 typedef struct packed_id {
@@ -44,16 +56,23 @@ typedef struct packed_id {
  * TALLY_E_LIMIT; on failure the memtable is unchanged. */
 int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
 
+/* A zeroed memtable with its rollup lock made and a new serial. 0 or -errno. */
+int memtable_init(memtable *m);
+
 /*
- * Brings the rollup up to date with the rows: adds rows [rolled, count),
- * at most max_rows of them (UINT32_MAX: all).
  * Ingest does not touch the rollup (it would cost every event, under the
- * store lock, for tenants nobody queries); a query catches up the rollup of
- * the memtables it reads, so it sees every row, and only the rows since the
- * last query of that tenant cost anything. 0, or -ENOMEM: then the rollup
- * is marked failed for good (queries of this memtable fail until it is
- * flushed; a flush builds its pages from the rows).
+ * store lock); the rollup is brought up to date behind the rows in two
+ * steps. memtable_rollup_take, under the store lock (it reads the rows and
+ * the dictionary that ingest appends to), copies rows [rolled, rolled + n)
+ * as rollup events, n <= max_rows, and returns n. memtable_rollup_apply,
+ * under rollup_lock (taken before the store lock is let go, so no other
+ * writer adds the same rows), adds them and advances rolled. 0, or
+ * -ENOMEM: then the rollup is marked failed for good (queries read this
+ * memtable's rows instead; a flush builds its pages from the rows).
  */
+uint32_t memtable_rollup_take(const memtable *m, rollup_event *out, uint32_t max_rows);
+int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n);
+/* Both steps, at most max_rows rows, under the store lock and rollup_lock. */
 int memtable_rollup_catch_up(memtable *m, uint32_t max_rows);
 
 /* Row of the exact id, or -1. */
@@ -68,9 +87,10 @@ int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cur
  * bytes) and the strings point into the memtable. */
 void memtable_event(const memtable *m, uint32_t i, tally_event *event, char *id_text);
 
-/* RAM held. */
+/* RAM held, the rollup as last accounted (rollup_accounted). */
 size_t memtable_bytes(const memtable *m);
 
+/* Frees everything; waits for a rollup slice in progress to finish. */
 void memtable_free(memtable *m);
 
 /*

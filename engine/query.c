@@ -1027,6 +1027,31 @@ static int run_raw(qstate *st, tenant *t, plan *p, uint64_t *rows_read)
 	return rc;
 }
 
+/* Rows [from_row, count) of a memtable, each added to the bucket of the
+ * cell piece its time falls in (rows in raw pieces are run_raw's). */
+static int merge_memtable_rows(qstate *st, const memtable *mt, uint32_t from_row, const plan *p,
+			       uint64_t *rows_read)
+{
+	piece *cells = malloc(sizeof(*cells) * (p->count ? p->count : 1));
+	if (!cells)
+		return -ENOMEM;
+	uint32_t n = 0;
+	for (uint32_t k = 0; k < p->count; k++)
+		if (p->pieces[k].res >= 0)
+			cells[n++] = p->pieces[k];
+	qsort(cells, n, sizeof(*cells), piece_from_compare);
+	const strdict *refs[DIM_COUNT];
+	for (int d = 0; d < DIM_COUNT; d++)
+		refs[d] = &mt->dict;
+	raw_ctx ctx = {st, cells, n};
+	int rc = 0;
+	for (uint32_t i = from_row; i < mt->rows.count && !rc && n; i++)
+		rc = raw_row(&ctx, &mt->rows, refs, i);
+	*rows_read += mt->rows.count - from_row;
+	free(cells);
+	return rc;
+}
+
 /* ---- cells -------------------------------------------------------------------------- */
 
 static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, const piece *pc,
@@ -1108,6 +1133,55 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 			(*cells)++;
 		}
 	}
+	return rc;
+}
+
+/*
+ * Under the store lock and mt->rollup_lock: a memtable's part of the cell
+ * pieces. The rollup thread adds rows to the rollup behind ingest, so the
+ * rollup has rows [0, rolled): those come from its cells, the rest from the
+ * rows themselves (about 50 ns a row, a tenth of rolling it up). A rollup
+ * more than options.query_rows_behind_max rows behind
+ * (a tenant nobody queried while the store only ingested), or any rollup
+ * when there is no rollup thread (background off), is brought up to date
+ * here first. A failed rollup (memory ran out) is not read: all its rows
+ * are.
+ */
+static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *bytes, plan *p,
+			  tally_result *stats)
+{
+	if (!mt->rollup_failed &&
+	    (mt->rows.count - mt->rolled > s->options.query_rows_behind_max ||
+	     !s->options.background)) {
+		memtable_rollup_catch_up(mt, UINT32_MAX); /* failing marks the rollup failed */
+		*bytes += mt->rollup.bytes - mt->rollup_accounted;
+		mt->rollup_accounted = mt->rollup.bytes;
+	}
+	int rc = 0;
+	uint32_t from_row = 0;
+	if (!mt->rollup_failed) {
+		from_row = mt->rolled;
+		const rollup *ru = &mt->rollup;
+		source_groups sg;
+		const strdict *dict[ROLLUP_GROUP_DIMS];
+		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+			dict[c] = &mt->dict;
+		if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict,
+					     st->want_users ? ru->user_hash_count : 0)))
+			return rc;
+		for (uint32_t k = 0; k < p->count && !rc; k++) {
+			const piece *pc = &p->pieces[k];
+			if (pc->res < 0)
+				continue;
+			uint64_t *cells = pc->res == RES_DAY    ? &stats->cells_day
+					  : pc->res == RES_HOUR ? &stats->cells_hour
+								: &stats->cells_minute;
+			rc = merge_live(st, ru, &sg, pc, cells);
+		}
+		source_groups_free(&sg);
+	}
+	if (!rc && from_row < mt->rows.count)
+		rc = merge_memtable_rows(st, mt, from_row, p, &stats->raw_rows);
 	return rc;
 }
 
@@ -1509,42 +1583,13 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			source_groups_free(&fs.sg);
 		}
 		memtable *tables[2] = {t->frozen, t->active};
+		size_t *table_bytes[2] = {&s->frozen_bytes, &s->active_bytes};
 		for (int m = 0; m < 2 && !rc; m++) {
 			if (!tables[m] || !tables[m]->rows.count)
 				continue;
-			/* Ingest leaves the rollup of a memtable behind; the rows
-			 * since this tenant's last query are added now. */
-			size_t before = memtable_bytes(tables[m]);
-			rc = memtable_rollup_catch_up(tables[m], UINT32_MAX);
-			size_t grown = memtable_bytes(tables[m]) - before;
-			if (m == 1)
-				s->active_bytes += grown;
-			else
-				s->frozen_bytes += grown;
-			if (rc) {
-				snprintf(errmsg, TALLY_ERRMSG_SIZE,
-					 "rollup of the unflushed events of tenant %s: %s", tenant_name,
-					 tally_strerror(rc));
-				break;
-			}
-			const rollup *ru = &tables[m]->rollup;
-			source_groups sg;
-			const strdict *dict[ROLLUP_GROUP_DIMS];
-			for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
-				dict[c] = &tables[m]->dict;
-			if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict,
-						     st.want_users ? ru->user_hash_count : 0)))
-				break;
-			for (uint32_t k = 0; k < p.count && !rc; k++) {
-				const piece *pc = &p.pieces[k];
-				if (pc->res < 0)
-					continue;
-				uint64_t *cells = pc->res == RES_DAY    ? &stats.cells_day
-						  : pc->res == RES_HOUR ? &stats.cells_hour
-									: &stats.cells_minute;
-				rc = merge_live(&st, ru, &sg, pc, cells);
-			}
-			source_groups_free(&sg);
+			pthread_mutex_lock(&tables[m]->rollup_lock);
+			rc = merge_memtable(&st, s, tables[m], table_bytes[m], &p, &stats);
+			pthread_mutex_unlock(&tables[m]->rollup_lock);
 		}
 		if (!rc)
 			rc = run_raw(&st, t, &p, &stats.raw_rows);

@@ -264,6 +264,7 @@ void tally_options_default(tally_options *o)
 	o->compact_files_min = 8;
 	o->background = true;
 	o->minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
+	o->query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -411,9 +412,15 @@ static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b,
 static int apply_event(tenant *t, const tally_event *e, const packed_id *id, int64_t day_min)
 {
 	if (!t->active) {
-		t->active = calloc(1, sizeof(memtable));
+		t->active = malloc(sizeof(memtable));
 		if (!t->active)
 			return -ENOMEM;
+		int rc = memtable_init(t->active);
+		if (rc) {
+			free(t->active);
+			t->active = NULL;
+			return rc;
+		}
 	}
 	int rc = memtable_append(t->active, e, id);
 	if (rc)
@@ -1952,14 +1959,18 @@ static void deadline_after_ms(struct timespec *deadline, uint64_t ms)
 /* ---- rollup catch-up ---------------------------------------------------- */
 /*
  * Ingest leaves a memtable's rollup behind its rows (maintaining it per
- * event under the store lock halved ingest: docs/benchmarks.md); a query
- * rolls up what is missing before it reads. Once a tenant was queried
- * (a dashboard polls it), this thread keeps its active memtable's rollup
- * current every ROLLUP_CATCH_UP_TICK_MS, ROLLUP_CATCH_UP_SLICE rows per
- * store lock hold, so the next query finds at most one tick of rows to
- * add. A thread of its own, so that a flush or compaction (seconds, on
- * the background worker) does not hold it up. Tenants nobody queried
- * cost nothing.
+ * event under the store lock halved ingest: docs/benchmarks.md). Once a
+ * tenant was queried (a dashboard polls it), this thread keeps its
+ * memtables' rollups current every ROLLUP_CATCH_UP_TICK_MS, in slices of
+ * MEMTABLE_ROLLUP_SLICE rows: each slice's rows are copied under the store
+ * lock (microseconds) and added to the cells under the memtable's rollup
+ * lock alone, so neither ingest nor the queries of other tenants wait for
+ * it. A query reads the rollup and, from the rows, what the rollup does
+ * not have yet (query.c). Tenants nobody queried cost nothing; keeping
+ * every tenant current was measured and costs more than it saves
+ * (docs/benchmarks.md, twelfth measurement). A thread of its own, so that
+ * a flush or compaction (seconds, on the background worker) does not hold
+ * it up.
  */
 void store_tenant_watch(tally_store *s, tenant *t)
 {
@@ -1975,42 +1986,80 @@ void store_tenant_watch(tally_store *s, tenant *t)
 	}
 	s->watched[s->watched_count++] = t->id;
 	t->queried = 1;
+	pthread_cond_signal(&s->rollup_wake); /* its backlog: now, not at the next tick */
 }
 
-/* One tick: every watched tenant's active memtable, caught up. Takes the
- * lock; lets others have it between slices. */
-static void catch_up_rollups(tally_store *s)
+/* Under s->lock: the memtable of t with this serial, or NULL (flushed). */
+static memtable *memtable_of(tenant *t, uint64_t serial, size_t **bytes, tally_store *s)
 {
-	pthread_mutex_lock(&s->lock);
-	for (uint32_t i = 0; i < s->watched_count && !s->closing && !s->sticky; i++) {
-		tenant *t = s->tenants[s->watched[i]]; /* tenant structs never move */
-		while (t->active && !t->active->rollup_failed &&
-		       t->active->rolled < t->active->rows.count && !s->closing) {
-			size_t before = memtable_bytes(t->active);
-			memtable_rollup_catch_up(t->active, ROLLUP_CATCH_UP_SLICE);
-			s->active_bytes += memtable_bytes(t->active) - before;
+	if (t->active && t->active->serial == serial) {
+		*bytes = &s->active_bytes;
+		return t->active;
+	}
+	if (t->frozen && t->frozen->serial == serial) {
+		*bytes = &s->frozen_bytes;
+		return t->frozen;
+	}
+	return NULL;
+}
+
+/*
+ * Under s->lock (let go and taken again per slice): brings t's frozen and
+ * active memtables' rollups up to date. The rollup's growth is counted in
+ * the store's memtable bytes once the slice is in, if the memtable is
+ * still there.
+ */
+static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
+{
+	for (int which = 0; which < 2; which++) {
+		while (!s->closing && !s->sticky) {
+			memtable *m = which ? t->active : t->frozen;
+			if (!m || m->rollup_failed || m->rolled == m->rows.count)
+				break;
+			uint32_t n = memtable_rollup_take(m, slice, MEMTABLE_ROLLUP_SLICE);
+			uint64_t serial = m->serial;
+			pthread_mutex_lock(&m->rollup_lock);
 			pthread_mutex_unlock(&s->lock);
+			memtable_rollup_apply(m, slice, n); /* a failure marks the rollup failed */
+			size_t rollup_bytes = m->rollup.bytes;
+			pthread_mutex_unlock(&m->rollup_lock);
 			pthread_mutex_lock(&s->lock);
+			size_t *bytes;
+			if ((m = memtable_of(t, serial, &bytes, s))) {
+				*bytes += rollup_bytes - m->rollup_accounted;
+				m->rollup_accounted = rollup_bytes;
+			}
 		}
 	}
+}
+
+/* One tick: every watched tenant's memtables, caught up. Takes the lock;
+ * lets others have it between slices. */
+static void catch_up_rollups(tally_store *s, rollup_event *slice)
+{
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < s->watched_count && !s->closing && !s->sticky; i++)
+		catch_up_tenant(s, s->tenants[s->watched[i]], slice); /* tenant structs never move */
 	pthread_mutex_unlock(&s->lock);
 }
 
 static void *rollup_main(void *arg)
 {
 	tally_store *s = arg;
+	rollup_event *slice = malloc(sizeof(*slice) * MEMTABLE_ROLLUP_SLICE);
 	pthread_mutex_lock(&s->lock);
 	while (!s->closing) {
 		struct timespec deadline;
 		deadline_after_ms(&deadline, ROLLUP_CATCH_UP_TICK_MS);
 		pthread_cond_timedwait(&s->rollup_wake, &s->lock, &deadline);
-		if (s->closing || s->sticky || !s->watched_count)
+		if (s->closing || s->sticky || !s->watched_count || !slice)
 			continue;
 		pthread_mutex_unlock(&s->lock);
-		catch_up_rollups(s);
+		catch_up_rollups(s, slice);
 		pthread_mutex_lock(&s->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
+	free(slice);
 	return NULL;
 }
 
@@ -2240,6 +2289,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	s->io = s->options.io ? s->options.io : tally_io_default();
 	if (s->options.minute_pages_retention_us <= 0)
 		s->options.minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
+	if (s->options.query_rows_behind_max == 0)
+		s->options.query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->maintenance, NULL);
@@ -2694,9 +2745,9 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 		out->dedup_entries += t->dedup.count;
 		out->dedup_bytes += dedup_bytes(&t->dedup);
 		if (t->active)
-			out->rollup_live_bytes += t->active->rollup.bytes;
+			out->rollup_live_bytes += t->active->rollup_accounted;
 		if (t->frozen)
-			out->rollup_live_bytes += t->frozen->rollup.bytes;
+			out->rollup_live_bytes += t->frozen->rollup_accounted;
 	}
 	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
 	out->segment_file_count = s->file_count;

@@ -140,6 +140,9 @@ typedef struct tally_options {
 	bool background;                 /* run the background worker (flush, compaction); default true */
 	int64_t minute_pages_retention_us; /* minute rollup pages kept this long; default 48 hours
 					    * (hour and day pages are kept as long as the raw events) */
+	uint32_t query_rows_behind_max;  /* a query reads up to this many unflushed rows that the
+					  * live rollup does not have yet, more it rolls up first;
+					  * default 262,144 (docs/queries.md, "Live") */
 } tally_options;
 
 /* Fills *options with the defaults above. */

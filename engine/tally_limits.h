@@ -30,7 +30,7 @@ enum dim {
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */
-#define ROLLUP_CATCH_UP_SLICE 2048u          /* memtable rows the rollup thread rolls up per store lock hold (~0.5 ms) */
+#define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */
 /* UTC days the change map lists (changes.h): a 10-year history
  * (TALLY_BACKFILL_AGE_MAX_US) plus today and tomorrow is 3,662 days; the

@@ -53,6 +53,7 @@
 #include "support/fault_io.h"
 #include "support/test_dir.h"
 #include "tally.h"
+#include "memtable.h"
 #include "tally_limits.h"
 #include "tz.h"
 
@@ -2917,11 +2918,26 @@ Test(query, too_many_result_cells_is_a_limit_error)
 	env_close(&v);
 }
 
-/* Description: once a tenant was queried, the rollup thread keeps its
- * memtable rollup up to date with new rows (so the next query has little to
- * add): its live rollup grows without another query; a tenant nobody
- * queried gets no rollup at all until queried. */
-Test(query, worker_keeps_queried_tenants_rollups_close_behind)
+/* Waits (up to 5 s) for the live rollup bytes to differ from `from`;
+ * returns them. */
+static uint64_t rollup_bytes_after(tally_store *store, uint64_t from)
+{
+	tally_stats st;
+	uint64_t now = from;
+	for (int wait = 0; wait < 100 && now == from; wait++) {
+		usleep(50 * 1000);
+		cr_assert_eq(tally_store_stats(store, &st), 0);
+		now = st.rollup_live_bytes;
+	}
+	return now;
+}
+
+/* Description: a store that only ingests builds no memtable rollup at all.
+ * A tenant's first query reads from the rows what its rollup lacks (and
+ * builds nothing itself); from then on the rollup thread keeps that
+ * tenant's rollup current behind ingest, so later queries read no rows; a
+ * tenant nobody queried still gets no rollup. Answers are exact throughout. */
+Test(query, rollup_thread_keeps_queried_tenants_close_behind)
 {
 	env v;
 	memset(&v, 0, sizeof(v));
@@ -2933,6 +2949,7 @@ Test(query, worker_keeps_queried_tenants_rollups_close_behind)
 	tally_options_default(&v.options);
 	v.options.io = fault_io_table(v.fio);
 	v.options.background = true;
+	v.options.query_rows_behind_max = 1500;
 	env_store_open(&v);
 
 	enum { CATCH_UP_EVENTS = 2000 };
@@ -2947,10 +2964,14 @@ Test(query, worker_keeps_queried_tenants_rollups_close_behind)
 		events[i].type = str_of("tool.call");
 		events[i].user = str_of(ids[i]);
 	}
-	/* An unqueried tenant: no rollup is built for it. */
 	cr_assert_eq(tally_ingest(v.store, "quiet", events, CATCH_UP_EVENTS / 2, results), 0);
-	/* The watched tenant: first half, a query, then the second half. */
 	cr_assert_eq(tally_ingest(v.store, "acme", events, CATCH_UP_EVENTS / 2, results), 0);
+	/* Ingest alone: no rollup, however long we wait (four ticks here). */
+	usleep(4 * ROLLUP_CATCH_UP_TICK_MS * 1000);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(v.store, &st), 0);
+	cr_assert_eq(st.rollup_live_bytes, 0);
+
 	tally_query q;
 	memset(&q, 0, sizeof(q));
 	q.from_us = NOW_US - DAY_US;
@@ -2959,39 +2980,59 @@ Test(query, worker_keeps_queried_tenants_rollups_close_behind)
 	char err[TALLY_ERRMSG_SIZE] = "";
 	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
 	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS / 2);
+	cr_expect_eq(res->raw_rows, CATCH_UP_EVENTS / 2, "no rollup yet: every row read");
 	tally_result_free(res);
-	tally_stats st;
-	cr_assert_eq(tally_store_stats(v.store, &st), 0);
-	uint64_t after_query = st.rollup_live_bytes;
-	cr_assert_gt(after_query, 0);
+	/* The rollup thread builds acme's rollup, without another query. */
+	uint64_t built = rollup_bytes_after(v.store, 0);
+	cr_assert_gt(built, 0);
+	for (uint64_t b = 0; b != built;)
+		built = rollup_bytes_after(v.store, b = built);
+	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS / 2);
+	cr_expect_eq(res->raw_rows, 0, "every row of acme is in its rollup");
+	tally_result_free(res);
+	/* More rows of acme: the thread rolls them up without a query. */
 	cr_assert_eq(tally_ingest(v.store, "acme", events + CATCH_UP_EVENTS / 2, CATCH_UP_EVENTS / 2,
 				  results),
 		     0);
-	/* No query now: the rollup thread (a tick is 20 ms) must catch up alone. */
-	uint64_t grown = after_query;
-	for (int wait = 0; wait < 100 && grown == after_query; wait++) {
-		usleep(50 * 1000);
-		cr_assert_eq(tally_store_stats(v.store, &st), 0);
-		grown = st.rollup_live_bytes;
-	}
-	cr_expect_gt(grown, after_query, "the worker added the new rows' cells (%" PRIu64 " bytes before)",
-		     after_query);
-	/* Every live rollup byte belongs to acme: "quiet" was never queried. */
+	uint64_t grown = rollup_bytes_after(v.store, built);
+	cr_expect_gt(grown, built, "the rollup thread added acme's new rows (%" PRIu64 " bytes before)",
+		     built);
+	for (uint64_t b = 0; b != grown;)
+		grown = rollup_bytes_after(v.store, b = grown);
 	cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
 	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS);
+	cr_expect_eq(res->raw_rows, 0);
 	tally_result_free(res);
-	cr_assert_eq(tally_store_stats(v.store, &st), 0);
-	uint64_t acme_only = st.rollup_live_bytes;
+	/* quiet was never queried: no rollup; its first query reads its rows. */
 	cr_assert_eq(tally_query_run(v.store, "quiet", &q, &res, err), 0, "%s", err);
 	cr_expect_eq(res->rows[0].count, CATCH_UP_EVENTS / 2);
+	cr_expect_eq(res->raw_rows, CATCH_UP_EVENTS / 2);
 	tally_result_free(res);
-	cr_assert_eq(tally_store_stats(v.store, &st), 0);
-	cr_expect_gt(st.rollup_live_bytes, acme_only, "quiet's rollup is built at its first query");
+	cr_expect_gt(rollup_bytes_after(v.store, grown), grown, "then quiet is watched too");
+	/* A tenant more than query_rows_behind_max rows behind: its first
+	 * query rolls them up instead of reading them. */
+	enum { BULK = 1501 };
+	static char bulk_ids[BULK][16];
+	static tally_event bulk[BULK];
+	static tally_ingest_result bulk_results[BULK];
+	for (int i = 0; i < BULK; i++) {
+		snprintf(bulk_ids[i], sizeof(bulk_ids[i]), "b%d", i);
+		bulk[i] = events[i % CATCH_UP_EVENTS];
+		bulk[i].event_id = str_of(bulk_ids[i]);
+		bulk[i].time_us = NOW_US - (int64_t)(i % 80000) * SECOND_US;
+	}
+	cr_assert_eq(tally_ingest(v.store, "bulk", bulk, BULK, bulk_results), 0);
+	q.from_us = NOW_US - 2 * DAY_US;
+	cr_assert_eq(tally_query_run(v.store, "bulk", &q, &res, err), 0, "%s", err);
+	cr_expect_eq(res->rows[0].count, BULK);
+	cr_expect_eq(res->raw_rows, 0, "rolled up by the query, not read");
+	tally_result_free(res);
 	env_close(&v);
 }
 
 /* Description: a tenant whose memtable holds several catch-up slices
- * (ROLLUP_CATCH_UP_SLICE) of rows without rollup cells when first queried
+ * (MEMTABLE_ROLLUP_SLICE) of rows without rollup cells when first queried
  * (no background: only queries roll up) gets exact answers, ungrouped and
  * grouped, at that first query and after more rows. */
 Test(query, a_large_first_backlog_is_answered_exactly)
@@ -3008,7 +3049,7 @@ Test(query, a_large_first_backlog_is_answered_exactly)
 	v.options.background = false; /* only queries roll up */
 	env_store_open(&v);
 
-	enum { EVENTS = 3 * ROLLUP_CATCH_UP_SLICE + 17 };
+	enum { EVENTS = 24 * MEMTABLE_ROLLUP_SLICE + 17 };
 	static char ids[EVENTS][16];
 	static tally_event events[EVENTS];
 	static tally_ingest_result results[EVENTS];
