@@ -75,6 +75,8 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -2073,6 +2075,12 @@ static void *worker_main(void *arg)
 {
 	tally_store *s = arg;
 	uint32_t backoff_ms = 0;
+	/* Flushes and compactions take seconds of CPU; BACKGROUND_NICE steps
+	 * lower in priority they use what the latency-bound threads (queries,
+	 * acks) leave. Raising one's own nice needs no privilege; a failure
+	 * only leaves the priority as it was. */
+	int nice = getpriority(PRIO_PROCESS, 0) + BACKGROUND_NICE;
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), nice > 19 ? 19 : nice);
 	pthread_mutex_lock(&s->lock);
 	while (!s->closing) {
 		struct timespec deadline;

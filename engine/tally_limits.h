@@ -29,6 +29,7 @@ enum dim {
 #define DEDUP_DAY_CANDIDATES_MAX 16u         /* fingerprint matches examined per id */
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
+#define BACKGROUND_NICE 10                   /* the flush and compaction thread's nice, above the process's */
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */

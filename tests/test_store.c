@@ -7,15 +7,20 @@
  * frozen clock, so the lateness horizon is deterministic.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "support/fault_io.h"
 #include "tally.h"
+#include "tally_limits.h"
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21 */
 #define MINUTE_US (INT64_C(60) * 1000000)
@@ -608,5 +613,59 @@ Test(store, wal_fsync_count_total_and_buckets_follow_each_commit)
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.wal_fsync_count, 0);
 	cr_expect_eq(st.wal_fsync_us_total, 0);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* The nice value of this process's thread named `name`, or INT_MIN when
+ * there is none. The name is set from the creating thread, so it may lag
+ * the thread's start: a few tries. */
+static int thread_nice(const char *name)
+{
+	for (int attempt = 0; attempt < 100; attempt++) {
+		DIR *tasks = opendir("/proc/self/task");
+		cr_assert_not_null(tasks);
+		struct dirent *d;
+		while ((d = readdir(tasks))) {
+			if (d->d_name[0] == '.')
+				continue;
+			char path[300], comm[64] = "";
+			snprintf(path, sizeof(path), "/proc/self/task/%s/comm", d->d_name);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			if (fgets(comm, sizeof(comm), f))
+				comm[strcspn(comm, "\n")] = 0;
+			fclose(f);
+			if (!strcmp(comm, name)) {
+				errno = 0;
+				int nice = getpriority(PRIO_PROCESS, (id_t)atoi(d->d_name));
+				cr_assert_eq(errno, 0);
+				closedir(tasks);
+				return nice;
+			}
+		}
+		closedir(tasks);
+		usleep(10 * 1000);
+	}
+	return INT_MIN;
+}
+
+/* Description: the background worker (flushes, compactions: seconds of
+ * CPU) runs at nice BACKGROUND_NICE, so queries and acks win the CPU; the
+ * rollup and WAL threads stay at the process's priority. */
+Test(store, background_worker_runs_at_a_lower_priority)
+{
+	tally_store *s = open_store(1);
+	int base = getpriority(PRIO_PROCESS, 0);
+	int expected = base + BACKGROUND_NICE > 19 ? 19 : base + BACKGROUND_NICE;
+	int flush_nice = INT_MIN;
+	for (int wait = 0; wait < 100 && flush_nice != expected; wait++) {
+		flush_nice = thread_nice("tally-flush");
+		if (flush_nice != expected)
+			usleep(10 * 1000); /* the worker sets it as it starts */
+	}
+	cr_expect_eq(flush_nice, expected);
+	cr_expect_eq(thread_nice("tally-rollup"), base);
+	cr_expect_eq(thread_nice("tally-wal"), base);
 	cr_assert_eq(tally_store_close(s), 0);
 }
