@@ -33,7 +33,9 @@
  *    of every user string) are cached per (file, tenant), up to
  *    QUERY_CACHE_BYTES_MAX, least recently used out first. Files are
  *    immutable and their ids never reused, so entries are never stale;
- *    compaction drops the entries of the files it removed.
+ *    compaction drops the entries of the files it removed. A flush or
+ *    compaction warms the entries of the file it wrote for the tenants
+ *    queries have read (query_cache_warm).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -53,6 +55,7 @@
 #include "tz.h"
 
 #define QUERY_CACHE_BYTES_MAX (256u << 20) /* decoded rollup blocks and dictionaries */
+#define QUERY_CACHE_WARM_BYTES_MAX (QUERY_CACHE_BYTES_MAX / 2) /* query_cache_warm stops here */
 #define QUERY_TZ_CACHE_MAX 64              /* time zones kept loaded */
 #define RAW_MERGE_GAP_US ROLLUP_HOUR_US    /* raw pieces closer than this share a scan */
 
@@ -199,6 +202,11 @@ static void cache_shrink(struct query_cache *c, size_t keep, uint64_t drop_file)
 	}
 }
 
+size_t query_cache_bytes(const tally_store *s)
+{
+	return s->query_cache ? s->query_cache->bytes : 0;
+}
+
 void query_cache_forget_file(tally_store *s, uint64_t file_id)
 {
 	if (s->query_cache)
@@ -218,25 +226,32 @@ void query_cache_free(tally_store *s)
 	s->query_cache = NULL;
 }
 
-static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, section_cache **out)
+/* Under s->lock: the cache, made on first use; NULL when out of memory. */
+static struct query_cache *cache_of(tally_store *s)
 {
-	struct query_cache *c = s->query_cache;
-	if (!c) {
-		if (!(c = calloc(1, sizeof(*c))))
-			return -ENOMEM;
-		s->query_cache = c;
+	if (!s->query_cache)
+		s->query_cache = calloc(1, sizeof(*s->query_cache));
+	return s->query_cache;
+}
+
+/* The entry of (file, tenant), or NULL. */
+static section_cache *cache_find(struct query_cache *c, uint64_t file_id, uint32_t tenant_id)
+{
+	if (!c->slot_mask)
+		return NULL;
+	for (uint32_t k = section_hash(file_id, tenant_id) & c->slot_mask; c->slots[k];
+	     k = (k + 1) & c->slot_mask) {
+		section_cache *e = c->entries[c->slots[k] - 1];
+		if (e->file_id == file_id && e->tenant_id == tenant_id)
+			return e;
 	}
-	if (c->slot_mask) {
-		for (uint32_t k = section_hash(file_id, tenant_id) & c->slot_mask; c->slots[k];
-		     k = (k + 1) & c->slot_mask) {
-			section_cache *e = c->entries[c->slots[k] - 1];
-			if (e->file_id == file_id && e->tenant_id == tenant_id) {
-				e->last_use = ++c->clock;
-				*out = e;
-				return 0;
-			}
-		}
-	}
+	return NULL;
+}
+
+/* Adds e (no entry of its file and tenant is there), its bytes counted. 0
+ * or -ENOMEM (e not added). */
+static int cache_add(struct query_cache *c, section_cache *e)
+{
 	if (grow_for_one((void **)&c->entries, &c->capacity, c->count, 64, sizeof(*c->entries)))
 		return -ENOMEM;
 	if (!c->slot_mask || (c->count + 1) * 2 > c->slot_mask + 1) {
@@ -244,27 +259,56 @@ static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, secti
 		if (rc)
 			return rc;
 	}
-	section_cache *e = calloc(1, sizeof(*e));
-	if (!e)
-		return -ENOMEM;
-	e->file_id = file_id;
-	e->tenant_id = tenant_id;
 	e->last_use = ++c->clock;
-	e->bytes = sizeof(*e);
 	c->bytes += e->bytes;
-	uint32_t k = section_hash(file_id, tenant_id) & c->slot_mask;
+	uint32_t k = section_hash(e->file_id, e->tenant_id) & c->slot_mask;
 	while (c->slots[k])
 		k = (k + 1) & c->slot_mask;
 	c->entries[c->count] = e;
 	c->slots[k] = ++c->count;
+	return 0;
+}
+
+static section_cache *section_new(uint64_t file_id, uint32_t tenant_id)
+{
+	section_cache *e = calloc(1, sizeof(*e));
+	if (e) {
+		e->file_id = file_id;
+		e->tenant_id = tenant_id;
+		e->bytes = sizeof(*e);
+	}
+	return e;
+}
+
+static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, section_cache **out)
+{
+	struct query_cache *c = cache_of(s);
+	if (!c)
+		return -ENOMEM;
+	section_cache *e = cache_find(c, file_id, tenant_id);
+	if (e) {
+		e->last_use = ++c->clock;
+		*out = e;
+		return 0;
+	}
+	if (!(e = section_new(file_id, tenant_id)))
+		return -ENOMEM;
+	int rc = cache_add(c, e);
+	if (rc) {
+		free(e);
+		return rc;
+	}
 	*out = e;
 	return 0;
 }
 
+/* s NULL: an entry being filled outside the cache (query_cache_warm),
+ * whose bytes the cache counts when it is added. */
 static void cache_account(tally_store *s, section_cache *e, size_t bytes)
 {
 	e->bytes += bytes;
-	s->query_cache->bytes += bytes;
+	if (s)
+		s->query_cache->bytes += bytes;
 }
 
 static int section_dict(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
@@ -371,6 +415,42 @@ static int section_chunk(tally_store *s, const segment_file *f, uint32_t ti, sec
 			 "%s offset %" PRIu64 ": rollup chunk of tenant %s is malformed", f->path,
 			 c->block.offset, sec->name);
 	return rc;
+}
+
+/* Contract in store_internal.h. */
+void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,
+		      uint32_t count)
+{
+	char errmsg[TALLY_ERRMSG_SIZE];
+	for (uint32_t i = 0; i < count; i++) {
+		int64_t ti = segment_file_find_tenant(f, tenant_ids[i]);
+		if (ti < 0 || !f->tenants[ti].rollup_group_count)
+			continue;
+		section_cache *e = section_new(f->file_id, tenant_ids[i]);
+		if (!e)
+			return;
+		/* Everything a dashboard reads: dictionary, user hashes, group
+		 * table, every chunk with its histograms and users. */
+		int rc = section_dict(NULL, f, (uint32_t)ti, e, errmsg);
+		if (!rc)
+			rc = section_user_hash(NULL, e);
+		if (!rc)
+			rc = section_groups(NULL, f, (uint32_t)ti, e, errmsg);
+		for (uint32_t k = 0; !rc && k < e->chunk_count; k++)
+			rc = section_chunk(NULL, f, (uint32_t)ti, e, k, 1, errmsg);
+		int full = 0;
+		pthread_mutex_lock(&s->lock);
+		struct query_cache *c = rc ? NULL : cache_of(s);
+		if (c && !s->closing && !cache_find(c, e->file_id, e->tenant_id) &&
+		    c->bytes + e->bytes <= QUERY_CACHE_WARM_BYTES_MAX && !cache_add(c, e))
+			e = NULL; /* the cache owns it */
+		full = !c || c->bytes >= QUERY_CACHE_WARM_BYTES_MAX || s->closing;
+		pthread_mutex_unlock(&s->lock);
+		if (e)
+			section_free(e);
+		if (full || rc == -ENOMEM)
+			return;
+	}
 }
 
 /*

@@ -1495,6 +1495,22 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 /* Flushes the frozen memtables, freezing the active ones first unless a
  * failed flush left frozen ones behind (then *retried is set: the active
  * memtables still hold rows). */
+/* Under s->lock: a copy of the ids of the tenants a query has read, for
+ * query_cache_warm (NULL and 0 when there are none or memory ran out:
+ * warming is only an optimisation). Not while closing. */
+static uint32_t *watched_copy(tally_store *s, uint32_t *count)
+{
+	*count = 0;
+	if (!s->watched_count || s->closing)
+		return NULL;
+	uint32_t *ids = malloc(sizeof(*ids) * s->watched_count);
+	if (ids) {
+		memcpy(ids, s->watched, sizeof(*ids) * s->watched_count);
+		*count = s->watched_count;
+	}
+	return ids;
+}
+
 static int flush_locked_maintenance(tally_store *s, int *retried)
 {
 	int rc;
@@ -1635,6 +1651,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	s->frozen_bytes = 0;
 	s->flush_count++;
 	pthread_cond_broadcast(&s->flushed);
+	uint32_t warm_count = 0;
+	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
 	for (uint32_t i = 0; i < frozen_count; i++) {
 		if (dropped[i]) {
@@ -1644,6 +1662,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	}
 	free(dropped);
 	free(frozen);
+	query_cache_warm(s, f, warm, warm_count);
+	free(warm);
 	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
 		record_failure(s, "retire WAL files after a flush", NULL, rc);
 	return 0;
@@ -1892,7 +1912,11 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		}
 	}
 	s->compaction_count++;
+	uint32_t warm_count = 0;
+	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
+	query_cache_warm(s, f, warm, warm_count);
+	free(warm);
 	for (uint32_t i = 0; i < input_count; i++) {
 		if (!inputs[i])
 			continue;
@@ -2758,6 +2782,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 			out->rollup_live_bytes += t->frozen->rollup_accounted;
 	}
 	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
+	out->query_cache_bytes = query_cache_bytes(s);
 	out->segment_file_count = s->file_count;
 	for (uint32_t i = 0; i < s->file_count; i++) {
 		out->segment_count += s->files[i]->segment_count;

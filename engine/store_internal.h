@@ -136,5 +136,17 @@ int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tall
 /* query.c: frees the decoded-block cache; drops a file's entries. */
 void query_cache_free(tally_store *s);
 void query_cache_forget_file(tally_store *s, uint64_t file_id);
+/* Under s->lock: the bytes the query cache holds. */
+size_t query_cache_bytes(const tally_store *s);
+/*
+ * Decodes the rollup pages of the given tenants' sections of f (a file a
+ * flush or compaction just published) and adds them to the query cache,
+ * so a dashboard's next query does not decode them first. Called without
+ * s->lock (it takes it per section to add the entry) and with
+ * s->maintenance held, so f stays live. Stops once the cache holds half of
+ * its limit. Errors only leave sections undecoded (queries decode them).
+ */
+void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,
+		      uint32_t count);
 
 #endif /* TALLY_STORE_INTERNAL_H */

@@ -342,6 +342,7 @@ typedef struct tally_stats {
 	uint64_t rollup_bytes;         /* rollup pages in live segment files, on disk */
 	uint64_t rollup_cells;         /* cells in those pages (minute, hour, day) */
 	uint64_t rollup_live_bytes;    /* RAM of the pages of not-yet-flushed events */
+	uint64_t query_cache_bytes;    /* RAM of decoded rollup pages and dictionaries kept for queries */
 	int sticky_error;              /* 0, or why writes are refused */
 	/* WAL commit fsyncs since open: the fdatasync after each group commit
 	 * write (successful or not), timed on the io clock (tally_io.now_us).

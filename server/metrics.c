@@ -161,6 +161,8 @@ static const gauge_spec gauge_specs[] = {
 	{"tally_memtable_bytes", "Bytes held by memtables.", GAUGE(memtable_bytes)},
 	{"tally_rollup_bytes", "Bytes of rollup pages in live segment files.", GAUGE(rollup_bytes)},
 	{"tally_dedup_bytes", "Bytes of RAM held by the duplicate-detection index.", GAUGE(dedup_bytes)},
+	{"tally_query_cache_bytes", "Bytes of RAM held by decoded rollup pages kept for queries.",
+	 GAUGE(query_cache_bytes)},
 	{"tally_store_readonly", "1 when the store refuses writes after a failed write or fsync (restart to recover), "
 				 "else 0.",
 	 GAUGE(store_readonly)},

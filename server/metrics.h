@@ -80,7 +80,8 @@ enum metric_histogram {
  * before each call). */
 typedef struct metrics_gauges {
 	uint64_t connections, tenants, wal_bytes, wal_files, segment_files, segment_bytes, segment_rows,
-		memtable_events, memtable_bytes, rollup_bytes, dedup_bytes, durable_lsn, pending_bytes;
+		memtable_events, memtable_bytes, rollup_bytes, dedup_bytes, query_cache_bytes,
+		durable_lsn, pending_bytes;
 	uint64_t fsync_count, fsync_us_total;
 	const uint64_t *fsync_hist;          /* fsync_hist_buckets per-bucket counts (not cumulative), or NULL */
 	const int64_t *fsync_hist_bounds_us; /* ascending upper bounds; the last is INT64_MAX meaning +Inf */

@@ -768,6 +768,7 @@ static void gauges(void *ctx, metrics_gauges *g)
 	g->memtable_bytes = st.memtable_bytes;
 	g->rollup_bytes = st.rollup_bytes;
 	g->dedup_bytes = st.dedup_bytes;
+	g->query_cache_bytes = st.query_cache_bytes;
 	g->durable_lsn = st.durable_lsn;
 	g->pending_bytes = s->pending_bytes;
 	g->fsync_count = st.wal_fsync_count;

@@ -360,6 +360,7 @@ static void fill_gauges(void *ctx, metrics_gauges *g)
 	g->memtable_bytes = 19;
 	g->rollup_bytes = 20;
 	g->dedup_bytes = 21;
+	g->query_cache_bytes = 26;
 	g->durable_lsn = UINT64_C(1) << 40;
 	g->pending_bytes = 23;
 	g->store_readonly = 1;
@@ -401,6 +402,7 @@ Test(metrics, gauges_come_from_the_callback)
 		{"tally_segment_rows", 17},    {"tally_memtable_events", 18},
 		{"tally_memtable_bytes", 19},  {"tally_rollup_bytes", 20},
 		{"tally_dedup_bytes", 21},     {"tally_durable_lsn", UINT64_C(1) << 40},
+		{"tally_query_cache_bytes", 26},
 		{"tally_pending_bytes", 23},   {"tally_store_readonly", 1},
 		{"tally_flushes_total", 24},   {"tally_compactions_total", 25},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.0001\"}", 3},
@@ -524,9 +526,9 @@ Test(metrics, exposition_is_well_formed)
 	}
 	for (int i = 0; i < family_count; i++)
 		cr_expect_neq(types[i][0], '\0', "%s has no TYPE", families[i]);
-	/* 10 counter families, errors, 4 histograms, 14 gauges, 2 engine
+	/* 10 counter families, errors, 4 histograms, 15 gauges, 2 engine
 	 * counters, the fsync histogram, resident memory, HTTP errors. */
-	cr_expect_eq(family_count, 10 + 1 + 4 + 14 + 2 + 1 + 1 + 1);
+	cr_expect_eq(family_count, 10 + 1 + 4 + 15 + 2 + 1 + 1 + 1);
 	free(r.body);
 	metrics_close(m);
 }

@@ -2918,6 +2918,20 @@ Test(query, too_many_result_cells_is_a_limit_error)
 	env_close(&v);
 }
 
+/* A fresh directory and default options on a fault-injecting io whose
+ * clock reads NOW_US; the caller adjusts v->options, then env_store_open. */
+static void env_prepare(env *v, const char *name)
+{
+	memset(v, 0, sizeof(*v));
+	test_dir_make(&v->dir, name);
+	memcpy(live_dir, v->dir.path, sizeof(live_dir));
+	v->fio = fault_io_create();
+	cr_assert_not_null(v->fio);
+	fault_io_clock_set_us(v->fio, NOW_US);
+	tally_options_default(&v->options);
+	v->options.io = fault_io_table(v->fio);
+}
+
 /* Waits (up to 5 s) for the live rollup bytes to differ from `from`;
  * returns them. */
 static uint64_t rollup_bytes_after(tally_store *store, uint64_t from)
@@ -2940,14 +2954,7 @@ static uint64_t rollup_bytes_after(tally_store *store, uint64_t from)
 Test(query, rollup_thread_keeps_queried_tenants_close_behind)
 {
 	env v;
-	memset(&v, 0, sizeof(v));
-	test_dir_make(&v.dir, "query-catch-up");
-	memcpy(live_dir, v.dir.path, sizeof(live_dir));
-	v.fio = fault_io_create();
-	cr_assert_not_null(v.fio);
-	fault_io_clock_set_us(v.fio, NOW_US);
-	tally_options_default(&v.options);
-	v.options.io = fault_io_table(v.fio);
+	env_prepare(&v, "query-catch-up");
 	v.options.background = true;
 	v.options.query_rows_behind_max = 1500;
 	env_store_open(&v);
@@ -3038,14 +3045,7 @@ Test(query, rollup_thread_keeps_queried_tenants_close_behind)
 Test(query, a_large_first_backlog_is_answered_exactly)
 {
 	env v;
-	memset(&v, 0, sizeof(v));
-	test_dir_make(&v.dir, "query-backlog");
-	memcpy(live_dir, v.dir.path, sizeof(live_dir));
-	v.fio = fault_io_create();
-	cr_assert_not_null(v.fio);
-	fault_io_clock_set_us(v.fio, NOW_US);
-	tally_options_default(&v.options);
-	v.options.io = fault_io_table(v.fio);
+	env_prepare(&v, "query-backlog");
 	v.options.background = false; /* only queries roll up */
 	env_store_open(&v);
 
@@ -3094,4 +3094,65 @@ Test(query, a_large_first_backlog_is_answered_exactly)
 	cr_expect_eq(got_llm, llm, "llm.call rows");
 	tally_result_free(res);
 	env_close(&v);
+}
+
+/* Description: a flush decodes into the query cache the rollup pages it
+ * wrote for tenants a query has read (a dashboard's next query finds them
+ * decoded), and nothing for a store nobody queried; answers are the same. */
+Test(query, flush_warms_the_query_cache_for_queried_tenants_only)
+{
+	for (int queried = 0; queried < 2; queried++) {
+		env v;
+		env_prepare(&v, queried ? "query-warm" : "query-warm-none");
+		v.options.background = false;
+		env_store_open(&v);
+		enum { N = 500 };
+		static char ids[N][16];
+		static tally_event events[N];
+		static tally_ingest_result results[N];
+		for (int i = 0; i < N; i++) {
+			snprintf(ids[i], sizeof(ids[i]), "c%d", i);
+			memset(&events[i], 0, sizeof(events[i]));
+			events[i].event_id = str_of(ids[i]);
+			events[i].time_us = NOW_US - (int64_t)i * 97 * SECOND_US;
+			events[i].type = str_of("llm.call");
+			events[i].duration_ms = (uint32_t)(i * 7 % 3000);
+			events[i].user = str_of(ids[i]);
+		}
+		cr_assert_eq(tally_ingest(v.store, "acme", events, N, results), 0);
+		tally_query q;
+		memset(&q, 0, sizeof(q));
+		q.from_us = NOW_US - 2 * DAY_US;
+		q.to_us = NOW_US + MINUTE_US;
+		q.quantiles[0] = 0.95;
+		q.quantile_count = 1;
+		q.distinct_users = true;
+		tally_result *res = NULL;
+		char err[TALLY_ERRMSG_SIZE] = "";
+		if (queried) {
+			cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+			cr_expect_eq(res->rows[0].count, N);
+			tally_result_free(res);
+		}
+		tally_stats st;
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		cr_assert_eq(st.query_cache_bytes, 0, "nothing on disk was read yet");
+		cr_assert_eq(tally_flush(v.store), 0);
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		if (queried)
+			cr_expect_gt(st.query_cache_bytes, 0, "the flush decoded acme's new pages");
+		else
+			cr_expect_eq(st.query_cache_bytes, 0, "no tenant was queried: nothing decoded");
+		uint64_t warmed = st.query_cache_bytes;
+		cr_assert_eq(tally_query_run(v.store, "acme", &q, &res, err), 0, "%s", err);
+		cr_expect_eq(res->rows[0].count, N);
+		cr_expect_eq(res->rows[0].distinct_users, N);
+		tally_result_free(res);
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		if (queried)
+			cr_expect_eq(st.query_cache_bytes, warmed, "the query found everything decoded");
+		else
+			cr_expect_gt(st.query_cache_bytes, 0, "the query decoded the pages itself");
+		env_close(&v);
+	}
 }
