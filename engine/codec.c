@@ -1442,24 +1442,39 @@ typedef struct classed_plan {
 	size_t size;
 } classed_plan;
 
+/*
+ * Orders rows class by class: first[k] (k = 0..limit) becomes the position
+ * of class k's first row, so class k's rows take [first[k], first[k + 1]),
+ * and next[k] = first[k] (where its next row goes). Returns the class count
+ * (highest class + 1), or 0 when a row's class is at or above limit
+ * (limit <= CODEC_CLASSES_MAX).
+ */
+static uint32_t classes_partition(const uint32_t *classes, size_t count, uint32_t limit,
+				  size_t first[CODEC_CLASSES_MAX + 1], size_t next[CODEC_CLASSES_MAX])
+{
+	memset(first, 0, sizeof(size_t) * (limit + 1));
+	uint32_t top = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (classes[i] >= limit)
+			return 0;
+		first[classes[i] + 1]++;
+		top = classes[i] > top ? classes[i] : top;
+	}
+	for (uint32_t k = 0; k < limit; k++) {
+		first[k + 1] += first[k];
+		next[k] = first[k];
+	}
+	return top + 1;
+}
+
 /* False when a class is CODEC_CLASSES_MAX or above (the column stays plain). */
 ALWAYS_INLINE bool classed_plan_make(classed_plan *cp, const void *values, size_t count,
 				     enum lane lane, const uint32_t *classes, uint64_t *scratch)
 {
-	size_t next[CODEC_CLASSES_MAX] = { 0 };
-	uint32_t top = 0;
-	for (size_t i = 0; i < count; i++) {
-		if (classes[i] >= CODEC_CLASSES_MAX)
-			return false;
-		next[classes[i]]++;
-		top = classes[i] > top ? classes[i] : top;
-	}
-	cp->class_count = top + 1;
-	cp->first[0] = 0;
-	for (uint32_t k = 0; k < cp->class_count; k++) {
-		cp->first[k + 1] = cp->first[k] + next[k];
-		next[k] = cp->first[k];
-	}
+	size_t next[CODEC_CLASSES_MAX];
+	cp->class_count = classes_partition(classes, count, CODEC_CLASSES_MAX, cp->first, next);
+	if (!cp->class_count)
+		return false;
 	for (size_t i = 0; i < count; i++)
 		scratch[next[classes[i]]++] = lane_load(values, i, lane);
 	cp->size = 1 + varint_size(cp->class_count);
@@ -1534,20 +1549,14 @@ ALWAYS_INLINE int u64_decode_classed_lane(const uint8_t *src, size_t size, void 
 	if (classes == NULL || count == 0 || varint_read(&p, end, &class_count) != 0 ||
 	    class_count == 0 || class_count > CODEC_CLASSES_MAX)
 		return TALLY_E_CORRUPT;
-	size_t next[CODEC_CLASSES_MAX] = { 0 }, first[CODEC_CLASSES_MAX + 1];
-	for (size_t i = 0; i < count; i++) {
-		if (classes[i] >= class_count)
-			return TALLY_E_CORRUPT;
-		next[classes[i]]++;
-	}
+	size_t next[CODEC_CLASSES_MAX], first[CODEC_CLASSES_MAX + 1];
+	if (!classes_partition(classes, count, (uint32_t)class_count, first, next))
+		return TALLY_E_CORRUPT;
 	uint64_t *scratch = thread_scratch(count);
 	if (scratch == NULL)
 		return -ENOMEM;
-	first[0] = 0;
 	for (uint32_t k = 0; k < class_count; k++) {
-		size_t n = next[k];
-		first[k + 1] = first[k] + n;
-		next[k] = first[k];
+		size_t n = first[k + 1] - first[k];
 		if (n == 0)
 			continue;
 		size_t section;
@@ -1833,18 +1842,13 @@ static int compare_u32(const void *a, const void *b)
 static int codes_classed_build(bytebuf *tmp, const uint32_t *values, size_t count,
 			       const uint32_t *classes)
 {
-	size_t first[CODEC_CLASSES_MAX + 1] = { 0 }, next[CODEC_CLASSES_MAX];
-	uint32_t class_count = 0;
-	for (size_t i = 0; i < count; i++) {
-		if (classes[i] >= CODEC_CLASSES_MAX || values[i] >= CODES_CLASSED_CODE_LIMIT)
+	size_t first[CODEC_CLASSES_MAX + 1], next[CODEC_CLASSES_MAX];
+	for (size_t i = 0; i < count; i++)
+		if (values[i] >= CODES_CLASSED_CODE_LIMIT)
 			return 1;
-		first[classes[i] + 1]++;
-		class_count = classes[i] >= class_count ? classes[i] + 1 : class_count;
-	}
-	for (uint32_t k = 0; k < class_count; k++) {
-		first[k + 1] += first[k];
-		next[k] = first[k];
-	}
+	uint32_t class_count = classes_partition(classes, count, CODEC_CLASSES_MAX, first, next);
+	if (!class_count)
+		return 1;
 	uint64_t *scratch = thread_scratch(count);
 	uint32_t *seen = calloc(CODES_CLASSED_CODE_LIMIT, sizeof(*seen)); /* class + 1 */
 	uint32_t *index = malloc(sizeof(*index) * CODES_CLASSED_CODE_LIMIT);
@@ -1925,12 +1929,11 @@ int codec_codes_decode_classed(const uint8_t *src, size_t size, uint32_t *values
 	if (classes == NULL || count == 0 || varint_read(&p, end, &class_count) != 0 ||
 	    class_count == 0 || class_count > CODEC_CLASSES_MAX)
 		return TALLY_E_CORRUPT;
-	size_t rows[CODEC_CLASSES_MAX] = { 0 };
-	for (size_t i = 0; i < count; i++) {
-		if (classes[i] >= class_count)
-			return TALLY_E_CORRUPT;
-		rows[classes[i]]++;
-	}
+	size_t first[CODEC_CLASSES_MAX + 1], next[CODEC_CLASSES_MAX], rows[CODEC_CLASSES_MAX];
+	if (!classes_partition(classes, count, (uint32_t)class_count, first, next))
+		return TALLY_E_CORRUPT;
+	for (uint32_t k = 0; k < class_count; k++)
+		rows[k] = first[k + 1] - first[k];
 	uint64_t *dict = thread_scratch(count); /* every class's codes, back to back */
 	if (dict == NULL)
 		return -ENOMEM;

@@ -244,6 +244,13 @@ int memtable_rollup_catch_up(memtable *m, uint32_t max_rows)
 	return rc;
 }
 
+size_t memtable_rollup_account(memtable *m, size_t rollup_bytes)
+{
+	size_t grown = rollup_bytes - m->rollup_accounted;
+	m->rollup_accounted = rollup_bytes;
+	return grown;
+}
+
 size_t memtable_bytes(const memtable *m)
 {
 	size_t bytes = rows_bytes(&m->rows);

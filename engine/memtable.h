@@ -87,6 +87,11 @@ int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cur
  * bytes) and the strings point into the memtable. */
 void memtable_event(const memtable *m, uint32_t i, tally_event *event, char *id_text);
 
+/* Under the store lock: counts the rollup at rollup_bytes (its size, read
+ * under rollup_lock) in memtable_bytes; returns the growth since it was
+ * last counted, for the store's memtable totals. */
+size_t memtable_rollup_account(memtable *m, size_t rollup_bytes);
+
 /* RAM held, the rollup as last accounted (rollup_accounted). */
 size_t memtable_bytes(const memtable *m);
 

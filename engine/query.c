@@ -438,17 +438,16 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 			rc = section_groups(NULL, f, (uint32_t)ti, e, errmsg);
 		for (uint32_t k = 0; !rc && k < e->chunk_count; k++)
 			rc = section_chunk(NULL, f, (uint32_t)ti, e, k, 1, errmsg);
-		int full = 0;
 		pthread_mutex_lock(&s->lock);
-		struct query_cache *c = rc ? NULL : cache_of(s);
-		if (c && !s->closing && !cache_find(c, e->file_id, e->tenant_id) &&
+		struct query_cache *c = cache_of(s);
+		if (!rc && c && !s->closing && !cache_find(c, e->file_id, e->tenant_id) &&
 		    c->bytes + e->bytes <= QUERY_CACHE_WARM_BYTES_MAX && !cache_add(c, e))
 			e = NULL; /* the cache owns it */
-		full = !c || c->bytes >= QUERY_CACHE_WARM_BYTES_MAX || s->closing;
+		int stop = !c || c->bytes >= QUERY_CACHE_WARM_BYTES_MAX || s->closing;
 		pthread_mutex_unlock(&s->lock);
 		if (e)
-			section_free(e);
-		if (full || rc == -ENOMEM)
+			section_free(e); /* a section that failed to decode is left to queries */
+		if (stop || rc == -ENOMEM)
 			return;
 	}
 }
@@ -1234,8 +1233,7 @@ static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *byte
 	    (mt->rows.count - mt->rolled > s->options.query_rows_behind_max ||
 	     !s->options.background)) {
 		memtable_rollup_catch_up(mt, UINT32_MAX); /* failing marks the rollup failed */
-		*bytes += mt->rollup.bytes - mt->rollup_accounted;
-		mt->rollup_accounted = mt->rollup.bytes;
+		*bytes += memtable_rollup_account(mt, mt->rollup.bytes);
 	}
 	int rc = 0;
 	uint32_t from_row = 0;

@@ -2051,10 +2051,8 @@ static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
 			pthread_mutex_unlock(&m->rollup_lock);
 			pthread_mutex_lock(&s->lock);
 			size_t *bytes;
-			if ((m = memtable_of(t, serial, &bytes, s))) {
-				*bytes += rollup_bytes - m->rollup_accounted;
-				m->rollup_accounted = rollup_bytes;
-			}
+			if ((m = memtable_of(t, serial, &bytes, s)))
+				*bytes += memtable_rollup_account(m, rollup_bytes);
 		}
 	}
 }
