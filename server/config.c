@@ -94,6 +94,9 @@ static const option_spec options[] = {
 	 CONFIG_MEMTABLE_BYTES_MIN, CONFIG_MEMTABLE_BYTES_MAX, "SIZE", "memtable size that starts a flush"},
 	{"query-threads", "query_threads", KIND_NUMBER, FIELD(query_threads), CONFIG_QUERY_THREADS_MIN,
 	 CONFIG_QUERY_THREADS_MAX, "N", "threads answering queries and listings"},
+	{"latency-slice-us", "latency_slice_us", KIND_NUMBER, FIELD(latency_slice_us), 0,
+	 CONFIG_LATENCY_SLICE_US_MAX, "US",
+	 "scheduler slice of the loop and query threads (Linux 6.12+; 0: the kernel's default)"},
 	{"log-json", "log_json", KIND_BOOL, FIELD(log_json), 0, 0, NULL,
 	 "log one JSON object per line (--log-json=false: human lines)"},
 	{"export-pg", "export_pg", KIND_PATH, FIELD(export_pg), 0, 0, "URL",
@@ -125,6 +128,7 @@ void config_default(server_config *c)
 	c->group_commit_window_us = CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US;
 	c->memtable_bytes_max = CONFIG_DEFAULT_MEMTABLE_BYTES_MAX;
 	c->query_threads = CONFIG_DEFAULT_QUERY_THREADS;
+	c->latency_slice_us = CONFIG_DEFAULT_LATENCY_SLICE_US;
 	c->log_json = false;
 	c->export_at_minute = CONFIG_DEFAULT_EXPORT_AT_MINUTE;
 }

@@ -47,6 +47,7 @@
 #define CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US 0u
 #define CONFIG_DEFAULT_MEMTABLE_BYTES_MAX ((uint64_t)256 * CONFIG_MIB)
 #define CONFIG_DEFAULT_QUERY_THREADS 2u
+#define CONFIG_DEFAULT_LATENCY_SLICE_US 100u
 
 /* Ranges, inclusive. A frame must hold at least a Hello and a small batch;
  * above 256 MiB one request could hold a large share of the server's RAM.
@@ -73,6 +74,8 @@
 #define CONFIG_MEMTABLE_BYTES_MAX ((uint64_t)64 * CONFIG_GIB)
 #define CONFIG_QUERY_THREADS_MIN 1u
 #define CONFIG_QUERY_THREADS_MAX 64u
+/* The kernel takes slices of 0.1 to 100 ms (it clamps others). */
+#define CONFIG_LATENCY_SLICE_US_MAX 100000u
 
 typedef struct server_config {
 	char data_dir[PATH_MAX];          /* "./data" */
@@ -89,6 +92,7 @@ typedef struct server_config {
 	uint32_t group_commit_window_us;  /* 0 */
 	uint64_t memtable_bytes_max;      /* 256 MiB (engine option) */
 	uint32_t query_threads;           /* 2 */
+	uint32_t latency_slice_us;        /* 100: scheduler slice of the loop and query threads (server/latency.c); 0 = kernel default */
 	bool log_json;                    /* false: one human line per log record on stderr */
 	char export_pg[CONFIG_PG_SIZE];   /* PostgreSQL URL of the nightly billing export; "" = no schedule */
 	uint32_t export_at_minute;        /* when it runs: minutes after midnight UTC (--export-at HH:MM), default 00:30 */

@@ -9,10 +9,11 @@
  * other, and it checks the name again.
  *
  * Ingest: a decoded batch waits in the pass queue until the end of the
- * loop pass, when every batch of the pass goes to the engine in one
- * tally_ingest_submit_many (one WAL record); then it waits in the ack queue
- * until the committer reports its LSN durable, and only then is its
- * IngestAck sent. If the WAL write or fsync fails, the waiting batches get
+ * loop pass, when every batch waiting there goes to the submitter thread
+ * as one group (unless it still holds the previous one), which puts them
+ * into the engine with one tally_ingest_submit_many (one WAL record); then
+ * it waits in the ack queue until the committer reports its LSN durable,
+ * and only then is its IngestAck sent. If the WAL write or fsync fails, the waiting batches get
  * INTERNAL and nothing of them is acknowledged.
  *
  * Queries and listings run on the worker pool; administration and stats
@@ -329,21 +330,62 @@ static void on_ingest(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, 
 void handlers_submit_pass(server *s)
 {
 	size_t n = s->pass.len;
-	if (!n)
-		return;
-	tally_batch *batches = calloc(n, sizeof(*batches));
-	uint64_t lsn = 0;
-	int rc = batches ? 0 : -ENOMEM;
-	for (size_t i = 0; i < n && !rc; i++) {
-		pending_ingest *p = &s->pass.items[(s->pass.head + i) % s->pass.cap];
-		batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events, .count = p->count,
-					   .results = p->results, .backfill = p->backfill};
+	if (!n || s->submit_busy)
+		return; /* a busy submitter takes this pass's batches with the next group */
+	ingest_queue group = s->pass;
+	s->pass = s->submitting; /* empty: its storage is reused */
+	s->submitting = group;
+	int rc = 0;
+	if (n > s->submit_batch_cap) {
+		uint32_t cap = s->submit_batch_cap ? s->submit_batch_cap : 64;
+		while (cap < n)
+			cap *= 2;
+		tally_batch *b = realloc(s->submit_batches, cap * sizeof(*b));
+		if (b) {
+			s->submit_batches = b;
+			s->submit_batch_cap = cap;
+		} else {
+			rc = -ENOMEM;
+		}
 	}
-	if (!rc)
-		rc = tally_ingest_submit_many(s->store, batches, n, &lsn);
+	if (rc) { /* answered at once, as the engine's refusal would be */
+		pthread_mutex_lock(&s->submit_lock);
+		s->submit_rc = rc;
+		s->submit_lsn = 0;
+		pthread_mutex_unlock(&s->submit_lock);
+		handlers_submit_done(s);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
-		pending_ingest p = *queue_front(&s->pass);
-		queue_pop(&s->pass);
+		pending_ingest *p = &group.items[(group.head + i) % group.cap];
+		s->submit_batches[i] = (tally_batch){.tenant = p->tenant, .events = p->events, .count = p->count,
+						     .results = p->results, .backfill = p->backfill};
+	}
+	s->submit_busy = true;
+	pthread_mutex_lock(&s->submit_lock);
+	s->submit_go = true;
+	pthread_cond_signal(&s->submit_cond);
+	pthread_mutex_unlock(&s->submit_lock);
+}
+
+int handlers_submit_group(server *s, uint64_t *lsn)
+{
+	*lsn = 0;
+	return tally_ingest_submit_many(s->store, s->submit_batches, s->submitting.len, lsn);
+}
+
+void handlers_submit_done(server *s)
+{
+	pthread_mutex_lock(&s->submit_lock);
+	int rc = s->submit_rc;
+	uint64_t lsn = s->submit_lsn;
+	pthread_mutex_unlock(&s->submit_lock);
+	s->submit_busy = false;
+	size_t n = s->submitting.len;
+	tally_batch *batches = s->submit_batches;
+	for (size_t i = 0; i < n; i++) {
+		pending_ingest p = *queue_front(&s->submitting);
+		queue_pop(&s->submitting);
 		/* The engine copied what it keeps: the request can go now. */
 		pb_arena_free(p.request);
 		p.request = NULL;
@@ -372,13 +414,14 @@ void handlers_submit_pass(server *s)
 			pending_free(&p);
 		}
 	}
-	free(batches);
-	/* A pass that appended nothing new (all duplicates, say) may already
+	/* A group that appended nothing new (all duplicates, say) may already
 	 * be durable: ack it now, no commit event would come for it. */
 	if (s->acks.len && lsn <= tally_durable_lsn(s->store))
 		handlers_ack_durable(s);
 	else if (s->acks.len)
 		server_commit_request(s, lsn);
+	/* What arrived meanwhile goes next. */
+	handlers_submit_pass(s);
 }
 
 static void send_ack(server *s, conn *c, pending_ingest *p)

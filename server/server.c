@@ -6,9 +6,11 @@
  * buffers (RECV_BUFFER_COUNT x RECV_BUFFER_SIZE, shared by all
  * connections), feeds the bytes to each connection's frame reader, and hands
  * each whole request to handlers.c. Ingest requests of one pass (up to
- * LOOP_CQES_PER_PASS completions) are submitted to the engine together, as
- * one WAL record; the committer thread waits for that record's fsync and
- * wakes the loop through an eventfd, and only then are the acks sent.
+ * LOOP_CQES_PER_PASS completions; more while the submitter is busy) go to
+ * the submitter thread as one group, which submits them to the engine
+ * together, as one WAL record, while the loop goes on; the committer thread
+ * waits for that record's fsync and wakes the loop through an eventfd, and
+ * only then are the acks sent.
  * Queries and listings run on the worker pool and come back framed.
  *
  * Bounded work and memory:
@@ -44,6 +46,7 @@
 #include <unistd.h>
 
 #include "fail.h"
+#include "latency.h"
 #include "log.h"
 #include "server_internal.h"
 
@@ -661,6 +664,40 @@ static void *committer_main(void *arg)
 	return NULL;
 }
 
+/* ---- the submitter thread ------------------------------------------------ */
+
+static void *submitter_main(void *arg)
+{
+	server *s = arg;
+	pthread_mutex_lock(&s->submit_lock);
+	for (;;) {
+		while (!s->submit_stop && !s->submit_go)
+			pthread_cond_wait(&s->submit_cond, &s->submit_lock);
+		if (!s->submit_go)
+			break; /* stopping, nothing handed over */
+		pthread_mutex_unlock(&s->submit_lock);
+		if (s->submit_hook)
+			s->submit_hook(s->submit_hook_arg);
+		uint64_t lsn;
+		int rc = handlers_submit_group(s, &lsn);
+		pthread_mutex_lock(&s->submit_lock);
+		s->submit_rc = rc;
+		s->submit_lsn = lsn;
+		s->submit_go = false;
+		uint64_t one = 1;
+		ssize_t w = write(s->submit_fd, &one, sizeof(one));
+		(void)w; /* only fails if the counter would overflow */
+	}
+	pthread_mutex_unlock(&s->submit_lock);
+	return NULL;
+}
+
+void server_test_submit_hook(server *s, void (*hook)(void *arg), void *arg)
+{
+	s->submit_hook = hook;
+	s->submit_hook_arg = arg;
+}
+
 void server_commit_request(server *s, uint64_t lsn)
 {
 	pthread_mutex_lock(&s->commit_lock);
@@ -788,9 +825,11 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	if (!s)
 		return server_fail(errmsg, -ENOMEM, "out of memory");
 	s->config = *config;
-	s->listen_fd = s->stop_fd = s->commit_fd = s->worker_fd = -1;
+	s->listen_fd = s->stop_fd = s->commit_fd = s->worker_fd = s->submit_fd = -1;
 	pthread_mutex_init(&s->commit_lock, NULL);
 	pthread_cond_init(&s->commit_cond, NULL);
+	pthread_mutex_init(&s->submit_lock, NULL);
+	pthread_cond_init(&s->submit_cond, NULL);
 	int rc = 0;
 	const tally_io *io = tally_io_default();
 	if ((rc = io->mkdir(io, config->data_dir, 0755)) && rc != -EEXIST) {
@@ -818,7 +857,8 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	s->stop_fd = eventfd(0, EFD_CLOEXEC);
 	s->commit_fd = eventfd(0, EFD_CLOEXEC);
 	s->worker_fd = eventfd(0, EFD_CLOEXEC);
-	if (s->stop_fd < 0 || s->commit_fd < 0 || s->worker_fd < 0) {
+	s->submit_fd = eventfd(0, EFD_CLOEXEC);
+	if (s->stop_fd < 0 || s->commit_fd < 0 || s->worker_fd < 0 || s->submit_fd < 0) {
 		rc = server_fail(errmsg, -errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
@@ -826,7 +866,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 		goto fail;
 	if ((rc = metrics_open(config->metrics, gauges, s, &s->metrics, errmsg)))
 		goto fail;
-	if ((rc = worker_pool_start(config->query_threads, s->worker_fd, &s->workers))) {
+	if ((rc = worker_pool_start(config->query_threads, config->latency_slice_us, s->worker_fd, &s->workers))) {
 		server_fail(errmsg, rc, "starting %u worker threads: %s", config->query_threads, strerror(-rc));
 		goto fail;
 	}
@@ -838,6 +878,12 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	}
 	s->committer_started = true;
 	pthread_setname_np(s->committer, "tally-commit"); /* names show in top -H; failure is harmless */
+	if ((rc = -pthread_create(&s->submitter, NULL, submitter_main, s))) {
+		server_fail(errmsg, rc, "starting the submitter thread: %s", strerror(-rc));
+		goto fail;
+	}
+	s->submitter_started = true;
+	pthread_setname_np(s->submitter, "tally-submit");
 	*out = s;
 	return 0;
 fail:
@@ -858,7 +904,7 @@ void server_stop(server *s)
 /* Whether a stopping server has nothing left to finish. */
 static bool drained(server *s)
 {
-	if (s->pass.len || s->acks.len || worker_pool_busy(s->workers))
+	if (s->pass.len || s->submit_busy || s->acks.len || worker_pool_busy(s->workers))
 		return false;
 	for (uint32_t i = 0; i < s->conn_slots; i++) {
 		const conn *c = &s->conns[i];
@@ -925,6 +971,10 @@ static void handle_cqe(server *s, struct io_uring_cqe *cqe)
 		on_worker_done(s);
 		arm_eventfd(s, s->worker_fd, &s->worker_value, OP_WORKER_EVENT);
 		break;
+	case OP_SUBMIT_EVENT:
+		handlers_submit_done(s);
+		arm_eventfd(s, s->submit_fd, &s->submit_value, OP_SUBMIT_EVENT);
+		break;
 	case OP_STOP_EVENT:
 		if (!atomic_load(&s->stopping))
 			begin_stop(s);
@@ -945,7 +995,12 @@ int server_run(server *s)
 	arm_eventfd(s, s->stop_fd, &s->stop_value, OP_STOP_EVENT);
 	arm_eventfd(s, s->commit_fd, &s->commit_value, OP_COMMIT_EVENT);
 	arm_eventfd(s, s->worker_fd, &s->worker_value, OP_WORKER_EVENT);
+	arm_eventfd(s, s->submit_fd, &s->submit_value, OP_SUBMIT_EVENT);
 	arm_timer(s);
+	int slice_rc = latency_slice_set(s->config.latency_slice_us);
+	if (slice_rc)
+		log_info("scheduler slice of %u us refused (%s): the loop and query threads keep the kernel's default",
+			 s->config.latency_slice_us, strerror(-slice_rc));
 	log_info("listening on %s (port %u); data in %s", s->config.listen, s->port, s->config.data_dir);
 	export_schedule_go(s->schedule); /* its runs connect to this loop */
 	for (;;) {
@@ -964,7 +1019,8 @@ int server_run(server *s)
 				break;
 		}
 		io_uring_cq_advance(&s->ring, n);
-		/* Every ingest of this pass: one submit, one WAL record. */
+		/* Every ingest of this pass (and of passes the submitter was busy
+		 * for): one group to the engine, one WAL record. */
 		handlers_submit_pass(s);
 		backpressure_update(s);
 		conns_resume(s);
@@ -989,6 +1045,13 @@ int server_close(server *s, char *errmsg)
 	/* Before the rest: its run in progress talks to this server, whose
 	 * connections are closed by now, so it ends at once. */
 	export_schedule_stop(s->schedule);
+	if (s->submitter_started) { /* a group it holds is finished first */
+		pthread_mutex_lock(&s->submit_lock);
+		s->submit_stop = true;
+		pthread_cond_signal(&s->submit_cond);
+		pthread_mutex_unlock(&s->submit_lock);
+		pthread_join(s->submitter, NULL);
+	}
 	if (s->committer_started) {
 		pthread_mutex_lock(&s->commit_lock);
 		s->commit_stop = true;
@@ -1014,7 +1077,9 @@ int server_close(server *s, char *errmsg)
 		free(s->conns);
 	}
 	ingest_queue_free(&s->pass);
+	ingest_queue_free(&s->submitting);
 	ingest_queue_free(&s->acks);
+	free(s->submit_batches);
 	if (s->buf_ring)
 		munmap(s->buf_ring, RECV_BUFFER_COUNT * sizeof(struct io_uring_buf));
 	free(s->buffers);
@@ -1046,8 +1111,12 @@ int server_close(server *s, char *errmsg)
 		close(s->commit_fd);
 	if (s->worker_fd >= 0)
 		close(s->worker_fd);
+	if (s->submit_fd >= 0)
+		close(s->submit_fd);
 	pthread_mutex_destroy(&s->commit_lock);
 	pthread_cond_destroy(&s->commit_cond);
+	pthread_mutex_destroy(&s->submit_lock);
+	pthread_cond_destroy(&s->submit_cond);
 	free(s);
 	return rc;
 }

@@ -63,6 +63,7 @@ enum op_kind {
 	OP_CANCEL,
 	OP_COMMIT_EVENT, /* the committer's eventfd */
 	OP_WORKER_EVENT, /* the worker pool's eventfd */
+	OP_SUBMIT_EVENT, /* the submitter's eventfd */
 	OP_STOP_EVENT,   /* server_stop's eventfd */
 	OP_TIMER,
 	OP_CLOSE,
@@ -141,7 +142,8 @@ struct server {
 	int stop_fd;   /* eventfd: server_stop */
 	int commit_fd; /* eventfd: the committer */
 	int worker_fd; /* eventfd: the worker pool */
-	uint64_t stop_value, commit_value, worker_value; /* read targets */
+	int submit_fd; /* eventfd: the submitter */
+	uint64_t stop_value, commit_value, worker_value, submit_value; /* read targets */
 	struct __kernel_timespec timer_ts;
 
 	conn *conns;
@@ -150,9 +152,29 @@ struct server {
 	_Atomic uint64_t pending_bytes; /* request bytes read and not yet answered, all conns */
 	bool paused;            /* server-wide backpressure: reading stopped */
 
-	/* Ingest collected in the current pass, then waiting for durability. */
+	/* Ingest collected in the current pass(es), then in the engine
+	 * (submitting), then waiting for durability. */
 	ingest_queue pass;
+	ingest_queue submitting;
 	ingest_queue acks;
+
+	/* The submitter thread: runs tally_ingest_submit_many for the group in
+	 * `submitting`, so the loop never waits on the engine's lock or work.
+	 * The loop owns `submitting` and `submit_batches`, and touches neither
+	 * while submit_busy; the submitter reads them only then. */
+	pthread_t submitter;
+	bool submitter_started;
+	bool submit_busy;           /* loop only: a group is with the submitter */
+	tally_batch *submit_batches; /* the group, as the engine takes it */
+	uint32_t submit_batch_cap;
+	pthread_mutex_t submit_lock;
+	pthread_cond_t submit_cond;
+	bool submit_go;             /* under submit_lock: a group was handed over */
+	bool submit_stop;           /* under submit_lock */
+	int submit_rc;              /* under submit_lock: the engine's return */
+	uint64_t submit_lsn;        /* under submit_lock: its WAL record */
+	void (*submit_hook)(void *arg); /* tests: runs on the submitter before each group */
+	void *submit_hook_arg;
 
 	/* The committer thread. */
 	pthread_t committer;
@@ -196,8 +218,14 @@ void server_commit_request(server *s, uint64_t lsn);
 
 /* Handles one decoded request of c (takes ownership of req). */
 void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
-/* Submits every ingest collected in this pass (one WAL record). */
+/* Hands every ingest collected since the last group to the submitter
+ * (one WAL record), unless a group is still there. */
 void handlers_submit_pass(server *s);
+/* The submitter finished its group: acks wait for durability, refusals go
+ * out; then the next group is handed over. */
+void handlers_submit_done(server *s);
+/* Runs on the submitter: the engine's ingest of the group. */
+int handlers_submit_group(server *s, uint64_t *lsn);
 /* Sends the acks whose commit is durable; fails them if the WAL failed. */
 void handlers_ack_durable(server *s);
 /* A framed response in a malloc-ed buffer (for worker threads); over the

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "latency.h"
 #include "worker.h"
 
 struct worker_pool {
@@ -18,6 +19,7 @@ struct worker_pool {
 	size_t busy;
 	bool stop;
 	int done_fd;
+	uint32_t slice_us;
 	unsigned threads;
 	pthread_t *tids;
 };
@@ -25,6 +27,7 @@ struct worker_pool {
 static void *worker_main(void *arg)
 {
 	worker_pool *p = arg;
+	(void)latency_slice_set(p->slice_us); /* refused: only the kernel's default slice */
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		while (!p->queue_head && !p->stop)
@@ -49,7 +52,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int worker_pool_start(unsigned threads, int done_fd, worker_pool **out)
+int worker_pool_start(unsigned threads, uint32_t slice_us, int done_fd, worker_pool **out)
 {
 	*out = NULL;
 	worker_pool *p = calloc(1, sizeof(*p));
@@ -63,6 +66,7 @@ int worker_pool_start(unsigned threads, int done_fd, worker_pool **out)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	p->done_fd = done_fd;
+	p->slice_us = slice_us;
 	for (unsigned i = 0; i < threads; i++) {
 		int rc = pthread_create(&p->tids[i], NULL, worker_main, p);
 		if (rc) {

@@ -31,9 +31,10 @@ struct worker_job {
 
 typedef struct worker_pool worker_pool;
 
-/* Starts threads workers. done_fd is an eventfd written (1) whenever a job
- * finishes. 0 or -errno. */
-int worker_pool_start(unsigned threads, int done_fd, worker_pool **out);
+/* Starts threads workers, each with a scheduler slice of slice_us
+ * (latency.h; 0: the kernel's default). done_fd is an eventfd written (1)
+ * whenever a job finishes. 0 or -errno. */
+int worker_pool_start(unsigned threads, uint32_t slice_us, int done_fd, worker_pool **out);
 /* Queues a job (the pool owns it until it comes back from take_done). */
 void worker_pool_submit(worker_pool *p, worker_job *job);
 /* Every finished job, in a list (NULL when none). */

@@ -7,7 +7,6 @@
  * frozen clock, so the lateness horizon is deterministic.
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 
 #include "support/fault_io.h"
+#include "support/threads.h"
 #include "tally.h"
 #include "tally_limits.h"
 
@@ -617,37 +617,16 @@ Test(store, wal_fsync_count_total_and_buckets_follow_each_commit)
 }
 
 /* The nice value of this process's thread named `name`, or INT_MIN when
- * there is none. The name is set from the creating thread, so it may lag
- * the thread's start: a few tries. */
+ * there is none. */
 static int thread_nice(const char *name)
 {
-	for (int attempt = 0; attempt < 100; attempt++) {
-		DIR *tasks = opendir("/proc/self/task");
-		cr_assert_not_null(tasks);
-		struct dirent *d;
-		while ((d = readdir(tasks))) {
-			if (d->d_name[0] == '.')
-				continue;
-			char path[300], comm[64] = "";
-			snprintf(path, sizeof(path), "/proc/self/task/%s/comm", d->d_name);
-			FILE *f = fopen(path, "r");
-			if (!f)
-				continue;
-			if (fgets(comm, sizeof(comm), f))
-				comm[strcspn(comm, "\n")] = 0;
-			fclose(f);
-			if (!strcmp(comm, name)) {
-				errno = 0;
-				int nice = getpriority(PRIO_PROCESS, (id_t)atoi(d->d_name));
-				cr_assert_eq(errno, 0);
-				closedir(tasks);
-				return nice;
-			}
-		}
-		closedir(tasks);
-		usleep(10 * 1000);
-	}
-	return INT_MIN;
+	pid_t tid = test_thread_named(name);
+	if (tid < 0)
+		return INT_MIN;
+	errno = 0;
+	int nice = getpriority(PRIO_PROCESS, (id_t)tid);
+	cr_assert_eq(errno, 0);
+	return nice;
 }
 
 /* Description: the background worker (flushes, compactions: seconds of

@@ -32,6 +32,8 @@ void harness_start(harness *h)
 {
 	char err[TALLY_ERRMSG_SIZE] = "";
 	cr_assert_eq(server_open(&h->config, &h->server, err), 0, "server_open: %s", err);
+	if (h->submit_hook)
+		server_test_submit_hook(h->server, h->submit_hook, h->submit_hook_arg);
 	snprintf(h->address, sizeof(h->address), "127.0.0.1:%u", server_port(h->server));
 	char path[sizeof(h->config.data_dir) + 16];
 	snprintf(path, sizeof(path), "%s/admin.key", h->config.data_dir);

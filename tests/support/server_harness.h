@@ -26,6 +26,9 @@ typedef struct harness {
 	int run_rc;
 	char address[64]; /* "127.0.0.1:PORT" */
 	char admin_key[80];
+	/* Set before harness_start: server_test_submit_hook's. */
+	void (*submit_hook)(void *arg);
+	void *submit_hook_arg;
 } harness;
 
 /* Defaults for a test: the config tallyd would use, with the harness's
