@@ -96,6 +96,8 @@ const char *tally_agg_name(int agg)
 static const int DIM_TO_CODE[TALLY_DIM_COUNT] = {1, 2, 3, 0, -1};
 /* The segment/memtable dimension (enum dim) of each rollup code slot. */
 static const int CODE_TO_SEGDIM[ROLLUP_GROUP_DIMS] = {DIM_TYPE, DIM_PROJECT, DIM_AGENT, DIM_MODEL};
+static const int CODE_TO_DIM[ROLLUP_GROUP_DIMS] = {TALLY_DIM_TYPE, TALLY_DIM_PROJECT, TALLY_DIM_AGENT,
+						   TALLY_DIM_MODEL};
 
 static inline int64_t floor_div(int64_t a, int64_t b)
 {
@@ -123,7 +125,37 @@ typedef struct section_cache {
 	rollup_block *chunks;   /* the section's chunks (minute, hour, day), decoded on use */
 	uint8_t *chunk_loaded;
 	uint32_t chunk_count;
+	/* Projections to fewer dimensions (section_key_table,
+	 * section_projection), each allocated on its own. */
+	struct key_table **key_tables;
+	uint32_t key_table_count, key_table_capacity;
+	struct projection **projections;
+	uint32_t projection_count, projection_capacity;
 } section_cache;
+
+/* The section's group table projected to the code slots and status of
+ * `key` (rollup_groups_project). */
+typedef struct key_table {
+	uint32_t key;   /* bit c: code slot c kept; PROJECTION_STATUS: status kept */
+	uint32_t *map;  /* section group -> projected group */
+	rollup_group *groups;
+	uint32_t count;
+	int worth;      /* count * PROJECTION_SHRINK_MIN <= the section's groups */
+} key_table;
+
+/* A day chunk of a section projected through a key table: what a query
+ * grouping by fewer dimensions merges instead of the chunk's cells. */
+typedef struct projection {
+	uint32_t chunk;
+	uint32_t key;
+	rollup_block block;
+} projection;
+#define PROJECTION_STATUS (1u << ROLLUP_GROUP_DIMS)
+#define PROJECTION_ALL (PROJECTION_STATUS * 2 - 1) /* every slot and the status: no projection */
+/* A projection is made only where it merges at least this many groups into
+ * one on average: below that, making it costs a first query more than it
+ * saves the next ones (project x model on the dashboard benchmark). */
+#define PROJECTION_SHRINK_MIN 4u
 
 
 struct query_cache {
@@ -152,6 +184,17 @@ static void section_free(section_cache *e)
 	free(e->chunks);
 	free(e->chunk_loaded);
 	free(e->groups);
+	for (uint32_t k = 0; k < e->projection_count; k++) {
+		rollup_block_free(&e->projections[k]->block);
+		free(e->projections[k]);
+	}
+	free(e->projections);
+	for (uint32_t k = 0; k < e->key_table_count; k++) {
+		free(e->key_tables[k]->map);
+		free(e->key_tables[k]->groups);
+		free(e->key_tables[k]);
+	}
+	free(e->key_tables);
 	free(e);
 }
 
@@ -417,6 +460,68 @@ static int section_chunk(tally_store *s, const segment_file *f, uint32_t ti, sec
 	return rc;
 }
 
+/* The section's group table projected to key (made and cached on first
+ * use; the group table is read). */
+static int section_key_table(tally_store *s, section_cache *e, uint32_t key, const key_table **out)
+{
+	for (uint32_t i = 0; i < e->key_table_count; i++)
+		if (e->key_tables[i]->key == key) {
+			*out = e->key_tables[i];
+			return 0;
+		}
+	if (grow_for_one((void **)&e->key_tables, &e->key_table_capacity, e->key_table_count, 4,
+			 sizeof(*e->key_tables)))
+		return -ENOMEM;
+	key_table *kt = calloc(1, sizeof(*kt));
+	if (!kt)
+		return -ENOMEM;
+	kt->key = key;
+	int rc = rollup_groups_project(e->groups, e->group_count, key & (PROJECTION_STATUS - 1),
+				       (key & PROJECTION_STATUS) != 0, &kt->map, &kt->groups, &kt->count);
+	if (rc) {
+		free(kt);
+		return rc;
+	}
+	kt->worth = (uint64_t)kt->count * PROJECTION_SHRINK_MIN <= e->group_count;
+	e->key_tables[e->key_table_count++] = kt;
+	cache_account(s, e, sizeof(*kt) + sizeof(uint32_t) * e->group_count + sizeof(rollup_group) * kt->count);
+	*out = kt;
+	return 0;
+}
+
+/* Chunk k of the section projected through kt (made and cached on first
+ * use; the chunk is decoded with its sketches first). */
+static int section_projection(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e, uint32_t k,
+			      const key_table *kt, const rollup_block **out, char *errmsg)
+{
+	for (uint32_t i = 0; i < e->projection_count; i++) {
+		const projection *p = e->projections[i];
+		if (p->chunk == k && p->key == kt->key) {
+			*out = &p->block;
+			return 0;
+		}
+	}
+	int rc = section_chunk(s, f, ti, e, k, 1, errmsg);
+	if (rc)
+		return rc;
+	if (grow_for_one((void **)&e->projections, &e->projection_capacity, e->projection_count, 4,
+			 sizeof(*e->projections)))
+		return -ENOMEM;
+	projection *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->chunk = k;
+	p->key = kt->key;
+	if ((rc = rollup_block_project(&e->chunks[k], kt->map, &p->block))) {
+		free(p);
+		return rc;
+	}
+	e->projections[e->projection_count++] = p;
+	cache_account(s, e, sizeof(*p) + p->block.bytes);
+	*out = &p->block;
+	return 0;
+}
+
 /* Contract in store_internal.h. */
 void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,
 		      uint32_t count)
@@ -622,6 +727,7 @@ typedef struct qstate {
 	int want_dd;
 	int want_users;
 	int ungrouped;   /* no group by, no filter: total cells answer */
+	uint32_t key_dims; /* 1 << tally_dim of the dims grouped by or filtered on */
 	/* output groups */
 	out_group *groups;
 	uint32_t group_count, group_capacity;
@@ -876,35 +982,95 @@ static void acc_resolve_users(qstate *st)
 
 /* ---- sources ---------------------------------------------------------------------- */
 
-/* A source's group table as the query sees it. */
+/*
+ * A source's group table as the query sees it. Its groups differ in all
+ * five dimensions, a query's output groups only in those it groups by; and
+ * only those and the filtered ones decide a group's fate. So the source's
+ * groups are first projected to those dimensions' codes (proj: one entry
+ * per distinct projection, in the source's own code space), and only a new
+ * projection pays for the strings, their hash and the output group table
+ * (out_group_of): a source with 300 groups of 8 agents, asked by agent,
+ * looks up 8 keys, not 300.
+ */
+typedef struct proj_entry {
+	rollup_group key; /* codes and status of the dims in st->key_dims, 0 for the others */
+	int64_t out;      /* output group, -1 filtered out */
+} proj_entry;
+
 typedef struct source_groups {
 	const rollup_group *groups;
 	uint32_t count;
 	uint32_t *map;                /* 0 not yet known, 1 filtered out, else output group + 2 */
 	uint32_t *stamp;              /* distinct users: see acc_cell; NULL when not asked */
 	const strdict *dict[ROLLUP_GROUP_DIMS]; /* strings of each code slot */
+	proj_entry *proj;
+	uint32_t proj_count, proj_capacity;
+	uint32_t *proj_slots;
+	uint32_t proj_mask;
 } source_groups;
+
+static uint64_t proj_hash(const void *ctx, uint32_t i)
+{
+	return rollup_group_hash(&((const source_groups *)ctx)->proj[i].key);
+}
+
+/* The output group of a group projected to key, or < -1 for out of
+ * memory. */
+static int64_t proj_out(qstate *st, source_groups *sg, const rollup_group *key)
+{
+	if ((!sg->proj_mask || (sg->proj_count + 1) * 2 > sg->proj_mask + 1) &&
+	    index_rebuild(&sg->proj_slots, &sg->proj_mask, sg->proj_mask ? (sg->proj_mask + 1) * 2 : 16,
+			  sg->proj_count, proj_hash, sg))
+		return -ENOMEM;
+	uint32_t k = (uint32_t)rollup_group_hash(key) & sg->proj_mask;
+	while (sg->proj_slots[k]) {
+		const proj_entry *e = &sg->proj[sg->proj_slots[k] - 1];
+		if (rollup_group_equal(&e->key, key))
+			return e->out;
+		k = (k + 1) & sg->proj_mask;
+	}
+	tally_str value[TALLY_DIM_COUNT];
+	memset(value, 0, sizeof(value));
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		if (!(st->key_dims & (1u << d)))
+			continue; /* neither grouped nor filtered: its value does not matter */
+		if (d == TALLY_DIM_STATUS) {
+			const char *name = STATUS_NAMES[key->status];
+			value[d] = (tally_str){name, (uint32_t)strlen(name)};
+		} else {
+			int slot = DIM_TO_CODE[d];
+			value[d] = strdict_get(sg->dict[slot], key->code[slot]);
+		}
+	}
+	int64_t out = out_group_of(st, value);
+	if (out < -1)
+		return out;
+	if (grow_for_one((void **)&sg->proj, &sg->proj_capacity, sg->proj_count, 16, sizeof(*sg->proj)))
+		return -ENOMEM;
+	sg->proj[sg->proj_count] = (proj_entry){*key, out};
+	sg->proj_slots[k] = ++sg->proj_count;
+	return out;
+}
 
 static int64_t source_group(qstate *st, source_groups *sg, uint32_t g)
 {
 	if (sg->map[g])
 		return (int64_t)sg->map[g] - 2; /* -1: filtered out */
-	tally_str value[TALLY_DIM_COUNT];
+	const rollup_group *gr = &sg->groups[g];
 	int64_t out;
-	if (sg->groups[g].status == ROLLUP_STATUS_ALL) { /* the total: only for ungrouped queries */
+	if (gr->status == ROLLUP_STATUS_ALL) { /* the total: only for ungrouped queries */
+		tally_str value[TALLY_DIM_COUNT];
 		memset(value, 0, sizeof(value));
 		out = st->ungrouped ? out_group_of(st, value) : -1;
 	} else {
-		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
-			if (d == TALLY_DIM_STATUS) {
-				const char *name = STATUS_NAMES[sg->groups[g].status];
-				value[d] = (tally_str){name, (uint32_t)strlen(name)};
-			} else {
-				int slot = DIM_TO_CODE[d];
-				value[d] = strdict_get(sg->dict[slot], sg->groups[g].code[slot]);
-			}
-		}
-		out = out_group_of(st, value);
+		rollup_group key;
+		memset(&key, 0, sizeof(key));
+		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+			if (st->key_dims & (1u << CODE_TO_DIM[c]))
+				key.code[c] = gr->code[c];
+		if (st->key_dims & (1u << TALLY_DIM_STATUS))
+			key.status = gr->status;
+		out = proj_out(st, sg, &key);
 	}
 	if (out < -1) /* out of memory: not remembered */
 		return out;
@@ -916,6 +1082,8 @@ static void source_groups_free(source_groups *sg)
 {
 	free(sg->map);
 	free(sg->stamp);
+	free(sg->proj);
+	free(sg->proj_slots);
 	memset(sg, 0, sizeof(*sg));
 }
 
@@ -981,6 +1149,7 @@ typedef struct piece {
 typedef struct plan {
 	piece *pieces;
 	uint32_t count, capacity;
+	int raw; /* holds raw pieces (res -1) */
 } plan;
 
 static int plan_add(plan *p, int res, int64_t from, int64_t to, uint32_t bucket)
@@ -1002,8 +1171,10 @@ static int plan_cover(plan *p, int res, int64_t a, int64_t e, uint32_t b, int64_
 {
 	if (a >= e)
 		return 0;
-	if (res < 0)
+	if (res < 0) {
+		p->raw = 1;
 		return plan_add(p, -1, a, e, b);
+	}
 	int64_t unit = ROLLUP_RES_US[res];
 	int64_t first = ceil_div(a, unit), end = floor_div(e, unit);
 	if (res == RES_MINUTE && first < ceil_div(minute_from, unit))
@@ -1023,7 +1194,37 @@ typedef struct raw_ctx {
 	qstate *st;
 	const piece *pieces; /* raw pieces of this scan, sorted by from */
 	uint32_t count;
+	/* Rows of one memtable only (its one code space, sg.dict): their
+	 * projections (source_group's proj). A scan of segment rows passes
+	 * each section's dictionary at one reused address, so it cannot be
+	 * told by its pointer: there sg.dict[0] is NULL and each row pays
+	 * out_group_of. */
+	source_groups sg;
 } raw_ctx;
+
+/* The output group of row i. */
+static int64_t raw_group(raw_ctx *rc, const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i)
+{
+	source_groups *sg = &rc->sg;
+	if (!sg->dict[0]) {
+		tally_str value[TALLY_DIM_COUNT];
+		value[TALLY_DIM_PROJECT] = strdict_get(dict[DIM_PROJECT], r->dim[DIM_PROJECT][i]);
+		value[TALLY_DIM_AGENT] = strdict_get(dict[DIM_AGENT], r->dim[DIM_AGENT][i]);
+		value[TALLY_DIM_MODEL] = strdict_get(dict[DIM_MODEL], r->dim[DIM_MODEL][i]);
+		value[TALLY_DIM_TYPE] = strdict_get(dict[DIM_TYPE], r->dim[DIM_TYPE][i]);
+		const char *status = STATUS_NAMES[r->status[i] < TALLY_STATUS_COUNT ? r->status[i] : 0];
+		value[TALLY_DIM_STATUS] = (tally_str){status, (uint32_t)strlen(status)};
+		return out_group_of(rc->st, value);
+	}
+	rollup_group key;
+	memset(&key, 0, sizeof(key));
+	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+		if (rc->st->key_dims & (1u << CODE_TO_DIM[c]))
+			key.code[c] = r->dim[CODE_TO_SEGDIM[c]][i];
+	if (rc->st->key_dims & (1u << TALLY_DIM_STATUS))
+		key.status = r->status[i] < TALLY_STATUS_COUNT ? r->status[i] : 0;
+	return proj_out(rc->st, sg, &key);
+}
 
 static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i)
 {
@@ -1041,14 +1242,7 @@ static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT
 	}
 	if (lo == rc->count || rc->pieces[lo].from > t)
 		return 0;
-	tally_str value[TALLY_DIM_COUNT];
-	value[TALLY_DIM_PROJECT] = strdict_get(dict[DIM_PROJECT], r->dim[DIM_PROJECT][i]);
-	value[TALLY_DIM_AGENT] = strdict_get(dict[DIM_AGENT], r->dim[DIM_AGENT][i]);
-	value[TALLY_DIM_MODEL] = strdict_get(dict[DIM_MODEL], r->dim[DIM_MODEL][i]);
-	value[TALLY_DIM_TYPE] = strdict_get(dict[DIM_TYPE], r->dim[DIM_TYPE][i]);
-	const char *status = STATUS_NAMES[r->status[i] < TALLY_STATUS_COUNT ? r->status[i] : 0];
-	value[TALLY_DIM_STATUS] = (tally_str){status, (uint32_t)strlen(status)};
-	int64_t g = out_group_of(st, value);
+	int64_t g = raw_group(rc, r, dict, i);
 	if (g == -1)
 		return 0;
 	if (g < 0)
@@ -1098,9 +1292,10 @@ static int run_raw(qstate *st, tenant *t, plan *p, uint64_t *rows_read)
 		uint32_t j = i + 1;
 		while (j < n && p->pieces[j].from - p->pieces[j - 1].to < RAW_MERGE_GAP_US)
 			j++;
-		raw_ctx ctx = {st, p->pieces + i, j - i};
+		raw_ctx ctx = {st, p->pieces + i, j - i, {0}};
 		rc = store_scan_rows_locked(st->s, t, p->pieces[i].from, p->pieces[j - 1].to, raw_row,
 					    &ctx, rows_read);
+		source_groups_free(&ctx.sg);
 		i = j;
 	}
 	return rc;
@@ -1122,11 +1317,14 @@ static int merge_memtable_rows(qstate *st, const memtable *mt, uint32_t from_row
 	const strdict *refs[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++)
 		refs[d] = &mt->dict;
-	raw_ctx ctx = {st, cells, n};
+	raw_ctx ctx = {st, cells, n, {0}};
+	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+		ctx.sg.dict[c] = &mt->dict;
 	int rc = 0;
 	for (uint32_t i = from_row; i < mt->rows.count && !rc && n; i++)
 		rc = raw_row(&ctx, &mt->rows, refs, i);
 	*rows_read += mt->rows.count - from_row;
+	source_groups_free(&ctx.sg);
 	free(cells);
 	return rc;
 }
@@ -1152,13 +1350,15 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 		acc *a;
 		if ((rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
 			break;
-		int status = sg->groups[group].status;
+		/* A total cell, or a projection's: its count by status is in
+		 * status_other. */
+		int mixed = b->mixed_status || sg->groups[group].status == ROLLUP_STATUS_ALL;
 		(*cells)++;
 		/* Straight from the columns: no cell structure is built. */
 		acc_numbers(a, b->count[i], b->tokens_in[i], b->tokens_out[i], b->cost[i],
 			    b->duration_sum[i], b->duration_min[i], b->duration_max[i],
-			    status == ROLLUP_STATUS_ALL ? -1 : status);
-		if (status == ROLLUP_STATUS_ALL)
+			    mixed ? -1 : sg->groups[group].status);
+		if (mixed)
 			acc_total_status(a, b->count[i], &b->status_other[3 * (size_t)i]);
 		if (sketches) {
 			const uint32_t *ix = b->sketch_index;
@@ -1272,6 +1472,7 @@ typedef struct file_source {
 	section_cache *e;
 	source_groups sg; /* initialised on first use */
 	tally_result *stats;
+	source_groups psg; /* the key table's groups (file_key_table), on first use */
 } file_source;
 
 /* Readies the source: cache entry, dictionary, group table, group map. */
@@ -1312,6 +1513,46 @@ static uint32_t chunk_at(const file_source *fs, int list, int64_t bucket)
 	return (lo ? lo - 1 : 0) + fs->sec->first_chunk[list] - fs->sec->first_chunk[0];
 }
 
+/* The projection key (section_projection) a query merges hour and day
+ * chunks through: the code slots and status it groups by or filters on;
+ * PROJECTION_ALL (none) when it keeps them all, or counts distinct users
+ * (a projection carries no users). */
+static uint32_t query_projection_key(const qstate *st)
+{
+	if (st->want_users)
+		return PROJECTION_ALL;
+	uint32_t key = 0;
+	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+		if (st->key_dims & (1u << CODE_TO_DIM[c]))
+			key |= 1u << c;
+	if (st->key_dims & (1u << TALLY_DIM_STATUS))
+		key |= PROJECTION_STATUS;
+	return key;
+}
+
+/* The key table a query merges the source's day chunks through, or NULL
+ * (none worth it: the chunks' own cells are merged). */
+static int file_key_table(qstate *st, file_source *fs, const key_table **out)
+{
+	*out = NULL;
+	uint32_t key = query_projection_key(st);
+	if (key == PROJECTION_ALL)
+		return 0;
+	const key_table *kt;
+	int rc = section_key_table(fs->s, fs->e, key, &kt);
+	if (rc || !kt->worth)
+		return rc;
+	if (!fs->psg.map) {
+		const strdict *dict[ROLLUP_GROUP_DIMS];
+		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+			dict[c] = fs->sg.dict[c];
+		if ((rc = source_groups_init(&fs->psg, kt->groups, kt->count, dict, 0)))
+			return rc;
+	}
+	*out = kt;
+	return 0;
+}
+
 /* Merges the source's cells of a chunk list inside piece pc. */
 static int merge_file_cells(qstate *st, file_source *fs, int list, const piece *pc, char *errmsg)
 {
@@ -1326,11 +1567,18 @@ static int merge_file_cells(qstate *st, file_source *fs, int list, const piece *
 	one.res = res;
 	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[res]), hi = floor_div(pc->to, ROLLUP_RES_US[res]);
 	uint32_t end = fs->sec->first_chunk[list] + fs->sec->chunk_count[list] - fs->sec->first_chunk[0];
+	const key_table *kt = NULL;
+	if (!rc && list == LIST_DAY)
+		rc = file_key_table(st, fs, &kt);
 	for (uint32_t k = chunk_at(fs, list, lo); k < end && !rc; k++) {
 		if (fs->f->chunks[fs->sec->first_chunk[0] + k].first_bucket >= hi)
 			break;
-		if (!(rc = section_chunk(fs->s, fs->f, fs->ti, fs->e, k, st->want_dd || st->want_users,
-					 errmsg)))
+		const rollup_block *projected;
+		if (kt) {
+			if (!(rc = section_projection(fs->s, fs->f, fs->ti, fs->e, k, kt, &projected, errmsg)))
+				rc = merge_block(st, projected, &fs->psg, &one, NULL, cells);
+		} else if (!(rc = section_chunk(fs->s, fs->f, fs->ti, fs->e, k, st->want_dd || st->want_users,
+					      errmsg)))
 			rc = merge_block(st, &fs->e->chunks[k], &fs->sg, &one, fs->e->user_hash, cells);
 	}
 	return rc;
@@ -1563,6 +1811,51 @@ static int make_buckets(const tally_query *q, const tz *zone, bucket_span **out,
 }
 
 
+/*
+ * A source with no event at or after `to` holds nothing in [to, the end of
+ * to's UTC day), so for it the last output bucket may run to that day's
+ * end; one with no event before `from` holds nothing in [from's UTC day
+ * start, from), so the first may start there. The edge is then covered by
+ * the source's coarse cells (its day cells, or day total) instead of hours
+ * and minutes: a dashboard's "last 30 days until now" reads today's total
+ * of a memtable, not 24 hours and 60 minutes of its groups. The plan has
+ * PLAN_VARIANTS variants: bit PLAN_OPEN_END extends the end, PLAN_OPEN_START
+ * the start; variant 0 is the query's exact range.
+ */
+enum { PLAN_OPEN_END = 1, PLAN_OPEN_START = 2, PLAN_VARIANTS = 4 };
+
+static int plan_make(const tally_query *q, const bucket_span *spans, uint32_t span_count,
+		     int64_t minute_from, int variant, plan *p)
+{
+	int rc = 0;
+	for (uint32_t b = 0; b < span_count && !rc; b++) {
+		int64_t a = spans[b].start > q->from_us ? spans[b].start : q->from_us;
+		int64_t e = spans[b].end < q->to_us ? spans[b].end : q->to_us;
+		/* (Times this far from the epoch hold no events, and a day more
+		 * would overflow.) */
+		if ((variant & PLAN_OPEN_START) && b == 0 && a > INT64_MIN / 2)
+			a = floor_div(a, ROLLUP_DAY_US) * ROLLUP_DAY_US;
+		if ((variant & PLAN_OPEN_END) && b == span_count - 1 && e < INT64_MAX / 2)
+			e = ceil_div(e, ROLLUP_DAY_US) * ROLLUP_DAY_US;
+		rc = plan_cover(p, RES_DAY, a, e, b, minute_from);
+	}
+	return rc;
+}
+
+/*
+ * The variant for a source whose events lie in [min_us, max_us] (max_us <
+ * min_us: none). Raw pieces are scanned once for all sources (run_raw), by
+ * the exact plan: a variant is only taken when neither it nor the exact
+ * plan has any, so no event is read twice or missed.
+ */
+static int plan_variant(const plan pv[PLAN_VARIANTS], const tally_query *q, int64_t min_us, int64_t max_us)
+{
+	if (max_us < min_us || pv[0].raw)
+		return 0;
+	int v = (max_us < q->to_us ? PLAN_OPEN_END : 0) | (min_us >= q->from_us ? PLAN_OPEN_START : 0);
+	return pv[v].raw ? 0 : v;
+}
+
 int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *q,
 		    tally_result **out, char *errmsg)
 {
@@ -1588,6 +1881,9 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	st.errmsg = errmsg;
 	st.want_dd = q->quantile_count > 0;
 	st.ungrouped = q->group_by == 0 && q->filter_count == 0;
+	st.key_dims = q->group_by;
+	for (uint32_t i = 0; i < q->filter_count; i++)
+		st.key_dims |= 1u << q->filters[i].dim;
 	st.want_users = q->distinct_users ||
 			(q->order_by_agg && q->order_agg == TALLY_AGG_DISTINCT_USERS);
 	tally_result stats;
@@ -1595,7 +1891,9 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	st.result = &stats;
 	bucket_span *spans = NULL;
 	uint32_t span_count = 0;
-	plan p = {0};
+	plan pv[PLAN_VARIANTS];
+	memset(pv, 0, sizeof(pv));
+	plan *const p0 = &pv[0];
 
 	/* Buckets first, without the store lock (a year of minutes takes a while). */
 	tz *zone = NULL;
@@ -1619,11 +1917,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			if (ti >= 0 && s->files[fi]->tenants[ti].minute_from_us > minute_from)
 				minute_from = s->files[fi]->tenants[ti].minute_from_us;
 		}
-		for (uint32_t b = 0; b < span_count && !rc; b++) {
-			int64_t a = spans[b].start > q->from_us ? spans[b].start : q->from_us;
-			int64_t e = spans[b].end < q->to_us ? spans[b].end : q->to_us;
-			rc = plan_cover(&p, RES_DAY, a, e, b, minute_from);
-		}
+		for (int v = 0; v < PLAN_VARIANTS && !rc; v++)
+			rc = plan_make(q, spans, span_count, minute_from, v, &pv[v]);
 		/* Cell pieces, source by source. */
 		for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
 			segment_file *f = s->files[fi];
@@ -1633,9 +1928,16 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			const seg_tenant *sec = &f->tenants[ti];
 			if (!sec->rollup_group_count)
 				continue;
-			file_source fs = {s, f, (uint32_t)ti, sec, NULL, {0}, &stats};
-			for (uint32_t k = 0; k < p.count && !rc; k++) {
-				const piece *pc = &p.pieces[k];
+			file_source fs = {s, f, (uint32_t)ti, sec, NULL, {0}, &stats, {0}};
+			int64_t sec_min = INT64_MAX, sec_max = INT64_MIN; /* inclusive */
+			for (uint32_t g = 0; g < sec->segment_count; g++) {
+				const seg_segment *sg = &f->segments[sec->first_segment + g];
+				sec_min = sg->time_min_us < sec_min ? sg->time_min_us : sec_min;
+				sec_max = sg->time_max_us > sec_max ? sg->time_max_us : sec_max;
+			}
+			const plan *ps = &pv[plan_variant(pv, q, sec_min, sec_max)];
+			for (uint32_t k = 0; k < ps->count && !rc; k++) {
+				const piece *pc = &ps->pieces[k];
 				if (pc->res < 0)
 					continue;
 				if (pc->res != RES_DAY) {
@@ -1659,6 +1961,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 				}
 			}
 			source_groups_free(&fs.sg);
+			source_groups_free(&fs.psg);
 		}
 		memtable *tables[2] = {t->frozen, t->active};
 		size_t *table_bytes[2] = {&s->frozen_bytes, &s->active_bytes};
@@ -1666,11 +1969,13 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			if (!tables[m] || !tables[m]->rows.count)
 				continue;
 			pthread_mutex_lock(&tables[m]->rollup_lock);
-			rc = merge_memtable(&st, s, tables[m], table_bytes[m], &p, &stats);
+			const memtable *mt = tables[m];
+			rc = merge_memtable(&st, s, tables[m], table_bytes[m],
+					    &pv[plan_variant(pv, q, mt->time_min_us, mt->time_max_us)], &stats);
 			pthread_mutex_unlock(&tables[m]->rollup_lock);
 		}
 		if (!rc)
-			rc = run_raw(&st, t, &p, &stats.raw_rows);
+			rc = run_raw(&st, t, p0, &stats.raw_rows);
 	}
 	if (!rc && st.want_users)
 		acc_resolve_users(&st);
@@ -1682,7 +1987,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 done:
 	if (rc && errmsg && !errmsg[0])
 		snprintf(errmsg, TALLY_ERRMSG_SIZE, "query failed: %s", tally_strerror(rc));
-	free(p.pieces);
+	for (int v = 0; v < PLAN_VARIANTS; v++)
+		free(pv[v].pieces);
 	free(spans);
 	qstate_free(&st);
 	return rc;

@@ -904,6 +904,32 @@ fail:
 	return err;
 }
 
+/* The bytes of the scalar columns of n cells. */
+static size_t block_bytes(size_t n)
+{
+	return n * (sizeof(int64_t) * 2 + sizeof(uint64_t) * 4 + sizeof(uint32_t) * 3);
+}
+
+/* One allocation for every scalar column of n cells, the column pointers
+ * into it, and cell_count. 0 or -ENOMEM. */
+static int block_columns(rollup_block *b, size_t n)
+{
+	b->block = malloc(n ? block_bytes(n) : 1);
+	if (!b->block)
+		return -ENOMEM;
+	b->bucket = b->block;
+	b->cost = b->bucket + n;
+	b->count = (uint64_t *)(b->cost + n);
+	b->tokens_in = b->count + n;
+	b->tokens_out = b->tokens_in + n;
+	b->duration_sum = b->tokens_out + n;
+	b->group = (uint32_t *)(b->duration_sum + n);
+	b->duration_min = b->group + n;
+	b->duration_max = b->duration_min + n;
+	b->cell_count = (uint32_t)n;
+	return 0;
+}
+
 int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *groups,
 			uint32_t group_count, uint32_t user_limit, rollup_block *b)
 {
@@ -927,25 +953,13 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	}
 	CHECK(in.p == in.end);
 	size_t n = (size_t)cell_count;
-	/* One allocation for every scalar column (the columns are decoded
-	 * straight into them: no per-cell structure to fill). */
-	size_t bytes = n * (sizeof(int64_t) * 2 + sizeof(uint64_t) * 4 + sizeof(uint32_t) * 3);
-	b->block = malloc(bytes);
+	/* (The columns are decoded straight into the block: no per-cell
+	 * structure to fill.) */
 	u = malloc(sizeof(*u) * (n + 1));
-	if (!b->block || !u) {
+	if (block_columns(b, n) || !u) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	b->bucket = b->block;
-	b->cost = b->bucket + n;
-	b->count = (uint64_t *)(b->cost + n);
-	b->tokens_in = b->count + n;
-	b->tokens_out = b->tokens_in + n;
-	b->duration_sum = b->tokens_out + n;
-	b->group = (uint32_t *)(b->duration_sum + n);
-	b->duration_min = b->group + n;
-	b->duration_max = b->duration_min + n;
-	b->cell_count = (uint32_t)n;
 	CHECK(!codec_u64_decode(s[C_BUCKET].p, stream_size(&s[C_BUCKET]), u, n));
 	int64_t bucket = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -1025,7 +1039,7 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	memcpy(b->sketch_raw + b->hist_size, s[C_USERS].p, b->users_size);
 	memcpy(b->sketch_raw + b->hist_size + b->users_size, s[C_DENSE].p, b->dense_size);
 	b->user_limit = user_limit;
-	b->bytes = bytes + keep + (totals ? sizeof(uint64_t) * 3 * n : 0);
+	b->bytes = block_bytes(n) + keep + (totals ? sizeof(uint64_t) * 3 * n : 0);
 	free(u);
 	return 0;
 fail:
@@ -1151,4 +1165,245 @@ uint32_t rollup_block_lower_bound(const rollup_block *b, int64_t bucket)
 			hi = mid;
 	}
 	return lo;
+}
+
+/* ---- projections ------------------------------------------------------------------- */
+
+typedef struct proj_cell {
+	int64_t bucket;
+	int64_t cost;
+	uint64_t count, tokens_in, tokens_out, duration_sum;
+	uint64_t status_other[3];
+	uint32_t group, duration_min, duration_max;
+} proj_cell;
+
+/* The histograms of one bucket's projected cells, added up in dense
+ * accumulators (reused from bucket to bucket), then written out in index
+ * order: entries[dd_at[c], + dd_n[c]) are cell c's. */
+typedef struct proj_hist {
+	dd_acc *accs;     /* by cell - first cell of the bucket */
+	uint32_t acc_capacity;
+	uint64_t *entries;
+	uint32_t count, capacity;
+	uint32_t *dd_n, *dd_at; /* by cell */
+} proj_hist;
+
+static int proj_hist_flush(proj_hist *h, uint32_t first, uint32_t end)
+{
+	for (uint32_t c = first; c < end; c++) {
+		dd_acc *d = &h->accs[c - first];
+		h->dd_at[c] = h->count;
+		h->dd_n[c] = 0;
+		for (uint32_t i = d->lo; i < d->hi; i++) {
+			uint64_t n = d->counts[i - d->lo];
+			if (!n)
+				continue;
+			if (grow_for_one((void **)&h->entries, &h->capacity, h->count, 256, sizeof(*h->entries)))
+				return -ENOMEM;
+			h->entries[h->count++] = DD_ENTRY(i, n);
+			h->dd_n[c]++;
+			d->counts[i - d->lo] = 0;
+		}
+		d->total = 0;
+	}
+	return 0;
+}
+
+typedef struct proj_groups {
+	rollup_group *groups;
+	uint32_t count, capacity;
+	uint32_t *slots;
+	uint32_t mask;
+} proj_groups;
+
+static uint64_t proj_group_hash(const void *ctx, uint32_t i)
+{
+	return rollup_group_hash(&((const proj_groups *)ctx)->groups[i]);
+}
+
+/* The projected group of key (added when new), or -ENOMEM as < 0. */
+static int64_t proj_group_of(proj_groups *pg, const rollup_group *key)
+{
+	if ((!pg->mask || (pg->count + 1) * 2 > pg->mask + 1) &&
+	    index_rebuild(&pg->slots, &pg->mask, pg->mask ? (pg->mask + 1) * 2 : 16, pg->count, proj_group_hash, pg))
+		return -ENOMEM;
+	uint32_t k = (uint32_t)rollup_group_hash(key) & pg->mask;
+	while (pg->slots[k]) {
+		if (rollup_group_equal(&pg->groups[pg->slots[k] - 1], key))
+			return pg->slots[k] - 1;
+		k = (k + 1) & pg->mask;
+	}
+	if (grow_for_one((void **)&pg->groups, &pg->capacity, pg->count, 16, sizeof(*pg->groups)))
+		return -ENOMEM;
+	pg->groups[pg->count] = *key;
+	pg->slots[k] = ++pg->count;
+	return pg->count - 1;
+}
+
+int rollup_groups_project(const rollup_group *groups, uint32_t count, uint32_t code_mask, int keep_status,
+			  uint32_t **map, rollup_group **out, uint32_t *out_count)
+{
+	*map = malloc(sizeof(**map) * (count ? count : 1));
+	*out = NULL;
+	*out_count = 0;
+	if (!*map)
+		return -ENOMEM;
+	proj_groups pg = {0};
+	for (uint32_t g = 0; g < count; g++) {
+		if (groups[g].status == ROLLUP_STATUS_ALL) {
+			(*map)[g] = ROLLUP_NO_GROUP;
+			continue;
+		}
+		rollup_group key;
+		memset(&key, 0, sizeof(key));
+		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+			if (code_mask & (1u << c))
+				key.code[c] = groups[g].code[c];
+		key.status = keep_status ? groups[g].status : 0;
+		int64_t p = proj_group_of(&pg, &key);
+		if (p < 0) {
+			free(*map);
+			*map = NULL;
+			free(pg.groups);
+			free(pg.slots);
+			return (int)p;
+		}
+		(*map)[g] = (uint32_t)p;
+	}
+	free(pg.slots);
+	*out = pg.groups;
+	*out_count = pg.count;
+	return 0;
+}
+
+int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_block *out)
+{
+	memset(out, 0, sizeof(*out));
+	size_t n = src->cell_count;
+	proj_cell *cells = malloc(sizeof(*cells) * (n ? n : 1));
+	uint32_t *cell_of = NULL, *run_of = NULL; /* projected group -> its cell in the current bucket */
+	uint32_t cell_of_cap = 0;
+	proj_hist hist = {0};
+	hist.dd_n = malloc(sizeof(uint32_t) * (n ? n : 1));
+	hist.dd_at = malloc(sizeof(uint32_t) * (n ? n : 1));
+	int rc = cells && hist.dd_n && hist.dd_at ? 0 : -ENOMEM;
+	uint32_t m = 0, run = 0;
+	for (size_t i = 0; i < n && !rc;) {
+		size_t j = i;
+		while (j < n && src->bucket[j] == src->bucket[i])
+			j++;
+		run++;
+		uint32_t run_first = m;
+		for (size_t k = i; k < j && !rc; k++) {
+			uint32_t g = src->group[k];
+			const rollup_group *sg = &src->groups[g];
+			uint32_t p = map[g];
+			if (p == ROLLUP_NO_GROUP)
+				continue;
+			if (p >= cell_of_cap) {
+				uint32_t cap = cell_of_cap ? cell_of_cap * 2 : 64;
+				while (cap <= p)
+					cap *= 2;
+				uint32_t *a = realloc(cell_of, sizeof(*a) * cap), *b = a ? realloc(run_of, sizeof(*b) * cap) : NULL;
+				if (a)
+					cell_of = a;
+				if (!b) {
+					rc = -ENOMEM;
+					break;
+				}
+				run_of = b;
+				memset(run_of + cell_of_cap, 0, sizeof(*b) * (cap - cell_of_cap));
+				cell_of_cap = cap;
+			}
+			if (run_of[p] != run) {
+				if (m - run_first == hist.acc_capacity) {
+					uint32_t cap = hist.acc_capacity ? hist.acc_capacity * 2 : 16;
+					dd_acc *a = realloc(hist.accs, sizeof(*a) * cap);
+					if (!a) {
+						rc = -ENOMEM;
+						break;
+					}
+					memset(a + hist.acc_capacity, 0, sizeof(*a) * (cap - hist.acc_capacity));
+					hist.accs = a;
+					hist.acc_capacity = cap;
+				}
+				run_of[p] = run;
+				cell_of[p] = m;
+				cells[m] = (proj_cell){.bucket = src->bucket[k], .group = p,
+						       .duration_min = src->duration_min[k],
+						       .duration_max = src->duration_max[k]};
+				m++;
+			}
+			proj_cell *c = &cells[cell_of[p]];
+			c->count += src->count[k];
+			c->tokens_in += src->tokens_in[k];
+			c->tokens_out += src->tokens_out[k];
+			c->duration_sum += src->duration_sum[k];
+			c->cost = rollup_add_wrap(c->cost, src->cost[k]);
+			if (src->duration_min[k] < c->duration_min)
+				c->duration_min = src->duration_min[k];
+			if (src->duration_max[k] > c->duration_max)
+				c->duration_max = src->duration_max[k];
+			if (sg->status >= 1 && sg->status <= 3)
+				c->status_other[sg->status - 1] += src->count[k];
+			const uint32_t *ix = src->sketch_index;
+			uint32_t entries = ix[k], at = ix[n + k];
+			dd_acc *d = &hist.accs[cell_of[p] - run_first];
+			for (uint32_t e = 0; e < entries && !rc; e++) {
+				uint64_t entry = src->dd_arena[at + e];
+				rc = dd_acc_add(d, DD_ENTRY_INDEX(entry), DD_ENTRY_COUNT(entry));
+			}
+		}
+		if (!rc)
+			rc = proj_hist_flush(&hist, run_first, m);
+		i = j;
+	}
+	/* The columns, at their final size. */
+	size_t bytes = block_bytes(m);
+	if (!rc) {
+		rc = block_columns(out, m);
+		out->status_other = malloc(sizeof(uint64_t) * 3 * (m ? m : 1));
+		out->sketch_index = calloc(4 * (size_t)(m ? m : 1), sizeof(uint32_t));
+		out->dd_arena = malloc(sizeof(uint64_t) * (hist.count ? hist.count : 1));
+		if (rc || !out->status_other || !out->sketch_index || !out->dd_arena)
+			rc = -ENOMEM;
+	}
+	if (!rc) {
+		for (uint32_t c = 0; c < m; c++) {
+			const proj_cell *pc = &cells[c];
+			out->bucket[c] = pc->bucket;
+			out->cost[c] = pc->cost;
+			out->count[c] = pc->count;
+			out->tokens_in[c] = pc->tokens_in;
+			out->tokens_out[c] = pc->tokens_out;
+			out->duration_sum[c] = pc->duration_sum;
+			out->group[c] = pc->group;
+			out->duration_min[c] = pc->duration_min;
+			out->duration_max[c] = pc->duration_max;
+			memcpy(&out->status_other[3 * (size_t)c], pc->status_other, sizeof(pc->status_other));
+		}
+		uint32_t *ix = out->sketch_index;
+		for (uint32_t c = 0; c < m; c++) {
+			ix[c] = hist.dd_n[c];
+			ix[m + c] = hist.dd_at[c];
+		}
+		uint32_t w = hist.count;
+		if (w)
+			memcpy(out->dd_arena, hist.entries, sizeof(uint64_t) * w);
+		out->sketches = 1;
+		out->mixed_status = 1;
+		out->bytes = bytes + sizeof(uint64_t) * 3 * m + sizeof(uint32_t) * 4 * m + sizeof(uint64_t) * w;
+	} else {
+		rollup_block_free(out);
+	}
+	free(cells);
+	free(cell_of);
+	free(run_of);
+	for (uint32_t k = 0; k < hist.acc_capacity; k++)
+		dd_acc_free(&hist.accs[k]);
+	free(hist.accs);
+	free(hist.entries);
+	free(hist.dd_n);
+	free(hist.dd_at);
+	return rc;
 }

@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "codec.h"
 #include "rows.h"
@@ -87,6 +88,19 @@ typedef struct rollup_group {
 	uint32_t code[ROLLUP_GROUP_DIMS]; /* DIM_TYPE .. DIM_MODEL */
 	uint8_t status;
 } rollup_group;
+
+/* A group's hash and equality (for tables keyed by groups). */
+static inline uint64_t rollup_group_hash(const rollup_group *g)
+{
+	uint64_t h = g->status;
+	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+		h = rollup_mix64(h ^ ((uint64_t)g->code[c] << 8));
+	return h;
+}
+static inline int rollup_group_equal(const rollup_group *a, const rollup_group *b)
+{
+	return a->status == b->status && !memcmp(a->code, b->code, sizeof(a->code));
+}
 
 /* A histogram entry: count << 16 | dd index. */
 #define DD_ENTRY(index, count) (((uint64_t)(count) << 16) | (uint64_t)(index))
@@ -255,6 +269,7 @@ typedef struct rollup_block {
 	uint8_t *sketch_raw;     /* their columns, kept until then */
 	size_t hist_size, users_size, dense_size;
 	uint32_t user_limit;     /* user codes must be below this */
+	int mixed_status;        /* a projection (rollup_block_project): a cell's count by status is in status_other */
 } rollup_block;
 
 
@@ -278,5 +293,29 @@ void rollup_block_free(rollup_block *b);
 
 /* Index of the first cell with bucket >= bucket (cell_count if none). */
 uint32_t rollup_block_lower_bound(const rollup_block *b, int64_t bucket);
+
+/*
+ * A group table projected to fewer dimensions: groups that agree on the
+ * code slots in code_mask (bit c: code[c]) and, when keep_status, on the
+ * status become one group of *out (codes outside the mask and, without
+ * keep_status, the status are 0); (*map)[g] is group g's projected group,
+ * ROLLUP_NO_GROUP for the total group (ROLLUP_STATUS_ALL). Free both. 0 or
+ * -ENOMEM.
+ */
+#define ROLLUP_NO_GROUP UINT32_MAX
+int rollup_groups_project(const rollup_group *groups, uint32_t count, uint32_t code_mask, int keep_status,
+			  uint32_t **map, rollup_group **out, uint32_t *out_count);
+
+/*
+ * The projection of a block (scalars and sketches decoded) through a map of
+ * rollup_groups_project: its cells of one bucket and one projected group
+ * merged into one cell of that group. Counts, sums, minimum, maximum and
+ * histograms merge exactly; the count by status of each cell goes to
+ * status_other (out->mixed_status), as for total cells; total cells are
+ * left out. Users are not carried: a projection answers only queries that
+ * do not count distinct users. out has no group table of its own
+ * (groups NULL). 0 or -ENOMEM (nothing to free then).
+ */
+int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_block *out);
 
 #endif /* TALLY_ROLLUP_H */

@@ -2053,6 +2053,158 @@ Test(query, fresh_events_are_counted_at_once)
 	zones_free();
 }
 
+/* The answer to q equals the oracle's; returns the result for more checks. */
+static tally_result *expect_oracle(env *v, tenant *t, const tally_query *q, const char *when)
+{
+	tenant_seal(t);
+	rowset exp = {0};
+	tally_result *res = run_ok(v->store, t->name, q);
+	oracle_eval(t, q, &exp);
+	char msg[8192];
+	bool ok = result_matches(res, &exp, q, msg, sizeof(msg));
+	char desc[4096];
+	query_describe(t->name, q, desc, sizeof(desc));
+	cr_expect(ok, "%s: %s: %s", when, desc, msg);
+	free(exp.rows);
+	return res;
+}
+
+/* Description: a dashboard range ("from a whole day or hour until the end of
+ * this minute") is answered from rollup cells alone. A source (segment file
+ * section or memtable) with no event at or after `to` answers the last day
+ * from its day cells, not from the hours and minutes of its groups; one with
+ * an event after `to` in that day still answers exactly to the minute. Each
+ * step is checked against the oracle, and the minute cells read say which
+ * way the engine went. */
+Test(query, sources_ending_before_to_answer_the_last_day_from_coarse_cells)
+{
+	seed_init("sources_ending_before_to_answer_the_last_day_from_coarse_cells");
+	env v;
+	env_open(&v, "query-edges", NOW_US, 0);
+	tenant t;
+	tenant_init(&t, "edges", 0.2);
+	/* `to` is 30 minutes into an hour, two hours back: whole minutes of
+	 * that hour and whole hours of that day lie before it. */
+	const int64_t to = unit_floor(TZ_HOUR, NOW_US) - 2 * HOUR_US + 30 * MINUTE_US;
+	tenant_generate(&t, 2003, to - 3 * DAY_US, to - 1, NULL, 0);
+	t.gen[2000].time_us = to;               /* later, one by one */
+	t.gen[2001].time_us = to + MINUTE_US;
+	t.gen[2002].time_us = to - 1;
+	ingest_range(&v, &t, 0, 1000);
+	env_flush(&v);
+	ingest_range(&v, &t, 1000, 2000);       /* a file and a memtable, both before `to` */
+
+	tally_query day, agents;
+	memset(&day, 0, sizeof(day));
+	day.from_us = unit_floor(TZ_DAY, to) - 2 * DAY_US;
+	day.to_us = to;
+	day.bucket = TALLY_BUCKET_DAY;
+	day.distinct_users = true;
+	memset(&agents, 0, sizeof(agents));
+	agents.from_us = unit_floor(TZ_HOUR, to) - 2 * DAY_US;
+	agents.to_us = to;
+	agents.bucket = TALLY_BUCKET_NONE;
+	agents.group_by = 1u << TALLY_DIM_AGENT;
+	agents.quantile_count = 1;
+	agents.quantiles[0] = 0.95;
+
+	tally_result *res = expect_oracle(&v, &t, &day, "every source ends before to");
+	cr_expect_eq(res->cells_minute, 0, "no source read minute cells");
+	cr_expect_eq(res->raw_rows, 0);
+	tally_result_free(res);
+	res = expect_oracle(&v, &t, &agents, "every source ends before to");
+	cr_expect_eq(res->cells_minute, 0);
+	tally_result_free(res);
+
+	/* An event at `to` itself: the memtable now holds one the range must
+	 * leave out, so it answers to the minute. */
+	ingest_range(&v, &t, 2000, 2001);
+	res = expect_oracle(&v, &t, &day, "the memtable has an event at to");
+	cr_expect_gt(res->cells_minute, 0, "the memtable read its minutes");
+	tally_result_free(res);
+	res = expect_oracle(&v, &t, &agents, "the memtable has an event at to");
+	cr_expect_gt(res->cells_minute, 0);
+	tally_result_free(res);
+
+	/* The same from a segment file, with a later one beside it. */
+	ingest_range(&v, &t, 2001, 2002);
+	env_flush(&v);
+	res = expect_oracle(&v, &t, &day, "a file has events after to");
+	cr_expect_gt(res->cells_minute, 0);
+	tally_result_free(res);
+
+	/* A fresh memtable whose one event is just before `to`: it alone may
+	 * take its day cells (exact either way). */
+	ingest_range(&v, &t, 2002, 2003);
+	res = expect_oracle(&v, &t, &day, "a fresh memtable before to");
+	tally_result_free(res);
+	res = expect_oracle(&v, &t, &agents, "a fresh memtable before to");
+	tally_result_free(res);
+	/* A range whose start is not a whole day: the memtable and the last
+	 * file start after it, the first file does not. */
+	agents.from_us = to - 6 * HOUR_US - 30 * MINUTE_US;
+	res = expect_oracle(&v, &t, &agents, "from within a day");
+	tally_result_free(res);
+
+	tenant_free(&t);
+	env_close(&v);
+	zones_free();
+}
+
+/* Description: a query that groups by far fewer dimensions than a rollup
+ * group has merges a segment file's day cells projected to those
+ * dimensions (made once per chunk and cached): by agent it reads at most
+ * one cell per (day, agent) of the file, exactly as the oracle says,
+ * status counts and quantiles included. Counting distinct users needs the
+ * cells' users, so that query reads every cell. */
+Test(query, fewer_dimensions_merge_projected_cells)
+{
+	seed_init("fewer_dimensions_merge_projected_cells");
+	env v;
+	env_open(&v, "query-proj", NOW_US, 0);
+	tenant t;
+	tenant_init(&t, "proj", 0.2);
+	const int64_t to = unit_floor(TZ_DAY, NOW_US);
+	tenant_generate(&t, 3000, to - 4 * DAY_US, to - 1, NULL, 0);
+	ingest_range(&v, &t, 0, 3000);
+	env_flush(&v);
+
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = to - 4 * DAY_US;
+	q.to_us = to;
+	q.bucket = TALLY_BUCKET_DAY;
+	q.group_by = 1u << TALLY_DIM_AGENT;
+	q.quantile_count = 2;
+	q.quantiles[0] = 0.5;
+	q.quantiles[1] = 0.99;
+	tally_result *res = expect_oracle(&v, &t, &q, "by agent");
+	uint64_t projected = res->cells_day + res->cells_hour;
+	cr_expect_gt(projected, 0);
+	cr_expect_leq(projected, res->row_count, "one cell per (day, agent) row: %" PRIu64 " cells, %zu rows",
+		      projected, res->row_count);
+	tally_result_free(res);
+	/* Again: the cached projection gives the same answer. */
+	res = expect_oracle(&v, &t, &q, "by agent, cached");
+	cr_expect_eq(res->cells_day + res->cells_hour, projected);
+	tally_result_free(res);
+
+	q.group_by = (1u << TALLY_DIM_AGENT) | (1u << TALLY_DIM_STATUS);
+	res = expect_oracle(&v, &t, &q, "by agent and status");
+	cr_expect_leq(res->cells_day + res->cells_hour, res->row_count);
+	tally_result_free(res);
+
+	q.group_by = 1u << TALLY_DIM_AGENT;
+	q.distinct_users = true;
+	res = expect_oracle(&v, &t, &q, "by agent, distinct users");
+	cr_expect_gt(res->cells_day + res->cells_hour, projected, "every cell: users are not projected");
+	tally_result_free(res);
+
+	tenant_free(&t);
+	env_close(&v);
+	zones_free();
+}
+
 /* ---- restart and crash ------------------------------------------------------------------- */
 
 typedef struct snapshot {
