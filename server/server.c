@@ -635,6 +635,15 @@ static void on_worker_done(server *s)
 	}
 }
 
+/* Wakes the loop's read of eventfd fd. A write only fails if the counter
+ * would overflow, which leaves it readable anyway. */
+static void eventfd_signal(int fd)
+{
+	uint64_t one = 1;
+	ssize_t w = write(fd, &one, sizeof(one));
+	(void)w;
+}
+
 /* ---- the committer thread ----------------------------------------------- */
 
 static void *committer_main(void *arg)
@@ -656,9 +665,7 @@ static void *committer_main(void *arg)
 		done = lsn;
 		if (rc && !s->commit_error)
 			s->commit_error = rc;
-		uint64_t one = 1;
-		ssize_t w = write(s->commit_fd, &one, sizeof(one));
-		(void)w; /* only fails if the counter would overflow */
+		eventfd_signal(s->commit_fd);
 	}
 	pthread_mutex_unlock(&s->commit_lock);
 	return NULL;
@@ -684,9 +691,7 @@ static void *submitter_main(void *arg)
 		s->submit_rc = rc;
 		s->submit_lsn = lsn;
 		s->submit_go = false;
-		uint64_t one = 1;
-		ssize_t w = write(s->submit_fd, &one, sizeof(one));
-		(void)w; /* only fails if the counter would overflow */
+		eventfd_signal(s->submit_fd);
 	}
 	pthread_mutex_unlock(&s->submit_lock);
 	return NULL;
@@ -896,9 +901,7 @@ uint16_t server_metrics_port(const server *s) { return s->metrics ? metrics_port
 
 void server_stop(server *s)
 {
-	uint64_t one = 1;
-	ssize_t w = write(s->stop_fd, &one, sizeof(one));
-	(void)w;
+	eventfd_signal(s->stop_fd); /* one write(2): async-signal-safe */
 }
 
 /* Whether a stopping server has nothing left to finish. */

@@ -226,6 +226,17 @@ static segment_file *open_segment(uint64_t file_id)
 	return f;
 }
 
+/* Block `column` of the first row group of file_id, which must not be
+ * packed (one block per column: initech's, in build_store). */
+static seg_block unpacked_block(uint64_t file_id, int column)
+{
+	segment_file *f = open_segment(file_id);
+	cr_assert_eq(f->rowgroups[0].packed, 0);
+	seg_block b = f->blocks[f->rowgroups[0].first_block + column];
+	segment_file_close(f);
+	return b;
+}
+
 static void segment_path(char *path, size_t size, uint64_t file_id)
 {
 	char name[64];
@@ -700,11 +711,8 @@ Test(inspect, verify_names_each_bad_block_of_one_row_group_once)
 	build_store();
 	uint64_t ids[2];
 	manifest_file_ids(ids, NULL);
-	segment_file *f = open_segment(ids[1]); /* initech: one block per column */
-	cr_assert_eq(f->rowgroups[0].packed, 0);
-	seg_block id_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_EVENT_ID];
-	seg_block user_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_USER];
-	segment_file_close(f);
+	seg_block id_block = unpacked_block(ids[1], TALLY_COL_EVENT_ID);
+	seg_block user_block = unpacked_block(ids[1], TALLY_COL_USER);
 	char path[512];
 	segment_path(path, sizeof(path), ids[1]);
 	flip_byte(path, id_block.offset);
@@ -808,10 +816,7 @@ Test(inspect, verify_names_a_damaged_type_column_once_not_the_scalars_encoded_ag
 	build_store();
 	uint64_t ids[2];
 	manifest_file_ids(ids, NULL);
-	segment_file *f = open_segment(ids[1]); /* initech: one block per column */
-	cr_assert_eq(f->rowgroups[0].packed, 0);
-	seg_block type_block = f->blocks[f->rowgroups[0].first_block + TALLY_COL_TYPE];
-	segment_file_close(f);
+	seg_block type_block = unpacked_block(ids[1], TALLY_COL_TYPE);
 	char path[512];
 	segment_path(path, sizeof(path), ids[1]);
 	flip_byte(path, type_block.offset);

@@ -26,16 +26,24 @@ static int64_t base_time(void)
 	return now - now % HOUR_US - 2 * HOUR_US;
 }
 
+/* The batch of harness events prefix-from .. prefix-(to - 1), in b (free
+ * it after use of *m). */
+static void batch_of_range(builder *b, Tally__V1__IngestBatch *m, const char *prefix, int from, int to,
+			   int64_t base)
+{
+	builder_init(b);
+	for (int i = from; i < to; i++) {
+		tally_client_event e = harness_event(prefix, i, base);
+		cr_assert_eq(builder_add(b, &e), 0);
+	}
+	cr_assert_eq(builder_message(b, m), 0);
+}
+
 static tally_ingest_ack ingest_range(tally_client *c, const char *prefix, int from, int to, int64_t base)
 {
 	builder b;
-	builder_init(&b);
-	for (int i = from; i < to; i++) {
-		tally_client_event e = harness_event(prefix, i, base);
-		cr_assert_eq(builder_add(&b, &e), 0);
-	}
 	Tally__V1__IngestBatch m;
-	cr_assert_eq(builder_message(&b, &m), 0);
+	batch_of_range(&b, &m, prefix, from, to, base);
 	tally_ingest_ack ack;
 	int rc = tally_client_ingest(c, &m, &ack);
 	cr_assert_eq(rc, 0, "ingest: %s %s", tally_client_strerror(rc), tally_client_last_error(c)->message);
@@ -720,13 +728,8 @@ static void hold_first_group(void *arg)
 static void ingest_send_range(tally_client *c, const char *prefix, int from, int to, int64_t base)
 {
 	builder b;
-	builder_init(&b);
-	for (int i = from; i < to; i++) {
-		tally_client_event e = harness_event(prefix, i, base);
-		cr_assert_eq(builder_add(&b, &e), 0);
-	}
 	Tally__V1__IngestBatch m;
-	cr_assert_eq(builder_message(&b, &m), 0);
+	batch_of_range(&b, &m, prefix, from, to, base);
 	uint64_t id;
 	cr_assert_eq(tally_client_ingest_send(c, &m, &id), 0);
 	builder_free(&b);
