@@ -1279,19 +1279,14 @@ int rollup_groups_project(const rollup_group *groups, uint32_t count, uint32_t c
 
 /* ---- live projections ------------------------------------------------------------- */
 
-/* Adds cell c of the source (a group of status `status`) to cell d. */
-static int cell_merge(rollup *r, rollup_cell *d, const rollup_cell *c, uint8_t status)
+/* Adds cell c of the source (a group of status `status`) to cell d, all
+ * but the histogram (the caller adds it). */
+static void cell_merge_scalars(rollup_cell *d, const rollup_cell *c, uint8_t status)
 {
 	if (d->count == 0 || c->duration_min < d->duration_min)
 		d->duration_min = c->duration_min;
 	if (c->duration_max > d->duration_max)
 		d->duration_max = c->duration_max;
-	const uint64_t *dd = cell_dd(c);
-	for (uint32_t k = 0; k < c->dd_count; k++) {
-		int rc = cell_dd_add(r, d, DD_ENTRY_INDEX(dd[k]), DD_ENTRY_COUNT(dd[k]));
-		if (rc)
-			return rc;
-	}
 	d->count += c->count;
 	d->tokens_in += c->tokens_in;
 	d->tokens_out += c->tokens_out;
@@ -1299,9 +1294,39 @@ static int cell_merge(rollup *r, rollup_cell *d, const rollup_cell *c, uint8_t s
 	d->cost = rollup_add_wrap(d->cost, c->cost);
 	if (status != TALLY_STATUS_OK)
 		d->status_other[status - 1] += c->count;
+}
+
+/* Writes acc's non-zero counts as cell c's histogram (c has none yet),
+ * with the capacity cell_dd_add expects: the next power of two. */
+static int cell_dd_set(rollup *r, rollup_cell *c, const dd_acc *acc)
+{
+	uint32_t n = 0;
+	for (uint32_t i = acc->lo; i < acc->hi; i++)
+		n += acc->counts[i - acc->lo] != 0;
+	uint64_t *a = &c->dd.one;
+	if (n > 1) {
+		uint32_t capacity = 2;
+		while (capacity < n)
+			capacity *= 2;
+		if (!(a = malloc(sizeof(*a) * capacity)))
+			return -ENOMEM;
+		r->bytes += sizeof(*a) * capacity;
+		c->dd.many = a;
+	}
+	uint32_t k = 0;
+	for (uint32_t i = acc->lo; i < acc->hi; i++)
+		if (acc->counts[i - acc->lo])
+			a[k++] = DD_ENTRY(i, acc->counts[i - acc->lo]);
+	c->dd_count = n;
 	return 0;
 }
 
+/*
+ * Every source day cell goes to its projected cell: scalars at once, the
+ * histogram entries into a dense accumulator per projected cell (one add
+ * each, where merging sorted entry lists cell by cell cost a search and a
+ * move per entry), written out at the end.
+ */
 int rollup_projection_init(rollup_projection *p, const rollup *src, uint32_t code_mask, int keep_status)
 {
 	memset(p, 0, sizeof(*p));
@@ -1318,14 +1343,34 @@ int rollup_projection_init(rollup_projection *p, const rollup *src, uint32_t cod
 	for (uint32_t g = 0; g < count && !rc; g++)
 		rc = group_get(&p->cells, &groups[g], &group);
 	const rollup_res_cells *day = &src->res[RES_DAY];
+	dd_acc *accs = NULL; /* by projected cell */
+	uint32_t acc_capacity = 0;
 	for (uint32_t i = 0; i < day->count && !rc; i++) {
 		const rollup_cell *c = &day->cells[i];
 		if (map[c->group] == ROLLUP_NO_GROUP) /* the total */
 			continue;
 		rollup_cell *d;
-		if (!(rc = cell_get(&p->cells, RES_DAY, c->bucket, map[c->group], &d)))
-			rc = cell_merge(&p->cells, d, c, src->groups[c->group].status);
+		if ((rc = cell_get(&p->cells, RES_DAY, c->bucket, map[c->group], &d)))
+			break;
+		cell_merge_scalars(d, c, src->groups[c->group].status);
+		uint32_t at = (uint32_t)(d - p->cells.res[RES_DAY].cells), had = acc_capacity;
+		if (at >= acc_capacity) {
+			if (grow_for_one((void **)&accs, &acc_capacity, at, 16, sizeof(*accs))) {
+				rc = -ENOMEM;
+				break;
+			}
+			memset(accs + had, 0, sizeof(*accs) * (acc_capacity - had));
+		}
+		const uint64_t *dd = cell_dd(c);
+		for (uint32_t k = 0; k < c->dd_count && !rc; k++)
+			rc = dd_acc_add(&accs[at], DD_ENTRY_INDEX(dd[k]), DD_ENTRY_COUNT(dd[k]));
 	}
+	rollup_res_cells *out = &p->cells.res[RES_DAY];
+	for (uint32_t i = 0; i < out->count && !rc; i++)
+		rc = cell_dd_set(&p->cells, &out->cells[i], &accs[i]);
+	for (uint32_t i = 0; i < acc_capacity; i++)
+		dd_acc_free(&accs[i]);
+	free(accs);
 	free(map);
 	free(groups);
 	if (rc)
