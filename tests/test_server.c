@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "latency.h"
+#include "server_internal.h"
 #include "support/server_harness.h"
 #include "support/threads.h"
 
@@ -787,4 +788,120 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	harness_finish(&h);
 	sem_destroy(&hold.entered);
 	sem_destroy(&hold.release);
+}
+
+static uint64_t durable_lsn(tally_client *admin)
+{
+	Tally__V1__Stats *st;
+	cr_assert_eq(tally_client_stats(admin, &st), 0);
+	uint64_t lsn = st->durable_lsn;
+	tally__v1__stats__free_unpacked(st, NULL);
+	return lsn;
+}
+
+/* The hook of a_group_goes_in_calls...: holds the first group as
+ * hold_first_group does, and records the event count of every batch of
+ * every group (the submitter owns the group while the hook runs). */
+typedef struct group_log {
+	submit_hold hold;
+	harness *h;
+	pthread_mutex_t lock;
+	uint32_t sizes[64];
+	uint32_t group_of[64];
+	uint32_t count, groups;
+} group_log;
+
+static void log_groups(void *arg)
+{
+	group_log *g = arg;
+	const server *srv = g->h->server;
+	pthread_mutex_lock(&g->lock);
+	for (size_t i = 0; i < srv->submitting.len && g->count < 64; i++) {
+		g->sizes[g->count] = (uint32_t)srv->submit_batches[i].count;
+		g->group_of[g->count++] = g->groups;
+	}
+	g->groups++;
+	pthread_mutex_unlock(&g->lock);
+	hold_first_group(&g->hold);
+}
+
+/* Description: a group goes into the engine in calls of whole batches of
+ * at most SUBMIT_CALL_EVENTS (128) events, or one bigger batch: one WAL
+ * record each, so that a query waits for the store lock behind one call,
+ * not behind a group that piled up while the submitter was busy. Eleven
+ * batches (100, 100, 28, 200 and seven of 20 events) are sent while a
+ * first group is held in the engine's place; the WAL records written equal
+ * the calls that rule makes of the groups the submitter got (gathered into
+ * one group: [100] [100 28] [200] [20 x 6] [20], five), and every batch is
+ * acknowledged, every event counted. */
+Test(server, a_group_goes_in_calls_of_at_most_submit_call_events)
+{
+	_Static_assert(SUBMIT_CALL_EVENTS == 128, "the batch sizes below are chosen for 128");
+	harness h;
+	group_log log;
+	memset(&log, 0, sizeof(log));
+	log.h = &h;
+	cr_assert_eq(pthread_mutex_init(&log.lock, NULL), 0);
+	cr_assert_eq(sem_init(&log.hold.entered, 0, 0), 0);
+	cr_assert_eq(sem_init(&log.hold.release, 0, 0), 0);
+	harness_init(&h, "srv-calls");
+	h.submit_hook = log_groups;
+	h.submit_hook_arg = &log;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *a = harness_connect(&h, key), *b = harness_connect(&h, key);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	uint64_t lsn0 = durable_lsn(admin);
+
+	ingest_send_range(a, "held", 0, 10, base);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HOLD_TIMEOUT_S;
+	cr_assert_eq(sem_timedwait(&log.hold.entered, &until), 0, "the first group never reached the engine");
+	static const int sizes[] = {100, 100, 28, 200, 20, 20, 20, 20, 20, 20, 20};
+	const int batches = (int)(sizeof(sizes) / sizeof(sizes[0]));
+	int events = 0;
+	for (int k = 0; k < batches; k++) {
+		ingest_send_range(b, "grouped", events, events + sizes[k], base);
+		events += sizes[k];
+	}
+	cr_expect_eq(tally_client_ping(admin, "x", 1), 0);
+	sem_post(&log.hold.release);
+
+	tally_ingest_ack ack;
+	cr_assert_eq(tally_client_ingest_recv(a, &ack), 0);
+	cr_expect_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	for (int k = 0; k < batches; k++) {
+		cr_assert_eq(tally_client_ingest_recv(b, &ack), 0);
+		cr_expect_eq(ack.accepted, (uint64_t)sizes[k], "batch %d", k);
+		tally_ingest_ack_free(&ack);
+	}
+	/* The calls the rule makes of each group, as the submitter got them. */
+	pthread_mutex_lock(&log.lock);
+	cr_assert_eq(log.count, 1 + batches, "every batch went to the submitter once");
+	uint64_t calls = 0, in_call = 0;
+	for (uint32_t i = 0; i < log.count; i++) {
+		if (i == 0 || log.group_of[i] != log.group_of[i - 1] || in_call + log.sizes[i] > SUBMIT_CALL_EVENTS) {
+			calls++;
+			in_call = 0;
+		}
+		in_call += log.sizes[i];
+	}
+	if (log.groups == 2) /* the usual case: all eleven read while the first was held */
+		cr_expect_eq(calls, 1 + 5);
+	pthread_mutex_unlock(&log.lock);
+	cr_expect_eq(durable_lsn(admin) - lsn0, calls, "one WAL record per call");
+	cr_expect_eq(count_events(b, "acme", base, base + HOUR_US), 10 + events);
+	cr_expect_not(atomic_load(&log.hold.timed_out));
+
+	tally_client_close(a);
+	tally_client_close(b);
+	tally_client_close(admin);
+	harness_finish(&h);
+	sem_destroy(&log.hold.entered);
+	sem_destroy(&log.hold.release);
+	pthread_mutex_destroy(&log.lock);
 }
