@@ -244,7 +244,7 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 		lo = c.cursor_time;
 	int rc = 0;
 	uint64_t rows_read = 0;
-	store_lock_for_read(s);
+	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	int64_t window = TALLY_US_PER_SECOND * 3600;
 	while (t && lo < req->to_us && !rc) {

@@ -1942,7 +1942,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		tz_free(zone);
 	if (rc)
 		goto done;
-	store_lock_for_read(s);
+	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
 		store_tenant_watch(s, t); /* the rollup thread keeps its memtable rollup current */

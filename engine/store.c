@@ -80,7 +80,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -957,20 +956,6 @@ static int batch_check(const tally_batch *b)
 	return 0;
 }
 
-void store_lock_for_ingest(tally_store *s, uint32_t yield_us_max)
-{
-	if (atomic_load_explicit(&s->readers_waiting, memory_order_relaxed)) {
-		struct timespec t0, t;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		do {
-			sched_yield();
-			clock_gettime(CLOCK_MONOTONIC, &t);
-		} while (atomic_load_explicit(&s->readers_waiting, memory_order_relaxed) &&
-			 (t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 < yield_us_max);
-	}
-	pthread_mutex_lock(&s->lock);
-}
-
 /*
  * Dedups and applies one checked batch (lock held) and appends its WAL
  * payload (type 1 form) to s->batch_record when it accepted anything.
@@ -1083,7 +1068,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	}
 	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
 
-	store_lock_for_ingest(s, INGEST_YIELD_US_MAX);
+	pthread_mutex_lock(&s->lock);
 	if ((rc = probe_rc))
 		goto history_failed;
 	while (!s->sticky && !s->closing && s->options.background && s->frozen &&

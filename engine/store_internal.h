@@ -7,7 +7,6 @@
 #define TALLY_STORE_INTERNAL_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include "changes.h"
 #include "dedup.h"
@@ -54,7 +53,6 @@ struct tally_store {
 	int lock_fd;
 
 	pthread_mutex_t lock;
-	atomic_uint readers_waiting; /* queries and listings waiting for lock (store_lock_for_read) */
 	pthread_cond_t flushed; /* a flush completed (backpressure waiters) */
 	pthread_mutex_t maintenance;
 
@@ -113,30 +111,6 @@ struct tally_store {
 	char errmsg[TALLY_ERRMSG_SIZE];
 };
 
-
-/*
- * The store lock for a query or a listing: counted in readers_waiting
- * while it waits, so that ingest lets it in first (store.c,
- * store_lock_for_ingest).
- */
-static inline void store_lock_for_read(tally_store *s)
-{
-	atomic_fetch_add_explicit(&s->readers_waiting, 1, memory_order_relaxed);
-	pthread_mutex_lock(&s->lock);
-	atomic_fetch_sub_explicit(&s->readers_waiting, 1, memory_order_relaxed);
-}
-
-/*
- * The store lock for an ingest call, after the queries and listings that
- * wait for it. A mutex lets in whoever asks first once it is free, and a
- * producer with its next call ready asks within a microsecond of its
- * unlock, long before a woken query thread runs: without this, a dashboard
- * query could wait behind call after call. While readers wait, ingest
- * yields the CPU, for at most yield_us_max (INGEST_YIELD_US_MAX), so a
- * stream of queries delays ingest but cannot stop it (docs/benchmarks.md,
- * fourteenth measurement).
- */
-void store_lock_for_ingest(tally_store *s, uint32_t yield_us_max);
 
 /* Under s->lock: the tenant named `name`, or NULL. */
 tenant *store_tenant_find(tally_store *s, const char *name);

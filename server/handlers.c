@@ -11,8 +11,7 @@
  * Ingest: a decoded batch waits in the pass queue until the end of the
  * loop pass, when every batch waiting there goes to the submitter thread
  * as one group (unless it still holds the previous one), which puts them
- * into the engine with tally_ingest_submit_many, in calls of at most
- * SUBMIT_CALL_EVENTS events (one WAL record and one store lock hold each); then
+ * into the engine with one tally_ingest_submit_many (one WAL record); then
  * it waits in the ack queue until the committer reports its LSN durable,
  * and only then is its IngestAck sent. If the WAL write or fsync fails, the waiting batches get
  * INTERNAL and nothing of them is acknowledged.
@@ -352,7 +351,6 @@ void handlers_submit_pass(server *s)
 	if (rc) { /* answered at once, as the engine's refusal would be */
 		pthread_mutex_lock(&s->submit_lock);
 		s->submit_rc = rc;
-		s->submit_failed_from = 0;
 		s->submit_lsn = 0;
 		pthread_mutex_unlock(&s->submit_lock);
 		handlers_submit_done(s);
@@ -370,41 +368,16 @@ void handlers_submit_pass(server *s)
 	pthread_mutex_unlock(&s->submit_lock);
 }
 
-/*
- * On the submitter: the group into the engine, in calls of whole batches
- * holding at most SUBMIT_CALL_EVENTS events (or one batch), each call one
- * WAL record and one hold of the store lock, so that a query waits at most
- * one call's hold. *lsn is the last record's; on an engine error, the
- * batches from *failed_from on are those it refused (the earlier calls
- * went in, and are acknowledged once durable).
- */
-int handlers_submit_group(server *s, uint64_t *lsn, size_t *failed_from)
+int handlers_submit_group(server *s, uint64_t *lsn)
 {
 	*lsn = 0;
-	size_t n = s->submitting.len;
-	tally_batch *b = s->submit_batches;
-	for (size_t first = 0, end; first < n; first = end) {
-		uint64_t events = b[first].count;
-		for (end = first + 1; end < n && events + b[end].count <= SUBMIT_CALL_EVENTS; end++)
-			events += b[end].count;
-		uint64_t call_lsn = 0;
-		int rc = tally_ingest_submit_many(s->store, b + first, end - first, &call_lsn);
-		if (rc) {
-			*failed_from = first;
-			return rc;
-		}
-		if (call_lsn > *lsn)
-			*lsn = call_lsn;
-	}
-	*failed_from = n;
-	return 0;
+	return tally_ingest_submit_many(s->store, s->submit_batches, s->submitting.len, lsn);
 }
 
 void handlers_submit_done(server *s)
 {
 	pthread_mutex_lock(&s->submit_lock);
-	int group_rc = s->submit_rc;
-	size_t failed_from = s->submit_failed_from;
+	int rc = s->submit_rc;
 	uint64_t lsn = s->submit_lsn;
 	pthread_mutex_unlock(&s->submit_lock);
 	s->submit_busy = false;
@@ -420,7 +393,6 @@ void handlers_submit_done(server *s)
 		p.events = NULL;
 		conn *c = &s->conns[p.slot];
 		bool live = c->fd >= 0 && c->gen == p.gen && !c->close_submitted;
-		int rc = i >= failed_from ? group_rc : 0;
 		int status = rc ? rc : batches[i].status;
 		if (status) {
 			if (live) {

@@ -686,11 +686,9 @@ static void *submitter_main(void *arg)
 		if (s->submit_hook)
 			s->submit_hook(s->submit_hook_arg);
 		uint64_t lsn;
-		size_t failed_from;
-		int rc = handlers_submit_group(s, &lsn, &failed_from);
+		int rc = handlers_submit_group(s, &lsn);
 		pthread_mutex_lock(&s->submit_lock);
 		s->submit_rc = rc;
-		s->submit_failed_from = failed_from;
 		s->submit_lsn = lsn;
 		s->submit_go = false;
 		eventfd_signal(s->submit_fd);

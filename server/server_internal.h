@@ -54,10 +54,6 @@
 #define TENANTS_SAVE_INTERVAL_US (INT64_C(1000000))
 /* retry_after_ms suggested with UNAVAILABLE. */
 #define RETRY_AFTER_MS 100
-/* Events per engine call of a submitted group (at least one whole batch):
- * each call holds the store lock, which queries wait for, about 1 us per
- * event (server/README.md, "One pass of the loop"). */
-#define SUBMIT_CALL_EVENTS 128u
 
 /* io_uring user_data: kind in the top 8 bits, conn slot and generation below. */
 enum op_kind {
@@ -176,8 +172,7 @@ struct server {
 	bool submit_go;             /* under submit_lock: a group was handed over */
 	bool submit_stop;           /* under submit_lock */
 	int submit_rc;              /* under submit_lock: the engine's return */
-	size_t submit_failed_from;  /* under submit_lock: submit_rc is that of batches from here on */
-	uint64_t submit_lsn;        /* under submit_lock: the last WAL record of the group */
+	uint64_t submit_lsn;        /* under submit_lock: its WAL record */
 	void (*submit_hook)(void *arg); /* tests: runs on the submitter before each group */
 	void *submit_hook_arg;
 
@@ -230,7 +225,7 @@ void handlers_submit_pass(server *s);
  * out; then the next group is handed over. */
 void handlers_submit_done(server *s);
 /* Runs on the submitter: the engine's ingest of the group. */
-int handlers_submit_group(server *s, uint64_t *lsn, size_t *failed_from);
+int handlers_submit_group(server *s, uint64_t *lsn);
 /* Sends the acks whose commit is durable; fails them if the WAL failed. */
 void handlers_ack_durable(server *s);
 /* A framed response in a malloc-ed buffer (for worker threads); over the

@@ -17,7 +17,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "store_internal.h"
 #include "support/fault_io.h"
 #include "support/threads.h"
 #include "tally.h"
@@ -101,11 +100,11 @@ static int collect(void *ctx, const tally_event *e)
 	return 0;
 }
 
-static collected scan_all(tally_store *s, const char *tenant_name)
+static collected scan_all(tally_store *s, const char *tenant)
 {
 	collected c;
 	memset(&c, 0, sizeof(c));
-	int rc = tally_scan(s, tenant_name, 0, INT64_MAX, collect, &c);
+	int rc = tally_scan(s, tenant, 0, INT64_MAX, collect, &c);
 	cr_assert_eq(rc, 0, "scan: %s", tally_strerror(rc));
 	return c;
 }
@@ -647,73 +646,5 @@ Test(store, background_worker_runs_at_a_lower_priority)
 	cr_expect_eq(flush_nice, expected);
 	cr_expect_eq(thread_nice("tally-rollup"), base);
 	cr_expect_eq(thread_nice("tally-wal"), base);
-	cr_assert_eq(tally_store_close(s), 0);
-}
-
-/* A query run on a thread of its own: the store lock is taken through
- * store_lock_for_read, counted while it waits. */
-typedef struct reader {
-	tally_store *s;
-	pthread_t thread;
-	int rc;
-	uint64_t count;
-} reader;
-
-static void *reader_main(void *arg)
-{
-	reader *r = arg;
-	tally_query q;
-	memset(&q, 0, sizeof(q));
-	q.from_us = NOW_US - 60 * MINUTE_US;
-	q.to_us = NOW_US + MINUTE_US;
-	q.bucket = TALLY_BUCKET_NONE;
-	tally_result *res = NULL;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	r->rc = tally_query_run(r->s, "acme", &q, &res, err);
-	if (!r->rc)
-		r->count = res->row_count ? res->rows[0].count : 0;
-	tally_result_free(res);
-	return NULL;
-}
-
-/* Description: a query waiting for the store lock gets it before the next
- * ingest call, even when that call comes from the thread that just let the
- * lock go (a mutex would let that thread straight back in): ingest yields
- * while a reader waits, and takes the lock once none does. With a reader
- * counted that never comes, ingest waits its bound and goes on. */
-Test(store, a_waiting_query_takes_the_store_lock_before_the_next_ingest)
-{
-	tally_store *s = open_store(0);
-	tally_event e = make_event("first", NOW_US - MINUTE_US, 10);
-	tally_ingest_result result;
-	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &result), 0);
-
-	pthread_mutex_lock(&s->lock); /* an ingest call in progress */
-	reader r = {.s = s};
-	cr_assert_eq(pthread_create(&r.thread, NULL, reader_main, &r), 0);
-	for (int i = 0; i < 5000 && !atomic_load(&s->readers_waiting); i++)
-		usleep(1000);
-	cr_assert_eq(atomic_load(&s->readers_waiting), 1, "the query waits for the lock");
-	pthread_mutex_unlock(&s->lock);
-	store_lock_for_ingest(s, 10u * 1000 * 1000); /* the next call, at once */
-	cr_expect_eq(atomic_load(&s->readers_waiting), 0, "the query had the lock first");
-	pthread_mutex_unlock(&s->lock);
-	pthread_join(r.thread, NULL);
-	cr_expect_eq(r.rc, 0);
-	cr_expect_eq(r.count, 1);
-
-	/* A reader counted but never coming: ingest waits its bound, no more. */
-	atomic_store(&s->readers_waiting, 1);
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	store_lock_for_ingest(s, 20000);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	pthread_mutex_unlock(&s->lock);
-	atomic_store(&s->readers_waiting, 0);
-	int64_t waited_us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
-	cr_expect_geq(waited_us, 20000, "ingest yielded for its bound (%" PRId64 " us)", waited_us);
-	e = make_event("second", NOW_US - MINUTE_US, 10);
-	cr_expect_eq(tally_ingest(s, "acme", &e, 1, &result), 0);
-	cr_expect_eq(result.code, TALLY_ACCEPTED);
 	cr_assert_eq(tally_store_close(s), 0);
 }
