@@ -233,14 +233,14 @@ int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n)
 	return 0;
 }
 
-const rollup *memtable_projection(memtable *m, uint32_t code_mask, int keep_status)
+const rollup *memtable_projection(memtable *m, uint32_t code_mask, int keep_status, int make)
 {
 	if (m->rollup_failed)
 		return NULL;
 	for (uint32_t j = 0; j < m->proj_count; j++)
 		if (m->proj[j].code_mask == code_mask && m->proj[j].keep_status == keep_status)
 			return &m->proj[j].cells;
-	if (m->proj_count == MEMTABLE_PROJECTIONS_MAX ||
+	if (!make || m->proj_count == MEMTABLE_PROJECTIONS_MAX ||
 	    rollup_projection_init(&m->proj[m->proj_count], &m->rollup, code_mask, keep_status))
 		return NULL;
 	return &m->proj[m->proj_count++].cells;

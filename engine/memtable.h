@@ -98,13 +98,14 @@ void memtable_event(const memtable *m, uint32_t i, tally_event *event, char *id_
 
 /*
  * Under rollup_lock: the live projection of the rollup's day cells to
- * code_mask and keep_status (rollup_projection), made from the cells of
- * rows [0, rolled) when there is none yet and fewer than
- * MEMTABLE_PROJECTIONS_MAX; memtable_rollup_apply keeps it current. NULL
- * when the rollup failed, the memtable has its maximum of other
- * projections, or memory ran out making it (the caller reads the rollup).
+ * code_mask and keep_status (rollup_projection); when there is none yet,
+ * made (if `make`, and the memtable has fewer than
+ * MEMTABLE_PROJECTIONS_MAX) from the cells of rows [0, rolled).
+ * memtable_rollup_apply keeps it current. NULL when the rollup failed,
+ * there is none and none was made, or memory ran out making it (the
+ * caller reads the rollup).
  */
-const rollup *memtable_projection(memtable *m, uint32_t code_mask, int keep_status);
+const rollup *memtable_projection(memtable *m, uint32_t code_mask, int keep_status, int make);
 
 /* Under rollup_lock: the bytes of the rollup and its projections. */
 size_t memtable_rollup_bytes(const memtable *m);

@@ -2214,7 +2214,8 @@ Test(query, fewer_dimensions_merge_projected_cells)
 
 /* Description: a memtable asked by fewer dimensions than its groups have
  * keeps a live projection of its day cells (one cell per day and key), made
- * by the first such query and kept current as rows roll in: each answer,
+ * by the first such query that asks for quantiles (a query without them
+ * makes none, but uses one made) and kept current as rows roll in: each answer,
  * before and after more ingest, equals the oracle's; the projected answer
  * merges at most one day cell per row; a fifth key set (past
  * MEMTABLE_PROJECTIONS_MAX) and a query counting distinct users read the
@@ -2242,6 +2243,17 @@ Test(query, memtable_projections_stay_exact_as_rows_roll_in)
 	char when[128];
 	for (int step = 0; step < 4; step++) {
 		ingest_range(&v, &t, (size_t)step * 1000, (size_t)(step + 1) * 1000);
+		/* By agent without quantiles: makes no projection, uses one made. */
+		q.group_by = group_by[0];
+		q.quantile_count = 0;
+		snprintf(when, sizeof(when), "after %d events, by agent, no quantiles", (step + 1) * 1000);
+		tally_result *plain = expect_oracle(&v, &t, &q, when);
+		if (step == 0)
+			cr_expect_gt(plain->cells_day, plain->row_count, "%s: not made for this query", when);
+		else
+			cr_expect_leq(plain->cells_day, plain->row_count, "%s: the one made since", when);
+		tally_result_free(plain);
+		q.quantile_count = 2;
 		for (int k = 0; k < MEMTABLE_PROJECTIONS_MAX; k++) {
 			q.group_by = group_by[k];
 			q.filter_count = k == 2;
