@@ -222,8 +222,6 @@ int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n)
 		return m->rollup_failed;
 	for (uint32_t k = 0; k < n; k++) {
 		int rc = rollup_add(&m->rollup, &events[k]);
-		for (uint32_t j = 0; j < m->proj_count && !rc; j++)
-			rc = rollup_projection_add(&m->proj[j], &events[k]);
 		if (rc) {
 			m->rollup_failed = rc; /* the row may be in part of the cells */
 			return rc;
@@ -231,27 +229,6 @@ int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n)
 	}
 	m->rolled += n;
 	return 0;
-}
-
-const rollup *memtable_projection(memtable *m, uint32_t code_mask, int keep_status, int make)
-{
-	if (m->rollup_failed)
-		return NULL;
-	for (uint32_t j = 0; j < m->proj_count; j++)
-		if (m->proj[j].code_mask == code_mask && m->proj[j].keep_status == keep_status)
-			return &m->proj[j].cells;
-	if (!make || m->proj_count == MEMTABLE_PROJECTIONS_MAX ||
-	    rollup_projection_init(&m->proj[m->proj_count], &m->rollup, code_mask, keep_status))
-		return NULL;
-	return &m->proj[m->proj_count++].cells;
-}
-
-size_t memtable_rollup_bytes(const memtable *m)
-{
-	size_t bytes = m->rollup.bytes;
-	for (uint32_t j = 0; j < m->proj_count; j++)
-		bytes += m->proj[j].cells.bytes;
-	return bytes;
 }
 
 int memtable_rollup_catch_up(memtable *m, uint32_t max_rows)
@@ -294,8 +271,6 @@ void memtable_free(memtable *m)
 	free(m->id_hash);
 	free(m->index);
 	rollup_free(&m->rollup);
-	for (uint32_t j = 0; j < m->proj_count; j++)
-		rollup_projection_free(&m->proj[j]);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -20,11 +20,6 @@
 #include "strdict.h"
 #include "tally.h"
 
-/* Live projections a memtable keeps at most: the first key sets asked
- * for (a dashboard asks a few, each again and again); later ones read the
- * rollup's own cells. */
-#define MEMTABLE_PROJECTIONS_MAX 4
-
 typedef struct memtable {
 	rows rows;
 	strdict dict;          /* every dimension's strings, one code space */
@@ -42,10 +37,6 @@ typedef struct memtable {
 	rollup rollup;
 	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
-	/* Live projections of the rollup's day cells (memtable_projection),
-	 * made by queries, kept current with it (same lock, same rows). */
-	rollup_projection proj[MEMTABLE_PROJECTIONS_MAX];
-	uint32_t proj_count;
 	size_t rollup_accounted; /* rollup bytes counted in memtable_bytes (store lock) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
 } memtable;
@@ -95,20 +86,6 @@ int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cur
 /* Fills *event with row i; the id text goes to id_text (ID_TEXT_SIZE_MAX
  * bytes) and the strings point into the memtable. */
 void memtable_event(const memtable *m, uint32_t i, tally_event *event, char *id_text);
-
-/*
- * Under rollup_lock: the live projection of the rollup's day cells to
- * code_mask and keep_status (rollup_projection); when there is none yet,
- * made (if `make`, and the memtable has fewer than
- * MEMTABLE_PROJECTIONS_MAX) from the cells of rows [0, rolled).
- * memtable_rollup_apply keeps it current. NULL when the rollup failed,
- * there is none and none was made, or memory ran out making it (the
- * caller reads the rollup).
- */
-const rollup *memtable_projection(memtable *m, uint32_t code_mask, int keep_status, int make);
-
-/* Under rollup_lock: the bytes of the rollup and its projections. */
-size_t memtable_rollup_bytes(const memtable *m);
 
 /* Under the store lock: counts the rollup at rollup_bytes (its size, read
  * under rollup_lock) in memtable_bytes; returns the growth since it was

@@ -1387,8 +1387,7 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 	return rc;
 }
 
-/* mixed: r is a projection (every cell's count by status in status_other). */
-static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piece *pc, int mixed,
+static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piece *pc,
 		      uint64_t *cells)
 {
 	int64_t lo = floor_div(pc->from, ROLLUP_RES_US[pc->res]);
@@ -1409,43 +1408,11 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 				return (int)g;
 			acc *a;
 			if (!(rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
-				rc = acc_cell(st, a, c, mixed ? ROLLUP_STATUS_ALL : sg->groups[c->group].status,
-					      r->user_hash, sg->stamp);
+				rc = acc_cell(st, a, c, sg->groups[c->group].status, r->user_hash, sg->stamp);
 			(*cells)++;
 		}
 	}
 	return rc;
-}
-
-/*
- * Under mt->rollup_lock: the live projection of the memtable's day cells
- * that answers the day pieces of plan p, or NULL for the rollup's own
- * cells. A query that groups or filters by fewer dimensions than a group
- * has, and does not count distinct users, merges one cell per (day, key)
- * instead of one per (day, group): by agent, about 20 cells where a big
- * tenant's day has 1,300 groups (docs/queries.md, "Live projections").
- * NULL also when there is none yet and this query would not make one.
- */
-static const rollup *live_projection(const qstate *st, memtable *mt, const plan *p)
-{
-	uint32_t code_mask = 0;
-	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
-		if (st->key_dims & (1u << CODE_TO_DIM[c]))
-			code_mask |= 1u << c;
-	int keep_status = (st->key_dims & (1u << TALLY_DIM_STATUS)) != 0;
-	if (st->ungrouped || st->want_users ||
-	    (code_mask == (1u << ROLLUP_GROUP_DIMS) - 1 && keep_status))
-		return NULL;
-	int days = 0;
-	for (uint32_t k = 0; k < p->count && !days; k++)
-		days = p->pieces[k].res == RES_DAY;
-	if (!days)
-		return NULL;
-	/* Made only for a query that merges histograms (quantiles): without
-	 * them a cell merges in a few nanoseconds, and making and keeping the
-	 * projection cost more than it saves (fourteenth measurement). Once
-	 * made, it serves every query of its dimensions. */
-	return memtable_projection(mt, code_mask, keep_status, st->want_dd);
 }
 
 /*
@@ -1466,26 +1433,20 @@ static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *byte
 	    (mt->rows.count - mt->rolled > s->options.query_rows_behind_max ||
 	     !s->options.background)) {
 		memtable_rollup_catch_up(mt, UINT32_MAX); /* failing marks the rollup failed */
-		*bytes += memtable_rollup_account(mt, memtable_rollup_bytes(mt));
+		*bytes += memtable_rollup_account(mt, mt->rollup.bytes);
 	}
 	int rc = 0;
 	uint32_t from_row = 0;
 	if (!mt->rollup_failed) {
 		from_row = mt->rolled;
 		const rollup *ru = &mt->rollup;
-		const rollup *pr = live_projection(st, mt, p);
-		*bytes += memtable_rollup_account(mt, memtable_rollup_bytes(mt)); /* a new projection */
-		source_groups sg, psg = {0};
+		source_groups sg;
 		const strdict *dict[ROLLUP_GROUP_DIMS];
 		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
 			dict[c] = &mt->dict;
 		if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict,
 					     st->want_users ? ru->user_hash_count : 0)))
 			return rc;
-		if (pr && (rc = source_groups_init(&psg, pr->groups, pr->group_count, dict, 0))) {
-			source_groups_free(&sg);
-			return rc;
-		}
 		for (uint32_t k = 0; k < p->count && !rc; k++) {
 			const piece *pc = &p->pieces[k];
 			if (pc->res < 0)
@@ -1493,13 +1454,9 @@ static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *byte
 			uint64_t *cells = pc->res == RES_DAY    ? &stats->cells_day
 					  : pc->res == RES_HOUR ? &stats->cells_hour
 								: &stats->cells_minute;
-			if (pc->res == RES_DAY && pr)
-				rc = merge_live(st, pr, &psg, pc, 1, cells);
-			else
-				rc = merge_live(st, ru, &sg, pc, 0, cells);
+			rc = merge_live(st, ru, &sg, pc, cells);
 		}
 		source_groups_free(&sg);
-		source_groups_free(&psg);
 	}
 	if (!rc && from_row < mt->rows.count)
 		rc = merge_memtable_rows(st, mt, from_row, p, &stats->raw_rows);

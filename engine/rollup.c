@@ -407,15 +407,14 @@ static int cell_add_event(rollup *r, int res, int64_t bucket, uint32_t group, co
 		c->duration_max = e->duration_ms;
 	if ((rc = cell_dd_add(r, c, index, 1)))
 		return rc;
-	if (e->user != ROLLUP_NO_USER && !r->projection &&
-	    (rc = cell_user_add(r, c, e->user, e->user_hash)))
+	if (e->user != ROLLUP_NO_USER && (rc = cell_user_add(r, c, e->user, e->user_hash)))
 		return rc;
 	c->count++;
 	c->tokens_in += e->tokens_in;
 	c->tokens_out += e->tokens_out;
 	c->duration_sum += e->duration_ms;
 	c->cost = rollup_add_wrap(c->cost, e->cost_micros);
-	if ((group == ROLLUP_GROUP_ALL || r->projection) && e->status != TALLY_STATUS_OK)
+	if (group == ROLLUP_GROUP_ALL && e->status != TALLY_STATUS_OK)
 		c->status_other[e->status - 1]++;
 	return 0;
 }
@@ -1275,129 +1274,6 @@ int rollup_groups_project(const rollup_group *groups, uint32_t count, uint32_t c
 	*out = pg.groups;
 	*out_count = pg.count;
 	return 0;
-}
-
-/* ---- live projections ------------------------------------------------------------- */
-
-/* Adds cell c of the source (a group of status `status`) to cell d, all
- * but the histogram (the caller adds it). */
-static void cell_merge_scalars(rollup_cell *d, const rollup_cell *c, uint8_t status)
-{
-	if (d->count == 0 || c->duration_min < d->duration_min)
-		d->duration_min = c->duration_min;
-	if (c->duration_max > d->duration_max)
-		d->duration_max = c->duration_max;
-	d->count += c->count;
-	d->tokens_in += c->tokens_in;
-	d->tokens_out += c->tokens_out;
-	d->duration_sum += c->duration_sum;
-	d->cost = rollup_add_wrap(d->cost, c->cost);
-	if (status != TALLY_STATUS_OK)
-		d->status_other[status - 1] += c->count;
-}
-
-/* Writes acc's non-zero counts as cell c's histogram (c has none yet),
- * with the capacity cell_dd_add expects: the next power of two. */
-static int cell_dd_set(rollup *r, rollup_cell *c, const dd_acc *acc)
-{
-	uint32_t n = 0;
-	for (uint32_t i = acc->lo; i < acc->hi; i++)
-		n += acc->counts[i - acc->lo] != 0;
-	uint64_t *a = &c->dd.one;
-	if (n > 1) {
-		uint32_t capacity = 2;
-		while (capacity < n)
-			capacity *= 2;
-		if (!(a = malloc(sizeof(*a) * capacity)))
-			return -ENOMEM;
-		r->bytes += sizeof(*a) * capacity;
-		c->dd.many = a;
-	}
-	uint32_t k = 0;
-	for (uint32_t i = acc->lo; i < acc->hi; i++)
-		if (acc->counts[i - acc->lo])
-			a[k++] = DD_ENTRY(i, acc->counts[i - acc->lo]);
-	c->dd_count = n;
-	return 0;
-}
-
-/*
- * Every source day cell goes to its projected cell: scalars at once, the
- * histogram entries into a dense accumulator per projected cell (one add
- * each, where merging sorted entry lists cell by cell cost a search and a
- * move per entry), written out at the end.
- */
-int rollup_projection_init(rollup_projection *p, const rollup *src, uint32_t code_mask, int keep_status)
-{
-	memset(p, 0, sizeof(*p));
-	p->code_mask = code_mask;
-	p->keep_status = keep_status;
-	p->cells.projection = 1;
-	uint32_t *map, count, group;
-	rollup_group *groups;
-	int rc = rollup_groups_project(src->groups, src->group_count, code_mask, keep_status, &map, &groups,
-				       &count);
-	if (rc)
-		return rc;
-	/* The projected groups in their order: group_get numbers them alike. */
-	for (uint32_t g = 0; g < count && !rc; g++)
-		rc = group_get(&p->cells, &groups[g], &group);
-	const rollup_res_cells *day = &src->res[RES_DAY];
-	dd_acc *accs = NULL; /* by projected cell */
-	uint32_t acc_capacity = 0;
-	for (uint32_t i = 0; i < day->count && !rc; i++) {
-		const rollup_cell *c = &day->cells[i];
-		if (map[c->group] == ROLLUP_NO_GROUP) /* the total */
-			continue;
-		rollup_cell *d;
-		if ((rc = cell_get(&p->cells, RES_DAY, c->bucket, map[c->group], &d)))
-			break;
-		cell_merge_scalars(d, c, src->groups[c->group].status);
-		uint32_t at = (uint32_t)(d - p->cells.res[RES_DAY].cells), had = acc_capacity;
-		if (at >= acc_capacity) {
-			if (grow_for_one((void **)&accs, &acc_capacity, at, 16, sizeof(*accs))) {
-				rc = -ENOMEM;
-				break;
-			}
-			memset(accs + had, 0, sizeof(*accs) * (acc_capacity - had));
-		}
-		const uint64_t *dd = cell_dd(c);
-		for (uint32_t k = 0; k < c->dd_count && !rc; k++)
-			rc = dd_acc_add(&accs[at], DD_ENTRY_INDEX(dd[k]), DD_ENTRY_COUNT(dd[k]));
-	}
-	rollup_res_cells *out = &p->cells.res[RES_DAY];
-	for (uint32_t i = 0; i < out->count && !rc; i++)
-		rc = cell_dd_set(&p->cells, &out->cells[i], &accs[i]);
-	for (uint32_t i = 0; i < acc_capacity; i++)
-		dd_acc_free(&accs[i]);
-	free(accs);
-	free(map);
-	free(groups);
-	if (rc)
-		rollup_projection_free(p);
-	return rc;
-}
-
-int rollup_projection_add(rollup_projection *p, const rollup_event *e)
-{
-	rollup_group g;
-	memset(&g, 0, sizeof(g));
-	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
-		if (p->code_mask & (1u << c))
-			g.code[c] = e->code[c];
-	g.status = p->keep_status ? e->status : 0;
-	uint32_t group;
-	int rc = group_get(&p->cells, &g, &group);
-	if (rc)
-		return rc;
-	return cell_add_event(&p->cells, RES_DAY, floor_div(e->time_us, ROLLUP_DAY_US), group, e,
-			      dd_index(e->duration_ms));
-}
-
-void rollup_projection_free(rollup_projection *p)
-{
-	rollup_free(&p->cells);
-	memset(p, 0, sizeof(*p));
 }
 
 int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_block *out)

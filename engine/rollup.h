@@ -177,7 +177,6 @@ typedef struct rollup {
 	uint64_t *user_hash;   /* by user code (0 = not seen) */
 	uint32_t user_hash_count;
 	size_t bytes;          /* RAM held, approximately (for memtable accounting) */
-	int projection;        /* a rollup_projection's cells: each counts by status, no users */
 } rollup;
 
 /* Adds one event to all three resolutions. 0 or -ENOMEM; on -ENOMEM the
@@ -199,33 +198,6 @@ static inline const rollup_cell *rollup_next(const rollup *r, int res, const rol
 {
 	return c->next ? &r->res[res].cells[c->next - 1] : NULL;
 }
-
-/*
- * A live projection: a rollup's day cells merged by fewer dimensions and
- * kept current event by event, so a memtable asked by agent merges a cell
- * per (day, agent), not one per (day, group). Its cells' groups are the
- * source's projected as rollup_groups_project does (codes outside
- * code_mask, and the status unless keep_status, 0); every cell has its
- * count by status in status_other (as a total cell has; the rollup's
- * `projection` flag); it keeps no users, so it answers only queries that
- * do not count distinct users; it has day cells only (cells.res[RES_DAY]).
- */
-typedef struct rollup_projection {
-	uint32_t code_mask;    /* bit c: code[c] kept */
-	int keep_status;
-	rollup cells;
-} rollup_projection;
-
-/* Projects the day cells src holds now into *p (emptied first). 0 or
- * -ENOMEM (p is freed then). */
-int rollup_projection_init(rollup_projection *p, const rollup *src, uint32_t code_mask, int keep_status);
-
-/* Adds one more event of the source (after rollup_add took it). 0 or
- * -ENOMEM (then the event may be in the projection or not: the caller
- * treats the source's rollup as failed, as rollup_add's callers do). */
-int rollup_projection_add(rollup_projection *p, const rollup_event *e);
-
-void rollup_projection_free(rollup_projection *p);
 
 /* One encoded chunk: cells of one resolution, whole days of them (whole
  * buckets for days), at data[offset, offset + size). */

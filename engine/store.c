@@ -2047,7 +2047,7 @@ static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
 			pthread_mutex_lock(&m->rollup_lock);
 			pthread_mutex_unlock(&s->lock);
 			memtable_rollup_apply(m, slice, n); /* a failure marks the rollup failed */
-			size_t rollup_bytes = memtable_rollup_bytes(m);
+			size_t rollup_bytes = m->rollup.bytes;
 			pthread_mutex_unlock(&m->rollup_lock);
 			pthread_mutex_lock(&s->lock);
 			size_t *bytes;

@@ -2151,20 +2151,6 @@ Test(query, sources_ending_before_to_answer_the_last_day_from_coarse_cells)
 	zones_free();
 }
 
-/* Per UTC day, the four days before `to` (a day boundary): P50 and P99. */
-static tally_query four_days_with_quantiles(int64_t to)
-{
-	tally_query q;
-	memset(&q, 0, sizeof(q));
-	q.from_us = to - 4 * DAY_US;
-	q.to_us = to;
-	q.bucket = TALLY_BUCKET_DAY;
-	q.quantile_count = 2;
-	q.quantiles[0] = 0.5;
-	q.quantiles[1] = 0.99;
-	return q;
-}
-
 /* Description: a query that groups by far fewer dimensions than a rollup
  * group has merges a segment file's day cells projected to those
  * dimensions (made once per chunk and cached): by agent it reads at most
@@ -2183,8 +2169,15 @@ Test(query, fewer_dimensions_merge_projected_cells)
 	ingest_range(&v, &t, 0, 3000);
 	env_flush(&v);
 
-	tally_query q = four_days_with_quantiles(to);
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = to - 4 * DAY_US;
+	q.to_us = to;
+	q.bucket = TALLY_BUCKET_DAY;
 	q.group_by = 1u << TALLY_DIM_AGENT;
+	q.quantile_count = 2;
+	q.quantiles[0] = 0.5;
+	q.quantiles[1] = 0.99;
 	tally_result *res = expect_oracle(&v, &t, &q, "by agent");
 	uint64_t projected = res->cells_day + res->cells_hour;
 	cr_expect_gt(projected, 0);
@@ -2207,83 +2200,6 @@ Test(query, fewer_dimensions_merge_projected_cells)
 	cr_expect_gt(res->cells_day + res->cells_hour, projected, "every cell: users are not projected");
 	tally_result_free(res);
 
-	tenant_free(&t);
-	env_close(&v);
-	zones_free();
-}
-
-/* Description: a memtable asked by fewer dimensions than its groups have
- * keeps a live projection of its day cells (one cell per day and key), made
- * by the first such query that asks for quantiles (a query without them
- * makes none, but uses one made) and kept current as rows roll in: each answer,
- * before and after more ingest, equals the oracle's; the projected answer
- * merges at most one day cell per row; a fifth key set (past
- * MEMTABLE_PROJECTIONS_MAX) and a query counting distinct users read the
- * rollup's own cells, exactly too. */
-Test(query, memtable_projections_stay_exact_as_rows_roll_in)
-{
-	seed_init("memtable_projections_stay_exact_as_rows_roll_in");
-	env v;
-	env_open(&v, "query-liveproj", NOW_US, 0);
-	tenant t;
-	tenant_init(&t, "liveproj", 0.2);
-	const int64_t to = unit_floor(TZ_DAY, NOW_US);
-	tenant_generate(&t, 4000, to - 4 * DAY_US, to - 1, NULL, 0);
-	tally_query q = four_days_with_quantiles(to);
-	/* Four key sets, one projection each: agent; agent and status; project
-	 * and model filtered by type; status alone. */
-	const uint32_t group_by[MEMTABLE_PROJECTIONS_MAX] = {
-		1u << TALLY_DIM_AGENT,
-		(1u << TALLY_DIM_AGENT) | (1u << TALLY_DIM_STATUS),
-		(1u << TALLY_DIM_PROJECT) | (1u << TALLY_DIM_MODEL),
-		1u << TALLY_DIM_STATUS,
-	};
-	const tally_str type_value = {TYPES[t.types[0]], (uint32_t)strlen(TYPES[t.types[0]])};
-	const tally_filter by_type = {TALLY_DIM_TYPE, &type_value, 1};
-	char when[128];
-	for (int step = 0; step < 4; step++) {
-		ingest_range(&v, &t, (size_t)step * 1000, (size_t)(step + 1) * 1000);
-		/* By agent without quantiles: makes no projection, uses one made. */
-		q.group_by = group_by[0];
-		q.quantile_count = 0;
-		snprintf(when, sizeof(when), "after %d events, by agent, no quantiles", (step + 1) * 1000);
-		tally_result *plain = expect_oracle(&v, &t, &q, when);
-		if (step == 0)
-			cr_expect_gt(plain->cells_day, plain->row_count, "%s: not made for this query", when);
-		else
-			cr_expect_leq(plain->cells_day, plain->row_count, "%s: the one made since", when);
-		tally_result_free(plain);
-		q.quantile_count = 2;
-		for (int k = 0; k < MEMTABLE_PROJECTIONS_MAX; k++) {
-			q.group_by = group_by[k];
-			q.filter_count = k == 2;
-			q.filters = k == 2 ? &by_type : NULL;
-			snprintf(when, sizeof(when), "after %d events, key set %d", (step + 1) * 1000, k);
-			tally_result *res = expect_oracle(&v, &t, &q, when);
-			cr_expect_gt(res->cells_day, 0, "%s", when);
-			cr_expect_leq(res->cells_day, res->row_count, "%s: one day cell per row: %" PRIu64
-				      " cells, %zu rows", when, res->cells_day, res->row_count);
-			tally_result_free(res);
-		}
-		/* By type: a fifth key set, not projected (every group's cell). */
-		q.group_by = 1u << TALLY_DIM_TYPE;
-		q.filter_count = 0;
-		q.filters = NULL;
-		snprintf(when, sizeof(when), "after %d events, by type", (step + 1) * 1000);
-		tally_result *res = expect_oracle(&v, &t, &q, when);
-		cr_expect_gt(res->cells_day, res->row_count, "%s: the rollup's own cells", when);
-		tally_result_free(res);
-		q.group_by = 1u << TALLY_DIM_AGENT;
-		q.distinct_users = true;
-		snprintf(when, sizeof(when), "after %d events, by agent, distinct users", (step + 1) * 1000);
-		res = expect_oracle(&v, &t, &q, when);
-		cr_expect_gt(res->cells_day, res->row_count, "%s: users are not projected", when);
-		tally_result_free(res);
-		q.distinct_users = false;
-	}
-	env_flush(&v);
-	q.group_by = 1u << TALLY_DIM_AGENT;
-	tally_result_free(expect_oracle(&v, &t, &q, "flushed"));
 	tenant_free(&t);
 	env_close(&v);
 	zones_free();
