@@ -107,7 +107,10 @@ int bench_report_end(int write_rc)
 
 int bench_engine_failed(const char *call, int rc, const tally_store *store, const char *errmsg)
 {
-	const char *detail = store ? tally_store_errmsg(store) : errmsg;
+	char copy[TALLY_ERRMSG_SIZE];
+	if (store)
+		tally_store_errmsg_copy(store, copy, sizeof(copy));
+	const char *detail = store ? copy : errmsg;
 	fprintf(stderr, "tally-bench: %s failed: %s%s%s\n", call, tally_strerror(rc),
 		detail && *detail ? ": " : "", detail && *detail ? detail : "");
 	return 1;

@@ -80,6 +80,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,9 +127,27 @@ static int64_t fingerprint_day_min(const tally_store *s, int64_t now)
 	return day_of(now - s->options.lateness_past_us) - 1;
 }
 
+/* At open only, before any thread starts: written directly. */
 static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
 {
 	snprintf(s->errmsg, sizeof(s->errmsg), fmt, a, tally_strerror(code));
+}
+
+void store_errmsg_set(tally_store *s, const char *msg)
+{
+	pthread_mutex_lock(&s->errmsg_lock);
+	snprintf(s->errmsg, sizeof(s->errmsg), "%s", msg);
+	pthread_mutex_unlock(&s->errmsg_lock);
+}
+
+void store_errmsg_printf(tally_store *s, const char *fmt, ...)
+{
+	char msg[TALLY_ERRMSG_SIZE];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	store_errmsg_set(s, msg);
 }
 
 /* Records why a flush or compaction failed: the step's own message when it
@@ -136,7 +155,7 @@ static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
 static void record_failure(tally_store *s, const char *what, const char *errmsg, int rc)
 {
 	pthread_mutex_lock(&s->lock);
-	snprintf(s->errmsg, sizeof(s->errmsg), "%s: %s", what,
+	store_errmsg_printf(s, "%s: %s", what,
 		 errmsg && errmsg[0] ? errmsg : tally_strerror(rc));
 	pthread_mutex_unlock(&s->lock);
 }
@@ -459,9 +478,12 @@ static int verify_entry_load(tally_store *s, verify_entry *v, segment_file *f, u
 			     uint32_t g)
 {
 	verify_entry_clear(v);
-	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, s->errmsg);
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, err);
 	if (!rc)
-		rc = segment_read_dict(f, ti, v->dict, s->errmsg);
+		rc = segment_read_dict(f, ti, v->dict, err);
+	if (rc && err[0])
+		store_errmsg_set(s, err);
 	uint32_t slot_count = 16;
 	while (!rc && slot_count < v->rows.count * 2)
 		slot_count *= 2;
@@ -1146,13 +1168,13 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	goto unlock;
 history_failed:
 	/* Nothing was applied: the store stays writable. */
-	snprintf(s->errmsg, sizeof(s->errmsg), "backfill: reading the stored history failed: %s",
+	store_errmsg_printf(s, "backfill: reading the stored history failed: %s",
 		 errmsg[0] ? errmsg : tally_strerror(rc));
 	goto unlock;
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
 	 * reopen rebuilds memory from the WAL. */
-	snprintf(s->errmsg, sizeof(s->errmsg), "ingest for tenant %s failed: %s; writes refused until reopen",
+	store_errmsg_printf(s, "ingest for tenant %s failed: %s; writes refused until reopen",
 		 failed_tenant, tally_strerror(rc));
 	set_sticky(s, rc);
 unlock:
@@ -1186,7 +1208,7 @@ int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
 		pthread_mutex_lock(&s->lock);
 		if (!s->sticky) {
 			set_sticky(s, rc);
-			snprintf(s->errmsg, sizeof(s->errmsg), "WAL write or fsync in %s failed: %s; writes refused until reopen",
+			store_errmsg_printf(s, "WAL write or fsync in %s failed: %s; writes refused until reopen",
 				 s->wal_dir, tally_strerror(rc));
 		}
 		pthread_mutex_unlock(&s->lock);
@@ -1370,7 +1392,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		goto corrupt;
 	return 0;
 corrupt:
-	snprintf(s->errmsg, sizeof(s->errmsg),
+	store_errmsg_printf(s,
 		 "WAL record LSN %" PRIu64 " has a valid checksum but a malformed batch payload", lsn);
 	return TALLY_E_CORRUPT;
 }
@@ -1397,7 +1419,7 @@ static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *p
 	if (p == end)
 		return 0;
 corrupt:
-	snprintf(s->errmsg, sizeof(s->errmsg),
+	store_errmsg_printf(s,
 		 "WAL record LSN %" PRIu64 " has a valid checksum but an unknown type %u or a malformed list of batches",
 		 lsn, type);
 	return TALLY_E_CORRUPT;
@@ -2269,6 +2291,7 @@ static void store_free(tally_store *s)
 		s->io->close(s->io, s->lock_fd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->maintenance);
+	pthread_mutex_destroy(&s->errmsg_lock);
 	pthread_cond_destroy(&s->flushed);
 	pthread_cond_destroy(&s->wake);
 	pthread_cond_destroy(&s->rollup_wake);
@@ -2324,6 +2347,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->maintenance, NULL);
+	pthread_mutex_init(&s->errmsg_lock, NULL);
 	pthread_cond_init(&s->flushed, NULL);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
@@ -2486,6 +2510,14 @@ const char *tally_store_errmsg(const tally_store *s)
 	return s->errmsg;
 }
 
+void tally_store_errmsg_copy(const tally_store *s, char *out, size_t size)
+{
+	pthread_mutex_t *lock = (pthread_mutex_t *)&s->errmsg_lock; /* const: the message, not the lock */
+	pthread_mutex_lock(lock);
+	snprintf(out, size, "%s", s->errmsg);
+	pthread_mutex_unlock(lock);
+}
+
 /*
  * Calls fn once per row group of tenant t, in every live segment file, that
  * holds rows of a segment overlapping [from_us, to_us): file by file, row
@@ -2618,13 +2650,16 @@ static int scan_collect_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32
 	if (!src)
 		return -ENOMEM;
 	int rc = 0;
+	char err[TALLY_ERRMSG_SIZE] = "";
 	if (first) {
-		rc = segment_read_dict(f, ti, src->dict_owned, c->s->errmsg);
+		rc = segment_read_dict(f, ti, src->dict_owned, err);
 		c->dict_source = c->st->source_count - 1;
 	}
 	src->dict_source = (uint32_t)c->dict_source;
 	if (!rc)
-		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows, c->s->errmsg);
+		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows, err);
+	if (rc && err[0])
+		store_errmsg_set(c->s, err);
 	if (!rc)
 		rc = scan_add_refs(c->st, c->st->source_count - 1, &src->rows, c->from_us, c->to_us);
 	return rc;
@@ -2703,14 +2738,19 @@ static void rows_visit_dict_free(rows_visit *v)
 static int rows_visit_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t g, int first)
 {
 	rows_visit *v = ctx;
-	int rc;
+	int rc = 0;
+	char err[TALLY_ERRMSG_SIZE] = "";
 	if (first) {
 		rows_visit_dict_free(v);
-		if ((rc = segment_read_dict(f, ti, v->dict, v->s->errmsg)))
-			return rc;
+		rc = segment_read_dict(f, ti, v->dict, err);
 	}
-	if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, v->s->errmsg)))
+	if (!rc)
+		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, err);
+	if (rc) {
+		if (err[0])
+			store_errmsg_set(v->s, err);
 		return rc;
+	}
 	*v->rows_read += v->r.count;
 	const strdict *refs[DIM_COUNT];
 	strdict_refs(v->dict, refs);

@@ -169,8 +169,15 @@ int tally_store_open(const char *dir, const tally_options *options,
  */
 int tally_store_close(tally_store *store);
 
-/* The last error message recorded by the store (names operation and path). */
+/*
+ * The last error message recorded by the store (names operation and path).
+ * tally_store_errmsg returns the store's own buffer: read it only while no
+ * other thread uses the store (after a failed open or a single-threaded
+ * call). Any thread may use tally_store_errmsg_copy: another thread's
+ * failure may be recording a message meanwhile.
+ */
 const char *tally_store_errmsg(const tally_store *store);
+void tally_store_errmsg_copy(const tally_store *store, char *out, size_t size);
 
 /*
  * Ingests `count` events for `tenant` and waits until they are durable.

@@ -396,7 +396,9 @@ void handlers_submit_done(server *s)
 		int status = rc ? rc : batches[i].status;
 		if (status) {
 			if (live) {
-				const char *why = rc ? tally_store_errmsg(s->store) : "";
+				char why[TALLY_ERRMSG_SIZE] = "";
+				if (rc) /* the engine's other threads may be writing it */
+					tally_store_errmsg_copy(s->store, why, sizeof(why));
 				conn_respond_error(s, c, p.request_id, p.frame_bytes, code_of_engine_error(status),
 						   status == TALLY_E_BUSY ? RETRY_AFTER_MS : 0,
 						   "ingest refused: %s%s%s", tally_strerror(status), why[0] ? ": " : "", why);

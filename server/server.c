@@ -1095,8 +1095,10 @@ int server_close(server *s, char *errmsg)
 		int frc = tally_flush(s->store);
 		if (frc) {
 			rc = frc;
+			char why[TALLY_ERRMSG_SIZE];
+			tally_store_errmsg_copy(s->store, why, sizeof(why));
 			server_fail(errmsg, rc, "flush at shutdown: %s (%s); the WAL still holds every acknowledged event",
-				    tally_strerror(frc), tally_store_errmsg(s->store));
+				    tally_strerror(frc), why);
 		}
 		int crc = tally_store_close(s->store);
 		if (crc && !rc) {

@@ -296,7 +296,8 @@ static void expect_read_only(tally_store *s, int sticky)
 /*
  * A failed WAL fsync. The batch that needed it fails with -EIO and is not
  * acknowledged; the store refuses writes with TALLY_E_READONLY; its errmsg
- * says the WAL fsync failed; close reports -EIO.
+ * says the WAL fsync failed (and tally_store_errmsg_copy copies it, cut to
+ * the buffer given); close reports -EIO.
  *
  * What survives: fault_io's failed fsync leaves the bytes the WAL wrote just
  * before it in the page cache, and recovery replays every valid record (it
@@ -316,6 +317,13 @@ Test(faults, wal_fsync_eio_fails_the_batch_and_the_store_turns_read_only)
 	const char *errmsg = tally_store_errmsg(s);
 	cr_expect(contains(errmsg, "fsync") && contains(errmsg, strerror(EIO)),
 		  "errmsg names the failed fsync: %s", errmsg);
+	/* The copy any thread may take: the same text, cut to the buffer. */
+	char copy[TALLY_ERRMSG_SIZE], cut[8];
+	tally_store_errmsg_copy(s, copy, sizeof(copy));
+	cr_expect_str_eq(copy, errmsg);
+	tally_store_errmsg_copy(s, cut, sizeof(cut));
+	cr_expect_eq(strlen(cut), sizeof(cut) - 1);
+	cr_expect_eq(strncmp(cut, errmsg, sizeof(cut) - 1), 0);
 	expect_read_only(s, -EIO);
 	fault_io_reset(fio);
 	fault_io_clock_set_us(fio, NOW_US);
