@@ -133,31 +133,40 @@ static void set_errmsg(tally_store *s, const char *fmt, const char *a, int code)
 	snprintf(s->errmsg, sizeof(s->errmsg), fmt, a, tally_strerror(code));
 }
 
-void store_errmsg_set(tally_store *s, const char *msg)
+/* Records msg (or the formatted message) as the store's last error, from
+ * any thread (errmsg_lock). */
+static void errmsg_set(tally_store *s, const char *msg)
 {
 	pthread_mutex_lock(&s->errmsg_lock);
 	snprintf(s->errmsg, sizeof(s->errmsg), "%s", msg);
 	pthread_mutex_unlock(&s->errmsg_lock);
 }
 
-void store_errmsg_printf(tally_store *s, const char *fmt, ...)
+static void errmsg_printf(tally_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void errmsg_printf(tally_store *s, const char *fmt, ...)
 {
 	char msg[TALLY_ERRMSG_SIZE];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	store_errmsg_set(s, msg);
+	errmsg_set(s, msg);
+}
+
+/* A segment read's result: its message, when it failed with one, becomes
+ * the store's (the read wrote it into the caller's own buffer). */
+static int errmsg_keep(tally_store *s, int rc, const char *err)
+{
+	if (rc && err[0])
+		errmsg_set(s, err);
+	return rc;
 }
 
 /* Records why a flush or compaction failed: the step's own message when it
- * wrote one, else the code's name. Takes the lock. */
+ * wrote one, else the code's name. */
 static void record_failure(tally_store *s, const char *what, const char *errmsg, int rc)
 {
-	pthread_mutex_lock(&s->lock);
-	store_errmsg_printf(s, "%s: %s", what,
-		 errmsg && errmsg[0] ? errmsg : tally_strerror(rc));
-	pthread_mutex_unlock(&s->lock);
+	errmsg_printf(s, "%s: %s", what, errmsg && errmsg[0] ? errmsg : tally_strerror(rc));
 }
 
 /* Makes the store refuse writes; wakes everyone waiting for a flush so
@@ -482,8 +491,7 @@ static int verify_entry_load(tally_store *s, verify_entry *v, segment_file *f, u
 	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, err);
 	if (!rc)
 		rc = segment_read_dict(f, ti, v->dict, err);
-	if (rc && err[0])
-		store_errmsg_set(s, err);
+	rc = errmsg_keep(s, rc, err);
 	uint32_t slot_count = 16;
 	while (!rc && slot_count < v->rows.count * 2)
 		slot_count *= 2;
@@ -1168,14 +1176,14 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	goto unlock;
 history_failed:
 	/* Nothing was applied: the store stays writable. */
-	store_errmsg_printf(s, "backfill: reading the stored history failed: %s",
-		 errmsg[0] ? errmsg : tally_strerror(rc));
+	errmsg_printf(s, "backfill: reading the stored history failed: %s",
+		      errmsg[0] ? errmsg : tally_strerror(rc));
 	goto unlock;
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
 	 * reopen rebuilds memory from the WAL. */
-	store_errmsg_printf(s, "ingest for tenant %s failed: %s; writes refused until reopen",
-		 failed_tenant, tally_strerror(rc));
+	errmsg_printf(s, "ingest for tenant %s failed: %s; writes refused until reopen",
+		      failed_tenant, tally_strerror(rc));
 	set_sticky(s, rc);
 unlock:
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
@@ -1208,8 +1216,8 @@ int tally_commit_wait(tally_store *s, uint64_t commit_lsn)
 		pthread_mutex_lock(&s->lock);
 		if (!s->sticky) {
 			set_sticky(s, rc);
-			store_errmsg_printf(s, "WAL write or fsync in %s failed: %s; writes refused until reopen",
-				 s->wal_dir, tally_strerror(rc));
+			errmsg_printf(s, "WAL write or fsync in %s failed: %s; writes refused until reopen",
+				      s->wal_dir, tally_strerror(rc));
 		}
 		pthread_mutex_unlock(&s->lock);
 		return rc;
@@ -1392,8 +1400,8 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		goto corrupt;
 	return 0;
 corrupt:
-	store_errmsg_printf(s,
-		 "WAL record LSN %" PRIu64 " has a valid checksum but a malformed batch payload", lsn);
+	errmsg_printf(s,
+		      "WAL record LSN %" PRIu64 " has a valid checksum but a malformed batch payload", lsn);
 	return TALLY_E_CORRUPT;
 }
 
@@ -1419,9 +1427,9 @@ static int replay_record(void *ctx, uint64_t lsn, uint8_t type, const uint8_t *p
 	if (p == end)
 		return 0;
 corrupt:
-	store_errmsg_printf(s,
-		 "WAL record LSN %" PRIu64 " has a valid checksum but an unknown type %u or a malformed list of batches",
-		 lsn, type);
+	errmsg_printf(s,
+		      "WAL record LSN %" PRIu64 " has a valid checksum but an unknown type %u or a malformed list of batches",
+		      lsn, type);
 	return TALLY_E_CORRUPT;
 }
 
@@ -2658,8 +2666,7 @@ static int scan_collect_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32
 	src->dict_source = (uint32_t)c->dict_source;
 	if (!rc)
 		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows, err);
-	if (rc && err[0])
-		store_errmsg_set(c->s, err);
+	rc = errmsg_keep(c->s, rc, err);
 	if (!rc)
 		rc = scan_add_refs(c->st, c->st->source_count - 1, &src->rows, c->from_us, c->to_us);
 	return rc;
@@ -2746,11 +2753,8 @@ static int rows_visit_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t
 	}
 	if (!rc)
 		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, err);
-	if (rc) {
-		if (err[0])
-			store_errmsg_set(v->s, err);
+	if ((rc = errmsg_keep(v->s, rc, err)))
 		return rc;
-	}
 	*v->rows_read += v->r.count;
 	const strdict *refs[DIM_COUNT];
 	strdict_refs(v->dict, refs);

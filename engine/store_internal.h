@@ -110,17 +110,13 @@ struct tally_store {
 	uint64_t compaction_count;
 	/* The last error message: written by whichever thread failed (ingest,
 	 * the WAL's commit, the background worker, a scan) and read by any, so
-	 * only through store_errmsg_set/printf and tally_store_errmsg_copy,
-	 * under errmsg_lock (taken alone, or innermost). tally_store_open
+	 * only through store.c's errmsg_set/errmsg_printf and
+	 * tally_store_errmsg_copy, under errmsg_lock (taken alone, or innermost). tally_store_open
 	 * writes it directly before any thread starts. */
 	pthread_mutex_t errmsg_lock;
 	char errmsg[TALLY_ERRMSG_SIZE];
 };
 
-
-/* Records msg (or the formatted message) as the store's last error. */
-void store_errmsg_set(tally_store *s, const char *msg);
-void store_errmsg_printf(tally_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Under s->lock: the tenant named `name`, or NULL. */
 tenant *store_tenant_find(tally_store *s, const char *name);
