@@ -439,25 +439,40 @@ typedef struct u64_plan {
 	size_t size;    /* encoded bytes */
 } u64_plan;
 
-/* Exact size of the PATCHED layout at low width w (< the FOR width), and
- * the number of patched rows. */
-ALWAYS_INLINE size_t u64_patched_size(const void *values, size_t count, enum lane lane,
-				      uint64_t base, unsigned w, size_t *patches)
+/*
+ * Exact sizes of the PATCHED layout at every low width w in [lo, lo + steps)
+ * (all below the FOR width), in one pass: a row is patched at w when its
+ * value - base needs more than w bits, so a row needing at most lo bits
+ * costs one shift and is done. size[k] and patches[k] are for w = lo + k.
+ */
+ALWAYS_INLINE void u64_patched_sizes(const void *values, size_t count, enum lane lane,
+				     uint64_t base, unsigned lo, unsigned steps,
+				     size_t size[PATCHED_WIDTH_STEPS_MAX],
+				     size_t patches[PATCHED_WIDTH_STEPS_MAX])
 {
-	size_t packed = 0, bytes = 0, n = 0, previous = 0;
-	bool fits = packed_size_get(count, w, &packed);
-	assert(fits);
-	(void)fits;
+	size_t bytes[PATCHED_WIDTH_STEPS_MAX] = { 0 }, previous[PATCHED_WIDTH_STEPS_MAX] = { 0 };
+	for (unsigned k = 0; k < steps; k++)
+		patches[k] = 0;
 	for (size_t i = 0; i < count; i++) {
-		uint64_t high = (lane_load(values, i, lane) - base) >> w;
-		if (!high)
+		uint64_t offset = lane_load(values, i, lane) - base;
+		if (!(offset >> lo))
 			continue;
-		bytes += varint_size(i - previous) + varint_size(high);
-		previous = i + 1;
-		n++;
+		unsigned top = bit_width(offset) - lo; /* patched at lo .. lo + top - 1 */
+		if (top > steps)
+			top = steps;
+		for (unsigned k = 0; k < top; k++) {
+			bytes[k] += varint_size(i - previous[k]) + varint_size(offset >> (lo + k));
+			previous[k] = i + 1;
+			patches[k]++;
+		}
 	}
-	*patches = n;
-	return 1 + varint_size(base) + 1 + varint_size(n) + packed + bytes;
+	for (unsigned k = 0; k < steps; k++) {
+		size_t packed = 0;
+		bool fits = packed_size_get(count, lo + k, &packed);
+		assert(fits);
+		(void)fits;
+		size[k] = 1 + varint_size(base) + 1 + varint_size(patches[k]) + packed + bytes[k];
+	}
 }
 
 /* One pass over the values: min, max and the VARINT size give all three
@@ -499,14 +514,19 @@ ALWAYS_INLINE void u64_plan_make(u64_plan *plan, const void *values, size_t coun
 	/* PATCHED: frame of reference at a lower width, the few values that
 	 * need more bits patched with their high part (the tail of time gaps
 	 * and durations sets the FOR width for every row). */
-	for (unsigned step = 1; step <= PATCHED_WIDTH_STEPS_MAX && step <= width && count >= 16;
-	     step++) {
-		size_t patches;
-		size_t patched = u64_patched_size(values, count, lane, min, width - step, &patches);
-		if (patched < plan->size)
-			*plan = (u64_plan){ .mode = U64_MODE_PATCHED, .base = min,
-					    .width = width - step, .patches = patches,
-					    .size = patched };
+	unsigned steps = width < PATCHED_WIDTH_STEPS_MAX ? width : PATCHED_WIDTH_STEPS_MAX;
+	if (count >= 16) {
+		size_t patched[PATCHED_WIDTH_STEPS_MAX], patches[PATCHED_WIDTH_STEPS_MAX];
+		unsigned lo = width - steps;
+		u64_patched_sizes(values, count, lane, min, lo, steps, patched, patches);
+		/* Highest low width first: on equal sizes the fewer patches win. */
+		for (unsigned step = 1; step <= steps; step++) {
+			unsigned k = steps - step;
+			if (patched[k] < plan->size)
+				*plan = (u64_plan){ .mode = U64_MODE_PATCHED, .base = min,
+						    .width = lo + k, .patches = patches[k],
+						    .size = patched[k] };
+		}
 	}
 	if (nonzero == 0 || nonzero == count)
 		return;
