@@ -184,8 +184,12 @@ typedef struct rollup {
  * treats the store as failed, as for any memtable allocation failure). */
 int rollup_add(rollup *r, const rollup_event *e);
 
-/* Builds r (empty) from rows whose dimension codes refer to dict. */
-int rollup_from_rows(rollup *r, const rows *rows, const strdict dict[DIM_COUNT]);
+/* Builds r (empty) from rows whose dimension codes refer to dict, for
+ * rollup_encode(r, minute_bucket_from, ...): only the cells that stores
+ * (minute cells from minute_bucket_from on, day cells and day totals of
+ * heavy days only), each exactly as rollup_add would make it. */
+int rollup_from_rows(rollup *r, const rows *rows, const strdict dict[DIM_COUNT],
+		     int64_t minute_bucket_from);
 
 void rollup_free(rollup *r);
 

@@ -1493,7 +1493,7 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 	seg_chunk_in *chunks = NULL;
 	int64_t minute_from = s->io->now_us(s->io) - s->options.minute_pages_retention_us;
 	minute_from = minute_from / ROLLUP_MINUTE_US - (minute_from % ROLLUP_MINUTE_US < 0);
-	int rc = rollup_from_rows(&built, r, dict);
+	int rc = rollup_from_rows(&built, r, dict, minute_from);
 	if (!rc)
 		rc = rollup_encode(&built, minute_from, &enc);
 	rollup_free(&built);

@@ -1,0 +1,209 @@
+/*
+ * test_rollup.c — Description: the flush's rollup build (rollup_from_rows,
+ * which makes only the cells rollup_encode stores) against the obvious one
+ * (rollup_add of every row, all cells at every resolution): both must
+ * encode to the same bytes, on random rows shaped like tenants of every
+ * size (a handful of rows, light days, heavy days, days inside and outside
+ * minute retention).
+ *
+ * Randomness comes from splitmix64 seeded by $SEED, or by the clock when it
+ * is unset; every test prints "test_rollup seed=N" so a failure replays
+ * with SEED=N build/tests/test_rollup.
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rollup.h"
+#include "rows.h"
+#include "sketch.h"
+#include "strdict.h"
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+	uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+static uint64_t rng_below(uint64_t n)
+{
+	return rng_next() % n;
+}
+
+static void seed_rng(const char *test)
+{
+	const char *env = getenv("SEED");
+	uint64_t seed = env ? strtoull(env, NULL, 10)
+			    : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)clock();
+	rng_state = seed;
+	printf("test_rollup seed=%llu (%s)\n", (unsigned long long)seed, test);
+	fflush(stdout);
+}
+
+#define DAY_US ROLLUP_DAY_US
+
+/* count random rows over `days` days from day 20000 on, with `groups`
+ * distinct (type, project, agent, model) combinations and `users` users
+ * (code 0 of the user dictionary is the empty string: no user). */
+static void make_rows(rows *r, strdict dict[DIM_COUNT], uint32_t count, uint32_t days,
+		      uint32_t groups, uint32_t users)
+{
+	memset(r, 0, sizeof(*r));
+	memset(dict, 0, sizeof(strdict) * DIM_COUNT);
+	cr_assert_eq(rows_reserve(r, count ? count : 1), 0);
+	char text[32];
+	for (int d = 0; d < DIM_COUNT; d++) {
+		uint32_t code;
+		cr_assert_eq(strdict_intern(&dict[d], "", 0, &code), 0);
+		uint32_t n = d == DIM_USER ? users : groups;
+		for (uint32_t k = 1; k <= n; k++) {
+			int len = snprintf(text, sizeof(text), "d%d-%u", d, k);
+			cr_assert_eq(strdict_intern(&dict[d], text, (uint32_t)len, &code), 0);
+		}
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		/* Mostly in time order, as rows arrive; some late. */
+		int64_t day = 20000 + (int64_t)rng_below(days);
+		int64_t t = day * DAY_US + (int64_t)rng_below(DAY_US);
+		if (rng_below(4) == 0) /* bunch some rows into a few hours */
+			t = day * DAY_US + (int64_t)rng_below(3) * ROLLUP_HOUR_US +
+			    (int64_t)rng_below(ROLLUP_HOUR_US);
+		r->time_us[i] = t;
+		uint32_t g = 1 + (uint32_t)rng_below(groups);
+		r->dim[DIM_TYPE][i] = 1 + g % 3;
+		r->dim[DIM_PROJECT][i] = g;
+		r->dim[DIM_AGENT][i] = 1 + (g * 7) % groups;
+		r->dim[DIM_MODEL][i] = rng_below(3) ? 0 : 1 + g % 2;
+		r->dim[DIM_USER][i] = (uint32_t)rng_below(users + 1);
+		r->status[i] = (uint8_t)(rng_below(8) ? TALLY_STATUS_OK : 1 + rng_below(3));
+		r->duration_ms[i] = (uint32_t)(rng_below(5) ? rng_below(2000) : rng_below(200000));
+		r->tokens_in[i] = rng_below(2) ? rng_below(5000) : 0;
+		r->tokens_out[i] = rng_below(2) ? rng_below(3000) : 0;
+		r->cost_micros[i] = (int64_t)rng_below(100000);
+		r->id_kind[i] = 0;
+		r->id_offset[i + 1] = 0;
+	}
+	r->count = count;
+}
+
+/* Every row through rollup_add: every cell at every resolution. */
+static void build_all(rollup *out, const rows *r, const strdict dict[DIM_COUNT])
+{
+	memset(out, 0, sizeof(*out));
+	for (uint32_t i = 0; i < r->count; i++) {
+		tally_str u = strdict_get(&dict[DIM_USER], r->dim[DIM_USER][i]);
+		rollup_event e = {
+			.time_us = r->time_us[i],
+			.code = {r->dim[DIM_TYPE][i], r->dim[DIM_PROJECT][i], r->dim[DIM_AGENT][i],
+				 r->dim[DIM_MODEL][i]},
+			.status = r->status[i],
+			.user = u.len ? r->dim[DIM_USER][i] : ROLLUP_NO_USER,
+			.user_hash = u.len ? sketch_user_hash(u.ptr, u.len) : 0,
+			.duration_ms = r->duration_ms[i],
+			.tokens_in = r->tokens_in[i],
+			.tokens_out = r->tokens_out[i],
+			.cost_micros = r->cost_micros[i],
+		};
+		cr_assert_eq(rollup_add(out, &e), 0);
+	}
+}
+
+static void assert_same_encoding(const rollup *a, const rollup *b, int64_t minute_from,
+				 const char *what)
+{
+	rollup_encoded x, y;
+	cr_assert_eq(rollup_encode(a, minute_from, &x), 0);
+	cr_assert_eq(rollup_encode(b, minute_from, &y), 0);
+	cr_assert_eq(x.group_count, y.group_count, "%s: group count", what);
+	cr_assert_eq(x.groups.size, y.groups.size, "%s: group table size", what);
+	cr_assert(x.groups.size == 0 || !memcmp(x.groups.data, y.groups.data, x.groups.size),
+		  "%s: group table", what);
+	for (int list = 0; list < LIST_COUNT; list++)
+		cr_assert_eq(x.chunk_count[list], y.chunk_count[list], "%s: chunks of list %d",
+			     what, list);
+	cr_assert_eq(x.data.size, y.data.size, "%s: chunk bytes", what);
+	cr_assert(x.data.size == 0 || !memcmp(x.data.data, y.data.data, x.data.size),
+		  "%s: chunk data", what);
+	uint32_t total = 0;
+	for (int list = 0; list < LIST_COUNT; list++)
+		total += x.chunk_count[list];
+	for (uint32_t i = 0; i < total; i++) {
+		cr_assert_eq(x.chunks[i].first_bucket, y.chunks[i].first_bucket, "%s: chunk %u", what, i);
+		cr_assert_eq(x.chunks[i].cells, y.chunks[i].cells, "%s: chunk %u cells", what, i);
+		cr_assert_eq(x.chunks[i].offset, y.chunks[i].offset, "%s: chunk %u offset", what, i);
+		cr_assert_eq(x.chunks[i].size, y.chunks[i].size, "%s: chunk %u size", what, i);
+	}
+	rollup_encoded_free(&x);
+	rollup_encoded_free(&y);
+}
+
+Test(rollup, flush_build_encodes_like_every_cell_added)
+{
+	seed_rng("flush_build_encodes_like_every_cell_added");
+	static const struct {
+		uint32_t count, days, groups, users;
+	} shapes[] = {
+		{0, 1, 1, 1},        /* nothing */
+		{1, 1, 1, 1},        /* one row */
+		{5, 3, 2, 2},        /* the long tail: a handful of rows */
+		{200, 30, 4, 20},    /* light days only */
+		{3000, 2, 40, 300},  /* heavy days (more than 64 hour cells) */
+		{6000, 10, 60, 50},  /* heavy and light days mixed */
+	};
+	for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+		for (int round = 0; round < 3; round++) {
+			rows r;
+			strdict dict[DIM_COUNT];
+			make_rows(&r, dict, shapes[k].count, shapes[k].days, shapes[k].groups,
+				  shapes[k].users);
+			rollup all, flush;
+			build_all(&all, &r, dict);
+			/* Minute retention: everything, nothing, and a cut inside
+			 * the rows' days. */
+			int64_t cuts[3] = {INT64_MIN, INT64_MAX,
+					   (20000 * DAY_US + (int64_t)rng_below(3 * DAY_US)) /
+						   ROLLUP_MINUTE_US};
+			for (int c = 0; c < 3; c++) {
+				memset(&flush, 0, sizeof(flush));
+				cr_assert_eq(rollup_from_rows(&flush, &r, dict, cuts[c]), 0);
+				char what[96];
+				snprintf(what, sizeof(what), "shape %zu round %d cut %d", k, round, c);
+				assert_same_encoding(&all, &flush, cuts[c], what);
+				rollup_free(&flush);
+			}
+			rollup_free(&all);
+			rows_free(&r);
+			for (int d = 0; d < DIM_COUNT; d++)
+				strdict_free(&dict[d]);
+		}
+	}
+}
+
+Test(rollup, flush_build_leaves_out_cells_that_are_not_stored)
+{
+	/* 100 rows on one light day, two days before the minute cut: hour
+	 * cells only (two groups: at most 48): no minute cells, no day cells, no
+	 * day totals. */
+	seed_rng("flush_build_leaves_out_cells_that_are_not_stored");
+	rows r;
+	strdict dict[DIM_COUNT];
+	make_rows(&r, dict, 100, 1, 2, 5);
+	rollup flush;
+	memset(&flush, 0, sizeof(flush));
+	cr_assert_eq(rollup_from_rows(&flush, &r, dict, 20002 * (DAY_US / ROLLUP_MINUTE_US)), 0);
+	cr_assert_eq(flush.res[RES_MINUTE].count, 0);
+	cr_assert_gt(flush.res[RES_HOUR].count, 0);
+	cr_assert_leq(flush.res[RES_HOUR].count, 64);
+	cr_assert_eq(flush.res[RES_DAY].count, 0);
+	rollup_free(&flush);
+	rows_free(&r);
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&dict[d]);
+}
