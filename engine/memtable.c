@@ -4,10 +4,13 @@
  * Invariants
  *   - Every row's dimension codes are < dict.count.
  *   - index has index_mask + 1 slots, at most half full, and every row
- *     appears in exactly one slot.
+ *     below indexed appears in exactly one slot; no row at or above it
+ *     does, and count - indexed < MEMTABLE_INDEX_TAIL_MAX after an append.
+ *   - id_hash has id_hash_capacity >= count entries.
  *   - time_min_us/time_max_us bound every row's time (meaningless when
  *     rows.count == 0).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@ static uint32_t index_slot(uint64_t hash, uint32_t mask)
 	return (uint32_t)hash & mask;
 }
 
+/* A table of at least 2 * rows_wanted slots holding rows [0, indexed). */
 static int index_grow(memtable *m, uint32_t rows_wanted)
 {
 	uint64_t slots_needed = (uint64_t)rows_wanted * 2;
@@ -31,17 +35,11 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
 	if (slot_count > (1ull << 31))
 		return -ENOMEM;
 	uint32_t *index = calloc(slot_count, sizeof(*index));
-	uint64_t *hashes = realloc(m->id_hash, sizeof(*hashes) * (slot_count / 2));
-	if (!index || !hashes) {
-		free(index);
-		if (hashes)
-			m->id_hash = hashes;
+	if (!index)
 		return -ENOMEM;
-	}
-	m->id_hash = hashes;
 	uint32_t mask = (uint32_t)slot_count - 1;
-	for (uint32_t row = 0; row < m->rows.count; row++) {
-		uint32_t s = index_slot(hashes[row], mask);
+	for (uint32_t row = 0; row < m->indexed; row++) {
+		uint32_t s = index_slot(m->id_hash[row], mask);
 		while (index[s])
 			s = (s + 1) & mask;
 		index[s] = row + 1;
@@ -49,6 +47,48 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
 	free(m->index);
 	m->index = index;
 	m->index_mask = mask;
+	return 0;
+}
+
+/* Puts the tail, rows [indexed, count), into the index. The slots of rows
+ * a few ahead are prefetched, so their cache misses overlap instead of
+ * costing one after another. 0 or -ENOMEM (nothing changed). */
+static int index_tail(memtable *m)
+{
+	enum { AHEAD = 16 };
+	uint32_t count = m->rows.count;
+	int rc = index_grow(m, count);
+	if (rc)
+		return rc;
+	for (uint32_t row = m->indexed; row < count && row < m->indexed + AHEAD; row++)
+		__builtin_prefetch(&m->index[index_slot(m->id_hash[row], m->index_mask)], 1);
+	for (uint32_t row = m->indexed; row < count; row++) {
+		if (row + AHEAD < count)
+			__builtin_prefetch(&m->index[index_slot(m->id_hash[row + AHEAD], m->index_mask)],
+					   1);
+		uint32_t s = index_slot(m->id_hash[row], m->index_mask);
+		while (m->index[s])
+			s = (s + 1) & m->index_mask;
+		m->index[s] = row + 1;
+	}
+	m->indexed = count;
+	return 0;
+}
+
+static int id_hash_reserve(memtable *m, uint32_t rows_wanted)
+{
+	if (rows_wanted <= m->id_hash_capacity)
+		return 0;
+	uint64_t capacity = m->id_hash_capacity ? m->id_hash_capacity : 8;
+	while (capacity < rows_wanted)
+		capacity *= 2;
+	if (capacity > UINT32_MAX)
+		return -ENOMEM;
+	uint64_t *hashes = realloc(m->id_hash, sizeof(*hashes) * capacity);
+	if (!hashes)
+		return -ENOMEM;
+	m->id_hash = hashes;
+	m->id_hash_capacity = (uint32_t)capacity;
 	return 0;
 }
 
@@ -60,7 +100,9 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 		return TALLY_E_LIMIT;
 	int rc = rows_reserve(r, row + 1);
 	if (!rc)
-		rc = index_grow(m, row + 1);
+		rc = id_hash_reserve(m, row + 1);
+	if (!rc && row + 1 - m->indexed >= MEMTABLE_INDEX_TAIL_MAX)
+		rc = index_grow(m, row + 1); /* room now: index_tail below cannot fail */
 	if (!rc)
 		rc = bytebuf_reserve(&r->id_bytes, id->size);
 	if (rc)
@@ -87,42 +129,57 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 	r->id_bytes.size += id->size;
 	r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
 	m->id_hash[row] = id->hash;
-	uint32_t s = index_slot(id->hash, m->index_mask);
-	while (m->index[s])
-		s = (s + 1) & m->index_mask;
-	m->index[s] = row + 1;
 	if (!row || e->time_us < m->time_min_us)
 		m->time_min_us = e->time_us;
 	if (!row || e->time_us > m->time_max_us)
 		m->time_max_us = e->time_us;
 	r->count = row + 1;
+	if (r->count - m->indexed >= MEMTABLE_INDEX_TAIL_MAX) {
+		rc = index_tail(m);
+		assert(rc == 0); /* the table was grown above */
+		(void)rc;
+	}
 	return 0;
+}
+
+/* Row `row` holds exactly id. */
+static int row_has_id(const memtable *m, uint32_t row, const packed_id *id)
+{
+	if (m->id_hash[row] != id->hash || m->rows.id_kind[row] != id->kind)
+		return 0;
+	size_t size;
+	const uint8_t *bytes = rows_id(&m->rows, row, &size);
+	return size == id->size && memcmp(bytes, id->bytes, size) == 0;
 }
 
 int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cursor)
 {
-	/* *cursor counts the slots already examined from the id's home slot;
-	 * the index is at most half full, so an empty slot ends every chain. */
-	if (!m->index_mask)
-		return -1;
+	/* *cursor below the slot count counts the slots already examined from
+	 * the id's home slot (the index is at most half full, so an empty slot
+	 * ends every chain); from the slot count on, it is that plus the tail
+	 * rows already examined. */
+	uint32_t slots = m->index_mask ? m->index_mask + 1 : 0;
 	uint32_t home = index_slot(id->hash, m->index_mask);
-	for (uint32_t n = *cursor; n <= m->index_mask; n++) {
+	uint32_t n = *cursor;
+	for (; n < slots; n++) {
 		uint32_t s = (home + n) & m->index_mask;
 		if (!m->index[s]) {
-			*cursor = m->index_mask + 1;
-			return -1;
+			n = slots;
+			break;
 		}
 		uint32_t row = m->index[s] - 1;
-		if (m->id_hash[row] != id->hash || m->rows.id_kind[row] != id->kind)
-			continue;
-		size_t size;
-		const uint8_t *bytes = rows_id(&m->rows, row, &size);
-		if (size == id->size && memcmp(bytes, id->bytes, size) == 0) {
+		if (row_has_id(m, row, id)) {
 			*cursor = n + 1;
 			return row;
 		}
 	}
-	*cursor = m->index_mask + 1;
+	for (uint32_t row = m->indexed + (n - slots); row < m->rows.count; row++, n++) {
+		if (row_has_id(m, row, id)) {
+			*cursor = n + 1;
+			return row;
+		}
+	}
+	*cursor = n;
 	return -1;
 }
 
@@ -256,7 +313,8 @@ size_t memtable_bytes(const memtable *m)
 	size_t bytes = rows_bytes(&m->rows);
 	bytes += strdict_bytes(&m->dict);
 	if (m->index_mask)
-		bytes += ((size_t)m->index_mask + 1) * (sizeof(uint32_t) + sizeof(uint64_t) / 2);
+		bytes += ((size_t)m->index_mask + 1) * sizeof(uint32_t);
+	bytes += (size_t)m->id_hash_capacity * sizeof(uint64_t);
 	return bytes + m->rollup_accounted;
 }
 

@@ -6,7 +6,11 @@
  * cache lines per event than five), split per dimension at flush; a memtable is frozen (no more appends) when a flush begins and
  * freed once its rows are in a published segment file. An id index (the
  * full 64-bit id hash per row plus an open-addressing table of row numbers)
- * answers "is this exact id here?" for dedup verification.
+ * answers "is this exact id here?" for dedup verification. Appends do not
+ * probe the table one row at a time (a cache miss per event on a table of
+ * millions of slots): rows [indexed, count) are a tail that a lookup scans,
+ * and once it reaches MEMTABLE_INDEX_TAIL_MAX rows they go into the table
+ * together, their slots prefetched ahead so the misses overlap.
  */
 #ifndef TALLY_MEMTABLE_H
 #define TALLY_MEMTABLE_H
@@ -24,8 +28,10 @@ typedef struct memtable {
 	rows rows;
 	strdict dict;          /* every dimension's strings, one code space */
 	uint64_t *id_hash;     /* per row */
-	uint32_t *index;       /* row + 1; 0 = empty */
+	uint32_t id_hash_capacity;
+	uint32_t *index;       /* row + 1 of rows [0, indexed); 0 = empty */
 	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
+	uint32_t indexed;      /* rows in the index; the rest are the tail */
 	int64_t time_min_us;
 	int64_t time_max_us;
 	/* The live rollup: cells of rows [0, rolled), in dict's code space.
@@ -40,6 +46,10 @@ typedef struct memtable {
 	size_t rollup_accounted; /* rollup bytes counted in memtable_bytes (store lock) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
 } memtable;
+
+/* Rows appended before they go into the id index together (a lookup
+ * scans at most this many id hashes beyond the index). */
+#define MEMTABLE_INDEX_TAIL_MAX 512u
 
 /* Rows per slice of memtable_rollup_catch_up and of the rollup thread. */
 #define MEMTABLE_ROLLUP_SLICE 256u
