@@ -1687,12 +1687,16 @@ static void price_choose(const price_fit *f, const uint32_t *sample, const int64
 	static const uint64_t granularity[PRICE_GRANULARITIES] = {
 		1, 10, 100, 1000, 10000, 100000,
 	};
-	for (int ga = PRICE_GRANULARITIES - 1; ga >= 0; ga--) {
-		for (int gb = PRICE_GRANULARITIES - 1; gb >= 0; gb--) {
+	/* A candidate is dropped as soon as it misses more rows than the best
+	 * so far (it cannot win), and the search ends at a candidate that
+	 * misses none (nothing later can beat it: ties keep the earlier). */
+	bool exact = false; /* the best so far misses no row */
+	for (int ga = PRICE_GRANULARITIES - 1; ga >= 0 && !exact; ga--) {
+		for (int gb = PRICE_GRANULARITIES - 1; gb >= 0 && !exact; gb--) {
 			uint64_t in = rate_round(a, granularity[ga]);
 			uint64_t out = rate_round(b, granularity[gb]);
 			uint64_t misses = 0, error = 0;
-			for (uint32_t j = 0; j < f->samples; j++) {
+			for (uint32_t j = 0; j < f->samples && misses <= best_misses; j++) {
 				uint32_t i = sample[j];
 				int64_t predicted, residual;
 				if (!price_predict(ctx->tokens_in[i], ctx->tokens_out[i], in, out,
@@ -1711,6 +1715,7 @@ static void price_choose(const price_fit *f, const uint32_t *sample, const int64
 				best_error = error;
 				rate[0] = in;
 				rate[1] = out;
+				exact = misses == 0 && error == 0;
 			}
 		}
 	}
