@@ -264,6 +264,31 @@ const rollup_cell *rollup_bucket_first(const rollup *r, int res, int64_t bucket)
 	return NULL;
 }
 
+/* Branch-free lower bounds (the comparison becomes a conditional move, not
+ * a branch that the next probe's direction mispredicts half the time):
+ * the first position in a[0, n) whose key is not below key; n >= 1. */
+static inline uint32_t dd_lower_bound(const uint64_t *a, uint32_t n, uint16_t key)
+{
+	const uint64_t *base = a;
+	while (n > 1) {
+		uint32_t half = n / 2;
+		base = DD_ENTRY_INDEX(base[half - 1]) < key ? base + half : base;
+		n -= half;
+	}
+	return (uint32_t)(base - a) + (DD_ENTRY_INDEX(*base) < key);
+}
+
+static inline uint32_t u32_lower_bound(const uint32_t *a, uint32_t n, uint32_t key)
+{
+	const uint32_t *base = a;
+	while (n > 1) {
+		uint32_t half = n / 2;
+		base = base[half - 1] < key ? base + half : base;
+		n -= half;
+	}
+	return (uint32_t)(base - a) + (*base < key);
+}
+
 /* Adds `count` at histogram index. */
 static int cell_dd_add(rollup *r, rollup_cell *c, uint16_t index, uint64_t count)
 {
@@ -273,14 +298,7 @@ static int cell_dd_add(rollup *r, rollup_cell *c, uint16_t index, uint64_t count
 		return 0;
 	}
 	uint64_t *a = c->dd_count == 1 ? &c->dd.one : c->dd.many;
-	uint32_t lo = 0, hi = c->dd_count;
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		if (DD_ENTRY_INDEX(a[mid]) < index)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
+	uint32_t lo = dd_lower_bound(a, c->dd_count, index);
 	if (lo < c->dd_count && DD_ENTRY_INDEX(a[lo]) == index) {
 		a[lo] += count << 16;
 		return 0;
@@ -345,14 +363,7 @@ static int cell_user_add(rollup *r, rollup_cell *c, uint32_t code, uint64_t hash
 		return 0;
 	}
 	uint32_t *a = c->user_count == 1 ? &c->users.one : c->users.many;
-	uint32_t lo = 0, hi = c->user_count;
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		if (a[mid] < code)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
+	uint32_t lo = u32_lower_bound(a, c->user_count, code);
 	if (lo < c->user_count && a[lo] == code)
 		return 0;
 	if (c->user_count >= USET_EXACT_MAX) {
@@ -520,6 +531,9 @@ int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT],
 		     int64_t minute_bucket_from)
 {
 	const strdict *users = &dict[DIM_USER];
+	uint32_t *groups = malloc(sizeof(*groups) * ((size_t)rw->count + 1)); /* per row */
+	if (!groups)
+		return -ENOMEM;
 	/* Hour cells first, and minute cells from minute_bucket_from on: the
 	 * hour cells say which days are heavy. */
 	int rc = 0;
@@ -529,6 +543,7 @@ int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT],
 		uint32_t group;
 		if ((rc = event_group(r, &e, &group)))
 			break;
+		groups[i] = group;
 		uint16_t index = dd_index(e.duration_ms);
 		if (floor_div(e.time_us, ROLLUP_MINUTE_US) >= minute_bucket_from)
 			rc = event_add_res(r, &e, group, index, RES_MINUTE);
@@ -539,19 +554,18 @@ int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT],
 	uint32_t day_count = 0;
 	if (!rc)
 		rc = heavy_days(r, &days, &day_count);
-	/* Then day cells (with their totals), only on heavy days. Groups
-	 * exist already, so the second pass looks them up again. */
+	/* Then day cells (with their totals), only on heavy days, each row
+	 * with the group the first pass found. */
 	for (uint32_t i = 0; i < rw->count && !rc && day_count; i++) {
 		int64_t day = floor_div(rw->time_us[i], ROLLUP_DAY_US);
 		if (!is_heavy_day(days, day_count, day))
 			continue;
 		rollup_event e;
 		row_event(r, rw, users, i, &e);
-		uint32_t group;
-		if (!(rc = event_group(r, &e, &group)))
-			rc = event_add_res(r, &e, group, dd_index(e.duration_ms), RES_DAY);
+		rc = event_add_res(r, &e, groups[i], dd_index(e.duration_ms), RES_DAY);
 	}
 	free(days);
+	free(groups);
 	return rc;
 }
 
