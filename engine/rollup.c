@@ -47,6 +47,7 @@
  *    workload, where most days are light and most rows are older than
  *    minute retention.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -614,27 +615,74 @@ enum {
 	C_COLUMNS
 };
 
-static int cell_renumbered_compare(const void *a, const void *b, void *ctx)
+/* ---- sorting cells --------------------------------------------------------- */
+
+typedef struct keyed {
+	uint64_t key;
+	const rollup_cell *cell;
+} keyed;
+
+/*
+ * Sorts a[0, n) by key (tmp: n more entries): least significant byte
+ * first, one stable counting pass per byte, skipping the bytes every key
+ * shares (a section's cells span a few hundred buckets and groups, so two
+ * to four passes). The result is in a.
+ */
+static void keyed_sort(keyed *a, keyed *tmp, uint32_t n)
 {
-	const rollup_cell *x = *(const rollup_cell *const *)a, *y = *(const rollup_cell *const *)b;
-	const uint32_t *renumber = ctx;
-	if (x->bucket != y->bucket)
-		return x->bucket < y->bucket ? -1 : 1;
-	return renumber[x->group] < renumber[y->group] ? -1 : renumber[x->group] > renumber[y->group];
+	if (n < 2)
+		return;
+	uint64_t varies = 0;
+	for (uint32_t i = 1; i < n; i++)
+		varies |= a[i].key ^ a[0].key;
+	keyed *from = a, *to = tmp;
+	for (unsigned shift = 0; shift < 64; shift += 8) {
+		if (!((varies >> shift) & 0xff))
+			continue;
+		uint32_t count[257] = {0};
+		for (uint32_t i = 0; i < n; i++)
+			count[((from[i].key >> shift) & 0xff) + 1]++;
+		for (int b = 0; b < 256; b++)
+			count[b + 1] += count[b];
+		for (uint32_t i = 0; i < n; i++)
+			to[count[(from[i].key >> shift) & 0xff]++] = from[i];
+		keyed *swap = from;
+		from = to;
+		to = swap;
+	}
+	if (from != a)
+		memcpy(a, from, sizeof(*a) * n);
 }
 
-static int cell_order_compare(const void *a, const void *b)
+/*
+ * Sorts cells[0, n) by (bucket, rank of group), rank = renumber[group], or
+ * the group itself when renumber is NULL; (bucket, rank) pairs are unique,
+ * so the order is fully determined. 0 or -ENOMEM.
+ */
+static int cells_sort(const rollup_cell **cells, uint32_t n, const uint32_t *renumber)
 {
-	const rollup_cell *x = *(const rollup_cell *const *)a, *y = *(const rollup_cell *const *)b;
-	if (x->bucket != y->bucket)
-		return x->bucket < y->bucket ? -1 : 1;
-	return x->group < y->group ? -1 : x->group > y->group;
-}
-
-static int int64_compare(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
+	if (n < 2)
+		return 0;
+	int64_t low = cells[0]->bucket, high = low;
+	for (uint32_t i = 1; i < n; i++) {
+		low = cells[i]->bucket < low ? cells[i]->bucket : low;
+		high = cells[i]->bucket > high ? cells[i]->bucket : high;
+	}
+	keyed *a = malloc(sizeof(*a) * 2 * (size_t)n);
+	if (!a)
+		return -ENOMEM;
+	/* Buckets are at most a few million apart (minutes over the backfill
+	 * reach of ten years): the span fits the key's high half. */
+	assert((uint64_t)(high - low) <= UINT32_MAX);
+	for (uint32_t i = 0; i < n; i++)
+		a[i] = (keyed){(uint64_t)(cells[i]->bucket - low) << 32 |
+				       (renumber ? renumber[cells[i]->group] : cells[i]->group),
+			       cells[i]};
+	keyed_sort(a, a + n, n);
+	for (uint32_t i = 0; i < n; i++)
+		cells[i] = a[i].cell;
+	free(a);
+	return 0;
 }
 
 /*
@@ -649,10 +697,24 @@ static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 	if (!d)
 		return -ENOMEM;
 	uint32_t m = 0;
+	int64_t low = INT64_MAX;
 	for (uint32_t i = 0; i < hours->count; i++)
-		if (hours->cells[i].group != ROLLUP_GROUP_ALL)
-			d[m++] = floor_div(hours->cells[i].bucket, 24);
-	qsort(d, m, sizeof(*d), int64_compare);
+		if (hours->cells[i].group != ROLLUP_GROUP_ALL) {
+			d[m] = floor_div(hours->cells[i].bucket, 24);
+			low = d[m] < low ? d[m] : low;
+			m++;
+		}
+	keyed *k = malloc(sizeof(*k) * 2 * ((size_t)m + 1));
+	if (!k) {
+		free(d);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < m; i++)
+		k[i] = (keyed){(uint64_t)(d[i] - low), NULL};
+	keyed_sort(k, k + m, m);
+	for (uint32_t i = 0; i < m; i++)
+		d[i] = low + (int64_t)k[i].key;
+	free(k);
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < m;) {
 		uint32_t j = i;
@@ -669,7 +731,15 @@ static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 
 static int is_heavy_day(const int64_t *days, uint32_t count, int64_t day)
 {
-	return bsearch(&day, days, count, sizeof(*days), int64_compare) != NULL;
+	uint32_t lo = 0, hi = count;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (days[mid] < day)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < count && days[lo] == day;
 }
 
 /*
@@ -692,7 +762,10 @@ static int select_cells(const rollup *r, int res, int64_t bucket_from, const int
 		if (rc->cells[i].bucket >= bucket_from &&
 		    (res != RES_DAY || is_heavy_day(days, day_count, rc->cells[i].bucket)))
 			order[n++] = &rc->cells[i];
-	qsort(order, n, sizeof(*order), cell_order_compare);
+	if (cells_sort(order, n, NULL)) {
+		free(order);
+		return -ENOMEM;
+	}
 	uint32_t kept = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		if (order[i]->group == ROLLUP_GROUP_ALL &&
@@ -884,7 +957,8 @@ int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_encoded *e
 		uint32_t count = list == LIST_DAY_TOTAL ? total_count
 				 : list == LIST_DAY	   ? group_count
 							   : n[res];
-		qsort_r(cells, count, sizeof(*cells), cell_renumbered_compare, renumber);
+		if ((err = cells_sort(cells, count, renumber)))
+			break;
 		for (uint32_t i = 0; i < count && !err;) {
 			uint32_t j = i + 1;
 			while (j < count && (j - i < ROLLUP_CHUNK_CELLS ||
