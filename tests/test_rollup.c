@@ -4,7 +4,7 @@
  * (rollup_add of every row, all cells at every resolution): both must
  * encode to the same bytes, on random rows shaped like tenants of every
  * size (a handful of rows, light days, heavy days, days inside and outside
- * minute retention).
+ * minute retention), and every chunk decodes with its cells in order.
  *
  * Randomness comes from splitmix64 seeded by $SEED, or by the clock when it
  * is unset; every test prints "test_rollup seed=N" so a failure replays
@@ -115,6 +115,38 @@ static void build_all(rollup *out, const rows *r, const strdict dict[DIM_COUNT])
 	}
 }
 
+/* Every chunk of x decodes, its cells in strictly increasing (bucket,
+ * group) order, the cell counts as listed. */
+static void assert_chunks_decode(const rollup_encoded *x, const char *what)
+{
+	if (!x->group_count)
+		return;
+	const uint32_t dict_count[DIM_COUNT] = {UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX,
+						UINT32_MAX};
+	rollup_group *groups;
+	uint32_t group_count;
+	cr_assert_eq(rollup_groups_decode(x->groups.data, x->groups.size, dict_count, &groups,
+					  &group_count), 0, "%s: group table", what);
+	cr_assert_eq(group_count, x->group_count);
+	uint32_t total = 0;
+	for (int list = 0; list < LIST_COUNT; list++)
+		total += x->chunk_count[list];
+	for (uint32_t i = 0; i < total; i++) {
+		rollup_block b;
+		cr_assert_eq(rollup_block_decode(x->data.data + x->chunks[i].offset, x->chunks[i].size,
+						 groups, group_count, UINT32_MAX, &b),
+			     0, "%s: chunk %u decodes", what, i);
+		cr_assert_eq(b.cell_count, x->chunks[i].cells);
+		cr_assert_eq(b.bucket[0], x->chunks[i].first_bucket);
+		for (uint32_t c = 1; c < b.cell_count; c++)
+			cr_assert(b.bucket[c] > b.bucket[c - 1] ||
+				  (b.bucket[c] == b.bucket[c - 1] && b.group[c] > b.group[c - 1]),
+				  "%s: chunk %u cell %u out of order", what, i, c);
+		rollup_block_free(&b);
+	}
+	free(groups);
+}
+
 static void assert_same_encoding(const rollup *a, const rollup *b, int64_t minute_from,
 				 const char *what)
 {
@@ -140,6 +172,7 @@ static void assert_same_encoding(const rollup *a, const rollup *b, int64_t minut
 		cr_assert_eq(x.chunks[i].offset, y.chunks[i].offset, "%s: chunk %u offset", what, i);
 		cr_assert_eq(x.chunks[i].size, y.chunks[i].size, "%s: chunk %u size", what, i);
 	}
+	assert_chunks_decode(&x, what);
 	rollup_encoded_free(&x);
 	rollup_encoded_free(&y);
 }
@@ -188,19 +221,19 @@ Test(rollup, flush_build_encodes_like_every_cell_added)
 
 Test(rollup, flush_build_leaves_out_cells_that_are_not_stored)
 {
-	/* 100 rows on one light day, two days before the minute cut: hour
-	 * cells only (two groups: at most 48): no minute cells, no day cells, no
-	 * day totals. */
+	/* 60 rows on one day (so at most 60 hour cells: a light day), two days
+	 * before the minute cut: hour cells only; no minute cells, no day
+	 * cells, no day totals. */
 	seed_rng("flush_build_leaves_out_cells_that_are_not_stored");
 	rows r;
 	strdict dict[DIM_COUNT];
-	make_rows(&r, dict, 100, 1, 2, 5);
+	make_rows(&r, dict, 60, 1, 3, 5);
 	rollup flush;
 	memset(&flush, 0, sizeof(flush));
 	cr_assert_eq(rollup_from_rows(&flush, &r, dict, 20002 * (DAY_US / ROLLUP_MINUTE_US)), 0);
 	cr_assert_eq(flush.res[RES_MINUTE].count, 0);
 	cr_assert_gt(flush.res[RES_HOUR].count, 0);
-	cr_assert_leq(flush.res[RES_HOUR].count, 64);
+	cr_assert_leq(flush.res[RES_HOUR].count, ROLLUP_DAY_COMPOSE_MAX);
 	cr_assert_eq(flush.res[RES_DAY].count, 0);
 	rollup_free(&flush);
 	rows_free(&r);
