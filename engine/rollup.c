@@ -265,15 +265,15 @@ const rollup_cell *rollup_bucket_first(const rollup *r, int res, int64_t bucket)
 	return NULL;
 }
 
-/* Branch-free lower bounds (the comparison becomes a conditional move, not
- * a branch that the next probe's direction mispredicts half the time):
+/* Branch-free lower bounds (the comparison's 0 or 1 scales the step, so no
+ * branch waits on a probe whose direction mispredicts half the time):
  * the first position in a[0, n) whose key is not below key; n >= 1. */
 static inline uint32_t dd_lower_bound(const uint64_t *a, uint32_t n, uint16_t key)
 {
 	const uint64_t *base = a;
 	while (n > 1) {
 		uint32_t half = n / 2;
-		base = DD_ENTRY_INDEX(base[half - 1]) < key ? base + half : base;
+		base += (uint32_t)(DD_ENTRY_INDEX(base[half - 1]) < key) * half;
 		n -= half;
 	}
 	return (uint32_t)(base - a) + (DD_ENTRY_INDEX(*base) < key);
@@ -284,7 +284,7 @@ static inline uint32_t u32_lower_bound(const uint32_t *a, uint32_t n, uint32_t k
 	const uint32_t *base = a;
 	while (n > 1) {
 		uint32_t half = n / 2;
-		base = base[half - 1] < key ? base + half : base;
+		base += (uint32_t)(base[half - 1] < key) * half;
 		n -= half;
 	}
 	return (uint32_t)(base - a) + (*base < key);
