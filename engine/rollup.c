@@ -47,7 +47,6 @@
  *    workload, where most days are light and most rows are older than
  *    minute retention.
  */
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -671,14 +670,23 @@ static int cells_sort(const rollup_cell **cells, uint32_t n, const uint32_t *ren
 	keyed *a = malloc(sizeof(*a) * 2 * (size_t)n);
 	if (!a)
 		return -ENOMEM;
-	/* Buckets are at most a few million apart (minutes over the backfill
-	 * reach of ten years): the span fits the key's high half. */
-	assert((uint64_t)(high - low) <= UINT32_MAX);
-	for (uint32_t i = 0; i < n; i++)
-		a[i] = (keyed){(uint64_t)(cells[i]->bucket - low) << 32 |
-				       (renumber ? renumber[cells[i]->group] : cells[i]->group),
-			       cells[i]};
-	keyed_sort(a, a + n, n);
+	if ((uint64_t)(high - low) <= UINT32_MAX) {
+		/* The usual case: one key, bucket offset over rank. */
+		for (uint32_t i = 0; i < n; i++)
+			a[i] = (keyed){(uint64_t)(cells[i]->bucket - low) << 32 |
+					       (renumber ? renumber[cells[i]->group] : cells[i]->group),
+				       cells[i]};
+		keyed_sort(a, a + n, n);
+	} else {
+		/* Buckets too far apart for half a key (decoders accept
+		 * |bucket| < 2^40): by rank, then stably by bucket. */
+		for (uint32_t i = 0; i < n; i++)
+			a[i] = (keyed){renumber ? renumber[cells[i]->group] : cells[i]->group, cells[i]};
+		keyed_sort(a, a + n, n);
+		for (uint32_t i = 0; i < n; i++)
+			a[i].key = (uint64_t)(a[i].cell->bucket - low);
+		keyed_sort(a, a + n, n);
+	}
 	for (uint32_t i = 0; i < n; i++)
 		cells[i] = a[i].cell;
 	free(a);

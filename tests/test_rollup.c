@@ -240,3 +240,37 @@ Test(rollup, flush_build_leaves_out_cells_that_are_not_stored)
 	for (int d = 0; d < DIM_COUNT; d++)
 		strdict_free(&dict[d]);
 }
+
+Test(rollup, cells_thousands_of_years_apart_encode_in_order)
+{
+	/* Minute buckets 2^33 apart do not fit the sort's one-key form (a
+	 * 32-bit bucket offset); decoders accept |bucket| < 2^40. */
+	rollup r;
+	memset(&r, 0, sizeof(r));
+	const int64_t far = (INT64_C(1) << 33) * ROLLUP_MINUTE_US;
+	const int64_t times[] = {far, 0, far + ROLLUP_MINUTE_US, -far, ROLLUP_MINUTE_US};
+	for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++)
+		for (uint32_t g = 1; g <= 3; g++) {
+			rollup_event e = {
+				.time_us = times[i],
+				.code = {g, 4 - g, 0, 0},
+				.status = TALLY_STATUS_OK,
+				.user = ROLLUP_NO_USER,
+				.duration_ms = 10 * g,
+				.tokens_in = g,
+			};
+			cr_assert_eq(rollup_add(&r, &e), 0);
+		}
+	rollup_encoded x;
+	cr_assert_eq(rollup_encode(&r, INT64_MIN, &x), 0);
+	cr_assert_gt(x.chunk_count[LIST_MINUTE], 0);
+	assert_chunks_decode(&x, "far apart");
+	/* The minute list holds all 15 cells, first the one at -far. */
+	uint32_t cells = 0;
+	for (uint32_t i = 0; i < x.chunk_count[LIST_MINUTE]; i++)
+		cells += x.chunks[i].cells;
+	cr_assert_eq(cells, 15);
+	cr_assert_eq(x.chunks[0].first_bucket, -(INT64_C(1) << 33));
+	rollup_encoded_free(&x);
+	rollup_free(&r);
+}
