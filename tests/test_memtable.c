@@ -5,9 +5,9 @@
  * absent ids are not, an id stored on several rows is found once per row,
  * against a brute-force oracle over the appended rows.
  *
- * Randomness comes from splitmix64 seeded by $SEED, or by the clock when it
- * is unset; every test prints "test_memtable seed=N" so a failure replays
- * with SEED=N build/tests/test_memtable.
+ * Randomness comes from support/rng.h (splitmix64 seeded by $SEED, or by
+ * the clock when it is unset); every test prints "test_memtable seed=N" so a
+ * failure replays with SEED=N build/tests/test_memtable.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -15,29 +15,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dedup.h"
 #include "memtable.h"
+#include "support/rng.h"
 
-static uint64_t rng_state;
+static test_rng rng;
 
 static uint64_t rng_next(void)
 {
-	uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
+	return test_rng_next(&rng);
 }
 
 static void seed_rng(const char *test)
 {
-	const char *env = getenv("SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 10)
-			    : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)clock();
-	rng_state = seed;
-	printf("test_memtable seed=%" PRIu64 " (%s)\n", seed, test);
-	fflush(stdout);
+	test_rng_seed(&rng, "test_memtable", test);
 }
 
 /* Id number n as 32 hex characters (packed to 16 bytes). */

@@ -6,45 +6,32 @@
  * size (a handful of rows, light days, heavy days, days inside and outside
  * minute retention), and every chunk decodes with its cells in order.
  *
- * Randomness comes from splitmix64 seeded by $SEED, or by the clock when it
- * is unset; every test prints "test_rollup seed=N" so a failure replays
- * with SEED=N build/tests/test_rollup.
+ * Randomness comes from support/rng.h (splitmix64 seeded by $SEED, or by
+ * the clock when it is unset); every test prints "test_rollup seed=N" so a
+ * failure replays with SEED=N build/tests/test_rollup.
  */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "rollup.h"
 #include "rows.h"
 #include "sketch.h"
 #include "strdict.h"
+#include "support/rng.h"
 
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
+static test_rng rng;
 
 static uint64_t rng_below(uint64_t n)
 {
-	return rng_next() % n;
+	return test_rng_below(&rng, n);
 }
 
 static void seed_rng(const char *test)
 {
-	const char *env = getenv("SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 10)
-			    : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)clock();
-	rng_state = seed;
-	printf("test_rollup seed=%llu (%s)\n", (unsigned long long)seed, test);
-	fflush(stdout);
+	test_rng_seed(&rng, "test_rollup", test);
 }
 
 #define DAY_US ROLLUP_DAY_US
