@@ -92,7 +92,17 @@ static int id_hash_reserve(memtable *m, uint32_t rows_wanted)
 	return 0;
 }
 
-int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
+void event_dims(const tally_event *e, tally_str dims[DIM_COUNT])
+{
+	const tally_str *from[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model, &e->user};
+	for (int d = 0; d < DIM_COUNT; d++) {
+		dims[d].ptr = from[d]->ptr ? from[d]->ptr : "";
+		dims[d].len = from[d]->len;
+	}
+}
+
+int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
+		    const uint64_t dim_hash[DIM_COUNT])
 {
 	rows *r = &m->rows;
 	uint32_t row = r->count;
@@ -107,12 +117,12 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id)
 		rc = bytebuf_reserve(&r->id_bytes, id->size);
 	if (rc)
 		return rc;
-	const tally_str *dims[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model,
-					    &e->user};
+	tally_str dims[DIM_COUNT];
+	event_dims(e, dims);
 	uint32_t codes[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++) {
-		rc = strdict_intern(&m->dict, dims[d]->ptr ? dims[d]->ptr : "", dims[d]->len,
-				    &codes[d]);
+		uint64_t hash = dim_hash ? dim_hash[d] : strdict_hash(dims[d].ptr, dims[d].len);
+		rc = strdict_intern_hashed(&m->dict, dims[d].ptr, dims[d].len, hash, &codes[d]);
 		if (rc)
 			return rc; /* interned strings without rows are harmless */
 	}

@@ -62,9 +62,16 @@ typedef struct packed_id {
 	const uint8_t *bytes;
 } packed_id;
 
-/* Appends one validated event whose id is given packed. 0, -ENOMEM or
- * TALLY_E_LIMIT; on failure the memtable is unchanged. */
-int memtable_append(memtable *m, const tally_event *event, const packed_id *id);
+/* Appends one validated event whose id is given packed. dim_hash, when not
+ * NULL, holds strdict_hash of its dimension strings in DIM order (see
+ * event_dims), computed by the caller: ingest does it before it takes the
+ * store lock. 0, -ENOMEM or TALLY_E_LIMIT; on failure the memtable is
+ * unchanged. */
+int memtable_append(memtable *m, const tally_event *event, const packed_id *id,
+		    const uint64_t dim_hash[DIM_COUNT]);
+
+/* The event's dimension strings in DIM order ("" for a NULL pointer). */
+void event_dims(const tally_event *e, tally_str dims[DIM_COUNT]);
 
 /* A zeroed memtable with its rollup lock made and a new serial. 0 or -errno. */
 int memtable_init(memtable *m);

@@ -439,7 +439,8 @@ static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b,
  * fingerprint table if the event's day is at least day_min
  * (fingerprint_day_min). The caller accounts memtable growth in
  * active_bytes. */
-static int apply_event(tenant *t, const tally_event *e, const packed_id *id, int64_t day_min)
+static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
+		       const uint64_t dim_hash[DIM_COUNT], int64_t day_min)
 {
 	if (!t->active) {
 		t->active = malloc(sizeof(memtable));
@@ -452,7 +453,7 @@ static int apply_event(tenant *t, const tally_event *e, const packed_id *id, int
 			return rc;
 		}
 	}
-	int rc = memtable_append(t->active, e, id);
+	int rc = memtable_append(t->active, e, id, dim_hash);
 	if (rc)
 		return rc;
 	int64_t day = day_of(e->time_us);
@@ -996,7 +997,8 @@ static int batch_check(const tally_batch *b)
  * will get (the caller appends it in this same lock hold).
  * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
  */
-static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, const uint8_t *old,
+static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids,
+			 const uint64_t (*dim_hash)[DIM_COUNT], const uint8_t *old,
 			 const uint8_t *in_segments, int64_t day_min, uint64_t record_lsn,
 			 int *appended)
 {
@@ -1024,7 +1026,7 @@ static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids, c
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		if (!(rc = apply_event(t, &b->events[i], &ids[i], day_min)))
+		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], day_min)))
 			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
 				       &ids[i]);
 		if (!rc)
@@ -1060,12 +1062,14 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	memset(&h, 0, sizeof(h));
 	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
 	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
-	if (!packed || !ids || (backfill && (rc = history_init(&h, batch_count, events_total)))) {
+	uint64_t (*dim_hash)[DIM_COUNT] = malloc(sizeof(*dim_hash) * events_total + 1);
+	if (!packed || !ids || !dim_hash || (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	/* Outside the lock: validation, id packing and hashing; a backfill's
-	 * old events listed by day, and probed in the segment files. */
+	/* Outside the lock: validation, id packing and hashing, the hashes of
+	 * the dimension strings; a backfill's old events listed by day, and
+	 * probed in the segment files. */
 	int64_t now = s->io->now_us(s->io);
 	int64_t day_min = fingerprint_day_min(s, now);
 	size_t k = 0;
@@ -1085,6 +1089,10 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			if (reason)
 				continue;
 			make_packed(e, packed + k * ID_PACKED_SIZE_MAX, &ids[k]);
+			tally_str dims[DIM_COUNT];
+			event_dims(e, dims);
+			for (int d = 0; d < DIM_COUNT; d++)
+				dim_hash[k][d] = strdict_hash(dims[d].ptr, dims[d].len);
 			if (batch->backfill && e->time_us < now - s->options.lateness_past_us) {
 				h.old[k] = 1;
 				h.entries[h.count++] = (history_entry){day_of(e->time_us), k};
@@ -1137,7 +1145,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			continue;
 		int appended;
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
-		if ((rc = ingest_locked(s, batch, ids + k, old ? h.old + k : NULL,
+		if ((rc = ingest_locked(s, batch, ids + k, dim_hash + k, old ? h.old + k : NULL,
 					old ? h.in_segments + k : NULL, day_min, record_lsn,
 					&appended))) {
 			failed_tenant = batch->tenant;
@@ -1192,6 +1200,7 @@ unlock:
 out:
 	free(packed);
 	free(ids);
+	free(dim_hash);
 	history_free(&h);
 	return rc;
 }
@@ -1388,7 +1397,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		/* No horizon check and no dedup: the WAL holds only events that
 		 * were accepted (a backfill's old ones too), and all of them
 		 * stay. */
-		if ((rc = apply_event(t, &e, &id, s->replay_day_min))) {
+		if ((rc = apply_event(t, &e, &id, NULL, s->replay_day_min))) {
 			free(strings);
 			return rc;
 		}

@@ -49,13 +49,23 @@ static int grow_slots(strdict *d)
 	return 0;
 }
 
+uint64_t strdict_hash(const char *s, uint32_t size)
+{
+	return XXH3_64bits(s, size);
+}
+
 int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code)
+{
+	return strdict_intern_hashed(d, s, size, strdict_hash(s, size), code);
+}
+
+int strdict_intern_hashed(strdict *d, const char *s, uint32_t size, uint64_t hash,
+			  uint32_t *code)
 {
 	/* The arena is never NULL once a string exists, so strdict_get never
 	 * hands out a NULL pointer, even for "". */
 	if (!d->arena.data && bytebuf_reserve(&d->arena, 16))
 		return -ENOMEM;
-	uint64_t hash = XXH3_64bits(s, size);
 	if (d->slot_mask) {
 		uint32_t i = slot_of(hash, d->slot_mask);
 		for (; d->slots[i]; i = (i + 1) & d->slot_mask) {

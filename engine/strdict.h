@@ -31,6 +31,14 @@ void strdict_free(strdict *d);
  * TALLY_E_LIMIT past DICT_STRINGS_MAX strings. */
 int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code);
 
+/* The hash strdict_intern_hashed wants for s. */
+uint64_t strdict_hash(const char *s, uint32_t size);
+
+/* strdict_intern with hash == strdict_hash(s, size) computed by the caller
+ * (ingest does it before it takes the store lock). */
+int strdict_intern_hashed(strdict *d, const char *s, uint32_t size, uint64_t hash,
+			  uint32_t *code);
+
 /* The string of a code (< count). Valid until the next intern or free. */
 static inline tally_str strdict_get(const strdict *d, uint32_t code)
 {
