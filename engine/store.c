@@ -1063,7 +1063,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
 	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
 	uint64_t (*dim_hash)[DIM_COUNT] = malloc(sizeof(*dim_hash) * events_total + 1);
-	if (!packed || !ids || !dim_hash || (backfill && (rc = history_init(&h, batch_count, events_total)))) {
+	if (!packed || !ids || !dim_hash ||
+	    (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;
 		goto out;
 	}

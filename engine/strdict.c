@@ -38,7 +38,7 @@ static int grow_slots(strdict *d)
 	uint32_t mask = slot_count - 1;
 	for (uint32_t code = 0; code < d->count; code++) {
 		tally_str s = strdict_get(d, code);
-		uint32_t i = slot_of(XXH3_64bits(s.ptr, s.len), mask);
+		uint32_t i = slot_of(strdict_hash(s.ptr, s.len), mask);
 		while (slots[i])
 			i = (i + 1) & mask;
 		slots[i] = code + 1;
