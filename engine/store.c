@@ -201,17 +201,33 @@ static uint32_t name_hash(const char *name)
 	return h;
 }
 
-static tenant *tenant_find(tally_store *s, const char *name)
+/* A tenant slot: the name's hash above the tenant's id + 1 (0: empty), so
+ * a probe reads a tenant only when the hashes match. */
+static uint64_t tenant_slot(uint32_t hash, uint32_t id)
+{
+	return (uint64_t)hash << 32 | (id + 1);
+}
+
+/* The tenant called name, whose name_hash is hash, or NULL. */
+static tenant *tenant_find_hashed(tally_store *s, const char *name, uint32_t hash)
 {
 	if (!s->tenant_slot_mask)
 		return NULL;
-	for (uint32_t i = name_hash(name) & s->tenant_slot_mask; s->tenant_slots[i];
+	for (uint32_t i = hash & s->tenant_slot_mask; s->tenant_slots[i];
 	     i = (i + 1) & s->tenant_slot_mask) {
-		tenant *t = s->tenants[s->tenant_slots[i] - 1];
+		uint64_t slot = s->tenant_slots[i];
+		if (slot >> 32 != hash)
+			continue;
+		tenant *t = s->tenants[(uint32_t)slot - 1];
 		if (strcmp(t->name, name) == 0)
 			return t;
 	}
 	return NULL;
+}
+
+static tenant *tenant_find(tally_store *s, const char *name)
+{
+	return tenant_find_hashed(s, name, name_hash(name));
 }
 
 tenant *store_tenant_find(tally_store *s, const char *name)
@@ -227,14 +243,17 @@ int store_tenant_name_valid(const char *name)
 static int tenant_slots_grow(tally_store *s)
 {
 	uint32_t count = s->tenant_slot_mask ? (s->tenant_slot_mask + 1) * 2 : 64;
-	uint32_t *slots = calloc(count, sizeof(*slots));
+	uint64_t *slots = calloc(count, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
-	for (uint32_t id = 0; id < s->tenant_count; id++) {
-		uint32_t i = name_hash(s->tenants[id]->name) & (count - 1);
-		while (slots[i])
-			i = (i + 1) & (count - 1);
-		slots[i] = id + 1;
+	for (uint32_t i = 0; s->tenant_slots && i <= s->tenant_slot_mask; i++) {
+		uint64_t slot = s->tenant_slots[i];
+		if (!slot)
+			continue;
+		uint32_t j = (uint32_t)(slot >> 32) & (count - 1);
+		while (slots[j])
+			j = (j + 1) & (count - 1);
+		slots[j] = slot;
 	}
 	free(s->tenant_slots);
 	s->tenant_slots = slots;
@@ -242,8 +261,9 @@ static int tenant_slots_grow(tally_store *s)
 	return 0;
 }
 
-/* Adds a tenant with the next id. Caller holds the lock (or is opening). */
-static int tenant_add(tally_store *s, const char *name, tenant **out)
+/* Adds a tenant with the next id; hash is name_hash(name). Caller holds
+ * the lock (or is opening). */
+static int tenant_add(tally_store *s, const char *name, uint32_t hash, tenant **out)
 {
 	if (s->tenant_count >= TENANT_COUNT_MAX)
 		return TALLY_E_LIMIT;
@@ -267,18 +287,19 @@ static int tenant_add(tally_store *s, const char *name, tenant **out)
 	t->id = s->tenant_count;
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	s->tenants[s->tenant_count++] = t;
-	uint32_t i = name_hash(name) & s->tenant_slot_mask;
+	uint32_t i = hash & s->tenant_slot_mask;
 	while (s->tenant_slots[i])
 		i = (i + 1) & s->tenant_slot_mask;
-	s->tenant_slots[i] = t->id + 1;
+	s->tenant_slots[i] = tenant_slot(hash, t->id);
 	*out = t;
 	return 0;
 }
 
-static int tenant_get_or_add(tally_store *s, const char *name, tenant **out)
+/* hash is name_hash(name). */
+static int tenant_get_or_add(tally_store *s, const char *name, uint32_t hash, tenant **out)
 {
-	*out = tenant_find(s, name);
-	return *out ? 0 : tenant_add(s, name, out);
+	*out = tenant_find_hashed(s, name, hash);
+	return *out ? 0 : tenant_add(s, name, hash, out);
 }
 
 void tally_options_default(tally_options *o)
@@ -340,7 +361,7 @@ static int validate(const tally_event *e, int64_t now_us, const tally_options *o
  *              varint duration_ms
  */
 typedef struct batch_encoder {
-	bytebuf events;
+	bytebuf *events; /* s->batch_events, reset by batch_begin */
 	uint32_t count;
 	int64_t previous_time;
 } batch_encoder;
@@ -389,6 +410,7 @@ static void batch_begin(tally_store *s)
 		s->batch_generation = 1;
 	}
 	bytebuf_reset(&s->batch_strings);
+	bytebuf_reset(&s->batch_events);
 	s->batch_string_count = 0;
 }
 
@@ -401,9 +423,9 @@ static int batch_add(tally_store *s, batch_encoder *b, const memtable *m, uint32
 	for (int d = 0; d < DIM_COUNT; d++)
 		if ((rc = batch_code(s, d, m, m->rows.dim[d][row], &codes[d])))
 			return rc;
-	if ((rc = bytebuf_reserve(&b->events, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)))
+	if ((rc = bytebuf_reserve(b->events, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)))
 		return rc;
-	uint8_t *p = b->events.data + b->events.size;
+	uint8_t *p = b->events->data + b->events->size;
 	*p++ = (uint8_t)(id->kind | e->status << 4);
 	*p++ = id->size;
 	memcpy(p, id->bytes, id->size);
@@ -415,25 +437,43 @@ static int batch_add(tally_store *s, batch_encoder *b, const memtable *m, uint32
 	p += varint_put(p, e->tokens_out);
 	p += varint_put(p, zigzag_encode(e->cost_micros));
 	p += varint_put(p, e->duration_ms);
-	b->events.size = (size_t)(p - b->events.data);
+	b->events->size = (size_t)(p - b->events->data);
 	b->previous_time = e->time_us;
 	b->count++;
 	return 0;
 }
 
+/* Appends the record's type 1 payload to out, after a varint of its size
+ * (the form of a type 2 list entry), in one pass: the header is written
+ * where it goes, the strings and events are copied once. 0 or -ENOMEM. */
 static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b, bytebuf *out)
 {
-	int rc;
+	uint8_t header[3 * VARINT_SIZE_MAX];
 	size_t name_size = strlen(t->name);
-	bytebuf_reset(out);
-	if ((rc = varint_append(out, name_size)) || (rc = bytebuf_append(out, t->name, name_size)) ||
-	    (rc = varint_append(out, b->count)) || (rc = varint_append(out, s->batch_string_count)) ||
-	    (rc = bytebuf_append(out, s->batch_strings.data, s->batch_strings.size)))
+	size_t h = varint_put(header, name_size);
+	size_t after_name = varint_put(header + h, b->count);
+	after_name += varint_put(header + h + after_name, s->batch_string_count);
+	size_t size = h + name_size + after_name + s->batch_strings.size + b->events->size;
+	int rc = bytebuf_reserve(out, VARINT_SIZE_MAX + size);
+	if (rc)
 		return rc;
-	return bytebuf_append(out, b->events.data, b->events.size);
+	uint8_t *p = out->data + out->size;
+	p += varint_put(p, size);
+	memcpy(p, header, h);
+	memcpy(p + h, t->name, name_size);
+	p += h + name_size;
+	memcpy(p, header + h, after_name);
+	p += after_name;
+	memcpy(p, s->batch_strings.data, s->batch_strings.size);
+	p += s->batch_strings.size;
+	memcpy(p, b->events->data, b->events->size);
+	p += b->events->size;
+	out->size = (size_t)(p - out->data);
+	return 0;
 }
 
 /* ---- applying events ---------------------------------------------------- */
+
 
 /* Appends one accepted event to the tenant's memtable, and to its
  * fingerprint table if the event's day is at least day_min
@@ -989,24 +1029,26 @@ static int batch_check(const tally_batch *b)
 
 /*
  * Dedups and applies one checked batch (lock held) and appends its WAL
- * payload (type 1 form) to s->batch_record when it accepted anything.
+ * payload (type 1 form, after a varint of its size) to s->multi_record
+ * when it accepted anything.
  * old and in_segments (NULL unless the batch is a backfill with old
  * events) are the batch's slices of the call's history; day_min is
  * fingerprint_day_min at validation time. Each accepted event's day is
  * marked in the change map with record_lsn, the LSN the call's WAL record
  * will get (the caller appends it in this same lock hold).
+ * tenant_hash is name_hash(b->tenant).
  * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
  */
-static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids,
-			 const uint64_t (*dim_hash)[DIM_COUNT], const uint8_t *old,
-			 const uint8_t *in_segments, int64_t day_min, uint64_t record_lsn,
-			 int *appended)
+static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
+			 const packed_id *ids, const uint64_t (*dim_hash)[DIM_COUNT],
+			 const uint8_t *old, const uint8_t *in_segments, int64_t day_min,
+			 uint64_t record_lsn, int *appended)
 {
 	tenant *t;
-	int rc = tenant_get_or_add(s, b->tenant, &t);
+	int rc = tenant_get_or_add(s, b->tenant, tenant_hash, &t);
 	if (rc)
 		return rc;
-	batch_encoder batch = {0};
+	batch_encoder batch = {.events = &s->batch_events};
 	batch_begin(s);
 	size_t bytes_before = active_bytes_of(t);
 	/* The fingerprint table is the one random access per event into a
@@ -1035,10 +1077,9 @@ static int ingest_locked(tally_store *s, tally_batch *b, const packed_id *ids,
 	s->active_bytes += active_bytes_of(t) - bytes_before;
 	*appended = 0;
 	if (!rc && batch.count) {
-		rc = batch_finish(s, t, &batch, &s->batch_record);
+		rc = batch_finish(s, t, &batch, &s->multi_record);
 		*appended = !rc;
 	}
-	bytebuf_free(&batch.events);
 	return rc;
 }
 
@@ -1063,7 +1104,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
 	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
 	uint64_t (*dim_hash)[DIM_COUNT] = malloc(sizeof(*dim_hash) * events_total + 1);
-	if (!packed || !ids || !dim_hash ||
+	uint32_t *tenant_hash = malloc(sizeof(*tenant_hash) * batch_count + 1);
+	if (!packed || !ids || !dim_hash || !tenant_hash ||
 	    (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;
 		goto out;
@@ -1082,6 +1124,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		}
 		if (batch->status)
 			continue;
+		tenant_hash[b] = name_hash(batch->tenant);
 		for (size_t i = 0; i < batch->count; i++, k++) {
 			const tally_event *e = &batch->events[i];
 			int reason = validate(e, now, &s->options, batch->backfill);
@@ -1137,7 +1180,12 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	 * the change map is marked with it as events are accepted. */
 	uint64_t record_lsn = wal_last_lsn(s->wal) + 1;
 	size_t sub_count = 0;
+	/* The payloads go after VARINT_SIZE_MAX bytes of room for the type 2
+	 * record's count, so neither form is copied again to be appended. */
 	bytebuf_reset(&s->multi_record);
+	if ((rc = bytebuf_reserve(&s->multi_record, VARINT_SIZE_MAX)))
+		goto unlock; /* nothing applied yet */
+	s->multi_record.size = VARINT_SIZE_MAX;
 	const char *failed_tenant = "";
 	k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
@@ -1146,24 +1194,19 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			continue;
 		int appended;
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
-		if ((rc = ingest_locked(s, batch, ids + k, dim_hash + k, old ? h.old + k : NULL,
-					old ? h.in_segments + k : NULL, day_min, record_lsn,
-					&appended))) {
+		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + k, dim_hash + k,
+					old ? h.old + k : NULL, old ? h.in_segments + k : NULL,
+					day_min, record_lsn, &appended))) {
 			failed_tenant = batch->tenant;
 			goto fail_sticky;
 		}
 		k += batch->count;
-		if (!appended)
-			continue;
-		if ((rc = varint_append(&s->multi_record, s->batch_record.size)) ||
-		    (rc = bytebuf_append(&s->multi_record, s->batch_record.data,
-					 s->batch_record.size)))
-			goto fail_sticky;
-		sub_count++;
+		sub_count += (size_t)appended;
 	}
 	if (sub_count == 1) {
 		/* The payload is the one type 1 payload after its size prefix. */
-		const uint8_t *p = s->multi_record.data, *end = p + s->multi_record.size;
+		const uint8_t *p = s->multi_record.data + VARINT_SIZE_MAX;
+		const uint8_t *end = s->multi_record.data + s->multi_record.size;
 		uint64_t size;
 		varint_get(&p, end, &size);
 		uint64_t lsn;
@@ -1171,13 +1214,14 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			goto fail_sticky;
 		assert(lsn == record_lsn);
 	} else if (sub_count > 1) {
-		bytebuf_reset(&s->batch_record);
+		/* The count goes in the room left before the list. */
+		uint8_t count[VARINT_SIZE_MAX];
+		size_t count_size = varint_put(count, sub_count);
+		uint8_t *payload = s->multi_record.data + VARINT_SIZE_MAX - count_size;
+		memcpy(payload, count, count_size);
 		uint64_t lsn;
-		if ((rc = varint_append(&s->batch_record, sub_count)) ||
-		    (rc = bytebuf_append(&s->batch_record, s->multi_record.data,
-					 s->multi_record.size)) ||
-		    (rc = wal_append(s->wal, WAL_RECORD_BATCHES, s->batch_record.data,
-				     s->batch_record.size, &lsn)))
+		if ((rc = wal_append(s->wal, WAL_RECORD_BATCHES, payload,
+				     s->multi_record.size - (VARINT_SIZE_MAX - count_size), &lsn)))
 			goto fail_sticky;
 		assert(lsn == record_lsn);
 	}
@@ -1202,6 +1246,7 @@ out:
 	free(packed);
 	free(ids);
 	free(dim_hash);
+	free(tenant_hash);
 	history_free(&h);
 	return rc;
 }
@@ -1335,7 +1380,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 	    string_count > (uint64_t)(end - p))
 		goto corrupt;
 	tenant *t;
-	int rc = tenant_get_or_add(s, name, &t);
+	int rc = tenant_get_or_add(s, name, name_hash(name), &t);
 	if (rc)
 		return rc;
 	size_t bytes_before = active_bytes_of(t);
@@ -2300,7 +2345,7 @@ static void store_free(tally_store *s)
 	for (int d = 0; d < DIM_COUNT; d++)
 		free(s->batch_map[d]);
 	bytebuf_free(&s->batch_strings);
-	bytebuf_free(&s->batch_record);
+	bytebuf_free(&s->batch_events);
 	bytebuf_free(&s->multi_record);
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++)
 		verify_entry_clear(&s->verify_cache[i]);
@@ -2429,7 +2474,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			set_errmsg(s, "%s/MANIFEST: invalid or repeated tenant name%s", dir, 0);
 			goto fail;
 		}
-		if ((rc = tenant_add(s, s->manifest.tenants[i].name, &t)))
+		if ((rc = tenant_add(s, s->manifest.tenants[i].name,
+				     name_hash(s->manifest.tenants[i].name), &t)))
 			goto fail;
 	}
 	s->files = calloc(s->manifest.file_count + 1, sizeof(*s->files));

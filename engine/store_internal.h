@@ -59,7 +59,7 @@ struct tally_store {
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
 	uint32_t tenant_capacity;
-	uint32_t *tenant_slots; /* open addressing over names: id + 1 */
+	uint64_t *tenant_slots; /* open addressing over names: name hash << 32 | id + 1 */
 	uint32_t tenant_slot_mask;
 
 	manifest manifest;
@@ -85,8 +85,8 @@ struct tally_store {
 	uint32_t batch_generation;
 	uint32_t batch_string_count;
 	bytebuf batch_strings;
-	bytebuf batch_record;
-	bytebuf multi_record;
+	bytebuf batch_events;
+	bytebuf multi_record; /* the call's WAL payload: see tally_ingest_submit_many */
 	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
 	uint64_t verify_clock;
 
