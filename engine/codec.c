@@ -163,18 +163,7 @@ static inline uint64_t width_mask(unsigned width)
 
 /* ---- varints --------------------------------------------------------------- */
 
-ALWAYS_INLINE size_t varint_write(uint8_t *dst, uint64_t v)
-{
-	size_t n = 0;
-	while (v >= 0x80) {
-		dst[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	dst[n++] = (uint8_t)v;
-	return n;
-}
-
-/* varint_write for v < 2^56 (up to 8 bytes) without a branch per byte: the
+/* varint_put for v < 2^56 (up to 8 bytes) without a branch per byte: the
  * 7-bit groups are spread one per byte, then the continuation bits set.
  * Stores 8 bytes at dst, so dst needs 8 writable bytes; returns the size. */
 ALWAYS_INLINE size_t varint_write_word(uint8_t *dst, uint64_t v)
@@ -250,18 +239,13 @@ ALWAYS_INLINE int varint_read(const uint8_t **p, const uint8_t *end, uint64_t *o
 }
 
 /* Contract in codec.h: dst has VARINT_SIZE_MAX bytes; returns bytes written. */
-size_t varint_put(uint8_t *dst, uint64_t v)
-{
-	return varint_write(dst, v);
-}
-
 /* Appends v to b: 0, or -ENOMEM with b unchanged. */
 int varint_append(bytebuf *b, uint64_t v)
 {
 	int rc = bytebuf_reserve(b, VARINT_SIZE_MAX);
 	if (rc != 0)
 		return rc;
-	b->size += varint_write(b->data + b->size, v);
+	b->size += varint_put(b->data + b->size, v);
 	return 0;
 }
 
@@ -552,17 +536,17 @@ ALWAYS_INLINE void u64_write(uint8_t *dst, const u64_plan *plan, const void *val
 	*dst++ = (uint8_t)plan->mode;
 	switch (plan->mode) {
 	case U64_MODE_CONSTANT:
-		dst += varint_write(dst, plan->base);
+		dst += varint_put(dst, plan->base);
 		break;
 	case U64_MODE_FOR:
-		dst += varint_write(dst, plan->base);
+		dst += varint_put(dst, plan->base);
 		*dst++ = (uint8_t)plan->width;
 		dst = bits_write(dst, values, count, lane, plan->base, plan->width);
 		break;
 	case U64_MODE_PATCHED: {
-		dst += varint_write(dst, plan->base);
+		dst += varint_put(dst, plan->base);
 		*dst++ = (uint8_t)plan->width;
-		dst += varint_write(dst, plan->patches);
+		dst += varint_put(dst, plan->patches);
 		uint64_t low_mask = width_mask(plan->width);
 		if (plan->width) {
 			bit_writer w = { .dst = dst };
@@ -576,19 +560,19 @@ ALWAYS_INLINE void u64_write(uint8_t *dst, const u64_plan *plan, const void *val
 			uint64_t high = (lane_load(values, i, lane) - plan->base) >> plan->width;
 			if (!high)
 				continue;
-			dst += varint_write(dst, i - previous);
-			dst += varint_write(dst, high);
+			dst += varint_put(dst, i - previous);
+			dst += varint_put(dst, high);
 			previous = i + 1;
 		}
 		break;
 	}
 	case U64_MODE_SPARSE: {
-		dst += varint_write(dst, plan->nonzero);
+		dst += varint_put(dst, plan->nonzero);
 		bit_writer bitmap = { .dst = dst };
 		for (size_t i = 0; i < count; i++)
 			bit_writer_put(&bitmap, lane_load(values, i, lane) != 0, 1);
 		dst = bit_writer_finish(&bitmap);
-		dst += varint_write(dst, plan->base);
+		dst += varint_put(dst, plan->base);
 		*dst++ = (uint8_t)plan->width;
 		if (plan->width) {
 			bit_writer w = { .dst = dst };
@@ -608,7 +592,7 @@ ALWAYS_INLINE void u64_write(uint8_t *dst, const u64_plan *plan, const void *val
 			if (end - dst >= 8 && v < (UINT64_C(1) << 56))
 				dst += varint_write_word(dst, v);
 			else
-				dst += varint_write(dst, v);
+				dst += varint_put(dst, v);
 		}
 		break;
 	}
@@ -819,7 +803,7 @@ static int time_dod_encode(bytebuf *out, const int64_t *values, size_t count)
 			uint64_t zigzag = zigzag_encode_bits(delta - previous_delta);
 			/* At least VARINT_SIZE_MAX reserved bytes remain here. */
 			dst += zigzag < (UINT64_C(1) << 56) ? varint_write_word(dst, zigzag)
-							   : varint_write(dst, zigzag);
+							   : varint_put(dst, zigzag);
 			previous = v;
 			previous_delta = i != 0 ? delta : 0; /* row 1 stores its plain delta */
 		}
@@ -953,7 +937,7 @@ ALWAYS_INLINE uint8_t *codes_write(uint8_t *dst, const codes_plan *plan, const v
 {
 	*dst++ = (uint8_t)plan->width;
 	if (plan->width == CODES_CONSTANT)
-		return dst + varint_write(dst, plan->value);
+		return dst + varint_put(dst, plan->value);
 	if (plan->width == 0)
 		return dst;
 	return bits_write(dst, values, count, lane, 0, plan->width);
@@ -1053,12 +1037,51 @@ static const char hex_upper_digits[16] = "0123456789ABCDEF";
 static const uint8_t uuid_group_start[5] = { 0, 9, 14, 19, 24 };
 static const uint8_t uuid_group_size[5] = { 8, 4, 4, 4, 12 };
 
+/*
+ * hex_pack for 8 characters at once, as bytes of one little-endian word
+ * (SWAR): out gets 4 bytes. Returns the OR of their classes, or 0 when one
+ * is not a hex digit. Each test adds a constant to every byte and reads the
+ * byte's top bit; with every byte below 0x80 (checked first) no sum
+ * carries into the next byte.
+ */
+static unsigned hex_pack_word(const uint8_t *text, uint8_t *out)
+{
+	const uint64_t ones = UINT64_C(0x0101010101010101), tops = ones * 0x80;
+	uint64_t x = load_le64(text);
+	if (x & tops)
+		return 0;
+	uint64_t digit = (x + ones * (0x80 - '0')) & ~(x + ones * (0x80 - '9' - 1)) & tops;
+	uint64_t folded = x | ones * 0x20; /* 'A'-'F' to 'a'-'f' */
+	uint64_t letter =
+		(folded + ones * (0x80 - 'a')) & ~(folded + ones * (0x80 - 'f' - 1)) & tops;
+	if ((digit | letter) != tops)
+		return 0;
+	uint64_t lower = letter & (x << 2); /* a letter's bit 5, at its top: lower case */
+	uint64_t upper = letter & ~(x << 2);
+	uint64_t nibble = (x & ones * 0x0f) + (letter >> 7) * 9;
+	/* Byte 2i holds the high nibble of out[i], byte 2i + 1 the low one. */
+	uint64_t packed = ((nibble << 4) | (nibble >> 8)) & UINT64_C(0x00ff00ff00ff00ff);
+	packed = (packed | (packed >> 8)) & UINT64_C(0x0000ffff0000ffff);
+	packed = (packed | (packed >> 16)) & UINT64_C(0x00000000ffffffff);
+	uint8_t bytes[8];
+	store_le64(bytes, packed);
+	memcpy(out, bytes, 4);
+	return HEX_CLASS_VALID | (lower ? HEX_CLASS_LOWER : 0) | (upper ? HEX_CLASS_UPPER : 0);
+}
+
 /* Packs size (even) hex characters into size / 2 bytes at out. Returns the
  * OR of their classes, or 0 when one is not a hex digit. */
 static unsigned hex_pack(const uint8_t *text, size_t size, uint8_t *out)
 {
 	unsigned classes = HEX_CLASS_VALID;
-	for (size_t i = 0; i < size; i += 2) {
+	size_t i = 0;
+	for (; i + 8 <= size; i += 8) {
+		unsigned word = hex_pack_word(text + i, out + i / 2);
+		if (word == 0)
+			return 0;
+		classes |= word;
+	}
+	for (; i < size; i += 2) {
 		unsigned high = hex_class[text[i]], low = hex_class[text[i + 1]];
 		if ((high & low & HEX_CLASS_VALID) == 0)
 			return 0;
@@ -1222,12 +1245,12 @@ int codec_ids_encode(bytebuf *out, const uint8_t *kinds, const uint32_t *offsets
 	if (rc != 0)
 		return rc;
 	uint8_t *dst = out->data + out->size;
-	dst += varint_write(dst, kinds_size);
+	dst += varint_put(dst, kinds_size);
 	dst = codes_write(dst, &kinds_plan, kinds, count, LANE_U8);
-	dst += varint_write(dst, sizes_plan.size);
+	dst += varint_put(dst, sizes_plan.size);
 	u64_write(dst, &sizes_plan, offsets, count, LANE_U32_DIFF);
 	dst += sizes_plan.size;
-	dst += varint_write(dst, bytes_size);
+	dst += varint_put(dst, bytes_size);
 	if (bytes_size != 0)
 		memcpy(dst, bytes, bytes_size);
 	dst += bytes_size;
@@ -1512,12 +1535,12 @@ static void classed_write(uint8_t *dst, const classed_plan *cp, const uint64_t *
 {
 	uint8_t *start = dst;
 	*dst++ = U64_MODE_CLASSED;
-	dst += varint_write(dst, cp->class_count);
+	dst += varint_put(dst, cp->class_count);
 	for (uint32_t k = 0; k < cp->class_count; k++) {
 		size_t n = cp->first[k + 1] - cp->first[k];
 		if (n == 0)
 			continue;
-		dst += varint_write(dst, cp->plan[k].size);
+		dst += varint_put(dst, cp->plan[k].size);
 		u64_write(dst, &cp->plan[k], scratch + cp->first[k], n, LANE_U64);
 		dst += cp->plan[k].size;
 	}

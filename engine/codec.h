@@ -45,8 +45,18 @@ void bytebuf_free(bytebuf *b);
 /* ---- varints (LEB128) and zigzag --------------------------------------- */
 #define VARINT_SIZE_MAX 10
 
-/* Writes v at dst (which has VARINT_SIZE_MAX bytes); returns bytes written. */
-size_t varint_put(uint8_t *dst, uint64_t v);
+/* Writes v at dst (which has VARINT_SIZE_MAX bytes); returns bytes written.
+ * Inline: encoders call it for every value. */
+static inline __attribute__((always_inline)) size_t varint_put(uint8_t *dst, uint64_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		dst[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	dst[n++] = (uint8_t)v;
+	return n;
+}
 /* Appends v. 0 or -ENOMEM. */
 int varint_append(bytebuf *b, uint64_t v);
 /* Reads one varint at *p (< end), advances *p. 0, or TALLY_E_CORRUPT if the

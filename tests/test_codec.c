@@ -1263,6 +1263,36 @@ Test(codec, id_pack_round_trips_random_ids_of_every_style)
 	}
 }
 
+/* The hex and UUID packers test eight characters at once: every byte value
+ * at every position of otherwise valid ids, against the oracle. */
+Test(codec, id_pack_classifies_every_byte_at_every_position)
+{
+	static const char *bases[] = {
+		"0123456789abcdef0123456789abcdef", /* lower hex */
+		"0123456789ABCDEF0123456789ABCDEF", /* upper hex */
+		"01234567890123456789012345678901", /* digits only */
+		"550e8400-e29b-41d4-a716-446655440000",
+		"550E8400-E29B-41D4-A716-446655440000",
+		"12345678-1234-1234-1234-123456789012",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"abcdef", /* shorter than one word */
+	};
+	for (size_t b = 0; b < sizeof bases / sizeof bases[0]; b++) {
+		size_t size = strlen(bases[b]);
+		for (size_t i = 0; i < size; i++) {
+			for (unsigned c = 0; c < 256; c++) {
+				char text[ID_TEXT_SIZE_MAX];
+				memcpy(text, bases[b], size);
+				text[i] = (char)c;
+				int kind = id_kind_oracle(text, size);
+				size_t packed_size = kind == ID_KIND_RAW ? size
+						   : kind >= ID_KIND_UUID_LOWER ? 16 : size / 2;
+				id_round_trip(text, size, kind, packed_size);
+			}
+		}
+	}
+}
+
 Test(codec, id_unpack_rejects_impossible_sizes_kinds_and_non_canonical_forms)
 {
 	uint8_t packed[ID_PACKED_SIZE_MAX + 1];
