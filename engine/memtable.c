@@ -92,15 +92,6 @@ static int id_hash_reserve(memtable *m, uint32_t rows_wanted)
 	return 0;
 }
 
-void event_dims(const tally_event *e, tally_str dims[DIM_COUNT])
-{
-	const tally_str *from[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model, &e->user};
-	for (int d = 0; d < DIM_COUNT; d++) {
-		dims[d].ptr = from[d]->ptr ? from[d]->ptr : "";
-		dims[d].len = from[d]->len;
-	}
-}
-
 int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 		    const uint64_t dim_hash[DIM_COUNT])
 {
