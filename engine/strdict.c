@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* XXH3 compiled in here: for dimension strings (a few to a few dozen
+ * bytes) the call into the shared library costs as much as the hash. */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "tally_limits.h"
@@ -22,6 +25,36 @@ void strdict_free(strdict *d)
 	free(d->offsets);
 	free(d->slots);
 	memset(d, 0, sizeof(*d));
+}
+
+/* a[0, n) == b[0, n), in at most a few word compares for short strings:
+ * the common case is a hit, whose bytes are all compared anyway. */
+static inline int bytes_equal(const char *a, const char *b, size_t n)
+{
+	if (n >= 8) {
+		uint64_t x, y;
+		for (size_t i = 0; i + 8 < n; i += 8) {
+			memcpy(&x, a + i, 8);
+			memcpy(&y, b + i, 8);
+			if (x != y)
+				return 0;
+		}
+		memcpy(&x, a + n - 8, 8); /* the last 8 bytes, overlapping */
+		memcpy(&y, b + n - 8, 8);
+		return x == y;
+	}
+	if (n >= 4) {
+		uint32_t x, y, x2, y2;
+		memcpy(&x, a, 4);
+		memcpy(&y, b, 4);
+		memcpy(&x2, a + n - 4, 4);
+		memcpy(&y2, b + n - 4, 4);
+		return x == y && x2 == y2;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
 }
 
 static uint32_t slot_of(uint64_t hash, uint32_t mask)
@@ -71,7 +104,7 @@ int strdict_intern_hashed(strdict *d, const char *s, uint32_t size, uint64_t has
 		for (; d->slots[i]; i = (i + 1) & d->slot_mask) {
 			uint32_t c = d->slots[i] - 1;
 			tally_str t = strdict_get(d, c);
-			if (t.len == size && (size == 0 || memcmp(t.ptr, s, size) == 0)) {
+			if (t.len == size && bytes_equal(t.ptr, s, size)) {
 				*code = c;
 				return 0;
 			}

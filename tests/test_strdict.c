@@ -1,0 +1,108 @@
+/*
+ * test_strdict.c — Description: the interning dictionary hands out one code
+ * per distinct byte string. Strings that differ in one byte (at every
+ * position, lengths 0 to 70, around the word compares of its equality
+ * test) get distinct codes; the same bytes at another address get the same
+ * code; every code reads back its exact bytes; random strings from a small
+ * alphabet agree with a brute-force list of the distinct strings.
+ *
+ * Randomness comes from support/rng.h (splitmix64 seeded by $SEED, or by
+ * the clock when it is unset); the random test prints "test_strdict seed=N"
+ * so a failure replays with SEED=N build/tests/test_strdict.
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strdict.h"
+#include "support/rng.h"
+
+enum { LENGTH_MAX = 70 };
+
+static void expect_bytes(const strdict *d, uint32_t code, const char *s, uint32_t size)
+{
+	tally_str got = strdict_get(d, code);
+	cr_assert_eq(got.len, size, "code %u: length %u, expected %u", code, got.len, size);
+	cr_assert(size == 0 || memcmp(got.ptr, s, size) == 0, "code %u: bytes differ", code);
+}
+
+Test(strdict, one_byte_differences_get_their_own_codes_at_every_length)
+{
+	for (uint32_t size = 0; size <= LENGTH_MAX; size++) {
+		strdict d = {0};
+		char base[LENGTH_MAX];
+		for (uint32_t i = 0; i < size; i++)
+			base[i] = (char)('a' + i % 26);
+		uint32_t base_code;
+		cr_assert_eq(strdict_intern(&d, base, size, &base_code), 0);
+		/* The same bytes, copied elsewhere (a different address and
+		 * alignment): the same code. */
+		char copy[LENGTH_MAX + 3];
+		memcpy(copy + 3, base, size);
+		uint32_t again;
+		cr_assert_eq(strdict_intern(&d, copy + 3, size, &again), 0);
+		cr_assert_eq(again, base_code, "size %u: a copy got a new code", size);
+		uint32_t expected_count = 1;
+		for (uint32_t i = 0; i < size; i++) {
+			char variant[LENGTH_MAX];
+			memcpy(variant, base, size);
+			variant[i] = (char)(variant[i] ^ 0x01);
+			uint32_t code;
+			cr_assert_eq(strdict_intern(&d, variant, size, &code), 0);
+			cr_assert_neq(code, base_code, "size %u: byte %u changed, same code", size, i);
+			cr_assert_eq(code, expected_count, "size %u, byte %u: code %u", size, i, code);
+			expected_count++;
+			expect_bytes(&d, code, variant, size);
+		}
+		/* A string one byte shorter or longer is another string. */
+		if (size > 0) {
+			uint32_t code;
+			cr_assert_eq(strdict_intern(&d, base, size - 1, &code), 0);
+			cr_assert_neq(code, base_code, "size %u: prefix got the same code", size);
+		}
+		cr_assert_eq(strdict_intern(&d, base, size, &again), 0);
+		cr_assert_eq(again, base_code);
+		expect_bytes(&d, base_code, base, size);
+		strdict_free(&d);
+	}
+}
+
+Test(strdict, random_strings_match_a_brute_force_list)
+{
+	test_rng rng;
+	test_rng_seed(&rng, "test_strdict", "random_strings_match_a_brute_force_list");
+	enum { ROUNDS = 20000, DISTINCT_MAX = ROUNDS };
+	char (*seen)[LENGTH_MAX] = malloc(sizeof(*seen) * DISTINCT_MAX);
+	uint32_t *seen_size = malloc(sizeof(*seen_size) * DISTINCT_MAX);
+	cr_assert(seen && seen_size);
+	uint32_t seen_count = 0;
+	strdict d = {0};
+	for (int round = 0; round < ROUNDS; round++) {
+		char s[LENGTH_MAX];
+		/* Two letters and short lengths, so repeats and near misses
+		 * (strings sharing a prefix or suffix) are common. */
+		uint32_t size = (uint32_t)(test_rng_next(&rng) % 20);
+		for (uint32_t i = 0; i < size; i++)
+			s[i] = (char)('x' + test_rng_next(&rng) % 2);
+		uint32_t expected = seen_count;
+		for (uint32_t k = 0; k < seen_count; k++)
+			if (seen_size[k] == size && memcmp(seen[k], s, size) == 0) {
+				expected = k;
+				break;
+			}
+		if (expected == seen_count) {
+			memcpy(seen[seen_count], s, size);
+			seen_size[seen_count++] = size;
+		}
+		uint32_t code;
+		cr_assert_eq(strdict_intern(&d, s, size, &code), 0);
+		cr_assert_eq(code, expected, "round %d: code %u, expected %u", round, code, expected);
+	}
+	cr_assert_eq(d.count, seen_count);
+	for (uint32_t k = 0; k < seen_count; k++)
+		expect_bytes(&d, k, seen[k], seen_size[k]);
+	strdict_free(&d);
+	free(seen);
+	free(seen_size);
+}
