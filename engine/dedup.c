@@ -37,22 +37,17 @@ void dedup_free(dedup_table *t)
 	t->slots = NULL;
 	t->capacity = 0;
 	t->count = 0;
-	t->changes++;
 }
 
-size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max,
-		  dedup_spot *spot)
+size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max)
 {
-	if (spot)
-		spot->valid = 0;
 	if (!t->count)
 		return 0;
 	uint64_t fp = dedup_fingerprint(hash);
 	uint32_t capacity = t->capacity;
 	uint32_t slot = dedup_home(fp, capacity);
 	size_t found = 0;
-	uint32_t distance = 0;
-	for (; distance < capacity; distance++) {
+	for (uint32_t distance = 0; distance < capacity; distance++) {
 		uint64_t entry = t->slots[slot];
 		if (!entry)
 			break;
@@ -63,17 +58,14 @@ size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t da
 			days[found++] = (uint16_t)entry;
 		slot = slot + 1 == capacity ? 0 : slot + 1;
 	}
-	if (spot && distance < capacity)
-		*spot = (dedup_spot){.changes = t->changes, .slot = slot, .distance = distance,
-				     .valid = 1};
 	return found;
 }
 
-/* Places an entry known to fit, probing from slot, distance away from
- * its home (no entry before it on the way can be displaced); no growth. */
-static void place_from(uint64_t *slots, uint32_t capacity, uint64_t entry, uint32_t slot,
-		       uint32_t distance)
+/* Places an entry known to fit; no growth. */
+static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
 {
+	uint32_t slot = dedup_home(entry >> 16, capacity);
+	uint32_t distance = 0;
 	for (;;) {
 		uint64_t resident = slots[slot];
 		if (!resident) {
@@ -90,12 +82,6 @@ static void place_from(uint64_t *slots, uint32_t capacity, uint64_t entry, uint3
 		slot = slot + 1 == capacity ? 0 : slot + 1;
 		distance++;
 	}
-}
-
-/* Places an entry known to fit; no growth. */
-static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
-{
-	place_from(slots, capacity, entry, dedup_home(entry >> 16, capacity), 0);
 }
 
 static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
@@ -115,11 +101,10 @@ static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
 	t->slots = slots;
 	t->capacity = capacity;
 	t->count = count;
-	t->changes++;
 	return 0;
 }
 
-int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, const dedup_spot *spot)
+int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day)
 {
 	if ((uint64_t)(t->count + 1) * 100 > (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MAX) {
 		uint64_t capacity = t->capacity < CAPACITY_MIN ? CAPACITY_MIN
@@ -130,13 +115,8 @@ int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, const dedup_spot *
 		if (rc)
 			return rc;
 	}
-	uint64_t entry = dedup_fingerprint(hash) << 16 | day;
-	if (spot && spot->valid && spot->changes == t->changes)
-		place_from(t->slots, t->capacity, entry, spot->slot, spot->distance);
-	else
-		place(t->slots, t->capacity, entry);
+	place(t->slots, t->capacity, dedup_fingerprint(hash) << 16 | day);
 	t->count++;
-	t->changes++;
 	assert(t->count < t->capacity);
 	return 0;
 }

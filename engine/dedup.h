@@ -24,22 +24,7 @@ typedef struct dedup_table {
 	uint64_t *slots; /* 0 = empty; else fingerprint << 16 | day */
 	uint32_t capacity;
 	uint32_t count;
-	uint32_t changes; /* bumped by every change: see dedup_spot */
 } dedup_table;
-
-/*
- * Where a lookup stopped: the slot (and its distance from the
- * fingerprint's home) at which an insert of the same fingerprint starts
- * placing, since Robin Hood probing stops a lookup exactly where it would
- * place the entry. Valid while the table's `changes` is still `changes`;
- * dedup_insert checks that and otherwise probes from the home slot.
- */
-typedef struct dedup_spot {
-	uint32_t changes;
-	uint32_t slot;
-	uint32_t distance;
-	int valid;
-} dedup_spot;
 
 /* The 64-bit hash of an id in packed form (kind + bytes). */
 uint64_t dedup_hash(int kind, const uint8_t *packed, size_t size);
@@ -48,10 +33,8 @@ uint64_t dedup_hash(int kind, const uint8_t *packed, size_t size);
 void dedup_free(dedup_table *t);
 
 /* Writes to days[] the day of every entry whose fingerprint matches hash
- * (at most days_max) and returns how many matched. spot, when not NULL,
- * receives where an insert of hash would start (see dedup_spot). */
-size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max,
-		  dedup_spot *spot);
+ * (at most days_max) and returns how many matched. */
+size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max);
 
 /* The fingerprint of a hash: its top 48 bits, never zero. */
 static inline uint64_t dedup_fingerprint(uint64_t hash)
@@ -74,11 +57,8 @@ static inline void dedup_prefetch(const dedup_table *t, uint64_t hash)
 		__builtin_prefetch(&t->slots[dedup_home(dedup_fingerprint(hash), t->capacity)]);
 }
 
-/* Adds an entry (duplicates are the caller's business). spot, when not
- * NULL, is what dedup_find of the same hash returned: if the table has not
- * changed since, placing starts there instead of at the home slot.
- * 0 or -ENOMEM. */
-int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, const dedup_spot *spot);
+/* Adds an entry (duplicates are the caller's business). 0 or -ENOMEM. */
+int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day);
 
 /* Drops every entry with day < day_min; may shrink. 0 or -ENOMEM (the
  * table is unchanged on failure). */

@@ -480,7 +480,7 @@ static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b,
  * (fingerprint_day_min). The caller accounts memtable growth in
  * active_bytes. */
 static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
-		       const uint64_t dim_hash[DIM_COUNT], int64_t day_min, const dedup_spot *spot)
+		       const uint64_t dim_hash[DIM_COUNT], int64_t day_min)
 {
 	if (!t->active) {
 		t->active = malloc(sizeof(memtable));
@@ -499,7 +499,7 @@ static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
 	int64_t day = day_of(e->time_us);
 	if (day < day_min)
 		return 0; /* backfilled or replayed history: checked by day instead */
-	return dedup_insert(&t->dedup, id->hash, fingerprint_day(day), spot);
+	return dedup_insert(&t->dedup, id->hash, fingerprint_day(day));
 }
 
 static size_t active_bytes_of(const tenant *t)
@@ -631,13 +631,12 @@ static int find_in_segments(tally_store *s, const tenant *t, uint16_t day, const
 	return 0;
 }
 
-/* Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event; spot gets
- * where inserting its fingerprint starts (dedup_spot). */
+/* Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event. */
 static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const packed_id *id,
-		       uint8_t *code, dedup_spot *spot)
+		       uint8_t *code)
 {
 	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
-	size_t n = dedup_find(&t->dedup, id->hash, days, DEDUP_DAY_CANDIDATES_MAX, spot);
+	size_t n = dedup_find(&t->dedup, id->hash, days, DEDUP_DAY_CANDIDATES_MAX);
 	*code = TALLY_ACCEPTED;
 	if (!n)
 		return 0;
@@ -1063,15 +1062,13 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			dedup_prefetch(&t->dedup, ids[i + PREFETCH_AHEAD].hash);
 		if (b->results[i].code == TALLY_REJECTED)
 			continue;
-		dedup_spot spot = {0};
 		if (old && old[i])
 			b->results[i].code = history_check(t, &b->events[i], &ids[i], in_segments[i]);
-		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code,
-					   &spot)))
+		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code)))
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], day_min, &spot)))
+		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], day_min)))
 			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
 				       &ids[i]);
 		if (!rc)
@@ -1446,7 +1443,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		/* No horizon check and no dedup: the WAL holds only events that
 		 * were accepted (a backfill's old ones too), and all of them
 		 * stay. */
-		if ((rc = apply_event(t, &e, &id, NULL, s->replay_day_min, NULL))) {
+		if ((rc = apply_event(t, &e, &id, NULL, s->replay_day_min))) {
 			free(strings);
 			return rc;
 		}
@@ -2312,7 +2309,7 @@ static int rebuild_dedup(tally_store *s)
 						const uint8_t *bytes = rows_id(&r, i, &size);
 						rc = dedup_insert(&t->dedup,
 								  dedup_hash(r.id_kind[i], bytes, size),
-								  fingerprint_day(day), NULL);
+								  fingerprint_day(day));
 					}
 				}
 			}
