@@ -20,7 +20,7 @@
 
 #define BYTEBUF_CAPACITY_MIN 16
 
-int bytebuf_reserve(bytebuf *b, size_t extra)
+int bytebuf_grow(bytebuf *b, size_t extra)
 {
 	if (extra <= b->capacity - b->size)
 		return 0;

@@ -33,8 +33,15 @@ typedef struct bytebuf {
 	size_t capacity; /* bytes allocated */
 } bytebuf;
 
-/* Ensures room for `extra` more bytes. 0 or -ENOMEM (buffer unchanged). */
-int bytebuf_reserve(bytebuf *b, size_t extra);
+/* bytebuf_reserve's slow path: reallocates. */
+int bytebuf_grow(bytebuf *b, size_t extra);
+
+/* Ensures room for `extra` more bytes. 0 or -ENOMEM (buffer unchanged).
+ * Inline: encoders call it for every value, and it rarely grows. */
+static inline int bytebuf_reserve(bytebuf *b, size_t extra)
+{
+	return extra <= b->capacity - b->size ? 0 : bytebuf_grow(b, extra);
+}
 /* Appends size bytes. 0 or -ENOMEM. */
 int bytebuf_append(bytebuf *b, const void *src, size_t size);
 /* Sets size to 0, keeps the allocation. */

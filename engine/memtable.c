@@ -99,8 +99,11 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	uint32_t row = r->count;
 	if (row == UINT32_MAX - 1)
 		return TALLY_E_LIMIT;
-	int rc = rows_reserve(r, row + 1);
-	if (!rc)
+	/* The calls only when something must grow: this runs for every event. */
+	int rc = 0;
+	if (row + 1 > r->capacity || !r->block)
+		rc = rows_reserve(r, row + 1);
+	if (!rc && row + 1 > m->id_hash_capacity)
 		rc = id_hash_reserve(m, row + 1);
 	if (!rc && row + 1 - m->indexed >= MEMTABLE_INDEX_TAIL_MAX)
 		rc = index_grow(m, row + 1); /* room now: index_tail below cannot fail */

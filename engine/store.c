@@ -392,10 +392,13 @@ static int batch_code(tally_store *s, int d, const memtable *m, uint32_t code, u
 		return 0;
 	}
 	tally_str str = strdict_get(&m->dict, code);
-	int rc;
-	if ((rc = varint_append(&s->batch_strings, str.len)) ||
-	    (rc = bytebuf_append(&s->batch_strings, str.ptr, str.len)))
+	int rc = bytebuf_reserve(&s->batch_strings, VARINT_SIZE_MAX + (size_t)str.len);
+	if (rc)
 		return rc;
+	bytebuf *b = &s->batch_strings;
+	b->size += varint_put(b->data + b->size, str.len);
+	memcpy(b->data + b->size, str.ptr, str.len);
+	b->size += str.len;
 	*out = s->batch_string_count++;
 	s->batch_map[d][code] = (uint64_t)s->batch_generation << 32 | *out;
 	return 0;
