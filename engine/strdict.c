@@ -27,40 +27,6 @@ void strdict_free(strdict *d)
 	memset(d, 0, sizeof(*d));
 }
 
-/* a[0, n) == b[0, n), in at most a few word compares for short strings:
- * the common case is a hit, whose bytes are all compared anyway. */
-static inline int bytes_equal(const char *a, const char *b, size_t n)
-{
-	if (n >= 8) {
-		uint64_t x, y;
-		for (size_t i = 0; i + 8 < n; i += 8) {
-			memcpy(&x, a + i, 8);
-			memcpy(&y, b + i, 8);
-			if (x != y)
-				return 0;
-		}
-		memcpy(&x, a + n - 8, 8); /* the last 8 bytes, overlapping */
-		memcpy(&y, b + n - 8, 8);
-		return x == y;
-	}
-	if (n >= 4) {
-		uint32_t x, y, x2, y2;
-		memcpy(&x, a, 4);
-		memcpy(&y, b, 4);
-		memcpy(&x2, a + n - 4, 4);
-		memcpy(&y2, b + n - 4, 4);
-		return x == y && x2 == y2;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (a[i] != b[i])
-			return 0;
-	return 1;
-}
-
-static uint32_t slot_of(uint64_t hash, uint32_t mask)
-{
-	return (uint32_t)(hash >> 32) & mask;
-}
 
 static int grow_slots(strdict *d)
 {
@@ -71,7 +37,7 @@ static int grow_slots(strdict *d)
 	uint32_t mask = slot_count - 1;
 	for (uint32_t code = 0; code < d->count; code++) {
 		tally_str s = strdict_get(d, code);
-		uint32_t i = slot_of(strdict_hash(s.ptr, s.len), mask);
+		uint32_t i = strdict_slot_of(strdict_hash(s.ptr, s.len), mask);
 		while (slots[i])
 			i = (i + 1) & mask;
 		slots[i] = code + 1;
@@ -92,24 +58,12 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code)
 	return strdict_intern_hashed(d, s, size, strdict_hash(s, size), code);
 }
 
-int strdict_intern_hashed(strdict *d, const char *s, uint32_t size, uint64_t hash,
-			  uint32_t *code)
+int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_t *code)
 {
 	/* The arena is never NULL once a string exists, so strdict_get never
 	 * hands out a NULL pointer, even for "". */
 	if (!d->arena.data && bytebuf_reserve(&d->arena, 16))
 		return -ENOMEM;
-	if (d->slot_mask) {
-		uint32_t i = slot_of(hash, d->slot_mask);
-		for (; d->slots[i]; i = (i + 1) & d->slot_mask) {
-			uint32_t c = d->slots[i] - 1;
-			tally_str t = strdict_get(d, c);
-			if (t.len == size && bytes_equal(t.ptr, s, size)) {
-				*code = c;
-				return 0;
-			}
-		}
-	}
 	if (d->count >= DICT_STRINGS_MAX)
 		return TALLY_E_LIMIT;
 	if (d->count + 2 > d->offsets_capacity) {
@@ -131,7 +85,7 @@ int strdict_intern_hashed(strdict *d, const char *s, uint32_t size, uint64_t has
 		return -ENOMEM;
 	uint32_t c = d->count++;
 	d->offsets[c + 1] = (uint32_t)d->arena.size;
-	uint32_t i = slot_of(hash, d->slot_mask);
+	uint32_t i = strdict_slot_of(hash, d->slot_mask);
 	while (d->slots[i])
 		i = (i + 1) & d->slot_mask;
 	d->slots[i] = c + 1;

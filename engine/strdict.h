@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "codec.h"
 #include "tally.h"
@@ -34,11 +35,6 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code);
 /* The hash strdict_intern_hashed wants for s. */
 uint64_t strdict_hash(const char *s, uint32_t size);
 
-/* strdict_intern with hash == strdict_hash(s, size) computed by the caller
- * (ingest does it before it takes the store lock). */
-int strdict_intern_hashed(strdict *d, const char *s, uint32_t size, uint64_t hash,
-			  uint32_t *code);
-
 /* The string of a code (< count). Valid until the next intern or free. */
 static inline tally_str strdict_get(const strdict *d, uint32_t code)
 {
@@ -46,6 +42,64 @@ static inline tally_str strdict_get(const strdict *d, uint32_t code)
 	s.ptr = (const char *)d->arena.data + d->offsets[code];
 	s.len = d->offsets[code + 1] - d->offsets[code];
 	return s;
+}
+
+/* strdict_intern_hashed's slow path: adds s, which is not in d. */
+int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_t *code);
+
+static inline uint32_t strdict_slot_of(uint64_t hash, uint32_t mask)
+{
+	return (uint32_t)(hash >> 32) & mask;
+}
+
+/* a[0, n) == b[0, n), in at most a few word compares for short strings:
+ * the common case is a hit, whose bytes are all compared anyway. */
+static inline int strdict_bytes_equal(const char *a, const char *b, size_t n)
+{
+	if (n >= 8) {
+		uint64_t x, y;
+		for (size_t i = 0; i + 8 < n; i += 8) {
+			memcpy(&x, a + i, 8);
+			memcpy(&y, b + i, 8);
+			if (x != y)
+				return 0;
+		}
+		memcpy(&x, a + n - 8, 8); /* the last 8 bytes, overlapping */
+		memcpy(&y, b + n - 8, 8);
+		return x == y;
+	}
+	if (n >= 4) {
+		uint32_t x, y, x2, y2;
+		memcpy(&x, a, 4);
+		memcpy(&y, b, 4);
+		memcpy(&x2, a + n - 4, 4);
+		memcpy(&y2, b + n - 4, 4);
+		return x == y && x2 == y2;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+/* strdict_intern with hash == strdict_hash(s, size) computed by the caller
+ * (ingest does it before it takes the store lock). Inline: a lookup that
+ * finds the string (nearly every one) is a few instructions and no call. */
+static inline int strdict_intern_hashed(strdict *d, const char *s, uint32_t size,
+					uint64_t hash, uint32_t *code)
+{
+	if (d->slot_mask) {
+		for (uint32_t i = strdict_slot_of(hash, d->slot_mask); d->slots[i];
+		     i = (i + 1) & d->slot_mask) {
+			uint32_t c = d->slots[i] - 1;
+			tally_str t = strdict_get(d, c);
+			if (t.len == size && strdict_bytes_equal(t.ptr, s, size)) {
+				*code = c;
+				return 0;
+			}
+		}
+	}
+	return strdict_add(d, s, size, hash, code);
 }
 
 /* Bytes of RAM the dictionary holds. */
