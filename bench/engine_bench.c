@@ -152,6 +152,10 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       o->producer_count, o->inflight_batches, o->group_batches);
 	printf("  throughput          %.0f events/s (%" PRIu64 " events acknowledged in %.3f s)\n",
 	       f->ingest.events_per_s, w->event_count, f->ingest.ingest_s);
+	printf("  store lock          held %.3f s, waited %.3f s, over %" PRIu64
+	       " ingest calls (tally_stats)\n",
+	       (double)f->stats.ingest_lock_hold_us / 1e6, (double)f->stats.ingest_lock_wait_us / 1e6,
+	       f->stats.ingest_calls);
 	printf("  ack latency         P50 %.0f us, P95 %.0f us, P99 %.0f us, max %.0f us (per batch, submit -> durable)\n",
 	       f->ingest.ack_us[0], f->ingest.ack_us[1], f->ingest.ack_us[2], f->ingest.ack_us[3]);
 	printf("  results             %" PRIu64 " accepted, %" PRIu64 " duplicate, %" PRIu64
@@ -238,6 +242,11 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "generate_s", json_real(bench_round(f->generate_s, 3)));
 	bad |= bench_json_put(root, "ingest_s", json_real(bench_round(f->ingest.ingest_s, 6)));
 	bad |= bench_json_put(root, "events_per_s", json_integer((json_int_t)llround(f->ingest.events_per_s)));
+	bad |= bench_json_put(root, "ingest_calls", json_integer((json_int_t)f->stats.ingest_calls));
+	bad |= bench_json_put(root, "lock_hold_s",
+			      json_real(bench_round((double)f->stats.ingest_lock_hold_us / 1e6, 3)));
+	bad |= bench_json_put(root, "lock_wait_s",
+			      json_real(bench_round((double)f->stats.ingest_lock_wait_us / 1e6, 3)));
 	bad |= bench_json_put(root, "ack_p50_us", json_real(bench_round(f->ingest.ack_us[0], 1)));
 	bad |= bench_json_put(root, "ack_p95_us", json_real(bench_round(f->ingest.ack_us[1], 1)));
 	bad |= bench_json_put(root, "ack_p99_us", json_real(bench_round(f->ingest.ack_us[2], 1)));

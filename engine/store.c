@@ -1018,6 +1018,12 @@ static void make_packed(const tally_event *e, uint8_t *buffer, packed_id *id)
 	id->hash = dedup_hash(id->kind, buffer, size);
 }
 
+/* to_us - from_us, or 0 if the io clock (a wall clock) stepped back. */
+static uint64_t elapsed_us(int64_t from_us, int64_t to_us)
+{
+	return to_us > from_us ? (uint64_t)to_us - (uint64_t)from_us : 0;
+}
+
 /* Checks one batch's arguments; 0 or the batch's error. */
 static int batch_check(const tally_batch *b)
 {
@@ -1153,6 +1159,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	}
 	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
 
+	int64_t wait_from_us = s->io->now_us(s->io), held_from_us = 0;
+	bool held = false; /* held_from_us is set */
 	pthread_mutex_lock(&s->lock);
 	if ((rc = probe_rc))
 		goto history_failed;
@@ -1177,6 +1185,9 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		rc = s->sticky ? TALLY_E_READONLY : TALLY_E_CLOSED;
 		goto unlock;
 	}
+	held_from_us = s->io->now_us(s->io);
+	held = true;
+	s->ingest_lock_wait_us += elapsed_us(wait_from_us, held_from_us);
 	/* One WAL record for the whole call: type 1 when a single batch
 	 * accepted events, else type 2, a list of type 1 payloads. Every WAL
 	 * append happens under this lock, so the record's LSN is known now:
@@ -1244,6 +1255,9 @@ fail_sticky:
 unlock:
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
 		pthread_cond_signal(&s->wake);
+	if (held)
+		s->ingest_lock_hold_us += elapsed_us(held_from_us, s->io->now_us(s->io));
+	s->ingest_calls++;
 	pthread_mutex_unlock(&s->lock);
 out:
 	free(packed);
@@ -2902,6 +2916,9 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	}
 	out->flush_count = s->flush_count;
 	out->compaction_count = s->compaction_count;
+	out->ingest_calls = s->ingest_calls;
+	out->ingest_lock_hold_us = s->ingest_lock_hold_us;
+	out->ingest_lock_wait_us = s->ingest_lock_wait_us;
 	out->sticky_error = s->sticky;
 	pthread_mutex_unlock(&s->lock);
 	wal_stats ws;

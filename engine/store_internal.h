@@ -87,6 +87,9 @@ struct tally_store {
 	bytebuf batch_strings;
 	bytebuf batch_events;
 	bytebuf multi_record; /* the call's WAL payload: see tally_ingest_submit_many */
+	uint64_t ingest_calls;        /* tally_stats: under lock */
+	uint64_t ingest_lock_hold_us;
+	uint64_t ingest_lock_wait_us;
 	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
 	uint64_t verify_clock;
 

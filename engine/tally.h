@@ -362,6 +362,14 @@ typedef struct tally_stats {
 	 * tally_fsync_hist_bound_us(i) microseconds (bucket 0: at most its
 	 * bound). The buckets sum to wal_fsync_count. */
 	uint64_t wal_fsync_hist[TALLY_FSYNC_HIST_BUCKETS];
+	/* Ingest calls since open (every tally_ingest_submit_many, and the
+	 * calls built on it), and on the io clock: how long they applied
+	 * their events holding the store lock, and how long they waited to
+	 * get there (for the lock, or for a flush to catch up). The lock is
+	 * what bounds ingest throughput (docs/benchmarks.md). */
+	uint64_t ingest_calls;
+	uint64_t ingest_lock_hold_us;
+	uint64_t ingest_lock_wait_us;
 } tally_stats;
 
 int tally_store_stats(tally_store *store, tally_stats *stats);

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -613,6 +614,68 @@ Test(store, wal_fsync_count_total_and_buckets_follow_each_commit)
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.wal_fsync_count, 0);
 	cr_expect_eq(st.wal_fsync_us_total, 0);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- store lock timings -------------------------------------------------- */
+
+/* A clock that moves LOCK_TICK_US forward after each read made on the
+ * thread that opened the store (reads on the engine's own threads, such
+ * as the WAL writer timing its fsyncs, do not move it), so the timings of
+ * an ingest call on that thread are exact. */
+enum { LOCK_TICK_US = 10 };
+static tally_io ticking_io;
+static _Atomic int64_t ticking_clock_us;
+static pthread_t ticking_thread;
+
+static int64_t ticking_now_us(const tally_io *io)
+{
+	(void)io;
+	if (!pthread_equal(pthread_self(), ticking_thread))
+		return atomic_load(&ticking_clock_us);
+	return atomic_fetch_add(&ticking_clock_us, LOCK_TICK_US);
+}
+
+/* Each call reads the clock before it waits for the lock, once it holds it
+ * and is about to apply its events, and when it lets it go: one tick of
+ * wait and one of hold per call. The figures count since open. */
+Test(store, ingest_lock_hold_and_wait_are_counted_per_call_on_the_io_clock)
+{
+	ticking_io = *tally_io_default();
+	ticking_io.now_us = ticking_now_us;
+	ticking_thread = pthread_self();
+	atomic_store(&ticking_clock_us, NOW_US);
+	tally_options o;
+	tally_options_default(&o);
+	o.io = &ticking_io;
+	o.background = false;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_store_open(dir, &o, &s, err), 0, "open: %s", err);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.ingest_calls, 0);
+	cr_expect_eq(st.ingest_lock_hold_us, 0);
+	cr_expect_eq(st.ingest_lock_wait_us, 0);
+	for (int n = 0; n < 3; n++) {
+		char id[16];
+		snprintf(id, sizeof(id), "lock-%d", n);
+		tally_event e[2] = {make_event(id, NOW_US - MINUTE_US, (uint64_t)n),
+				    make_event("lock-shared", NOW_US - MINUTE_US, 7)};
+		tally_ingest_result r[2];
+		cr_assert_eq(tally_ingest(s, "acme", e, 2, r), 0);
+		cr_assert_eq(tally_store_stats(s, &st), 0);
+		cr_expect_eq(st.ingest_calls, (uint64_t)n + 1);
+		cr_expect_eq(st.ingest_lock_hold_us, (uint64_t)(n + 1) * LOCK_TICK_US,
+			     "after call %d: %" PRIu64, n, st.ingest_lock_hold_us);
+		cr_expect_eq(st.ingest_lock_wait_us, (uint64_t)(n + 1) * LOCK_TICK_US,
+			     "after call %d: %" PRIu64, n, st.ingest_lock_wait_us);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_assert_eq(tally_store_open(dir, &o, &s, err), 0, "reopen: %s", err);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.ingest_calls, 0, "the figures count since open");
+	cr_expect_eq(st.ingest_lock_hold_us, 0);
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
