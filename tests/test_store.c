@@ -533,20 +533,26 @@ static int timed_fdatasync(const tally_io *io, int fd)
 	return rc;
 }
 
-static tally_store *open_timed_store(void)
+/* The store in dir, on io, with no background thread. */
+static tally_store *open_store_on(const tally_io *io)
 {
-	timed_io = *tally_io_default();
-	timed_io.now_us = timed_now_us;
-	timed_io.fdatasync = timed_fdatasync;
 	tally_options o;
 	tally_options_default(&o);
-	o.io = &timed_io;
+	o.io = io;
 	o.background = false;
 	tally_store *s = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	int rc = tally_store_open(dir, &o, &s, err);
 	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
 	return s;
+}
+
+static tally_store *open_timed_store(void)
+{
+	timed_io = *tally_io_default();
+	timed_io.now_us = timed_now_us;
+	timed_io.fdatasync = timed_fdatasync;
+	return open_store_on(&timed_io);
 }
 
 Test(store, fsync_histogram_bounds_are_the_documented_ones)
@@ -645,13 +651,7 @@ Test(store, ingest_lock_hold_and_wait_are_counted_per_call_on_the_io_clock)
 	ticking_io.now_us = ticking_now_us;
 	ticking_thread = pthread_self();
 	atomic_store(&ticking_clock_us, NOW_US);
-	tally_options o;
-	tally_options_default(&o);
-	o.io = &ticking_io;
-	o.background = false;
-	tally_store *s = NULL;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	cr_assert_eq(tally_store_open(dir, &o, &s, err), 0, "open: %s", err);
+	tally_store *s = open_store_on(&ticking_io);
 	tally_stats st;
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.ingest_calls, 0);
@@ -672,7 +672,7 @@ Test(store, ingest_lock_hold_and_wait_are_counted_per_call_on_the_io_clock)
 			     "after call %d: %" PRIu64, n, st.ingest_lock_wait_us);
 	}
 	cr_assert_eq(tally_store_close(s), 0);
-	cr_assert_eq(tally_store_open(dir, &o, &s, err), 0, "reopen: %s", err);
+	s = open_store_on(&ticking_io);
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.ingest_calls, 0, "the figures count since open");
 	cr_expect_eq(st.ingest_lock_hold_us, 0);
