@@ -172,6 +172,17 @@ static const gauge_spec gauge_specs[] = {
 static const gauge_spec engine_counter_specs[] = {
 	{"tally_flushes_total", "Memtable flushes since the store opened.", GAUGE(flush_count)},
 	{"tally_compactions_total", "Segment compactions since the store opened.", GAUGE(compaction_count)},
+	{"tally_ingest_calls_total", "Engine ingest calls since the store opened.", GAUGE(ingest_calls)},
+};
+
+/* Engine counters of microseconds, rendered in seconds. */
+static const gauge_spec engine_seconds_specs[] = {
+	{"tally_ingest_lock_hold_seconds_total",
+	 "Time ingest calls held the store lock applying events; its rate near 1 means ingest is bound by the lock.",
+	 GAUGE(ingest_lock_hold_us)},
+	{"tally_ingest_lock_wait_seconds_total",
+	 "Time ingest calls waited for the store lock, or for a flush to catch up.",
+	 GAUGE(ingest_lock_wait_us)},
 };
 
 /* ---- Updates ------------------------------------------------------------------ */
@@ -320,6 +331,14 @@ static void render(metrics *m, FILE *f)
 			memcpy(&v, (const char *)&g + engine_counter_specs[i].offset, sizeof(v));
 			family_header(f, engine_counter_specs[i].family, "counter", engine_counter_specs[i].help);
 			fprintf(f, "%s %" PRIu64 "\n", engine_counter_specs[i].family, v);
+		}
+		for (size_t i = 0; i < sizeof(engine_seconds_specs) / sizeof(engine_seconds_specs[0]); i++) {
+			uint64_t us;
+			memcpy(&us, (const char *)&g + engine_seconds_specs[i].offset, sizeof(us));
+			char seconds[32];
+			format_seconds(seconds, sizeof(seconds), us);
+			family_header(f, engine_seconds_specs[i].family, "counter", engine_seconds_specs[i].help);
+			fprintf(f, "%s %s\n", engine_seconds_specs[i].family, seconds);
 		}
 		/* Without the engine's histogram, the count alone: a histogram
 		 * with only the +Inf bucket. */

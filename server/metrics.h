@@ -95,6 +95,9 @@ typedef struct metrics_gauges {
 	uint64_t store_readonly;   /* 1 when the store refuses writes (sticky_error set), else 0 */
 	uint64_t flush_count;      /* memtable flushes since the store opened */
 	uint64_t compaction_count; /* compactions since the store opened */
+	uint64_t ingest_calls;        /* engine ingest calls since the store opened */
+	uint64_t ingest_lock_hold_us; /* their time holding the store lock */
+	uint64_t ingest_lock_wait_us; /* their time waiting for it */
 } metrics_gauges;
 
 /* Fills *out (zeroed by the caller). Called on the HTTP thread for each

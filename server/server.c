@@ -821,6 +821,9 @@ static void gauges(void *ctx, metrics_gauges *g)
 	g->store_readonly = st.sticky_error != 0;
 	g->flush_count = st.flush_count;
 	g->compaction_count = st.compaction_count;
+	g->ingest_calls = st.ingest_calls;
+	g->ingest_lock_hold_us = st.ingest_lock_hold_us;
+	g->ingest_lock_wait_us = st.ingest_lock_wait_us;
 }
 
 int server_open(const server_config *config, server **out, char *errmsg)

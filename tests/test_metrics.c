@@ -366,6 +366,9 @@ static void fill_gauges(void *ctx, metrics_gauges *g)
 	g->store_readonly = 1;
 	g->flush_count = 24;
 	g->compaction_count = 25;
+	g->ingest_calls = 27;
+	g->ingest_lock_hold_us = 3500000;
+	g->ingest_lock_wait_us = 1250;
 	g->fsync_count = 10;
 	g->fsync_us_total = 123456;
 	if (src->with_histogram) {
@@ -405,6 +408,7 @@ Test(metrics, gauges_come_from_the_callback)
 		{"tally_query_cache_bytes", 26},
 		{"tally_pending_bytes", 23},   {"tally_store_readonly", 1},
 		{"tally_flushes_total", 24},   {"tally_compactions_total", 25},
+		{"tally_ingest_calls_total", 27},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.0001\"}", 3},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.001\"}", 3},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.01\"}", 8},
@@ -414,6 +418,8 @@ Test(metrics, gauges_come_from_the_callback)
 	for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
 		cr_expect_eq(sample(text, expected[i].series), expected[i].value, "%s", expected[i].series);
 	expect_sample_text(text, "tally_wal_fsync_duration_seconds_sum", "0.123456");
+	expect_sample_text(text, "tally_ingest_lock_hold_seconds_total", "3.5");
+	expect_sample_text(text, "tally_ingest_lock_wait_seconds_total", "0.00125");
 	uint64_t resident = sample(text, "tally_process_resident_memory_bytes");
 	cr_expect_gt(resident, 1u << 20, "a process holds more than 1 MiB: %" PRIu64, resident);
 	cr_expect_lt(resident, UINT64_C(1) << 40);
@@ -526,9 +532,10 @@ Test(metrics, exposition_is_well_formed)
 	}
 	for (int i = 0; i < family_count; i++)
 		cr_expect_neq(types[i][0], '\0', "%s has no TYPE", families[i]);
-	/* 10 counter families, errors, 4 histograms, 15 gauges, 2 engine
-	 * counters, the fsync histogram, resident memory, HTTP errors. */
-	cr_expect_eq(family_count, 10 + 1 + 4 + 15 + 2 + 1 + 1 + 1);
+	/* 10 counter families, errors, 4 histograms, 15 gauges, 3 engine
+	 * counters, 2 engine counters in seconds, the fsync histogram,
+	 * resident memory, HTTP errors. */
+	cr_expect_eq(family_count, 10 + 1 + 4 + 15 + 3 + 2 + 1 + 1 + 1);
 	free(r.body);
 	metrics_close(m);
 }
