@@ -146,6 +146,35 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	return 0;
 }
 
+void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COUNT])
+{
+	const rows *r = &m->rows;
+	uint32_t row = r->count;
+	if (r->block && row < r->capacity) {
+		__builtin_prefetch(&r->time_us[row], 1);
+		__builtin_prefetch(&r->tokens_in[row], 1);
+		__builtin_prefetch(&r->tokens_out[row], 1);
+		__builtin_prefetch(&r->cost_micros[row], 1);
+		__builtin_prefetch(&r->duration_ms[row], 1);
+		for (int d = 0; d < DIM_COUNT; d++)
+			__builtin_prefetch(&r->dim[d][row], 1);
+		__builtin_prefetch(&r->id_offset[row + 1], 1);
+		__builtin_prefetch(&r->status[row], 1);
+		__builtin_prefetch(&r->id_kind[row], 1);
+	}
+	if (r->id_bytes.data)
+		__builtin_prefetch(r->id_bytes.data + r->id_bytes.size, 1);
+	if (m->id_hash && row < m->id_hash_capacity)
+		__builtin_prefetch(&m->id_hash[row], 1);
+	if (m->dict.slot_mask && dim_hash)
+		for (int d = 0; d < DIM_COUNT; d++)
+			__builtin_prefetch(&m->dict.slots[strdict_slot_of(dim_hash[d], m->dict.slot_mask)]);
+	if (m->dict.offsets)
+		__builtin_prefetch(m->dict.offsets);
+	if (m->dict.arena.data)
+		__builtin_prefetch(m->dict.arena.data);
+}
+
 /* Row `row` holds exactly id. */
 static int row_has_id(const memtable *m, uint32_t row, const packed_id *id)
 {

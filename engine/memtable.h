@@ -89,6 +89,11 @@ static inline void event_dims(const tally_event *e, tally_str dims[DIM_COUNT])
 	dims[DIM_USER] = dim_str(e->user);
 }
 
+/* Starts loading what appending an event with these dimension hashes will
+ * touch first (the rows' tails, the dictionary's slots); a hint, no
+ * effect on contents. */
+void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COUNT]);
+
 /* A zeroed memtable with its rollup lock made and a new serial. 0 or -errno. */
 int memtable_init(memtable *m);
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "support/fault_io.h"
+#include "support/rng.h"
 #include "support/threads.h"
 #include "tally.h"
 #include "tally_limits.h"
@@ -432,6 +433,104 @@ Test(store, submit_many_applies_each_batch_and_replays_as_one_record)
 	cr_assert_eq(tally_ingest(s, "globex", b, 1, rb), 0);
 	cr_expect_eq(rb[0].code, TALLY_DUPLICATE);
 	cr_assert_eq(tally_store_close(s), 0);
+}
+
+static int count_event(void *ctx, const tally_event *e)
+{
+	(void)e;
+	(*(uint64_t *)ctx)++;
+	return 0;
+}
+
+/* Description: calls of many batches in every shape the lookahead of
+ * tally_ingest_submit_many meets (empty batches, batches whose events are
+ * all rejected, refused tenant names, a tenant twice in one call, tenants
+ * new mid-call, duplicates and conflicts within and across calls), against
+ * a brute-force record of what was accepted: every result, then every
+ * tenant's stored count, before and after a reopen. Prints its seed. */
+Test(store, submit_many_of_every_batch_shape_matches_an_oracle)
+{
+	enum { TENANTS = 40, CALLS = 60, BATCHES_MAX = 40, EVENTS_MAX = 6, IDS = 300 };
+	test_rng rng;
+	test_rng_seed(&rng, "test_store", "submit_many_of_every_batch_shape_matches_an_oracle");
+	static uint8_t stored[TENANTS][IDS]; /* tokens + 1 of the stored event; 0: none */
+	memset(stored, 0, sizeof(stored));
+	static char names[TENANTS][8];
+	for (int t = 0; t < TENANTS; t++)
+		snprintf(names[t], sizeof(names[t]), "t%02d", t);
+	static char ids[BATCHES_MAX][EVENTS_MAX][12];
+	static tally_event events[BATCHES_MAX][EVENTS_MAX];
+	static tally_ingest_result results[BATCHES_MAX][EVENTS_MAX];
+	static uint8_t expected[BATCHES_MAX][EVENTS_MAX];
+	tally_batch batches[BATCHES_MAX];
+	int tenant_of[BATCHES_MAX];
+	tally_store *s = open_store(0);
+	for (int call = 0; call < CALLS; call++) {
+		int batch_count = 1 + (int)test_rng_below(&rng, BATCHES_MAX);
+		for (int b = 0; b < batch_count; b++) {
+			/* Tenants from a pool that grows with the calls, so some are
+			 * new in the middle of a call. */
+			int pool = 2 + call * (TENANTS - 2) / (CALLS - 1); /* up to TENANTS */
+			tenant_of[b] = test_rng_below(&rng, 10) == 0 ? -1
+								   : (int)test_rng_below(&rng, (uint64_t)pool);
+			size_t count = test_rng_below(&rng, EVENTS_MAX + 1);
+			int all_rejected = test_rng_below(&rng, 8) == 0;
+			for (size_t i = 0; i < count; i++) {
+				int id = (int)test_rng_below(&rng, IDS);
+				uint64_t tokens = test_rng_below(&rng, 3);
+				int rejected = all_rejected || test_rng_below(&rng, 10) == 0;
+				snprintf(ids[b][i], sizeof(ids[b][i]), "id-%d", id);
+				events[b][i] = make_event(rejected ? "" : ids[b][i],
+							  NOW_US - MINUTE_US - id, tokens);
+				results[b][i] = (tally_ingest_result){.code = 99};
+				if (tenant_of[b] < 0)
+					expected[b][i] = 99; /* a refused batch: results untouched */
+				else if (rejected)
+					expected[b][i] = TALLY_REJECTED;
+				else if (stored[tenant_of[b]][id])
+					expected[b][i] = stored[tenant_of[b]][id] == tokens + 1
+								 ? TALLY_DUPLICATE
+								 : TALLY_CONFLICT;
+				else {
+					expected[b][i] = TALLY_ACCEPTED;
+					stored[tenant_of[b]][id] = (uint8_t)(tokens + 1);
+				}
+			}
+			batches[b] = (tally_batch){
+				.tenant = tenant_of[b] < 0 ? "bad tenant!" : names[tenant_of[b]],
+				.events = events[b],
+				.count = count,
+				.results = results[b],
+			};
+		}
+		uint64_t lsn = 0;
+		cr_assert_eq(tally_ingest_submit_many(s, batches, (size_t)batch_count, &lsn), 0);
+		cr_assert_eq(tally_commit_wait(s, lsn), 0);
+		for (int b = 0; b < batch_count; b++) {
+			cr_assert_eq(batches[b].status, tenant_of[b] < 0 ? TALLY_E_TENANT : 0,
+				     "call %d batch %d (%s): status %d", call, b, batches[b].tenant,
+				     batches[b].status);
+			for (size_t i = 0; i < batches[b].count; i++)
+				cr_assert_eq(results[b][i].code, expected[b][i],
+					     "call %d batch %d event %zu (%s): %d, expected %d", call, b,
+					     i, ids[b][i], results[b][i].code, expected[b][i]);
+		}
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int t = 0; t < TENANTS; t++) {
+			uint64_t want = 0, got = 0;
+			for (int id = 0; id < IDS; id++)
+				want += stored[t][id] != 0;
+			int rc = tally_scan(s, names[t], 0, INT64_MAX, count_event, &got);
+			cr_assert(rc == 0 || (rc == TALLY_E_NOTFOUND && want == 0), "scan %s: %s",
+				  names[t], tally_strerror(rc));
+			cr_expect_eq(got, want, "%s%s: %" PRIu64 " stored, expected %" PRIu64, names[t],
+				     pass ? " after reopen" : "", got, want);
+		}
+		cr_assert_eq(tally_store_close(s), 0);
+		if (pass == 0)
+			s = open_store(0);
+	}
 }
 
 typedef struct day_counter {
