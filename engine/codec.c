@@ -238,7 +238,6 @@ ALWAYS_INLINE int varint_read(const uint8_t **p, const uint8_t *end, uint64_t *o
 	return varint_read_slow(p, end, out);
 }
 
-/* Contract in codec.h: dst has VARINT_SIZE_MAX bytes; returns bytes written. */
 /* Appends v to b: 0, or -ENOMEM with b unchanged. */
 int varint_append(bytebuf *b, uint64_t v)
 {

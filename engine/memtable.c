@@ -99,7 +99,8 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	uint32_t row = r->count;
 	if (row == UINT32_MAX - 1)
 		return TALLY_E_LIMIT;
-	/* The calls only when something must grow: this runs for every event. */
+	/* Call the reserve functions only when something must grow: this runs
+	 * for every event. */
 	int rc = 0;
 	if (row + 1 > r->capacity || !r->block)
 		rc = rows_reserve(r, row + 1);

@@ -212,8 +212,10 @@ static uint64_t tenant_slot(uint32_t hash, uint32_t id)
 	return (uint64_t)hash << 32 | (id + 1);
 }
 
-/* The tenant called name, whose name_hash is hash, or NULL. */
-static tenant *tenant_find_hashed(tally_store *s, const char *name, uint32_t hash)
+/* The tenant called name, whose name_hash is hash, or NULL. With a NULL
+ * name, the first tenant whose name hash is hash: perhaps not the one a
+ * name would find, which is all a prefetch needs. */
+static tenant *tenant_find_hashed(const tally_store *s, const char *name, uint32_t hash)
 {
 	if (!s->tenant_slot_mask)
 		return NULL;
@@ -223,22 +225,9 @@ static tenant *tenant_find_hashed(tally_store *s, const char *name, uint32_t has
 		if (slot >> 32 != hash)
 			continue;
 		tenant *t = s->tenants[(uint32_t)slot - 1];
-		if (strcmp(t->name, name) == 0)
+		if (!name || strcmp(t->name, name) == 0)
 			return t;
 	}
-	return NULL;
-}
-
-/* The first tenant whose name hash is hash (perhaps not the one a name
- * would find: only a prefetch uses it), or NULL. */
-static tenant *tenant_guess(const tally_store *s, uint32_t hash)
-{
-	if (!s->tenant_slot_mask)
-		return NULL;
-	for (uint32_t i = hash & s->tenant_slot_mask; s->tenant_slots[i];
-	     i = (i + 1) & s->tenant_slot_mask)
-		if (s->tenant_slots[i] >> 32 == hash)
-			return s->tenants[(uint32_t)s->tenant_slots[i] - 1];
 	return NULL;
 }
 
@@ -493,7 +482,6 @@ static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b,
 }
 
 /* ---- applying events ---------------------------------------------------- */
-
 
 /* Appends one accepted event to the tenant's memtable, and to its
  * fingerprint table if the event's day is at least day_min
@@ -1125,7 +1113,7 @@ static void prefetch_ahead(const tally_store *s, const tally_batch *batches, siz
 	if (b + 4 < batch_count && !batches[b + 4].status && s->tenant_slot_mask)
 		__builtin_prefetch(&s->tenant_slots[tenant_hash[b + 4] & s->tenant_slot_mask]);
 	if (b + 3 < batch_count && !batches[b + 3].status) {
-		const tenant *t = tenant_guess(s, tenant_hash[b + 3]);
+		const tenant *t = tenant_find_hashed(s, NULL, tenant_hash[b + 3]);
 		guess[b + 3] = t;
 		if (t) {
 			__builtin_prefetch(t);

@@ -27,7 +27,6 @@ void strdict_free(strdict *d)
 	memset(d, 0, sizeof(*d));
 }
 
-
 static int grow_slots(strdict *d)
 {
 	uint32_t slot_count = d->slot_mask ? (d->slot_mask + 1) * 2 : 8;
