@@ -1403,6 +1403,33 @@ int block_compress(bytebuf *out, const uint8_t *src, size_t size, int level,
 	return 0;
 }
 
+int block_compress_gated(bytebuf *out, const uint8_t *src, size_t size, int level,
+			 block_gate *gate, uint8_t *codec)
+{
+	int bits = size ? 64 - __builtin_clzll((unsigned long long)size) : 0;
+	uint32_t *misses = &gate->size_class[bits].misses;
+	uint32_t *skipped = &gate->size_class[bits].skipped;
+	if (*misses >= BLOCK_GATE_MISSES && *skipped + 1 < BLOCK_GATE_RETRY) {
+		if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
+			return TALLY_E_INVALID; /* as block_compress would say */
+		int rc = bytebuf_append(out, src, size);
+		if (rc)
+			return rc;
+		++*skipped;
+		*codec = BLOCK_CODEC_RAW;
+		return 0;
+	}
+	int rc = block_compress(out, src, size, level, codec);
+	if (rc)
+		return rc;
+	*skipped = 0;
+	if (*codec == BLOCK_CODEC_ZSTD)
+		*misses = 0;
+	else if (*misses < BLOCK_GATE_MISSES)
+		++*misses;
+	return 0;
+}
+
 /*
  * Resets out and fills it with the raw_size bytes of the block. RAW: size
  * must equal raw_size. ZSTD: src must be exactly one zstd frame whose header

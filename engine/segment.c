@@ -53,6 +53,17 @@ void segment_file_name(char *name, size_t size, uint64_t file_id)
 /* Writer                                                                    */
 /* ======================================================================== */
 
+/* The streams of like blocks whose worth compressing is judged apart
+ * (codec.h block_gate): each column's, packed row groups, dictionaries,
+ * rollup group tables and each rollup chunk list. */
+enum {
+	STREAM_PACKED = TALLY_COL_COUNT,
+	STREAM_DICT,
+	STREAM_ROLLUP_GROUPS,
+	STREAM_ROLLUP_LIST,
+	STREAM_COUNT = STREAM_ROLLUP_LIST + SEG_ROLLUP_LISTS
+};
+
 struct segment_writer {
 	const tally_io *io;
 	char dir[SEGMENT_PATH_SIZE_MAX];
@@ -84,6 +95,7 @@ struct segment_writer {
 	uint32_t *g_model;     /* the cost column's price models */
 	uint32_t *order;       /* sort permutation of a tenant's rows */
 	uint32_t order_capacity;
+	block_gate gate[STREAM_COUNT];
 };
 
 static int writer_flush_out(segment_writer *w)
@@ -103,16 +115,17 @@ static uint64_t writer_position(const segment_writer *w)
 	return w->offset + w->out.size;
 }
 
-/* Appends one block (compressing raw) to the file and its index entry to the
- * footer. */
-static int writer_block(segment_writer *w, const uint8_t *raw, size_t raw_size)
+/* Appends one block of the stream (compressing raw when its gate says so)
+ * to the file and its index entry to the footer. */
+static int writer_block(segment_writer *w, int stream, const uint8_t *raw, size_t raw_size)
 {
 	if (raw_size > BLOCK_RAW_BYTES_MAX)
 		return TALLY_E_LIMIT;
 	uint64_t start = writer_position(w);
 	size_t before = w->out.size;
 	uint8_t codec;
-	int rc = block_compress(&w->out, raw, raw_size, w->zstd_level, &codec);
+	int rc = block_compress_gated(&w->out, raw, raw_size, w->zstd_level, &w->gate[stream],
+				      &codec);
 	if (rc)
 		return rc;
 	size_t stored = w->out.size - before;
@@ -338,10 +351,10 @@ static int writer_rowgroup(segment_writer *w, const rows *r, const uint32_t *ord
 		for (int c = 0; c < TALLY_COL_COUNT; c++)
 			if ((rc = bytebuf_append(&w->packed, w->column[c].data, w->column[c].size)))
 				return rc;
-		return writer_block(w, w->packed.data, w->packed.size);
+		return writer_block(w, STREAM_PACKED, w->packed.data, w->packed.size);
 	}
 	for (int c = 0; c < TALLY_COL_COUNT; c++)
-		if ((rc = writer_block(w, w->column[c].data, w->column[c].size)))
+		if ((rc = writer_block(w, c, w->column[c].data, w->column[c].size)))
 			return rc;
 	return 0;
 }
@@ -387,7 +400,7 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 		goto out;
 	bytebuf_reset(&w->scratch);
 	if ((rc = dict_serialise(&w->scratch, dict)) ||
-	    (rc = writer_block(w, w->scratch.data, w->scratch.size)) ||
+	    (rc = writer_block(w, STREAM_DICT, w->scratch.data, w->scratch.size)) ||
 	    (rc = varint_append(&w->footer, segment_count)))
 		goto out;
 	int64_t previous_day = 0;
@@ -457,7 +470,8 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 				      zigzag_encode(rollup->minute_from_us / ROLLUP_MINUTE_US_SEG))) ||
 	    (rc = varint_append(&w->footer, rollup->group_count)))
 		goto out;
-	if (rollup->group_count && (rc = writer_block(w, rollup->groups_raw, rollup->groups_size)))
+	if (rollup->group_count &&
+	    (rc = writer_block(w, STREAM_ROLLUP_GROUPS, rollup->groups_raw, rollup->groups_size)))
 		goto out;
 	for (int list = 0, at = 0; list < SEG_ROLLUP_LISTS && !rc; list++) {
 		uint32_t count = rollup->group_count ? rollup->chunk_count[list] : 0;
@@ -469,7 +483,7 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 						  : zigzag_encode(c->first_bucket);
 			if (!(rc = varint_append(&w->footer, bucket_field)) &&
 			    !(rc = varint_append(&w->footer, c->cells)))
-				rc = writer_block(w, c->raw, c->size);
+				rc = writer_block(w, STREAM_ROLLUP_LIST + list, c->raw, c->size);
 		}
 	}
 out:

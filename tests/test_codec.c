@@ -1554,6 +1554,74 @@ Test(codec, block_keeps_incompressible_and_tiny_data_raw)
 	bytebuf_free(&out);
 }
 
+/* One block through the gate: its codec, with out holding exactly src
+ * when raw. */
+static uint8_t gated(block_gate *gate, const uint8_t *src, size_t size)
+{
+	bytebuf out = { 0 };
+	uint8_t codec = 99;
+	cr_assert_eq(block_compress_gated(&out, src, size, 3, gate, &codec), 0);
+	if (codec == BLOCK_CODEC_RAW) {
+		cr_assert_eq(out.size, size);
+		cr_assert(size == 0 || memcmp(out.data, src, size) == 0);
+	} else {
+		cr_assert_eq(codec, BLOCK_CODEC_ZSTD);
+		cr_assert_lt(out.size, size);
+	}
+	bytebuf_free(&out);
+	return codec;
+}
+
+Test(codec, block_gate_stops_trying_a_size_class_that_never_compresses_and_retries_it)
+{
+	enum { SIZE = 1000 }; /* size class 10 (bit length) */
+	uint8_t noise[SIZE], text[SIZE], small_text[SIZE / 2];
+	for (size_t i = 0; i < SIZE; i++) {
+		noise[i] = (uint8_t)rng_next();
+		text[i] = (uint8_t)"tokens_in tokens_out "[i % 21];
+	}
+	memcpy(small_text, text, sizeof small_text);
+	block_gate *gate = calloc(1, sizeof(*gate));
+	cr_assert_not_null(gate);
+	/* BLOCK_GATE_MISSES tries that end raw close class 10. */
+	for (uint32_t i = 0; i < BLOCK_GATE_MISSES; i++) {
+		cr_assert_eq(gated(gate, noise, SIZE), BLOCK_CODEC_RAW);
+		cr_assert_eq(gate->size_class[10].misses, i + 1);
+		cr_assert_eq(gate->size_class[10].skipped, 0);
+	}
+	/* Closed: even text is stored raw, untried, for BLOCK_GATE_RETRY - 1
+	 * blocks; another class (9) is still tried. */
+	for (uint32_t i = 0; i + 1 < BLOCK_GATE_RETRY; i++) {
+		cr_assert_eq(gated(gate, text, SIZE), BLOCK_CODEC_RAW, "block %u", i);
+		cr_assert_eq(gate->size_class[10].skipped, i + 1);
+		cr_assert_eq(gated(gate, small_text, sizeof small_text), BLOCK_CODEC_ZSTD);
+	}
+	cr_assert_eq(gate->size_class[10].misses, BLOCK_GATE_MISSES);
+	/* The BLOCK_GATE_RETRY-th is tried: noise stays closed for another
+	 * round... */
+	cr_assert_eq(gated(gate, noise, SIZE), BLOCK_CODEC_RAW);
+	cr_assert_eq(gate->size_class[10].skipped, 0);
+	cr_assert_eq(gated(gate, text, SIZE), BLOCK_CODEC_RAW, "closed again");
+	for (uint32_t i = 1; i + 1 < BLOCK_GATE_RETRY; i++)
+		cr_assert_eq(gated(gate, noise, SIZE), BLOCK_CODEC_RAW);
+	/* ...and a win reopens it. */
+	cr_assert_eq(gated(gate, text, SIZE), BLOCK_CODEC_ZSTD, "retried");
+	cr_assert_eq(gate->size_class[10].misses, 0);
+	cr_assert_eq(gated(gate, text, SIZE), BLOCK_CODEC_ZSTD, "open");
+	cr_assert_eq(gated(gate, noise, SIZE), BLOCK_CODEC_RAW);
+	cr_assert_eq(gate->size_class[10].misses, 1, "a win reset the count");
+	/* Tiny blocks (never compressed) close class 0 and 1 like any other;
+	 * an invalid level is refused even when the class is closed. */
+	for (uint32_t i = 0; i < BLOCK_GATE_MISSES + 2; i++)
+		cr_assert_eq(gated(gate, text, 1), BLOCK_CODEC_RAW);
+	cr_assert_eq(gate->size_class[1].skipped, 2);
+	bytebuf out = { 0 };
+	uint8_t codec;
+	cr_assert_eq(block_compress_gated(&out, text, 1, 1000, gate, &codec), TALLY_E_INVALID);
+	cr_assert_eq(out.size, 0);
+	free(gate);
+}
+
 Test(codec, block_decompress_rejects_truncation_trailing_and_survives_corruption)
 {
 	enum { SIZE = 3000 };
