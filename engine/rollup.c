@@ -54,6 +54,7 @@
 
 #include "grow.h"
 #include "rollup.h"
+#include "sort.h"
 #include "tally_limits.h"
 
 const int64_t ROLLUP_RES_US[RES_COUNT] = {ROLLUP_MINUTE_US, ROLLUP_HOUR_US, ROLLUP_DAY_US};
@@ -617,43 +618,6 @@ enum {
 
 /* ---- sorting cells --------------------------------------------------------- */
 
-typedef struct keyed {
-	uint64_t key;
-	const rollup_cell *cell;
-} keyed;
-
-/*
- * Sorts a[0, n) by key (tmp: n more entries): least significant byte
- * first, one stable counting pass per byte, skipping the bytes every key
- * shares (a section's cells span a few hundred buckets and groups, so two
- * to four passes). The result is in a.
- */
-static void keyed_sort(keyed *a, keyed *tmp, uint32_t n)
-{
-	if (n < 2)
-		return;
-	uint64_t varies = 0;
-	for (uint32_t i = 1; i < n; i++)
-		varies |= a[i].key ^ a[0].key;
-	keyed *from = a, *to = tmp;
-	for (unsigned shift = 0; shift < 64; shift += 8) {
-		if (!((varies >> shift) & 0xff))
-			continue;
-		uint32_t count[257] = {0};
-		for (uint32_t i = 0; i < n; i++)
-			count[((from[i].key >> shift) & 0xff) + 1]++;
-		for (int b = 0; b < 256; b++)
-			count[b + 1] += count[b];
-		for (uint32_t i = 0; i < n; i++)
-			to[count[(from[i].key >> shift) & 0xff]++] = from[i];
-		keyed *swap = from;
-		from = to;
-		to = swap;
-	}
-	if (from != a)
-		memcpy(a, from, sizeof(*a) * n);
-}
-
 /*
  * Sorts cells[0, n) by (bucket, rank of group), rank = renumber[group], or
  * the group itself when renumber is NULL; (bucket, rank) pairs are unique,
@@ -668,28 +632,29 @@ static int cells_sort(const rollup_cell **cells, uint32_t n, const uint32_t *ren
 		low = cells[i]->bucket < low ? cells[i]->bucket : low;
 		high = cells[i]->bucket > high ? cells[i]->bucket : high;
 	}
-	keyed *a = malloc(sizeof(*a) * 2 * (size_t)n);
+	sort_pair *a = malloc(sizeof(*a) * 2 * (size_t)n);
 	if (!a)
 		return -ENOMEM;
 	if ((uint64_t)(high - low) <= UINT32_MAX) {
 		/* The usual case: one key, bucket offset over rank. */
 		for (uint32_t i = 0; i < n; i++)
-			a[i] = (keyed){(uint64_t)(cells[i]->bucket - low) << 32 |
-					       (renumber ? renumber[cells[i]->group] : cells[i]->group),
-				       cells[i]};
-		keyed_sort(a, a + n, n);
+			a[i] = (sort_pair){(uint64_t)(cells[i]->bucket - low) << 32 |
+						   (renumber ? renumber[cells[i]->group] : cells[i]->group),
+					   (uintptr_t)cells[i]};
+		sort_pairs(a, a + n, n);
 	} else {
 		/* Buckets too far apart for half a key (decoders accept
 		 * |bucket| < 2^40): by rank, then stably by bucket. */
 		for (uint32_t i = 0; i < n; i++)
-			a[i] = (keyed){renumber ? renumber[cells[i]->group] : cells[i]->group, cells[i]};
-		keyed_sort(a, a + n, n);
+			a[i] = (sort_pair){renumber ? renumber[cells[i]->group] : cells[i]->group,
+					   (uintptr_t)cells[i]};
+		sort_pairs(a, a + n, n);
 		for (uint32_t i = 0; i < n; i++)
-			a[i].key = (uint64_t)(a[i].cell->bucket - low);
-		keyed_sort(a, a + n, n);
+			a[i].key = (uint64_t)(((const rollup_cell *)(uintptr_t)a[i].value)->bucket - low);
+		sort_pairs(a, a + n, n);
 	}
 	for (uint32_t i = 0; i < n; i++)
-		cells[i] = a[i].cell;
+		cells[i] = (const rollup_cell *)(uintptr_t)a[i].value;
 	free(a);
 	return 0;
 }
@@ -713,14 +678,14 @@ static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 			low = d[m] < low ? d[m] : low;
 			m++;
 		}
-	keyed *k = malloc(sizeof(*k) * 2 * ((size_t)m + 1));
+	sort_pair *k = malloc(sizeof(*k) * 2 * ((size_t)m + 1));
 	if (!k) {
 		free(d);
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < m; i++)
-		k[i] = (keyed){(uint64_t)(d[i] - low), NULL};
-	keyed_sort(k, k + m, m);
+		k[i] = (sort_pair){(uint64_t)(d[i] - low), 0};
+	sort_pairs(k, k + m, m);
 	for (uint32_t i = 0; i < m; i++)
 		d[i] = low + (int64_t)k[i].key;
 	free(k);

@@ -35,6 +35,7 @@
 #include "endian.h"
 #include "tally_limits.h"
 #include "segment.h"
+#include "sort.h"
 
 #define ROLLUP_MINUTE_US_SEG (INT64_C(60) * 1000000) /* minute_from is stored in minutes */
 
@@ -219,19 +220,6 @@ static int dict_serialise(bytebuf *b, const strdict dict[DIM_COUNT])
 	return 0;
 }
 
-typedef struct time_key {
-	int64_t time_us;
-	uint32_t row;
-} time_key;
-
-static int time_key_compare(const void *a, const void *b)
-{
-	const time_key *x = a, *y = b;
-	if (x->time_us != y->time_us)
-		return x->time_us < y->time_us ? -1 : 1;
-	return x->row < y->row ? -1 : x->row > y->row;
-}
-
 /* Fills w->order with the rows of r sorted by time, stable. */
 static int sort_rows(segment_writer *w, const rows *r)
 {
@@ -250,16 +238,17 @@ static int sort_rows(segment_writer *w, const rows *r)
 			w->order[i] = i;
 		return 0;
 	}
-	time_key *keys = malloc(sizeof(*keys) * r->count);
+	int64_t low = r->time_us[0];
+	for (uint32_t i = 1; i < r->count; i++)
+		low = r->time_us[i] < low ? r->time_us[i] : low;
+	sort_pair *keys = malloc(sizeof(*keys) * 2 * (size_t)r->count);
 	if (!keys)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < r->count; i++) {
-		keys[i].time_us = r->time_us[i];
-		keys[i].row = i;
-	}
-	qsort(keys, r->count, sizeof(*keys), time_key_compare);
 	for (uint32_t i = 0; i < r->count; i++)
-		w->order[i] = keys[i].row;
+		keys[i] = (sort_pair){(uint64_t)r->time_us[i] - (uint64_t)low, i};
+	sort_pairs(keys, keys + r->count, r->count);
+	for (uint32_t i = 0; i < r->count; i++)
+		w->order[i] = (uint32_t)keys[i].value;
 	free(keys);
 	return 0;
 }
