@@ -423,39 +423,68 @@ typedef struct u64_plan {
 } u64_plan;
 
 /*
- * Exact sizes of the PATCHED layout at every low width w in [lo, lo + steps)
- * (all below the FOR width), in one pass: a row is patched at w when its
- * value - base needs more than w bits, so a row needing at most lo bits
- * costs one shift and is done. size[k] and patches[k] are for w = lo + k.
+ * Exact sizes of the PATCHED layout at the low widths w in [lo, lo + steps)
+ * (all below the FOR width) that can beat `beat` bytes; size[k] and
+ * patches[k] are for w = lo + k, and size[k] is SIZE_MAX for a width that
+ * cannot (it is at least `beat`).
+ *
+ * A row is patched at w when its value - base needs more than w bits: with
+ * t = bit width - lo (t <= steps, since no offset is wider than the FOR
+ * width lo + steps), at every k < t, its high part taking varint bytes of
+ * t - k bits. One pass counts rows by t, which gives every level's patch
+ * count and high part bytes. Each patch also has a varint gap from the
+ * previous patched row: one byte below 128, so with count <= 128 the
+ * sizes are exact already; otherwise a second pass adds the bytes of the
+ * longer gaps, only when some level's lower bound (one byte a gap) beats
+ * `beat` (usually not: the tail of the data rarely pays for patches).
  */
 ALWAYS_INLINE void u64_patched_sizes(const void *values, size_t count, enum lane lane,
-				     uint64_t base, unsigned lo, unsigned steps,
+				     uint64_t base, unsigned lo, unsigned steps, size_t beat,
 				     size_t size[PATCHED_WIDTH_STEPS_MAX],
 				     size_t patches[PATCHED_WIDTH_STEPS_MAX])
 {
-	size_t bytes[PATCHED_WIDTH_STEPS_MAX] = { 0 }, previous[PATCHED_WIDTH_STEPS_MAX] = { 0 };
-	for (unsigned k = 0; k < steps; k++)
-		patches[k] = 0;
+	size_t rows_at[PATCHED_WIDTH_STEPS_MAX + 1] = { 0 }; /* by t */
 	for (size_t i = 0; i < count; i++) {
 		uint64_t offset = lane_load(values, i, lane) - base;
-		if (!(offset >> lo))
-			continue;
-		unsigned top = bit_width(offset) - lo; /* patched at lo .. lo + top - 1 */
-		if (top > steps)
-			top = steps;
-		for (unsigned k = 0; k < top; k++) {
-			bytes[k] += varint_size(i - previous[k]) + varint_size(offset >> (lo + k));
-			previous[k] = i + 1;
-			patches[k]++;
-		}
+		if (offset >> lo)
+			rows_at[bit_width(offset) - lo]++;
 	}
+	bool candidates = false;
 	for (unsigned k = 0; k < steps; k++) {
+		size_t high = 0;
+		patches[k] = 0;
+		for (unsigned t = k + 1; t <= steps; t++) {
+			patches[k] += rows_at[t];
+			high += rows_at[t] * (((size_t)(t - k) * 9 + 64) / 64);
+		}
 		size_t packed = 0;
 		bool fits = packed_size_get(count, lo + k, &packed);
 		assert(fits);
 		(void)fits;
-		size[k] = 1 + varint_size(base) + 1 + varint_size(patches[k]) + packed + bytes[k];
+		size[k] = 1 + varint_size(base) + 1 + varint_size(patches[k]) + packed + high +
+			  patches[k];
+		if (size[k] >= beat)
+			size[k] = SIZE_MAX;
+		candidates |= size[k] != SIZE_MAX;
 	}
+	if (count <= 128 || !candidates)
+		return;
+	size_t previous[PATCHED_WIDTH_STEPS_MAX] = { 0 };
+	for (size_t i = 0; i < count; i++) {
+		uint64_t offset = lane_load(values, i, lane) - base;
+		if (!(offset >> lo))
+			continue;
+		unsigned top = bit_width(offset) - lo;
+		for (unsigned k = 0; k < top; k++) {
+			size_t gap = i - previous[k];
+			if (gap >= 128 && size[k] != SIZE_MAX)
+				size[k] += varint_size(gap) - 1;
+			previous[k] = i + 1;
+		}
+	}
+	for (unsigned k = 0; k < steps; k++)
+		if (size[k] != SIZE_MAX && size[k] >= beat)
+			size[k] = SIZE_MAX;
 }
 
 /* One pass over the values: min, max and the VARINT size give all three
@@ -501,7 +530,8 @@ ALWAYS_INLINE void u64_plan_make(u64_plan *plan, const void *values, size_t coun
 	if (count >= 16) {
 		size_t patched[PATCHED_WIDTH_STEPS_MAX], patches[PATCHED_WIDTH_STEPS_MAX];
 		unsigned lo = width - steps;
-		u64_patched_sizes(values, count, lane, min, lo, steps, patched, patches);
+		u64_patched_sizes(values, count, lane, min, lo, steps, plan->size, patched,
+				  patches);
 		/* Highest low width first: on equal sizes the fewer patches win. */
 		for (unsigned step = 1; step <= steps; step++) {
 			unsigned k = steps - step;

@@ -298,7 +298,7 @@ static void check_corruption_survived(const char *what, decode_fn fn, const byte
 
 /* ---- int64 / uint64 column generators -------------------------------------------- */
 
-enum { SHAPE_COUNT = 10 };
+enum { SHAPE_COUNT = 11 };
 
 /* Fills values with one of SHAPE_COUNT shapes that stress different paths. */
 static void values_fill(uint64_t *values, size_t count, unsigned shape)
@@ -310,6 +310,7 @@ static void values_fill(uint64_t *values, size_t count, unsigned shape)
 	uint64_t base = rng_next();
 	unsigned width = (unsigned)rng_below(65);
 	uint64_t t = UINT64_C(1700000000000000) + rng_below(UINT64_C(1) << 40);
+	uint64_t rare = 2 + rng_below(600); /* shape 10: one outlier in about this many rows */
 	for (size_t i = 0; i < count; i++) {
 		switch (shape) {
 		case 0: values[i] = rng_next(); break;                          /* anything */
@@ -324,7 +325,11 @@ static void values_fill(uint64_t *values, size_t count, unsigned shape)
 			t += rng_below(2000000);
 			values[i] = t - rng_below(1000);
 			break;
-		default: values[i] = base - i * (uint64_t)width; break;         /* decreasing steps */
+		case 9: values[i] = base - i * (uint64_t)width; break;          /* decreasing steps */
+		default:                                                        /* rare outliers */
+			values[i] = (base >> 40) + rng_bits(width / 4) +
+				    (rng_below(rare) ? 0 : rng_bits(width / 4 + 1 + rng_below(12)));
+			break;
 		}
 	}
 }
