@@ -155,9 +155,13 @@ static inline uint64_t cell_slot(uint64_t hash, uint32_t cell)
 	return (hash & UINT64_C(0xffffffff00000000)) | (uint64_t)(cell + 1);
 }
 
-static int cell_slots_grow(rollup *r, rollup_res_cells *rc)
+/* Doubles the slots (64 at first), or makes at least min_slots (a power
+ * of two) when that is more. */
+static int cell_slots_grow_to(rollup *r, rollup_res_cells *rc, uint32_t min_slots)
 {
 	uint32_t slots = rc->slot_mask ? (rc->slot_mask + 1) * 2 : 64;
+	if (slots < min_slots)
+		slots = min_slots;
 	uint64_t *table = calloc(slots, sizeof(*table));
 	if (!table)
 		return -ENOMEM;
@@ -174,6 +178,29 @@ static int cell_slots_grow(rollup *r, rollup_res_cells *rc)
 	rc->slots = table;
 	rc->slot_mask = slots - 1;
 	return 0;
+}
+
+static int cell_slots_grow(rollup *r, rollup_res_cells *rc)
+{
+	return cell_slots_grow_to(r, rc, 0);
+}
+
+/* Room for n cells at rc (empty) without regrowth: the cells and the
+ * slots (kept under 3/4 full, as cell_get does). */
+static int cells_reserve(rollup *r, rollup_res_cells *rc, uint32_t n)
+{
+	if (rc->count || rc->capacity >= n)
+		return 0;
+	rollup_cell *cells = realloc(rc->cells, sizeof(*cells) * n);
+	if (!cells)
+		return -ENOMEM;
+	r->bytes += sizeof(*cells) * (n - rc->capacity);
+	rc->cells = cells;
+	rc->capacity = n;
+	uint32_t slots = 64;
+	while ((uint64_t)(n + 1) * 4 > (uint64_t)slots * 3)
+		slots *= 2;
+	return rc->slot_mask + 1 >= slots ? 0 : cell_slots_grow_to(r, rc, slots);
 }
 
 static int head_slots_grow(rollup *r, rollup_res_cells *rc)
@@ -226,26 +253,29 @@ static int cell_get(rollup *r, int res, int64_t bucket, uint32_t group, rollup_c
 		}
 		k = (k + 1) & rc->slot_mask;
 	}
-	if (!rc->head_mask || (rc->head_count + 1) * 4 > (rc->head_mask + 1) * 3)
-		if ((err = head_slots_grow(r, rc)))
-			return err;
+	if (!r->no_bucket_index &&
+	    (!rc->head_mask || (rc->head_count + 1) * 4 > (rc->head_mask + 1) * 3) &&
+	    (err = head_slots_grow(r, rc)))
+		return err;
 	uint32_t had = rc->capacity;
 	if (grow_for_one((void **)&rc->cells, &rc->capacity, rc->count, 16, sizeof(*rc->cells)))
 		return -ENOMEM;
 	r->bytes += sizeof(*rc->cells) * (rc->capacity - had);
-	uint32_t hh = (uint32_t)rollup_mix64((uint64_t)bucket) & rc->head_mask;
-	while (rc->heads[hh] && rc->head_keys[hh] != bucket)
-		hh = (hh + 1) & rc->head_mask;
 	rollup_cell *c = &rc->cells[rc->count];
 	memset(c, 0, sizeof(*c));
 	c->bucket = bucket;
 	c->group = group;
-	c->next = rc->heads[hh]; /* push front: 0 when the bucket is new */
-	if (!rc->heads[hh]) {
-		rc->head_keys[hh] = bucket;
-		rc->head_count++;
+	if (!r->no_bucket_index) {
+		uint32_t hh = (uint32_t)rollup_mix64((uint64_t)bucket) & rc->head_mask;
+		while (rc->heads[hh] && rc->head_keys[hh] != bucket)
+			hh = (hh + 1) & rc->head_mask;
+		c->next = rc->heads[hh]; /* push front: 0 when the bucket is new */
+		if (!rc->heads[hh]) {
+			rc->head_keys[hh] = bucket;
+			rc->head_count++;
+		}
+		rc->heads[hh] = rc->count + 1;
 	}
-	rc->heads[hh] = rc->count + 1;
 	rc->slots[k] = cell_slot(h, rc->count);
 	rc->count++;
 	*out = c;
@@ -533,6 +563,10 @@ int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT],
 		     int64_t minute_bucket_from)
 {
 	const strdict *users = &dict[DIM_USER];
+	r->no_bucket_index = 1;
+	uint32_t reserve = rw->count < ROLLUP_BUILD_RESERVE_MAX ? rw->count : ROLLUP_BUILD_RESERVE_MAX;
+	if (reserve && cells_reserve(r, &r->res[RES_HOUR], reserve))
+		return -ENOMEM;
 	uint32_t *groups = malloc(sizeof(*groups) * ((size_t)rw->count + 1)); /* per row */
 	if (!groups)
 		return -ENOMEM;

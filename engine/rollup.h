@@ -177,6 +177,7 @@ typedef struct rollup {
 	uint64_t *user_hash;   /* by user code (0 = not seen) */
 	uint32_t user_hash_count;
 	size_t bytes;          /* RAM held, approximately (for memtable accounting) */
+	int no_bucket_index;   /* rollup_from_rows: no heads (rollup_bucket_first finds nothing) */
 } rollup;
 
 /* Adds one event to all three resolutions. 0 or -ENOMEM; on -ENOMEM the
@@ -187,7 +188,11 @@ int rollup_add(rollup *r, const rollup_event *e);
 /* Builds r (empty) from rows whose dimension codes refer to dict, for
  * rollup_encode(r, minute_bucket_from, ...): only the cells that stores
  * (minute cells from minute_bucket_from on, day cells and day totals of
- * heavy days only), each exactly as rollup_add would make it. */
+ * heavy days only), each exactly as rollup_add would make it. It is for
+ * encoding only: it keeps no bucket index (rollup_bucket_first finds
+ * nothing), and its hour cells are reserved for the rows up front, up to
+ * ROLLUP_BUILD_RESERVE_MAX (most tenant sections are small: no regrowth). */
+#define ROLLUP_BUILD_RESERVE_MAX 4096u
 int rollup_from_rows(rollup *r, const rows *rows, const strdict dict[DIM_COUNT],
 		     int64_t minute_bucket_from);
 

@@ -222,6 +222,12 @@ Test(rollup, flush_build_leaves_out_cells_that_are_not_stored)
 	cr_assert_gt(flush.res[RES_HOUR].count, 0);
 	cr_assert_leq(flush.res[RES_HOUR].count, ROLLUP_DAY_COMPOSE_MAX);
 	cr_assert_eq(flush.res[RES_DAY].count, 0);
+	/* A build for encoding only: hour cells reserved for the 60 rows up
+	 * front, and no bucket index. */
+	cr_assert_eq(flush.res[RES_HOUR].capacity, 60);
+	cr_assert_eq(flush.res[RES_HOUR].slot_mask + 1, 128, "60 cells stay under 3/4 of 128 slots");
+	cr_assert_eq(flush.res[RES_HOUR].head_mask, 0);
+	cr_assert_null(rollup_bucket_first(&flush, RES_HOUR, flush.res[RES_HOUR].cells[0].bucket));
 	rollup_free(&flush);
 	rows_free(&r);
 	for (int d = 0; d < DIM_COUNT; d++)
