@@ -786,20 +786,53 @@ static int select_cells(const rollup *r, int res, int64_t bucket_from, const int
 	return 0;
 }
 
+_Static_assert(C_COLUMNS == ROLLUP_CHUNK_COLUMNS, "rollup_scratch holds a chunk's columns");
+
+void rollup_scratch_free(rollup_scratch *s)
+{
+	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS; k++)
+		bytebuf_free(&s->column[k]);
+	free(s->u);
+	free(s->cost);
+	free(s->codes);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Room for n entries in the scratch arrays, and its columns emptied. */
+static int scratch_prepare(rollup_scratch *s, uint32_t n)
+{
+	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS; k++)
+		bytebuf_reset(&s->column[k]);
+	if ((size_t)n + 1 <= s->capacity)
+		return 0;
+	size_t capacity = (size_t)n + 1 > 2 * s->capacity ? (size_t)n + 1 : 2 * s->capacity;
+	uint64_t *u = realloc(s->u, sizeof(*u) * capacity);
+	if (u)
+		s->u = u;
+	int64_t *cost = realloc(s->cost, sizeof(*cost) * capacity);
+	if (cost)
+		s->cost = cost;
+	uint32_t *codes = realloc(s->codes, sizeof(*codes) * capacity);
+	if (codes)
+		s->codes = codes;
+	if (!u || !cost || !codes)
+		return -ENOMEM;
+	s->capacity = capacity;
+	return 0;
+}
+
 /* Encodes cells [0, n) (sorted by bucket, then renumbered group) as one
  * chunk block, appended to out. */
 static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint32_t *renumber,
-			bytebuf *out)
+			rollup_scratch *scratch, bytebuf *out)
 {
-	uint64_t *u = malloc(sizeof(*u) * ((size_t)n + 1));
-	int64_t *cost = malloc(sizeof(*cost) * ((size_t)n + 1));
-	uint32_t *codes = malloc(sizeof(*codes) * ((size_t)n + 1));
-	bytebuf col[C_COLUMNS];
-	memset(col, 0, sizeof(col));
-	int err = -ENOMEM;
-	if (!u || !cost || !codes)
-		goto out;
-	err = 0;
+	int err = scratch_prepare(scratch, n);
+	if (err)
+		return err;
+	uint64_t *u = scratch->u;
+	int64_t *cost = scratch->cost;
+	uint32_t *codes = scratch->codes;
+	bytebuf *col = scratch->column;
 	/* Scalar columns through the segment column codecs. */
 	for (uint32_t i = 0; i < n; i++)
 		u[i] = i ? (uint64_t)(order[i]->bucket - order[i - 1]->bucket) : zigzag_encode(order[0]->bucket);
@@ -871,12 +904,6 @@ static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint3
 	for (int k = 0; k < C_COLUMNS && !err; k++)
 		if (!(err = varint_append(out, col[k].size)))
 			err = bytebuf_append(out, col[k].data, col[k].size);
-out:
-	for (int k = 0; k < C_COLUMNS; k++)
-		bytebuf_free(&col[k]);
-	free(u);
-	free(cost);
-	free(codes);
 	return err;
 }
 
@@ -903,9 +930,14 @@ static int64_t cut_unit(int res, int64_t bucket)
 	return res == RES_MINUTE ? floor_div(bucket, 1440) : res == RES_HOUR ? floor_div(bucket, 24) : bucket;
 }
 
-int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_encoded *e)
+int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_scratch *scratch,
+		  rollup_encoded *e)
 {
 	memset(e, 0, sizeof(*e));
+	rollup_scratch own;
+	memset(&own, 0, sizeof(own));
+	if (!scratch)
+		scratch = &own;
 	int64_t *days = NULL;
 	uint32_t day_count = 0;
 	const rollup_cell **order[RES_COUNT] = {NULL, NULL, NULL};
@@ -973,7 +1005,7 @@ int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_encoded *e
 					     cut_unit(res, cells[j]->bucket) == cut_unit(res, cells[j - 1]->bucket)))
 				j++;
 			size_t offset = e->data.size;
-			if (!(err = encode_chunk(cells + i, j - i, renumber, &e->data)))
+			if (!(err = encode_chunk(cells + i, j - i, renumber, scratch, &e->data)))
 				err = chunk_add(e, list, cells[i]->bucket, j - i, offset);
 			i = j;
 		}
@@ -984,6 +1016,7 @@ out:
 		free(order[res]);
 	free(renumber);
 	free(days);
+	rollup_scratch_free(&own);
 	if (err)
 		rollup_encoded_free(e);
 	return err;

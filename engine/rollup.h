@@ -229,6 +229,20 @@ typedef struct rollup_encoded {
 	uint32_t cells[LIST_COUNT];
 } rollup_encoded;
 
+/* Buffers rollup_encode reuses from one tenant section to the next (a
+ * flush or compaction encodes thousands); zero-initialise, free with
+ * rollup_scratch_free. */
+#define ROLLUP_CHUNK_COLUMNS 13
+typedef struct rollup_scratch {
+	bytebuf column[ROLLUP_CHUNK_COLUMNS]; /* a chunk's columns */
+	uint64_t *u;
+	int64_t *cost;
+	uint32_t *codes;
+	size_t capacity;                      /* entries of u, cost and codes */
+} rollup_scratch;
+
+void rollup_scratch_free(rollup_scratch *s);
+
 /*
  * Encodes r for a segment file's tenant section: one group table (groups
  * renumbered: the total first, then in order of first use) and, per
@@ -238,8 +252,10 @@ typedef struct rollup_encoded {
  * for days with more than ROLLUP_DAY_COMPOSE_MAX hour cells (queries compose
  * the others from hours); a total cell only where its bucket has two groups
  * or more. *out is emptied first; free it with rollup_encoded_free.
+ * scratch: buffers to reuse (NULL: rollup_encode uses its own).
  */
-int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_encoded *out);
+int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_scratch *scratch,
+		  rollup_encoded *out);
 void rollup_encoded_free(rollup_encoded *e);
 
 /* Decodes a group table block; codes must be below dict_count[d] (the total

@@ -1612,7 +1612,8 @@ static int manifest_image_locked(tally_store *s, segment_file *const *files, uin
 _Static_assert(LIST_COUNT == SEG_ROLLUP_LISTS, "rollup chunk lists and segment lists agree");
 
 static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant_id,
-			      const char *name, const rows *r, const strdict dict[DIM_COUNT])
+			      const char *name, const rows *r, const strdict dict[DIM_COUNT],
+			      rollup_scratch *scratch)
 {
 	rollup built;
 	memset(&built, 0, sizeof(built));
@@ -1623,7 +1624,7 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 	minute_from = minute_from / ROLLUP_MINUTE_US - (minute_from % ROLLUP_MINUTE_US < 0);
 	int rc = rollup_from_rows(&built, r, dict, minute_from);
 	if (!rc)
-		rc = rollup_encode(&built, minute_from, &enc);
+		rc = rollup_encode(&built, minute_from, scratch, &enc);
 	rollup_free(&built);
 	uint32_t total = 0;
 	for (int list = 0; list < LIST_COUNT; list++)
@@ -1730,21 +1731,24 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
 				      errmsg)))
 		goto fail;
-	for (uint32_t i = 0; i < frozen_count; i++) {
+	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
+	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
+	for (uint32_t i = 0; i < frozen_count && !rc; i++) {
 		tenant *t = frozen[i];
 		rows view;
 		strdict dict[DIM_COUNT];
 		memset(dict, 0, sizeof(dict));
 		if (!(rc = memtable_split(t->frozen, &view, dict))) {
-			rc = add_tenant_section(s, w, t->id, t->name, &view, dict);
+			rc = add_tenant_section(s, w, t->id, t->name, &view, dict, &rollup_buffers);
 			memtable_split_free(&view, dict);
 		}
-		if (rc) {
-			snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s",
-				 file_id, tally_strerror(rc));
-			segment_writer_abort(w);
-			goto fail;
-		}
+	}
+	rollup_scratch_free(&rollup_buffers);
+	if (rc) {
+		snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s", file_id,
+			 tally_strerror(rc));
+		segment_writer_abort(w);
+		goto fail;
 	}
 	uint64_t size;
 	if ((rc = segment_writer_finish(w, &size, errmsg)))
@@ -1989,6 +1993,8 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
 				      errmsg)))
 		goto fail;
+	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
+	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
 	for (uint32_t tid = 0; tid < tenant_count && !rc; tid++) {
 		gathered m;
 		memset(&m, 0, sizeof(m));
@@ -1998,11 +2004,13 @@ static int compact_locked_maintenance(tally_store *s, int all)
 				rc = gather_tenant(inputs[fi], (uint32_t)ti, &m, &scratch, errmsg);
 		}
 		if (!rc && m.rows.count)
-			rc = add_tenant_section(s, w, tid, tenants[tid]->name, &m.rows, m.dict);
+			rc = add_tenant_section(s, w, tid, tenants[tid]->name, &m.rows, m.dict,
+						&rollup_buffers);
 		rows_free(&m.rows);
 		for (int d = 0; d < DIM_COUNT; d++)
 			strdict_free(&m.dict[d]);
 	}
+	rollup_scratch_free(&rollup_buffers);
 	if (rc) {
 		segment_writer_abort(w);
 		goto fail;
