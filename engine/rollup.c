@@ -695,9 +695,12 @@ static int cells_sort(const rollup_cell **cells, uint32_t n, const uint32_t *ren
 
 /*
  * The days whose day cells are stored: those with more than
- * ROLLUP_DAY_COMPOSE_MAX hour cells (sorted into *days, *count of them).
- * The other days are composed from their hour cells at query time.
+ * ROLLUP_DAY_COMPOSE_MAX hour cells (sorted into *days, *count of them;
+ * *days is set, to be freed, even on -ENOMEM). The other days are
+ * composed from their hour cells at query time. Days less than
+ * HEAVY_DAYS_COUNTED_MAX apart are counted in an array, others sorted.
  */
+#define HEAVY_DAYS_COUNTED_MAX 4096
 static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 {
 	const rollup_res_cells *hours = &r->res[RES_HOUR];
@@ -705,25 +708,42 @@ static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 	if (!d)
 		return -ENOMEM;
 	uint32_t m = 0;
-	int64_t low = INT64_MAX;
+	int64_t low = INT64_MAX, high = INT64_MIN;
 	for (uint32_t i = 0; i < hours->count; i++)
 		if (hours->cells[i].group != ROLLUP_GROUP_ALL) {
 			d[m] = floor_div(hours->cells[i].bucket, 24);
 			low = d[m] < low ? d[m] : low;
+			high = d[m] > high ? d[m] : high;
 			m++;
 		}
-	sort_pair *k = malloc(sizeof(*k) * 2 * ((size_t)m + 1));
-	if (!k) {
-		free(d);
-		return -ENOMEM;
+	*days = d;
+	*count = 0;
+	if (m <= ROLLUP_DAY_COMPOSE_MAX)
+		return 0; /* no day can have more hour cells than there are */
+	uint32_t n = 0;
+	if ((uint64_t)high - (uint64_t)low < HEAVY_DAYS_COUNTED_MAX) {
+		/* Days a few years apart at most: counted, in day order. */
+		uint32_t *per_day = calloc((size_t)(high - low) + 1, sizeof(*per_day));
+		if (!per_day)
+			return -ENOMEM; /* the caller frees *days */
+		for (uint32_t i = 0; i < m; i++)
+			per_day[d[i] - low]++;
+		for (int64_t day = low; day <= high; day++)
+			if (per_day[day - low] > ROLLUP_DAY_COMPOSE_MAX)
+				d[n++] = day;
+		free(per_day);
+		*count = n;
+		return 0;
 	}
+	sort_pair *k = malloc(sizeof(*k) * 2 * ((size_t)m + 1));
+	if (!k)
+		return -ENOMEM;
 	for (uint32_t i = 0; i < m; i++)
 		k[i] = (sort_pair){(uint64_t)(d[i] - low), 0};
 	sort_pairs(k, k + m, m);
 	for (uint32_t i = 0; i < m; i++)
 		d[i] = low + (int64_t)k[i].key;
 	free(k);
-	uint32_t n = 0;
 	for (uint32_t i = 0; i < m;) {
 		uint32_t j = i;
 		while (j < m && d[j] == d[i])
@@ -732,7 +752,6 @@ static int heavy_days(const rollup *r, int64_t **days, uint32_t *count)
 			d[n++] = d[i];
 		i = j;
 	}
-	*days = d;
 	*count = n;
 	return 0;
 }

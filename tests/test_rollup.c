@@ -11,6 +11,7 @@
  * failure replays with SEED=N build/tests/test_rollup.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,4 +274,48 @@ Test(rollup, cells_thousands_of_years_apart_encode_in_order)
 	cr_assert_eq(x.chunks[0].first_bucket, -(INT64_C(1) << 33));
 	rollup_encoded_free(&x);
 	rollup_free(&r);
+}
+
+Test(rollup, heavy_days_near_and_thousands_of_days_apart_are_found_alike)
+{
+	/* Two busy days (hundreds of hour cells each: heavy) and a light one,
+	 * the second busy day 10 days after the first (found by counting per
+	 * day) or 6,000 days after it (found by sorting): the flush build
+	 * must store day cells for exactly the days the every-cell build
+	 * encodes. */
+	seed_rng("heavy_days_near_and_thousands_of_days_apart_are_found_alike");
+	const int64_t gaps[2] = {10, 6000};
+	for (int g = 0; g < 2; g++) {
+		rows r;
+		strdict dict[DIM_COUNT];
+		make_rows(&r, dict, 4000, 1, 40, 20);
+		for (uint32_t i = 0; i < r.count; i++) {
+			if (i % 2)
+				r.time_us[i] += gaps[g] * DAY_US;
+			if (i % 97 == 0) /* a light day in between */
+				r.time_us[i] = r.time_us[i] % DAY_US + (20000 + gaps[g] / 2) * DAY_US;
+		}
+		rollup all, flush;
+		build_all(&all, &r, dict);
+		memset(&flush, 0, sizeof(flush));
+		cr_assert_eq(rollup_from_rows(&flush, &r, dict, INT64_MAX), 0);
+		rollup_encoded x;
+		cr_assert_eq(rollup_encode(&flush, INT64_MAX, NULL, &x), 0);
+		cr_assert_gt(x.chunk_count[LIST_DAY], 0, "gap %" PRId64 ": heavy days stored", gaps[g]);
+		uint32_t day_chunk = x.chunk_count[LIST_MINUTE] + x.chunk_count[LIST_HOUR];
+		uint32_t day_cells = 0;
+		for (uint32_t i = 0; i < x.chunk_count[LIST_DAY]; i++)
+			day_cells += x.chunks[day_chunk + i].cells;
+		cr_assert_gt(day_cells, 0);
+		rollup_encoded_free(&x);
+		char what[64];
+		snprintf(what, sizeof(what), "gap %" PRId64 " days", gaps[g]);
+		assert_same_encoding(&all, &flush, INT64_MAX, what);
+		rollup_free(&flush);
+		rollup_free(&all);
+		rows_free(&r);
+		for (int d = 0; d < DIM_COUNT; d++)
+			strdict_free(&dict[d]);
+	}
+	rollup_scratch_free(&reused);
 }
