@@ -564,7 +564,8 @@ int rollup_from_rows(rollup *r, const rows *rw, const strdict dict[DIM_COUNT],
 {
 	const strdict *users = &dict[DIM_USER];
 	r->no_bucket_index = 1;
-	uint32_t reserve = rw->count < ROLLUP_BUILD_RESERVE_MAX ? rw->count : ROLLUP_BUILD_RESERVE_MAX;
+	uint32_t reserve = rw->count < ROLLUP_BUILD_RESERVE_MAX ? rw->count
+							       : ROLLUP_BUILD_RESERVE_MAX;
 	if (reserve && cells_reserve(r, &r->res[RES_HOUR], reserve))
 		return -ENOMEM;
 	uint32_t *groups = malloc(sizeof(*groups) * ((size_t)rw->count + 1)); /* per row */
@@ -671,10 +672,11 @@ static int cells_sort(const rollup_cell **cells, uint32_t n, const uint32_t *ren
 		return -ENOMEM;
 	if ((uint64_t)(high - low) <= UINT32_MAX) {
 		/* The usual case: one key, bucket offset over rank. */
-		for (uint32_t i = 0; i < n; i++)
-			a[i] = (sort_pair){(uint64_t)(cells[i]->bucket - low) << 32 |
-						   (renumber ? renumber[cells[i]->group] : cells[i]->group),
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t rank = renumber ? renumber[cells[i]->group] : cells[i]->group;
+			a[i] = (sort_pair){(uint64_t)(cells[i]->bucket - low) << 32 | rank,
 					   (uintptr_t)cells[i]};
+		}
 		sort_pairs(a, a + n, n);
 	} else {
 		/* Buckets too far apart for half a key (decoders accept
@@ -683,8 +685,10 @@ static int cells_sort(const rollup_cell **cells, uint32_t n, const uint32_t *ren
 			a[i] = (sort_pair){renumber ? renumber[cells[i]->group] : cells[i]->group,
 					   (uintptr_t)cells[i]};
 		sort_pairs(a, a + n, n);
-		for (uint32_t i = 0; i < n; i++)
-			a[i].key = (uint64_t)(((const rollup_cell *)(uintptr_t)a[i].value)->bucket - low);
+		for (uint32_t i = 0; i < n; i++) {
+			const rollup_cell *c = (const rollup_cell *)(uintptr_t)a[i].value;
+			a[i].key = (uint64_t)(c->bucket - low);
+		}
 		sort_pairs(a, a + n, n);
 	}
 	for (uint32_t i = 0; i < n; i++)
