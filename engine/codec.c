@@ -123,10 +123,16 @@ static inline unsigned bit_width(uint64_t v)
 	return v == 0 ? 0 : 64 - (unsigned)__builtin_clzll(v);
 }
 
+/* Bytes of the varint of a value `bits` (1..64) wide: ceil(bits / 7). */
+static inline size_t varint_size_bits(unsigned bits)
+{
+	return ((size_t)bits * 9 + 64) / 64;
+}
+
 /* Bytes varint_put writes for v: ceil(bits / 7), at least 1. */
 static inline size_t varint_size(uint64_t v)
 {
-	return ((size_t)bit_width(v | 1) * 9 + 64) / 64;
+	return varint_size_bits(bit_width(v | 1));
 }
 
 /* Two's complement reinterpretation without implementation-defined casts. */
@@ -455,7 +461,7 @@ ALWAYS_INLINE void u64_patched_sizes(const void *values, size_t count, enum lane
 		patches[k] = 0;
 		for (unsigned t = k + 1; t <= steps; t++) {
 			patches[k] += rows_at[t];
-			high += rows_at[t] * (((size_t)(t - k) * 9 + 64) / 64);
+			high += rows_at[t] * varint_size_bits(t - k);
 		}
 		size_t packed = 0;
 		bool fits = packed_size_get(count, lo + k, &packed);
@@ -1436,7 +1442,7 @@ int block_compress(bytebuf *out, const uint8_t *src, size_t size, int level,
 int block_compress_gated(bytebuf *out, const uint8_t *src, size_t size, int level,
 			 block_gate *gate, uint8_t *codec)
 {
-	int bits = size ? 64 - __builtin_clzll((unsigned long long)size) : 0;
+	unsigned bits = bit_width(size);
 	uint32_t *misses = &gate->size_class[bits].misses;
 	uint32_t *skipped = &gate->size_class[bits].skipped;
 	if (*misses >= BLOCK_GATE_MISSES && *skipped + 1 < BLOCK_GATE_RETRY) {

@@ -180,11 +180,6 @@ static int cell_slots_grow_to(rollup *r, rollup_res_cells *rc, uint32_t min_slot
 	return 0;
 }
 
-static int cell_slots_grow(rollup *r, rollup_res_cells *rc)
-{
-	return cell_slots_grow_to(r, rc, 0);
-}
-
 /* Room for n cells at rc (empty) without regrowth: the cells and the
  * slots (kept under 3/4 full, as cell_get does). */
 static int cells_reserve(rollup *r, rollup_res_cells *rc, uint32_t n)
@@ -238,7 +233,7 @@ static int cell_get(rollup *r, int res, int64_t bucket, uint32_t group, rollup_c
 	rollup_res_cells *rc = &r->res[res];
 	int err;
 	if (!rc->slot_mask || (rc->count + 1) * 4 > (rc->slot_mask + 1) * 3)
-		if ((err = cell_slots_grow(r, rc)))
+		if ((err = cell_slots_grow_to(r, rc, 0)))
 			return err;
 	uint64_t h = cell_key_hash(bucket, group);
 	uint64_t high = h & UINT64_C(0xffffffff00000000);
