@@ -54,7 +54,7 @@ BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test asan deps run demo clean fuzz fuzz-check
+.PHONY: all check test asan deps run demo clean fuzz fuzz-check prefetch-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
      $(BUILD)/tally-bench $(BUILD)/tallyd
 
@@ -115,9 +115,18 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(
 $(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(BUILD)/server/tallyd.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
-test: all $(TEST_BIN)
+test: all $(TEST_BIN) prefetch-check
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t --jobs 2; done
 	@echo "all tests passed"
+
+# Every inline prefetch helper must compile to a prefetch instruction
+# (tests/probe/prefetch_probe.c says why this is not a given).
+prefetch-check: tests/probe/prefetch_probe.c
+	@mkdir -p $(BUILD)/tests/probe
+	$(CC) $(CFLAGS) -MF /dev/null -S $< -o $(BUILD)/tests/probe/prefetch_probe.s
+	@grep -qE "^\s+prefetch(t0|t1|t2|nta|w)\s" $(BUILD)/tests/probe/prefetch_probe.s || \
+	  { echo "prefetch-check: dedup_prefetch compiled to no prefetch instruction"; exit 1; }
+	@echo "prefetch-check: the inline prefetch helpers emit their prefetches"
 
 check: deps
 	$(MAKE) test

@@ -50,8 +50,11 @@ static inline uint32_t dedup_home(uint64_t fp, uint32_t capacity)
 	return (uint32_t)(((fp >> 16) * (uint64_t)capacity) >> 32);
 }
 
-/* Starts loading the cache line a lookup of hash will probe first. */
-static inline void dedup_prefetch(const dedup_table *t, uint64_t hash)
+/* Starts loading the cache line a lookup of hash will probe first.
+ * always_inline is load-bearing: GCC 12 judges a plain static inline
+ * function whose only effect is a prefetch to be const and deletes its
+ * calls before inlining them (`make prefetch-check` guards this). */
+static inline __attribute__((always_inline)) void dedup_prefetch(const dedup_table *t, uint64_t hash)
 {
 	if (t->capacity)
 		__builtin_prefetch(&t->slots[dedup_home(dedup_fingerprint(hash), t->capacity)]);
