@@ -6,7 +6,8 @@
  * entries whose 48-bit fingerprint matches, the table must stay within its
  * RAM budget (≤ 16 bytes per id), probe lengths must stay short at every
  * size (a table past 65,536 slots once overflowed its home computation and
- * degraded to probe runs of tens of thousands), and expiry must drop
+ * degraded to probe runs of tens of thousands), every rebuild must keep
+ * every entry findable (runs that wrap, tied homes), and expiry must drop
  * exactly the old days.
  */
 #include <criterion/criterion.h>
@@ -55,6 +56,19 @@ static int cmp_u16(const void *a, const void *b)
 	return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
 }
 
+/* Every entry with day >= day_min is found with exactly the oracle's days. */
+static void expect_all_found(const dedup_table *t, const uint64_t *hashes, const uint16_t *days,
+			     size_t n, uint16_t day_min, const char *when)
+{
+	uint16_t got[32], want[32];
+	for (size_t i = 0; i < n; i++) {
+		size_t g = dedup_find(t, hashes[i], got, 32);
+		size_t w = oracle_find(hashes, days, n, hashes[i], day_min, want, 32);
+		cr_assert_eq(g, w, "%s, capacity %u: lookup %zu found %zu, oracle %zu", when,
+			     t->capacity, i, g, w);
+	}
+}
+
 Test(dedup, lookups_match_a_brute_force_oracle)
 {
 	uint64_t state = seed_get();
@@ -88,10 +102,50 @@ Test(dedup, lookups_match_a_brute_force_oracle)
 	for (size_t i = 0; i < N; i++)
 		kept += days[i] >= 20020;
 	cr_expect_eq(t.count, kept);
+	expect_all_found(&t, hashes, days, N, 20020, "after expiry");
+	dedup_free(&t);
+	free(hashes);
+	free(days);
+}
+
+/*
+ * Every rebuild (each growth, each expiry) must leave every entry
+ * findable, also where Robin Hood order is hardest to keep: a third of
+ * the hashes have homes in the last 1/64 of the table (runs that pass its
+ * end and wrap to its start), and a quarter share the top 32 bits of an
+ * earlier hash (the same home at every capacity, in any order).
+ */
+Test(dedup, rebuilds_keep_every_entry_findable_when_runs_wrap_and_homes_tie)
+{
+	uint64_t state = seed_get();
+	enum { N = 6000 };
+	uint64_t *hashes = malloc(sizeof(*hashes) * N);
+	uint16_t *days = malloc(sizeof(*days) * N);
+	dedup_table t = {0};
+	uint32_t capacity = 0;
 	for (size_t i = 0; i < N; i++) {
-		size_t g = dedup_find(&t, hashes[i], got, 32);
-		size_t w = oracle_find(hashes, days, N, hashes[i], 20020, want, 32);
-		cr_assert_eq(g, w, "after expiry, lookup %zu: %zu matches, oracle %zu", i, g, w);
+		uint64_t r = splitmix(&state);
+		switch (splitmix(&state) % 12) {
+		case 0: case 1: case 2: case 3:
+			hashes[i] = r | 0xfc00000000000000ull; /* home in the last 1/64 */
+			break;
+		case 4: case 5: case 6:
+			hashes[i] = i ? (hashes[r % i] & 0xffffffff00000000ull) | (r & 0xffffffffull) : r;
+			break;
+		default:
+			hashes[i] = r;
+		}
+		days[i] = (uint16_t)(30000 + splitmix(&state) % 20);
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i]), 0);
+		if (t.capacity != capacity) { /* it just grew */
+			capacity = t.capacity;
+			expect_all_found(&t, hashes, days, i + 1, 0, "after growth");
+		}
+	}
+	expect_all_found(&t, hashes, days, N, 0, "full");
+	for (uint16_t day_min = 30005; day_min <= 30015; day_min += 5) {
+		cr_assert_eq(dedup_expire(&t, day_min), 0);
+		expect_all_found(&t, hashes, days, N, day_min, "after expiry");
 	}
 	dedup_free(&t);
 	free(hashes);
