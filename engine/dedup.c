@@ -17,6 +17,7 @@
 #include <xxhash.h>
 
 #include "dedup.h"
+#include "grow.h"
 #include "tally_limits.h"
 
 #define CAPACITY_MIN 8u
@@ -86,7 +87,7 @@ static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
 
 static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
 {
-	uint64_t *slots = calloc(capacity, sizeof(*slots));
+	uint64_t *slots = grow_slots_alloc(capacity, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
 	uint32_t count = 0;

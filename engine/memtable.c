@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "memtable.h"
 
 static uint32_t index_slot(uint64_t hash, uint32_t mask)
@@ -34,7 +35,7 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
 		slot_count *= 2;
 	if (slot_count > (1ull << 31))
 		return -ENOMEM;
-	uint32_t *index = calloc(slot_count, sizeof(*index));
+	uint32_t *index = grow_slots_alloc(slot_count, sizeof(*index));
 	if (!index)
 		return -ENOMEM;
 	uint32_t mask = (uint32_t)slot_count - 1;

@@ -90,7 +90,7 @@ static int group_equal(const rollup_group *a, const rollup_group *b)
 static int group_slots_grow(rollup *r)
 {
 	uint32_t slots = r->group_mask ? (r->group_mask + 1) * 2 : 64;
-	uint32_t *table = calloc(slots, sizeof(*table));
+	uint32_t *table = grow_slots_alloc(slots, sizeof(*table));
 	if (!table)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < r->group_count; i++) {
@@ -162,7 +162,7 @@ static int cell_slots_grow_to(rollup *r, rollup_res_cells *rc, uint32_t min_slot
 	uint32_t slots = rc->slot_mask ? (rc->slot_mask + 1) * 2 : 64;
 	if (slots < min_slots)
 		slots = min_slots;
-	uint64_t *table = calloc(slots, sizeof(*table));
+	uint64_t *table = grow_slots_alloc(slots, sizeof(*table));
 	if (!table)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < rc->count; i++) {
@@ -201,7 +201,7 @@ static int cells_reserve(rollup *r, rollup_res_cells *rc, uint32_t n)
 static int head_slots_grow(rollup *r, rollup_res_cells *rc)
 {
 	uint32_t slots = rc->head_mask ? (rc->head_mask + 1) * 2 : 16;
-	uint32_t *heads = calloc(slots, sizeof(*heads));
+	uint32_t *heads = grow_slots_alloc(slots, sizeof(*heads));
 	int64_t *keys = malloc(sizeof(*keys) * slots);
 	if (!heads || !keys) {
 		free(heads);

@@ -16,6 +16,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "grow.h"
 #include "tally_limits.h"
 #include "strdict.h"
 
@@ -30,7 +31,7 @@ void strdict_free(strdict *d)
 static int grow_slots(strdict *d)
 {
 	uint32_t slot_count = d->slot_mask ? (d->slot_mask + 1) * 2 : 8;
-	uint32_t *slots = calloc(slot_count, sizeof(*slots));
+	uint32_t *slots = grow_slots_alloc(slot_count, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
 	uint32_t mask = slot_count - 1;
