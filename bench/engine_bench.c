@@ -158,6 +158,8 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       f->stats.ingest_calls);
 	printf("  ack latency         P50 %.0f us, P95 %.0f us, P99 %.0f us, max %.0f us (per batch, submit -> durable)\n",
 	       f->ingest.ack_us[0], f->ingest.ack_us[1], f->ingest.ack_us[2], f->ingest.ack_us[3]);
+	printf("  commit waits        %.3f s, summed over producers blocked on a full FIFO\n",
+	       f->ingest.commit_wait_s);
 	printf("  results             %" PRIu64 " accepted, %" PRIu64 " duplicate, %" PRIu64
 	       " conflict, %" PRIu64 " rejected: %s\n",
 	       f->ingest.result_count[TALLY_ACCEPTED], f->ingest.result_count[TALLY_DUPLICATE],
@@ -251,6 +253,7 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "ack_p95_us", json_real(bench_round(f->ingest.ack_us[1], 1)));
 	bad |= bench_json_put(root, "ack_p99_us", json_real(bench_round(f->ingest.ack_us[2], 1)));
 	bad |= bench_json_put(root, "ack_max_us", json_real(bench_round(f->ingest.ack_us[3], 1)));
+	bad |= bench_json_put(root, "commit_wait_s", json_real(bench_round(f->ingest.commit_wait_s, 3)));
 	bad |= bench_json_put(root, "accepted", json_integer((json_int_t)f->ingest.result_count[TALLY_ACCEPTED]));
 	bad |= bench_json_put(root, "duplicates", json_integer((json_int_t)f->ingest.result_count[TALLY_DUPLICATE]));
 	bad |= bench_json_put(root, "conflicts", json_integer((json_int_t)f->ingest.result_count[TALLY_CONFLICT]));

@@ -52,6 +52,7 @@ typedef struct producer {
 	uint32_t count;
 	int64_t first_submit_ns;  /* 0 until the first submit */
 	int64_t last_ack_ns;
+	int64_t commit_wait_ns;   /* blocked in tally_commit_wait: the FIFO was full */
 	uint64_t events_acked;
 	int rc;                   /* the first failure, 0 if none */
 	const char *failed_call;
@@ -85,7 +86,9 @@ static int producer_ack(producer *p, int wait_oldest)
 		if (q->lsn > durable) {
 			if (!wait_oldest)
 				return 0;
+			int64_t wait_from_ns = bench_clock_ns();
 			int rc = tally_commit_wait(r->store, q->lsn);
+			p->commit_wait_ns += bench_clock_ns() - wait_from_ns;
 			if (rc) {
 				p->failed_call = "tally_commit_wait";
 				return rc;
@@ -240,6 +243,7 @@ int bench_ingest_run(const bench_ingest_options *o, const workload *w, tally_sto
 		if (p->last_ack_ns > last_ns)
 			last_ns = p->last_ack_ns;
 		acked += p->events_acked;
+		f->commit_wait_s += (double)p->commit_wait_ns / 1e9;
 	}
 	f->ingest_s = (double)(last_ns - first_ns) / 1e9;
 	f->events_per_s = f->ingest_s > 0 ? (double)acked / f->ingest_s : 0.0;

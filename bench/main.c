@@ -64,7 +64,7 @@ static const char USAGE[] =
 	"  --batch-window W    events per delivery window, cut into one batch per tenant\n"
 	"                      (default 10000, max %" PRIu32 ")\n"
 	"  --inflight Q        batches a producer may have submitted but not yet\n"
-	"                      acknowledged (default 1024, max %u)\n"
+	"                      acknowledged (default 4096, max %u)\n"
 	"  --group G           batches submitted together with tally_ingest_submit_many,\n"
 	"                      as a server does with the requests of one event-loop pass\n"
 	"                      (default 256; 1 submits each batch alone; max %u)\n"
