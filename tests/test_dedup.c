@@ -56,7 +56,7 @@ static int cmp_u16(const void *a, const void *b)
 	return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
 }
 
-/* Every entry with day >= day_min is found with exactly the oracle's days. */
+/* Every entry's lookup finds as many matches as the oracle counts with day >= day_min. */
 static void expect_all_found(const dedup_table *t, const uint64_t *hashes, const uint16_t *days,
 			     size_t n, uint16_t day_min, const char *when)
 {
