@@ -9,13 +9,15 @@
  *    the manifest does not name is debris of an interrupted flush or
  *    compaction and is removed at open.
  *
- * 2. Ingest (tally_ingest_submit). Outside the lock: validate each event
- *    and pack its id. Under store->lock: for each valid event, look its id up
- *    in the tenant's fingerprint table; verify every fingerprint match
- *    against the stored id (memtables, then that day's segments); append
- *    accepted events to the tenant's active memtable and the fingerprint
- *    table, and to one WAL record for the batch; append that record to the
- *    WAL. The commit LSN of the batch is the WAL's last LSN at that moment,
+ * 2. Ingest (tally_ingest_submit). Outside the lock: validate each event,
+ *    pack its id, and encode the batch's WAL payload as if every valid
+ *    event will be accepted (batchrec.h). Under store->lock: for each valid
+ *    event, look its id up in the tenant's fingerprint table; verify every
+ *    fingerprint match against the stored id (memtables, then that day's
+ *    segments); append accepted events to the tenant's active memtable and
+ *    the fingerprint table; append the WAL record, with the payload
+ *    prepared before the lock, or encoded again from the accepted events
+ *    when a duplicate or conflict was left out (record_parts). The commit LSN of the batch is the WAL's last LSN at that moment,
  *    so a batch whose events are DUPLICATEs of a still-pending batch is not
  *    acknowledged before that batch is durable. tally_ingest then waits for
  *    the commit LSN to be durable outside the lock (group commit).
@@ -91,6 +93,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "batchrec.h"
 #include "rollup.h"
 #include "store_internal.h"
 #include "strdict.h"
@@ -356,130 +359,13 @@ static int validate(const tally_event *e, int64_t now_us, const tally_options *o
 
 /* ---- WAL batch records -------------------------------------------------- */
 /*
- * Payload of a BATCH record (type 1):
- *   varint tenant size, tenant bytes
- *   varint event count
- *   varint string count, then each string: varint size, bytes
- *   per event: u8 (id kind | status << 4), u8 packed id size, packed id,
- *              zigzag varint (time - previous time, starting from 0),
- *              5 varint string codes (type, project, agent, model, user),
- *              varint tokens_in, varint tokens_out, zigzag varint cost,
- *              varint duration_ms
+ * A call's batches become one WAL record: type 1 (batchrec.h, the payload
+ * of one batch) when a single batch accepted events, else type 2, a list of
+ * type 1 payloads each after a varint of its size. Each batch's entry is
+ * encoded before the lock, from every event that passed validation; under
+ * the lock it is used as it is when all of those were accepted, and encoded
+ * again from the accepted ones otherwise (see tally_ingest_submit_many).
  */
-typedef struct batch_encoder {
-	bytebuf *events; /* s->batch_events, reset by batch_begin */
-	uint32_t count;
-	int64_t previous_time;
-} batch_encoder;
-
-/*
- * The record dictionary is built from the memtable's codes: batch_map[d][c]
- * is (batch generation << 32 | record code) for memtable code c of
- * dimension d, so a string already seen in this batch costs one array read
- * instead of a hash lookup.
- */
-static int batch_code(tally_store *s, int d, const memtable *m, uint32_t code, uint32_t *out)
-{
-	if (code >= s->batch_map_capacity[d]) {
-		uint32_t capacity = s->batch_map_capacity[d] ? s->batch_map_capacity[d] : 256;
-		while (capacity <= code)
-			capacity *= 2;
-		uint64_t *map = realloc(s->batch_map[d], sizeof(*map) * capacity);
-		if (!map)
-			return -ENOMEM;
-		memset(map + s->batch_map_capacity[d], 0,
-		       sizeof(*map) * (capacity - s->batch_map_capacity[d]));
-		s->batch_map[d] = map;
-		s->batch_map_capacity[d] = capacity;
-	}
-	uint64_t entry = s->batch_map[d][code];
-	if (entry >> 32 == s->batch_generation) {
-		*out = (uint32_t)entry;
-		return 0;
-	}
-	tally_str str = strdict_get(&m->dict, code);
-	int rc = bytebuf_reserve(&s->batch_strings, VARINT_SIZE_MAX + (size_t)str.len);
-	if (rc)
-		return rc;
-	bytebuf *b = &s->batch_strings;
-	b->size += varint_put(b->data + b->size, str.len);
-	memcpy(b->data + b->size, str.ptr, str.len);
-	b->size += str.len;
-	*out = s->batch_string_count++;
-	s->batch_map[d][code] = (uint64_t)s->batch_generation << 32 | *out;
-	return 0;
-}
-
-static void batch_begin(tally_store *s)
-{
-	if (++s->batch_generation == 0) { /* wrapped: forget every stamp */
-		for (int d = 0; d < DIM_COUNT; d++)
-			if (s->batch_map[d])
-				memset(s->batch_map[d], 0, sizeof(uint64_t) * s->batch_map_capacity[d]);
-		s->batch_generation = 1;
-	}
-	bytebuf_reset(&s->batch_strings);
-	bytebuf_reset(&s->batch_events);
-	s->batch_string_count = 0;
-}
-
-/* Adds row `row` of memtable m (just appended) to the record. */
-static int batch_add(tally_store *s, batch_encoder *b, const memtable *m, uint32_t row,
-		     const tally_event *e, const packed_id *id)
-{
-	uint32_t codes[DIM_COUNT];
-	int rc;
-	for (int d = 0; d < DIM_COUNT; d++)
-		if ((rc = batch_code(s, d, m, m->rows.dim[d][row], &codes[d])))
-			return rc;
-	if ((rc = bytebuf_reserve(b->events, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)))
-		return rc;
-	uint8_t *p = b->events->data + b->events->size;
-	*p++ = (uint8_t)(id->kind | e->status << 4);
-	*p++ = id->size;
-	memcpy(p, id->bytes, id->size);
-	p += id->size;
-	p += varint_put(p, zigzag_encode((int64_t)((uint64_t)e->time_us - (uint64_t)b->previous_time)));
-	for (int d = 0; d < DIM_COUNT; d++)
-		p += varint_put(p, codes[d]);
-	p += varint_put(p, e->tokens_in);
-	p += varint_put(p, e->tokens_out);
-	p += varint_put(p, zigzag_encode(e->cost_micros));
-	p += varint_put(p, e->duration_ms);
-	b->events->size = (size_t)(p - b->events->data);
-	b->previous_time = e->time_us;
-	b->count++;
-	return 0;
-}
-
-/* Appends the record's type 1 payload to out, after a varint of its size
- * (the form of a type 2 list entry), in one pass: the header is written
- * where it goes, the strings and events are copied once. 0 or -ENOMEM. */
-static int batch_finish(tally_store *s, const tenant *t, const batch_encoder *b, bytebuf *out)
-{
-	uint8_t header[3 * VARINT_SIZE_MAX];
-	size_t name_size = strlen(t->name);
-	size_t h = varint_put(header, name_size);
-	size_t after_name = varint_put(header + h, b->count);
-	after_name += varint_put(header + h + after_name, s->batch_string_count);
-	size_t size = h + name_size + after_name + s->batch_strings.size + b->events->size;
-	int rc = bytebuf_reserve(out, VARINT_SIZE_MAX + size);
-	if (rc)
-		return rc;
-	uint8_t *p = out->data + out->size;
-	p += varint_put(p, size);
-	memcpy(p, header, h);
-	memcpy(p + h, t->name, name_size);
-	p += h + name_size;
-	memcpy(p, header + h, after_name);
-	p += after_name;
-	memcpy(p, s->batch_strings.data, s->batch_strings.size);
-	p += s->batch_strings.size;
-	memcpy(p, b->events->data, b->events->size);
-	p += b->events->size;
-	out->size = (size_t)(p - out->data);
-	return 0;
-}
 
 /* ---- applying events ---------------------------------------------------- */
 
@@ -1042,9 +928,8 @@ static int batch_check(const tally_batch *b)
 }
 
 /*
- * Dedups and applies one checked batch (lock held) and appends its WAL
- * payload (type 1 form, after a varint of its size) to s->multi_record
- * when it accepted anything.
+ * Dedups and applies one checked batch (lock held); *accepted is set to the
+ * number of its events accepted.
  * old and in_segments (NULL unless the batch is a backfill with old
  * events) are the batch's slices of the call's history; day_min is
  * fingerprint_day_min at validation time. Each accepted event's day is
@@ -1056,14 +941,13 @@ static int batch_check(const tally_batch *b)
 static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			 const packed_id *ids, const uint64_t (*dim_hash)[DIM_COUNT],
 			 const uint8_t *old, const uint8_t *in_segments, int64_t day_min,
-			 uint64_t record_lsn, int *appended)
+			 uint64_t record_lsn, uint32_t *accepted)
 {
+	*accepted = 0;
 	tenant *t;
 	int rc = tenant_get_or_add(s, b->tenant, tenant_hash, &t);
 	if (rc)
 		return rc;
-	batch_encoder batch = {.events = &s->batch_events};
-	batch_begin(s);
 	size_t bytes_before = active_bytes_of(t);
 	/* The fingerprint table is the one random access per event into a
 	 * large structure: start loading slots a few events ahead. */
@@ -1071,6 +955,7 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 	for (size_t i = 0; i < b->count && i < PREFETCH_AHEAD; i++)
 		if (b->results[i].code != TALLY_REJECTED)
 			dedup_prefetch(&t->dedup, ids[i].hash);
+	uint32_t n = 0;
 	for (size_t i = 0; i < b->count && !rc; i++) {
 		if (i + PREFETCH_AHEAD < b->count && b->results[i + PREFETCH_AHEAD].code != TALLY_REJECTED)
 			dedup_prefetch(&t->dedup, ids[i + PREFETCH_AHEAD].hash);
@@ -1082,19 +967,64 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], day_min)))
-			rc = batch_add(s, &batch, t->active, t->active->rows.count - 1, &b->events[i],
-				       &ids[i]);
-		if (!rc)
+		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], day_min))) {
 			change_map_mark(&s->changes, change_day(b->events[i].time_us), record_lsn);
+			n++;
+		}
 	}
 	s->active_bytes += active_bytes_of(t) - bytes_before;
-	*appended = 0;
-	if (!rc && batch.count) {
-		rc = batch_finish(s, t, &batch, &s->multi_record);
-		*appended = !rc;
-	}
+	*accepted = n;
 	return rc;
+}
+
+/*
+ * The entries of the call's WAL record (a type 2 list without its count)
+ * as parts[0, *count): the entries prepared before the lock (pre, entry b
+ * at [entry[b], entry[b + 1])) of the batches that accepted every event
+ * prepared[b] counts, consecutive ones in one part, and the entries of the
+ * batches that accepted fewer, encoded again into s->multi_record from
+ * their accepted events. parts has room for 2 * batch_count + 1. Lock
+ * held. 0 or -ENOMEM.
+ */
+static int record_parts(tally_store *s, batchrec_encoder *enc, const tally_batch *batches,
+			size_t batch_count, const packed_id *ids,
+			const uint64_t (*dim_hash)[DIM_COUNT], const size_t *first_event,
+			const bytebuf *pre, const size_t *entry, const uint32_t *prepared,
+			const uint32_t *accepted, size_t *again, wal_part *parts, size_t *count)
+{
+	/* Encode first, then take addresses: multi_record may move as it grows. */
+	bytebuf *out = &s->multi_record;
+	bytebuf_reset(out);
+	for (size_t b = 0; b < batch_count; b++) {
+		again[b] = out->size;
+		uint32_t encoded;
+		int rc;
+		if (!batches[b].status && accepted[b] && accepted[b] != prepared[b] &&
+		    (rc = batchrec_append(enc, out, batches[b].tenant, batches[b].events,
+					  ids + first_event[b], dim_hash + first_event[b],
+					  batches[b].results, (uint32_t)batches[b].count,
+					  TALLY_ACCEPTED, &encoded)))
+			return rc;
+	}
+	again[batch_count] = out->size;
+	size_t n = 0;
+	const uint8_t *run_end = NULL; /* end of parts[n - 1] when it is a run of pre */
+	for (size_t b = 0; b < batch_count; b++) {
+		if (batches[b].status || !accepted[b])
+			continue;
+		if (accepted[b] != prepared[b]) {
+			parts[n++] = (wal_part){out->data + again[b], again[b + 1] - again[b]};
+			run_end = NULL;
+		} else if (run_end == pre->data + entry[b]) {
+			parts[n - 1].size += entry[b + 1] - entry[b];
+			run_end = pre->data + entry[b + 1];
+		} else {
+			parts[n++] = (wal_part){pre->data + entry[b], entry[b + 1] - entry[b]};
+			run_end = pre->data + entry[b + 1];
+		}
+	}
+	*count = n;
+	return 0;
 }
 
 /*
@@ -1164,14 +1094,23 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	size_t *first_event = malloc(sizeof(*first_event) * batch_count + 1);
 	const tenant **guess = calloc(batch_count + 1, sizeof(*guess));
 	const memtable **table = calloc(batch_count + 1, sizeof(*table));
+	size_t *entry = malloc(sizeof(*entry) * (batch_count + 1));
+	uint32_t *prepared = calloc(batch_count + 1, sizeof(*prepared));
+	uint32_t *accepted = calloc(batch_count + 1, sizeof(*accepted));
+	size_t *again = malloc(sizeof(*again) * (batch_count + 1));
+	wal_part *parts = malloc(sizeof(*parts) * (2 * batch_count + 2));
+	batchrec_encoder enc = {0};
+	bytebuf pre = {0}; /* the entries of the WAL record, as if all are accepted */
 	if (!packed || !ids || !dim_hash || !tenant_hash || !first_event || !guess || !table ||
+	    !entry || !prepared || !accepted || !again || !parts ||
+	    bytebuf_reserve(&pre, events_total * BATCHREC_EVENT_BYTES_TYPICAL) ||
 	    (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	/* Outside the lock: validation, id packing and hashing, the hashes of
-	 * the dimension strings; a backfill's old events listed by day, and
-	 * probed in the segment files. */
+	 * the dimension strings, the WAL record's entries; a backfill's old
+	 * events listed by day, and probed in the segment files. */
 	int64_t now = s->io->now_us(s->io);
 	int64_t day_min = fingerprint_day_min(s, now);
 	size_t k = 0;
@@ -1182,6 +1121,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			h.batch_k[b] = k;
 		}
 		first_event[b] = k;
+		entry[b] = entry[b + 1] = pre.size;
 		if (batch->status)
 			continue;
 		tenant_hash[b] = name_hash(batch->tenant);
@@ -1207,6 +1147,12 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			qsort(h.entries + h.batch_first[b], h.count - h.batch_first[b],
 			      sizeof(*h.entries), history_entry_compare);
 		}
+		if ((rc = batchrec_append(&enc, &pre, batch->tenant, batch->events,
+					  ids + first_event[b], dim_hash + first_event[b],
+					  batch->results, (uint32_t)batch->count, TALLY_ACCEPTED,
+					  &prepared[b])))
+			goto out; /* nothing applied */
+		entry[b + 1] = pre.size;
 	}
 	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
 
@@ -1245,50 +1191,43 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	 * the change map is marked with it as events are accepted. */
 	uint64_t record_lsn = wal_last_lsn(s->wal) + 1;
 	size_t sub_count = 0;
-	/* The payloads go after VARINT_SIZE_MAX bytes of room for the type 2
-	 * record's count, so neither form is copied again to be appended. */
-	bytebuf_reset(&s->multi_record);
-	if ((rc = bytebuf_reserve(&s->multi_record, VARINT_SIZE_MAX)))
-		goto unlock; /* nothing applied yet */
-	s->multi_record.size = VARINT_SIZE_MAX;
 	const char *failed_tenant = "";
-	k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		prefetch_ahead(s, batches, batch_count, b, tenant_hash, first_event, ids, dim_hash,
 			       guess, table);
 		tally_batch *batch = &batches[b];
 		if (batch->status)
 			continue;
-		int appended;
+		size_t at = first_event[b];
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
-		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + k, dim_hash + k,
-					old ? h.old + k : NULL, old ? h.in_segments + k : NULL,
-					day_min, record_lsn, &appended))) {
+		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + at, dim_hash + at,
+					old ? h.old + at : NULL, old ? h.in_segments + at : NULL,
+					day_min, record_lsn, &accepted[b]))) {
 			failed_tenant = batch->tenant;
 			goto fail_sticky;
 		}
-		k += batch->count;
-		sub_count += (size_t)appended;
+		sub_count += accepted[b] != 0;
 	}
+	/* The record: the count of a type 2 list in parts[0], then its
+	 * entries; or a type 1 payload, the one entry without its size. */
+	size_t part_count = 0;
+	if (sub_count &&
+	    (rc = record_parts(s, &enc, batches, batch_count, ids, dim_hash, first_event, &pre,
+			       entry, prepared, accepted, again, parts + 1, &part_count)))
+		goto fail_sticky;
+	uint64_t lsn;
 	if (sub_count == 1) {
-		/* The payload is the one type 1 payload after its size prefix. */
-		const uint8_t *p = s->multi_record.data + VARINT_SIZE_MAX;
-		const uint8_t *end = s->multi_record.data + s->multi_record.size;
+		assert(part_count == 1);
+		const uint8_t *p = parts[1].data, *end = p + parts[1].size;
 		uint64_t size;
 		varint_get(&p, end, &size);
-		uint64_t lsn;
 		if ((rc = wal_append(s->wal, WAL_RECORD_BATCH, p, (size_t)size, &lsn)))
 			goto fail_sticky;
 		assert(lsn == record_lsn);
 	} else if (sub_count > 1) {
-		/* The count goes in the room left before the list. */
-		uint8_t count[VARINT_SIZE_MAX];
-		size_t count_size = varint_put(count, sub_count);
-		uint8_t *payload = s->multi_record.data + VARINT_SIZE_MAX - count_size;
-		memcpy(payload, count, count_size);
-		uint64_t lsn;
-		if ((rc = wal_append(s->wal, WAL_RECORD_BATCHES, payload,
-				     s->multi_record.size - (VARINT_SIZE_MAX - count_size), &lsn)))
+		uint8_t list_count[VARINT_SIZE_MAX];
+		parts[0] = (wal_part){list_count, varint_put(list_count, sub_count)};
+		if ((rc = wal_appendv(s->wal, WAL_RECORD_BATCHES, parts, part_count + 1, &lsn)))
 			goto fail_sticky;
 		assert(lsn == record_lsn);
 	}
@@ -1320,6 +1259,13 @@ out:
 	free(first_event);
 	free(guess);
 	free((void *)table);
+	free(entry);
+	free(prepared);
+	free(accepted);
+	free(again);
+	free(parts);
+	bytebuf_free(&pre);
+	batchrec_encoder_free(&enc);
 	history_free(&h);
 	return rc;
 }
@@ -2423,10 +2369,6 @@ static void store_free(tally_store *s)
 	manifest_free(&s->manifest);
 	change_map_free(&s->changes);
 	change_map_free(&s->changes_frozen);
-	for (int d = 0; d < DIM_COUNT; d++)
-		free(s->batch_map[d]);
-	bytebuf_free(&s->batch_strings);
-	bytebuf_free(&s->batch_events);
 	bytebuf_free(&s->multi_record);
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++)
 		verify_entry_clear(&s->verify_cache[i]);

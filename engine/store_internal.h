@@ -80,13 +80,7 @@ struct tally_store {
 	int sticky;                   /* non-zero: writes refused */
 	int closing;
 
-	uint64_t *batch_map[DIM_COUNT]; /* WAL record dictionary, under lock: see batch_code */
-	uint32_t batch_map_capacity[DIM_COUNT];
-	uint32_t batch_generation;
-	uint32_t batch_string_count;
-	bytebuf batch_strings;
-	bytebuf batch_events;
-	bytebuf multi_record; /* the call's WAL payload: see tally_ingest_submit_many */
+	bytebuf multi_record; /* entries of a call's WAL record encoded under the lock: see record_parts */
 	uint64_t ingest_calls;        /* tally_stats: under lock */
 	uint64_t ingest_lock_hold_us;
 	uint64_t ingest_lock_wait_us;

@@ -593,9 +593,20 @@ static void *wal_writer_main(void *arg)
 
 int wal_append(wal *w, uint8_t type, const void *payload, size_t size, uint64_t *lsn)
 {
-	assert(w && lsn && (payload || size == 0));
-	if (size > WAL_RECORD_PAYLOAD_MAX)
-		return TALLY_E_LIMIT;
+	wal_part part = {payload, size};
+	return wal_appendv(w, type, &part, 1, lsn);
+}
+
+int wal_appendv(wal *w, uint8_t type, const wal_part *parts, size_t count, uint64_t *lsn)
+{
+	assert(w && lsn && (parts || count == 0));
+	size_t size = 0;
+	for (size_t i = 0; i < count; i++) {
+		assert(parts[i].data || parts[i].size == 0);
+		if (parts[i].size > WAL_RECORD_PAYLOAD_MAX - size)
+			return TALLY_E_LIMIT;
+		size += parts[i].size;
+	}
 	uint64_t record_size = wal_record_size(size);
 	int rc = 0;
 
@@ -637,9 +648,13 @@ int wal_append(wal *w, uint8_t type, const void *payload, size_t size, uint64_t 
 	put_u32le(record + 16, (uint32_t)size);
 	record[20] = type;
 	record[21] = record[22] = record[23] = 0;
-	if (size)
-		memcpy(record + WAL_RECORD_HEADER_SIZE, payload, size);
-	memset(record + WAL_RECORD_HEADER_SIZE + size, 0, record_size - WAL_RECORD_HEADER_SIZE - size);
+	uint8_t *to = record + WAL_RECORD_HEADER_SIZE;
+	for (size_t i = 0; i < count; i++)
+		if (parts[i].size) {
+			memcpy(to, parts[i].data, parts[i].size);
+			to += parts[i].size;
+		}
+	memset(to, 0, record_size - WAL_RECORD_HEADER_SIZE - size);
 
 	if (w->pending.size == 0) {
 		if (w->group_commit_window_us)

@@ -64,6 +64,16 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
  * TALLY_E_CLOSED. */
 int wal_append(wal *w, uint8_t type, const void *payload, size_t size, uint64_t *lsn);
 
+/* One piece of a payload given in parts. */
+typedef struct wal_part {
+	const void *data;
+	size_t size;
+} wal_part;
+
+/* wal_append of the payload that is parts[0, count) back to back (copied
+ * once, into the record). */
+int wal_appendv(wal *w, uint8_t type, const wal_part *parts, size_t count, uint64_t *lsn);
+
 /* LSN of the last appended record (0 if none since the beginning of time). */
 uint64_t wal_last_lsn(wal *w);
 /* Highest LSN known durable. */
