@@ -171,8 +171,6 @@ void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COU
 	if (m->dict.slot_mask && dim_hash)
 		for (int d = 0; d < DIM_COUNT; d++)
 			__builtin_prefetch(&m->dict.slots[strdict_slot_of(dim_hash[d], m->dict.slot_mask)]);
-	if (m->dict.offsets)
-		__builtin_prefetch(m->dict.offsets);
 	if (m->dict.arena.data)
 		__builtin_prefetch(m->dict.arena.data);
 }

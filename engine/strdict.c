@@ -2,10 +2,13 @@
  * strdict.c — interning dictionary (see strdict.h).
  *
  * Invariants
- *   - offsets[0] == 0 and offsets[i] <= offsets[i + 1] == arena.size for
- *     i + 1 == count; the arena never shrinks.
+ *   - The arena holds the strings in code order, each as an entry: u32
+ *     code, u32 size (native byte order: the arena is never stored), then
+ *     the bytes; offsets[c] is where string c's bytes start, and the arena
+ *     stays below 4 GiB so every entry offset + 1 fits a slot's low half.
  *   - slots has slot_mask + 1 entries, at most half full, so linear probing
- *     ends quickly; an entry is code + 1 so zero means empty.
+ *     ends quickly; an occupied slot's low half is its entry's offset + 1,
+ *     so zero means empty.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,19 +31,25 @@ void strdict_free(strdict *d)
 	memset(d, 0, sizeof(*d));
 }
 
+static uint64_t slot_value(uint64_t hash, uint32_t entry)
+{
+	return hash << 32 | ((uint64_t)entry + 1);
+}
+
 static int grow_slots(strdict *d)
 {
 	uint32_t slot_count = d->slot_mask ? (d->slot_mask + 1) * 2 : 8;
-	uint32_t *slots = grow_slots_alloc(slot_count, sizeof(*slots));
+	uint64_t *slots = grow_slots_alloc(slot_count, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
 	uint32_t mask = slot_count - 1;
 	for (uint32_t code = 0; code < d->count; code++) {
 		tally_str s = strdict_get(d, code);
-		uint32_t i = strdict_slot_of(strdict_hash(s.ptr, s.len), mask);
+		uint64_t hash = strdict_hash(s.ptr, s.len);
+		uint32_t i = strdict_slot_of(hash, mask);
 		while (slots[i])
 			i = (i + 1) & mask;
-		slots[i] = code + 1;
+		slots[i] = slot_value(hash, d->offsets[code] - STRDICT_ENTRY_HEADER);
 	}
 	free(d->slots);
 	d->slots = slots;
@@ -60,19 +69,15 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code)
 
 int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_t *code)
 {
-	/* The arena is never NULL once a string exists, so strdict_get never
-	 * hands out a NULL pointer, even for "". */
-	if (!d->arena.data && bytebuf_reserve(&d->arena, 16))
-		return -ENOMEM;
 	if (d->count >= DICT_STRINGS_MAX)
 		return TALLY_E_LIMIT;
-	if (d->count + 2 > d->offsets_capacity) {
+	if ((uint64_t)d->arena.size + STRDICT_ENTRY_HEADER + size >= UINT32_MAX)
+		return TALLY_E_LIMIT;
+	if (d->count + 1 > d->offsets_capacity) {
 		uint32_t capacity = d->offsets_capacity ? d->offsets_capacity * 2 : 4;
 		uint32_t *offsets = realloc(d->offsets, capacity * sizeof(*offsets));
 		if (!offsets)
 			return -ENOMEM;
-		if (!d->offsets_capacity)
-			offsets[0] = 0;
 		d->offsets = offsets;
 		d->offsets_capacity = capacity;
 	}
@@ -81,14 +86,21 @@ int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_
 		if (rc)
 			return rc;
 	}
-	if (bytebuf_append(&d->arena, s, size))
+	if (bytebuf_reserve(&d->arena, STRDICT_ENTRY_HEADER + (size_t)size))
 		return -ENOMEM;
 	uint32_t c = d->count++;
-	d->offsets[c + 1] = (uint32_t)d->arena.size;
+	uint32_t entry = (uint32_t)d->arena.size;
+	uint8_t *p = d->arena.data + entry;
+	memcpy(p, &c, sizeof(c));
+	memcpy(p + 4, &size, sizeof(size));
+	if (size)
+		memcpy(p + STRDICT_ENTRY_HEADER, s, size);
+	d->arena.size += STRDICT_ENTRY_HEADER + (size_t)size;
+	d->offsets[c] = entry + STRDICT_ENTRY_HEADER;
 	uint32_t i = strdict_slot_of(hash, d->slot_mask);
 	while (d->slots[i])
 		i = (i + 1) & d->slot_mask;
-	d->slots[i] = c + 1;
+	d->slots[i] = slot_value(hash, entry);
 	*code = c;
 	return 0;
 }
@@ -96,5 +108,5 @@ int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_
 size_t strdict_bytes(const strdict *d)
 {
 	return d->arena.capacity + (size_t)d->offsets_capacity * sizeof(uint32_t) +
-	       (d->slot_mask ? ((size_t)d->slot_mask + 1) * sizeof(uint32_t) : 0);
+	       (d->slot_mask ? ((size_t)d->slot_mask + 1) * sizeof(*d->slots) : 0);
 }

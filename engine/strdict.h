@@ -17,13 +17,20 @@
 #include "tally.h"
 
 typedef struct strdict {
-	bytebuf arena;     /* string bytes back to back */
-	uint32_t *offsets; /* count + 1 entries into arena */
+	bytebuf arena;     /* per string: u32 code, u32 size, then its bytes */
+	uint32_t *offsets; /* per code: arena offset of the string's bytes */
 	uint32_t count;
 	uint32_t offsets_capacity;
-	uint32_t *slots;   /* open addressing: code + 1, 0 = empty */
+	/* Open addressing, at most half full: (low half of the string's hash)
+	 * << 32 | (arena offset of its entry + 1); 0 = empty. A probe compares
+	 * the hash half, then reads the entry (code, size and bytes side by
+	 * side): one cache miss for the slot and one for the string. */
+	uint64_t *slots;
 	uint32_t slot_mask; /* slot count - 1 (power of two), 0 when none */
 } strdict;
+
+/* An entry's header in the arena: its code, then its size. */
+#define STRDICT_ENTRY_HEADER 8u
 
 /* An empty dictionary needs no allocation: zero-initialise it. */
 void strdict_free(strdict *d);
@@ -38,9 +45,10 @@ uint64_t strdict_hash(const char *s, uint32_t size);
 /* The string of a code (< count). Valid until the next intern or free. */
 static inline tally_str strdict_get(const strdict *d, uint32_t code)
 {
-	tally_str s;
-	s.ptr = (const char *)d->arena.data + d->offsets[code];
-	s.len = d->offsets[code + 1] - d->offsets[code];
+	const uint8_t *p = d->arena.data + d->offsets[code];
+	uint32_t size;
+	memcpy(&size, p - 4, sizeof(size));
+	tally_str s = {(const char *)p, size};
 	return s;
 }
 
@@ -89,12 +97,18 @@ static inline int strdict_intern_hashed(strdict *d, const char *s, uint32_t size
 					uint64_t hash, uint32_t *code)
 {
 	if (d->slot_mask) {
+		const uint64_t half = hash << 32;
 		for (uint32_t i = strdict_slot_of(hash, d->slot_mask); d->slots[i];
 		     i = (i + 1) & d->slot_mask) {
-			uint32_t c = d->slots[i] - 1;
-			tally_str t = strdict_get(d, c);
-			if (t.len == size && strdict_bytes_equal(t.ptr, s, size)) {
-				*code = c;
+			uint64_t slot = d->slots[i];
+			if ((slot & UINT64_C(0xffffffff00000000)) != half)
+				continue;
+			const uint8_t *entry = d->arena.data + ((uint32_t)slot - 1);
+			uint32_t entry_size;
+			memcpy(&entry_size, entry + 4, sizeof(entry_size));
+			if (entry_size == size &&
+			    strdict_bytes_equal((const char *)entry + STRDICT_ENTRY_HEADER, s, size)) {
+				memcpy(code, entry, sizeof(*code));
 				return 0;
 			}
 		}

@@ -4,7 +4,8 @@
  * position, lengths 0 to 70, around the word compares of its equality
  * test) get distinct codes; the same bytes at another address get the same
  * code; every code reads back its exact bytes; random strings from a small
- * alphabet agree with a brute-force list of the distinct strings.
+ * alphabet agree with a brute-force list of the distinct strings; strings
+ * given one hash are told apart by their sizes and bytes.
  *
  * Randomness comes from support/rng.h (splitmix64 seeded by $SEED, or by
  * the clock when it is unset); the random test prints "test_strdict seed=N"
@@ -105,4 +106,28 @@ Test(strdict, random_strings_match_a_brute_force_list)
 	strdict_free(&d);
 	free(seen);
 	free(seen_size);
+}
+
+Test(strdict, strings_with_equal_hashes_keep_their_own_codes)
+{
+	/* A hash only finds candidates: four strings given one hash (the whole
+	 * 64 bits equal, so the slot and the hash half kept in it agree) must
+	 * be told apart by size and bytes. Four strings fit the first table
+	 * (8 slots, at most half full), which is never rebuilt from the real
+	 * hashes here. */
+	static const char *const s[4] = {"abcd", "abce", "abc", ""};
+	const uint64_t hash = UINT64_C(0x0123456789abcdef);
+	strdict d = {0};
+	for (uint32_t round = 0; round < 2; round++)
+		for (uint32_t i = 0; i < 4; i++) {
+			uint32_t code = 99;
+			cr_assert_eq(strdict_intern_hashed(&d, s[i], (uint32_t)strlen(s[i]), hash, &code),
+				     0);
+			cr_assert_eq(code, i, "round %u, \"%s\": code %u", round, s[i], code);
+		}
+	cr_assert_eq(d.count, 4);
+	cr_assert_eq(d.slot_mask, 7, "one table throughout");
+	for (uint32_t i = 0; i < 4; i++)
+		expect_bytes(&d, i, s[i], (uint32_t)strlen(s[i]));
+	strdict_free(&d);
 }
