@@ -247,16 +247,6 @@ ALWAYS_INLINE int varint_read(const uint8_t **p, const uint8_t *end, uint64_t *o
 	return varint_read_slow(p, end, out);
 }
 
-/* Appends v to b: 0, or -ENOMEM with b unchanged. */
-int varint_append(bytebuf *b, uint64_t v)
-{
-	int rc = bytebuf_reserve(b, VARINT_SIZE_MAX);
-	if (rc != 0)
-		return rc;
-	b->size += varint_put(b->data + b->size, v);
-	return 0;
-}
-
 /* Reads one varint from [*p, end) and advances *p past it. 0, or
  * TALLY_E_CORRUPT (and *p unchanged) when the varint is truncated, longer
  * than 10 bytes, overflows 64 bits, or is not minimal (ends in a 0x00 byte

@@ -64,8 +64,16 @@ static inline __attribute__((always_inline)) size_t varint_put(uint8_t *dst, uin
 	dst[n++] = (uint8_t)v;
 	return n;
 }
-/* Appends v. 0 or -ENOMEM. */
-int varint_append(bytebuf *b, uint64_t v);
+/* Appends v. 0 or -ENOMEM. Inline: the flush appends several per cell
+ * and per row, and a call cost three times the append. */
+static inline int varint_append(bytebuf *b, uint64_t v)
+{
+	int rc = bytebuf_reserve(b, VARINT_SIZE_MAX);
+	if (rc != 0)
+		return rc;
+	b->size += varint_put(b->data + b->size, v);
+	return 0;
+}
 /* Reads one varint at *p (< end), advances *p. 0, or TALLY_E_CORRUPT if the
  * varint is truncated or longer than 10 bytes or overflows 64 bits. */
 int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out);
