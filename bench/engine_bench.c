@@ -135,6 +135,15 @@ static uint64_t rollup_page_bytes(const tally_inspect_report *report)
 	return bytes;
 }
 
+/* The rate at which events reached segment files: the ingest (with the
+ * flushes that ran during it) and the final flush, which writes what the
+ * ingest left in memtables. */
+static double events_with_flush_per_s(uint64_t events, const figures *f)
+{
+	double seconds = f->ingest.ingest_s + f->flush_ms / 1000.0;
+	return seconds > 0 ? (double)events / seconds : 0;
+}
+
 static void print_text(const bench_engine_options *o, const workload *w, const figures *f)
 {
 	uint64_t stored = w->unique_count;
@@ -167,6 +176,8 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       f->ingest.results_match ? "as expected" : "MISMATCH");
 	printf("\nmaintenance\n");
 	printf("  flush               %.1f ms\n", f->flush_ms);
+	printf("  with the flush      %.0f events/s (ingest and this flush: every event in a segment file)\n",
+	       events_with_flush_per_s(w->event_count, f));
 	printf("  compaction          %.1f ms\n", f->compact_ms);
 	printf("  close               %.1f ms\n", f->close_ms);
 	printf("  flushes %" PRIu64 ", compactions %" PRIu64 " during the run\n",
@@ -260,6 +271,8 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "rejected", json_integer((json_int_t)f->ingest.result_count[TALLY_REJECTED]));
 	bad |= bench_json_put(root, "results_match", json_boolean(f->ingest.results_match));
 	bad |= bench_json_put(root, "flush_ms", json_real(bench_round(f->flush_ms, 3)));
+	bad |= bench_json_put(root, "events_per_s_with_flush",
+			      json_integer((json_int_t)llround(events_with_flush_per_s(w->event_count, f))));
 	bad |= bench_json_put(root, "compact_ms", json_real(bench_round(f->compact_ms, 3)));
 	bad |= bench_json_put(root, "close_ms", json_real(bench_round(f->close_ms, 3)));
 	bad |= bench_json_put(root, "reopen_ms", json_real(bench_round(f->reopen_ms, 3)));
