@@ -17,8 +17,9 @@
  *    segments); append accepted events to the tenant's active memtable and
  *    the fingerprint table; append the WAL record, with the payload
  *    prepared before the lock, or encoded again from the accepted events
- *    when a duplicate or conflict was left out (record_parts). The commit LSN of the batch is the WAL's last LSN at that moment,
- *    so a batch whose events are DUPLICATEs of a still-pending batch is not
+ *    when a duplicate or conflict was left out (record_parts). The commit
+ *    LSN of the batch is the WAL's last LSN at that moment, so a batch
+ *    whose events are DUPLICATEs of a still-pending batch is not
  *    acknowledged before that batch is durable. tally_ingest then waits for
  *    the commit LSN to be durable outside the lock (group commit).
  *    A backfill batch's events older than the horizon take another path:
