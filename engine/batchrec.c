@@ -30,7 +30,6 @@ void batchrec_encoder_free(batchrec_encoder *enc)
 {
 	free(enc->slots);
 	free(enc->strings);
-	free(enc->hashes);
 	bytebuf_free(&enc->string_bytes);
 	bytebuf_free(&enc->event_bytes);
 	memset(enc, 0, sizeof(*enc));
@@ -50,7 +49,7 @@ static int slots_grow(batchrec_encoder *enc)
 	if (!slots)
 		return -ENOMEM;
 	for (uint32_t code = 0; code < enc->string_count; code++) {
-		uint32_t k = slot_home(enc->hashes[code], count - 1);
+		uint32_t k = slot_home(enc->strings[code].hash, count - 1);
 		while (slots[k])
 			k = (k + 1) & (count - 1);
 		slots[k] = (uint64_t)enc->generation << 32 | (code + 1);
@@ -92,14 +91,10 @@ static int string_add(batchrec_encoder *enc, tally_str s, uint64_t hash, uint32_
 	}
 	if (enc->string_count == enc->string_capacity) {
 		uint32_t capacity = enc->string_capacity ? enc->string_capacity * 2 : 64;
-		tally_str *strings = realloc(enc->strings, sizeof(*strings) * capacity);
+		batchrec_string *strings = realloc(enc->strings, sizeof(*strings) * capacity);
 		if (!strings)
 			return -ENOMEM;
 		enc->strings = strings;
-		uint64_t *hashes = realloc(enc->hashes, sizeof(*hashes) * capacity);
-		if (!hashes)
-			return -ENOMEM;
-		enc->hashes = hashes;
 		enc->string_capacity = capacity;
 	}
 	int rc = bytebuf_reserve(&enc->string_bytes, VARINT_SIZE_MAX + (size_t)s.len);
@@ -110,8 +105,7 @@ static int string_add(batchrec_encoder *enc, tally_str s, uint64_t hash, uint32_
 	memcpy(b->data + b->size, s.ptr, s.len);
 	b->size += s.len;
 	*code = enc->string_count++;
-	enc->strings[*code] = s;
-	enc->hashes[*code] = hash;
+	enc->strings[*code] = (batchrec_string){s, hash};
 	enc->slots[k] = (uint64_t)enc->generation << 32 | (*code + 1);
 	return 0;
 }
@@ -124,8 +118,9 @@ static inline int string_code(batchrec_encoder *enc, tally_str s, uint64_t hash,
 	uint32_t k = slot_home(hash, enc->slot_mask);
 	for (; enc->slots[k] >> 32 == enc->generation; k = (k + 1) & enc->slot_mask) {
 		uint32_t c = (uint32_t)enc->slots[k] - 1;
-		if (enc->hashes[c] == hash && enc->strings[c].len == s.len &&
-		    strdict_bytes_equal(enc->strings[c].ptr, s.ptr, s.len)) {
+		const batchrec_string *t = &enc->strings[c];
+		if (t->hash == hash && t->s.len == s.len &&
+		    strdict_bytes_equal(t->s.ptr, s.ptr, s.len)) {
 			*code = c;
 			return 0;
 		}

@@ -26,14 +26,20 @@
  * varints): what ingest reserves up front for a call's entries. */
 #define BATCHREC_EVENT_BYTES_TYPICAL 40u
 
+/* A string of the payload's dictionary: the caller's bytes, and the hash
+ * the caller gave for them. */
+typedef struct batchrec_string {
+	tally_str s;
+	uint64_t hash;
+} batchrec_string;
+
 /* Scratch reused from one payload to the next: zero-initialise it, free it
  * with batchrec_encoder_free. */
 typedef struct batchrec_encoder {
 	uint64_t *slots;        /* open addressing: generation << 32 | code + 1 */
 	uint32_t slot_mask;     /* slots - 1, power of two; 0 when none */
 	uint32_t generation;    /* of the payload being encoded (slots of others are empty) */
-	tally_str *strings;     /* the payload's strings by code (the caller's bytes) */
-	uint64_t *hashes;       /* their hashes, by code */
+	batchrec_string *strings; /* the payload's strings by code */
 	uint32_t string_count;
 	uint32_t string_capacity;
 	bytebuf string_bytes;   /* each string: varint size, bytes */

@@ -92,7 +92,7 @@ int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_
 	uint32_t entry = (uint32_t)d->arena.size;
 	uint8_t *p = d->arena.data + entry;
 	memcpy(p, &c, sizeof(c));
-	memcpy(p + 4, &size, sizeof(size));
+	memcpy(p + STRDICT_ENTRY_SIZE_AT, &size, sizeof(size));
 	if (size)
 		memcpy(p + STRDICT_ENTRY_HEADER, s, size);
 	d->arena.size += STRDICT_ENTRY_HEADER + (size_t)size;

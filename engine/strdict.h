@@ -29,8 +29,10 @@ typedef struct strdict {
 	uint32_t slot_mask; /* slot count - 1 (power of two), 0 when none */
 } strdict;
 
-/* An entry's header in the arena: its code, then its size. */
+/* An entry's header in the arena: its code (u32), then its size (u32,
+ * at STRDICT_ENTRY_SIZE_AT), then its bytes. */
 #define STRDICT_ENTRY_HEADER 8u
+#define STRDICT_ENTRY_SIZE_AT 4u
 
 /* An empty dictionary needs no allocation: zero-initialise it. */
 void strdict_free(strdict *d);
@@ -47,7 +49,7 @@ static inline tally_str strdict_get(const strdict *d, uint32_t code)
 {
 	const uint8_t *p = d->arena.data + d->offsets[code];
 	uint32_t size;
-	memcpy(&size, p - 4, sizeof(size));
+	memcpy(&size, p - STRDICT_ENTRY_HEADER + STRDICT_ENTRY_SIZE_AT, sizeof(size));
 	tally_str s = {(const char *)p, size};
 	return s;
 }
@@ -105,7 +107,7 @@ static inline int strdict_intern_hashed(strdict *d, const char *s, uint32_t size
 				continue;
 			const uint8_t *entry = d->arena.data + ((uint32_t)slot - 1);
 			uint32_t entry_size;
-			memcpy(&entry_size, entry + 4, sizeof(entry_size));
+			memcpy(&entry_size, entry + STRDICT_ENTRY_SIZE_AT, sizeof(entry_size));
 			if (entry_size == size &&
 			    strdict_bytes_equal((const char *)entry + STRDICT_ENTRY_HEADER, s, size)) {
 				memcpy(code, entry, sizeof(*code));
