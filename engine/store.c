@@ -1617,6 +1617,106 @@ static uint32_t *watched_copy(tally_store *s, uint32_t *count)
 	return ids;
 }
 
+/*
+ * One file of a flush: the frozen memtables of tenants[0, count) written
+ * to segment file file_id, then opened (f). Runs on its own thread, or on
+ * the flushing one; touches nothing shared but the frozen memtables
+ * (immutable) and the io table.
+ */
+typedef struct flush_part {
+	tally_store *s;
+	tenant **tenants;
+	uint32_t count;
+	uint64_t file_id;
+	segment_file *f;
+	int rc;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	pthread_t thread;
+	int started;
+} flush_part;
+
+static void flush_part_write(flush_part *p)
+{
+	tally_store *s = p->s;
+	segment_writer *w;
+	int rc = segment_writer_open(s->io, s->segment_dir, p->file_id, s->options.zstd_level, &w,
+				     p->errmsg);
+	if (rc) {
+		p->rc = rc;
+		return;
+	}
+	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
+	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
+	for (uint32_t i = 0; i < p->count && !rc; i++) {
+		tenant *t = p->tenants[i];
+		rows view;
+		strdict dict[DIM_COUNT];
+		memset(dict, 0, sizeof(dict));
+		if (!(rc = memtable_split(t->frozen, &view, dict))) {
+			rc = add_tenant_section(s, w, t->id, t->name, &view, dict, &rollup_buffers);
+			memtable_split_free(&view, dict);
+		}
+	}
+	rollup_scratch_free(&rollup_buffers);
+	if (rc) {
+		snprintf(p->errmsg, sizeof(p->errmsg), "write segment file %016" PRIx64 ": %s",
+			 p->file_id, tally_strerror(rc));
+		segment_writer_abort(w);
+		p->rc = rc;
+		return;
+	}
+	uint64_t size;
+	if ((rc = segment_writer_finish(w, &size, p->errmsg))) {
+		p->rc = rc;
+		return;
+	}
+	p->rc = segment_file_open(s->io, s->segment_dir, p->file_id, &p->f, p->errmsg);
+}
+
+static void *flush_part_main(void *arg)
+{
+	flush_part_write(arg);
+	return NULL;
+}
+
+/* A failed flush: the files its parts wrote, which no manifest names,
+ * closed and removed (a failure to remove leaves debris that open
+ * removes). */
+static void flush_parts_discard(tally_store *s, flush_part *parts, uint32_t count)
+{
+	int any = 0;
+	for (uint32_t j = 0; j < count; j++) {
+		if (!parts[j].f)
+			continue;
+		char path[SEGMENT_PATH_SIZE_MAX];
+		snprintf(path, sizeof(path), "%s", parts[j].f->path);
+		segment_file_close(parts[j].f);
+		parts[j].f = NULL;
+		s->io->unlink(s->io, path);
+		any = 1;
+	}
+	if (any)
+		s->io->fsync_dir(s->io, s->segment_dir);
+}
+
+/* How many files a flush of row_count rows of `tenants` tenants writes at
+ * once: one below FLUSH_PARALLEL_ROWS_MIN rows, else the flush_threads
+ * option (0: one per online CPU), at most FLUSH_FILES_MAX and the tenant
+ * count. */
+static uint32_t flush_part_count(const tally_store *s, uint64_t row_count, uint32_t tenants)
+{
+	if (row_count < FLUSH_PARALLEL_ROWS_MIN || tenants < 2)
+		return 1;
+	uint32_t n = s->options.flush_threads;
+	if (!n) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 1 ? (uint32_t)cpus : 1;
+	}
+	if (n > FLUSH_FILES_MAX)
+		n = FLUSH_FILES_MAX;
+	return n < tenants ? n : tenants;
+}
+
 static int flush_locked_maintenance(tally_store *s, int *retried)
 {
 	int rc;
@@ -1657,62 +1757,76 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		s->active_bytes = 0;
 	}
 	uint64_t boundary = s->flush_boundary_lsn;
-	uint64_t file_id = s->manifest.next_file_id++;
 	/* Tenant structs never move, but the array of them may be reallocated
 	 * by an ingest: take the frozen ones while the lock is held. */
 	uint32_t frozen_count = 0;
+	uint64_t frozen_rows = 0;
 	tenant **frozen = malloc(sizeof(*frozen) * (s->tenant_count + 1));
 	for (uint32_t i = 0; frozen && i < s->tenant_count; i++)
-		if (s->tenants[i]->frozen)
+		if (s->tenants[i]->frozen) {
 			frozen[frozen_count++] = s->tenants[i];
+			frozen_rows += s->tenants[i]->frozen->rows.count;
+		}
+	uint32_t part_count = flush_part_count(s, frozen_rows, frozen_count);
+	uint64_t first_file_id = s->manifest.next_file_id;
+	s->manifest.next_file_id += part_count;
 	pthread_mutex_unlock(&s->lock);
 	if (!frozen)
 		return -ENOMEM;
 
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	segment_writer *w;
 	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1))) {
 		free(frozen);
 		return rc;
 	}
-	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
-				      errmsg)))
-		goto fail;
-	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
-	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
-	for (uint32_t i = 0; i < frozen_count && !rc; i++) {
-		tenant *t = frozen[i];
-		rows view;
-		strdict dict[DIM_COUNT];
-		memset(dict, 0, sizeof(dict));
-		if (!(rc = memtable_split(t->frozen, &view, dict))) {
-			rc = add_tenant_section(s, w, t->id, t->name, &view, dict, &rollup_buffers);
-			memtable_split_free(&view, dict);
+	/* The parts: consecutive runs of frozen[] with about equal rows, each
+	 * written to a file of its own, part 0 by this thread and the others
+	 * by a thread each. */
+	flush_part parts[FLUSH_FILES_MAX];
+	memset(parts, 0, sizeof(parts));
+	uint64_t rows_done = 0;
+	for (uint32_t j = 0, i = 0; j < part_count; j++) {
+		parts[j] = (flush_part){.s = s, .tenants = frozen + i, .file_id = first_file_id + j};
+		uint64_t target = frozen_rows * (j + 1) / part_count;
+		uint32_t keep = part_count - 1 - j; /* a tenant at least for each later part */
+		while (i + keep < frozen_count && (!parts[j].count || !keep || rows_done < target)) {
+			rows_done += frozen[i++]->frozen->rows.count;
+			parts[j].count++;
 		}
 	}
-	rollup_scratch_free(&rollup_buffers);
+	for (uint32_t j = 1; j < part_count; j++) {
+		parts[j].started = pthread_create(&parts[j].thread, NULL, flush_part_main, &parts[j]) == 0;
+		if (parts[j].started) {
+			char name[16];
+			snprintf(name, sizeof(name), "tally-flush-%u", j);
+			pthread_setname_np(parts[j].thread, name);
+		}
+	}
+	flush_part_write(&parts[0]);
+	for (uint32_t j = 1; j < part_count; j++) {
+		if (parts[j].started)
+			pthread_join(parts[j].thread, NULL);
+		else
+			flush_part_write(&parts[j]); /* no thread: this one writes it too */
+	}
+	rc = 0;
+	for (uint32_t j = 0; j < part_count && !rc; j++)
+		if ((rc = parts[j].rc))
+			snprintf(errmsg, sizeof(errmsg), "%s", parts[j].errmsg);
 	if (rc) {
-		snprintf(errmsg, sizeof(errmsg), "write segment file %016" PRIx64 ": %s", file_id,
-			 tally_strerror(rc));
-		segment_writer_abort(w);
+		flush_parts_discard(s, parts, part_count);
 		goto fail;
 	}
-	uint64_t size;
-	if ((rc = segment_writer_finish(w, &size, errmsg)))
-		goto fail;
-	segment_file *f;
-	if ((rc = segment_file_open(s->io, s->segment_dir, file_id, &f, errmsg)))
-		goto fail;
 
 	/* Publish: the manifest image under the lock (the catalog plus the
-	 * new file, WAL replay from the boundary, the frozen change map),
+	 * new files, WAL replay from the boundary, the frozen change map),
 	 * written without it, then the catalog swapped under it. Until then
 	 * readers see the old files plus the frozen memtables, which hold the
 	 * same events: never both, never neither. */
 	pthread_mutex_lock(&s->lock);
-	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + 1));
+	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + part_count));
 	if (files)
-		s->files = files; /* room for f; the catalog itself is unchanged */
+		s->files = files; /* room for the new files; the catalog itself is unchanged */
 	uint8_t *image = NULL;
 	size_t image_size = 0;
 	/* The frozen memtables, once out of the catalog, are freed without
@@ -1721,15 +1835,16 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	if (!files || !dropped) {
 		rc = -ENOMEM;
 	} else {
-		s->files[s->file_count] = f;
-		rc = manifest_image_locked(s, s->files, s->file_count + 1, boundary, &s->changes_frozen,
-					   &image, &image_size);
+		for (uint32_t j = 0; j < part_count; j++)
+			s->files[s->file_count + j] = parts[j].f;
+		rc = manifest_image_locked(s, s->files, s->file_count + part_count, boundary,
+					   &s->changes_frozen, &image, &image_size);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (rc) {
 		free(image);
 		free(dropped);
-		segment_file_close(f);
+		flush_parts_discard(s, parts, part_count);
 		goto fail;
 	}
 	rc = manifest_write_encoded(s->io, s->dir, image, image_size, errmsg);
@@ -1738,7 +1853,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	if (rc) {
 		/* Whether the rename reached the disk is unknown: stop writes
 		 * (a reopen reads whichever manifest is there; both are whole). */
-		segment_file_close(f);
+		for (uint32_t j = 0; j < part_count; j++)
+			segment_file_close(parts[j].f);
 		set_sticky(s, rc);
 		pthread_mutex_unlock(&s->lock);
 		free(dropped);
@@ -1747,7 +1863,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		return rc;
 	}
 	s->manifest.generation++;
-	s->files[s->file_count++] = f;
+	for (uint32_t j = 0; j < part_count; j++)
+		s->files[s->file_count++] = parts[j].f;
 	s->manifest.wal_replay_lsn = boundary;
 	change_map_swap(&s->manifest.changes, &s->changes_frozen);
 	/* The frozen memtables leave the catalog (frozen[] lists their
@@ -1771,7 +1888,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	}
 	free(dropped);
 	free(frozen);
-	query_cache_warm(s, f, warm, warm_count);
+	for (uint32_t j = 0; j < part_count; j++)
+		query_cache_warm(s, parts[j].f, warm, warm_count);
 	free(warm);
 	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
 		record_failure(s, "retire WAL files after a flush", NULL, rc);

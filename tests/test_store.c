@@ -7,6 +7,7 @@
  * frozen clock, so the lateness horizon is deterministic.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -46,17 +47,24 @@ static void teardown(void)
 	fault_io_destroy(fio);
 }
 
-static tally_store *open_store(int background)
+/* The store in dir with these options on top of the defaults. */
+static tally_store *open_store_with(const tally_io *io, bool background, uint32_t flush_threads)
 {
 	tally_options o;
 	tally_options_default(&o);
-	o.io = fault_io_table(fio);
+	o.io = io;
 	o.background = background;
+	o.flush_threads = flush_threads;
 	tally_store *s = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	int rc = tally_store_open(dir, &o, &s, err);
 	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
 	return s;
+}
+
+static tally_store *open_store(int background)
+{
+	return open_store_with(fault_io_table(fio), background, 0);
 }
 
 #define S(x) ((tally_str){(x), (uint32_t)strlen(x)})
@@ -553,6 +561,152 @@ static int count_days(void *ctx, const tally_event *e)
 	return 0;
 }
 
+/* ---- flushes split across threads ----------------------------------------- */
+
+#define BIG_TENANTS 6
+#define BIG_EVENTS (FLUSH_PARALLEL_ROWS_MIN + 12000u) /* past the one-file limit */
+
+static tally_store *open_store_flush_threads(uint32_t flush_threads)
+{
+	return open_store_with(fault_io_table(fio), false, flush_threads);
+}
+
+/* Tenant t gets t + 1 shares of BIG_EVENTS, so the parts must balance
+ * rows, not tenants. Ids are "b<tenant>-<n>", one minute apart. */
+static uint32_t big_tenant_events(uint32_t t)
+{
+	uint32_t shares = BIG_TENANTS * (BIG_TENANTS + 1) / 2;
+	uint32_t share = BIG_EVENTS / shares;
+	return share * (t + 1) + (t + 1 == BIG_TENANTS ? BIG_EVENTS - share * shares : 0);
+}
+
+static void big_ingest(tally_store *s, const char *prefix)
+{
+	static tally_event e[4096];
+	static tally_ingest_result r[4096];
+	static char ids[4096][24];
+	for (uint32_t t = 0; t < BIG_TENANTS; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "big%u", t);
+		uint32_t total = big_tenant_events(t);
+		for (uint32_t at = 0; at < total; at += 4096) {
+			uint32_t n = total - at < 4096 ? total - at : 4096;
+			for (uint32_t i = 0; i < n; i++) {
+				snprintf(ids[i], sizeof(ids[i]), "%s%u-%u", prefix, t, at + i);
+				e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + (at + i) % 3000),
+						  at + i);
+			}
+			cr_assert_eq(tally_ingest(s, tenant, e, n, r), 0);
+			for (uint32_t i = 0; i < n; i++)
+				cr_assert_eq(r[i].code, TALLY_ACCEPTED, "tenant %u event %u", t, at + i);
+		}
+	}
+}
+
+/* Every big tenant holds its events exactly once (`copies` ingests of
+ * distinct ids each). */
+static void big_expect_counts(tally_store *s, uint32_t copies, const char *when)
+{
+	for (uint32_t t = 0; t < BIG_TENANTS; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "big%u", t);
+		uint64_t n = 0;
+		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, (uint64_t)big_tenant_events(t) * copies, "%s: tenant %u: %" PRIu64,
+			     when, t, n);
+	}
+}
+
+static uint32_t segment_files_on_disk(void)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "%s/segments", dir);
+	DIR *d = opendir(path);
+	cr_assert_not_null(d);
+	uint32_t n = 0;
+	struct dirent *ent;
+	while ((ent = readdir(d)))
+		n += strstr(ent->d_name, ".seg") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* A flush past FLUSH_PARALLEL_ROWS_MIN rows splits its tenants into
+ * flush_threads files written at once; a smaller one writes one file. Every
+ * event is in exactly one of them, before and after a reopen. */
+Test(store, a_big_flush_writes_one_file_per_thread_and_every_event_once)
+{
+	uint32_t total = 0;
+	for (uint32_t t = 0; t < BIG_TENANTS; t++)
+		total += big_tenant_events(t);
+	cr_assert_eq(total, BIG_EVENTS);
+	tally_store *s = open_store_flush_threads(3);
+	big_ingest(s, "b");
+	cr_assert_eq(tally_flush(s), 0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 3, "three files: %" PRIu64, st.segment_file_count);
+	cr_expect_eq(st.flush_count, 1);
+	big_expect_counts(s, 1, "after the flush");
+	/* A small flush: one file more. */
+	tally_event e = make_event("small-1", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "big0", &e, 1, &r), 0);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 4);
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(segment_files_on_disk(), 4);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+
+	s = open_store_flush_threads(3);
+	uint64_t n = 0;
+	cr_assert_eq(tally_scan(s, "big0", 0, INT64_MAX, count_event, &n), 0);
+	cr_expect_eq(n, big_tenant_events(0) + 1u);
+	for (uint32_t t = 1; t < BIG_TENANTS; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "big%u", t);
+		n = 0;
+		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, big_tenant_events(t), "after reopen: tenant %u", t);
+	}
+	/* The fingerprints came back from all three files. */
+	char id[24];
+	snprintf(id, sizeof(id), "b%u-%u", BIG_TENANTS - 1, 17u);
+	e = make_event(id, NOW_US - MINUTE_US * (1 + 17 % 3000), 17);
+	cr_assert_eq(tally_ingest(s, "big5", &e, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_DUPLICATE);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* One part of a big flush cannot write: the flush fails, the files the
+ * other parts wrote are removed, nothing is lost, the store stays
+ * writable, and the next flush writes them all. */
+Test(store, a_failed_part_of_a_big_flush_loses_nothing_and_leaves_no_file)
+{
+	tally_store *s = open_store_flush_threads(2);
+	big_ingest(s, "b");
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_pwrite_fail_nth(fio, 2, ENOSPC); /* one part fails, the other writes its file */
+	int rc = tally_flush(s);
+	cr_expect_neq(rc, 0, "the flush fails");
+	cr_expect_eq(segment_files_on_disk(), 0, "no segment file is left behind");
+	fault_io_path_filter_set(fio, "/no-such-file/"); /* the knob now matches nothing */
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.sticky_error, 0, "a failed flush before the manifest leaves writes on");
+	big_expect_counts(s, 1, "after the failed flush");
+	big_ingest(s, "c");
+	cr_assert_eq(tally_flush(s), 0, "%s", tally_store_errmsg(s));
+	cr_assert_eq(tally_flush(s), 0, "%s", tally_store_errmsg(s));
+	big_expect_counts(s, 2, "after the flushes");
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+	s = open_store_flush_threads(2);
+	big_expect_counts(s, 2, "after reopen");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 Test(store, small_days_share_row_groups_and_big_days_stand_alone)
 {
 	/* Six days of 3 events (they share one row group) around one day of
@@ -703,15 +857,7 @@ static int timed_fdatasync(const tally_io *io, int fd)
 /* The store in dir, on io, with no background thread. */
 static tally_store *open_store_on(const tally_io *io)
 {
-	tally_options o;
-	tally_options_default(&o);
-	o.io = io;
-	o.background = false;
-	tally_store *s = NULL;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_store_open(dir, &o, &s, err);
-	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
-	return s;
+	return open_store_with(io, false, 0);
 }
 
 static tally_store *open_timed_store(void)
