@@ -1700,12 +1700,14 @@ static void flush_parts_discard(tally_store *s, flush_part *parts, uint32_t coun
 }
 
 /* How many files a flush of row_count rows of `tenants` tenants writes at
- * once: one below FLUSH_PARALLEL_ROWS_MIN rows, else the flush_threads
- * option (0: one per online CPU), at most FLUSH_FILES_MAX and the tenant
- * count. */
+ * once: one below the flush_parallel_rows_min option (0:
+ * FLUSH_PARALLEL_ROWS_MIN), else the flush_threads option (0: one per
+ * online CPU), at most FLUSH_FILES_MAX and the tenant count. */
 static uint32_t flush_part_count(const tally_store *s, uint64_t row_count, uint32_t tenants)
 {
-	if (row_count < FLUSH_PARALLEL_ROWS_MIN || tenants < 2)
+	uint64_t rows_min = s->options.flush_parallel_rows_min ? s->options.flush_parallel_rows_min
+							       : FLUSH_PARALLEL_ROWS_MIN;
+	if (row_count < rows_min || tenants < 2)
 		return 1;
 	uint32_t n = s->options.flush_threads;
 	if (!n) {

@@ -5,7 +5,8 @@
  * Description: each round forks a child that opens the store (public API
  * only; memtable_bytes_max 256 KiB — 64 KiB in some directories — and
  * compact_files_min 3, background worker on, so flushes and compactions run
- * all the time) and ingests batches from 1 to 3 threads: 1..400 new events
+ * all the time; in half the directories every flush is split into two or
+ * three files written by as many threads) and ingests batches from 1 to 3 threads: 1..400 new events
  * for one of 2-4 tenants, plus up to ~100 extras (re-sent duplicates of
  * events acknowledged earlier, in this round or an earlier round on the same
  * directory; conflicting copies of acknowledged events; a second copy of
@@ -139,6 +140,8 @@ typedef struct crash_setup {
 	uint64_t short_write_bytes; /* child writes through fault_io, cut to this size; 0: plain */
 	uint64_t power_cut_after;   /* child writes through power_io and loses power at the nth
 				     * mutating call (0: killed by the parent instead) */
+	uint32_t flush_threads;     /* non-zero: every flush of two tenants or more is split
+				     * into this many files written at once */
 } crash_setup;
 
 /* ---- the child ------------------------------------------------------------ */
@@ -208,6 +211,10 @@ static tally_store *child_open(crash_child *c)
 		o.io = power_io_table(c->pio);
 	}
 	o.memtable_bytes_max = c->setup.memtable_bytes_max;
+	if (c->setup.flush_threads) {
+		o.flush_threads = c->setup.flush_threads;
+		o.flush_parallel_rows_min = 1;
+	}
 	o.compact_files_min = CRASH_COMPACT_FILES_MIN;
 	o.background = true;
 	o.group_commit_window_us = c->setup.group_commit_window_us;
@@ -595,6 +602,10 @@ static void crash_rounds(bool power, int rounds, const char *name)
 			/* A third of the directories are written 512 bytes per pwrite, so
 			 * kills land inside records, segment files and manifests. */
 			setup.short_write_bytes = (d >> 24) % 3 == 0 ? CRASH_SHORT_WRITE_BYTES : 0;
+			/* Half split every flush into files written by two or
+			 * three threads, so kills land between their writes and
+			 * the one manifest write that publishes them all. */
+			setup.flush_threads = (d >> 32) % 2 == 0 ? 2 + (uint32_t)((d >> 33) % 2) : 0;
 			totals.fresh_dirs++;
 		}
 		if (power) {
