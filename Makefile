@@ -2,7 +2,7 @@
 #
 #   make            build/libtally.a, build/tally, build/tally-bench, build/tallyd
 #   make check      install missing Debian packages, build, run every test
-#   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
+#   make asan       the same tests under AddressSanitizer + UBSan (build-asan/); a leak fails it
 #   make deps       apt-get install only the packages that are missing
 #   make run        build and run tallyd in the foreground (./data, 127.0.0.1:7411)
 #   make demo       tally end to end on a temporary directory (tools/demo/demo.sh)
@@ -115,8 +115,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(
 $(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(BUILD)/server/tallyd.o: $(BUILD)/proto/tally.pb-c.h
 
 # Each test binary runs on its own; criterion isolates every test in a process.
+# A test process that leaks still reports success to criterion, so the
+# output is kept and a LeakSanitizer report (make asan) fails the run.
 test: all $(TEST_BIN) prefetch-check
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t --jobs 2; done
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; \
+	  $$t --jobs 2 > $$t.log 2>&1 || { cat $$t.log; exit 1; }; cat $$t.log; \
+	  if grep -q "ERROR: LeakSanitizer" $$t.log; then \
+	    echo "$$t: memory leaked (the LeakSanitizer report is above)"; exit 1; fi; done
 	@echo "all tests passed"
 
 # Every inline prefetch helper must compile to a prefetch instruction

@@ -775,8 +775,10 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	tally_ingest_ack ack;
 	cr_assert_eq(tally_client_ingest_recv(a, &ack), 0);
 	cr_expect_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
 	cr_assert_eq(tally_client_ingest_recv(b, &ack), 0);
 	cr_expect_eq(ack.accepted, 5);
+	tally_ingest_ack_free(&ack);
 	cr_expect_eq(atomic_load(&hold.groups), 2, "the batch that arrived meanwhile was the next group");
 	cr_expect_eq(count_events(c, "acme", base, base + HOUR_US), 15);
 	cr_expect_not(atomic_load(&hold.timed_out));
