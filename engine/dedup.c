@@ -85,19 +85,59 @@ static void place(uint64_t *slots, uint32_t capacity, uint64_t entry)
 	}
 }
 
-static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
+/*
+ * Copies the entries of day >= day_min into a table of `capacity` slots.
+ * The old table is in home order (invariant 2) from the slot after an
+ * empty one, and the new home is monotone in the old, so the entries come
+ * nearly sorted: one whose new home is at least every home placed so far
+ * goes straight after the last one placed (or to its home, past it),
+ * which is where Robin Hood order puts it, without probing the run it
+ * joins. The rest take place(): an entry whose old home ties with the
+ * previous one's but whose new home is smaller, one that would pass the
+ * table's end, and the entries before the first empty slot (runs that
+ * wrapped there), placed last.
+ */
+static uint32_t rebuild_copy(uint64_t *slots, uint32_t capacity, const dedup_table *t,
+			     uint16_t day_min)
 {
-	uint64_t *slots = grow_slots_alloc(capacity, sizeof(*slots));
-	if (!slots)
-		return -ENOMEM;
+	uint32_t first_empty = 0;
+	while (t->slots[first_empty])
+		first_empty++; /* there is one: invariant 3 */
 	uint32_t count = 0;
-	for (uint32_t i = 0; i < t->capacity; i++) {
+	uint32_t home_max = 0, end = 0; /* slots [.., end) hold the straight-placed run */
+	for (uint32_t i = first_empty + 1; i < t->capacity; i++) {
+		uint64_t entry = t->slots[i];
+		if (!entry || (uint16_t)entry < day_min)
+			continue;
+		count++;
+		uint32_t home = dedup_home(entry >> 16, capacity);
+		uint32_t at = home > end ? home : end;
+		if (home < home_max || at >= capacity) {
+			place(slots, capacity, entry);
+			while (end < capacity && slots[end])
+				end++; /* place() may have pushed the run's end on */
+			continue;
+		}
+		slots[at] = entry;
+		home_max = home;
+		end = at + 1;
+	}
+	for (uint32_t i = 0; i < first_empty; i++) {
 		uint64_t entry = t->slots[i];
 		if (entry && (uint16_t)entry >= day_min) {
 			place(slots, capacity, entry);
 			count++;
 		}
 	}
+	return count;
+}
+
+static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
+{
+	uint64_t *slots = grow_slots_alloc(capacity, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	uint32_t count = t->slots ? rebuild_copy(slots, capacity, t, day_min) : 0;
 	free(t->slots);
 	t->slots = slots;
 	t->capacity = capacity;
