@@ -89,15 +89,10 @@ static int string_add(batchrec_encoder *enc, tally_str s, uint64_t hash, uint32_
 		     k = (k + 1) & enc->slot_mask)
 			; /* a new table holds only this payload's strings, none equal to s */
 	}
-	if (enc->string_count == enc->string_capacity) {
-		uint32_t capacity = enc->string_capacity ? enc->string_capacity * 2 : 64;
-		batchrec_string *strings = realloc(enc->strings, sizeof(*strings) * capacity);
-		if (!strings)
-			return -ENOMEM;
-		enc->strings = strings;
-		enc->string_capacity = capacity;
-	}
-	int rc = bytebuf_reserve(&enc->string_bytes, VARINT_SIZE_MAX + (size_t)s.len);
+	int rc = grow_for_one((void **)&enc->strings, &enc->string_capacity, enc->string_count, 64,
+			      sizeof(*enc->strings));
+	if (!rc)
+		rc = bytebuf_reserve(&enc->string_bytes, VARINT_SIZE_MAX + (size_t)s.len);
 	if (rc)
 		return rc;
 	bytebuf *b = &enc->string_bytes;
