@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "tally.h"
@@ -32,6 +33,13 @@ static inline double bench_ms_between(int64_t from_ns, int64_t to_ns)
 
 /* x rounded to `places` decimals, so JSON shows 25.13, not 25.129999... */
 double bench_round(double x, int places);
+
+/* User + system seconds of a getrusage result. */
+static inline double bench_cpu_s(const struct rusage *u)
+{
+	return (double)(u->ru_utime.tv_sec + u->ru_stime.tv_sec) +
+	       (double)(u->ru_utime.tv_usec + u->ru_stime.tv_usec) / 1e6;
+}
 
 /* bytes / events, 0 when there are no events. */
 double bench_per_event(uint64_t bytes, uint64_t events);

@@ -161,6 +161,8 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       o->producer_count, o->inflight_batches, o->group_batches);
 	printf("  throughput          %.0f events/s (%" PRIu64 " events acknowledged in %.3f s)\n",
 	       f->ingest.events_per_s, w->event_count, f->ingest.ingest_s);
+	printf("  CPU                 %.3f s, every thread of the process (%.3f us per event)\n",
+	       f->ingest.cpu_s, f->ingest.cpu_s * 1e6 / (double)(w->event_count ? w->event_count : 1));
 	printf("  store lock          held %.3f s, waited %.3f s, over %" PRIu64
 	       " ingest calls (tally_stats)\n",
 	       (double)f->stats.ingest_lock_hold_us / 1e6, (double)f->stats.ingest_lock_wait_us / 1e6,
@@ -255,6 +257,9 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "generate_s", json_real(bench_round(f->generate_s, 3)));
 	bad |= bench_json_put(root, "ingest_s", json_real(bench_round(f->ingest.ingest_s, 6)));
 	bad |= bench_json_put(root, "events_per_s", json_integer((json_int_t)llround(f->ingest.events_per_s)));
+	bad |= bench_json_put(root, "ingest_cpu_s", json_real(bench_round(f->ingest.cpu_s, 3)));
+	bad |= bench_json_put(root, "ingest_cpu_us_per_event",
+			      json_real(bench_round(f->ingest.cpu_s * 1e6 / (double)(w->event_count ? w->event_count : 1), 3)));
 	bad |= bench_json_put(root, "ingest_calls", json_integer((json_int_t)f->stats.ingest_calls));
 	bad |= bench_json_put(root, "lock_hold_s",
 			      json_real(bench_round((double)f->stats.ingest_lock_hold_us / 1e6, 3)));

@@ -219,12 +219,16 @@ int bench_ingest_run(const bench_ingest_options *o, const workload *w, tally_sto
 			break;
 		}
 	}
+	struct rusage usage_before, usage_after;
+	getrusage(RUSAGE_SELF, &usage_before);
 	pthread_mutex_lock(&r.gate_lock);
 	r.gate_open = 1;
 	pthread_cond_broadcast(&r.gate_cond);
 	pthread_mutex_unlock(&r.gate_lock);
 	for (uint32_t i = 0; i < started; i++)
 		pthread_join(producers[i].thread, NULL);
+	getrusage(RUSAGE_SELF, &usage_after);
+	f->cpu_s = bench_cpu_s(&usage_after) - bench_cpu_s(&usage_before);
 	pthread_cond_destroy(&r.gate_cond);
 	pthread_mutex_destroy(&r.gate_lock);
 	if (started < o->producer_count)

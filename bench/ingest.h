@@ -38,6 +38,9 @@ typedef struct bench_ingest_figures {
 	double events_per_s;      /* delivered events (re-sends included) / ingest_s */
 	double ack_us[4];         /* per batch, submit -> durable: P50, P95, P99, max */
 	double commit_wait_s;     /* producers' time blocked on their oldest batch, summed */
+	double cpu_s;             /* CPU time of every thread of the process (producers, the
+				   * store's WAL, flush and compaction threads, io_uring
+				   * workers), user + system, from start to the last join */
 	uint64_t result_count[4]; /* by enum tally_result_code */
 	int first_reject_reason;  /* TALLY_REASON_NONE unless something was REJECTED */
 	bool results_match;       /* ACCEPTED = unique, DUPLICATE = re-sends, nothing else */
