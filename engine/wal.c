@@ -87,6 +87,19 @@
  * oldest pending record is that old (measured on io->now_us, so tests can
  * drive it), or until appenders block for space, or close.
  *
+ * Direct I/O. Files are opened with O_DIRECT where the file system takes
+ * it (an EINVAL open removes the file it created and turns direct I/O off
+ * for this WAL), so the WAL's bytes skip the page cache: no copy into it,
+ * no write-back work, and no cache pages pushed out by a log that is read
+ * only by recovery. Direct writes are whole WAL_DIRECT_BLOCK blocks at
+ * block offsets from aligned memory: the writer copies each run into
+ * `stage` after the bytes of the partial block it continues (kept at the
+ * stage's start), zero-pads to the block's end and writes from that
+ * block's start. So the open newest file ends in up to a block of zeros,
+ * a torn tail to recovery; wal_writer_file_finish truncates it to file_end
+ * (and fdatasyncs) before the next file is created and at a clean close,
+ * so no other file ever ends in padding (docs/formats.md, "Direct I/O").
+ *
  * Back-pressure: an append blocks while the pending buffer is non-empty and
  * the record would take it past buffer_bytes_max (a record larger than the
  * limit is accepted into an empty buffer). Memory is thus bounded by about
@@ -188,6 +201,8 @@
 #define WAL_PATH_SIZE_MAX 4096u
 #define WAL_READ_WINDOW_BYTES (1u << 20)   /* recovery reads this much at a time */
 #define WAL_BUFFER_BYTES_INITIAL (1u << 20) /* first allocation of each buffer */
+#define WAL_DIRECT_BLOCK 4096u               /* direct I/O: offset, size and memory alignment */
+#define WAL_DIRECT_STAGE_BYTES (1u << 20)    /* direct I/O: a run is written in pieces this big */
 
 #define WAL_FILE_BYTES_MAX_DEFAULT (64ull << 20)
 #define WAL_BUFFER_BYTES_MAX_DEFAULT (32ull << 20)
@@ -391,12 +406,17 @@ struct wal {
 	uint64_t commit_fsync_us_total;
 	uint64_t commit_fsync_hist[TALLY_FSYNC_HIST_BUCKETS];
 
+	bool direct_io;           /* a copy of `direct` for wal_get_stats */
+
 	/* Writer thread only. */
 	wal_buffer writing;
 	int fd;                   /* current file, -1 before the first record */
 	uint64_t file_id;
 	uint64_t file_end;
 	uint64_t next_file_id;
+	bool direct;              /* files are opened with O_DIRECT ("Direct I/O") */
+	uint8_t *stage;           /* direct: WAL_DIRECT_STAGE_BYTES, aligned; begins with
+				   * the bytes of file_end's partial block */
 	char path[WAL_PATH_SIZE_MAX];
 };
 
@@ -412,6 +432,103 @@ static void wal_fail_locked(wal *w, int error)
 }
 
 /* ---- The writer thread --------------------------------------------------- */
+
+/*
+ * Creates w->path for writing, with O_DIRECT while w->direct. A file system
+ * that cannot do direct I/O fails that open with EINVAL after Linux created
+ * the file: it is removed, and every file from then on is written through
+ * the page cache. Writer thread only. Returns the fd or -errno.
+ */
+static int wal_writer_create(wal *w)
+{
+	const tally_io *io = w->io;
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+	if (w->direct) {
+		int fd = io->open(io, w->path, flags | O_DIRECT, 0600);
+		if (fd != -EINVAL)
+			return fd;
+		int rc = io->unlink(io, w->path);
+		if (rc && rc != -ENOENT)
+			return rc;
+		w->direct = false;
+	}
+	return io->open(io, w->path, flags, 0600);
+}
+
+/*
+ * Writes w->stage[0, size) at offset of fd, both multiples of
+ * WAL_DIRECT_BLOCK. Direct I/O writes whole blocks, so a short write is
+ * continued after the last whole block it wrote and every request stays
+ * aligned; one that wrote no whole block is -EIO. 0 or -errno.
+ */
+static int wal_direct_write(wal *w, int fd, uint64_t size, uint64_t offset)
+{
+	const tally_io *io = w->io;
+	assert(size % WAL_DIRECT_BLOCK == 0 && offset % WAL_DIRECT_BLOCK == 0);
+	for (uint64_t done = 0; done < size;) {
+		int64_t n = io->pwrite(io, fd, w->stage + done, size - done, offset + done);
+		if (n < 0)
+			return (int)n;
+		if ((uint64_t)n < WAL_DIRECT_BLOCK)
+			return -EIO;
+		done += (uint64_t)n / WAL_DIRECT_BLOCK * WAL_DIRECT_BLOCK;
+	}
+	return 0;
+}
+
+/*
+ * Appends data[0, size), whole records, at file_end of the current file and
+ * advances file_end. Direct I/O copies them into the stage after the
+ * partial block they continue, WAL_DIRECT_STAGE_BYTES at a time, and
+ * writes whole blocks, the last one zero-padded: the padding is a torn
+ * tail to recovery until the next write covers it or the file is finished.
+ * Writer thread only. 0 or -errno.
+ */
+static int wal_writer_write_run(wal *w, const uint8_t *data, uint64_t size)
+{
+	if (!w->direct) {
+		int rc = tally_io_write_all(w->io, w->fd, data, size, w->file_end);
+		if (rc == 0)
+			w->file_end += size;
+		return rc;
+	}
+	uint64_t tail = w->file_end % WAL_DIRECT_BLOCK; /* stage[0, tail) */
+	while (size > 0) {
+		uint64_t n = size < WAL_DIRECT_STAGE_BYTES - tail ? size : WAL_DIRECT_STAGE_BYTES - tail;
+		memcpy(w->stage + tail, data, n);
+		uint64_t filled = tail + n;
+		uint64_t padded = (filled + WAL_DIRECT_BLOCK - 1) / WAL_DIRECT_BLOCK * WAL_DIRECT_BLOCK;
+		memset(w->stage + filled, 0, padded - filled);
+		int rc = wal_direct_write(w, w->fd, padded, w->file_end - tail);
+		if (rc)
+			return rc;
+		w->file_end += n;
+		data += n;
+		size -= n;
+		tail = filled % WAL_DIRECT_BLOCK;
+		memmove(w->stage, w->stage + filled - tail, tail);
+	}
+	return 0;
+}
+
+/*
+ * Gives the current file, if direct I/O padded it, its exact size: truncate
+ * to file_end and fdatasync. Called before the next file is created (so
+ * only the newest file can ever end in padding, which recovery truncates as
+ * a torn tail) and when the WAL closes cleanly. Adds its syncs to *fsyncs.
+ * Writer thread only. 0 or -errno.
+ */
+static int wal_writer_file_finish(wal *w, uint64_t *fsyncs)
+{
+	if (w->fd < 0 || !w->direct || w->file_end % WAL_DIRECT_BLOCK == 0)
+		return 0;
+	int rc = w->io->ftruncate(w->io, w->fd, w->file_end);
+	if (rc == 0) {
+		(*fsyncs)++;
+		rc = w->io->fdatasync(w->io, w->fd);
+	}
+	return rc;
+}
 
 /*
  * Creates the file that will start at first_lsn and makes its header and
@@ -430,13 +547,28 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 	if (rc)
 		return rc;
 
+	uint64_t fsyncs = 0;
+	rc = wal_writer_file_finish(w, &fsyncs); /* invariant 4 holds for its exact size too */
+	if (rc) {
+		pthread_mutex_lock(&w->mutex);
+		w->fsync_count += fsyncs;
+		pthread_mutex_unlock(&w->mutex);
+		return rc;
+	}
 	wal_file_path(w->path, w->dir, file_id);
-	int fd = io->open(io, w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = wal_writer_create(w);
 	if (fd < 0)
 		return fd;
 	wal_file_header_encode(header, file_id, first_lsn);
-	uint64_t fsyncs = 0;
-	rc = tally_io_write_all(io, fd, header, sizeof header, 0);
+	if (w->direct) {
+		/* The header's block, zero-padded: the stage keeps it as the
+		 * partial block the first record's write begins with. */
+		memset(w->stage, 0, WAL_DIRECT_BLOCK);
+		memcpy(w->stage, header, sizeof header);
+		rc = wal_direct_write(w, fd, WAL_DIRECT_BLOCK, 0);
+	} else {
+		rc = tally_io_write_all(io, fd, header, sizeof header, 0);
+	}
 	if (rc == 0) {
 		fsyncs++;
 		rc = io->fdatasync(io, fd);
@@ -462,6 +594,7 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 
 	pthread_mutex_lock(&w->mutex);
 	w->fsync_count += fsyncs;
+	w->direct_io = w->direct;
 	w->files.items[w->files.count++] = (wal_file){
 		.file_id = file_id, .first_lsn = first_lsn, .size = WAL_FILE_HEADER_SIZE};
 	pthread_mutex_unlock(&w->mutex);
@@ -497,11 +630,9 @@ static int wal_writer_write_batch(wal *w)
 			assert(offset <= size);
 		} while (offset < size && get_u64le(data + offset) != WAL_PLACE_NEW_FILE);
 
-		uint64_t run_size = offset - run_start;
-		int rc = tally_io_write_all(io, w->fd, data + run_start, run_size, w->file_end);
+		int rc = wal_writer_write_run(w, data + run_start, offset - run_start);
 		if (rc)
 			return rc;
-		w->file_end += run_size;
 		int64_t sync_start_us = io->now_us(io);
 		rc = io->fdatasync(io, w->fd);
 		int64_t sync_us = io->now_us(io) - sync_start_us;
@@ -582,6 +713,16 @@ static void *wal_writer_main(void *arg)
 		w->writing.size = 0;
 
 		pthread_mutex_lock(&w->mutex);
+		if (rc)
+			wal_fail_locked(w, rc);
+	}
+	if (w->error == 0 && w->closing) {
+		/* Closing with everything durable: leave the file its exact size. */
+		pthread_mutex_unlock(&w->mutex);
+		uint64_t fsyncs = 0;
+		int rc = wal_writer_file_finish(w, &fsyncs);
+		pthread_mutex_lock(&w->mutex);
+		w->fsync_count += fsyncs;
 		if (rc)
 			wal_fail_locked(w, rc);
 	}
@@ -805,6 +946,7 @@ void wal_get_stats(wal *w, wal_stats *stats)
 	stats->fsync_count = w->fsync_count;
 	stats->last_lsn = w->last_lsn;
 	stats->durable_lsn = w->durable_lsn;
+	stats->direct_io = w->direct_io;
 	stats->commit_fsync_count = w->commit_fsync_count;
 	stats->commit_fsync_us_total = w->commit_fsync_us_total;
 	memcpy(stats->commit_fsync_hist, w->commit_fsync_hist, sizeof stats->commit_fsync_hist);
@@ -829,6 +971,7 @@ static void wal_free(wal *w)
 	pthread_cond_destroy(&w->space_cond);
 	free(w->pending.data);
 	free(w->writing.data);
+	free(w->stage);
 	free(w->files.items);
 	free(w);
 }
@@ -1451,6 +1594,8 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 	w->rotate_requested = true; /* invariant 5: the first record starts a new file */
 	w->fd = -1;
 	w->next_file_id = scan.file_id_max + 1;
+	w->direct = true;
+	w->stage = aligned_alloc(WAL_DIRECT_BLOCK, WAL_DIRECT_STAGE_BYTES);
 
 	pthread_condattr_t condattr;
 	pthread_condattr_init(&condattr);
@@ -1462,7 +1607,7 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 	pthread_cond_init(&w->space_cond, NULL);
 	pthread_condattr_destroy(&condattr);
 
-	rc = wal_buffer_reserve(&w->pending, WAL_BUFFER_BYTES_INITIAL);
+	rc = w->stage ? wal_buffer_reserve(&w->pending, WAL_BUFFER_BYTES_INITIAL) : -ENOMEM;
 	if (rc == 0)
 		rc = wal_buffer_reserve(&w->writing, WAL_BUFFER_BYTES_INITIAL);
 	if (rc == 0)

@@ -26,6 +26,7 @@
 #ifndef TALLY_WAL_H
 #define TALLY_WAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -102,6 +103,7 @@ typedef struct wal_stats {
 	uint64_t fsync_count;  /* every fdatasync and directory fsync */
 	uint64_t last_lsn;
 	uint64_t durable_lsn;
+	bool direct_io;        /* the newest file is written with O_DIRECT */
 	/* The commit fdatasyncs alone (one per write of a run of records,
 	 * failed ones included), timed on io->now_us: count, total and
 	 * per-bucket counts (bounds: tally_fsync_hist_bound_us). */

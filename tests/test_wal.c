@@ -44,6 +44,25 @@ static void wal_path(char *path, const char *dir, uint64_t file_id)
 	snprintf(path, TEST_PATH_SIZE, "%s/%016" PRIx64 ".wal", dir, file_id);
 }
 
+#define DIRECT_BLOCK 4096u
+
+static uint64_t block_round_up(uint64_t size)
+{
+	return (size + DIRECT_BLOCK - 1) / DIRECT_BLOCK * DIRECT_BLOCK;
+}
+
+/* Whether the file system of dir takes O_DIRECT opens. */
+static bool direct_io_supported(const char *dir)
+{
+	char path[TEST_PATH_SIZE];
+	snprintf(path, sizeof path, "%s/direct-probe", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_DIRECT, 0600);
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
+	return fd >= 0;
+}
+
 static int file_exists(const char *path)
 {
 	struct stat st;
@@ -550,8 +569,10 @@ Test(wal_durable, wait_durable_semantics,
 	cr_assert_eq(st.file_count, 1);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 1);
-	cr_assert_eq(st.bytes, file_size(path));
+	/* Direct I/O writes whole blocks: the open file ends in padding. */
+	cr_assert_eq(file_size(path), st.direct_io ? block_round_up(st.bytes) : st.bytes);
 	cr_assert_eq(wal_close(w), 0);
+	cr_assert_eq(file_size(path), st.bytes, "closing leaves the file its exact size");
 	test_dir_remove(&dir);
 }
 
@@ -1305,6 +1326,20 @@ Test(wal_verify, clean_directory_has_no_problems_and_verify_is_read_only,
 
 /* ---- Injected failures ------------------------------------------------------ */
 
+/* Checks that replay gave LSNs 1..count, the first `small` from
+ * append_records and the rest of payload size `size`. */
+static void expect_sized_log(const replay_log *log, size_t count, size_t small, size_t size)
+{
+	cr_assert_eq(log->count, count);
+	replay_log prefix = *log;
+	prefix.count = small;
+	replay_log_expect(&prefix, 1, small);
+	for (size_t i = small; i < count; i++) {
+		cr_assert_eq(log->items[i].lsn, i + 1);
+		cr_assert_eq(log->items[i].size, size);
+	}
+}
+
 Test(wal_faults, failed_fsync_is_sticky_and_reopen_recovers_durable_records,
      .description = "fdatasync EIO: the waiter gets -EIO, every later call gets it, close "
 		    "returns it; reopening with the real io recovers every durable record")
@@ -1349,11 +1384,13 @@ Test(wal_faults, failed_fsync_is_sticky_and_reopen_recovers_durable_records,
 }
 
 Test(wal_faults, short_writes_are_transparent,
-     .description = "every pwrite writing at most 7 bytes changes nothing observable")
+     .description = "every pwrite writing at most 7 bytes (through the page cache) changes "
+		    "nothing observable")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
+	fault_io_direct_unsupported(f, true);
 	fault_io_short_write_set(f, 7);
 	wal_options options = {.file_bytes_max = 8192};
 	wal *w = open_ok(fault_io_table(f), dir.path, &options, 0, NULL);
@@ -1376,12 +1413,14 @@ Test(wal_faults, short_writes_are_transparent,
 }
 
 Test(wal_faults, disk_full_is_sticky_and_reopen_truncates_the_partial_record,
-     .description = "ENOSPC mid-record: the waiter gets -ENOSPC, later appends too; reopen "
-		    "replays exactly the acknowledged records and truncates the partial one")
+     .description = "ENOSPC mid-record (through the page cache): the waiter gets -ENOSPC, "
+		    "later appends too; reopen replays exactly the acknowledged records and "
+		    "truncates the partial one")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
+	fault_io_direct_unsupported(f, true);
 	fault_io_path_filter_set(f, ".wal");
 	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
 	uint64_t acknowledged = append_records(w, 10);
@@ -1408,15 +1447,7 @@ Test(wal_faults, disk_full_is_sticky_and_reopen_truncates_the_partial_record,
 	uint64_t torn_size = file_size(path);
 	replay_log log = {0};
 	w = open_ok(NULL, dir.path, NULL, 0, &log);
-	cr_assert_eq(log.count, acknowledged);
-	size_t records_sized = log.count;
-	log.count = 10;
-	replay_log_expect(&log, 1, 10);
-	log.count = records_sized;
-	for (size_t i = 10; i < log.count; i++) {
-		cr_assert_eq(log.items[i].lsn, i + 1);
-		cr_assert_eq(log.items[i].size, 300);
-	}
+	expect_sized_log(&log, acknowledged, 10, 300);
 	cr_assert_eq(wal_close(w), 0);
 	parsed_file pf;
 	parse_file(path, &pf); /* fails on any partial record */
@@ -1459,5 +1490,180 @@ Test(wal_faults, failed_file_creation_or_directory_fsync_fails_the_wal,
 	replay_log_expect(&log, 1, 3);
 	cr_assert_eq(wal_close(w), 0);
 	replay_log_free(&log);
+	test_dir_remove(&dir);
+}
+
+/* ---- Direct I/O ------------------------------------------------------------ */
+
+Test(wal_direct, writes_whole_blocks_and_a_crash_leaves_a_torn_tail,
+     .description = "where the file system has direct I/O the WAL uses it: the open file is "
+		    "padded to whole blocks, a copy taken now (a crash) replays every durable "
+		    "record and loses its padding, and closing truncates to the exact size")
+{
+	test_dir dir, crashed;
+	test_dir_make(&dir, "wal");
+	test_dir_make(&crashed, "wal");
+	bool supported = direct_io_supported(dir.path);
+	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
+	uint64_t lsn = append_records(w, 40);
+	cr_assert_eq(wal_wait_durable(w, lsn), 0);
+	wal_stats st;
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.direct_io, supported, "direct I/O is used where the file system has it");
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir.path, 1);
+	cr_assert_eq(file_size(path), supported ? block_round_up(st.bytes) : st.bytes);
+	if (supported)
+		cr_assert_neq(st.bytes % DIRECT_BLOCK, 0, "the records end inside a block");
+
+	copy_wal_file(dir.path, crashed.path);
+	replay_log log = {0};
+	wal *copy = open_ok(NULL, crashed.path, NULL, 0, &log);
+	replay_log_expect(&log, 1, 40);
+	char copy_path[TEST_PATH_SIZE];
+	wal_path(copy_path, crashed.path, 1);
+	cr_assert_eq(file_size(copy_path), st.bytes, "recovery truncated the padding");
+	cr_assert_eq(wal_close(copy), 0);
+	replay_log_free(&log);
+
+	cr_assert_eq(wal_close(w), 0);
+	parsed_file pf;
+	parse_file(path, &pf); /* fails on padding */
+	cr_assert_eq(pf.record_count, 40);
+	cr_assert_eq(pf.size, st.bytes);
+	test_dir_remove(&crashed);
+	test_dir_remove(&dir);
+}
+
+Test(wal_direct, an_older_file_has_its_exact_size_before_the_next_one_is_created,
+     .description = "rotating truncates the padding off the file it leaves, so only the "
+		    "newest file can end in padding")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	bool supported = direct_io_supported(dir.path);
+	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
+	uint64_t lsn = append_records(w, 5);
+	cr_assert_eq(wal_wait_durable(w, lsn), 0);
+	uint64_t first;
+	cr_assert_eq(wal_rotate(w, &first), 0);
+	cr_assert_eq(first, 6);
+	lsn = append_records(w, 3);
+	cr_assert_eq(wal_wait_durable(w, lsn), 0);
+
+	char path[TEST_PATH_SIZE];
+	parsed_file pf;
+	wal_path(path, dir.path, 1);
+	parse_file(path, &pf); /* while the WAL is open: fails on padding */
+	cr_assert_eq(pf.record_count, 5);
+	wal_path(path, dir.path, 2);
+	uint64_t newest = file_size(path);
+	cr_assert_eq(newest % DIRECT_BLOCK == 0, supported, "the newest file is padded: %" PRIu64,
+		     newest);
+	cr_assert_eq(wal_close(w), 0);
+	parse_file(path, &pf);
+	cr_assert_eq(pf.record_count, 3);
+	test_dir_remove(&dir);
+}
+
+Test(wal_direct, without_direct_io_the_page_cache_is_used,
+     .description = "a file system that refuses O_DIRECT (after creating the file) gets the "
+		    "file removed and every file written through the page cache, exact in size")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	fault_io *f = fault_io_create();
+	fault_io_direct_unsupported(f, true);
+	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
+	uint64_t lsn = append_records(w, 10);
+	cr_assert_eq(wal_wait_durable(w, lsn), 0);
+	wal_stats st;
+	wal_get_stats(w, &st);
+	cr_assert_not(st.direct_io);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir.path, 1);
+	cr_assert_eq(file_size(path), st.bytes);
+	cr_assert_eq(dir_entry_count(dir.path), 1, "the refused open's file was removed");
+	uint64_t first;
+	cr_assert_eq(wal_rotate(w, &first), 0);
+	lsn = append_records(w, 2);
+	cr_assert_eq(wal_wait_durable(w, lsn), 0);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_eq(counts.fault_count, 1, "O_DIRECT is tried once, not for every file");
+	cr_assert_eq(wal_close(w), 0);
+	fault_io_destroy(f);
+
+	replay_log log = {0};
+	w = open_ok(NULL, dir.path, NULL, 0, &log);
+	replay_log_expect(&log, 1, 12);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&dir);
+}
+
+Test(wal_direct, short_block_writes_are_transparent,
+     .description = "direct writes cut to one block each are continued block by block; "
+		    "every record replays")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	fault_io *f = fault_io_create();
+	fault_io_short_write_set(f, DIRECT_BLOCK);
+	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
+	append_records(w, 3);
+	uint64_t lsn = 0;
+	for (int i = 0; i < 20; i++)
+		lsn = append_sized(w, 8000);
+	cr_assert_eq(wal_wait_durable(w, lsn), 0);
+	cr_assert_eq(wal_close(w), 0);
+	fault_io_counts counts;
+	fault_io_counts_get(f, &counts);
+	cr_assert_geq(counts.fault_count, 20 * 8000 / DIRECT_BLOCK - 1, "short writes happened: %" PRIu64,
+		      counts.fault_count);
+	fault_io_destroy(f);
+
+	replay_log log = {0};
+	w = open_ok(NULL, dir.path, NULL, 0, &log);
+	expect_sized_log(&log, 23, 3, 8000);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&dir);
+}
+
+Test(wal_direct, disk_full_loses_nothing_acknowledged,
+     .description = "the disk fills during direct writes: -ENOSPC is sticky, and reopen "
+		    "replays exactly the acknowledged records")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	fault_io *f = fault_io_create();
+	fault_io_path_filter_set(f, ".wal");
+	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
+	uint64_t acknowledged = append_records(w, 10);
+	cr_assert_eq(wal_wait_durable(w, acknowledged), 0);
+	fault_io_disk_limit_set(f, 3 * DIRECT_BLOCK);
+	int rc = 0;
+	for (int i = 0; i < 200 && rc == 0; i++) {
+		uint64_t lsn = append_sized(w, 1500);
+		rc = wal_wait_durable(w, lsn);
+		if (rc == 0)
+			acknowledged = lsn;
+	}
+	cr_assert_eq(rc, -ENOSPC);
+	cr_assert_gt(acknowledged, 10, "some writes fit");
+	cr_assert_eq(wal_close(w), -ENOSPC);
+	fault_io_destroy(f);
+
+	replay_log log = {0};
+	w = open_ok(NULL, dir.path, NULL, 0, &log);
+	expect_sized_log(&log, acknowledged, 10, 1500);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	char path[TEST_PATH_SIZE];
+	parsed_file pf;
+	wal_path(path, dir.path, 1);
+	parse_file(path, &pf);
+	cr_assert_eq(pf.record_count, acknowledged, "the torn record was truncated away");
 	test_dir_remove(&dir);
 }

@@ -23,11 +23,20 @@
  *    closed another thread's open may reuse the number.
  *
  * 5. Failed calls do nothing: a failed fsync does not sync, a failed pwrite
- *    or rename changes nothing on disk, a failed open creates nothing.
+ *    or rename changes nothing on disk, a failed open creates nothing
+ *    (except an O_DIRECT open refused by direct_unsupported, which creates
+ *    the file first, as Linux does).
+ *
+ * 6. Direct I/O: the kernel writes a file opened with O_DIRECT in whole
+ *    blocks, so a write cut short by a knob is cut to whole
+ *    FAULT_IO_DIRECT_BLOCK blocks (the short write knob always lets one
+ *    block through; a disk budget under one block is -ENOSPC). direct[fd]
+ *    remembers the open's O_DIRECT flag.
  */
 #include "fault_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +67,7 @@ struct fault_io {
 	int fsync_dir_error;
 	char open_fail_substring[FAULT_IO_SUBSTRING_SIZE_MAX];
 	int open_error;
+	bool direct_unsupported;
 
 	bool clock_frozen;
 	int64_t clock_now_us;
@@ -67,6 +77,7 @@ struct fault_io {
 
 	fault_io_counts counts;
 	char *paths[FAULT_IO_FD_MAX];
+	bool direct[FAULT_IO_FD_MAX];
 };
 
 static fault_io *fault_io_from(const tally_io *io)
@@ -159,9 +170,18 @@ static int fault_open(const tally_io *io, const char *path, int flags, int mode)
 		error = f->open_error;
 		f->counts.fault_count++;
 	}
+	bool refuse_direct = (flags & O_DIRECT) && f->direct_unsupported;
+	if (refuse_direct)
+		f->counts.fault_count++;
 	fault_io_unlock(f);
 	if (error != 0)
 		return -error;
+	if (refuse_direct) {
+		int created = f->inner->open(f->inner, path, flags & ~O_DIRECT, mode);
+		if (created >= 0)
+			f->inner->close(f->inner, created);
+		return created < 0 ? created : -EINVAL;
+	}
 
 	int fd = f->inner->open(f->inner, path, flags, mode);
 	if (fd < 0 || fd >= FAULT_IO_FD_MAX)
@@ -174,6 +194,7 @@ static int fault_open(const tally_io *io, const char *path, int flags, int mode)
 	fault_io_lock(f);
 	free(f->paths[fd]); /* a stale entry from an fd closed behind our back */
 	f->paths[fd] = copy;
+	f->direct[fd] = (flags & O_DIRECT) != 0;
 	fault_io_unlock(f);
 	return fd;
 }
@@ -215,11 +236,24 @@ static int64_t fault_pwrite(const tally_io *io, int fd, const void *buf, size_t 
 			fault_io_unlock(f);
 			return -error;
 		}
-		if (f->short_write_bytes_max != 0 && allowed > f->short_write_bytes_max)
+		bool direct = fd >= 0 && fd < FAULT_IO_FD_MAX && f->direct[fd];
+		if (f->short_write_bytes_max != 0 && allowed > f->short_write_bytes_max) {
 			allowed = (size_t)f->short_write_bytes_max;
+			if (direct)
+				allowed = allowed < FAULT_IO_DIRECT_BLOCK
+						  ? FAULT_IO_DIRECT_BLOCK
+						  : allowed / FAULT_IO_DIRECT_BLOCK * FAULT_IO_DIRECT_BLOCK;
+		}
 		if (f->disk_limit_on) {
 			if (allowed > f->disk_limit_remaining_bytes)
 				allowed = (size_t)f->disk_limit_remaining_bytes;
+			if (direct && allowed < size)
+				allowed = allowed / FAULT_IO_DIRECT_BLOCK * FAULT_IO_DIRECT_BLOCK;
+			if (allowed == 0) {
+				f->counts.fault_count++;
+				fault_io_unlock(f);
+				return -ENOSPC;
+			}
 			f->disk_limit_remaining_bytes -= allowed;
 			reserved = true;
 			generation = f->disk_limit_generation;
@@ -575,7 +609,16 @@ void fault_io_reset(fault_io *f)
 	f->fsync_dir_error = 0;
 	f->open_fail_substring[0] = '\0';
 	f->open_error = 0;
+	f->direct_unsupported = false;
 	f->clock_frozen = false;
 	f->random_seeded = false;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
+void fault_io_direct_unsupported(fault_io *f, bool on)
+{
+	fault_io_lock(f);
+	f->direct_unsupported = on;
 	fault_io_unlock(f);
 }

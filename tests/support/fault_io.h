@@ -13,6 +13,12 @@
  *                -ENOSPC; a write that crosses the limit writes only the part
  *                that fits (a short write) and the next call gets -ENOSPC.
  *   short write  every pwrite writes at most M bytes.
+ *   direct I/O   opens with O_DIRECT fail with -EINVAL after creating the
+ *                file, like a file system without direct I/O under Linux.
+ * On a file opened with O_DIRECT, a write cut short is cut to whole
+ * FAULT_IO_DIRECT_BLOCK blocks, as the kernel's direct I/O writes: the
+ * short write knob lets at least one block through, and a disk budget of
+ * less than a block makes the write -ENOSPC.
  *   rename       every rename fails with -error (nothing is renamed).
  *   open         opens of paths containing a substring fail with -error.
  *   fsync_dir    every directory fsync fails with -error.
@@ -93,6 +99,12 @@ void fault_io_disk_limit_clear(fault_io *f);
 
 /* Every matching pwrite writes at most bytes_max bytes (0: off). */
 void fault_io_short_write_set(fault_io *f, uint64_t bytes_max);
+
+/* While on, every open with O_DIRECT creates the file (O_CREAT) and fails
+ * with -EINVAL. Ignores the path filter. */
+void fault_io_direct_unsupported(fault_io *f, bool on);
+
+#define FAULT_IO_DIRECT_BLOCK 4096u
 
 /* Every matching rename (from or to contains the filter) fails with -error
  * (0: off). */
