@@ -88,8 +88,8 @@
  * drive it), or until appenders block for space, or close.
  *
  * Direct I/O. Files are opened with O_DIRECT where the file system takes
- * it (an EINVAL open removes the file it created and turns direct I/O off
- * for this WAL), so the WAL's bytes skip the page cache: no copy into it,
+ * it (EINVAL from the open or the header's write removes the file and
+ * turns direct I/O off for this WAL), so the WAL's bytes skip the page cache: no copy into it,
  * no write-back work, and no cache pages pushed out by a log that is read
  * only by recovery. Direct writes are whole WAL_DIRECT_BLOCK blocks at
  * block offsets from aligned memory: the writer copies each run into
@@ -434,28 +434,6 @@ static void wal_fail_locked(wal *w, int error)
 /* ---- The writer thread --------------------------------------------------- */
 
 /*
- * Creates w->path for writing, with O_DIRECT while w->direct. A file system
- * that cannot do direct I/O fails that open with EINVAL after Linux created
- * the file: it is removed, and every file from then on is written through
- * the page cache. Writer thread only. Returns the fd or -errno.
- */
-static int wal_writer_create(wal *w)
-{
-	const tally_io *io = w->io;
-	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-	if (w->direct) {
-		int fd = io->open(io, w->path, flags | O_DIRECT, 0600);
-		if (fd != -EINVAL)
-			return fd;
-		int rc = io->unlink(io, w->path);
-		if (rc && rc != -ENOENT)
-			return rc;
-		w->direct = false;
-	}
-	return io->open(io, w->path, flags, 0600);
-}
-
-/*
  * Writes w->stage[0, size) at offset of fd, both multiples of
  * WAL_DIRECT_BLOCK. Direct I/O writes whole blocks, so a short write is
  * continued after the last whole block it wrote and every request stays
@@ -474,6 +452,51 @@ static int wal_direct_write(wal *w, int fd, uint64_t size, uint64_t offset)
 		done += (uint64_t)n / WAL_DIRECT_BLOCK * WAL_DIRECT_BLOCK;
 	}
 	return 0;
+}
+
+/*
+ * Creates w->path and writes header, its first WAL_FILE_HEADER_SIZE bytes,
+ * with O_DIRECT while w->direct: as a whole block, zero-padded, that the
+ * stage keeps as the partial block the first record's write begins with.
+ * EINVAL means the file system cannot do direct I/O (from the open, which
+ * Linux fails after creating the file, or from the first write, for an
+ * alignment it does not take): the file is removed, and it and every later
+ * file are written through the page cache. *fd is the file's descriptor
+ * (-1 if none is open); on a failed write it is still open, for the caller
+ * to close. Writer thread only. 0 or -errno.
+ */
+static int wal_writer_create(wal *w, const uint8_t *header, int *fd)
+{
+	const tally_io *io = w->io;
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+	int rc;
+	if (w->direct) {
+		*fd = io->open(io, w->path, flags | O_DIRECT, 0600);
+		if (*fd >= 0) {
+			memset(w->stage, 0, WAL_DIRECT_BLOCK);
+			memcpy(w->stage, header, WAL_FILE_HEADER_SIZE);
+			rc = wal_direct_write(w, *fd, WAL_DIRECT_BLOCK, 0);
+			if (rc != -EINVAL)
+				return rc;
+			io->close(io, *fd);
+		} else if (*fd != -EINVAL) {
+			rc = *fd;
+			*fd = -1;
+			return rc;
+		}
+		*fd = -1;
+		rc = io->unlink(io, w->path);
+		if (rc && rc != -ENOENT)
+			return rc;
+		w->direct = false;
+	}
+	*fd = io->open(io, w->path, flags, 0600);
+	if (*fd < 0) {
+		rc = *fd;
+		*fd = -1;
+		return rc;
+	}
+	return tally_io_write_all(io, *fd, header, WAL_FILE_HEADER_SIZE, 0);
 }
 
 /*
@@ -556,19 +579,11 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 		return rc;
 	}
 	wal_file_path(w->path, w->dir, file_id);
-	int fd = wal_writer_create(w);
-	if (fd < 0)
-		return fd;
 	wal_file_header_encode(header, file_id, first_lsn);
-	if (w->direct) {
-		/* The header's block, zero-padded: the stage keeps it as the
-		 * partial block the first record's write begins with. */
-		memset(w->stage, 0, WAL_DIRECT_BLOCK);
-		memcpy(w->stage, header, sizeof header);
-		rc = wal_direct_write(w, fd, WAL_DIRECT_BLOCK, 0);
-	} else {
-		rc = tally_io_write_all(io, fd, header, sizeof header, 0);
-	}
+	int fd;
+	rc = wal_writer_create(w, header, &fd);
+	if (fd < 0)
+		return rc;
 	if (rc == 0) {
 		fsyncs++;
 		rc = io->fdatasync(io, fd);

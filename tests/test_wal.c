@@ -1566,14 +1566,14 @@ Test(wal_direct, an_older_file_has_its_exact_size_before_the_next_one_is_created
 	test_dir_remove(&dir);
 }
 
-Test(wal_direct, without_direct_io_the_page_cache_is_used,
-     .description = "a file system that refuses O_DIRECT (after creating the file) gets the "
-		    "file removed and every file written through the page cache, exact in size")
+/* A WAL whose O_DIRECT files the file system refuses, as refuse() sets up
+ * on f, writes through the page cache: exact sizes, no stray file, one try. */
+static void expect_page_cache_fallback(void (*refuse)(fault_io *, bool))
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
 	fault_io *f = fault_io_create();
-	fault_io_direct_unsupported(f, true);
+	refuse(f, true);
 	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
 	uint64_t lsn = append_records(w, 10);
 	cr_assert_eq(wal_wait_durable(w, lsn), 0);
@@ -1583,7 +1583,7 @@ Test(wal_direct, without_direct_io_the_page_cache_is_used,
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 1);
 	cr_assert_eq(file_size(path), st.bytes);
-	cr_assert_eq(dir_entry_count(dir.path), 1, "the refused open's file was removed");
+	cr_assert_eq(dir_entry_count(dir.path), 1, "the refused file was removed");
 	uint64_t first;
 	cr_assert_eq(wal_rotate(w, &first), 0);
 	lsn = append_records(w, 2);
@@ -1600,6 +1600,20 @@ Test(wal_direct, without_direct_io_the_page_cache_is_used,
 	cr_assert_eq(wal_close(w), 0);
 	replay_log_free(&log);
 	test_dir_remove(&dir);
+}
+
+Test(wal_direct, without_direct_io_the_page_cache_is_used,
+     .description = "a file system that refuses O_DIRECT (after creating the file) gets the "
+		    "file removed and every file written through the page cache, exact in size")
+{
+	expect_page_cache_fallback(fault_io_direct_unsupported);
+}
+
+Test(wal_direct, a_direct_write_refused_as_invalid_falls_back_to_the_page_cache,
+     .description = "a file system that opens with O_DIRECT but refuses the first direct "
+		    "write with EINVAL (an alignment it does not take) falls back the same way")
+{
+	expect_page_cache_fallback(fault_io_direct_writes_fail);
 }
 
 Test(wal_direct, short_block_writes_are_transparent,

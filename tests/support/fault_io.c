@@ -68,6 +68,7 @@ struct fault_io {
 	char open_fail_substring[FAULT_IO_SUBSTRING_SIZE_MAX];
 	int open_error;
 	bool direct_unsupported;
+	bool direct_writes_fail;
 
 	bool clock_frozen;
 	int64_t clock_now_us;
@@ -227,6 +228,12 @@ static int64_t fault_pwrite(const tally_io *io, int fd, const void *buf, size_t 
 
 	fault_io_lock(f);
 	f->counts.pwrite_count++;
+	bool direct = fd >= 0 && fd < FAULT_IO_FD_MAX && f->direct[fd];
+	if (direct && f->direct_writes_fail) {
+		f->counts.fault_count++;
+		fault_io_unlock(f);
+		return -EINVAL;
+	}
 	if (size > 0 && fault_io_fd_matches(f, fd)) {
 		int error = fault_plan_step(&f->pwrite_plan);
 		if (error == 0 && f->disk_limit_on && f->disk_limit_remaining_bytes == 0)
@@ -236,7 +243,6 @@ static int64_t fault_pwrite(const tally_io *io, int fd, const void *buf, size_t 
 			fault_io_unlock(f);
 			return -error;
 		}
-		bool direct = fd >= 0 && fd < FAULT_IO_FD_MAX && f->direct[fd];
 		if (f->short_write_bytes_max != 0 && allowed > f->short_write_bytes_max) {
 			allowed = (size_t)f->short_write_bytes_max;
 			if (direct)
@@ -610,6 +616,7 @@ void fault_io_reset(fault_io *f)
 	f->open_fail_substring[0] = '\0';
 	f->open_error = 0;
 	f->direct_unsupported = false;
+	f->direct_writes_fail = false;
 	f->clock_frozen = false;
 	f->random_seeded = false;
 	fault_io_unlock(f);
@@ -620,5 +627,13 @@ void fault_io_direct_unsupported(fault_io *f, bool on)
 {
 	fault_io_lock(f);
 	f->direct_unsupported = on;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
+void fault_io_direct_writes_fail(fault_io *f, bool on)
+{
+	fault_io_lock(f);
+	f->direct_writes_fail = on;
 	fault_io_unlock(f);
 }

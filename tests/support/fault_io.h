@@ -14,7 +14,9 @@
  *                that fits (a short write) and the next call gets -ENOSPC.
  *   short write  every pwrite writes at most M bytes.
  *   direct I/O   opens with O_DIRECT fail with -EINVAL after creating the
- *                file, like a file system without direct I/O under Linux.
+ *                file, like a file system without direct I/O under Linux;
+ *                or every write to a file opened with O_DIRECT fails with
+ *                -EINVAL, like one that wants a larger alignment.
  * On a file opened with O_DIRECT, a write cut short is cut to whole
  * FAULT_IO_DIRECT_BLOCK blocks, as the kernel's direct I/O writes: the
  * short write knob lets at least one block through, and a disk budget of
@@ -103,6 +105,10 @@ void fault_io_short_write_set(fault_io *f, uint64_t bytes_max);
 /* While on, every open with O_DIRECT creates the file (O_CREAT) and fails
  * with -EINVAL. Ignores the path filter. */
 void fault_io_direct_unsupported(fault_io *f, bool on);
+
+/* While on, every pwrite to a file opened with O_DIRECT fails with -EINVAL
+ * and writes nothing. Ignores the path filter. */
+void fault_io_direct_writes_fail(fault_io *f, bool on);
 
 #define FAULT_IO_DIRECT_BLOCK 4096u
 
