@@ -1,8 +1,9 @@
 # tally — one hand-written build for everything.
 #
 #   make            build/libtally.a, build/tally, build/tally-bench, build/tallyd
-#   make check      install missing Debian packages, build, run every test
+#   make check      install missing Debian packages, build, run every test (and make tsan)
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/); a leak fails it
+#   make tsan       the store's threads at once under ThreadSanitizer (build-tsan/, tests/tsan/)
 #   make deps       apt-get install only the packages that are missing
 #   make run        build and run tallyd in the foreground (./data, 127.0.0.1:7411)
 #   make demo       tally end to end on a temporary directory (tools/demo/demo.sh)
@@ -29,7 +30,7 @@ NET_LDLIBS  = -lprotobuf-c -ljansson -lcrypto -lmicrohttpd -linih -lcsv -lpq
 
 DEBIAN_PACKAGES = build-essential liburing-dev libzstd-dev libxxhash-dev \
                   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libjansson-dev tzdata libssl-dev \
-                  clang libclang-rt-14-dev libmicrohttpd-dev libinih-dev libcsv-dev libcurl4-openssl-dev \
+                  clang libclang-rt-14-dev libtsan2 libmicrohttpd-dev libinih-dev libcsv-dev libcurl4-openssl-dev \
                   postgresql-15 libpq-dev
 
 ENGINE_SRC  := $(sort $(wildcard engine/*.c))
@@ -54,7 +55,7 @@ BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test asan deps run demo clean fuzz fuzz-check prefetch-check
+.PHONY: all check test asan tsan deps run demo clean fuzz fuzz-check prefetch-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
      $(BUILD)/tally-bench $(BUILD)/tallyd
 
@@ -135,12 +136,25 @@ prefetch-check: tests/probe/prefetch_probe.c
 
 check: deps
 	$(MAKE) test
+	$(MAKE) tsan
 	$(MAKE) fuzz-check
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" test
+
+# Criterion's runner cannot start under ThreadSanitizer here, so the thread
+# checks are one plain program (tests/tsan/stress.c): any report fails it.
+tsan:
+	$(MAKE) BUILD=build-tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" \
+	  LDFLAGS="-fsanitize=thread" build-tsan/tests/tsan/stress
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=tests/tsan/suppressions.txt" \
+	  build-tsan/tests/tsan/stress
+
+$(BUILD)/tests/tsan/stress: $(BUILD)/tests/tsan/stress.o $(BUILD)/tests/support/events.o \
+			    $(BUILD)/libtally.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
 # make fuzz runs the target for FUZZ_SECONDS (default 600); make check runs it
@@ -199,6 +213,6 @@ demo: deps all
 	BUILD=$(BUILD) tools/demo/demo.sh
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
--include $(shell find $(BUILD) build-asan build-fuzz -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) build-asan build-tsan build-fuzz -name '*.d' 2>/dev/null)

@@ -1,0 +1,296 @@
+/*
+ * stress.c — the store's threads under ThreadSanitizer (`make tsan`).
+ *
+ * Criterion's test runner cannot start under ThreadSanitizer on this
+ * platform ("Could not initialize inheritable arena"), so this is a plain
+ * program. Built with -fsanitize=thread, it makes every thread of the
+ * engine run at once on one store:
+ *
+ *   - WRITERS threads ingest their own batches (tally_ingest) and re-send
+ *     some earlier ones (DUPLICATE expected);
+ *   - a reader thread runs aggregate queries and scans, and checks each
+ *     count against what the writers had acknowledged before the query and
+ *     submitted after it (acked_before <= count <= submitted_after: a flush
+ *     or compaction that published a moment of double-counted or missing
+ *     events fails it);
+ *   - a maintenance thread calls tally_flush and tally_compact;
+ *   - the background worker flushes (the memtable limit is small) and
+ *     compacts (compact_files_min is small), and every flush is split into
+ *     files written by several threads at once (flush_parallel_rows_min 1);
+ *   - the WAL writer thread commits groups.
+ *
+ * Then every acknowledged event must be stored exactly once
+ * (tests/support/events.h's ledger), in the open store and after a
+ * reopen. Exit status: 0 when clean, 1 on a failed check; ThreadSanitizer
+ * makes a run with a report exit with TSAN_OPTIONS' exitcode (the Makefile
+ * sets 66 and halt_on_error).
+ *
+ * STRESS_BATCHES (environment) sets the batches per writer (default 400).
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../support/events.h"
+#include "tally.h"
+
+#define WRITERS 3
+#define TENANTS 4
+#define EVENTS_PER_BATCH 16
+#define RESEND_EVERY 5             /* every 5th batch of a writer re-sends an earlier one */
+#define BATCHES_DEFAULT 400
+#define MEMTABLE_BYTES_MAX (64u << 10) /* a flush every few hundred events */
+#define SEED UINT64_C(0x7a5a11)
+
+typedef struct stress {
+	tally_store *store;
+	ev_ledger ledger; /* filled after the writers are done */
+	int64_t base_us;
+	uint32_t batches_per_writer;
+	atomic_uint_fast64_t submitted[TENANTS]; /* unique events handed to tally_ingest */
+	atomic_uint_fast64_t acked[TENANTS];     /* unique events acknowledged */
+	atomic_bool writers_done;
+	atomic_int failures;
+} stress;
+
+static void fail(stress *s, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail(stress *s, const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	fprintf(stderr, "tsan stress: ");
+	vfprintf(stderr, format, args);
+	fprintf(stderr, "\n");
+	va_end(args);
+	atomic_fetch_add(&s->failures, 1);
+}
+
+static uint32_t tenant_of(uint32_t batch)
+{
+	return batch % TENANTS;
+}
+
+/* Ingests batch `batch` and checks that every result is `expected`. */
+static void ingest_batch(stress *s, uint32_t batch, int expected)
+{
+	ev_event events[EVENTS_PER_BATCH];
+	tally_event batch_events[EVENTS_PER_BATCH];
+	tally_ingest_result results[EVENTS_PER_BATCH];
+	for (uint32_t i = 0; i < EVENTS_PER_BATCH; i++) {
+		ev_make(&events[i], SEED, s->base_us, 0, batch, i);
+		batch_events[i] = events[i].event;
+	}
+	uint32_t tenant = tenant_of(batch);
+	if (expected == TALLY_ACCEPTED)
+		atomic_fetch_add(&s->submitted[tenant], EVENTS_PER_BATCH);
+	int rc = tally_ingest(s->store, s->ledger.tenants[tenant], batch_events, EVENTS_PER_BATCH,
+			      results);
+	if (rc) {
+		fail(s, "batch %" PRIu32 ": tally_ingest: %s", batch, tally_strerror(rc));
+		return;
+	}
+	for (uint32_t i = 0; i < EVENTS_PER_BATCH; i++)
+		if (results[i].code != expected)
+			fail(s, "batch %" PRIu32 " event %" PRIu32 ": %s, expected %s", batch, i,
+			     tally_result_name(results[i].code), tally_result_name(expected));
+	if (expected == TALLY_ACCEPTED)
+		atomic_fetch_add(&s->acked[tenant], EVENTS_PER_BATCH);
+}
+
+typedef struct writer {
+	stress *s;
+	uint32_t index;
+	pthread_t thread;
+} writer;
+
+static void *writer_main(void *arg)
+{
+	writer *w = arg;
+	stress *s = w->s;
+	for (uint32_t k = 0; k < s->batches_per_writer; k++) {
+		ingest_batch(s, k * WRITERS + w->index, TALLY_ACCEPTED);
+		if (k % RESEND_EVERY == RESEND_EVERY - 1)
+			ingest_batch(s, (k / 2) * WRITERS + w->index, TALLY_DUPLICATE);
+	}
+	return NULL;
+}
+
+/* The tenant's event count by an aggregate query over the ledger's span. */
+static int query_count(stress *s, uint32_t tenant, uint64_t *count)
+{
+	tally_query q = {
+		.from_us = s->base_us - EV_LATE_SPREAD_US - TALLY_US_PER_DAY,
+		.to_us = s->base_us + TALLY_US_PER_DAY,
+		.bucket = TALLY_BUCKET_NONE,
+	};
+	tally_result *result = NULL;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = tally_query_run(s->store, s->ledger.tenants[tenant], &q, &result, errmsg);
+	if (rc) {
+		fail(s, "query of tenant %" PRIu32 ": %s (%s)", tenant, tally_strerror(rc), errmsg);
+		return rc;
+	}
+	*count = 0;
+	for (size_t i = 0; i < result->row_count; i++)
+		*count += result->rows[i].count;
+	tally_result_free(result);
+	return 0;
+}
+
+static int count_event(void *ctx, const tally_event *event)
+{
+	(void)event;
+	(*(uint64_t *)ctx)++;
+	return 0;
+}
+
+/* acked before <= what a query or a scan counts <= submitted after. */
+static void *reader_main(void *arg)
+{
+	stress *s = arg;
+	uint64_t checks = 0;
+	while (!atomic_load(&s->writers_done) && atomic_load(&s->failures) == 0) {
+		for (uint32_t t = 0; t < TENANTS; t++) {
+			uint64_t low = atomic_load(&s->acked[t]);
+			uint64_t counted = 0, scanned = 0;
+			if (query_count(s, t, &counted))
+				return NULL;
+			int rc = tally_scan(s->store, s->ledger.tenants[t], INT64_MIN, INT64_MAX,
+					    count_event, &scanned);
+			if (rc) {
+				fail(s, "scan of tenant %" PRIu32 ": %s", t, tally_strerror(rc));
+				return NULL;
+			}
+			uint64_t high = atomic_load(&s->submitted[t]);
+			if (counted < low || counted > high || scanned < low || scanned > high)
+				fail(s, "tenant %" PRIu32 ": query counted %" PRIu64 ", scan %" PRIu64
+				     ", outside [%" PRIu64 ", %" PRIu64 "]",
+				     t, counted, scanned, low, high);
+			checks++;
+		}
+		tally_stats stats;
+		if (tally_store_stats(s->store, &stats))
+			fail(s, "tally_store_stats failed");
+	}
+	printf("tsan stress: %" PRIu64 " concurrent count checks\n", checks);
+	return NULL;
+}
+
+static void *maintenance_main(void *arg)
+{
+	stress *s = arg;
+	for (uint32_t round = 0; !atomic_load(&s->writers_done); round++) {
+		int rc = round % 3 == 2 ? tally_compact(s->store) : tally_flush(s->store);
+		if (rc)
+			fail(s, "%s: %s", round % 3 == 2 ? "tally_compact" : "tally_flush",
+			     tally_strerror(rc));
+		usleep(2000);
+	}
+	return NULL;
+}
+
+static tally_store *open_store(const char *dir)
+{
+	tally_options options;
+	tally_options_default(&options);
+	options.memtable_bytes_max = MEMTABLE_BYTES_MAX;
+	options.compact_files_min = 3;
+	options.flush_threads = 3;
+	options.flush_parallel_rows_min = 1;
+	tally_store *store = NULL;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = tally_store_open(dir, &options, &store, errmsg);
+	if (rc) {
+		fprintf(stderr, "tsan stress: open %s: %s (%s)\n", dir, tally_strerror(rc), errmsg);
+		exit(1);
+	}
+	return store;
+}
+
+static int verify(stress *s, const char *when)
+{
+	ev_report report;
+	memset(&report, 0, sizeof(report));
+	int problems = ev_ledger_verify(&s->ledger, s->store, false, &report);
+	printf("tsan stress: %s: %" PRIu64 " events scanned, %d problems\n", when,
+	       report.events_scanned, problems);
+	if (problems)
+		fprintf(stderr, "%s", report.text);
+	if (report.events_scanned != ev_ledger_present_events(&s->ledger)) {
+		fprintf(stderr, "tsan stress: %s: expected %" PRIu64 " events\n", when,
+			ev_ledger_present_events(&s->ledger));
+		problems++;
+	}
+	return problems;
+}
+
+int main(void)
+{
+	static stress s;
+	const char *batches = getenv("STRESS_BATCHES");
+	s.batches_per_writer = batches ? (uint32_t)strtoul(batches, NULL, 10) : BATCHES_DEFAULT;
+	if (s.batches_per_writer < RESEND_EVERY) {
+		fprintf(stderr, "tsan stress: STRESS_BATCHES must be at least %d\n", RESEND_EVERY);
+		return 2;
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	s.base_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+	ev_ledger_init(&s.ledger, SEED, TENANTS);
+	uint32_t round = ev_ledger_round_begin(&s.ledger, s.base_us);
+
+	char dir[] = "/tmp/tally-tsan-XXXXXX";
+	if (!mkdtemp(dir)) {
+		perror("tsan stress: mkdtemp");
+		return 1;
+	}
+	s.store = open_store(dir);
+
+	writer writers[WRITERS];
+	pthread_t reader, maintenance;
+	pthread_create(&reader, NULL, reader_main, &s);
+	pthread_create(&maintenance, NULL, maintenance_main, &s);
+	for (uint32_t i = 0; i < WRITERS; i++) {
+		writers[i] = (writer){.s = &s, .index = i};
+		pthread_create(&writers[i].thread, NULL, writer_main, &writers[i]);
+	}
+	for (uint32_t i = 0; i < WRITERS; i++)
+		pthread_join(writers[i].thread, NULL);
+	atomic_store(&s.writers_done, true);
+	pthread_join(reader, NULL);
+	pthread_join(maintenance, NULL);
+
+	uint32_t batch_total = s.batches_per_writer * WRITERS;
+	for (uint32_t b = 0; b < batch_total; b++)
+		ev_ledger_put(&s.ledger, round, b, tenant_of(b), EVENTS_PER_BATCH, EV_ACKED);
+	int problems = atomic_load(&s.failures);
+	problems += verify(&s, "open store");
+	tally_stats stats;
+	if (tally_store_stats(s.store, &stats) == 0)
+		printf("tsan stress: %" PRIu64 " flushes, %" PRIu64 " compactions\n",
+		       stats.flush_count, stats.compaction_count);
+	int rc = tally_store_close(s.store);
+	if (rc) {
+		fprintf(stderr, "tsan stress: close: %s\n", tally_strerror(rc));
+		problems++;
+	}
+	s.store = open_store(dir);
+	problems += verify(&s, "after reopen");
+	tally_store_close(s.store);
+	ev_ledger_free(&s.ledger);
+
+	char command[sizeof(dir) + 16];
+	snprintf(command, sizeof(command), "rm -rf %s", dir);
+	if (system(command) != 0)
+		fprintf(stderr, "tsan stress: could not remove %s\n", dir);
+	printf("tsan stress: %s\n", problems ? "FAILED" : "clean");
+	return problems ? 1 : 0;
+}
