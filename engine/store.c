@@ -3052,6 +3052,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	wal_get_stats(s->wal, &ws);
 	out->wal_file_count = ws.file_count;
 	out->wal_bytes = ws.bytes;
+	out->wal_direct_io = ws.direct_io;
 	out->durable_lsn = ws.durable_lsn;
 	out->wal_fsync_count = ws.commit_fsync_count;
 	out->wal_fsync_us_total = ws.commit_fsync_us_total;

@@ -347,6 +347,9 @@ typedef struct tally_stats {
 	uint64_t segment_bytes;
 	uint64_t wal_file_count;
 	uint64_t wal_bytes;
+	bool wal_direct_io;            /* the WAL writes its newest file with O_DIRECT; false before
+					* its first file, or where the file system refuses direct
+					* I/O (then it writes through the page cache) */
 	uint64_t dedup_entries;        /* ids in the lateness horizon */
 	uint64_t dedup_bytes;          /* RAM held by the fingerprint index */
 	uint64_t durable_lsn;

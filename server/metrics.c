@@ -166,6 +166,9 @@ static const gauge_spec gauge_specs[] = {
 	{"tally_store_readonly", "1 when the store refuses writes after a failed write or fsync (restart to recover), "
 				 "else 0.",
 	 GAUGE(store_readonly)},
+	{"tally_wal_direct_io", "1 when the write-ahead log writes its files with O_DIRECT, 0 when through the "
+				"page cache (the file system refused direct I/O, or no WAL file yet).",
+	 GAUGE(wal_direct_io)},
 };
 
 /* Counters the engine keeps, read through the gauge callback. */

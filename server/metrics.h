@@ -93,6 +93,7 @@ typedef struct metrics_gauges {
 	int64_t fsync_hist_bounds_storage[METRICS_FSYNC_BUCKETS_MAX];
 	/* From tally_stats as well: */
 	uint64_t store_readonly;   /* 1 when the store refuses writes (sticky_error set), else 0 */
+	uint64_t wal_direct_io;    /* 1 when the WAL writes with O_DIRECT (tally_stats.wal_direct_io) */
 	uint64_t flush_count;      /* memtable flushes since the store opened */
 	uint64_t compaction_count; /* compactions since the store opened */
 	uint64_t ingest_calls;        /* engine ingest calls since the store opened */

@@ -819,6 +819,7 @@ static void gauges(void *ctx, metrics_gauges *g)
 	g->fsync_hist_bounds_us = bounds;
 	g->fsync_hist_buckets = TALLY_FSYNC_HIST_BUCKETS;
 	g->store_readonly = st.sticky_error != 0;
+	g->wal_direct_io = st.wal_direct_io;
 	g->flush_count = st.flush_count;
 	g->compaction_count = st.compaction_count;
 	g->ingest_calls = st.ingest_calls;

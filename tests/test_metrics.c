@@ -364,6 +364,7 @@ static void fill_gauges(void *ctx, metrics_gauges *g)
 	g->durable_lsn = UINT64_C(1) << 40;
 	g->pending_bytes = 23;
 	g->store_readonly = 1;
+	g->wal_direct_io = 1;
 	g->flush_count = 24;
 	g->compaction_count = 25;
 	g->ingest_calls = 27;
@@ -407,6 +408,7 @@ Test(metrics, gauges_come_from_the_callback)
 		{"tally_dedup_bytes", 21},     {"tally_durable_lsn", UINT64_C(1) << 40},
 		{"tally_query_cache_bytes", 26},
 		{"tally_pending_bytes", 23},   {"tally_store_readonly", 1},
+		{"tally_wal_direct_io", 1},
 		{"tally_flushes_total", 24},   {"tally_compactions_total", 25},
 		{"tally_ingest_calls_total", 27},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.0001\"}", 3},
@@ -532,10 +534,10 @@ Test(metrics, exposition_is_well_formed)
 	}
 	for (int i = 0; i < family_count; i++)
 		cr_expect_neq(types[i][0], '\0', "%s has no TYPE", families[i]);
-	/* 10 counter families, errors, 4 histograms, 15 gauges, 3 engine
+	/* 10 counter families, errors, 4 histograms, 16 gauges, 3 engine
 	 * counters, 2 engine counters in seconds, the fsync histogram,
 	 * resident memory, HTTP errors. */
-	cr_expect_eq(family_count, 10 + 1 + 4 + 15 + 3 + 2 + 1 + 1 + 1);
+	cr_expect_eq(family_count, 10 + 1 + 4 + 16 + 3 + 2 + 1 + 1 + 1);
 	free(r.body);
 	metrics_close(m);
 }

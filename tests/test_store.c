@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <limits.h>
@@ -370,6 +371,38 @@ Test(store, open_removes_more_than_a_batch_of_debris_files)
 	cr_expect_eq(access(path, F_OK), 0, "the live segment file is still there");
 	collected c = scan_all(s, "acme");
 	cr_expect_eq(c.count, 1);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+Test(store, stats_say_whether_the_wal_writes_with_direct_io,
+     .description = "tally_stats.wal_direct_io: false before the first WAL file, then true where "
+		    "the file system takes O_DIRECT; false where it refuses it")
+{
+	char probe[300];
+	snprintf(probe, sizeof(probe), "%s/direct-probe", dir);
+	int fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0600);
+	bool supported = fd >= 0;
+	if (fd >= 0)
+		close(fd);
+	unlink(probe);
+
+	tally_store *s = open_store(0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_not(st.wal_direct_io, "no WAL file yet");
+	tally_event e = make_event("d1", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.wal_direct_io, supported);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	fault_io_direct_unsupported(fio, true);
+	s = open_store(0);
+	e = make_event("d2", NOW_US - MINUTE_US, 2);
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_not(st.wal_direct_io, "the file system refused O_DIRECT");
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
