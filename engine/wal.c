@@ -89,9 +89,9 @@
  *
  * Direct I/O. Files are opened with O_DIRECT where the file system takes
  * it (EINVAL from the open or the header's write removes the file and
- * turns direct I/O off for this WAL), so the WAL's bytes skip the page cache: no copy into it,
- * no write-back work, and no cache pages pushed out by a log that is read
- * only by recovery. Direct writes are whole WAL_DIRECT_BLOCK blocks at
+ * turns direct I/O off for this WAL), so the WAL's bytes skip the page
+ * cache: no copy into it, no write-back work, and no cache pages pushed
+ * out by a log that is read only by recovery. Direct writes are whole WAL_DIRECT_BLOCK blocks at
  * block offsets from aligned memory: the writer copies each run into
  * `stage` after the bytes of the partial block it continues (kept at the
  * stage's start), zero-pads to the block's end and writes from that
