@@ -3,7 +3,7 @@
 #   make            build/libtally.a, build/tally, build/tally-bench, build/tallyd
 #   make check      install missing Debian packages, build, run every test (and make tsan)
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/); a leak fails it
-#   make tsan       the store's threads at once under ThreadSanitizer (build-tsan/, tests/tsan/)
+#   make tsan       the store's and tallyd's threads at once under ThreadSanitizer (build-tsan/, tests/tsan/)
 #   make deps       apt-get install only the packages that are missing
 #   make run        build and run tallyd in the foreground (./data, 127.0.0.1:7411)
 #   make demo       tally end to end on a temporary directory (tools/demo/demo.sh)
@@ -145,19 +145,27 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" test
 
 # Criterion's runner cannot start under ThreadSanitizer here, so the thread
-# checks are one plain program (tests/tsan/stress.c): any report fails it.
-# setarch -R runs it without address randomisation: gcc 12's TSan cannot map
-# its shadow memory on kernels that randomise with more bits (it aborts with
-# "unexpected memory mapping").
+# checks are plain programs (tests/tsan/: the store, and an in-process
+# tallyd): any report fails them. setarch -R runs them without address
+# randomisation: gcc 12's TSan cannot map its shadow memory on kernels that
+# randomise with more bits (it aborts with "unexpected memory mapping").
+TSAN_RUN = TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=tests/tsan/suppressions.txt" \
+	   setarch $$(uname -m) -R
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" \
-	  LDFLAGS="-fsanitize=thread" build-tsan/tests/tsan/stress
-	TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=tests/tsan/suppressions.txt" \
-	  setarch $$(uname -m) -R build-tsan/tests/tsan/stress
+	  LDFLAGS="-fsanitize=thread" build-tsan/tests/tsan/stress build-tsan/tests/tsan/server_stress
+	$(TSAN_RUN) build-tsan/tests/tsan/stress
+	$(TSAN_RUN) build-tsan/tests/tsan/server_stress
 
 $(BUILD)/tests/tsan/stress: $(BUILD)/tests/tsan/stress.o $(BUILD)/tests/support/events.o \
 			    $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/tsan/server_stress: $(BUILD)/tests/tsan/server_stress.o $(BUILD)/libtallyserver.a \
+				   $(BUILD)/libtallytools.a $(BUILD)/libtallyproto.a $(BUILD)/libtally.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(NET_LDLIBS)
+
+$(BUILD)/tests/tsan/server_stress.o: $(BUILD)/proto/tally.pb-c.h
 
 # ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
 # make fuzz runs the target for FUZZ_SECONDS (default 600); make check runs it

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "../support/events.h"
+#include "stress_fail.h"
 #include "tally.h"
 
 #define WRITERS 3
@@ -60,18 +61,7 @@ typedef struct stress {
 	atomic_int failures;
 } stress;
 
-static void fail(stress *s, const char *format, ...) __attribute__((format(printf, 2, 3)));
-
-static void fail(stress *s, const char *format, ...)
-{
-	va_list args;
-	va_start(args, format);
-	fprintf(stderr, "tsan stress: ");
-	vfprintf(stderr, format, args);
-	fprintf(stderr, "\n");
-	va_end(args);
-	atomic_fetch_add(&s->failures, 1);
-}
+#define fail(s, ...) stress_fail(&(s)->failures, "tsan stress", __VA_ARGS__)
 
 static uint32_t tenant_of(uint32_t batch)
 {
