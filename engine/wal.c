@@ -103,7 +103,8 @@
  * Back-pressure: an append blocks while the pending buffer is non-empty and
  * the record would take it past buffer_bytes_max (a record larger than the
  * limit is accepted into an empty buffer). Memory is thus bounded by about
- * 2 x (buffer_bytes_max + the largest record): pending plus writing.
+ * 2 x (buffer_bytes_max + the largest record): pending plus writing, and
+ * the direct I/O stage's WAL_DIRECT_STAGE_BYTES.
  *
  * Threads and locks — who holds what:
  *   mutex       guards pending, last_lsn, durable_lsn, error, closing,
