@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "calibrate.h"
 #include "common.h"
 #include "engine_bench.h"
 #include "ingest.h"
@@ -92,6 +93,7 @@ static int disk_usage(const char *path)
 /* ---- Results ----------------------------------------------------------------- */
 
 typedef struct figures {
+	bench_machine machine;
 	/* workload */
 	double generate_s;
 	bench_ingest_figures ingest;
@@ -152,6 +154,8 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       " active), seed %" PRIu64 "\n",
 	       w->event_count, w->unique_count, w->resend_count, w->late_count, o->tenant_count,
 	       w->active_tenant_count, o->seed);
+	printf("  machine: DRAM latency %.1f ns (a dependent random walk), XXH3 %.2f GB/s (not timed)\n",
+	       f->machine.dram_latency_ns, f->machine.xxh3_gb_per_s);
 	printf("  workload generated in %.2f s (not timed); %" PRIu64 " batches in %" PRIu64
 	       " windows of %" PRIu32 " events, %.1f events/batch\n",
 	       f->generate_s, w->batch_count, w->window_count, o->window_events,
@@ -254,6 +258,10 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "inflight_batches", json_integer(o->inflight_batches));
 	bad |= bench_json_put(root, "group_batches", json_integer(o->group_batches));
 	bad |= bench_json_put(root, "batches", json_integer((json_int_t)w->batch_count));
+	bad |= bench_json_put(root, "machine_dram_latency_ns",
+			      json_real(bench_round(f->machine.dram_latency_ns, 1)));
+	bad |= bench_json_put(root, "machine_xxh3_gb_per_s",
+			      json_real(bench_round(f->machine.xxh3_gb_per_s, 2)));
 	bad |= bench_json_put(root, "generate_s", json_real(bench_round(f->generate_s, 3)));
 	bad |= bench_json_put(root, "ingest_s", json_real(bench_round(f->ingest.ingest_s, 6)));
 	bad |= bench_json_put(root, "events_per_s", json_integer((json_int_t)llround(f->ingest.events_per_s)));
@@ -346,6 +354,11 @@ int bench_engine_run(const bench_engine_options *o)
 		.window_events = o->window_events,
 		.end_us = bench_wall_clock_us(),
 	};
+	fprintf(stderr, "tally-bench: measuring the machine...\n");
+	if ((rc = bench_calibrate(&f.machine))) {
+		fprintf(stderr, "tally-bench: cannot measure the machine: %s\n", strerror(-rc));
+		return 1;
+	}
 	fprintf(stderr, "tally-bench: generating %" PRIu64 " events for %" PRIu32 " tenants (seed %" PRIu64 ")...\n",
 		o->event_count, o->tenant_count, o->seed);
 	int64_t t0 = bench_clock_ns();
