@@ -9,7 +9,6 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <limits.h>
@@ -22,6 +21,7 @@
 
 #include "support/fault_io.h"
 #include "support/rng.h"
+#include "support/test_dir.h"
 #include "support/threads.h"
 #include "tally.h"
 #include "tally_limits.h"
@@ -378,13 +378,7 @@ Test(store, stats_say_whether_the_wal_writes_with_direct_io,
      .description = "tally_stats.wal_direct_io: false before the first WAL file, then true where "
 		    "the file system takes O_DIRECT; false where it refuses it")
 {
-	char probe[300];
-	snprintf(probe, sizeof(probe), "%s/direct-probe", dir);
-	int fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0600);
-	bool supported = fd >= 0;
-	if (fd >= 0)
-		close(fd);
-	unlink(probe);
+	bool supported = test_dir_direct_io_supported(dir);
 
 	tally_store *s = open_store(0);
 	tally_stats st;

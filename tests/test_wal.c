@@ -51,18 +51,6 @@ static uint64_t block_round_up(uint64_t size)
 	return (size + DIRECT_BLOCK - 1) / DIRECT_BLOCK * DIRECT_BLOCK;
 }
 
-/* Whether the file system of dir takes O_DIRECT opens. */
-static bool direct_io_supported(const char *dir)
-{
-	char path[TEST_PATH_SIZE];
-	snprintf(path, sizeof path, "%s/direct-probe", dir);
-	int fd = open(path, O_WRONLY | O_CREAT | O_DIRECT, 0600);
-	if (fd >= 0)
-		close(fd);
-	unlink(path);
-	return fd >= 0;
-}
-
 static int file_exists(const char *path)
 {
 	struct stat st;
@@ -352,6 +340,17 @@ static void problem_collect(void *ctx, const char *message)
 		snprintf(p->first, sizeof p->first, "%s", message);
 	snprintf(p->last, sizeof p->last, "%s", message);
 	p->count++;
+}
+
+/* Reopens the WAL in dir with the real io and checks that it replays
+ * exactly the deterministic records 1..last; closes it. */
+static void expect_reopen_replays(const char *dir, uint64_t last)
+{
+	replay_log log = {0};
+	wal *w = open_ok(NULL, dir, NULL, 0, &log);
+	replay_log_expect(&log, 1, last);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
 }
 
 /* Writes `count` deterministic records into a fresh WAL in dir, closed. */
@@ -1402,11 +1401,7 @@ Test(wal_faults, short_writes_are_transparent,
 	cr_assert_gt(counts.fault_count, 1000, "short writes really happened");
 	fault_io_destroy(f);
 
-	replay_log log = {0};
-	w = open_ok(NULL, dir.path, NULL, 0, &log);
-	replay_log_expect(&log, 1, 150);
-	cr_assert_eq(wal_close(w), 0);
-	replay_log_free(&log);
+	expect_reopen_replays(dir.path, 150);
 	problems p = {0};
 	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 0);
 	test_dir_remove(&dir);
@@ -1485,11 +1480,7 @@ Test(wal_faults, failed_file_creation_or_directory_fsync_fails_the_wal,
 	cr_assert_eq(wal_close(w), -EIO);
 	fault_io_destroy(f);
 
-	replay_log log = {0};
-	w = open_ok(NULL, dir.path, NULL, 0, &log);
-	replay_log_expect(&log, 1, 3);
-	cr_assert_eq(wal_close(w), 0);
-	replay_log_free(&log);
+	expect_reopen_replays(dir.path, 3);
 	test_dir_remove(&dir);
 }
 
@@ -1503,7 +1494,7 @@ Test(wal_direct, writes_whole_blocks_and_a_crash_leaves_a_torn_tail,
 	test_dir dir, crashed;
 	test_dir_make(&dir, "wal");
 	test_dir_make(&crashed, "wal");
-	bool supported = direct_io_supported(dir.path);
+	bool supported = test_dir_direct_io_supported(dir.path);
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	uint64_t lsn = append_records(w, 40);
 	cr_assert_eq(wal_wait_durable(w, lsn), 0);
@@ -1541,7 +1532,7 @@ Test(wal_direct, an_older_file_has_its_exact_size_before_the_next_one_is_created
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
-	bool supported = direct_io_supported(dir.path);
+	bool supported = test_dir_direct_io_supported(dir.path);
 	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
 	uint64_t lsn = append_records(w, 5);
 	cr_assert_eq(wal_wait_durable(w, lsn), 0);
@@ -1594,11 +1585,7 @@ static void expect_page_cache_fallback(void (*refuse)(fault_io *, bool))
 	cr_assert_eq(wal_close(w), 0);
 	fault_io_destroy(f);
 
-	replay_log log = {0};
-	w = open_ok(NULL, dir.path, NULL, 0, &log);
-	replay_log_expect(&log, 1, 12);
-	cr_assert_eq(wal_close(w), 0);
-	replay_log_free(&log);
+	expect_reopen_replays(dir.path, 12);
 	test_dir_remove(&dir);
 }
 

@@ -3,6 +3,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,18 @@ static int unlink_entry(void *ctx, const char *name)
 	snprintf(path, sizeof path, "%s/%s", (const char *)ctx, name);
 	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
 	return 0;
+}
+
+bool test_dir_direct_io_supported(const char *path)
+{
+	char probe[4200];
+	snprintf(probe, sizeof probe, "%s/direct-probe", path);
+	int fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0600);
+	if (fd >= 0) {
+		close(fd);
+		unlink(probe);
+	}
+	return fd >= 0;
 }
 
 void test_dir_remove(test_dir *dir)
