@@ -384,12 +384,14 @@ int bench_engine_run(const bench_engine_options *o)
 	if (bench_ingest_run(&ingest_options, &w, store, &f.ingest))
 		goto out;
 
+	fprintf(stderr, "tally-bench: flushing...\n");
 	t0 = bench_clock_ns();
 	if ((rc = tally_flush(store))) {
 		bench_engine_failed("tally_flush", rc, store, NULL);
 		goto out;
 	}
 	f.flush_ms = bench_ms_between(t0, bench_clock_ns());
+	fprintf(stderr, "tally-bench: compacting...\n");
 	t0 = bench_clock_ns();
 	if ((rc = tally_compact(store))) {
 		bench_engine_failed("tally_compact", rc, store, NULL);
