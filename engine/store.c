@@ -40,8 +40,9 @@
  *    under the lock, every active memtable becomes frozen and the WAL is
  *    rotated; the first LSN of the new WAL file is the flush boundary. Once
  *    the WAL is durable up to the boundary, the frozen memtables are written
- *    to one new segment file (no lock held: frozen memtables are immutable),
- *    then under the lock the manifest is replaced with the new file and
+ *    to new segment files (no lock held: frozen memtables are immutable;
+ *    one file, or one per thread when many rows: file_part), then under
+ *    the lock the manifest is replaced with the new file and
  *    wal_replay_lsn = boundary, and the frozen memtables are dropped. WAL
  *    files before the boundary are removed after that. A crash at any point
  *    leaves either the old manifest (WAL still has every event) or the new
@@ -49,10 +50,11 @@
  *
  * 5. Compaction merges segment files tenant by tenant, so the segments of
  *    one tenant and day in its inputs become a single segment: every live
- *    file for tally_compact, a size-tiered choice for the background worker
- *    (compaction_inputs). The output takes the newest file id and goes last
- *    in the catalog; it is published the same way; inputs are unlinked after
- *    the manifest no longer names them. Flush and compaction are serialised
+ *    file for tally_compact, a size-tiered choice of runs for the
+ *    background worker (compaction_inputs). The outputs (one file, or for
+ *    tally_compact split as a flush's are) take the newest file ids and go
+ *    last in the catalog; they are published the same way; inputs are unlinked after the manifest no
+ *    longer names them. Flush and compaction are serialised
  *    by store->maintenance.
  *
  * 6. Failure. A failed WAL write or fsync, or a failed manifest write,
@@ -1617,302 +1619,6 @@ static uint32_t *watched_copy(tally_store *s, uint32_t *count)
 	return ids;
 }
 
-/*
- * One file of a flush: the frozen memtables of tenants[0, count) written
- * to segment file file_id, then opened (f). Runs on its own thread, or on
- * the flushing one; touches nothing shared but the frozen memtables
- * (immutable) and the io table.
- */
-typedef struct flush_part {
-	tally_store *s;
-	tenant **tenants;
-	uint32_t count;
-	uint64_t file_id;
-	segment_file *f;
-	int rc;
-	char errmsg[TALLY_ERRMSG_SIZE];
-	pthread_t thread;
-	int started;
-} flush_part;
-
-static void flush_part_write(flush_part *p)
-{
-	tally_store *s = p->s;
-	segment_writer *w;
-	int rc = segment_writer_open(s->io, s->segment_dir, p->file_id, s->options.zstd_level, &w,
-				     p->errmsg);
-	if (rc) {
-		p->rc = rc;
-		return;
-	}
-	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
-	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
-	for (uint32_t i = 0; i < p->count && !rc; i++) {
-		tenant *t = p->tenants[i];
-		rows view;
-		strdict dict[DIM_COUNT];
-		memset(dict, 0, sizeof(dict));
-		if (!(rc = memtable_split(t->frozen, &view, dict))) {
-			rc = add_tenant_section(s, w, t->id, t->name, &view, dict, &rollup_buffers);
-			memtable_split_free(&view, dict);
-		}
-	}
-	rollup_scratch_free(&rollup_buffers);
-	if (rc) {
-		snprintf(p->errmsg, sizeof(p->errmsg), "write segment file %016" PRIx64 ": %s",
-			 p->file_id, tally_strerror(rc));
-		segment_writer_abort(w);
-		p->rc = rc;
-		return;
-	}
-	uint64_t size;
-	if ((rc = segment_writer_finish(w, &size, p->errmsg))) {
-		p->rc = rc;
-		return;
-	}
-	p->rc = segment_file_open(s->io, s->segment_dir, p->file_id, &p->f, p->errmsg);
-}
-
-static void *flush_part_main(void *arg)
-{
-	flush_part_write(arg);
-	return NULL;
-}
-
-/* A failed flush: the files its parts wrote, which no manifest names,
- * closed and removed (a failure to remove leaves debris that open
- * removes). */
-static void flush_parts_discard(tally_store *s, flush_part *parts, uint32_t count)
-{
-	int any = 0;
-	for (uint32_t j = 0; j < count; j++) {
-		if (!parts[j].f)
-			continue;
-		char path[SEGMENT_PATH_SIZE_MAX];
-		snprintf(path, sizeof(path), "%s", parts[j].f->path);
-		segment_file_close(parts[j].f);
-		parts[j].f = NULL;
-		s->io->unlink(s->io, path);
-		any = 1;
-	}
-	if (any)
-		s->io->fsync_dir(s->io, s->segment_dir);
-}
-
-/* How many files a flush of row_count rows of `tenants` tenants writes at
- * once: one below the flush_parallel_rows_min option (0:
- * FLUSH_PARALLEL_ROWS_MIN), else the flush_threads option (0: one per
- * online CPU), at most FLUSH_FILES_MAX and the tenant count. */
-static uint32_t flush_part_count(const tally_store *s, uint64_t row_count, uint32_t tenants)
-{
-	uint64_t rows_min = s->options.flush_parallel_rows_min ? s->options.flush_parallel_rows_min
-							       : FLUSH_PARALLEL_ROWS_MIN;
-	if (row_count < rows_min || tenants < 2)
-		return 1;
-	uint32_t n = s->options.flush_threads;
-	if (!n) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		n = cpus > 1 ? (uint32_t)cpus : 1;
-	}
-	if (n > FLUSH_FILES_MAX)
-		n = FLUSH_FILES_MAX;
-	return n < tenants ? n : tenants;
-}
-
-static int flush_locked_maintenance(tally_store *s, int *retried)
-{
-	int rc;
-	pthread_mutex_lock(&s->lock);
-	*retried = s->frozen;
-	if (s->sticky) {
-		rc = s->sticky;
-		pthread_mutex_unlock(&s->lock);
-		return rc;
-	}
-	if (!s->frozen) {
-		int any = 0;
-		for (uint32_t i = 0; i < s->tenant_count; i++) {
-			tenant *t = s->tenants[i];
-			if (t->active && t->active->rows.count) {
-				t->frozen = t->active;
-				t->active = NULL;
-				any = 1;
-			}
-		}
-		if (!any) {
-			pthread_mutex_unlock(&s->lock);
-			return 0;
-		}
-		if ((rc = wal_rotate(s->wal, &s->flush_boundary_lsn))) {
-			set_sticky(s, rc);
-			pthread_mutex_unlock(&s->lock);
-			return rc;
-		}
-		/* Every record appended so far has LSN < the boundary and its
-		 * marks made (same lock hold as its append): this copy is the
-		 * change map of exactly the events being frozen and those
-		 * already in segments, what the manifest may claim once it
-		 * says wal_replay_lsn = boundary. */
-		change_map_copy(&s->changes_frozen, &s->changes);
-		s->frozen = 1;
-		s->frozen_bytes = s->active_bytes;
-		s->active_bytes = 0;
-	}
-	uint64_t boundary = s->flush_boundary_lsn;
-	/* Tenant structs never move, but the array of them may be reallocated
-	 * by an ingest: take the frozen ones while the lock is held. */
-	uint32_t frozen_count = 0;
-	uint64_t frozen_rows = 0;
-	tenant **frozen = malloc(sizeof(*frozen) * (s->tenant_count + 1));
-	for (uint32_t i = 0; frozen && i < s->tenant_count; i++)
-		if (s->tenants[i]->frozen) {
-			frozen[frozen_count++] = s->tenants[i];
-			frozen_rows += s->tenants[i]->frozen->rows.count;
-		}
-	uint32_t part_count = flush_part_count(s, frozen_rows, frozen_count);
-	uint64_t first_file_id = s->manifest.next_file_id;
-	s->manifest.next_file_id += part_count;
-	pthread_mutex_unlock(&s->lock);
-	if (!frozen)
-		return -ENOMEM;
-
-	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1))) {
-		free(frozen);
-		return rc;
-	}
-	/* The parts: consecutive runs of frozen[] with about equal rows, each
-	 * written to a file of its own, part 0 by this thread and the others
-	 * by a thread each. */
-	flush_part parts[FLUSH_FILES_MAX];
-	memset(parts, 0, sizeof(parts));
-	uint64_t rows_done = 0;
-	for (uint32_t j = 0, i = 0; j < part_count; j++) {
-		parts[j] = (flush_part){.s = s, .tenants = frozen + i, .file_id = first_file_id + j};
-		uint64_t target = frozen_rows * (j + 1) / part_count;
-		uint32_t keep = part_count - 1 - j; /* a tenant at least for each later part */
-		while (i + keep < frozen_count && (!parts[j].count || !keep || rows_done < target)) {
-			rows_done += frozen[i++]->frozen->rows.count;
-			parts[j].count++;
-		}
-	}
-	for (uint32_t j = 1; j < part_count; j++) {
-		parts[j].started = pthread_create(&parts[j].thread, NULL, flush_part_main, &parts[j]) == 0;
-		if (parts[j].started) {
-			char name[16];
-			snprintf(name, sizeof(name), "tally-flush-%u", j);
-			pthread_setname_np(parts[j].thread, name);
-		}
-	}
-	flush_part_write(&parts[0]);
-	for (uint32_t j = 1; j < part_count; j++) {
-		if (parts[j].started)
-			pthread_join(parts[j].thread, NULL);
-		else
-			flush_part_write(&parts[j]); /* no thread: this one writes it too */
-	}
-	rc = 0;
-	for (uint32_t j = 0; j < part_count && !rc; j++)
-		if ((rc = parts[j].rc))
-			snprintf(errmsg, sizeof(errmsg), "%s", parts[j].errmsg);
-	if (rc) {
-		flush_parts_discard(s, parts, part_count);
-		goto fail;
-	}
-
-	/* Publish: the manifest image under the lock (the catalog plus the
-	 * new files, WAL replay from the boundary, the frozen change map),
-	 * written without it, then the catalog swapped under it. Until then
-	 * readers see the old files plus the frozen memtables, which hold the
-	 * same events: never both, never neither. */
-	pthread_mutex_lock(&s->lock);
-	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + part_count));
-	if (files)
-		s->files = files; /* room for the new files; the catalog itself is unchanged */
-	uint8_t *image = NULL;
-	size_t image_size = 0;
-	/* The frozen memtables, once out of the catalog, are freed without
-	 * the lock: room for them now, before anything is written. */
-	memtable **dropped = malloc(sizeof(*dropped) * (frozen_count + 1));
-	if (!files || !dropped) {
-		rc = -ENOMEM;
-	} else {
-		for (uint32_t j = 0; j < part_count; j++)
-			s->files[s->file_count + j] = parts[j].f;
-		rc = manifest_image_locked(s, s->files, s->file_count + part_count, boundary,
-					   &s->changes_frozen, &image, &image_size);
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (rc) {
-		free(image);
-		free(dropped);
-		flush_parts_discard(s, parts, part_count);
-		goto fail;
-	}
-	rc = manifest_write_encoded(s->io, s->dir, image, image_size, errmsg);
-	free(image);
-	pthread_mutex_lock(&s->lock);
-	if (rc) {
-		/* Whether the rename reached the disk is unknown: stop writes
-		 * (a reopen reads whichever manifest is there; both are whole). */
-		for (uint32_t j = 0; j < part_count; j++)
-			segment_file_close(parts[j].f);
-		set_sticky(s, rc);
-		pthread_mutex_unlock(&s->lock);
-		free(dropped);
-		free(frozen);
-		record_failure(s, "flush", errmsg, rc);
-		return rc;
-	}
-	s->manifest.generation++;
-	for (uint32_t j = 0; j < part_count; j++)
-		s->files[s->file_count++] = parts[j].f;
-	s->manifest.wal_replay_lsn = boundary;
-	change_map_swap(&s->manifest.changes, &s->changes_frozen);
-	/* The frozen memtables leave the catalog (frozen[] lists their
-	 * tenants) and are freed below, without the lock. */
-	for (uint32_t i = 0; i < frozen_count; i++) {
-		dropped[i] = frozen[i]->frozen;
-		frozen[i]->frozen = NULL;
-	}
-	s->frozen = 0;
-	s->frozen_bytes = 0;
-	s->flush_count++;
-	pthread_cond_broadcast(&s->flushed);
-	uint32_t warm_count = 0;
-	uint32_t *warm = watched_copy(s, &warm_count);
-	pthread_mutex_unlock(&s->lock);
-	for (uint32_t i = 0; i < frozen_count; i++) {
-		if (dropped[i]) {
-			memtable_free(dropped[i]);
-			free(dropped[i]);
-		}
-	}
-	free(dropped);
-	free(frozen);
-	for (uint32_t j = 0; j < part_count; j++)
-		query_cache_warm(s, parts[j].f, warm, warm_count);
-	free(warm);
-	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
-		record_failure(s, "retire WAL files after a flush", NULL, rc);
-	return 0;
-fail:
-	free(frozen);
-	record_failure(s, "flush", errmsg, rc);
-	return rc;
-}
-
-int tally_flush(tally_store *s)
-{
-	pthread_mutex_lock(&s->maintenance);
-	int retried;
-	int rc = flush_locked_maintenance(s, &retried);
-	if (!rc && retried) /* the retry wrote the old frozen set; now the rest */
-		rc = flush_locked_maintenance(s, &retried);
-	pthread_mutex_unlock(&s->maintenance);
-	return rc;
-}
-
 /* A tenant's rows gathered from several segment files, with per-dimension
  * dictionaries: the input of a compaction's segment writer. */
 typedef struct gathered {
@@ -1984,32 +1690,420 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
 	return rc;
 }
 
-static int file_size_compare(const void *a, const void *b)
+/*
+ * One output file of a flush or a compaction: the rows of tenants[0, count)
+ * written to segment file file_id, then opened (f). A flush's part reads
+ * each tenant's frozen memtable (immutable); a compaction's part gathers
+ * each tenant's sections from the input files. Runs on a thread of its own
+ * or on the calling one, and touches nothing shared but those, the tenants'
+ * names and ids (fixed) and the io table.
+ */
+typedef struct file_part {
+	tally_store *s;
+	tenant **tenants;
+	uint32_t count;
+	segment_file **inputs; /* a compaction's input files, in id order; NULL for a flush */
+	uint32_t input_count;
+	uint64_t file_id;
+	segment_file *f;
+	int rc;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	pthread_t thread;
+	int started;
+} file_part;
+
+/* Adds tenant t's rows, from p's frozen memtable or input files, to w. */
+static int part_add_tenant(file_part *p, segment_writer *w, tenant *t, rows *scratch,
+			   rollup_scratch *buffers)
 {
-	const segment_file *x = *(segment_file *const *)a, *y = *(segment_file *const *)b;
+	int rc = 0;
+	if (!p->inputs) {
+		rows view;
+		strdict dict[DIM_COUNT];
+		memset(dict, 0, sizeof(dict));
+		if (!(rc = memtable_split(t->frozen, &view, dict))) {
+			rc = add_tenant_section(p->s, w, t->id, t->name, &view, dict, buffers);
+			memtable_split_free(&view, dict);
+		}
+		return rc;
+	}
+	gathered m;
+	memset(&m, 0, sizeof(m));
+	for (uint32_t fi = 0; fi < p->input_count && !rc; fi++) {
+		int64_t ti = segment_file_find_tenant(p->inputs[fi], t->id);
+		if (ti >= 0)
+			rc = gather_tenant(p->inputs[fi], (uint32_t)ti, &m, scratch, p->errmsg);
+	}
+	if (!rc && m.rows.count)
+		rc = add_tenant_section(p->s, w, t->id, t->name, &m.rows, m.dict, buffers);
+	rows_free(&m.rows);
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&m.dict[d]);
+	return rc;
+}
+
+static void file_part_write(file_part *p)
+{
+	tally_store *s = p->s;
+	segment_writer *w;
+	int rc = segment_writer_open(s->io, s->segment_dir, p->file_id, s->options.zstd_level, &w,
+				     p->errmsg);
+	if (rc) {
+		p->rc = rc;
+		return;
+	}
+	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
+	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
+	rows scratch = {0}; /* a compaction's decoded row group */
+	for (uint32_t i = 0; i < p->count && !rc; i++)
+		rc = part_add_tenant(p, w, p->tenants[i], &scratch, &rollup_buffers);
+	rollup_scratch_free(&rollup_buffers);
+	rows_free(&scratch);
+	if (rc) {
+		if (!p->errmsg[0]) /* a gather's message names the input and the place */
+			snprintf(p->errmsg, sizeof(p->errmsg), "write segment file %016" PRIx64 ": %s",
+				 p->file_id, tally_strerror(rc));
+		segment_writer_abort(w);
+		p->rc = rc;
+		return;
+	}
+	uint64_t size;
+	if ((rc = segment_writer_finish(w, &size, p->errmsg))) {
+		p->rc = rc;
+		return;
+	}
+	p->rc = segment_file_open(s->io, s->segment_dir, p->file_id, &p->f, p->errmsg);
+}
+
+static void *file_part_main(void *arg)
+{
+	file_part_write(arg);
+	return NULL;
+}
+
+/* Failed parts: the files they wrote, which no manifest names, closed and
+ * removed (a failure to remove leaves debris that open removes). */
+static void file_parts_discard(tally_store *s, file_part *parts, uint32_t count)
+{
+	int any = 0;
+	for (uint32_t j = 0; j < count; j++) {
+		if (!parts[j].f)
+			continue;
+		char path[SEGMENT_PATH_SIZE_MAX];
+		snprintf(path, sizeof(path), "%s", parts[j].f->path);
+		segment_file_close(parts[j].f);
+		parts[j].f = NULL;
+		s->io->unlink(s->io, path);
+		any = 1;
+	}
+	if (any)
+		s->io->fsync_dir(s->io, s->segment_dir);
+}
+
+/* How many files a flush or compaction of row_count rows of `tenants`
+ * tenants writes at once: one below the flush_parallel_rows_min option (0:
+ * FLUSH_PARALLEL_ROWS_MIN), else the flush_threads option (0: one per
+ * online CPU), at most FLUSH_FILES_MAX and the tenant count. */
+static uint32_t file_part_count(const tally_store *s, uint64_t row_count, uint32_t tenants)
+{
+	uint64_t rows_min = s->options.flush_parallel_rows_min ? s->options.flush_parallel_rows_min
+							       : FLUSH_PARALLEL_ROWS_MIN;
+	if (row_count < rows_min || tenants < 2)
+		return 1;
+	uint32_t n = s->options.flush_threads;
+	if (!n) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 1 ? (uint32_t)cpus : 1;
+	}
+	if (n > FLUSH_FILES_MAX)
+		n = FLUSH_FILES_MAX;
+	return n < tenants ? n : tenants;
+}
+
+/* Cuts list[0, count) into part_count <= count runs of consecutive tenants
+ * with about equal rows (row_counts[i] of list[i], total in all), at least one
+ * tenant each. */
+static void file_parts_cut(file_part *parts, uint32_t part_count, tenant **list,
+			   const uint64_t *row_counts, uint32_t count, uint64_t total)
+{
+	uint64_t rows_done = 0;
+	for (uint32_t j = 0, i = 0; j < part_count; j++) {
+		parts[j].tenants = list + i;
+		parts[j].count = 0;
+		uint64_t target = total * (j + 1) / part_count;
+		uint32_t keep = part_count - 1 - j; /* a tenant at least for each later part */
+		while (i + keep < count && (!parts[j].count || !keep || rows_done < target)) {
+			rows_done += row_counts[i++];
+			parts[j].count++;
+		}
+	}
+}
+
+/* Writes parts[0, count): part 0 on this thread, the others on a thread
+ * each named `name`-<j> (or on this one, when a thread cannot start). 0,
+ * or the first failing part's error with its message in errmsg; the files
+ * of every part that succeeded are then still open in parts[j].f. */
+static int file_parts_write(file_part *parts, uint32_t count, const char *name, char *errmsg)
+{
+	for (uint32_t j = 1; j < count; j++) {
+		parts[j].started = pthread_create(&parts[j].thread, NULL, file_part_main, &parts[j]) == 0;
+		if (parts[j].started) {
+			char thread_name[16];
+			snprintf(thread_name, sizeof(thread_name), "%s-%u", name, j);
+			pthread_setname_np(parts[j].thread, thread_name); /* a debugging aid */
+		}
+	}
+	file_part_write(&parts[0]);
+	for (uint32_t j = 1; j < count; j++) {
+		if (parts[j].started)
+			pthread_join(parts[j].thread, NULL);
+		else
+			file_part_write(&parts[j]); /* no thread: this one writes it too */
+	}
+	for (uint32_t j = 0; j < count; j++)
+		if (parts[j].rc) {
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s", parts[j].errmsg);
+			return parts[j].rc;
+		}
+	return 0;
+}
+
+static int flush_locked_maintenance(tally_store *s, int *retried)
+{
+	int rc;
+	pthread_mutex_lock(&s->lock);
+	*retried = s->frozen;
+	if (s->sticky) {
+		rc = s->sticky;
+		pthread_mutex_unlock(&s->lock);
+		return rc;
+	}
+	if (!s->frozen) {
+		int any = 0;
+		for (uint32_t i = 0; i < s->tenant_count; i++) {
+			tenant *t = s->tenants[i];
+			if (t->active && t->active->rows.count) {
+				t->frozen = t->active;
+				t->active = NULL;
+				any = 1;
+			}
+		}
+		if (!any) {
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
+		if ((rc = wal_rotate(s->wal, &s->flush_boundary_lsn))) {
+			set_sticky(s, rc);
+			pthread_mutex_unlock(&s->lock);
+			return rc;
+		}
+		/* Every record appended so far has LSN < the boundary and its
+		 * marks made (same lock hold as its append): this copy is the
+		 * change map of exactly the events being frozen and those
+		 * already in segments, what the manifest may claim once it
+		 * says wal_replay_lsn = boundary. */
+		change_map_copy(&s->changes_frozen, &s->changes);
+		s->frozen = 1;
+		s->frozen_bytes = s->active_bytes;
+		s->active_bytes = 0;
+	}
+	uint64_t boundary = s->flush_boundary_lsn;
+	/* Tenant structs never move, but the array of them may be reallocated
+	 * by an ingest: take the frozen ones while the lock is held. */
+	uint32_t frozen_count = 0;
+	uint64_t frozen_rows = 0;
+	tenant **frozen = malloc(sizeof(*frozen) * (s->tenant_count + 1));
+	uint64_t *row_counts = malloc(sizeof(*row_counts) * (s->tenant_count + 1));
+	for (uint32_t i = 0; frozen && row_counts && i < s->tenant_count; i++)
+		if (s->tenants[i]->frozen) {
+			row_counts[frozen_count] = s->tenants[i]->frozen->rows.count;
+			frozen[frozen_count++] = s->tenants[i];
+			frozen_rows += s->tenants[i]->frozen->rows.count;
+		}
+	uint32_t part_count = file_part_count(s, frozen_rows, frozen_count);
+	uint64_t first_file_id = s->manifest.next_file_id;
+	s->manifest.next_file_id += part_count;
+	pthread_mutex_unlock(&s->lock);
+	if (!frozen || !row_counts) {
+		free(frozen);
+		free(row_counts);
+		return -ENOMEM;
+	}
+
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1))) {
+		free(frozen);
+		free(row_counts);
+		return rc;
+	}
+	/* The parts: consecutive runs of frozen[] with about equal rows, each
+	 * written to a file of its own, part 0 by this thread and the others
+	 * by a thread each. */
+	file_part parts[FLUSH_FILES_MAX];
+	memset(parts, 0, sizeof(parts));
+	for (uint32_t j = 0; j < part_count; j++)
+		parts[j] = (file_part){.s = s, .file_id = first_file_id + j};
+	file_parts_cut(parts, part_count, frozen, row_counts, frozen_count, frozen_rows);
+	free(row_counts);
+	if ((rc = file_parts_write(parts, part_count, "tally-flush", errmsg))) {
+		file_parts_discard(s, parts, part_count);
+		goto fail;
+	}
+
+	/* Publish: the manifest image under the lock (the catalog plus the
+	 * new files, WAL replay from the boundary, the frozen change map),
+	 * written without it, then the catalog swapped under it. Until then
+	 * readers see the old files plus the frozen memtables, which hold the
+	 * same events: never both, never neither. */
+	pthread_mutex_lock(&s->lock);
+	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + part_count));
+	if (files)
+		s->files = files; /* room for the new files; the catalog itself is unchanged */
+	uint8_t *image = NULL;
+	size_t image_size = 0;
+	/* The frozen memtables, once out of the catalog, are freed without
+	 * the lock: room for them now, before anything is written. */
+	memtable **dropped = malloc(sizeof(*dropped) * (frozen_count + 1));
+	if (!files || !dropped) {
+		rc = -ENOMEM;
+	} else {
+		for (uint32_t j = 0; j < part_count; j++)
+			s->files[s->file_count + j] = parts[j].f;
+		rc = manifest_image_locked(s, s->files, s->file_count + part_count, boundary,
+					   &s->changes_frozen, &image, &image_size);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (rc) {
+		free(image);
+		free(dropped);
+		file_parts_discard(s, parts, part_count);
+		goto fail;
+	}
+	rc = manifest_write_encoded(s->io, s->dir, image, image_size, errmsg);
+	free(image);
+	pthread_mutex_lock(&s->lock);
+	if (rc) {
+		/* Whether the rename reached the disk is unknown: stop writes
+		 * (a reopen reads whichever manifest is there; both are whole). */
+		for (uint32_t j = 0; j < part_count; j++)
+			segment_file_close(parts[j].f);
+		set_sticky(s, rc);
+		pthread_mutex_unlock(&s->lock);
+		free(dropped);
+		free(frozen);
+		record_failure(s, "flush", errmsg, rc);
+		return rc;
+	}
+	s->manifest.generation++;
+	for (uint32_t j = 0; j < part_count; j++)
+		s->files[s->file_count++] = parts[j].f;
+	s->manifest.wal_replay_lsn = boundary;
+	change_map_swap(&s->manifest.changes, &s->changes_frozen);
+	/* The frozen memtables leave the catalog (frozen[] lists their
+	 * tenants) and are freed below, without the lock. */
+	for (uint32_t i = 0; i < frozen_count; i++) {
+		dropped[i] = frozen[i]->frozen;
+		frozen[i]->frozen = NULL;
+	}
+	s->frozen = 0;
+	s->frozen_bytes = 0;
+	s->flush_count++;
+	pthread_cond_broadcast(&s->flushed);
+	uint32_t warm_count = 0;
+	uint32_t *warm = watched_copy(s, &warm_count);
+	pthread_mutex_unlock(&s->lock);
+	for (uint32_t i = 0; i < frozen_count; i++) {
+		if (dropped[i]) {
+			memtable_free(dropped[i]);
+			free(dropped[i]);
+		}
+	}
+	free(dropped);
+	free(frozen);
+	for (uint32_t j = 0; j < part_count; j++)
+		query_cache_warm(s, parts[j].f, warm, warm_count);
+	free(warm);
+	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
+		record_failure(s, "retire WAL files after a flush", NULL, rc);
+	return 0;
+fail:
+	free(frozen);
+	record_failure(s, "flush", errmsg, rc);
+	return rc;
+}
+
+int tally_flush(tally_store *s)
+{
+	pthread_mutex_lock(&s->maintenance);
+	int retried;
+	int rc = flush_locked_maintenance(s, &retried);
+	if (!rc && retried) /* the retry wrote the old frozen set; now the rest */
+		rc = flush_locked_maintenance(s, &retried);
+	pthread_mutex_unlock(&s->maintenance);
+	return rc;
+}
+
+/* Whether file b was written right after file a by the same flush or
+ * compaction: the next file id, and tenants all after a's (the parts of
+ * one are cut from one tenant list in id order). */
+static int same_run(const segment_file *a, const segment_file *b)
+{
+	return b->file_id == a->file_id + 1 && a->tenant_count && b->tenant_count &&
+	       b->tenants[0].tenant_id > a->tenants[a->tenant_count - 1].tenant_id;
+}
+
+/* Files [first, first + count) of the catalog, written together. */
+typedef struct file_run {
+	uint32_t first;
+	uint32_t count;
+	uint64_t size;
+} file_run;
+
+static int run_size_compare(const void *a, const void *b)
+{
+	const file_run *x = a, *y = b;
 	if (x->size != y->size)
 		return x->size < y->size ? -1 : 1;
-	return x->file_id < y->file_id ? -1 : x->file_id > y->file_id;
+	return x->first < y->first ? -1 : x->first > y->first;
 }
 
 /*
  * Chooses the inputs of a compaction into inputs[] (caller holds the lock)
- * and returns how many. `all`: every live file. Otherwise size-tiered: the
- * smallest files, taking the next bigger one while it is no more than twice
- * the size of those taken so far, so a big, already compacted file is only
- * rewritten once enough new data has gathered beside it (write
- * amplification stays logarithmic).
+ * and returns how many. `all`: every live file. Otherwise size-tiered over
+ * runs, the files one flush or compaction wrote together (see
+ * file_part_count: their tenants are disjoint, so merging one run alone
+ * would only rewrite it): the smallest runs, taking the next bigger one
+ * while it is no more than twice the size of those taken so far, so a big,
+ * already compacted run is only rewritten once enough new data has
+ * gathered beside it (write amplification stays logarithmic); 0 when
+ * fewer than two runs qualify.
  */
 static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs)
 {
-	memcpy(inputs, s->files, sizeof(*inputs) * s->file_count);
-	if (all)
+	if (all) {
+		memcpy(inputs, s->files, sizeof(*inputs) * s->file_count);
 		return s->file_count;
-	qsort(inputs, s->file_count, sizeof(*inputs), file_size_compare);
-	uint64_t taken = inputs[0]->size;
-	uint32_t count = 1;
-	while (count < s->file_count && inputs[count]->size <= 2 * taken)
-		taken += inputs[count++]->size;
+	}
+	file_run *runs = malloc(sizeof(*runs) * (s->file_count + 1));
+	if (!runs)
+		return 0; /* compaction is an optimisation: try again at the next tick */
+	uint32_t run_count = 0;
+	for (uint32_t i = 0; i < s->file_count; i++) {
+		if (!i || !same_run(s->files[i - 1], s->files[i]))
+			runs[run_count++] = (file_run){i, 0, 0};
+		runs[run_count - 1].count++;
+		runs[run_count - 1].size += s->files[i]->size;
+	}
+	qsort(runs, run_count, sizeof(*runs), run_size_compare);
+	uint64_t taken = run_count ? runs[0].size : 0;
+	uint32_t taken_runs = 1;
+	while (taken_runs < run_count && runs[taken_runs].size <= 2 * taken)
+		taken += runs[taken_runs++].size;
+	uint32_t count = 0;
+	for (uint32_t r = 0; r < taken_runs && run_count >= 2 && taken_runs >= 2; r++)
+		for (uint32_t i = 0; i < runs[r].count; i++)
+			inputs[count++] = s->files[runs[r].first + i];
+	free(runs);
 	return count;
 }
 
@@ -2040,7 +2134,6 @@ static int compact_locked_maintenance(tally_store *s, int all)
 			inputs[j] = inputs[j - 1];
 			inputs[j - 1] = tmp;
 		}
-	uint64_t file_id = s->manifest.next_file_id++;
 	uint32_t tenant_count = s->tenant_count;
 	/* The tenant array may be reallocated by an ingest: keep the pointers
 	 * (tenant structs never move) taken under the lock. */
@@ -2048,54 +2141,68 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	if (tenants)
 		memcpy(tenants, s->tenants, sizeof(*tenants) * tenant_count);
 	pthread_mutex_unlock(&s->lock);
-	if (!tenants) {
+	uint64_t *row_counts = malloc(sizeof(*row_counts) * (tenant_count + 1));
+	if (!tenants || !row_counts) {
 		free(inputs);
+		free(tenants);
+		free(row_counts);
 		return -ENOMEM;
 	}
+	/* The tenants with rows in the inputs (tenants[] keeps them, in id
+	 * order) and their rows, read from the inputs' footers: the parts
+	 * are cut from them as a flush's are from its frozen memtables. */
+	uint32_t listed = 0;
+	uint64_t input_rows = 0;
+	for (uint32_t tid = 0; tid < tenant_count; tid++) {
+		uint64_t n = 0;
+		for (uint32_t fi = 0; fi < input_count; fi++) {
+			int64_t ti = segment_file_find_tenant(inputs[fi], tid);
+			if (ti < 0)
+				continue;
+			const seg_tenant *st = &inputs[fi]->tenants[ti];
+			for (uint32_t g = 0; g < st->rowgroup_count; g++)
+				n += inputs[fi]->rowgroups[st->first_rowgroup + g].rows;
+		}
+		if (n) {
+			row_counts[listed] = n;
+			tenants[listed++] = tenants[tid];
+			input_rows += n;
+		}
+	}
+	/* tally_compact, which its caller waits for, splits as a flush does;
+	 * the background worker's compactions, niced beside ingest where the
+	 * CPU is what bounds it, write one file (a second thread there cost
+	 * sustained ingest about 3%: docs/benchmarks.md, twenty-fourth
+	 * measurement). */
+	uint32_t part_count = all ? file_part_count(s, input_rows, listed) : 1;
+	pthread_mutex_lock(&s->lock);
+	uint64_t first_file_id = s->manifest.next_file_id;
+	s->manifest.next_file_id += part_count;
+	pthread_mutex_unlock(&s->lock);
 
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	segment_writer *w = NULL;
-	rows scratch = {0};
-	segment_file *f = NULL;
-	if ((rc = segment_writer_open(s->io, s->segment_dir, file_id, s->options.zstd_level, &w,
-				      errmsg)))
-		goto fail;
-	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
-	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
-	for (uint32_t tid = 0; tid < tenant_count && !rc; tid++) {
-		gathered m;
-		memset(&m, 0, sizeof(m));
-		for (uint32_t fi = 0; fi < input_count && !rc; fi++) {
-			int64_t ti = segment_file_find_tenant(inputs[fi], tid);
-			if (ti >= 0)
-				rc = gather_tenant(inputs[fi], (uint32_t)ti, &m, &scratch, errmsg);
-		}
-		if (!rc && m.rows.count)
-			rc = add_tenant_section(s, w, tid, tenants[tid]->name, &m.rows, m.dict,
-						&rollup_buffers);
-		rows_free(&m.rows);
-		for (int d = 0; d < DIM_COUNT; d++)
-			strdict_free(&m.dict[d]);
-	}
-	rollup_scratch_free(&rollup_buffers);
-	if (rc) {
-		segment_writer_abort(w);
+	file_part parts[FLUSH_FILES_MAX];
+	memset(parts, 0, sizeof(parts));
+	for (uint32_t j = 0; j < part_count; j++)
+		parts[j] = (file_part){.s = s, .inputs = inputs, .input_count = input_count,
+				       .file_id = first_file_id + j};
+	file_parts_cut(parts, part_count, tenants, row_counts, listed, input_rows);
+	free(row_counts);
+	if ((rc = file_parts_write(parts, part_count, "tally-compact", errmsg))) {
+		file_parts_discard(s, parts, part_count);
 		goto fail;
 	}
-	uint64_t size;
-	if ((rc = segment_writer_finish(w, &size, errmsg)) ||
-	    (rc = segment_file_open(s->io, s->segment_dir, file_id, &f, errmsg)))
-		goto fail;
 
 	pthread_mutex_lock(&s->lock);
 	/* Only compaction removes files, and it holds maintenance: every input
-	 * is still live. The output has the newest id, so it goes last and the
-	 * catalog (and the manifest) stay in ascending id order. */
+	 * is still live. The outputs have the newest ids, so they go last and
+	 * the catalog (and the manifest) stay in ascending id order. */
 	segment_file **old = s->files;
-	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + 1));
+	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + part_count));
 	if (!files) {
 		pthread_mutex_unlock(&s->lock);
 		rc = -ENOMEM;
+		file_parts_discard(s, parts, part_count);
 		goto fail;
 	}
 	uint32_t kept = 0;
@@ -2106,14 +2213,15 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		if (!is_input)
 			files[kept++] = old[i];
 	}
-	files[kept] = f;
+	for (uint32_t j = 0; j < part_count; j++)
+		files[kept + j] = parts[j].f;
 	/* The manifest naming the new set is written without the lock (as a
 	 * flush's: manifest_image_locked); readers keep the inputs until the
 	 * swap below. */
 	uint8_t *image = NULL;
 	size_t image_size = 0;
-	rc = manifest_image_locked(s, files, kept + 1, s->manifest.wal_replay_lsn, NULL, &image,
-				   &image_size);
+	rc = manifest_image_locked(s, files, kept + part_count, s->manifest.wal_replay_lsn, NULL,
+				   &image, &image_size);
 	pthread_mutex_unlock(&s->lock);
 	int written = !rc;
 	if (written)
@@ -2122,18 +2230,23 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	pthread_mutex_lock(&s->lock);
 	if (rc) {
 		/* Whether the rename reached the disk is unknown: stop writes
-		 * (both manifests are whole; the inputs and f both exist). */
+		 * (both manifests are whole; the inputs and the outputs all
+		 * exist). Not written: no manifest names the outputs. */
 		if (written)
 			set_sticky(s, rc);
 		free(files);
 		pthread_mutex_unlock(&s->lock);
-		segment_file_close(f);
-		f = NULL;
+		if (written) {
+			for (uint32_t j = 0; j < part_count; j++)
+				segment_file_close(parts[j].f);
+		} else {
+			file_parts_discard(s, parts, part_count);
+		}
 		goto fail;
 	}
 	s->manifest.generation++;
 	s->files = files;
-	s->file_count = kept + 1;
+	s->file_count = kept + part_count;
 	free(old);
 	for (uint32_t i = 0; i < input_count; i++) {
 		query_cache_forget_file(s, inputs[i]->file_id);
@@ -2148,7 +2261,8 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	uint32_t warm_count = 0;
 	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
-	query_cache_warm(s, f, warm, warm_count);
+	for (uint32_t j = 0; j < part_count; j++)
+		query_cache_warm(s, parts[j].f, warm, warm_count);
 	free(warm);
 	for (uint32_t i = 0; i < input_count; i++) {
 		if (!inputs[i])
@@ -2159,16 +2273,12 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		s->io->unlink(s->io, path);
 	}
 	s->io->fsync_dir(s->io, s->segment_dir);
-	rows_free(&scratch);
 	free(inputs);
 	free(tenants);
 	return 0;
 fail:
-	rows_free(&scratch);
 	free(inputs);
 	free(tenants);
-	if (f)
-		segment_file_close(f);
 	record_failure(s, "compaction", errmsg, rc);
 	return rc;
 }

@@ -137,12 +137,13 @@ typedef struct tally_options {
 	uint32_t group_commit_window_us; /* extra wait to gather a group; default 0 */
 	int zstd_level;                  /* default 3 */
 	uint32_t compact_files_min;      /* compact when this many small segment files are live; default 8 */
-	uint32_t flush_threads;          /* a flush of at least flush_parallel_rows_min rows splits
-					  * its tenants into this many segment files, written at
-					  * once on a thread each (at most 4, and the tenant
-					  * count); 0, the default: the online CPUs */
-	uint64_t flush_parallel_rows_min; /* a smaller flush writes one file; 0, the default:
-					   * FLUSH_PARALLEL_ROWS_MIN (200,000) */
+	uint32_t flush_threads;          /* a flush or compaction of at least
+					  * flush_parallel_rows_min rows splits its tenants into
+					  * this many segment files, written at once on a thread
+					  * each (at most 4, and the tenant count); 0, the
+					  * default: the online CPUs */
+	uint64_t flush_parallel_rows_min; /* a smaller flush or compaction writes one file; 0,
+					   * the default: FLUSH_PARALLEL_ROWS_MIN (200,000) */
 	bool background;                 /* run the background worker (flush, compaction); default true */
 	int64_t minute_pages_retention_us; /* minute rollup pages kept this long; default 48 hours
 					    * (hour and day pages are kept as long as the raw events) */
@@ -333,8 +334,9 @@ int tally_scan(tally_store *store, const char *tenant, int64_t from_us,
  * covered. Synchronous. */
 int tally_flush(tally_store *store);
 
-/* Merges the live segment files (same tenant and day segments become one).
- * Synchronous. */
+/* Merges the live segment files (same tenant and day segments become one),
+ * into several files written at once when they hold many rows (see
+ * flush_threads). Synchronous. */
 int tally_compact(tally_store *store);
 
 typedef struct tally_stats {

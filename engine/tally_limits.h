@@ -28,8 +28,8 @@ enum dim {
 #define DEDUP_LOAD_PERCENT_MAX 85u           /* grow the fingerprint table past this load */
 #define DEDUP_DAY_CANDIDATES_MAX 16u         /* fingerprint matches examined per id */
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
-#define FLUSH_FILES_MAX 4u                   /* segment files one flush writes at once, a thread each */
-#define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush of fewer rows writes one file */
+#define FLUSH_FILES_MAX 4u                   /* segment files one flush or compaction writes at once, a thread each */
+#define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush or compaction of fewer rows writes one file */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
 #define BACKGROUND_NICE 10                   /* the flush and compaction thread's nice, above the process's */
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */

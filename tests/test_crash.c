@@ -5,7 +5,8 @@
  * Description: each round forks a child that opens the store (public API
  * only; memtable_bytes_max 256 KiB — 64 KiB in some directories — and
  * compact_files_min 3, background worker on, so flushes and compactions run
- * all the time; in half the directories every flush is split into two or
+ * all the time; in half the directories every flush, and a tally_compact
+ * the child calls every CRASH_COMPACT_EVERY batches, is split into two or
  * three files written by as many threads) and ingests batches from 1 to 3 threads: 1..400 new events
  * for one of 2-4 tenants, plus up to ~100 extras (re-sent duplicates of
  * events acknowledged earlier, in this round or an earlier round on the same
@@ -77,6 +78,7 @@
 #define CRASH_MEMTABLE_BYTES_MAX (256u << 10)
 #define CRASH_MEMTABLE_BYTES_MAX_SMALL (64u << 10)
 #define CRASH_COMPACT_FILES_MIN 3
+#define CRASH_COMPACT_EVERY 40 /* batches between a split-flush child's tally_compact calls */
 #define CRASH_WAL_FILE_BYTES_MAX_SMALL (128u << 10)
 #define CRASH_SHORT_WRITE_BYTES 512
 #define CRASH_MESSAGE_TEXT_SIZE 112
@@ -331,6 +333,17 @@ static void *child_worker(void *arg)
 		pthread_mutex_unlock(&c->mutex);
 		child_send(c, CRASH_ACK, c->round, batch, 0, NULL);
 
+		if (c->setup.flush_threads && (batch + 1) % CRASH_COMPACT_EVERY == 0) {
+			/* tally_compact splits its output as the flush does (the
+			 * worker's compactions write one file): kills land between
+			 * its parts' writes and the manifest write too. */
+			int rc = tally_compact(c->store);
+			if (rc) {
+				char text[CRASH_MESSAGE_TEXT_SIZE];
+				snprintf(text, sizeof(text), "tally_compact: %s", tally_store_errmsg(c->store));
+				child_fail(c, batch, rc, text);
+			}
+		}
 		if (c->reopen_every && (batch + 1) % c->reopen_every == 0) {
 			/* Single-threaded only: nobody else uses the store. */
 			int rc = tally_store_close(c->store);
@@ -602,9 +615,11 @@ static void crash_rounds(bool power, int rounds, const char *name)
 			/* A third of the directories are written 512 bytes per pwrite, so
 			 * kills land inside records, segment files and manifests. */
 			setup.short_write_bytes = (d >> 24) % 3 == 0 ? CRASH_SHORT_WRITE_BYTES : 0;
-			/* Half split every flush into files written by two or
-			 * three threads, so kills land between their writes and
-			 * the one manifest write that publishes them all. */
+			/* Half split every flush, and the tally_compact their child
+			 * calls every CRASH_COMPACT_EVERY batches, into files
+			 * written by two or three threads, so kills land between
+			 * their writes and the one manifest write that publishes
+			 * them all. */
 			setup.flush_threads = (d >> 32) % 2 == 0 ? 2 + (uint32_t)((d >> 33) % 2) : 0;
 			totals.fresh_dirs++;
 		}

@@ -734,6 +734,162 @@ Test(store, a_failed_part_of_a_big_flush_loses_nothing_and_leaves_no_file)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* A compaction past FLUSH_PARALLEL_ROWS_MIN input rows splits its tenants
+ * into flush_threads files written at once, as a flush does: two flushes
+ * of two files each become two files, every event in exactly one of them,
+ * before and after a reopen, and every id still a duplicate. */
+/* A store of two big flushes of two files each: every big tenant's
+ * events twice over, ids "b..." and "c...". */
+static tally_store *big_two_flushes(void)
+{
+	tally_store *s = open_store_flush_threads(2);
+	big_ingest(s, "b");
+	cr_assert_eq(tally_flush(s), 0);
+	big_ingest(s, "c");
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(segment_files_on_disk(), 4);
+	return s;
+}
+
+Test(store, a_big_compaction_writes_one_file_per_thread_and_every_event_once)
+{
+	tally_store *s = big_two_flushes();
+	tally_stats st;
+	cr_assert_eq(tally_compact(s), 0, "%s", tally_store_errmsg(s));
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 2, "two files: %" PRIu64, st.segment_file_count);
+	cr_expect_eq(st.compaction_count, 1);
+	cr_expect_eq(segment_files_on_disk(), 2, "the inputs are gone");
+	big_expect_counts(s, 2, "after the compaction");
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+
+	s = open_store_flush_threads(2);
+	big_expect_counts(s, 2, "after reopen");
+	const char *prefixes[2] = {"b", "c"};
+	for (uint32_t t = 0; t < BIG_TENANTS; t++)
+		for (int p = 0; p < 2; p++) {
+			char tenant[16], id[24];
+			snprintf(tenant, sizeof(tenant), "big%u", t);
+			snprintf(id, sizeof(id), "%s%u-%u", prefixes[p], t, 17u);
+			tally_event e = make_event(id, NOW_US - MINUTE_US * (1 + 17 % 3000), 17);
+			tally_ingest_result r;
+			cr_assert_eq(tally_ingest(s, tenant, &e, 1, &r), 0);
+			cr_expect_eq(r.code, TALLY_DUPLICATE, "tenant %u id %s", t, id);
+		}
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* One part of a big compaction cannot write: the compaction fails, the
+ * file the other part wrote is removed, the inputs stay live and whole. */
+Test(store, a_failed_part_of_a_big_compaction_loses_nothing_and_leaves_no_file)
+{
+	tally_store *s = big_two_flushes();
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_pwrite_fail_nth(fio, 2, ENOSPC); /* one part fails, the other writes its file */
+	cr_expect_neq(tally_compact(s), 0, "the compaction fails");
+	fault_io_path_filter_set(fio, "/no-such-file/"); /* the knob now matches nothing */
+	cr_expect_eq(segment_files_on_disk(), 4, "only the inputs are left");
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 4);
+	cr_expect_eq(st.compaction_count, 0);
+	cr_expect_eq(st.sticky_error, 0, "a failed compaction before the manifest leaves writes on");
+	big_expect_counts(s, 2, "after the failed compaction");
+	cr_assert_eq(tally_compact(s), 0, "%s", tally_store_errmsg(s));
+	big_expect_counts(s, 2, "after the compaction");
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(segment_files_on_disk(), 2);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+}
+
+/* The background worker's size-tiered compaction merges runs, the files
+ * one flush or compaction wrote together, never the files of one run
+ * alone: their tenants are disjoint, so that would rewrite them for
+ * nothing. Every flush is split in two here (flush_parallel_rows_min 1),
+ * and 2 live files are enough to compact; the worker's own compactions
+ * write one file. */
+static tally_store *open_store_runs(void)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = true;
+	o.flush_threads = 2;
+	o.flush_parallel_rows_min = 1;
+	o.compact_files_min = 2;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, err);
+	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
+	return s;
+}
+
+static void runs_ingest(tally_store *s, const char *prefix)
+{
+	for (int t = 0; t < 4; t++) {
+		char tenant[16], ids[10][24];
+		tally_event e[10];
+		tally_ingest_result r[10];
+		snprintf(tenant, sizeof(tenant), "run%d", t);
+		for (int i = 0; i < 10; i++) {
+			snprintf(ids[i], sizeof(ids[i]), "%s%d-%d", prefix, t, i);
+			e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + i), (uint64_t)i);
+		}
+		cr_assert_eq(tally_ingest(s, tenant, e, 10, r), 0);
+		for (int i = 0; i < 10; i++)
+			cr_assert_eq(r[i].code, TALLY_ACCEPTED);
+	}
+}
+
+static tally_stats runs_stats_after_ticks(tally_store *s, unsigned ticks)
+{
+	usleep(ticks * BACKGROUND_TICK_MS * 1000);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	return st;
+}
+
+/* Ingests and flushes a run of two files, then waits (50 ticks at most)
+ * for the worker's compaction count to pass `compactions`; the stats. */
+static tally_stats runs_flush_and_wait(tally_store *s, const char *prefix, uint64_t compactions)
+{
+	runs_ingest(s, prefix);
+	cr_assert_eq(tally_flush(s), 0);
+	tally_stats st = runs_stats_after_ticks(s, 1);
+	for (int i = 0; i < 50 && st.compaction_count == compactions; i++)
+		st = runs_stats_after_ticks(s, 1);
+	return st;
+}
+
+Test(store, tiered_compaction_merges_runs_not_the_files_of_one)
+{
+	tally_store *s = open_store_runs();
+	runs_ingest(s, "a");
+	cr_assert_eq(tally_flush(s), 0);
+	tally_stats st = runs_stats_after_ticks(s, 4);
+	cr_expect_eq(st.segment_file_count, 2, "one flush, two files");
+	cr_expect_eq(st.compaction_count, 0, "one run alone is not compacted");
+	st = runs_flush_and_wait(s, "b", 0);
+	cr_expect_eq(st.compaction_count, 1, "two runs are merged");
+	st = runs_stats_after_ticks(s, 4);
+	cr_expect_eq(st.segment_file_count, 1, "the worker's compaction writes one file");
+	st = runs_flush_and_wait(s, "c", 1);
+	cr_expect_eq(st.compaction_count, 2, "a new run and the output are merged");
+	st = runs_stats_after_ticks(s, 4);
+	cr_expect_eq(st.compaction_count, 2, "and their output, alone, is left alone");
+	cr_expect_eq(st.segment_file_count, 1);
+	for (int t = 0; t < 4; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "run%d", t);
+		uint64_t n = 0;
+		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, 30, "tenant %d", t);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+}
+
 Test(store, small_days_share_row_groups_and_big_days_stand_alone)
 {
 	/* Six days of 3 events (they share one row group) around one day of

@@ -15,8 +15,9 @@
  *     events fails it);
  *   - a maintenance thread calls tally_flush and tally_compact;
  *   - the background worker flushes (the memtable limit is small) and
- *     compacts (compact_files_min is small), and every flush is split into
- *     files written by several threads at once (flush_parallel_rows_min 1);
+ *     compacts (compact_files_min is small), and every flush and every
+ *     tally_compact is split into files written by several threads at once
+ *     (flush_parallel_rows_min 1);
  *   - the WAL writer thread commits groups.
  *
  * Then every acknowledged event must be stored exactly once
