@@ -1164,14 +1164,9 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	pthread_mutex_lock(&s->lock);
 	if ((rc = probe_rc))
 		goto history_failed;
-	while (!s->sticky && !s->closing && s->options.background && (s->frozen || s->compacting) &&
-	       s->active_bytes > s->options.memtable_bytes_max) {
-		/* Backpressure: a flush is behind, or a compaction holds off the
-		 * flush, which it now runs between two tenants. */
-		if (!s->frozen)
-			atomic_store(&s->flush_wanted, 1);
-		pthread_cond_wait(&s->flushed, &s->lock);
-	}
+	while (!s->sticky && !s->closing && s->options.background && s->frozen &&
+	       s->active_bytes > s->options.memtable_bytes_max)
+		pthread_cond_wait(&s->flushed, &s->lock); /* backpressure: a flush is behind */
 	/* A file published since the probe (a flush moved memtable rows into
 	 * it, or a compaction rewrote files) is probed too: without the lock
 	 * a few times, then under it, when the catalog cannot move. */
@@ -1709,15 +1704,12 @@ typedef struct file_part {
 	uint32_t count;
 	segment_file **inputs; /* a compaction's input files, in id order; NULL for a flush */
 	uint32_t input_count;
-	bool flush_between;    /* flush between tenants when ingest asks (flush_wanted):
-				* a compaction's part 0, on the thread holding maintenance */
 	uint64_t file_id;
 	segment_file *f;
 	int rc;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	pthread_t thread;
 	int started;
-	atomic_bool done;      /* its thread has finished writing */
 } file_part;
 
 /* Adds tenant t's rows, from p's frozen memtable or input files, to w. */
@@ -1750,22 +1742,6 @@ static int part_add_tenant(file_part *p, segment_writer *w, tenant *t, rows *scr
 	return rc;
 }
 
-static int flush_under_maintenance(tally_store *s);
-
-/* A compaction's part 0 (flush_between): runs the flush ingest asked for
- * (flush_wanted), if it did; a failure fails the part, with a message. */
-static void part_flush_if_wanted(file_part *p)
-{
-	if (!p->flush_between || !atomic_exchange(&p->s->flush_wanted, 0))
-		return;
-	int rc = flush_under_maintenance(p->s); /* ingest waits for it (compacting) */
-	if (rc && !p->rc) {
-		p->rc = rc;
-		snprintf(p->errmsg, sizeof(p->errmsg), "flush during the compaction: %s",
-			 tally_strerror(rc));
-	}
-}
-
 static void file_part_write(file_part *p)
 {
 	tally_store *s = p->s;
@@ -1779,13 +1755,8 @@ static void file_part_write(file_part *p)
 	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
 	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
 	rows scratch = {0}; /* a compaction's decoded row group */
-	for (uint32_t i = 0; i < p->count && !rc; i++) {
+	for (uint32_t i = 0; i < p->count && !rc; i++)
 		rc = part_add_tenant(p, w, p->tenants[i], &scratch, &rollup_buffers);
-		if (!rc) {
-			part_flush_if_wanted(p);
-			rc = p->rc;
-		}
-	}
 	rollup_scratch_free(&rollup_buffers);
 	rows_free(&scratch);
 	if (rc) {
@@ -1806,9 +1777,7 @@ static void file_part_write(file_part *p)
 
 static void *file_part_main(void *arg)
 {
-	file_part *p = arg;
-	file_part_write(p);
-	atomic_store(&p->done, true);
+	file_part_write(arg);
 	return NULL;
 }
 
@@ -1886,17 +1855,10 @@ static int file_parts_write(file_part *parts, uint32_t count, const char *name, 
 	}
 	file_part_write(&parts[0]);
 	for (uint32_t j = 1; j < count; j++) {
-		if (!parts[j].started) {
+		if (parts[j].started)
+			pthread_join(parts[j].thread, NULL);
+		else
 			file_part_write(&parts[j]); /* no thread: this one writes it too */
-			continue;
-		}
-		/* A compaction's part 0 keeps answering ingest's flush requests
-		 * (flush_wanted) until the other parts are done. */
-		while (parts[0].flush_between && !atomic_load(&parts[j].done)) {
-			part_flush_if_wanted(&parts[0]);
-			usleep(PART_WAIT_POLL_US);
-		}
-		pthread_join(parts[j].thread, NULL);
 	}
 	for (uint32_t j = 0; j < count; j++)
 		if (parts[j].rc) {
@@ -2070,20 +2032,13 @@ fail:
 	return rc;
 }
 
-/* A whole flush; the caller holds maintenance. */
-static int flush_under_maintenance(tally_store *s)
+int tally_flush(tally_store *s)
 {
+	pthread_mutex_lock(&s->maintenance);
 	int retried;
 	int rc = flush_locked_maintenance(s, &retried);
 	if (!rc && retried) /* the retry wrote the old frozen set; now the rest */
 		rc = flush_locked_maintenance(s, &retried);
-	return rc;
-}
-
-int tally_flush(tally_store *s)
-{
-	pthread_mutex_lock(&s->maintenance);
-	int rc = flush_under_maintenance(s);
 	pthread_mutex_unlock(&s->maintenance);
 	return rc;
 }
@@ -2152,16 +2107,6 @@ static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs
 	return count;
 }
 
-/* A compaction that will not publish is over: ingest's backpressure no
- * longer waits for it (see compacting). */
-static void compaction_end(tally_store *s)
-{
-	pthread_mutex_lock(&s->lock);
-	s->compacting = 0;
-	pthread_cond_broadcast(&s->flushed);
-	pthread_mutex_unlock(&s->lock);
-}
-
 static int compact_locked_maintenance(tally_store *s, int all)
 {
 	int rc = 0;
@@ -2195,12 +2140,9 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	tenant **tenants = malloc(sizeof(*tenants) * (tenant_count + 1));
 	if (tenants)
 		memcpy(tenants, s->tenants, sizeof(*tenants) * tenant_count);
-	s->compacting = 1;
-	atomic_store(&s->flush_wanted, 0);
 	pthread_mutex_unlock(&s->lock);
 	uint64_t *row_counts = malloc(sizeof(*row_counts) * (tenant_count + 1));
 	if (!tenants || !row_counts) {
-		compaction_end(s);
 		free(inputs);
 		free(tenants);
 		free(row_counts);
@@ -2243,7 +2185,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	memset(parts, 0, sizeof(parts));
 	for (uint32_t j = 0; j < part_count; j++)
 		parts[j] = (file_part){.s = s, .inputs = inputs, .input_count = input_count,
-				       .flush_between = j == 0, .file_id = first_file_id + j};
+				       .file_id = first_file_id + j};
 	file_parts_cut(parts, part_count, tenants, row_counts, listed, input_rows);
 	free(row_counts);
 	if ((rc = file_parts_write(parts, part_count, "tally-compact", errmsg))) {
@@ -2263,23 +2205,16 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		file_parts_discard(s, parts, part_count);
 		goto fail;
 	}
-	/* The catalog without the inputs, with the outputs in id order: a
-	 * flush run between tenants (compaction_flush_if_full) published files
-	 * numbered after them. */
-	uint32_t kept = 0, placed = 0;
+	uint32_t kept = 0;
 	for (uint32_t i = 0; i < s->file_count; i++) {
 		int is_input = 0;
 		for (uint32_t j = 0; j < input_count; j++)
 			is_input |= old[i] == inputs[j];
-		if (is_input)
-			continue;
-		while (placed < part_count && parts[placed].file_id < old[i]->file_id)
-			files[kept + placed] = parts[placed].f, placed++;
-		files[kept + placed] = old[i];
-		kept++;
+		if (!is_input)
+			files[kept++] = old[i];
 	}
-	while (placed < part_count)
-		files[kept + placed] = parts[placed].f, placed++;
+	for (uint32_t j = 0; j < part_count; j++)
+		files[kept + j] = parts[j].f;
 	/* The manifest naming the new set is written without the lock (as a
 	 * flush's: manifest_image_locked); readers keep the inputs until the
 	 * swap below. */
@@ -2323,8 +2258,6 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		}
 	}
 	s->compaction_count++;
-	s->compacting = 0;
-	pthread_cond_broadcast(&s->flushed); /* backpressure waiters: see compacting */
 	uint32_t warm_count = 0;
 	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
@@ -2344,7 +2277,6 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	free(tenants);
 	return 0;
 fail:
-	compaction_end(s);
 	free(inputs);
 	free(tenants);
 	record_failure(s, "compaction", errmsg, rc);

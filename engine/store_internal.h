@@ -7,7 +7,6 @@
 #define TALLY_STORE_INTERNAL_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include "changes.h"
 #include "dedup.h"
@@ -72,13 +71,6 @@ struct tally_store {
 	uint64_t frozen_bytes;
 	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
 	int frozen;                   /* frozen memtables exist */
-	/* A compaction is running (under lock). It holds maintenance, so no
-	 * flush can start: once the memtables pass memtable_bytes_max, ingest's
-	 * backpressure waits as it does for a flush and sets flush_wanted,
-	 * and the compaction runs a flush between two tenants (store.c,
-	 * file_part_write). */
-	int compacting;
-	atomic_int flush_wanted;
 	/* The change map (changes.h), under lock: every stored event's day,
 	 * with the LSN of its WAL record. changes_frozen is its copy taken when
 	 * the memtables were frozen (exactly the marks with LSN < the flush

@@ -30,7 +30,6 @@ enum dim {
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define FLUSH_FILES_MAX 4u                   /* segment files one flush or compaction writes at once, a thread each */
 #define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush or compaction of fewer rows writes one file */
-#define PART_WAIT_POLL_US 1000u              /* a compaction's part 0 waiting for the others looks for flush requests this often */
 #define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
 #define BACKGROUND_NICE 10                   /* the flush and compaction thread's nice, above the process's */
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */

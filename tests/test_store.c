@@ -809,21 +809,15 @@ Test(store, a_failed_part_of_a_big_compaction_loses_nothing_and_leaves_no_file)
  * nothing. Every flush is split in two here (flush_parallel_rows_min 1),
  * and 2 live files are enough to compact; the worker's own compactions
  * write one file. */
-/* The store in dir with the background worker on and these options
- * (0: the default) on top of the defaults. */
-static tally_store *open_store_worker(uint64_t memtable_bytes_max, uint32_t compact_files_min,
-				      uint32_t flush_threads, uint64_t flush_parallel_rows_min)
+static tally_store *open_store_runs(void)
 {
 	tally_options o;
 	tally_options_default(&o);
 	o.io = fault_io_table(fio);
 	o.background = true;
-	if (memtable_bytes_max)
-		o.memtable_bytes_max = memtable_bytes_max;
-	if (compact_files_min)
-		o.compact_files_min = compact_files_min;
-	o.flush_threads = flush_threads;
-	o.flush_parallel_rows_min = flush_parallel_rows_min;
+	o.flush_threads = 2;
+	o.flush_parallel_rows_min = 1;
+	o.compact_files_min = 2;
 	tally_store *s = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	int rc = tally_store_open(dir, &o, &s, err);
@@ -831,33 +825,21 @@ static tally_store *open_store_worker(uint64_t memtable_bytes_max, uint32_t comp
 	return s;
 }
 
-static tally_store *open_store_runs(void)
+static void runs_ingest(tally_store *s, const char *prefix)
 {
-	return open_store_worker(0, 2, 2, 1);
-}
-
-/* Ingests `per` new events (at most 10) for each of tenants <name>0 ..
- * <name>(count - 1), ids "<prefix><tenant>-<i>"; each is ACCEPTED. */
-static void tenants_ingest(tally_store *s, const char *name, int count, int per, const char *prefix)
-{
-	for (int t = 0; t < count; t++) {
+	for (int t = 0; t < 4; t++) {
 		char tenant[16], ids[10][24];
 		tally_event e[10];
 		tally_ingest_result r[10];
-		snprintf(tenant, sizeof(tenant), "%s%d", name, t);
-		for (int i = 0; i < per; i++) {
+		snprintf(tenant, sizeof(tenant), "run%d", t);
+		for (int i = 0; i < 10; i++) {
 			snprintf(ids[i], sizeof(ids[i]), "%s%d-%d", prefix, t, i);
 			e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + i), (uint64_t)i);
 		}
-		cr_assert_eq(tally_ingest(s, tenant, e, (size_t)per, r), 0);
-		for (int i = 0; i < per; i++)
+		cr_assert_eq(tally_ingest(s, tenant, e, 10, r), 0);
+		for (int i = 0; i < 10; i++)
 			cr_assert_eq(r[i].code, TALLY_ACCEPTED);
 	}
-}
-
-static void runs_ingest(tally_store *s, const char *prefix)
-{
-	tenants_ingest(s, "run", 4, 10, prefix);
 }
 
 static tally_stats runs_stats_after_ticks(tally_store *s, unsigned ticks)
@@ -904,85 +886,6 @@ Test(store, tiered_compaction_merges_runs_not_the_files_of_one)
 		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
 		cr_expect_eq(n, 30, "tenant %d", t);
 	}
-	cr_assert_eq(tally_store_close(s), 0);
-	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
-}
-
-/* A compaction holds the maintenance mutex for as long as it writes, so
- * the worker cannot flush meanwhile. Ingest past memtable_bytes_max during
- * a slow compaction (every segment file read sleeps 2 ms) must still be
- * held to twice the limit: backpressure waits, and the compaction runs a
- * flush between two tenants. Every event is stored once. */
-#define SLOW_TENANTS 150
-#define SLOW_LIMIT (128u << 10)
-
-typedef struct compaction_thread {
-	tally_store *s;
-	int rc;
-	atomic_bool done;
-} compaction_thread;
-
-static void *compaction_main(void *arg)
-{
-	compaction_thread *c = arg;
-	c->rc = tally_compact(c->s);
-	atomic_store(&c->done, true);
-	return NULL;
-}
-
-Test(store, a_slow_compaction_flushes_for_ingest_and_memory_stays_bounded)
-{
-	tally_store *s = open_store_worker(SLOW_LIMIT, 1000 /* no compaction but the test's */, 0, 0);
-	const char *rounds[3] = {"r0-", "r1-", "r2-"};
-	for (int round = 0; round < 3; round++) {
-		tenants_ingest(s, "slow", SLOW_TENANTS, 4, rounds[round]);
-		cr_assert_eq(tally_flush(s), 0);
-	}
-	tally_stats st;
-	cr_assert_eq(tally_store_stats(s, &st), 0);
-	cr_assert_eq(st.segment_file_count, 3);
-	uint64_t flushes_before = st.flush_count;
-
-	fault_io_path_filter_set(fio, ".seg");
-	fault_io_pread_delay_set(fio, 2000);
-	compaction_thread c = {.s = s};
-	pthread_t thread;
-	cr_assert_eq(pthread_create(&thread, NULL, compaction_main, &c), 0);
-	/* Hot ingest while it runs: batches of 200 new events, far more in all
-	 * than the limit, checked after each batch. */
-	static tally_event e[200];
-	static tally_ingest_result r[200];
-	static char ids[200][24];
-	uint64_t peak = 0, during = 0, flushes_during = 0;
-	uint32_t batches = 0;
-	for (; batches < 400 && !atomic_load(&c.done); batches++) {
-		for (int i = 0; i < 200; i++) {
-			snprintf(ids[i], sizeof(ids[i]), "hot-%u-%d", batches, i);
-			e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + i), (uint64_t)i);
-		}
-		cr_assert_eq(tally_ingest(s, "hot", e, 200, r), 0);
-		cr_assert_eq(tally_store_stats(s, &st), 0);
-		if (st.compaction_count == 0) { /* the compaction has not published yet */
-			during++;
-			peak = st.memtable_bytes > peak ? st.memtable_bytes : peak;
-			flushes_during = st.flush_count - flushes_before;
-		}
-	}
-	pthread_join(thread, NULL);
-	fault_io_pread_delay_set(fio, 0);
-	cr_assert_eq(c.rc, 0, "%s", tally_store_errmsg(s));
-	fprintf(stderr, "slow compaction: %u batches of 200 (%" PRIu64 " while it ran), memtable "
-		"peak %" PRIu64 " bytes (limit %u), %" PRIu64 " flushes during it\n",
-		batches, during, peak, SLOW_LIMIT, flushes_during);
-	cr_assert_geq(during, 20, "the compaction lasted while ingest passed the limit many times");
-	cr_expect_leq(peak, 2 * SLOW_LIMIT + (64u << 10), "memtable bytes stay within twice the limit");
-	cr_expect_geq(flushes_during, 2, "the compaction flushed for ingest");
-	uint64_t n = 0;
-	cr_assert_eq(tally_scan(s, "hot", 0, INT64_MAX, count_event, &n), 0);
-	cr_expect_eq(n, (uint64_t)batches * 200);
-	n = 0;
-	cr_assert_eq(tally_scan(s, "slow7", 0, INT64_MAX, count_event, &n), 0);
-	cr_expect_eq(n, 12);
 	cr_assert_eq(tally_store_close(s), 0);
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
 }

@@ -40,7 +40,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* "Fail the nth matching call (and maybe every later one)". */
 typedef struct fault_plan {
@@ -64,7 +63,6 @@ struct fault_io {
 	uint64_t disk_limit_generation;
 
 	uint64_t short_write_bytes_max; /* 0: off */
-	uint32_t pread_delay_us;        /* matching preads sleep this long first; 0: off */
 	int rename_error;
 	int fsync_dir_error;
 	char open_fail_substring[FAULT_IO_SUBSTRING_SIZE_MAX];
@@ -217,11 +215,6 @@ static int fault_close(const tally_io *io, int fd)
 static int64_t fault_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
 {
 	fault_io *f = fault_io_from(io);
-	fault_io_lock(f);
-	uint32_t delay_us = fault_io_fd_matches(f, fd) ? f->pread_delay_us : 0;
-	fault_io_unlock(f);
-	if (delay_us)
-		usleep(delay_us);
 	return f->inner->pread(f->inner, fd, buf, size, offset);
 }
 
@@ -508,13 +501,6 @@ void fault_io_disk_limit_set(fault_io *f, uint64_t bytes)
 }
 
 /* See fault_io.h. Writes are unlimited again. */
-void fault_io_pread_delay_set(fault_io *f, uint32_t us)
-{
-	fault_io_lock(f);
-	f->pread_delay_us = us;
-	fault_io_unlock(f);
-}
-
 void fault_io_disk_limit_clear(fault_io *f)
 {
 	fault_io_lock(f);

@@ -99,10 +99,6 @@ void fault_io_pwrite_fail_from(fault_io *f, uint64_t nth, int error);
 void fault_io_disk_limit_set(fault_io *f, uint64_t bytes);
 void fault_io_disk_limit_clear(fault_io *f);
 
-/* Every matching pread sleeps `us` microseconds before it reads (a slow
- * disk, to make a compaction last); 0 turns it off. */
-void fault_io_pread_delay_set(fault_io *f, uint32_t us);
-
 /* Every matching pwrite writes at most bytes_max bytes (0: off). */
 void fault_io_short_write_set(fault_io *f, uint64_t bytes_max);
 
