@@ -42,7 +42,7 @@
  *    the WAL is durable up to the boundary, the frozen memtables are written
  *    to new segment files (no lock held: frozen memtables are immutable;
  *    one file, or one per thread when many rows: file_part), then under
- *    the lock the manifest is replaced with the new file and
+ *    the lock the manifest is replaced with one naming the new files and
  *    wal_replay_lsn = boundary, and the frozen memtables are dropped. WAL
  *    files before the boundary are removed after that. A crash at any point
  *    leaves either the old manifest (WAL still has every event) or the new
@@ -53,9 +53,9 @@
  *    file for tally_compact, a size-tiered choice of runs for the
  *    background worker (compaction_inputs). The outputs (one file, or for
  *    tally_compact split as a flush's are) take the newest file ids and go
- *    last in the catalog; they are published the same way; inputs are unlinked after the manifest no
- *    longer names them. Flush and compaction are serialised
- *    by store->maintenance.
+ *    last in the catalog; they are published the same way; inputs are
+ *    unlinked after the manifest no longer names them. Flush and
+ *    compaction are serialised by store->maintenance.
  *
  * 6. Failure. A failed WAL write or fsync, or a failed manifest write,
  *    makes the store refuse writes (sticky) until it is closed and reopened;
