@@ -2095,14 +2095,15 @@ static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs
 		runs[run_count - 1].size += s->files[i]->size;
 	}
 	qsort(runs, run_count, sizeof(*runs), run_size_compare);
-	uint64_t taken = run_count ? runs[0].size : 0;
-	uint32_t taken_runs = 1;
-	while (taken_runs < run_count && runs[taken_runs].size <= 2 * taken)
-		taken += runs[taken_runs++].size;
+	uint32_t taken_runs = run_count ? 1 : 0;
+	for (uint64_t taken = run_count ? runs[0].size : 0;
+	     taken_runs < run_count && runs[taken_runs].size <= 2 * taken; taken_runs++)
+		taken += runs[taken_runs].size;
 	uint32_t count = 0;
-	for (uint32_t r = 0; r < taken_runs && run_count >= 2 && taken_runs >= 2; r++)
-		for (uint32_t i = 0; i < runs[r].count; i++)
-			inputs[count++] = s->files[runs[r].first + i];
+	if (taken_runs >= 2)
+		for (uint32_t r = 0; r < taken_runs; r++)
+			for (uint32_t i = 0; i < runs[r].count; i++)
+				inputs[count++] = s->files[runs[r].first + i];
 	free(runs);
 	return count;
 }
