@@ -188,6 +188,10 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	printf("  close               %.1f ms\n", f->close_ms);
 	printf("  flushes %" PRIu64 ", compactions %" PRIu64 " during the run\n",
 	       f->stats.flush_count, f->stats.compaction_count);
+	tally_options defaults;
+	tally_options_default(&defaults);
+	printf("  memtables, peak     %.1f MiB (memtable_bytes_max %.1f MiB)\n",
+	       f->stats.memtable_bytes_peak / 1048576.0, defaults.memtable_bytes_max / 1048576.0);
 	printf("  WAL commit fsyncs   %" PRIu64 " (%.1f events each, %.1f ms in all)\n",
 	       f->stats.wal_fsync_count, bench_per_event(w->event_count, f->stats.wal_fsync_count),
 	       f->stats.wal_fsync_us_total / 1e3);
@@ -321,6 +325,7 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 			json_real(bench_round(f->reopen_dedup_bytes_per_event, 3)));
 	bad |= bench_json_put(root, "flush_count", json_integer((json_int_t)f->stats.flush_count));
 	bad |= bench_json_put(root, "compaction_count", json_integer((json_int_t)f->stats.compaction_count));
+	bad |= bench_json_put(root, "memtable_bytes_peak", json_integer((json_int_t)f->stats.memtable_bytes_peak));
 	bad |= bench_json_put(root, "wal_fsyncs", json_integer((json_int_t)f->stats.wal_fsync_count));
 	bad |= bench_json_put(root, "wal_fsync_ms", json_real(bench_round(f->stats.wal_fsync_us_total / 1e3, 3)));
 	bad |= bench_json_put(root, "events_per_fsync",

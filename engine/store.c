@@ -404,6 +404,14 @@ static size_t active_bytes_of(const tenant *t)
 	return t->active ? memtable_bytes(t->active) : 0;
 }
 
+/* Under s->lock, after the memtables grew: tally_stats.memtable_bytes_peak. */
+static void memtable_peak_note(tally_store *s)
+{
+	uint64_t bytes = s->active_bytes + s->frozen_bytes;
+	if (bytes > s->memtable_bytes_peak)
+		s->memtable_bytes_peak = bytes;
+}
+
 /*
  * Verification cache: the last VERIFY_CACHE_ENTRIES row groups read to
  * verify a fingerprint match, fully decoded with their dictionary and an
@@ -1248,6 +1256,7 @@ fail_sticky:
 		      failed_tenant, tally_strerror(rc));
 	set_sticky(s, rc);
 unlock:
+	memtable_peak_note(s);
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
 		pthread_cond_signal(&s->wake);
 	if (held)
@@ -2395,8 +2404,10 @@ static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
 			pthread_mutex_unlock(&m->rollup_lock);
 			pthread_mutex_lock(&s->lock);
 			size_t *bytes;
-			if ((m = memtable_of(t, serial, &bytes, s)))
+			if ((m = memtable_of(t, serial, &bytes, s))) {
 				*bytes += memtable_rollup_account(m, rollup_bytes);
+				memtable_peak_note(s);
+			}
 		}
 	}
 }
@@ -2771,6 +2782,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	if ((rc = wal_open(io, s->wal_dir, &wo, s->manifest.wal_replay_lsn, replay_record, s, &s->wal,
 			   s->errmsg)))
 		goto fail;
+	memtable_peak_note(s); /* what the replay put back */
 	if (s->options.background) {
 		if ((rc = -pthread_create(&s->worker, NULL, worker_main, s))) {
 			set_errmsg(s, "start background worker for %s: %s", dir, rc);
@@ -3135,6 +3147,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 			out->rollup_live_bytes += t->frozen->rollup_accounted;
 	}
 	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
+	out->memtable_bytes_peak = s->memtable_bytes_peak;
 	out->query_cache_bytes = query_cache_bytes(s);
 	out->segment_file_count = s->file_count;
 	for (uint32_t i = 0; i < s->file_count; i++) {

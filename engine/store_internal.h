@@ -69,6 +69,7 @@ struct tally_store {
 	wal *wal;
 	uint64_t active_bytes;
 	uint64_t frozen_bytes;
+	uint64_t memtable_bytes_peak; /* tally_stats: see memtable_peak_note */
 	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
 	int frozen;                   /* frozen memtables exist */
 	/* The change map (changes.h), under lock: every stored event's day,

@@ -345,6 +345,8 @@ typedef struct tally_stats {
 	uint64_t tenant_count;
 	uint64_t events_memtable;      /* rows not yet in segments */
 	uint64_t memtable_bytes;
+	uint64_t memtable_bytes_peak;  /* the most memtable_bytes held since open, at the end of an
+					* ingest call or a rollup slice (WAL replay at open included) */
 	uint64_t segment_file_count;
 	uint64_t segment_count;        /* (tenant, day) segments across files */
 	uint64_t segment_rows;

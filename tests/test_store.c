@@ -162,6 +162,49 @@ Test(store, per_event_results_and_reasons)
 	cr_expect_eq(tally_store_close(s), 0);
 }
 
+/* Ingests n new events (ids "<prefix>0".."<prefix>(n-1)", n <= 16) for
+ * tenant; each is ACCEPTED. */
+static void ingest_new(tally_store *s, const char *tenant, const char *prefix, int n)
+{
+	char ids[16][16];
+	tally_event e[16];
+	tally_ingest_result r[16];
+	for (int i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s%d", prefix, i);
+		e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + i), (uint64_t)i);
+	}
+	cr_assert_eq(tally_ingest(s, tenant, e, (size_t)n, r), 0);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(r[i].code, TALLY_ACCEPTED);
+}
+
+Test(store, memtable_bytes_peak_keeps_the_most_held_since_open)
+{
+	tally_store *s = open_store(0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.memtable_bytes_peak, 0);
+	ingest_new(s, "a", "a", 10);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_assert_gt(st.memtable_bytes, 0);
+	cr_expect_eq(st.memtable_bytes_peak, st.memtable_bytes);
+	ingest_new(s, "b", "b", 10);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.memtable_bytes_peak, st.memtable_bytes, "a second tenant's memtable adds to it");
+	uint64_t peak = st.memtable_bytes_peak;
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_new(s, "c", "c", 1);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_assert_lt(st.memtable_bytes, peak);
+	cr_expect_eq(st.memtable_bytes_peak, peak, "a flush leaves the peak");
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store(0);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_assert_eq(st.events_memtable, 1, "the WAL replayed c's event");
+	cr_expect_eq(st.memtable_bytes_peak, st.memtable_bytes, "counted from the replay");
+	cr_expect_eq(tally_store_close(s), 0);
+}
+
 Test(store, duplicates_within_and_across_batches_and_conflicts)
 {
 	tally_store *s = open_store(0);
