@@ -51,25 +51,32 @@
  * 5. Compaction merges segment files tenant by tenant, so the segments of
  *    one tenant and day in its inputs become a single segment: every live
  *    file for tally_compact, a size-tiered choice of runs for the
- *    background worker (compaction_inputs). The outputs (one file, or for
- *    tally_compact split as a flush's are) take the newest file ids and go
- *    last in the catalog; they are published the same way; inputs are
- *    unlinked after the manifest no longer names them. Flush and
- *    compaction are serialised by store->maintenance.
+ *    background compactor (compaction_inputs). The outputs (one file, or
+ *    for tally_compact split as a flush's are) take the newest file ids;
+ *    they are published the same way; inputs are unlinked after the
+ *    manifest no longer names them. A flush runs beside a compaction, so
+ *    the memtables keep their limit while it lasts: flushes are serialised
+ *    by store->flush_mutex, compactions by store->compact_mutex, and their
+ *    publishes (manifest image, write, catalog swap) by store->publish.
+ *    File ids stay in the order of the data's age: a compaction takes its
+ *    inputs and ids only while no flush holds ids it has not published
+ *    (store->flushing), and its outputs go into the catalog in id order,
+ *    before the files of flushes that took ids after it.
  *
  * 6. Failure. A failed WAL write or fsync, or a failed manifest write,
  *    makes the store refuse writes (sticky) until it is closed and reopened;
  *    recovery then replays what the WAL holds. A failed segment write only
  *    fails that flush: the frozen memtables stay, and it is retried.
  *
- * 7. Threads. Callers may ingest, scan and flush from any threads. The WAL
- *    has its own writer thread; the store has one background worker (when
- *    options.background) for flush and compaction. Lock order:
- *    maintenance -> lock -> (WAL internal mutex). No I/O but dedup
- *    verification reads, a backfill's last probe round and manifest writes
- *    happens under store->lock. A segment file read without the lock is
- *    pinned (segment_file.pins, under the lock): compaction leaves a pinned
- *    input to its last unpin to close and unlink.
+ * 7. Threads. Callers may ingest, scan, flush and compact from any
+ *    threads. The WAL has its own writer thread; with options.background
+ *    the store has a worker for flushes, a compactor, and the rollup
+ *    thread. Lock order: flush_mutex or compact_mutex -> publish -> lock ->
+ *    (WAL internal mutex). No I/O but dedup verification reads, a
+ *    backfill's last probe round and the manifest write at open happens
+ *    under store->lock. A segment file read without the lock is pinned
+ *    (segment_file.pins, under the lock): compaction leaves a pinned input
+ *    to its last unpin to close and unlink.
  *
  * 8. Changed days (changes.h; docs/architecture.md, "Changed days for the
  *    export"). Every accepted event marks its UTC day in s->changes with
@@ -1172,9 +1179,14 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	pthread_mutex_lock(&s->lock);
 	if ((rc = probe_rc))
 		goto history_failed;
-	while (!s->sticky && !s->closing && s->options.background && s->frozen &&
+	/* Backpressure: past the limit, wait for the worker to freeze the
+	 * active memtables or, while frozen ones are still being flushed, for
+	 * that flush. The worker flushes beside a compaction too, so the
+	 * memtables never hold more than twice memtable_bytes_max plus one
+	 * call's growth on each side. */
+	while (!s->sticky && !s->closing && s->options.background &&
 	       s->active_bytes > s->options.memtable_bytes_max)
-		pthread_cond_wait(&s->flushed, &s->lock); /* backpressure: a flush is behind */
+		pthread_cond_wait(&s->flushed, &s->lock);
 	/* A file published since the probe (a flush moved memtable rows into
 	 * it, or a compaction rewrote files) is probed too: without the lock
 	 * a few times, then under it, when the catalog cannot move. */
@@ -1526,7 +1538,7 @@ corrupt:
  * held): file_ids[0, file_count) and every tenant, with replay_lsn and
  * changes (NULL: the manifest's own). Only encoded here; the caller
  * writes it with no lock held (manifest_write_encoded, under
- * `maintenance`, so no other manifest write overlaps) and publishes the
+ * `publish`, so no other manifest write overlaps) and publishes the
  * catalog and bumps the generation under the lock afterwards. Writing it
  * under the lock stalled every ingest and query for the fsyncs of a
  * rename (30-48 ms a flush: docs/benchmarks.md, ninth measurement).
@@ -1609,9 +1621,6 @@ static int add_tenant_section(tally_store *s, segment_writer *w, uint32_t tenant
 	return rc;
 }
 
-/* Flushes the frozen memtables, freezing the active ones first unless a
- * failed flush left frozen ones behind (then *retried is set: the active
- * memtables still hold rows). */
 /* Under s->lock: a copy of the ids of the tenants a query has read, for
  * query_cache_warm (NULL and 0 when there are none or memory ran out:
  * warming is only an optimisation). Not while closing. */
@@ -1877,6 +1886,19 @@ static int file_parts_write(file_part *parts, uint32_t count, const char *name, 
 	return 0;
 }
 
+/* A flush that took file ids will not publish them: a compaction may
+ * take ids again. */
+static void flush_give_up(tally_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->flushing = 0;
+	pthread_cond_broadcast(&s->flushed);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Flushes the frozen memtables, freezing the active ones first unless a
+ * failed flush left frozen ones behind (then *retried is set: the active
+ * memtables still hold rows). The caller holds flush_mutex. */
 static int flush_locked_maintenance(tally_store *s, int *retried)
 {
 	int rc;
@@ -1915,6 +1937,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		s->frozen = 1;
 		s->frozen_bytes = s->active_bytes;
 		s->active_bytes = 0;
+		pthread_cond_broadcast(&s->flushed); /* backpressure waiters: room again */
 	}
 	uint64_t boundary = s->flush_boundary_lsn;
 	/* Tenant structs never move, but the array of them may be reallocated
@@ -1932,8 +1955,10 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	uint32_t part_count = file_part_count(s, frozen_rows, frozen_count);
 	uint64_t first_file_id = s->manifest.next_file_id;
 	s->manifest.next_file_id += part_count;
+	s->flushing = 1; /* until published or given up: no compaction takes ids meanwhile */
 	pthread_mutex_unlock(&s->lock);
 	if (!frozen || !row_counts) {
+		flush_give_up(s);
 		free(frozen);
 		free(row_counts);
 		return -ENOMEM;
@@ -1941,6 +1966,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	if (boundary > 1 && (rc = tally_commit_wait(s, boundary - 1))) {
+		flush_give_up(s);
 		free(frozen);
 		free(row_counts);
 		return rc;
@@ -1961,9 +1987,11 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 
 	/* Publish: the manifest image under the lock (the catalog plus the
 	 * new files, WAL replay from the boundary, the frozen change map),
-	 * written without it, then the catalog swapped under it. Until then
-	 * readers see the old files plus the frozen memtables, which hold the
-	 * same events: never both, never neither. */
+	 * written without it, then the catalog swapped under it, all under
+	 * `publish` (a compaction's publish changes the catalog too). Until
+	 * then readers see the old files plus the frozen memtables, which hold
+	 * the same events: never both, never neither. */
+	pthread_mutex_lock(&s->publish);
 	pthread_mutex_lock(&s->lock);
 	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + part_count));
 	if (files)
@@ -1983,6 +2011,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (rc) {
+		pthread_mutex_unlock(&s->publish);
 		free(image);
 		free(dropped);
 		file_parts_discard(s, parts, part_count);
@@ -1997,15 +2026,23 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		for (uint32_t j = 0; j < part_count; j++)
 			segment_file_close(parts[j].f);
 		set_sticky(s, rc);
+		s->flushing = 0;
+		pthread_cond_broadcast(&s->flushed);
 		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_unlock(&s->publish);
 		free(dropped);
 		free(frozen);
 		record_failure(s, "flush", errmsg, rc);
 		return rc;
 	}
 	s->manifest.generation++;
-	for (uint32_t j = 0; j < part_count; j++)
+	/* Pinned until warmed: a compaction may take them as inputs at once. */
+	segment_file *published[FLUSH_FILES_MAX];
+	for (uint32_t j = 0; j < part_count; j++) {
+		published[j] = parts[j].f;
+		parts[j].f->pins++;
 		s->files[s->file_count++] = parts[j].f;
+	}
 	s->manifest.wal_replay_lsn = boundary;
 	change_map_swap(&s->manifest.changes, &s->changes_frozen);
 	/* The frozen memtables leave the catalog (frozen[] lists their
@@ -2016,11 +2053,15 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	}
 	s->frozen = 0;
 	s->frozen_bytes = 0;
+	s->flushing = 0;
 	s->flush_count++;
 	pthread_cond_broadcast(&s->flushed);
+	if (s->file_count >= s->options.compact_files_min)
+		pthread_cond_signal(&s->compact_wake);
 	uint32_t warm_count = 0;
 	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->publish);
 	for (uint32_t i = 0; i < frozen_count; i++) {
 		if (dropped[i]) {
 			memtable_free(dropped[i]);
@@ -2030,12 +2071,14 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	free(dropped);
 	free(frozen);
 	for (uint32_t j = 0; j < part_count; j++)
-		query_cache_warm(s, parts[j].f, warm, warm_count);
+		query_cache_warm(s, published[j], warm, warm_count);
 	free(warm);
+	files_unpin(s, published, part_count);
 	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
 		record_failure(s, "retire WAL files after a flush", NULL, rc);
 	return 0;
 fail:
+	flush_give_up(s);
 	free(frozen);
 	record_failure(s, "flush", errmsg, rc);
 	return rc;
@@ -2043,12 +2086,12 @@ fail:
 
 int tally_flush(tally_store *s)
 {
-	pthread_mutex_lock(&s->maintenance);
+	pthread_mutex_lock(&s->flush_mutex);
 	int retried;
 	int rc = flush_locked_maintenance(s, &retried);
 	if (!rc && retried) /* the retry wrote the old frozen set; now the rest */
 		rc = flush_locked_maintenance(s, &retried);
-	pthread_mutex_unlock(&s->maintenance);
+	pthread_mutex_unlock(&s->flush_mutex);
 	return rc;
 }
 
@@ -2117,10 +2160,16 @@ static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs
 	return count;
 }
 
+/* The caller holds compact_mutex. */
 static int compact_locked_maintenance(tally_store *s, int all)
 {
 	int rc = 0;
 	pthread_mutex_lock(&s->lock);
+	/* A flush that took file ids before this compaction takes its own
+	 * holds data newer than every input: it publishes first, so the ids
+	 * stay in age order (the outputs go before any flush's taken later). */
+	while (s->flushing && !s->sticky)
+		pthread_cond_wait(&s->flushed, &s->lock);
 	if (s->sticky || s->file_count < 2) {
 		rc = s->sticky;
 		pthread_mutex_unlock(&s->lock);
@@ -2203,28 +2252,36 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		goto fail;
 	}
 
+	pthread_mutex_lock(&s->publish);
 	pthread_mutex_lock(&s->lock);
-	/* Only compaction removes files, and it holds maintenance: every input
-	 * is still live. The outputs have the newest ids, so they go last and
-	 * the catalog (and the manifest) stay in ascending id order. */
+	/* Only compaction removes files, and it holds compact_mutex: every
+	 * input is still live. The catalog (and the manifest) stay in
+	 * ascending id order: the outputs go after every file older than
+	 * them, and before the files of flushes that took ids after them and
+	 * published while this compaction ran. */
 	segment_file **old = s->files;
 	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + part_count));
 	if (!files) {
 		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_unlock(&s->publish);
 		rc = -ENOMEM;
 		file_parts_discard(s, parts, part_count);
 		goto fail;
 	}
-	uint32_t kept = 0;
+	uint32_t kept = 0, placed = 0;
 	for (uint32_t i = 0; i < s->file_count; i++) {
 		int is_input = 0;
 		for (uint32_t j = 0; j < input_count; j++)
 			is_input |= old[i] == inputs[j];
-		if (!is_input)
-			files[kept++] = old[i];
+		if (is_input)
+			continue;
+		for (; placed < part_count && parts[placed].file_id < old[i]->file_id; placed++)
+			files[kept + placed] = parts[placed].f;
+		files[kept + placed] = old[i];
+		kept++;
 	}
-	for (uint32_t j = 0; j < part_count; j++)
-		files[kept + j] = parts[j].f;
+	for (; placed < part_count; placed++)
+		files[kept + placed] = parts[placed].f;
 	/* The manifest naming the new set is written without the lock (as a
 	 * flush's: manifest_image_locked); readers keep the inputs until the
 	 * swap below. */
@@ -2246,6 +2303,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 			set_sticky(s, rc);
 		free(files);
 		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_unlock(&s->publish);
 		if (written) {
 			for (uint32_t j = 0; j < part_count; j++)
 				segment_file_close(parts[j].f);
@@ -2271,6 +2329,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	uint32_t warm_count = 0;
 	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->publish);
 	for (uint32_t j = 0; j < part_count; j++)
 		query_cache_warm(s, parts[j].f, warm, warm_count);
 	free(warm);
@@ -2295,18 +2354,18 @@ fail:
 
 int tally_compact(tally_store *s)
 {
-	pthread_mutex_lock(&s->maintenance);
+	pthread_mutex_lock(&s->compact_mutex);
 	int rc = compact_locked_maintenance(s, 1);
-	pthread_mutex_unlock(&s->maintenance);
+	pthread_mutex_unlock(&s->compact_mutex);
 	return rc;
 }
 
-/* The background worker's compaction: size-tiered (see compaction_inputs). */
+/* The background compaction: size-tiered (see compaction_inputs). */
 static int compact_tiered(tally_store *s)
 {
-	pthread_mutex_lock(&s->maintenance);
+	pthread_mutex_lock(&s->compact_mutex);
 	int rc = compact_locked_maintenance(s, 0);
-	pthread_mutex_unlock(&s->maintenance);
+	pthread_mutex_unlock(&s->compact_mutex);
 	return rc;
 }
 
@@ -2443,47 +2502,87 @@ static void *rollup_main(void *arg)
 }
 
 /*
- * The background worker: flush past memtable_bytes_max (or to finish a
- * failed flush), compact past compact_files_min, expire fingerprints. After
- * a failure it backs off (100 ms doubling to 10 s) and nothing but closing
- * cuts the backoff short; once the store is sticky it only waits to close.
+ * The background threads: the worker flushes past memtable_bytes_max (or
+ * to finish a failed flush) and expires fingerprints; the compactor
+ * compacts past compact_files_min. Two threads, so that the memtables are
+ * flushed, and stay within their limit, while a compaction lasts
+ * (seconds). After a failure each backs off (100 ms doubling to 10 s) and
+ * nothing but closing cuts the backoff short; once the store is sticky it
+ * only waits to close.
  */
+
+/* Flushes and compactions take seconds of CPU; BACKGROUND_NICE steps lower
+ * in priority they use what the latency-bound threads (queries, acks)
+ * leave. Raising one's own nice needs no privilege; a failure only leaves
+ * the priority as it was. */
+static void background_nice(void)
+{
+	int nice = getpriority(PRIO_PROCESS, 0) + BACKGROUND_NICE;
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), nice > 19 ? 19 : nice);
+}
+
+/* Under s->lock: waits on `wake` for the backoff, or while sticky, or (when
+ * no work is due) for a tick. */
+static void background_wait(tally_store *s, pthread_cond_t *wake, uint32_t backoff_ms, int due)
+{
+	struct timespec deadline;
+	if (backoff_ms || s->sticky) {
+		deadline_after_ms(&deadline, backoff_ms ? backoff_ms : BACKGROUND_TICK_MS);
+		while (!s->closing && pthread_cond_timedwait(wake, &s->lock, &deadline) != ETIMEDOUT)
+			;
+	} else if (!due) {
+		deadline_after_ms(&deadline, BACKGROUND_TICK_MS);
+		pthread_cond_timedwait(wake, &s->lock, &deadline);
+	}
+}
+
+static uint32_t backoff_next(uint32_t backoff_ms, int rc)
+{
+	backoff_ms = rc ? (backoff_ms ? backoff_ms * 2 : 100) : 0;
+	return backoff_ms > 10000 ? 10000 : backoff_ms;
+}
+
+/* Under s->lock. */
+static int flush_due(const tally_store *s)
+{
+	return s->active_bytes >= s->options.memtable_bytes_max || s->frozen;
+}
+
 static void *worker_main(void *arg)
 {
 	tally_store *s = arg;
 	uint32_t backoff_ms = 0;
-	/* Flushes and compactions take seconds of CPU; BACKGROUND_NICE steps
-	 * lower in priority they use what the latency-bound threads (queries,
-	 * acks) leave. Raising one's own nice needs no privilege; a failure
-	 * only leaves the priority as it was. */
-	int nice = getpriority(PRIO_PROCESS, 0) + BACKGROUND_NICE;
-	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), nice > 19 ? 19 : nice);
+	background_nice();
 	pthread_mutex_lock(&s->lock);
 	while (!s->closing) {
-		struct timespec deadline;
-		if (backoff_ms || s->sticky) {
-			deadline_after_ms(&deadline, backoff_ms ? backoff_ms : BACKGROUND_TICK_MS);
-			while (!s->closing &&
-			       pthread_cond_timedwait(&s->wake, &s->lock, &deadline) != ETIMEDOUT)
-				;
-		} else if (s->active_bytes < s->options.memtable_bytes_max && !s->frozen) {
-			deadline_after_ms(&deadline, BACKGROUND_TICK_MS);
-			pthread_cond_timedwait(&s->wake, &s->lock, &deadline);
-		}
+		background_wait(s, &s->wake, backoff_ms, flush_due(s));
 		if (s->closing || s->sticky)
 			continue;
-		int want_flush = s->active_bytes >= s->options.memtable_bytes_max || s->frozen;
-		int want_compact = s->file_count >= s->options.compact_files_min;
+		int due = flush_due(s);
 		pthread_mutex_unlock(&s->lock);
-		int rc = 0;
-		if (want_flush)
-			rc = tally_flush(s);
-		if (!rc && want_compact)
-			rc = compact_tiered(s);
+		int rc = due ? tally_flush(s) : 0;
 		expire_dedup(s);
-		backoff_ms = rc ? (backoff_ms ? backoff_ms * 2 : 100) : 0;
-		if (backoff_ms > 10000)
-			backoff_ms = 10000;
+		backoff_ms = backoff_next(backoff_ms, rc);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Waits a tick (or a flush's signal) before every try: a try that finds
+ * no two runs to merge leaves file_count as it was. */
+static void *compactor_main(void *arg)
+{
+	tally_store *s = arg;
+	uint32_t backoff_ms = 0;
+	background_nice();
+	pthread_mutex_lock(&s->lock);
+	while (!s->closing) {
+		background_wait(s, &s->compact_wake, backoff_ms, 0);
+		if (s->closing || s->sticky || s->file_count < s->options.compact_files_min)
+			continue;
+		pthread_mutex_unlock(&s->lock);
+		backoff_ms = backoff_next(backoff_ms, compact_tiered(s));
 		pthread_mutex_lock(&s->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -2491,6 +2590,26 @@ static void *worker_main(void *arg)
 }
 
 /* ---- open and close ----------------------------------------------------- */
+
+/* Sets closing and joins the background threads that started; each
+ * finishes the flush or compaction it is running first. */
+static void background_stop(tally_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->closing = 1;
+	pthread_cond_broadcast(&s->wake);
+	pthread_cond_broadcast(&s->compact_wake);
+	pthread_cond_broadcast(&s->flushed);
+	pthread_cond_broadcast(&s->rollup_wake);
+	pthread_mutex_unlock(&s->lock);
+	if (s->worker_started)
+		pthread_join(s->worker, NULL);
+	if (s->compactor_started)
+		pthread_join(s->compactor, NULL);
+	if (s->rollup_started)
+		pthread_join(s->rollup_thread, NULL);
+	s->worker_started = s->compactor_started = s->rollup_started = 0;
+}
 
 typedef struct orphan_ctx {
 	tally_store *s;
@@ -2619,11 +2738,14 @@ static void store_free(tally_store *s)
 	if (s->lock_fd >= 0)
 		s->io->close(s->io, s->lock_fd);
 	pthread_mutex_destroy(&s->lock);
-	pthread_mutex_destroy(&s->maintenance);
+	pthread_mutex_destroy(&s->flush_mutex);
+	pthread_mutex_destroy(&s->compact_mutex);
+	pthread_mutex_destroy(&s->publish);
 	pthread_mutex_destroy(&s->errmsg_lock);
 	pthread_cond_destroy(&s->flushed);
 	pthread_cond_destroy(&s->wake);
 	pthread_cond_destroy(&s->rollup_wake);
+	pthread_cond_destroy(&s->compact_wake);
 	free(s->watched);
 	free(s);
 }
@@ -2675,7 +2797,9 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		s->options.query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_init(&s->maintenance, NULL);
+	pthread_mutex_init(&s->flush_mutex, NULL);
+	pthread_mutex_init(&s->compact_mutex, NULL);
+	pthread_mutex_init(&s->publish, NULL);
 	pthread_mutex_init(&s->errmsg_lock, NULL);
 	pthread_cond_init(&s->flushed, NULL);
 	pthread_condattr_t attr;
@@ -2683,6 +2807,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &attr);
 	pthread_cond_init(&s->rollup_wake, &attr);
+	pthread_cond_init(&s->compact_wake, &attr);
 	pthread_condattr_destroy(&attr);
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->wal_dir, sizeof(s->wal_dir), "%s/wal", dir);
@@ -2784,19 +2909,23 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		goto fail;
 	memtable_peak_note(s); /* what the replay put back */
 	if (s->options.background) {
+		/* Names are a debugging aid: a failure to set one is harmless. */
 		if ((rc = -pthread_create(&s->worker, NULL, worker_main, s))) {
 			set_errmsg(s, "start background worker for %s: %s", dir, rc);
 			goto fail;
 		}
 		s->worker_started = 1;
-		pthread_setname_np(s->worker, "tally-flush"); /* a name is a debugging aid: failure is harmless */
+		pthread_setname_np(s->worker, "tally-flush");
+		if ((rc = -pthread_create(&s->compactor, NULL, compactor_main, s))) {
+			set_errmsg(s, "start compaction thread for %s: %s", dir, rc);
+			background_stop(s);
+			goto fail;
+		}
+		s->compactor_started = 1;
+		pthread_setname_np(s->compactor, "tally-compact");
 		if ((rc = -pthread_create(&s->rollup_thread, NULL, rollup_main, s))) {
 			set_errmsg(s, "start rollup thread for %s: %s", dir, rc);
-			pthread_mutex_lock(&s->lock);
-			s->closing = 1;
-			pthread_cond_broadcast(&s->wake);
-			pthread_mutex_unlock(&s->lock);
-			pthread_join(s->worker, NULL);
+			background_stop(s);
 			goto fail;
 		}
 		s->rollup_started = 1;
@@ -2817,18 +2946,12 @@ int tally_store_close(tally_store *s)
 {
 	if (!s)
 		return 0;
-	pthread_mutex_lock(&s->lock);
-	s->closing = 1;
-	pthread_cond_broadcast(&s->wake);
-	pthread_cond_broadcast(&s->flushed);
-	pthread_cond_broadcast(&s->rollup_wake);
-	pthread_mutex_unlock(&s->lock);
-	if (s->worker_started)
-		pthread_join(s->worker, NULL);
-	if (s->rollup_started)
-		pthread_join(s->rollup_thread, NULL);
-	pthread_mutex_lock(&s->maintenance); /* a caller's flush or compaction finishes first */
-	pthread_mutex_unlock(&s->maintenance);
+	background_stop(s);
+	/* A caller's flush or compaction finishes first. */
+	pthread_mutex_lock(&s->flush_mutex);
+	pthread_mutex_unlock(&s->flush_mutex);
+	pthread_mutex_lock(&s->compact_mutex);
+	pthread_mutex_unlock(&s->compact_mutex);
 	int rc = wal_close(s->wal);
 	if (!rc)
 		rc = s->sticky;

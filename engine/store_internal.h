@@ -53,8 +53,15 @@ struct tally_store {
 	int lock_fd;
 
 	pthread_mutex_t lock;
-	pthread_cond_t flushed; /* a flush completed (backpressure waiters) */
-	pthread_mutex_t maintenance;
+	pthread_cond_t flushed; /* a flush froze, published or gave up (backpressure, a compaction's start) */
+	/* Maintenance (store.c, notes 4, 5 and 7): flushes are serialised by
+	 * flush_mutex, compactions by compact_mutex, and the two run beside
+	 * each other, so the memtables are flushed while a compaction lasts.
+	 * publish serialises what both do to publish: the manifest image built
+	 * from the catalog, its write, and the catalog's swap. */
+	pthread_mutex_t flush_mutex;
+	pthread_mutex_t compact_mutex;
+	pthread_mutex_t publish;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
@@ -72,6 +79,10 @@ struct tally_store {
 	uint64_t memtable_bytes_peak; /* tally_stats: see memtable_peak_note */
 	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
 	int frozen;                   /* frozen memtables exist */
+	/* A flush has taken file ids and not yet published them or given up
+	 * (under lock). A compaction takes its inputs and ids only when none
+	 * has, so file ids stay in the order of the data's age. */
+	int flushing;
 	/* The change map (changes.h), under lock: every stored event's day,
 	 * with the LSN of its WAL record. changes_frozen is its copy taken when
 	 * the memtables were frozen (exactly the marks with LSN < the flush
@@ -88,9 +99,12 @@ struct tally_store {
 	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
 	uint64_t verify_clock;
 
-	pthread_t worker;
+	pthread_t worker; /* flushes (worker_main) */
 	int worker_started;
 	pthread_cond_t wake;
+	pthread_t compactor; /* compactions (compactor_main) */
+	int compactor_started;
+	pthread_cond_t compact_wake;
 	/* The rollup thread (store.c, "rollup catch-up"): every
 	 * ROLLUP_CATCH_UP_TICK_MS it rolls up the new memtable rows of the
 	 * tenants a query has read (watched, by id). */
@@ -146,9 +160,9 @@ size_t query_cache_bytes(const tally_store *s);
  * Decodes the rollup pages of the given tenants' sections of f (a file a
  * flush or compaction just published) and adds them to the query cache,
  * so a dashboard's next query does not decode them first. Called without
- * s->lock (it takes it per section to add the entry) and with
- * s->maintenance held, so f stays live. Stops once the cache holds half of
- * its limit. Errors only leave sections undecoded (queries decode them).
+ * s->lock (it takes it per section to add the entry) and with f pinned or
+ * s->compact_mutex held, so f stays live. Stops once the cache holds half
+ * of its limit. Errors only leave sections undecoded (queries decode them).
  */
 void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,
 		      uint32_t count);

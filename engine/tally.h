@@ -131,9 +131,8 @@ typedef struct tally_options {
 	const tally_io *io;              /* NULL: the liburing-backed default */
 	int64_t lateness_past_us;        /* default 35 days */
 	int64_t lateness_future_us;      /* default 5 minutes */
-	uint64_t memtable_bytes_max;     /* flush threshold, default 256 MiB (RAM: up to twice that while a
-					  * flush runs; not bounded while a compaction runs, see
-					  * docs/architecture.md "Known limit") */
+	uint64_t memtable_bytes_max;     /* flush threshold, default 256 MiB (RAM: up to about twice that
+					  * while a flush runs, also beside a compaction) */
 	uint64_t wal_file_bytes_max;     /* WAL file rotation size, default 64 MiB */
 	uint64_t wal_buffer_bytes_max;   /* pending, not yet written WAL bytes; default 32 MiB */
 	uint32_t group_commit_window_us; /* extra wait to gather a group; default 0 */
@@ -146,7 +145,8 @@ typedef struct tally_options {
 					  * default: the online CPUs */
 	uint64_t flush_parallel_rows_min; /* a smaller flush or compaction writes one file; 0,
 					   * the default: FLUSH_PARALLEL_ROWS_MIN (200,000) */
-	bool background;                 /* run the background worker (flush, compaction); default true */
+	bool background;                 /* run the background threads (flush, compaction, rollups);
+					  * default true */
 	int64_t minute_pages_retention_us; /* minute rollup pages kept this long; default 48 hours
 					    * (hour and day pages are kept as long as the raw events) */
 	uint32_t query_rows_behind_max;  /* a query reads up to this many unflushed rows that the
@@ -172,7 +172,7 @@ int tally_store_open(const char *dir, const tally_options *options,
 		     tally_store **out, char *errmsg);
 
 /*
- * Finishes pending WAL writes, stops the background worker, and frees the
+ * Finishes pending WAL writes, stops the background threads, and frees the
  * store. Does not flush memtables (the WAL holds them). Returns the sticky
  * error if the store had failed, 0 otherwise; the store is freed either way.
  */

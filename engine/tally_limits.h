@@ -30,8 +30,8 @@ enum dim {
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define FLUSH_FILES_MAX 4u                   /* segment files one flush or compaction writes at once, a thread each */
 #define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush or compaction of fewer rows writes one file */
-#define BACKGROUND_TICK_MS 200u              /* background worker wakes at least this often */
-#define BACKGROUND_NICE 10                   /* the flush and compaction thread's nice, above the process's */
+#define BACKGROUND_TICK_MS 200u              /* the flush worker and the compactor wake at least this often */
+#define BACKGROUND_NICE 10                   /* the flush worker's and the compactor's nice, above the process's */
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */

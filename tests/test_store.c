@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -852,15 +853,21 @@ Test(store, a_failed_part_of_a_big_compaction_loses_nothing_and_leaves_no_file)
  * nothing. Every flush is split in two here (flush_parallel_rows_min 1),
  * and 2 live files are enough to compact; the worker's own compactions
  * write one file. */
-static tally_store *open_store_runs(void)
+/* The store in dir with the background worker on and these options
+ * (0: the default) on top of the defaults. */
+static tally_store *open_store_worker(uint64_t memtable_bytes_max, uint32_t compact_files_min,
+				      uint32_t flush_threads, uint64_t flush_parallel_rows_min)
 {
 	tally_options o;
 	tally_options_default(&o);
 	o.io = fault_io_table(fio);
 	o.background = true;
-	o.flush_threads = 2;
-	o.flush_parallel_rows_min = 1;
-	o.compact_files_min = 2;
+	if (memtable_bytes_max)
+		o.memtable_bytes_max = memtable_bytes_max;
+	if (compact_files_min)
+		o.compact_files_min = compact_files_min;
+	o.flush_threads = flush_threads;
+	o.flush_parallel_rows_min = flush_parallel_rows_min;
 	tally_store *s = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	int rc = tally_store_open(dir, &o, &s, err);
@@ -868,21 +875,33 @@ static tally_store *open_store_runs(void)
 	return s;
 }
 
-static void runs_ingest(tally_store *s, const char *prefix)
+static tally_store *open_store_runs(void)
 {
-	for (int t = 0; t < 4; t++) {
+	return open_store_worker(0, 2, 2, 1);
+}
+
+/* Ingests `per` new events (at most 10) for each of tenants <name>0 ..
+ * <name>(count - 1), ids "<prefix><tenant>-<i>"; each is ACCEPTED. */
+static void tenants_ingest(tally_store *s, const char *name, int count, int per, const char *prefix)
+{
+	for (int t = 0; t < count; t++) {
 		char tenant[16], ids[10][24];
 		tally_event e[10];
 		tally_ingest_result r[10];
-		snprintf(tenant, sizeof(tenant), "run%d", t);
-		for (int i = 0; i < 10; i++) {
+		snprintf(tenant, sizeof(tenant), "%s%d", name, t);
+		for (int i = 0; i < per; i++) {
 			snprintf(ids[i], sizeof(ids[i]), "%s%d-%d", prefix, t, i);
 			e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + i), (uint64_t)i);
 		}
-		cr_assert_eq(tally_ingest(s, tenant, e, 10, r), 0);
-		for (int i = 0; i < 10; i++)
+		cr_assert_eq(tally_ingest(s, tenant, e, (size_t)per, r), 0);
+		for (int i = 0; i < per; i++)
 			cr_assert_eq(r[i].code, TALLY_ACCEPTED);
 	}
+}
+
+static void runs_ingest(tally_store *s, const char *prefix)
+{
+	tenants_ingest(s, "run", 4, 10, prefix);
 }
 
 static tally_stats runs_stats_after_ticks(tally_store *s, unsigned ticks)
@@ -928,6 +947,166 @@ Test(store, tiered_compaction_merges_runs_not_the_files_of_one)
 		uint64_t n = 0;
 		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
 		cr_expect_eq(n, 30, "tenant %d", t);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+}
+
+/* A flush runs beside a compaction. Ingest past memtable_bytes_max during
+ * a slow compaction (every segment file read sleeps 2 ms) is held to twice
+ * the limit: the worker flushes while the compaction writes, and
+ * backpressure waits for its freeze and for its publish. The flushes take file ids after the
+ * compaction's and publish first; the compaction's output still goes
+ * before them (the manifest's ids ascend), so the store reopens with every
+ * event once. */
+#define SLOW_TENANTS 150
+#define SLOW_LIMIT (128u << 10)
+#define HOT_TENANTS 16
+#define HOT_BATCH 50
+#define HOT_BATCHES_MAX 1600
+
+/* tally_flush or tally_compact on a thread of its own. */
+typedef struct maintenance_thread {
+	tally_store *s;
+	int (*run)(tally_store *s);
+	int rc;
+	atomic_bool done;
+} maintenance_thread;
+
+static void *maintenance_main(void *arg)
+{
+	maintenance_thread *m = arg;
+	m->rc = m->run(m->s);
+	atomic_store(&m->done, true);
+	return NULL;
+}
+
+Test(store, a_flush_runs_beside_a_slow_compaction_and_memory_stays_bounded)
+{
+	/* One CPU for every thread: the niced worker then wakes late behind
+	 * the ingesting thread, which must wait for its freeze, not run on. */
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	tally_store *s = open_store_worker(SLOW_LIMIT, 1000 /* no compaction but the test's */, 0, 0);
+	const char *rounds[3] = {"r0-", "r1-", "r2-"};
+	for (int round = 0; round < 3; round++) {
+		tenants_ingest(s, "slow", SLOW_TENANTS, 4, rounds[round]);
+		cr_assert_eq(tally_flush(s), 0);
+	}
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_assert_eq(st.segment_file_count, 3);
+	uint64_t flushes_before = st.flush_count;
+
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_delay_set(fio, 2000, 0);
+	maintenance_thread c = {.s = s, .run = tally_compact};
+	pthread_t thread;
+	cr_assert_eq(pthread_create(&thread, NULL, maintenance_main, &c), 0);
+	/* Hot ingest while it runs: batches of 200 new events, far more in all
+	 * than the limit, checked after each batch. */
+	static tally_event e[HOT_BATCH];
+	static tally_ingest_result r[HOT_BATCH];
+	static char ids[HOT_BATCH][24];
+	uint64_t peak = 0, during = 0, flushes_during = 0, commit_lsn = 0;
+	uint32_t batches = 0;
+	for (; batches < HOT_BATCHES_MAX && !atomic_load(&c.done); batches++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "hot%u", batches % HOT_TENANTS);
+		for (int i = 0; i < HOT_BATCH; i++) {
+			snprintf(ids[i], sizeof(ids[i]), "hot-%u-%d", batches, i);
+			e[i] = make_event(ids[i], NOW_US - MINUTE_US * (1 + i), (uint64_t)i);
+		}
+		/* Not waiting for the fsync, as the server's event loop: the
+		 * ingesting thread never sleeps, so only backpressure stops it. */
+		cr_assert_eq(tally_ingest_submit(s, tenant, e, HOT_BATCH, r, &commit_lsn), 0);
+		cr_assert_eq(tally_store_stats(s, &st), 0);
+		if (st.compaction_count == 0) { /* the compaction has not published yet */
+			during++;
+			peak = st.memtable_bytes_peak;
+			flushes_during = st.flush_count - flushes_before;
+		}
+	}
+	cr_assert_eq(tally_commit_wait(s, commit_lsn), 0);
+	pthread_join(thread, NULL);
+	fault_io_delay_set(fio, 0, 0);
+	cr_assert_eq(c.rc, 0, "%s", tally_store_errmsg(s));
+	fprintf(stderr, "slow compaction: %u calls of %d events (%" PRIu64 " while it ran), memtable "
+		"peak %" PRIu64 " bytes (limit %u), %" PRIu64 " flushes during it\n",
+		batches, HOT_BATCH, during, peak, SLOW_LIMIT, flushes_during);
+	cr_assert_geq(during, 20, "the compaction lasted while ingest passed the limit many times");
+	/* Frozen and active memtables, each up to the limit plus one call's
+	 * growth (HOT_BATCH events, and a column of a tenant's memtable
+	 * doubling: under 16 KiB). Without the wait for the worker's freeze
+	 * it came to 348,800 bytes; with a compaction holding off the flush,
+	 * to 11.3 MB. */
+	cr_expect_leq(peak, 2 * SLOW_LIMIT + 2 * (16u << 10), "memtable bytes stay within twice the limit");
+	cr_expect_geq(flushes_during, 2, "the worker flushed while the compaction ran");
+	for (int reopened = 0; reopened < 2; reopened++) {
+		uint64_t n = 0;
+		for (uint32_t t = 0; t < HOT_TENANTS; t++) {
+			char tenant[16];
+			snprintf(tenant, sizeof(tenant), "hot%u", t);
+			cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		}
+		cr_expect_eq(n, (uint64_t)batches * HOT_BATCH);
+		n = 0;
+		cr_assert_eq(tally_scan(s, "slow7", 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, 12);
+		cr_assert_eq(tally_store_close(s), 0);
+		cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+		if (!reopened)
+			s = open_store_worker(SLOW_LIMIT, 1000, 0, 0);
+	}
+}
+
+/* A compaction started while a flush holds file ids it has not published
+ * waits for that flush (its data is newer than every input, so its ids
+ * must come first), and then merges its file too. Segment writes sleep
+ * 100 ms each, so the flush lasts. */
+
+Test(store, a_compaction_waits_for_a_flush_that_took_file_ids_first)
+{
+	tally_store *s = open_store(0);
+	tenants_ingest(s, "age", 3, 4, "a-");
+	cr_assert_eq(tally_flush(s), 0);
+	tenants_ingest(s, "age", 3, 4, "b-");
+	cr_assert_eq(tally_flush(s), 0);
+	tenants_ingest(s, "age", 3, 4, "c-");
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_delay_set(fio, 0, 100 * 1000);
+	fault_io_counts_reset(fio);
+	maintenance_thread f = {.s = s, .run = tally_flush};
+	pthread_t thread;
+	cr_assert_eq(pthread_create(&thread, NULL, maintenance_main, &f), 0);
+	/* Nothing else runs: the flush's first open (the WAL's next file or
+	 * its segment file) is in or after the lock hold that takes its ids,
+	 * and tally_compact starts by taking the lock. */
+	fault_io_counts counts = {0};
+	for (int wait = 0; wait < 2000 && !counts.open_count; wait++) {
+		usleep(500);
+		fault_io_counts_get(fio, &counts);
+	}
+	cr_assert_gt(counts.open_count, 0, "the flush started");
+	cr_assert_eq(tally_compact(s), 0);
+	pthread_join(thread, NULL);
+	fault_io_delay_set(fio, 0, 0);
+	cr_assert_eq(f.rc, 0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.flush_count, 3);
+	cr_expect_eq(st.compaction_count, 1);
+	cr_expect_eq(st.segment_file_count, 1, "the flush's file was an input too");
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store(0);
+	for (int t = 0; t < 3; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "age%d", t);
+		uint64_t n = 0;
+		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, 12);
 	}
 	cr_assert_eq(tally_store_close(s), 0);
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
@@ -1231,21 +1410,24 @@ static int thread_nice(const char *name)
 	return nice;
 }
 
-/* Description: the background worker (flushes, compactions: seconds of
- * CPU) runs at nice BACKGROUND_NICE, so queries and acks win the CPU; the
- * rollup and WAL threads stay at the process's priority. */
+/* Description: the flush worker and the compactor (seconds of CPU each)
+ * run at nice BACKGROUND_NICE, so queries and acks win the CPU; the rollup
+ * and WAL threads stay at the process's priority. */
 Test(store, background_worker_runs_at_a_lower_priority)
 {
 	tally_store *s = open_store(1);
 	int base = getpriority(PRIO_PROCESS, 0);
 	int expected = base + BACKGROUND_NICE > 19 ? 19 : base + BACKGROUND_NICE;
-	int flush_nice = INT_MIN;
-	for (int wait = 0; wait < 100 && flush_nice != expected; wait++) {
-		flush_nice = thread_nice("tally-flush");
-		if (flush_nice != expected)
-			usleep(10 * 1000); /* the worker sets it as it starts */
+	const char *niced[2] = {"tally-flush", "tally-compact"};
+	for (int t = 0; t < 2; t++) {
+		int nice = INT_MIN;
+		for (int wait = 0; wait < 100 && nice != expected; wait++) {
+			nice = thread_nice(niced[t]);
+			if (nice != expected)
+				usleep(10 * 1000); /* each thread sets it as it starts */
+		}
+		cr_expect_eq(nice, expected, "%s", niced[t]);
 	}
-	cr_expect_eq(flush_nice, expected);
 	cr_expect_eq(thread_nice("tally-rollup"), base);
 	cr_expect_eq(thread_nice("tally-wal"), base);
 	cr_assert_eq(tally_store_close(s), 0);

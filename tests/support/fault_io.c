@@ -40,6 +40,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* "Fail the nth matching call (and maybe every later one)". */
 typedef struct fault_plan {
@@ -63,6 +64,8 @@ struct fault_io {
 	uint64_t disk_limit_generation;
 
 	uint64_t short_write_bytes_max; /* 0: off */
+	uint32_t pread_delay_us;        /* matching preads sleep this long first; 0: off */
+	uint32_t pwrite_delay_us;       /* matching pwrites likewise */
 	int rename_error;
 	int fsync_dir_error;
 	char open_fail_substring[FAULT_IO_SUBSTRING_SIZE_MAX];
@@ -215,6 +218,11 @@ static int fault_close(const tally_io *io, int fd)
 static int64_t fault_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
 {
 	fault_io *f = fault_io_from(io);
+	fault_io_lock(f);
+	uint32_t delay_us = fault_io_fd_matches(f, fd) ? f->pread_delay_us : 0;
+	fault_io_unlock(f);
+	if (delay_us)
+		usleep(delay_us);
 	return f->inner->pread(f->inner, fd, buf, size, offset);
 }
 
@@ -226,6 +234,11 @@ static int64_t fault_pwrite(const tally_io *io, int fd, const void *buf, size_t 
 	bool reserved = false;
 	uint64_t generation = 0;
 
+	fault_io_lock(f);
+	uint32_t delay_us = fault_io_fd_matches(f, fd) ? f->pwrite_delay_us : 0;
+	fault_io_unlock(f);
+	if (delay_us)
+		usleep(delay_us);
 	fault_io_lock(f);
 	f->counts.pwrite_count++;
 	bool direct = fd >= 0 && fd < FAULT_IO_FD_MAX && f->direct[fd];
@@ -497,6 +510,15 @@ void fault_io_disk_limit_set(fault_io *f, uint64_t bytes)
 	f->disk_limit_on = true;
 	f->disk_limit_remaining_bytes = bytes;
 	f->disk_limit_generation++;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
+void fault_io_delay_set(fault_io *f, uint32_t pread_us, uint32_t pwrite_us)
+{
+	fault_io_lock(f);
+	f->pread_delay_us = pread_us;
+	f->pwrite_delay_us = pwrite_us;
 	fault_io_unlock(f);
 }
 

@@ -99,6 +99,11 @@ void fault_io_pwrite_fail_from(fault_io *f, uint64_t nth, int error);
 void fault_io_disk_limit_set(fault_io *f, uint64_t bytes);
 void fault_io_disk_limit_clear(fault_io *f);
 
+/* Every matching pread sleeps pread_us microseconds before it reads, and
+ * every matching pwrite pwrite_us before it writes (a slow disk, to make a
+ * compaction or a flush last); 0 turns each off. */
+void fault_io_delay_set(fault_io *f, uint32_t pread_us, uint32_t pwrite_us);
+
 /* Every matching pwrite writes at most bytes_max bytes (0: off). */
 void fault_io_short_write_set(fault_io *f, uint64_t bytes_max);
 
