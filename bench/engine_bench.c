@@ -146,6 +146,14 @@ static double events_with_flush_per_s(uint64_t events, const figures *f)
 	return seconds > 0 ? (double)events / seconds : 0;
 }
 
+/* The store's memtable_bytes_max in this run. */
+static uint64_t memtable_limit(const bench_engine_options *o)
+{
+	tally_options defaults;
+	tally_options_default(&defaults);
+	return o->memtable_bytes_max ? o->memtable_bytes_max : defaults.memtable_bytes_max;
+}
+
 static void print_text(const bench_engine_options *o, const workload *w, const figures *f)
 {
 	uint64_t stored = w->unique_count;
@@ -188,10 +196,8 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	printf("  close               %.1f ms\n", f->close_ms);
 	printf("  flushes %" PRIu64 ", compactions %" PRIu64 " during the run\n",
 	       f->stats.flush_count, f->stats.compaction_count);
-	tally_options defaults;
-	tally_options_default(&defaults);
 	printf("  memtables, peak     %.1f MiB (memtable_bytes_max %.1f MiB)\n",
-	       f->stats.memtable_bytes_peak / 1048576.0, defaults.memtable_bytes_max / 1048576.0);
+	       f->stats.memtable_bytes_peak / 1048576.0, memtable_limit(o) / 1048576.0);
 	printf("  WAL commit fsyncs   %" PRIu64 " (%.1f events each, %.1f ms in all)\n",
 	       f->stats.wal_fsync_count, bench_per_event(w->event_count, f->stats.wal_fsync_count),
 	       f->stats.wal_fsync_us_total / 1e3);
@@ -261,6 +267,7 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	/* The seed is a full uint64: a string keeps every bit in any JSON reader. */
 	bad |= bench_json_put(root, "seed", bench_json_u64(o->seed));
 	bad |= bench_json_put(root, "producers", json_integer(o->producer_count));
+	bad |= bench_json_put(root, "memtable_bytes_max", json_integer((json_int_t)memtable_limit(o)));
 	bad |= bench_json_put(root, "batch_window", json_integer(o->window_events));
 	bad |= bench_json_put(root, "inflight_batches", json_integer(o->inflight_batches));
 	bad |= bench_json_put(root, "group_batches", json_integer(o->group_batches));
@@ -383,7 +390,11 @@ int bench_engine_run(const bench_engine_options *o)
 	int status = 1;
 	tally_store *store = NULL;
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	if ((rc = tally_store_open(dir, NULL, &store, errmsg))) {
+	tally_options store_options;
+	tally_options_default(&store_options);
+	if (o->memtable_bytes_max)
+		store_options.memtable_bytes_max = o->memtable_bytes_max;
+	if ((rc = tally_store_open(dir, &store_options, &store, errmsg))) {
 		bench_engine_failed("tally_store_open", rc, NULL, errmsg);
 		goto out;
 	}

@@ -11,6 +11,8 @@
 
 #include "ingest.h" /* BENCH_*_MAX, BENCH_*_DEFAULT */
 
+#define BENCH_MEMTABLE_MIB_MAX 65536u /* --memtable-mib: 64 GiB */
+
 typedef struct bench_engine_options {
 	uint64_t event_count;      /* delivered events, re-sends included */
 	uint32_t tenant_count;
@@ -21,6 +23,7 @@ typedef struct bench_engine_options {
 	uint32_t window_events;    /* delivery window that is cut into per-tenant batches */
 	uint32_t inflight_batches; /* per producer: submitted, not yet acknowledged */
 	uint32_t group_batches;    /* batches per tally_ingest_submit_many call (1: tally_ingest_submit) */
+	uint64_t memtable_bytes_max; /* the store's option; 0: the engine's default */
 } bench_engine_options;
 
 /*

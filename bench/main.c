@@ -68,6 +68,8 @@ static const char USAGE[] =
 	"  --group G           batches submitted together with tally_ingest_submit_many,\n"
 	"                      as a server does with the requests of one event-loop pass\n"
 	"                      (default 256; 1 submits each batch alone; max %u)\n"
+	"  --memtable-mib M    the store's memtable_bytes_max, in MiB (default: the\n"
+	"                      engine's, 256; max %u)\n"
 	"  --json              print one JSON object instead of the text report\n"
 	"\n"
 	"query   time five dashboard queries (tally_query_run, in-process) R times each\n"
@@ -150,7 +152,7 @@ static void usage_print(FILE *out)
 {
 	fprintf(out, USAGE, WORKLOAD_EVENTS_MAX, WORKLOAD_TENANTS_MAX, BENCH_PRODUCERS_MAX,
 		WORKLOAD_WINDOW_EVENTS_MAX, BENCH_INFLIGHT_MAX, BENCH_GROUP_MAX,
-		BENCH_QUERY_REPEAT_DEFAULT, BENCH_QUERY_REPEAT_MAX);
+		BENCH_MEMTABLE_MIB_MAX, BENCH_QUERY_REPEAT_DEFAULT, BENCH_QUERY_REPEAT_MAX);
 	fprintf(out, USAGE_PROTOCOL, BENCH_NET_CONNECTIONS_DEFAULT, NET_CONNECTIONS_MAX,
 		NET_BATCH_EVENTS_DEFAULT, TALLY_BATCH_EVENTS_MAX, WORKLOAD_WINDOW_EVENTS_MAX,
 		NET_INFLIGHT_DEFAULT, TALLY_CLIENT_INFLIGHT_MAX, NET_RATE_MAX,
@@ -287,7 +289,7 @@ static int engine_main(int argc, char **argv)
 	uint64_t events = BENCH_EVENTS_DEFAULT, tenants = BENCH_TENANTS_DEFAULT,
 		 seed = BENCH_SEED_DEFAULT, producers = BENCH_PRODUCERS_DEFAULT,
 		 window = BENCH_WINDOW_DEFAULT, inflight = BENCH_INFLIGHT_DEFAULT,
-		 group = BENCH_GROUP_DEFAULT;
+		 group = BENCH_GROUP_DEFAULT, memtable_mib = 0;
 	flag flags[] = {
 		{"--events", 1, WORKLOAD_EVENTS_MAX, &events, false},
 		{"--tenants", 1, WORKLOAD_TENANTS_MAX, &tenants, false},
@@ -296,6 +298,7 @@ static int engine_main(int argc, char **argv)
 		{"--batch-window", 1, WORKLOAD_WINDOW_EVENTS_MAX, &window, false},
 		{"--inflight", 1, BENCH_INFLIGHT_MAX, &inflight, false},
 		{"--group", 1, BENCH_GROUP_MAX, &group, false},
+		{"--memtable-mib", 1, BENCH_MEMTABLE_MIB_MAX, &memtable_mib, false},
 	};
 	bool json = false;
 	const switch_flag switches[] = {{"--json", &json}};
@@ -317,6 +320,7 @@ static int engine_main(int argc, char **argv)
 		.window_events = (uint32_t)window,
 		.inflight_batches = (uint32_t)inflight,
 		.group_batches = (uint32_t)group,
+		.memtable_bytes_max = memtable_mib << 20,
 	};
 	return bench_engine_run(&options);
 }

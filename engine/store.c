@@ -1728,6 +1728,7 @@ typedef struct file_part {
 	char errmsg[TALLY_ERRMSG_SIZE];
 	pthread_t thread;
 	int started;
+	const atomic_uint *give_way; /* a background compaction's: stop once non-zero */
 } file_part;
 
 /* Adds tenant t's rows, from p's frozen memtable or input files, to w. */
@@ -1773,8 +1774,14 @@ static void file_part_write(file_part *p)
 	rollup_scratch rollup_buffers; /* reused from tenant to tenant */
 	memset(&rollup_buffers, 0, sizeof(rollup_buffers));
 	rows scratch = {0}; /* a compaction's decoded row group */
-	for (uint32_t i = 0; i < p->count && !rc; i++)
+	for (uint32_t i = 0; i < p->count && !rc; i++) {
+		if (p->give_way && atomic_load(p->give_way)) {
+			rc = -ECANCELED;
+			snprintf(p->errmsg, sizeof(p->errmsg), "gave way to tally_compact");
+			break;
+		}
 		rc = part_add_tenant(p, w, p->tenants[i], &scratch, &rollup_buffers);
+	}
 	rollup_scratch_free(&rollup_buffers);
 	rows_free(&scratch);
 	if (rc) {
@@ -2244,11 +2251,17 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	memset(parts, 0, sizeof(parts));
 	for (uint32_t j = 0; j < part_count; j++)
 		parts[j] = (file_part){.s = s, .inputs = inputs, .input_count = input_count,
-				       .file_id = first_file_id + j};
+				       .file_id = first_file_id + j,
+				       .give_way = all ? NULL : &s->compact_callers};
 	file_parts_cut(parts, part_count, tenants, row_counts, listed, input_rows);
 	free(row_counts);
 	if ((rc = file_parts_write(parts, part_count, "tally-compact", errmsg))) {
 		file_parts_discard(s, parts, part_count);
+		if (rc == -ECANCELED) { /* gave way: the caller's compaction merges it all */
+			free(inputs);
+			free(tenants);
+			return 0;
+		}
 		goto fail;
 	}
 
@@ -2354,7 +2367,9 @@ fail:
 
 int tally_compact(tally_store *s)
 {
+	atomic_fetch_add(&s->compact_callers, 1);
 	pthread_mutex_lock(&s->compact_mutex);
+	atomic_fetch_sub(&s->compact_callers, 1);
 	int rc = compact_locked_maintenance(s, 1);
 	pthread_mutex_unlock(&s->compact_mutex);
 	return rc;

@@ -7,6 +7,7 @@
 #define TALLY_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "changes.h"
 #include "dedup.h"
@@ -62,6 +63,11 @@ struct tally_store {
 	pthread_mutex_t flush_mutex;
 	pthread_mutex_t compact_mutex;
 	pthread_mutex_t publish;
+	/* tally_compact calls waiting for compact_mutex: a background
+	 * compaction gives way to them (stops between two tenants and drops
+	 * what it wrote), so a caller's compaction, split over the CPUs, is
+	 * not held up behind a niced one-file compaction. */
+	atomic_uint compact_callers;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;

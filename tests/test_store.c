@@ -688,7 +688,8 @@ static void big_expect_counts(tally_store *s, uint32_t copies, const char *when)
 	}
 }
 
-static uint32_t segment_files_on_disk(void)
+/* Files in the segment directory whose names contain `part`. */
+static uint32_t segment_dir_count(const char *part)
 {
 	char path[300];
 	snprintf(path, sizeof(path), "%s/segments", dir);
@@ -697,9 +698,14 @@ static uint32_t segment_files_on_disk(void)
 	uint32_t n = 0;
 	struct dirent *ent;
 	while ((ent = readdir(d)))
-		n += strstr(ent->d_name, ".seg") != NULL;
+		n += strstr(ent->d_name, part) != NULL;
 	closedir(d);
 	return n;
+}
+
+static uint32_t segment_files_on_disk(void)
+{
+	return segment_dir_count(".seg");
 }
 
 /* A flush past FLUSH_PARALLEL_ROWS_MIN rows splits its tenants into
@@ -950,6 +956,44 @@ Test(store, tiered_compaction_merges_runs_not_the_files_of_one)
 	}
 	cr_assert_eq(tally_store_close(s), 0);
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+}
+
+/* A background compaction gives way to tally_compact: it stops between two
+ * tenants and drops what it wrote, and the caller's compaction, split as a
+ * flush is, merges everything (had it finished, the caller would have
+ * found one file and done nothing, after waiting for a niced one-file
+ * compaction). Segment reads sleep 20 ms, so the background one lasts. */
+Test(store, a_background_compaction_gives_way_to_tally_compact)
+{
+	tally_store *s = open_store_runs();
+	runs_ingest(s, "a");
+	cr_assert_eq(tally_flush(s), 0);
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_delay_set(fio, 20 * 1000, 0);
+	runs_ingest(s, "b");
+	cr_assert_eq(tally_flush(s), 0); /* a second run: the compactor starts at once */
+	int waited = 0;
+	for (; waited < 4000 && !segment_dir_count(".tmp"); waited++)
+		usleep(1000);
+	cr_assert_lt(waited, 4000, "the background compaction is writing");
+	cr_assert_eq(tally_compact(s), 0);
+	fault_io_delay_set(fio, 0, 0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.compaction_count, 1, "only the caller's compaction published");
+	cr_expect_eq(st.segment_file_count, 2, "split in two, as a flush of its rows");
+	cr_expect_eq(segment_dir_count(".tmp"), 0, "the background's file was removed");
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
+	s = open_store(0);
+	for (int t = 0; t < 4; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "run%d", t);
+		uint64_t n = 0;
+		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, 20, "tenant %d", t);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
 }
 
 /* A flush runs beside a compaction. Ingest past memtable_bytes_max during
