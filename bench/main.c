@@ -69,7 +69,7 @@ static const char USAGE[] =
 	"                      as a server does with the requests of one event-loop pass\n"
 	"                      (default 256; 1 submits each batch alone; max %u)\n"
 	"  --memtable-mib M    the store's memtable_bytes_max, in MiB (default: the\n"
-	"                      engine's, 256; max %u)\n"
+	"                      engine's, 512; max %u)\n"
 	"  --json              print one JSON object instead of the text report\n"
 	"\n"
 	"query   time five dashboard queries (tally_query_run, in-process) R times each\n"

@@ -326,7 +326,7 @@ void tally_options_default(tally_options *o)
 	memset(o, 0, sizeof(*o));
 	o->lateness_past_us = 35 * TALLY_US_PER_DAY;
 	o->lateness_future_us = 5 * 60 * TALLY_US_PER_SECOND;
-	o->memtable_bytes_max = 256u << 20;
+	o->memtable_bytes_max = 512u << 20; /* docs/benchmarks.md, twenty-fifth measurement */
 	o->wal_file_bytes_max = 64u << 20;
 	o->wal_buffer_bytes_max = 32u << 20;
 	o->group_commit_window_us = 0;

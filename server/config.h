@@ -45,7 +45,7 @@
 #define CONFIG_DEFAULT_FRAME_TIMEOUT_MS 10000u
 #define CONFIG_DEFAULT_PENDING_BYTES_MAX (512u * CONFIG_MIB)
 #define CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US 0u
-#define CONFIG_DEFAULT_MEMTABLE_BYTES_MAX ((uint64_t)256 * CONFIG_MIB)
+#define CONFIG_DEFAULT_MEMTABLE_BYTES_MAX ((uint64_t)512 * CONFIG_MIB)
 #define CONFIG_DEFAULT_QUERY_THREADS 2u
 #define CONFIG_DEFAULT_LATENCY_SLICE_US 100u
 
@@ -90,7 +90,7 @@ typedef struct server_config {
 	uint32_t frame_timeout_ms;        /* 10000: a frame that has started must complete within this (slowloris) */
 	uint32_t pending_bytes_max;       /* 512 MiB: request bytes accepted but not yet answered, server-wide; above it the server stops reading (backpressure) */
 	uint32_t group_commit_window_us;  /* 0 */
-	uint64_t memtable_bytes_max;      /* 256 MiB (engine option) */
+	uint64_t memtable_bytes_max;      /* 512 MiB (engine option) */
 	uint32_t query_threads;           /* 2 */
 	uint32_t latency_slice_us;        /* 100: scheduler slice of the loop and query threads (server/latency.c); 0 = kernel default */
 	bool log_json;                    /* false: one human line per log record on stderr */

@@ -55,7 +55,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->frame_timeout_ms, 10000u);
 	cr_expect_eq(c->pending_bytes_max, 512u << 20);
 	cr_expect_eq(c->group_commit_window_us, 0u);
-	cr_expect_eq(c->memtable_bytes_max, (uint64_t)256 << 20);
+	cr_expect_eq(c->memtable_bytes_max, (uint64_t)512 << 20);
 	cr_expect_eq(c->query_threads, 2u);
 	cr_expect_eq(c->latency_slice_us, 100u);
 	cr_expect_eq(c->log_json, false);
@@ -179,7 +179,7 @@ static const char full_ini[] = "; tallyd configuration\n"
 			       "frame_timeout_ms = 5000\n"
 			       "pending_bytes_max = 1GiB\n"
 			       "group_commit_window_us = 200\n"
-			       "memtable_bytes_max = 512MiB\n"
+			       "memtable_bytes_max = 1GiB\n"
 			       "query_threads = 4\n"
 			       "latency_slice_us = 1000\n"
 			       "log_json = true\n";
@@ -207,7 +207,7 @@ Test(config, ini_file_sets_every_key)
 	cr_expect_eq(c.frame_timeout_ms, 5000u);
 	cr_expect_eq(c.pending_bytes_max, 1u << 30);
 	cr_expect_eq(c.group_commit_window_us, 200u);
-	cr_expect_eq(c.memtable_bytes_max, (uint64_t)512 << 20);
+	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30);
 	cr_expect_eq(c.query_threads, 4u);
 	cr_expect_eq(c.latency_slice_us, 1000u);
 	cr_expect_eq(c.log_json, true);
@@ -253,7 +253,7 @@ Test(config, flags_override_the_file_in_any_order)
 	cr_assert_eq(PARSE(&c, err, "--query-threads", "9", "--data", "/d", config_arg), CONFIG_OK, "%s", err);
 	cr_expect_eq(c.query_threads, 9u);
 	cr_expect_str_eq(c.data_dir, "/d");
-	cr_expect_eq(c.memtable_bytes_max, (uint64_t)512 << 20, "from the file");
+	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30, "from the file");
 	cr_expect_eq(c.log_json, true, "from the file");
 	test_dir_remove(&dir);
 }
@@ -611,7 +611,7 @@ Test(config, usage_lists_every_flag)
 		"--group-commit-window-us US ",
 		"(default 0; 0..100000)",
 		"--memtable-bytes-max SIZE ",
-		"(default 256 MiB; 1 MiB..64 GiB)",
+		"(default 512 MiB; 1 MiB..64 GiB)",
 		"--query-threads N ",
 		"(default 2; 1..64)",
 		"--log-json[=BOOL]",

@@ -905,6 +905,18 @@ static void tenants_ingest(tally_store *s, const char *name, int count, int per,
 	}
 }
 
+/* Each of tenants <name>0 .. <name>(count - 1) holds `each` events. */
+static void tenants_expect(tally_store *s, const char *name, int count, uint64_t each)
+{
+	for (int t = 0; t < count; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "%s%d", name, t);
+		uint64_t n = 0;
+		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, each, "%s", tenant);
+	}
+}
+
 static void runs_ingest(tally_store *s, const char *prefix)
 {
 	tenants_ingest(s, "run", 4, 10, prefix);
@@ -947,13 +959,7 @@ Test(store, tiered_compaction_merges_runs_not_the_files_of_one)
 	st = runs_stats_after_ticks(s, 4);
 	cr_expect_eq(st.compaction_count, 2, "and their output, alone, is left alone");
 	cr_expect_eq(st.segment_file_count, 1);
-	for (int t = 0; t < 4; t++) {
-		char tenant[16];
-		snprintf(tenant, sizeof(tenant), "run%d", t);
-		uint64_t n = 0;
-		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
-		cr_expect_eq(n, 30, "tenant %d", t);
-	}
+	tenants_expect(s, "run", 4, 30);
 	cr_assert_eq(tally_store_close(s), 0);
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
 }
@@ -986,13 +992,7 @@ Test(store, a_background_compaction_gives_way_to_tally_compact)
 	cr_assert_eq(tally_store_close(s), 0);
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
 	s = open_store(0);
-	for (int t = 0; t < 4; t++) {
-		char tenant[16];
-		snprintf(tenant, sizeof(tenant), "run%d", t);
-		uint64_t n = 0;
-		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
-		cr_expect_eq(n, 20, "tenant %d", t);
-	}
+	tenants_expect(s, "run", 4, 20);
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
@@ -1145,13 +1145,7 @@ Test(store, a_compaction_waits_for_a_flush_that_took_file_ids_first)
 	cr_expect_eq(st.segment_file_count, 1, "the flush's file was an input too");
 	cr_assert_eq(tally_store_close(s), 0);
 	s = open_store(0);
-	for (int t = 0; t < 3; t++) {
-		char tenant[16];
-		snprintf(tenant, sizeof(tenant), "age%d", t);
-		uint64_t n = 0;
-		cr_assert_eq(tally_scan(s, tenant, 0, INT64_MAX, count_event, &n), 0);
-		cr_expect_eq(n, 12);
-	}
+	tenants_expect(s, "age", 3, 12);
 	cr_assert_eq(tally_store_close(s), 0);
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
 }
