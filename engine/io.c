@@ -96,8 +96,23 @@ static __thread io_thread_ring io_thread;
 
 static pthread_once_t io_key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t io_key;
+/* Held while a ring is mapped or unmapped. A thread's new ring is often
+ * mapped where an exited thread's ring was; liburing maps with raw system
+ * calls that ThreadSanitizer does not see, so without an order between the
+ * old ring's last use and the new ring's first it reports the new ring's
+ * accesses as races with the old ones. This lock gives that order (it
+ * costs one uncontended lock per thread start and exit). */
+static pthread_mutex_t io_ring_map_lock = PTHREAD_MUTEX_INITIALIZER;
 static int io_key_error; /* non-zero if pthread_key_create failed */
 static int io_uring_forced_off;
+
+/* Unmaps a ring under io_ring_map_lock. */
+static void io_ring_unmap(struct io_uring *ring)
+{
+	pthread_mutex_lock(&io_ring_map_lock);
+	io_uring_queue_exit(ring);
+	pthread_mutex_unlock(&io_ring_map_lock);
+}
 
 /* Thread exit: release the ring. glibc runs key destructors before the
  * thread's static TLS block goes away, so `value` (&io_thread) is valid. */
@@ -105,14 +120,15 @@ static void io_thread_ring_destroy(void *value)
 {
 	io_thread_ring *thread_ring = value;
 	if (thread_ring->state == IO_RING_READY)
-		io_uring_queue_exit(&thread_ring->ring);
+		io_ring_unmap(&thread_ring->ring);
 	thread_ring->state = IO_RING_FALLBACK; /* a late call after this must not recreate */
 	thread_ring->fallback_errno = 0;
 }
 
 /* fork(): the child has a copy of the forking thread's TLS pointing at the
  * parent's ring. Close the child's handle (the parent's ring stays intact)
- * and start over on first use. */
+ * and start over on first use. Not under io_ring_map_lock: another parent
+ * thread may have held it at the fork, and the child has only this one. */
 static void io_atfork_child(void)
 {
 	if (io_thread.state == IO_RING_READY)
@@ -146,7 +162,9 @@ static struct io_uring *io_ring_get(void)
 		io_thread.fallback_errno = io_key_error;
 		return NULL;
 	}
+	pthread_mutex_lock(&io_ring_map_lock);
 	int ret = io_uring_queue_init(IO_RING_DEPTH, &io_thread.ring, 0);
+	pthread_mutex_unlock(&io_ring_map_lock);
 	if (ret < 0) {
 		/* Permanent for this thread: see note 4 at the top of the file. */
 		io_thread.state = IO_RING_FALLBACK;
@@ -154,7 +172,7 @@ static struct io_uring *io_ring_get(void)
 		return NULL;
 	}
 	if (pthread_setspecific(io_key, &io_thread) != 0) {
-		io_uring_queue_exit(&io_thread.ring);
+		io_ring_unmap(&io_thread.ring);
 		io_thread.state = IO_RING_FALLBACK;
 		io_thread.fallback_errno = ENOMEM;
 		return NULL;
@@ -170,7 +188,7 @@ static struct io_uring *io_ring_get(void)
 static void io_ring_abandon(int error)
 {
 	assert(io_thread.state == IO_RING_READY);
-	io_uring_queue_exit(&io_thread.ring);
+	io_ring_unmap(&io_thread.ring);
 	io_thread.state = IO_RING_FALLBACK;
 	io_thread.fallback_errno = error;
 }
