@@ -132,8 +132,8 @@ typedef struct tally_options {
 	int64_t lateness_past_us;        /* default 35 days */
 	int64_t lateness_future_us;      /* default 5 minutes */
 	uint64_t memtable_bytes_max;     /* flush threshold, default 512 MiB (RAM: up to twice that,
-					  * plus a call's events, while a flush runs, also beside a
-					  * compaction) */
+					  * plus one call's growth on each side, while a flush runs,
+					  * also beside a compaction) */
 	uint64_t wal_file_bytes_max;     /* WAL file rotation size, default 64 MiB */
 	uint64_t wal_buffer_bytes_max;   /* pending, not yet written WAL bytes; default 32 MiB */
 	uint32_t group_commit_window_us; /* extra wait to gather a group; default 0 */
