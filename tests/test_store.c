@@ -49,6 +49,16 @@ static void teardown(void)
 	fault_io_destroy(fio);
 }
 
+/* The store in dir, opened with options o. */
+static tally_store *open_store_options(const tally_options *o)
+{
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, o, &s, err);
+	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
+	return s;
+}
+
 /* The store in dir with these options on top of the defaults. */
 static tally_store *open_store_with(const tally_io *io, bool background, uint32_t flush_threads)
 {
@@ -57,11 +67,7 @@ static tally_store *open_store_with(const tally_io *io, bool background, uint32_
 	o.io = io;
 	o.background = background;
 	o.flush_threads = flush_threads;
-	tally_store *s = NULL;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_store_open(dir, &o, &s, err);
-	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
-	return s;
+	return open_store_options(&o);
 }
 
 static tally_store *open_store(int background)
@@ -853,13 +859,7 @@ Test(store, a_failed_part_of_a_big_compaction_loses_nothing_and_leaves_no_file)
 	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
 }
 
-/* The background worker's size-tiered compaction merges runs, the files
- * one flush or compaction wrote together, never the files of one run
- * alone: their tenants are disjoint, so that would rewrite them for
- * nothing. Every flush is split in two here (flush_parallel_rows_min 1),
- * and 2 live files are enough to compact; the worker's own compactions
- * write one file. */
-/* The store in dir with the background worker on and these options
+/* The store in dir with the background threads on and these options
  * (0: the default) on top of the defaults. */
 static tally_store *open_store_worker(uint64_t memtable_bytes_max, uint32_t compact_files_min,
 				      uint32_t flush_threads, uint64_t flush_parallel_rows_min)
@@ -874,13 +874,15 @@ static tally_store *open_store_worker(uint64_t memtable_bytes_max, uint32_t comp
 		o.compact_files_min = compact_files_min;
 	o.flush_threads = flush_threads;
 	o.flush_parallel_rows_min = flush_parallel_rows_min;
-	tally_store *s = NULL;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_store_open(dir, &o, &s, err);
-	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
-	return s;
+	return open_store_options(&o);
 }
 
+/* The background compactor's size-tiered compaction merges runs, the
+ * files one flush or compaction wrote together, never the files of one
+ * run alone: their tenants are disjoint, so that would rewrite them for
+ * nothing. Every flush is split in two here (flush_parallel_rows_min 1),
+ * and 2 live files are enough to compact; the compactor's own compactions
+ * write one file. */
 static tally_store *open_store_runs(void)
 {
 	return open_store_worker(0, 2, 2, 1);
