@@ -545,10 +545,14 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 			rc = section_chunk(NULL, f, (uint32_t)ti, e, k, 1, errmsg);
 		pthread_mutex_lock(&s->lock);
 		struct query_cache *c = cache_of(s);
-		if (!rc && c && !s->closing && !cache_find(c, e->file_id, e->tenant_id) &&
+		/* A compaction that retired f forgot its entries under this
+		 * lock: adding one now would keep a dead file's pages until the
+		 * LRU evicts them. */
+		if (!rc && c && !s->closing && !f->retired &&
+		    !cache_find(c, e->file_id, e->tenant_id) &&
 		    c->bytes + e->bytes <= QUERY_CACHE_WARM_BYTES_MAX && !cache_add(c, e))
 			e = NULL; /* the cache owns it */
-		int stop = !c || c->bytes >= QUERY_CACHE_WARM_BYTES_MAX || s->closing;
+		int stop = !c || c->bytes >= QUERY_CACHE_WARM_BYTES_MAX || s->closing || f->retired;
 		pthread_mutex_unlock(&s->lock);
 		if (e)
 			section_free(e); /* a section that failed to decode is left to queries */

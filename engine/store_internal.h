@@ -167,8 +167,10 @@ size_t query_cache_bytes(const tally_store *s);
  * flush or compaction just published) and adds them to the query cache,
  * so a dashboard's next query does not decode them first. Called without
  * s->lock (it takes it per section to add the entry) and with f pinned or
- * s->compact_mutex held, so f stays live. Stops once the cache holds half
- * of its limit. Errors only leave sections undecoded (queries decode them).
+ * s->compact_mutex held, so f stays live. Adds nothing once f is retired (a
+ * compaction replaced it while it was pinned, and forgot its entries
+ * then). Stops once the cache holds half of its limit. Errors only leave
+ * sections undecoded (queries decode them).
  */
 void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,
 		      uint32_t count);
