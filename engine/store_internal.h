@@ -68,6 +68,11 @@ struct tally_store {
 	 * what it wrote), so a caller's compaction, split over the CPUs, is
 	 * not held up behind a niced one-file compaction. */
 	atomic_uint compact_callers;
+	/* Tests only (NULL otherwise): called by a compaction once it has
+	 * taken its inputs and output ids and let the store lock go, with
+	 * compact_test_ctx, so a test can run a flush at that very point. */
+	void (*compact_test_hook)(tally_store *s, void *ctx);
+	void *compact_test_ctx;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
