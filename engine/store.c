@@ -1185,8 +1185,22 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	 * memtables never hold more than twice memtable_bytes_max plus one
 	 * call's growth on each side. */
 	while (!s->sticky && !s->closing && s->options.background &&
-	       s->active_bytes > s->options.memtable_bytes_max)
+	       s->active_bytes > s->options.memtable_bytes_max) {
+		/* While flushes fail (a full disk), waiting could last until
+		 * an operator frees space: refuse the call instead, with
+		 * nothing of it stored, and let the caller retry. */
+		if (s->flush_failing) {
+			rc = TALLY_E_BUSY;
+			errmsg_printf(s,
+				      "ingest refused: the memtables hold %" PRIu64 " bytes, past "
+				      "memtable_bytes_max (%" PRIu64 "), and the last flush failed (%s); "
+				      "nothing of this call was stored: retry once a flush succeeds",
+				      s->active_bytes, (uint64_t)s->options.memtable_bytes_max,
+				      tally_strerror(s->flush_failing));
+			goto unlock;
+		}
 		pthread_cond_wait(&s->flushed, &s->lock);
+	}
 	/* A file published since the probe (a flush moved memtable rows into
 	 * it, or a compaction rewrote files) is probed too: without the lock
 	 * a few times, then under it, when the catalog cannot move. */
@@ -2098,6 +2112,10 @@ int tally_flush(tally_store *s)
 	int rc = flush_locked_maintenance(s, &retried);
 	if (!rc && retried) /* the retry wrote the old frozen set; now the rest */
 		rc = flush_locked_maintenance(s, &retried);
+	pthread_mutex_lock(&s->lock);
+	s->flush_failing = rc && !s->sticky ? rc : 0;
+	pthread_cond_broadcast(&s->flushed); /* backpressure waiters: fail now, or wait again */
+	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&s->flush_mutex);
 	return rc;
 }

@@ -94,6 +94,11 @@ struct tally_store {
 	 * (under lock). A compaction takes its inputs and ids only when none
 	 * has, so file ids stay in the order of the data's age. */
 	int flushing;
+	/* The error of the last flush when it failed and left the store
+	 * writable (a full disk), 0 once one succeeds (under lock): ingest past
+	 * memtable_bytes_max then fails with TALLY_E_BUSY instead of waiting
+	 * for a flush that may not come. */
+	int flush_failing;
 	/* The change map (changes.h), under lock: every stored event's day,
 	 * with the LSN of its WAL record. changes_frozen is its copy taken when
 	 * the memtables were frozen (exactly the marks with LSN < the flush

@@ -195,7 +195,11 @@ void tally_store_errmsg_copy(const tally_store *store, char *out, size_t size);
  * event never affects the others. Returns 0 when every result is final and
  * acknowledged (durable), or a negative code, in which case nothing in this
  * batch is acknowledged (TALLY_E_READONLY after a failed write or fsync).
- * count may be 0; count > TALLY_BATCH_EVENTS_MAX is TALLY_E_LIMIT.
+ * count may be 0; count > TALLY_BATCH_EVENTS_MAX is TALLY_E_LIMIT. Past
+ * memtable_bytes_max the call waits for the background flush; while the
+ * last flush failed and left the store writable (a full disk), it returns
+ * TALLY_E_BUSY at once instead, with nothing stored, until a flush
+ * succeeds (retry later; tally_store_errmsg names the flush's error).
  */
 int tally_ingest(tally_store *store, const char *tenant,
 		 const tally_event *events, size_t count,

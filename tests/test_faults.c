@@ -1255,7 +1255,7 @@ static void *probe_main(void *arg)
 			pthread_mutex_unlock(&writer_mutex);
 			rc = tally_ingest(p->store, ledger.tenants[0], events, BATCH_EVENTS, results);
 			pthread_mutex_lock(&writer_mutex);
-			if (rc == 0 || rc == TALLY_E_READONLY)
+			if (rc == 0 || rc == TALLY_E_READONLY || rc == TALLY_E_BUSY)
 				ev_ledger_put(&ledger, round_no, batch, 0, BATCH_EVENTS,
 					      rc == 0 ? EV_ACKED : EV_ABSENT);
 			p->batches_acked += rc == 0;
@@ -1393,20 +1393,72 @@ Test(faults, background_flush_retries_back_off_while_the_disk_is_full)
 }
 
 /*
- * store.c, tally_ingest_submit: an ingest waits on s->flushed while a
- * flush is behind (frozen memtables and active_bytes > memtable_bytes_max).
- * s->flushed is broadcast only when a flush succeeds or the store closes;
- * when the retried flush fails its MANIFEST publish instead, the store
- * turns read-only, no flush will ever succeed again, and the waiting ingest
- * is never woken: it should return TALLY_E_READONLY. (Today the worker
- * also spins holding the lock — see the test above — which blocks it
- * either way; fixing that alone leaves this wait.)
+ * While the disk is full, a background flush fails and the store stays
+ * writable. An ingest that finds the memtables past memtable_bytes_max
+ * must not wait for a flush that cannot succeed: it fails with
+ * TALLY_E_BUSY, a message naming the flush's error, and nothing of it
+ * stored. Once space is back, the worker's retry publishes the frozen
+ * memtables and ingest is accepted again; every acknowledged event is
+ * there exactly once, before and after a reopen.
+ */
+Test(faults, ingest_past_the_limit_fails_busy_while_flushes_fail)
+{
+	tally_store *s = store_open_background(4u << 10);
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_disk_limit_set(fio, 0);
+	probe ingester = {.store = s, .call = PROBE_INGEST};
+	pthread_t thread;
+	probe_start(&ingester, &thread);
+	if (!probe_wait(&ingester, 15000)) {
+		cr_expect_fail("the ingest still waits for a flush 15 s into a full disk (%u batches "
+			       "acknowledged)", ingester.batches_acked);
+		fio = NULL; /* in use by the store, which cannot close while the writer waits */
+		return;
+	}
+	cr_assert_eq(pthread_join(thread, NULL), 0);
+	cr_assert_eq(ingester.rc, TALLY_E_BUSY, "the ingest returned %d (%s)", ingester.rc,
+		     tally_strerror(ingester.rc));
+	cr_expect_gt(ingester.batches_acked, 0, "calls under the limit were accepted first");
+	const char *msg = tally_store_errmsg(s);
+	cr_expect(contains(msg, "memtable_bytes_max") && contains(msg, strerror(ENOSPC)) &&
+		  contains(msg, "nothing of this call was stored"), "message: %s", msg);
+	tally_stats stats;
+	cr_assert_eq(tally_store_stats(s, &stats), 0);
+	cr_expect_eq(stats.sticky_error, 0, "a full disk under a flush leaves the store writable");
+	cr_expect_eq(stats.flush_count, 0);
+
+	fault_io_reset(fio);
+	fault_io_clock_set_us(fio, NOW_US);
+	for (int ms = 0; ms < 15000 && stats.flush_count == 0; ms += 50) {
+		sleep_ms(50);
+		cr_assert_eq(tally_store_stats(s, &stats), 0);
+	}
+	cr_assert_geq(stats.flush_count, 1, "the worker's retry published once space was back");
+	uint32_t next = ledger.rounds[round_no].batch_count;
+	ev_batch *last = ev_ledger_find(&ledger, round_no, next - 1);
+	cr_assert_not_null(last);
+	cr_expect_eq(last->state, EV_ABSENT, "the refused call is recorded as not stored");
+	ingest_acked(s, 3);
+	verify(s, "after the disk was freed");
+	cr_assert_eq(tally_store_close(s), 0);
+	s = store_open();
+	verify(s, "reopen");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/*
+ * store.c, tally_ingest_submit: an ingest past memtable_bytes_max waits on
+ * s->flushed while a flush is running. When that flush fails its MANIFEST
+ * publish, the store turns read-only and no flush will ever succeed again:
+ * the waiting ingest must be woken and return TALLY_E_READONLY. The flush
+ * is made slow (its first segment write sleeps 2 s) so that the writer is
+ * waiting for it when the MANIFEST fault is armed.
  */
 Test(faults, an_ingest_waiting_for_a_flush_returns_when_the_store_turns_read_only)
 {
 	tally_store *s = store_open_background(4u << 10);
 	fault_io_path_filter_set(fio, ".seg");
-	fault_io_disk_limit_set(fio, 0);
+	fault_io_delay_set(fio, 0, 2 * 1000 * 1000);
 	probe ingester = {.store = s, .call = PROBE_INGEST};
 	pthread_t thread;
 	probe_start(&ingester, &thread);
@@ -1422,9 +1474,9 @@ Test(faults, an_ingest_waiting_for_a_flush_returns_when_the_store_turns_read_onl
 		still = now == acked ? still + 1 : 0;
 		acked = now;
 	}
-	/* Let the retried flush write its segment and fail its MANIFEST. */
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	/* The flush sleeps in its first segment write: let the rest of it go
+	 * at full speed and fail its MANIFEST. */
+	fault_io_delay_set(fio, 0, 0);
 	fault_io_counts_reset(fio);
 	fault_io_path_filter_set(fio, "MANIFEST");
 	fault_io_fsync_fail_nth(fio, 1, EIO);
@@ -1433,7 +1485,7 @@ Test(faults, an_ingest_waiting_for_a_flush_returns_when_the_store_turns_read_onl
 		sleep_ms(10);
 		fault_io_counts_get(fio, &counts);
 	}
-	cr_assert_eq(counts.fault_count, 1, "the retried flush reached its MANIFEST publish");
+	cr_assert_eq(counts.fault_count, 1, "the flush reached its MANIFEST publish");
 	if (!probe_wait(&ingester, 3000)) {
 		cr_expect_fail("the ingest waiting for a flush is still blocked 3 s after the store turned "
 			"read-only (%u batches were acknowledged before)", acked);
