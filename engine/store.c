@@ -2817,6 +2817,23 @@ static int make_dir(const tally_io *io, const char *path)
 	return rc == -EEXIST ? 0 : rc;
 }
 
+/* Starts fn(s) on *thread, named `name` (a debugging aid: a failure to
+ * set it is harmless), and sets *started. On failure stops the threads
+ * already started and sets the errmsg naming `what`. 0 or -errno. */
+static int background_start(tally_store *s, pthread_t *thread, void *(*fn)(void *),
+			    const char *name, const char *what, int *started)
+{
+	int rc = -pthread_create(thread, NULL, fn, s);
+	if (rc) {
+		errmsg_printf(s, "start %s for %s: %s", what, s->dir, tally_strerror(rc));
+		background_stop(s);
+		return rc;
+	}
+	*started = 1;
+	pthread_setname_np(*thread, name);
+	return 0;
+}
+
 int tally_store_open(const char *dir, const tally_options *options, tally_store **out,
 		     char *errmsg)
 {
@@ -2948,29 +2965,14 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			   s->errmsg)))
 		goto fail;
 	memtable_peak_note(s); /* what the replay put back */
-	if (s->options.background) {
-		/* Names are a debugging aid: a failure to set one is harmless. */
-		if ((rc = -pthread_create(&s->worker, NULL, worker_main, s))) {
-			set_errmsg(s, "start background worker for %s: %s", dir, rc);
-			goto fail;
-		}
-		s->worker_started = 1;
-		pthread_setname_np(s->worker, "tally-flush");
-		if ((rc = -pthread_create(&s->compactor, NULL, compactor_main, s))) {
-			set_errmsg(s, "start compaction thread for %s: %s", dir, rc);
-			background_stop(s);
-			goto fail;
-		}
-		s->compactor_started = 1;
-		pthread_setname_np(s->compactor, "tally-compact");
-		if ((rc = -pthread_create(&s->rollup_thread, NULL, rollup_main, s))) {
-			set_errmsg(s, "start rollup thread for %s: %s", dir, rc);
-			background_stop(s);
-			goto fail;
-		}
-		s->rollup_started = 1;
-		pthread_setname_np(s->rollup_thread, "tally-rollup");
-	}
+	if (s->options.background &&
+	    ((rc = background_start(s, &s->worker, worker_main, "tally-flush",
+				    "background worker", &s->worker_started)) ||
+	     (rc = background_start(s, &s->compactor, compactor_main, "tally-compact",
+				    "compaction thread", &s->compactor_started)) ||
+	     (rc = background_start(s, &s->rollup_thread, rollup_main, "tally-rollup",
+				    "rollup thread", &s->rollup_started))))
+		goto fail;
 	*out = s;
 	return 0;
 fail:

@@ -1354,6 +1354,21 @@ Test(faults, background_worker_releases_the_lock_after_a_manifest_failure)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* Turns every fault off (the disk has space again), then waits up to 15 s
+ * for the background worker's first published flush; returns the stats
+ * last read. */
+static tally_stats disk_freed_then_first_flush(tally_store *s)
+{
+	fault_io_reset(fio);
+	fault_io_clock_set_us(fio, NOW_US);
+	tally_stats stats = {0};
+	for (int ms = 0; ms < 15000 && stats.flush_count == 0; ms += 50) {
+		sleep_ms(50);
+		cr_assert_eq(tally_store_stats(s, &stats), 0);
+	}
+	return stats;
+}
+
 /*
  * store.c, worker_main: a failed flush sets backoff_ms (100 ms doubling to
  * 10 s), but the worker only waits when !s->frozen, and a failed flush
@@ -1375,13 +1390,7 @@ Test(faults, background_flush_retries_back_off_while_the_disk_is_full)
 	fault_io_counts_get(fio, &counts);
 	cr_expect_leq(counts.fault_count, 20, "%" PRIu64 " failed flush attempts in one second",
 		      counts.fault_count);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
-	tally_stats stats = {0};
-	for (int ms = 0; ms < 15000 && stats.flush_count == 0; ms += 50) {
-		sleep_ms(50);
-		cr_assert_eq(tally_store_stats(s, &stats), 0);
-	}
+	tally_stats stats = disk_freed_then_first_flush(s);
 	cr_expect_eq(stats.flush_count, 1, "the retry published the frozen memtable");
 	cr_expect_eq(stats.sticky_error, 0);
 	verify(s, "after the background flush");
@@ -1427,12 +1436,7 @@ Test(faults, ingest_past_the_limit_fails_busy_while_flushes_fail)
 	cr_expect_eq(stats.sticky_error, 0, "a full disk under a flush leaves the store writable");
 	cr_expect_eq(stats.flush_count, 0);
 
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
-	for (int ms = 0; ms < 15000 && stats.flush_count == 0; ms += 50) {
-		sleep_ms(50);
-		cr_assert_eq(tally_store_stats(s, &stats), 0);
-	}
+	stats = disk_freed_then_first_flush(s);
 	cr_assert_geq(stats.flush_count, 1, "the worker's retry published once space was back");
 	uint32_t next = ledger.rounds[round_no].batch_count;
 	ev_batch *last = ev_ledger_find(&ledger, round_no, next - 1);
