@@ -45,6 +45,7 @@
 #include "calibrate.h"
 #include "common.h"
 #include "engine_bench.h"
+#include "expiry.h"
 #include "ingest.h"
 #include "marker.h"
 #include "tally.h"
@@ -107,6 +108,7 @@ typedef struct figures {
 	tally_stats reopen_stats; /* right after reopen */
 	double dedup_bytes_per_event;
 	double reopen_dedup_bytes_per_event;
+	bench_expiry_figures expiry;
 	bool reopen_match;
 	/* disk */
 	tally_inspect_report inspect;
@@ -230,6 +232,12 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       " ids); %.2f after reopen\n",
 	       f->dedup_bytes_per_event, f->stats.dedup_bytes, f->stats.dedup_entries,
 	       f->reopen_dedup_bytes_per_event);
+	printf("dedup expiry          day %" PRId64 " out of the horizon: %" PRIu64 " -> %" PRIu64
+	       " ids (%s); pass %.1f ms, store lock held at most %.3f ms at once; "
+	       "%.2f bytes of RAM per id after\n",
+	       f->expiry.day_expired, f->expiry.entries_before, f->expiry.entries_after,
+	       f->expiry.match ? "as expected" : "MISMATCH", f->expiry.pass_ms,
+	       f->expiry.hold_max_ms, bench_per_event(f->expiry.bytes_after, f->expiry.entries_after));
 	printf("recovery (reopen)     %.1f ms (%" PRIu64 " events in segments, %" PRIu64
 	       " replayed into memtables): %s\n",
 	       f->reopen_ms, f->reopen_stats.segment_rows, f->reopen_stats.events_memtable,
@@ -328,6 +336,15 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "dedup_bytes_per_event", json_real(bench_round(f->dedup_bytes_per_event, 3)));
 	bad |= bench_json_put(root, "dedup_bytes", json_integer((json_int_t)f->stats.dedup_bytes));
 	bad |= bench_json_put(root, "dedup_entries", json_integer((json_int_t)f->stats.dedup_entries));
+	bad |= bench_json_put(root, "expiry_ms", json_real(bench_round(f->expiry.pass_ms, 3)));
+	bad |= bench_json_put(root, "expiry_lock_hold_max_ms",
+			json_real(bench_round(f->expiry.hold_max_ms, 3)));
+	bad |= bench_json_put(root, "expiry_entries_expired",
+			json_integer((json_int_t)(f->expiry.entries_before - f->expiry.entries_after)));
+	bad |= bench_json_put(root, "expiry_match", json_boolean(f->expiry.match));
+	bad |= bench_json_put(root, "expiry_dedup_bytes_per_event",
+			json_real(bench_round(bench_per_event(f->expiry.bytes_after,
+							      f->expiry.entries_after), 3)));
 	bad |= bench_json_put(root, "reopen_dedup_bytes_per_event",
 			json_real(bench_round(f->reopen_dedup_bytes_per_event, 3)));
 	bad |= bench_json_put(root, "flush_count", json_integer((json_int_t)f->stats.flush_count));
@@ -392,6 +409,9 @@ int bench_engine_run(const bench_engine_options *o)
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	tally_options store_options;
 	tally_options_default(&store_options);
+	bench_shift_io shift_io;
+	bench_shift_io_init(&shift_io);
+	store_options.io = &shift_io.io;
 	if (o->memtable_bytes_max)
 		store_options.memtable_bytes_max = o->memtable_bytes_max;
 	if ((rc = tally_store_open(dir, &store_options, &store, errmsg))) {
@@ -426,6 +446,17 @@ int bench_engine_run(const bench_engine_options *o)
 		goto out;
 	}
 	f.dedup_bytes_per_event = bench_per_event(f.stats.dedup_bytes, f.stats.dedup_entries);
+	fprintf(stderr, "tally-bench: expiring the oldest day's fingerprints...\n");
+	if ((rc = bench_expiry_run(store, &shift_io, &store_options, &w, &f.expiry))) {
+		bench_engine_failed("the expiry phase", rc, store, NULL);
+		goto out;
+	}
+	if (!f.expiry.match)
+		fprintf(stderr,
+			"tally-bench: the expiry of day %" PRId64 " left %" PRIu64
+			" fingerprints, expected %" PRIu64 "\n",
+			f.expiry.day_expired, f.expiry.entries_after, f.expiry.entries_expected);
+	atomic_store(&shift_io.offset_us, 0);
 	t0 = bench_clock_ns();
 	rc = tally_store_close(store);
 	store = NULL;
@@ -482,7 +513,7 @@ int bench_engine_run(const bench_engine_options *o)
 
 	if (bench_report_end(o->json ? print_json(o, &w, &f) : (print_text(o, &w, &f), 0)))
 		goto out;
-	status = f.ingest.results_match && f.reopen_match ? 0 : 1;
+	status = f.ingest.results_match && f.reopen_match && f.expiry.match ? 0 : 1;
 	if (status == 0) {
 		/* Last, so no measurement above sees the file. */
 		workload_marker marker = {.params = params, .compacted = true};

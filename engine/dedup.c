@@ -40,7 +40,8 @@ void dedup_free(dedup_table *t)
 	t->count = 0;
 }
 
-size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max)
+size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t day_min, uint16_t *days,
+		  size_t days_max)
 {
 	if (!t->count)
 		return 0;
@@ -55,7 +56,7 @@ size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t da
 		uint64_t entry_fp = entry >> 16;
 		if (distance_of(slot, dedup_home(entry_fp, capacity), capacity) < distance)
 			break;
-		if (entry_fp == fp && found < days_max)
+		if (entry_fp == fp && (uint16_t)entry >= day_min && found < days_max)
 			days[found++] = (uint16_t)entry;
 		slot = slot + 1 == capacity ? 0 : slot + 1;
 	}
@@ -145,14 +146,14 @@ static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
 	return 0;
 }
 
-int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day)
+int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, uint16_t day_min)
 {
 	if ((uint64_t)(t->count + 1) * 100 > (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MAX) {
 		uint64_t capacity = t->capacity < CAPACITY_MIN ? CAPACITY_MIN
 							     : (uint64_t)t->capacity * 3 / 2;
 		if (capacity > UINT32_MAX)
 			return -ENOMEM;
-		int rc = rebuild(t, (uint32_t)capacity, 0);
+		int rc = rebuild(t, (uint32_t)capacity, day_min);
 		if (rc)
 			return rc;
 	}
@@ -162,23 +163,65 @@ int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day)
 	return 0;
 }
 
-int dedup_expire(dedup_table *t, uint16_t day_min)
+/*
+ * Backward-shift deletion: empties `slot` and moves each entry of the run
+ * after it that is not at its home one slot back, until an empty slot or
+ * an entry at its home ends the run. Robin Hood order (invariant 2) holds
+ * after it, and no entry passes its home.
+ */
+static void remove_at(uint64_t *slots, uint32_t capacity, uint32_t slot)
 {
-	uint32_t keep = 0;
-	for (uint32_t i = 0; i < t->capacity; i++)
-		if (t->slots[i] && (uint16_t)t->slots[i] >= day_min)
-			keep++;
-	if (keep == t->count)
-		return 0;
-	if (!keep) {
+	for (;;) {
+		uint32_t next = slot + 1 == capacity ? 0 : slot + 1;
+		uint64_t entry = slots[next];
+		if (!entry || dedup_home(entry >> 16, capacity) == next) {
+			slots[slot] = 0;
+			return;
+		}
+		slots[slot] = entry;
+		slot = next;
+	}
+}
+
+/*
+ * A removal at slot i moves entries from slot j to j - 1 >= i (past the
+ * table's end, from slot 0 to the last): never behind the sweep, so
+ * re-reading slot i until it holds a live entry or none misses nothing.
+ */
+int dedup_expire_slice(dedup_table *t, uint16_t day_min, uint32_t *cursor, uint32_t slots)
+{
+	uint32_t end = *cursor < t->capacity && slots < t->capacity - *cursor ? *cursor + slots
+									       : t->capacity;
+	for (uint32_t i = *cursor; i < end; i++)
+		while (t->slots[i] && (uint16_t)t->slots[i] < day_min) {
+			remove_at(t->slots, t->capacity, i);
+			t->count--;
+		}
+	if (*cursor < end)
+		*cursor = end;
+	return *cursor >= t->capacity;
+}
+
+int dedup_shrink(dedup_table *t, uint16_t day_min)
+{
+	if (!t->count) {
 		dedup_free(t);
 		return 0;
 	}
-	/* Size for ~70% load so the next inserts do not grow at once. */
-	uint64_t capacity = (uint64_t)keep * 10 / 7 + 1;
-	if (capacity < CAPACITY_MIN)
-		capacity = CAPACITY_MIN;
-	return rebuild(t, (uint32_t)capacity, day_min);
+	if (t->capacity <= CAPACITY_MIN ||
+	    (uint64_t)t->count * 100 >= (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MIN)
+		return 0;
+	/* ~70% load, so the next inserts do not grow it at once. */
+	uint64_t capacity = (uint64_t)t->count * 10 / 7 + 1;
+	return rebuild(t, capacity < CAPACITY_MIN ? CAPACITY_MIN : (uint32_t)capacity, day_min);
+}
+
+int dedup_expire(dedup_table *t, uint16_t day_min)
+{
+	uint32_t cursor = 0;
+	while (!dedup_expire_slice(t, day_min, &cursor, DEDUP_EXPIRY_STEP_SLOTS))
+		;
+	return dedup_shrink(t, day_min);
 }
 
 uint32_t dedup_probe_length_max(const dedup_table *t)

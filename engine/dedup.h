@@ -13,6 +13,13 @@
  * only powers of two: home = top 32 fingerprint bits * capacity >> 32). The table grows
  * by half when it passes DEDUP_LOAD_PERCENT_MAX, so the load stays between
  * 56% and 85%: 9.4 to 14.2 bytes of RAM per id.
+ *
+ * Expiry: every call names day_min, the oldest day the caller's horizon
+ * covers. Entries of older days are dead: lookups skip them, and a growth
+ * drops them. dedup_expire_slice removes them in place, a slice of slots
+ * at a time (backward-shift deletion), so the store can sweep a large
+ * table without holding its lock for the whole of it; the table stays
+ * valid between slices, for lookups and inserts alike.
  */
 #ifndef TALLY_DEDUP_H
 #define TALLY_DEDUP_H
@@ -32,9 +39,11 @@ uint64_t dedup_hash(int kind, const uint8_t *packed, size_t size);
 /* Zero-initialised tables are empty and valid. */
 void dedup_free(dedup_table *t);
 
-/* Writes to days[] the day of every entry whose fingerprint matches hash
- * (at most days_max) and returns how many matched. */
-size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t *days, size_t days_max);
+/* Writes to days[] the day of every entry of day >= day_min whose
+ * fingerprint matches hash (at most days_max) and returns how many
+ * matched. */
+size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t day_min, uint16_t *days,
+		  size_t days_max);
 
 /* The fingerprint of a hash: its top 48 bits, never zero. */
 static inline uint64_t dedup_fingerprint(uint64_t hash)
@@ -60,11 +69,29 @@ static inline __attribute__((always_inline)) void dedup_prefetch(const dedup_tab
 		__builtin_prefetch(&t->slots[dedup_home(dedup_fingerprint(hash), t->capacity)]);
 }
 
-/* Adds an entry (duplicates are the caller's business). 0 or -ENOMEM. */
-int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day);
+/* Adds an entry (duplicates are the caller's business); a growth this
+ * needs keeps only the entries of day >= day_min. 0 or -ENOMEM (the table
+ * is unchanged). */
+int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, uint16_t day_min);
 
-/* Drops every entry with day < day_min; may shrink. 0 or -ENOMEM (the
- * table is unchanged on failure). */
+/*
+ * Removes the entries of day < day_min found in slots [*cursor, *cursor +
+ * slots) and sets *cursor past them; returns 1 once *cursor reached the
+ * end of the table (the sweep is over), else 0. A sweep starts with
+ * *cursor = 0. Run with nothing in between, the slices of one sweep leave
+ * no entry older than day_min. Inserts in between may move an old entry
+ * behind the cursor (a run that wraps past the table's end); it stays,
+ * dead, until the next sweep. A growth in between leaves no old entry.
+ */
+int dedup_expire_slice(dedup_table *t, uint16_t day_min, uint32_t *cursor, uint32_t slots);
+
+/* After a sweep: frees an empty table, and rebuilds one whose load fell
+ * below DEDUP_LOAD_PERCENT_MIN at about 70% load, keeping the entries of
+ * day >= day_min. 0 or -ENOMEM (the table is unchanged). */
+int dedup_shrink(dedup_table *t, uint16_t day_min);
+
+/* A whole sweep, then dedup_shrink. 0 or -ENOMEM (every old entry is
+ * gone; the table was not shrunk). */
 int dedup_expire(dedup_table *t, uint16_t day_min);
 
 /* The longest distance of any entry from its home slot (a health check:

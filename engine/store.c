@@ -403,7 +403,7 @@ static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
 	int64_t day = day_of(e->time_us);
 	if (day < day_min)
 		return 0; /* backfilled or replayed history: checked by day instead */
-	return dedup_insert(&t->dedup, id->hash, fingerprint_day(day));
+	return dedup_insert(&t->dedup, id->hash, fingerprint_day(day), fingerprint_day(day_min));
 }
 
 static size_t active_bytes_of(const tenant *t)
@@ -543,12 +543,15 @@ static int find_in_segments(tally_store *s, const tenant *t, uint16_t day, const
 	return 0;
 }
 
-/* Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event. */
+/* Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event; day_min is
+ * fingerprint_day_min at validation: fingerprints of older days are dead,
+ * whether or not the expiry has removed them yet. */
 static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const packed_id *id,
-		       uint8_t *code)
+		       int64_t day_min, uint8_t *code)
 {
 	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
-	size_t n = dedup_find(&t->dedup, id->hash, days, DEDUP_DAY_CANDIDATES_MAX);
+	size_t n = dedup_find(&t->dedup, id->hash, fingerprint_day(day_min), days,
+			      DEDUP_DAY_CANDIDATES_MAX);
 	*code = TALLY_ACCEPTED;
 	if (!n)
 		return 0;
@@ -981,7 +984,8 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			continue;
 		if (old && old[i])
 			b->results[i].code = history_check(t, &b->events[i], &ids[i], in_segments[i]);
-		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], &b->results[i].code)))
+		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], day_min,
+					   &b->results[i].code)))
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
@@ -2411,15 +2415,70 @@ static int compact_tiered(tally_store *s)
 
 /* ---- background worker -------------------------------------------------- */
 
-static void expire_dedup(tally_store *s)
+/*
+ * One step of an expiry pass (lock held): sweeps tenants' tables from
+ * tenant *next, slot *cursor, until DEDUP_EXPIRY_STEP_SLOTS slots (each
+ * tenant moved past counts DEDUP_EXPIRY_TENANT_SLOTS) are done; a table
+ * swept to its end is shrunk if it became sparse. Returns 1 once every
+ * tenant is done.
+ */
+static int expire_dedup_step(tally_store *s, uint16_t day_min, uint32_t *next, uint32_t *cursor)
+{
+	uint32_t budget = DEDUP_EXPIRY_STEP_SLOTS;
+	while (*next < s->tenant_count && budget) {
+		dedup_table *t = &s->tenants[*next]->dedup;
+		uint32_t left = *cursor < t->capacity ? t->capacity - *cursor : 0;
+		uint32_t slots = left < budget ? left : budget;
+		budget -= slots;
+		if (!dedup_expire_slice(t, day_min, cursor, slots))
+			continue;
+		dedup_shrink(t, day_min); /* ENOMEM: it stays as large as it was */
+		(*next)++;
+		*cursor = 0;
+		budget -= budget < DEDUP_EXPIRY_TENANT_SLOTS ? budget : DEDUP_EXPIRY_TENANT_SLOTS;
+	}
+	return *next >= s->tenant_count;
+}
+
+/*
+ * Once the horizon has passed a day: removes the fingerprints of the days
+ * it left from every tenant's table. Lookups already ignore them
+ * (dedup_check), so this only frees memory, and it goes in steps that
+ * each hold the store lock for a bounded sweep (tally_stats reports the
+ * longest), not for every table at once: ingest and queries run between
+ * them. A table's sweep may span steps; an insert between two steps
+ * leaves it valid (dedup_expire_slice).
+ */
+void store_expire_dedup(tally_store *s)
 {
 	int64_t day_min = fingerprint_day_min(s, s->io->now_us(s->io));
-	if (day_min <= 0 || day_min > DAY_MAX || (uint16_t)day_min == s->dedup_expired_day)
+	if (day_min <= 0 || day_min > DAY_MAX)
 		return;
+	int64_t start_us = s->io->now_us(s->io);
+	uint32_t next = 0, cursor = 0;
 	pthread_mutex_lock(&s->lock);
-	for (uint32_t i = 0; i < s->tenant_count; i++)
-		dedup_expire(&s->tenants[i]->dedup, (uint16_t)day_min); /* ENOMEM: keep, retry later */
-	s->dedup_expired_day = (uint16_t)day_min;
+	if ((uint16_t)day_min == s->dedup_expired_day) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	for (;;) {
+		int64_t held_us = s->io->now_us(s->io);
+		int done = expire_dedup_step(s, (uint16_t)day_min, &next, &cursor);
+		uint64_t hold_us = elapsed_us(held_us, s->io->now_us(s->io));
+		if (hold_us > s->dedup_expiry_hold_max_us)
+			s->dedup_expiry_hold_max_us = hold_us;
+		if (done || s->closing)
+			break;
+		pthread_mutex_unlock(&s->lock);
+		if (s->expiry_test_hook)
+			s->expiry_test_hook(s, s->expiry_test_ctx);
+		pthread_mutex_lock(&s->lock);
+	}
+	if (!s->closing) {
+		s->dedup_expired_day = (uint16_t)day_min;
+		s->dedup_expiry_us_last = elapsed_us(start_us, s->io->now_us(s->io));
+		s->dedup_expiry_count++;
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -2601,7 +2660,7 @@ static void *worker_main(void *arg)
 		int due = flush_due(s);
 		pthread_mutex_unlock(&s->lock);
 		int rc = due ? tally_flush(s) : 0;
-		expire_dedup(s);
+		store_expire_dedup(s);
 		backoff_ms = backoff_next(backoff_ms, rc);
 		pthread_mutex_lock(&s->lock);
 	}
@@ -2738,7 +2797,8 @@ static int rebuild_dedup(tally_store *s)
 						const uint8_t *bytes = rows_id(&r, i, &size);
 						rc = dedup_insert(&t->dedup,
 								  dedup_hash(r.id_kind[i], bytes, size),
-								  fingerprint_day(day));
+								  fingerprint_day(day),
+								  fingerprint_day(day_min));
 					}
 				}
 			}
@@ -2954,6 +3014,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	}
 	/* One horizon for the fingerprints of segments and of WAL replay. */
 	s->replay_day_min = fingerprint_day_min(s, io->now_us(io));
+	s->dedup_expired_day = fingerprint_day(s->replay_day_min); /* nothing older is added */
 	if ((rc = rebuild_dedup(s)))
 		goto fail;
 	wal_options wo = {
@@ -3335,6 +3396,9 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	out->ingest_calls = s->ingest_calls;
 	out->ingest_lock_hold_us = s->ingest_lock_hold_us;
 	out->ingest_lock_wait_us = s->ingest_lock_wait_us;
+	out->dedup_expiry_count = s->dedup_expiry_count;
+	out->dedup_expiry_us_last = s->dedup_expiry_us_last;
+	out->dedup_expiry_hold_max_us = s->dedup_expiry_hold_max_us;
 	out->sticky_error = s->sticky;
 	pthread_mutex_unlock(&s->lock);
 	wal_stats ws;

@@ -73,6 +73,10 @@ struct tally_store {
 	 * compact_test_ctx, so a test can run a flush at that very point. */
 	void (*compact_test_hook)(tally_store *s, void *ctx);
 	void *compact_test_ctx;
+	/* Tests only (NULL otherwise): called between two steps of a
+	 * fingerprint expiry pass, without the store lock. */
+	void (*expiry_test_hook)(tally_store *s, void *ctx);
+	void *expiry_test_ctx;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
@@ -129,7 +133,10 @@ struct tally_store {
 	pthread_cond_t rollup_wake;
 	uint32_t *watched;
 	uint32_t watched_count, watched_capacity;
-	uint16_t dedup_expired_day;
+	uint16_t dedup_expired_day; /* day_min of the last expiry pass (or of open): under lock */
+	uint64_t dedup_expiry_count;       /* tally_stats: under lock */
+	uint64_t dedup_expiry_us_last;
+	uint64_t dedup_expiry_hold_max_us;
 	int64_t replay_day_min; /* fingerprint_day_min at open: the rebuild and WAL replay */
 
 	struct query_cache *query_cache; /* decoded rollup blocks, under lock (query.c) */
@@ -163,6 +170,12 @@ typedef int (*store_rows_fn)(void *ctx, const rows *r, const strdict *const dict
 			     uint32_t row);
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
 			   store_rows_fn fn, void *ctx, uint64_t *rows_read);
+
+/* The fingerprint expiry pass (the background worker runs it each tick;
+ * tests call it directly): once fingerprint_day_min has moved since the
+ * last pass, removes the older fingerprints, in steps that each take the
+ * store lock. Without the lock. */
+void store_expire_dedup(tally_store *s);
 
 /* query.c: does value v of dimension dim pass every filter on dim? */
 int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tally_str v);

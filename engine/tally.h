@@ -390,6 +390,14 @@ typedef struct tally_stats {
 	uint64_t ingest_calls;
 	uint64_t ingest_lock_hold_us;
 	uint64_t ingest_lock_wait_us;
+	/* Fingerprint expiry (once per UTC day, on the background worker;
+	 * docs/architecture.md, "Deduplication"), on the io clock: expiry
+	 * passes finished since open, how long the last one took from start
+	 * to end, and the longest any one step of any pass held the store
+	 * lock (what an ingest or a query may have waited for). */
+	uint64_t dedup_expiry_count;
+	uint64_t dedup_expiry_us_last;
+	uint64_t dedup_expiry_hold_max_us;
 } tally_stats;
 
 int tally_store_stats(tally_store *store, tally_stats *stats);

@@ -27,6 +27,9 @@ enum dim {
 #define MANIFEST_BYTES_MAX (64u << 20)
 #define DEDUP_LOAD_PERCENT_MAX 85u           /* grow the fingerprint table past this load */
 #define DEDUP_DAY_CANDIDATES_MAX 16u         /* fingerprint matches examined per id */
+#define DEDUP_LOAD_PERCENT_MIN 50u           /* shrink the fingerprint table below this load after an expiry (16 bytes per id) */
+#define DEDUP_EXPIRY_STEP_SLOTS 16384u       /* fingerprint slots an expiry step sweeps per hold of the store lock */
+#define DEDUP_EXPIRY_TENANT_SLOTS 64u        /* what moving on to the next tenant counts in that budget */
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define FLUSH_FILES_MAX 4u                   /* segment files one flush or compaction writes at once, a thread each */
 #define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush or compaction of fewer rows writes one file */

@@ -62,11 +62,63 @@ static void expect_all_found(const dedup_table *t, const uint64_t *hashes, const
 {
 	uint16_t got[32], want[32];
 	for (size_t i = 0; i < n; i++) {
-		size_t g = dedup_find(t, hashes[i], got, 32);
+		size_t g = dedup_find(t, hashes[i], 0, got, 32);
 		size_t w = oracle_find(hashes, days, n, hashes[i], day_min, want, 32);
 		cr_assert_eq(g, w, "%s, capacity %u: lookup %zu found %zu, oracle %zu", when,
 			     t->capacity, i, g, w);
 	}
+}
+
+/* A hash for entry i that makes Robin Hood order hard to keep: a third
+ * have homes in the last 1/64 of the table (runs that pass its end and
+ * wrap to its start), a quarter share the top 32 bits of an earlier hash
+ * (the same home at every capacity), the rest are uniform. */
+static uint64_t hostile_hash(uint64_t *state, const uint64_t *earlier, size_t i)
+{
+	uint64_t r = splitmix(state);
+	switch (splitmix(state) % 12) {
+	case 0: case 1: case 2: case 3:
+		return r | 0xfc00000000000000ull;
+	case 4: case 5: case 6:
+		return i ? (earlier[r % i] & 0xffffffff00000000ull) | (r & 0xffffffffull) : r;
+	default:
+		return r;
+	}
+}
+
+/* The home slot of an entry, as dedup.c computes it. */
+static uint32_t home_of(const dedup_table *t, uint64_t entry)
+{
+	return dedup_home(entry >> 16, t->capacity);
+}
+
+static uint32_t distance_at(const dedup_table *t, uint32_t slot)
+{
+	uint32_t home = home_of(t, t->slots[slot]);
+	return slot >= home ? slot - home : slot + t->capacity - home;
+}
+
+/* The table's invariants, checked slot by slot: count is the number of
+ * full slots, and every entry away from its home follows a full slot
+ * whose entry is at most one slot further from its own home (Robin Hood
+ * order: no gap and no richer entry between an entry and its home). */
+static void expect_robin_hood(const dedup_table *t, const char *when)
+{
+	uint32_t full = 0;
+	for (uint32_t i = 0; i < t->capacity; i++) {
+		if (!t->slots[i])
+			continue;
+		full++;
+		uint32_t d = distance_at(t, i);
+		if (!d)
+			continue;
+		uint32_t before = i ? i - 1 : t->capacity - 1;
+		cr_assert(t->slots[before], "%s: slot %u is %u from home after an empty slot", when, i, d);
+		cr_assert_geq(distance_at(t, before) + 1, d,
+			      "%s: slot %u is %u from home, slot %u only %u", when, i, d, before,
+			      distance_at(t, before));
+	}
+	cr_assert_eq(full, t->count, "%s: %u full slots, count %u", when, full, t->count);
 }
 
 Test(dedup, lookups_match_a_brute_force_oracle)
@@ -82,13 +134,13 @@ Test(dedup, lookups_match_a_brute_force_oracle)
 		hashes[i] = (i % 50 == 49) ? (hashes[i / 2] & ~0xffffull) | (splitmix(&state) & 0xffff)
 					   : splitmix(&state);
 		days[i] = (uint16_t)(20000 + splitmix(&state) % 40);
-		cr_assert_eq(dedup_insert(&t, hashes[i], days[i]), 0);
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
 	}
 	cr_assert_eq(t.count, N);
 	uint16_t got[32], want[32];
 	for (size_t i = 0; i < N + 5000; i++) {
 		uint64_t hash = i < N ? hashes[i] : splitmix(&state);
-		size_t g = dedup_find(&t, hash, got, 32);
+		size_t g = dedup_find(&t, hash, 0, got, 32);
 		size_t w = oracle_find(hashes, days, N, hash, 0, want, 32);
 		cr_assert_eq(g, w, "lookup %zu: %zu matches, oracle %zu", i, g, w);
 		qsort(got, g, sizeof(got[0]), cmp_u16);
@@ -124,19 +176,9 @@ Test(dedup, rebuilds_keep_every_entry_findable_when_runs_wrap_and_homes_tie)
 	dedup_table t = {0};
 	uint32_t capacity = 0;
 	for (size_t i = 0; i < N; i++) {
-		uint64_t r = splitmix(&state);
-		switch (splitmix(&state) % 12) {
-		case 0: case 1: case 2: case 3:
-			hashes[i] = r | 0xfc00000000000000ull; /* home in the last 1/64 */
-			break;
-		case 4: case 5: case 6:
-			hashes[i] = i ? (hashes[r % i] & 0xffffffff00000000ull) | (r & 0xffffffffull) : r;
-			break;
-		default:
-			hashes[i] = r;
-		}
+		hashes[i] = hostile_hash(&state, hashes, i);
 		days[i] = (uint16_t)(30000 + splitmix(&state) % 20);
-		cr_assert_eq(dedup_insert(&t, hashes[i], days[i]), 0);
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
 		if (t.capacity != capacity) { /* it just grew */
 			capacity = t.capacity;
 			expect_all_found(&t, hashes, days, i + 1, 0, "after growth");
@@ -159,7 +201,7 @@ Test(dedup, large_tables_keep_short_probes_and_the_ram_budget)
 	uint32_t checkpoints[] = {1000, 70000, 300000, 1000000, 2000000};
 	size_t next = 0;
 	for (uint32_t i = 1; i <= 2000000; i++) {
-		cr_assert_eq(dedup_insert(&t, splitmix(&state), 20500), 0);
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 20500, 0), 0);
 		if (i == checkpoints[next]) {
 			double bytes_per_id = (double)dedup_bytes(&t) / t.count;
 			uint32_t probe = dedup_probe_length_max(&t);
@@ -177,17 +219,178 @@ Test(dedup, empty_table_finds_nothing_and_expiry_to_empty_frees)
 {
 	dedup_table t = {0};
 	uint16_t days[4];
-	cr_expect_eq(dedup_find(&t, 12345, days, 4), 0);
+	cr_expect_eq(dedup_find(&t, 12345, 0, days, 4), 0);
 	cr_expect_eq(dedup_expire(&t, 100), 0);
-	cr_assert_eq(dedup_insert(&t, 12345ull << 16, 7), 0);
-	cr_expect_eq(dedup_find(&t, 12345ull << 16, days, 4), 1);
+	cr_assert_eq(dedup_insert(&t, 12345ull << 16, 7, 0), 0);
+	cr_expect_eq(dedup_find(&t, 12345ull << 16, 0, days, 4), 1);
 	cr_expect_eq(days[0], 7);
 	cr_assert_eq(dedup_expire(&t, 8), 0);
 	cr_expect_eq(t.count, 0);
 	cr_expect_eq(t.capacity, 0);
-	cr_expect_eq(dedup_find(&t, 12345ull << 16, days, 4), 0);
+	cr_expect_eq(dedup_find(&t, 12345ull << 16, 0, days, 4), 0);
 	/* A hash whose top 48 bits are zero still gets a non-zero entry. */
-	cr_assert_eq(dedup_insert(&t, 0x1234, 9), 0);
-	cr_expect_eq(dedup_find(&t, 0x5678, days, 4), 1, "fingerprint 0 is stored as 1");
+	cr_assert_eq(dedup_insert(&t, 0x1234, 9, 0), 0);
+	cr_expect_eq(dedup_find(&t, 0x5678, 0, days, 4), 1, "fingerprint 0 is stored as 1");
+	dedup_free(&t);
+}
+
+Test(dedup, lookups_ignore_days_before_day_min)
+{
+	uint64_t state = seed_get();
+	enum { N = 5000 };
+	uint64_t *hashes = malloc(sizeof(*hashes) * N);
+	uint16_t *days = malloc(sizeof(*days) * N);
+	dedup_table t = {0};
+	for (size_t i = 0; i < N; i++) {
+		/* Every 10th entry repeats an earlier fingerprint on another day. */
+		hashes[i] = i % 10 == 9 ? hashes[i / 2] : splitmix(&state);
+		days[i] = (uint16_t)(40000 + splitmix(&state) % 10);
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
+	}
+	uint16_t got[32], want[32];
+	for (uint16_t day_min = 40000; day_min <= 40010; day_min += 5)
+		for (size_t i = 0; i < N; i++) {
+			size_t g = dedup_find(&t, hashes[i], day_min, got, 32);
+			size_t w = oracle_find(hashes, days, N, hashes[i], day_min, want, 32);
+			cr_assert_eq(g, w, "day_min %u, lookup %zu: %zu matches, oracle %zu", day_min, i,
+				     g, w);
+			for (size_t k = 0; k < g; k++)
+				cr_assert_geq(got[k], day_min);
+		}
+	cr_expect_eq(t.count, N, "lookups remove nothing");
+	dedup_free(&t);
+	free(hashes);
+	free(days);
+}
+
+/* Sweeps with slices of random sizes (1 slot to the whole table) remove
+ * exactly the old entries, in place, and keep Robin Hood order. */
+Test(dedup, sweeps_in_slices_remove_exactly_the_old_days)
+{
+	uint64_t state = seed_get();
+	enum { N = 8000, ROUNDS = 6 };
+	uint64_t *hashes = malloc(sizeof(*hashes) * N);
+	uint16_t *days = malloc(sizeof(*days) * N);
+	for (int round = 0; round < ROUNDS; round++) {
+		dedup_table t = {0};
+		size_t n = 1 + splitmix(&state) % N;
+		for (size_t i = 0; i < n; i++) {
+			hashes[i] = hostile_hash(&state, hashes, i);
+			days[i] = (uint16_t)(30000 + splitmix(&state) % 20);
+			cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
+		}
+		uint16_t day_min = (uint16_t)(30000 + splitmix(&state) % 21);
+		uint32_t capacity = t.capacity, cursor = 0, slices = 0;
+		uint32_t slice_max = 1 + (uint32_t)(splitmix(&state) % capacity);
+		while (!dedup_expire_slice(&t, day_min, &cursor,
+					   1 + (uint32_t)(splitmix(&state) % slice_max)))
+			slices++;
+		cr_assert_eq(t.capacity, capacity, "a sweep does not resize");
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++)
+			kept += days[i] >= day_min;
+		cr_expect_eq(t.count, kept, "round %d: %zu entries, day_min %u, %u slices", round, n,
+			     day_min, slices + 1);
+		for (uint32_t i = 0; i < t.capacity; i++)
+			cr_assert(!t.slots[i] || (uint16_t)t.slots[i] >= day_min,
+				  "round %d: slot %u still holds day %u", round, i,
+				  (uint16_t)t.slots[i]);
+		expect_robin_hood(&t, "after the sweep");
+		expect_all_found(&t, hashes, days, n, day_min, "after the sweep");
+		dedup_free(&t);
+	}
+	free(hashes);
+	free(days);
+}
+
+/* Inserts between the slices of a sweep (what ingest does between the
+ * store's expiry steps), enough to grow the table mid-sweep: every live
+ * entry stays findable, no old one is visible to a lookup at day_min, and
+ * a growth leaves none at all. */
+Test(dedup, inserts_between_slices_keep_every_live_entry_findable)
+{
+	uint64_t state = seed_get();
+	enum { OLD = 6000, NEW = 8000 };
+	uint64_t *hashes = malloc(sizeof(*hashes) * (OLD + NEW));
+	uint16_t *days = malloc(sizeof(*days) * (OLD + NEW));
+	dedup_table t = {0};
+	for (size_t i = 0; i < OLD; i++) {
+		hashes[i] = hostile_hash(&state, hashes, i);
+		days[i] = (uint16_t)(30000 + splitmix(&state) % 10);
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
+	}
+	const uint16_t day_min = 30005;
+	size_t n = OLD;
+	uint32_t cursor = 0, capacity = t.capacity;
+	int grew = 0;
+	while (!dedup_expire_slice(&t, day_min, &cursor, 1 + (uint32_t)(splitmix(&state) % 128))) {
+		for (size_t k = splitmix(&state) % 120; k && n < OLD + NEW; k--, n++) {
+			hashes[n] = hostile_hash(&state, hashes, n);
+			days[n] = (uint16_t)(day_min + splitmix(&state) % 5);
+			cr_assert_eq(dedup_insert(&t, hashes[n], days[n], day_min), 0);
+		}
+		grew |= t.capacity != capacity;
+		expect_robin_hood(&t, "between slices");
+	}
+	cr_assert(grew, "the inserts grew the table mid-sweep (%zu inserted)", n - OLD);
+	uint16_t got[32], want[32];
+	for (size_t i = 0; i < n; i++) {
+		size_t g = dedup_find(&t, hashes[i], day_min, got, 32);
+		size_t w = oracle_find(hashes, days, n, hashes[i], day_min, want, 32);
+		cr_assert_eq(g, w, "lookup %zu: %zu matches, oracle %zu", i, g, w);
+	}
+	/* What may be left dead: old entries an insert moved behind the cursor
+	 * after the last growth. */
+	size_t live = 0;
+	for (size_t i = 0; i < n; i++)
+		live += days[i] >= day_min;
+	cr_expect_geq(t.count, live);
+	cr_expect_eq(dedup_expire(&t, day_min), 0);
+	cr_expect_eq(t.count, live, "a second sweep leaves only live entries");
+	dedup_free(&t);
+	free(hashes);
+	free(days);
+}
+
+Test(dedup, a_growth_drops_the_entries_before_day_min)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	while (t.capacity < 1000 || (t.count + 1) * 100 <= (uint64_t)t.capacity * 85)
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), (uint16_t)(t.count % 2 ? 7 : 9), 0), 0);
+	uint32_t count = t.count, capacity = t.capacity;
+	uint32_t day9 = (count + 1) / 2; /* even insert numbers */
+	/* This insert passes the load limit: the growth keeps only day 9. */
+	cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 8), 0);
+	cr_expect_gt(t.capacity, capacity);
+	cr_expect_eq(t.count, day9 + 1, "%u entries were %u, half of them of day 7", t.count, count);
+	for (uint32_t i = 0; i < t.capacity; i++)
+		cr_assert(!t.slots[i] || (uint16_t)t.slots[i] == 9);
+	expect_robin_hood(&t, "after the growth");
+	dedup_free(&t);
+}
+
+Test(dedup, a_sweep_shrinks_only_a_sparse_table)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	for (uint32_t i = 0; i < 10000; i++)
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), (uint16_t)(i % 10), 0), 0);
+	uint32_t capacity = t.capacity;
+	cr_assert_geq(t.count * 100, capacity * 56, "a grown table is at least 56%% full");
+	/* Day 0 goes: 9,000 left, still above DEDUP_LOAD_PERCENT_MIN. */
+	cr_assert_eq(dedup_expire(&t, 1), 0);
+	cr_expect_eq(t.count, 9000);
+	cr_expect_eq(t.capacity, capacity, "%u slots for 9000 is not sparse", capacity);
+	/* Days 1 to 4 go: 5,000 left, below half: rebuilt at ~70%. */
+	cr_assert_eq(dedup_expire(&t, 5), 0);
+	cr_expect_eq(t.count, 5000);
+	cr_expect_eq(t.capacity, 5000 * 10 / 7 + 1);
+	expect_robin_hood(&t, "after the shrink");
+	/* Everything goes: the table is freed. */
+	cr_assert_eq(dedup_expire(&t, 10), 0);
+	cr_expect_eq(t.count, 0);
+	cr_expect_eq(t.capacity, 0);
+	cr_expect_null(t.slots);
 	dedup_free(&t);
 }

@@ -1472,3 +1472,77 @@ Test(store, background_worker_runs_at_a_lower_priority)
 	cr_expect_eq(thread_nice("tally-wal"), base);
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+/* One event of acme; returns its result code. */
+static uint8_t ingest_code(tally_store *s, const tally_event *e)
+{
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", e, 1, &r), 0);
+	return r.code;
+}
+
+/* Description: once the horizon has passed the day of an id's event, the
+ * id is new again (docs/architecture.md, "Deduplication"), at once: the
+ * lookup ignores fingerprints of days the horizon left, whether or not an
+ * expiry pass has removed them yet (this store runs none). One id's event
+ * is in a segment, the other's in the memtable. */
+Test(store, an_id_is_new_again_once_its_day_left_the_horizon)
+{
+	tally_store *s = open_store(0);
+	int64_t first_day_us = NOW_US - 35 * TALLY_US_PER_DAY + MINUTE_US;
+	tally_event in_segment = make_event("in-segment", first_day_us, 1);
+	tally_event in_memtable = make_event("in-memtable", first_day_us, 1);
+	cr_assert_eq(ingest_code(s, &in_segment), TALLY_ACCEPTED);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(ingest_code(s, &in_memtable), TALLY_ACCEPTED);
+	/* Within the horizon, the same ids with another payload conflict. */
+	tally_event later[2] = {make_event("in-segment", NOW_US - MINUTE_US, 2),
+				make_event("in-memtable", NOW_US - MINUTE_US, 2)};
+	for (int i = 0; i < 2; i++)
+		cr_expect_eq(ingest_code(s, &later[i]), TALLY_CONFLICT, "%s", later[i].event_id.ptr);
+
+	/* Two days on, the first day and its grace day are out. */
+	fault_io_clock_advance_us(fio, 2 * TALLY_US_PER_DAY);
+	for (int i = 0; i < 2; i++) {
+		later[i].time_us = NOW_US + 2 * TALLY_US_PER_DAY - MINUTE_US;
+		cr_expect_eq(ingest_code(s, &later[i]), TALLY_ACCEPTED, "%s", later[i].event_id.ptr);
+		cr_expect_eq(ingest_code(s, &later[i]), TALLY_DUPLICATE, "%s retried",
+			     later[i].event_id.ptr);
+	}
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.dedup_expiry_count, 0, "no background worker, no pass");
+	cr_expect_eq(st.dedup_entries, 4, "the two dead fingerprints are still there");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: the background worker runs the expiry pass once the
+ * horizon passes a day, and not at open (the rebuild adds nothing older). */
+Test(store, the_background_worker_expires_fingerprints_when_a_day_passes)
+{
+	tally_store *s = open_store(0);
+	char ids[20][16];
+	for (int i = 0; i < 20; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "exp-%d", i);
+		int64_t t = i < 5 ? NOW_US - 35 * TALLY_US_PER_DAY + MINUTE_US : NOW_US - MINUTE_US;
+		tally_event e = make_event(ids[i], t, (uint64_t)i);
+		cr_assert_eq(ingest_code(s, &e), TALLY_ACCEPTED);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store(1);
+	usleep(3 * BACKGROUND_TICK_MS * 1000); /* the worker's first ticks */
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.dedup_entries, 20);
+	cr_expect_eq(st.dedup_expiry_count, 0, "no pass at open");
+	fault_io_clock_advance_us(fio, 2 * TALLY_US_PER_DAY);
+	for (int waited_ms = 0; waited_ms < 20000; waited_ms += 10) {
+		cr_assert_eq(tally_store_stats(s, &st), 0);
+		if (st.dedup_expiry_count)
+			break;
+		usleep(10000);
+	}
+	cr_expect_eq(st.dedup_expiry_count, 1, "one pass, for the one day that passed");
+	cr_expect_eq(st.dedup_entries, 15);
+	cr_assert_eq(tally_store_close(s), 0);
+}

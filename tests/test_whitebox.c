@@ -5,6 +5,7 @@
  * the public API.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -193,5 +194,139 @@ Test(whitebox, a_flush_while_a_compaction_reads_gets_later_ids)
 	tally_stats st;
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.segment_rows, 3 * EVENTS);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- fingerprint expiry in steps ---------------------------------------- */
+
+#define DAY_US TALLY_US_PER_DAY
+#define HORIZON_EVENTS 20000
+
+/* HORIZON_EVENTS events of tenant acme, ids "<prefix>00000" .. , one
+ * millisecond apart from `from_us`; each is ACCEPTED. */
+static void ingest_run(tally_store *s, const char *prefix, int64_t from_us)
+{
+	static char ids[HORIZON_EVENTS][16];
+	static tally_event e[HORIZON_EVENTS];
+	static tally_ingest_result r[HORIZON_EVENTS];
+	for (int i = 0; i < HORIZON_EVENTS; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s%05d", prefix, i);
+		memset(&e[i], 0, sizeof(e[i]));
+		e[i].event_id = S(ids[i]);
+		e[i].time_us = from_us + i * 1000;
+		e[i].type = S("llm.call");
+		e[i].tokens_in = (uint64_t)i;
+	}
+	cr_assert_eq(tally_ingest(s, "acme", e, HORIZON_EVENTS, r), 0);
+	for (int i = 0; i < HORIZON_EVENTS; i++)
+		cr_assert_eq(r[i].code, TALLY_ACCEPTED, "%s", ids[i]);
+}
+
+/* One event of acme; returns its result code. */
+static uint8_t ingest_one(tally_store *s, const char *id, int64_t time_us, uint64_t tokens)
+{
+	tally_event e;
+	memset(&e, 0, sizeof(e));
+	e.event_id = S(id);
+	e.time_us = time_us;
+	e.type = S("llm.call");
+	e.tokens_in = tokens;
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	return r.code;
+}
+
+typedef struct expiry_probe {
+	int steps;            /* hook calls: the pass let the lock go this often */
+	int64_t now_us;
+} expiry_probe;
+
+/* Between two expiry steps: ingest goes on, and dedup stays exact. */
+static void ingest_between_steps(tally_store *s, void *ctx)
+{
+	expiry_probe *p = ctx;
+	if (!p->steps++) {
+		/* b00007 was ingested at NOW_US - 1 h + 7 ms, tokens 7. */
+		cr_expect_eq(ingest_one(s, "b00007", NOW_US - 60 * MINUTE_US + 7000, 7),
+			     TALLY_DUPLICATE, "a retry of a live event");
+		cr_expect_eq(ingest_one(s, "c0", p->now_us - MINUTE_US, 1), TALLY_ACCEPTED,
+			     "a new event");
+		cr_expect_eq(ingest_one(s, "a00007", p->now_us - MINUTE_US, 2), TALLY_ACCEPTED,
+			     "an id whose first use left the horizon is a new event");
+	}
+}
+
+static uint64_t dedup_entries_of(tally_store *s)
+{
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	return st.dedup_entries;
+}
+
+/* Description: the daily fingerprint expiry lets the store lock go between
+ * steps of at most DEDUP_EXPIRY_STEP_SLOTS slots, so ingest runs during
+ * it; it removes exactly the days the horizon left, and leaves what a
+ * reopen rebuilds. The tenant's table (40,000 ids) spans several steps.
+ * Sweeping every table in one hold of the lock (the old expiry) runs no
+ * hook at all. */
+Test(whitebox, the_fingerprint_expiry_lets_ingest_run_between_its_steps)
+{
+	tally_store *s = store_open();
+	ingest_run(s, "a", NOW_US - 35 * DAY_US + MINUTE_US); /* the horizon's first day */
+	ingest_run(s, "b", NOW_US - 60 * MINUTE_US);
+	cr_assert_eq(tally_flush(s), 0); /* "a" is found in segments, "b" too */
+	cr_assert_eq(dedup_entries_of(s), 2 * HORIZON_EVENTS);
+	pthread_mutex_lock(&s->lock);
+	uint32_t capacity = store_tenant_find(s, "acme")->dedup.capacity;
+	pthread_mutex_unlock(&s->lock);
+	cr_assert_gt(capacity, 2 * DEDUP_EXPIRY_STEP_SLOTS, "the table spans three steps or more");
+
+	store_expire_dedup(s);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.dedup_expiry_count, 0, "no day left the horizon since open: no pass");
+
+	/* Three days later, day "a" is out of the horizon (and its grace day). */
+	expiry_probe probe = {.now_us = NOW_US + 3 * DAY_US};
+	fault_io_clock_set_us(fio, probe.now_us);
+	s->expiry_test_hook = ingest_between_steps;
+	s->expiry_test_ctx = &probe;
+	fault_io_clock_tick_us(fio, 1); /* durations count clock reads */
+	store_expire_dedup(s);
+	fault_io_clock_tick_us(fio, 0);
+	cr_expect_geq(probe.steps, (int)(capacity / DEDUP_EXPIRY_STEP_SLOTS),
+		      "%d steps for %u slots", probe.steps, capacity);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.dedup_expiry_count, 1);
+	/* The pass's duration spans every step and the ingest between them;
+	 * the longest hold is one step's. */
+	cr_expect_geq(st.dedup_expiry_hold_max_us, 1);
+	cr_expect_lt(st.dedup_expiry_hold_max_us * 2, st.dedup_expiry_us_last,
+		     "longest hold %" PRIu64 " us, pass %" PRIu64 " us", st.dedup_expiry_hold_max_us,
+		     st.dedup_expiry_us_last);
+	cr_expect_eq(st.dedup_entries, HORIZON_EVENTS + 2, "b, c0 and the new a00007");
+	pthread_mutex_lock(&s->lock);
+	const dedup_table *t = &store_tenant_find(s, "acme")->dedup;
+	int64_t day_min = (NOW_US + 3 * DAY_US - 35 * DAY_US) / DAY_US - 1;
+	uint32_t old = 0;
+	for (uint32_t i = 0; i < t->capacity; i++)
+		old += t->slots[i] && (int64_t)(uint16_t)t->slots[i] < day_min;
+	pthread_mutex_unlock(&s->lock);
+	cr_expect_eq(old, 0, "no fingerprint of a day before %" PRId64 " is left", day_min);
+
+	/* The same day again: nothing to do. */
+	int steps = probe.steps;
+	store_expire_dedup(s);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.dedup_expiry_count, 1);
+	cr_expect_eq(probe.steps, steps);
+	s->expiry_test_hook = NULL;
+	cr_assert_eq(tally_store_close(s), 0);
+
+	/* A reopen rebuilds the same fingerprints from segments and the WAL. */
+	s = store_open();
+	cr_expect_eq(dedup_entries_of(s), HORIZON_EVENTS + 2);
+	cr_expect_eq(ingest_one(s, "b00007", NOW_US - 60 * MINUTE_US + 7000, 7), TALLY_DUPLICATE);
+	cr_expect_eq(ingest_one(s, "a00007", probe.now_us - MINUTE_US, 2), TALLY_DUPLICATE);
 	cr_assert_eq(tally_store_close(s), 0);
 }

@@ -75,6 +75,7 @@ struct fault_io {
 
 	bool clock_frozen;
 	int64_t clock_now_us;
+	int64_t clock_tick_us; /* a frozen clock moves on this much after each read */
 
 	bool random_seeded;
 	uint64_t random_state;
@@ -394,6 +395,8 @@ static int64_t fault_now_us(const tally_io *io)
 	fault_io_lock(f);
 	bool frozen = f->clock_frozen;
 	int64_t now_us = f->clock_now_us;
+	if (frozen)
+		f->clock_now_us += f->clock_tick_us;
 	fault_io_unlock(f);
 	return frozen ? now_us : f->inner->now_us(f->inner);
 }
@@ -590,6 +593,14 @@ void fault_io_clock_advance_us(fault_io *f, int64_t delta_us)
 }
 
 /* See fault_io.h. */
+void fault_io_clock_tick_us(fault_io *f, int64_t tick_us)
+{
+	fault_io_lock(f);
+	f->clock_tick_us = tick_us;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
 void fault_io_clock_real(fault_io *f)
 {
 	fault_io_lock(f);
@@ -640,6 +651,7 @@ void fault_io_reset(fault_io *f)
 	f->direct_unsupported = false;
 	f->direct_writes_fail = false;
 	f->clock_frozen = false;
+	f->clock_tick_us = 0;
 	f->random_seeded = false;
 	fault_io_unlock(f);
 }

@@ -134,6 +134,9 @@ void fault_io_fsync_dir_fail(fault_io *f, int error);
 void fault_io_clock_set_us(fault_io *f, int64_t now_us);
 void fault_io_clock_advance_us(fault_io *f, int64_t delta_us);
 void fault_io_clock_real(fault_io *f);
+/* A frozen clock moves on tick_us after each read (0, the default: it
+ * stands still), so the durations a store measures on it count reads. */
+void fault_io_clock_tick_us(fault_io *f, int64_t tick_us);
 
 /* From now on random() fills buffers from a splitmix64 stream seeded with
  * `seed` (8 bytes per step, little-endian): the same seed and the same call
