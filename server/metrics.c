@@ -176,6 +176,8 @@ static const gauge_spec engine_counter_specs[] = {
 	{"tally_flushes_total", "Memtable flushes since the store opened.", GAUGE(flush_count)},
 	{"tally_compactions_total", "Segment compactions since the store opened.", GAUGE(compaction_count)},
 	{"tally_ingest_calls_total", "Engine ingest calls since the store opened.", GAUGE(ingest_calls)},
+	{"tally_dedup_expiries_total", "Daily fingerprint expiry passes finished since the store opened.",
+	 GAUGE(dedup_expiry_count)},
 };
 
 /* Engine counters of microseconds, rendered in seconds. */
@@ -186,6 +188,16 @@ static const gauge_spec engine_seconds_specs[] = {
 	{"tally_ingest_lock_wait_seconds_total",
 	 "Time ingest calls waited for the store lock, or for a flush to catch up.",
 	 GAUGE(ingest_lock_wait_us)},
+};
+
+/* Engine gauges of microseconds, rendered in seconds. */
+static const gauge_spec engine_seconds_gauge_specs[] = {
+	{"tally_dedup_expiry_last_seconds", "How long the last fingerprint expiry pass took.",
+	 GAUGE(dedup_expiry_us_last)},
+	{"tally_dedup_expiry_hold_max_seconds",
+	 "The longest one step of a fingerprint expiry pass held the store lock since the store opened "
+	 "(what an ingest or a query may have waited for).",
+	 GAUGE(dedup_expiry_hold_max_us)},
 };
 
 /* ---- Updates ------------------------------------------------------------------ */
@@ -235,6 +247,20 @@ static void format_seconds(char *out, size_t out_size, uint64_t us)
 		out[--n] = '\0';
 	if (out[n - 1] == '.')
 		out[n - 1] = '\0';
+}
+
+/* Renders specs[0, n) of g, microseconds shown as seconds, as `type`. */
+static void render_seconds(FILE *f, const gauge_spec *specs, size_t n, const char *type,
+			   const metrics_gauges *g)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t us;
+		memcpy(&us, (const char *)g + specs[i].offset, sizeof(us));
+		char seconds[32];
+		format_seconds(seconds, sizeof(seconds), us);
+		family_header(f, specs[i].family, type, specs[i].help);
+		fprintf(f, "%s %s\n", specs[i].family, seconds);
+	}
 }
 
 /* One histogram family from per-bucket counts (bounds ascending, in us;
@@ -335,14 +361,11 @@ static void render(metrics *m, FILE *f)
 			family_header(f, engine_counter_specs[i].family, "counter", engine_counter_specs[i].help);
 			fprintf(f, "%s %" PRIu64 "\n", engine_counter_specs[i].family, v);
 		}
-		for (size_t i = 0; i < sizeof(engine_seconds_specs) / sizeof(engine_seconds_specs[0]); i++) {
-			uint64_t us;
-			memcpy(&us, (const char *)&g + engine_seconds_specs[i].offset, sizeof(us));
-			char seconds[32];
-			format_seconds(seconds, sizeof(seconds), us);
-			family_header(f, engine_seconds_specs[i].family, "counter", engine_seconds_specs[i].help);
-			fprintf(f, "%s %s\n", engine_seconds_specs[i].family, seconds);
-		}
+		render_seconds(f, engine_seconds_specs,
+			       sizeof(engine_seconds_specs) / sizeof(engine_seconds_specs[0]), "counter", &g);
+		render_seconds(f, engine_seconds_gauge_specs,
+			       sizeof(engine_seconds_gauge_specs) / sizeof(engine_seconds_gauge_specs[0]),
+			       "gauge", &g);
 		/* Without the engine's histogram, the count alone: a histogram
 		 * with only the +Inf bucket. */
 		static const int64_t infinity_only[1] = {INT64_MAX};

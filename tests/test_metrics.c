@@ -370,6 +370,9 @@ static void fill_gauges(void *ctx, metrics_gauges *g)
 	g->ingest_calls = 27;
 	g->ingest_lock_hold_us = 3500000;
 	g->ingest_lock_wait_us = 1250;
+	g->dedup_expiry_count = 28;
+	g->dedup_expiry_us_last = 104563;
+	g->dedup_expiry_hold_max_us = 169;
 	g->fsync_count = 10;
 	g->fsync_us_total = 123456;
 	if (src->with_histogram) {
@@ -411,6 +414,7 @@ Test(metrics, gauges_come_from_the_callback)
 		{"tally_wal_direct_io", 1},
 		{"tally_flushes_total", 24},   {"tally_compactions_total", 25},
 		{"tally_ingest_calls_total", 27},
+		{"tally_dedup_expiries_total", 28},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.0001\"}", 3},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.001\"}", 3},
 		{"tally_wal_fsync_duration_seconds_bucket{le=\"0.01\"}", 8},
@@ -422,6 +426,8 @@ Test(metrics, gauges_come_from_the_callback)
 	expect_sample_text(text, "tally_wal_fsync_duration_seconds_sum", "0.123456");
 	expect_sample_text(text, "tally_ingest_lock_hold_seconds_total", "3.5");
 	expect_sample_text(text, "tally_ingest_lock_wait_seconds_total", "0.00125");
+	expect_sample_text(text, "tally_dedup_expiry_last_seconds", "0.104563");
+	expect_sample_text(text, "tally_dedup_expiry_hold_max_seconds", "0.000169");
 	uint64_t resident = sample(text, "tally_process_resident_memory_bytes");
 	cr_expect_gt(resident, 1u << 20, "a process holds more than 1 MiB: %" PRIu64, resident);
 	cr_expect_lt(resident, UINT64_C(1) << 40);
@@ -534,10 +540,10 @@ Test(metrics, exposition_is_well_formed)
 	}
 	for (int i = 0; i < family_count; i++)
 		cr_expect_neq(types[i][0], '\0', "%s has no TYPE", families[i]);
-	/* 10 counter families, errors, 4 histograms, 16 gauges, 3 engine
-	 * counters, 2 engine counters in seconds, the fsync histogram,
-	 * resident memory, HTTP errors. */
-	cr_expect_eq(family_count, 10 + 1 + 4 + 16 + 3 + 2 + 1 + 1 + 1);
+	/* 10 counter families, errors, 4 histograms, 16 gauges, 4 engine
+	 * counters, 2 engine counters and 2 engine gauges in seconds, the
+	 * fsync histogram, resident memory, HTTP errors. */
+	cr_expect_eq(family_count, 10 + 1 + 4 + 16 + 4 + 2 + 2 + 1 + 1 + 1);
 	free(r.body);
 	metrics_close(m);
 }
