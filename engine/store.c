@@ -2080,6 +2080,10 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	s->frozen_bytes = 0;
 	s->flushing = 0;
 	s->flush_count++;
+	/* Segments can be written again: ingest past the limit waits for
+	 * flushes from now on, not only once tally_flush returns (it may go on
+	 * to flush the rest of the memtables first). */
+	s->flush_failing = 0;
 	pthread_cond_broadcast(&s->flushed);
 	if (s->file_count >= s->options.compact_files_min)
 		pthread_cond_signal(&s->compact_wake);

@@ -99,7 +99,8 @@ struct tally_store {
 	 * has, so file ids stay in the order of the data's age. */
 	int flushing;
 	/* The error of the last flush when it failed and left the store
-	 * writable (a full disk), 0 once one succeeds (under lock): ingest past
+	 * writable (a full disk), 0 once one publishes (under lock, in the hold
+	 * that counts it in flush_count): ingest past
 	 * memtable_bytes_max then fails with TALLY_E_BUSY instead of waiting
 	 * for a flush that may not come. */
 	int flush_failing;
