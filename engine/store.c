@@ -133,15 +133,31 @@ static uint16_t fingerprint_day(int64_t day)
 }
 
 /*
+ * The start of the lateness horizon at time `now`: now - lateness_past_us,
+ * but never before the first day the last fingerprint expiry kept. A wall
+ * clock stepped back by days after an expiry would otherwise take retries
+ * of events whose fingerprints are gone for new events; this way they are
+ * too old (or, in a backfill batch, old events, checked against the
+ * stored history by day). With a clock that only moves forward the limit
+ * never binds. Without the lock (dedup_expired_day is atomic).
+ */
+static int64_t horizon_start_us(const tally_store *s, int64_t now)
+{
+	int64_t start = now - s->options.lateness_past_us;
+	int64_t kept = ((int64_t)s->dedup_expired_day + 1) * TALLY_US_PER_DAY;
+	return start > kept ? start : kept;
+}
+
+/*
  * The oldest day the fingerprint table covers at time `now`: the day of
  * the horizon, minus one day of grace. Every stored event of this day or
  * later has its fingerprint, however it arrived (ingest, backfill, WAL
- * replay, the rebuild at open); older fingerprints are never added, and
- * expire_dedup drops them as days pass.
+ * replay, the rebuild at open); older fingerprints are never added,
+ * lookups ignore them, and store_expire_dedup removes them as days pass.
  */
 static int64_t fingerprint_day_min(const tally_store *s, int64_t now)
 {
-	return day_of(now - s->options.lateness_past_us) - 1;
+	return day_of(horizon_start_us(s, now)) - 1;
 }
 
 /* At open only, before any thread starts: written directly. */
@@ -339,15 +355,17 @@ void tally_options_default(tally_options *o)
 
 /* ---- validation --------------------------------------------------------- */
 
-/* The reject reason of an event, or TALLY_REASON_NONE. A backfill batch
- * reaches back TALLY_BACKFILL_AGE_MAX_US instead of the horizon. */
-static int validate(const tally_event *e, int64_t now_us, const tally_options *o, bool backfill)
+/* The reject reason of an event, or TALLY_REASON_NONE; horizon_us is
+ * horizon_start_us(now_us). A backfill batch reaches back
+ * TALLY_BACKFILL_AGE_MAX_US instead of the horizon. */
+static int validate(const tally_event *e, int64_t now_us, int64_t horizon_us,
+		    const tally_options *o, bool backfill)
 {
 	if (e->event_id.len == 0)
 		return TALLY_REASON_MISSING_ID;
 	if (e->event_id.len > TALLY_EVENT_ID_SIZE_MAX)
 		return TALLY_REASON_ID_TOO_LONG;
-	if (e->time_us < now_us - o->lateness_past_us &&
+	if (e->time_us < horizon_us &&
 	    (!backfill || e->time_us < now_us - TALLY_BACKFILL_AGE_MAX_US))
 		return TALLY_REASON_TIME_TOO_OLD;
 	if (e->time_us > now_us + o->lateness_future_us)
@@ -1134,7 +1152,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	 * the dimension strings, the WAL record's entries; a backfill's old
 	 * events listed by day, and probed in the segment files. */
 	int64_t now = s->io->now_us(s->io);
-	int64_t day_min = fingerprint_day_min(s, now);
+	int64_t horizon_us = horizon_start_us(s, now);
+	int64_t day_min = day_of(horizon_us) - 1; /* fingerprint_day_min */
 	size_t k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		tally_batch *batch = &batches[b];
@@ -1149,7 +1168,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		tenant_hash[b] = name_hash(batch->tenant);
 		for (size_t i = 0; i < batch->count; i++, k++) {
 			const tally_event *e = &batch->events[i];
-			int reason = validate(e, now, &s->options, batch->backfill);
+			int reason = validate(e, now, horizon_us, &s->options, batch->backfill);
 			batch->results[i].code = reason ? TALLY_REJECTED : TALLY_ACCEPTED;
 			batch->results[i].reason = (uint8_t)reason;
 			if (reason)
@@ -1159,7 +1178,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			event_dims(e, dims);
 			for (int d = 0; d < DIM_COUNT; d++)
 				dim_hash[k][d] = strdict_hash(dims[d].ptr, dims[d].len);
-			if (batch->backfill && e->time_us < now - s->options.lateness_past_us) {
+			if (batch->backfill && e->time_us < horizon_us) {
 				h.old[k] = 1;
 				h.entries[h.count++] = (history_entry){day_of(e->time_us), k};
 			}

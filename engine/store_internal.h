@@ -134,7 +134,9 @@ struct tally_store {
 	pthread_cond_t rollup_wake;
 	uint32_t *watched;
 	uint32_t watched_count, watched_capacity;
-	uint16_t dedup_expired_day; /* day_min of the last expiry pass (or of open): under lock */
+	/* fingerprint_day_min of the last expiry pass (or of open): written
+	 * under lock, read without it (horizon_start_us). */
+	_Atomic uint16_t dedup_expired_day;
 	uint64_t dedup_expiry_count;       /* tally_stats: under lock */
 	uint64_t dedup_expiry_us_last;
 	uint64_t dedup_expiry_hold_max_us;

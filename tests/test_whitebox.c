@@ -330,3 +330,41 @@ Test(whitebox, the_fingerprint_expiry_lets_ingest_run_between_its_steps)
 	cr_expect_eq(ingest_one(s, "a00007", probe.now_us - MINUTE_US, 2), TALLY_DUPLICATE);
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+/* Description: a wall clock stepped back by days after an expiry pass does
+ * not move the horizon back with it. The pass removed the fingerprints of
+ * the days it left; were the horizon to cover those days again, a retry of
+ * one of their events would find no fingerprint and be stored twice. It is
+ * too old instead, and a backfill batch checks it against the stored
+ * history (DUPLICATE). */
+Test(whitebox, a_clock_stepped_back_after_an_expiry_keeps_the_horizon)
+{
+	tally_store *s = store_open();
+	int64_t first_day_us = NOW_US - 35 * DAY_US + MINUTE_US;
+	cr_assert_eq(ingest_one(s, "early", first_day_us, 5), TALLY_ACCEPTED);
+	cr_assert_eq(ingest_one(s, "recent", NOW_US - MINUTE_US, 6), TALLY_ACCEPTED);
+	cr_assert_eq(tally_flush(s), 0);
+	fault_io_clock_set_us(fio, NOW_US + 3 * DAY_US);
+	store_expire_dedup(s);
+	cr_assert_eq(dedup_entries_of(s), 1, "the pass removed the fingerprint of \"early\"");
+
+	fault_io_clock_set_us(fio, NOW_US); /* stepped back three days */
+	cr_expect_eq(ingest_one(s, "early", first_day_us, 5), TALLY_REJECTED,
+		     "a retry from a day the pass left is too old, not new");
+	tally_event e;
+	memset(&e, 0, sizeof(e));
+	e.event_id = S("early");
+	e.time_us = first_day_us;
+	e.type = S("llm.call");
+	e.tokens_in = 5;
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest_backfill(s, "acme", &e, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_DUPLICATE, "a backfill finds it in the stored history");
+	cr_expect_eq(ingest_one(s, "recent", NOW_US - MINUTE_US, 6), TALLY_DUPLICATE);
+	cr_expect_eq(ingest_one(s, "new", NOW_US - MINUTE_US, 7), TALLY_ACCEPTED);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_rows + st.events_memtable, 3, "early, recent and new, once each");
+	cr_expect_eq(st.dedup_expiry_count, 1, "no pass for the earlier day");
+	cr_assert_eq(tally_store_close(s), 0);
+}
