@@ -325,8 +325,7 @@ Test(faults, wal_fsync_eio_fails_the_batch_and_the_store_turns_read_only)
 	cr_expect_eq(strlen(cut), sizeof(cut) - 1);
 	cr_expect_eq(strncmp(cut, errmsg, sizeof(cut) - 1), 0);
 	expect_read_only(s, -EIO);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	rc = tally_store_close(s);
 	cr_expect_eq(rc, -EIO, "close of the failed store: %d (%s)", rc, tally_strerror(rc));
 
@@ -384,8 +383,7 @@ static void wal_fault_run(const wal_fault *f)
 	cr_assert_eq(rc, f->error, "%s: ingest returned %d (%s), expected %d (%s)", f->name, rc,
 		     tally_strerror(rc), f->error, tally_strerror(f->error));
 	expect_read_only(s, f->error);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	rc = tally_store_close(s);
 	cr_expect_eq(rc, f->error, "%s: close: %d (%s)", f->name, rc, tally_strerror(rc));
 	s = store_open();
@@ -410,8 +408,7 @@ Test(faults, wal_fsync_eio_on_the_header_of_the_first_file)
 	int rc = batch_ingest(s, BATCH_EVENTS, EV_MAYBE);
 	cr_assert_eq(rc, -EIO, "first ingest: %d (%s)", rc, tally_strerror(rc));
 	expect_read_only(s, -EIO);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	cr_expect_eq(tally_store_close(s), -EIO);
 	s = store_open();
 	verify(s, "reopen after a failed WAL header fsync");
@@ -477,8 +474,7 @@ Test(faults, wal_enospc_mid_run_then_recovery_truncates_the_torn_record)
 	const char *errmsg = tally_store_errmsg(s);
 	cr_expect(contains(errmsg, strerror(ENOSPC)), "errmsg names the failure: %s", errmsg);
 	expect_read_only(s, -ENOSPC);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	cr_expect_eq(tally_store_close(s), -ENOSPC);
 
 	s = store_open();
@@ -528,8 +524,7 @@ Test(faults, short_writes_everywhere_are_transparent)
 	cr_expect_gt(counts.fault_count, 1000, "writes were really cut: %" PRIu64 " short writes",
 		     counts.fault_count);
 
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	s = store_open();
 	verify(s, "whole writes again, after reopen");
 	expect_segments_dir_holds_only_live_files(s, "after short writes");
@@ -581,8 +576,7 @@ static void segment_fault_run(const segment_fault *f)
 	if (f->names_file)
 		cr_expect(contains(errmsg, "/segments/0000000000000001.seg"),
 			  "%s: errmsg names the segment file: %s", f->name, errmsg);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 
 	tally_stats stats;
 	cr_assert_eq(tally_store_stats(s, &stats), 0);
@@ -705,8 +699,7 @@ static void manifest_fault_run(const manifest_fault *f)
 	cr_expect_eq(tmp.count, 0, "%s: left behind: %s", f->name, tmp.names[0]);
 	if (!f->compaction) /* compaction: see compaction_manifest_failure_message_names_the_manifest */
 		cr_expect(contains(errmsg, "MANIFEST"), "%s: errmsg names MANIFEST: %s", f->name, errmsg);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	verify(s, "the failed store still reads");
 	expect_read_only(s, error);
 	cr_expect_eq(tally_store_close(s), error);
@@ -781,8 +774,7 @@ Test(faults, compaction_enospc_keeps_the_inputs_and_is_not_sticky)
 	const char *errmsg = tally_store_errmsg(s);
 	cr_expect(contains(errmsg, strerror(ENOSPC)) && contains(errmsg, ".seg"),
 		  "errmsg names the segment file and the error: %s", errmsg);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	tally_stats stats;
 	cr_assert_eq(tally_store_stats(s, &stats), 0);
 	cr_expect_eq(stats.sticky_error, 0);
@@ -813,8 +805,7 @@ Test(faults, failed_flush_then_close_recovers_everything_from_the_wal)
 	fault_io_path_filter_set(fio, ".seg");
 	fault_io_disk_limit_set(fio, 0);
 	cr_assert_eq(tally_flush(s), -ENOSPC);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	ingest_acked(s, 1);
 	cr_assert_eq(tally_store_close(s), 0, "a failed flush is not sticky");
 	s = store_open();
@@ -853,8 +844,7 @@ Test(faults, open_fails_cleanly_when_the_recovery_fsync_fails)
 	cr_expect_null(s);
 	cr_expect(contains(errmsg, ".wal") && contains(errmsg, "fsync"),
 		  "errmsg names the WAL file and the fsync: %s", errmsg);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	s = store_open();
 	verify(s, "open after the failed open");
 	expect_resend_duplicates(s, "open after the failed open");
@@ -881,8 +871,7 @@ Test(faults, first_open_on_a_full_disk_fails_and_a_later_open_works)
 		  "errmsg names MANIFEST and the error: %s", errmsg);
 	dir_listing tmp = dir_list(".", ".tmp");
 	cr_expect_eq(tmp.count, 0, "left behind: %s", tmp.names[0]);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	s = store_open();
 	ingest_acked(s, 2);
 	cr_assert_eq(tally_store_close(s), 0);
@@ -982,8 +971,7 @@ static void concurrent_wal_failure_run(bool enospc)
 	tally_stats stats;
 	cr_assert_eq(tally_store_stats(s, &stats), 0);
 	cr_expect_eq(stats.sticky_error, error);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	cr_expect_eq(tally_store_close(s), error);
 
 	s = store_open();
@@ -1026,8 +1014,7 @@ Test(faults, flush_after_a_failed_flush_writes_every_memtable)
 	fault_io_path_filter_set(fio, ".seg");
 	fault_io_disk_limit_set(fio, 0);
 	cr_assert_eq(tally_flush(s), -ENOSPC);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	ingest_acked(s, 1);
 	cr_assert_eq(tally_flush(s), 0, "flush: %s", tally_store_errmsg(s));
 	tally_stats stats;
@@ -1333,8 +1320,7 @@ Test(faults, background_worker_releases_the_lock_after_a_manifest_failure)
 	fault_io_path_filter_set(fio, "MANIFEST");
 	fault_io_fsync_fail_nth(fio, 1, EIO);
 	cr_assert_eq(tally_flush(s), -EIO);
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	sleep_ms(600); /* the worker wakes at least every 200 ms */
 	probe p = {.store = s, .call = PROBE_STATS};
 	pthread_t thread;
@@ -1359,8 +1345,7 @@ Test(faults, background_worker_releases_the_lock_after_a_manifest_failure)
  * last read. */
 static tally_stats disk_freed_then_first_flush(tally_store *s)
 {
-	fault_io_reset(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fault_io_faults_off(fio);
 	tally_stats stats = {0};
 	for (int ms = 0; ms < 15000 && stats.flush_count == 0; ms += 50) {
 		sleep_ms(50);

@@ -633,10 +633,9 @@ void fault_io_counts_reset(fault_io *f)
 	fault_io_unlock(f);
 }
 
-/* See fault_io.h. Knobs off; counters and remembered paths kept. */
-void fault_io_reset(fault_io *f)
+/* Every fault knob off (lock held). */
+static void faults_off_locked(fault_io *f)
 {
-	fault_io_lock(f);
 	f->filter[0] = '\0';
 	f->fsync_plan = (fault_plan){0};
 	f->pwrite_plan = (fault_plan){0};
@@ -650,6 +649,21 @@ void fault_io_reset(fault_io *f)
 	f->open_error = 0;
 	f->direct_unsupported = false;
 	f->direct_writes_fail = false;
+}
+
+/* See fault_io.h. */
+void fault_io_faults_off(fault_io *f)
+{
+	fault_io_lock(f);
+	faults_off_locked(f);
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. Knobs off; counters and remembered paths kept. */
+void fault_io_reset(fault_io *f)
+{
+	fault_io_lock(f);
+	faults_off_locked(f);
 	f->clock_frozen = false;
 	f->clock_tick_us = 0;
 	f->random_seeded = false;

@@ -149,5 +149,8 @@ void fault_io_counts_reset(fault_io *f);
 
 /* Turns every knob off (clock real, random real, no filter); keeps counters. */
 void fault_io_reset(fault_io *f);
+/* The same, but the clock and random stay as they are: a store running on
+ * a frozen clock never sees the wall clock in between. */
+void fault_io_faults_off(fault_io *f);
 
 #endif /* TALLY_FAULT_IO_H */
