@@ -18,7 +18,14 @@
  *     compacts (compact_files_min is small), and every flush and every
  *     tally_compact is split into files written by several threads at once
  *     (flush_parallel_rows_min 1);
- *   - the WAL writer thread commits groups.
+ *   - the WAL writer thread commits groups;
+ *   - a clock thread moves the store's clock on a day at a time, four
+ *     times, so the background worker runs fingerprint expiry passes
+ *     (steps that let the store lock go) while the writers ingest: the
+ *     history ingested first into tenants of its own, 34.5 days before
+ *     the writers' events, leaves the horizon. Afterwards every history
+ *     fingerprint is gone, a retry of a history event is REJECTED (too
+ *     old), and each history event is stored once.
  *
  * Then every acknowledged event must be stored exactly once
  * (tests/support/events.h's ledger), in the open store and after a
@@ -49,6 +56,25 @@
 #define BATCHES_DEFAULT 400
 #define MEMTABLE_BYTES_MAX (64u << 10) /* a flush every few hundred events */
 #define SEED UINT64_C(0x7a5a11)
+#define HISTORY_TENANTS 4
+#define HISTORY_EVENTS 256         /* per history tenant */
+#define HISTORY_AGE_US (34 * TALLY_US_PER_DAY + TALLY_US_PER_DAY / 2)
+#define CLOCK_DAYS 4               /* days the clock thread moves the store's clock on */
+#define CLOCK_STEP_MS 400          /* between two of its moves */
+#define EXPIRY_WAIT_MS 20000       /* for the pass after the last move */
+
+/* The default io with a clock offset_us ahead of the wall clock. */
+static struct {
+	tally_io io;
+	_Atomic int64_t offset_us;
+} clock_io;
+
+static int64_t shifted_now_us(const tally_io *io)
+{
+	(void)io;
+	const tally_io *real = tally_io_default();
+	return real->now_us(real) + atomic_load(&clock_io.offset_us);
+}
 
 typedef struct stress {
 	tally_store *store;
@@ -191,6 +217,7 @@ static tally_store *open_store(const char *dir)
 {
 	tally_options options;
 	tally_options_default(&options);
+	options.io = &clock_io.io;
 	options.memtable_bytes_max = MEMTABLE_BYTES_MAX;
 	options.compact_files_min = 3;
 	options.flush_threads = 3;
@@ -203,6 +230,101 @@ static tally_store *open_store(const char *dir)
 		exit(1);
 	}
 	return store;
+}
+
+/* History event i of history tenant t, at base_us - HISTORY_AGE_US. */
+static void history_event(const stress *s, uint32_t t, uint32_t i, char id[32], char tenant[16],
+			  tally_event *e)
+{
+	snprintf(id, 32, "hist-%" PRIu32 "-%" PRIu32, t, i);
+	snprintf(tenant, 16, "history-%" PRIu32, t);
+	memset(e, 0, sizeof(*e));
+	e->event_id = (tally_str){id, (uint32_t)strlen(id)};
+	e->time_us = s->base_us - HISTORY_AGE_US + i;
+	e->type = (tally_str){"llm.call", 8};
+	e->tokens_in = i;
+}
+
+/* Ingests (or retries) every history event, one call per tenant, and
+ * checks that each result is `expected`. */
+static void history_ingest(stress *s, int expected)
+{
+	static tally_event events[HISTORY_EVENTS];
+	static char ids[HISTORY_EVENTS][32];
+	static tally_ingest_result results[HISTORY_EVENTS];
+	for (uint32_t t = 0; t < HISTORY_TENANTS; t++) {
+		char tenant[16];
+		for (uint32_t i = 0; i < HISTORY_EVENTS; i++)
+			history_event(s, t, i, ids[i], tenant, &events[i]);
+		int rc = tally_ingest(s->store, tenant, events, HISTORY_EVENTS, results);
+		if (rc) {
+			fail(s, "history of %s: tally_ingest: %s", tenant, tally_strerror(rc));
+			continue;
+		}
+		for (uint32_t i = 0; i < HISTORY_EVENTS; i++)
+			if (results[i].code != expected)
+				fail(s, "history event %s of %s: %s, expected %s", ids[i], tenant,
+				     tally_result_name(results[i].code), tally_result_name(expected));
+	}
+}
+
+/* Moves the store's clock on a day every CLOCK_STEP_MS, CLOCK_DAYS times,
+ * or at once when the writers are done. */
+static void *clock_main(void *arg)
+{
+	stress *s = arg;
+	for (int day = 1; day <= CLOCK_DAYS; day++) {
+		for (int ms = 0; ms < CLOCK_STEP_MS && !atomic_load(&s->writers_done); ms += 10)
+			usleep(10000);
+		atomic_store(&clock_io.offset_us, day * TALLY_US_PER_DAY);
+	}
+	return NULL;
+}
+
+/* After the last move: waits for the worker's expiry pass of that day,
+ * then checks that the history's fingerprints are gone and its events
+ * are stored once and too old to retry. */
+static int history_check(stress *s)
+{
+	int problems = 0;
+	tally_stats stats;
+	int64_t day_min = (s->base_us + CLOCK_DAYS * TALLY_US_PER_DAY - 35 * TALLY_US_PER_DAY) /
+			  TALLY_US_PER_DAY - 1;
+	uint64_t expected = ev_ledger_present_events(&s->ledger);
+	for (int ms = 0;; ms += 10) {
+		if (tally_store_stats(s->store, &stats)) {
+			fprintf(stderr, "tsan stress: tally_store_stats failed\n");
+			return 1;
+		}
+		if (stats.dedup_entries == expected || ms >= EXPIRY_WAIT_MS)
+			break;
+		usleep(10000);
+	}
+	printf("tsan stress: %" PRIu64 " expiry passes (the last for day %" PRId64 "), longest "
+	       "step %" PRIu64 " us\n",
+	       stats.dedup_expiry_count, day_min, stats.dedup_expiry_hold_max_us);
+	if (stats.dedup_entries != expected) {
+		fprintf(stderr, "tsan stress: %" PRIu64 " fingerprints, expected %" PRIu64
+			" (the writers' events alone)\n", stats.dedup_entries, expected);
+		problems++;
+	}
+	if (stats.dedup_expiry_count < 1) {
+		fprintf(stderr, "tsan stress: no expiry pass ran\n");
+		problems++;
+	}
+	history_ingest(s, TALLY_REJECTED);
+	for (uint32_t t = 0; t < HISTORY_TENANTS; t++) {
+		char tenant[16];
+		snprintf(tenant, sizeof(tenant), "history-%" PRIu32, t);
+		uint64_t scanned = 0;
+		int rc = tally_scan(s->store, tenant, INT64_MIN, INT64_MAX, count_event, &scanned);
+		if (rc || scanned != HISTORY_EVENTS) {
+			fprintf(stderr, "tsan stress: %s holds %" PRIu64 " events (%s), expected %d\n",
+				tenant, scanned, tally_strerror(rc), HISTORY_EVENTS);
+			problems++;
+		}
+	}
+	return problems;
 }
 
 static int verify(stress *s, const char *when)
@@ -242,12 +364,16 @@ int main(void)
 		perror("tsan stress: mkdtemp");
 		return 1;
 	}
+	clock_io.io = *tally_io_default();
+	clock_io.io.now_us = shifted_now_us;
 	s.store = open_store(dir);
+	history_ingest(&s, TALLY_ACCEPTED);
 
 	writer writers[WRITERS];
-	pthread_t reader, maintenance;
+	pthread_t reader, maintenance, clock;
 	pthread_create(&reader, NULL, reader_main, &s);
 	pthread_create(&maintenance, NULL, maintenance_main, &s);
+	pthread_create(&clock, NULL, clock_main, &s);
 	for (uint32_t i = 0; i < WRITERS; i++) {
 		writers[i] = (writer){.s = &s, .index = i};
 		pthread_create(&writers[i].thread, NULL, writer_main, &writers[i]);
@@ -257,12 +383,14 @@ int main(void)
 	atomic_store(&s.writers_done, true);
 	pthread_join(reader, NULL);
 	pthread_join(maintenance, NULL);
+	pthread_join(clock, NULL);
 
 	uint32_t batch_total = s.batches_per_writer * WRITERS;
 	for (uint32_t b = 0; b < batch_total; b++)
 		ev_ledger_put(&s.ledger, round, b, tenant_of(b), EVENTS_PER_BATCH, EV_ACKED);
-	int problems = atomic_load(&s.failures);
-	problems += verify(&s, "open store");
+	int problems = verify(&s, "open store");
+	problems += history_check(&s);
+	problems += atomic_load(&s.failures);
 	tally_stats stats;
 	if (tally_store_stats(s.store, &stats) == 0)
 		printf("tsan stress: %" PRIu64 " flushes, %" PRIu64 " compactions\n",
