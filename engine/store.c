@@ -1308,8 +1308,12 @@ unlock:
 	memtable_peak_note(s);
 	if (!rc && s->options.background && s->active_bytes > s->options.memtable_bytes_max)
 		pthread_cond_signal(&s->wake);
-	if (held)
-		s->ingest_lock_hold_us += elapsed_us(held_from_us, s->io->now_us(s->io));
+	if (held) {
+		uint64_t hold_us = elapsed_us(held_from_us, s->io->now_us(s->io));
+		s->ingest_lock_hold_us += hold_us;
+		if (hold_us > s->ingest_lock_hold_max_us)
+			s->ingest_lock_hold_max_us = hold_us;
+	}
 	s->ingest_calls++;
 	pthread_mutex_unlock(&s->lock);
 out:
@@ -3419,6 +3423,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	out->ingest_calls = s->ingest_calls;
 	out->ingest_lock_hold_us = s->ingest_lock_hold_us;
 	out->ingest_lock_wait_us = s->ingest_lock_wait_us;
+	out->ingest_lock_hold_max_us = s->ingest_lock_hold_max_us;
 	out->dedup_expiry_count = s->dedup_expiry_count;
 	out->dedup_expiry_us_last = s->dedup_expiry_us_last;
 	out->dedup_expiry_hold_max_us = s->dedup_expiry_hold_max_us;

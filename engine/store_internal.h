@@ -117,6 +117,7 @@ struct tally_store {
 	uint64_t ingest_calls;        /* tally_stats: under lock */
 	uint64_t ingest_lock_hold_us;
 	uint64_t ingest_lock_wait_us;
+	uint64_t ingest_lock_hold_max_us;
 	verify_entry verify_cache[VERIFY_CACHE_ENTRIES]; /* see verify_cache_get */
 	uint64_t verify_clock;
 

@@ -386,10 +386,13 @@ typedef struct tally_stats {
 	 * calls built on it), and on the io clock: how long they applied
 	 * their events holding the store lock, and how long they waited to
 	 * get there (for the lock, or for a flush to catch up). The lock is
-	 * what bounds ingest throughput (docs/benchmarks.md). */
+	 * what bounds ingest throughput (docs/benchmarks.md). The longest
+	 * one call held it is what a query or another ingest may have waited
+	 * for behind it (a table of a large tenant growing, for one). */
 	uint64_t ingest_calls;
 	uint64_t ingest_lock_hold_us;
 	uint64_t ingest_lock_wait_us;
+	uint64_t ingest_lock_hold_max_us;
 	/* Fingerprint expiry (once per UTC day, on the background worker;
 	 * docs/architecture.md, "Deduplication"), on the io clock: expiry
 	 * passes finished since open, how long the last one took from start

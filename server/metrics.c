@@ -192,6 +192,10 @@ static const gauge_spec engine_seconds_specs[] = {
 
 /* Engine gauges of microseconds, rendered in seconds. */
 static const gauge_spec engine_seconds_gauge_specs[] = {
+	{"tally_ingest_lock_hold_max_seconds",
+	 "The longest one ingest call held the store lock since the store opened (queries and other "
+	 "ingest waited behind it).",
+	 GAUGE(ingest_lock_hold_max_us)},
 	{"tally_dedup_expiry_last_seconds", "How long the last fingerprint expiry pass took.",
 	 GAUGE(dedup_expiry_us_last)},
 	{"tally_dedup_expiry_hold_max_seconds",

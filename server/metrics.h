@@ -99,6 +99,7 @@ typedef struct metrics_gauges {
 	uint64_t ingest_calls;        /* engine ingest calls since the store opened */
 	uint64_t ingest_lock_hold_us; /* their time holding the store lock */
 	uint64_t ingest_lock_wait_us; /* their time waiting for it */
+	uint64_t ingest_lock_hold_max_us;  /* the longest one ingest call held it */
 	uint64_t dedup_expiry_count;       /* fingerprint expiry passes since the store opened */
 	uint64_t dedup_expiry_us_last;     /* the last pass's duration */
 	uint64_t dedup_expiry_hold_max_us; /* the longest hold of the store lock by one step of a pass */

@@ -825,6 +825,7 @@ static void gauges(void *ctx, metrics_gauges *g)
 	g->ingest_calls = st.ingest_calls;
 	g->ingest_lock_hold_us = st.ingest_lock_hold_us;
 	g->ingest_lock_wait_us = st.ingest_lock_wait_us;
+	g->ingest_lock_hold_max_us = st.ingest_lock_hold_max_us;
 	g->dedup_expiry_count = st.dedup_expiry_count;
 	g->dedup_expiry_us_last = st.dedup_expiry_us_last;
 	g->dedup_expiry_hold_max_us = st.dedup_expiry_hold_max_us;

@@ -370,6 +370,7 @@ static void fill_gauges(void *ctx, metrics_gauges *g)
 	g->ingest_calls = 27;
 	g->ingest_lock_hold_us = 3500000;
 	g->ingest_lock_wait_us = 1250;
+	g->ingest_lock_hold_max_us = 9000;
 	g->dedup_expiry_count = 28;
 	g->dedup_expiry_us_last = 104563;
 	g->dedup_expiry_hold_max_us = 169;
@@ -426,6 +427,7 @@ Test(metrics, gauges_come_from_the_callback)
 	expect_sample_text(text, "tally_wal_fsync_duration_seconds_sum", "0.123456");
 	expect_sample_text(text, "tally_ingest_lock_hold_seconds_total", "3.5");
 	expect_sample_text(text, "tally_ingest_lock_wait_seconds_total", "0.00125");
+	expect_sample_text(text, "tally_ingest_lock_hold_max_seconds", "0.009");
 	expect_sample_text(text, "tally_dedup_expiry_last_seconds", "0.104563");
 	expect_sample_text(text, "tally_dedup_expiry_hold_max_seconds", "0.000169");
 	uint64_t resident = sample(text, "tally_process_resident_memory_bytes");
@@ -541,9 +543,9 @@ Test(metrics, exposition_is_well_formed)
 	for (int i = 0; i < family_count; i++)
 		cr_expect_neq(types[i][0], '\0', "%s has no TYPE", families[i]);
 	/* 10 counter families, errors, 4 histograms, 16 gauges, 4 engine
-	 * counters, 2 engine counters and 2 engine gauges in seconds, the
+	 * counters, 2 engine counters and 3 engine gauges in seconds, the
 	 * fsync histogram, resident memory, HTTP errors. */
-	cr_expect_eq(family_count, 10 + 1 + 4 + 16 + 4 + 2 + 2 + 1 + 1 + 1);
+	cr_expect_eq(family_count, 10 + 1 + 4 + 16 + 4 + 2 + 3 + 1 + 1 + 1);
 	free(r.body);
 	metrics_close(m);
 }

@@ -1415,6 +1415,7 @@ Test(store, ingest_lock_hold_and_wait_are_counted_per_call_on_the_io_clock)
 	cr_expect_eq(st.ingest_calls, 0);
 	cr_expect_eq(st.ingest_lock_hold_us, 0);
 	cr_expect_eq(st.ingest_lock_wait_us, 0);
+	cr_expect_eq(st.ingest_lock_hold_max_us, 0);
 	for (int n = 0; n < 3; n++) {
 		char id[16];
 		snprintf(id, sizeof(id), "lock-%d", n);
@@ -1428,6 +1429,9 @@ Test(store, ingest_lock_hold_and_wait_are_counted_per_call_on_the_io_clock)
 			     "after call %d: %" PRIu64, n, st.ingest_lock_hold_us);
 		cr_expect_eq(st.ingest_lock_wait_us, (uint64_t)(n + 1) * LOCK_TICK_US,
 			     "after call %d: %" PRIu64, n, st.ingest_lock_wait_us);
+		cr_expect_eq(st.ingest_lock_hold_max_us, LOCK_TICK_US,
+			     "after call %d: the longest single hold, %" PRIu64, n,
+			     st.ingest_lock_hold_max_us);
 	}
 	cr_assert_eq(tally_store_close(s), 0);
 	s = open_store_on(&ticking_io);
