@@ -103,7 +103,7 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	/* Call the reserve functions only when something must grow: this runs
 	 * for every event. */
 	int rc = 0;
-	if (row + 1 > r->capacity || !r->block)
+	if (row + 1 > r->capacity)
 		rc = rows_reserve(r, row + 1);
 	if (!rc && row + 1 > m->id_hash_capacity)
 		rc = id_hash_reserve(m, row + 1);
@@ -152,7 +152,7 @@ void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COU
 {
 	const rows *r = &m->rows;
 	uint32_t row = r->count;
-	if (r->block && row < r->capacity) {
+	if (row < r->capacity) {
 		__builtin_prefetch(&r->time_us[row], 1);
 		__builtin_prefetch(&r->tokens_in[row], 1);
 		__builtin_prefetch(&r->tokens_out[row], 1);
@@ -271,6 +271,7 @@ static _Atomic uint64_t memtable_serials;
 int memtable_init(memtable *m)
 {
 	memset(m, 0, sizeof(*m));
+	m->rows.map_large = 1;
 	int rc = pthread_mutex_init(&m->rollup_lock, NULL);
 	if (rc)
 		return -rc;

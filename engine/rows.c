@@ -1,13 +1,20 @@
 /*
  * rows.c — growable columnar rows (see rows.h). Capacity doubles; every
  * column lives in one block that is reallocated as a whole, so
- * count <= capacity holds for all.
+ * count <= capacity holds for all. Rows marked map_large (memtables) move
+ * their columns into mappings of their own at ROWS_MAPPED_MIN rows, and
+ * from then on grow each by mremap, without copying.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "rows.h"
+
+/* The unit of a mapped column's size. */
+#define ROWS_PAGE_BYTES 4096u
 
 /* Small: most of 10,000 tenants hold a handful of rows between flushes. */
 #define ROWS_CAPACITY_MIN 4
@@ -38,9 +45,130 @@ static void block_carve(rows *r, uint8_t *block, uint32_t c)
 	r->id_kind = p, p += c;
 }
 
+/* A column: where its pointer is, its element size, and its elements
+ * beyond the capacity (id_offset has capacity + 1). */
+typedef struct column_ref {
+	void **ptr;
+	size_t size;
+	size_t extra;
+} column_ref;
+
+enum { COLUMN_COUNT = 8 + DIM_COUNT };
+
+static void columns_of(rows *r, column_ref out[COLUMN_COUNT])
+{
+	int n = 0;
+	out[n++] = (column_ref){(void **)&r->time_us, sizeof(int64_t), 0};
+	out[n++] = (column_ref){(void **)&r->tokens_in, sizeof(uint64_t), 0};
+	out[n++] = (column_ref){(void **)&r->tokens_out, sizeof(uint64_t), 0};
+	out[n++] = (column_ref){(void **)&r->cost_micros, sizeof(int64_t), 0};
+	out[n++] = (column_ref){(void **)&r->duration_ms, sizeof(uint32_t), 0};
+	for (int d = 0; d < DIM_COUNT; d++)
+		out[n++] = (column_ref){(void **)&r->dim[d], sizeof(uint32_t), 0};
+	out[n++] = (column_ref){(void **)&r->id_offset, sizeof(uint32_t), 1};
+	out[n++] = (column_ref){(void **)&r->status, 1, 0};
+	out[n++] = (column_ref){(void **)&r->id_kind, 1, 0};
+	assert(n == COLUMN_COUNT);
+}
+
+/* Bytes of column c's mapping at capacity `capacity`: whole pages. */
+static size_t mapped_bytes(const column_ref *c, uint32_t capacity)
+{
+	size_t bytes = c->size * ((size_t)capacity + c->extra);
+	return (bytes + ROWS_PAGE_BYTES - 1) / ROWS_PAGE_BYTES * ROWS_PAGE_BYTES;
+}
+
+static void unmap_columns(column_ref *cols, int n, uint32_t capacity)
+{
+	for (int i = 0; i < n; i++)
+		munmap(*cols[i].ptr, mapped_bytes(&cols[i], capacity));
+}
+
+/*
+ * Grows mapped columns from capacity `from` to `to` with mremap: the
+ * kernel moves their pages, nothing is copied, and the new pages are
+ * faulted in as rows are written. 0, or -ENOMEM with every column as it
+ * was (those already grown are shrunk back).
+ */
+static int grow_mapped(rows *r, uint32_t from, uint32_t to)
+{
+	column_ref cols[COLUMN_COUNT];
+	columns_of(r, cols);
+	for (int i = 0; i < COLUMN_COUNT; i++) {
+		void *p = mremap(*cols[i].ptr, mapped_bytes(&cols[i], from),
+				 mapped_bytes(&cols[i], to), MREMAP_MAYMOVE);
+		if (p == MAP_FAILED) {
+			for (int k = 0; k < i; k++) {
+				p = mremap(*cols[k].ptr, mapped_bytes(&cols[k], to),
+					   mapped_bytes(&cols[k], from), 0);
+				if (p != MAP_FAILED)
+					*cols[k].ptr = p; /* a shrink stays in place */
+			}
+			return -ENOMEM;
+		}
+		*cols[i].ptr = p;
+	}
+	return 0;
+}
+
+/* Moves the block's columns into mappings of capacity `to` (one copy,
+ * once, at ROWS_MAPPED_MIN rows). 0 or -ENOMEM (rows unchanged). */
+static int map_columns(rows *r, uint32_t to)
+{
+	column_ref cols[COLUMN_COUNT];
+	columns_of(r, cols);
+	void *maps[COLUMN_COUNT];
+	for (int i = 0; i < COLUMN_COUNT; i++) {
+		maps[i] = mmap(NULL, mapped_bytes(&cols[i], to), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (maps[i] == MAP_FAILED) {
+			for (int k = 0; k < i; k++)
+				munmap(maps[k], mapped_bytes(&cols[k], to));
+			return -ENOMEM;
+		}
+	}
+	for (int i = 0; i < COLUMN_COUNT; i++) {
+		if (r->block)
+			memcpy(maps[i], *cols[i].ptr, cols[i].size * ((size_t)r->count + cols[i].extra));
+		*cols[i].ptr = maps[i];
+	}
+	if (!r->block)
+		r->id_offset[0] = 0;
+	free(r->block);
+	r->block = NULL;
+	r->mapped = 1;
+	return 0;
+}
+
+/* Moves the columns (from a block or from mappings) into one new block of
+ * capacity c. 0 or -ENOMEM (rows unchanged). */
+static int grow_block(rows *r, uint32_t c)
+{
+	uint8_t *block = malloc(block_size(c));
+	if (!block)
+		return -ENOMEM;
+	rows old = *r;
+	block_carve(r, block, c);
+	if (old.block || old.mapped) {
+		column_ref from[COLUMN_COUNT], to[COLUMN_COUNT];
+		columns_of(&old, from);
+		columns_of(r, to);
+		for (int i = 0; i < COLUMN_COUNT; i++)
+			memcpy(*to[i].ptr, *from[i].ptr, from[i].size * ((size_t)old.count + from[i].extra));
+		if (old.mapped)
+			unmap_columns(from, COLUMN_COUNT, old.capacity);
+		free(old.block);
+	} else {
+		r->id_offset[0] = 0;
+	}
+	r->block = block;
+	r->mapped = 0;
+	return 0;
+}
+
 int rows_reserve(rows *r, uint32_t count)
 {
-	if (count <= r->capacity && r->block)
+	if (count <= r->capacity && (r->block || r->mapped))
 		return 0;
 	uint64_t capacity = r->capacity ? r->capacity : ROWS_CAPACITY_MIN;
 	while (capacity < count)
@@ -48,28 +176,18 @@ int rows_reserve(rows *r, uint32_t count)
 	if (capacity > UINT32_MAX - 1)
 		return -ENOMEM;
 	uint32_t c = (uint32_t)capacity;
-	uint8_t *block = malloc(block_size(c));
-	if (!block)
-		return -ENOMEM;
-	rows old = *r;
-	block_carve(r, block, c);
-	if (old.block) {
-		uint32_t n = old.count;
-		memcpy(r->time_us, old.time_us, sizeof(int64_t) * n);
-		memcpy(r->tokens_in, old.tokens_in, sizeof(uint64_t) * n);
-		memcpy(r->tokens_out, old.tokens_out, sizeof(uint64_t) * n);
-		memcpy(r->cost_micros, old.cost_micros, sizeof(int64_t) * n);
-		memcpy(r->duration_ms, old.duration_ms, sizeof(uint32_t) * n);
-		for (int d = 0; d < DIM_COUNT; d++)
-			memcpy(r->dim[d], old.dim[d], sizeof(uint32_t) * n);
-		memcpy(r->id_offset, old.id_offset, sizeof(uint32_t) * ((size_t)n + 1));
-		memcpy(r->status, old.status, n);
-		memcpy(r->id_kind, old.id_kind, n);
-		free(old.block);
-	} else {
-		r->id_offset[0] = 0;
-	}
-	r->block = block;
+	/* A mapping can fail where malloc would not (vm.max_map_count: a
+	 * store of huge memtables with many large tenants); the rows then
+	 * grow as one block, by copying. */
+	int rc = -ENOMEM;
+	if (r->mapped)
+		rc = grow_mapped(r, r->capacity, c);
+	else if (r->map_large && c >= ROWS_MAPPED_MIN)
+		rc = map_columns(r, c);
+	if (rc)
+		rc = grow_block(r, c);
+	if (rc)
+		return rc;
 	r->capacity = c;
 	return 0;
 }
@@ -84,12 +202,26 @@ void rows_reset(rows *r)
 
 void rows_free(rows *r)
 {
+	if (r->mapped) {
+		column_ref cols[COLUMN_COUNT];
+		columns_of(r, cols);
+		unmap_columns(cols, COLUMN_COUNT, r->capacity);
+	}
 	free(r->block);
 	bytebuf_free(&r->id_bytes);
+	uint8_t map_large = r->map_large;
 	memset(r, 0, sizeof(*r));
+	r->map_large = map_large;
 }
 
 size_t rows_bytes(const rows *r)
 {
-	return (r->block ? block_size(r->capacity) : 0) + r->id_bytes.capacity;
+	size_t bytes = r->block ? block_size(r->capacity) : 0;
+	if (r->mapped) {
+		column_ref cols[COLUMN_COUNT];
+		columns_of((rows *)r, cols);
+		for (int i = 0; i < COLUMN_COUNT; i++)
+			bytes += mapped_bytes(&cols[i], r->capacity);
+	}
+	return bytes + r->id_bytes.capacity;
 }

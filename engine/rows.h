@@ -28,8 +28,20 @@ typedef struct rows {
 	uint8_t *id_kind;
 	uint32_t *id_offset; /* count + 1 entries; id_offset[0] == 0 */
 	bytebuf id_bytes;
-	void *block;         /* the one allocation every column above points into */
+	void *block;         /* the one allocation every column above points into; NULL when
+			      * none, or when the columns are mapped */
+	/* Set by the owner before the first reserve (memtables): past
+	 * ROWS_MAPPED_MIN rows each column becomes a mapping of its own,
+	 * grown in place or moved by mremap, so a doubling copies nothing
+	 * (a large tenant's memtable doubled under the store lock by copying
+	 * every column: docs/benchmarks.md, twenty-ninth measurement). */
+	uint8_t map_large;
+	uint8_t mapped;      /* the columns are mappings (see map_large) */
 } rows;
+
+/* Rows from which a map_large set's columns are mappings: 1 MiB of
+ * columns (about 62 bytes a row). */
+#define ROWS_MAPPED_MIN 16384u
 
 /* Ensures room for `count` rows in total. 0 or -ENOMEM (rows unchanged). */
 int rows_reserve(rows *r, uint32_t count);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "dedup.h"
 #include "memtable.h"
@@ -155,5 +156,134 @@ Test(memtable, ram_counts_the_index_and_the_id_hashes)
 	cr_assert_eq(m.indexed, MEMTABLE_INDEX_TAIL_MAX);
 	cr_assert_eq(m.index_mask + 1, 2 * MEMTABLE_INDEX_TAIL_MAX);
 	cr_assert_geq(memtable_bytes(&m) - before, (size_t)(m.index_mask + 1) * sizeof(uint32_t));
+	memtable_free(&m);
+}
+
+/* The event of row i in rows_keep_every_value_across_growth: every field
+ * a function of i; id number i + 7. */
+static void growth_event(uint32_t i, char text[33], tally_event *e)
+{
+	static const char *const types[] = {"llm.call", "tool.call", "agent.run"};
+	id_text((uint64_t)i + 7, text);
+	memset(e, 0, sizeof(*e));
+	e->event_id = (tally_str){text, 32};
+	e->time_us = INT64_C(1790000000000000) + (int64_t)i * 1000;
+	e->type = (tally_str){types[i % 3], (uint32_t)strlen(types[i % 3])};
+	e->project = (tally_str){"p", 1};
+	e->user = (tally_str){types[i % 2], (uint32_t)strlen(types[i % 2])};
+	e->status = (uint8_t)(i % TALLY_STATUS_COUNT);
+	e->duration_ms = i * 7;
+	e->tokens_in = (uint64_t)i * 3;
+	e->tokens_out = UINT64_MAX - i;
+	e->cost_micros = -(int64_t)i;
+}
+
+/* Description: a memtable's rows keep every value of every row while they
+ * grow: in one block up to ROWS_MAPPED_MIN rows, moved once into a mapping
+ * per column there, then grown by mremap (no copy) at each doubling. Rows
+ * not marked map_large (a segment's decoded row group) stay in one block. */
+Test(memtable, rows_keep_every_value_across_growth)
+{
+	enum { COUNT = 4 * ROWS_MAPPED_MIN + 123 };
+	memtable m;
+	cr_assert_eq(memtable_init(&m), 0);
+	uint32_t capacity = 0;
+	for (uint32_t i = 0; i < COUNT; i++) {
+		char text[33];
+		tally_event e;
+		growth_event(i, text, &e);
+		uint8_t buffer[ID_PACKED_SIZE_MAX];
+		packed_id id;
+		packed_of(text, buffer, &id);
+		cr_assert_eq(memtable_append(&m, &e, &id, NULL), 0);
+		if (m.rows.capacity != capacity) {
+			capacity = m.rows.capacity;
+			cr_assert_eq(m.rows.mapped, capacity >= ROWS_MAPPED_MIN, "capacity %u", capacity);
+			cr_assert_eq(m.rows.block == NULL, capacity >= ROWS_MAPPED_MIN);
+			cr_assert_geq(memtable_bytes(&m), (size_t)capacity * 62, "capacity %u", capacity);
+		}
+	}
+	cr_assert(m.rows.mapped);
+	for (uint32_t i = 0; i < COUNT; i++) {
+		char text[33], got_text[ID_TEXT_SIZE_MAX];
+		tally_event want, got;
+		growth_event(i, text, &want);
+		memtable_event(&m, i, &got, got_text);
+		cr_assert(tally_event_equal(&got, &want), "row %u differs after growth", i);
+	}
+	memtable_free(&m);
+
+	rows plain = {0};
+	cr_assert_eq(rows_reserve(&plain, 4 * ROWS_MAPPED_MIN), 0);
+	cr_expect(!plain.mapped && plain.block, "a row group's rows stay in one block");
+	rows_free(&plain);
+}
+
+/* Lines of /proc/self/maps: the mappings this process holds. */
+static long mapping_count(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	cr_assert_not_null(f);
+	long lines = 0;
+	for (int c; (c = fgetc(f)) != EOF;)
+		lines += c == '\n';
+	fclose(f);
+	return lines;
+}
+
+/* Description: when the process may not map more (vm.max_map_count
+ * reached), a memtable passing ROWS_MAPPED_MIN rows keeps its rows in one
+ * block, grown by copying, instead of failing the append (which would make
+ * the store read-only). The test fills the map count with one-page
+ * mappings, leaving a few for malloc. */
+Test(memtable, rows_stay_in_a_block_when_no_mapping_is_left)
+{
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	cr_assert_not_null(f);
+	long max = 0;
+	cr_assert_eq(fscanf(f, "%ld", &max), 1);
+	fclose(f);
+	memtable m;
+	cr_assert_eq(memtable_init(&m), 0);
+	char text[33];
+	tally_event e;
+	uint8_t buffer[ID_PACKED_SIZE_MAX];
+	packed_id id;
+	for (uint32_t i = 0; i < ROWS_MAPPED_MIN; i++) {
+		growth_event(i, text, &e);
+		packed_of(text, buffer, &id);
+		cr_assert_eq(memtable_append(&m, &e, &id, NULL), 0);
+	}
+	cr_assert_eq(m.rows.capacity, ROWS_MAPPED_MIN, "the next row doubles the rows");
+	/* One page each, protections alternating so that neighbours do not
+	 * merge into one mapping. */
+	long fill = max - mapping_count() - 4;
+	cr_assert_gt(fill, 0);
+	void **pages = malloc(sizeof(*pages) * (size_t)fill);
+	cr_assert_not_null(pages);
+	long made = 0;
+	for (; made < fill; made++) {
+		pages[made] = mmap(NULL, 4096, made % 2 ? PROT_READ : PROT_NONE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (pages[made] == MAP_FAILED)
+			break;
+	}
+	for (uint32_t i = ROWS_MAPPED_MIN; i < ROWS_MAPPED_MIN + 100; i++) {
+		growth_event(i, text, &e);
+		packed_of(text, buffer, &id);
+		cr_assert_eq(memtable_append(&m, &e, &id, NULL), 0, "row %u", i);
+	}
+	cr_expect(!m.rows.mapped && m.rows.block, "no mapping was left: the rows grew as a block");
+	cr_expect_eq(m.rows.capacity, 2 * ROWS_MAPPED_MIN);
+	for (long k = 0; k < made; k++)
+		munmap(pages[k], 4096);
+	free(pages);
+	for (uint32_t i = 0; i < ROWS_MAPPED_MIN + 100; i++) {
+		char got_text[ID_TEXT_SIZE_MAX];
+		tally_event want, got;
+		growth_event(i, text, &want);
+		memtable_event(&m, i, &got, got_text);
+		cr_assert(tally_event_equal(&got, &want), "row %u", i);
+	}
 	memtable_free(&m);
 }
