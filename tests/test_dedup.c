@@ -121,6 +121,22 @@ static void expect_robin_hood(const dedup_table *t, const char *when)
 	cr_assert_eq(full, t->count, "%s: %u full slots, count %u", when, full, t->count);
 }
 
+/* Every entry's lookup at day_min (what the store asks) finds as many
+ * matches as the oracle counts with day >= day_min, each of day >= day_min. */
+static void expect_visible(const dedup_table *t, const uint64_t *hashes, const uint16_t *days,
+			   size_t n, uint16_t day_min, const char *when)
+{
+	uint16_t got[32], want[32];
+	for (size_t i = 0; i < n; i++) {
+		size_t g = dedup_find(t, hashes[i], day_min, got, 32);
+		size_t w = oracle_find(hashes, days, n, hashes[i], day_min, want, 32);
+		cr_assert_eq(g, w, "%s, day_min %u: lookup %zu found %zu, oracle %zu", when, day_min, i,
+			     g, w);
+		for (size_t k = 0; k < g; k++)
+			cr_assert_geq(got[k], day_min);
+	}
+}
+
 Test(dedup, lookups_match_a_brute_force_oracle)
 {
 	uint64_t state = seed_get();
@@ -247,16 +263,8 @@ Test(dedup, lookups_ignore_days_before_day_min)
 		days[i] = (uint16_t)(40000 + splitmix(&state) % 10);
 		cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
 	}
-	uint16_t got[32], want[32];
 	for (uint16_t day_min = 40000; day_min <= 40010; day_min += 5)
-		for (size_t i = 0; i < N; i++) {
-			size_t g = dedup_find(&t, hashes[i], day_min, got, 32);
-			size_t w = oracle_find(hashes, days, N, hashes[i], day_min, want, 32);
-			cr_assert_eq(g, w, "day_min %u, lookup %zu: %zu matches, oracle %zu", day_min, i,
-				     g, w);
-			for (size_t k = 0; k < g; k++)
-				cr_assert_geq(got[k], day_min);
-		}
+		expect_visible(&t, hashes, days, N, day_min, "lookups");
 	cr_expect_eq(t.count, N, "lookups remove nothing");
 	dedup_free(&t);
 	free(hashes);
@@ -333,12 +341,7 @@ Test(dedup, inserts_between_slices_keep_every_live_entry_findable)
 		expect_robin_hood(&t, "between slices");
 	}
 	cr_assert(grew, "the inserts grew the table mid-sweep (%zu inserted)", n - OLD);
-	uint16_t got[32], want[32];
-	for (size_t i = 0; i < n; i++) {
-		size_t g = dedup_find(&t, hashes[i], day_min, got, 32);
-		size_t w = oracle_find(hashes, days, n, hashes[i], day_min, want, 32);
-		cr_assert_eq(g, w, "lookup %zu: %zu matches, oracle %zu", i, g, w);
-	}
+	expect_visible(&t, hashes, days, n, day_min, "after the sweep");
 	/* What may be left dead: old entries an insert moved behind the cursor
 	 * after the last growth. */
 	size_t live = 0;
