@@ -155,9 +155,14 @@ static int64_t horizon_start_us(const tally_store *s, int64_t now)
  * replay, the rebuild at open); older fingerprints are never added,
  * lookups ignore them, and store_expire_dedup removes them as days pass.
  */
+static int64_t fingerprint_day_min_of(int64_t horizon_us)
+{
+	return day_of(horizon_us) - 1;
+}
+
 static int64_t fingerprint_day_min(const tally_store *s, int64_t now)
 {
-	return day_of(horizon_start_us(s, now)) - 1;
+	return fingerprint_day_min_of(horizon_start_us(s, now));
 }
 
 /* At open only, before any thread starts: written directly. */
@@ -1153,7 +1158,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	 * events listed by day, and probed in the segment files. */
 	int64_t now = s->io->now_us(s->io);
 	int64_t horizon_us = horizon_start_us(s, now);
-	int64_t day_min = day_of(horizon_us) - 1; /* fingerprint_day_min */
+	int64_t day_min = fingerprint_day_min_of(horizon_us); /* one read of the horizon for both */
 	size_t k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		tally_batch *batch = &batches[b];
