@@ -93,8 +93,28 @@ static int id_hash_reserve(memtable *m, uint32_t rows_wanted)
 	return 0;
 }
 
+/* The code of dimension d's string str (hash: its strdict_hash): recent's
+ * when it holds the same string for m, else the dictionary's, which recent
+ * (when not NULL) then holds. */
+static int dim_code(memtable *m, dim_recent *recent, int d, tally_str str, uint64_t hash,
+		    uint32_t *code)
+{
+	if (recent && recent->m == m && recent->hash[d] == hash && recent->str[d].len == str.len &&
+	    memcmp(recent->str[d].ptr, str.ptr, str.len) == 0) {
+		*code = recent->code[d];
+		return 0;
+	}
+	int rc = strdict_intern_hashed(&m->dict, str.ptr, str.len, hash, code);
+	if (!rc && recent) {
+		recent->hash[d] = hash;
+		recent->str[d] = str;
+		recent->code[d] = *code;
+	}
+	return rc;
+}
+
 int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
-		    const uint64_t dim_hash[DIM_COUNT])
+		    const uint64_t dim_hash[DIM_COUNT], dim_recent *recent)
 {
 	rows *r = &m->rows;
 	uint32_t row = r->count;
@@ -116,12 +136,17 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	tally_str dims[DIM_COUNT];
 	event_dims(e, dims);
 	uint32_t codes[DIM_COUNT];
+	/* recent's codes are of recent->m only: for another memtable, every
+	 * dimension is looked up, and refills it before it names m. */
+	if (recent && recent->m != m)
+		recent->m = NULL;
 	for (int d = 0; d < DIM_COUNT; d++) {
 		uint64_t hash = dim_hash ? dim_hash[d] : strdict_hash(dims[d].ptr, dims[d].len);
-		rc = strdict_intern_hashed(&m->dict, dims[d].ptr, dims[d].len, hash, &codes[d]);
-		if (rc)
+		if ((rc = dim_code(m, recent, d, dims[d], hash, &codes[d])))
 			return rc; /* interned strings without rows are harmless */
 	}
+	if (recent)
+		recent->m = m;
 	for (int d = 0; d < DIM_COUNT; d++)
 		r->dim[d][row] = codes[d];
 	r->time_us[row] = e->time_us;
@@ -168,11 +193,26 @@ void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COU
 		__builtin_prefetch(r->id_bytes.data + r->id_bytes.size, 1);
 	if (m->id_hash && row < m->id_hash_capacity)
 		__builtin_prefetch(&m->id_hash[row], 1);
-	if (m->dict.slot_mask && dim_hash)
-		for (int d = 0; d < DIM_COUNT; d++)
-			__builtin_prefetch(&m->dict.slots[strdict_slot_of(dim_hash[d], m->dict.slot_mask)]);
+	if (dim_hash)
+		memtable_prefetch_dim_slots(m, dim_hash, NULL);
 	if (m->dict.arena.data)
 		__builtin_prefetch(m->dict.arena.data);
+}
+
+void memtable_prefetch_dim_slots(const memtable *m, const uint64_t dim_hash[DIM_COUNT],
+				 const uint64_t *prev)
+{
+	for (int d = 0; d < DIM_COUNT; d++)
+		if (!prev || prev[d] != dim_hash[d])
+			strdict_prefetch_slot(&m->dict, dim_hash[d]);
+}
+
+void memtable_prefetch_dim_entries(const memtable *m, const uint64_t dim_hash[DIM_COUNT],
+				   const uint64_t *prev)
+{
+	for (int d = 0; d < DIM_COUNT; d++)
+		if (!prev || prev[d] != dim_hash[d])
+			strdict_prefetch_entry(&m->dict, dim_hash[d]);
 }
 
 /* Row `row` holds exactly id. */
@@ -350,6 +390,21 @@ size_t memtable_bytes(const memtable *m)
 		bytes += ((size_t)m->index_mask + 1) * sizeof(uint32_t);
 	bytes += (size_t)m->id_hash_capacity * sizeof(uint64_t);
 	return bytes + m->rollup_accounted;
+}
+
+memtable *memtable_new(int *rc)
+{
+	/* aligned_alloc wants a multiple of the alignment. */
+	memtable *m = aligned_alloc(64, (sizeof(memtable) + 63) / 64 * 64);
+	if (!m) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	if ((*rc = memtable_init(m))) {
+		free(m);
+		return NULL;
+	}
+	return m;
 }
 
 void memtable_free(memtable *m)

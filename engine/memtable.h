@@ -24,6 +24,9 @@
 #include "strdict.h"
 #include "tally.h"
 
+/* The fields an append touches come first (up to rollup_lock), so that
+ * prefetching a memtable's first MEMTABLE_HOT_BYTES loads all of them;
+ * memtables are allocated on a cache line (memtable_new). */
 typedef struct memtable {
 	rows rows;
 	strdict dict;          /* every dimension's strings, one code space */
@@ -34,6 +37,7 @@ typedef struct memtable {
 	uint32_t indexed;      /* rows in the index; the rest are the tail */
 	int64_t time_min_us;
 	int64_t time_max_us;
+	size_t rollup_accounted; /* rollup bytes counted in memtable_bytes (store lock) */
 	/* The live rollup: cells of rows [0, rolled), in dict's code space.
 	 * rollup, rolled and rollup_failed are guarded by rollup_lock (taken
 	 * after the store lock, never before it): the rollup thread adds a
@@ -43,9 +47,11 @@ typedef struct memtable {
 	rollup rollup;
 	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
-	size_t rollup_accounted; /* rollup bytes counted in memtable_bytes (store lock) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
 } memtable;
+
+/* The bytes of a memtable that an append reads or writes. */
+#define MEMTABLE_HOT_BYTES offsetof(memtable, rollup_lock)
 
 /* Rows appended before they go into the id index together (a lookup
  * scans at most this many id hashes beyond the index). */
@@ -62,13 +68,30 @@ typedef struct packed_id {
 	const uint8_t *bytes;
 } packed_id;
 
+/*
+ * The dimension strings of the event appended last, with their codes: the
+ * events of one batch mostly repeat their type, model, agent and project,
+ * and a string equal (byte for byte) to the last one of its dimension
+ * takes its code without a dictionary lookup, two cache misses saved.
+ * The strings stay the caller's: keep one only while the events it was
+ * filled from are alive (ingest keeps one per batch). Start it with
+ * m = NULL.
+ */
+typedef struct dim_recent {
+	const memtable *m;     /* the memtable the codes are of; NULL: none yet */
+	uint64_t hash[DIM_COUNT];
+	tally_str str[DIM_COUNT];
+	uint32_t code[DIM_COUNT];
+} dim_recent;
+
 /* Appends one validated event whose id is given packed. dim_hash, when not
  * NULL, holds strdict_hash of its dimension strings in DIM order (see
  * event_dims), computed by the caller: ingest does it before it takes the
- * store lock. 0, -ENOMEM or TALLY_E_LIMIT; on failure the memtable is
- * unchanged. */
+ * store lock. recent, when not NULL, is consulted before the dictionary and
+ * updated. 0, -ENOMEM or TALLY_E_LIMIT; on failure the memtable is
+ * unchanged (the dictionary may hold new strings, which is harmless). */
 int memtable_append(memtable *m, const tally_event *event, const packed_id *id,
-		    const uint64_t dim_hash[DIM_COUNT]);
+		    const uint64_t dim_hash[DIM_COUNT], dim_recent *recent);
 
 /* s, with "" for a NULL pointer. */
 static inline tally_str dim_str(tally_str s)
@@ -94,8 +117,23 @@ static inline void event_dims(const tally_event *e, tally_str dims[DIM_COUNT])
  * effect on contents. */
 void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COUNT]);
 
+/*
+ * Hints for the dictionary lookups of an event with these dimension hashes,
+ * in two steps a little apart: the slots first, then (once they are in)
+ * the entries the slots point at. A dimension whose hash equals prev's
+ * (the event before, or NULL) is skipped: its code comes from dim_recent.
+ */
+void memtable_prefetch_dim_slots(const memtable *m, const uint64_t dim_hash[DIM_COUNT],
+				 const uint64_t *prev);
+void memtable_prefetch_dim_entries(const memtable *m, const uint64_t dim_hash[DIM_COUNT],
+				   const uint64_t *prev);
+
 /* A zeroed memtable with its rollup lock made and a new serial. 0 or -errno. */
 int memtable_init(memtable *m);
+
+/* A memtable, allocated on a cache line and initialised (memtable_init);
+ * NULL with *rc set when that fails. Free with memtable_free, then free(). */
+memtable *memtable_new(int *rc);
 
 /*
  * Ingest does not touch the rollup (it would cost every event, under the

@@ -239,13 +239,6 @@ static uint32_t name_hash(const char *name)
 	return h;
 }
 
-/* A tenant slot: the name's hash above the tenant's id + 1 (0: empty), so
- * a probe reads a tenant only when the hashes match. */
-static uint64_t tenant_slot(uint32_t hash, uint32_t id)
-{
-	return (uint64_t)hash << 32 | (id + 1);
-}
-
 /* The tenant called name, whose name_hash is hash, or NULL. With a NULL
  * name, the first tenant whose name hash is hash: perhaps not the one a
  * name would find, which is all a prefetch needs. */
@@ -253,14 +246,11 @@ static tenant *tenant_find_hashed(const tally_store *s, const char *name, uint32
 {
 	if (!s->tenant_slot_mask)
 		return NULL;
-	for (uint32_t i = hash & s->tenant_slot_mask; s->tenant_slots[i];
+	for (uint32_t i = hash & s->tenant_slot_mask; s->tenant_slots[i].tenant;
 	     i = (i + 1) & s->tenant_slot_mask) {
-		uint64_t slot = s->tenant_slots[i];
-		if (slot >> 32 != hash)
-			continue;
-		tenant *t = s->tenants[(uint32_t)slot - 1];
-		if (!name || strcmp(t->name, name) == 0)
-			return t;
+		const tenant_slot *slot = &s->tenant_slots[i];
+		if (slot->hash == hash && (!name || strcmp(slot->tenant->name, name) == 0))
+			return slot->tenant;
 	}
 	return NULL;
 }
@@ -283,15 +273,15 @@ int store_tenant_name_valid(const char *name)
 static int tenant_slots_grow(tally_store *s)
 {
 	uint32_t count = s->tenant_slot_mask ? (s->tenant_slot_mask + 1) * 2 : 64;
-	uint64_t *slots = calloc(count, sizeof(*slots));
+	tenant_slot *slots = calloc(count, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
 	for (uint32_t i = 0; s->tenant_slots && i <= s->tenant_slot_mask; i++) {
-		uint64_t slot = s->tenant_slots[i];
-		if (!slot)
+		tenant_slot slot = s->tenant_slots[i];
+		if (!slot.tenant)
 			continue;
-		uint32_t j = (uint32_t)(slot >> 32) & (count - 1);
-		while (slots[j])
+		uint32_t j = slot.hash & (count - 1);
+		while (slots[j].tenant)
 			j = (j + 1) & (count - 1);
 		slots[j] = slot;
 	}
@@ -328,9 +318,9 @@ static int tenant_add(tally_store *s, const char *name, uint32_t hash, tenant **
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	s->tenants[s->tenant_count++] = t;
 	uint32_t i = hash & s->tenant_slot_mask;
-	while (s->tenant_slots[i])
+	while (s->tenant_slots[i].tenant)
 		i = (i + 1) & s->tenant_slot_mask;
-	s->tenant_slots[i] = tenant_slot(hash, t->id);
+	s->tenant_slots[i] = (tenant_slot){hash, t};
 	*out = t;
 	return 0;
 }
@@ -407,20 +397,12 @@ static int validate(const tally_event *e, int64_t now_us, int64_t horizon_us,
  * (fingerprint_day_min). The caller accounts memtable growth in
  * active_bytes. */
 static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
-		       const uint64_t dim_hash[DIM_COUNT], int64_t day_min)
+		       const uint64_t dim_hash[DIM_COUNT], dim_recent *recent, int64_t day_min)
 {
-	if (!t->active) {
-		t->active = malloc(sizeof(memtable));
-		if (!t->active)
-			return -ENOMEM;
-		int rc = memtable_init(t->active);
-		if (rc) {
-			free(t->active);
-			t->active = NULL;
-			return rc;
-		}
-	}
-	int rc = memtable_append(t->active, e, id, dim_hash);
+	int rc;
+	if (!t->active && !(t->active = memtable_new(&rc)))
+		return rc;
+	rc = memtable_append(t->active, e, id, dim_hash, recent);
 	if (rc)
 		return rc;
 	int64_t day = day_of(e->time_us);
@@ -971,6 +953,14 @@ static int batch_check(const tally_batch *b)
 	return 0;
 }
 
+/* The dimension hashes of event i of b, or NULL past its end or when it was
+ * rejected (its hashes were never computed). */
+static const uint64_t *hashes_of(const tally_batch *b, const uint64_t (*dim_hash)[DIM_COUNT],
+				 size_t i)
+{
+	return i < b->count && b->results[i].code != TALLY_REJECTED ? dim_hash[i] : NULL;
+}
+
 /*
  * Dedups and applies one checked batch (lock held); *accepted is set to the
  * number of its events accepted.
@@ -999,10 +989,23 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 	for (size_t i = 0; i < b->count && i < PREFETCH_AHEAD; i++)
 		if (b->results[i].code != TALLY_REJECTED)
 			dedup_prefetch(&t->dedup, ids[i].hash);
+	/* The dictionary lookups: slots two events ahead, entries one (the
+	 * first event's slots were loaded by prefetch_ahead). */
+	const uint64_t *h;
+	const memtable *m = t->active;
+	if (m && (h = hashes_of(b, dim_hash, 0)))
+		memtable_prefetch_dim_entries(m, h, NULL);
+	if (m && (h = hashes_of(b, dim_hash, 1)))
+		memtable_prefetch_dim_slots(m, h, hashes_of(b, dim_hash, 0));
+	dim_recent recent = {.m = NULL};
 	uint32_t n = 0;
 	for (size_t i = 0; i < b->count && !rc; i++) {
 		if (i + PREFETCH_AHEAD < b->count && b->results[i + PREFETCH_AHEAD].code != TALLY_REJECTED)
 			dedup_prefetch(&t->dedup, ids[i + PREFETCH_AHEAD].hash);
+		if (m && (h = hashes_of(b, dim_hash, i + 2)))
+			memtable_prefetch_dim_slots(m, h, hashes_of(b, dim_hash, i + 1));
+		if (m && (h = hashes_of(b, dim_hash, i + 1)))
+			memtable_prefetch_dim_entries(m, h, hashes_of(b, dim_hash, i));
 		if (b->results[i].code == TALLY_REJECTED)
 			continue;
 		if (old && old[i])
@@ -1012,7 +1015,7 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], day_min))) {
+		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], &recent, day_min))) {
 			change_map_mark(&s->changes, change_day(b->events[i].time_us), record_lsn);
 			n++;
 		}
@@ -1101,7 +1104,7 @@ static void prefetch_ahead(const tally_store *s, const tally_batch *batches, siz
 		const memtable *m = t->active;
 		table[b + 2] = m;
 		if (m)
-			for (size_t line = 0; line < sizeof(*m) && line < 256; line += 64)
+			for (size_t line = 0; line < MEMTABLE_HOT_BYTES; line += 64)
 				__builtin_prefetch((const char *)m + line);
 		/* A rejected event's id and hashes were never computed. */
 		size_t n = batches[b + 2].count < 4 ? batches[b + 2].count : 4;
@@ -1532,7 +1535,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		/* No horizon check and no dedup: the WAL holds only events that
 		 * were accepted (a backfill's old ones too), and all of them
 		 * stay. */
-		if ((rc = apply_event(t, &e, &id, NULL, s->replay_day_min))) {
+		if ((rc = apply_event(t, &e, &id, NULL, NULL, s->replay_day_min))) {
 			free(strings);
 			return rc;
 		}

@@ -45,6 +45,13 @@ typedef struct tenant {
 	dedup_table dedup;
 } tenant;
 
+/* A slot of the tenant table: a probe reads a tenant only when the name
+ * hashes match, and a prefetch of the slot loads the tenant's address. */
+typedef struct tenant_slot {
+	uint32_t hash;   /* name_hash of the tenant's name */
+	tenant *tenant;  /* NULL: empty */
+} tenant_slot;
+
 struct tally_store {
 	char dir[PATH_SIZE_MAX];
 	char wal_dir[PATH_SIZE_MAX + 8];
@@ -81,7 +88,7 @@ struct tally_store {
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
 	uint32_t tenant_capacity;
-	uint64_t *tenant_slots; /* open addressing over names: name hash << 32 | id + 1 */
+	tenant_slot *tenant_slots; /* open addressing over name hashes */
 	uint32_t tenant_slot_mask;
 
 	manifest manifest;

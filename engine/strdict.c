@@ -57,6 +57,26 @@ static int grow_slots(strdict *d)
 	return 0;
 }
 
+void strdict_prefetch_slot(const strdict *d, uint64_t hash)
+{
+	if (d->slot_mask)
+		__builtin_prefetch(&d->slots[strdict_slot_of(hash, d->slot_mask)]);
+}
+
+void strdict_prefetch_entry(const strdict *d, uint64_t hash)
+{
+	if (!d->slot_mask)
+		return;
+	uint64_t slot = d->slots[strdict_slot_of(hash, d->slot_mask)];
+	if (!slot || slot >> 32 != (hash & UINT32_MAX))
+		return;
+	/* An entry is 8 header bytes and the string: for the strings of
+	 * dimensions (mostly under 25 bytes) at most two lines. */
+	const uint8_t *entry = d->arena.data + ((uint32_t)slot - 1);
+	__builtin_prefetch(entry);
+	__builtin_prefetch(entry + 31);
+}
+
 uint64_t strdict_hash(const char *s, uint32_t size)
 {
 	return XXH3_64bits(s, size);

@@ -54,6 +54,15 @@ static inline tally_str strdict_get(const strdict *d, uint32_t code)
 	return s;
 }
 
+/* Starts loading the slot a lookup of hash probes first; a hint only. */
+void strdict_prefetch_slot(const strdict *d, uint64_t hash);
+
+/* Reads that slot (which strdict_prefetch_slot should have loaded by now)
+ * and, when its hash half matches, starts loading the entry it points at:
+ * the lookup's second, dependent miss. A hint only: a slot taken by
+ * another string costs a useless prefetch. */
+void strdict_prefetch_entry(const strdict *d, uint64_t hash);
+
 /* strdict_intern_hashed's slow path: adds s, which is not in d. */
 int strdict_add(strdict *d, const char *s, uint32_t size, uint64_t hash, uint32_t *code);
 

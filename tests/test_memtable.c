@@ -70,7 +70,7 @@ static void append_id(memtable *m, uint64_t n, int64_t time_us)
 	event_dims(&e, dims);
 	for (int d = 0; d < DIM_COUNT; d++)
 		dim_hash[d] = strdict_hash(dims[d].ptr, dims[d].len);
-	cr_assert_eq(memtable_append(m, &e, &id, n % 2 ? dim_hash : NULL), 0);
+	cr_assert_eq(memtable_append(m, &e, &id, n % 2 ? dim_hash : NULL, NULL), 0);
 }
 
 /* The rows memtable_find_next returns for id number n, in order. */
@@ -195,7 +195,7 @@ Test(memtable, rows_keep_every_value_across_growth)
 		uint8_t buffer[ID_PACKED_SIZE_MAX];
 		packed_id id;
 		packed_of(text, buffer, &id);
-		cr_assert_eq(memtable_append(&m, &e, &id, NULL), 0);
+		cr_assert_eq(memtable_append(&m, &e, &id, NULL, NULL), 0);
 		if (m.rows.capacity != capacity) {
 			capacity = m.rows.capacity;
 			cr_assert_eq(m.rows.mapped, capacity >= ROWS_MAPPED_MIN, "capacity %u", capacity);
@@ -260,7 +260,7 @@ Test(memtable, rows_stay_in_a_block_when_no_mapping_is_left, .disabled = MAP_COU
 	for (uint32_t i = 0; i < ROWS_MAPPED_MIN; i++) {
 		growth_event(i, text, &e);
 		packed_of(text, buffer, &id);
-		cr_assert_eq(memtable_append(&m, &e, &id, NULL), 0);
+		cr_assert_eq(memtable_append(&m, &e, &id, NULL, NULL), 0);
 	}
 	cr_assert_eq(m.rows.capacity, ROWS_MAPPED_MIN, "the next row doubles the rows");
 	/* One page each, protections alternating so that neighbours do not
@@ -279,7 +279,7 @@ Test(memtable, rows_stay_in_a_block_when_no_mapping_is_left, .disabled = MAP_COU
 	for (uint32_t i = ROWS_MAPPED_MIN; i < ROWS_MAPPED_MIN + 100; i++) {
 		growth_event(i, text, &e);
 		packed_of(text, buffer, &id);
-		cr_assert_eq(memtable_append(&m, &e, &id, NULL), 0, "row %u", i);
+		cr_assert_eq(memtable_append(&m, &e, &id, NULL, NULL), 0, "row %u", i);
 	}
 	cr_expect(!m.rows.mapped && m.rows.block, "no mapping was left: the rows grew as a block");
 	cr_expect_eq(m.rows.capacity, 2 * ROWS_MAPPED_MIN);
@@ -294,4 +294,147 @@ Test(memtable, rows_stay_in_a_block_when_no_mapping_is_left, .disabled = MAP_COU
 		cr_assert(tally_event_equal(&got, &want), "row %u", i);
 	}
 	memtable_free(&m);
+}
+
+/* ---- dim_recent: codes of the last event's strings ---------------------- */
+
+/* Dimension strings for the tests below: some equal, some differing only
+ * in their last byte, and the empty string. */
+static const char *const RECENT_STRINGS[] = {
+	"", "gpt-4o", "gpt-4p", "gpt-4o-mini", "claude-3-5-sonnet", "support-bot",
+	"proj-00a1", "proj-00a2", "u",
+};
+#define RECENT_STRING_COUNT (sizeof(RECENT_STRINGS) / sizeof(RECENT_STRINGS[0]))
+
+/* Event i with the given dimension strings (indexes into RECENT_STRINGS). */
+static void recent_event(uint32_t i, const uint32_t pick[DIM_COUNT], char text[33], tally_event *e)
+{
+	id_text((uint64_t)i + 1000, text);
+	memset(e, 0, sizeof(*e));
+	e->event_id = (tally_str){text, 32};
+	e->time_us = INT64_C(1790000000000000) + (int64_t)i;
+	tally_str *dims[DIM_COUNT] = {&e->type, &e->project, &e->agent, &e->model, &e->user};
+	for (int d = 0; d < DIM_COUNT; d++)
+		*dims[d] = (tally_str){RECENT_STRINGS[pick[d]], (uint32_t)strlen(RECENT_STRINGS[pick[d]])};
+}
+
+/* Appends e to m with recent, the dimension hashes given as ingest gives
+ * them, or all equal to `forced` when it is not 0. */
+static int append_recent(memtable *m, const tally_event *e, dim_recent *recent, uint64_t forced)
+{
+	uint8_t buffer[ID_PACKED_SIZE_MAX];
+	packed_id id;
+	packed_of(e->event_id.ptr, buffer, &id);
+	uint64_t dim_hash[DIM_COUNT];
+	tally_str dims[DIM_COUNT];
+	event_dims(e, dims);
+	for (int d = 0; d < DIM_COUNT; d++)
+		dim_hash[d] = forced ? forced : strdict_hash(dims[d].ptr, dims[d].len);
+	return memtable_append(m, e, &id, dim_hash, recent);
+}
+
+/* Row i of m equals want, strings included. */
+static void expect_row(const memtable *m, uint32_t i, const tally_event *want)
+{
+	char got_text[ID_TEXT_SIZE_MAX];
+	tally_event got;
+	memtable_event(m, i, &got, got_text);
+	cr_assert(tally_event_equal(&got, want), "row %u: %.*s/%.*s/%.*s/%.*s/%.*s", i,
+		  (int)got.type.len, got.type.ptr, (int)got.project.len, got.project.ptr,
+		  (int)got.agent.len, got.agent.ptr, (int)got.model.len, got.model.ptr,
+		  (int)got.user.len, got.user.ptr);
+}
+
+/* Description: appends through a dim_recent (kept over runs of events, as
+ * ingest keeps one per batch) give every row the very codes appends
+ * without one give, against a memtable filled without it: same
+ * dictionary, same codes, same strings read back. The strings come from
+ * a small set, so runs repeat them, with and without changes between
+ * events. */
+Test(memtable, recent_dimensions_give_the_codes_a_lookup_gives)
+{
+	seed_rng("recent_dimensions_give_the_codes_a_lookup_gives");
+	enum { COUNT = 5000 };
+	memtable with, without;
+	cr_assert_eq(memtable_init(&with), 0);
+	cr_assert_eq(memtable_init(&without), 0);
+	static char texts[COUNT][33];
+	static tally_event events[COUNT];
+	dim_recent recent = {.m = NULL};
+	uint32_t pick[DIM_COUNT] = {0};
+	uint32_t hits_possible = 0;
+	for (uint32_t i = 0; i < COUNT; i++) {
+		if (rng_next() % 16 == 0)
+			recent = (dim_recent){.m = NULL}; /* a new batch */
+		for (int d = 0; d < DIM_COUNT; d++)
+			if (rng_next() % 4 == 0)
+				pick[d] = (uint32_t)(rng_next() % RECENT_STRING_COUNT);
+		hits_possible += recent.m != NULL;
+		recent_event(i, pick, texts[i], &events[i]);
+		cr_assert_eq(append_recent(&with, &events[i], &recent, 0), 0);
+		cr_assert_eq(append_recent(&without, &events[i], NULL, 0), 0);
+		cr_assert_eq(recent.m, &with);
+	}
+	cr_assert_gt(hits_possible, COUNT / 2);
+	cr_assert_eq(with.dict.count, without.dict.count);
+	for (uint32_t i = 0; i < COUNT; i++) {
+		for (int d = 0; d < DIM_COUNT; d++)
+			cr_assert_eq(with.rows.dim[d][i], without.rows.dim[d][i], "row %u dimension %d",
+				     i, d);
+		expect_row(&with, i, &events[i]);
+	}
+	memtable_free(&with);
+	memtable_free(&without);
+}
+
+/* Description: a dim_recent reuses a code only for the same bytes: two
+ * strings of one length whose hashes are equal (forced here) get their
+ * own codes, and each row reads back its own string. */
+Test(memtable, recent_compares_the_bytes_not_only_the_hash)
+{
+	memtable m;
+	cr_assert_eq(memtable_init(&m), 0);
+	dim_recent recent = {.m = NULL};
+	char texts[3][33];
+	tally_event e[3];
+	const uint32_t a[DIM_COUNT] = {1, 1, 1, 1, 1}, b[DIM_COUNT] = {2, 2, 2, 2, 2}; /* gpt-4o, gpt-4p */
+	recent_event(0, a, texts[0], &e[0]);
+	recent_event(1, b, texts[1], &e[1]);
+	recent_event(2, a, texts[2], &e[2]);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(append_recent(&m, &e[i], &recent, UINT64_C(0x1234567812345678)), 0);
+	cr_assert_eq(m.dict.count, 2);
+	for (uint32_t i = 0; i < 3; i++)
+		expect_row(&m, i, &e[i]);
+	cr_assert_neq(m.rows.dim[DIM_MODEL][0], m.rows.dim[DIM_MODEL][1]);
+	cr_assert_eq(m.rows.dim[DIM_MODEL][0], m.rows.dim[DIM_MODEL][2]);
+	memtable_free(&m);
+}
+
+/* Description: a dim_recent filled by one memtable gives no codes to
+ * another, whose dictionary numbers the same strings differently: the
+ * other memtable looks its strings up, and the dim_recent then holds its
+ * codes. */
+Test(memtable, recent_codes_stay_with_their_memtable)
+{
+	memtable first, second;
+	cr_assert_eq(memtable_init(&first), 0);
+	cr_assert_eq(memtable_init(&second), 0);
+	char texts[3][33];
+	tally_event e[3];
+	const uint32_t a[DIM_COUNT] = {3, 4, 5, 6, 7}, b[DIM_COUNT] = {8, 8, 8, 8, 8};
+	recent_event(0, b, texts[0], &e[0]);
+	recent_event(1, a, texts[1], &e[1]);
+	recent_event(2, a, texts[2], &e[2]);
+	cr_assert_eq(append_recent(&second, &e[0], NULL, 0), 0); /* "u" takes code 0 in second */
+	dim_recent recent = {.m = NULL};
+	cr_assert_eq(append_recent(&first, &e[1], &recent, 0), 0);
+	cr_assert_eq(append_recent(&second, &e[2], &recent, 0), 0);
+	cr_assert_eq(recent.m, &second);
+	expect_row(&first, 0, &e[1]);
+	expect_row(&second, 0, &e[0]);
+	expect_row(&second, 1, &e[2]);
+	cr_assert_eq(second.dict.count, 6);
+	memtable_free(&first);
+	memtable_free(&second);
 }
