@@ -19,6 +19,9 @@
 #include "grow.h"
 #include "memtable.h"
 
+/* Rows ahead whose index slots are prefetched while rows go into the index. */
+#define INDEX_AHEAD 16u
+
 static uint32_t index_slot(uint64_t hash, uint32_t mask)
 {
 	return (uint32_t)hash & mask;
@@ -39,7 +42,14 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
 	if (!index)
 		return -ENOMEM;
 	uint32_t mask = (uint32_t)slot_count - 1;
+	/* Every row lands in a random slot of a table that is larger than
+	 * the caches: prefetch the slots of the rows INDEX_AHEAD on, so that
+	 * the misses overlap. */
+	for (uint32_t row = 0; row < m->indexed && row < INDEX_AHEAD; row++)
+		__builtin_prefetch(&index[index_slot(m->id_hash[row], mask)], 1);
 	for (uint32_t row = 0; row < m->indexed; row++) {
+		if (row + INDEX_AHEAD < m->indexed)
+			__builtin_prefetch(&index[index_slot(m->id_hash[row + INDEX_AHEAD], mask)], 1);
 		uint32_t s = index_slot(m->id_hash[row], mask);
 		while (index[s])
 			s = (s + 1) & mask;
@@ -56,17 +66,16 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
  * costing one after another. 0 or -ENOMEM (nothing changed). */
 static int index_tail(memtable *m)
 {
-	enum { AHEAD = 16 };
 	uint32_t count = m->rows.count;
 	int rc = index_grow(m, count);
 	if (rc)
 		return rc;
-	for (uint32_t row = m->indexed; row < count && row < m->indexed + AHEAD; row++)
+	for (uint32_t row = m->indexed; row < count && row < m->indexed + INDEX_AHEAD; row++)
 		__builtin_prefetch(&m->index[index_slot(m->id_hash[row], m->index_mask)], 1);
 	for (uint32_t row = m->indexed; row < count; row++) {
-		if (row + AHEAD < count)
-			__builtin_prefetch(&m->index[index_slot(m->id_hash[row + AHEAD], m->index_mask)],
-					   1);
+		if (row + INDEX_AHEAD < count)
+			__builtin_prefetch(
+				&m->index[index_slot(m->id_hash[row + INDEX_AHEAD], m->index_mask)], 1);
 		uint32_t s = index_slot(m->id_hash[row], m->index_mask);
 		while (m->index[s])
 			s = (s + 1) & m->index_mask;
