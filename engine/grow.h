@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 /*
  * Makes room for one more item when count == *capacity: the capacity
@@ -28,8 +30,71 @@ static inline int grow_for_one(void **array, uint32_t *capacity, uint32_t count,
 	return 0;
 }
 
-/* The stride of grow_slots_alloc's writes: the smallest page size. */
+/* The smallest page size: the stride of grow_slots_alloc's writes, and the
+ * unit of a mapping. */
 #define GROW_PAGE_BYTES 4096u
+
+/* A mapping's size for `bytes`: whole pages. */
+static inline size_t grow_map_bytes(size_t bytes)
+{
+	return (bytes + GROW_PAGE_BYTES - 1) / GROW_PAGE_BYTES * GROW_PAGE_BYTES;
+}
+
+/*
+ * Grows an array of `old_bytes` to `new_bytes`, keeping its first `used`
+ * bytes. With `map`, it becomes (or stays) a mapping of its own, grown by
+ * mremap: the kernel moves the pages and nothing is copied (a large
+ * memtable's arrays grew under the store lock by copying:
+ * docs/benchmarks.md, twenty-ninth and thirty-first measurements). When no
+ * mapping can be made (vm.max_map_count) or without `map`, it is malloc
+ * memory grown by realloc. *mapped says which *array is (0 for NULL), for
+ * grow_array_free. 0, or -ENOMEM with the array unchanged.
+ */
+static inline int grow_array(void **array, size_t old_bytes, size_t new_bytes, size_t used,
+			     int map, uint8_t *mapped)
+{
+	if (map) {
+		void *p = *mapped ? mremap(*array, grow_map_bytes(old_bytes),
+					   grow_map_bytes(new_bytes), MREMAP_MAYMOVE)
+				  : mmap(NULL, grow_map_bytes(new_bytes), PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p != MAP_FAILED) {
+			if (!*mapped) {
+				if (used)
+					memcpy(p, *array, used);
+				free(*array);
+			}
+			*array = p;
+			*mapped = 1;
+			return 0;
+		}
+	}
+	if (*mapped) {
+		void *p = malloc(new_bytes);
+		if (!p)
+			return -ENOMEM;
+		memcpy(p, *array, used);
+		munmap(*array, grow_map_bytes(old_bytes));
+		*array = p;
+		*mapped = 0;
+		return 0;
+	}
+	void *p = realloc(*array, new_bytes);
+	if (!p)
+		return -ENOMEM;
+	*array = p;
+	return 0;
+}
+
+/* Frees an array grown by grow_array (bytes: its size). */
+static inline void grow_array_free(void *array, size_t bytes, uint8_t mapped)
+{
+	if (mapped)
+		munmap(array, grow_map_bytes(bytes));
+	else
+		free(array);
+}
+
 
 /*
  * calloc(count, size) for the slots of an open-addressing table, with one

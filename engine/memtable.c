@@ -94,9 +94,14 @@ static int id_hash_reserve(memtable *m, uint32_t rows_wanted)
 		capacity *= 2;
 	if (capacity > UINT32_MAX)
 		return -ENOMEM;
-	uint64_t *hashes = realloc(m->id_hash, sizeof(*hashes) * capacity);
-	if (!hashes)
-		return -ENOMEM;
+	/* Mapped from the rows' ROWS_MAPPED_MIN on, as their columns are: a
+	 * doubling is then an mremap, not a copy under the store lock. */
+	void *hashes = m->id_hash;
+	int rc = grow_array(&hashes, sizeof(uint64_t) * m->id_hash_capacity,
+			    sizeof(uint64_t) * capacity, sizeof(uint64_t) * m->rows.count,
+			    m->rows.map_large && capacity >= ROWS_MAPPED_MIN, &m->id_hash_mapped);
+	if (rc)
+		return rc;
 	m->id_hash = hashes;
 	m->id_hash_capacity = (uint32_t)capacity;
 	return 0;
@@ -139,7 +144,7 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	if (!rc && row + 1 - m->indexed >= MEMTABLE_INDEX_TAIL_MAX)
 		rc = index_grow(m, row + 1); /* room now: index_tail below cannot fail */
 	if (!rc)
-		rc = bytebuf_reserve(&r->id_bytes, id->size);
+		rc = rows_reserve_id_bytes(r, id->size);
 	if (rc)
 		return rc;
 	tally_str dims[DIM_COUNT];
@@ -424,7 +429,8 @@ void memtable_free(memtable *m)
 	pthread_mutex_destroy(&m->rollup_lock);
 	rows_free(&m->rows);
 	strdict_free(&m->dict);
-	free(m->id_hash);
+	if (m->id_hash)
+		grow_array_free(m->id_hash, sizeof(uint64_t) * m->id_hash_capacity, m->id_hash_mapped);
 	free(m->index);
 	rollup_free(&m->rollup);
 	memset(m, 0, sizeof(*m));

@@ -32,6 +32,7 @@ typedef struct memtable {
 	strdict dict;          /* every dimension's strings, one code space */
 	uint64_t *id_hash;     /* per row */
 	uint32_t id_hash_capacity;
+	uint8_t id_hash_mapped; /* id_hash is a mapping (grow_array) */
 	uint32_t *index;       /* row + 1 of rows [0, indexed); 0 = empty */
 	uint32_t index_mask;   /* slots - 1, power of two; 0 when none */
 	uint32_t indexed;      /* rows in the index; the rest are the tail */

@@ -3,7 +3,8 @@
  * column lives in one block that is reallocated as a whole, so
  * count <= capacity holds for all. Rows marked map_large (memtables) move
  * their columns into mappings of their own at ROWS_MAPPED_MIN rows, and
- * from then on grow each by mremap, without copying.
+ * from then on grow each by mremap, without copying; their id bytes follow
+ * the columns (mapped while they are).
  */
 #include <assert.h>
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "grow.h"
 #include "rows.h"
 
 /* The unit of a mapped column's size. */
@@ -18,6 +20,7 @@
 
 /* Small: most of 10,000 tenants hold a handful of rows between flushes. */
 #define ROWS_CAPACITY_MIN 4
+#define ROWS_ID_BYTES_MIN 64
 
 /*
  * All columns live in one allocation, widest first, so a tenant holding a
@@ -192,6 +195,26 @@ int rows_reserve(rows *r, uint32_t count)
 	return 0;
 }
 
+int rows_grow_id_bytes(rows *r, size_t extra)
+{
+	bytebuf *b = &r->id_bytes;
+	if (extra <= b->capacity - b->size)
+		return 0;
+	if (extra > SIZE_MAX / 4 - b->size)
+		return -ENOMEM;
+	size_t needed = b->size + extra;
+	size_t capacity = b->capacity < ROWS_ID_BYTES_MIN ? ROWS_ID_BYTES_MIN : b->capacity;
+	while (capacity < needed)
+		capacity *= 2;
+	void *data = b->data;
+	int rc = grow_array(&data, b->capacity, capacity, b->size, r->mapped, &r->id_bytes_mapped);
+	if (rc)
+		return rc;
+	b->data = data;
+	b->capacity = capacity;
+	return 0;
+}
+
 void rows_reset(rows *r)
 {
 	r->count = 0;
@@ -208,7 +231,10 @@ void rows_free(rows *r)
 		unmap_columns(cols, COLUMN_COUNT, r->capacity);
 	}
 	free(r->block);
-	bytebuf_free(&r->id_bytes);
+	if (r->id_bytes_mapped)
+		grow_array_free(r->id_bytes.data, r->id_bytes.capacity, 1);
+	else
+		bytebuf_free(&r->id_bytes);
 	uint8_t map_large = r->map_large;
 	memset(r, 0, sizeof(*r));
 	r->map_large = map_large;

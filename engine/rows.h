@@ -37,6 +37,8 @@ typedef struct rows {
 	 * every column: docs/benchmarks.md, twenty-ninth measurement). */
 	uint8_t map_large;
 	uint8_t mapped;      /* the columns are mappings (see map_large) */
+	uint8_t id_bytes_mapped; /* id_bytes.data is a mapping: grown with the columns'
+				  * mapping rule (rows_reserve_id_bytes) */
 } rows;
 
 /* Rows from which a map_large set's columns are mappings: 1 MiB of
@@ -45,6 +47,16 @@ typedef struct rows {
 
 /* Ensures room for `count` rows in total. 0 or -ENOMEM (rows unchanged). */
 int rows_reserve(rows *r, uint32_t count);
+/* rows_reserve_id_bytes's slow path: grows the id bytes. */
+int rows_grow_id_bytes(rows *r, size_t extra);
+
+/* Ensures room for `extra` more id bytes. While the columns are mappings,
+ * the id bytes are one too, grown by mremap. 0 or -ENOMEM (rows
+ * unchanged). */
+static inline int rows_reserve_id_bytes(rows *r, size_t extra)
+{
+	return extra <= r->id_bytes.capacity - r->id_bytes.size ? 0 : rows_grow_id_bytes(r, extra);
+}
 /* Forgets all rows, keeps allocations. */
 void rows_reset(rows *r);
 void rows_free(rows *r);

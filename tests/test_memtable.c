@@ -180,8 +180,9 @@ static void growth_event(uint32_t i, char text[33], tally_event *e)
 
 /* Description: a memtable's rows keep every value of every row while they
  * grow: in one block up to ROWS_MAPPED_MIN rows, moved once into a mapping
- * per column there, then grown by mremap (no copy) at each doubling. Rows
- * not marked map_large (a segment's decoded row group) stay in one block. */
+ * per column there, then grown by mremap (no copy) at each doubling; the
+ * id bytes and the id hashes become mappings at the same point. Rows not
+ * marked map_large (a segment's decoded row group) stay in one block. */
 Test(memtable, rows_keep_every_value_across_growth)
 {
 	enum { COUNT = 4 * ROWS_MAPPED_MIN + 123 };
@@ -200,10 +201,14 @@ Test(memtable, rows_keep_every_value_across_growth)
 			capacity = m.rows.capacity;
 			cr_assert_eq(m.rows.mapped, capacity >= ROWS_MAPPED_MIN, "capacity %u", capacity);
 			cr_assert_eq(m.rows.block == NULL, capacity >= ROWS_MAPPED_MIN);
+			cr_assert_eq(m.id_hash_mapped, m.id_hash_capacity >= ROWS_MAPPED_MIN,
+				     "id hashes %u", m.id_hash_capacity);
 			cr_assert_geq(memtable_bytes(&m), (size_t)capacity * 62, "capacity %u", capacity);
 		}
 	}
 	cr_assert(m.rows.mapped);
+	cr_assert(m.rows.id_bytes_mapped, "the id bytes follow the columns into a mapping");
+	cr_assert(m.id_hash_mapped);
 	for (uint32_t i = 0; i < COUNT; i++) {
 		char text[33], got_text[ID_TEXT_SIZE_MAX];
 		tally_event want, got;
