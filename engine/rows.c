@@ -15,9 +15,6 @@
 #include "grow.h"
 #include "rows.h"
 
-/* The unit of a mapped column's size. */
-#define ROWS_PAGE_BYTES 4096u
-
 /* Small: most of 10,000 tenants hold a handful of rows between flushes. */
 #define ROWS_CAPACITY_MIN 4
 #define ROWS_ID_BYTES_MIN 64
@@ -77,8 +74,7 @@ static void columns_of(rows *r, column_ref out[COLUMN_COUNT])
 /* Bytes of column c's mapping at capacity `capacity`: whole pages. */
 static size_t mapped_bytes(const column_ref *c, uint32_t capacity)
 {
-	size_t bytes = c->size * ((size_t)capacity + c->extra);
-	return (bytes + ROWS_PAGE_BYTES - 1) / ROWS_PAGE_BYTES * ROWS_PAGE_BYTES;
+	return grow_map_bytes(c->size * ((size_t)capacity + c->extra));
 }
 
 static void unmap_columns(column_ref *cols, int n, uint32_t capacity)
