@@ -8,11 +8,19 @@
  *      distance its successor would have at the same slot; so a lookup stops
  *      at the first slot whose entry is closer to home than the probe.
  *   3. count < capacity, and count <= capacity * DEDUP_LOAD_PERCENT_MAX / 100
- *      after every insert, so probing always finds an empty slot.
+ *      after every insert, so probing always finds an empty slot. (count
+ *      includes old's entries not yet moved: the new table holds fewer.)
+ *   4. While a migration lasts, old is the table as it was when the growth
+ *      began, but for the slots below `moved`, which are moved: invariants
+ *      1 and 2 hold in it as they did then, so a lookup probes it as it
+ *      would have, and reports only what it finds at slots >= moved. Moving
+ *      goes in slot order, so an entry's slot alone says which table holds
+ *      it. Nothing is written to old.
  */
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include <xxhash.h>
 
@@ -32,12 +40,64 @@ static inline uint32_t distance_of(uint32_t slot, uint32_t home, uint32_t capaci
 	return slot >= home ? slot - home : slot + capacity - home;
 }
 
+/*
+ * Slots for a table of `capacity`, all empty. With `map`, a mapping of its
+ * own whose pages the kernel faults in as they are first written (a
+ * migration writes them a few at a time); otherwise, or when no mapping
+ * can be made, malloc memory faulted in now (grow_slots_alloc). *mapped
+ * says which, for slots_release. NULL when memory ran out.
+ */
+static uint64_t *slots_alloc(uint32_t capacity, int map, uint8_t *mapped)
+{
+	*mapped = 0;
+	if (map) {
+		void *p = mmap(NULL, grow_map_bytes((size_t)capacity * sizeof(uint64_t)),
+			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p != MAP_FAILED) {
+			*mapped = 1;
+			return p;
+		}
+	}
+	return grow_slots_alloc(capacity, sizeof(uint64_t));
+}
+
+static void slots_release(uint64_t *slots, uint32_t capacity, uint8_t mapped)
+{
+	if (mapped)
+		munmap(slots, grow_map_bytes((size_t)capacity * sizeof(uint64_t)));
+	else
+		free(slots);
+}
+
 void dedup_free(dedup_table *t)
 {
-	free(t->slots);
-	t->slots = NULL;
-	t->capacity = 0;
-	t->count = 0;
+	if (t->slots)
+		slots_release(t->slots, t->capacity, t->mapped);
+	if (t->old)
+		slots_release(t->old, t->old_capacity, t->old_mapped);
+	*t = (dedup_table){0};
+}
+
+/* Appends to days[found, days_max) the days of the entries of `slots`
+ * (capacity slots, at `skip` and after) matching fp with day >= day_min,
+ * and returns the new count. */
+static size_t probe(const uint64_t *slots, uint32_t capacity, uint32_t skip, uint64_t fp,
+		    uint16_t day_min, uint16_t *days, size_t found, size_t days_max)
+{
+	uint32_t slot = dedup_home(fp, capacity);
+	for (uint32_t distance = 0; distance < capacity; distance++) {
+		uint64_t entry = slots[slot];
+		if (!entry)
+			break;
+		uint64_t entry_fp = entry >> 16;
+		if (distance_of(slot, dedup_home(entry_fp, capacity), capacity) < distance)
+			break;
+		if (entry_fp == fp && (uint16_t)entry >= day_min && found < days_max &&
+		    slot >= skip)
+			days[found++] = (uint16_t)entry;
+		slot = slot + 1 == capacity ? 0 : slot + 1;
+	}
+	return found;
 }
 
 size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t day_min, uint16_t *days,
@@ -46,20 +106,9 @@ size_t dedup_find(const dedup_table *t, uint64_t hash, uint16_t day_min, uint16_
 	if (!t->count)
 		return 0;
 	uint64_t fp = dedup_fingerprint(hash);
-	uint32_t capacity = t->capacity;
-	uint32_t slot = dedup_home(fp, capacity);
-	size_t found = 0;
-	for (uint32_t distance = 0; distance < capacity; distance++) {
-		uint64_t entry = t->slots[slot];
-		if (!entry)
-			break;
-		uint64_t entry_fp = entry >> 16;
-		if (distance_of(slot, dedup_home(entry_fp, capacity), capacity) < distance)
-			break;
-		if (entry_fp == fp && (uint16_t)entry >= day_min && found < days_max)
-			days[found++] = (uint16_t)entry;
-		slot = slot + 1 == capacity ? 0 : slot + 1;
-	}
+	size_t found = probe(t->slots, t->capacity, 0, fp, day_min, days, 0, days_max);
+	if (t->old)
+		found = probe(t->old, t->old_capacity, t->moved, fp, day_min, days, found, days_max);
 	return found;
 }
 
@@ -133,27 +182,82 @@ static uint32_t rebuild_copy(uint64_t *slots, uint32_t capacity, const dedup_tab
 	return count;
 }
 
+/* The table, copied at once into one of `capacity` slots (no migration in
+ * progress). */
 static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
 {
-	uint64_t *slots = grow_slots_alloc(capacity, sizeof(*slots));
+	assert(!t->old);
+	uint8_t mapped;
+	uint64_t *slots = slots_alloc(capacity, 0, &mapped);
 	if (!slots)
 		return -ENOMEM;
 	uint32_t count = t->slots ? rebuild_copy(slots, capacity, t, day_min) : 0;
-	free(t->slots);
+	if (t->slots)
+		slots_release(t->slots, t->capacity, t->mapped);
 	t->slots = slots;
 	t->capacity = capacity;
 	t->count = count;
+	t->mapped = mapped;
+	return 0;
+}
+
+/* Moves old's next `slots` slots into the new table, dropping the entries
+ * of day < day_min; frees old once every slot is moved. */
+static void migrate(dedup_table *t, uint32_t slots, uint16_t day_min)
+{
+	uint32_t end = t->old_capacity - t->moved > slots ? t->moved + slots : t->old_capacity;
+	for (uint32_t i = t->moved; i < end; i++) {
+		uint64_t entry = t->old[i];
+		if (!entry)
+			continue;
+		if ((uint16_t)entry < day_min)
+			t->count--;
+		else
+			place(t->slots, t->capacity, entry);
+	}
+	t->moved = end;
+	if (end == t->old_capacity) {
+		slots_release(t->old, t->old_capacity, t->old_mapped);
+		t->old = NULL;
+		t->old_capacity = 0;
+		t->old_mapped = 0;
+		t->moved = 0;
+	}
+}
+
+/* Grows the table to `capacity` slots: at once when it is small, else by
+ * starting a migration (finishing the one before, if any: at the rates
+ * above it is long over by then). */
+static int grow(dedup_table *t, uint32_t capacity, uint16_t day_min)
+{
+	if (t->capacity < DEDUP_MIGRATE_SLOTS_MIN)
+		return rebuild(t, capacity, day_min);
+	if (t->old)
+		migrate(t, UINT32_MAX, day_min);
+	uint8_t mapped;
+	uint64_t *slots = slots_alloc(capacity, 1, &mapped);
+	if (!slots)
+		return -ENOMEM;
+	t->old = t->slots;
+	t->old_capacity = t->capacity;
+	t->old_mapped = t->mapped;
+	t->moved = 0;
+	t->slots = slots;
+	t->capacity = capacity;
+	t->mapped = mapped;
 	return 0;
 }
 
 int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, uint16_t day_min)
 {
+	if (t->old)
+		migrate(t, DEDUP_MIGRATE_STEP_SLOTS, day_min);
 	if ((uint64_t)(t->count + 1) * 100 > (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MAX) {
 		uint64_t capacity = t->capacity < CAPACITY_MIN ? CAPACITY_MIN
 							     : (uint64_t)t->capacity * 3 / 2;
 		if (capacity > UINT32_MAX)
 			return -ENOMEM;
-		int rc = rebuild(t, (uint32_t)capacity, day_min);
+		int rc = grow(t, (uint32_t)capacity, day_min);
 		if (rc)
 			return rc;
 	}
@@ -190,6 +294,10 @@ static void remove_at(uint64_t *slots, uint32_t capacity, uint32_t slot)
  */
 int dedup_expire_slice(dedup_table *t, uint16_t day_min, uint32_t *cursor, uint32_t slots)
 {
+	if (t->old) { /* the migration first: it drops old's expired entries itself */
+		migrate(t, slots, day_min);
+		return 0;
+	}
 	uint32_t end = *cursor < t->capacity && slots < t->capacity - *cursor ? *cursor + slots
 									       : t->capacity;
 	for (uint32_t i = *cursor; i < end; i++)
@@ -208,7 +316,7 @@ int dedup_shrink(dedup_table *t, uint16_t day_min)
 		dedup_free(t);
 		return 0;
 	}
-	if (t->capacity <= CAPACITY_MIN ||
+	if (t->old || t->capacity <= CAPACITY_MIN ||
 	    (uint64_t)t->count * 100 >= (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MIN)
 		return 0;
 	/* ~70% load, so the next inserts do not grow it at once. */

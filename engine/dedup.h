@@ -14,6 +14,16 @@
  * by half when it passes DEDUP_LOAD_PERCENT_MAX, so the load stays between
  * 56% and 85%: 9.4 to 14.2 bytes of RAM per id.
  *
+ * Growth: a table under DEDUP_MIGRATE_SLOTS_MIN slots is rebuilt at once. A
+ * larger one migrates: the grown table starts empty (a mapping, its pages
+ * faulted as they are first written), the previous one is kept as `old`,
+ * and each insert moves DEDUP_MIGRATE_STEP_SLOTS of old's slots, in slot
+ * order, into the new one. Old's slots below `moved` are in the new table;
+ * lookups read both, skipping those. So no insert pays for the whole copy
+ * (growing to 3.4 and 5.1 million slots held the store lock for 32.5 and
+ * 36.8 ms: docs/benchmarks.md, thirty-first and thirty-third measurements). While a migration lasts, both tables are held:
+ * dedup_bytes counts both.
+ *
  * Expiry: every call names day_min, the oldest day the caller's horizon
  * covers. Entries of older days are dead: lookups skip them, and a growth
  * drops them. dedup_expire_slice removes them in place, a slice of slots
@@ -30,7 +40,13 @@
 typedef struct dedup_table {
 	uint64_t *slots; /* 0 = empty; else fingerprint << 16 | day */
 	uint32_t capacity;
-	uint32_t count;
+	uint32_t count;  /* entries, in slots and in old's slots [moved, old_capacity) */
+	/* A migration in progress, else NULL: the table before the growth. */
+	uint64_t *old;
+	uint32_t old_capacity;
+	uint32_t moved;      /* old's slots [0, moved) are in slots */
+	uint8_t mapped;      /* slots is a mapping of its own (else malloc memory) */
+	uint8_t old_mapped;
 } dedup_table;
 
 /* The 64-bit hash of an id in packed form (kind + bytes). */
@@ -59,7 +75,8 @@ static inline uint32_t dedup_home(uint64_t fp, uint32_t capacity)
 	return (uint32_t)(((fp >> 16) * (uint64_t)capacity) >> 32);
 }
 
-/* Starts loading the cache line a lookup of hash will probe first.
+/* Starts loading the cache lines a lookup of hash will probe first (in
+ * both tables while a migration lasts).
  * always_inline is load-bearing: GCC 12 judges a plain static inline
  * function whose only effect is a prefetch to be const and deletes its
  * calls before inlining them (`make prefetch-check` guards this). */
@@ -67,11 +84,14 @@ static inline __attribute__((always_inline)) void dedup_prefetch(const dedup_tab
 {
 	if (t->capacity)
 		__builtin_prefetch(&t->slots[dedup_home(dedup_fingerprint(hash), t->capacity)]);
+	if (t->old)
+		__builtin_prefetch(&t->old[dedup_home(dedup_fingerprint(hash), t->old_capacity)]);
 }
 
 /* Adds an entry (duplicates are the caller's business); a growth this
- * needs keeps only the entries of day >= day_min. 0 or -ENOMEM (the table
- * is unchanged). */
+ * needs, and the migration step it takes, keep only the entries of day >=
+ * day_min. 0 or -ENOMEM (the table is unchanged, but for the entries of
+ * day < day_min a migration step may have dropped). */
 int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, uint16_t day_min);
 
 /*
@@ -84,24 +104,30 @@ int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, uint16_t day_min);
  * dead, until the next sweep. A growth in between leaves no old entry.
  */
 int dedup_expire_slice(dedup_table *t, uint16_t day_min, uint32_t *cursor, uint32_t slots);
+/* (While a migration lasts, a slice moves `slots` of old's slots instead,
+ * dropping the entries of day < day_min, and the sweep of the grown table
+ * starts once the migration is over: a tenant that stopped inserting
+ * mid-migration gets its old table freed by the next expiry pass.) */
 
 /* After a sweep: frees an empty table, and rebuilds one whose load fell
  * below DEDUP_LOAD_PERCENT_MIN at about 70% load, keeping the entries of
- * day >= day_min. 0 or -ENOMEM (the table is unchanged). */
+ * day >= day_min; nothing while a migration lasts. 0 or -ENOMEM (the table
+ * is unchanged). */
 int dedup_shrink(dedup_table *t, uint16_t day_min);
 
 /* A whole sweep, then dedup_shrink. 0 or -ENOMEM (every old entry is
  * gone; the table was not shrunk). */
 int dedup_expire(dedup_table *t, uint16_t day_min);
 
-/* The longest distance of any entry from its home slot (a health check:
- * Robin Hood keeps it near log(count) for uniform fingerprints). */
+/* The longest distance of any entry of the (new) table from its home slot
+ * (a health check: Robin Hood keeps it near log(count) for uniform
+ * fingerprints). */
 uint32_t dedup_probe_length_max(const dedup_table *t);
 
-/* RAM held by the table's slots. */
+/* RAM held by the table's slots (both tables while a migration lasts). */
 static inline size_t dedup_bytes(const dedup_table *t)
 {
-	return (size_t)t->capacity * sizeof(uint64_t);
+	return ((size_t)t->capacity + t->old_capacity) * sizeof(uint64_t);
 }
 
 #endif /* TALLY_DEDUP_H */

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "dedup.h"
+#include "tally_limits.h"
 
 static uint64_t seed_get(void)
 {
@@ -355,6 +356,14 @@ Test(dedup, inserts_between_slices_keep_every_live_entry_findable)
 	free(days);
 }
 
+/* Every entry of t's (new) table is of day `day`. */
+static void expect_only_day(const dedup_table *t, uint16_t day)
+{
+	for (uint32_t i = 0; i < t->capacity; i++)
+		cr_assert(!t->slots[i] || (uint16_t)t->slots[i] == day, "slot %u holds day %u", i,
+			  (uint16_t)t->slots[i]);
+}
+
 Test(dedup, a_growth_drops_the_entries_before_day_min)
 {
 	uint64_t state = seed_get();
@@ -367,8 +376,7 @@ Test(dedup, a_growth_drops_the_entries_before_day_min)
 	cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 8), 0);
 	cr_expect_gt(t.capacity, capacity);
 	cr_expect_eq(t.count, day9 + 1, "%u entries were %u, half of them of day 7", t.count, count);
-	for (uint32_t i = 0; i < t.capacity; i++)
-		cr_assert(!t.slots[i] || (uint16_t)t.slots[i] == 9);
+	expect_only_day(&t, 9);
 	expect_robin_hood(&t, "after the growth");
 	dedup_free(&t);
 }
@@ -395,5 +403,212 @@ Test(dedup, a_sweep_shrinks_only_a_sparse_table)
 	cr_expect_eq(t.count, 0);
 	cr_expect_eq(t.capacity, 0);
 	cr_expect_null(t.slots);
+	dedup_free(&t);
+}
+
+/* ---- migrating growth (tables of DEDUP_MIGRATE_SLOTS_MIN slots and more) */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The oracle of a large table: every entry as fingerprint << 16 | day,
+ * sorted; a lookup counts the entries of its fingerprint with day >=
+ * day_min by binary search. */
+static size_t sorted_count(const uint64_t *sorted, size_t n, uint64_t hash, uint16_t day_min)
+{
+	uint64_t low = fingerprint(hash) << 16 | day_min, high = fingerprint(hash) << 16 | 0xffff;
+	size_t a = 0, b = n;
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+		if (sorted[mid] < low)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	size_t count = 0;
+	while (a + count < n && sorted[a + count] <= high)
+		count++;
+	return count;
+}
+
+/* Every one of the n entries is found as often as the oracle says, and as
+ * many random hashes as entries find what the oracle says (nothing,
+ * nearly always). */
+static void expect_large_found(const dedup_table *t, const uint64_t *hashes, const uint16_t *days,
+			       size_t n, uint64_t *state, const char *when)
+{
+	uint64_t *sorted = malloc(sizeof(*sorted) * (n + 1));
+	cr_assert_not_null(sorted);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = fingerprint(hashes[i]) << 16 | days[i];
+	qsort(sorted, n, sizeof(*sorted), cmp_u64);
+	uint16_t got[DEDUP_DAY_CANDIDATES_MAX];
+	for (size_t i = 0; i < 2 * n; i++) {
+		uint64_t hash = i < n ? hashes[i] : splitmix(state);
+		size_t g = dedup_find(t, hash, 0, got, DEDUP_DAY_CANDIDATES_MAX);
+		size_t w = sorted_count(sorted, n, hash, 0);
+		cr_assert_eq(g, w < DEDUP_DAY_CANDIDATES_MAX ? w : DEDUP_DAY_CANDIDATES_MAX,
+			     "%s (capacity %u, old %u, moved %u): lookup %zu found %zu, oracle %zu",
+			     when, t->capacity, t->old_capacity, t->moved, i, g, w);
+	}
+	free(sorted);
+}
+
+/* hostile_hash's kinds in proportions a table of 400,000 ids can probe in
+ * reasonable time: 1% with homes in the last 1/4096 of the table (runs
+ * that wrap), a quarter with the home of an earlier hash, the rest
+ * uniform. */
+static uint64_t large_hash(uint64_t *state, const uint64_t *earlier, size_t i)
+{
+	uint64_t r = splitmix(state);
+	uint64_t kind = splitmix(state) % 100;
+	if (kind == 0)
+		return r | 0xfff0000000000000ull;
+	if (kind < 26 && i)
+		return (earlier[r % i] & 0xffffffff00000000ull) | (r & 0xffffffffull);
+	return r;
+}
+
+/*
+ * Inserts through several migrations, with hashes that make Robin Hood
+ * order hard to keep (runs that wrap, tied homes) and every 50th a repeat
+ * of an earlier fingerprint. Lookups are checked against the oracle right
+ * after each growth begins, at a third and two thirds of each migration,
+ * and right after it ends.
+ */
+Test(dedup, migrating_growths_keep_every_entry_findable_at_every_stage)
+{
+	uint64_t state = seed_get();
+	enum { N = 400000 };
+	uint64_t *hashes = malloc(sizeof(*hashes) * N);
+	uint16_t *days = malloc(sizeof(*days) * N);
+	cr_assert(hashes && days);
+	dedup_table t = {0};
+	int migrations = 0, checks = 0;
+	uint32_t mark_third = 0, mark_two_thirds = 0;
+	for (size_t i = 0; i < N; i++) {
+		hashes[i] = i % 50 == 49 ? hashes[i / 2] : large_hash(&state, hashes, i);
+		days[i] = (uint16_t)(20000 + splitmix(&state) % 30);
+		int was_migrating = t.old != NULL;
+		uint32_t capacity = t.capacity;
+		cr_assert_eq(dedup_insert(&t, hashes[i], days[i], 0), 0);
+		cr_assert_eq(t.count, i + 1);
+		const char *when = NULL;
+		if (t.capacity != capacity && t.old) {
+			migrations++;
+			mark_third = t.old_capacity / 3;
+			mark_two_thirds = t.old_capacity / 3 * 2;
+			when = "a growth began";
+		} else if (t.old && t.moved >= mark_third && mark_third) {
+			mark_third = 0;
+			when = "a third moved";
+		} else if (t.old && t.moved >= mark_two_thirds && mark_two_thirds) {
+			mark_two_thirds = 0;
+			when = "two thirds moved";
+		} else if (was_migrating && !t.old) {
+			when = "the migration ended";
+			expect_robin_hood(&t, when);
+		}
+		if (when) {
+			expect_large_found(&t, hashes, days, i + 1, &state, when);
+			checks++;
+		}
+	}
+	cr_expect_geq(migrations, 2, "%d migrations", migrations);
+	fprintf(stderr, "dedup: %d migrations, %d checks, capacity %u\n", migrations, checks,
+		t.capacity);
+	dedup_free(&t);
+	free(hashes);
+	free(days);
+}
+
+/* Fills t with random hashes of alternating days 7 and 9 until the next
+ * insert starts a migration. */
+static void fill_to_a_migration(dedup_table *t, uint64_t *state)
+{
+	while (t->capacity < DEDUP_MIGRATE_SLOTS_MIN ||
+	       (t->count + 1) * 100 <= (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MAX)
+		cr_assert_eq(dedup_insert(t, splitmix(state), (uint16_t)(t->count % 2 ? 7 : 9), 0), 0);
+	cr_assert_null(t->old);
+}
+
+Test(dedup, a_large_growth_moves_one_step_per_insert)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	/* Under DEDUP_MIGRATE_SLOTS_MIN slots, every growth happens at once. */
+	while (t.capacity < DEDUP_MIGRATE_SLOTS_MIN) {
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+		cr_assert_null(t.old, "a table of %u slots migrates", t.capacity);
+	}
+	fill_to_a_migration(&t, &state);
+	uint32_t capacity = t.capacity, count = t.count;
+	cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+	cr_assert_not_null(t.old, "the growth past %u slots migrates", capacity);
+	cr_expect_eq(t.old_capacity, capacity);
+	cr_expect_eq(t.capacity, capacity * 3 / 2);
+	cr_expect_eq(t.moved, 0, "the insert that grows the table moves nothing yet");
+	cr_expect_eq(t.count, count + 1);
+	cr_expect_eq(dedup_bytes(&t), ((size_t)capacity + capacity * 3 / 2) * 8,
+		     "both tables are counted while the migration lasts");
+	uint32_t inserts = 0;
+	while (t.old) {
+		uint32_t moved = t.moved;
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+		inserts++;
+		if (t.old)
+			cr_assert_eq(t.moved, moved + DEDUP_MIGRATE_STEP_SLOTS);
+	}
+	cr_expect_eq(inserts, (capacity + DEDUP_MIGRATE_STEP_SLOTS - 1) / DEDUP_MIGRATE_STEP_SLOTS);
+	cr_expect_eq(t.count, count + 1 + inserts);
+	cr_expect_eq(dedup_bytes(&t), (size_t)t.capacity * 8);
+	expect_robin_hood(&t, "after the migration");
+	dedup_free(&t);
+}
+
+Test(dedup, a_migration_drops_the_entries_before_day_min)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	fill_to_a_migration(&t, &state);
+	uint32_t count = t.count;
+	uint32_t day9 = (count + 1) / 2; /* even insert numbers */
+	uint32_t inserts = 0;
+	do {
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 8), 0);
+		inserts++;
+	} while (t.old);
+	cr_expect_eq(t.count, day9 + inserts, "%u entries were %u, half of them of day 7", t.count,
+		     count);
+	expect_only_day(&t, 9);
+	expect_robin_hood(&t, "after the migration");
+	dedup_free(&t);
+}
+
+/* A tenant that stops inserting mid-migration: the expiry sweep finishes
+ * the migration (dropping old days), then sweeps; a shrink waits for it. */
+Test(dedup, an_expiry_sweep_finishes_a_migration_first)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	fill_to_a_migration(&t, &state);
+	uint32_t count = t.count;
+	cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+	cr_assert_not_null(t.old);
+	uint32_t capacity = t.capacity;
+	cr_assert_eq(dedup_shrink(&t, 0), 0);
+	cr_expect_eq(t.capacity, capacity, "no shrink while a migration lasts");
+	cr_expect_not_null(t.old);
+	uint32_t cursor = 0, slices = 0;
+	while (!dedup_expire_slice(&t, 8, &cursor, 1000))
+		slices++;
+	cr_expect_null(t.old);
+	cr_expect_eq(t.count, (count + 1) / 2 + 1);
+	cr_expect_geq(slices, t.capacity / 3 * 2 / 1000, "the migration took slices of 1000 slots");
+	expect_only_day(&t, 9);
+	expect_robin_hood(&t, "after the sweep");
 	dedup_free(&t);
 }
