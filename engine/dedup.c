@@ -69,12 +69,41 @@ static void slots_release(uint64_t *slots, uint32_t capacity, uint8_t mapped)
 		free(slots);
 }
 
+/* Pages of a table of `capacity` slots. */
+static uint32_t pages_of(uint32_t capacity)
+{
+	return (uint32_t)(grow_map_bytes((size_t)capacity * sizeof(uint64_t)) / GROW_PAGE_BYTES);
+}
+
+/* Faults in the next table's pages [next_faulted, pages): a write of 0 (an
+ * empty slot) to each. */
+static void next_fault(dedup_table *t, uint32_t pages)
+{
+	const uint32_t slots_per_page = GROW_PAGE_BYTES / sizeof(uint64_t);
+	uint32_t all = pages_of(t->next_capacity);
+	if (pages > all)
+		pages = all;
+	for (; t->next_faulted < pages; t->next_faulted++)
+		((volatile uint64_t *)t->next)[(size_t)t->next_faulted * slots_per_page] = 0;
+}
+
+static void next_release(dedup_table *t)
+{
+	if (t->next)
+		slots_release(t->next, t->next_capacity, t->next_mapped);
+	t->next = NULL;
+	t->next_capacity = 0;
+	t->next_faulted = 0;
+	t->next_mapped = 0;
+}
+
 void dedup_free(dedup_table *t)
 {
 	if (t->slots)
 		slots_release(t->slots, t->capacity, t->mapped);
 	if (t->old)
 		slots_release(t->old, t->old_capacity, t->old_mapped);
+	next_release(t);
 	*t = (dedup_table){0};
 }
 
@@ -194,6 +223,7 @@ static int rebuild(dedup_table *t, uint32_t capacity, uint16_t day_min)
 	uint32_t count = t->slots ? rebuild_copy(slots, capacity, t, day_min) : 0;
 	if (t->slots)
 		slots_release(t->slots, t->capacity, t->mapped);
+	next_release(t); /* made for the capacity before */
 	t->slots = slots;
 	t->capacity = capacity;
 	t->count = count;
@@ -234,10 +264,21 @@ static int grow(dedup_table *t, uint32_t capacity, uint16_t day_min)
 		return rebuild(t, capacity, day_min);
 	if (t->old)
 		migrate(t, UINT32_MAX, day_min);
-	uint8_t mapped;
-	uint64_t *slots = slots_alloc(capacity, 1, &mapped);
-	if (!slots)
-		return -ENOMEM;
+	if (t->next && t->next_capacity != capacity)
+		next_release(t);
+	if (!t->next) { /* not prepared (the mapping failed then): made now */
+		t->next = slots_alloc(capacity, 1, &t->next_mapped);
+		if (!t->next)
+			return -ENOMEM;
+		t->next_capacity = capacity;
+	}
+	next_fault(t, UINT32_MAX);
+	uint64_t *slots = t->next;
+	uint8_t mapped = t->next_mapped;
+	t->next = NULL;
+	t->next_capacity = 0;
+	t->next_faulted = 0;
+	t->next_mapped = 0;
 	t->old = t->slots;
 	t->old_capacity = t->capacity;
 	t->old_mapped = t->mapped;
@@ -248,10 +289,45 @@ static int grow(dedup_table *t, uint32_t capacity, uint16_t day_min)
 	return 0;
 }
 
+/* Past DEDUP_PREPARE_PERCENT load, a migrating table's successor is made
+ * (empty, a mapping) and faulted in, its pages in step with the load, so
+ * that the growth finds it ready: from 80% to 85% load there are 0.05 *
+ * capacity inserts, and it has 0.003 * capacity pages (one every 17
+ * inserts). A mapping that cannot be made is tried again by the next
+ * insert, and at last by the growth. */
+static void prepare(dedup_table *t)
+{
+	if (t->capacity < DEDUP_MIGRATE_SLOTS_MIN || t->old)
+		return;
+	if (!t->next) {
+		uint64_t capacity = (uint64_t)t->capacity * 3 / 2;
+		if ((uint64_t)t->count * 100 < (uint64_t)t->capacity * DEDUP_PREPARE_PERCENT ||
+		    capacity > UINT32_MAX)
+			return;
+		/* A mapping, or nothing: malloc memory would come faulted in
+		 * at once, the stall this avoids. */
+		void *p = mmap(NULL, grow_map_bytes(capacity * sizeof(uint64_t)),
+			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return;
+		t->next = p;
+		t->next_capacity = (uint32_t)capacity;
+		t->next_mapped = 1;
+	}
+	/* Pages in proportion to the way from DEDUP_PREPARE_PERCENT to
+	 * DEDUP_LOAD_PERCENT_MAX, one ahead. */
+	uint64_t load = (uint64_t)t->count * 100, from = (uint64_t)t->capacity * DEDUP_PREPARE_PERCENT;
+	uint64_t way = (uint64_t)t->capacity * (DEDUP_LOAD_PERCENT_MAX - DEDUP_PREPARE_PERCENT);
+	uint64_t pages = load > from ? pages_of(t->next_capacity) * (load - from) / way + 1 : 1;
+	next_fault(t, pages < UINT32_MAX ? (uint32_t)pages : UINT32_MAX);
+}
+
 int dedup_insert(dedup_table *t, uint64_t hash, uint16_t day, uint16_t day_min)
 {
 	if (t->old)
 		migrate(t, DEDUP_MIGRATE_STEP_SLOTS, day_min);
+	else
+		prepare(t);
 	if ((uint64_t)(t->count + 1) * 100 > (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MAX) {
 		uint64_t capacity = t->capacity < CAPACITY_MIN ? CAPACITY_MIN
 							     : (uint64_t)t->capacity * 3 / 2;

@@ -30,6 +30,7 @@ enum dim {
 #define DEDUP_LOAD_PERCENT_MIN 50u           /* shrink the fingerprint table below this load after an expiry (16 bytes per id) */
 #define DEDUP_MIGRATE_SLOTS_MIN 65536u       /* a fingerprint table this large migrates as it grows (512 KiB; smaller ones are rebuilt at once) */
 #define DEDUP_MIGRATE_STEP_SLOTS 64u         /* old slots each insert moves while a fingerprint table migrates */
+#define DEDUP_PREPARE_PERCENT 80u            /* past this load a migrating table's successor is made and faulted in, in step with the load */
 #define DEDUP_EXPIRY_STEP_SLOTS 16384u       /* fingerprint slots an expiry step sweeps per hold of the store lock */
 #define DEDUP_EXPIRY_TENANT_SLOTS 64u        /* what moving on to the next tenant counts in that budget */
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */

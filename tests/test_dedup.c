@@ -211,24 +211,44 @@ Test(dedup, rebuilds_keep_every_entry_findable_when_runs_wrap_and_homes_tie)
 	free(days);
 }
 
+/*
+ * The RAM budget, checked every 1,000 inserts up to 2 million ids: at most
+ * 16 bytes per id, but while a large table's successor is prepared or its
+ * migration lasts, when both tables are held (as a growth in one call held
+ * both before): at most the 23.5 bytes per id both take just before a
+ * growth (8 * (1 + 1.5) / 0.85).
+ */
 Test(dedup, large_tables_keep_short_probes_and_the_ram_budget)
 {
 	uint64_t state = seed_get();
 	dedup_table t = {0};
 	uint32_t checkpoints[] = {1000, 70000, 300000, 1000000, 2000000};
 	size_t next = 0;
+	uint32_t steady = 0, both = 0;
 	for (uint32_t i = 1; i <= 2000000; i++) {
 		cr_assert_eq(dedup_insert(&t, splitmix(&state), 20500, 0), 0);
+		if (i % 1000 == 0) {
+			double per_id = (double)dedup_bytes(&t) / t.count;
+			if (t.next || t.old) {
+				both++;
+				cr_assert_leq(per_id, 8.0 * 2.5 / 0.85, "%u ids, two tables: %.2f bytes per id",
+					      i, per_id);
+			} else {
+				steady++;
+				cr_assert_leq(per_id, 16.0, "%u ids: %.2f bytes per id", i, per_id);
+			}
+		}
 		if (i == checkpoints[next]) {
-			double bytes_per_id = (double)dedup_bytes(&t) / t.count;
 			uint32_t probe = dedup_probe_length_max(&t);
 			fprintf(stderr, "dedup: %u ids, capacity %u, %.2f bytes/id, longest probe %u\n", i,
-				t.capacity, bytes_per_id, probe);
-			cr_expect_leq(bytes_per_id, 16.0, "%u ids: %.2f bytes per id", i, bytes_per_id);
+				t.capacity, (double)dedup_bytes(&t) / t.count, probe);
 			cr_expect_lt(probe, 256, "%u ids: a probe run of %u slots", i, probe);
 			next++;
 		}
 	}
+	fprintf(stderr, "dedup: %u checks with one table, %u with two\n", steady, both);
+	cr_expect_gt(both, 0);
+	cr_expect_gt(steady, both);
 	dedup_free(&t);
 }
 
@@ -611,4 +631,59 @@ Test(dedup, an_expiry_sweep_finishes_a_migration_first)
 	expect_only_day(&t, 9);
 	expect_robin_hood(&t, "after the sweep");
 	dedup_free(&t);
+}
+
+/* Past DEDUP_PREPARE_PERCENT load, a large table's successor is made and
+ * faulted in step with the load; the growth takes that very table, fully
+ * faulted in. A table that shrinks lets its prepared successor go. */
+Test(dedup, a_large_table_prepares_its_successor_in_step_with_its_load)
+{
+	uint64_t state = seed_get();
+	dedup_table t = {0};
+	while (t.capacity < DEDUP_MIGRATE_SLOTS_MIN)
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+	cr_assert_null(t.next, "nothing prepared after a growth");
+	uint32_t capacity = t.capacity;
+	while ((uint64_t)(t.count + 1) * 100 < (uint64_t)capacity * DEDUP_PREPARE_PERCENT) {
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+		cr_assert_null(t.next, "prepared at %u of %u slots", t.count, capacity);
+	}
+	cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+	cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+	cr_assert_not_null(t.next);
+	cr_expect_eq(t.next_capacity, capacity * 3 / 2);
+	uint32_t pages = (uint32_t)(((size_t)t.next_capacity * 8 + 4095) / 4096);
+	cr_expect_leq(t.next_faulted, 2, "%u pages faulted in at once", t.next_faulted);
+	const uint64_t *prepared = t.next;
+	uint32_t faulted = t.next_faulted;
+	while (t.capacity == capacity) {
+		cr_assert_geq(t.next_faulted, faulted, "faulted pages never go back");
+		cr_assert_leq(t.next_faulted - faulted, 1, "at most a page per insert");
+		faulted = t.next_faulted;
+		/* in step: the share of pages follows the share of the way */
+		uint64_t way = (uint64_t)t.count * 100 - (uint64_t)capacity * DEDUP_PREPARE_PERCENT;
+		uint64_t want = (uint64_t)pages * way /
+				((uint64_t)capacity * (DEDUP_LOAD_PERCENT_MAX - DEDUP_PREPARE_PERCENT));
+		cr_assert_leq(faulted, want + 1);
+		cr_assert_geq(faulted + 1, want);
+		cr_expect_eq(dedup_bytes(&t), (size_t)capacity * 8 + (size_t)faulted * 4096);
+		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+	}
+	cr_expect_eq(t.slots, prepared, "the growth took the prepared table");
+	cr_expect_not_null(t.old);
+	cr_expect_null(t.next);
+	cr_expect_geq(faulted + 2, pages, "%u of %u pages faulted in before the growth", faulted,
+		      pages);
+	dedup_free(&t);
+
+	/* A shrink lets a prepared successor go. */
+	dedup_table u = {0};
+	uint32_t i = 0;
+	while (!u.next)
+		cr_assert_eq(dedup_insert(&u, splitmix(&state), (uint16_t)(i++ % 4 ? 7 : 9), 0), 0);
+	cr_assert_eq(dedup_expire(&u, 8), 0);
+	cr_expect_null(u.next);
+	cr_expect_eq(u.next_faulted, 0);
+	cr_expect_eq(dedup_bytes(&u), (size_t)u.capacity * 8);
+	dedup_free(&u);
 }
