@@ -40,25 +40,25 @@ static inline uint32_t distance_of(uint32_t slot, uint32_t home, uint32_t capaci
 	return slot >= home ? slot - home : slot + capacity - home;
 }
 
-/*
- * Slots for a table of `capacity`, all empty. With `map`, a mapping of its
- * own whose pages the kernel faults in as they are first written (a
- * migration writes them a few at a time); otherwise, or when no mapping
- * can be made, malloc memory faulted in now (grow_slots_alloc). *mapped
- * says which, for slots_release. NULL when memory ran out.
- */
+/* Slots for a table of `capacity`, all empty: a mapping of its own, whose
+ * pages the kernel faults in as they are first written (prepare() does it
+ * a page at a time). NULL when no mapping can be made. */
+static uint64_t *slots_map(uint32_t capacity)
+{
+	void *p = mmap(NULL, grow_map_bytes((size_t)capacity * sizeof(uint64_t)),
+		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Slots for a table of `capacity`, all empty: with `map`, a mapping
+ * (slots_map); otherwise, or when no mapping can be made, malloc memory
+ * faulted in now (grow_slots_alloc). *mapped says which, for
+ * slots_release. NULL when memory ran out. */
 static uint64_t *slots_alloc(uint32_t capacity, int map, uint8_t *mapped)
 {
-	*mapped = 0;
-	if (map) {
-		void *p = mmap(NULL, grow_map_bytes((size_t)capacity * sizeof(uint64_t)),
-			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p != MAP_FAILED) {
-			*mapped = 1;
-			return p;
-		}
-	}
-	return grow_slots_alloc(capacity, sizeof(uint64_t));
+	uint64_t *slots = map ? slots_map(capacity) : NULL;
+	*mapped = slots != NULL;
+	return slots ? slots : grow_slots_alloc(capacity, sizeof(uint64_t));
 }
 
 static void slots_release(uint64_t *slots, uint32_t capacity, uint8_t mapped)
@@ -306,11 +306,8 @@ static void prepare(dedup_table *t)
 			return;
 		/* A mapping, or nothing: malloc memory would come faulted in
 		 * at once, the stall this avoids. */
-		void *p = mmap(NULL, grow_map_bytes(capacity * sizeof(uint64_t)),
-			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
+		if (!(t->next = slots_map((uint32_t)capacity)))
 			return;
-		t->next = p;
 		t->next_capacity = (uint32_t)capacity;
 		t->next_mapped = 1;
 	}

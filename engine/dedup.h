@@ -144,7 +144,7 @@ uint32_t dedup_probe_length_max(const dedup_table *t);
 static inline size_t dedup_bytes(const dedup_table *t)
 {
 	return ((size_t)t->capacity + t->old_capacity) * sizeof(uint64_t) +
-	       (size_t)t->next_faulted * 4096u;
+	       (size_t)t->next_faulted * 4096u; /* GROW_PAGE_BYTES */
 }
 
 #endif /* TALLY_DEDUP_H */
