@@ -389,6 +389,9 @@ int dedup_shrink(dedup_table *t, uint16_t day_min)
 		dedup_free(t);
 		return 0;
 	}
+	/* A successor prepared for a growth the sweep put off: let it go. */
+	if ((uint64_t)t->count * 100 < (uint64_t)t->capacity * DEDUP_PREPARE_PERCENT)
+		next_release(t);
 	if (t->old || t->capacity <= CAPACITY_MIN ||
 	    (uint64_t)t->count * 100 >= (uint64_t)t->capacity * DEDUP_LOAD_PERCENT_MIN)
 		return 0;

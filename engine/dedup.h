@@ -126,8 +126,9 @@ int dedup_expire_slice(dedup_table *t, uint16_t day_min, uint32_t *cursor, uint3
 
 /* After a sweep: frees an empty table, and rebuilds one whose load fell
  * below DEDUP_LOAD_PERCENT_MIN at about 70% load, keeping the entries of
- * day >= day_min; nothing while a migration lasts. 0 or -ENOMEM (the table
- * is unchanged). */
+ * day >= day_min; nothing while a migration lasts. A successor prepared
+ * for a growth is let go once the load is below DEDUP_PREPARE_PERCENT
+ * again. 0 or -ENOMEM (the table is unchanged). */
 int dedup_shrink(dedup_table *t, uint16_t day_min);
 
 /* A whole sweep, then dedup_shrink. 0 or -ENOMEM (every old entry is

@@ -676,6 +676,20 @@ Test(dedup, a_large_table_prepares_its_successor_in_step_with_its_load)
 		      pages);
 	dedup_free(&t);
 
+	/* A sweep that takes the load back under DEDUP_PREPARE_PERCENT, but
+	 * not under DEDUP_LOAD_PERCENT_MIN, lets a prepared successor go and
+	 * keeps the table's size. */
+	dedup_table v = {0};
+	uint32_t k = 0;
+	while (!v.next)
+		cr_assert_eq(dedup_insert(&v, splitmix(&state), (uint16_t)(k++ % 8 ? 9 : 7), 0), 0);
+	uint32_t v_capacity = v.capacity;
+	cr_assert_eq(dedup_expire(&v, 8), 0);
+	cr_expect_eq(v.capacity, v_capacity, "70%% full is not sparse");
+	cr_expect_null(v.next);
+	cr_expect_eq(dedup_bytes(&v), (size_t)v.capacity * 8);
+	dedup_free(&v);
+
 	/* A shrink lets a prepared successor go. */
 	dedup_table u = {0};
 	uint32_t i = 0;
