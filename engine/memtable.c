@@ -9,6 +9,23 @@
  *   - id_hash has id_hash_capacity >= count entries.
  *   - time_min_us/time_max_us bound every row's time (meaningless when
  *     rows.count == 0).
+ *   - index_next, when not NULL, has twice the index's slots and holds
+ *     exactly rows [0, index_moved), index_moved <= indexed.
+ *
+ * NOTES
+ *
+ * 1. The id index of a large memtable grows without a stall. Rebuilding
+ *    a table of a million slots in one call held the store lock for 6-11
+ *    ms (docs/benchmarks.md, thirty-third measurement), most of it page
+ *    faults of the new table. From INDEX_MIGRATE_SLOTS_MIN slots on, the
+ *    successor (twice the slots, a mapping) is made when the rows reach a
+ *    quarter of the slots; its pages are faulted in step with the rows up
+ *    to three eighths; from there each tail that goes into the index also
+ *    moves the next INDEX_MOVE_ROWS rows into the successor, which takes
+ *    the index's place once it holds every indexed row, before the rows
+ *    reach half the slots. Lookups read only the index, which stays
+ *    complete throughout. A growth the successor is not ready for (a
+ *    mapping could not be made, say) finishes it, or rebuilds, at once.
  */
 #include <assert.h>
 #include <errno.h>
@@ -22,17 +39,93 @@
 /* Rows ahead whose index slots are prefetched while rows go into the index. */
 #define INDEX_AHEAD 16u
 
+/* An id index this large grows through a successor (note 1): 256 KiB. */
+#define INDEX_MIGRATE_SLOTS_MIN 65536u
+
+/* Rows each tail moves into the successor: from three eighths to half of
+ * the slots, S / 8 rows come in S / 4096 tails, which move S rows, twice
+ * what there is to move. */
+#define INDEX_MOVE_ROWS 4096u
+
 static uint32_t index_slot(uint64_t hash, uint32_t mask)
 {
 	return (uint32_t)hash & mask;
 }
 
-/* A table of at least 2 * rows_wanted slots holding rows [0, indexed). */
+/* Puts rows [from, to) into `index` (mask + 1 slots). Every row lands in
+ * a random slot of a table that is larger than the caches: the slots of
+ * the rows INDEX_AHEAD on are prefetched, so that the misses overlap. */
+static void index_put(const memtable *m, uint32_t *index, uint32_t mask, uint32_t from,
+		      uint32_t to)
+{
+	for (uint32_t row = from; row < to && row < from + INDEX_AHEAD; row++)
+		__builtin_prefetch(&index[index_slot(m->id_hash[row], mask)], 1);
+	for (uint32_t row = from; row < to; row++) {
+		if (row + INDEX_AHEAD < to)
+			__builtin_prefetch(&index[index_slot(m->id_hash[row + INDEX_AHEAD], mask)], 1);
+		uint32_t s = index_slot(m->id_hash[row], mask);
+		while (index[s])
+			s = (s + 1) & mask;
+		index[s] = row + 1;
+	}
+}
+
+static void index_release(uint32_t *index, uint32_t mask, uint8_t mapped)
+{
+	grow_array_free(index, ((size_t)mask + 1) * sizeof(uint32_t), mapped);
+}
+
+static void index_next_release(memtable *m)
+{
+	if (m->index_next)
+		index_release(m->index_next, m->index_next_mask, 1);
+	m->index_next = NULL;
+	m->index_next_mask = 0;
+	m->index_next_faulted = 0;
+	m->index_moved = 0;
+}
+
+/* Faults in the successor's pages [index_next_faulted, pages). */
+static void index_next_fault(memtable *m, uint32_t pages)
+{
+	size_t bytes = grow_map_bytes(((size_t)m->index_next_mask + 1) * sizeof(uint32_t));
+	uint32_t all = (uint32_t)(bytes / GROW_PAGE_BYTES);
+	if (pages > all)
+		pages = all;
+	for (; m->index_next_faulted < pages; m->index_next_faulted++)
+		((volatile uint32_t *)m->index_next)[(size_t)m->index_next_faulted *
+						     (GROW_PAGE_BYTES / sizeof(uint32_t))] = 0;
+}
+
+/* The successor takes the index's place; it must hold rows [0, indexed). */
+static void index_next_swap(memtable *m)
+{
+	assert(m->index_moved == m->indexed);
+	index_release(m->index, m->index_mask, m->index_mapped);
+	m->index = m->index_next;
+	m->index_mask = m->index_next_mask;
+	m->index_mapped = 1;
+	m->index_next = NULL;
+	m->index_next_mask = 0;
+	m->index_next_faulted = 0;
+	m->index_moved = 0;
+}
+
+/* A table of at least 2 * rows_wanted slots holding rows [0, indexed):
+ * the successor, finished now, when it is the size wanted (note 1), else
+ * one built at once. */
 static int index_grow(memtable *m, uint32_t rows_wanted)
 {
 	uint64_t slots_needed = (uint64_t)rows_wanted * 2;
 	if (m->index_mask && slots_needed <= (uint64_t)m->index_mask + 1)
 		return 0;
+	if (m->index_next && slots_needed <= (uint64_t)m->index_next_mask + 1) {
+		index_next_fault(m, UINT32_MAX);
+		index_put(m, m->index_next, m->index_next_mask, m->index_moved, m->indexed);
+		m->index_moved = m->indexed;
+		index_next_swap(m);
+		return 0;
+	}
 	uint64_t slot_count = m->index_mask ? ((uint64_t)m->index_mask + 1) : 8;
 	while (slot_count < slots_needed)
 		slot_count *= 2;
@@ -42,23 +135,49 @@ static int index_grow(memtable *m, uint32_t rows_wanted)
 	if (!index)
 		return -ENOMEM;
 	uint32_t mask = (uint32_t)slot_count - 1;
-	/* Every row lands in a random slot of a table that is larger than
-	 * the caches: prefetch the slots of the rows INDEX_AHEAD on, so that
-	 * the misses overlap. */
-	for (uint32_t row = 0; row < m->indexed && row < INDEX_AHEAD; row++)
-		__builtin_prefetch(&index[index_slot(m->id_hash[row], mask)], 1);
-	for (uint32_t row = 0; row < m->indexed; row++) {
-		if (row + INDEX_AHEAD < m->indexed)
-			__builtin_prefetch(&index[index_slot(m->id_hash[row + INDEX_AHEAD], mask)], 1);
-		uint32_t s = index_slot(m->id_hash[row], mask);
-		while (index[s])
-			s = (s + 1) & mask;
-		index[s] = row + 1;
-	}
-	free(m->index);
+	index_put(m, index, mask, 0, m->indexed);
+	index_next_release(m);
+	if (m->index)
+		index_release(m->index, m->index_mask, m->index_mapped);
 	m->index = index;
 	m->index_mask = mask;
+	m->index_mapped = 0;
 	return 0;
+}
+
+/* After a tail went into the index: the successor's next step (note 1). */
+static void index_step(memtable *m)
+{
+	uint64_t slots = (uint64_t)m->index_mask + 1;
+	if (!m->index_mask || slots < INDEX_MIGRATE_SLOTS_MIN || slots > (1ull << 30))
+		return;
+	uint64_t count = m->rows.count;
+	if (!m->index_next) {
+		if (count < slots / 4)
+			return;
+		void *p = mmap(NULL, grow_map_bytes(2 * slots * sizeof(uint32_t)),
+			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return; /* the growth will rebuild at once */
+		m->index_next = p;
+		m->index_next_mask = (uint32_t)(2 * slots - 1);
+		m->index_next_faulted = 0;
+		m->index_moved = 0;
+	}
+	uint32_t pages = (uint32_t)(grow_map_bytes(2 * slots * sizeof(uint32_t)) / GROW_PAGE_BYTES);
+	if (count < slots * 3 / 8) {
+		/* Faulted in step with the rows from a quarter to three
+		 * eighths of the slots, one page ahead. */
+		index_next_fault(m, (uint32_t)((uint64_t)pages * (count - slots / 4) / (slots / 8)) + 1);
+		return;
+	}
+	index_next_fault(m, UINT32_MAX);
+	uint32_t to = m->indexed - m->index_moved > INDEX_MOVE_ROWS ? m->index_moved + INDEX_MOVE_ROWS
+								    : m->indexed;
+	index_put(m, m->index_next, m->index_next_mask, m->index_moved, to);
+	m->index_moved = to;
+	if (m->index_moved == m->indexed)
+		index_next_swap(m);
 }
 
 /* Puts the tail, rows [indexed, count), into the index. The slots of rows
@@ -70,18 +189,9 @@ static int index_tail(memtable *m)
 	int rc = index_grow(m, count);
 	if (rc)
 		return rc;
-	for (uint32_t row = m->indexed; row < count && row < m->indexed + INDEX_AHEAD; row++)
-		__builtin_prefetch(&m->index[index_slot(m->id_hash[row], m->index_mask)], 1);
-	for (uint32_t row = m->indexed; row < count; row++) {
-		if (row + INDEX_AHEAD < count)
-			__builtin_prefetch(
-				&m->index[index_slot(m->id_hash[row + INDEX_AHEAD], m->index_mask)], 1);
-		uint32_t s = index_slot(m->id_hash[row], m->index_mask);
-		while (m->index[s])
-			s = (s + 1) & m->index_mask;
-		m->index[s] = row + 1;
-	}
+	index_put(m, m->index, m->index_mask, m->indexed, count);
 	m->indexed = count;
+	index_step(m);
 	return 0;
 }
 
@@ -402,6 +512,7 @@ size_t memtable_bytes(const memtable *m)
 	bytes += strdict_bytes(&m->dict);
 	if (m->index_mask)
 		bytes += ((size_t)m->index_mask + 1) * sizeof(uint32_t);
+	bytes += (size_t)m->index_next_faulted * GROW_PAGE_BYTES;
 	bytes += (size_t)m->id_hash_capacity * sizeof(uint64_t);
 	return bytes + m->rollup_accounted;
 }
@@ -431,7 +542,9 @@ void memtable_free(memtable *m)
 	strdict_free(&m->dict);
 	if (m->id_hash)
 		grow_array_free(m->id_hash, sizeof(uint64_t) * m->id_hash_capacity, m->id_hash_mapped);
-	free(m->index);
+	if (m->index)
+		index_release(m->index, m->index_mask, m->index_mapped);
+	index_next_release(m);
 	rollup_free(&m->rollup);
 	memset(m, 0, sizeof(*m));
 }

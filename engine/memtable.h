@@ -10,7 +10,9 @@
  * probe the table one row at a time (a cache miss per event on a table of
  * millions of slots): rows [indexed, count) are a tail that a lookup scans,
  * and once it reaches MEMTABLE_INDEX_TAIL_MAX rows they go into the table
- * together, their slots prefetched ahead so the misses overlap.
+ * together, their slots prefetched ahead so the misses overlap. A large
+ * table grows through a successor built a tail at a time (memtable.c,
+ * note 1), not in one call.
  */
 #ifndef TALLY_MEMTABLE_H
 #define TALLY_MEMTABLE_H
@@ -49,6 +51,13 @@ typedef struct memtable {
 	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
+	/* The id index's successor while it is built (memtable.c, note 1),
+	 * else NULL; touched once per MEMTABLE_INDEX_TAIL_MAX rows. */
+	uint32_t *index_next;
+	uint32_t index_next_mask;
+	uint32_t index_next_faulted; /* its pages faulted in so far */
+	uint32_t index_moved;        /* rows [0, index_moved) are in index_next */
+	uint8_t index_mapped;        /* index is a mapping of its own (else malloc memory) */
 } memtable;
 
 /* The bytes of a memtable that an append reads or writes. */

@@ -443,3 +443,83 @@ Test(memtable, recent_codes_stay_with_their_memtable)
 	memtable_free(&first);
 	memtable_free(&second);
 }
+
+/* Every id of rows [0, count) (id number 1000000 + row) is found at its
+ * row, once; ids never appended are not. */
+static void expect_every_id_found(const memtable *m, uint32_t count, const char *when)
+{
+	int64_t rows_found[4];
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t got = find_all(m, 1000000 + i, rows_found, 4);
+		cr_assert_eq(got, 1, "%s: row %u found %u times", when, i, got);
+		cr_assert_eq(rows_found[0], i, "%s: row %u found at %" PRId64, when, i, rows_found[0]);
+	}
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(find_all(m, 50000000 + rng_next() % 1000000, rows_found, 4), 0);
+}
+
+/*
+ * A large id index grows through a successor (memtable.c, note 1): made at
+ * a quarter of the index's slots, faulted in up to three eighths, filled
+ * INDEX_MOVE_ROWS rows a tail from there, and put in the index's place
+ * before half. Every id is findable at every stage, and the memtable's RAM
+ * counts the successor's pages as they are faulted in.
+ */
+Test(memtable, a_large_id_index_grows_through_a_successor)
+{
+	seed_rng("a_large_id_index_grows_through_a_successor");
+	enum { N = 600000 };
+	memtable m;
+	cr_assert_eq(memtable_init(&m), 0);
+	uint32_t swaps = 0, stage = 0, checks = 0;
+	for (uint32_t i = 0; i < N; i++) {
+		const uint32_t *next = m.index_next;
+		uint32_t mask = m.index_mask, moved = m.index_moved;
+		append_id(&m, 1000000 + i, (int64_t)i);
+		uint32_t count = m.rows.count;
+		if (m.index_mask != mask && (uint64_t)mask + 1 >= 65536) {
+			/* A growth of a large index: the successor, ready. */
+			swaps++;
+			cr_assert_not_null(next, "%u rows: a large index grew without a successor", count);
+			cr_assert_eq(m.index, next, "%u rows: the successor took the index's place", count);
+			cr_assert_eq(m.index_mask, 2 * mask + 1);
+			cr_assert_leq((uint64_t)count * 2, (uint64_t)mask + 1 + 2 * MEMTABLE_INDEX_TAIL_MAX,
+				      "%u rows: swapped at %u slots, past half", count, mask + 1);
+			cr_assert_null(m.index_next);
+			expect_every_id_found(&m, count, "after a swap");
+			checks++;
+			stage = 0;
+			continue;
+		}
+		if (!m.index_next)
+			continue;
+		uint64_t slots = (uint64_t)m.index_mask + 1;
+		cr_assert_eq(m.index_next_mask, 2 * m.index_mask + 1);
+		cr_assert_geq((uint64_t)count * 4, slots, "made before a quarter");
+		cr_assert_leq(m.index_moved, m.indexed);
+		if (next == m.index_next)
+			cr_assert_leq(m.index_moved - moved, 4096, "%u rows: moved %u in one append",
+				      count, m.index_moved - moved);
+		cr_assert_eq(memtable_bytes(&m),
+			     rows_bytes(&m.rows) + strdict_bytes(&m.dict) + slots * 4 +
+				     (size_t)m.index_next_faulted * 4096 +
+				     (size_t)m.id_hash_capacity * 8 + m.rollup_accounted,
+			     "the successor's faulted pages count, and nothing else of it");
+		/* The stages: made, moving, half moved. */
+		int now = m.index_moved == 0 ? 1 : m.index_moved * 2 < m.indexed ? 2 : 3;
+		if ((uint32_t)now > stage) {
+			stage = (uint32_t)now;
+			if (now == 1) /* faulted in over 16 tails or more, not at once */
+				cr_assert_leq(m.index_next_faulted, slots * 8 / 4096 / 16 + 1,
+					      "%u of %" PRIu64 " pages faulted in at once",
+					      m.index_next_faulted, slots * 8 / 4096);
+			expect_every_id_found(&m, count, now == 1 ? "successor made"
+						  : now == 2 ? "moving" : "half moved");
+			checks++;
+		}
+	}
+	fprintf(stderr, "test_memtable: %u swaps, %u checks, %u slots\n", swaps, checks,
+		m.index_mask + 1);
+	cr_expect_geq(swaps, 3);
+	memtable_free(&m);
+}
