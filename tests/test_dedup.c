@@ -635,7 +635,8 @@ Test(dedup, an_expiry_sweep_finishes_a_migration_first)
 
 /* Past DEDUP_PREPARE_PERCENT load, a large table's successor is made and
  * faulted in step with the load; the growth takes that very table, fully
- * faulted in. A table that shrinks lets its prepared successor go. */
+ * faulted in. A sweep that takes the load back under
+ * DEDUP_PREPARE_PERCENT, or a shrink, lets a prepared successor go. */
 Test(dedup, a_large_table_prepares_its_successor_in_step_with_its_load)
 {
 	uint64_t state = seed_get();
