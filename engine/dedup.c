@@ -45,9 +45,7 @@ static inline uint32_t distance_of(uint32_t slot, uint32_t home, uint32_t capaci
  * a page at a time). NULL when no mapping can be made. */
 static uint64_t *slots_map(uint32_t capacity)
 {
-	void *p = mmap(NULL, grow_map_bytes((size_t)capacity * sizeof(uint64_t)),
-		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	return grow_map_new((size_t)capacity * sizeof(uint64_t));
 }
 
 /* Slots for a table of `capacity`, all empty: with `map`, a mapping
@@ -75,16 +73,11 @@ static uint32_t pages_of(uint32_t capacity)
 	return (uint32_t)(grow_map_bytes((size_t)capacity * sizeof(uint64_t)) / GROW_PAGE_BYTES);
 }
 
-/* Faults in the next table's pages [next_faulted, pages): a write of 0 (an
- * empty slot) to each. */
+/* Faults in the next table's pages [next_faulted, pages). */
 static void next_fault(dedup_table *t, uint32_t pages)
 {
-	const uint32_t slots_per_page = GROW_PAGE_BYTES / sizeof(uint64_t);
-	uint32_t all = pages_of(t->next_capacity);
-	if (pages > all)
-		pages = all;
-	for (; t->next_faulted < pages; t->next_faulted++)
-		((volatile uint64_t *)t->next)[(size_t)t->next_faulted * slots_per_page] = 0;
+	grow_map_fault(t->next, (size_t)t->next_capacity * sizeof(uint64_t), &t->next_faulted,
+		       pages);
 }
 
 static void next_release(dedup_table *t)

@@ -40,6 +40,28 @@ static inline size_t grow_map_bytes(size_t bytes)
 	return (bytes + GROW_PAGE_BYTES - 1) / GROW_PAGE_BYTES * GROW_PAGE_BYTES;
 }
 
+/* A mapping of its own of `bytes` (whole pages), all zero, whose pages the
+ * kernel faults in as they are first written; NULL when none can be made
+ * (vm.max_map_count, or memory). Free with munmap(p, grow_map_bytes(bytes)). */
+static inline void *grow_map_new(size_t bytes)
+{
+	void *p = mmap(NULL, grow_map_bytes(bytes), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Faults in pages [*faulted, pages) of grow_map_new(bytes) memory ahead of
+ * its use, a write of 0 to each (its content stays zero), and advances
+ * *faulted; pages past the mapping's end are left out. */
+static inline void grow_map_fault(void *p, size_t bytes, uint32_t *faulted, uint32_t pages)
+{
+	size_t all = grow_map_bytes(bytes) / GROW_PAGE_BYTES;
+	if (pages > all)
+		pages = (uint32_t)all;
+	for (; *faulted < pages; (*faulted)++)
+		((volatile char *)p)[(size_t)*faulted * GROW_PAGE_BYTES] = 0;
+}
+
 /*
  * Grows an array of `old_bytes` to `new_bytes`, keeping its first `used`
  * bytes. With `map`, it becomes (or stays) a mapping of its own, grown by
@@ -56,9 +78,8 @@ static inline int grow_array(void **array, size_t old_bytes, size_t new_bytes, s
 	if (map) {
 		void *p = *mapped ? mremap(*array, grow_map_bytes(old_bytes),
 					   grow_map_bytes(new_bytes), MREMAP_MAYMOVE)
-				  : mmap(NULL, grow_map_bytes(new_bytes), PROT_READ | PROT_WRITE,
-					 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p != MAP_FAILED) {
+				  : grow_map_new(new_bytes);
+		if (p && p != MAP_FAILED) {
 			if (!*mapped) {
 				if (used)
 					memcpy(p, *array, used);

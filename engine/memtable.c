@@ -88,13 +88,8 @@ static void index_next_release(memtable *m)
 /* Faults in the successor's pages [index_next_faulted, pages). */
 static void index_next_fault(memtable *m, uint32_t pages)
 {
-	size_t bytes = grow_map_bytes(((size_t)m->index_next_mask + 1) * sizeof(uint32_t));
-	uint32_t all = (uint32_t)(bytes / GROW_PAGE_BYTES);
-	if (pages > all)
-		pages = all;
-	for (; m->index_next_faulted < pages; m->index_next_faulted++)
-		((volatile uint32_t *)m->index_next)[(size_t)m->index_next_faulted *
-						     (GROW_PAGE_BYTES / sizeof(uint32_t))] = 0;
+	grow_map_fault(m->index_next, ((size_t)m->index_next_mask + 1) * sizeof(uint32_t),
+		       &m->index_next_faulted, pages);
 }
 
 /* The successor takes the index's place; it must hold rows [0, indexed). */
@@ -155,11 +150,8 @@ static void index_step(memtable *m)
 	if (!m->index_next) {
 		if (count < slots / 4)
 			return;
-		void *p = mmap(NULL, grow_map_bytes(2 * slots * sizeof(uint32_t)),
-			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
+		if (!(m->index_next = grow_map_new(2 * slots * sizeof(uint32_t))))
 			return; /* the growth will rebuild at once */
-		m->index_next = p;
 		m->index_next_mask = (uint32_t)(2 * slots - 1);
 		m->index_next_faulted = 0;
 		m->index_moved = 0;

@@ -118,9 +118,8 @@ static int map_columns(rows *r, uint32_t to)
 	columns_of(r, cols);
 	void *maps[COLUMN_COUNT];
 	for (int i = 0; i < COLUMN_COUNT; i++) {
-		maps[i] = mmap(NULL, mapped_bytes(&cols[i], to), PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (maps[i] == MAP_FAILED) {
+		maps[i] = grow_map_new(mapped_bytes(&cols[i], to));
+		if (!maps[i]) {
 			for (int k = 0; k < i; k++)
 				munmap(maps[k], mapped_bytes(&cols[k], to));
 			return -ENOMEM;
