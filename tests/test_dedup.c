@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "dedup.h"
@@ -633,6 +634,14 @@ Test(dedup, an_expiry_sweep_finishes_a_migration_first)
 	dedup_free(&t);
 }
 
+/* Minor page faults this thread has taken so far. */
+static long minor_faults(void)
+{
+	struct rusage u;
+	cr_assert_eq(getrusage(RUSAGE_THREAD, &u), 0);
+	return u.ru_minflt;
+}
+
 /* Past DEDUP_PREPARE_PERCENT load, a large table's successor is made and
  * faulted in step with the load; the growth takes that very table, fully
  * faulted in. A sweep that takes the load back under
@@ -657,6 +666,7 @@ Test(dedup, a_large_table_prepares_its_successor_in_step_with_its_load)
 	cr_expect_leq(t.next_faulted, 2, "%u pages faulted in at once", t.next_faulted);
 	const uint64_t *prepared = t.next;
 	uint32_t faulted = t.next_faulted;
+	long insert_faults = 0;
 	while (t.capacity == capacity) {
 		cr_assert_geq(t.next_faulted, faulted, "faulted pages never go back");
 		cr_assert_leq(t.next_faulted - faulted, 1, "at most a page per insert");
@@ -668,9 +678,15 @@ Test(dedup, a_large_table_prepares_its_successor_in_step_with_its_load)
 		cr_assert_leq(faulted, want + 1);
 		cr_assert_geq(faulted + 1, want);
 		cr_expect_eq(dedup_bytes(&t), (size_t)capacity * 8 + (size_t)faulted * 4096);
+		long before = minor_faults();
 		cr_assert_eq(dedup_insert(&t, splitmix(&state), 9, 0), 0);
+		insert_faults = minor_faults() - before;
 	}
 	cr_expect_eq(t.slots, prepared, "the growth took the prepared table");
+	/* ... with its pages: a table mapped afresh (even at the same
+	 * address) would be faulted in by the growing insert, all at once. */
+	cr_expect_leq(insert_faults, 8, "the growing insert took %ld page faults (%u pages)",
+		      insert_faults, pages);
 	cr_expect_not_null(t.old);
 	cr_expect_null(t.next);
 	cr_expect_geq(faulted + 2, pages, "%u of %u pages faulted in before the growth", faulted,
