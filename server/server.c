@@ -734,10 +734,10 @@ static int listen_open(server *s, char *errmsg)
 		}
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4096) == 0) {
-			struct sockaddr_storage bound;
-			socklen_t blen = sizeof(bound);
-			getsockname(fd, (struct sockaddr *)&bound, &blen);
+		struct sockaddr_storage bound;
+		socklen_t blen = sizeof(bound);
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4096) == 0 &&
+		    getsockname(fd, (struct sockaddr *)&bound, &blen) == 0) {
 			s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
 								      : ((struct sockaddr_in *)&bound)->sin_port);
 			s->listen_fd = fd;
