@@ -232,7 +232,8 @@ int block_compress_gated(bytebuf *out, const uint8_t *src, size_t size, int leve
 			 block_gate *gate, uint8_t *codec);
 
 /* Decompresses a block whose decoded size is known to be raw_size into out
- * (reset first). TALLY_E_CORRUPT if zstd fails or the size differs. */
+ * (reset first). TALLY_E_CORRUPT if zstd fails or the size differs;
+ * -ENOMEM when memory runs out (the block may be sound). */
 int block_decompress(bytebuf *out, const uint8_t *src, size_t size, uint8_t codec,
 		     size_t raw_size);
 

@@ -875,9 +875,12 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 		goto fail;
 	}
 	if ((rc = block_decompress(&raw, stored.data, stored.size, footer_codec, footer_raw))) {
-		if (errmsg)
+		if (errmsg && rc == TALLY_E_CORRUPT)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": footer does not decompress",
 				 f->path, footer_offset);
+		else if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": decompressing the footer: %s",
+				 f->path, footer_offset, tally_strerror(rc));
 		goto fail;
 	}
 	if ((rc = parse_footer(f, raw.data, raw.size, footer_offset, errmsg)))
@@ -938,9 +941,13 @@ static int read_block_into(const segment_file *f, const seg_block *b, bytebuf *s
 	stored->size = b->stored_size;
 	if (XXH3_64bits_withSeed(stored->data, stored->size, f->file_id) != b->checksum)
 		CORRUPT(f, b->offset, "block checksum mismatch (%u bytes)", b->stored_size);
-	if (block_decompress(out, stored->data, stored->size, b->codec, b->raw_size))
+	rc = block_decompress(out, stored->data, stored->size, b->codec, b->raw_size);
+	if (rc == TALLY_E_CORRUPT)
 		CORRUPT(f, b->offset, "block does not decompress to %u bytes", b->raw_size);
-	return 0;
+	if (rc && errmsg) /* out of memory: not the file's fault */
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": decompressing a block: %s",
+			 f->path, b->offset, tally_strerror(rc));
+	return rc;
 }
 
 int segment_read_block(const segment_file *f, const seg_block *b, bytebuf *out, char *errmsg)
