@@ -970,12 +970,16 @@ static const uint64_t *hashes_of(const tally_batch *b, const uint64_t (*dim_hash
  * marked in the change map with record_lsn, the LSN the call's WAL record
  * will get (the caller appends it in this same lock hold).
  * tenant_hash is name_hash(b->tenant).
- * A non-zero return leaves memory ahead of the WAL: the caller goes sticky.
+ * *applied is set once an event's apply starts. A non-zero return with
+ * *applied set (by this batch or an earlier one of the call) leaves memory
+ * ahead of the WAL: the caller goes sticky. Without it (a failed tenant
+ * or memtable allocation, or a failed read verifying a fingerprint hit),
+ * nothing was stored: at most an empty tenant was added.
  */
 static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			 const packed_id *ids, const uint64_t (*dim_hash)[DIM_COUNT],
 			 const uint8_t *old, const uint8_t *in_segments, int64_t day_min,
-			 uint64_t record_lsn, uint32_t *accepted)
+			 uint64_t record_lsn, uint32_t *accepted, bool *applied)
 {
 	*accepted = 0;
 	tenant *t;
@@ -1015,6 +1019,7 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
+		*applied = true;
 		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], &recent, day_min))) {
 			change_map_mark(&s->changes, change_day(b->events[i].time_us), record_lsn);
 			n++;
@@ -1260,6 +1265,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	uint64_t record_lsn = wal_last_lsn(s->wal) + 1;
 	size_t sub_count = 0;
 	const char *failed_tenant = "";
+	bool applied = false;
 	for (size_t b = 0; b < batch_count; b++) {
 		prefetch_ahead(s, batches, batch_count, b, tenant_hash, first_event, ids, dim_hash,
 			       guess, table);
@@ -1270,8 +1276,10 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
 		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + at, dim_hash + at,
 					old ? h.old + at : NULL, old ? h.in_segments + at : NULL,
-					day_min, record_lsn, &accepted[b]))) {
+					day_min, record_lsn, &accepted[b], &applied))) {
 			failed_tenant = batch->tenant;
+			if (!applied)
+				goto nothing_applied;
 			goto fail_sticky;
 		}
 		sub_count += accepted[b] != 0;
@@ -1305,6 +1313,10 @@ history_failed:
 	/* Nothing was applied: the store stays writable. */
 	errmsg_printf(s, "backfill: reading the stored history failed: %s",
 		      errmsg[0] ? errmsg : tally_strerror(rc));
+	goto unlock;
+nothing_applied:
+	errmsg_printf(s, "ingest for tenant %s failed: %s; nothing of the call was stored",
+		      failed_tenant, tally_strerror(rc));
 	goto unlock;
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
@@ -2933,11 +2945,18 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		     char *errmsg)
 {
 	*out = NULL;
-	if (!dir || strlen(dir) >= PATH_SIZE_MAX)
+	if (!dir || strlen(dir) >= PATH_SIZE_MAX) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open: %s", dir ? "the path is too long"
+									: "no directory given");
 		return TALLY_E_INVALID;
+	}
 	tally_store *s = calloc(1, sizeof(*s));
-	if (!s)
+	if (!s) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open %s: %s", dir, tally_strerror(-ENOMEM));
 		return -ENOMEM;
+	}
 	if (options)
 		s->options = *options;
 	else
