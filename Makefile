@@ -110,7 +110,12 @@ $(BUILD)/tallyd: $(BUILD)/server/tallyd.o $(BUILD)/libtallyserver.a $(BUILD)/lib
 # use the engine and the wire side.
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(BUILD)/libtallytools.a \
 		  $(BUILD)/libtally.a $(BUILD)/libtallyproto.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) $(NET_LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_WRAP) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) $(NET_LDLIBS)
+
+# test_oom fails the engine's allocations one at a time: its own
+# definitions of these functions receive every call to them in the binary.
+$(BUILD)/tests/test_oom: TEST_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
+	-Wl,--wrap=aligned_alloc,--wrap=mmap,--wrap=mremap
 
 # Everything that may include the generated header waits for it.
 $(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(BUILD)/server/tallyd.o: $(BUILD)/proto/tally.pb-c.h

@@ -1,0 +1,578 @@
+/*
+ * test_oom.c — allocation failures inside the engine: what the caller is
+ * told, what the store refuses afterwards, and what a reopen finds.
+ *
+ * The injector. This binary is linked with -Wl,--wrap for malloc, calloc,
+ * realloc, aligned_alloc, mmap and mremap (Makefile, OOM_WRAP), so every
+ * such call the engine's code makes comes here first. Armed with n, the
+ * nth call on the arming thread fails (NULL or MAP_FAILED, errno ENOMEM);
+ * "persistent", every later one on that thread fails too. Other threads
+ * (the WAL writer) and the libraries' own allocations (zstd, liburing,
+ * glibc) are never failed. The test's own code calls these too, so the
+ * injector is armed only around one engine call.
+ *
+ * The sweep. For n = 1, 2, 3, ... a fresh store is brought to the same
+ * state, the engine call runs with the nth allocation failing, and then:
+ *   - the call returned 0, or an error and an error message;
+ *   - a store that did not turn read-only holds exactly what the ledger
+ *     says (every acknowledged event once, the failed batch whole or
+ *     absent), and the same call made again without failures succeeds;
+ *   - only an ingest that failed while applying its events turns the
+ *     store read-only (memory may then hold events the WAL does not); a
+ *     read-only store refuses ingest (TALLY_E_READONLY). A re-send of
+ *     stored events whose verification read fails, a flush, a
+ *     compaction, an open, a scan and a query never do;
+ *   - after a close and a reopen without failures, the store holds every
+ *     acknowledged event once and the failed batch whole or absent, and
+ *     re-sending every stored batch gives only DUPLICATEs (the fingerprint
+ *     index was rebuilt).
+ * The sweep ends at the first n the call no longer reaches. Under `make
+ * asan` the leak checker also sees every error path's cleanup.
+ *
+ * Calls swept: an ingest (into tenants that exist and one that does not),
+ * a flush, a compaction, and an open that replays a WAL.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "support/events.h"
+#include "support/fault_io.h"
+#include "tally.h"
+
+/* ---- the injector ------------------------------------------------------------ */
+
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t count, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__real_aligned_alloc(size_t alignment, size_t size);
+void *__real_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
+void *__real_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
+
+static _Thread_local uint64_t oom_at;   /* the call that fails (1-based); 0: disarmed */
+static _Thread_local uint64_t oom_seen; /* calls since arming */
+static _Thread_local bool oom_persistent;
+
+static bool oom_fails(void)
+{
+	if (!oom_at)
+		return false;
+	uint64_t k = ++oom_seen;
+	if (k == oom_at || (oom_persistent && k > oom_at)) {
+		errno = ENOMEM;
+		return true;
+	}
+	return false;
+}
+
+static void oom_arm(uint64_t at, bool persistent)
+{
+	oom_seen = 0;
+	oom_persistent = persistent;
+	oom_at = at;
+}
+
+/* Disarms; true when the armed call was reached (it failed). */
+static bool oom_disarm(void)
+{
+	bool reached = oom_at && oom_seen >= oom_at;
+	oom_at = 0;
+	return reached;
+}
+
+void *__wrap_malloc(size_t size)
+{
+	return oom_fails() ? NULL : __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t count, size_t size)
+{
+	return oom_fails() ? NULL : __real_calloc(count, size);
+}
+
+void *__wrap_realloc(void *p, size_t size)
+{
+	return oom_fails() ? NULL : __real_realloc(p, size);
+}
+
+void *__wrap_aligned_alloc(size_t alignment, size_t size)
+{
+	return oom_fails() ? NULL : __real_aligned_alloc(alignment, size);
+}
+
+void *__wrap_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+{
+	return oom_fails() ? MAP_FAILED : __real_mmap(addr, length, prot, flags, fd, offset);
+}
+
+void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
+{
+	if (oom_fails())
+		return MAP_FAILED;
+	void *new_address = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_address = va_arg(ap, void *);
+		va_end(ap);
+	}
+	return __real_mremap(old, old_size, new_size, flags, new_address);
+}
+
+/* ---- a store and its ledger -------------------------------------------------- */
+
+#define NOW_US (INT64_C(1790000000) * 1000000) /* the store's frozen clock */
+#define BASE_US (NOW_US - 1000000)              /* newest event time */
+#define TENANTS 3
+#define BATCH_EVENTS 40
+#define SWEEP_MAX 20000 /* a call making more allocations than this is a test bug */
+
+static char dir[64];
+static fault_io *fio;
+static ev_ledger ledger;
+static uint32_t round_no;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void fresh(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/tally-oom-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+	fio = fault_io_create();
+	cr_assert_not_null(fio);
+	fault_io_clock_set_us(fio, NOW_US);
+	ev_ledger_init(&ledger, 0x00d1, TENANTS);
+	round_no = ev_ledger_round_begin(&ledger, BASE_US);
+}
+
+static void cleanup(void)
+{
+	cr_assert_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "remove %s", dir);
+	fault_io_destroy(fio);
+	ev_ledger_free(&ledger);
+}
+
+static int store_try_open(tally_store **s, char *errmsg)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	*s = NULL;
+	return tally_store_open(dir, &o, s, errmsg);
+}
+
+static tally_store *store_open(void)
+{
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	tally_store *s;
+	int rc = store_try_open(&s, errmsg);
+	cr_assert_eq(rc, 0, "open %s: %s (%s)", dir, tally_strerror(rc), errmsg);
+	return s;
+}
+
+/* The ledger's next batch, for tenant `tenant`: events made before the
+ * injector is armed, so only tally_ingest runs armed. On 0 every result
+ * must be ACCEPTED and the batch is acknowledged; otherwise it is MAYBE
+ * (whole or absent). */
+static int batch_ingest(tally_store *s, uint32_t tenant, uint64_t fail_at, bool persistent,
+			bool *reached)
+{
+	uint32_t batch = ledger.rounds[round_no].batch_count;
+	ev_event *slots = calloc(BATCH_EVENTS, sizeof(*slots));
+	tally_event *events = calloc(BATCH_EVENTS, sizeof(*events));
+	tally_ingest_result *results = calloc(BATCH_EVENTS, sizeof(*results));
+	cr_assert(slots && events && results);
+	for (uint32_t i = 0; i < BATCH_EVENTS; i++) {
+		ev_make(&slots[i], ledger.seed, BASE_US, round_no, batch, i);
+		events[i] = slots[i].event;
+	}
+	oom_arm(fail_at, persistent);
+	int rc = tally_ingest(s, ledger.tenants[tenant], events, BATCH_EVENTS, results);
+	bool hit = oom_disarm();
+	if (reached)
+		*reached = hit;
+	if (rc == 0)
+		for (uint32_t i = 0; i < BATCH_EVENTS; i++)
+			cr_assert_eq(results[i].code, TALLY_ACCEPTED, "batch %u event %u: %s", batch, i,
+				     tally_result_name(results[i].code));
+	ev_ledger_add(&ledger, round_no, batch, tenant, BATCH_EVENTS, rc == 0 ? EV_ACKED : EV_MAYBE);
+	free(slots);
+	free(events);
+	free(results);
+	return rc;
+}
+
+static void ingest_acked(tally_store *s, uint32_t tenant)
+{
+	int rc = batch_ingest(s, tenant, 0, false, NULL);
+	cr_assert_eq(rc, 0, "ingest: %s: %s", tally_strerror(rc), tally_store_errmsg(s));
+}
+
+/* Every acknowledged event once, exact; MAYBE batches whole or absent;
+ * nothing else. */
+static void verify(tally_store *s, const char *when, uint64_t n)
+{
+	ev_report *report = calloc(1, sizeof(*report));
+	cr_assert_not_null(report);
+	ev_ledger_verify(&ledger, s, 0, report);
+	cr_assert_eq(report->problem_count, 0, "%s, allocation %" PRIu64 " failed: %d problems:\n%s",
+		     when, n, report->problem_count, report->text);
+	free(report);
+}
+
+/* Re-sends every stored batch: each event must be a DUPLICATE. */
+static void expect_resend_duplicates(tally_store *s, uint64_t n)
+{
+	for (uint32_t batch = 0; batch < ledger.rounds[round_no].batch_count; batch++) {
+		ev_batch *b = ev_ledger_find(&ledger, round_no, batch);
+		if (b->state != EV_ACKED && b->state != EV_PRESENT)
+			continue;
+		ev_event *slots = calloc(b->count, sizeof(*slots));
+		tally_event *events = calloc(b->count, sizeof(*events));
+		tally_ingest_result *results = calloc(b->count, sizeof(*results));
+		cr_assert(slots && events && results);
+		for (uint32_t i = 0; i < b->count; i++) {
+			ev_make(&slots[i], ledger.seed, BASE_US, round_no, batch, i);
+			events[i] = slots[i].event;
+		}
+		int rc = tally_ingest(s, ledger.tenants[b->tenant], events, b->count, results);
+		cr_assert_eq(rc, 0, "allocation %" PRIu64 ": re-send of batch %u: %s", n, batch,
+			     tally_strerror(rc));
+		for (uint32_t i = 0; i < b->count; i++)
+			cr_assert_eq(results[i].code, TALLY_DUPLICATE,
+				     "allocation %" PRIu64 ": re-sent batch %u event %u: %s", n, batch, i,
+				     tally_result_name(results[i].code));
+		free(slots);
+		free(events);
+		free(results);
+	}
+}
+
+static int sticky_error(tally_store *s)
+{
+	tally_stats stats;
+	cr_assert_eq(tally_store_stats(s, &stats), 0);
+	return stats.sticky_error;
+}
+
+/* After the failed call: the store's state, then a reopen. `again` makes
+ * the same call without failures (for a store still writable). */
+static void after_failure(tally_store *s, int rc, uint64_t n, const char *call,
+			  int (*again)(tally_store *s), bool may_turn_read_only)
+{
+	cr_expect(rc == 0 || rc == -ENOMEM, "%s, allocation %" PRIu64 " failed: returned %s (%s)",
+		  call, n, tally_strerror(rc), tally_store_errmsg(s));
+	int sticky = sticky_error(s);
+	cr_assert(!sticky || may_turn_read_only, "%s, allocation %" PRIu64
+		  " failed: the store turned read-only (%s)", call, n, tally_strerror(sticky));
+	if (!sticky) {
+		verify(s, call, n);
+		if (again) {
+			int rc_again = again(s);
+			cr_assert_eq(rc_again, 0, "%s again after allocation %" PRIu64 " failed: %s: %s",
+				     call, n, tally_strerror(rc_again), tally_store_errmsg(s));
+			verify(s, call, n);
+		}
+	} else {
+		cr_expect_eq(rc, sticky, "%s: returned %s but the store is read-only with %s", call,
+			     tally_strerror(rc), tally_strerror(sticky));
+		int refused = batch_ingest(s, 0, 0, false, NULL);
+		cr_expect_eq(refused, TALLY_E_READONLY, "%s, allocation %" PRIu64
+			     " failed: a read-only store's ingest: %s", call, n, tally_strerror(refused));
+	}
+	int closed = tally_store_close(s);
+	cr_expect(closed == 0 || closed == sticky, "%s, allocation %" PRIu64 ": close: %s", call, n,
+		  tally_strerror(closed));
+	s = store_open();
+	verify(s, "after the reopen", n);
+	expect_resend_duplicates(s, n);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- the calls swept ------------------------------------------------------------ */
+
+/* Two flushed segment files, and events in the WAL and the memtables of
+ * tenants 0 and 1 (tenant 2 is never written before the call). */
+static tally_store *base_state(void)
+{
+	tally_store *s = store_open();
+	ingest_acked(s, 0);
+	ingest_acked(s, 1);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_acked(s, 0);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_acked(s, 1);
+	ingest_acked(s, 0);
+	return s;
+}
+
+static int flush_call(tally_store *s)
+{
+	return tally_flush(s);
+}
+
+static int compact_call(tally_store *s)
+{
+	return tally_compact(s);
+}
+
+/* Re-sends batch 0 (in a segment file by then) with the nth allocation
+ * failing: on 0 every event must be a DUPLICATE, whatever failed inside
+ * (the fingerprint hits are verified against the stored ids). */
+static int resend_first_batch(tally_store *s, uint64_t n, bool persistent, bool *reached)
+{
+	ev_batch *b = ev_ledger_find(&ledger, round_no, 0);
+	cr_assert_not_null(b);
+	ev_event *slots = calloc(b->count, sizeof(*slots));
+	tally_event *events = calloc(b->count, sizeof(*events));
+	tally_ingest_result *results = calloc(b->count, sizeof(*results));
+	cr_assert(slots && events && results);
+	for (uint32_t i = 0; i < b->count; i++) {
+		ev_make(&slots[i], ledger.seed, BASE_US, round_no, 0, i);
+		events[i] = slots[i].event;
+	}
+	oom_arm(n, persistent);
+	int rc = tally_ingest(s, ledger.tenants[b->tenant], events, b->count, results);
+	*reached = oom_disarm();
+	for (uint32_t i = 0; rc == 0 && i < b->count; i++)
+		cr_assert_eq(results[i].code, TALLY_DUPLICATE,
+			     "re-send, allocation %" PRIu64 " failed: event %u: %s", n, i,
+			     tally_result_name(results[i].code));
+	free(slots);
+	free(events);
+	free(results);
+	return rc;
+}
+
+/* A scan's figures, from a callback that allocates nothing. */
+typedef struct scan_sum {
+	uint64_t events;
+	uint64_t tokens_in;
+	int64_t cost_micros;
+} scan_sum;
+
+static int scan_add(void *ctx, const tally_event *e)
+{
+	scan_sum *sum = ctx;
+	sum->events++;
+	sum->tokens_in += e->tokens_in;
+	sum->cost_micros += e->cost_micros;
+	return 0;
+}
+
+/* A full scan of tenant 0, with the nth allocation failing: 0 with the
+ * figures a scan without failures gives, or -ENOMEM. */
+static int scan_call(tally_store *s, uint64_t n, bool persistent, bool *reached)
+{
+	scan_sum want = {0}, got = {0};
+	cr_assert_eq(tally_scan(s, ledger.tenants[0], INT64_MIN, INT64_MAX, scan_add, &want), 0);
+	oom_arm(n, persistent);
+	int rc = tally_scan(s, ledger.tenants[0], INT64_MIN, INT64_MAX, scan_add, &got);
+	*reached = oom_disarm();
+	if (rc == 0)
+		cr_assert(got.events == want.events && got.tokens_in == want.tokens_in &&
+				  got.cost_micros == want.cost_micros,
+			  "scan, allocation %" PRIu64 " failed: %" PRIu64 " events, not %" PRIu64, n,
+			  got.events, want.events);
+	return rc;
+}
+
+/* A grouped hourly query of tenant 0 over the events' three days, with
+ * the nth allocation failing: 0 with the rows a query without failures
+ * gives, or -ENOMEM and no result. */
+static int query_call(tally_store *s, uint64_t n, bool persistent, bool *reached)
+{
+	tally_query q = {
+		.from_us = BASE_US - EV_LATE_SPREAD_US - TALLY_US_PER_DAY,
+		.to_us = BASE_US + TALLY_US_PER_DAY,
+		.bucket = TALLY_BUCKET_HOUR,
+		.group_by = 1u << TALLY_DIM_MODEL,
+		.quantiles = {0.5},
+		.quantile_count = 1,
+		.distinct_users = true,
+	};
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	tally_result *want = NULL, *got = NULL;
+	int rc = tally_query_run(s, ledger.tenants[0], &q, &want, errmsg);
+	cr_assert_eq(rc, 0, "query: %s (%s)", tally_strerror(rc), errmsg);
+	cr_assert_gt(want->row_count, 1);
+	oom_arm(n, persistent);
+	rc = tally_query_run(s, ledger.tenants[0], &q, &got, errmsg);
+	*reached = oom_disarm();
+	if (rc == 0) {
+		cr_assert_eq(got->row_count, want->row_count, "query, allocation %" PRIu64 " failed", n);
+		for (size_t i = 0; i < want->row_count; i++) {
+			const tally_row *a = &want->rows[i], *b = &got->rows[i];
+			cr_assert(a->bucket_start_us == b->bucket_start_us && a->count == b->count &&
+					  a->tokens_in == b->tokens_in && a->cost_micros == b->cost_micros &&
+					  a->distinct_users == b->distinct_users &&
+					  a->quantile_ms[0] == b->quantile_ms[0],
+				  "query, allocation %" PRIu64 " failed: row %zu differs", n, i);
+		}
+	} else {
+		cr_expect_null(got, "a failed query hands back no result");
+		cr_expect_neq(errmsg[0], '\0', "query, allocation %" PRIu64 " failed: no message", n);
+	}
+	tally_result_free(want);
+	tally_result_free(got);
+	return rc;
+}
+
+typedef enum {
+	CALL_INGEST,
+	CALL_INGEST_NEW_TENANT,
+	CALL_RESEND,
+	CALL_FLUSH,
+	CALL_COMPACT,
+	CALL_OPEN,
+	CALL_SCAN,
+	CALL_QUERY,
+} call_kind;
+
+static const char *const call_names[] = {
+	"ingest", "ingest for a new tenant", "re-send", "flush", "compaction", "open", "scan", "query",
+};
+
+/* One step of a sweep: true once the call made fewer than n allocations. */
+static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
+{
+	fresh();
+	tally_store *s = base_state();
+	const char *call = call_names[kind];
+	bool reached = false;
+	int rc = 0;
+	switch (kind) {
+	case CALL_INGEST:
+	case CALL_INGEST_NEW_TENANT:
+		rc = batch_ingest(s, kind == CALL_INGEST ? 1 : 2, n, persistent, &reached);
+		break;
+	case CALL_RESEND:
+		rc = resend_first_batch(s, n, persistent, &reached);
+		break;
+	case CALL_SCAN:
+		rc = scan_call(s, n, persistent, &reached);
+		break;
+	case CALL_QUERY:
+		rc = query_call(s, n, persistent, &reached);
+		break;
+	case CALL_FLUSH:
+	case CALL_COMPACT:
+		oom_arm(n, persistent);
+		rc = kind == CALL_FLUSH ? tally_flush(s) : tally_compact(s);
+		reached = oom_disarm();
+		break;
+	case CALL_OPEN: {
+		cr_assert_eq(tally_store_close(s), 0);
+		char errmsg[TALLY_ERRMSG_SIZE] = "";
+		oom_arm(n, persistent);
+		rc = store_try_open(&s, errmsg);
+		reached = oom_disarm();
+		if (rc) {
+			cr_expect_null(s, "a failed open hands back no store");
+			cr_expect_neq(errmsg[0], '\0', "open, allocation %" PRIu64 " failed: %s, no message",
+				      n, tally_strerror(rc));
+			s = store_open();
+			rc = 0;
+		}
+		break;
+	}
+	}
+	if (!reached)
+		cr_assert_eq(rc, 0, "%s without a failure: %s: %s", call, tally_strerror(rc),
+			     s ? tally_store_errmsg(s) : "");
+	int (*again)(tally_store *) = kind == CALL_FLUSH     ? flush_call
+				      : kind == CALL_COMPACT ? compact_call
+							     : NULL;
+	/* Only an ingest that failed while applying events changed memory
+	 * the WAL does not hold. */
+	bool may_turn_read_only = kind == CALL_INGEST || kind == CALL_INGEST_NEW_TENANT;
+	after_failure(s, rc, n, call, again, may_turn_read_only);
+	cleanup();
+	return !reached;
+}
+
+static void sweep(call_kind kind, bool persistent)
+{
+	uint64_t n = 1;
+	while (!sweep_step(kind, n, persistent)) {
+		n++;
+		cr_assert_lt(n, SWEEP_MAX, "%s: still allocating at %" PRIu64, call_names[kind], n);
+	}
+	cr_log_info("%s: %" PRIu64 " allocations swept (%s)", call_names[kind], n - 1,
+		    persistent ? "persistent" : "transient");
+	cr_expect_gt(n, 1, "%s made no allocation: the injector is not wired in", call_names[kind]);
+}
+
+Test(oom, ingest_transient)
+{
+	sweep(CALL_INGEST, false);
+}
+
+Test(oom, ingest_persistent)
+{
+	sweep(CALL_INGEST, true);
+}
+
+Test(oom, ingest_for_a_new_tenant)
+{
+	sweep(CALL_INGEST_NEW_TENANT, false);
+}
+
+Test(oom, resend_of_stored_events)
+{
+	sweep(CALL_RESEND, false);
+}
+
+Test(oom, flush_transient)
+{
+	sweep(CALL_FLUSH, false);
+}
+
+Test(oom, flush_persistent)
+{
+	sweep(CALL_FLUSH, true);
+}
+
+Test(oom, compaction_transient)
+{
+	sweep(CALL_COMPACT, false);
+}
+
+Test(oom, compaction_persistent)
+{
+	sweep(CALL_COMPACT, true);
+}
+
+Test(oom, open_transient)
+{
+	sweep(CALL_OPEN, false);
+}
+
+Test(oom, open_persistent)
+{
+	sweep(CALL_OPEN, true);
+}
+
+Test(oom, scan)
+{
+	sweep(CALL_SCAN, false);
+}
+
+Test(oom, query)
+{
+	sweep(CALL_QUERY, false);
+}
