@@ -289,6 +289,28 @@ int memtable_append(memtable *m, const tally_event *e, const packed_id *id,
 	return 0;
 }
 
+void memtable_truncate(memtable *m, uint32_t count)
+{
+	rows *r = &m->rows;
+	if (count >= r->count)
+		return;
+	r->count = count;
+	r->id_bytes.size = r->id_offset[count];
+	if (m->indexed > count) {
+		index_next_release(m);
+		memset(m->index, 0, ((size_t)m->index_mask + 1) * sizeof(uint32_t));
+		index_put(m, m->index, m->index_mask, 0, count);
+		m->indexed = count;
+	}
+	for (uint32_t row = 0; row < count; row++) {
+		int64_t t = r->time_us[row];
+		if (!row || t < m->time_min_us)
+			m->time_min_us = t;
+		if (!row || t > m->time_max_us)
+			m->time_max_us = t;
+	}
+}
+
 void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COUNT])
 {
 	const rows *r = &m->rows;

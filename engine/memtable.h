@@ -163,6 +163,16 @@ int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n);
 /* Both steps, at most max_rows rows, under the store lock and rollup_lock. */
 int memtable_rollup_catch_up(memtable *m, uint32_t max_rows);
 
+/*
+ * Forgets rows [count, rows.count): the rows an ingest call appended before
+ * it failed, under the store lock it still holds, so that nothing has seen
+ * them (the rollup takes rows only under that lock: rolled <= count).
+ * Allocates nothing. The id index is rebuilt in place when they had gone
+ * into it (its successor is let go), and the time bounds are recomputed.
+ * Strings interned for the rows stay in the dictionary, unused.
+ */
+void memtable_truncate(memtable *m, uint32_t count);
+
 /* Row of the exact id, or -1. */
 int64_t memtable_find(const memtable *m, const packed_id *id);
 

@@ -523,3 +523,98 @@ Test(memtable, a_large_id_index_grows_through_a_successor)
 	cr_expect_geq(swaps, 3);
 	memtable_free(&m);
 }
+
+static int64_t truncation_time(uint32_t i)
+{
+	return i % 2 ? -(int64_t)i : (int64_t)i; /* each row widens the bounds */
+}
+
+static void append_rows(memtable *m, uint32_t from, uint32_t to)
+{
+	for (uint32_t i = from; i < to; i++)
+		append_id(m, 1000000 + i, truncation_time(i));
+}
+
+/* After memtable_truncate(m, count): rows [0, count) found once each, at
+ * their rows; rows [count, gone) not at all; the id bytes, the time bounds
+ * and the index's invariants as if only count rows had been appended. */
+static void expect_truncated(const memtable *m, uint32_t count, uint32_t gone, const char *when)
+{
+	cr_assert_eq(m->rows.count, count, "%s", when);
+	cr_assert_eq(m->rows.id_bytes.size, m->rows.id_offset[count], "%s: id bytes", when);
+	cr_assert_leq(m->indexed, count, "%s: no index entry past the rows", when);
+	cr_assert_lt(count - m->indexed, MEMTABLE_INDEX_TAIL_MAX, "%s: tail", when);
+	cr_assert_leq(m->index_moved, m->indexed, "%s: successor", when);
+	expect_every_id_found(m, count, when);
+	int64_t rows_found[4];
+	for (uint32_t i = count; i < gone; i++)
+		cr_assert_eq(find_all(m, 1000000 + i, rows_found, 4), 0, "%s: row %u still found", when,
+			     i);
+	int64_t lo = INT64_MAX, hi = INT64_MIN;
+	for (uint32_t i = 0; i < count; i++) {
+		lo = truncation_time(i) < lo ? truncation_time(i) : lo;
+		hi = truncation_time(i) > hi ? truncation_time(i) : hi;
+	}
+	if (count) {
+		cr_assert_eq(m->time_min_us, lo, "%s: time_min", when);
+		cr_assert_eq(m->time_max_us, hi, "%s: time_max", when);
+	}
+	cr_assert_eq(memtable_bytes(m),
+		     rows_bytes(&m->rows) + strdict_bytes(&m->dict) +
+			     (m->index_mask ? ((size_t)m->index_mask + 1) * 4 : 0) +
+			     (size_t)m->index_next_faulted * 4096 + (size_t)m->id_hash_capacity * 8 +
+			     m->rollup_accounted,
+		     "%s: memtable_bytes", when);
+}
+
+/*
+ * memtable_truncate, as a failed ingest call uses it: the rows it forgets
+ * may be only in the tail, or already in the id index, or in the index and
+ * its successor. Each time the memtable then looks as if they had never
+ * been appended, and takes the same rows again.
+ */
+Test(memtable, truncation_forgets_rows_in_the_tail_the_index_and_the_successor)
+{
+	seed_rng("truncation_forgets_rows_in_the_tail_the_index_and_the_successor");
+	memtable m;
+	cr_assert_eq(memtable_init(&m), 0);
+
+	/* In the tail only. */
+	append_rows(&m, 0, 300);
+	cr_assert_eq(m.indexed, 0);
+	memtable_truncate(&m, 200);
+	expect_truncated(&m, 200, 300, "the tail");
+	append_rows(&m, 200, 300);
+	expect_truncated(&m, 300, 300, "the tail, appended again");
+
+	/* In the index: rows [1000, 2000) went in with two tails. */
+	append_rows(&m, 300, 2000);
+	cr_assert_geq(m.indexed, 1536);
+	memtable_truncate(&m, 1000);
+	cr_assert_eq(m.indexed, 1000, "the index holds exactly the rows kept");
+	expect_truncated(&m, 1000, 2000, "the index");
+	append_rows(&m, 1000, 2000);
+	expect_truncated(&m, 2000, 2000, "the index, appended again");
+
+	/* In the index and its successor, while rows move into it. */
+	uint32_t count = 2000;
+	while (!(m.index_next && m.index_moved > 8192))
+		append_rows(&m, count, count + 1), count++;
+	uint32_t slots = m.index_mask + 1;
+	memtable_truncate(&m, m.index_moved - 4096);
+	cr_assert_null(m.index_next, "a successor holding forgotten rows is let go");
+	cr_assert_eq(m.index_mask + 1, slots, "the index keeps its size");
+	expect_truncated(&m, m.rows.count, count, "the successor");
+	uint32_t kept = m.rows.count;
+	/* Appending again builds a new successor and swaps it in. */
+	while (m.index_mask + 1 == slots)
+		append_rows(&m, kept, kept + 1), kept++;
+	expect_truncated(&m, kept, kept, "after the next growth");
+
+	/* To nothing. */
+	memtable_truncate(&m, 0);
+	expect_truncated(&m, 0, kept, "emptied");
+	append_rows(&m, 0, 10);
+	expect_truncated(&m, 10, 10, "emptied, then appended");
+	memtable_free(&m);
+}
