@@ -66,7 +66,10 @@
  * 6. Failure. A failed WAL write or fsync, or a failed manifest write,
  *    makes the store refuse writes (sticky) until it is closed and reopened;
  *    recovery then replays what the WAL holds. A failed segment write only
- *    fails that flush: the frozen memtables stay, and it is retried.
+ *    fails that flush: the frozen memtables stay, and it is retried. An
+ *    ingest call that fails before its WAL record is appended (memory ran
+ *    out) takes its rows out of the memtables again (ingest_undo) and
+ *    leaves the store writable.
  *
  * 7. Threads. Callers may ingest, scan, flush and compact from any
  *    threads. The WAL has its own writer thread; with options.background
@@ -961,6 +964,35 @@ static const uint64_t *hashes_of(const tally_batch *b, const uint64_t (*dim_hash
 	return i < b->count && b->results[i].code != TALLY_REJECTED ? dim_hash[i] : NULL;
 }
 
+/* Where a batch of an ingest call began: its tenant, and the row count of
+ * the tenant's active memtable before the batch. */
+typedef struct ingest_undo_point {
+	tenant *t;
+	uint32_t rows;
+} ingest_undo_point;
+
+/*
+ * Under s->lock, when a call failed before its WAL record was appended:
+ * takes the rows of its batches [0, count) out of the memtables again,
+ * newest batch first, so that the store holds what it held before the
+ * call and stays writable. What else the apply changed is harmless and
+ * stays: strings interned without rows, fingerprints of ids not stored
+ * (a fingerprint hit is always verified against the stored id), change
+ * map marks of days without new events (a day exported again), tenants
+ * and memtables without rows.
+ */
+static void ingest_undo(tally_store *s, const ingest_undo_point *undo, size_t count)
+{
+	for (size_t b = count; b-- > 0;) {
+		memtable *m = undo[b].t ? undo[b].t->active : NULL;
+		if (!m)
+			continue;
+		size_t before = memtable_bytes(m);
+		memtable_truncate(m, undo[b].rows);
+		s->active_bytes -= before - memtable_bytes(m);
+	}
+}
+
 /*
  * Dedups and applies one checked batch (lock held); *accepted is set to the
  * number of its events accepted.
@@ -970,22 +1002,24 @@ static const uint64_t *hashes_of(const tally_batch *b, const uint64_t (*dim_hash
  * marked in the change map with record_lsn, the LSN the call's WAL record
  * will get (the caller appends it in this same lock hold).
  * tenant_hash is name_hash(b->tenant).
- * *applied is set once an event's apply starts. A non-zero return with
- * *applied set (by this batch or an earlier one of the call) leaves memory
- * ahead of the WAL: the caller goes sticky. Without it (a failed tenant
- * or memtable allocation, or a failed read verifying a fingerprint hit),
- * nothing was stored: at most an empty tenant was added.
+ * *undo is set to the tenant and its memtable's row count before the
+ * batch (t NULL while the tenant is not found or added). A non-zero return
+ * leaves rows in memory that the WAL does not hold: the caller takes them
+ * out again with ingest_undo.
  */
 static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			 const packed_id *ids, const uint64_t (*dim_hash)[DIM_COUNT],
 			 const uint8_t *old, const uint8_t *in_segments, int64_t day_min,
-			 uint64_t record_lsn, uint32_t *accepted, bool *applied)
+			 uint64_t record_lsn, uint32_t *accepted, ingest_undo_point *undo)
 {
 	*accepted = 0;
+	undo->t = NULL;
 	tenant *t;
 	int rc = tenant_get_or_add(s, b->tenant, tenant_hash, &t);
 	if (rc)
 		return rc;
+	undo->t = t;
+	undo->rows = t->active ? t->active->rows.count : 0;
 	size_t bytes_before = active_bytes_of(t);
 	/* The fingerprint table is the one random access per event into a
 	 * large structure: start loading slots a few events ahead. */
@@ -1019,7 +1053,6 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		*applied = true;
 		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], &recent, day_min))) {
 			change_map_mark(&s->changes, change_day(b->events[i].time_us), record_lsn);
 			n++;
@@ -1151,11 +1184,12 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	uint32_t *prepared = calloc(batch_count + 1, sizeof(*prepared));
 	uint32_t *accepted = calloc(batch_count + 1, sizeof(*accepted));
 	size_t *again = malloc(sizeof(*again) * (batch_count + 1));
+	ingest_undo_point *undo = malloc(sizeof(*undo) * (batch_count + 1));
 	wal_part *parts = malloc(sizeof(*parts) * (2 * batch_count + 2));
 	batchrec_encoder enc = {0};
 	bytebuf pre = {0}; /* the entries of the WAL record, as if all are accepted */
 	if (!packed || !ids || !dim_hash || !tenant_hash || !first_event || !guess || !table ||
-	    !entry || !prepared || !accepted || !again || !parts ||
+	    !entry || !prepared || !accepted || !again || !undo || !parts ||
 	    bytebuf_reserve(&pre, events_total * BATCHREC_EVENT_BYTES_TYPICAL) ||
 	    (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;
@@ -1265,7 +1299,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	uint64_t record_lsn = wal_last_lsn(s->wal) + 1;
 	size_t sub_count = 0;
 	const char *failed_tenant = "";
-	bool applied = false;
+	size_t undo_count = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		prefetch_ahead(s, batches, batch_count, b, tenant_hash, first_event, ids, dim_hash,
 			       guess, table);
@@ -1276,12 +1310,12 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
 		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + at, dim_hash + at,
 					old ? h.old + at : NULL, old ? h.in_segments + at : NULL,
-					day_min, record_lsn, &accepted[b], &applied))) {
+					day_min, record_lsn, &accepted[b], &undo[b]))) {
 			failed_tenant = batch->tenant;
-			if (!applied)
-				goto nothing_applied;
-			goto fail_sticky;
+			undo_count = b + 1;
+			goto nothing_stored;
 		}
+		undo_count = b + 1;
 		sub_count += accepted[b] != 0;
 	}
 	/* The record: the count of a type 2 list in parts[0], then its
@@ -1290,7 +1324,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	if (sub_count &&
 	    (rc = record_parts(s, &enc, batches, batch_count, ids, dim_hash, first_event, &pre,
 			       entry, prepared, accepted, again, parts + 1, &part_count)))
-		goto fail_sticky;
+		goto nothing_stored;
 	uint64_t lsn;
 	if (sub_count == 1) {
 		assert(part_count == 1);
@@ -1314,9 +1348,12 @@ history_failed:
 	errmsg_printf(s, "backfill: reading the stored history failed: %s",
 		      errmsg[0] ? errmsg : tally_strerror(rc));
 	goto unlock;
-nothing_applied:
-	errmsg_printf(s, "ingest for tenant %s failed: %s; nothing of the call was stored",
-		      failed_tenant, tally_strerror(rc));
+nothing_stored:
+	/* Nothing of the call reached the WAL: its rows leave the memtables
+	 * again, and the store stays writable. */
+	ingest_undo(s, undo, undo_count);
+	errmsg_printf(s, "ingest%s%s failed: %s; nothing of the call was stored",
+		      failed_tenant[0] ? " for tenant " : "", failed_tenant, tally_strerror(rc));
 	goto unlock;
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
@@ -1348,6 +1385,7 @@ out:
 	free(prepared);
 	free(accepted);
 	free(again);
+	free(undo);
 	free(parts);
 	bytebuf_free(&pre);
 	batchrec_encoder_free(&enc);

@@ -13,24 +13,24 @@
  *
  * The sweep. For n = 1, 2, 3, ... a fresh store is brought to the same
  * state, the engine call runs with the nth allocation failing, and then:
- *   - the call returned 0, or an error and an error message;
- *   - a store that did not turn read-only holds exactly what the ledger
- *     says (every acknowledged event once, the failed batch whole or
- *     absent), and the same call made again without failures succeeds;
- *   - only an ingest that failed while applying its events turns the
- *     store read-only (memory may then hold events the WAL does not); a
- *     read-only store refuses ingest (TALLY_E_READONLY). A re-send of
- *     stored events whose verification read fails, a flush, a
- *     compaction, an open, a scan and a query never do;
+ *   - the call returned 0 or -ENOMEM (never "corrupt", say);
+ *   - the store did not turn read-only;
+ *   - it holds exactly what the ledger says: every acknowledged event
+ *     once, and nothing of a failed ingest, not even in memory (the rows a
+ *     failed call appended are taken out again before it returns);
+ *   - the same call made again without failures succeeds, and so does
+ *     the next ingest;
  *   - after a close and a reopen without failures, the store holds every
- *     acknowledged event once and the failed batch whole or absent, and
+ *     acknowledged event once and nothing of the failed batch, and
  *     re-sending every stored batch gives only DUPLICATEs (the fingerprint
  *     index was rebuilt).
  * The sweep ends at the first n the call no longer reaches. Under `make
  * asan` the leak checker also sees every error path's cleanup.
  *
- * Calls swept: an ingest (into tenants that exist and one that does not),
- * a flush, a compaction, and an open that replays a WAL.
+ * Calls swept: an ingest (into tenants that exist and one that does not;
+ * one batch, or four batches of three tenants in one call), a re-send of
+ * stored events (the fingerprint hits are verified by reading them), a
+ * flush, a compaction, an open that replays a WAL, a scan and a query.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -272,31 +272,31 @@ static int sticky_error(tally_store *s)
 /* After the failed call: the store's state, then a reopen. `again` makes
  * the same call without failures (for a store still writable). */
 static void after_failure(tally_store *s, int rc, uint64_t n, const char *call,
-			  int (*again)(tally_store *s), bool may_turn_read_only)
+			  int (*again)(tally_store *s))
 {
 	cr_expect(rc == 0 || rc == -ENOMEM, "%s, allocation %" PRIu64 " failed: returned %s (%s)",
 		  call, n, tally_strerror(rc), tally_store_errmsg(s));
 	int sticky = sticky_error(s);
-	cr_assert(!sticky || may_turn_read_only, "%s, allocation %" PRIu64
-		  " failed: the store turned read-only (%s)", call, n, tally_strerror(sticky));
-	if (!sticky) {
-		verify(s, call, n);
-		if (again) {
-			int rc_again = again(s);
-			cr_assert_eq(rc_again, 0, "%s again after allocation %" PRIu64 " failed: %s: %s",
-				     call, n, tally_strerror(rc_again), tally_store_errmsg(s));
-			verify(s, call, n);
-		}
-	} else {
-		cr_expect_eq(rc, sticky, "%s: returned %s but the store is read-only with %s", call,
-			     tally_strerror(rc), tally_strerror(sticky));
-		int refused = batch_ingest(s, 0, 0, false, NULL);
-		cr_expect_eq(refused, TALLY_E_READONLY, "%s, allocation %" PRIu64
-			     " failed: a read-only store's ingest: %s", call, n, tally_strerror(refused));
+	cr_assert_eq(sticky, 0, "%s, allocation %" PRIu64 " failed: the store turned read-only (%s)",
+		     call, n, tally_strerror(sticky));
+	/* Nothing of a failed ingest is stored, not even in memory. */
+	for (uint32_t batch = 0; batch < ledger.rounds[round_no].batch_count; batch++) {
+		ev_batch *b = ev_ledger_find(&ledger, round_no, batch);
+		if (b->state == EV_MAYBE)
+			b->state = EV_ABSENT;
 	}
-	int closed = tally_store_close(s);
-	cr_expect(closed == 0 || closed == sticky, "%s, allocation %" PRIu64 ": close: %s", call, n,
-		  tally_strerror(closed));
+	verify(s, call, n);
+	if (again) {
+		int rc_again = again(s);
+		cr_assert_eq(rc_again, 0, "%s again after allocation %" PRIu64 " failed: %s: %s", call,
+			     n, tally_strerror(rc_again), tally_store_errmsg(s));
+		verify(s, call, n);
+	}
+	/* A store still writable takes the next batch. */
+	cr_assert_eq(batch_ingest(s, 0, 0, false, NULL), 0, "%s, allocation %" PRIu64
+		     " failed: the next ingest: %s", call, n, tally_store_errmsg(s));
+	verify(s, call, n);
+	cr_expect_eq(tally_store_close(s), 0);
 	s = store_open();
 	verify(s, "after the reopen", n);
 	expect_resend_duplicates(s, n);
@@ -328,6 +328,52 @@ static int flush_call(tally_store *s)
 static int compact_call(tally_store *s)
 {
 	return tally_compact(s);
+}
+
+/* Four batches in one call (tally_ingest_submit_many), for tenants 1, 2
+ * (new), 1 again and 0, with the nth allocation failing: on 0 every batch
+ * is accepted whole and acknowledged once durable; otherwise none is. */
+static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reached)
+{
+	enum { BATCHES = 4 };
+	static const uint32_t tenant_of[BATCHES] = {1, 2, 1, 0};
+	ev_event *slots = calloc(BATCHES * BATCH_EVENTS, sizeof(*slots));
+	tally_event *events = calloc(BATCHES * BATCH_EVENTS, sizeof(*events));
+	tally_ingest_result *results = calloc(BATCHES * BATCH_EVENTS, sizeof(*results));
+	cr_assert(slots && events && results);
+	tally_batch batches[BATCHES];
+	uint32_t first = ledger.rounds[round_no].batch_count;
+	for (uint32_t b = 0; b < BATCHES; b++) {
+		for (uint32_t i = 0; i < BATCH_EVENTS; i++) {
+			ev_make(&slots[b * BATCH_EVENTS + i], ledger.seed, BASE_US, round_no, first + b, i);
+			events[b * BATCH_EVENTS + i] = slots[b * BATCH_EVENTS + i].event;
+		}
+		batches[b] = (tally_batch){
+			.tenant = ledger.tenants[tenant_of[b]],
+			.events = events + b * BATCH_EVENTS,
+			.count = BATCH_EVENTS,
+			.results = results + b * BATCH_EVENTS,
+		};
+	}
+	uint64_t commit_lsn = 0;
+	oom_arm(n, persistent);
+	int rc = tally_ingest_submit_many(s, batches, BATCHES, &commit_lsn);
+	*reached = oom_disarm();
+	if (rc == 0)
+		rc = tally_commit_wait(s, commit_lsn);
+	for (uint32_t b = 0; b < BATCHES; b++) {
+		if (rc == 0) {
+			cr_assert_eq(batches[b].status, 0);
+			for (uint32_t i = 0; i < BATCH_EVENTS; i++)
+				cr_assert_eq(results[b * BATCH_EVENTS + i].code, TALLY_ACCEPTED);
+		}
+		ev_ledger_add(&ledger, round_no, first + b, tenant_of[b], BATCH_EVENTS,
+			      rc == 0 ? EV_ACKED : EV_MAYBE);
+	}
+	free(slots);
+	free(events);
+	free(results);
+	return rc;
 }
 
 /* Re-sends batch 0 (in a segment file by then) with the nth allocation
@@ -435,6 +481,7 @@ static int query_call(tally_store *s, uint64_t n, bool persistent, bool *reached
 typedef enum {
 	CALL_INGEST,
 	CALL_INGEST_NEW_TENANT,
+	CALL_INGEST_MANY,
 	CALL_RESEND,
 	CALL_FLUSH,
 	CALL_COMPACT,
@@ -444,7 +491,8 @@ typedef enum {
 } call_kind;
 
 static const char *const call_names[] = {
-	"ingest", "ingest for a new tenant", "re-send", "flush", "compaction", "open", "scan", "query",
+	"ingest", "ingest for a new tenant", "ingest of four batches in one call", "re-send", "flush",
+	"compaction", "open", "scan", "query",
 };
 
 /* One step of a sweep: true once the call made fewer than n allocations. */
@@ -459,6 +507,9 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 	case CALL_INGEST:
 	case CALL_INGEST_NEW_TENANT:
 		rc = batch_ingest(s, kind == CALL_INGEST ? 1 : 2, n, persistent, &reached);
+		break;
+	case CALL_INGEST_MANY:
+		rc = ingest_many(s, n, persistent, &reached);
 		break;
 	case CALL_RESEND:
 		rc = resend_first_batch(s, n, persistent, &reached);
@@ -497,10 +548,7 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 	int (*again)(tally_store *) = kind == CALL_FLUSH     ? flush_call
 				      : kind == CALL_COMPACT ? compact_call
 							     : NULL;
-	/* Only an ingest that failed while applying events changed memory
-	 * the WAL does not hold. */
-	bool may_turn_read_only = kind == CALL_INGEST || kind == CALL_INGEST_NEW_TENANT;
-	after_failure(s, rc, n, call, again, may_turn_read_only);
+	after_failure(s, rc, n, call, again);
 	cleanup();
 	return !reached;
 }
@@ -530,6 +578,11 @@ Test(oom, ingest_persistent)
 Test(oom, ingest_for_a_new_tenant)
 {
 	sweep(CALL_INGEST_NEW_TENANT, false);
+}
+
+Test(oom, ingest_of_several_batches_in_one_call)
+{
+	sweep(CALL_INGEST_MANY, false);
 }
 
 Test(oom, resend_of_stored_events)
