@@ -1170,6 +1170,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		}
 	}
 	int rc = 0;
+	size_t split = 0; /* > 0: the call goes in two parts, [0, split) and the rest */
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	history h;
 	memset(&h, 0, sizeof(h));
@@ -1242,6 +1243,23 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			goto out; /* nothing applied */
 		entry[b + 1] = pre.size;
 	}
+	/* A call whose WAL record would pass WAL_RECORD_PAYLOAD_MAX (a server's
+	 * event loop pass of several large requests, say) is stored in parts,
+	 * each with its own record: split where half its bytes are, and each
+	 * half again if need be. One batch always fits (at most about 44 MB
+	 * with every string as long as allowed). */
+	if (pre.size > WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX) {
+		if (batch_count < 2) {
+			rc = TALLY_E_LIMIT;
+			errmsg_printf(s, "ingest refused: the batch's WAL record would be %zu bytes, over "
+				      "the limit of %u; nothing of it was stored", pre.size,
+				      WAL_RECORD_PAYLOAD_MAX);
+			goto out;
+		}
+		for (split = 1; split + 1 < batch_count && entry[split] < pre.size / 2; split++)
+			;
+		goto out;
+	}
 	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
 
 	int64_t wait_from_us = s->io->now_us(s->io), held_from_us = 0;
@@ -1304,6 +1322,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		prefetch_ahead(s, batches, batch_count, b, tenant_hash, first_event, ids, dim_hash,
 			       guess, table);
 		tally_batch *batch = &batches[b];
+		undo[b].t = NULL;
+		undo_count = b + 1;
 		if (batch->status)
 			continue;
 		size_t at = first_event[b];
@@ -1312,10 +1332,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 					old ? h.old + at : NULL, old ? h.in_segments + at : NULL,
 					day_min, record_lsn, &accepted[b], &undo[b]))) {
 			failed_tenant = batch->tenant;
-			undo_count = b + 1;
 			goto nothing_stored;
 		}
-		undo_count = b + 1;
 		sub_count += accepted[b] != 0;
 	}
 	/* The record: the count of a type 2 list in parts[0], then its
@@ -1332,13 +1350,13 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		uint64_t size;
 		varint_get(&p, end, &size);
 		if ((rc = wal_append(s->wal, WAL_RECORD_BATCH, p, (size_t)size, &lsn)))
-			goto fail_sticky;
+			goto wal_failed;
 		assert(lsn == record_lsn);
 	} else if (sub_count > 1) {
 		uint8_t list_count[VARINT_SIZE_MAX];
 		parts[0] = (wal_part){list_count, varint_put(list_count, sub_count)};
 		if ((rc = wal_appendv(s->wal, WAL_RECORD_BATCHES, parts, part_count + 1, &lsn)))
-			goto fail_sticky;
+			goto wal_failed;
 		assert(lsn == record_lsn);
 	}
 	*commit_lsn = wal_last_lsn(s->wal);
@@ -1348,6 +1366,11 @@ history_failed:
 	errmsg_printf(s, "backfill: reading the stored history failed: %s",
 		      errmsg[0] ? errmsg : tally_strerror(rc));
 	goto unlock;
+wal_failed:
+	/* The WAL failed for good (a write or fsync error): sticky. Its other
+	 * refusals (memory, a record too large, closing) assign nothing. */
+	if (wal_error(s->wal))
+		goto fail_sticky;
 nothing_stored:
 	/* Nothing of the call reached the WAL: its rows leave the memtables
 	 * again, and the store stays writable. */
@@ -1390,6 +1413,14 @@ out:
 	bytebuf_free(&pre);
 	batchrec_encoder_free(&enc);
 	history_free(&h);
+	if (split) {
+		uint64_t first_lsn = 0;
+		rc = tally_ingest_submit_many(s, batches, split, &first_lsn);
+		if (!rc)
+			rc = tally_ingest_submit_many(s, batches + split, batch_count - split, commit_lsn);
+		if (!rc && first_lsn > *commit_lsn)
+			*commit_lsn = first_lsn;
+	}
 	return rc;
 }
 

@@ -220,7 +220,12 @@ int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
 /*
  * Several tenants' batches in one call: one lock hold and one WAL record
  * for all of them (a server submits every IngestBatch request of one event
- * loop pass this way). Each batch gets its own status: 0, or TALLY_E_TENANT /
+ * loop pass this way). A call whose record would pass the WAL's record
+ * limit (64 MiB) is stored in parts, each with its own lock hold and record;
+ * when a later part fails, an earlier one may still become durable (a
+ * retry then finds its events DUPLICATE). A failed call stores nothing in
+ * memory either: the store stays writable unless the WAL itself failed.
+ * Each batch gets its own status: 0, or TALLY_E_TENANT /
  * TALLY_E_LIMIT / TALLY_E_INVALID for that batch alone (its results are then
  * untouched). The call returns 0 when every other batch's results are
  * final; they are acknowledged once *commit_lsn is durable, exactly as for

@@ -527,6 +527,83 @@ static int count_event(void *ctx, const tally_event *e)
 	return 0;
 }
 
+/* Writes `size` characters of text unique to (event, field) into out. */
+static void unique_text(char *out, size_t size, uint32_t event, uint32_t field)
+{
+	char head[32];
+	int n = snprintf(head, sizeof(head), "%u.%u.", event, field);
+	for (size_t i = 0; i < size; i++)
+		out[i] = i < (size_t)n ? head[i] : (char)('a' + (event * 7 + field * 13 + i) % 26);
+}
+
+/*
+ * Two batches of TALLY_BATCH_EVENTS_MAX events whose strings are all as
+ * long as allowed and all different: one WAL record for the call would be
+ * about 85 MB, over WAL_RECORD_PAYLOAD_MAX. (A server submits every
+ * IngestBatch request of an event loop pass in one call, so a few large
+ * requests at once make such a call.) The call is stored in parts, each
+ * with its own record; every event is accepted, the store stays writable,
+ * and a reopen replays them all.
+ */
+Test(store, a_call_over_the_wal_record_limit_is_stored_in_parts)
+{
+	enum { N = TALLY_BATCH_EVENTS_MAX, FIELD = TALLY_DIMENSION_SIZE_MAX };
+	const char *tenants[2] = {"acme", "globex"};
+	char *text = malloc((size_t)2 * N * (TALLY_EVENT_ID_SIZE_MAX + TALLY_TYPE_SIZE_MAX + 4 * FIELD));
+	tally_event *events = calloc((size_t)2 * N, sizeof(*events));
+	tally_ingest_result *results = calloc((size_t)2 * N, sizeof(*results));
+	cr_assert(text && events && results);
+	char *p = text;
+	for (uint32_t i = 0; i < 2 * N; i++) {
+		tally_event *e = &events[i];
+		e->time_us = NOW_US - MINUTE_US - i;
+		e->status = TALLY_STATUS_OK;
+		e->tokens_in = i;
+		unique_text(p, TALLY_EVENT_ID_SIZE_MAX, i, 0);
+		e->event_id = (tally_str){p, TALLY_EVENT_ID_SIZE_MAX}, p += TALLY_EVENT_ID_SIZE_MAX;
+		unique_text(p, TALLY_TYPE_SIZE_MAX, i, 1);
+		e->type = (tally_str){p, TALLY_TYPE_SIZE_MAX}, p += TALLY_TYPE_SIZE_MAX;
+		tally_str *dims[4] = {&e->project, &e->agent, &e->model, &e->user};
+		for (uint32_t d = 0; d < 4; d++) {
+			unique_text(p, FIELD, i, 2 + d);
+			*dims[d] = (tally_str){p, FIELD}, p += FIELD;
+		}
+	}
+	tally_batch batches[2];
+	for (int b = 0; b < 2; b++)
+		batches[b] = (tally_batch){
+			.tenant = tenants[b], .events = events + b * N, .count = N, .results = results + b * N};
+	tally_store *s = open_store(0);
+	uint64_t lsn = 0;
+	int rc = tally_ingest_submit_many(s, batches, 2, &lsn);
+	cr_assert_eq(rc, 0, "%s: %s", tally_strerror(rc), tally_store_errmsg(s));
+	cr_assert_eq(tally_commit_wait(s, lsn), 0);
+	for (uint32_t i = 0; i < 2 * N; i++)
+		cr_assert_eq(results[i].code, TALLY_ACCEPTED, "event %u: %s", i,
+			     tally_result_name(results[i].code));
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.sticky_error, 0);
+	cr_expect_eq(st.durable_lsn, 2, "one record for each part");
+	/* One batch of the longest strings fits in a record with room to
+	 * spare: each part here is one such batch. */
+	fprintf(stderr, "test_store: two records of %" PRIu64 " bytes in all\n", st.wal_bytes);
+	cr_expect_lt(st.wal_bytes, (uint64_t)2 * 48000000);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int b = 0; b < 2; b++) {
+			uint64_t n = 0;
+			cr_assert_eq(tally_scan(s, tenants[b], 0, INT64_MAX, count_event, &n), 0);
+			cr_expect_eq(n, N, "%s: %" PRIu64 " events", tenants[b], n);
+		}
+		cr_assert_eq(tally_store_close(s), 0);
+		if (pass == 0)
+			s = open_store(0); /* the replay of both records */
+	}
+	free(text);
+	free(events);
+	free(results);
+}
+
 /* Description: calls of many batches in every shape the lookahead of
  * tally_ingest_submit_many meets (empty batches, batches whose events are
  * all rejected, refused tenant names, a tenant twice in one call, tenants
