@@ -28,7 +28,8 @@
  * asan` the leak checker also sees every error path's cleanup.
  *
  * Calls swept: an ingest (into tenants that exist and one that does not;
- * one batch, or four batches of three tenants in one call), a re-send of
+ * one batch, four batches of three tenants in one call, or one batch
+ * large enough that the WAL's buffer must grow), a re-send of
  * stored events (the fingerprint hits are verified by reading them), a
  * flush, a compaction, an open that replays a WAL, a scan and a query.
  */
@@ -132,6 +133,9 @@ void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 #define BASE_US (NOW_US - 1000000)              /* newest event time */
 #define TENANTS 3
 #define BATCH_EVENTS 40
+/* A batch whose WAL record is larger than the WAL's first buffer (1 MiB),
+ * so that the append grows it. */
+#define LARGE_BATCH_EVENTS 32000
 #define SWEEP_MAX 20000 /* a call making more allocations than this is a test bug */
 
 static char dir[64];
@@ -188,32 +192,38 @@ static tally_store *store_open(void)
  * injector is armed, so only tally_ingest runs armed. On 0 every result
  * must be ACCEPTED and the batch is acknowledged; otherwise it is MAYBE
  * (whole or absent). */
-static int batch_ingest(tally_store *s, uint32_t tenant, uint64_t fail_at, bool persistent,
-			bool *reached)
+static int batch_ingest_of(tally_store *s, uint32_t tenant, uint32_t count, uint64_t fail_at,
+			   bool persistent, bool *reached)
 {
 	uint32_t batch = ledger.rounds[round_no].batch_count;
-	ev_event *slots = calloc(BATCH_EVENTS, sizeof(*slots));
-	tally_event *events = calloc(BATCH_EVENTS, sizeof(*events));
-	tally_ingest_result *results = calloc(BATCH_EVENTS, sizeof(*results));
+	ev_event *slots = calloc(count, sizeof(*slots));
+	tally_event *events = calloc(count, sizeof(*events));
+	tally_ingest_result *results = calloc(count, sizeof(*results));
 	cr_assert(slots && events && results);
-	for (uint32_t i = 0; i < BATCH_EVENTS; i++) {
+	for (uint32_t i = 0; i < count; i++) {
 		ev_make(&slots[i], ledger.seed, BASE_US, round_no, batch, i);
 		events[i] = slots[i].event;
 	}
 	oom_arm(fail_at, persistent);
-	int rc = tally_ingest(s, ledger.tenants[tenant], events, BATCH_EVENTS, results);
+	int rc = tally_ingest(s, ledger.tenants[tenant], events, count, results);
 	bool hit = oom_disarm();
 	if (reached)
 		*reached = hit;
 	if (rc == 0)
-		for (uint32_t i = 0; i < BATCH_EVENTS; i++)
+		for (uint32_t i = 0; i < count; i++)
 			cr_assert_eq(results[i].code, TALLY_ACCEPTED, "batch %u event %u: %s", batch, i,
 				     tally_result_name(results[i].code));
-	ev_ledger_add(&ledger, round_no, batch, tenant, BATCH_EVENTS, rc == 0 ? EV_ACKED : EV_MAYBE);
+	ev_ledger_add(&ledger, round_no, batch, tenant, count, rc == 0 ? EV_ACKED : EV_MAYBE);
 	free(slots);
 	free(events);
 	free(results);
 	return rc;
+}
+
+static int batch_ingest(tally_store *s, uint32_t tenant, uint64_t fail_at, bool persistent,
+			bool *reached)
+{
+	return batch_ingest_of(s, tenant, BATCH_EVENTS, fail_at, persistent, reached);
 }
 
 static void ingest_acked(tally_store *s, uint32_t tenant)
@@ -331,8 +341,10 @@ static int compact_call(tally_store *s)
 }
 
 /* Four batches in one call (tally_ingest_submit_many), for tenants 1, 2
- * (new), 1 again and 0, with the nth allocation failing: on 0 every batch
- * is accepted whole and acknowledged once durable; otherwise none is. */
+ * (new), 1 again and 0, and a fifth the call refuses (a bad tenant name)
+ * between the first two, with the nth allocation failing: on 0 every
+ * batch but that one is accepted whole and acknowledged once durable;
+ * otherwise none is. */
 static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reached)
 {
 	enum { BATCHES = 4 };
@@ -341,7 +353,7 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 	tally_event *events = calloc(BATCHES * BATCH_EVENTS, sizeof(*events));
 	tally_ingest_result *results = calloc(BATCHES * BATCH_EVENTS, sizeof(*results));
 	cr_assert(slots && events && results);
-	tally_batch batches[BATCHES];
+	tally_batch batches[BATCHES + 1];
 	uint32_t first = ledger.rounds[round_no].batch_count;
 	for (uint32_t b = 0; b < BATCHES; b++) {
 		for (uint32_t i = 0; i < BATCH_EVENTS; i++) {
@@ -355,12 +367,21 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 			.results = results + b * BATCH_EVENTS,
 		};
 	}
+	/* The refused batch goes second: the call's batches shift by one. */
+	tally_ingest_result refused_results[1] = {{.code = 99}};
+	memmove(batches + 2, batches + 1, sizeof(*batches) * (BATCHES - 1));
+	batches[1] = (tally_batch){
+		.tenant = "bad tenant!", .events = events, .count = 1, .results = refused_results};
 	uint64_t commit_lsn = 0;
 	oom_arm(n, persistent);
-	int rc = tally_ingest_submit_many(s, batches, BATCHES, &commit_lsn);
+	int rc = tally_ingest_submit_many(s, batches, BATCHES + 1, &commit_lsn);
 	*reached = oom_disarm();
-	if (rc == 0)
+	if (rc == 0) {
+		cr_assert_eq(batches[1].status, TALLY_E_TENANT);
+		cr_assert_eq(refused_results[0].code, 99, "a refused batch's results are untouched");
+		memmove(batches + 1, batches + 2, sizeof(*batches) * (BATCHES - 1));
 		rc = tally_commit_wait(s, commit_lsn);
+	}
 	for (uint32_t b = 0; b < BATCHES; b++) {
 		if (rc == 0) {
 			cr_assert_eq(batches[b].status, 0);
@@ -482,6 +503,7 @@ typedef enum {
 	CALL_INGEST,
 	CALL_INGEST_NEW_TENANT,
 	CALL_INGEST_MANY,
+	CALL_INGEST_LARGE,
 	CALL_RESEND,
 	CALL_FLUSH,
 	CALL_COMPACT,
@@ -491,7 +513,8 @@ typedef enum {
 } call_kind;
 
 static const char *const call_names[] = {
-	"ingest", "ingest for a new tenant", "ingest of four batches in one call", "re-send", "flush",
+	"ingest", "ingest for a new tenant", "ingest of four batches in one call",
+	"ingest of a batch larger than the WAL's first buffer", "re-send", "flush",
 	"compaction", "open", "scan", "query",
 };
 
@@ -508,6 +531,16 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 	case CALL_INGEST_NEW_TENANT:
 		rc = batch_ingest(s, kind == CALL_INGEST ? 1 : 2, n, persistent, &reached);
 		break;
+	case CALL_INGEST_LARGE: {
+		tally_stats before, after;
+		cr_assert_eq(tally_store_stats(s, &before), 0);
+		rc = batch_ingest_of(s, 1, LARGE_BATCH_EVENTS, n, persistent, &reached);
+		cr_assert_eq(tally_store_stats(s, &after), 0);
+		if (rc == 0) /* else the sweep would miss the WAL buffer's growth */
+			cr_assert_gt(after.wal_bytes - before.wal_bytes, 1u << 20,
+				     "a record of %" PRIu64 " bytes", after.wal_bytes - before.wal_bytes);
+		break;
+	}
 	case CALL_INGEST_MANY:
 		rc = ingest_many(s, n, persistent, &reached);
 		break;
@@ -583,6 +616,11 @@ Test(oom, ingest_for_a_new_tenant)
 Test(oom, ingest_of_several_batches_in_one_call)
 {
 	sweep(CALL_INGEST_MANY, false);
+}
+
+Test(oom, ingest_of_a_large_batch)
+{
+	sweep(CALL_INGEST_LARGE, false);
 }
 
 Test(oom, resend_of_stored_events)
