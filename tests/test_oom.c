@@ -31,7 +31,8 @@
  * one batch, four batches of three tenants in one call, or one batch
  * large enough that the WAL's buffer must grow), a re-send of
  * stored events (the fingerprint hits are verified by reading them), a
- * flush, a compaction, an open that replays a WAL, a scan and a query.
+ * flush, a compaction, an open that replays a WAL, a scan, a query, and
+ * the offline tally_verify and tally_inspect of the directory.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -499,6 +500,40 @@ static int query_call(tally_store *s, uint64_t n, bool persistent, bool *reached
 	return rc;
 }
 
+static void problem_count(void *ctx, const char *message)
+{
+	(void)message;
+	(*(uint32_t *)ctx)++;
+}
+
+/* tally_verify and tally_inspect of the closed store's directory, with
+ * the nth allocation failing: a clean directory is never reported
+ * damaged for want of memory (0, or -ENOMEM: could not run). */
+static int offline_call(tally_store *s, bool inspect, uint64_t n, bool persistent, bool *reached)
+{
+	cr_assert_eq(tally_store_close(s), 0);
+	int rc;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	uint32_t problems = 0;
+	tally_inspect_report report;
+	oom_arm(n, persistent);
+	if (inspect)
+		rc = tally_inspect(dir, &report, NULL, NULL, errmsg);
+	else
+		rc = tally_verify(dir, problem_count, &problems);
+	*reached = oom_disarm();
+	/* tally_verify returns the number of problems, or a negative code
+	 * when it could not run (its message then goes to problem_fn too). */
+	cr_assert(rc == 0 || rc == -ENOMEM, "%s, allocation %" PRIu64 " failed: %d (%s; %s)",
+		  inspect ? "inspect" : "verify", n, rc, rc < 0 ? tally_strerror(rc) : "problems",
+		  errmsg);
+	if (rc == 0)
+		cr_assert_eq(problems, 0);
+	if (inspect && rc == 0)
+		cr_assert_gt(report.rows, 0);
+	return rc;
+}
+
 typedef enum {
 	CALL_INGEST,
 	CALL_INGEST_NEW_TENANT,
@@ -510,12 +545,14 @@ typedef enum {
 	CALL_OPEN,
 	CALL_SCAN,
 	CALL_QUERY,
+	CALL_VERIFY,
+	CALL_INSPECT,
 } call_kind;
 
 static const char *const call_names[] = {
 	"ingest", "ingest for a new tenant", "ingest of four batches in one call",
 	"ingest of a batch larger than the WAL's first buffer", "re-send", "flush",
-	"compaction", "open", "scan", "query",
+	"compaction", "open", "scan", "query", "verify", "inspect",
 };
 
 /* One step of a sweep: true once the call made fewer than n allocations. */
@@ -552,6 +589,12 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 		break;
 	case CALL_QUERY:
 		rc = query_call(s, n, persistent, &reached);
+		break;
+	case CALL_VERIFY:
+	case CALL_INSPECT:
+		rc = offline_call(s, kind == CALL_INSPECT, n, persistent, &reached);
+		s = store_open();
+		rc = 0; /* the store was closed: nothing of it to judge by rc */
 		break;
 	case CALL_FLUSH:
 	case CALL_COMPACT:
@@ -656,6 +699,16 @@ Test(oom, open_transient)
 Test(oom, open_persistent)
 {
 	sweep(CALL_OPEN, true);
+}
+
+Test(oom, verify)
+{
+	sweep(CALL_VERIFY, false);
+}
+
+Test(oom, inspect)
+{
+	sweep(CALL_INSPECT, false);
 }
 
 Test(oom, scan)
