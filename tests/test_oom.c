@@ -189,35 +189,59 @@ static tally_store *store_open(void)
 	return s;
 }
 
-/* The ledger's next batch, for tenant `tenant`: events made before the
- * injector is armed, so only tally_ingest runs armed. On 0 every result
- * must be ACCEPTED and the batch is acknowledged; otherwise it is MAYBE
- * (whole or absent). */
+/* The events of ledger batches [first, first + batches), `count` each,
+ * back to back, made anew (before the injector is armed), with a result
+ * slot each. */
+typedef struct batch_events {
+	ev_event *slots;
+	tally_event *events;
+	tally_ingest_result *results;
+} batch_events;
+
+static batch_events batch_events_make(uint32_t first, uint32_t batches, uint32_t count)
+{
+	size_t total = (size_t)batches * count;
+	batch_events e = {
+		.slots = calloc(total, sizeof(*e.slots)),
+		.events = calloc(total, sizeof(*e.events)),
+		.results = calloc(total, sizeof(*e.results)),
+	};
+	cr_assert(e.slots && e.events && e.results);
+	for (uint32_t b = 0; b < batches; b++)
+		for (uint32_t i = 0; i < count; i++) {
+			ev_make(&e.slots[(size_t)b * count + i], ledger.seed, BASE_US, round_no, first + b, i);
+			e.events[(size_t)b * count + i] = e.slots[(size_t)b * count + i].event;
+		}
+	return e;
+}
+
+static void batch_events_free(batch_events *e)
+{
+	free(e->slots);
+	free(e->events);
+	free(e->results);
+}
+
+/* The ledger's next batch, for tenant `tenant`, with the fail_at-th
+ * allocation failing (0: none). On 0 every result must be ACCEPTED and
+ * the batch is acknowledged; otherwise it is MAYBE (after_failure then
+ * expects it absent). */
 static int batch_ingest_of(tally_store *s, uint32_t tenant, uint32_t count, uint64_t fail_at,
 			   bool persistent, bool *reached)
 {
 	uint32_t batch = ledger.rounds[round_no].batch_count;
-	ev_event *slots = calloc(count, sizeof(*slots));
-	tally_event *events = calloc(count, sizeof(*events));
-	tally_ingest_result *results = calloc(count, sizeof(*results));
-	cr_assert(slots && events && results);
-	for (uint32_t i = 0; i < count; i++) {
-		ev_make(&slots[i], ledger.seed, BASE_US, round_no, batch, i);
-		events[i] = slots[i].event;
-	}
+	batch_events e = batch_events_make(batch, 1, count);
 	oom_arm(fail_at, persistent);
-	int rc = tally_ingest(s, ledger.tenants[tenant], events, count, results);
+	int rc = tally_ingest(s, ledger.tenants[tenant], e.events, count, e.results);
 	bool hit = oom_disarm();
 	if (reached)
 		*reached = hit;
 	if (rc == 0)
 		for (uint32_t i = 0; i < count; i++)
-			cr_assert_eq(results[i].code, TALLY_ACCEPTED, "batch %u event %u: %s", batch, i,
-				     tally_result_name(results[i].code));
+			cr_assert_eq(e.results[i].code, TALLY_ACCEPTED, "batch %u event %u: %s", batch, i,
+				     tally_result_name(e.results[i].code));
 	ev_ledger_add(&ledger, round_no, batch, tenant, count, rc == 0 ? EV_ACKED : EV_MAYBE);
-	free(slots);
-	free(events);
-	free(results);
+	batch_events_free(&e);
 	return rc;
 }
 
@@ -252,24 +276,15 @@ static void expect_resend_duplicates(tally_store *s, uint64_t n)
 		ev_batch *b = ev_ledger_find(&ledger, round_no, batch);
 		if (b->state != EV_ACKED && b->state != EV_PRESENT)
 			continue;
-		ev_event *slots = calloc(b->count, sizeof(*slots));
-		tally_event *events = calloc(b->count, sizeof(*events));
-		tally_ingest_result *results = calloc(b->count, sizeof(*results));
-		cr_assert(slots && events && results);
-		for (uint32_t i = 0; i < b->count; i++) {
-			ev_make(&slots[i], ledger.seed, BASE_US, round_no, batch, i);
-			events[i] = slots[i].event;
-		}
-		int rc = tally_ingest(s, ledger.tenants[b->tenant], events, b->count, results);
+		batch_events e = batch_events_make(batch, 1, b->count);
+		int rc = tally_ingest(s, ledger.tenants[b->tenant], e.events, b->count, e.results);
 		cr_assert_eq(rc, 0, "allocation %" PRIu64 ": re-send of batch %u: %s", n, batch,
 			     tally_strerror(rc));
 		for (uint32_t i = 0; i < b->count; i++)
-			cr_assert_eq(results[i].code, TALLY_DUPLICATE,
+			cr_assert_eq(e.results[i].code, TALLY_DUPLICATE,
 				     "allocation %" PRIu64 ": re-sent batch %u event %u: %s", n, batch, i,
-				     tally_result_name(results[i].code));
-		free(slots);
-		free(events);
-		free(results);
+				     tally_result_name(e.results[i].code));
+		batch_events_free(&e);
 	}
 }
 
@@ -280,8 +295,9 @@ static int sticky_error(tally_store *s)
 	return stats.sticky_error;
 }
 
-/* After the failed call: the store's state, then a reopen. `again` makes
- * the same call without failures (for a store still writable). */
+/* After the call with the nth allocation failing: the store's state, the
+ * same call again without failures (`again`, when not NULL), the next
+ * ingest, then a reopen. */
 static void after_failure(tally_store *s, int rc, uint64_t n, const char *call,
 			  int (*again)(tally_store *s))
 {
@@ -350,29 +366,21 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 {
 	enum { BATCHES = 4 };
 	static const uint32_t tenant_of[BATCHES] = {1, 2, 1, 0};
-	ev_event *slots = calloc(BATCHES * BATCH_EVENTS, sizeof(*slots));
-	tally_event *events = calloc(BATCHES * BATCH_EVENTS, sizeof(*events));
-	tally_ingest_result *results = calloc(BATCHES * BATCH_EVENTS, sizeof(*results));
-	cr_assert(slots && events && results);
 	tally_batch batches[BATCHES + 1];
 	uint32_t first = ledger.rounds[round_no].batch_count;
-	for (uint32_t b = 0; b < BATCHES; b++) {
-		for (uint32_t i = 0; i < BATCH_EVENTS; i++) {
-			ev_make(&slots[b * BATCH_EVENTS + i], ledger.seed, BASE_US, round_no, first + b, i);
-			events[b * BATCH_EVENTS + i] = slots[b * BATCH_EVENTS + i].event;
-		}
+	batch_events e = batch_events_make(first, BATCHES, BATCH_EVENTS);
+	for (uint32_t b = 0; b < BATCHES; b++)
 		batches[b] = (tally_batch){
 			.tenant = ledger.tenants[tenant_of[b]],
-			.events = events + b * BATCH_EVENTS,
+			.events = e.events + b * BATCH_EVENTS,
 			.count = BATCH_EVENTS,
-			.results = results + b * BATCH_EVENTS,
+			.results = e.results + b * BATCH_EVENTS,
 		};
-	}
 	/* The refused batch goes second: the call's batches shift by one. */
 	tally_ingest_result refused_results[1] = {{.code = 99}};
 	memmove(batches + 2, batches + 1, sizeof(*batches) * (BATCHES - 1));
 	batches[1] = (tally_batch){
-		.tenant = "bad tenant!", .events = events, .count = 1, .results = refused_results};
+		.tenant = "bad tenant!", .events = e.events, .count = 1, .results = refused_results};
 	uint64_t commit_lsn = 0;
 	oom_arm(n, persistent);
 	int rc = tally_ingest_submit_many(s, batches, BATCHES + 1, &commit_lsn);
@@ -387,14 +395,12 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 		if (rc == 0) {
 			cr_assert_eq(batches[b].status, 0);
 			for (uint32_t i = 0; i < BATCH_EVENTS; i++)
-				cr_assert_eq(results[b * BATCH_EVENTS + i].code, TALLY_ACCEPTED);
+				cr_assert_eq(e.results[b * BATCH_EVENTS + i].code, TALLY_ACCEPTED);
 		}
 		ev_ledger_add(&ledger, round_no, first + b, tenant_of[b], BATCH_EVENTS,
 			      rc == 0 ? EV_ACKED : EV_MAYBE);
 	}
-	free(slots);
-	free(events);
-	free(results);
+	batch_events_free(&e);
 	return rc;
 }
 
@@ -405,24 +411,15 @@ static int resend_first_batch(tally_store *s, uint64_t n, bool persistent, bool 
 {
 	ev_batch *b = ev_ledger_find(&ledger, round_no, 0);
 	cr_assert_not_null(b);
-	ev_event *slots = calloc(b->count, sizeof(*slots));
-	tally_event *events = calloc(b->count, sizeof(*events));
-	tally_ingest_result *results = calloc(b->count, sizeof(*results));
-	cr_assert(slots && events && results);
-	for (uint32_t i = 0; i < b->count; i++) {
-		ev_make(&slots[i], ledger.seed, BASE_US, round_no, 0, i);
-		events[i] = slots[i].event;
-	}
+	batch_events e = batch_events_make(0, 1, b->count);
 	oom_arm(n, persistent);
-	int rc = tally_ingest(s, ledger.tenants[b->tenant], events, b->count, results);
+	int rc = tally_ingest(s, ledger.tenants[b->tenant], e.events, b->count, e.results);
 	*reached = oom_disarm();
 	for (uint32_t i = 0; rc == 0 && i < b->count; i++)
-		cr_assert_eq(results[i].code, TALLY_DUPLICATE,
+		cr_assert_eq(e.results[i].code, TALLY_DUPLICATE,
 			     "re-send, allocation %" PRIu64 " failed: event %u: %s", n, i,
-			     tally_result_name(results[i].code));
-	free(slots);
-	free(events);
-	free(results);
+			     tally_result_name(e.results[i].code));
+	batch_events_free(&e);
 	return rc;
 }
 
