@@ -1170,7 +1170,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		}
 	}
 	int rc = 0;
-	size_t split = 0; /* > 0: the call goes in two parts, [0, split) and the rest */
+	int split = 0; /* the call goes in parts (INGEST_PART_BYTES_MAX) */
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	history h;
 	memset(&h, 0, sizeof(h));
@@ -1243,21 +1243,21 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			goto out; /* nothing applied */
 		entry[b + 1] = pre.size;
 	}
-	/* A call whose WAL record would pass WAL_RECORD_PAYLOAD_MAX (a server's
-	 * event loop pass of several large requests, say) is stored in parts,
-	 * each with its own record: split where half its bytes are, and each
-	 * half again if need be. One batch always fits (at most about 44 MB
-	 * with every string as long as allowed). */
+	/* A call whose WAL record would pass INGEST_PART_BYTES_MAX (a server's
+	 * event loop pass of several large requests, say) is stored in parts
+	 * of consecutive batches, each with its own lock hold and record, so
+	 * that no call holds the lock for long, and no record passes
+	 * WAL_RECORD_PAYLOAD_MAX. A batch is never split: one batch always
+	 * fits a record (at most about 44 MB with every string as long as
+	 * allowed). */
+	if (pre.size > INGEST_PART_BYTES_MAX && batch_count > 1) {
+		split = 1;
+		goto out;
+	}
 	if (pre.size > WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX) {
-		if (batch_count < 2) {
-			rc = TALLY_E_LIMIT;
-			errmsg_printf(s, "ingest refused: the batch's WAL record would be %zu bytes, over "
-				      "the limit of %u; nothing of it was stored", pre.size,
-				      WAL_RECORD_PAYLOAD_MAX);
-			goto out;
-		}
-		for (split = 1; split + 1 < batch_count && entry[split] < pre.size / 2; split++)
-			;
+		rc = TALLY_E_LIMIT;
+		errmsg_printf(s, "ingest refused: the batch's WAL record would be %zu bytes, over the "
+			      "limit of %u; nothing of it was stored", pre.size, WAL_RECORD_PAYLOAD_MAX);
 		goto out;
 	}
 	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
@@ -1404,7 +1404,6 @@ out:
 	free(first_event);
 	free(guess);
 	free((void *)table);
-	free(entry);
 	free(prepared);
 	free(accepted);
 	free(again);
@@ -1413,14 +1412,23 @@ out:
 	bytebuf_free(&pre);
 	batchrec_encoder_free(&enc);
 	history_free(&h);
-	if (split) {
-		uint64_t first_lsn = 0;
-		rc = tally_ingest_submit_many(s, batches, split, &first_lsn);
-		if (!rc)
-			rc = tally_ingest_submit_many(s, batches + split, batch_count - split, commit_lsn);
-		if (!rc && first_lsn > *commit_lsn)
-			*commit_lsn = first_lsn;
+	/* The parts: as many consecutive batches as fit INGEST_PART_BYTES_MAX
+	 * by their entries (at least one). Each part encodes its entries
+	 * again, so a part can come out a little larger; it then splits in
+	 * turn. */
+	if (split)
+		*commit_lsn = 0;
+	for (size_t from = 0; split && !rc && from < batch_count;) {
+		size_t to = from + 1;
+		while (to < batch_count && entry[to + 1] - entry[from] <= INGEST_PART_BYTES_MAX)
+			to++;
+		uint64_t part_lsn = 0;
+		rc = tally_ingest_submit_many(s, batches + from, to - from, &part_lsn);
+		if (!rc && part_lsn > *commit_lsn)
+			*commit_lsn = part_lsn;
+		from = to;
 	}
+	free(entry);
 	return rc;
 }
 

@@ -220,8 +220,9 @@ int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
 /*
  * Several tenants' batches in one call: one lock hold and one WAL record
  * for all of them (a server submits every IngestBatch request of one event
- * loop pass this way). A call whose record would pass the WAL's record
- * limit (64 MiB) is stored in parts, each with its own lock hold and record;
+ * loop pass this way). A call whose record would pass 1 MiB is stored in
+ * parts of consecutive batches (a batch is never split), each with its own
+ * lock hold and record;
  * when a later part fails, an earlier one may still become durable (a
  * retry then finds its events DUPLICATE). A failed call stores nothing in
  * memory either: the store stays writable unless the WAL itself failed.

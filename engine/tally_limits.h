@@ -38,6 +38,11 @@ enum dim {
 #define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush or compaction of fewer rows writes one file */
 #define BACKGROUND_TICK_MS 200u              /* the flush worker and the compactor wake at least this often */
 #define BACKGROUND_NICE 10                   /* the flush worker's and the compactor's nice, above the process's */
+/* An ingest call whose WAL record would pass this many bytes is stored in
+ * parts of at most this size (a single batch excepted), each with its own
+ * lock hold and record: a call of 4,096 batches of 100 events held the
+ * store lock for 1.05 s (docs/benchmarks.md, thirty-fifth measurement). */
+#define INGEST_PART_BYTES_MAX (1u << 20)
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */

@@ -604,6 +604,56 @@ Test(store, a_call_over_the_wal_record_limit_is_stored_in_parts)
 	free(results);
 }
 
+/*
+ * A call of 600 batches of 100 events (a WAL record of about 3 MB) is
+ * stored in parts of at most INGEST_PART_BYTES_MAX (1 MiB) of records,
+ * each with its own lock hold, so that one call cannot hold the store lock
+ * for long; every event is accepted, and a reopen replays them all.
+ */
+Test(store, a_large_call_is_stored_in_parts_of_bounded_size)
+{
+	enum { BATCHES = 600, EVENTS = 100 };
+	static char ids[BATCHES][EVENTS][48];
+	static char names[BATCHES][8];
+	static tally_event events[BATCHES][EVENTS];
+	static tally_ingest_result results[BATCHES][EVENTS];
+	tally_batch *batches = calloc(BATCHES, sizeof(*batches));
+	cr_assert_not_null(batches);
+	for (int b = 0; b < BATCHES; b++) {
+		snprintf(names[b], sizeof(names[b]), "t%03d", b % 50);
+		for (int i = 0; i < EVENTS; i++) {
+			snprintf(ids[b][i], sizeof(ids[b][i]), "call-%03d-%03d-of-a-large-ingest-call", b, i);
+			events[b][i] = make_event(ids[b][i], NOW_US - MINUTE_US - i, (uint64_t)(b * EVENTS + i));
+		}
+		batches[b] = (tally_batch){
+			.tenant = names[b], .events = events[b], .count = EVENTS, .results = results[b]};
+	}
+	tally_store *s = open_store(0);
+	uint64_t lsn = 0;
+	cr_assert_eq(tally_ingest_submit_many(s, batches, BATCHES, &lsn), 0);
+	cr_assert_eq(tally_commit_wait(s, lsn), 0);
+	for (int b = 0; b < BATCHES; b++)
+		for (int i = 0; i < EVENTS; i++)
+			cr_assert_eq(results[b][i].code, TALLY_ACCEPTED);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(lsn, st.durable_lsn, "the call's commit LSN is its last part's");
+	fprintf(stderr, "test_store: %" PRIu64 " WAL bytes in %" PRIu64 " records\n", st.wal_bytes,
+		st.durable_lsn);
+	cr_expect_gt(st.wal_bytes, 2u << 20, "the call is larger than two parts");
+	cr_expect_geq(st.durable_lsn, st.wal_bytes / (1u << 20), "parts of at most 1 MiB");
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t n = 0;
+		for (int t = 0; t < 50; t++)
+			cr_assert_eq(tally_scan(s, names[t], 0, INT64_MAX, count_event, &n), 0);
+		cr_expect_eq(n, (uint64_t)BATCHES * EVENTS);
+		cr_assert_eq(tally_store_close(s), 0);
+		if (pass == 0)
+			s = open_store(0);
+	}
+	free(batches);
+}
+
 /* Description: calls of many batches in every shape the lookahead of
  * tally_ingest_submit_many meets (empty batches, batches whose events are
  * all rejected, refused tenant names, a tenant twice in one call, tenants
