@@ -31,7 +31,9 @@
  * one batch, four batches of three tenants in one call, or one batch
  * large enough that the WAL's buffer must grow), a re-send of
  * stored events (the fingerprint hits are verified by reading them), a
- * flush, a compaction, an open that replays a WAL, a scan, a query, and
+ * backfill of events older than the lateness horizon (probed in the
+ * segment files of their days and in the memtable), a re-send of
+ * backfilled events (found in a segment file by that probe), a flush, a compaction, an open that replays a WAL, a scan, a query, and
  * the offline tally_verify and tally_inspect of the directory.
  */
 #include <criterion/criterion.h>
@@ -132,6 +134,9 @@ void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* the store's frozen clock */
 #define BASE_US (NOW_US - 1000000)              /* newest event time */
+/* The newest event time of the backfill round: every one of its events is
+ * older than the lateness horizon (35 days by default). */
+#define OLD_BASE_US (NOW_US - 60 * TALLY_US_PER_DAY)
 #define TENANTS 3
 #define BATCH_EVENTS 40
 /* A batch whose WAL record is larger than the WAL's first buffer (1 MiB),
@@ -142,7 +147,8 @@ void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 static char dir[64];
 static fault_io *fio;
 static ev_ledger ledger;
-static uint32_t round_no;
+static uint32_t round_no;       /* the latest round: new batches go here */
+static uint32_t backfill_round; /* the round whose batches are backfills, or UINT32_MAX */
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -161,6 +167,7 @@ static void fresh(void)
 	fault_io_clock_set_us(fio, NOW_US);
 	ev_ledger_init(&ledger, 0x00d1, TENANTS);
 	round_no = ev_ledger_round_begin(&ledger, BASE_US);
+	backfill_round = UINT32_MAX;
 }
 
 static void cleanup(void)
@@ -189,17 +196,19 @@ static tally_store *store_open(void)
 	return s;
 }
 
-/* The events of ledger batches [first, first + batches), `count` each,
- * back to back, made anew (before the injector is armed), with a result
- * slot each. */
+/* The events of batches [first, first + batches) of ledger round `round`,
+ * `count` each, back to back, made anew (before the injector is armed),
+ * with a result slot each. */
 typedef struct batch_events {
 	ev_event *slots;
 	tally_event *events;
 	tally_ingest_result *results;
 } batch_events;
 
-static batch_events batch_events_make(uint32_t first, uint32_t batches, uint32_t count)
+static batch_events batch_events_make(uint32_t round, uint32_t first, uint32_t batches,
+				      uint32_t count)
 {
+	int64_t base_us = ledger.rounds[round].base_us;
 	size_t total = (size_t)batches * count;
 	batch_events e = {
 		.slots = calloc(total, sizeof(*e.slots)),
@@ -209,7 +218,7 @@ static batch_events batch_events_make(uint32_t first, uint32_t batches, uint32_t
 	cr_assert(e.slots && e.events && e.results);
 	for (uint32_t b = 0; b < batches; b++)
 		for (uint32_t i = 0; i < count; i++) {
-			ev_make(&e.slots[(size_t)b * count + i], ledger.seed, BASE_US, round_no, first + b, i);
+			ev_make(&e.slots[(size_t)b * count + i], ledger.seed, base_us, round, first + b, i);
 			e.events[(size_t)b * count + i] = e.slots[(size_t)b * count + i].event;
 		}
 	return e;
@@ -222,6 +231,16 @@ static void batch_events_free(batch_events *e)
 	free(e->results);
 }
 
+/* One batch of round `round` for tenant `tenant`: a backfill in the
+ * backfill round, else a normal ingest. */
+static int round_ingest(tally_store *s, uint32_t round, uint32_t tenant, const batch_events *e,
+			uint32_t count)
+{
+	const char *name = ledger.tenants[tenant];
+	return round == backfill_round ? tally_ingest_backfill(s, name, e->events, count, e->results)
+				       : tally_ingest(s, name, e->events, count, e->results);
+}
+
 /* The ledger's next batch, for tenant `tenant`, with the fail_at-th
  * allocation failing (0: none). On 0 every result must be ACCEPTED and
  * the batch is acknowledged; otherwise it is MAYBE (after_failure then
@@ -230,9 +249,9 @@ static int batch_ingest_of(tally_store *s, uint32_t tenant, uint32_t count, uint
 			   bool persistent, bool *reached)
 {
 	uint32_t batch = ledger.rounds[round_no].batch_count;
-	batch_events e = batch_events_make(batch, 1, count);
+	batch_events e = batch_events_make(round_no, batch, 1, count);
 	oom_arm(fail_at, persistent);
-	int rc = tally_ingest(s, ledger.tenants[tenant], e.events, count, e.results);
+	int rc = round_ingest(s, round_no, tenant, &e, count);
 	bool hit = oom_disarm();
 	if (reached)
 		*reached = hit;
@@ -269,23 +288,25 @@ static void verify(tally_store *s, const char *when, uint64_t n)
 	free(report);
 }
 
-/* Re-sends every stored batch: each event must be a DUPLICATE. */
+/* Re-sends every stored batch of every round: each event must be a
+ * DUPLICATE. */
 static void expect_resend_duplicates(tally_store *s, uint64_t n)
 {
-	for (uint32_t batch = 0; batch < ledger.rounds[round_no].batch_count; batch++) {
-		ev_batch *b = ev_ledger_find(&ledger, round_no, batch);
-		if (b->state != EV_ACKED && b->state != EV_PRESENT)
-			continue;
-		batch_events e = batch_events_make(batch, 1, b->count);
-		int rc = tally_ingest(s, ledger.tenants[b->tenant], e.events, b->count, e.results);
-		cr_assert_eq(rc, 0, "allocation %" PRIu64 ": re-send of batch %u: %s", n, batch,
-			     tally_strerror(rc));
-		for (uint32_t i = 0; i < b->count; i++)
-			cr_assert_eq(e.results[i].code, TALLY_DUPLICATE,
-				     "allocation %" PRIu64 ": re-sent batch %u event %u: %s", n, batch, i,
-				     tally_result_name(e.results[i].code));
-		batch_events_free(&e);
-	}
+	for (uint32_t round = 0; round < ledger.round_count; round++)
+		for (uint32_t batch = 0; batch < ledger.rounds[round].batch_count; batch++) {
+			ev_batch *b = ev_ledger_find(&ledger, round, batch);
+			if (b->state != EV_ACKED && b->state != EV_PRESENT)
+				continue;
+			batch_events e = batch_events_make(round, batch, 1, b->count);
+			int rc = round_ingest(s, round, b->tenant, &e, b->count);
+			cr_assert_eq(rc, 0, "allocation %" PRIu64 ": re-send of round %u batch %u: %s",
+				     n, round, batch, tally_strerror(rc));
+			for (uint32_t i = 0; i < b->count; i++)
+				cr_assert_eq(e.results[i].code, TALLY_DUPLICATE,
+					     "allocation %" PRIu64 ": re-sent round %u batch %u event %u: %s",
+					     n, round, batch, i, tally_result_name(e.results[i].code));
+			batch_events_free(&e);
+		}
 }
 
 static int sticky_error(tally_store *s)
@@ -347,6 +368,21 @@ static tally_store *base_state(void)
 	return s;
 }
 
+/* base_state, then a backfill round of events 57-60 days old (older than
+ * the lateness horizon): tenants 0 and 1 each have a backfilled batch in
+ * a segment file, and tenant 1 another one in its memtable. New batches
+ * go to the backfill round from here on, as backfills. */
+static tally_store *backfill_state(void)
+{
+	tally_store *s = base_state();
+	round_no = backfill_round = ev_ledger_round_begin(&ledger, OLD_BASE_US);
+	ingest_acked(s, 0);
+	ingest_acked(s, 1);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_acked(s, 1);
+	return s;
+}
+
 static int flush_call(tally_store *s)
 {
 	return tally_flush(s);
@@ -368,7 +404,7 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 	static const uint32_t tenant_of[BATCHES] = {1, 2, 1, 0};
 	tally_batch batches[BATCHES + 1];
 	uint32_t first = ledger.rounds[round_no].batch_count;
-	batch_events e = batch_events_make(first, BATCHES, BATCH_EVENTS);
+	batch_events e = batch_events_make(round_no, first, BATCHES, BATCH_EVENTS);
 	for (uint32_t b = 0; b < BATCHES; b++)
 		batches[b] = (tally_batch){
 			.tenant = ledger.tenants[tenant_of[b]],
@@ -404,16 +440,19 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 	return rc;
 }
 
-/* Re-sends batch 0 (in a segment file by then) with the nth allocation
- * failing: on 0 every event must be a DUPLICATE, whatever failed inside
- * (the fingerprint hits are verified against the stored ids). */
-static int resend_first_batch(tally_store *s, uint64_t n, bool persistent, bool *reached)
+/* Re-sends batch 0 of `round` (in a segment file by then) with the nth
+ * allocation failing: on 0 every event must be a DUPLICATE, whatever
+ * failed inside (in the horizon the fingerprint hits are verified against
+ * the stored ids; a backfill's old events are looked up in the segment
+ * files of their days). */
+static int resend_first_batch(tally_store *s, uint32_t round, uint64_t n, bool persistent,
+			      bool *reached)
 {
-	ev_batch *b = ev_ledger_find(&ledger, round_no, 0);
+	ev_batch *b = ev_ledger_find(&ledger, round, 0);
 	cr_assert_not_null(b);
-	batch_events e = batch_events_make(0, 1, b->count);
+	batch_events e = batch_events_make(round, 0, 1, b->count);
 	oom_arm(n, persistent);
-	int rc = tally_ingest(s, ledger.tenants[b->tenant], e.events, b->count, e.results);
+	int rc = round_ingest(s, round, b->tenant, &e, b->count);
 	*reached = oom_disarm();
 	for (uint32_t i = 0; rc == 0 && i < b->count; i++)
 		cr_assert_eq(e.results[i].code, TALLY_DUPLICATE,
@@ -537,6 +576,8 @@ typedef enum {
 	CALL_INGEST_MANY,
 	CALL_INGEST_LARGE,
 	CALL_RESEND,
+	CALL_BACKFILL,
+	CALL_BACKFILL_RESEND,
 	CALL_FLUSH,
 	CALL_COMPACT,
 	CALL_OPEN,
@@ -548,7 +589,8 @@ typedef enum {
 
 static const char *const call_names[] = {
 	"ingest", "ingest for a new tenant", "ingest of four batches in one call",
-	"ingest of a batch larger than the WAL's first buffer", "re-send", "flush",
+	"ingest of a batch larger than the WAL's first buffer", "re-send", "backfill",
+	"re-send of a backfill", "flush",
 	"compaction", "open", "scan", "query", "verify", "inspect",
 };
 
@@ -556,7 +598,8 @@ static const char *const call_names[] = {
 static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 {
 	fresh();
-	tally_store *s = base_state();
+	bool backfill = kind == CALL_BACKFILL || kind == CALL_BACKFILL_RESEND;
+	tally_store *s = backfill ? backfill_state() : base_state();
 	const char *call = call_names[kind];
 	bool reached = false;
 	int rc = 0;
@@ -579,7 +622,12 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 		rc = ingest_many(s, n, persistent, &reached);
 		break;
 	case CALL_RESEND:
-		rc = resend_first_batch(s, n, persistent, &reached);
+	case CALL_BACKFILL_RESEND:
+		rc = resend_first_batch(s, kind == CALL_RESEND ? 0 : backfill_round, n, persistent,
+					&reached);
+		break;
+	case CALL_BACKFILL:
+		rc = batch_ingest(s, 1, n, persistent, &reached);
 		break;
 	case CALL_SCAN:
 		rc = scan_call(s, n, persistent, &reached);
@@ -666,6 +714,21 @@ Test(oom, ingest_of_a_large_batch)
 Test(oom, resend_of_stored_events)
 {
 	sweep(CALL_RESEND, false);
+}
+
+Test(oom, backfill_transient)
+{
+	sweep(CALL_BACKFILL, false);
+}
+
+Test(oom, backfill_persistent)
+{
+	sweep(CALL_BACKFILL, true);
+}
+
+Test(oom, resend_of_backfilled_events)
+{
+	sweep(CALL_BACKFILL_RESEND, false);
 }
 
 Test(oom, flush_transient)
