@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const uint8_t *body = frame_reader_frame(&r, &len);
 			/* Decoded as tallyd decodes it: into one arena. */
 			Tally__V1__Request *req = (Tally__V1__Request *)pb_arena_unpack(
-				&tally__v1__request__descriptor, len, body);
+				&tally__v1__request__descriptor, len, body, NULL);
 			if (req) {
 				validate(req);
 				pb_arena_free(req);

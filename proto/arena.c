@@ -7,6 +7,8 @@
  * message is one of the arena's allocations, wherever protobuf-c made it).
  * Allocations are aligned to ALIGN; free is a no-op until the end.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +26,7 @@ typedef struct arena {
 	ProtobufCAllocator allocator;
 	chunk *head;  /* the chunk allocations come from */
 	chunk *first; /* right after the arena, in the same block */
+	bool out_of_memory; /* an allocation failed: the decoding's NULL is ours */
 } arena;
 
 /* The arena and its first chunk are one block: arena, then the chunk. */
@@ -46,8 +49,10 @@ static void *arena_alloc(void *data, size_t size)
 {
 	arena *a = data;
 	size_t need = sizeof(header) + round_up(size ? size : 1);
-	if (need < size)
-		return NULL; /* overflow */
+	if (need < size) {
+		a->out_of_memory = true; /* overflow: more than memory can hold */
+		return NULL;
+	}
 	chunk *c = a->head;
 	if (c->size - c->used < need) {
 		size_t chunk_size = c->size * 2;
@@ -56,8 +61,10 @@ static void *arena_alloc(void *data, size_t size)
 		if (chunk_size < need)
 			chunk_size = need;
 		chunk *grown = malloc(sizeof(chunk) + chunk_size);
-		if (!grown)
+		if (!grown) {
+			a->out_of_memory = true;
 			return NULL;
+		}
 		grown->next = c;
 		grown->size = chunk_size;
 		grown->used = 0;
@@ -87,8 +94,12 @@ static void arena_destroy(arena *a)
 }
 
 ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t len,
-				  const uint8_t *data)
+				  const uint8_t *data, int *rc)
 {
+	int ignored;
+	if (!rc)
+		rc = &ignored;
+	*rc = -ENOMEM;
 	/* Decoded messages take about twice their encoded size (pointers and
 	 * counts for each field, a header per allocation); more chunks follow
 	 * when that is not enough. */
@@ -99,6 +110,7 @@ ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t
 	if (!a)
 		return NULL;
 	a->allocator = (ProtobufCAllocator){arena_alloc, arena_release, a};
+	a->out_of_memory = false;
 	a->first = (chunk *)((unsigned char *)a + ARENA_BLOCK_HEAD);
 	a->first->next = NULL;
 	a->first->size = first;
@@ -106,9 +118,11 @@ ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t
 	a->head = a->first;
 	ProtobufCMessage *m = protobuf_c_message_unpack(desc, &a->allocator, len, data);
 	if (!m) {
+		*rc = a->out_of_memory ? -ENOMEM : -EBADMSG;
 		arena_destroy(a);
 		return NULL;
 	}
+	*rc = 0;
 	return m;
 }
 

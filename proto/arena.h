@@ -26,10 +26,12 @@
 /* Every chunk but the first is at least this big. */
 #define PB_ARENA_CHUNK_MIN (4u << 10)
 
-/* The decoded message, or NULL when data is not a valid `desc` message or
- * memory ran out (protobuf-c does not tell the two apart). */
+/* The decoded message, or NULL with *rc (may be NULL) saying why:
+ * -ENOMEM when memory ran out (protobuf-c does not tell that from bad
+ * input; the arena, which makes every allocation, does), -EBADMSG when
+ * data is not a valid `desc` message. *rc is 0 with a message. */
 ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t len,
-				  const uint8_t *data);
+				  const uint8_t *data, int *rc);
 /* Frees a message from pb_arena_unpack, and everything in it. NULL is fine. */
 void pb_arena_free(void *message);
 

@@ -406,7 +406,8 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 			return;
 		}
 		if (st == FRAME_NO_MEMORY) {
-			conn_respond_error(s, c, 0, 0, ERR_INTERNAL, 0, "out of memory for a frame; closing");
+			conn_respond_error(s, c, 0, 0, ERR_UNAVAILABLE, RETRY_AFTER_MS,
+					   "out of memory for a frame; closing: retry it on a new connection");
 			conn_close_after_send(s, c);
 			return;
 		}
@@ -418,12 +419,22 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 		c->pending_bytes += frame_bytes;
 		s->pending_bytes += frame_bytes;
 		/* One arena per request: a columnar batch is hundreds of fields. */
-		Tally__V1__Request *req =
-			(Tally__V1__Request *)pb_arena_unpack(&tally__v1__request__descriptor, len, body);
+		int unpack_rc;
+		Tally__V1__Request *req = (Tally__V1__Request *)pb_arena_unpack(
+			&tally__v1__request__descriptor, len, body, &unpack_rc);
 		frame_reader_next(&c->reader);
 		if (!req) {
-			conn_respond_error(s, c, 0, frame_bytes, ERR_BAD_REQUEST, 0,
-					   "a %u-byte frame that is not a Request message; closing", len);
+			/* Its request id is inside what could not be decoded: the
+			 * Error goes out with id 0, and the connection is closed, so
+			 * that the client does not wait for an answer to it. */
+			if (unpack_rc == -ENOMEM)
+				conn_respond_error(s, c, 0, frame_bytes, ERR_UNAVAILABLE, RETRY_AFTER_MS,
+						   "out of memory decoding a %u-byte request; closing: "
+						   "retry it on a new connection", len);
+			else
+				conn_respond_error(s, c, 0, frame_bytes, ERR_BAD_REQUEST, 0,
+						   "a %u-byte frame that is not a Request message; closing",
+						   len);
 			conn_close_after_send(s, c);
 			return;
 		}
@@ -625,8 +636,8 @@ static void on_worker_done(server *s)
 			if (j->frame)
 				conn_respond_framed(s, c, j->frame, j->frame_size, j->frame_bytes);
 			else
-				conn_respond_error(s, c, j->request_id, j->frame_bytes, ERR_INTERNAL, 0,
-						   "out of memory building the response");
+				conn_respond_error(s, c, j->request_id, j->frame_bytes, ERR_UNAVAILABLE,
+						   RETRY_AFTER_MS, "out of memory building the response");
 			if (c->closing && !c->inflight && !c->out_len && !c->sending)
 				conn_abort(s, c);
 		}

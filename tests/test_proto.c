@@ -3,6 +3,7 @@
  * and the framing (proto/frame.h).
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,9 +179,11 @@ Test(proto, arena_decoding_round_trips)
 		req.ingest = &batch;
 		size_t size, again_size;
 		uint8_t *bytes = pack_request(&req, &size);
+		int unpack_rc = -1;
 		Tally__V1__Request *back = (Tally__V1__Request *)pb_arena_unpack(
-			&tally__v1__request__descriptor, size, bytes);
+			&tally__v1__request__descriptor, size, bytes, &unpack_rc);
 		cr_assert_not_null(back, "%zu events", n);
+		cr_expect_eq(unpack_rc, 0);
 		cr_expect_eq(back->ingest->n_time_us, n);
 		cr_expect_str_eq(back->ingest->tenant, "acme");
 		uint8_t *again = pack_request(back, &again_size);
@@ -189,12 +192,14 @@ Test(proto, arena_decoding_round_trips)
 		pb_arena_free(back);
 		free(again);
 		if (size > 4) {
-			cr_expect_null(pb_arena_unpack(&tally__v1__request__descriptor, size - 1, bytes),
+			cr_expect_null(pb_arena_unpack(&tally__v1__request__descriptor, size - 1, bytes,
+						       &unpack_rc),
 				       "%zu events: truncated", n);
+			cr_expect_eq(unpack_rc, -EBADMSG, "%zu events: truncated is not out of memory", n);
 			bytes[size / 2] ^= 0xff;
 			bytes[size - 1] = 0xff; /* a varint that never ends */
 			Tally__V1__Request *bad = (Tally__V1__Request *)pb_arena_unpack(
-				&tally__v1__request__descriptor, size, bytes);
+				&tally__v1__request__descriptor, size, bytes, NULL);
 			pb_arena_free(bad); /* NULL or a message: freed either way */
 		}
 		free(bytes);
