@@ -120,6 +120,7 @@ static uint8_t *error_frame(uint64_t request_id, int code, const char *message, 
 	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
 	err.code = (Tally__V1__Error__Code)code;
 	err.message = (char *)message;
+	err.retry_after_ms = retry_after_of(code);
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	resp.request_id = request_id;
 	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
@@ -140,7 +141,7 @@ static int code_of_engine_error(int rc)
 	case TALLY_E_CLOSED:
 		return ERR_UNAVAILABLE;
 	default:
-		return ERR_INTERNAL;
+		return error_code_of_failure(rc);
 	}
 }
 
@@ -200,8 +201,9 @@ static bool scope_tenant(server *s, conn *c, uint64_t request_id, uint64_t frame
 		char errmsg[TALLY_ERRMSG_SIZE];
 		int rc = tenants_add_pending(s->tenants, named, errmsg);
 		if (rc && rc != -EEXIST) {
-			conn_respond_error(s, c, request_id, frame_bytes,
-					   rc == TALLY_E_TENANT ? ERR_BAD_REQUEST : ERR_INTERNAL, 0, "%s", errmsg);
+			int code = rc == TALLY_E_TENANT ? ERR_BAD_REQUEST : error_code_of_failure(rc);
+			conn_respond_error(s, c, request_id, frame_bytes, code, retry_after_of(code), "%s",
+					   errmsg);
 			return false;
 		}
 		log_info("admin key %s creates tenant %s by ingest", c->key_id, named);
@@ -399,8 +401,8 @@ void handlers_submit_done(server *s)
 				char why[TALLY_ERRMSG_SIZE] = "";
 				if (rc) /* the engine's other threads may be writing it */
 					tally_store_errmsg_copy(s->store, why, sizeof(why));
-				conn_respond_error(s, c, p.request_id, p.frame_bytes, code_of_engine_error(status),
-						   status == TALLY_E_BUSY ? RETRY_AFTER_MS : 0,
+				int code = code_of_engine_error(status);
+				conn_respond_error(s, c, p.request_id, p.frame_bytes, code, retry_after_of(code),
 						   "ingest refused: %s%s%s", tally_strerror(status), why[0] ? ": " : "", why);
 			}
 			pending_free(&p);
@@ -434,7 +436,7 @@ static void send_ack(server *s, conn *c, pending_ingest *p)
 	if (!results || !reasons) {
 		free(results);
 		free(reasons);
-		conn_respond_error(s, c, p->request_id, p->frame_bytes, ERR_INTERNAL, 0,
+		conn_respond_error(s, c, p->request_id, p->frame_bytes, ERR_UNAVAILABLE, RETRY_AFTER_MS,
 				   "the batch is durable but its ack could not be built (out of memory): resend it, every event will be a DUPLICATE");
 		return;
 	}
@@ -511,7 +513,7 @@ static void run_query(worker_job *job)
 	if (!rc)
 		rc = tally_query_run(r->store, r->tenant, &q, &result, errmsg);
 	if (rc) {
-		int code = rc == -ENOMEM ? ERR_UNAVAILABLE : code_of_engine_error(rc);
+		int code = code_of_engine_error(rc);
 		if (!errmsg[0])
 			snprintf(errmsg, sizeof(errmsg), "%s", tally_strerror(rc));
 		metrics_error(r->metrics, code);
@@ -535,13 +537,13 @@ static void run_query(worker_job *job)
 }
 
 /* Collects listed events into protocol Events (copies: the engine's strings
- * live only during the callback). */
+ * live only during the callback). 0, or -ENOMEM, which stops the listing
+ * and is what tally_list_events returns. */
 typedef struct event_list {
 	Tally__V1__Event *events;
 	Tally__V1__Event **ptrs;
 	uint8_t *bytes; /* every string of the page, back to back */
 	size_t count, cap, bytes_len, bytes_cap;
-	bool oom;
 } event_list;
 
 static int list_collect(void *ctx, const tally_event *e)
@@ -550,10 +552,8 @@ static int list_collect(void *ctx, const tally_event *e)
 	if (l->count == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 256;
 		Tally__V1__Event *ev = realloc(l->events, cap * sizeof(*ev));
-		if (!ev) {
-			l->oom = true;
-			return 1;
-		}
+		if (!ev)
+			return -ENOMEM;
 		l->events = ev;
 		l->cap = cap;
 	}
@@ -566,10 +566,8 @@ static int list_collect(void *ctx, const tally_event *e)
 		while (cap < l->bytes_len + need)
 			cap *= 2;
 		uint8_t *b = realloc(l->bytes, cap);
-		if (!b) {
-			l->oom = true;
-			return 1;
-		}
+		if (!b)
+			return -ENOMEM;
 		l->bytes = b;
 		l->bytes_cap = cap;
 	}
@@ -624,14 +622,12 @@ static void run_list_events(worker_job *job)
 	char cursor[TALLY_CURSOR_SIZE] = "";
 	if (!rc)
 		rc = tally_list_events(r->store, r->tenant, &lr, list_collect, &l, cursor, errmsg);
-	if (!rc && l.oom)
-		rc = -ENOMEM;
 	if (!rc)
 		l.ptrs = malloc((l.count ? l.count : 1) * sizeof(*l.ptrs));
 	if (!rc && !l.ptrs)
 		rc = -ENOMEM;
 	if (rc) {
-		int code = rc == -ENOMEM ? ERR_UNAVAILABLE : code_of_engine_error(rc);
+		int code = code_of_engine_error(rc);
 		if (!errmsg[0])
 			snprintf(errmsg, sizeof(errmsg), "%s", tally_strerror(rc));
 		metrics_error(r->metrics, code);
@@ -710,13 +706,14 @@ static void on_create_tenant(server *s, conn *c, Tally__V1__Request *req, uint64
 	int rc = tenants_create(s->tenants, name, errmsg);
 	if (rc) {
 		int code = rc == -EEXIST ? ERR_CONFLICT : rc == TALLY_E_TENANT ? ERR_BAD_REQUEST
-			   : rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : ERR_INTERNAL;
-		conn_respond_error(s, c, req->request_id, fb, code, 0, "%s", errmsg);
+			   : rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s", errmsg);
 		return;
 	}
 	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];
 	if ((rc = keys_issue(s->keys, name, key, key_id, errmsg))) {
-		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0,
+		int code = error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code),
 				   "tenant %s was created, but its key could not be issued (%s): issue one with IssueKey",
 				   name, errmsg);
 		return;
@@ -774,8 +771,8 @@ static void on_set_tenant_state(server *s, conn *c, Tally__V1__Request *req, uin
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = tenants_set_suspended(s->tenants, m->name, m->suspended, errmsg);
 	if (rc) {
-		conn_respond_error(s, c, req->request_id, fb,
-				   rc == TALLY_E_NOTFOUND ? ERR_BAD_REQUEST : ERR_INTERNAL, 0, "%s", errmsg);
+		int code = rc == TALLY_E_NOTFOUND ? ERR_BAD_REQUEST : error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s", errmsg);
 		return;
 	}
 	s->auth_generation++; /* every conn of the tenant re-checks on its next request */
@@ -800,13 +797,14 @@ static void on_issue_key(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 	/* A key only for a tenant that is durable. */
 	int rc = tenants_commit(s->tenants, errmsg);
 	if (rc) {
-		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "%s", errmsg);
+		int code = error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s", errmsg);
 		return;
 	}
 	rc = keys_issue(s->keys, tenant, key, key_id, errmsg);
 	if (rc) {
-		conn_respond_error(s, c, req->request_id, fb,
-				   rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : ERR_INTERNAL, 0, "%s",
+		int code = rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s",
 				   rc == TALLY_E_LIMIT ? "too many keys" : errmsg);
 		return;
 	}
@@ -867,7 +865,8 @@ static void on_revoke_key(server *s, conn *c, Tally__V1__Request *req, uint64_t 
 		if (rc == TALLY_E_NOTFOUND)
 			conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0, "no key %.40s", id);
 		else
-			conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "%s", errmsg);
+			conn_respond_error(s, c, req->request_id, fb, error_code_of_failure(rc),
+					   retry_after_of(error_code_of_failure(rc)), "%s", errmsg);
 		return;
 	}
 	s->auth_generation++; /* every conn re-checks its key on its next request */
@@ -885,7 +884,9 @@ static void on_stats(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	tally_stats st;
 	int rc = tally_store_stats(s->store, &st);
 	if (rc) {
-		conn_respond_error(s, c, req->request_id, fb, ERR_INTERNAL, 0, "stats: %s", tally_strerror(rc));
+		int code = error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "stats: %s",
+				   tally_strerror(rc));
 		return;
 	}
 	size_t tenants;

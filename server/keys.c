@@ -221,12 +221,13 @@ static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_tex
 		 char *errmsg)
 {
 	if (tenant && strlen(tenant) > TALLY_TENANT_SIZE_MAX)
-		return TALLY_E_TENANT;
+		return server_fail(errmsg, TALLY_E_TENANT, "a tenant name over %d bytes",
+				   TALLY_TENANT_SIZE_MAX);
 	if (ks->count >= KEYS_MAX)
-		return TALLY_E_LIMIT;
+		return server_fail(errmsg, TALLY_E_LIMIT, "too many keys (%u)", (unsigned)KEYS_MAX);
 	int rc = grow(ks);
 	if (rc)
-		return rc;
+		return server_fail(errmsg, rc, "out of memory for a new key");
 	uint8_t secret[32];
 	ks->io->random(ks->io, secret, sizeof(secret));
 	memcpy(key_text, "tk_", 3);
@@ -240,7 +241,11 @@ static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_tex
 	e->created_us = ks->io->now_us(ks->io);
 	e->ephemeral = ephemeral;
 	ks->count++;
-	if ((!ephemeral && (rc = save(ks, errmsg))) || (rc = index_build(ks))) {
+	if (!ephemeral)
+		rc = save(ks, errmsg);
+	if (!rc && (rc = index_build(ks)))
+		server_fail(errmsg, rc, "out of memory indexing the keys");
+	if (rc) {
 		ks->count--; /* not durable (or not findable): not issued */
 		OPENSSL_cleanse(key_text, KEY_TEXT_SIZE);
 		if (rc == -ENOMEM) /* the file has it: write the list without it again */

@@ -15,6 +15,7 @@
 #ifndef TALLY_SERVER_INTERNAL_H
 #define TALLY_SERVER_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -255,5 +256,19 @@ void ingest_queue_free(ingest_queue *q);
 #define ERR_UNAVAILABLE TALLY__V1__ERROR__CODE__UNAVAILABLE
 #define ERR_CONFLICT TALLY__V1__ERROR__CODE__CONFLICT
 #define ERR_INTERNAL TALLY__V1__ERROR__CODE__INTERNAL
+
+/* The Error code of a failure the request did not cause: running out of
+ * memory passes (UNAVAILABLE, retry), anything else is a server fault
+ * (INTERNAL, alert). docs/protocol.md, "Errors". */
+static inline int error_code_of_failure(int rc)
+{
+	return rc == -ENOMEM ? ERR_UNAVAILABLE : ERR_INTERNAL;
+}
+
+/* retry_after_ms for an Error of `code`: RETRY_AFTER_MS with UNAVAILABLE. */
+static inline uint32_t retry_after_of(int code)
+{
+	return code == ERR_UNAVAILABLE ? RETRY_AFTER_MS : 0;
+}
 
 #endif /* TALLY_SERVER_INTERNAL_H */

@@ -147,13 +147,14 @@ static void run_daily_usage(worker_job *job)
 		qsort(p.ptrs, p.count, sizeof(*p.ptrs), row_cmp);
 	}
 	if (rc) {
-		int code = rc == -ENOMEM ? ERR_UNAVAILABLE : rc == TALLY_E_LIMIT ? ERR_TOO_LARGE : ERR_INTERNAL;
+		int code = rc == TALLY_E_LIMIT ? ERR_TOO_LARGE : error_code_of_failure(rc);
 		if (!errmsg[0])
 			snprintf(errmsg, sizeof(errmsg), "daily usage: %s", tally_strerror(rc));
 		metrics_error(u->metrics, code);
 		Tally__V1__Error err = TALLY__V1__ERROR__INIT;
 		err.code = (Tally__V1__Error__Code)code;
 		err.message = errmsg;
+		err.retry_after_ms = retry_after_of(code);
 		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 		resp.request_id = job->request_id;
 		resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
@@ -283,8 +284,9 @@ void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	if (rc) {
 		free(days);
 		free(lsns);
-		conn_respond_error(s, c, req->request_id, fb, rc == -ENOMEM ? ERR_UNAVAILABLE : ERR_INTERNAL,
-				   rc == -ENOMEM ? RETRY_AFTER_MS : 0, "changed days: %s", tally_strerror(rc));
+		int code = error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code),
+				   "changed days: %s", tally_strerror(rc));
 		return;
 	}
 	Tally__V1__ChangedDaysResult out = TALLY__V1__CHANGED_DAYS_RESULT__INIT;
