@@ -490,9 +490,14 @@ int tally_client_open(const char *server, const char *api_key, const char *clien
 	char why[TALLY_CLIENT_ERRMSG_SIZE] = "";
 	rc = tally_client_hello(c, api_key, client_name, &resp, why);
 	if (rc) {
+		/* Only an authentication error is about the key: a server out
+		 * of memory, say, refuses the Hello for a while. */
+		bool key = c->error.code == TALLY__V1__ERROR__CODE__UNAUTHENTICATED ||
+			   c->error.code == TALLY__V1__ERROR__CODE__PERMISSION_DENIED;
 		if (errmsg && rc == TALLY_CLIENT_REFUSED)
-			snprintf(errmsg, TALLY_CLIENT_ERRMSG_SIZE, "%s refused the key: %s (%s)", server,
-				 c->error.message, tally_client_error_code_name(c->error.code));
+			snprintf(errmsg, TALLY_CLIENT_ERRMSG_SIZE, "%s refused the %s: %s (%s)", server,
+				 key ? "key" : "hello", c->error.message,
+				 tally_client_error_code_name(c->error.code));
 		else if (errmsg)
 			snprintf(errmsg, TALLY_CLIENT_ERRMSG_SIZE, "hello to %s: %s", server,
 				 why[0] ? why : tally_client_strerror(rc));

@@ -183,8 +183,9 @@ int tally_client_hello(tally_client *c, const char *api_key, const char *client_
  * server's logs. 0 with *out connected and *info (may be NULL) filled;
  * otherwise *out is NULL and errmsg (TALLY_CLIENT_ERRMSG_SIZE bytes, may
  * be NULL) holds one line naming the server and the cause:
- * TALLY_CLIENT_REFUSED for a refused key ("... refused the key: MESSAGE
- * (CODE)"), -EINVAL for a malformed server string, or a transport error.
+ * TALLY_CLIENT_REFUSED for a refused Hello ("... refused the key: MESSAGE
+ * (CODE)" for UNAUTHENTICATED and PERMISSION_DENIED, "... refused the
+ * hello: MESSAGE (CODE)" for another Error, UNAVAILABLE say), -EINVAL for a malformed server string, or a transport error.
  */
 int tally_client_open(const char *server, const char *api_key, const char *client_name,
 		      tally_client **out, tally_session_info *info, char *errmsg);
