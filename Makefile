@@ -113,9 +113,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(BUILD)/libtallyserver.a $(
 	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_WRAP) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS) $(NET_LDLIBS)
 
 # test_oom fails the engine's allocations one at a time: its own
-# definitions of these functions receive every call to them in the binary.
-$(BUILD)/tests/test_oom: TEST_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
+# definitions of these functions receive every call to them in the binary;
+# test_server_oom does the same to tallyd's threads.
+OOM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
 	-Wl,--wrap=aligned_alloc,--wrap=mmap,--wrap=mremap
+$(BUILD)/tests/test_oom $(BUILD)/tests/test_server_oom: TEST_WRAP = $(OOM_WRAP)
 
 # Everything that may include the generated header waits for it.
 $(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(BUILD)/server/tallyd.o: $(BUILD)/proto/tally.pb-c.h

@@ -40,25 +40,16 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "support/events.h"
 #include "support/fault_io.h"
 #include "tally.h"
 
 /* ---- the injector ------------------------------------------------------------ */
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t count, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__real_aligned_alloc(size_t alignment, size_t size);
-void *__real_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
-void *__real_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
 
 static _Thread_local uint64_t oom_at;   /* the call that fails (1-based); 0: disarmed */
 static _Thread_local uint64_t oom_seen; /* calls since arming */
@@ -91,44 +82,7 @@ static bool oom_disarm(void)
 	return reached;
 }
 
-void *__wrap_malloc(size_t size)
-{
-	return oom_fails() ? NULL : __real_malloc(size);
-}
-
-void *__wrap_calloc(size_t count, size_t size)
-{
-	return oom_fails() ? NULL : __real_calloc(count, size);
-}
-
-void *__wrap_realloc(void *p, size_t size)
-{
-	return oom_fails() ? NULL : __real_realloc(p, size);
-}
-
-void *__wrap_aligned_alloc(size_t alignment, size_t size)
-{
-	return oom_fails() ? NULL : __real_aligned_alloc(alignment, size);
-}
-
-void *__wrap_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
-{
-	return oom_fails() ? MAP_FAILED : __real_mmap(addr, length, prot, flags, fd, offset);
-}
-
-void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
-{
-	if (oom_fails())
-		return MAP_FAILED;
-	void *new_address = NULL;
-	if (flags & MREMAP_FIXED) {
-		va_list ap;
-		va_start(ap, flags);
-		new_address = va_arg(ap, void *);
-		va_end(ap);
-	}
-	return __real_mremap(old, old_size, new_size, flags, new_address);
-}
+#include "support/oom_wrap.h"
 
 /* ---- a store and its ledger -------------------------------------------------- */
 
