@@ -237,11 +237,38 @@ typedef enum {
 	REQ_QUERY,
 	REQ_LIST,
 	REQ_CREATE_TENANT,
+	REQ_DAILY_USAGE,
 	REQ_CONNECT,
 } request_kind;
 
 static const char *const request_names[] = {"ingest", "query", "listing", "tenant creation",
-					    "connect"};
+					    "daily usage", "connect"};
+
+/* The events of the test's day in the billing export's first page, on an
+ * admin connection, with the nth allocation failing once connected; *rc
+ * the client's code. Returns whether the nth allocation was reached. */
+static bool daily_usage_count(const state *st, uint64_t n, bool persistent, uint64_t *count,
+			      int *rc)
+{
+	tally_client *admin = harness_connect(&st->h, st->h.admin_key);
+	cr_assert_eq(tally_client_set_timeout(admin, ANSWER_TIMEOUT_MS), 0);
+	Tally__V1__DailyUsagePage *page = NULL;
+	oom_arm(n, persistent);
+	*rc = tally_client_daily_usage(admin, (int32_t)(st->base_us / TALLY_US_PER_DAY), "", 0, &page);
+	bool reached = oom_disarm();
+	expect_answered(admin, *rc, "daily usage", n);
+	*count = 0;
+	if (*rc == 0) {
+		for (size_t i = 0; i < page->n_rows; i++) {
+			cr_assert_str_eq(page->rows[i]->tenant, "acme");
+			*count += page->rows[i]->count;
+		}
+		cr_assert_str_empty(page->next_after_tenant);
+		tally__v1__daily_usage_page__free_unpacked(page, NULL);
+	}
+	tally_client_close(admin);
+	return reached;
+}
 
 /* Every event of the tenant, listed in one page: 0 and *count, or the
  * client's code. */
@@ -367,6 +394,16 @@ static bool request_run(state *st, tally_client **c, request_kind kind, uint64_t
 			}
 		}
 		tally_client_close(harness_connect(&st->h, st->beta_key));
+		return reached;
+	}
+	case REQ_DAILY_USAGE: {
+		uint64_t count = 0;
+		reached = daily_usage_count(st, n, persistent, &count, &rc);
+		if (!reached)
+			cr_assert_eq(rc, 0, "daily usage without a failure: %s", tally_client_strerror(rc));
+		if (rc == 0)
+			cr_assert_eq(count, acked_events(st), "daily usage, allocation %" PRIu64
+				     " failed: %" PRIu64 " events", n, count);
 		return reached;
 	}
 	case REQ_CONNECT: {
@@ -512,6 +549,11 @@ Test(server_oom, listing_transient, .timeout = 600)
 Test(server_oom, tenant_creation_transient, .timeout = 600)
 {
 	sweep(REQ_CREATE_TENANT, false);
+}
+
+Test(server_oom, daily_usage_transient, .timeout = 600)
+{
+	sweep(REQ_DAILY_USAGE, false);
 }
 
 Test(server_oom, connect_transient, .timeout = 600)
