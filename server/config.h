@@ -96,6 +96,10 @@ typedef struct server_config {
 	bool log_json;                    /* false: one human line per log record on stderr */
 	char export_pg[CONFIG_PG_SIZE];   /* PostgreSQL URL of the nightly billing export; "" = no schedule */
 	uint32_t export_at_minute;        /* when it runs: minutes after midnight UTC (--export-at HH:MM), default 00:30 */
+	/* Not a setting: the store's and the server's files go through this
+	 * (NULL, the default: tally_io_default). Tests hand in one that
+	 * injects failures (tests/support/fault_io.h). */
+	const tally_io *io;
 } server_config;
 
 /* config_parse_args results other than errors. */

@@ -855,7 +855,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	pthread_mutex_init(&s->submit_lock, NULL);
 	pthread_cond_init(&s->submit_cond, NULL);
 	int rc = 0;
-	const tally_io *io = tally_io_default();
+	const tally_io *io = config->io ? config->io : tally_io_default();
 	if ((rc = io->mkdir(io, config->data_dir, 0755)) && rc != -EEXIST) {
 		server_fail(errmsg, rc, "create data directory %s: %s", config->data_dir, strerror(-rc));
 		goto fail;
@@ -864,6 +864,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	tally_options_default(&options);
 	options.group_commit_window_us = config->group_commit_window_us;
 	options.memtable_bytes_max = config->memtable_bytes_max;
+	options.io = io;
 	if ((rc = tally_store_open(config->data_dir, &options, &s->store, errmsg)))
 		goto fail;
 	if ((rc = keys_open(io, config->data_dir, &s->keys, errmsg)) ||

@@ -38,8 +38,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "support/server_batches.h"
 #include "support/server_harness.h"
 
 /* ---- the injector ------------------------------------------------------------ */
@@ -104,13 +104,6 @@ typedef struct state {
 	char beta_key[80];       /* tenant beta's key, once it exists */
 } state;
 
-/* Two hours ago, on a whole hour: every event is inside the horizon. */
-static int64_t base_time(void)
-{
-	int64_t now = (int64_t)time(NULL) * 1000000;
-	return now - now % HOUR_US - 2 * HOUR_US;
-}
-
 static tally_client *client_open(const state *st)
 {
 	tally_client *c = harness_connect(&st->h, st->key);
@@ -118,49 +111,15 @@ static tally_client *client_open(const state *st)
 	return c;
 }
 
-/* Sends batch k; 0 with every result ACCEPTED (*dup_count = 0) or every
- * one DUPLICATE (*dup_count = BATCH_EVENTS), or the client's code. A mix
- * fails the test: a batch was half stored. */
+/* Sends batch k of the test (batches_send). */
 static int batch_send(tally_client *c, const state *st, uint32_t k, uint32_t *dup_count)
 {
-	builder b;
-	builder_init(&b);
-	for (int i = 0; i < BATCH_EVENTS; i++) {
-		tally_client_event e = harness_event(prefixes[k], i, st->base_us);
-		cr_assert_eq(builder_add(&b, &e), 0);
-	}
-	Tally__V1__IngestBatch m;
-	cr_assert_eq(builder_message(&b, &m), 0);
-	tally_ingest_ack ack;
-	int rc = tally_client_ingest(c, &m, &ack);
-	builder_free(&b);
-	if (rc)
-		return rc;
-	cr_assert(ack.accepted + ack.duplicate == BATCH_EVENTS &&
-			  (ack.accepted == BATCH_EVENTS || ack.duplicate == BATCH_EVENTS),
-		  "batch %u: %u accepted, %u duplicate, %u conflict, %u rejected: stored in part", k,
-		  ack.accepted, ack.duplicate, ack.conflict, ack.rejected);
-	*dup_count = ack.duplicate;
-	tally_ingest_ack_free(&ack);
-	return 0;
+	return batches_send(c, prefixes[k], BATCH_EVENTS, st->base_us, dup_count);
 }
 
-/* The tenant's events over the test's hours, counted by a query: 0 and
- * *count, or the client's code. */
 static int count_query(tally_client *c, const state *st, uint64_t *count)
 {
-	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
-	q.tenant = "";
-	q.from_us = st->base_us;
-	q.to_us = st->base_us + 4 * HOUR_US;
-	q.bucket = TALLY__V1__BUCKET__NONE;
-	Tally__V1__QueryResult *r;
-	int rc = tally_client_query(c, &q, &r);
-	if (rc)
-		return rc;
-	*count = r->n_rows ? r->rows[0]->count : 0;
-	tally__v1__query_result__free_unpacked(r, NULL);
-	return 0;
+	return batches_count(c, st->base_us, count);
 }
 
 static uint64_t acked_events(const state *st)
@@ -477,7 +436,7 @@ static bool sweep_step(request_kind kind, uint64_t n, bool persistent)
 	harness_init(&st->h, "srv-oom");
 	harness_start(&st->h);
 	harness_create_tenant(&st->h, "acme", st->key);
-	st->base_us = base_time();
+	st->base_us = batches_base_time();
 	tally_client *c = client_open(st);
 	batch_acked(c, st, "before", n);
 	batch_acked(c, st, "before", n);

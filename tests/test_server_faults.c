@@ -1,0 +1,299 @@
+/*
+ * test_server_faults.c — a failing disk under tallyd: what a client is
+ * told, and that nothing acknowledged is lost.
+ *
+ * The server runs in-process (support/server_harness.c) with its files on
+ * a fault-injecting io (support/fault_io.h, server_config.io), so the
+ * failures test_faults.c pins for the engine are met here through the
+ * protocol: an fsync of the WAL that fails, a WAL on a full disk, and
+ * segment files that cannot be written while the memtables fill. In each,
+ * a client's request is answered with an Error that names the failure, a
+ * batch in doubt is stored whole or not at all, and after the disk is
+ * well again and the server restarted, every acknowledged event is there
+ * once (re-sent, each is a DUPLICATE).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "support/fault_io.h"
+#include "support/server_batches.h"
+#include "support/server_harness.h"
+
+#define BATCH_EVENTS 100
+#define BATCHES_MAX 400
+#define ANSWER_TIMEOUT_MS 10000
+/* How long a test waits for the server to take a batch again once the
+ * disk is well: the background flush retries with a backoff of at most a
+ * few seconds. */
+#define RECOVERY_WAIT_MS 30000
+
+typedef struct state {
+	harness h;
+	fault_io *fio;
+	char key[80];
+	int64_t base_us;
+	uint32_t batch_count;
+	bool acked[BATCHES_MAX]; /* batch k (events "b<k>-0" ..) is stored */
+	bool maybe[BATCHES_MAX]; /* sent, outcome unknown */
+} state;
+
+static void prefix_of(uint32_t k, char *prefix)
+{
+	snprintf(prefix, 16, "b%u", k);
+}
+
+static void setup(state *st, uint64_t memtable_bytes_max)
+{
+	memset(st, 0, sizeof(*st));
+	st->fio = fault_io_create();
+	cr_assert_not_null(st->fio);
+	harness_init(&st->h, "srv-faults");
+	st->h.config.io = fault_io_table(st->fio);
+	if (memtable_bytes_max)
+		st->h.config.memtable_bytes_max = memtable_bytes_max;
+	harness_start(&st->h);
+	harness_create_tenant(&st->h, "acme", st->key);
+	st->base_us = batches_base_time();
+}
+
+static tally_client *client_open(const state *st)
+{
+	tally_client *c = harness_connect(&st->h, st->key);
+	cr_assert_eq(tally_client_set_timeout(c, ANSWER_TIMEOUT_MS), 0);
+	return c;
+}
+
+/* Sends batch k: the client's code; on 0 the batch is acknowledged (and
+ * *duplicates says whether it was stored before). */
+static int batch_send(tally_client *c, state *st, uint32_t k, uint32_t *duplicates)
+{
+	char prefix[16];
+	prefix_of(k, prefix);
+	int rc = batches_send(c, prefix, BATCH_EVENTS, st->base_us, duplicates);
+	if (rc == 0) {
+		st->acked[k] = true;
+		st->maybe[k] = false;
+	}
+	return rc;
+}
+
+/* A new batch, which must be acknowledged, all ACCEPTED. */
+static void batch_acked(tally_client *c, state *st)
+{
+	uint32_t k = st->batch_count++;
+	cr_assert_lt(k, BATCHES_MAX);
+	uint32_t dup = 0;
+	int rc = batch_send(c, st, k, &dup);
+	cr_assert_eq(rc, 0, "batch %u: %s %s", k, tally_client_strerror(rc),
+		     tally_client_last_error(c)->message);
+	cr_assert_eq(dup, 0);
+}
+
+/* A new batch, which the server must refuse with `code`, saying `says`;
+ * it is then in doubt. */
+static void batch_refused(tally_client *c, state *st, int code, const char *says)
+{
+	uint32_t k = st->batch_count++;
+	uint32_t dup = 0;
+	int rc = batch_send(c, st, k, &dup);
+	const tally_client_error *e = tally_client_last_error(c);
+	cr_assert_eq(rc, TALLY_CLIENT_REFUSED, "batch %u: %s", k, tally_client_strerror(rc));
+	cr_assert_eq(e->code, code, "batch %u: %s: %s", k, tally_client_error_code_name(e->code),
+		     e->message);
+	cr_assert_not_null(strstr(e->message, says), "batch %u: \"%s\" does not say \"%s\"", k,
+			   e->message, says);
+	st->maybe[k] = true;
+}
+
+static uint64_t acked_events(const state *st)
+{
+	uint64_t n = 0;
+	for (uint32_t k = 0; k < st->batch_count; k++)
+		n += st->acked[k] ? BATCH_EVENTS : 0;
+	return n;
+}
+
+static uint64_t count(tally_client *c, const state *st)
+{
+	uint64_t n = 0;
+	int rc = batches_count(c, st->base_us, &n);
+	cr_assert_eq(rc, 0, "query: %s %s", tally_client_strerror(rc),
+		     tally_client_last_error(c)->message);
+	return n;
+}
+
+/* Stops the server, whose close returns close_rc (a store that refused
+ * writes cannot flush at shutdown: its WAL keeps the events), and starts
+ * it again on the same directory, with the disk well. */
+static void restart(state *st, int close_rc)
+{
+	server_stop(st->h.server);
+	pthread_join(st->h.thread, NULL);
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = server_close(st->h.server, err);
+	cr_assert_eq(rc, close_rc, "server_close: %d (%s)", rc, err);
+	if (rc)
+		cr_assert_not_null(strstr(err, "the WAL still holds every acknowledged event"), "%s",
+				   err);
+	st->h.server = NULL;
+	fault_io_destroy(st->fio);
+	st->fio = fault_io_create();
+	cr_assert_not_null(st->fio);
+	st->h.config.io = fault_io_table(st->fio);
+	harness_start(&st->h);
+}
+
+/* Every batch in doubt is stored whole or not at all: re-sent, it is all
+ * ACCEPTED or all DUPLICATE (batches_send fails a mix), and now stored.
+ * Then a reopen-proof count, and every batch re-sent is a DUPLICATE. */
+static void expect_exactly_once(tally_client *c, state *st)
+{
+	for (uint32_t k = 0; k < st->batch_count; k++) {
+		if (!st->maybe[k])
+			continue;
+		uint32_t dup = 0;
+		int rc = batch_send(c, st, k, &dup);
+		cr_assert_eq(rc, 0, "batch %u again: %s %s", k, tally_client_strerror(rc),
+			     tally_client_last_error(c)->message);
+	}
+	cr_assert_eq(count(c, st), acked_events(st));
+	for (uint32_t k = 0; k < st->batch_count; k++) {
+		uint32_t dup = 0;
+		cr_assert_eq(batch_send(c, st, k, &dup), 0);
+		cr_assert_eq(dup, BATCH_EVENTS, "batch %u stored twice", k);
+	}
+}
+
+static void finish(state *st)
+{
+	harness_finish(&st->h);
+	fault_io_destroy(st->fio);
+}
+
+/* Description: the WAL's fsync fails (EIO) under a batch. Its client is
+ * told it was not acknowledged (INTERNAL, naming the WAL), the server
+ * refuses writes from then on (INTERNAL, "refuses writes") while queries go on,
+ * and after a restart the batch is there whole or not at all, and every
+ * acknowledged one once. */
+Test(server_faults, a_wal_fsync_error_refuses_the_batch_and_later_writes)
+{
+	state st;
+	setup(&st, 0);
+	tally_client *c = client_open(&st);
+	batch_acked(c, &st);
+	fault_io_path_filter_set(st.fio, ".wal");
+	fault_io_fsync_fail_nth(st.fio, 1, EIO);
+	batch_refused(c, &st, TALLY__V1__ERROR__CODE__INTERNAL, "write-ahead log failed");
+	batch_refused(c, &st, TALLY__V1__ERROR__CODE__INTERNAL, "refuses writes");
+	uint64_t n = count(c, &st);
+	/* The failed batch may be visible until the restart: whole. */
+	cr_assert(n == BATCH_EVENTS || n == 2 * BATCH_EVENTS, "%" PRIu64 " events counted", n);
+	tally_client_close(c);
+
+	restart(&st, -EIO);
+	c = client_open(&st);
+	n = count(c, &st);
+	cr_assert(n == BATCH_EVENTS || n == 2 * BATCH_EVENTS, "%" PRIu64 " after the restart", n);
+	batch_acked(c, &st);
+	expect_exactly_once(c, &st);
+	tally_client_close(c);
+	finish(&st);
+}
+
+/* Description: the disk fills under the WAL (ENOSPC). The batch whose
+ * record did not fit is refused naming the full disk, later writes are
+ * refused, and after the restart (space freed) the torn record is gone:
+ * every acknowledged batch once, the refused one whole or not at all. */
+Test(server_faults, a_full_disk_under_the_wal_refuses_the_batch)
+{
+	state st;
+	setup(&st, 0);
+	tally_client *c = client_open(&st);
+	batch_acked(c, &st);
+	batch_acked(c, &st);
+	fault_io_path_filter_set(st.fio, ".wal");
+	fault_io_disk_limit_set(st.fio, 1000); /* less than a record of this batch */
+	batch_refused(c, &st, TALLY__V1__ERROR__CODE__INTERNAL, "No space left on device");
+	batch_refused(c, &st, TALLY__V1__ERROR__CODE__INTERNAL, "refuses writes");
+	tally_client_close(c);
+
+	restart(&st, -ENOSPC);
+	c = client_open(&st);
+	batch_acked(c, &st);
+	expect_exactly_once(c, &st);
+	tally_client_close(c);
+	finish(&st);
+}
+
+static void sleep_ms(uint32_t ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+/* Description: segment files cannot be written (ENOSPC) while ingest
+ * fills the memtables (1 MiB). Batches are acknowledged from the WAL until
+ * the memtables are full; then they are refused with UNAVAILABLE and a
+ * retry_after_ms, the message naming the failing flush, and nothing of
+ * them is stored. Once the disk has room, the same batch is taken (after
+ * the flush's backoff), and after a restart every acknowledged event is
+ * there once. */
+Test(server_faults, flushes_on_a_full_disk_refuse_ingest_until_there_is_room, .timeout = 120)
+{
+	state st;
+	setup(&st, 1u << 20);
+	tally_client *c = client_open(&st);
+	batch_acked(c, &st);
+	fault_io_path_filter_set(st.fio, "segments");
+	fault_io_disk_limit_set(st.fio, 0);
+	uint32_t refused = UINT32_MAX;
+	while (st.batch_count < BATCHES_MAX) {
+		uint32_t k = st.batch_count++;
+		uint32_t dup = 0;
+		int rc = batch_send(c, &st, k, &dup);
+		if (rc == 0) {
+			cr_assert_eq(dup, 0);
+			continue;
+		}
+		const tally_client_error *e = tally_client_last_error(c);
+		cr_assert_eq(rc, TALLY_CLIENT_REFUSED, "batch %u: %s", k, tally_client_strerror(rc));
+		cr_assert_eq(e->code, TALLY__V1__ERROR__CODE__UNAVAILABLE, "batch %u: %s: %s", k,
+			     tally_client_error_code_name(e->code), e->message);
+		cr_assert_gt(e->retry_after_ms, 0);
+		cr_assert(strstr(e->message, "flush failed") &&
+				  strstr(e->message, "No space left on device"),
+			  "batch %u: %s", k, e->message);
+		refused = k;
+		break;
+	}
+	cr_assert_neq(refused, UINT32_MAX, "%u batches taken on a full disk", BATCHES_MAX);
+	cr_log_info("the memtables filled after %u batches", refused);
+	/* Nothing of the refused batch was stored. */
+	cr_assert_eq(count(c, &st), acked_events(&st));
+
+	fault_io_disk_limit_clear(st.fio);
+	int rc = TALLY_CLIENT_REFUSED;
+	uint32_t waited_ms = 0;
+	for (; rc == TALLY_CLIENT_REFUSED && waited_ms < RECOVERY_WAIT_MS; waited_ms += 100) {
+		uint32_t dup = 0;
+		rc = batch_send(c, &st, refused, &dup);
+		if (rc == 0)
+			cr_assert_eq(dup, 0, "a refused batch was stored");
+		else
+			sleep_ms(100);
+	}
+	cr_assert_eq(rc, 0, "still refused after %u ms: %s", waited_ms,
+		     tally_client_last_error(c)->message);
+	batch_acked(c, &st);
+	tally_client_close(c);
+
+	restart(&st, 0);
+	c = client_open(&st);
+	expect_exactly_once(c, &st);
+	tally_client_close(c);
+	finish(&st);
+}
