@@ -193,6 +193,7 @@ static void expect_answered(tally_client *c, int rc, const char *call, uint64_t 
 
 typedef enum {
 	REQ_INGEST,
+	REQ_PIPELINED,
 	REQ_QUERY,
 	REQ_LIST,
 	REQ_CREATE_TENANT,
@@ -200,7 +201,7 @@ typedef enum {
 	REQ_CONNECT,
 } request_kind;
 
-static const char *const request_names[] = {"ingest", "query", "listing", "tenant creation",
+static const char *const request_names[] = {"ingest", "pipelined ingest", "query", "listing", "tenant creation",
 					    "daily usage", "connect"};
 
 /* The events of the test's day in the billing export's first page, on an
@@ -283,6 +284,70 @@ static void beta_key_issue(state *st)
 	tally_client_close(admin);
 }
 
+/* PIPELINED new batches sent back to back on one connection (so that
+ * the server takes them in one pass, one engine call), then their
+ * answers in whatever order they come, with the nth allocation failing:
+ * each batch acknowledged (all ACCEPTED) or refused, and in doubt. 0, or
+ * the first code other than an acknowledgement (a transport error: the
+ * connection is gone and the batches not answered stay in doubt). */
+enum { PIPELINED = 4 };
+
+static int pipelined_ingest(tally_client *c, state *st, uint64_t n, bool persistent,
+			    bool *reached)
+{
+	builder b[PIPELINED];
+	Tally__V1__IngestBatch m[PIPELINED];
+	uint64_t id[PIPELINED];
+	uint32_t k0 = st->batch_count;
+	cr_assert_leq(k0 + PIPELINED, BATCHES_MAX);
+	st->batch_count += PIPELINED;
+	for (uint32_t i = 0; i < PIPELINED; i++) {
+		batches_build(&b[i], &m[i], prefixes[k0 + i], BATCH_EVENTS, st->base_us);
+		st->maybe[k0 + i] = true;
+	}
+	int first_rc = 0;
+	uint32_t sent = 0, answered = 0;
+	oom_arm(n, persistent);
+	for (; sent < PIPELINED; sent++) {
+		int rc = tally_client_ingest_send(c, &m[sent], &id[sent]);
+		if (rc) {
+			first_rc = rc;
+			break;
+		}
+	}
+	while (answered < sent) {
+		tally_ingest_ack ack;
+		int rc = tally_client_ingest_recv(c, &ack);
+		if (rc && rc != TALLY_CLIENT_REFUSED) {
+			first_rc = first_rc ? first_rc : rc;
+			break;
+		}
+		uint64_t request_id = rc ? tally_client_last_error(c)->request_id : ack.request_id;
+		if (rc) {
+			first_rc = first_rc ? first_rc : rc;
+			expect_answered(c, rc, "pipelined ingest", n);
+			if (request_id == 0)
+				break; /* about the connection: it is closed */
+		}
+		uint32_t i = 0;
+		while (i < sent && id[i] != request_id)
+			i++;
+		cr_assert_lt(i, sent, "an answer to request %" PRIu64 ", not sent", request_id);
+		answered++;
+		if (rc == 0) {
+			cr_assert_eq(ack.accepted, BATCH_EVENTS, "pipelined batch %u: %u accepted", k0 + i,
+				     ack.accepted);
+			st->acked[k0 + i] = true;
+			st->maybe[k0 + i] = false;
+			tally_ingest_ack_free(&ack);
+		}
+	}
+	*reached = oom_disarm();
+	for (uint32_t i = 0; i < PIPELINED; i++)
+		builder_free(&b[i]);
+	return first_rc;
+}
+
 /* The request with the nth allocation failing; true when it was reached. */
 static bool request_run(state *st, tally_client **c, request_kind kind, uint64_t n,
 			bool persistent)
@@ -305,6 +370,18 @@ static bool request_run(state *st, tally_client **c, request_kind kind, uint64_t
 		}
 		break;
 	}
+	case REQ_PIPELINED:
+		rc = pipelined_ingest(*c, st, n, persistent, &reached);
+		if (rc == TALLY_CLIENT_REFUSED) {
+			/* expect_answered has judged each Error; whether the
+			 * connection is still open is what matters here. */
+			if (tally_client_last_error(*c)->request_id == 0) {
+				tally_client_close(*c);
+				*c = client_open(st);
+			}
+			return reached;
+		}
+		break;
 	case REQ_QUERY: {
 		uint64_t count = 0;
 		oom_arm(n, persistent);
@@ -488,6 +565,11 @@ Test(server_oom, ingest_transient, .timeout = 600)
 Test(server_oom, ingest_persistent, .timeout = 600)
 {
 	sweep(REQ_INGEST, true);
+}
+
+Test(server_oom, pipelined_ingest_transient, .timeout = 600)
+{
+	sweep(REQ_PIPELINED, false);
 }
 
 Test(server_oom, query_transient, .timeout = 600)

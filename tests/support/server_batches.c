@@ -17,17 +17,23 @@ int64_t batches_base_time(void)
 	return now - now % HOUR_US - 2 * HOUR_US;
 }
 
+void batches_build(builder *b, Tally__V1__IngestBatch *m, const char *prefix, uint32_t count,
+		   int64_t base_us)
+{
+	builder_init(b);
+	for (uint32_t i = 0; i < count; i++) {
+		tally_client_event e = harness_event(prefix, (int)i, base_us);
+		cr_assert_eq(builder_add(b, &e), 0);
+	}
+	cr_assert_eq(builder_message(b, m), 0);
+}
+
 int batches_send(tally_client *c, const char *prefix, uint32_t count, int64_t base_us,
 		 uint32_t *duplicates)
 {
 	builder b;
-	builder_init(&b);
-	for (uint32_t i = 0; i < count; i++) {
-		tally_client_event e = harness_event(prefix, (int)i, base_us);
-		cr_assert_eq(builder_add(&b, &e), 0);
-	}
 	Tally__V1__IngestBatch m;
-	cr_assert_eq(builder_message(&b, &m), 0);
+	batches_build(&b, &m, prefix, count, base_us);
 	tally_ingest_ack ack;
 	int rc = tally_client_ingest(c, &m, &ack);
 	builder_free(&b);

@@ -9,11 +9,18 @@
 
 #include <stdint.h>
 
+#include "builder.h"
 #include "client.h"
 
 /* Events of a batch's time range start here: two hours ago, on a whole
  * hour, so every event of a test is inside the lateness horizon. */
 int64_t batches_base_time(void);
+
+/* The batch of harness events "<prefix>-0" .. "<prefix>-(count-1)"
+ * (harness_event, times from base_us) into *m, which lives in b (free it
+ * with builder_free after use of *m). */
+void batches_build(builder *b, Tally__V1__IngestBatch *m, const char *prefix, uint32_t count,
+		   int64_t base_us);
 
 /*
  * Sends the batch of harness events "<prefix>-0" .. "<prefix>-(count-1)"
