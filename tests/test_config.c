@@ -47,7 +47,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_str_eq(c->listen, "127.0.0.1:7411");
 	cr_expect_str_eq(c->metrics, "127.0.0.1:9411");
 	cr_expect_eq(c->frame_bytes_max, 16u << 20);
-	cr_expect_eq(c->batch_events_max, 65536u);
+	cr_expect_eq(c->batch_events_max, 8192u);
 	cr_expect_eq(c->connections_max, 1024u);
 	cr_expect_eq(c->connections_per_key_max, 256u);
 	cr_expect_eq(c->inflight_max, 64u);
@@ -595,7 +595,7 @@ Test(config, usage_lists_every_flag)
 		"--frame-bytes-max SIZE ",
 		"(default 16 MiB; 1 KiB..256 MiB)",
 		"--batch-events-max N ",
-		"(default 65536; 1..65536)",
+		"(default 8192; 1..65536)",
 		"--connections-max N ",
 		"(default 1024; 1..65536)",
 		"--connections-per-key-max N ",
