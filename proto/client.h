@@ -185,7 +185,8 @@ int tally_client_hello(tally_client *c, const char *api_key, const char *client_
  * be NULL) holds one line naming the server and the cause:
  * TALLY_CLIENT_REFUSED for a refused Hello ("... refused the key: MESSAGE
  * (CODE)" for UNAUTHENTICATED and PERMISSION_DENIED, "... refused the
- * hello: MESSAGE (CODE)" for another Error, UNAVAILABLE say), -EINVAL for a malformed server string, or a transport error.
+ * hello: MESSAGE (CODE)" for another Error, UNAVAILABLE say), -EINVAL
+ * for a malformed server string, or a transport error.
  */
 int tally_client_open(const char *server, const char *api_key, const char *client_name,
 		      tally_client **out, tally_session_info *info, char *errmsg);

@@ -536,9 +536,8 @@ static void run_query(worker_job *job)
 	free(r);
 }
 
-/* Collects listed events into protocol Events (copies: the engine's strings
- * live only during the callback). 0, or -ENOMEM, which stops the listing
- * and is what tally_list_events returns. */
+/* Listed events as protocol Events (copies: the engine's strings live only
+ * during the callback). */
 typedef struct event_list {
 	Tally__V1__Event *events;
 	Tally__V1__Event **ptrs;
@@ -546,6 +545,8 @@ typedef struct event_list {
 	size_t count, cap, bytes_len, bytes_cap;
 } event_list;
 
+/* Adds e to the list: 0, or -ENOMEM, which stops the listing and is what
+ * tally_list_events then returns. */
 static int list_collect(void *ctx, const tally_event *e)
 {
 	event_list *l = ctx;
@@ -862,11 +863,12 @@ static void on_revoke_key(server *s, conn *c, Tally__V1__Request *req, uint64_t 
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = keys_revoke(s->keys, id, errmsg);
 	if (rc) {
+		int code = rc == TALLY_E_NOTFOUND ? ERR_BAD_REQUEST : error_code_of_failure(rc);
 		if (rc == TALLY_E_NOTFOUND)
-			conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0, "no key %.40s", id);
+			conn_respond_error(s, c, req->request_id, fb, code, 0, "no key %.40s", id);
 		else
-			conn_respond_error(s, c, req->request_id, fb, error_code_of_failure(rc),
-					   retry_after_of(error_code_of_failure(rc)), "%s", errmsg);
+			conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s",
+					   errmsg);
 		return;
 	}
 	s->auth_generation++; /* every conn re-checks its key on its next request */
