@@ -38,10 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include "changes.h" /* the map itself, for its own property test */
 #include "support/fault_io.h"
+#include "support/manifest_file.h"
 #include "support/power_io.h"
 #include "tally.h"
 #include "tally_limits.h" /* CHANGE_DAYS_MAX */
@@ -53,7 +52,6 @@
 #define TODAY ((int32_t)(NOW_US / DAY_US))
 #define ID_SLOT_SIZE 48
 #define ID_POOL_SLOTS 8192u
-#define MANIFEST_FIXED_SIZE 48  /* docs/formats.md, "Manifest" */
 #define CHANGE_FIXED_SIZE 16
 #define CHANGE_ENTRY_SIZE 12
 
@@ -254,63 +252,18 @@ static int verify_dir(void)
 
 /* ---- the manifest's bytes ------------------------------------------------ */
 
-typedef struct manifest_bytes {
-	uint8_t *data;
-	size_t size;
-	size_t changes_offset; /* start of the change section (version 2) */
-} manifest_bytes;
-
 static void manifest_load(manifest_bytes *m)
 {
-	char path[300];
-	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
-	FILE *f = fopen(path, "rb");
-	cr_assert_not_null(f, "open %s", path);
-	cr_assert_eq(fseek(f, 0, SEEK_END), 0);
-	long size = ftell(f);
-	cr_assert_gt(size, MANIFEST_FIXED_SIZE + 8);
-	rewind(f);
-	m->size = (size_t)size;
-	m->data = malloc(m->size);
-	cr_assert_not_null(m->data);
-	cr_assert_eq(fread(m->data, 1, m->size, f), m->size);
-	fclose(f);
-	uint32_t file_count, tenant_count;
-	memcpy(&file_count, m->data + 40, 4); /* little-endian host (x86-64) */
-	memcpy(&tenant_count, m->data + 44, 4);
-	size_t offset = MANIFEST_FIXED_SIZE + (size_t)file_count * 8;
-	for (uint32_t t = 0; t < tenant_count; t++)
-		offset += 1 + m->data[offset];
-	m->changes_offset = offset;
+	manifest_file_load(dir, m);
 }
 
-/* Writes size bytes of data as the MANIFEST, with a fresh checksum over
- * all but the last 8 (which it overwrites). */
 static void manifest_store(uint8_t *data, size_t size)
 {
-	uint64_t sum = XXH3_64bits(data, size - 8);
-	memcpy(data + size - 8, &sum, 8);
-	char path[300];
-	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
-	FILE *f = fopen(path, "wb");
-	cr_assert_not_null(f);
-	cr_assert_eq(fwrite(data, 1, size, f), size);
-	cr_assert_eq(fclose(f), 0);
+	manifest_file_store(dir, data, size);
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
+#define get_u32 manifest_get_u32
+#define get_u64 manifest_get_u64
 
 /* ======================================================================== */
 

@@ -1,0 +1,214 @@
+/*
+ * test_manifest.c — a MANIFEST whose checksum is right but whose contents
+ * are not (a future version, impossible counts, file ids out of order, a
+ * bad tenant entry, bytes left over, a file too short): the store refuses
+ * to open on it, and tally_verify reports it, each naming the file and the
+ * offset of the first bad field (docs/formats.md, "Manifest").
+ *
+ * The checksum catches damage; these checks catch what a checksum cannot:
+ * a manifest that a newer build, or a bug, wrote whole and consistent.
+ * Each case edits the manifest of a real store (two segment files, two
+ * tenants, a change section) and writes it back with a fresh checksum.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support/fault_io.h"
+#include "support/manifest_file.h"
+#include "support/test_dir.h"
+#include "tally.h"
+
+#define NOW_US (INT64_C(1790000000) * 1000000)
+
+static test_dir td;
+static fault_io *fio;
+
+static void setup(void)
+{
+	test_dir_make(&td, "manifest");
+	fio = fault_io_create();
+	cr_assert_not_null(fio);
+	fault_io_clock_set_us(fio, NOW_US);
+}
+
+static void teardown(void)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", td.path);
+	cr_expect_eq(system(cmd), 0);
+	fault_io_destroy(fio);
+}
+
+TestSuite(manifest, .init = setup, .fini = teardown);
+
+static int store_open(tally_store **s, char *err)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	*s = NULL;
+	return tally_store_open(td.path, &o, s, err);
+}
+
+/* Two tenants, two flushes: a manifest of two files, two tenants and a
+ * change section. */
+static void build_store(void)
+{
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(store_open(&s, err), 0, "%s", err);
+	const char *tenants[2] = {"acme", "beta"};
+	char id[32];
+	for (int round = 0; round < 2; round++) {
+		for (int t = 0; t < 2; t++) {
+			snprintf(id, sizeof(id), "ev-%d-%d", round, t);
+			tally_event e = {
+				.event_id = {id, (uint32_t)strlen(id)},
+				.time_us = NOW_US - 3600 * INT64_C(1000000),
+				.type = {"llm_call", 8},
+				.tokens_in = 10,
+			};
+			tally_ingest_result r;
+			cr_assert_eq(tally_ingest(s, tenants[t], &e, 1, &r), 0);
+			cr_assert_eq(r.code, TALLY_ACCEPTED);
+		}
+		cr_assert_eq(tally_flush(s), 0);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+static void problem_keep(void *ctx, const char *message)
+{
+	char *first = ctx;
+	if (!first[0])
+		snprintf(first, TALLY_ERRMSG_SIZE, "%s", message);
+}
+
+/* The store refuses to open with `code` and a message naming the
+ * manifest and `says`; tally_verify reports a problem saying the same. */
+static void expect_refused(int code, const char *says)
+{
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = store_open(&s, err);
+	cr_assert_eq(rc, code, "open: %s (%s)", tally_strerror(rc), err);
+	cr_assert_null(s);
+	cr_assert(strstr(err, "MANIFEST") && strstr(err, says), "open: \"%s\" does not say \"%s\"",
+		  err, says);
+	char first[TALLY_ERRMSG_SIZE] = "";
+	int problems = tally_verify(td.path, problem_keep, first);
+	cr_assert_gt(problems, 0, "verify found nothing");
+	cr_assert(strstr(first, "MANIFEST") && strstr(first, says),
+		  "verify: \"%s\" does not say \"%s\"", first, says);
+}
+
+static manifest_bytes loaded(void)
+{
+	build_store();
+	manifest_bytes m;
+	manifest_file_load(td.path, &m);
+	cr_assert_eq(manifest_get_u32(m.data + 40), 2, "two files");
+	cr_assert_eq(manifest_get_u32(m.data + 44), 2, "two tenants");
+	return m;
+}
+
+/* Description: the untouched manifest, written back with its checksum
+ * made again, opens (the edits below are all that is wrong). */
+Test(manifest, rewritten_unchanged_it_opens)
+{
+	manifest_bytes m = loaded();
+	manifest_file_store(td.path, m.data, m.size);
+	free(m.data);
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(store_open(&s, err), 0, "%s", err);
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_assert_eq(tally_verify(td.path, problem_keep, err), 0, "%s", err);
+}
+
+/* Description: a version this build does not read, newer or older, is
+ * TALLY_E_VERSION at offset 8, naming the versions it reads. */
+Test(manifest, a_version_this_build_does_not_read)
+{
+	manifest_bytes m = loaded();
+	manifest_put_u32(m.data + 8, 3);
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_VERSION, "offset 8: version 3, this build reads 1 to 2");
+	manifest_put_u32(m.data + 8, 0);
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_VERSION, "offset 8: version 0");
+	free(m.data);
+}
+
+/* Description: more files than the manifest has bytes for, or than a
+ * store may hold, are impossible counts at offset 40. */
+Test(manifest, impossible_counts)
+{
+	manifest_bytes m = loaded();
+	manifest_put_u32(m.data + 40, 1u << 30);
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_CORRUPT, "offset 40: impossible counts");
+	free(m.data);
+}
+
+/* Description: file ids must rise and stay below the next file id: two
+ * swapped, or one at the next id, are refused at the offset of the id. */
+Test(manifest, file_ids_out_of_order)
+{
+	manifest_bytes m = loaded();
+	uint64_t first = manifest_get_u64(m.data + MANIFEST_FIXED_SIZE);
+	uint64_t second = manifest_get_u64(m.data + MANIFEST_FIXED_SIZE + 8);
+	manifest_put_u64(m.data + MANIFEST_FIXED_SIZE, second);
+	manifest_put_u64(m.data + MANIFEST_FIXED_SIZE + 8, first);
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_CORRUPT, "offset 56: file id out of order");
+
+	manifest_put_u64(m.data + MANIFEST_FIXED_SIZE, first);
+	manifest_put_u64(m.data + MANIFEST_FIXED_SIZE + 8, manifest_get_u64(m.data + 32));
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_CORRUPT, "offset 56: file id out of order");
+	free(m.data);
+}
+
+/* Description: a tenant entry with an empty name is refused at its
+ * offset, naming the entry. */
+Test(manifest, a_bad_tenant_entry)
+{
+	manifest_bytes m = loaded();
+	char says[64];
+	snprintf(says, sizeof(says), "offset %zu: bad tenant entry 0", m.tenants_offset);
+	m.data[m.tenants_offset] = 0;
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_CORRUPT, says);
+	free(m.data);
+}
+
+/* Description: bytes after the last section are refused at their
+ * offset. */
+Test(manifest, trailing_bytes)
+{
+	manifest_bytes m = loaded();
+	size_t size = m.size + 4;
+	uint8_t *longer = calloc(1, size);
+	cr_assert_not_null(longer);
+	memcpy(longer, m.data, m.size - 8);
+	manifest_file_store(td.path, longer, size);
+	char says[64];
+	snprintf(says, sizeof(says), "offset %zu: trailing bytes", m.size - 8);
+	expect_refused(TALLY_E_CORRUPT, says);
+	free(longer);
+	free(m.data);
+}
+
+/* Description: a manifest shorter than its fixed fields and checksum is
+ * an impossible size at offset 0. */
+Test(manifest, too_short)
+{
+	manifest_bytes m = loaded();
+	manifest_file_store(td.path, m.data, MANIFEST_FIXED_SIZE);
+	expect_refused(TALLY_E_CORRUPT, "offset 0: impossible size 48");
+	free(m.data);
+}
