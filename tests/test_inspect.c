@@ -873,3 +873,91 @@ Test(inspect, segment_files_of_versions_2_and_3_open_and_others_are_refused)
 	cr_assert_eq(f->version, 2);
 	segment_file_close(f);
 }
+
+/* The bytes of a file, to put back after damaging it (free them). */
+static uint8_t *file_bytes(const char *path, uint64_t *size)
+{
+	*size = file_size(path);
+	uint8_t *data = malloc(*size);
+	cr_assert_not_null(data);
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "open %s", path);
+	cr_assert_eq(fread(data, 1, *size, f), *size);
+	fclose(f);
+	return data;
+}
+
+static void file_put(const char *path, const uint8_t *data, uint64_t size)
+{
+	FILE *f = fopen(path, "wb");
+	cr_assert_not_null(f, "create %s", path);
+	cr_assert_eq(fwrite(data, 1, size, f), size);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* The store refuses to open with TALLY_E_CORRUPT and a message holding
+ * `says`, and tally_verify reports a problem holding it too. */
+static void expect_segment_refused(const char *says, const char *what)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, err);
+	cr_assert_eq(rc, TALLY_E_CORRUPT, "%s: open: %s (%s)", what, tally_strerror(rc), err);
+	cr_assert_null(s);
+	cr_assert_not_null(strstr(err, says), "%s: open said \"%s\", not \"%s\"", what, err, says);
+	problems *p = verify(&rc);
+	cr_assert_geq(rc, 1, "%s: verify found nothing", what);
+	cr_assert_geq(find_message(p, says, NULL), 0, "%s: no problem says \"%s\"", what, says);
+}
+
+/* Description: a segment file damaged where no block checksum looks: its
+ * header (magic or checksum), a file copied under another file's name
+ * (misdirected: the header names the other id), its trailer, and a file
+ * cut below a header and a trailer. The store refuses to open, and verify
+ * reports each, naming the file, the offset and what is wrong. */
+Test(inspect, verify_and_open_name_a_segment_file_damaged_at_its_edges)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512], other[512], name[64], says[200];
+	segment_path(path, sizeof(path), ids[1]);
+	segment_path(other, sizeof(other), ids[0]);
+	segment_file_name(name, sizeof(name), ids[1]);
+	uint64_t size;
+	uint8_t *good = file_bytes(path, &size);
+
+	flip_byte(path, 3);
+	snprintf(says, sizeof(says), "%s offset 0: bad header (magic or checksum)", name);
+	expect_segment_refused(says, "a damaged header");
+	file_put(path, good, size);
+
+	uint64_t other_size;
+	uint8_t *misdirected = file_bytes(other, &other_size);
+	file_put(path, misdirected, other_size);
+	snprintf(says, sizeof(says), "%s offset 16: header names file id %" PRIu64 ", expected %" PRIu64,
+		 name, ids[0], ids[1]);
+	expect_segment_refused(says, "a misdirected file");
+	free(misdirected);
+	file_put(path, good, size);
+
+	flip_byte(path, size - 4); /* the trailer's magic */
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": bad trailer", name,
+		 size - SEGMENT_TRAILER_SIZE);
+	expect_segment_refused(says, "a damaged trailer");
+	file_put(path, good, size);
+
+	file_put(path, good, 20);
+	snprintf(says, sizeof(says), "%s offset 0: file too short (20 bytes)", name);
+	expect_segment_refused(says, "a cut file");
+	file_put(path, good, size);
+	free(good);
+
+	int rc;
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the file put back is clean");
+}
