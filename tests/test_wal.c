@@ -897,16 +897,23 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 	test_dir_remove(&dir);
 }
 
+/* Ten records of 1,000 bytes in files of 4,096: files 1, 2, 3 (3 records
+ * each) and 4. */
+static void make_rotated_wal(const char *dir)
+{
+	wal_options options = {.file_bytes_max = 4096};
+	wal *w = open_ok(NULL, dir, &options, 0, NULL);
+	for (int i = 0; i < 10; i++)
+		append_sized(w, 1000);
+	cr_assert_eq(wal_close(w), 0);
+}
+
 Test(wal_rotate, a_missing_middle_file_is_corruption,
      .description = "a gap between files is named with the file that follows it")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
-	wal_options options = {.file_bytes_max = 4096};
-	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
-	for (int i = 0; i < 10; i++)
-		append_sized(w, 1000);
-	cr_assert_eq(wal_close(w), 0);
+	make_rotated_wal(dir.path);
 	char path[TEST_PATH_SIZE];
 	wal_path(path, dir.path, 2);
 	cr_assert_eq(unlink(path), 0);
@@ -929,6 +936,60 @@ Test(wal_rotate, a_missing_middle_file_is_corruption,
 	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 7, 1, problem_collect, &r), 0);
 	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 5, 1, problem_collect, &r), 1,
 		     "replay from LSN 5 but the oldest file starts at LSN 7");
+	test_dir_remove(&dir);
+}
+
+Test(wal_rotate, a_file_copied_under_another_files_name_is_corruption,
+     .description = "a misdirected WAL file (file 2's bytes named as file 3) is refused at "
+		    "its header, naming both ids; verify reports it too")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	make_rotated_wal(dir.path);
+	char path2[TEST_PATH_SIZE], path3[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE];
+	wal_path(path2, dir.path, 2);
+	wal_path(path3, dir.path, 3);
+	file_copy(path2, path3);
+	cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_CORRUPT);
+	char expect[TEST_PATH_SIZE + 128];
+	snprintf(expect, sizeof expect, "%s offset 0: header names file id 0000000000000002", path3);
+	cr_assert_not_null(strstr(errmsg, expect), "%s", errmsg);
+	cr_assert_not_null(strstr(errmsg, "expected file id 0000000000000003"), "%s", errmsg);
+	problems p = {0};
+	cr_assert_geq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
+	test_dir_remove(&dir);
+}
+
+Test(wal_rotate, a_file_overlapping_the_previous_one_is_corruption,
+     .description = "a file whose header's first LSN is inside the previous file's range is "
+		    "refused at offset 24, naming both LSNs")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	make_rotated_wal(dir.path);
+	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE];
+	wal_path(path, dir.path, 3);
+	parsed_file pf;
+	parse_file(path, &pf);
+	cr_assert_eq(pf.first_lsn, 7);
+	/* First LSN 6, with the header checksum made again. */
+	uint8_t header[FILE_HEADER_SIZE];
+	uint64_t size;
+	uint8_t *data = file_read(path, &size);
+	memcpy(header, data, sizeof header);
+	free(data);
+	uint64_t lsn = 6, sum;
+	memcpy(header + 24, &lsn, 8);
+	sum = XXH3_64bits(header, 32);
+	memcpy(header + 32, &sum, 8);
+	file_write_at(path, 0, header, sizeof header);
+	cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_CORRUPT);
+	char expect[TEST_PATH_SIZE + 128];
+	snprintf(expect, sizeof expect,
+		 "%s offset 24: first LSN 6 overlaps the previous file, which ends at LSN 6", path);
+	cr_assert_not_null(strstr(errmsg, expect), "%s", errmsg);
+	problems p = {0};
+	cr_assert_geq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
 	test_dir_remove(&dir);
 }
 
