@@ -1375,10 +1375,15 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 				rc = s->replay_fn(s->replay_ctx, view.lsn, view.type, view.payload,
 						  view.payload_size);
 				if (rc) {
+					/* Why, in the caller's words (wal.h), after
+					 * where. */
+					char why[TALLY_ERRMSG_SIZE];
+					snprintf(why, sizeof why, "%s",
+						 s->errmsg[0] ? s->errmsg : tally_strerror(rc));
 					wal_errmsg_set(s->errmsg,
 						 "wal: %s offset %" PRIu64
-						 ": replay stopped by the caller at LSN %" PRIu64
-						 " (returned %d)", s->path, offset, view.lsn, rc);
+						 ": replay stopped at LSN %" PRIu64 ": %s",
+						 s->path, offset, view.lsn, why);
 					goto out;
 				}
 			}

@@ -44,7 +44,9 @@ typedef struct wal_options {
 #define WAL_RECORD_PAYLOAD_MAX (64u << 20) /* 64 MiB: larger is TALLY_E_LIMIT */
 
 /* Called by recovery for each record to replay, in LSN order. A non-zero
- * return stops recovery, and wal_open returns that value. */
+ * return stops recovery, and wal_open returns that value; fn may first
+ * write why into the errmsg buffer given to wal_open (empty until then),
+ * which wal_open's message then gives after the file, offset and LSN. */
 typedef int (*wal_replay_fn)(void *ctx, uint64_t lsn, uint8_t type,
 			     const uint8_t *payload, size_t size);
 

@@ -26,6 +26,7 @@
 #include "support/threads.h"
 #include "tally.h"
 #include "tally_limits.h"
+#include "wal.h"
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21 */
 #define MINUTE_US (INT64_C(60) * 1000000)
@@ -167,6 +168,102 @@ Test(store, per_event_results_and_reasons)
 	cr_expect_str_eq(c.ids[1], "a1");
 	cr_expect_eq(tally_ingest(s, "bad tenant", e, 1, r), TALLY_E_TENANT);
 	cr_expect_eq(tally_store_close(s), 0);
+}
+
+/* Description: every string has its own limit and its own reason: a
+ * string at its limit is ACCEPTED, one byte over is REJECTED naming that
+ * string, and the others of the batch are unaffected. */
+Test(store, each_string_over_its_limit_is_rejected_with_its_own_reason)
+{
+	tally_store *s = open_store(0);
+	char at[TALLY_DIMENSION_SIZE_MAX + 2], over[TALLY_DIMENSION_SIZE_MAX + 2];
+	enum { FIELDS = 5 };
+	static const int reasons[FIELDS] = {TALLY_REASON_TYPE_TOO_LONG, TALLY_REASON_PROJECT_TOO_LONG,
+					    TALLY_REASON_AGENT_TOO_LONG, TALLY_REASON_MODEL_TOO_LONG,
+					    TALLY_REASON_USER_TOO_LONG};
+	for (int f = 0; f < FIELDS; f++) {
+		size_t limit = f == 0 ? TALLY_TYPE_SIZE_MAX : TALLY_DIMENSION_SIZE_MAX;
+		memset(at, 'a' + f, limit);
+		at[limit] = 0;
+		memset(over, 'a' + f, limit + 1);
+		over[limit + 1] = 0;
+		char id_at[16], id_over[16];
+		snprintf(id_at, sizeof(id_at), "at-%d", f);
+		snprintf(id_over, sizeof(id_over), "over-%d", f);
+		tally_event e[2] = {make_event(id_at, NOW_US, 1), make_event(id_over, NOW_US, 2)};
+		tally_str *field_at[FIELDS] = {&e[0].type, &e[0].project, &e[0].agent, &e[0].model,
+					       &e[0].user};
+		tally_str *field_over[FIELDS] = {&e[1].type, &e[1].project, &e[1].agent, &e[1].model,
+						 &e[1].user};
+		*field_at[f] = S(at);
+		*field_over[f] = S(over);
+		tally_ingest_result r[2];
+		cr_assert_eq(tally_ingest(s, "acme", e, 2, r), 0);
+		cr_expect_eq(r[0].code, TALLY_ACCEPTED, "field %d at its limit of %zu bytes", f, limit);
+		cr_expect_eq(r[1].code, TALLY_REJECTED, "field %d one byte over", f);
+		cr_expect_eq(r[1].reason, reasons[f], "field %d: reason %d", f, r[1].reason);
+	}
+	cr_assert_eq(scan_all(s, "acme").count, FIELDS);
+	cr_expect_eq(tally_store_close(s), 0);
+}
+
+/* In a fresh store at DIR/<name> holding one acknowledged event, a WAL
+ * record of `type` and `payload` appended after it, with a valid
+ * checksum: the store must refuse to open, naming the record's LSN and
+ * `says`, and must not have replayed anything of it. */
+static void expect_replay_refused(const char *name, uint8_t type, const void *payload, size_t size,
+				  const char *says)
+{
+	char store_dir[400], wal_dir[420], err[TALLY_ERRMSG_SIZE] = "";
+	snprintf(store_dir, sizeof(store_dir), "%s/%s", dir, name);
+	snprintf(wal_dir, sizeof(wal_dir), "%s/wal", store_dir);
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	tally_store *s = NULL;
+	cr_assert_eq(tally_store_open(store_dir, &o, &s, err), 0, "%s", err);
+	tally_event e = make_event("kept", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	wal *w = NULL;
+	cr_assert_eq(wal_open(tally_io_default(), wal_dir, NULL, 0, NULL, NULL, &w, err), 0, "%s", err);
+	uint64_t lsn = 0;
+	cr_assert_eq(wal_append(w, type, payload, size, &lsn), 0);
+	cr_assert_eq(wal_close(w), 0);
+	cr_assert_eq(lsn, 2);
+
+	s = NULL;
+	int rc = tally_store_open(store_dir, &o, &s, err);
+	cr_assert_eq(rc, TALLY_E_CORRUPT, "%s: %s (%s)", name, tally_strerror(rc), err);
+	cr_assert_null(s);
+	/* The WAL names the file and offset, the store what is wrong. */
+	cr_assert(strstr(err, "/wal/0000000000000002.wal offset 40: replay stopped at LSN 2: WAL "
+			      "record LSN 2 has a valid checksum but") &&
+			  strstr(err, says),
+		  "%s: \"%s\" does not say \"%s\"", name, err, says);
+}
+
+/* Description: a WAL record whose checksum is good but whose contents are
+ * not a batch (a bug's record, or one of a future type) stops the open
+ * with a message naming its LSN, instead of replaying part of it: a
+ * payload that ends inside its first field, a batch that promises an
+ * event it does not hold, an unknown record type, and a list of batches
+ * with fewer than two. */
+Test(store, a_wal_record_with_a_good_checksum_and_a_bad_payload_stops_the_open)
+{
+	enum { WAL_RECORD_BATCH = 1, WAL_RECORD_BATCHES = 2 }; /* docs/formats.md, "WAL" */
+	static const uint8_t cut[] = {0xff};
+	static const uint8_t promised[] = {4, 'a', 'c', 'm', 'e', 1, 0}; /* 1 event, 0 strings, none */
+	static const uint8_t list_of_one[] = {1, 7, 4, 'a', 'c', 'm', 'e', 0, 0};
+	expect_replay_refused("cut", WAL_RECORD_BATCH, cut, sizeof(cut), "malformed batch payload");
+	expect_replay_refused("promised", WAL_RECORD_BATCH, promised, sizeof(promised),
+			      "malformed batch payload");
+	expect_replay_refused("type", 9, promised, sizeof(promised), "unknown type 9");
+	expect_replay_refused("list", WAL_RECORD_BATCHES, list_of_one, sizeof(list_of_one),
+			      "malformed list of batches");
 }
 
 /* Ingests n new events (ids "<prefix>0".."<prefix>(n-1)", n <= 16) for

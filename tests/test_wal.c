@@ -474,6 +474,15 @@ Test(wal_replay, replay_callback_error_stops_open,
 			      errmsg), 77);
 	cr_assert_null(w);
 	cr_assert_eq(log.count, 3);
+	/* Where it stopped; why, in the callback's words when it wrote none:
+	 * the code's. */
+	char path[TEST_PATH_SIZE], expect[TEST_PATH_SIZE + 128];
+	wal_path(path, dir.path, 1);
+	snprintf(expect, sizeof expect, "wal: %s offset %" PRIu64 ": replay stopped at LSN 4: %s",
+		 path, FILE_HEADER_SIZE + record_size(payload_size_for(1)) +
+			       record_size(payload_size_for(2)) + record_size(payload_size_for(3)),
+		 tally_strerror(77));
+	cr_assert_str_eq(errmsg, expect);
 	replay_log_free(&log);
 	test_dir_remove(&dir);
 }
