@@ -685,7 +685,7 @@ static int verify_manifest_tenants(verifier *v, const char *path)
 	tenant_ref *refs = malloc(sizeof(*refs) * m->tenant_count);
 	if (!refs)
 		return -ENOMEM;
-	uint64_t offset = 48 + (uint64_t)m->file_count * 8; /* manifest.c layout */
+	uint64_t offset = MANIFEST_HEADER_SIZE + (uint64_t)m->file_count * 8;
 	for (uint32_t t = 0; t < m->tenant_count; t++) {
 		const manifest_tenant *mt = &m->tenants[t];
 		refs[t] = (tenant_ref){mt->name, t, offset};

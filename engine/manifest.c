@@ -38,7 +38,7 @@
 #include "manifest.h"
 
 #define MAGIC "TLYMAN01"
-#define FIXED_SIZE 48
+#define FIXED_SIZE MANIFEST_HEADER_SIZE
 
 
 void manifest_free(manifest *m)

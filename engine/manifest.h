@@ -22,6 +22,9 @@
 #define MANIFEST_NAME "MANIFEST"
 #define MANIFEST_VERSION 2          /* written; 2 added the change section */
 #define MANIFEST_VERSION_OLDEST 1   /* read: version 1 has no change section */
+/* The fixed fields before the file ids; the tenant entries follow the
+ * file ids (docs/formats.md, "Manifest"). */
+#define MANIFEST_HEADER_SIZE 48u
 
 typedef struct manifest_tenant {
 	uint32_t tenant_id;

@@ -3105,17 +3105,26 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	if ((rc = change_map_init(&s->changes)) || (rc = change_map_init(&s->changes_frozen)))
 		goto fail;
 	change_map_copy(&s->changes, &s->manifest.changes);
+	/* Tenant names must be valid and distinct (manifest_read does not
+	 * know what a valid name is); the messages are tally_verify's. */
+	uint64_t offset = MANIFEST_HEADER_SIZE + (uint64_t)s->manifest.file_count * 8;
 	for (uint32_t i = 0; i < s->manifest.tenant_count; i++) {
-		tenant *t;
-		if (!tenant_name_valid(s->manifest.tenants[i].name) ||
-		    tenant_find(s, s->manifest.tenants[i].name)) {
+		const manifest_tenant *mt = &s->manifest.tenants[i];
+		const tenant *repeated = tenant_find(s, mt->name);
+		if (!tenant_name_valid(mt->name) || repeated) {
 			rc = TALLY_E_CORRUPT;
-			set_errmsg(s, "%s/MANIFEST: invalid or repeated tenant name%s", dir, 0);
+			if (repeated)
+				errmsg_printf(s, "%s/MANIFEST offset %" PRIu64 ": tenant name '%s' repeats "
+					      "tenant %u", dir, offset, mt->name, repeated->id);
+			else
+				errmsg_printf(s, "%s/MANIFEST offset %" PRIu64 ": tenant %u has an invalid "
+					      "name", dir, offset, i);
 			goto fail;
 		}
-		if ((rc = tenant_add(s, s->manifest.tenants[i].name,
-				     name_hash(s->manifest.tenants[i].name), &t)))
+		tenant *t;
+		if ((rc = tenant_add(s, mt->name, name_hash(mt->name), &t)))
 			goto fail;
+		offset += 1 + (uint64_t)mt->name_size;
 	}
 	s->files = calloc(s->manifest.file_count + 1, sizeof(*s->files));
 	if (!s->files) {

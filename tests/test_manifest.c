@@ -212,3 +212,24 @@ Test(manifest, too_short)
 	expect_refused(TALLY_E_CORRUPT, "offset 0: impossible size 48");
 	free(m.data);
 }
+
+/* Description: a tenant name that repeats an earlier entry's, or that is
+ * not a valid name, is refused at the entry's offset, by open and verify
+ * in the same words. */
+Test(manifest, a_repeated_or_invalid_tenant_name)
+{
+	manifest_bytes m = loaded();
+	size_t second = m.tenants_offset + 1 + m.data[m.tenants_offset];
+	cr_assert_eq(m.data[second], 4);
+	cr_assert_eq(memcmp(m.data + second + 1, "beta", 4), 0);
+	memcpy(m.data + second + 1, "acme", 4);
+	manifest_file_store(td.path, m.data, m.size);
+	char says[96];
+	snprintf(says, sizeof(says), "offset %zu: tenant name 'acme' repeats tenant 0", second);
+	expect_refused(TALLY_E_CORRUPT, says);
+	memcpy(m.data + second + 1, "be/a", 4);
+	manifest_file_store(td.path, m.data, m.size);
+	snprintf(says, sizeof(says), "offset %zu: tenant 1 has an invalid name", second);
+	expect_refused(TALLY_E_CORRUPT, says);
+	free(m.data);
+}
