@@ -245,19 +245,6 @@ static int manifest_names_file(const manifest *m, uint64_t file_id)
 	return lo < m->file_count && m->file_ids[lo] == file_id;
 }
 
-/* Reads the footer offset from the trailer of an opened segment file (the
- * open verified the trailer, so this only fails on an I/O error). */
-static uint64_t segment_footer_offset(const segment_file *f)
-{
-	uint8_t bytes[8];
-	uint64_t offset = 0;
-	if (tally_io_read_all(f->io, f->fd, bytes, sizeof(bytes), f->size - SEGMENT_TRAILER_SIZE))
-		return f->size - SEGMENT_TRAILER_SIZE; /* then name the trailer itself */
-	for (int i = 0; i < 8; i++)
-		offset |= (uint64_t)bytes[i] << (8 * i);
-	return offset;
-}
-
 static int argument_check(const char *dir, char *errmsg)
 {
 	if (!dir || !dir[0] || strlen(dir) > INSPECT_DIR_SIZE_MAX) {
@@ -1126,7 +1113,7 @@ static int verify_segment_file(verifier *v, uint64_t file_id, int named_by_manif
 			       v->errmsg[0] ? v->errmsg : tally_strerror(rc));
 		return 0;
 	}
-	uint64_t footer_offset = segment_footer_offset(f);
+	uint64_t footer_offset = f->footer_offset;
 	if (named_by_manifest && v->have_manifest) {
 		for (uint32_t t = 0; t < f->tenant_count; t++) {
 			const seg_tenant *st = &f->tenants[t];

@@ -848,6 +848,7 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 	}
 	uint64_t trailer_offset = f->size - SEGMENT_TRAILER_SIZE;
 	uint64_t footer_offset = le_get_u64(trailer);
+	f->footer_offset = footer_offset;
 	uint32_t footer_stored = le_get_u32(trailer + 8);
 	uint32_t footer_raw = le_get_u32(trailer + 12);
 	uint8_t footer_codec = trailer[16];

@@ -109,6 +109,7 @@ typedef struct segment_file {
 	uint64_t file_id;
 	uint32_t version; /* the header's format version */
 	uint64_t size; /* bytes on disk */
+	uint64_t footer_offset; /* where the footer starts (the trailer says) */
 	uint64_t rows;
 	seg_tenant *tenants;
 	seg_segment *segments;

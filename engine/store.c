@@ -3141,9 +3141,9 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			if (st->tenant_id >= s->tenant_count ||
 			    strcmp(s->tenants[st->tenant_id]->name, st->name) != 0) {
 				rc = TALLY_E_CORRUPT;
-				snprintf(s->errmsg, sizeof(s->errmsg),
-					 "%s: tenant %s (id %u) is not in the manifest", f->path, st->name,
-					 st->tenant_id);
+				errmsg_printf(s, "%s offset %" PRIu64 ": footer names tenant %s with id %u, "
+					      "which the manifest does not", f->path,
+					      f->footer_offset, st->name, st->tenant_id);
 				goto fail;
 			}
 		}

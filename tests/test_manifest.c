@@ -105,6 +105,23 @@ static void expect_refused(int code, const char *says)
 		  "verify: \"%s\" does not say \"%s\"", first, says);
 }
 
+/* As expect_refused, for a problem a segment file shows against the
+ * manifest: the messages name that file, not the manifest. */
+static void expect_refused_by_file(int code, const char *says)
+{
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = store_open(&s, err);
+	cr_assert_eq(rc, code, "open: %s (%s)", tally_strerror(rc), err);
+	cr_assert_null(s);
+	cr_assert(strstr(err, ".seg offset ") && strstr(err, says), "open: \"%s\" does not say \"%s\"",
+		  err, says);
+	char first[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_gt(tally_verify(td.path, problem_keep, first), 0, "verify found nothing");
+	cr_assert(strstr(first, ".seg offset ") && strstr(first, says),
+		  "verify: \"%s\" does not say \"%s\"", first, says);
+}
+
 static manifest_bytes loaded(void)
 {
 	build_store();
@@ -231,5 +248,23 @@ Test(manifest, a_repeated_or_invalid_tenant_name)
 	manifest_file_store(td.path, m.data, m.size);
 	snprintf(says, sizeof(says), "offset %zu: tenant 1 has an invalid name", second);
 	expect_refused(TALLY_E_CORRUPT, says);
+	free(m.data);
+}
+
+/* Description: tenant ids that do not match the segment files' (the
+ * manifest's two names swapped, so every file would show each tenant the
+ * other's events) are refused: the file's footer names the tenant and id
+ * the manifest does not. */
+Test(manifest, tenant_ids_that_do_not_match_the_segment_files)
+{
+	manifest_bytes m = loaded();
+	size_t first = m.tenants_offset, second = first + 1 + m.data[first];
+	cr_assert_eq(memcmp(m.data + first + 1, "acme", 4), 0);
+	cr_assert_eq(memcmp(m.data + second + 1, "beta", 4), 0);
+	memcpy(m.data + first + 1, "beta", 4);
+	memcpy(m.data + second + 1, "acme", 4);
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused_by_file(TALLY_E_CORRUPT, ": footer names tenant acme with id 0, which the "
+						"manifest does not");
 	free(m.data);
 }
