@@ -87,39 +87,29 @@ static void problem_keep(void *ctx, const char *message)
 		snprintf(first, TALLY_ERRMSG_SIZE, "%s", message);
 }
 
-/* The store refuses to open with `code` and a message naming the
- * manifest and `says`; tally_verify reports a problem saying the same. */
-static void expect_refused(int code, const char *says)
+/* The store refuses to open with `code` and a message holding `where`
+ * (the file the problem is in) and `says`; tally_verify reports a problem
+ * saying the same. */
+static void expect_refused_in(int code, const char *where, const char *says)
 {
 	tally_store *s;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	int rc = store_open(&s, err);
 	cr_assert_eq(rc, code, "open: %s (%s)", tally_strerror(rc), err);
 	cr_assert_null(s);
-	cr_assert(strstr(err, "MANIFEST") && strstr(err, says), "open: \"%s\" does not say \"%s\"",
-		  err, says);
+	cr_assert(strstr(err, where) && strstr(err, says), "open: \"%s\" does not say \"%s\"", err,
+		  says);
 	char first[TALLY_ERRMSG_SIZE] = "";
 	int problems = tally_verify(td.path, problem_keep, first);
 	cr_assert_gt(problems, 0, "verify found nothing");
-	cr_assert(strstr(first, "MANIFEST") && strstr(first, says),
-		  "verify: \"%s\" does not say \"%s\"", first, says);
+	cr_assert(strstr(first, where) && strstr(first, says), "verify: \"%s\" does not say \"%s\"",
+		  first, says);
 }
 
-/* As expect_refused, for a problem a segment file shows against the
- * manifest: the messages name that file, not the manifest. */
-static void expect_refused_by_file(int code, const char *says)
+/* A problem of the manifest itself. */
+static void expect_refused(int code, const char *says)
 {
-	tally_store *s;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = store_open(&s, err);
-	cr_assert_eq(rc, code, "open: %s (%s)", tally_strerror(rc), err);
-	cr_assert_null(s);
-	cr_assert(strstr(err, ".seg offset ") && strstr(err, says), "open: \"%s\" does not say \"%s\"",
-		  err, says);
-	char first[TALLY_ERRMSG_SIZE] = "";
-	cr_assert_gt(tally_verify(td.path, problem_keep, first), 0, "verify found nothing");
-	cr_assert(strstr(first, ".seg offset ") && strstr(first, says),
-		  "verify: \"%s\" does not say \"%s\"", first, says);
+	expect_refused_in(code, "MANIFEST", says);
 }
 
 static manifest_bytes loaded(void)
@@ -264,7 +254,7 @@ Test(manifest, tenant_ids_that_do_not_match_the_segment_files)
 	memcpy(m.data + first + 1, "beta", 4);
 	memcpy(m.data + second + 1, "acme", 4);
 	manifest_file_store(td.path, m.data, m.size);
-	expect_refused_by_file(TALLY_E_CORRUPT, ": footer names tenant acme with id 0, which the "
-						"manifest does not");
+	expect_refused_in(TALLY_E_CORRUPT, ".seg offset ",
+			  ": footer names tenant acme with id 0, which the manifest does not");
 	free(m.data);
 }
