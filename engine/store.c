@@ -1170,7 +1170,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		}
 	}
 	int rc = 0;
-	int split = 0; /* the call goes in parts (INGEST_PART_BYTES_MAX) */
+	int split = 0; /* the call goes in parts (options.ingest_part_bytes_max) */
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	history h;
 	memset(&h, 0, sizeof(h));
@@ -1243,14 +1243,14 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			goto out; /* nothing applied */
 		entry[b + 1] = pre.size;
 	}
-	/* A call whose WAL record would pass INGEST_PART_BYTES_MAX (a server's
+	/* A call whose WAL record would pass ingest_part_bytes_max (a server's
 	 * event loop pass of several large requests, say) is stored in parts
 	 * of consecutive batches, each with its own lock hold and record, so
 	 * that no call holds the lock for long, and no record passes
 	 * WAL_RECORD_PAYLOAD_MAX. A batch is never split: one batch always
 	 * fits a record (at most about 44 MB with every string as long as
 	 * allowed). */
-	if (pre.size > INGEST_PART_BYTES_MAX && batch_count > 1) {
+	if (pre.size > s->options.ingest_part_bytes_max && batch_count > 1) {
 		split = 1;
 		goto out;
 	}
@@ -1412,22 +1412,38 @@ out:
 	bytebuf_free(&pre);
 	batchrec_encoder_free(&enc);
 	history_free(&h);
-	/* The parts: as many consecutive batches as fit INGEST_PART_BYTES_MAX
+	/* The parts: as many consecutive batches as fit ingest_part_bytes_max
 	 * by their entries (at least one). Each part encodes its entries
 	 * again, so a part can come out a little larger; it then splits in
-	 * turn. */
+	 * turn. Each part is stored or not on its own: a part that fails
+	 * gives its error as the status of each of its batches, and the call
+	 * fails only when no part was stored. */
 	if (split)
 		*commit_lsn = 0;
-	for (size_t from = 0; split && !rc && from < batch_count;) {
+	int first_failure = 0;
+	bool part_stored = false;
+	for (size_t from = 0; split && from < batch_count;) {
 		size_t to = from + 1;
-		while (to < batch_count && entry[to + 1] - entry[from] <= INGEST_PART_BYTES_MAX)
+		while (to < batch_count &&
+		       entry[to + 1] - entry[from] <= s->options.ingest_part_bytes_max)
 			to++;
 		uint64_t part_lsn = 0;
-		rc = tally_ingest_submit_many(s, batches + from, to - from, &part_lsn);
-		if (!rc && part_lsn > *commit_lsn)
-			*commit_lsn = part_lsn;
+		int part_rc = tally_ingest_submit_many(s, batches + from, to - from, &part_lsn);
+		if (part_rc) {
+			for (size_t b = from; b < to; b++)
+				if (!batches[b].status)
+					batches[b].status = part_rc;
+			if (!first_failure)
+				first_failure = part_rc;
+		} else {
+			part_stored = true;
+			if (part_lsn > *commit_lsn)
+				*commit_lsn = part_lsn;
+		}
 		from = to;
 	}
+	if (split)
+		rc = part_stored ? 0 : first_failure;
 	free(entry);
 	return rc;
 }
@@ -3043,6 +3059,10 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		s->options.minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
 	if (s->options.query_rows_behind_max == 0)
 		s->options.query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
+	if (s->options.ingest_part_bytes_max == 0)
+		s->options.ingest_part_bytes_max = INGEST_PART_BYTES_MAX;
+	if (s->options.ingest_part_bytes_max > WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX)
+		s->options.ingest_part_bytes_max = WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->flush_mutex, NULL);

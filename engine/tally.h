@@ -153,6 +153,11 @@ typedef struct tally_options {
 	uint32_t query_rows_behind_max;  /* a query reads up to this many unflushed rows that the
 					  * live rollup does not have yet, more it rolls up first;
 					  * default 262,144 (docs/queries.md, "Live") */
+	uint32_t ingest_part_bytes_max;  /* an ingest call whose WAL record would pass this is
+					  * stored in parts of consecutive batches, each its own
+					  * lock hold and record (tally_ingest_submit_many); 0,
+					  * the default: INGEST_PART_BYTES_MAX (1 MiB); at most the
+					  * WAL's record limit (64 MiB) */
 } tally_options;
 
 /* Fills *options with the defaults above. */
@@ -222,13 +227,14 @@ int tally_commit_wait(tally_store *store, uint64_t commit_lsn);
  * for all of them (a server submits every IngestBatch request of one event
  * loop pass this way). A call whose record would pass 1 MiB is stored in
  * parts of consecutive batches (a batch is never split), each with its own
- * lock hold and record;
- * when a later part fails, an earlier one may still become durable (a
- * retry then finds its events DUPLICATE). A failed call stores nothing in
- * memory either: the store stays writable unless the WAL itself failed.
- * Each batch gets its own status: 0, or TALLY_E_TENANT /
- * TALLY_E_LIMIT / TALLY_E_INVALID for that batch alone (its results are then
- * untouched). The call returns 0 when every other batch's results are
+ * lock hold and record, each stored or not on its own. A failed call, or
+ * part, stores nothing in memory either: the store stays writable unless
+ * the WAL itself failed.
+ * Each batch gets its own status: 0, or TALLY_E_TENANT / TALLY_E_LIMIT /
+ * TALLY_E_INVALID for that batch alone (its results are then untouched),
+ * or, in a call stored in parts, the error of a part that failed for each
+ * batch of that part (nothing of it stored; its results are not final).
+ * The call returns 0 when the results of every batch with status 0 are
  * final; they are acknowledged once *commit_lsn is durable, exactly as for
  * tally_ingest_submit. A negative return means nothing in the call is
  * acknowledged (besides the errors of tally_ingest_submit: -errno or

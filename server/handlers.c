@@ -398,8 +398,13 @@ void handlers_submit_done(server *s)
 		int status = rc ? rc : batches[i].status;
 		if (status) {
 			if (live) {
+				/* The store's message says why the call, or the part
+				 * of it that held this batch, failed; a batch refused
+				 * alone (its tenant name, its size) has none. */
 				char why[TALLY_ERRMSG_SIZE] = "";
-				if (rc) /* the engine's other threads may be writing it */
+				bool alone = !rc && (status == TALLY_E_TENANT || status == TALLY_E_LIMIT ||
+						     status == TALLY_E_INVALID);
+				if (!alone) /* the engine's other threads may be writing it */
 					tally_store_errmsg_copy(s->store, why, sizeof(why));
 				int code = code_of_engine_error(status);
 				conn_respond_error(s, c, p.request_id, p.frame_bytes, code, retry_after_of(code),

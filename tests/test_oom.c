@@ -96,6 +96,11 @@ static bool oom_disarm(void)
 /* A batch whose WAL record is larger than the WAL's first buffer (1 MiB),
  * so that the append grows it. */
 #define LARGE_BATCH_EVENTS 32000
+/* A call of PART_BATCHES batches is stored in as many parts: the store is
+ * opened with parts of at most PART_BYTES_MAX, less than one batch's WAL
+ * entry (a batch is never split). */
+#define PART_BATCHES 3
+#define PART_BYTES_MAX 1024
 #define SWEEP_MAX 20000 /* a call making more allocations than this is a test bug */
 
 static char dir[64];
@@ -103,6 +108,7 @@ static fault_io *fio;
 static ev_ledger ledger;
 static uint32_t round_no;       /* the latest round: new batches go here */
 static uint32_t backfill_round; /* the round whose batches are backfills, or UINT32_MAX */
+static uint32_t part_bytes_max; /* the store's ingest_part_bytes_max (0: its default) */
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -137,6 +143,7 @@ static int store_try_open(tally_store **s, char *errmsg)
 	tally_options_default(&o);
 	o.io = fault_io_table(fio);
 	o.background = false;
+	o.ingest_part_bytes_max = part_bytes_max;
 	*s = NULL;
 	return tally_store_open(dir, &o, s, errmsg);
 }
@@ -394,6 +401,55 @@ static int ingest_many(tally_store *s, uint64_t n, bool persistent, bool *reache
 	return rc;
 }
 
+/* Three batches in one call, for tenants 1, 0 and 2 (new), which the
+ * store takes in three parts (one record and lock hold each), with
+ * the nth allocation failing: each part is stored or not on its own. On 0
+ * a batch with status 0 is accepted whole and acknowledged once durable,
+ * one with the failed part's error is not stored (and the call returns 0
+ * only if some part was stored); otherwise no batch is. */
+static int ingest_parts(tally_store *s, uint64_t n, bool persistent, bool *reached)
+{
+	static const uint32_t tenant_of[PART_BATCHES] = {1, 0, 2};
+	tally_batch batches[PART_BATCHES];
+	uint32_t first = ledger.rounds[round_no].batch_count;
+	batch_events e = batch_events_make(round_no, first, PART_BATCHES, BATCH_EVENTS);
+	for (uint32_t b = 0; b < PART_BATCHES; b++)
+		batches[b] = (tally_batch){
+			.tenant = ledger.tenants[tenant_of[b]],
+			.events = e.events + (size_t)b * BATCH_EVENTS,
+			.count = BATCH_EVENTS,
+			.results = e.results + (size_t)b * BATCH_EVENTS,
+		};
+	uint64_t lsn_before = tally_durable_lsn(s), commit_lsn = 0;
+	oom_arm(n, persistent);
+	int rc = tally_ingest_submit_many(s, batches, PART_BATCHES, &commit_lsn);
+	*reached = oom_disarm();
+	uint32_t stored = 0;
+	for (uint32_t b = 0; rc == 0 && b < PART_BATCHES; b++) {
+		cr_assert(batches[b].status == 0 || batches[b].status == -ENOMEM,
+			  "parts, allocation %" PRIu64 ": batch %u status %s", n, b,
+			  tally_strerror(batches[b].status));
+		stored += batches[b].status == 0;
+	}
+	if (!*reached)
+		cr_assert_eq(stored, PART_BATCHES, "a call of %u batches stored whole", PART_BATCHES);
+	if (rc == 0) {
+		cr_assert_gt(stored, 0, "parts, allocation %" PRIu64 ": 0 with nothing stored", n);
+		cr_assert_eq(commit_lsn - lsn_before, stored,
+			     "parts, allocation %" PRIu64 ": one record per stored part", n);
+		cr_assert_eq(tally_commit_wait(s, commit_lsn), 0);
+	}
+	for (uint32_t b = 0; b < PART_BATCHES; b++) {
+		bool acked = rc == 0 && batches[b].status == 0;
+		for (uint32_t i = 0; acked && i < BATCH_EVENTS; i++)
+			cr_assert_eq(e.results[(size_t)b * BATCH_EVENTS + i].code, TALLY_ACCEPTED);
+		ev_ledger_add(&ledger, round_no, first + b, tenant_of[b], BATCH_EVENTS,
+			      acked ? EV_ACKED : EV_MAYBE);
+	}
+	batch_events_free(&e);
+	return rc;
+}
+
 /* Re-sends batch 0 of `round` (in a segment file by then) with the nth
  * allocation failing: on 0 every event must be a DUPLICATE, whatever
  * failed inside (in the horizon the fingerprint hits are verified against
@@ -529,6 +585,7 @@ typedef enum {
 	CALL_INGEST_NEW_TENANT,
 	CALL_INGEST_MANY,
 	CALL_INGEST_LARGE,
+	CALL_INGEST_PARTS,
 	CALL_RESEND,
 	CALL_BACKFILL,
 	CALL_BACKFILL_RESEND,
@@ -543,7 +600,8 @@ typedef enum {
 
 static const char *const call_names[] = {
 	"ingest", "ingest for a new tenant", "ingest of four batches in one call",
-	"ingest of a batch larger than the WAL's first buffer", "re-send", "backfill",
+	"ingest of a batch larger than the WAL's first buffer",
+	"ingest of a call stored in three parts", "re-send", "backfill",
 	"re-send of a backfill", "flush",
 	"compaction", "open", "scan", "query", "verify", "inspect",
 };
@@ -551,6 +609,7 @@ static const char *const call_names[] = {
 /* One step of a sweep: true once the call made fewer than n allocations. */
 static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 {
+	part_bytes_max = kind == CALL_INGEST_PARTS ? PART_BYTES_MAX : 0;
 	fresh();
 	bool backfill = kind == CALL_BACKFILL || kind == CALL_BACKFILL_RESEND;
 	tally_store *s = backfill ? backfill_state() : base_state();
@@ -574,6 +633,9 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 	}
 	case CALL_INGEST_MANY:
 		rc = ingest_many(s, n, persistent, &reached);
+		break;
+	case CALL_INGEST_PARTS:
+		rc = ingest_parts(s, n, persistent, &reached);
 		break;
 	case CALL_RESEND:
 	case CALL_BACKFILL_RESEND:
@@ -663,6 +725,11 @@ Test(oom, ingest_of_several_batches_in_one_call)
 Test(oom, ingest_of_a_large_batch)
 {
 	sweep(CALL_INGEST_LARGE, false);
+}
+
+Test(oom, ingest_of_a_call_stored_in_parts)
+{
+	sweep(CALL_INGEST_PARTS, false);
 }
 
 Test(oom, resend_of_stored_events)
