@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "manifest.h"
 #include "rows.h"
@@ -960,4 +961,166 @@ Test(inspect, verify_and_open_name_a_segment_file_damaged_at_its_edges)
 	int rc;
 	verify(&rc);
 	cr_assert_eq(rc, 0, "the file put back is clean");
+}
+
+/* ---- footers with a good checksum and a bad structure ------------------- */
+
+/* A segment file with its footer decoded (raw form). */
+typedef struct footer_image {
+	uint8_t *file;
+	uint64_t size, footer_offset;
+	uint8_t *raw;
+	size_t raw_size;
+} footer_image;
+
+static uint64_t le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void footer_load(const char *path, footer_image *img)
+{
+	img->file = file_bytes(path, &img->size);
+	const uint8_t *trailer = img->file + img->size - SEGMENT_TRAILER_SIZE;
+	img->footer_offset = le64(trailer);
+	uint32_t stored = (uint32_t)(trailer[8] | trailer[9] << 8 | trailer[10] << 16 |
+				     (uint32_t)trailer[11] << 24);
+	img->raw_size = (size_t)(trailer[12] | trailer[13] << 8 | trailer[14] << 16 |
+				 (uint32_t)trailer[15] << 24);
+	img->raw = malloc(img->raw_size + 1);
+	cr_assert_not_null(img->raw);
+	if (trailer[16] == 0) {
+		cr_assert_eq(stored, img->raw_size);
+		memcpy(img->raw, img->file + img->footer_offset, stored);
+	} else {
+		size_t got = ZSTD_decompress(img->raw, img->raw_size, img->file + img->footer_offset,
+					     stored);
+		cr_assert(!ZSTD_isError(got) && got == img->raw_size, "footer of %s", path);
+	}
+}
+
+/* Writes the file again with `raw` (raw_size bytes) as its footer, stored
+ * RAW, with a trailer and checksum made for it: only the structure can be
+ * wrong. */
+static void footer_store(const char *path, uint64_t file_id, const footer_image *img,
+			 const uint8_t *raw, size_t raw_size)
+{
+	uint64_t size = img->footer_offset + raw_size + SEGMENT_TRAILER_SIZE;
+	uint8_t *out = calloc(1, size);
+	cr_assert_not_null(out);
+	memcpy(out, img->file, img->footer_offset);
+	memcpy(out + img->footer_offset, raw, raw_size);
+	uint8_t *trailer = out + img->footer_offset + raw_size;
+	put_le64(trailer, img->footer_offset);
+	for (int i = 0; i < 4; i++) {
+		trailer[8 + i] = (uint8_t)(raw_size >> (8 * i));
+		trailer[12 + i] = (uint8_t)(raw_size >> (8 * i));
+	}
+	trailer[16] = 0; /* RAW */
+	put_le64(trailer + 24, XXH3_64bits_withSeed(raw, raw_size, file_id));
+	memcpy(trailer + 32, "TLYSEGE1", 8);
+	file_put(path, out, size);
+	free(out);
+}
+
+/* Skips a varint at raw[*at]. */
+static void skip_varint(const uint8_t *raw, size_t *at)
+{
+	while (raw[(*at)++] & 0x80)
+		;
+}
+
+/* Description: a footer rewritten with a good checksum but a bad
+ * structure: a tenant entry with an empty name, a block entry pointing
+ * past the footer, a tenant with no segments, the footer cut inside a
+ * block entry, and tenants out of order. Open refuses the file and verify
+ * reports it, at the footer's offset, saying which. The untouched footer,
+ * written the same way, opens: only the edit is wrong. */
+Test(inspect, a_footer_with_a_good_checksum_and_a_bad_structure_is_refused)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512], name[64], says[200];
+	segment_path(path, sizeof(path), ids[0]);
+	segment_file_name(name, sizeof(name), ids[0]);
+	footer_image img;
+	footer_load(path, &img);
+	uint8_t *raw = malloc(img.raw_size + 16);
+	cr_assert_not_null(raw);
+	/* The first tenant entry: id, name size, name, then the dictionary's
+	 * block entry (gap, stored size, raw size, codec, checksum), then the
+	 * segment count. */
+	cr_assert_eq(img.raw[0], 0, "tenant id 0 first");
+	size_t name_at = 1, block_at = 2 + img.raw[1], segments_at = block_at;
+	cr_assert_lt(img.raw[1], 0x80);
+	skip_varint(img.raw, &segments_at);
+	size_t stored_at = segments_at;
+	skip_varint(img.raw, &segments_at);
+	skip_varint(img.raw, &segments_at);
+	segments_at += 9;
+	cr_assert_lt(img.raw[segments_at], 0x80, "a segment count of one byte");
+
+	footer_store(path, ids[0], &img, img.raw, img.raw_size);
+	int rc;
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the footer rewritten unchanged is clean");
+
+	memcpy(raw, img.raw, img.raw_size);
+	raw[name_at] = 0;
+	footer_store(path, ids[0], &img, raw, img.raw_size);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: bad tenant entry 0", name,
+		 img.footer_offset);
+	expect_segment_refused(says, "an empty tenant name");
+
+	/* A stored size past the footer: varints of up to 5 bytes replace it. */
+	size_t cut = stored_at;
+	skip_varint(img.raw, &cut);
+	memcpy(raw, img.raw, stored_at);
+	const uint8_t huge[5] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+	memcpy(raw + stored_at, huge, sizeof(huge));
+	size_t n = stored_at + sizeof(huge);
+	memcpy(raw + n, img.raw + cut, img.raw_size - cut);
+	n += img.raw_size - cut;
+	footer_store(path, ids[0], &img, raw, n);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer names an impossible block", name,
+		 img.footer_offset);
+	expect_segment_refused(says, "a block past the footer");
+
+	memcpy(raw, img.raw, img.raw_size);
+	raw[segments_at] = 0;
+	footer_store(path, ids[0], &img, raw, img.raw_size);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: bad segment count for tenant acme",
+		 name, img.footer_offset);
+	expect_segment_refused(says, "a tenant without segments");
+
+	footer_store(path, ids[0], &img, img.raw, segments_at - 4);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer truncated in a block entry", name,
+		 img.footer_offset);
+	expect_segment_refused(says, "a footer cut in a block entry");
+
+	/* The first tenant (acme, id 0) named id 5: the next one (globex,
+	 * id 1) comes out of order. */
+	memcpy(raw, img.raw, img.raw_size);
+	raw[0] = 5;
+	footer_store(path, ids[0], &img, raw, img.raw_size);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: tenants out of order", name,
+		 img.footer_offset);
+	expect_segment_refused(says, "tenants out of order");
+
+	footer_store(path, ids[0], &img, img.raw, img.raw_size);
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the footer put back is clean");
+	free(raw);
+	free(img.raw);
+	free(img.file);
 }
