@@ -108,6 +108,11 @@ static const counter_spec counter_specs[M_COUNTER_COUNT] = {
 				   "Times the server stopped reading requests because pending request bytes reached "
 				   "pending_bytes_max.",
 				   NULL},
+	[M_READS_DEFERRED] = {"tally_deferred_reads_total",
+			      "Times a connection's received bytes were set aside because it had "
+			      "inflight_max requests in flight or too much unsent output; it is read "
+			      "again as answers go out.",
+			      NULL},
 	[M_TIMEOUTS_IDLE] = {"tally_timeouts_total", "Connections closed by a timeout, by kind.", "kind=\"idle\""},
 	[M_TIMEOUTS_FRAME] = {"tally_timeouts_total", NULL, "kind=\"frame\""},
 	[M_ADMIN_ACTING_FOR_TENANT] = {"tally_admin_acting_for_tenant_total",

@@ -40,6 +40,7 @@ enum metric_counter {
 	M_BYTES_RECEIVED,
 	M_BYTES_SENT,
 	M_BACKPRESSURE_PAUSES, /* times reading was paused */
+	M_READS_DEFERRED,      /* a connection's input set aside: it was at its own limits */
 	M_TIMEOUTS_IDLE,
 	M_TIMEOUTS_FRAME,
 	M_ADMIN_ACTING_FOR_TENANT,

@@ -387,6 +387,8 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 		if (c->read_closed)
 			return; /* after an error or at shutdown, the rest is not read */
 		if (!conn_can_take(s, c)) {
+			if (c->inflight >= s->config.inflight_max || c->out_len >= CONN_OUT_BYTES_MAX)
+				metrics_add(s->metrics, M_READS_DEFERRED, 1);
 			stash_append(s, c, data, size);
 			cancel_recv(s, c);
 			return;

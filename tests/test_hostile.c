@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "server_internal.h"
+#include "support/server_batches.h"
 #include "support/server_harness.h"
 
 static void send_all(int fd, const void *data, size_t size)
@@ -394,9 +395,10 @@ Test(hostile, connection_limits)
 }
 
 /* Description: a client pipelines 2,000 pings without reading, with 4
- * allowed in flight: the server stops reading it (its bytes wait in the
- * kernel and the stash) and answers every ping exactly once, in order, as
- * the client reads. */
+ * allowed in flight: the server answers every ping exactly once, in
+ * order, as the client reads (a ping is answered as it is read, so it
+ * never stays in flight: the bytes wait in the kernel while the client's
+ * side is full). */
 Test(hostile, pipelining_past_the_inflight_limit)
 {
 	harness h;
@@ -425,6 +427,71 @@ static void slow_submit(void *arg)
 {
 	(void)arg;
 	usleep(5000);
+}
+
+/* Description: a client writes 200 ingest batches at once with 2 allowed
+ * in flight, on a slow store, so batches stay in flight while more of
+ * them arrive: the server sets the received bytes aside (counted in
+ * tally_deferred_reads_total), stops reading the connection, and resumes
+ * as acks go out. Every batch is acknowledged exactly once, all its
+ * events ACCEPTED, and a query counts every event once. */
+Test(hostile, pipelining_ingest_past_the_inflight_limit)
+{
+	harness h;
+	harness_init(&h, "host-stash");
+	h.config.inflight_max = 2;
+	h.submit_hook = slow_submit;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	int fd = harness_socket(&h);
+	send_hello(fd, key);
+	enum { BATCHES = 200, EVENTS = 5 };
+	int64_t base = batches_base_time();
+	uint8_t *wire = NULL;
+	size_t wire_size = 0;
+	for (uint64_t k = 0; k < BATCHES; k++) {
+		char prefix[16];
+		snprintf(prefix, sizeof(prefix), "s%" PRIu64, k);
+		builder b;
+		Tally__V1__IngestBatch m;
+		batches_build(&b, &m, prefix, EVENTS, base);
+		Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+		req.request_id = 100 + k;
+		req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+		req.ingest = &m;
+		size_t size = tally__v1__request__get_packed_size(&req);
+		wire = realloc(wire, wire_size + 4 + size);
+		cr_assert_not_null(wire);
+		frame_header_put(wire + wire_size, (uint32_t)size);
+		tally__v1__request__pack(&req, wire + wire_size + 4);
+		wire_size += 4 + size;
+		builder_free(&b);
+	}
+	send_all(fd, wire, wire_size); /* one write: the server gets many frames at once */
+	free(wire);
+	bool seen[BATCHES] = {false};
+	for (int i = 0; i < BATCHES; i++) {
+		Tally__V1__Response *r = read_response(fd, 10000);
+		cr_assert_not_null(r, "answer %d of %d not received", i + 1, BATCHES);
+		cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_INGEST, "body %d", r->body_case);
+		cr_assert(r->request_id >= 100 && r->request_id < 100 + BATCHES, "id %" PRIu64,
+			  r->request_id);
+		uint64_t k = r->request_id - 100;
+		cr_assert_not(seen[k], "batch %" PRIu64 " answered twice", k);
+		seen[k] = true;
+		cr_assert_eq(r->ingest->accepted, EVENTS, "batch %" PRIu64, k);
+		tally__v1__response__free_unpacked(r, NULL);
+	}
+	close(fd);
+	cr_expect_gt(metrics_counter(h.server->metrics, M_READS_DEFERRED), 0,
+		     "the connection's input was never set aside: the test missed its path");
+	tally_client *c = harness_connect(&h, key);
+	uint64_t n = 0;
+	cr_assert_eq(batches_count(c, base, &n), 0);
+	cr_assert_eq(n, (uint64_t)BATCHES * EVENTS);
+	tally_client_close(c);
+	harness_finish(&h);
 }
 
 /* Description: with 1 MiB of unanswered requests allowed server-wide and

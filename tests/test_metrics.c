@@ -202,6 +202,7 @@ static const struct {
 	{M_BYTES_RECEIVED, "tally_received_bytes_total"},
 	{M_BYTES_SENT, "tally_sent_bytes_total"},
 	{M_BACKPRESSURE_PAUSES, "tally_backpressure_pauses_total"},
+	{M_READS_DEFERRED, "tally_deferred_reads_total"},
 	{M_TIMEOUTS_IDLE, "tally_timeouts_total{kind=\"idle\"}"},
 	{M_TIMEOUTS_FRAME, "tally_timeouts_total{kind=\"frame\"}"},
 	{M_ADMIN_ACTING_FOR_TENANT, "tally_admin_acting_for_tenant_total"},
@@ -542,10 +543,10 @@ Test(metrics, exposition_is_well_formed)
 	}
 	for (int i = 0; i < family_count; i++)
 		cr_expect_neq(types[i][0], '\0', "%s has no TYPE", families[i]);
-	/* 10 counter families, errors, 4 histograms, 16 gauges, 4 engine
+	/* 11 counter families, errors, 4 histograms, 16 gauges, 4 engine
 	 * counters, 2 engine counters and 3 engine gauges in seconds, the
 	 * fsync histogram, resident memory, HTTP errors. */
-	cr_expect_eq(family_count, 10 + 1 + 4 + 16 + 4 + 2 + 3 + 1 + 1 + 1);
+	cr_expect_eq(family_count, 11 + 1 + 4 + 16 + 4 + 2 + 3 + 1 + 1 + 1);
 	free(r.body);
 	metrics_close(m);
 }
