@@ -627,3 +627,100 @@ Test(hostile, responses_over_the_frame_limit)
 	tally_client_close(c);
 	harness_finish(&h);
 }
+
+/* The next response, which must be an Error for request_id with `code`
+ * and a message holding `says`. */
+static void expect_error_saying(int fd, uint64_t request_id, int code, const char *says)
+{
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r, "no answer to request %" PRIu64, request_id);
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "request %" PRIu64 ": body %d",
+		     request_id, r->body_case);
+	cr_assert_eq(r->request_id, request_id);
+	cr_assert_eq(r->error->code, code, "request %" PRIu64 ": code %d: %s", request_id,
+		     r->error->code, r->error->message);
+	cr_assert_not_null(strstr(r->error->message, says), "request %" PRIu64 ": \"%s\"", request_id,
+			   r->error->message);
+	tally__v1__response__free_unpacked(r, NULL);
+}
+
+/* Sends IngestBatch request `id` of `events` harness events (prefix), with
+ * the backfill and create_tenant flags given. */
+static void send_batch(int fd, uint64_t id, const char *prefix, uint32_t events, bool backfill,
+		       bool create_tenant)
+{
+	builder b;
+	Tally__V1__IngestBatch m;
+	batches_build(&b, &m, prefix, events, batches_base_time());
+	m.backfill = backfill;
+	m.create_tenant = create_tenant;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = id;
+	req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+	req.ingest = &m;
+	send_request(fd, &req);
+	builder_free(&b);
+}
+
+/* Description: requests the server refuses before doing anything: a Hello
+ * of a protocol version it does not speak (BAD_REQUEST, then the
+ * connection closes), a second Hello on a connection (BAD_REQUEST), a
+ * tenant key asking for backfill or tenant creation (PERMISSION_DENIED),
+ * and a batch over batch_events_max (TOO_LARGE). Each Error says why, and
+ * where the connection stays open, its next request is served. */
+Test(hostile, refused_requests_say_why_and_the_connection_goes_on)
+{
+	harness h;
+	harness_init(&h, "host-refused");
+	h.config.batch_events_max = 10;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+
+	int fd = harness_socket(&h);
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = key;
+	hello.protocol_version = 2;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 1;
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	send_request(fd, &req);
+	expect_error_saying(fd, 1, TALLY__V1__ERROR__CODE__BAD_REQUEST,
+			    "protocol version 2 is not supported (this server speaks 1)");
+	cr_assert(closed_within(fd, 5000), "the connection stays open after a version it cannot speak");
+	close(fd);
+
+	fd = harness_socket(&h);
+	send_hello(fd, key);
+	hello.protocol_version = 1;
+	req.request_id = 2;
+	send_request(fd, &req);
+	expect_error_saying(fd, 2, TALLY__V1__ERROR__CODE__BAD_REQUEST,
+			    "already authenticated on this connection");
+	send_batch(fd, 3, "bf", 2, true, false);
+	expect_error_saying(fd, 3, TALLY__V1__ERROR__CODE__PERMISSION_DENIED,
+			    "backfill is for admin keys only");
+	send_batch(fd, 4, "ct", 2, false, true);
+	expect_error_saying(fd, 4, TALLY__V1__ERROR__CODE__PERMISSION_DENIED,
+			    "create_tenant is for admin keys only");
+	send_batch(fd, 5, "big", 11, false, false);
+	expect_error_saying(fd, 5, TALLY__V1__ERROR__CODE__TOO_LARGE,
+			    "a batch of 11 events is over the limit of 10");
+	send_batch(fd, 6, "ok", 10, false, false);
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r);
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_INGEST, "body %d", r->body_case);
+	cr_assert_eq(r->request_id, 6);
+	cr_assert_eq(r->ingest->accepted, 10);
+	tally__v1__response__free_unpacked(r, NULL);
+	close(fd);
+
+	/* Nothing of the refused batches was stored. */
+	tally_client *c = harness_connect(&h, key);
+	uint64_t n = 0;
+	cr_assert_eq(batches_count(c, batches_base_time(), &n), 0);
+	cr_assert_eq(n, 10);
+	tally_client_close(c);
+	harness_finish(&h);
+}
