@@ -1039,6 +1039,45 @@ static void skip_varint(const uint8_t *raw, size_t *at)
 		;
 }
 
+static uint64_t varint_at(const uint8_t *raw, size_t at)
+{
+	uint64_t v = 0;
+	for (int shift = 0;; shift += 7) {
+		v |= (uint64_t)(raw[at] & 0x7f) << shift;
+		if (!(raw[at++] & 0x80))
+			return v;
+	}
+}
+
+/* raw with the varint at `at` replaced by `value`, into out (raw_size + 10
+ * bytes); returns the new size. */
+static size_t splice_varint(const uint8_t *raw, size_t raw_size, size_t at, uint64_t value,
+			    uint8_t *out)
+{
+	size_t end = at;
+	skip_varint(raw, &end);
+	memcpy(out, raw, at);
+	size_t n = at;
+	do {
+		uint8_t byte = value & 0x7f;
+		value >>= 7;
+		out[n++] = (uint8_t)(byte | (value ? 0x80 : 0));
+	} while (value);
+	memcpy(out + n, raw + end, raw_size - end);
+	return n + raw_size - end;
+}
+
+/* build_store, then the footer of its first segment file (ids[0]) with
+ * the file's path and name. */
+static void first_file_footer(footer_image *img, uint64_t ids[2], char path[512], char name[64])
+{
+	build_store();
+	manifest_file_ids(ids, NULL);
+	segment_path(path, 512, ids[0]);
+	segment_file_name(name, 64, ids[0]);
+	footer_load(path, img);
+}
+
 /* Description: a footer rewritten with a good checksum but a bad
  * structure: a tenant entry with an empty name, a block entry pointing
  * past the footer, a tenant with no segments, the footer cut inside a
@@ -1047,14 +1086,10 @@ static void skip_varint(const uint8_t *raw, size_t *at)
  * written the same way, opens: only the edit is wrong. */
 Test(inspect, a_footer_with_a_good_checksum_and_a_bad_structure_is_refused)
 {
-	build_store();
 	uint64_t ids[2];
-	manifest_file_ids(ids, NULL);
 	char path[512], name[64], says[200];
-	segment_path(path, sizeof(path), ids[0]);
-	segment_file_name(name, sizeof(name), ids[0]);
 	footer_image img;
-	footer_load(path, &img);
+	first_file_footer(&img, ids, path, name);
 	uint8_t *raw = malloc(img.raw_size + 16);
 	cr_assert_not_null(raw);
 	/* The first tenant entry: id, name size, name, then the dictionary's
@@ -1082,15 +1117,8 @@ Test(inspect, a_footer_with_a_good_checksum_and_a_bad_structure_is_refused)
 		 img.footer_offset);
 	expect_segment_refused(says, "an empty tenant name");
 
-	/* A stored size past the footer: varints of up to 5 bytes replace it. */
-	size_t cut = stored_at;
-	skip_varint(img.raw, &cut);
-	memcpy(raw, img.raw, stored_at);
-	const uint8_t huge[5] = {0xff, 0xff, 0xff, 0xff, 0x0f};
-	memcpy(raw + stored_at, huge, sizeof(huge));
-	size_t n = stored_at + sizeof(huge);
-	memcpy(raw + n, img.raw + cut, img.raw_size - cut);
-	n += img.raw_size - cut;
+	/* A stored size past the footer. */
+	size_t n = splice_varint(img.raw, img.raw_size, stored_at, UINT32_MAX, raw);
 	footer_store(path, ids[0], &img, raw, n);
 	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer names an impossible block", name,
 		 img.footer_offset);
@@ -1118,6 +1146,84 @@ Test(inspect, a_footer_with_a_good_checksum_and_a_bad_structure_is_refused)
 	expect_segment_refused(says, "tenants out of order");
 
 	footer_store(path, ids[0], &img, img.raw, img.raw_size);
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the footer put back is clean");
+	free(raw);
+	free(img.raw);
+	free(img.file);
+}
+
+/* Where the fields of the first tenant entry of a raw footer are. */
+typedef struct footer_walk {
+	size_t segment_count;
+	size_t day_at[8], time_min_at[8]; /* per segment */
+	size_t rowgroup_count_at;
+	size_t rowgroup_rows_at; /* the first row group's */
+} footer_walk;
+
+static footer_walk footer_walk_first(const uint8_t *raw)
+{
+	footer_walk w = {0};
+	size_t at = 0;
+	skip_varint(raw, &at);     /* tenant id */
+	at += 1 + raw[at];         /* name */
+	for (int i = 0; i < 3; i++) /* dictionary block: gap, stored, raw */
+		skip_varint(raw, &at);
+	at += 9;                   /* codec, checksum */
+	w.segment_count = (size_t)varint_at(raw, at);
+	cr_assert_leq(w.segment_count, 8);
+	skip_varint(raw, &at);
+	for (size_t s = 0; s < w.segment_count; s++) {
+		w.day_at[s] = at;
+		skip_varint(raw, &at);
+		skip_varint(raw, &at); /* rows */
+		w.time_min_at[s] = at;
+		skip_varint(raw, &at);
+		skip_varint(raw, &at); /* span */
+	}
+	w.rowgroup_count_at = at;
+	skip_varint(raw, &at);
+	w.rowgroup_rows_at = at;
+	return w;
+}
+
+/* Description: deeper in a footer with a good checksum: a segment's day
+ * step of 0 (days out of order), a segment whose first minute is past the
+ * day's last, a tenant with no row group, and row groups that hold fewer
+ * rows than the segments. Open refuses each and verify reports it at the
+ * footer's offset, naming the tenant. */
+Test(inspect, a_footer_whose_segments_and_row_groups_disagree_is_refused)
+{
+	uint64_t ids[2];
+	char path[512], name[64], says[200];
+	footer_image img;
+	first_file_footer(&img, ids, path, name);
+	footer_walk w = footer_walk_first(img.raw);
+	cr_assert_eq(w.segment_count, 3, "acme has three days in the first file");
+	cr_assert_eq(varint_at(img.raw, w.day_at[1]), 1, "a step of one day");
+	cr_assert_eq(varint_at(img.raw, w.rowgroup_count_at), 1, "small days share a row group");
+	cr_assert_eq(varint_at(img.raw, w.rowgroup_rows_at), 60);
+	uint8_t *raw = malloc(img.raw_size + 16);
+	cr_assert_not_null(raw);
+	const struct {
+		size_t at;
+		uint64_t value;
+		const char *says;
+	} cases[] = {
+		{w.day_at[1], 0, "footer: days out of order in tenant acme"},
+		{w.time_min_at[0], 1440, "footer: impossible segment 0 of tenant acme"},
+		{w.rowgroup_count_at, 0, "footer: bad row group count for tenant acme"},
+		{w.rowgroup_rows_at, 59, "footer: row groups of tenant acme hold 59 rows, its segments 60"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = splice_varint(img.raw, img.raw_size, cases[i].at, cases[i].value, raw);
+		footer_store(path, ids[0], &img, raw, n);
+		snprintf(says, sizeof(says), "%s offset %" PRIu64 ": %s", name, img.footer_offset,
+			 cases[i].says);
+		expect_segment_refused(says, cases[i].says);
+	}
+	footer_store(path, ids[0], &img, img.raw, img.raw_size);
+	int rc;
 	verify(&rc);
 	cr_assert_eq(rc, 0, "the footer put back is clean");
 	free(raw);
