@@ -262,9 +262,6 @@ static void manifest_store(uint8_t *data, size_t size)
 	manifest_file_store(dir, data, size);
 }
 
-#define get_u32 manifest_get_u32
-#define get_u64 manifest_get_u64
-
 /* ======================================================================== */
 
 Test(changes, accepted_events_mark_their_days_and_a_late_event_only_its_own)
@@ -416,8 +413,8 @@ Test(changes, map_is_identical_after_replay_flush_compaction_and_reopen)
 
 	manifest_bytes m;
 	manifest_load(&m);
-	cr_assert_eq(get_u32(m.data + 8), 2, "manifest version 2");
-	cr_assert_eq(get_u32(m.data + m.changes_offset), 5, "five days in the manifest");
+	cr_assert_eq(manifest_get_u32(m.data + 8), 2, "manifest version 2");
+	cr_assert_eq(manifest_get_u32(m.data + m.changes_offset), 5, "five days in the manifest");
 	free(m.data);
 	cr_assert_eq(verify_dir(), 0, "tally verify accepts the version 2 manifest");
 }
@@ -478,14 +475,14 @@ Test(changes, manifest_version_2_bytes_and_version_1_read_with_an_empty_map)
 	manifest_bytes m;
 	manifest_load(&m);
 	const uint8_t *c = m.data + m.changes_offset;
-	cr_assert_eq(get_u32(m.data + 8), 2);
-	cr_assert_eq(get_u64(m.data + 24), 2, "replay LSN");
+	cr_assert_eq(manifest_get_u32(m.data + 8), 2);
+	cr_assert_eq(manifest_get_u64(m.data + 24), 2, "replay LSN");
 	cr_assert_eq(m.size, m.changes_offset + CHANGE_FIXED_SIZE + CHANGE_ENTRY_SIZE + 8);
-	cr_assert_eq(get_u32(c), 1, "one day");
-	cr_assert_eq((int32_t)get_u32(c + 4), INT32_MIN, "no floor");
-	cr_assert_eq(get_u64(c + 8), 0, "no floor LSN");
-	cr_assert_eq((int32_t)get_u32(c + 16), TODAY - 4);
-	cr_assert_eq(get_u64(c + 20), 1);
+	cr_assert_eq(manifest_get_u32(c), 1, "one day");
+	cr_assert_eq((int32_t)manifest_get_u32(c + 4), INT32_MIN, "no floor");
+	cr_assert_eq(manifest_get_u64(c + 8), 0, "no floor LSN");
+	cr_assert_eq((int32_t)manifest_get_u32(c + 16), TODAY - 4);
+	cr_assert_eq(manifest_get_u64(c + 20), 1);
 
 	/* The same manifest as version 1: no change section. */
 	size_t v1_size = m.changes_offset + 8;
@@ -508,9 +505,9 @@ Test(changes, manifest_version_2_bytes_and_version_1_read_with_an_empty_map)
 	cr_assert_eq(tally_store_close(s), 0);
 
 	manifest_load(&m);
-	cr_assert_eq(get_u32(m.data + 8), 2, "the next flush writes version 2");
-	cr_assert_eq(get_u32(m.data + m.changes_offset), 1);
-	cr_assert_eq((int32_t)get_u32(m.data + m.changes_offset + 16), TODAY - 2);
+	cr_assert_eq(manifest_get_u32(m.data + 8), 2, "the next flush writes version 2");
+	cr_assert_eq(manifest_get_u32(m.data + m.changes_offset), 1);
+	cr_assert_eq((int32_t)manifest_get_u32(m.data + m.changes_offset + 16), TODAY - 2);
 	free(m.data);
 	s = open_store();
 	changes_expect(s, 0, wal_day, wal_lsn, 1, "after the upgrade flush");
@@ -534,7 +531,7 @@ Test(changes, damaged_change_section_is_refused_naming_the_offset)
 	cr_assert_not_null(good);
 	memcpy(good, m.data, m.size);
 	size_t first = m.changes_offset + CHANGE_FIXED_SIZE, second = first + CHANGE_ENTRY_SIZE;
-	cr_assert_eq(get_u32(m.data + m.changes_offset), 2);
+	cr_assert_eq(manifest_get_u32(m.data + m.changes_offset), 2);
 
 	struct {
 		const char *what;
@@ -719,9 +716,9 @@ Test(changes, events_stored_while_a_flush_runs_stay_out_of_its_manifest)
 
 	manifest_bytes m;
 	manifest_load(&m);
-	cr_assert_eq(get_u64(m.data + 24), 2, "replay LSN: the flush boundary");
-	cr_assert_eq(get_u32(m.data + m.changes_offset), 1, "only the flushed day");
-	cr_assert_eq((int32_t)get_u32(m.data + m.changes_offset + 16), TODAY - 3);
+	cr_assert_eq(manifest_get_u64(m.data + 24), 2, "replay LSN: the flush boundary");
+	cr_assert_eq(manifest_get_u32(m.data + m.changes_offset), 1, "only the flushed day");
+	cr_assert_eq((int32_t)manifest_get_u32(m.data + m.changes_offset + 16), TODAY - 3);
 	free(m.data);
 	s = open_with(&o);
 	changes_expect(s, 0, days, lsns, 2, "after reopen");

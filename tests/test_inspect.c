@@ -68,15 +68,23 @@ TestSuite(inspect, .init = setup, .fini = teardown);
 
 /* ---- building a store --------------------------------------------------- */
 
-static tally_store *open_store(void)
+/* Opens dir as the tests do (fault io, no background threads): the
+ * open's code, *s and err as tally_store_open leaves them. */
+static int store_try_open(tally_store **s, char *err)
 {
 	tally_options o;
 	tally_options_default(&o);
 	o.io = fault_io_table(fio);
 	o.background = false;
-	tally_store *s = NULL;
+	*s = NULL;
+	return tally_store_open(dir, &o, s, err);
+}
+
+static tally_store *open_store(void)
+{
+	tally_store *s;
 	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_store_open(dir, &o, &s, err);
+	int rc = store_try_open(&s, err);
 	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
 	return s;
 }
@@ -900,13 +908,9 @@ static void file_put(const char *path, const uint8_t *data, uint64_t size)
  * `says`, and tally_verify reports a problem holding it too. */
 static void expect_segment_refused(const char *says, const char *what)
 {
-	tally_options o;
-	tally_options_default(&o);
-	o.io = fault_io_table(fio);
-	o.background = false;
-	tally_store *s = NULL;
+	tally_store *s;
 	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_store_open(dir, &o, &s, err);
+	int rc = store_try_open(&s, err);
 	cr_assert_eq(rc, TALLY_E_CORRUPT, "%s: open: %s (%s)", what, tally_strerror(rc), err);
 	cr_assert_null(s);
 	cr_assert_not_null(strstr(err, says), "%s: open said \"%s\", not \"%s\"", what, err, says);
