@@ -341,6 +341,7 @@ void tally_options_default(tally_options *o)
 	o->lateness_past_us = 35 * TALLY_US_PER_DAY;
 	o->lateness_future_us = 5 * 60 * TALLY_US_PER_SECOND;
 	o->memtable_bytes_max = 512u << 20; /* docs/benchmarks.md, twenty-fifth measurement */
+	o->memtable_age_max_us = MEMTABLE_AGE_MAX_US;
 	o->wal_file_bytes_max = 64u << 20;
 	o->wal_buffer_bytes_max = 32u << 20;
 	o->group_commit_window_us = 0;
@@ -1360,6 +1361,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		assert(lsn == record_lsn);
 	}
 	*commit_lsn = wal_last_lsn(s->wal);
+	if (sub_count && !s->active_since_us)
+		s->active_since_us = held_from_us;
 	goto unlock;
 history_failed:
 	/* Nothing was applied: the store stays writable. */
@@ -2080,6 +2083,9 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 				any = 1;
 			}
 		}
+		/* Rows or none, the active memtables start a new age (an undone
+		 * call may have left them empty since active_since_us was set). */
+		s->active_since_us = 0;
 		if (!any) {
 			pthread_mutex_unlock(&s->lock);
 			return 0;
@@ -2781,10 +2787,24 @@ static uint32_t backoff_next(uint32_t backoff_ms, int rc)
 	return backoff_ms > 10000 ? 10000 : backoff_ms;
 }
 
-/* Under s->lock. */
-static int flush_due(const tally_store *s)
+/* Under s->lock: the active memtables are older than memtable_age_max_us.
+ * A clock that went back before active_since_us restarts the age from
+ * now, so a step back of the wall clock delays the flush rather than
+ * making it due at once or never. */
+static int flush_aged(tally_store *s)
 {
-	return s->active_bytes >= s->options.memtable_bytes_max || s->frozen;
+	if (!s->options.memtable_age_max_us || !s->active_since_us)
+		return 0;
+	int64_t now = s->io->now_us(s->io);
+	if (now < s->active_since_us)
+		s->active_since_us = now;
+	return now - s->active_since_us >= s->options.memtable_age_max_us;
+}
+
+/* Under s->lock. */
+static int flush_due(tally_store *s)
+{
+	return s->active_bytes >= s->options.memtable_bytes_max || s->frozen || flush_aged(s);
 }
 
 static void *worker_main(void *arg)
@@ -3057,6 +3077,14 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	s->io = s->options.io ? s->options.io : tally_io_default();
 	if (s->options.minute_pages_retention_us <= 0)
 		s->options.minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
+	if (s->options.memtable_age_max_us < 0) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "open %s: memtable_age_max_us is negative (%" PRId64 "); 0 means no age limit",
+				 dir, s->options.memtable_age_max_us);
+		free(s);
+		return TALLY_E_INVALID;
+	}
 	if (s->options.query_rows_behind_max == 0)
 		s->options.query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 	if (s->options.ingest_part_bytes_max == 0)
@@ -3186,6 +3214,11 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 			   s->errmsg)))
 		goto fail;
 	memtable_peak_note(s); /* what the replay put back */
+	/* Replayed rows' age counts from this open: when they first arrived
+	 * is not recorded. */
+	for (uint32_t i = 0; i < s->tenant_count && !s->active_since_us; i++)
+		if (s->tenants[i]->active && s->tenants[i]->active->rows.count)
+			s->active_since_us = io->now_us(io);
 	if (s->options.background &&
 	    ((rc = background_start(s, &s->worker, worker_main, "tally-flush",
 				    "background worker", &s->worker_started)) ||

@@ -98,6 +98,10 @@ struct tally_store {
 	wal *wal;
 	uint64_t active_bytes;
 	uint64_t frozen_bytes;
+	/* When the active memtables got their first row since the last
+	 * freeze (io clock), 0 when they have none: memtable_age_max_us
+	 * counts from it. */
+	int64_t active_since_us;
 	uint64_t memtable_bytes_peak; /* tally_stats: see memtable_peak_note */
 	uint64_t flush_boundary_lsn; /* valid while frozen memtables exist */
 	int frozen;                   /* frozen memtables exist */

@@ -134,6 +134,11 @@ typedef struct tally_options {
 	uint64_t memtable_bytes_max;     /* flush threshold, default 512 MiB (RAM: up to twice that,
 					  * plus one call's growth on each side, while a flush runs,
 					  * also beside a compaction) */
+	int64_t memtable_age_max_us;     /* the background worker also flushes once the oldest
+					  * unflushed event was acknowledged this long ago (wall
+					  * clock), so a slow store does not keep hours of events
+					  * in RAM and in the WAL a crash replays; default 1 hour;
+					  * 0: no age limit; negative: TALLY_E_INVALID at open */
 	uint64_t wal_file_bytes_max;     /* WAL file rotation size, default 64 MiB */
 	uint64_t wal_buffer_bytes_max;   /* pending, not yet written WAL bytes; default 32 MiB */
 	uint32_t group_commit_window_us; /* extra wait to gather a group; default 0 */

@@ -56,6 +56,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->pending_bytes_max, 512u << 20);
 	cr_expect_eq(c->group_commit_window_us, 0u);
 	cr_expect_eq(c->memtable_bytes_max, (uint64_t)512 << 20);
+	cr_expect_eq(c->memtable_age_max_s, 3600u);
 	cr_expect_eq(c->query_threads, 2u);
 	cr_expect_eq(c->latency_slice_us, 100u);
 	cr_expect_eq(c->log_json, false);
@@ -85,7 +86,7 @@ Test(config, every_flag)
 		       "--frame-bytes-max", "1MiB", "--batch-events-max", "1000", "--connections-max", "5000",
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
-		       "500", "--memtable-bytes-max", "2GiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json");
+		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-threads", "6", "--latency-slice-us", "250", "--log-json");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
 	cr_expect_str_eq(c.listen, "[::1]:7500");
@@ -100,6 +101,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.pending_bytes_max, 64u << 20);
 	cr_expect_eq(c.group_commit_window_us, 500u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)2 << 30);
+	cr_expect_eq(c.memtable_age_max_s, 60u);
 	cr_expect_eq(c.query_threads, 6u);
 	cr_expect_eq(c.latency_slice_us, 250u);
 	cr_expect_eq(c.log_json, true);
@@ -109,7 +111,7 @@ Test(config, every_flag)
 		   "--frame-bytes-max=4096", "--batch-events-max=1", "--connections-max=1",
 		   "--connections-per-key-max=65536", "--inflight-max=4096", "--idle-timeout-ms=1",
 		   "--frame-timeout-ms=86400000", "--pending-bytes-max=2GiB", "--group-commit-window-us=100000",
-		   "--memtable-bytes-max=1048576", "--query-threads=64", "--latency-slice-us=0", "--log-json=false");
+		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-threads=64", "--latency-slice-us=0", "--log-json=false");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/srv/t");
 	cr_expect_str_eq(c.listen, "0.0.0.0:0");
@@ -124,6 +126,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.pending_bytes_max, 2u << 30);
 	cr_expect_eq(c.group_commit_window_us, 100000u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 20);
+	cr_expect_eq(c.memtable_age_max_s, 604800u);
 	cr_expect_eq(c.query_threads, 64u);
 	cr_expect_eq(c.latency_slice_us, 0u);
 	cr_expect_eq(c.log_json, false);
@@ -180,6 +183,7 @@ static const char full_ini[] = "; tallyd configuration\n"
 			       "pending_bytes_max = 1GiB\n"
 			       "group_commit_window_us = 200\n"
 			       "memtable_bytes_max = 1GiB\n"
+			       "memtable_age_max_s = 0\n"
 			       "query_threads = 4\n"
 			       "latency_slice_us = 1000\n"
 			       "log_json = true\n";
@@ -208,6 +212,7 @@ Test(config, ini_file_sets_every_key)
 	cr_expect_eq(c.pending_bytes_max, 1u << 30);
 	cr_expect_eq(c.group_commit_window_us, 200u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30);
+	cr_expect_eq(c.memtable_age_max_s, 0u);
 	cr_expect_eq(c.query_threads, 4u);
 	cr_expect_eq(c.latency_slice_us, 1000u);
 	cr_expect_eq(c.log_json, true);
@@ -295,6 +300,7 @@ Test(config, flag_errors)
 		{{"--frame-timeout-ms", "86400001"}, "--frame-timeout-ms: '86400001' is out of range 1..86400000"},
 		{{"--group-commit-window-us", "100001"},
 		 "--group-commit-window-us: '100001' is out of range 0..100000"},
+		{{"--memtable-age-max-s", "604801"}, "--memtable-age-max-s: '604801' is out of range 0..604800"},
 		{{"--query-threads", "0"}, "--query-threads: '0' is out of range 1..64"},
 		{{"--latency-slice-us", "100001"}, "--latency-slice-us: '100001' is out of range 0..100000"},
 		{{"--frame-bytes-max", "1023"}, "--frame-bytes-max: '1023' is out of range 1 KiB..256 MiB"},

@@ -5,6 +5,7 @@
  * tenant isolation across every ordered pair of 20 tenants.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@
 #include <unistd.h>
 
 #include "latency.h"
+#include "support/fault_io.h"
+#include "support/server_batches.h"
 #include "support/server_harness.h"
 #include "support/threads.h"
 
@@ -789,4 +792,54 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	harness_finish(&h);
 	sem_destroy(&hold.entered);
 	sem_destroy(&hold.release);
+}
+
+/* The segment files in the harness's data directory. */
+static int segment_files(const harness *h)
+{
+	char path[sizeof(h->config.data_dir) + 16];
+	snprintf(path, sizeof(path), "%s/segments", h->config.data_dir);
+	DIR *d = opendir(path);
+	cr_assert_not_null(d, "%s", path);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		n += strstr(e->d_name, ".seg") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* Description: tallyd hands --memtable-age-max-s to the engine: on a
+ * clock the test moves (the io seam), a store with a few events and far
+ * from memtable_bytes_max writes no segment file until its oldest event
+ * is that old, then flushes it, and the events are still counted once. */
+Test(server, memtable_age_max_s_flushes_a_slow_store)
+{
+	fault_io *fio = fault_io_create();
+	cr_assert_not_null(fio);
+	fault_io_clock_set_us(fio, (int64_t)time(NULL) * 1000000);
+	harness h;
+	harness_init(&h, "age");
+	h.config.io = fault_io_table(fio);
+	h.config.memtable_age_max_s = 60;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *c = harness_connect(&h, key);
+	int64_t base = batches_base_time();
+	uint32_t duplicates = 1;
+	cr_assert_eq(batches_send(c, "slow", 10, base, &duplicates), 0);
+	cr_assert_eq(duplicates, 0);
+	fault_io_clock_advance_us(fio, 59 * INT64_C(1000000));
+	usleep(600 * 1000); /* three of the worker's ticks */
+	cr_expect_eq(segment_files(&h), 0, "a second short of the age");
+	fault_io_clock_advance_us(fio, INT64_C(1000000));
+	for (int waited_ms = 0; waited_ms < 20000 && segment_files(&h) == 0; waited_ms += 10)
+		usleep(10 * 1000);
+	cr_expect_eq(segment_files(&h), 1, "flushed at the age");
+	uint64_t n = 0;
+	cr_assert_eq(batches_count(c, base, &n), 0);
+	cr_expect_eq(n, 10);
+	tally_client_close(c);
+	harness_finish(&h);
+	fault_io_destroy(fio);
 }

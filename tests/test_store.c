@@ -1774,3 +1774,146 @@ Test(store, the_background_worker_expires_fingerprints_when_a_day_passes)
 	cr_expect_eq(st.dedup_entries, 15);
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+/* ---- flush by age (memtable_age_max_us) ---------------------------------- */
+
+#define AGE_US (10 * MINUTE_US)
+
+/* The store in dir with the background threads on, no compaction, and
+ * memtable_age_max_us = age_us. */
+static tally_store *open_store_aged(int64_t age_us)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = true;
+	o.compact_files_min = 1000;
+	o.memtable_age_max_us = age_us;
+	return open_store_options(&o);
+}
+
+/* The stats after waiting up to 20 s for flush_count to reach flushes. */
+static tally_stats aged_wait_flushes(tally_store *s, uint64_t flushes)
+{
+	tally_stats st;
+	for (int waited_ms = 0;; waited_ms += 10) {
+		cr_assert_eq(tally_store_stats(s, &st), 0);
+		if (st.flush_count >= flushes || waited_ms >= 20000)
+			return st;
+		usleep(10000);
+	}
+}
+
+/* The worker wakes every tick: after three, a flush that was due has
+ * started. Expects that none did: flush_count is still flushes and
+ * `rows` events are still in the memtables. */
+static void aged_expect_no_flush(tally_store *s, uint64_t flushes, uint64_t rows, const char *when)
+{
+	tally_stats st = runs_stats_after_ticks(s, 3);
+	cr_expect_eq(st.flush_count, flushes, "%s: flushes", when);
+	cr_expect_eq(st.events_memtable, rows, "%s: unflushed events", when);
+}
+
+/* Expects the worker's flush number `flushes`, leaving no event unflushed
+ * and `rows` in segments. */
+static void aged_expect_flush(tally_store *s, uint64_t flushes, uint64_t rows, const char *when)
+{
+	tally_stats st = aged_wait_flushes(s, flushes);
+	cr_expect_eq(st.flush_count, flushes, "%s: flushes", when);
+	cr_expect_eq(st.events_memtable, 0, "%s: unflushed events", when);
+	cr_expect_eq(st.segment_rows, rows, "%s: events in segments", when);
+}
+
+/* Moves the clock to 1 us short of AGE_US after now - elapsed_us and
+ * expects no flush (flushes so far, `rows` unflushed), then 1 us more and
+ * expects the next flush, with segment_rows in segments. */
+static void aged_expect_flush_at_the_age(tally_store *s, int64_t elapsed_us, uint64_t flushes,
+					  uint64_t rows, uint64_t segment_rows, const char *from)
+{
+	char when[160];
+	fault_io_clock_advance_us(fio, AGE_US - elapsed_us - 1);
+	snprintf(when, sizeof(when), "1 us short of the age since %s", from);
+	aged_expect_no_flush(s, flushes, rows, when);
+	fault_io_clock_advance_us(fio, 1);
+	snprintf(when, sizeof(when), "the age since %s", from);
+	aged_expect_flush(s, flushes + 1, segment_rows, when);
+}
+
+/* The memtables are flushed once their oldest event was acknowledged
+ * memtable_age_max_us ago (on the io clock), though they are far under
+ * memtable_bytes_max; the age then counts again from the next event. */
+Test(store, the_worker_flushes_memtables_once_their_oldest_event_is_memtable_age_max_old)
+{
+	tally_store *s = open_store_aged(AGE_US);
+	ingest_new(s, "aged", "a-", 5);
+	fault_io_clock_advance_us(fio, MINUTE_US);
+	ingest_new(s, "aged", "b-", 5); /* younger: the age is the oldest's */
+	aged_expect_flush_at_the_age(s, MINUTE_US, 0, 10, 10, "the oldest event");
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.wal_file_count, 0, "the flush retired the WAL it covered");
+
+	/* Nothing to flush: the age does not run without an event. */
+	fault_io_clock_advance_us(fio, 2 * AGE_US);
+	aged_expect_no_flush(s, 1, 0, "empty memtables");
+	ingest_new(s, "aged", "c-", 3);
+	aged_expect_flush_at_the_age(s, 0, 1, 3, 13, "the next event");
+	cr_assert_eq(tally_store_close(s), 0);
+
+	s = open_store(0);
+	uint64_t n = 0;
+	cr_assert_eq(tally_scan(s, "aged", 0, INT64_MAX, count_event, &n), 0);
+	cr_expect_eq(n, 13, "every event once after a reopen");
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(segment_files_on_disk(), 2);
+}
+
+Test(store, memtable_age_max_zero_is_no_age_limit)
+{
+	tally_store *s = open_store_aged(0);
+	ingest_new(s, "aged", "a-", 5);
+	fault_io_clock_advance_us(fio, 30 * TALLY_US_PER_DAY);
+	aged_expect_no_flush(s, 0, 5, "30 days later");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* When replayed events first arrived is not in the WAL: their age counts
+ * from the open that replayed them. */
+Test(store, replayed_events_age_from_the_open)
+{
+	tally_store *s = open_store(0);
+	ingest_new(s, "aged", "a-", 4);
+	cr_assert_eq(tally_store_close(s), 0);
+	fault_io_clock_advance_us(fio, 2 * AGE_US);
+	s = open_store_aged(AGE_US);
+	aged_expect_no_flush(s, 0, 4, "just reopened, events 2 ages old");
+	aged_expect_flush_at_the_age(s, 0, 0, 4, 4, "the open");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* A wall clock stepped back before the oldest event restarts its age from
+ * the clock's new time: the flush comes later, never at once. */
+Test(store, a_clock_stepped_back_restarts_the_age)
+{
+	tally_store *s = open_store_aged(AGE_US);
+	ingest_new(s, "aged", "a-", 4);
+	fault_io_clock_set_us(fio, NOW_US - AGE_US);
+	aged_expect_no_flush(s, 0, 4, "the clock stepped back an age");
+	aged_expect_flush_at_the_age(s, 0, 0, 4, 4, "the step back");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+Test(store, a_negative_memtable_age_max_is_refused_at_open)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.memtable_age_max_us = -1;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_store_open(dir, &o, &s, err), TALLY_E_INVALID);
+	cr_expect_null(s);
+	cr_expect(strstr(err, "memtable_age_max_us is negative (-1)") != NULL, "message: %s", err);
+	tally_options_default(&o);
+	cr_expect_eq(o.memtable_age_max_us, INT64_C(3600) * 1000000, "the default is an hour");
+}
