@@ -1071,6 +1071,44 @@ static size_t splice_varint(const uint8_t *raw, size_t raw_size, size_t at, uint
 	return n + raw_size - end;
 }
 
+/* A varint of a raw footer to replace, and what open and verify then say
+ * after "<file> offset <footer offset>: ". */
+typedef struct footer_case {
+	size_t at;
+	uint64_t value;
+	const char *says;
+} footer_case;
+
+/* Each case's footer, written with a good checksum, is refused by open and
+ * reported by verify at the footer's offset. */
+static void expect_footer_cases_refused(const char *path, uint64_t file_id, const char *name,
+					const footer_image *img, const footer_case *cases, size_t count)
+{
+	uint8_t *raw = malloc(img->raw_size + 16);
+	cr_assert_not_null(raw);
+	char says[300];
+	for (size_t i = 0; i < count; i++) {
+		size_t n = splice_varint(img->raw, img->raw_size, cases[i].at, cases[i].value, raw);
+		footer_store(path, file_id, img, raw, n);
+		snprintf(says, sizeof(says), "%s offset %" PRIu64 ": %s", name, img->footer_offset,
+			 cases[i].says);
+		expect_segment_refused(says, cases[i].says);
+	}
+	free(raw);
+}
+
+/* Puts the file's own footer back, expects verify to find the store
+ * clean, and frees img. */
+static void footer_restore(const char *path, uint64_t file_id, footer_image *img)
+{
+	footer_store(path, file_id, img, img->raw, img->raw_size);
+	int rc;
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the footer put back is clean");
+	free(img->raw);
+	free(img->file);
+}
+
 /* build_store, then the footer of its first segment file (ids[0]) with
  * the file's path and name. */
 static void first_file_footer(footer_image *img, uint64_t ids[2], char path[512], char name[64])
@@ -1149,12 +1187,8 @@ Test(inspect, a_footer_with_a_good_checksum_and_a_bad_structure_is_refused)
 		 img.footer_offset);
 	expect_segment_refused(says, "tenants out of order");
 
-	footer_store(path, ids[0], &img, img.raw, img.raw_size);
-	verify(&rc);
-	cr_assert_eq(rc, 0, "the footer put back is clean");
 	free(raw);
-	free(img.raw);
-	free(img.file);
+	footer_restore(path, ids[0], &img);
 }
 
 /* Where the fields of the first tenant entry of a raw footer are. */
@@ -1163,7 +1197,16 @@ typedef struct footer_walk {
 	size_t day_at[8], time_min_at[8]; /* per segment */
 	size_t rowgroup_count_at;
 	size_t rowgroup_rows_at; /* the first row group's */
+	size_t rollup_at;        /* the rollup entry, after the row groups */
 } footer_walk;
+
+/* Skips a block entry: gap, stored size, raw size, codec, checksum. */
+static void skip_block_entry(const uint8_t *raw, size_t *at)
+{
+	for (int i = 0; i < 3; i++)
+		skip_varint(raw, at);
+	*at += 9;
+}
 
 static footer_walk footer_walk_first(const uint8_t *raw)
 {
@@ -1171,9 +1214,7 @@ static footer_walk footer_walk_first(const uint8_t *raw)
 	size_t at = 0;
 	skip_varint(raw, &at);     /* tenant id */
 	at += 1 + raw[at];         /* name */
-	for (int i = 0; i < 3; i++) /* dictionary block: gap, stored, raw */
-		skip_varint(raw, &at);
-	at += 9;                   /* codec, checksum */
+	skip_block_entry(raw, &at); /* the dictionary */
 	w.segment_count = (size_t)varint_at(raw, at);
 	cr_assert_leq(w.segment_count, 8);
 	skip_varint(raw, &at);
@@ -1186,8 +1227,16 @@ static footer_walk footer_walk_first(const uint8_t *raw)
 		skip_varint(raw, &at); /* span */
 	}
 	w.rowgroup_count_at = at;
+	uint64_t rowgroups = varint_at(raw, at);
 	skip_varint(raw, &at);
 	w.rowgroup_rows_at = at;
+	for (uint64_t g = 0; g < rowgroups; g++) {
+		skip_varint(raw, &at); /* rows */
+		int blocks = raw[at++] ? 1 : TALLY_COL_COUNT;
+		for (int b = 0; b < blocks; b++)
+			skip_block_entry(raw, &at);
+	}
+	w.rollup_at = at;
 	return w;
 }
 
@@ -1199,7 +1248,7 @@ static footer_walk footer_walk_first(const uint8_t *raw)
 Test(inspect, a_footer_whose_segments_and_row_groups_disagree_is_refused)
 {
 	uint64_t ids[2];
-	char path[512], name[64], says[200];
+	char path[512], name[64];
 	footer_image img;
 	first_file_footer(&img, ids, path, name);
 	footer_walk w = footer_walk_first(img.raw);
@@ -1207,30 +1256,171 @@ Test(inspect, a_footer_whose_segments_and_row_groups_disagree_is_refused)
 	cr_assert_eq(varint_at(img.raw, w.day_at[1]), 1, "a step of one day");
 	cr_assert_eq(varint_at(img.raw, w.rowgroup_count_at), 1, "small days share a row group");
 	cr_assert_eq(varint_at(img.raw, w.rowgroup_rows_at), 60);
-	uint8_t *raw = malloc(img.raw_size + 16);
-	cr_assert_not_null(raw);
-	const struct {
-		size_t at;
-		uint64_t value;
-		const char *says;
-	} cases[] = {
+	const footer_case cases[] = {
 		{w.day_at[1], 0, "footer: days out of order in tenant acme"},
 		{w.time_min_at[0], 1440, "footer: impossible segment 0 of tenant acme"},
 		{w.rowgroup_count_at, 0, "footer: bad row group count for tenant acme"},
 		{w.rowgroup_rows_at, 59, "footer: row groups of tenant acme hold 59 rows, its segments 60"},
 	};
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		size_t n = splice_varint(img.raw, img.raw_size, cases[i].at, cases[i].value, raw);
-		footer_store(path, ids[0], &img, raw, n);
-		snprintf(says, sizeof(says), "%s offset %" PRIu64 ": %s", name, img.footer_offset,
-			 cases[i].says);
-		expect_segment_refused(says, cases[i].says);
+	expect_footer_cases_refused(path, ids[0], name, &img, cases, sizeof(cases) / sizeof(cases[0]));
+	footer_restore(path, ids[0], &img);
+}
+
+/* Where the fields of the first tenant's rollup entry are: the minute
+ * retention bound, the group count (its table's block entry follows),
+ * then per chunk list the chunk count and the first chunk's bucket field
+ * and cell count (0 when the list has no chunk). */
+typedef struct rollup_walk {
+	size_t minute_from_at, group_count_at, groups_end;
+	size_t count_at[SEG_ROLLUP_LISTS];
+	size_t field_at[SEG_ROLLUP_LISTS], cells_at[SEG_ROLLUP_LISTS];
+	size_t second_field_at[SEG_ROLLUP_LISTS]; /* the second chunk's, 0 when none */
+} rollup_walk;
+
+static rollup_walk rollup_walk_first(const uint8_t *raw)
+{
+	rollup_walk w = {0};
+	size_t at = footer_walk_first(raw).rollup_at;
+	w.minute_from_at = at;
+	skip_varint(raw, &at);
+	w.group_count_at = at;
+	uint64_t groups = varint_at(raw, at);
+	skip_varint(raw, &at);
+	if (groups)
+		skip_block_entry(raw, &at);
+	w.groups_end = at;
+	for (int list = 0; list < SEG_ROLLUP_LISTS; list++) {
+		w.count_at[list] = at;
+		uint64_t chunks = varint_at(raw, at);
+		skip_varint(raw, &at);
+		for (uint64_t k = 0; k < chunks; k++) {
+			if (k == 0) {
+				w.field_at[list] = at;
+				w.cells_at[list] = at;
+				skip_varint(raw, &w.cells_at[list]);
+			}
+			if (k == 1)
+				w.second_field_at[list] = at;
+			skip_varint(raw, &at);
+			skip_varint(raw, &at);
+			skip_block_entry(raw, &at);
+		}
 	}
-	footer_store(path, ids[0], &img, img.raw, img.raw_size);
+	return w;
+}
+
+/* Description: the rollup entry of a footer with a good checksum: a
+ * minute retention bound no clock reaches, chunks without a group table,
+ * more chunks than the footer has bytes, a chunk of no cells, and a chunk
+ * whose first bucket is past any time. Open refuses each and verify
+ * reports it at the footer's offset, naming the tenant. A chunk the
+ * footer counts one cell more than it holds is not a structural error:
+ * open takes the file, verify names the chunk's offset and both counts,
+ * and a query that reads the chunk fails TALLY_E_CORRUPT, naming it,
+ * instead of trusting either count. */
+Test(inspect, a_footer_whose_rollup_entry_is_impossible_is_refused)
+{
+	uint64_t ids[2];
+	char path[512], name[64], says[300];
+	footer_image img;
+	first_file_footer(&img, ids, path, name);
+	rollup_walk w = rollup_walk_first(img.raw);
+	int hour = 1; /* LIST_HOUR: every event has an hour cell */
+	cr_assert_gt(varint_at(img.raw, w.group_count_at), 0);
+	cr_assert_gt(varint_at(img.raw, w.count_at[hour]), 0, "acme has hour chunks");
+	uint64_t cells = varint_at(img.raw, w.cells_at[hour]);
+	const footer_case cases[] = {
+		{w.minute_from_at, UINT64_MAX - 1, "footer: bad rollup entry of tenant acme"},
+		{w.count_at[hour], UINT64_C(1) << 40, "footer: bad rollup chunk count of tenant acme"},
+		{w.cells_at[hour], 0, "footer: bad rollup chunk of tenant acme"},
+		/* zigzag: bucket 2^41, past the 2^40 a decoder accepts */
+		{w.field_at[hour], UINT64_C(1) << 42, "footer: bad rollup chunk of tenant acme"},
+	};
+	expect_footer_cases_refused(path, ids[0], name, &img, cases, sizeof(cases) / sizeof(cases[0]));
+
+	/* No group table (count 0, its block entry cut out), chunks still. */
+	uint8_t *raw = malloc(img.raw_size + 16);
+	cr_assert_not_null(raw);
+	size_t n = splice_varint(img.raw, img.raw_size, w.group_count_at, 0, raw);
+	size_t cut = w.groups_end - w.group_count_at - 1; /* the block entry; the count stays one byte */
+	cr_assert_lt(img.raw[w.group_count_at], 0x80);
+	memmove(raw + w.group_count_at + 1, raw + w.groups_end, n - w.groups_end);
+	footer_store(path, ids[0], &img, raw, n - cut);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: bad rollup chunk count of tenant acme",
+		 name, img.footer_offset);
+	expect_segment_refused(says, "chunks without a group table");
+
+	/* One cell more than the chunk holds. */
+	n = splice_varint(img.raw, img.raw_size, w.cells_at[hour], cells + 1, raw);
+	footer_store(path, ids[0], &img, raw, n);
+	tally_store *s = open_store();
+	segment_file *f = open_segment(ids[0]);
+	const seg_chunk *c = &f->chunks[f->tenants[0].first_chunk[hour]];
+	uint64_t chunk_offset = c->block.offset;
+	int64_t first_bucket = c->first_bucket;
+	segment_file_close(f);
+	tally_query q = {.from_us = NOW_US - 3 * TALLY_US_PER_DAY, .to_us = NOW_US,
+			 .bucket = TALLY_BUCKET_HOUR};
+	tally_result *result = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_query_run(s, "acme", &q, &result, err), TALLY_E_CORRUPT);
+	cr_expect_null(result);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": rollup chunk of tenant acme is malformed", name,
+		 chunk_offset);
+	cr_expect_not_null(strstr(err, says), "the query said \"%s\", not \"%s\"", err, says);
+	cr_assert_eq(tally_store_close(s), 0);
 	int rc;
-	verify(&rc);
-	cr_assert_eq(rc, 0, "the footer put back is clean");
+	problems *p = verify(&rc);
+	cr_expect_geq(rc, 1);
+	snprintf(says, sizeof(says),
+		 "%s offset %" PRIu64 ": hour rollup chunk 0 of tenant acme holds %" PRIu64 " cells of buckets %" PRId64,
+		 name, chunk_offset, cells, first_bucket);
+	cr_expect_geq(find_message(p, says, NULL), 0, "no problem says \"%s\"", says);
+	snprintf(says, sizeof(says), "the footer says %" PRIu64 " from %" PRId64, cells + 1, first_bucket);
+	cr_expect_geq(find_message(p, says, NULL), 0, "no problem says \"%s\"", says);
 	free(raw);
-	free(img.raw);
-	free(img.file);
+	footer_restore(path, ids[0], &img);
+}
+
+/* Description: a tenant with more minute cells than a chunk closes at
+ * (three models a minute over a day and a half) has two minute chunks;
+ * its footer rewritten with a good checksum so the second chunk starts
+ * at the first one's bucket (a step of 0: chunks out of order) is refused
+ * by open and reported by verify at the footer's offset. */
+Test(inspect, a_footer_whose_rollup_chunks_are_out_of_order_is_refused)
+{
+	static const char *models[3] = {"gpt-4o", "claude-3", "llama-3"};
+	enum { MINUTES = 1440 + 852, EVENTS = 3 * MINUTES };
+	static char ids[EVENTS][24];
+	static tally_event events[EVENTS];
+	static tally_ingest_result results[EVENTS];
+	int64_t from = (int64_t)(DAY_NOW - 1) * TALLY_US_PER_DAY;
+	for (int i = 0; i < EVENTS; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "busy-%d", i);
+		events[i] = (tally_event){.event_id = S(ids[i]), .time_us = from + (i / 3) * MINUTE_US + 1234,
+					  .type = S("llm.call"), .model = S(models[i % 3]), .duration_ms = 100};
+	}
+	cr_assert_lt(from + MINUTES * MINUTE_US, NOW_US);
+	tally_store *s = open_store();
+	cr_assert_eq(tally_ingest(s, "busy", events, EVENTS, results), 0);
+	for (int i = 0; i < EVENTS; i++)
+		cr_assert_eq(results[i].code, TALLY_ACCEPTED);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_day(s, "acme", DAY_NOW, 1, 0); /* a second file, as manifest_file_ids expects */
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	uint64_t ids_live[2];
+	char path[512], name[64];
+	manifest_file_ids(ids_live, NULL);
+	segment_path(path, sizeof(path), ids_live[0]);
+	segment_file_name(name, sizeof(name), ids_live[0]);
+	footer_image img;
+	footer_load(path, &img);
+	rollup_walk w = rollup_walk_first(img.raw);
+	cr_assert_eq(varint_at(img.raw, w.count_at[0]), 2, "two minute chunks");
+	cr_assert_eq(varint_at(img.raw, w.cells_at[0]), 3 * 1440, "the first closes at the day's end");
+	const footer_case step_0 = {w.second_field_at[0], 0, "footer: bad rollup chunk of tenant busy"};
+	expect_footer_cases_refused(path, ids_live[0], name, &img, &step_0, 1);
+	footer_restore(path, ids_live[0], &img);
 }
