@@ -125,7 +125,7 @@ $(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(
 # Each test binary runs on its own; criterion isolates every test in a process.
 # A test process that leaks still reports success to criterion, so the
 # output is kept and a LeakSanitizer report (make asan) fails the run.
-test: all $(TEST_BIN) prefetch-check
+test: all $(TEST_BIN) $(BUILD)/fuzz/segment_seed prefetch-check
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; \
 	  $$t --jobs 2 > $$t.log 2>&1 || { cat $$t.log; exit 1; }; cat $$t.log; \
 	  if grep -q "ERROR: LeakSanitizer" $$t.log; then \
@@ -195,19 +195,28 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-build-fuzz/fuzz_request: fuzz/fuzz_request.c $(FUZZ_OBJ)
+build-fuzz/fuzz_request build-fuzz/fuzz_segment: build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(NET_LDLIBS)
 
+# Two targets, each for the given seconds from its seed corpus
+# (fuzz/corpus/ for requests, fuzz/corpus-segment/ for segment files).
 define run_fuzz
-	@mkdir -p build-fuzz/corpus
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment
 	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
+	cd build-fuzz && ./fuzz_segment -max_total_time=$(1) -print_final_stats=1 corpus-segment \
+	  ../fuzz/corpus-segment
 endef
 
-fuzz: build-fuzz/fuzz_request
+fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_segment
 	$(call run_fuzz,$(FUZZ_SECONDS))
 
-fuzz-check: build-fuzz/fuzz_request
+fuzz-check: build-fuzz/fuzz_request build-fuzz/fuzz_segment
 	$(call run_fuzz,$(FUZZ_CHECK_SECONDS))
+
+# Makes fuzz_segment's seeds from a real segment file (fuzz/segment_seed.c);
+# built with the tests so that it keeps compiling.
+$(BUILD)/fuzz/segment_seed: $(BUILD)/fuzz/segment_seed.o $(BUILD)/libtally.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Installs only what is missing, so it costs one dpkg query when nothing is.
 deps:

@@ -1509,6 +1509,12 @@ int block_decompress(bytebuf *out, const uint8_t *src, size_t size, uint8_t code
 		     size_t raw_size)
 {
 	bytebuf_reset(out);
+	/* Even an empty block gets a buffer: decoders compute data + size,
+	 * which is undefined on a NULL pointer (found by fuzz/fuzz_segment.c:
+	 * an empty footer, an empty rollup chunk). */
+	int rc = bytebuf_reserve(out, 1);
+	if (rc != 0)
+		return rc;
 	if (codec == BLOCK_CODEC_RAW) {
 		if (size != raw_size)
 			return TALLY_E_CORRUPT;
@@ -1521,8 +1527,7 @@ int block_decompress(bytebuf *out, const uint8_t *src, size_t size, uint8_t code
 	if (magic != ZSTD_MAGICNUMBER || ZSTD_findFrameCompressedSize(src, size) != size ||
 	    ZSTD_getFrameContentSize(src, size) != (unsigned long long)raw_size)
 		return TALLY_E_CORRUPT;
-	int rc = bytebuf_reserve(out, raw_size);
-	if (rc != 0)
+	if ((rc = bytebuf_reserve(out, raw_size)) != 0)
 		return rc;
 	zstd_contexts *contexts = zstd_contexts_get();
 	if (contexts == NULL)
@@ -1531,9 +1536,7 @@ int block_decompress(bytebuf *out, const uint8_t *src, size_t size, uint8_t code
 		contexts->decompress = ZSTD_createDCtx();
 	if (contexts->decompress == NULL)
 		return -ENOMEM;
-	uint8_t empty;
-	uint8_t *dst = out->data != NULL ? out->data : &empty;
-	size_t r = ZSTD_decompressDCtx(contexts->decompress, dst, raw_size, src, size);
+	size_t r = ZSTD_decompressDCtx(contexts->decompress, out->data, raw_size, src, size);
 	if (ZSTD_isError(r))
 		return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? -ENOMEM
 									   : TALLY_E_CORRUPT;

@@ -40,6 +40,10 @@
 #define ROLLUP_MINUTE_US_SEG (INT64_C(60) * 1000000) /* minute_from is stored in minutes */
 
 #define HEADER_MAGIC "TLYSEG01"
+/* The farthest day from the epoch, either way, whose every microsecond is
+ * an int64: a footer's days past it are refused (found by
+ * fuzz/fuzz_segment.c: day 233,435,816 overflowed the segment's bounds). */
+#define SEGMENT_DAY_MAX (INT64_MAX / TALLY_US_PER_DAY - 1)
 #define TRAILER_MAGIC "TLYSEGE1"
 #define WRITE_CHUNK_BYTES (1u << 20)
 #define BLOCK_RAW_BYTES_MAX (256u << 20)
@@ -619,7 +623,7 @@ static int parse_block(segment_file *f, footer_parser *fp, uint64_t *block_end,
 static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 			uint64_t footer_offset, char *errmsg)
 {
-	footer_parser fp = {data, data + size};
+	footer_parser fp = {data, data + size}; /* data is never NULL: block_decompress */
 	uint32_t tenant_cap = 0, segment_cap = 0, rowgroup_cap = 0, block_cap = 0, chunk_cap = 0;
 	uint64_t block_end = SEGMENT_HEADER_SIZE;
 	int rc;
@@ -664,7 +668,7 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 			 * bound at the end of its minute. */
 			uint64_t unit = f->version >= 3 ? SEGMENT_BOUND_US : 1;
 			uint64_t day_units = (uint64_t)TALLY_US_PER_DAY / unit;
-			if (d < INT32_MIN || d > INT32_MAX || time_min >= day_units ||
+			if (d < -SEGMENT_DAY_MAX || d > SEGMENT_DAY_MAX || time_min >= day_units ||
 			    span >= day_units - time_min || rows_count == 0 ||
 			    rows_count > UINT32_MAX)
 				CORRUPT(f, footer_offset, "footer: impossible segment %" PRIu64

@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include "codec.h"
 #include "tally.h"
 
@@ -1528,6 +1530,29 @@ Test(codec, block_compresses_repetitive_data_and_round_trips)
 	bytebuf_free(&raw);
 	bytebuf_free(&out);
 	free(src);
+}
+
+/* An empty block, stored RAW or as a zstd frame, decompresses into a
+ * buffer that is never NULL: decoders compute data + size, undefined on
+ * NULL even for size 0 (fuzz/fuzz_segment.c found an empty footer and an
+ * empty rollup chunk reaching them that way). */
+Test(codec, an_empty_block_decompresses_into_a_buffer_not_null)
+{
+	bytebuf raw = { 0 };
+	cr_assert_eq(block_decompress(&raw, (const uint8_t *)"", 0, BLOCK_CODEC_RAW, 0), 0);
+	cr_expect_eq(raw.size, 0);
+	cr_expect_not_null(raw.data, "an empty RAW block");
+	bytebuf_free(&raw);
+	/* A zstd frame of no content, made by zstd itself. */
+	size_t bound = ZSTD_compressBound(0);
+	uint8_t *z = xmalloc(bound);
+	size_t zsize = ZSTD_compress(z, bound, "", 0, 3);
+	cr_assert(!ZSTD_isError(zsize));
+	cr_assert_eq(block_decompress(&raw, z, zsize, BLOCK_CODEC_ZSTD, 0), 0);
+	cr_expect_eq(raw.size, 0);
+	cr_expect_not_null(raw.data, "an empty zstd frame");
+	bytebuf_free(&raw);
+	free(z);
 }
 
 Test(codec, block_keeps_incompressible_and_tiny_data_raw)

@@ -1242,7 +1242,7 @@ static footer_walk footer_walk_first(const uint8_t *raw)
 
 /* Description: deeper in a footer with a good checksum: a segment's day
  * step of 0 (days out of order), a segment whose first minute is past the
- * day's last, a tenant with no row group, and row groups that hold fewer
+ * day's last, a first day whose times overflow an int64, a tenant with no row group, and row groups that hold fewer
  * rows than the segments. Open refuses each and verify reports it at the
  * footer's offset, naming the tenant. */
 Test(inspect, a_footer_whose_segments_and_row_groups_disagree_is_refused)
@@ -1259,6 +1259,9 @@ Test(inspect, a_footer_whose_segments_and_row_groups_disagree_is_refused)
 	const footer_case cases[] = {
 		{w.day_at[1], 0, "footer: days out of order in tenant acme"},
 		{w.time_min_at[0], 1440, "footer: impossible segment 0 of tenant acme"},
+		/* Day 233,435,816 (zigzag): its microseconds overflow an int64
+		 * (fuzz/fuzz_segment.c). */
+		{w.day_at[0], UINT64_C(2) * 233435816, "footer: impossible segment 0 of tenant acme"},
 		{w.rowgroup_count_at, 0, "footer: bad row group count for tenant acme"},
 		{w.rowgroup_rows_at, 59, "footer: row groups of tenant acme hold 59 rows, its segments 60"},
 	};

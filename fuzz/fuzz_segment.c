@@ -1,0 +1,198 @@
+/*
+ * fuzz_segment.c — libFuzzer target for everything the engine reads back
+ * from a segment file whose checksums are good: the footer's structure,
+ * the tenant dictionaries, every column codec of the row groups, the
+ * rollup group tables and chunk blocks (with their histograms, users and
+ * projections).
+ *
+ * Checksums keep random damage out, so what reaches these decoders is
+ * what a writer bug or a crafted file puts there. The target makes the
+ * checksums good itself: the input is a raw footer and the bytes between
+ * the header and the footer (format below); the target builds a segment
+ * file around them (header, footer stored RAW, trailer, each checksum
+ * computed), serves it from memory through a tally_io, opens it, and
+ * gives every block the footer names its true checksum before reading it.
+ * A finding is any sanitizer report or crash; a refusal (TALLY_E_CORRUPT)
+ * is the expected answer to bad input.
+ *
+ * Input: u32 little-endian footer size F, F bytes of raw footer, then the
+ * block area (file offsets 32 on). fuzz/segment_seed.c makes seeds of
+ * this form from real segment files (fuzz/corpus-segment/).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "codec.h"
+#include "endian.h"
+#include "rollup.h"
+#include "rows.h"
+#include "segment.h"
+#include "strdict.h"
+#include "tally_io.h"
+
+#define FUZZ_FILE_ID 1
+#define FUZZ_FD 3
+#define FUZZ_DIR "fuzz"
+
+/* The file being read: one per input. */
+static uint8_t *file;
+static size_t file_size;
+
+static int mem_open(const tally_io *io, const char *path, int flags, int mode)
+{
+	(void)io, (void)path, (void)flags, (void)mode;
+	return FUZZ_FD;
+}
+
+static int mem_close(const tally_io *io, int fd)
+{
+	(void)io, (void)fd;
+	return 0;
+}
+
+static int64_t mem_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
+{
+	(void)io, (void)fd;
+	if (offset >= file_size)
+		return 0;
+	size_t n = file_size - offset < size ? file_size - offset : size;
+	memcpy(buf, file + offset, n);
+	return (int64_t)n;
+}
+
+static int64_t mem_file_size(const tally_io *io, int fd)
+{
+	(void)io, (void)fd;
+	return (int64_t)file_size;
+}
+
+static const tally_io mem_io = {
+	.open = mem_open,
+	.close = mem_close,
+	.pread = mem_pread,
+	.file_size = mem_file_size,
+};
+
+/* Gives block b the checksum of the bytes it names (parse_block kept
+ * them inside the file). */
+static void fix_checksum(seg_block *b)
+{
+	if (b->offset <= file_size && b->stored_size <= file_size - b->offset)
+		b->checksum = XXH3_64bits_withSeed(file + b->offset, b->stored_size, FUZZ_FILE_ID);
+}
+
+/* Decodes a rollup chunk as a query does: scalars, sketches, a lower
+ * bound, and a projection by the first code slot. */
+static void read_chunk(const segment_file *f, const seg_chunk *c, const rollup_group *groups,
+		       uint32_t group_count, uint32_t user_limit, const uint32_t *map)
+{
+	bytebuf raw = {0};
+	char errmsg[TALLY_ERRMSG_SIZE];
+	rollup_block b;
+	if (!segment_read_block(f, &c->block, &raw, errmsg) &&
+	    !rollup_block_decode(raw.data, raw.size, groups, group_count, user_limit, &b)) {
+		(void)rollup_block_lower_bound(&b, c->first_bucket);
+		if (!rollup_block_sketches(&b) && map) {
+			rollup_block projected;
+			if (!rollup_block_project(&b, map, &projected))
+				rollup_block_free(&projected);
+		}
+		rollup_block_free(&b);
+	}
+	bytebuf_free(&raw);
+}
+
+/* Tenant section t's dictionaries, rollup group table and chunks. */
+static void read_section(segment_file *f, uint32_t t)
+{
+	seg_tenant *sec = &f->tenants[t];
+	char errmsg[TALLY_ERRMSG_SIZE];
+	strdict dict[DIM_COUNT];
+	memset(dict, 0, sizeof(dict));
+	fix_checksum(&sec->dict);
+	if (segment_read_dict(f, t, dict, errmsg))
+		goto out;
+	uint32_t dict_count[DIM_COUNT];
+	for (int d = 0; d < DIM_COUNT; d++)
+		dict_count[d] = dict[d].count;
+	if (!sec->rollup_group_count)
+		goto out;
+	fix_checksum(&sec->rollup_groups);
+	bytebuf raw = {0};
+	rollup_group *groups = NULL;
+	uint32_t group_count = 0;
+	if (!segment_read_block(f, &sec->rollup_groups, &raw, errmsg) &&
+	    !rollup_groups_decode(raw.data, raw.size, dict_count, &groups, &group_count)) {
+		uint32_t *map = NULL;
+		rollup_group *projected = NULL;
+		uint32_t projected_count;
+		if (rollup_groups_project(groups, group_count, 1u, 1, &map, &projected, &projected_count))
+			map = NULL;
+		for (int list = 0; list < SEG_ROLLUP_LISTS; list++)
+			for (uint32_t k = 0; k < sec->chunk_count[list]; k++) {
+				seg_chunk *c = &f->chunks[sec->first_chunk[list] + k];
+				fix_checksum(&c->block);
+				read_chunk(f, c, groups, group_count, dict_count[DIM_USER], map);
+			}
+		free(map);
+		free(projected);
+	}
+	free(groups);
+	bytebuf_free(&raw);
+out:
+	for (int d = 0; d < DIM_COUNT; d++)
+		strdict_free(&dict[d]);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 4)
+		return 0;
+	size_t footer_size = le_get_u32(data);
+	if (footer_size > size - 4 || footer_size > SEGMENT_FILE_FOOTER_BYTES_MAX)
+		return 0;
+	const uint8_t *footer = data + 4, *blocks = footer + footer_size;
+	size_t blocks_size = size - 4 - footer_size;
+	file_size = SEGMENT_HEADER_SIZE + blocks_size + footer_size + SEGMENT_TRAILER_SIZE;
+	file = calloc(1, file_size);
+	if (!file)
+		return 0;
+	uint8_t *p = file;
+	memcpy(p, "TLYSEG01", 8);
+	le_put_u32(p + 8, SEGMENT_VERSION);
+	le_put_u64(p + 16, FUZZ_FILE_ID);
+	le_put_u64(p + 24, XXH3_64bits(p, 24));
+	p += SEGMENT_HEADER_SIZE;
+	memcpy(p, blocks, blocks_size);
+	p += blocks_size;
+	uint64_t footer_offset = (uint64_t)(p - file);
+	memcpy(p, footer, footer_size);
+	p += footer_size;
+	le_put_u64(p, footer_offset);
+	le_put_u32(p + 8, (uint32_t)footer_size);
+	le_put_u32(p + 12, (uint32_t)footer_size);
+	p[16] = BLOCK_CODEC_RAW;
+	le_put_u64(p + 24, XXH3_64bits_withSeed(footer, footer_size, FUZZ_FILE_ID));
+	memcpy(p + 32, "TLYSEGE1", 8);
+
+	segment_file *f = NULL;
+	char errmsg[TALLY_ERRMSG_SIZE];
+	if (!segment_file_open(&mem_io, FUZZ_DIR, FUZZ_FILE_ID, &f, errmsg)) {
+		for (uint32_t t = 0; t < f->tenant_count; t++)
+			read_section(f, t);
+		for (uint32_t b = 0; b < f->block_count; b++)
+			fix_checksum(&f->blocks[b]);
+		rows r;
+		memset(&r, 0, sizeof(r));
+		for (uint32_t g = 0; g < f->rowgroup_count; g++)
+			(void)segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &r, errmsg);
+		rows_free(&r);
+		segment_file_close(f);
+	}
+	free(file);
+	file = NULL;
+	return 0;
+}
