@@ -125,7 +125,7 @@ $(TEST_SRC:%.c=$(BUILD)/%.o) $(TOOLS_OBJ) $(BUILD)/tools/tally.o $(BENCH_OBJ) $(
 # Each test binary runs on its own; criterion isolates every test in a process.
 # A test process that leaks still reports success to criterion, so the
 # output is kept and a LeakSanitizer report (make asan) fails the run.
-test: all $(TEST_BIN) $(BUILD)/fuzz/segment_seed prefetch-check
+test: all $(TEST_BIN) $(BUILD)/fuzz/segment_seed $(BUILD)/fuzz/wal_seed prefetch-check
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; \
 	  $$t --jobs 2 > $$t.log 2>&1 || { cat $$t.log; exit 1; }; cat $$t.log; \
 	  if grep -q "ERROR: LeakSanitizer" $$t.log; then \
@@ -195,27 +195,31 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-build-fuzz/fuzz_request build-fuzz/fuzz_segment: build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
+build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal: build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(NET_LDLIBS)
 
-# Two targets, each for the given seconds from its seed corpus
-# (fuzz/corpus/ for requests, fuzz/corpus-segment/ for segment files).
+# Three targets, each for the given seconds from its seed corpus
+# (fuzz/corpus/ for requests, fuzz/corpus-segment/ for segment files,
+# fuzz/corpus-wal/ for WAL records).
 define run_fuzz
-	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal
 	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
 	cd build-fuzz && ./fuzz_segment -max_total_time=$(1) -print_final_stats=1 corpus-segment \
 	  ../fuzz/corpus-segment
+	cd build-fuzz && ./fuzz_wal -max_total_time=$(1) -print_final_stats=1 corpus-wal ../fuzz/corpus-wal
 endef
 
-fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_segment
+FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal
+
+fuzz: $(FUZZ_TARGETS)
 	$(call run_fuzz,$(FUZZ_SECONDS))
 
-fuzz-check: build-fuzz/fuzz_request build-fuzz/fuzz_segment
+fuzz-check: $(FUZZ_TARGETS)
 	$(call run_fuzz,$(FUZZ_CHECK_SECONDS))
 
-# Makes fuzz_segment's seeds from a real segment file (fuzz/segment_seed.c);
-# built with the tests so that it keeps compiling.
-$(BUILD)/fuzz/segment_seed: $(BUILD)/fuzz/segment_seed.o $(BUILD)/libtally.a
+# Make the fuzz targets' seeds from real files (fuzz/segment_seed.c,
+# fuzz/wal_seed.c); built with the tests so that they keep compiling.
+$(BUILD)/fuzz/segment_seed $(BUILD)/fuzz/wal_seed: $(BUILD)/fuzz/%: $(BUILD)/fuzz/%.o $(BUILD)/libtally.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Installs only what is missing, so it costs one dpkg query when nothing is.
