@@ -195,21 +195,23 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal: build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
+build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal build-fuzz/fuzz_manifest: build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(NET_LDLIBS)
 
-# Three targets, each for the given seconds from its seed corpus
+# Four targets, each for the given seconds from its seed corpus
 # (fuzz/corpus/ for requests, fuzz/corpus-segment/ for segment files,
-# fuzz/corpus-wal/ for WAL records).
+# fuzz/corpus-wal/ for WAL records, fuzz/corpus-manifest/ for manifests).
 define run_fuzz
-	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal build-fuzz/corpus-manifest
 	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
 	cd build-fuzz && ./fuzz_segment -max_total_time=$(1) -print_final_stats=1 corpus-segment \
 	  ../fuzz/corpus-segment
 	cd build-fuzz && ./fuzz_wal -max_total_time=$(1) -print_final_stats=1 corpus-wal ../fuzz/corpus-wal
+	cd build-fuzz && ./fuzz_manifest -max_total_time=$(1) -print_final_stats=1 corpus-manifest \
+	  ../fuzz/corpus-manifest
 endef
 
-FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal
+FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal build-fuzz/fuzz_manifest
 
 fuzz: $(FUZZ_TARGETS)
 	$(call run_fuzz,$(FUZZ_SECONDS))

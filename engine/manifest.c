@@ -106,6 +106,18 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 	m->file_count = le_get_u32(data + 40);
 	m->tenant_count = le_get_u32(data + 44);
 	size_t offset = FIXED_SIZE;
+	/* LSNs and file ids start at 1. A version 1 manifest (no change
+	 * section to check it against) once read a replay LSN of 0 and wrote
+	 * a version 2 one that no open could read (found by
+	 * fuzz/fuzz_manifest.c). */
+	if (m->wal_replay_lsn == 0 || m->next_file_id == 0) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "%s offset %d: %s is 0; LSNs and file ids start at 1", path,
+				 m->wal_replay_lsn == 0 ? 24 : 32,
+				 m->wal_replay_lsn == 0 ? "the WAL replay LSN" : "the next file id");
+		goto fail;
+	}
 	if (m->file_count > SEGMENT_FILE_COUNT_MAX || m->tenant_count > TENANT_COUNT_MAX ||
 	    offset + (size_t)m->file_count * 8 > body) {
 		if (errmsg)

@@ -27,54 +27,18 @@
 
 #include "codec.h"
 #include "endian.h"
+#include "mem_io.h"
 #include "rollup.h"
 #include "rows.h"
 #include "segment.h"
 #include "strdict.h"
-#include "tally_io.h"
 
 #define FUZZ_FILE_ID 1
-#define FUZZ_FD 3
 #define FUZZ_DIR "fuzz"
 
-/* The file being read: one per input. */
+/* The file being read: one per input (served through mem_io). */
 static uint8_t *file;
 static size_t file_size;
-
-static int mem_open(const tally_io *io, const char *path, int flags, int mode)
-{
-	(void)io, (void)path, (void)flags, (void)mode;
-	return FUZZ_FD;
-}
-
-static int mem_close(const tally_io *io, int fd)
-{
-	(void)io, (void)fd;
-	return 0;
-}
-
-static int64_t mem_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
-{
-	(void)io, (void)fd;
-	if (offset >= file_size)
-		return 0;
-	size_t n = file_size - offset < size ? file_size - offset : size;
-	memcpy(buf, file + offset, n);
-	return (int64_t)n;
-}
-
-static int64_t mem_file_size(const tally_io *io, int fd)
-{
-	(void)io, (void)fd;
-	return (int64_t)file_size;
-}
-
-static const tally_io mem_io = {
-	.open = mem_open,
-	.close = mem_close,
-	.pread = mem_pread,
-	.file_size = mem_file_size,
-};
 
 /* Gives block b the checksum of the bytes it names (parse_block kept
  * them inside the file). */
@@ -178,6 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	le_put_u64(p + 24, XXH3_64bits_withSeed(footer, footer_size, FUZZ_FILE_ID));
 	memcpy(p + 32, "TLYSEGE1", 8);
 
+	mem_file = file;
+	mem_file_size = file_size;
 	segment_file *f = NULL;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	if (!segment_file_open(&mem_io, FUZZ_DIR, FUZZ_FILE_ID, &f, errmsg)) {

@@ -180,6 +180,37 @@ Test(manifest, file_ids_out_of_order)
 	free(m.data);
 }
 
+/* Description: a WAL replay LSN or a next file id of 0 (both start at 1)
+ * is refused at its offset, in version 2 and in version 1, which has no
+ * change section to catch the LSN: a version 1 manifest with a replay LSN
+ * of 0 once read, and the version 2 manifest the store then wrote did not
+ * (found by fuzz/fuzz_manifest.c). */
+Test(manifest, a_replay_lsn_or_next_file_id_of_zero)
+{
+	manifest_bytes m = loaded();
+	uint64_t lsn = manifest_get_u64(m.data + 24), next = manifest_get_u64(m.data + 32);
+	/* Version 1: the same fields without the change section. */
+	size_t v1_size = m.changes_offset + 8;
+	for (int version = 2; version >= 1; version--) {
+		size_t size = version == 2 ? m.size : v1_size;
+		manifest_put_u32(m.data + 8, (uint32_t)version);
+		manifest_put_u64(m.data + 24, 0);
+		manifest_file_store(td.path, m.data, size);
+		expect_refused(TALLY_E_CORRUPT, "offset 24: the WAL replay LSN is 0; LSNs and file ids start at 1");
+		manifest_put_u64(m.data + 24, lsn);
+		manifest_put_u64(m.data + 32, 0);
+		manifest_file_store(td.path, m.data, size);
+		expect_refused(TALLY_E_CORRUPT, "offset 32: the next file id is 0");
+		manifest_put_u64(m.data + 32, next);
+	}
+	manifest_file_store(td.path, m.data, v1_size);
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(store_open(&s, err), 0, "the version 1 manifest put back opens: %s", err);
+	cr_assert_eq(tally_store_close(s), 0);
+	free(m.data);
+}
+
 /* Description: a tenant entry with an empty name is refused at its
  * offset, naming the entry. */
 Test(manifest, a_bad_tenant_entry)
