@@ -12,9 +12,11 @@
  * without background threads. The replay either refuses the WAL
  * (TALLY_E_CORRUPT, naming the record) or takes it; then the target
  * flushes what it took, closes the store, and runs tally_verify on the
- * directory. A finding is a sanitizer report, a crash, or a clean replay
- * whose flushed files verify finds damaged (the target aborts): whatever a
- * replay accepts, the engine must write consistent files from it.
+ * directory, then reopens it. A finding is a sanitizer report, a crash,
+ * or a replay that was taken and then flushed into files that verify
+ * finds damaged, that do not reopen, or that hold other than the events
+ * the replay took (the target aborts): whatever a replay accepts, the
+ * engine must write consistent files from it and lose none of it.
  *
  * Seeds (fuzz/corpus-wal/) are real WAL records, extracted by
  * fuzz/wal_seed.c from the WAL of a store that was ingested into and not
@@ -134,13 +136,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.background = false;
 	tally_store *s = NULL;
 	if (!tally_store_open(dir, &o, &s, errmsg)) {
+		tally_stats before;
+		int rc = tally_store_stats(s, &before);
 		int flushed = tally_flush(s);
 		int closed = tally_store_close(s);
-		if (!flushed && !closed) {
+		if (!rc && !flushed && !closed) {
 			int problems = tally_verify(dir, problem, NULL);
 			if (problems > 0) {
 				fprintf(stderr, "fuzz_wal: the replay was taken, and verify found %d problems in "
 					"what the flush wrote\n", problems);
+				abort();
+			}
+			/* Reopened, the store holds in segments exactly what the
+			 * replay took, and nothing is left to replay. */
+			tally_stats after;
+			if (!tally_store_open(dir, &o, &s, errmsg)) {
+				rc = tally_store_stats(s, &after);
+				if (!rc && (after.segment_rows != before.events_memtable + before.segment_rows ||
+					    after.events_memtable != 0)) {
+					fprintf(stderr, "fuzz_wal: the replay took %llu events; after the flush and "
+						"a reopen %llu are in segments and %llu in memtables\n",
+						(unsigned long long)before.events_memtable,
+						(unsigned long long)after.segment_rows,
+						(unsigned long long)after.events_memtable);
+					abort();
+				}
+				tally_store_close(s);
+			} else {
+				fprintf(stderr, "fuzz_wal: the flushed store does not reopen: %s\n", errmsg);
 				abort();
 			}
 		}
