@@ -175,16 +175,19 @@ $(BUILD)/tests/tsan/server_stress: $(BUILD)/tests/tsan/server_stress.o $(BUILD)/
 $(BUILD)/tests/tsan/server_stress.o: $(BUILD)/proto/tally.pb-c.h
 
 # ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
-# make fuzz runs the target for FUZZ_SECONDS (default 600); make check runs it
-# for FUZZ_CHECK_SECONDS (default 20) on the seed corpus. Findings go to
+# make fuzz runs each target for FUZZ_SECONDS (default 600); make check runs
+# each for FUZZ_CHECK_SECONDS (default 20) on its seed corpus. Findings go to
 # build-fuzz/ (crash-*, leak-*), and the run fails.
 FUZZ_SECONDS ?= 600
 FUZZ_CHECK_SECONDS ?= 20
 FUZZ_CC     := clang
 FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread \
                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-# The target needs the framing, the messages and the server's validation only.
-FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) server/batch.c server/convert.c server/fail.c
+FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal \
+		build-fuzz/fuzz_manifest build-fuzz/fuzz_rows
+# The targets need the engine, the framing, the messages, the server's
+# validation and the CLI's event file reader.
+FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) server/batch.c server/convert.c server/fail.c tools/rows.c
 FUZZ_OBJ    := $(FUZZ_SRC:%.c=build-fuzz/%.o) build-fuzz/proto/tally.pb-c.o
 
 build-fuzz/%.o: %.c $(BUILD)/proto/tally.pb-c.h
@@ -195,23 +198,24 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal build-fuzz/fuzz_manifest: build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
+$(FUZZ_TARGETS): build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(NET_LDLIBS)
 
-# Four targets, each for the given seconds from its seed corpus
+# Five targets, each for the given seconds from its seed corpus
 # (fuzz/corpus/ for requests, fuzz/corpus-segment/ for segment files,
-# fuzz/corpus-wal/ for WAL records, fuzz/corpus-manifest/ for manifests).
+# fuzz/corpus-wal/ for WAL records, fuzz/corpus-manifest/ for manifests,
+# fuzz/corpus-rows/ for `tally ingest` files).
 define run_fuzz
-	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal build-fuzz/corpus-manifest
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal build-fuzz/corpus-manifest \
+	  build-fuzz/corpus-rows
 	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
 	cd build-fuzz && ./fuzz_segment -max_total_time=$(1) -print_final_stats=1 corpus-segment \
 	  ../fuzz/corpus-segment
 	cd build-fuzz && ./fuzz_wal -max_total_time=$(1) -print_final_stats=1 corpus-wal ../fuzz/corpus-wal
 	cd build-fuzz && ./fuzz_manifest -max_total_time=$(1) -print_final_stats=1 corpus-manifest \
 	  ../fuzz/corpus-manifest
+	cd build-fuzz && ./fuzz_rows -max_total_time=$(1) -print_final_stats=1 corpus-rows ../fuzz/corpus-rows
 endef
-
-FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal build-fuzz/fuzz_manifest
 
 fuzz: $(FUZZ_TARGETS)
 	$(call run_fuzz,$(FUZZ_SECONDS))
