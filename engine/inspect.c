@@ -934,8 +934,10 @@ static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenan
 		const seg_chunk *c = &f->chunks[tenant->first_chunk[list] + k];
 		v->errmsg[0] = 0;
 		int read_rc = segment_read_block(f, &c->block, &raw, v->errmsg);
-		if (read_rc == -ENOMEM)
-			return read_rc;
+		if (read_rc == -ENOMEM) {
+			rc = read_rc;
+			break; /* raw, which may hold an earlier chunk, is freed below */
+		}
 		char where[160];
 		snprintf(where, sizeof(where), "%s rollup chunk %u of tenant %s", ROLLUP_RES_NAME[res],
 			 k, tenant->name);
