@@ -3215,10 +3215,9 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		goto fail;
 	memtable_peak_note(s); /* what the replay put back */
 	/* Replayed rows' age counts from this open: when they first arrived
-	 * is not recorded. */
-	for (uint32_t i = 0; i < s->tenant_count && !s->active_since_us; i++)
-		if (s->tenants[i]->active && s->tenants[i]->active->rows.count)
-			s->active_since_us = io->now_us(io);
+	 * is not recorded. Only rows put bytes in the active memtables. */
+	if (s->active_bytes)
+		s->active_since_us = io->now_us(io);
 	if (s->options.background &&
 	    ((rc = background_start(s, &s->worker, worker_main, "tally-flush",
 				    "background worker", &s->worker_started)) ||
