@@ -181,13 +181,15 @@ $(BUILD)/tests/tsan/server_stress.o: $(BUILD)/proto/tally.pb-c.h
 FUZZ_SECONDS ?= 600
 FUZZ_CHECK_SECONDS ?= 20
 FUZZ_CC     := clang
-FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -I$(BUILD)/proto -pthread \
+FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -MMD -MP -Iengine -Iproto -Iserver -Itests -I$(BUILD)/proto -pthread \
                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_wal \
-		build-fuzz/fuzz_manifest build-fuzz/fuzz_rows
+		build-fuzz/fuzz_manifest build-fuzz/fuzz_rows build-fuzz/fuzz_ops
 # The targets need the engine, the framing, the messages, the server's
-# validation and the CLI's event file reader.
-FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) server/batch.c server/convert.c server/fail.c tools/rows.c
+# validation, the CLI's event file reader and the tests' fault_io (its
+# clock, for fuzz_ops).
+FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) server/batch.c server/convert.c server/fail.c tools/rows.c \
+	       tests/support/fault_io.c
 FUZZ_OBJ    := $(FUZZ_SRC:%.c=build-fuzz/%.o) build-fuzz/proto/tally.pb-c.o
 
 build-fuzz/%.o: %.c $(BUILD)/proto/tally.pb-c.h
@@ -201,13 +203,14 @@ build-fuzz/proto/tally.pb-c.o: $(BUILD)/proto/tally.pb-c.c
 $(FUZZ_TARGETS): build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(NET_LDLIBS)
 
-# Five targets, each for the given seconds from its seed corpus
+# Six targets, each for the given seconds from its seed corpus
 # (fuzz/corpus/ for requests, fuzz/corpus-segment/ for segment files,
 # fuzz/corpus-wal/ for WAL records, fuzz/corpus-manifest/ for manifests,
-# fuzz/corpus-rows/ for `tally ingest` files).
+# fuzz/corpus-rows/ for `tally ingest` files, fuzz/corpus-ops/ for programs
+# of store operations).
 define run_fuzz
 	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal build-fuzz/corpus-manifest \
-	  build-fuzz/corpus-rows
+	  build-fuzz/corpus-rows build-fuzz/corpus-ops
 	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
 	cd build-fuzz && ./fuzz_segment -max_total_time=$(1) -print_final_stats=1 corpus-segment \
 	  ../fuzz/corpus-segment
@@ -215,6 +218,7 @@ define run_fuzz
 	cd build-fuzz && ./fuzz_manifest -max_total_time=$(1) -print_final_stats=1 corpus-manifest \
 	  ../fuzz/corpus-manifest
 	cd build-fuzz && ./fuzz_rows -max_total_time=$(1) -print_final_stats=1 corpus-rows ../fuzz/corpus-rows
+	cd build-fuzz && ./fuzz_ops -max_total_time=$(1) -print_final_stats=1 corpus-ops ../fuzz/corpus-ops
 endef
 
 fuzz: $(FUZZ_TARGETS)

@@ -24,7 +24,6 @@
  * fuzz/wal_seed.c from the WAL of a store that was ingested into and not
  * flushed.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 #include <xxhash.h>
 
 #include "endian.h"
+#include "fuzz_dir.h"
 #include "manifest.h"
 #include "tally.h"
 
@@ -42,27 +42,6 @@
 #define RECORD_HEADER_SIZE 24
 
 static char dir[64];
-
-static void remove_tree(const char *path)
-{
-	DIR *d = opendir(path);
-	if (d) {
-		struct dirent *e;
-		while ((e = readdir(d))) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			char sub[512];
-			snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-			struct stat st;
-			if (!lstat(sub, &st) && S_ISDIR(st.st_mode))
-				remove_tree(sub);
-			else
-				unlink(sub);
-		}
-		closedir(d);
-	}
-	rmdir(path);
-}
 
 /* The WAL file of the input's records; 0, or -1 when it cannot be written. */
 static int write_wal(const uint8_t *data, size_t size)
@@ -228,7 +207,7 @@ static void problem(void *ctx, const char *message)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	snprintf(dir, sizeof(dir), "/dev/shm/fuzz-wal-%d", (int)getpid());
-	remove_tree(dir);
+	fuzz_remove_tree(dir);
 	if (mkdir(dir, 0755))
 		return 0;
 	manifest m;
@@ -237,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	m.next_file_id = 1;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	if (manifest_write(tally_io_default(), dir, &m, errmsg) || write_wal(data, size)) {
-		remove_tree(dir);
+		fuzz_remove_tree(dir);
 		return 0;
 	}
 	tally_options o;
@@ -287,6 +266,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		free(answered);
 	}
-	remove_tree(dir);
+	fuzz_remove_tree(dir);
 	return 0;
 }

@@ -1,0 +1,911 @@
+/*
+ * fuzz_ops.c — libFuzzer target for the store as a whole, against a model:
+ * the input is a program of operations on one store (ingest, several
+ * tenants' batches in one call, flush, compaction, close and reopen, the
+ * clock moving on), run on a fresh data directory, and after every
+ * operation the store must agree exactly with a brute-force model of
+ * what it was told.
+ *
+ * The model is the engine's promise, written out per tenant: an event is
+ * REJECTED for the first rule it breaks (validate's order), ACCEPTED when
+ * its id (the exact text) is new to its tenant, a DUPLICATE when the
+ * tenant's stored event of that id is equal in every field, a CONFLICT
+ * otherwise; accepted events are stored once, for their tenant only.
+ * After each operation the target checks, for every tenant:
+ *   - each ingest result (code and reason) against the model's;
+ *   - tally_scan: exactly the tenant's stored events, every field, no
+ *     other tenant's;
+ *   - one aggregate query (its bucket, grouping, range and edges chosen by
+ *     the input) against a brute-force aggregation of the stored events:
+ *     count, every sum (wrapping modulo 2^64), duration min and max, count
+ *     by status, distinct users (exact at these sizes) and the median
+ *     duration within the sketch's 1%.
+ * At the end the store is closed and tally_verify must find nothing.
+ * A finding is a mismatch (the target prints both sides and aborts), a
+ * sanitizer report or a crash.
+ *
+ * Ranges are chosen so that the model needs no more than the rules above:
+ * event times lie at most 8 days before the clock, which moves at most 3
+ * days in all, so no stored event leaves the 35-day horizon (its
+ * fingerprint expiry is tested in test_store) and no batch is a backfill
+ * (test_backfill). The clock is a fault_io clock, so an input replays
+ * exactly. The store runs without background threads: what happens
+ * between operations is only what the program says.
+ *
+ * Input: a sequence of operations, each an opcode byte and the bytes it
+ * reads (an exhausted input reads zeros); seeds are in fuzz/corpus-ops/.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fuzz_dir.h"
+#include "support/fault_io.h"
+#include "tally.h"
+
+#define TENANTS 4
+#define BATCH_EVENTS_MAX 8
+#define CALL_BATCHES_MAX 4
+#define SENT_KEPT 256                 /* events kept for resending */
+#define PAST_MAX_US (INT64_C(8) * TALLY_US_PER_DAY)
+#define CLOCK_ADVANCE_MAX_US (INT64_C(3) * TALLY_US_PER_DAY)
+#define START_US (INT64_C(1790000000) * 1000000) /* 2026-09-21, a Monday */
+#define HOUR_US (INT64_C(3600) * TALLY_US_PER_SECOND)
+
+static const char *const tenant_names[TENANTS] = {"acme", "beta-co", "c.3", "delta_4"};
+
+/* ---- events that own their bytes ---------------------------------------- */
+
+typedef struct text {
+	uint32_t len;
+	char bytes[TALLY_DIMENSION_SIZE_MAX + 2];
+} text;
+
+typedef struct fevent {
+	text id, type, project, agent, model, user;
+	int64_t time_us;
+	uint32_t status, duration_ms;
+	uint64_t tokens_in, tokens_out;
+	int64_t cost_micros;
+} fevent;
+
+static tally_str str_of(const text *t)
+{
+	return (tally_str){t->bytes, t->len};
+}
+
+static tally_event view(const fevent *f)
+{
+	return (tally_event){
+		.event_id = str_of(&f->id), .time_us = f->time_us, .type = str_of(&f->type),
+		.project = str_of(&f->project), .agent = str_of(&f->agent), .model = str_of(&f->model),
+		.user = str_of(&f->user), .status = f->status, .duration_ms = f->duration_ms,
+		.tokens_in = f->tokens_in, .tokens_out = f->tokens_out, .cost_micros = f->cost_micros};
+}
+
+static void text_set(text *t, const char *bytes, size_t len)
+{
+	t->len = (uint32_t)len;
+	memcpy(t->bytes, bytes, len);
+}
+
+static int text_equal(const text *a, tally_str b)
+{
+	return a->len == b.len && (b.len == 0 || memcmp(a->bytes, b.ptr, b.len) == 0);
+}
+
+static int fevent_equal(const fevent *f, const tally_event *e)
+{
+	return text_equal(&f->id, e->event_id) && f->time_us == e->time_us &&
+	       text_equal(&f->type, e->type) && text_equal(&f->project, e->project) &&
+	       text_equal(&f->agent, e->agent) && text_equal(&f->model, e->model) &&
+	       text_equal(&f->user, e->user) && f->status == e->status &&
+	       f->duration_ms == e->duration_ms && f->tokens_in == e->tokens_in &&
+	       f->tokens_out == e->tokens_out && f->cost_micros == e->cost_micros;
+}
+
+static void fevent_print(const char *label, const fevent *f)
+{
+	fprintf(stderr, "  %s: id [%.*s] time %lld type [%.*s] project [%.*s] agent [%.*s] "
+		"model [%.*s] user [%.*s] status %u duration %u tokens %llu/%llu cost %lld\n",
+		label, (int)f->id.len, f->id.bytes, (long long)f->time_us, (int)f->type.len,
+		f->type.bytes, (int)f->project.len, f->project.bytes, (int)f->agent.len,
+		f->agent.bytes, (int)f->model.len, f->model.bytes, (int)f->user.len, f->user.bytes,
+		f->status, f->duration_ms, (unsigned long long)f->tokens_in,
+		(unsigned long long)f->tokens_out, (long long)f->cost_micros);
+}
+
+/* ---- the input ----------------------------------------------------------- */
+
+typedef struct reader {
+	const uint8_t *p, *end;
+} reader;
+
+static uint8_t next(reader *r)
+{
+	return r->p < r->end ? *r->p++ : 0;
+}
+
+static uint64_t next_u64(reader *r, int bytes)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < bytes; i++)
+		v = v << 8 | next(r);
+	return v;
+}
+
+static int64_t floor_to(int64_t t, int64_t unit)
+{
+	int64_t q = t / unit - (t % unit < 0);
+	return q * unit;
+}
+
+static uint64_t splitmix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* The event ids: 32 of four shapes (32 hex digits, a UUID, the same hex
+ * digits in capitals, which is another id, and free text), the longest
+ * allowed, one byte too long, and empty. */
+static void gen_id(reader *r, text *id)
+{
+	uint8_t b = next(r);
+	if (b == 255) {
+		id->len = 0;
+		return;
+	}
+	uint32_t k = b % 34;
+	if (k >= 32) {
+		id->len = k == 32 ? TALLY_EVENT_ID_SIZE_MAX : TALLY_EVENT_ID_SIZE_MAX + 1;
+		for (uint32_t i = 0; i < id->len; i++)
+			id->bytes[i] = (char)('a' + (i * 7 + k) % 26);
+		return;
+	}
+	uint64_t v = splitmix(k & ~2u), w = splitmix(v);
+	char hex[33];
+	snprintf(hex, sizeof(hex), "%016llx%016llx", (unsigned long long)v, (unsigned long long)w);
+	switch (k % 4) {
+	case 0:
+		text_set(id, hex, 32);
+		break;
+	case 1:
+		id->len = (uint32_t)snprintf(id->bytes, sizeof(id->bytes), "%.8s-%.4s-%.4s-%.4s-%.12s",
+					     hex, hex + 8, hex + 12, hex + 16, hex + 20);
+		break;
+	case 2:
+		for (int i = 0; i < 32; i++)
+			id->bytes[i] = (char)(hex[i] >= 'a' ? hex[i] - 'a' + 'A' : hex[i]);
+		id->len = 32;
+		break;
+	default:
+		id->len = (uint32_t)snprintf(id->bytes, sizeof(id->bytes), "run-%u/%llx", k,
+					     (unsigned long long)(v & 0xffff));
+		break;
+	}
+}
+
+/* A dimension string: one of three values or empty, the longest allowed,
+ * or one byte too long. */
+static void gen_dim(reader *r, text *t, const char *const values[3], uint32_t max)
+{
+	uint8_t b = next(r);
+	if (b < 250) {
+		const char *v = b % 4 < 3 ? values[b % 4] : "";
+		text_set(t, v, strlen(v));
+		return;
+	}
+	t->len = b < 253 ? max : max + 1;
+	for (uint32_t i = 0; i < t->len; i++)
+		t->bytes[i] = (char)('A' + (i + b) % 26);
+}
+
+static const char *const types[3] = {"llm_call", "tool_call", "agent_run"};
+static const char *const projects[3] = {"web", "batch-jobs", "ops"};
+static const char *const agents[3] = {"planner", "coder", "reviewer"};
+static const char *const models[3] = {"gpt-x", "claude-y", "local-z"};
+static const char *const user_values[3] = {"u1", "u2@example.com", "u3"};
+
+static void gen_event(reader *r, int64_t now, fevent *f)
+{
+	memset(f, 0, sizeof(*f));
+	gen_id(r, &f->id);
+	uint8_t when = next(r);
+	uint64_t ago = next_u64(r, 3);
+	if (when == 255)
+		f->time_us = now + 4 * 60 * TALLY_US_PER_SECOND; /* ahead, inside 5 minutes */
+	else if (when == 254)
+		f->time_us = now + 6 * 60 * TALLY_US_PER_SECOND; /* too far ahead */
+	else if (when == 253)
+		f->time_us = now - 36 * TALLY_US_PER_DAY; /* too old */
+	else if (when < 32)
+		f->time_us = now - (int64_t)(ago % 3600) * TALLY_US_PER_SECOND; /* the last hour */
+	else if (when < 48) /* on an hour's, and so a minute's, first microsecond */
+		f->time_us = floor_to(now - (int64_t)(ago * HOUR_US % PAST_MAX_US), HOUR_US);
+	else if (when < 56) /* on a day's */
+		f->time_us = floor_to(now - (int64_t)(ago % 8) * TALLY_US_PER_DAY, TALLY_US_PER_DAY);
+	else if (when < 64) /* a microsecond before a minute */
+		f->time_us = floor_to(now - (int64_t)(ago * 997 * TALLY_US_PER_SECOND % PAST_MAX_US),
+				      60 * TALLY_US_PER_SECOND) - 1;
+	else
+		f->time_us = now - (int64_t)(ago * 997 * TALLY_US_PER_SECOND % PAST_MAX_US);
+	gen_dim(r, &f->type, types, TALLY_TYPE_SIZE_MAX);
+	gen_dim(r, &f->project, projects, TALLY_DIMENSION_SIZE_MAX);
+	gen_dim(r, &f->agent, agents, TALLY_DIMENSION_SIZE_MAX);
+	gen_dim(r, &f->model, models, TALLY_DIMENSION_SIZE_MAX);
+	gen_dim(r, &f->user, user_values, TALLY_DIMENSION_SIZE_MAX);
+	uint8_t status = next(r);
+	f->status = status < 250 ? status % TALLY_STATUS_COUNT : TALLY_STATUS_COUNT + status % 3;
+	f->duration_ms = (uint32_t)next_u64(r, 2) * (next(r) % 8 == 0 ? 65537u : 1u);
+	uint8_t wide = next(r);
+	f->tokens_in = wide == 255 ? UINT64_MAX - next(r) : next_u64(r, 3);
+	f->tokens_out = next_u64(r, 2);
+	f->cost_micros = wide == 254 ? INT64_MIN + next(r) : (int64_t)(int16_t)next_u64(r, 2) * 1000;
+}
+
+/* ---- the model ----------------------------------------------------------- */
+
+typedef struct tenant_model {
+	fevent *events;
+	size_t count, capacity;
+} tenant_model;
+
+typedef struct model {
+	tenant_model tenant[TENANTS];
+	fevent sent[SENT_KEPT]; /* the latest events sent, for resends */
+	size_t sent_count;
+	int64_t now, start;
+} model;
+
+static const fevent *model_find(const tenant_model *t, const text *id)
+{
+	for (size_t i = 0; i < t->count; i++)
+		if (t->events[i].id.len == id->len && !memcmp(t->events[i].id.bytes, id->bytes, id->len))
+			return &t->events[i];
+	return NULL;
+}
+
+/* validate's rules, in its order. */
+static int expected_reason(const fevent *f, int64_t now)
+{
+	if (f->id.len == 0)
+		return TALLY_REASON_MISSING_ID;
+	if (f->id.len > TALLY_EVENT_ID_SIZE_MAX)
+		return TALLY_REASON_ID_TOO_LONG;
+	if (f->time_us < now - 35 * TALLY_US_PER_DAY)
+		return TALLY_REASON_TIME_TOO_OLD;
+	if (f->time_us > now + 5 * 60 * TALLY_US_PER_SECOND)
+		return TALLY_REASON_TIME_IN_FUTURE;
+	if (f->type.len > TALLY_TYPE_SIZE_MAX)
+		return TALLY_REASON_TYPE_TOO_LONG;
+	if (f->project.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_PROJECT_TOO_LONG;
+	if (f->agent.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_AGENT_TOO_LONG;
+	if (f->model.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_MODEL_TOO_LONG;
+	if (f->user.len > TALLY_DIMENSION_SIZE_MAX)
+		return TALLY_REASON_USER_TOO_LONG;
+	if (f->status >= TALLY_STATUS_COUNT)
+		return TALLY_REASON_UNKNOWN_STATUS;
+	return TALLY_REASON_NONE;
+}
+
+/* The model's result for f sent to tenant t, the model updated. */
+static tally_ingest_result model_ingest(model *m, int t, const fevent *f)
+{
+	tally_ingest_result res = {.code = TALLY_ACCEPTED, .reason = TALLY_REASON_NONE};
+	int reason = expected_reason(f, m->now);
+	if (reason) {
+		res.code = TALLY_REJECTED;
+		res.reason = (uint8_t)reason;
+		return res;
+	}
+	tenant_model *tm = &m->tenant[t];
+	const fevent *stored = model_find(tm, &f->id);
+	if (stored) {
+		tally_event e = view(f);
+		res.code = fevent_equal(stored, &e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
+		return res;
+	}
+	if (tm->count == tm->capacity) {
+		size_t capacity = tm->capacity ? tm->capacity * 2 : 64;
+		fevent *grown = realloc(tm->events, capacity * sizeof(*grown));
+		if (!grown)
+			abort();
+		tm->events = grown;
+		tm->capacity = capacity;
+	}
+	tm->events[tm->count++] = *f;
+	return res;
+}
+
+static void model_free(model *m)
+{
+	for (int t = 0; t < TENANTS; t++)
+		free(m->tenant[t].events);
+}
+
+/* ---- the checks ---------------------------------------------------------- */
+
+static void fail(const char *what)
+{
+	fprintf(stderr, "fuzz_ops: %s\n", what);
+	abort();
+}
+
+static void check_result(const fevent *f, tally_ingest_result got, tally_ingest_result want)
+{
+	if (got.code == want.code && (want.code != TALLY_REJECTED || got.reason == want.reason))
+		return;
+	fprintf(stderr, "fuzz_ops: ingest result %s (reason %u), the model says %s (reason %u)\n",
+		tally_result_name(got.code), got.reason, tally_result_name(want.code), want.reason);
+	fevent_print("event", f);
+	abort();
+}
+
+typedef struct scanned {
+	const tenant_model *want;
+	uint8_t *seen;
+	const char *tenant;
+} scanned;
+
+static int scan_event(void *ctx, const tally_event *e)
+{
+	scanned *s = ctx;
+	for (size_t i = 0; i < s->want->count; i++) {
+		if (!s->seen[i] && fevent_equal(&s->want->events[i], e)) {
+			s->seen[i] = 1;
+			return 0;
+		}
+	}
+	fprintf(stderr, "fuzz_ops: tenant %s: the scan returned an event the model does not hold "
+		"(or holds once): id [%.*s] time %lld\n", s->tenant, (int)e->event_id.len,
+		e->event_id.ptr, (long long)e->time_us);
+	abort();
+}
+
+/* For scan_holds: marks the one wanted event when seen; others pass. */
+static int scan_one(void *ctx, const tally_event *e)
+{
+	scanned *s = ctx;
+	if (fevent_equal(&s->want->events[0], e))
+		s->seen[0] = 1;
+	return 0;
+}
+
+/* tally_scan of every tenant: exactly its events. */
+static void check_scan(tally_store *s, const model *m)
+{
+	for (int t = 0; t < TENANTS; t++) {
+		const tenant_model *tm = &m->tenant[t];
+		scanned sc = {tm, calloc(tm->count + 1, 1), tenant_names[t]};
+		if (!sc.seen)
+			abort();
+		int rc = tally_scan(s, tenant_names[t], INT64_MIN, INT64_MAX, scan_event, &sc);
+		if (rc) {
+			fprintf(stderr, "fuzz_ops: tally_scan of %s: %s\n", tenant_names[t], tally_strerror(rc));
+			abort();
+		}
+		for (size_t i = 0; i < tm->count; i++) {
+			if (!sc.seen[i]) {
+				fprintf(stderr, "fuzz_ops: tenant %s: an acknowledged event is missing from the "
+					"scan\n", tenant_names[t]);
+				fevent_print("missing", &tm->events[i]);
+				abort();
+			}
+		}
+		free(sc.seen);
+	}
+}
+
+/* A row of the brute-force aggregation. */
+typedef struct agg_row {
+	int64_t bucket_start;
+	const fevent *key; /* an event of the group: its grouped dimensions */
+	uint64_t count, tokens_in, tokens_out, cost, duration_sum;
+	uint32_t duration_min, duration_max;
+	uint64_t status_count[TALLY_STATUS_COUNT];
+	uint32_t *durations; /* count of them, for the median */
+	const text **users;  /* distinct non-empty users */
+	size_t user_count;
+} agg_row;
+
+static tally_str dim_value(const fevent *f, int dim)
+{
+	switch (dim) {
+	case TALLY_DIM_PROJECT:
+		return str_of(&f->project);
+	case TALLY_DIM_AGENT:
+		return str_of(&f->agent);
+	case TALLY_DIM_MODEL:
+		return str_of(&f->model);
+	case TALLY_DIM_TYPE:
+		return str_of(&f->type);
+	default: {
+		const char *name = tally_status_name((int)f->status);
+		return (tally_str){name, (uint32_t)strlen(name)};
+	}
+	}
+}
+
+static int str_same(tally_str a, tally_str b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static int same_group(const fevent *a, const fevent *b, uint32_t group_by)
+{
+	for (int d = 0; d < TALLY_DIM_COUNT; d++)
+		if ((group_by >> d & 1) && !str_same(dim_value(a, d), dim_value(b, d)))
+			return 0;
+	return 1;
+}
+
+static int compare_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+static void agg_add(agg_row *w, const fevent *f)
+{
+	if (!w->count || f->duration_ms < w->duration_min)
+		w->duration_min = f->duration_ms;
+	if (f->duration_ms > w->duration_max)
+		w->duration_max = f->duration_ms;
+	w->durations[w->count] = f->duration_ms;
+	w->count++;
+	w->tokens_in += f->tokens_in;
+	w->tokens_out += f->tokens_out;
+	w->cost += (uint64_t)f->cost_micros;
+	w->duration_sum += f->duration_ms;
+	w->status_count[f->status]++;
+	if (!f->user.len)
+		return;
+	for (size_t u = 0; u < w->user_count; u++)
+		if (w->users[u]->len == f->user.len && !memcmp(w->users[u]->bytes, f->user.bytes, f->user.len))
+			return;
+	w->users[w->user_count++] = &f->user;
+}
+
+static void row_mismatch(const char *tenant, const tally_query *q, const tally_row *got,
+			 const char *what)
+{
+	fprintf(stderr, "fuzz_ops: tenant %s: query [%lld, %lld) bucket %d group_by %#x: %s\n", tenant,
+		(long long)q->from_us, (long long)q->to_us, q->bucket, q->group_by, what);
+	if (got)
+		fprintf(stderr, "  row bucket %lld count %llu tokens %llu/%llu cost %lld duration "
+			"%llu [%u, %u] users %llu median %f\n", (long long)got->bucket_start_us,
+			(unsigned long long)got->count, (unsigned long long)got->tokens_in,
+			(unsigned long long)got->tokens_out, (long long)got->cost_micros,
+			(unsigned long long)got->duration_ms_sum, got->duration_ms_min,
+			got->duration_ms_max, (unsigned long long)got->distinct_users,
+			got->quantile_ms[0]);
+	abort();
+}
+
+/* One query of tenant t, chosen by the input, against the model. */
+static void check_query(tally_store *s, const model *m, int t, reader *r)
+{
+	static const int64_t units[] = {0, 0, HOUR_US, TALLY_US_PER_DAY};
+	uint8_t shape = next(r);
+	tally_query q = {.bucket = (shape % 4 == 1) ? TALLY_BUCKET_NONE : shape % 4,
+			 .group_by = next(r) % (1u << TALLY_DIM_COUNT),
+			 .quantiles = {0.5}, .quantile_count = 1, .distinct_users = true};
+	int64_t span_from = floor_to(m->start - PAST_MAX_US - TALLY_US_PER_DAY, TALLY_US_PER_DAY);
+	int64_t span_to = floor_to(m->now, TALLY_US_PER_DAY) + 2 * TALLY_US_PER_DAY;
+	const tenant_model *tm = &m->tenant[t];
+	if (q.bucket == TALLY_BUCKET_NONE) {
+		/* Any edges: the pages answer the middle, the rows the rest. */
+		q.from_us = span_from + (int64_t)(next_u64(r, 4) * 1000003 %
+						  (uint64_t)(span_to - span_from));
+		q.to_us = q.from_us + 1 + (int64_t)(next_u64(r, 4) * 999983 %
+						    (uint64_t)(span_to - q.from_us));
+		/* Or edges on stored events' times, or a microsecond past one:
+		 * each bound's side of an event; or the first edge up to a
+		 * minute before an event, so that an event on a minute's or an
+		 * hour's first microsecond falls between a raw edge and pages. */
+		uint8_t on = next(r);
+		if (tm->count && on >= 128) {
+			int64_t before = (on & 4) ? (int64_t)(next(r) % 60) * TALLY_US_PER_SECOND : 0;
+			int64_t a = tm->events[next(r) % tm->count].time_us + (on & 1) - before;
+			int64_t b = tm->events[next(r) % tm->count].time_us + (on >> 1 & 1);
+			q.from_us = a < b ? a : b;
+			q.to_us = a < b ? b : a + 1;
+		}
+	} else {
+		int64_t unit = units[q.bucket];
+		uint64_t slots = (uint64_t)((span_to - span_from) / unit);
+		q.from_us = span_from + (int64_t)(next_u64(r, 2) % slots) * unit;
+		q.to_us = q.from_us + (1 + (int64_t)(next_u64(r, 2) % slots)) * unit;
+		if (q.to_us > span_to)
+			q.to_us = span_to;
+	}
+	agg_row *rows = calloc(tm->count + 1, sizeof(*rows));
+	uint32_t *durations = malloc((tm->count + 1) * sizeof(*durations));
+	const text **users = malloc((tm->count + 1) * sizeof(*users));
+	if (!rows || !durations || !users)
+		abort();
+	size_t row_count = 0;
+	/* Rows carve their durations and users out of the two arrays in order
+	 * of the events' first appearance: give each row room for all events
+	 * of its group by counting first. */
+	size_t *fill = calloc(tm->count + 1, sizeof(*fill));
+	size_t *row_of = calloc(tm->count + 1, sizeof(*row_of));
+	if (!fill || !row_of)
+		abort();
+	for (size_t i = 0; i < tm->count; i++) {
+		const fevent *f = &tm->events[i];
+		row_of[i] = SIZE_MAX;
+		if (f->time_us < q.from_us || f->time_us >= q.to_us)
+			continue;
+		int64_t start = q.bucket == TALLY_BUCKET_NONE ? q.from_us : floor_to(f->time_us, units[q.bucket]);
+		size_t w = 0;
+		while (w < row_count && !(rows[w].bucket_start == start && same_group(rows[w].key, f, q.group_by)))
+			w++;
+		if (w == row_count)
+			rows[row_count++] = (agg_row){.bucket_start = start, .key = f};
+		row_of[i] = w;
+		fill[w]++;
+	}
+	size_t at = 0;
+	for (size_t w = 0; w < row_count; w++) {
+		rows[w].durations = durations + at;
+		rows[w].users = users + at;
+		at += fill[w];
+	}
+	for (size_t i = 0; i < tm->count; i++)
+		if (row_of[i] != SIZE_MAX)
+			agg_add(&rows[row_of[i]], &tm->events[i]);
+	free(fill);
+	free(row_of);
+
+	tally_result *res = NULL;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_query_run(s, tenant_names[t], &q, &res, errmsg);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: query of %s refused: %s: %s\n", tenant_names[t], tally_strerror(rc),
+			errmsg);
+		abort();
+	}
+	if (res->row_count != row_count || res->truncated) {
+		fprintf(stderr, "fuzz_ops: %zu rows (truncated %d), the model has %zu\n", res->row_count,
+			res->truncated, row_count);
+		row_mismatch(tenant_names[t], &q, NULL, "row count");
+	}
+	uint8_t *matched = calloc(row_count + 1, 1);
+	if (!matched)
+		abort();
+	for (size_t i = 0; i < res->row_count; i++) {
+		const tally_row *g = &res->rows[i];
+		size_t w = 0;
+		for (; w < row_count; w++) {
+			if (matched[w] || rows[w].bucket_start != g->bucket_start_us)
+				continue;
+			int same = 1;
+			for (int d = 0; d < TALLY_DIM_COUNT && same; d++) {
+				tally_str want = (q.group_by >> d & 1) ? dim_value(rows[w].key, d) : (tally_str){"", 0};
+				same = str_same(want, g->group[d]);
+			}
+			if (same)
+				break;
+		}
+		if (w == row_count)
+			row_mismatch(tenant_names[t], &q, g, "a row the model does not have");
+		matched[w] = 1;
+		agg_row *a = &rows[w];
+		int64_t end = q.bucket == TALLY_BUCKET_NONE ? q.to_us : a->bucket_start + units[q.bucket];
+		if (g->bucket_end_us != end || g->count != a->count || g->tokens_in != a->tokens_in ||
+		    g->tokens_out != a->tokens_out || (uint64_t)g->cost_micros != a->cost ||
+		    g->duration_ms_sum != a->duration_sum || g->duration_ms_min != a->duration_min ||
+		    g->duration_ms_max != a->duration_max || g->distinct_users != a->user_count)
+			row_mismatch(tenant_names[t], &q, g, "aggregates differ from the model's");
+		for (int k = 0; k < TALLY_STATUS_COUNT; k++)
+			if (g->status_count[k] != a->status_count[k])
+				row_mismatch(tenant_names[t], &q, g, "count by status differs");
+		qsort(a->durations, a->count, sizeof(*a->durations), compare_u32);
+		double exact = a->durations[(a->count - 1) / 2];
+		double got = g->quantile_ms[0];
+		if (got < exact * 0.99 - 1e-9 || got > exact * 1.01 + 1e-9) {
+			fprintf(stderr, "fuzz_ops: median %f, exact %f\n", got, exact);
+			row_mismatch(tenant_names[t], &q, g, "median outside 1%");
+		}
+	}
+	free(matched);
+	tally_result_free(res);
+	free(rows);
+	free(durations);
+	free(users);
+}
+
+static void check_all(tally_store *s, const model *m, reader *r)
+{
+	check_scan(s, m);
+	for (int t = 0; t < TENANTS; t++)
+		check_query(s, m, t, r);
+}
+
+/* ---- the operations ------------------------------------------------------ */
+
+/* The next event to send: a resend of one sent before, or a new one. */
+static void pick_event(reader *r, model *m, fevent *f)
+{
+	uint8_t b = next(r);
+	if (b % 4 == 0 && m->sent_count) {
+		size_t kept = m->sent_count < SENT_KEPT ? m->sent_count : SENT_KEPT;
+		*f = m->sent[next(r) % kept];
+	} else {
+		gen_event(r, m->now, f);
+	}
+	m->sent[m->sent_count++ % SENT_KEPT] = *f;
+}
+
+typedef struct call_batch {
+	int tenant;
+	size_t count;
+	fevent events[BATCH_EVENTS_MAX];
+	tally_event views[BATCH_EVENTS_MAX];
+	tally_ingest_result results[BATCH_EVENTS_MAX];
+} call_batch;
+
+static void fill_batch(reader *r, model *m, call_batch *b)
+{
+	b->tenant = next(r) % TENANTS;
+	b->count = 1 + next(r) % BATCH_EVENTS_MAX;
+	for (size_t i = 0; i < b->count; i++) {
+		pick_event(r, m, &b->events[i]);
+		b->views[i] = view(&b->events[i]);
+	}
+}
+
+/* The model's results for a stored batch, checked against the store's. */
+static void expect_batch(model *m, const call_batch *b)
+{
+	for (size_t i = 0; i < b->count; i++)
+		check_result(&b->events[i], b->results[i], model_ingest(m, b->tenant, &b->events[i]));
+}
+
+static void op_ingest(tally_store *s, reader *r, model *m)
+{
+	call_batch *b = malloc(sizeof(*b));
+	if (!b)
+		abort();
+	fill_batch(r, m, b);
+	int rc = tally_ingest(s, tenant_names[b->tenant], b->views, b->count, b->results);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: tally_ingest: %s: %s\n", tally_strerror(rc), tally_store_errmsg(s));
+		abort();
+	}
+	expect_batch(m, b);
+	free(b);
+}
+
+static void op_ingest_many(tally_store *s, reader *r, model *m)
+{
+	size_t n = 2 + next(r) % (CALL_BATCHES_MAX - 1);
+	call_batch *b = malloc(n * sizeof(*b));
+	tally_batch batches[CALL_BATCHES_MAX];
+	if (!b)
+		abort();
+	for (size_t k = 0; k < n; k++) {
+		fill_batch(r, m, &b[k]);
+		batches[k] = (tally_batch){.tenant = tenant_names[b[k].tenant], .events = b[k].views,
+					   .count = b[k].count, .results = b[k].results};
+	}
+	uint64_t lsn = 0;
+	int rc = tally_ingest_submit_many(s, batches, n, &lsn);
+	if (!rc)
+		rc = tally_commit_wait(s, lsn);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: submit_many: %s: %s\n", tally_strerror(rc), tally_store_errmsg(s));
+		abort();
+	}
+	for (size_t k = 0; k < n; k++) {
+		if (batches[k].status) {
+			fprintf(stderr, "fuzz_ops: batch %zu of a call: %s\n", k, tally_strerror(batches[k].status));
+			abort();
+		}
+		expect_batch(m, &b[k]);
+	}
+	free(b);
+}
+
+static char dir[64];
+static fault_io *fio;
+
+static tally_store *store_open(void)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.background = false;
+	o.io = fault_io_table(fio);
+	tally_store *s = NULL;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, errmsg);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: open: %s: %s\n", tally_strerror(rc), errmsg);
+		abort();
+	}
+	return s;
+}
+
+static void store_close(tally_store *s)
+{
+	int rc = tally_store_close(s);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: close: %s\n", tally_strerror(rc));
+		abort();
+	}
+}
+
+/* Whether tenant t's scan holds an event equal to f. */
+static int scan_holds(tally_store *s, int t, const fevent *f)
+{
+	tenant_model one = {.events = (fevent *)f, .count = 1, .capacity = 1};
+	uint8_t seen = 0;
+	scanned sc = {&one, &seen, tenant_names[t]};
+	int rc = tally_scan(s, tenant_names[t], f->time_us, f->time_us + 1, scan_one, &sc);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: tally_scan of %s: %s\n", tenant_names[t], tally_strerror(rc));
+		abort();
+	}
+	return seen;
+}
+
+/*
+ * One batch whose WAL fsync fails (EIO). A batch the model says stores
+ * nothing appends no record, so it needs no fsync and succeeds as any
+ * other. Otherwise the call must fail, nothing of it acknowledged, and
+ * further writes are refused; the store is closed (reporting the error)
+ * and reopened, and then holds the events the model would have accepted
+ * either all (the record reached the file before the fsync failed, and
+ * the replay took it) or none. The model takes them in the first case.
+ */
+static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
+{
+	call_batch *b = malloc(sizeof(*b));
+	model *after = malloc(sizeof(*after));
+	if (!b || !after)
+		abort();
+	fill_batch(r, m, b);
+	/* What the batch would store: the model, copied, told it. */
+	*after = *m;
+	tenant_model *tm = &after->tenant[b->tenant];
+	tenant_model before = m->tenant[b->tenant];
+	tm->events = malloc((before.capacity + BATCH_EVENTS_MAX) * sizeof(fevent));
+	if (!tm->events)
+		abort();
+	if (before.count)
+		memcpy(tm->events, before.events, before.count * sizeof(fevent));
+	tm->capacity = before.capacity + BATCH_EVENTS_MAX;
+	tally_ingest_result want[BATCH_EVENTS_MAX];
+	for (size_t i = 0; i < b->count; i++)
+		want[i] = model_ingest(after, b->tenant, &b->events[i]);
+	size_t stores = tm->count - before.count;
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_fsync_fail_nth(fio, 1, EIO);
+	int rc = tally_ingest(s, tenant_names[b->tenant], b->views, b->count, b->results);
+	fault_io_fsync_fail_nth(fio, 0, 0);
+	fault_io_path_filter_set(fio, NULL);
+	if (!stores) {
+		if (rc) {
+			fprintf(stderr, "fuzz_ops: a batch that stores nothing failed: %s\n", tally_strerror(rc));
+			abort();
+		}
+		for (size_t i = 0; i < b->count; i++)
+			check_result(&b->events[i], b->results[i], want[i]);
+	} else {
+		if (!rc) {
+			fprintf(stderr, "fuzz_ops: a batch whose WAL fsync failed was acknowledged\n");
+			abort();
+		}
+		int refused = tally_ingest(s, tenant_names[b->tenant], b->views, 1, b->results);
+		if (refused != TALLY_E_READONLY) {
+			fprintf(stderr, "fuzz_ops: after a failed fsync, a write got %s, not %s\n",
+				tally_strerror(refused), tally_strerror(TALLY_E_READONLY));
+			abort();
+		}
+		if (tally_store_close(s) == 0) {
+			fprintf(stderr, "fuzz_ops: closing after a failed fsync reported no error\n");
+			abort();
+		}
+		s = store_open();
+		size_t held = 0;
+		for (size_t i = before.count; i < tm->count; i++)
+			held += scan_holds(s, b->tenant, &tm->events[i]);
+		if (held != 0 && held != stores) {
+			fprintf(stderr, "fuzz_ops: after a failed fsync and a reopen, %zu of the batch's %zu "
+				"events are stored: a batch must be whole or absent\n", held, stores);
+			abort();
+		}
+		if (held) {
+			free(m->tenant[b->tenant].events);
+			m->tenant[b->tenant] = *tm;
+			tm->events = NULL;
+		}
+	}
+	free(tm->events);
+	free(after);
+	free(b);
+	return s;
+}
+
+static void problem(void *ctx, const char *message)
+{
+	(void)ctx;
+	fprintf(stderr, "fuzz_ops: verify: %s\n", message);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	snprintf(dir, sizeof(dir), "/dev/shm/fuzz-ops-%d", (int)getpid());
+	fuzz_remove_tree(dir);
+	if (mkdir(dir, 0755))
+		return 0;
+	if (!fio && !(fio = fault_io_create()))
+		abort();
+	model *m = calloc(1, sizeof(*m));
+	if (!m)
+		abort();
+	m->now = m->start = START_US;
+	fault_io_clock_set_us(fio, m->now);
+	tally_store *s = store_open();
+	reader r = {data, data + size};
+	while (r.p < r.end) {
+		int rc = 0;
+		switch (next(&r) % 16) {
+		case 6:
+		case 7:
+			op_ingest_many(s, &r, m);
+			break;
+		case 8:
+			rc = tally_flush(s);
+			break;
+		case 9:
+			rc = tally_compact(s);
+			break;
+		case 10:
+			store_close(s);
+			s = store_open();
+			break;
+		case 12:
+			s = op_ingest_fsync_fails(s, &r, m);
+			break;
+		case 11: {
+			int64_t step = (int64_t)(1 + next(&r)) * 10 * 60 * TALLY_US_PER_SECOND;
+			if (m->now + step - m->start > CLOCK_ADVANCE_MAX_US)
+				step = m->start + CLOCK_ADVANCE_MAX_US - m->now;
+			m->now += step;
+			fault_io_clock_advance_us(fio, step);
+			break;
+		}
+		default:
+			op_ingest(s, &r, m);
+			break;
+		}
+		if (rc) {
+			fprintf(stderr, "fuzz_ops: flush or compaction: %s: %s\n", tally_strerror(rc),
+				tally_store_errmsg(s));
+			abort();
+		}
+		check_all(s, m, &r);
+	}
+	store_close(s);
+	int problems = tally_verify(dir, problem, NULL);
+	if (problems != 0) {
+		fprintf(stderr, "fuzz_ops: verify found %d problems\n", problems);
+		abort();
+	}
+	model_free(m);
+	free(m);
+	fuzz_remove_tree(dir);
+	return 0;
+}
