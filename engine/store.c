@@ -552,9 +552,52 @@ static int find_in_segments(tally_store *s, const tenant *t, uint16_t day, const
 	return 0;
 }
 
-/* Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event; day_min is
+/* The stored event of t's memtables with exactly this id on `day`: a UTC
+ * day, or with `fingerprint` a fingerprint day (fingerprint_day of the
+ * row's day, as the table keeps it). 1 (*stored and id_text set) or 0. */
+static int stored_in_memtables(const tenant *t, const packed_id *id, int64_t day, bool fingerprint,
+			       tally_event *stored, char *id_text)
+{
+	const memtable *tables[2] = {t->active, t->frozen};
+	for (int m = 0; m < 2; m++) {
+		if (!tables[m])
+			continue;
+		uint32_t cursor = 0;
+		int64_t row;
+		while ((row = memtable_find_next(tables[m], id, &cursor)) >= 0) {
+			int64_t row_day = day_of(tables[m]->rows.time_us[row]);
+			if ((fingerprint ? fingerprint_day(row_day) : row_day) != day)
+				continue;
+			memtable_event(tables[m], (uint32_t)row, stored, id_text);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* The stored event of t with exactly this id on fingerprint day `day`:
+ * in the memtables, else in the segment files. 1 (*stored and id_text
+ * set), 0 when there is none, or a negative error. */
+static int stored_on_day(tally_store *s, tenant *t, const packed_id *id, uint16_t day,
+			 tally_event *stored, char *id_text)
+{
+	if (stored_in_memtables(t, id, day, true, stored, id_text))
+		return 1;
+	return find_in_segments(s, t, day, id, stored, id_text);
+}
+
+/*
+ * Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event; day_min is
  * fingerprint_day_min at validation: fingerprints of older days are dead,
- * whether or not the expiry has removed them yet. */
+ * whether or not the expiry has removed them yet.
+ * Only rows on a day the table names count: a memtable may also hold the
+ * id on a day older than the table covers, put there by a backfill, and
+ * that is another event ("Backfill" in docs/architecture.md). The table
+ * may name several days for one id (a backfill may store an old event on
+ * day(H) - 1 beside a recent one of the same id), and an equal event can
+ * only be on the event's own day: that day is looked at first, so an
+ * exact resend is a DUPLICATE whichever other days hold the id.
+ */
 static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const packed_id *id,
 		       int64_t day_min, uint8_t *code)
 {
@@ -566,38 +609,32 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 		return 0;
 	tally_event stored;
 	char id_text[ID_TEXT_SIZE_MAX];
-	/* Only rows on a day the table names: a memtable may also hold the id
-	 * on a day older than the table covers, put there by a backfill, and
-	 * that is another event ("Backfill" in docs/architecture.md). */
-	memtable *tables[2] = {t->active, t->frozen};
-	for (int m = 0; m < 2; m++) {
-		if (!tables[m])
-			continue;
-		uint32_t cursor = 0;
-		int64_t row;
-		while ((row = memtable_find_next(tables[m], id, &cursor)) >= 0) {
-			uint16_t day = fingerprint_day(day_of(tables[m]->rows.time_us[row]));
-			int listed = 0;
-			for (size_t i = 0; i < n; i++)
-				listed |= days[i] == day;
-			if (!listed)
-				continue;
-			memtable_event(tables[m], (uint32_t)row, &stored, id_text);
+	uint16_t own = fingerprint_day(day_of(e->time_us));
+	int own_listed = 0;
+	for (size_t i = 0; i < n; i++)
+		own_listed |= days[i] == own;
+	if (own_listed) {
+		int found = stored_on_day(s, t, id, own, &stored, id_text);
+		if (found < 0)
+			return found;
+		if (found) {
 			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
 			return 0;
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		int seen = 0;
+		int seen = days[i] == own;
 		for (size_t j = 0; j < i; j++)
 			seen |= days[j] == days[i];
 		if (seen)
 			continue;
-		int found = find_in_segments(s, t, days[i], id, &stored, id_text);
-		if (found == 1)
-			*code = tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
-		if (found)
-			return found < 0 ? found : 0;
+		int found = stored_on_day(s, t, id, days[i], &stored, id_text);
+		if (found < 0)
+			return found;
+		if (found) {
+			*code = TALLY_CONFLICT; /* another day: another time */
+			return 0;
+		}
 	}
 	return 0;
 }
@@ -909,23 +946,11 @@ static uint8_t history_check(const tenant *t, const tally_event *e, const packed
 {
 	if (in_segments != TALLY_ACCEPTED)
 		return in_segments;
-	int64_t day = day_of(e->time_us);
-	const memtable *tables[2] = {t->active, t->frozen};
-	for (int m = 0; m < 2; m++) {
-		if (!tables[m])
-			continue;
-		uint32_t cursor = 0;
-		int64_t row;
-		while ((row = memtable_find_next(tables[m], id, &cursor)) >= 0) {
-			if (day_of(tables[m]->rows.time_us[row]) != day)
-				continue;
-			tally_event stored;
-			char id_text[ID_TEXT_SIZE_MAX];
-			memtable_event(tables[m], (uint32_t)row, &stored, id_text);
-			return tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
-		}
-	}
-	return TALLY_ACCEPTED;
+	tally_event stored;
+	char id_text[ID_TEXT_SIZE_MAX];
+	if (!stored_in_memtables(t, id, day_of(e->time_us), false, &stored, id_text))
+		return TALLY_ACCEPTED;
+	return tally_event_equal(&stored, e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
 }
 
 /* ---- ingest ------------------------------------------------------------- */

@@ -637,6 +637,49 @@ Test(backfill, an_old_event_on_the_horizon_day_is_known_to_normal_ingest)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* The other order: a recent event first, then an old one with its id on
+ * the horizon's day (another day of old history: accepted). The id then
+ * has a fingerprint on two days, and an exact resend of the recent event
+ * is a DUPLICATE wherever the two are (memtable, segments, after the
+ * rebuild at open), never a CONFLICT with the old one; another payload on
+ * the recent event's day is a CONFLICT. Before the fix (found writing
+ * fuzz_ops's model) the resend was answered CONFLICT once both were in
+ * segments and the store reopened. */
+Test(backfill, a_resend_is_a_duplicate_when_its_id_is_also_on_the_horizon_day)
+{
+	tally_store *s = open_store();
+	tally_event recent = make_event("twice", NOW_US - DAY_US, 2);
+	tally_event old = make_event("twice", NOW_US - HORIZON_US - HOUR_US, 1);
+	tally_event changed = recent;
+	changed.tokens_out += 1;
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &recent, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_ACCEPTED);
+	backfill_expect_all(s, "acme", &old, 1, TALLY_ACCEPTED, "old, on the horizon's day");
+	for (int stage = 0; stage < 4; stage++) {
+		static const char *const where[4] = {"in the memtable", "in segments", "after a reopen",
+						     "after a compaction and a reopen"};
+		if (stage == 1) {
+			cr_assert_eq(tally_flush(s), 0);
+		} else if (stage >= 2) {
+			if (stage == 3)
+				cr_assert_eq(tally_compact(s), 0);
+			cr_assert_eq(tally_store_close(s), 0);
+			s = open_store();
+		}
+		cr_assert_eq(tally_ingest(s, "acme", &recent, 1, &r), 0);
+		cr_expect_eq(r.code, TALLY_DUPLICATE, "an exact resend %s: %s", where[stage],
+			     tally_result_name(r.code));
+		cr_assert_eq(tally_ingest(s, "acme", &changed, 1, &r), 0);
+		cr_expect_eq(r.code, TALLY_CONFLICT, "another payload %s: %s", where[stage],
+			     tally_result_name(r.code));
+		backfill_expect_all(s, "acme", &old, 1, TALLY_DUPLICATE, where[stage]);
+	}
+	tally_event both[2] = {old, recent};
+	expect_stored_exactly(s, "acme", both, 2, "both, once each");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* ---- durability --------------------------------------------------------- */
 
 Test(backfill, survives_wal_replay_with_exact_dedup)
