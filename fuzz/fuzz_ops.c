@@ -7,10 +7,14 @@
  * what it was told.
  *
  * The model is the engine's promise, written out per tenant: an event is
- * REJECTED for the first rule it breaks (validate's order), ACCEPTED when
- * its id (the exact text) is new to its tenant, a DUPLICATE when the
- * tenant's stored event of that id is equal in every field, a CONFLICT
- * otherwise; accepted events are stored once, for their tenant only.
+ * REJECTED for the first rule it breaks (validate's order); otherwise it is
+ * compared with the tenant's stored events of the same id (the exact text)
+ * that dedup covers: for an event inside the horizon H = now - 35 days,
+ * those on day(H) - 1 or later (the fingerprint table's days); for an old
+ * event of a backfill batch, those on its own UTC day
+ * (docs/architecture.md, "Backfill"). A DUPLICATE when one of them is equal
+ * in every field, a CONFLICT when there are others, ACCEPTED when there
+ * are none; accepted events are stored once, for their tenant only.
  * After each operation the target checks, for every tenant:
  *   - each ingest result (code and reason) against the model's;
  *   - tally_scan: exactly the tenant's stored events, every field, no
@@ -24,18 +28,17 @@
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
  *
- * Ranges are chosen so that the model needs no more than the rules above:
- * event times lie at most 8 days before the clock, which moves at most 3
- * days in all, so no stored event leaves the 35-day horizon (its
- * fingerprint expiry is tested in test_store) and no batch is a backfill
- * (test_backfill). The clock is a fault_io clock, so an input replays
- * exactly. The store runs without background threads: what happens
+ * The clock is a fault_io clock that only moves forward (by minutes, or
+ * by days, CLOCK_ADVANCE_MAX_US in all), so stored events leave the
+ * horizon as a program runs and their ids become free again; an input
+ * replays exactly. The store runs without background threads: what happens
  * between operations is only what the program says.
  *
  * Input: a sequence of operations, each an opcode byte and the bytes it
  * reads (an exhausted input reads zeros); seeds are in fuzz/corpus-ops/.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +55,9 @@
 #define CALL_BATCHES_MAX 4
 #define SENT_KEPT 256                 /* events kept for resending */
 #define PAST_MAX_US (INT64_C(8) * TALLY_US_PER_DAY)
-#define CLOCK_ADVANCE_MAX_US (INT64_C(3) * TALLY_US_PER_DAY)
+#define HORIZON_US (INT64_C(35) * TALLY_US_PER_DAY) /* the default lateness_past_us */
+#define OLD_DAYS_MAX 120                             /* backfilled history before the horizon */
+#define CLOCK_ADVANCE_MAX_US (INT64_C(70) * TALLY_US_PER_DAY)
 #define START_US (INT64_C(1790000000) * 1000000) /* 2026-09-21, a Monday */
 #define HOUR_US (INT64_C(3600) * TALLY_US_PER_SECOND)
 
@@ -224,7 +229,15 @@ static void gen_event(reader *r, int64_t now, fevent *f)
 	else if (when == 254)
 		f->time_us = now + 6 * 60 * TALLY_US_PER_SECOND; /* too far ahead */
 	else if (when == 253)
-		f->time_us = now - 36 * TALLY_US_PER_DAY; /* too old */
+		f->time_us = now - 36 * TALLY_US_PER_DAY; /* old: a backfill's only */
+	else if (when == 250) /* too old even for a backfill */
+		f->time_us = now - TALLY_BACKFILL_AGE_MAX_US - TALLY_US_PER_DAY;
+	else if (when >= 236) /* 236..252 (not 250): old, on a fingerprint day, day(H) - 1 or day(H) */
+		f->time_us = now - HORIZON_US - 1 - (int64_t)(ago % 86400) * TALLY_US_PER_SECOND;
+	else if (when >= 222) /* 222..235: older history, before the fingerprint days */
+		f->time_us = floor_to(now - HORIZON_US, TALLY_US_PER_DAY) -
+			     (int64_t)(2 + ago % OLD_DAYS_MAX) * TALLY_US_PER_DAY +
+			     (int64_t)(ago % 86400) * TALLY_US_PER_SECOND;
 	else if (when < 32)
 		f->time_us = now - (int64_t)(ago % 3600) * TALLY_US_PER_SECOND; /* the last hour */
 	else if (when < 48) /* on an hour's, and so a minute's, first microsecond */
@@ -264,22 +277,39 @@ typedef struct model {
 	int64_t now, start;
 } model;
 
-static const fevent *model_find(const tenant_model *t, const text *id)
+static int64_t day_of_us(int64_t t)
 {
-	for (size_t i = 0; i < t->count; i++)
-		if (t->events[i].id.len == id->len && !memcmp(t->events[i].id.bytes, id->bytes, id->len))
-			return &t->events[i];
-	return NULL;
+	return floor_to(t, TALLY_US_PER_DAY) / TALLY_US_PER_DAY;
+}
+
+/* f's result against the tenant's stored events of its id that dedup
+ * covers: those on days [day_min, day_max]. */
+static int model_dedup(const tenant_model *t, const fevent *f, int64_t day_min, int64_t day_max)
+{
+	int found = 0;
+	tally_event e = view(f);
+	for (size_t i = 0; i < t->count; i++) {
+		const fevent *g = &t->events[i];
+		int64_t day = day_of_us(g->time_us);
+		if (g->id.len != f->id.len || memcmp(g->id.bytes, f->id.bytes, f->id.len) ||
+		    day < day_min || day > day_max)
+			continue;
+		if (fevent_equal(g, &e))
+			return TALLY_DUPLICATE;
+		found = 1;
+	}
+	return found ? TALLY_CONFLICT : TALLY_ACCEPTED;
 }
 
 /* validate's rules, in its order. */
-static int expected_reason(const fevent *f, int64_t now)
+static int expected_reason(const fevent *f, int64_t now, int backfill)
 {
 	if (f->id.len == 0)
 		return TALLY_REASON_MISSING_ID;
 	if (f->id.len > TALLY_EVENT_ID_SIZE_MAX)
 		return TALLY_REASON_ID_TOO_LONG;
-	if (f->time_us < now - 35 * TALLY_US_PER_DAY)
+	if (f->time_us < now - HORIZON_US &&
+	    (!backfill || f->time_us < now - TALLY_BACKFILL_AGE_MAX_US))
 		return TALLY_REASON_TIME_TOO_OLD;
 	if (f->time_us > now + 5 * 60 * TALLY_US_PER_SECOND)
 		return TALLY_REASON_TIME_IN_FUTURE;
@@ -298,23 +328,25 @@ static int expected_reason(const fevent *f, int64_t now)
 	return TALLY_REASON_NONE;
 }
 
-/* The model's result for f sent to tenant t, the model updated. */
-static tally_ingest_result model_ingest(model *m, int t, const fevent *f)
+/* The model's result for f sent to tenant t (in a backfill batch or
+ * not), the model updated. */
+static tally_ingest_result model_ingest(model *m, int t, const fevent *f, int backfill)
 {
 	tally_ingest_result res = {.code = TALLY_ACCEPTED, .reason = TALLY_REASON_NONE};
-	int reason = expected_reason(f, m->now);
+	int reason = expected_reason(f, m->now, backfill);
 	if (reason) {
 		res.code = TALLY_REJECTED;
 		res.reason = (uint8_t)reason;
 		return res;
 	}
 	tenant_model *tm = &m->tenant[t];
-	const fevent *stored = model_find(tm, &f->id);
-	if (stored) {
-		tally_event e = view(f);
-		res.code = fevent_equal(stored, &e) ? TALLY_DUPLICATE : TALLY_CONFLICT;
+	int64_t horizon = m->now - HORIZON_US;
+	if (f->time_us < horizon) /* old: its own day */
+		res.code = (uint8_t)model_dedup(tm, f, day_of_us(f->time_us), day_of_us(f->time_us));
+	else /* the fingerprint table's days */
+		res.code = (uint8_t)model_dedup(tm, f, day_of_us(horizon) - 1, INT64_MAX);
+	if (res.code != TALLY_ACCEPTED)
 		return res;
-	}
 	if (tm->count == tm->capacity) {
 		size_t capacity = tm->capacity ? tm->capacity * 2 : 64;
 		fevent *grown = realloc(tm->events, capacity * sizeof(*grown));
@@ -500,7 +532,8 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	tally_query q = {.bucket = (shape % 4 == 1) ? TALLY_BUCKET_NONE : shape % 4,
 			 .group_by = next(r) % (1u << TALLY_DIM_COUNT),
 			 .quantiles = {0.5}, .quantile_count = 1, .distinct_users = true};
-	int64_t span_from = floor_to(m->start - PAST_MAX_US - TALLY_US_PER_DAY, TALLY_US_PER_DAY);
+	int64_t span_from = floor_to(m->start - HORIZON_US - (OLD_DAYS_MAX + 3) * TALLY_US_PER_DAY,
+				     TALLY_US_PER_DAY);
 	int64_t span_to = floor_to(m->now, TALLY_US_PER_DAY) + 2 * TALLY_US_PER_DAY;
 	const tenant_model *tm = &m->tenant[t];
 	if (q.bucket == TALLY_BUCKET_NONE) {
@@ -650,6 +683,7 @@ static void pick_event(reader *r, model *m, fevent *f)
 
 typedef struct call_batch {
 	int tenant;
+	bool backfill;
 	size_t count;
 	fevent events[BATCH_EVENTS_MAX];
 	tally_event views[BATCH_EVENTS_MAX];
@@ -658,7 +692,9 @@ typedef struct call_batch {
 
 static void fill_batch(reader *r, model *m, call_batch *b)
 {
-	b->tenant = next(r) % TENANTS;
+	uint8_t who = next(r);
+	b->tenant = who % TENANTS;
+	b->backfill = who >= 192;
 	b->count = 1 + next(r) % BATCH_EVENTS_MAX;
 	for (size_t i = 0; i < b->count; i++) {
 		pick_event(r, m, &b->events[i]);
@@ -670,7 +706,8 @@ static void fill_batch(reader *r, model *m, call_batch *b)
 static void expect_batch(model *m, const call_batch *b)
 {
 	for (size_t i = 0; i < b->count; i++)
-		check_result(&b->events[i], b->results[i], model_ingest(m, b->tenant, &b->events[i]));
+		check_result(&b->events[i], b->results[i],
+			     model_ingest(m, b->tenant, &b->events[i], b->backfill));
 }
 
 static void op_ingest(tally_store *s, reader *r, model *m)
@@ -679,7 +716,8 @@ static void op_ingest(tally_store *s, reader *r, model *m)
 	if (!b)
 		abort();
 	fill_batch(r, m, b);
-	int rc = tally_ingest(s, tenant_names[b->tenant], b->views, b->count, b->results);
+	int rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant], b->views,
+								       b->count, b->results);
 	if (rc) {
 		fprintf(stderr, "fuzz_ops: tally_ingest: %s: %s\n", tally_strerror(rc), tally_store_errmsg(s));
 		abort();
@@ -698,7 +736,8 @@ static void op_ingest_many(tally_store *s, reader *r, model *m)
 	for (size_t k = 0; k < n; k++) {
 		fill_batch(r, m, &b[k]);
 		batches[k] = (tally_batch){.tenant = tenant_names[b[k].tenant], .events = b[k].views,
-					   .count = b[k].count, .results = b[k].results};
+					   .count = b[k].count, .results = b[k].results,
+					   .backfill = b[k].backfill};
 	}
 	uint64_t lsn = 0;
 	int rc = tally_ingest_submit_many(s, batches, n, &lsn);
@@ -788,11 +827,12 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 	tm->capacity = before.capacity + BATCH_EVENTS_MAX;
 	tally_ingest_result want[BATCH_EVENTS_MAX];
 	for (size_t i = 0; i < b->count; i++)
-		want[i] = model_ingest(after, b->tenant, &b->events[i]);
+		want[i] = model_ingest(after, b->tenant, &b->events[i], b->backfill);
 	size_t stores = tm->count - before.count;
 	fault_io_path_filter_set(fio, ".wal");
 	fault_io_fsync_fail_nth(fio, 1, EIO);
-	int rc = tally_ingest(s, tenant_names[b->tenant], b->views, b->count, b->results);
+	int rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant], b->views,
+								       b->count, b->results);
 	fault_io_fsync_fail_nth(fio, 0, 0);
 	fault_io_path_filter_set(fio, NULL);
 	if (!stores) {
@@ -880,7 +920,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			s = op_ingest_fsync_fails(s, &r, m);
 			break;
 		case 11: {
-			int64_t step = (int64_t)(1 + next(&r)) * 10 * 60 * TALLY_US_PER_SECOND;
+			uint8_t b = next(&r);
+			int64_t step = b < 224 ? (int64_t)(1 + b) * 10 * 60 * TALLY_US_PER_SECOND
+					       : (int64_t)(b - 223) * TALLY_US_PER_DAY / 4;
 			if (m->now + step - m->start > CLOCK_ADVANCE_MAX_US)
 				step = m->start + CLOCK_ADVANCE_MAX_US - m->now;
 			m->now += step;
