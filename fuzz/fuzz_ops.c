@@ -1,8 +1,9 @@
 /*
  * fuzz_ops.c — libFuzzer target for the store as a whole, against a model:
- * the input is a program of operations on one store (ingest, several
- * tenants' batches in one call, flush, compaction, close and reopen, the
- * clock moving on), run on a fresh data directory, and after every
+ * the input is a program of operations on one store (ingest, backfill,
+ * several tenants' batches in one call, flush, compaction, close and
+ * reopen, the clock moving on, a batch whose WAL fsync fails), run on a
+ * fresh data directory, and after every
  * operation the store must agree exactly with a brute-force model of
  * what it was told.
  *
@@ -19,11 +20,12 @@
  *   - each ingest result (code and reason) against the model's;
  *   - tally_scan: exactly the tenant's stored events, every field, no
  *     other tenant's;
- *   - one aggregate query (its bucket, grouping, range and edges chosen by
- *     the input) against a brute-force aggregation of the stored events:
- *     count, every sum (wrapping modulo 2^64), duration min and max, count
- *     by status, distinct users (exact at these sizes) and the median
- *     duration within the sketch's 1%.
+ *   - one aggregate query (its bucket, grouping, filters, range, edges
+ *     and top-N order chosen by the input) against a brute-force
+ *     aggregation of the stored events: count, every sum (wrapping modulo
+ *     2^64), duration min and max, count by status, distinct users (exact
+ *     at these sizes) and the median duration within the sketch's 1%; a
+ *     top-N leaves out no row that its order puts before one it kept.
  * At the end the store is closed and tally_verify must find nothing.
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
@@ -524,6 +526,64 @@ static void row_mismatch(const char *tenant, const tally_query *q, const tally_r
 	abort();
 }
 
+/* The filter values a query may ask for: each pool's values, empty, and
+ * one no event has. */
+static tally_str filter_value(int dim, uint8_t b)
+{
+	static const char *const *const pools[TALLY_DIM_COUNT] = {projects, agents, models, types};
+	if (b % 5 == 3)
+		return (tally_str){"", 0};
+	if (b % 5 == 4)
+		return (tally_str){"none-such", 9};
+	const char *v = dim == TALLY_DIM_STATUS ? tally_status_name((int)(b % 5 % TALLY_STATUS_COUNT))
+						: pools[dim][b % 5];
+	return (tally_str){v, (uint32_t)strlen(v)};
+}
+
+static int passes(const fevent *f, const tally_query *q)
+{
+	for (uint32_t k = 0; k < q->filter_count; k++) {
+		int in = 0;
+		for (uint32_t v = 0; v < q->filters[k].value_count; v++)
+			in |= str_same(dim_value(f, q->filters[k].dim), q->filters[k].values[v]);
+		if (!in)
+			return 0;
+	}
+	return 1;
+}
+
+/* The aggregates a query may order by, and their value in a row (cost is
+ * compared signed, an int64 sum that wraps). */
+static const int order_aggs[] = {TALLY_AGG_COUNT, TALLY_AGG_TOKENS_IN, TALLY_AGG_COST,
+				 TALLY_AGG_DURATION_MAX, TALLY_AGG_ERRORS, TALLY_AGG_DISTINCT_USERS};
+
+static uint64_t agg_unsigned(const agg_row *a, int agg)
+{
+	switch (agg) {
+	case TALLY_AGG_COUNT:
+		return a->count;
+	case TALLY_AGG_TOKENS_IN:
+		return a->tokens_in;
+	case TALLY_AGG_DURATION_MAX:
+		return a->duration_max;
+	case TALLY_AGG_ERRORS:
+		return a->count - a->status_count[TALLY_STATUS_OK];
+	default:
+		return a->user_count;
+	}
+}
+
+/* -1, 0, 1 as a's ordering aggregate is below, equal to or above b's. */
+static int agg_order(const agg_row *a, const agg_row *b, int agg)
+{
+	if (agg == TALLY_AGG_COST) {
+		int64_t x = (int64_t)a->cost, y = (int64_t)b->cost;
+		return (x > y) - (x < y);
+	}
+	uint64_t x = agg_unsigned(a, agg), y = agg_unsigned(b, agg);
+	return (x > y) - (x < y);
+}
+
 /* One query of tenant t, chosen by the input, against the model. */
 static void check_query(tally_store *s, const model *m, int t, reader *r)
 {
@@ -536,6 +596,27 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 				     TALLY_US_PER_DAY);
 	int64_t span_to = floor_to(m->now, TALLY_US_PER_DAY) + 2 * TALLY_US_PER_DAY;
 	const tenant_model *tm = &m->tenant[t];
+	/* Up to two filters of up to three values each; a top-N order. */
+	tally_filter filters[2];
+	tally_str values[2][3];
+	uint8_t extra = next(r);
+	q.filter_count = extra % 3;
+	for (uint32_t k = 0; k < q.filter_count; k++) {
+		uint8_t b = next(r);
+		int dim = k ? (filters[0].dim + 1 + b % (TALLY_DIM_COUNT - 1)) % TALLY_DIM_COUNT
+			    : b % TALLY_DIM_COUNT; /* two filters: two dimensions */
+		filters[k] = (tally_filter){.dim = dim, .values = values[k],
+					    .value_count = 1 + b / TALLY_DIM_COUNT % 3};
+		for (uint32_t v = 0; v < filters[k].value_count; v++)
+			values[k][v] = filter_value(filters[k].dim, next(r));
+	}
+	q.filters = filters;
+	if (extra >= 128) {
+		q.order_by_agg = true;
+		q.order_agg = order_aggs[extra / 3 % (sizeof(order_aggs) / sizeof(order_aggs[0]))];
+		q.descending = extra & 8;
+		q.limit = 1 + next(r) % 6;
+	}
 	if (q.bucket == TALLY_BUCKET_NONE) {
 		/* Any edges: the pages answer the middle, the rows the rest. */
 		q.from_us = span_from + (int64_t)(next_u64(r, 4) * 1000003 %
@@ -578,7 +659,7 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	for (size_t i = 0; i < tm->count; i++) {
 		const fevent *f = &tm->events[i];
 		row_of[i] = SIZE_MAX;
-		if (f->time_us < q.from_us || f->time_us >= q.to_us)
+		if (f->time_us < q.from_us || f->time_us >= q.to_us || !passes(f, &q))
 			continue;
 		int64_t start = q.bucket == TALLY_BUCKET_NONE ? q.from_us : floor_to(f->time_us, units[q.bucket]);
 		size_t w = 0;
@@ -609,9 +690,10 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 			errmsg);
 		abort();
 	}
-	if (res->row_count != row_count || res->truncated) {
-		fprintf(stderr, "fuzz_ops: %zu rows (truncated %d), the model has %zu\n", res->row_count,
-			res->truncated, row_count);
+	size_t want_rows = q.limit && row_count > q.limit ? q.limit : row_count;
+	if (res->row_count != want_rows || res->truncated != (want_rows < row_count)) {
+		fprintf(stderr, "fuzz_ops: %zu rows (truncated %d), the model has %zu (limit %u)\n",
+			res->row_count, res->truncated, row_count, q.limit);
 		row_mismatch(tenant_names[t], &q, NULL, "row count");
 	}
 	uint8_t *matched = calloc(row_count + 1, 1);
@@ -650,6 +732,24 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 		if (got < exact * 0.99 - 1e-9 || got > exact * 1.01 + 1e-9) {
 			fprintf(stderr, "fuzz_ops: median %f, exact %f\n", got, exact);
 			row_mismatch(tenant_names[t], &q, g, "median outside 1%");
+		}
+	}
+	/* A top-N answer holds the N rows with the largest (descending) or
+	 * smallest ordering aggregate: every row left out is on the far side
+	 * of, or level with, every row kept. */
+	for (size_t w = 0; q.order_by_agg && w < row_count; w++) {
+		if (matched[w])
+			continue;
+		for (size_t k = 0; k < row_count; k++) {
+			if (!matched[k])
+				continue;
+			int c = agg_order(&rows[w], &rows[k], q.order_agg);
+			if (q.descending ? c > 0 : c < 0) {
+				fprintf(stderr, "fuzz_ops: order by %s %s limit %u left out a row that "
+					"comes before a row it kept\n", tally_agg_name(q.order_agg),
+					q.descending ? "descending" : "ascending", q.limit);
+				row_mismatch(tenant_names[t], &q, NULL, "top-N");
+			}
 		}
 	}
 	free(matched);
