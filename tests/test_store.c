@@ -1792,16 +1792,25 @@ static tally_store *open_store_aged(int64_t age_us)
 	return open_store_options(&o);
 }
 
-/* The stats after waiting up to 20 s for flush_count to reach flushes. */
-static tally_stats aged_wait_flushes(tally_store *s, uint64_t flushes)
+/* The stats after waiting up to 20 s for flush_count to reach flushes,
+ * or, with wal_files_at_most >= 0, for wal_file_count to fall to it (the
+ * worker retires the WAL files a flush covered after it counts the flush). */
+static tally_stats aged_wait(tally_store *s, uint64_t flushes, int wal_files_at_most)
 {
 	tally_stats st;
 	for (int waited_ms = 0;; waited_ms += 10) {
 		cr_assert_eq(tally_store_stats(s, &st), 0);
-		if (st.flush_count >= flushes || waited_ms >= 20000)
+		if ((st.flush_count >= flushes &&
+		     (wal_files_at_most < 0 || st.wal_file_count <= (uint64_t)wal_files_at_most)) ||
+		    waited_ms >= 20000)
 			return st;
 		usleep(10000);
 	}
+}
+
+static tally_stats aged_wait_flushes(tally_store *s, uint64_t flushes)
+{
+	return aged_wait(s, flushes, -1);
 }
 
 /* The worker wakes every tick: after three, a flush that was due has
@@ -1849,8 +1858,7 @@ Test(store, the_worker_flushes_memtables_once_their_oldest_event_is_memtable_age
 	fault_io_clock_advance_us(fio, MINUTE_US);
 	ingest_new(s, "aged", "b-", 5); /* younger: the age is the oldest's */
 	aged_expect_flush_at_the_age(s, MINUTE_US, 0, 10, 10, "the oldest event");
-	tally_stats st;
-	cr_assert_eq(tally_store_stats(s, &st), 0);
+	tally_stats st = aged_wait(s, 1, 0);
 	cr_expect_eq(st.wal_file_count, 0, "the flush retired the WAL it covered");
 
 	/* Nothing to flush: the age does not run without an event. */
