@@ -578,7 +578,7 @@ static int stored_in_memtables(const tenant *t, const packed_id *id, int64_t day
 /* The stored event of t with exactly this id on fingerprint day `day`:
  * in the memtables, else in the segment files. 1 (*stored and id_text
  * set), 0 when there is none, or a negative error. */
-static int stored_on_day(tally_store *s, tenant *t, const packed_id *id, uint16_t day,
+static int stored_on_day(tally_store *s, const tenant *t, const packed_id *id, uint16_t day,
 			 tally_event *stored, char *id_text)
 {
 	if (stored_in_memtables(t, id, day, true, stored, id_text))
