@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/civil.h"
 #include "support/fault_io.h"
 #include "support/test_dir.h"
 #include "tally.h"
@@ -177,30 +178,6 @@ static int64_t floor_div(int64_t a, int64_t b)
 {
 	int64_t q = a / b;
 	return q - ((a % b != 0) && ((a < 0) != (b < 0)));
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-	y -= m <= 2;
-	int64_t era = (y >= 0 ? y : y - 399) / 400;
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *year, int *month)
-{
-	z += 719468;
-	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-	int64_t doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	int64_t mp = (5 * doy + 2) / 153;
-	int m = (int)(mp < 10 ? mp + 3 : mp - 9);
-	*year = yoe + era * 400 + (m <= 2);
-	*month = m;
 }
 
 static int64_t utc_us(int64_t y, int mo, int d, int h, int mi)
