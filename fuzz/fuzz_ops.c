@@ -27,7 +27,10 @@
  *     `limit` of them, each with its bucket's bounds, count, every sum
  *     (wrapping modulo 2^64), duration min and max, count by status,
  *     distinct users (exact at these sizes) and the median duration
- *     within the sketch's 1%.
+ *     within the sketch's 1%;
+ *   - the next page of a raw event listing with the query's range and
+ *     filters (check_listing), which may continue one begun several
+ *     operations before.
  * At the end the store is closed and tally_verify must find nothing.
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
@@ -734,6 +737,164 @@ static void pick_range(reader *r, const tenant_model *tm, const zone_model *zone
 		q->to_us = q->from_us + max_len;
 }
 
+/* ---- listings ------------------------------------------------------------ */
+
+/* A listing in progress: its request and where its last page ended. It
+ * lives across operations, so its next page is read after whatever the
+ * program did since (docs/queries.md: a page continues exactly after the
+ * cursor whatever was ingested, flushed or compacted in between). */
+typedef struct listing {
+	bool open;
+	int64_t from_us, to_us;
+	uint32_t filter_count;
+	tally_filter filters[2];
+	tally_str values[2][3]; /* static strings (filter_value) */
+	tally_str user;
+	uint32_t limit;
+	char cursor[TALLY_CURSOR_SIZE];
+	bool after; /* a page was read: only events after (time, id) follow */
+	int64_t time_us;
+	text id;
+} listing;
+
+static listing listings[TENANTS];
+
+typedef struct page {
+	fevent events[8];
+	size_t count;
+	bool overflow; /* more events than the limit came */
+} page;
+
+static void text_of(text *t, tally_str s)
+{
+	text_set(t, s.ptr, s.len);
+}
+
+static int page_event(void *ctx, const tally_event *e)
+{
+	page *p = ctx;
+	if (p->count == sizeof(p->events) / sizeof(p->events[0])) {
+		p->overflow = true;
+		return 0;
+	}
+	fevent *f = &p->events[p->count++];
+	memset(f, 0, sizeof(*f));
+	text_of(&f->id, e->event_id);
+	text_of(&f->type, e->type);
+	text_of(&f->project, e->project);
+	text_of(&f->agent, e->agent);
+	text_of(&f->model, e->model);
+	text_of(&f->user, e->user);
+	f->time_us = e->time_us;
+	f->status = e->status;
+	f->duration_ms = e->duration_ms;
+	f->tokens_in = e->tokens_in;
+	f->tokens_out = e->tokens_out;
+	f->cost_micros = e->cost_micros;
+	return 0;
+}
+
+/* (time, id bytewise): the listing's order. */
+static int list_order(const fevent *a, int64_t time_us, const text *id)
+{
+	if (a->time_us != time_us)
+		return a->time_us < time_us ? -1 : 1;
+	return str_order(str_of(&a->id), str_of(id));
+}
+
+static int list_compare(const void *x, const void *y)
+{
+	const fevent *a = *(const fevent *const *)x, *b = *(const fevent *const *)y;
+	return list_order(a, b->time_us, &b->id);
+}
+
+static bool listed(const fevent *f, const listing *l)
+{
+	if (f->time_us < l->from_us || f->time_us >= l->to_us)
+		return false;
+	if (l->after && list_order(f, l->time_us, &l->id) <= 0)
+		return false;
+	if (l->user.len && !str_same(str_of(&f->user), l->user))
+		return false;
+	tally_query q = {.filters = l->filters, .filter_count = l->filter_count};
+	return passes(f, &q);
+}
+
+/*
+ * The next page of tenant t's listing, against the model: the events
+ * that match, after the last page's last event, in (time, id) order, the
+ * first `limit` of them, every field; a cursor exactly when more match.
+ * A listing with no page open starts one with the query's range and
+ * filters, a user filter (u1) when the query groups by model, and a limit
+ * of 1 to 4 by its grouping.
+ */
+static void check_listing(tally_store *s, const model *m, int t, const tally_query *q)
+{
+	listing *l = &listings[t];
+	if (!l->open) {
+		*l = (listing){.open = true, .from_us = q->from_us, .to_us = q->to_us,
+			       .filter_count = q->filter_count, .limit = 1 + q->group_by % 4};
+		for (uint32_t k = 0; k < q->filter_count; k++) {
+			l->filters[k] = q->filters[k];
+			for (uint32_t v = 0; v < q->filters[k].value_count; v++)
+				l->values[k][v] = q->filters[k].values[v];
+			l->filters[k].values = l->values[k];
+		}
+		if (q->group_by >> TALLY_DIM_MODEL & 1)
+			l->user = (tally_str){user_values[0], (uint32_t)strlen(user_values[0])};
+	}
+	const tenant_model *tm = &m->tenant[t];
+	const fevent **want = malloc((tm->count + 1) * sizeof(*want));
+	if (!want)
+		abort();
+	size_t n = 0;
+	for (size_t i = 0; i < tm->count; i++)
+		if (listed(&tm->events[i], l))
+			want[n++] = &tm->events[i];
+	qsort(want, n, sizeof(*want), list_compare);
+
+	tally_list_request req = {.from_us = l->from_us, .to_us = l->to_us, .filters = l->filters,
+				  .filter_count = l->filter_count, .user = l->user,
+				  .cursor = l->cursor, .limit = l->limit};
+	page got = {.count = 0};
+	char next_cursor[TALLY_CURSOR_SIZE] = "";
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_list_events(s, tenant_names[t], &req, page_event, &got, next_cursor, errmsg);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: listing of %s refused: %s: %s\n", tenant_names[t],
+			tally_strerror(rc), errmsg);
+		abort();
+	}
+	size_t want_count = n < l->limit ? n : l->limit;
+	bool want_more = n > l->limit;
+	bool bad = got.overflow || got.count != want_count || (next_cursor[0] != 0) != want_more;
+	for (size_t i = 0; i < got.count && !bad; i++) {
+		tally_event e = view(&got.events[i]);
+		bad = !fevent_equal(want[i], &e);
+	}
+	if (bad) {
+		fprintf(stderr, "fuzz_ops: tenant %s: listing [%lld, %lld) filters %u user [%.*s] limit %u "
+			"cursor [%s]: %zu events%s and cursor [%s], the model has %zu (more: %d)\n",
+			tenant_names[t], (long long)l->from_us, (long long)l->to_us, l->filter_count,
+			(int)l->user.len, l->user.ptr ? l->user.ptr : "", l->limit, l->cursor, got.count,
+			got.overflow ? " (over the limit)" : "", next_cursor, want_count, want_more);
+		for (size_t i = 0; i < got.count; i++)
+			fevent_print("listed", &got.events[i]);
+		for (size_t i = 0; i < want_count; i++)
+			fevent_print("model ", want[i]);
+		abort();
+	}
+	if (want_more) {
+		memcpy(l->cursor, next_cursor, sizeof(l->cursor));
+		l->after = true;
+		l->time_us = want[want_count - 1]->time_us;
+		l->id = want[want_count - 1]->id;
+	} else {
+		l->open = false;
+	}
+	free(want);
+}
+
 /* One query of tenant t, chosen by the input, against the model. */
 static void check_query(tally_store *s, const model *m, int t, reader *r)
 {
@@ -869,6 +1030,7 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	free(rows);
 	free(durations);
 	free(users);
+	check_listing(s, m, t, &q);
 }
 
 static void check_all(tally_store *s, const model *m, reader *r)
@@ -1100,6 +1262,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!transition_count)
 		zones_init(); /* before the first store: no thread runs yet */
+	memset(listings, 0, sizeof(listings));
 	snprintf(dir, sizeof(dir), "/dev/shm/fuzz-ops-%d", (int)getpid());
 	fuzz_remove_tree(dir);
 	if (mkdir(dir, 0755))
