@@ -26,8 +26,8 @@
  *     oracle of zone_model.h: the rows in the answer's order, the first
  *     `limit` of them, each with its bucket's bounds, count, every sum
  *     (wrapping modulo 2^64), duration min and max, count by status,
- *     distinct users (exact at these sizes) and the median duration
- *     within the sketch's 1%;
+ *     distinct users (exact at these sizes) and four quantiles of
+ *     duration within the sketch's 1%;
  *   - the next page of a raw event listing with the query's range and
  *     filters (check_listing), which may continue one begun several
  *     operations before.
@@ -627,18 +627,32 @@ static int passes(const fevent *f, const tally_query *q)
 	return 1;
 }
 
-/* The aggregates a query may order by, and their value in a row (cost is
- * compared signed, an int64 sum that wraps). */
-static const int order_aggs[] = {TALLY_AGG_COUNT, TALLY_AGG_TOKENS_IN, TALLY_AGG_COST,
-				 TALLY_AGG_DURATION_MAX, TALLY_AGG_ERRORS, TALLY_AGG_DISTINCT_USERS};
+/* The aggregates a query may order by (all but a quantile, whose value is
+ * the sketch's, not the model's exact one). */
+static const int order_aggs[] = {TALLY_AGG_COUNT,        TALLY_AGG_TOKENS_IN,    TALLY_AGG_COST,
+				 TALLY_AGG_DURATION_MAX, TALLY_AGG_ERRORS,       TALLY_AGG_DISTINCT_USERS,
+				 TALLY_AGG_TOKENS_OUT,   TALLY_AGG_TOKENS,       TALLY_AGG_DURATION_SUM,
+				 TALLY_AGG_DURATION_MIN};
 
-static uint64_t agg_unsigned(const agg_row *a, int agg)
+/* A row's value of aggregate agg, as the engine compares it: cost signed
+ * (an int64 sum that wraps), tokens in + out without overflow. */
+static __int128 agg_value(const agg_row *a, int agg)
 {
 	switch (agg) {
 	case TALLY_AGG_COUNT:
 		return a->count;
 	case TALLY_AGG_TOKENS_IN:
 		return a->tokens_in;
+	case TALLY_AGG_TOKENS_OUT:
+		return a->tokens_out;
+	case TALLY_AGG_TOKENS:
+		return (__int128)a->tokens_in + a->tokens_out;
+	case TALLY_AGG_COST:
+		return (int64_t)a->cost;
+	case TALLY_AGG_DURATION_SUM:
+		return a->duration_sum;
+	case TALLY_AGG_DURATION_MIN:
+		return a->duration_min;
 	case TALLY_AGG_DURATION_MAX:
 		return a->duration_max;
 	case TALLY_AGG_ERRORS:
@@ -651,11 +665,7 @@ static uint64_t agg_unsigned(const agg_row *a, int agg)
 /* -1, 0, 1 as a's ordering aggregate is below, equal to or above b's. */
 static int agg_order(const agg_row *a, const agg_row *b, int agg)
 {
-	if (agg == TALLY_AGG_COST) {
-		int64_t x = (int64_t)a->cost, y = (int64_t)b->cost;
-		return (x > y) - (x < y);
-	}
-	uint64_t x = agg_unsigned(a, agg), y = agg_unsigned(b, agg);
+	__int128 x = agg_value(a, agg), y = agg_value(b, agg);
 	return (x > y) - (x < y);
 }
 
@@ -905,7 +915,7 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	const zone_model *zone = &zones[shape / 8 % ZONES];
 	tally_query q = {.bucket = buckets[shape % 8], .time_zone = zone->name,
 			 .group_by = next(r) % (1u << TALLY_DIM_COUNT),
-			 .quantiles = {0.5}, .quantile_count = 1, .distinct_users = true};
+			 .quantiles = {0.5, 0, 0.9, 1}, .quantile_count = 4, .distinct_users = true};
 	int64_t span_from = floor_to(m->start - HORIZON_US - (OLD_DAYS_MAX + 3) * TALLY_US_PER_DAY,
 				     TALLY_US_PER_DAY);
 	int64_t span_to = floor_to(m->now, TALLY_US_PER_DAY) + 2 * TALLY_US_PER_DAY;
@@ -1019,11 +1029,15 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 			if (g->status_count[k] != a->status_count[k])
 				row_mismatch(tenant_names[t], &q, g, a, "count by status differs");
 		qsort(a->durations, a->count, sizeof(*a->durations), compare_u32);
-		double exact = a->durations[(a->count - 1) / 2];
-		double got = g->quantile_ms[0];
-		if (got < exact * 0.99 - 1e-9 || got > exact * 1.01 + 1e-9) {
-			fprintf(stderr, "fuzz_ops: median %f, exact %f\n", got, exact);
-			row_mismatch(tenant_names[t], &q, g, a, "median outside 1%");
+		for (uint32_t k = 0; k < q.quantile_count; k++) {
+			/* Within 1% of the value at rank floor(q * (count - 1)). */
+			double exact = a->durations[(size_t)(q.quantiles[k] * (double)(a->count - 1))];
+			double got = g->quantile_ms[k];
+			if (got < exact * 0.99 - 1e-9 || got > exact * 1.01 + 1e-9) {
+				fprintf(stderr, "fuzz_ops: quantile %.2f: %f, exact %f\n", q.quantiles[k], got,
+					exact);
+				row_mismatch(tenant_names[t], &q, g, a, "quantile outside 1%");
+			}
 		}
 	}
 	tally_result_free(res);
