@@ -39,7 +39,8 @@
  * by days, CLOCK_ADVANCE_MAX_US in all), so stored events leave the
  * horizon as a program runs and their ids become free again; an input
  * replays exactly. The store runs without background threads: what happens
- * between operations is only what the program says.
+ * between operations is only what the program says (a clock step also
+ * runs the worker's expiry of fingerprints the horizon left).
  *
  * Input: a sequence of operations, each an opcode byte and the bytes it
  * reads (an exhausted input reads zeros); seeds are in fuzz/corpus-ops/.
@@ -55,6 +56,7 @@
 
 #include "fuzz_dir.h"
 #include "support/fault_io.h"
+#include "store_internal.h" /* store_expire_dedup: the worker's expiry */
 #include "tally.h"
 #include "zone_model.h"
 
@@ -1318,6 +1320,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				step = m->start + CLOCK_ADVANCE_MAX_US - m->now;
 			m->now += step;
 			fault_io_clock_advance_us(fio, step);
+			/* What the background worker does as days pass: drop
+			 * the fingerprints of days the horizon left (only
+			 * memory: lookups ignore them already). */
+			store_expire_dedup(s);
 			break;
 		}
 		default:
