@@ -30,7 +30,9 @@
  *     duration within the sketch's 1%;
  *   - the next page of a raw event listing with the query's range and
  *     filters (check_listing), which may continue one begun several
- *     operations before.
+ *     operations before;
+ *   - tally_scan over the query's range: exactly the events there, in
+ *     time order.
  * At the end the store is closed and tally_verify must find nothing.
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
@@ -456,11 +458,18 @@ typedef struct scanned {
 	const tenant_model *want;
 	uint8_t *seen;
 	const char *tenant;
+	int64_t last_us; /* the time of the event before: a scan is in time order */
 } scanned;
 
 static int scan_event(void *ctx, const tally_event *e)
 {
 	scanned *s = ctx;
+	if (e->time_us < s->last_us) {
+		fprintf(stderr, "fuzz_ops: tenant %s: the scan gave time %lld after %lld\n", s->tenant,
+			(long long)e->time_us, (long long)s->last_us);
+		abort();
+	}
+	s->last_us = e->time_us;
 	for (size_t i = 0; i < s->want->count; i++) {
 		if (!s->seen[i] && fevent_equal(&s->want->events[i], e)) {
 			s->seen[i] = 1;
@@ -468,7 +477,7 @@ static int scan_event(void *ctx, const tally_event *e)
 		}
 	}
 	fprintf(stderr, "fuzz_ops: tenant %s: the scan returned an event the model does not hold "
-		"(or holds once): id [%.*s] time %lld\n", s->tenant, (int)e->event_id.len,
+		"(or holds once, or outside the range): id [%.*s] time %lld\n", s->tenant, (int)e->event_id.len,
 		e->event_id.ptr, (long long)e->time_us);
 	abort();
 }
@@ -482,29 +491,37 @@ static int scan_one(void *ctx, const tally_event *e)
 	return 0;
 }
 
+/* tally_scan of tenant t over [from, to): exactly its events there. */
+static void check_scan_range(tally_store *s, const model *m, int t, int64_t from, int64_t to)
+{
+	const tenant_model *tm = &m->tenant[t];
+	scanned sc = {tm, calloc(tm->count + 1, 1), tenant_names[t], INT64_MIN};
+	if (!sc.seen)
+		abort();
+	/* Events outside the range count as seen: the scan must not give them. */
+	for (size_t i = 0; i < tm->count; i++)
+		sc.seen[i] = tm->events[i].time_us < from || tm->events[i].time_us >= to;
+	int rc = tally_scan(s, tenant_names[t], from, to, scan_event, &sc);
+	if (rc) {
+		fprintf(stderr, "fuzz_ops: tally_scan of %s: %s\n", tenant_names[t], tally_strerror(rc));
+		abort();
+	}
+	for (size_t i = 0; i < tm->count; i++) {
+		if (!sc.seen[i]) {
+			fprintf(stderr, "fuzz_ops: tenant %s: an acknowledged event in [%lld, %lld) is "
+				"missing from the scan\n", tenant_names[t], (long long)from, (long long)to);
+			fevent_print("missing", &tm->events[i]);
+			abort();
+		}
+	}
+	free(sc.seen);
+}
+
 /* tally_scan of every tenant: exactly its events. */
 static void check_scan(tally_store *s, const model *m)
 {
-	for (int t = 0; t < TENANTS; t++) {
-		const tenant_model *tm = &m->tenant[t];
-		scanned sc = {tm, calloc(tm->count + 1, 1), tenant_names[t]};
-		if (!sc.seen)
-			abort();
-		int rc = tally_scan(s, tenant_names[t], INT64_MIN, INT64_MAX, scan_event, &sc);
-		if (rc) {
-			fprintf(stderr, "fuzz_ops: tally_scan of %s: %s\n", tenant_names[t], tally_strerror(rc));
-			abort();
-		}
-		for (size_t i = 0; i < tm->count; i++) {
-			if (!sc.seen[i]) {
-				fprintf(stderr, "fuzz_ops: tenant %s: an acknowledged event is missing from the "
-					"scan\n", tenant_names[t]);
-				fevent_print("missing", &tm->events[i]);
-				abort();
-			}
-		}
-		free(sc.seen);
-	}
+	for (int t = 0; t < TENANTS; t++)
+		check_scan_range(s, m, t, INT64_MIN, INT64_MAX);
 }
 
 /* A row of the brute-force aggregation. */
@@ -1047,6 +1064,7 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	free(durations);
 	free(users);
 	check_listing(s, m, t, &q);
+	check_scan_range(s, m, t, q.from_us, q.to_us);
 }
 
 static void check_all(tally_store *s, const model *m, reader *r)
@@ -1180,7 +1198,7 @@ static int scan_holds(tally_store *s, int t, const fevent *f)
 {
 	tenant_model one = {.events = (fevent *)f, .count = 1, .capacity = 1};
 	uint8_t seen = 0;
-	scanned sc = {&one, &seen, tenant_names[t]};
+	scanned sc = {&one, &seen, tenant_names[t], INT64_MIN};
 	int rc = tally_scan(s, tenant_names[t], f->time_us, f->time_us + 1, scan_one, &sc);
 	if (rc) {
 		fprintf(stderr, "fuzz_ops: tally_scan of %s: %s\n", tenant_names[t], tally_strerror(rc));
