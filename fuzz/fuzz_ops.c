@@ -272,7 +272,9 @@ static int64_t near(const int64_t *at, size_t n, uint64_t pick)
 {
 	int64_t t = at[pick % n];
 	uint64_t k = pick / n;
-	return k % 4 == 0 ? t + (int64_t)(k / 4 % 3) - 1 : t + ((int64_t)(k / 4 % 361) - 180) * ZONE_MINUTE_US;
+	if (k % 4 == 0)
+		return t + (int64_t)(k / 4 % 3) - 1;
+	return t + ((int64_t)(k / 4 % 361) - 180) * ZONE_MINUTE_US;
 }
 
 /* A time near a transition: half the time one inside [lo, hi] when there
@@ -477,8 +479,8 @@ static int scan_event(void *ctx, const tally_event *e)
 		}
 	}
 	fprintf(stderr, "fuzz_ops: tenant %s: the scan returned an event the model does not hold "
-		"(or holds once, or outside the range): id [%.*s] time %lld\n", s->tenant, (int)e->event_id.len,
-		e->event_id.ptr, (long long)e->time_us);
+		"(or holds once, or outside the range): id [%.*s] time %lld\n", s->tenant,
+		(int)e->event_id.len, e->event_id.ptr, (long long)e->time_us);
 	abort();
 }
 
@@ -967,8 +969,8 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	int64_t max_len = q.bucket == TALLY_BUCKET_MINUTE ? 3 * TALLY_US_PER_DAY
 			  : q.bucket == TALLY_BUCKET_HOUR ? 30 * TALLY_US_PER_DAY
 							  : TALLY_QUERY_RANGE_MAX_US;
-	pick_range(r, tm, zone, span_from, span_to, q.bucket == TALLY_BUCKET_NONE ? 0 : unit ? unit : TALLY_US_PER_DAY,
-		   max_len, &q);
+	int64_t align = q.bucket == TALLY_BUCKET_NONE ? 0 : unit ? unit : TALLY_US_PER_DAY;
+	pick_range(r, tm, zone, span_from, span_to, align, max_len, &q);
 
 	agg_row *rows = calloc(tm->count + 1, sizeof(*rows));
 	uint32_t *durations = malloc((tm->count + 1) * sizeof(*durations));
