@@ -32,7 +32,9 @@
  *     filters (check_listing), which may continue one begun several
  *     operations before;
  *   - tally_scan over the query's range: exactly the events there, in
- *     time order.
+ *     time order;
+ *   - the change map (check_changes): every day that stored an event
+ *     after a check is listed as changed since that check's watermark.
  * At the end the store is closed and tally_verify must find nothing.
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
@@ -343,11 +345,20 @@ typedef struct tenant_model {
 	size_t count, capacity;
 } tenant_model;
 
+#define CHANGE_DAYS 1024 /* days around the start the change model follows (stored times span 240) */
+#define CHANGE_DAY0 (START_US / TALLY_US_PER_DAY - 512)
+
 typedef struct model {
 	tenant_model tenant[TENANTS];
 	fevent sent[SENT_KEPT]; /* the latest events sent, for resends */
 	size_t sent_count;
 	int64_t now, start;
+	/* For check_changes: the change watermark read at each check so far,
+	 * and for each UTC day from CHANGE_DAY0 the number of checks done when
+	 * it last stored an event (-1: never). */
+	uint64_t *watermarks;
+	size_t checks;
+	int32_t last_change[CHANGE_DAYS];
 } model;
 
 static int64_t day_of_us(int64_t t)
@@ -429,6 +440,10 @@ static tally_ingest_result model_ingest(model *m, int t, const fevent *f, int ba
 		tm->capacity = capacity;
 	}
 	tm->events[tm->count++] = *f;
+	int64_t day = day_of_us(f->time_us) - CHANGE_DAY0;
+	if (day < 0 || day >= CHANGE_DAYS)
+		abort(); /* the model's window is too small */
+	m->last_change[day] = (int32_t)m->checks;
 	return res;
 }
 
@@ -436,6 +451,7 @@ static void model_free(model *m)
 {
 	for (int t = 0; t < TENANTS; t++)
 		free(m->tenant[t].events);
+	free(m->watermarks);
 }
 
 /* ---- the checks ---------------------------------------------------------- */
@@ -1069,6 +1085,87 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	check_scan_range(s, m, t, q.from_us, q.to_us);
 }
 
+/* The days changed since `since`, as tally_changed_days lists them. */
+typedef struct change_list {
+	int rc; /* 0: complete; TALLY_E_NOTFOUND or TALLY_E_LIMIT: ask per day */
+	size_t count;
+	int32_t days[512];
+	uint64_t lsns[512];
+} change_list;
+
+static void change_list_read(tally_store *s, uint64_t since, change_list *l)
+{
+	l->rc = tally_changed_days(s, since, l->days, l->lsns, 512, &l->count);
+	if (l->rc && l->rc != TALLY_E_NOTFOUND && l->rc != TALLY_E_LIMIT) {
+		fprintf(stderr, "fuzz_ops: tally_changed_days: %s\n", tally_strerror(l->rc));
+		abort();
+	}
+}
+
+/* The change LSN the list gives `day` (0 when it is not listed), or
+ * tally_day_change_lsn's when the list is not complete. */
+static uint64_t listed_change(tally_store *s, const change_list *l, int32_t day)
+{
+	uint64_t lsn = 0;
+	if (l->rc) {
+		if (tally_day_change_lsn(s, day, &lsn))
+			abort();
+		return lsn;
+	}
+	for (size_t i = 0; i < l->count; i++)
+		if (l->days[i] == day)
+			lsn = l->lsns[i];
+	return lsn;
+}
+
+/*
+ * The change map that tells the nightly export which days to send again
+ * (tally.h): the watermark never moves back, reopens included; and for
+ * the watermark of the last check, of one halfway back and of none (0),
+ * every UTC day that stored an event after it was read is listed as
+ * changed since it, flushes, compactions and reopens between. (More
+ * days may be listed: a day sent again unchanged costs the export time,
+ * not money.)
+ */
+static void check_changes(tally_store *s, model *m)
+{
+	uint64_t watermark = tally_change_watermark(s);
+	uint64_t before = m->checks ? m->watermarks[m->checks - 1] : 0;
+	if (watermark < before) {
+		fprintf(stderr, "fuzz_ops: the change watermark moved back: %llu after %llu\n",
+			(unsigned long long)watermark, (unsigned long long)before);
+		abort();
+	}
+	size_t since[3] = {m->checks, m->checks / 2, 0};
+	change_list *list = malloc(sizeof(*list));
+	if (!list)
+		abort();
+	for (int k = 0; k < 3; k++) {
+		/* Events stored while `checks` was p came after watermark p - 1. */
+		size_t p = since[k];
+		uint64_t lsn_min = p ? m->watermarks[p - 1] : 0;
+		change_list_read(s, lsn_min, list);
+		for (int32_t d = 0; d < CHANGE_DAYS; d++) {
+			if (m->last_change[d] < 0 || (size_t)m->last_change[d] < p)
+				continue;
+			uint64_t lsn = listed_change(s, list, (int32_t)(CHANGE_DAY0 + d));
+			if (lsn <= lsn_min) {
+				fprintf(stderr, "fuzz_ops: day %lld stored events after watermark %llu (check "
+					"%zu of %zu), but its change LSN is %llu\n",
+					(long long)(CHANGE_DAY0 + d), (unsigned long long)lsn_min, p,
+					m->checks, (unsigned long long)lsn);
+				abort();
+			}
+		}
+	}
+	free(list);
+	uint64_t *grown = realloc(m->watermarks, (m->checks + 1) * sizeof(*grown));
+	if (!grown)
+		abort();
+	m->watermarks = grown;
+	m->watermarks[m->checks++] = watermark;
+}
+
 static void check_all(tally_store *s, const model *m, reader *r)
 {
 	check_scan(s, m);
@@ -1280,6 +1377,7 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 			free(m->tenant[b->tenant].events);
 			m->tenant[b->tenant] = *tm;
 			tm->events = NULL;
+			memcpy(m->last_change, after->last_change, sizeof(m->last_change));
 		}
 	}
 	free(tm->events);
@@ -1309,6 +1407,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!m)
 		abort();
 	m->now = m->start = START_US;
+	for (int d = 0; d < CHANGE_DAYS; d++)
+		m->last_change[d] = -1;
 	fault_io_clock_set_us(fio, m->now);
 	tally_store *s = store_open();
 	reader r = {data, data + size};
@@ -1355,6 +1455,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				tally_store_errmsg(s));
 			abort();
 		}
+		check_changes(s, m);
 		check_all(s, m, &r);
 	}
 	store_close(s);
