@@ -34,7 +34,9 @@
  *   - tally_scan over the query's range: exactly the events there, in
  *     time order;
  *   - the change map (check_changes): every day that stored an event
- *     after a check is listed as changed since that check's watermark.
+ *     after a check is listed as changed since that check's watermark;
+ *   - tally_store_stats: memtable rows and segment rows add up to the
+ *     stored events.
  * At the end the store is closed and tally_verify must find nothing.
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
@@ -1166,6 +1168,24 @@ static void check_changes(tally_store *s, model *m)
 	m->watermarks[m->checks++] = watermark;
 }
 
+/* tally_store_stats: every stored event is a memtable row or a segment
+ * row, once. */
+static void check_stats(tally_store *s, const model *m)
+{
+	tally_stats st;
+	if (tally_store_stats(s, &st))
+		abort();
+	uint64_t stored = 0;
+	for (int t = 0; t < TENANTS; t++)
+		stored += m->tenant[t].count;
+	if (st.events_memtable + st.segment_rows != stored) {
+		fprintf(stderr, "fuzz_ops: stats: %llu memtable rows + %llu segment rows, the model "
+			"stores %llu events\n", (unsigned long long)st.events_memtable,
+			(unsigned long long)st.segment_rows, (unsigned long long)stored);
+		abort();
+	}
+}
+
 static void check_all(tally_store *s, const model *m, reader *r)
 {
 	check_scan(s, m);
@@ -1456,6 +1476,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		}
 		check_changes(s, m);
+		check_stats(s, m);
 		check_all(s, m, &r);
 	}
 	store_close(s);
