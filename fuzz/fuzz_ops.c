@@ -77,7 +77,6 @@
 /* 2026-11-06T21:20Z: the horizon holds Lord Howe's, Paris's and St John's
  * changes of clock (zones_init), backfills reach Chatham's and Santiago's. */
 #define START_US (INT64_C(1794000000) * 1000000)
-#define HOUR_US (INT64_C(3600) * TALLY_US_PER_SECOND)
 
 static const char *const tenant_names[TENANTS] = {"acme", "beta-co", "c.3", "delta_4"};
 
@@ -159,12 +158,6 @@ static uint64_t next_u64(reader *r, int bytes)
 	for (int i = 0; i < bytes; i++)
 		v = v << 8 | next(r);
 	return v;
-}
-
-static int64_t floor_to(int64_t t, int64_t unit)
-{
-	int64_t q = t / unit - (t % unit < 0);
-	return q * unit;
 }
 
 static uint64_t splitmix(uint64_t x)
@@ -310,19 +303,19 @@ static void gen_event(reader *r, int64_t now, fevent *f)
 	else if (when >= 236) /* 236..252 (not 250): old, on a fingerprint day, day(H) - 1 or day(H) */
 		f->time_us = now - HORIZON_US - 1 - (int64_t)(ago % 86400) * TALLY_US_PER_SECOND;
 	else if (when >= 222) /* 222..235: older history, before the fingerprint days */
-		f->time_us = floor_to(now - HORIZON_US, TALLY_US_PER_DAY) -
+		f->time_us = zone_floor(now - HORIZON_US, TALLY_US_PER_DAY) -
 			     (int64_t)(2 + ago % OLD_DAYS_MAX) * TALLY_US_PER_DAY +
 			     (int64_t)(ago % 86400) * TALLY_US_PER_SECOND;
 	else if (when < 32)
 		f->time_us = now - (int64_t)(ago % 3600) * TALLY_US_PER_SECOND; /* the last hour */
 	else if (when < 48) /* on an hour's, and so a minute's, first microsecond */
-		f->time_us = floor_to(now - (int64_t)(ago * HOUR_US % PAST_MAX_US), HOUR_US);
+		f->time_us = zone_floor(now - (int64_t)(ago * ZONE_HOUR_US % PAST_MAX_US), ZONE_HOUR_US);
 	else if (when < 56) /* on a day's */
-		f->time_us = floor_to(now - (int64_t)(ago % 8) * TALLY_US_PER_DAY, TALLY_US_PER_DAY);
+		f->time_us = zone_floor(now - (int64_t)(ago % 8) * TALLY_US_PER_DAY, TALLY_US_PER_DAY);
 	else if (when >= 200 && transition_count) /* 200..221: near a zone's transition */
 		f->time_us = near_transition(ago, now - HORIZON_US, now);
 	else if (when < 64) /* a microsecond before a minute */
-		f->time_us = floor_to(now - (int64_t)(ago * 997 * TALLY_US_PER_SECOND % PAST_MAX_US),
+		f->time_us = zone_floor(now - (int64_t)(ago * 997 * TALLY_US_PER_SECOND % PAST_MAX_US),
 				      60 * TALLY_US_PER_SECOND) - 1;
 	else
 		f->time_us = now - (int64_t)(ago * 997 * TALLY_US_PER_SECOND % PAST_MAX_US);
@@ -347,7 +340,8 @@ typedef struct tenant_model {
 	size_t count, capacity;
 } tenant_model;
 
-#define CHANGE_DAYS 1024 /* days around the start the change model follows (stored times span 240) */
+/* The days around the start the change model follows (stored times span 240). */
+#define CHANGE_DAYS 1024
 #define CHANGE_DAY0 (START_US / TALLY_US_PER_DAY - 512)
 
 typedef struct model {
@@ -365,7 +359,7 @@ typedef struct model {
 
 static int64_t day_of_us(int64_t t)
 {
-	return floor_to(t, TALLY_US_PER_DAY) / TALLY_US_PER_DAY;
+	return zone_floor(t, TALLY_US_PER_DAY) / TALLY_US_PER_DAY;
 }
 
 /* f's result against the tenant's stored events of its id that dedup
@@ -955,9 +949,9 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 	tally_query q = {.bucket = buckets[shape % 8], .time_zone = zone->name,
 			 .group_by = next(r) % (1u << TALLY_DIM_COUNT),
 			 .quantiles = {0.5, 0, 0.9, 1}, .quantile_count = 4, .distinct_users = true};
-	int64_t span_from = floor_to(m->start - HORIZON_US - (OLD_DAYS_MAX + 3) * TALLY_US_PER_DAY,
+	int64_t span_from = zone_floor(m->start - HORIZON_US - (OLD_DAYS_MAX + 3) * TALLY_US_PER_DAY,
 				     TALLY_US_PER_DAY);
-	int64_t span_to = floor_to(m->now, TALLY_US_PER_DAY) + 2 * TALLY_US_PER_DAY;
+	int64_t span_to = zone_floor(m->now, TALLY_US_PER_DAY) + 2 * TALLY_US_PER_DAY;
 	const tenant_model *tm = &m->tenant[t];
 	/* Up to two filters of up to three values each; a top-N order. */
 	tally_filter filters[2];
@@ -1011,7 +1005,8 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 		int64_t start = q.bucket == TALLY_BUCKET_NONE ? q.from_us
 							       : zone_bucket_start(zone, q.bucket, f->time_us);
 		size_t w = 0;
-		while (w < row_count && !(rows[w].bucket_start == start && same_group(rows[w].key, f, q.group_by)))
+		while (w < row_count &&
+		       !(rows[w].bucket_start == start && same_group(rows[w].key, f, q.group_by)))
 			w++;
 		if (w == row_count)
 			rows[row_count++] = (agg_row){
