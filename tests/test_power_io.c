@@ -7,6 +7,7 @@
  * cuts, and checks the directory with plain system calls.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -124,6 +125,90 @@ Test(power_io, a_directory_fsync_makes_the_changes_durable)
 	cr_assert_eq(power_io_cut(p), 0);
 	cr_expect_eq(size_of(dir.path, "a"), -1);
 	cr_expect_eq(size_of(dir.path, "b"), 4);
+	power_io_destroy(p);
+	test_dir_remove(&dir);
+}
+
+/* A power_io over a fresh directory, and in it the file "log", created
+ * and its name made durable. */
+static int durable_log(test_dir *dir, power_io **p)
+{
+	test_dir_make(dir, "power");
+	*p = power_io_create(tally_io_default());
+	const tally_io *io = power_io_table(*p);
+	int fd = open_in(io, dir->path, "log", O_CREAT | O_RDWR);
+	cr_assert_eq(io->fsync_dir(io, dir->path), 0);
+	return fd;
+}
+
+Test(power_io, after_the_power_fails_every_change_is_eio_and_the_cut_keeps_the_synced_bytes)
+{
+	test_dir dir;
+	power_io *p;
+	int fd = durable_log(&dir, &p);
+	const tally_io *io = power_io_table(p);
+	cr_assert_eq(tally_io_write_all(io, fd, "0123456789", 10, 0), 0);
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	/* The 2nd change from here is the first that fails: the write goes
+	 * through, its fdatasync does not. */
+	power_io_fail_after(p, 2);
+	cr_assert_eq(io->pwrite(io, fd, "abcdef", 6, 10), 6);
+	cr_expect_eq(power_io_failed(p), 0);
+	cr_expect_eq(io->fdatasync(io, fd), -EIO);
+	cr_expect_eq(power_io_failed(p), 1);
+	cr_expect_eq(io->pwrite(io, fd, "ghij", 4, 16), -EIO);
+	cr_expect_eq(size_of(dir.path, "log"), 16, "a failed write changes nothing");
+	char path[256];
+	snprintf(path, sizeof(path), "%s/other", dir.path);
+	cr_expect_eq(io->open(io, path, O_CREAT | O_RDWR, 0644), -EIO);
+	cr_expect_eq(size_of(dir.path, "other"), -1);
+	cr_expect_eq(io->rename(io, path, path), -EIO);
+	snprintf(path, sizeof(path), "%s/log", dir.path);
+	cr_expect_eq(io->unlink(io, path), -EIO);
+	cr_expect_eq(io->ftruncate(io, fd, 0), -EIO);
+	cr_expect_eq(io->fsync(io, fd), -EIO);
+	cr_expect_eq(io->fsync_dir(io, dir.path), -EIO);
+	/* Reads still see what was written before the failure. */
+	char buf[16];
+	cr_expect_eq(io->pread(io, fd, buf, sizeof(buf), 0), 16);
+	cr_expect_eq(memcmp(buf, "0123456789abcdef", 16), 0);
+	cr_assert_eq(power_io_cut(p), 0);
+	cr_expect_eq(size_of(dir.path, "log"), 10, "the unsynced write is gone");
+	close(fd);
+	power_io_destroy(p);
+	test_dir_remove(&dir);
+}
+
+static void read_back(const char *dir, const char *name, char *buf, size_t size)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, buf, size, 0), (ssize_t)size);
+	close(fd);
+}
+
+Test(power_io, an_unsynced_overwrite_of_durable_bytes_is_undone_a_synced_one_kept)
+{
+	test_dir dir;
+	power_io *p;
+	int fd = durable_log(&dir, &p);
+	const tally_io *io = power_io_table(p);
+	/* Like the WAL's last block: zero padding, records written over it. */
+	cr_assert_eq(tally_io_write_all(io, fd, "AAAA....", 8, 0), 0);
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "AAAABB..", 8, 0), 0); /* synced below */
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "AAAABBC.", 8, 0), 0); /* lost */
+	cr_assert_eq(tally_io_write_all(io, fd, "AAAABBCD", 8, 0), 0); /* lost */
+	cr_assert_eq(tally_io_write_all(io, fd, "EE", 2, 8), 0);       /* lost: past the size */
+	close(fd);
+	cr_assert_eq(power_io_cut(p), 0);
+	char buf[8];
+	cr_expect_eq(size_of(dir.path, "log"), 8);
+	read_back(dir.path, "log", buf, sizeof(buf));
+	cr_expect_eq(memcmp(buf, "AAAABB..", 8), 0, "got %.8s", buf);
 	power_io_destroy(p);
 	test_dir_remove(&dir);
 }

@@ -7,6 +7,9 @@
  *             oldest first;
  *   paths[fd] the name each open fd was opened under (kept current across
  *             renames), to find a file from an fd.
+ *   undo[]    the bytes below a file's durable size that a write replaced
+ *             since the file's last sync, as they were, oldest first (the
+ *             WAL rewrites its last block in place: see power_io.h).
  * Every wrapped call holds p->cut shared while it runs; a cut takes it
  * exclusive, so it never races a call in flight, and never releases it.
  */
@@ -31,6 +34,14 @@ typedef struct power_file {
 	int64_t durable_size;
 } power_file;
 
+/* Durable bytes a write replaced, to put back at a cut. */
+typedef struct undo_write {
+	uint32_t file;   /* index in files[] */
+	uint64_t offset;
+	size_t size;
+	uint8_t *bytes;
+} undo_write;
+
 enum pending_kind { PENDING_CREATE, PENDING_RENAME, PENDING_RENAME_OVER, PENDING_UNLINK };
 
 typedef struct pending_op {
@@ -51,8 +62,13 @@ struct power_io {
 	pending_op *pending;
 	uint32_t pending_count;
 	char *paths[POWER_FD_MAX];
+	undo_write *undo;
+	uint32_t undo_count;
+	uint32_t undo_capacity;
 	uint64_t ops;
 	uint64_t cut_at; /* 0: not armed */
+	uint64_t fail_at; /* 0: not armed (power_io_fail_after) */
+	int failed;       /* the power failed: every mutating call is -EIO */
 	uint64_t trash_seq;
 	int cut_done; /* p->cut is held for good */
 };
@@ -133,6 +149,54 @@ static void trash_name(power_io *p, const char *path, char *out)
 		 (unsigned long long)++p->trash_seq);
 }
 
+/* mu held: forgets file i's saved bytes at or past `from` (all of them
+ * from 0: the file was synced). */
+static void undo_drop(power_io *p, uint32_t i, uint64_t from)
+{
+	uint32_t kept = 0;
+	for (uint32_t k = 0; k < p->undo_count; k++) {
+		undo_write *u = &p->undo[k];
+		if (u->file == i && u->offset + u->size > from) {
+			if (u->offset >= from) {
+				free(u->bytes);
+				continue;
+			}
+			u->size = from - u->offset; /* keep the part below `from` */
+		}
+		p->undo[kept++] = *u;
+	}
+	p->undo_count = kept;
+}
+
+/* mu held, before a write of size bytes at offset to fd: saves the
+ * durable bytes it will replace. A file power_io does not know, or bytes
+ * it cannot read, are taken as not durable (kept), as everywhere else. */
+static void undo_save(power_io *p, int fd, uint64_t offset, size_t size)
+{
+	if (fd < 0 || fd >= POWER_FD_MAX || !p->paths[fd])
+		return;
+	power_file *f = file_find(p, p->paths[fd]);
+	if (!f || (int64_t)offset >= f->durable_size)
+		return;
+	size_t n = (uint64_t)f->durable_size - offset < size ? (size_t)(f->durable_size - (int64_t)offset)
+							   : size;
+	if (p->undo_count == p->undo_capacity) {
+		uint32_t capacity = p->undo_capacity ? p->undo_capacity * 2 : 16;
+		undo_write *grown = realloc(p->undo, capacity * sizeof(*grown));
+		if (!grown)
+			abort(); /* a test harness: no way to go on faithfully */
+		p->undo = grown;
+		p->undo_capacity = capacity;
+	}
+	uint8_t *bytes = malloc(n);
+	/* Read by name: fd may be open with O_DIRECT, which wants aligned buffers. */
+	int rfd = open(f->name, O_RDONLY | O_CLOEXEC);
+	if (!bytes || rfd < 0 || pread(rfd, bytes, n, (off_t)offset) != (ssize_t)n)
+		abort();
+	close(rfd);
+	p->undo[p->undo_count++] = (undo_write){(uint32_t)(f - p->files), offset, n, bytes};
+}
+
 static int apply_cut(power_io *p)
 {
 	int first = 0;
@@ -169,6 +233,18 @@ static int apply_cut(power_io *p)
 			first = rc;
 	}
 	p->pending_count = 0;
+	for (uint32_t k = p->undo_count; k-- > 0;) { /* newest first: the oldest bytes win */
+		undo_write *u = &p->undo[k];
+		power_file *f = &p->files[u->file];
+		int fd = f->name[0] ? open(f->name, O_WRONLY | O_CLOEXEC) : -1;
+		if (fd >= 0 && pwrite(fd, u->bytes, u->size, (off_t)u->offset) != (ssize_t)u->size &&
+		    !first)
+			first = -EIO;
+		if (fd >= 0)
+			close(fd);
+		free(u->bytes);
+	}
+	p->undo_count = 0;
 	for (uint32_t i = 0; i < p->file_count; i++) {
 		power_file *f = &p->files[i];
 		if (!f->name[0])
@@ -183,14 +259,21 @@ static int apply_cut(power_io *p)
 }
 
 /* Every mutating call starts here: counts it, and performs the armed cut
- * instead of the call when its turn comes. Returns with p->cut held
- * shared; the caller releases it with op_end. */
-static void op_begin(power_io *p)
+ * instead of the call when its turn comes. Returns 0 with p->cut held
+ * shared (the caller releases it with op_end), or -EIO with nothing held
+ * once the power has failed (power_io_fail_after): the call must then
+ * change nothing. */
+static int op_begin(power_io *p)
 {
 	pthread_mutex_lock(&p->mu);
 	p->ops++;
 	int cut_now = p->cut_at && p->ops == p->cut_at;
+	if (p->fail_at && p->ops >= p->fail_at)
+		p->failed = 1;
+	int failed = p->failed;
 	pthread_mutex_unlock(&p->mu);
+	if (failed)
+		return -EIO;
 	if (cut_now) {
 		pthread_rwlock_wrlock(&p->cut);
 		pthread_mutex_lock(&p->mu);
@@ -198,6 +281,7 @@ static void op_begin(power_io *p)
 		_exit(POWER_IO_EXIT_CODE);
 	}
 	pthread_rwlock_rdlock(&p->cut);
+	return 0;
 }
 
 static void op_end(power_io *p)
@@ -211,9 +295,10 @@ static int p_open(const tally_io *io, const char *path, int flags, int mode)
 {
 	power_io *p = from(io);
 	int creating = (flags & O_CREAT) != 0;
-	if (creating)
-		op_begin(p);
-	else
+	if (creating) {
+		if (op_begin(p))
+			return -EIO;
+	} else
 		pthread_rwlock_rdlock(&p->cut);
 	struct stat st;
 	int existed = stat(path, &st) == 0;
@@ -265,7 +350,11 @@ static int64_t p_pread(const tally_io *io, int fd, void *buf, size_t size, uint6
 static int64_t p_pwrite(const tally_io *io, int fd, const void *buf, size_t size, uint64_t offset)
 {
 	power_io *p = from(io);
-	op_begin(p);
+	if (op_begin(p))
+		return -EIO;
+	pthread_mutex_lock(&p->mu);
+	undo_save(p, fd, offset, size);
+	pthread_mutex_unlock(&p->mu);
 	int64_t rc = p->inner->pwrite(p->inner, fd, buf, size, offset);
 	op_end(p);
 	return rc;
@@ -274,15 +363,18 @@ static int64_t p_pwrite(const tally_io *io, int fd, const void *buf, size_t size
 static int p_sync(const tally_io *io, int fd, int data_only)
 {
 	power_io *p = from(io);
-	op_begin(p);
+	if (op_begin(p))
+		return -EIO;
 	int rc = data_only ? p->inner->fdatasync(p->inner, fd) : p->inner->fsync(p->inner, fd);
 	if (!rc) {
 		int64_t size = p->inner->file_size(p->inner, fd);
 		pthread_mutex_lock(&p->mu);
 		if (size >= 0 && fd >= 0 && fd < POWER_FD_MAX && p->paths[fd]) {
 			power_file *f = file_track(p, p->paths[fd], size);
-			if (f)
+			if (f) {
 				f->durable_size = size;
+				undo_drop(p, (uint32_t)(f - p->files), 0);
+			}
 		}
 		pthread_mutex_unlock(&p->mu);
 	}
@@ -303,7 +395,8 @@ static int p_fdatasync(const tally_io *io, int fd)
 static int p_ftruncate(const tally_io *io, int fd, uint64_t size)
 {
 	power_io *p = from(io);
-	op_begin(p);
+	if (op_begin(p))
+		return -EIO;
 	int rc = p->inner->ftruncate(p->inner, fd, size);
 	if (!rc) {
 		pthread_mutex_lock(&p->mu);
@@ -311,6 +404,8 @@ static int p_ftruncate(const tally_io *io, int fd, uint64_t size)
 			power_file *f = file_find(p, p->paths[fd]);
 			if (f && f->durable_size > (int64_t)size)
 				f->durable_size = (int64_t)size;
+			if (f)
+				undo_drop(p, (uint32_t)(f - p->files), size);
 		}
 		pthread_mutex_unlock(&p->mu);
 	}
@@ -327,7 +422,8 @@ static int64_t p_file_size(const tally_io *io, int fd)
 static int p_rename(const tally_io *io, const char *from_name, const char *to_name)
 {
 	power_io *p = from(io);
-	op_begin(p);
+	if (op_begin(p))
+		return -EIO;
 	int rc;
 	struct stat st;
 	char trash[POWER_PATH_SIZE] = "";
@@ -361,7 +457,8 @@ static int p_rename(const tally_io *io, const char *from_name, const char *to_na
 static int p_unlink(const tally_io *io, const char *path)
 {
 	power_io *p = from(io);
-	op_begin(p);
+	if (op_begin(p))
+		return -EIO;
 	char trash[POWER_PATH_SIZE];
 	struct stat st;
 	pthread_mutex_lock(&p->mu);
@@ -414,7 +511,8 @@ static int p_list_dir(const tally_io *io, const char *path, tally_io_dir_fn fn, 
 static int p_fsync_dir(const tally_io *io, const char *path)
 {
 	power_io *p = from(io);
-	op_begin(p);
+	if (op_begin(p))
+		return -EIO;
 	int rc = p->inner->fsync_dir(p->inner, path);
 	if (!rc) {
 		/* Changes in this directory are durable now; drop the victims'
@@ -498,6 +596,9 @@ void power_io_destroy(power_io *p)
 		return;
 	for (int fd = 0; fd < POWER_FD_MAX; fd++)
 		free(p->paths[fd]);
+	for (uint32_t k = 0; k < p->undo_count; k++)
+		free(p->undo[k].bytes);
+	free(p->undo);
 	free(p->files);
 	free(p->pending);
 	pthread_mutex_destroy(&p->mu);
@@ -516,6 +617,21 @@ void power_io_cut_after(power_io *p, uint64_t n)
 	pthread_mutex_lock(&p->mu);
 	p->cut_at = n ? p->ops + n : 0;
 	pthread_mutex_unlock(&p->mu);
+}
+
+void power_io_fail_after(power_io *p, uint64_t n)
+{
+	pthread_mutex_lock(&p->mu);
+	p->fail_at = n ? p->ops + n : 0;
+	pthread_mutex_unlock(&p->mu);
+}
+
+int power_io_failed(power_io *p)
+{
+	pthread_mutex_lock(&p->mu);
+	int failed = p->failed;
+	pthread_mutex_unlock(&p->mu);
+	return failed;
 }
 
 int power_io_cut(power_io *p)

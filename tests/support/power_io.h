@@ -11,9 +11,16 @@
  * files replaced by a rename restored), and every file is cut back to its
  * durable size.
  *
- * The model, and its simplifications (all on the side of keeping data):
- *   - tally writes files append-only, so "cut back to the durable size" is
- *     exactly what a lost page cache does to them;
+ * A write that replaces bytes below a file's durable size (the WAL
+ * rewrites its last block in place under direct I/O, zero padding
+ * replaced by a record) keeps the bytes it replaced; a cut puts them back
+ * unless the file was synced after the write. So every write not followed
+ * by a successful sync of its file is lost whole.
+ *
+ * The model, and its simplifications:
+ *   - a write is lost whole or kept whole, never torn (the crash test cuts
+ *     writes short with fault_io for torn ones);
+ *   and, on the side of keeping data:
  *   - ftruncate is taken as durable at once (recovery's torn-tail cut);
  *   - mkdir is taken as durable at once (the test makes the data directory);
  *   - a file's durable size follows it through renames (the inode's).
@@ -45,6 +52,16 @@ const tally_io *power_io_table(power_io *p);
 
 /* Arms the cut at the nth mutating call from now (n >= 1); 0 disarms. */
 void power_io_cut_after(power_io *p, uint64_t n);
+
+/* For a process that goes on (a fuzz target): from the nth mutating call
+ * from now on (n >= 1; 0 disarms), every mutating call fails with -EIO
+ * and changes nothing, as if the power had failed just before it while
+ * the process kept running. Reads still see every byte written before.
+ * Close the store, then power_io_cut() makes the directory what the disk
+ * would hold. */
+void power_io_fail_after(power_io *p, uint64_t n);
+/* Whether the power has failed (power_io_fail_after reached its call). */
+int power_io_failed(power_io *p);
 
 /* Applies the cut now: returns 0, or -errno of the first file operation
  * that failed. Every later call through the table blocks forever. */
