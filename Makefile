@@ -187,9 +187,9 @@ FUZZ_TARGETS := build-fuzz/fuzz_request build-fuzz/fuzz_segment build-fuzz/fuzz_
 		build-fuzz/fuzz_manifest build-fuzz/fuzz_rows build-fuzz/fuzz_ops
 # The targets need the engine, the framing, the messages, the server's
 # validation, the CLI's event file reader and the tests' fault_io (its
-# clock, for fuzz_ops).
+# clock) and power_io (its power failures), for fuzz_ops.
 FUZZ_SRC    := $(ENGINE_SRC) $(PROTO_SRC) server/batch.c server/convert.c server/fail.c tools/rows.c \
-	       tests/support/fault_io.c
+	       tests/support/fault_io.c tests/support/power_io.c
 FUZZ_OBJ    := $(FUZZ_SRC:%.c=build-fuzz/%.o) build-fuzz/proto/tally.pb-c.o
 
 build-fuzz/%.o: %.c $(BUILD)/proto/tally.pb-c.h

@@ -2,8 +2,9 @@
  * fuzz_ops.c — libFuzzer target for the store as a whole, against a model:
  * the input is a program of operations on one store (ingest, backfill,
  * several tenants' batches in one call, flush, compaction, close and
- * reopen, the clock moving on, a batch whose WAL fsync fails), run on a
- * fresh data directory, and after every
+ * reopen, the clock moving on, a batch whose WAL fsync fails, the power
+ * failing in the middle of an ingest, flush, compaction or close), run on
+ * a fresh data directory, and after every
  * operation the store must agree exactly with a brute-force model of
  * what it was told.
  *
@@ -41,6 +42,12 @@
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
  *
+ * A power failure (op_power_fails) makes every file change fail from the
+ * operation's nth on, then cuts the directory back to what was durable
+ * (tests/support/power_io.h) and reopens the store: after it, the same
+ * checks find every acknowledged event once, and a call that was not
+ * acknowledged whole or absent.
+ *
  * The clock is a fault_io clock that only moves forward (by minutes, or
  * by days, CLOCK_ADVANCE_MAX_US in all), so stored events leave the
  * horizon as a program runs and their ids become free again; an input
@@ -62,6 +69,7 @@
 
 #include "fuzz_dir.h"
 #include "support/fault_io.h"
+#include "support/power_io.h"
 #include "store_internal.h" /* store_expire_dedup: the worker's expiry */
 #include "tally.h"
 #include "zone_model.h"
@@ -69,6 +77,7 @@
 #define TENANTS 4
 #define BATCH_EVENTS_MAX 8
 #define CALL_BATCHES_MAX 4
+#define POWER_CHANGES_MAX 16 /* the power fails at one of an operation's first changes */
 #define SENT_KEPT 256                 /* events kept for resending */
 #define PAST_MAX_US (INT64_C(8) * TALLY_US_PER_DAY)
 #define HORIZON_US (INT64_C(35) * TALLY_US_PER_DAY) /* the default lateness_past_us */
@@ -1248,6 +1257,30 @@ static void op_ingest(tally_store *s, reader *r, model *m)
 	free(b);
 }
 
+/* Fills the n batches of one call, and the engine's view of them. */
+static void fill_call(reader *r, model *m, call_batch *b, tally_batch *batches, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		fill_batch(r, m, &b[k]);
+		batches[k] = (tally_batch){.tenant = tenant_names[b[k].tenant], .events = b[k].views,
+					   .count = b[k].count, .results = b[k].results,
+					   .backfill = b[k].backfill};
+	}
+}
+
+/* One tally_ingest_submit_many call, waited for: 0 once every batch is
+ * acknowledged, else the call's error or the first batch's. */
+static int submit_call(tally_store *s, tally_batch *batches, size_t n)
+{
+	uint64_t lsn = 0;
+	int rc = tally_ingest_submit_many(s, batches, n, &lsn);
+	if (!rc)
+		rc = tally_commit_wait(s, lsn);
+	for (size_t k = 0; !rc && k < n; k++)
+		rc = batches[k].status;
+	return rc;
+}
+
 static void op_ingest_many(tally_store *s, reader *r, model *m)
 {
 	size_t n = 2 + next(r) % (CALL_BATCHES_MAX - 1);
@@ -1255,39 +1288,28 @@ static void op_ingest_many(tally_store *s, reader *r, model *m)
 	tally_batch batches[CALL_BATCHES_MAX];
 	if (!b)
 		abort();
-	for (size_t k = 0; k < n; k++) {
-		fill_batch(r, m, &b[k]);
-		batches[k] = (tally_batch){.tenant = tenant_names[b[k].tenant], .events = b[k].views,
-					   .count = b[k].count, .results = b[k].results,
-					   .backfill = b[k].backfill};
-	}
-	uint64_t lsn = 0;
-	int rc = tally_ingest_submit_many(s, batches, n, &lsn);
-	if (!rc)
-		rc = tally_commit_wait(s, lsn);
+	fill_call(r, m, b, batches, n);
+	int rc = submit_call(s, batches, n);
 	if (rc) {
-		fprintf(stderr, "fuzz_ops: submit_many: %s: %s\n", tally_strerror(rc), tally_store_errmsg(s));
+		fprintf(stderr, "fuzz_ops: a call of %zu batches: %s: %s\n", n, tally_strerror(rc),
+			tally_store_errmsg(s));
 		abort();
 	}
-	for (size_t k = 0; k < n; k++) {
-		if (batches[k].status) {
-			fprintf(stderr, "fuzz_ops: batch %zu of a call: %s\n", k, tally_strerror(batches[k].status));
-			abort();
-		}
+	for (size_t k = 0; k < n; k++)
 		expect_batch(m, &b[k]);
-	}
 	free(b);
 }
 
 static char dir[64];
-static fault_io *fio;
+static fault_io *fio;  /* the clock, and the fsync failure of op_ingest_fsync_fails */
+static power_io *pio;  /* the store's io, over fio: the power failures of op_power_fails */
 
 static tally_store *store_open(void)
 {
 	tally_options o;
 	tally_options_default(&o);
 	o.background = false;
-	o.io = fault_io_table(fio);
+	o.io = power_io_table(pio);
 	tally_store *s = NULL;
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	int rc = tally_store_open(dir, &o, &s, errmsg);
@@ -1321,6 +1343,79 @@ static int scan_holds(tally_store *s, int t, const fevent *f)
 	return seen;
 }
 
+/* ---- calls that fail ------------------------------------------------------ */
+
+/* A copy of m whose tenants' events can take one more call's; the rest is
+ * shared with m (read it only). Free it with model_fork_free. */
+static model *model_fork(const model *m)
+{
+	model *after = malloc(sizeof(*after));
+	if (!after)
+		abort();
+	*after = *m;
+	for (int t = 0; t < TENANTS; t++) {
+		tenant_model *tm = &after->tenant[t];
+		tm->capacity = tm->count + CALL_BATCHES_MAX * BATCH_EVENTS_MAX;
+		tm->events = malloc(tm->capacity * sizeof(fevent));
+		if (!tm->events)
+			abort();
+		if (tm->count)
+			memcpy(tm->events, m->tenant[t].events, tm->count * sizeof(fevent));
+	}
+	return after;
+}
+
+/* m takes the fork's stored events and changed days: the call stored. */
+static void model_adopt(model *m, model *after)
+{
+	for (int t = 0; t < TENANTS; t++) {
+		free(m->tenant[t].events);
+		m->tenant[t] = after->tenant[t];
+		after->tenant[t].events = NULL;
+	}
+	memcpy(m->last_change, after->last_change, sizeof(m->last_change));
+}
+
+static void model_fork_free(model *after)
+{
+	for (int t = 0; t < TENANTS; t++)
+		free(after->tenant[t].events);
+	free(after);
+}
+
+/* The events the fork stores beyond m's. */
+static size_t fork_stores(const model *m, const model *after)
+{
+	size_t n = 0;
+	for (int t = 0; t < TENANTS; t++)
+		n += after->tenant[t].count - m->tenant[t].count;
+	return n;
+}
+
+/* How many of them the reopened store holds. */
+static size_t fork_held(tally_store *s, const model *m, const model *after)
+{
+	size_t held = 0;
+	for (int t = 0; t < TENANTS; t++)
+		for (size_t i = m->tenant[t].count; i < after->tenant[t].count; i++)
+			held += scan_holds(s, t, &after->tenant[t].events[i]);
+	return held;
+}
+
+/* After a failed call and a reopen: the events it would have stored are
+ * there all (the model takes them) or none. */
+static void failed_call_whole_or_absent(tally_store *s, model *m, model *after, const char *what)
+{
+	size_t stores = fork_stores(m, after), held = fork_held(s, m, after);
+	if (held != 0 && held != stores) {
+		fprintf(stderr, "fuzz_ops: after %s and a reopen, %zu of the call's %zu events are "
+			"stored: a call must be whole or absent\n", what, held, stores);
+		abort();
+	}
+	if (held)
+		model_adopt(m, after);
+}
+
 /*
  * One batch whose WAL fsync fails (EIO). A batch the model says stores
  * nothing appends no record, so it needs no fsync and succeeds as any
@@ -1333,24 +1428,15 @@ static int scan_holds(tally_store *s, int t, const fevent *f)
 static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 {
 	call_batch *b = malloc(sizeof(*b));
-	model *after = malloc(sizeof(*after));
-	if (!b || !after)
+	if (!b)
 		abort();
 	fill_batch(r, m, b);
-	/* What the batch would store: the model, copied, told it. */
-	*after = *m;
-	tenant_model *tm = &after->tenant[b->tenant];
-	tenant_model before = m->tenant[b->tenant];
-	tm->events = malloc((before.capacity + BATCH_EVENTS_MAX) * sizeof(fevent));
-	if (!tm->events)
-		abort();
-	if (before.count)
-		memcpy(tm->events, before.events, before.count * sizeof(fevent));
-	tm->capacity = before.capacity + BATCH_EVENTS_MAX;
+	/* What the batch would store: the model, forked, told it. */
+	model *after = model_fork(m);
 	tally_ingest_result want[BATCH_EVENTS_MAX];
 	for (size_t i = 0; i < b->count; i++)
 		want[i] = model_ingest(after, b->tenant, &b->events[i], b->backfill);
-	size_t stores = tm->count - before.count;
+	size_t stores = fork_stores(m, after);
 	fault_io_path_filter_set(fio, ".wal");
 	fault_io_fsync_fail_nth(fio, 1, EIO);
 	int rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant], b->views,
@@ -1380,23 +1466,98 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 			abort();
 		}
 		s = store_open();
-		size_t held = 0;
-		for (size_t i = before.count; i < tm->count; i++)
-			held += scan_holds(s, b->tenant, &tm->events[i]);
-		if (held != 0 && held != stores) {
-			fprintf(stderr, "fuzz_ops: after a failed fsync and a reopen, %zu of the batch's %zu "
-				"events are stored: a batch must be whole or absent\n", held, stores);
+		failed_call_whole_or_absent(s, m, after, "a failed fsync");
+	}
+	model_fork_free(after);
+	free(b);
+	return s;
+}
+
+/*
+ * The power fails during one operation: an ingest of one batch or of
+ * several (one call), a flush, a compaction or a close. From the
+ * operation's nth file change on (a create, write, sync, truncate,
+ * rename, unlink or directory sync; n from the input), every change fails
+ * with EIO and reaches no disk (power_io_fail_after). The store is closed,
+ * whatever it reports, the directory cut back to what was durable
+ * (power_io_cut), and the store reopened. Then every acknowledged event
+ * must be there once (the checks after every operation), and the events a
+ * call that was not acknowledged would have stored all or none: the
+ * model takes them in the first case. An operation that ends before its
+ * nth change must succeed as an ordinary one.
+ */
+static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
+{
+	uint64_t nth = 1 + next(r) % POWER_CHANGES_MAX;
+	uint8_t what = next(r) % 5;
+	size_t n = what == 0 ? 1 : what == 1 ? 2 + next(r) % (CALL_BATCHES_MAX - 1) : 0;
+	call_batch *b = malloc(CALL_BATCHES_MAX * sizeof(*b));
+	tally_batch batches[CALL_BATCHES_MAX];
+	tally_ingest_result want[CALL_BATCHES_MAX][BATCH_EVENTS_MAX];
+	if (!b)
+		abort();
+	fill_call(r, m, b, batches, n);
+	model *after = model_fork(m);
+	for (size_t k = 0; k < n; k++)
+		for (size_t i = 0; i < b[k].count; i++)
+			want[k][i] = model_ingest(after, b[k].tenant, &b[k].events[i], b[k].backfill);
+	power_io_fail_after(pio, nth);
+	int rc = 0;
+	const char *op = "";
+	switch (what) {
+	case 0:
+		op = "an ingest";
+		rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant],
+									   b->views, b->count, b->results);
+		break;
+	case 1:
+		op = "a call of several batches";
+		rc = submit_call(s, batches, n);
+		break;
+	case 2:
+		op = "a flush";
+		rc = tally_flush(s);
+		break;
+	case 3:
+		op = "a compaction";
+		rc = tally_compact(s);
+		break;
+	default:
+		op = "a close";
+		rc = tally_store_close(s);
+		s = NULL;
+		break;
+	}
+	int failed = power_io_failed(pio);
+	power_io_fail_after(pio, 0);
+	if (rc && !failed) {
+		fprintf(stderr, "fuzz_ops: %s failed with the power on: %s\n", op, tally_strerror(rc));
+		abort();
+	}
+	if (!rc && n) { /* acknowledged, before or without a failure */
+		for (size_t k = 0; k < n; k++)
+			for (size_t i = 0; i < b[k].count; i++)
+				check_result(&b[k].events[i], b[k].results[i], want[k][i]);
+		model_adopt(m, after);
+	}
+	if (failed) {
+		if (s)
+			tally_store_close(s); /* it may report the failure */
+		int cut = power_io_cut(pio);
+		if (cut) {
+			fprintf(stderr, "fuzz_ops: the power cut itself failed: %s\n", strerror(-cut));
 			abort();
 		}
-		if (held) {
-			free(m->tenant[b->tenant].events);
-			m->tenant[b->tenant] = *tm;
-			tm->events = NULL;
-			memcpy(m->last_change, after->last_change, sizeof(m->last_change));
-		}
+		power_io_destroy(pio);
+		if (!(pio = power_io_create(fault_io_table(fio))))
+			abort();
+		s = NULL;
 	}
-	free(tm->events);
-	free(after);
+	if (!s)
+		s = store_open();
+	if (rc && n)
+		failed_call_whole_or_absent(s, m, after, "a power failure");
+	model_fork_free(after);
 	free(b);
 	return s;
 }
@@ -1418,6 +1579,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (!fio && !(fio = fault_io_create()))
 		abort();
+	if (!(pio = power_io_create(fault_io_table(fio))))
+		abort();
 	model *m = calloc(1, sizeof(*m));
 	if (!m)
 		abort();
@@ -1430,6 +1593,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (r.p < r.end) {
 		int rc = 0;
 		switch (next(&r) % 16) {
+		case 2:
+			s = op_power_fails(s, &r, m);
+			break;
 		case 6:
 		case 7:
 			op_ingest_many(s, &r, m);
@@ -1482,6 +1648,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	model_free(m);
 	free(m);
+	power_io_destroy(pio);
+	pio = NULL;
 	fuzz_remove_tree(dir);
 	return 0;
 }
