@@ -1304,15 +1304,22 @@ static char dir[64];
 static fault_io *fio;  /* the clock, and the fsync failure of op_ingest_fsync_fails */
 static power_io *pio;  /* the store's io, over fio: the power failures of op_power_fails */
 
-static tally_store *store_open(void)
+/* Opens the store on pio: 0, or an error with errmsg set. */
+static int store_try_open(tally_store **s, char *errmsg)
 {
 	tally_options o;
 	tally_options_default(&o);
 	o.background = false;
 	o.io = power_io_table(pio);
-	tally_store *s = NULL;
+	*s = NULL;
+	return tally_store_open(dir, &o, s, errmsg);
+}
+
+static tally_store *store_open(void)
+{
+	tally_store *s;
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_store_open(dir, &o, &s, errmsg);
+	int rc = store_try_open(&s, errmsg);
 	if (rc) {
 		fprintf(stderr, "fuzz_ops: open: %s: %s\n", tally_strerror(rc), errmsg);
 		abort();
@@ -1475,7 +1482,9 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 
 /*
  * The power fails during one operation: an ingest of one batch or of
- * several (one call), a flush, a compaction or a close. From the
+ * several (one call), a flush, a compaction, a close, or an open after
+ * a clean close (its recovery: the replay of the WAL's unflushed records
+ * and the files it writes). From the
  * operation's nth file change on (a create, write, sync, truncate,
  * rename, unlink or directory sync; n from the input), every change fails
  * with EIO and reaches no disk (power_io_fail_after). The store is closed,
@@ -1489,7 +1498,7 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
 {
 	uint64_t nth = 1 + next(r) % POWER_CHANGES_MAX;
-	uint8_t what = next(r) % 5;
+	uint8_t what = next(r) % 6;
 	size_t n = what == 0 ? 1 : what == 1 ? 2 + next(r) % (CALL_BATCHES_MAX - 1) : 0;
 	call_batch *b = malloc(CALL_BATCHES_MAX * sizeof(*b));
 	tally_batch batches[CALL_BATCHES_MAX];
@@ -1522,11 +1531,20 @@ static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
 		op = "a compaction";
 		rc = tally_compact(s);
 		break;
-	default:
+	case 4:
 		op = "a close";
 		rc = tally_store_close(s);
 		s = NULL;
 		break;
+	default: {
+		op = "an open (after a close with the power on)";
+		power_io_fail_after(pio, 0);
+		store_close(s);
+		power_io_fail_after(pio, nth); /* counted from the open */
+		char errmsg[TALLY_ERRMSG_SIZE] = "";
+		rc = store_try_open(&s, errmsg);
+		break;
+	}
 	}
 	int failed = power_io_failed(pio);
 	power_io_fail_after(pio, 0);
