@@ -3,10 +3,10 @@
  * the input is a program of operations on one store (ingest, backfill,
  * several tenants' batches in one call, flush, compaction, close and
  * reopen, the clock moving on, a batch whose WAL fsync fails, the power
- * failing in the middle of an ingest, flush, compaction or close), run on
- * a fresh data directory, and after every
- * operation the store must agree exactly with a brute-force model of
- * what it was told.
+ * failing or the disk filling in the middle of an ingest, flush,
+ * compaction, close or open), run on a fresh data directory, and after
+ * every operation the store must agree exactly with a brute-force model
+ * of what it was told.
  *
  * The model is the engine's promise, written out per tenant: an event is
  * REJECTED for the first rule it breaks (validate's order); otherwise it is
@@ -42,11 +42,12 @@
  * A finding is a mismatch (the target prints both sides and aborts), a
  * sanitizer report or a crash.
  *
- * A power failure (op_power_fails) makes every file change fail from the
- * operation's nth on, then cuts the directory back to what was durable
- * (tests/support/power_io.h) and reopens the store: after it, the same
- * checks find every acknowledged event once, and a call that was not
- * acknowledged whole or absent.
+ * A fault during an operation (op_fault_during) is a power failure (every
+ * file change fails from the operation's nth on, then the directory is
+ * cut back to what was durable: tests/support/power_io.h) or a full disk
+ * (writes ENOSPC after K more bytes); the store is then reopened, and the
+ * same checks find every acknowledged event once, and a call that was
+ * not acknowledged whole or absent.
  *
  * The clock is a fault_io clock that only moves forward (by minutes, or
  * by days, CLOCK_ADVANCE_MAX_US in all), so stored events leave the
@@ -78,6 +79,7 @@
 #define BATCH_EVENTS_MAX 8
 #define CALL_BATCHES_MAX 4
 #define POWER_CHANGES_MAX 16 /* the power fails at one of an operation's first changes */
+#define DISK_FULL_STEP_BYTES 64 /* the disk fills after 0, 64, ... 16,320 more bytes */
 #define SENT_KEPT 256                 /* events kept for resending */
 #define PAST_MAX_US (INT64_C(8) * TALLY_US_PER_DAY)
 #define HORIZON_US (INT64_C(35) * TALLY_US_PER_DAY) /* the default lateness_past_us */
@@ -1302,7 +1304,7 @@ static void op_ingest_many(tally_store *s, reader *r, model *m)
 
 static char dir[64];
 static fault_io *fio;  /* the clock, and the fsync failure of op_ingest_fsync_fails */
-static power_io *pio;  /* the store's io, over fio: the power failures of op_power_fails */
+static power_io *pio;  /* the store's io, over fio: the power failures of op_fault_during */
 
 /* Opens the store on pio: 0, or an error with errmsg set. */
 static int store_try_open(tally_store **s, char *errmsg)
@@ -1480,25 +1482,70 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 	return s;
 }
 
-/*
- * The power fails during one operation: an ingest of one batch or of
- * several (one call), a flush, a compaction, a close, or an open after
- * a clean close (its recovery: the replay of the WAL's unflushed records
- * and the files it writes). From the
- * operation's nth file change on (a create, write, sync, truncate,
- * rename, unlink or directory sync; n from the input), every change fails
- * with EIO and reaches no disk (power_io_fail_after). The store is closed,
- * whatever it reports, the directory cut back to what was durable
- * (power_io_cut), and the store reopened. Then every acknowledged event
- * must be there once (the checks after every operation), and the events a
- * call that was not acknowledged would have stored all or none: the
- * model takes them in the first case. An operation that ends before its
- * nth change must succeed as an ordinary one.
- */
-static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
+/* The two faults of op_fault_during. */
+typedef struct fault {
+	bool disk_full; /* else a power failure */
+	uint64_t arg;   /* power: the change it fails at; disk: the bytes that fit */
+	uint64_t faults_before;
+} fault;
+
+static uint64_t fault_count(void)
 {
-	uint64_t nth = 1 + next(r) % POWER_CHANGES_MAX;
-	uint8_t what = next(r) % 6;
+	fault_io_counts c;
+	fault_io_counts_get(fio, &c);
+	return c.fault_count;
+}
+
+static void fault_arm(fault *f)
+{
+	if (f->disk_full) {
+		f->faults_before = fault_count();
+		fault_io_disk_limit_set(fio, f->arg);
+	} else {
+		power_io_fail_after(pio, f->arg);
+	}
+}
+
+static void fault_disarm(const fault *f)
+{
+	if (f->disk_full)
+		fault_io_disk_limit_clear(fio);
+	else
+		power_io_fail_after(pio, 0);
+}
+
+static int fault_happened(const fault *f)
+{
+	return f->disk_full ? fault_count() > f->faults_before : power_io_failed(pio);
+}
+
+/*
+ * A fault during one operation: an ingest of one batch or of several (one
+ * call), a flush, a compaction, a close, or an open after a clean close
+ * (its recovery: the replay of the WAL's unflushed records and the files
+ * it writes). The fault is one of:
+ *   - the power fails: from the operation's nth file change on (a create,
+ *     write, sync, truncate, rename, unlink or directory sync; n from the
+ *     input), every change fails with EIO and reaches no disk
+ *     (power_io_fail_after); the store is closed, whatever it reports,
+ *     and the directory cut back to what was durable (power_io_cut);
+ *   - the disk fills: after K more bytes (from the input), writes are
+ *     ENOSPC, the one that crosses the limit cut short (fault_io); the
+ *     store is closed on the full disk, whatever it reports, and the disk
+ *     then has room again. Nothing written is lost.
+ * Then the store is reopened. Every acknowledged event must be there once
+ * (the checks after every operation), and the events a call that was not
+ * acknowledged would have stored all or none: the model takes them in the
+ * first case. An operation that ends before the fault must succeed as an
+ * ordinary one.
+ */
+static tally_store *op_fault_during(tally_store *s, reader *r, model *m)
+{
+	uint8_t arg = next(r), pick = next(r) % 12;
+	fault f = {.disk_full = pick >= 6,
+		   .arg = pick >= 6 ? (uint64_t)arg * DISK_FULL_STEP_BYTES
+				    : 1 + arg % POWER_CHANGES_MAX};
+	uint8_t what = pick % 6;
 	size_t n = what == 0 ? 1 : what == 1 ? 2 + next(r) % (CALL_BATCHES_MAX - 1) : 0;
 	call_batch *b = malloc(CALL_BATCHES_MAX * sizeof(*b));
 	tally_batch batches[CALL_BATCHES_MAX];
@@ -1510,7 +1557,9 @@ static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
 	for (size_t k = 0; k < n; k++)
 		for (size_t i = 0; i < b[k].count; i++)
 			want[k][i] = model_ingest(after, b[k].tenant, &b[k].events[i], b[k].backfill);
-	power_io_fail_after(pio, nth);
+	if (what == 5)
+		store_close(s); /* before the fault: the open is the operation */
+	fault_arm(&f);
 	int rc = 0;
 	const char *op = "";
 	switch (what) {
@@ -1537,30 +1586,31 @@ static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
 		s = NULL;
 		break;
 	default: {
-		op = "an open (after a close with the power on)";
-		power_io_fail_after(pio, 0);
-		store_close(s);
-		power_io_fail_after(pio, nth); /* counted from the open */
+		op = "an open";
 		char errmsg[TALLY_ERRMSG_SIZE] = "";
 		rc = store_try_open(&s, errmsg);
 		break;
 	}
 	}
-	int failed = power_io_failed(pio);
-	power_io_fail_after(pio, 0);
-	if (rc && !failed) {
-		fprintf(stderr, "fuzz_ops: %s failed with the power on: %s\n", op, tally_strerror(rc));
+	int happened = fault_happened(&f);
+	const char *what_fault = f.disk_full ? "a full disk" : "a power failure";
+	if (rc && !happened) {
+		fprintf(stderr, "fuzz_ops: %s failed before %s: %s\n", op, what_fault,
+			tally_strerror(rc));
 		abort();
 	}
-	if (!rc && n) { /* acknowledged, before or without a failure */
+	if (!rc && n) { /* acknowledged, before or without the fault */
 		for (size_t k = 0; k < n; k++)
 			for (size_t i = 0; i < b[k].count; i++)
 				check_result(&b[k].events[i], b[k].results[i], want[k][i]);
 		model_adopt(m, after);
 	}
-	if (failed) {
-		if (s)
-			tally_store_close(s); /* it may report the failure */
+	if (happened && s) {
+		tally_store_close(s); /* it may report the fault */
+		s = NULL;
+	}
+	fault_disarm(&f);
+	if (happened && !f.disk_full) {
 		int cut = power_io_cut(pio);
 		if (cut) {
 			fprintf(stderr, "fuzz_ops: the power cut itself failed: %s\n", strerror(-cut));
@@ -1569,12 +1619,11 @@ static tally_store *op_power_fails(tally_store *s, reader *r, model *m)
 		power_io_destroy(pio);
 		if (!(pio = power_io_create(fault_io_table(fio))))
 			abort();
-		s = NULL;
 	}
 	if (!s)
 		s = store_open();
 	if (rc && n)
-		failed_call_whole_or_absent(s, m, after, "a power failure");
+		failed_call_whole_or_absent(s, m, after, what_fault);
 	model_fork_free(after);
 	free(b);
 	return s;
@@ -1612,7 +1661,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int rc = 0;
 		switch (next(&r) % 16) {
 		case 2:
-			s = op_power_fails(s, &r, m);
+			s = op_fault_during(s, &r, m);
 			break;
 		case 6:
 		case 7:
