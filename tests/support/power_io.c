@@ -169,8 +169,9 @@ static void undo_drop(power_io *p, uint32_t i, uint64_t from)
 }
 
 /* mu held, before a write of size bytes at offset to fd: saves the
- * durable bytes it will replace. A file power_io does not know, or bytes
- * it cannot read, are taken as not durable (kept), as everywhere else. */
+ * durable bytes it will replace. The writes to a file power_io does not
+ * know are kept, as everywhere else; a durable range it cannot read back
+ * stops the test (abort), as the cut could not be faithful. */
 static void undo_save(power_io *p, int fd, uint64_t offset, size_t size)
 {
 	if (fd < 0 || fd >= POWER_FD_MAX || !p->paths[fd])
