@@ -59,8 +59,10 @@ struct power_io {
 	pthread_rwlock_t cut;
 	power_file *files;
 	uint32_t file_count;
+	uint32_t file_capacity;
 	pending_op *pending;
 	uint32_t pending_count;
+	uint32_t pending_capacity;
 	char *paths[POWER_FD_MAX];
 	undo_write *undo;
 	uint32_t undo_count;
@@ -97,11 +99,33 @@ static power_file *file_find(power_io *p, const char *name)
 	return NULL;
 }
 
-/* mu held: the file, added with durable size `size` when unknown. */
+/* Makes room for one more element in *items (count of them, *capacity
+ * allocated), doubling up to max. 0, or -1 at max or out of memory. The
+ * tables start small: a fuzz target makes a power_io per input. */
+static int table_grow(void **items, uint32_t count, uint32_t *capacity, size_t size, uint32_t max)
+{
+	if (count < *capacity)
+		return 0;
+	if (*capacity >= max)
+		return -1;
+	uint32_t grown = *capacity == 0 ? 16 : *capacity > max / 2 ? max : *capacity * 2;
+	if (grown > max)
+		grown = max;
+	void *more = realloc(*items, (size_t)grown * size);
+	if (!more)
+		return -1;
+	*items = more;
+	*capacity = grown;
+	return 0;
+}
+
+/* mu held: the file, added with durable size `size` when unknown (NULL
+ * when the table is full). */
 static power_file *file_track(power_io *p, const char *name, int64_t size)
 {
 	power_file *f = file_find(p, name);
-	if (f || p->file_count == POWER_FILES_MAX)
+	if (f || table_grow((void **)&p->files, p->file_count, &p->file_capacity, sizeof(*p->files),
+			    POWER_FILES_MAX))
 		return f;
 	f = &p->files[p->file_count++];
 	snprintf(f->name, sizeof(f->name), "%s", name);
@@ -131,7 +155,8 @@ static void file_rename(power_io *p, const char *from_name, const char *to_name)
 static void pending_add(power_io *p, enum pending_kind kind, const char *a, const char *b,
 			const char *trash)
 {
-	if (p->pending_count == POWER_PENDING_MAX)
+	if (table_grow((void **)&p->pending, p->pending_count, &p->pending_capacity,
+		       sizeof(*p->pending), POWER_PENDING_MAX))
 		abort(); /* a test that never fsyncs a directory: raise the limit */
 	pending_op *op = &p->pending[p->pending_count++];
 	op->kind = kind;
@@ -181,14 +206,9 @@ static void undo_save(power_io *p, int fd, uint64_t offset, size_t size)
 		return;
 	size_t n = (uint64_t)f->durable_size - offset < size ? (size_t)(f->durable_size - (int64_t)offset)
 							   : size;
-	if (p->undo_count == p->undo_capacity) {
-		uint32_t capacity = p->undo_capacity ? p->undo_capacity * 2 : 16;
-		undo_write *grown = realloc(p->undo, capacity * sizeof(*grown));
-		if (!grown)
-			abort(); /* a test harness: no way to go on faithfully */
-		p->undo = grown;
-		p->undo_capacity = capacity;
-	}
+	if (table_grow((void **)&p->undo, p->undo_count, &p->undo_capacity, sizeof(*p->undo),
+		       UINT32_MAX))
+		abort(); /* a test harness: no way to go on faithfully */
 	uint8_t *bytes = malloc(n);
 	/* Read by name: fd may be open with O_DIRECT, which wants aligned buffers. */
 	int rfd = open(f->name, O_RDONLY | O_CLOEXEC);
@@ -565,14 +585,6 @@ power_io *power_io_create(const tally_io *inner)
 	power_io *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	p->files = calloc(POWER_FILES_MAX, sizeof(*p->files));
-	p->pending = calloc(POWER_PENDING_MAX, sizeof(*p->pending));
-	if (!p->files || !p->pending) {
-		free(p->files);
-		free(p->pending);
-		free(p);
-		return NULL;
-	}
 	p->inner = inner;
 	pthread_mutex_init(&p->mu, NULL);
 	/* Writer-preferring, so a cut is not starved by a stream of calls. */
