@@ -1243,14 +1243,20 @@ static void expect_batch(model *m, const call_batch *b)
 			     model_ingest(m, b->tenant, &b->events[i], b->backfill));
 }
 
+/* One batch in one call: tally_ingest, or tally_ingest_backfill. */
+static int ingest_batch(tally_store *s, call_batch *b)
+{
+	return (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant], b->views,
+								     b->count, b->results);
+}
+
 static void op_ingest(tally_store *s, reader *r, model *m)
 {
 	call_batch *b = malloc(sizeof(*b));
 	if (!b)
 		abort();
 	fill_batch(r, m, b);
-	int rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant], b->views,
-								       b->count, b->results);
+	int rc = ingest_batch(s, b);
 	if (rc) {
 		fprintf(stderr, "fuzz_ops: tally_ingest: %s: %s\n", tally_strerror(rc), tally_store_errmsg(s));
 		abort();
@@ -1448,8 +1454,7 @@ static tally_store *op_ingest_fsync_fails(tally_store *s, reader *r, model *m)
 	size_t stores = fork_stores(m, after);
 	fault_io_path_filter_set(fio, ".wal");
 	fault_io_fsync_fail_nth(fio, 1, EIO);
-	int rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant], b->views,
-								       b->count, b->results);
+	int rc = ingest_batch(s, b);
 	fault_io_fsync_fail_nth(fio, 0, 0);
 	fault_io_path_filter_set(fio, NULL);
 	if (!stores) {
@@ -1565,8 +1570,7 @@ static tally_store *op_fault_during(tally_store *s, reader *r, model *m)
 	switch (what) {
 	case 0:
 		op = "an ingest";
-		rc = (b->backfill ? tally_ingest_backfill : tally_ingest)(s, tenant_names[b->tenant],
-									   b->views, b->count, b->results);
+		rc = ingest_batch(s, b);
 		break;
 	case 1:
 		op = "a call of several batches";
