@@ -100,6 +100,16 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 				 MANIFEST_VERSION_OLDEST, MANIFEST_VERSION);
 		goto fail;
 	}
+	/* Written as 0 by every version: anything else is damage that the
+	 * checksum was computed over (a writer's bug), or a field some later
+	 * version gives a meaning, which would bump the version first. */
+	if (le_get_u32(data + 12) != 0) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "%s offset 12: reserved field is %u, expected 0", path,
+				 le_get_u32(data + 12));
+		goto fail;
+	}
 	m->generation = le_get_u64(data + 16);
 	m->wal_replay_lsn = le_get_u64(data + 24);
 	m->next_file_id = le_get_u64(data + 32);

@@ -65,7 +65,10 @@
  *   5. After wal_open the writer starts a new file (next id) with its first
  *      record; it never appends to a file written by an earlier process,
  *      which might hold pages whose fsync failed.
- *   6. The newest file is never retired: it records how far LSNs went.
+ *   6. The newest file is retired only once it is finished (every record
+ *      in it below the retirement LSN and durable, nothing pending, the
+ *      next record bound to a new file): until then it records how far
+ *      LSNs went; after, the caller's replay LSN does (wal_retire_before).
  *
  * Placement. wal_append tracks the size of the file that will receive the
  * next record ("logical_file_bytes"). A record goes to a new file when

@@ -840,20 +840,26 @@ Test(inspect, verify_names_a_damaged_type_column_once_not_the_scalars_encoded_ag
 	cr_expect_lt(find_message(p, "column duration_ms", ""), 0);
 }
 
-/* Rewrites a segment file's header version (and the header checksum). */
-static void set_segment_version(const char *path, uint32_t version)
+/* Rewrites the u32 at `offset` of a segment file's header (and the header
+ * checksum). */
+static void set_segment_header_u32(const char *path, int offset, uint32_t value)
 {
 	int fd = open(path, O_RDWR);
 	cr_assert_geq(fd, 0, "open %s", path);
 	uint8_t header[SEGMENT_HEADER_SIZE];
 	cr_assert_eq(pread(fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
 	for (int i = 0; i < 4; i++)
-		header[8 + i] = (uint8_t)(version >> (8 * i));
+		header[offset + i] = (uint8_t)(value >> (8 * i));
 	uint64_t checksum = XXH3_64bits(header, 24);
 	for (int i = 0; i < 8; i++)
 		header[24 + i] = (uint8_t)(checksum >> (8 * i));
 	cr_assert_eq(pwrite(fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
 	close(fd);
+}
+
+static void set_segment_version(const char *path, uint32_t version)
+{
+	set_segment_header_u32(path, 8, version);
 }
 
 Test(inspect, segment_files_of_versions_2_and_3_open_and_others_are_refused)
@@ -921,9 +927,11 @@ static void expect_segment_refused(const char *says, const char *what)
 
 /* Description: a segment file damaged where no block checksum looks: its
  * header (magic or checksum), a file copied under another file's name
- * (misdirected: the header names the other id), its trailer, and a file
- * cut below a header and a trailer. The store refuses to open, and verify
- * reports each, naming the file, the offset and what is wrong. */
+ * (misdirected: the header names the other id), its trailer, bytes
+ * written as zeros that are not (the header's flags, the trailer's
+ * reserved bytes), and a file cut below a header and a trailer. The
+ * store refuses to open, and verify reports each, naming the file, the
+ * offset and what is wrong. */
 Test(inspect, verify_and_open_name_a_segment_file_damaged_at_its_edges)
 {
 	build_store();
@@ -954,6 +962,19 @@ Test(inspect, verify_and_open_name_a_segment_file_damaged_at_its_edges)
 	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": bad trailer", name,
 		 size - SEGMENT_TRAILER_SIZE);
 	expect_segment_refused(says, "a damaged trailer");
+	file_put(path, good, size);
+
+	/* Bytes every version writes as zeros: the header's flags (under the
+	 * header checksum, made again here) and the trailer's 7 (under none). */
+	set_segment_header_u32(path, 12, 4);
+	snprintf(says, sizeof(says), "%s offset 12: header flags are 4, expected 0", name);
+	expect_segment_refused(says, "header flags");
+	file_put(path, good, size);
+
+	flip_byte(path, size - SEGMENT_TRAILER_SIZE + 20);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": trailer byte is 90, expected 0", name,
+		 size - SEGMENT_TRAILER_SIZE + 20);
+	expect_segment_refused(says, "a trailer byte that should be zero");
 	file_put(path, good, size);
 
 	file_put(path, good, 20);

@@ -150,6 +150,17 @@ Test(manifest, a_version_this_build_does_not_read)
 	free(m.data);
 }
 
+/* Description: the reserved field at offset 12, written as 0 by every
+ * version, is corruption when it is not (under a good checksum). */
+Test(manifest, a_reserved_field_that_is_not_zero)
+{
+	manifest_bytes m = loaded();
+	manifest_put_u32(m.data + 12, 7);
+	manifest_file_store(td.path, m.data, m.size);
+	expect_refused(TALLY_E_CORRUPT, "offset 12: reserved field is 7, expected 0");
+	free(m.data);
+}
+
 /* Description: more files than the manifest has bytes for, or than a
  * store may hold, are impossible counts at offset 40. */
 Test(manifest, impossible_counts)
