@@ -145,7 +145,7 @@ Test(io_default, errors_are_negative_errno_and_errno_is_preserved,
 	const tally_io *io = tally_io_default();
 	errno = 12345;
 	cr_assert_eq(io->open(io, "/nonexistent-tally/x", O_RDONLY, 0), -ENOENT);
-	unsigned char buf[4];
+	unsigned char buf[4] = {0};
 	cr_assert_eq(io->pread(io, 1000, buf, 4, 0), -EBADF);
 	cr_assert_eq(io->pwrite(io, 1000, buf, 4, 0), -EBADF);
 	cr_assert_eq(io->fsync(io, 1000), -EBADF);
