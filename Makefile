@@ -4,6 +4,7 @@
 #   make check      install missing Debian packages, build, run every test (and make tsan)
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/); a leak fails it
 #   make tsan       the store's and tallyd's threads at once under ThreadSanitizer (build-tsan/, tests/tsan/)
+#   make memcheck   the engine's and the tools' tests under valgrind's memcheck (about 30 minutes)
 #   make deps       apt-get install only the packages that are missing
 #   make run        build and run tallyd in the foreground (./data, 127.0.0.1:7411)
 #   make demo       tally end to end on a temporary directory (tools/demo/demo.sh)
@@ -55,7 +56,7 @@ BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test asan tsan deps run demo clean fuzz fuzz-check prefetch-check
+.PHONY: all check test asan tsan memcheck deps run demo clean fuzz fuzz-check prefetch-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
      $(BUILD)/tally-bench $(BUILD)/tallyd
 
@@ -150,6 +151,19 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" test
+
+# Valgrind's memcheck over the tests that use no tallyd and no PostgreSQL
+# (tests/memcheck.sh says why those are left out): it reports what the
+# sanitizers do not, a branch on or a write to a file of bytes nobody set.
+# Slow (about 30 minutes), so not in make check.
+MEMCHECK_TESTS := test_backfill test_batch test_batchrec test_builder test_changes \
+	test_cli_format test_cli_ingest test_cli_query test_cli_remote test_cli_rows test_client \
+	test_codec test_config test_convert test_dedup test_faults test_grow test_inspect test_io \
+	test_keys test_log test_manifest test_memtable test_metrics test_power_io test_proto \
+	test_query test_rollup test_sketch test_sort test_store test_strdict test_tenants test_tz \
+	test_wal test_whitebox
+memcheck: all $(TEST_BIN)
+	sh tests/memcheck.sh $(BUILD) $(MEMCHECK_TESTS)
 
 # Criterion's runner cannot start under ThreadSanitizer here, so the thread
 # checks are plain programs (tests/tsan/: the store, and an in-process

@@ -77,7 +77,7 @@ Test(rows, csv_every_column)
 		"2026-09-21T16:13:20.5+02:00,\"e,2\",\"say \"\"hi\"\"\",,,,,Error,0,0,0,-7,\n"
 		"1790000000000001,\"multi\nline\",t,p,a,m,u,3,4294967295,18446744073709551615,0,9223372036854775807,globex\n"
 		"-1,e4,,,,,,,,,,-9223372036854775808,\n";
-	collected c;
+	collected c = {0};
 	char err[ROWS_ERRMSG_SIZE];
 	cr_assert_eq(read_text(text, ROWS_FORMAT_CSV, &c, err), ROWS_OK, "%s", err);
 	cr_assert_eq(c.count, 4);
@@ -136,7 +136,7 @@ Test(rows, jsonl_rows)
 		"   \n"
 		"{\"event_id\":\"e2\",\"time\":1790000000000000,\"tokens_in\":\"18446744073709551615\",\"status\":2,"
 		"\"user\":null,\"cost_micros\":-3,\"tenant\":\"acme\"}\n";
-	collected c;
+	collected c = {0};
 	char err[ROWS_ERRMSG_SIZE];
 	/* 2^64-1 is not a JSON integer for jansson: the first line fails. */
 	cr_expect_eq(read_text(text, ROWS_FORMAT_JSONL, &c, err), ROWS_MALFORMED);
@@ -218,7 +218,7 @@ Test(rows, malformed_inputs_name_file_line_and_field)
 		 "in.x:1: not JSON: duplicate object key near '\"event_id\"'"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		collected c;
+		collected c = {0};
 		char err[ROWS_ERRMSG_SIZE];
 		cr_expect_eq(read_text(cases[i].text, cases[i].format, &c, err), ROWS_MALFORMED, "case %zu", i);
 		cr_expect_str_eq(err, cases[i].error, "case %zu", i);
@@ -236,7 +236,7 @@ Test(rows, overlong_line_is_refused)
 	size_t at = strlen(text);
 	memset(text + at, 'x', n);
 	strcpy(text + at + n, ",1\n");
-	collected c;
+	collected c = {0};
 	char err[ROWS_ERRMSG_SIZE];
 	cr_expect_eq(read_text(text, ROWS_FORMAT_CSV, &c, err), ROWS_MALFORMED);
 	cr_expect_str_eq(err, "in.x:3: line longer than 1048576 bytes");
@@ -250,7 +250,7 @@ Test(rows, overlong_line_is_refused)
  * format by extension. */
 Test(rows, format_detection)
 {
-	collected c;
+	collected c = {0};
 	char err[ROWS_ERRMSG_SIZE];
 	cr_assert_eq(read_text("\n\n  {\"event_id\":\"j\",\"time\":5}\n", ROWS_FORMAT_AUTO, &c, err), ROWS_OK, "%s", err);
 	cr_assert_eq(c.count, 1);
@@ -273,7 +273,7 @@ Test(rows, format_detection)
  * and is returned as is. */
 Test(rows, callback_stops_the_reading)
 {
-	collected c;
+	collected c = {0};
 	c.stop_after = 2;
 	char err[ROWS_ERRMSG_SIZE];
 	memset(c.rows, 0, sizeof(c.rows));
