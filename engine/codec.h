@@ -80,7 +80,7 @@ int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out);
 
 static inline uint64_t zigzag_encode(int64_t v)
 {
-	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	return ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63)); /* no signed shift */
 }
 static inline int64_t zigzag_decode(uint64_t v)
 {

@@ -97,7 +97,7 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE,
 				 "%s offset 8: version %u, this build reads %u to %u", path, version,
-				 MANIFEST_VERSION_OLDEST, MANIFEST_VERSION);
+				 (unsigned)MANIFEST_VERSION_OLDEST, (unsigned)MANIFEST_VERSION);
 		goto fail;
 	}
 	/* Written as 0 by every version: anything else is damage that the

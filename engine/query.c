@@ -850,7 +850,7 @@ static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 			snprintf(st->errmsg, TALLY_ERRMSG_SIZE,
 				 "the answer holds more than %u (bucket, group) rows before its limit: "
 				 "use coarser buckets, fewer group-by dimensions or filters",
-				 TALLY_QUERY_CELLS_MAX);
+				 (unsigned)TALLY_QUERY_CELLS_MAX);
 		return TALLY_E_LIMIT;
 	}
 	if (grow_for_one((void **)&st->accs, &st->acc_capacity, st->acc_count, 64, sizeof(*st->accs)))

@@ -841,7 +841,7 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 8: format version %u, this "
 				 "build reads %u to %u", f->path, f->version,
-				 SEGMENT_VERSION_OLDEST, SEGMENT_VERSION);
+				 (unsigned)SEGMENT_VERSION_OLDEST, (unsigned)SEGMENT_VERSION);
 		goto fail;
 	}
 	if (le_get_u64(header + 16) != file_id) {

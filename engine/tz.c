@@ -1006,7 +1006,7 @@ fail:
 static void name_printable(const char *name, char *out, size_t out_size)
 {
 	size_t n = 0;
-	for (; name[n] != '\0' && n < TZ_NAME_SIZE_MAX && n + 1 < out_size; n++)
+	for (; n < TZ_NAME_SIZE_MAX && n + 1 < out_size && name[n] != '\0'; n++)
 		out[n] = (name[n] >= 0x20 && name[n] < 0x7f) ? name[n] : '?';
 	out[n] = '\0';
 }

@@ -74,8 +74,10 @@ void pg_harness_log_tail(const pg_harness *pg, char *out, size_t out_size)
 
 /* Fails the test with the message, then the tail of log_name (in the
  * harness directory). */
-__attribute__((format(printf, 3, 4))) static void harness_fail(const pg_harness *pg, const char *log_name,
-							      const char *format, ...)
+/* Never returns: criterion's failure leaves the test (abort() says so to
+ * the compiler and to analyzers, which otherwise follow paths past it). */
+__attribute__((format(printf, 3, 4), noreturn)) static void
+harness_fail(const pg_harness *pg, const char *log_name, const char *format, ...)
 {
 	char message[1536];
 	va_list args;
@@ -85,6 +87,7 @@ __attribute__((format(printf, 3, 4))) static void harness_fail(const pg_harness 
 	char tail[LOG_TAIL_SIZE];
 	file_tail(pg->dir, log_name, tail, sizeof(tail));
 	cr_assert_fail("pg_harness: %s\n--- %s/%s (last lines) ---\n%s", message, pg->dir, log_name, tail);
+	abort();
 }
 
 /* The start of sql, for messages. */
