@@ -850,8 +850,9 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 				 ", expected %" PRIu64, f->path, le_get_u64(header + 16), file_id);
 		goto fail;
 	}
-	/* Both written as zeros by every version; the trailer's are covered
-	 * by no checksum, so this is the only check they get. */
+	/* The header's flags, and below the trailer's bytes 17..23 (once its
+	 * magic says it is a trailer): zeros in every version. The trailer's
+	 * are covered by no checksum, so this is the only check they get. */
 	if (le_get_u32(header + 12) != 0) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 12: header flags are %u, expected 0",
@@ -859,14 +860,6 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 		goto fail;
 	}
 	uint64_t trailer_offset = f->size - SEGMENT_TRAILER_SIZE;
-	for (int i = 17; i < 24; i++)
-		if (trailer[i]) {
-			if (errmsg)
-				snprintf(errmsg, TALLY_ERRMSG_SIZE,
-					 "%s offset %" PRIu64 ": trailer byte is %u, expected 0",
-					 f->path, trailer_offset + (uint64_t)i, trailer[i]);
-			goto fail;
-		}
 	uint64_t footer_offset = le_get_u64(trailer);
 	f->footer_offset = footer_offset;
 	uint32_t footer_stored = le_get_u32(trailer + 8);
@@ -880,6 +873,14 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 				 f->path, trailer_offset);
 		goto fail;
 	}
+	for (int i = 17; i < 24; i++)
+		if (trailer[i]) {
+			if (errmsg)
+				snprintf(errmsg, TALLY_ERRMSG_SIZE,
+					 "%s offset %" PRIu64 ": trailer byte is %u, expected 0",
+					 f->path, trailer_offset + (uint64_t)i, trailer[i]);
+			goto fail;
+		}
 	if ((rc = bytebuf_reserve(&stored, footer_stored)))
 		goto fail;
 	if ((rc = tally_io_read_all(io, f->fd, stored.data, footer_stored, footer_offset))) {

@@ -36,8 +36,8 @@ for t in "$@"; do
 	rm -rf "$logs"
 	mkdir -p "$logs"
 	# Children are traced (criterion runs each test in one), except the
-	# system's programs: PostgreSQL's, run by the export tests as their
-	# own user, cannot even write a log here.
+	# system's programs: PostgreSQL's, which the export tests (not in the
+	# default list) run as their own user, could not even write a log.
 	TALLY_IO_URING=off valgrind --tool=memcheck --trace-children=yes \
 		--trace-children-skip='/usr/*,/bin/*' \
 		--log-file="$logs/%p.log" "$build/tests/$t" --jobs 1 --filter "$filter" \
