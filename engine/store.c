@@ -2826,10 +2826,14 @@ static int flush_aged(tally_store *s)
 	return now - s->active_since_us >= s->options.memtable_age_max_us;
 }
 
-/* Under s->lock. */
+/* Under s->lock. Frozen memtables are due only when no flush is writing
+ * them (a failed flush left them, to be tried again): while another
+ * thread's flush writes them, the worker would wait for it and then flush
+ * whatever came in meanwhile, a needless small file. */
 static int flush_due(tally_store *s)
 {
-	return s->active_bytes >= s->options.memtable_bytes_max || s->frozen || flush_aged(s);
+	return s->active_bytes >= s->options.memtable_bytes_max || (s->frozen && !s->flushing) ||
+	       flush_aged(s);
 }
 
 static void *worker_main(void *arg)

@@ -1332,6 +1332,42 @@ Test(store, a_flush_runs_beside_a_slow_compaction_and_memory_stays_bounded)
 	}
 }
 
+/* An explicit flush slow to write its segment file does not make the
+ * worker flush again behind it. The worker counts frozen memtables as due
+ * only when no flush is writing them (a failed flush's, left to retry):
+ * it once took another flush's frozen memtables for its own work, waited
+ * for that flush, and then flushed whatever had come in meanwhile, an
+ * extra small file (found under valgrind, where the worker's ticks fall
+ * inside a flush). Here the events ingested during the flush stay in the
+ * memtable. */
+Test(store, the_worker_does_not_flush_again_behind_a_flush_in_progress)
+{
+	tally_store *s = open_store_worker(0, 1000 /* no compaction */, 1, 0);
+	ingest_new(s, "first", "a-", 5);
+	fault_io_counts before, now;
+	fault_io_counts_get(fio, &before);
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_delay_set(fio, 0, 3 * BACKGROUND_TICK_MS * 1000); /* each write: 3 ticks */
+	maintenance_thread f = {.s = s, .run = tally_flush};
+	pthread_t thread;
+	cr_assert_eq(pthread_create(&thread, NULL, maintenance_main, &f), 0);
+	/* The flush opens its segment file only after freezing the memtables,
+	 * and nothing else opens a file meanwhile. */
+	do {
+		usleep(1000);
+		fault_io_counts_get(fio, &now);
+	} while (now.open_count == before.open_count);
+	ingest_new(s, "second", "b-", 5);
+	pthread_join(thread, NULL);
+	fault_io_delay_set(fio, 0, 0);
+	cr_assert_eq(f.rc, 0, "%s", tally_store_errmsg(s));
+	tally_stats st = runs_stats_after_ticks(s, 3);
+	cr_expect_eq(st.flush_count, 1, "only the explicit flush");
+	cr_expect_eq(st.segment_file_count, 1);
+	cr_expect_eq(st.events_memtable, 5, "the events ingested during the flush");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* A compaction started while a flush holds file ids it has not published
  * waits for that flush (its data is newer than every input, so its ids
  * must come first), and then merges its file too. Segment writes sleep
