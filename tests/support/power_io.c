@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "grow.h"
 #include "power_io.h"
 
 #define POWER_FILES_MAX 16384
@@ -100,23 +101,12 @@ static power_file *file_find(power_io *p, const char *name)
 }
 
 /* Makes room for one more element in *items (count of them, *capacity
- * allocated), doubling up to max. 0, or -1 at max or out of memory. The
- * tables start small: a fuzz target makes a power_io per input. */
+ * allocated; grow.h doubles it from 16): 0, or -1 at max elements or out
+ * of memory. The tables start small: a fuzz target makes a power_io per
+ * input. */
 static int table_grow(void **items, uint32_t count, uint32_t *capacity, size_t size, uint32_t max)
 {
-	if (count < *capacity)
-		return 0;
-	if (*capacity >= max)
-		return -1;
-	uint32_t grown = *capacity == 0 ? 16 : *capacity > max / 2 ? max : *capacity * 2;
-	if (grown > max)
-		grown = max;
-	void *more = realloc(*items, (size_t)grown * size);
-	if (!more)
-		return -1;
-	*items = more;
-	*capacity = grown;
-	return 0;
+	return count >= max || grow_for_one(items, capacity, count, 16, size) ? -1 : 0;
 }
 
 /* mu held: the file, added with durable size `size` when unknown (NULL
