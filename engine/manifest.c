@@ -12,6 +12,7 @@
  *         tenants, in id order: name size u8, name bytes
  *         version 2: the change section (changes.c): day count u32, floor
  *         day i32, floor LSN u64, then per day: day i32, change LSN u64
+ *         version 3: wal_file_id_next u64 (>= 1)
  *   end-8 XXH3-64 of every byte before it
  *
  * Invariants: file ids strictly ascending and < next_file_id; tenant names
@@ -19,8 +20,8 @@
  * ascending and above the floor day, every change LSN in [1,
  * wal_replay_lsn) (only events already in segment files are marked here).
  *
- * Versions: 2 is written; 1 (no change section) is still read, with an
- * empty change map.
+ * Versions: 3 is written; 2 (no next WAL file id) and 1 (no change section
+ * either) are still read, with wal_file_id_next 0 and an empty change map.
  */
 #include <assert.h>
 #include <errno.h>
@@ -176,6 +177,18 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 		}
 		offset += used;
 	}
+	if (version >= 3) {
+		if (body - offset < 8 || le_get_u64(data + offset) == 0) {
+			if (errmsg)
+				snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: %s", path, offset,
+					 body - offset < 8 ? "the next WAL file id is missing"
+							   : "the next WAL file id is 0; file ids "
+							     "start at 1");
+			goto fail;
+		}
+		m->wal_file_id_next = le_get_u64(data + offset);
+		offset += 8;
+	}
 	if (offset != body) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: trailing bytes", path, offset);
@@ -196,7 +209,9 @@ fail:
 
 int manifest_encode(const manifest *m, uint8_t **out, size_t *out_size)
 {
-	size_t size = FIXED_SIZE + (size_t)m->file_count * 8 + change_map_encoded_size(&m->changes) + 8;
+	assert(m->wal_file_id_next >= 1);
+	size_t size = FIXED_SIZE + (size_t)m->file_count * 8 + change_map_encoded_size(&m->changes) +
+		      8 + 8;
 	for (uint32_t t = 0; t < m->tenant_count; t++)
 		size += 1 + m->tenants[t].name_size;
 	uint8_t *data = malloc(size);
@@ -222,6 +237,8 @@ int manifest_encode(const manifest *m, uint8_t **out, size_t *out_size)
 	}
 	change_map_encode(&m->changes, data + offset);
 	offset += change_map_encoded_size(&m->changes);
+	le_put_u64(data + offset, m->wal_file_id_next);
+	offset += 8;
 	assert(offset + 8 == size);
 	le_put_u64(data + offset, XXH3_64bits(data, offset));
 	return 0;

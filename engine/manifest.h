@@ -3,9 +3,10 @@
  *
  * DIR/MANIFEST names every live segment file, the LSN from which the WAL
  * must be replayed (everything before it is in those segment files), the
- * next file id to allocate, the tenants (name <-> dense id) and, since
- * version 2, the change map of the events in those segment files (the days
- * they changed and the LSNs; changes.h). It is the
+ * next file id to allocate, the tenants (name <-> dense id), since
+ * version 2 the change map of the events in those segment files (the days
+ * they changed and the LSNs; changes.h) and since version 3 the id the next
+ * WAL file gets at least (wal.c, invariant 7). It is the
  * only mutable file of the store and changes only through
  * tally_io_durable_replace (write temp, fsync, rename, fsync directory), so a
  * crash leaves the old or the new manifest, never a mix. Layout:
@@ -20,7 +21,8 @@
 #include "tally.h"
 
 #define MANIFEST_NAME "MANIFEST"
-#define MANIFEST_VERSION 2          /* written; 2 added the change section */
+#define MANIFEST_VERSION 3          /* written; 2 added the change section, 3 the next
+				     * WAL file id */
 #define MANIFEST_VERSION_OLDEST 1   /* read: version 1 has no change section */
 /* The fixed fields before the file ids; the tenant entries follow the
  * file ids (docs/formats.md, "Manifest"). */
@@ -44,6 +46,10 @@ typedef struct manifest {
 	 * live segment files (those still in the WAL are marked again by its
 	 * replay). Empty when read from version 1. */
 	change_map changes;
+	/* Every WAL file id this store has used is below it (wal_file_id_next
+	 * when the image was built); >= 1 when written. 0 when read from
+	 * version 1 or 2: unknown. */
+	uint64_t wal_file_id_next;
 } manifest;
 
 /* Reads DIR/MANIFEST into *m. Returns 0, TALLY_E_NOTFOUND when there is no

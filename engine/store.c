@@ -43,8 +43,9 @@
  *    to new segment files (no lock held: frozen memtables are immutable;
  *    one file, or one per thread when many rows: file_part), then under
  *    the lock the manifest is replaced with one naming the new files and
- *    wal_replay_lsn = boundary, and the frozen memtables are dropped. WAL
- *    files before the boundary are removed after that. A crash at any point
+ *    wal_replay_lsn = boundary and the WAL's next file id, and the frozen
+ *    memtables are dropped. WAL files before the boundary and below that id
+ *    are removed after that (wal.c, invariant 7). A crash at any point
  *    leaves either the old manifest (WAL still has every event) or the new
  *    one (segments have them, replay starts after them): never both.
  *
@@ -1726,8 +1727,8 @@ corrupt:
  * rename (30-48 ms a flush: docs/benchmarks.md, ninth measurement).
  */
 static int manifest_image_locked(tally_store *s, segment_file *const *files, uint32_t file_count,
-				 uint64_t replay_lsn, const change_map *changes, uint8_t **data,
-				 size_t *size)
+				 uint64_t replay_lsn, const change_map *changes,
+				 uint64_t wal_file_id_next, uint8_t **data, size_t *size)
 {
 	manifest *m = &s->manifest;
 	*data = NULL;
@@ -1750,6 +1751,7 @@ static int manifest_image_locked(tally_store *s, segment_file *const *files, uin
 	m->tenant_count = s->tenant_count;
 	manifest image = *m; /* shallow: only read by the encoder */
 	image.wal_replay_lsn = replay_lsn;
+	image.wal_file_id_next = wal_file_id_next;
 	if (changes)
 		image.changes = *changes;
 	return manifest_encode(&image, data, size);
@@ -2190,6 +2192,10 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		s->files = files; /* room for the new files; the catalog itself is unchanged */
 	uint8_t *image = NULL;
 	size_t image_size = 0;
+	/* Every WAL file id used so far is below it: the retirement below
+	 * removes only such files, so the next open, even of an emptied WAL
+	 * directory, never gives an id again (wal.c, invariant 7). */
+	uint64_t wal_mark = wal_file_id_next(s->wal);
 	/* The frozen memtables, once out of the catalog, are freed without
 	 * the lock: room for them now, before anything is written. */
 	memtable **dropped = malloc(sizeof(*dropped) * (frozen_count + 1));
@@ -2199,7 +2205,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		for (uint32_t j = 0; j < part_count; j++)
 			s->files[s->file_count + j] = parts[j].f;
 		rc = manifest_image_locked(s, s->files, s->file_count + part_count, boundary,
-					   &s->changes_frozen, &image, &image_size);
+					   &s->changes_frozen, wal_mark, &image, &image_size);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (rc) {
@@ -2236,6 +2242,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		s->files[s->file_count++] = parts[j].f;
 	}
 	s->manifest.wal_replay_lsn = boundary;
+	s->manifest.wal_file_id_next = wal_mark;
 	change_map_swap(&s->manifest.changes, &s->changes_frozen);
 	/* The frozen memtables leave the catalog (frozen[] lists their
 	 * tenants) and are freed below, without the lock. */
@@ -2270,7 +2277,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		query_cache_warm(s, published[j], warm, warm_count);
 	free(warm);
 	files_unpin(s, published, part_count);
-	if ((rc = wal_retire_before(s->wal, boundary))) /* harmless leftovers: replay skips them */
+	if ((rc = wal_retire_before(s->wal, boundary, wal_mark))) /* leftovers: replay skips them */
 		record_failure(s, "retire WAL files after a flush", NULL, rc);
 	return 0;
 fail:
@@ -2501,7 +2508,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	uint8_t *image = NULL;
 	size_t image_size = 0;
 	rc = manifest_image_locked(s, files, kept + part_count, s->manifest.wal_replay_lsn, NULL,
-				   &image, &image_size);
+				   s->manifest.wal_file_id_next, &image, &image_size);
 	pthread_mutex_unlock(&s->lock);
 	int written = !rc;
 	if (written)
@@ -3172,6 +3179,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	if (rc == TALLY_E_NOTFOUND) {
 		s->manifest.wal_replay_lsn = 1;
 		s->manifest.next_file_id = 1;
+		s->manifest.wal_file_id_next = 1;
 		if (!(rc = change_map_init(&s->manifest.changes)))
 			rc = manifest_write(io, s->dir, &s->manifest, s->errmsg);
 	}
@@ -3238,10 +3246,14 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		.file_bytes_max = s->options.wal_file_bytes_max,
 		.buffer_bytes_max = s->options.wal_buffer_bytes_max,
 		.group_commit_window_us = s->options.group_commit_window_us,
+		.file_id_min = s->manifest.wal_file_id_next,
 	};
 	if ((rc = wal_open(io, s->wal_dir, &wo, s->manifest.wal_replay_lsn, replay_record, s, &s->wal,
 			   s->errmsg)))
 		goto fail;
+	/* Known from now on, also after a version 1 or 2 manifest (0): the
+	 * next manifest written, even a compaction's, carries it. */
+	s->manifest.wal_file_id_next = wal_file_id_next(s->wal);
 	memtable_peak_note(s); /* what the replay put back */
 	/* Replayed rows' age counts from this open: when they first arrived
 	 * is not recorded. Only rows put bytes in the active memtables. */

@@ -69,6 +69,17 @@
  *      in it below the retirement LSN and durable, nothing pending, the
  *      next record bound to a new file): until then it records how far
  *      LSNs went; after, the caller's replay LSN does (wal_retire_before).
+ *   7. File ids grow. A new file gets the id after every id found at open
+ *      (removed files included) and every id tried since (next_file_id
+ *      moves at each creation attempt), and at least
+ *      wal_options.file_id_min. Retirement removes only files below the
+ *      caller's file_id_below. A caller that makes file_id_below durable
+ *      before retiring and gives it back as file_id_min (the store does,
+ *      in its manifest) never sees an id used twice in the directory's
+ *      life, even after retirement emptied it. A stale block of an
+ *      earlier file can then never pass as a record of a later one: the
+ *      checksum's seed differs, so recovery sees a torn tail, not a
+ *      record out of place.
  *
  * Placement. wal_append tracks the size of the file that will receive the
  * next record ("logical_file_bytes"). A record goes to a new file when
@@ -112,8 +123,8 @@
  * Threads and locks — who holds what:
  *   mutex       guards pending, last_lsn, durable_lsn, error, closing,
  *               rotate_requested, logical_file_bytes, pending_since_us,
- *               space_waiters, files (the live file list), fsync_count and
- *               the commit fsync timings (commit_fsync_*).
+ *               space_waiters, files (the live file list), next_file_id,
+ *               fsync_count and the commit fsync timings (commit_fsync_*).
  *               Held only for memory work: never across a write, fsync,
  *               open or unlink (the writer's io->now_us call is the exception).
  *
@@ -133,8 +144,9 @@
  *   retire_mutex serialises wal_retire_before calls (taken before mutex,
  *               never by the writer), so the prefix of `files` that a retire
  *               is unlinking cannot change under it.
- *   The writer thread alone touches `writing`, fd, file_id, file_end and
- *   next_file_id. wal_close must not run concurrently with any other call.
+ *   The writer thread alone touches `writing`, fd, file_id and file_end,
+ *   and alone advances next_file_id. wal_close must not run concurrently
+ *   with any other call.
  *
  * Recovery (wal_open) and verification (wal_verify) share one scanner:
  *   - Files are the names "<16 lowercase hex>.wal", in file id order; other
@@ -405,6 +417,7 @@ struct wal {
 	uint64_t logical_file_bytes;
 	uint32_t space_waiters;
 	wal_file_list files;      /* live files, oldest first */
+	uint64_t next_file_id;    /* taken (and advanced) by a file's creation attempt */
 	uint64_t fsync_count;
 	uint64_t commit_fsync_count;
 	uint64_t commit_fsync_us_total;
@@ -417,7 +430,6 @@ struct wal {
 	int fd;                   /* current file, -1 before the first record */
 	uint64_t file_id;
 	uint64_t file_end;
-	uint64_t next_file_id;
 	bool direct;              /* files are opened with O_DIRECT ("Direct I/O") */
 	uint8_t *stage;           /* direct: WAL_DIRECT_STAGE_BYTES, aligned; begins with
 				   * the bytes of file_end's partial block */
@@ -565,11 +577,15 @@ static int wal_writer_file_finish(wal *w, uint64_t *fsyncs)
 static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 {
 	const tally_io *io = w->io;
-	uint64_t file_id = w->next_file_id;
 	uint8_t header[WAL_FILE_HEADER_SIZE];
 
+	/* The id is used up by the attempt: a failed creation may leave
+	 * bytes of it on disk, so wal_file_id_next never gives it again. */
 	pthread_mutex_lock(&w->mutex);
 	int rc = wal_file_list_reserve(&w->files, 1);
+	uint64_t file_id = w->next_file_id;
+	if (rc == 0)
+		w->next_file_id = file_id + 1;
 	pthread_mutex_unlock(&w->mutex);
 	if (rc)
 		return rc;
@@ -609,7 +625,6 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 	w->fd = fd;
 	w->file_id = file_id;
 	w->file_end = WAL_FILE_HEADER_SIZE;
-	w->next_file_id = file_id + 1;
 
 	pthread_mutex_lock(&w->mutex);
 	w->fsync_count += fsyncs;
@@ -898,7 +913,7 @@ int wal_rotate(wal *w, uint64_t *first_lsn)
  * newest file too once it is finished (see below). Stops at the first unlink failure so the files left are still
  * a contiguous suffix. Allowed after a failure (retiring is not writing).
  */
-int wal_retire_before(wal *w, uint64_t lsn)
+int wal_retire_before(wal *w, uint64_t lsn, uint64_t file_id_below)
 {
 	const tally_io *io = w->io;
 	char path[WAL_PATH_SIZE_MAX];
@@ -908,17 +923,23 @@ int wal_retire_before(wal *w, uint64_t lsn)
 
 	pthread_mutex_lock(&w->retire_mutex);
 	pthread_mutex_lock(&w->mutex);
-	while (retire_count + 1 < w->files.count &&
+	/* Files are in id order, so those below file_id_below are a prefix. */
+	size_t below = 0;
+	while (below < w->files.count && w->files.items[below].file_id < file_id_below)
+		below++;
+	while (retire_count < below && retire_count + 1 < w->files.count &&
 	       w->files.items[retire_count + 1].first_lsn <= lsn)
 		retire_count++;
 	/* The newest file goes too when it is finished: every record in it is
 	 * below lsn and durable, nothing is pending, and the next record is
 	 * already bound to start a new file (wal_rotate). The writer only
 	 * touches the newest entry while it writes a run, which it cannot be
-	 * doing now. Then the directory is empty and recovery continues the
-	 * LSNs from the manifest's replay LSN. */
-	if (retire_count + 1 == w->files.count && w->rotate_requested && w->last_lsn < lsn &&
-	    w->durable_lsn == w->last_lsn && w->pending.size == 0)
+	 * doing now. Then the directory is empty: recovery continues the LSNs
+	 * from the manifest's replay LSN and the ids from file_id_below, which
+	 * the caller keeps (invariant 7). */
+	if (retire_count + 1 == w->files.count && below == w->files.count &&
+	    w->rotate_requested && w->last_lsn < lsn && w->durable_lsn == w->last_lsn &&
+	    w->pending.size == 0)
 		retire_count++;
 	if (retire_count > 0) {
 		file_ids = malloc(retire_count * sizeof *file_ids);
@@ -953,6 +974,14 @@ int wal_retire_before(wal *w, uint64_t lsn)
 	pthread_mutex_unlock(&w->retire_mutex);
 	free(file_ids);
 	return rc ? rc : dir_rc;
+}
+
+uint64_t wal_file_id_next(wal *w)
+{
+	pthread_mutex_lock(&w->mutex);
+	uint64_t id = w->next_file_id;
+	pthread_mutex_unlock(&w->mutex);
+	return id;
 }
 
 void wal_get_stats(wal *w, wal_stats *stats)
@@ -1618,6 +1647,8 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 	w->rotate_requested = true; /* invariant 5: the first record starts a new file */
 	w->fd = -1;
 	w->next_file_id = scan.file_id_max + 1;
+	if (options && options->file_id_min > w->next_file_id)
+		w->next_file_id = options->file_id_min;
 	w->direct = true;
 	w->stage = aligned_alloc(WAL_DIRECT_BLOCK, WAL_DIRECT_STAGE_BYTES);
 

@@ -39,6 +39,11 @@ typedef struct wal_options {
 	uint64_t file_bytes_max;         /* rotate once a file passes this size */
 	uint64_t buffer_bytes_max;       /* appends block while this much is pending */
 	uint32_t group_commit_window_us; /* writer waits this long for more records */
+	/* New files get ids of at least this: the caller's record of
+	 * wal_file_id_next (the store keeps it in its manifest), so that an
+	 * id is never used twice even after retirement emptied the
+	 * directory. 0 or 1: only the files found count. */
+	uint64_t file_id_min;
 } wal_options;
 
 #define WAL_RECORD_PAYLOAD_MAX (64u << 20) /* 64 MiB: larger is TALLY_E_LIMIT */
@@ -96,8 +101,15 @@ int wal_rotate(wal *w, uint64_t *first_lsn);
 
 /* Unlinks every file all of whose records have LSN < lsn (the newest file
  * only once wal_rotate has closed it to new records and everything in it is
- * durable), then fsyncs the directory. Returns 0 or -errno. */
-int wal_retire_before(wal *w, uint64_t lsn);
+ * durable) and whose id is below file_id_below, then fsyncs the directory.
+ * Returns 0 or -errno. */
+int wal_retire_before(wal *w, uint64_t lsn, uint64_t file_id_below);
+
+/* The id the next new file will get. Every file this WAL created, tried to
+ * create or found on disk at open has a smaller id; kept by the caller
+ * (durably, before it retires files below it) and given back as
+ * wal_options.file_id_min, it keeps ids from ever being reused. */
+uint64_t wal_file_id_next(wal *w);
 
 typedef struct wal_stats {
 	uint64_t file_count;

@@ -214,6 +214,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&m, 0, sizeof(m));
 	m.wal_replay_lsn = 1;
 	m.next_file_id = 1;
+	m.wal_file_id_next = 1;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	if (manifest_write(tally_io_default(), dir, &m, errmsg) || write_wal(data, size)) {
 		fuzz_remove_tree(dir);

@@ -7,8 +7,8 @@
  * LSN of its WAL record (late and backfilled events too; DUPLICATE,
  * CONFLICT and REJECTED events never), that only days marked after a
  * watermark are listed, that the map is identical after WAL replay, flush,
- * compaction and reopen, that the manifest carries it as version 2 (byte
- * for byte), still reads version 1 with an empty map and refuses a damaged
+ * compaction and reopen, that the manifest carries it (version 3, byte
+ * for byte), still reads versions 2 and 1, the latter with an empty map and refuses a damaged
  * change section, that the map is bounded (CHANGE_DAYS_MAX) with a floor
  * that never loses a mark, that an event appended but not yet durable when
  * the watermark is read is reported after it, that the barrier fails
@@ -262,6 +262,18 @@ static void manifest_store(uint8_t *data, size_t size)
 	manifest_file_store(dir, data, size);
 }
 
+/* The first `body` bytes of m, as a manifest of `version` (an older one
+ * is a prefix of the newer one's sections). */
+static void manifest_store_as(const manifest_bytes *m, size_t body, uint32_t version)
+{
+	uint8_t *older = malloc(body + 8);
+	cr_assert_not_null(older);
+	memcpy(older, m->data, body);
+	manifest_put_u32(older + 8, version);
+	manifest_store(older, body + 8);
+	free(older);
+}
+
 /* ======================================================================== */
 
 Test(changes, accepted_events_mark_their_days_and_a_late_event_only_its_own)
@@ -413,10 +425,10 @@ Test(changes, map_is_identical_after_replay_flush_compaction_and_reopen)
 
 	manifest_bytes m;
 	manifest_load(&m);
-	cr_assert_eq(manifest_get_u32(m.data + 8), 2, "manifest version 2");
+	cr_assert_eq(manifest_get_u32(m.data + 8), 3, "manifest version 3");
 	cr_assert_eq(manifest_get_u32(m.data + m.changes_offset), 5, "five days in the manifest");
 	free(m.data);
-	cr_assert_eq(verify_dir(), 0, "tally verify accepts the version 2 manifest");
+	cr_assert_eq(verify_dir(), 0, "tally verify accepts the version 3 manifest");
 }
 
 Test(changes, backfilled_old_days_are_reported)
@@ -459,7 +471,7 @@ Test(changes, backfilled_old_days_are_reported)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
-Test(changes, manifest_version_2_bytes_and_version_1_read_with_an_empty_map)
+Test(changes, manifest_version_3_bytes_and_versions_2_and_1_read)
 {
 	tally_store *s = open_store();
 	tally_event e[1];
@@ -470,28 +482,36 @@ Test(changes, manifest_version_2_bytes_and_version_1_read_with_an_empty_map)
 	cr_assert_eq(ingest_all(s, "acme", e, 1, "T-2"), 2);
 	cr_assert_eq(tally_store_close(s), 0);
 
-	/* Version 2: the change section holds the flushed day only (T-2 is in
-	 * the WAL, after the replay LSN 2). */
+	/* Version 3: the change section holds the flushed day only (T-2 is in
+	 * the WAL, after the replay LSN 2), then the next WAL file id: the
+	 * flush retired file 1, the WAL's only one, so WAL file ids go on
+	 * from 2. */
 	manifest_bytes m;
 	manifest_load(&m);
 	const uint8_t *c = m.data + m.changes_offset;
-	cr_assert_eq(manifest_get_u32(m.data + 8), 2);
+	cr_assert_eq(manifest_get_u32(m.data + 8), 3);
 	cr_assert_eq(manifest_get_u64(m.data + 24), 2, "replay LSN");
-	cr_assert_eq(m.size, m.changes_offset + CHANGE_FIXED_SIZE + CHANGE_ENTRY_SIZE + 8);
+	cr_assert_eq(m.wal_offset, m.changes_offset + CHANGE_FIXED_SIZE + CHANGE_ENTRY_SIZE);
+	cr_assert_eq(m.size, m.wal_offset + 8 + 8);
+	cr_assert_eq(manifest_get_u64(m.data + m.wal_offset), 2, "next WAL file id");
 	cr_assert_eq(manifest_get_u32(c), 1, "one day");
 	cr_assert_eq((int32_t)manifest_get_u32(c + 4), INT32_MIN, "no floor");
 	cr_assert_eq(manifest_get_u64(c + 8), 0, "no floor LSN");
 	cr_assert_eq((int32_t)manifest_get_u32(c + 16), TODAY - 4);
 	cr_assert_eq(manifest_get_u64(c + 20), 1);
 
+	/* The same manifest as version 2: no next WAL file id (the WAL's own
+	 * files give it). */
+	manifest_store_as(&m, m.wal_offset, 2);
+	cr_assert_eq(verify_dir(), 0, "tally verify reads version 2");
+	s = open_store();
+	int32_t both_days[2] = {TODAY - 4, TODAY - 2};
+	uint64_t both_lsns[2] = {1, 2};
+	changes_expect(s, 0, both_days, both_lsns, 2, "version 2: the flushed day and the replayed");
+	cr_assert_eq(tally_store_close(s), 0);
+
 	/* The same manifest as version 1: no change section. */
-	size_t v1_size = m.changes_offset + 8;
-	uint8_t *v1 = malloc(v1_size);
-	cr_assert_not_null(v1);
-	memcpy(v1, m.data, m.changes_offset);
-	v1[8] = 1;
-	manifest_store(v1, v1_size);
-	free(v1);
+	manifest_store_as(&m, m.changes_offset, 1);
 	free(m.data);
 	cr_assert_eq(verify_dir(), 0, "tally verify reads version 1");
 
@@ -505,8 +525,10 @@ Test(changes, manifest_version_2_bytes_and_version_1_read_with_an_empty_map)
 	cr_assert_eq(tally_store_close(s), 0);
 
 	manifest_load(&m);
-	cr_assert_eq(manifest_get_u32(m.data + 8), 2, "the next flush writes version 2");
+	cr_assert_eq(manifest_get_u32(m.data + 8), 3, "the next flush writes version 3");
 	cr_assert_eq(manifest_get_u32(m.data + m.changes_offset), 1);
+	cr_assert_eq(manifest_get_u64(m.data + m.wal_offset), 3,
+		     "after file 2, found at open and retired by the flush");
 	cr_assert_eq((int32_t)manifest_get_u32(m.data + m.changes_offset + 16), TODAY - 2);
 	free(m.data);
 	s = open_store();

@@ -141,9 +141,9 @@ Test(manifest, rewritten_unchanged_it_opens)
 Test(manifest, a_version_this_build_does_not_read)
 {
 	manifest_bytes m = loaded();
-	manifest_put_u32(m.data + 8, 3);
+	manifest_put_u32(m.data + 8, 4);
 	manifest_file_store(td.path, m.data, m.size);
-	expect_refused(TALLY_E_VERSION, "offset 8: version 3, this build reads 1 to 2");
+	expect_refused(TALLY_E_VERSION, "offset 8: version 4, this build reads 1 to 3");
 	manifest_put_u32(m.data + 8, 0);
 	manifest_file_store(td.path, m.data, m.size);
 	expect_refused(TALLY_E_VERSION, "offset 8: version 0");
@@ -192,7 +192,7 @@ Test(manifest, file_ids_out_of_order)
 }
 
 /* Description: a WAL replay LSN or a next file id of 0 (both start at 1)
- * is refused at its offset, in version 2 and in version 1, which has no
+ * is refused at its offset, in versions 3, 2 and 1; version 1 has no
  * change section to catch the LSN: a version 1 manifest with a replay LSN
  * of 0 once read, and the version 2 manifest the store then wrote did not
  * (found by fuzz/fuzz_manifest.c). */
@@ -200,10 +200,11 @@ Test(manifest, a_replay_lsn_or_next_file_id_of_zero)
 {
 	manifest_bytes m = loaded();
 	uint64_t lsn = manifest_get_u64(m.data + 24), next = manifest_get_u64(m.data + 32);
-	/* Version 1: the same fields without the change section. */
-	size_t v1_size = m.changes_offset + 8;
-	for (int version = 2; version >= 1; version--) {
-		size_t size = version == 2 ? m.size : v1_size;
+	/* Versions 2 and 1: the same fields without the next WAL file id, and
+	 * without the change section as well. */
+	size_t sizes[4] = {0, m.changes_offset + 8, m.wal_offset + 8, m.size};
+	for (int version = 3; version >= 1; version--) {
+		size_t size = sizes[version];
 		manifest_put_u32(m.data + 8, (uint32_t)version);
 		manifest_put_u64(m.data + 24, 0);
 		manifest_file_store(td.path, m.data, size);
@@ -214,11 +215,31 @@ Test(manifest, a_replay_lsn_or_next_file_id_of_zero)
 		expect_refused(TALLY_E_CORRUPT, "offset 32: the next file id is 0");
 		manifest_put_u64(m.data + 32, next);
 	}
-	manifest_file_store(td.path, m.data, v1_size);
+	manifest_file_store(td.path, m.data, sizes[1]);
 	tally_store *s;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	cr_assert_eq(store_open(&s, err), 0, "the version 1 manifest put back opens: %s", err);
 	cr_assert_eq(tally_store_close(s), 0);
+	free(m.data);
+}
+
+/* Description: version 3's next WAL file id (after the change section) is
+ * refused at its offset when it is 0 or missing. */
+Test(manifest, a_next_wal_file_id_of_zero_or_missing)
+{
+	manifest_bytes m = loaded();
+	cr_assert_eq(m.size, m.wal_offset + 16, "the field is the last before the checksum");
+	cr_assert_eq(manifest_get_u64(m.data + m.wal_offset), 3,
+		     "each flush retired the WAL's one file: files 1 and 2 are gone");
+	char says[80];
+	manifest_put_u64(m.data + m.wal_offset, 0);
+	manifest_file_store(td.path, m.data, m.size);
+	snprintf(says, sizeof(says), "offset %zu: the next WAL file id is 0; file ids start at 1",
+		 m.wal_offset);
+	expect_refused(TALLY_E_CORRUPT, says);
+	manifest_file_store(td.path, m.data, m.wal_offset + 8);
+	snprintf(says, sizeof(says), "offset %zu: the next WAL file id is missing", m.wal_offset);
+	expect_refused(TALLY_E_CORRUPT, says);
 	free(m.data);
 }
 

@@ -840,25 +840,33 @@ Test(wal_rotate, rotate_returns_next_lsn_which_starts_a_new_file,
 	test_dir_remove(&dir);
 }
 
+/* Ten records of 1,000 bytes in files of 4,096, all durable: files 1, 2,
+ * 3 (3 records each) and 4 (LSN 10). */
+static wal *open_rotated_wal(const char *dir)
+{
+	wal_options options = {.file_bytes_max = 4096};
+	wal *w = open_ok(NULL, dir, &options, 0, NULL);
+	for (int i = 0; i < 10; i++)
+		append_sized(w, 1000);
+	cr_assert_eq(wal_wait_durable(w, 10), 0);
+	return w;
+}
+
 Test(wal_rotate, retire_removes_exactly_the_older_files,
      .description = "retire_before(lsn) unlinks files whose records are all < lsn, the newest "
 		    "only once rotated away from; recovery from the remaining files works")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
-	wal_options options = {.file_bytes_max = 4096};
-	wal *w = open_ok(NULL, dir.path, &options, 0, NULL);
-	for (int i = 0; i < 10; i++)
-		append_sized(w, 1000); /* files: [1..3] [4..6] [7..9] [10] */
-	cr_assert_eq(wal_wait_durable(w, 10), 0);
+	wal *w = open_rotated_wal(dir.path);
 	char path[TEST_PATH_SIZE];
 
-	cr_assert_eq(wal_retire_before(w, 6), 0); /* file 2 still holds 6 */
+	cr_assert_eq(wal_retire_before(w, 6, UINT64_MAX), 0); /* file 2 still holds 6 */
 	for (uint64_t id = 1; id <= 4; id++) {
 		wal_path(path, dir.path, id);
 		cr_assert_eq(file_exists(path), id >= 2, "file %" PRIu64, id);
 	}
-	cr_assert_eq(wal_retire_before(w, 7), 0);
+	cr_assert_eq(wal_retire_before(w, 7, UINT64_MAX), 0);
 	wal_stats st;
 	wal_get_stats(w, &st);
 	cr_assert_eq(st.file_count, 2);
@@ -868,7 +876,7 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 	/* Without a rotation the newest file is never retired, even when every
 	 * record in it is below the LSN: the writer may still append to it. */
 	wal_path(path, dir.path, 4);
-	cr_assert_eq(wal_retire_before(w, UINT64_MAX), 0);
+	cr_assert_eq(wal_retire_before(w, UINT64_MAX, UINT64_MAX), 0);
 	wal_get_stats(w, &st);
 	cr_assert_eq(st.file_count, 1, "file 3 goes; file 4 is open for appends and stays");
 	cr_assert(file_exists(path));
@@ -878,13 +886,13 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 	uint64_t first = 0;
 	cr_assert_eq(wal_rotate(w, &first), 0);
 	cr_assert_eq(first, 11);
-	cr_assert_eq(wal_retire_before(w, first), 0);
+	cr_assert_eq(wal_retire_before(w, first, UINT64_MAX), 0);
 	wal_get_stats(w, &st);
 	cr_assert_eq(st.file_count, 0);
 	cr_assert(!file_exists(path), "the finished newest file is retired");
 	append_sized(w, 100);
 	cr_assert_eq(wal_wait_durable(w, 11), 0);
-	cr_assert_eq(wal_retire_before(w, 11), 0);
+	cr_assert_eq(wal_retire_before(w, 11, UINT64_MAX), 0);
 	wal_get_stats(w, &st);
 	cr_assert_eq(st.file_count, 1, "file 5 holds LSN 11 and stays");
 	wal_path(path, dir.path, 5);
@@ -892,7 +900,7 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 	cr_assert_eq(wal_close(w), 0);
 
 	replay_log log = {0};
-	w = open_ok(NULL, dir.path, &options, 11, &log);
+	w = open_ok(NULL, dir.path, NULL, 11, &log);
 	cr_assert_eq(log.count, 1);
 	cr_assert_eq(log.items[0].lsn, 11);
 	cr_assert_eq(wal_close(w), 0);
@@ -906,15 +914,161 @@ Test(wal_rotate, retire_removes_exactly_the_older_files,
 	test_dir_remove(&dir);
 }
 
-/* Ten records of 1,000 bytes in files of 4,096: files 1, 2, 3 (3 records
- * each) and 4. */
+Test(wal_rotate, retire_removes_only_files_below_the_id_limit,
+     .description = "retire_before(lsn, below) leaves every file whose id is not below the "
+		    "limit, the finished newest one included; wal_file_id_next is the id after "
+		    "the newest")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	wal *w = open_rotated_wal(dir.path);
+	cr_assert_eq(wal_file_id_next(w), 5);
+	uint64_t first = 0;
+	cr_assert_eq(wal_rotate(w, &first), 0);
+	cr_assert_eq(first, 11);
+
+	char path[TEST_PATH_SIZE];
+	wal_stats st;
+	cr_assert_eq(wal_retire_before(w, first, 3), 0);
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.file_count, 2, "files 1 and 2 go; 3 is not below the limit");
+	for (uint64_t id = 1; id <= 4; id++) {
+		wal_path(path, dir.path, id);
+		cr_assert_eq(file_exists(path), id >= 3, "file %" PRIu64, id);
+	}
+	cr_assert_eq(wal_retire_before(w, first, 4), 0);
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.file_count, 1, "the finished newest file 4 is not below the limit");
+	wal_path(path, dir.path, 4);
+	cr_assert(file_exists(path));
+	cr_assert_eq(wal_retire_before(w, first, 5), 0);
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.file_count, 0);
+	cr_assert(!file_exists(path));
+	cr_assert_eq(wal_file_id_next(w), 5, "retirement gives no id back");
+	cr_assert_eq(wal_close(w), 0);
+	test_dir_remove(&dir);
+}
+
+/* Three records in file 1, rotated and retired with the directory emptied;
+ * the file's bytes are kept in *old (its records: LSNs 1..3). */
+static void make_emptied_wal(const char *dir, uint8_t **old, uint64_t *old_size)
+{
+	wal *w = open_ok(NULL, dir, NULL, 0, NULL);
+	for (int i = 0; i < 3; i++)
+		append_sized(w, 200);
+	cr_assert_eq(wal_wait_durable(w, 3), 0);
+	uint64_t first = 0;
+	cr_assert_eq(wal_rotate(w, &first), 0);
+	cr_assert_eq(first, 4);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir, 1);
+	*old = file_read(path, old_size);
+	cr_assert_eq(wal_retire_before(w, first, wal_file_id_next(w)), 0);
+	cr_assert(!file_exists(path));
+	cr_assert_eq(wal_file_id_next(w), 2);
+	cr_assert_eq(wal_close(w), 0);
+}
+
+/* Opens dir with replay from LSN 4 and ids from file_id_min, appends LSNs
+ * 4 and 5 (in file `expect_id`), closes; then old's records surface past
+ * the end of that file, as a stale block of the earlier file would. */
+static void append_after_emptied(const char *dir, uint64_t file_id_min, uint64_t expect_id,
+				 const uint8_t *old, uint64_t old_size)
+{
+	wal_options options = {.file_id_min = file_id_min};
+	wal *w = open_ok(NULL, dir, &options, 4, NULL);
+	cr_assert_eq(append_sized(w, 200), 4);
+	cr_assert_eq(append_sized(w, 200), 5);
+	cr_assert_eq(wal_close(w), 0);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir, expect_id);
+	cr_assert(file_exists(path), "LSNs 4 and 5 are in file %" PRIu64, expect_id);
+	uint64_t size = file_size(path);
+	int fd = open(path, O_WRONLY | O_APPEND);
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	cr_assert_eq(write(fd, old + FILE_HEADER_SIZE, old_size - FILE_HEADER_SIZE),
+		     (ssize_t)(old_size - FILE_HEADER_SIZE));
+	close(fd);
+	cr_assert_gt(file_size(path), size);
+}
+
+Test(wal_rotate, an_emptied_directory_continues_the_ids_given_as_file_id_min,
+     .description = "after retirement emptied the directory, file_id_min keeps the next file "
+		    "from taking id 1 again, so a stale block of the old file 1 at the new "
+		    "file's tail fails its checksum and is truncated as a torn tail; with the "
+		    "id reused it would pass as a stale record and stop the open")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	uint8_t *old;
+	uint64_t old_size;
+	make_emptied_wal(dir.path, &old, &old_size);
+	append_after_emptied(dir.path, 2, 2, old, old_size);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir.path, 1);
+	cr_assert(!file_exists(path), "id 1 is not used again");
+
+	replay_log log = {0};
+	wal_options options = {.file_id_min = 3};
+	wal *w = open_ok(NULL, dir.path, &options, 4, &log);
+	cr_assert_eq(log.count, 2, "LSNs 4 and 5 replay; the old records are a torn tail");
+	cr_assert_eq(log.items[0].lsn, 4);
+	cr_assert_eq(log.items[1].lsn, 5);
+	cr_assert_eq(log.items[1].size, 200, "the last record is whole");
+	cr_assert_eq(wal_file_id_next(w), 3);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&dir);
+
+	/* Without file_id_min (a caller that kept no mark), the id starts again
+	 * at 1 and the same stale block is a valid record out of place. */
+	test_dir_make(&dir, "wal");
+	free(old);
+	make_emptied_wal(dir.path, &old, &old_size);
+	append_after_emptied(dir.path, 0, 1, old, old_size);
+	char errmsg[TALLY_ERRMSG_SIZE];
+	cr_assert_eq(open_fail(dir.path, 4, errmsg), TALLY_E_CORRUPT);
+	cr_assert_not_null(strstr(errmsg, "record has LSN 1, expected LSN 6 (a stale or "
+					  "misdirected write)"), "%s", errmsg);
+	free(old);
+	test_dir_remove(&dir);
+}
+
+/* open_rotated_wal's files, closed. */
 static void make_rotated_wal(const char *dir)
 {
-	wal_options options = {.file_bytes_max = 4096};
-	wal *w = open_ok(NULL, dir, &options, 0, NULL);
-	for (int i = 0; i < 10; i++)
-		append_sized(w, 1000);
+	cr_assert_eq(wal_close(open_rotated_wal(dir)), 0);
+}
+
+Test(wal_rotate, file_id_min_below_the_ids_found_changes_nothing,
+     .description = "the next file's id is the larger of file_id_min and the id after every "
+		    "file found")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	make_rotated_wal(dir.path); /* files 1..4 */
+	wal_options options = {.file_id_min = 2};
+	wal *w = open_ok(NULL, dir.path, &options, 1, NULL);
+	cr_assert_eq(wal_file_id_next(w), 5);
 	cr_assert_eq(wal_close(w), 0);
+	options.file_id_min = 9;
+	w = open_ok(NULL, dir.path, &options, 1, NULL);
+	cr_assert_eq(wal_file_id_next(w), 9);
+	cr_assert_eq(append_sized(w, 100), 11);
+	cr_assert_eq(wal_wait_durable(w, 11), 0);
+	cr_assert_eq(wal_file_id_next(w), 10);
+	cr_assert_eq(wal_close(w), 0);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir.path, 9);
+	cr_assert(file_exists(path));
+	replay_log log = {0};
+	w = open_ok(NULL, dir.path, NULL, 1, &log);
+	cr_assert_eq(log.count, 11, "files 1..4 and 9 chain: ids may skip, LSNs may not");
+	cr_assert_eq(wal_file_id_next(w), 10);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&dir);
 }
 
 Test(wal_rotate, a_missing_middle_file_is_corruption,

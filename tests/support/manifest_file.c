@@ -54,6 +54,10 @@ void manifest_file_load(const char *dir, manifest_bytes *m)
 	for (uint32_t t = 0; t < tenant_count; t++)
 		offset += 1 + m->data[offset];
 	m->changes_offset = offset;
+	/* The change section: 16 bytes, then 12 per day. */
+	if (manifest_get_u32(m->data + 8) >= 2 && offset + 4 <= m->size)
+		offset += 16 + 12 * (size_t)manifest_get_u32(m->data + offset);
+	m->wal_offset = offset;
 }
 
 void manifest_file_store(const char *dir, uint8_t *data, size_t size)

@@ -16,6 +16,7 @@ typedef struct manifest_bytes {
 	size_t size;
 	size_t tenants_offset; /* the first tenant entry */
 	size_t changes_offset; /* start of the change section (version 2) */
+	size_t wal_offset;     /* the next WAL file id (version 3): after the change section */
 } manifest_bytes;
 
 /* Reads DIR/MANIFEST (free m->data). */
