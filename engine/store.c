@@ -107,6 +107,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <xxhash.h>
+
 #include "batchrec.h"
 #include "rollup.h"
 #include "store_internal.h"
@@ -235,12 +237,11 @@ static int tenant_name_valid(const char *name)
 	return n > 0;
 }
 
+/* The tenant table's hash of a name (at most TALLY_TENANT_SIZE_MAX bytes):
+ * XXH3's low half. */
 static uint32_t name_hash(const char *name)
 {
-	uint32_t h = 2166136261u; /* FNV-1a: names are short; not for untrusted keys of size */
-	for (; *name; name++)
-		h = (h ^ (uint8_t)*name) * 16777619u;
-	return h;
+	return (uint32_t)XXH3_64bits(name, strlen(name));
 }
 
 /* The tenant called name, whose name_hash is hash, or NULL. With a NULL

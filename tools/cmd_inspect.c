@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <xxhash.h>
 
 #include "cli.h"
 #include "tally.h"
@@ -70,10 +71,7 @@ typedef struct inspect_state {
 
 static uint64_t name_hash(const char *name)
 {
-	uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
-	for (; *name; name++)
-		h = (h ^ (uint8_t)*name) * UINT64_C(0x100000001b3);
-	return h;
+	return XXH3_64bits(name, strlen(name));
 }
 
 static int slots_grow(inspect_state *s)
