@@ -502,6 +502,9 @@ int tally_inspect(const char *dir, tally_inspect_report *report, tally_segment_f
 		return rc;
 	}
 	report->manifest_generation = m.generation;
+	report->manifest_version = m.version;
+	report->wal_replay_lsn = m.wal_replay_lsn;
+	report->wal_file_id_next = m.wal_file_id_next;
 
 	char segment_dir[INSPECT_PATH_SIZE_MAX];
 	snprintf(segment_dir, sizeof(segment_dir), "%s/segments", dir);

@@ -111,6 +111,7 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 				 le_get_u32(data + 12));
 		goto fail;
 	}
+	m->version = version;
 	m->generation = le_get_u64(data + 16);
 	m->wal_replay_lsn = le_get_u64(data + 24);
 	m->next_file_id = le_get_u64(data + 32);

@@ -35,6 +35,7 @@ typedef struct manifest_tenant {
 } manifest_tenant;
 
 typedef struct manifest {
+	uint32_t version;        /* as read (manifest_write writes MANIFEST_VERSION) */
 	uint64_t generation;     /* +1 on every write */
 	uint64_t wal_replay_lsn; /* replay WAL records with LSN >= this */
 	uint64_t next_file_id;   /* segment file ids; never reused (the WAL numbers its own files) */

@@ -629,6 +629,9 @@ typedef struct tally_inspect_report {
 	uint64_t wal_file_count;
 	uint64_t wal_bytes;
 	uint64_t manifest_generation;
+	uint32_t manifest_version;
+	uint64_t wal_replay_lsn;   /* the manifest's: WAL records from this LSN on are replayed */
+	uint64_t wal_file_id_next; /* the manifest's next WAL file id; 0: not recorded (version < 3) */
 } tally_inspect_report;
 
 /*

@@ -352,6 +352,13 @@ Test(inspect, reports_exact_rows_segments_files_and_per_segment_details)
 	bytes += file_size(path);
 	cr_expect_eq(report.file_bytes, bytes);
 	cr_expect_eq(report.manifest_generation, generation);
+	manifest m;
+	cr_assert_eq(manifest_read(tally_io_default(), dir, &m, err), 0, "%s", err);
+	cr_expect_eq(report.manifest_version, 3);
+	cr_expect_eq(report.wal_replay_lsn, m.wal_replay_lsn);
+	cr_expect_eq(report.wal_file_id_next, m.wal_file_id_next);
+	cr_expect_geq(report.wal_file_id_next, 1);
+	manifest_free(&m);
 	wal_files w = list_wal();
 	cr_expect_eq(report.wal_file_count, (uint64_t)w.count);
 	cr_expect_eq(report.wal_bytes, w.bytes);

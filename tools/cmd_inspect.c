@@ -313,7 +313,8 @@ static void print_text(const char *dir, const tally_inspect_report *r, const ins
 	uint64_t stored = column_stored_total(r), raw = column_raw_total(r);
 
 	printf("data directory   %s\n", dir);
-	printf("manifest         generation %" PRIu64 "\n", r->manifest_generation);
+	printf("manifest         version %" PRIu32 ", generation %" PRIu64 "\n", r->manifest_version,
+	       r->manifest_generation);
 	cli_format_bytes(a, r->file_bytes);
 	printf("segment files    %" PRIu64 " (%s)\n", r->segment_file_count, a);
 	printf("tenants          %zu (with rows in segments)\n", s->tenant_count);
@@ -335,8 +336,13 @@ static void print_text(const char *dir, const tally_inspect_report *r, const ins
 	printf("bytes per row    %.2f on disk (whole files), %.2f in columns\n",
 	       per_row(r->file_bytes, r->rows), per_row(stored, r->rows));
 	cli_format_bytes(a, r->wal_bytes);
-	printf("WAL              %" PRIu64 " file%s, %s\n",
-	       r->wal_file_count, r->wal_file_count == 1 ? "" : "s", a);
+	printf("WAL              %" PRIu64 " file%s, %s; replay from LSN %" PRIu64,
+	       r->wal_file_count, r->wal_file_count == 1 ? "" : "s", a, r->wal_replay_lsn);
+	if (r->wal_file_id_next)
+		printf("; next file id %" PRIu64 "\n", r->wal_file_id_next);
+	else
+		printf("; next file id not recorded (manifest version %" PRIu32 ")\n",
+		       r->manifest_version);
 
 	printf("\n  %-14s %11s %11s %10s %7s %8s\n", "column", "stored", "raw", "bytes/row",
 	       "share", "ratio");
@@ -425,6 +431,7 @@ static int print_json(const char *dir, const tally_inspect_report *r, const insp
 		return -1;
 	jset(root, "dir", json_string(dir), &bad);
 	jset(root, "manifest_generation", json_integer((json_int_t)r->manifest_generation), &bad);
+	jset(root, "manifest_version", json_integer((json_int_t)r->manifest_version), &bad);
 	jset(root, "segment_file_count", json_integer((json_int_t)r->segment_file_count), &bad);
 	jset(root, "segment_count", json_integer((json_int_t)r->segment_count), &bad);
 	jset(root, "tenant_count", json_integer((json_int_t)s->tenant_count), &bad);
@@ -454,6 +461,10 @@ static int print_json(const char *dir, const tally_inspect_report *r, const insp
 	if (wal) {
 		jset(wal, "file_count", json_integer((json_int_t)r->wal_file_count), &bad);
 		jset(wal, "bytes", json_integer((json_int_t)r->wal_bytes), &bad);
+		jset(wal, "replay_lsn", json_integer((json_int_t)r->wal_replay_lsn), &bad);
+		jset(wal, "file_id_next",
+		     r->wal_file_id_next ? json_integer((json_int_t)r->wal_file_id_next) : json_null(),
+		     &bad);
 	}
 	jset(root, "wal", wal, &bad);
 
@@ -604,7 +615,8 @@ const cli_command cli_command_inspect = {
 		"range of the stored events (RFC 3339, UTC); for each column the stored\n"
 		"(zstd) and raw (encoded) bytes, stored bytes per row, share of the segment\n"
 		"files and compression ratio; per-tenant totals; and the WAL files and bytes\n"
-		"(events not yet flushed to segments live there).\n"
+		"(events not yet flushed to segments live there), the LSN the WAL is replayed\n"
+		"from and the id the next WAL file gets (both from the manifest).\n"
 		"\n"
 		"options:\n"
 		"  --json       one JSON object with exact integers, for scripts\n"

@@ -1,0 +1,527 @@
+/*
+ * test_cli_offline.c — `tally inspect` and `tally verify` as a script sees
+ * them: the exact lines on stdout and stderr and the exit code, for a
+ * clean directory, a damaged one, a locked one, one that is not a data
+ * directory, and bad arguments (tools/cmd_inspect.c, tools/cmd_verify.c,
+ * the exit codes of tools/cli.h).
+ *
+ * The commands run in the test process (their `run` function, as main()
+ * dispatches it), with stdout and stderr sent to files that the test reads
+ * back. The engine's results behind them are tested in test_inspect.c;
+ * here it is the command's words and codes.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "../tools/cli.h"
+#include "support/fault_io.h"
+#include "tally.h"
+
+#define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21T14:13:20Z */
+#define MINUTE_US (INT64_C(60) * 1000000)
+#define DAY_US (INT64_C(86400) * 1000000)
+#define OUTPUT_MAX 65536
+
+static char dir[64];
+static fault_io *fio;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/tally-test-cli-offline-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	fio = fault_io_create();
+	cr_assert_not_null(fio);
+	fault_io_clock_set_us(fio, NOW_US);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_expect_eq(system(cmd), 0);
+	fault_io_destroy(fio);
+}
+
+TestSuite(cli_offline, .init = setup, .fini = teardown);
+
+/* ---- running a command ---------------------------------------------------- */
+
+typedef struct run_result {
+	int code;
+	char out[OUTPUT_MAX];
+	char err[OUTPUT_MAX];
+} run_result;
+
+/* Reads the file at path (at most OUTPUT_MAX - 1 bytes) into buf. */
+static void read_back(const char *path, char *buf)
+{
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "open %s", path);
+	size_t n = fread(buf, 1, OUTPUT_MAX - 1, f);
+	cr_assert(!ferror(f));
+	cr_assert(feof(f), "%s holds more than %d bytes", path, OUTPUT_MAX - 1);
+	buf[n] = 0;
+	fclose(f);
+}
+
+/* Points descriptor fd (1 or 2) at a new file `path`; returns the old one. */
+static int redirect(int fd, const char *path)
+{
+	int saved = dup(fd);
+	cr_assert_geq(saved, 0);
+	int file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(file, 0, "open %s", path);
+	cr_assert_eq(dup2(file, fd), fd);
+	close(file);
+	return saved;
+}
+
+/* Runs `tally <argv...>` (argv[0] is the command name) as main() would,
+ * with its stdout and stderr captured. */
+static run_result *run(const cli_command *command, int argc, const char **argv)
+{
+	static run_result r;
+	char out_path[128], err_path[128];
+	snprintf(out_path, sizeof(out_path), "%s.out", dir);
+	snprintf(err_path, sizeof(err_path), "%s.err", dir);
+	fflush(stdout);
+	fflush(stderr);
+	int saved_out = redirect(1, out_path);
+	int saved_err = redirect(2, err_path);
+	char *args[8];
+	cr_assert_lt(argc, 8);
+	for (int i = 0; i < argc; i++)
+		args[i] = (char *)argv[i];
+	args[argc] = NULL;
+	r.code = command->run(command, argc, args);
+	fflush(stdout);
+	fflush(stderr);
+	cr_assert_eq(dup2(saved_out, 1), 1);
+	cr_assert_eq(dup2(saved_err, 2), 2);
+	close(saved_out);
+	close(saved_err);
+	read_back(out_path, r.out);
+	read_back(err_path, r.err);
+	unlink(out_path);
+	unlink(err_path);
+	return &r;
+}
+
+static run_result *run_inspect(const char *flag, const char *path)
+{
+	const char *argv[3] = {"inspect", flag ? flag : path, path};
+	return run(&cli_command_inspect, flag ? 3 : 2, argv);
+}
+
+static run_result *run_verify(const char *flag, const char *path)
+{
+	const char *argv[3] = {"verify", flag ? flag : path, path};
+	return run(&cli_command_verify, flag ? 3 : 2, argv);
+}
+
+/* Asserts `text` holds the whole line `line` (newline-terminated). */
+static void expect_line(const char *text, const char *line)
+{
+	size_t n = strlen(line);
+	for (const char *p = text; (p = strstr(p, line)); p++) {
+		if ((p == text || p[-1] == '\n') && p[n] == '\n')
+			return;
+	}
+	cr_assert_fail("no line \"%s\" in:\n%s", line, text);
+}
+
+/* ---- the data directory --------------------------------------------------- */
+
+static tally_store *store_open(void)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_store_open(dir, &o, &s, err), 0, "%s", err);
+	return s;
+}
+
+static void ingest(tally_store *s, const char *tenant, const char *id, int64_t time_us)
+{
+	tally_event e;
+	memset(&e, 0, sizeof(e));
+	e.event_id = (tally_str){id, (uint32_t)strlen(id)};
+	e.time_us = time_us;
+	e.type = (tally_str){"llm.call", 8};
+	e.tokens_in = 100;
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, tenant, &e, 1, &r), 0);
+	cr_assert_eq(r.code, TALLY_ACCEPTED, "%s", id);
+}
+
+/* The first and last event times of build_store's segments. */
+#define T_FIRST (NOW_US - DAY_US - 30 * MINUTE_US)
+#define T_LAST (NOW_US - 10 * MINUTE_US)
+
+/* acme: two events a day ago and one ten minutes ago; beta: one ten
+ * minutes ago: LSNs 1..4, flushed into one segment file (3 segments:
+ * acme's two days, beta's one). Then acme's fifth event (LSN 5), left in
+ * the WAL. The flush retired WAL file 1, so the next is file 2. */
+static void build_store(void)
+{
+	tally_store *s = store_open();
+	ingest(s, "acme", "a1", T_FIRST);
+	ingest(s, "acme", "a2", T_FIRST + MINUTE_US);
+	ingest(s, "acme", "a3", T_LAST);
+	ingest(s, "beta", "b1", T_LAST - MINUTE_US);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest(s, "acme", "a4", NOW_US - MINUTE_US);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0, "stat %s", path);
+	return (uint64_t)st.st_size;
+}
+
+/* The path of the store's only segment file. */
+static void segment_path(char *path, size_t size)
+{
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "ls %s/segments", dir);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	char name[64] = "";
+	cr_assert_not_null(fgets(name, sizeof(name), p));
+	char more[64];
+	cr_assert_null(fgets(more, sizeof(more), p), "one segment file");
+	pclose(p);
+	name[strcspn(name, "\n")] = 0;
+	snprintf(path, size, "%s/segments/%s", dir, name);
+}
+
+static void wal_path(char *path, size_t size, uint64_t file_id)
+{
+	snprintf(path, size, "%s/wal/%016" PRIx64 ".wal", dir, file_id);
+}
+
+/* ---- inspect -------------------------------------------------------------- */
+
+/* Description: `tally inspect DIR` exits 0 and prints the summary lines
+ * exactly: manifest version and generation, segment files and bytes,
+ * tenants, segments, rows, the time range, and the WAL's files, bytes,
+ * replay LSN and next file id; every tenant has its line. */
+Test(cli_offline, inspect_prints_the_summary_of_a_data_directory)
+{
+	build_store();
+	char path[160], bytes[CLI_BYTES_SIZE], line[256], t0[CLI_TIME_SIZE], t1[CLI_TIME_SIZE];
+	run_result *r = run_inspect(NULL, dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+	cr_assert_str_empty(r->err);
+
+	snprintf(line, sizeof(line), "data directory   %s", dir);
+	expect_line(r->out, line);
+	expect_line(r->out, "manifest         version 3, generation 2");
+	segment_path(path, sizeof(path));
+	cli_format_bytes(bytes, file_size(path));
+	snprintf(line, sizeof(line), "segment files    1 (%s)", bytes);
+	expect_line(r->out, line);
+	expect_line(r->out, "tenants          2 (with rows in segments)");
+	expect_line(r->out, "segments         3 (tenant-days, per file)");
+	expect_line(r->out, "rows             4");
+	cli_format_time(t0, T_FIRST);
+	cli_format_time(t1, T_LAST);
+	snprintf(line, sizeof(line), "time range       %s .. %s", t0, t1);
+	expect_line(r->out, line);
+	wal_path(path, sizeof(path), 2);
+	cli_format_bytes(bytes, file_size(path));
+	snprintf(line, sizeof(line), "WAL              1 file, %s; replay from LSN 5; next file id 2",
+		 bytes);
+	expect_line(r->out, line);
+	cr_assert_not_null(strstr(r->out, "\n  acme "), "%s", r->out);
+	cr_assert_not_null(strstr(r->out, "\n  beta "), "%s", r->out);
+}
+
+/* Description: `tally inspect --json --segments DIR` prints one JSON
+ * object with the same figures as exact integers, and every segment. */
+Test(cli_offline, inspect_json_has_the_exact_figures)
+{
+	build_store();
+	const char *argv[4] = {"inspect", "--json", "--segments", dir};
+	run_result *r = run(&cli_command_inspect, 4, argv);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+	json_error_t error;
+	json_t *root = json_loads(r->out, 0, &error);
+	cr_assert_not_null(root, "not JSON (%s): %s", error.text, r->out);
+	cr_expect_str_eq(json_string_value(json_object_get(root, "dir")), dir);
+	cr_expect_eq(json_integer_value(json_object_get(root, "manifest_version")), 3);
+	cr_expect_eq(json_integer_value(json_object_get(root, "manifest_generation")), 2);
+	cr_expect_eq(json_integer_value(json_object_get(root, "segment_file_count")), 1);
+	cr_expect_eq(json_integer_value(json_object_get(root, "segment_count")), 3);
+	cr_expect_eq(json_integer_value(json_object_get(root, "tenant_count")), 2);
+	cr_expect_eq(json_integer_value(json_object_get(root, "rows")), 4);
+	cr_expect_eq(json_integer_value(json_object_get(root, "time_min_us")), T_FIRST);
+	cr_expect_eq(json_integer_value(json_object_get(root, "time_max_us")), T_LAST);
+	char path[160];
+	segment_path(path, sizeof(path));
+	cr_expect_eq((uint64_t)json_integer_value(json_object_get(root, "file_bytes")),
+		     file_size(path));
+	json_t *wal = json_object_get(root, "wal");
+	wal_path(path, sizeof(path), 2);
+	cr_expect_eq(json_integer_value(json_object_get(wal, "file_count")), 1);
+	cr_expect_eq((uint64_t)json_integer_value(json_object_get(wal, "bytes")), file_size(path));
+	cr_expect_eq(json_integer_value(json_object_get(wal, "replay_lsn")), 5);
+	cr_expect_eq(json_integer_value(json_object_get(wal, "file_id_next")), 2);
+
+	json_t *tenants = json_object_get(root, "tenants");
+	cr_assert_eq(json_array_size(tenants), 2);
+	int64_t rows = 0;
+	for (size_t i = 0; i < 2; i++)
+		rows += json_integer_value(json_object_get(json_array_get(tenants, i), "rows"));
+	cr_expect_eq(rows, 4);
+	json_t *segments = json_object_get(root, "segments");
+	cr_assert_eq(json_array_size(segments), 3);
+	int acme_days = 0;
+	for (size_t i = 0; i < 3; i++) {
+		json_t *g = json_array_get(segments, i);
+		const char *tenant = json_string_value(json_object_get(g, "tenant"));
+		cr_assert_not_null(tenant);
+		int64_t n = json_integer_value(json_object_get(g, "rows"));
+		if (strcmp(tenant, "acme") == 0) {
+			acme_days++;
+			cr_expect(n == 1 || n == 2, "acme: %" PRId64 " rows in a day", n);
+		} else {
+			cr_expect_str_eq(tenant, "beta");
+			cr_expect_eq(n, 1);
+		}
+	}
+	cr_expect_eq(acme_days, 2);
+	json_decref(root);
+}
+
+/* Description: a manifest written before version 3 has no next WAL file
+ * id; inspect says so instead of printing a number (JSON: null). */
+Test(cli_offline, inspect_of_a_version_2_manifest_says_the_next_wal_id_is_not_recorded)
+{
+	build_store();
+	/* Version 2 is version 3 without its last field: cut it and put the
+	 * checksum back. */
+	char path[160];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	uint64_t size = file_size(path);
+	uint8_t data[4096];
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f);
+	cr_assert_lt(size, sizeof(data));
+	cr_assert_eq(fread(data, 1, size, f), size);
+	fclose(f);
+	size -= 8;
+	data[8] = 2;
+	uint64_t sum = XXH3_64bits(data, size - 8);
+	for (int i = 0; i < 8; i++)
+		data[size - 8 + i] = (uint8_t)(sum >> (8 * i));
+	f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(data, 1, size, f), size);
+	cr_assert_eq(fclose(f), 0);
+
+	run_result *r = run_inspect(NULL, dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+	cr_assert_not_null(strstr(r->out, "; replay from LSN 5; next file id not recorded (manifest "
+					  "version 2)\n"), "%s", r->out);
+	expect_line(r->out, "manifest         version 2, generation 2");
+	r = run_inspect("--json", dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK);
+	json_t *root = json_loads(r->out, 0, NULL);
+	cr_assert_not_null(root);
+	cr_expect(json_is_null(json_object_get(json_object_get(root, "wal"), "file_id_next")));
+	json_decref(root);
+}
+
+/* ---- verify --------------------------------------------------------------- */
+
+/* `tally verify --json DIR`, which must report `problems` problems with
+ * the exit code that goes with them; the object (json_decref it). */
+static json_t *verify_json(int problems)
+{
+	run_result *r = run_verify("--json", dir);
+	cr_assert_eq(r->code, problems ? CLI_EXIT_FINDINGS : CLI_EXIT_OK, "%s", r->err);
+	json_t *root = json_loads(r->out, 0, NULL);
+	cr_assert_not_null(root, "%s", r->out);
+	cr_expect_str_eq(json_string_value(json_object_get(root, "dir")), dir);
+	cr_expect_eq(json_is_true(json_object_get(root, "clean")), problems == 0);
+	cr_expect_eq(json_integer_value(json_object_get(root, "problem_count")), problems);
+	cr_assert_eq(json_array_size(json_object_get(root, "problems")), (size_t)problems);
+	return root;
+}
+
+/* Description: `tally verify DIR` on a clean directory exits 0 and prints
+ * one line; --json says clean with no problems. */
+Test(cli_offline, verify_of_a_clean_directory_exits_0)
+{
+	build_store();
+	run_result *r = run_verify(NULL, dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stdout: %s stderr: %s", r->out, r->err);
+	char line[200];
+	snprintf(line, sizeof(line), "tally verify: %s: no problems found\n", dir);
+	cr_expect_str_eq(r->out, line);
+	cr_expect_str_empty(r->err);
+
+	json_decref(verify_json(0));
+}
+
+/* The byte offset a verify message gives right after the file's path. */
+static uint64_t message_offset(const char *message, const char *path)
+{
+	const char *p = strstr(message, path);
+	cr_assert_not_null(p, "\"%s\" does not name %s", message, path);
+	p += strlen(path);
+	uint64_t offset;
+	cr_assert_eq(sscanf(p, " offset %" SCNu64, &offset), 1, "\"%s\": no offset after the path",
+		     message);
+	return offset;
+}
+
+/* Flips bit 0 of the byte at offset in path. */
+static void flip_byte(const char *path, uint64_t offset)
+{
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0, "open %s", path);
+	uint8_t b;
+	cr_assert_eq(pread(fd, &b, 1, (off_t)offset), 1);
+	b ^= 1;
+	cr_assert_eq(pwrite(fd, &b, 1, (off_t)offset), 1);
+	close(fd);
+}
+
+/* Description: a flipped byte in the segment file (its first block, right
+ * after the 24-byte header) makes `tally verify` exit 1, print the problem
+ * naming the file and an offset inside that block, and count it in the
+ * summary; --json lists the same message. */
+Test(cli_offline, verify_of_a_damaged_segment_exits_1_naming_file_and_offset)
+{
+	build_store();
+	char path[160];
+	segment_path(path, sizeof(path));
+	flip_byte(path, 30);
+	run_result *r = run_verify(NULL, dir);
+	cr_assert_eq(r->code, CLI_EXIT_FINDINGS, "stdout: %s stderr: %s", r->out, r->err);
+	cr_expect_str_empty(r->err);
+	char first[1024];
+	size_t n = strcspn(r->out, "\n");
+	cr_assert_lt(n, sizeof(first));
+	memcpy(first, r->out, n);
+	first[n] = 0;
+	uint64_t offset = message_offset(first, path);
+	cr_expect_leq(offset, 30, "%s", first);
+	char summary[200];
+	snprintf(summary, sizeof(summary), "tally verify: %s: 1 problem found\n", dir);
+	cr_expect_str_eq(r->out + n + 1, summary, "one problem, then the summary: %s", r->out);
+
+	json_t *root = verify_json(1);
+	cr_expect_str_eq(json_string_value(json_array_get(json_object_get(root, "problems"), 0)),
+			 first);
+	json_decref(root);
+}
+
+/* Description: a flipped byte inside the record of the newest WAL file is
+ * a torn tail (recovery truncates it), not a problem: exit 0. The same
+ * damage in a file that is not the newest is: exit 1, the problem named
+ * with the file and the record's offset (40, after the header), then the
+ * gap it leaves before the next file. */
+Test(cli_offline, verify_of_a_damaged_wal_record_names_file_and_offset)
+{
+	build_store();
+	tally_store *s = store_open(); /* a new process starts WAL file 3 */
+	ingest(s, "acme", "a5", NOW_US - MINUTE_US);
+	cr_assert_eq(tally_store_close(s), 0);
+	char older[160], newest[160];
+	wal_path(older, sizeof(older), 2);
+	wal_path(newest, sizeof(newest), 3);
+	flip_byte(newest, 40 + 24); /* the record's first payload byte */
+	run_result *r = run_verify(NULL, dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "a torn tail of the newest file: %s", r->out);
+
+	flip_byte(older, 40 + 24);
+	r = run_verify(NULL, dir);
+	cr_assert_eq(r->code, CLI_EXIT_FINDINGS, "stdout: %s stderr: %s", r->out, r->err);
+	cr_expect_eq(message_offset(r->out, older), 40, "%s", r->out);
+	/* Then what follows from it: file 3 starts after LSN 5, which is now
+	 * nowhere. */
+	cr_expect_not_null(strstr(r->out, "missing WAL before file 0000000000000003: it starts at "
+					  "LSN 6 but replay starts at LSN 5\n"), "%s", r->out);
+	char summary[200];
+	snprintf(summary, sizeof(summary), "\ntally verify: %s: 2 problems found\n", dir);
+	cr_expect_not_null(strstr(r->out, summary), "%s", r->out);
+}
+
+/* Description: a directory held by an open store is not checked: both
+ * commands exit 2 and say why on stderr, printing nothing on stdout. */
+Test(cli_offline, a_locked_directory_exits_2)
+{
+	build_store();
+	tally_store *s = store_open();
+	run_result *r = run_verify(NULL, dir);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_str_empty(r->out);
+	char says[200];
+	snprintf(says, sizeof(says), "tally verify: cannot check %s: ", dir);
+	cr_expect_eq(strncmp(r->err, says, strlen(says)), 0, "%s", r->err);
+	cr_expect_not_null(strstr(r->err, "/LOCK is held by a running process"), "%s", r->err);
+	r = run_inspect(NULL, dir);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_str_empty(r->out);
+	snprintf(says, sizeof(says), "tally inspect: cannot inspect %s: ", dir);
+	cr_expect_eq(strncmp(r->err, says, strlen(says)), 0, "%s", r->err);
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(run_verify(NULL, dir)->code, CLI_EXIT_OK, "closed, it checks again");
+}
+
+/* Description: an empty directory is not a data directory: exit 2, with
+ * the reason on stderr. */
+Test(cli_offline, a_directory_without_a_manifest_exits_2)
+{
+	run_result *r = run_inspect(NULL, dir);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	char says[200];
+	snprintf(says, sizeof(says),
+		 "tally inspect: cannot inspect %s: %s: not a tally data directory (no MANIFEST)\n",
+		 dir, dir);
+	cr_expect_str_eq(r->err, says);
+	r = run_verify(NULL, dir);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_str_empty(r->out);
+	snprintf(says, sizeof(says), "tally verify: cannot check %s: ", dir);
+	cr_expect_eq(strncmp(r->err, says, strlen(says)), 0, "%s", r->err);
+}
+
+/* Description: usage errors exit 2 with the message and the usage line on
+ * stderr: an unknown option, no directory, two directories. */
+Test(cli_offline, usage_errors_exit_2_with_the_usage_line)
+{
+	run_result *r = run_verify("--bogus", dir);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r->err, "tally verify: unknown option '--bogus'\n"
+				 "usage: tally verify [--json] DIR   (see 'tally help verify')\n");
+	cr_expect_str_empty(r->out);
+	const char *none[1] = {"verify"};
+	r = run(&cli_command_verify, 1, none);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r->err, "tally verify: missing the data directory\n"
+				 "usage: tally verify [--json] DIR   (see 'tally help verify')\n");
+	const char *two[3] = {"inspect", dir, "/tmp"};
+	r = run(&cli_command_inspect, 3, two);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_not_null(strstr(r->err, "unexpected argument '/tmp'"), "%s", r->err);
+	cr_expect_not_null(strstr(r->err, "usage: tally inspect [--json] [--segments] DIR"), "%s",
+			   r->err);
+}
