@@ -403,16 +403,16 @@ static void flip_byte(const char *path, uint64_t offset)
 	close(fd);
 }
 
-/* Description: a flipped byte in the segment file (its first block, right
- * after the 24-byte header) makes `tally verify` exit 1, print the problem
- * naming the file and an offset inside that block, and count it in the
- * summary; --json lists the same message. */
+/* Description: a flipped byte in the segment file's first block (which
+ * starts right after the 32-byte header) makes `tally verify` exit 1,
+ * print the problem naming the file and the block's offset, and count it
+ * in the summary; --json lists the same message. */
 Test(cli_offline, verify_of_a_damaged_segment_exits_1_naming_file_and_offset)
 {
 	build_store();
 	char path[160];
 	segment_path(path, sizeof(path));
-	flip_byte(path, 30);
+	flip_byte(path, 40);
 	run_result *r = run_verify(NULL, dir);
 	cr_assert_eq(r->code, CLI_EXIT_FINDINGS, "stdout: %s stderr: %s", r->out, r->err);
 	cr_expect_str_empty(r->err);
@@ -421,8 +421,8 @@ Test(cli_offline, verify_of_a_damaged_segment_exits_1_naming_file_and_offset)
 	cr_assert_lt(n, sizeof(first));
 	memcpy(first, r->out, n);
 	first[n] = 0;
-	uint64_t offset = message_offset(first, path);
-	cr_expect_leq(offset, 30, "%s", first);
+	cr_expect_eq(message_offset(first, path), 32, "%s", first);
+	cr_expect_not_null(strstr(first, ": block checksum mismatch ("), "%s", first);
 	char summary[200];
 	snprintf(summary, sizeof(summary), "tally verify: %s: 1 problem found\n", dir);
 	cr_expect_str_eq(r->out + n + 1, summary, "one problem, then the summary: %s", r->out);
