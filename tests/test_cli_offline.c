@@ -22,14 +22,13 @@
 #include <jansson.h>
 #include <xxhash.h>
 
-#include "../tools/cli.h"
+#include "support/cli_run.h"
 #include "support/fault_io.h"
 #include "tally.h"
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21T14:13:20Z */
 #define MINUTE_US (INT64_C(60) * 1000000)
 #define DAY_US (INT64_C(86400) * 1000000)
-#define OUTPUT_MAX 65536
 
 static char dir[64];
 static fault_io *fio;
@@ -55,88 +54,21 @@ TestSuite(cli_offline, .init = setup, .fini = teardown);
 
 /* ---- running a command ---------------------------------------------------- */
 
-typedef struct run_result {
-	int code;
-	char out[OUTPUT_MAX];
-	char err[OUTPUT_MAX];
-} run_result;
-
-/* Reads the file at path (at most OUTPUT_MAX - 1 bytes) into buf. */
-static void read_back(const char *path, char *buf)
+static cli_run_result *run(const cli_command *command, int argc, const char **argv)
 {
-	FILE *f = fopen(path, "r");
-	cr_assert_not_null(f, "open %s", path);
-	size_t n = fread(buf, 1, OUTPUT_MAX - 1, f);
-	cr_assert(!ferror(f));
-	cr_assert(feof(f), "%s holds more than %d bytes", path, OUTPUT_MAX - 1);
-	buf[n] = 0;
-	fclose(f);
+	return cli_run(dir, command, argc, argv);
 }
 
-/* Points descriptor fd (1 or 2) at a new file `path`; returns the old one. */
-static int redirect(int fd, const char *path)
-{
-	int saved = dup(fd);
-	cr_assert_geq(saved, 0);
-	int file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	cr_assert_geq(file, 0, "open %s", path);
-	cr_assert_eq(dup2(file, fd), fd);
-	close(file);
-	return saved;
-}
-
-/* Runs `tally <argv...>` (argv[0] is the command name) as main() would,
- * with its stdout and stderr captured. */
-static run_result *run(const cli_command *command, int argc, const char **argv)
-{
-	static run_result r;
-	char out_path[128], err_path[128];
-	snprintf(out_path, sizeof(out_path), "%s.out", dir);
-	snprintf(err_path, sizeof(err_path), "%s.err", dir);
-	fflush(stdout);
-	fflush(stderr);
-	int saved_out = redirect(1, out_path);
-	int saved_err = redirect(2, err_path);
-	char *args[8];
-	cr_assert_lt(argc, 8);
-	for (int i = 0; i < argc; i++)
-		args[i] = (char *)argv[i];
-	args[argc] = NULL;
-	r.code = command->run(command, argc, args);
-	fflush(stdout);
-	fflush(stderr);
-	cr_assert_eq(dup2(saved_out, 1), 1);
-	cr_assert_eq(dup2(saved_err, 2), 2);
-	close(saved_out);
-	close(saved_err);
-	read_back(out_path, r.out);
-	read_back(err_path, r.err);
-	unlink(out_path);
-	unlink(err_path);
-	return &r;
-}
-
-static run_result *run_inspect(const char *flag, const char *path)
+static cli_run_result *run_inspect(const char *flag, const char *path)
 {
 	const char *argv[3] = {"inspect", flag ? flag : path, path};
 	return run(&cli_command_inspect, flag ? 3 : 2, argv);
 }
 
-static run_result *run_verify(const char *flag, const char *path)
+static cli_run_result *run_verify(const char *flag, const char *path)
 {
 	const char *argv[3] = {"verify", flag ? flag : path, path};
 	return run(&cli_command_verify, flag ? 3 : 2, argv);
-}
-
-/* Asserts `text` holds the whole line `line` (newline-terminated). */
-static void expect_line(const char *text, const char *line)
-{
-	size_t n = strlen(line);
-	for (const char *p = text; (p = strstr(p, line)); p++) {
-		if ((p == text || p[-1] == '\n') && p[n] == '\n')
-			return;
-	}
-	cr_assert_fail("no line \"%s\" in:\n%s", line, text);
 }
 
 /* ---- the data directory --------------------------------------------------- */
@@ -224,29 +156,29 @@ Test(cli_offline, inspect_prints_the_summary_of_a_data_directory)
 {
 	build_store();
 	char path[160], bytes[CLI_BYTES_SIZE], line[256], t0[CLI_TIME_SIZE], t1[CLI_TIME_SIZE];
-	run_result *r = run_inspect(NULL, dir);
+	cli_run_result *r = run_inspect(NULL, dir);
 	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
 	cr_assert_str_empty(r->err);
 
 	snprintf(line, sizeof(line), "data directory   %s", dir);
-	expect_line(r->out, line);
-	expect_line(r->out, "manifest         version 3, generation 2");
+	cli_expect_line(r->out, line);
+	cli_expect_line(r->out, "manifest         version 3, generation 2");
 	segment_path(path, sizeof(path));
 	cli_format_bytes(bytes, file_size(path));
 	snprintf(line, sizeof(line), "segment files    1 (%s)", bytes);
-	expect_line(r->out, line);
-	expect_line(r->out, "tenants          2 (with rows in segments)");
-	expect_line(r->out, "segments         3 (tenant-days, per file)");
-	expect_line(r->out, "rows             4");
+	cli_expect_line(r->out, line);
+	cli_expect_line(r->out, "tenants          2 (with rows in segments)");
+	cli_expect_line(r->out, "segments         3 (tenant-days, per file)");
+	cli_expect_line(r->out, "rows             4");
 	cli_format_time(t0, T_FIRST);
 	cli_format_time(t1, T_LAST);
 	snprintf(line, sizeof(line), "time range       %s .. %s", t0, t1);
-	expect_line(r->out, line);
+	cli_expect_line(r->out, line);
 	wal_path(path, sizeof(path), 2);
 	cli_format_bytes(bytes, file_size(path));
 	snprintf(line, sizeof(line), "WAL              1 file, %s; replay from LSN 5; next file id 2",
 		 bytes);
-	expect_line(r->out, line);
+	cli_expect_line(r->out, line);
 	cr_assert_not_null(strstr(r->out, "\n  acme "), "%s", r->out);
 	cr_assert_not_null(strstr(r->out, "\n  beta "), "%s", r->out);
 }
@@ -257,7 +189,7 @@ Test(cli_offline, inspect_json_has_the_exact_figures)
 {
 	build_store();
 	const char *argv[4] = {"inspect", "--json", "--segments", dir};
-	run_result *r = run(&cli_command_inspect, 4, argv);
+	cli_run_result *r = run(&cli_command_inspect, 4, argv);
 	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
 	json_error_t error;
 	json_t *root = json_loads(r->out, 0, &error);
@@ -334,11 +266,11 @@ Test(cli_offline, inspect_of_a_version_2_manifest_says_the_next_wal_id_is_not_re
 	cr_assert_eq(fwrite(data, 1, size, f), size);
 	cr_assert_eq(fclose(f), 0);
 
-	run_result *r = run_inspect(NULL, dir);
+	cli_run_result *r = run_inspect(NULL, dir);
 	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
 	cr_assert_not_null(strstr(r->out, "; replay from LSN 5; next file id not recorded (manifest "
 					  "version 2)\n"), "%s", r->out);
-	expect_line(r->out, "manifest         version 2, generation 2");
+	cli_expect_line(r->out, "manifest         version 2, generation 2");
 	r = run_inspect("--json", dir);
 	cr_assert_eq(r->code, CLI_EXIT_OK);
 	json_t *root = json_loads(r->out, 0, NULL);
@@ -353,7 +285,7 @@ Test(cli_offline, inspect_of_a_version_2_manifest_says_the_next_wal_id_is_not_re
  * the exit code that goes with them; the object (json_decref it). */
 static json_t *verify_json(int problems)
 {
-	run_result *r = run_verify("--json", dir);
+	cli_run_result *r = run_verify("--json", dir);
 	cr_assert_eq(r->code, problems ? CLI_EXIT_FINDINGS : CLI_EXIT_OK, "%s", r->err);
 	json_t *root = json_loads(r->out, 0, NULL);
 	cr_assert_not_null(root, "%s", r->out);
@@ -369,7 +301,7 @@ static json_t *verify_json(int problems)
 Test(cli_offline, verify_of_a_clean_directory_exits_0)
 {
 	build_store();
-	run_result *r = run_verify(NULL, dir);
+	cli_run_result *r = run_verify(NULL, dir);
 	cr_assert_eq(r->code, CLI_EXIT_OK, "stdout: %s stderr: %s", r->out, r->err);
 	char line[200];
 	snprintf(line, sizeof(line), "tally verify: %s: no problems found\n", dir);
@@ -413,7 +345,7 @@ Test(cli_offline, verify_of_a_damaged_segment_exits_1_naming_file_and_offset)
 	char path[160];
 	segment_path(path, sizeof(path));
 	flip_byte(path, 40);
-	run_result *r = run_verify(NULL, dir);
+	cli_run_result *r = run_verify(NULL, dir);
 	cr_assert_eq(r->code, CLI_EXIT_FINDINGS, "stdout: %s stderr: %s", r->out, r->err);
 	cr_expect_str_empty(r->err);
 	char first[1024];
@@ -448,7 +380,7 @@ Test(cli_offline, verify_of_a_damaged_wal_record_names_file_and_offset)
 	wal_path(older, sizeof(older), 2);
 	wal_path(newest, sizeof(newest), 3);
 	flip_byte(newest, 40 + 24); /* the record's first payload byte */
-	run_result *r = run_verify(NULL, dir);
+	cli_run_result *r = run_verify(NULL, dir);
 	cr_assert_eq(r->code, CLI_EXIT_OK, "a torn tail of the newest file: %s", r->out);
 
 	flip_byte(older, 40 + 24);
@@ -470,7 +402,7 @@ Test(cli_offline, a_locked_directory_exits_2)
 {
 	build_store();
 	tally_store *s = store_open();
-	run_result *r = run_verify(NULL, dir);
+	cli_run_result *r = run_verify(NULL, dir);
 	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
 	cr_expect_str_empty(r->out);
 	char says[200];
@@ -490,7 +422,7 @@ Test(cli_offline, a_locked_directory_exits_2)
  * the reason on stderr. */
 Test(cli_offline, a_directory_without_a_manifest_exits_2)
 {
-	run_result *r = run_inspect(NULL, dir);
+	cli_run_result *r = run_inspect(NULL, dir);
 	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
 	char says[200];
 	snprintf(says, sizeof(says),
@@ -508,7 +440,7 @@ Test(cli_offline, a_directory_without_a_manifest_exits_2)
  * stderr: an unknown option, no directory, two directories. */
 Test(cli_offline, usage_errors_exit_2_with_the_usage_line)
 {
-	run_result *r = run_verify("--bogus", dir);
+	cli_run_result *r = run_verify("--bogus", dir);
 	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
 	cr_expect_str_eq(r->err, "tally verify: unknown option '--bogus'\n"
 				 "usage: tally verify [--json] DIR   (see 'tally help verify')\n");
