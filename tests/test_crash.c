@@ -34,7 +34,10 @@
  *   - each batch submitted but not acknowledged (one per child thread) is
  *     wholly present or wholly absent, and stays so in every later round;
  *   - no event appears that was never sent, none twice, none under another
- *     tenant; scans come in time order; the stats count exactly those rows.
+ *     tenant; scans come in time order; the stats count exactly those rows;
+ *   - no WAL file id comes back over the directory's rounds: a file seen
+ *     before keeps its first LSN, and a new file's id is above every id
+ *     seen before, also after flushes retired every WAL file.
  * The parent sometimes flushes and compacts before closing. Directories are
  * reused for 1-6 rounds (recovery after recovery, data accumulating), then
  * replaced by a fresh one.
@@ -49,6 +52,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -516,6 +520,85 @@ static void dir_count(const char *dir, const char *sub, const char *suffix, uint
 	closedir(d);
 }
 
+/* The WAL files a directory's recoveries have shown, by id with their
+ * first LSN (header offset 24): over the directory's life an id never
+ * comes back for another file, and every new file's id is above all seen
+ * before (wal.c, invariant 7), even after flushes retired every file. */
+typedef struct wal_ids {
+	uint64_t *id;
+	uint64_t *first_lsn;
+	size_t count, capacity;
+	uint64_t max;   /* the largest id seen before this round's look */
+	uint64_t files; /* files looked at, over every round */
+} wal_ids;
+
+static void wal_ids_free(wal_ids *w)
+{
+	free(w->id);
+	free(w->first_lsn);
+	memset(w, 0, sizeof(*w));
+}
+
+static uint64_t le64_at(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* Looks at dir/wal after a recovery: each file's id and first LSN against
+ * every earlier look. */
+static void wal_ids_check(wal_ids *w, const char *dir, const char *where)
+{
+	char path[160];
+	snprintf(path, sizeof(path), "%s/wal", dir);
+	DIR *d = opendir(path);
+	cr_assert_not_null(d, "opendir %s: %s", path, strerror(errno));
+	uint64_t max_before = w->max;
+	struct dirent *entry;
+	while ((entry = readdir(d))) {
+		char *end;
+		uint64_t id = strtoull(entry->d_name, &end, 16);
+		if (end != entry->d_name + 16 || strcmp(end, ".wal") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/wal/%s", dir, entry->d_name);
+		int fd = open(path, O_RDONLY);
+		cr_assert_geq(fd, 0, "%s: open %s: %s", where, path, strerror(errno));
+		uint8_t header[40];
+		cr_assert_eq(pread(fd, header, sizeof(header), 0), (ssize_t)sizeof(header),
+			     "%s: %s has no whole header after recovery", where, path);
+		close(fd);
+		cr_assert_eq(le64_at(header + 16), id, "%s: %s", where, path);
+		uint64_t first_lsn = le64_at(header + 24);
+		w->files++;
+		size_t i = 0;
+		while (i < w->count && w->id[i] != id)
+			i++;
+		if (i < w->count) {
+			cr_assert_eq(w->first_lsn[i], first_lsn,
+				     "%s: WAL file id %" PRIu64 " used again: first LSN %" PRIu64
+				     " before, %" PRIu64 " now",
+				     where, id, w->first_lsn[i], first_lsn);
+			continue;
+		}
+		cr_assert_gt(id, max_before,
+			     "%s: new WAL file %" PRIu64 " is not above the ids seen before (up to %" PRIu64
+			     ")", where, id, max_before);
+		if (w->count == w->capacity) {
+			w->capacity = w->capacity ? 2 * w->capacity : 64;
+			w->id = realloc(w->id, w->capacity * sizeof(*w->id));
+			w->first_lsn = realloc(w->first_lsn, w->capacity * sizeof(*w->first_lsn));
+			cr_assert(w->id && w->first_lsn);
+		}
+		w->id[w->count] = id;
+		w->first_lsn[w->count++] = first_lsn;
+		if (id > w->max)
+			w->max = id;
+	}
+	closedir(d);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -596,6 +679,8 @@ static void crash_rounds(bool power, int rounds, const char *name)
 	char dir[64] = "";
 	int dir_rounds_left = 0;
 	crash_setup setup = {0};
+	wal_ids wal_seen = {0};
+	uint64_t wal_files_looked = 0;
 
 	for (int global_round = 0; global_round < rounds; global_round++) {
 		if (dir_rounds_left == 0) {
@@ -603,6 +688,8 @@ static void crash_rounds(bool power, int rounds, const char *name)
 				dir_remove(dir);
 				ev_ledger_free(&ledger);
 			}
+			wal_files_looked += wal_seen.files;
+			wal_ids_free(&wal_seen);
 			snprintf(dir, sizeof(dir), "/tmp/tally-crash-XXXXXX");
 			cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
 			ev_ledger_init(&ledger, ev_rng_next(&rng), 2 + (uint32_t)(ev_rng_next(&rng) % 3));
@@ -759,6 +846,7 @@ static void crash_rounds(bool power, int rounds, const char *name)
 		cr_assert(names == matching && matching == stats.wal_file_count,
 			  "%s: wal/ holds %" PRIu64 " names, %" PRIu64 " .wal, %" PRIu64 " known to the WAL (odd: %s)",
 			  where, names, matching, stats.wal_file_count, odd);
+		wal_ids_check(&wal_seen, dir, where);
 		totals.segment_files += stats.segment_file_count;
 		totals.wal_files += stats.wal_file_count;
 		totals.maybe_present += report->maybe_present;
@@ -780,6 +868,10 @@ static void crash_rounds(bool power, int rounds, const char *name)
 	if (dir[0])
 		dir_remove(dir);
 	ev_ledger_free(&ledger);
+	wal_files_looked += wal_seen.files;
+	wal_ids_free(&wal_seen);
+	fprintf(stderr, "%s: WAL file ids checked in %" PRIu64 " looks at a file: none used twice\n",
+		name, wal_files_looked);
 	fprintf(stderr,
 		"%s: %d rounds in %.1f s over %" PRIu64 " directories: %" PRIu64
 		" acknowledged batches, %" PRIu64 " retried; unacknowledged batches found present %" PRIu64
