@@ -1678,7 +1678,8 @@ Test(wal_faults, disk_full_is_sticky_and_reopen_truncates_the_partial_record,
 
 Test(wal_faults, failed_file_creation_or_directory_fsync_fails_the_wal,
      .description = "a rotation whose create or directory fsync fails is sticky; the records "
-		    "meant for the new file are never reported durable")
+		    "meant for the new file are never reported durable; the failed file's id is "
+		    "not given again")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
@@ -1689,9 +1690,11 @@ Test(wal_faults, failed_file_creation_or_directory_fsync_fails_the_wal,
 	uint64_t first;
 	cr_assert_eq(wal_rotate(w, &first), 0);
 	fault_io_open_fail(f, "0000000000000002.wal", EACCES);
+	cr_assert_eq(wal_file_id_next(w), 2);
 	lsn = append_records(w, 1);
 	cr_assert_eq(wal_wait_durable(w, lsn), -EACCES);
 	cr_assert_eq(wal_durable_lsn(w), 3);
+	cr_assert_eq(wal_file_id_next(w), 3, "the failed creation used up id 2");
 	cr_assert_eq(wal_close(w), -EACCES);
 
 	fault_io_reset(f);
