@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "fail.h"
+#include "log.h"
 
 enum option_kind {
 	KIND_PATH,          /* a non-empty string that fits the field */
@@ -41,6 +42,7 @@ enum option_kind {
 	KIND_SIZE,          /* decimal digits, optionally KiB / MiB / GiB */
 	KIND_BOOL,          /* true / false (also yes / no, on / off, 1 / 0) */
 	KIND_TIME_OF_DAY,   /* HH:MM, stored as minutes after midnight (uint32) */
+	KIND_LOG_LEVEL,     /* a name of log_level_names, stored as its log_level (uint32) */
 };
 
 /* getopt_long values of the options that are not settings; settings use
@@ -101,6 +103,8 @@ static const option_spec options[] = {
 	 "scheduler slice of the loop and query threads (Linux 6.12+; 0: the kernel's default)"},
 	{"log-json", "log_json", KIND_BOOL, FIELD(log_json), 0, 0, NULL,
 	 "log one JSON object per line (--log-json=false: human lines)"},
+	{"log-level", "log_level", KIND_LOG_LEVEL, FIELD(log_level), 0, 0, "LEVEL",
+	 "least severe lines logged: error, warn or info"},
 	{"export-pg", "export_pg", KIND_PATH, FIELD(export_pg), 0, 0, "URL",
 	 "PostgreSQL of the nightly billing export (docs/billing.md); none: no schedule"},
 	{"export-at", "export_at", KIND_TIME_OF_DAY, FIELD(export_at_minute), 0, 0, "HH:MM",
@@ -133,6 +137,7 @@ void config_default(server_config *c)
 	c->query_threads = CONFIG_DEFAULT_QUERY_THREADS;
 	c->latency_slice_us = CONFIG_DEFAULT_LATENCY_SLICE_US;
 	c->log_json = false;
+	c->log_level = LOG_LEVEL_INFO;
 	c->export_at_minute = CONFIG_DEFAULT_EXPORT_AT_MINUTE;
 }
 
@@ -272,6 +277,16 @@ static int option_set(const option_spec *o, server_config *c, const char *text, 
 		memcpy(field, &v, sizeof(v));
 		return 0;
 	}
+	case KIND_LOG_LEVEL:
+		for (uint32_t level = 0; level < LOG_LEVEL_COUNT; level++) {
+			if (strcmp(text, log_level_names[level]) == 0) {
+				assert(o->size == sizeof(level));
+				memcpy(field, &level, sizeof(level));
+				return 0;
+			}
+		}
+		return server_fail(errmsg, -EINVAL, "%s: not a log level (error, warn or info): '%s'", where,
+				   text);
 	case KIND_NUMBER:
 	case KIND_SIZE: {
 		uint64_t n = 0;
@@ -596,6 +611,13 @@ static void format_default(const option_spec *o, char *out, size_t out_size)
 		uint32_t v;
 		memcpy(&v, field, sizeof(v));
 		snprintf(out, out_size, "%02u:%02u", v / 60, v % 60);
+		return;
+	}
+	case KIND_LOG_LEVEL: {
+		uint32_t v;
+		memcpy(&v, field, sizeof(v));
+		assert(v < LOG_LEVEL_COUNT);
+		snprintf(out, out_size, "%s", log_level_names[v]);
 		return;
 	}
 	case KIND_NUMBER:

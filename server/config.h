@@ -101,6 +101,7 @@ typedef struct server_config {
 	uint32_t query_threads;           /* 2 */
 	uint32_t latency_slice_us;        /* 100: scheduler slice of the loop and query threads (server/latency.c); 0 = kernel default */
 	bool log_json;                    /* false: one human line per log record on stderr */
+	uint32_t log_level;               /* LOG_LEVEL_INFO (server/log.h): lines less severe are dropped */
 	char export_pg[CONFIG_PG_SIZE];   /* PostgreSQL URL of the nightly billing export; "" = no schedule */
 	uint32_t export_at_minute;        /* when it runs: minutes after midnight UTC (--export-at HH:MM), default 00:30 */
 	/* Not a setting: the store's and the server's files go through this

@@ -159,7 +159,7 @@ static bool auth_still_valid(server *s, conn *c, uint64_t request_id, uint64_t f
 		c->auth_generation = s->auth_generation;
 		return true;
 	}
-	log_info("%s: key %s refused: %s", c->peer, c->key_id, why);
+	log_warn("%s: key %s refused: %s", c->peer, c->key_id, why);
 	conn_respond_error(s, c, request_id, frame_bytes, ERR_UNAUTHENTICATED, 0, "%s", why);
 	conn_close_after_send(s, c);
 	return false;
@@ -235,7 +235,7 @@ static void on_hello(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 			  : e->tenant[0] && !t ? "the key's tenant does not exist"
 			  : t && t->suspended ? "the tenant is suspended" : NULL;
 	if (why) {
-		log_info("%s: Hello refused: %s", c->peer, why);
+		log_warn("%s: Hello refused: %s", c->peer, why);
 		conn_respond_error(s, c, req->request_id, fb, ERR_UNAUTHENTICATED, 0, "%s", why);
 		conn_close_after_send(s, c);
 		return;
@@ -1063,10 +1063,10 @@ int handlers_bootstrap_admin(server *s, char *errmsg)
 		int rc = keys_revoke(s->keys, keys[0].id, errmsg);
 		if (rc)
 			return rc;
-		log_info("revoked admin key %s: its admin.key was never written (an interrupted first start)",
+		log_warn("revoked admin key %s: its admin.key was never written (an interrupted first start)",
 			 keys[0].id);
 	} else if (n > 0) {
-		log_info("%s is absent; %zu admin key(s) exist: use one of them, none is issued", path, live_admin);
+		log_warn("%s is absent; %zu admin key(s) exist: use one of them, none is issued", path, live_admin);
 		return 0;
 	}
 	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];

@@ -15,6 +15,13 @@
 
 static atomic_bool log_json;
 static atomic_bool log_buffered;
+static atomic_int log_level_kept = LOG_LEVEL_INFO;
+
+const char *const log_level_names[LOG_LEVEL_COUNT] = {
+	[LOG_LEVEL_ERROR] = "error",
+	[LOG_LEVEL_WARN] = "warn",
+	[LOG_LEVEL_INFO] = "info",
+};
 
 /* Info lines waiting for log_flush when buffered. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -22,6 +29,8 @@ static char log_buffer[LOG_BUFFER_BYTES];
 static size_t log_buffer_len;
 
 void log_set_json(bool json) { atomic_store(&log_json, json); }
+
+void log_set_level(log_level level) { atomic_store(&log_level_kept, (int)level); }
 
 void log_set_buffered(bool buffered)
 {
@@ -68,8 +77,12 @@ static void line_emit(const char *line, size_t len, bool urgent)
 		fflush(stderr);
 }
 
-static void log_write(const char *level, bool urgent, const char *fmt, va_list ap)
+static void log_write(log_level level_of_line, const char *fmt, va_list ap)
 {
+	if ((int)level_of_line > atomic_load(&log_level_kept))
+		return;
+	const char *level = log_level_names[level_of_line];
+	bool urgent = level_of_line == LOG_LEVEL_ERROR;
 	char text[1024];
 	vsnprintf(text, sizeof(text), fmt, ap);
 	struct timespec ts;
@@ -104,7 +117,15 @@ void log_info(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_write("info", false, fmt, ap);
+	log_write(LOG_LEVEL_INFO, fmt, ap);
+	va_end(ap);
+}
+
+void log_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_write(LOG_LEVEL_WARN, fmt, ap);
 	va_end(ap);
 }
 
@@ -112,6 +133,6 @@ void log_error(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_write("error", true, fmt, ap);
+	log_write(LOG_LEVEL_ERROR, fmt, ap);
 	va_end(ap);
 }

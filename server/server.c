@@ -311,7 +311,7 @@ static void on_send(server *s, conn *c, int res)
 	c->sending = false;
 	if (res <= 0) {
 		if (!c->close_submitted)
-			log_info("%s: send failed (%s); closing", c->peer, strerror(res ? -res : EPIPE));
+			log_warn("%s: send failed (%s); closing", c->peer, strerror(res ? -res : EPIPE));
 		conn_abort(s, c);
 		conn_maybe_release(s, c);
 		return;
@@ -473,7 +473,7 @@ static void on_recv(server *s, conn *c, struct io_uring_cqe *cqe)
 			conn_close_after_send(s, c);
 	} else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
 		if (!c->close_submitted)
-			log_info("%s: receive failed (%s); closing", c->peer, strerror(-cqe->res));
+			log_warn("%s: receive failed (%s); closing", c->peer, strerror(-cqe->res));
 		conn_abort(s, c);
 	}
 	conn_maybe_release(s, c);
@@ -601,7 +601,7 @@ static void on_timer(server *s)
 		if (c->frame_started_us &&
 		    now - c->frame_started_us > (int64_t)s->config.frame_timeout_ms * 1000) {
 			metrics_add(s->metrics, M_TIMEOUTS_FRAME, 1);
-			log_info("%s: a frame not completed within %u ms; closing", c->peer,
+			log_warn("%s: a frame not completed within %u ms; closing", c->peer,
 				 s->config.frame_timeout_ms);
 			conn_respond_error(s, c, 0, 0, ERR_BAD_REQUEST, 0,
 					   "frame not completed within %u ms; closing",
@@ -1025,7 +1025,7 @@ int server_run(server *s)
 	arm_timer(s);
 	int slice_rc = latency_slice_set(s->config.latency_slice_us);
 	if (slice_rc)
-		log_info("scheduler slice of %u us refused (%s): the loop and query threads keep the kernel's default",
+		log_warn("scheduler slice of %u us refused (%s): the loop and query threads keep the kernel's default",
 			 s->config.latency_slice_us, strerror(-slice_rc));
 	log_info("listening on %s (port %u); data in %s", s->config.listen, s->port, s->config.data_dir);
 	export_schedule_go(s->schedule); /* its runs connect to this loop */

@@ -46,6 +46,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_json(config.log_json);
+	log_set_level((log_level)config.log_level);
 	log_set_buffered(true); /* the loop flushes after every pass */
 	/* A peer that vanishes must not kill the server: sends use
 	 * MSG_NOSIGNAL, and SIGPIPE is ignored for anything else. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "log.h"
 #include "support/test_dir.h"
 
 #define ARGS_MAX 64
@@ -60,6 +61,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->query_threads, 2u);
 	cr_expect_eq(c->latency_slice_us, 100u);
 	cr_expect_eq(c->log_json, false);
+	cr_expect_eq(c->log_level, (uint32_t)LOG_LEVEL_INFO);
 }
 
 /* Description: the defaults are the documented ones, and no flags keep them. */
@@ -86,7 +88,8 @@ Test(config, every_flag)
 		       "--frame-bytes-max", "1MiB", "--batch-events-max", "1000", "--connections-max", "5000",
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
-		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-threads", "6", "--latency-slice-us", "250", "--log-json");
+		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
+		       "--log-level", "warn");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
 	cr_expect_str_eq(c.listen, "[::1]:7500");
@@ -105,13 +108,15 @@ Test(config, every_flag)
 	cr_expect_eq(c.query_threads, 6u);
 	cr_expect_eq(c.latency_slice_us, 250u);
 	cr_expect_eq(c.log_json, true);
+	cr_expect_eq(c.log_level, (uint32_t)LOG_LEVEL_WARN);
 
 	config_default(&c);
 	rc = PARSE(&c, err, "--data=/srv/t", "--listen=0.0.0.0:0", "--metrics=[::]:9500",
 		   "--frame-bytes-max=4096", "--batch-events-max=1", "--connections-max=1",
 		   "--connections-per-key-max=65536", "--inflight-max=4096", "--idle-timeout-ms=1",
 		   "--frame-timeout-ms=86400000", "--pending-bytes-max=2GiB", "--group-commit-window-us=100000",
-		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-threads=64", "--latency-slice-us=0", "--log-json=false");
+		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
+		   "--log-level=error");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/srv/t");
 	cr_expect_str_eq(c.listen, "0.0.0.0:0");
@@ -130,6 +135,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.query_threads, 64u);
 	cr_expect_eq(c.latency_slice_us, 0u);
 	cr_expect_eq(c.log_json, false);
+	cr_expect_eq(c.log_level, (uint32_t)LOG_LEVEL_ERROR);
 }
 
 /* Description: a flag given twice takes its last value; --log-json takes
@@ -186,7 +192,8 @@ static const char full_ini[] = "; tallyd configuration\n"
 			       "memtable_age_max_s = 0\n"
 			       "query_threads = 4\n"
 			       "latency_slice_us = 1000\n"
-			       "log_json = true\n";
+			       "log_json = true\n"
+			       "log_level = warn\n";
 
 /* Description: an INI file sets every key, with comments, an inline
  * comment and blank lines ignored; what it does not name keeps its value. */
@@ -216,6 +223,7 @@ Test(config, ini_file_sets_every_key)
 	cr_expect_eq(c.query_threads, 4u);
 	cr_expect_eq(c.latency_slice_us, 1000u);
 	cr_expect_eq(c.log_json, true);
+	cr_expect_eq(c.log_level, (uint32_t)LOG_LEVEL_WARN);
 
 	write_file(&dir, "part.ini", "\n[tallyd]\n\nlisten = 10.0.0.1:1\n", path);
 	config_default(&c);
@@ -243,12 +251,13 @@ Test(config, flags_override_the_file_in_any_order)
 
 	server_config c;
 	config_default(&c);
-	cr_assert_eq(PARSE(&c, err, "--connections-max", "7", "--config", path, "--listen", "127.0.0.2:1",
-			   "--log-json=false"),
+	cr_assert_eq(PARSE(&c, err, "--connections-max", "7", "--log-level", "info", "--config", path,
+			   "--listen", "127.0.0.2:1", "--log-json=false"),
 		     CONFIG_OK, "%s", err);
 	cr_expect_eq(c.connections_max, 7u, "flag before --config");
 	cr_expect_str_eq(c.listen, "127.0.0.2:1", "flag after --config");
 	cr_expect_eq(c.log_json, false);
+	cr_expect_eq(c.log_level, (uint32_t)LOG_LEVEL_INFO, "flag over the file's warn");
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally", "from the file");
 	cr_expect_eq(c.inflight_max, 128u, "from the file");
 
@@ -260,6 +269,7 @@ Test(config, flags_override_the_file_in_any_order)
 	cr_expect_str_eq(c.data_dir, "/d");
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30, "from the file");
 	cr_expect_eq(c.log_json, true, "from the file");
+	cr_expect_eq(c.log_level, (uint32_t)LOG_LEVEL_WARN, "from the file");
 	test_dir_remove(&dir);
 }
 
@@ -319,6 +329,10 @@ Test(config, flag_errors)
 		{{"--memtable-bytes-max", "65GiB"}, "--memtable-bytes-max: '65GiB' is out of range 1 MiB..64 GiB"},
 		{{"--log-json=maybe"}, "--log-json: not true or false: 'maybe'"},
 		{{"--log-json", "true"}, "unexpected argument 'true' (tallyd takes only options)"},
+		{{"--log-level", "debug"}, "--log-level: not a log level (error, warn or info): 'debug'"},
+		{{"--log-level", "WARN"}, "--log-level: not a log level (error, warn or info): 'WARN'"},
+		{{"--log-level="}, "--log-level: not a log level (error, warn or info): ''"},
+		{{"--log-level"}, "--log-level: missing value"},
 		{{"--help=1"}, "--help: takes no value"},
 		{{"serve"}, "unexpected argument 'serve' (tallyd takes only options)"},
 		{{"--inflight-max", "3", "extra"}, "unexpected argument 'extra' (tallyd takes only options)"},
@@ -387,6 +401,8 @@ Test(config, ini_errors)
 		{"[tallyd]\nframe_bytes_max = 1 GiB\n",
 		 "2: frame_bytes_max: not a size: '1 GiB' (bytes, or a number with KiB, MiB or GiB)"},
 		{"[tallyd]\nlog_json = sometimes\n", "2: log_json: not true or false: 'sometimes'"},
+		{"[tallyd]\nlog_level = warning\n",
+		 "2: log_level: not a log level (error, warn or info): 'warning'"},
 		{"[tallyd]\nlisten = nowhere\n", "2: listen: bad address 'nowhere': no ':port'"},
 		{"[tallyd]\ndata_dir =\n", "2: data_dir: empty"},
 		{"[tallyd]\ninflight_max = 3\n\ninflight_max = 4\n", "4: inflight_max is set twice (first at line 2)"},
@@ -622,6 +638,8 @@ Test(config, usage_lists_every_flag)
 		"(default 2; 1..64)",
 		"--log-json[=BOOL]",
 		"(default false)",
+		"--log-level LEVEL ",
+		"least severe lines logged: error, warn or info (default info)",
 		"--help",
 		"--version",
 	};

@@ -1,6 +1,6 @@
 /*
  * test_log.c — tallyd's log (server/log.h): line format, and the buffered
- * mode tallyd runs in (info lines wait for log_flush, errors go at once,
+ * mode tallyd runs in (info and warn lines wait for log_flush, errors go at once,
  * order is kept, nothing is lost when the buffer fills).
  */
 #include <criterion/criterion.h>
@@ -145,5 +145,63 @@ Test(log, json_lines_buffered)
 	cr_expect_eq(count_lines(text), 1);
 	cr_expect(strstr(text, "\"level\":\"info\"") != NULL, "got: %s", text);
 	cr_expect(strstr(text, "\"message\":\"quote \\\" here\"") != NULL, "got: %s", text);
+	free(text);
+}
+
+/* Description: log_set_level drops the lines less severe than its level:
+ * at warn, info lines go; at error, warn lines go too; back at info, all
+ * three are written, each labelled with its level's name. */
+Test(log, a_level_drops_the_less_severe_lines)
+{
+	capture_start();
+	log_set_level(LOG_LEVEL_WARN);
+	log_info("info at warn");
+	log_warn("warn at warn");
+	log_error("error at warn");
+	log_set_level(LOG_LEVEL_ERROR);
+	log_info("info at error");
+	log_warn("warn at error");
+	log_error("error at error");
+	log_set_level(LOG_LEVEL_INFO);
+	log_info("info at info");
+	log_warn("warn at info");
+	log_error("error at info");
+	char *text = captured();
+	cr_expect_eq(count_lines(text), 6, "got: %s", text);
+	static const char *const kept[] = {"Z warn warn at warn\n",   "Z error error at warn\n",
+					   "Z error error at error\n", "Z info info at info\n",
+					   "Z warn warn at info\n",    "Z error error at info\n"};
+	const char *at = text;
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+		const char *p = strstr(at, kept[i]);
+		cr_expect_not_null(p, "'%s' kept, in order; got: %s", kept[i], text);
+		at = p ? p : at;
+	}
+	cr_expect_null(strstr(text, "info at warn"));
+	cr_expect_null(strstr(text, "info at error"));
+	cr_expect_null(strstr(text, "warn at error"));
+	cr_expect_str_eq(log_level_names[LOG_LEVEL_ERROR], "error");
+	cr_expect_str_eq(log_level_names[LOG_LEVEL_WARN], "warn");
+	cr_expect_str_eq(log_level_names[LOG_LEVEL_INFO], "info");
+	free(text);
+}
+
+/* Description: buffered, a warn line waits for log_flush like an info
+ * line (a flood of refused peers costs no write each); in JSON its level
+ * is "warn". */
+Test(log, buffered_warn_lines_wait)
+{
+	capture_start();
+	log_set_json(true);
+	log_set_buffered(true);
+	log_warn("peer refused");
+	char *text = captured();
+	cr_expect_str_eq(text, "", "nothing before a flush");
+	free(text);
+	log_flush();
+	text = captured();
+	cr_expect_eq(count_lines(text), 1);
+	cr_expect(strstr(text, "\"level\":\"warn\"") != NULL, "got: %s", text);
+	cr_expect(strstr(text, "\"message\":\"peer refused\"") != NULL, "got: %s", text);
 	free(text);
 }
