@@ -7,6 +7,10 @@
  *
  * The commands read the global options from cli_globals_current, which
  * main() fills from the command line; each test sets it directly.
+ *
+ * The tallyd logs to the same stderr as the commands. At log level error
+ * (--log-level error) it writes nothing there unless it fails itself, so
+ * stderr holds the command's lines and any server error shows in a test.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -19,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "../server/log.h"
 #include "../tools/remote.h"
 #include "support/cli_run.h"
 #include "support/server_harness.h"
@@ -31,6 +36,7 @@ static char scratch[128];
 
 static void setup(void)
 {
+	log_set_level(LOG_LEVEL_ERROR);
 	harness_init(&h, "cliserver");
 	harness_start(&h);
 	snprintf(scratch, sizeof(scratch), "%s/cli", h.dir.path);
@@ -47,26 +53,7 @@ static void teardown(void)
 
 TestSuite(cli_server, .init = setup, .fini = teardown);
 
-/* Takes the lines of the tallyd in this process out of err: its log goes
- * to the same stderr, each line starting with the time ("2026-..."). */
-static void drop_server_log(char *err)
-{
-	char *out = err;
-	for (char *line = err; *line;) {
-		size_t n = strcspn(line, "\n");
-		size_t end = n + (line[n] == '\n');
-		bool logged = n > 5 && line[0] >= '0' && line[0] <= '9' && line[4] == '-';
-		if (!logged) {
-			memmove(out, line, end);
-			out += end;
-		}
-		line += end;
-	}
-	*out = 0;
-}
-
-/* Runs `tally <words...>` (NULL-terminated) with the current globals;
- * stderr holds the command's lines only. */
+/* Runs `tally <words...>` (NULL-terminated) with the current globals. */
 static cli_run_result *run(const cli_command *command, const char *word, ...)
 {
 	const char *argv[CLI_RUN_ARGS_MAX];
@@ -79,9 +66,7 @@ static cli_run_result *run(const cli_command *command, const char *word, ...)
 		argv[argc++] = w;
 	}
 	va_end(ap);
-	cli_run_result *r = cli_run(scratch, command, argc, argv);
-	drop_server_log(r->err);
-	return r;
+	return cli_run(scratch, command, argc, argv);
 }
 
 /* out as JSON (json_decref it). */

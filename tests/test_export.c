@@ -36,10 +36,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../server/log.h"
 #include "../tools/billing_sql.h"
 #include "../tools/cli.h"
 #include "../tools/export.h"
 #include "../tools/remote.h"
+#include "support/cli_run.h"
 #include "support/pg_harness.h"
 #include "support/server_harness.h"
 #include "usage.h"
@@ -48,7 +50,6 @@
 #define DB "billing"
 #define EXPORTER "exporter"
 #define ROWS_MAX 8192
-#define OUTPUT_SIZE 16384
 #define KILLS_DEFAULT 20
 
 static pg_harness pg;
@@ -332,6 +333,7 @@ static void world_start(const char *name, bool database)
 {
 	if (database)
 		billing_database(w.conninfo);
+	log_set_level(LOG_LEVEL_ERROR);
 	harness_init(&w.h, name);
 	harness_start(&w.h);
 	w.admin = harness_connect(&w.h, w.h.admin_key);
@@ -461,83 +463,29 @@ static uint64_t server_rows(tally_client *admin, int32_t day, uint32_t page_tena
 
 /* ---- the command, in process ---------------------------------------------------------- */
 
-typedef struct cli_result {
-	int code;
-	char out[OUTPUT_SIZE];
-	char err[OUTPUT_SIZE];
-} cli_result;
-
-/* A line of the in-process server's log ("2026-11-28T12:16:52.785Z info
- * ..."), which shares standard error with the command. */
-static bool server_log_line(const char *line, size_t len)
-{
-	return len > 25 && line[0] >= '0' && line[0] <= '9' && line[4] == '-' && line[10] == 'T' && line[23] == 'Z' &&
-	       line[24] == ' ';
-}
-
-/* What was written to fd, without the server's log lines. */
-static void file_slurp(int fd, char *out)
-{
-	char all[OUTPUT_SIZE * 4];
-	cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
-	ssize_t n = read(fd, all, sizeof(all) - 1);
-	cr_assert_geq(n, 0);
-	all[n] = '\0';
-	close(fd);
-	size_t used = 0;
-	for (const char *line = all; *line;) {
-		size_t len = strcspn(line, "\n");
-		size_t take = len + (line[len] == '\n');
-		if (!server_log_line(line, len)) {
-			cr_assert_lt(used + take, (size_t)OUTPUT_SIZE);
-			memcpy(out + used, line, take);
-			used += take;
-		}
-		line += take;
-	}
-	out[used] = '\0';
-}
-
-static int temp_fd(void)
-{
-	char path[] = "/tmp/tally-test-export-out-XXXXXX";
-	int fd = mkstemp(path);
-	cr_assert_geq(fd, 0);
-	unlink(path);
-	return fd;
-}
+typedef cli_run_result cli_result;
 
 /* Runs `tally export ARGS...` (NULL-ended) against address with key,
- * capturing standard output and error. */
+ * capturing standard output and error. The in-process tallyd logs at
+ * level error (world_start), so its lines stay out of them. */
 static void export_cli(const char *address, const char *key, cli_result *r, ...)
 {
-	char *argv[16] = {"export"};
+	const char *argv[CLI_RUN_ARGS_MAX] = {"export"};
 	int argc = 1;
 	va_list args;
 	va_start(args, r);
-	for (char *a; (a = va_arg(args, char *));) {
-		cr_assert_lt(argc, 15);
+	for (const char *a; (a = va_arg(args, const char *));) {
+		cr_assert_lt(argc, CLI_RUN_ARGS_MAX);
 		argv[argc++] = a;
 	}
 	va_end(args);
-	argv[argc] = NULL;
+	char scratch[sizeof(w.h.dir.path) + 32];
+	if (w.h.dir.path[0]) /* a world's directory */
+		snprintf(scratch, sizeof(scratch), "%s/cli", w.h.dir.path);
+	else /* no world: the command fails before any server */
+		snprintf(scratch, sizeof(scratch), "/tmp/tally-test-export-cli-%d", (int)getpid());
 	cli_globals_current = (cli_globals){.server = address, .key = key};
-	fflush(stdout);
-	fflush(stderr);
-	int out = temp_fd(), err = temp_fd();
-	int saved_out = dup(STDOUT_FILENO), saved_err = dup(STDERR_FILENO);
-	cr_assert(saved_out >= 0 && saved_err >= 0);
-	dup2(out, STDOUT_FILENO);
-	dup2(err, STDERR_FILENO);
-	r->code = cli_command_export.run(&cli_command_export, argc, argv);
-	fflush(stdout);
-	fflush(stderr);
-	dup2(saved_out, STDOUT_FILENO);
-	dup2(saved_err, STDERR_FILENO);
-	close(saved_out);
-	close(saved_err);
-	file_slurp(out, r->out);
-	file_slurp(err, r->err);
+	*r = *cli_run(scratch, &cli_command_export, argc, argv);
 	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
 }
 
