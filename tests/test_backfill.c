@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "tally.h"
 #include "tally_limits.h" /* HISTORY_PROBE_ROUNDS_MAX */
 
@@ -39,19 +40,12 @@ static fault_io *fio;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-test-backfill-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(dir, sizeof(dir), "backfill", NOW_US);
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_expect_eq(system(cmd), 0);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 }
 
 TestSuite(backfill, .init = setup, .fini = teardown);

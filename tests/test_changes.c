@@ -40,6 +40,7 @@
 
 #include "changes.h" /* the map itself, for its own property test */
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "support/manifest_file.h"
 #include "support/power_io.h"
 #include "tally.h"
@@ -62,11 +63,7 @@ static size_t id_pool_used;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-test-changes-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(dir, sizeof(dir), "changes", NOW_US);
 	id_pool = calloc(ID_POOL_SLOTS, ID_SLOT_SIZE);
 	cr_assert_not_null(id_pool);
 	id_pool_used = 0;
@@ -74,10 +71,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_expect_eq(system(cmd), 0);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 	free(id_pool);
 }
 

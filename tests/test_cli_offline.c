@@ -24,6 +24,7 @@
 
 #include "support/cli_run.h"
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "tally.h"
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21T14:13:20Z */
@@ -35,19 +36,12 @@ static fault_io *fio;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-test-cli-offline-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(dir, sizeof(dir), "cli-offline", NOW_US);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_expect_eq(system(cmd), 0);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 }
 
 TestSuite(cli_offline, .init = setup, .fini = teardown);

@@ -161,7 +161,5 @@ Test(convert, engine_result_round_trips_with_group_order)
 	tally_result_free(r);
 	cr_assert_eq(tally_store_close(s), 0);
 	fault_io_destroy(fio);
-	char cmd[sizeof(dir.path) + 16];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
-	cr_expect_eq(system(cmd), 0);
+	test_dir_remove_tree(dir.path);
 }

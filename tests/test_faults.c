@@ -45,7 +45,6 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +54,7 @@
 
 #include "support/events.h"
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "tally.h"
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21, the store's frozen clock */
@@ -69,27 +69,14 @@ static uint32_t round_no;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-faults-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(dir, sizeof(dir), "faults", NOW_US);
 	ev_ledger_init(&ledger, 0xfa17, 2);
 	round_no = ev_ledger_round_begin(&ledger, BASE_US);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void teardown(void)
 {
-	cr_expect_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "remove %s", dir);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 	ev_ledger_free(&ledger);
 }
 

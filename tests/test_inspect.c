@@ -32,6 +32,7 @@
 #include "segment.h"
 #include "strdict.h"
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "tally.h"
 
 #define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21T14:13:20Z */
@@ -47,21 +48,14 @@ static fault_io *fio;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-test-inspect-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	fio = test_dir_store_setup(dir, sizeof(dir), "inspect", NOW_US);
 	snprintf(segment_dir, sizeof(segment_dir), "%s/segments", dir);
 	snprintf(wal_dir, sizeof(wal_dir), "%s/wal", dir);
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_expect_eq(system(cmd), 0);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 }
 
 TestSuite(inspect, .init = setup, .fini = teardown);

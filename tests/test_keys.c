@@ -81,9 +81,7 @@ Test(keys, issue_lookup_revoke_and_persist)
 	cr_expect_null(keys_lookup(ks, acme), "still revoked after a reopen");
 	cr_expect_not_null(keys_lookup(ks, admin));
 	keys_close(ks);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
-	cr_expect_eq(system(cmd), 0);
+	test_dir_remove_tree(dir.path);
 }
 
 /* Description: a key list that is not valid is refused at open with the
@@ -113,9 +111,7 @@ Test(keys, corrupt_file_and_failed_write)
 	cr_expect_eq(n, 0, "not durable, not issued");
 	keys_close(ks);
 	fault_io_destroy(fio);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
-	cr_expect_eq(system(cmd), 0);
+	test_dir_remove_tree(dir.path);
 }
 
 /* Description: with 300 keys (the index grows several times) every key
@@ -148,9 +144,7 @@ Test(keys, many_keys_each_finds_its_entry)
 	for (int i = 0; i < MANY; i++)
 		cr_expect((keys_lookup(ks, text[i]) == NULL) == (i == 150), "key %d", i);
 	keys_close(ks);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir.path);
-	cr_expect_eq(system(cmd), 0);
+	test_dir_remove_tree(dir.path);
 }
 
 /* Description: an ephemeral admin key works at once but is never written:

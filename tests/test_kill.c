@@ -285,7 +285,5 @@ Test(kill, sigkill_under_load_loses_no_acknowledged_event)
 		waitpid(pid, &status, 0);
 		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "tallyd did not stop cleanly on SIGTERM");
 	}
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir.path);
-	cr_expect_eq(system(cmd), 0);
+	test_dir_remove_tree(dir.path);
 }

@@ -27,18 +27,12 @@ static fault_io *fio;
 
 static void setup(void)
 {
-	test_dir_make(&td, "manifest");
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(td.path, sizeof(td.path), "manifest", NOW_US);
 }
 
 static void teardown(void)
 {
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", td.path);
-	cr_expect_eq(system(cmd), 0);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(td.path, fio);
 }
 
 TestSuite(manifest, .init = setup, .fini = teardown);

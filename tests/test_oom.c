@@ -38,7 +38,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -47,6 +46,7 @@
 
 #include "support/events.h"
 #include "support/fault_io.h"
+#include "support/test_dir.h"
 #include "tally.h"
 
 /* ---- the injector ------------------------------------------------------------ */
@@ -110,21 +110,9 @@ static uint32_t round_no;       /* the latest round: new batches go here */
 static uint32_t backfill_round; /* the round whose batches are backfills, or UINT32_MAX */
 static uint32_t part_bytes_max; /* the store's ingest_part_bytes_max (0: its default) */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void fresh(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-oom-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
-	fio = fault_io_create();
-	cr_assert_not_null(fio);
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(dir, sizeof(dir), "oom", NOW_US);
 	ev_ledger_init(&ledger, 0x00d1, TENANTS);
 	round_no = ev_ledger_round_begin(&ledger, BASE_US);
 	backfill_round = UINT32_MAX;
@@ -132,8 +120,7 @@ static void fresh(void)
 
 static void cleanup(void)
 {
-	cr_assert_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "remove %s", dir);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 	ev_ledger_free(&ledger);
 }
 

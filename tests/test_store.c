@@ -36,18 +36,12 @@ static fault_io *fio;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tally-test-store-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	fio = fault_io_create();
-	fault_io_clock_set_us(fio, NOW_US);
+	fio = test_dir_store_setup(dir, sizeof(dir), "store", NOW_US);
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_expect_eq(system(cmd), 0);
-	fault_io_destroy(fio);
+	test_dir_store_teardown(dir, fio);
 }
 
 /* The store in dir, opened with options o. */

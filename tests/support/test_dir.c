@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,11 +12,17 @@
 #include "tally_io.h"
 #include "test_dir.h"
 
+/* Makes /tmp/tally-test-<name>-XXXXXX into path (size bytes). */
+static void make_dir(char *path, size_t size, const char *name)
+{
+	int n = snprintf(path, size, "/tmp/tally-test-%s-XXXXXX", name);
+	cr_assert(n > 0 && (size_t)n < size, "directory name too long: %s", name);
+	cr_assert_not_null(mkdtemp(path), "mkdtemp %s: %s", path, strerror(errno));
+}
+
 void test_dir_make(test_dir *dir, const char *name)
 {
-	int n = snprintf(dir->path, sizeof(dir->path), "/tmp/tally-test-%s-XXXXXX", name);
-	cr_assert(n > 0 && (size_t)n < sizeof(dir->path), "directory name too long: %s", name);
-	cr_assert_not_null(mkdtemp(dir->path), "mkdtemp %s: %s", dir->path, strerror(errno));
+	make_dir(dir->path, sizeof(dir->path), name);
 }
 
 static int unlink_entry(void *ctx, const char *name)
@@ -43,4 +50,34 @@ void test_dir_remove(test_dir *dir)
 	const tally_io *io = tally_io_default();
 	cr_assert_eq(io->list_dir(io, dir->path, unlink_entry, dir->path), 0);
 	cr_assert_eq(rmdir(dir->path), 0, "rmdir %s: %s", dir->path, strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	cr_assert_eq(remove(path), 0, "remove %s: %s", path, strerror(errno));
+	return 0;
+}
+
+void test_dir_remove_tree(const char *path)
+{
+	cr_assert_eq(nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "remove %s: %s", path,
+		     strerror(errno));
+}
+
+fault_io *test_dir_store_setup(char *dir, size_t dir_size, const char *name, int64_t now_us)
+{
+	make_dir(dir, dir_size, name);
+	fault_io *fio = fault_io_create();
+	cr_assert_not_null(fio);
+	fault_io_clock_set_us(fio, now_us);
+	return fio;
+}
+
+void test_dir_store_teardown(const char *dir, fault_io *fio)
+{
+	test_dir_remove_tree(dir);
+	fault_io_destroy(fio);
 }
