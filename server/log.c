@@ -23,7 +23,7 @@ const char *const log_level_names[LOG_LEVEL_COUNT] = {
 	[LOG_LEVEL_INFO] = "info",
 };
 
-/* Info lines waiting for log_flush when buffered. */
+/* Info and warn lines waiting for log_flush when buffered. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_buffer[LOG_BUFFER_BYTES];
 static size_t log_buffer_len;

@@ -15,7 +15,7 @@
  * full or at log_flush (the event loop calls it after every pass, so at
  * most TIMER_INTERVAL_MS late), and so do warn lines (a flood of refused
  * peers costs no write each); an error line goes out at once, after what
- * waits. The cost: a crash loses the info lines of its last pass. At
+ * waits. The cost: a crash loses the info and warn lines of its last pass. At
  * the default (unbuffered) every line is one write.
  */
 #ifndef TALLY_SERVER_LOG_H
