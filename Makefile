@@ -158,7 +158,7 @@ asan:
 # Slow (about 30 minutes), so not in make check.
 MEMCHECK_TESTS := test_backfill test_batch test_batchrec test_builder test_changes \
 	test_cli_format test_cli_ingest test_cli_offline test_cli_query test_cli_remote \
-	test_cli_rows test_client test_codec test_config test_convert test_dedup test_faults \
+	test_cli_rows test_client test_codec test_config test_convert test_dedup test_errors test_faults \
 	test_grow test_inspect test_io test_keys test_log test_manifest test_memtable test_metrics \
 	test_power_io test_proto test_query test_rollup test_sketch test_sort test_store \
 	test_strdict test_tenants test_tz test_wal test_whitebox

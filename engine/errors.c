@@ -44,11 +44,11 @@ const char *tally_result_name(int code)
 const char *tally_reason_text(int reason)
 {
 	switch (reason) {
-	case TALLY_REASON_NONE: return "";
-	case TALLY_REASON_MISSING_ID: return "missing event_id";
-	case TALLY_REASON_ID_TOO_LONG: return "event_id longer than 64 bytes";
-	case TALLY_REASON_TIME_TOO_OLD: return "time older than the lateness horizon";
-	case TALLY_REASON_TIME_IN_FUTURE: return "time too far in the future";
+	case TALLY_REASON_NONE: return "none";
+	case TALLY_REASON_MISSING_ID: return "missing event id";
+	case TALLY_REASON_ID_TOO_LONG: return "event id longer than 64 bytes";
+	case TALLY_REASON_TIME_TOO_OLD: return "time too old (before the lateness horizon)";
+	case TALLY_REASON_TIME_IN_FUTURE: return "time in the future (beyond the tolerance)";
 	case TALLY_REASON_TYPE_TOO_LONG: return "type longer than 64 bytes";
 	case TALLY_REASON_PROJECT_TOO_LONG: return "project longer than 128 bytes";
 	case TALLY_REASON_AGENT_TOO_LONG: return "agent longer than 128 bytes";

@@ -123,8 +123,11 @@ typedef struct tally_ingest_result {
 	uint8_t reason; /* enum tally_reject_reason, NONE unless REJECTED */
 } tally_ingest_result;
 
-const char *tally_result_name(int code);   /* "ACCEPTED", ... */
-const char *tally_reason_text(int reason); /* "time outside the lateness horizon (too old)", ... */
+/* "ACCEPTED", "DUPLICATE", "CONFLICT", "REJECTED"; "UNKNOWN" for any other. */
+const char *tally_result_name(int code);
+/* "none", "missing event id", "time too old (before the lateness horizon)",
+ * ...; "unknown reason" for any other. The texts `tally ingest` prints. */
+const char *tally_reason_text(int reason);
 
 /* ---- Options ------------------------------------------------------------ */
 typedef struct tally_options {

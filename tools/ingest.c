@@ -36,25 +36,9 @@
 #define EVENT_OVERHEAD_BYTES 128 /* an event's bytes beyond its strings, at most */
 #define PROGRESS_INTERVAL_NS 250000000L
 
-static const char *const reason_texts[] = {
-	"none",
-	"missing event id",
-	"event id longer than 64 bytes",
-	"time too old (before the lateness horizon)",
-	"time in the future (beyond the tolerance)",
-	"type longer than 64 bytes",
-	"project longer than 128 bytes",
-	"agent longer than 128 bytes",
-	"model longer than 128 bytes",
-	"user longer than 128 bytes",
-	"unknown status",
-};
-_Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == TALLY_REASON_COUNT,
-	       "one text per engine/tally.h reject reason");
-
 const char *ingest_reason_text(uint32_t reason)
 {
-	return reason < TALLY_REASON_COUNT ? reason_texts[reason] : "unknown reason";
+	return tally_reason_text(reason < TALLY_REASON_COUNT ? (int)reason : -1);
 }
 
 typedef struct slot {
