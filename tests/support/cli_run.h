@@ -9,7 +9,7 @@
 #include "../../tools/cli.h"
 
 #define CLI_RUN_OUTPUT_MAX 65536
-#define CLI_RUN_ARGS_MAX 16
+#define CLI_RUN_ARGS_MAX 24
 
 typedef struct cli_run_result {
 	int code;                       /* the enum cli_exit returned */
