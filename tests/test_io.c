@@ -377,6 +377,8 @@ static void *thread_job_run(void *arg)
 		int ret = tally_io_write_all(io, fd, written, sizeof written, offset);
 		if (ret == 0 && round % 100 == 0)
 			ret = io->fdatasync(io, fd);
+		if (ret == 0 && round % 100 == 50)
+			ret = io->fsync(io, fd);
 		if (ret == 0)
 			ret = tally_io_read_all(io, fd, read_back, sizeof read_back, offset);
 		if (ret != 0 || memcmp(written, read_back, sizeof written) != 0) {
@@ -409,7 +411,7 @@ static void threads_run(void)
 }
 
 Test(io_default, four_threads_write_and_read_their_own_files,
-     .description = "4 threads x 1000 rounds of write_all/read_all (+fdatasync) on their own rings: every byte round-trips")
+     .description = "4 threads x 1000 rounds of write_all/read_all (+fdatasync, fsync) on their own rings: every byte round-trips")
 {
 	threads_run();
 }
