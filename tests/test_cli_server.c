@@ -600,8 +600,9 @@ Test(cli_server, stats_text_and_subcommands)
 }
 
 /* Description: a tenant's key asking for another tenant's data is
- * refused (exit 2, nothing on stdout); so is every command when no server
- * listens at the address, with the address in the message. */
+ * refused (exit 2, nothing on stdout), and so is every command when no
+ * server listens at the address, with the address in the message. An
+ * admin key must name the tenant it acts for (--tenant), and then may. */
 Test(cli_server, refused_and_unreachable_exit_2)
 {
 	char key[80], other[80];
@@ -613,6 +614,16 @@ Test(cli_server, refused_and_unreachable_exit_2)
 	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
 	cr_expect_str_empty(r->out);
 	cr_expect_eq(strncmp(r->err, "tally query: ", 13), 0, "%s", r->err);
+	cli_globals_current.tenant = NULL;
+
+	cli_globals_current.key = h.admin_key;
+	r = run(&cli_command_query, "--bucket", "none", NULL);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_str_empty(r->out);
+	cr_expect_str_eq(r->err, "tally query: an admin key acts for one tenant: give --tenant NAME\n");
+	cli_globals_current.tenant = "globex";
+	r = run(&cli_command_query, "--bucket", "none", NULL);
+	cr_expect_eq(r->code, CLI_EXIT_OK, "an admin key with --tenant: %s", r->err);
 	cli_globals_current.tenant = NULL;
 
 	harness_stop(&h);

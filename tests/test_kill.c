@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "support/server_harness.h"
+#include "support/tallyd_proc.h"
 
 #define PRODUCERS 3
 #define PER_BATCH 200
@@ -95,73 +96,6 @@ static void *produce(void *arg)
 	builder_free(&b);
 	tally_client_close(c);
 	return NULL;
-}
-
-static const char *tallyd_path(void)
-{
-	static char path[PATH_MAX];
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	cr_assert_gt(n, 0);
-	self[n] = 0;
-	char *slash = strrchr(self, '/'); /* .../BUILD/tests/test_kill */
-	*slash = 0;
-	slash = strrchr(self, '/');
-	*slash = 0;
-	snprintf(path, sizeof(path), "%s/tallyd", self);
-	cr_assert_eq(access(path, X_OK), 0, "%s is not built", path);
-	return path;
-}
-
-static uint16_t free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t len = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &len);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-/* Starts tallyd on dir; waits until it answers a ping with the admin key. */
-static pid_t start_server(const char *dir, char *address, char *admin_key)
-{
-	uint16_t port = free_port();
-	snprintf(address, 64, "127.0.0.1:%u", port);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		int null = open("/dev/null", O_WRONLY);
-		dup2(null, 2); /* its log is not the test's */
-		char listen[64];
-		snprintf(listen, sizeof(listen), "--listen=%s", address);
-		char data[PATH_MAX];
-		snprintf(data, sizeof(data), "--data=%s", dir);
-		execl(tallyd_path(), "tallyd", data, listen, "--metrics=off", (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 200; i++) {
-		usleep(50 * 1000);
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/admin.key", dir);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		char *got = fgets(admin_key, 80, f);
-		fclose(f);
-		if (!got)
-			continue;
-		admin_key[strcspn(admin_key, "\n")] = 0;
-		tally_client *c;
-		if (tally_client_open(address, admin_key, "kill-test", &c, NULL, NULL) == 0) {
-			tally_client_close(c);
-			return pid;
-		}
-	}
-	cr_assert_fail("tallyd did not start on %s", address);
-	return -1;
 }
 
 /* How many times each (round, producer, batch, index) id was listed. */
@@ -263,7 +197,7 @@ Test(kill, sigkill_under_load_loses_no_acknowledged_event)
 	int64_t base = now - 3600 * INT64_C(1000000);
 	char address[64], admin_key[80];
 	for (int r = 0; r < rounds; r++) {
-		pid_t pid = start_server(data, address, admin_key);
+		pid_t pid = tallyd_proc_start(data, NULL, NULL, address, admin_key);
 		producer p[PRODUCERS];
 		pthread_t t[PRODUCERS];
 		for (int i = 0; i < PRODUCERS; i++) {
@@ -279,7 +213,7 @@ Test(kill, sigkill_under_load_loses_no_acknowledged_event)
 		for (int i = 0; i < PRODUCERS; i++)
 			pthread_join(t[i], NULL);
 		/* Restart and check everything so far. */
-		pid = start_server(data, address, admin_key);
+		pid = tallyd_proc_start(data, NULL, NULL, address, admin_key);
 		verify(address, admin_key, r + 1, base - 3600 * INT64_C(1000000), now + 3600 * INT64_C(1000000));
 		kill(pid, SIGTERM);
 		waitpid(pid, &status, 0);

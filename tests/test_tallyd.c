@@ -1,0 +1,127 @@
+/*
+ * test_tallyd.c — the tallyd binary as an operator runs it: --version,
+ * --help, a bad flag and a data directory it cannot use (exit codes and
+ * messages), and its log on stderr at each --log-level from start to a
+ * clean stop by SIGTERM, in human and JSON lines.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <jansson.h>
+
+#include "server_internal.h" /* SERVER_VERSION, PROTOCOL_VERSION */
+#include "support/tallyd_proc.h"
+#include "support/test_dir.h"
+
+#define OUTPUT_SIZE 16384
+
+static char out[OUTPUT_SIZE], err[OUTPUT_SIZE];
+
+/* Description: --version prints the version and the protocol and exits
+ * 0; --help prints the usage (every setting, --log-level among them) and
+ * exits 0; neither writes to stderr. */
+Test(tallyd, version_and_help)
+{
+	const char *const version[] = {"--version", NULL};
+	cr_expect_eq(tallyd_proc_run(version, out, sizeof(out), err, sizeof(err)), 0);
+	char want[64];
+	snprintf(want, sizeof(want), "tallyd %s (protocol %d)\n", SERVER_VERSION, PROTOCOL_VERSION);
+	cr_expect_str_eq(out, want);
+	cr_expect_str_empty(err);
+	const char *const help[] = {"--help", NULL};
+	cr_expect_eq(tallyd_proc_run(help, out, sizeof(out), err, sizeof(err)), 0);
+	cr_expect_eq(strncmp(out, "usage: tallyd [--config FILE] [OPTION...]\n", 42), 0, "%s", out);
+	cr_expect_not_null(strstr(out, "  --log-level LEVEL              least severe lines logged: "
+				       "error, warn or info (default info)\n"), "%s", out);
+	cr_expect_str_empty(err);
+}
+
+/* Description: a bad setting exits 2 before anything starts, with the
+ * message and the pointer to --help on stderr; a data directory that
+ * cannot be made exits 2 with an error line that says why. */
+Test(tallyd, a_bad_setting_or_directory_exits_2)
+{
+	const char *const bogus[] = {"--bogus", NULL};
+	cr_expect_eq(tallyd_proc_run(bogus, out, sizeof(out), err, sizeof(err)), 2);
+	cr_expect_str_empty(out);
+	cr_expect_str_eq(err, "tallyd: unknown option --bogus (tallyd --help lists the options)\n");
+	const char *const level[] = {"--log-level", "debug", NULL};
+	cr_expect_eq(tallyd_proc_run(level, out, sizeof(out), err, sizeof(err)), 2);
+	cr_expect_str_eq(err, "tallyd: --log-level: not a log level (error, warn or info): 'debug' "
+			      "(tallyd --help lists the options)\n");
+	const char *const nowhere[] = {"--data=/proc/no-such-dir/data", "--listen=127.0.0.1:0",
+				       "--metrics=off", NULL};
+	cr_expect_eq(tallyd_proc_run(nowhere, out, sizeof(out), err, sizeof(err)), 2);
+	cr_expect_str_empty(out);
+	cr_expect_not_null(strstr(err, "Z error cannot start: "), "%s", err);
+	cr_expect_not_null(strstr(err, "/proc/no-such-dir/data"), "names the directory: %s", err);
+}
+
+/* Starts tallyd on a new directory with extra arguments, stops it with
+ * SIGTERM and returns its stderr (in err) after asserting a clean exit. */
+static void start_and_stop(const char *const *extra)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tallyd");
+	char data[96], log_path[96], address[TALLYD_PROC_ADDRESS_SIZE], key[TALLYD_PROC_KEY_SIZE];
+	snprintf(data, sizeof(data), "%s/data", dir.path);
+	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
+	pid_t pid = tallyd_proc_start(data, extra, log_path, address, key);
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	FILE *f = fopen(log_path, "r");
+	cr_assert_not_null(f);
+	size_t n = fread(err, 1, sizeof(err) - 1, f);
+	err[n] = 0;
+	fclose(f);
+	test_dir_remove_tree(dir.path);
+}
+
+/* Description: at the default level a start and a clean stop log their
+ * info lines (started, listening, the first start's admin key, stopping,
+ * stopped cleanly); at --log-level warn and at error the same run writes
+ * nothing to stderr. */
+Test(tallyd, log_levels_from_start_to_stop)
+{
+	start_and_stop(NULL);
+	static const char *const lines[] = {"Z info tallyd ", "Z info listening on 127.0.0.1:",
+					    "Z info first start: issued admin key ",
+					    "Z info stopping: ", "Z info stopped cleanly\n"};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		cr_expect_not_null(strstr(err, lines[i]), "'%s' in:\n%s", lines[i], err);
+	const char *const warn[] = {"--log-level=warn", NULL};
+	start_and_stop(warn);
+	cr_expect_str_empty(err);
+	const char *const error[] = {"--log-level", "error", NULL};
+	start_and_stop(error);
+	cr_expect_str_empty(err);
+}
+
+/* Description: with --log-json every line is one JSON object with time,
+ * level and message; the level is "info" for the start and the stop. */
+Test(tallyd, json_log_lines)
+{
+	const char *const json[] = {"--log-json", NULL};
+	start_and_stop(json);
+	int lines = 0, stopped = 0;
+	for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n")) {
+		json_error_t e;
+		json_t *o = json_loads(line, 0, &e);
+		cr_assert_not_null(o, "not JSON (%s): %s", e.text, line);
+		cr_expect_str_eq(json_string_value(json_object_get(o, "level")), "info", "%s", line);
+		cr_expect(json_is_string(json_object_get(o, "time")), "%s", line);
+		const char *message = json_string_value(json_object_get(o, "message"));
+		cr_assert_not_null(message, "%s", line);
+		stopped += strcmp(message, "stopped cleanly") == 0;
+		lines++;
+		json_decref(o);
+	}
+	cr_expect_geq(lines, 5);
+	cr_expect_eq(stopped, 1);
+}
