@@ -195,7 +195,7 @@ Test(kill, sigkill_under_load_loses_no_acknowledged_event)
 	snprintf(data, sizeof(data), "%s/data", dir.path);
 	int64_t now = (int64_t)time(NULL) * 1000000;
 	int64_t base = now - 3600 * INT64_C(1000000);
-	char address[64], admin_key[80];
+	char address[64], admin_key[80] = "";
 	for (int r = 0; r < rounds; r++) {
 		pid_t pid = tallyd_proc_start(data, NULL, NULL, address, admin_key);
 		producer p[PRODUCERS];

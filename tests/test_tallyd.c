@@ -6,13 +6,16 @@
  */
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
+#include "client.h"
 #include "server_internal.h" /* SERVER_VERSION, PROTOCOL_VERSION */
 #include "support/tallyd_proc.h"
 #include "support/test_dir.h"
@@ -67,7 +70,7 @@ static void start_and_stop(const char *const *extra)
 {
 	test_dir dir;
 	test_dir_make(&dir, "tallyd");
-	char data[96], log_path[96], address[TALLYD_PROC_ADDRESS_SIZE], key[TALLYD_PROC_KEY_SIZE];
+	char data[96], log_path[96], address[TALLYD_PROC_ADDRESS_SIZE], key[TALLYD_PROC_KEY_SIZE] = "";
 	snprintf(data, sizeof(data), "%s/data", dir.path);
 	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
 	pid_t pid = tallyd_proc_start(data, extra, log_path, address, key);
@@ -124,4 +127,81 @@ Test(tallyd, json_log_lines)
 	}
 	cr_expect_geq(lines, 5);
 	cr_expect_eq(stopped, 1);
+}
+
+/* Stops the tallyd pid with SIGTERM, asserts a clean exit, and reads the
+ * stderr it wrote to log_path into err. */
+static void stop_and_read_log(pid_t pid, const char *log_path)
+{
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	FILE *f = fopen(log_path, "r");
+	cr_assert_not_null(f);
+	size_t n = fread(err, 1, sizeof(err) - 1, f);
+	err[n] = 0;
+	fclose(f);
+}
+
+/* Whether tallyd at address accepts key. */
+static bool key_accepted(const char *address, const char *key)
+{
+	tally_client *c;
+	if (tally_client_open(address, key, "test-tallyd", &c, NULL, NULL) != 0)
+		return false;
+	tally_client_close(c);
+	return true;
+}
+
+/* Description: admin.key lost. When the only key is the admin key (a
+ * first start that died before writing the file, or the file deleted
+ * then), the next start revokes that key with a warning and issues a new
+ * one into admin.key; the old key is refused. When other keys exist, the
+ * start issues none, warns that admin.key is absent and how many admin
+ * keys exist, writes no admin.key, and the existing admin key still
+ * works. */
+Test(tallyd, a_lost_admin_key_file)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tallyd");
+	char data[96], log_path[96], key_path[128], address[TALLYD_PROC_ADDRESS_SIZE];
+	char first[TALLYD_PROC_KEY_SIZE] = "", second[TALLYD_PROC_KEY_SIZE] = "";
+	snprintf(data, sizeof(data), "%s/data", dir.path);
+	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
+	snprintf(key_path, sizeof(key_path), "%s/admin.key", data);
+
+	pid_t pid = tallyd_proc_start(data, NULL, log_path, address, first);
+	stop_and_read_log(pid, log_path);
+	cr_assert_eq(unlink(key_path), 0);
+	pid = tallyd_proc_start(data, NULL, log_path, address, second);
+	cr_expect_str_neq(second, first, "a new admin key");
+	cr_expect(!key_accepted(address, first), "the old admin key is revoked");
+	cr_expect(key_accepted(address, second));
+	tally_client *c;
+	char cerr[TALLY_CLIENT_ERRMSG_SIZE];
+	cr_assert_eq(tally_client_open(address, second, "test-tallyd", &c, NULL, cerr), 0, "%s", cerr);
+	Tally__V1__TenantCreated *created = NULL;
+	cr_assert_eq(tally_client_create_tenant(c, "acme", &created), 0);
+	tally__v1__tenant_created__free_unpacked(created, NULL);
+	tally_client_close(c);
+	stop_and_read_log(pid, log_path);
+	cr_expect_not_null(strstr(err, "Z warn revoked admin key "), "%s", err);
+	cr_expect_not_null(strstr(err, ": its admin.key was never written (an interrupted first "
+				       "start)\n"), "%s", err);
+	cr_expect_not_null(strstr(err, "Z info first start: issued admin key "), "%s", err);
+
+	cr_assert_eq(unlink(key_path), 0);
+	char kept[TALLYD_PROC_KEY_SIZE];
+	snprintf(kept, sizeof(kept), "%s", second);
+	pid = tallyd_proc_start(data, NULL, log_path, address, kept);
+	cr_expect(key_accepted(address, second), "the admin key still works");
+	cr_expect_neq(access(key_path, F_OK), 0, "no admin.key is written");
+	stop_and_read_log(pid, log_path);
+	char want[256];
+	snprintf(want, sizeof(want), "Z warn %s is absent; 1 admin key(s) exist: use one of them, none "
+		 "is issued\n", key_path);
+	cr_expect_not_null(strstr(err, want), "%s", err);
+	cr_expect_null(strstr(err, "first start"), "%s", err);
+	test_dir_remove_tree(dir.path);
 }

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,16 +126,19 @@ pid_t tallyd_proc_start(const char *dir, const char *const *extra, const char *e
 	}
 	char key_path[PATH_MAX + 16];
 	snprintf(key_path, sizeof(key_path), "%s/admin.key", dir);
+	bool key_given = admin_key[0] != 0;
 	for (int i = 0; i < 200; i++) {
 		usleep(50 * 1000);
-		FILE *f = fopen(key_path, "r");
-		if (!f)
-			continue;
-		char *got = fgets(admin_key, TALLYD_PROC_KEY_SIZE, f);
-		fclose(f);
-		if (!got)
-			continue;
-		admin_key[strcspn(admin_key, "\n")] = 0;
+		if (!key_given) {
+			FILE *f = fopen(key_path, "r");
+			if (!f)
+				continue;
+			char *got = fgets(admin_key, TALLYD_PROC_KEY_SIZE, f);
+			fclose(f);
+			if (!got)
+				continue;
+			admin_key[strcspn(admin_key, "\n")] = 0;
+		}
 		tally_client *c;
 		if (tally_client_open(address, admin_key, "tallyd-proc", &c, NULL, NULL) == 0) {
 			tally_client_close(c);

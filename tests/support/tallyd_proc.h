@@ -26,8 +26,9 @@ int tallyd_proc_run(const char *const *args, char *out, size_t out_size, char *e
 /* Starts tallyd --data=dir --listen=127.0.0.1:PORT (a free port)
  * --metrics=off and the extra arguments (NULL-terminated, may be NULL);
  * its stderr goes to the file err_path, or /dev/null when NULL. Waits
- * (up to 10 s) until it answers a connection with the admin key it wrote
- * to dir/admin.key. address gets host:port, admin_key the key. */
+ * (up to 10 s) until it answers a connection with the admin key: the one
+ * admin_key holds on entry, or when it is empty the one tallyd wrote to
+ * dir/admin.key, which admin_key then gets. address gets host:port. */
 pid_t tallyd_proc_start(const char *dir, const char *const *extra, const char *err_path,
 			char address[TALLYD_PROC_ADDRESS_SIZE], char admin_key[TALLYD_PROC_KEY_SIZE]);
 
