@@ -64,6 +64,21 @@ Test(tallyd, a_bad_setting_or_directory_exits_2)
 	cr_expect_not_null(strstr(err, "/proc/no-such-dir/data"), "names the directory: %s", err);
 }
 
+/* Stops the tallyd pid with SIGTERM, asserts a clean exit, and reads the
+ * stderr it wrote to log_path into err. */
+static void stop_and_read_log(pid_t pid, const char *log_path)
+{
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	FILE *f = fopen(log_path, "r");
+	cr_assert_not_null(f);
+	size_t n = fread(err, 1, sizeof(err) - 1, f);
+	err[n] = 0;
+	fclose(f);
+}
+
 /* Starts tallyd on a new directory with extra arguments, stops it with
  * SIGTERM and returns its stderr (in err) after asserting a clean exit. */
 static void start_and_stop(const char *const *extra)
@@ -74,15 +89,7 @@ static void start_and_stop(const char *const *extra)
 	snprintf(data, sizeof(data), "%s/data", dir.path);
 	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
 	pid_t pid = tallyd_proc_start(data, extra, log_path, address, key);
-	cr_assert_eq(kill(pid, SIGTERM), 0);
-	int status;
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
-	FILE *f = fopen(log_path, "r");
-	cr_assert_not_null(f);
-	size_t n = fread(err, 1, sizeof(err) - 1, f);
-	err[n] = 0;
-	fclose(f);
+	stop_and_read_log(pid, log_path);
 	test_dir_remove_tree(dir.path);
 }
 
@@ -127,21 +134,6 @@ Test(tallyd, json_log_lines)
 	}
 	cr_expect_geq(lines, 5);
 	cr_expect_eq(stopped, 1);
-}
-
-/* Stops the tallyd pid with SIGTERM, asserts a clean exit, and reads the
- * stderr it wrote to log_path into err. */
-static void stop_and_read_log(pid_t pid, const char *log_path)
-{
-	cr_assert_eq(kill(pid, SIGTERM), 0);
-	int status;
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
-	FILE *f = fopen(log_path, "r");
-	cr_assert_not_null(f);
-	size_t n = fread(err, 1, sizeof(err) - 1, f);
-	err[n] = 0;
-	fclose(f);
 }
 
 /* Whether tallyd at address accepts key. */
