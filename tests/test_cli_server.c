@@ -551,7 +551,9 @@ Test(cli_server, query_and_events_options)
 /* Description: `stats` as text (one figure a line, bytes also in units);
  * `tenant` and `key` without a subcommand or with an unknown one are
  * usage errors; their --help exits 0; `tenant create --json`, `tenant
- * suspend --json` and `key revoke --json` print one object. */
+ * suspend --json` and `key revoke --json` print one object; an unknown
+ * tenant or key and a malformed name are refused by the server, the
+ * command naming the request and the reason (exit 2). */
 Test(cli_server, stats_text_and_subcommands)
 {
 	cli_run_result *r = run(&cli_command_stats, NULL);
@@ -597,6 +599,35 @@ Test(cli_server, stats_text_and_subcommands)
 	j = json_of(r->out);
 	cr_expect_str_eq(json_string_value(json_object_get(j, "revoked")), key_id);
 	json_decref(j);
+
+	/* What the server refuses, named by the command (exit 2). */
+	static const struct {
+		const cli_command *command;
+		const char *args[4];
+		const char *tenant; /* --tenant */
+		const char *err;
+	} refused[] = {
+		{&cli_command_tenant, {"suspend", "nosuch"}, NULL,
+		 "tally tenant: suspend: refused by the server: no tenant nosuch (BAD_REQUEST)\n"},
+		{&cli_command_tenant, {"resume", "nosuch"}, NULL,
+		 "tally tenant: resume: refused by the server: no tenant nosuch (BAD_REQUEST)\n"},
+		{&cli_command_key, {"revoke", "nosuchkey"}, NULL,
+		 "tally key: revoke: refused by the server: no key nosuchkey (BAD_REQUEST)\n"},
+		{&cli_command_tenant, {"create", "bad name!"}, NULL,
+		 "tally tenant: create: refused by the server: malformed tenant name 'bad name!': "
+		 "1..64 bytes of [A-Za-z0-9._-] (BAD_REQUEST)\n"},
+		{&cli_command_key, {"issue"}, "nosuch",
+		 "tally key: issue: refused by the server: no tenant nosuch (BAD_REQUEST)\n"},
+	};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		cli_globals_current.tenant = refused[i].tenant;
+		const char *const *a = refused[i].args;
+		r = run(refused[i].command, a[0], a[1], a[2], a[3], NULL);
+		cr_expect_eq(r->code, CLI_EXIT_FAILURE, "case %zu", i);
+		cr_expect_str_empty(r->out, "case %zu", i);
+		cr_expect_str_eq(r->err, refused[i].err, "case %zu", i);
+	}
+	cli_globals_current.tenant = NULL;
 }
 
 /* Description: a tenant's key asking for another tenant's data is
