@@ -9,11 +9,16 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "metrics.h"
+#include "server.h"
+#include "support/server_batches.h"
+#include "support/server_harness.h"
 #include "tally.h"
 
 static void setup(void)
@@ -109,16 +114,21 @@ static void url_of(const metrics *m, const char *path, char *url, size_t size)
 	snprintf(url, size, "http://127.0.0.1:%u%s", (unsigned)metrics_port(m), path);
 }
 
-/* GET /metrics; the body (free it). */
-static char *scrape(const metrics *m)
+/* GET /metrics from 127.0.0.1:port; the body (free it). */
+static char *scrape_port(uint16_t port)
 {
 	char url[128];
-	url_of(m, "/metrics", url, sizeof(url));
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", (unsigned)port);
 	reply r;
 	http("GET", url, &r);
 	cr_assert_eq(r.status, 200, "GET %s: %ld", url, r.status);
 	cr_assert_not_null(r.body);
 	return r.body;
+}
+
+static char *scrape(const metrics *m)
+{
+	return scrape_port(metrics_port(m));
 }
 
 /* The value text of the sample whose series (name and labels) is exactly
@@ -844,4 +854,76 @@ Test(metrics, concurrent_updates_while_scraping_exact_totals)
 	expect_sample_text(text, "tally_ingest_ack_duration_seconds_sum", sum_text);
 	free(text);
 	metrics_close(m);
+}
+
+/* Description: a tallyd's /metrics gauges are its store's figures: after
+ * 10 events, a restart (they go to a segment file) and 3 more, each
+ * gauge the Stats request also reports has the same value (1 tenant, 3
+ * memtable events, 10 segment rows, the same bytes, WAL and durable LSN,
+ * 2 connections); the store is writable, and the fsync histogram counts
+ * every WAL fsync. */
+Test(metrics, a_servers_gauges_are_its_store_figures)
+{
+	log_set_level(LOG_LEVEL_ERROR); /* the tallyd in this process: errors only */
+	harness h;
+	harness_init(&h, "metrics-gauges");
+	snprintf(h.config.metrics, sizeof(h.config.metrics), "127.0.0.1:0");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	int64_t base = batches_base_time();
+	uint32_t duplicates;
+	tally_client *c = harness_connect(&h, key);
+	cr_assert_eq(batches_send(c, "before", 10, base, &duplicates), 0);
+	tally_client_close(c);
+	harness_stop(&h);
+	harness_start(&h);
+	c = harness_connect(&h, key);
+	cr_assert_eq(batches_send(c, "after", 3, base, &duplicates), 0);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	Tally__V1__Stats *st = NULL;
+	cr_assert_eq(tally_client_stats(admin, &st), 0);
+	char *text = scrape_port(server_metrics_port(h.server));
+
+	cr_expect_eq(st->tenants, 1);
+	cr_expect_eq(st->events_memtable, 3);
+	cr_expect_eq(st->segment_rows, 10);
+	cr_expect_eq(st->connections, 2);
+	cr_expect_geq(st->segment_files, 1);
+	cr_expect_gt(st->segment_bytes, 0);
+	cr_expect_gt(st->rollup_bytes, 0);
+	cr_expect_gt(st->wal_bytes, 0);
+	cr_expect_gt(st->durable_lsn, 0);
+	static const struct {
+		const char *series;
+		size_t offset;
+	} same[] = {
+		{"tally_tenants", offsetof(Tally__V1__Stats, tenants)},
+		{"tally_memtable_events", offsetof(Tally__V1__Stats, events_memtable)},
+		{"tally_segment_files", offsetof(Tally__V1__Stats, segment_files)},
+		{"tally_segment_rows", offsetof(Tally__V1__Stats, segment_rows)},
+		{"tally_segment_bytes", offsetof(Tally__V1__Stats, segment_bytes)},
+		{"tally_wal_bytes", offsetof(Tally__V1__Stats, wal_bytes)},
+		{"tally_rollup_bytes", offsetof(Tally__V1__Stats, rollup_bytes)},
+		{"tally_connections", offsetof(Tally__V1__Stats, connections)},
+		{"tally_durable_lsn", offsetof(Tally__V1__Stats, durable_lsn)},
+	};
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		uint64_t want;
+		memcpy(&want, (const char *)st + same[i].offset, sizeof(want));
+		cr_expect_eq(sample(text, same[i].series), want, "%s", same[i].series);
+	}
+	cr_expect_eq(sample(text, "tally_store_readonly"), 0);
+	cr_expect_geq(sample(text, "tally_wal_files"), 1);
+	cr_expect_gt(sample(text, "tally_memtable_bytes"), 0);
+	cr_expect_gt(sample(text, "tally_dedup_bytes"), 0);
+	cr_expect_eq(sample(text, "tally_ingest_calls_total"), 1, "one call since the restart");
+	uint64_t fsyncs = sample(text, "tally_wal_fsync_duration_seconds_count");
+	cr_expect_geq(fsyncs, 1);
+	cr_expect_eq(sample(text, "tally_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"), fsyncs);
+	free(text);
+	tally__v1__stats__free_unpacked(st, NULL);
+	tally_client_close(admin);
+	tally_client_close(c);
+	harness_finish(&h);
 }

@@ -57,18 +57,10 @@ void harness_stop(harness *h)
 	h->server = NULL;
 }
 
-/* Removes the data directory tree (data/, data/wal, data/segments). */
-static void remove_tree(const char *path)
-{
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-	cr_expect_eq(system(cmd), 0, "%s", cmd);
-}
-
 void harness_finish(harness *h)
 {
 	harness_stop(h);
-	remove_tree(h->dir.path);
+	test_dir_remove_tree(h->dir.path);
 }
 
 tally_client *harness_connect(const harness *h, const char *key)
