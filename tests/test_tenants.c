@@ -1,12 +1,15 @@
 /*
  * test_tenants.c — server/tenants.c: the tenant registry is created,
- * suspended and resumed durably, refuses bad names and duplicates, and
- * changes nothing when its file cannot be written.
+ * suspended and resumed durably, refuses bad names and duplicates,
+ * changes nothing when its file cannot be written, and refuses a damaged
+ * tenant list, naming the file and the damage.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "support/fault_io.h"
 #include "support/test_dir.h"
@@ -155,5 +158,69 @@ Test(tenants, pending_commit_and_rollback)
 	cr_expect_null(tenants_find(r, "p050"));
 	tenants_close(r);
 	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+/* Writes text to DIR/tenants.json. */
+static void tenants_file_write(const test_dir *dir, const char *text)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/tenants.json", dir->path);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* Description: a damaged tenant list stops the open with
+ * TALLY_E_CORRUPT and a message naming the file and what is wrong: not
+ * JSON, not a version 1 list, a malformed entry (by its index), a name
+ * listed twice, a file over TENANTS_FILE_BYTES_MAX (256 MiB, by its size
+ * alone); a directory in its place is a read error. */
+Test(tenants, a_damaged_tenant_list_is_refused_naming_it)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tenants-bad");
+	char path[128], want[400], err[TALLY_ERRMSG_SIZE] = "";
+	snprintf(path, sizeof(path), "%s/tenants.json", dir.path);
+	static const char good[] = "{\"name\": \"acme\", \"created_us\": 1, \"suspended\": false}";
+	static const struct {
+		const char *text; /* %s: the good entry */
+		const char *says; /* after "DIR/tenants.json" */
+	} cases[] = {
+		{"{\"version\": 1, \"tenants\": [", ": not JSON (line 1: "},
+		{"{\"version\": 2, \"tenants\": []}", ": not a version 1 tenant list"},
+		{"{\"version\": 1}", ": not a version 1 tenant list"},
+		{"{\"version\": \"1\", \"tenants\": []}", ": not a version 1 tenant list"},
+		{"[]", ": not a version 1 tenant list"},
+		{"{\"version\": 1, \"tenants\": [%s, {\"name\": \"bad name\", \"created_us\": 1, "
+		 "\"suspended\": false}]}", ": entry 1 is malformed"},
+		{"{\"version\": 1, \"tenants\": [{\"name\": \"acme\", \"created_us\": 1}]}",
+		 ": entry 0 is malformed"},
+		{"{\"version\": 1, \"tenants\": [%s, {\"name\": \"b\", \"created_us\": \"1\", "
+		 "\"suspended\": true}]}", ": entry 1 is malformed"},
+		{"{\"version\": 1, \"tenants\": [%s, %s]}", ": tenant acme listed twice"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[400];
+		snprintf(text, sizeof(text), cases[i].text, good, good);
+		tenants_file_write(&dir, text);
+		tenant_registry *r;
+		cr_expect_eq(tenants_open(NULL, dir.path, &r, err), TALLY_E_CORRUPT, "case %zu", i);
+		snprintf(want, sizeof(want), "%s%s", path, cases[i].says);
+		cr_expect_eq(strncmp(err, want, strlen(want)), 0, "case %zu: %s", i, err);
+	}
+
+	cr_assert_eq(truncate(path, (256 << 20) + 1), 0);
+	tenant_registry *r;
+	cr_expect_eq(tenants_open(NULL, dir.path, &r, err), TALLY_E_CORRUPT);
+	snprintf(want, sizeof(want), "%s: unreadable or larger than %u bytes", path, 256u << 20);
+	cr_expect_str_eq(err, want);
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	cr_expect_eq(tenants_open(NULL, dir.path, &r, err), -EISDIR);
+	snprintf(want, sizeof(want), "read %s: %s", path, strerror(EISDIR));
+	cr_expect_str_eq(err, want);
+	cr_assert_eq(rmdir(path), 0);
 	test_dir_remove(&dir);
 }
