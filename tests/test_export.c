@@ -19,7 +19,9 @@
  *   errors         PostgreSQL unreachable, a missing role, a role without
  *                  the exporter's rights, a day in the future, a newer
  *                  schema, a tenant key, strings that are not UTF-8 or hold
- *                  a NUL, usage errors; and the day parser.
+ *                  a NUL, usage errors; and the day parser;
+ *   the source     a scripted source answering inconsistently: nothing
+ *                  of the day exported, the inconsistency named.
  *
  * SEED=N replays the kill test's choices; EXPORT_KILLS=N asks for more
  * kills than the default 20.
@@ -1372,4 +1374,146 @@ Test(export, days_parse_and_format)
 	cr_expect_eq(export_day_of(DAY_US - 1), 0);
 	cr_expect_eq(export_day_of(DAY_US), 1);
 	cr_expect_eq(export_day_of(-1), -1);
+}
+
+/* ---- a source that answers inconsistently ------------------------------------ */
+
+/* One usage row of a scripted page. */
+typedef struct fake_row {
+	const char *tenant;
+	uint32_t status;
+	uint64_t count;
+} fake_row;
+
+/* One scripted DailyUsage answer. */
+typedef struct fake_page {
+	int day_offset;         /* answered for day + this */
+	const char *next_after; /* next_after_tenant */
+	fake_row rows[3];
+	size_t n;
+	bool bad_checksum;      /* the checksum off by one */
+	uint64_t watermark;     /* 0: 1 */
+	int fail;               /* non-zero: the call fails with it, saying "the source broke" */
+} fake_page;
+
+typedef struct fake_source {
+	const fake_page *pages;
+	size_t count, at;
+} fake_source;
+
+/* Builds the next scripted page as the real source would hand it over:
+ * packed and unpacked, so that free_unpacked(page, NULL) frees it. */
+static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t limit,
+			    Tally__V1__DailyUsagePage **out, char *errmsg)
+{
+	(void)after;
+	(void)limit;
+	fake_source *f = ctx;
+	cr_assert_lt(f->at, f->count, "more pages asked for than scripted");
+	const fake_page *p = &f->pages[f->at++];
+	if (p->fail) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "the source broke");
+		return p->fail;
+	}
+	Tally__V1__UsageRow rows[3], *row_ptrs[3];
+	for (size_t i = 0; i < p->n; i++) {
+		tally__v1__usage_row__init(&rows[i]);
+		rows[i].tenant = (char *)p->rows[i].tenant;
+		rows[i].model = (ProtobufCBinaryData){2, (uint8_t *)"m1"};
+		rows[i].status = p->rows[i].status;
+		rows[i].count = p->rows[i].count;
+		rows[i].cost_micros = 10;
+		row_ptrs[i] = &rows[i];
+	}
+	Tally__V1__DailyUsagePage page = TALLY__V1__DAILY_USAGE_PAGE__INIT;
+	page.day = day + p->day_offset;
+	page.n_rows = p->n;
+	page.rows = row_ptrs;
+	page.next_after_tenant = (char *)(p->next_after ? p->next_after : "");
+	page.watermark = p->watermark ? p->watermark : 1;
+	page.checksum = usage_rows_checksum(row_ptrs, p->n) + (p->bad_checksum ? 1 : 0);
+	uint8_t buf[4096];
+	size_t size = tally__v1__daily_usage_page__get_packed_size(&page);
+	cr_assert_leq(size, sizeof(buf));
+	tally__v1__daily_usage_page__pack(&page, buf);
+	*out = tally__v1__daily_usage_page__unpack(NULL, size, buf);
+	cr_assert_not_null(*out);
+	return 0;
+}
+
+/* Description: the exporter checks what its source answers and, on an
+ * inconsistency, exports nothing of the day and names it: a page of
+ * another day, rows that do not add up to the page's checksum, a next
+ * page that does not move forward, rows out of tenant order (within a
+ * page and across pages), an unknown status, a count past bigint, a
+ * watermark past bigint, a failed call. The same source answering
+ * consistently exports the day. */
+Test(export, an_inconsistent_source_exports_nothing_and_is_named)
+{
+	billing_database(w.conninfo);
+	int32_t day = today() - 2;
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	static const fake_row acme = {"acme", 0, 3}, globex = {"globex", 0, 4};
+	static const struct {
+		fake_page pages[2];
+		size_t count;
+		int rc;
+		const char *says; /* after "day D" */
+	} cases[] = {
+		{{{.day_offset = 1, .rows = {{"acme", 0, 3}}, .n = 1}}, 1, EXPORT_E_SOURCE,
+		 ": DailyUsage answered for another day (%d)"},
+		{{{.rows = {{"acme", 0, 3}}, .n = 1, .bad_checksum = true}}, 1, EXPORT_E_SOURCE,
+		 ": a DailyUsage page's rows do not add up to its checksum (after tenant '')"},
+		{{{.next_after = "globex", .rows = {{"acme", 0, 3}}, .n = 1},
+		  {.next_after = "acme", .rows = {{"zeta", 0, 1}}, .n = 1}}, 2, EXPORT_E_SOURCE,
+		 ": DailyUsage's next page does not move forward (after 'globex')"},
+		{{{.rows = {{"globex", 0, 4}, {"acme", 0, 3}}, .n = 2}}, 1, EXPORT_E_SOURCE,
+		 ": DailyUsage's rows are out of tenant order at 'acme'"},
+		{{{.next_after = "acme", .rows = {{"acme", 0, 3}}, .n = 1},
+		  {.rows = {{"acme", 1, 2}}, .n = 1}}, 2, EXPORT_E_SOURCE,
+		 ": DailyUsage's rows are out of tenant order at 'acme'"},
+		{{{.rows = {{"acme", 4, 3}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ", tenant acme: unknown status 4"},
+		{{{.rows = {{"acme", 0, UINT64_C(9223372036854775808)}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ", tenant acme: count 9223372036854775808 is past PostgreSQL's bigint"},
+		{{{.rows = {{"acme", 0, 3}}, .n = 1, .watermark = UINT64_C(9223372036854775808)}}, 1,
+		 EXPORT_E_SOURCE, ": the store's watermark 9223372036854775808 is past PostgreSQL's bigint"},
+		{{{.fail = -EIO}}, 1, EXPORT_E_SOURCE, ": the source broke"},
+	};
+	PGconn *su = superuser();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fake_source fake = {cases[i].pages, cases[i].count, 0};
+		export_source source = {&fake, fake_daily_usage, NULL};
+		exporter *x;
+		char msg[EXPORT_ERRMSG_SIZE], says[200], want[300];
+		cr_assert_eq(export_open(w.conninfo, &source, NULL, &x, msg), 0, "%s", msg);
+		int from, to;
+		cr_assert_eq(export_migrate(x, &from, &to, msg), 0, "%s", msg);
+		export_day_result result;
+		cr_expect_eq(export_day(x, day, &result, msg), cases[i].rc, "case %zu: %s", i, msg);
+		snprintf(says, sizeof(says), cases[i].says, day + 1);
+		snprintf(want, sizeof(want), "day %s%s", d, says);
+		cr_expect_str_eq(msg, want, "case %zu", i);
+		cr_expect_eq(fake.at, fake.count, "case %zu: every scripted page asked for", i);
+		export_close(x);
+		cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.usage_daily"), 0,
+			     "case %zu", i);
+		cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 0,
+			     "case %zu", i);
+	}
+
+	fake_page good[2] = {{.next_after = "acme", .rows = {acme}, .n = 1},
+			     {.rows = {globex}, .n = 1}};
+	fake_source fake = {good, 2, 0};
+	export_source source = {&fake, fake_daily_usage, NULL};
+	exporter *x;
+	char msg[EXPORT_ERRMSG_SIZE];
+	cr_assert_eq(export_open(w.conninfo, &source, NULL, &x, msg), 0, "%s", msg);
+	export_day_result result;
+	cr_assert_eq(export_day(x, day, &result, msg), 0, "%s", msg);
+	export_close(x);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 7);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
+	PQfinish(su);
 }
