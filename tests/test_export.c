@@ -1383,6 +1383,7 @@ typedef struct fake_row {
 	const char *tenant;
 	uint32_t status;
 	uint64_t count;
+	const char *model; /* NULL: "m1" */
 } fake_row;
 
 /* One scripted DailyUsage answer. */
@@ -1419,7 +1420,8 @@ static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t 
 	for (size_t i = 0; i < p->n; i++) {
 		tally__v1__usage_row__init(&rows[i]);
 		rows[i].tenant = (char *)p->rows[i].tenant;
-		rows[i].model = (ProtobufCBinaryData){2, (uint8_t *)"m1"};
+		const char *model = p->rows[i].model ? p->rows[i].model : "m1";
+		rows[i].model = (ProtobufCBinaryData){strlen(model), (uint8_t *)model};
 		rows[i].status = p->rows[i].status;
 		rows[i].count = p->rows[i].count;
 		rows[i].cost_micros = 10;
@@ -1441,12 +1443,19 @@ static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t 
 	return 0;
 }
 
+/* A model name one byte longer than usage_daily's CHECK allows. */
+#define LONG_MODEL /* 129 bytes */ \
+	"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm" \
+	"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+
 /* Description: the exporter checks what its source answers and, on an
  * inconsistency, exports nothing of the day and names it: a page of
  * another day, rows that do not add up to the page's checksum, a next
  * page that does not move forward, rows out of tenant order (within a
  * page and across pages), an unknown status, a count past bigint, a
- * watermark past bigint, a failed call. The same source answering
+ * watermark past bigint, a failed call, and before any statement a row
+ * usage_daily's or tenants' CHECKs would refuse (a model too long, a
+ * malformed tenant name, a count of 0). The same source answering
  * consistently exports the day. */
 Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 {
@@ -1454,32 +1463,39 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 	int32_t day = today() - 2;
 	char d[EXPORT_DAY_SIZE];
 	day_text(d, day);
-	static const fake_row acme = {"acme", 0, 3}, globex = {"globex", 0, 4};
+	static const fake_row acme = {"acme", 0, 3, NULL}, globex = {"globex", 0, 4, NULL};
 	static const struct {
 		fake_page pages[2];
 		size_t count;
 		int rc;
 		const char *says; /* after "day D" */
 	} cases[] = {
-		{{{.day_offset = 1, .rows = {{"acme", 0, 3}}, .n = 1}}, 1, EXPORT_E_SOURCE,
+		{{{.day_offset = 1, .rows = {{"acme", 0, 3, NULL}}, .n = 1}}, 1, EXPORT_E_SOURCE,
 		 ": DailyUsage answered for another day (%d)"},
-		{{{.rows = {{"acme", 0, 3}}, .n = 1, .bad_checksum = true}}, 1, EXPORT_E_SOURCE,
+		{{{.rows = {{"acme", 0, 3, NULL}}, .n = 1, .bad_checksum = true}}, 1, EXPORT_E_SOURCE,
 		 ": a DailyUsage page's rows do not add up to its checksum (after tenant '')"},
-		{{{.next_after = "globex", .rows = {{"acme", 0, 3}}, .n = 1},
-		  {.next_after = "acme", .rows = {{"zeta", 0, 1}}, .n = 1}}, 2, EXPORT_E_SOURCE,
+		{{{.next_after = "globex", .rows = {{"acme", 0, 3, NULL}}, .n = 1},
+		  {.next_after = "acme", .rows = {{"zeta", 0, 1, NULL}}, .n = 1}}, 2, EXPORT_E_SOURCE,
 		 ": DailyUsage's next page does not move forward (after 'globex')"},
-		{{{.rows = {{"globex", 0, 4}, {"acme", 0, 3}}, .n = 2}}, 1, EXPORT_E_SOURCE,
+		{{{.rows = {{"globex", 0, 4, NULL}, {"acme", 0, 3, NULL}}, .n = 2}}, 1, EXPORT_E_SOURCE,
 		 ": DailyUsage's rows are out of tenant order at 'acme'"},
-		{{{.next_after = "acme", .rows = {{"acme", 0, 3}}, .n = 1},
-		  {.rows = {{"acme", 1, 2}}, .n = 1}}, 2, EXPORT_E_SOURCE,
+		{{{.next_after = "acme", .rows = {{"acme", 0, 3, NULL}}, .n = 1},
+		  {.rows = {{"acme", 1, 2, NULL}}, .n = 1}}, 2, EXPORT_E_SOURCE,
 		 ": DailyUsage's rows are out of tenant order at 'acme'"},
-		{{{.rows = {{"acme", 4, 3}}, .n = 1}}, 1, EXPORT_E_DATA,
+		{{{.rows = {{"acme", 4, 3, NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
 		 ", tenant acme: unknown status 4"},
-		{{{.rows = {{"acme", 0, UINT64_C(9223372036854775808)}}, .n = 1}}, 1, EXPORT_E_DATA,
+		{{{.rows = {{"acme", 0, UINT64_C(9223372036854775808), NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
 		 ", tenant acme: count 9223372036854775808 is past PostgreSQL's bigint"},
-		{{{.rows = {{"acme", 0, 3}}, .n = 1, .watermark = UINT64_C(9223372036854775808)}}, 1,
+		{{{.rows = {{"acme", 0, 3, NULL}}, .n = 1, .watermark = UINT64_C(9223372036854775808)}}, 1,
 		 EXPORT_E_SOURCE, ": the store's watermark 9223372036854775808 is past PostgreSQL's bigint"},
 		{{{.fail = -EIO}}, 1, EXPORT_E_SOURCE, ": the source broke"},
+		{{{.rows = {{"acme", 0, 3, LONG_MODEL}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ", tenant acme: model is 129 bytes, over the 128 billing.usage_daily takes"},
+		{{{.rows = {{"bad name", 0, 3, NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ": tenant 'bad name' is not a name billing.tenants takes (1..64 bytes of "
+		 "[A-Za-z0-9._-])"},
+		{{{.rows = {{"acme", 0, 0, NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ", tenant acme: a usage row of count 0 (usage_daily counts at least one event)"},
 	};
 	PGconn *su = superuser();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -58,6 +58,11 @@
 #define COPY_BUFFER_SIZE (64u * 1024u)
 /* Bytes of a tenant name in an `after_tenant` cursor (the protocol's 64). */
 #define TENANT_SIZE_MAX 64
+/* What billing.usage_daily's and billing.tenants' CHECKs allow
+ * (tools/billing/001_schema.sql): row_check refuses the rest by name. */
+#define USAGE_DIMENSION_BYTES_MAX 128 /* project, agent, model */
+#define USAGE_TYPE_BYTES_MAX 64
+#define TENANT_NAME_BYTES "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define TIMESTAMP_TEXT_SIZE 64
 #define PAGES_INITIAL 16
 /* COPY goes here first: PostgreSQL refuses COPY FROM into a table with row
@@ -519,20 +524,23 @@ static size_t utf8_invalid_at(const uint8_t *s, size_t n)
 	return SIZE_MAX;
 }
 
-/* A row PostgreSQL will take: text columns UTF-8 without NUL, a known
- * status, every bigint in range. */
+/* A row PostgreSQL will take: text columns UTF-8 without NUL and within
+ * the lengths usage_daily's CHECKs allow, a tenant name billing.tenants
+ * takes, a known status, a count of at least one, every bigint in range.
+ * Checked here, before any statement, so that the message names the row;
+ * the server's own limits make none of these happen from a real store. */
 static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *errmsg)
 {
 	const struct {
 		const char *name;
 		const uint8_t *data;
-		size_t len;
+		size_t len, max;
 	} texts[] = {
-		{"tenant", (const uint8_t *)r->tenant, strlen(r->tenant)},
-		{"project", r->project.data, r->project.len},
-		{"agent", r->agent.data, r->agent.len},
-		{"model", r->model.data, r->model.len},
-		{"type", r->type.data, r->type.len},
+		{"tenant", (const uint8_t *)r->tenant, strlen(r->tenant), TENANT_SIZE_MAX},
+		{"project", r->project.data, r->project.len, USAGE_DIMENSION_BYTES_MAX},
+		{"agent", r->agent.data, r->agent.len, USAGE_DIMENSION_BYTES_MAX},
+		{"model", r->model.data, r->model.len, USAGE_DIMENSION_BYTES_MAX},
+		{"type", r->type.data, r->type.len, USAGE_TYPE_BYTES_MAX},
 	};
 	for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
 		size_t bad = utf8_invalid_at(texts[k].data, texts[k].len);
@@ -543,6 +551,25 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 				 day_text, r->tenant, texts[k].name, bad + 1, texts[k].len, texts[k].data[bad]);
 			return EXPORT_E_DATA;
 		}
+		if (texts[k].len > texts[k].max) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+				 "day %s, tenant %.64s: %s is %zu bytes, over the %zu billing.usage_daily takes",
+				 day_text, r->tenant, texts[k].name, texts[k].len, texts[k].max);
+			return EXPORT_E_DATA;
+		}
+	}
+	size_t tenant_len = strlen(r->tenant);
+	if (tenant_len == 0 || strspn(r->tenant, TENANT_NAME_BYTES) != tenant_len) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+			 "day %s: tenant '%s' is not a name billing.tenants takes (1..64 bytes of "
+			 "[A-Za-z0-9._-])", day_text, r->tenant);
+		return EXPORT_E_DATA;
+	}
+	if (r->count == 0) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+			 "day %s, tenant %s: a usage row of count 0 (usage_daily counts at least one event)",
+			 day_text, r->tenant);
+		return EXPORT_E_DATA;
 	}
 	if (r->status >= 4) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s, tenant %s: unknown status %" PRIu32, day_text, r->tenant,

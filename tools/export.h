@@ -94,7 +94,7 @@ enum export_error {
 	EXPORT_E_SQL = -30002,      /* a statement failed: SQLSTATE and message (permissions, a missing role, ...) */
 	EXPORT_E_SCHEMA = -30003,   /* the database's schema version is newer than this binary knows */
 	EXPORT_E_SOURCE = -30004,   /* the source failed or sent something inconsistent */
-	EXPORT_E_DATA = -30005,     /* a row PostgreSQL cannot take (not UTF-8, NUL, past bigint, bad status) */
+	EXPORT_E_DATA = -30005,     /* a row PostgreSQL cannot take (not UTF-8, NUL, too long, a bad tenant name, count 0, past bigint, bad status) */
 	EXPORT_E_DAY = -30006,      /* a day after today (UTC), or before 1970-01-01 */
 	EXPORT_E_LIMIT = -30007,    /* over EXPORT_DAY_ROWS_MAX, EXPORT_DAY_PAGES_MAX or EXPORT_DAYS_MAX */
 };
