@@ -1533,3 +1533,26 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
 	PQfinish(su);
 }
+
+/* Description: export_strerror names every EXPORT_E_* code, gives
+ * strerror's text for -errno and "unknown error" for anything else. */
+Test(export, error_names)
+{
+	static const struct {
+		int rc;
+		const char *name;
+	} names[] = {
+		{EXPORT_E_CONNECT, "PostgreSQL unreachable or connection lost"},
+		{EXPORT_E_SQL, "PostgreSQL refused a statement"},
+		{EXPORT_E_SCHEMA, "billing schema version unknown to this binary"},
+		{EXPORT_E_SOURCE, "the usage source failed"},
+		{EXPORT_E_DATA, "a usage row PostgreSQL cannot take"},
+		{EXPORT_E_DAY, "day out of range"},
+		{EXPORT_E_LIMIT, "over an export limit"},
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		cr_expect_str_eq(export_strerror(names[i].rc), names[i].name);
+	cr_expect_str_eq(export_strerror(-ENOMEM), strerror(ENOMEM));
+	cr_expect_str_eq(export_strerror(0), "success");
+	cr_expect_str_eq(export_strerror(1), "unknown error");
+}
