@@ -186,6 +186,19 @@ static char *rows_text(const char *const *ids, size_t n)
 	return text;
 }
 
+/* Asserts that the summary of sum, for file "in.csv", prints exactly want. */
+static void expect_summary(const ingest_summary *sum, const char *want)
+{
+	char *out = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&out, &size);
+	cr_assert_not_null(f);
+	ingest_summary_print(sum, "in.csv", f);
+	fclose(f);
+	cr_expect_str_eq(out, want);
+	free(out);
+}
+
 /* Description: 25 rows with --batch 10 go as batches of 10, 10 and 5; the
  * acks' counts add up; the first 5 problems are listed by line (7 were
  * found), with reason texts; the summary prints exactly. */
@@ -217,22 +230,16 @@ Test(ingest, batches_acks_and_summary)
 	cr_expect_eq(r.sum.duplicate, 3);
 	cr_expect_eq(r.sum.accepted, 10);
 	cr_expect_eq(r.sum.batches_acked, 3);
-	char *out = NULL;
-	size_t size = 0;
-	FILE *f = open_memstream(&out, &size);
-	ingest_summary_print(&r.sum, "in.csv", f);
-	fclose(f);
 	/* Row i is on line i + 2; rejected ids end with reason i % 9 + 1
 	 * (rows 1, 5, 9: reasons 2, 6, 1). */
-	cr_expect_str_eq(out,
-			 "in.csv: 25 rows read, 25 events acknowledged: 10 accepted, 3 duplicate, 6 conflict, 6 rejected\n"
-			 "in.csv:3: rejected: event id longer than 64 bytes\n"
-			 "in.csv:5: conflict: an event with this id and another payload is stored\n"
-			 "in.csv:7: rejected: project longer than 128 bytes\n"
-			 "in.csv:9: conflict: an event with this id and another payload is stored\n"
-			 "in.csv:11: rejected: missing event id\n"
-			 "in.csv: ... and 7 more rejected or conflicting events\n");
-	free(out);
+	expect_summary(&r.sum,
+		       "in.csv: 25 rows read, 25 events acknowledged: 10 accepted, 3 duplicate, 6 conflict, 6 rejected\n"
+		       "in.csv:3: rejected: event id longer than 64 bytes\n"
+		       "in.csv:5: conflict: an event with this id and another payload is stored\n"
+		       "in.csv:7: rejected: project longer than 128 bytes\n"
+		       "in.csv:9: conflict: an event with this id and another payload is stored\n"
+		       "in.csv:11: rejected: missing event id\n"
+		       "in.csv: ... and 7 more rejected or conflicting events\n");
 }
 
 /* Description: an admin import with a tenant column goes out as one
@@ -364,4 +371,75 @@ Test(ingest, reason_texts)
 	cr_expect_str_eq(ingest_reason_text(4), "time in the future (beyond the tolerance)");
 	cr_expect_str_eq(ingest_reason_text(10), "unknown status");
 	cr_expect_str_eq(ingest_reason_text(11), "unknown reason");
+}
+
+/* Description: problems come back per tenant's batch, not in file order:
+ * the first 5 by line are still the ones listed (later ones pushed out
+ * as earlier lines arrive), the rest counted. */
+Test(ingest, first_problems_by_line_across_tenants)
+{
+	/* acme: lines 2, 4, ..., 12 rejected; globex: lines 3 and 5. */
+	const char *text = "event_id,time,tenant\n"
+			   "rej-a1,1,acme\n"
+			   "rej-g1,1,globex\n"
+			   "rej-a2,1,acme\n"
+			   "con-g2,1,globex\n"
+			   "rej-a3,1,acme\n"
+			   "ok-g3,1,globex\n"
+			   "rej-a4,1,acme\n"
+			   "ok-g4,1,globex\n"
+			   "rej-a5,1,acme\n"
+			   "ok-g5,1,globex\n"
+			   "rej-a6,1,acme\n";
+	run r;
+	memset(&r, 0, sizeof(r));
+	ingest_options o = {0};
+	ingest_text(&r, text, &o, NULL);
+	cr_assert_eq(r.rc, INGEST_DONE, "%s", r.err);
+	cr_assert_eq(r.sv.batches, 2);
+	cr_expect_str_eq(r.sv.tenants[0], "acme", "acme's batch is answered first");
+	/* The counts, then the problems. A rejected id's last digit is its
+	 * reason (1 missing id, 2 id too long, 3 too old). */
+	expect_summary(&r.sum,
+		       "in.csv: 11 rows read, 11 events acknowledged: 3 accepted, 0 duplicate, 1 conflict, 7 rejected\n"
+		       "in.csv:2: rejected: missing event id\n"
+		       "in.csv:3: rejected: missing event id\n"
+		       "in.csv:4: rejected: event id longer than 64 bytes\n"
+		       "in.csv:5: conflict: an event with this id and another payload is stored\n"
+		       "in.csv:6: rejected: time too old (before the lateness horizon)\n"
+		       "in.csv: ... and 3 more rejected or conflicting events\n");
+}
+
+/* Description: with a progress stream (tally ingest gives it standard
+ * error when that is a terminal) the ingest draws "\r\033[K<name>: N
+ * rows read, M acknowledged, R events/s" every 1,024 rows (at most every
+ * 250 ms) and clears the line at the end. */
+Test(ingest, progress_line)
+{
+	enum { ROWS = 2048 };
+	static char names[ROWS][16];
+	static const char *ids[ROWS];
+	for (int i = 0; i < ROWS; i++) {
+		snprintf(names[i], sizeof(names[i]), "ok%d", i);
+		ids[i] = names[i];
+	}
+	char *text = rows_text(ids, ROWS);
+	run r;
+	memset(&r, 0, sizeof(r));
+	char *progress = NULL;
+	size_t progress_size = 0;
+	FILE *p = open_memstream(&progress, &progress_size);
+	ingest_options o = {.progress = p};
+	ingest_text(&r, text, &o, "acme");
+	free(text);
+	fclose(p);
+	cr_assert_eq(r.rc, INGEST_DONE, "%s", r.err);
+	cr_expect_eq(r.sum.accepted, ROWS);
+	static const char first[] = "\r\033[Kin.csv: 1024 rows read, ";
+	cr_expect_eq(strncmp(progress, first, strlen(first)), 0, "%s", progress);
+	cr_expect_not_null(strstr(progress, " acknowledged, "), "%s", progress);
+	cr_expect_not_null(strstr(progress, " events/s"), "%s", progress);
+	cr_assert_geq(progress_size, 4);
+	cr_expect_str_eq(progress + progress_size - 4, "\r\033[K", "cleared at the end");
+	free(progress);
 }
