@@ -177,6 +177,60 @@ Test(cli_offline, inspect_prints_the_summary_of_a_data_directory)
 	cr_assert_not_null(strstr(r->out, "\n  beta "), "%s", r->out);
 }
 
+/* Description: `tally inspect --segments DIR` adds a table of the
+ * segments, one line per tenant-day of each file: tenant, day, file id,
+ * rows, bytes and the first and last event; a store with nothing flushed
+ * says so in the time range and in both tables. */
+Test(cli_offline, inspect_segments_lists_each_tenant_day)
+{
+	build_store();
+	cli_run_result *r = run_inspect("--segments", dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+	cr_expect_not_null(strstr(r->out, "\n  tenant day        file                   rows      stored"),
+			   "%s", r->out);
+	/* acme's rows of yesterday and of today, beta's of today: in file 1. */
+	static const struct {
+		const char *tenant;
+		int64_t day_us;
+		int rows;
+		int64_t first, last;
+	} segs[] = {
+		{"acme", T_FIRST, 2, T_FIRST, T_FIRST + MINUTE_US},
+		{"acme", T_LAST, 1, T_LAST, T_LAST},
+		{"beta", T_LAST, 1, T_LAST - MINUTE_US, T_LAST - MINUTE_US},
+	};
+	for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++) {
+		char day[CLI_TIME_SIZE], t0[CLI_TIME_SIZE], t1[CLI_TIME_SIZE], start[128];
+		cli_format_day(day, (int32_t)(segs[i].day_us / DAY_US));
+		cli_format_time(t0, segs[i].first);
+		cli_format_time(t1, segs[i].last);
+		snprintf(start, sizeof(start), "\n  %-6s %-10s %016x %10d ", segs[i].tenant, day, 1,
+			 segs[i].rows);
+		const char *line = strstr(r->out, start);
+		cr_expect_not_null(line, "'%s' in:\n%s", start + 1, r->out);
+		if (line) {
+			size_t len = strcspn(line + 1, "\n");
+			char tail[128];
+			snprintf(tail, sizeof(tail), "  %s  %s", t0, t1);
+			cr_expect(len > strlen(tail) &&
+					  strncmp(line + 1 + len - strlen(tail), tail, strlen(tail)) == 0,
+				  "segment %zu ends with its times: %.*s", i, (int)len, line + 1);
+		}
+	}
+
+	test_dir_remove_tree(dir);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	tally_store *s = store_open();
+	cr_assert_eq(tally_store_close(s), 0);
+	r = run_inspect("--segments", dir);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+	cli_expect_line(r->out, "time range       - (no rows in segments)");
+	const char *none = strstr(r->out, "  (no segments)\n");
+	cr_expect_not_null(none, "%s", r->out);
+	cr_expect_not_null(none ? strstr(none + 1, "  (no segments)\n") : NULL, "in both tables: %s",
+			   r->out);
+}
+
 /* Description: `tally inspect --json --segments DIR` prints one JSON
  * object with the same figures as exact integers, and every segment. */
 Test(cli_offline, inspect_json_has_the_exact_figures)
