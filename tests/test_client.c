@@ -1080,3 +1080,36 @@ Test(client, timeout_is_final)
 	script_finish(&s, th, c);
 	script_free(&s);
 }
+
+/* Description: tally_client_strerror names each of the client's results
+ * (the texts the CLI prints after "tally CMD: "), gives strerror's text
+ * for any other -errno and "unknown result" for a positive number;
+ * tally_client_error_code_name names a code and says UNKNOWN for an
+ * unspecified or unknown one. */
+Test(client, result_and_error_code_names)
+{
+	static const struct {
+		int rc;
+		const char *text;
+	} texts[] = {
+		{0, "success"},
+		{TALLY_CLIENT_REFUSED, "refused by the server"},
+		{-ECONNRESET, "the server closed the connection"},
+		{-ETIMEDOUT, "no answer from the server in time"},
+		{-EPROTO, "the server's answer broke the protocol (wrong kind, id or size)"},
+		{-EBADMSG, "the server sent a frame that is not a response"},
+		{-EMSGSIZE, "message over the frame limit"},
+		{-EAGAIN, "too many requests in flight"},
+		{-E2BIG, "batch over the server's event limit"},
+		{-EBUSY, "other requests are in flight on this connection"},
+	};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+		cr_expect_str_eq(tally_client_strerror(texts[i].rc), texts[i].text, "%d", texts[i].rc);
+	cr_expect_str_eq(tally_client_strerror(-ENOENT), strerror(ENOENT));
+	cr_expect_str_eq(tally_client_strerror(7), "unknown result");
+	cr_expect_str_eq(tally_client_error_code_name(TALLY__V1__ERROR__CODE__PERMISSION_DENIED),
+			 "PERMISSION_DENIED");
+	cr_expect_str_eq(tally_client_error_code_name(TALLY__V1__ERROR__CODE__CODE_UNSPECIFIED),
+			 "UNKNOWN");
+	cr_expect_str_eq(tally_client_error_code_name((Tally__V1__Error__Code)999), "UNKNOWN");
+}
