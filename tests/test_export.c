@@ -1494,6 +1494,10 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 		{{{.rows = {{"bad name", 0, 3, NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
 		 ": tenant 'bad name' is not a name billing.tenants takes (1..64 bytes of "
 		 "[A-Za-z0-9._-])"},
+		{{{.rows = {{"a23456789a123456789a123456789a123456789a123456789a123456789a12345", 0, 3,
+			     NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ": tenant 'a23456789a123456789a123456789a123456789a123456789a123456789a12345' is not a "
+		 "name billing.tenants takes (1..64 bytes of [A-Za-z0-9._-])"},
 		{{{.rows = {{"acme", 0, 0, NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
 		 ", tenant acme: a usage row of count 0 (usage_daily counts at least one event)"},
 	};

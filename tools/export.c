@@ -536,7 +536,7 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 		const uint8_t *data;
 		size_t len, max;
 	} texts[] = {
-		{"tenant", (const uint8_t *)r->tenant, strlen(r->tenant), TENANT_SIZE_MAX},
+		{"tenant", (const uint8_t *)r->tenant, strlen(r->tenant), SIZE_MAX}, /* below */
 		{"project", r->project.data, r->project.len, USAGE_DIMENSION_BYTES_MAX},
 		{"agent", r->agent.data, r->agent.len, USAGE_DIMENSION_BYTES_MAX},
 		{"model", r->model.data, r->model.len, USAGE_DIMENSION_BYTES_MAX},
@@ -553,15 +553,16 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 		}
 		if (texts[k].len > texts[k].max) {
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
-				 "day %s, tenant %.64s: %s is %zu bytes, over the %zu billing.usage_daily takes",
+				 "day %s, tenant %s: %s is %zu bytes, over the %zu billing.usage_daily takes",
 				 day_text, r->tenant, texts[k].name, texts[k].len, texts[k].max);
 			return EXPORT_E_DATA;
 		}
 	}
 	size_t tenant_len = strlen(r->tenant);
-	if (tenant_len == 0 || strspn(r->tenant, TENANT_NAME_BYTES) != tenant_len) {
+	if (tenant_len == 0 || tenant_len > TENANT_SIZE_MAX ||
+	    strspn(r->tenant, TENANT_NAME_BYTES) != tenant_len) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
-			 "day %s: tenant '%s' is not a name billing.tenants takes (1..64 bytes of "
+			 "day %s: tenant '%.80s' is not a name billing.tenants takes (1..64 bytes of "
 			 "[A-Za-z0-9._-])", day_text, r->tenant);
 		return EXPORT_E_DATA;
 	}
