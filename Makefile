@@ -56,7 +56,7 @@ BENCH_OBJ   := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test asan tsan memcheck deps run demo clean fuzz fuzz-check prefetch-check
+.PHONY: all check test asan tsan memcheck coverage deps run demo clean fuzz fuzz-check prefetch-check
 all: $(BUILD)/libtally.a $(BUILD)/libtallyproto.a $(BUILD)/libtallyserver.a $(BUILD)/tally \
      $(BUILD)/tally-bench $(BUILD)/tallyd
 
@@ -165,6 +165,15 @@ MEMCHECK_TESTS := test_backfill test_batch test_batchrec test_builder test_chang
 memcheck: all $(TEST_BIN)
 	sh tests/memcheck.sh $(BUILD) $(MEMCHECK_TESTS)
 
+# Line coverage of make test, per source file, least covered first
+# (tests/coverage.sh; gcov comes with gcc). Not in make check: a second
+# full build and test run, about ten minutes.
+coverage:
+	rm -rf build-cov && mkdir build-cov
+	$(MAKE) BUILD=build-cov OPT=-O1 EXTRA_CFLAGS=--coverage LDFLAGS=--coverage test \
+	  > build-cov/test.log 2>&1 || { tail -50 build-cov/test.log; exit 1; }
+	sh tests/coverage.sh build-cov
+
 # Criterion's runner cannot start under ThreadSanitizer here, so the thread
 # checks are plain programs (tests/tsan/: the store, and an in-process
 # tallyd): any report fails them. setarch -R runs them without address
@@ -268,6 +277,6 @@ demo: deps all
 	BUILD=$(BUILD) tools/demo/demo.sh
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-cov
 
 -include $(shell find $(BUILD) build-asan build-tsan build-fuzz -name '*.d' 2>/dev/null)
