@@ -926,7 +926,6 @@ static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenan
 {
 	bytebuf raw = {0};
 	int rc = 0;
-	int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
 	uint32_t room = *count + tenant->rollup_cells[list];
 	vcell *grown = realloc(*cells, sizeof(**cells) * ((size_t)room + 1));
 	if (!grown)
@@ -942,7 +941,7 @@ static int verify_rollup_res(verifier *v, const segment_file *f, const seg_tenan
 			break; /* raw, which may hold an earlier chunk, is freed below */
 		}
 		char where[160];
-		snprintf(where, sizeof(where), "%s rollup chunk %u of tenant %s", ROLLUP_RES_NAME[res],
+		snprintf(where, sizeof(where), "%s rollup chunk %u of tenant %s", ROLLUP_LIST_NAME[list],
 			 k, tenant->name);
 		if (read_rc) {
 			verify_read_problem(v, path, c->block.offset, read_rc, where);

@@ -59,6 +59,7 @@
 
 const int64_t ROLLUP_RES_US[RES_COUNT] = {ROLLUP_MINUTE_US, ROLLUP_HOUR_US, ROLLUP_DAY_US};
 const char *const ROLLUP_RES_NAME[RES_COUNT] = {"minute", "hour", "day"};
+const char *const ROLLUP_LIST_NAME[LIST_COUNT] = {"minute", "hour", "day", "day total"};
 
 static inline int64_t floor_div(int64_t a, int64_t b)
 {

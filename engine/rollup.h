@@ -42,6 +42,7 @@ enum rollup_list { LIST_MINUTE = 0, LIST_HOUR = 1, LIST_DAY = 2, LIST_DAY_TOTAL 
 #define ROLLUP_DAY_US (INT64_C(86400) * 1000000)
 extern const int64_t ROLLUP_RES_US[RES_COUNT];
 extern const char *const ROLLUP_RES_NAME[RES_COUNT];
+extern const char *const ROLLUP_LIST_NAME[LIST_COUNT]; /* "day total" for LIST_DAY_TOTAL */
 
 #define ROLLUP_GROUP_DIMS 4      /* type, project, agent, model (DIM_ order) */
 /*

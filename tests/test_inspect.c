@@ -1449,3 +1449,169 @@ Test(inspect, a_footer_whose_rollup_chunks_are_out_of_order_is_refused)
 	expect_footer_cases_refused(path, ids_live[0], name, &img, &step_0, 1);
 	footer_restore(path, ids_live[0], &img);
 }
+
+/* ---- blocks with a good checksum and bad contents ----------------------- */
+
+/* The first byte of the varint whose last byte is raw[last]. */
+static size_t varint_start(const uint8_t *raw, size_t last)
+{
+	while (last > 0 && (raw[last - 1] & 0x80))
+		last--;
+	return last;
+}
+
+/* Block b of file_id, raw (verified and decompressed), into out. */
+static void block_raw(uint64_t file_id, const seg_block *b, bytebuf *out)
+{
+	segment_file *f = open_segment(file_id);
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(segment_read_block(f, b, out, err), 0, "%s", err);
+	segment_file_close(f);
+}
+
+/*
+ * Writes the segment file at path (id file_id) again with block b's bytes
+ * replaced by raw (size bytes), stored RAW, and the block's footer entry
+ * (sizes, codec, checksum) made for them. The blocks after it move; their
+ * entries stay as they were, since a gap counts from the previous block's
+ * end. The footer is stored RAW with a trailer made for it (footer_store).
+ * Every checksum is good: only the contents can be wrong.
+ */
+static void block_store(const char *path, uint64_t file_id, const seg_block *b,
+			const uint8_t *raw, size_t size)
+{
+	footer_image img;
+	footer_load(path, &img);
+	uint8_t want[8];
+	put_le64(want, b->checksum);
+	size_t checksum_at = 0;
+	int found = 0;
+	for (size_t i = 0; i + 8 <= img.raw_size; i++)
+		if (!memcmp(img.raw + i, want, 8)) {
+			checksum_at = i;
+			found++;
+		}
+	cr_assert_eq(found, 1, "the block's checksum is in the footer once");
+	/* The entry: varint gap, varint stored size, varint raw size, u8 codec,
+	 * u64 checksum. */
+	size_t raw_at = varint_start(img.raw, checksum_at - 2);
+	size_t stored_at = varint_start(img.raw, raw_at - 1);
+	cr_assert_eq(varint_at(img.raw, stored_at), b->stored_size);
+	cr_assert_eq(varint_at(img.raw, raw_at), b->raw_size);
+	img.raw[checksum_at - 1] = 0; /* RAW */
+	put_le64(img.raw + checksum_at, XXH3_64bits_withSeed(raw, size, file_id));
+	uint8_t *once = malloc(img.raw_size + 16), *twice = malloc(img.raw_size + 32);
+	cr_assert(once && twice);
+	size_t n = splice_varint(img.raw, img.raw_size, raw_at, size, once);
+	n = splice_varint(once, n, stored_at, size, twice);
+	uint64_t after = b->offset + b->stored_size, tail = img.footer_offset - after;
+	footer_image body = {.footer_offset = b->offset + size + tail};
+	body.file = malloc(body.footer_offset + 1);
+	cr_assert_not_null(body.file);
+	memcpy(body.file, img.file, b->offset);
+	memcpy(body.file + b->offset, raw, size);
+	memcpy(body.file + b->offset + size, img.file + after, tail);
+	footer_store(path, file_id, &body, twice, n);
+	free(body.file);
+	free(twice);
+	free(once);
+	free(img.raw);
+	free(img.file);
+}
+
+/* The second file of build_store (initech's 500 rows, one row group of a
+ * block per column): its id, path and name, and its bytes to put back. */
+typedef struct initech_file {
+	uint64_t id;
+	char path[512], name[64];
+	uint8_t *good;
+	uint64_t size;
+} initech_file;
+
+static initech_file initech_file_load(void)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	initech_file f = {.id = ids[1]};
+	segment_path(f.path, sizeof(f.path), f.id);
+	segment_file_name(f.name, sizeof(f.name), f.id);
+	f.good = file_bytes(f.path, &f.size);
+	return f;
+}
+
+/* Verify reports exactly the `count` problems `says`, in order; the store
+ * still opens (nothing the open reads is wrong). Then the file's own bytes
+ * go back and verify finds it clean. */
+static void expect_exact_problems(initech_file *f, const char *const *says, int count)
+{
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, count, "verify counts %d problems, expected %d", rc, count);
+	for (int i = 0; i < count && i < p->count; i++)
+		cr_expect_str_eq(p->message[i], says[i]);
+	tally_store *s = open_store();
+	cr_assert_eq(tally_store_close(s), 0);
+	file_put(f->path, f->good, f->size);
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the file put back is clean");
+}
+
+/* Description: initech's dictionary block rewritten, with a good checksum,
+ * without its last user string ("user-16", code 16 of 17). Verify names
+ * the user column's block, the dictionary's new size, how many rows hold
+ * a code past it (29: rows 16, 33, ... of 500) and the first of them; and
+ * each rollup chunk (one per list), whose cells count users by the same
+ * codes, as malformed. The store still opens: the footer is sound. */
+Test(inspect, verify_names_codes_outside_the_dictionary)
+{
+	initech_file f = initech_file_load();
+	segment_file *sf = open_segment(f.id);
+	seg_block dict = sf->tenants[0].dict;
+	segment_file_close(sf);
+	bytebuf raw = {0};
+	block_raw(f.id, &dict, &raw);
+	/* Five dimensions: varint count, then each string as varint size and
+	 * bytes. The user dimension is the last; its last string ends the block. */
+	size_t at = 0, count_at = 0, last_at = 0;
+	uint64_t count = 0;
+	for (int d = 0; d < DIM_COUNT; d++) {
+		count_at = at;
+		count = varint_at(raw.data, at);
+		skip_varint(raw.data, &at);
+		for (uint64_t k = 0; k < count; k++) {
+			last_at = at;
+			uint64_t len = varint_at(raw.data, at);
+			skip_varint(raw.data, &at);
+			at += len;
+		}
+	}
+	cr_assert_eq(at, raw.size);
+	cr_assert_eq(count, 17);
+	cr_assert_eq(memcmp(raw.data + last_at + 1, "user-16", 7), 0);
+	uint8_t *less = malloc(raw.size + 16);
+	cr_assert_not_null(less);
+	size_t n = splice_varint(raw.data, last_at, count_at, count - 1, less);
+	block_store(f.path, f.id, &dict, less, n);
+
+	sf = open_segment(f.id); /* the blocks after the dictionary moved */
+	const seg_tenant *t = &sf->tenants[0];
+	char says[1 + SEG_ROLLUP_LISTS][300];
+	snprintf(says[0], sizeof(says[0]),
+		 "%s offset %" PRIu64 ": user codes >= the dictionary size 16 in 29 rows "
+		 "(first: row 16, code 16) (tenant initech, day 2026-09-21, row group 0)", f.path,
+		 sf->blocks[sf->rowgroups[0].first_block + TALLY_COL_USER].offset);
+	static const char *const lists[SEG_ROLLUP_LISTS] = {"minute", "hour", "day", "day total"};
+	for (int list = 0; list < SEG_ROLLUP_LISTS; list++) {
+		cr_assert_eq(t->chunk_count[list], 1, "one %s chunk", lists[list]);
+		snprintf(says[1 + list], sizeof(says[0]),
+			 "%s offset %" PRIu64 ": %s rollup chunk 0 of tenant initech is malformed", f.path,
+			 sf->chunks[t->first_chunk[list]].block.offset, lists[list]);
+	}
+	segment_file_close(sf);
+	const char *const list[] = {says[0], says[1], says[2], says[3], says[4]};
+	expect_exact_problems(&f, list, 5);
+	free(less);
+	bytebuf_free(&raw);
+	free(f.good);
+}
