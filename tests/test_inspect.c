@@ -1615,3 +1615,186 @@ Test(inspect, verify_names_codes_outside_the_dictionary)
 	bytebuf_free(&raw);
 	free(f.good);
 }
+
+/* Block `column` of initech's row group (its file's one row group, a block
+ * per column), raw, into out; *b is its footer entry. */
+static void initech_column(const initech_file *f, int column, seg_block *b, bytebuf *out)
+{
+	*b = unpacked_block(f->id, column);
+	block_raw(f->id, b, out);
+}
+
+/* The footer offset of f's file as it is now. */
+static uint64_t footer_offset_now(const initech_file *f)
+{
+	segment_file *sf = open_segment(f->id);
+	uint64_t offset = sf->footer_offset;
+	segment_file_close(sf);
+	return offset;
+}
+
+/* Description: initech's status column rewritten, with a good checksum,
+ * so that row 7 holds status 9 and row 100 status 4 (the known ones are
+ * 0..3). Verify names the status block, the two rows, the first of them
+ * and its value, once. */
+Test(inspect, verify_names_rows_of_an_unknown_status)
+{
+	initech_file f = initech_file_load();
+	seg_block b;
+	bytebuf raw = {0}, out = {0};
+	initech_column(&f, TALLY_COL_STATUS, &b, &raw);
+	uint8_t status[INITECH_ROWS];
+	cr_assert_eq(codec_u8_decode(raw.data, raw.size, status, INITECH_ROWS), 0);
+	cr_assert_eq(status[7], 7 % TALLY_STATUS_COUNT);
+	status[7] = 9;
+	status[100] = 4;
+	cr_assert_eq(codec_u8_encode(&out, status, INITECH_ROWS), 0);
+	block_store(f.path, f.id, &b, out.data, out.size);
+	char says[300];
+	snprintf(says, sizeof(says),
+		 "%s offset %" PRIu64 ": unknown status in 2 rows (first: row 7, status 9) "
+		 "(tenant initech, day 2026-09-21, row group 0)", f.path, b.offset);
+	const char *const list[] = {says};
+	expect_exact_problems(&f, list, 1);
+	bytebuf_free(&out);
+	bytebuf_free(&raw);
+	free(f.good);
+}
+
+/* The time column of initech's row group: times after the minute of its
+ * first row (row_time(DAY_NOW, 0)), as stored. */
+static int64_t initech_base_us(void)
+{
+	return row_time(DAY_NOW, 0) / MINUTE_US * MINUTE_US;
+}
+
+/* Description: initech's time column rewritten, with a good checksum: rows
+ * 10 and 11 swapped, then (from the good file) the last row an hour later.
+ * The swap is one row earlier than its predecessor, inside the segment's
+ * range and with its first and last rows in place: one problem. The late
+ * last row lies outside the segment's range, and the footer's range (to
+ * the minute) is no longer the one its rows give: two problems, the
+ * footer's first (at the footer's offset, with both ranges), then the
+ * row's (at the time block, with the row and its time). */
+Test(inspect, verify_names_times_unsorted_or_outside_their_segment)
+{
+	initech_file f = initech_file_load();
+	seg_block b;
+	bytebuf raw = {0}, out = {0};
+	initech_column(&f, TALLY_COL_TIME, &b, &raw);
+	static int64_t t[INITECH_ROWS];
+	cr_assert_eq(codec_time_decode(raw.data, raw.size, t, INITECH_ROWS), 0);
+	int64_t base = initech_base_us();
+	for (int i = 0; i < INITECH_ROWS; i++)
+		cr_assert_eq(t[i], row_time(DAY_NOW, i) - base, "row %d as stored", i);
+
+	int64_t swapped = t[10];
+	t[10] = t[11];
+	t[11] = swapped;
+	cr_assert_eq(codec_time_encode(&out, t, INITECH_ROWS), 0);
+	block_store(f.path, f.id, &b, out.data, out.size);
+	char says[2][400];
+	snprintf(says[0], sizeof(says[0]),
+		 "%s offset %" PRIu64 ": times are not sorted (1 rows earlier than their predecessor; "
+		 "first: row 11) (tenant initech, row group 0)", f.path, b.offset);
+	const char *const one[] = {says[0]};
+	expect_exact_problems(&f, one, 1);
+
+	t[11] = t[10];
+	t[10] = swapped;
+	t[INITECH_ROWS - 1] += 60 * MINUTE_US;
+	bytebuf_reset(&out);
+	cr_assert_eq(codec_time_encode(&out, t, INITECH_ROWS), 0);
+	block_store(f.path, f.id, &b, out.data, out.size);
+	int64_t first = row_time(DAY_NOW, 0), last = row_time(DAY_NOW, INITECH_ROWS - 1);
+	int64_t late = last + 60 * MINUTE_US;
+	snprintf(says[0], sizeof(says[0]),
+		 "%s offset %" PRIu64 ": footer gives tenant initech day 2026-09-21 the time range "
+		 "[%" PRId64 ", %" PRId64 "], its rows span [%" PRId64 ", %" PRId64 "]", f.path,
+		 footer_offset_now(&f), first / MINUTE_US * MINUTE_US,
+		 last / MINUTE_US * MINUTE_US + MINUTE_US - 1, first, late);
+	snprintf(says[1], sizeof(says[1]),
+		 "%s offset %" PRIu64 ": 1 of 500 times lie outside their segment's range (first: "
+		 "row 499, time %" PRId64 ") (tenant initech, row group 0)", f.path, b.offset, late);
+	const char *const two[] = {says[0], says[1]};
+	expect_exact_problems(&f, two, 2);
+	bytebuf_free(&out);
+	bytebuf_free(&raw);
+	free(f.good);
+}
+
+/* Description: initech's footer rewritten, with a good checksum, so that
+ * its segment's time span is a minute longer (still inside its day, so
+ * the store opens). Its rows all lie inside that range, but the range is
+ * not the one they give: verify reports that once, at the footer's
+ * offset, with both ranges. */
+Test(inspect, verify_names_a_footer_time_range_its_rows_do_not_give)
+{
+	initech_file f = initech_file_load();
+	footer_image img;
+	footer_load(f.path, &img);
+	footer_walk w = footer_walk_first(img.raw);
+	cr_assert_eq(w.segment_count, 1);
+	size_t span_at = w.time_min_at[0];
+	skip_varint(img.raw, &span_at);
+	cr_assert_eq(varint_at(img.raw, span_at), INITECH_ROWS - 1, "minutes 1..500 of the day");
+	uint8_t *raw = malloc(img.raw_size + 16);
+	cr_assert_not_null(raw);
+	size_t n = splice_varint(img.raw, img.raw_size, span_at, INITECH_ROWS, raw);
+	footer_store(f.path, f.id, &img, raw, n);
+	int64_t first = row_time(DAY_NOW, 0), last = row_time(DAY_NOW, INITECH_ROWS - 1);
+	char says[400];
+	snprintf(says, sizeof(says),
+		 "%s offset %" PRIu64 ": footer gives tenant initech day 2026-09-21 the time range "
+		 "[%" PRId64 ", %" PRId64 "], its rows span [%" PRId64 ", %" PRId64 "]", f.path,
+		 img.footer_offset, first / MINUTE_US * MINUTE_US,
+		 last / MINUTE_US * MINUTE_US + 2 * MINUTE_US - 1, first, last);
+	const char *const list[] = {says};
+	expect_exact_problems(&f, list, 1);
+	free(raw);
+	free(img.raw);
+	free(img.file);
+	free(f.good);
+}
+
+/* Description: initech's rollup group table rewritten, with a good
+ * checksum: with version 2 (only 1 exists), then with its second group's
+ * type code 99 (the dictionary has 1 type). Verify names the table's
+ * block as malformed, once each time, and reads none of the chunks that
+ * refer to it. */
+Test(inspect, verify_names_a_malformed_rollup_group_table)
+{
+	initech_file f = initech_file_load();
+	segment_file *sf = open_segment(f.id);
+	seg_block b = sf->tenants[0].rollup_groups;
+	uint32_t groups = sf->tenants[0].rollup_group_count;
+	segment_file_close(sf);
+	cr_assert_gt(groups, 1);
+	bytebuf raw = {0};
+	block_raw(f.id, &b, &raw);
+	cr_assert_eq(raw.data[0], 1, "version 1");
+	cr_assert_eq(varint_at(raw.data, 1), groups);
+	char says[300];
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": rollup group table of tenant initech "
+		 "is malformed", f.path, b.offset);
+	const char *const list[] = {says};
+
+	raw.data[0] = 2;
+	block_store(f.path, f.id, &b, raw.data, raw.size);
+	expect_exact_problems(&f, list, 1);
+	raw.data[0] = 1;
+
+	/* Groups: 4 codes, then the status, each a varint; group 0 first. */
+	size_t at = 1;
+	skip_varint(raw.data, &at);
+	for (int k = 0; k < 5; k++)
+		skip_varint(raw.data, &at);
+	uint8_t *bad = malloc(raw.size + 16);
+	cr_assert_not_null(bad);
+	size_t n = splice_varint(raw.data, raw.size, at, 99, bad);
+	block_store(f.path, f.id, &b, bad, n);
+	expect_exact_problems(&f, list, 1);
+	free(bad);
+	bytebuf_free(&raw);
+	free(f.good);
+}
