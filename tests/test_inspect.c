@@ -32,6 +32,7 @@
 #include "segment.h"
 #include "strdict.h"
 #include "support/fault_io.h"
+#include "support/manifest_file.h"
 #include "support/test_dir.h"
 #include "tally.h"
 
@@ -1519,21 +1520,23 @@ static void block_store(const char *path, uint64_t file_id, const seg_block *b,
 	free(img.file);
 }
 
-/* The second file of build_store (initech's 500 rows, one row group of a
- * block per column): its id, path and name, and its bytes to put back. */
-typedef struct initech_file {
+/* A segment file to damage: its id, path and name, and its bytes to put
+ * back. */
+typedef struct file_copy {
 	uint64_t id;
 	char path[512], name[64];
 	uint8_t *good;
 	uint64_t size;
-} initech_file;
+} file_copy;
 
-static initech_file initech_file_load(void)
+/* build_store, then its second file: initech's 500 rows, one row group of
+ * a block per column. */
+static file_copy initech_file_load(void)
 {
 	build_store();
 	uint64_t ids[2];
 	manifest_file_ids(ids, NULL);
-	initech_file f = {.id = ids[1]};
+	file_copy f = {.id = ids[1]};
 	segment_path(f.path, sizeof(f.path), f.id);
 	segment_file_name(f.name, sizeof(f.name), f.id);
 	f.good = file_bytes(f.path, &f.size);
@@ -1543,7 +1546,7 @@ static initech_file initech_file_load(void)
 /* Verify reports exactly the `count` problems `says`, in order; the store
  * still opens (nothing the open reads is wrong). Then the file's own bytes
  * go back and verify finds it clean. */
-static void expect_exact_problems(initech_file *f, const char *const *says, int count)
+static void expect_exact_problems(file_copy *f, const char *const *says, int count)
 {
 	int rc;
 	problems *p = verify(&rc);
@@ -1565,7 +1568,7 @@ static void expect_exact_problems(initech_file *f, const char *const *says, int 
  * codes, as malformed. The store still opens: the footer is sound. */
 Test(inspect, verify_names_codes_outside_the_dictionary)
 {
-	initech_file f = initech_file_load();
+	file_copy f = initech_file_load();
 	segment_file *sf = open_segment(f.id);
 	seg_block dict = sf->tenants[0].dict;
 	segment_file_close(sf);
@@ -1618,14 +1621,14 @@ Test(inspect, verify_names_codes_outside_the_dictionary)
 
 /* Block `column` of initech's row group (its file's one row group, a block
  * per column), raw, into out; *b is its footer entry. */
-static void initech_column(const initech_file *f, int column, seg_block *b, bytebuf *out)
+static void initech_column(const file_copy *f, int column, seg_block *b, bytebuf *out)
 {
 	*b = unpacked_block(f->id, column);
 	block_raw(f->id, b, out);
 }
 
 /* The footer offset of f's file as it is now. */
-static uint64_t footer_offset_now(const initech_file *f)
+static uint64_t footer_offset_now(const file_copy *f)
 {
 	segment_file *sf = open_segment(f->id);
 	uint64_t offset = sf->footer_offset;
@@ -1639,7 +1642,7 @@ static uint64_t footer_offset_now(const initech_file *f)
  * and its value, once. */
 Test(inspect, verify_names_rows_of_an_unknown_status)
 {
-	initech_file f = initech_file_load();
+	file_copy f = initech_file_load();
 	seg_block b;
 	bytebuf raw = {0}, out = {0};
 	initech_column(&f, TALLY_COL_STATUS, &b, &raw);
@@ -1678,7 +1681,7 @@ static int64_t initech_base_us(void)
  * row's (at the time block, with the row and its time). */
 Test(inspect, verify_names_times_unsorted_or_outside_their_segment)
 {
-	initech_file f = initech_file_load();
+	file_copy f = initech_file_load();
 	seg_block b;
 	bytebuf raw = {0}, out = {0};
 	initech_column(&f, TALLY_COL_TIME, &b, &raw);
@@ -1730,7 +1733,7 @@ Test(inspect, verify_names_times_unsorted_or_outside_their_segment)
  * offset, with both ranges. */
 Test(inspect, verify_names_a_footer_time_range_its_rows_do_not_give)
 {
-	initech_file f = initech_file_load();
+	file_copy f = initech_file_load();
 	footer_image img;
 	footer_load(f.path, &img);
 	footer_walk w = footer_walk_first(img.raw);
@@ -1764,7 +1767,7 @@ Test(inspect, verify_names_a_footer_time_range_its_rows_do_not_give)
  * refer to it. */
 Test(inspect, verify_names_a_malformed_rollup_group_table)
 {
-	initech_file f = initech_file_load();
+	file_copy f = initech_file_load();
 	segment_file *sf = open_segment(f.id);
 	seg_block b = sf->tenants[0].rollup_groups;
 	uint32_t groups = sf->tenants[0].rollup_group_count;
@@ -1794,6 +1797,146 @@ Test(inspect, verify_names_a_malformed_rollup_group_table)
 	size_t n = splice_varint(raw.data, raw.size, at, 99, bad);
 	block_store(f.path, f.id, &b, bad, n);
 	expect_exact_problems(&f, list, 1);
+	free(bad);
+	bytebuf_free(&raw);
+	free(f.good);
+}
+
+/* Description: initech's footer rewritten, with a good checksum, to name
+ * it with tenant id 1, which the manifest gives globex. The store refuses
+ * to open (its rows would be read as globex's), and verify reports it, once,
+ * at the footer's offset, naming the tenant and the id. */
+Test(inspect, verify_names_a_footer_tenant_id_the_manifest_does_not_give)
+{
+	file_copy f = initech_file_load();
+	footer_image img;
+	footer_load(f.path, &img);
+	cr_assert_eq(img.raw[0], 2, "initech is tenant 2");
+	img.raw[0] = 1;
+	footer_store(f.path, f.id, &img, img.raw, img.raw_size);
+	char says[300];
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer names tenant initech with id 1, "
+		 "which the manifest does not", f.path, img.footer_offset);
+	expect_segment_refused(says, "a tenant id the manifest gives another tenant");
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1);
+	cr_expect_str_eq(p->message[0], says);
+	file_put(f.path, f.good, f.size);
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the file put back is clean");
+	free(img.raw);
+	free(img.file);
+	free(f.good);
+}
+
+/* Description: the manifest rewritten, with a good checksum, so that its
+ * tenant 1 (globex) is named "glo ex", then "acme" like tenant 0. The
+ * store refuses to open either; verify reports the name at its entry's offset in the manifest (invalid, or
+ * repeating tenant 0), and the first segment file's footer, which names
+ * globex with id 1, at the footer's offset. */
+Test(inspect, verify_names_manifest_tenants_invalid_or_repeated)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512], manifest_path[300], says[2][300];
+	segment_path(path, sizeof(path), ids[0]);
+	snprintf(manifest_path, sizeof(manifest_path), "%s/MANIFEST", dir);
+	segment_file *sf = open_segment(ids[0]);
+	uint64_t footer_offset = sf->footer_offset;
+	segment_file_close(sf);
+	manifest_bytes m;
+	manifest_file_load(dir, &m);
+	size_t at = m.tenants_offset; /* entries: u8 size, name */
+	cr_assert_eq(m.data[at], 4);
+	cr_assert_eq(memcmp(m.data + at + 1, "acme", 4), 0);
+	size_t globex_at = at + 5;
+	cr_assert_eq(m.data[globex_at], 6);
+	cr_assert_eq(memcmp(m.data + globex_at + 1, "globex", 6), 0);
+	snprintf(says[1], sizeof(says[1]), "%s offset %" PRIu64 ": footer names tenant globex with "
+		 "id 1, which the manifest does not", path, footer_offset);
+
+	uint8_t *bytes = malloc(m.size);
+	cr_assert_not_null(bytes);
+	memcpy(bytes, m.data, m.size);
+	memcpy(bytes + globex_at + 1, "glo ex", 6);
+	manifest_file_store(dir, bytes, m.size);
+	snprintf(says[0], sizeof(says[0]), "%s offset %zu: tenant 1 has an invalid name",
+		 manifest_path, globex_at);
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(store_try_open(&s, err), TALLY_E_CORRUPT, "an invalid name: %s", err);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 2);
+	cr_expect_str_eq(p->message[0], says[0]);
+	cr_expect_str_eq(p->message[1], says[1]);
+
+	/* "acme" is two bytes shorter than "globex": the rest moves up. */
+	memcpy(bytes, m.data, globex_at);
+	bytes[globex_at] = 4;
+	memcpy(bytes + globex_at + 1, "acme", 4);
+	memcpy(bytes + globex_at + 5, m.data + globex_at + 7, m.size - globex_at - 7);
+	manifest_file_store(dir, bytes, m.size - 2);
+	snprintf(says[0], sizeof(says[0]), "%s offset %zu: tenant name 'acme' repeats tenant 0",
+		 manifest_path, globex_at);
+	cr_expect_eq(store_try_open(&s, err), TALLY_E_CORRUPT, "a repeated name: %s", err);
+	p = verify(&rc);
+	cr_expect_eq(rc, 2);
+	cr_expect_str_eq(p->message[0], says[0]);
+	cr_expect_str_eq(p->message[1], says[1]);
+
+	manifest_file_store(dir, m.data, m.size);
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the manifest put back is clean");
+	free(bytes);
+	free(m.data);
+}
+
+/* Description: acme's packed row group (the first file's first block after
+ * acme's dictionary) rewritten, with a good checksum, so that its column
+ * directory gives the time column one byte more than it has: the columns
+ * no longer add up to the block. Verify names the block once, as a bad
+ * column directory, with its tenant, day and row group; inspect, which
+ * splits packed blocks to count each column's bytes, stops with the same
+ * words, and so does the store's open, which reads the rows to rebuild its
+ * dedup index. */
+Test(inspect, verify_and_inspect_name_a_packed_row_group_with_a_bad_directory)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	file_copy f = {.id = ids[0]}; /* the first file: acme and globex */
+	segment_path(f.path, sizeof(f.path), f.id);
+	f.good = file_bytes(f.path, &f.size);
+	segment_file *sf = open_segment(f.id);
+	cr_assert_eq(sf->rowgroups[0].packed, 1);
+	seg_block b = sf->blocks[sf->rowgroups[0].first_block];
+	segment_file_close(sf);
+	bytebuf raw = {0};
+	block_raw(f.id, &b, &raw);
+	uint8_t *bad = malloc(raw.size + 16);
+	cr_assert_not_null(bad);
+	size_t n = splice_varint(raw.data, raw.size, 0, varint_at(raw.data, 0) + 1, bad);
+	block_store(f.path, f.id, &b, bad, n);
+	char says[300];
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": packed row group has a bad column "
+		 "directory", f.path, b.offset);
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_CORRUPT);
+	cr_expect_str_eq(err, says);
+	expect_segment_refused(says, "a bad column directory");
+	char with_place[400];
+	snprintf(with_place, sizeof(with_place), "%s (tenant acme, day 2026-09-19, row group 0)", says);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1);
+	cr_expect_str_eq(p->message[0], with_place);
+	file_put(f.path, f.good, f.size);
+	verify(&rc);
+	cr_assert_eq(rc, 0, "the file put back is clean");
 	free(bad);
 	bytebuf_free(&raw);
 	free(f.good);
