@@ -601,9 +601,9 @@ static void verify_read_problem(verifier *v, const char *path, uint64_t offset, 
 
 /* Days since 1970-01-01 as "YYYY-MM-DD" (proleptic Gregorian, the civil
  * calendar algorithm of H. Hinnant: arithmetic only, no time zone). */
-static void day_format(char *out, size_t size, int32_t day)
+static void day_format(char *out, size_t size, int64_t day)
 {
-	int64_t z = (int64_t)day + 719468;
+	int64_t z = day + 719468;
 	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
 	int64_t doe = z - era * 146097;
 	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
@@ -1054,10 +1054,18 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 				}
 			}
 			counted += by_group;
-			if (with_total && total != by_group)
-				verify_problem(v, "%s: %s bucket %" PRId64 " of tenant %s: total cell counts %" PRIu64
-					       " events, its groups %" PRIu64, path, ROLLUP_RES_NAME[res], bucket,
-					       tenant->name, total, by_group);
+			if (with_total && total != by_group) {
+				char name[64];
+				if (res == RES_DAY)
+					day_format(name, sizeof(name), bucket);
+				else
+					snprintf(name, sizeof(name), "%s bucket %" PRId64,
+						 ROLLUP_RES_NAME[res], bucket);
+				verify_problem(v, "%s: %s%s of tenant %s: total cell counts %" PRIu64
+					       " events, its groups %" PRIu64, path,
+					       res == RES_DAY ? "day " : "", name, tenant->name, total,
+					       by_group);
+			}
 		}
 		if (res == RES_HOUR ? counted != row_count : counted > row_count)
 			verify_problem(v, "%s: %s rollup cells of tenant %s count %" PRIu64
@@ -1078,10 +1086,13 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 			for (uint32_t k = h; k < count[RES_HOUR] && hours[k].bucket < (day + 1) * 24; k++)
 				if (!hours[k].total)
 					by_hour += hours[k].count;
-			if (by_day != by_hour)
-				verify_problem(v, "%s: day %" PRId64 " of tenant %s: day cells count %" PRIu64
-					       " events, hour cells %" PRIu64, path, day, tenant->name, by_day,
-					       by_hour);
+			if (by_day != by_hour) {
+				char date[32];
+				day_format(date, sizeof(date), day);
+				verify_problem(v, "%s: day %s of tenant %s: day cells count %" PRIu64
+					       " events, hour cells %" PRIu64, path, date, tenant->name,
+					       by_day, by_hour);
+			}
 		}
 	}
 	for (int res = 0; res < RES_COUNT; res++)

@@ -1933,3 +1933,110 @@ Test(inspect, verify_and_inspect_name_a_packed_row_group_with_a_bad_directory)
 	bytebuf_free(&raw);
 	free(f.good);
 }
+
+/* The column at raw[*at] of a rollup chunk (varint byte length, then the
+ * bytes): sets *data and *size, and moves *at past it. */
+static void chunk_column(const bytebuf *raw, size_t *at, const uint8_t **data, size_t *size)
+{
+	*size = (size_t)varint_at(raw->data, *at);
+	skip_varint(raw->data, at);
+	*data = raw->data + *at;
+	*at += *size;
+	cr_assert_leq(*at, raw->size);
+}
+
+/*
+ * Rewrites chunk 0 of rollup list `list` of initech (f, a good copy on
+ * disk), with a good checksum, its last cell moved `shift` buckets later
+ * (cells stay in bucket order; the chunk is the list's only one). Returns
+ * the moved cell's count and sets *bucket to where it was.
+ */
+static uint64_t rollup_last_cell_move(const file_copy *f, int list, int64_t shift, int64_t *bucket)
+{
+	segment_file *sf = open_segment(f->id);
+	const seg_tenant *t = &sf->tenants[0];
+	cr_assert_eq(t->chunk_count[list], 1);
+	seg_chunk c = sf->chunks[t->first_chunk[list]];
+	segment_file_close(sf);
+	bytebuf raw = {0}, out = {0};
+	block_raw(f->id, &c.block, &raw);
+	/* Version u8, varint cell count, then 13 columns: 1 bucket (u64 codec:
+	 * the first zigzag, then steps), 2 group, 3 count, ... (docs/formats.md,
+	 * "Rollup blocks"). */
+	cr_assert_eq(raw.data[0], 1);
+	uint32_t cells = (uint32_t)varint_at(raw.data, 1);
+	cr_assert_eq(cells, c.cells);
+	cr_assert_gt(cells, 1);
+	size_t at = 1, size;
+	skip_varint(raw.data, &at);
+	size_t columns_at = at;
+	const uint8_t *bucket_col, *group_col, *count_col;
+	chunk_column(&raw, &at, &bucket_col, &size);
+	uint64_t *u = calloc(cells, sizeof(*u)), *count = calloc(cells, sizeof(*count));
+	cr_assert(u && count);
+	cr_assert_eq(codec_u64_decode(bucket_col, size, u, cells), 0);
+	size_t after_bucket = at;
+	chunk_column(&raw, &at, &group_col, &size);
+	chunk_column(&raw, &at, &count_col, &size);
+	cr_assert_eq(codec_u64_decode(count_col, size, count, cells), 0);
+	*bucket = zigzag_decode(u[0]);
+	for (uint32_t i = 1; i < cells; i++)
+		*bucket += (int64_t)u[i];
+	u[cells - 1] += (uint64_t)shift;
+	cr_assert_eq(bytebuf_append(&out, raw.data, columns_at), 0);
+	bytebuf column = {0};
+	cr_assert_eq(codec_u64_encode(&column, u, cells), 0);
+	cr_assert_eq(varint_append(&out, column.size), 0);
+	cr_assert_eq(bytebuf_append(&out, column.data, column.size), 0);
+	cr_assert_eq(bytebuf_append(&out, raw.data + after_bucket, raw.size - after_bucket), 0);
+	block_store(f->path, f->id, &c.block, out.data, out.size);
+	uint64_t moved = count[cells - 1];
+	free(u);
+	free(count);
+	bytebuf_free(&column);
+	bytebuf_free(&out);
+	bytebuf_free(&raw);
+	return moved;
+}
+
+/* Description: initech's hour chunk rewritten, with a good checksum, its
+ * last cell (hour 8 of day 2026-09-21) moved a day later. The hour cells
+ * still count every row, but no longer the day's: verify reports that
+ * the day cells of 2026-09-21 count 500 events and its hour cells 500
+ * less the moved cell's. */
+Test(inspect, verify_names_a_day_whose_hour_cells_count_other_events)
+{
+	file_copy f = initech_file_load();
+	int64_t hour;
+	uint64_t moved = rollup_last_cell_move(&f, 1, 24, &hour);
+	cr_assert_eq(hour, (int64_t)DAY_NOW * 24 + 8, "the last hour holds minute 500");
+	char says[300];
+	snprintf(says, sizeof(says), "%s: day 2026-09-21 of tenant initech: day cells count 500 "
+		 "events, hour cells %" PRIu64, f.path, INITECH_ROWS - moved);
+	const char *const list[] = {says};
+	expect_exact_problems(&f, list, 1, 1);
+	free(f.good);
+}
+
+/* Description: initech's day chunk rewritten, with a good checksum, its
+ * last group cell moved a day later. Its day's total cell (in the day
+ * total chunk) then counts more than the day's group cells, and the group
+ * cells of both days disagree with their hour cells: three problems,
+ * naming the bucket, the day and both counts. */
+Test(inspect, verify_names_a_day_total_its_groups_do_not_add_up_to)
+{
+	file_copy f = initech_file_load();
+	int64_t day;
+	uint64_t moved = rollup_last_cell_move(&f, 2, 1, &day);
+	cr_assert_eq(day, DAY_NOW);
+	char says[3][300];
+	snprintf(says[0], sizeof(says[0]), "%s: day 2026-09-21 of tenant initech: total cell counts "
+		 "500 events, its groups %" PRIu64, f.path, INITECH_ROWS - moved);
+	snprintf(says[1], sizeof(says[1]), "%s: day 2026-09-21 of tenant initech: day cells count "
+		 "%" PRIu64 " events, hour cells 500", f.path, INITECH_ROWS - moved);
+	snprintf(says[2], sizeof(says[2]), "%s: day 2026-09-22 of tenant initech: day cells count "
+		 "%" PRIu64 " events, hour cells 0", f.path, moved);
+	const char *const list[] = {says[0], says[1], says[2]};
+	expect_exact_problems(&f, list, 3, 1);
+	free(f.good);
+}
