@@ -384,8 +384,7 @@ static int inspect_file(const segment_file *f, tally_inspect_report *report,
 	for (uint32_t t = 0; t < f->tenant_count && !rc; t++) {
 		const seg_tenant *tenant = &f->tenants[t];
 		report->dictionary_bytes += tenant->dict.stored_size;
-		if (tenant->rollup_group_count)
-			report->rollup_group_bytes += tenant->rollup_groups.stored_size;
+		report->rollup_group_bytes += tenant->rollup_groups.stored_size;
 		for (int list = 0; list < LIST_COUNT; list++) {
 			int res = list == LIST_DAY_TOTAL ? RES_DAY : list;
 			report->rollup_cells[res] += tenant->rollup_cells[list];
@@ -997,11 +996,6 @@ static int verify_rollup(verifier *v, const segment_file *f, const seg_tenant *t
 	uint64_t row_count = 0;
 	for (uint32_t si = tenant->first_segment; si < tenant->first_segment + tenant->segment_count; si++)
 		row_count += f->segments[si].rows;
-	if (!tenant->rollup_group_count) {
-		verify_problem(v, "%s: tenant %s has no rollup pages for its %" PRIu64 " rows", path,
-			       tenant->name, row_count);
-		return 0;
-	}
 	bytebuf raw = {0};
 	v->errmsg[0] = 0;
 	rollup_group *groups = NULL;

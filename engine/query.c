@@ -529,7 +529,7 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 	char errmsg[TALLY_ERRMSG_SIZE];
 	for (uint32_t i = 0; i < count; i++) {
 		int64_t ti = segment_file_find_tenant(f, tenant_ids[i]);
-		if (ti < 0 || !f->tenants[ti].rollup_group_count)
+		if (ti < 0)
 			continue;
 		section_cache *e = section_new(f->file_id, tenant_ids[i]);
 		if (!e)
@@ -1930,8 +1930,6 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			if (ti < 0)
 				continue;
 			const seg_tenant *sec = &f->tenants[ti];
-			if (!sec->rollup_group_count)
-				continue;
 			file_source fs = {s, f, (uint32_t)ti, sec, NULL, {0}, &stats, {0}};
 			int64_t sec_min = INT64_MAX, sec_max = INT64_MIN; /* inclusive */
 			for (uint32_t g = 0; g < sec->segment_count; g++) {

@@ -356,13 +356,13 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 			      const rows *r, const strdict dict[DIM_COUNT],
 			      const seg_rollup_in *rollup)
 {
-	static const seg_rollup_in no_rollup;
-	if (!rollup)
-		rollup = &no_rollup;
 	if (!r->count)
 		return 0;
 	/* Check before writing (read back is checked again by the reader): a
-	 * code past its dictionary or an unknown status is a caller bug. */
+	 * code past its dictionary, an unknown status or rows without rollup
+	 * pages (which every reader refuses) is a caller bug. */
+	if (!rollup || !rollup->group_count)
+		return TALLY_E_INVALID;
 	for (uint32_t i = 0; i < r->count; i++) {
 		if (r->status[i] >= TALLY_STATUS_COUNT)
 			return TALLY_E_INVALID;
@@ -463,11 +463,10 @@ int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char 
 				      zigzag_encode(rollup->minute_from_us / ROLLUP_MINUTE_US_SEG))) ||
 	    (rc = varint_append(&w->footer, rollup->group_count)))
 		goto out;
-	if (rollup->group_count &&
-	    (rc = writer_block(w, STREAM_ROLLUP_GROUPS, rollup->groups_raw, rollup->groups_size)))
+	if ((rc = writer_block(w, STREAM_ROLLUP_GROUPS, rollup->groups_raw, rollup->groups_size)))
 		goto out;
 	for (int list = 0, at = 0; list < SEG_ROLLUP_LISTS && !rc; list++) {
-		uint32_t count = rollup->group_count ? rollup->chunk_count[list] : 0;
+		uint32_t count = rollup->chunk_count[list];
 		if ((rc = varint_append(&w->footer, count)))
 			break;
 		for (uint32_t k = 0; k < count && !rc; k++, at++) {
@@ -724,15 +723,19 @@ static int parse_footer(segment_file *f, const uint8_t *data, size_t size,
 		    zigzag_decode(minute_from) < INT64_MIN / ROLLUP_MINUTE_US_SEG ||
 		    fp_varint(&fp, &group_count) || group_count > UINT32_MAX)
 			CORRUPT(f, footer_offset, "footer: bad rollup entry of tenant %s", t->name);
+		/* Every section has rows, so its rows have at least one group: a
+		 * section without rollup pages would make its rows invisible to
+		 * queries, which read only the pages. */
+		if (!group_count)
+			CORRUPT(f, footer_offset, "footer: tenant %s has %" PRIu64 " rows and no rollup "
+				"pages", t->name, tenant_rows);
 		t->minute_from_us = zigzag_decode(minute_from) * ROLLUP_MINUTE_US_SEG;
 		t->rollup_group_count = (uint32_t)group_count;
-		if (group_count && (rc = parse_block(f, &fp, &block_end, footer_offset, &t->rollup_groups,
-						     errmsg)))
+		if ((rc = parse_block(f, &fp, &block_end, footer_offset, &t->rollup_groups, errmsg)))
 			return rc;
 		for (int res = 0; res < SEG_ROLLUP_LISTS; res++) {
 			uint64_t chunks;
-			if (fp_varint(&fp, &chunks) || chunks > (uint64_t)(fp.end - fp.p) ||
-			    (chunks && !group_count))
+			if (fp_varint(&fp, &chunks) || chunks > (uint64_t)(fp.end - fp.p))
 				CORRUPT(f, footer_offset, "footer: bad rollup chunk count of tenant %s", t->name);
 			t->first_chunk[res] = f->chunk_total;
 			t->chunk_count[res] = (uint32_t)chunks;

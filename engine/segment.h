@@ -83,7 +83,7 @@ typedef struct seg_tenant {
 	uint32_t rowgroup_count;
 	seg_block dict;
 	/* Rollup pages of the section's rows (rollup.h): a group table block
-	 * (absent when rollup_group_count is 0) and, per chunk list (minute,
+	 * (every section has one: rollup_group_count >= 1) and, per chunk list (minute,
 	 * hour, day, day totals), chunks [first_chunk, first_chunk +
 	 * chunk_count) of segment_file.chunks, by time. Minute cells are complete for buckets
 	 * at or after minute_from_us and absent before it (retention). */
@@ -150,7 +150,7 @@ typedef struct seg_chunk_in {
 typedef struct seg_rollup_in {
 	const uint8_t *groups_raw;
 	size_t groups_size;
-	uint32_t group_count;     /* 0: no rollup blocks at all */
+	uint32_t group_count;     /* >= 1 */
 	const seg_chunk_in *chunks; /* the chunks of each list, in list order */
 	uint32_t chunk_count[SEG_ROLLUP_LISTS];
 	int64_t minute_from_us;   /* a whole minute */
@@ -159,8 +159,9 @@ typedef struct seg_rollup_in {
 /*
  * Adds one tenant's rows (any order; they are sorted by time here, stable)
  * with the dictionaries their dimension codes refer to, and the rollup
- * blocks of those rows (codes in the same dictionaries). Tenants must be
- * added at most once per file. Rows may be empty (nothing is written).
+ * blocks of those rows (codes in the same dictionaries; at least one
+ * group, or TALLY_E_INVALID). Tenants must be added at most once per file.
+ * Rows may be empty (nothing is written).
  */
 int segment_writer_add_tenant(segment_writer *w, uint32_t tenant_id, const char *name,
 			      const rows *r, const strdict dict[DIM_COUNT],

@@ -3617,8 +3617,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 		const segment_file *f = s->files[i];
 		for (uint32_t ti = 0; ti < f->tenant_count; ti++) {
 			const seg_tenant *st = &f->tenants[ti];
-			if (st->rollup_group_count)
-				out->rollup_bytes += st->rollup_groups.stored_size;
+			out->rollup_bytes += st->rollup_groups.stored_size;
 			for (int list = 0; list < LIST_COUNT; list++)
 				out->rollup_cells += st->rollup_cells[list];
 		}

@@ -82,9 +82,7 @@ static void read_section(segment_file *f, uint32_t t)
 	uint32_t dict_count[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++)
 		dict_count[d] = dict[d].count;
-	if (!sec->rollup_group_count)
-		goto out;
-	fix_checksum(&sec->rollup_groups);
+	fix_checksum(&sec->rollup_groups); /* the reader refuses sections without one */
 	bytebuf raw = {0};
 	rollup_group *groups = NULL;
 	uint32_t group_count = 0;

@@ -655,9 +655,10 @@ Test(inspect, refuses_a_directory_held_by_a_live_store)
 	cr_assert_eq(tally_store_close(open_store()), 0);
 }
 
-/* Rows whose dictionary codes or status are out of range never reach the
- * disk: the writer checks before writing (verify checks again after reading,
- * as defence in depth against a writer bug). */
+/* Rows whose dictionary codes or status are out of range, or that come
+ * without rollup pages, never reach the disk: the writer checks before
+ * writing (verify and the reader check again after reading, as defence in
+ * depth against a writer bug). */
 Test(inspect, writer_refuses_rows_outside_dictionary_or_status)
 {
 	build_store();
@@ -705,8 +706,10 @@ Test(inspect, writer_refuses_rows_outside_dictionary_or_status)
 	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
 	r.status[2] = 0; /* still a code past the dictionary */
 	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
-	r.dim[DIM_MODEL][2] = 0; /* now valid */
-	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), 0);
+	r.dim[DIM_MODEL][2] = 0; /* valid rows, but no rollup pages */
+	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
+	static const seg_rollup_in no_groups;
+	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, &no_groups), TALLY_E_INVALID);
 	segment_writer_abort(w);
 	rows_free(&r);
 	for (int d = 0; d < DIM_COUNT; d++)
@@ -1372,8 +1375,8 @@ Test(inspect, a_footer_whose_rollup_entry_is_impossible_is_refused)
 	cr_assert_lt(img.raw[w.group_count_at], 0x80);
 	memmove(raw + w.group_count_at + 1, raw + w.groups_end, n - w.groups_end);
 	footer_store(path, ids[0], &img, raw, n - cut);
-	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: bad rollup chunk count of tenant acme",
-		 name, img.footer_offset);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: tenant acme has 60 rows and no "
+		 "rollup pages", name, img.footer_offset);
 	expect_segment_refused(says, "chunks without a group table");
 
 	/* One cell more than the chunk holds. */
@@ -2038,5 +2041,32 @@ Test(inspect, verify_names_a_day_total_its_groups_do_not_add_up_to)
 		 "%" PRIu64 " events, hour cells 0", f.path, moved);
 	const char *const list[] = {says[0], says[1], says[2]};
 	expect_exact_problems(&f, list, 3, 1);
+	free(f.good);
+}
+
+/* Description: initech's footer rewritten, with a good checksum, without
+ * rollup pages (a group count of 0 and no chunks) for its 500 rows. Its
+ * rows would be invisible to queries, which read only the pages: the open
+ * refuses the file, and verify reports it once, at the footer's offset. */
+Test(inspect, a_tenant_section_without_rollup_pages_is_refused)
+{
+	file_copy f = initech_file_load();
+	footer_image img;
+	footer_load(f.path, &img);
+	rollup_walk w = rollup_walk_first(img.raw);
+	uint8_t *raw = malloc(img.raw_size + 16);
+	cr_assert_not_null(raw);
+	memcpy(raw, img.raw, w.group_count_at);
+	memset(raw + w.group_count_at, 0, 1 + SEG_ROLLUP_LISTS); /* no groups, no chunks */
+	footer_store(f.path, f.id, &img, raw, w.group_count_at + 1 + SEG_ROLLUP_LISTS);
+	char says[300];
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: tenant initech has 500 rows and "
+		 "no rollup pages", f.path, img.footer_offset);
+	expect_segment_refused(says, "a section without rollup pages");
+	const char *const list[] = {says};
+	expect_exact_problems(&f, list, 1, 0);
+	free(raw);
+	free(img.raw);
+	free(img.file);
 	free(f.good);
 }
