@@ -1565,6 +1565,15 @@ static void expect_exact_problems(file_copy *f, const char *const *says, int cou
 	cr_assert_eq(rc, 0, "the file put back is clean");
 }
 
+/* The open refuses the store saying `says`, and verify reports exactly
+ * that, once; then the file's own bytes go back (expect_exact_problems). */
+static void expect_refused_once(file_copy *f, const char *says, const char *what)
+{
+	expect_segment_refused(says, what);
+	const char *const list[] = {says};
+	expect_exact_problems(f, list, 1, 0);
+}
+
 /* Description: initech's dictionary block rewritten, with a good checksum,
  * without its last user string ("user-16", code 16 of 17). Verify names
  * the user column's block, the dictionary's new size, how many rows hold
@@ -1822,9 +1831,7 @@ Test(inspect, verify_names_a_footer_tenant_id_the_manifest_does_not_give)
 	char says[300];
 	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer names tenant initech with id 1, "
 		 "which the manifest does not", f.path, img.footer_offset);
-	expect_segment_refused(says, "a tenant id the manifest gives another tenant");
-	const char *const list[] = {says};
-	expect_exact_problems(&f, list, 1, 0);
+	expect_refused_once(&f, says, "a tenant id the manifest gives another tenant");
 	free(img.raw);
 	free(img.file);
 	free(f.good);
@@ -2062,9 +2069,7 @@ Test(inspect, a_tenant_section_without_rollup_pages_is_refused)
 	char says[300];
 	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer: tenant initech has 500 rows and "
 		 "no rollup pages", f.path, img.footer_offset);
-	expect_segment_refused(says, "a section without rollup pages");
-	const char *const list[] = {says};
-	expect_exact_problems(&f, list, 1, 0);
+	expect_refused_once(&f, says, "a section without rollup pages");
 	free(raw);
 	free(img.raw);
 	free(img.file);
