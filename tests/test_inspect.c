@@ -28,6 +28,7 @@
 #include <zstd.h>
 
 #include "manifest.h"
+#include "rollup.h"
 #include "rows.h"
 #include "segment.h"
 #include "strdict.h"
@@ -1944,15 +1945,60 @@ Test(inspect, verify_and_inspect_name_a_packed_row_group_with_a_bad_directory)
 	free(f.good);
 }
 
-/* The column at raw[*at] of a rollup chunk (varint byte length, then the
- * bytes): sets *data and *size, and moves *at past it. */
-static void chunk_column(const bytebuf *raw, size_t *at, const uint8_t **data, size_t *size)
+/* Chunk 0 of a rollup list of initech (its list's only chunk), raw, with
+ * its columns found: version u8, varint cell count, then 13 columns, each
+ * a varint byte length and the column (docs/formats.md, "Rollup blocks":
+ * 0 bucket, 1 group, 2 count, ..., 12 totals, counted from 0 here). */
+typedef struct chunk_image {
+	seg_block block;
+	bytebuf raw;
+	uint32_t cells;
+	size_t columns_at; /* where the first column's length is */
+	const uint8_t *col[ROLLUP_CHUNK_COLUMNS];
+	size_t size[ROLLUP_CHUNK_COLUMNS];
+} chunk_image;
+
+static void chunk_load(const file_copy *f, int list, chunk_image *ci)
 {
-	*size = (size_t)varint_at(raw->data, *at);
-	skip_varint(raw->data, at);
-	*data = raw->data + *at;
-	*at += *size;
-	cr_assert_leq(*at, raw->size);
+	memset(ci, 0, sizeof(*ci));
+	segment_file *sf = open_segment(f->id);
+	const seg_tenant *t = &sf->tenants[0];
+	cr_assert_eq(t->chunk_count[list], 1);
+	const seg_chunk *c = &sf->chunks[t->first_chunk[list]];
+	ci->block = c->block;
+	uint32_t footer_cells = c->cells;
+	segment_file_close(sf);
+	block_raw(f->id, &ci->block, &ci->raw);
+	cr_assert_eq(ci->raw.data[0], 1, "version 1");
+	ci->cells = (uint32_t)varint_at(ci->raw.data, 1);
+	cr_assert_eq(ci->cells, footer_cells);
+	size_t at = 1;
+	skip_varint(ci->raw.data, &at);
+	ci->columns_at = at;
+	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS; k++) {
+		ci->size[k] = (size_t)varint_at(ci->raw.data, at);
+		skip_varint(ci->raw.data, &at);
+		ci->col[k] = ci->raw.data + at;
+		at += ci->size[k];
+	}
+	cr_assert_eq(at, ci->raw.size);
+}
+
+/* Writes the chunk back (block_store) with column k replaced by with[k]
+ * where that is not NULL, and frees ci. */
+static void chunk_store(const file_copy *f, chunk_image *ci, const bytebuf *with[ROLLUP_CHUNK_COLUMNS])
+{
+	bytebuf out = {0};
+	cr_assert_eq(bytebuf_append(&out, ci->raw.data, ci->columns_at), 0);
+	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS; k++) {
+		const uint8_t *data = with[k] ? with[k]->data : ci->col[k];
+		size_t size = with[k] ? with[k]->size : ci->size[k];
+		cr_assert_eq(varint_append(&out, size), 0);
+		cr_assert_eq(bytebuf_append(&out, data, size), 0);
+	}
+	block_store(f->path, f->id, &ci->block, out.data, out.size);
+	bytebuf_free(&out);
+	bytebuf_free(&ci->raw);
 }
 
 /*
@@ -1963,49 +2009,25 @@ static void chunk_column(const bytebuf *raw, size_t *at, const uint8_t **data, s
  */
 static uint64_t rollup_last_cell_move(const file_copy *f, int list, int64_t shift, int64_t *bucket)
 {
-	segment_file *sf = open_segment(f->id);
-	const seg_tenant *t = &sf->tenants[0];
-	cr_assert_eq(t->chunk_count[list], 1);
-	seg_chunk c = sf->chunks[t->first_chunk[list]];
-	segment_file_close(sf);
-	bytebuf raw = {0}, out = {0};
-	block_raw(f->id, &c.block, &raw);
-	/* Version u8, varint cell count, then 13 columns: 1 bucket (u64 codec:
-	 * the first zigzag, then steps), 2 group, 3 count, ... (docs/formats.md,
-	 * "Rollup blocks"). */
-	cr_assert_eq(raw.data[0], 1);
-	uint32_t cells = (uint32_t)varint_at(raw.data, 1);
-	cr_assert_eq(cells, c.cells);
-	cr_assert_gt(cells, 1);
-	size_t at = 1, size;
-	skip_varint(raw.data, &at);
-	size_t columns_at = at;
-	const uint8_t *bucket_col, *group_col, *count_col;
-	chunk_column(&raw, &at, &bucket_col, &size);
-	uint64_t *u = calloc(cells, sizeof(*u)), *count = calloc(cells, sizeof(*count));
+	chunk_image ci;
+	chunk_load(f, list, &ci);
+	cr_assert_gt(ci.cells, 1);
+	uint64_t *u = calloc(ci.cells, sizeof(*u)), *count = calloc(ci.cells, sizeof(*count));
 	cr_assert(u && count);
-	cr_assert_eq(codec_u64_decode(bucket_col, size, u, cells), 0);
-	size_t after_bucket = at;
-	chunk_column(&raw, &at, &group_col, &size);
-	chunk_column(&raw, &at, &count_col, &size);
-	cr_assert_eq(codec_u64_decode(count_col, size, count, cells), 0);
-	*bucket = zigzag_decode(u[0]);
-	for (uint32_t i = 1; i < cells; i++)
+	cr_assert_eq(codec_u64_decode(ci.col[0], ci.size[0], u, ci.cells), 0);
+	cr_assert_eq(codec_u64_decode(ci.col[2], ci.size[2], count, ci.cells), 0);
+	*bucket = zigzag_decode(u[0]); /* then steps */
+	for (uint32_t i = 1; i < ci.cells; i++)
 		*bucket += (int64_t)u[i];
-	u[cells - 1] += (uint64_t)shift;
-	cr_assert_eq(bytebuf_append(&out, raw.data, columns_at), 0);
-	bytebuf column = {0};
-	cr_assert_eq(codec_u64_encode(&column, u, cells), 0);
-	cr_assert_eq(varint_append(&out, column.size), 0);
-	cr_assert_eq(bytebuf_append(&out, column.data, column.size), 0);
-	cr_assert_eq(bytebuf_append(&out, raw.data + after_bucket, raw.size - after_bucket), 0);
-	block_store(f->path, f->id, &c.block, out.data, out.size);
-	uint64_t moved = count[cells - 1];
+	u[ci.cells - 1] += (uint64_t)shift;
+	bytebuf bucket_col = {0};
+	cr_assert_eq(codec_u64_encode(&bucket_col, u, ci.cells), 0);
+	const bytebuf *with[ROLLUP_CHUNK_COLUMNS] = {&bucket_col};
+	chunk_store(f, &ci, with);
+	uint64_t moved = count[ci.cells - 1];
 	free(u);
 	free(count);
-	bytebuf_free(&column);
-	bytebuf_free(&out);
-	bytebuf_free(&raw);
+	bytebuf_free(&bucket_col);
 	return moved;
 }
 
@@ -2073,5 +2095,38 @@ Test(inspect, a_tenant_section_without_rollup_pages_is_refused)
 	free(raw);
 	free(img.raw);
 	free(img.file);
+	free(f.good);
+}
+
+/* Description: initech's day total chunk (one cell: the day's total)
+ * rewritten, with a good checksum, to hold a group cell instead (group 1,
+ * no totals column). Verify names the chunk as mixing total and group
+ * cells; the day's group cells then count 1000 events, against 500 in its
+ * hour cells and 500 in the section. */
+Test(inspect, verify_names_a_day_total_chunk_holding_a_group_cell)
+{
+	file_copy f = initech_file_load();
+	chunk_image ci;
+	chunk_load(&f, LIST_DAY_TOTAL, &ci);
+	cr_assert_eq(ci.cells, 1);
+	uint32_t group;
+	cr_assert_eq(codec_codes_decode(ci.col[1], ci.size[1], &group, 1), 0);
+	cr_assert_eq(group, 0, "the total");
+	group = 1;
+	bytebuf group_col = {0}, no_totals = {0};
+	cr_assert_eq(codec_codes_encode(&group_col, &group, 1), 0);
+	const bytebuf *with[ROLLUP_CHUNK_COLUMNS] = {[1] = &group_col, [12] = &no_totals};
+	uint64_t offset = ci.block.offset;
+	chunk_store(&f, &ci, with);
+	char says[3][300];
+	snprintf(says[0], sizeof(says[0]), "%s offset %" PRIu64 ": day total rollup chunk 0 of tenant "
+		 "initech mixes total and group cells", f.path, offset);
+	snprintf(says[1], sizeof(says[1]), "%s: day rollup cells of tenant initech count 1000 events, "
+		 "the section holds 500", f.path);
+	snprintf(says[2], sizeof(says[2]), "%s: day 2026-09-21 of tenant initech: day cells count "
+		 "1000 events, hour cells 500", f.path);
+	const char *const list[] = {says[0], says[1], says[2]};
+	expect_exact_problems(&f, list, 3, 1);
+	bytebuf_free(&group_col);
 	free(f.good);
 }
