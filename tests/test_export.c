@@ -21,7 +21,10 @@
  *                  schema, a tenant key, strings that are not UTF-8 or hold
  *                  a NUL, usage errors; and the day parser;
  *   the source     a scripted source answering inconsistently: nothing
- *                  of the day exported, the inconsistency named.
+ *                  of the day exported, the inconsistency named;
+ *   outages        the exporter's PostgreSQL session ended at each step
+ *                  of a day: a lost connection named, the day whole or
+ *                  untouched, then exact.
  *
  * SEED=N replays the kill test's choices; EXPORT_KILLS=N asks for more
  * kills than the default 20.
@@ -1559,4 +1562,110 @@ Test(export, error_names)
 	cr_expect_str_eq(export_strerror(-ENOMEM), strerror(ENOMEM));
 	cr_expect_str_eq(export_strerror(0), "success");
 	cr_expect_str_eq(export_strerror(1), "unknown error");
+}
+
+/* ---- PostgreSQL lost in the middle of a day ------------------------------------------------- */
+
+/* Where outage_hook ends the exporter's PostgreSQL session. */
+typedef struct outage_plan {
+	enum export_step step;
+	uint64_t n;       /* for EXPORT_STEP_COPY_ROW: after which row */
+	PGconn *su;       /* the superuser connection that ends it */
+	int64_t ended;    /* sessions pg_terminate_backend ended */
+} outage_plan;
+
+static void outage_hook(void *arg, enum export_step step, uint64_t n)
+{
+	outage_plan *o = arg;
+	if (step != o->step || (step == EXPORT_STEP_COPY_ROW && n != o->n) || o->ended)
+		return;
+	o->ended = pg_harness_query_int64(&pg, o->su,
+					  "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+					  " WHERE application_name = 'tally-export'");
+}
+
+/* Description: the exporter's PostgreSQL session ends (terminated, as a
+ * restart or a failover would end it) at each step of a day's export:
+ * after the transaction began, after the old rows were deleted, in the
+ * middle of the COPY, after the rows were inserted, after the run was
+ * recorded. Every time export_day fails with EXPORT_E_CONNECT naming the
+ * statement that found the session gone (never a tenant: a COPY ended by
+ * an operator is not its row's doing), and the day holds exactly what the
+ * last finished export left (none, then the first export's rows) with no
+ * new export_runs row: a day is exported whole or not at all. A new
+ * exporter then exports the day exactly, the late events included. */
+Test(export, postgres_lost_mid_day_then_exact)
+{
+	world_start("export-lost", true);
+	int32_t day = today() - 3;
+	urows oracle = {0};
+	for (int t = 0; t < 3; t++)
+		ingest(w.admin, t, day, 0, 20, "w", &oracle);
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	PGconn *su = superuser();
+	export_source source;
+	export_source_client(&source, w.admin);
+	static const struct {
+		enum export_step step;
+		uint64_t n;
+		const char *statement; /* the one that finds the session gone */
+	} plans[] = {
+		{EXPORT_STEP_BEGUN, 0, "registering tenants in billing.tenants"},
+		{EXPORT_STEP_DELETED, 0, "creating the staging table"},
+		{EXPORT_STEP_COPY_ROW, 2, "COPY"},
+		{EXPORT_STEP_COPIED, 0, "recording the run in billing.export_runs"},
+		{EXPORT_STEP_RECORDED, 0, "COMMIT"},
+	};
+	char msg[EXPORT_ERRMSG_SIZE];
+	int64_t held = 0, runs = 0;
+	for (size_t k = 0; k <= sizeof(plans) / sizeof(plans[0]); k++) {
+		bool last = k == sizeof(plans) / sizeof(plans[0]);
+		outage_plan plan = {.su = su};
+		export_options options = {.tenant_page = 2};
+		if (!last) {
+			plan.step = plans[k].step;
+			plan.n = plans[k].n;
+			options.hook = outage_hook;
+			options.hook_arg = &plan;
+		}
+		exporter *x;
+		cr_assert_eq(export_open(w.conninfo, &source, &options, &x, msg), 0, "%s", msg);
+		int from, to;
+		cr_assert_eq(export_migrate(x, &from, &to, msg), 0, "%s", msg);
+		export_day_result result;
+		int rc = export_day(x, day, &result, msg);
+		export_close(x);
+		if (last) {
+			cr_assert_eq(rc, 0, "%s", msg);
+			break;
+		}
+		cr_expect_eq(plan.ended, 1, "plan %zu ended the exporter's session", k);
+		cr_expect_eq(rc, EXPORT_E_CONNECT, "plan %zu: %s (%s)", k, export_strerror(rc), msg);
+		char prefix[160];
+		snprintf(prefix, sizeof(prefix), "day %s: %s: lost the connection to PostgreSQL: ", d,
+			 plans[k].statement);
+		cr_expect_eq(strncmp(msg, prefix, strlen(prefix)), 0, "plan %zu: \"%s\", not \"%s...\"", k,
+			     msg, prefix);
+		cr_expect_eq(pg_int(su, "SELECT coalesce(sum(count), 0) FROM billing.usage_daily"
+				    " WHERE day = date '1970-01-01' + %d", day), held, "plan %zu", k);
+		cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs"
+				    " WHERE day = date '1970-01-01' + %d", day), runs, "plan %zu", k);
+		if (k == 1) { /* the day exported once, then late events */
+			cr_assert_eq(export_open(w.conninfo, &source, &(export_options){.tenant_page = 2}, &x,
+						 msg), 0, "%s", msg);
+			cr_assert_eq(export_day(x, day, &result, msg), 0, "%s", msg);
+			export_close(x);
+			held = 60;
+			runs = 1;
+			ingest(w.admin, 0, day, 20, 25, "w", &oracle);
+		}
+	}
+	urows_sort(&oracle);
+	pg_expect_oracle(su, &oracle, "the day after the outages");
+	cr_expect_eq(pg_int(su, "SELECT sum(count) FROM billing.usage_daily"
+			    " WHERE day = date '1970-01-01' + %d", day), 65);
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
 }

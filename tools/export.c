@@ -193,10 +193,19 @@ static void one_line(char *out, size_t size, const char *text)
 	out[n] = '\0';
 }
 
+/* SQLSTATE classes of a session that ended: 08 (connection exception) and
+ * 57P (an operator or crash shut the server down, or it cannot take
+ * connections now). The statement was not refused; the session is gone. */
+static bool sqlstate_session_gone(const char *state)
+{
+	return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0;
+}
+
 /*
  * A failed statement: "WHAT: MESSAGE (SQLSTATE 42501)", say, into errmsg, or
- * libpq's message when the server sent none (the connection is gone).
- * Clears res. Returns EXPORT_E_SQL or EXPORT_E_CONNECT.
+ * "WHAT: lost the connection to PostgreSQL: ..." when the session is gone
+ * (the server's message and SQLSTATE when it sent one before closing,
+ * libpq's otherwise). Clears res. Returns EXPORT_E_SQL or EXPORT_E_CONNECT.
  */
 static int sql_fail(exporter *x, PGresult *res, const char *what, char *errmsg)
 {
@@ -204,7 +213,12 @@ static int sql_fail(exporter *x, PGresult *res, const char *what, char *errmsg)
 	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	char text[EXPORT_ERRMSG_SIZE];
 	int rc;
-	if (state && primary) {
+	if (state && primary && sqlstate_session_gone(state)) {
+		one_line(text, sizeof(text), primary);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: lost the connection to PostgreSQL: %s (SQLSTATE %s)",
+			 what, text, state);
+		rc = EXPORT_E_CONNECT;
+	} else if (state && primary) {
 		one_line(text, sizeof(text), primary);
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: %s (SQLSTATE %s)", what, text, state);
 		rc = EXPORT_E_SQL;
@@ -852,14 +866,16 @@ static int copy_fail(exporter *x, PGresult *res, const day_fetch *f, const char 
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *context = res ? PQresultErrorField(res, PG_DIAG_CONTEXT) : NULL;
-	const char *at = context ? strstr(context, ", line ") : NULL;
+	/* Only a data error is the row's doing: a session ended by an
+	 * operator also names the line COPY had reached. */
+	bool data = state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
+	const char *at = data && context ? strstr(context, ", line ") : NULL;
 	const Tally__V1__UsageRow *row = at ? fetch_row_at(f, strtoull(at + 7, NULL, 10)) : NULL;
 	char what[160];
 	if (row)
 		snprintf(what, sizeof(what), "day %s, tenant %s: COPY", day_text, row->tenant);
 	else
 		snprintf(what, sizeof(what), "day %s: COPY", day_text);
-	bool data = state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 	int rc = sql_fail(x, res, what, errmsg);
 	return rc == EXPORT_E_SQL && data ? EXPORT_E_DATA : rc;
 }
