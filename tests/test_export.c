@@ -23,8 +23,8 @@
  *   the source     a scripted source answering inconsistently: nothing
  *                  of the day exported, the inconsistency named;
  *   outages        the exporter's PostgreSQL session ended at each step
- *                  of a day: a lost connection named, the day whole or
- *                  untouched, then exact.
+ *                  of a day, and tallyd stopped between a day's pages: the
+ *                  loss named, the day whole or untouched, then exact.
  *
  * SEED=N replays the kill test's choices; EXPORT_KILLS=N asks for more
  * kills than the default 20.
@@ -1566,6 +1566,18 @@ Test(export, error_names)
 
 /* ---- PostgreSQL lost in the middle of a day ------------------------------------------------- */
 
+/* world_start(name), then `events` events of each of three tenants on the
+ * day three days ago, into oracle; returns the day, its text in d. */
+static int32_t three_tenants_world(const char *name, int events, urows *oracle, char *d)
+{
+	world_start(name, true);
+	int32_t day = today() - 3;
+	for (int t = 0; t < 3; t++)
+		ingest(w.admin, t, day, 0, events, "w", oracle);
+	day_text(d, day);
+	return day;
+}
+
 /* Where outage_hook ends the exporter's PostgreSQL session. */
 typedef struct outage_plan {
 	enum export_step step;
@@ -1596,13 +1608,9 @@ static void outage_hook(void *arg, enum export_step step, uint64_t n)
  * exporter then exports the day exactly, the late events included. */
 Test(export, postgres_lost_mid_day_then_exact)
 {
-	world_start("export-lost", true);
-	int32_t day = today() - 3;
 	urows oracle = {0};
-	for (int t = 0; t < 3; t++)
-		ingest(w.admin, t, day, 0, 20, "w", &oracle);
 	char d[EXPORT_DAY_SIZE];
-	day_text(d, day);
+	int32_t day = three_tenants_world("export-lost", 20, &oracle, d);
 	PGconn *su = superuser();
 	export_source source;
 	export_source_client(&source, w.admin);
@@ -1665,6 +1673,75 @@ Test(export, postgres_lost_mid_day_then_exact)
 	pg_expect_oracle(su, &oracle, "the day after the outages");
 	cr_expect_eq(pg_int(su, "SELECT sum(count) FROM billing.usage_daily"
 			    " WHERE day = date '1970-01-01' + %d", day), 65);
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* ---- the store's server lost in the middle of a day ------------------------------------------ */
+
+/* Stops the world's tallyd once the first DailyUsage page is in. */
+static void server_stop_hook(void *arg, enum export_step step, uint64_t n)
+{
+	bool *stopped = arg;
+	if (step == EXPORT_STEP_PAGE && n == 1 && !*stopped) {
+		harness_stop(&w.h);
+		*stopped = true;
+	}
+}
+
+/* Description: tallyd stops after the first of a day's DailyUsage pages
+ * (three tenants, pages of two): export_day fails with EXPORT_E_SOURCE
+ * naming the day and the DailyUsage call, before PostgreSQL is touched
+ * (the day keeps its first export, no new run). With tallyd still down,
+ * --changed's ChangedDays call fails the same way. Once tallyd is back, the
+ * day exports exactly. */
+Test(export, server_lost_mid_day_then_exact)
+{
+	urows oracle = {0};
+	char d[EXPORT_DAY_SIZE];
+	int32_t day = three_tenants_world("export-server-lost", 10, &oracle, d);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", d, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	ingest(w.admin, 1, day, 10, 14, "w", &oracle);
+
+	tally_client *c = harness_connect(&w.h, w.h.admin_key);
+	export_source source;
+	export_source_client(&source, c);
+	bool stopped = false;
+	export_options options = {.tenant_page = 2, .hook = server_stop_hook, .hook_arg = &stopped};
+	exporter *x;
+	char msg[EXPORT_ERRMSG_SIZE], prefix[96];
+	cr_assert_eq(export_open(w.conninfo, &source, &options, &x, msg), 0, "%s", msg);
+	export_day_result result;
+	int rc = export_day(x, day, &result, msg);
+	cr_expect(stopped);
+	cr_expect_eq(rc, EXPORT_E_SOURCE, "%s (%s)", export_strerror(rc), msg);
+	snprintf(prefix, sizeof(prefix), "day %s: DailyUsage: ", d);
+	cr_expect_eq(strncmp(msg, prefix, strlen(prefix)), 0, "\"%s\", not \"%s...\"", msg, prefix);
+	PGconn *su = superuser();
+	cr_expect_eq(pg_int(su, "SELECT sum(count) FROM billing.usage_daily WHERE day = date '1970-01-01' + %d",
+			    day), 30, "the first export, untouched");
+	cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+			    day), 1);
+	export_changed changed;
+	rc = export_changed_find(x, &changed, msg);
+	cr_expect_eq(rc, EXPORT_E_SOURCE, "%s (%s)", export_strerror(rc), msg);
+	cr_expect_eq(strncmp(msg, "ChangedDays: ", 13), 0, "%s", msg);
+	export_changed_free(&changed);
+	export_close(x);
+	tally_client_close(c);
+
+	harness_start(&w.h);
+	tally_client_close(w.admin);
+	w.admin = harness_connect(&w.h, w.h.admin_key);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	urows_sort(&oracle);
+	pg_expect_oracle(su, &oracle, "the day once tallyd is back");
+	cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+			    day), 2);
 	PQfinish(su);
 	urows_free(&oracle);
 	world_finish();
