@@ -161,7 +161,7 @@ MEMCHECK_TESTS := test_backfill test_batch test_batchrec test_builder test_chang
 	test_cli_rows test_client test_codec test_config test_convert test_dedup test_errors test_faults \
 	test_grow test_inspect test_io test_keys test_log test_manifest test_memtable test_metrics \
 	test_power_io test_proto test_query test_rollup test_sketch test_sort test_store \
-	test_strdict test_tenants test_tz test_wal test_whitebox
+	test_strdict test_tenants test_tz test_wal test_whitebox test_worker
 memcheck: all $(TEST_BIN)
 	sh tests/memcheck.sh $(BUILD) $(MEMCHECK_TESTS)
 
