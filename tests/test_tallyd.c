@@ -1,7 +1,7 @@
 /*
  * test_tallyd.c — the tallyd binary as an operator runs it: --version,
- * --help, a bad flag and a data directory it cannot use (exit codes and
- * messages), and its log on stderr at each --log-level from start to a
+ * --help, a bad flag, a data directory it cannot use and a port another
+ * socket holds (exit codes and messages), and its log on stderr at each --log-level from start to a
  * clean stop by SIGTERM, in human and JSON lines.
  */
 #include <criterion/criterion.h>
@@ -12,6 +12,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 
@@ -95,6 +98,40 @@ static void start_and_stop(const char *const *extra)
 	test_dir_make(&dir, "tallyd");
 	char data[96], log_path[96], address[TALLYD_PROC_ADDRESS_SIZE], key[TALLYD_PROC_KEY_SIZE] = "";
 	snprintf(data, sizeof(data), "%s/data", dir.path);
+	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
+	pid_t pid = tallyd_proc_start(data, args, log_path, address, key);
+	stop_and_read_log(pid, log_path);
+	test_dir_remove_tree(dir.path);
+}
+
+/* Description: a listen address whose port another socket holds exits 2
+ * with an error line naming the address and the reason; the data
+ * directory it opened first is left closed, so a tallyd on a free port
+ * then starts on it. */
+Test(tallyd, a_port_in_use_exits_2)
+{
+	int holder = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(holder, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	cr_assert_eq(bind(holder, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(holder, 1), 0);
+	cr_assert_eq(getsockname(holder, (struct sockaddr *)&a, &len), 0);
+	test_dir dir;
+	test_dir_make(&dir, "tallyd-port");
+	char data[96], data_arg[120], listen_arg[64], says[96];
+	snprintf(data, sizeof(data), "%s/data", dir.path);
+	snprintf(data_arg, sizeof(data_arg), "--data=%s", data);
+	snprintf(listen_arg, sizeof(listen_arg), "--listen=127.0.0.1:%u", ntohs(a.sin_port));
+	const char *const taken[] = {data_arg, listen_arg, "--metrics=off", "--latency-slice-us=0", NULL};
+	cr_expect_eq(tallyd_proc_run(taken, out, sizeof(out), err, sizeof(err)), 2);
+	snprintf(says, sizeof(says), "listen on 127.0.0.1:%u: Address already in use", ntohs(a.sin_port));
+	cr_expect_not_null(strstr(err, says), "%s", err);
+	cr_expect_not_null(strstr(err, " error cannot start: "), "%s", err);
+	close(holder);
+
+	const char *const args[] = {"--latency-slice-us=0", NULL};
+	char log_path[96], address[TALLYD_PROC_ADDRESS_SIZE], key[TALLYD_PROC_KEY_SIZE] = "";
 	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
 	pid_t pid = tallyd_proc_start(data, args, log_path, address, key);
 	stop_and_read_log(pid, log_path);
