@@ -6,10 +6,12 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tools/cli.h"
 #include "../tools/format.h"
 #include "../tools/rows.h" /* engine/rows.h shares the name */
 
@@ -313,4 +315,54 @@ Test(format, non_utf8_text_and_format_names)
 	cr_expect_eq(format_option("yaml", &f, err), -EINVAL);
 	cr_expect_str_eq(err, "--format 'yaml': want table, csv or json");
 	cr_expect_eq(f, FORMAT_CSV, "unchanged");
+}
+
+/* Description: byte counts in binary units, one decimal (under 1 KiB in
+ * bytes), up to EiB, never "1024.0" of a unit; times with microseconds in UTC, negative ones
+ * floored into the second and day before 1970 that hold them; days as
+ * dates either side of 1970. */
+Test(format, bytes_times_and_days)
+{
+	static const struct {
+		uint64_t bytes;
+		const char *text;
+	} bytes[] = {
+		{0, "0 B"},
+		{1023, "1023 B"},
+		{1024, "1.0 KiB"},
+		{1536, "1.5 KiB"},
+		{UINT64_C(1048524), "1023.9 KiB"},
+		{UINT64_C(1048575), "1.0 MiB"}, /* not "1024.0 KiB" */
+		{UINT64_C(1048576), "1.0 MiB"},
+		{UINT64_C(5) << 30, "5.0 GiB"},
+		{UINT64_C(3) << 40, "3.0 TiB"},
+		{UINT64_C(1) << 50, "1.0 PiB"},
+		{UINT64_MAX, "16.0 EiB"},
+	};
+	char text[CLI_TIME_SIZE > CLI_BYTES_SIZE ? CLI_TIME_SIZE : CLI_BYTES_SIZE];
+	for (size_t i = 0; i < sizeof(bytes) / sizeof(bytes[0]); i++) {
+		cli_format_bytes(text, bytes[i].bytes);
+		cr_expect_str_eq(text, bytes[i].text, "%" PRIu64 " bytes", bytes[i].bytes);
+	}
+	static const struct {
+		int64_t us;
+		const char *text;
+	} times[] = {
+		{0, "1970-01-01T00:00:00.000000Z"},
+		{-1, "1969-12-31T23:59:59.999999Z"},
+		{INT64_C(1789948800000001), "2026-09-21T00:00:00.000001Z"},
+		{INT64_C(951782400) * 1000000 - 1, "2000-02-28T23:59:59.999999Z"},
+	};
+	for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+		cli_format_time(text, times[i].us);
+		cr_expect_str_eq(text, times[i].text, "%" PRId64 " us", times[i].us);
+	}
+	cli_format_day(text, 0);
+	cr_expect_str_eq(text, "1970-01-01");
+	cli_format_day(text, -1);
+	cr_expect_str_eq(text, "1969-12-31");
+	cli_format_day(text, 20717);
+	cr_expect_str_eq(text, "2026-09-21");
+	cli_format_day(text, 11016);
+	cr_expect_str_eq(text, "2000-02-29");
 }

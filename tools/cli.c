@@ -98,7 +98,8 @@ void cli_format_bytes(char *out, uint64_t bytes)
 	}
 	double value = (double)bytes / 1024.0;
 	size_t unit = 0;
-	while (value >= 1024.0 && unit + 1 < sizeof(units) / sizeof(units[0])) {
+	/* 1023.95 and up would print as "1024.0": the next unit's "1.0". */
+	while (value >= 1023.95 && unit + 1 < sizeof(units) / sizeof(units[0])) {
 		value /= 1024.0;
 		unit++;
 	}
