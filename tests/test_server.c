@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "latency.h"
+#include "server_internal.h" /* server.stopping */
 #include "support/fault_io.h"
 #include "support/server_batches.h"
 #include "support/server_harness.h"
@@ -728,6 +729,33 @@ static void hold_first_group(void *arg)
 		atomic_store(&hold->timed_out, true);
 }
 
+/* A harness named `name` whose submitter the hold holds; started. */
+static void held_harness_start(harness *h, submit_hold *hold, const char *name)
+{
+	memset(hold, 0, sizeof(*hold));
+	cr_assert_eq(sem_init(&hold->entered, 0, 0), 0);
+	cr_assert_eq(sem_init(&hold->release, 0, 0), 0);
+	harness_init(h, name);
+	h->submit_hook = hold_first_group;
+	h->submit_hook_arg = hold;
+	harness_start(h);
+}
+
+/* Waits (at most HOLD_TIMEOUT_S) until the first group is held. */
+static void hold_wait_entered(submit_hold *hold)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HOLD_TIMEOUT_S;
+	cr_assert_eq(sem_timedwait(&hold->entered, &until), 0, "the first group never reached the engine");
+}
+
+static void hold_destroy(submit_hold *hold)
+{
+	sem_destroy(&hold->entered);
+	sem_destroy(&hold->release);
+}
+
 static void ingest_send_range(tally_client *c, const char *prefix, int from, int to, int64_t base)
 {
 	builder b;
@@ -747,14 +775,8 @@ static void ingest_send_range(tally_client *c, const char *prefix, int from, int
 Test(server, loop_answers_while_ingest_is_in_the_engine)
 {
 	submit_hold hold;
-	memset(&hold, 0, sizeof(hold));
-	cr_assert_eq(sem_init(&hold.entered, 0, 0), 0);
-	cr_assert_eq(sem_init(&hold.release, 0, 0), 0);
 	harness h;
-	harness_init(&h, "srv-submit");
-	h.submit_hook = hold_first_group;
-	h.submit_hook_arg = &hold;
-	harness_start(&h);
+	held_harness_start(&h, &hold, "srv-submit");
 	char key[80];
 	harness_create_tenant(&h, "acme", key);
 	/* a and b send batches; c asks (one request at a time). */
@@ -762,10 +784,7 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	int64_t base = base_time();
 
 	ingest_send_range(a, "held", 0, 10, base);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += HOLD_TIMEOUT_S;
-	cr_assert_eq(sem_timedwait(&hold.entered, &until), 0, "the first group never reached the engine");
+	hold_wait_entered(&hold);
 
 	/* The group is in the engine (held): the loop is not. */
 	cr_expect_eq(tally_client_ping(c, "x", 1), 0);
@@ -790,8 +809,47 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	tally_client_close(b);
 	tally_client_close(c);
 	harness_finish(&h);
-	sem_destroy(&hold.entered);
-	sem_destroy(&hold.release);
+	hold_destroy(&hold);
+}
+
+/* Description: a stop (server_stop, as SIGTERM does) while a batch is
+ * held in the engine's place finishes it: the client gets its
+ * acknowledgement, the server then ends and closes cleanly, and after
+ * a restart on the same directory the acknowledged events are
+ * counted once. */
+Test(server, stop_finishes_the_ingest_in_flight)
+{
+	submit_hold hold;
+	harness h;
+	held_harness_start(&h, &hold, "srv-stop");
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *a = harness_connect(&h, key);
+	int64_t base = base_time();
+	ingest_send_range(a, "held", 0, 10, base);
+	hold_wait_entered(&hold);
+
+	server_stop(h.server);
+	for (int waited_ms = 0; !atomic_load(&h.server->stopping); waited_ms++) {
+		cr_assert_lt(waited_ms, 10000, "the loop never began the stop");
+		usleep(1000);
+	}
+	sem_post(&hold.release); /* only now: the ack comes from a stopping server */
+	tally_ingest_ack ack;
+	cr_assert_eq(tally_client_ingest_recv(a, &ack), 0);
+	cr_expect_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	cr_expect_not(atomic_load(&hold.timed_out));
+	tally_client_close(a);
+	harness_stop(&h); /* joins the loop and closes the server, asserting both clean */
+
+	h.submit_hook = NULL;
+	harness_start(&h);
+	tally_client *c = harness_connect(&h, key);
+	cr_expect_eq(count_events(c, "acme", base, base + HOUR_US), 10);
+	tally_client_close(c);
+	harness_finish(&h);
+	hold_destroy(&hold);
 }
 
 /* The segment files in the harness's data directory. */
