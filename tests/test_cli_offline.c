@@ -288,6 +288,54 @@ Test(cli_offline, inspect_json_has_the_exact_figures)
 	json_decref(root);
 }
 
+/* Description: 150 tenants (more than inspect's first tenant table holds,
+ * so it grows twice), tenant k with k % 4 + 1 events, in two flushes (the
+ * second file holding every third tenant again): inspect's JSON lists each
+ * tenant once with its exact rows and segments, 150 in all. */
+Test(cli_offline, inspect_counts_each_of_many_tenants_once)
+{
+	enum { TENANTS = 150 };
+	tally_store *s = store_open();
+	int64_t expected_rows[TENANTS], expected_segments[TENANTS];
+	for (int round = 0; round < 2; round++) {
+		for (int k = round; k < TENANTS; k += round ? 3 : 1) {
+			char tenant[16], id[32];
+			snprintf(tenant, sizeof(tenant), "t%03d", k);
+			int events = round ? 1 : k % 4 + 1;
+			for (int i = 0; i < events; i++) {
+				snprintf(id, sizeof(id), "%s-%d-%d", tenant, round, i);
+				ingest(s, tenant, id, T_LAST - (int64_t)(i + 1) * MINUTE_US);
+			}
+			expected_rows[k] = (round ? expected_rows[k] : 0) + events;
+			expected_segments[k] = round + 1;
+		}
+		cr_assert_eq(tally_flush(s), 0);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	const char *argv[3] = {"inspect", "--json", dir};
+	cli_run_result *r = run(&cli_command_inspect, 3, argv);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+	json_error_t error;
+	json_t *root = json_loads(r->out, 0, &error);
+	cr_assert_not_null(root, "not JSON (%s)", error.text);
+	cr_expect_eq(json_integer_value(json_object_get(root, "tenant_count")), TENANTS);
+	json_t *tenants = json_object_get(root, "tenants");
+	cr_assert_eq(json_array_size(tenants), TENANTS);
+	bool seen[TENANTS] = {false};
+	for (size_t i = 0; i < TENANTS; i++) {
+		json_t *t = json_array_get(tenants, i);
+		const char *name = json_string_value(json_object_get(t, "name"));
+		cr_assert(name && name[0] == 't', "tenant %zu", i);
+		int k = atoi(name + 1);
+		cr_assert(k >= 0 && k < TENANTS && !seen[k], "%s listed once", name);
+		seen[k] = true;
+		cr_expect_eq(json_integer_value(json_object_get(t, "rows")), expected_rows[k], "%s", name);
+		cr_expect_eq(json_integer_value(json_object_get(t, "segment_count")), expected_segments[k],
+			     "%s", name);
+	}
+	json_decref(root);
+}
+
 /* Description: a manifest written before version 3 has no next WAL file
  * id; inspect says so instead of printing a number (JSON: null). */
 Test(cli_offline, inspect_of_a_version_2_manifest_says_the_next_wal_id_is_not_recorded)
