@@ -30,6 +30,7 @@ typedef struct server {
 	int close_after; /* 0: never */
 	int batches;
 	uint32_t sizes[SERVER_BATCHES_MAX];
+	uint32_t frame_bytes[SERVER_BATCHES_MAX]; /* each batch's frame, header included */
 	char tenants[SERVER_BATCHES_MAX][80];
 	bool create_tenant[SERVER_BATCHES_MAX];
 	bool backfill[SERVER_BATCHES_MAX];
@@ -125,6 +126,8 @@ static void *server_main(void *arg)
 			const uint8_t *body = frame_reader_frame(&r, &size);
 			Tally__V1__Request *req = tally__v1__request__unpack(NULL, size, body);
 			frame_reader_next(&r);
+			if (sv->batches < SERVER_BATCHES_MAX)
+				sv->frame_bytes[sv->batches] = FRAME_HEADER_SIZE + size;
 			cr_assert_not_null(req);
 			cr_assert_eq(req->body_case, TALLY__V1__REQUEST__BODY_INGEST);
 			answer(sv, req);
@@ -150,6 +153,7 @@ typedef struct run {
 	ingest_summary sum;
 	char err[INGEST_ERRMSG_SIZE];
 	int rc;
+	uint32_t frame_bytes_max; /* the server's limit, as its HelloOk says; 0: 1 MiB */
 } run;
 
 /* Ingests text as file "in.csv" with options o, as an admin (tenant
@@ -167,7 +171,7 @@ static void ingest_text(run *r, const char *text, const ingest_options *o, const
 	memset(&info, 0, sizeof(info));
 	info.admin = key_tenant == NULL;
 	snprintf(info.tenant, sizeof(info.tenant), "%s", key_tenant ? key_tenant : "");
-	info.limits = (tally_client_limits){1 << 20, 1000, 3, 0, 0};
+	info.limits = (tally_client_limits){r->frame_bytes_max ? r->frame_bytes_max : 1 << 20, 1000, 3, 0, 0};
 	FILE *in = fmemopen((void *)text, strlen(text), "r");
 	r->rc = ingest_run(c, &info, o, in, "in.csv", &r->sum, r->err);
 	fclose(in);
@@ -178,8 +182,11 @@ static void ingest_text(run *r, const char *text, const ingest_options *o, const
 /* n CSV rows "PREFIXi,1" after a header, into buf. */
 static char *rows_text(const char *const *ids, size_t n)
 {
-	size_t size = 64 + n * 48;
+	size_t size = 64;
+	for (size_t i = 0; i < n; i++)
+		size += strlen(ids[i]) + 40; /* ",1790000000000000,m<i % 3>\n" and room */
 	char *text = malloc(size);
+	cr_assert_not_null(text);
 	size_t at = (size_t)snprintf(text, size, "event_id,time,model\n");
 	for (size_t i = 0; i < n; i++)
 		at += (size_t)snprintf(text + at, size - at, "%s,1790000000000000,m%zu\n", ids[i], i % 3);
@@ -442,4 +449,48 @@ Test(ingest, progress_line)
 	cr_assert_geq(progress_size, 4);
 	cr_expect_str_eq(progress + progress_size - 4, "\r\033[K", "cleared at the end");
 	free(progress);
+}
+
+/* Description: against a server whose frames are at most 1,024 bytes, 60
+ * rows with ids of 40 bytes and --batch 1000 go as several batches, each
+ * frame within the limit, every row sent once and acknowledged; a row
+ * whose event alone is larger than a 300-byte limit stops the run naming
+ * its line and the limit, with the rows before it acknowledged. */
+Test(ingest, batches_are_cut_at_the_server_frame_limit)
+{
+	enum { ROWS = 60 };
+	const char *ids[ROWS];
+	char names[ROWS][48];
+	for (int i = 0; i < ROWS; i++) {
+		snprintf(names[i], sizeof(names[i]), "ok-%037d", i);
+		ids[i] = names[i];
+	}
+	char *text = rows_text(ids, ROWS);
+	run r;
+	memset(&r, 0, sizeof(r));
+	r.frame_bytes_max = 1024;
+	ingest_options o = {.batch_events = 1000};
+	ingest_text(&r, text, &o, "acme");
+	free(text);
+	cr_assert_eq(r.rc, INGEST_DONE, "%s", r.err);
+	cr_expect_gt(r.sv.batches, 1);
+	uint32_t events = 0;
+	for (int k = 0; k < r.sv.batches; k++) {
+		cr_expect_leq(r.sv.frame_bytes[k], 1024, "batch %d", k);
+		events += r.sv.sizes[k];
+	}
+	cr_expect_eq(events, ROWS);
+	expect_summary(&r.sum, "in.csv: 60 rows read, 60 events acknowledged: 60 accepted, 0 duplicate, 0 conflict, "
+		       "0 rejected\n");
+
+	static const char big[] = "event_id,time,model\n"
+				  "ok-1,1790000000000000,m\n"
+				  "ok-2,1790000000000000,"
+				  "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm\n";
+	memset(&r, 0, sizeof(r));
+	r.frame_bytes_max = 300;
+	ingest_text(&r, big, &o, "acme");
+	cr_expect_eq(r.rc, INGEST_FAILED);
+	cr_expect_str_eq(r.err, "in.csv:3: the event alone is larger than the server's frame limit (300 bytes)");
+	cr_expect_eq(r.sum.accepted, 1, "the row before it was sent and acknowledged");
 }
