@@ -584,10 +584,13 @@ static void verify_problem(verifier *v, const char *format, ...)
 
 /* The message of a failed engine read: the reader's own (it names path and
  * offset) or, when it left none, one built from path, offset and code; then
- * what the damaged bytes hold, when known (context, may be NULL). */
+ * what the damaged bytes hold, when known (context, may be NULL; left out
+ * when the message already says it). */
 static void verify_read_problem(verifier *v, const char *path, uint64_t offset, int rc,
 				const char *context)
 {
+	if (context && v->errmsg[0] && strstr(v->errmsg, context))
+		context = NULL;
 	const char *open = context ? " (" : "", *close = context ? ")" : "";
 	if (!context)
 		context = "";

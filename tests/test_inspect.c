@@ -1039,28 +1039,37 @@ static void footer_load(const char *path, footer_image *img)
 	}
 }
 
+/* Writes the file again with `stored` (stored_size bytes) as its footer,
+ * with a trailer and checksum made for it that give the footer's codec
+ * and raw size as asked: only the footer's contents can be wrong. */
+static void footer_store_as(const char *path, uint64_t file_id, const footer_image *img,
+			    const uint8_t *stored, size_t stored_size, uint8_t codec, size_t raw_size)
+{
+	uint64_t size = img->footer_offset + stored_size + SEGMENT_TRAILER_SIZE;
+	uint8_t *out = calloc(1, size);
+	cr_assert_not_null(out);
+	memcpy(out, img->file, img->footer_offset);
+	memcpy(out + img->footer_offset, stored, stored_size);
+	uint8_t *trailer = out + img->footer_offset + stored_size;
+	put_le64(trailer, img->footer_offset);
+	for (int i = 0; i < 4; i++) {
+		trailer[8 + i] = (uint8_t)(stored_size >> (8 * i));
+		trailer[12 + i] = (uint8_t)(raw_size >> (8 * i));
+	}
+	trailer[16] = codec;
+	put_le64(trailer + 24, XXH3_64bits_withSeed(stored, stored_size, file_id));
+	memcpy(trailer + 32, "TLYSEGE1", 8);
+	file_put(path, out, size);
+	free(out);
+}
+
 /* Writes the file again with `raw` (raw_size bytes) as its footer, stored
  * RAW, with a trailer and checksum made for it: only the structure can be
  * wrong. */
 static void footer_store(const char *path, uint64_t file_id, const footer_image *img,
 			 const uint8_t *raw, size_t raw_size)
 {
-	uint64_t size = img->footer_offset + raw_size + SEGMENT_TRAILER_SIZE;
-	uint8_t *out = calloc(1, size);
-	cr_assert_not_null(out);
-	memcpy(out, img->file, img->footer_offset);
-	memcpy(out + img->footer_offset, raw, raw_size);
-	uint8_t *trailer = out + img->footer_offset + raw_size;
-	put_le64(trailer, img->footer_offset);
-	for (int i = 0; i < 4; i++) {
-		trailer[8 + i] = (uint8_t)(raw_size >> (8 * i));
-		trailer[12 + i] = (uint8_t)(raw_size >> (8 * i));
-	}
-	trailer[16] = 0; /* RAW */
-	put_le64(trailer + 24, XXH3_64bits_withSeed(raw, raw_size, file_id));
-	memcpy(trailer + 32, "TLYSEGE1", 8);
-	file_put(path, out, size);
-	free(out);
+	footer_store_as(path, file_id, img, raw, raw_size, 0, raw_size);
 }
 
 /* Skips a varint at raw[*at]. */
@@ -1475,15 +1484,16 @@ static void block_raw(uint64_t file_id, const seg_block *b, bytebuf *out)
 }
 
 /*
- * Writes the segment file at path (id file_id) again with block b's bytes
- * replaced by raw (size bytes), stored RAW, and the block's footer entry
- * (sizes, codec, checksum) made for them. The blocks after it move; their
- * entries stay as they were, since a gap counts from the previous block's
- * end. The footer is stored RAW with a trailer made for it (footer_store).
- * Every checksum is good: only the contents can be wrong.
+ * Writes the segment file at path (id file_id) again with block b's stored
+ * bytes replaced by `stored` (stored_size bytes), and the block's footer
+ * entry made for them with the codec and raw size asked (and a checksum
+ * over them). The blocks after it move; their entries stay as they were,
+ * since a gap counts from the previous block's end. The footer is stored
+ * RAW with a trailer made for it (footer_store). Every checksum is good:
+ * only the contents can be wrong.
  */
-static void block_store(const char *path, uint64_t file_id, const seg_block *b,
-			const uint8_t *raw, size_t size)
+static void block_store_as(const char *path, uint64_t file_id, const seg_block *b,
+			   const uint8_t *stored, size_t stored_size, uint8_t codec, size_t raw_size)
 {
 	footer_image img;
 	footer_load(path, &img);
@@ -1503,25 +1513,32 @@ static void block_store(const char *path, uint64_t file_id, const seg_block *b,
 	size_t stored_at = varint_start(img.raw, raw_at - 1);
 	cr_assert_eq(varint_at(img.raw, stored_at), b->stored_size);
 	cr_assert_eq(varint_at(img.raw, raw_at), b->raw_size);
-	img.raw[checksum_at - 1] = 0; /* RAW */
-	put_le64(img.raw + checksum_at, XXH3_64bits_withSeed(raw, size, file_id));
+	img.raw[checksum_at - 1] = codec;
+	put_le64(img.raw + checksum_at, XXH3_64bits_withSeed(stored, stored_size, file_id));
 	uint8_t *once = malloc(img.raw_size + 16), *twice = malloc(img.raw_size + 32);
 	cr_assert(once && twice);
-	size_t n = splice_varint(img.raw, img.raw_size, raw_at, size, once);
-	n = splice_varint(once, n, stored_at, size, twice);
+	size_t n = splice_varint(img.raw, img.raw_size, raw_at, raw_size, once);
+	n = splice_varint(once, n, stored_at, stored_size, twice);
 	uint64_t after = b->offset + b->stored_size, tail = img.footer_offset - after;
-	footer_image body = {.footer_offset = b->offset + size + tail};
+	footer_image body = {.footer_offset = b->offset + stored_size + tail};
 	body.file = malloc(body.footer_offset + 1);
 	cr_assert_not_null(body.file);
 	memcpy(body.file, img.file, b->offset);
-	memcpy(body.file + b->offset, raw, size);
-	memcpy(body.file + b->offset + size, img.file + after, tail);
+	memcpy(body.file + b->offset, stored, stored_size);
+	memcpy(body.file + b->offset + stored_size, img.file + after, tail);
 	footer_store(path, file_id, &body, twice, n);
 	free(body.file);
 	free(twice);
 	free(once);
 	free(img.raw);
 	free(img.file);
+}
+
+/* block_store_as with raw (size bytes) stored RAW. */
+static void block_store(const char *path, uint64_t file_id, const seg_block *b,
+			const uint8_t *raw, size_t size)
+{
+	block_store_as(path, file_id, b, raw, size, 0, size);
 }
 
 /* A segment file to damage: its id, path and name, and its bytes to put
@@ -1566,6 +1583,16 @@ static void expect_exact_problems(file_copy *f, const char *const *says, int cou
 	cr_assert_eq(rc, 0, "the file put back is clean");
 }
 
+/* initech's dictionary block (its footer entry), raw into out. */
+static seg_block initech_dict(const file_copy *f, bytebuf *out)
+{
+	segment_file *sf = open_segment(f->id);
+	seg_block dict = sf->tenants[0].dict;
+	segment_file_close(sf);
+	block_raw(f->id, &dict, out);
+	return dict;
+}
+
 /* The open refuses the store saying `says`, and verify reports exactly
  * that, once; then the file's own bytes go back (expect_exact_problems). */
 static void expect_refused_once(file_copy *f, const char *says, const char *what)
@@ -1584,11 +1611,8 @@ static void expect_refused_once(file_copy *f, const char *says, const char *what
 Test(inspect, verify_names_codes_outside_the_dictionary)
 {
 	file_copy f = initech_file_load();
-	segment_file *sf = open_segment(f.id);
-	seg_block dict = sf->tenants[0].dict;
-	segment_file_close(sf);
 	bytebuf raw = {0};
-	block_raw(f.id, &dict, &raw);
+	seg_block dict = initech_dict(&f, &raw);
 	/* Five dimensions: varint count, then each string as varint size and
 	 * bytes. The user dimension is the last; its last string ends the block. */
 	size_t at = 0, count_at = 0, last_at = 0;
@@ -1612,7 +1636,7 @@ Test(inspect, verify_names_codes_outside_the_dictionary)
 	size_t n = splice_varint(raw.data, last_at, count_at, count - 1, less);
 	block_store(f.path, f.id, &dict, less, n);
 
-	sf = open_segment(f.id); /* the blocks after the dictionary moved */
+	segment_file *sf = open_segment(f.id); /* the blocks after the dictionary moved */
 	const seg_tenant *t = &sf->tenants[0];
 	char says[1 + SEG_ROLLUP_LISTS][300];
 	snprintf(says[0], sizeof(says[0]),
@@ -2128,5 +2152,54 @@ Test(inspect, verify_names_a_day_total_chunk_holding_a_group_cell)
 	const char *const list[] = {says[0], says[1], says[2]};
 	expect_exact_problems(&f, list, 3, 1);
 	bytebuf_free(&group_col);
+	free(f.good);
+}
+
+/* Description: contents behind good checksums that do not decode at all:
+ * initech's dictionary block with a byte after its last string, its
+ * status block stored zstd-compressed but one byte longer by the footer
+ * than it decompresses to, and the footer stored as zstd that is not
+ * zstd. Verify names each at its offset, once: a malformed dictionary, a
+ * block that does not decompress to its size (with the column: the store
+ * still opens, as it reads neither), a footer that does not decompress
+ * (which the open refuses too). */
+Test(inspect, verify_names_blocks_and_footers_that_do_not_decode)
+{
+	file_copy f = initech_file_load();
+	bytebuf raw = {0};
+	seg_block dict = initech_dict(&f, &raw);
+	cr_assert_eq(bytebuf_append(&raw, "", 1), 0); /* one byte past the last string */
+	block_store(f.path, f.id, &dict, raw.data, raw.size);
+	char says[300];
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": dictionary of tenant initech is malformed",
+		 f.path, dict.offset);
+	const char *const one[] = {says};
+	expect_exact_problems(&f, one, 1, 1);
+
+	seg_block status;
+	bytebuf_reset(&raw);
+	initech_column(&f, TALLY_COL_STATUS, &status, &raw);
+	size_t bound = ZSTD_compressBound(raw.size);
+	uint8_t *z = malloc(bound);
+	cr_assert_not_null(z);
+	size_t zsize = ZSTD_compress(z, bound, raw.data, raw.size, 3);
+	cr_assert(!ZSTD_isError(zsize));
+	block_store_as(f.path, f.id, &status, z, zsize, 1, raw.size + 1);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": block does not decompress to %zu bytes "
+		 "(tenant initech, day 2026-09-21, row group 0, column status)", f.path, status.offset,
+		 raw.size + 1);
+	expect_exact_problems(&f, one, 1, 1);
+
+	footer_image img;
+	footer_load(f.path, &img);
+	static const uint8_t not_zstd[16] = "not a zstd frame";
+	footer_store_as(f.path, f.id, &img, not_zstd, sizeof(not_zstd), 1, img.raw_size);
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": footer does not decompress", f.path,
+		 img.footer_offset);
+	expect_refused_once(&f, says, "a footer that is not zstd");
+	free(img.raw);
+	free(img.file);
+	free(z);
+	bytebuf_free(&raw);
 	free(f.good);
 }
