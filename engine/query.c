@@ -31,7 +31,8 @@
  *
  * 5. Cache. Decoded rollup blocks and section dictionaries (with the hash
  *    of every user string) are cached per (file, tenant), up to
- *    QUERY_CACHE_BYTES_MAX, least recently used out first. Files are
+ *    options.query_cache_bytes_max, least recently used out first (a
+ *    query that leaves more evicts down to half of it). Files are
  *    immutable and their ids never reused, so entries are never stale;
  *    compaction drops the entries of the files it removed. A flush or
  *    compaction warms the entries of the file it wrote for the tenants
@@ -54,8 +55,6 @@
 #include "store_internal.h"
 #include "tz.h"
 
-#define QUERY_CACHE_BYTES_MAX (256u << 20) /* decoded rollup blocks and dictionaries */
-#define QUERY_CACHE_WARM_BYTES_MAX (QUERY_CACHE_BYTES_MAX / 2) /* query_cache_warm stops here */
 #define QUERY_TZ_CACHE_MAX 64              /* time zones kept loaded */
 #define RAW_MERGE_GAP_US ROLLUP_HOUR_US    /* raw pieces closer than this share a scan */
 
@@ -527,6 +526,7 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 		      uint32_t count)
 {
 	char errmsg[TALLY_ERRMSG_SIZE];
+	uint64_t warm_max = s->options.query_cache_bytes_max / 2; /* the rest is the queries' */
 	for (uint32_t i = 0; i < count; i++) {
 		int64_t ti = segment_file_find_tenant(f, tenant_ids[i]);
 		if (ti < 0)
@@ -550,9 +550,9 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 		 * LRU evicts them. */
 		if (!rc && c && !s->closing && !f->retired &&
 		    !cache_find(c, e->file_id, e->tenant_id) &&
-		    c->bytes + e->bytes <= QUERY_CACHE_WARM_BYTES_MAX && !cache_add(c, e))
+		    c->bytes + e->bytes <= warm_max && !cache_add(c, e))
 			e = NULL; /* the cache owns it */
-		int stop = !c || c->bytes >= QUERY_CACHE_WARM_BYTES_MAX || s->closing || f->retired;
+		int stop = !c || c->bytes >= warm_max || s->closing || f->retired;
 		pthread_mutex_unlock(&s->lock);
 		if (e)
 			section_free(e); /* a section that failed to decode is left to queries */
@@ -1981,8 +1981,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	}
 	if (!rc && st.want_users)
 		acc_resolve_users(&st);
-	if (s->query_cache && s->query_cache->bytes > QUERY_CACHE_BYTES_MAX)
-		cache_shrink(s->query_cache, QUERY_CACHE_BYTES_MAX / 2, UINT64_MAX);
+	if (s->query_cache && s->query_cache->bytes > s->options.query_cache_bytes_max)
+		cache_shrink(s->query_cache, s->options.query_cache_bytes_max / 2, UINT64_MAX);
 	pthread_mutex_unlock(&s->lock);
 	if (!rc)
 		rc = build_result(&st, spans, out);

@@ -166,6 +166,10 @@ typedef struct tally_options {
 					  * lock hold and record (tally_ingest_submit_many); 0,
 					  * the default: INGEST_PART_BYTES_MAX (1 MiB); at most the
 					  * WAL's record limit (64 MiB) */
+	uint64_t query_cache_bytes_max;  /* decoded rollup pages and section dictionaries kept
+					  * for queries, least recently used out first (a query
+					  * that leaves more evicts down to half; a flush warms
+					  * at most half); 0, the default: 256 MiB */
 } tally_options;
 
 /* Fills *options with the defaults above. */

@@ -96,6 +96,9 @@ static const option_spec options[] = {
 	 CONFIG_MEMTABLE_BYTES_MIN, CONFIG_MEMTABLE_BYTES_MAX, "SIZE", "memtable size that starts a flush"},
 	{"memtable-age-max-s", "memtable_age_max_s", KIND_NUMBER, FIELD(memtable_age_max_s), 0,
 	 CONFIG_MEMTABLE_AGE_MAX_S_MAX, "S", "flush once the oldest unflushed event is this old; 0: never by age"},
+	{"query-cache-bytes-max", "query_cache_bytes_max", KIND_SIZE, FIELD(query_cache_bytes_max),
+	 CONFIG_QUERY_CACHE_BYTES_MIN, CONFIG_QUERY_CACHE_BYTES_MAX, "SIZE",
+	 "decoded rollup pages kept for queries, least recently used out first"},
 	{"query-threads", "query_threads", KIND_NUMBER, FIELD(query_threads), CONFIG_QUERY_THREADS_MIN,
 	 CONFIG_QUERY_THREADS_MAX, "N", "threads answering queries and listings"},
 	{"latency-slice-us", "latency_slice_us", KIND_NUMBER, FIELD(latency_slice_us), 0,
@@ -134,6 +137,7 @@ void config_default(server_config *c)
 	c->group_commit_window_us = CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US;
 	c->memtable_bytes_max = CONFIG_DEFAULT_MEMTABLE_BYTES_MAX;
 	c->memtable_age_max_s = CONFIG_DEFAULT_MEMTABLE_AGE_MAX_S;
+	c->query_cache_bytes_max = CONFIG_DEFAULT_QUERY_CACHE_BYTES_MAX;
 	c->query_threads = CONFIG_DEFAULT_QUERY_THREADS;
 	c->latency_slice_us = CONFIG_DEFAULT_LATENCY_SLICE_US;
 	c->log_json = false;

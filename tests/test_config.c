@@ -58,6 +58,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->group_commit_window_us, 0u);
 	cr_expect_eq(c->memtable_bytes_max, (uint64_t)512 << 20);
 	cr_expect_eq(c->memtable_age_max_s, 3600u);
+	cr_expect_eq(c->query_cache_bytes_max, (uint64_t)256 << 20);
 	cr_expect_eq(c->query_threads, 2u);
 	cr_expect_eq(c->latency_slice_us, 100u);
 	cr_expect_eq(c->log_json, false);
@@ -88,7 +89,7 @@ Test(config, every_flag)
 		       "--frame-bytes-max", "1MiB", "--batch-events-max", "1000", "--connections-max", "5000",
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
-		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
+		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
 		       "--log-level", "warn");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
@@ -105,6 +106,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.group_commit_window_us, 500u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)2 << 30);
 	cr_expect_eq(c.memtable_age_max_s, 60u);
+	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 30);
 	cr_expect_eq(c.query_threads, 6u);
 	cr_expect_eq(c.latency_slice_us, 250u);
 	cr_expect_eq(c.log_json, true);
@@ -115,7 +117,7 @@ Test(config, every_flag)
 		   "--frame-bytes-max=4096", "--batch-events-max=1", "--connections-max=1",
 		   "--connections-per-key-max=65536", "--inflight-max=4096", "--idle-timeout-ms=1",
 		   "--frame-timeout-ms=86400000", "--pending-bytes-max=2GiB", "--group-commit-window-us=100000",
-		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
+		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-cache-bytes-max=1MiB", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
 		   "--log-level=error");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/srv/t");
@@ -132,6 +134,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.group_commit_window_us, 100000u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 20);
 	cr_expect_eq(c.memtable_age_max_s, 604800u);
+	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 20);
 	cr_expect_eq(c.query_threads, 64u);
 	cr_expect_eq(c.latency_slice_us, 0u);
 	cr_expect_eq(c.log_json, false);
@@ -327,6 +330,8 @@ Test(config, flag_errors)
 		{{"--memtable-bytes-max", "18446744073709551615GiB"},
 		 "--memtable-bytes-max: '18446744073709551615GiB' is out of range 1 MiB..64 GiB"},
 		{{"--memtable-bytes-max", "65GiB"}, "--memtable-bytes-max: '65GiB' is out of range 1 MiB..64 GiB"},
+		{{"--query-cache-bytes-max", "1023KiB"},
+		 "--query-cache-bytes-max: '1023KiB' is out of range 1 MiB..64 GiB"},
 		{{"--log-json=maybe"}, "--log-json: not true or false: 'maybe'"},
 		{{"--log-json", "true"}, "unexpected argument 'true' (tallyd takes only options)"},
 		{{"--log-level", "debug"}, "--log-level: not a log level (error, warn or info): 'debug'"},
@@ -634,6 +639,8 @@ Test(config, usage_lists_every_flag)
 		"(default 0; 0..100000)",
 		"--memtable-bytes-max SIZE ",
 		"(default 512 MiB; 1 MiB..64 GiB)",
+		"--query-cache-bytes-max SIZE ",
+		"least recently used out first (default 256 MiB; 1 MiB..64 GiB)",
 		"--query-threads N ",
 		"(default 2; 1..64)",
 		"--log-json[=BOOL]",

@@ -3225,6 +3225,34 @@ Test(query, a_large_first_backlog_is_answered_exactly)
 	env_close(&v);
 }
 
+/* The query of the cache tests: two days to now, with a p95 and distinct
+ * users (so the pages' histograms and user codes are decoded too). */
+static tally_query cache_query(void)
+{
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = NOW_US - 2 * DAY_US;
+	q.to_us = NOW_US + MINUTE_US;
+	q.quantiles[0] = 0.95;
+	q.quantile_count = 1;
+	q.distinct_users = true;
+	return q;
+}
+
+/* n events "c<i>" of the cache tests, each its own user, shifted by k. */
+static void cache_events(tally_event *events, char (*ids)[16], int n, int k)
+{
+	for (int i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "c%d", i);
+		memset(&events[i], 0, sizeof(events[i]));
+		events[i].event_id = str_of(ids[i]);
+		events[i].time_us = NOW_US - (int64_t)(i + k) * 97 * SECOND_US;
+		events[i].type = str_of("llm.call");
+		events[i].duration_ms = (uint32_t)((i + k) * 7 % 3000);
+		events[i].user = str_of(ids[i]);
+	}
+}
+
 /* Description: a flush decodes into the query cache the rollup pages it
  * wrote for tenants a query has read (a dashboard's next query finds them
  * decoded), and nothing for a store nobody queried; answers are the same. */
@@ -3239,23 +3267,9 @@ Test(query, flush_warms_the_query_cache_for_queried_tenants_only)
 		static char ids[N][16];
 		static tally_event events[N];
 		static tally_ingest_result results[N];
-		for (int i = 0; i < N; i++) {
-			snprintf(ids[i], sizeof(ids[i]), "c%d", i);
-			memset(&events[i], 0, sizeof(events[i]));
-			events[i].event_id = str_of(ids[i]);
-			events[i].time_us = NOW_US - (int64_t)i * 97 * SECOND_US;
-			events[i].type = str_of("llm.call");
-			events[i].duration_ms = (uint32_t)(i * 7 % 3000);
-			events[i].user = str_of(ids[i]);
-		}
+		cache_events(events, ids, N, 0);
 		cr_assert_eq(tally_ingest(v.store, "acme", events, N, results), 0);
-		tally_query q;
-		memset(&q, 0, sizeof(q));
-		q.from_us = NOW_US - 2 * DAY_US;
-		q.to_us = NOW_US + MINUTE_US;
-		q.quantiles[0] = 0.95;
-		q.quantile_count = 1;
-		q.distinct_users = true;
+		tally_query q = cache_query();
 		tally_result *res = NULL;
 		char err[TALLY_ERRMSG_SIZE] = "";
 		if (queried) {
@@ -3282,6 +3296,79 @@ Test(query, flush_warms_the_query_cache_for_queried_tenants_only)
 			cr_expect_eq(st.query_cache_bytes, warmed, "the query found everything decoded");
 		else
 			cr_expect_gt(st.query_cache_bytes, 0, "the query decoded the pages itself");
+		env_close(&v);
+	}
+}
+
+/* Description: a store whose query cache may hold about three tenants'
+ * decoded pages (query_cache_bytes_max, measured from one tenant's) answers
+ * 12 tenants' queries exactly, and after each the cache holds at most its
+ * limit; the tenant queried last is still cached (a second query decodes
+ * nothing), while the first, evicted, is decoded again. A flush then warms
+ * nothing past the limit. */
+Test(query, the_query_cache_stays_within_its_limit_least_recently_used_out_first)
+{
+	enum { TENANTS = 12, N = 300 };
+	static char ids[N][16];
+	static tally_event events[N];
+	static tally_ingest_result results[N];
+	tally_query q = cache_query();
+	uint64_t one = 0; /* a tenant's decoded pages */
+	for (int round = 0; round < 2; round++) {
+		env v;
+		env_prepare(&v, round ? "query-cache-small" : "query-cache-one");
+		v.options.background = false;
+		if (round)
+			v.options.query_cache_bytes_max = one * 7 / 2;
+		env_store_open(&v);
+		char tenants[TENANTS][16];
+		for (int t = 0; t < TENANTS; t++) {
+			snprintf(tenants[t], sizeof(tenants[t]), "t%02d", t);
+			cache_events(events, ids, N, t);
+			cr_assert_eq(tally_ingest(v.store, tenants[t], events, N, results), 0);
+		}
+		cr_assert_eq(tally_flush(v.store), 0);
+		tally_stats st;
+		uint64_t after[TENANTS];
+		for (int t = 0; t < (round ? TENANTS : 1); t++) {
+			tally_result *res = NULL;
+			char err[TALLY_ERRMSG_SIZE] = "";
+			cr_assert_eq(tally_query_run(v.store, tenants[t], &q, &res, err), 0, "%s", err);
+			cr_expect_eq(res->rows[0].count, N, "%s", tenants[t]);
+			cr_expect_eq(res->rows[0].distinct_users, N, "%s", tenants[t]);
+			tally_result_free(res);
+			cr_assert_eq(tally_store_stats(v.store, &st), 0);
+			after[t] = st.query_cache_bytes;
+			if (round)
+				cr_expect_leq(after[t], v.options.query_cache_bytes_max, "after %s", tenants[t]);
+		}
+		if (!round) {
+			one = after[0];
+			cr_assert_gt(one, 0);
+			env_close(&v);
+			continue;
+		}
+		cr_expect_lt(after[TENANTS - 1], (uint64_t)TENANTS * one, "some tenant was evicted");
+		tally_result *res = NULL;
+		char err[TALLY_ERRMSG_SIZE] = "";
+		cr_assert_eq(tally_query_run(v.store, tenants[TENANTS - 1], &q, &res, err), 0, "%s", err);
+		tally_result_free(res);
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		cr_expect_eq(st.query_cache_bytes, after[TENANTS - 1], "the last tenant queried is cached");
+		cr_assert_eq(tally_query_run(v.store, tenants[0], &q, &res, err), 0, "%s", err);
+		cr_expect_eq(res->rows[0].count, N);
+		tally_result_free(res);
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		cr_expect_neq(st.query_cache_bytes, after[TENANTS - 1], "the first, evicted, decoded again");
+		cr_expect_leq(st.query_cache_bytes, v.options.query_cache_bytes_max);
+		for (int t = 0; t < TENANTS; t++) {
+			snprintf(ids[0], sizeof(ids[0]), "late");
+			events[0].event_id = str_of(ids[0]);
+			cr_assert_eq(tally_ingest(v.store, tenants[t], events, 1, results), 0);
+		}
+		cr_assert_eq(tally_flush(v.store), 0);
+		cr_assert_eq(tally_store_stats(v.store, &st), 0);
+		cr_expect_leq(st.query_cache_bytes, v.options.query_cache_bytes_max, "after the warming flush");
 		env_close(&v);
 	}
 }
