@@ -69,7 +69,8 @@ static void write_file(const char *name, const char *text, char *path)
 
 /* Description: the key comes from --key, else --key-file (first line,
  * trimmed), else TALLY_KEY, else the admin key file if readable; the
- * source is named; empty, missing and absent keys are exact errors. */
+ * source is named; empty, missing, absent, too long and unreadable keys
+ * are exact errors. */
 Test(remote, key_lookup_order)
 {
 	strcpy(dir, "/tmp/test_cli_remote_XXXXXX");
@@ -118,6 +119,21 @@ Test(remote, key_lookup_order)
 	snprintf(want, sizeof(want), "cannot read key file %s: No such file or directory", missing);
 	cr_expect_str_eq(err, want);
 
+	char longer[CLI_KEY_SIZE_MAX + 3], too_long[128];
+	memset(longer, 'k', CLI_KEY_SIZE_MAX + 1);
+	strcpy(longer + CLI_KEY_SIZE_MAX + 1, "\n");
+	write_file("long", longer, too_long);
+	g.key_file = too_long;
+	cr_expect_eq(cli_key_resolve(&g, NULL, admin, key, source, err), -EINVAL);
+	snprintf(want, sizeof(want), "key file %s: the key is longer than %u bytes", too_long,
+		 CLI_KEY_SIZE_MAX);
+	cr_expect_str_eq(err, want);
+
+	g.key_file = dir; /* opens, but reading it fails (EISDIR) */
+	cr_expect_eq(cli_key_resolve(&g, NULL, admin, key, source, err), -EINVAL);
+	snprintf(want, sizeof(want), "cannot read key file %s: read error", dir);
+	cr_expect_str_eq(err, want);
+
 	g.key_file = NULL;
 	g.key = "";
 	cr_expect_eq(cli_key_resolve(&g, NULL, admin, key, source, err), -EINVAL);
@@ -129,5 +145,6 @@ Test(remote, key_lookup_order)
 	unlink(file);
 	unlink(admin);
 	unlink(empty);
+	unlink(too_long);
 	rmdir(dir);
 }
