@@ -16,6 +16,7 @@
  * used only to find offsets and file ids, never to check results.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1602,17 +1603,13 @@ static void expect_refused_once(file_copy *f, const char *says, const char *what
 	expect_exact_problems(f, list, 1, 0);
 }
 
-/* Description: initech's dictionary block rewritten, with a good checksum,
- * without its last user string ("user-16", code 16 of 17). Verify names
- * the user column's block, the dictionary's new size, how many rows hold
- * a code past it (29: rows 16, 33, ... of 500) and the first of them; and
- * each rollup chunk (one per list), whose cells count users by the same
- * codes, as malformed. The store still opens: the footer is sound. */
-Test(inspect, verify_names_codes_outside_the_dictionary)
+/* Rewrites initech's dictionary block, with a good checksum, without its
+ * last user string ("user-16", code 16 of its 17): 29 of its 500 rows (16,
+ * 33, ...) then hold a code past the dictionary. */
+static void initech_dict_drop_last_user(const file_copy *f)
 {
-	file_copy f = initech_file_load();
 	bytebuf raw = {0};
-	seg_block dict = initech_dict(&f, &raw);
+	seg_block dict = initech_dict(f, &raw);
 	/* Five dimensions: varint count, then each string as varint size and
 	 * bytes. The user dimension is the last; its last string ends the block. */
 	size_t at = 0, count_at = 0, last_at = 0;
@@ -1634,7 +1631,21 @@ Test(inspect, verify_names_codes_outside_the_dictionary)
 	uint8_t *less = malloc(raw.size + 16);
 	cr_assert_not_null(less);
 	size_t n = splice_varint(raw.data, last_at, count_at, count - 1, less);
-	block_store(f.path, f.id, &dict, less, n);
+	block_store(f->path, f->id, &dict, less, n);
+	free(less);
+	bytebuf_free(&raw);
+}
+
+/* Description: initech's dictionary block rewritten, with a good checksum,
+ * without its last user string ("user-16", code 16 of 17). Verify names
+ * the user column's block, the dictionary's new size, how many rows hold
+ * a code past it (29: rows 16, 33, ... of 500) and the first of them; and
+ * each rollup chunk (one per list), whose cells count users by the same
+ * codes, as malformed. The store still opens: the footer is sound. */
+Test(inspect, verify_names_codes_outside_the_dictionary)
+{
+	file_copy f = initech_file_load();
+	initech_dict_drop_last_user(&f);
 
 	segment_file *sf = open_segment(f.id); /* the blocks after the dictionary moved */
 	const seg_tenant *t = &sf->tenants[0];
@@ -1653,8 +1664,6 @@ Test(inspect, verify_names_codes_outside_the_dictionary)
 	segment_file_close(sf);
 	const char *const list[] = {says[0], says[1], says[2], says[3], says[4]};
 	expect_exact_problems(&f, list, 5, 1);
-	free(less);
-	bytebuf_free(&raw);
 	free(f.good);
 }
 
@@ -2201,5 +2210,37 @@ Test(inspect, verify_names_blocks_and_footers_that_do_not_decode)
 	free(img.file);
 	free(z);
 	bytebuf_free(&raw);
+	free(f.good);
+}
+
+/* Description: a compaction that meets rows holding a code past their
+ * dictionary (initech's, behind good checksums) fails with
+ * TALLY_E_CORRUPT naming the file, the tenant and the row group, and
+ * changes nothing: the manifest names the same two files, no other file
+ * is left in the segment directory, and the store still takes events and
+ * closes cleanly. It never writes such rows into a new file. */
+Test(inspect, compaction_refuses_rows_outside_their_dictionary)
+{
+	file_copy f = initech_file_load();
+	initech_dict_drop_last_user(&f);
+	uint64_t before[2], after[2];
+	manifest_file_ids(before, NULL);
+	tally_store *s = open_store();
+	cr_expect_eq(tally_compact(s), TALLY_E_CORRUPT);
+	char err[TALLY_ERRMSG_SIZE], says[300];
+	tally_store_errmsg_copy(s, err, sizeof(err));
+	snprintf(says, sizeof(says), "%s: tenant initech row group 0: dictionary code out of range", f.path);
+	cr_expect_not_null(strstr(err, says), "\"%s\" does not say \"%s\"", err, says);
+	ingest_day(s, "hooli", DAY_NOW, 1, 0); /* a new tenant: still writable */
+	cr_assert_eq(tally_store_close(s), 0);
+	manifest_file_ids(after, NULL);
+	cr_expect(before[0] == after[0] && before[1] == after[1], "the same two files");
+	DIR *d = opendir(segment_dir);
+	cr_assert_not_null(d);
+	int files = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		files += e->d_name[0] != '.';
+	closedir(d);
+	cr_expect_eq(files, 2, "nothing else in %s", segment_dir);
 	free(f.good);
 }
