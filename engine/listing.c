@@ -217,8 +217,10 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	}
 	if (req->from_us >= req->to_us)
 		return list_invalid(errmsg, "empty time range: from must be before to");
-	if (req->limit == 0 || req->limit > TALLY_LIST_EVENTS_MAX)
-		return list_invalid(errmsg, "limit must be 1 to " "10000" " events");
+	if (req->limit == 0 || req->limit > TALLY_LIST_EVENTS_MAX) {
+		errmsg_set(errmsg, "limit must be 1 to %u events", (unsigned)TALLY_LIST_EVENTS_MAX);
+		return TALLY_E_INVALID;
+	}
 	if (req->user.len && !req->user.ptr)
 		return list_invalid(errmsg, "user has no bytes");
 	if (req->filter_count > TALLY_FILTERS_MAX || (req->filter_count && !req->filters))

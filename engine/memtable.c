@@ -394,12 +394,6 @@ int64_t memtable_find_next(const memtable *m, const packed_id *id, uint32_t *cur
 	return -1;
 }
 
-int64_t memtable_find(const memtable *m, const packed_id *id)
-{
-	uint32_t cursor = 0;
-	return memtable_find_next(m, id, &cursor);
-}
-
 void rows_event(const rows *r, const strdict *const dict[DIM_COUNT], uint32_t i, tally_event *e,
 		char *id_text)
 {

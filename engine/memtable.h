@@ -173,9 +173,6 @@ int memtable_rollup_catch_up(memtable *m, uint32_t max_rows);
  */
 void memtable_truncate(memtable *m, uint32_t count);
 
-/* Row of the exact id, or -1. */
-int64_t memtable_find(const memtable *m, const packed_id *id);
-
 /* Every row of the exact id, in turn (a backfill may store one id on
  * several days): *cursor starts at 0; returns the next such row, or -1
  * when there is none left. */

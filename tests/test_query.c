@@ -2526,7 +2526,8 @@ static void expect_valid(tally_store *store, const tally_query *q, const char *w
 
 /* Description: every malformed query is TALLY_E_INVALID with a message and
  * no result, and the limits themselves are accepted; dimension, status and
- * aggregate names. */
+ * aggregate names; every malformed listing request is TALLY_E_INVALID with
+ * its exact message and delivers nothing. */
 Test(query, bad_queries_are_invalid)
 {
 	env v;
@@ -2638,6 +2639,39 @@ Test(query, bad_queries_are_invalid)
 		cr_expect_neq(name[0], '\0', "tally_agg_name(%d)", a);
 		for (int b = 0; b < a; b++)
 			cr_expect_str_neq(tally_agg_name(b), name, "aggregates %d and %d share a name", a, b);
+	}
+
+	/* Listings: each malformed request is TALLY_E_INVALID with its exact
+	 * message, and nothing is delivered. */
+	tally_filter no_values = {.dim = TALLY_DIM_PROJECT, .values = &web, .value_count = 0};
+	tally_filter unknown_dim = {.dim = TALLY_DIM_COUNT, .values = &web, .value_count = 1};
+	tally_filter too_many = {.dim = TALLY_DIM_PROJECT, .values = many, .value_count = TALLY_FILTER_VALUES_MAX + 1};
+	const struct {
+		tally_list_request req;
+		const char *says;
+	} lists[] = {
+		{{.from_us = NOW_US, .to_us = NOW_US, .limit = 10}, "empty time range: from must be before to"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 0}, "limit must be 1 to 10000 events"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = TALLY_LIST_EVENTS_MAX + 1}, "limit must be 1 to 10000 events"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .user = {NULL, 3}}, "user has no bytes"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = filters, .filter_count = TALLY_FILTERS_MAX + 1},
+		 "too many filters, or filters missing"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filter_count = 1}, "too many filters, or filters missing"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &unknown_dim, .filter_count = 1},
+		 "filter on an unknown dimension"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &no_values, .filter_count = 1},
+		 "filter needs 1 to 256 values"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &too_many, .filter_count = 1},
+		 "filter needs 1 to 256 values"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .cursor = "not-a-cursor"}, "malformed cursor"},
+	};
+	for (size_t k = 0; k < COUNT_OF(lists); k++) {
+		char next[TALLY_CURSOR_SIZE] = "x", err[TALLY_ERRMSG_SIZE] = "";
+		list_ctx ctx = {0};
+		cr_expect_eq(tally_list_events(v.store, "acme", &lists[k].req, list_collect, &ctx, next, err),
+			     TALLY_E_INVALID, "listing %zu", k);
+		cr_expect_str_eq(err, lists[k].says, "listing %zu", k);
+		cr_expect_eq(ctx.page_count, 0, "listing %zu", k);
 	}
 	tenant_free(&t);
 	env_close(&v);
