@@ -244,6 +244,48 @@ Test(rows, overlong_line_is_refused)
 	free(text);
 }
 
+/* Description: a CSV record of more than ROWS_COLUMNS_MAX fields, and one
+ * whose lines are each under ROWS_LINE_BYTES_MAX but which together pass it
+ * (a quoted field holding line breaks), are refused with the line the
+ * record starts on, the rows before them delivered; a good record whose
+ * first field spans lines is named by its first line. */
+Test(rows, csv_record_limits)
+{
+	char header[1024];
+	size_t at = 0;
+	for (unsigned i = 0; i <= ROWS_COLUMNS_MAX; i++)
+		at += (size_t)snprintf(header + at, sizeof(header) - at, "%sc%u", i ? "," : "", i);
+	snprintf(header + at, sizeof(header) - at, "\n");
+	collected c = {0};
+	char err[ROWS_ERRMSG_SIZE];
+	cr_expect_eq(read_text(header, ROWS_FORMAT_CSV, &c, err), ROWS_MALFORMED);
+	cr_expect_str_eq(err, "in.x:1: more than 64 columns");
+
+	size_t half = ROWS_LINE_BYTES_MAX / 2 + 10; /* two such lines make one record */
+	char *text = malloc(2 * half + 64);
+	cr_assert_not_null(text);
+	strcpy(text, "event_id,time\ne1,1\n\"");
+	at = strlen(text);
+	memset(text + at, 'x', half);
+	text[at + half] = '\n';
+	memset(text + at + half + 1, 'y', half);
+	strcpy(text + at + 2 * half + 1, "\",2\n");
+	memset(&c, 0, sizeof(c));
+	cr_expect_eq(read_text(text, ROWS_FORMAT_CSV, &c, err), ROWS_MALFORMED);
+	cr_expect_str_eq(err, "in.x:3: a record longer than 1048576 bytes");
+	cr_expect_eq(c.count, 1);
+	free(text);
+
+	/* A record whose first field spans lines 2..4 is named by line 2. */
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(read_text("event_id,time\n\"a\nb\nc\",1\nd,2\n", ROWS_FORMAT_CSV, &c, err), ROWS_OK,
+		     "%s", err);
+	cr_assert_eq(c.count, 2);
+	cr_expect_str_eq(c.rows[0].id, "a\nb\nc");
+	cr_expect_eq(c.rows[0].line, 2);
+	cr_expect_eq(c.rows[1].line, 5);
+}
+
 /* Description: with no format given, the first non-blank character
  * decides ('{': JSON lines, else CSV) and the skipped lines are counted;
  * a UTF-8 byte order mark before the header is ignored; names give the

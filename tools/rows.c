@@ -363,8 +363,15 @@ static void csv_on_field(void *data, size_t len, void *ctx)
 	reader *r = ctx;
 	if (r->status)
 		return;
-	if (r->field_count == 0)
-		r->record_line = r->line;
+	if (r->field_count == 0) {
+		/* libcsv hands a field over where it ends: a quoted first field
+		 * holding line breaks began that many lines earlier, and so did
+		 * its record. */
+		uint64_t breaks = 0;
+		for (const char *p = data, *end = p + len; len && (p = memchr(p, '\n', (size_t)(end - p))); p++)
+			breaks++;
+		r->record_line = r->line - breaks;
+	}
 	if (r->field_count == ROWS_COLUMNS_MAX) {
 		fail(r, "more than %u columns", ROWS_COLUMNS_MAX);
 		return;
