@@ -281,7 +281,9 @@ Test(server, pipelining_and_restart)
 /* Description: administration by the admin key: tenants created, listed
  * with their active keys, a duplicate name is CONFLICT, a bad name
  * BAD_REQUEST; keys issued, listed and revoked (the revoked key is refused
- * on its next request, also on an open connection); a suspended tenant's
+ * on its next request, also on an open connection; an unknown key id is
+ * BAD_REQUEST naming it); a query by the admin key without a tenant is
+ * BAD_REQUEST saying so; a suspended tenant's
  * key is refused and works again after resume; an admin ingest for an
  * unknown tenant is refused unless create_tenant is set; an empty batch
  * is acked at once; stats count the
@@ -342,6 +344,15 @@ Test(server, administration)
 	tally_client *t;
 	char err[TALLY_CLIENT_ERRMSG_SIZE];
 	cr_expect_eq(tally_client_open(h.address, key2, "test", &t, NULL, err), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_revoke_key(admin, "0000000000000000", NULL), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect_str_eq(tally_client_last_error(admin)->message, "no key 0000000000000000");
+
+	/* An admin key names the tenant it reads. */
+	cr_expect_eq(tally_client_query(admin, &q, &r), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect_str_eq(tally_client_last_error(admin)->message,
+			 "an admin key must name the tenant of a query request");
 
 	/* Suspension. */
 	cr_assert_eq(tally_client_set_tenant_state(admin, "one", true, NULL), 0);
