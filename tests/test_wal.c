@@ -1403,6 +1403,59 @@ Test(wal_corruption, flipped_bit_in_a_middle_record_names_file_and_offset,
 	test_dir_remove(&dir);
 }
 
+Test(wal_corruption, reserved_bytes_or_padding_not_zero_is_corruption,
+     .description = "a middle record whose reserved header bytes are not zero (its checksum made "
+		    "again) or whose padding is not zero (padding is outside the checksum) is "
+		    "corruption, named with its offset and the reason; valid records follow it")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	make_wal(dir.path, 10);
+	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE], expect[256];
+	wal_path(path, dir.path, 1);
+	parsed_file pf;
+	parse_file(path, &pf);
+	uint64_t bad = pf.offsets[4]; /* LSN 5 */
+	size_t payload = payload_size_for(5);
+	cr_assert_neq(payload % 8, 0, "LSN 5's record has padding");
+	uint64_t size;
+	uint8_t *good = file_read(path, &size), *data = malloc(size);
+	cr_assert_not_null(data);
+	static const struct {
+		size_t at;          /* within the record */
+		bool rechecksum;    /* the byte is under the checksum */
+		const char *reason;
+	} cases[] = {
+		{21, true, "non-zero reserved bytes in the record header"},
+		{23, true, "non-zero reserved bytes in the record header"},
+		{RECORD_HEADER_SIZE, false, "non-zero padding after the payload"}, /* + payload below */
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		memcpy(data, good, size);
+		uint8_t *rec = data + bad;
+		size_t at = cases[k].at + (cases[k].rechecksum ? 0 : payload);
+		rec[at] = 0x5a;
+		if (cases[k].rechecksum) {
+			uint64_t sum = XXH3_64bits_withSeed(rec + 8, 16 + payload, pf.file_id);
+			for (int i = 0; i < 8; i++)
+				rec[i] = (uint8_t)(sum >> (8 * i));
+		}
+		file_write(path, data, size);
+		cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_CORRUPT, "case %zu", k);
+		snprintf(expect, sizeof expect, "%s offset %" PRIu64 ": %s", path, bad, cases[k].reason);
+		cr_expect_not_null(strstr(errmsg, expect), "case %zu: %s", k, errmsg);
+		snprintf(expect, sizeof expect, "valid records follow at offset %" PRIu64 " (LSN 6)",
+			 pf.offsets[5]);
+		cr_expect_not_null(strstr(errmsg, expect), "case %zu: %s", k, errmsg);
+	}
+	file_write(path, good, size);
+	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
+	cr_assert_eq(wal_close(w), 0);
+	free(data);
+	free(good);
+	test_dir_remove(&dir);
+}
+
 Test(wal_corruption, bad_last_record_of_an_older_file_is_not_a_torn_tail,
      .description = "only the newest file may end torn")
 {
