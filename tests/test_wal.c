@@ -1363,17 +1363,24 @@ Test(wal_recovery, unknown_format_version_is_refused,
 
 /* ---- Corruption ------------------------------------------------------------ */
 
+/* A new directory with a WAL of 10 records (LSNs 1..10) in file 1: its
+ * path (TEST_PATH_SIZE) and its parsed layout. */
+static void ten_record_wal(test_dir *dir, char *path, parsed_file *pf)
+{
+	test_dir_make(dir, "wal");
+	make_wal(dir->path, 10);
+	wal_path(path, dir->path, 1);
+	parse_file(path, pf);
+}
+
 Test(wal_corruption, flipped_bit_in_a_middle_record_names_file_and_offset,
      .description = "a bad record followed by valid ones is corruption, reported with the file, "
 		    "the bad record's exact offset and where valid records resume; verify agrees")
 {
 	test_dir dir;
-	test_dir_make(&dir, "wal");
-	make_wal(dir.path, 10);
 	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE], expect[256];
-	wal_path(path, dir.path, 1);
 	parsed_file pf;
-	parse_file(path, &pf);
+	ten_record_wal(&dir, path, &pf);
 	uint64_t bad = pf.offsets[4]; /* LSN 5 */
 	uint64_t size;
 	uint8_t *data = file_read(path, &size);
@@ -1409,12 +1416,9 @@ Test(wal_corruption, reserved_bytes_or_padding_not_zero_is_corruption,
 		    "corruption, named with its offset and the reason; valid records follow it")
 {
 	test_dir dir;
-	test_dir_make(&dir, "wal");
-	make_wal(dir.path, 10);
 	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE], expect[256];
-	wal_path(path, dir.path, 1);
 	parsed_file pf;
-	parse_file(path, &pf);
+	ten_record_wal(&dir, path, &pf);
 	uint64_t bad = pf.offsets[4]; /* LSN 5 */
 	size_t payload = payload_size_for(5);
 	cr_assert_neq(payload % 8, 0, "LSN 5's record has padding");
