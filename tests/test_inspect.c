@@ -96,15 +96,15 @@ static int64_t row_time(int32_t day, int i)
 	       (int64_t)(i % 59) * 1000000 + 1234;
 }
 
-/* Ingests `count` events of tenant on day (times day start + 1, 2, ...
- * minutes), ids "<prefix><i>" or, with hex_ids, 32 hex digits. */
-static void ingest_day(tally_store *s, const char *tenant, int32_t day, int count, int hex_ids)
+/* The `count` events ingest_day stores for tenant on day (times day start
+ * + 1, 2, ... minutes), ids "<tenant>-<day>-<i>" or, with hex_ids, 32 hex
+ * digits. Static: valid until the next call. */
+static const tally_event *day_events(const char *tenant, int32_t day, int count, int hex_ids)
 {
 	static const char *models[3] = {"gpt-4o", "claude-3", "llama-3"};
 	static char ids[INITECH_ROWS][65];
 	static char users[INITECH_ROWS][32];
 	static tally_event events[INITECH_ROWS];
-	static tally_ingest_result results[INITECH_ROWS];
 	cr_assert_leq(count, INITECH_ROWS);
 	for (int i = 0; i < count; i++) {
 		if (hex_ids)
@@ -129,6 +129,14 @@ static void ingest_day(tally_store *s, const char *tenant, int32_t day, int coun
 		e->cost_micros = 1000 + i * 31;
 		e->duration_ms = (uint32_t)(200 + i);
 	}
+	return events;
+}
+
+/* Ingests day_events(tenant, day, count, hex_ids), every one accepted. */
+static void ingest_day(tally_store *s, const char *tenant, int32_t day, int count, int hex_ids)
+{
+	static tally_ingest_result results[INITECH_ROWS];
+	const tally_event *events = day_events(tenant, day, count, hex_ids);
 	cr_assert_eq(tally_ingest(s, tenant, events, (size_t)count, results), 0);
 	for (int i = 0; i < count; i++)
 		cr_assert_eq(results[i].code, TALLY_ACCEPTED, "%s event %d", tenant, i);
@@ -2242,5 +2250,42 @@ Test(inspect, compaction_refuses_rows_outside_their_dictionary)
 		files += e->d_name[0] != '.';
 	closedir(d);
 	cr_expect_eq(files, 2, "nothing else in %s", segment_dir);
+	free(f.good);
+}
+
+/* Description: a backfill's check of old history that meets a row holding
+ * a code past its dictionary (initech's row 16, user code 16 of a
+ * dictionary of 16, behind good checksums) fails the call with
+ * TALLY_E_CORRUPT naming the file, the tenant and the row group, and
+ * stores nothing of it: a new event of the same call is accepted
+ * afterwards. The check is the found row's: row 15 (code 15) is still
+ * found a duplicate, and the store stays writable. */
+Test(inspect, backfill_refuses_rows_outside_their_dictionary)
+{
+	file_copy f = initech_file_load();
+	initech_dict_drop_last_user(&f);
+	fault_io_clock_advance_us(fio, 40 * TALLY_US_PER_DAY); /* DAY_NOW is history now */
+	tally_store *s = open_store();
+	const tally_event *e = day_events("initech", DAY_NOW, INITECH_ROWS, 1);
+	tally_event fresh = e[15];
+	fresh.event_id = S("feedfacefeedfacefeedfacefeedface");
+	tally_event call[2] = {fresh, e[16]};
+	tally_ingest_result r[2];
+	cr_expect_eq(tally_ingest_backfill(s, "initech", call, 2, r), TALLY_E_CORRUPT);
+	char err[TALLY_ERRMSG_SIZE], says[300];
+	tally_store_errmsg_copy(s, err, sizeof(err));
+	snprintf(says, sizeof(says), "%s: tenant initech row group 0: dictionary code out of range",
+		 f.path);
+	cr_expect_not_null(strstr(err, says), "\"%s\" does not say \"%s\"", err, says);
+
+	call[1] = e[15];
+	cr_assert_eq(tally_ingest_backfill(s, "initech", call, 2, r), 0);
+	cr_expect_eq(r[0].code, TALLY_ACCEPTED, "the failed call stored nothing");
+	cr_expect_eq(r[1].code, TALLY_DUPLICATE, "row 15's code is inside the dictionary");
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store();
+	cr_assert_eq(tally_ingest_backfill(s, "initech", &fresh, 1, r), 0);
+	cr_expect_eq(r[0].code, TALLY_DUPLICATE, "acknowledged before the reopen");
+	cr_assert_eq(tally_store_close(s), 0);
 	free(f.good);
 }
