@@ -862,23 +862,35 @@ Test(metrics, concurrent_updates_while_scraping_exact_totals)
  * memtable events, 10 segment rows, the same bytes, WAL and durable LSN,
  * 2 connections); the store is writable, and the fsync histogram counts
  * every WAL fsync. */
-Test(metrics, a_servers_gauges_are_its_store_figures)
+/* Starts a tallyd in h (metrics on; query_cache_bytes_max when not 0)
+ * with tenant acme (its key into key), sends it events "before-0" ..
+ * "before-9" from base and restarts it, so they are in a segment file. */
+static void tallyd_with_ten_rows(harness *h, const char *name, uint64_t query_cache_bytes_max,
+				 char *key, int64_t base)
 {
 	log_set_level(LOG_LEVEL_ERROR); /* the tallyd in this process: errors only */
-	harness h;
-	harness_init(&h, "metrics-gauges");
-	snprintf(h.config.metrics, sizeof(h.config.metrics), "127.0.0.1:0");
-	harness_start(&h);
-	char key[80];
-	harness_create_tenant(&h, "acme", key);
-	int64_t base = batches_base_time();
+	harness_init(h, name);
+	snprintf(h->config.metrics, sizeof(h->config.metrics), "127.0.0.1:0");
+	if (query_cache_bytes_max)
+		h->config.query_cache_bytes_max = query_cache_bytes_max;
+	harness_start(h);
+	harness_create_tenant(h, "acme", key);
 	uint32_t duplicates;
-	tally_client *c = harness_connect(&h, key);
+	tally_client *c = harness_connect(h, key);
 	cr_assert_eq(batches_send(c, "before", 10, base, &duplicates), 0);
 	tally_client_close(c);
-	harness_stop(&h);
-	harness_start(&h);
-	c = harness_connect(&h, key);
+	harness_stop(h);
+	harness_start(h);
+}
+
+Test(metrics, a_servers_gauges_are_its_store_figures)
+{
+	harness h;
+	char key[80];
+	int64_t base = batches_base_time();
+	tallyd_with_ten_rows(&h, "metrics-gauges", 0, key, base);
+	uint32_t duplicates;
+	tally_client *c = harness_connect(&h, key);
 	cr_assert_eq(batches_send(c, "after", 3, base, &duplicates), 0);
 	tally_client *admin = harness_connect(&h, h.admin_key);
 	Tally__V1__Stats *st = NULL;
@@ -926,4 +938,35 @@ Test(metrics, a_servers_gauges_are_its_store_figures)
 	tally_client_close(admin);
 	tally_client_close(c);
 	harness_finish(&h);
+}
+
+/* Description: tallyd's query_cache_bytes_max (--query-cache-bytes-max)
+ * reaches its store. 10 events go to a segment file (a restart); a query
+ * counts them. With the default limit the decoded pages stay cached
+ * (tally_query_cache_bytes > 0); with a limit of 1 byte none does (0),
+ * and the answer is the same. */
+Test(metrics, query_cache_bytes_max_reaches_the_store)
+{
+	for (int tiny = 0; tiny < 2; tiny++) {
+		harness h;
+		char key[80];
+		int64_t base = batches_base_time();
+		tallyd_with_ten_rows(&h, tiny ? "metrics-cache-tiny" : "metrics-cache", tiny ? 1 : 0,
+				     key, base);
+		tally_client *c = harness_connect(&h, key);
+		char *text = scrape_port(server_metrics_port(h.server));
+		cr_expect_eq(sample(text, "tally_query_cache_bytes"), 0, "nothing read at the open");
+		free(text);
+		uint64_t count = 0;
+		cr_assert_eq(batches_count(c, base, &count), 0);
+		cr_expect_eq(count, 10);
+		text = scrape_port(server_metrics_port(h.server));
+		if (tiny)
+			cr_expect_eq(sample(text, "tally_query_cache_bytes"), 0, "a 1-byte cache");
+		else
+			cr_expect_gt(sample(text, "tally_query_cache_bytes"), 0, "the default cache");
+		free(text);
+		tally_client_close(c);
+		harness_finish(&h);
+	}
 }
