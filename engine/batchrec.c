@@ -127,7 +127,7 @@ static inline int string_code(batchrec_encoder *enc, tally_str s, uint64_t hash,
 static int event_put(batchrec_encoder *enc, const tally_event *e, const packed_id *id,
 		     const uint32_t codes[DIM_COUNT], int64_t previous_time)
 {
-	int rc = bytebuf_reserve(&enc->event_bytes, 2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX);
+	int rc = bytebuf_reserve(&enc->event_bytes, BATCHREC_EVENT_PUT_BYTES_MAX);
 	if (rc)
 		return rc;
 	uint8_t *p = enc->event_bytes.data + enc->event_bytes.size;

@@ -26,6 +26,23 @@
  * varints): what ingest reserves up front for a call's entries. */
 #define BATCHREC_EVENT_BYTES_TYPICAL 40u
 
+/* The most bytes one event's own encoding takes (kind and status, id size,
+ * the packed id, then ten varints: time, five string codes, four values). */
+#define BATCHREC_EVENT_PUT_BYTES_MAX (2 + ID_PACKED_SIZE_MAX + 10 * VARINT_SIZE_MAX)
+
+/* The most bytes one event adds to a payload: its own encoding and its five
+ * strings, each new to the payload (a varint size and the bytes). */
+#define BATCHREC_EVENT_BYTES_MAX                                                    \
+	(BATCHREC_EVENT_PUT_BYTES_MAX + DIM_COUNT * VARINT_SIZE_MAX + TALLY_TYPE_SIZE_MAX + \
+	 (DIM_COUNT - 1) * TALLY_DIMENSION_SIZE_MAX)
+
+/* The most bytes batchrec_append adds for one batch: the entry's size, the
+ * tenant name and its size, the event and string counts, and
+ * TALLY_BATCH_EVENTS_MAX events at their largest (about 52 MB). */
+#define BATCHREC_BATCH_BYTES_MAX                                      \
+	((uint64_t)4 * VARINT_SIZE_MAX + TALLY_TENANT_SIZE_MAX + \
+	 (uint64_t)TALLY_BATCH_EVENTS_MAX * BATCHREC_EVENT_BYTES_MAX)
+
 /* A string of the payload's dictionary: the caller's bytes, and the hash
  * the caller gave for them. */
 typedef struct batchrec_string {

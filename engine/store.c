@@ -1277,18 +1277,15 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	 * of consecutive batches, each with its own lock hold and record, so
 	 * that no call holds the lock for long, and no record passes
 	 * WAL_RECORD_PAYLOAD_MAX. A batch is never split: one batch always
-	 * fits a record (at most about 44 MB with every string as long as
-	 * allowed). */
+	 * fits a record (BATCHREC_BATCH_BYTES_MAX; about 44 MB with every
+	 * string as long as allowed, test_store). */
 	if (pre.size > s->options.ingest_part_bytes_max && batch_count > 1) {
 		split = 1;
 		goto out;
 	}
-	if (pre.size > WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX) {
-		rc = TALLY_E_LIMIT;
-		errmsg_printf(s, "ingest refused: the batch's WAL record would be %zu bytes, over the "
-			      "limit of %u; nothing of it was stored", pre.size, WAL_RECORD_PAYLOAD_MAX);
-		goto out;
-	}
+	_Static_assert(BATCHREC_BATCH_BYTES_MAX <= WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX,
+		       "one batch always fits a WAL record");
+	assert(pre.size <= WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX); /* part max is clamped */
 	int probe_rc = h.count ? history_probe_round(s, batches, batch_count, ids, &h, 0, errmsg) : 0;
 
 	int64_t wait_from_us = s->io->now_us(s->io), held_from_us = 0;

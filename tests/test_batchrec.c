@@ -4,8 +4,9 @@
  * One payload pinned byte by byte; then random payloads decoded by a
  * decoder written here from docs/formats.md and compared with the events
  * they were made from (prints its seed); then the dictionary's edges:
- * strings whose hashes collide, a payload with nothing to hold, and the
- * generation counter's wrap.
+ * strings whose hashes collide, a payload with nothing to hold, the
+ * generation counter's wrap, and the largest event against the bound on a
+ * batch's size.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -418,6 +419,52 @@ Test(batchrec, a_payload_with_no_event_appends_nothing)
 				     TALLY_ACCEPTED, &encoded), 0);
 	cr_expect_eq(encoded, 0);
 	cr_expect_eq(out.size, 3, "nothing appended for no events");
+	bytebuf_free(&out);
+	batchrec_encoder_free(&enc);
+}
+
+/* Description: an event at its largest (a 64-byte id that packs to itself,
+ * every string as long as allowed, every value at its widest varint) under
+ * a 64-byte tenant name is encoded in exactly 770 bytes: the entry's size
+ * (2), the name and its size (65), the counts (2), five strings (585) and
+ * the event (116). That is within the share of one event in
+ * BATCHREC_BATCH_BYTES_MAX (the entry's overhead and
+ * BATCHREC_EVENT_BYTES_MAX), the bound ingest relies on for one batch to
+ * fit a WAL record. */
+Test(batchrec, the_largest_event_is_within_the_bound)
+{
+	char tenant[TALLY_TENANT_SIZE_MAX + 1], id[TALLY_EVENT_ID_SIZE_MAX + 1];
+	char type[TALLY_TYPE_SIZE_MAX + 1], dims[4][TALLY_DIMENSION_SIZE_MAX + 1];
+	memset(tenant, 't', TALLY_TENANT_SIZE_MAX);
+	tenant[TALLY_TENANT_SIZE_MAX] = 0;
+	memset(id, 'z', TALLY_EVENT_ID_SIZE_MAX); /* not hex: stored as its text */
+	id[TALLY_EVENT_ID_SIZE_MAX] = 0;
+	memset(type, 'y', TALLY_TYPE_SIZE_MAX);
+	type[TALLY_TYPE_SIZE_MAX] = 0;
+	for (int d = 0; d < 4; d++) {
+		memset(dims[d], 'a' + d, TALLY_DIMENSION_SIZE_MAX);
+		dims[d][TALLY_DIMENSION_SIZE_MAX] = 0;
+	}
+	tally_event events[1] = {{.event_id = str_of(id), .time_us = INT64_MIN, .type = str_of(type),
+				  .project = str_of(dims[0]), .agent = str_of(dims[1]),
+				  .model = str_of(dims[2]), .user = str_of(dims[3]),
+				  .status = TALLY_STATUS_COUNT - 1, .tokens_in = UINT64_MAX,
+				  .tokens_out = UINT64_MAX, .cost_micros = INT64_MIN,
+				  .duration_ms = UINT32_MAX}};
+	tally_ingest_result results[1] = {{TALLY_ACCEPTED, 0}};
+	uint8_t packed[1][ID_PACKED_SIZE_MAX];
+	packed_id ids[1];
+	uint64_t dim_hash[1][DIM_COUNT];
+	prepare(events, 1, packed, ids, dim_hash);
+	cr_assert_eq(ids[0].size, TALLY_EVENT_ID_SIZE_MAX);
+	batchrec_encoder enc = {0};
+	bytebuf out = {0};
+	uint32_t encoded = 0;
+	cr_assert_eq(batchrec_append(&enc, &out, tenant, events, ids, dim_hash, results, 1,
+				     TALLY_ACCEPTED, &encoded), 0);
+	cr_expect_eq(encoded, 1);
+	cr_expect_eq(out.size, 770);
+	cr_expect_leq(out.size, 4 * VARINT_SIZE_MAX + TALLY_TENANT_SIZE_MAX + BATCHREC_EVENT_BYTES_MAX);
 	bytebuf_free(&out);
 	batchrec_encoder_free(&enc);
 }
