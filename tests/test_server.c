@@ -823,6 +823,45 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	hold_destroy(&hold);
 }
 
+/* A held harness (held_harness_start, name) with tenant acme (its key into
+ * key); returns a client that sent events "held-0" .. "held-9" from base,
+ * once that batch is waiting in the engine's place. other, when not NULL,
+ * gets a second client, connected before. */
+static tally_client *held_batch_in_engine(harness *h, submit_hold *hold, const char *name,
+					  char *key, int64_t base, tally_client **other)
+{
+	held_harness_start(h, hold, name);
+	harness_create_tenant(h, "acme", key);
+	tally_client *a = harness_connect(h, key);
+	if (other)
+		*other = harness_connect(h, key);
+	ingest_send_range(a, "held", 0, 10, base);
+	hold_wait_entered(hold);
+	return a;
+}
+
+/* server_stop, then waits until the server's loop has begun the stop. */
+static void stop_begun(harness *h)
+{
+	server_stop(h->server);
+	for (int waited_ms = 0; !atomic_load(&h->server->stopping); waited_ms++) {
+		cr_assert_lt(waited_ms, 10000, "the loop never began the stop");
+		usleep(1000);
+	}
+}
+
+/* Releases the held batch of held_batch_in_engine's client a, and expects
+ * its 10 events acknowledged. */
+static void held_batch_acknowledged(submit_hold *hold, tally_client *a)
+{
+	sem_post(&hold->release);
+	tally_ingest_ack ack;
+	cr_assert_eq(tally_client_ingest_recv(a, &ack), 0);
+	cr_expect_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	cr_expect_not(atomic_load(&hold->timed_out));
+}
+
 /* Description: a stop (server_stop, as SIGTERM does) while a batch is
  * held in the engine's place finishes it: the client gets its
  * acknowledgement, the server then ends and closes cleanly, and after
@@ -832,25 +871,11 @@ Test(server, stop_finishes_the_ingest_in_flight)
 {
 	submit_hold hold;
 	harness h;
-	held_harness_start(&h, &hold, "srv-stop");
 	char key[80];
-	harness_create_tenant(&h, "acme", key);
-	tally_client *a = harness_connect(&h, key);
 	int64_t base = base_time();
-	ingest_send_range(a, "held", 0, 10, base);
-	hold_wait_entered(&hold);
-
-	server_stop(h.server);
-	for (int waited_ms = 0; !atomic_load(&h.server->stopping); waited_ms++) {
-		cr_assert_lt(waited_ms, 10000, "the loop never began the stop");
-		usleep(1000);
-	}
-	sem_post(&hold.release); /* only now: the ack comes from a stopping server */
-	tally_ingest_ack ack;
-	cr_assert_eq(tally_client_ingest_recv(a, &ack), 0);
-	cr_expect_eq(ack.accepted, 10);
-	tally_ingest_ack_free(&ack);
-	cr_expect_not(atomic_load(&hold.timed_out));
+	tally_client *a = held_batch_in_engine(&h, &hold, "srv-stop", key, base, NULL);
+	stop_begun(&h);
+	held_batch_acknowledged(&hold, a); /* only now: the ack comes from a stopping server */
 	tally_client_close(a);
 	harness_stop(&h); /* joins the loop and closes the server, asserting both clean */
 
@@ -858,6 +883,57 @@ Test(server, stop_finishes_the_ingest_in_flight)
 	harness_start(&h);
 	tally_client *c = harness_connect(&h, key);
 	cr_expect_eq(count_events(c, "acme", base, base + HOUR_US), 10);
+	tally_client_close(c);
+	harness_finish(&h);
+	hold_destroy(&hold);
+}
+
+/* Description: once a stop has begun, a batch sent on a connection
+ * already open is never stored: the stopping server does not read it (the
+ * connection closes after the batch in the engine is acknowledged), or,
+ * if it was read in the moment the stop began, refuses it with
+ * UNAVAILABLE ("the server is stopping"). After a restart only the
+ * acknowledged batch is counted, and the other, sent again, is accepted
+ * (docs/protocol.md, "Shutdown": resending unanswered batches is safe). */
+Test(server, a_batch_sent_to_a_stopping_server_is_never_stored)
+{
+	submit_hold hold;
+	harness h;
+	char key[80];
+	int64_t base = base_time();
+	tally_client *b;
+	tally_client *a = held_batch_in_engine(&h, &hold, "srv-stopping", key, base, &b);
+	stop_begun(&h);
+	builder bb;
+	Tally__V1__IngestBatch m;
+	batch_of_range(&bb, &m, "late", 0, 5, base);
+	uint64_t late_id;
+	cr_assert_eq(tally_client_ingest_send(b, &m, &late_id), 0);
+
+	held_batch_acknowledged(&hold, a);
+	tally_ingest_ack ack;
+	int rc = tally_client_ingest_recv(b, &ack);
+	if (rc == TALLY_CLIENT_REFUSED) {
+		const tally_client_error *e = tally_client_last_error(b);
+		cr_expect_eq(e->request_id, late_id);
+		cr_expect_eq(e->code, TALLY__V1__ERROR__CODE__UNAVAILABLE, "%s", e->message);
+		cr_expect_str_eq(e->message, "the server is stopping");
+	} else {
+		cr_expect_lt(rc, 0, "no answer but the close: %s", tally_client_strerror(rc));
+	}
+	tally_client_close(a);
+	tally_client_close(b);
+	harness_stop(&h);
+
+	h.submit_hook = NULL;
+	harness_start(&h);
+	tally_client *c = harness_connect(&h, key);
+	cr_expect_eq(count_events(c, "acme", base, base + HOUR_US), 10, "the late batch is nowhere");
+	cr_assert_eq(tally_client_ingest(c, &m, &ack), 0);
+	cr_expect_eq(ack.accepted, 5);
+	tally_ingest_ack_free(&ack);
+	builder_free(&bb);
+	cr_expect_eq(count_events(c, "acme", base, base + HOUR_US), 15);
 	tally_client_close(c);
 	harness_finish(&h);
 	hold_destroy(&hold);
