@@ -74,7 +74,8 @@ static uint64_t count_events(tally_client *c, const char *tenant, int64_t from, 
  * ACCEPTED), re-sends one (all DUPLICATE), sends a changed copy (CONFLICT)
  * and invalid events (REJECTED with their reasons); queries by hour, by
  * model with quantiles and distinct users, top-N, and a listing in pages
- * see exactly the accepted events. */
+ * see exactly the accepted events; a listing by a user name past the
+ * dimension limit is BAD_REQUEST. */
 Test(server, ingest_query_list_end_to_end)
 {
 	harness h;
@@ -212,6 +213,21 @@ Test(server, ingest_query_list_end_to_end)
 	} while (cursor[0]);
 	cr_expect_eq(seen, 1000);
 	cr_expect_eq(pages, 4);
+
+	/* A listing by a user name past the dimension limit: BAD_REQUEST
+	 * naming the limit; one at the limit is a listing of nothing. */
+	uint8_t long_user[TALLY_DIMENSION_SIZE_MAX + 1];
+	memset(long_user, 'u', sizeof(long_user));
+	le.cursor = "";
+	le.user = (ProtobufCBinaryData){sizeof(long_user), long_user};
+	Tally__V1__EventPage *page;
+	cr_expect_eq(tally_client_list_events(c, &le, &page), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(c)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect_str_eq(tally_client_last_error(c)->message, "user: longer than 128 bytes");
+	le.user.len = TALLY_DIMENSION_SIZE_MAX;
+	cr_assert_eq(tally_client_list_events(c, &le, &page), 0, "%s", tally_client_last_error(c)->message);
+	cr_expect_eq(page->n_events, 0);
+	tally__v1__event_page__free_unpacked(page, NULL);
 
 	tally_client_close(c);
 	harness_finish(&h);
