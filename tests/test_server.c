@@ -6,11 +6,13 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -230,6 +232,41 @@ Test(server, ingest_query_list_end_to_end)
 	tally__v1__event_page__free_unpacked(page, NULL);
 
 	tally_client_close(c);
+	harness_finish(&h);
+}
+
+/* Description: a tallyd told to listen on [::1]:0 serves over IPv6: a
+ * tenant is created and 10 events are ingested and counted through
+ * [::1]:PORT, and nothing answers on 127.0.0.1 at that port. Skipped
+ * where the machine has no IPv6 loopback. */
+Test(server, listens_on_ipv6)
+{
+	int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 loopback = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	bool v6 = probe >= 0 && bind(probe, (struct sockaddr *)&loopback, sizeof(loopback)) == 0;
+	if (probe >= 0)
+		close(probe);
+	if (!v6)
+		cr_skip_test("no IPv6 loopback here");
+	harness h;
+	harness_init(&h, "srv-ipv6");
+	snprintf(h.config.listen, sizeof(h.config.listen), "[::1]:0");
+	harness_start(&h);
+	cr_expect_eq(strncmp(h.address, "[::1]:", 6), 0, "%s", h.address);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *c = harness_connect(&h, key);
+	int64_t base = base_time();
+	tally_ingest_ack ack = ingest_range(c, "v6", 0, 10, base);
+	cr_expect_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	cr_expect_eq(count_events(c, "acme", base, base + HOUR_US), 10);
+	tally_client_close(c);
+
+	char v4[64], err[TALLY_CLIENT_ERRMSG_SIZE] = "";
+	snprintf(v4, sizeof(v4), "127.0.0.1:%u", server_port(h.server));
+	tally_client *x = NULL;
+	cr_expect_neq(tally_client_open(v4, key, "test", &x, NULL, err), 0, "served on IPv4 too");
 	harness_finish(&h);
 }
 

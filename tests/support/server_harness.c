@@ -34,7 +34,11 @@ void harness_start(harness *h)
 	cr_assert_eq(server_open(&h->config, &h->server, err), 0, "server_open: %s", err);
 	if (h->submit_hook)
 		server_test_submit_hook(h->server, h->submit_hook, h->submit_hook_arg);
-	snprintf(h->address, sizeof(h->address), "127.0.0.1:%u", server_port(h->server));
+	/* The listen address's host (127.0.0.1, or [::1] for a test on IPv6)
+	 * with the port the server took. */
+	int host_len = (int)(strrchr(h->config.listen, ':') - h->config.listen);
+	snprintf(h->address, sizeof(h->address), "%.*s:%u", host_len, h->config.listen,
+		 server_port(h->server));
 	char path[sizeof(h->config.data_dir) + 16];
 	snprintf(path, sizeof(path), "%s/admin.key", h->config.data_dir);
 	FILE *f = fopen(path, "r");

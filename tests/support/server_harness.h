@@ -24,7 +24,7 @@ typedef struct harness {
 	server *server;
 	pthread_t thread;
 	int run_rc;
-	char address[64]; /* "127.0.0.1:PORT" */
+	char address[64]; /* "HOST:PORT": the listen address's host, the port taken */
 	char admin_key[80];
 	/* Set before harness_start: server_test_submit_hook's. */
 	void (*submit_hook)(void *arg);
