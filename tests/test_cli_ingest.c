@@ -343,7 +343,8 @@ Test(ingest, backpressure_retried_other_refusals_stop)
 }
 
 /* Description: when the server closes with batches in flight, their
- * events are counted as unanswered and the ingest fails. */
+ * events are counted as unanswered and the ingest fails; the summary
+ * names how many, and says sending them again is safe. */
 Test(ingest, lost_connection)
 {
 	const char *ids[9] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
@@ -369,6 +370,16 @@ Test(ingest, lost_connection)
 	cr_expect_eq(r.sum.accepted + r.sum.unanswered, r.sum.events_sent, "every sent event accounted for");
 	cr_expect_gt(r.sum.unanswered, 0);
 	cr_expect_leq(r.sum.unanswered, 7);
+	/* The summary says how many went unanswered, and that resending is safe. */
+	char want[512];
+	snprintf(want, sizeof(want),
+		 "in.csv: %" PRIu64 " rows read, %" PRIu64 " events acknowledged: %" PRIu64
+		 " accepted, 0 duplicate, 0 conflict, 0 rejected\n"
+		 "in.csv: %" PRIu64 " events sent got no answer: they may or may not be stored "
+		 "(sending them again is safe)\n",
+		 (uint64_t)r.sum.rows_read, (uint64_t)r.sum.accepted, (uint64_t)r.sum.accepted,
+		 (uint64_t)r.sum.unanswered);
+	expect_summary(&r.sum, want);
 }
 
 /* Description: reason numbers map to the engine's texts. */
