@@ -20,6 +20,7 @@
 
 #include "builder.h"
 #include "client.h"
+#include "usage.h"
 
 /* The scripted peer: answers Hello, then collects `pings` Pings and answers
  * them in reverse order, then closes. */
@@ -741,6 +742,69 @@ Test(client, ack_of_the_wrong_size_is_protocol_error)
 	builder_free(&b);
 	script_finish(&s, th, c);
 	script_free(&s);
+}
+
+/* Hello answered; a DailyUsage request with a page of one row whose
+ * checksum is one off the row's; ChangedDays with two days and one change. */
+static void respond_inconsistent_export(script *s, int index)
+{
+	const Tally__V1__Request *req = s->got[index];
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = req->request_id;
+	if (req->body_case == TALLY__V1__REQUEST__BODY_DAILY_USAGE) {
+		Tally__V1__UsageRow row = TALLY__V1__USAGE_ROW__INIT;
+		row.tenant = "acme";
+		row.count = 3;
+		row.cost_micros = 4500;
+		Tally__V1__UsageRow *rows[1] = {&row};
+		Tally__V1__DailyUsagePage page = TALLY__V1__DAILY_USAGE_PAGE__INIT;
+		page.day = req->daily_usage->day;
+		page.n_rows = 1;
+		page.rows = rows;
+		page.checksum = usage_rows_checksum(rows, 1) + 1;
+		resp.body_case = TALLY__V1__RESPONSE__BODY_DAILY_USAGE;
+		resp.daily_usage = &page;
+		peer_send(s->fd, &resp);
+	} else if (req->body_case == TALLY__V1__REQUEST__BODY_CHANGED_DAYS) {
+		int32_t days[2] = {20000, 20001};
+		uint64_t change[1] = {7};
+		Tally__V1__ChangedDaysResult r = TALLY__V1__CHANGED_DAYS_RESULT__INIT;
+		r.n_days = 2;
+		r.days = days;
+		r.n_change = 1;
+		r.change = change;
+		resp.body_case = TALLY__V1__RESPONSE__BODY_CHANGED_DAYS;
+		resp.changed_days = &r;
+		peer_send(s->fd, &resp);
+	} else {
+		send_hello_ok(s, req->request_id);
+	}
+}
+
+/* Description: the export's answers are checked before a caller sees them:
+ * a DailyUsage page whose rows do not add up to its checksum is -EPROTO
+ * with no page, and final; so is (on a new connection) a ChangedDays
+ * result with more days than changes. */
+Test(client, inconsistent_export_answers_are_protocol_errors)
+{
+	script s = {.requests = 2, .respond = respond_inconsistent_export};
+	pthread_t th;
+	tally_client *c;
+	script_open(&s, &th, &c);
+	Tally__V1__DailyUsagePage *page = NULL;
+	cr_expect_eq(tally_client_daily_usage(c, 20000, "", 100, &page), -EPROTO);
+	cr_expect_null(page);
+	cr_expect_eq(tally_client_ping(c, "a", 1), -EPROTO, "final");
+	script_finish(&s, th, c);
+	script_free(&s);
+
+	script t = {.requests = 2, .respond = respond_inconsistent_export};
+	script_open(&t, &th, &c);
+	Tally__V1__ChangedDaysResult *changed = NULL;
+	cr_expect_eq(tally_client_changed_days(c, 0, &changed), -EPROTO);
+	cr_expect_null(changed);
+	script_finish(&t, th, c);
+	script_free(&t);
 }
 
 /* Admin calls: index 0 Hello, then each request is checked by the test
