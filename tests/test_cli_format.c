@@ -5,6 +5,7 @@
  * parser (tools/rows.c) to the same events.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -365,4 +366,54 @@ Test(format, bytes_times_and_days)
 	cr_expect_str_eq(text, "2026-09-21");
 	cli_format_day(text, 11016);
 	cr_expect_str_eq(text, "2000-02-29");
+}
+
+/* Description: booleans print as true and false (a key's revoked, a
+ * tenant's suspended); reals without trailing zeros, and one that is not
+ * finite (no producer makes one: the client checks every quantile) as
+ * "nan", "inf" or "-inf" in a table and CSV and as null in JSON; a table
+ * refuses the cell past FORMAT_ROWS_MAX rows with -E2BIG, keeping the rows
+ * it holds. */
+Test(format, booleans_reals_and_the_row_limit)
+{
+	static const char *const names[] = {"revoked", "p95_ms"};
+	format_table t;
+	cr_assert_eq(format_table_init(&t, names, 2), 0);
+	const double reals[5] = {120.5, NAN, INFINITY, -INFINITY, 980.0};
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(format_add_bool(&t, i % 2 == 0), 0);
+		cr_assert_eq(format_add_real(&t, reals[i]), 0);
+	}
+	char *text = printed(&t, FORMAT_TABLE, true);
+	cr_expect_str_eq(text, "revoked  p95_ms\n"
+			       "-------  ------\n"
+			       "true      120.5\n"
+			       "false       nan\n"
+			       "true        inf\n"
+			       "false      -inf\n"
+			       "true        980\n");
+	free(text);
+	text = printed(&t, FORMAT_CSV, true);
+	cr_expect_str_eq(text, "revoked,p95_ms\ntrue,120.5\nfalse,nan\ntrue,inf\nfalse,-inf\ntrue,980\n");
+	free(text);
+	text = printed(&t, FORMAT_JSON, true);
+	cr_expect_str_eq(text, "[\n"
+			       "  {\"revoked\":true,\"p95_ms\":120.5},\n"
+			       "  {\"revoked\":false,\"p95_ms\":null},\n"
+			       "  {\"revoked\":true,\"p95_ms\":null},\n"
+			       "  {\"revoked\":false,\"p95_ms\":null},\n"
+			       "  {\"revoked\":true,\"p95_ms\":980.0}\n"
+			       "]\n");
+	free(text);
+	format_table_free(&t);
+
+	static const char *const one[] = {"n"};
+	cr_assert_eq(format_table_init(&t, one, 1), 0);
+	for (uint64_t i = 0; i < FORMAT_ROWS_MAX; i++)
+		cr_assert_eq(format_add_uint(&t, i), 0, "row %" PRIu64, i);
+	cr_expect_eq(format_add_uint(&t, 1), -E2BIG);
+	cr_expect_eq(format_add_text(&t, "x", 1), -E2BIG);
+	cr_expect_eq(format_add_bool(&t, true), -E2BIG);
+	cr_expect_eq(format_table_rows(&t), FORMAT_ROWS_MAX);
+	format_table_free(&t);
 }

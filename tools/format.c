@@ -85,9 +85,9 @@ size_t format_table_rows(const format_table *t)
 
 static format_cell *cell_new(format_table *t, int kind)
 {
+	if (t->cell_count >= (size_t)FORMAT_ROWS_MAX * t->column_count)
+		return NULL; /* checked at every cell: the capacity doubles past the limit */
 	if (t->cell_count == t->cell_capacity) {
-		if (t->cell_count >= (size_t)FORMAT_ROWS_MAX * t->column_count)
-			return NULL;
 		size_t capacity = t->cell_capacity ? t->cell_capacity * 2 : 64;
 		format_cell *cells = realloc(t->cells, capacity * sizeof(*cells));
 		if (!cells)
