@@ -3406,3 +3406,69 @@ Test(query, the_query_cache_stays_within_its_limit_least_recently_used_out_first
 		env_close(&v);
 	}
 }
+
+/* Description: hour cells holding more than USET_EXACT_MAX distinct users
+ * (their user sets dense: HyperLogLog registers) answer distinct users
+ * within 2% of the exact count, and every other aggregate exactly, from a
+ * memtable, from a segment file, from both at once, from two files and
+ * from their compaction: 60,000 events of one group, nearly each its own
+ * user, over three hours (about 10,000 users an hour in each half, each
+ * half's hour cells dense on their own), queried ungrouped, by hour, by day
+ * and by model. */
+Test(query, dense_user_sets_from_every_source)
+{
+	seed_init("dense_user_sets_from_every_source");
+	env v;
+	env_open(&v, "query-dense-users", NOW_US, 0);
+	tenant t;
+	tenant_init(&t, "acme", 1.0); /* every user one of ten million */
+	enum { N = 60000 };
+	int64_t hour = NOW_US / HOUR_US * HOUR_US;
+	tenant_generate(&t, N, hour - 4 * HOUR_US, hour - HOUR_US - 1, NULL, 0);
+	for (size_t i = 0; i < N; i++) { /* one group, so that its hour cells are dense */
+		t.gen[i].project = PROJECTS[0];
+		t.gen[i].agent = AGENTS[1];
+		t.gen[i].model = MODELS[0];
+		t.gen[i].type = TYPES[0];
+		t.gen[i].status = TALLY_STATUS_OK;
+	}
+	tally_query qs[4];
+	for (int i = 0; i < 4; i++) {
+		memset(&qs[i], 0, sizeof(qs[i]));
+		qs[i].from_us = NOW_US - DAY_US;
+		qs[i].to_us = NOW_US;
+		qs[i].distinct_users = true;
+		qs[i].quantile_count = 1;
+		qs[i].quantiles[0] = 0.5;
+	}
+	qs[1].bucket = TALLY_BUCKET_HOUR;
+	qs[2].bucket = TALLY_BUCKET_DAY;
+	qs[3].bucket = TALLY_BUCKET_HOUR;
+	qs[3].group_by = 1u << TALLY_DIM_MODEL;
+	static const char *const steps[] = {"memtable", "one file", "a file and a memtable",
+					    "two files", "compacted"};
+	for (int step = 0; step < 5; step++) {
+		if (step == 0)
+			ingest_range(&v, &t, 0, N / 2);
+		else if (step == 1)
+			env_flush(&v);
+		else if (step == 2)
+			ingest_range(&v, &t, N / 2, N);
+		else if (step == 3)
+			env_flush(&v);
+		else
+			env_compact(&v);
+		for (int i = 0; i < 4; i++) {
+			tally_result *res = expect_oracle(&v, &t, &qs[i], steps[step]);
+			if (i == 1) { /* every hour cell of every source is dense */
+				cr_expect_eq(res->row_count, 3);
+				for (size_t r = 0; r < res->row_count; r++)
+					cr_expect_gt(res->rows[r].distinct_users, USET_EXACT_MAX, "%s, hour %zu",
+						     steps[step], r);
+			}
+			tally_result_free(res);
+		}
+	}
+	tenant_free(&t);
+	env_close(&v);
+}
