@@ -3094,9 +3094,12 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 {
 	*out = NULL;
 	if (!dir || strlen(dir) >= PATH_SIZE_MAX) {
-		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open: %s", dir ? "the path is too long"
-									: "no directory given");
+		if (errmsg && dir)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "open: the directory's path is %zu bytes, longer than %d", strlen(dir),
+				 PATH_SIZE_MAX - 1);
+		else if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open: no directory given");
 		return TALLY_E_INVALID;
 	}
 	tally_store *s = calloc(1, sizeof(*s));

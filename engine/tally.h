@@ -182,7 +182,8 @@ typedef struct tally_store tally_store;
  * Opens (creating if absent) the data directory `dir` and recovers it:
  * manifest, segment files, then WAL replay. On failure returns a negative
  * code, leaves *out NULL and writes a message naming the file and offset
- * into errmsg (TALLY_ERRMSG_SIZE bytes; may be NULL).
+ * into errmsg (TALLY_ERRMSG_SIZE bytes; may be NULL). A NULL dir, or one
+ * of 4,096 bytes or more, is TALLY_E_INVALID.
  * options may be NULL for the defaults. The store owns nothing of options
  * except the io pointer, which must outlive the store.
  */

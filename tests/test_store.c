@@ -2025,6 +2025,34 @@ Test(store, a_clock_stepped_back_restarts_the_age)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* Description: an open without a directory, or with a path longer than
+ * the engine keeps (4,095 bytes), is TALLY_E_INVALID saying which, and
+ * creates nothing. */
+Test(store, an_open_without_a_usable_path_is_refused)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	tally_store *s = (tally_store *)&o;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_store_open(NULL, &o, &s, err), TALLY_E_INVALID);
+	cr_expect_null(s);
+	cr_expect_str_eq(err, "open: no directory given");
+	char *path = malloc(4097);
+	cr_assert_not_null(path);
+	memset(path, 'd', 4096);
+	path[0] = '/';
+	path[4096] = '\0';
+	cr_expect_eq(tally_store_open(path, &o, &s, err), TALLY_E_INVALID);
+	cr_expect_null(s);
+	cr_expect_str_eq(err, "open: the directory's path is 4096 bytes, longer than 4095");
+	path[4095] = '\0'; /* 4,095 bytes: the path is taken, and the system refuses it */
+	cr_expect_neq(tally_store_open(path, &o, &s, err), TALLY_E_INVALID);
+	cr_expect_null(s);
+	free(path);
+	cr_expect_eq(tally_store_open(NULL, &o, &s, NULL), TALLY_E_INVALID, "errmsg may be NULL");
+}
+
 Test(store, a_negative_memtable_age_max_is_refused_at_open)
 {
 	tally_options o;
