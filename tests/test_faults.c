@@ -813,6 +813,31 @@ Test(faults, failed_flush_then_close_recovers_everything_from_the_wal)
 /* Recovery fsyncs the newest WAL file before trusting it; if that fails the
  * open fails with a message naming the WAL file, changes nothing, and a
  * later open with a healthy disk recovers everything. */
+/* Opens dir as store_open does, expecting the open to fail with `want`,
+ * leaving its store NULL; errmsg (TALLY_ERRMSG_SIZE bytes) gets its message. */
+static void store_open_refused(int want, char *errmsg)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	tally_store *s = (tally_store *)&o; /* must be set to NULL */
+	int rc = tally_store_open(dir, &o, &s, errmsg);
+	cr_assert_eq(rc, want, "open: %d (%s): %s", rc, tally_strerror(rc), errmsg);
+	cr_expect_null(s);
+}
+
+/* After a failed open: an open without faults finds every acknowledged
+ * event once, and a resend is all duplicates. */
+static void expect_whole_after_a_failed_open(void)
+{
+	fault_io_faults_off(fio);
+	tally_store *s = store_open();
+	verify(s, "open after the failed open");
+	expect_resend_duplicates(s, "open after the failed open");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 Test(faults, open_fails_cleanly_when_the_recovery_fsync_fails)
 {
 	tally_store *s = store_open();
@@ -820,22 +845,29 @@ Test(faults, open_fails_cleanly_when_the_recovery_fsync_fails)
 	cr_assert_eq(tally_store_close(s), 0);
 	fault_io_path_filter_set(fio, ".wal");
 	fault_io_fsync_fail_nth(fio, 1, EIO);
-	tally_options o;
-	tally_options_default(&o);
-	o.io = fault_io_table(fio);
-	o.background = false;
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	s = (tally_store *)&o; /* must be set to NULL */
-	int rc = tally_store_open(dir, &o, &s, errmsg);
-	cr_assert_eq(rc, -EIO, "open: %d (%s): %s", rc, tally_strerror(rc), errmsg);
-	cr_expect_null(s);
+	store_open_refused(-EIO, errmsg);
 	cr_expect(contains(errmsg, ".wal") && contains(errmsg, "fsync"),
 		  "errmsg names the WAL file and the fsync: %s", errmsg);
-	fault_io_faults_off(fio);
-	s = store_open();
-	verify(s, "open after the failed open");
-	expect_resend_duplicates(s, "open after the failed open");
+	expect_whole_after_a_failed_open();
+}
+
+/* Description: recovery that cannot open a WAL file (EACCES) refuses the
+ * open with that error, naming the file and the step, and changes
+ * nothing: an open without the fault recovers every acknowledged event
+ * once. */
+Test(faults, open_fails_cleanly_when_a_wal_file_cannot_be_opened)
+{
+	tally_store *s = store_open();
+	ingest_acked(s, 3);
 	cr_assert_eq(tally_store_close(s), 0);
+	fault_io_open_fail(fio, ".wal", EACCES);
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	store_open_refused(-EACCES, errmsg);
+	cr_expect(contains(errmsg, "wal: open ") && contains(errmsg, ".wal: ") &&
+			  contains(errmsg, tally_strerror(-EACCES)),
+		  "errmsg names the step, the WAL file and the error: %s", errmsg);
+	expect_whole_after_a_failed_open();
 }
 
 /* Creating a store on a full disk: the first MANIFEST cannot be written; the
