@@ -3096,8 +3096,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	if (!dir || strlen(dir) >= PATH_SIZE_MAX) {
 		if (errmsg && dir)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE,
-				 "open: the directory's path is %zu bytes, longer than %d", strlen(dir),
-				 PATH_SIZE_MAX - 1);
+				 "open: the directory's path is %zu bytes, longer than %d",
+				 strlen(dir), PATH_SIZE_MAX - 1);
 		else if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "open: no directory given");
 		return TALLY_E_INVALID;

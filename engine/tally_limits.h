@@ -46,7 +46,8 @@ enum dim {
 #define INGEST_PART_BYTES_MAX (1u << 20)
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
-#define QUERY_CACHE_BYTES_MAX_DEFAULT (UINT64_C(256) << 20) /* options.query_cache_bytes_max: decoded rollup pages and dictionaries */
+/* options.query_cache_bytes_max: decoded rollup pages and dictionaries */
+#define QUERY_CACHE_BYTES_MAX_DEFAULT (UINT64_C(256) << 20)
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */
 /* UTC days the change map lists (changes.h): a 10-year history
  * (TALLY_BACKFILL_AGE_MAX_US) plus today and tomorrow is 3,662 days; the
