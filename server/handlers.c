@@ -14,7 +14,11 @@
  * into the engine with one tally_ingest_submit_many (one WAL record); then
  * it waits in the ack queue until the committer reports its LSN durable,
  * and only then is its IngestAck sent. If the WAL write or fsync fails, the waiting batches get
- * INTERNAL and nothing of them is acknowledged.
+ * INTERNAL and nothing of them is acknowledged. A group call that fails for
+ * a reason of one batch is retried one call per batch, so one tenant's
+ * failure never fails another's batch, and a client is told only its own
+ * batch's failure, never the store's message about another tenant
+ * (handlers_submit_group, ingest_refused).
  *
  * Queries and listings run on the worker pool; administration and stats
  * run on the loop thread (the registry and key store are the loop's).
@@ -370,10 +374,94 @@ void handlers_submit_pass(server *s)
 	pthread_mutex_unlock(&s->submit_lock);
 }
 
+/* A batch the engine's own checks refused alone (its tenant name, its
+ * size): nothing else of its call was affected. */
+static bool ingest_failure_alone(int status)
+{
+	return status == TALLY_E_TENANT || status == TALLY_E_LIMIT || status == TALLY_E_INVALID;
+}
+
+/* A failure of the whole store, not of one batch: writes refused after the
+ * WAL failed, the store closing, or its memtables full while flushes fail
+ * (a full disk). Every batch would meet it. */
+static bool ingest_failure_store_wide(int status)
+{
+	return status == TALLY_E_READONLY || status == TALLY_E_CLOSED || status == TALLY_E_BUSY;
+}
+
+/*
+ * The group's batches are of several connections and tenants, and a call
+ * of the engine (or a part of one) fails whole: one tenant's failure (its
+ * damaged segment read while deduplicating, say) would fail every batch
+ * with it. So every batch whose call or part failed for another reason
+ * than a store-wide one is submitted again, alone: it gets its own outcome,
+ * which handlers_submit_done may tell its client. A failed call or part
+ * stored nothing of its batches, and each retry is all or nothing too, so
+ * no batch is stored twice. The first store-wide failure ends the retries
+ * and is every remaining batch's too; the call that met it is then the
+ * group's last, so the store's message is that call's (handlers_submit_done
+ * shows it for TALLY_E_BUSY). *lsn covers every batch stored.
+ */
 int handlers_submit_group(server *s, uint64_t *lsn)
 {
+	tally_batch *batches = s->submit_batches;
+	size_t n = s->submitting.len;
 	*lsn = 0;
-	return tally_ingest_submit_many(s->store, s->submit_batches, s->submitting.len, lsn);
+	int rc = tally_ingest_submit_many(s->store, batches, n, lsn);
+	if (n == 1 || rc == TALLY_E_READONLY || rc == TALLY_E_CLOSED)
+		return rc; /* a batch alone has its own outcome; the store's failures are all's */
+	int store_failure = 0;
+	for (size_t i = 0; i < n; i++) {
+		tally_batch *b = &batches[i];
+		if ((!rc && !b->status) || ingest_failure_alone(b->status))
+			continue; /* stored, or refused alone */
+		if (store_failure) {
+			b->status = store_failure;
+			continue;
+		}
+		uint64_t batch_lsn = 0;
+		int batch_rc = tally_ingest_submit_many(s->store, b, 1, &batch_lsn);
+		if (batch_rc)
+			b->status = batch_rc;
+		if (!b->status && batch_lsn > *lsn)
+			*lsn = batch_lsn;
+		if (ingest_failure_store_wide(b->status))
+			store_failure = b->status;
+	}
+	return 0;
+}
+
+/*
+ * Answers a batch the engine refused, status its failure. The store's
+ * message is the store's last one, whatever thread and tenant it was
+ * about: a client is shown it only with a failure of the whole store that
+ * names no tenant, TALLY_E_BUSY (the memtables are full while flushes fail;
+ * it names the flush's error), which handlers_submit_group leaves the
+ * group's last call. Any other store-wide failure is told by its code. A
+ * failure of the batch's own (handlers_submit_group retried it alone) is
+ * told naming the batch's own tenant only, and the store's message goes to
+ * the log, for the operator.
+ */
+static void ingest_refused(server *s, conn *c, const pending_ingest *p, int status, bool live)
+{
+	char why[TALLY_ERRMSG_SIZE] = "";
+	if (!ingest_failure_alone(status)) /* the engine's other threads may be writing it */
+		tally_store_errmsg_copy(s->store, why, sizeof(why));
+	if (!ingest_failure_alone(status) && !ingest_failure_store_wide(status))
+		log_warn("ingest for tenant %s refused: %s (the store's last message: %s)",
+			 p->tenant, tally_strerror(status), why);
+	if (!live)
+		return;
+	int code = code_of_engine_error(status);
+	if (!ingest_failure_store_wide(status))
+		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
+				   "ingest refused for tenant %s: %s", p->tenant,
+				   tally_strerror(status));
+	else
+		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
+				   "ingest refused: %s%s%s", tally_strerror(status),
+				   status == TALLY_E_BUSY && why[0] ? ": " : "",
+				   status == TALLY_E_BUSY ? why : "");
 }
 
 void handlers_submit_done(server *s)
@@ -397,19 +485,7 @@ void handlers_submit_done(server *s)
 		bool live = c->fd >= 0 && c->gen == p.gen && !c->close_submitted;
 		int status = rc ? rc : batches[i].status;
 		if (status) {
-			if (live) {
-				/* The store's message says why the call, or the part
-				 * of it that held this batch, failed; a batch refused
-				 * alone (its tenant name, its size) has none. */
-				char why[TALLY_ERRMSG_SIZE] = "";
-				bool alone = !rc && (status == TALLY_E_TENANT || status == TALLY_E_LIMIT ||
-						     status == TALLY_E_INVALID);
-				if (!alone) /* the engine's other threads may be writing it */
-					tally_store_errmsg_copy(s->store, why, sizeof(why));
-				int code = code_of_engine_error(status);
-				conn_respond_error(s, c, p.request_id, p.frame_bytes, code, retry_after_of(code),
-						   "ingest refused: %s%s%s", tally_strerror(status), why[0] ? ": " : "", why);
-			}
+			ingest_refused(s, c, &p, status, live);
 			pending_free(&p);
 			continue;
 		}

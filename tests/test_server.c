@@ -771,19 +771,21 @@ Test(server, latency_threads_get_their_scheduler_slice)
 	harness_finish(&h);
 }
 
-/* The submitter held in the engine's place: the first group waits in the
- * hook until the test releases it (at most HOLD_TIMEOUT_S). */
+/* The submitter held in the engine's place: group number held_group
+ * (0: the first) waits in the hook until the test releases it (at most
+ * HOLD_TIMEOUT_S). */
 #define HOLD_TIMEOUT_S 10
 typedef struct submit_hold {
 	sem_t entered, release;
+	int held_group;
 	atomic_int groups;
 	atomic_bool timed_out;
 } submit_hold;
 
-static void hold_first_group(void *arg)
+static void hold_one_group(void *arg)
 {
 	submit_hold *hold = arg;
-	if (atomic_fetch_add(&hold->groups, 1) != 0)
+	if (atomic_fetch_add(&hold->groups, 1) != hold->held_group)
 		return;
 	sem_post(&hold->entered);
 	struct timespec until;
@@ -793,16 +795,29 @@ static void hold_first_group(void *arg)
 		atomic_store(&hold->timed_out, true);
 }
 
-/* A harness named `name` whose submitter the hold holds; started. */
-static void held_harness_start(harness *h, submit_hold *hold, const char *name)
+/* A harness named `name` whose submitter the hold holds at group
+ * held_group (0: the first); not started (harness_start). */
+static void held_harness_init(harness *h, submit_hold *hold, const char *name, int held_group)
 {
 	memset(hold, 0, sizeof(*hold));
+	hold->held_group = held_group;
 	cr_assert_eq(sem_init(&hold->entered, 0, 0), 0);
 	cr_assert_eq(sem_init(&hold->release, 0, 0), 0);
 	harness_init(h, name);
-	h->submit_hook = hold_first_group;
+	h->submit_hook = hold_one_group;
 	h->submit_hook_arg = hold;
+}
+
+/* held_harness_init, started. */
+static void held_harness_start_at(harness *h, submit_hold *hold, const char *name, int held_group)
+{
+	held_harness_init(h, hold, name, held_group);
 	harness_start(h);
+}
+
+static void held_harness_start(harness *h, submit_hold *hold, const char *name)
+{
+	held_harness_start_at(h, hold, name, 0);
 }
 
 /* Waits (at most HOLD_TIMEOUT_S) until the first group is held. */
@@ -992,18 +1007,179 @@ Test(server, a_batch_sent_to_a_stopping_server_is_never_stored)
 	hold_destroy(&hold);
 }
 
-/* The segment files in the harness's data directory. */
-static int segment_files(const harness *h)
+/* Overwrites every byte after the 32-byte header of the file at path; an
+ * open store keeps the file's index in memory, so only reads of its blocks
+ * fail (TALLY_E_CORRUPT). */
+static void segment_file_garble(const char *path)
+{
+	FILE *f = fopen(path, "r+");
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+	long size = ftell(f);
+	cr_assert_gt(size, 32, "%s", path);
+	cr_assert_eq(fseek(f, 32, SEEK_SET), 0);
+	for (long i = 32; i < size; i++)
+		cr_assert_neq(fputc(0x5a, f), EOF);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* The segment files in the harness's data directory; with garble, each is
+ * garbled (segment_file_garble) too. */
+static int segment_files_each(const harness *h, bool garble)
 {
 	char path[sizeof(h->config.data_dir) + 16];
 	snprintf(path, sizeof(path), "%s/segments", h->config.data_dir);
 	DIR *d = opendir(path);
 	cr_assert_not_null(d, "%s", path);
 	int n = 0;
-	for (struct dirent *e; (e = readdir(d));)
-		n += strstr(e->d_name, ".seg") != NULL;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (!strstr(e->d_name, ".seg"))
+			continue;
+		n++;
+		char file[sizeof(path) + 256];
+		snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+		if (garble)
+			segment_file_garble(file);
+	}
 	closedir(d);
 	return n;
+}
+
+static int segment_files(const harness *h)
+{
+	return segment_files_each(h, false);
+}
+
+/* Waits (at most HOLD_TIMEOUT_S) until the server has read n ingest requests. */
+static void ingest_requests_read(const harness *h, uint64_t n)
+{
+	uint64_t read;
+	for (int waited_ms = 0; (read = metrics_counter(h->server->metrics, M_REQUESTS_INGEST)) < n;
+	     waited_ms++) {
+		cr_assert_lt(waited_ms, HOLD_TIMEOUT_S * 1000,
+			     "the server read %llu ingest requests of %llu",
+			     (unsigned long long)read, (unsigned long long)n);
+		usleep(1000);
+	}
+}
+
+/* Description: one tenant's batch that fails in the engine fails alone.
+ * Tenant beta's stored events are in a segment file that no longer reads
+ * back; beta re-sends them (deduplication reads the file: data corruption)
+ * in the same group as two batches of tenant alpha. Alpha's batches are
+ * acknowledged, each stored once (sent again, all DUPLICATE); beta's is
+ * refused INTERNAL with a message naming only beta, and nothing of it is
+ * counted. */
+Test(server, a_tenants_failure_in_a_group_fails_only_its_own_batch)
+{
+	submit_hold hold;
+	harness h;
+	held_harness_start_at(&h, &hold, "srv-group-failure", 1);
+	char alpha_key[80], beta_key[80];
+	harness_create_tenant(&h, "alpha", alpha_key);
+	harness_create_tenant(&h, "beta", beta_key);
+	tally_client *first = harness_connect(&h, alpha_key), *a1 = harness_connect(&h, alpha_key),
+		     *a2 = harness_connect(&h, alpha_key), *b = harness_connect(&h, beta_key);
+	int64_t base = base_time();
+	tally_ingest_ack ack = ingest_range(b, "beta", 0, 10, base); /* group 0 */
+	cr_assert_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	cr_assert_eq(tally_flush(h.server->store), 0);
+	cr_assert_gt(segment_files_each(&h, true), 0, "a segment file holds beta's events");
+
+	ingest_send_range(first, "first", 0, 1, base); /* group 1, held */
+	hold_wait_entered(&hold);
+	ingest_send_range(a1, "a1", 0, 10, base);
+	ingest_send_range(b, "beta", 0, 10, base);
+	ingest_send_range(a2, "a2", 0, 5, base);
+	ingest_requests_read(&h, 5);
+	sem_post(&hold.release);
+
+	cr_assert_eq(tally_client_ingest_recv(first, &ack), 0);
+	tally_ingest_ack_free(&ack);
+	int rc = tally_client_ingest_recv(a1, &ack);
+	cr_assert_eq(rc, 0, "alpha's batch: %s %s", tally_client_strerror(rc),
+		     tally_client_last_error(a1)->message);
+	cr_expect_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	rc = tally_client_ingest_recv(a2, &ack);
+	cr_assert_eq(rc, 0, "alpha's other batch: %s %s", tally_client_strerror(rc),
+		     tally_client_last_error(a2)->message);
+	cr_expect_eq(ack.accepted, 5);
+	tally_ingest_ack_free(&ack);
+	cr_assert_eq(tally_client_ingest_recv(b, &ack), TALLY_CLIENT_REFUSED);
+	const tally_client_error *e = tally_client_last_error(b);
+	cr_expect_eq(e->code, TALLY__V1__ERROR__CODE__INTERNAL, "%s", e->message);
+	cr_expect_str_eq(e->message, "ingest refused for tenant beta: data corruption detected");
+	cr_expect_eq(atomic_load(&hold.groups), 3, "alpha's and beta's batches were one group");
+	cr_expect_not(atomic_load(&hold.timed_out));
+
+	cr_expect_eq(count_events(a1, "alpha", base, base + HOUR_US), 16);
+	ack = ingest_range(a1, "a1", 0, 10, base);
+	cr_expect_eq(ack.duplicate, 10, "stored once");
+	tally_ingest_ack_free(&ack);
+	ack = ingest_range(a2, "a2", 0, 5, base);
+	cr_expect_eq(ack.duplicate, 5, "stored once");
+	tally_ingest_ack_free(&ack);
+	tally_client_close(first);
+	tally_client_close(a1);
+	tally_client_close(a2);
+	tally_client_close(b);
+	harness_finish(&h);
+	hold_destroy(&hold);
+}
+
+/* Description: a failure of the whole store fails every batch of a group,
+ * with a message that names no tenant: after the WAL's fsync failed, a
+ * group of tenant alpha's and tenant beta's batches is refused INTERNAL,
+ * "ingest refused: store refuses writes ...", to both. */
+Test(server, a_store_failure_fails_a_group_naming_no_tenant)
+{
+	fault_io *fio = fault_io_create();
+	cr_assert_not_null(fio);
+	submit_hold hold;
+	harness h;
+	held_harness_init(&h, &hold, "srv-group-readonly", 2);
+	h.config.io = fault_io_table(fio);
+	harness_start(&h);
+	char alpha_key[80], beta_key[80];
+	harness_create_tenant(&h, "alpha", alpha_key);
+	harness_create_tenant(&h, "beta", beta_key);
+	tally_client *a = harness_connect(&h, alpha_key), *b = harness_connect(&h, beta_key);
+	int64_t base = base_time();
+	tally_ingest_ack ack = ingest_range(a, "ok", 0, 1, base); /* group 0 */
+	tally_ingest_ack_free(&ack);
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_fsync_fail_nth(fio, 1, EIO);
+	ingest_send_range(a, "lost", 0, 1, base); /* group 1: its fsync fails */
+	cr_assert_eq(tally_client_ingest_recv(a, &ack), TALLY_CLIENT_REFUSED);
+
+	ingest_send_range(a, "first", 0, 1, base); /* group 2, held */
+	hold_wait_entered(&hold);
+	ingest_send_range(b, "beta", 0, 3, base);
+	ingest_send_range(a, "alpha", 0, 3, base);
+	ingest_requests_read(&h, 5);
+	sem_post(&hold.release);
+	const char *want = "ingest refused: store refuses writes after a failed write or fsync; "
+			   "reopen to recover";
+	tally_client *clients[3] = {a, b, a};
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(tally_client_ingest_recv(clients[i], &ack), TALLY_CLIENT_REFUSED);
+		const tally_client_error *e = tally_client_last_error(clients[i]);
+		cr_expect_eq(e->code, TALLY__V1__ERROR__CODE__INTERNAL, "%s", e->message);
+		cr_expect_str_eq(e->message, want);
+	}
+	cr_expect_eq(atomic_load(&hold.groups), 4, "alpha's and beta's batches were one group");
+	tally_client_close(a);
+	tally_client_close(b);
+	server_stop(h.server);
+	pthread_join(h.thread, NULL);
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(server_close(h.server, err), -EIO, "%s", err);
+	h.server = NULL;
+	harness_finish(&h);
+	fault_io_destroy(fio);
+	hold_destroy(&hold);
 }
 
 /* Description: tallyd hands --memtable-age-max-s to the engine: on a
