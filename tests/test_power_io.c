@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "support/fault_io.h"
 #include "support/power_io.h"
 #include "support/test_dir.h"
 
@@ -129,16 +130,21 @@ Test(power_io, a_directory_fsync_makes_the_changes_durable)
 	test_dir_remove(&dir);
 }
 
-/* A power_io over a fresh directory, and in it the file "log", created
- * and its name made durable. */
-static int durable_log(test_dir *dir, power_io **p)
+/* A power_io over inner in a fresh directory, and in it the file "log",
+ * created and its name made durable. */
+static int durable_log_over(test_dir *dir, power_io **p, const tally_io *inner)
 {
 	test_dir_make(dir, "power");
-	*p = power_io_create(tally_io_default());
+	*p = power_io_create(inner);
 	const tally_io *io = power_io_table(*p);
 	int fd = open_in(io, dir->path, "log", O_CREAT | O_RDWR);
 	cr_assert_eq(io->fsync_dir(io, dir->path), 0);
 	return fd;
+}
+
+static int durable_log(test_dir *dir, power_io **p)
+{
+	return durable_log_over(dir, p, tally_io_default());
 }
 
 Test(power_io, after_the_power_fails_every_change_is_eio_and_the_cut_keeps_the_synced_bytes)
@@ -209,6 +215,96 @@ Test(power_io, an_unsynced_overwrite_of_durable_bytes_is_undone_a_synced_one_kep
 	cr_expect_eq(size_of(dir.path, "log"), 8);
 	read_back(dir.path, "log", buf, sizeof(buf));
 	cr_expect_eq(memcmp(buf, "AAAABB..", 8), 0, "got %.8s", buf);
+	power_io_destroy(p);
+	test_dir_remove(&dir);
+}
+
+/* "log" over a fault_io: "0123456789" durable, then "XY" written over its
+ * start and "abcdef" after it, and the fdatasync that follows failed. */
+static int log_after_a_failed_sync(test_dir *dir, power_io **p, fault_io **f)
+{
+	*f = fault_io_create();
+	cr_assert_not_null(*f);
+	int fd = durable_log_over(dir, p, fault_io_table(*f));
+	const tally_io *io = power_io_table(*p);
+	cr_assert_eq(tally_io_write_all(io, fd, "0123456789", 10, 0), 0);
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "abcdef", 6, 10), 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "XY", 2, 0), 0);
+	fault_io_fsync_fail_nth(*f, 1, EIO);
+	cr_assert_eq(io->fdatasync(io, fd), -EIO);
+	return fd;
+}
+
+Test(power_io, bytes_a_failed_sync_left_stay_lost_though_a_later_sync_succeeds)
+{
+	test_dir dir;
+	power_io *p;
+	fault_io *f;
+	int fd = log_after_a_failed_sync(&dir, &p, &f);
+	const tally_io *io = power_io_table(p);
+	cr_assert_eq(tally_io_write_all(io, fd, "zz", 2, 16), 0);
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	char buf[18];
+	cr_expect_eq(io->pread(io, fd, buf, sizeof(buf), 0), 18);
+	cr_expect_eq(memcmp(buf, "XY23456789abcdefzz", 18), 0, "the pages are still read");
+	close(fd);
+	cr_assert_eq(power_io_cut(p), 0);
+	cr_expect_eq(size_of(dir.path, "log"), 18);
+	read_back(dir.path, "log", buf, sizeof(buf));
+	cr_expect_eq(memcmp(buf, "0123456789\0\0\0\0\0\0zz", 18), 0,
+		     "the disk has the old start, zeros where the growth was lost, and what was "
+		     "written and synced after the failure");
+	power_io_destroy(p);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(power_io, bytes_a_failed_sync_left_are_durable_once_written_again_and_synced)
+{
+	test_dir dir;
+	power_io *p;
+	fault_io *f;
+	int fd = log_after_a_failed_sync(&dir, &p, &f);
+	const tally_io *io = power_io_table(p);
+	cr_assert_eq(tally_io_write_all(io, fd, "XY", 2, 0), 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "bcd", 3, 11), 0); /* a part of the growth */
+	cr_assert_eq(io->fdatasync(io, fd), 0);
+	cr_assert_eq(tally_io_write_all(io, fd, "e", 1, 14), 0); /* written again, not synced */
+	close(fd);
+	cr_assert_eq(power_io_cut(p), 0);
+	char buf[16];
+	cr_expect_eq(size_of(dir.path, "log"), 16);
+	read_back(dir.path, "log", buf, sizeof(buf));
+	cr_expect_eq(memcmp(buf, "XY23456789\0bcd\0\0", 16), 0,
+		     "only the bytes written again and synced are back");
+	power_io_destroy(p);
+	fault_io_destroy(f);
+	test_dir_remove(&dir);
+}
+
+Test(power_io, a_directory_made_is_removed_with_its_files_until_its_parent_is_synced)
+{
+	test_dir dir;
+	test_dir_make(&dir, "power");
+	power_io *p = power_io_create(tally_io_default());
+	const tally_io *io = power_io_table(p);
+	char kept[256], lost[256];
+	snprintf(kept, sizeof(kept), "%s/kept", dir.path);
+	snprintf(lost, sizeof(lost), "%s/lost", dir.path);
+	cr_assert_eq(io->mkdir(io, kept, 0700), 0);
+	cr_assert_eq(io->fsync_dir(io, dir.path), 0);
+	cr_assert_eq(io->mkdir(io, lost, 0700), 0);
+	int fd = open_in(io, lost, "file", O_CREAT | O_RDWR);
+	cr_assert_eq(tally_io_write_all(io, fd, "data", 4, 0), 0);
+	cr_assert_eq(io->fsync(io, fd), 0);
+	cr_assert_eq(io->fsync_dir(io, lost), 0); /* the file is durable in lost/ ... */
+	close(fd);
+	cr_assert_eq(power_io_cut(p), 0);          /* ... but lost/ is not in dir */
+	struct stat st;
+	cr_expect_eq(stat(kept, &st), 0);
+	cr_expect_eq(stat(lost, &st), -1);
+	cr_expect_eq(rmdir(kept), 0);
 	power_io_destroy(p);
 	test_dir_remove(&dir);
 }

@@ -9,12 +9,15 @@
  *             renames), to find a file from an fd.
  *   undo[]    the bytes below a file's durable size that a write replaced
  *             since the file's last sync, as they were, oldest first (the
- *             WAL rewrites its last block in place: see power_io.h).
+ *             WAL rewrites its last block in place: see power_io.h); and,
+ *             marked lost, the bytes a failed sync could not make durable,
+ *             as the disk still holds them, until they are written again.
  * Every wrapped call holds p->cut shared while it runs; a cut takes it
  * exclusive, so it never races a call in flight, and never releases it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,20 +38,28 @@ typedef struct power_file {
 	int64_t durable_size;
 } power_file;
 
-/* Durable bytes a write replaced, to put back at a cut. */
+/* Durable bytes a write replaced, to put back at a cut. A lost one holds
+ * what the disk has where a sync failed: a successful sync keeps it; a
+ * write over it makes that part an ordinary one. */
 typedef struct undo_write {
 	uint32_t file;   /* index in files[] */
 	uint64_t offset;
 	size_t size;
 	uint8_t *bytes;
+	int lost;
 } undo_write;
 
-enum pending_kind { PENDING_CREATE, PENDING_RENAME, PENDING_RENAME_OVER, PENDING_UNLINK };
+/* A directory a cut removes is at most this deep below the one made. */
+#define POWER_TREE_FDS_MAX 16
+
+enum pending_kind {
+	PENDING_CREATE, PENDING_RENAME, PENDING_RENAME_OVER, PENDING_UNLINK, PENDING_MKDIR
+};
 
 typedef struct pending_op {
 	enum pending_kind kind;
 	char dir[POWER_PATH_SIZE];
-	char a[POWER_PATH_SIZE];     /* CREATE: path; RENAME*: from; UNLINK: path */
+	char a[POWER_PATH_SIZE];     /* CREATE, MKDIR: path; RENAME*: from; UNLINK: path */
 	char b[POWER_PATH_SIZE];     /* RENAME*: to */
 	char trash[POWER_PATH_SIZE]; /* RENAME_OVER: the replaced file; UNLINK: the file */
 } pending_op;
@@ -164,14 +175,15 @@ static void trash_name(power_io *p, const char *path, char *out)
 		 (unsigned long long)++p->trash_seq);
 }
 
-/* mu held: forgets file i's saved bytes at or past `from` (all of them
- * from 0: the file was synced). */
-static void undo_drop(power_io *p, uint32_t i, uint64_t from)
+/* mu held: forgets file i's saved bytes at or past `from` (the file was
+ * cut there); with `synced`, every one of them but the lost ones (the file
+ * was synced: from is 0). */
+static void undo_drop(power_io *p, uint32_t i, uint64_t from, int synced)
 {
 	uint32_t kept = 0;
 	for (uint32_t k = 0; k < p->undo_count; k++) {
 		undo_write *u = &p->undo[k];
-		if (u->file == i && u->offset + u->size > from) {
+		if (u->file == i && u->offset + u->size > from && !(synced && u->lost)) {
 			if (u->offset >= from) {
 				free(u->bytes);
 				continue;
@@ -181,6 +193,16 @@ static void undo_drop(power_io *p, uint32_t i, uint64_t from)
 		p->undo[kept++] = *u;
 	}
 	p->undo_count = kept;
+}
+
+/* mu held: room for one more undo entry (a test harness cannot go on
+ * faithfully without it). */
+static undo_write *undo_push(power_io *p)
+{
+	if (table_grow((void **)&p->undo, p->undo_count, &p->undo_capacity, sizeof(*p->undo),
+		       UINT32_MAX))
+		abort();
+	return &p->undo[p->undo_count++];
 }
 
 /* mu held, before a write of size bytes at offset to fd: saves the
@@ -196,16 +218,90 @@ static void undo_save(power_io *p, int fd, uint64_t offset, size_t size)
 		return;
 	size_t n = (uint64_t)f->durable_size - offset < size ? (size_t)(f->durable_size - (int64_t)offset)
 							   : size;
-	if (table_grow((void **)&p->undo, p->undo_count, &p->undo_capacity, sizeof(*p->undo),
-		       UINT32_MAX))
-		abort(); /* a test harness: no way to go on faithfully */
 	uint8_t *bytes = malloc(n);
 	/* Read by name: fd may be open with O_DIRECT, which wants aligned buffers. */
 	int rfd = open(f->name, O_RDONLY | O_CLOEXEC);
 	if (!bytes || rfd < 0 || pread(rfd, bytes, n, (off_t)offset) != (ssize_t)n)
 		abort();
 	close(rfd);
-	p->undo[p->undo_count++] = (undo_write){(uint32_t)(f - p->files), offset, n, bytes};
+	*undo_push(p) = (undo_write){(uint32_t)(f - p->files), offset, n, bytes, 0};
+}
+
+/* mu held: a new lost entry of u's bytes [from, to) (file offsets). */
+static void undo_lost_copy(power_io *p, const undo_write *u, uint64_t from, uint64_t to)
+{
+	uint8_t *bytes = malloc(to - from);
+	if (!bytes)
+		abort();
+	memcpy(bytes, u->bytes + (from - u->offset), to - from);
+	*undo_push(p) = (undo_write){u->file, from, to - from, bytes, 1};
+}
+
+/* mu held, before a write of [offset, offset + size) to file i: the part
+ * of each lost entry it covers becomes ordinary (the write dirties those
+ * bytes again: a later sync makes them durable), the rest stays lost. The
+ * parts left are new entries at the end; no write after the lost entry
+ * touched them, so their place in the order does not matter. */
+static void undo_rewritten(power_io *p, uint32_t i, uint64_t offset, size_t size)
+{
+	uint64_t end = offset + size;
+	uint32_t count = p->undo_count;
+	for (uint32_t k = 0; k < count; k++) {
+		undo_write u = p->undo[k];
+		uint64_t u_end = u.offset + u.size;
+		if (u.file != i || !u.lost || u_end <= offset || u.offset >= end)
+			continue;
+		uint64_t from = u.offset > offset ? u.offset : offset;
+		uint64_t to = u_end < end ? u_end : end;
+		uint8_t *middle = malloc(to - from);
+		if (!middle)
+			abort();
+		memcpy(middle, u.bytes + (from - u.offset), to - from);
+		p->undo[k] = (undo_write){i, from, to - from, middle, 0};
+		if (u.offset < from)
+			undo_lost_copy(p, &u, u.offset, from);
+		if (to < u_end)
+			undo_lost_copy(p, &u, to, u_end);
+		free(u.bytes);
+	}
+}
+
+/* mu held, after a sync of file f failed: what was written since its last
+ * successful sync is lost (power_io.h). The saved bytes it replaced become
+ * lost entries, and so does its growth past the durable size, as zeros. */
+static void sync_failed(power_io *p, power_file *f, int64_t size)
+{
+	uint32_t i = (uint32_t)(f - p->files);
+	for (uint32_t k = 0; k < p->undo_count; k++)
+		if (p->undo[k].file == i)
+			p->undo[k].lost = 1;
+	if (size <= f->durable_size)
+		return;
+	undo_write *grown = undo_push(p);
+	size_t n = (size_t)(size - f->durable_size);
+	*grown = (undo_write){i, (uint64_t)f->durable_size, n, calloc(1, n), 1};
+	if (!grown->bytes)
+		abort();
+}
+
+/* nftw callback of remove_tree: removes one entry, depth first. */
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	return remove(path) ? -1 : 0;
+}
+
+/* Removes directory `path` with everything in it, and forgets the files
+ * under it. 0 or -errno. */
+static int remove_tree(power_io *p, const char *path)
+{
+	size_t n = strlen(path);
+	for (uint32_t i = 0; i < p->file_count; i++)
+		if (strncmp(p->files[i].name, path, n) == 0 && p->files[i].name[n] == '/')
+			p->files[i].name[0] = 0;
+	return nftw(path, remove_entry, POWER_TREE_FDS_MAX, FTW_DEPTH | FTW_PHYS) ? -errno : 0;
 }
 
 static int apply_cut(power_io *p)
@@ -238,6 +334,9 @@ static int apply_cut(power_io *p)
 		case PENDING_UNLINK:
 			rc = in->rename(in, op->trash, op->a);
 			file_rename(p, op->trash, op->a);
+			break;
+		case PENDING_MKDIR:
+			rc = remove_tree(p, op->a);
 			break;
 		}
 		if (rc && rc != -ENOENT && !first)
@@ -364,6 +463,10 @@ static int64_t p_pwrite(const tally_io *io, int fd, const void *buf, size_t size
 	if (op_begin(p))
 		return -EIO;
 	pthread_mutex_lock(&p->mu);
+	power_file *f = fd >= 0 && fd < POWER_FD_MAX && p->paths[fd] ? file_find(p, p->paths[fd])
+								      : NULL;
+	if (f)
+		undo_rewritten(p, (uint32_t)(f - p->files), offset, size);
 	undo_save(p, fd, offset, size);
 	pthread_mutex_unlock(&p->mu);
 	int64_t rc = p->inner->pwrite(p->inner, fd, buf, size, offset);
@@ -377,18 +480,18 @@ static int p_sync(const tally_io *io, int fd, int data_only)
 	if (op_begin(p))
 		return -EIO;
 	int rc = data_only ? p->inner->fdatasync(p->inner, fd) : p->inner->fsync(p->inner, fd);
-	if (!rc) {
-		int64_t size = p->inner->file_size(p->inner, fd);
-		pthread_mutex_lock(&p->mu);
-		if (size >= 0 && fd >= 0 && fd < POWER_FD_MAX && p->paths[fd]) {
-			power_file *f = file_track(p, p->paths[fd], size);
-			if (f) {
-				f->durable_size = size;
-				undo_drop(p, (uint32_t)(f - p->files), 0);
-			}
+	int64_t size = p->inner->file_size(p->inner, fd);
+	pthread_mutex_lock(&p->mu);
+	if (size >= 0 && fd >= 0 && fd < POWER_FD_MAX && p->paths[fd]) {
+		power_file *f = file_track(p, p->paths[fd], size);
+		if (f && rc) {
+			sync_failed(p, f, size);
+		} else if (f) {
+			f->durable_size = size;
+			undo_drop(p, (uint32_t)(f - p->files), 0, 1);
 		}
-		pthread_mutex_unlock(&p->mu);
 	}
+	pthread_mutex_unlock(&p->mu);
 	op_end(p);
 	return rc;
 }
@@ -416,7 +519,7 @@ static int p_ftruncate(const tally_io *io, int fd, uint64_t size)
 			if (f && f->durable_size > (int64_t)size)
 				f->durable_size = (int64_t)size;
 			if (f)
-				undo_drop(p, (uint32_t)(f - p->files), size);
+				undo_drop(p, (uint32_t)(f - p->files), size, 0);
 		}
 		pthread_mutex_unlock(&p->mu);
 	}
@@ -493,7 +596,16 @@ static int p_unlink(const tally_io *io, const char *path)
 static int p_mkdir(const tally_io *io, const char *path, int mode)
 {
 	power_io *p = from(io);
-	return p->inner->mkdir(p->inner, path, mode);
+	if (op_begin(p))
+		return -EIO;
+	int rc = p->inner->mkdir(p->inner, path, mode);
+	if (!rc) {
+		pthread_mutex_lock(&p->mu);
+		pending_add(p, PENDING_MKDIR, path, NULL, NULL);
+		pthread_mutex_unlock(&p->mu);
+	}
+	op_end(p);
+	return rc;
 }
 
 typedef struct list_ctx {

@@ -17,19 +17,30 @@
  * unless the file was synced after the write. So every write not followed
  * by a successful sync of its file is lost whole.
  *
+ * A failed fsync/fdatasync (an error from the inner table: a fault_io
+ * below) loses the bytes written since the file's last successful sync, as
+ * Linux does: the kernel marks the pages it could not write clean, so they
+ * stay readable until the cut but a later successful sync does not make
+ * them durable (the PostgreSQL fsync lesson). Only writing them again
+ * does: a cut puts back what those bytes were before (zeros past the old
+ * durable size) unless they were written again and synced since.
+ *
+ * A directory made by mkdir is a change of its parent: a cut removes it,
+ * with everything in it, unless the parent was fsynced after it.
+ *
  * The model, and its simplifications:
  *   - a write is lost whole or kept whole, never torn (the crash test cuts
  *     writes short with fault_io for torn ones);
  *   and, on the side of keeping data:
  *   - ftruncate is taken as durable at once (recovery's torn-tail cut);
- *   - mkdir is taken as durable at once (the test makes the data directory);
  *   - a file's durable size follows it through renames (the inode's).
  *
  * Unlink and rename-over keep the victim's bytes under a hidden name in the
  * same directory until the directory is fsynced, so a cut can restore them.
  *
  * power_io_cut_after(p, n): the nth mutating call from now (open with
- * O_CREAT, pwrite, fsync, fdatasync, ftruncate, rename, unlink, fsync_dir)
+ * O_CREAT, pwrite, fsync, fdatasync, ftruncate, rename, unlink, mkdir,
+ * fsync_dir)
  * does not happen: it waits for the calls in flight, applies the cut and
  * ends the process with _exit(POWER_IO_EXIT_CODE). For child processes.
  */
