@@ -663,3 +663,30 @@ int tally_io_durable_publish(const tally_io *io, int fd, const char *dir,
 		ret = io->fsync_dir(io, dir);
 	return ret;
 }
+
+int tally_io_fsync_parent(const tally_io *io, const char *path)
+{
+	char parent[IO_PATH_SIZE_MAX];
+	int length = snprintf(parent, sizeof(parent), "%s", path);
+	if (length < 0 || length >= IO_PATH_SIZE_MAX)
+		return -ENAMETOOLONG;
+	size_t n = (size_t)length;
+	while (n > 1 && parent[n - 1] == '/')
+		parent[--n] = '\0';
+	char *slash = strrchr(parent, '/');
+	if (!slash)
+		snprintf(parent, sizeof(parent), ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	return io->fsync_dir(io, parent);
+}
+
+int tally_io_make_dir(const tally_io *io, const char *path, int mode)
+{
+	int rc = io->mkdir(io, path, mode);
+	if (rc == -EEXIST)
+		return 0;
+	return rc ? rc : tally_io_fsync_parent(io, path);
+}

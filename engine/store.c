@@ -3066,11 +3066,6 @@ static int dir_has_files(const tally_io *io, const char *path, const char *suffi
 	return p.found;
 }
 
-static int make_dir(const tally_io *io, const char *path)
-{
-	int rc = io->mkdir(io, path, 0755);
-	return rc == -EEXIST ? 0 : rc;
-}
 
 /* Starts fn(s) on *thread, named `name` (a debugging aid: a failure to
  * set it is harmless), and sets *started. On failure stops the threads
@@ -3151,8 +3146,9 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	const tally_io *io = s->io;
 	char path[PATH_SIZE_MAX + 16];
 	int rc;
-	if ((rc = make_dir(io, s->dir)) || (rc = make_dir(io, s->wal_dir)) ||
-	    (rc = make_dir(io, s->segment_dir))) {
+	if ((rc = tally_io_make_dir(io, s->dir, 0755)) ||
+	    (rc = tally_io_make_dir(io, s->wal_dir, 0755)) ||
+	    (rc = tally_io_make_dir(io, s->segment_dir, 0755))) {
 		set_errmsg(s, "create data directory %s: %s", dir, rc);
 		goto fail;
 	}
@@ -3186,6 +3182,11 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		s->manifest.wal_file_id_next = 1;
 		if (!(rc = change_map_init(&s->manifest.changes)))
 			rc = manifest_write(io, s->dir, &s->manifest, s->errmsg);
+		/* A new store in a directory made before the open (by an
+		 * operator, say): its entry in its parent is made durable too,
+		 * before anything is acknowledged in it. */
+		if (!rc && (rc = tally_io_fsync_parent(io, s->dir)))
+			set_errmsg(s, "fsync the directory holding %s: %s", dir, rc);
 	}
 	if (rc)
 		goto fail;

@@ -88,6 +88,17 @@ int tally_io_durable_replace(const tally_io *io, const char *dir, const char *na
 int tally_io_durable_publish(const tally_io *io, int fd, const char *dir,
 			     const char *tmp_name, const char *name);
 
+/* fsyncs the directory that holds `path` ("." for a name without a slash),
+ * so that path's entry in it is durable. 0 or -errno (-ENAMETOOLONG for a
+ * path over IO_PATH_SIZE_MAX bytes). */
+int tally_io_fsync_parent(const tally_io *io, const char *path);
+
+/* Makes directory `path` (mode as mkdir's) and, when it was made, makes its
+ * entry durable (tally_io_fsync_parent): a directory made and not synced
+ * into its parent can vanish at a power cut with everything written in it.
+ * 0 also when it exists already; otherwise -errno of the failing step. */
+int tally_io_make_dir(const tally_io *io, const char *path, int mode);
+
 #ifdef __cplusplus
 }
 #endif

@@ -175,9 +175,15 @@
  *     the bound also keeps the search linear on a tail of random garbage).
  *     If one exists: corruption in the middle ("valid records follow at
  *     offset Y"). If not: the file is truncated to X and fsync'ed.
- *   - The newest file is fsync'ed before the records are reported durable:
- *     they may be pages that a failed fsync of an earlier process left in the
- *     page cache.
+ *   - The newest file is written again, in place, and fsync'ed before it is
+ *     read: its bytes may be pages that a failed fsync of an earlier process
+ *     left in the page cache. Linux marks such pages clean, so an fsync alone
+ *     would write nothing and "succeed" over lost data (the lesson above);
+ *     written again, they are dirty, and the fsync makes exactly the bytes
+ *     the scan then reads durable, or fails the open. (An O_DIRECT write
+ *     whose fdatasync failed may sit in the device's volatile cache: the
+ *     same rewrite covers it.) The cost is one write of the newest file
+ *     (about wal_file_bytes_max at most) per open.
  *   Known trade-off: a multi-page write torn so that a later page reached the
  *   disk and an earlier one did not looks exactly like corruption in the
  *   middle, and stops startup; the message says where, and `tally verify`
@@ -216,6 +222,7 @@
 #define WAL_FILE_NAME_SIZE (WAL_FILE_NAME_HEX_DIGITS + 4u) /* without the NUL */
 #define WAL_PATH_SIZE_MAX 4096u
 #define WAL_READ_WINDOW_BYTES (1u << 20)   /* recovery reads this much at a time */
+#define WAL_REWRITE_CHUNK_BYTES (1u << 20) /* recovery writes the newest file again in these */
 #define WAL_BUFFER_BYTES_INITIAL (1u << 20) /* first allocation of each buffer */
 #define WAL_DIRECT_BLOCK 4096u               /* direct I/O: offset, size and memory alignment */
 #define WAL_DIRECT_STAGE_BYTES (1u << 20)    /* direct I/O: a run is written in pieces this big */
@@ -1291,6 +1298,25 @@ static int wal_scan_bad_header(wal_scan *s, bool is_last, const char *what, bool
 }
 
 /* Scans one file: header, chain and every record. */
+/* Writes bytes [0, size) of fd again, as they read (see the essay). 0 or
+ * -errno. */
+static int wal_rewrite(const tally_io *io, int fd, uint64_t size)
+{
+	uint8_t *chunk = malloc(WAL_REWRITE_CHUNK_BYTES);
+	if (!chunk)
+		return -ENOMEM;
+	int rc = 0;
+	for (uint64_t at = 0; at < size && !rc; at += WAL_REWRITE_CHUNK_BYTES) {
+		size_t n = size - at < WAL_REWRITE_CHUNK_BYTES ? (size_t)(size - at)
+							       : WAL_REWRITE_CHUNK_BYTES;
+		rc = tally_io_read_all(io, fd, chunk, n, at);
+		if (!rc)
+			rc = tally_io_write_all(io, fd, chunk, n, at);
+	}
+	free(chunk);
+	return rc;
+}
+
 static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 {
 	const tally_io *io = s->io;
@@ -1307,6 +1333,15 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 	if (file_size < 0) {
 		rc = wal_scan_fail(s, (int)file_size, "stat");
 		goto out;
+	}
+	if (writable) {
+		/* See the essay: records read may be pages a failed fsync left behind. */
+		rc = wal_rewrite(io, fd, (uint64_t)file_size);
+		s->fsync_count++;
+		if (rc || (rc = io->fsync(io, fd))) {
+			rc = wal_scan_fail(s, rc, "write again and fsync");
+			goto out;
+		}
 	}
 	r->fd = fd;
 	r->file_size = (uint64_t)file_size;
@@ -1471,9 +1506,8 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 		break;
 	}
 
-	if (writable) {
-		/* See the essay: records read may be pages a failed fsync left behind. */
-		s->fsync_count++;
+	if (writable && r->file_size < (uint64_t)file_size) {
+		s->fsync_count++; /* the torn tail's cut */
 		rc = io->fsync(io, fd);
 		if (rc) {
 			rc = wal_scan_fail(s, rc, "fsync");
@@ -1566,23 +1600,6 @@ static int wal_scan_dir(wal_scan *s)
 
 /* ---- Open and verify ----------------------------------------------------- */
 
-/* fsyncs the parent of dir, after mkdir created dir. */
-static int wal_fsync_parent(const tally_io *io, const char *dir)
-{
-	char parent[WAL_PATH_SIZE_MAX];
-	snprintf(parent, sizeof parent, "%s", dir);
-	size_t n = strlen(parent);
-	while (n > 1 && parent[n - 1] == '/')
-		parent[--n] = '\0';
-	char *slash = strrchr(parent, '/');
-	if (!slash)
-		snprintf(parent, sizeof parent, ".");
-	else if (slash == parent)
-		parent[1] = '\0';
-	else
-		*slash = '\0';
-	return io->fsync_dir(io, parent);
-}
 
 int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 	     uint64_t replay_from_lsn, wal_replay_fn fn, void *ctx, wal **out,
@@ -1600,11 +1617,7 @@ int wal_open(const tally_io *io, const char *dir, const wal_options *options,
 		return TALLY_E_INVALID;
 	}
 
-	int rc = io->mkdir(io, dir, 0700);
-	if (rc == 0)
-		rc = wal_fsync_parent(io, dir);
-	else if (rc == -EEXIST)
-		rc = 0;
+	int rc = tally_io_make_dir(io, dir, 0700);
 	if (rc) {
 		wal_errmsg_set(errmsg, "wal: create directory %s: %s", dir,
 			 tally_strerror(rc));
