@@ -12,6 +12,7 @@
  * page's data, an event that the page missed has a later change than the
  * watermark, and its day shows up in ChangedDays(watermark).
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -116,6 +117,7 @@ static void run_daily_usage(worker_job *job)
 	if (!p.results)
 		rc = -ENOMEM;
 	tally_query q = {0};
+	assert(u->day >= 0 && u->day < INT64_MAX / TALLY_US_PER_DAY); /* on_daily_usage */
 	q.from_us = (int64_t)u->day * TALLY_US_PER_DAY;
 	q.to_us = q.from_us + TALLY_US_PER_DAY;
 	q.bucket = TALLY_BUCKET_NONE;
@@ -192,10 +194,16 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 				   "tenant_limit %u: at most %u tenants per page", limit, USAGE_TENANTS_MAX);
 		return;
 	}
-	int64_t day_us = (int64_t)m->day * TALLY_US_PER_DAY;
-	if (day_us > server_now_us()) {
+	/* Compared as days, before any multiplication: an int32 day times
+	 * TALLY_US_PER_DAY passes int64 from day 106,751,992 on. A day is
+	 * exported once it has begun, and no day before 1970-01-01 has an
+	 * event (tools/export.h, EXPORT_E_DAY). */
+	int64_t today = server_now_us() / TALLY_US_PER_DAY;
+	if (m->day < 0 || m->day > today) {
 		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
-				   "day %d is in the future", m->day);
+				   "day %d is outside the days a DailyUsage may ask for: "
+				   "0 (1970-01-01) to %" PRId64 " (today, UTC)",
+				   m->day, today);
 		return;
 	}
 	size_t n;
