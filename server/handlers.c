@@ -23,6 +23,7 @@
  * Queries and listings run on the worker pool; administration and stats
  * run on the loop thread (the registry and key store are the loop's).
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -42,7 +43,8 @@
 
 /* ---- queues --------------------------------------------------------------- */
 
-static int queue_push(ingest_queue *q, const pending_ingest *item)
+/* Room for one more item in q: 0 or -ENOMEM. */
+static int queue_reserve(ingest_queue *q)
 {
 	if (q->len == q->cap) {
 		size_t cap = q->cap ? q->cap * 2 : 64;
@@ -56,6 +58,16 @@ static int queue_push(ingest_queue *q, const pending_ingest *item)
 		q->cap = cap;
 		q->head = 0;
 	}
+	return 0;
+}
+
+/* Appends item to q: 0, or -ENOMEM (q unchanged); after a successful
+ * queue_reserve, 0. */
+static int queue_push(ingest_queue *q, const pending_ingest *item)
+{
+	int rc = queue_reserve(q);
+	if (rc)
+		return rc;
 	q->items[(q->head + q->len) % q->cap] = *item;
 	q->len++;
 	return 0;
@@ -169,13 +181,26 @@ static bool auth_still_valid(server *s, conn *c, uint64_t request_id, uint64_t f
 	return false;
 }
 
+/* Answers a request refused because a tenant cannot be created: rc and
+ * errmsg from tenants.h. */
+static void tenant_error_respond(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes,
+				 int rc, const char *errmsg)
+{
+	int code = rc == -EEXIST ? ERR_CONFLICT : rc == TALLY_E_TENANT ? ERR_BAD_REQUEST
+		   : rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : error_code_of_failure(rc);
+	conn_respond_error(s, c, request_id, frame_bytes, code, retry_after_of(code), "%s", errmsg);
+}
+
 /*
  * The tenant a tenant request acts for, into out: the key's tenant, or for
- * an admin key the named one (which must exist unless create is set, and
- * then is created). Answers the request and returns false when refused.
+ * an admin key the named one, which must exist unless create is not NULL
+ * (an ingest with create_tenant): then a tenant that could be created
+ * (tenants_check_new) sets *create, and the caller creates it once the
+ * request is accepted (ingest_tenant_create), so a refused request creates
+ * nothing. Answers the request and returns false when refused.
  */
 static bool scope_tenant(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes,
-			 const char *named, bool create, const char *what, char *out)
+			 const char *named, bool *create, const char *what, char *out)
 {
 	named = named ? named : "";
 	if (!c->admin) {
@@ -198,19 +223,13 @@ static bool scope_tenant(server *s, conn *c, uint64_t request_id, uint64_t frame
 					   "no tenant %.80s (ingest may create it with create_tenant)", named);
 			return false;
 		}
-		/* In memory at once; in tenants.json within a second
-		 * (handlers_save_tenants). Until then the tenant's existence is
-		 * carried by its events: the WAL holds them before the ack, and
-		 * server_open adds every tenant the store knows to the registry. */
 		char errmsg[TALLY_ERRMSG_SIZE];
-		int rc = tenants_add_pending(s->tenants, named, errmsg);
-		if (rc && rc != -EEXIST) {
-			int code = rc == TALLY_E_TENANT ? ERR_BAD_REQUEST : error_code_of_failure(rc);
-			conn_respond_error(s, c, request_id, frame_bytes, code, retry_after_of(code), "%s",
-					   errmsg);
+		int rc = tenants_check_new(s->tenants, named, errmsg);
+		if (rc) {
+			tenant_error_respond(s, c, request_id, frame_bytes, rc, errmsg);
 			return false;
 		}
-		log_info("admin key %s creates tenant %s by ingest", c->key_id, named);
+		*create = true;
 	}
 	metrics_add(s->metrics, M_ADMIN_ACTING_FOR_TENANT, 1);
 	log_info("admin key %s (%s): %s for tenant %s", c->key_id, c->peer, what, named);
@@ -283,6 +302,32 @@ static void on_hello(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 
 /* ---- ingest --------------------------------------------------------------- */
 
+/*
+ * Creates the tenant an admin's ingest named with create_tenant, once its
+ * batch is accepted (scope_tenant checked that it can be created). In
+ * memory at once; in tenants.json within a second (handlers_save_tenants).
+ * Until then the tenant's existence is carried by its events: the WAL holds
+ * them before the ack, and server_open adds every tenant the store knows to
+ * the registry. Answers the request and returns false when refused.
+ */
+static bool ingest_tenant_create(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes,
+				 const char *name)
+{
+	char errmsg[TALLY_ERRMSG_SIZE];
+	int rc = tenants_add_pending(s->tenants, name, errmsg);
+	if (rc) {
+		tenant_error_respond(s, c, request_id, frame_bytes, rc, errmsg);
+		return false;
+	}
+	log_info("admin key %s creates tenant %s by ingest", c->key_id, name);
+	return true;
+}
+
+/*
+ * An IngestBatch: scoped, checked and decoded, then into the pass queue.
+ * Every refusal comes before the tenant that create_tenant names is
+ * created, so a refused batch creates nothing.
+ */
 static void on_ingest(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, bool *kept)
 {
 	const Tally__V1__IngestBatch *b = req->ingest;
@@ -292,7 +337,9 @@ static void on_ingest(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, 
 		return;
 	}
 	pending_ingest p = {0};
-	if (!scope_tenant(s, c, req->request_id, fb, b->tenant, b->create_tenant, "ingest", p.tenant))
+	bool create = false;
+	if (!scope_tenant(s, c, req->request_id, fb, b->tenant, b->create_tenant ? &create : NULL,
+			  "ingest", p.tenant))
 		return;
 	size_t n = b->n_time_us;
 	if (n > s->config.batch_events_max) {
@@ -316,6 +363,18 @@ static void on_ingest(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, 
 				   st == BATCH_TOO_LARGE ? ERR_TOO_LARGE : ERR_BAD_REQUEST, 0, "%s", errmsg);
 		return;
 	}
+	/* Room in the queue before the tenant is created: after it, nothing
+	 * refuses the batch. */
+	if (queue_reserve(&s->pass)) {
+		pending_free(&p);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS,
+				   "out of memory queueing a batch");
+		return;
+	}
+	if (create && !ingest_tenant_create(s, c, req->request_id, fb, p.tenant)) {
+		pending_free(&p);
+		return;
+	}
 	p.slot = (uint32_t)(c - s->conns);
 	p.gen = c->gen;
 	p.request_id = req->request_id;
@@ -323,13 +382,9 @@ static void on_ingest(server *s, conn *c, Tally__V1__Request *req, uint64_t fb, 
 	p.request = req;
 	p.backfill = b->backfill;
 	p.received_us = server_now_us();
-	if (queue_push(&s->pass, &p)) {
-		p.request = NULL;
-		pending_free(&p);
-		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS,
-				   "out of memory queueing a batch");
-		return;
-	}
+	int rc = queue_push(&s->pass, &p);
+	assert(rc == 0); /* reserved */
+	(void)rc;
 	*kept = true;
 }
 
@@ -753,7 +808,8 @@ static void on_read_request(server *s, conn *c, Tally__V1__Request *req, uint64_
 		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
 		return;
 	}
-	if (!scope_tenant(s, c, req->request_id, fb, named, false, query ? "query" : "list_events", r->tenant)) {
+	if (!scope_tenant(s, c, req->request_id, fb, named, NULL, query ? "query" : "list_events",
+			  r->tenant)) {
 		free(r);
 		free(job);
 		return;
@@ -787,9 +843,7 @@ static void on_create_tenant(server *s, conn *c, Tally__V1__Request *req, uint64
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = tenants_create(s->tenants, name, errmsg);
 	if (rc) {
-		int code = rc == -EEXIST ? ERR_CONFLICT : rc == TALLY_E_TENANT ? ERR_BAD_REQUEST
-			   : rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : error_code_of_failure(rc);
-		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s", errmsg);
+		tenant_error_respond(s, c, req->request_id, fb, rc, errmsg);
 		return;
 	}
 	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];

@@ -209,7 +209,7 @@ static void tenants_rollback_index(tenant_registry *r)
 	}
 }
 
-int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg)
+int tenants_check_new(const tenant_registry *r, const char *name, char *errmsg)
 {
 	if (!tenants_name_valid(name))
 		return server_fail(errmsg, TALLY_E_TENANT,
@@ -219,7 +219,15 @@ int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg)
 		return server_fail(errmsg, -EEXIST, "tenant %s exists", name);
 	if (r->count >= TENANTS_MAX)
 		return server_fail(errmsg, TALLY_E_LIMIT, "at most %u tenants", TENANTS_MAX);
-	int rc = grow(r);
+	return 0;
+}
+
+int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg)
+{
+	int rc = tenants_check_new(r, name, errmsg);
+	if (rc)
+		return rc;
+	rc = grow(r);
 	if (rc)
 		return server_fail(errmsg, rc, "out of memory");
 	tenant_entry *e = &r->entries[r->count++];

@@ -46,6 +46,12 @@ const tenant_entry *tenants_find(const tenant_registry *r, const char *name);
  * TALLY_E_LIMIT, or a write error (then nothing changed). */
 int tenants_create(tenant_registry *r, const char *name, char *errmsg);
 
+/* Whether name can be created now, without creating it: 0, TALLY_E_TENANT
+ * (malformed name), -EEXIST or TALLY_E_LIMIT, with errmsg. Creating it
+ * (tenants_create, tenants_add_pending) before the registry changes can then
+ * fail only for want of memory or, with tenants_create, the write. */
+int tenants_check_new(const tenant_registry *r, const char *name, char *errmsg);
+
 /*
  * Creation in two steps, so that tenants created by ingest cost no write
  * on the request's path: tenants_add_pending makes name exist in memory at

@@ -738,6 +738,96 @@ Test(server, daily_usage_and_changed_days)
 	harness_finish(&h);
 }
 
+/* Whether ListTenants (through admin) lists name. */
+static bool tenant_listed(tally_client *admin, const char *name)
+{
+	Tally__V1__TenantList *list;
+	int rc = tally_client_list_tenants(admin, &list);
+	cr_assert_eq(rc, 0, "list tenants: %s %s", tally_client_strerror(rc),
+		     tally_client_last_error(admin)->message);
+	bool listed = false;
+	for (size_t i = 0; i < list->n_tenants; i++)
+		listed |= strcmp(list->tenants[i]->name, name) == 0;
+	tally__v1__tenant_list__free_unpacked(list, NULL);
+	return listed;
+}
+
+/* Sends m through admin as a raw request (the client would not send a
+ * batch over the limit), which the server must refuse with code and
+ * message; tenant name is still not listed. */
+static void create_tenant_refused(tally_client *admin, Tally__V1__IngestBatch *m,
+				  const char *name, int code, const char *message)
+{
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+	req.ingest = m;
+	Tally__V1__Response *resp;
+	int rc = tally_client_call(admin, &req, &resp);
+	cr_assert_eq(rc, 0, "%s", tally_client_strerror(rc));
+	cr_assert_eq(resp->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "the batch was taken");
+	cr_expect_eq(resp->error->code, code, "%s", resp->error->message);
+	cr_expect_str_eq(resp->error->message, message);
+	tally__v1__response__free_unpacked(resp, NULL);
+	cr_expect_not(tenant_listed(admin, name), "the refused batch created tenant %s", name);
+}
+
+/* An admin's batch of events "ghost-0" .. for tenant ghost, with
+ * create_tenant, in b (free it after use of *m). */
+static void ghost_batch(builder *b, Tally__V1__IngestBatch *m, int count, int64_t base)
+{
+	batch_of_range(b, m, "ghost", 0, count, base);
+	cr_assert_eq(builder_set_tenant(b, "ghost"), 0);
+	builder_set_create_tenant(b, true);
+	cr_assert_eq(builder_message(b, m), 0);
+}
+
+/* Description: an admin ingest with create_tenant creates its tenant only
+ * when the batch is accepted: a batch with a malformed column
+ * (BAD_REQUEST), one over batch_events_max (TOO_LARGE) and one naming a
+ * malformed tenant (BAD_REQUEST) create nothing; ListTenants does not list
+ * the tenant after each. The same tenant's good batch is acknowledged and
+ * creates it. */
+Test(server, a_refused_create_tenant_batch_creates_nothing)
+{
+	harness h;
+	harness_init(&h, "srv-ghost");
+	h.config.batch_events_max = 4;
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	builder b;
+	Tally__V1__IngestBatch m;
+	ghost_batch(&b, &m, 2, base);
+	uint32_t one_duration[1] = {7};
+	Tally__V1__IngestBatch bad = m;
+	bad.n_duration_ms = 1;
+	bad.duration_ms = one_duration;
+	create_tenant_refused(admin, &bad, "ghost", TALLY__V1__ERROR__CODE__BAD_REQUEST,
+			      "column duration_ms: 1 values for 2 events");
+	bad = m;
+	bad.tenant = (char *)"ghost!";
+	create_tenant_refused(admin, &bad, "ghost!", TALLY__V1__ERROR__CODE__BAD_REQUEST,
+			      "malformed tenant name 'ghost!': 1..64 bytes of [A-Za-z0-9._-]");
+	builder_free(&b);
+
+	ghost_batch(&b, &m, 5, base);
+	create_tenant_refused(admin, &m, "ghost", TALLY__V1__ERROR__CODE__TOO_LARGE,
+			      "a batch of 5 events is over the limit of 4");
+	builder_free(&b);
+
+	ghost_batch(&b, &m, 4, base);
+	tally_ingest_ack ack;
+	int rc = tally_client_ingest(admin, &m, &ack);
+	cr_assert_eq(rc, 0, "%s %s", tally_client_strerror(rc),
+		     tally_client_last_error(admin)->message);
+	cr_expect_eq(ack.accepted, 4);
+	tally_ingest_ack_free(&ack);
+	builder_free(&b);
+	cr_expect(tenant_listed(admin, "ghost"), "the accepted batch created its tenant");
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
 /* Description: a tenant created by an admin ingest is written to
  * tenants.json lazily; if the registry lost it (tenants.json gone before
  * it was written), the next start adds it back from the store, which

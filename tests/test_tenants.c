@@ -17,7 +17,9 @@
 
 /* Description: created tenants are found by name, listed in creation order
  * and keep their suspension across a reopen; a second create is -EEXIST;
- * suspending an unknown tenant is NOTFOUND. */
+ * suspending an unknown tenant is NOTFOUND. tenants_check_new answers as a
+ * creation would (0, -EEXIST, TALLY_E_TENANT, with the same messages) and
+ * creates nothing, in memory or in the file. */
 Test(tenants, create_find_suspend_and_persist)
 {
 	test_dir dir;
@@ -30,6 +32,12 @@ Test(tenants, create_find_suspend_and_persist)
 	cr_assert_eq(tenants_create(r, "globex.eu-1", err), 0, "%s", err);
 	cr_expect_eq(tenants_create(r, "acme", err), -EEXIST);
 	cr_expect_str_eq(err, "tenant acme exists");
+	cr_expect_eq(tenants_check_new(r, "ghost", err), 0, "%s", err);
+	cr_expect_null(tenants_find(r, "ghost"));
+	cr_expect_eq(tenants_check_new(r, "acme", err), -EEXIST);
+	cr_expect_str_eq(err, "tenant acme exists");
+	cr_expect_eq(tenants_check_new(r, "gh ost", err), TALLY_E_TENANT);
+	cr_expect_str_eq(err, "malformed tenant name 'gh ost': 1..64 bytes of [A-Za-z0-9._-]");
 	cr_assert_eq(tenants_set_suspended(r, "globex.eu-1", true, err), 0, "%s", err);
 	cr_expect_eq(tenants_set_suspended(r, "nobody", true, err), TALLY_E_NOTFOUND);
 	cr_expect_str_eq(err, "no tenant nobody");
@@ -38,7 +46,7 @@ Test(tenants, create_find_suspend_and_persist)
 	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
 	size_t n;
 	const tenant_entry *list = tenants_list(r, &n);
-	cr_assert_eq(n, 2);
+	cr_assert_eq(n, 2, "acme and globex.eu-1, no ghost");
 	cr_expect_str_eq(list[0].name, "acme");
 	cr_expect_not(list[0].suspended);
 	cr_expect_str_eq(list[1].name, "globex.eu-1");
@@ -152,7 +160,7 @@ Test(tenants, pending_commit_and_rollback)
 	tenants_close(r);
 	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
 	const tenant_entry *list = tenants_list(r, &n);
-	cr_assert_eq(n, 2);
+	cr_assert_eq(n, 2, "acme and globex.eu-1, no ghost");
 	cr_expect_str_eq(list[0].name, "kept");
 	cr_expect_str_eq(list[1].name, "created");
 	cr_expect_null(tenants_find(r, "p050"));
