@@ -14,10 +14,25 @@
  * Queries and listings run on the worker pool and come back framed.
  *
  * Bounded work and memory:
+ *   - a connection's unsent responses (`out`, and `send_buf` until its send
+ *     completes) plus the answers it owes never exceed conn_out_bytes_max
+ *     (CONN_OUT_BYTES_MAX, or CONN_OUT_ANSWERS_MIN of the largest response
+ *     frames if that is more). An answer is owed from the moment its
+ *     request is taken until it is queued, counted at the largest it can
+ *     be: a frame (answer_bytes_max) for a request at the worker pool, the
+ *     longest IngestAck or Error of a batch of batch_events_max events
+ *     (ingest_answer_bytes_max) for an ingest batch; an answer given at
+ *     once, inside handle_request, is at most a frame. So the next request
+ *     is taken only while a frame more still fits, and no answer, given at
+ *     once or later, can pass the bound. (An Error about the stream itself,
+ *     request id 0, is one small frame more, followed by a close.);
  *   - a connection is read only while it has fewer than inflight_max
- *     requests in flight and less than CONN_OUT_BYTES_MAX of unsent output;
- *     otherwise its receive is cancelled and whatever was already received
- *     waits in its stash (at most what the kernel had handed over);
+ *     requests in flight and room under that bound; otherwise its receive
+ *     is cancelled and whatever was already received waits in its stash (at
+ *     most what the kernel had handed over);
+ *   - a connection whose peer has taken no byte of the send at the kernel
+ *     for idle_timeout_ms is closed and freed, its unsent output dropped
+ *     (a peer that stopped reading holds nothing for longer);
  *   - no connection is read while the server holds more than
  *     pending_bytes_max of unanswered requests (backpressure), until that
  *     falls to half;
@@ -25,13 +40,20 @@
  *     frame_bytes_max, before any memory is committed for it.
  *
  * Closing: a connection that must go is shut down (shutdown(2)), which ends
- * its receive; its slot is freed once no operation of it is at the kernel.
+ * its receive and its send; its slot is freed once no operation of it is at
+ * the kernel. A peer that half-closes (end of stream) gets an answer to
+ * every whole request it sent before, in the order of a connection kept
+ * open (the stash is still taken, under the same limits), and the
+ * connection closes after the last answer is sent; an incomplete trailing
+ * frame is dropped.
  * Completions for an older occupant of a slot carry an older generation and
  * are ignored; so are worker results and acks for a connection that left.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -39,7 +61,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -166,21 +190,55 @@ static void conn_abort(server *s, conn *c)
 	conn_maybe_release(s, c);
 }
 
+/* Closes c if it is closing (or its peer half-closed) and has nothing left
+ * to answer or send: for a half-closed peer, no whole request is left in the
+ * stash either (unless c reads no more: at shutdown). */
+static void conn_close_if_finished(server *s, conn *c)
+{
+	if (c->fd < 0 || c->close_submitted || !(c->closing || c->peer_closed))
+		return;
+	if (c->inflight || c->out_len || c->sending)
+		return;
+	if (!c->read_closed && c->stash_off < c->stash_len)
+		return; /* received requests still to take */
+	conn_abort(s, c);
+}
+
 void conn_close_after_send(server *s, conn *c)
 {
 	c->closing = true;
 	c->read_closed = true;
 	c->close_started_us = server_now_us();
 	cancel_recv(s, c);
-	if (!c->out_len && !c->sending && !c->inflight)
-		conn_abort(s, c);
+	conn_close_if_finished(s, c);
+}
+
+/* The bytes of c's responses the kernel has not taken: queued in out, and
+ * the whole buffer at the kernel until its send completes. */
+static uint64_t conn_unsent_bytes(const conn *c) { return (uint64_t)c->out_len + c->send_len; }
+
+/* The largest answers c still owes, outside handle_request: a frame for each
+ * request at the worker pool, the largest ingest answer for each other
+ * request in flight (an ingest batch waiting for its ack). */
+static uint64_t conn_owed_bytes(const server *s, const conn *c)
+{
+	assert(c->jobs <= c->inflight);
+	return (uint64_t)c->jobs * s->answer_bytes_max +
+	       (uint64_t)(c->inflight - c->jobs) * s->ingest_answer_bytes_max;
+}
+
+/* Whether one more answer of the largest size fits under c's bound. */
+static bool conn_has_room(const server *s, const conn *c)
+{
+	return conn_unsent_bytes(c) + conn_owed_bytes(s, c) + s->answer_bytes_max <=
+	       s->conn_out_bytes_max;
 }
 
 /* Whether c may read (and process) more requests now. */
 static bool conn_can_take(const server *s, const conn *c)
 {
 	return !c->read_closed && !s->paused && !atomic_load(&s->stopping) &&
-	       c->inflight < s->config.inflight_max && c->out_len < CONN_OUT_BYTES_MAX;
+	       c->inflight < s->config.inflight_max && conn_has_room(s, c);
 }
 
 /* ---- output ------------------------------------------------------------- */
@@ -210,6 +268,19 @@ static void conn_answered(server *s, conn *c, uint64_t frame_bytes)
 	s->pending_bytes -= frame_bytes;
 }
 
+/* Counts size bytes just queued in c's out (for request frame_bytes; 0: an
+ * Error about the stream) and starts sending them. */
+static void conn_queued(server *s, conn *c, size_t size, uint64_t frame_bytes)
+{
+	metrics_add(s->metrics, M_BYTES_SENT, size);
+	uint64_t unsent = conn_unsent_bytes(c);
+	if (unsent > atomic_load_explicit(&s->conn_unsent_bytes_peak, memory_order_relaxed))
+		atomic_store_explicit(&s->conn_unsent_bytes_peak, unsent, memory_order_relaxed);
+	/* An answer never passes the bound its request was taken under. */
+	assert(!frame_bytes || unsent + conn_owed_bytes(s, c) <= s->conn_out_bytes_max);
+	conn_send(s, c);
+}
+
 int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_t frame_bytes)
 {
 	conn_answered(s, c, frame_bytes);
@@ -222,8 +293,7 @@ int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_
 	}
 	memcpy(c->out + c->out_len, frame, size);
 	c->out_len += size;
-	metrics_add(s->metrics, M_BYTES_SENT, size);
-	conn_send(s, c);
+	conn_queued(s, c, size, frame_bytes);
 	return 0;
 }
 
@@ -256,8 +326,7 @@ int conn_respond(server *s, conn *c, const Tally__V1__Response *resp, uint64_t f
 	frame_header_put(c->out + c->out_len, (uint32_t)size);
 	tally__v1__response__pack(resp, c->out + c->out_len + FRAME_HEADER_SIZE);
 	c->out_len += FRAME_HEADER_SIZE + size;
-	metrics_add(s->metrics, M_BYTES_SENT, FRAME_HEADER_SIZE + size);
-	conn_send(s, c);
+	conn_queued(s, c, FRAME_HEADER_SIZE + size, frame_bytes);
 	return 0;
 }
 
@@ -304,6 +373,7 @@ static void conn_send(server *s, conn *c)
 	io_uring_prep_send(sqe, c->fd, c->send_buf, c->send_len, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_data(OP_SEND, slot_of(s, c), c->gen));
 	c->sending = true;
+	c->send_waiting_us = server_now_us();
 }
 
 static void on_send(server *s, conn *c, int res)
@@ -317,6 +387,7 @@ static void on_send(server *s, conn *c, int res)
 		return;
 	}
 	c->send_off += (size_t)res;
+	c->send_waiting_us = server_now_us(); /* the peer took bytes */
 	if (c->send_off < c->send_len && !c->close_submitted) {
 		/* A short send: the rest of the same buffer. */
 		struct io_uring_sqe *sqe = sqe_get(s);
@@ -326,10 +397,16 @@ static void on_send(server *s, conn *c, int res)
 		c->sending = true;
 		return;
 	}
-	/* Keep the sent buffer for reuse. */
+	/* Keep the sent buffer for reuse, unless it is a burst's. */
 	free(c->spare);
-	c->spare = c->send_buf;
-	c->spare_cap = c->send_cap;
+	c->spare = NULL;
+	c->spare_cap = 0;
+	if (c->send_cap <= CONN_SPARE_BYTES_MAX) {
+		c->spare = c->send_buf;
+		c->spare_cap = c->send_cap;
+	} else {
+		free(c->send_buf);
+	}
 	c->send_buf = NULL;
 	c->send_len = c->send_off = c->send_cap = 0;
 	c->last_activity_us = server_now_us();
@@ -338,8 +415,7 @@ static void on_send(server *s, conn *c, int res)
 		return;
 	}
 	conn_send(s, c);
-	if (c->closing && !c->sending && !c->out_len && !c->inflight)
-		conn_abort(s, c);
+	conn_close_if_finished(s, c);
 }
 
 /* ---- input -------------------------------------------------------------- */
@@ -383,11 +459,12 @@ static void stash_append(server *s, conn *c, const uint8_t *data, size_t size)
 
 static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 {
-	while (size && !c->close_submitted) {
+	/* c->fd < 0: a close inside handle_request freed the slot. */
+	while (size && c->fd >= 0 && !c->close_submitted) {
 		if (c->read_closed)
 			return; /* after an error or at shutdown, the rest is not read */
 		if (!conn_can_take(s, c)) {
-			if (c->inflight >= s->config.inflight_max || c->out_len >= CONN_OUT_BYTES_MAX)
+			if (c->inflight >= s->config.inflight_max || !conn_has_room(s, c))
 				metrics_add(s->metrics, M_READS_DEFERRED, 1);
 			stash_append(s, c, data, size);
 			cancel_recv(s, c);
@@ -440,7 +517,13 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 			conn_close_after_send(s, c);
 			return;
 		}
-		handle_request(s, c, req, frame_bytes);
+		/* Not answered inside handle_request: an ingest batch waits for
+		 * its ack, any other request went to the worker pool. */
+		bool ingest = req->body_case == TALLY__V1__REQUEST__BODY_INGEST;
+		uint32_t inflight = c->inflight;
+		handle_request(s, c, req, frame_bytes); /* req is not ours after */
+		if (c->fd >= 0 && !c->close_submitted && c->inflight == inflight && !ingest)
+			c->jobs++;
 	}
 }
 
@@ -467,10 +550,13 @@ static void on_recv(server *s, conn *c, struct io_uring_cqe *cqe)
 				      io_uring_buf_ring_mask(RECV_BUFFER_COUNT), 0);
 		io_uring_buf_ring_advance(s->buf_ring, 1);
 	}
+	if (c->fd < 0)
+		return; /* a close while feeding freed the slot */
 	if (cqe->res == 0 && !more) {
-		/* The peer closed its side: answer what is in flight, then close. */
-		if (!c->close_submitted)
-			conn_close_after_send(s, c);
+		/* The peer closed its side: answer every whole request it sent
+		 * (those in the stash too), then close; no receive is armed again. */
+		c->peer_closed = true;
+		conn_close_if_finished(s, c);
 	} else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
 		if (!c->close_submitted)
 			log_warn("%s: receive failed (%s); closing", c->peer, strerror(-cqe->res));
@@ -487,8 +573,12 @@ static void conns_resume(server *s)
 		if (c->fd < 0 || c->close_submitted)
 			continue;
 		conn_drain_stash(s, c);
-		if (!c->recv_armed && c->stash_off == c->stash_len && conn_can_take(s, c))
+		if (c->fd < 0 || c->close_submitted)
+			continue; /* a request closed it */
+		if (!c->recv_armed && !c->peer_closed && c->stash_off == c->stash_len &&
+		    conn_can_take(s, c))
 			arm_recv(s, c);
+		conn_close_if_finished(s, c); /* a half-closed peer's last answer went out */
 	}
 }
 
@@ -584,6 +674,25 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 
 /* ---- timers ------------------------------------------------------------- */
 
+/*
+ * Whether c's peer has taken none of its output for idle_timeout_ms. A send
+ * at the kernel completes only once the socket's buffer took all of it
+ * (poll wakes a blocked send when a third of the buffer is free), so a peer
+ * that reads slowly may keep one send pending long: the kernel's queue of
+ * unacknowledged bytes (SIOCOUTQ) shrinking also counts as taking bytes. If
+ * the kernel cannot say, the send's own progress decides.
+ */
+static bool conn_send_stalled(const server *s, conn *c, int64_t now)
+{
+	int queued;
+	if (ioctl(c->fd, SIOCOUTQ, &queued) == 0 && queued >= 0) {
+		if ((uint64_t)queued != c->kernel_queued_bytes)
+			c->send_waiting_us = now;
+		c->kernel_queued_bytes = (uint64_t)queued;
+	}
+	return now - c->send_waiting_us > (int64_t)s->config.idle_timeout_ms * 1000;
+}
+
 static void on_timer(server *s)
 {
 	handlers_save_tenants(s);
@@ -598,7 +707,17 @@ static void on_timer(server *s)
 				conn_abort(s, c);
 			continue;
 		}
-		if (c->frame_started_us &&
+		if (c->sending && conn_send_stalled(s, c, now)) {
+			/* A peer that stopped reading: its unsent output is dropped. */
+			metrics_add(s->metrics, M_TIMEOUTS_IDLE, 1);
+			log_warn("%s: took no byte of its responses for %u ms (%" PRIu64
+				 " bytes unsent); closing", c->peer, s->config.idle_timeout_ms,
+				 conn_unsent_bytes(c) - c->send_off);
+			conn_abort(s, c);
+			continue;
+		}
+		/* A half-closed peer's partial frame will never end: it is dropped. */
+		if (c->frame_started_us && !c->peer_closed &&
 		    now - c->frame_started_us > (int64_t)s->config.frame_timeout_ms * 1000) {
 			metrics_add(s->metrics, M_TIMEOUTS_FRAME, 1);
 			log_warn("%s: a frame not completed within %u ms; closing", c->peer,
@@ -610,6 +729,7 @@ static void on_timer(server *s)
 			continue;
 		}
 		if (!c->inflight && !c->out_len && !c->sending && !c->frame_started_us &&
+		    c->stash_off == c->stash_len &&
 		    now - c->last_activity_us > (int64_t)s->config.idle_timeout_ms * 1000) {
 			metrics_add(s->metrics, M_TIMEOUTS_IDLE, 1);
 			conn_respond_error(s, c, 0, 0, ERR_UNAVAILABLE, 0,
@@ -635,13 +755,14 @@ static void on_worker_done(server *s)
 		next = j->next;
 		conn *c = conn_live(s, j->slot, j->gen);
 		if (c) {
+			assert(c->jobs > 0);
+			c->jobs--; /* before the answer is queued: it replaces what was owed */
 			if (j->frame)
 				conn_respond_framed(s, c, j->frame, j->frame_size, j->frame_bytes);
 			else
 				conn_respond_error(s, c, j->request_id, j->frame_bytes, ERR_UNAVAILABLE,
 						   RETRY_AFTER_MS, "out of memory building the response");
-			if (c->closing && !c->inflight && !c->out_len && !c->sending)
-				conn_abort(s, c);
+			conn_close_if_finished(s, c);
 		}
 		free(j->frame);
 		free(j);
@@ -727,6 +848,55 @@ void server_commit_request(server *s, uint64_t lsn)
 }
 
 /* ---- open / run / close --------------------------------------------------- */
+
+/*
+ * The largest frame an IngestBatch of at most events_max events is answered
+ * with: its IngestAck with every event REJECTED for the largest reason and
+ * every figure at its largest, or an Error with the longest message
+ * (TALLY_ERRMSG_SIZE - 1 bytes, as conn_respond_error formats it),
+ * whichever is larger; at most answer_max (a longer answer becomes a short
+ * TOO_LARGE Error). 0, or -ENOMEM.
+ */
+static int ingest_answer_bytes_of(uint32_t events_max, uint64_t answer_max, uint64_t *out)
+{
+	Tally__V1__IngestAck__Result *results = malloc((size_t)events_max * sizeof(*results));
+	uint32_t *reasons = malloc((size_t)events_max * sizeof(*reasons));
+	if (!results || !reasons) {
+		free(results);
+		free(reasons);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < events_max; i++) {
+		results[i] = TALLY__V1__INGEST_ACK__RESULT__REJECTED;
+		reasons[i] = UINT8_MAX; /* tally_ingest_result.reason is a uint8_t */
+	}
+	Tally__V1__IngestAck ack = TALLY__V1__INGEST_ACK__INIT;
+	ack.n_result = ack.n_reason = events_max;
+	ack.result = results;
+	ack.reason = reasons;
+	ack.accepted = ack.duplicate = ack.conflict = ack.rejected = UINT32_MAX;
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = UINT64_MAX;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_INGEST;
+	resp.ingest = &ack;
+	size_t ack_size = tally__v1__response__get_packed_size(&resp);
+	free(results);
+	free(reasons);
+	char message[TALLY_ERRMSG_SIZE];
+	memset(message, 'x', sizeof(message) - 1);
+	message[sizeof(message) - 1] = 0;
+	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
+	err.code = TALLY__V1__ERROR__CODE__INTERNAL; /* the largest code */
+	err.message = message;
+	err.retry_after_ms = UINT32_MAX;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
+	resp.error = &err;
+	size_t error_size = tally__v1__response__get_packed_size(&resp);
+	uint64_t size = (uint64_t)(ack_size > error_size ? ack_size : error_size);
+	size += FRAME_HEADER_SIZE;
+	*out = size < answer_max ? size : answer_max;
+	return 0;
+}
 
 static int listen_open(server *s, char *errmsg)
 {
@@ -875,6 +1045,17 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	    (rc = tenants_open(io, config->data_dir, &s->tenants, errmsg)) ||
 	    (rc = handlers_reconcile_tenants(s, errmsg)) || (rc = handlers_bootstrap_admin(s, errmsg)))
 		goto fail;
+	/* Every response frame is at most a frame of the limit: a larger one
+	 * becomes TOO_LARGE (conn_respond, response_frame). */
+	s->answer_bytes_max = (uint64_t)config->frame_bytes_max + FRAME_HEADER_SIZE;
+	s->conn_out_bytes_max = CONN_OUT_BYTES_MAX;
+	if (s->conn_out_bytes_max < CONN_OUT_ANSWERS_MIN * s->answer_bytes_max)
+		s->conn_out_bytes_max = CONN_OUT_ANSWERS_MIN * s->answer_bytes_max;
+	if ((rc = ingest_answer_bytes_of(config->batch_events_max, s->answer_bytes_max,
+					 &s->ingest_answer_bytes_max))) {
+		server_fail(errmsg, rc, "out of memory sizing the largest ingest answer");
+		goto fail;
+	}
 	s->conn_slots = config->connections_max;
 	s->conns = calloc(s->conn_slots, sizeof(*s->conns));
 	if (!s->conns) {

@@ -47,8 +47,19 @@
 #define LOOP_CQES_PER_PASS 256u
 /* How often timeouts are checked. */
 #define TIMER_INTERVAL_MS 200
-/* A conn whose unsent responses exceed this stops being read. */
+/* A conn's unsent responses (queued and at the kernel) plus the largest
+ * answers it still owes never exceed this, or CONN_OUT_ANSWERS_MIN of the
+ * largest response frames if that is more: its next request is read only
+ * while one more answer of the largest size fits (server.c, "Bounded work
+ * and memory"). */
 #define CONN_OUT_BYTES_MAX (32u << 20)
+/* Room for this many of the largest response frames at least, so that a
+ * connection may read a request while one answer of the largest size is
+ * owed or unsent. */
+#define CONN_OUT_ANSWERS_MIN 2u
+/* A sent output buffer of at most this capacity is kept for the next
+ * responses; a larger one is freed, so an idle conn holds no burst's memory. */
+#define CONN_SPARE_BYTES_MAX (1u << 20)
 /* How long a shutdown waits for in-flight requests and unsent responses. */
 #define SHUTDOWN_DRAIN_MS 10000
 /* Tenants created by ingest reach tenants.json this often at most. */
@@ -93,10 +104,18 @@ typedef struct conn {
 	bool cancelling;  /* its cancel was submitted */
 	bool read_closed; /* the peer closed, or the conn is being closed: read no more */
 	bool closing;     /* close once nothing is in flight and the output is sent */
+	bool peer_closed; /* the peer half-closed: answer every whole request received, then close */
 	bool close_submitted;
 	uint32_t inflight; /* requests read but not answered */
+	uint32_t jobs;     /* of those, requests at the worker pool (the rest, outside
+			    * handle_request, are ingest batches waiting for their ack) */
 	uint64_t pending_bytes; /* their frame bytes */
 	int64_t last_activity_us;
+	/* When the peer last took bytes of c's output: the send at the kernel
+	 * began or moved on, or the kernel's send queue (kernel_queued_bytes
+	 * when the timer last looked) shrank. */
+	int64_t send_waiting_us;
+	uint64_t kernel_queued_bytes;
 	int64_t frame_started_us; /* 0: no partial frame */
 	int64_t close_started_us; /* when a graceful close began */
 	char peer[64];
@@ -152,6 +171,16 @@ struct server {
 	_Atomic uint32_t conn_count;   /* atomic: the metrics thread reads it */
 	_Atomic uint64_t pending_bytes; /* request bytes read and not yet answered, all conns */
 	bool paused;            /* server-wide backpressure: reading stopped */
+	/* Per conn (server.c, "Bounded work and memory"): its unsent plus owed
+	 * response bytes never exceed conn_out_bytes_max; an answer is owed at
+	 * its largest: answer_bytes_max (a frame) for a worker's, or
+	 * ingest_answer_bytes_max for an ingest batch's. */
+	uint64_t conn_out_bytes_max;
+	uint64_t answer_bytes_max;
+	uint64_t ingest_answer_bytes_max;
+	/* The most unsent response bytes one conn has held (out and at the
+	 * kernel) since the server opened: the bound's witness (tests read it). */
+	_Atomic uint64_t conn_unsent_bytes_peak;
 
 	/* Ingest collected in the current pass(es), then in the engine
 	 * (submitting), then waiting for durability. */

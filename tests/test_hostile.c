@@ -8,6 +8,7 @@
  * well-behaved client throughout. (make asan runs this under ASan+UBSan,
  * which also checks that nothing leaks.)
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -94,6 +95,17 @@ static void send_request(int fd, const Tally__V1__Request *req)
 	tally__v1__request__pack(req, buf + 4);
 	send_all(fd, buf, size + 4);
 	free(buf);
+}
+
+/* Appends req, framed, to *wire (of *wire_size bytes, grown). */
+static void wire_append(uint8_t **wire, size_t *wire_size, const Tally__V1__Request *req)
+{
+	size_t size = tally__v1__request__get_packed_size(req);
+	*wire = realloc(*wire, *wire_size + 4 + size);
+	cr_assert_not_null(*wire);
+	frame_header_put(*wire + *wire_size, (uint32_t)size);
+	tally__v1__request__pack(req, *wire + *wire_size + 4);
+	*wire_size += 4 + size;
 }
 
 static void send_hello(int fd, const char *key)
@@ -460,12 +472,7 @@ Test(hostile, pipelining_ingest_past_the_inflight_limit)
 		req.request_id = 100 + k;
 		req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
 		req.ingest = &m;
-		size_t size = tally__v1__request__get_packed_size(&req);
-		wire = realloc(wire, wire_size + 4 + size);
-		cr_assert_not_null(wire);
-		frame_header_put(wire + wire_size, (uint32_t)size);
-		tally__v1__request__pack(&req, wire + wire_size + 4);
-		wire_size += 4 + size;
+		wire_append(&wire, &wire_size, &req);
 		builder_free(&b);
 	}
 	send_all(fd, wire, wire_size); /* one write: the server gets many frames at once */
@@ -722,5 +729,345 @@ Test(hostile, refused_requests_say_why_and_the_connection_goes_on)
 	cr_assert_eq(batches_count(c, batches_base_time(), &n), 0);
 	cr_assert_eq(n, 10);
 	tally_client_close(c);
+	harness_finish(&h);
+}
+
+/* A raw TCP socket to the server with a receive buffer of rcvbuf_size
+ * bytes, set before connect so that the window stays that small: a client
+ * that reads its answers slowly, or never (then the server must not keep
+ * its unread answers in memory). */
+static int small_window_socket(const harness *h, int rcvbuf_size)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(fd, 0);
+	int bytes = rcvbuf_size;
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)), 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(server_port(h->server))};
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+/* Sends what the server will take of data within timeout_ms, without
+ * blocking past it (a server that stopped reading takes only part).
+ * Returns the bytes sent. */
+static size_t send_for(int fd, const uint8_t *data, size_t size, int timeout_ms)
+{
+	size_t sent = 0;
+	while (sent < size) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		if (poll(&p, 1, timeout_ms) <= 0)
+			break;
+		ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0)
+			break;
+		sent += (size_t)n;
+	}
+	return sent;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Waits up to timeout_ms for the server to have closed `closed` connections
+ * in all (the slot freed, with its buffers); true when it has. */
+static bool server_closed_within(const harness *h, uint64_t closed, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms; waited += 20) {
+		if (metrics_counter(h->server->metrics, M_CONNECTIONS_CLOSED) >= closed)
+			return true;
+		usleep(20 * 1000);
+	}
+	return false;
+}
+
+/*
+ * The end of a test whose client fd has read nothing since t0: the server
+ * closed it (its `closed`-th close in all) within 1 s (the idle timeout)
+ * and 1 + within_s seconds of t0, as an idle timeout, and the unsent bytes
+ * it held never passed its bound, but reached peak_min (the test filled the
+ * connection). Then fd sees the close, and another client is served.
+ */
+static void expect_unread_closed(const harness *h, int fd, const struct timespec *t0,
+				 uint64_t closed, double within_s, uint64_t peak_min)
+{
+	cr_expect(server_closed_within(h, closed, (int)((1.0 + within_s) * 1000)),
+		  "a client that reads nothing was never closed");
+	double secs = seconds_since(t0);
+	cr_expect_geq(secs, 1.0, "closed after %.2f s, before the idle timeout", secs);
+	cr_expect_leq(secs, 1.0 + within_s, "closed after %.2f s", secs);
+	cr_expect_eq(metrics_counter(h->server->metrics, M_TIMEOUTS_IDLE), 1);
+	uint64_t peak = h->server->conn_unsent_bytes_peak;
+	cr_expect_leq(peak, h->server->conn_out_bytes_max, "%" PRIu64 " unsent bytes held", peak);
+	cr_expect_geq(peak, peak_min, "%" PRIu64 ": the test never filled the connection", peak);
+	cr_expect(closed_within(fd, 5000));
+	close(fd);
+	served(h);
+}
+
+/* A Ping request frame, framed, with a payload of payload_size bytes. */
+static uint8_t *ping_frame(uint64_t id, size_t payload_size, size_t *size_out)
+{
+	uint8_t *payload = malloc(payload_size);
+	cr_assert_not_null(payload);
+	memset(payload, 0x5a, payload_size);
+	Tally__V1__Ping ping = TALLY__V1__PING__INIT;
+	ping.payload.data = payload;
+	ping.payload.len = payload_size;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = id;
+	req.body_case = TALLY__V1__REQUEST__BODY_PING;
+	req.ping = &ping;
+	size_t size = tally__v1__request__get_packed_size(&req);
+	uint8_t *frame = malloc(size + 4);
+	cr_assert_not_null(frame);
+	frame_header_put(frame, (uint32_t)size);
+	tally__v1__request__pack(&req, frame + 4);
+	free(payload);
+	*size_out = size + 4;
+	return frame;
+}
+
+/* Description: a client that has not said Hello sends four Pings of almost
+ * the frame limit (16 MiB) on a 4 KiB receive window and never reads. The
+ * server stops taking its requests once its unsent answers plus one more
+ * of the largest could pass the connection's bound (32 MiB + 8 bytes with
+ * 16 MiB frames): the most it ever holds unsent is within that bound, and
+ * at least the two Pongs it answered. No byte of its send is taken for the
+ * idle timeout (1 s), so the server closes the connection (an idle
+ * timeout), frees it, and serves others on. */
+Test(hostile, unread_pongs_stay_within_the_bound_and_are_closed)
+{
+	harness h;
+	harness_init(&h, "host-unread-pong");
+	h.config.idle_timeout_ms = 1000;
+	harness_start(&h);
+	cr_expect_eq(h.server->conn_out_bytes_max, 2 * ((16u << 20) + 4),
+		     "the bound of a connection with 16 MiB frames");
+	size_t payload = (16u << 20) - 64, size;
+	uint8_t *frame = ping_frame(7, payload, &size);
+	uint8_t *wire = malloc(4 * size);
+	cr_assert_not_null(wire);
+	for (int i = 0; i < 4; i++)
+		memcpy(wire + (size_t)i * size, frame, size);
+	free(frame);
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int fd = small_window_socket(&h, 4096);
+	size_t sent = send_for(fd, wire, 4 * size, 2000);
+	free(wire);
+	cr_expect_lt(sent, 4 * size, "the server took every Ping of a client that does not read");
+	/* The sends stalled within the 2 s of send_for, closed 1 s later. */
+	expect_unread_closed(&h, fd, &t0, 1, 3.5, 2 * payload);
+	harness_finish(&h);
+}
+
+/* Description: a tenant pipelines 64 ListEvents of 10,000 events each
+ * (about a megabyte per page) on a 4 KiB receive window and never reads.
+ * Answers computed by the query threads count against the connection's
+ * bound while they are being computed: the unsent bytes it ever holds stay
+ * within the bound, and the connection is closed once its peer has taken
+ * nothing for the idle timeout. */
+Test(hostile, unread_listings_stay_within_the_bound_and_are_closed)
+{
+	harness h;
+	harness_init(&h, "host-unread-list");
+	h.config.idle_timeout_ms = 1000;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	int64_t base = batches_base_time();
+	tally_client *c = harness_connect(&h, key);
+	uint32_t duplicates;
+	cr_assert_eq(batches_send(c, "a", 5000, base, &duplicates), 0);
+	cr_assert_eq(batches_send(c, "b", 5000, base, &duplicates), 0);
+	tally_client_close(c);
+	/* The tenant's creator and the producer are gone first. */
+	cr_assert(server_closed_within(&h, 2, 5000));
+	uint64_t closed_before = metrics_counter(h.server->metrics, M_CONNECTIONS_CLOSED);
+	cr_assert_eq(closed_before, 2);
+
+	int fd = small_window_socket(&h, 4096);
+	send_hello(fd, key);
+	Tally__V1__ListEvents le = TALLY__V1__LIST_EVENTS__INIT;
+	le.from_us = base - 3600 * INT64_C(1000000);
+	le.to_us = base + 4 * 3600 * INT64_C(1000000);
+	le.limit = 10000;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.body_case = TALLY__V1__REQUEST__BODY_LIST_EVENTS;
+	req.list_events = &le;
+	uint8_t *wire = NULL;
+	size_t wire_size = 0;
+	for (uint64_t i = 0; i < 64; i++) {
+		req.request_id = 1000 + i;
+		wire_append(&wire, &wire_size, &req);
+	}
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(send_for(fd, wire, wire_size, 2000), wire_size);
+	free(wire);
+	/* The listings take a while to compute: more time for the close. */
+	expect_unread_closed(&h, fd, &t0, closed_before + 1, 9.0, 8u << 20);
+	harness_finish(&h);
+}
+
+/* A slower store than slow_submit's: 50 ms before every group. */
+static void slow_submit_50ms(void *arg)
+{
+	(void)arg;
+	usleep(50 * 1000);
+}
+
+/* Description: a client sends 100 requests (even ids IngestBatch of one
+ * event, odd ids a Query) and the first bytes of a 101st, then half-closes
+ * (shutdown SHUT_WR) and reads. With 4 requests allowed in flight and a
+ * slow store, most of them wait in the connection's stash when the end of
+ * the stream arrives, and answering them all takes longer than the frame
+ * timeout (1 s). Every complete request is answered exactly once with its
+ * own id (acks ACCEPTED, queries counting the events acknowledged before
+ * them at least), the incomplete one is dropped, and the server closes the
+ * connection after the last answer. */
+Test(hostile, half_close_answers_every_request_received)
+{
+	harness h;
+	harness_init(&h, "host-halfclose");
+	h.config.inflight_max = 4;
+	h.config.frame_timeout_ms = 1000;
+	h.submit_hook = slow_submit_50ms;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	int fd = harness_socket(&h);
+	send_hello(fd, key);
+	enum { REQUESTS = 100 };
+	int64_t base = batches_base_time();
+	uint8_t *wire = NULL;
+	size_t wire_size = 0;
+	for (uint64_t k = 0; k < REQUESTS; k++) {
+		builder b;
+		Tally__V1__IngestBatch m;
+		Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+		Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+		req.request_id = 1000 + k;
+		if (k % 2 == 0) {
+			char prefix[16];
+			snprintf(prefix, sizeof(prefix), "h%" PRIu64, k);
+			batches_build(&b, &m, prefix, 1, base);
+			req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+			req.ingest = &m;
+		} else {
+			q.from_us = base - 3600 * INT64_C(1000000);
+			q.to_us = base + 3600 * INT64_C(1000000);
+			req.body_case = TALLY__V1__REQUEST__BODY_QUERY;
+			req.query = &q;
+		}
+		wire_append(&wire, &wire_size, &req);
+		if (k % 2 == 0)
+			builder_free(&b);
+	}
+	/* The header of a 101st request and 3 of its 40 bytes. */
+	wire = realloc(wire, wire_size + 7);
+	cr_assert_not_null(wire);
+	frame_header_put(wire + wire_size, 40);
+	memset(wire + wire_size + 4, 0x08, 3);
+	wire_size += 7;
+	send_all(fd, wire, wire_size);
+	free(wire);
+	cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+	bool seen[REQUESTS] = {false};
+	for (int i = 0; i < REQUESTS; i++) {
+		Tally__V1__Response *r = read_response(fd, 10000);
+		cr_assert_not_null(r, "answer %d of %d not received", i + 1, REQUESTS);
+		cr_assert(r->request_id >= 1000 && r->request_id < 1000 + REQUESTS, "id %" PRIu64,
+			  r->request_id);
+		uint64_t k = r->request_id - 1000;
+		cr_assert_not(seen[k], "request %" PRIu64 " answered twice", k);
+		seen[k] = true;
+		if (k % 2 == 0) {
+			cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_INGEST,
+				     "request %" PRIu64 ": body %d", k, r->body_case);
+			cr_assert_eq(r->ingest->accepted, 1);
+		} else {
+			cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_QUERY,
+				     "request %" PRIu64 ": body %d", k, r->body_case);
+		}
+		tally__v1__response__free_unpacked(r, NULL);
+	}
+	cr_expect_null(read_response(fd, 5000), "an answer to the incomplete request");
+	cr_expect(closed_within(fd, 5000), "the connection stays open after the last answer");
+	close(fd);
+	tally_client *c = harness_connect(&h, key);
+	uint64_t n = 0;
+	cr_assert_eq(batches_count(c, base, &n), 0);
+	cr_assert_eq(n, REQUESTS / 2);
+	tally_client_close(c);
+	harness_finish(&h);
+}
+
+/* Description: a client pipelines 8 Pings of 1 MiB, half-closes, and then
+ * reads its answers slowly on a 64 KiB window (at most 64 KiB every 20 ms),
+ * for longer than both the frame timeout and the idle timeout (1 s each).
+ * As the peer keeps taking bytes, the server does not cut it off: every
+ * Pong arrives whole and in order, then the connection closes. */
+Test(hostile, half_closed_slow_reader_is_not_cut_off)
+{
+	harness h;
+	harness_init(&h, "host-slowread");
+	h.config.idle_timeout_ms = 1000;
+	h.config.frame_timeout_ms = 1000;
+	harness_start(&h);
+	int fd = small_window_socket(&h, 64 << 10);
+	enum { PINGS = 8 };
+	size_t payload = 1u << 20;
+	for (uint64_t i = 1; i <= PINGS; i++) {
+		size_t size;
+		uint8_t *frame = ping_frame(i, payload, &size);
+		send_all(fd, frame, size);
+		free(frame);
+	}
+	cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	size_t chunk = 64u << 10, have = 0, want = 0, cap = PINGS * (payload + 64);
+	uint8_t *buf = malloc(cap);
+	cr_assert_not_null(buf);
+	for (;;) {
+		usleep(20 * 1000);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 5000) <= 0 || have == cap)
+			break;
+		size_t want_now = cap - have < chunk ? cap - have : chunk;
+		ssize_t n = recv(fd, buf + have, want_now, MSG_DONTWAIT);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+	}
+	double secs = seconds_since(&t0);
+	cr_expect_gt(secs, 1.5, "read for %.2f s only: too quick to show anything", secs);
+	size_t off = 0;
+	for (uint64_t i = 1; i <= PINGS; i++) {
+		cr_assert_leq(off + 4, have, "Pong %" PRIu64 " missing (%zu bytes read)", i, have);
+		uint32_t len = (uint32_t)buf[off] | (uint32_t)buf[off + 1] << 8 |
+			       (uint32_t)buf[off + 2] << 16 | (uint32_t)buf[off + 3] << 24;
+		cr_assert_leq(off + 4 + len, have, "Pong %" PRIu64 " cut short (%zu bytes read)", i,
+			      have);
+		Tally__V1__Response *r = tally__v1__response__unpack(NULL, len, buf + off + 4);
+		cr_assert_not_null(r);
+		cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_PONG);
+		cr_assert_eq(r->request_id, i);
+		cr_assert_eq(r->pong->payload.len, payload);
+		tally__v1__response__free_unpacked(r, NULL);
+		off += 4 + len;
+		want = off;
+	}
+	cr_expect_eq(have, want, "bytes after the last Pong");
+	free(buf);
+	close(fd);
 	harness_finish(&h);
 }
