@@ -1006,9 +1006,11 @@ typedef struct ingest_undo_point {
  * newest batch first, so that the store holds what it held before the
  * call and stays writable. What else the apply changed is harmless and
  * stays: strings interned without rows, fingerprints of ids not stored
- * (a fingerprint hit is always verified against the stored id), change
- * map marks of days without new events (a day exported again), tenants
- * and memtables without rows.
+ * (a fingerprint hit is always verified against the stored id), tenants
+ * and memtables without rows. (The change map is marked only once the
+ * record is appended: a mark of the LSN the record would have had, with
+ * no record, would reach the manifest at the next flush, whose boundary
+ * is that LSN, and the store would refuse to open.)
  */
 static void ingest_undo(tally_store *s, const ingest_undo_point *undo, size_t count)
 {
@@ -1027,9 +1029,10 @@ static void ingest_undo(tally_store *s, const ingest_undo_point *undo, size_t co
  * number of its events accepted.
  * old and in_segments (NULL unless the batch is a backfill with old
  * events) are the batch's slices of the call's history; day_min is
- * fingerprint_day_min at validation time. Each accepted event's day is
- * marked in the change map with record_lsn, the LSN the call's WAL record
- * will get (the caller appends it in this same lock hold).
+ * fingerprint_day_min at validation time. Each accepted event's day goes
+ * to days[*day_count] (a day equal to the last one listed is not listed
+ * again): the caller marks them in the change map with the LSN of the
+ * call's WAL record once it is appended, in this same lock hold.
  * tenant_hash is name_hash(b->tenant).
  * *undo is set to the tenant and its memtable's row count before the
  * batch (t NULL while the tenant is not found or added). A non-zero return
@@ -1039,7 +1042,8 @@ static void ingest_undo(tally_store *s, const ingest_undo_point *undo, size_t co
 static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			 const packed_id *ids, const uint64_t (*dim_hash)[DIM_COUNT],
 			 const uint8_t *old, const uint8_t *in_segments, int64_t day_min,
-			 uint64_t record_lsn, uint32_t *accepted, ingest_undo_point *undo)
+			 int32_t *days, size_t *day_count, uint32_t *accepted,
+			 ingest_undo_point *undo)
 {
 	*accepted = 0;
 	undo->t = NULL;
@@ -1083,7 +1087,9 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
 		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], &recent, day_min))) {
-			change_map_mark(&s->changes, change_day(b->events[i].time_us), record_lsn);
+			int32_t day = change_day(b->events[i].time_us);
+			if (!*day_count || days[*day_count - 1] != day)
+				days[(*day_count)++] = day;
 			n++;
 		}
 	}
@@ -1206,6 +1212,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	uint8_t *packed = malloc(events_total * ID_PACKED_SIZE_MAX + 1);
 	packed_id *ids = malloc(sizeof(*ids) * events_total + 1);
 	uint64_t (*dim_hash)[DIM_COUNT] = malloc(sizeof(*dim_hash) * events_total + 1);
+	int32_t *days = malloc(sizeof(*days) * events_total + 1);
 	uint32_t *tenant_hash = malloc(sizeof(*tenant_hash) * batch_count + 1);
 	size_t *first_event = malloc(sizeof(*first_event) * batch_count + 1);
 	const tenant **guess = calloc(batch_count + 1, sizeof(*guess));
@@ -1218,7 +1225,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	wal_part *parts = malloc(sizeof(*parts) * (2 * batch_count + 2));
 	batchrec_encoder enc = {0};
 	bytebuf pre = {0}; /* the entries of the WAL record, as if all are accepted */
-	if (!packed || !ids || !dim_hash || !tenant_hash || !first_event || !guess || !table ||
+	if (!packed || !ids || !dim_hash || !days || !tenant_hash || !first_event || !guess || !table ||
 	    !entry || !prepared || !accepted || !again || !undo || !parts ||
 	    bytebuf_reserve(&pre, events_total * BATCHREC_EVENT_BYTES_TYPICAL) ||
 	    (backfill && (rc = history_init(&h, batch_count, events_total)))) {
@@ -1337,11 +1344,10 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	held = true;
 	s->ingest_lock_wait_us += elapsed_us(wait_from_us, held_from_us);
 	/* One WAL record for the whole call: type 1 when a single batch
-	 * accepted events, else type 2, a list of type 1 payloads. Every WAL
-	 * append happens under this lock, so the record's LSN is known now:
-	 * the change map is marked with it as events are accepted. */
-	uint64_t record_lsn = wal_last_lsn(s->wal) + 1;
-	size_t sub_count = 0;
+	 * accepted events, else type 2, a list of type 1 payloads. The days
+	 * of the events accepted are marked in the change map with its LSN
+	 * once it is appended (in this lock hold, as every WAL append is). */
+	size_t sub_count = 0, day_count = 0;
 	const char *failed_tenant = "";
 	size_t undo_count = 0;
 	for (size_t b = 0; b < batch_count; b++) {
@@ -1356,7 +1362,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
 		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + at, dim_hash + at,
 					old ? h.old + at : NULL, old ? h.in_segments + at : NULL,
-					day_min, record_lsn, &accepted[b], &undo[b]))) {
+					day_min, days, &day_count, &accepted[b], &undo[b]))) {
 			failed_tenant = batch->tenant;
 			goto nothing_stored;
 		}
@@ -1377,14 +1383,14 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		varint_get(&p, end, &size);
 		if ((rc = wal_append(s->wal, WAL_RECORD_BATCH, p, (size_t)size, &lsn)))
 			goto wal_failed;
-		assert(lsn == record_lsn);
 	} else if (sub_count > 1) {
 		uint8_t list_count[VARINT_SIZE_MAX];
 		parts[0] = (wal_part){list_count, varint_put(list_count, sub_count)};
 		if ((rc = wal_appendv(s->wal, WAL_RECORD_BATCHES, parts, part_count + 1, &lsn)))
 			goto wal_failed;
-		assert(lsn == record_lsn);
 	}
+	for (size_t d = 0; sub_count && d < day_count; d++)
+		change_map_mark(&s->changes, days[d], lsn);
 	*commit_lsn = wal_last_lsn(s->wal);
 	if (sub_count && !s->active_since_us)
 		s->active_since_us = held_from_us;
@@ -1428,6 +1434,7 @@ out:
 	free(packed);
 	free(ids);
 	free(dim_hash);
+	free(days);
 	free(tenant_hash);
 	free(first_event);
 	free(guess);
@@ -2101,12 +2108,15 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	}
 	if (!s->frozen) {
 		int any = 0;
+		size_t kept = 0; /* bytes of the active memtables left empty by undone calls */
 		for (uint32_t i = 0; i < s->tenant_count; i++) {
 			tenant *t = s->tenants[i];
 			if (t->active && t->active->rows.count) {
 				t->frozen = t->active;
 				t->active = NULL;
 				any = 1;
+			} else {
+				kept += active_bytes_of(t);
 			}
 		}
 		/* Rows or none, the active memtables start a new age (an undone
@@ -2128,8 +2138,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		 * says wal_replay_lsn = boundary. */
 		change_map_copy(&s->changes_frozen, &s->changes);
 		s->frozen = 1;
-		s->frozen_bytes = s->active_bytes;
-		s->active_bytes = 0;
+		s->frozen_bytes = s->active_bytes > kept ? s->active_bytes - kept : 0;
+		s->active_bytes = kept;
 		pthread_cond_broadcast(&s->flushed); /* backpressure waiters: room again */
 	}
 	uint64_t boundary = s->flush_boundary_lsn;

@@ -18,6 +18,7 @@
  *   - it holds exactly what the ledger says: every acknowledged event
  *     once, and nothing of a failed ingest, not even in memory (the rows a
  *     failed call appended are taken out again before it returns);
+ *   - when the call failed, a flush at once and a reopen find the same;
  *   - the same call made again without failures succeeds, and so does
  *     the next ingest;
  *   - after a close and a reopen without failures, the store holds every
@@ -44,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store_internal.h"
 #include "support/events.h"
 #include "support/fault_io.h"
 #include "support/test_dir.h"
@@ -179,27 +181,27 @@ static void batch_events_free(batch_events *e)
 	free(e->results);
 }
 
-/* One batch of round `round` for tenant `tenant`: a backfill in the
+/* One batch of round `round` for tenant `who`: a backfill in the
  * backfill round, else a normal ingest. */
-static int round_ingest(tally_store *s, uint32_t round, uint32_t tenant, const batch_events *e,
+static int round_ingest(tally_store *s, uint32_t round, uint32_t who, const batch_events *e,
 			uint32_t count)
 {
-	const char *name = ledger.tenants[tenant];
+	const char *name = ledger.tenants[who];
 	return round == backfill_round ? tally_ingest_backfill(s, name, e->events, count, e->results)
 				       : tally_ingest(s, name, e->events, count, e->results);
 }
 
-/* The ledger's next batch, for tenant `tenant`, with the fail_at-th
+/* The ledger's next batch, for tenant `who`, with the fail_at-th
  * allocation failing (0: none). On 0 every result must be ACCEPTED and
  * the batch is acknowledged; otherwise it is MAYBE (after_failure then
  * expects it absent). */
-static int batch_ingest_of(tally_store *s, uint32_t tenant, uint32_t count, uint64_t fail_at,
+static int batch_ingest_of(tally_store *s, uint32_t who, uint32_t count, uint64_t fail_at,
 			   bool persistent, bool *reached)
 {
 	uint32_t batch = ledger.rounds[round_no].batch_count;
 	batch_events e = batch_events_make(round_no, batch, 1, count);
 	oom_arm(fail_at, persistent);
-	int rc = round_ingest(s, round_no, tenant, &e, count);
+	int rc = round_ingest(s, round_no, who, &e, count);
 	bool hit = oom_disarm();
 	if (reached)
 		*reached = hit;
@@ -207,20 +209,20 @@ static int batch_ingest_of(tally_store *s, uint32_t tenant, uint32_t count, uint
 		for (uint32_t i = 0; i < count; i++)
 			cr_assert_eq(e.results[i].code, TALLY_ACCEPTED, "batch %u event %u: %s", batch, i,
 				     tally_result_name(e.results[i].code));
-	ev_ledger_add(&ledger, round_no, batch, tenant, count, rc == 0 ? EV_ACKED : EV_MAYBE);
+	ev_ledger_add(&ledger, round_no, batch, who, count, rc == 0 ? EV_ACKED : EV_MAYBE);
 	batch_events_free(&e);
 	return rc;
 }
 
-static int batch_ingest(tally_store *s, uint32_t tenant, uint64_t fail_at, bool persistent,
+static int batch_ingest(tally_store *s, uint32_t who, uint64_t fail_at, bool persistent,
 			bool *reached)
 {
-	return batch_ingest_of(s, tenant, BATCH_EVENTS, fail_at, persistent, reached);
+	return batch_ingest_of(s, who, BATCH_EVENTS, fail_at, persistent, reached);
 }
 
-static void ingest_acked(tally_store *s, uint32_t tenant)
+static void ingest_acked(tally_store *s, uint32_t who)
 {
-	int rc = batch_ingest(s, tenant, 0, false, NULL);
+	int rc = batch_ingest(s, who, 0, false, NULL);
 	cr_assert_eq(rc, 0, "ingest: %s: %s", tally_strerror(rc), tally_store_errmsg(s));
 }
 
@@ -257,6 +259,23 @@ static void expect_resend_duplicates(tally_store *s, uint64_t n)
 		}
 }
 
+/* White-box: tally_stats' memtable bytes are those of every memtable the
+ * tenants hold (no thread runs beside the test: no background worker). */
+static void expect_memtable_bytes_counted(tally_store *s, const char *when, uint64_t n)
+{
+	uint64_t held = 0;
+	for (uint32_t i = 0; i < s->tenant_count; i++) {
+		const tenant *t = s->tenants[i];
+		held += t->active ? memtable_bytes(t->active) : 0;
+		held += t->frozen ? memtable_bytes(t->frozen) : 0;
+	}
+	tally_stats stats;
+	cr_assert_eq(tally_store_stats(s, &stats), 0);
+	cr_assert_eq(stats.memtable_bytes, held, "%s, allocation %" PRIu64 " failed: the stats "
+		     "count %" PRIu64 " memtable bytes, the memtables hold %" PRIu64, when, n,
+		     stats.memtable_bytes, held);
+}
+
 static int sticky_error(tally_store *s)
 {
 	tally_stats stats;
@@ -282,6 +301,19 @@ static void after_failure(tally_store *s, int rc, uint64_t n, const char *call,
 			b->state = EV_ABSENT;
 	}
 	verify(s, call, n);
+	expect_memtable_bytes_counted(s, call, n);
+	if (rc) {
+		/* A flush right after the failed call, then a reopen: nothing
+		 * the call left in memory (a day marked changed at an LSN no
+		 * record has, say) reaches the manifest. */
+		int flushed = tally_flush(s);
+		cr_assert_eq(flushed, 0, "%s, allocation %" PRIu64 " failed: the flush after it: %s: %s",
+			     call, n, tally_strerror(flushed), tally_store_errmsg(s));
+		expect_memtable_bytes_counted(s, call, n);
+		cr_expect_eq(tally_store_close(s), 0);
+		s = store_open();
+		verify(s, "after a flush and a reopen", n);
+	}
 	if (again) {
 		int rc_again = again(s);
 		cr_assert_eq(rc_again, 0, "%s again after allocation %" PRIu64 " failed: %s: %s", call,
