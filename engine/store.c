@@ -1225,8 +1225,8 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	wal_part *parts = malloc(sizeof(*parts) * (2 * batch_count + 2));
 	batchrec_encoder enc = {0};
 	bytebuf pre = {0}; /* the entries of the WAL record, as if all are accepted */
-	if (!packed || !ids || !dim_hash || !days || !tenant_hash || !first_event || !guess || !table ||
-	    !entry || !prepared || !accepted || !again || !undo || !parts ||
+	if (!packed || !ids || !dim_hash || !days || !tenant_hash || !first_event || !guess ||
+	    !table || !entry || !prepared || !accepted || !again || !undo || !parts ||
 	    bytebuf_reserve(&pre, events_total * BATCHREC_EVENT_BYTES_TYPICAL) ||
 	    (backfill && (rc = history_init(&h, batch_count, events_total)))) {
 		rc = -ENOMEM;

@@ -307,8 +307,8 @@ static void after_failure(tally_store *s, int rc, uint64_t n, const char *call,
 		 * the call left in memory (a day marked changed at an LSN no
 		 * record has, say) reaches the manifest. */
 		int flushed = tally_flush(s);
-		cr_assert_eq(flushed, 0, "%s, allocation %" PRIu64 " failed: the flush after it: %s: %s",
-			     call, n, tally_strerror(flushed), tally_store_errmsg(s));
+		cr_assert_eq(flushed, 0, "%s, allocation %" PRIu64 " failed: the flush after it: "
+			     "%s: %s", call, n, tally_strerror(flushed), tally_store_errmsg(s));
 		expect_memtable_bytes_counted(s, call, n);
 		cr_expect_eq(tally_store_close(s), 0);
 		s = store_open();
