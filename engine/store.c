@@ -3648,6 +3648,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	out->dedup_expiry_us_last = s->dedup_expiry_us_last;
 	out->dedup_expiry_hold_max_us = s->dedup_expiry_hold_max_us;
 	out->sticky_error = s->sticky;
+	out->flush_failing = s->flush_failing;
 	pthread_mutex_unlock(&s->lock);
 	wal_stats ws;
 	wal_get_stats(s->wal, &ws);

@@ -396,6 +396,9 @@ typedef struct tally_stats {
 	uint64_t rollup_live_bytes;    /* RAM of the pages of not-yet-flushed events */
 	uint64_t query_cache_bytes;    /* RAM of decoded rollup pages and dictionaries kept for queries */
 	int sticky_error;              /* 0, or why writes are refused */
+	int flush_failing;             /* 0, or the error of the last flush, which failed and left
+					* the store writable (a full disk): past memtable_bytes_max
+					* ingest is TALLY_E_BUSY until a flush succeeds */
 	/* WAL commit fsyncs since open: the fdatasync after each group commit
 	 * write (successful or not), timed on the io clock (tally_io.now_us).
 	 * A new WAL file's header and directory syncs (once per

@@ -453,9 +453,7 @@ static bool ingest_failure_store_wide(int status)
  * which handlers_submit_done may tell its client. A failed call or part
  * stored nothing of its batches, and each retry is all or nothing too, so
  * no batch is stored twice. The first store-wide failure ends the retries
- * and is every remaining batch's too; the call that met it is then the
- * group's last, so the store's message is that call's (handlers_submit_done
- * shows it for TALLY_E_BUSY). *lsn covers every batch stored.
+ * and is every remaining batch's too. *lsn covers every batch stored.
  */
 int handlers_submit_group(server *s, uint64_t *lsn)
 {
@@ -489,34 +487,39 @@ int handlers_submit_group(server *s, uint64_t *lsn)
 /*
  * Answers a batch the engine refused, status its failure. The store's
  * message is the store's last one, whatever thread and tenant it was
- * about: a client is shown it only with a failure of the whole store that
- * names no tenant, TALLY_E_BUSY (the memtables are full while flushes fail;
- * it names the flush's error), which handlers_submit_group leaves the
- * group's last call. Any other store-wide failure is told by its code. A
- * failure of the batch's own (handlers_submit_group retried it alone) is
- * told naming the batch's own tenant only, and the store's message goes to
- * the log, for the operator.
+ * about, so no client is ever shown it: a failure of the batch's own
+ * (handlers_submit_group retried it alone) is told naming the batch's own
+ * tenant only, and the store's message goes to the log, for the operator.
+ * A store-wide failure is told by its code, naming no tenant; for
+ * TALLY_E_BUSY (the memtables are full while flushes fail) with the failing
+ * flush's error, from the store's stats.
  */
 static void ingest_refused(server *s, conn *c, const pending_ingest *p, int status, bool live)
 {
-	char why[TALLY_ERRMSG_SIZE] = "";
-	if (!ingest_failure_alone(status)) /* the engine's other threads may be writing it */
+	if (!ingest_failure_alone(status) && !ingest_failure_store_wide(status)) {
+		char why[TALLY_ERRMSG_SIZE]; /* the engine's other threads may be writing it */
 		tally_store_errmsg_copy(s->store, why, sizeof(why));
-	if (!ingest_failure_alone(status) && !ingest_failure_store_wide(status))
 		log_warn("ingest for tenant %s refused: %s (the store's last message: %s)",
 			 p->tenant, tally_strerror(status), why);
+	}
 	if (!live)
 		return;
 	int code = code_of_engine_error(status);
+	tally_stats stats;
 	if (!ingest_failure_store_wide(status))
 		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
 				   "ingest refused for tenant %s: %s", p->tenant,
 				   tally_strerror(status));
+	else if (status == TALLY_E_BUSY && !tally_store_stats(s->store, &stats) &&
+		 stats.flush_failing)
+		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
+				   "ingest refused: %s: the memtables are full and the last flush "
+				   "failed (%s); nothing of this batch was stored: retry once a flush "
+				   "succeeds", tally_strerror(status),
+				   tally_strerror(stats.flush_failing));
 	else
 		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
-				   "ingest refused: %s%s%s", tally_strerror(status),
-				   status == TALLY_E_BUSY && why[0] ? ": " : "",
-				   status == TALLY_E_BUSY ? why : "");
+				   "ingest refused: %s", tally_strerror(status));
 }
 
 void handlers_submit_done(server *s)

@@ -646,6 +646,8 @@ static void segment_fault_run(const segment_fault *f)
 	cr_assert_eq(tally_store_stats(s, &stats), 0);
 	cr_expect_eq(stats.sticky_error, 0, "%s: a failed segment write is not sticky (%d)", f->name,
 		     stats.sticky_error);
+	cr_expect_eq(stats.flush_failing, f->error, "%s: the stats name the failing flush's error "
+		     "(%d)", f->name, stats.flush_failing);
 	cr_expect_eq(stats.segment_file_count, 0);
 	dir_listing left = dir_list("segments", "");
 	if (f->kind != 3) /* a failed directory fsync comes after the rename: see below */
@@ -660,6 +662,7 @@ static void segment_fault_run(const segment_fault *f)
 	cr_assert_eq(rc, 0, "%s: flush with a healthy disk: %s", f->name, tally_store_errmsg(s));
 	cr_assert_eq(tally_store_stats(s, &stats), 0);
 	cr_expect_geq(stats.segment_file_count, 1);
+	cr_expect_eq(stats.flush_failing, 0, "%s: a flush succeeded", f->name);
 	cr_expect_geq(stats.segment_rows, 4 * BATCH_EVENTS, "%s: the retried flush wrote the "
 		      "frozen memtables", f->name);
 	verify(s, "after the successful flush");
