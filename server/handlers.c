@@ -513,9 +513,9 @@ static void ingest_refused(server *s, conn *c, const pending_ingest *p, int stat
 	else if (status == TALLY_E_BUSY && !tally_store_stats(s->store, &stats) &&
 		 stats.flush_failing)
 		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
-				   "ingest refused: %s: the memtables are full and the last flush "
-				   "failed (%s); nothing of this batch was stored: retry once a flush "
-				   "succeeds", tally_strerror(status),
+				   "ingest refused: %s: the memtables are full and the last "
+				   "flush failed (%s); nothing of this batch was stored: retry "
+				   "once a flush succeeds", tally_strerror(status),
 				   tally_strerror(stats.flush_failing));
 	else
 		conn_respond_error(s, c, p->request_id, p->frame_bytes, code, retry_after_of(code),
