@@ -404,7 +404,8 @@ static int validate(const tally_event *e, int64_t now_us, int64_t horizon_us,
  * (fingerprint_day_min). The caller accounts memtable growth in
  * active_bytes. */
 static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
-		       const uint64_t dim_hash[DIM_COUNT], dim_recent *recent, int64_t day_min)
+		       const uint64_t dim_hash[DIM_COUNT], dim_recent *recent, int64_t day_min,
+		       int fingerprinted)
 {
 	int rc;
 	if (!t->active && !(t->active = memtable_new(&rc)))
@@ -413,8 +414,8 @@ static int apply_event(tenant *t, const tally_event *e, const packed_id *id,
 	if (rc)
 		return rc;
 	int64_t day = day_of(e->time_us);
-	if (day < day_min)
-		return 0; /* backfilled or replayed history: checked by day instead */
+	if (day < day_min || fingerprinted)
+		return 0; /* history (checked by day instead), or its fingerprint is there */
 	return dedup_insert(&t->dedup, id->hash, fingerprint_day(day), fingerprint_day(day_min));
 }
 
@@ -602,12 +603,13 @@ static int stored_on_day(tally_store *s, const tenant *t, const packed_id *id, u
  * exact resend is a DUPLICATE whichever other days hold the id.
  */
 static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const packed_id *id,
-		       int64_t day_min, uint8_t *code)
+		       int64_t day_min, uint8_t *code, int *fingerprinted)
 {
 	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
 	size_t n = dedup_find(&t->dedup, id->hash, fingerprint_day(day_min), days,
 			      DEDUP_DAY_CANDIDATES_MAX);
 	*code = TALLY_ACCEPTED;
+	*fingerprinted = 0;
 	if (!n)
 		return 0;
 	tally_event stored;
@@ -616,6 +618,11 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 	int own_listed = 0;
 	for (size_t i = 0; i < n; i++)
 		own_listed |= days[i] == own;
+	/* An entry of the event's own day with no such event stored: a
+	 * fingerprint collision, or one an undone call left (ingest_undo).
+	 * Accepted, the event needs no second entry: a call retried after
+	 * failures leaves one per id and day, not one per attempt. */
+	*fingerprinted = own_listed;
 	if (own_listed) {
 		int found = stored_on_day(s, t, id, own, &stored, id_text);
 		if (found < 0)
@@ -1079,14 +1086,16 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			memtable_prefetch_dim_entries(m, h, hashes_of(b, dim_hash, i));
 		if (b->results[i].code == TALLY_REJECTED)
 			continue;
+		int fingerprinted = 0;
 		if (old && old[i])
 			b->results[i].code = history_check(t, &b->events[i], &ids[i], in_segments[i]);
 		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], day_min,
-					   &b->results[i].code)))
+					   &b->results[i].code, &fingerprinted)))
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
-		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], &recent, day_min))) {
+		if (!(rc = apply_event(t, &b->events[i], &ids[i], dim_hash[i], &recent, day_min,
+				       fingerprinted))) {
 			int32_t day = change_day(b->events[i].time_us);
 			if (!*day_count || days[*day_count - 1] != day)
 				days[(*day_count)++] = day;
@@ -1675,7 +1684,7 @@ static int replay_batch(tally_store *s, uint64_t lsn, const uint8_t *payload, si
 		/* No horizon check and no dedup: the WAL holds only events that
 		 * were accepted (a backfill's old ones too), and all of them
 		 * stay. */
-		if ((rc = apply_event(t, &e, &id, NULL, NULL, s->replay_day_min))) {
+		if ((rc = apply_event(t, &e, &id, NULL, NULL, s->replay_day_min, 0))) {
 			free(strings);
 			return rc;
 		}

@@ -820,3 +820,67 @@ Test(oom, query)
 {
 	sweep(CALL_QUERY, false);
 }
+
+static uint64_t dedup_entries(tally_store *s)
+{
+	tally_stats stats;
+	cr_assert_eq(tally_store_stats(s, &stats), 0);
+	return stats.dedup_entries;
+}
+
+/* A call of two batches: the ledger's next batch for tenant 1 (the same
+ * events every time), then one for a tenant new at each attempt (attempt
+ * names it). With fail, the new tenant's memtable cannot be made (only
+ * aligned_alloc fails: oom_wrap.h), after the first batch was applied. */
+static int retried_call(tally_store *s, uint32_t attempt, bool fail)
+{
+	char fresh_tenant[32];
+	snprintf(fresh_tenant, sizeof(fresh_tenant), "attempt-%u", attempt);
+	batch_events e = batch_events_make(round_no, ledger.rounds[round_no].batch_count, 2,
+					   BATCH_EVENTS);
+	tally_batch batches[2] = {
+		{.tenant = ledger.tenants[1], .events = e.events, .count = BATCH_EVENTS,
+		 .results = e.results},
+		{.tenant = fresh_tenant, .events = e.events + BATCH_EVENTS, .count = BATCH_EVENTS,
+		 .results = e.results + BATCH_EVENTS},
+	};
+	uint64_t lsn = 0;
+	oom_aligned_only = true;
+	oom_arm(fail ? 1 : 0, true);
+	int rc = tally_ingest_submit_many(s, batches, 2, &lsn);
+	bool reached = oom_disarm();
+	oom_aligned_only = false;
+	cr_assert_eq(reached, fail);
+	if (!rc)
+		rc = tally_commit_wait(s, lsn);
+	batch_events_free(&e);
+	return rc;
+}
+
+/* Description: a call that fails after its first batch was applied (the
+ * second batch's new tenant gets no memtable) is undone, but the
+ * fingerprints of the first batch's ids stay (harmless: a match is always
+ * verified against the stored events). Retried and failing again, it adds
+ * none: one entry per id and day, not one per attempt. Once it succeeds,
+ * each event is stored once, and re-sent is a DUPLICATE. */
+Test(oom, a_call_retried_after_failures_leaves_one_fingerprint_per_id)
+{
+	fresh();
+	tally_store *s = base_state();
+	uint64_t before = dedup_entries(s);
+	uint32_t attempt = 0;
+	for (int failed = 0; failed < 4; failed++) {
+		cr_assert_eq(retried_call(s, attempt++, true), -ENOMEM);
+		cr_expect_eq(dedup_entries(s), before + BATCH_EVENTS,
+			     "after failed attempt %d: %" PRIu64 " fingerprints more", failed,
+			     dedup_entries(s) - before);
+	}
+	cr_assert_eq(retried_call(s, attempt++, false), 0, "%s", tally_store_errmsg(s));
+	cr_expect_eq(dedup_entries(s), before + 2 * BATCH_EVENTS, "and the second batch's ids");
+	ev_ledger_add(&ledger, round_no, ledger.rounds[round_no].batch_count, 1, BATCH_EVENTS,
+		      EV_ACKED);
+	verify(s, "after the retried call", 0);
+	expect_resend_duplicates(s, 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	cleanup();
+}

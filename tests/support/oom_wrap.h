@@ -10,7 +10,10 @@
  * test's one source file, after defining
  *     static bool oom_fails(void);
  * (the functions are defined here, not declared: the linker needs them
- * once per binary).
+ * once per binary). With oom_aligned_only set (on the test's thread),
+ * only aligned_alloc consults oom_fails(): the engine calls it for a new
+ * memtable alone, so a call fails at the same point however many other
+ * allocations came before.
  */
 #ifndef TALLY_TESTS_OOM_WRAP_H
 #define TALLY_TESTS_OOM_WRAP_H
@@ -34,19 +37,21 @@ void *__wrap_aligned_alloc(size_t alignment, size_t size);
 void *__wrap_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
 void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
 
+static _Thread_local bool oom_aligned_only;
+
 void *__wrap_malloc(size_t size)
 {
-	return oom_fails() ? NULL : __real_malloc(size);
+	return !oom_aligned_only && oom_fails() ? NULL : __real_malloc(size);
 }
 
 void *__wrap_calloc(size_t count, size_t size)
 {
-	return oom_fails() ? NULL : __real_calloc(count, size);
+	return !oom_aligned_only && oom_fails() ? NULL : __real_calloc(count, size);
 }
 
 void *__wrap_realloc(void *p, size_t size)
 {
-	return oom_fails() ? NULL : __real_realloc(p, size);
+	return !oom_aligned_only && oom_fails() ? NULL : __real_realloc(p, size);
 }
 
 void *__wrap_aligned_alloc(size_t alignment, size_t size)
@@ -56,12 +61,12 @@ void *__wrap_aligned_alloc(size_t alignment, size_t size)
 
 void *__wrap_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
-	return oom_fails() ? MAP_FAILED : __real_mmap(addr, length, prot, flags, fd, offset);
+	return !oom_aligned_only && oom_fails() ? MAP_FAILED : __real_mmap(addr, length, prot, flags, fd, offset);
 }
 
 void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 {
-	if (oom_fails())
+	if (!oom_aligned_only && oom_fails())
 		return MAP_FAILED;
 	void *new_address = NULL;
 	if (flags & MREMAP_FIXED) {
