@@ -61,7 +61,9 @@ void *__wrap_aligned_alloc(size_t alignment, size_t size)
 
 void *__wrap_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
-	return !oom_aligned_only && oom_fails() ? MAP_FAILED : __real_mmap(addr, length, prot, flags, fd, offset);
+	if (!oom_aligned_only && oom_fails())
+		return MAP_FAILED;
+	return __real_mmap(addr, length, prot, flags, fd, offset);
 }
 
 void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
