@@ -87,6 +87,9 @@ static const option_spec options[] = {
 	 CONFIG_TIMEOUT_MS_MAX, "MS", "close a connection idle this long"},
 	{"frame-timeout-ms", "frame_timeout_ms", KIND_NUMBER, FIELD(frame_timeout_ms), CONFIG_TIMEOUT_MS_MIN,
 	 CONFIG_TIMEOUT_MS_MAX, "MS", "a started frame must arrive within this"},
+	{"hello-timeout-ms", "hello_timeout_ms", KIND_NUMBER, FIELD(hello_timeout_ms),
+	 CONFIG_TIMEOUT_MS_MIN, CONFIG_TIMEOUT_MS_MAX, "MS",
+	 "a connection must complete Hello within this"},
 	{"pending-bytes-max", "pending_bytes_max", KIND_SIZE, FIELD(pending_bytes_max),
 	 CONFIG_PENDING_BYTES_MIN, CONFIG_PENDING_BYTES_MAX, "SIZE",
 	 "unanswered request bytes, server-wide, before reading pauses"},
@@ -133,6 +136,7 @@ void config_default(server_config *c)
 	c->inflight_max = CONFIG_DEFAULT_INFLIGHT_MAX;
 	c->idle_timeout_ms = CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
 	c->frame_timeout_ms = CONFIG_DEFAULT_FRAME_TIMEOUT_MS;
+	c->hello_timeout_ms = CONFIG_DEFAULT_HELLO_TIMEOUT_MS;
 	c->pending_bytes_max = CONFIG_DEFAULT_PENDING_BYTES_MAX;
 	c->group_commit_window_us = CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US;
 	c->memtable_bytes_max = CONFIG_DEFAULT_MEMTABLE_BYTES_MAX;

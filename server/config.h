@@ -47,6 +47,10 @@
 #define CONFIG_DEFAULT_INFLIGHT_MAX 64u
 #define CONFIG_DEFAULT_IDLE_TIMEOUT_MS 300000u
 #define CONFIG_DEFAULT_FRAME_TIMEOUT_MS 10000u
+/* A connection that has not completed Hello within this is closed: an
+ * unauthenticated client holds a connection slot for at most this long,
+ * whatever it sends (PostgreSQL's authentication_timeout; server.c). */
+#define CONFIG_DEFAULT_HELLO_TIMEOUT_MS 10000u
 #define CONFIG_DEFAULT_PENDING_BYTES_MAX (512u * CONFIG_MIB)
 #define CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US 0u
 #define CONFIG_DEFAULT_MEMTABLE_BYTES_MAX ((uint64_t)512 * CONFIG_MIB)
@@ -97,6 +101,7 @@ typedef struct server_config {
 	uint32_t inflight_max;            /* 64 requests in flight per connection */
 	uint32_t idle_timeout_ms;         /* 300000: a connection with nothing in flight and no bytes for this long is closed */
 	uint32_t frame_timeout_ms;        /* 10000: a frame that has started must complete within this (slowloris) */
+	uint32_t hello_timeout_ms;        /* 10000: Hello must be done within this of the accept */
 	uint32_t pending_bytes_max;       /* 512 MiB: request bytes accepted but not yet answered, server-wide; above it the server stops reading (backpressure) */
 	uint32_t group_commit_window_us;  /* 0 */
 	uint64_t memtable_bytes_max;      /* 512 MiB (engine option) */

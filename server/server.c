@@ -36,6 +36,10 @@
  *   - no connection is read while the server holds more than
  *     pending_bytes_max of unanswered requests (backpressure), until that
  *     falls to half;
+ *   - a connection that has not completed Hello within hello_timeout_ms of
+ *     its accept is sent UNAUTHENTICATED and closed, whatever it sends
+ *     meanwhile: a client that never authenticates holds a slot that long
+ *     at most;
  *   - a frame is refused at its 4-byte header when it announces more than
  *     frame_bytes_max, before any memory is committed for it.
  *
@@ -650,6 +654,7 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 	c->fd = fd;
 	frame_reader_init(&c->reader, s->config.frame_bytes_max);
 	c->last_activity_us = server_now_us();
+	c->hello_started_us = c->last_activity_us;
 	struct sockaddr_storage addr;
 	socklen_t alen = sizeof(addr);
 	char host[INET6_ADDRSTRLEN] = "?";
@@ -714,6 +719,19 @@ static void on_timer(server *s)
 				 " bytes unsent); closing", c->peer, s->config.idle_timeout_ms,
 				 conn_unsent_bytes(c) - c->send_off);
 			conn_abort(s, c);
+			continue;
+		}
+		/* Whatever it sends (Pings are answered before Hello), a connection
+		 * gets hello_timeout_ms to authenticate: otherwise connections_max
+		 * clients that never say Hello would lock everyone out. */
+		uint32_t hello_ms = s->config.hello_timeout_ms;
+		if (!c->authed && now - c->hello_started_us > (int64_t)hello_ms * 1000) {
+			/* Counted as idle: metrics.c has no "hello" kind. */
+			metrics_add(s->metrics, M_TIMEOUTS_IDLE, 1);
+			log_warn("%s: no Hello within %u ms; closing", c->peer, hello_ms);
+			conn_respond_error(s, c, 0, 0, ERR_UNAUTHENTICATED, 0,
+					   "no Hello within %u ms; closing", hello_ms);
+			conn_close_after_send(s, c);
 			continue;
 		}
 		/* A half-closed peer's partial frame will never end: it is dropped. */

@@ -117,6 +117,7 @@ typedef struct conn {
 	int64_t send_waiting_us;
 	uint64_t kernel_queued_bytes;
 	int64_t frame_started_us; /* 0: no partial frame */
+	int64_t hello_started_us; /* its accept: Hello is due within hello_timeout_ms of it */
 	int64_t close_started_us; /* when a graceful close began */
 	char peer[64];
 } conn;

@@ -54,6 +54,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->inflight_max, 64u);
 	cr_expect_eq(c->idle_timeout_ms, 300000u);
 	cr_expect_eq(c->frame_timeout_ms, 10000u);
+	cr_expect_eq(c->hello_timeout_ms, 10000u);
 	cr_expect_eq(c->pending_bytes_max, 512u << 20);
 	cr_expect_eq(c->group_commit_window_us, 0u);
 	cr_expect_eq(c->memtable_bytes_max, (uint64_t)512 << 20);
@@ -90,7 +91,7 @@ Test(config, every_flag)
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
 		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
-		       "--log-level", "warn");
+		       "--log-level", "warn", "--hello-timeout-ms", "750");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
 	cr_expect_str_eq(c.listen, "[::1]:7500");
@@ -102,6 +103,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.inflight_max, 8u);
 	cr_expect_eq(c.idle_timeout_ms, 60000u);
 	cr_expect_eq(c.frame_timeout_ms, 2500u);
+	cr_expect_eq(c.hello_timeout_ms, 750u);
 	cr_expect_eq(c.pending_bytes_max, 64u << 20);
 	cr_expect_eq(c.group_commit_window_us, 500u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)2 << 30);
@@ -118,7 +120,7 @@ Test(config, every_flag)
 		   "--connections-per-key-max=65536", "--inflight-max=4096", "--idle-timeout-ms=1",
 		   "--frame-timeout-ms=86400000", "--pending-bytes-max=2GiB", "--group-commit-window-us=100000",
 		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-cache-bytes-max=1MiB", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
-		   "--log-level=error");
+		   "--log-level=error", "--hello-timeout-ms=1");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/srv/t");
 	cr_expect_str_eq(c.listen, "0.0.0.0:0");
@@ -130,6 +132,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.inflight_max, 4096u);
 	cr_expect_eq(c.idle_timeout_ms, 1u);
 	cr_expect_eq(c.frame_timeout_ms, 86400000u);
+	cr_expect_eq(c.hello_timeout_ms, 1u);
 	cr_expect_eq(c.pending_bytes_max, 2u << 30);
 	cr_expect_eq(c.group_commit_window_us, 100000u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 20);
@@ -189,6 +192,7 @@ static const char full_ini[] = "; tallyd configuration\n"
 			       "inflight_max = 128\n"
 			       "idle_timeout_ms = 120000\n"
 			       "frame_timeout_ms = 5000\n"
+			       "hello_timeout_ms = 3000\n"
 			       "pending_bytes_max = 1GiB\n"
 			       "group_commit_window_us = 200\n"
 			       "memtable_bytes_max = 1GiB\n"
@@ -219,6 +223,7 @@ Test(config, ini_file_sets_every_key)
 	cr_expect_eq(c.inflight_max, 128u);
 	cr_expect_eq(c.idle_timeout_ms, 120000u);
 	cr_expect_eq(c.frame_timeout_ms, 5000u);
+	cr_expect_eq(c.hello_timeout_ms, 3000u);
 	cr_expect_eq(c.pending_bytes_max, 1u << 30);
 	cr_expect_eq(c.group_commit_window_us, 200u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30);
@@ -311,6 +316,10 @@ Test(config, flag_errors)
 		{{"--inflight-max", "4097"}, "--inflight-max: '4097' is out of range 1..4096"},
 		{{"--idle-timeout-ms", "0"}, "--idle-timeout-ms: '0' is out of range 1..86400000"},
 		{{"--frame-timeout-ms", "86400001"}, "--frame-timeout-ms: '86400001' is out of range 1..86400000"},
+		{{"--hello-timeout-ms", "0"},
+		 "--hello-timeout-ms: '0' is out of range 1..86400000"},
+		{{"--hello-timeout-ms", "86400001"},
+		 "--hello-timeout-ms: '86400001' is out of range 1..86400000"},
 		{{"--group-commit-window-us", "100001"},
 		 "--group-commit-window-us: '100001' is out of range 0..100000"},
 		{{"--memtable-age-max-s", "604801"}, "--memtable-age-max-s: '604801' is out of range 0..604800"},
@@ -633,6 +642,8 @@ Test(config, usage_lists_every_flag)
 		"(default 300000; 1..86400000)",
 		"--frame-timeout-ms MS ",
 		"(default 10000; 1..86400000)",
+		"--hello-timeout-ms MS ",
+		"a connection must complete Hello within this (default 10000; 1..86400000)",
 		"--pending-bytes-max SIZE ",
 		"(default 512 MiB; 1 MiB..2 GiB)",
 		"--group-commit-window-us US ",

@@ -1071,3 +1071,69 @@ Test(hostile, half_closed_slow_reader_is_not_cut_off)
 	close(fd);
 	harness_finish(&h);
 }
+
+/* The next response on fd: a Pong for request id. */
+static void expect_pong(int fd, uint64_t id)
+{
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r, "no answer to Ping %" PRIu64 ": the connection was closed", id);
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_PONG, "Ping %" PRIu64 ": body %d (%s)",
+		     id, r->body_case,
+		     r->body_case == TALLY__V1__RESPONSE__BODY_ERROR ? r->error->message : "");
+	cr_expect_eq(r->request_id, id);
+	tally__v1__response__free_unpacked(r, NULL);
+}
+
+/* Description: a connection that has not completed Hello within the Hello
+ * timeout (1 s here; the idle timeout keeps its 300 s) is sent Error
+ * UNAUTHENTICATED with request id 0, "no Hello within 1000 ms; closing",
+ * and closed, although it sends a Ping every 100 ms and every Ping is
+ * answered: Pings do not move the deadline. The close counts as a timeout
+ * of kind "idle". A connection that said Hello in time is still served
+ * after the deadline. */
+Test(hostile, hello_timeout_closes_an_unauthenticated_connection)
+{
+	harness h;
+	harness_init(&h, "host-hello");
+	h.config.hello_timeout_ms = 1000;
+	harness_start(&h);
+	int authed = harness_socket(&h);
+	send_hello(authed, h.admin_key);
+	int fd = harness_socket(&h);
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t pongs = 0;
+	Tally__V1__Response *r = NULL;
+	/* 50 Pings 100 ms apart: 5 s, far past the deadline. */
+	for (uint64_t id = 1; id <= 50; id++) {
+		send_ping(fd, id);
+		r = read_response(fd, 5000);
+		cr_assert_not_null(r, "Ping %" PRIu64 ": neither a Pong nor an Error", id);
+		if (r->body_case != TALLY__V1__RESPONSE__BODY_PONG)
+			break;
+		cr_assert_eq(r->request_id, id);
+		pongs++;
+		tally__v1__response__free_unpacked(r, NULL);
+		r = NULL;
+		usleep(100 * 1000);
+	}
+	double secs = seconds_since(&t0);
+	cr_assert_not_null(r, "a connection without Hello still open after %.1f s of Pings", secs);
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "body %d", r->body_case);
+	cr_expect_eq(r->request_id, 0);
+	cr_expect_eq(r->error->code, TALLY__V1__ERROR__CODE__UNAUTHENTICATED);
+	cr_expect_str_eq(r->error->message, "no Hello within 1000 ms; closing");
+	tally__v1__response__free_unpacked(r, NULL);
+	cr_expect(closed_within(fd, 3000), "not closed after its Error");
+	close(fd);
+	cr_expect_geq(secs, 1.0, "closed after %.2f s, before the Hello timeout", secs);
+	cr_expect_lt(secs, 2.5, "closed after %.2f s", secs);
+	cr_expect_geq(pongs, 5, "only %" PRIu64 " Pings answered before the close", pongs);
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_IDLE), 1);
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_FRAME), 0);
+	send_ping(authed, 9);
+	expect_pong(authed, 9);
+	close(authed);
+	served(&h);
+	harness_finish(&h);
+}
