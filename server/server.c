@@ -35,7 +35,8 @@
  *     (a peer that stopped reading holds nothing for longer);
  *   - no connection is read while the server holds more than
  *     pending_bytes_max of unanswered requests (backpressure), until that
- *     falls to half;
+ *     falls to half; that time counts against no connection's idle, frame
+ *     or Hello deadline (backpressure_update);
  *   - a connection that has not completed Hello within hello_timeout_ms of
  *     its accept is sent UNAUTHENTICATED and closed, whatever it sends
  *     meanwhile: a client that never authenticates holds a slot that long
@@ -586,17 +587,44 @@ static void conns_resume(server *s)
 	}
 }
 
-/* Server-wide backpressure: pause above pending_bytes_max, resume at half. */
+/* Moves a deadline that started at *start_us (0: none) on by the time the
+ * server did not read since paused_since_us (or since the deadline began,
+ * if later): it is counted as if that time had not passed. */
+static void deadline_skip_pause(int64_t *start_us, int64_t paused_since_us, int64_t now)
+{
+	if (!*start_us)
+		return;
+	*start_us += now - (*start_us > paused_since_us ? *start_us : paused_since_us);
+}
+
+/*
+ * Server-wide backpressure: pause above pending_bytes_max, resume at half.
+ * While paused, no connection is read, so the rest of a frame, a Hello or
+ * any request may wait in the kernel for as long as the pause lasts: the
+ * idle, frame and Hello deadlines are not checked (on_timer), and at the
+ * resume they move on by the pause, so that no peer is closed for the
+ * server's not reading.
+ */
 static void backpressure_update(server *s)
 {
 	if (!s->paused && s->pending_bytes > s->config.pending_bytes_max) {
 		s->paused = true;
+		s->paused_since_us = server_now_us();
 		metrics_add(s->metrics, M_BACKPRESSURE_PAUSES, 1);
 		for (uint32_t i = 0; i < s->conn_slots; i++)
 			if (s->conns[i].fd >= 0)
 				cancel_recv(s, &s->conns[i]);
 	} else if (s->paused && s->pending_bytes <= s->config.pending_bytes_max / 2) {
 		s->paused = false;
+		int64_t now = server_now_us();
+		for (uint32_t i = 0; i < s->conn_slots; i++) {
+			conn *c = &s->conns[i];
+			if (c->fd < 0)
+				continue;
+			deadline_skip_pause(&c->last_activity_us, s->paused_since_us, now);
+			deadline_skip_pause(&c->frame_started_us, s->paused_since_us, now);
+			deadline_skip_pause(&c->hello_started_us, s->paused_since_us, now);
+		}
 	}
 }
 
@@ -721,6 +749,8 @@ static void on_timer(server *s)
 			conn_abort(s, c);
 			continue;
 		}
+		if (s->paused)
+			continue; /* deadlines on what the peer sends wait (backpressure_update) */
 		/* Whatever it sends (Pings are answered before Hello), a connection
 		 * gets hello_timeout_ms to authenticate: otherwise connections_max
 		 * clients that never say Hello would lock everyone out. */

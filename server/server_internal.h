@@ -110,14 +110,19 @@ typedef struct conn {
 	uint32_t jobs;     /* of those, requests at the worker pool (the rest, outside
 			    * handle_request, are ingest batches waiting for their ack) */
 	uint64_t pending_bytes; /* their frame bytes */
-	int64_t last_activity_us;
 	/* When the peer last took bytes of c's output: the send at the kernel
 	 * began or moved on, or the kernel's send queue (kernel_queued_bytes
 	 * when the timer last looked) shrank. */
 	int64_t send_waiting_us;
 	uint64_t kernel_queued_bytes;
-	int64_t frame_started_us; /* 0: no partial frame */
-	int64_t hello_started_us; /* its accept: Hello is due within hello_timeout_ms of it */
+	/* Deadlines on what the peer sends: its last bytes in or out (idle
+	 * after idle_timeout_ms), when its partial frame began (0: none; due
+	 * within frame_timeout_ms), and its accept (Hello due within
+	 * hello_timeout_ms). Each moves on by the time the server paused
+	 * reading (backpressure_update): that time is not the peer's. */
+	int64_t last_activity_us;
+	int64_t frame_started_us;
+	int64_t hello_started_us;
 	int64_t close_started_us; /* when a graceful close began */
 	char peer[64];
 } conn;
@@ -172,6 +177,7 @@ struct server {
 	_Atomic uint32_t conn_count;   /* atomic: the metrics thread reads it */
 	_Atomic uint64_t pending_bytes; /* request bytes read and not yet answered, all conns */
 	bool paused;            /* server-wide backpressure: reading stopped */
+	int64_t paused_since_us; /* when it stopped: the conns' deadlines wait meanwhile */
 	/* Per conn (server.c, "Bounded work and memory"): its unsent plus owed
 	 * response bytes never exceed conn_out_bytes_max; an answer is owed at
 	 * its largest: answer_bytes_max (a frame) for a worker's, or

@@ -501,6 +501,34 @@ Test(hostile, pipelining_ingest_past_the_inflight_limit)
 	harness_finish(&h);
 }
 
+/* A batch of `per` harness events from base_us into *m (which lives in b,
+ * reset here), with ids "producer-P-batch-K-event-I-padding-pad": about
+ * 60 KiB framed at 600 events. */
+static void wide_batch(builder *b, Tally__V1__IngestBatch *m, int producer, int batch, int per,
+		       int64_t base_us)
+{
+	builder_reset(b);
+	for (int i = 0; i < per; i++) {
+		char id[48];
+		snprintf(id, sizeof(id), "producer-%d-batch-%03d-event-%04d-padding-pad", producer,
+			 batch, i);
+		tally_client_event e = harness_event("x", i, base_us);
+		e.event_id = (tally_client_str){id, (uint32_t)strlen(id)};
+		builder_add(b, &e);
+	}
+	builder_message(b, m);
+}
+
+/* Receives one ack on c; returns its accepted events. */
+static uint64_t ack_receive(tally_client *c)
+{
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest_recv(c, &a), 0);
+	uint64_t accepted = a.accepted;
+	tally_ingest_ack_free(&a);
+	return accepted;
+}
+
 /* Description: with 1 MiB of unanswered requests allowed server-wide and
  * 64 KiB frames, four producers pipelining 200 batches of ~60 KiB each make
  * the server pause reading (counted in the metrics) and resume; every batch
@@ -528,34 +556,17 @@ Test(hostile, backpressure_pauses_and_resumes)
 	uint64_t accepted = 0;
 	for (int k = 0; k < BATCHES; k++) {
 		for (int p = 0; p < PRODUCERS; p++) {
-			builder_reset(&b);
-			for (int i = 0; i < PER; i++) {
-				char id[48];
-				snprintf(id, sizeof(id), "producer-%d-batch-%03d-event-%04d-padding-pad", p, k, i);
-				tally_client_event e = harness_event("x", i, base);
-				e.event_id = (tally_client_str){id, (uint32_t)strlen(id)};
-				builder_add(&b, &e);
-			}
 			Tally__V1__IngestBatch m;
-			builder_message(&b, &m);
+			wide_batch(&b, &m, p, k, PER, base);
 			int rc;
-			while ((rc = tally_client_ingest_send(c[p], &m, NULL)) == -EAGAIN) {
-				tally_ingest_ack a;
-				cr_assert_eq(tally_client_ingest_recv(c[p], &a), 0);
-				accepted += a.accepted;
-				tally_ingest_ack_free(&a);
-			}
+			while ((rc = tally_client_ingest_send(c[p], &m, NULL)) == -EAGAIN)
+				accepted += ack_receive(c[p]);
 			cr_assert_eq(rc, 0, "send: %s", tally_client_strerror(rc));
 		}
 	}
-	for (int p = 0; p < PRODUCERS; p++) {
-		while (tally_client_inflight(c[p])) {
-			tally_ingest_ack a;
-			cr_assert_eq(tally_client_ingest_recv(c[p], &a), 0);
-			accepted += a.accepted;
-			tally_ingest_ack_free(&a);
-		}
-	}
+	for (int p = 0; p < PRODUCERS; p++)
+		while (tally_client_inflight(c[p]))
+			accepted += ack_receive(c[p]);
 	cr_expect_eq(accepted, (uint64_t)PRODUCERS * BATCHES * PER);
 	cr_expect_gt(metrics_counter(h.server->metrics, M_BACKPRESSURE_PAUSES), 0,
 		     "the server never paused reading");
@@ -1135,5 +1146,128 @@ Test(hostile, hello_timeout_closes_an_unauthenticated_connection)
 	expect_pong(authed, 9);
 	close(authed);
 	served(&h);
+	harness_finish(&h);
+}
+
+/* A held store: while hold_on, the submitter waits before each group it
+ * hands to the engine, so no batch is answered and the server's
+ * unanswered request bytes only grow. */
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_cond = PTHREAD_COND_INITIALIZER;
+static bool hold_on;
+
+static void held_submit(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&hold_lock);
+	while (hold_on)
+		pthread_cond_wait(&hold_cond, &hold_lock);
+	pthread_mutex_unlock(&hold_lock);
+}
+
+static void hold_set(bool on)
+{
+	pthread_mutex_lock(&hold_lock);
+	hold_on = on;
+	pthread_cond_broadcast(&hold_cond);
+	pthread_mutex_unlock(&hold_lock);
+}
+
+/*
+ * Description: time the server spends not reading does not count against
+ * a connection's deadlines. A client has sent half a Ping frame (the frame
+ * timeout is 1 s) when the store is held and a producer's batches pass
+ * pending_bytes_max, so the server stops reading every connection
+ * (server-wide backpressure). During the pause a second client connects
+ * and sends its Hello (the Hello timeout is 1 s too), and a third, which
+ * said Hello before the pause, sends a Ping (the idle timeout is 1.5 s).
+ * After 2 s of pause, the first client sends the rest of its frame, and
+ * the store is released: once reading resumes, both Pings are answered
+ * with their Pongs and the Hello with HelloOk, no connection is closed,
+ * no timeout is counted, and every batch is acknowledged.
+ */
+Test(hostile, backpressure_does_not_count_against_a_clients_deadlines)
+{
+	harness h;
+	harness_init(&h, "host-bp-deadline");
+	h.config.frame_bytes_max = 64 << 10;
+	h.config.pending_bytes_max = 1 << 20;
+	h.config.frame_timeout_ms = 1000;
+	h.config.hello_timeout_ms = 1000;
+	h.config.idle_timeout_ms = 1500;
+	h.submit_hook = held_submit;
+	harness_start(&h);
+	int slow = harness_socket(&h);
+	send_hello(slow, h.admin_key);
+	int quiet = harness_socket(&h);
+	send_hello(quiet, h.admin_key);
+	size_t ping_size;
+	uint8_t *ping = ping_frame(77, 1000, &ping_size);
+	size_t half = ping_size / 2;
+	send_all(slow, ping, half);
+	usleep(100 * 1000); /* the server reads the first half: the frame's time runs */
+
+	hold_set(true);
+	tally_client *producer = harness_connect(&h, h.admin_key);
+	enum { BATCHES_MAX = 40, PER = 600 };
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, "bp");
+	builder_set_create_tenant(&b, true);
+	int64_t base = batches_base_time();
+	int batches = 0;
+	/* Batches of about 60 KiB, each read whole before the next is sent,
+	 * until the server pauses (so nothing blocks in the kernel). */
+	while (metrics_counter(h.server->metrics, M_BACKPRESSURE_PAUSES) == 0) {
+		cr_assert_lt(batches, BATCHES_MAX, "no pause after %d batches", batches);
+		Tally__V1__IngestBatch m;
+		wide_batch(&b, &m, 0, batches, PER, base);
+		uint64_t before = atomic_load(&h.server->pending_bytes);
+		cr_assert_eq(tally_client_ingest_send(producer, &m, NULL), 0);
+		batches++;
+		for (int waited = 0; atomic_load(&h.server->pending_bytes) == before &&
+				     metrics_counter(h.server->metrics, M_BACKPRESSURE_PAUSES) == 0;
+		     waited += 5) {
+			cr_assert_lt(waited, 5000, "batch %d never read", batches);
+			usleep(5 * 1000);
+		}
+	}
+	int late = harness_socket(&h);
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = h.admin_key;
+	hello.protocol_version = 1;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 3;
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	send_request(late, &req);
+	send_ping(quiet, 5);
+	usleep(2000 * 1000); /* past every timeout, all of it paused */
+
+	send_all(slow, ping + half, ping_size - half);
+	free(ping);
+	hold_set(false);
+	expect_pong(slow, 77);
+	Tally__V1__Response *r = read_response(late, 10000);
+	cr_assert_not_null(r, "the Hello sent during the pause got no answer");
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_HELLO, "body %d (%s)", r->body_case,
+		     r->body_case == TALLY__V1__RESPONSE__BODY_ERROR ? r->error->message : "");
+	cr_expect_eq(r->request_id, 3);
+	tally__v1__response__free_unpacked(r, NULL);
+	expect_pong(quiet, 5);
+	usleep(300 * 1000); /* a timer pass (200 ms) after the resume */
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_FRAME), 0);
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_IDLE), 0);
+	send_ping(slow, 78);
+	expect_pong(slow, 78);
+	uint64_t accepted = 0;
+	while (tally_client_inflight(producer))
+		accepted += ack_receive(producer);
+	cr_expect_eq(accepted, (uint64_t)batches * PER);
+	close(slow);
+	close(late);
+	close(quiet);
+	tally_client_close(producer);
+	builder_free(&b);
 	harness_finish(&h);
 }
