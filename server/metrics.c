@@ -115,6 +115,7 @@ static const counter_spec counter_specs[M_COUNTER_COUNT] = {
 			      NULL},
 	[M_TIMEOUTS_IDLE] = {"tally_timeouts_total", "Connections closed by a timeout, by kind.", "kind=\"idle\""},
 	[M_TIMEOUTS_FRAME] = {"tally_timeouts_total", NULL, "kind=\"frame\""},
+	[M_TIMEOUTS_HELLO] = {"tally_timeouts_total", NULL, "kind=\"hello\""},
 	[M_ADMIN_ACTING_FOR_TENANT] = {"tally_admin_acting_for_tenant_total",
 				       "Requests made with an admin key on behalf of a named tenant.", NULL},
 };

@@ -43,6 +43,7 @@ enum metric_counter {
 	M_READS_DEFERRED,      /* a connection's input set aside: it was at its own limits */
 	M_TIMEOUTS_IDLE,
 	M_TIMEOUTS_FRAME,
+	M_TIMEOUTS_HELLO,
 	M_ADMIN_ACTING_FOR_TENANT,
 	M_COUNTER_COUNT
 };

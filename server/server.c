@@ -756,8 +756,7 @@ static void on_timer(server *s)
 		 * clients that never say Hello would lock everyone out. */
 		uint32_t hello_ms = s->config.hello_timeout_ms;
 		if (!c->authed && now - c->hello_started_us > (int64_t)hello_ms * 1000) {
-			/* Counted as idle: metrics.c has no "hello" kind. */
-			metrics_add(s->metrics, M_TIMEOUTS_IDLE, 1);
+			metrics_add(s->metrics, M_TIMEOUTS_HELLO, 1);
 			log_warn("%s: no Hello within %u ms; closing", c->peer, hello_ms);
 			conn_respond_error(s, c, 0, 0, ERR_UNAUTHENTICATED, 0,
 					   "no Hello within %u ms; closing", hello_ms);

@@ -104,7 +104,8 @@ typedef struct conn {
 	bool cancelling;  /* its cancel was submitted */
 	bool read_closed; /* the peer closed, or the conn is being closed: read no more */
 	bool closing;     /* close once nothing is in flight and the output is sent */
-	bool peer_closed; /* the peer half-closed: answer every whole request received, then close */
+	bool peer_closed; /* the peer half-closed: answer every whole request received,
+			   * then close */
 	bool close_submitted;
 	uint32_t inflight; /* requests read but not answered */
 	uint32_t jobs;     /* of those, requests at the worker pool (the rest, outside

@@ -20,6 +20,7 @@
 
 #include "fail.h"
 #include "server_internal.h"
+#include "tally_limits.h"
 #include "usage.h"
 
 #define USAGE_TENANTS_DEFAULT 1000u
@@ -262,7 +263,7 @@ void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 {
 	/* Before the days: a change after it is reported now or next time. */
 	uint64_t watermark = tally_change_watermark(s->store);
-	size_t cap = 4096, count = 0;
+	size_t cap = CHANGE_DAYS_MAX, count = 0; /* the most days the change map holds */
 	int32_t *days = NULL;
 	uint64_t *lsns = NULL;
 	int rc;

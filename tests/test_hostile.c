@@ -1140,7 +1140,8 @@ Test(hostile, hello_timeout_closes_an_unauthenticated_connection)
 	cr_expect_geq(secs, 1.0, "closed after %.2f s, before the Hello timeout", secs);
 	cr_expect_lt(secs, 2.5, "closed after %.2f s", secs);
 	cr_expect_geq(pongs, 5, "only %" PRIu64 " Pings answered before the close", pongs);
-	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_IDLE), 1);
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_HELLO), 1);
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_IDLE), 0);
 	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_FRAME), 0);
 	send_ping(authed, 9);
 	expect_pong(authed, 9);
@@ -1258,6 +1259,7 @@ Test(hostile, backpressure_does_not_count_against_a_clients_deadlines)
 	usleep(300 * 1000); /* a timer pass (200 ms) after the resume */
 	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_FRAME), 0);
 	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_IDLE), 0);
+	cr_expect_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_HELLO), 0);
 	send_ping(slow, 78);
 	expect_pong(slow, 78);
 	uint64_t accepted = 0;

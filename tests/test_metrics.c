@@ -215,6 +215,7 @@ static const struct {
 	{M_READS_DEFERRED, "tally_deferred_reads_total"},
 	{M_TIMEOUTS_IDLE, "tally_timeouts_total{kind=\"idle\"}"},
 	{M_TIMEOUTS_FRAME, "tally_timeouts_total{kind=\"frame\"}"},
+	{M_TIMEOUTS_HELLO, "tally_timeouts_total{kind=\"hello\"}"},
 	{M_ADMIN_ACTING_FOR_TENANT, "tally_admin_acting_for_tenant_total"},
 };
 
