@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../tools/rows.h" /* engine/rows.h shares the name */
 
@@ -371,4 +372,77 @@ Test(rows, time_parsing)
 	cr_expect_eq(rows_parse_uint("10", 2, 10, &v), 0);
 	cr_expect_eq(rows_parse_uint("11", 2, 10, &v), -EINVAL);
 	cr_expect_eq(rows_parse_uint("+1", 2, 10, &v), -EINVAL);
+}
+
+#define FIELDS_KNOWN_TEST                                                                  \
+	"event_id, time, type, project, agent, model, user, status, duration_ms, tokens_in, " \
+	"tokens_out, cost_micros, tenant"
+
+/* Reads text through a pipe, as from stdin (a stream that cannot seek). */
+static int read_piped(const char *text, int format, collected *c, char *errmsg)
+{
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0, "pipe: %s", strerror(errno));
+	size_t len = strlen(text);
+	cr_assert_lt(len, 4096, "the pipe holds the whole text");
+	cr_assert_eq(write(fds[1], text, len), (ssize_t)len);
+	close(fds[1]);
+	FILE *f = fdopen(fds[0], "r");
+	cr_assert_not_null(f);
+	memset(c->rows, 0, sizeof(c->rows));
+	c->count = 0;
+	errmsg[0] = '\0';
+	int rc = rows_read(f, "-", format, collect, c, errmsg);
+	fclose(f);
+	return rc;
+}
+
+/* Description: a UTF-8 byte order mark at the start of the input is
+ * dropped before any parser sees it: before a quoted or an unquoted CSV
+ * header and before a JSON-lines file, in the named format and detected,
+ * from a file and from a pipe; line numbers are unchanged. A BOM that is
+ * not at the very start, and bytes that only begin like one, stay data. */
+Test(rows, byte_order_mark_is_dropped)
+{
+	static const char *texts[] = {
+		"\xef\xbb\xbf" "\"event_id\",\"time\"\n\"a\",\"1\"\n\"b\",\"2\"\n",
+		"\xef\xbb\xbf" "event_id,time\na,1\nb,2\n",
+		"\xef\xbb\xbf" "{\"event_id\":\"a\",\"time\":1}\n{\"event_id\":\"b\",\"time\":2}\n",
+		"\xef\xbb\xbf" "\n{\"event_id\":\"a\",\"time\":1}\n"
+		"{\"event_id\":\"b\",\"time\":2}\n",
+	};
+	static const int formats[] = {ROWS_FORMAT_CSV, ROWS_FORMAT_CSV, ROWS_FORMAT_JSONL,
+				      ROWS_FORMAT_JSONL};
+	static const uint64_t first_lines[] = {2, 2, 1, 2};
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++)
+		for (int how = 0; how < 4; how++) {
+			collected c = {0};
+			char err[ROWS_ERRMSG_SIZE];
+			int format = how & 1 ? ROWS_FORMAT_AUTO : formats[t];
+			int rc = how & 2 ? read_piped(texts[t], format, &c, err)
+					 : read_text(texts[t], format, &c, err);
+			cr_assert_eq(rc, ROWS_OK, "text %zu, way %d: %s", t, how, err);
+			cr_assert_eq(c.count, 2, "text %zu, way %d", t, how);
+			cr_expect_str_eq(c.rows[0].id, "a");
+			cr_expect_eq(c.rows[0].e.time_us, 1);
+			cr_expect_eq(c.rows[0].line, first_lines[t], "text %zu, way %d", t, how);
+			cr_expect_str_eq(c.rows[1].id, "b");
+			cr_expect_eq(c.rows[1].line, first_lines[t] + 1, "text %zu, way %d", t,
+				     how);
+		}
+	collected c = {0};
+	char err[ROWS_ERRMSG_SIZE];
+	/* Only the first three bytes: a second BOM is part of the name. */
+	cr_assert_eq(read_text("\xef\xbb\xbf\xef\xbb\xbf" "event_id,time\n", ROWS_FORMAT_CSV, &c,
+			       err), ROWS_MALFORMED);
+	cr_expect_str_eq(err, "in.x:1: unknown column '\xef\xbb\xbf" "event_id' in the header"
+			      " (known: " FIELDS_KNOWN_TEST ")");
+	/* Bytes that begin like a BOM and are not one reach the parser whole. */
+	cr_assert_eq(read_piped("\xef\xbb" "x,event_id,time\n", ROWS_FORMAT_AUTO, &c, err),
+		     ROWS_MALFORMED);
+	cr_expect_str_eq(err, "-:1: unknown column '\xef\xbb" "x' in the header"
+			      " (known: " FIELDS_KNOWN_TEST ")");
+	cr_assert_eq(read_piped("\xef", ROWS_FORMAT_AUTO, &c, err), ROWS_MALFORMED);
+	cr_expect_str_eq(err, "-:1: unknown column '\xef' in the header (known: " FIELDS_KNOWN_TEST
+			      ")");
 }

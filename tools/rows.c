@@ -13,7 +13,15 @@
  *     refused) and must be an object.
  * Both end in the same per-field parsing (field_set), so the two formats
  * accept exactly the same values.
+ *
+ * A UTF-8 byte order mark (EF BB BF) as the input's first three bytes is
+ * dropped before anything else reads it (bom_skip): before format
+ * detection, libcsv (whose strict mode refuses it before a quoted header)
+ * and jansson. Bytes read to find out that there is none are given back
+ * through reader.ahead, so a pipe works as well as a file. It holds no
+ * newline, so line numbers are unchanged.
  */
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -30,6 +38,7 @@
 #define US_PER_SECOND INT64_C(1000000)
 #define SECONDS_PER_DAY INT64_C(86400)
 #define VALUE_QUOTED_MAX 60 /* bytes of a bad value quoted in a message */
+#define READ_AHEAD_MAX 4    /* a BOM's first bytes and the one that differs, or one peeked */
 
 enum field {
 	F_EVENT_ID = 0,
@@ -236,6 +245,8 @@ typedef struct reader {
 	char *errmsg;
 	int status;         /* sticky: ROWS_* or fn's code; stops everything */
 	uint64_t line;      /* of the line being read */
+	unsigned char ahead[READ_AHEAD_MAX]; /* bytes read before the stream's, last first */
+	size_t ahead_count;
 	rows_row row;
 	bool seen[F_COUNT];
 	/* CSV */
@@ -393,11 +404,6 @@ static void csv_header(reader *r)
 	for (size_t c = 0; c < r->field_count; c++) {
 		const char *name = r->record + r->field_at[c];
 		size_t len = r->field_len[c];
-		/* A UTF-8 byte order mark before the first name is not part of it. */
-		if (c == 0 && len >= 3 && memcmp(name, "\xef\xbb\xbf", 3) == 0) {
-			name += 3;
-			len -= 3;
-		}
 		int f = field_find(name, len);
 		if (f < 0) {
 			fail(r, "unknown column '%.*s' in the header (known: " FIELDS_KNOWN ")",
@@ -444,6 +450,36 @@ static void csv_on_record(int terminator, void *ctx)
 	r->record_line = 0;
 }
 
+/* The next byte: one given back (reader_unget) first, else the stream's. */
+static int reader_get(reader *r, FILE *in)
+{
+	return r->ahead_count ? r->ahead[--r->ahead_count] : getc_unlocked(in);
+}
+
+/* Gives c back: the next reader_get returns it. */
+static void reader_unget(reader *r, int c)
+{
+	assert(c != EOF && r->ahead_count < READ_AHEAD_MAX);
+	r->ahead[r->ahead_count++] = (unsigned char)c;
+}
+
+/* Drops a UTF-8 byte order mark at the start of the input; any other
+ * bytes read are given back. A read error is left for line_read to see. */
+static void bom_skip(reader *r, FILE *in)
+{
+	static const unsigned char bom[3] = {0xef, 0xbb, 0xbf};
+	size_t n = 0;
+	int c = EOF;
+	while (n < sizeof(bom) && (c = reader_get(r, in)) == bom[n])
+		n++;
+	if (n == sizeof(bom))
+		return;
+	if (c != EOF)
+		reader_unget(r, c);
+	while (n > 0)
+		reader_unget(r, bom[--n]);
+}
+
 /*
  * Reads the next line (with its '\n') into buf; *len its length, 0 at the
  * end. ROWS_OK, ROWS_IO, or ROWS_MALFORMED for a line over the limit.
@@ -454,7 +490,7 @@ static int line_read(reader *r, FILE *in, char *buf, size_t *len)
 	 * cannot report. */
 	size_t n = 0;
 	int c = EOF;
-	while (n <= ROWS_LINE_BYTES_MAX && (c = getc_unlocked(in)) != EOF) {
+	while (n <= ROWS_LINE_BYTES_MAX && (c = reader_get(r, in)) != EOF) {
 		buf[n++] = (char)c;
 		if (c == '\n')
 			break;
@@ -571,13 +607,14 @@ int rows_read(FILE *in, const char *name, int format, rows_fn fn, void *ctx, cha
 	r->fn = fn;
 	r->ctx = ctx;
 	r->errmsg = errmsg;
+	bom_skip(r, in);
 	if (format == ROWS_FORMAT_AUTO) {
 		/* The first non-blank character decides; the newlines skipped still count. */
 		int c;
-		while ((c = getc(in)) != EOF && isspace(c))
+		while ((c = reader_get(r, in)) != EOF && isspace(c))
 			r->line += c == '\n';
 		if (c != EOF)
-			ungetc(c, in);
+			reader_unget(r, c);
 		format = c == '{' ? ROWS_FORMAT_JSONL : ROWS_FORMAT_CSV;
 	}
 	int rc = format == ROWS_FORMAT_JSONL ? jsonl_read(r, in, line) : csv_read(r, in, line);
