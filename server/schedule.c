@@ -10,14 +10,35 @@
  * transaction per day, exactly once, migrations) holds unchanged.
  *
  * A run, at start and then every day at --export-at:
- *   1. catch up: every UTC day before today that has events in the store
- *      (ChangedDays since 0) and no export_runs row yet is exported, so days
- *      missed while tallyd or PostgreSQL was down are loaded;
+ *   1. catch up: every UTC day of the last EXPORT_CHANGED_DAYS_BACK days
+ *      before today that has events in the store and no export_runs row
+ *      yet is exported, so days missed while tallyd or PostgreSQL was down
+ *      are loaded. "Has events" is the store's change map read in this
+ *      process, day by day (tally_day_change_lsn != 0), not ChangedDays(0):
+ *      once the map has a floor (more than CHANGE_DAYS_MAX days marked,
+ *      engine/changes.h) ChangedDays(0) is refused for good, while the
+ *      per-day answer is always there. A day at or below the floor answers
+ *      the floor's LSN, so it counts as having events and is exported
+ *      once (with the rows it has, maybe none). Older days are outside what
+ *      the store can still change and what export_runs is read for:
+ *      `tally export --from` loads them.
  *   2. re-export the days changed after their last export (late events,
  *      backfill), exactly as `tally export --changed`.
- * A failed run (PostgreSQL down, a refused login, a schema too new) is
- * logged and retried with a backoff from 5 s doubling to 5 minutes, until
- * it succeeds; then the next run is at the next --export-at.
+ *
+ * WHICH FAILURES STOP A RUN. A day's export that fails for the day's own
+ * data (day_failure_is_own: EXPORT_E_DATA, a row PostgreSQL cannot take,
+ * also when PostgreSQL refuses it in COPY with a data error; EXPORT_E_LIMIT,
+ * a day over the export's limits) is logged with the day and its error and
+ * the run goes on with the next day, in both steps. Any other failure
+ * (PostgreSQL unreachable or the connection lost, a statement refused, a
+ * schema too new, the source down, out of memory) stops the run at once:
+ * the days after it would fail the same way. A run in which any day failed
+ * is a failed run.
+ *
+ * A failed run is logged and retried with a backoff from 5 s doubling to 5
+ * minutes, until it succeeds; then the next run is at the next --export-at.
+ * A retry exports only what is still missing or changed, so a day that
+ * keeps failing costs one day's export per retry and holds no other day.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +61,7 @@ struct export_schedule {
 	char pg[CONFIG_PG_SIZE];
 	char address[64];
 	char key[KEY_TEXT_SIZE];
+	tally_store *store; /* the server's: its change map, read for the catch-up */
 	uint32_t at_minute;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -63,6 +85,54 @@ static int day_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* A failure of one day's export that is that day's data alone (see the
+ * file comment): the run goes on past it. */
+static bool day_failure_is_own(int rc)
+{
+	return rc == EXPORT_E_DATA || rc == EXPORT_E_LIMIT;
+}
+
+/* What a run has done so far. */
+typedef struct run_tally {
+	size_t loaded, reloaded, failed;
+	int failed_rc;                     /* the first failed day's code */
+	char failed_why[EXPORT_ERRMSG_SIZE]; /* and its message */
+} run_tally;
+
+/*
+ * Exports day (again: a changed day re-exported) and logs it. 0 when it
+ * was loaded, and also when it failed for its own data (logged, counted
+ * in t); any other failure is returned with xerr.
+ */
+static int run_day(exporter *x, int32_t day, bool again, run_tally *t, char *xerr)
+{
+	char text[EXPORT_DAY_SIZE];
+	export_day_format(text, day);
+	export_day_result r;
+	int rc = export_day(x, day, &r, xerr);
+	if (rc == 0) {
+		if (again) {
+			log_info("export: %s re-exported (changed after its last export): %" PRIu64
+				 " rows", text, r.rows);
+			t->reloaded++;
+		} else {
+			log_info("export: %s loaded: %" PRIu64 " tenants, %" PRIu64
+				 " rows, checksum %016" PRIx64, text, r.tenants, r.rows,
+				 r.checksum);
+			t->loaded++;
+		}
+		return 0;
+	}
+	if (!day_failure_is_own(rc))
+		return rc;
+	log_error("export: %s failed (%s), the run goes on: %s", text, export_strerror(rc), xerr);
+	if (t->failed++ == 0) {
+		t->failed_rc = rc;
+		snprintf(t->failed_why, sizeof(t->failed_why), "%s", xerr);
+	}
+	return 0;
+}
+
 /* One run (see the file comment). 0, or a negative code with errmsg. */
 static int run_once(export_schedule *sc, char *errmsg)
 {
@@ -82,8 +152,8 @@ static int run_once(export_schedule *sc, char *errmsg)
 	char xerr[EXPORT_ERRMSG_SIZE];
 	int from, to;
 	int32_t *exported = NULL;
-	size_t exported_count = 0, loaded = 0, reloaded = 0;
-	Tally__V1__ChangedDaysResult *all = NULL;
+	size_t exported_count = 0;
+	run_tally t = {0};
 	export_changed changed = {0};
 	int32_t today = export_day_of(server_now_us());
 	if ((rc = export_open(sc->pg, &source, &options, &x, xerr)) || (rc = export_migrate(x, &from, &to, xerr)))
@@ -91,47 +161,39 @@ static int run_once(export_schedule *sc, char *errmsg)
 	if (to != from)
 		log_info("export: billing schema migrated from version %d to %d", from, to);
 	/* 1. Days with events and no export yet. */
-	char why[EXPORT_ERRMSG_SIZE] = "";
-	if ((rc = source.changed_days(source.ctx, 0, &all, why))) {
-		snprintf(xerr, sizeof(xerr), "%s", why);
-		goto out;
-	}
 	if ((rc = export_days_exported(x, today - EXPORT_CHANGED_DAYS_BACK, &exported, &exported_count, xerr)))
 		goto out;
-	for (size_t i = 0; i < all->n_days && !rc; i++) {
-		int32_t d = all->days[i];
-		if (d >= today || (exported_count && bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp)))
-			continue;
-		export_day_result r;
-		if ((rc = export_day(x, d, &r, xerr)) == 0) {
-			char text[EXPORT_DAY_SIZE];
-			export_day_format(text, d);
-			log_info("export: %s loaded: %" PRIu64 " tenants, %" PRIu64 " rows, checksum %016" PRIx64,
-				 text, r.tenants, r.rows, r.checksum);
-			loaded++;
+	for (int32_t d = today - EXPORT_CHANGED_DAYS_BACK; d < today && !rc; d++) {
+		uint64_t lsn;
+		if ((rc = tally_day_change_lsn(sc->store, d, &lsn))) {
+			snprintf(xerr, sizeof(xerr), "reading the change map: %s",
+				 tally_strerror(rc));
+			break;
 		}
+		bool done = exported_count &&
+			    bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp);
+		if (lsn == 0 || done)
+			continue;
+		rc = run_day(x, d, false, &t, xerr);
 	}
 	/* 2. Days changed after their last export. */
 	if (!rc)
 		rc = export_changed_find(x, &changed, xerr);
-	for (size_t i = 0; i < changed.count && !rc; i++) {
-		export_day_result r;
-		if ((rc = export_day(x, changed.days[i].day, &r, xerr)) == 0) {
-			char text[EXPORT_DAY_SIZE];
-			export_day_format(text, changed.days[i].day);
-			log_info("export: %s re-exported (changed after its last export): %" PRIu64 " rows", text,
-				 r.rows);
-			reloaded++;
-		}
+	for (size_t i = 0; i < changed.count && !rc; i++)
+		rc = run_day(x, changed.days[i].day, true, &t, xerr);
+	if (!rc && t.failed) {
+		rc = t.failed_rc;
+		snprintf(xerr, sizeof(xerr),
+			 "%zu day(s) failed (%zu loaded, %zu re-exported); the first: %s", t.failed,
+			 t.loaded, t.reloaded, t.failed_why);
 	}
 out:
 	if (rc)
 		server_fail(errmsg, rc, "%s", xerr);
 	else
-		log_info("export: run done: %zu day(s) loaded, %zu re-exported", loaded, reloaded);
+		log_info("export: run done: %zu day(s) loaded, %zu re-exported", t.loaded,
+			 t.reloaded);
 	export_changed_free(&changed);
-	if (all)
-		tally__v1__changed_days_result__free_unpacked(all, NULL);
 	free(exported);
 	export_close(x);
 	tally_client_close(c);
@@ -191,6 +253,7 @@ int export_schedule_start(server *s, export_schedule **out, char *errmsg)
 	bool v6 = strchr(host, ':') != NULL;
 	snprintf(sc->address, sizeof(sc->address), v6 ? "[%s]:%u" : "%s:%u", host, s->port);
 	sc->at_minute = s->config.export_at_minute;
+	sc->store = s->store;
 	char key_id[KEY_ID_SIZE];
 	int rc = keys_issue_ephemeral(s->keys, sc->key, key_id, errmsg);
 	if (rc) {

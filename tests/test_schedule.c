@@ -4,7 +4,8 @@
  * (the database is missing) is retried with backoff until it succeeds;
  * the run loads every past day with events that was never exported (the
  * catch-up after downtime) and never today; after a restart, a day changed
- * by a late event is re-exported and nothing else.
+ * by a late event is re-exported and nothing else. A day that fails for its
+ * own data does not hold the others back.
  */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
@@ -26,8 +27,10 @@ static int64_t today_start_us(void)
 	return now - now % DAY_US;
 }
 
-/* n events for tenant on the day starting at day_us (at 10:00 + i s). */
-static void ingest_day(tally_client *admin, const char *tenant, int64_t day_us, const char *tag, int n)
+/* n events for tenant on the day starting at day_us (at 10:00 + i s), of
+ * model (NULL: the harness's). */
+static void ingest_day_model(tally_client *admin, const char *tenant, int64_t day_us,
+			     const char *tag, int n, const char *model)
 {
 	builder b;
 	builder_init(&b);
@@ -38,6 +41,8 @@ static void ingest_day(tally_client *admin, const char *tenant, int64_t day_us, 
 		tally_client_event e = harness_event(tag, i, day_us + 10 * INT64_C(3600000000));
 		if (e.time_us > now)
 			e.time_us = day_us + i; /* today, before now */
+		if (model)
+			e.model = (tally_client_str){model, (uint32_t)strlen(model)};
 		builder_add(&b, &e);
 	}
 	Tally__V1__IngestBatch m;
@@ -49,6 +54,12 @@ static void ingest_day(tally_client *admin, const char *tenant, int64_t day_us, 
 	builder_free(&b);
 }
 
+static void ingest_day(tally_client *admin, const char *tenant, int64_t day_us, const char *tag,
+		       int n)
+{
+	ingest_day_model(admin, tenant, day_us, tag, n, NULL);
+}
+
 static int64_t query_int(PGconn *pgc, const char *sql)
 {
 	PGresult *r = PQexec(pgc, sql);
@@ -58,16 +69,22 @@ static int64_t query_int(PGconn *pgc, const char *sql)
 	return v;
 }
 
-/* Description: see the file comment. */
-Test(schedule, catches_up_retries_and_reexports_changed_days)
+/* The roles the billing schema grants to, and the login "exporter". */
+static void pg_roles(void)
 {
-	pg_harness_start(&pg, "schedule");
 	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
 	pg_harness_exec(&pg, su,
 			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
 			" CREATE ROLE tally_billing_admin NOLOGIN");
 	PQfinish(su);
 	pg_harness_create_login(&pg, "exporter", "tally_exporter");
+}
+
+/* Description: see the file comment. */
+Test(schedule, catches_up_retries_and_reexports_changed_days)
+{
+	pg_harness_start(&pg, "schedule");
+	pg_roles();
 
 	harness h;
 	harness_init(&h, "sched");
@@ -108,6 +125,66 @@ Test(schedule, catches_up_retries_and_reexports_changed_days)
 	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 3, "two days, one of them twice");
 	cr_expect_eq(query_int(db, "SELECT sum(count) FROM billing.usage_daily"), 18);
 	PQfinish(db);
+	harness_finish(&h);
+	pg_harness_stop(&pg);
+}
+
+/* The usage of tenant on the day starting at day_us in billing.usage_daily
+ * (-1: no row). */
+static int64_t day_count(PGconn *db, const char *tenant, int64_t day_us)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "SELECT sum(count) FROM billing.usage_daily WHERE tenant = '%s'"
+		 " AND day = date '1970-01-01' + %d", tenant, (int)(day_us / DAY_US));
+	return query_int(db, sql);
+}
+
+/* Description: a day whose rows PostgreSQL refuses (a model a WIN1252
+ * database cannot hold: COPY fails with a data error, EXPORT_E_DATA) is
+ * skipped, not a wall: the days after it in the catch-up are loaded, the
+ * changed days are re-exported, the run counts as failed and is retried
+ * with the backoff, and each retry tries that day again. */
+Test(schedule, a_day_refused_for_its_data_does_not_hold_back_the_others)
+{
+	pg_harness_start(&pg, "schedule-day");
+	pg_roles();
+	harness h;
+	harness_init(&h, "schedday");
+	pg_harness_conninfo(&pg, "exporter", "billing", h.config.export_pg,
+			    sizeof(h.config.export_pg));
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t today = today_start_us();
+	ingest_day(admin, "acme", today - 3 * DAY_US, "a3", 5);
+	ingest_day_model(admin, "acme", today - 2 * DAY_US, "bad", 2, "\xe6\x97\xa5\xe6\x9c\xac");
+	ingest_day(admin, "globex", today - 2 * DAY_US, "g2", 4);
+	ingest_day(admin, "acme", today - 1 * DAY_US, "a1", 6);
+	export_schedule *sc = h.server->schedule;
+	cr_assert_geq(export_schedule_wait_runs(sc, 1, 30000), 1, "no first run (no database yet)");
+	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
+	pg_harness_exec(&pg, su,
+			"CREATE DATABASE billing OWNER exporter ENCODING 'WIN1252' LC_COLLATE 'C'"
+			" LC_CTYPE 'C' TEMPLATE template0");
+	PQfinish(su);
+	cr_assert_geq(export_schedule_wait_runs(sc, 2, 30000), 2, "no retry");
+	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 2,
+		     "the days before and after the refused one");
+	cr_expect_eq(day_count(db, "acme", today - 3 * DAY_US), 5);
+	cr_expect_eq(day_count(db, "globex", today - 2 * DAY_US), -1, "the refused day: nothing");
+	cr_expect_eq(day_count(db, "acme", today - 1 * DAY_US), 6, "after the refused day");
+
+	/* A late event on the first day: the next run (a retry, since the
+	 * last one failed) re-exports it past the refused day again. */
+	ingest_day(admin, "acme", today - 3 * DAY_US, "late", 2);
+	cr_assert_geq(export_schedule_wait_runs(sc, 3, 30000), 3, "the failed run is retried");
+	cr_expect_eq(day_count(db, "acme", today - 3 * DAY_US), 7, "the changed day re-exported");
+	cr_expect_eq(day_count(db, "globex", today - 2 * DAY_US), -1);
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 3,
+		     "two days, one of them twice");
+	PQfinish(db);
+	tally_client_close(admin);
 	harness_finish(&h);
 	pg_harness_stop(&pg);
 }
