@@ -55,6 +55,7 @@ const char *tally_reason_text(int reason)
 	case TALLY_REASON_MODEL_TOO_LONG: return "model longer than 128 bytes";
 	case TALLY_REASON_USER_TOO_LONG: return "user longer than 128 bytes";
 	case TALLY_REASON_UNKNOWN_STATUS: return "unknown status";
+	case TALLY_REASON_NOT_UTF8: return "a string is not UTF-8 or holds a NUL byte";
 	default: return "unknown reason";
 	}
 }

@@ -360,6 +360,12 @@ void tally_options_default(tally_options *o)
 /* The reject reason of an event, or TALLY_REASON_NONE; horizon_us is
  * horizon_start_us(now_us). A backfill batch reaches back
  * TALLY_BACKFILL_AGE_MAX_US instead of the horizon. */
+/* s is UTF-8 without NUL (a NULL pointer: no string). */
+static bool str_utf8(tally_str s)
+{
+	return !s.ptr || tally_utf8_invalid_at((const uint8_t *)s.ptr, s.len) == SIZE_MAX;
+}
+
 static int validate(const tally_event *e, int64_t now_us, int64_t horizon_us,
 		    const tally_options *o, bool backfill)
 {
@@ -384,6 +390,9 @@ static int validate(const tally_event *e, int64_t now_us, int64_t horizon_us,
 		return TALLY_REASON_USER_TOO_LONG;
 	if (e->status >= TALLY_STATUS_COUNT)
 		return TALLY_REASON_UNKNOWN_STATUS;
+	if (!str_utf8(e->event_id) || !str_utf8(e->type) || !str_utf8(e->project) ||
+	    !str_utf8(e->agent) || !str_utf8(e->model) || !str_utf8(e->user))
+		return TALLY_REASON_NOT_UTF8;
 	return TALLY_REASON_NONE;
 }
 

@@ -115,6 +115,7 @@ enum tally_reject_reason {
 	TALLY_REASON_MODEL_TOO_LONG,
 	TALLY_REASON_USER_TOO_LONG,
 	TALLY_REASON_UNKNOWN_STATUS,
+	TALLY_REASON_NOT_UTF8,          /* a string (id, type, a dimension): not UTF-8, or a NUL */
 	TALLY_REASON_COUNT,
 };
 
@@ -128,6 +129,13 @@ const char *tally_result_name(int code);
 /* "none", "missing event id", "time too old (before the lateness horizon)",
  * ...; "unknown reason" for any other. The texts `tally ingest` prints. */
 const char *tally_reason_text(int reason);
+
+/* The index of the first byte that makes s[0, n) other than UTF-8 as
+ * PostgreSQL takes it (shortest forms, no surrogates, at most U+10FFFF)
+ * and without NUL, or SIZE_MAX when it is such text. Every string of an
+ * event must be (TALLY_REASON_NOT_UTF8): each may reach the billing
+ * database. */
+size_t tally_utf8_invalid_at(const uint8_t *s, size_t n);
 
 /* ---- Options ------------------------------------------------------------ */
 typedef struct tally_options {

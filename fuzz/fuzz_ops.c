@@ -416,6 +416,11 @@ static int expected_reason(const fevent *f, int64_t now, int backfill)
 		return TALLY_REASON_USER_TOO_LONG;
 	if (f->status >= TALLY_STATUS_COUNT)
 		return TALLY_REASON_UNKNOWN_STATUS;
+	const text *strings[] = {&f->id, &f->type, &f->project, &f->agent, &f->model, &f->user};
+	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
+		if (tally_utf8_invalid_at((const uint8_t *)strings[i]->bytes, strings[i]->len) !=
+		    SIZE_MAX)
+			return TALLY_REASON_NOT_UTF8;
 	return TALLY_REASON_NONE;
 }
 

@@ -388,7 +388,8 @@ Test(ingest, reason_texts)
 	cr_expect_str_eq(ingest_reason_text(1), "missing event id");
 	cr_expect_str_eq(ingest_reason_text(4), "time in the future (beyond the tolerance)");
 	cr_expect_str_eq(ingest_reason_text(10), "unknown status");
-	cr_expect_str_eq(ingest_reason_text(11), "unknown reason");
+	cr_expect_str_eq(ingest_reason_text(11), "a string is not UTF-8 or holds a NUL byte");
+	cr_expect_str_eq(ingest_reason_text(12), "unknown reason");
 }
 
 /* Description: problems come back per tenant's batch, not in file order:

@@ -201,6 +201,49 @@ Test(store, each_string_over_its_limit_is_rejected_with_its_own_reason)
 	cr_expect_eq(tally_store_close(s), 0);
 }
 
+/* Description: every string of an event must be UTF-8 without NUL (each
+ * may reach the billing database, which takes nothing else): the id and
+ * each of the five strings, holding a byte that is not, or a NUL, makes
+ * its event REJECTED with TALLY_REASON_NOT_UTF8; the same field holding
+ * text with sequences of two, three and four bytes is ACCEPTED. */
+Test(store, a_string_that_is_not_utf8_is_rejected)
+{
+	tally_store *s = open_store(0);
+	enum { FIELDS = 6 };
+	static const struct {
+		const char *bytes;
+		uint32_t len;
+	} bad[] = {{"x\xff", 2}, {"x\0y", 3}, {"\xed\xa0\x80", 3}, {"\xc3", 1}};
+	const char *good = "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80";
+	uint32_t accepted = 0;
+	for (int f = 0; f < FIELDS; f++)
+		for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			char id_ok[16];
+			snprintf(id_ok, sizeof(id_ok), "ok-%d-%zu", f, k);
+			tally_event e[2] = {make_event(id_ok, NOW_US, 1),
+					    make_event("bad", NOW_US, 2)};
+			tally_str *field_ok[FIELDS] = {&e[0].event_id, &e[0].type, &e[0].project,
+						       &e[0].agent, &e[0].model, &e[0].user};
+			tally_str *field_bad[FIELDS] = {&e[1].event_id, &e[1].type, &e[1].project,
+							&e[1].agent, &e[1].model, &e[1].user};
+			if (f) /* an id of text, unique per event */
+				*field_ok[f] = (tally_str){good, (uint32_t)strlen(good)};
+			*field_bad[f] = (tally_str){bad[k].bytes, bad[k].len};
+			tally_ingest_result r[2];
+			cr_assert_eq(tally_ingest(s, "acme", e, 2, r), 0);
+			cr_expect_eq(r[0].code, TALLY_ACCEPTED, "field %d, case %zu: text", f, k);
+			accepted += r[0].code == TALLY_ACCEPTED;
+			cr_expect_eq(r[1].code, TALLY_REJECTED, "field %d, case %zu", f, k);
+			cr_expect_eq(r[1].reason, TALLY_REASON_NOT_UTF8,
+				     "field %d, case %zu: reason %d", f, k, r[1].reason);
+		}
+	collected c = scan_all(s, "acme");
+	cr_assert_eq(c.count, accepted);
+	cr_expect_str_eq(tally_reason_text(TALLY_REASON_NOT_UTF8),
+			 "a string is not UTF-8 or holds a NUL byte");
+	cr_expect_eq(tally_store_close(s), 0);
+}
+
 /* In a fresh store at DIR/<name> holding one acknowledged event, a WAL
  * record of `type` and `payload` appended after it, with a valid
  * checksum: the store must refuse to open, naming the record's LSN and

@@ -52,6 +52,7 @@
 
 #include "billing_sql.h"
 #include "export.h"
+#include "tally.h"
 #include "usage.h"
 
 #define US_PER_DAY INT64_C(86400000000)
@@ -496,48 +497,6 @@ int export_migrate(exporter *x, int *from, int *to, char *errmsg)
 
 /* ---- checking a day's rows ------------------------------------------------------------- */
 
-/* The index of the first byte that makes s[0..n) other than UTF-8 as
- * PostgreSQL accepts it (shortest forms, no surrogates, at most U+10FFFF,
- * no NUL), or SIZE_MAX when it is valid. */
-static size_t utf8_invalid_at(const uint8_t *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		uint8_t c = s[i];
-		if (c >= 0x01 && c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t len;
-		uint8_t lo = 0x80, hi = 0xBF;
-		if (c >= 0xC2 && c <= 0xDF)
-			len = 2;
-		else if (c >= 0xE0 && c <= 0xEF) {
-			len = 3;
-			if (c == 0xE0)
-				lo = 0xA0;
-			else if (c == 0xED)
-				hi = 0x9F;
-		} else if (c >= 0xF0 && c <= 0xF4) {
-			len = 4;
-			if (c == 0xF0)
-				lo = 0x90;
-			else if (c == 0xF4)
-				hi = 0x8F;
-		} else
-			return i; /* NUL, a continuation byte, C0, C1, F5..FF */
-		if (n - i < len)
-			return i;
-		if (s[i + 1] < lo || s[i + 1] > hi)
-			return i + 1;
-		for (size_t k = 2; k < len; k++)
-			if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-				return i + k;
-		i += len;
-	}
-	return SIZE_MAX;
-}
-
 /* A row PostgreSQL will take: text columns UTF-8 without NUL and within
  * the lengths usage_daily's CHECKs allow, a tenant name billing.tenants
  * takes, a known status, a count of at least one, every bigint in range.
@@ -557,7 +516,7 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 		{"type", r->type.data, r->type.len, USAGE_TYPE_BYTES_MAX},
 	};
 	for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
-		size_t bad = utf8_invalid_at(texts[k].data, texts[k].len);
+		size_t bad = tally_utf8_invalid_at(texts[k].data, texts[k].len);
 		if (bad != SIZE_MAX) {
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
 				 "day %s, tenant %s: %s is not valid UTF-8 (byte %zu of %zu is 0x%02x);"
