@@ -5,7 +5,8 @@
  * the run loads every past day with events that was never exported (the
  * catch-up after downtime) and never today; after a restart, a day changed
  * by a late event is re-exported and nothing else. A day that fails for its
- * own data does not hold the others back.
+ * own data does not hold the others back. A store whose change map has a
+ * floor is exported.
  */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
@@ -15,6 +16,7 @@
 
 #include "server_internal.h"
 #include "support/pg_harness.h"
+#include "tally_limits.h" /* CHANGE_DAYS_MAX */
 #include "support/server_harness.h"
 
 #define DAY_US TALLY_US_PER_DAY
@@ -185,6 +187,83 @@ Test(schedule, a_day_refused_for_its_data_does_not_hold_back_the_others)
 		     "two days, one of them twice");
 	PQfinish(db);
 	tally_client_close(admin);
+	harness_finish(&h);
+	pg_harness_stop(&pg);
+}
+
+/* One event of tenant on each UTC day in [from, to], straight into st (a
+ * store opened by the test with lateness horizons that take them). */
+static void store_days(tally_store *st, const char *tenant, int32_t from, int32_t to)
+{
+	enum { BATCH = 512 };
+	static tally_event e[BATCH];
+	static tally_ingest_result r[BATCH];
+	static char ids[BATCH][24];
+	for (int32_t d = from; d <= to;) {
+		size_t n = 0;
+		for (; n < BATCH && d <= to; n++, d++) {
+			snprintf(ids[n], sizeof(ids[n]), "d%d", (int)d);
+			memset(&e[n], 0, sizeof(e[n]));
+			e[n].event_id = (tally_str){ids[n], (uint32_t)strlen(ids[n])};
+			e[n].time_us = (int64_t)d * DAY_US + 12 * INT64_C(3600000000);
+			e[n].type = (tally_str){"llm_call", 8};
+			e[n].model = (tally_str){"gpt-5", 5};
+			e[n].tokens_in = 10;
+		}
+		tally_batch b = {.tenant = tenant, .events = e, .count = n, .results = r};
+		uint64_t lsn = 0;
+		cr_assert_eq(tally_ingest_submit_many(st, &b, 1, &lsn), 0, "%s",
+			     tally_store_errmsg(st));
+		cr_assert_eq(b.status, 0, "%s", tally_strerror(b.status));
+		for (size_t i = 0; i < n; i++)
+			cr_assert_eq(r[i].code, TALLY_ACCEPTED, "event %zu: reason %u", i,
+				     r[i].reason);
+		cr_assert_eq(tally_commit_wait(st, lsn), 0);
+	}
+}
+
+/* Description: a store whose change map has a floor (more than
+ * CHANGE_DAYS_MAX days marked, so ChangedDays(0) is refused for good) is
+ * exported normally: the catch-up loads the one past day with events
+ * inside the window, and the run succeeds (no retry follows). */
+Test(schedule, a_store_whose_change_map_has_a_floor_is_exported)
+{
+	pg_harness_start(&pg, "schedule-floor");
+	pg_roles();
+	pg_harness_create_database(&pg, "billing", "exporter");
+	harness h;
+	harness_init(&h, "schedfloor");
+	pg_harness_conninfo(&pg, "exporter", "billing", h.config.export_pg,
+			    sizeof(h.config.export_pg));
+	/* Two days far in the past (below the window), yesterday's yesterday,
+	 * and future days up to CHANGE_DAYS_MAX + 1 days in all: the oldest
+	 * drops under the floor. */
+	int32_t today = (int32_t)(today_start_us() / DAY_US);
+	const int32_t future = CHANGE_DAYS_MAX + 1 - 3;
+	tally_options o;
+	tally_options_default(&o);
+	o.lateness_past_us = 5001 * DAY_US;
+	o.lateness_future_us = (int64_t)(future + 2) * DAY_US;
+	tally_store *st;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_store_open(h.config.data_dir, &o, &st, err), 0, "%s", err);
+	store_days(st, "acme", today - 5000, today - 4999);
+	store_days(st, "acme", today - 2, today - 2);
+	store_days(st, "acme", today + 1, today + future);
+	size_t count = 99;
+	cr_assert_eq(tally_changed_days(st, 0, NULL, NULL, 0, &count), TALLY_E_NOTFOUND,
+		     "the map has a floor");
+	cr_assert_eq(tally_store_close(st), 0);
+
+	harness_start(&h);
+	export_schedule *sc = h.server->schedule;
+	cr_assert_geq(export_schedule_wait_runs(sc, 1, 60000), 1, "no first run");
+	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 1);
+	cr_expect_eq(day_count(db, "acme", (int64_t)(today - 2) * DAY_US), 1);
+	cr_expect_eq(export_schedule_wait_runs(sc, 2, 7000), 1,
+		     "the run succeeded: no retry in 5 s");
+	PQfinish(db);
 	harness_finish(&h);
 	pg_harness_stop(&pg);
 }
