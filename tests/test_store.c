@@ -213,7 +213,8 @@ Test(store, a_string_that_is_not_utf8_is_rejected)
 	static const struct {
 		const char *bytes;
 		uint32_t len;
-	} bad[] = {{"x\xff", 2}, {"x\0y", 3}, {"\xed\xa0\x80", 3}, {"\xc3", 1}};
+	} bad[] = {{"x\xff", 2}, {"x\0y", 3}, {"\xed\xa0\x80", 3}, {"\xc3", 1},
+		   {"abcdefg\xff", 8}, {"abcdefgh\0", 9}, {"abcdefghijklmno\x80z", 17}};
 	const char *good = "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80";
 	uint32_t accepted = 0;
 	for (int f = 0; f < FIELDS; f++)
