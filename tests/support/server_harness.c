@@ -102,10 +102,13 @@ void harness_create_tenant(const harness *h, const char *name, char *key)
 
 tally_client_event harness_event(const char *prefix, int i, int64_t base_us)
 {
-	static char id[96];
+	/* Per thread: producers of several threads build events at once (a
+	 * shared buffer could be read while another thread writes it, NUL and
+	 * all, and a NUL is refused: TALLY_REASON_NOT_UTF8). */
+	static _Thread_local char id[96];
 	static const char *models[] = {"gpt-5", "claude-4", "llama-4"};
 	static const char *projects[] = {"alpha", "beta"};
-	static char user[32];
+	static _Thread_local char user[32];
 	snprintf(id, sizeof(id), "%s-%d", prefix, i);
 	snprintf(user, sizeof(user), "user-%d", i % 7);
 	const char *model = models[i % 3];

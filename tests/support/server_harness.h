@@ -51,8 +51,8 @@ int harness_socket(const harness *h);
 void harness_create_tenant(const harness *h, const char *name, char *key);
 
 /* A deterministic event: id "<prefix>-<i>", time base + i seconds, values
- * from i. Strings point into static storage of the call: use it before the
- * next call (builder_add copies). */
+ * from i. Strings point into the calling thread's storage: use it before
+ * that thread's next call (builder_add copies). */
 tally_client_event harness_event(const char *prefix, int i, int64_t base_us);
 
 #endif /* TALLY_TEST_SERVER_HARNESS_H */
