@@ -3,32 +3,18 @@
  * tally_utf8_invalid_at): UTF-8 as PostgreSQL accepts it, so that every
  * string stored can be exported to the billing database.
  *
- * Runs on every string of every event before the store lock: eight bytes
- * at a time while they are ASCII without NUL (nearly every string), then
- * one sequence at a time.
+ * One sequence at a time: the store's ingest reads ASCII eight bytes at a
+ * time inline first (store.c, str_utf8) and calls this only for the rare
+ * string that is not plain ASCII without NUL.
  */
 #include <stdint.h>
-#include <string.h>
 
 #include "tally.h"
-
-#define ONES UINT64_C(0x0101010101010101)
-#define HIGHS UINT64_C(0x8080808080808080)
 
 size_t tally_utf8_invalid_at(const uint8_t *s, size_t n)
 {
 	size_t i = 0;
 	while (i < n) {
-		if (n - i >= 8) {
-			uint64_t x;
-			memcpy(&x, s + i, 8);
-			/* No byte >= 0x80, and no zero byte (the classic test:
-			 * a byte's high bit survives x - 1 only where it was 0). */
-			if (!((x | ((x - ONES) & ~x)) & HIGHS)) {
-				i += 8;
-				continue;
-			}
-		}
 		uint8_t c = s[i];
 		if (c >= 0x01 && c < 0x80) {
 			i++;
