@@ -3,14 +3,33 @@
  * DailyUsage, one UTC day's usage of every tenant a page of tenants at a
  * time, and ChangedDays, the days whose events changed after a watermark.
  *
- * DailyUsage runs on the worker pool. The loop thread snapshots the page's
- * tenant names (the registry is the loop's) in bytewise order after
- * `after_tenant`; the worker reads the store's change watermark first, then
- * asks the engine for each tenant's day grouped by all five dimensions
- * (rollup pages: exact counts and sums). A row's errors are its count when
- * its status is not ok. Because the watermark is read before any of the
- * page's data, an event that the page missed has a later change than the
- * watermark, and its day shows up in ChangedDays(watermark).
+ * DailyUsage: on the loop thread, the store's change watermark W is read
+ * first, then the page's tenant names are copied from the registry (it is
+ * the loop's) in bytewise order after `after_tenant`; then, on the worker
+ * pool, the engine is asked for each tenant's day grouped by all five
+ * dimensions (rollup pages: exact counts and sums), and the page answers
+ * W. A row's errors are its count when its status is not ok.
+ *
+ * WHY W COMES BEFORE THE TENANTS. The export promises (engine/tally.h,
+ * docs/architecture.md "The watermark argument") that an event the page
+ * missed has a change after W, so that ChangedDays(W) lists its day. Take
+ * an event E of the day, with LSN L, of tenant T:
+ *   - L > W: ChangedDays(W) lists E's day, whatever the page saw.
+ *   - L <= W: W is the durable LSN, so E's record was appended, and E
+ *     applied, before W was read; the page's queries start after that and
+ *     see E. And T is on the page if the page's range holds it: a tenant
+ *     enters the registry on the loop thread before any batch of it is
+ *     queued for the engine (ingest's create_tenant, CreateTenant), so
+ *     before E's LSN existed, and W and the copy are read later on that
+ *     same thread. A tenant with events never leaves the registry (only a
+ *     CreateTenant whose write failed is taken back, before any event).
+ * Read on the worker instead, W could follow a tenant created, and its
+ * events made durable, between the copy and the worker's start: missing
+ * from the page, its events at or below W, its day never listed again
+ * (tests/test_server.c, daily_usage_watermark_precedes_its_tenants).
+ * tally_change_watermark takes the WAL's mutex for one load (never held
+ * across an fsync), so the loop can afford it; ChangedDays reads it there
+ * too.
  */
 #include <assert.h>
 #include <errno.h>
@@ -31,6 +50,7 @@ typedef struct usage_job {
 	metrics *metrics;
 	uint32_t frame_limit;
 	int32_t day;
+	uint64_t watermark; /* read before the tenants were copied: see the file comment */
 	size_t tenant_count;
 	bool last_page;
 	char (*tenants)[TALLY_TENANT_SIZE_MAX + 1];
@@ -112,8 +132,6 @@ static void run_daily_usage(worker_job *job)
 	page p = {0};
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	int rc = 0;
-	/* Before any data: see the file comment. */
-	uint64_t watermark = tally_change_watermark(u->store);
 	p.results = calloc(u->tenant_count ? u->tenant_count : 1, sizeof(*p.results));
 	if (!p.results)
 		rc = -ENOMEM;
@@ -169,7 +187,7 @@ static void run_daily_usage(worker_job *job)
 		out.rows = p.ptrs;
 		out.n_rows = p.count;
 		out.next_after_tenant = u->last_page || !u->tenant_count ? "" : u->tenants[u->tenant_count - 1];
-		out.watermark = watermark;
+		out.watermark = u->watermark;
 		out.checksum = usage_rows_checksum(p.ptrs, p.count);
 		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 		resp.request_id = job->request_id;
@@ -207,6 +225,8 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 				   m->day, today);
 		return;
 	}
+	/* Before the tenants are copied: see the file comment. */
+	uint64_t watermark = tally_change_watermark(s->store);
 	size_t n;
 	const tenant_entry *list = tenants_list(s->tenants, &n);
 	const char **names = malloc((n ? n : 1) * sizeof(*names));
@@ -249,6 +269,7 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	u->metrics = s->metrics;
 	u->frame_limit = s->config.frame_bytes_max;
 	u->day = m->day;
+	u->watermark = watermark;
 	job->fn = run_daily_usage;
 	job->arg = u;
 	job->slot = (uint32_t)(c - s->conns);

@@ -1,11 +1,14 @@
 /*
  * test_server.c — tallyd end to end over loopback: ingest with duplicates,
  * conflicts and rejections, every query kind, listings, pipelining,
- * restart without losing an acknowledged event, administration, and
- * tenant isolation across every ordered pair of 20 tenants.
+ * restart without losing an acknowledged event, administration, tenant
+ * isolation across every ordered pair of 20 tenants, and the billing
+ * export's DailyUsage and ChangedDays (a tenant created while a page waits
+ * for its worker is after the page's watermark).
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -1038,6 +1041,152 @@ Test(server, loop_answers_while_ingest_is_in_the_engine)
 	tally_client_close(c);
 	harness_finish(&h);
 	hold_destroy(&hold);
+}
+
+/* The pool's worker held by a job of the test's own (no connection: the
+ * loop drops its answer) until released, at most HOLD_TIMEOUT_S. */
+typedef struct worker_plug {
+	sem_t entered, release;
+	atomic_bool timed_out;
+} worker_plug;
+
+static void worker_plug_run(worker_job *job)
+{
+	worker_plug *plug = job->arg;
+	sem_post(&plug->entered);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HOLD_TIMEOUT_S;
+	if (sem_timedwait(&plug->release, &until) != 0)
+		atomic_store(&plug->timed_out, true);
+}
+
+/* Holds the only worker of h (query_threads 1) in plug until released. */
+static void worker_plug_in(harness *h, worker_plug *plug)
+{
+	cr_assert_eq(h->config.query_threads, 1);
+	memset(plug, 0, sizeof(*plug));
+	cr_assert_eq(sem_init(&plug->entered, 0, 0), 0);
+	cr_assert_eq(sem_init(&plug->release, 0, 0), 0);
+	worker_job *job = calloc(1, sizeof(*job));
+	cr_assert_not_null(job);
+	job->fn = worker_plug_run;
+	job->arg = plug;
+	job->slot = UINT32_MAX;
+	worker_pool_submit(h->server->workers, job);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HOLD_TIMEOUT_S;
+	cr_assert_eq(sem_timedwait(&plug->entered, &until), 0, "the worker never took the plug");
+}
+
+/* Waits until the pool holds jobs jobs, queued or running. */
+static void worker_jobs_wait(harness *h, size_t jobs)
+{
+	for (int waited_ms = 0; worker_pool_busy(h->server->workers) != jobs; waited_ms++) {
+		cr_assert_lt(waited_ms, 10000, "the pool never held %zu jobs", jobs);
+		usleep(1000);
+	}
+}
+
+/* Creates tenant (create_tenant) with events "<tenant>-0" .. "-(count - 1)"
+ * from base, through admin, all ACCEPTED. */
+static void tenant_ingested(tally_client *admin, const char *tenant, int count, int64_t base)
+{
+	builder b;
+	Tally__V1__IngestBatch m;
+	batch_of_range(&b, &m, tenant, 0, count, base);
+	cr_assert_eq(builder_set_tenant(&b, tenant), 0);
+	builder_set_create_tenant(&b, true);
+	cr_assert_eq(builder_message(&b, &m), 0);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0, "%s",
+		     tally_client_last_error(admin)->message);
+	cr_assert_eq(a.accepted, (uint32_t)count);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+}
+
+/* The tenants (comma-separated, in page order) and the watermark of a
+ * DailyUsagePage answer. */
+static uint64_t page_tenants(const Tally__V1__Response *resp, char *tenants, size_t size)
+{
+	bool error = resp->body_case == TALLY__V1__RESPONSE__BODY_ERROR;
+	cr_assert_eq(resp->body_case, TALLY__V1__RESPONSE__BODY_DAILY_USAGE, "%s",
+		     error ? resp->error->message : "not a page");
+	const Tally__V1__DailyUsagePage *page = resp->daily_usage;
+	size_t used = 0;
+	tenants[0] = '\0';
+	for (size_t i = 0; i < page->n_rows; i++) {
+		const char *t = page->rows[i]->tenant;
+		if (i == 0 || strcmp(page->rows[i - 1]->tenant, t) != 0)
+			used += (size_t)snprintf(tenants + used, size - used, "%s%s",
+						 used ? "," : "", t);
+	}
+	cr_assert_lt(used, size);
+	return page->watermark;
+}
+
+/* Description: DailyUsage reads the store's change watermark before it
+ * copies its page's tenants. A tenant created, and its events ingested
+ * and made durable, after the loop copied the page's tenants but before
+ * the worker ran (the only worker held meanwhile) is not on the page, and
+ * so its events' changes must be after the page's watermark: ChangedDays
+ * of that watermark lists the day, and a second DailyUsage has the
+ * tenant. Read on the worker, the watermark came after those events and
+ * the day was never listed. */
+Test(server, daily_usage_watermark_precedes_its_tenants)
+{
+	harness h;
+	harness_init(&h, "srv-usage-order");
+	h.config.query_threads = 1;
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	tally_client *other = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	int32_t day = (int32_t)(base / TALLY_US_PER_DAY);
+	tenant_ingested(admin, "early", 3, base);
+
+	worker_plug plug;
+	worker_plug_in(&h, &plug);
+	Tally__V1__DailyUsage body = TALLY__V1__DAILY_USAGE__INIT;
+	body.day = day;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.body_case = TALLY__V1__REQUEST__BODY_DAILY_USAGE;
+	req.daily_usage = &body;
+	uint64_t id;
+	cr_assert_eq(tally_client_send(admin, &req, &id), 0);
+	worker_jobs_wait(&h, 2); /* the page's tenants are copied: its job waits */
+	tenant_ingested(other, "late", 4, base);
+	sem_post(&plug.release);
+
+	Tally__V1__Response *resp;
+	cr_assert_eq(tally_client_recv(admin, &resp), 0);
+	cr_assert_eq(resp->request_id, id);
+	char tenants[128];
+	uint64_t watermark = page_tenants(resp, tenants, sizeof(tenants));
+	tally__v1__response__free_unpacked(resp, NULL);
+	cr_expect_str_eq(tenants, "early", "the page's tenants are those before the request");
+	Tally__V1__ChangedDaysResult *ch;
+	cr_assert_eq(tally_client_changed_days(admin, watermark, &ch), 0);
+	cr_expect_eq(ch->n_days, 1, "the late tenant's day changed after the page's watermark %"
+		     PRIu64, watermark);
+	if (ch->n_days == 1) {
+		cr_expect_eq(ch->days[0], day);
+		cr_expect_gt(ch->change[0], watermark);
+	}
+	tally__v1__changed_days_result__free_unpacked(ch, NULL);
+	cr_assert_eq(tally_client_call(admin, &req, &resp), 0);
+	page_tenants(resp, tenants, sizeof(tenants));
+	tally__v1__response__free_unpacked(resp, NULL);
+	cr_expect_str_eq(tenants, "early,late");
+	cr_expect_not(atomic_load(&plug.timed_out));
+
+	sem_destroy(&plug.entered);
+	sem_destroy(&plug.release);
+	tally_client_close(other);
+	tally_client_close(admin);
+	harness_finish(&h);
 }
 
 /* A held harness (held_harness_start, name) with tenant acme (its key into
