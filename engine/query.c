@@ -712,6 +712,7 @@ typedef struct acc {
 	uint32_t group;
 	uint64_t count, tokens_in, tokens_out, duration_sum;
 	int64_t cost;
+	tally_wraps wraps;
 	uint32_t duration_min, duration_max;
 	uint64_t status[TALLY_STATUS_COUNT];
 	dd_acc dd;
@@ -864,18 +865,22 @@ static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 	return 0;
 }
 
+/* Adds a cell's (or an event's) numbers; w: its sums' wraps, or NULL. */
 static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int64_t cost,
-			uint64_t dsum, uint32_t dmin, uint32_t dmax, int status)
+			uint64_t dsum, const tally_wraps *w, uint32_t dmin, uint32_t dmax, int status)
 {
+	static const tally_wraps none;
+	if (!w)
+		w = &none;
 	if (!a->count || dmin < a->duration_min)
 		a->duration_min = dmin;
 	if (!a->count || dmax > a->duration_max)
 		a->duration_max = dmax;
 	a->count += count;
-	a->tokens_in += tin;
-	a->tokens_out += tout;
-	a->cost = rollup_add_wrap(a->cost, cost);
-	a->duration_sum += dsum;
+	sum_add_u64(&a->tokens_in, &a->wraps.tokens_in, tin, w->tokens_in);
+	sum_add_u64(&a->tokens_out, &a->wraps.tokens_out, tout, w->tokens_out);
+	sum_add_i64(&a->cost, &a->wraps.cost_micros, cost, w->cost_micros);
+	sum_add_u64(&a->duration_sum, &a->wraps.duration_ms_sum, dsum, w->duration_ms_sum);
 	if (status >= 0)
 		a->status[status] += count;
 }
@@ -951,18 +956,19 @@ static void acc_total_status(acc *a, uint64_t count, const uint64_t other[3])
 	a->status[TALLY_STATUS_OK] += count - sum;
 }
 
-static int acc_cell(qstate *st, acc *a, const rollup_cell *c, int status, const uint64_t *user_hash,
+static int acc_cell(qstate *st, acc *a, const rollup *r, const rollup_cell *c, int status,
 		    uint32_t *stamp)
 {
 	acc_numbers(a, c->count, c->tokens_in, c->tokens_out, c->cost, c->duration_sum,
-		    c->duration_min, c->duration_max, status == ROLLUP_STATUS_ALL ? -1 : status);
+		    rollup_cell_wraps(r, c), c->duration_min, c->duration_max,
+		    status == ROLLUP_STATUS_ALL ? -1 : status);
 	if (status == ROLLUP_STATUS_ALL)
 		acc_total_status(a, c->count, c->status_other);
 	int rc = 0;
 	if (st->want_dd)
 		rc = acc_dd(a, cell_dd(c), c->dd_count);
 	if (st->want_users && !rc) {
-		user_list l = user_list_of(c, user_hash);
+		user_list l = user_list_of(c, r->user_hash);
 		rc = acc_users(st, a, &l, stamp);
 	}
 	return rc;
@@ -1256,7 +1262,7 @@ static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT
 	if (err)
 		return err;
 	uint32_t d = r->duration_ms[i];
-	acc_numbers(a, 1, r->tokens_in[i], r->tokens_out[i], r->cost_micros[i], d, d, d,
+	acc_numbers(a, 1, r->tokens_in[i], r->tokens_out[i], r->cost_micros[i], d, NULL, d, d,
 		    r->status[i]);
 	if (st->want_dd && (err = dd_acc_add(&a->dd, dd_index(d), 1)))
 		return err;
@@ -1360,7 +1366,8 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 		(*cells)++;
 		/* Straight from the columns: no cell structure is built. */
 		acc_numbers(a, b->count[i], b->tokens_in[i], b->tokens_out[i], b->cost[i],
-			    b->duration_sum[i], b->duration_min[i], b->duration_max[i],
+			    b->duration_sum[i], b->wraps ? &b->wraps[i] : NULL, b->duration_min[i],
+			    b->duration_max[i],
 			    mixed ? -1 : sg->groups[group].status);
 		if (mixed)
 			acc_total_status(a, b->count[i], &b->status_other[3 * (size_t)i]);
@@ -1412,7 +1419,7 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 				return (int)g;
 			acc *a;
 			if (!(rc = group_acc(st, (uint32_t)g, pc->bucket, &a)))
-				rc = acc_cell(st, a, c, sg->groups[c->group].status, r->user_hash, sg->stamp);
+				rc = acc_cell(st, a, r, c, sg->groups[c->group].status, sg->stamp);
 			(*cells)++;
 		}
 	}
@@ -1649,21 +1656,37 @@ static int natural_compare(const tally_row *x, const tally_row *y)
 	return 0;
 }
 
+/* A sum's exact value (tally.h): field + wraps * 2^64. Wraps stay below
+ * 2^63 in magnitude, so the 128-bit results (and a sum of two) fit. */
+static inline __int128 exact_u(uint64_t field, int64_t wraps)
+{
+	return (__int128)field + (__int128)wraps * ((__int128)1 << 64);
+}
+static inline __int128 exact_i(int64_t field, int64_t wraps)
+{
+	return (__int128)field + (__int128)wraps * ((__int128)1 << 64);
+}
+
 static int agg_compare(const tally_row *x, const tally_row *y, const tally_query *q)
 {
 #define CMP(a, b) ((a) < (b) ? -1 : (a) > (b))
+	/* Sums by their exact values (tally_wraps), as 128-bit integers. */
 	switch (q->order_agg) {
 	case TALLY_AGG_COUNT: return CMP(x->count, y->count);
-	case TALLY_AGG_TOKENS_IN: return CMP(x->tokens_in, y->tokens_in);
-	case TALLY_AGG_TOKENS_OUT: return CMP(x->tokens_out, y->tokens_out);
-	case TALLY_AGG_TOKENS: {
-		/* Sums of two u64 compared without overflow: as 128-bit. */
-		unsigned __int128 a = (unsigned __int128)x->tokens_in + x->tokens_out;
-		unsigned __int128 b = (unsigned __int128)y->tokens_in + y->tokens_out;
-		return CMP(a, b);
-	}
-	case TALLY_AGG_COST: return CMP(x->cost_micros, y->cost_micros);
-	case TALLY_AGG_DURATION_SUM: return CMP(x->duration_ms_sum, y->duration_ms_sum);
+	case TALLY_AGG_TOKENS_IN:
+		return CMP(exact_u(x->tokens_in, x->wraps.tokens_in), exact_u(y->tokens_in, y->wraps.tokens_in));
+	case TALLY_AGG_TOKENS_OUT:
+		return CMP(exact_u(x->tokens_out, x->wraps.tokens_out),
+			   exact_u(y->tokens_out, y->wraps.tokens_out));
+	case TALLY_AGG_TOKENS:
+		return CMP(exact_u(x->tokens_in, x->wraps.tokens_in) + exact_u(x->tokens_out, x->wraps.tokens_out),
+			   exact_u(y->tokens_in, y->wraps.tokens_in) + exact_u(y->tokens_out, y->wraps.tokens_out));
+	case TALLY_AGG_COST:
+		return CMP(exact_i(x->cost_micros, x->wraps.cost_micros),
+			   exact_i(y->cost_micros, y->wraps.cost_micros));
+	case TALLY_AGG_DURATION_SUM:
+		return CMP(exact_u(x->duration_ms_sum, x->wraps.duration_ms_sum),
+			   exact_u(y->duration_ms_sum, y->wraps.duration_ms_sum));
 	case TALLY_AGG_DURATION_MIN: return CMP(x->duration_ms_min, y->duration_ms_min);
 	case TALLY_AGG_DURATION_MAX: return CMP(x->duration_ms_max, y->duration_ms_max);
 	case TALLY_AGG_ERRORS: {
@@ -1737,6 +1760,7 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 		row->duration_ms_sum = a->duration_sum;
 		row->duration_ms_min = a->duration_min;
 		row->duration_ms_max = a->duration_max;
+		row->wraps = a->wraps;
 		memcpy(row->status_count, a->status, sizeof(row->status_count));
 		for (uint32_t k = 0; k < q->quantile_count; k++)
 			row->quantile_ms[k] = dd_acc_quantile(&a->dd, q->quantiles[k]);

@@ -15,7 +15,7 @@
  *    cells of one bucket are chained through `next`, so a query reads a
  *    range of buckets without looking at any other cell.
  *
- * 3. Encoding (ROLLUP_BLOCK_VERSION 1; byte by byte in docs/formats.md):
+ * 3. Encoding (chunk block versions 1 and 2; byte by byte in docs/formats.md):
  *    one group table per tenant section (the total first, then groups in
  *    order of first use), then four chunk lists (minute, hour, day, day
  *    totals), each cut into chunks of whole days (whole buckets for days)
@@ -23,7 +23,9 @@
  *    columns through the segment column codecs (codec.h), histograms and
  *    users as varint streams, dense registers raw. A count-1 cell's
  *    histogram is its single duration and its min and max are its sum, so
- *    it stores neither.
+ *    it stores neither. A chunk whose cells' sums all stayed in their
+ *    64-bit range is version 1; one with a wrapped sum is version 2 and
+ *    adds the wraps (note 7).
  *
  * 4. Day cells are stored only for days with more than
  *    ROLLUP_DAY_COMPOSE_MAX hour cells; a query composes the other days from
@@ -47,6 +49,13 @@
  *    light and most rows are older than minute retention, the flush of 1M
  *    events fell from 1,167 to 966 ms (docs/benchmarks.md, fifteenth
  *    measurement).
+ *
+ * 7. Wraps. A cell's sums are exact (rollup.h): the rare cell whose sum
+ *    passed its 64-bit range gets an entry in the rollup's wraps array,
+ *    so the common cell stays 120 bytes (dd_count and user_count are 16
+ *    bits to make room for the entry's number). Only a chunk holding such
+ *    a cell stores a wraps column, so data whose sums never wrap is
+ *    encoded exactly as before wraps existed.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -60,6 +69,10 @@
 const int64_t ROLLUP_RES_US[RES_COUNT] = {ROLLUP_MINUTE_US, ROLLUP_HOUR_US, ROLLUP_DAY_US};
 const char *const ROLLUP_RES_NAME[RES_COUNT] = {"minute", "hour", "day"};
 const char *const ROLLUP_LIST_NAME[LIST_COUNT] = {"minute", "hour", "day", "day total"};
+
+_Static_assert(sizeof(rollup_cell) == 120, "a cell stays 120 bytes with its wraps number (note 7)");
+_Static_assert(DD_INDEX_MAX <= UINT16_MAX && USET_EXACT_MAX <= UINT16_MAX,
+	       "rollup_cell counts histogram entries and user codes in 16 bits");
 
 static inline int64_t floor_div(int64_t a, int64_t b)
 {
@@ -436,6 +449,30 @@ static int remember_user_hash(rollup *r, uint32_t code, uint64_t hash)
 	return 0;
 }
 
+/* Room for c's wraps entry in r->wraps. 0 or -ENOMEM. */
+static int cell_wraps_reserve(rollup *r, const rollup_cell *c)
+{
+	if (c->wraps)
+		return 0;
+	return grow_for_one((void **)&r->wraps, &r->wrap_capacity, r->wrap_count, 4,
+			    sizeof(*r->wraps)) ? -ENOMEM : 0;
+}
+
+/* Adds w to the wraps of c, giving c its entry (reserved) first. */
+static void cell_wraps_add(rollup *r, rollup_cell *c, const rollup_wraps *w)
+{
+	if (!c->wraps) {
+		r->wraps[r->wrap_count] = (rollup_wraps){0};
+		r->bytes += sizeof(*r->wraps);
+		c->wraps = ++r->wrap_count;
+	}
+	rollup_wraps *to = &r->wraps[c->wraps - 1];
+	to->tokens_in += w->tokens_in;
+	to->tokens_out += w->tokens_out;
+	to->cost_micros += w->cost_micros;
+	to->duration_ms_sum += w->duration_ms_sum;
+}
+
 /* Adds event e to the cell of (bucket at res, group). */
 static int cell_add_event(rollup *r, int res, int64_t bucket, uint32_t group, const rollup_event *e,
 			  uint16_t index)
@@ -450,6 +487,17 @@ static int cell_add_event(rollup *r, int res, int64_t bucket, uint32_t group, co
 			return rc;
 		r->group_last[group][res] = (uint32_t)(c - r->res[res].cells) + 1;
 	}
+	/* The sums into copies, stored once nothing can fail. */
+	rollup_wraps w = {0};
+	uint64_t tokens_in = c->tokens_in, tokens_out = c->tokens_out, duration_sum = c->duration_sum;
+	int64_t cost = c->cost;
+	sum_add_u64(&tokens_in, &w.tokens_in, e->tokens_in, 0);
+	sum_add_u64(&tokens_out, &w.tokens_out, e->tokens_out, 0);
+	sum_add_u64(&duration_sum, &w.duration_ms_sum, e->duration_ms, 0);
+	sum_add_i64(&cost, &w.cost_micros, e->cost_micros, 0);
+	int wrapped = rollup_wraps_any(&w);
+	if (wrapped && (rc = cell_wraps_reserve(r, c)))
+		return rc;
 	if (c->count == 0 || e->duration_ms < c->duration_min)
 		c->duration_min = e->duration_ms;
 	if (e->duration_ms > c->duration_max)
@@ -458,11 +506,13 @@ static int cell_add_event(rollup *r, int res, int64_t bucket, uint32_t group, co
 		return rc;
 	if (e->user != ROLLUP_NO_USER && (rc = cell_user_add(r, c, e->user, e->user_hash)))
 		return rc;
+	if (wrapped)
+		cell_wraps_add(r, c, &w);
 	c->count++;
-	c->tokens_in += e->tokens_in;
-	c->tokens_out += e->tokens_out;
-	c->duration_sum += e->duration_ms;
-	c->cost = rollup_add_wrap(c->cost, e->cost_micros);
+	c->tokens_in = tokens_in;
+	c->tokens_out = tokens_out;
+	c->duration_sum = duration_sum;
+	c->cost = cost;
 	if (group == ROLLUP_GROUP_ALL && e->status != TALLY_STATUS_OK)
 		c->status_other[e->status - 1]++;
 	return 0;
@@ -625,6 +675,7 @@ void rollup_free(rollup *r)
 	free(r->group_last);
 	free(r->group_slots);
 	free(r->user_hash);
+	free(r->wraps);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -644,8 +695,27 @@ enum {
 	C_USERS,    /* varints: per cell user_count * 2 + dense, then code steps */
 	C_DENSE,    /* HLL_REGISTERS bytes per dense cell */
 	C_ALLSTATUS, /* varints, per total cell: error, timeout, cancelled counts */
+	C_WRAPS,    /* version 2 only: varints, per cell a mask (WRAP_ bits), then its wraps */
 	C_COLUMNS
 };
+#define C_COLUMNS_V1 C_WRAPS
+
+/* The wraps column: bit k of a cell's mask says wraps k (in this order)
+ * follows, a varint (zigzag for cost, which may wrap below its range). */
+enum { WRAP_TOKENS_IN = 1, WRAP_TOKENS_OUT = 2, WRAP_COST = 4, WRAP_DURATION = 8, WRAP_ALL = 15 };
+
+/* The wraps of w as (mask bit, encoded varint) pairs; the count filled. */
+static int wraps_fields(const rollup_wraps *w, uint32_t bit[4], uint64_t value[4])
+{
+	const int64_t v[4] = {w->tokens_in, w->tokens_out, w->cost_micros, w->duration_ms_sum};
+	int n = 0;
+	for (int k = 0; k < 4; k++)
+		if (v[k]) {
+			bit[n] = 1u << k;
+			value[n++] = k == 2 ? zigzag_encode(v[k]) : (uint64_t)v[k];
+		}
+	return n;
+}
 
 /* ---- sorting cells --------------------------------------------------------- */
 
@@ -805,7 +875,8 @@ static int select_cells(const rollup *r, int res, int64_t bucket_from, const int
 	return 0;
 }
 
-_Static_assert(C_COLUMNS == ROLLUP_CHUNK_COLUMNS, "rollup_scratch holds a chunk's columns");
+_Static_assert(C_COLUMNS == ROLLUP_CHUNK_COLUMNS && C_COLUMNS_V1 == ROLLUP_CHUNK_COLUMNS_V1,
+	       "rollup_scratch holds a chunk's columns");
 
 void rollup_scratch_free(rollup_scratch *s)
 {
@@ -843,7 +914,7 @@ static int scratch_prepare(rollup_scratch *s, uint32_t n)
 /* Encodes cells [0, n) (sorted by bucket, then renumbered group) as one
  * chunk block, appended to out. */
 static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint32_t *renumber,
-			rollup_scratch *scratch, bytebuf *out)
+			const rollup_wraps *wraps, rollup_scratch *scratch, bytebuf *out)
 {
 	int err = scratch_prepare(scratch, n);
 	if (err)
@@ -917,10 +988,28 @@ static int encode_chunk(const rollup_cell *const *order, uint32_t n, const uint3
 		if (!err && c->registers)
 			err = bytebuf_append(&col[C_DENSE], c->registers, HLL_REGISTERS);
 	}
-	uint8_t version = ROLLUP_BLOCK_VERSION;
+	/* Wraps, in a version 2 block only when a cell has one. */
+	int any_wraps = 0;
+	for (uint32_t i = 0; i < n; i++)
+		any_wraps |= order[i]->wraps && rollup_wraps_any(&wraps[order[i]->wraps - 1]);
+	for (uint32_t i = 0; i < n && any_wraps && !err; i++) {
+		rollup_wraps none = {0};
+		const rollup_wraps *w = order[i]->wraps ? &wraps[order[i]->wraps - 1] : &none;
+		uint32_t bit[4];
+		uint64_t value[4];
+		int fields = wraps_fields(w, bit, value);
+		uint64_t mask = 0;
+		for (int k = 0; k < fields; k++)
+			mask |= bit[k];
+		err = varint_append(&col[C_WRAPS], mask);
+		for (int k = 0; k < fields && !err; k++)
+			err = varint_append(&col[C_WRAPS], value[k]);
+	}
+	uint8_t version = any_wraps ? ROLLUP_BLOCK_VERSION_WRAPS : ROLLUP_BLOCK_VERSION;
+	int columns = any_wraps ? C_COLUMNS : C_COLUMNS_V1;
 	if (!err && !(err = bytebuf_append(out, &version, 1)))
 		err = varint_append(out, n);
-	for (int k = 0; k < C_COLUMNS && !err; k++)
+	for (int k = 0; k < columns && !err; k++)
 		if (!(err = varint_append(out, col[k].size)))
 			err = bytebuf_append(out, col[k].data, col[k].size);
 	return err;
@@ -1024,7 +1113,7 @@ int rollup_encode(const rollup *r, int64_t minute_bucket_from, rollup_scratch *s
 					     cut_unit(res, cells[j]->bucket) == cut_unit(res, cells[j - 1]->bucket)))
 				j++;
 			size_t offset = e->data.size;
-			if (!(err = encode_chunk(cells + i, j - i, renumber, scratch, &e->data)))
+			if (!(err = encode_chunk(cells + i, j - i, renumber, r->wraps, scratch, &e->data)))
 				err = chunk_add(e, list, cells[i]->bucket, j - i, offset);
 			i = j;
 		}
@@ -1113,6 +1202,37 @@ fail:
 	return err;
 }
 
+/* The wraps column of a version 2 block into b->wraps (count decoded):
+ * every cell's mask, and for each bit a wraps that is not 0 and at most
+ * what the cell's count allows (a sum of count values wraps fewer than
+ * count times); at least one cell wrapped. 0, -ENOMEM or TALLY_E_CORRUPT. */
+static int decode_wraps(stream in, rollup_block *b)
+{
+	size_t n = b->cell_count;
+	if (!(b->wraps = calloc(n, sizeof(*b->wraps))))
+		return -ENOMEM;
+	int err = 0, any = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t mask, v;
+		CHECK(!sv(&in, &mask) && mask <= WRAP_ALL);
+		int64_t *field[4] = {&b->wraps[i].tokens_in, &b->wraps[i].tokens_out,
+				     &b->wraps[i].cost_micros, &b->wraps[i].duration_ms_sum};
+		for (int k = 0; k < 4; k++) {
+			if (!(mask >> k & 1))
+				continue;
+			CHECK(!sv(&in, &v));
+			int64_t w = k == 2 ? zigzag_decode(v) : (int64_t)v;
+			uint64_t size = w < 0 ? 0 - (uint64_t)w : (uint64_t)w;
+			CHECK(w != 0 && size < b->count[i] && (k == 2 || v <= INT64_MAX));
+			*field[k] = w;
+		}
+		any |= mask != 0;
+	}
+	CHECK(in.p == in.end && any);
+fail:
+	return err;
+}
+
 /* The bytes of the scalar columns of n cells. */
 static size_t block_bytes(size_t n)
 {
@@ -1149,13 +1269,14 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	int err = 0;
 	b->groups = groups;
 	b->group_count = group_count;
-	CHECK(size >= 1 && raw[0] == ROLLUP_BLOCK_VERSION);
+	CHECK(size >= 1 && (raw[0] == ROLLUP_BLOCK_VERSION || raw[0] == ROLLUP_BLOCK_VERSION_WRAPS));
+	int columns = raw[0] == ROLLUP_BLOCK_VERSION ? C_COLUMNS_V1 : C_COLUMNS;
 	in.p++;
 	/* A cell costs at least a bit in every column: cell_count is bounded
 	 * by the block size (times 8) before anything is allocated. */
 	CHECK(!sv(&in, &cell_count) && cell_count >= 1 && cell_count <= (uint64_t)size * 8);
 	stream s[C_COLUMNS];
-	for (int k = 0; k < C_COLUMNS; k++) {
+	for (int k = 0; k < columns; k++) {
 		CHECK(!sv(&in, &v) && v <= stream_size(&in));
 		s[k] = (stream){in.p, in.p + v};
 		in.p += v;
@@ -1233,6 +1354,8 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 		}
 	}
 	CHECK(st_all.p == st_all.end);
+	if (columns == C_COLUMNS && (err = decode_wraps(s[C_WRAPS], b)))
+		goto fail;
 	/* The histogram, user and register columns are decoded on demand
 	 * (rollup_block_sketches): most queries need neither. */
 	size_t keep = stream_size(&s[C_HIST]) + stream_size(&s[C_USERS]) + stream_size(&s[C_DENSE]);
@@ -1248,7 +1371,8 @@ int rollup_block_decode(const uint8_t *raw, size_t size, const rollup_group *gro
 	memcpy(b->sketch_raw + b->hist_size, s[C_USERS].p, b->users_size);
 	memcpy(b->sketch_raw + b->hist_size + b->users_size, s[C_DENSE].p, b->dense_size);
 	b->user_limit = user_limit;
-	b->bytes = block_bytes(n) + keep + (totals ? sizeof(uint64_t) * 3 * n : 0);
+	b->bytes = block_bytes(n) + keep + (totals ? sizeof(uint64_t) * 3 * n : 0) +
+		   (b->wraps ? sizeof(*b->wraps) * n : 0);
 	free(u);
 	return 0;
 fail:
@@ -1356,6 +1480,7 @@ void rollup_block_free(rollup_block *b)
 	free(b->sketch_raw);
 	free(b->block);
 	free(b->status_other);
+	free(b->wraps);
 	free(b->sketch_index);
 	free(b->dd_arena);
 	free(b->user_arena);
@@ -1383,6 +1508,7 @@ typedef struct proj_cell {
 	int64_t cost;
 	uint64_t count, tokens_in, tokens_out, duration_sum;
 	uint64_t status_other[3];
+	rollup_wraps wraps;
 	uint32_t group, duration_min, duration_max;
 } proj_cell;
 
@@ -1497,6 +1623,7 @@ int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_bl
 	hist.dd_at = malloc(sizeof(uint32_t) * (n ? n : 1));
 	int rc = cells && hist.dd_n && hist.dd_at ? 0 : -ENOMEM;
 	uint32_t m = 0, run = 0;
+	int any_wraps = 0;
 	for (size_t i = 0; i < n && !rc;) {
 		size_t j = i;
 		while (j < n && src->bucket[j] == src->bucket[i])
@@ -1545,10 +1672,14 @@ int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_bl
 			}
 			proj_cell *c = &cells[cell_of[p]];
 			c->count += src->count[k];
-			c->tokens_in += src->tokens_in[k];
-			c->tokens_out += src->tokens_out[k];
-			c->duration_sum += src->duration_sum[k];
-			c->cost = rollup_add_wrap(c->cost, src->cost[k]);
+			const rollup_wraps none = {0}, *w = src->wraps ? &src->wraps[k] : &none;
+			sum_add_u64(&c->tokens_in, &c->wraps.tokens_in, src->tokens_in[k], w->tokens_in);
+			sum_add_u64(&c->tokens_out, &c->wraps.tokens_out, src->tokens_out[k],
+				    w->tokens_out);
+			sum_add_u64(&c->duration_sum, &c->wraps.duration_ms_sum, src->duration_sum[k],
+				    w->duration_ms_sum);
+			sum_add_i64(&c->cost, &c->wraps.cost_micros, src->cost[k], w->cost_micros);
+			any_wraps |= rollup_wraps_any(&c->wraps);
 			if (src->duration_min[k] < c->duration_min)
 				c->duration_min = src->duration_min[k];
 			if (src->duration_max[k] > c->duration_max)
@@ -1574,7 +1705,10 @@ int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_bl
 		out->status_other = malloc(sizeof(uint64_t) * 3 * (m ? m : 1));
 		out->sketch_index = calloc(4 * (size_t)(m ? m : 1), sizeof(uint32_t));
 		out->dd_arena = malloc(sizeof(uint64_t) * (hist.count ? hist.count : 1));
-		if (rc || !out->status_other || !out->sketch_index || !out->dd_arena)
+		if (any_wraps)
+			out->wraps = malloc(sizeof(*out->wraps) * (m ? m : 1));
+		if (rc || !out->status_other || !out->sketch_index || !out->dd_arena ||
+		    (any_wraps && !out->wraps))
 			rc = -ENOMEM;
 	}
 	if (!rc) {
@@ -1590,6 +1724,8 @@ int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_bl
 			out->duration_min[c] = pc->duration_min;
 			out->duration_max[c] = pc->duration_max;
 			memcpy(&out->status_other[3 * (size_t)c], pc->status_other, sizeof(pc->status_other));
+			if (any_wraps)
+				out->wraps[c] = pc->wraps;
 		}
 		uint32_t *ix = out->sketch_index;
 		for (uint32_t c = 0; c < m; c++) {
@@ -1601,7 +1737,8 @@ int rollup_block_project(const rollup_block *src, const uint32_t *map, rollup_bl
 			memcpy(out->dd_arena, hist.entries, sizeof(uint64_t) * w);
 		out->sketches = 1;
 		out->mixed_status = 1;
-		out->bytes = bytes + sizeof(uint64_t) * 3 * m + sizeof(uint32_t) * 4 * m + sizeof(uint64_t) * w;
+		out->bytes = bytes + sizeof(uint64_t) * 3 * m + sizeof(uint32_t) * 4 * m + sizeof(uint64_t) * w +
+			     (any_wraps ? sizeof(*out->wraps) * m : 0);
 	} else {
 		rollup_block_free(out);
 	}

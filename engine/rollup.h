@@ -31,6 +31,7 @@
 #include "rows.h"
 #include "sketch.h"
 #include "strdict.h"
+#include "tally.h"
 
 enum rollup_res { RES_MINUTE = 0, RES_HOUR = 1, RES_DAY = 2, RES_COUNT = 3 };
 /* Encoded cells come in four chunk lists: minute, hour and day cells of
@@ -58,7 +59,8 @@ extern const char *const ROLLUP_LIST_NAME[LIST_COUNT]; /* "day total" for LIST_D
 #define ROLLUP_STATUS_ALL 0xffu
 #define ROLLUP_ALL_RES_MIN RES_DAY
 #define ROLLUP_NO_USER UINT32_MAX
-#define ROLLUP_BLOCK_VERSION 1
+#define ROLLUP_BLOCK_VERSION 1       /* a chunk block whose cells' sums never wrapped */
+#define ROLLUP_BLOCK_VERSION_WRAPS 2 /* one with a 14th column: the wraps */
 #define ROLLUP_DAY_COMPOSE_MAX 64 /* days with at most this many hour cells store no day cells */
 #define ROLLUP_CHUNK_CELLS 4096   /* a chunk block closes at the first day boundary past this */
 #define ROLLUP_BUCKET_MAX (INT64_C(1) << 40) /* |bucket| bound a decoder accepts */
@@ -75,14 +77,32 @@ static inline uint64_t rollup_mix64(uint64_t x)
 	return x;
 }
 
-/* Sums of cost_micros wrap modulo 2^64 (two's complement) instead of
- * overflowing: an event may carry any int64, and a sum that leaves the
- * int64 range (9.2 million million USD) has no meaning but must not be
- * undefined behaviour. Token and duration sums are unsigned and wrap the
- * same way. */
-static inline int64_t rollup_add_wrap(int64_t a, int64_t b)
+/*
+ * Sums are exact: a 64-bit field holds the sum modulo 2^64 and a wraps
+ * count (tally_wraps) how many times it passed the field's range, so that
+ * the exact sum is field + wraps * 2^64 (tally.h). Almost every cell has
+ * no wraps; billing refuses a sum that left its range instead of wrapping
+ * it (docs/billing.md). The two additions below add v (with v_wraps, for a
+ * sum of sums) to *sum and count the wrap this addition makes.
+ */
+static inline void sum_add_u64(uint64_t *sum, int64_t *wraps, uint64_t v, int64_t v_wraps)
 {
-	return (int64_t)((uint64_t)a + (uint64_t)b);
+	uint64_t r = *sum + v;
+	*wraps += v_wraps + (r < v);
+	*sum = r;
+}
+static inline void sum_add_i64(int64_t *sum, int64_t *wraps, int64_t v, int64_t v_wraps)
+{
+	int64_t r;
+	if (__builtin_add_overflow(*sum, v, &r)) /* both had v's sign; r is off by 2^64 */
+		*wraps += v < 0 ? -1 : 1;
+	*wraps += v_wraps;
+	*sum = r;
+}
+typedef tally_wraps rollup_wraps;
+static inline int rollup_wraps_any(const rollup_wraps *w)
+{
+	return (w->tokens_in | w->tokens_out | w->cost_micros | w->duration_ms_sum) != 0;
 }
 
 typedef struct rollup_group {
@@ -119,8 +139,9 @@ typedef struct rollup_cell {
 	int64_t cost;
 	uint32_t duration_min;
 	uint32_t duration_max;
-	uint32_t dd_count;    /* histogram entries (distinct indexes), ascending index */
-	uint32_t user_count;  /* exact user codes, ascending; 0 when dense */
+	uint16_t dd_count;    /* histogram entries (distinct indexes, < DD_INDEX_COUNT), ascending */
+	uint16_t user_count;  /* exact user codes (<= USET_EXACT_MAX), ascending; 0 when dense */
+	uint32_t wraps;       /* 0, or the cell's entry in its rollup's wraps + 1 */
 	union {
 		uint64_t one;     /* dd_count == 1 */
 		uint64_t *many;
@@ -177,9 +198,18 @@ typedef struct rollup {
 	rollup_res_cells res[RES_COUNT];
 	uint64_t *user_hash;   /* by user code (0 = not seen) */
 	uint32_t user_hash_count;
+	rollup_wraps *wraps;   /* the wraps of the cells whose sums wrapped (rollup_cell.wraps) */
+	uint32_t wrap_count;
+	uint32_t wrap_capacity;
 	size_t bytes;          /* RAM held, approximately (for memtable accounting) */
 	int no_bucket_index;   /* rollup_from_rows: no heads (rollup_bucket_first finds nothing) */
 } rollup;
+
+/* The wraps of cell c of r, or NULL when none of its sums wrapped. */
+static inline const rollup_wraps *rollup_cell_wraps(const rollup *r, const rollup_cell *c)
+{
+	return c->wraps ? &r->wraps[c->wraps - 1] : NULL;
+}
 
 /* Adds one event to all three resolutions. 0 or -ENOMEM; on -ENOMEM the
  * rollup may hold the event at some resolutions only (the caller then
@@ -233,7 +263,8 @@ typedef struct rollup_encoded {
 /* Buffers rollup_encode reuses from one tenant section to the next (a
  * flush or compaction encodes thousands); zero-initialise, free with
  * rollup_scratch_free. */
-#define ROLLUP_CHUNK_COLUMNS 13
+#define ROLLUP_CHUNK_COLUMNS 14   /* a version 2 block's */
+#define ROLLUP_CHUNK_COLUMNS_V1 13 /* a version 1 block's: no wraps column */
 typedef struct rollup_scratch {
 	bytebuf column[ROLLUP_CHUNK_COLUMNS]; /* a chunk's columns */
 	uint64_t *u;
@@ -285,6 +316,7 @@ typedef struct rollup_block {
 	uint32_t *duration_min;
 	uint32_t *duration_max;
 	uint64_t *status_other;  /* 3 per cell when the block holds total cells, else NULL */
+	rollup_wraps *wraps;     /* 1 per cell when a sum of a cell wrapped, else NULL */
 	void *block;             /* the one allocation behind the columns above */
 	size_t bytes;
 	int sketches;            /* histograms, users and registers decoded */

@@ -540,6 +540,22 @@ typedef struct tally_query {
 	uint32_t limit;            /* 1..TALLY_QUERY_ROWS_MAX; 0 = TALLY_QUERY_ROWS_MAX */
 } tally_query;
 
+/*
+ * Sums are kept modulo 2^64 in their fields, and exactly: a sum's wraps
+ * count how many times its exact value passed its field's range (tokens
+ * and duration: 0..2^64-1, so wraps >= 0; cost: the int64 range, so wraps
+ * is negative when the exact sum is below INT64_MIN). The exact sum is
+ * field + wraps * 2^64, the field read as its own type. Every wraps is 0
+ * unless some sum left its range: events may carry any uint64 tokens and
+ * any int64 cost. Exact for fewer than 2^63 events in a row.
+ */
+typedef struct tally_wraps {
+	int64_t tokens_in;
+	int64_t tokens_out;
+	int64_t cost_micros;
+	int64_t duration_ms_sum;
+} tally_wraps;
+
 /* One result row: one bucket and one combination of the grouped dimensions. */
 typedef struct tally_row {
 	int64_t bucket_start_us;   /* the bucket's first instant (UTC); from_us for NONE */
@@ -556,6 +572,7 @@ typedef struct tally_row {
 	double quantile_ms[TALLY_QUANTILES_MAX]; /* within 1% of the exact value at rank floor(q * (count - 1)) */
 	uint64_t distinct_users;   /* exact up to 8192, then HyperLogLog: 0.41% standard
 				    * error, within 2% (docs/sketches.md) */
+	tally_wraps wraps;         /* all 0 unless a sum left its 64-bit range */
 } tally_row;
 
 typedef struct tally_result {
@@ -569,7 +586,8 @@ typedef struct tally_result {
 
 /*
  * Runs an aggregate query over the tenant's events (stored and not yet
- * flushed: every acknowledged event is counted). Counts and sums are exact.
+ * flushed: every acknowledged event is counted). Counts and sums are exact
+ * (a sum past its 64-bit range: its field and wraps, tally_wraps).
  * Buckets with no events are omitted. An unknown tenant gives an empty
  * result. Errors (TALLY_E_INVALID with errmsg explaining: from >= to, range
  * longer than TALLY_QUERY_RANGE_MAX_US, too many buckets, unknown dimension

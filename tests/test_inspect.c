@@ -2016,7 +2016,7 @@ static void chunk_load(const file_copy *f, int list, chunk_image *ci)
 	size_t at = 1;
 	skip_varint(ci->raw.data, &at);
 	ci->columns_at = at;
-	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS; k++) {
+	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS_V1; k++) {
 		ci->size[k] = (size_t)varint_at(ci->raw.data, at);
 		skip_varint(ci->raw.data, &at);
 		ci->col[k] = ci->raw.data + at;
@@ -2031,7 +2031,7 @@ static void chunk_store(const file_copy *f, chunk_image *ci, const bytebuf *with
 {
 	bytebuf out = {0};
 	cr_assert_eq(bytebuf_append(&out, ci->raw.data, ci->columns_at), 0);
-	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS; k++) {
+	for (int k = 0; k < ROLLUP_CHUNK_COLUMNS_V1; k++) {
 		const uint8_t *data = with[k] ? with[k]->data : ci->col[k];
 		size_t size = with[k] ? with[k]->size : ci->size[k];
 		cr_assert_eq(varint_append(&out, size), 0);

@@ -381,6 +381,7 @@ typedef struct tenant {
 	int models[COUNT_OF(MODELS)], model_count;
 	int types[COUNT_OF(TYPES)], type_count;
 	double large_user_share;
+	double huge_share; /* events whose tokens and cost are near their types' limits */
 	ev *gen; /* the original of every generated event */
 	size_t gen_count;
 	bool *sent; /* generated event sent at least once */
@@ -467,6 +468,13 @@ static void ev_random_payload(const tenant *t, ev *e)
 	e->cost_micros = (int64_t)rng_below(2000000) - 200000;
 	if (rng_chance(0.01))
 		e->cost_micros = rng_chance(0.5) ? -INT64_C(5000000000) : INT64_C(900000000000);
+	if (t->huge_share > 0 && rng_chance(t->huge_share)) { /* sums that wrap */
+		e->tokens_in = UINT64_MAX - rng_below(1000);
+		if (rng_chance(0.5))
+			e->tokens_out = UINT64_MAX - rng_below(1000);
+		e->cost_micros = rng_chance(0.5) ? INT64_MAX - (int64_t)rng_below(1000)
+						 : INT64_MIN + (int64_t)rng_below(1000);
+	}
 }
 
 /* Generates `count` events with times in [t_min, t_max], some clustered
@@ -846,6 +854,30 @@ static int cmp_u64(uint64_t a, uint64_t b)
 	return (a > b) - (a < b);
 }
 
+static int cmp_i128(__int128 a, __int128 b)
+{
+	return (a > b) - (a < b);
+}
+
+/* An exact sum as the engine reports it (tally_wraps): its field, modulo
+ * 2^64, and how many times it passed the field's range. */
+static void exact_split_u(__int128 exact, uint64_t *field, int64_t *wraps)
+{
+	*field = (uint64_t)exact;
+	*wraps = (int64_t)((exact - (__int128)*field) >> 64);
+}
+static void exact_split_i(__int128 exact, int64_t *field, int64_t *wraps)
+{
+	*field = (int64_t)(uint64_t)exact;
+	*wraps = (int64_t)((exact - (__int128)*field) >> 64);
+}
+
+/* A row's sum's exact value: field + wraps * 2^64. */
+static __int128 exact_of(__int128 field, int64_t wraps)
+{
+	return field + (__int128)wraps * ((__int128)1 << 64);
+}
+
 /* The order_agg value of two rows compared, ascending. */
 static int row_agg_cmp(const tally_row *a, const tally_row *b, const tally_query *q)
 {
@@ -853,15 +885,19 @@ static int row_agg_cmp(const tally_row *a, const tally_row *b, const tally_query
 	case TALLY_AGG_COUNT:
 		return cmp_u64(a->count, b->count);
 	case TALLY_AGG_TOKENS_IN:
-		return cmp_u64(a->tokens_in, b->tokens_in);
+		return cmp_i128(exact_of(a->tokens_in, a->wraps.tokens_in), exact_of(b->tokens_in, b->wraps.tokens_in));
 	case TALLY_AGG_TOKENS_OUT:
-		return cmp_u64(a->tokens_out, b->tokens_out);
+		return cmp_i128(exact_of(a->tokens_out, a->wraps.tokens_out),
+				exact_of(b->tokens_out, b->wraps.tokens_out));
 	case TALLY_AGG_TOKENS:
-		return cmp_u64(a->tokens_in + a->tokens_out, b->tokens_in + b->tokens_out);
+		return cmp_i128(exact_of(a->tokens_in, a->wraps.tokens_in) + exact_of(a->tokens_out, a->wraps.tokens_out),
+				exact_of(b->tokens_in, b->wraps.tokens_in) + exact_of(b->tokens_out, b->wraps.tokens_out));
 	case TALLY_AGG_COST:
-		return (a->cost_micros > b->cost_micros) - (a->cost_micros < b->cost_micros);
+		return cmp_i128(exact_of(a->cost_micros, a->wraps.cost_micros),
+				exact_of(b->cost_micros, b->wraps.cost_micros));
 	case TALLY_AGG_DURATION_SUM:
-		return cmp_u64(a->duration_ms_sum, b->duration_ms_sum);
+		return cmp_i128(exact_of(a->duration_ms_sum, a->wraps.duration_ms_sum),
+				exact_of(b->duration_ms_sum, b->wraps.duration_ms_sum));
 	case TALLY_AGG_DURATION_MIN:
 		return cmp_u64(a->duration_ms_min, b->duration_ms_min);
 	case TALLY_AGG_DURATION_MAX:
@@ -950,13 +986,14 @@ static void oracle_emit_bucket(const tally_query *q, int64_t start, int64_t end,
 			r.group[d] = (group_by & (1u << d)) ? ev_dim(members[i], d) : (tally_str){"", 0};
 		r.duration_ms_min = UINT32_MAX;
 		size_t user_count = 0;
+		__int128 tokens_in = 0, tokens_out = 0, cost = 0, duration = 0; /* exact */
 		for (size_t k = i; k < j; k++) {
 			const ev *e = members[k];
 			r.count++;
-			r.tokens_in += e->tokens_in;
-			r.tokens_out += e->tokens_out;
-			r.cost_micros += e->cost_micros;
-			r.duration_ms_sum += e->duration_ms;
+			tokens_in += e->tokens_in;
+			tokens_out += e->tokens_out;
+			cost += e->cost_micros;
+			duration += e->duration_ms;
 			if (e->duration_ms < r.duration_ms_min)
 				r.duration_ms_min = e->duration_ms;
 			if (e->duration_ms > r.duration_ms_max)
@@ -966,6 +1003,10 @@ static void oracle_emit_bucket(const tally_query *q, int64_t start, int64_t end,
 			if (e->user_len > 0)
 				tmp->users[user_count++] = ev_user(e);
 		}
+		exact_split_u(tokens_in, &r.tokens_in, &r.wraps.tokens_in);
+		exact_split_u(tokens_out, &r.tokens_out, &r.wraps.tokens_out);
+		exact_split_u(duration, &r.duration_ms_sum, &r.wraps.duration_ms_sum);
+		exact_split_i(cost, &r.cost_micros, &r.wraps.cost_micros);
 		qsort(tmp->durations, j - i, sizeof(uint32_t), cmp_u32);
 		for (uint32_t k = 0; k < q->quantile_count; k++) {
 			uint64_t rank = (uint64_t)floor(q->quantiles[k] * (double)(r.count - 1));
@@ -1052,6 +1093,9 @@ static bool row_matches(const tally_row *got, const tally_row *exp, const tally_
 		DIFF("cost_micros");
 	if (got->duration_ms_sum != exp->duration_ms_sum)
 		DIFF("duration_ms_sum");
+	if (memcmp(&got->wraps, &exp->wraps, sizeof(got->wraps)))
+		DIFF("wraps (in %" PRId64 ",%" PRId64 " cost %" PRId64 " duration %" PRId64 ")",
+		     got->wraps.tokens_in, got->wraps.tokens_out, got->wraps.cost_micros, got->wraps.duration_ms_sum);
 	if (got->duration_ms_min != exp->duration_ms_min)
 		DIFF("duration_ms_min");
 	if (got->duration_ms_max != exp->duration_ms_max)
@@ -1185,6 +1229,7 @@ static bool result_matches(const tally_result *res, rowset *exp, const tally_que
  * shows it did not compare empty answers). */
 static struct coverage {
 	uint64_t queries, nonempty, rows, truncated, estimated_order, hll_rows, local_zone, raw_rows, minute_cells;
+	uint64_t wrapped_rows; /* rows with a sum past its 64-bit range */
 } coverage;
 
 /* Runs q for tenant_name and compares it with the oracle over t (NULL: no
@@ -1213,8 +1258,10 @@ static bool check_query(tally_store *store, const char *tenant_name, const tenan
 	coverage.local_zone += q->bucket != TALLY_BUCKET_NONE && zone_for(q->time_zone) != NULL && exp->count > 0;
 	coverage.raw_rows += res->raw_rows;
 	coverage.minute_cells += res->cells_minute;
-	for (size_t i = 0; i < exp->count; i++)
+	for (size_t i = 0; i < exp->count; i++) {
 		coverage.hll_rows += q->distinct_users && exp->rows[i].distinct_users > USER_EXACT_MAX;
+		coverage.wrapped_rows += exp->rows[i].wraps.tokens_in != 0;
+	}
 	static char msg[16384];
 	static int printed;
 	bool ok = result_matches(res, exp, q, msg, sizeof(msg));
@@ -1695,12 +1742,14 @@ static void oracle_test(const char *name, bool short_retention)
 	static const char *const names[ORACLE_TENANTS] = {"acme", "globex", "initech", "umbrella.corp-1"};
 	static const size_t sizes[ORACLE_TENANTS] = {13000, 2500, 1200, 300};
 	static const double large_users[ORACLE_TENANTS] = {0.9, 0.1, 0.0, 0.3};
+	static const double huge[ORACLE_TENANTS] = {0.0, 0.0, 0.02, 0.3}; /* sums that wrap */
 	tenant *tenants = xcalloc(ORACLE_TENANTS, sizeof(tenant));
 	int64_t bursts[16];
 	size_t burst_count = burst_centres(bursts);
 	int64_t data_lo = NOW_US - 40 * DAY_US + HOUR_US, data_hi = NOW_US + 4 * MINUTE_US - 1;
 	for (int i = 0; i < ORACLE_TENANTS; i++) {
 		tenant_init(&tenants[i], names[i], large_users[i]);
+		tenants[i].huge_share = huge[i];
 		tenant_generate(&tenants[i], sizes[i], data_lo, data_hi, bursts, burst_count);
 	}
 
@@ -1776,10 +1825,13 @@ static void oracle_test(const char *name, bool short_retention)
 	fprintf(stderr,
 		"test_query %s: %" PRIu64 " queries (%" PRIu64 " with rows, %" PRIu64 " in local zones), %" PRIu64
 		" rows compared, %" PRIu64 " truncated, %" PRIu64 " ordered by an estimate, %" PRIu64
-		" rows above the exact-user limit; engine read %" PRIu64 " raw rows, %" PRIu64 " minute cells\n",
+		" rows above the exact-user limit, %" PRIu64 " with wrapped sums; engine read %" PRIu64
+		" raw rows, %" PRIu64 " minute cells\n",
 		name, coverage.queries, coverage.nonempty, coverage.local_zone, coverage.rows, coverage.truncated,
-		coverage.estimated_order, coverage.hll_rows, coverage.raw_rows, coverage.minute_cells);
+		coverage.estimated_order, coverage.hll_rows, coverage.wrapped_rows, coverage.raw_rows,
+		coverage.minute_cells);
 	cr_expect_gt(coverage.hll_rows, 0, "some rows must exercise the HLL estimate");
+	cr_expect_gt(coverage.wrapped_rows, 0, "some rows must hold sums past their 64-bit range");
 	cr_expect_gt(coverage.truncated, 0, "some answers must be truncated");
 	cr_expect_eq(failures, 0, "seed=%llu: %d of %d cases differ from the oracle (details on stderr)",
 		     (unsigned long long)test_seed, failures, query_cases + listing_cases);
@@ -3470,5 +3522,84 @@ Test(query, dense_user_sets_from_every_source)
 		}
 	}
 	tenant_free(&t);
+	env_close(&v);
+}
+
+static void count_problem(void *ctx, const char *message)
+{
+	fprintf(stderr, "verify: %s\n", message);
+	(*(int *)ctx)++;
+}
+
+/* The one minute row of the wrap test's events, checked against n events
+ * of tokens_in 2^64 - 1, tokens_out 1 and cost INT64_MIN each. */
+static void expect_wrapped_minute(env *v, int n, const char *when)
+{
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = NOW_US - DAY_US;
+	q.to_us = NOW_US + MINUTE_US;
+	q.bucket = TALLY_BUCKET_MINUTE;
+	q.group_by = 1u << TALLY_DIM_TYPE;
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_query_run(v->store, "acme", &q, &res, err), 0, "%s: %s", when, err);
+	cr_assert_eq(res->row_count, 1, "%s", when);
+	const tally_row *r = &res->rows[0];
+	uint64_t in_field;
+	int64_t in_wraps, cost_field, cost_wraps;
+	exact_split_u((__int128)n * UINT64_MAX, &in_field, &in_wraps);
+	exact_split_i((__int128)n * INT64_MIN, &cost_field, &cost_wraps);
+	cr_expect_eq(r->count, (uint64_t)n, "%s", when);
+	cr_expect_eq(r->tokens_in, in_field, "%s", when);
+	cr_expect_eq(r->wraps.tokens_in, in_wraps, "%s", when);
+	cr_expect_eq(r->tokens_out, (uint64_t)n, "%s", when);
+	cr_expect_eq(r->wraps.tokens_out, 0, "%s", when);
+	cr_expect_eq(r->cost_micros, cost_field, "%s", when);
+	cr_expect_eq(r->wraps.cost_micros, cost_wraps, "%s", when);
+	cr_expect_eq(r->wraps.duration_ms_sum, 0, "%s", when);
+	tally_result_free(res);
+}
+
+/* Description: sums past their 64-bit range are exact (tally_wraps) from
+ * every source: events of one minute and group whose tokens_in and cost
+ * sums wrap, queried from the memtable's live cells, from a flushed
+ * segment's chunk (a version 2 block), from both at once, after a
+ * compaction merged them into one cell, and after a reopen; the store
+ * verifies clean. */
+Test(query, sums_past_64_bits_are_exact_from_every_source)
+{
+	env v;
+	env_open(&v, "query-wraps", NOW_US, 0);
+	static char ids[4][8];
+	tally_event events[4];
+	tally_ingest_result results[4];
+	for (int i = 0; i < 4; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "w%d", i);
+		memset(&events[i], 0, sizeof(events[i]));
+		events[i].event_id = str_of(ids[i]);
+		events[i].time_us = NOW_US - 30 * SECOND_US + i;
+		events[i].type = str_of("llm.call");
+		events[i].tokens_in = UINT64_MAX;
+		events[i].tokens_out = 1;
+		events[i].cost_micros = INT64_MIN;
+	}
+	cr_assert_eq(tally_ingest(v.store, "acme", events, 2, results), 0);
+	cr_assert_eq(results[1].code, TALLY_ACCEPTED);
+	expect_wrapped_minute(&v, 2, "memtable");
+	env_flush(&v);
+	expect_wrapped_minute(&v, 2, "flushed");
+	cr_assert_eq(tally_ingest(v.store, "acme", events + 2, 2, results), 0);
+	expect_wrapped_minute(&v, 4, "segment and memtable");
+	env_flush(&v);
+	env_compact(&v);
+	expect_wrapped_minute(&v, 4, "compacted");
+	env_reopen(&v);
+	expect_wrapped_minute(&v, 4, "reopened");
+	cr_assert_eq(tally_store_close(v.store), 0);
+	v.store = NULL;
+	int problems = 0;
+	cr_expect_eq(tally_verify(v.dir.path, count_problem, &problems), 0);
+	cr_expect_eq(problems, 0);
 	env_close(&v);
 }

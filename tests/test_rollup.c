@@ -75,6 +75,10 @@ static void make_rows(rows *r, strdict dict[DIM_COUNT], uint32_t count, uint32_t
 		r->tokens_in[i] = rng_below(2) ? rng_below(5000) : 0;
 		r->tokens_out[i] = rng_below(2) ? rng_below(3000) : 0;
 		r->cost_micros[i] = (int64_t)rng_below(100000);
+		if (rng_below(64) == 0) { /* sums past their range: wraps */
+			r->tokens_in[i] = UINT64_MAX - rng_below(10);
+			r->cost_micros[i] = rng_below(2) ? INT64_MAX : INT64_MIN;
+		}
 		r->id_kind[i] = 0;
 		r->id_offset[i + 1] = 0;
 	}
@@ -318,4 +322,146 @@ Test(rollup, heavy_days_near_and_thousands_of_days_apart_are_found_alike)
 			strdict_free(&dict[d]);
 	}
 	rollup_scratch_free(&reused);
+}
+
+/* The decoded chunks of list `list` of x, through one group table (freed
+ * by the caller); the number of chunks in *count. */
+static rollup_block *decode_list(const rollup_encoded *x, int list, rollup_group **groups,
+				 uint32_t *count, int *status)
+{
+	const uint32_t dict_count[DIM_COUNT] = {UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX,
+						UINT32_MAX};
+	uint32_t group_count;
+	cr_assert_eq(rollup_groups_decode(x->groups.data, x->groups.size, dict_count, groups,
+					  &group_count), 0);
+	uint32_t first = 0;
+	for (int l = 0; l < list; l++)
+		first += x->chunk_count[l];
+	*count = x->chunk_count[list];
+	rollup_block *b = calloc(*count + 1, sizeof(*b));
+	cr_assert_not_null(b);
+	*status = 0;
+	for (uint32_t i = 0; i < *count && !*status; i++) {
+		const rollup_chunk_out *c = &x->chunks[first + i];
+		*status = rollup_block_decode(x->data.data + c->offset, c->size, *groups, group_count,
+					      UINT32_MAX, &b[i]);
+	}
+	return b;
+}
+
+/* The first byte (the version) of every chunk of x is `version`. */
+static void expect_chunk_versions(const rollup_encoded *x, uint8_t version, const char *what)
+{
+	uint32_t total = 0;
+	for (int list = 0; list < LIST_COUNT; list++)
+		total += x->chunk_count[list];
+	cr_assert_gt(total, 0);
+	for (uint32_t i = 0; i < total; i++)
+		cr_expect_eq(x->data.data[x->chunks[i].offset], version, "%s: chunk %u", what, i);
+}
+
+/* Description: sums past their 64-bit range. Three events of one hour and
+ * group with tokens_in 2^64 - 1 and cost INT64_MIN make a cell whose
+ * sums wrap: its chunk is a version 2 block whose wraps decode exactly
+ * (the duration's too, set by hand: it would need 2^32 events), a
+ * projection merging it with the hour's other cells adds the wraps, and a
+ * block claiming as many wraps as events is refused. Data whose sums stay
+ * in range encodes as version 1 blocks, as before wraps existed. */
+Test(rollup, wrapped_sums_round_trip_exactly_and_are_checked)
+{
+	const int64_t hour = 20000 * DAY_US + 5 * ROLLUP_HOUR_US;
+	rollup r, plain;
+	memset(&r, 0, sizeof(r));
+	memset(&plain, 0, sizeof(plain));
+	for (int i = 0; i < 5; i++) {
+		int huge = i < 3;
+		rollup_event e = {
+			.time_us = hour + i * ROLLUP_MINUTE_US / 4,
+			.code = {huge ? 1 : 2, 1, 1, 1},
+			.status = TALLY_STATUS_OK,
+			.user = ROLLUP_NO_USER,
+			.duration_ms = 7,
+			.tokens_in = huge ? UINT64_MAX : 10,
+			.tokens_out = 1,
+			.cost_micros = huge ? INT64_MIN : 5,
+		};
+		cr_assert_eq(rollup_add(&r, &e), 0);
+		if (!huge)
+			cr_assert_eq(rollup_add(&plain, &e), 0);
+	}
+	rollup_encoded x;
+	cr_assert_eq(rollup_encode(&plain, INT64_MIN, NULL, &x), 0);
+	expect_chunk_versions(&x, ROLLUP_BLOCK_VERSION, "sums in range");
+	rollup_encoded_free(&x);
+
+	const rollup_cell *cell = NULL;
+	for (uint32_t i = 0; i < r.res[RES_HOUR].count; i++)
+		if (r.res[RES_HOUR].cells[i].count == 3)
+			cell = &r.res[RES_HOUR].cells[i];
+	cr_assert_not_null(cell);
+	const rollup_wraps *w = rollup_cell_wraps(&r, cell);
+	cr_assert_not_null(w, "the cell has wraps");
+	/* 3 (2^64 - 1) = 2 * 2^64 + (2^64 - 3); 3 INT64_MIN = -2^64 + INT64_MIN. */
+	cr_expect_eq(cell->tokens_in, UINT64_MAX - 2);
+	cr_expect_eq(w->tokens_in, 2);
+	cr_expect_eq(cell->cost, INT64_MIN);
+	cr_expect_eq(w->cost_micros, -1);
+	cr_expect_eq(w->tokens_out, 0);
+	r.wraps[cell->wraps - 1].duration_ms_sum = 2;
+
+	cr_assert_eq(rollup_encode(&r, INT64_MIN, NULL, &x), 0);
+	expect_chunk_versions(&x, ROLLUP_BLOCK_VERSION_WRAPS, "a wrapped cell in every list");
+	rollup_group *groups;
+	uint32_t count;
+	int status;
+	rollup_block *b = decode_list(&x, LIST_HOUR, &groups, &count, &status);
+	cr_assert_eq(status, 0);
+	cr_assert_eq(count, 1);
+	cr_assert_eq(b[0].cell_count, 2);
+	cr_assert_not_null(b[0].wraps);
+	uint32_t at = b[0].count[0] == 3 ? 0 : 1;
+	cr_assert_eq(b[0].count[at], 3);
+	cr_expect_eq(b[0].tokens_in[at], UINT64_MAX - 2);
+	cr_expect_eq(b[0].cost[at], INT64_MIN);
+	cr_expect_eq(memcmp(&b[0].wraps[at], w, sizeof(*w)), 0, "the wraps decode as encoded");
+	const rollup_wraps none = {0};
+	cr_expect_eq(memcmp(&b[0].wraps[1 - at], &none, sizeof(none)), 0);
+
+	/* Both groups of the hour projected to one cell: 5 events. */
+	cr_assert_eq(rollup_block_sketches(&b[0]), 0);
+	uint32_t *map;
+	rollup_group *projected;
+	uint32_t projected_count;
+	cr_assert_eq(rollup_groups_project(b[0].groups, b[0].group_count, 0, 0, &map, &projected,
+					   &projected_count), 0);
+	rollup_block p;
+	cr_assert_eq(rollup_block_project(&b[0], map, &p), 0);
+	cr_assert_eq(p.cell_count, 1);
+	cr_assert_eq(p.count[0], 5);
+	cr_assert_not_null(p.wraps);
+	/* 3 (2^64 - 1) + 20 = 3 * 2^64 + 17; 3 INT64_MIN + 10 = -2^64 + INT64_MIN + 10. */
+	cr_expect_eq(p.tokens_in[0], 17);
+	cr_expect_eq(p.wraps[0].tokens_in, 3);
+	cr_expect_eq(p.cost[0], INT64_MIN + 10);
+	cr_expect_eq(p.wraps[0].cost_micros, -1);
+	cr_expect_eq(p.wraps[0].duration_ms_sum, 2);
+	cr_expect_eq(p.duration_sum[0], 35);
+	rollup_block_free(&p);
+	free(map);
+	free(projected);
+	rollup_block_free(&b[0]);
+	free(b);
+	free(groups);
+	rollup_encoded_free(&x);
+
+	/* As many wraps as events: no sum of 3 values wraps 3 times. */
+	r.wraps[cell->wraps - 1].tokens_in = 3;
+	cr_assert_eq(rollup_encode(&r, INT64_MIN, NULL, &x), 0);
+	b = decode_list(&x, LIST_HOUR, &groups, &count, &status);
+	cr_expect_eq(status, TALLY_E_CORRUPT);
+	free(b);
+	free(groups);
+	rollup_encoded_free(&x);
+	rollup_free(&r);
+	rollup_free(&plain);
 }
