@@ -13,7 +13,10 @@
  *               the exporter writing and seeing every tenant with nothing
  *               more than it needs; the billing admin setting plans;
  *   invoices    pinned by hand, and equal to an independent computation
- *               in C over a two-month workload of five tenants.
+ *               in C over a two-month workload of five tenants; exact, and
+ *               readable for every tenant, when one tenant's sums and
+ *               prices pass bigint, also after upgrading a version 3
+ *               database, whose view failed for all.
  *
  * The migrations are read from tools/billing: run the binary from the
  * repository root, as `make test` does.
@@ -27,7 +30,7 @@
 #include "support/pg_harness.h"
 
 #define MIGRATIONS_DIR "tools/billing"
-#define MIGRATIONS_COUNT 3
+#define MIGRATIONS_COUNT 4
 #define OWNER "billing_owner"
 #define DB "billing"
 #define INSUFFICIENT_PRIVILEGE "42501"
@@ -84,6 +87,15 @@ static void billing_create(void)
 static int64_t count_of(PGconn *conn, const char *sql)
 {
 	return pg_harness_query_int64(&pg, conn, sql);
+}
+
+/* Registers tenant on plan, as conn. */
+static void tenant_insert(PGconn *conn, const char *tenant, const char *plan)
+{
+	char sql[160];
+	snprintf(sql, sizeof(sql), "INSERT INTO billing.tenants (tenant, plan) VALUES ('%s', '%s')",
+		 tenant, plan);
+	pg_harness_exec(&pg, conn, sql);
 }
 
 /* The whole text of path, malloc'd (the caller frees it). */
@@ -169,8 +181,8 @@ static void expect_reporting_rows(PGconn *conn, const char *tenant, int64_t tena
 
 /* ---- migrations ----------------------------------------------------------- */
 
-/* Description: from an empty database the runner applies 001..003 as a
- * non-superuser owner, schema_version lists 1,2,3, the schema holds
+/* Description: from an empty database the runner applies 001..004 as a
+ * non-superuser owner, schema_version lists 1,2,3,4, the schema holds
  * exactly the expected relations, all owned by the owner; a second run
  * applies nothing and changes nothing. */
 Test(billing, migrations_apply_from_empty_then_nothing)
@@ -179,8 +191,8 @@ Test(billing, migrations_apply_from_empty_then_nothing)
 	PGconn *su = superuser(DB);
 	char text[1024];
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3\n");
-	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.schema_version WHERE applied_at IS NOT NULL"), 3);
+	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.schema_version WHERE applied_at IS NOT NULL"), 4);
 	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.schema_version a JOIN billing.schema_version b"
 				  " ON b.version = a.version + 1 WHERE b.applied_at < a.applied_at"),
 		     0);
@@ -200,13 +212,13 @@ Test(billing, migrations_apply_from_empty_then_nothing)
 	cr_expect_eq(migrate(err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(err, "");
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3\n");
+	cr_expect_str_eq(text, "1,2,3,4\n");
 	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.plans"), 4);
 	PQfinish(su);
 }
 
 /* Description: a database left at version 1 (001 applied alone) gets
- * exactly 002 and 003. */
+ * exactly 002, 003 and 004. */
 Test(billing, migrations_resume_after_a_partial_set)
 {
 	database_create();
@@ -221,10 +233,10 @@ Test(billing, migrations_resume_after_a_partial_set)
 	PQfinish(owner);
 
 	char err[512];
-	cr_expect_eq(migrate(err, sizeof(err)), 2, "%s", err);
+	cr_expect_eq(migrate(err, sizeof(err)), 3, "%s", err);
 	PGconn *su = superuser(DB);
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3\n");
+	cr_expect_str_eq(text, "1,2,3,4\n");
 	cr_expect_eq(count_of(su, "SELECT count(*) FROM pg_views WHERE schemaname = 'billing' AND viewname = 'invoices'"),
 		     1);
 	PQfinish(su);
@@ -236,22 +248,22 @@ Test(billing, migrations_refuse_a_newer_database)
 {
 	billing_create();
 	PGconn *su = superuser(DB);
-	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (4)");
+	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (5)");
 	char err[512];
 	cr_expect_eq(migrate(err, sizeof(err)), -1);
-	cr_expect_str_eq(err, "billing schema version 4 is newer than the newest migration in tools/billing (3)");
+	cr_expect_str_eq(err, "billing schema version 5 is newer than the newest migration in tools/billing (4)");
 	char text[64];
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
 
 	/* A hole in the recorded versions is refused as well. */
-	pg_harness_exec(&pg, su, "DELETE FROM billing.schema_version WHERE version IN (2, 4)");
+	pg_harness_exec(&pg, su, "DELETE FROM billing.schema_version WHERE version IN (2, 5)");
 	cr_expect_eq(migrate(err, sizeof(err)), -1);
-	cr_expect_str_eq(err, "billing.schema_version holds 2 rows up to version 3: versions are missing");
+	cr_expect_str_eq(err, "billing.schema_version holds 3 rows up to version 4: versions are missing");
 	PQfinish(su);
 }
 
-/* Description: the three files run in one transaction that is rolled
+/* Description: the four files run in one transaction that is rolled
  * back leave no schema and no role behind (no statement in them escapes a
  * transaction); once applied, running 001 or 002 again by hand fails on
  * its first statement (the schema exists, the version is recorded) and
@@ -264,7 +276,8 @@ Test(billing, migrations_are_transactional_and_refuse_reapplying)
 	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/001_schema.sql");
 	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/002_security.sql");
 	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/003_invoices.sql");
-	cr_expect_eq(count_of(owner, "SELECT count(*) FROM billing.schema_version"), 3);
+	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/004_invoices_numeric.sql");
+	cr_expect_eq(count_of(owner, "SELECT count(*) FROM billing.schema_version"), 4);
 	cr_expect_eq(count_of(owner, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tally\\_%'"), 3);
 	pg_harness_exec(&pg, owner, "ROLLBACK");
 	cr_expect_eq(count_of(owner, "SELECT count(*) FROM pg_namespace WHERE nspname = 'billing'"), 0);
@@ -272,7 +285,7 @@ Test(billing, migrations_are_transactional_and_refuse_reapplying)
 	PQfinish(owner);
 
 	char err[512];
-	cr_assert_eq(migrate(err, sizeof(err)), 3, "%s", err);
+	cr_assert_eq(migrate(err, sizeof(err)), MIGRATIONS_COUNT, "%s", err);
 	owner = pg_harness_connect(&pg, OWNER, DB);
 	char sqlstate[6], message[512];
 	pg_harness_exec(&pg, owner, "BEGIN");
@@ -290,7 +303,7 @@ Test(billing, migrations_are_transactional_and_refuse_reapplying)
 	cr_expect_str_eq(message, "schema \"billing\" already exists");
 	char text[64];
 	versions_text(owner, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3\n");
+	cr_expect_str_eq(text, "1,2,3,4\n");
 	PQfinish(owner);
 }
 
@@ -314,12 +327,12 @@ Test(billing, migrations_refuse_roles_that_defeat_rls)
 			      "the billing schema (SQLSTATE P0001)");
 
 	pg_harness_exec(&pg, su, "REVOKE " OWNER " FROM tally_reporting");
-	cr_expect_eq(migrate(err, sizeof(err)), 2, "%s", err);
+	cr_expect_eq(migrate(err, sizeof(err)), 3, "%s", err);
 	PQfinish(su);
 	su = superuser(DB);
 	char text[64];
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3\n");
+	cr_expect_str_eq(text, "1,2,3,4\n");
 	PQfinish(su);
 }
 
@@ -645,7 +658,7 @@ Test(billing, exporter_replaces_days_and_sees_every_tenant)
 	cr_expect_eq(count_of(ex, "SELECT count(*) FROM billing.tenants"), 2);
 	cr_expect_eq(count_of(ex, "SELECT count(*) FROM billing.usage_daily"), 5);
 	cr_expect_eq(count_of(ex, "SELECT count(*) FROM billing.export_runs"), 1);
-	cr_expect_eq(count_of(ex, "SELECT max(version) FROM billing.schema_version"), 3);
+	cr_expect_eq(count_of(ex, "SELECT max(version) FROM billing.schema_version"), 4);
 
 	pg_harness_exec(&pg, ex, "BEGIN");
 	cr_expect_eq(pg_harness_exec_rows(&pg, ex,
@@ -877,12 +890,8 @@ Test(billing, invoices_match_an_independent_computation)
 {
 	billing_create();
 	PGconn *su = superuser(DB);
-	for (size_t t = 0; t < WORKLOAD_TENANTS; t++) {
-		char sql[160];
-		snprintf(sql, sizeof(sql), "INSERT INTO billing.tenants (tenant, plan) VALUES ('%s', '%s')",
-			 WORKLOAD[t].tenant, WORKLOAD[t].plan);
-		pg_harness_exec(&pg, su, sql);
-	}
+	for (size_t t = 0; t < WORKLOAD_TENANTS; t++)
+		tenant_insert(su, WORKLOAD[t].tenant, WORKLOAD[t].plan);
 	invoice invoices[WORKLOAD_TENANTS][2];
 	memset(invoices, 0, sizeof(invoices));
 	size_t size = 1 << 18;
@@ -948,4 +957,234 @@ Test(billing, invoices_match_an_independent_computation)
 	}
 	PQclear(res);
 	PQfinish(admin);
+}
+
+/* ---- invoices beyond bigint ----------------------------------------------- */
+
+/* Exact integers wider than any bigint sum or product the view can meet
+ * here: each input is below 2^63, and a month holds two rows at most. */
+typedef unsigned __int128 wide;
+
+/* Three tenants, one month each: acme an ordinary invoice; bigprice a
+ * token overage (tokens fit in bigint) whose price does not; bigsum two
+ * rows whose count, and whose tokens_in + tokens_out even within one row,
+ * pass 2^63 - 1. */
+typedef struct huge_tenant {
+	const char *tenant;
+	const char *plan;
+	const char *month;
+} huge_tenant;
+
+static const huge_tenant HUGE_TENANTS[] = {
+	{"acme", "basic", "2024-01-01"},
+	{"bigprice", "free", "2024-01-01"},
+	{"bigsum", "enterprise", "2024-02-01"},
+};
+#define HUGE_TENANT_COUNT (sizeof(HUGE_TENANTS) / sizeof(HUGE_TENANTS[0]))
+
+typedef struct huge_row {
+	size_t tenant_index;
+	const char *day;
+	int64_t count, tokens_in, tokens_out;
+} huge_row;
+
+static const huge_row HUGE_ROWS[] = {
+	{0, "2024-01-02", 10000, 15000000, 5000000},
+	{0, "2024-01-31", 500, 0, 1000000},
+	{1, "2024-01-10", 1000, 3000000000000000000, 2000000000000000000},
+	{2, "2024-02-01", 9000000000000000000, 9000000000000000000, 9000000000000000000},
+	{2, "2024-02-02", 9000000000000000000, 9000000000000000000, 9000000000000000000},
+};
+#define HUGE_ROW_COUNT (sizeof(HUGE_ROWS) / sizeof(HUGE_ROWS[0]))
+
+/* The view's rows for that usage, worked out by hand (docs/billing.md's
+ * formula):
+ *   acme      49,000,000 + 500 x 80,000 + 1,000,000 x 3 = 92,000,000;
+ *   bigprice  0 + 0 + (5e18 - 1e6) x 4 = 19,999,999,999,996,000,000;
+ *   bigsum    499,000,000 + (1.8e19 - 250,000) x 20,000 + (3.6e19 - 1e9) x 1
+ *             = 360,035,999,999,994,499,000,000. */
+static const char HUGE_INVOICES[] =
+	"acme|2024-01-01|basic|10500|21000000|49000000|500|40000000|1000000|3000000|92000000\n"
+	"bigprice|2024-01-01|free|1000|5000000000000000000|0|0|0|4999999999999000000"
+	"|19999999999996000000|19999999999996000000\n"
+	"bigsum|2024-02-01|enterprise|18000000000000000000|36000000000000000000|499000000"
+	"|17999999999999750000|359999999999995000000000|35999999999000000000|35999999999000000000"
+	"|360035999999994499000000\n";
+
+/* Appends value in decimal to out at *used. */
+static void wide_append(char *out, size_t size, size_t *used, wide value, char separator)
+{
+	char digits[40];
+	size_t n = 0;
+	do {
+		digits[n++] = (char)('0' + (int)(value % 10));
+		value /= 10;
+	} while (value != 0);
+	cr_assert_lt(*used + n + 1, size, "invoice text too long");
+	while (n > 0)
+		out[(*used)++] = digits[--n];
+	out[(*used)++] = separator;
+	out[*used] = '\0';
+}
+
+static wide wide_overage(wide used, int64_t included)
+{
+	return used > (wide)included ? used - (wide)included : 0;
+}
+
+/* HUGE_INVOICES again, computed in C from HUGE_ROWS and the test's price
+ * list in 128-bit integers, in the view's row and column order. */
+static void huge_invoices_computed(char *out, size_t size)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	for (size_t t = 0; t < HUGE_TENANT_COUNT; t++) {
+		const plan_terms *p = plan_find(HUGE_TENANTS[t].plan);
+		wide executions = 0, tokens = 0;
+		for (size_t r = 0; r < HUGE_ROW_COUNT; r++) {
+			if (HUGE_ROWS[r].tenant_index != t)
+				continue;
+			executions += (wide)HUGE_ROWS[r].count;
+			tokens += (wide)HUGE_ROWS[r].tokens_in + (wide)HUGE_ROWS[r].tokens_out;
+		}
+		wide overage_executions = wide_overage(executions, p->included_executions);
+		wide overage_tokens = wide_overage(tokens, p->included_tokens);
+		wide execution_micros = overage_executions * (wide)p->execution_overage_micros;
+		wide token_micros = overage_tokens * (wide)p->token_overage_micros;
+		int n = snprintf(out + used, size - used, "%s|%s|%s|", HUGE_TENANTS[t].tenant,
+				 HUGE_TENANTS[t].month, p->plan);
+		cr_assert(n > 0 && (size_t)n < size - used, "invoice text too long");
+		used += (size_t)n;
+		wide base = (wide)p->base_price_micros;
+		const wide columns[] = {executions, tokens, base, overage_executions, execution_micros,
+					overage_tokens, token_micros, base + execution_micros + token_micros};
+		const size_t count = sizeof(columns) / sizeof(columns[0]);
+		for (size_t c = 0; c < count; c++)
+			wide_append(out, size, &used, columns[c], c + 1 < count ? '|' : '\n');
+	}
+}
+
+/* The tenants and usage above, written by the superuser. */
+static void huge_usage_seed(void)
+{
+	PGconn *su = superuser(DB);
+	for (size_t t = 0; t < HUGE_TENANT_COUNT; t++)
+		tenant_insert(su, HUGE_TENANTS[t].tenant, HUGE_TENANTS[t].plan);
+	for (size_t r = 0; r < HUGE_ROW_COUNT; r++) {
+		const huge_row *row = &HUGE_ROWS[r];
+		char sql[320];
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO billing.usage_daily VALUES ('%s', '%s', '', '', '',"
+			 " 'llm.call', 'ok', %" PRId64 ", %" PRId64 ", %" PRId64 ", 0, 0, 0)",
+			 HUGE_TENANTS[row->tenant_index].tenant, row->day, row->count,
+			 row->tokens_in, row->tokens_out);
+		pg_harness_exec(&pg, su, sql);
+	}
+	PQfinish(su);
+}
+
+/* Every invoice, as a billing admin reads them, equals HUGE_INVOICES, and
+ * a reporting login bound to acme reads acme's alone. */
+static void huge_invoices_expect(void)
+{
+	char computed[1024];
+	huge_invoices_computed(computed, sizeof(computed));
+	cr_expect_str_eq(computed, HUGE_INVOICES, "the hand-worked invoices disagree with C's");
+
+	pg_harness_create_login(&pg, "finance", "tally_billing_admin");
+	PGconn *admin = pg_harness_connect(&pg, "finance", DB);
+	char text[1024];
+	pg_harness_query_text(&pg, admin, "SELECT * FROM billing.invoices ORDER BY tenant, month",
+			      text, sizeof(text));
+	cr_expect_str_eq(text, HUGE_INVOICES);
+	PQfinish(admin);
+
+	pg_harness_create_login(&pg, "bi_acme", "tally_reporting");
+	PGconn *su = superuser("postgres");
+	pg_harness_exec(&pg, su, "ALTER ROLE bi_acme SET app.tenant_id = 'acme'");
+	PQfinish(su);
+	PGconn *acme = pg_harness_connect(&pg, "bi_acme", DB);
+	expect_reporting_rows(acme, "acme", 1, 2, 1);
+	pg_harness_query_text(&pg, acme, "SELECT * FROM billing.invoices", text, sizeof(text));
+	cr_expect_str_eq(text, "acme|2024-01-01|basic|10500|21000000|49000000|500|40000000"
+			       "|1000000|3000000|92000000\n");
+	PQfinish(acme);
+}
+
+/* Description: one tenant's usage beyond bigint — a token overage whose
+ * price passes 2^63 - 1 micro-units, a month whose executions and tokens
+ * (and one row's tokens_in + tokens_out) pass it — leaves every tenant's
+ * invoice readable: the view returns all three rows, the ordinary one
+ * exactly $92 and the huge ones exact to the micro-unit (pinned by hand
+ * and computed in 128-bit integers in C), never wrapped or rounded; the
+ * sums and money columns are numeric, the plan's base price bigint. */
+Test(billing, invoices_beyond_bigint_leave_every_tenant_readable)
+{
+	billing_create();
+	huge_usage_seed();
+	huge_invoices_expect();
+	PGconn *su = superuser(DB);
+	char text[512];
+	pg_harness_query_text(&pg, su,
+			      "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod)"
+			      ", ', ' ORDER BY attnum) FROM pg_attribute"
+			      " WHERE attrelid = 'billing.invoices'::regclass AND attnum > 0",
+			      text, sizeof(text));
+	cr_expect_str_eq(text, "tenant text, month date, plan text, executions numeric,"
+			       " tokens numeric, base_price_micros bigint,"
+			       " overage_executions numeric, execution_overage_micros numeric,"
+			       " overage_tokens numeric, token_overage_micros numeric,"
+			       " total_micros numeric\n");
+	PQfinish(su);
+}
+
+/* Description: a database at version 3 holding such usage, whose 003 view
+ * fails for every tenant with "bigint out of range", is upgraded by the
+ * runner applying 004 alone (refused, changing nothing, while a view of
+ * someone else's depends on the invoices); the view then answers exactly
+ * for every tenant, is still security_invoker and still granted to the
+ * reporting and billing-admin roles (a bound reporting login sees its
+ * own row). */
+Test(billing, invoices_upgrade_from_version_3_answers_for_every_tenant)
+{
+	database_create();
+	PGconn *owner = pg_harness_connect(&pg, OWNER, DB);
+	const char *files[] = {"001_schema.sql", "002_security.sql", "003_invoices.sql"};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[128];
+		snprintf(path, sizeof(path), "%s/%s", MIGRATIONS_DIR, files[i]);
+		pg_harness_exec(&pg, owner, "BEGIN");
+		pg_harness_run_file(&pg, owner, path);
+		pg_harness_exec(&pg, owner, "COMMIT");
+	}
+	PQfinish(owner);
+	huge_usage_seed();
+	PGconn *su = superuser(DB);
+	expect_error(su, "SELECT * FROM billing.invoices", "22003", "bigint out of range");
+
+	/* A view of someone else's on the invoices stops 004, which changes
+	 * nothing; once it is gone, 004 applies. */
+	pg_harness_exec(&pg, su,
+			"CREATE VIEW public.totals AS SELECT total_micros FROM billing.invoices");
+	char err[512];
+	cr_expect_eq(migrate(err, sizeof(err)), -1);
+	cr_expect_str_eq(err, "004_invoices_numeric.sql: cannot drop view billing.invoices"
+			      " because other objects depend on it (SQLSTATE 2BP01)");
+	char text[256];
+	versions_text(su, text, sizeof(text));
+	cr_expect_str_eq(text, "1,2,3\n");
+	pg_harness_exec(&pg, su, "DROP VIEW public.totals");
+	cr_assert_eq(migrate(err, sizeof(err)), 1, "%s", err);
+	versions_text(su, text, sizeof(text));
+	cr_expect_str_eq(text, "1,2,3,4\n");
+	pg_harness_query_text(&pg, su,
+			      "SELECT array_to_string(reloptions, ','), pg_get_userbyid(relowner),"
+			      " has_table_privilege('tally_reporting', oid, 'SELECT'),"
+			      " has_table_privilege('tally_billing_admin', oid, 'SELECT'),"
+			      " has_table_privilege('tally_exporter', oid, 'SELECT')"
+			      " FROM pg_class WHERE oid = 'billing.invoices'::regclass",
+			      text, sizeof(text));
+	cr_expect_str_eq(text, "security_invoker=true|billing_owner|t|t|f\n");
+	PQfinish(su);
+	huge_invoices_expect();
 }
