@@ -79,6 +79,23 @@ int convert_query(const Tally__V1__Query *m, tally_query *q, query_storage *st, 
 	return 0;
 }
 
+int convert_wraps(const tally_wraps *w, Tally__V1__Wraps **out)
+{
+	*out = NULL;
+	if (!(w->tokens_in | w->tokens_out | w->cost_micros | w->duration_ms_sum))
+		return 0;
+	Tally__V1__Wraps *m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	tally__v1__wraps__init(m);
+	m->tokens_in = w->tokens_in;
+	m->tokens_out = w->tokens_out;
+	m->cost_micros = w->cost_micros;
+	m->duration_ms = w->duration_ms_sum;
+	*out = m;
+	return 0;
+}
+
 void convert_query_result_free(Tally__V1__QueryResult *out)
 {
 	for (size_t i = 0; i < out->n_rows; i++) {
@@ -86,6 +103,7 @@ void convert_query_result_free(Tally__V1__QueryResult *out)
 		free(row->group);
 		free(row->status_count);
 		free(row->quantile_ms);
+		free(row->wraps);
 	}
 	free(out->rows ? out->rows[0] : NULL); /* the rows, one allocation */
 	free(out->rows);
@@ -128,7 +146,8 @@ int convert_query_result(const Tally__V1__Query *m, const tally_result *r,
 		row->group = calloc(m->n_group_by + 1, sizeof(*row->group));
 		row->status_count = malloc(sizeof(uint64_t) * TALLY_STATUS_COUNT);
 		row->quantile_ms = malloc(sizeof(double) * (m->n_quantiles + 1));
-		if (!row->group || !row->status_count || !row->quantile_ms) {
+		if (!row->group || !row->status_count || !row->quantile_ms ||
+		    convert_wraps(&src->wraps, &row->wraps)) {
 			rc = -ENOMEM;
 			break;
 		}

@@ -36,4 +36,8 @@ int convert_query_result(const Tally__V1__Query *m, const tally_result *r,
 			 Tally__V1__QueryResult *out);
 void convert_query_result_free(Tally__V1__QueryResult *out);
 
+/* The protocol form of a row's wraps: *out NULL when every wraps is 0 (the
+ * field is then absent), else malloc-ed (free it). 0 or -ENOMEM. */
+int convert_wraps(const tally_wraps *w, Tally__V1__Wraps **out);
+
 #endif /* TALLY_SERVER_CONVERT_H */

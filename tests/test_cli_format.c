@@ -417,3 +417,59 @@ Test(format, booleans_reals_and_the_row_limit)
 	cr_expect_eq(format_table_rows(&t), FORMAT_ROWS_MAX);
 	format_table_free(&t);
 }
+
+/* Description: a row whose sums passed their 64-bit range (its Wraps)
+ * prints their exact values: numbers aligned right in a table and plain
+ * in CSV, and strings in JSON, whose integers stop at 64 bits; the row
+ * without wraps prints its fields as they are. */
+Test(format, sums_past_64_bits_print_exactly)
+{
+	static Tally__V1__Wraps wraps = TALLY__V1__WRAPS__INIT;
+	wraps.tokens_in = 2;
+	wraps.cost_micros = -1;
+	static Tally__V1__Row r1 = TALLY__V1__ROW__INIT, r2 = TALLY__V1__ROW__INIT;
+	static Tally__V1__Row *rows[2] = {&r1, &r2};
+	Tally__V1__QueryResult result = TALLY__V1__QUERY_RESULT__INIT;
+	r1.bucket_start_us = INT64_C(1789948800000000); /* 2026-09-21T00:00:00Z */
+	r1.count = 3;
+	r1.tokens_in = UINT64_MAX - 2;
+	r1.cost_micros = INT64_MIN;
+	r1.wraps = &wraps;
+	r2 = r1;
+	r2.bucket_start_us = INT64_C(1790035200000000);
+	r2.tokens_in = 12;
+	r2.cost_micros = -7;
+	r2.wraps = NULL;
+	result.n_rows = 2;
+	result.rows = rows;
+	query_spec spec;
+	queryargs_init(&spec);
+	char err[QUERYARGS_ERRMSG_SIZE];
+	cr_assert_eq(queryargs_aggs(&spec, "count,tokens_in,cost_micros", err), 0);
+	cr_assert_eq(queryargs_finish(&spec, INT64_C(1790000000000000), err), 0, "%s", err);
+	format_table t;
+	cr_assert_eq(format_query_result(&t, &spec, &result), 0);
+	char *text = printed(&t, FORMAT_TABLE, true);
+	cr_expect_str_eq(text,
+			 "time                  count             tokens_in            cost_micros\n"
+			 "--------------------  -----  --------------------  ---------------------\n"
+			 "2026-09-21T00:00:00Z      3  55340232221128654845  -27670116110564327424\n"
+			 "2026-09-22T00:00:00Z      3                    12                     -7\n");
+	free(text);
+	text = printed(&t, FORMAT_CSV, true);
+	cr_expect_str_eq(text,
+			 "time,count,tokens_in,cost_micros\n"
+			 "2026-09-21T00:00:00Z,3,55340232221128654845,-27670116110564327424\n"
+			 "2026-09-22T00:00:00Z,3,12,-7\n");
+	free(text);
+	text = printed(&t, FORMAT_JSON, true);
+	cr_expect_str_eq(text,
+			 "[\n"
+			 "  {\"time\":\"2026-09-21T00:00:00Z\",\"count\":3,\"tokens_in\":\"55340232221128654845\","
+			 "\"cost_micros\":\"-27670116110564327424\"},\n"
+			 "  {\"time\":\"2026-09-22T00:00:00Z\",\"count\":3,\"tokens_in\":12,\"cost_micros\":-7}\n"
+			 "]\n");
+	free(text);
+	format_table_free(&t);
+	queryargs_free(&spec);
+}

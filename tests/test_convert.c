@@ -163,3 +163,38 @@ Test(convert, engine_result_round_trips_with_group_order)
 	fault_io_destroy(fio);
 	test_dir_remove_tree(dir.path);
 }
+
+/* Description: a row whose sums passed their 64-bit range carries their
+ * wraps on the wire (cost's negative), and a row whose sums did not
+ * carries no Wraps message at all. */
+Test(convert, wraps_go_on_the_wire_only_for_a_row_whose_sums_wrapped)
+{
+	tally_row rows[2];
+	memset(rows, 0, sizeof(rows));
+	rows[0].count = rows[1].count = 3;
+	rows[0].tokens_in = UINT64_MAX - 2;
+	rows[0].cost_micros = INT64_MIN;
+	rows[0].wraps = (tally_wraps){.tokens_in = 2, .cost_micros = -1};
+	rows[1].tokens_in = 7;
+	tally_result r = {.rows = rows, .row_count = 2};
+	Tally__V1__Query m = TALLY__V1__QUERY__INIT;
+	Tally__V1__QueryResult out;
+	cr_assert_eq(convert_query_result(&m, &r, &out), 0);
+	size_t size = tally__v1__query_result__get_packed_size(&out);
+	uint8_t *buf = malloc(size);
+	cr_assert_not_null(buf);
+	tally__v1__query_result__pack(&out, buf);
+	convert_query_result_free(&out);
+	Tally__V1__QueryResult *back = tally__v1__query_result__unpack(NULL, size, buf);
+	cr_assert_not_null(back);
+	cr_assert_eq(back->n_rows, 2);
+	cr_expect_eq(back->rows[0]->tokens_in, UINT64_MAX - 2);
+	cr_assert_not_null(back->rows[0]->wraps);
+	cr_expect_eq(back->rows[0]->wraps->tokens_in, 2);
+	cr_expect_eq(back->rows[0]->wraps->tokens_out, 0);
+	cr_expect_eq(back->rows[0]->wraps->cost_micros, -1);
+	cr_expect_eq(back->rows[0]->wraps->duration_ms, 0);
+	cr_expect_null(back->rows[1]->wraps);
+	tally__v1__query_result__free_unpacked(back, NULL);
+	free(buf);
+}

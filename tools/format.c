@@ -186,6 +186,21 @@ static void real_text(char *out, double v)
 	*end = '\0';
 }
 
+/* A 128-bit integer in decimal (out: CELL_TEXT_SIZE bytes; 40 at most). */
+static void wide_text(char *out, __int128 v)
+{
+	unsigned __int128 m = v < 0 ? -(unsigned __int128)v : (unsigned __int128)v;
+	char digits[CELL_TEXT_SIZE], *p = digits + sizeof(digits);
+	*--p = '\0';
+	do {
+		*--p = (char)('0' + (int)(m % 10));
+		m /= 10;
+	} while (m);
+	if (v < 0)
+		*--p = '-';
+	memcpy(out, p, (size_t)(digits + sizeof(digits) - p));
+}
+
 /* A non-text cell as text (out: CELL_TEXT_SIZE bytes). */
 static void cell_text(const format_cell *c, char *out)
 {
@@ -194,6 +209,7 @@ static void cell_text(const format_cell *c, char *out)
 	case CELL_UINT: snprintf(out, CELL_TEXT_SIZE, "%" PRIu64, c->v.u); break;
 	case CELL_REAL: real_text(out, c->v.d); break;
 	case CELL_BOOL: snprintf(out, CELL_TEXT_SIZE, "%s", c->v.b ? "true" : "false"); break;
+	case CELL_WIDE: wide_text(out, c->v.w); break;
 	default: out[0] = '\0';
 	}
 }
@@ -331,6 +347,11 @@ static json_t *json_cell(const format_table *t, const format_cell *c)
 		snprintf(buf, sizeof(buf), "%" PRIu64, c->v.u);
 		return json_string(buf);
 	case CELL_REAL: return isfinite(c->v.d) ? json_real(c->v.d) : json_null();
+	case CELL_WIDE:
+		if (c->v.w >= INT64_MIN && c->v.w <= INT64_MAX)
+			return json_integer((json_int_t)c->v.w);
+		wide_text(buf, c->v.w);
+		return json_string(buf);
 	default: return json_boolean(c->v.b);
 	}
 }
@@ -420,14 +441,35 @@ int format_time_zone(const char *zone)
 
 /* ---- results ------------------------------------------------------------------------ */
 
+/* A sum past its 64-bit range (its Wraps field not 0): its exact value,
+ * field + wraps * 2^64, a number in tables and CSV, and in JSON a string
+ * (as a uint64 past int64 is: JSON's integers stop at 64 bits). */
+static int add_exact(format_table *t, __int128 field, int64_t wraps)
+{
+	format_cell *c = cell_new(t, CELL_WIDE);
+	if (!c)
+		return cell_fail(t);
+	c->v.w = field + (__int128)wraps * ((__int128)1 << 64);
+	return 0;
+}
+
 static int add_agg(format_table *t, const queryargs_agg *a, const Tally__V1__Row *row)
 {
+	static const Tally__V1__Wraps none = TALLY__V1__WRAPS__INIT;
+	const Tally__V1__Wraps *w = row->wraps ? row->wraps : &none;
 	switch (a->kind) {
 	case QA_COUNT: return format_add_uint(t, row->count);
-	case QA_TOKENS_IN: return format_add_uint(t, row->tokens_in);
-	case QA_TOKENS_OUT: return format_add_uint(t, row->tokens_out);
-	case QA_COST_MICROS: return format_add_int(t, row->cost_micros);
-	case QA_DURATION_MS: return format_add_uint(t, row->duration_ms_sum);
+	case QA_TOKENS_IN:
+		return w->tokens_in ? add_exact(t, row->tokens_in, w->tokens_in) : format_add_uint(t, row->tokens_in);
+	case QA_TOKENS_OUT:
+		return w->tokens_out ? add_exact(t, row->tokens_out, w->tokens_out)
+				     : format_add_uint(t, row->tokens_out);
+	case QA_COST_MICROS:
+		return w->cost_micros ? add_exact(t, row->cost_micros, w->cost_micros)
+				      : format_add_int(t, row->cost_micros);
+	case QA_DURATION_MS:
+		return w->duration_ms ? add_exact(t, row->duration_ms_sum, w->duration_ms)
+				      : format_add_uint(t, row->duration_ms_sum);
 	case QA_MIN_DURATION_MS: return format_add_uint(t, row->duration_ms_min);
 	case QA_MAX_DURATION_MS: return format_add_uint(t, row->duration_ms_max);
 	case QA_QUANTILE:

@@ -48,7 +48,7 @@ int format_parse(const char *name);
  * (QUERYARGS_ERRMSG_SIZE bytes) naming the choices. */
 int format_option(const char *text, int *format, char *errmsg);
 
-enum format_cell_kind { CELL_TEXT = 0, CELL_INT, CELL_UINT, CELL_REAL, CELL_BOOL };
+enum format_cell_kind { CELL_TEXT = 0, CELL_INT, CELL_UINT, CELL_REAL, CELL_BOOL, CELL_WIDE };
 
 typedef struct format_cell {
 	int kind;
@@ -57,6 +57,7 @@ typedef struct format_cell {
 		uint64_t u;
 		double d;
 		bool b;
+		__int128 w; /* an exact sum past 64 bits (a row's Wraps) */
 		struct {
 			size_t offset, len; /* into the table's text */
 		} text;
