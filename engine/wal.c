@@ -25,16 +25,20 @@
  *
  *   DIR/<file id, 16 lowercase hex digits>.wal
  *
- *   file header, 40 bytes:
+ *   file header, 40 bytes (version 2, written since the salt; version 1 is
+ *   still read, see "Keyed record checksums"):
  *     [0, 8)   magic "TLYWAL01"
- *     [8, 12)  format version, u32 = 1
- *     [12, 16) reserved u32 = 0
+ *     [8, 12)  format version, u32 = 2
+ *     [12, 16) header checksum u32: the low half of XXH3_64bits over the 40
+ *              header bytes with these 4 taken as zero
  *     [16, 24) file id u64 (equals the id in the file name)
  *     [24, 32) first LSN u64: the LSN the file's first record has / would have
- *     [32, 40) XXH3_64bits(bytes [0, 32))
+ *     [32, 40) salt u64: 8 bytes of io->random, new for every file
+ *   (version 1: [8, 12) = 1, [12, 16) reserved u32 = 0, no salt, and [32, 40)
+ *   the header checksum XXH3_64bits(bytes [0, 32)).)
  *   then records back to back from offset 40, each 8-byte aligned:
  *     [0, 8)   checksum u64 = XXH3_64bits_withSeed(record bytes [8, 24 + size),
- *              seed = file id)
+ *              seed = file id XOR salt; version 1: seed = file id)
  *     [8, 16)  LSN u64
  *     [16, 20) payload size u32 (<= WAL_RECORD_PAYLOAD_MAX)
  *     [20]     type u8 (the caller's)
@@ -43,7 +47,25 @@
  *     then zero bytes up to the next multiple of 8.
  *   The checksum covers the LSN, so a stale record (an old write surfacing)
  *   or a misdirected one (written at the wrong offset) is detected by its LSN;
- *   it is seeded with the file id, so a record copied from another file fails.
+ *   it is seeded with the file id and the file's salt, so a record copied from
+ *   another file fails, and nobody who has not read the file can make bytes
+ *   that pass for one of its records.
+ *
+ * Keyed record checksums. Payloads hold bytes that tenants chose (the store
+ * packs a 64-digit hex event id into 32 raw bytes), enough to hold a whole
+ * record header. Seeded with the file id alone (version 1), a record forged
+ * inside a payload for a guessed LSN verifies; if the record holding it is
+ * then torn, recovery's search after a bad record (below) finds the forgery
+ * inside the torn tail and refuses to open: one tenant could stop the store
+ * at its next crash. (Never replayed: recovery only replays the chain of
+ * valid records from the header and never resumes at a record the search
+ * found.) The salt keys the checksum with 64 random bits that no tenant
+ * sees (they are only in the file, which the server sends nobody), so a
+ * record that verifies was written by this WAL, and the search stays as
+ * strict as it was for real damage in the middle. Per file, one io->random call; per record,
+ * the same one XXH3 call as before, only the seed differs: the append path
+ * is unchanged. Version 1 files are read as before (salt 0); their
+ * protection starts with the next file, which every open starts.
  *
  * Invariants
  *   1. LSNs are contiguous: within a file each record's LSN is the previous
@@ -78,8 +100,8 @@
  *      in its manifest) never sees an id used twice in the directory's
  *      life, even after retirement emptied it. A stale block of an
  *      earlier file can then never pass as a record of a later one: the
- *      checksum's seed differs, so recovery sees a torn tail, not a
- *      record out of place.
+ *      checksum's seed differs (the id, and in version 2 the salt too),
+ *      so recovery sees a torn tail, not a record out of place.
  *
  * Placement. wal_append tracks the size of the file that will receive the
  * next record ("logical_file_bytes"). A record goes to a new file when
@@ -155,8 +177,9 @@
  *     header. It is a torn create (the file is removed) only in the newest
  *     file and only if no byte after the header is non-zero (so it can hold
  *     no record: a record has a non-zero LSN); otherwise corruption. A
- *     version other than 1 is TALLY_E_VERSION (magic and version keep their
- *     offsets in every version, so they are checked before the checksum).
+ *     version other than 1 and 2 is TALLY_E_VERSION (magic and version keep
+ *     their offsets in every version, so they are checked before the
+ *     checksum, whose place depends on the version).
  *   - The header's file id must equal the name's. Its first LSN must equal
  *     the expected LSN (the previous file's end); if it is lower the files
  *     overlap (corruption); if higher, LSNs are missing, which is corruption
@@ -174,7 +197,9 @@
  *     least 24 bytes, so a genuine later record cannot have a larger LSN;
  *     the bound also keeps the search linear on a tail of random garbage).
  *     If one exists: corruption in the middle ("valid records follow at
- *     offset Y"). If not: the file is truncated to X and fsync'ed.
+ *     offset Y"). If not: the file is truncated to X and fsync'ed. With
+ *     keyed checksums (version 2) a record found there was written by this
+ *     WAL, never forged inside a payload of the torn write.
  *   - The newest file is written again, in place, and fsync'ed before it is
  *     read: its bytes may be pages that a failed fsync of an earlier process
  *     left in the page cache. Linux marks such pages clean, so an fsync alone
@@ -211,9 +236,12 @@
 
 #define WAL_MAGIC "TLYWAL01"
 #define WAL_MAGIC_SIZE 8u
-#define WAL_FORMAT_VERSION 1u
+#define WAL_FORMAT_VERSION 2u         /* written: record checksums keyed with the file's salt */
+#define WAL_FORMAT_VERSION_UNKEYED 1u /* still read: seeded with the file id alone */
 #define WAL_FILE_HEADER_SIZE 40u
-#define WAL_FILE_HEADER_CHECKED_SIZE 32u /* bytes covered by the header checksum */
+#define WAL_FILE_HEADER_V1_CHECKED_SIZE 32u /* version 1: bytes under the header checksum */
+#define WAL_FILE_HEADER_V2_CHECKSUM_OFFSET 12u /* version 2: u32 over the header, itself as 0 */
+#define WAL_FILE_HEADER_V2_SALT_OFFSET 32u
 #define WAL_RECORD_HEADER_SIZE 24u
 #define WAL_RECORD_CHECKSUM_SIZE 8u
 #define WAL_RECORD_ALIGN 8u
@@ -244,8 +272,10 @@ static const int64_t fsync_hist_bounds_us[TALLY_FSYNC_HIST_BUCKETS] = {
 _Static_assert(sizeof(WAL_MAGIC) - 1 == WAL_MAGIC_SIZE, "magic is 8 bytes");
 _Static_assert(WAL_FILE_HEADER_SIZE % WAL_RECORD_ALIGN == 0, "records start aligned");
 _Static_assert(WAL_RECORD_HEADER_SIZE % WAL_RECORD_ALIGN == 0, "payloads start aligned");
-_Static_assert(WAL_FILE_HEADER_CHECKED_SIZE + 8 == WAL_FILE_HEADER_SIZE,
-	       "the header checksum is the header's last field");
+_Static_assert(WAL_FILE_HEADER_V1_CHECKED_SIZE + 8 == WAL_FILE_HEADER_SIZE,
+	       "version 1: the header checksum is the header's last field");
+_Static_assert(WAL_FILE_HEADER_V2_SALT_OFFSET + 8 == WAL_FILE_HEADER_SIZE,
+	       "version 2: the salt is the header's last field, where version 1 had its checksum");
 _Static_assert(WAL_RECORD_PAYLOAD_MAX <= UINT32_MAX - WAL_RECORD_HEADER_SIZE - WAL_RECORD_ALIGN,
 	       "a record's size fits the u32 size field with room for its header");
 _Static_assert(WAL_PATH_SIZE_MAX > WAL_FILE_NAME_SIZE + 2, "room for a file name");
@@ -287,23 +317,62 @@ static uint64_t wal_record_size(uint64_t payload_size)
 	       ((payload_size + WAL_RECORD_ALIGN - 1) & ~(uint64_t)(WAL_RECORD_ALIGN - 1));
 }
 
-static uint64_t wal_record_checksum(const uint8_t *record, uint32_t payload_size,
-				    uint64_t file_id)
+/* The seed of a file's record checksums: its id, keyed with its salt (a
+ * version 1 file has none: salt 0). See "Keyed record checksums". */
+static uint64_t wal_record_seed(uint64_t file_id, uint64_t salt)
+{
+	return file_id ^ salt;
+}
+
+static uint64_t wal_record_checksum(const uint8_t *record, uint32_t payload_size, uint64_t seed)
 {
 	return XXH3_64bits_withSeed(record + WAL_RECORD_CHECKSUM_SIZE,
 				    WAL_RECORD_HEADER_SIZE - WAL_RECORD_CHECKSUM_SIZE + payload_size,
-				    file_id);
+				    seed);
 }
 
+/* Version 2's header checksum: the low half of XXH3 over all 40 header
+ * bytes, with the checksum's own 4 bytes taken as zero. */
+static uint32_t wal_file_header_v2_checksum(const uint8_t header[WAL_FILE_HEADER_SIZE])
+{
+	uint8_t copy[WAL_FILE_HEADER_SIZE];
+	memcpy(copy, header, sizeof copy);
+	put_u32le(copy + WAL_FILE_HEADER_V2_CHECKSUM_OFFSET, 0);
+	return (uint32_t)XXH3_64bits(copy, sizeof copy);
+}
+
+/* A version 2 header. */
 static void wal_file_header_encode(uint8_t header[WAL_FILE_HEADER_SIZE], uint64_t file_id,
-				   uint64_t first_lsn)
+				   uint64_t first_lsn, uint64_t salt)
 {
 	memcpy(header, WAL_MAGIC, WAL_MAGIC_SIZE);
 	put_u32le(header + 8, WAL_FORMAT_VERSION);
-	put_u32le(header + 12, 0);
 	put_u64le(header + 16, file_id);
 	put_u64le(header + 24, first_lsn);
-	put_u64le(header + 32, XXH3_64bits(header, WAL_FILE_HEADER_CHECKED_SIZE));
+	put_u64le(header + WAL_FILE_HEADER_V2_SALT_OFFSET, salt);
+	put_u32le(header + WAL_FILE_HEADER_V2_CHECKSUM_OFFSET, wal_file_header_v2_checksum(header));
+}
+
+/*
+ * Checks the checksum of a header of a known version (1 or 2) and reads
+ * its version-specific fields: *reserved (version 1's u32 at 12, which
+ * must be 0; 0 in version 2) and *salt (0 in version 1). False if the
+ * checksum does not match.
+ */
+static bool wal_file_header_check(const uint8_t header[WAL_FILE_HEADER_SIZE], uint32_t version,
+				  uint32_t *reserved, uint64_t *salt)
+{
+	if (version == WAL_FORMAT_VERSION_UNKEYED) {
+		*reserved = get_u32le(header + 12);
+		*salt = 0;
+		return get_u64le(header + WAL_FILE_HEADER_V1_CHECKED_SIZE) ==
+		       XXH3_64bits(header, WAL_FILE_HEADER_V1_CHECKED_SIZE);
+	}
+	assert(version == WAL_FORMAT_VERSION);
+	*reserved = 0;
+	*salt = get_u64le(header + WAL_FILE_HEADER_V2_SALT_OFFSET);
+	return get_u32le(header + WAL_FILE_HEADER_V2_CHECKSUM_OFFSET) ==
+	       wal_file_header_v2_checksum(header);
 }
 
 /* Writes "dir/<id>.wal" into path (WAL_PATH_SIZE_MAX bytes). */
@@ -436,6 +505,7 @@ struct wal {
 	wal_buffer writing;
 	int fd;                   /* current file, -1 before the first record */
 	uint64_t file_id;
+	uint64_t record_seed;     /* of the current file: wal_record_seed(file_id, its salt) */
 	uint64_t file_end;
 	bool direct;              /* files are opened with O_DIRECT ("Direct I/O") */
 	uint8_t *stage;           /* direct: WAL_DIRECT_STAGE_BYTES, aligned; begins with
@@ -605,8 +675,11 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 		pthread_mutex_unlock(&w->mutex);
 		return rc;
 	}
+	/* A salt no tenant can know keys the file's record checksums. */
+	uint64_t salt;
+	io->random(io, &salt, sizeof salt);
 	wal_file_path(w->path, w->dir, file_id);
-	wal_file_header_encode(header, file_id, first_lsn);
+	wal_file_header_encode(header, file_id, first_lsn, salt);
 	int fd;
 	rc = wal_writer_create(w, header, &fd);
 	if (fd < 0)
@@ -631,6 +704,7 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 		io->close(io, w->fd); /* its last write was fdatasync'ed already */
 	w->fd = fd;
 	w->file_id = file_id;
+	w->record_seed = wal_record_seed(file_id, salt);
 	w->file_end = WAL_FILE_HEADER_SIZE;
 
 	pthread_mutex_lock(&w->mutex);
@@ -665,7 +739,7 @@ static int wal_writer_write_batch(wal *w)
 		do {
 			uint8_t *record = data + offset;
 			uint32_t payload_size = get_u32le(record + 16);
-			put_u64le(record, wal_record_checksum(record, payload_size, w->file_id));
+			put_u64le(record, wal_record_checksum(record, payload_size, w->record_seed));
 			run_last_lsn = get_u64le(record + 8);
 			offset += wal_record_size(payload_size);
 			assert(offset <= size);
@@ -1157,7 +1231,7 @@ typedef struct wal_record_view {
  * it is bad (s->reason says why), or a negative code if reading failed.
  * The LSN is not judged here.
  */
-static int wal_scan_record(wal_scan *s, uint64_t offset, uint64_t file_id, wal_record_view *view)
+static int wal_scan_record(wal_scan *s, uint64_t offset, uint64_t seed, wal_record_view *view)
 {
 	wal_reader *r = &s->reader;
 	const uint8_t *p;
@@ -1190,7 +1264,7 @@ static int wal_scan_record(wal_scan *s, uint64_t offset, uint64_t file_id, wal_r
 	if (rc)
 		return rc;
 	uint64_t stored = get_u64le(p);
-	uint64_t computed = wal_record_checksum(p, view->payload_size, file_id);
+	uint64_t computed = wal_record_checksum(p, view->payload_size, seed);
 	if (stored != computed) {
 		snprintf(s->reason, sizeof s->reason,
 			 "checksum mismatch (stored %016" PRIx64 ", computed %016" PRIx64 ")",
@@ -1217,7 +1291,7 @@ static int wal_scan_record(wal_scan *s, uint64_t offset, uint64_t file_id, wal_r
  * or a negative code.
  */
 static int wal_scan_find_valid_after(wal_scan *s, uint64_t bad_offset, uint64_t last_good_lsn,
-				     uint64_t file_id, uint64_t *found_offset, uint64_t *found_lsn)
+				     uint64_t seed, uint64_t *found_offset, uint64_t *found_lsn)
 {
 	wal_reader *r = &s->reader;
 	for (uint64_t y = bad_offset + WAL_RECORD_ALIGN; y + WAL_RECORD_HEADER_SIZE <= r->file_size;
@@ -1237,7 +1311,7 @@ static int wal_scan_find_valid_after(wal_scan *s, uint64_t bad_offset, uint64_t 
 		rc = wal_reader_get(r, y, wal_record_size(payload_size), &p);
 		if (rc)
 			return rc;
-		if (get_u64le(p) == wal_record_checksum(p, payload_size, file_id)) {
+		if (get_u64le(p) == wal_record_checksum(p, payload_size, seed)) {
 			*found_offset = y;
 			*found_lsn = lsn;
 			return 1;
@@ -1367,30 +1441,32 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 		goto out;
 	}
 	uint32_t version = get_u32le(header + 8);
-	if (version != WAL_FORMAT_VERSION) {
+	if (version != WAL_FORMAT_VERSION && version != WAL_FORMAT_VERSION_UNKEYED) {
 		rc = wal_scan_problem(s, TALLY_E_VERSION,
 				      "wal: %s offset 8: format version %" PRIu32
-				      ", this build reads version %u", s->path, version,
-				      WAL_FORMAT_VERSION);
+				      ", this build reads versions %u and %u", s->path, version,
+				      WAL_FORMAT_VERSION_UNKEYED, WAL_FORMAT_VERSION);
 		s->have_expected = false; /* the chain cannot be followed through it */
 		goto out;
 	}
-	if (get_u64le(header + 32) != XXH3_64bits(header, WAL_FILE_HEADER_CHECKED_SIZE)) {
+	uint32_t reserved;
+	uint64_t salt;
+	if (!wal_file_header_check(header, version, &reserved, &salt)) {
 		rc = wal_scan_bad_header(s, is_last, "header checksum mismatch", &removed);
 		goto out;
 	}
 	uint64_t header_file_id = get_u64le(header + 16);
 	uint64_t first_lsn = get_u64le(header + 24);
-	if (get_u32le(header + 12) != 0 || header_file_id != file_id || first_lsn == 0) {
+	if (reserved != 0 || header_file_id != file_id || first_lsn == 0) {
 		rc = wal_scan_problem(s, TALLY_E_CORRUPT,
 				      "wal: %s offset 0: header names file id %016" PRIx64
 				      " and first LSN %" PRIu64 " (reserved %" PRIu32
 				      "); expected file id %016" PRIx64 ", a first LSN >= 1 and 0",
-				      s->path, header_file_id, first_lsn, get_u32le(header + 12),
-				      file_id);
+				      s->path, header_file_id, first_lsn, reserved, file_id);
 		s->have_expected = false;
 		goto out;
 	}
+	uint64_t seed = wal_record_seed(file_id, salt);
 
 	/* The chain between files. */
 	if (s->have_expected && first_lsn < s->expected_lsn) {
@@ -1424,7 +1500,7 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 	uint64_t offset = WAL_FILE_HEADER_SIZE;
 	while (offset < r->file_size) {
 		wal_record_view view = {0};
-		int valid = wal_scan_record(s, offset, file_id, &view);
+		int valid = wal_scan_record(s, offset, seed, &view);
 		if (valid < 0) {
 			rc = wal_scan_fail(s, valid, "read");
 			goto out;
@@ -1461,7 +1537,7 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 
 		/* A bad record at offset. */
 		uint64_t found_offset = 0, found_lsn = 0;
-		int found = wal_scan_find_valid_after(s, offset, s->expected_lsn - 1, file_id,
+		int found = wal_scan_find_valid_after(s, offset, s->expected_lsn - 1, seed,
 						      &found_offset, &found_lsn);
 		if (found < 0) {
 			rc = wal_scan_fail(s, found, "read");

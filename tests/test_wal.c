@@ -140,8 +140,11 @@ static uint32_t get_u32(const uint8_t *p)
 #define RECORDS_MAX 4096
 
 typedef struct parsed_file {
+	uint32_t version;
 	uint64_t file_id;
 	uint64_t first_lsn;
+	uint64_t salt;                 /* 0 in version 1 */
+	uint64_t seed;                 /* of the record checksums: file id XOR salt */
 	uint64_t size;
 	size_t record_count;
 	uint64_t offsets[RECORDS_MAX]; /* of each record */
@@ -154,8 +157,25 @@ static uint64_t record_size(uint64_t payload_size)
 	return RECORD_HEADER_SIZE + ((payload_size + 7) & ~UINT64_C(7));
 }
 
-/* Parses a well-formed file, checking every checksum as docs/formats.md
- * defines them. */
+/* Version 2's header checksum: the low 32 bits of XXH3 over the 40 header
+ * bytes, with the checksum's own 4 bytes (offset 12) taken as zero. */
+static uint32_t header_v2_checksum(const uint8_t *header)
+{
+	uint8_t copy[FILE_HEADER_SIZE];
+	memcpy(copy, header, sizeof copy);
+	memset(copy + 12, 0, 4);
+	return (uint32_t)XXH3_64bits(copy, sizeof copy);
+}
+
+/* Stores header_v2_checksum(header) in its place. */
+static void header_v2_checksum_set(uint8_t *header)
+{
+	uint32_t sum = header_v2_checksum(header);
+	memcpy(header + 12, &sum, 4);
+}
+
+/* Parses a well-formed file of version 1 or 2, checking every checksum as
+ * docs/formats.md defines them. */
 static void parse_file(const char *path, parsed_file *out)
 {
 	uint64_t size;
@@ -164,11 +184,20 @@ static void parse_file(const char *path, parsed_file *out)
 	out->size = size;
 	cr_assert_geq(size, FILE_HEADER_SIZE, "%s is shorter than a header", path);
 	cr_assert_eq(memcmp(data, "TLYWAL01", 8), 0);
-	cr_assert_eq(get_u32(data + 8), 1u, "format version");
-	cr_assert_eq(get_u32(data + 12), 0u, "reserved");
+	out->version = get_u32(data + 8);
 	out->file_id = get_u64(data + 16);
 	out->first_lsn = get_u64(data + 24);
-	cr_assert_eq(get_u64(data + 32), XXH3_64bits(data, 32), "header checksum of %s", path);
+	if (out->version == 1) {
+		cr_assert_eq(get_u32(data + 12), 0u, "reserved");
+		cr_assert_eq(get_u64(data + 32), XXH3_64bits(data, 32), "header checksum of %s",
+			     path);
+	} else {
+		cr_assert_eq(out->version, 2u, "format version of %s", path);
+		cr_assert_eq(get_u32(data + 12), header_v2_checksum(data), "header checksum of %s",
+			     path);
+		out->salt = get_u64(data + 32);
+	}
+	out->seed = out->file_id ^ out->salt;
 	uint64_t offset = FILE_HEADER_SIZE;
 	while (offset < size) {
 		cr_assert_lt(out->record_count, RECORDS_MAX);
@@ -177,7 +206,7 @@ static void parse_file(const char *path, parsed_file *out)
 		uint64_t rsize = record_size(payload_size);
 		cr_assert_leq(offset + rsize, size);
 		cr_assert_eq(get_u64(data + offset),
-			     XXH3_64bits_withSeed(data + offset + 8, 16 + payload_size, out->file_id),
+			     XXH3_64bits_withSeed(data + offset + 8, 16 + payload_size, out->seed),
 			     "record checksum at offset %" PRIu64, offset);
 		cr_assert_eq(data[offset + 21] | data[offset + 22] | data[offset + 23], 0);
 		for (uint64_t i = RECORD_HEADER_SIZE + payload_size; i < rsize; i++)
@@ -538,6 +567,7 @@ Test(wal_format, files_match_the_documented_layout,
 	wal_path(path, dir.path, 1);
 	parsed_file pf;
 	parse_file(path, &pf); /* checks every checksum and padding byte */
+	cr_assert_eq(pf.version, 2);
 	cr_assert_eq(pf.file_id, 1);
 	cr_assert_eq(pf.first_lsn, 1);
 	cr_assert_eq(pf.record_count, 20);
@@ -550,6 +580,121 @@ Test(wal_format, files_match_the_documented_layout,
 		offset += pf.sizes[i];
 	}
 	cr_assert_eq(pf.size, offset);
+	test_dir_remove(&dir);
+}
+
+Test(wal_format, each_file_keys_its_record_checksums_with_a_salt_from_the_io_table,
+     .description = "a version 2 file's salt (header offset 32) is the next 8 bytes of the io "
+		    "table's random source, new for every file, and its records' checksums are "
+		    "seeded with the file id XOR the salt, not with the file id alone")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	fault_io *f = fault_io_create(), *same = fault_io_create();
+	fault_io_random_seed(f, 7);
+	fault_io_random_seed(same, 7);
+	wal *w = open_ok(fault_io_table(f), dir.path, NULL, 0, NULL);
+	append_records(w, 3);
+	uint64_t first = 0;
+	cr_assert_eq(wal_rotate(w, &first), 0);
+	append_records(w, 3);
+	cr_assert_eq(wal_close(w), 0);
+	uint64_t salts[2];
+	fault_io_table(same)->random(fault_io_table(same), salts, sizeof salts);
+	cr_assert_neq(salts[0], salts[1]);
+	for (uint64_t id = 1; id <= 2; id++) {
+		char path[TEST_PATH_SIZE];
+		wal_path(path, dir.path, id);
+		parsed_file pf;
+		parse_file(path, &pf); /* every record checksum with file id XOR salt */
+		cr_assert_eq(pf.version, 2);
+		cr_assert_eq(pf.record_count, 3);
+		cr_assert_eq(pf.salt, salts[id - 1], "file %" PRIu64 "'s salt", id);
+		uint64_t size;
+		uint8_t *data = file_read(path, &size);
+		for (size_t i = 0; i < pf.record_count; i++) {
+			const uint8_t *record = data + pf.offsets[i];
+			uint64_t unkeyed = XXH3_64bits_withSeed(record + 8,
+								16 + get_u32(record + 16), id);
+			cr_assert_neq(get_u64(record), unkeyed,
+				      "file %" PRIu64 " record %zu: unkeyed", id, i);
+		}
+		free(data);
+	}
+	fault_io_destroy(f);
+	fault_io_destroy(same);
+	test_dir_remove(&dir);
+}
+
+/* Writes a version 1 file (docs/formats.md) of the deterministic records
+ * first_lsn .. first_lsn + count - 1, seeded with the file id alone. */
+static void write_v1_file(const char *path, uint64_t file_id, uint64_t first_lsn, uint64_t count)
+{
+	static uint8_t data[16384];
+	uint32_t version = 1;
+	memset(data, 0, sizeof data);
+	memcpy(data, "TLYWAL01", 8);
+	memcpy(data + 8, &version, 4);
+	memcpy(data + 16, &file_id, 8);
+	memcpy(data + 24, &first_lsn, 8);
+	uint64_t sum = XXH3_64bits(data, 32);
+	memcpy(data + 32, &sum, 8);
+	uint64_t size = FILE_HEADER_SIZE;
+	for (uint64_t lsn = first_lsn; lsn < first_lsn + count; lsn++) {
+		uint8_t *record = data + size;
+		uint32_t payload_size = (uint32_t)payload_size_for(lsn);
+		cr_assert_leq(size + record_size(payload_size), sizeof data);
+		memcpy(record + 8, &lsn, 8);
+		memcpy(record + 16, &payload_size, 4);
+		record[20] = type_for(lsn);
+		payload_fill(lsn, record + RECORD_HEADER_SIZE, payload_size);
+		sum = XXH3_64bits_withSeed(record + 8, 16 + payload_size, file_id);
+		memcpy(record, &sum, 8);
+		size += record_size(payload_size);
+	}
+	file_write(path, data, size);
+}
+
+Test(wal_format, version_1_files_are_read_and_the_next_file_is_version_2,
+     .description = "a directory written before salts (version 1: unkeyed record checksums) "
+		    "replays, its torn tail is truncated and its damage reported as before, and "
+		    "the WAL goes on in a version 2 file")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE], expect[TEST_PATH_SIZE + 64];
+	wal_path(path, dir.path, 1);
+	write_v1_file(path, 1, 1, 8);
+	parsed_file pf;
+	parse_file(path, &pf);
+	cr_assert_eq(pf.version, 1);
+	cr_assert_eq(pf.record_count, 8);
+	file_truncate(path, pf.size - 5);
+
+	replay_log log = {0};
+	wal *w = open_ok(NULL, dir.path, NULL, 0, &log);
+	replay_log_expect(&log, 1, 7);
+	cr_assert_eq(file_size(path), pf.offsets[7], "the torn record 8 was cut off");
+	cr_assert_eq(append_records(w, 2), 9);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	char newer[TEST_PATH_SIZE];
+	wal_path(newer, dir.path, 2);
+	parsed_file pn;
+	parse_file(newer, &pn);
+	cr_assert_eq(pn.version, 2);
+	cr_assert_eq(pn.first_lsn, 8);
+	cr_assert_eq(pn.record_count, 2);
+	expect_reopen_replays(dir.path, 9);
+
+	uint8_t flipped[1];
+	payload_fill(3, flipped, 1);
+	flipped[0] ^= 0x10; /* in record 3's payload */
+	file_write_at(path, pf.offsets[2] + RECORD_HEADER_SIZE, flipped, 1);
+	cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_CORRUPT);
+	snprintf(expect, sizeof expect, "%s offset %" PRIu64 ": checksum mismatch", path,
+		 pf.offsets[2]);
+	cr_assert_not_null(strstr(errmsg, expect), "%s", errmsg);
 	test_dir_remove(&dir);
 }
 
@@ -997,7 +1142,7 @@ Test(wal_rotate, an_emptied_directory_continues_the_ids_given_as_file_id_min,
      .description = "after retirement emptied the directory, file_id_min keeps the next file "
 		    "from taking id 1 again, so a stale block of the old file 1 at the new "
 		    "file's tail fails its checksum and is truncated as a torn tail; with the "
-		    "id reused it would pass as a stale record and stop the open")
+		    "id reused, the new file's salt alone still tells the block apart")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
@@ -1022,15 +1167,18 @@ Test(wal_rotate, an_emptied_directory_continues_the_ids_given_as_file_id_min,
 	test_dir_remove(&dir);
 
 	/* Without file_id_min (a caller that kept no mark), the id starts again
-	 * at 1 and the same stale block is a valid record out of place. */
+	 * at 1. Version 1 seeded checksums with the id alone, and the stale
+	 * block passed as a record out of place; the salts differ, so it
+	 * fails its checksum like any torn tail. */
 	test_dir_make(&dir, "wal");
 	free(old);
 	make_emptied_wal(dir.path, &old, &old_size);
 	append_after_emptied(dir.path, 0, 1, old, old_size);
-	char errmsg[TALLY_ERRMSG_SIZE];
-	cr_assert_eq(open_fail(dir.path, 4, errmsg), TALLY_E_CORRUPT);
-	cr_assert_not_null(strstr(errmsg, "record has LSN 1, expected LSN 6 (a stale or "
-					  "misdirected write)"), "%s", errmsg);
+	w = open_ok(NULL, dir.path, NULL, 4, &log);
+	cr_assert_eq(log.count, 2, "LSNs 4 and 5 replay; the old records are a torn tail");
+	cr_assert_eq(log.items[1].lsn, 5);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
 	free(old);
 	test_dir_remove(&dir);
 }
@@ -1141,10 +1289,9 @@ Test(wal_rotate, a_file_overlapping_the_previous_one_is_corruption,
 	uint8_t *data = file_read(path, &size);
 	memcpy(header, data, sizeof header);
 	free(data);
-	uint64_t lsn = 6, sum;
+	uint64_t lsn = 6;
 	memcpy(header + 24, &lsn, 8);
-	sum = XXH3_64bits(header, 32);
-	memcpy(header + 32, &sum, 8);
+	header_v2_checksum_set(header);
 	file_write_at(path, 0, header, sizeof header);
 	cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_CORRUPT);
 	char expect[TEST_PATH_SIZE + 128];
@@ -1341,7 +1488,7 @@ Test(wal_recovery, bad_header_with_data_after_it_is_corruption,
 }
 
 Test(wal_recovery, unknown_format_version_is_refused,
-     .description = "a header with a version other than 1 is TALLY_E_VERSION")
+     .description = "a header with a version other than 1 or 2 is TALLY_E_VERSION")
 {
 	test_dir dir;
 	test_dir_make(&dir, "wal");
@@ -1350,14 +1497,14 @@ Test(wal_recovery, unknown_format_version_is_refused,
 	wal_path(path, dir.path, 1);
 	uint64_t size;
 	uint8_t *data = file_read(path, &size);
-	data[8] = 2;
-	uint64_t checksum = XXH3_64bits(data, 32);
-	memcpy(data + 32, &checksum, 8);
+	data[8] = 3;
+	header_v2_checksum_set(data);
 	file_write(path, data, size);
 	free(data);
 	cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_VERSION);
 	cr_assert_not_null(strstr(errmsg, path), "%s", errmsg);
-	cr_assert_not_null(strstr(errmsg, "version 2"), "%s", errmsg);
+	cr_assert_not_null(strstr(errmsg, "offset 8: format version 3, this build reads versions 1 "
+					  "and 2"), "%s", errmsg);
 	test_dir_remove(&dir);
 }
 
@@ -1440,7 +1587,7 @@ Test(wal_corruption, reserved_bytes_or_padding_not_zero_is_corruption,
 		size_t at = cases[k].at + (cases[k].rechecksum ? 0 : payload);
 		rec[at] = 0x5a;
 		if (cases[k].rechecksum) {
-			uint64_t sum = XXH3_64bits_withSeed(rec + 8, 16 + payload, pf.file_id);
+			uint64_t sum = XXH3_64bits_withSeed(rec + 8, 16 + payload, pf.seed);
 			for (int i = 0; i < 8; i++)
 				rec[i] = (uint8_t)(sum >> (8 * i));
 		}
@@ -1566,6 +1713,145 @@ Test(wal_corruption, record_copied_from_another_file_fails_its_checksum,
 	cr_assert_not_null(strstr(errmsg, expect), "%s", errmsg);
 	test_dir_remove(&a);
 	test_dir_remove(&b);
+}
+
+/* ---- Records forged inside a payload -------------------------------------- */
+
+/*
+ * What a tenant can put inside a record's payload without reading the disk:
+ * a whole record of its own, with an empty payload (24 bytes: the store
+ * packs a 64-digit hex event id into 32 raw bytes, docs/codecs.md), laid out
+ * as docs/formats.md says, for a guessed LSN and file id (small numbers),
+ * checksummed with the only seed a tenant can know, the file id (the
+ * version 1 record checksum). Writes it at `at`.
+ */
+static void forged_record_put(uint8_t *at, uint64_t file_id, uint64_t lsn)
+{
+	memset(at, 0, RECORD_HEADER_SIZE);
+	memcpy(at + 8, &lsn, 8);
+	at[20] = 1; /* the store's batch record type */
+	uint64_t sum = XXH3_64bits_withSeed(at + 8, 16, file_id);
+	memcpy(at, &sum, 8);
+}
+
+#define FORGED_PAYLOAD_SIZE (3 * DIRECT_BLOCK)
+
+/* Where record 5's payload holds a forged record (multiples of 8, so the
+ * forgeries sit at 8-aligned file offsets, where the reader looks): one in
+ * each block the record covers, and one at its very end. */
+static const size_t forged_offsets[] = {64, DIRECT_BLOCK + 200, 2 * DIRECT_BLOCK + 800,
+					FORGED_PAYLOAD_SIZE - RECORD_HEADER_SIZE};
+
+typedef void (*forged_damage_fn)(const char *path, uint64_t start, uint64_t end, uint64_t arg);
+
+/* In a new directory (made in dir), a copy of file 1 of `source` damaged by
+ * damage(path, start, end, arg); its path in path. */
+static void forged_copy(test_dir *dir, char *path, const char *source, uint64_t start,
+			uint64_t end, forged_damage_fn damage, uint64_t arg)
+{
+	test_dir_make(dir, "wal");
+	copy_wal_file(source, dir->path);
+	wal_path(path, dir->path, 1);
+	damage(path, start, end, arg);
+}
+
+/* Checks that record 5 of file 1 of `source`, at [start, end), is a torn
+ * tail once damaged as damage(..., arg) says: recovery replays 1..4
+ * exactly, cuts the file at start and continues at LSN 5; verify, on
+ * another copy, reports a torn tail there and nothing else. */
+static void expect_forged_torn_tail(const char *source, uint64_t start, uint64_t end,
+				    forged_damage_fn damage, uint64_t arg)
+{
+	test_dir dir;
+	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE];
+	forged_copy(&dir, path, source, start, end, damage, arg);
+	replay_log log = {0};
+	wal *w = NULL;
+	int rc = wal_open(tally_io_default(), dir.path, NULL, 0, replay_collect, &log, &w, errmsg);
+	cr_assert_eq(rc, 0, "damage %" PRIu64 ": wal_open = %d: %s", arg, rc, errmsg);
+	replay_log_expect(&log, 1, 4);
+	cr_assert_eq(file_size(path), start, "damage %" PRIu64, arg);
+	cr_assert_eq(wal_last_lsn(w), 4);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&dir);
+
+	forged_copy(&dir, path, source, start, end, damage, arg);
+	problems p = {0};
+	int found = wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p);
+	cr_assert_eq(found, 1, "damage %" PRIu64 ": %d problems, first: %s", arg, found, p.first);
+	char expect[TEST_PATH_SIZE + 64];
+	snprintf(expect, sizeof expect, "%s offset %" PRIu64 ": torn tail", path, start);
+	cr_assert_not_null(strstr(p.first, expect), "damage %" PRIu64 ": %s", arg, p.first);
+	test_dir_remove(&dir);
+}
+
+/* A prefix of the record reached the disk: the file ends at `length`. */
+static void damage_cut(const char *path, uint64_t start, uint64_t end, uint64_t length)
+{
+	(void)start;
+	(void)end;
+	file_truncate(path, length);
+}
+
+/* The record's part of block `block` never reached the disk (it reads as
+ * zeros, what the file held there before); every other block did. */
+static void damage_block_lost(const char *path, uint64_t start, uint64_t end, uint64_t block)
+{
+	uint64_t from = block * DIRECT_BLOCK, to = from + DIRECT_BLOCK;
+	from = from > start ? from : start;
+	to = to < end ? to : end;
+	file_garble(path, from, to, GARBAGE_ZEROS, 0, 0);
+}
+
+Test(wal_recovery, records_forged_inside_a_torn_payload_are_a_torn_tail,
+     .description = "a tenant's payload holding records forged with the file id as seed and a "
+		    "guessed LSN: when the record holding them is torn (a prefix written, or any "
+		    "one of its blocks lost), recovery truncates it as a torn tail and never "
+		    "takes a forgery for a record, to replay or to refuse the open over")
+{
+	test_dir source;
+	test_dir_make(&source, "wal");
+	wal *w = open_ok(NULL, source.path, NULL, 0, NULL);
+	append_records(w, 4);
+	static uint8_t payload[FORGED_PAYLOAD_SIZE];
+	payload_fill(5, payload, sizeof payload);
+	for (size_t i = 0; i < sizeof forged_offsets / sizeof forged_offsets[0]; i++)
+		forged_record_put(payload + forged_offsets[i], 1, 5 + i % 2); /* LSN 5 and 6 */
+	uint64_t lsn = 0;
+	cr_assert_eq(wal_append(w, 1, payload, sizeof payload, &lsn), 0);
+	cr_assert_eq(lsn, 5);
+	cr_assert_eq(wal_close(w), 0);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, source.path, 1);
+	parsed_file pf;
+	parse_file(path, &pf);
+	cr_assert_eq(pf.record_count, 5);
+	uint64_t start = pf.offsets[4], end = pf.size;
+
+	/* Whole, the forgeries are payload bytes like any other. */
+	replay_log log = {0};
+	test_dir whole;
+	test_dir_make(&whole, "wal");
+	copy_wal_file(source.path, whole.path);
+	w = open_ok(NULL, whole.path, NULL, 0, &log);
+	cr_assert_eq(log.count, 5);
+	cr_assert_eq(log.items[4].lsn, 5);
+	cr_assert_eq(log.items[4].size, sizeof payload);
+	cr_assert_eq(memcmp(log.items[4].payload, payload, sizeof payload), 0);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&whole);
+
+	/* Torn after the first forgery, at 8-aligned and odd lengths. */
+	uint64_t first_end = start + RECORD_HEADER_SIZE + forged_offsets[0] + RECORD_HEADER_SIZE;
+	for (uint64_t length = first_end; length < end; length += 56)
+		expect_forged_torn_tail(source.path, start, end, damage_cut, length);
+	expect_forged_torn_tail(source.path, start, end, damage_cut, end - 1);
+	/* Any one block lost, the others written (no order between them). */
+	for (uint64_t block = start / DIRECT_BLOCK; block * DIRECT_BLOCK < end; block++)
+		expect_forged_torn_tail(source.path, start, end, damage_block_lost, block);
+	test_dir_remove(&source);
 }
 
 Test(wal_verify, clean_directory_has_no_problems_and_verify_is_read_only,
