@@ -672,6 +672,13 @@ static int check_query(const tally_query *q, char *errmsg)
 	if (q->limit > TALLY_QUERY_ROWS_MAX)
 		return invalid(errmsg, "limit %u is over the maximum of %u rows", q->limit,
 			       TALLY_QUERY_ROWS_MAX);
+	if (q->after && q->order_by_agg)
+		return invalid(errmsg, "a cursor (after) pages the default order only, not an order by "
+				       "aggregate");
+	for (int d = 0; d < TALLY_DIM_COUNT && q->after; d++)
+		if ((q->group_by & (1u << d)) && q->after_group[d].len && !q->after_group[d].ptr)
+			return invalid(errmsg, "the cursor's %s value has a length but no bytes",
+				       tally_dim_name(d));
 	if (q->time_zone && strlen(q->time_zone) > TALLY_TIME_ZONE_SIZE_MAX)
 		return invalid(errmsg, "time zone name longer than %u bytes", TALLY_TIME_ZONE_SIZE_MAX);
 	return 0;
@@ -1714,6 +1721,28 @@ static int row_compare(const void *a, const void *b, void *ctx)
 	return natural_compare(x, y);
 }
 
+/* Drops the rows of res (sorted in the default order) up to and including
+ * q's cursor. */
+static void rows_after_cursor(tally_result *res, const tally_query *q)
+{
+	tally_row cursor;
+	memset(&cursor, 0, sizeof(cursor));
+	cursor.bucket_start_us = q->bucket == TALLY_BUCKET_NONE ? q->from_us : q->after_bucket_us;
+	for (int d = 0; d < TALLY_DIM_COUNT; d++)
+		if (q->group_by & (1u << d))
+			cursor.group[d] = q->after_group[d];
+	size_t lo = 0, hi = res->row_count; /* the first row after the cursor */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (natural_compare(&res->rows[mid], &cursor) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	memmove(res->rows, res->rows + lo, sizeof(*res->rows) * (res->row_count - lo));
+	res->row_count -= lo;
+}
+
 static int build_result(qstate *st, const bucket_span *spans, tally_result **out)
 {
 	const tally_query *q = st->q;
@@ -1768,6 +1797,8 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 	}
 	res->row_count = st->acc_count;
 	qsort_r(res->rows, res->row_count, sizeof(*res->rows), row_compare, (void *)q);
+	if (q->after)
+		rows_after_cursor(res, q);
 	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
 	if (res->row_count > limit) {
 		res->row_count = limit;

@@ -538,6 +538,15 @@ typedef struct tally_query {
 	uint32_t order_quantile;   /* index into quantiles for TALLY_AGG_QUANTILE */
 	bool descending;
 	uint32_t limit;            /* 1..TALLY_QUERY_ROWS_MAX; 0 = TALLY_QUERY_ROWS_MAX */
+	/* Keyset paging, in the default order only: with `after` set, the
+	 * answer starts after the row whose bucket_start_us is after_bucket_us
+	 * (from_us without buckets) and whose group values are after_group
+	 * (the grouped dimensions'; the others are ignored), whether or not
+	 * such a row exists; `truncated` says rows follow the last one. Pass
+	 * the last row of a page to get the next page. */
+	bool after;
+	int64_t after_bucket_us;
+	tally_str after_group[TALLY_DIM_COUNT];
 } tally_query;
 
 /*
