@@ -4,9 +4,10 @@
  * torn tail.
  *
  * Files: DIR/<file_id as 16 hex digits>.wal, each starting with a header
- * that names its file id and first LSN. Records carry a 64-bit LSN, strictly
- * +1 from one record to the next across files. The layout is in
- * docs/formats.md.
+ * that names its file id and first LSN and holds the random salt that keys
+ * its record checksums (so no payload can carry a record that verifies).
+ * Records carry a 64-bit LSN, strictly +1 from one record to the next across
+ * files. The layout is in docs/formats.md.
  *
  * Promises
  *   1. wal_append copies the payload, assigns the next LSN and returns
