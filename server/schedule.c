@@ -23,7 +23,15 @@
  *      the store can still change and what export_runs is read for:
  *      `tally export --from` loads them.
  *   2. re-export the days changed after their last export (late events,
- *      backfill), exactly as `tally export --changed`.
+ *      backfill), as `tally export --changed` does, but with each exported
+ *      day's change read from the change map here too (export_options.
+ *      day_change), never with ChangedDays(the smallest exported
+ *      watermark): the store refuses that once its floor is above the
+ *      watermark (a day exported long before, or before a backfill that
+ *      pushed days under the floor), and every run would fail there for
+ *      good. A day at or below the floor answers the floor's LSN, an upper
+ *      bound: it is re-exported when that is above its watermark (to be
+ *      sure), and not again until the floor rises past its new watermark.
  *
  * WHICH FAILURES STOP A RUN. A day's export that fails for the day's own
  * data (day_failure_is_own: EXPORT_E_DATA, a row PostgreSQL cannot take,
@@ -83,6 +91,17 @@ static int day_cmp(const void *a, const void *b)
 {
 	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
 	return (x > y) - (x < y);
+}
+
+/* export_options.day_change: a day's change LSN from the store's own
+ * change map (arg: the store). */
+static int store_day_change(void *arg, int32_t day, uint64_t *change, char *errmsg)
+{
+	int rc = tally_day_change_lsn(arg, day, change);
+	if (rc)
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "reading the change map: %s",
+			 tally_strerror(rc));
+	return rc;
 }
 
 /* A failure of one day's export that is that day's data alone (see the
@@ -147,7 +166,7 @@ static int run_once(export_schedule *sc, char *errmsg)
 	}
 	export_source source;
 	export_source_client(&source, c);
-	export_options options = {0};
+	export_options options = {.day_change = store_day_change, .day_change_arg = sc->store};
 	exporter *x = NULL;
 	char xerr[EXPORT_ERRMSG_SIZE];
 	int from, to;
@@ -165,11 +184,8 @@ static int run_once(export_schedule *sc, char *errmsg)
 		goto out;
 	for (int32_t d = today - EXPORT_CHANGED_DAYS_BACK; d < today && !rc; d++) {
 		uint64_t lsn;
-		if ((rc = tally_day_change_lsn(sc->store, d, &lsn))) {
-			snprintf(xerr, sizeof(xerr), "reading the change map: %s",
-				 tally_strerror(rc));
+		if ((rc = store_day_change(sc->store, d, &lsn, xerr)))
 			break;
-		}
 		bool done = exported_count &&
 			    bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp);
 		if (lsn == 0 || done)

@@ -16,6 +16,10 @@
  *                  arriving, every day always the old or the new export
  *                  and matching its latest run, then a rerun: exact; late
  *                  events then --changed: only the changed day, exact;
+ *   change floor   --changed with days exported below the store's change
+ *                  floor (a real store, and a scripted source for the
+ *                  search of the watermark ChangedDays answers): the
+ *                  changed days found, the unknown ones re-exported;
  *   errors         PostgreSQL unreachable, a missing role, a role without
  *                  the exporter's rights, a day in the future, a newer
  *                  schema, a tenant key, strings that are not UTF-8 or hold
@@ -46,6 +50,7 @@
 #include "../tools/cli.h"
 #include "../tools/export.h"
 #include "../tools/remote.h"
+#include "support/change_floor.h"
 #include "support/cli_run.h"
 #include "support/pg_harness.h"
 #include "support/server_harness.h"
@@ -978,6 +983,72 @@ Test(export, changed_reexports_exactly_the_changed_days)
 	world_finish();
 }
 
+/* Description: --changed against a store whose change map got a floor
+ * after a day was exported, above that day's watermark (so ChangedDays of
+ * it is refused): the command does not fail. It asks ChangedDays of the
+ * larger exported watermarks until the store answers, re-exports exactly
+ * the changed days among those exported at or after that watermark, and
+ * re-exports the days exported before it to be sure (the store cannot
+ * tell whether they changed), saying so. Those days' new watermarks are
+ * above the floor: the next --changed asks ChangedDays once and exports
+ * nothing. Before, --changed failed there for good. */
+Test(export, changed_below_the_change_floor)
+{
+	world_start("export-floor", true);
+	int32_t d1 = today() - 3, d2 = today() - 2;
+	char t1[EXPORT_DAY_SIZE], t2[EXPORT_DAY_SIZE], want[256];
+	five_events_exported(d1, t1);
+	ingest(w.admin, 1, d2, 0, 4, "w", NULL);
+	tally_client_close(w.admin);
+	harness_stop(&w.h);
+	tally_store *st = change_floor_store_open(w.h.config.data_dir);
+	change_floor_make(st, today(), 2);
+	store_days(st, tenant_names[0], "late", d1, d1);
+	cr_assert_eq(tally_store_close(st), 0);
+	harness_start(&w.h);
+	w.admin = harness_connect(&w.h, w.h.admin_key);
+
+	/* d2 exported above the floor, then changed. */
+	day_text(t2, d2);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", t2, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	PGconn *su = superuser();
+	int64_t w2 = pg_int(su, "SELECT store_watermark FROM billing.export_runs"
+			    " WHERE day = date '1970-01-01' + %d", d2);
+	ingest(w.admin, 1, d2, 4, 6, "late", NULL);
+
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_assert_eq(line_count(r.out), 5, "%s", r.out);
+	snprintf(want, sizeof(want), "changed after their last export: 1 of 2 exported days (store"
+		 " changes since watermark %" PRId64 ")", w2);
+	expect_line(r.out, 0, want);
+	expect_line(r.out, 1, "1 exported day re-exported to be sure: exported at a watermark older"
+		    " than the store's change floor (ChangedDays refuses it)");
+	snprintf(want, sizeof(want), "%s  tenants 1  rows ", t1);
+	cr_expect(strstr(r.out, want) != NULL, "%s", r.out);
+	snprintf(want, sizeof(want), "%s  tenants 1  rows ", t2);
+	cr_expect(strstr(r.out, want) != NULL, "%s", r.out);
+	const char *count = "SELECT sum(count) FROM billing.usage_daily"
+			    " WHERE day = date '1970-01-01' + %d";
+	const char *runs = "SELECT count(*) FROM billing.export_runs"
+			   " WHERE day = date '1970-01-01' + %d";
+	cr_expect_eq(pg_int(su, count, d1), 6, "five events and the late one");
+	cr_expect_eq(pg_int(su, count, d2), 6, "four events and two late ones");
+	cr_expect_eq(pg_int(su, runs, d1), 2);
+	cr_expect_eq(pg_int(su, runs, d2), 2);
+
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_expect_eq(line_count(r.out), 1, "%s", r.out);
+	cr_expect(strstr(r.out, ": 0 of 2 exported days (store changes since watermark ") != NULL,
+		  "%s", r.out);
+	cr_expect_eq(pg_int(su, runs, d1), 2);
+	PQfinish(su);
+	world_finish();
+}
+
 /* ---- errors ------------------------------------------------------------------------------- */
 
 /* Description: PostgreSQL that is not there, and a role that does not
@@ -1390,8 +1461,20 @@ typedef struct fake_source {
 	size_t count, at;
 } fake_source;
 
-/* Builds the next scripted page as the real source would hand it over:
- * packed and unpacked, so that free_unpacked(page, NULL) frees it. */
+/* m as a real source hands its answer over: packed and unpacked, so that
+ * its type's free_unpacked(answer, NULL) frees it. */
+static void *fake_answer(const ProtobufCMessage *m)
+{
+	uint8_t buf[4096];
+	size_t size = protobuf_c_message_get_packed_size(m);
+	cr_assert_leq(size, sizeof(buf));
+	protobuf_c_message_pack(m, buf);
+	void *answer = protobuf_c_message_unpack(m->descriptor, NULL, size, buf);
+	cr_assert_not_null(answer);
+	return answer;
+}
+
+/* Builds the next scripted page (fake_answer). */
 static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t limit,
 			    Tally__V1__DailyUsagePage **out, char *errmsg)
 {
@@ -1422,12 +1505,7 @@ static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t 
 	page.next_after_tenant = (char *)(p->next_after ? p->next_after : "");
 	page.watermark = p->watermark ? p->watermark : 1;
 	page.checksum = usage_rows_checksum(row_ptrs, p->n) + (p->bad_checksum ? 1 : 0);
-	uint8_t buf[4096];
-	size_t size = tally__v1__daily_usage_page__get_packed_size(&page);
-	cr_assert_leq(size, sizeof(buf));
-	tally__v1__daily_usage_page__pack(&page, buf);
-	*out = tally__v1__daily_usage_page__unpack(NULL, size, buf);
-	cr_assert_not_null(*out);
+	*out = fake_answer(&page.base);
 	return 0;
 }
 
@@ -1527,6 +1605,190 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 7);
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
 	PQfinish(su);
+}
+
+/* A store's change map as ChangedDays and a per-day reader see it: days
+ * and their changes, with a floor under which ChangedDays is refused. */
+typedef struct fake_changes {
+	fake_source source;   /* first: fake_daily_usage's context */
+	int32_t days[8];      /* ascending */
+	uint64_t change[8];
+	size_t n;
+	uint64_t floor;       /* ChangedDays(since) with since < floor fails */
+	bool down;            /* every call fails */
+	bool descending;      /* ChangedDays answers its days in the wrong order */
+	int calls, day_calls;
+} fake_changes;
+
+static int fake_changed_days(void *ctx, uint64_t since, Tally__V1__ChangedDaysResult **out,
+			     char *errmsg)
+{
+	fake_changes *f = ctx;
+	f->calls++;
+	if (f->down || since < f->floor) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "ChangedDays: refused (%" PRIu64 ")", since);
+		return -1;
+	}
+	int32_t days[8];
+	uint64_t change[8];
+	size_t n = 0;
+	for (size_t i = 0; i < f->n; i++)
+		if (f->change[i] > since) {
+			size_t at = f->descending ? f->n - 1 - n : n;
+			days[at] = f->days[i];
+			change[at] = f->change[i];
+			n++;
+		}
+	cr_assert(!f->descending || n == f->n, "a descending answer lists every day");
+	Tally__V1__ChangedDaysResult r = TALLY__V1__CHANGED_DAYS_RESULT__INIT;
+	r.days = days;
+	r.n_days = n;
+	r.change = change;
+	r.n_change = n;
+	r.watermark = 1000;
+	*out = fake_answer(&r.base);
+	return 0;
+}
+
+static int fake_day_change(void *arg, int32_t day, uint64_t *change, char *errmsg)
+{
+	fake_changes *f = arg;
+	f->day_calls++;
+	if (f->down) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "the change map is gone");
+		return -1;
+	}
+	*change = 0;
+	for (size_t i = 0; i < f->n; i++)
+		if (f->days[i] == day)
+			*change = f->change[i];
+	return 0;
+}
+
+/* export_changed_find over f (per day when by_day), into *out: its code. */
+static int fake_changed_find(fake_changes *f, bool by_day, export_changed *out, char *msg)
+{
+	export_source source = {f, fake_daily_usage, fake_changed_days};
+	export_options options = {.day_change = by_day ? fake_day_change : NULL,
+				  .day_change_arg = f};
+	exporter *x;
+	cr_assert_eq(export_open(w.conninfo, &source, &options, &x, msg), 0, "%s", msg);
+	int rc = export_changed_find(x, out, msg);
+	export_close(x);
+	return rc;
+}
+
+/* Asserts that out re-exports exactly days first + offset[i] with
+ * change[i] (0: to be sure), and unsure of them to be sure. */
+static void changed_expect(const export_changed *out, int32_t first, const int *offset,
+			   const uint64_t *change, size_t count, size_t unsure, const char *what)
+{
+	cr_expect_eq(out->count, count, "%s: %zu days", what, out->count);
+	cr_expect_eq(out->unsure, unsure, "%s: %zu to be sure", what, out->unsure);
+	for (size_t i = 0; i < count && i < out->count; i++) {
+		cr_expect_eq(out->days[i].day, first + offset[i], "%s: day %zu", what, i);
+		cr_expect_eq(out->days[i].change, change[i], "%s: day %zu's change", what, i);
+		cr_expect_eq(out->days[i].watermark, (uint64_t)(10 * (offset[i] + 1)),
+			     "%s: day %zu", what, i);
+	}
+}
+
+/* Description: --changed's search past the store's change floor, against a
+ * scripted source: ten days exported at watermarks 10, 20, .. 100, a floor
+ * at 55. ChangedDays(10) is refused; a binary search over the exported
+ * watermarks (five calls in all) finds 60 the smallest answered. Days
+ * exported at or after 60 are re-exported exactly when changed after
+ * their own watermark (day 7, not day 6 whose change is before its
+ * watermark); a day exported before 60 when listed (day 1, changed at 70)
+ * and to be sure otherwise (days 0, 2, 3, 4). A changed day never
+ * exported is counted. With a floor above every watermark only
+ * ChangedDays(UINT64_MAX) answers: every day to be sure. A source that
+ * answers nothing gives the first call's error; one answering days out of
+ * order is named. With a per-day reader (tallyd's schedule) ChangedDays is
+ * never asked and the answer is exact (day 0's change, 30, is after its
+ * watermark 10); its failure is named with the day. */
+Test(export, changed_search_past_the_change_floor)
+{
+	billing_database(w.conninfo);
+	int32_t first = today() - 12;
+	fake_page pages[10];
+	memset(pages, 0, sizeof(pages));
+	fake_changes f = {.source = {pages, 10, 0}};
+	for (int k = 0; k < 10; k++)
+		pages[k] = (fake_page){.rows = {{"acme", 0, 1, NULL}}, .n = 1,
+				       .watermark = (uint64_t)(10 * (k + 1))};
+	export_source source = {&f, fake_daily_usage, fake_changed_days};
+	exporter *x;
+	char msg[EXPORT_ERRMSG_SIZE], want[128];
+	cr_assert_eq(export_open(w.conninfo, &source, NULL, &x, msg), 0, "%s", msg);
+	int from, to;
+	cr_assert_eq(export_migrate(x, &from, &to, msg), 0, "%s", msg);
+	for (int k = 0; k < 10; k++) {
+		export_day_result result;
+		cr_assert_eq(export_day(x, first + k, &result, msg), 0, "%s", msg);
+	}
+	export_close(x);
+	/* Ascending, as ChangedDays lists them: first - 8 was never exported. */
+	static const int changed_offset[] = {-8, 0, 1, 6, 7};
+	static const uint64_t changed_at[] = {200, 30, 70, 65, 95};
+	f.n = 5;
+	for (size_t i = 0; i < f.n; i++) {
+		f.days[i] = first + changed_offset[i];
+		f.change[i] = changed_at[i];
+	}
+
+	export_changed out;
+	f.floor = 55;
+	cr_assert_eq(fake_changed_find(&f, false, &out, msg), 0, "%s", msg);
+	cr_expect_eq(out.since, 60);
+	cr_expect_eq(f.calls, 5, "ChangedDays(10), then 70, 40, 60, 50");
+	cr_expect_eq(out.exported_days, 10);
+	cr_expect_eq(out.never_exported, 1);
+	cr_expect_eq(out.store_watermark, 1000);
+	static const int floor_days[] = {0, 1, 2, 3, 4, 7};
+	static const uint64_t floor_changes[] = {0, 70, 0, 0, 0, 95};
+	changed_expect(&out, first, floor_days, floor_changes, 6, 4, "floor 55");
+	export_changed_free(&out);
+
+	f.floor = 1000;
+	f.calls = 0;
+	cr_assert_eq(fake_changed_find(&f, false, &out, msg), 0, "%s", msg);
+	cr_expect_eq(out.since, UINT64_MAX);
+	cr_expect_leq(f.calls, 5);
+	static const int all_days[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+	static const uint64_t no_changes[10] = {0};
+	changed_expect(&out, first, all_days, no_changes, 10, 10, "a floor above all");
+	export_changed_free(&out);
+
+	f.down = true;
+	cr_expect_eq(fake_changed_find(&f, false, &out, msg), EXPORT_E_SOURCE);
+	cr_expect_str_eq(msg, "ChangedDays: refused (10)", "the first call's error");
+	cr_expect_eq(out.count, 0);
+	cr_expect_null(out.days);
+	f.down = false;
+	f.floor = 0;
+	f.descending = true;
+	cr_expect_eq(fake_changed_find(&f, false, &out, msg), EXPORT_E_SOURCE);
+	snprintf(want, sizeof(want), "ChangedDays: days not ascending (%d after %d)", first + 6,
+		 first + 7);
+	cr_expect_str_eq(msg, want);
+	f.descending = false;
+
+	f.calls = 0;
+	cr_assert_eq(fake_changed_find(&f, true, &out, msg), 0, "%s", msg);
+	cr_expect_eq(f.calls, 0, "no ChangedDays with a per-day reader");
+	cr_expect_eq(f.day_calls, 10);
+	cr_expect_eq(out.since, 10);
+	static const int exact_days[] = {0, 1, 7};
+	static const uint64_t exact_changes[] = {30, 70, 95};
+	changed_expect(&out, first, exact_days, exact_changes, 3, 0, "per day");
+	export_changed_free(&out);
+	f.down = true;
+	cr_expect_eq(fake_changed_find(&f, true, &out, msg), EXPORT_E_SOURCE);
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, first);
+	snprintf(want, sizeof(want), "day %s: its change: the change map is gone", d);
+	cr_expect_str_eq(msg, want);
 }
 
 /* Description: export_strerror names every EXPORT_E_* code, gives

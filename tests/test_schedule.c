@@ -6,7 +6,8 @@
  * catch-up after downtime) and never today; after a restart, a day changed
  * by a late event is re-exported and nothing else. A day that fails for its
  * own data does not hold the others back. A store whose change map has a
- * floor is exported.
+ * floor is exported, and a day exported below that floor and changed
+ * since is re-exported.
  */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 
 #include "server_internal.h"
+#include "support/change_floor.h"
 #include "support/pg_harness.h"
 #include "tally_limits.h" /* CHANGE_DAYS_MAX */
 #include "support/server_harness.h"
@@ -191,35 +193,16 @@ Test(schedule, a_day_refused_for_its_data_does_not_hold_back_the_others)
 	pg_harness_stop(&pg);
 }
 
-/* One event of tenant on each UTC day in [from, to], straight into st (a
- * store opened by the test with lateness horizons that take them). */
-static void store_days(tally_store *st, const char *tenant, int32_t from, int32_t to)
+/* A billing database for harness h (not started), named name: its
+ * cluster, the roles and the database, and h's --export-pg into it. */
+static void billing_ready(harness *h, const char *pg_name, const char *name)
 {
-	enum { BATCH = 512 };
-	static tally_event e[BATCH];
-	static tally_ingest_result r[BATCH];
-	static char ids[BATCH][24];
-	for (int32_t d = from; d <= to;) {
-		size_t n = 0;
-		for (; n < BATCH && d <= to; n++, d++) {
-			snprintf(ids[n], sizeof(ids[n]), "d%d", (int)d);
-			memset(&e[n], 0, sizeof(e[n]));
-			e[n].event_id = (tally_str){ids[n], (uint32_t)strlen(ids[n])};
-			e[n].time_us = (int64_t)d * DAY_US + 12 * INT64_C(3600000000);
-			e[n].type = (tally_str){"llm_call", 8};
-			e[n].model = (tally_str){"gpt-5", 5};
-			e[n].tokens_in = 10;
-		}
-		tally_batch b = {.tenant = tenant, .events = e, .count = n, .results = r};
-		uint64_t lsn = 0;
-		cr_assert_eq(tally_ingest_submit_many(st, &b, 1, &lsn), 0, "%s",
-			     tally_store_errmsg(st));
-		cr_assert_eq(b.status, 0, "%s", tally_strerror(b.status));
-		for (size_t i = 0; i < n; i++)
-			cr_assert_eq(r[i].code, TALLY_ACCEPTED, "event %zu: reason %u", i,
-				     r[i].reason);
-		cr_assert_eq(tally_commit_wait(st, lsn), 0);
-	}
+	pg_harness_start(&pg, pg_name);
+	pg_roles();
+	pg_harness_create_database(&pg, "billing", "exporter");
+	harness_init(h, name);
+	pg_harness_conninfo(&pg, "exporter", "billing", h->config.export_pg,
+			    sizeof(h->config.export_pg));
 }
 
 /* Description: a store whose change map has a floor (more than
@@ -228,28 +211,17 @@ static void store_days(tally_store *st, const char *tenant, int32_t from, int32_
  * inside the window, and the run succeeds (no retry follows). */
 Test(schedule, a_store_whose_change_map_has_a_floor_is_exported)
 {
-	pg_harness_start(&pg, "schedule-floor");
-	pg_roles();
-	pg_harness_create_database(&pg, "billing", "exporter");
 	harness h;
-	harness_init(&h, "schedfloor");
-	pg_harness_conninfo(&pg, "exporter", "billing", h.config.export_pg,
-			    sizeof(h.config.export_pg));
+	billing_ready(&h, "schedule-floor", "schedfloor");
 	/* Two days far in the past (below the window), yesterday's yesterday,
 	 * and future days up to CHANGE_DAYS_MAX + 1 days in all: the oldest
 	 * drops under the floor. */
 	int32_t today = (int32_t)(today_start_us() / DAY_US);
 	const int32_t future = CHANGE_DAYS_MAX + 1 - 3;
-	tally_options o;
-	tally_options_default(&o);
-	o.lateness_past_us = 5001 * DAY_US;
-	o.lateness_future_us = (int64_t)(future + 2) * DAY_US;
-	tally_store *st;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	cr_assert_eq(tally_store_open(h.config.data_dir, &o, &st, err), 0, "%s", err);
-	store_days(st, "acme", today - 5000, today - 4999);
-	store_days(st, "acme", today - 2, today - 2);
-	store_days(st, "acme", today + 1, today + future);
+	tally_store *st = change_floor_store_open(h.config.data_dir);
+	store_days(st, "acme", "d", today - 5000, today - 4999);
+	store_days(st, "acme", "d", today - 2, today - 2);
+	store_days(st, "acme", "d", today + 1, today + future);
 	size_t count = 99;
 	cr_assert_eq(tally_changed_days(st, 0, NULL, NULL, 0, &count), TALLY_E_NOTFOUND,
 		     "the map has a floor");
@@ -261,6 +233,52 @@ Test(schedule, a_store_whose_change_map_has_a_floor_is_exported)
 	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
 	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 1);
 	cr_expect_eq(day_count(db, "acme", (int64_t)(today - 2) * DAY_US), 1);
+	cr_expect_eq(export_schedule_wait_runs(sc, 2, 7000), 1,
+		     "the run succeeded: no retry in 5 s");
+	PQfinish(db);
+	harness_finish(&h);
+	pg_harness_stop(&pg);
+}
+
+/* Description: a day exported before the store's change map got a floor
+ * above its watermark, and changed since, is re-exported by the next run:
+ * the changed days are read from the store day by day, not with
+ * ChangedDays(the smallest exported watermark), which the store refuses
+ * once that watermark is below the floor. Before, every run failed there
+ * and was retried for good, and the day was never re-exported. */
+Test(schedule, a_day_exported_below_the_change_floor_is_reexported_when_changed)
+{
+	harness h;
+	billing_ready(&h, "schedule-below", "schedbelow");
+	int32_t today = (int32_t)(today_start_us() / DAY_US);
+	int64_t day_us = (int64_t)(today - 2) * DAY_US;
+	tally_store *st = change_floor_store_open(h.config.data_dir);
+	store_days(st, "acme", "a", today - 2, today - 2);
+	cr_assert_eq(tally_store_close(st), 0);
+
+	/* The first run loads the day, with watermark W. */
+	harness_start(&h);
+	cr_assert_geq(export_schedule_wait_runs(h.server->schedule, 1, 60000), 1, "no first run");
+	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	cr_expect_eq(day_count(db, "acme", day_us), 1);
+	int64_t watermark = query_int(db, "SELECT store_watermark FROM billing.export_runs");
+	harness_stop(&h);
+
+	/* A floor above W, and a late event on the day. */
+	st = change_floor_store_open(h.config.data_dir);
+	change_floor_make(st, today, 1);
+	store_days(st, "globex", "late", today - 2, today - 2);
+	size_t count = 99;
+	cr_assert_eq(tally_changed_days(st, (uint64_t)watermark, NULL, NULL, 0, &count),
+		     TALLY_E_NOTFOUND, "ChangedDays(W) is refused");
+	cr_assert_eq(tally_store_close(st), 0);
+
+	harness_start(&h);
+	export_schedule *sc = h.server->schedule;
+	cr_assert_geq(export_schedule_wait_runs(sc, 1, 60000), 1, "no run after the restart");
+	cr_expect_eq(day_count(db, "globex", day_us), 1, "the changed day re-exported");
+	cr_expect_eq(day_count(db, "acme", day_us), 1);
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 2);
 	cr_expect_eq(export_schedule_wait_runs(sc, 2, 7000), 1,
 		     "the run succeeded: no retry in 5 s");
 	PQfinish(db);

@@ -128,9 +128,16 @@ static int changed_days_find(const cli_command *command, exporter *x, int32_t **
 		export_changed_free(&changed);
 		return 0;
 	}
-	printf("changed after their last export: %zu of %zu exported days (store changes since watermark %" PRIu64
-	       ")\n",
-	       changed.count, changed.exported_days, changed.since);
+	printf("changed after their last export: %zu of %zu exported days",
+	       changed.count - changed.unsure, changed.exported_days);
+	if (changed.since != UINT64_MAX) /* UINT64_MAX: no exported watermark was answered */
+		printf(" (store changes since watermark %" PRIu64 ")", changed.since);
+	printf("\n");
+	bool one = changed.unsure == 1;
+	if (changed.unsure)
+		printf("%zu exported day%s re-exported to be sure: exported at %s older than the"
+		       " store's change floor (ChangedDays refuses %s)\n", changed.unsure,
+		       one ? "" : "s", one ? "a watermark" : "watermarks", one ? "it" : "them");
 	if (changed.never_exported)
 		printf("%zu changed day%s never exported before left alone (export with --day or --from/--to)\n",
 		       changed.never_exported, changed.never_exported == 1 ? "" : "s");
@@ -229,7 +236,8 @@ const cli_command cli_command_export = {
 		"  --day DAY          one UTC day, YYYY-MM-DD, today or earlier\n"
 		"  --from DAY --to DAY  every day of the range, both included, one transaction each\n"
 		"  --changed          re-export exactly the days whose events changed after their\n"
-		"                     last export (late events, backfill)\n"
+		"                     last export (late events, backfill), and to be sure those\n"
+		"                     exported before the store's change floor (it cannot tell)\n"
 		"  --tenant-page N    tenants per DailyUsage request, 1..10000 (default 1000)\n"
 		"  -h, --help         this text\n"
 		"\n"

@@ -40,6 +40,15 @@
  *    must be PGRES_COMMAND_OK, a query PGRES_TUPLES_OK, a COPY
  *    PGRES_COPY_IN; anything else is an error naming the step, with the
  *    SQLSTATE and message, or libpq's message when the connection is gone.
+ *
+ * 6. --changed never stops at the store's change floor (export.h,
+ *    export_changed_find). The one thing relied on is that an answer of
+ *    ChangedDays(s) lists every day whose change is after s. So a day
+ *    exported at watermark w >= s is settled by it exactly; a day exported
+ *    at w < s only when listed; the rest are re-exported, since re-export
+ *    is always safe and a missed day is not. Why a smaller s was refused
+ *    (the floor, or anything else) never matters for what is missed, only
+ *    for how much is re-exported.
  */
 #include <assert.h>
 #include <errno.h>
@@ -1026,15 +1035,18 @@ void export_changed_free(export_changed *changed)
 	memset(changed, 0, sizeof(*changed));
 }
 
-static int changed_day_cmp(const void *a, const void *b)
+static int watermark_cmp(const void *a, const void *b)
 {
-	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return (x > y) - (x < y);
 }
 
-int export_changed_find(exporter *x, export_changed *out, char *errmsg)
+/* Each exported day's latest watermark, ascending by day, into *days
+ * (malloc'd; NULL when none) and *count. */
+static int exported_days_read(exporter *x, export_changed_day **days, size_t *count, char *errmsg)
 {
-	memset(out, 0, sizeof(*out));
+	*days = NULL;
+	*count = 0;
 	int32_t today = export_day_of(x->options.now_us ? x->options.now_us : wall_us());
 	char oldest[EXPORT_DAY_SIZE];
 	export_day_format(oldest, today - EXPORT_CHANGED_DAYS_BACK);
@@ -1050,69 +1062,203 @@ int export_changed_find(exporter *x, export_changed *out, char *errmsg)
 	size_t n = (size_t)PQntuples(res);
 	if (n > EXPORT_DAYS_MAX) {
 		PQclear(res);
-		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "billing.export_runs holds more than %u days", EXPORT_DAYS_MAX);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "billing.export_runs holds more than %u days",
+			 EXPORT_DAYS_MAX);
 		return EXPORT_E_LIMIT;
 	}
-	out->exported_days = n;
-	if (n == 0) {
-		PQclear(res);
-		return 0;
-	}
-	export_changed_day *exported = calloc(n, sizeof(*exported));
-	if (!exported) {
+	if (n && !(*days = calloc(n, sizeof(**days)))) {
 		PQclear(res);
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
 		return -ENOMEM;
 	}
-	uint64_t since = UINT64_MAX;
 	for (size_t i = 0; i < n; i++) {
-		exported[i].day = (int32_t)strtol(PQgetvalue(res, (int)i, 0), NULL, 10);
-		exported[i].watermark = strtoull(PQgetvalue(res, (int)i, 1), NULL, 10);
-		if (exported[i].watermark < since)
-			since = exported[i].watermark;
+		(*days)[i].day = (int32_t)strtol(PQgetvalue(res, (int)i, 0), NULL, 10);
+		(*days)[i].watermark = strtoull(PQgetvalue(res, (int)i, 1), NULL, 10);
 	}
+	*count = n;
 	PQclear(res);
-	out->since = since;
+	return 0;
+}
 
-	Tally__V1__ChangedDaysResult *changed = NULL;
-	char why[EXPORT_ERRMSG_SIZE] = "";
-	if ((rc = x->source.changed_days(x->source.ctx, since, &changed, why))) {
-		free(exported);
-		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s", why[0] ? why : "ChangedDays: the source failed");
+/* Takes exported day e into out->days (room for every exported day). */
+static void changed_add(export_changed *out, const export_changed_day *e, uint64_t change)
+{
+	out->days[out->count] = *e;
+	out->days[out->count].change = change;
+	out->count++;
+}
+
+/* --changed with options.day_change: each day's change asked of it. */
+static int changed_by_day(exporter *x, const export_changed_day *exported, size_t n,
+			  export_changed *out, char *errmsg)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t change = 0;
+		char why[EXPORT_ERRMSG_SIZE] = "";
+		const export_options *o = &x->options;
+		if (o->day_change(o->day_change_arg, exported[i].day, &change, why)) {
+			char day_text[EXPORT_DAY_SIZE];
+			export_day_format(day_text, exported[i].day);
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: its change: %s", day_text,
+				 why[0] ? why : "the source failed");
+			return EXPORT_E_SOURCE;
+		}
+		if (change > exported[i].watermark)
+			changed_add(out, &exported[i], change);
+	}
+	return 0;
+}
+
+/* ChangedDays(since) of the source: 0 with *result checked (as many
+ * changes as days, days ascending), 1 when the call failed (why says
+ * why), or EXPORT_E_SOURCE for an inconsistent answer (errmsg). */
+static int changed_ask(exporter *x, uint64_t since, Tally__V1__ChangedDaysResult **result,
+		       char *why, char *errmsg)
+{
+	*result = NULL;
+	why[0] = '\0';
+	Tally__V1__ChangedDaysResult *r = NULL;
+	if (x->source.changed_days(x->source.ctx, since, &r, why)) {
+		if (!why[0])
+			snprintf(why, EXPORT_ERRMSG_SIZE, "ChangedDays: the source failed");
+		return 1;
+	}
+	if (r->n_days != r->n_change) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "ChangedDays: %zu days but %zu changes",
+			 r->n_days, r->n_change);
+		tally__v1__changed_days_result__free_unpacked(r, NULL);
 		return EXPORT_E_SOURCE;
 	}
-	if (changed->n_days != changed->n_change) {
-		tally__v1__changed_days_result__free_unpacked(changed, NULL);
-		free(exported);
-		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "ChangedDays: %zu days but %zu changes", changed->n_days,
-			 changed->n_change);
-		return EXPORT_E_SOURCE;
-	}
-	out->store_watermark = changed->watermark;
-	out->days = calloc(n, sizeof(*out->days));
-	if (!out->days) {
-		tally__v1__changed_days_result__free_unpacked(changed, NULL);
-		free(exported);
+	for (size_t i = 1; i < r->n_days; i++)
+		if (r->days[i] <= r->days[i - 1]) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+				 "ChangedDays: days not ascending (%" PRId32 " after %" PRId32 ")",
+				 r->days[i], r->days[i - 1]);
+			tally__v1__changed_days_result__free_unpacked(r, NULL);
+			return EXPORT_E_SOURCE;
+		}
+	*result = r;
+	return 0;
+}
+
+/*
+ * The smallest of the exported watermarks (and UINT64_MAX) that
+ * ChangedDays answers, ChangedDays(the smallest) having failed with `why`
+ * (see export_changed_find): 0 with *result and *since, or
+ * EXPORT_E_SOURCE with why, or an error. A store answers every since at
+ * or above its floor and none below, so the answers are monotone and a
+ * binary search finds the boundary; if the answers are not (a call failed
+ * for another reason), the one kept is still a complete list for its own
+ * since, which is all the caller relies on.
+ */
+static int changed_search(exporter *x, const export_changed_day *exported, size_t n,
+			  Tally__V1__ChangedDaysResult **result, uint64_t *since, const char *why,
+			  char *errmsg)
+{
+	uint64_t *marks = malloc((n + 1) * sizeof(*marks));
+	if (!marks) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
 		return -ENOMEM;
 	}
-	/* exported[] ascends by day (ORDER BY day), as bsearch needs. */
-	for (size_t i = 0; i < changed->n_days; i++) {
-		export_changed_day *e = bsearch(&changed->days[i], exported, n, sizeof(*exported), changed_day_cmp);
-		if (!e) {
-			out->never_exported++;
+	for (size_t i = 0; i < n; i++)
+		marks[i] = exported[i].watermark;
+	marks[n] = UINT64_MAX;
+	qsort(marks, n + 1, sizeof(*marks), watermark_cmp);
+	size_t k = 0; /* distinct, ascending: marks[0] failed */
+	for (size_t i = 0; i <= n; i++)
+		if (i == 0 || marks[i] != marks[k - 1])
+			marks[k++] = marks[i];
+	char ignored[EXPORT_ERRMSG_SIZE];
+	size_t lo = 1, hi = k; /* hi: the smallest index answered so far (k: none) */
+	int rc = 0;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		Tally__V1__ChangedDaysResult *r;
+		rc = changed_ask(x, marks[mid], &r, ignored, errmsg);
+		if (rc < 0)
+			break;
+		if (rc == 1) { /* below the floor: the boundary is above mid */
+			lo = mid + 1;
+			rc = 0;
 			continue;
 		}
-		if (changed->change[i] <= e->watermark || (out->count && out->days[out->count - 1].day == e->day))
-			continue;
-		out->days[out->count] = *e;
-		out->days[out->count].change = changed->change[i];
-		out->count++;
+		if (*result)
+			tally__v1__changed_days_result__free_unpacked(*result, NULL);
+		*result = r;
+		hi = mid;
 	}
-	tally__v1__changed_days_result__free_unpacked(changed, NULL);
-	free(exported);
-	qsort(out->days, out->count, sizeof(*out->days), changed_day_cmp);
+	if (!rc && hi == k) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s", why);
+		rc = EXPORT_E_SOURCE;
+	}
+	if (rc && *result) {
+		tally__v1__changed_days_result__free_unpacked(*result, NULL);
+		*result = NULL;
+	}
+	if (!rc)
+		*since = marks[hi];
+	free(marks);
+	return rc;
+}
+
+/* --changed over ChangedDays (see export_changed_find). */
+static int changed_by_list(exporter *x, const export_changed_day *exported, size_t n,
+			   export_changed *out, char *errmsg)
+{
+	Tally__V1__ChangedDaysResult *list = NULL;
+	char why[EXPORT_ERRMSG_SIZE];
+	int rc = changed_ask(x, out->since, &list, why, errmsg);
+	if (rc == 1)
+		rc = changed_search(x, exported, n, &list, &out->since, why, errmsg);
+	if (rc)
+		return rc;
+	out->store_watermark = list->watermark;
+	/* Both ascend by day: one merge. */
+	size_t j = 0, listed = 0;
+	for (size_t i = 0; i < n; i++) {
+		const export_changed_day *e = &exported[i];
+		while (j < list->n_days && list->days[j] < e->day)
+			j++;
+		bool found = j < list->n_days && list->days[j] == e->day;
+		listed += found;
+		if (found && list->change[j] > e->watermark) {
+			changed_add(out, e, list->change[j]);
+		} else if (e->watermark < out->since) { /* its change may be up to since */
+			changed_add(out, e, 0);
+			out->unsure++;
+		}
+	}
+	out->never_exported = list->n_days - listed;
+	tally__v1__changed_days_result__free_unpacked(list, NULL);
 	return 0;
+}
+
+int export_changed_find(exporter *x, export_changed *out, char *errmsg)
+{
+	memset(out, 0, sizeof(*out));
+	export_changed_day *exported;
+	size_t n;
+	int rc = exported_days_read(x, &exported, &n, errmsg);
+	if (rc || n == 0)
+		return rc;
+	out->exported_days = n;
+	out->since = UINT64_MAX;
+	for (size_t i = 0; i < n; i++)
+		if (exported[i].watermark < out->since)
+			out->since = exported[i].watermark;
+	if (!(out->days = calloc(n, sizeof(*out->days)))) {
+		free(exported);
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
+		return -ENOMEM;
+	}
+	if (x->options.day_change)
+		rc = changed_by_day(x, exported, n, out, errmsg);
+	else
+		rc = changed_by_list(x, exported, n, out, errmsg);
+	free(exported);
+	if (rc)
+		export_changed_free(out);
+	return rc;
 }
 
 int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg)

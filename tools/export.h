@@ -151,6 +151,14 @@ typedef struct export_options {
 	/* Tests: called at each step of export_day (NULL: none). */
 	void (*hook)(void *arg, enum export_step step, uint64_t n);
 	void *hook_arg;
+	/* Where one day's change can be read directly, or NULL: tallyd's
+	 * schedule reads its own store (tally_day_change_lsn). 0 with *change
+	 * the day's latest change, comparable with watermarks (0: never; for a
+	 * day at or below the store's change floor, an upper bound), or a
+	 * negative code with errmsg. export_changed_find then asks it for each
+	 * exported day instead of ChangedDays. */
+	int (*day_change)(void *arg, int32_t day, uint64_t *change, char *errmsg);
+	void *day_change_arg;
 } export_options;
 
 typedef struct exporter exporter;
@@ -213,26 +221,47 @@ int export_day(exporter *x, int32_t day, export_day_result *result, char *errmsg
 typedef struct export_changed_day {
 	int32_t day;
 	uint64_t watermark;    /* store_watermark of its latest export_runs row (by finished) */
-	uint64_t change;       /* from ChangedDays: greater than watermark */
+	uint64_t change;       /* greater than watermark; 0: not known (export_changed.unsure) */
 } export_changed_day;
 
 typedef struct export_changed {
-	uint64_t since;        /* asked of ChangedDays: the smallest exported watermark */
+	uint64_t since;        /* the watermark ChangedDays answered for (below) */
 	size_t exported_days;  /* days with an export_runs row looked at */
 	export_changed_day *days; /* to re-export, ascending; malloc'd */
 	size_t count;
-	size_t never_exported; /* changed days without any export_runs row (left alone) */
-	uint64_t store_watermark; /* ChangedDaysResult.watermark */
+	size_t unsure;         /* of days[], those exported below since and not listed (change 0) */
+	size_t never_exported; /* days ChangedDays listed with no export_runs row (left alone) */
+	uint64_t store_watermark; /* ChangedDaysResult.watermark (0 with day_change) */
 } export_changed;
 
 /*
- * What --changed re-exports: reads each exported day's latest
+ * What --changed re-exports. Reads each exported day's latest
  * store_watermark (the export_runs row with the latest `finished` per day,
- * days back to EXPORT_CHANGED_DAYS_BACK before today), asks the source
- * ChangedDays(since = the smallest of them), and keeps the days whose change
- * is greater than that day's own watermark. 0 with *out filled (free with
- * export_changed_free; count 0 and no request when no day was ever
- * exported), or an error as export_day. Call export_migrate first.
+ * days back to EXPORT_CHANGED_DAYS_BACK before today); then:
+ *
+ *   - with options.day_change, asks it for each of those days and keeps
+ *     the days whose change is greater than their own watermark (since is
+ *     then the smallest watermark; no request);
+ *   - otherwise asks the source ChangedDays(since = the smallest
+ *     watermark), which lists every day whose change is after since, and
+ *     keeps the days whose change is greater than their own watermark.
+ *     The store refuses a since below its change map's floor (engine/
+ *     changes.h: no list could be complete). Then, rather than fail for
+ *     good, it asks ChangedDays of the larger exported watermarks, and of
+ *     UINT64_MAX last, in a binary search for the smallest one the source
+ *     answers (at most 13 requests; since becomes it, UINT64_MAX when only
+ *     that one is answered): that answer settles every day
+ *     exported at or after it, exactly, and a day exported before it is
+ *     re-exported when listed (its change is after since) and to be sure
+ *     otherwise (`unsure`: the store cannot tell whether it changed).
+ *     When the source answers none of them, the first call's error is
+ *     returned. Whatever made a call fail, no changed day is missed: a
+ *     refusal only ever adds days re-exported to be sure.
+ *
+ * 0 with *out filled (free with export_changed_free; count 0 and no
+ * request when no day was ever exported), or an error as export_day
+ * (EXPORT_E_SOURCE for a failed or inconsistent source: days and changes
+ * of different counts, days not ascending). Call export_migrate first.
  */
 int export_changed_find(exporter *x, export_changed *out, char *errmsg);
 
