@@ -32,10 +32,11 @@
 /* 2: rollup blocks per tenant section. 3: scalar columns encoded against
  * their rows' type (CLASSED), cost against model and tokens (PRICED),
  * agents against projects and models against types, constant codes, and
- * segment time bounds in the footer to the minute. The reader branches on
- * the version only for those bounds: every version 2 column layout is a
- * version 3 layout. */
-#define SEGMENT_VERSION 3
+ * segment time bounds in the footer to the minute. 4: rollup chunk blocks
+ * of version 2 (a wraps column: sums past 64 bits) may appear. The reader
+ * branches on the version only for the bounds: every version 2 column
+ * layout is a version 3 layout, and version 3 is version 4 without wraps. */
+#define SEGMENT_VERSION 4
 #define SEGMENT_VERSION_OLDEST 2
 #define SEGMENT_HEADER_SIZE 32
 #define SEGMENT_TRAILER_SIZE 40
