@@ -578,7 +578,7 @@ Test(export, totals_equal_the_store)
 	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
 	cr_expect_str_eq(r.err, "");
 	cr_assert_eq(line_count(r.out), DAYS + 2, "%s", r.out);
-	expect_line(r.out, 0, "billing schema: migrated from version 0 to 3");
+	expect_line(r.out, 0, "billing schema: migrated from version 0 to 4");
 	char line[256];
 	size_t rows_total = 0;
 	for (int k = 0; k < DAYS; k++) {
@@ -917,7 +917,7 @@ Test(export, changed_reexports_exactly_the_changed_days)
 	cli_result r;
 	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
 	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
-	cr_expect_str_eq(r.out, "billing schema: migrated from version 0 to 3\n"
+	cr_expect_str_eq(r.out, "billing schema: migrated from version 0 to 4\n"
 				"no day has been exported yet: nothing to re-export\n");
 
 	int32_t first = today() - 25;
@@ -1190,15 +1190,15 @@ Test(export, newer_schema_is_refused)
 	char d[EXPORT_DAY_SIZE];
 	five_events_exported(day, d);
 	cli_result r;
-	cr_expect_eq(export_schema_version_known(), 3);
+	cr_expect_eq(export_schema_version_known(), 4);
 	PGconn *su = superuser();
-	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (4)");
+	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (5)");
 	ingest(w.admin, 0, day, 5, 9, "w", NULL);
 	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", d, NULL);
 	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
 	cr_expect_str_eq(r.out, "");
-	cr_expect_str_eq(r.err, "tally export: billing schema version 4 is newer than the newest migration this tally"
-				" carries (003_invoices.sql, version 3): a newer tally migrated this database; export"
+	cr_expect_str_eq(r.err, "tally export: billing schema version 5 is newer than the newest migration this tally"
+				" carries (004_invoices_numeric.sql, version 4): a newer tally migrated this database; export"
 				" with that one\n");
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 5);
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
@@ -1224,7 +1224,7 @@ Test(export, migrations_resume_race_and_gaps)
 	ingest(w.admin, 0, day, 0, 5, "w", NULL);
 	day_text(d, day);
 
-	/* Only 001, applied by hand: the exporter applies 002 and 003. */
+	/* Only 001, applied by hand: the exporter applies 002, 003 and 004. */
 	pg_harness_create_database(&pg, "partial", EXPORTER);
 	PGconn *owner = pg_harness_connect(&pg, EXPORTER, "partial");
 	pg_harness_exec(&pg, owner, "BEGIN");
@@ -1235,18 +1235,18 @@ Test(export, migrations_resume_race_and_gaps)
 	cli_result r;
 	export_cli(w.h.address, w.h.admin_key, &r, "--pg", conninfo, "--day", d, NULL);
 	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
-	expect_line(r.out, 0, "billing schema: migrated from version 1 to 3");
+	expect_line(r.out, 0, "billing schema: migrated from version 1 to 4");
 	char text[256];
 	pg_harness_query_text(&pg, owner, "SELECT version FROM billing.schema_version ORDER BY version", text,
 			      sizeof(text));
-	cr_expect_str_eq(text, "1\n2\n3\n");
+	cr_expect_str_eq(text, "1\n2\n3\n4\n");
 
 	/* A version deleted below the highest: refused, nothing written. */
 	PGconn *super = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "partial");
 	pg_harness_exec(&pg, super, "DELETE FROM billing.schema_version WHERE version = 2");
 	export_cli(w.h.address, w.h.admin_key, &r, "--pg", conninfo, "--day", d, NULL);
 	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
-	cr_expect_str_eq(r.err, "tally export: billing.schema_version holds 2 versions up to 3: versions are missing"
+	cr_expect_str_eq(r.err, "tally export: billing.schema_version holds 3 versions up to 4: versions are missing"
 				" (the table was edited); repair it before exporting\n");
 	cr_expect_eq(pg_harness_query_int64(&pg, super, "SELECT count(*) FROM billing.export_runs"), 1);
 	PQfinish(super);
@@ -1262,7 +1262,7 @@ Test(export, migrations_resume_race_and_gaps)
 	owner = pg_harness_connect(&pg, EXPORTER, "raced");
 	pg_harness_query_text(&pg, owner, "SELECT version FROM billing.schema_version ORDER BY version", text,
 			      sizeof(text));
-	cr_expect_str_eq(text, "1\n2\n3\n");
+	cr_expect_str_eq(text, "1\n2\n3\n4\n");
 	cr_expect_eq(pg_harness_query_int64(&pg, owner, "SELECT count(*) FROM billing.export_runs"), 2);
 	cr_expect_eq(pg_harness_query_int64(&pg, owner, "SELECT sum(count) FROM billing.usage_daily"), 5);
 	PQfinish(owner);
