@@ -726,13 +726,15 @@ int tally_client_stats(tally_client *c, Tally__V1__Stats **out)
 	return rc;
 }
 
-int tally_client_daily_usage(tally_client *c, int32_t day, const char *after_tenant, uint32_t tenant_limit,
+int tally_client_daily_usage(tally_client *c, int32_t day, const char *after_tenant,
+			     const Tally__V1__UsageKey *after_row, uint32_t tenant_limit,
 			     Tally__V1__DailyUsagePage **out)
 {
 	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
 	Tally__V1__DailyUsage body = TALLY__V1__DAILY_USAGE__INIT;
 	body.day = day;
 	body.after_tenant = (char *)(after_tenant ? after_tenant : "");
+	body.after_row = (Tally__V1__UsageKey *)after_row;
 	body.tenant_limit = tenant_limit;
 	req.body_case = TALLY__V1__REQUEST__BODY_DAILY_USAGE;
 	req.daily_usage = &body;

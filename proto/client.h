@@ -276,11 +276,14 @@ int tally_client_stats(tally_client *c, Tally__V1__Stats **out);
 /*
  * Billing export (admin): one page of a UTC day's usage of every tenant
  * (tenants after after_tenant, NULL or "" for the first page, at most
- * tenant_limit of them, 0 for the server's default). The rows are checked
+ * tenant_limit of them, 0 for the server's default; with after_row, not
+ * NULL, after_tenant's rows after that row first). The rows are checked
  * against the page's checksum (-EPROTO if they do not add up); pass
- * (*out)->next_after_tenant for the next page until it is "".
+ * (*out)->next_after_tenant and (*out)->next_after_row for the next page
+ * until next_after_tenant is "".
  */
-int tally_client_daily_usage(tally_client *c, int32_t day, const char *after_tenant, uint32_t tenant_limit,
+int tally_client_daily_usage(tally_client *c, int32_t day, const char *after_tenant,
+			     const Tally__V1__UsageKey *after_row, uint32_t tenant_limit,
 			     Tally__V1__DailyUsagePage **out);
 
 /* Billing export (admin): the days whose events changed after watermark

@@ -46,6 +46,12 @@ uint64_t usage_row_checksum(const Tally__V1__UsageRow *r)
 	put64(&st, (uint64_t)r->cost_micros);
 	put64(&st, r->duration_ms);
 	put64(&st, r->errors);
+	if (r->wraps) { /* only then: a row in range hashes as before wraps existed */
+		put64(&st, (uint64_t)r->wraps->tokens_in);
+		put64(&st, (uint64_t)r->wraps->tokens_out);
+		put64(&st, (uint64_t)r->wraps->cost_micros);
+		put64(&st, (uint64_t)r->wraps->duration_ms);
+	}
 	return XXH3_64bits_digest(&st);
 }
 

@@ -9,7 +9,9 @@
  * order, a 4-byte little-endian length then the bytes; then status as 4
  * bytes; then count, tokens_in, tokens_out, cost_micros, duration_ms,
  * errors as 8 bytes each, little-endian (cost_micros as its two's
- * complement).
+ * complement); then, only for a row carrying a Wraps message, its
+ * tokens_in, tokens_out, cost_micros and duration_ms wraps as 8 bytes each
+ * (two's complement).
  */
 #ifndef TALLY_USAGE_H
 #define TALLY_USAGE_H

@@ -30,6 +30,17 @@
  * tally_change_watermark takes the WAL's mutex for one load (never held
  * across an fsync), so the loop can afford it; ChangedDays reads it there
  * too.
+ *
+ * PAGES INSIDE A TENANT. A page holds at most rows_max rows, the most a
+ * frame surely fits (USAGE_ROW_BYTES_MAX each), so that no tenant-day is
+ * too large to export: when a tenant's rows pass that, the page stops
+ * after its last row and names it (next_after_row); the next page asks
+ * the engine for that tenant's rows after it (tally_query.after, keyset
+ * paging in the engine's default order, which is the page's row order:
+ * project, agent, model, type, status name). Each page of a tenant
+ * aggregates its whole day again, so a tenant-day of G groups costs about
+ * G / rows_max aggregations; the engine refuses a tenant-day of more than
+ * TALLY_QUERY_CELLS_MAX groups (TOO_LARGE), whatever the paging.
  */
 #include <assert.h>
 #include <errno.h>
@@ -37,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert.h"
 #include "fail.h"
 #include "server_internal.h"
 #include "tally_limits.h"
@@ -44,6 +56,25 @@
 
 #define USAGE_TENANTS_DEFAULT 1000u
 #define USAGE_TENANTS_MAX 10000u
+/* The most bytes one UsageRow takes in a page: a field's tag and length
+ * (3 bytes at most for these sizes) before each string, the longest
+ * strings, seven varints of 10 bytes with their tags, a Wraps of four,
+ * and the row's own tag and length. */
+#define USAGE_STRING_BYTES(n) (3 + (n))
+#define USAGE_ROW_BYTES_MAX                                                                    \
+	(USAGE_STRING_BYTES(TALLY_TENANT_SIZE_MAX) + 3 * USAGE_STRING_BYTES(TALLY_DIMENSION_SIZE_MAX) + \
+	 USAGE_STRING_BYTES(TALLY_TYPE_SIZE_MAX) + 7 * 11 + (3 + 4 * 11) + 4)
+/* A page's bytes beside its rows: its other fields (a UsageKey as long as
+ * a row), the response around it and the frame's header, generously. */
+#define USAGE_PAGE_OVERHEAD_BYTES (USAGE_ROW_BYTES_MAX + 256)
+
+/* A DailyUsage's cursor inside a tenant's rows: group values as the
+ * engine's query takes them (the status by name), their bytes here. */
+typedef struct usage_cursor {
+	bool set;
+	tally_str group[TALLY_DIM_COUNT];
+	char bytes[3 * TALLY_DIMENSION_SIZE_MAX + TALLY_TYPE_SIZE_MAX];
+} usage_cursor;
 
 typedef struct usage_job {
 	tally_store *store;
@@ -53,6 +84,8 @@ typedef struct usage_job {
 	uint64_t watermark; /* read before the tenants were copied: see the file comment */
 	size_t tenant_count;
 	bool last_page;
+	size_t rows_max;    /* rows a page may hold */
+	usage_cursor after; /* when set, tenants[0]'s rows start after it */
 	char (*tenants)[TALLY_TENANT_SIZE_MAX + 1];
 } usage_job;
 
@@ -78,7 +111,8 @@ static int row_cmp(const void *a, const void *b)
 		if (fx[k]->len != fy[k]->len)
 			return fx[k]->len < fy[k]->len ? -1 : 1;
 	}
-	return (x->status > y->status) - (x->status < y->status);
+	/* Statuses by name, as the engine orders its groups (and pages them). */
+	return strcmp(tally_status_name((int)x->status), tally_status_name((int)y->status));
 }
 
 /* The rows of one page; strings point into the engine results kept alive
@@ -123,7 +157,7 @@ static int page_add(page *p, const char *tenant, const tally_row *src)
 	r->cost_micros = src->cost_micros;
 	r->duration_ms = src->duration_ms_sum;
 	r->errors = src->count - src->status_count[TALLY_STATUS_OK];
-	return 0;
+	return convert_wraps(&src->wraps, &r->wraps);
 }
 
 static void run_daily_usage(worker_job *job)
@@ -141,7 +175,19 @@ static void run_daily_usage(worker_job *job)
 	q.to_us = q.from_us + TALLY_US_PER_DAY;
 	q.bucket = TALLY_BUCKET_NONE;
 	q.group_by = (1u << TALLY_DIM_COUNT) - 1;
+	/* The page ends after its tenants, or when its rows reach rows_max:
+	 * after tenant `stop` (whole), or inside it (`inside`). */
+	size_t rows_left = u->rows_max, stop = SIZE_MAX;
+	bool inside = false;
 	for (size_t t = 0; t < u->tenant_count && !rc; t++) {
+		if (rows_left == 0) {
+			stop = t - 1;
+			break;
+		}
+		q.after = t == 0 && u->after.set;
+		if (q.after)
+			memcpy(q.after_group, u->after.group, sizeof(q.after_group));
+		q.limit = rows_left < TALLY_QUERY_ROWS_MAX ? (uint32_t)rows_left : TALLY_QUERY_ROWS_MAX;
 		tally_result *r = NULL;
 		rc = tally_query_run(u->store, u->tenants[t], &q, &r, errmsg);
 		if (rc)
@@ -149,6 +195,12 @@ static void run_daily_usage(worker_job *job)
 		p.results[p.result_count++] = r;
 		for (size_t i = 0; i < r->row_count && !rc; i++)
 			rc = page_add(&p, u->tenants[t], &r->rows[i]);
+		rows_left -= r->row_count;
+		if (r->truncated) { /* more rows of this tenant than the page has room for */
+			stop = t;
+			inside = true;
+			break;
+		}
 	}
 	/* Everything the page read must be durable before it is exported:
 	 * otherwise a crash could take back an event the bill already counts,
@@ -186,7 +238,22 @@ static void run_daily_usage(worker_job *job)
 		out.day = u->day;
 		out.rows = p.ptrs;
 		out.n_rows = p.count;
-		out.next_after_tenant = u->last_page || !u->tenant_count ? "" : u->tenants[u->tenant_count - 1];
+		Tally__V1__UsageKey key = TALLY__V1__USAGE_KEY__INIT;
+		if (stop != SIZE_MAX) {
+			out.next_after_tenant = u->tenants[stop];
+			if (inside) { /* the page's last row is stop's */
+				const Tally__V1__UsageRow *last = p.ptrs[p.count - 1];
+				key.project = last->project;
+				key.agent = last->agent;
+				key.model = last->model;
+				key.type = last->type;
+				key.status = last->status;
+				out.next_after_row = &key;
+			}
+		} else {
+			out.next_after_tenant = u->last_page || !u->tenant_count ? ""
+										: u->tenants[u->tenant_count - 1];
+		}
 		out.watermark = u->watermark;
 		out.checksum = usage_rows_checksum(p.ptrs, p.count);
 		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
@@ -198,10 +265,68 @@ static void run_daily_usage(worker_job *job)
 	for (size_t i = 0; i < p.result_count; i++)
 		tally_result_free(p.results[i]);
 	free(p.results);
+	for (size_t i = 0; i < p.count; i++)
+		free(p.rows[i].wraps);
 	free(p.rows);
 	free(p.ptrs);
 	free(u->tenants);
 	free(u);
+}
+
+/* Points cursor `to` (a copy of `from`) at its own bytes. */
+static void usage_cursor_point(usage_cursor *to, const usage_cursor *from)
+{
+	for (int d = 0; d < TALLY_DIM_COUNT; d++)
+		if (from->group[d].len && from->group[d].ptr >= from->bytes &&
+		    from->group[d].ptr < from->bytes + sizeof(from->bytes))
+			to->group[d].ptr = to->bytes + (from->group[d].ptr - from->bytes);
+}
+
+/* m->after_row into *out (the status by name), or an answered BAD_REQUEST
+ * and -1: a cursor needs its tenant, a known status and strings no event
+ * could exceed. */
+static int usage_cursor_take(const Tally__V1__DailyUsage *m, usage_cursor *out, server *s, conn *c,
+			     uint64_t request_id, uint64_t fb)
+{
+	const Tally__V1__UsageKey *k = m->after_row;
+	if (!m->after_tenant || !m->after_tenant[0]) {
+		conn_respond_error(s, c, request_id, fb, ERR_BAD_REQUEST, 0,
+				   "after_row without after_tenant: a row is a place in one tenant's rows");
+		return -1;
+	}
+	if (k->status >= TALLY_STATUS_COUNT) {
+		conn_respond_error(s, c, request_id, fb, ERR_BAD_REQUEST, 0, "after_row: unknown status %u",
+				   k->status);
+		return -1;
+	}
+	const struct {
+		int dim;
+		const ProtobufCBinaryData *value;
+		size_t max;
+	} fields[] = {
+		{TALLY_DIM_PROJECT, &k->project, TALLY_DIMENSION_SIZE_MAX},
+		{TALLY_DIM_AGENT, &k->agent, TALLY_DIMENSION_SIZE_MAX},
+		{TALLY_DIM_MODEL, &k->model, TALLY_DIMENSION_SIZE_MAX},
+		{TALLY_DIM_TYPE, &k->type, TALLY_TYPE_SIZE_MAX},
+	};
+	size_t at = 0;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		size_t len = fields[i].value->len;
+		if (len > fields[i].max) {
+			conn_respond_error(s, c, request_id, fb, ERR_BAD_REQUEST, 0,
+					   "after_row: %s of %zu bytes (at most %zu)", tally_dim_name(fields[i].dim),
+					   len, fields[i].max);
+			return -1;
+		}
+		if (len)
+			memcpy(out->bytes + at, fields[i].value->data, len);
+		out->group[fields[i].dim] = (tally_str){out->bytes + at, (uint32_t)len};
+		at += len;
+	}
+	const char *status = tally_status_name((int)k->status);
+	out->group[TALLY_DIM_STATUS] = (tally_str){status, (uint32_t)strlen(status)};
+	out->set = true;
+	return 0;
 }
 
 void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
@@ -225,6 +350,9 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 				   m->day, today);
 		return;
 	}
+	usage_cursor after_row = {0};
+	if (m->after_row && usage_cursor_take(m, &after_row, s, c, req->request_id, fb))
+		return;
 	/* Before the tenants are copied: see the file comment. */
 	uint64_t watermark = tally_change_watermark(s->store);
 	size_t n;
@@ -243,14 +371,17 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		names[i] = list[i].name;
 	qsort(names, n, sizeof(*names), name_cmp);
 	const char *after = m->after_tenant ? m->after_tenant : "";
-	size_t lo = 0, hi = n; /* the first name > after */
+	size_t lo = 0, hi = n; /* the first name > after (>= after, to go on inside it) */
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (strcmp(names[mid], after) <= 0)
+		int order = strcmp(names[mid], after);
+		if (order < 0 || (order == 0 && !after_row.set))
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
+	if (after_row.set && (lo == n || strcmp(names[lo], after) != 0))
+		after_row.set = false; /* no such tenant: nothing of it to go on with */
 	size_t take = n - lo < limit ? n - lo : limit;
 	u->tenants = malloc((take ? take : 1) * sizeof(*u->tenants));
 	if (!u->tenants) {
@@ -268,6 +399,12 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	u->store = s->store;
 	u->metrics = s->metrics;
 	u->frame_limit = s->config.frame_bytes_max;
+	u->rows_max = u->frame_limit > USAGE_PAGE_OVERHEAD_BYTES + USAGE_ROW_BYTES_MAX
+			      ? (u->frame_limit - USAGE_PAGE_OVERHEAD_BYTES) / USAGE_ROW_BYTES_MAX
+			      : 1;
+	u->after = after_row;
+	if (after_row.set) /* its strings point into the job's own copy of the bytes */
+		usage_cursor_point(&u->after, &after_row);
 	u->day = m->day;
 	u->watermark = watermark;
 	job->fn = run_daily_usage;

@@ -792,7 +792,7 @@ Test(client, inconsistent_export_answers_are_protocol_errors)
 	tally_client *c;
 	script_open(&s, &th, &c);
 	Tally__V1__DailyUsagePage *page = NULL;
-	cr_expect_eq(tally_client_daily_usage(c, 20000, "", 100, &page), -EPROTO);
+	cr_expect_eq(tally_client_daily_usage(c, 20000, "", NULL, 100, &page), -EPROTO);
 	cr_expect_null(page);
 	cr_expect_eq(tally_client_ping(c, "a", 1), -EPROTO, "final");
 	script_finish(&s, th, c);

@@ -436,11 +436,12 @@ static bool pg_latest_run(PGconn *c, int32_t day, uint64_t *rows, char *checksum
  * page watermark. */
 static uint64_t server_rows(tally_client *admin, int32_t day, uint32_t page_tenants, urows *out)
 {
-	char after[80] = "";
 	uint64_t watermark = UINT64_MAX;
-	do {
+	Tally__V1__DailyUsagePage *prev = NULL; /* holds the next page's cursor */
+	for (;;) {
 		Tally__V1__DailyUsagePage *page;
-		int rc = tally_client_daily_usage(admin, day, after, page_tenants, &page);
+		int rc = tally_client_daily_usage(admin, day, prev ? prev->next_after_tenant : "",
+						  prev ? prev->next_after_row : NULL, page_tenants, &page);
 		cr_assert_eq(rc, 0, "DailyUsage: %s %s", tally_client_strerror(rc), tally_client_last_error(admin)->message);
 		if (page->watermark < watermark)
 			watermark = page->watermark;
@@ -464,9 +465,13 @@ static uint64_t server_rows(tally_client *admin, int32_t day, uint32_t page_tena
 			r->duration_ms = s->duration_ms;
 			r->errors = s->errors;
 		}
-		snprintf(after, sizeof(after), "%s", page->next_after_tenant);
-		tally__v1__daily_usage_page__free_unpacked(page, NULL);
-	} while (after[0]);
+		if (prev)
+			tally__v1__daily_usage_page__free_unpacked(prev, NULL);
+		prev = page;
+		if (!page->next_after_tenant[0])
+			break;
+	}
+	tally__v1__daily_usage_page__free_unpacked(prev, NULL);
 	urows_sort(out);
 	return watermark;
 }
@@ -1299,6 +1304,16 @@ Test(export, needs_an_admin_key)
 	world_finish();
 }
 
+/* Six events of acme on day and six of globex on day + 1, and the two
+ * days' texts (EXPORT_DAY_SIZE each). */
+static void two_days_of_six(int32_t day, char *d, char *d1)
+{
+	ingest(w.admin, 0, day, 0, 6, "w", NULL);
+	ingest(w.admin, 1, day + 1, 0, 6, "w", NULL);
+	day_text(d, day);
+	day_text(d1, day + 1);
+}
+
 /* Description: a string that is not UTF-8, or holds a NUL, is REJECTED
  * at ingest (TALLY_REASON_NOT_UTF8), so it never reaches a day's export:
  * the days of such events export as if they had not been sent. (The
@@ -1308,11 +1323,8 @@ Test(export, strings_postgres_cannot_hold_are_rejected_at_ingest)
 {
 	world_start("export-utf8", true);
 	int32_t day = today() - 4;
-	ingest(w.admin, 0, day, 0, 6, "w", NULL);
-	ingest(w.admin, 1, day + 1, 0, 6, "w", NULL);
 	char d[EXPORT_DAY_SIZE], d1[EXPORT_DAY_SIZE];
-	day_text(d, day);
-	day_text(d1, day + 1);
+	two_days_of_six(day, d, d1);
 
 	/* An event whose model is 0xff 0xfe on day, one whose project holds a
 	 * NUL on day + 1. */
@@ -1353,6 +1365,51 @@ Test(export, strings_postgres_cannot_hold_are_rejected_at_ingest)
 	for (int i = 0; i < 2; i++)
 		cr_expect_eq(pg_int(su, "SELECT sum(count) FROM billing.usage_daily WHERE day = "
 				    "date '1970-01-01' + %d", day + i), 6, "day %d", i);
+	PQfinish(su);
+	world_finish();
+}
+
+/* Description: a day whose token sum passed 64 bits is refused, never
+ * exported wrapped. Tenant huge sends tokens_in 2^64 - 1 and 2 in one
+ * group on day + 1 (their sum modulo 2^64 is 1, what the export took
+ * before sums kept their wraps): that day fails for its own data, naming
+ * the tenant and the sum, and nothing of it is written; the day before
+ * exports. */
+Test(export, sums_past_64_bits_are_refused_never_wrapped)
+{
+	world_start("export-wraps", true);
+	int32_t day = today() - 4;
+	char d[EXPORT_DAY_SIZE], d1[EXPORT_DAY_SIZE];
+	two_days_of_six(day, d, d1);
+	builder b;
+	builder_init(&b);
+	cr_assert_eq(builder_set_tenant(&b, "huge"), 0);
+	builder_set_create_tenant(&b, true);
+	for (int i = 0; i < 2; i++) {
+		tally_client_event e = event_make(0, day + 1, 7, i ? "h1" : "h0");
+		e.tokens_in = i ? 2 : UINT64_MAX;
+		cr_assert_eq(builder_add(&b, &e), 0);
+	}
+	Tally__V1__IngestBatch m;
+	cr_assert_eq(builder_message(&b, &m), 0);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(w.admin, &m, &a), 0);
+	cr_assert_eq(a.accepted, 2);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", d, "--to", d1,
+		   NULL);
+	cr_expect_neq(r.code, CLI_EXIT_OK, "%s", r.out);
+	char want[200];
+	snprintf(want, sizeof(want), "day %s, tenant huge: the tokens_in sum is past 64 bits (its field "
+		 "plus 1 times 2^64), past PostgreSQL's bigint", d1);
+	cr_expect(strstr(r.err, want) != NULL, "%s", r.err);
+	PGconn *su = superuser();
+	cr_expect_eq(pg_int(su, "SELECT sum(count) FROM billing.usage_daily WHERE day = "
+			    "date '1970-01-01' + %d", day), 6);
+	cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.usage_daily WHERE day = "
+			    "date '1970-01-01' + %d", day + 1), 0, "nothing of the refused day");
 	PQfinish(su);
 	world_finish();
 }
@@ -1443,6 +1500,7 @@ typedef struct fake_row {
 	uint32_t status;
 	uint64_t count;
 	const char *model; /* NULL: "m1" */
+	int64_t wraps;     /* not 0: its tokens_in sum passed 64 bits that many times */
 } fake_row;
 
 /* One scripted DailyUsage answer. */
@@ -1454,11 +1512,13 @@ typedef struct fake_page {
 	bool bad_checksum;      /* the checksum off by one */
 	uint64_t watermark;     /* 0: 1 */
 	int fail;               /* non-zero: the call fails with it, saying "the source broke" */
+	const char *next_model; /* not NULL: next_after_row, that model with status 0 */
 } fake_page;
 
 typedef struct fake_source {
 	const fake_page *pages;
 	size_t count, at;
+	char asked_model[4][16]; /* per call: the model of the after_row asked for, "" for none */
 } fake_source;
 
 /* m as a real source hands its answer over: packed and unpacked, so that
@@ -1475,21 +1535,28 @@ static void *fake_answer(const ProtobufCMessage *m)
 }
 
 /* Builds the next scripted page (fake_answer). */
-static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t limit,
-			    Tally__V1__DailyUsagePage **out, char *errmsg)
+static int fake_daily_usage(void *ctx, int32_t day, const char *after, const Tally__V1__UsageKey *after_row,
+			    uint32_t limit, Tally__V1__DailyUsagePage **out, char *errmsg)
 {
 	(void)after;
 	(void)limit;
 	fake_source *f = ctx;
 	cr_assert_lt(f->at, f->count, "more pages asked for than scripted");
+	if (f->at < 4 && after_row)
+		snprintf(f->asked_model[f->at], sizeof(f->asked_model[f->at]), "%.*s",
+			 (int)after_row->model.len, (const char *)after_row->model.data);
 	const fake_page *p = &f->pages[f->at++];
 	if (p->fail) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "the source broke");
 		return p->fail;
 	}
 	Tally__V1__UsageRow rows[3], *row_ptrs[3];
+	Tally__V1__Wraps wraps[3];
 	for (size_t i = 0; i < p->n; i++) {
 		tally__v1__usage_row__init(&rows[i]);
+		tally__v1__wraps__init(&wraps[i]);
+		wraps[i].tokens_in = p->rows[i].wraps;
+		rows[i].wraps = p->rows[i].wraps ? &wraps[i] : NULL;
 		rows[i].tenant = (char *)p->rows[i].tenant;
 		const char *model = p->rows[i].model ? p->rows[i].model : "m1";
 		rows[i].model = (ProtobufCBinaryData){strlen(model), (uint8_t *)model};
@@ -1505,6 +1572,11 @@ static int fake_daily_usage(void *ctx, int32_t day, const char *after, uint32_t 
 	page.next_after_tenant = (char *)(p->next_after ? p->next_after : "");
 	page.watermark = p->watermark ? p->watermark : 1;
 	page.checksum = usage_rows_checksum(row_ptrs, p->n) + (p->bad_checksum ? 1 : 0);
+	Tally__V1__UsageKey key = TALLY__V1__USAGE_KEY__INIT;
+	if (p->next_model) {
+		key.model = (ProtobufCBinaryData){strlen(p->next_model), (uint8_t *)p->next_model};
+		page.next_after_row = &key;
+	}
 	*out = fake_answer(&page.base);
 	return 0;
 }
@@ -1529,7 +1601,7 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 	int32_t day = today() - 2;
 	char d[EXPORT_DAY_SIZE];
 	day_text(d, day);
-	static const fake_row acme = {"acme", 0, 3, NULL}, globex = {"globex", 0, 4, NULL};
+	static const fake_row acme = {"acme", 0, 3, NULL, 0}, globex = {"globex", 0, 4, NULL, 0};
 	static const struct {
 		fake_page pages[2];
 		size_t count;
@@ -1544,10 +1616,21 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 		  {.next_after = "acme", .rows = {{"zeta", 0, 1, NULL}}, .n = 1}}, 2, EXPORT_E_SOURCE,
 		 ": DailyUsage's next page does not move forward (after 'globex')"},
 		{{{.rows = {{"globex", 0, 4, NULL}, {"acme", 0, 3, NULL}}, .n = 2}}, 1, EXPORT_E_SOURCE,
-		 ": DailyUsage's rows are out of tenant order at 'acme'"},
+		 ": DailyUsage's rows are out of order at tenant 'acme'"},
 		{{{.next_after = "acme", .rows = {{"acme", 0, 3, NULL}}, .n = 1},
 		  {.rows = {{"acme", 1, 2, NULL}}, .n = 1}}, 2, EXPORT_E_SOURCE,
-		 ": DailyUsage's rows are out of tenant order at 'acme'"},
+		 ": DailyUsage's rows are out of order at tenant 'acme'"},
+		{{{.next_after = "acme", .next_model = "m1", .rows = {{"acme", 0, 3, NULL}}, .n = 1},
+		  {.rows = {{"acme", 0, 2, "m1"}}, .n = 1}}, 2, EXPORT_E_SOURCE,
+		 ": DailyUsage's rows are out of order at tenant 'acme'"},
+		{{{.next_after = "acme", .next_model = "m0", .rows = {{"acme", 0, 3, NULL}}, .n = 1}}, 1,
+		 EXPORT_E_SOURCE, ": DailyUsage's rows are out of order at tenant 'acme'"},
+		{{{.next_after = "acme", .next_model = "m1", .rows = {{"acme", 0, 3, NULL}}, .n = 1},
+		  {.next_after = "acme", .next_model = "m1", .rows = {{"acme", 0, 2, "m2"}}, .n = 1}}, 2,
+		 EXPORT_E_SOURCE, ": DailyUsage's next page does not move forward (after 'acme')"},
+		{{{.rows = {{"acme", 0, 3, NULL, 2}}, .n = 1}}, 1, EXPORT_E_DATA,
+		 ", tenant acme: the tokens_in sum is past 64 bits (its field plus 2 times 2^64), past "
+		 "PostgreSQL's bigint"},
 		{{{.rows = {{"acme", 4, 3, NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
 		 ", tenant acme: unknown status 4"},
 		{{{.rows = {{"acme", 0, UINT64_C(9223372036854775808), NULL}}, .n = 1}}, 1, EXPORT_E_DATA,
@@ -1572,7 +1655,7 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 	};
 	PGconn *su = superuser();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		fake_source fake = {cases[i].pages, cases[i].count, 0};
+		fake_source fake = {cases[i].pages, cases[i].count, 0, {""}};
 		export_source source = {&fake, fake_daily_usage, NULL};
 		exporter *x;
 		char msg[EXPORT_ERRMSG_SIZE], says[200], want[300];
@@ -1592,9 +1675,13 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 			     "case %zu", i);
 	}
 
-	fake_page good[2] = {{.next_after = "acme", .rows = {acme}, .n = 1},
+	/* acme's rows over two pages (the first stops after its m1 row),
+	 * then globex. */
+	static const fake_row acme_m2 = {"acme", 0, 5, "m2", 0};
+	fake_page good[3] = {{.next_after = "acme", .next_model = "m1", .rows = {acme}, .n = 1},
+			     {.next_after = "acme", .rows = {acme_m2}, .n = 1},
 			     {.rows = {globex}, .n = 1}};
-	fake_source fake = {good, 2, 0};
+	fake_source fake = {good, 3, 0, {""}};
 	export_source source = {&fake, fake_daily_usage, NULL};
 	exporter *x;
 	char msg[EXPORT_ERRMSG_SIZE];
@@ -1602,7 +1689,11 @@ Test(export, an_inconsistent_source_exports_nothing_and_is_named)
 	export_day_result result;
 	cr_assert_eq(export_day(x, day, &result, msg), 0, "%s", msg);
 	export_close(x);
-	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 7);
+	cr_expect_str_eq(fake.asked_model[0], "");
+	cr_expect_str_eq(fake.asked_model[1], "m1", "the second page asked after acme's m1 row");
+	cr_expect_str_eq(fake.asked_model[2], "");
+	cr_expect_eq(result.tenants, 2);
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"), 12);
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
 	PQfinish(su);
 }

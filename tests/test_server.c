@@ -566,7 +566,7 @@ static void daily_usage_expect(tally_client *admin, int32_t day, bool want_page)
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int32_t today = utc_today();
 		Tally__V1__DailyUsagePage *page = NULL;
-		int rc = tally_client_daily_usage(admin, day, "", 0, &page);
+		int rc = tally_client_daily_usage(admin, day, "", NULL, 0, &page);
 		if (utc_today() != today)
 			continue; /* midnight passed during the request: again */
 		if (want_page) {
@@ -610,6 +610,35 @@ static void daily_usage_days_checked(tally_client *admin)
 	daily_usage_expect(admin, INT32_MIN, false);
 }
 
+/* n events of tenant (created by the batch) from base on, harness_event's;
+ * with one_project_each, event i of project "p%04d" and status ok (n
+ * groups, in order). */
+static void usage_tenant_ingest(tally_client *admin, const char *tenant, int n, int64_t base,
+				bool one_project_each)
+{
+	static char projects[1000][16];
+	cr_assert(!one_project_each || n <= 1000);
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, tenant);
+	builder_set_create_tenant(&b, true);
+	for (int i = 0; i < n; i++) {
+		tally_client_event e = harness_event(tenant, i, base);
+		if (one_project_each) {
+			snprintf(projects[i], sizeof(projects[i]), "p%04d", i);
+			e.project = (tally_client_str){projects[i], 5};
+			e.status = 0;
+		}
+		builder_add(&b, &e);
+	}
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+}
+
 /* Description: the billing export's DailyUsage returns one UTC day's usage
  * of every tenant in pages of tenants, rows in the documented order, with
  * exact sums, errors and a checksum the client verifies; ChangedDays
@@ -626,22 +655,8 @@ Test(server, daily_usage_and_changed_days)
 	int64_t base = base_time();
 	int32_t day = (int32_t)(base / TALLY_US_PER_DAY);
 	const char *names[3] = {"u-c", "u-a", "u-b"};
-	for (int t = 0; t < 3; t++) {
-		builder b;
-		builder_init(&b);
-		builder_set_tenant(&b, names[t]);
-		builder_set_create_tenant(&b, true);
-		for (int i = 0; i < 100 * (t + 1); i++) {
-			tally_client_event e = harness_event(names[t], i, base);
-			builder_add(&b, &e);
-		}
-		Tally__V1__IngestBatch m;
-		builder_message(&b, &m);
-		tally_ingest_ack a;
-		cr_assert_eq(tally_client_ingest(admin, &m, &a), 0);
-		tally_ingest_ack_free(&a);
-		builder_free(&b);
-	}
+	for (int t = 0; t < 3; t++)
+		usage_tenant_ingest(admin, names[t], 100 * (t + 1), base, false);
 	/* Two pages: u-a and u-b, then u-c. */
 	const char *want_tenant[3] = {"u-a", "u-b", "u-c"};
 	uint64_t want_count[3] = {200, 300, 100};
@@ -650,7 +665,7 @@ Test(server, daily_usage_and_changed_days)
 	uint64_t watermark = UINT64_MAX;
 	do {
 		Tally__V1__DailyUsagePage *page;
-		cr_assert_eq(tally_client_daily_usage(admin, day, after, 2, &page), 0, "%s",
+		cr_assert_eq(tally_client_daily_usage(admin, day, after, NULL, 2, &page), 0, "%s",
 			     tally_client_last_error(admin)->message);
 		cr_expect_eq(page->day, day);
 		if (page->watermark < watermark)
@@ -732,7 +747,7 @@ Test(server, daily_usage_and_changed_days)
 	char key[80];
 	harness_create_tenant(&h, "plain", key);
 	tally_client *t = harness_connect(&h, key);
-	cr_expect_eq(tally_client_daily_usage(t, day, "", 0, &page), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_daily_usage(t, day, "", NULL, 0, &page), TALLY_CLIENT_REFUSED);
 	cr_expect_eq(tally_client_last_error(t)->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
 	cr_expect_eq(tally_client_changed_days(t, 0, &ch), TALLY_CLIENT_REFUSED);
 	cr_expect_eq(tally_client_last_error(t)->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED);
@@ -1514,4 +1529,76 @@ Test(server, memtable_age_max_s_flushes_a_slow_store)
 	tally_client_close(c);
 	harness_finish(&h);
 	fault_io_destroy(fio);
+}
+
+/* Description: DailyUsage pages inside a tenant. With 64 KiB frames a
+ * page holds about a hundred rows, and tenant u-big has 700 groups (one
+ * project each) in the day: its rows come over several pages, each ending
+ * inside u-big with next_after_row at its last row, the next page asked
+ * after that row; the rows add up to every group exactly once, in order,
+ * and u-small's rows follow. A cursor without its tenant, or with an
+ * unknown status, is BAD_REQUEST. */
+Test(server, daily_usage_pages_inside_a_tenant)
+{
+	harness h;
+	harness_init(&h, "srv-usage-rows");
+	h.config.frame_bytes_max = 64 * 1024;
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	int32_t day = (int32_t)(base / TALLY_US_PER_DAY);
+	enum { GROUPS = 700 };
+	usage_tenant_ingest(admin, "u-big", GROUPS, base, true);
+	usage_tenant_ingest(admin, "u-small", 3, base, true);
+	Tally__V1__DailyUsagePage *prev = NULL;
+	int pages = 0, inside = 0, big_rows = 0, small_rows = 0;
+	for (;;) {
+		Tally__V1__DailyUsagePage *page;
+		cr_assert_eq(tally_client_daily_usage(admin, day, prev ? prev->next_after_tenant : "",
+						      prev ? prev->next_after_row : NULL, 0, &page), 0,
+			     "%s", tally_client_last_error(admin)->message);
+		pages++;
+		cr_assert_lt(pages, 50);
+		for (size_t i = 0; i < page->n_rows; i++) {
+			const Tally__V1__UsageRow *r = page->rows[i];
+			cr_assert_eq(r->count, 1);
+			if (strcmp(r->tenant, "u-big") == 0) {
+				char want[16];
+				snprintf(want, sizeof(want), "p%04d", big_rows++);
+				cr_assert(r->project.len == 5 && !memcmp(r->project.data, want, 5),
+					  "row %d of u-big is project %s", big_rows - 1, want);
+			} else {
+				cr_assert_str_eq(r->tenant, "u-small");
+				small_rows++;
+			}
+		}
+		if (page->next_after_row) {
+			inside++;
+			cr_assert_str_eq(page->next_after_tenant, "u-big");
+			const Tally__V1__UsageRow *last = page->rows[page->n_rows - 1];
+			cr_assert(page->next_after_row->project.len == last->project.len &&
+				  !memcmp(page->next_after_row->project.data, last->project.data, 5));
+		}
+		if (prev)
+			tally__v1__daily_usage_page__free_unpacked(prev, NULL);
+		prev = page;
+		if (!page->next_after_tenant[0])
+			break;
+	}
+	tally__v1__daily_usage_page__free_unpacked(prev, NULL);
+	cr_expect_eq(big_rows, GROUPS);
+	cr_expect_eq(small_rows, 3);
+	cr_expect_geq(inside, 5, "u-big's rows span pages");
+	fprintf(stderr, "test_server daily usage: %d pages, %d inside u-big\n", pages, inside);
+
+	Tally__V1__DailyUsagePage *page = NULL;
+	Tally__V1__UsageKey key = TALLY__V1__USAGE_KEY__INIT;
+	cr_expect_eq(tally_client_daily_usage(admin, day, "", &key, 0, &page), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect(strstr(tally_client_last_error(admin)->message, "after_tenant") != NULL);
+	key.status = 4;
+	cr_expect_eq(tally_client_daily_usage(admin, day, "u-big", &key, 0, &page), TALLY_CLIENT_REFUSED);
+	cr_expect(strstr(tally_client_last_error(admin)->message, "unknown status 4") != NULL,
+		  "%s", tally_client_last_error(admin)->message);
+	harness_stop(&h);
 }

@@ -214,7 +214,7 @@ static bool daily_usage_count(const state *st, uint64_t n, bool persistent, uint
 	cr_assert_eq(tally_client_set_timeout(admin, ANSWER_TIMEOUT_MS), 0);
 	Tally__V1__DailyUsagePage *page = NULL;
 	oom_arm(n, persistent);
-	*rc = tally_client_daily_usage(admin, (int32_t)(st->base_us / TALLY_US_PER_DAY), "", 0, &page);
+	*rc = tally_client_daily_usage(admin, (int32_t)(st->base_us / TALLY_US_PER_DAY), "", NULL, 0, &page);
 	bool reached = oom_disarm();
 	expect_answered(admin, *rc, "daily usage", n);
 	*count = 0;

@@ -573,6 +573,24 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 				 numbers[k].name, numbers[k].value);
 			return EXPORT_E_DATA;
 		}
+	/* A sum past 64 bits (its wraps, docs/queries.md): refused, never
+	 * exported as the wrapped field. */
+	const Tally__V1__Wraps *w = r->wraps;
+	const struct {
+		const char *name;
+		int64_t wraps;
+	} sums[] = {
+		{"tokens_in", w ? w->tokens_in : 0},	 {"tokens_out", w ? w->tokens_out : 0},
+		{"cost_micros", w ? w->cost_micros : 0}, {"duration_ms", w ? w->duration_ms : 0},
+	};
+	for (size_t k = 0; k < sizeof(sums) / sizeof(sums[0]); k++)
+		if (sums[k].wraps) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
+				 "day %s, tenant %s: the %s sum is past 64 bits (its field plus %" PRId64
+				 " times 2^64), past PostgreSQL's bigint", day_text, r->tenant, sums[k].name,
+				 sums[k].wraps);
+			return EXPORT_E_DATA;
+		}
 	return 0;
 }
 
@@ -591,9 +609,64 @@ static void day_fetch_free(day_fetch *f)
 	memset(f, 0, sizeof(*f));
 }
 
-/* Checks page (the next after `after`) and takes it into f. */
+static int bytes_cmp(ProtobufCBinaryData a, ProtobufCBinaryData b)
+{
+	size_t n = a.len < b.len ? a.len : b.len;
+	int c = n ? memcmp(a.data, b.data, n) : 0;
+	return c ? c : (a.len > b.len) - (a.len < b.len);
+}
+
+/* Two rows of one tenant in DailyUsage's order: project, agent, model,
+ * type (bytewise), then status by name. Statuses are known (row_check). */
+static int key_cmp(const Tally__V1__UsageKey *a, const Tally__V1__UsageKey *b)
+{
+	const ProtobufCBinaryData *x[4] = {&a->project, &a->agent, &a->model, &a->type};
+	const ProtobufCBinaryData *y[4] = {&b->project, &b->agent, &b->model, &b->type};
+	for (int k = 0; k < 4; k++) {
+		int c = bytes_cmp(*x[k], *y[k]);
+		if (c)
+			return c;
+	}
+	return strcmp(tally_status_name((int)a->status), tally_status_name((int)b->status));
+}
+
+/* A place in a day's rows: a row of a tenant, or with row NULL the end of
+ * the tenant's rows (tenant "": before every tenant). */
+typedef struct place {
+	const char *tenant;
+	const Tally__V1__UsageKey *row;
+} place;
+
+static int place_cmp(place a, place b)
+{
+	int c = strcmp(a.tenant, b.tenant);
+	if (c || (!a.row && !b.row))
+		return c;
+	if (!a.row || !b.row)
+		return a.row ? -1 : 1;
+	return key_cmp(a.row, b.row);
+}
+
+static Tally__V1__UsageKey row_key(const Tally__V1__UsageRow *r)
+{
+	Tally__V1__UsageKey k = TALLY__V1__USAGE_KEY__INIT;
+	k.project = r->project;
+	k.agent = r->agent;
+	k.model = r->model;
+	k.type = r->type;
+	k.status = r->status;
+	return k;
+}
+
+/*
+ * Checks page, the one after place `from` (the request's after_tenant and
+ * after_row), and takes it into f. Its rows must come strictly after
+ * `from`, in order, and at or before the place it names next, which must
+ * lie after `from` (so pages move forward, and no row of the day can come
+ * twice); last_tenant: the tenant of the day's last row so far, or NULL.
+ */
 static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t day, const char *day_text,
-			  const char *after, const char *last_tenant, char *errmsg)
+			  place from, const char *last_tenant, char *errmsg)
 {
 	if (page->day != day) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage answered for another day (%" PRId32 ")", day_text,
@@ -603,7 +676,7 @@ static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t
 	if (usage_rows_checksum(page->rows, page->n_rows) != page->checksum) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE,
 			 "day %s: a DailyUsage page's rows do not add up to its checksum (after tenant '%s')",
-			 day_text, after);
+			 day_text, from.tenant);
 		return EXPORT_E_SOURCE;
 	}
 	if (page->n_rows > EXPORT_DAY_ROWS_MAX - f->rows) {
@@ -611,29 +684,32 @@ static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t
 			 day_text, EXPORT_DAY_ROWS_MAX);
 		return EXPORT_E_LIMIT;
 	}
-	const char *next = page->next_after_tenant ? page->next_after_tenant : "";
-	if (strlen(next) > TENANT_SIZE_MAX || (next[0] && strcmp(next, after) <= 0)) {
+	place next = {page->next_after_tenant ? page->next_after_tenant : "", page->next_after_row};
+	if (strlen(next.tenant) > TENANT_SIZE_MAX || (!next.tenant[0] && next.row) ||
+	    (next.row && next.row->status >= 4) || (next.tenant[0] && place_cmp(next, from) <= 0)) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage's next page does not move forward (after '%s')",
-			 day_text, after);
+			 day_text, from.tenant);
 		return EXPORT_E_SOURCE;
 	}
-	const char *previous = last_tenant;
+	place previous = from;
+	Tally__V1__UsageKey key;
 	for (size_t i = 0; i < page->n_rows; i++) {
 		const Tally__V1__UsageRow *r = page->rows[i];
-		/* Tenants ascend across pages and stay inside this one. */
-		int order = previous ? strcmp(r->tenant, previous) : 1;
-		if (order < 0 || (order > 0 && strcmp(r->tenant, after) <= 0) ||
-		    (next[0] && strcmp(r->tenant, next) > 0) || (order == 0 && i == 0)) {
-			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage's rows are out of tenant order at '%s'",
-				 day_text, r->tenant);
-			return EXPORT_E_SOURCE;
-		}
 		int rc = row_check(r, day_text, errmsg);
 		if (rc)
 			return rc;
-		if (order > 0)
+		Tally__V1__UsageKey here = row_key(r);
+		place at = {r->tenant, &here};
+		if (place_cmp(at, previous) <= 0 || (next.tenant[0] && place_cmp(at, next) > 0)) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage's rows are out of order at tenant '%s'",
+				 day_text, r->tenant);
+			return EXPORT_E_SOURCE;
+		}
+		if (!last_tenant || strcmp(r->tenant, last_tenant) != 0)
 			f->tenants++;
-		previous = r->tenant;
+		last_tenant = r->tenant;
+		key = here;
+		previous = (place){r->tenant, &key};
 	}
 	if (f->page_count == f->page_capacity) {
 		size_t capacity = f->page_capacity ? 2 * f->page_capacity : PAGES_INITIAL;
@@ -663,7 +739,7 @@ static void hook(exporter *x, enum export_step step, uint64_t n)
 static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fetch *f, char *errmsg)
 {
 	f->watermark = UINT64_MAX;
-	const char *after = "";
+	place after = {"", NULL}; /* strings in the last page taken (kept in f) */
 	const char *last_tenant = NULL;
 	for (;;) {
 		if (f->page_count == EXPORT_DAY_PAGES_MAX) {
@@ -673,7 +749,8 @@ static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fet
 		}
 		Tally__V1__DailyUsagePage *page = NULL;
 		char why[EXPORT_ERRMSG_SIZE] = "";
-		int rc = x->source.daily_usage(x->source.ctx, day, after, x->options.tenant_page, &page, why);
+		int rc = x->source.daily_usage(x->source.ctx, day, after.tenant, after.row, x->options.tenant_page,
+					       &page, why);
 		if (rc) {
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: %s", day_text, why[0] ? why : "the source failed");
 			return EXPORT_E_SOURCE;
@@ -685,8 +762,8 @@ static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fet
 		hook(x, EXPORT_STEP_PAGE, f->page_count);
 		if (page->n_rows)
 			last_tenant = page->rows[page->n_rows - 1]->tenant;
-		after = page->next_after_tenant ? page->next_after_tenant : "";
-		if (!after[0])
+		after = (place){page->next_after_tenant ? page->next_after_tenant : "", page->next_after_row};
+		if (!after.tenant[0])
 			break;
 	}
 	if (f->watermark == UINT64_MAX || f->watermark > INT64_MAX) {

@@ -110,13 +110,16 @@ const char *export_strerror(int rc);
  * negative code (the source's own) with errmsg (EXPORT_ERRMSG_SIZE bytes)
  * one line saying why. daily_usage: the tenants after after_tenant ("" for
  * the first page), at most limit of them (1..EXPORT_TENANT_PAGE_MAX), of
- * UTC day `day` (days since 1970-01-01), the rows checked against the
+ * UTC day `day` (days since 1970-01-01), after_tenant's rows after
+ * after_row first when after_row is not NULL (the previous page's
+ * next_after_row: it stopped inside that tenant), the rows checked against the
  * page's checksum or not (the exporter checks again). changed_days: the
  * days whose events changed after watermark since.
  */
 typedef struct export_source {
 	void *ctx;
-	int (*daily_usage)(void *ctx, int32_t day, const char *after_tenant, uint32_t limit,
+	int (*daily_usage)(void *ctx, int32_t day, const char *after_tenant,
+			   const Tally__V1__UsageKey *after_row, uint32_t limit,
 			   Tally__V1__DailyUsagePage **page_out, char *errmsg);
 	int (*changed_days)(void *ctx, uint64_t since, Tally__V1__ChangedDaysResult **result_out,
 			    char *errmsg);

@@ -19,10 +19,11 @@ static void client_error(tally_client *c, int rc, const char *what, char *errmsg
 		 tally_client_error_code_name(e->code));
 }
 
-static int client_daily_usage(void *ctx, int32_t day, const char *after_tenant, uint32_t limit,
+static int client_daily_usage(void *ctx, int32_t day, const char *after_tenant,
+			      const Tally__V1__UsageKey *after_row, uint32_t limit,
 			      Tally__V1__DailyUsagePage **page_out, char *errmsg)
 {
-	int rc = tally_client_daily_usage(ctx, day, after_tenant, limit, page_out);
+	int rc = tally_client_daily_usage(ctx, day, after_tenant, after_row, limit, page_out);
 	if (rc)
 		client_error(ctx, rc, "DailyUsage", errmsg);
 	return rc;
