@@ -276,9 +276,8 @@ static void run_daily_usage(worker_job *job)
 /* Points cursor `to` (a copy of `from`) at its own bytes. */
 static void usage_cursor_point(usage_cursor *to, const usage_cursor *from)
 {
-	for (int d = 0; d < TALLY_DIM_COUNT; d++)
-		if (from->group[d].len && from->group[d].ptr >= from->bytes &&
-		    from->group[d].ptr < from->bytes + sizeof(from->bytes))
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) /* all in bytes but the status's static name */
+		if (d != TALLY_DIM_STATUS)
 			to->group[d].ptr = to->bytes + (from->group[d].ptr - from->bytes);
 }
 
