@@ -1600,5 +1600,6 @@ Test(server, daily_usage_pages_inside_a_tenant)
 	cr_expect_eq(tally_client_daily_usage(admin, day, "u-big", &key, 0, &page), TALLY_CLIENT_REFUSED);
 	cr_expect(strstr(tally_client_last_error(admin)->message, "unknown status 4") != NULL,
 		  "%s", tally_client_last_error(admin)->message);
-	harness_stop(&h);
+	tally_client_close(admin);
+	harness_finish(&h);
 }
