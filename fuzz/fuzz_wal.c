@@ -6,8 +6,10 @@
  *
  * The input is a list of records, each a type byte, a u32 little-endian
  * payload size and the payload (a size past the input's end takes what is
- * left). The target writes them as DIR/wal/0000000000000001.wal (header,
- * LSNs from 1, checksums, padding: docs/formats.md, "WAL") beside an empty
+ * left). The target writes them as DIR/wal/0000000000000001.wal in the
+ * format the engine writes today, version 2 (header with a fixed salt,
+ * LSNs from 1, checksums keyed with the salt, padding: docs/formats.md,
+ * "WAL"; version 1 differs only in its header and seed) beside an empty
  * MANIFEST, in a fresh directory under /dev/shm, and opens the store
  * without background threads. The replay either refuses the WAL
  * (TALLY_E_CORRUPT, naming the record) or takes it; then the target
@@ -38,6 +40,7 @@
 #include "tally.h"
 
 #define FUZZ_WAL_FILE_ID 1
+#define FUZZ_WAL_SALT 0x5a17ed5a17ed5a17ull
 #define WAL_HEADER_SIZE 40
 #define RECORD_HEADER_SIZE 24
 
@@ -56,10 +59,12 @@ static int write_wal(const uint8_t *data, size_t size)
 		return -1;
 	uint8_t header[WAL_HEADER_SIZE] = {0};
 	memcpy(header, "TLYWAL01", 8);
-	le_put_u32(header + 8, 1);
+	le_put_u32(header + 8, 2);
 	le_put_u64(header + 16, FUZZ_WAL_FILE_ID);
 	le_put_u64(header + 24, 1); /* first LSN */
-	le_put_u64(header + 32, XXH3_64bits(header, 32));
+	le_put_u64(header + 32, FUZZ_WAL_SALT);
+	/* [12, 16): the low half of XXH3 over the header with these 4 bytes zero */
+	le_put_u32(header + 12, (uint32_t)XXH3_64bits(header, sizeof(header)));
 	int bad = fwrite(header, 1, sizeof(header), out) != sizeof(header);
 	uint8_t *record = NULL;
 	size_t at = 0;
@@ -81,7 +86,8 @@ static int write_wal(const uint8_t *data, size_t size)
 		le_put_u32(record + 16, (uint32_t)n);
 		record[20] = type;
 		memcpy(record + RECORD_HEADER_SIZE, data + at, n);
-		le_put_u64(record, XXH3_64bits_withSeed(record + 8, 16 + n, FUZZ_WAL_FILE_ID));
+		le_put_u64(record, XXH3_64bits_withSeed(record + 8, 16 + n,
+							FUZZ_WAL_FILE_ID ^ FUZZ_WAL_SALT));
 		bad = fwrite(record, 1, RECORD_HEADER_SIZE + padded, out) != RECORD_HEADER_SIZE + padded;
 		at += n;
 	}
