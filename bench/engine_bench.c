@@ -164,8 +164,9 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       " active), seed %" PRIu64 "\n",
 	       w->event_count, w->unique_count, w->resend_count, w->late_count, o->tenant_count,
 	       w->active_tenant_count, o->seed);
-	printf("  machine: DRAM latency %.1f ns (a dependent random walk), XXH3 %.2f GB/s (not timed)\n",
-	       f->machine.dram_latency_ns, f->machine.xxh3_gb_per_s);
+	printf("  machine: DRAM latency %.1f ns (a dependent random walk), XXH3 %.2f GB/s, "
+	       "page fault %.2f us (not timed)\n",
+	       f->machine.dram_latency_ns, f->machine.xxh3_gb_per_s, f->machine.page_fault_us);
 	printf("  workload generated in %.2f s (not timed); %" PRIu64 " batches in %" PRIu64
 	       " windows of %" PRIu32 " events, %.1f events/batch\n",
 	       f->generate_s, w->batch_count, w->window_count, o->window_events,
@@ -284,6 +285,8 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 			      json_real(bench_round(f->machine.dram_latency_ns, 1)));
 	bad |= bench_json_put(root, "machine_xxh3_gb_per_s",
 			      json_real(bench_round(f->machine.xxh3_gb_per_s, 2)));
+	bad |= bench_json_put(root, "machine_page_fault_us",
+			      json_real(bench_round(f->machine.page_fault_us, 2)));
 	bad |= bench_json_put(root, "generate_s", json_real(bench_round(f->generate_s, 3)));
 	bad |= bench_json_put(root, "ingest_s", json_real(bench_round(f->ingest.ingest_s, 6)));
 	bad |= bench_json_put(root, "events_per_s", json_integer((json_int_t)llround(f->ingest.events_per_s)));
