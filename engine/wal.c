@@ -197,7 +197,12 @@
  *     least 24 bytes, so a genuine later record cannot have a larger LSN;
  *     the bound also keeps the search linear on a tail of random garbage).
  *     If one exists: corruption in the middle ("valid records follow at
- *     offset Y"). If not: the file is truncated to X and fsync'ed. With
+ *     offset Y"). If not: the file is truncated to X and fsync'ed. Each
+ *     candidate is checksummed over its claimed size, so headers planted in
+ *     a payload to pass the LSN bound could make the search quadratic: it
+ *     checksums at most WAL_SEARCH_HASH_FACTOR times the bytes after X, and
+ *     past that it stops and reports corruption (a torn tail cannot be told
+ *     from damage in the middle; loud, never a silent cut). With
  *     keyed checksums (version 2) a record found there was written by this
  *     WAL, never forged inside a payload of the torn write.
  *   - The newest file is written again, in place, and fsync'ed before it is
@@ -254,6 +259,10 @@
 #define WAL_BUFFER_BYTES_INITIAL (1u << 20) /* first allocation of each buffer */
 #define WAL_DIRECT_BLOCK 4096u               /* direct I/O: offset, size and memory alignment */
 #define WAL_DIRECT_STAGE_BYTES (1u << 20)    /* direct I/O: a run is written in pieces this big */
+/* The search after a bad record checksums at most this many times the bytes
+ * after it (wal_scan_find_valid_after); past that it gives up. */
+#define WAL_SEARCH_HASH_FACTOR 16u
+#define WAL_SEARCH_GAVE_UP 2 /* wal_scan_find_valid_after: the budget ran out */
 
 #define WAL_FILE_BYTES_MAX_DEFAULT (64ull << 20)
 #define WAL_BUFFER_BYTES_MAX_DEFAULT (32ull << 20)
@@ -1288,12 +1297,21 @@ static int wal_scan_record(wal_scan *s, uint64_t offset, uint64_t seed, wal_reco
 /*
  * After a bad record at bad_offset, looks for a record that could continue
  * the log (see the essay): 1 with *found_offset and *found_lsn set, 0 if none,
- * or a negative code.
+ * WAL_SEARCH_GAVE_UP with *found_offset set to the candidate it stopped at
+ * and *found_lsn to the candidates checksummed before it, or a negative
+ * code. Each candidate is checksummed over its claimed size, so a tail of
+ * headers planted to pass the LSN bound would cost the square of its length;
+ * the search hashes at most WAL_SEARCH_HASH_FACTOR times the bytes after
+ * bad_offset, which no tail that is not such a plant comes near (a header
+ * that passes by chance has an 8-byte LSN inside a window of a few
+ * thousand).
  */
 static int wal_scan_find_valid_after(wal_scan *s, uint64_t bad_offset, uint64_t last_good_lsn,
 				     uint64_t seed, uint64_t *found_offset, uint64_t *found_lsn)
 {
 	wal_reader *r = &s->reader;
+	uint64_t budget = WAL_SEARCH_HASH_FACTOR * (r->file_size - bad_offset), hashed = 0;
+	uint64_t candidates = 0;
 	for (uint64_t y = bad_offset + WAL_RECORD_ALIGN; y + WAL_RECORD_HEADER_SIZE <= r->file_size;
 	     y += WAL_RECORD_ALIGN) {
 		const uint8_t *p;
@@ -1305,10 +1323,17 @@ static int wal_scan_find_valid_after(wal_scan *s, uint64_t bad_offset, uint64_t 
 		if (lsn <= last_good_lsn || lsn > lsn_bound)
 			continue;
 		uint32_t payload_size = get_u32le(p + 16);
-		if (payload_size > WAL_RECORD_PAYLOAD_MAX ||
-		    wal_record_size(payload_size) > r->file_size - y)
+		uint64_t size = wal_record_size(payload_size);
+		if (payload_size > WAL_RECORD_PAYLOAD_MAX || size > r->file_size - y)
 			continue;
-		rc = wal_reader_get(r, y, wal_record_size(payload_size), &p);
+		if (size > budget - hashed) {
+			*found_offset = y;
+			*found_lsn = candidates;
+			return WAL_SEARCH_GAVE_UP;
+		}
+		hashed += size;
+		candidates++;
+		rc = wal_reader_get(r, y, size, &p);
 		if (rc)
 			return rc;
 		if (get_u64le(p) == wal_record_checksum(p, payload_size, seed)) {
@@ -1541,6 +1566,20 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 						      &found_offset, &found_lsn);
 		if (found < 0) {
 			rc = wal_scan_fail(s, found, "read");
+			goto out;
+		}
+		if (found == WAL_SEARCH_GAVE_UP) {
+			rc = wal_scan_problem(s, TALLY_E_CORRUPT,
+					      "wal: %s offset %" PRIu64 ": %s; expected LSN %" PRIu64
+					      "; the search for valid records after it stopped at offset %"
+					      PRIu64 " after checksumming %" PRIu64 " candidate records "
+					      "(%u times the %" PRIu64 " bytes after it), so a torn tail "
+					      "cannot be told from damage in the middle",
+					      s->path, offset, s->reason, s->expected_lsn, found_offset,
+					      found_lsn, WAL_SEARCH_HASH_FACTOR, r->file_size - offset);
+			if (rc)
+				goto out;
+			s->have_expected = false; /* verify: where the file ends is unknown */
 			goto out;
 		}
 		if (found || !is_last) {

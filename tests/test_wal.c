@@ -1854,6 +1854,107 @@ Test(wal_recovery, records_forged_inside_a_torn_payload_are_a_torn_tail,
 	test_dir_remove(&source);
 }
 
+/* ---- Headers planted to slow the search down ------------------------------ */
+
+#define PLANT_PAYLOAD_SIZE (64u * 1024u)
+#define PLANT_HASH_FACTOR 16u /* wal.c's WAL_SEARCH_HASH_FACTOR, as docs/formats.md says */
+
+/*
+ * A WAL of records 1..4 and a fifth whose payload holds `count` record
+ * headers 24 bytes apart, from its start: each with LSN 5 (in the search's
+ * bound after record 4) and a size reaching the end of the file, and a
+ * checksum nobody could have made (a tenant does not know the salt). The
+ * fifth record is then bad (its checksum is over other bytes). Its offset
+ * in *bad and the file's size in *end; the path in path.
+ */
+static void planted_wal(test_dir *dir, char *path, size_t count, uint64_t *bad, uint64_t *end)
+{
+	test_dir_make(dir, "wal");
+	wal *w = open_ok(NULL, dir->path, NULL, 0, NULL);
+	append_records(w, 4);
+	static uint8_t payload[PLANT_PAYLOAD_SIZE];
+	memset(payload, 0, sizeof payload);
+	uint64_t lsn = 0;
+	cr_assert_eq(wal_append(w, 1, payload, sizeof payload, &lsn), 0);
+	cr_assert_eq(lsn, 5);
+	cr_assert_eq(wal_close(w), 0);
+	wal_path(path, dir->path, 1);
+	parsed_file pf;
+	parse_file(path, &pf);
+	*bad = pf.offsets[4];
+	*end = pf.size;
+	cr_assert_leq(count * RECORD_HEADER_SIZE, sizeof payload);
+	for (size_t k = 0; k < count; k++) {
+		uint8_t *h = payload + k * RECORD_HEADER_SIZE;
+		uint64_t y = *bad + RECORD_HEADER_SIZE + k * RECORD_HEADER_SIZE;
+		uint64_t planted_lsn = 5, sum = 0x5eed5eed5eed5eedull + k;
+		uint32_t size = (uint32_t)(*end - y - RECORD_HEADER_SIZE);
+		memcpy(h, &sum, 8);
+		memcpy(h + 8, &planted_lsn, 8);
+		memcpy(h + 16, &size, 4);
+		h[20] = 1;
+	}
+	file_write_at(path, *bad + RECORD_HEADER_SIZE, payload, sizeof payload);
+}
+
+Test(wal_recovery, planted_headers_stop_the_search_within_its_budget,
+     .description = "a torn record whose payload holds thousands of headers in the search's "
+		    "LSN bound, each claiming the rest of the file: the search checksums at most "
+		    "16 times the bytes after the bad record, then recovery refuses to open and "
+		    "verify reports it, naming where it stopped and how many it checked; a few "
+		    "such headers are still a torn tail")
+{
+	test_dir dir;
+	char path[TEST_PATH_SIZE], errmsg[TALLY_ERRMSG_SIZE], expect[TEST_PATH_SIZE + 256];
+	uint64_t bad, end;
+	size_t count = PLANT_PAYLOAD_SIZE / RECORD_HEADER_SIZE;
+	planted_wal(&dir, path, count, &bad, &end);
+
+	/* The oracle: candidate k at bad + 24 + 24k claims end - (bad + 24 + 24k)
+	 * bytes; the search stops at the first that would pass the budget. */
+	uint64_t budget = PLANT_HASH_FACTOR * (end - bad), hashed = 0, checked = 0, stop = 0;
+	for (size_t k = 0; k < count; k++) {
+		uint64_t y = bad + RECORD_HEADER_SIZE + k * RECORD_HEADER_SIZE;
+		if (end - y > budget - hashed) {
+			stop = y;
+			break;
+		}
+		hashed += end - y;
+		checked++;
+	}
+	cr_assert_gt(stop, 0, "the plant must exceed the budget");
+	cr_assert_gt(checked, 0);
+
+	cr_assert_eq(open_fail(dir.path, 0, errmsg), TALLY_E_CORRUPT);
+	snprintf(expect, sizeof expect, "%s offset %" PRIu64 ": checksum mismatch", path, bad);
+	cr_assert_not_null(strstr(errmsg, expect), "%s", errmsg);
+	snprintf(expect, sizeof expect,
+		 "expected LSN 5; the search for valid records after it stopped at offset %" PRIu64
+		 " after checksumming %" PRIu64 " candidate records (16 times the %" PRIu64
+		 " bytes after it), so a torn tail cannot be told from damage in the middle",
+		 stop, checked, end - bad);
+	cr_assert_not_null(strstr(errmsg, expect), "%s\nexpected: %s", errmsg, expect);
+	cr_assert_eq(file_size(path), end, "a refused open cuts nothing");
+
+	problems p = {0};
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1,
+		     "%s", p.first);
+	cr_assert_not_null(strstr(p.first, expect), "%s", p.first);
+	test_dir_remove(&dir);
+
+	/* Eight such headers fit the budget: the record is a torn tail. */
+	planted_wal(&dir, path, 8, &bad, &end);
+	replay_log log = {0};
+	wal *w = NULL;
+	int rc = wal_open(tally_io_default(), dir.path, NULL, 0, replay_collect, &log, &w, errmsg);
+	cr_assert_eq(rc, 0, "wal_open = %d: %s", rc, errmsg);
+	replay_log_expect(&log, 1, 4);
+	cr_assert_eq(file_size(path), bad);
+	cr_assert_eq(wal_close(w), 0);
+	replay_log_free(&log);
+	test_dir_remove(&dir);
+}
+
 Test(wal_verify, clean_directory_has_no_problems_and_verify_is_read_only,
      .description = "verify counts problems; a torn tail counts only when asked; nothing is "
 		    "modified")
