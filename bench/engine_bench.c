@@ -178,6 +178,11 @@ static void print_text(const bench_engine_options *o, const workload *w, const f
 	       f->ingest.events_per_s, w->event_count, f->ingest.ingest_s);
 	printf("  CPU                 %.3f s, every thread of the process (%.3f us per event)\n",
 	       f->ingest.cpu_s, f->ingest.cpu_s * 1e6 / (double)(w->event_count ? w->event_count : 1));
+	printf("  page faults         %" PRIu64 " (%.4f per event); this host's first write to a "
+	       "page costs %.2f us\n",
+	       f->ingest.page_faults,
+	       (double)f->ingest.page_faults / (double)(w->event_count ? w->event_count : 1),
+	       f->machine.page_fault_us);
 	printf("  store lock          held %.3f s, waited %.3f s, over %" PRIu64
 	       " ingest calls (tally_stats); the longest one call held it %.3f ms\n",
 	       (double)f->stats.ingest_lock_hold_us / 1e6, (double)f->stats.ingest_lock_wait_us / 1e6,
@@ -293,6 +298,8 @@ static int print_json(const bench_engine_options *o, const workload *w, const fi
 	bad |= bench_json_put(root, "ingest_cpu_s", json_real(bench_round(f->ingest.cpu_s, 3)));
 	bad |= bench_json_put(root, "ingest_cpu_us_per_event",
 			      json_real(bench_round(f->ingest.cpu_s * 1e6 / (double)(w->event_count ? w->event_count : 1), 3)));
+	bad |= bench_json_put(root, "ingest_page_faults",
+			      json_integer((json_int_t)f->ingest.page_faults));
 	bad |= bench_json_put(root, "ingest_calls", json_integer((json_int_t)f->stats.ingest_calls));
 	bad |= bench_json_put(root, "lock_hold_s",
 			      json_real(bench_round((double)f->stats.ingest_lock_hold_us / 1e6, 3)));

@@ -229,6 +229,8 @@ int bench_ingest_run(const bench_ingest_options *o, const workload *w, tally_sto
 		pthread_join(producers[i].thread, NULL);
 	getrusage(RUSAGE_SELF, &usage_after);
 	f->cpu_s = bench_cpu_s(&usage_after) - bench_cpu_s(&usage_before);
+	f->page_faults = (uint64_t)(usage_after.ru_minflt + usage_after.ru_majflt) -
+			 (uint64_t)(usage_before.ru_minflt + usage_before.ru_majflt);
 	pthread_cond_destroy(&r.gate_cond);
 	pthread_mutex_destroy(&r.gate_lock);
 	if (started < o->producer_count)

@@ -41,6 +41,8 @@ typedef struct bench_ingest_figures {
 	double cpu_s;             /* CPU time of every thread of the process (producers, the
 				   * store's WAL, flush and compaction threads, io_uring
 				   * workers), user + system, from start to the last join */
+	uint64_t page_faults;     /* the process's page faults over the same span (minor and
+				   * major, getrusage) */
 	uint64_t result_count[4]; /* by enum tally_result_code */
 	int first_reject_reason;  /* TALLY_REASON_NONE unless something was REJECTED */
 	bool results_match;       /* ACCEPTED = unique, DUPLICATE = re-sends, nothing else */
