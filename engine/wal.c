@@ -1303,8 +1303,8 @@ static int wal_scan_record(wal_scan *s, uint64_t offset, uint64_t seed, wal_reco
  * headers planted to pass the LSN bound would cost the square of its length;
  * the search hashes at most WAL_SEARCH_HASH_FACTOR times the bytes after
  * bad_offset, which no tail that is not such a plant comes near (a header
- * that passes by chance has an 8-byte LSN inside a window of a few
- * thousand).
+ * passes by chance only with an 8-byte LSN inside a window of at most a few
+ * million values out of 2^64).
  */
 static int wal_scan_find_valid_after(wal_scan *s, uint64_t bad_offset, uint64_t last_good_lsn,
 				     uint64_t seed, uint64_t *found_offset, uint64_t *found_lsn)
