@@ -1568,23 +1568,16 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 			rc = wal_scan_fail(s, found, "read");
 			goto out;
 		}
-		if (found == WAL_SEARCH_GAVE_UP) {
-			rc = wal_scan_problem(s, TALLY_E_CORRUPT,
-					      "wal: %s offset %" PRIu64 ": %s; expected LSN %" PRIu64
-					      "; the search for valid records after it stopped at offset %"
-					      PRIu64 " after checksumming %" PRIu64 " candidate records "
-					      "(%u times the %" PRIu64 " bytes after it), so a torn tail "
-					      "cannot be told from damage in the middle",
-					      s->path, offset, s->reason, s->expected_lsn, found_offset,
-					      found_lsn, WAL_SEARCH_HASH_FACTOR, r->file_size - offset);
-			if (rc)
-				goto out;
-			s->have_expected = false; /* verify: where the file ends is unknown */
-			goto out;
-		}
 		if (found || !is_last) {
-			char follow[96] = "";
-			if (found)
+			char follow[256] = ""; /* the longer text below, with four 20-digit numbers */
+			if (found == WAL_SEARCH_GAVE_UP)
+				snprintf(follow, sizeof follow,
+					 "; the search for valid records after it stopped at offset %"
+					 PRIu64 " after checksumming %" PRIu64 " candidate records (%u "
+					 "times the %" PRIu64 " bytes after it), so a torn tail cannot be "
+					 "told from damage in the middle", found_offset, found_lsn,
+					 WAL_SEARCH_HASH_FACTOR, r->file_size - offset);
+			else if (found)
 				snprintf(follow, sizeof follow,
 					 "; valid records follow at offset %" PRIu64 " (LSN %" PRIu64 ")",
 					 found_offset, found_lsn);
@@ -1594,7 +1587,7 @@ static int wal_scan_file(wal_scan *s, uint64_t file_id, bool is_last)
 					      is_last ? "" : " (not the newest WAL file, so not a torn tail)");
 			if (rc)
 				goto out;
-			if (!found) {
+			if (found != 1) {
 				s->have_expected = false; /* verify: where the file ends is unknown */
 				goto out;
 			}
