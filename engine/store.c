@@ -3103,12 +3103,43 @@ static int probe_suffix(void *ctx, const char *name)
 	return p->found;
 }
 
-/* 1 if directory `path` holds a file whose name ends with suffix. */
+/* 1 if directory `path` holds a file whose name ends with suffix, 0 if
+ * not, -errno if it cannot be listed (then nothing is known: a listing
+ * error must not pass for an empty directory). */
 static int dir_has_files(const tally_io *io, const char *path, const char *suffix)
 {
 	suffix_probe p = {suffix, 0};
-	io->list_dir(io, path, probe_suffix, &p);
-	return p.found;
+	int rc = io->list_dir(io, path, probe_suffix, &p);
+	return rc < 0 ? rc : p.found;
+}
+
+/*
+ * With no MANIFEST: 0 if neither segments/ nor wal/ holds a data file (a
+ * new store), else an error with s->errmsg set. A store writes its
+ * manifest before any WAL or segment file, so data without a manifest is
+ * damage, not a new store: starting empty would delete the segments as
+ * debris. So would taking a directory that cannot be listed for empty.
+ */
+static int refuse_data_without_manifest(tally_store *s)
+{
+	const char *dirs[2] = {s->segment_dir, s->wal_dir};
+	const char *suffixes[2] = {".seg", ".wal"};
+	for (int i = 0; i < 2; i++) {
+		int found = dir_has_files(s->io, dirs[i], suffixes[i]);
+		if (found < 0) {
+			snprintf(s->errmsg, sizeof(s->errmsg),
+				 "%s/MANIFEST is missing and %s cannot be listed (%s); refusing to "
+				 "start empty", s->dir, dirs[i], tally_strerror(found));
+			return found;
+		}
+		if (found) {
+			snprintf(s->errmsg, sizeof(s->errmsg),
+				 "%s/MANIFEST is missing but %s or %s holds data files; refusing to "
+				 "start empty", s->dir, s->segment_dir, s->wal_dir);
+			return TALLY_E_CORRUPT;
+		}
+	}
+	return 0;
 }
 
 
@@ -3210,16 +3241,12 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		goto fail;
 	}
 	rc = manifest_read(io, s->dir, &s->manifest, s->errmsg);
-	if (rc == TALLY_E_NOTFOUND && (dir_has_files(io, s->segment_dir, ".seg") ||
-				       dir_has_files(io, s->wal_dir, ".wal"))) {
-		/* A store writes its manifest before any WAL or segment file, so
-		 * data without a manifest is damage, not a new store: starting
-		 * empty would delete the segments as debris. */
-		rc = TALLY_E_CORRUPT;
-		snprintf(s->errmsg, sizeof(s->errmsg),
-			 "%s/MANIFEST is missing but %s or %s holds data files; refusing to start empty",
-			 dir, s->segment_dir, s->wal_dir);
-		goto fail;
+	if (rc == TALLY_E_NOTFOUND) {
+		int refused = refuse_data_without_manifest(s);
+		if (refused) {
+			rc = refused;
+			goto fail;
+		}
 	}
 	if (rc == TALLY_E_NOTFOUND) {
 		s->manifest.wal_replay_lsn = 1;

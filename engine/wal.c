@@ -1685,7 +1685,7 @@ static int wal_scan_dir(wal_scan *s)
 {
 	wal_id_list list = {0};
 	int rc = s->io->list_dir(s->io, s->dir, wal_list_entry, &list);
-	if (rc == 0)
+	if (list.error) /* wal_list_entry stopped the listing (1) to report it */
 		rc = list.error;
 	if (rc) {
 		wal_errmsg_set(s->errmsg, "wal: list directory %s: %s", s->dir,

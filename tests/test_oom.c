@@ -35,9 +35,12 @@
  * backfill of events older than the lateness horizon (probed in the
  * segment files of their days and in the memtable), a re-send of
  * backfilled events (found in a segment file by that probe), a flush, a compaction, an open that replays a WAL, a scan, a query, and
- * the offline tally_verify and tally_inspect of the directory.
+ * the offline tally_verify and tally_inspect of the directory. One more
+ * sweep runs tally_verify on a directory with a damaged WAL record: it
+ * must report the damage or return -ENOMEM, never "clean".
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -689,6 +692,8 @@ static bool sweep_step(call_kind kind, uint64_t n, bool persistent)
 		rc = store_try_open(&s, errmsg);
 		reached = oom_disarm();
 		if (rc) {
+			cr_expect_eq(rc, -ENOMEM, "open, allocation %" PRIu64 " failed: %d (%s): %s",
+				     n, rc, tally_strerror(rc), errmsg);
 			cr_expect_null(s, "a failed open hands back no store");
 			cr_expect_neq(errmsg[0], '\0', "open, allocation %" PRIu64 " failed: %s, no message",
 				      n, tally_strerror(rc));
@@ -804,6 +809,63 @@ Test(oom, open_persistent)
 Test(oom, verify)
 {
 	sweep(CALL_VERIFY, false);
+}
+
+/* Flips one byte of the first record of the newest WAL file of the closed
+ * store in dir: the damage is followed by valid records, so it is
+ * corruption in the middle, which verify must report. */
+static void wal_first_record_damage(void)
+{
+	char wal_dir[300];
+	snprintf(wal_dir, sizeof(wal_dir), "%s/wal", dir);
+	DIR *d = opendir(wal_dir);
+	cr_assert_not_null(d, "opendir %s", wal_dir);
+	char newest[64] = "";
+	struct dirent *entry;
+	while ((entry = readdir(d)))
+		if (strstr(entry->d_name, ".wal") && strcmp(entry->d_name, newest) > 0)
+			snprintf(newest, sizeof(newest), "%s", entry->d_name);
+	closedir(d);
+	cr_assert_neq(newest[0], '\0', "no WAL file in %s", wal_dir);
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s", wal_dir, newest);
+	FILE *f = fopen(path, "r+b");
+	cr_assert_not_null(f, "open %s", path);
+	long offset = 40 + 24 + 8; /* file header, record header, into the payload */
+	cr_assert_eq(fseek(f, offset, SEEK_SET), 0);
+	int c = fgetc(f);
+	cr_assert_neq(c, EOF, "%s is shorter than %ld bytes", path, offset + 1);
+	cr_assert_eq(fseek(f, offset, SEEK_SET), 0);
+	cr_assert_neq(fputc(c ^ 0x20, f), EOF);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* Description: tally_verify of a directory with a damaged WAL record, with
+ * the nth allocation failing, for every n it reaches: it either reports
+ * the damage (at least one problem) or says it could not run (-ENOMEM);
+ * never 0, "clean", for want of memory. (Listing wal/ once ran out of
+ * memory silently: the check of the WAL was skipped and 0 returned.) */
+Test(oom, verify_never_calls_a_damaged_directory_clean)
+{
+	uint64_t n = 1;
+	for (bool reached = true; reached; n++) {
+		cr_assert_lt(n, SWEEP_MAX, "verify: still allocating at %" PRIu64, n);
+		fresh();
+		cr_assert_eq(tally_store_close(base_state()), 0);
+		wal_first_record_damage();
+		uint32_t problems = 0;
+		oom_arm(n, false);
+		int rc = tally_verify(dir, problem_count, &problems);
+		reached = oom_disarm();
+		cr_assert(rc == -ENOMEM || rc >= 1,
+			  "verify of a damaged directory, allocation %" PRIu64 " failed: %d (%s)", n,
+			  rc, rc < 0 ? tally_strerror(rc) : "problems");
+		if (rc >= 1)
+			cr_assert_eq(problems, (uint32_t)rc);
+		cleanup();
+	}
+	cr_log_info("verify of a damaged directory: %" PRIu64 " allocations swept", n - 2);
+	cr_expect_gt(n, 2, "verify made no allocation: the injector is not wired in");
 }
 
 Test(oom, inspect)

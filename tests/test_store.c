@@ -613,6 +613,61 @@ Test(store, missing_manifest_with_data_is_refused_not_emptied)
 	cr_expect_eq(access(path, F_OK), 0, "the segment file is still there");
 }
 
+/* Description: with no MANIFEST, a directory of data files that cannot
+ * be listed (EMFILE) is not taken for an empty one: the open fails with the
+ * listing's error and names the directory, and nothing is removed (a new
+ * store would have deleted the segment file as debris). Once the listing
+ * works, the open is refused as damage, as above. `flush` chooses where the
+ * data is: in segments/ (flushed) or only in wal/. */
+static void unlistable_directory_without_manifest(bool flush, const char *sub)
+{
+	tally_store *s = open_store(0);
+	tally_event e = make_event("keep-me", NOW_US - MINUTE_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	if (flush)
+		cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	char path[300], data_path[300];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	cr_assert_eq(unlink(path), 0);
+	snprintf(data_path, sizeof(data_path), flush ? "%s/segments/0000000000000001.seg"
+						     : "%s/wal/0000000000000001.wal", dir);
+	cr_assert_eq(access(data_path, F_OK), 0, "%s holds the event", data_path);
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	char want[300];
+	snprintf(want, sizeof(want), "%s/%s cannot be listed (%s)", dir, sub,
+		 tally_strerror(-EMFILE));
+	fault_io_path_filter_set(fio, sub);
+	fault_io_list_dir_fail(fio, EMFILE);
+	char err[TALLY_ERRMSG_SIZE] = "";
+	s = NULL;
+	cr_expect_eq(tally_store_open(dir, &o, &s, err), -EMFILE);
+	cr_expect_null(s);
+	cr_expect_neq(strstr(err, "MANIFEST is missing"), NULL, "message: %s", err);
+	cr_expect_neq(strstr(err, want), NULL, "message names %s: %s", want, err);
+	cr_expect_eq(access(data_path, F_OK), 0, "%s is still there", data_path);
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	cr_expect_neq(access(path, F_OK), 0, "no MANIFEST was written");
+	fault_io_faults_off(fio);
+	cr_expect_eq(tally_store_open(dir, &o, &s, err), TALLY_E_CORRUPT);
+	cr_expect_neq(strstr(err, "holds data files"), NULL, "message: %s", err);
+	cr_expect_eq(access(data_path, F_OK), 0, "%s is still there", data_path);
+}
+
+Test(store, missing_manifest_and_unlistable_segments_directory_is_refused_not_emptied)
+{
+	unlistable_directory_without_manifest(true, "segments");
+}
+
+Test(store, missing_manifest_and_unlistable_wal_directory_is_refused_not_emptied)
+{
+	unlistable_directory_without_manifest(false, "wal");
+}
+
 /* Debris of interrupted flushes and compactions is removed at open, in
  * batches of 64 names: 150 of them (more than two batches) must all go,
  * and the live file must stay. */

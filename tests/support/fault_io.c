@@ -22,8 +22,8 @@
  *    it *before* calling the inner close, because once the descriptor is
  *    closed another thread's open may reuse the number.
  *
- * 5. Failed calls do nothing: a failed fsync does not sync, a failed pwrite
- *    or rename changes nothing on disk, a failed open creates nothing
+ * 5. Failed calls do nothing: a failed fsync does not sync, a failed
+ *    pwrite, ftruncate, rename or unlink changes nothing on disk, a failed open creates nothing
  *    (except an O_DIRECT open refused by direct_unsupported, which creates
  *    the file first, as Linux does).
  *
@@ -67,6 +67,9 @@ struct fault_io {
 	uint32_t pread_delay_us;        /* matching preads sleep this long first; 0: off */
 	uint32_t pwrite_delay_us;       /* matching pwrites likewise */
 	int rename_error;
+	int ftruncate_error;
+	int unlink_error;
+	int list_dir_error;
 	int fsync_dir_error;
 	char open_fail_substring[FAULT_IO_SUBSTRING_SIZE_MAX];
 	int open_error;
@@ -326,6 +329,15 @@ static int fault_fdatasync(const tally_io *io, int fd)
 static int fault_ftruncate(const tally_io *io, int fd, uint64_t size)
 {
 	fault_io *f = fault_io_from(io);
+	fault_io_lock(f);
+	int error = 0;
+	if (f->ftruncate_error != 0 && fault_io_fd_matches(f, fd)) {
+		error = f->ftruncate_error;
+		f->counts.fault_count++;
+	}
+	fault_io_unlock(f);
+	if (error != 0)
+		return -error;
 	return f->inner->ftruncate(f->inner, fd, size);
 }
 
@@ -354,6 +366,15 @@ static int fault_rename(const tally_io *io, const char *from, const char *to)
 static int fault_unlink(const tally_io *io, const char *path)
 {
 	fault_io *f = fault_io_from(io);
+	fault_io_lock(f);
+	int error = 0;
+	if (f->unlink_error != 0 && fault_io_path_matches(f, path)) {
+		error = f->unlink_error;
+		f->counts.fault_count++;
+	}
+	fault_io_unlock(f);
+	if (error != 0)
+		return -error;
 	return f->inner->unlink(f->inner, path);
 }
 
@@ -366,6 +387,15 @@ static int fault_mkdir(const tally_io *io, const char *path, int mode)
 static int fault_list_dir(const tally_io *io, const char *path, tally_io_dir_fn fn, void *ctx)
 {
 	fault_io *f = fault_io_from(io);
+	fault_io_lock(f);
+	int error = 0;
+	if (f->list_dir_error != 0 && fault_io_path_matches(f, path)) {
+		error = f->list_dir_error;
+		f->counts.fault_count++;
+	}
+	fault_io_unlock(f);
+	if (error != 0)
+		return -error;
 	return f->inner->list_dir(f->inner, path, fn, ctx);
 }
 
@@ -551,6 +581,30 @@ void fault_io_rename_fail(fault_io *f, int error)
 	fault_io_unlock(f);
 }
 
+/* See fault_io.h. */
+void fault_io_ftruncate_fail(fault_io *f, int error)
+{
+	fault_io_lock(f);
+	f->ftruncate_error = error;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
+void fault_io_unlink_fail(fault_io *f, int error)
+{
+	fault_io_lock(f);
+	f->unlink_error = error;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
+void fault_io_list_dir_fail(fault_io *f, int error)
+{
+	fault_io_lock(f);
+	f->list_dir_error = error;
+	fault_io_unlock(f);
+}
+
 /* See fault_io.h. The substring is copied. */
 void fault_io_open_fail(fault_io *f, const char *substring, int error)
 {
@@ -644,6 +698,9 @@ static void faults_off_locked(fault_io *f)
 	f->disk_limit_generation++;
 	f->short_write_bytes_max = 0;
 	f->rename_error = 0;
+	f->ftruncate_error = 0;
+	f->unlink_error = 0;
+	f->list_dir_error = 0;
 	f->fsync_dir_error = 0;
 	f->open_fail_substring[0] = '\0';
 	f->open_error = 0;

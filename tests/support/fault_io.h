@@ -22,6 +22,9 @@
  * short write knob lets at least one block through, and a disk budget of
  * less than a block makes the write -ENOSPC.
  *   rename       every rename fails with -error (nothing is renamed).
+ *   ftruncate    every ftruncate fails with -error (nothing is cut).
+ *   unlink       every unlink fails with -error (nothing is removed).
+ *   list_dir     every directory listing fails with -error (no entry seen).
  *   open         opens of paths containing a substring fail with -error.
  *   fsync_dir    every directory fsync fails with -error.
  *   clock        now_us returns a set value, moved only by
@@ -29,11 +32,11 @@
  *   random       after fault_io_random_seed, random() is a splitmix64 stream.
  *
  * Path filter: with fault_io_path_filter_set(f, ".wal"), the fsync, pwrite,
- * disk limit, short write and rename knobs apply only to files whose path
- * contains ".wal" (for fd-based calls, the path given to open for that fd;
- * an fd not opened through this table never matches a filter). Only matching
- * calls count towards "the Nth" and the disk limit. The open knob has its
- * own substring and ignores the filter.
+ * disk limit, short write, rename, ftruncate, unlink and list_dir knobs
+ * apply only to paths that contain ".wal" (for fd-based calls, the path
+ * given to open for that fd; an fd not opened through this table never
+ * matches a filter). Only matching calls count towards "the Nth" and the
+ * disk limit. The open knob has its own substring and ignores the filter.
  *
  * Counters (fault_io_counts_get) count every call made through the table,
  * matching the filter or not, failed or not, except pwrite_bytes, which
@@ -120,6 +123,17 @@ void fault_io_direct_writes_fail(fault_io *f, bool on);
 /* Every matching rename (from or to contains the filter) fails with -error
  * (0: off). */
 void fault_io_rename_fail(fault_io *f, int error);
+
+/* Every matching ftruncate (the filter applies to the path its fd was
+ * opened with) fails with -error and cuts nothing (0: off). */
+void fault_io_ftruncate_fail(fault_io *f, int error);
+
+/* Every matching unlink fails with -error and removes nothing (0: off). */
+void fault_io_unlink_fail(fault_io *f, int error);
+
+/* Every listing of a matching directory fails with -error before it
+ * calls back once (0: off). */
+void fault_io_list_dir_fail(fault_io *f, int error);
 
 /* Every open of a path containing `substring` fails with -error (NULL or
  * error 0: off). Independent of the path filter. */
