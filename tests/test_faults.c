@@ -36,6 +36,14 @@
  *                          unreferenced segment file.
  *   failures while opening (recovery fsync, first MANIFEST): the open fails
  *                          cleanly, a healthy open recovers everything.
+ *   recovery's own writes  a torn tail it cannot cut (ftruncate EIO), the
+ *                          fsync of the cut, a torn new file it cannot
+ *                          unlink: the open fails naming the step and the
+ *                          file; a healthy open recovers everything.
+ *   removals that fail     WAL files a flush cannot unlink: the flush
+ *                          succeeds, replay skips them, the next flush
+ *                          removes them; compaction inputs it cannot
+ *                          unlink: the next open removes them.
  *
  *
  * The last two sections ("engine bugs", "the background worker under
@@ -50,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "support/events.h"
@@ -976,6 +985,209 @@ Test(faults, first_open_on_a_full_disk_fails_and_a_later_open_works)
 	cr_assert_eq(tally_store_close(s), 0);
 	s = store_open();
 	verify(s, "reopen");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- recovery's own writes, and removals that fail --------------------------- */
+
+/* The path of the newest WAL file (names are 16 hex digits: the greatest
+ * name is the newest file) and its id. */
+static uint64_t wal_newest_path(char *path, size_t size)
+{
+	dir_listing l = dir_list("wal", ".wal");
+	cr_assert(l.count > 0 && l.count <= 32, "%d WAL files", l.count);
+	int newest = 0;
+	for (int i = 1; i < l.count; i++)
+		if (strcmp(l.names[i], l.names[newest]) > 0)
+			newest = i;
+	snprintf(path, size, "%s/wal/%s", dir, l.names[newest]);
+	return strtoull(l.names[newest], NULL, 16);
+}
+
+static int64_t file_size_of(const char *path)
+{
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0, "stat %s: %s", path, strerror(errno));
+	return st.st_size;
+}
+
+static bool file_exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+#define TORN_TAIL_BYTES 100
+
+/* Appends TORN_TAIL_BYTES bytes of 0xa5 to the newest WAL file of the
+ * closed store: a record that never finished (no valid record follows).
+ * Returns the size before, where recovery cuts the file. */
+static int64_t wal_torn_tail_append(char *path, size_t size)
+{
+	wal_newest_path(path, size);
+	int64_t whole = file_size_of(path);
+	FILE *f = fopen(path, "ab");
+	cr_assert_not_null(f, "open %s: %s", path, strerror(errno));
+	unsigned char junk[TORN_TAIL_BYTES];
+	memset(junk, 0xa5, sizeof(junk));
+	cr_assert_eq(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
+	cr_assert_eq(fclose(f), 0);
+	return whole;
+}
+
+/* Opens, ingests three acknowledged batches, closes, and tears the tail of
+ * the newest WAL file; returns its whole size and sets path. */
+static int64_t store_with_a_torn_tail(char *path, size_t size)
+{
+	tally_store *s = store_open();
+	ingest_acked(s, 3);
+	cr_assert_eq(tally_store_close(s), 0);
+	return wal_torn_tail_append(path, size);
+}
+
+static void expect_errmsg(const char *errmsg, const char *step, const char *path, int code)
+{
+	char want[400];
+	snprintf(want, sizeof(want), "wal: %s %s: %s", step, path, tally_strerror(code));
+	cr_expect(contains(errmsg, want), "errmsg is \"%s\", not \"%s\"", errmsg, want);
+}
+
+/* Description: recovery finds a torn tail in the newest WAL file and
+ * cannot cut it (ftruncate EIO): the open fails with that error, naming
+ * the step and the file, and the file keeps its bytes. An open without
+ * the fault cuts it where the last whole record ends and finds every
+ * acknowledged event once. */
+Test(faults, open_fails_cleanly_when_a_torn_tail_cannot_be_cut)
+{
+	char path[256];
+	int64_t whole = store_with_a_torn_tail(path, sizeof(path));
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_ftruncate_fail(fio, EIO);
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	store_open_refused(-EIO, errmsg);
+	expect_errmsg(errmsg, "truncate the torn tail of", path, -EIO);
+	cr_expect_eq(file_size_of(path), whole + TORN_TAIL_BYTES, "the failed cut changed the file");
+	expect_whole_after_a_failed_open();
+	cr_expect_eq(file_size_of(path), whole, "the healthy open cut the torn tail");
+}
+
+/* Description: the fsync that makes the cut of a torn tail durable fails
+ * (EIO; the second fsync of the file, after the rewrite of the newest
+ * file, wal.c): the open fails naming the step and the file; an open
+ * without the fault finds every acknowledged event once. */
+Test(faults, open_fails_cleanly_when_the_fsync_of_a_cut_tail_fails)
+{
+	char path[256];
+	int64_t whole = store_with_a_torn_tail(path, sizeof(path));
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_fsync_fail_nth(fio, 2, EIO);
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	store_open_refused(-EIO, errmsg);
+	expect_errmsg(errmsg, "fsync", path, -EIO);
+	expect_whole_after_a_failed_open();
+	cr_expect_eq(file_size_of(path), whole, "the cut stands");
+}
+
+/* Description: the newest WAL file is a torn creation (its header never
+ * reached the disk: one block of zeros). Recovery removes it; when the
+ * unlink fails (EIO), the open fails with that error naming the step and
+ * the file, which stays. An open without the fault removes it and finds
+ * every acknowledged event once. */
+Test(faults, open_fails_cleanly_when_a_torn_new_wal_file_cannot_be_removed)
+{
+	tally_store *s = store_open();
+	ingest_acked(s, 3);
+	cr_assert_eq(tally_store_close(s), 0);
+	char path[256];
+	uint64_t newest = wal_newest_path(path, sizeof(path));
+	snprintf(path, sizeof(path), "%s/wal/%016" PRIx64 ".wal", dir, newest + 1);
+	FILE *f = fopen(path, "wb");
+	cr_assert_not_null(f, "create %s: %s", path, strerror(errno));
+	static const unsigned char zeros[4096];
+	cr_assert_eq(fwrite(zeros, 1, sizeof(zeros), f), sizeof(zeros));
+	cr_assert_eq(fclose(f), 0);
+
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_unlink_fail(fio, EIO);
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	store_open_refused(-EIO, errmsg);
+	expect_errmsg(errmsg, "remove the torn file", path, -EIO);
+	cr_expect(file_exists(path), "the failed unlink removed %s", path);
+	expect_whole_after_a_failed_open();
+	cr_expect_not(file_exists(path), "the healthy open removed %s", path);
+}
+
+/* Description: a flush whose WAL files cannot be removed afterwards
+ * (unlink EIO) still succeeds: its segments and MANIFEST are durable;
+ * the store's errmsg says the retirement failed, and writes go on. The
+ * file left behind holds only records below the manifest's replay LSN,
+ * which a reopen skips: every acknowledged event is found once (none
+ * twice), a resend is all duplicates, and the next flush removes it. */
+Test(faults, wal_files_a_flush_cannot_remove_are_skipped_by_replay_then_removed)
+{
+	tally_store *s = store_open();
+	ingest_acked(s, 3);
+	char covered[256];
+	wal_newest_path(covered, sizeof(covered));
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_unlink_fail(fio, EIO);
+	cr_assert_eq(tally_flush(s), 0, "flush: %s", tally_store_errmsg(s));
+	const char *errmsg = tally_store_errmsg(s);
+	cr_expect(contains(errmsg, "retire WAL files after a flush") &&
+			  contains(errmsg, strerror(EIO)),
+		  "errmsg names the step and the error: %s", errmsg);
+	cr_expect(file_exists(covered), "the failed unlink removed %s", covered);
+	tally_stats stats;
+	cr_assert_eq(tally_store_stats(s, &stats), 0);
+	cr_expect_eq(stats.sticky_error, 0);
+	cr_expect_eq(stats.segment_rows, 3 * BATCH_EVENTS);
+	cr_expect_eq(stats.events_memtable, 0);
+	cr_expect_geq(stats.wal_file_count, 1);
+	ingest_acked(s, 2);
+	verify(s, "after the failed retirement");
+	fault_io_faults_off(fio);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	s = store_open();
+	verify(s, "reopen with the WAL file the flush left");
+	expect_resend_duplicates(s, "reopen with the WAL file the flush left");
+	cr_assert_eq(tally_flush(s), 0, "flush: %s", tally_store_errmsg(s));
+	cr_expect_not(file_exists(covered), "the next flush removed %s", covered);
+	verify(s, "after the next flush");
+	cr_assert_eq(tally_store_close(s), 0);
+	s = store_open();
+	verify(s, "reopen after the next flush");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: a compaction whose inputs cannot be removed afterwards
+ * (unlink EIO) still succeeds (its output and MANIFEST are durable); the
+ * inputs stay behind, named by no manifest, and are not read: every event
+ * is seen once. The next open removes them. */
+Test(faults, compaction_inputs_that_cannot_be_removed_are_removed_at_open)
+{
+	tally_store *s = store_open();
+	for (int i = 0; i < 3; i++) {
+		ingest_acked(s, 2);
+		cr_assert_eq(tally_flush(s), 0, "flush %d: %s", i, tally_store_errmsg(s));
+	}
+	fault_io_path_filter_set(fio, ".seg");
+	fault_io_unlink_fail(fio, EIO);
+	cr_assert_eq(tally_compact(s), 0, "compaction: %s", tally_store_errmsg(s));
+	tally_stats stats;
+	cr_assert_eq(tally_store_stats(s, &stats), 0);
+	cr_expect_eq(stats.sticky_error, 0);
+	cr_expect_eq(stats.segment_file_count, 1);
+	cr_expect_eq(stats.segment_rows, 6 * BATCH_EVENTS);
+	dir_listing seg = dir_list("segments", ".seg");
+	cr_expect_eq(seg.count, 4, "the output and the three inputs: %d files", seg.count);
+	verify(s, "after the compaction");
+	fault_io_faults_off(fio);
+	cr_assert_eq(tally_store_close(s), 0);
+	s = store_open();
+	expect_segments_dir_holds_only_live_files(s, "reopen after the compaction");
+	verify(s, "reopen after the compaction");
+	expect_resend_duplicates(s, "reopen after the compaction");
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
