@@ -1450,8 +1450,8 @@ nothing_stored:
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
 	 * reopen rebuilds memory from the WAL. */
-	errmsg_printf(s, "ingest for tenant %s failed: %s; writes refused until reopen",
-		      failed_tenant, tally_strerror(rc));
+	errmsg_printf(s, "ingest: WAL append failed: %s; writes refused until reopen",
+		      tally_strerror(rc));
 	set_sticky(s, rc);
 unlock:
 	memtable_peak_note(s);
