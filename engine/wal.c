@@ -1695,6 +1695,15 @@ static int wal_scan_dir(wal_scan *s)
 	}
 	if (list.count > 1)
 		qsort(list.ids, list.count, sizeof *list.ids, wal_id_compare);
+	/* The writer never names a file UINT64_MAX: the next id would wrap to
+	 * 0 and sort before the files it follows. Such a file is not ours;
+	 * verify reports it and checks the rest. */
+	if (list.count && list.ids[list.count - 1] == UINT64_MAX) {
+		list.count--;
+		rc = wal_scan_problem(s, TALLY_E_CORRUPT,
+				      "wal: %s/%016" PRIx64 "%s: file id out of range (no file "
+				      "id can follow it)", s->dir, UINT64_MAX, WAL_FILE_SUFFIX);
+	}
 	for (size_t i = 0; i < list.count && rc == 0; i++) {
 		if (list.ids[i] > s->file_id_max)
 			s->file_id_max = list.ids[i];

@@ -1250,6 +1250,38 @@ Test(wal_rotate, a_missing_middle_file_is_corruption,
 	test_dir_remove(&dir);
 }
 
+Test(wal_rotate, a_file_named_with_the_largest_id_is_corruption,
+     .description = "a file ffffffffffffffff.wal, here a torn creation (one block of zeros), "
+		    "refuses the open by name: no id can follow it (the next would wrap to 0) and "
+		    "the writer never makes one; verify reports it and checks the rest")
+{
+	test_dir dir;
+	test_dir_make(&dir, "wal");
+	make_rotated_wal(dir.path);
+	char path[TEST_PATH_SIZE];
+	wal_path(path, dir.path, UINT64_MAX);
+	static const uint8_t zeros[DIRECT_BLOCK];
+	file_write(path, zeros, sizeof zeros);
+	char errmsg[TALLY_ERRMSG_SIZE];
+	cr_assert_eq(open_fail(dir.path, 1, errmsg), TALLY_E_CORRUPT);
+	char want[TEST_PATH_SIZE + 64];
+	snprintf(want, sizeof want, "%s: file id out of range", path);
+	cr_assert_not_null(strstr(errmsg, want), "%s", errmsg);
+	cr_assert(file_exists(path), "the refused open removed %s", path);
+	problems p = {0};
+	cr_assert_eq(wal_verify(tally_io_default(), dir.path, 0, 1, problem_collect, &p), 1);
+	cr_assert_not_null(strstr(p.first, want), "%s", p.first);
+	cr_assert_eq(unlink(path), 0);
+	wal *w = open_ok(NULL, dir.path, NULL, 0, NULL);
+	cr_assert_eq(wal_last_lsn(w), 10);
+	append_sized(w, 100);
+	cr_assert_eq(wal_wait_durable(w, 11), 0);
+	cr_assert_eq(wal_close(w), 0);
+	wal_path(path, dir.path, 4);
+	cr_assert(file_exists(path), "the next file is 4");
+	test_dir_remove(&dir);
+}
+
 Test(wal_rotate, a_file_copied_under_another_files_name_is_corruption,
      .description = "a misdirected WAL file (file 2's bytes named as file 3) is refused at "
 		    "its header, naming both ids; verify reports it too")
