@@ -1248,12 +1248,16 @@ static int verify_wal(verifier *v)
 	return 0;
 }
 
-/* 1 if dir has anything in it at all, 0 if empty or missing. */
+/* 1 if dir has anything in it at all, 0 if empty or missing, or a
+ * negative code if it cannot be listed (nothing is known then). */
 static int directory_has_entries(const tally_io *io, const char *path)
 {
 	name_list names;
-	if (name_list_read(io, path, &names))
+	int rc = name_list_read(io, path, &names);
+	if (rc == -ENOENT)
 		return 0;
+	if (rc)
+		return rc;
 	int any = names.count > 0;
 	name_list_free(&names);
 	return any;
@@ -1304,17 +1308,27 @@ int tally_verify(const char *dir, tally_problem_fn problem_fn, void *ctx)
 	v->errmsg[0] = 0;
 	rc = manifest_read(v->io, dir, &v->m, v->errmsg);
 	if (rc == TALLY_E_NOTFOUND) {
-		if (!directory_has_entries(v->io, v->segment_dir) &&
-		    !directory_has_entries(v->io, v->wal_dir)) {
+		const char *listed = v->segment_dir;
+		int any = directory_has_entries(v->io, listed);
+		if (any == 0)
+			any = directory_has_entries(v->io, listed = v->wal_dir);
+		if (any == -ENOMEM) {
+			rc = verify_cannot_run(v, any, "tally verify: out of memory");
+			goto out;
+		}
+		if (any < 0) {
+			verify_problem(v, "%s offset 0: missing, and %s cannot be listed: %s",
+				       manifest_path, listed, tally_strerror(any));
+		} else if (any == 0) {
 			char reason[TALLY_ERRMSG_SIZE];
 			snprintf(reason, sizeof(reason), "%s: not a tally data directory (no MANIFEST, "
 				 "no segment or WAL files)", dir);
 			rc = verify_cannot_run(v, TALLY_E_NOTFOUND, reason);
 			goto out;
+		} else {
+			verify_problem(v, "%s offset 0: missing, but segments/ or wal/ hold files (a "
+				       "store opened now would refuse to start)", manifest_path);
 		}
-		verify_problem(v, "%s offset 0: missing, but segments/ or wal/ hold files (a store "
-			       "opened now would start empty and delete every segment file)",
-			       manifest_path);
 		rc = 0;
 	} else if (rc == -ENOMEM) {
 		rc = verify_cannot_run(v, rc, "tally verify: out of memory");

@@ -835,6 +835,42 @@ Test(inspect, verify_reports_a_lost_manifest_and_still_checks_the_files)
 	cr_expect_eq(tally_inspect(dir, &report, NULL, NULL, err), TALLY_E_NOTFOUND);
 }
 
+/* Description: with MANIFEST lost, segments/ that is not a directory (a
+ * plain file of that name) cannot be listed: verify does not take the
+ * store for "not a tally data directory" but reports the lost MANIFEST
+ * naming the listing's error, then segments/ itself, and still checks
+ * the WAL (clean). Without segments/ at all, the WAL's file shows it is a
+ * store: the lost MANIFEST, and "directory missing". */
+Test(inspect, verify_reports_a_lost_manifest_beside_an_unlistable_segments_directory)
+{
+	build_store();
+	tally_store *s = open_store();
+	ingest_day(s, "hooli", DAY_NOW, 3, 0); /* left in the WAL */
+	cr_assert_eq(tally_store_close(s), 0);
+	char path[400], command[900];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	cr_assert_eq(unlink(path), 0);
+	snprintf(command, sizeof(command), "rm -r '%s'", segment_dir);
+	cr_assert_eq(system(command), 0);
+	write_file(segment_dir, "not a directory");
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 2, "the lost manifest and the unlistable directory");
+	char want[700];
+	snprintf(want, sizeof(want), "MANIFEST offset 0: missing, and %s cannot be listed: %s",
+		 segment_dir, strerror(ENOTDIR));
+	cr_expect_geq(find_message(p, want, NULL), 0, "no problem says: %s", want);
+	snprintf(want, sizeof(want), "%s: cannot be listed: %s", segment_dir, strerror(ENOTDIR));
+	cr_expect_geq(find_message(p, want, NULL), 0, "no problem says: %s", want);
+
+	cr_assert_eq(unlink(segment_dir), 0);
+	p = verify(&rc);
+	cr_expect_eq(rc, 2, "the lost manifest and the missing directory");
+	cr_expect_geq(find_message(p, "MANIFEST offset 0", "wal/ hold files"), 0);
+	snprintf(want, sizeof(want), "%s: directory missing", segment_dir);
+	cr_expect_geq(find_message(p, want, NULL), 0, "no problem says: %s", want);
+}
+
 Test(inspect, verify_names_a_damaged_type_column_once_not_the_scalars_encoded_against_it)
 {
 	build_store();

@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store_internal.h"
 #include "support/events.h"
@@ -840,32 +841,60 @@ static void wal_first_record_damage(void)
 	cr_assert_eq(fclose(f), 0);
 }
 
-/* Description: tally_verify of a directory with a damaged WAL record, with
- * the nth allocation failing, for every n it reaches: it either reports
- * the damage (at least one problem) or says it could not run (-ENOMEM);
- * never 0, "clean", for want of memory. (Listing wal/ once ran out of
- * memory silently: the check of the WAL was skipped and 0 returned.) */
-Test(oom, verify_never_calls_a_damaged_directory_clean)
+/* Removes the MANIFEST of the closed store in dir (segments/ and wal/
+ * still hold files). */
+static void manifest_removal(void)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	cr_assert_eq(unlink(path), 0, "unlink %s", path);
+}
+
+/* tally_verify of base_state's directory after damage(), with the nth
+ * allocation failing (and, persistent, every later one), for every n it
+ * reaches: it either reports the
+ * damage (at least one problem) or says it could not run (-ENOMEM);
+ * never 0, "clean", nor another reason not to run, for want of memory. */
+static void verify_damaged_sweep(void (*damage)(void), const char *what, bool persistent)
 {
 	uint64_t n = 1;
 	for (bool reached = true; reached; n++) {
 		cr_assert_lt(n, SWEEP_MAX, "verify: still allocating at %" PRIu64, n);
 		fresh();
 		cr_assert_eq(tally_store_close(base_state()), 0);
-		wal_first_record_damage();
+		damage();
 		uint32_t problems = 0;
-		oom_arm(n, false);
+		oom_arm(n, persistent);
 		int rc = tally_verify(dir, problem_count, &problems);
 		reached = oom_disarm();
 		cr_assert(rc == -ENOMEM || rc >= 1,
-			  "verify of a damaged directory, allocation %" PRIu64 " failed: %d (%s)", n,
-			  rc, rc < 0 ? tally_strerror(rc) : "problems");
+			  "verify of a directory with %s, allocation %" PRIu64 " failed: %d (%s)",
+			  what, n, rc, rc < 0 ? tally_strerror(rc) : "problems");
 		if (rc >= 1)
 			cr_assert_eq(problems, (uint32_t)rc);
 		cleanup();
 	}
-	cr_log_info("verify of a damaged directory: %" PRIu64 " allocations swept", n - 2);
+	cr_log_info("verify of a directory with %s: %" PRIu64 " allocations swept (%s)", what,
+		    n - 2, persistent ? "persistent" : "transient");
 	cr_expect_gt(n, 2, "verify made no allocation: the injector is not wired in");
+}
+
+/* Description: verify_damaged_sweep with a damaged WAL record. (Listing
+ * wal/ once ran out of memory silently: the check of the WAL was skipped
+ * and 0 returned.) */
+Test(oom, verify_never_calls_a_damaged_wal_clean)
+{
+	verify_damaged_sweep(wal_first_record_damage, "a damaged WAL record", false);
+	verify_damaged_sweep(wal_first_record_damage, "a damaged WAL record", true);
+}
+
+/* Description: verify_damaged_sweep with the MANIFEST removed. (A listing
+ * of segments/ out of memory once made it "not a tally data directory",
+ * TALLY_E_NOTFOUND.) */
+Test(oom, verify_never_calls_a_store_without_manifest_not_a_store)
+{
+	verify_damaged_sweep(manifest_removal, "no MANIFEST", false);
+	verify_damaged_sweep(manifest_removal, "no MANIFEST", true);
 }
 
 Test(oom, inspect)
