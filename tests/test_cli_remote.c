@@ -35,7 +35,8 @@ Test(remote, globals_extracted_anywhere)
 }
 
 /* Description: a global option without its value, or given twice, is an
- * error naming it; --key-filex is not --key-file. */
+ * error naming it; so is a --tenant that is not 1 to 64 bytes; --key-filex
+ * is not --key-file. */
 Test(remote, globals_errors)
 {
 	char *a1[] = {"tally", "stats", "--key-file", NULL};
@@ -49,6 +50,26 @@ Test(remote, globals_errors)
 	memset(&g, 0, sizeof(g));
 	cr_expect_eq(cli_globals_extract(&g, &argc, a2, err), -EINVAL);
 	cr_expect_str_eq(err, "option '--tenant' given twice");
+	/* A tenant name is 1 to 64 bytes: 65 is refused, never cut to 64. */
+	char long_name[66];
+	memset(long_name, 'a', 65);
+	long_name[65] = '\0';
+	char *a4[] = {"tally", "--tenant", long_name, "ingest", "f.csv", NULL};
+	argc = 5;
+	memset(&g, 0, sizeof(g));
+	cr_expect_eq(cli_globals_extract(&g, &argc, a4, err), -EINVAL);
+	cr_expect_str_eq(err, "option '--tenant': not a tenant name (1 to 64 bytes)");
+	char *a5[] = {"tally", "--tenant=", "stats", NULL};
+	argc = 3;
+	memset(&g, 0, sizeof(g));
+	cr_expect_eq(cli_globals_extract(&g, &argc, a5, err), -EINVAL);
+	cr_expect_str_eq(err, "option '--tenant': not a tenant name (1 to 64 bytes)");
+	long_name[64] = '\0';
+	char *a6[] = {"tally", "--tenant", long_name, "stats", NULL};
+	argc = 4;
+	memset(&g, 0, sizeof(g));
+	cr_expect_eq(cli_globals_extract(&g, &argc, a6, err), 0, "%s", err);
+	cr_expect_str_eq(g.tenant, long_name);
 	char *a3[] = {"tally", "stats", "--key-filex", "f", NULL};
 	argc = 4;
 	memset(&g, 0, sizeof(g));

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "builder.h"
 #include "remote.h"
 
 cli_globals cli_globals_current;
@@ -60,6 +61,15 @@ int cli_globals_extract(cli_globals *g, int *argc, char **argv, char *errmsg)
 		const char **slot = (const char **)((char *)g + global_options[k].offset);
 		if (*slot) {
 			snprintf(errmsg, CLI_KEY_SOURCE_SIZE, "option '--%s' given twice", global_options[k].name);
+			return -EINVAL;
+		}
+		/* A tenant name is 1 to 64 bytes everywhere; checked here, once,
+		 * so no command ever sends a shortened one. */
+		if (slot == &g->tenant &&
+		    (value[0] == '\0' || strlen(value) > BUILDER_TENANT_SIZE_MAX)) {
+			snprintf(errmsg, CLI_KEY_SOURCE_SIZE,
+				 "option '--tenant': not a tenant name (1 to %d bytes)",
+				 BUILDER_TENANT_SIZE_MAX);
 			return -EINVAL;
 		}
 		*slot = value;
