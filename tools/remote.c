@@ -110,7 +110,7 @@ static int key_file_read(const char *path, char *key, char *errmsg)
 		return -EINVAL;
 	}
 	if (len > CLI_KEY_SIZE_MAX) {
-		snprintf(errmsg, CLI_KEY_SOURCE_SIZE, "key file %s: the key is longer than %u bytes", path,
+		snprintf(errmsg, CLI_KEY_SOURCE_SIZE, "key file %s: the key is longer than %d bytes", path,
 			 CLI_KEY_SIZE_MAX);
 		return -EINVAL;
 	}
