@@ -5,7 +5,8 @@
  * the run loads every past day with events that was never exported (the
  * catch-up after downtime) and never today; after a restart, a day changed
  * by a late event is re-exported and nothing else. A day that fails for its
- * own data does not hold the others back. A store whose change map has a
+ * own data (rows PostgreSQL refuses, or a tenant-day too large for tallyd
+ * to aggregate) does not hold the others back. A store whose change map has a
  * floor is exported, and a day exported below that floor and changed
  * since is re-exported.
  */
@@ -203,6 +204,74 @@ static void billing_ready(harness *h, const char *pg_name, const char *name)
 	harness_init(h, name);
 	pg_harness_conninfo(&pg, "exporter", "billing", h->config.export_pg,
 			    sizeof(h->config.export_pg));
+}
+
+/* n events of tenant straight into st, on the day starting at day_us
+ * (10:00 + i µs), each of its own project: n groups. Ids "g<day>-<i>". */
+static void store_groups(tally_store *st, const char *tenant, int64_t day_us, int n)
+{
+	enum { BATCH = 8192 };
+	static tally_event events[BATCH];
+	static tally_ingest_result results[BATCH];
+	static char ids[BATCH][32], projects[BATCH][24];
+	for (int first = 0; first < n; first += BATCH) {
+		int count = n - first < BATCH ? n - first : BATCH;
+		for (int i = 0; i < count; i++) {
+			int k = first + i;
+			int id_len = snprintf(ids[i], sizeof(ids[i]), "g%d-%d", (int)(day_us / DAY_US), k);
+			int project_len = snprintf(projects[i], sizeof(projects[i]), "p%d", k);
+			events[i] = (tally_event){
+				.event_id = {ids[i], (uint32_t)id_len},
+				.time_us = day_us + 10 * INT64_C(3600000000) + k,
+				.type = {"llm_call", 8},
+				.project = {projects[i], (uint32_t)project_len},
+				.cost_micros = 1,
+			};
+		}
+		cr_assert_eq(tally_ingest(st, tenant, events, (uint32_t)count, results), 0, "%s",
+			     tally_store_errmsg(st));
+		for (int i = 0; i < count; i++)
+			cr_assert_eq(results[i].code, TALLY_ACCEPTED, "event %d: code %d, reason %d", first + i,
+				     results[i].code, results[i].reason);
+	}
+}
+
+/* Description: a tenant-day of more groups than a query may build
+ * (TALLY_QUERY_CELLS_MAX), which DailyUsage refuses as TOO_LARGE, fails
+ * that day alone (EXPORT_E_LIMIT, the day's own data): the run goes on
+ * and loads the day after it. Before, the refusal counted as the source
+ * failing, every run stopped at that day, and no later day of any tenant
+ * was ever exported. (The refused day is not exported for its other
+ * tenants either: a day is exported whole.) */
+Test(schedule, a_tenant_day_too_large_to_aggregate_does_not_hold_back_the_others,
+     .timeout = 600)
+{
+	harness h;
+	billing_ready(&h, "schedule-large", "schedlarge");
+	int64_t today = today_start_us();
+	tally_options o;
+	tally_options_default(&o);
+	o.background = false;
+	tally_store *st = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_store_open(h.config.data_dir, &o, &st, err), 0, "%s", err);
+	store_groups(st, "big", today - 2 * DAY_US, TALLY_QUERY_CELLS_MAX + 1);
+	store_groups(st, "small", today - 2 * DAY_US, 3);
+	store_groups(st, "small", today - 1 * DAY_US, 4);
+	cr_assert_eq(tally_store_close(st), 0);
+
+	harness_start(&h);
+	export_schedule *sc = h.server->schedule;
+	cr_assert_geq(export_schedule_wait_runs(sc, 1, 300000), 1, "no first run");
+	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 1,
+		     "the day after the refused one, only");
+	cr_expect_eq(day_count(db, "small", today - 1 * DAY_US), 4, "the day after the refused one");
+	cr_expect_eq(day_count(db, "small", today - 2 * DAY_US), -1, "the refused day: nothing");
+	cr_expect_eq(day_count(db, "big", today - 2 * DAY_US), -1, "the refused day: nothing");
+	PQfinish(db);
+	harness_finish(&h);
+	pg_harness_stop(&pg);
 }
 
 /* Description: a store whose change map has a floor (more than

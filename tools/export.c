@@ -753,7 +753,7 @@ static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fet
 					       &page, why);
 		if (rc) {
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: %s", day_text, why[0] ? why : "the source failed");
-			return EXPORT_E_SOURCE;
+			return rc == EXPORT_E_LIMIT ? EXPORT_E_LIMIT : EXPORT_E_SOURCE;
 		}
 		if ((rc = day_fetch_take(f, page, day, day_text, after, last_tenant, errmsg))) {
 			tally__v1__daily_usage_page__free_unpacked(page, NULL);

@@ -96,7 +96,7 @@ enum export_error {
 	EXPORT_E_SOURCE = -30004,   /* the source failed or sent something inconsistent */
 	EXPORT_E_DATA = -30005,     /* a row PostgreSQL cannot take (not UTF-8, NUL, too long, a bad tenant name, count 0, past bigint, bad status) */
 	EXPORT_E_DAY = -30006,      /* a day after today (UTC), or before 1970-01-01 */
-	EXPORT_E_LIMIT = -30007,    /* over EXPORT_DAY_ROWS_MAX, EXPORT_DAY_PAGES_MAX or EXPORT_DAYS_MAX */
+	EXPORT_E_LIMIT = -30007,    /* over EXPORT_DAY_ROWS_MAX, EXPORT_DAY_PAGES_MAX or EXPORT_DAYS_MAX, or a tenant-day the source refuses as too large */
 };
 
 /* A static name of any code above, or strerror for -errno. */
@@ -113,8 +113,12 @@ const char *export_strerror(int rc);
  * UTC day `day` (days since 1970-01-01), after_tenant's rows after
  * after_row first when after_row is not NULL (the previous page's
  * next_after_row: it stopped inside that tenant), the rows checked against the
- * page's checksum or not (the exporter checks again). changed_days: the
- * days whose events changed after watermark since.
+ * page's checksum or not (the exporter checks again); EXPORT_E_LIMIT when
+ * the source refuses the day as over its own limits (the server's
+ * TOO_LARGE: a tenant-day of more groups than a query may build), which
+ * fails that day alone, like the exporter's own limits; any other code
+ * is EXPORT_E_SOURCE to the caller. changed_days: the days whose events
+ * changed after watermark since.
  */
 typedef struct export_source {
 	void *ctx;

@@ -26,6 +26,11 @@ static int client_daily_usage(void *ctx, int32_t day, const char *after_tenant,
 	int rc = tally_client_daily_usage(ctx, day, after_tenant, after_row, limit, page_out);
 	if (rc)
 		client_error(ctx, rc, "DailyUsage", errmsg);
+	/* TOO_LARGE: a tenant-day over the store's query limits, a limit of
+	 * that day's own data (export.h): the day fails, not the source. */
+	if (rc == TALLY_CLIENT_REFUSED &&
+	    tally_client_last_error(ctx)->code == TALLY__V1__ERROR__CODE__TOO_LARGE)
+		return EXPORT_E_LIMIT;
 	return rc;
 }
 
