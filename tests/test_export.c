@@ -955,7 +955,7 @@ Test(export, changed_reexports_exactly_the_changed_days)
 		 "changed after their last export: 2 of 4 exported days (store changes since watermark %" PRId64 ")",
 		 since);
 	expect_line(r.out, 0, want);
-	expect_line(r.out, 1, "1 changed day never exported before left alone (export with --day or --from/--to)");
+	expect_line(r.out, 1, "1 changed day never exported before left alone (export with --from/--to --missing)");
 	char line[256];
 	day_line(line, sizeof(line), first + 1, 3, &oracle);
 	expect_line(r.out, 2, line);
@@ -983,6 +983,73 @@ Test(export, changed_reexports_exactly_the_changed_days)
 	cr_expect_eq(line_count(r.out), 2, "%s", r.out);
 	cr_expect(strstr(r.out, ": 0 of 4 exported days") != NULL, "%s", r.out);
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 6);
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* Description: --missing exports exactly the days of the range that were
+ * never exported. The nightly job of docs/billing.md (the last seven
+ * days with --missing, then --changed) exports a day whose export failed
+ * one night (PostgreSQL unreachable) the next night; the job before it
+ * (--day yesterday, then --changed) never did: --changed leaves days
+ * never exported alone. A second run exports nothing. (--missing without
+ * --from/--to: usage_errors.) */
+Test(export, missing_exports_the_day_a_failed_night_left_out)
+{
+	world_start("export-missing", true);
+	int32_t d1 = today() - 3, d2 = today() - 2;
+	urows oracle = {0};
+	ingest(w.admin, 0, d1, 0, 3, "m", &oracle);
+	ingest(w.admin, 1, d2, 0, 2, "m", &oracle);
+	urows_sort(&oracle);
+	char t1[EXPORT_DAY_SIZE], t2[EXPORT_DAY_SIZE], from[EXPORT_DAY_SIZE], to[EXPORT_DAY_SIZE];
+	day_text(t1, d1);
+	day_text(t2, d2);
+	day_text(from, today() - 7);
+	day_text(to, today() - 1);
+	cli_result r;
+	/* The night after d1: PostgreSQL unreachable. */
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", "host=/nonexistent-dir port=5999 dbname=billing",
+		   "--day", t1, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_FAILURE);
+	/* The next night, the old job: d2, then --changed. d1 stays out. */
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--day", t2, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--changed", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	PGconn *su = superuser();
+	cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+			    d1), 0, "--changed left the day never exported alone");
+
+	/* The job of the docs: the last seven days with --missing. */
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", from, "--to", to,
+		   "--missing", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_assert_eq(line_count(r.out), 8, "%s", r.out);
+	expect_line(r.out, 0, "never exported: 6 of the 7 days; the rest left alone");
+	char line[256];
+	day_line(line, sizeof(line), today() - 7, 0, &oracle);
+	expect_line(r.out, 1, line);
+	day_line(line, sizeof(line), d1, 1, &oracle);
+	expect_line(r.out, 5, line);
+	day_line(line, sizeof(line), today() - 1, 0, &oracle);
+	expect_line(r.out, 6, line);
+	size_t rows1;
+	urows_day_checksum(&oracle, d1, &rows1);
+	snprintf(line, sizeof(line), "total: 6 days, 1 tenant-days, %zu rows, ", rows1);
+	expect_line(r.out, 7, line);
+	for (int32_t d = today() - 7; d < today(); d++)
+		cr_expect_eq(pg_int(su, "SELECT count(*) FROM billing.export_runs WHERE day = date '1970-01-01' + %d",
+				    d), 1, "day %d: exported once", d - today());
+	pg_expect_oracle(su, &oracle, "after --missing");
+
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", from, "--to", to,
+		   "--missing", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	cr_expect_str_eq(r.out, "never exported: 0 of the 7 days; the rest left alone\n");
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 7);
+
 	PQfinish(su);
 	urows_free(&oracle);
 	world_finish();
@@ -1419,8 +1486,8 @@ Test(export, sums_past_64_bits_are_refused_never_wrapped)
 Test(export, usage_errors)
 {
 	static const char usage[] =
-		"usage: tally export --pg URL [--day DAY | --from DAY --to DAY | --changed] [--tenant-page N]"
-		"   (see 'tally help export')\n";
+		"usage: tally export --pg URL [--day DAY | --from DAY --to DAY [--missing] | --changed]"
+		" [--tenant-page N]   (see 'tally help export')\n";
 	const struct {
 		const char *args[6];
 		const char *message;
@@ -1434,6 +1501,8 @@ Test(export, usage_errors)
 		{{"--pg", "x", "--day", "2024-01-01", "--changed"},
 		 "give exactly one of --day DAY, --from DAY --to DAY, --changed"},
 		{{"--pg", "x", "--from", "2024-01-01"}, "--from and --to go together"},
+		{{"--pg", "x", "--day", "2024-01-01", "--missing"}, "--missing goes with --from DAY --to DAY"},
+		{{"--pg", "x", "--changed", "--missing"}, "--missing goes with --from DAY --to DAY"},
 		{{"--pg", "x", "--from", "2024-01-02", "--to", "2024-01-01"}, "--from 2024-01-02 is after --to 2024-01-01"},
 		{{"--pg", "x", "--from", "2000-01-01", "--to", "2024-01-01"},
 		 "--from 2000-01-01 --to 2024-01-01 is more than 3700 days"},

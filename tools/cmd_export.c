@@ -1,6 +1,6 @@
 /*
- * cmd_export.c — `tally export --pg URL [--day D | --from D --to D |
- * --changed] [--tenant-page N]`: daily usage from the server (admin key)
+ * cmd_export.c — `tally export --pg URL [--day D | --from D --to D
+ * [--missing] | --changed] [--tenant-page N]`: daily usage from the server (admin key)
  * into the PostgreSQL billing database, each day replaced in one
  * transaction (export.h), read over the protocol (export_client.c).
  *
@@ -25,6 +25,7 @@ typedef struct export_args {
 	const char *pg;
 	const char *day, *from, *to;
 	bool changed;
+	bool missing;
 	uint32_t tenant_page;
 } export_args;
 
@@ -36,6 +37,7 @@ static int args_parse(const cli_command *command, int argc, char **argv, export_
 		{"from", required_argument, NULL, 'f'},
 		{"to", required_argument, NULL, 't'},
 		{"changed", no_argument, NULL, 'c'},
+		{"missing", no_argument, NULL, 'm'},
 		{"tenant-page", required_argument, NULL, 'n'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -52,6 +54,7 @@ static int args_parse(const cli_command *command, int argc, char **argv, export_
 		case 'f': a->from = optarg; break;
 		case 't': a->to = optarg; break;
 		case 'c': a->changed = true; break;
+		case 'm': a->missing = true; break;
 		case 'n': {
 			char *end;
 			unsigned long n = strtoul(optarg, &end, 10);
@@ -74,6 +77,8 @@ static int args_parse(const cli_command *command, int argc, char **argv, export_
 		return cli_usage_error(command, "give exactly one of --day DAY, --from DAY --to DAY, --changed");
 	if ((a->from != NULL) != (a->to != NULL))
 		return cli_usage_error(command, "--from and --to go together");
+	if (a->missing && !a->from)
+		return cli_usage_error(command, "--missing goes with --from DAY --to DAY");
 	return -1;
 }
 
@@ -139,7 +144,7 @@ static int changed_days_find(const cli_command *command, exporter *x, int32_t **
 		       " store's change floor (ChangedDays refuses %s)\n", changed.unsure,
 		       one ? "" : "s", one ? "a watermark" : "watermarks", one ? "it" : "them");
 	if (changed.never_exported)
-		printf("%zu changed day%s never exported before left alone (export with --day or --from/--to)\n",
+		printf("%zu changed day%s never exported before left alone (export with --from/--to --missing)\n",
 		       changed.never_exported, changed.never_exported == 1 ? "" : "s");
 	if (changed.count && !(*days = malloc(changed.count * sizeof(**days)))) {
 		export_changed_free(&changed);
@@ -150,6 +155,41 @@ static int changed_days_find(const cli_command *command, exporter *x, int32_t **
 		(*days)[i] = changed.days[i].day;
 	*count = changed.count;
 	export_changed_free(&changed);
+	return 0;
+}
+
+static int day_cmp(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* --missing: the days of [first, last] with no export yet (no
+ * billing.export_runs row), told on stdout. 0 with *days (free; NULL when
+ * none) and *count, or CLI_EXIT_FAILURE after a message. */
+static int missing_days_find(const cli_command *command, exporter *x, int32_t first, int32_t last,
+			     int32_t **days, size_t *count)
+{
+	*days = NULL;
+	*count = 0;
+	int32_t *exported = NULL;
+	size_t exported_count = 0;
+	char errmsg[EXPORT_ERRMSG_SIZE];
+	if (export_days_exported(x, first, &exported, &exported_count, errmsg)) {
+		fprintf(stderr, "tally %s: --missing: %s\n", command->name, errmsg);
+		return CLI_EXIT_FAILURE;
+	}
+	size_t range = (size_t)(last - first + 1);
+	if (!(*days = malloc(range * sizeof(**days)))) {
+		free(exported);
+		fprintf(stderr, "tally %s: out of memory\n", command->name);
+		return CLI_EXIT_FAILURE;
+	}
+	for (int32_t d = first; d <= last; d++)
+		if (!exported_count || !bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp))
+			(*days)[(*count)++] = d;
+	free(exported);
+	printf("never exported: %zu of the %zu days; the rest left alone\n", *count, range);
 	return 0;
 }
 
@@ -189,6 +229,9 @@ static int export_run(const cli_command *command, int argc, char **argv)
 	if (a.changed) {
 		if (changed_days_find(command, x, &days, &count))
 			goto fail;
+	} else if (a.missing) {
+		if (missing_days_find(command, x, first, last, &days, &count))
+			goto fail;
 	} else {
 		count = (size_t)(last - first + 1);
 	}
@@ -219,7 +262,8 @@ fail:
 
 const cli_command cli_command_export = {
 	.name = "export",
-	.synopsis = "export --pg URL [--day DAY | --from DAY --to DAY | --changed] [--tenant-page N]",
+	.synopsis = "export --pg URL [--day DAY | --from DAY --to DAY [--missing] | --changed]"
+		    " [--tenant-page N]",
 	.summary = "daily usage into the PostgreSQL billing database, each day exactly once (admin)",
 	.help =
 		"Reads each UTC day's usage of every tenant from the server (DailyUsage, an\n"
@@ -235,6 +279,9 @@ const cli_command cli_command_export = {
 		"                     migrate, the owner of the database)\n"
 		"  --day DAY          one UTC day, YYYY-MM-DD, today or earlier\n"
 		"  --from DAY --to DAY  every day of the range, both included, one transaction each\n"
+		"  --missing          with --from/--to: only the days of the range never exported\n"
+		"                     (no billing.export_runs row), so a nightly job that failed\n"
+		"                     one night exports that day the next\n"
 		"  --changed          re-export exactly the days whose events changed after their\n"
 		"                     last export (late events, backfill), and to be sure those\n"
 		"                     exported before the store's change floor (it cannot tell)\n"
