@@ -276,6 +276,7 @@ static void on_hello(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		return;
 	}
 	c->authed = true;
+	c->reader.limit = s->config.frame_bytes_max; /* HELLO_FRAME_BYTES_MAX until now */
 	c->admin = e->tenant[0] == 0;
 	snprintf(c->tenant, sizeof(c->tenant), "%s", e->tenant);
 	snprintf(c->key_id, sizeof(c->key_id), "%s", e->id);

@@ -484,8 +484,9 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 		}
 		if (st == FRAME_TOO_LARGE) {
 			conn_respond_error(s, c, 0, 0, ERR_TOO_LARGE, 0,
-					   "frame of %u bytes is over the limit of %u; closing", c->reader.length,
-					   c->reader.limit);
+					   "frame of %u bytes is over the limit of %u%s; closing",
+					   c->reader.length, c->reader.limit,
+					   c->authed ? "" : " before Hello");
 			conn_close_after_send(s, c);
 			return;
 		}
@@ -680,7 +681,9 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
-	frame_reader_init(&c->reader, s->config.frame_bytes_max);
+	frame_reader_init(&c->reader, s->config.frame_bytes_max < HELLO_FRAME_BYTES_MAX
+					      ? s->config.frame_bytes_max
+					      : HELLO_FRAME_BYTES_MAX);
 	c->last_activity_us = server_now_us();
 	c->hello_started_us = c->last_activity_us;
 	struct sockaddr_storage addr;

@@ -66,6 +66,12 @@
 #define TENANTS_SAVE_INTERVAL_US (INT64_C(1000000))
 /* retry_after_ms suggested with UNAVAILABLE. */
 #define RETRY_AFTER_MS 100
+/* The largest frame body a connection may send before its Hello succeeds
+ * (a Hello or a Ping needs a few hundred bytes): a client without a key
+ * cannot make the loop decode frame_bytes_max bytes (seconds of the one
+ * loop thread, hundreds of MiB once decoded). Raised to frame_bytes_max
+ * by the Hello. */
+#define HELLO_FRAME_BYTES_MAX (16u << 10)
 
 /* io_uring user_data: kind in the top 8 bits, conn slot and generation below. */
 enum op_kind {

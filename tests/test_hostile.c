@@ -134,6 +134,29 @@ static void send_ping(int fd, uint64_t id)
 	send_request(fd, &req);
 }
 
+/* A Ping request frame, framed, with a payload of payload_size bytes. */
+static uint8_t *ping_frame(uint64_t id, size_t payload_size, size_t *size_out)
+{
+	uint8_t *payload = malloc(payload_size);
+	cr_assert_not_null(payload);
+	memset(payload, 0x5a, payload_size);
+	Tally__V1__Ping ping = TALLY__V1__PING__INIT;
+	ping.payload.data = payload;
+	ping.payload.len = payload_size;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = id;
+	req.body_case = TALLY__V1__REQUEST__BODY_PING;
+	req.ping = &ping;
+	size_t size = tally__v1__request__get_packed_size(&req);
+	uint8_t *frame = malloc(size + 4);
+	cr_assert_not_null(frame);
+	frame_header_put(frame, (uint32_t)size);
+	tally__v1__request__pack(&req, frame + 4);
+	free(payload);
+	*size_out = size + 4;
+	return frame;
+}
+
 /* The error code of the next response, which must be an Error. */
 static int expect_error(int fd, uint64_t request_id)
 {
@@ -210,8 +233,10 @@ Test(hostile, four_gib_length)
 		cr_expect(closed_within(fd, 5000));
 		close(fd);
 	}
-	/* Exactly the limit is accepted (and then fails as a Request). */
+	/* Exactly the limit is accepted (and then fails as a Request), once
+	 * Hello raised the limit from HELLO_FRAME_BYTES_MAX. */
 	int fd = harness_socket(&h);
+	send_hello(fd, h.admin_key);
 	uint32_t len = 64u << 10;
 	uint8_t *frame = calloc(1, len + 4);
 	frame_header_put(frame, len);
@@ -220,6 +245,61 @@ Test(hostile, four_gib_length)
 	cr_expect_eq(expect_error(fd, 0), TALLY__V1__ERROR__CODE__BAD_REQUEST);
 	free(frame);
 	close(fd);
+	served(&h);
+	harness_finish(&h);
+}
+
+/* Description: before its Hello succeeds a connection may send frames of
+ * at most HELLO_FRAME_BYTES_MAX (16 KiB) bytes, so a client without a key
+ * cannot make the loop decode a frame of frame_bytes_max: a header
+ * announcing one byte more gets Error TOO_LARGE (request id 0) saying so
+ * and a close, before any body is sent; a Ping of exactly the limit gets
+ * its Pong. After the Hello the limit is frame_bytes_max: a Ping of 64 KiB
+ * gets its Pong. */
+Test(hostile, frames_before_hello_are_small)
+{
+	harness h;
+	harness_init(&h, "host-prehello");
+	harness_start(&h);
+	int fd = harness_socket(&h);
+	uint8_t header[4];
+	frame_header_put(header, HELLO_FRAME_BYTES_MAX + 1);
+	send_all(fd, header, 4);
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r, "no answer");
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_ERROR);
+	cr_expect_eq(r->request_id, 0);
+	cr_expect_eq(r->error->code, TALLY__V1__ERROR__CODE__TOO_LARGE);
+	cr_expect_str_eq(r->error->message,
+			 "frame of 16385 bytes is over the limit of 16384 before Hello; closing");
+	tally__v1__response__free_unpacked(r, NULL);
+	cr_expect(closed_within(fd, 5000));
+	close(fd);
+
+	size_t sizes[2] = {0, 64u << 10};
+	for (int authed = 0; authed < 2; authed++) {
+		fd = harness_socket(&h);
+		if (authed)
+			send_hello(fd, h.admin_key);
+		/* A Ping frame of exactly HELLO_FRAME_BYTES_MAX body bytes: its
+		 * payload is what the framing leaves. */
+		size_t size = 0, payload = authed ? sizes[1] : HELLO_FRAME_BYTES_MAX - 16;
+		uint8_t *frame = ping_frame(5, payload, &size);
+		if (!authed) {
+			payload += HELLO_FRAME_BYTES_MAX + 4 - size;
+			free(frame);
+			frame = ping_frame(5, payload, &size);
+			cr_assert_eq(size, HELLO_FRAME_BYTES_MAX + 4);
+		}
+		send_all(fd, frame, size);
+		free(frame);
+		r = read_response(fd, 5000);
+		cr_assert_not_null(r, "no Pong (authed %d)", authed);
+		cr_expect_eq(r->body_case, TALLY__V1__RESPONSE__BODY_PONG, "authed %d", authed);
+		cr_expect_eq(r->request_id, 5);
+		tally__v1__response__free_unpacked(r, NULL);
+		close(fd);
+	}
 	served(&h);
 	harness_finish(&h);
 }
@@ -837,31 +917,7 @@ static size_t tcp_buffer_max(const char *name)
 	return (size_t)max;
 }
 
-/* A Ping request frame, framed, with a payload of payload_size bytes. */
-static uint8_t *ping_frame(uint64_t id, size_t payload_size, size_t *size_out)
-{
-	uint8_t *payload = malloc(payload_size);
-	cr_assert_not_null(payload);
-	memset(payload, 0x5a, payload_size);
-	Tally__V1__Ping ping = TALLY__V1__PING__INIT;
-	ping.payload.data = payload;
-	ping.payload.len = payload_size;
-	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	req.request_id = id;
-	req.body_case = TALLY__V1__REQUEST__BODY_PING;
-	req.ping = &ping;
-	size_t size = tally__v1__request__get_packed_size(&req);
-	uint8_t *frame = malloc(size + 4);
-	cr_assert_not_null(frame);
-	frame_header_put(frame, (uint32_t)size);
-	tally__v1__request__pack(&req, frame + 4);
-	free(payload);
-	*size_out = size + 4;
-	return frame;
-}
-
-/* Description: a client that has not said Hello sends Pings of almost the
- * frame limit (16 MiB), more than the server and both kernel buffers could
+/* Description: a client sends Pings of almost the frame limit (16 MiB), more than the server and both kernel buffers could
  * take (their largest sizes read from tcp_rmem and tcp_wmem: a host
  * allowing 32 MiB receive buffers absorbs four), on a 4 KiB receive window,
  * and never reads. The
@@ -892,6 +948,7 @@ Test(hostile, unread_pongs_stay_within_the_bound_and_are_closed)
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int fd = small_window_socket(&h, 4096);
+	send_hello(fd, h.admin_key); /* before it, frames are at most 16 KiB */
 	for (size_t i = 0; i < pings; i++) {
 		size_t n = send_for(fd, frame, size, 2000);
 		sent += n;
@@ -1061,6 +1118,7 @@ Test(hostile, half_closed_slow_reader_is_not_cut_off)
 	h.config.frame_timeout_ms = 1000;
 	harness_start(&h);
 	int fd = small_window_socket(&h, 64 << 10);
+	send_hello(fd, h.admin_key); /* before it, frames are at most 16 KiB */
 	enum { PINGS = 8 };
 	size_t payload = 1u << 20;
 	for (uint64_t i = 1; i <= PINGS; i++) {
