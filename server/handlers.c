@@ -503,8 +503,10 @@ static void ingest_refused(server *s, conn *c, const pending_ingest *p, int stat
 		log_warn("ingest for tenant %s refused: %s (the store's last message: %s)",
 			 p->tenant, tally_strerror(status), why);
 	}
-	if (!live)
+	if (!live) {
+		server_request_dropped(s, p->slot, p->gen, p->frame_bytes);
 		return;
+	}
 	int code = code_of_engine_error(status);
 	tally_stats stats;
 	if (!ingest_failure_store_wide(status))
@@ -555,6 +557,8 @@ void handlers_submit_done(server *s)
 			if (live)
 				conn_respond_error(s, c, p.request_id, p.frame_bytes, ERR_UNAVAILABLE,
 						   RETRY_AFTER_MS, "out of memory waiting for durability; retry");
+			else
+				server_request_dropped(s, p.slot, p.gen, p.frame_bytes);
 			pending_free(&p);
 		}
 	}
@@ -624,6 +628,8 @@ void handlers_ack_durable(server *s)
 			conn_respond_error(s, c, p->request_id, p->frame_bytes, ERR_INTERNAL, 0,
 					   "not acknowledged: the write-ahead log failed (%s); the server refuses writes until restarted",
 					   tally_strerror(error));
+		else
+			server_request_dropped(s, p->slot, p->gen, p->frame_bytes);
 		if (live && c->closing && !c->inflight && !c->out_len && !c->sending)
 			conn_close_after_send(s, c);
 		pending_free(p);

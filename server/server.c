@@ -35,7 +35,8 @@
  *     (a peer that stopped reading holds nothing for longer);
  *   - no connection is read while the server holds more than
  *     pending_bytes_max of unanswered requests (backpressure), until that
- *     falls to half; that time counts against no connection's idle, frame
+ *     falls to half (a request whose connection closed while it waited
+ *     counts until it is done: server_request_dropped); that time counts against no connection's idle, frame
  *     or Hello deadline (backpressure_update);
  *   - a connection that has not completed Hello within hello_timeout_ms of
  *     its accept is sent UNAUTHENTICATED and closed, whatever it sends
@@ -161,7 +162,8 @@ static void conn_release(server *s, conn *c)
 {
 	metrics_add(s->metrics, M_CONNECTIONS_CLOSED, 1);
 	close(c->fd);
-	s->pending_bytes -= c->pending_bytes;
+	/* c->pending_bytes are requests still queued: each leaves
+	 * s->pending_bytes when it ends (server_request_dropped). */
 	frame_reader_free(&c->reader);
 	free(c->stash);
 	free(c->out);
@@ -799,11 +801,25 @@ static conn *conn_live(server *s, uint32_t slot, uint32_t gen)
 	return c->fd >= 0 && c->gen == gen && !c->close_submitted ? c : NULL;
 }
 
+void server_request_dropped(server *s, uint32_t slot, uint32_t gen, uint64_t frame_bytes)
+{
+	if (!frame_bytes)
+		return;
+	conn *c = &s->conns[slot];
+	if (c->fd >= 0 && c->gen == gen) { /* closing, not yet released */
+		c->inflight--;
+		c->pending_bytes -= frame_bytes;
+	}
+	s->pending_bytes -= frame_bytes;
+}
+
 static void on_worker_done(server *s)
 {
 	for (worker_job *j = worker_pool_take_done(s->workers), *next; j; j = next) {
 		next = j->next;
 		conn *c = conn_live(s, j->slot, j->gen);
+		if (!c)
+			server_request_dropped(s, j->slot, j->gen, j->frame_bytes);
 		if (c) {
 			assert(c->jobs > 0);
 			c->jobs--; /* before the answer is queued: it replaces what was owed */

@@ -255,6 +255,13 @@ int conn_respond_error(server *s, conn *c, uint64_t request_id, uint64_t frame_b
 int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_t frame_bytes);
 /* Stops reading c and closes it once its output is sent. */
 void conn_close_after_send(server *s, conn *c);
+/* A request of the connection of slot and gen (frame_bytes, as counted
+ * when it was read) ends without an answer: the connection closed or is
+ * closing. Its bytes leave the server-wide count only now: conn_release
+ * leaves there the bytes of requests still queued (a batch for the
+ * submitter, a job for the workers), so a client that resets its
+ * connections cannot queue decoded requests past pending_bytes_max. */
+void server_request_dropped(server *s, uint32_t slot, uint32_t gen, uint64_t frame_bytes);
 /* Asks the committer to wait for lsn to be durable (then acks are sent). */
 void server_commit_request(server *s, uint64_t lsn);
 

@@ -108,16 +108,23 @@ static void wire_append(uint8_t **wire, size_t *wire_size, const Tally__V1__Requ
 	*wire_size += 4 + size;
 }
 
-static void send_hello(int fd, const char *key)
+/* Sends Hello as request id on fd without waiting for its answer. */
+static void hello_send(int fd, const char *key, uint64_t id)
 {
 	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
 	hello.api_key = (char *)key;
 	hello.protocol_version = 1;
 	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	req.request_id = 1;
+	req.request_id = id;
 	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
 	req.hello = &hello;
 	send_request(fd, &req);
+}
+
+/* Sends Hello (request id 1) and takes its HelloOk. */
+static void send_hello(int fd, const char *key)
+{
+	hello_send(fd, key, 1);
 	Tally__V1__Response *r = read_response(fd, 5000);
 	cr_assert_not_null(r);
 	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_HELLO, "Hello refused");
@@ -1259,6 +1266,18 @@ static void hold_set(bool on)
 	pthread_mutex_unlock(&hold_lock);
 }
 
+/* Waits until the server has read the batch sent when pending_bytes was
+ * `before` (it counts it) or has paused reading. */
+static void batch_read_wait(const harness *h, uint64_t before, int batch)
+{
+	for (int waited = 0; atomic_load(&h->server->pending_bytes) == before &&
+			     metrics_counter(h->server->metrics, M_BACKPRESSURE_PAUSES) == 0;
+	     waited += 5) {
+		cr_assert_lt(waited, 5000, "batch %d never read", batch);
+		usleep(5 * 1000);
+	}
+}
+
 /*
  * Description: time the server spends not reading does not count against
  * a connection's deadlines. A client has sent half a Ping frame (the frame
@@ -1311,22 +1330,10 @@ Test(hostile, backpressure_does_not_count_against_a_clients_deadlines)
 		uint64_t before = atomic_load(&h.server->pending_bytes);
 		cr_assert_eq(tally_client_ingest_send(producer, &m, NULL), 0);
 		batches++;
-		for (int waited = 0; atomic_load(&h.server->pending_bytes) == before &&
-				     metrics_counter(h.server->metrics, M_BACKPRESSURE_PAUSES) == 0;
-		     waited += 5) {
-			cr_assert_lt(waited, 5000, "batch %d never read", batches);
-			usleep(5 * 1000);
-		}
+		batch_read_wait(&h, before, batches);
 	}
 	int late = harness_socket(&h);
-	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
-	hello.api_key = h.admin_key;
-	hello.protocol_version = 1;
-	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	req.request_id = 3;
-	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
-	req.hello = &hello;
-	send_request(late, &req);
+	hello_send(late, h.admin_key, 3);
 	send_ping(quiet, 5);
 	usleep(2000 * 1000); /* past every timeout, all of it paused */
 
@@ -1356,5 +1363,82 @@ Test(hostile, backpressure_does_not_count_against_a_clients_deadlines)
 	close(quiet);
 	tally_client_close(producer);
 	builder_free(&b);
+	harness_finish(&h);
+}
+
+/* Closes fd with a reset (SO_LINGER 0): the server's receive fails and it
+ * aborts the connection at once. */
+static void reset_close(int fd)
+{
+	struct linger l = {1, 0};
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l)), 0);
+	close(fd);
+}
+
+/*
+ * Description: a batch whose connection was reset while the batch waited
+ * for the (held) submitter still counts against pending_bytes_max until
+ * the batch is done, so clients that reset their connections cannot
+ * queue decoded batches past the bound. Fresh connections each send one
+ * batch of about 60 KiB (pending_bytes_max 256 KiB) and reset once the
+ * server has read it: after a few, the server pauses reading (server-wide
+ * backpressure), so a new connection's Hello gets no answer while the
+ * store is held, and its HelloOk once it is released; then the pending
+ * bytes return to 0. Before, a reset took its batch's bytes out of the
+ * count at once: the server never paused and the queue had no bound.
+ */
+Test(hostile, a_reset_connections_queued_batch_still_counts)
+{
+	harness h;
+	harness_init(&h, "host-reset-count");
+	h.config.frame_bytes_max = 64 << 10;
+	h.config.pending_bytes_max = 256 << 10;
+	h.submit_hook = held_submit;
+	harness_start(&h);
+	hold_set(true);
+	enum { BATCHES_MAX = 40, PER = 600 };
+	builder b;
+	builder_init(&b);
+	builder_set_tenant(&b, "bp");
+	builder_set_create_tenant(&b, true);
+	int64_t base = batches_base_time();
+	int batches = 0;
+	while (metrics_counter(h.server->metrics, M_BACKPRESSURE_PAUSES) == 0) {
+		cr_assert_lt(batches, BATCHES_MAX, "no pause after %d reset connections", batches);
+		int fd = harness_socket(&h);
+		send_hello(fd, h.admin_key);
+		Tally__V1__IngestBatch m;
+		wide_batch(&b, &m, 0, batches, PER, base);
+		Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+		req.request_id = 2;
+		req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+		req.ingest = &m;
+		uint64_t before = atomic_load(&h.server->pending_bytes);
+		send_request(fd, &req);
+		batch_read_wait(&h, before, batches);
+		reset_close(fd);
+		batches++;
+		usleep(20 * 1000); /* the reset reaches the server */
+	}
+	builder_free(&b);
+	cr_expect_geq(batches, 4, "paused after %d batches of about 60 KiB", batches);
+	int late = harness_socket(&h);
+	hello_send(late, h.admin_key, 3);
+	Tally__V1__Response *r = read_response(late, 500);
+	cr_expect_null(r, "a Hello answered while the reset connections' batches are pending");
+	if (r)
+		tally__v1__response__free_unpacked(r, NULL);
+	hold_set(false);
+	r = read_response(late, 10000);
+	cr_assert_not_null(r, "the Hello sent during the pause got no answer");
+	cr_expect_eq(r->body_case, TALLY__V1__RESPONSE__BODY_HELLO);
+	tally__v1__response__free_unpacked(r, NULL);
+	for (int waited = 0; atomic_load(&h.server->pending_bytes) != 0; waited += 10) {
+		cr_assert_lt(waited, 10000, "%" PRIu64 " bytes still pending",
+			     (uint64_t)atomic_load(&h.server->pending_bytes));
+		usleep(10 * 1000);
+	}
+	close(late);
+	served(&h);
 	harness_finish(&h);
 }
