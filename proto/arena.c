@@ -6,9 +6,11 @@
  * pb_arena_free finds the arena from the message pointer alone (the
  * message is one of the arena's allocations, wherever protobuf-c made it).
  * Allocations are aligned to ALIGN; free is a no-op until the end.
+ * A budget bounds what one decoding may allocate (arena.h).
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +28,9 @@ typedef struct arena {
 	ProtobufCAllocator allocator;
 	chunk *head;  /* the chunk allocations come from */
 	chunk *first; /* right after the arena, in the same block */
+	size_t budget; /* bytes (headers included) allocations may still take */
 	bool out_of_memory; /* an allocation failed: the decoding's NULL is ours */
+	bool over_budget;   /* the decoded message would pass its budget */
 } arena;
 
 /* The arena and its first chunk are one block: arena, then the chunk. */
@@ -53,11 +57,17 @@ static void *arena_alloc(void *data, size_t size)
 		a->out_of_memory = true; /* overflow: more than memory can hold */
 		return NULL;
 	}
+	if (need > a->budget) {
+		a->over_budget = true;
+		return NULL;
+	}
 	chunk *c = a->head;
 	if (c->size - c->used < need) {
 		size_t chunk_size = c->size * 2;
 		if (chunk_size < PB_ARENA_CHUNK_MIN)
 			chunk_size = PB_ARENA_CHUNK_MIN;
+		if (chunk_size > a->budget) /* no chunk bigger than what may be used */
+			chunk_size = a->budget;
 		if (chunk_size < need)
 			chunk_size = need;
 		chunk *grown = malloc(sizeof(chunk) + chunk_size);
@@ -72,6 +82,7 @@ static void *arena_alloc(void *data, size_t size)
 	}
 	header *h = (header *)(c->data + c->used);
 	c->used += need;
+	a->budget -= need;
 	h->owner = a;
 	return (unsigned char *)h + sizeof(header);
 }
@@ -106,11 +117,16 @@ ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t
 	size_t first = round_up(len * 2 + 512);
 	if (first < len)
 		return NULL;
+	size_t budget = len * PB_ARENA_BUDGET_FACTOR + PB_ARENA_BUDGET_BASE;
+	if (len > (SIZE_MAX - PB_ARENA_BUDGET_BASE) / PB_ARENA_BUDGET_FACTOR)
+		budget = SIZE_MAX;
 	arena *a = malloc(ARENA_BLOCK_HEAD + sizeof(chunk) + first);
 	if (!a)
 		return NULL;
 	a->allocator = (ProtobufCAllocator){arena_alloc, arena_release, a};
 	a->out_of_memory = false;
+	a->over_budget = false;
+	a->budget = budget;
 	a->first = (chunk *)((unsigned char *)a + ARENA_BLOCK_HEAD);
 	a->first->next = NULL;
 	a->first->size = first;
@@ -118,7 +134,7 @@ ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t
 	a->head = a->first;
 	ProtobufCMessage *m = protobuf_c_message_unpack(desc, &a->allocator, len, data);
 	if (!m) {
-		*rc = a->out_of_memory ? -ENOMEM : -EBADMSG;
+		*rc = a->out_of_memory ? -ENOMEM : a->over_budget ? -E2BIG : -EBADMSG;
 		arena_destroy(a);
 		return NULL;
 	}

@@ -26,10 +26,21 @@
 /* Every chunk but the first is at least this big. */
 #define PB_ARENA_CHUNK_MIN (4u << 10)
 
+/* What one decoding of len bytes may allocate, headers included: len *
+ * PB_ARENA_BUDGET_FACTOR + PB_ARENA_BUDGET_BASE. Real requests decode to
+ * 1-3 times their size (a batch of events whose every dimension is a new
+ * short string, about 7); a crafted one can ask for 50 times (millions of
+ * empty sub-messages or unknown fields, 32 bytes of protobuf-c's scan data
+ * each, kept here until the end), so without a budget a 16 MiB frame
+ * could take 900 MB. */
+#define PB_ARENA_BUDGET_FACTOR 16u
+#define PB_ARENA_BUDGET_BASE (1u << 20)
+
 /* The decoded message, or NULL with *rc (may be NULL) saying why:
  * -ENOMEM when memory ran out (protobuf-c does not tell that from bad
- * input; the arena, which makes every allocation, does), -EBADMSG when
- * data is not a valid `desc` message. *rc is 0 with a message. */
+ * input; the arena, which makes every allocation, does), -E2BIG when the
+ * message would take more than its budget (above), -EBADMSG when data is
+ * not a valid `desc` message. *rc is 0 with a message. */
 ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t len,
 				  const uint8_t *data, int *rc);
 /* Frees a message from pb_arena_unpack, and everything in it. NULL is fine. */

@@ -518,6 +518,10 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 				conn_respond_error(s, c, 0, frame_bytes, ERR_UNAVAILABLE, RETRY_AFTER_MS,
 						   "out of memory decoding a %u-byte request; closing: "
 						   "retry it on a new connection", len);
+			else if (unpack_rc == -E2BIG)
+				conn_respond_error(s, c, 0, frame_bytes, ERR_TOO_LARGE, 0,
+						   "a %u-byte request that decodes to more than %u times "
+						   "its size; closing", len, PB_ARENA_BUDGET_FACTOR);
 			else
 				conn_respond_error(s, c, 0, frame_bytes, ERR_BAD_REQUEST, 0,
 						   "a %u-byte frame that is not a Request message; closing",

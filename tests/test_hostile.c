@@ -311,6 +311,46 @@ Test(hostile, frames_before_hello_are_small)
 	harness_finish(&h);
 }
 
+/* Description: a request that would decode to more than 16 times its
+ * size (a Query of 400,000 empty filters: 800 KB on the wire, about 30 MB
+ * decoded) gets Error TOO_LARGE (request id 0: its id is inside what was
+ * not decoded) and a close; the server serves on. */
+Test(hostile, a_request_decoding_past_its_budget_is_refused)
+{
+	harness h;
+	harness_init(&h, "host-budget");
+	harness_start(&h);
+	int fd = harness_socket(&h);
+	send_hello(fd, h.admin_key);
+	enum { MANY = 400000 };
+	Tally__V1__Filter empty = TALLY__V1__FILTER__INIT;
+	Tally__V1__Filter **filters = malloc(MANY * sizeof(*filters));
+	cr_assert_not_null(filters);
+	for (size_t i = 0; i < MANY; i++)
+		filters[i] = &empty;
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.filters = filters;
+	q.n_filters = MANY;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 9;
+	req.body_case = TALLY__V1__REQUEST__BODY_QUERY;
+	req.query = &q;
+	send_request(fd, &req);
+	free(filters);
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r, "no answer");
+	cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_ERROR);
+	cr_expect_eq(r->request_id, 0);
+	cr_expect_eq(r->error->code, TALLY__V1__ERROR__CODE__TOO_LARGE);
+	cr_expect(strstr(r->error->message, "decodes to more than 16 times its size; closing") != NULL,
+		  "%s", r->error->message);
+	tally__v1__response__free_unpacked(r, NULL);
+	cr_expect(closed_within(fd, 5000));
+	close(fd);
+	served(&h);
+	harness_finish(&h);
+}
+
 /* Description: frames cut short (in the header, in the body) followed by a
  * close are forgotten without an answer; the server serves on. */
 Test(hostile, truncated_frames)

@@ -211,6 +211,70 @@ Test(proto, arena_decoding_round_trips)
 	pb_arena_free(NULL);
 }
 
+/* Description: a request that would decode to more than its budget
+ * (PB_ARENA_BUDGET_FACTOR times its size, plus PB_ARENA_BUDGET_BASE) is
+ * refused with -E2BIG instead: a Query of 400,000 empty filters (2 bytes
+ * each on the wire, a sub-message and 32 bytes of protobuf-c's scan data
+ * each once decoded) and a Ping followed by 400,000 unknown fields; the
+ * same Query with 1,000 filters decodes. (A batch of 60,000 events of tiny
+ * values, 8 times its size, decodes: arena_decoding_round_trips.) */
+Test(proto, arena_refuses_a_request_that_decodes_past_its_budget)
+{
+	enum { MANY = 400000 };
+	Tally__V1__Filter empty = TALLY__V1__FILTER__INIT;
+	Tally__V1__Filter **filters = malloc(MANY * sizeof(*filters));
+	cr_assert_not_null(filters);
+	for (size_t i = 0; i < MANY; i++)
+		filters[i] = &empty;
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.filters = filters;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 5;
+	req.body_case = TALLY__V1__REQUEST__BODY_QUERY;
+	req.query = &q;
+	size_t counts[2] = {1000, MANY};
+	for (int k = 0; k < 2; k++) {
+		q.n_filters = counts[k];
+		size_t size;
+		uint8_t *bytes = pack_request(&req, &size);
+		int rc = -1;
+		Tally__V1__Request *back = (Tally__V1__Request *)pb_arena_unpack(
+			&tally__v1__request__descriptor, size, bytes, &rc);
+		if (k == 0) {
+			cr_assert_not_null(back, "%zu filters (%zu bytes): %d", counts[k], size, rc);
+			cr_expect_eq(back->query->n_filters, counts[k]);
+		} else {
+			cr_expect_null(back, "%zu filters (%zu bytes) decoded", counts[k], size);
+			cr_expect_eq(rc, -E2BIG, "%zu filters: %d", counts[k], rc);
+		}
+		pb_arena_free(back);
+		free(bytes);
+	}
+	free(filters);
+
+	/* Request{request_id 6, ping {}}, then MANY times field 1000 (no
+	 * such field: unknown, and kept), a varint 0: 3 bytes each. */
+	size_t size = 4 + 3 * (size_t)MANY;
+	uint8_t *bytes = malloc(size);
+	cr_assert_not_null(bytes);
+	bytes[0] = 1 << 3 | 0; /* request_id, varint */
+	bytes[1] = 6;
+	bytes[2] = TALLY__V1__REQUEST__BODY_PING << 3 | 2; /* ping, length-delimited */
+	bytes[3] = 0;
+	for (size_t i = 0; i < MANY; i++) {
+		bytes[4 + 3 * i] = (uint8_t)(0x80 | ((1000u << 3) & 0x7f)); /* tag 8000 */
+		bytes[4 + 3 * i + 1] = (uint8_t)((1000u << 3) >> 7);
+		bytes[4 + 3 * i + 2] = 0;
+	}
+	int rc = -1;
+	Tally__V1__Request *back = (Tally__V1__Request *)pb_arena_unpack(
+		&tally__v1__request__descriptor, size, bytes, &rc);
+	cr_expect_null(back, "a Ping with %d unknown fields decoded", MANY);
+	cr_expect_eq(rc, -E2BIG);
+	pb_arena_free(back);
+	free(bytes);
+}
+
 static void put_frame(uint8_t *out, size_t *at, const char *body)
 {
 	uint32_t n = (uint32_t)strlen(body);
