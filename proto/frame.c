@@ -74,4 +74,9 @@ void frame_reader_next(frame_reader *r)
 	r->header_have = 0;
 	r->length = 0;
 	r->body_have = 0;
+	if (r->capacity > FRAME_READER_KEEP_BYTES) { /* one large frame is not kept for good */
+		free(r->body);
+		r->body = NULL;
+		r->capacity = 0;
+	}
 }

@@ -51,7 +51,13 @@ int frame_reader_feed(frame_reader *r, const uint8_t **data, size_t *size);
 /* The body of the ready frame (valid until frame_reader_next). */
 const uint8_t *frame_reader_frame(const frame_reader *r, uint32_t *size);
 
-/* Forgets the ready frame; the reader waits for the next header. */
+/* A body buffer of at most this capacity is kept for the next frames; a
+ * larger one is freed once its frame is done, so a connection that sent
+ * one large frame does not hold its size while it lives. */
+#define FRAME_READER_KEEP_BYTES (1u << 20)
+
+/* Forgets the ready frame (freeing a body buffer over
+ * FRAME_READER_KEEP_BYTES); the reader waits for the next header. */
 void frame_reader_next(frame_reader *r);
 
 /* Writes the 4-byte header of a body of `size` bytes. */

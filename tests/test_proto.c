@@ -275,6 +275,37 @@ Test(proto, arena_refuses_a_request_that_decodes_past_its_budget)
 	free(bytes);
 }
 
+/* Description: after a frame, the reader keeps a body buffer of at most
+ * FRAME_READER_KEEP_BYTES for the next ones and frees a larger one: a
+ * frame of 100 KiB leaves 100 KiB of capacity, one of 2 MiB none; the
+ * frames read are exact either way. */
+Test(proto, frame_reader_keeps_small_buffers_and_frees_large_ones)
+{
+	frame_reader r;
+	frame_reader_init(&r, 4u << 20);
+	uint32_t sizes[3] = {100u << 10, 2u << 20, 100u << 10};
+	uint32_t kept[3] = {100u << 10, 0, 100u << 10};
+	for (int k = 0; k < 3; k++) {
+		size_t n = FRAME_HEADER_SIZE + sizes[k];
+		uint8_t *wire = malloc(n);
+		cr_assert_not_null(wire);
+		frame_header_put(wire, sizes[k]);
+		memset(wire + FRAME_HEADER_SIZE, 'a' + k, sizes[k]);
+		const uint8_t *p = wire;
+		size_t left = n;
+		cr_assert_eq(frame_reader_feed(&r, &p, &left), FRAME_READY, "frame %d", k);
+		uint32_t size;
+		const uint8_t *body = frame_reader_frame(&r, &size);
+		cr_expect_eq(size, sizes[k]);
+		cr_expect(body[0] == 'a' + k && body[size - 1] == 'a' + k, "frame %d", k);
+		frame_reader_next(&r);
+		cr_expect_eq(r.capacity, kept[k], "frame %d of %u bytes: capacity %u", k, sizes[k],
+			     r.capacity);
+		free(wire);
+	}
+	frame_reader_free(&r);
+}
+
 static void put_frame(uint8_t *out, size_t *at, const char *body)
 {
 	uint32_t n = (uint32_t)strlen(body);
