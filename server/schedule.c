@@ -87,12 +87,6 @@ static int64_t next_run_us(int64_t now, uint32_t at)
 	return t > now ? t : t + TALLY_US_PER_DAY;
 }
 
-static int day_cmp(const void *a, const void *b)
-{
-	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-	return (x > y) - (x < y);
-}
-
 /* export_options.day_change: a day's change LSN from the store's own
  * change map (arg: the store). */
 static int store_day_change(void *arg, int32_t day, uint64_t *change, char *errmsg)
@@ -186,9 +180,7 @@ static int run_once(export_schedule *sc, char *errmsg)
 		uint64_t lsn;
 		if ((rc = store_day_change(sc->store, d, &lsn, xerr)))
 			break;
-		bool done = exported_count &&
-			    bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp);
-		if (lsn == 0 || done)
+		if (lsn == 0 || export_day_listed(exported, exported_count, d))
 			continue;
 		rc = run_day(x, d, false, &t, xerr);
 	}

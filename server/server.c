@@ -822,9 +822,9 @@ static void on_worker_done(server *s)
 	for (worker_job *j = worker_pool_take_done(s->workers), *next; j; j = next) {
 		next = j->next;
 		conn *c = conn_live(s, j->slot, j->gen);
-		if (!c)
+		if (!c) {
 			server_request_dropped(s, j->slot, j->gen, j->frame_bytes);
-		if (c) {
+		} else {
 			assert(c->jobs > 0);
 			c->jobs--; /* before the answer is queued: it replaces what was owed */
 			if (j->frame)

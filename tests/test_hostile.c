@@ -283,21 +283,18 @@ Test(hostile, frames_before_hello_are_small)
 	cr_expect(closed_within(fd, 5000));
 	close(fd);
 
-	size_t sizes[2] = {0, 64u << 10};
+	/* Before Hello, a Ping of exactly HELLO_FRAME_BYTES_MAX body bytes (the
+	 * payload is what its framing leaves: 8 bytes with id 5); after it, one
+	 * of 64 KiB. */
+	size_t payloads[2] = {HELLO_FRAME_BYTES_MAX - 8, 64u << 10};
 	for (int authed = 0; authed < 2; authed++) {
 		fd = harness_socket(&h);
 		if (authed)
 			send_hello(fd, h.admin_key);
-		/* A Ping frame of exactly HELLO_FRAME_BYTES_MAX body bytes: its
-		 * payload is what the framing leaves. */
-		size_t size = 0, payload = authed ? sizes[1] : HELLO_FRAME_BYTES_MAX - 16;
-		uint8_t *frame = ping_frame(5, payload, &size);
-		if (!authed) {
-			payload += HELLO_FRAME_BYTES_MAX + 4 - size;
-			free(frame);
-			frame = ping_frame(5, payload, &size);
-			cr_assert_eq(size, HELLO_FRAME_BYTES_MAX + 4);
-		}
+		size_t size = 0;
+		uint8_t *frame = ping_frame(5, payloads[authed], &size);
+		if (!authed)
+			cr_assert_eq(size, HELLO_FRAME_BYTES_MAX + 4, "a Ping frame of %zu bytes", size);
 		send_all(fd, frame, size);
 		free(frame);
 		r = read_response(fd, 5000);

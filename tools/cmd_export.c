@@ -158,12 +158,6 @@ static int changed_days_find(const cli_command *command, exporter *x, int32_t **
 	return 0;
 }
 
-static int day_cmp(const void *a, const void *b)
-{
-	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-	return (x > y) - (x < y);
-}
-
 /* --missing: the days of [first, last] with no export yet (no
  * billing.export_runs row), told on stdout. 0 with *days (free; NULL when
  * none) and *count, or CLI_EXIT_FAILURE after a message. */
@@ -186,7 +180,7 @@ static int missing_days_find(const cli_command *command, exporter *x, int32_t fi
 		return CLI_EXIT_FAILURE;
 	}
 	for (int32_t d = first; d <= last; d++)
-		if (!exported_count || !bsearch(&d, exported, exported_count, sizeof(*exported), day_cmp))
+		if (!export_day_listed(exported, exported_count, d))
 			(*days)[(*count)++] = d;
 	free(exported);
 	printf("never exported: %zu of the %zu days; the rest left alone\n", *count, range);

@@ -1338,6 +1338,17 @@ int export_changed_find(exporter *x, export_changed *out, char *errmsg)
 	return rc;
 }
 
+static int day_cmp(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+bool export_day_listed(const int32_t *days, size_t count, int32_t day)
+{
+	return count && bsearch(&day, days, count, sizeof(*days), day_cmp);
+}
+
 int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg)
 {
 	*days = NULL;

@@ -282,6 +282,9 @@ void export_changed_free(export_changed *changed);
  */
 int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg);
 
+/* True if day is among days[0, count), ascending (export_days_exported's). */
+bool export_day_listed(const int32_t *days, size_t count, int32_t day);
+
 /* ---- days ----------------------------------------------------------------------- */
 
 /* Parses "YYYY-MM-DD" (a real date, years 1970..9999) into days since
