@@ -133,9 +133,11 @@ uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t 
 static uint8_t *error_frame(uint64_t request_id, int code, const char *message, uint32_t limit,
 			    size_t *size)
 {
+	char text[TALLY_ERRMSG_SIZE];
+	snprintf(text, sizeof(text), "%s", message);
 	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
 	err.code = (Tally__V1__Error__Code)code;
-	err.message = (char *)message;
+	err.message = server_text_utf8(text);
 	err.retry_after_ms = retry_after_of(code);
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	resp.request_id = request_id;
@@ -644,8 +646,35 @@ typedef struct read_job {
 	uint32_t frame_limit;
 	metrics *metrics;
 	Tally__V1__Request *request;
+	bool admin; /* the request came with an admin key */
 	char tenant[TALLY_TENANT_SIZE_MAX + 1];
+	char key_id[KEY_ID_SIZE];
 } read_job;
+
+/*
+ * The Error for a query or listing that failed with rc. A failure of the
+ * request's own (a bad argument, a named limit) is told as the engine
+ * worded it. Any other (an I/O error, a corrupt segment, out of memory) is
+ * the server's: its message names files of the data directory, so a tenant
+ * key is told only its code and the log has the whole message; an admin
+ * key is told the message too.
+ */
+static void read_failed(worker_job *job, const read_job *r, const char *what, int rc, char *errmsg)
+{
+	int code = code_of_engine_error(rc);
+	if (!errmsg[0])
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s", tally_strerror(rc));
+	metrics_error(r->metrics, code);
+	if (code != ERR_BAD_REQUEST && code != ERR_TOO_LARGE) {
+		log_error("%s for tenant %s (key %s, request %llu) failed: %s", what, r->tenant,
+			  r->key_id, (unsigned long long)job->request_id, errmsg);
+		if (!r->admin)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "%s failed: %s (the server's log has the details, under request %llu)",
+				 what, tally_strerror(rc), (unsigned long long)job->request_id);
+	}
+	job->frame = error_frame(job->request_id, code, errmsg, r->frame_limit, &job->frame_size);
+}
 
 static void run_query(worker_job *job)
 {
@@ -659,11 +688,7 @@ static void run_query(worker_job *job)
 	if (!rc)
 		rc = tally_query_run(r->store, r->tenant, &q, &result, errmsg);
 	if (rc) {
-		int code = code_of_engine_error(rc);
-		if (!errmsg[0])
-			snprintf(errmsg, sizeof(errmsg), "%s", tally_strerror(rc));
-		metrics_error(r->metrics, code);
-		job->frame = error_frame(job->request_id, code, errmsg, r->frame_limit, &job->frame_size);
+		read_failed(job, r, "query", rc, errmsg);
 	} else {
 		Tally__V1__QueryResult qr;
 		if (convert_query_result(m, result, &qr) == 0) {
@@ -774,11 +799,7 @@ static void run_list_events(worker_job *job)
 	if (!rc && !l.ptrs)
 		rc = -ENOMEM;
 	if (rc) {
-		int code = code_of_engine_error(rc);
-		if (!errmsg[0])
-			snprintf(errmsg, sizeof(errmsg), "%s", tally_strerror(rc));
-		metrics_error(r->metrics, code);
-		job->frame = error_frame(job->request_id, code, errmsg, r->frame_limit, &job->frame_size);
+		read_failed(job, r, "list_events", rc, errmsg);
 	} else {
 		for (size_t i = 0; i < l.count; i++) {
 			Tally__V1__Event *e = &l.events[i];
@@ -825,6 +846,8 @@ static void on_read_request(server *s, conn *c, Tally__V1__Request *req, uint64_
 		return;
 	}
 	r->store = s->store;
+	r->admin = c->admin;
+	snprintf(r->key_id, sizeof(r->key_id), "%s", c->key_id);
 	r->frame_limit = s->config.frame_bytes_max;
 	r->metrics = s->metrics;
 	r->request = req;

@@ -347,7 +347,7 @@ int conn_respond_error(server *s, conn *c, uint64_t request_id, uint64_t frame_b
 	va_end(ap);
 	Tally__V1__Error err = TALLY__V1__ERROR__INIT;
 	err.code = (Tally__V1__Error__Code)code;
-	err.message = text;
+	err.message = server_text_utf8(text);
 	err.retry_after_ms = retry_after_ms;
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	resp.request_id = request_id;

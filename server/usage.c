@@ -226,7 +226,7 @@ static void run_daily_usage(worker_job *job)
 		metrics_error(u->metrics, code);
 		Tally__V1__Error err = TALLY__V1__ERROR__INIT;
 		err.code = (Tally__V1__Error__Code)code;
-		err.message = errmsg;
+		err.message = server_text_utf8(errmsg);
 		err.retry_after_ms = retry_after_of(code);
 		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 		resp.request_id = job->request_id;

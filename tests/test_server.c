@@ -1363,6 +1363,106 @@ static int segment_files(const harness *h)
 	return segment_files_each(h, false);
 }
 
+/* Description: a query and a listing over a segment file that no longer
+ * reads back fail INTERNAL. A tenant key is told the code and where the
+ * server's log has the details, never the message naming the data
+ * directory's files; an admin key is told the whole message. */
+Test(server, a_tenant_is_never_shown_the_data_directorys_files)
+{
+	harness h;
+	harness_init(&h, "srv-no-paths");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *c = harness_connect(&h, key), *admin = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	tally_ingest_ack ack = ingest_range(c, "ev", 0, 10, base);
+	cr_assert_eq(ack.accepted, 10);
+	tally_ingest_ack_free(&ack);
+	cr_assert_eq(tally_flush(h.server->store), 0);
+	cr_assert_gt(segment_files_each(&h, true), 0);
+
+	for (int who = 0; who < 2; who++) {
+		tally_client *k = who ? admin : c;
+		Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+		q.tenant = who ? "acme" : "";
+		q.from_us = base;
+		q.to_us = base + HOUR_US;
+		Tally__V1__QueryResult *r;
+		cr_assert_eq(tally_client_query(k, &q, &r), TALLY_CLIENT_REFUSED);
+		const tally_client_error *e = tally_client_last_error(k);
+		cr_expect_eq(e->code, TALLY__V1__ERROR__CODE__INTERNAL, "%s", e->message);
+		char told[160];
+		snprintf(told, sizeof(told),
+			 "query failed: data corruption detected (the server's log has the details, "
+			 "under request %llu)", (unsigned long long)e->request_id);
+		if (who)
+			cr_expect_not_null(strstr(e->message, "/segments/"), "the admin is told: %s",
+					   e->message);
+		else
+			cr_expect_str_eq(e->message, told);
+
+		Tally__V1__ListEvents le = TALLY__V1__LIST_EVENTS__INIT;
+		le.tenant = q.tenant;
+		le.from_us = base;
+		le.to_us = base + HOUR_US;
+		le.limit = 100;
+		Tally__V1__EventPage *page;
+		cr_assert_eq(tally_client_list_events(k, &le, &page), TALLY_CLIENT_REFUSED);
+		e = tally_client_last_error(k);
+		cr_expect_eq(e->code, TALLY__V1__ERROR__CODE__INTERNAL, "%s", e->message);
+		snprintf(told, sizeof(told),
+			 who ? "listing failed: data corruption detected"
+			     : "list_events failed: data corruption detected (the server's log has the "
+			       "details, under request %llu)",
+			 (unsigned long long)e->request_id);
+		cr_expect_str_eq(e->message, told);
+	}
+	tally_client_close(c);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
+/* Description: an Error's message is valid UTF-8 even when it echoes a
+ * client's invalid bytes, or cuts a character where it truncates what it
+ * echoes: each byte that starts no valid sequence is shown as '?'. */
+Test(server, error_messages_are_valid_utf8)
+{
+	harness h;
+	harness_init(&h, "srv-utf8");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *c = harness_connect(&h, key);
+	char cut[82];
+	memset(cut, 'a', 79);
+	memcpy(cut + 79, "\xc3\xa9", 3); /* 'e' with acute: the 80-byte echo cuts it */
+	const char *named[] = {"ab\xff" "cd\xe2\x82", cut};
+	const char *shown[] = {"ab?cd??", NULL};
+	for (int i = 0; i < 2; i++) {
+		Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+		q.tenant = (char *)named[i];
+		q.from_us = base_time();
+		q.to_us = q.from_us + HOUR_US;
+		Tally__V1__QueryResult *r;
+		cr_assert_eq(tally_client_query(c, &q, &r), TALLY_CLIENT_REFUSED);
+		const tally_client_error *e = tally_client_last_error(c);
+		cr_expect_eq(e->code, TALLY__V1__ERROR__CODE__PERMISSION_DENIED, "%s", e->message);
+		cr_expect_eq(tally_utf8_invalid_at((const uint8_t *)e->message, strlen(e->message)),
+			     SIZE_MAX, "%s", e->message);
+		char told[160];
+		if (shown[i])
+			snprintf(told, sizeof(told), "this key belongs to tenant acme: it cannot act for %s",
+				 shown[i]);
+		else
+			snprintf(told, sizeof(told), "this key belongs to tenant acme: it cannot act for %.79s?",
+				 cut);
+		cr_expect_str_eq(e->message, told);
+	}
+	tally_client_close(c);
+	harness_finish(&h);
+}
+
 /* Waits (at most HOLD_TIMEOUT_S) until the server has read n ingest requests. */
 static void ingest_requests_read(const harness *h, uint64_t n)
 {
