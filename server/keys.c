@@ -17,6 +17,7 @@
 
 #define KEYS_FILE "keys.json"
 #define KEYS_FILE_BYTES_MAX (256u << 20)
+#define KEY_DRAWS_MAX 4 /* keys drawn for one issue before the random source is blamed */
 
 struct keystore {
 	const tally_io *io;
@@ -217,6 +218,16 @@ int keys_issue_ephemeral(keystore *ks, char *key_text, char *key_id, char *errms
 	return issue(ks, NULL, true, key_text, key_id, errmsg);
 }
 
+/* Whether a key (revoked or not) has the id: ids name keys in listings
+ * and revocations, so no two keys ever share one. */
+static bool id_taken(const keystore *ks, const char *id)
+{
+	for (size_t i = 0; i < ks->count; i++)
+		if (strcmp(ks->entries[i].id, id) == 0)
+			return true;
+	return false;
+}
+
 static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_text, char *key_id,
 		 char *errmsg)
 {
@@ -228,15 +239,24 @@ static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_tex
 	int rc = grow(ks);
 	if (rc)
 		return server_fail(errmsg, rc, "out of memory for a new key");
-	uint8_t secret[32];
-	ks->io->random(ks->io, secret, sizeof(secret));
-	memcpy(key_text, "tk_", 3);
-	hex_put(key_text + 3, secret, sizeof(secret));
-	OPENSSL_cleanse(secret, sizeof(secret));
 	key_entry *e = &ks->entries[ks->count];
-	memset(e, 0, sizeof(*e));
-	digest_of(key_text, e->digest);
-	hex_put(e->id, e->digest, 8);
+	for (int draw = 0;; draw++) {
+		if (draw == KEY_DRAWS_MAX) {
+			OPENSSL_cleanse(key_text, KEY_TEXT_SIZE);
+			return server_fail(errmsg, -EIO, "the random source gave %d keys whose ids "
+					   "are taken: it is not random", KEY_DRAWS_MAX);
+		}
+		uint8_t secret[32];
+		ks->io->random(ks->io, secret, sizeof(secret));
+		memcpy(key_text, "tk_", 3);
+		hex_put(key_text + 3, secret, sizeof(secret));
+		OPENSSL_cleanse(secret, sizeof(secret));
+		memset(e, 0, sizeof(*e));
+		digest_of(key_text, e->digest);
+		hex_put(e->id, e->digest, 8);
+		if (!id_taken(ks, e->id))
+			break;
+	}
 	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant ? tenant : "");
 	e->created_us = ks->io->now_us(ks->io);
 	e->ephemeral = ephemeral;

@@ -4,7 +4,8 @@
  * A key is "tk_" followed by 64 hex digits of 32 random bytes (256 bits),
  * shown once when issued. The store keeps only its SHA-256 digest (OpenSSL
  * libcrypto), an id (the first 8 bytes of the digest, in hex: public, for
- * listing and revoking), the tenant it is bound to (empty for an admin key)
+ * listing and revoking; a key whose id is taken is drawn again, so no two
+ * keys share one), the tenant it is bound to (empty for an admin key)
  * and whether it is revoked. A lookup hashes the presented key, finds the
  * entry by its digest's first 8 bytes and confirms the whole digest in
  * constant time (CRYPTO_memcmp). The key list is DIR/keys.json (jansson), replaced

@@ -173,3 +173,48 @@ Test(keys, ephemeral_keys_are_never_written)
 	keys_close(ks);
 	test_dir_remove(&dir);
 }
+
+/* Description: a key whose id is taken is drawn again. The random source
+ * is made to repeat the stream that drew the first key (the same key, the
+ * same id); the second key gets a new id and both work. A source that only
+ * ever repeats is refused with -EIO and issues nothing. */
+Test(keys, a_taken_id_is_drawn_again)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-taken-id");
+	char err[TALLY_ERRMSG_SIZE] = "";
+	fault_io *fio = fault_io_create();
+	keystore *ks;
+	cr_assert_eq(keys_open(fault_io_table(fio), dir.path, &ks, err), 0, "%s", err);
+	char one[KEY_TEXT_SIZE], two[KEY_TEXT_SIZE], one_id[KEY_ID_SIZE], two_id[KEY_ID_SIZE];
+	fault_io_random_seed(fio, 42);
+	cr_assert_eq(keys_issue(ks, "acme", one, one_id, err), 0, "%s", err);
+	fault_io_random_seed(fio, 42);
+	cr_assert_eq(keys_issue(ks, "beta", two, two_id, err), 0, "%s", err);
+	cr_expect_str_neq(one_id, two_id);
+	cr_expect_str_neq(one, two);
+	const key_entry *e = keys_lookup(ks, one);
+	cr_assert_not_null(e);
+	cr_expect_str_eq(e->tenant, "acme");
+	e = keys_lookup(ks, two);
+	cr_assert_not_null(e);
+	cr_expect_str_eq(e->tenant, "beta");
+	size_t n;
+	keys_list(ks, &n);
+	cr_expect_eq(n, 2);
+
+	char three[KEY_TEXT_SIZE], three_id[KEY_ID_SIZE];
+	fault_io_random_repeat(fio, 42);
+	cr_expect_eq(keys_issue(ks, "gamma", three, three_id, err), -EIO);
+	cr_expect_str_eq(err, "the random source gave 4 keys whose ids are taken: it is not random");
+	keys_list(ks, &n);
+	cr_expect_eq(n, 2, "nothing issued");
+	keys_close(ks);
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	keys_list(ks, &n);
+	cr_expect_eq(n, 2, "nothing written");
+	cr_expect_not_null(keys_lookup(ks, two));
+	keys_close(ks);
+	fault_io_destroy(fio);
+	test_dir_remove_tree(dir.path);
+}

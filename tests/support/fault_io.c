@@ -81,6 +81,8 @@ struct fault_io {
 	int64_t clock_tick_us; /* a frozen clock moves on this much after each read */
 
 	bool random_seeded;
+	bool random_repeat; /* each random() call restarts at random_seed */
+	uint64_t random_seed;
 	uint64_t random_state;
 
 	fault_io_counts counts;
@@ -441,6 +443,8 @@ static void fault_random(const tally_io *io, void *buf, size_t size)
 		return;
 	}
 	unsigned char *out = buf;
+	if (f->random_repeat)
+		f->random_state = f->random_seed;
 	while (size > 0) {
 		uint64_t value = splitmix64_next(&f->random_state);
 		size_t step = size < 8 ? size : 8;
@@ -667,7 +671,18 @@ void fault_io_random_seed(fault_io *f, uint64_t seed)
 {
 	fault_io_lock(f);
 	f->random_seeded = true;
+	f->random_repeat = false;
+	f->random_seed = seed;
 	f->random_state = seed;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. */
+void fault_io_random_repeat(fault_io *f, uint64_t seed)
+{
+	fault_io_random_seed(f, seed);
+	fault_io_lock(f);
+	f->random_repeat = true;
 	fault_io_unlock(f);
 }
 

@@ -156,6 +156,9 @@ void fault_io_clock_tick_us(fault_io *f, int64_t tick_us);
  * `seed` (8 bytes per step, little-endian): the same seed and the same call
  * sequence give the same bytes. */
 void fault_io_random_seed(fault_io *f, uint64_t seed);
+/* The same, but every random() call starts the stream again at `seed`, so
+ * every call gives the same bytes: a source that is not random. */
+void fault_io_random_repeat(fault_io *f, uint64_t seed);
 
 /* Copies the counters into *counts; fault_io_counts_reset zeroes them. */
 void fault_io_counts_get(fault_io *f, fault_io_counts *counts);
