@@ -174,7 +174,8 @@ static int run_once(export_schedule *sc, char *errmsg)
 	if (to != from)
 		log_info("export: billing schema migrated from version %d to %d", from, to);
 	/* 1. Days with events and no export yet. */
-	if ((rc = export_days_exported(x, today - EXPORT_CHANGED_DAYS_BACK, &exported, &exported_count, xerr)))
+	if ((rc = export_days_exported(x, today - EXPORT_CHANGED_DAYS_BACK, today - 1, &exported,
+					 &exported_count, xerr)))
 		goto out;
 	for (int32_t d = today - EXPORT_CHANGED_DAYS_BACK; d < today && !rc; d++) {
 		uint64_t lsn;

@@ -1055,6 +1055,59 @@ Test(export, missing_exports_the_day_a_failed_night_left_out)
 	world_finish();
 }
 
+/* Description: --missing over an old range reads only that range's
+ * export_runs: with more than EXPORT_DAYS_MAX days exported after it, a
+ * catch-up of three days from ten years before still runs (all three are
+ * exported, having no rows). Before, it read every day from --from on and
+ * failed past 3,700 of them. */
+Test(export, missing_reads_only_its_range)
+{
+	world_start("export-missing-range", true);
+	char d[EXPORT_DAY_SIZE], from[EXPORT_DAY_SIZE], to[EXPORT_DAY_SIZE];
+	five_events_exported(today() - 1, d); /* migrates the schema */
+	PGconn *su = superuser();
+	char sql[320];
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO billing.export_runs (day, started, finished, rows, checksum,"
+		 " store_watermark) SELECT date '1970-01-01' + d, now(), now(), 0,"
+		 " '0000000000000000', 0 FROM generate_series(%d, %d) AS d",
+		 today() - 3702, today() - 2);
+	pg_harness_exec(&pg, su, sql);
+	day_text(from, today() - 3710);
+	day_text(to, today() - 3708);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", from, "--to", to,
+		   "--missing", NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	expect_line(r.out, 0, "never exported: 3 of the 3 days; the rest left alone");
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"),
+		     3701 + 1 + 3);
+	PQfinish(su);
+	world_finish();
+}
+
+/* Description: the billing database's DateStyle and TimeZone are the
+ * DBA's: with SQL dates (which print a zone's abbreviation) in Shanghai
+ * (CST, which PostgreSQL reads back as US Central), a day still exports,
+ * and its export_runs row's started is PostgreSQL's clock, before its
+ * finished. Before, started was read back 14 hours late and the row's
+ * CHECK (finished >= started) refused every day. */
+Test(export, any_datestyle_and_time_zone)
+{
+	world_start("export-datestyle", true);
+	PGconn *su = superuser();
+	pg_harness_exec(&pg, su, "ALTER DATABASE " DB " SET datestyle = 'SQL, DMY';"
+			" ALTER DATABASE " DB " SET timezone = 'Asia/Shanghai'");
+	char d[EXPORT_DAY_SIZE];
+	five_events_exported(today() - 1, d);
+	cr_expect_eq(pg_harness_query_int64(&pg, su,
+					    "SELECT count(*) FROM billing.export_runs WHERE started <= finished"
+					    " AND started > now() - interval '10 minutes' AND started <= now()"),
+		     1);
+	PQfinish(su);
+	world_finish();
+}
+
 /* Description: --changed against a store whose change map got a floor
  * after a day was exported, above that day's watermark (so ChangedDays of
  * it is refused): the command does not fail. It asks ChangedDays of the

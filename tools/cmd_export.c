@@ -169,7 +169,7 @@ static int missing_days_find(const cli_command *command, exporter *x, int32_t fi
 	int32_t *exported = NULL;
 	size_t exported_count = 0;
 	char errmsg[EXPORT_ERRMSG_SIZE];
-	if (export_days_exported(x, first, &exported, &exported_count, errmsg)) {
+	if (export_days_exported(x, first, last, &exported, &exported_count, errmsg)) {
 		fprintf(stderr, "tally %s: --missing: %s\n", command->name, errmsg);
 		return CLI_EXIT_FAILURE;
 	}

@@ -1016,7 +1016,13 @@ int export_day(exporter *x, int32_t day, export_day_result *result, char *errmsg
 	char what[160];
 	snprintf(what, sizeof(what), "day %s: reading PostgreSQL's clock", day_text);
 	PGresult *res = NULL;
-	int rc = exec_expect(x, "SELECT pg_catalog.clock_timestamp()", PGRES_TUPLES_OK, &res, what, errmsg);
+	/* As text that reads back the same whatever the session's DateStyle
+	 * and TimeZone: an abbreviation such as IST or CST would be read back
+	 * as another zone's. */
+	int rc = exec_expect(x,
+			     "SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC',"
+			     " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+			     PGRES_TUPLES_OK, &res, what, errmsg);
 	if (rc)
 		return rc;
 	char started[TIMESTAMP_TEXT_SIZE];
@@ -1349,18 +1355,20 @@ bool export_day_listed(const int32_t *days, size_t count, int32_t day)
 	return count && bsearch(&day, days, count, sizeof(*days), day_cmp);
 }
 
-int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg)
+int export_days_exported(exporter *x, int32_t since, int32_t until, int32_t **days, size_t *count,
+			 char *errmsg)
 {
 	*days = NULL;
 	*count = 0;
-	char since_text[EXPORT_DAY_SIZE];
+	char since_text[EXPORT_DAY_SIZE], until_text[EXPORT_DAY_SIZE];
 	export_day_format(since_text, since);
-	const char *params[1] = {since_text};
+	export_day_format(until_text, until);
+	const char *params[2] = {since_text, until_text};
 	PGresult *res = NULL;
 	int rc = exec_params(x,
 			     "SELECT DISTINCT (day - date '1970-01-01') AS d FROM billing.export_runs"
-			     " WHERE day >= $1::date ORDER BY d",
-			     1, params, PGRES_TUPLES_OK, &res, "reading billing.export_runs", errmsg);
+			     " WHERE day >= $1::date AND day <= $2::date ORDER BY d",
+			     2, params, PGRES_TUPLES_OK, &res, "reading billing.export_runs", errmsg);
 	if (rc)
 		return rc;
 	size_t n = (size_t)PQntuples(res);

@@ -275,12 +275,13 @@ int export_changed_find(exporter *x, export_changed *out, char *errmsg);
 void export_changed_free(export_changed *changed);
 
 /*
- * The days with an export_runs row, from day `since` on, ascending (for the
- * nightly schedule's catch-up: days with data that were never exported).
- * 0 with *days (malloc'd, free it; NULL when none) and *count, or an error
- * as export_day.
+ * The days of [since, until] with an export_runs row, ascending (for the
+ * nightly schedule's catch-up and --missing: days with data that were
+ * never exported). 0 with *days (malloc'd, free it; NULL when none) and
+ * *count, or an error as export_day.
  */
-int export_days_exported(exporter *x, int32_t since, int32_t **days, size_t *count, char *errmsg);
+int export_days_exported(exporter *x, int32_t since, int32_t until, int32_t **days, size_t *count,
+			 char *errmsg);
 
 /* True if day is among days[0, count), ascending (export_days_exported's). */
 bool export_day_listed(const int32_t *days, size_t count, int32_t day);
