@@ -287,6 +287,35 @@ Test(rows, csv_record_limits)
 	cr_expect_eq(c.rows[1].line, 5);
 }
 
+/* Description: a quoted field that never ends (a stray quote) is refused
+ * as a record over ROWS_LINE_BYTES_MAX once libcsv holds that much of it,
+ * named by the line the record starts on: the reading stops there, about
+ * 1 MiB into an input of 8 MiB, instead of holding the rest of the input
+ * in memory until its end. */
+Test(rows, a_stray_quote_never_reads_the_whole_input)
+{
+	size_t total = 8u << 20, line = 1000;
+	char *text = malloc(total + 1);
+	cr_assert_not_null(text);
+	strcpy(text, "event_id,time\ne1,1\ne2,\"");
+	for (size_t at = strlen(text); at < total; at += line) {
+		memset(text + at, 'q', line - 1);
+		text[at + line - 1] = '\n';
+	}
+	text[total] = '\0';
+	FILE *f = fmemopen(text, total, "r");
+	cr_assert_not_null(f);
+	collected c = {0};
+	char err[ROWS_ERRMSG_SIZE];
+	cr_expect_eq(rows_read(f, "in.x", ROWS_FORMAT_CSV, collect, &c, err), ROWS_MALFORMED);
+	cr_expect_str_eq(err, "in.x:3: a record longer than 1048576 bytes");
+	cr_expect_eq(c.count, 1);
+	long read = ftell(f);
+	cr_expect_lt(read, (long)(ROWS_LINE_BYTES_MAX + 2 * line + 4096), "read %ld bytes", read);
+	fclose(f);
+	free(text);
+}
+
 /* Description: with no format given, the first non-blank character
  * decides ('{': JSON lines, else CSV) and the skipped lines are counted;
  * a UTF-8 byte order mark before the header is ignored; names give the

@@ -369,25 +369,36 @@ static int row_emit(reader *r, bool tenant_empty_is_null)
 
 /* ---- CSV ----------------------------------------------------------------------- */
 
+/* libcsv hands a field over where it ends: a quoted first field holding
+ * line breaks began that many lines earlier, and so did its record. */
+static void csv_record_line_set(reader *r, const char *data, size_t len)
+{
+	if (r->field_count)
+		return;
+	uint64_t breaks = 0;
+	for (const char *p = data, *end = p + len; len && (p = memchr(p, '\n', (size_t)(end - p))); p++)
+		breaks++;
+	r->record_line = r->line - breaks;
+}
+
+/* Where the record's next field goes in r->record: the bytes its fields
+ * so far take, each with its NUL. */
+static size_t csv_record_used(const reader *r)
+{
+	return r->field_count ? r->field_at[r->field_count - 1] + r->field_len[r->field_count - 1] + 1 : 0;
+}
+
 static void csv_on_field(void *data, size_t len, void *ctx)
 {
 	reader *r = ctx;
 	if (r->status)
 		return;
-	if (r->field_count == 0) {
-		/* libcsv hands a field over where it ends: a quoted first field
-		 * holding line breaks began that many lines earlier, and so did
-		 * its record. */
-		uint64_t breaks = 0;
-		for (const char *p = data, *end = p + len; len && (p = memchr(p, '\n', (size_t)(end - p))); p++)
-			breaks++;
-		r->record_line = r->line - breaks;
-	}
+	csv_record_line_set(r, data, len);
 	if (r->field_count == ROWS_COLUMNS_MAX) {
 		fail(r, "more than %u columns", ROWS_COLUMNS_MAX);
 		return;
 	}
-	size_t at = r->field_count ? r->field_at[r->field_count - 1] + r->field_len[r->field_count - 1] + 1 : 0;
+	size_t at = csv_record_used(r);
 	if (len + 1 > ROWS_LINE_BYTES_MAX - at) {
 		fail(r, "a record longer than %u bytes", ROWS_LINE_BYTES_MAX);
 		return;
@@ -523,6 +534,13 @@ static int csv_read(reader *r, FILE *in, char *line)
 	while (!r->status && !line_read(r, in, line, &len) && len) {
 		if (csv_parse(&parser, line, len, csv_on_field, csv_on_record, r) != len && !r->status)
 			fail(r, "malformed CSV: %s", csv_strerror(csv_error(&parser)));
+		/* A quoted field may span lines, and libcsv holds it whole until
+		 * it ends: the record's limit is checked on what it holds, so a
+		 * stray quote never reads the rest of the input into memory. */
+		if (!r->status && parser.entry_pos + 1 > ROWS_LINE_BYTES_MAX - csv_record_used(r)) {
+			csv_record_line_set(r, (const char *)parser.entry_buf, parser.entry_pos);
+			fail(r, "a record longer than %u bytes", ROWS_LINE_BYTES_MAX);
+		}
 	}
 	if (!r->status && csv_fini(&parser, csv_on_field, csv_on_record, r) && !r->status)
 		fail(r, "malformed CSV at the end of the file: %s", csv_strerror(csv_error(&parser)));
