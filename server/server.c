@@ -26,6 +26,8 @@
  *     is taken only while a frame more still fits, and no answer, given at
  *     once or later, can pass the bound. (An Error about the stream itself,
  *     request id 0, is one small frame more, followed by a close.);
+ *     Before its Hello succeeds, a connection's frames are at most
+ *     HELLO_FRAME_BYTES_MAX and its unsent answers HELLO_OUT_BYTES_MAX;
  *   - a connection is read only while it has fewer than inflight_max
  *     requests in flight and room under that bound; otherwise its receive
  *     is cancelled and whatever was already received waits in its stash (at
@@ -234,9 +236,13 @@ static uint64_t conn_owed_bytes(const server *s, const conn *c)
 	       (uint64_t)(c->inflight - c->jobs) * s->ingest_answer_bytes_max;
 }
 
-/* Whether one more answer of the largest size fits under c's bound. */
+/* Whether one more answer of the largest size fits under c's bound (before
+ * its Hello, the smaller bound of the small answers it may get). */
 static bool conn_has_room(const server *s, const conn *c)
 {
+	if (!c->authed)
+		return conn_unsent_bytes(c) + conn_owed_bytes(s, c) + HELLO_ANSWER_BYTES_MAX <=
+		       HELLO_OUT_BYTES_MAX;
 	return conn_unsent_bytes(c) + conn_owed_bytes(s, c) + s->answer_bytes_max <=
 	       s->conn_out_bytes_max;
 }

@@ -72,6 +72,13 @@
  * loop thread, hundreds of MiB once decoded). Raised to frame_bytes_max
  * by the Hello. */
 #define HELLO_FRAME_BYTES_MAX (16u << 10)
+/* The largest answer to a frame before Hello (a Pong echoing a Ping of
+ * HELLO_FRAME_BYTES_MAX, an Error, HelloOk), and the unsent answers a
+ * connection may hold before its Hello succeeds: a client without a key
+ * that pipelines Pings and never reads holds 64 KiB of the server's
+ * memory, not the conn_out_bytes_max (32 MiB) of an authenticated one. */
+#define HELLO_ANSWER_BYTES_MAX (HELLO_FRAME_BYTES_MAX + 64)
+#define HELLO_OUT_BYTES_MAX (4 * HELLO_ANSWER_BYTES_MAX)
 
 /* io_uring user_data: kind in the top 8 bits, conn slot and generation below. */
 enum op_kind {

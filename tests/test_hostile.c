@@ -1007,6 +1007,41 @@ Test(hostile, unread_pongs_stay_within_the_bound_and_are_closed)
 	harness_finish(&h);
 }
 
+/* Description: a client without a key pipelines Pings of the largest
+ * frame allowed before Hello (16 KiB), more than the server and both
+ * kernel buffers could take, on a 4 KiB receive window, and never reads.
+ * The server stops taking its frames once one more Pong could pass
+ * HELLO_OUT_BYTES_MAX (about 64 KiB): the unsent bytes it ever holds stay
+ * within that, not the 32 MiB of a connection with a key. It is closed as
+ * idle, and others are served on. */
+Test(hostile, a_client_without_a_key_holds_little_of_the_servers_memory)
+{
+	harness h;
+	harness_init(&h, "host-unread-prehello");
+	h.config.idle_timeout_ms = 1000;
+	harness_start(&h);
+	size_t size;
+	uint8_t *frame = ping_frame(7, HELLO_FRAME_BYTES_MAX - 8, &size);
+	cr_assert_eq(size, HELLO_FRAME_BYTES_MAX + 4);
+	size_t room = HELLO_OUT_BYTES_MAX + size + tcp_buffer_max("tcp_rmem") + tcp_buffer_max("tcp_wmem");
+	size_t pings = room / size + 2, sent = 0;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int fd = small_window_socket(&h, 4096);
+	for (size_t i = 0; i < pings; i++) {
+		size_t n = send_for(fd, frame, size, 2000);
+		sent += n;
+		if (n < size)
+			break;
+	}
+	free(frame);
+	cr_expect_lt(sent, pings * size, "the server took every one of %zu Pings", pings);
+	expect_unread_closed(&h, fd, &t0, 1, 3.5, HELLO_FRAME_BYTES_MAX);
+	uint64_t peak = h.server->conn_unsent_bytes_peak;
+	cr_expect_leq(peak, HELLO_OUT_BYTES_MAX, "%" PRIu64 " unsent bytes held before Hello", peak);
+	harness_finish(&h);
+}
+
 /* Description: a tenant pipelines 64 ListEvents of 10,000 events each
  * (about a megabyte per page) on a 4 KiB receive window and never reads.
  * Answers computed by the query threads count against the connection's
