@@ -903,6 +903,22 @@ static size_t send_for(int fd, const uint8_t *data, size_t size, int timeout_ms)
 	return sent;
 }
 
+/* Sends up to `pings` copies of a Ping frame, each within 2 s, and
+ * expects the server to stop taking them before the last (it stops reading
+ * a client that does not read its answers). */
+static void pings_until_stalled(int fd, const uint8_t *frame, size_t size, size_t pings)
+{
+	size_t sent = 0;
+	for (size_t i = 0; i < pings; i++) {
+		size_t n = send_for(fd, frame, size, 2000);
+		sent += n;
+		if (n < size)
+			break;
+	}
+	cr_expect_lt(sent, pings * size, "the server took every one of %zu Pings of a client that does "
+		     "not read", pings);
+}
+
 static double seconds_since(const struct timespec *t0)
 {
 	struct timespec t1;
@@ -988,20 +1004,13 @@ Test(hostile, unread_pongs_stay_within_the_bound_and_are_closed)
 	 * and the server). */
 	size_t room = h.server->conn_out_bytes_max + size + tcp_buffer_max("tcp_rmem") +
 		      tcp_buffer_max("tcp_wmem");
-	size_t pings = room / size + 2, sent = 0;
+	size_t pings = room / size + 2;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int fd = small_window_socket(&h, 4096);
 	send_hello(fd, h.admin_key); /* before it, frames are at most 16 KiB */
-	for (size_t i = 0; i < pings; i++) {
-		size_t n = send_for(fd, frame, size, 2000);
-		sent += n;
-		if (n < size)
-			break;
-	}
+	pings_until_stalled(fd, frame, size, pings);
 	free(frame);
-	cr_expect_lt(sent, pings * size, "the server took every one of %zu Pings of a client that does "
-		     "not read", pings);
 	/* The sends stalled within the 2 s of send_for, closed 1 s later. */
 	expect_unread_closed(&h, fd, &t0, 1, 3.5, 2 * payload);
 	harness_finish(&h);
@@ -1024,18 +1033,12 @@ Test(hostile, a_client_without_a_key_holds_little_of_the_servers_memory)
 	uint8_t *frame = ping_frame(7, HELLO_FRAME_BYTES_MAX - 8, &size);
 	cr_assert_eq(size, HELLO_FRAME_BYTES_MAX + 4);
 	size_t room = HELLO_OUT_BYTES_MAX + size + tcp_buffer_max("tcp_rmem") + tcp_buffer_max("tcp_wmem");
-	size_t pings = room / size + 2, sent = 0;
+	size_t pings = room / size + 2;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int fd = small_window_socket(&h, 4096);
-	for (size_t i = 0; i < pings; i++) {
-		size_t n = send_for(fd, frame, size, 2000);
-		sent += n;
-		if (n < size)
-			break;
-	}
+	pings_until_stalled(fd, frame, size, pings);
 	free(frame);
-	cr_expect_lt(sent, pings * size, "the server took every one of %zu Pings", pings);
 	expect_unread_closed(&h, fd, &t0, 1, 3.5, HELLO_FRAME_BYTES_MAX);
 	uint64_t peak = h.server->conn_unsent_bytes_peak;
 	cr_expect_leq(peak, HELLO_OUT_BYTES_MAX, "%" PRIu64 " unsent bytes held before Hello", peak);
