@@ -1111,14 +1111,14 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		metrics_add(s->metrics, counter_of(body), 1);
 	if (body == TALLY__V1__REQUEST__BODY__NOT_SET) {
 		conn_respond_error(s, c, id, fb, ERR_BAD_REQUEST, 0, "a request with no body (or of a type this server does not know)");
+	} else if (c->authed && !auth_still_valid(s, c, id, fb)) {
+		/* answered and closing: a revoked key's connection, whatever it sends */
 	} else if (body == TALLY__V1__REQUEST__BODY_PING) {
 		on_ping(s, c, req, fb);
 	} else if (body == TALLY__V1__REQUEST__BODY_HELLO) {
 		on_hello(s, c, req, fb);
 	} else if (!c->authed) {
 		conn_respond_error(s, c, id, fb, ERR_UNAUTHENTICATED, 0, "send Hello with an API key first");
-	} else if (!auth_still_valid(s, c, id, fb)) {
-		/* answered */
 	} else if (body == TALLY__V1__REQUEST__BODY_INGEST) {
 		if (atomic_load(&s->stopping))
 			conn_respond_error(s, c, id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "the server is stopping");

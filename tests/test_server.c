@@ -386,10 +386,15 @@ Test(server, administration)
 	tally__v1__key_list__free_unpacked(kl, NULL);
 
 	/* key2 works, then is revoked while its connection is open. */
-	tally_client *t2 = harness_connect(&h, key2);
+	tally_client *t2 = harness_connect(&h, key2), *t2_pings = harness_connect(&h, key2);
 	cr_expect_eq(tally_client_ping(t2, "x", 1), 0);
 	cr_expect_eq(count_events(t2, "", base_time(), base_time() + HOUR_US), 0);
 	cr_assert_eq(tally_client_revoke_key(admin, key2_id, NULL), 0);
+	/* A Ping is refused too (it kept a revoked key's connection alive). */
+	cr_expect_eq(tally_client_ping(t2_pings, "x", 1), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(t2_pings)->code, TALLY__V1__ERROR__CODE__UNAUTHENTICATED);
+	cr_expect_str_eq(tally_client_last_error(t2_pings)->message, "the key was revoked");
+	tally_client_close(t2_pings);
 	Tally__V1__QueryResult *r;
 	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
 	q.from_us = base_time();
