@@ -104,10 +104,12 @@ void ingest_queue_free(ingest_queue *q)
 
 /* A framed response in a malloc-ed buffer, for worker threads. A response
  * over the frame limit becomes TOO_LARGE. NULL when out of memory. */
-uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t *size_out)
+uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, metrics *m, size_t *size_out)
 {
 	size_t size = tally__v1__response__get_packed_size(resp);
 	if (size > limit) {
+		if (m)
+			metrics_error(m, ERR_TOO_LARGE);
 		Tally__V1__Error err = TALLY__V1__ERROR__INIT;
 		err.code = TALLY__V1__ERROR__CODE__TOO_LARGE;
 		char text[160];
@@ -119,7 +121,7 @@ uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t 
 		small.request_id = resp->request_id;
 		small.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
 		small.error = &err;
-		return response_frame(&small, limit, size_out);
+		return response_frame(&small, limit, NULL, size_out);
 	}
 	uint8_t *buf = malloc(FRAME_HEADER_SIZE + size);
 	if (!buf)
@@ -143,7 +145,7 @@ static uint8_t *error_frame(uint64_t request_id, int code, const char *message, 
 	resp.request_id = request_id;
 	resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
 	resp.error = &err;
-	return response_frame(&resp, limit, size);
+	return response_frame(&resp, limit, NULL, size);
 }
 
 /* The protocol code for an engine error. */
@@ -696,7 +698,7 @@ static void run_query(worker_job *job)
 			resp.request_id = job->request_id;
 			resp.body_case = TALLY__V1__RESPONSE__BODY_QUERY;
 			resp.query = &qr;
-			job->frame = response_frame(&resp, r->frame_limit, &job->frame_size);
+			job->frame = response_frame(&resp, r->frame_limit, r->metrics, &job->frame_size);
 			convert_query_result_free(&qr);
 		}
 	}
@@ -816,7 +818,7 @@ static void run_list_events(worker_job *job)
 		resp.request_id = job->request_id;
 		resp.body_case = TALLY__V1__RESPONSE__BODY_EVENTS;
 		resp.events = &page;
-		job->frame = response_frame(&resp, r->frame_limit, &job->frame_size);
+		job->frame = response_frame(&resp, r->frame_limit, r->metrics, &job->frame_size);
 	}
 	free(l.events);
 	free(l.ptrs);

@@ -317,13 +317,12 @@ int conn_respond(server *s, conn *c, const Tally__V1__Response *resp, uint64_t f
 		/* Rare: answer TOO_LARGE instead (response_frame words it), the
 		 * client could not read the response anyway. */
 		size_t n;
-		uint8_t *frame = response_frame(resp, s->config.frame_bytes_max, &n);
+		uint8_t *frame = response_frame(resp, s->config.frame_bytes_max, s->metrics, &n);
 		if (!frame) {
 			conn_answered(s, c, frame_bytes);
 			conn_abort(s, c);
 			return -ENOMEM;
 		}
-		metrics_error(s->metrics, ERR_TOO_LARGE);
 		int rc = conn_respond_framed(s, c, frame, n, frame_bytes);
 		free(frame);
 		return rc;

@@ -287,8 +287,9 @@ int handlers_submit_group(server *s, uint64_t *lsn);
 /* Sends the acks whose commit is durable; fails them if the WAL failed. */
 void handlers_ack_durable(server *s);
 /* A framed response in a malloc-ed buffer (for worker threads); over the
- * frame limit it becomes TOO_LARGE. NULL when out of memory. */
-uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, size_t *size_out);
+ * frame limit it becomes TOO_LARGE, counted in m (NULL: not counted). NULL
+ * when out of memory. */
+uint8_t *response_frame(const Tally__V1__Response *resp, uint32_t limit, metrics *m, size_t *size_out);
 
 /* ---- usage.c: the billing export's requests (admin only) ---- */
 void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);

@@ -232,7 +232,7 @@ static void run_daily_usage(worker_job *job)
 		resp.request_id = job->request_id;
 		resp.body_case = TALLY__V1__RESPONSE__BODY_ERROR;
 		resp.error = &err;
-		job->frame = response_frame(&resp, u->frame_limit, &job->frame_size);
+		job->frame = response_frame(&resp, u->frame_limit, u->metrics, &job->frame_size);
 	} else {
 		Tally__V1__DailyUsagePage out = TALLY__V1__DAILY_USAGE_PAGE__INIT;
 		out.day = u->day;
@@ -260,7 +260,7 @@ static void run_daily_usage(worker_job *job)
 		resp.request_id = job->request_id;
 		resp.body_case = TALLY__V1__RESPONSE__BODY_DAILY_USAGE;
 		resp.daily_usage = &out;
-		job->frame = response_frame(&resp, u->frame_limit, &job->frame_size);
+		job->frame = response_frame(&resp, u->frame_limit, u->metrics, &job->frame_size);
 	}
 	for (size_t i = 0; i < p.result_count; i++)
 		tally_result_free(p.results[i]);

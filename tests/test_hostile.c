@@ -711,8 +711,8 @@ Test(hostile, backpressure_pauses_and_resumes)
 
 /* Description: a response that would exceed the frame limit (a tenant list
  * answered on the loop, an event page answered by a query thread) is
- * replaced by Error TOO_LARGE for that request, and the connection goes on
- * serving. */
+ * replaced by Error TOO_LARGE for that request, counted in
+ * tally_errors_total, and the connection goes on serving. */
 Test(hostile, responses_over_the_frame_limit)
 {
 	harness h;
@@ -766,6 +766,11 @@ Test(hostile, responses_over_the_frame_limit)
 	cr_expect_eq(page->n_events, 2);
 	tally__v1__event_page__free_unpacked(page, NULL);
 	cr_expect_eq(tally_client_ping(c, "ok", 2), 0);
+	/* Both counted, the query thread's too. */
+	char *text = metrics_render(h.server->metrics);
+	cr_assert_not_null(text);
+	cr_expect_not_null(strstr(text, "\ntally_errors_total{code=\"too_large\"} 2\n"), "%s", text);
+	free(text);
 	tally_client_close(c);
 	harness_finish(&h);
 }
