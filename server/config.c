@@ -276,10 +276,15 @@ static int option_set(const option_spec *o, server_config *c, const char *text, 
 		return 0;
 	}
 	case KIND_TIME_OF_DAY: {
-		unsigned h, m;
-		char extra;
-		if (strlen(text) != 5 || sscanf(text, "%2u:%2u%c", &h, &m, &extra) != 2 || text[2] != ':' ||
-		    h > 23 || m > 59)
+		/* Exactly two digits, a colon, two digits (sscanf's %u would take
+		 * a sign or spaces). */
+		const char *digits = "0123456789";
+		if (strlen(text) != 5 || strspn(text, digits) != 2 || text[2] != ':' ||
+		    strspn(text + 3, digits) != 2)
+			return server_fail(errmsg, -EINVAL, "%s: not a time of day HH:MM (UTC): '%s'", where, text);
+		unsigned h = (unsigned)(text[0] - '0') * 10 + (unsigned)(text[1] - '0');
+		unsigned m = (unsigned)(text[3] - '0') * 10 + (unsigned)(text[4] - '0');
+		if (h > 23 || m > 59)
 			return server_fail(errmsg, -EINVAL, "%s: not a time of day HH:MM (UTC): '%s'", where, text);
 		uint32_t v = h * 60 + m;
 		memcpy(field, &v, sizeof(v));

@@ -668,8 +668,8 @@ Test(config, usage_lists_every_flag)
 
 /* Description: the nightly export's settings: --export-pg keeps its URL,
  * --export-at is HH:MM stored as minutes after midnight (default 00:30),
- * from flags and from the INI file; a time that is not HH:MM is refused
- * naming the flag. */
+ * from flags and from the INI file; a time that is not HH:MM (two digits
+ * each: no sign, no space) is refused naming the flag. */
 Test(config, export_schedule)
 {
 	server_config c;
@@ -684,7 +684,8 @@ Test(config, export_schedule)
 	cr_assert_eq(parse(&c, err, none), CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.export_pg, "");
 	cr_expect_eq(c.export_at_minute, 30);
-	const char *bad[] = {"24:00", "7:30", "07:60", "0730", "07:30:00", "ab:cd", ""};
+	const char *bad[] = {"24:00", "7:30", "07:60", "0730", "07:30:00", "ab:cd",
+			     "", "+1:30", "-0:30", "01:+5", "01:-0", " 1:30"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *args[] = {"--export-at", bad[i], NULL};
 		cr_expect_lt(parse(&c, err, args), 0, "%s accepted", bad[i]);
