@@ -883,7 +883,7 @@ static void on_create_tenant(server *s, conn *c, Tally__V1__Request *req, uint64
 	}
 	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];
 	if ((rc = keys_issue(s->keys, name, key, key_id, errmsg))) {
-		int code = error_code_of_failure(rc);
+		int code = rc == TALLY_E_LIMIT ? ERR_RESOURCE_EXHAUSTED : error_code_of_failure(rc);
 		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code),
 				   "tenant %s was created, but its key could not be issued (%s): issue one with IssueKey",
 				   name, errmsg);
