@@ -1027,9 +1027,37 @@ static void on_list_keys(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 	free(ptrs);
 }
 
+/* Whether the key `id` is the only live admin key that lasts (an ephemeral
+ * one is gone at the next start): revoking it would leave no way to
+ * administer the server, since a start issues one only into an empty
+ * key list. */
+static bool last_admin_key(const keystore *ks, const char *id)
+{
+	size_t n;
+	const key_entry *keys = keys_list(ks, &n);
+	bool target = false;
+	size_t others = 0;
+	for (size_t i = 0; i < n; i++) {
+		const key_entry *e = &keys[i];
+		if (e->tenant[0] || e->revoked || e->ephemeral)
+			continue;
+		if (strcmp(e->id, id) == 0)
+			target = true;
+		else
+			others++;
+	}
+	return target && others == 0;
+}
+
 static void on_revoke_key(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 {
 	const char *id = req->revoke_key->key_id ? req->revoke_key->key_id : "";
+	if (last_admin_key(s->keys, id)) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
+				   "key %s is the last admin key: issue another admin key (IssueKey with no "
+				   "tenant) before revoking it", id);
+		return;
+	}
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = keys_revoke(s->keys, id, errmsg);
 	if (rc) {

@@ -1428,6 +1428,50 @@ Test(server, a_tenant_is_never_shown_the_data_directorys_files)
 	harness_finish(&h);
 }
 
+/* Description: the last admin key cannot be revoked (nothing would bring
+ * one back: a start issues one only into an empty key list): BAD_REQUEST
+ * saying so, and the key still works. Once another admin key is issued,
+ * the first is revoked, and then the second is the last. */
+Test(server, the_last_admin_key_is_never_revoked)
+{
+	harness h;
+	harness_init(&h, "srv-last-admin");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	Tally__V1__KeyList *kl;
+	cr_assert_eq(tally_client_list_keys(admin, "", &kl), 0);
+	char first_id[32] = "";
+	for (size_t i = 0; i < kl->n_keys; i++)
+		if (!kl->keys[i]->tenant[0])
+			snprintf(first_id, sizeof(first_id), "%s", kl->keys[i]->key_id);
+	tally__v1__key_list__free_unpacked(kl, NULL);
+	cr_assert(first_id[0], "no admin key listed");
+	char told[200];
+	snprintf(told, sizeof(told),
+		 "key %s is the last admin key: issue another admin key (IssueKey with no tenant) "
+		 "before revoking it", first_id);
+	cr_expect_eq(tally_client_revoke_key(admin, first_id, NULL), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect_str_eq(tally_client_last_error(admin)->message, told);
+	cr_expect_eq(tally_client_ping(admin, "x", 1), 0, "the key still works");
+
+	Tally__V1__KeyIssued *ki;
+	cr_assert_eq(tally_client_issue_key(admin, "", &ki), 0);
+	char second[80], second_id[32];
+	snprintf(second, sizeof(second), "%s", ki->api_key);
+	snprintf(second_id, sizeof(second_id), "%s", ki->key_id);
+	tally__v1__key_issued__free_unpacked(ki, NULL);
+	cr_expect_eq(tally_client_revoke_key(admin, first_id, NULL), 0);
+	tally_client_close(admin);
+	admin = harness_connect(&h, second);
+	cr_expect_eq(tally_client_revoke_key(admin, second_id, NULL), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(admin)->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
 /* Description: an Error's message is valid UTF-8 even when it echoes a
  * client's invalid bytes, or cuts a character where it truncates what it
  * echoes: each byte that starts no valid sequence is shown as '?'. */
