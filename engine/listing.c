@@ -250,7 +250,8 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	tenant *t = store_tenant_find(s, tenant_name);
 	int64_t window = TALLY_US_PER_SECOND * 3600;
 	while (t && lo < req->to_us && !rc) {
-		int64_t hi = req->to_us - lo > window ? lo + window : req->to_us;
+		/* lo < to: their distance fits in 64 bits unsigned, not signed. */
+		int64_t hi = (uint64_t)req->to_us - (uint64_t)lo > (uint64_t)window ? lo + window : req->to_us;
 		rc = store_scan_rows_locked(s, t, lo, hi, list_row, &c, &rows_read);
 		if (c.count == c.capacity)
 			break;

@@ -103,9 +103,10 @@ static inline int64_t floor_div(int64_t a, int64_t b)
 	int64_t q = a / b;
 	return (a % b != 0 && (a < 0)) ? q - 1 : q;
 }
-static inline int64_t ceil_div(int64_t a, int64_t b)
+static inline int64_t ceil_div(int64_t a, int64_t b) /* b > 0; no negation: a may be INT64_MIN */
 {
-	return -floor_div(-a, b);
+	int64_t q = a / b;
+	return a % b > 0 ? q + 1 : q;
 }
 
 /* ---- the cache ----------------------------------------------------------------- */
@@ -639,9 +640,9 @@ static int check_range(int64_t from, int64_t to, char *errmsg)
 		return invalid(errmsg, "empty time range: from (%" PRId64 ") must be before to (%" PRId64 ")",
 			       from, to);
 	if ((uint64_t)to - (uint64_t)from > (uint64_t)TALLY_QUERY_RANGE_MAX_US)
-		return invalid(errmsg, "time range of %" PRId64 " days is longer than the data horizon (%" PRId64 " days)",
-			       (int64_t)(((uint64_t)to - (uint64_t)from) / (uint64_t)TALLY_US_PER_DAY),
-			       TALLY_QUERY_RANGE_MAX_US / TALLY_US_PER_DAY);
+		return invalid(errmsg, "time range of %" PRIu64 " us is longer than the data horizon (%" PRId64
+			       " days, %" PRId64 " us)", (uint64_t)to - (uint64_t)from,
+			       TALLY_QUERY_RANGE_MAX_US / TALLY_US_PER_DAY, TALLY_QUERY_RANGE_MAX_US);
 	return 0;
 }
 

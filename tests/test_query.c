@@ -2634,6 +2634,37 @@ Test(query, bad_queries_are_invalid)
 	       q.from_us = q.to_us - (TALLY_QUERY_BUCKETS_MAX + 1) * MINUTE_US);
 	MUTATE_VALID("exactly 100000 minute buckets", q.bucket = TALLY_BUCKET_MINUTE,
 		     q.to_us = unit_floor(TZ_MINUTE, NOW_US), q.from_us = q.to_us - TALLY_QUERY_BUCKETS_MAX * MINUTE_US);
+	{ /* The message says by how much, to the microsecond. */
+		q = base;
+		q.bucket = TALLY_BUCKET_NONE;
+		q.from_us = q.to_us - TALLY_QUERY_RANGE_MAX_US - 1;
+		tally_result *res = NULL;
+		char err[TALLY_ERRMSG_SIZE] = "", want[TALLY_ERRMSG_SIZE];
+		cr_expect_eq(tally_query_run(v.store, "acme", &q, &res, err), TALLY_E_INVALID);
+		snprintf(want, sizeof(want),
+			 "time range of %" PRId64 " us is longer than the data horizon (3660 days, %" PRId64
+			 " us)", TALLY_QUERY_RANGE_MAX_US + 1, TALLY_QUERY_RANGE_MAX_US);
+		cr_expect_str_eq(err, want);
+	}
+	/* The ends of time are valid ranges with nothing in them (the planner
+	 * rounds them without overflow: make asan's UBSan aborts on one). */
+	static const int edge_buckets[] = {TALLY_BUCKET_NONE, TALLY_BUCKET_HOUR, TALLY_BUCKET_DAY};
+	for (size_t k = 0; k < COUNT_OF(edge_buckets); k++) {
+		for (int end = 0; end < 2; end++) {
+			q = base;
+			q.bucket = edge_buckets[k];
+			q.from_us = end ? INT64_MAX - DAY_US : INT64_MIN;
+			q.to_us = end ? INT64_MAX : INT64_MIN + DAY_US;
+			tally_result *res = NULL;
+			char err[TALLY_ERRMSG_SIZE] = "";
+			int rc = tally_query_run(v.store, "acme", &q, &res, err);
+			cr_expect_eq(rc, 0, "bucket %d, end %d: %s", q.bucket, end, err);
+			if (rc == 0) {
+				cr_expect_eq(res->row_count, 0, "bucket %d, end %d", q.bucket, end);
+				tally_result_free(res);
+			}
+		}
+	}
 	MUTATE("bucket kind 5", q.bucket = TALLY_BUCKET_MONTH + 1);
 	MUTATE("bucket kind -1", q.bucket = -1);
 	MUTATE("group_by bit 5", q.group_by = 1u << TALLY_DIM_COUNT);
@@ -2782,7 +2813,7 @@ Test(query, list_events_pages_in_time_then_id_order)
 	f_two[1].values = &agent;
 	f_two[1].value_count = 1;
 	for (size_t l = 0; l < COUNT_OF(limits); l++) {
-		tally_list_request req = {.from_us = 0, .to_us = INT64_MAX, .limit = limits[l]};
+		tally_list_request req = {.from_us = INT64_MIN, .to_us = INT64_MAX, .limit = limits[l]};
 		failures += !check_listing(v.store, t.name, &t, req, c++);
 		req.filters = &f_project, req.filter_count = 1;
 		failures += !check_listing(v.store, t.name, &t, req, c++);
