@@ -34,9 +34,10 @@
  *      sure), and not again until the floor rises past its new watermark.
  *
  * WHICH FAILURES STOP A RUN. A day's export that fails for the day's own
- * data (day_failure_is_own: EXPORT_E_DATA, a row PostgreSQL cannot take,
- * also when PostgreSQL refuses it in COPY with a data error; EXPORT_E_LIMIT,
- * a day over the export's limits) is logged with the day and its error and
+ * data (export_failure_is_the_days: EXPORT_E_DATA, a row PostgreSQL cannot
+ * take, also when PostgreSQL refuses it in COPY with a data error;
+ * EXPORT_E_LIMIT, a day over the export's limits) is logged with the day
+ * and its error and
  * the run goes on with the next day, in both steps. Any other failure
  * (PostgreSQL unreachable or the connection lost, a statement refused, a
  * schema too new, the source down, out of memory) stops the run at once:
@@ -98,13 +99,6 @@ static int store_day_change(void *arg, int32_t day, uint64_t *change, char *errm
 	return rc;
 }
 
-/* A failure of one day's export that is that day's data alone (see the
- * file comment): the run goes on past it. */
-static bool day_failure_is_own(int rc)
-{
-	return rc == EXPORT_E_DATA || rc == EXPORT_E_LIMIT;
-}
-
 /* What a run has done so far. */
 typedef struct run_tally {
 	size_t loaded, reloaded, failed;
@@ -136,7 +130,7 @@ static int run_day(exporter *x, int32_t day, bool again, run_tally *t, char *xer
 		}
 		return 0;
 	}
-	if (!day_failure_is_own(rc))
+	if (!export_failure_is_the_days(rc))
 		return rc;
 	log_error("export: %s failed (%s), the run goes on: %s", text, export_strerror(rc), xerr);
 	if (t->failed++ == 0) {

@@ -30,7 +30,7 @@
 #include "support/pg_harness.h"
 
 #define MIGRATIONS_DIR "tools/billing"
-#define MIGRATIONS_COUNT 4
+#define MIGRATIONS_COUNT 5
 #define OWNER "billing_owner"
 #define DB "billing"
 #define INSUFFICIENT_PRIVILEGE "42501"
@@ -181,8 +181,8 @@ static void expect_reporting_rows(PGconn *conn, const char *tenant, int64_t tena
 
 /* ---- migrations ----------------------------------------------------------- */
 
-/* Description: from an empty database the runner applies 001..004 as a
- * non-superuser owner, schema_version lists 1,2,3,4, the schema holds
+/* Description: from an empty database the runner applies 001..005 as a
+ * non-superuser owner, schema_version lists 1,2,3,4,5, the schema holds
  * exactly the expected relations, all owned by the owner; a second run
  * applies nothing and changes nothing. */
 Test(billing, migrations_apply_from_empty_then_nothing)
@@ -191,8 +191,8 @@ Test(billing, migrations_apply_from_empty_then_nothing)
 	PGconn *su = superuser(DB);
 	char text[1024];
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
-	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.schema_version WHERE applied_at IS NOT NULL"), 4);
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
+	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.schema_version WHERE applied_at IS NOT NULL"), 5);
 	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.schema_version a JOIN billing.schema_version b"
 				  " ON b.version = a.version + 1 WHERE b.applied_at < a.applied_at"),
 		     0);
@@ -212,13 +212,13 @@ Test(billing, migrations_apply_from_empty_then_nothing)
 	cr_expect_eq(migrate(err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(err, "");
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
 	cr_expect_eq(count_of(su, "SELECT count(*) FROM billing.plans"), 4);
 	PQfinish(su);
 }
 
 /* Description: a database left at version 1 (001 applied alone) gets
- * exactly 002, 003 and 004. */
+ * exactly 002, 003, 004 and 005. */
 Test(billing, migrations_resume_after_a_partial_set)
 {
 	database_create();
@@ -233,10 +233,10 @@ Test(billing, migrations_resume_after_a_partial_set)
 	PQfinish(owner);
 
 	char err[512];
-	cr_expect_eq(migrate(err, sizeof(err)), 3, "%s", err);
+	cr_expect_eq(migrate(err, sizeof(err)), 4, "%s", err);
 	PGconn *su = superuser(DB);
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
 	cr_expect_eq(count_of(su, "SELECT count(*) FROM pg_views WHERE schemaname = 'billing' AND viewname = 'invoices'"),
 		     1);
 	PQfinish(su);
@@ -248,22 +248,22 @@ Test(billing, migrations_refuse_a_newer_database)
 {
 	billing_create();
 	PGconn *su = superuser(DB);
-	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (5)");
+	pg_harness_exec(&pg, su, "INSERT INTO billing.schema_version (version) VALUES (6)");
 	char err[512];
 	cr_expect_eq(migrate(err, sizeof(err)), -1);
-	cr_expect_str_eq(err, "billing schema version 5 is newer than the newest migration in tools/billing (4)");
+	cr_expect_str_eq(err, "billing schema version 6 is newer than the newest migration in tools/billing (5)");
 	char text[64];
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4,5\n");
+	cr_expect_str_eq(text, "1,2,3,4,5,6\n");
 
 	/* A hole in the recorded versions is refused as well. */
-	pg_harness_exec(&pg, su, "DELETE FROM billing.schema_version WHERE version IN (2, 5)");
+	pg_harness_exec(&pg, su, "DELETE FROM billing.schema_version WHERE version IN (2, 6)");
 	cr_expect_eq(migrate(err, sizeof(err)), -1);
-	cr_expect_str_eq(err, "billing.schema_version holds 3 rows up to version 4: versions are missing");
+	cr_expect_str_eq(err, "billing.schema_version holds 4 rows up to version 5: versions are missing");
 	PQfinish(su);
 }
 
-/* Description: the four files run in one transaction that is rolled
+/* Description: the five files run in one transaction that is rolled
  * back leave no schema and no role behind (no statement in them escapes a
  * transaction); once applied, running 001 or 002 again by hand fails on
  * its first statement (the schema exists, the version is recorded) and
@@ -277,7 +277,8 @@ Test(billing, migrations_are_transactional_and_refuse_reapplying)
 	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/002_security.sql");
 	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/003_invoices.sql");
 	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/004_invoices_numeric.sql");
-	cr_expect_eq(count_of(owner, "SELECT count(*) FROM billing.schema_version"), 4);
+	pg_harness_run_file(&pg, owner, MIGRATIONS_DIR "/005_usage_numeric.sql");
+	cr_expect_eq(count_of(owner, "SELECT count(*) FROM billing.schema_version"), 5);
 	cr_expect_eq(count_of(owner, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tally\\_%'"), 3);
 	pg_harness_exec(&pg, owner, "ROLLBACK");
 	cr_expect_eq(count_of(owner, "SELECT count(*) FROM pg_namespace WHERE nspname = 'billing'"), 0);
@@ -303,7 +304,7 @@ Test(billing, migrations_are_transactional_and_refuse_reapplying)
 	cr_expect_str_eq(message, "schema \"billing\" already exists");
 	char text[64];
 	versions_text(owner, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
 	PQfinish(owner);
 }
 
@@ -327,12 +328,12 @@ Test(billing, migrations_refuse_roles_that_defeat_rls)
 			      "the billing schema (SQLSTATE P0001)");
 
 	pg_harness_exec(&pg, su, "REVOKE " OWNER " FROM tally_reporting");
-	cr_expect_eq(migrate(err, sizeof(err)), 3, "%s", err);
+	cr_expect_eq(migrate(err, sizeof(err)), 4, "%s", err);
 	PQfinish(su);
 	su = superuser(DB);
 	char text[64];
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
 	PQfinish(su);
 }
 
@@ -658,7 +659,7 @@ Test(billing, exporter_replaces_days_and_sees_every_tenant)
 	cr_expect_eq(count_of(ex, "SELECT count(*) FROM billing.tenants"), 2);
 	cr_expect_eq(count_of(ex, "SELECT count(*) FROM billing.usage_daily"), 5);
 	cr_expect_eq(count_of(ex, "SELECT count(*) FROM billing.export_runs"), 1);
-	cr_expect_eq(count_of(ex, "SELECT max(version) FROM billing.schema_version"), 4);
+	cr_expect_eq(count_of(ex, "SELECT max(version) FROM billing.schema_version"), 5);
 
 	pg_harness_exec(&pg, ex, "BEGIN");
 	cr_expect_eq(pg_harness_exec_rows(&pg, ex,
@@ -1138,9 +1139,50 @@ Test(billing, invoices_beyond_bigint_leave_every_tenant_readable)
 	PQfinish(su);
 }
 
+/* Description: usage_daily's sums are numeric(39, 0) (migration 5): a
+ * day's sums past 64 bits (an event's tokens alone may pass bigint) are
+ * stored exactly and the invoices add them exactly; their CHECKs hold
+ * (no negative tokens), and a value past 39 digits is refused, never
+ * rounded. count and errors stay bigint. */
+Test(billing, usage_sums_past_bigint_are_stored_exactly)
+{
+	billing_create();
+	PGconn *su = superuser(DB);
+	tenant_insert(su, "huge", "free");
+	pg_harness_exec(&pg, su,
+			"INSERT INTO billing.usage_daily VALUES ('huge', '2024-03-01', '', '', '', 'llm.call',"
+			" 'ok', 2, 36893488147419103231, 18446744073709551615, -36893488147419103232,"
+			" 36893488147419103230, 0)");
+	char text[512];
+	pg_harness_query_text(&pg, su,
+			      "SELECT tokens_in, tokens_out, cost_micros, duration_ms FROM billing.usage_daily",
+			      text, sizeof(text));
+	cr_expect_str_eq(text, "36893488147419103231|18446744073709551615|-36893488147419103232"
+			       "|36893488147419103230\n");
+	pg_harness_query_text(&pg, su, "SELECT tokens FROM billing.invoices", text, sizeof(text));
+	cr_expect_str_eq(text, "55340232221128654846\n");
+	pg_harness_query_text(&pg, su,
+			      "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod)"
+			      ", ', ' ORDER BY attnum) FROM pg_attribute"
+			      " WHERE attrelid = 'billing.usage_daily'::regclass AND attnum > 0",
+			      text, sizeof(text));
+	cr_expect_str_eq(text, "tenant text, day date, project text, agent text, model text, type text,"
+			       " status text, count bigint, tokens_in numeric(39,0), tokens_out numeric(39,0),"
+			       " cost_micros numeric(39,0), duration_ms numeric(39,0), errors bigint\n");
+	expect_error(su,
+		     "INSERT INTO billing.usage_daily VALUES ('huge', '2024-03-02', '', '', '', 'llm.call',"
+		     " 'ok', 1, -1, 0, 0, 0, 0)",
+		     "23514", NULL);
+	expect_error(su,
+		     "INSERT INTO billing.usage_daily VALUES ('huge', '2024-03-02', '', '', '', 'llm.call',"
+		     " 'ok', 1, 1000000000000000000000000000000000000000, 0, 0, 0, 0)",
+		     "22003", NULL);
+	PQfinish(su);
+}
+
 /* Description: a database at version 3 holding such usage, whose 003 view
  * fails for every tenant with "bigint out of range", is upgraded by the
- * runner applying 004 alone (refused, changing nothing, while a view of
+ * runner applying 004 and 005 (refused, changing nothing, while a view of
  * someone else's depends on the invoices); the view then answers exactly
  * for every tenant, is still security_invoker and still granted to the
  * reporting and billing-admin roles (a bound reporting login sees its
@@ -1174,9 +1216,9 @@ Test(billing, invoices_upgrade_from_version_3_answers_for_every_tenant)
 	versions_text(su, text, sizeof(text));
 	cr_expect_str_eq(text, "1,2,3\n");
 	pg_harness_exec(&pg, su, "DROP VIEW public.totals");
-	cr_assert_eq(migrate(err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(migrate(err, sizeof(err)), 2, "%s", err);
 	versions_text(su, text, sizeof(text));
-	cr_expect_str_eq(text, "1,2,3,4\n");
+	cr_expect_str_eq(text, "1,2,3,4,5\n");
 	pg_harness_query_text(&pg, su,
 			      "SELECT array_to_string(reloptions, ','), pg_get_userbyid(relowner),"
 			      " has_table_privilege('tally_reporting', oid, 'SELECT'),"

@@ -229,14 +229,23 @@ static int export_run(const cli_command *command, int argc, char **argv)
 	} else {
 		count = (size_t)(last - first + 1);
 	}
+	/* A day that fails for its own data is told and passed over (the
+	 * others are exported, and the command fails at the end); any other
+	 * failure stops the run, as the next day would fail the same way. */
 	export_total total = {0};
+	size_t failed = 0;
 	for (size_t i = 0; i < count; i++) {
 		export_day_result result;
 		int32_t day = days ? days[i] : first + (int32_t)i;
-		if (export_day(x, day, &result, errmsg)) {
+		int rc = export_day(x, day, &result, errmsg);
+		if (rc) {
 			fprintf(stderr, "tally %s: %s\n", command->name, errmsg);
-			free(days);
-			goto fail;
+			if (!export_failure_is_the_days(rc)) {
+				free(days);
+				goto fail;
+			}
+			failed++;
+			continue;
 		}
 		export_day_print(stdout, &result);
 		fflush(stdout);
@@ -247,6 +256,11 @@ static int export_run(const cli_command *command, int argc, char **argv)
 		export_total_print(stdout, &total);
 	export_close(x);
 	tally_client_close(c);
+	if (failed) {
+		fprintf(stderr, "tally %s: %zu of %zu days failed for their own data (above); the others "
+			"were exported\n", command->name, failed, count);
+		return CLI_EXIT_FAILURE;
+	}
 	return CLI_EXIT_OK;
 fail:
 	export_close(x);

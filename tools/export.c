@@ -61,6 +61,7 @@
 
 #include "billing_sql.h"
 #include "export.h"
+#include "format.h"
 #include "tally.h"
 #include "usage.h"
 
@@ -559,36 +560,17 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 			 r->status);
 		return EXPORT_E_DATA;
 	}
+	/* count and errors are bigint; the sums are numeric(39, 0) (migration
+	 * 5) and go exactly, with their wraps (copy_row). */
 	const struct {
 		const char *name;
 		uint64_t value;
-	} numbers[] = {
-		{"count", r->count},	     {"tokens_in", r->tokens_in},     {"tokens_out", r->tokens_out},
-		{"duration_ms", r->duration_ms}, {"errors", r->errors},
-	};
+	} numbers[] = {{"count", r->count}, {"errors", r->errors}};
 	for (size_t k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++)
 		if (numbers[k].value > INT64_MAX) {
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
 				 "day %s, tenant %s: %s %" PRIu64 " is past PostgreSQL's bigint", day_text, r->tenant,
 				 numbers[k].name, numbers[k].value);
-			return EXPORT_E_DATA;
-		}
-	/* A sum past 64 bits (its wraps, docs/queries.md): refused, never
-	 * exported as the wrapped field. */
-	const Tally__V1__Wraps *w = r->wraps;
-	const struct {
-		const char *name;
-		int64_t wraps;
-	} sums[] = {
-		{"tokens_in", w ? w->tokens_in : 0},	 {"tokens_out", w ? w->tokens_out : 0},
-		{"cost_micros", w ? w->cost_micros : 0}, {"duration_ms", w ? w->duration_ms : 0},
-	};
-	for (size_t k = 0; k < sizeof(sums) / sizeof(sums[0]); k++)
-		if (sums[k].wraps) {
-			snprintf(errmsg, EXPORT_ERRMSG_SIZE,
-				 "day %s, tenant %s: the %s sum is past 64 bits (its field plus %" PRId64
-				 " times 2^64), past PostgreSQL's bigint", day_text, r->tenant, sums[k].name,
-				 sums[k].wraps);
 			return EXPORT_E_DATA;
 		}
 	return 0;
@@ -882,11 +864,17 @@ static int copy_row(exporter *x, const Tally__V1__UsageRow *r, const char *day_t
 	    (rc = copy_text(x, r->model.data, r->model.len, '\t', errmsg)) ||
 	    (rc = copy_text(x, r->type.data, r->type.len, '\t', errmsg)))
 		return rc;
-	char numbers[192];
-	int n = snprintf(numbers, sizeof(numbers),
-			 "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64 "\t%" PRIu64 "\t%" PRIu64 "\n",
-			 status_names[r->status], r->count, r->tokens_in, r->tokens_out, r->cost_micros, r->duration_ms,
-			 r->errors);
+	/* The sums exactly: the field plus its wraps times 2^64. */
+	const Tally__V1__Wraps *w = r->wraps;
+	const __int128 two64 = (__int128)1 << 64;
+	char sums[4][FORMAT_WIDE_SIZE];
+	format_wide_text(sums[0], (__int128)r->tokens_in + (__int128)(w ? w->tokens_in : 0) * two64);
+	format_wide_text(sums[1], (__int128)r->tokens_out + (__int128)(w ? w->tokens_out : 0) * two64);
+	format_wide_text(sums[2], (__int128)r->cost_micros + (__int128)(w ? w->cost_micros : 0) * two64);
+	format_wide_text(sums[3], (__int128)r->duration_ms + (__int128)(w ? w->duration_ms : 0) * two64);
+	char numbers[256];
+	int n = snprintf(numbers, sizeof(numbers), "%s\t%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\n",
+			 status_names[r->status], r->count, sums[0], sums[1], sums[2], sums[3], r->errors);
 	assert(n > 0 && (size_t)n < sizeof(numbers));
 	return copy_put(x, numbers, (size_t)n, errmsg);
 }
@@ -933,8 +921,9 @@ static int copy_rows(exporter *x, const day_fetch *f, const char *day_text, char
 	snprintf(what, sizeof(what), "day %s: creating the staging table", day_text);
 	int rc = exec_expect(x,
 			     "CREATE TEMPORARY TABLE " EXPORT_STAGING_TABLE " (tenant text, day date, project text,"
-			     " agent text, model text, type text, status text, count bigint, tokens_in bigint,"
-			     " tokens_out bigint, cost_micros bigint, duration_ms bigint, errors bigint) ON COMMIT DROP",
+			     " agent text, model text, type text, status text, count bigint, tokens_in numeric(39, 0),"
+			     " tokens_out numeric(39, 0), cost_micros numeric(39, 0), duration_ms numeric(39, 0),"
+			     " errors bigint) ON COMMIT DROP",
 			     PGRES_COMMAND_OK, NULL, what, errmsg);
 	if (rc)
 		return rc;
@@ -1348,6 +1337,11 @@ static int day_cmp(const void *a, const void *b)
 {
 	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
 	return (x > y) - (x < y);
+}
+
+bool export_failure_is_the_days(int rc)
+{
+	return rc == EXPORT_E_DATA || rc == EXPORT_E_LIMIT;
 }
 
 bool export_day_listed(const int32_t *days, size_t count, int32_t day)

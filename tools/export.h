@@ -283,6 +283,12 @@ void export_changed_free(export_changed *changed);
 int export_days_exported(exporter *x, int32_t since, int32_t until, int32_t **days, size_t *count,
 			 char *errmsg);
 
+/* Whether export_day's failure rc is that day's own (a row PostgreSQL
+ * cannot take, EXPORT_E_DATA; a day over a limit, EXPORT_E_LIMIT): the
+ * next day may well succeed, so a run of several days goes on past it.
+ * Any other failure would fail the next day the same way. */
+bool export_failure_is_the_days(int rc);
+
 /* True if day is among days[0, count), ascending (export_days_exported's). */
 bool export_day_listed(const int32_t *days, size_t count, int32_t day);
 

@@ -16,6 +16,7 @@
 
 #define US_PER_SECOND INT64_C(1000000)
 #define CELL_TEXT_SIZE 48 /* a number or time as text */
+_Static_assert(CELL_TEXT_SIZE >= FORMAT_WIDE_SIZE, "a cell holds a 128-bit integer");
 #define ZONEINFO_DIR "/usr/share/zoneinfo/"
 
 static const char *const status_names[] = {"ok", "error", "timeout", "cancelled"};
@@ -186,8 +187,7 @@ static void real_text(char *out, double v)
 	*end = '\0';
 }
 
-/* A 128-bit integer in decimal (out: CELL_TEXT_SIZE bytes; 40 at most). */
-static void wide_text(char *out, __int128 v)
+void format_wide_text(char *out, __int128 v)
 {
 	unsigned __int128 m = v < 0 ? -(unsigned __int128)v : (unsigned __int128)v;
 	char digits[CELL_TEXT_SIZE], *p = digits + sizeof(digits);
@@ -209,7 +209,7 @@ static void cell_text(const format_cell *c, char *out)
 	case CELL_UINT: snprintf(out, CELL_TEXT_SIZE, "%" PRIu64, c->v.u); break;
 	case CELL_REAL: real_text(out, c->v.d); break;
 	case CELL_BOOL: snprintf(out, CELL_TEXT_SIZE, "%s", c->v.b ? "true" : "false"); break;
-	case CELL_WIDE: wide_text(out, c->v.w); break;
+	case CELL_WIDE: format_wide_text(out, c->v.w); break;
 	default: out[0] = '\0';
 	}
 }
@@ -350,7 +350,7 @@ static json_t *json_cell(const format_table *t, const format_cell *c)
 	case CELL_WIDE:
 		if (c->v.w >= INT64_MIN && c->v.w <= INT64_MAX)
 			return json_integer((json_int_t)c->v.w);
-		wide_text(buf, c->v.w);
+		format_wide_text(buf, c->v.w);
 		return json_string(buf);
 	default: return json_boolean(c->v.b);
 	}

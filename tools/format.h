@@ -35,6 +35,11 @@ enum format_kind {
 	FORMAT_JSONL,
 };
 
+/* A 128-bit integer in decimal: a sign, 39 digits and the NUL. */
+#define FORMAT_WIDE_SIZE 41
+/* Writes v in decimal into out (FORMAT_WIDE_SIZE bytes). */
+void format_wide_text(char *out, __int128 v);
+
 #define FORMAT_COLUMNS_MAX 32
 #define FORMAT_TIME_SIZE 48
 /* Rows one table holds at most: a query answers up to 100,000, a listing
