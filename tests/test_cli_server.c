@@ -492,6 +492,14 @@ Test(cli_server, query_and_events_options)
 			   "--limit '100001': want a whole number from 1 to 100000");
 	r = run(&cli_command_query, "--bogus", NULL);
 	expect_usage_error(r, &cli_command_query, "unknown option '--bogus'");
+	/* An option given twice is refused, except the repeatable ones. */
+	r = run(&cli_command_query, "--limit", "5", "--limit", "100", NULL);
+	expect_usage_error(r, &cli_command_query, "option '--limit' given twice");
+	r = run(&cli_command_query, "--bucket", "none", "--filter", "model=gpt", "--filter", "status=ok",
+		"--group-by", "model", "--group-by", "status", "--agg", "count", "--agg", "cost_micros",
+		"--format", "csv", NULL);
+	cr_assert_eq(r->code, CLI_EXIT_OK, "%s", r->err);
+	cr_expect_not_null(strstr(r->out, "Z,gpt,ok,2,300\n"), "%s", r->out);
 	r = run(&cli_command_query, "--help", NULL);
 	cr_expect_eq(r->code, CLI_EXIT_OK);
 	cr_expect_eq(strncmp(r->out, "usage: tally query ", 19), 0, "%s", r->out);
@@ -543,6 +551,8 @@ Test(cli_server, query_and_events_options)
 	cr_expect_null(strstr(r->out, "\ne1,"), "filtered out: %s", r->out);
 	r = run(&cli_command_events, "--limit", "0", NULL);
 	expect_usage_error(r, &cli_command_events, "--limit '0': want a whole number from 1 to 10000");
+	r = run(&cli_command_events, "--user", "u1", "--user", "u2", NULL);
+	expect_usage_error(r, &cli_command_events, "option '--user' given twice");
 	r = run(&cli_command_events, "--help", NULL);
 	cr_expect_eq(r->code, CLI_EXIT_OK);
 	cr_expect_eq(strncmp(r->out, "usage: tally events ", 20), 0, "%s", r->out);

@@ -1636,6 +1636,9 @@ Test(export, usage_errors)
 		{{"--pg", "x", "--changed", "extra"}, "unexpected argument 'extra'"},
 		{{"--pg", "x", "--changed", "--bogus"}, "unknown option '--bogus'"},
 		{{"--pg", "x", "--day"}, "option '--day' needs an argument"},
+		{{"--pg", "x", "--pg", "y", "--changed"}, "option '--pg' given twice"},
+		{{"--pg", "x", "--day", "2024-01-01", "--day", "2024-01-02"}, "option '--day' given twice"},
+		{{"--pg", "x", "--changed", "--changed"}, "option '--changed' given twice"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cli_result r;
@@ -1647,6 +1650,17 @@ Test(export, usage_errors)
 		cr_expect_str_eq(r.err, want, "case %zu", i);
 		cr_expect_str_eq(r.out, "", "case %zu", i);
 	}
+
+	/* The global --tenant: the export is of every tenant, so it is refused
+	 * rather than ignored. */
+	const char *argv[] = {"export", "--pg", "x", "--changed"};
+	cli_globals_current = (cli_globals){.server = "127.0.0.1:1", .key = "no-key", .tenant = "acme"};
+	char scratch[64];
+	snprintf(scratch, sizeof(scratch), "/tmp/tally-test-export-tenant-%d", (int)getpid());
+	cli_result r = *cli_run(scratch, &cli_command_export, 4, argv);
+	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE);
+	cr_expect_str_eq(r.err, "tally export: --tenant does not apply to export (run 'tally help export')\n");
 }
 
 /* Description: days parse only as real dates from 1970 on and format back

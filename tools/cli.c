@@ -7,10 +7,12 @@
  * stores; days as ISO dates. Sizes for people use binary units (KiB, MiB)
  * with one decimal; machine output (--json) always carries exact integers.
  */
+#include <assert.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "cli.h"
@@ -46,6 +48,21 @@ int cli_option_error(const cli_command *command, int argc, char **argv, int resu
 	if (optopt && arg[0] == '-' && arg[1] != '-')
 		return cli_usage_error(command, "unknown option '-%c'", optopt);
 	return cli_usage_error(command, "unknown option '%s'", arg);
+}
+
+int cli_option_once(const cli_command *command, const struct option *options, int opt,
+		    const char *repeatable, uint64_t *seen)
+{
+	for (unsigned k = 0; options[k].name; k++) {
+		if (options[k].val != opt)
+			continue;
+		assert(k < 64);
+		if ((*seen >> k) & 1 && !(repeatable && strchr(repeatable, opt)))
+			return cli_usage_error(command, "option '--%s' given twice", options[k].name);
+		*seen |= UINT64_C(1) << k;
+		return 0;
+	}
+	return 0; /* not an option of the list: getopt_long's error, told by the caller */
 }
 
 /* Floor division: the day (or second) that contains a negative time. */

@@ -18,6 +18,8 @@
 #ifndef TALLY_CLI_H
 #define TALLY_CLI_H
 
+#include <getopt.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +37,9 @@ struct cli_command {
 	const char *help;     /* the rest of `tally help NAME`: options, output, exit codes */
 	/* argv[0] is the command name; options follow. Returns an enum cli_exit. */
 	int (*run)(const cli_command *command, int argc, char **argv);
+	/* The global --tenant means something to it; for the others it is a
+	 * usage error, never silently ignored. */
+	bool takes_tenant;
 };
 
 /* The commands (one per tools/cmd_*.c). */
@@ -64,6 +69,13 @@ int cli_usage_error(const cli_command *command, const char *format, ...);
  * usage error. Returns CLI_EXIT_FAILURE.
  */
 int cli_option_error(const cli_command *command, int argc, char **argv, int result);
+
+/* For each option getopt_long returns (opt): a usage error (CLI_EXIT_FAILURE)
+ * when it was given before, unless its val is in `repeatable` (option
+ * characters; NULL: none). *seen is the caller's, zero before the loop;
+ * options must hold at most 64 entries. 0 when the option may be taken. */
+int cli_option_once(const cli_command *command, const struct option *options, int opt,
+		    const char *repeatable, uint64_t *seen);
 
 /* Formats microseconds since the epoch as RFC 3339 UTC,
  * "2026-09-21T14:13:20.000000Z". out must hold CLI_TIME_SIZE bytes. */

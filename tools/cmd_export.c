@@ -47,7 +47,10 @@ static int args_parse(const cli_command *command, int argc, char **argv, export_
 	int opt;
 	opterr = 0;
 	optind = 0;
+	uint64_t seen = 0;
 	while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+		if (cli_option_once(command, options, opt, NULL, &seen))
+			return CLI_EXIT_FAILURE;
 		switch (opt) {
 		case 'p': a->pg = optarg; break;
 		case 'd': a->day = optarg; break;

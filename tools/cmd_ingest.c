@@ -32,7 +32,10 @@ static int ingest_command_run(const cli_command *command, int argc, char **argv)
 	int opt;
 	opterr = 0;
 	optind = 0;
+	uint64_t seen = 0;
 	while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+		if (cli_option_once(command, options, opt, NULL, &seen))
+			return CLI_EXIT_FAILURE;
 		switch (opt) {
 		case 'f':
 			if ((o.format = rows_format_parse(optarg)) < 0)
@@ -141,4 +144,5 @@ const cli_command cli_command_ingest = {
 		"rejected or conflicting; 2 usage error, unreadable or malformed file, server\n"
 		"unreachable, key or batch refused.\n",
 	.run = ingest_command_run,
+	.takes_tenant = true,
 };

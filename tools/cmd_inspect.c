@@ -554,7 +554,10 @@ static int inspect_run(const cli_command *command, int argc, char **argv)
 	int json = 0, segments = 0, opt;
 	opterr = 0;
 	optind = 0; /* glibc: a full reset, so commands can parse in turn */
+	uint64_t seen = 0;
 	while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+		if (cli_option_once(command, options, opt, NULL, &seen))
+			return CLI_EXIT_FAILURE;
 		switch (opt) {
 		case 'j': json = 1; break;
 		case 's': segments = 1; break;

@@ -123,4 +123,5 @@ const cli_command cli_command_key = {
 		"exit codes: 0 done; 2 usage error, server unreachable, key refused, or the\n"
 		"server refused the request (e.g. no such key).\n",
 	.run = key_run,
+	.takes_tenant = true,
 };

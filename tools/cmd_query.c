@@ -34,7 +34,12 @@ static int query_run(const cli_command *command, int argc, char **argv)
 	int rc = 0, opt;
 	opterr = 0;
 	optind = 0;
+	uint64_t seen = 0;
 	while (!rc && (opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+		if (cli_option_once(command, options, opt, "gfa", &seen)) {
+			queryargs_free(&spec);
+			return CLI_EXIT_FAILURE;
+		}
 		switch (opt) {
 		case 'F': rc = queryargs_from(&spec, optarg, now, errmsg); break;
 		case 'T': rc = queryargs_to(&spec, optarg, now, errmsg); break;
@@ -139,4 +144,5 @@ const cli_command cli_command_query = {
 		"\n"
 		"exit codes: 0 done; 2 usage error, server unreachable, key or query refused.\n",
 	.run = query_run,
+	.takes_tenant = true,
 };

@@ -64,7 +64,10 @@ static int verify_run(const cli_command *command, int argc, char **argv)
 	int opt;
 	opterr = 0;
 	optind = 0; /* glibc: a full reset */
+	uint64_t seen = 0;
 	while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+		if (cli_option_once(command, options, opt, NULL, &seen))
+			return CLI_EXIT_FAILURE;
 		switch (opt) {
 		case 'j': out.json = 1; break;
 		case 'h': cli_command_help(command); return CLI_EXIT_OK;

@@ -245,7 +245,10 @@ int cli_json_options(const cli_command *command, int argc, char **argv, int posi
 	int opt;
 	opterr = 0;
 	optind = 0;
+	uint64_t seen = 0;
 	while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+		if (cli_option_once(command, options, opt, NULL, &seen))
+			return CLI_EXIT_FAILURE;
 		switch (opt) {
 		case 'j': *json = true; break;
 		case 'h': cli_command_help(command); return CLI_EXIT_OK;
@@ -257,6 +260,16 @@ int cli_json_options(const cli_command *command, int argc, char **argv, int posi
 	if (argc - optind > positional)
 		return cli_usage_error(command, "%s: unexpected argument '%s'", argv[0], argv[optind + positional]);
 	return -1;
+}
+
+int cli_command_run(const cli_command *command, int argc, char **argv)
+{
+	if (cli_globals_current.tenant && !command->takes_tenant) {
+		fprintf(stderr, "tally %s: --tenant does not apply to %s (run 'tally help %s')\n",
+			command->name, command->name, command->name);
+		return CLI_EXIT_FAILURE;
+	}
+	return command->run(command, argc, argv);
 }
 
 int cli_connect_admin(const cli_command *command, tally_client **c)

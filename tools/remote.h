@@ -46,6 +46,11 @@ typedef struct cli_globals {
 /* What main() found on the command line (for the commands to read). */
 extern cli_globals cli_globals_current;
 
+/* Runs command with the global options in cli_globals_current: a usage
+ * error (CLI_EXIT_FAILURE) for a --tenant the command does not take, else
+ * command->run's exit. */
+int cli_command_run(const cli_command *command, int argc, char **argv);
+
 /*
  * Moves the global options out of argv[1..*argc) (up to a "--", which
  * stays) into g, keeping the other arguments in order, and lowers *argc.

@@ -98,7 +98,7 @@ static int run(int argc, char **argv)
 	const cli_command *command = command_find(name);
 	if (!command)
 		return usage_error("unknown command", name);
-	return command->run(command, argc - 1, argv + 1);
+	return cli_command_run(command, argc - 1, argv + 1);
 }
 
 int main(int argc, char **argv)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli_run.h"
+#include "../../tools/remote.h"
 
 /* Reads the file at path (at most CLI_RUN_OUTPUT_MAX - 1 bytes) into buf. */
 static void read_back(const char *path, char *buf)
@@ -49,7 +50,7 @@ cli_run_result *cli_run(const char *scratch, const cli_command *command, int arg
 	fflush(stderr);
 	int saved_out = redirect(1, out_path);
 	int saved_err = redirect(2, err_path);
-	r.code = command->run(command, argc, args);
+	r.code = cli_command_run(command, argc, args);
 	fflush(stdout);
 	fflush(stderr);
 	cr_assert_eq(dup2(saved_out, 1), 1);
