@@ -534,6 +534,17 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 			conn_close_after_send(s, c);
 			return;
 		}
+		if (req->request_id == 0) {
+			/* An answer with id 0 is about the connection and is
+			 * followed by a close (docs/protocol.md): a request may
+			 * not have it, or its answer could not be told apart. */
+			pb_arena_free(req);
+			conn_respond_error(s, c, 0, frame_bytes, ERR_BAD_REQUEST, 0,
+					   "request_id 0 is reserved for answers about the connection: "
+					   "number requests from 1; closing");
+			conn_close_after_send(s, c);
+			return;
+		}
 		/* Not answered inside handle_request: an ingest batch waits for
 		 * its ack, any other request went to the worker pool. */
 		bool ingest = req->body_case == TALLY__V1__REQUEST__BODY_INGEST;

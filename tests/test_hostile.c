@@ -308,6 +308,35 @@ Test(hostile, frames_before_hello_are_small)
 	harness_finish(&h);
 }
 
+/* Description: request id 0 is reserved for answers about the connection
+ * (an Error with id 0 is followed by a close): a Ping with id 0, before or
+ * after the Hello, gets Error BAD_REQUEST with id 0 saying so, and the
+ * connection is closed; the server serves on. */
+Test(hostile, request_id_0_is_reserved)
+{
+	harness h;
+	harness_init(&h, "host-id0");
+	harness_start(&h);
+	for (int authed = 0; authed < 2; authed++) {
+		int fd = harness_socket(&h);
+		if (authed)
+			send_hello(fd, h.admin_key);
+		send_ping(fd, 0);
+		Tally__V1__Response *r = read_response(fd, 5000);
+		cr_assert_not_null(r, "no answer (authed %d)", authed);
+		cr_assert_eq(r->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "authed %d", authed);
+		cr_expect_eq(r->request_id, 0);
+		cr_expect_eq(r->error->code, TALLY__V1__ERROR__CODE__BAD_REQUEST);
+		cr_expect_str_eq(r->error->message, "request_id 0 is reserved for answers about the "
+						    "connection: number requests from 1; closing");
+		tally__v1__response__free_unpacked(r, NULL);
+		cr_expect(closed_within(fd, 5000), "authed %d: not closed", authed);
+		close(fd);
+	}
+	served(&h);
+	harness_finish(&h);
+}
+
 /* Description: a request that would decode to more than 16 times its
  * size (a Query of 400,000 empty filters: 800 KB on the wire, about 30 MB
  * decoded) gets Error TOO_LARGE (request id 0: its id is inside what was
