@@ -44,8 +44,9 @@
 #define BUILDER_CAPACITY_MIN 256u
 #define BUILDER_BYTES_MIN 4096u
 #define BUILDER_SLOTS_MIN 64u
-/* One field's tag (fields 1..16 take one byte) and a length of up to 5. */
-#define FIELD_OVERHEAD_MAX 6u
+/* One field's tag (fields 1..15 take one byte, 16..2047 two: cost_micros
+ * is 16) and a length of up to 5. */
+#define FIELD_OVERHEAD_MAX 7u
 /* The Request around the batch: request_id (tag + a 10-byte varint) and
  * the body's tag and length. */
 #define ENVELOPE_BYTES_MAX (1u + 10u + FIELD_OVERHEAD_MAX)
@@ -391,7 +392,11 @@ size_t builder_bytes(const builder *b)
 		const builder_strings *s = &b->strings[k];
 		uint64_t cost = raw_cost(s);
 		if (dict_candidate(s)) {
-			uint64_t dict_floor = (uint64_t)b->count + FIELD_OVERHEAD_MAX + s->distinct_cost;
+			/* The least a dictionary can cost (one-byte codes, as
+			 * builder_message counts it): below the bytes, the
+			 * message may choose it. */
+			uint64_t dict_floor = 1 + varint_size(b->count) + (uint64_t)b->count +
+					      s->distinct_cost;
 			uint32_t code_size = varint_size(base_max + s->distinct_count - 1);
 			uint64_t dict = (uint64_t)b->count * code_size + FIELD_OVERHEAD_MAX + s->distinct_cost;
 			if (dict < cost)

@@ -391,6 +391,48 @@ Test(builder, random_batches_round_trip)
 	free(events);
 }
 
+/* Description: the bound holds where a column's dictionary only just
+ * beats its bytes: 120 distinct one-byte types (a dictionary a few bytes
+ * cheaper than the bytes) ahead of four columns of 20 distinct 100-byte
+ * values, whose codes the types' entries push past 127 (two bytes each).
+ * Batches of 300 to 420 such events round trip under builder_bytes.
+ * Before, the bound took the types for bytes, so the codes after them for
+ * one byte: 358 events packed to 17,741 bytes against a bound of 16,495,
+ * and `tally ingest` sent batches over the frame limit. */
+Test(builder, the_bound_holds_where_a_dictionary_only_just_beats_bytes)
+{
+	enum { N_MAX = 420 };
+	static char ids[N_MAX][16], values[20][100], types[120];
+	static tally_client_event events[N_MAX];
+	for (int v = 0; v < 20; v++) {
+		memset(values[v], 'a' + v, sizeof(values[v]));
+		values[v][0] = (char)('A' + v);
+	}
+	for (int t = 0; t < 120; t++) /* bytes 1..121 but '\n' */
+		types[t] = (char)(t + 1 + (t + 1 >= '\n'));
+	builder b;
+	builder_init(&b);
+	for (int n = 300; n <= N_MAX; n += 2) {
+		builder_reset(&b);
+		for (int i = 0; i < n; i++) {
+			tally_client_event *e = &events[i];
+			memset(e, 0, sizeof(*e));
+			snprintf(ids[i], sizeof(ids[i]), "%08d", i);
+			e->event_id = (tally_client_str){ids[i], 8};
+			e->time_us = INT64_C(1700000000000000) + i;
+			e->type = (tally_client_str){&types[i % 120], 1};
+			e->project = (tally_client_str){values[i % 20], 100};
+			e->agent = (tally_client_str){values[(i + 3) % 20], 100};
+			e->model = (tally_client_str){values[(i + 7) % 20], 100};
+			e->user = (tally_client_str){values[(i + 11) % 20], 100};
+			cr_assert_eq(builder_add(&b, e), 0);
+		}
+		Tally__V1__Request *got = round_trip(&b, events, (size_t)n);
+		tally__v1__request__free_unpacked(got, NULL);
+	}
+	builder_free(&b);
+}
+
 /* Description: a column with more than BUILDER_DICT_STRINGS_MAX distinct
  * values stops being a dictionary candidate and is sent as bytes, while
  * values repeated after that still decode right. */
