@@ -467,8 +467,17 @@ int tally_client_hello(tally_client *c, const char *api_key, const char *client_
 			ok->limits->list_events_max,
 		};
 	}
-	if (s->limits.frame_bytes_max)
+	if (s->limits.frame_bytes_max) {
 		c->send_limit = s->limits.frame_bytes_max;
+		/* The server answers up to its own frame limit (a DailyUsage
+		 * page fills it): take that much, up to what any server may
+		 * set. */
+		uint32_t answers = s->limits.frame_bytes_max < TALLY_CLIENT_FRAME_BYTES_CEILING
+					   ? s->limits.frame_bytes_max
+					   : TALLY_CLIENT_FRAME_BYTES_CEILING;
+		if (answers > c->reader.limit)
+			c->reader.limit = answers;
+	}
 	if (s->limits.inflight_requests_max && s->limits.inflight_requests_max < TALLY_CLIENT_INFLIGHT_MAX)
 		c->inflight_max = s->limits.inflight_requests_max;
 	*out = resp;

@@ -61,6 +61,9 @@ typedef struct tally_client tally_client;
 /* Largest response frame accepted by tally_client_connect/open: a full
  * query result (100,000 rows with their group values) fits. */
 #define TALLY_CLIENT_RESPONSE_BYTES_MAX (64u << 20)
+/* After Hello, responses up to the server's frame limit are accepted when
+ * that is larger, up to this (the largest frame limit tallyd takes). */
+#define TALLY_CLIENT_FRAME_BYTES_CEILING (256u << 20)
 #define TALLY_CLIENT_HOST_SIZE 256
 #define TALLY_CLIENT_PORT_SIZE 16
 #define TALLY_CLIENT_TENANT_SIZE 65   /* 64 bytes and the NUL */
@@ -72,13 +75,17 @@ typedef struct tally_client tally_client;
  * Connects to host:port (TCP; IPv4 or IPv6). 0 or -errno, or
  * -EHOSTUNREACH when the name resolves to nothing reachable; errmsg
  * (TALLY_CLIENT_ERRMSG_SIZE bytes, may be NULL) says which. Responses up to
- * TALLY_CLIENT_RESPONSE_BYTES_MAX are accepted; requests up to the
- * protocol's default frame limit until Hello tells the server's.
+ * TALLY_CLIENT_RESPONSE_BYTES_MAX are accepted (after Hello, up to the
+ * server's frame limit if larger, at most TALLY_CLIENT_FRAME_BYTES_CEILING);
+ * requests up to the protocol's default frame limit until Hello tells the
+ * server's.
  */
 int tally_client_connect(const char *host, const char *port, tally_client **out, char *errmsg);
 
 /* Wraps a connected socket (the client owns it from then on); frame_limit
- * bounds frames both ways (0: FRAME_BYTES_MAX_DEFAULT). 0 or -ENOMEM. */
+ * bounds frames both ways (0: FRAME_BYTES_MAX_DEFAULT) until Hello tells
+ * the server's: then that bounds requests, and responses too if it is
+ * larger (at most TALLY_CLIENT_FRAME_BYTES_CEILING). 0 or -ENOMEM. */
 int tally_client_from_fd(int fd, uint32_t frame_limit, tally_client **out);
 
 /* Closes the socket and frees c (NULL is fine). Responses still in flight

@@ -342,14 +342,21 @@ static void send_hello_ok(script *s, uint64_t id)
 
 /* Starts s on a socketpair; *c is the client end, already past Hello when
  * the script's first request is Hello (the respond function answers it). */
-static void script_start(script *s, pthread_t *th, tally_client **c)
+/* The script's peer on one end of a socketpair, a client with frame_limit
+ * (0: the default) on the other. */
+static void script_start_limit(script *s, pthread_t *th, tally_client **c, uint32_t frame_limit)
 {
 	int sv[2];
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	s->fd = sv[1];
 	s->listen_fd = -1;
 	cr_assert_eq(pthread_create(th, NULL, script_main, s), 0);
-	cr_assert_eq(tally_client_from_fd(sv[0], 0, c), 0);
+	cr_assert_eq(tally_client_from_fd(sv[0], frame_limit, c), 0);
+}
+
+static void script_start(script *s, pthread_t *th, tally_client **c)
+{
+	script_start_limit(s, th, c, 0);
 }
 
 static void hello_ok(tally_client *c)
@@ -663,6 +670,29 @@ Test(client, limits_checked_before_sending)
 	builder_free(&b);
 	script_finish(&s, th, c);
 	cr_expect_eq(s.got_count, 3, "Hello, one batch, one ping: nothing else was sent");
+	script_free(&s);
+}
+
+/* Description: after Hello the client takes responses up to the server's
+ * frame limit when that is larger than its own (a DailyUsage page may fill
+ * the server's frame): opened with a 1 MiB limit against a server of
+ * 4 MiB frames, a 2 MiB Ping is sent and its 2 MiB Pong is read. Before,
+ * the Pong was refused as over the frame limit, and the connection lost. */
+Test(client, responses_up_to_the_servers_frame_limit)
+{
+	script s = {.requests = 2, .respond = respond_pong, .limits = {4u << 20, 0, 0, 0, 0}};
+	pthread_t th;
+	tally_client *c;
+	script_start_limit(&s, &th, &c, 1u << 20);
+	hello_ok(c);
+	size_t size = 2u << 20;
+	char *payload = malloc(size);
+	cr_assert_not_null(payload);
+	memset(payload, 'p', size);
+	int rc = tally_client_ping(c, payload, size);
+	cr_expect_eq(rc, 0, "%s", tally_client_strerror(rc));
+	free(payload);
+	script_finish(&s, th, c);
 	script_free(&s);
 }
 
