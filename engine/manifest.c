@@ -208,6 +208,14 @@ fail:
 	return rc;
 }
 
+/* The largest manifest a store writes fits what a read takes. */
+_Static_assert(MANIFEST_HEADER_SIZE + (uint64_t)SEGMENT_FILE_COUNT_MAX * 8 +
+			       (uint64_t)TENANT_COUNT_MAX * (1 + TALLY_TENANT_SIZE_MAX) +
+			       CHANGE_SECTION_FIXED_SIZE + (uint64_t)CHANGE_DAYS_MAX * CHANGE_ENTRY_SIZE +
+			       8 + 8 <=
+		       MANIFEST_BYTES_MAX,
+	       "the largest manifest is readable");
+
 int manifest_encode(const manifest *m, uint8_t **out, size_t *out_size)
 {
 	assert(m->wal_file_id_next >= 1);

@@ -14,6 +14,7 @@
 
 #include "grow.h"
 #include "rows.h"
+#include "tally.h"
 
 /* Small: most of 10,000 tenants hold a handful of rows between flushes. */
 #define ROWS_CAPACITY_MIN 4
@@ -195,12 +196,14 @@ int rows_grow_id_bytes(rows *r, size_t extra)
 	bytebuf *b = &r->id_bytes;
 	if (extra <= b->capacity - b->size)
 		return 0;
-	if (extra > SIZE_MAX / 4 - b->size)
-		return -ENOMEM;
+	if (extra > ROWS_ID_BYTES_MAX - b->size)
+		return TALLY_E_LIMIT;
 	size_t needed = b->size + extra;
 	size_t capacity = b->capacity < ROWS_ID_BYTES_MIN ? ROWS_ID_BYTES_MIN : b->capacity;
 	while (capacity < needed)
 		capacity *= 2;
+	if (capacity > ROWS_ID_BYTES_MAX)
+		capacity = ROWS_ID_BYTES_MAX;
 	void *data = b->data;
 	int rc = grow_array(&data, b->capacity, capacity, b->size, r->mapped, &r->id_bytes_mapped);
 	if (rc)

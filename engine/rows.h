@@ -44,6 +44,11 @@ typedef struct rows {
 /* Rows from which a map_large set's columns are mappings: 1 MiB of
  * columns (about 62 bytes a row). */
 #define ROWS_MAPPED_MIN 16384u
+/* The most id bytes one row set holds: id_offset is 32-bit. Past it a
+ * reserve fails with TALLY_E_LIMIT (before, the offsets wrapped and rows
+ * read an earlier event's id: a compacted file stored wrong ids, and a
+ * resent event was accepted a second time). */
+#define ROWS_ID_BYTES_MAX ((size_t)UINT32_MAX)
 
 /* Ensures room for `count` rows in total. 0 or -ENOMEM (rows unchanged). */
 int rows_reserve(rows *r, uint32_t count);
@@ -51,8 +56,9 @@ int rows_reserve(rows *r, uint32_t count);
 int rows_grow_id_bytes(rows *r, size_t extra);
 
 /* Ensures room for `extra` more id bytes. While the columns are mappings,
- * the id bytes are one too, grown by mremap. 0 or -ENOMEM (rows
- * unchanged). */
+ * the id bytes are one too, grown by mremap. 0, -ENOMEM, or
+ * TALLY_E_LIMIT past ROWS_ID_BYTES_MAX (rows unchanged). The capacity
+ * never passes ROWS_ID_BYTES_MAX, so the fast path needs no check. */
 static inline int rows_reserve_id_bytes(rows *r, size_t extra)
 {
 	return extra <= r->id_bytes.capacity - r->id_bytes.size ? 0 : rows_grow_id_bytes(r, extra);

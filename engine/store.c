@@ -1769,10 +1769,20 @@ corrupt:
  */
 static int manifest_image_locked(tally_store *s, segment_file *const *files, uint32_t file_count,
 				 uint64_t replay_lsn, const change_map *changes,
-				 uint64_t wal_file_id_next, uint8_t **data, size_t *size)
+				 uint64_t wal_file_id_next, uint8_t **data, size_t *size, char *errmsg)
 {
 	manifest *m = &s->manifest;
 	*data = NULL;
+	/* Never a manifest the next open would refuse: the publish fails
+	 * instead (not sticky; nothing is written), and the compactor, woken,
+	 * brings the count down. */
+	if (file_count > SEGMENT_FILE_COUNT_MAX) {
+		pthread_cond_signal(&s->compact_wake);
+		snprintf(errmsg, TALLY_ERRMSG_SIZE,
+			 "%u live segment files would pass the manifest's %u: waiting for compaction",
+			 file_count, SEGMENT_FILE_COUNT_MAX);
+		return TALLY_E_LIMIT;
+	}
 	uint64_t *ids = realloc(m->file_ids, sizeof(uint64_t) * (file_count + 1));
 	manifest_tenant *tenants = realloc(m->tenants, sizeof(manifest_tenant) * (s->tenant_count + 1));
 	if (ids)
@@ -1892,9 +1902,18 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
 	{
 		for (uint32_t g = st->first_rowgroup; g < st->first_rowgroup + st->rowgroup_count && !rc;
 		     g++) {
-			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)) ||
-			    (rc = rows_reserve(r, r->count + scratch->count)) ||
-			    (rc = bytebuf_reserve(&r->id_bytes, scratch->id_bytes.size)))
+			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)))
+				break;
+			if (scratch->count >= UINT32_MAX - r->count ||
+			    scratch->id_bytes.size > ROWS_ID_BYTES_MAX - r->id_bytes.size) {
+				rc = TALLY_E_LIMIT;
+				snprintf(errmsg, TALLY_ERRMSG_SIZE,
+					 "tenant %s: its rows in this compaction pass %u rows or %zu bytes of "
+					 "event ids", st->name, UINT32_MAX - 1, ROWS_ID_BYTES_MAX);
+				break;
+			}
+			if ((rc = rows_reserve(r, r->count + scratch->count)) ||
+			    (rc = rows_reserve_id_bytes(r, scratch->id_bytes.size)))
 				break;
 			for (uint32_t i = 0; i < scratch->count; i++) {
 				uint32_t row = r->count + i;
@@ -2249,7 +2268,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		for (uint32_t j = 0; j < part_count; j++)
 			s->files[s->file_count + j] = parts[j].f;
 		rc = manifest_image_locked(s, s->files, s->file_count + part_count, boundary,
-					   &s->changes_frozen, wal_mark, &image, &image_size);
+					   &s->changes_frozen, wal_mark, &image, &image_size, errmsg);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (rc) {
@@ -2552,7 +2571,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	uint8_t *image = NULL;
 	size_t image_size = 0;
 	rc = manifest_image_locked(s, files, kept + part_count, s->manifest.wal_replay_lsn, NULL,
-				   s->manifest.wal_file_id_next, &image, &image_size);
+				   s->manifest.wal_file_id_next, &image, &image_size, errmsg);
 	pthread_mutex_unlock(&s->lock);
 	int written = !rc;
 	if (written)

@@ -24,7 +24,7 @@ enum dim {
 #define ROWGROUP_PACKED_BYTES_MAX 4096u      /* encoded row groups below this are one block */
 #define SEGMENT_FILE_FOOTER_BYTES_MAX (1u << 30)
 #define SEGMENT_FILE_COUNT_MAX 4096u         /* live segment files in a manifest */
-#define MANIFEST_BYTES_MAX (64u << 20)
+#define MANIFEST_BYTES_MAX (128u << 20)  /* holds the largest manifest (manifest.c asserts it) */
 #define DEDUP_LOAD_PERCENT_MAX 85u           /* grow the fingerprint table past this load */
 #define DEDUP_DAY_CANDIDATES_MAX 16u         /* fingerprint matches examined per id */
 #define DEDUP_LOAD_PERCENT_MIN 50u           /* shrink the fingerprint table below this load after an expiry (16 bytes per id) */

@@ -617,4 +617,24 @@ Test(memtable, truncation_forgets_rows_in_the_tail_the_index_and_the_successor)
 	append_rows(&m, 0, 10);
 	expect_truncated(&m, 10, 10, "emptied, then appended");
 	memtable_free(&m);
+}/* Description: a row set's id bytes stop at ROWS_ID_BYTES_MAX (its
+ * offsets are 32-bit): a reserve that would pass it fails with
+ * TALLY_E_LIMIT and changes nothing, and one that reaches it exactly is
+ * allowed. (Before, the offsets wrapped past 4 GiB: rows read an earlier
+ * event's id.) No memory is touched: the sizes are set by hand. */
+Test(memtable, id_bytes_stop_where_their_offsets_would_wrap)
+{
+	rows r;
+	memset(&r, 0, sizeof(r));
+	r.id_bytes.size = ROWS_ID_BYTES_MAX - 10;
+	r.id_bytes.capacity = ROWS_ID_BYTES_MAX - 10;
+	cr_expect_eq(rows_reserve_id_bytes(&r, 11), TALLY_E_LIMIT);
+	cr_expect_eq(rows_reserve_id_bytes(&r, SIZE_MAX / 2), TALLY_E_LIMIT);
+	cr_expect_eq(r.id_bytes.size, ROWS_ID_BYTES_MAX - 10);
+	cr_expect_eq(r.id_bytes.capacity, ROWS_ID_BYTES_MAX - 10);
+	cr_expect_null(r.id_bytes.data);
+	r.id_bytes.capacity = ROWS_ID_BYTES_MAX;
+	cr_expect_eq(rows_reserve_id_bytes(&r, 10), 0, "exactly to the limit: room already");
 }
+
+

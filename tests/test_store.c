@@ -801,6 +801,45 @@ static int count_event(void *ctx, const tally_event *e)
 	return 0;
 }
 
+/* Description: a flush that would make more live segment files than a
+ * MANIFEST may name (SEGMENT_FILE_COUNT_MAX, 4,096; the compactor is off)
+ * is refused with TALLY_E_LIMIT saying so, and writes nothing: the store
+ * stays writable, a compaction brings the count down, the same flush then
+ * succeeds, and the store reopens with every event. Before, the flush
+ * wrote a MANIFEST of 4,097 files, and the next open refused it as
+ * corrupt. About 15 s: 4,096 flushes. */
+Test(store, a_flush_never_names_more_files_than_a_manifest_may, .timeout = 120)
+{
+	tally_store *s = open_store_with(fault_io_table(fio), false, 1);
+	tally_ingest_result r;
+	char id[32];
+	for (uint32_t n = 0; n <= SEGMENT_FILE_COUNT_MAX; n++) {
+		snprintf(id, sizeof(id), "ev-%u", n);
+		tally_event e = make_event(id, NOW_US - MINUTE_US, 1);
+		cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+		cr_assert_eq(r.code, TALLY_ACCEPTED);
+		int rc = tally_flush(s);
+		if (n < SEGMENT_FILE_COUNT_MAX) {
+			cr_assert_eq(rc, 0, "flush %u: %s", n, tally_store_errmsg(s));
+			continue;
+		}
+		cr_assert_eq(rc, TALLY_E_LIMIT, "flush %u: %s", n, tally_strerror(rc));
+		cr_expect_str_eq(tally_store_errmsg(s), "flush: 4097 live segment files would pass the "
+							"manifest's 4096: waiting for compaction");
+	}
+	tally_event e = make_event("after", NOW_US - MINUTE_US, 1);
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0, "still writable");
+	cr_assert_eq(r.code, TALLY_ACCEPTED);
+	cr_assert_eq(tally_compact(s), 0, "%s", tally_store_errmsg(s));
+	cr_assert_eq(tally_flush(s), 0, "%s", tally_store_errmsg(s));
+	cr_assert_eq(tally_store_close(s), 0);
+	s = open_store_with(fault_io_table(fio), false, 1);
+	uint64_t count = 0;
+	cr_assert_eq(tally_scan(s, "acme", 0, INT64_MAX, count_event, &count), 0);
+	cr_expect_eq(count, SEGMENT_FILE_COUNT_MAX + 2);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* Writes `size` characters of text unique to (event, field) into out. */
 static void unique_text(char *out, size_t size, uint32_t event, uint32_t field)
 {
