@@ -11,7 +11,7 @@
 
 #include "ingest.h" /* BENCH_*_MAX, BENCH_*_DEFAULT */
 
-#define BENCH_MEMTABLE_MIB_MAX 65536u /* --memtable-mib: 64 GiB */
+#define BENCH_MEMTABLE_MIB_MAX 768u /* --memtable-mib: TALLY_MEMTABLE_BYTES_MAX_LIMIT */
 
 typedef struct bench_engine_options {
 	uint64_t event_count;      /* delivered events, re-sends included */

@@ -36,6 +36,7 @@
 #include "tally_limits.h"
 #include "segment.h"
 #include "sort.h"
+#include "wal.h"
 
 #define ROLLUP_MINUTE_US_SEG (INT64_C(60) * 1000000) /* minute_from is stored in minutes */
 
@@ -46,7 +47,13 @@
 #define SEGMENT_DAY_MAX (INT64_MAX / TALLY_US_PER_DAY - 1)
 #define TRAILER_MAGIC "TLYSEGE1"
 #define WRITE_CHUNK_BYTES (1u << 20)
-#define BLOCK_RAW_BYTES_MAX (256u << 20)
+/* A block's raw size: a tenant section's dictionary is one block, and a
+ * memtable (at most TALLY_MEMTABLE_BYTES_MAX_LIMIT plus one call) always
+ * fits. 256 MiB before 2026-12-02: a tenant key's long distinct strings
+ * could make a memtable whose dictionary no flush could write. */
+#define BLOCK_RAW_BYTES_MAX (1u << 30)
+_Static_assert(TALLY_MEMTABLE_BYTES_MAX_LIMIT + 2 * WAL_RECORD_PAYLOAD_MAX <= BLOCK_RAW_BYTES_MAX,
+	       "a memtable's dictionary fits one block");
 
 
 void segment_file_name(char *name, size_t size, uint64_t file_id)

@@ -3213,6 +3213,15 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		free(s);
 		return TALLY_E_INVALID;
 	}
+	if (s->options.memtable_bytes_max > TALLY_MEMTABLE_BYTES_MAX_LIMIT) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "open %s: memtable_bytes_max %" PRIu64 " is over %" PRIu64
+				 " (TALLY_MEMTABLE_BYTES_MAX_LIMIT: a memtable must fit a segment's blocks)",
+				 dir, s->options.memtable_bytes_max, TALLY_MEMTABLE_BYTES_MAX_LIMIT);
+		free(s);
+		return TALLY_E_INVALID;
+	}
 	if (s->options.query_rows_behind_max == 0)
 		s->options.query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 	if (s->options.query_cache_bytes_max == 0)

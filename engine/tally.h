@@ -137,12 +137,18 @@ const char *tally_reason_text(int reason);
  * database. */
 size_t tally_utf8_invalid_at(const uint8_t *s, size_t n);
 
+/* The largest memtable_bytes_max: a tenant's memtable (at most that plus
+ * one call) must fit a segment's dictionary block (1 GiB) and its event
+ * ids the 32-bit offsets of a row set. */
+#define TALLY_MEMTABLE_BYTES_MAX_LIMIT ((uint64_t)768 << 20)
+
 /* ---- Options ------------------------------------------------------------ */
 typedef struct tally_options {
 	const tally_io *io;              /* NULL: the liburing-backed default */
 	int64_t lateness_past_us;        /* default 35 days */
 	int64_t lateness_future_us;      /* default 5 minutes */
-	uint64_t memtable_bytes_max;     /* flush threshold, default 512 MiB (RAM: up to twice that,
+	uint64_t memtable_bytes_max;     /* flush threshold, default 512 MiB, at most
+					  * TALLY_MEMTABLE_BYTES_MAX_LIMIT (RAM: up to twice that,
 					  * plus one call's growth on each side, while a flush runs,
 					  * also beside a compaction) */
 	int64_t memtable_age_max_us;     /* the background worker also flushes once the oldest

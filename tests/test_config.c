@@ -90,7 +90,7 @@ Test(config, every_flag)
 		       "--frame-bytes-max", "1MiB", "--batch-events-max", "1000", "--connections-max", "5000",
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
-		       "500", "--memtable-bytes-max", "2GiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
+		       "500", "--memtable-bytes-max", "768MiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
 		       "--log-level", "warn", "--hello-timeout-ms", "750");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
@@ -106,7 +106,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.hello_timeout_ms, 750u);
 	cr_expect_eq(c.pending_bytes_max, 64u << 20);
 	cr_expect_eq(c.group_commit_window_us, 500u);
-	cr_expect_eq(c.memtable_bytes_max, (uint64_t)2 << 30);
+	cr_expect_eq(c.memtable_bytes_max, (uint64_t)768 << 20);
 	cr_expect_eq(c.memtable_age_max_s, 60u);
 	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 30);
 	cr_expect_eq(c.query_threads, 6u);
@@ -195,7 +195,7 @@ static const char full_ini[] = "; tallyd configuration\n"
 			       "hello_timeout_ms = 3000\n"
 			       "pending_bytes_max = 1GiB\n"
 			       "group_commit_window_us = 200\n"
-			       "memtable_bytes_max = 1GiB\n"
+			       "memtable_bytes_max = 640MiB\n"
 			       "memtable_age_max_s = 0\n"
 			       "query_threads = 4\n"
 			       "latency_slice_us = 1000\n"
@@ -226,7 +226,7 @@ Test(config, ini_file_sets_every_key)
 	cr_expect_eq(c.hello_timeout_ms, 3000u);
 	cr_expect_eq(c.pending_bytes_max, 1u << 30);
 	cr_expect_eq(c.group_commit_window_us, 200u);
-	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30);
+	cr_expect_eq(c.memtable_bytes_max, (uint64_t)640 << 20);
 	cr_expect_eq(c.memtable_age_max_s, 0u);
 	cr_expect_eq(c.query_threads, 4u);
 	cr_expect_eq(c.latency_slice_us, 1000u);
@@ -275,7 +275,7 @@ Test(config, flags_override_the_file_in_any_order)
 	cr_assert_eq(PARSE(&c, err, "--query-threads", "9", "--data", "/d", config_arg), CONFIG_OK, "%s", err);
 	cr_expect_eq(c.query_threads, 9u);
 	cr_expect_str_eq(c.data_dir, "/d");
-	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 30, "from the file");
+	cr_expect_eq(c.memtable_bytes_max, (uint64_t)640 << 20, "from the file");
 	cr_expect_eq(c.log_json, true, "from the file");
 	cr_expect_eq(c.log_level, (uint32_t)LOG_LEVEL_WARN, "from the file");
 	test_dir_remove(&dir);
@@ -337,8 +337,8 @@ Test(config, flag_errors)
 		 "--frame-bytes-max: not a size: 'MiB' (bytes, or a number with KiB, MiB or GiB)"},
 		{{"--pending-bytes-max", "4GiB"}, "--pending-bytes-max: '4GiB' is out of range 1 MiB..2 GiB"},
 		{{"--memtable-bytes-max", "18446744073709551615GiB"},
-		 "--memtable-bytes-max: '18446744073709551615GiB' is out of range 1 MiB..64 GiB"},
-		{{"--memtable-bytes-max", "65GiB"}, "--memtable-bytes-max: '65GiB' is out of range 1 MiB..64 GiB"},
+		 "--memtable-bytes-max: '18446744073709551615GiB' is out of range 1 MiB..768 MiB"},
+		{{"--memtable-bytes-max", "769MiB"}, "--memtable-bytes-max: '769MiB' is out of range 1 MiB..768 MiB"},
 		{{"--query-cache-bytes-max", "1023KiB"},
 		 "--query-cache-bytes-max: '1023KiB' is out of range 1 MiB..64 GiB"},
 		{{"--log-json=maybe"}, "--log-json: not true or false: 'maybe'"},
@@ -524,7 +524,7 @@ Test(config, size_suffixes)
 		{"--pending-bytes-max", "2GiB", 2u << 30},
 		{"--pending-bytes-max", "2048MiB", 2u << 30},
 		{"--pending-bytes-max", "1536MiB", 1536u << 20},
-		{"--memtable-bytes-max", "64GiB", (uint64_t)64 << 30},
+		{"--memtable-bytes-max", "768MiB", (uint64_t)768 << 20},
 		{"--memtable-bytes-max", "1048576", 1u << 20},
 		{"--memtable-bytes-max", "00010MiB", 10u << 20},
 	};
@@ -649,7 +649,7 @@ Test(config, usage_lists_every_flag)
 		"--group-commit-window-us US ",
 		"(default 0; 0..100000)",
 		"--memtable-bytes-max SIZE ",
-		"(default 512 MiB; 1 MiB..64 GiB)",
+		"(default 512 MiB; 1 MiB..768 MiB)",
 		"--query-cache-bytes-max SIZE ",
 		"least recently used out first (default 256 MiB; 1 MiB..64 GiB)",
 		"--query-threads N ",

@@ -840,6 +840,30 @@ Test(store, a_flush_never_names_more_files_than_a_manifest_may, .timeout = 120)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* Description: memtable_bytes_max is at most TALLY_MEMTABLE_BYTES_MAX_LIMIT
+ * (768 MiB): one more byte is refused at open with TALLY_E_INVALID naming
+ * the limit (a larger memtable could hold a tenant dictionary no segment
+ * block takes, or ids past 32-bit offsets), the limit itself is taken. */
+Test(store, memtable_bytes_max_is_at_most_the_limit)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	o.memtable_bytes_max = TALLY_MEMTABLE_BYTES_MAX_LIMIT + 1;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "", want[TALLY_ERRMSG_SIZE];
+	cr_expect_eq(tally_store_open(dir, &o, &s, err), TALLY_E_INVALID);
+	cr_expect_null(s);
+	snprintf(want, sizeof(want),
+		 "open %s: memtable_bytes_max 805306369 is over 805306368 (TALLY_MEMTABLE_BYTES_MAX_LIMIT: "
+		 "a memtable must fit a segment's blocks)", dir);
+	cr_expect_str_eq(err, want);
+	o.memtable_bytes_max = TALLY_MEMTABLE_BYTES_MAX_LIMIT;
+	s = open_store_options(&o);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* Writes `size` characters of text unique to (event, field) into out. */
 static void unique_text(char *out, size_t size, uint32_t event, uint32_t field)
 {
