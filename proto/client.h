@@ -103,9 +103,11 @@ int tally_client_parse_server(const char *server, char *host, char *port, char *
 
 /*
  * A receive and send timeout for every later call (0: wait forever, the
- * default). A call that times out fails with -ETIMEDOUT, final like any
- * transport error (a late answer could not be told from the next one).
- * 0 or -errno from setsockopt.
+ * default): the longest wait for the socket to take or give a byte
+ * (SO_RCVTIMEO, SO_SNDTIMEO), not a bound on a whole call, which a peer
+ * trickling bytes can keep going. A call that times out fails with
+ * -ETIMEDOUT, final like any transport error (a late answer could not be
+ * told from the next one). 0 or -errno from setsockopt.
  */
 int tally_client_set_timeout(tally_client *c, uint32_t timeout_ms);
 

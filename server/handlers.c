@@ -1128,6 +1128,8 @@ static enum metric_counter counter_of(Tally__V1__Request__BodyCase body)
 	case TALLY__V1__REQUEST__BODY_LIST_EVENTS: return M_REQUESTS_LIST_EVENTS;
 	case TALLY__V1__REQUEST__BODY_STATS: return M_REQUESTS_STATS;
 	case TALLY__V1__REQUEST__BODY_PING: return M_REQUESTS_PING;
+	case TALLY__V1__REQUEST__BODY_DAILY_USAGE:
+	case TALLY__V1__REQUEST__BODY_CHANGED_DAYS: return M_REQUESTS_EXPORT;
 	default: return M_REQUESTS_ADMIN;
 	}
 }

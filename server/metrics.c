@@ -95,6 +95,7 @@ static const counter_spec counter_specs[M_COUNTER_COUNT] = {
 	[M_REQUESTS_QUERY] = {"tally_requests_total", NULL, "kind=\"query\""},
 	[M_REQUESTS_LIST_EVENTS] = {"tally_requests_total", NULL, "kind=\"list_events\""},
 	[M_REQUESTS_ADMIN] = {"tally_requests_total", NULL, "kind=\"admin\""},
+	[M_REQUESTS_EXPORT] = {"tally_requests_total", NULL, "kind=\"export\""},
 	[M_REQUESTS_STATS] = {"tally_requests_total", NULL, "kind=\"stats\""},
 	[M_REQUESTS_PING] = {"tally_requests_total", NULL, "kind=\"ping\""},
 	[M_EVENTS_ACCEPTED] = {"tally_events_total", "Ingested events, by their result in the acknowledgement.",

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "../server/log.h"
+#include "../server/server_internal.h" /* server.metrics */
 #include "../tools/billing_sql.h"
 #include "../tools/cli.h"
 #include "../tools/export.h"
@@ -1100,6 +1101,9 @@ Test(export, any_datestyle_and_time_zone)
 			" ALTER DATABASE " DB " SET timezone = 'Asia/Shanghai'");
 	char d[EXPORT_DAY_SIZE];
 	five_events_exported(today() - 1, d);
+	/* The export's requests are counted as such, not as administration. */
+	cr_expect_gt(metrics_counter(w.h.server->metrics, M_REQUESTS_EXPORT), 0);
+	cr_expect_eq(metrics_counter(w.h.server->metrics, M_REQUESTS_ADMIN), 0);
 	cr_expect_eq(pg_harness_query_int64(&pg, su,
 					    "SELECT count(*) FROM billing.export_runs WHERE started <= finished"
 					    " AND started > now() - interval '10 minutes' AND started <= now()"),
