@@ -298,9 +298,10 @@ Test(rows, a_stray_quote_never_reads_the_whole_input)
 	char *text = malloc(total + 1);
 	cr_assert_not_null(text);
 	strcpy(text, "event_id,time\ne1,1\ne2,\"");
-	for (size_t at = strlen(text); at < total; at += line) {
-		memset(text + at, 'q', line - 1);
-		text[at + line - 1] = '\n';
+	for (size_t at = strlen(text), n; at < total; at += n) { /* lines of `line` bytes */
+		n = total - at < line ? total - at : line;
+		memset(text + at, 'q', n);
+		text[at + n - 1] = '\n';
 	}
 	text[total] = '\0';
 	FILE *f = fmemopen(text, total, "r");
