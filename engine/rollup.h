@@ -81,8 +81,8 @@ static inline uint64_t rollup_mix64(uint64_t x)
  * Sums are exact: a 64-bit field holds the sum modulo 2^64 and a wraps
  * count (tally_wraps) how many times it passed the field's range, so that
  * the exact sum is field + wraps * 2^64 (tally.h). Almost every cell has
- * no wraps; billing refuses a sum that left its range instead of wrapping
- * it (docs/billing.md). The two additions below add v (with v_wraps, for a
+ * no wraps; billing exports the exact sum, never a wrapped one
+ * (docs/billing.md). The two additions below add v (with v_wraps, for a
  * sum of sums) to *sum and count the wrap this addition makes.
  */
 static inline void sum_add_u64(uint64_t *sum, int64_t *wraps, uint64_t v, int64_t v_wraps)
