@@ -1767,22 +1767,29 @@ corrupt:
  * under the lock stalled every ingest and query for the fsyncs of a
  * rename (30-48 ms a flush: docs/benchmarks.md, ninth measurement).
  */
+/* Whether file_count live files are more than a MANIFEST may name: never a
+ * manifest the next open would refuse, so a flush or compaction fails
+ * instead (not sticky; nothing is written), with errmsg saying so, and the
+ * compactor is woken to bring the count down. Caller holds the lock. */
+static bool files_past_manifest_locked(tally_store *s, uint32_t file_count, char *errmsg)
+{
+	if (file_count <= SEGMENT_FILE_COUNT_MAX)
+		return false;
+	pthread_cond_signal(&s->compact_wake);
+	snprintf(errmsg, TALLY_ERRMSG_SIZE,
+		 "%u live segment files would pass the manifest's %u: waiting for compaction",
+		 file_count, SEGMENT_FILE_COUNT_MAX);
+	return true;
+}
+
 static int manifest_image_locked(tally_store *s, segment_file *const *files, uint32_t file_count,
 				 uint64_t replay_lsn, const change_map *changes,
 				 uint64_t wal_file_id_next, uint8_t **data, size_t *size, char *errmsg)
 {
 	manifest *m = &s->manifest;
 	*data = NULL;
-	/* Never a manifest the next open would refuse: the publish fails
-	 * instead (not sticky; nothing is written), and the compactor, woken,
-	 * brings the count down. */
-	if (file_count > SEGMENT_FILE_COUNT_MAX) {
-		pthread_cond_signal(&s->compact_wake);
-		snprintf(errmsg, TALLY_ERRMSG_SIZE,
-			 "%u live segment files would pass the manifest's %u: waiting for compaction",
-			 file_count, SEGMENT_FILE_COUNT_MAX);
+	if (files_past_manifest_locked(s, file_count, errmsg))
 		return TALLY_E_LIMIT;
-	}
 	uint64_t *ids = realloc(m->file_ids, sizeof(uint64_t) * (file_count + 1));
 	manifest_tenant *tenants = realloc(m->tenants, sizeof(manifest_tenant) * (s->tenant_count + 1));
 	if (ids)
@@ -2210,6 +2217,17 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 			frozen_rows += s->tenants[i]->frozen->rows.count;
 		}
 	uint32_t part_count = file_part_count(s, frozen_rows, frozen_count);
+	if (s->file_count + part_count > SEGMENT_FILE_COUNT_MAX) {
+		/* The publish would be refused (manifest_image_locked): write
+		 * nothing; the memtables stay frozen for the next try. */
+		char errmsg[TALLY_ERRMSG_SIZE];
+		files_past_manifest_locked(s, s->file_count + part_count, errmsg);
+		pthread_mutex_unlock(&s->lock);
+		free(frozen);
+		free(row_counts);
+		record_failure(s, "flush", errmsg, TALLY_E_LIMIT);
+		return TALLY_E_LIMIT;
+	}
 	uint64_t first_file_id = s->manifest.next_file_id;
 	s->manifest.next_file_id += part_count;
 	s->flushing = 1; /* until published or given up: no compaction takes ids meanwhile */
