@@ -1757,16 +1757,6 @@ corrupt:
 
 /* ---- publishing: flush and compaction ----------------------------------- */
 
-/*
- * The manifest image for the catalog as it will be once published (lock
- * held): file_ids[0, file_count) and every tenant, with replay_lsn and
- * changes (NULL: the manifest's own). Only encoded here; the caller
- * writes it with no lock held (manifest_write_encoded, under
- * `publish`, so no other manifest write overlaps) and publishes the
- * catalog and bumps the generation under the lock afterwards. Writing it
- * under the lock stalled every ingest and query for the fsyncs of a
- * rename (30-48 ms a flush: docs/benchmarks.md, ninth measurement).
- */
 /* Whether file_count live files are more than a MANIFEST may name: never a
  * manifest the next open would refuse, so a flush or compaction fails
  * instead (not sticky; nothing is written), with errmsg saying so, and the
@@ -1782,6 +1772,17 @@ static bool files_past_manifest_locked(tally_store *s, uint32_t file_count, char
 	return true;
 }
 
+/*
+ * The manifest image for the catalog as it will be once published (lock
+ * held): file_ids[0, file_count) and every tenant, with replay_lsn and
+ * changes (NULL: the manifest's own). Only encoded here; the caller
+ * writes it with no lock held (manifest_write_encoded, under
+ * `publish`, so no other manifest write overlaps) and publishes the
+ * catalog and bumps the generation under the lock afterwards. Writing it
+ * under the lock stalled every ingest and query for the fsyncs of a
+ * rename (30-48 ms a flush: docs/benchmarks.md, ninth measurement).
+ * TALLY_E_LIMIT (errmsg says why) for more files than a manifest may name.
+ */
 static int manifest_image_locked(tally_store *s, segment_file *const *files, uint32_t file_count,
 				 uint64_t replay_lsn, const change_map *changes,
 				 uint64_t wal_file_id_next, uint8_t **data, size_t *size, char *errmsg)

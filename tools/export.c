@@ -853,6 +853,13 @@ static int copy_text(exporter *x, const uint8_t *s, size_t n, char separator, ch
 	return rc ? rc : copy_put(x, &separator, 1, errmsg);
 }
 
+/* A sum exactly, in decimal (out: FORMAT_WIDE_SIZE bytes): its field (as
+ * its own type: a cost is signed) plus its wraps times 2^64. */
+static void sum_text(char *out, __int128 field, int64_t wraps)
+{
+	format_wide_text(out, field + (__int128)wraps * ((__int128)1 << 64));
+}
+
 /* One usage_daily row in COPY text format. */
 static int copy_row(exporter *x, const Tally__V1__UsageRow *r, const char *day_text, char *errmsg)
 {
@@ -864,14 +871,12 @@ static int copy_row(exporter *x, const Tally__V1__UsageRow *r, const char *day_t
 	    (rc = copy_text(x, r->model.data, r->model.len, '\t', errmsg)) ||
 	    (rc = copy_text(x, r->type.data, r->type.len, '\t', errmsg)))
 		return rc;
-	/* The sums exactly: the field plus its wraps times 2^64. */
 	const Tally__V1__Wraps *w = r->wraps;
-	const __int128 two64 = (__int128)1 << 64;
 	char sums[4][FORMAT_WIDE_SIZE];
-	format_wide_text(sums[0], (__int128)r->tokens_in + (__int128)(w ? w->tokens_in : 0) * two64);
-	format_wide_text(sums[1], (__int128)r->tokens_out + (__int128)(w ? w->tokens_out : 0) * two64);
-	format_wide_text(sums[2], (__int128)r->cost_micros + (__int128)(w ? w->cost_micros : 0) * two64);
-	format_wide_text(sums[3], (__int128)r->duration_ms + (__int128)(w ? w->duration_ms : 0) * two64);
+	sum_text(sums[0], r->tokens_in, w ? w->tokens_in : 0);
+	sum_text(sums[1], r->tokens_out, w ? w->tokens_out : 0);
+	sum_text(sums[2], r->cost_micros, w ? w->cost_micros : 0);
+	sum_text(sums[3], r->duration_ms, w ? w->duration_ms : 0);
 	char numbers[256];
 	int n = snprintf(numbers, sizeof(numbers), "%s\t%" PRIu64 "\t%s\t%s\t%s\t%s\t%" PRIu64 "\n",
 			 status_names[r->status], r->count, sums[0], sums[1], sums[2], sums[3], r->errors);
