@@ -529,6 +529,15 @@ static void ingest_refused(server *s, conn *c, const pending_ingest *p, int stat
 				   "ingest refused: %s", tally_strerror(status));
 }
 
+/* Whether a WAL commit failed: the store then refuses writes for good. */
+static bool handlers_commit_failed(server *s)
+{
+	pthread_mutex_lock(&s->commit_lock);
+	bool failed = s->commit_error != 0;
+	pthread_mutex_unlock(&s->commit_lock);
+	return failed;
+}
+
 void handlers_submit_done(server *s)
 {
 	pthread_mutex_lock(&s->submit_lock);
@@ -567,8 +576,11 @@ void handlers_submit_done(server *s)
 		}
 	}
 	/* A group that appended nothing new (all duplicates, say) may already
-	 * be durable: ack it now, no commit event would come for it. */
-	if (s->acks.len && lsn <= tally_durable_lsn(s->store))
+	 * be durable: ack it now, no commit event would come for it. Nor would
+	 * one come after the WAL failed: the committer reported its failure
+	 * once, perhaps before this group came back with a commit LSN it had
+	 * already failed on. Then the group is refused now. */
+	if (s->acks.len && (lsn <= tally_durable_lsn(s->store) || handlers_commit_failed(s)))
 		handlers_ack_durable(s);
 	else if (s->acks.len)
 		server_commit_request(s, lsn);

@@ -907,6 +907,8 @@ static void *submitter_main(void *arg)
 			s->submit_hook(s->submit_hook_arg);
 		uint64_t lsn;
 		int rc = handlers_submit_group(s, &lsn);
+		if (s->submit_done_hook)
+			s->submit_done_hook(s->submit_hook_arg);
 		pthread_mutex_lock(&s->submit_lock);
 		s->submit_rc = rc;
 		s->submit_lsn = lsn;
@@ -917,9 +919,11 @@ static void *submitter_main(void *arg)
 	return NULL;
 }
 
-void server_test_submit_hook(server *s, void (*hook)(void *arg), void *arg)
+void server_test_submit_hooks(server *s, void (*before)(void *arg), void (*after)(void *arg),
+			      void *arg)
 {
-	s->submit_hook = hook;
+	s->submit_hook = before;
+	s->submit_done_hook = after;
 	s->submit_hook_arg = arg;
 }
 

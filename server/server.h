@@ -36,9 +36,11 @@ int server_run(server *s);
 /* Asks server_run to stop. Async-signal-safe (one write to an eventfd). */
 void server_stop(server *s);
 
-/* Tests only: hook runs on the submitter thread before each group of
- * ingest goes to the engine (set before server_run; NULL: none). */
-void server_test_submit_hook(server *s, void (*hook)(void *arg), void *arg);
+/* Tests only: `before` runs on the submitter thread before each group of
+ * ingest goes to the engine, `after` once the engine has taken it and
+ * before the event loop hears of it (set before server_run; NULL: none). */
+void server_test_submit_hooks(server *s, void (*before)(void *arg), void (*after)(void *arg),
+			      void *arg);
 
 /* Flushes the engine's memtables, closes everything and frees s. Returns 0
  * or the first error (flush or close). */

@@ -225,6 +225,7 @@ struct server {
 	int submit_rc;              /* under submit_lock: the engine's return */
 	uint64_t submit_lsn;        /* under submit_lock: its WAL record */
 	void (*submit_hook)(void *arg); /* tests: runs on the submitter before each group */
+	void (*submit_done_hook)(void *arg); /* tests: runs after it, before it is reported */
 	void *submit_hook_arg;
 
 	/* The committer thread. */

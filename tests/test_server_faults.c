@@ -15,9 +15,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "support/fault_io.h"
 #include "support/server_batches.h"
@@ -46,7 +48,8 @@ static void prefix_of(uint32_t k, char *prefix)
 	snprintf(prefix, 16, "b%u", k);
 }
 
-static void setup(state *st, uint64_t memtable_bytes_max)
+/* Starts the server; submit_done_hook as harness.h says (NULL: none). */
+static void setup_hooked(state *st, uint64_t memtable_bytes_max, void (*submit_done_hook)(void *))
 {
 	memset(st, 0, sizeof(*st));
 	st->fio = fault_io_create();
@@ -55,9 +58,15 @@ static void setup(state *st, uint64_t memtable_bytes_max)
 	st->h.config.io = fault_io_table(st->fio);
 	if (memtable_bytes_max)
 		st->h.config.memtable_bytes_max = memtable_bytes_max;
+	st->h.submit_done_hook = submit_done_hook;
 	harness_start(&st->h);
 	harness_create_tenant(&st->h, "acme", st->key);
 	st->base_us = batches_base_time();
+}
+
+static void setup(state *st, uint64_t memtable_bytes_max)
+{
+	setup_hooked(st, memtable_bytes_max, NULL);
 }
 
 static tally_client *client_open(const state *st)
@@ -204,6 +213,90 @@ Test(server_faults, a_wal_fsync_error_refuses_the_batch_and_later_writes)
 	finish(&st);
 }
 
+static void sleep_ms(uint32_t ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+static atomic_uint slow_report_us; /* submitter_slow_to_report's sleep */
+
+/* A submitter thread descheduled between the engine's return and its
+ * report to the event loop. */
+static void submitter_slow_to_report(void *arg)
+{
+	(void)arg;
+	unsigned us = atomic_load(&slow_report_us);
+	if (us)
+		usleep(us);
+}
+
+/* Description: a batch of resent events (all DUPLICATE: it appends
+ * nothing to the WAL) comes back from the engine with the commit LSN of a
+ * batch whose fsync fails, after the server has heard of that failure.
+ * It is refused at once (INTERNAL, naming the WAL), as the failed batch
+ * is. Before 2026-12-02 it was never answered: it waited for a commit
+ * event that the failure had already sent, and the shutdown waited out
+ * its whole drain time for it. Timeline: batch N's WAL write takes 500 ms
+ * and its fsync fails (t = 500 ms); the submitter reports each group
+ * 300 ms late, so batch N is reported at 300 ms, the duplicates, taken
+ * next, are in the engine before the failure and reported after it. */
+Test(server_faults, a_batch_of_duplicates_after_a_failed_commit_is_refused, .timeout = 60)
+{
+	state st;
+	setup_hooked(&st, 0, submitter_slow_to_report);
+	tally_client *c1 = client_open(&st);
+	tally_client *c2 = client_open(&st);
+	batch_acked(c1, &st); /* batch 0, durable */
+
+	fault_io_path_filter_set(st.fio, ".wal");
+	fault_io_delay_set(st.fio, 0, 500000);
+	fault_io_fsync_fail_nth(st.fio, 1, EIO);
+	atomic_store(&slow_report_us, 300000);
+	builder bn, bd;
+	Tally__V1__IngestBatch mn, md;
+	uint32_t k = st.batch_count++;
+	char prefix[16], prefix0[16];
+	prefix_of(k, prefix);
+	prefix_of(0, prefix0);
+	st.maybe[k] = true;
+	batches_build(&bn, &mn, prefix, BATCH_EVENTS, st.base_us);
+	batches_build(&bd, &md, prefix0, BATCH_EVENTS, st.base_us); /* batch 0 again */
+	cr_assert_eq(tally_client_ingest_send(c1, &mn, NULL), 0);
+	sleep_ms(50);
+	cr_assert_eq(tally_client_ingest_send(c2, &md, NULL), 0);
+	tally_client *clients[2] = {c1, c2};
+	for (int i = 0; i < 2; i++) {
+		tally_ingest_ack ack;
+		int rc = tally_client_ingest_recv(clients[i], &ack);
+		const tally_client_error *e = tally_client_last_error(clients[i]);
+		cr_assert_eq(rc, TALLY_CLIENT_REFUSED, "client %d: %s", i + 1,
+			     tally_client_strerror(rc));
+		cr_assert_eq(e->code, TALLY__V1__ERROR__CODE__INTERNAL, "client %d: %s", i + 1,
+			     e->message);
+		cr_assert_not_null(strstr(e->message, "write-ahead log failed"), "%s", e->message);
+	}
+	atomic_store(&slow_report_us, 0);
+	builder_free(&bn);
+	builder_free(&bd);
+	tally_client_close(c1);
+	tally_client_close(c2);
+
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	restart(&st, -EIO);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* Nothing was left waiting: no drain time spent (SHUTDOWN_DRAIN_MS). */
+	cr_assert_lt(t1.tv_sec - t0.tv_sec, 5, "the shutdown took %ld s",
+		     (long)(t1.tv_sec - t0.tv_sec));
+	tally_client *c = client_open(&st);
+	uint64_t n = count(c, &st);
+	cr_assert(n == BATCH_EVENTS || n == 2 * BATCH_EVENTS, "%" PRIu64 " after the restart", n);
+	expect_exactly_once(c, &st);
+	tally_client_close(c);
+	finish(&st);
+}
+
 /* Description: the disk fills under the WAL (ENOSPC). The batch whose
  * record did not fit is refused naming the full disk, later writes are
  * refused, and after the restart (space freed) the torn record is gone:
@@ -227,12 +320,6 @@ Test(server_faults, a_full_disk_under_the_wal_refuses_the_batch)
 	expect_exactly_once(c, &st);
 	tally_client_close(c);
 	finish(&st);
-}
-
-static void sleep_ms(uint32_t ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	nanosleep(&ts, NULL);
 }
 
 /* Description: segment files cannot be written (ENOSPC) while ingest

@@ -32,8 +32,9 @@ void harness_start(harness *h)
 {
 	char err[TALLY_ERRMSG_SIZE] = "";
 	cr_assert_eq(server_open(&h->config, &h->server, err), 0, "server_open: %s", err);
-	if (h->submit_hook)
-		server_test_submit_hook(h->server, h->submit_hook, h->submit_hook_arg);
+	if (h->submit_hook || h->submit_done_hook)
+		server_test_submit_hooks(h->server, h->submit_hook, h->submit_done_hook,
+					 h->submit_hook_arg);
 	/* The listen address's host (127.0.0.1, or [::1] for a test on IPv6)
 	 * with the port the server took. */
 	int host_len = (int)(strrchr(h->config.listen, ':') - h->config.listen);

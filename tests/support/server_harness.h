@@ -26,8 +26,9 @@ typedef struct harness {
 	int run_rc;
 	char address[64]; /* "HOST:PORT": the listen address's host, the port taken */
 	char admin_key[80];
-	/* Set before harness_start: server_test_submit_hook's. */
+	/* Set before harness_start: server_test_submit_hooks's. */
 	void (*submit_hook)(void *arg);
+	void (*submit_done_hook)(void *arg);
 	void *submit_hook_arg;
 } harness;
 
