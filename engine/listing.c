@@ -252,7 +252,7 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	while (t && lo < req->to_us && !rc) {
 		/* lo < to: their distance fits in 64 bits unsigned, not signed. */
 		int64_t hi = (uint64_t)req->to_us - (uint64_t)lo > (uint64_t)window ? lo + window : req->to_us;
-		rc = store_scan_rows_locked(s, t, lo, hi, list_row, &c, &rows_read);
+		rc = store_scan_rows_locked(s, t, lo, hi, list_row, &c, &rows_read, errmsg);
 		if (c.count == c.capacity)
 			break;
 		lo = hi;

@@ -152,8 +152,9 @@ int manifest_read(const tally_io *io, const char *dir, manifest *m, char *errmsg
 		}
 	}
 	for (uint32_t t = 0; t < m->tenant_count; t++) {
+		/* A NUL would end the name early for every reader of it. */
 		if (offset >= body || data[offset] == 0 || data[offset] > TALLY_TENANT_SIZE_MAX ||
-		    offset + 1 + data[offset] > body) {
+		    offset + 1 + data[offset] > body || memchr(data + offset + 1, 0, data[offset])) {
 			if (errmsg)
 				snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %zu: bad tenant entry %u",
 					 path, offset, t);

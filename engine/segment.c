@@ -875,8 +875,11 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 	uint32_t footer_stored = le_get_u32(trailer + 8);
 	uint32_t footer_raw = le_get_u32(trailer + 12);
 	uint8_t footer_codec = trailer[16];
+	/* The footer's range is checked by subtraction: an offset near 2^64
+	 * would make the sum wrap onto the trailer. */
 	if (memcmp(trailer + 32, TRAILER_MAGIC, 8) != 0 || footer_offset < SEGMENT_HEADER_SIZE ||
-	    footer_offset + footer_stored != trailer_offset || footer_codec > BLOCK_CODEC_ZSTD ||
+	    footer_offset > trailer_offset || footer_stored != trailer_offset - footer_offset ||
+	    footer_codec > BLOCK_CODEC_ZSTD ||
 	    footer_raw > SEGMENT_FILE_FOOTER_BYTES_MAX) {
 		if (errmsg)
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset %" PRIu64 ": bad trailer",
@@ -1158,6 +1161,38 @@ static int read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows 
 			r->time_us[i] = (int64_t)((uint64_t)r->time_us[i] + (uint64_t)rg->time_base_us);
 	r->count = rg->rows;
 	return 0;
+}
+
+/* Contract in segment.h. */
+int segment_row_check(const segment_file *f, uint32_t t, uint32_t g, const rows *r,
+		      const strdict dict[DIM_COUNT], uint32_t row, char *errmsg)
+{
+	const seg_rowgroup *rg = &f->rowgroups[g];
+	for (int d = 0; d < DIM_COUNT; d++) {
+		if (r->dim[d][row] < dict[d].count)
+			continue;
+		int c = TALLY_COL_TYPE + d;
+		CORRUPT(f, f->blocks[rg->first_block + (rg->packed ? 0 : c)].offset,
+			"tenant %s row group %u, row %u: %s code %u is past its dictionary of %u "
+			"strings", f->tenants[t].name, g, row, tally_column_name(c), r->dim[d][row],
+			dict[d].count);
+	}
+	if (r->status[row] >= TALLY_STATUS_COUNT)
+		CORRUPT(f,
+			f->blocks[rg->first_block + (rg->packed ? 0 : TALLY_COL_STATUS)].offset,
+			"tenant %s row group %u, row %u: unknown status %u", f->tenants[t].name, g,
+			row, r->status[row]);
+	return 0;
+}
+
+/* Contract in segment.h. */
+int segment_rows_check(const segment_file *f, uint32_t t, uint32_t g, const rows *r,
+		       const strdict dict[DIM_COUNT], char *errmsg)
+{
+	int rc = 0;
+	for (uint32_t i = 0; i < r->count && !rc; i++)
+		rc = segment_row_check(f, t, g, r, dict, i, errmsg);
+	return rc;
 }
 
 int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows *r,

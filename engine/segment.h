@@ -216,6 +216,22 @@ int segment_read_rowgroup(const segment_file *f, uint32_t g, uint32_t mask, rows
 			  char *errmsg);
 
 /*
+ * Checks row `row` of r, read with every column from row group g of f's
+ * tenant section t, for meaning: its dictionary codes inside dict (the
+ * section's, segment_read_dict) and its status known. The reader checks
+ * checksums and structure only, and a row's codes index strdicts, so each
+ * reader of rows that looks strings up checks them first. 0, or
+ * TALLY_E_CORRUPT with errmsg naming the file, the column's block, the
+ * tenant, the row group and the row.
+ */
+int segment_row_check(const segment_file *f, uint32_t t, uint32_t g, const rows *r,
+		      const strdict dict[DIM_COUNT], uint32_t row, char *errmsg);
+
+/* segment_row_check of every row of r. */
+int segment_rows_check(const segment_file *f, uint32_t t, uint32_t g, const rows *r,
+		       const strdict dict[DIM_COUNT], char *errmsg);
+
+/*
  * Reads a block's raw bytes (verified and decompressed) into out. Used by
  * the readers above and by inspect/verify.
  */

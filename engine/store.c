@@ -475,15 +475,15 @@ static void verify_entry_clear(verify_entry *v)
 	memset(v, 0, sizeof(*v));
 }
 
-static int verify_entry_load(tally_store *s, verify_entry *v, segment_file *f, uint32_t ti,
-			     uint32_t g)
+static int verify_entry_load(verify_entry *v, segment_file *f, uint32_t ti, uint32_t g,
+			     char *errmsg)
 {
 	verify_entry_clear(v);
-	char err[TALLY_ERRMSG_SIZE] = "";
-	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, err);
+	int rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->rows, errmsg);
 	if (!rc)
-		rc = segment_read_dict(f, ti, v->dict, err);
-	rc = errmsg_keep(s, rc, err);
+		rc = segment_read_dict(f, ti, v->dict, errmsg);
+	if (!rc)
+		rc = segment_rows_check(f, ti, g, &v->rows, v->dict, errmsg);
 	uint32_t slot_count = 16;
 	while (!rc && slot_count < v->rows.count * 2)
 		slot_count *= 2;
@@ -526,7 +526,7 @@ static int64_t verify_entry_find(const verify_entry *v, const packed_id *id, uin
 }
 
 static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32_t g,
-			    verify_entry **out)
+			    verify_entry **out, char *errmsg)
 {
 	verify_entry *victim = &s->verify_cache[0];
 	for (int i = 0; i < VERIFY_CACHE_ENTRIES; i++) {
@@ -539,7 +539,7 @@ static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32
 		if (!v->valid || v->last_use < victim->last_use)
 			victim = v;
 	}
-	int rc = verify_entry_load(s, victim, f, ti, g);
+	int rc = verify_entry_load(victim, f, ti, g, errmsg);
 	if (rc)
 		return rc;
 	victim->last_use = ++s->verify_clock;
@@ -549,9 +549,10 @@ static int verify_cache_get(tally_store *s, segment_file *f, uint32_t ti, uint32
 
 /* Looks for the stored event with exactly this id in day `day`'s segments.
  * Returns 1 and fills *stored (strings valid until the next call), 0 when
- * absent, or a negative code. */
+ * absent, or a negative code (a file that cannot be read: errmsg says
+ * why). */
 static int find_in_segments(tally_store *s, const tenant *t, uint16_t day, const packed_id *id,
-			    tally_event *stored, char *id_text)
+			    tally_event *stored, char *id_text, char *errmsg)
 {
 	for (uint32_t fi = 0; fi < s->file_count; fi++) {
 		segment_file *f = s->files[fi];
@@ -566,7 +567,7 @@ static int find_in_segments(tally_store *s, const tenant *t, uint16_t day, const
 			for (uint32_t g = seg->first_rowgroup; g < seg->first_rowgroup + seg->rowgroup_count;
 			     g++) {
 				verify_entry *v;
-				int rc = verify_cache_get(s, f, (uint32_t)ti, g, &v);
+				int rc = verify_cache_get(s, f, (uint32_t)ti, g, &v, errmsg);
 				if (rc)
 					return rc;
 				int64_t row = verify_entry_find(v, id, day);
@@ -607,13 +608,13 @@ static int stored_in_memtables(const tenant *t, const packed_id *id, int64_t day
 
 /* The stored event of t with exactly this id on fingerprint day `day`:
  * in the memtables, else in the segment files. 1 (*stored and id_text
- * set), 0 when there is none, or a negative error. */
+ * set), 0 when there is none, or a negative error (errmsg says why). */
 static int stored_on_day(tally_store *s, const tenant *t, const packed_id *id, uint16_t day,
-			 tally_event *stored, char *id_text)
+			 tally_event *stored, char *id_text, char *errmsg)
 {
 	if (stored_in_memtables(t, id, day, true, stored, id_text))
 		return 1;
-	return find_in_segments(s, t, day, id, stored, id_text);
+	return find_in_segments(s, t, day, id, stored, id_text, errmsg);
 }
 
 /*
@@ -629,7 +630,7 @@ static int stored_on_day(tally_store *s, const tenant *t, const packed_id *id, u
  * exact resend is a DUPLICATE whichever other days hold the id.
  */
 static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const packed_id *id,
-		       int64_t day_min, uint8_t *code, int *fingerprinted)
+		       int64_t day_min, uint8_t *code, int *fingerprinted, char *errmsg)
 {
 	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
 	size_t n = dedup_find(&t->dedup, id->hash, fingerprint_day(day_min), days,
@@ -650,7 +651,7 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 	 * failures leaves one per id and day, not one per attempt. */
 	*fingerprinted = own_listed;
 	if (own_listed) {
-		int found = stored_on_day(s, t, id, own, &stored, id_text);
+		int found = stored_on_day(s, t, id, own, &stored, id_text, errmsg);
 		if (found < 0)
 			return found;
 		if (found) {
@@ -664,7 +665,7 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 			seen |= days[j] == days[i];
 		if (seen)
 			continue;
-		int found = stored_on_day(s, t, id, days[i], &stored, id_text);
+		int found = stored_on_day(s, t, id, days[i], &stored, id_text, errmsg);
 		if (found < 0)
 			return found;
 		if (found) {
@@ -859,18 +860,9 @@ static int history_probe_file(history *h, const segment_file *f, uint32_t tenant
 				if (!rc && !dict_loaded &&
 				    !(rc = segment_read_dict(f, (uint32_t)ti, h->dict, errmsg)))
 					dict_loaded = 1;
-				if (rc)
+				if (rc || (rc = segment_row_check(f, (uint32_t)ti, g, &h->rows, h->dict,
+								  (uint32_t)row, errmsg)))
 					break;
-				int bad = 0;
-				for (int d = 0; d < DIM_COUNT; d++)
-					bad |= h->rows.dim[d][row] >= h->dict[d].count;
-				if (bad) {
-					rc = TALLY_E_CORRUPT;
-					snprintf(errmsg, TALLY_ERRMSG_SIZE,
-						 "%s: tenant %s row group %u: dictionary code out of range",
-						 f->path, sec->name, g);
-					break;
-				}
 				tally_event stored;
 				char id_text[ID_TEXT_SIZE_MAX];
 				const strdict *refs[DIM_COUNT];
@@ -1076,7 +1068,7 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 			 const packed_id *ids, const uint64_t (*dim_hash)[DIM_COUNT],
 			 const uint8_t *old, const uint8_t *in_segments, int64_t day_min,
 			 int32_t *days, size_t *day_count, uint32_t *accepted,
-			 ingest_undo_point *undo)
+			 ingest_undo_point *undo, char *errmsg)
 {
 	*accepted = 0;
 	undo->t = NULL;
@@ -1116,7 +1108,7 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 		if (old && old[i])
 			b->results[i].code = history_check(t, &b->events[i], &ids[i], in_segments[i]);
 		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], day_min,
-					   &b->results[i].code, &fingerprinted)))
+					   &b->results[i].code, &fingerprinted, errmsg)))
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
 			continue;
@@ -1385,6 +1377,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	size_t sub_count = 0, day_count = 0;
 	const char *failed_tenant = "";
 	size_t undo_count = 0;
+	errmsg[0] = 0; /* the history probes succeeded: a message from here is the apply's */
 	for (size_t b = 0; b < batch_count; b++) {
 		prefetch_ahead(s, batches, batch_count, b, tenant_hash, first_event, ids, dim_hash,
 			       guess, table);
@@ -1397,7 +1390,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		int old = h.count && h.batch_first[b] < h.batch_first[b + 1];
 		if ((rc = ingest_locked(s, batch, tenant_hash[b], ids + at, dim_hash + at,
 					old ? h.old + at : NULL, old ? h.in_segments + at : NULL,
-					day_min, days, &day_count, &accepted[b], &undo[b]))) {
+					day_min, days, &day_count, &accepted[b], &undo[b], errmsg))) {
 			failed_tenant = batch->tenant;
 			goto nothing_stored;
 		}
@@ -1445,7 +1438,8 @@ nothing_stored:
 	 * again, and the store stays writable. */
 	ingest_undo(s, undo, undo_count);
 	errmsg_printf(s, "ingest%s%s failed: %s; nothing of the call was stored",
-		      failed_tenant[0] ? " for tenant " : "", failed_tenant, tally_strerror(rc));
+		      failed_tenant[0] ? " for tenant " : "", failed_tenant,
+		      errmsg[0] ? errmsg : tally_strerror(rc));
 	goto unlock;
 fail_sticky:
 	/* Memory may now hold events the WAL does not: refuse writes until a
@@ -1910,7 +1904,8 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
 	{
 		for (uint32_t g = st->first_rowgroup; g < st->first_rowgroup + st->rowgroup_count && !rc;
 		     g++) {
-			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)))
+			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)) ||
+			    (rc = segment_rows_check(f, ti, g, scratch, dict, errmsg)))
 				break;
 			if (scratch->count >= UINT32_MAX - r->count ||
 			    scratch->id_bytes.size > ROWS_ID_BYTES_MAX - r->id_bytes.size) {
@@ -1925,17 +1920,8 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
 				break;
 			for (uint32_t i = 0; i < scratch->count; i++) {
 				uint32_t row = r->count + i;
-				int bad = 0;
-				for (int d = 0; d < DIM_COUNT; d++) {
-					bad |= scratch->dim[d][i] >= dict[d].count;
-					r->dim[d][row] = bad ? 0 : remap[d][scratch->dim[d][i]];
-				}
-				if (bad) {
-					rc = TALLY_E_CORRUPT;
-					snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s: tenant %s row group %u: dictionary code out of range",
-						 f->path, st->name, g);
-					break;
-				}
+				for (int d = 0; d < DIM_COUNT; d++)
+					r->dim[d][row] = remap[d][scratch->dim[d][i]];
 				r->time_us[row] = scratch->time_us[i];
 				r->status[row] = scratch->status[i];
 				r->duration_ms[row] = scratch->duration_ms[i];
@@ -1949,8 +1935,7 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
 				r->id_bytes.size += size;
 				r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
 			}
-			if (!rc)
-				r->count += scratch->count;
+			r->count += scratch->count;
 		}
 	}
 	for (int d = 0; d < DIM_COUNT; d++) {
@@ -3572,6 +3557,9 @@ static int scan_collect_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32
 	src->dict_source = (uint32_t)c->dict_source;
 	if (!rc)
 		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &src->rows, err);
+	if (!rc)
+		rc = segment_rows_check(f, ti, g, &src->rows,
+					c->st->sources[c->dict_source].dict_owned, err);
 	rc = errmsg_keep(c->s, rc, err);
 	if (!rc)
 		rc = scan_add_refs(c->st, c->st->source_count - 1, &src->rows, c->from_us, c->to_us);
@@ -3637,6 +3625,7 @@ typedef struct rows_visit {
 	store_rows_fn fn;
 	void *ctx;
 	uint64_t *rows_read;
+	char *errmsg; /* the caller's, may be NULL */
 	rows r;
 	strdict dict[DIM_COUNT];
 } rows_visit;
@@ -3659,6 +3648,10 @@ static int rows_visit_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t
 	}
 	if (!rc)
 		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, err);
+	if (!rc)
+		rc = segment_rows_check(f, ti, g, &v->r, v->dict, err);
+	if (rc && err[0] && v->errmsg)
+		snprintf(v->errmsg, TALLY_ERRMSG_SIZE, "%s", err);
 	if ((rc = errmsg_keep(v->s, rc, err)))
 		return rc;
 	*v->rows_read += v->r.count;
@@ -3671,7 +3664,7 @@ static int rows_visit_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t
 }
 
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
-			   store_rows_fn fn, void *ctx, uint64_t *rows_read)
+			   store_rows_fn fn, void *ctx, uint64_t *rows_read, char *errmsg)
 {
 	rows_visit v;
 	memset(&v, 0, sizeof(v));
@@ -3681,6 +3674,7 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
 	v.fn = fn;
 	v.ctx = ctx;
 	v.rows_read = rows_read;
+	v.errmsg = errmsg;
 	int rc = each_rowgroup(s, t, from_us, to_us, rows_visit_rowgroup, &v);
 	rows_visit_dict_free(&v);
 	rows_free(&v.r);

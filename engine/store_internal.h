@@ -180,11 +180,13 @@ int store_tenant_name_valid(const char *name);
  * Under s->lock: calls fn for every stored event of t with from <= time <
  * to (segments, then memtables; not in time order). Strings are valid
  * during the call only. Stops at fn's first non-zero return and returns it.
+ * A segment that cannot be read (an I/O error, a corrupt block or row)
+ * fails the call, its message in errmsg (may be NULL) and the store's.
  */
 typedef int (*store_rows_fn)(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT],
 			     uint32_t row);
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
-			   store_rows_fn fn, void *ctx, uint64_t *rows_read);
+			   store_rows_fn fn, void *ctx, uint64_t *rows_read, char *errmsg);
 
 /* The fingerprint expiry pass (the background worker runs it each tick;
  * tests call it directly): once fingerprint_day_min has moved since the

@@ -2263,9 +2263,35 @@ Test(inspect, verify_names_blocks_and_footers_that_do_not_decode)
 	free(f.good);
 }
 
+/* How many files the segment directory holds. */
+static int segment_files_now(void)
+{
+	DIR *d = opendir(segment_dir);
+	cr_assert_not_null(d);
+	int files = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		files += e->d_name[0] != '.';
+	closedir(d);
+	return files;
+}
+
+/* What a reader of initech's rows says once initech_dict_drop_last_user
+ * has run: row 16's user code, named at the user column's block (the
+ * blocks after the dictionary moved). */
+static void row16_refused(const file_copy *f, char *says, size_t size)
+{
+	segment_file *sf = open_segment(f->id);
+	snprintf(says, size,
+		 "%s offset %" PRIu64 ": tenant initech row group 0, row 16: user code 16 is past "
+		 "its dictionary of 16 strings",
+		 f->path, sf->blocks[sf->rowgroups[0].first_block + TALLY_COL_USER].offset);
+	segment_file_close(sf);
+}
+
 /* Description: a compaction that meets rows holding a code past their
  * dictionary (initech's, behind good checksums) fails with
- * TALLY_E_CORRUPT naming the file, the tenant and the row group, and
+ * TALLY_E_CORRUPT naming the file, the user column's block, the tenant,
+ * the row group and the first such row, and
  * changes nothing: the manifest names the same two files, no other file
  * is left in the segment directory, and the store still takes events and
  * closes cleanly. It never writes such rows into a new file. */
@@ -2279,27 +2305,21 @@ Test(inspect, compaction_refuses_rows_outside_their_dictionary)
 	cr_expect_eq(tally_compact(s), TALLY_E_CORRUPT);
 	char err[TALLY_ERRMSG_SIZE], says[300];
 	tally_store_errmsg_copy(s, err, sizeof(err));
-	snprintf(says, sizeof(says), "%s: tenant initech row group 0: dictionary code out of range", f.path);
+	row16_refused(&f, says, sizeof(says));
 	cr_expect_not_null(strstr(err, says), "\"%s\" does not say \"%s\"", err, says);
 	ingest_day(s, "hooli", DAY_NOW, 1, 0); /* a new tenant: still writable */
 	cr_assert_eq(tally_store_close(s), 0);
 	manifest_file_ids(after, NULL);
 	cr_expect(before[0] == after[0] && before[1] == after[1], "the same two files");
-	DIR *d = opendir(segment_dir);
-	cr_assert_not_null(d);
-	int files = 0;
-	for (struct dirent *e; (e = readdir(d));)
-		files += e->d_name[0] != '.';
-	closedir(d);
-	cr_expect_eq(files, 2, "nothing else in %s", segment_dir);
+	cr_expect_eq(segment_files_now(), 2, "nothing else in %s", segment_dir);
 	free(f.good);
 }
 
 /* Description: a backfill's check of old history that meets a row holding
  * a code past its dictionary (initech's row 16, user code 16 of a
  * dictionary of 16, behind good checksums) fails the call with
- * TALLY_E_CORRUPT naming the file, the tenant and the row group, and
- * stores nothing of it: a new event of the same call is accepted
+ * TALLY_E_CORRUPT naming the file, the user column's block, the tenant,
+ * the row group and the row, and stores nothing of it: a new event of the same call is accepted
  * afterwards. The check is the found row's: row 15 (code 15) is still
  * found a duplicate, and the store stays writable. */
 Test(inspect, backfill_refuses_rows_outside_their_dictionary)
@@ -2316,8 +2336,7 @@ Test(inspect, backfill_refuses_rows_outside_their_dictionary)
 	cr_expect_eq(tally_ingest_backfill(s, "initech", call, 2, r), TALLY_E_CORRUPT);
 	char err[TALLY_ERRMSG_SIZE], says[300];
 	tally_store_errmsg_copy(s, err, sizeof(err));
-	snprintf(says, sizeof(says), "%s: tenant initech row group 0: dictionary code out of range",
-		 f.path);
+	row16_refused(&f, says, sizeof(says));
 	cr_expect_not_null(strstr(err, says), "\"%s\" does not say \"%s\"", err, says);
 
 	call[1] = e[15];
@@ -2330,4 +2349,200 @@ Test(inspect, backfill_refuses_rows_outside_their_dictionary)
 	cr_expect_eq(r[0].code, TALLY_DUPLICATE, "acknowledged before the reopen");
 	cr_assert_eq(tally_store_close(s), 0);
 	free(f.good);
+}
+
+static int count_event(void *ctx, const tally_event *e)
+{
+	(void)e;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* errmsg, or the store's message when errmsg is empty, holds `says`. */
+static void expect_said(tally_store *s, const char *errmsg, const char *says, const char *what)
+{
+	char err[TALLY_ERRMSG_SIZE];
+	if (errmsg && errmsg[0])
+		snprintf(err, sizeof(err), "%s", errmsg);
+	else
+		tally_store_errmsg_copy(s, err, sizeof(err));
+	cr_expect_not_null(strstr(err, says), "%s: \"%s\" does not say \"%s\"", what, err, says);
+}
+
+/* A query over [row i - 1 ms, row i + 1 ms) of initech's day: not minute
+ * aligned, so it reads raw rows. */
+static int query_around_row(tally_store *s, int i, char *err)
+{
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = row_time(DAY_NOW, i) - 1000;
+	q.to_us = row_time(DAY_NOW, i) + 1000;
+	q.bucket = TALLY_BUCKET_NONE;
+	tally_result *res = NULL;
+	int rc = tally_query_run(s, "initech", &q, &res, err);
+	if (!rc)
+		tally_result_free(res);
+	return rc;
+}
+
+/* Description: initech's rows hold a user code past their dictionary
+ * (row 16, code 16 of a dictionary of 16, behind good checksums; the
+ * footer is sound, so the store opens). Every reader of rows refuses
+ * them with TALLY_E_CORRUPT naming the file, the user column's block, the
+ * row group and the row: a scan, an events listing, a query that reads
+ * raw rows, and the duplicate check of an event sent again (row 16's).
+ * Before 2026-12-02 each of these looked the code up past the end of the
+ * dictionary (a crash, or a blank user). The failed ingest stores
+ * nothing, and the store still takes new events. */
+Test(inspect, readers_refuse_rows_outside_their_dictionary)
+{
+	file_copy f = initech_file_load();
+	initech_dict_drop_last_user(&f);
+	char says[300];
+	row16_refused(&f, says, sizeof(says));
+	tally_store *s = open_store();
+	int64_t day_us = (int64_t)DAY_NOW * TALLY_US_PER_DAY;
+	int handed = 0;
+	cr_expect_eq(tally_scan(s, "initech", day_us, day_us + TALLY_US_PER_DAY, count_event,
+				&handed), TALLY_E_CORRUPT);
+	expect_said(s, NULL, says, "scan");
+
+	tally_list_request lr = {.from_us = day_us, .to_us = day_us + TALLY_US_PER_DAY,
+				 .limit = 10};
+	char next[TALLY_CURSOR_SIZE], err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(tally_list_events(s, "initech", &lr, count_event, &handed, next, err),
+		     TALLY_E_CORRUPT);
+	expect_said(s, err, says, "listing");
+
+	err[0] = 0;
+	cr_expect_eq(query_around_row(s, 16, err), TALLY_E_CORRUPT);
+	expect_said(s, err, says, "query");
+	cr_expect_eq(handed, 0, "no row was handed out");
+
+	const tally_event *e = day_events("initech", DAY_NOW, INITECH_ROWS, 1);
+	tally_event again[2] = {e[16], e[0]};
+	again[1].event_id = S("0123456789abcdef0123456789abcdef");
+	tally_ingest_result r[2];
+	cr_expect_eq(tally_ingest(s, "initech", again, 2, r), TALLY_E_CORRUPT);
+	expect_said(s, NULL, says, "duplicate check");
+	cr_assert_eq(tally_ingest(s, "initech", &again[1], 1, r), 0);
+	cr_expect_eq(r[0].code, TALLY_ACCEPTED, "the failed call stored nothing");
+	cr_assert_eq(tally_store_close(s), 0);
+	free(f.good);
+}
+
+/* initech's status column rewritten, with a good checksum, so that row 7
+ * holds `status`. */
+static void initech_status_set(file_copy *f, uint8_t status)
+{
+	seg_block b;
+	bytebuf raw = {0}, out = {0};
+	initech_column(f, TALLY_COL_STATUS, &b, &raw);
+	uint8_t column[INITECH_ROWS];
+	cr_assert_eq(codec_u8_decode(raw.data, raw.size, column, INITECH_ROWS), 0);
+	column[7] = status;
+	cr_assert_eq(codec_u8_encode(&out, column, INITECH_ROWS), 0);
+	block_store(f->path, f->id, &b, out.data, out.size);
+	bytebuf_free(&out);
+	bytebuf_free(&raw);
+}
+
+/* Description: initech's row 7 holds status 4, 9 or 255 (the known ones
+ * are 0..3), behind a good checksum. A query that reads that raw row and
+ * a scan fail with TALLY_E_CORRUPT naming the status column's block, the
+ * row group, the row and the status; so does a compaction, which writes
+ * nothing. Before 2026-12-02 the query counted the row into a status
+ * array of four (heap memory past it overwritten; a crash for 4 and 9),
+ * and the compaction failed with TALLY_E_INVALID naming no input. */
+Test(inspect, readers_refuse_an_unknown_status)
+{
+	const uint8_t bad[] = {4, 9, 255};
+	for (size_t k = 0; k < sizeof(bad); k++) {
+		file_copy f = initech_file_load();
+		initech_status_set(&f, bad[k]);
+		seg_block b = unpacked_block(f.id, TALLY_COL_STATUS);
+		char says[300];
+		snprintf(says, sizeof(says),
+			 "%s offset %" PRIu64 ": tenant initech row group 0, row 7: unknown status %u",
+			 f.path, b.offset, bad[k]);
+		tally_store *s = open_store();
+		char err[TALLY_ERRMSG_SIZE] = "";
+		cr_expect_eq(query_around_row(s, 7, err), TALLY_E_CORRUPT, "status %u", bad[k]);
+		expect_said(s, err, says, "query");
+		int64_t day_us = (int64_t)DAY_NOW * TALLY_US_PER_DAY;
+		int handed = 0;
+		cr_expect_eq(tally_scan(s, "initech", day_us, day_us + TALLY_US_PER_DAY,
+					count_event, &handed), TALLY_E_CORRUPT);
+		expect_said(s, NULL, says, "scan");
+		ingest_day(s, "initech", DAY_NOW - 1, 3, 0);
+		cr_assert_eq(tally_flush(s), 0);
+		cr_expect_eq(tally_compact(s), TALLY_E_CORRUPT, "status %u", bad[k]);
+		expect_said(s, NULL, says, "compaction");
+		cr_assert_eq(tally_store_close(s), 0);
+		cr_expect_eq(segment_files_now(), 3, "the compaction wrote nothing");
+		free(f.good);
+		teardown();
+		setup();
+	}
+}
+
+/* Description: a segment's trailer (which no checksum covers) names a
+ * footer of 2^32 - 1 bytes at an offset where offset + size wraps 2^64
+ * onto the trailer's own offset. The store refuses to open with
+ * TALLY_E_CORRUPT, "bad trailer", naming the trailer's offset, and verify
+ * says the same. Before 2026-12-02 the sum passed the check: the open
+ * reserved 4 GiB and failed with EINVAL, and verify named offset 0. */
+Test(inspect, a_trailer_whose_footer_range_wraps_is_refused)
+{
+	build_store();
+	uint64_t ids[2];
+	manifest_file_ids(ids, NULL);
+	char path[512];
+	segment_path(path, sizeof(path), ids[0]);
+	uint64_t size;
+	uint8_t *data = file_bytes(path, &size);
+	uint64_t trailer_offset = size - SEGMENT_TRAILER_SIZE;
+	uint8_t *trailer = data + trailer_offset;
+	put_le64(trailer, trailer_offset - (uint64_t)UINT32_MAX);
+	memset(trailer + 8, 0xff, 4);
+	file_put(path, data, size);
+	char says[600];
+	snprintf(says, sizeof(says), "%s offset %" PRIu64 ": bad trailer", path, trailer_offset);
+	expect_segment_refused(says, "a footer range that wraps");
+	free(data);
+}
+
+/* Description: the manifest's tenant entry "acme" (4 bytes) rewritten,
+ * with a good checksum, as the 5 bytes "acme\0". The store refuses to
+ * open (TALLY_E_CORRUPT, naming the entry), and verify reports the same.
+ * Before 2026-12-02 the open read it as "acme" and its next manifest
+ * rewrote the entry, while verify called it invalid. */
+Test(inspect, a_tenant_name_holding_a_nul_is_refused)
+{
+	build_store();
+	manifest_bytes m;
+	manifest_file_load(dir, &m);
+	size_t at = m.tenants_offset;
+	cr_assert_eq(m.data[at], 4);
+	cr_assert_eq(memcmp(m.data + at + 1, "acme", 4), 0);
+	uint8_t *data = malloc(m.size + 1);
+	cr_assert_not_null(data);
+	memcpy(data, m.data, at + 5);
+	data[at] = 5;
+	data[at + 5] = 0;
+	memcpy(data + at + 6, m.data + at + 5, m.size - at - 5);
+	manifest_file_store(dir, data, m.size + 1);
+	char says[600];
+	snprintf(says, sizeof(says), "MANIFEST offset %zu: bad tenant entry 0", at);
+	tally_store *s;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_expect_eq(store_try_open(&s, err), TALLY_E_CORRUPT);
+	cr_expect_null(s);
+	cr_expect_not_null(strstr(err, says), "open said \"%s\", not \"%s\"", err, says);
+	int rc;
+	problems *p = verify(&rc);
+	cr_expect_eq(rc, 1);
+	cr_expect_geq(find_message(p, says, NULL), 0, "verify: no problem says \"%s\"", says);
+	free(data);
+	free(m.data);
 }
