@@ -3,7 +3,9 @@
  * from a segment file whose checksums are good: the footer's structure,
  * the tenant dictionaries, every column codec of the row groups, the
  * rollup group tables and chunk blocks (with their histograms, users and
- * projections).
+ * projections), and each section's rows as the store's readers take them:
+ * checked against the section's dictionary (segment_rows_check), then
+ * every row's strings looked up (rows_event).
  *
  * Checksums keep random damage out, so what reaches these decoders is
  * what a writer bug or a crafted file puts there. The target makes the
@@ -28,6 +30,7 @@
 #include "codec.h"
 #include "endian.h"
 #include "mem_io.h"
+#include "memtable.h"
 #include "rollup.h"
 #include "rows.h"
 #include "segment.h"
@@ -69,7 +72,31 @@ static void read_chunk(const segment_file *f, const seg_chunk *c, const rollup_g
 	bytebuf_free(&raw);
 }
 
-/* Tenant section t's dictionaries, rollup group table and chunks. */
+/* Section t's rows as the store's readers take them: a row group whose
+ * rows pass segment_rows_check is looked up row by row. */
+static void read_rows(const segment_file *f, uint32_t t, const strdict dict[DIM_COUNT])
+{
+	const seg_tenant *sec = &f->tenants[t];
+	char errmsg[TALLY_ERRMSG_SIZE];
+	const strdict *refs[DIM_COUNT];
+	strdict_refs(dict, refs);
+	rows r;
+	memset(&r, 0, sizeof(r));
+	for (uint32_t g = sec->first_rowgroup; g < sec->first_rowgroup + sec->rowgroup_count; g++) {
+		if (segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &r, errmsg) ||
+		    segment_rows_check(f, t, g, &r, dict, errmsg))
+			continue;
+		for (uint32_t i = 0; i < r.count; i++) {
+			tally_event e;
+			char id_text[ID_TEXT_SIZE_MAX];
+			rows_event(&r, refs, i, &e, id_text);
+		}
+	}
+	rows_free(&r);
+}
+
+/* Tenant section t's dictionaries, rows, rollup group table and chunks
+ * (every block's checksum made good first). */
 static void read_section(segment_file *f, uint32_t t)
 {
 	seg_tenant *sec = &f->tenants[t];
@@ -79,6 +106,7 @@ static void read_section(segment_file *f, uint32_t t)
 	fix_checksum(&sec->dict);
 	if (segment_read_dict(f, t, dict, errmsg))
 		goto out;
+	read_rows(f, t, dict);
 	uint32_t dict_count[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++)
 		dict_count[d] = dict[d].count;
@@ -145,10 +173,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	segment_file *f = NULL;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	if (!segment_file_open(&mem_io, FUZZ_DIR, FUZZ_FILE_ID, &f, errmsg)) {
-		for (uint32_t t = 0; t < f->tenant_count; t++)
-			read_section(f, t);
 		for (uint32_t b = 0; b < f->block_count; b++)
 			fix_checksum(&f->blocks[b]);
+		for (uint32_t t = 0; t < f->tenant_count; t++)
+			read_section(f, t);
 		rows r;
 		memset(&r, 0, sizeof(r));
 		for (uint32_t g = 0; g < f->rowgroup_count; g++)
