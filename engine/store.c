@@ -140,18 +140,40 @@ static uint16_t fingerprint_day(int64_t day)
 
 /*
  * The start of the lateness horizon at time `now`: now - lateness_past_us,
- * but never before the first day the last fingerprint expiry kept. A wall
- * clock stepped back by days after an expiry would otherwise take retries
- * of events whose fingerprints are gone for new events; this way they are
- * too old (or, in a backfill batch, old events, checked against the
- * stored history by day). With a clock that only moves forward the limit
- * never binds. Without the lock (dedup_expired_day is atomic).
+ * but never before the day after the highest fingerprint_day_min a call
+ * or a fingerprint expiry has acted on (horizon_floor_day). A wall clock
+ * set ahead by days and then back would otherwise take retries of events
+ * whose fingerprints are gone (an expiry or a table growth dropped them)
+ * or were never added (a backfill stored them as old) for new events;
+ * this way they are too old (or, in a backfill batch, old events, checked
+ * against the stored history by day). With a clock that only moves
+ * forward the limit never binds. Without the lock (the floor is atomic).
  */
 static int64_t horizon_start_us(const tally_store *s, int64_t now)
 {
 	int64_t start = now - s->options.lateness_past_us;
-	int64_t kept = ((int64_t)s->dedup_expired_day + 1) * TALLY_US_PER_DAY;
+	int64_t kept = ((int64_t)s->horizon_floor_day + 1) * TALLY_US_PER_DAY;
 	return start > kept ? start : kept;
+}
+
+/*
+ * Under s->lock, before a call or an expiry pass acts on day_min (its
+ * fingerprint_day_min, read before the lock): raises the floor to it.
+ * 0, or TALLY_E_BUSY when the floor is already past day_min + 1: another
+ * call read a clock more than a day later and acted on it meanwhile, and
+ * this call's view of which events are recent is older than the
+ * fingerprints' by more than the grace day covers. Nothing has been
+ * applied yet; a retry reads the horizon again. (Across midnight two
+ * calls' day_min differ by one: the grace day covers that.)
+ */
+static int horizon_floor_raise(tally_store *s, int64_t day_min)
+{
+	int64_t floor = s->horizon_floor_day;
+	if (floor > day_min + 1)
+		return TALLY_E_BUSY;
+	if (day_min > floor)
+		s->horizon_floor_day = fingerprint_day(day_min);
+	return 0;
 }
 
 /*
@@ -650,7 +672,10 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 	 * Accepted, the event needs no second entry: a call retried after
 	 * failures leaves one per id and day, not one per attempt. */
 	*fingerprinted = own_listed;
-	if (own_listed) {
+	/* A full list may have been cut short (dedup_find stops at days_max)
+	 * before the own day's entry: the own day is looked at all the same,
+	 * and the event's entry is added, not assumed. */
+	if (own_listed || n == DEDUP_DAY_CANDIDATES_MAX) {
 		int found = stored_on_day(s, t, id, own, &stored, id_text, errmsg);
 		if (found < 0)
 			return found;
@@ -673,6 +698,26 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 			return 0;
 		}
 	}
+	return 0;
+}
+
+/* Whether t's fingerprint table lists the id on the event's own day
+ * already (a call that failed after its apply and was undone leaves its
+ * entries): apply_event then adds none, so a call retried after failures
+ * leaves one entry per id and day, not one per attempt, as dedup_check
+ * does for recent events. */
+static int fingerprint_listed(const tenant *t, const tally_event *e, const packed_id *id,
+			      int64_t day_min)
+{
+	int64_t day = day_of(e->time_us);
+	if (day < day_min)
+		return 0; /* history: it gets no entry */
+	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
+	size_t n = dedup_find(&t->dedup, id->hash, fingerprint_day(day), days,
+			      DEDUP_DAY_CANDIDATES_MAX);
+	for (size_t i = 0; i < n; i++)
+		if (days[i] == fingerprint_day(day))
+			return 1;
 	return 0;
 }
 
@@ -1105,9 +1150,10 @@ static int ingest_locked(tally_store *s, tally_batch *b, uint32_t tenant_hash,
 		if (b->results[i].code == TALLY_REJECTED)
 			continue;
 		int fingerprinted = 0;
-		if (old && old[i])
+		if (old && old[i]) {
 			b->results[i].code = history_check(t, &b->events[i], &ids[i], in_segments[i]);
-		else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], day_min,
+			fingerprinted = fingerprint_listed(t, &b->events[i], &ids[i], day_min);
+		} else if ((rc = dedup_check(s, t, &b->events[i], &ids[i], day_min,
 					   &b->results[i].code, &fingerprinted, errmsg)))
 			break;
 		if (b->results[i].code != TALLY_ACCEPTED)
@@ -1365,6 +1411,11 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		goto history_failed;
 	if (s->sticky || s->closing) {
 		rc = s->sticky ? TALLY_E_READONLY : TALLY_E_CLOSED;
+		goto unlock;
+	}
+	if ((rc = horizon_floor_raise(s, day_min))) {
+		errmsg_printf(s, "ingest refused: the clock moved ahead by more than a day while the "
+			      "call was prepared; nothing of it was stored: retry");
 		goto unlock;
 	}
 	held_from_us = s->io->now_us(s->io);
@@ -2702,9 +2753,9 @@ void store_expire_dedup(tally_store *s)
 	int64_t start_us = s->io->now_us(s->io);
 	uint32_t next = 0, cursor = 0;
 	pthread_mutex_lock(&s->lock);
-	if ((uint16_t)day_min == s->dedup_expired_day) {
+	if ((uint16_t)day_min == s->dedup_expired_day || horizon_floor_raise(s, day_min)) {
 		pthread_mutex_unlock(&s->lock);
-		return;
+		return; /* done, or the clock moved meanwhile: the next tick tries again */
 	}
 	for (;;) {
 		int64_t held_us = s->io->now_us(s->io);
@@ -3349,6 +3400,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	/* One horizon for the fingerprints of segments and of WAL replay. */
 	s->replay_day_min = fingerprint_day_min(s, io->now_us(io));
 	s->dedup_expired_day = fingerprint_day(s->replay_day_min); /* nothing older is added */
+	s->horizon_floor_day = s->dedup_expired_day;
 	if ((rc = rebuild_dedup(s)))
 		goto fail;
 	wal_options wo = {

@@ -146,9 +146,14 @@ struct tally_store {
 	pthread_cond_t rollup_wake;
 	uint32_t *watched;
 	uint32_t watched_count, watched_capacity;
-	/* fingerprint_day_min of the last expiry pass (or of open): written
-	 * under lock, read without it (horizon_start_us). */
-	_Atomic uint16_t dedup_expired_day;
+	/* fingerprint_day_min of the last expiry pass (or of open): under
+	 * lock. */
+	uint16_t dedup_expired_day;
+	/* The highest fingerprint_day_min any ingest call or expiry pass has
+	 * acted on since open (fingerprints of older days may be gone, or
+	 * were never added): horizon_start_us never gives an earlier one.
+	 * Raised under lock, read without it. */
+	_Atomic uint16_t horizon_floor_day;
 	uint64_t dedup_expiry_count;       /* tally_stats: under lock */
 	uint64_t dedup_expiry_us_last;
 	uint64_t dedup_expiry_hold_max_us;

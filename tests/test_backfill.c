@@ -1017,20 +1017,10 @@ Test(backfill, probes_repeat_while_files_appear_and_the_last_round_holds_the_loc
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
-/* A segment block that no longer reads back: the backfill call fails with
- * TALLY_E_CORRUPT naming the file, applies nothing, and the store stays
- * writable. */
-Test(backfill, unreadable_history_fails_the_call_but_not_the_store)
+/* Garbles every byte of segment file 1 after its header, on disk (an
+ * open store has the file's index in memory: it reads the blocks). */
+static void garble_first_segment(void)
 {
-	tally_store *s = open_store();
-	tally_event e[2] = {
-		make_event("kept", JAN_2025_US + HOUR_US, 1),
-		make_event("other-day", JAN_2025_US + 5 * DAY_US, 2),
-	};
-	backfill_expect_all(s, "acme", e, 1, TALLY_ACCEPTED, "import");
-	cr_assert_eq(tally_flush(s), 0);
-	/* The open store has the file's index in memory: garble every byte
-	 * after the header on disk. */
 	char path[400];
 	snprintf(path, sizeof(path), "%s/segments/0000000000000001.seg", dir);
 	struct stat sb;
@@ -1043,6 +1033,21 @@ Test(backfill, unreadable_history_fails_the_call_but_not_the_store)
 	cr_assert_eq(pwrite(fd, junk, (size_t)sb.st_size - 32, 32), sb.st_size - 32);
 	close(fd);
 	free(junk);
+}
+
+/* A segment block that no longer reads back: the backfill call fails with
+ * TALLY_E_CORRUPT naming the file, applies nothing, and the store stays
+ * writable. */
+Test(backfill, unreadable_history_fails_the_call_but_not_the_store)
+{
+	tally_store *s = open_store();
+	tally_event e[2] = {
+		make_event("kept", JAN_2025_US + HOUR_US, 1),
+		make_event("other-day", JAN_2025_US + 5 * DAY_US, 2),
+	};
+	backfill_expect_all(s, "acme", e, 1, TALLY_ACCEPTED, "import");
+	cr_assert_eq(tally_flush(s), 0);
+	garble_first_segment();
 
 	tally_ingest_result r[2];
 	cr_expect_eq(tally_ingest_backfill(s, "acme", e, 2, r), TALLY_E_CORRUPT);
@@ -1058,5 +1063,122 @@ Test(backfill, unreadable_history_fails_the_call_but_not_the_store)
 	tally_event recent = make_event("recent", NOW_US - MINUTE_US, 3);
 	cr_assert_eq(tally_ingest(s, "acme", &recent, 1, r), 0);
 	cr_expect_eq(r[0].code, TALLY_ACCEPTED);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: a call that fails after its apply (here: a recent event's
+ * duplicate check reads a garbled segment) is undone, and retried 20
+ * times. Its old event of the horizon's first day (which gets a
+ * fingerprint) leaves one fingerprint in all, not one per attempt. Before
+ * 2026-12-02 each attempt left one: past DEDUP_DAY_CANDIDATES_MAX (16) of
+ * them, the same id used by a recent event on another day was stored, and
+ * then its exact resend was ACCEPTED again (the resend's own day, behind
+ * the 16 dead entries, was never looked at). */
+Test(backfill, a_call_that_keeps_failing_leaves_one_fingerprint_of_an_old_event)
+{
+	tally_store *s = open_store();
+	tally_event recent = make_event("r", NOW_US - HOUR_US, 1);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &recent, 1, &r), 0);
+	cr_assert_eq(tally_flush(s), 0);
+	garble_first_segment();
+	tally_event old = make_event("o", NOW_US - HORIZON_US - HOUR_US, 2);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	uint64_t before = st.dedup_entries;
+	for (int attempt = 0; attempt < 20; attempt++) {
+		tally_ingest_result ro, rr;
+		tally_batch b[2] = {
+			{.tenant = "acme", .events = &old, .count = 1, .results = &ro, .backfill = true},
+			{.tenant = "acme", .events = &recent, .count = 1, .results = &rr},
+		};
+		uint64_t lsn = 0;
+		cr_assert_eq(tally_ingest_submit_many(s, b, 2, &lsn), TALLY_E_CORRUPT,
+			     "attempt %d", attempt);
+	}
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.dedup_entries, before + 1, "%" PRIu64 " fingerprints, %" PRIu64 " before",
+		     (uint64_t)st.dedup_entries, before);
+	cr_expect_eq(st.events_memtable, 0, "every attempt was undone");
+	tally_event again = make_event("o", NOW_US - HOUR_US, 3); /* the id, on another day */
+	cr_assert_eq(tally_ingest(s, "acme", &again, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_ACCEPTED);
+	cr_assert_eq(tally_ingest(s, "acme", &again, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_DUPLICATE, "its exact resend: %s", tally_result_name(r.code));
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.events_memtable, 1, "stored once");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: the clock runs three days ahead, a backfill stores an
+ * event that is old on that clock (no fingerprint: checked by day), and
+ * the clock is set back before any fingerprint expiry. The horizon stays
+ * where the backfill put it: a normal retry of the event is REJECTED as
+ * too old, not ACCEPTED as new, and a backfill retry is a DUPLICATE. The
+ * event is stored once. Before 2026-12-02 the horizon went back with the
+ * clock (only an expiry pass held it), and the normal retry stored the
+ * event twice. */
+Test(backfill, a_clock_set_ahead_then_back_keeps_the_horizon_of_a_backfill)
+{
+	tally_store *s = open_store();
+	fault_io_clock_set_us(fio, NOW_US + 3 * DAY_US);
+	tally_event e = make_event("x", NOW_US - HORIZON_US + HOUR_US, 1);
+	backfill_expect_all(s, "acme", &e, 1, TALLY_ACCEPTED, "old on the clock ahead");
+	fault_io_clock_set_us(fio, NOW_US); /* set back */
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &e, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_REJECTED, "a normal retry: %s", tally_result_name(r.code));
+	cr_expect_eq(r.reason, TALLY_REASON_TIME_TOO_OLD);
+	backfill_expect_all(s, "acme", &e, 1, TALLY_DUPLICATE, "a backfill retry");
+	seen c = scan_all(s, "acme");
+	cr_expect_eq(c.count, 1, "x stored %zu times", c.count);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+typedef struct slow_backfill {
+	tally_store *s;
+	tally_event e;
+	tally_ingest_result r;
+	int rc;
+} slow_backfill;
+
+static void *slow_backfill_run(void *arg)
+{
+	slow_backfill *c = arg;
+	c->rc = tally_ingest_backfill(c->s, "acme", &c->e, 1, &c->r);
+	return NULL;
+}
+
+/* Description: a backfill call reads the clock, then probes the stored
+ * history slowly (every read 300 ms); meanwhile the clock jumps three
+ * days ahead and a normal call acts on the later horizon. When the
+ * backfill reaches the store lock, its view of which events are recent is
+ * more than the grace day behind the fingerprints': it is refused with
+ * TALLY_E_BUSY, saying the clock moved, and stores nothing; its retry
+ * reads the clock again and is ACCEPTED. */
+Test(backfill, a_call_prepared_before_the_clock_jumped_ahead_is_refused)
+{
+	tally_store *s = open_store();
+	tally_event history = make_event("h", JAN_2025_US + HOUR_US, 1);
+	backfill_expect_all(s, "acme", &history, 1, TALLY_ACCEPTED, "history");
+	cr_assert_eq(tally_flush(s), 0); /* the probe of its day reads the file */
+	slow_backfill c = {.s = s, .e = make_event("h2", JAN_2025_US + 2 * HOUR_US, 2)};
+	fault_io_delay_set(fio, 300000, 0);
+	pthread_t thread;
+	cr_assert_eq(pthread_create(&thread, NULL, slow_backfill_run, &c), 0);
+	usleep(100000);
+	fault_io_clock_set_us(fio, NOW_US + 3 * DAY_US);
+	tally_event now = make_event("n", NOW_US + 3 * DAY_US - MINUTE_US, 3);
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(s, "acme", &now, 1, &r), 0);
+	cr_expect_eq(r.code, TALLY_ACCEPTED);
+	cr_assert_eq(pthread_join(thread, NULL), 0);
+	fault_io_delay_set(fio, 0, 0);
+	cr_expect_eq(c.rc, TALLY_E_BUSY, "%s", tally_strerror(c.rc));
+	cr_expect_not_null(strstr(tally_store_errmsg(s), "clock moved"), "%s",
+			   tally_store_errmsg(s));
+	backfill_expect_all(s, "acme", &c.e, 1, TALLY_ACCEPTED, "the retry");
+	tally_event stored[3] = {history, now, c.e};
+	expect_stored_exactly(s, "acme", stored, 3, "after the retry");
 	cr_assert_eq(tally_store_close(s), 0);
 }

@@ -363,3 +363,32 @@ Test(whitebox, a_clock_stepped_back_after_an_expiry_keeps_the_horizon)
 	cr_expect_eq(st.dedup_expiry_count, 1, "no pass for the earlier day");
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+/* Description: an id's fingerprint is listed on DEDUP_DAY_CANDIDATES_MAX
+ * (16) other days already (put there directly: through the API it takes
+ * a 48-bit fingerprint collision), so a lookup's list is full before it
+ * reaches the id's own day. The id's event is ACCEPTED, and its exact
+ * resend is a DUPLICATE: a full list is taken as possibly cut short, and
+ * the own day is looked at all the same. Before 2026-12-02 the resend
+ * was ACCEPTED too, and the event stored twice. */
+Test(whitebox, a_full_list_of_fingerprint_days_still_finds_the_own_day)
+{
+	tally_store *s = store_open();
+	cr_assert_eq(ingest_one(s, "first", NOW_US - MINUTE_US, 1), TALLY_ACCEPTED);
+	uint8_t packed[ID_PACKED_SIZE_MAX];
+	size_t size;
+	int kind = id_pack("x", 1, packed, &size);
+	uint64_t hash = dedup_hash(kind, packed, size);
+	uint16_t day = (uint16_t)(NOW_US / TALLY_US_PER_DAY);
+	pthread_mutex_lock(&s->lock);
+	dedup_table *t = &store_tenant_find(s, "acme")->dedup;
+	for (uint32_t i = 0; i < DEDUP_DAY_CANDIDATES_MAX; i++)
+		cr_assert_eq(dedup_insert(t, hash, (uint16_t)(day - 1), (uint16_t)(day - 30)), 0);
+	pthread_mutex_unlock(&s->lock);
+	cr_expect_eq(ingest_one(s, "x", NOW_US - MINUTE_US, 2), TALLY_ACCEPTED);
+	cr_expect_eq(ingest_one(s, "x", NOW_US - MINUTE_US, 2), TALLY_DUPLICATE, "the resend");
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.events_memtable, 2, "first and x, once each");
+	cr_assert_eq(tally_store_close(s), 0);
+}
