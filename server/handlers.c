@@ -953,9 +953,17 @@ static void on_set_tenant_state(server *s, conn *c, Tally__V1__Request *req, uin
 	const Tally__V1__SetTenantState *m = req->set_tenant_state;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = tenants_set_suspended(s->tenants, m->name, m->suspended, errmsg);
+	if (rc && rc != TALLY_E_NOTFOUND) {
+		s->auth_generation++; /* the tenant is left suspended: its conns re-check */
+		log_error("admin key %s: %s tenant %s failed, the tenant is left suspended: %s",
+			  c->key_id, m->suspended ? "suspending" : "resuming", m->name, errmsg);
+		int code = error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code),
+				   "%s; tenant %s is suspended until it is set again", errmsg, m->name);
+		return;
+	}
 	if (rc) {
-		int code = rc == TALLY_E_NOTFOUND ? ERR_BAD_REQUEST : error_code_of_failure(rc);
-		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s", errmsg);
+		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0, "%s", errmsg);
 		return;
 	}
 	s->auth_generation++; /* every conn of the tenant re-checks on its next request */
@@ -1072,13 +1080,18 @@ static void on_revoke_key(server *s, conn *c, Tally__V1__Request *req, uint64_t 
 	}
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = keys_revoke(s->keys, id, errmsg);
+	if (rc == TALLY_E_NOTFOUND) {
+		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0, "no key %.40s", id);
+		return;
+	}
 	if (rc) {
-		int code = rc == TALLY_E_NOTFOUND ? ERR_BAD_REQUEST : error_code_of_failure(rc);
-		if (rc == TALLY_E_NOTFOUND)
-			conn_respond_error(s, c, req->request_id, fb, code, 0, "no key %.40s", id);
-		else
-			conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code), "%s",
-					   errmsg);
+		s->auth_generation++; /* refused from now on all the same: conns re-check */
+		log_error("admin key %s: revoking key %s failed; it is refused from now on, but "
+			  "keys.json may still hold it live: %s", c->key_id, id, errmsg);
+		int code = error_code_of_failure(rc);
+		conn_respond_error(s, c, req->request_id, fb, code, retry_after_of(code),
+				   "%s; key %s is refused from now on, but keys.json may still hold it "
+				   "live: revoke it again", errmsg, id);
 		return;
 	}
 	s->auth_generation++; /* every conn re-checks its key on its next request */
@@ -1232,10 +1245,28 @@ int handlers_reconcile_tenants(server *s, char *errmsg)
 
 /* ---- first start ------------------------------------------------------------ */
 
-/* Writes key to DIR/admin.key, mode 0600, durably. */
-static int admin_key_write(server *s, const char *key, char *errmsg)
+/*
+ * The first admin key reaches its operator through DIR/admin.key, and is
+ * handed over before keys.json records it: written to admin.key.tmp (mode
+ * 0600, fsynced), then recorded, then renamed to admin.key (directory
+ * fsynced). A start that dies anywhere in between leaves either no
+ * recorded key (the next start issues one) or a recorded key whose text
+ * is in admin.key.tmp (the next start finishes the rename): never a live
+ * admin key whose text no one has.
+ */
+
+/* The io the store and the key files use. */
+static const tally_io *admin_io(const server *s)
 {
-	const tally_io *io = tally_io_default();
+	return s->config.io ? s->config.io : tally_io_default();
+}
+
+/* Writes key to DIR/admin.key.tmp, mode 0600, fsynced (keys_issue_delivered's
+ * hand-over). */
+static int admin_key_stage(void *ctx, const char *key, char *errmsg)
+{
+	server *s = ctx;
+	const tally_io *io = admin_io(s);
 	char tmp[4200];
 	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
 	int fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -1245,44 +1276,111 @@ static int admin_key_write(server *s, const char *key, char *errmsg)
 	int len = snprintf(line, sizeof(line), "%s\n", key);
 	int rc = tally_io_write_all(io, fd, line, (size_t)len, 0);
 	if (!rc)
-		rc = tally_io_durable_publish(io, fd, s->config.data_dir, ADMIN_KEY_FILE ".tmp", ADMIN_KEY_FILE);
+		rc = io->fsync(io, fd);
 	io->close(io, fd);
 	OPENSSL_cleanse(line, sizeof(line));
 	if (rc)
-		return server_fail(errmsg, rc, "write %s/%s: %s", s->config.data_dir, ADMIN_KEY_FILE, strerror(-rc));
+		return server_fail(errmsg, rc, "write %s: %s", tmp, strerror(-rc));
 	return 0;
+}
+
+/* Renames admin.key.tmp to admin.key and fsyncs the directory. */
+static int admin_key_publish(server *s, char *errmsg)
+{
+	const tally_io *io = admin_io(s);
+	char tmp[4200], path[4200];
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
+	snprintf(path, sizeof(path), "%s/%s", s->config.data_dir, ADMIN_KEY_FILE);
+	int rc = io->rename(io, tmp, path);
+	if (!rc)
+		rc = io->fsync_dir(io, s->config.data_dir);
+	if (rc)
+		return server_fail(errmsg, rc, "write %s: %s", path, strerror(-rc));
+	return 0;
+}
+
+/* The key text admin.key.tmp holds (key, KEY_TEXT_SIZE): 1, or 0 when it
+ * is absent or holds no whole key. */
+static int admin_key_staged(server *s, char *key)
+{
+	char tmp[4200];
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
+	int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char line[KEY_TEXT_SIZE + 1];
+	ssize_t n = read(fd, line, sizeof(line));
+	close(fd);
+	int whole = n == KEY_TEXT_SIZE && line[KEY_TEXT_SIZE - 1] == '\n';
+	if (whole) {
+		memcpy(key, line, KEY_TEXT_SIZE - 1);
+		key[KEY_TEXT_SIZE - 1] = 0;
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	return whole;
 }
 
 int handlers_bootstrap_admin(server *s, char *errmsg)
 {
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/%s", s->config.data_dir, ADMIN_KEY_FILE);
-	struct stat sb;
-	if (stat(path, &sb) == 0)
-		return 0;
 	size_t n, live_admin = 0;
 	const key_entry *keys = keys_list(s->keys, &n);
 	for (size_t i = 0; i < n; i++)
-		live_admin += !keys[i].tenant[0] && !keys[i].revoked;
-	/* A first start, or one that died between issuing the key and writing
-	 * admin.key (then the only key is that unknown admin key: revoke it). */
+		live_admin += !keys[i].tenant[0] && !keys[i].revoked && !keys[i].ephemeral;
+	struct stat sb;
+	if (stat(path, &sb) == 0) {
+		/* The last admin key is never revoked: with none live, keys.json
+		 * is not the one that went with this directory. */
+		if (!live_admin)
+			return server_fail(errmsg, TALLY_E_CORRUPT,
+					   "%s exists but %s/keys.json holds no live admin key (missing or "
+					   "replaced?): restore keys.json from a backup, or move admin.key "
+					   "away to have a new admin key issued",
+					   path, s->config.data_dir);
+		return 0;
+	}
+	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];
+	if (admin_key_staged(s, key)) {
+		const key_entry *e = keys_lookup(s->keys, key);
+		OPENSSL_cleanse(key, sizeof(key));
+		if (e && !e->tenant[0]) {
+			snprintf(key_id, sizeof(key_id), "%s", e->id);
+			int rc = admin_key_publish(s, errmsg);
+			if (!rc)
+				log_info("an interrupted first start finished: admin key %s is in %s (mode 0600)",
+					 key_id, path);
+			return rc;
+		}
+	}
+	/* The only key, a live admin key, and no admin.key: before 2026-12-02
+	 * a first start recorded its key before writing admin.key, and one
+	 * that died between the two left this; or admin.key was deleted. Its
+	 * text is nowhere tallyd can show it: revoked, and a new one issued. */
 	if (n == 1 && live_admin == 1) {
 		int rc = keys_revoke(s->keys, keys[0].id, errmsg);
 		if (rc)
 			return rc;
-		log_warn("revoked admin key %s: its admin.key was never written (an interrupted first start)",
-			 keys[0].id);
-	} else if (n > 0) {
-		log_warn("%s is absent; %zu admin key(s) exist: use one of them, none is issued", path, live_admin);
+		log_warn("revoked admin key %s: %s is absent (an interrupted first start, or the file "
+			 "was removed)", keys[0].id, path);
+		live_admin = 0;
+	}
+	if (live_admin) {
+		log_warn("%s is absent; %zu admin key(s) exist: use one of them, none is issued", path,
+			 live_admin);
 		return 0;
 	}
-	char key[KEY_TEXT_SIZE], key_id[KEY_ID_SIZE];
-	int rc = keys_issue(s->keys, NULL, key, key_id, errmsg);
-	if (!rc)
-		rc = admin_key_write(s, key, errmsg);
+	/* A first start, or no live admin key at all (only tenant keys and
+	 * revoked ones): no one could administer the server. */
+	int rc = keys_issue_delivered(s->keys, admin_key_stage, s, key, key_id, errmsg);
 	OPENSSL_cleanse(key, sizeof(key));
+	if (!rc)
+		rc = admin_key_publish(s, errmsg);
 	if (rc)
 		return rc;
-	log_info("first start: issued admin key %s into %s (mode 0600)", key_id, path);
+	if (n)
+		log_warn("no live admin key: issued admin key %s into %s (mode 0600)", key_id, path);
+	else
+		log_info("first start: issued admin key %s into %s (mode 0600)", key_id, path);
 	return 0;
 }

@@ -36,7 +36,9 @@ int jsonfile_load(const tally_io *io, const char *dir, const char *name, size_t 
 		return server_fail(errmsg, rc, "read %s: %s", path, tally_strerror(rc));
 	}
 	json_error_t jerr;
-	*root = json_loadb(text, (size_t)size, 0, &jerr);
+	/* A member given twice would keep its last value ("revoked": true,
+	 * "revoked": false): refused as damage. */
+	*root = json_loadb(text, (size_t)size, JSON_REJECT_DUPLICATES, &jerr);
 	free(text);
 	if (!*root)
 		return server_fail(errmsg, TALLY_E_CORRUPT, "%s: not JSON (line %d: %s)", path,

@@ -14,6 +14,7 @@
 #include "fail.h"
 #include "jsonfile.h"
 #include "keys.h"
+#include "tenants.h"
 
 #define KEYS_FILE "keys.json"
 #define KEYS_FILE_BYTES_MAX (256u << 20)
@@ -36,7 +37,8 @@ static uint64_t prefix_of(const uint8_t digest[KEY_DIGEST_SIZE])
 	return v;
 }
 
-/* Rebuilds the index for every entry (at least twice as many slots). */
+/* Rebuilds the index for every entry (at least twice as many slots). 0,
+ * -ENOMEM, or TALLY_E_CORRUPT when two entries have one id. */
 static int index_build(keystore *ks)
 {
 	size_t slots = 64;
@@ -47,8 +49,15 @@ static int index_build(keystore *ks)
 		return -ENOMEM;
 	for (size_t i = 0; i < ks->count; i++) {
 		size_t k = (size_t)prefix_of(ks->entries[i].digest) & (slots - 1);
-		while (table[k])
+		while (table[k]) {
+			/* Two entries of one id (its digest's first bytes): a
+			 * keys.json that lists a key twice. */
+			if (!memcmp(ks->entries[table[k] - 1].digest, ks->entries[i].digest, 8)) {
+				free(table);
+				return TALLY_E_CORRUPT;
+			}
 			k = (k + 1) & (slots - 1);
+		}
 		table[k] = (uint32_t)i + 1;
 	}
 	free(ks->slots);
@@ -136,11 +145,12 @@ static int load(keystore *ks, char *errmsg)
 		memset(e, 0, sizeof(*e));
 		uint8_t id_bytes[8];
 		if (!id || !digest || !tenant || !json_is_integer(created) || !json_is_boolean(revoked) ||
-		    strlen(tenant) > TALLY_TENANT_SIZE_MAX || hex_get(id, id_bytes, 8) ||
+		    (tenant[0] && !tenants_name_valid(tenant)) || hex_get(id, id_bytes, 8) ||
 		    hex_get(digest, e->digest, KEY_DIGEST_SIZE) || memcmp(id_bytes, e->digest, 8) != 0) {
 			rc = corrupt(errmsg, ks, "a malformed key entry");
 			break;
 		}
+
 		snprintf(e->id, sizeof(e->id), "%s", id);
 		snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
 		e->created_us = json_integer_value(created);
@@ -160,8 +170,9 @@ int keys_open(const tally_io *io, const char *dir, keystore **out, char *errmsg)
 	ks->io = io ? io : tally_io_default();
 	snprintf(ks->dir, sizeof(ks->dir), "%s", dir);
 	int rc = load(ks, errmsg);
-	if (!rc)
-		rc = index_build(ks);
+	if (!rc && (rc = index_build(ks)) == TALLY_E_CORRUPT)
+		/* A key live in one entry and revoked in the other. */
+		corrupt(errmsg, ks, "a key listed twice");
 	if (rc) {
 		keys_close(ks);
 		return rc;
@@ -205,17 +216,30 @@ static int save(keystore *ks, char *errmsg)
 	return rc;
 }
 
-static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_text, char *key_id,
-		 char *errmsg);
+/* A key's hand-over before keys.json records it (keys_issue_delivered). */
+typedef struct key_delivery {
+	int (*deliver)(void *ctx, const char *key_text, char *errmsg);
+	void *ctx;
+} key_delivery;
+
+static int issue(keystore *ks, const char *tenant, bool ephemeral, const key_delivery *delivery,
+		 char *key_text, char *key_id, char *errmsg);
 
 int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, char *errmsg)
 {
-	return issue(ks, tenant, false, key_text, key_id, errmsg);
+	return issue(ks, tenant, false, NULL, key_text, key_id, errmsg);
+}
+
+int keys_issue_delivered(keystore *ks, int (*deliver)(void *ctx, const char *key_text, char *errmsg),
+			 void *ctx, char *key_text, char *key_id, char *errmsg)
+{
+	key_delivery delivery = {deliver, ctx};
+	return issue(ks, NULL, false, &delivery, key_text, key_id, errmsg);
 }
 
 int keys_issue_ephemeral(keystore *ks, char *key_text, char *key_id, char *errmsg)
 {
-	return issue(ks, NULL, true, key_text, key_id, errmsg);
+	return issue(ks, NULL, true, NULL, key_text, key_id, errmsg);
 }
 
 /* Whether a key (revoked or not) has the id: ids name keys in listings
@@ -228,8 +252,8 @@ static bool id_taken(const keystore *ks, const char *id)
 	return false;
 }
 
-static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_text, char *key_id,
-		 char *errmsg)
+static int issue(keystore *ks, const char *tenant, bool ephemeral, const key_delivery *delivery,
+		 char *key_text, char *key_id, char *errmsg)
 {
 	if (tenant && strlen(tenant) > TALLY_TENANT_SIZE_MAX)
 		return server_fail(errmsg, TALLY_E_TENANT, "a tenant name over %d bytes",
@@ -256,6 +280,10 @@ static int issue(keystore *ks, const char *tenant, bool ephemeral, char *key_tex
 		hex_put(e->id, e->digest, 8);
 		if (!id_taken(ks, e->id))
 			break;
+	}
+	if (delivery && (rc = delivery->deliver(delivery->ctx, key_text, errmsg))) {
+		OPENSSL_cleanse(key_text, KEY_TEXT_SIZE); /* not delivered: not recorded */
+		return rc;
 	}
 	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant ? tenant : "");
 	e->created_us = ks->io->now_us(ks->io);
@@ -304,11 +332,11 @@ int keys_revoke(keystore *ks, const char *key_id, char *errmsg)
 			continue;
 		if (e->revoked)
 			return 0;
+		/* Failing closed: the key stays revoked here whether or not the
+		 * file was replaced (a failed directory fsync comes after the
+		 * rename). */
 		e->revoked = true;
-		int rc = save(ks, errmsg);
-		if (rc)
-			e->revoked = false;
-		return rc;
+		return save(ks, errmsg);
 	}
 	return TALLY_E_NOTFOUND;
 }

@@ -47,6 +47,14 @@ void keys_close(keystore *ks);
  * (KEY_TEXT_SIZE) and its id (KEY_ID_SIZE). Durable before it returns 0. */
 int keys_issue(keystore *ks, const char *tenant, char *key_text, char *key_id, char *errmsg);
 
+/* Issues an admin key as keys_issue does, handing it over first:
+ * deliver(ctx, key_text, errmsg) runs once the key is drawn and before
+ * keys.json records it, and when it fails (its code returned) nothing is
+ * recorded. So no key is ever recorded that was not delivered first
+ * (tallyd's first admin key, staged in admin.key.tmp). */
+int keys_issue_delivered(keystore *ks, int (*deliver)(void *ctx, const char *key_text, char *errmsg),
+			 void *ctx, char *key_text, char *key_id, char *errmsg);
+
 /* An admin key that is never written to keys.json and dies with the
  * process (tallyd's own connections, e.g. the nightly export). */
 int keys_issue_ephemeral(keystore *ks, char *key_text, char *key_id, char *errmsg);
@@ -55,8 +63,10 @@ int keys_issue_ephemeral(keystore *ks, char *key_text, char *key_id, char *errms
  * until the next change of the store. */
 const key_entry *keys_lookup(const keystore *ks, const char *key_text);
 
-/* Revokes key id. 0, TALLY_E_NOTFOUND, or a write error (the key then
- * stays usable: nothing was changed). */
+/* Revokes key id. 0, TALLY_E_NOTFOUND, or a write error: the key is then
+ * refused all the same while the store is open (it fails closed), but
+ * keys.json may still hold it live (the write failed before its rename)
+ * or revoked (its directory fsync failed after): revoke it again. */
 int keys_revoke(keystore *ks, const char *key_id, char *errmsg);
 
 /* Every entry (revoked and ephemeral ones too), in issue order. */

@@ -283,7 +283,7 @@ int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, 
 	e->suspended = suspended;
 	int rc = save(r, errmsg);
 	if (rc)
-		e->suspended = !suspended;
+		e->suspended = true; /* failing closed, whatever the file now holds */
 	else
 		r->durable_count = r->count; /* the file now holds the pending ones too */
 	return rc;

@@ -65,7 +65,9 @@ int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg);
 int tenants_commit(tenant_registry *r, char *errmsg);
 void tenants_rollback(tenant_registry *r);
 
-/* Suspends or resumes name. 0 (durable), TALLY_E_NOTFOUND, or a write error. */
+/* Suspends or resumes name. 0 (durable), TALLY_E_NOTFOUND, or a write
+ * error: the tenant is then left suspended while the registry is open
+ * (it fails closed; the file may hold either state): set it again. */
 int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, char *errmsg);
 
 /* Every entry in creation order. */

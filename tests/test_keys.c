@@ -218,3 +218,148 @@ Test(keys, a_taken_id_is_drawn_again)
 	fault_io_destroy(fio);
 	test_dir_remove_tree(dir.path);
 }
+
+static void write_key_list(const char *dir, const char *text)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/keys.json", dir);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "%s", path);
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* The digest keys.json stores for the only key issued in dir. */
+static void only_digest(const char *dir, char digest[65])
+{
+	const char *d = strstr(slurp(dir), "\"digest\": \"");
+	cr_assert_not_null(d);
+	snprintf(digest, 65, "%.64s", d + strlen("\"digest\": \""));
+}
+
+/* Description: keys.json damage that would revive a revoked key or name
+ * no real tenant is refused at open (TALLY_E_CORRUPT, the file named):
+ * one key listed twice, live then revoked; an entry with "revoked" given
+ * twice, true then false (JSON keeps the last); a key whose tenant is not
+ * a tenant name. Before 2026-12-02 each opened, the key live. */
+Test(keys, damaged_lists_that_could_revive_a_key_are_refused)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-damaged");
+	char err[TALLY_ERRMSG_SIZE] = "", key[KEY_TEXT_SIZE], id[KEY_ID_SIZE], digest[65];
+	keystore *ks;
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_assert_eq(keys_issue(ks, "acme", key, id, err), 0, "%s", err);
+	keys_close(ks);
+	only_digest(dir.path, digest);
+	static const char *const lists[][2] = {
+		{"{\"version\":1,\"keys\":[{\"id\":\"%s\",\"digest\":\"%s\",\"tenant\":\"acme\","
+		 "\"created_us\":1,\"revoked\":false},{\"id\":\"%s\",\"digest\":\"%s\",\"tenant\":"
+		 "\"acme\",\"created_us\":1,\"revoked\":true}]}",
+		 "keys.json: a key listed twice"},
+		{"{\"version\":1,\"keys\":[{\"id\":\"%s\",\"digest\":\"%s\",\"tenant\":\"acme\","
+		 "\"created_us\":1,\"revoked\":true,\"revoked\":false}]}%.0s%.0s",
+		 "keys.json: not JSON (line 1: duplicate object key"},
+		{"{\"version\":1,\"keys\":[{\"id\":\"%s\",\"digest\":\"%s\",\"tenant\":\"ac me/../x\","
+		 "\"created_us\":1,\"revoked\":false}]}%.0s%.0s",
+		 "keys.json: a malformed key entry"},
+	};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		char text[1024];
+		snprintf(text, sizeof(text), lists[i][0], id, digest, id, digest);
+		write_key_list(dir.path, text);
+		ks = NULL;
+		cr_expect_eq(keys_open(NULL, dir.path, &ks, err), TALLY_E_CORRUPT, "list %zu", i);
+		cr_expect_null(ks);
+		cr_expect_not_null(strstr(err, lists[i][1]), "list %zu: \"%s\" does not say \"%s\"", i,
+				   err, lists[i][1]);
+	}
+	test_dir_remove_tree(dir.path);
+}
+
+typedef struct hand_over {
+	int fail;       /* the code the hand-over returns */
+	int calls;
+	char key[KEY_TEXT_SIZE];
+} hand_over;
+
+static int hand_over_key(void *ctx, const char *key_text, char *errmsg)
+{
+	hand_over *h = ctx;
+	h->calls++;
+	snprintf(h->key, sizeof(h->key), "%s", key_text);
+	if (h->fail)
+		snprintf(errmsg, TALLY_ERRMSG_SIZE, "the hand-over failed");
+	return h->fail;
+}
+
+/* Description: keys_issue_delivered hands the key over before keys.json
+ * records it. A hand-over that fails records nothing (its code and
+ * message returned, no key listed, also after a reopen); one that
+ * succeeds is given the very key issued, which is then an admin key. */
+Test(keys, a_delivered_key_is_recorded_only_after_its_hand_over)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-delivered");
+	char err[TALLY_ERRMSG_SIZE] = "", key[KEY_TEXT_SIZE], id[KEY_ID_SIZE];
+	keystore *ks;
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	hand_over h = {.fail = -ENOSPC};
+	cr_expect_eq(keys_issue_delivered(ks, hand_over_key, &h, key, id, err), -ENOSPC);
+	cr_expect_str_eq(err, "the hand-over failed");
+	size_t n;
+	keys_list(ks, &n);
+	cr_expect_eq(n, 0);
+	cr_expect_null(keys_lookup(ks, h.key));
+	h.fail = 0;
+	cr_assert_eq(keys_issue_delivered(ks, hand_over_key, &h, key, id, err), 0, "%s", err);
+	cr_expect_eq(h.calls, 2);
+	cr_expect_str_eq(h.key, key, "the key handed over is the key issued");
+	keys_close(ks);
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	keys_list(ks, &n);
+	cr_expect_eq(n, 1, "only the delivered key is recorded");
+	const key_entry *e = keys_lookup(ks, key);
+	cr_assert_not_null(e);
+	cr_expect_str_eq(e->tenant, "");
+	keys_close(ks);
+	test_dir_remove_tree(dir.path);
+}
+
+/* Description: a revocation whose write fails fails closed: the key is
+ * refused at once all the same. When the directory fsync failed (after
+ * the rename), a reopen finds it revoked; when the write failed before
+ * the rename (a full disk), a reopen finds it live, as keys.h says, and
+ * revoking it again then sticks. Before 2026-12-02 the key stayed usable
+ * after either failure, and the first came back revoked after a reopen. */
+Test(keys, a_failed_revocation_fails_closed)
+{
+	test_dir dir;
+	test_dir_make(&dir, "keys-revoke-fail");
+	char err[TALLY_ERRMSG_SIZE] = "", a[KEY_TEXT_SIZE], b[KEY_TEXT_SIZE];
+	char a_id[KEY_ID_SIZE], b_id[KEY_ID_SIZE];
+	fault_io *fio = fault_io_create();
+	keystore *ks;
+	cr_assert_eq(keys_open(fault_io_table(fio), dir.path, &ks, err), 0, "%s", err);
+	cr_assert_eq(keys_issue(ks, "acme", a, a_id, err), 0, "%s", err);
+	cr_assert_eq(keys_issue(ks, "acme", b, b_id, err), 0, "%s", err);
+	fault_io_fsync_dir_fail(fio, EIO);
+	cr_expect_eq(keys_revoke(ks, a_id, err), -EIO);
+	fault_io_fsync_dir_fail(fio, 0);
+	cr_expect_null(keys_lookup(ks, a), "refused after a failed directory fsync");
+	fault_io_disk_limit_set(fio, 0);
+	cr_expect_eq(keys_revoke(ks, b_id, err), -ENOSPC);
+	fault_io_disk_limit_clear(fio);
+	cr_expect_null(keys_lookup(ks, b), "refused after a failed write");
+	keys_close(ks);
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_expect_null(keys_lookup(ks, a), "the replaced file has it revoked");
+	cr_expect_not_null(keys_lookup(ks, b), "the file was not replaced");
+	cr_assert_eq(keys_revoke(ks, b_id, err), 0, "%s", err);
+	keys_close(ks);
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_expect_null(keys_lookup(ks, b));
+	keys_close(ks);
+	fault_io_destroy(fio);
+	test_dir_remove_tree(dir.path);
+}

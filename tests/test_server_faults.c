@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keys.h"
 #include "support/fault_io.h"
 #include "support/server_batches.h"
 #include "support/server_harness.h"
@@ -383,4 +384,151 @@ Test(server_faults, flushes_on_a_full_disk_refuse_ingest_until_there_is_room, .t
 	expect_exactly_once(c, &st);
 	tally_client_close(c);
 	finish(&st);
+}
+
+/* ---- the first admin key ------------------------------------------------- */
+
+/* Opens tallyd's server on dir (io: NULL, or a fault io), then closes it:
+ * server_open's code and message. */
+static int server_start_stop(const char *dir, const tally_io *io, char *err)
+{
+	server_config c;
+	config_default(&c);
+	snprintf(c.data_dir, sizeof(c.data_dir), "%s", dir);
+	snprintf(c.listen, sizeof(c.listen), "127.0.0.1:0");
+	snprintf(c.metrics, sizeof(c.metrics), "off");
+	c.io = io;
+	server *s = NULL;
+	err[0] = 0;
+	int rc = server_open(&c, &s, err);
+	if (!rc) {
+		char close_err[TALLY_ERRMSG_SIZE];
+		cr_assert_eq(server_close(s, close_err), 0, "%s", close_err);
+	}
+	return rc;
+}
+
+/* The key in DIR/<name> ("" when absent). */
+static void key_file_read(const char *dir, const char *name, char key[KEY_TEXT_SIZE])
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	key[0] = 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	if (!fgets(key, KEY_TEXT_SIZE, f))
+		key[0] = 0;
+	key[strcspn(key, "\n")] = 0;
+	fclose(f);
+}
+
+/* The entry of keys.json in dir for key text: live, an admin key. */
+static void expect_live_admin_key(const char *dir, const char *key, const char *what)
+{
+	char err[TALLY_ERRMSG_SIZE] = "";
+	keystore *ks;
+	cr_assert_eq(keys_open(NULL, dir, &ks, err), 0, "%s", err);
+	const key_entry *e = keys_lookup(ks, key);
+	cr_expect_not_null(e, "%s: admin.key holds no live key", what);
+	if (e)
+		cr_expect_str_eq(e->tenant, "", "%s: not an admin key", what);
+	keys_close(ks);
+}
+
+/* A hand-over that writes the key to DIR/admin.key.tmp as tallyd stages
+ * it: a first start that dies after keys.json recorded its key. */
+static int stage_only(void *ctx, const char *key_text, char *errmsg)
+{
+	(void)errmsg;
+	char path[600];
+	snprintf(path, sizeof(path), "%s/admin.key.tmp", (const char *)ctx);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "%s\n", key_text);
+	cr_assert_eq(fclose(f), 0);
+	return 0;
+}
+
+/* Description: a first start interrupted anywhere never leaves a server
+ * no one can administer. (1) keys.json records the staged key, and the
+ * start dies before the rename: the next start finishes it, admin.key
+ * holds that key. (2) admin.key.tmp holds a key keys.json never recorded:
+ * the next start issues a new one. (3) A store from before 2026-12-02
+ * whose first start recorded its key and died before admin.key: the next
+ * start revokes it, and its issue of a new one fails on a full disk; the
+ * start after that issues one (before, it started with no live admin key
+ * at all, saying "use one of them"). Each time admin.key ends up holding
+ * a live admin key. */
+Test(server_faults, an_interrupted_first_start_is_finished_or_done_again)
+{
+	test_dir dir;
+	char err[TALLY_ERRMSG_SIZE] = "", key[KEY_TEXT_SIZE], id[KEY_ID_SIZE], got[KEY_TEXT_SIZE];
+	keystore *ks;
+
+	test_dir_make(&dir, "boot-staged");
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_assert_eq(keys_issue_delivered(ks, stage_only, dir.path, key, id, err), 0, "%s", err);
+	keys_close(ks);
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	key_file_read(dir.path, "admin.key", got);
+	cr_expect_str_eq(got, key, "(1) admin.key holds the staged key");
+	expect_live_admin_key(dir.path, key, "(1)");
+	test_dir_remove_tree(dir.path);
+
+	test_dir_make(&dir, "boot-unrecorded");
+	char unrecorded[KEY_TEXT_SIZE];
+	snprintf(unrecorded, sizeof(unrecorded), "tk_%064d", 7);
+	stage_only(dir.path, unrecorded, err);
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	key_file_read(dir.path, "admin.key", got);
+	cr_expect_str_neq(got, unrecorded, "(2) a new key");
+	expect_live_admin_key(dir.path, got, "(2)");
+	test_dir_remove_tree(dir.path);
+
+	test_dir_make(&dir, "boot-legacy");
+	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
+	cr_assert_eq(keys_issue(ks, NULL, key, id, err), 0, "%s", err);
+	keys_close(ks);
+	fault_io *fio = fault_io_create();
+	fault_io_path_filter_set(fio, "keys.json");
+	fault_io_pwrite_fail_nth(fio, 2, ENOSPC); /* the revocation is written, the new key not */
+	cr_expect_eq(server_start_stop(dir.path, fault_io_table(fio), err), -ENOSPC, "%s", err);
+	fault_io_destroy(fio);
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	key_file_read(dir.path, "admin.key", got);
+	cr_expect_str_neq(got, key, "(3) a new key");
+	expect_live_admin_key(dir.path, got, "(3)");
+	test_dir_remove_tree(dir.path);
+}
+
+/* Description: admin.key is there but keys.json is gone (a partial
+ * restore): tallyd refuses to start, naming both files and the ways out,
+ * rather than start with no key that works (as it did before
+ * 2026-12-02, without a word). Moving admin.key away lets it start, with a
+ * new admin key. */
+Test(server_faults, admin_key_without_keys_json_refuses_to_start)
+{
+	test_dir dir;
+	test_dir_make(&dir, "boot-nokeys");
+	char err[TALLY_ERRMSG_SIZE] = "", path[600];
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	snprintf(path, sizeof(path), "%s/keys.json", dir.path);
+	cr_assert_eq(unlink(path), 0);
+	cr_expect_eq(server_start_stop(dir.path, NULL, err), TALLY_E_CORRUPT);
+	char says[1400];
+	snprintf(says, sizeof(says),
+		 "%s/admin.key exists but %s/keys.json holds no live admin key (missing or "
+		 "replaced?): restore keys.json from a backup, or move admin.key away to have a new "
+		 "admin key issued", dir.path, dir.path);
+	cr_expect_str_eq(err, says);
+	char moved[600];
+	snprintf(path, sizeof(path), "%s/admin.key", dir.path);
+	snprintf(moved, sizeof(moved), "%s/admin.key.old", dir.path);
+	cr_assert_eq(rename(path, moved), 0);
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	char got[KEY_TEXT_SIZE];
+	key_file_read(dir.path, "admin.key", got);
+	expect_live_admin_key(dir.path, got, "after admin.key moved away");
+	test_dir_remove_tree(dir.path);
 }

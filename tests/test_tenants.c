@@ -232,3 +232,70 @@ Test(tenants, a_damaged_tenant_list_is_refused_naming_it)
 	cr_assert_eq(rmdir(path), 0);
 	test_dir_remove(&dir);
 }
+
+/* Description: a suspension or a resumption whose write fails (a full
+ * disk) leaves the tenant suspended, failing closed: a suspension that did
+ * not reach the file still refuses the tenant, and a resumption that did
+ * not lets it stay refused. tenants.json keeps what it held. Before
+ * 2026-12-02 a failed suspension left the tenant live. */
+Test(tenants, a_failed_state_change_leaves_the_tenant_suspended)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tenants-state-fail");
+	fault_io *f = fault_io_create();
+	char err[TALLY_ERRMSG_SIZE];
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(fault_io_table(f), dir.path, &r, err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "live", err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "held", err), 0, "%s", err);
+	cr_assert_eq(tenants_set_suspended(r, "held", true, err), 0, "%s", err);
+	fault_io_disk_limit_set(f, 0);
+	cr_expect_eq(tenants_set_suspended(r, "live", true, err), -ENOSPC);
+	cr_expect(tenants_find(r, "live")->suspended, "a failed suspension suspends");
+	cr_expect_eq(tenants_set_suspended(r, "held", false, err), -ENOSPC);
+	cr_expect(tenants_find(r, "held")->suspended, "a failed resumption keeps it suspended");
+	fault_io_disk_limit_clear(f);
+	tenants_close(r);
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	cr_expect(!tenants_find(r, "live")->suspended, "the file was not replaced");
+	cr_expect(tenants_find(r, "held")->suspended);
+	tenants_close(r);
+	fault_io_destroy(f);
+	test_dir_remove_tree(dir.path);
+}
+
+/* Description: tenants.json with a member given twice ("suspended": true,
+ * then false; JSON keeps the last) is refused at open, naming the file. */
+Test(tenants, a_member_given_twice_is_refused)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tenants-dup");
+	char err[TALLY_ERRMSG_SIZE] = "", path[600];
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "acme", err), 0, "%s", err);
+	cr_assert_eq(tenants_set_suspended(r, "acme", true, err), 0, "%s", err);
+	tenants_close(r);
+	snprintf(path, sizeof(path), "%s/tenants.json", dir.path);
+	FILE *file = fopen(path, "r");
+	cr_assert_not_null(file);
+	char text[4096];
+	size_t n = fread(text, 1, sizeof(text) - 1, file);
+	fclose(file);
+	text[n] = 0;
+	char *at = strstr(text, "\"suspended\": true");
+	cr_assert_not_null(at, "%s", text);
+	char changed[4200];
+	snprintf(changed, sizeof(changed), "%.*s\"suspended\": true, \"suspended\": false%s",
+		 (int)(at - text), text, at + strlen("\"suspended\": true"));
+	file = fopen(path, "w");
+	cr_assert_not_null(file);
+	fputs(changed, file);
+	fclose(file);
+	r = NULL;
+	cr_expect_eq(tenants_open(NULL, dir.path, &r, err), TALLY_E_CORRUPT);
+	cr_expect_null(r);
+	cr_expect_not_null(strstr(err, "tenants.json: not JSON (line "), "%s", err);
+	cr_expect_not_null(strstr(err, "duplicate object key"), "%s", err);
+	test_dir_remove_tree(dir.path);
+}
