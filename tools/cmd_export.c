@@ -1,6 +1,7 @@
 /*
  * cmd_export.c — `tally export --pg URL [--day D | --from D --to D
- * [--missing] | --changed] [--tenant-page N]`: daily usage from the server (admin key)
+ * [--missing] | --changed | --from D --to D --missing --changed]
+ * [--tenant-page N]`: daily usage from the server (admin key)
  * into the PostgreSQL billing database, each day replaced in one
  * transaction (export.h), read over the protocol (export_client.c).
  *
@@ -75,9 +76,14 @@ static int args_parse(const cli_command *command, int argc, char **argv, export_
 		return cli_usage_error(command, "unexpected argument '%s'", argv[optind]);
 	if (!a->pg || !a->pg[0])
 		return cli_usage_error(command, "--pg URL is required (the billing database)");
+	/* --from/--to --missing --changed: the nightly job's two steps in one
+	 * run, so a day that fails for its own data never keeps the changed
+	 * days from being re-exported (docs/billing.md). */
+	bool both = a->changed && a->missing && (a->from || a->to) && !a->day;
 	int modes = (a->day != NULL) + (a->from || a->to) + a->changed;
-	if (modes != 1)
-		return cli_usage_error(command, "give exactly one of --day DAY, --from DAY --to DAY, --changed");
+	if (modes != 1 && !both)
+		return cli_usage_error(command, "give exactly one of --day DAY, --from DAY --to DAY, --changed "
+					"(or --from DAY --to DAY --missing --changed)");
 	if ((a->from != NULL) != (a->to != NULL))
 		return cli_usage_error(command, "--from and --to go together");
 	if (a->missing && !a->from)
@@ -190,6 +196,33 @@ static int missing_days_find(const cli_command *command, exporter *x, int32_t fi
 	return 0;
 }
 
+/* Exports days[0, count) (NULL: first, first + 1, ...), told on stdout,
+ * into *total. A day that fails for its own data is told and passed over
+ * (counted in *failed: the others are exported, and the command fails at
+ * the end); any other failure stops the run, as the next day would fail
+ * the same way: CLI_EXIT_FAILURE. Otherwise 0. */
+static int export_days(const cli_command *command, exporter *x, const int32_t *days,
+		       int32_t first, size_t count, export_total *total, size_t *failed)
+{
+	char errmsg[EXPORT_ERRMSG_SIZE];
+	for (size_t i = 0; i < count; i++) {
+		export_day_result result;
+		int32_t day = days ? days[i] : first + (int32_t)i;
+		int rc = export_day(x, day, &result, errmsg);
+		if (rc) {
+			fprintf(stderr, "tally %s: %s\n", command->name, errmsg);
+			if (!export_failure_is_the_days(rc))
+				return CLI_EXIT_FAILURE;
+			(*failed)++;
+			continue;
+		}
+		export_day_print(stdout, &result);
+		fflush(stdout);
+		export_total_add(total, &result);
+	}
+	return 0;
+}
+
 static int export_run(const cli_command *command, int argc, char **argv)
 {
 	export_args a;
@@ -197,7 +230,7 @@ static int export_run(const cli_command *command, int argc, char **argv)
 	if (code >= 0)
 		return code;
 	int32_t first = 0, last = -1;
-	if (!a.changed && days_of(command, &a, &first, &last))
+	if ((a.day || a.from) && days_of(command, &a, &first, &last))
 		return CLI_EXIT_FAILURE;
 
 	tally_client *c;
@@ -221,47 +254,42 @@ static int export_run(const cli_command *command, int argc, char **argv)
 	if (to_version != from_version)
 		printf("billing schema: migrated from version %d to %d\n", from_version, to_version);
 
+	/* The range's days (all of them, or with --missing those never
+	 * exported), then with --changed the changed ones: looked for after
+	 * the range's, which are then exported at the latest watermark. */
+	export_total total = {0};
+	size_t failed = 0, tried = 0;
 	int32_t *days = NULL;
 	size_t count = 0;
+	if (a.missing) {
+		if (missing_days_find(command, x, first, last, &days, &count))
+			goto fail;
+	} else if (!a.changed) {
+		count = (size_t)(last - first + 1);
+	}
+	int rc = export_days(command, x, days, first, count, &total, &failed);
+	free(days);
+	days = NULL;
+	tried += count;
+	count = 0;
+	if (rc)
+		goto fail;
 	if (a.changed) {
 		if (changed_days_find(command, x, &days, &count))
 			goto fail;
-	} else if (a.missing) {
-		if (missing_days_find(command, x, first, last, &days, &count))
+		rc = export_days(command, x, days, 0, count, &total, &failed);
+		free(days);
+		tried += count;
+		if (rc)
 			goto fail;
-	} else {
-		count = (size_t)(last - first + 1);
 	}
-	/* A day that fails for its own data is told and passed over (the
-	 * others are exported, and the command fails at the end); any other
-	 * failure stops the run, as the next day would fail the same way. */
-	export_total total = {0};
-	size_t failed = 0;
-	for (size_t i = 0; i < count; i++) {
-		export_day_result result;
-		int32_t day = days ? days[i] : first + (int32_t)i;
-		int rc = export_day(x, day, &result, errmsg);
-		if (rc) {
-			fprintf(stderr, "tally %s: %s\n", command->name, errmsg);
-			if (!export_failure_is_the_days(rc)) {
-				free(days);
-				goto fail;
-			}
-			failed++;
-			continue;
-		}
-		export_day_print(stdout, &result);
-		fflush(stdout);
-		export_total_add(&total, &result);
-	}
-	free(days);
-	if (count)
+	if (tried)
 		export_total_print(stdout, &total);
 	export_close(x);
 	tally_client_close(c);
 	if (failed) {
 		fprintf(stderr, "tally %s: %zu of %zu days failed for their own data (above); the others "
-			"were exported\n", command->name, failed, count);
+			"were exported\n", command->name, failed, tried);
 		return CLI_EXIT_FAILURE;
 	}
 	return CLI_EXIT_OK;
@@ -273,8 +301,8 @@ fail:
 
 const cli_command cli_command_export = {
 	.name = "export",
-	.synopsis = "export --pg URL [--day DAY | --from DAY --to DAY [--missing] | --changed]"
-		    " [--tenant-page N]",
+	.synopsis = "export --pg URL [--day DAY | --from DAY --to DAY [--missing] | --changed"
+		    " | --from DAY --to DAY --missing --changed] [--tenant-page N]",
 	.summary = "daily usage into the PostgreSQL billing database, each day exactly once (admin)",
 	.help =
 		"Reads each UTC day's usage of every tenant from the server (DailyUsage, an\n"
@@ -296,6 +324,10 @@ const cli_command cli_command_export = {
 		"  --changed          re-export exactly the days whose events changed after their\n"
 		"                     last export (late events, backfill), and to be sure those\n"
 		"                     exported before the store's change floor (it cannot tell)\n"
+		"  --from DAY --to DAY --missing --changed\n"
+		"                     both, in one run: the range's days never exported, then\n"
+		"                     the changed days (a nightly job: a day that fails for its\n"
+		"                     own data never holds back the changed days)\n"
 		"  --tenant-page N    tenants per DailyUsage request, 1..10000 (default 1000)\n"
 		"  -h, --help         this text\n"
 		"\n"
