@@ -2592,6 +2592,20 @@ static int compact_locked_maintenance(tally_store *s, int all)
 
 	pthread_mutex_lock(&s->publish);
 	pthread_mutex_lock(&s->lock);
+	if (s->sticky) {
+		/* The store turned read-only while the outputs were written (a
+		 * WAL or a flush's manifest failed): whether the last manifest
+		 * reached the disk is unknown, and no other is written over it
+		 * before a reopen reads the disk again. The store's message
+		 * stays the failure's, as when a compaction starts read-only. */
+		rc = s->sticky;
+		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_unlock(&s->publish);
+		file_parts_discard(s, parts, part_count);
+		free(inputs);
+		free(tenants);
+		return rc;
+	}
 	/* Only compaction removes files, and it holds compact_mutex: every
 	 * input is still live. The catalog (and the manifest) stay in
 	 * ascending id order: the outputs go after every file older than

@@ -5,6 +5,7 @@
  * the public API.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -390,5 +391,77 @@ Test(whitebox, a_full_list_of_fingerprint_days_still_finds_the_own_day)
 	tally_stats st;
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.events_memtable, 2, "first and x, once each");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* The bytes of DIR/MANIFEST now, into out (MANIFEST_BYTES_CHECK bytes). */
+#define MANIFEST_BYTES_CHECK 65536
+static size_t manifest_now(uint8_t *out)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "%s", path);
+	size_t n = fread(out, 1, MANIFEST_BYTES_CHECK, f);
+	fclose(f);
+	cr_assert_lt(n, MANIFEST_BYTES_CHECK);
+	return n;
+}
+
+typedef struct failed_flush {
+	int ran;
+	size_t size; /* of the MANIFEST after the failed flush */
+	uint8_t manifest[MANIFEST_BYTES_CHECK];
+} failed_flush;
+
+/* A flush, inside a compaction, whose manifest rename fails: the store
+ * turns read-only while the compaction writes its outputs. Keeps the
+ * MANIFEST the disk then holds. */
+static void flush_fails_in_compaction(tally_store *s, void *ctx)
+{
+	failed_flush *ff = ctx;
+	fault_io_path_filter_set(fio, "MANIFEST");
+	fault_io_rename_fail(fio, EIO);
+	cr_expect_eq(tally_flush(s), -EIO);
+	fault_io_rename_fail(fio, 0);
+	fault_io_path_filter_set(fio, NULL);
+	ff->size = manifest_now(ff->manifest);
+	ff->ran = 1;
+}
+
+/* Description: the store turns read-only (a flush's manifest rename
+ * fails) while a compaction writes its outputs. The compaction publishes
+ * nothing: it returns the store's error, the MANIFEST is the one the disk
+ * held after the failed flush, the store's message stays the flush's, and
+ * its outputs are gone. Before 2026-12-02 it wrote a new manifest over
+ * one whose rename was in doubt. A reopen finds every event once. */
+Test(whitebox, a_compaction_publishes_nothing_once_the_store_is_read_only)
+{
+	tally_store *s = store_open();
+	ingest_new(s, "acme", "a");
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_new(s, "acme", "b");
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_new(s, "acme", "c"); /* the hook's flush */
+	static failed_flush ff;
+	static uint8_t after[MANIFEST_BYTES_CHECK];
+	s->compact_test_hook = flush_fails_in_compaction;
+	s->compact_test_ctx = &ff;
+	cr_expect_eq(tally_compact(s), -EIO);
+	s->compact_test_hook = NULL;
+	cr_assert_eq(ff.ran, 1, "the hook ran inside the compaction");
+	cr_assert_eq(manifest_now(after), ff.size);
+	cr_expect_eq(memcmp(ff.manifest, after, ff.size), 0, "the MANIFEST is unchanged");
+	char err[TALLY_ERRMSG_SIZE];
+	tally_store_errmsg_copy(s, err, sizeof(err));
+	cr_expect_null(strstr(err, "compaction"), "the message stays the flush's: %s", err);
+	pthread_mutex_lock(&s->lock);
+	cr_expect_eq(s->file_count, 2, "the two flushed files, no output");
+	pthread_mutex_unlock(&s->lock);
+	cr_expect_neq(tally_store_close(s), 0, "a read-only store cannot flush at close");
+	s = store_open();
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_rows + st.events_memtable, 3 * EVENTS, "every event once");
 	cr_assert_eq(tally_store_close(s), 0);
 }
