@@ -380,8 +380,9 @@ void tally_options_default(tally_options *o)
 /* ---- validation --------------------------------------------------------- */
 
 /* The reject reason of an event, or TALLY_REASON_NONE; horizon_us is
- * horizon_start_us(now_us). A backfill batch reaches back
- * TALLY_BACKFILL_AGE_MAX_US instead of the horizon. */
+ * now_us - lateness_past_us (the clock's horizon, not horizon_start_us's:
+ * events under a floor are checked by day instead). A backfill batch
+ * reaches back TALLY_BACKFILL_AGE_MAX_US instead of the horizon. */
 /* s is UTF-8 without NUL (a NULL pointer: no string). Inline, for every
  * string of every event: ASCII without NUL (nearly every string) is seen
  * eight bytes at a time, the last few bytes padded with 0x01, and only
@@ -1277,6 +1278,17 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			backfill |= batches[b].backfill && batches[b].count;
 		}
 	}
+	/* The horizon, read once for the call. A floor above the clock's own
+	 * horizon (the clock was set back after a call or an expiry pass acted
+	 * on a later one) leaves the events between the two with fingerprints
+	 * that may be gone: they are checked against the stored history by
+	 * day, as a backfill's old events are, rather than refused as too old
+	 * (docs/architecture.md, "The horizon never moves back"). */
+	int64_t now = s->io->now_us(s->io);
+	int64_t horizon_us = horizon_start_us(s, now);
+	int64_t clock_horizon_us = now - s->options.lateness_past_us;
+	int64_t day_min = fingerprint_day_min_of(horizon_us); /* one read of the horizon for both */
+	backfill |= horizon_us > clock_horizon_us && events_total;
 	int rc = 0;
 	int split = 0; /* the call goes in parts (options.ingest_part_bytes_max) */
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
@@ -1306,11 +1318,9 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		goto out;
 	}
 	/* Outside the lock: validation, id packing and hashing, the hashes of
-	 * the dimension strings, the WAL record's entries; a backfill's old
-	 * events listed by day, and probed in the segment files. */
-	int64_t now = s->io->now_us(s->io);
-	int64_t horizon_us = horizon_start_us(s, now);
-	int64_t day_min = fingerprint_day_min_of(horizon_us); /* one read of the horizon for both */
+	 * the dimension strings, the WAL record's entries; old events (a
+	 * backfill's, or under a floor) listed by day, and probed in the
+	 * segment files. */
 	size_t k = 0;
 	for (size_t b = 0; b < batch_count; b++) {
 		tally_batch *batch = &batches[b];
@@ -1325,7 +1335,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 		tenant_hash[b] = name_hash(batch->tenant);
 		for (size_t i = 0; i < batch->count; i++, k++) {
 			const tally_event *e = &batch->events[i];
-			int reason = validate(e, now, horizon_us, &s->options, batch->backfill);
+			int reason = validate(e, now, clock_horizon_us, &s->options, batch->backfill);
 			batch->results[i].code = reason ? TALLY_REJECTED : TALLY_ACCEPTED;
 			batch->results[i].reason = (uint8_t)reason;
 			if (reason)
@@ -1335,7 +1345,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			event_dims(e, dims);
 			for (int d = 0; d < DIM_COUNT; d++)
 				dim_hash[k][d] = strdict_hash(dims[d].ptr, dims[d].len);
-			if (batch->backfill && e->time_us < horizon_us) {
+			if (e->time_us < horizon_us) { /* valid: a backfill's, or under a floor */
 				h.old[k] = 1;
 				h.entries[h.count++] = (history_entry){day_of(e->time_us), k};
 			}

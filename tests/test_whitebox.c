@@ -328,11 +328,13 @@ Test(whitebox, the_fingerprint_expiry_lets_ingest_run_between_its_steps)
 }
 
 /* Description: a wall clock stepped back by days after an expiry pass does
- * not move the horizon back with it. The pass removed the fingerprints of
- * the days it left; were the horizon to cover those days again, a retry of
- * one of their events would find no fingerprint and be stored twice. It is
- * too old instead, and a backfill batch checks it against the stored
- * history (DUPLICATE). */
+ * not move the horizon's floor back with it. The pass removed the
+ * fingerprints of the days it left; were those days trusted to the
+ * fingerprints again, a retry of one of their events would find none and
+ * be stored twice. A retry from under the floor, in a normal batch or a
+ * backfill, is checked against the stored history by day instead
+ * (DUPLICATE); before 2026-12-02 the normal one was REJECTED as too old,
+ * though the clock's own horizon covered it. */
 Test(whitebox, a_clock_stepped_back_after_an_expiry_keeps_the_horizon)
 {
 	tally_store *s = store_open();
@@ -345,8 +347,8 @@ Test(whitebox, a_clock_stepped_back_after_an_expiry_keeps_the_horizon)
 	cr_assert_eq(dedup_entries_of(s), 1, "the pass removed the fingerprint of \"early\"");
 
 	fault_io_clock_set_us(fio, NOW_US); /* stepped back three days */
-	cr_expect_eq(ingest_one(s, "early", first_day_us, 5), TALLY_REJECTED,
-		     "a retry from a day the pass left is too old, not new");
+	cr_expect_eq(ingest_one(s, "early", first_day_us, 5), TALLY_DUPLICATE,
+		     "a retry from a day the pass left is checked by day, not new");
 	tally_event e;
 	memset(&e, 0, sizeof(e));
 	e.event_id = S("early");
@@ -463,5 +465,36 @@ Test(whitebox, a_compaction_publishes_nothing_once_the_store_is_read_only)
 	tally_stats st;
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.segment_rows + st.events_memtable, 3 * EVENTS, "every event once");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: the wall clock steps 40 days ahead (a bad NTP source, a
+ * VM resumed) for one ingest call and one expiry pass, then is corrected.
+ * The floor they raised lies 5 days past the true now; events between the
+ * clock's horizon and the floor are checked against the stored history
+ * by day: a new event now is ACCEPTED (before 2026-12-02's second change
+ * it was REJECTED as too old, with every other current event, until a
+ * reopen or 5 days later), its retry and a retry of an event from before
+ * the step are DUPLICATEs, and each is stored once, also after a reopen. */
+Test(whitebox, a_corrected_clock_step_past_the_horizon_refuses_no_current_event)
+{
+	tally_store *s = store_open();
+	cr_assert_eq(ingest_one(s, "before", NOW_US - MINUTE_US, 1), TALLY_ACCEPTED);
+	fault_io_clock_set_us(fio, NOW_US + 40 * DAY_US);
+	cr_assert_eq(ingest_one(s, "during", NOW_US + 40 * DAY_US - MINUTE_US, 2), TALLY_ACCEPTED);
+	store_expire_dedup(s);
+	fault_io_clock_set_us(fio, NOW_US + MINUTE_US); /* corrected */
+	cr_expect_eq(ingest_one(s, "fresh", NOW_US, 3), TALLY_ACCEPTED);
+	cr_expect_eq(ingest_one(s, "fresh", NOW_US, 3), TALLY_DUPLICATE);
+	cr_expect_eq(ingest_one(s, "before", NOW_US - MINUTE_US, 1), TALLY_DUPLICATE);
+	cr_assert_eq(tally_flush(s), 0);
+	cr_expect_eq(ingest_one(s, "fresh", NOW_US, 3), TALLY_DUPLICATE, "found in its segment");
+	cr_assert_eq(tally_store_close(s), 0);
+	s = store_open();
+	cr_expect_eq(ingest_one(s, "fresh", NOW_US, 3), TALLY_DUPLICATE);
+	cr_expect_eq(ingest_one(s, "before", NOW_US - MINUTE_US, 1), TALLY_DUPLICATE);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_rows + st.events_memtable, 3, "before, during and fresh, once each");
 	cr_assert_eq(tally_store_close(s), 0);
 }
