@@ -63,6 +63,9 @@
 #define SCHEDULE_BACKOFF_FIRST_US (INT64_C(5) * 1000000)
 #define SCHEDULE_BACKOFF_MAX_US (INT64_C(300) * 1000000)
 #define MINUTE_US (INT64_C(60) * 1000000)
+/* The longest the thread sleeps before it reads the wall clock again: a
+ * clock stepped back or forward moves the next run within this much. */
+#define SCHEDULE_WAKE_MAX_US (INT64_C(5) * 1000000)
 /* The longest wait for one answer of this server (a page of 1,000 tenants). */
 #define SCHEDULE_CALL_TIMEOUT_MS 120000u
 
@@ -162,7 +165,7 @@ static int run_once(export_schedule *sc, char *errmsg)
 	size_t exported_count = 0;
 	run_tally t = {0};
 	export_changed changed = {0};
-	int32_t today = export_day_of(server_now_us());
+	int32_t today = export_day_of(server_wall_us());
 	if ((rc = export_open(sc->pg, &source, &options, &x, xerr)) || (rc = export_migrate(x, &from, &to, xerr)))
 		goto out;
 	if (to != from)
@@ -203,34 +206,67 @@ out:
 	return rc;
 }
 
+/* Waits on sc->cond (a CLOCK_MONOTONIC one) until monotonic time
+ * `until_us` at most. Caller holds sc->lock. */
+static void schedule_wait(export_schedule *sc, int64_t until_us)
+{
+	struct timespec ts = {.tv_sec = until_us / 1000000,
+			      .tv_nsec = (long)(until_us % 1000000) * 1000};
+	pthread_cond_timedwait(&sc->cond, &sc->lock, &ts);
+}
+
+/*
+ * Whether the next run is due. The nightly run is due at the wall clock's
+ * next --export-at after the last run (next_wall), never later than the
+ * next one after the wall clock's now: a clock stepped back (or a run made
+ * on a clock that was ahead) would otherwise skip nights. A retry after a
+ * failure is due a backoff after it, on the monotonic clock (retry_mono,
+ * 0: none), which a step does not move.
+ */
+static bool schedule_due(uint32_t at, int64_t *next_wall, int64_t retry_mono)
+{
+	if (retry_mono)
+		return server_now_us() >= retry_mono;
+	int64_t wall = server_wall_us();
+	int64_t soonest = next_run_us(wall, at);
+	if (*next_wall > soonest)
+		*next_wall = soonest;
+	return wall >= *next_wall;
+}
+
 static void *schedule_main(void *arg)
 {
 	export_schedule *sc = arg;
-	int64_t next = 0; /* the first run catches up at once */
+	int64_t next_wall = 0; /* the first run catches up at once */
+	int64_t retry_mono = 0;
 	int64_t backoff = SCHEDULE_BACKOFF_FIRST_US;
 	pthread_mutex_lock(&sc->lock);
 	/* The first run connects to this server: not before its loop runs. */
 	while (!sc->stop && !sc->go)
 		pthread_cond_wait(&sc->cond, &sc->lock);
 	for (;;) {
-		while (!sc->stop && server_now_us() < next) {
-			int64_t at = next;
-			struct timespec ts = {.tv_sec = at / 1000000, .tv_nsec = (long)(at % 1000000) * 1000};
-			pthread_cond_timedwait(&sc->cond, &sc->lock, &ts);
+		/* In slices: the wall clock is read again after each. */
+		while (!sc->stop && !schedule_due(sc->at_minute, &next_wall, retry_mono)) {
+			int64_t now = server_now_us(), until = now + SCHEDULE_WAKE_MAX_US;
+			if (retry_mono && retry_mono < until)
+				until = retry_mono;
+			else if (!retry_mono && next_wall - server_wall_us() < SCHEDULE_WAKE_MAX_US)
+				until = now + (next_wall - server_wall_us());
+			schedule_wait(sc, until);
 		}
 		if (sc->stop)
 			break;
 		pthread_mutex_unlock(&sc->lock);
 		char errmsg[TALLY_ERRMSG_SIZE];
 		int rc = run_once(sc, errmsg);
-		int64_t now = server_now_us();
 		if (rc) {
 			log_error("export: run failed: %s; retrying in %" PRId64 " s", errmsg, backoff / 1000000);
-			next = now + backoff;
+			retry_mono = server_now_us() + backoff;
 			backoff = backoff * 2 > SCHEDULE_BACKOFF_MAX_US ? SCHEDULE_BACKOFF_MAX_US : backoff * 2;
 		} else {
 			backoff = SCHEDULE_BACKOFF_FIRST_US;
-			next = next_run_us(now, sc->at_minute);
+			retry_mono = 0;
+			next_wall = next_run_us(server_wall_us(), sc->at_minute);
 		}
 		pthread_mutex_lock(&sc->lock);
 		sc->runs++;
@@ -264,7 +300,12 @@ int export_schedule_start(server *s, export_schedule **out, char *errmsg)
 		return rc;
 	}
 	pthread_mutex_init(&sc->lock, NULL);
-	pthread_cond_init(&sc->cond, NULL);
+	/* Timed waits on the monotonic clock (server_now_us). */
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&sc->cond, &attr);
+	pthread_condattr_destroy(&attr);
 	if ((rc = -pthread_create(&sc->thread, NULL, schedule_main, sc))) {
 		pthread_mutex_destroy(&sc->lock);
 		pthread_cond_destroy(&sc->cond);
@@ -292,10 +333,8 @@ uint64_t export_schedule_wait_runs(export_schedule *sc, uint64_t runs, int timeo
 {
 	int64_t deadline = server_now_us() + (int64_t)timeout_ms * 1000;
 	pthread_mutex_lock(&sc->lock);
-	while (sc->runs < runs && server_now_us() < deadline) {
-		struct timespec ts = {.tv_sec = deadline / 1000000, .tv_nsec = (long)(deadline % 1000000) * 1000};
-		pthread_cond_timedwait(&sc->cond, &sc->lock, &ts);
-	}
+	while (sc->runs < runs && server_now_us() < deadline)
+		schedule_wait(sc, deadline);
 	uint64_t n = sc->runs;
 	pthread_mutex_unlock(&sc->lock);
 	return n;

@@ -243,7 +243,19 @@ struct server {
 	int run_error;
 };
 
+/* Monotonic time, for every duration and deadline (timeouts, the drain,
+ * latencies): a wall clock stepped by NTP or a VM resume would fire them
+ * at once or never. */
 static inline int64_t server_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Wall-clock time, UTC: only for what is about days (today, the nightly
+ * export's hour). */
+static inline int64_t server_wall_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);

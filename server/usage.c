@@ -341,7 +341,7 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	 * TALLY_US_PER_DAY passes int64 from day 106,751,992 on. A day is
 	 * exported once it has begun, and no day before 1970-01-01 has an
 	 * event (tools/export.h, EXPORT_E_DAY). */
-	int64_t today = server_now_us() / TALLY_US_PER_DAY;
+	int64_t today = server_wall_us() / TALLY_US_PER_DAY;
 	if (m->day < 0 || m->day > today) {
 		conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
 				   "day %d is outside the days a DailyUsage may ask for: "

@@ -319,12 +319,7 @@ static void workload(tally_client *admin, int tenants, int32_t first, int days, 
  * `billing` (so it can migrate). conninfo: PG_HARNESS_CONNINFO_SIZE. */
 static void billing_database(char *conninfo)
 {
-	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
-	pg_harness_exec(&pg, su,
-			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
-			" CREATE ROLE tally_billing_admin NOLOGIN");
-	PQfinish(su);
-	pg_harness_create_login(&pg, EXPORTER, "tally_exporter");
+	pg_harness_billing_roles(&pg, EXPORTER);
 	pg_harness_create_database(&pg, DB, EXPORTER);
 	pg_harness_conninfo(&pg, EXPORTER, DB, conninfo, PG_HARNESS_CONNINFO_SIZE);
 }
@@ -1342,12 +1337,7 @@ Test(export, newer_schema_is_refused)
 Test(export, migrations_resume_race_and_gaps)
 {
 	world_start("export-migrate", false);
-	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
-	pg_harness_exec(&pg, su,
-			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
-			" CREATE ROLE tally_billing_admin NOLOGIN");
-	PQfinish(su);
-	pg_harness_create_login(&pg, EXPORTER, "tally_exporter");
+	pg_harness_billing_roles(&pg, EXPORTER);
 	char d[EXPORT_DAY_SIZE];
 	int32_t day = today() - 1;
 	ingest(w.admin, 0, day, 0, 5, "w", NULL);

@@ -77,12 +77,7 @@ static int64_t query_int(PGconn *pgc, const char *sql)
 /* The roles the billing schema grants to, and the login "exporter". */
 static void pg_roles(void)
 {
-	PGconn *su = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "postgres");
-	pg_harness_exec(&pg, su,
-			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
-			" CREATE ROLE tally_billing_admin NOLOGIN");
-	PQfinish(su);
-	pg_harness_create_login(&pg, "exporter", "tally_exporter");
+	pg_harness_billing_roles(&pg, "exporter");
 }
 
 /* Description: see the file comment. */

@@ -707,6 +707,16 @@ void pg_harness_create_database(const pg_harness *pg, const char *dbname, const 
 	PQfinish(conn);
 }
 
+void pg_harness_billing_roles(const pg_harness *pg, const char *login)
+{
+	PGconn *su = pg_harness_connect(pg, PG_HARNESS_SUPERUSER, "postgres");
+	pg_harness_exec(pg, su,
+			"CREATE ROLE tally_exporter NOLOGIN; CREATE ROLE tally_reporting NOLOGIN;"
+			" CREATE ROLE tally_billing_admin NOLOGIN");
+	PQfinish(su);
+	pg_harness_create_login(pg, login, "tally_exporter");
+}
+
 void pg_harness_create_login(const pg_harness *pg, const char *role, const char *granted_role)
 {
 	PGconn *conn = pg_harness_connect(pg, PG_HARNESS_SUPERUSER, "postgres");

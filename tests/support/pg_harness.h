@@ -110,6 +110,11 @@ void pg_harness_create_database(const pg_harness *pg, const char *dbname, const 
  * NULL, GRANT granted_role TO role. Run as the superuser. */
 void pg_harness_create_login(const pg_harness *pg, const char *role, const char *granted_role);
 
+/* The group roles the billing schema grants to (tally_exporter,
+ * tally_reporting, tally_billing_admin: a DBA creates them), then the
+ * login `login` granted tally_exporter (pg_harness_create_login). */
+void pg_harness_billing_roles(const pg_harness *pg, const char *login);
+
 /* Runs sql (one or several statements, simple query protocol) and asserts
  * that it succeeded; results are discarded. */
 void pg_harness_exec(const pg_harness *pg, PGconn *conn, const char *sql);
