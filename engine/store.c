@@ -1270,7 +1270,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	if (batch_count && !batches)
 		return TALLY_E_INVALID;
 	size_t events_total = 0;
-	int backfill = 0;
+	int backfill = 0; /* old events may come: a backfill's, or under a floor */
 	for (size_t b = 0; b < batch_count; b++) {
 		batches[b].status = batch_check(&batches[b]);
 		if (!batches[b].status) {
@@ -1278,6 +1278,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 			backfill |= batches[b].backfill && batches[b].count;
 		}
 	}
+	const char *history_of = backfill ? "backfill" : "ingest"; /* the messages' word */
 	/* The horizon, read once for the call. A floor above the clock's own
 	 * horizon (the clock was set back after a call or an expiry pass acted
 	 * on a later one) leaves the events between the two with fingerprints
@@ -1486,7 +1487,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 	goto unlock;
 history_failed:
 	/* Nothing was applied: the store stays writable. */
-	errmsg_printf(s, "backfill: reading the stored history failed: %s",
+	errmsg_printf(s, "%s: reading the stored history failed: %s", history_of,
 		      errmsg[0] ? errmsg : tally_strerror(rc));
 	goto unlock;
 wal_failed:

@@ -28,6 +28,7 @@ struct keystore {
 	size_t capacity;
 	uint32_t *slots;  /* open addressing by digest prefix: entry + 1, 0 = empty */
 	size_t slot_mask; /* slots - 1 (power of two), 0 when none */
+	bool unsaved; /* a revocation's write failed: keys.json may be behind memory */
 };
 
 static uint64_t prefix_of(const uint8_t digest[KEY_DIGEST_SIZE])
@@ -213,6 +214,8 @@ static int save(keystore *ks, char *errmsg)
 		     : jsonfile_save(ks->io, ks->dir, KEYS_FILE, root, errmsg);
 	json_decref(list);
 	json_decref(root);
+	if (!rc)
+		ks->unsaved = false; /* the file holds every entry as memory has it */
 	return rc;
 }
 
@@ -330,13 +333,16 @@ int keys_revoke(keystore *ks, const char *key_id, char *errmsg)
 		key_entry *e = &ks->entries[i];
 		if (strcmp(e->id, key_id) != 0)
 			continue;
-		if (e->revoked)
+		if (e->revoked && !ks->unsaved)
 			return 0;
 		/* Failing closed: the key stays revoked here whether or not the
 		 * file was replaced (a failed directory fsync comes after the
-		 * rename). */
+		 * rename); until a write succeeds, revoking it again writes. */
 		e->revoked = true;
-		return save(ks, errmsg);
+		int rc = save(ks, errmsg);
+		if (rc)
+			ks->unsaved = true;
+		return rc;
 	}
 	return TALLY_E_NOTFOUND;
 }

@@ -66,7 +66,8 @@ const key_entry *keys_lookup(const keystore *ks, const char *key_text);
 /* Revokes key id. 0, TALLY_E_NOTFOUND, or a write error: the key is then
  * refused all the same while the store is open (it fails closed), but
  * keys.json may still hold it live (the write failed before its rename)
- * or revoked (its directory fsync failed after): revoke it again. */
+ * or revoked (its directory fsync failed after): revoke it again, which
+ * writes the file again until a write of it succeeds. */
 int keys_revoke(keystore *ks, const char *key_id, char *errmsg);
 
 /* Every entry (revoked and ephemeral ones too), in issue order. */

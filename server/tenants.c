@@ -20,6 +20,7 @@ struct tenant_registry {
 	tenant_entry *entries;
 	size_t count;
 	size_t durable_count; /* entries [durable_count, count) are pending */
+	bool state_unsaved;   /* a state change's write failed: the file may be behind */
 	size_t capacity;
 	uint32_t *slots;  /* open addressing by name hash: entry + 1, 0 = empty */
 	size_t slot_mask; /* slots - 1 (power of two) */
@@ -183,6 +184,8 @@ static int save(tenant_registry *r, char *errmsg)
 		     : jsonfile_save(r->io, r->dir, TENANTS_FILE, root, errmsg);
 	json_decref(list);
 	json_decref(root);
+	if (!rc)
+		r->state_unsaved = false; /* the file holds every state as memory has it */
 	return rc;
 }
 
@@ -244,7 +247,7 @@ int tenants_add_pending(tenant_registry *r, const char *name, char *errmsg)
 
 int tenants_commit(tenant_registry *r, char *errmsg)
 {
-	if (r->durable_count == r->count)
+	if (r->durable_count == r->count && !r->state_unsaved)
 		return 0;
 	int rc = save(r, errmsg);
 	if (!rc)
@@ -278,13 +281,14 @@ int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, 
 	tenant_entry *e = (tenant_entry *)tenants_find(r, name);
 	if (!e)
 		return server_fail(errmsg, TALLY_E_NOTFOUND, "no tenant %.80s", name);
-	if (e->suspended == suspended)
+	if (e->suspended == suspended && !r->state_unsaved)
 		return 0;
 	e->suspended = suspended;
 	int rc = save(r, errmsg);
-	if (rc)
+	if (rc) {
 		e->suspended = true; /* failing closed, whatever the file now holds */
-	else
+		r->state_unsaved = true; /* setting it again writes, as tenants_commit does */
+	} else
 		r->durable_count = r->count; /* the file now holds the pending ones too */
 	return rc;
 }

@@ -56,8 +56,9 @@ int tenants_check_new(const tenant_registry *r, const char *name, char *errmsg);
  * Creation in two steps, so that tenants created by ingest cost no write
  * on the request's path: tenants_add_pending makes name exist in memory at
  * once (tenants_find sees it; 0, TALLY_E_TENANT, -EEXIST, TALLY_E_LIMIT or
- * -ENOMEM), tenants_commit writes every pending addition (0 when there is
- * none; on failure they stay pending), and tenants_rollback forgets them.
+ * -ENOMEM), tenants_commit writes every pending addition, and a state
+ * change whose write failed (0 when there is none; on failure they stay
+ * pending), and tenants_rollback forgets the additions.
  * (tallyd commits them within a second, and at open adds back any tenant
  * the store holds events of: server/README.md.)
  */
@@ -67,7 +68,9 @@ void tenants_rollback(tenant_registry *r);
 
 /* Suspends or resumes name. 0 (durable), TALLY_E_NOTFOUND, or a write
  * error: the tenant is then left suspended while the registry is open
- * (it fails closed; the file may hold either state): set it again. */
+ * (it fails closed; the file may hold either state): set it again, which
+ * writes the file again until a write of it succeeds (tenants_commit
+ * does too). */
 int tenants_set_suspended(tenant_registry *r, const char *name, bool suspended, char *errmsg);
 
 /* Every entry in creation order. */

@@ -329,9 +329,12 @@ Test(keys, a_delivered_key_is_recorded_only_after_its_hand_over)
 /* Description: a revocation whose write fails fails closed: the key is
  * refused at once all the same. When the directory fsync failed (after
  * the rename), a reopen finds it revoked; when the write failed before
- * the rename (a full disk), a reopen finds it live, as keys.h says, and
- * revoking it again then sticks. Before 2026-12-02 the key stayed usable
- * after either failure, and the first came back revoked after a reopen. */
+ * the rename (a full disk), a reopen finds it live, as keys.h says.
+ * Revoking it again, as the error advises, writes the file again (it
+ * would have found the key revoked in memory and written nothing): the
+ * retry on a full disk fails too, and once there is room it succeeds and
+ * sticks. Before 2026-12-02 the key stayed usable after either failure,
+ * and the first came back revoked after a reopen. */
 Test(keys, a_failed_revocation_fails_closed)
 {
 	test_dir dir;
@@ -349,12 +352,19 @@ Test(keys, a_failed_revocation_fails_closed)
 	cr_expect_null(keys_lookup(ks, a), "refused after a failed directory fsync");
 	fault_io_disk_limit_set(fio, 0);
 	cr_expect_eq(keys_revoke(ks, b_id, err), -ENOSPC);
+	cr_expect_eq(keys_revoke(ks, b_id, err), -ENOSPC, "the retry writes (and fails) again");
 	fault_io_disk_limit_clear(fio);
 	cr_expect_null(keys_lookup(ks, b), "refused after a failed write");
 	keys_close(ks);
 	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);
 	cr_expect_null(keys_lookup(ks, a), "the replaced file has it revoked");
 	cr_expect_not_null(keys_lookup(ks, b), "the file was not replaced");
+	keys_close(ks);
+	/* The advised retry in the same process, once there is room. */
+	cr_assert_eq(keys_open(fault_io_table(fio), dir.path, &ks, err), 0, "%s", err);
+	fault_io_disk_limit_set(fio, 0);
+	cr_expect_eq(keys_revoke(ks, b_id, err), -ENOSPC);
+	fault_io_disk_limit_clear(fio);
 	cr_assert_eq(keys_revoke(ks, b_id, err), 0, "%s", err);
 	keys_close(ks);
 	cr_assert_eq(keys_open(NULL, dir.path, &ks, err), 0, "%s", err);

@@ -236,8 +236,11 @@ Test(tenants, a_damaged_tenant_list_is_refused_naming_it)
 /* Description: a suspension or a resumption whose write fails (a full
  * disk) leaves the tenant suspended, failing closed: a suspension that did
  * not reach the file still refuses the tenant, and a resumption that did
- * not lets it stay refused. tenants.json keeps what it held. Before
- * 2026-12-02 a failed suspension left the tenant live. */
+ * not lets it stay refused. tenants.json keeps what it held. Setting the
+ * state again, as the error advises, writes the file again (it would have
+ * found the state set in memory and written nothing), and so does
+ * tenants_commit, tallyd's periodic save: after it, a reopen finds the
+ * suspension. Before 2026-12-02 a failed suspension left the tenant live. */
 Test(tenants, a_failed_state_change_leaves_the_tenant_suspended)
 {
 	test_dir dir;
@@ -248,17 +251,35 @@ Test(tenants, a_failed_state_change_leaves_the_tenant_suspended)
 	cr_assert_eq(tenants_open(fault_io_table(f), dir.path, &r, err), 0, "%s", err);
 	cr_assert_eq(tenants_create(r, "live", err), 0, "%s", err);
 	cr_assert_eq(tenants_create(r, "held", err), 0, "%s", err);
+	cr_assert_eq(tenants_create(r, "third", err), 0, "%s", err);
 	cr_assert_eq(tenants_set_suspended(r, "held", true, err), 0, "%s", err);
 	fault_io_disk_limit_set(f, 0);
 	cr_expect_eq(tenants_set_suspended(r, "live", true, err), -ENOSPC);
 	cr_expect(tenants_find(r, "live")->suspended, "a failed suspension suspends");
 	cr_expect_eq(tenants_set_suspended(r, "held", false, err), -ENOSPC);
 	cr_expect(tenants_find(r, "held")->suspended, "a failed resumption keeps it suspended");
+	cr_expect_eq(tenants_set_suspended(r, "live", true, err), -ENOSPC,
+		     "setting it again writes (and fails) again");
 	fault_io_disk_limit_clear(f);
 	tenants_close(r);
 	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
 	cr_expect(!tenants_find(r, "live")->suspended, "the file was not replaced");
 	cr_expect(tenants_find(r, "held")->suspended);
+	tenants_close(r);
+	/* In one process: the advised retry, then the periodic save. */
+	cr_assert_eq(tenants_open(fault_io_table(f), dir.path, &r, err), 0, "%s", err);
+	fault_io_disk_limit_set(f, 0);
+	cr_expect_eq(tenants_set_suspended(r, "live", true, err), -ENOSPC);
+	fault_io_disk_limit_clear(f);
+	cr_assert_eq(tenants_set_suspended(r, "live", true, err), 0, "%s", err);
+	fault_io_disk_limit_set(f, 0);
+	cr_expect_eq(tenants_set_suspended(r, "third", true, err), -ENOSPC);
+	fault_io_disk_limit_clear(f);
+	cr_assert_eq(tenants_commit(r, err), 0, "%s", err);
+	tenants_close(r);
+	cr_assert_eq(tenants_open(NULL, dir.path, &r, err), 0, "%s", err);
+	cr_expect(tenants_find(r, "live")->suspended, "the retried suspension was written");
+	cr_expect(tenants_find(r, "third")->suspended, "the periodic save wrote the suspension");
 	tenants_close(r);
 	fault_io_destroy(f);
 	test_dir_remove_tree(dir.path);
