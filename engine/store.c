@@ -640,6 +640,15 @@ static int stored_on_day(tally_store *s, const tenant *t, const packed_id *id, u
 	return find_in_segments(s, t, day, id, stored, id_text, errmsg);
 }
 
+/* Whether days[0, n) (a dedup_find answer) holds day. */
+static int days_hold(const uint16_t *days, size_t n, uint16_t day)
+{
+	for (size_t i = 0; i < n; i++)
+		if (days[i] == day)
+			return 1;
+	return 0;
+}
+
 /*
  * Decides ACCEPTED / DUPLICATE / CONFLICT for a valid event; day_min is
  * fingerprint_day_min at validation: fingerprints of older days are dead,
@@ -665,9 +674,7 @@ static int dedup_check(tally_store *s, tenant *t, const tally_event *e, const pa
 	tally_event stored;
 	char id_text[ID_TEXT_SIZE_MAX];
 	uint16_t own = fingerprint_day(day_of(e->time_us));
-	int own_listed = 0;
-	for (size_t i = 0; i < n; i++)
-		own_listed |= days[i] == own;
+	int own_listed = days_hold(days, n, own);
 	/* An entry of the event's own day with no such event stored: a
 	 * fingerprint collision, or one an undone call left (ingest_undo).
 	 * Accepted, the event needs no second entry: a call retried after
@@ -716,10 +723,7 @@ static int fingerprint_listed(const tenant *t, const tally_event *e, const packe
 	uint16_t days[DEDUP_DAY_CANDIDATES_MAX];
 	size_t n = dedup_find(&t->dedup, id->hash, fingerprint_day(day), days,
 			      DEDUP_DAY_CANDIDATES_MAX);
-	for (size_t i = 0; i < n; i++)
-		if (days[i] == fingerprint_day(day))
-			return 1;
-	return 0;
+	return days_hold(days, n, fingerprint_day(day));
 }
 
 /* ---- backfill: old events against stored history ------------------------ */

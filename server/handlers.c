@@ -1255,6 +1255,14 @@ int handlers_reconcile_tenants(server *s, char *errmsg)
  * admin key whose text no one has.
  */
 
+#define ADMIN_KEY_PATH_SIZE 4200
+
+/* DIR/admin.key<suffix> into path (ADMIN_KEY_PATH_SIZE bytes). */
+static void admin_key_path(const server *s, const char *suffix, char *path)
+{
+	snprintf(path, ADMIN_KEY_PATH_SIZE, "%s/%s%s", s->config.data_dir, ADMIN_KEY_FILE, suffix);
+}
+
 /* The io the store and the key files use. */
 static const tally_io *admin_io(const server *s)
 {
@@ -1267,8 +1275,8 @@ static int admin_key_stage(void *ctx, const char *key, char *errmsg)
 {
 	server *s = ctx;
 	const tally_io *io = admin_io(s);
-	char tmp[4200];
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
+	char tmp[ADMIN_KEY_PATH_SIZE];
+	admin_key_path(s, ".tmp", tmp);
 	int fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return server_fail(errmsg, fd, "create %s: %s", tmp, strerror(-fd));
@@ -1288,9 +1296,9 @@ static int admin_key_stage(void *ctx, const char *key, char *errmsg)
 static int admin_key_publish(server *s, char *errmsg)
 {
 	const tally_io *io = admin_io(s);
-	char tmp[4200], path[4200];
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
-	snprintf(path, sizeof(path), "%s/%s", s->config.data_dir, ADMIN_KEY_FILE);
+	char tmp[ADMIN_KEY_PATH_SIZE], path[ADMIN_KEY_PATH_SIZE];
+	admin_key_path(s, ".tmp", tmp);
+	admin_key_path(s, "", path);
 	int rc = io->rename(io, tmp, path);
 	if (!rc)
 		rc = io->fsync_dir(io, s->config.data_dir);
@@ -1303,8 +1311,8 @@ static int admin_key_publish(server *s, char *errmsg)
  * is absent or holds no whole key. */
 static int admin_key_staged(server *s, char *key)
 {
-	char tmp[4200];
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->config.data_dir, ADMIN_KEY_FILE);
+	char tmp[ADMIN_KEY_PATH_SIZE];
+	admin_key_path(s, ".tmp", tmp);
 	int fd = open(tmp, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
@@ -1322,8 +1330,8 @@ static int admin_key_staged(server *s, char *key)
 
 int handlers_bootstrap_admin(server *s, char *errmsg)
 {
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", s->config.data_dir, ADMIN_KEY_FILE);
+	char path[ADMIN_KEY_PATH_SIZE];
+	admin_key_path(s, "", path);
 	size_t n, live_admin = 0;
 	const key_entry *keys = keys_list(s->keys, &n);
 	for (size_t i = 0; i < n; i++)
