@@ -1311,8 +1311,8 @@ static int run_raw(qstate *st, tenant *t, plan *p, uint64_t *rows_read)
 		while (j < n && p->pieces[j].from - p->pieces[j - 1].to < RAW_MERGE_GAP_US)
 			j++;
 		raw_ctx ctx = {st, p->pieces + i, j - i, {0}};
-		rc = store_scan_rows_locked(st->s, t, p->pieces[i].from, p->pieces[j - 1].to, raw_row,
-					    &ctx, rows_read, st->errmsg);
+		rc = store_scan_rows_locked(st->s, t, p->pieces[i].from, p->pieces[j - 1].to, NULL,
+					    raw_row, &ctx, rows_read, st->errmsg);
 		source_groups_free(&ctx.sg);
 		i = j;
 	}

@@ -3703,12 +3703,16 @@ out:
 typedef struct rows_visit {
 	tally_store *s;
 	int64_t from_us, to_us;
+	const int64_t *stop_after; /* the caller's bound, may be NULL */
 	store_rows_fn fn;
 	void *ctx;
 	uint64_t *rows_read;
 	char *errmsg; /* the caller's, may be NULL */
 	rows r;
+	rows probe; /* a row group's times only (rows_visit_first) */
 	strdict dict[DIM_COUNT];
+	int dict_section; /* the section whose dictionary is in dict; -1: none */
+	uint32_t dict_file;
 } rows_visit;
 
 static void rows_visit_dict_free(rows_visit *v)
@@ -3716,49 +3720,136 @@ static void rows_visit_dict_free(rows_visit *v)
 	for (int d = 0; d < DIM_COUNT; d++)
 		strdict_free(&v->dict[d]);
 	memset(v->dict, 0, sizeof(v->dict));
+	v->dict_section = -1;
 }
 
-static int rows_visit_rowgroup(void *ctx, segment_file *f, uint32_t ti, uint32_t g, int first)
+static int rows_visit_fail(rows_visit *v, int rc, const char *err)
 {
-	rows_visit *v = ctx;
-	int rc = 0;
-	char err[TALLY_ERRMSG_SIZE] = "";
-	if (first) {
-		rows_visit_dict_free(v);
-		rc = segment_read_dict(f, ti, v->dict, err);
-	}
-	if (!rc)
-		rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, err);
-	if (!rc)
-		rc = segment_rows_check(f, ti, g, &v->r, v->dict, err);
 	if (rc && err[0] && v->errmsg)
 		snprintf(v->errmsg, TALLY_ERRMSG_SIZE, "%s", err);
-	if ((rc = errmsg_keep(v->s, rc, err)))
-		return rc;
+	return errmsg_keep(v->s, rc, err);
+}
+
+/* The last time of row group g (its times are sorted: segment.c, invariant 3,
+ * and a section's segments are in day order). */
+static int rows_visit_last_time(rows_visit *v, segment_file *f, uint32_t g, int64_t *last)
+{
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = segment_read_rowgroup(f, g, 1u << TALLY_COL_TIME, &v->probe, err);
+	if (rc)
+		return rows_visit_fail(v, rc, err);
+	*last = v->probe.count ? v->probe.time_us[v->probe.count - 1] : INT64_MIN;
+	return 0;
+}
+
+/* The first of row groups [g, end) that may hold a time at or after from:
+ * a binary search on the groups' last times, reading only the time column. */
+static int rows_visit_first(rows_visit *v, segment_file *f, uint32_t g, uint32_t end,
+			    uint32_t *first)
+{
+	uint32_t lo = g, hi = end - 1; /* the answer is in [lo, hi] */
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int64_t last;
+		int rc = rows_visit_last_time(v, f, mid, &last);
+		if (rc)
+			return rc;
+		if (last < v->from_us)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first = lo;
+	return 0;
+}
+
+/* Decodes row group g of section ti of file fi, calls fn for its rows in
+ * [from, to), and sets *past when its last time says no later row group of
+ * the section can hold a row the caller wants. */
+static int rows_visit_rowgroup(rows_visit *v, uint32_t fi, uint32_t ti, uint32_t g, int *past)
+{
+	segment_file *f = v->s->files[fi];
+	int rc = 0;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	if (v->dict_section != (int)ti || v->dict_file != fi) {
+		rows_visit_dict_free(v);
+		if ((rc = segment_read_dict(f, ti, v->dict, err)))
+			return rows_visit_fail(v, rc, err);
+		v->dict_section = (int)ti;
+		v->dict_file = fi;
+	}
+	rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, err);
+	if (!rc)
+		rc = segment_rows_check(f, ti, g, &v->r, v->dict, err);
+	if (rc)
+		return rows_visit_fail(v, rc, err);
 	*v->rows_read += v->r.count;
 	const strdict *refs[DIM_COUNT];
 	strdict_refs(v->dict, refs);
 	for (uint32_t i = 0; i < v->r.count && !rc; i++)
 		if (v->r.time_us[i] >= v->from_us && v->r.time_us[i] < v->to_us)
 			rc = v->fn(v->ctx, &v->r, refs, i);
+	if (v->r.count) {
+		int64_t last = v->r.time_us[v->r.count - 1];
+		*past = last >= v->to_us || (v->stop_after && last > *v->stop_after);
+	}
+	return rc;
+}
+
+/* The row groups of t's sections that may hold rows in [from, to): in each
+ * section, the first found by a binary search on times, then each in turn
+ * until one reaches to (or the caller's bound). */
+static int rows_visit_sections(rows_visit *v, const tenant *t)
+{
+	int rc = 0;
+	for (uint32_t fi = 0; fi < v->s->file_count && !rc; fi++) {
+		segment_file *f = v->s->files[fi];
+		int64_t ti = segment_file_find_tenant(f, t->id);
+		if (ti < 0)
+			continue;
+		const seg_tenant *sec = &f->tenants[ti];
+		int64_t next = -1; /* row groups before it were visited or passed over */
+		int past = 0;
+		for (uint32_t si = sec->first_segment;
+		     si < sec->first_segment + sec->segment_count && !rc && !past; si++) {
+			const seg_segment *seg = &f->segments[si];
+			if (seg->time_max_us < v->from_us || seg->time_min_us >= v->to_us)
+				continue;
+			uint32_t g = seg->first_rowgroup, end = g + seg->rowgroup_count;
+			if ((int64_t)g < next)
+				g = (uint32_t)next;
+			if (g >= end)
+				continue;
+			if (seg->time_min_us < v->from_us && end - g > 1 &&
+			    (rc = rows_visit_first(v, f, g, end, &g)))
+				break;
+			for (; g < end && !rc && !past; g++)
+				rc = rows_visit_rowgroup(v, fi, (uint32_t)ti, g, &past);
+			next = g;
+		}
+	}
 	return rc;
 }
 
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
-			   store_rows_fn fn, void *ctx, uint64_t *rows_read, char *errmsg)
+			   const int64_t *stop_after, store_rows_fn fn, void *ctx,
+			   uint64_t *rows_read, char *errmsg)
 {
 	rows_visit v;
 	memset(&v, 0, sizeof(v));
 	v.s = s;
 	v.from_us = from_us;
 	v.to_us = to_us;
+	v.stop_after = stop_after;
 	v.fn = fn;
 	v.ctx = ctx;
 	v.rows_read = rows_read;
 	v.errmsg = errmsg;
-	int rc = each_rowgroup(s, t, from_us, to_us, rows_visit_rowgroup, &v);
+	v.dict_section = -1;
+	int rc = rows_visit_sections(&v, t);
 	rows_visit_dict_free(&v);
 	rows_free(&v.r);
+	rows_free(&v.probe);
 	memtable *tables[2] = {t->frozen, t->active};
 	for (int m = 0; m < 2 && !rc; m++) {
 		const memtable *mt = tables[m];

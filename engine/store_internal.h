@@ -187,11 +187,18 @@ int store_tenant_name_valid(const char *name);
  * during the call only. Stops at fn's first non-zero return and returns it.
  * A segment that cannot be read (an I/O error, a corrupt block or row)
  * fails the call, its message in errmsg (may be NULL) and the store's.
+ * In each tenant section the scan starts at the row group a binary search
+ * on times finds (reading the time column only) and stops after the row
+ * group that reaches to, or passes *stop_after: a caller that wants no row
+ * later than *stop_after (it may lower it during the scan; NULL: no bound)
+ * may still be called for such rows, but not for a whole row group of them.
+ * rows_read counts the rows decoded (a row group's, a memtable's all).
  */
 typedef int (*store_rows_fn)(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT],
 			     uint32_t row);
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
-			   store_rows_fn fn, void *ctx, uint64_t *rows_read, char *errmsg);
+			   const int64_t *stop_after, store_rows_fn fn, void *ctx,
+			   uint64_t *rows_read, char *errmsg);
 
 /* The fingerprint expiry pass (the background worker runs it each tick;
  * tests call it directly): once fingerprint_day_min has moved since the

@@ -498,3 +498,150 @@ Test(whitebox, a_corrected_clock_step_past_the_horizon_refuses_no_current_event)
 	cr_expect_eq(st.segment_rows + st.events_memtable, 3, "before, during and fresh, once each");
 	cr_assert_eq(tally_store_close(s), 0);
 }
+
+/* ---- scans that read only the row groups they need ----------------------- */
+
+enum { DENSE_EVENTS = 300000, DENSE_BATCH = 1000 };
+#define DENSE_STEP_US INT64_C(200000) /* 300,000 events 0.2 s apart: 16.7 hours */
+
+static int64_t dense_time(uint32_t i)
+{
+	return (NOW_US / TALLY_US_PER_DAY - 1) * TALLY_US_PER_DAY + (int64_t)i * DENSE_STEP_US;
+}
+
+/* DENSE_EVENTS events of tenant acme in one UTC day, flushed into one
+ * section of five row groups (4 x 65,536 rows, then 37,856). */
+static tally_store *store_with_a_dense_day(void)
+{
+	tally_store *s = store_open();
+	static char ids[DENSE_BATCH][16];
+	static tally_event e[DENSE_BATCH];
+	static tally_ingest_result r[DENSE_BATCH];
+	for (uint32_t b = 0; b < DENSE_EVENTS; b += DENSE_BATCH) {
+		for (uint32_t i = 0; i < DENSE_BATCH; i++) {
+			snprintf(ids[i], sizeof(ids[i]), "ev-%06u", b + i);
+			memset(&e[i], 0, sizeof(e[i]));
+			e[i].event_id = S(ids[i]);
+			e[i].time_us = dense_time(b + i);
+			e[i].type = S("llm.call");
+			e[i].tokens_in = b + i;
+		}
+		cr_assert_eq(tally_ingest(s, "acme", e, DENSE_BATCH, r), 0);
+		for (uint32_t i = 0; i < DENSE_BATCH; i++)
+			cr_assert_eq(r[i].code, TALLY_ACCEPTED);
+	}
+	cr_assert_eq(tally_flush(s), 0);
+	pthread_mutex_lock(&s->lock);
+	cr_assert_eq(s->file_count, 1);
+	cr_assert_eq(s->files[0]->rowgroup_count, 5, "row groups: %u", s->files[0]->rowgroup_count);
+	pthread_mutex_unlock(&s->lock);
+	return s;
+}
+
+typedef struct dense_seen {
+	uint64_t calls;
+	uint64_t tokens_in_sum;
+} dense_seen;
+
+static int dense_count(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT], uint32_t row)
+{
+	(void)dict;
+	dense_seen *seen = ctx;
+	seen->calls++;
+	seen->tokens_in_sum += r->tokens_in[row];
+	return 0;
+}
+
+/* Description: a scan of a short range inside a day of five row groups
+ * decodes only the row group holding it (found by a binary search on the
+ * groups' times), and a scan with a bound stops after the row group that
+ * passes it. Before 2026-12-02 a scan decoded every row group of every
+ * segment its range touched: an events listing page or a raw query edge
+ * of a big tenant decoded its whole day under the store lock. */
+Test(whitebox, a_scan_decodes_only_the_row_groups_its_range_needs, .timeout = 60)
+{
+	tally_store *s = store_with_a_dense_day();
+	pthread_mutex_lock(&s->lock);
+	tenant *t = store_tenant_find(s, "acme");
+	cr_assert_not_null(t);
+	char err[TALLY_ERRMSG_SIZE] = "";
+	dense_seen seen = {0};
+	uint64_t rows_read = 0;
+	int rc = store_scan_rows_locked(s, t, dense_time(200000), dense_time(200001), NULL,
+					dense_count, &seen, &rows_read, err);
+	cr_assert_eq(rc, 0, "%s", err);
+	cr_expect_eq(seen.calls, 1);
+	cr_expect_eq(seen.tokens_in_sum, 200000);
+	cr_expect_eq(rows_read, 65536, "only row group 3 (rows 196,608-262,143): %" PRIu64,
+		     rows_read);
+
+	/* The last row group's first row, and the range past every row. */
+	memset(&seen, 0, sizeof(seen));
+	rows_read = 0;
+	rc = store_scan_rows_locked(s, t, dense_time(262144), dense_time(DENSE_EVENTS + 10), NULL,
+				    dense_count, &seen, &rows_read, err);
+	cr_assert_eq(rc, 0, "%s", err);
+	cr_expect_eq(seen.calls, DENSE_EVENTS - 262144);
+	cr_expect_eq(rows_read, DENSE_EVENTS - 262144);
+
+	/* A bound inside row group 1: groups 0 and 1 are decoded, not 2-4. */
+	memset(&seen, 0, sizeof(seen));
+	rows_read = 0;
+	int64_t bound = dense_time(70000);
+	rc = store_scan_rows_locked(s, t, dense_time(0), dense_time(DENSE_EVENTS), &bound,
+				    dense_count, &seen, &rows_read, err);
+	cr_assert_eq(rc, 0, "%s", err);
+	cr_expect_eq(rows_read, 2 * 65536);
+	cr_expect_eq(seen.calls, 2 * 65536);
+	pthread_mutex_unlock(&s->lock);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+typedef struct dense_page {
+	uint32_t count;
+	uint64_t tokens_in[16];
+} dense_page;
+
+static int dense_page_add(void *ctx, const tally_event *e)
+{
+	dense_page *p = ctx;
+	cr_assert_lt(p->count, 16);
+	p->tokens_in[p->count++] = e->tokens_in;
+	return 0;
+}
+
+/* Description: pages of an events listing inside a day of five row groups
+ * come in (time, id) order from the cursor on, across row group edges,
+ * with the scan's binary search and bound in their path. */
+Test(whitebox, listing_pages_inside_a_dense_day_follow_their_cursor, .timeout = 60)
+{
+	tally_store *s = store_with_a_dense_day();
+	const uint32_t starts[] = {0, 65530, 131071, 196607, 262140, DENSE_EVENTS - 5};
+	for (size_t k = 0; k < sizeof(starts) / sizeof(starts[0]); k++) {
+		tally_list_request req;
+		memset(&req, 0, sizeof(req));
+		req.from_us = dense_time(starts[k]);
+		req.to_us = dense_time(DENSE_EVENTS + 1);
+		req.limit = 1;
+		char cursor[TALLY_CURSOR_SIZE] = "", err[TALLY_ERRMSG_SIZE] = "";
+		dense_page page = {0};
+		cr_assert_eq(tally_list_events(s, "acme", &req, dense_page_add, &page, cursor, err), 0,
+			     "%s", err);
+		cr_assert_eq(page.count, 1);
+		cr_expect_eq(page.tokens_in[0], starts[k]);
+		cr_assert(cursor[0], "a next page");
+		req.cursor = cursor;
+		req.limit = 10;
+		char next[TALLY_CURSOR_SIZE] = "";
+		memset(&page, 0, sizeof(page));
+		cr_assert_eq(tally_list_events(s, "acme", &req, dense_page_add, &page, next, err), 0,
+			     "%s", err);
+		uint32_t want = DENSE_EVENTS - starts[k] - 1 < 10 ? DENSE_EVENTS - starts[k] - 1 : 10;
+		cr_expect_eq(page.count, want, "start %u: %u events", starts[k], page.count);
+		for (uint32_t i = 0; i < page.count; i++)
+			cr_expect_eq(page.tokens_in[i], starts[k] + 1 + i, "start %u, event %u",
+				     starts[k], i);
+		cr_expect_eq(next[0] != 0, want == 10 && starts[k] + 11 < DENSE_EVENTS);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+}
