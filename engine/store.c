@@ -2101,6 +2101,17 @@ static void file_part_write(file_part *p)
 		return;
 	}
 	p->rc = segment_file_open(s->io, s->segment_dir, p->file_id, &p->f, p->errmsg);
+	if (p->rc) {
+		/* Renamed into place but not opened: no manifest will name it,
+		 * and nothing else removes it before a reopen (each retry would
+		 * leave another copy of the memtables). A failure here leaves it
+		 * to the next open's orphan removal. */
+		char name[64], path[PATH_SIZE_MAX + 80];
+		segment_file_name(name, sizeof(name), p->file_id);
+		snprintf(path, sizeof(path), "%s/%s", s->segment_dir, name);
+		if (s->io->unlink(s->io, path) == 0)
+			s->io->fsync_dir(s->io, s->segment_dir);
+	}
 }
 
 static void *file_part_main(void *arg)
@@ -2311,6 +2322,8 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 		file_parts_discard(s, parts, part_count);
 		goto fail;
 	}
+	if (s->flush_test_hook)
+		s->flush_test_hook(s, s->flush_test_ctx);
 
 	/* Publish: the manifest image under the lock (the catalog plus the
 	 * new files, WAL replay from the boundary, the frozen change map),
@@ -2320,6 +2333,20 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	 * the same events: never both, never neither. */
 	pthread_mutex_lock(&s->publish);
 	pthread_mutex_lock(&s->lock);
+	if (s->sticky) {
+		/* The store turned read-only while the files were written (the
+		 * WAL, or a compaction's manifest, failed): whether the last
+		 * manifest reached the disk is unknown, and no other is written
+		 * over it before a reopen reads the disk again. The frozen
+		 * memtables stay, and the store's message the failure's. */
+		rc = s->sticky;
+		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_unlock(&s->publish);
+		file_parts_discard(s, parts, part_count);
+		flush_give_up(s);
+		free(frozen);
+		return rc;
+	}
 	segment_file **files = realloc(s->files, sizeof(*files) * (s->file_count + part_count));
 	if (files)
 		s->files = files; /* room for the new files; the catalog itself is unchanged */
@@ -3374,6 +3401,14 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	}
 	if (rc)
 		goto fail;
+	/* The MANIFEST just read may be a rename an earlier process made and
+	 * never made durable (killed before its directory fsync, or that
+	 * fsync failed): nothing is done on its word (orphans removed, WAL
+	 * replayed from its mark, retired below it) before it is durable. */
+	if ((rc = io->fsync_dir(io, s->dir))) {
+		set_errmsg(s, "fsync %s (the directory holding MANIFEST): %s", dir, rc);
+		goto fail;
+	}
 	/* The change map: the manifest's marks (events in segment files), then
 	 * the WAL replay marks the rest with their records' LSNs. */
 	if ((rc = change_map_init(&s->changes)) || (rc = change_map_init(&s->changes_frozen)))

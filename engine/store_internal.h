@@ -84,6 +84,10 @@ struct tally_store {
 	 * fingerprint expiry pass, without the store lock. */
 	void (*expiry_test_hook)(tally_store *s, void *ctx);
 	void *expiry_test_ctx;
+	/* Tests only (NULL otherwise): called by a flush once its files are
+	 * written, before it publishes them, without the store lock. */
+	void (*flush_test_hook)(tally_store *s, void *ctx);
+	void *flush_test_ctx;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;

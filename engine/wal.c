@@ -145,7 +145,8 @@
  * Threads and locks — who holds what:
  *   mutex       guards pending, last_lsn, durable_lsn, error, closing,
  *               rotate_requested, logical_file_bytes, pending_since_us,
- *               space_waiters, files (the live file list), next_file_id,
+ *               space_waiters, files (the live file list), new_files_pending,
+ *               next_file_id,
  *               fsync_count and the commit fsync timings (commit_fsync_*).
  *               Held only for memory work: never across a write, fsync,
  *               open or unlink (the writer's io->now_us call is the exception).
@@ -499,6 +500,9 @@ struct wal {
 	int error;                /* sticky: 0 or the first write/fsync/create failure */
 	bool closing;
 	bool rotate_requested;    /* the next record starts a new file */
+	size_t new_files_pending; /* records appended to start a new file, not started yet:
+				   * files has room for that many more (the writer's
+				   * wal_writer_file_start never allocates) */
 	uint64_t logical_file_bytes;
 	uint32_t space_waiters;
 	wal_file_list files;      /* live files, oldest first */
@@ -668,16 +672,12 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 	/* The id is used up by the attempt: a failed creation may leave
 	 * bytes of it on disk, so wal_file_id_next never gives it again. */
 	pthread_mutex_lock(&w->mutex);
-	int rc = wal_file_list_reserve(&w->files, 1);
-	uint64_t file_id = w->next_file_id;
-	if (rc == 0)
-		w->next_file_id = file_id + 1;
+	assert(w->new_files_pending > 0 && w->files.count < w->files.capacity);
+	uint64_t file_id = w->next_file_id++;
 	pthread_mutex_unlock(&w->mutex);
-	if (rc)
-		return rc;
 
 	uint64_t fsyncs = 0;
-	rc = wal_writer_file_finish(w, &fsyncs); /* invariant 4 holds for its exact size too */
+	int rc = wal_writer_file_finish(w, &fsyncs); /* invariant 4 holds for its exact size too */
 	if (rc) {
 		pthread_mutex_lock(&w->mutex);
 		w->fsync_count += fsyncs;
@@ -721,6 +721,7 @@ static int wal_writer_file_start(wal *w, uint64_t first_lsn)
 	w->direct_io = w->direct;
 	w->files.items[w->files.count++] = (wal_file){
 		.file_id = file_id, .first_lsn = first_lsn, .size = WAL_FILE_HEADER_SIZE};
+	w->new_files_pending--;
 	pthread_mutex_unlock(&w->mutex);
 	return 0;
 }
@@ -901,6 +902,12 @@ int wal_appendv(wal *w, uint8_t type, const wal_part *parts, size_t count, uint6
 	if (w->rotate_requested ||
 	    (w->logical_file_bytes > WAL_FILE_HEADER_SIZE &&
 	     w->logical_file_bytes + record_size > w->file_bytes_max)) {
+		/* The file list's entry for the new file, here where a failure
+		 * assigns nothing: on the writer it would fail the WAL for good. */
+		rc = wal_file_list_reserve(&w->files, w->new_files_pending + 1);
+		if (rc)
+			goto out; /* not sticky: nothing was assigned */
+		w->new_files_pending++;
 		place = WAL_PLACE_NEW_FILE;
 		w->rotate_requested = false;
 		w->logical_file_bytes = WAL_FILE_HEADER_SIZE;

@@ -272,6 +272,23 @@ static void ingest_acked(tally_store *s, int batches)
 	}
 }
 
+/* One more acknowledged batch on s (opened over p), then the power fails
+ * (the close changes nothing on disk); a store opened on the disk left
+ * holds every acknowledged event once, and each re-sent is a DUPLICATE.
+ * Destroys p. */
+static void ingest_acked_then_power_cut(tally_store *s, power_io *p)
+{
+	ingest_acked(s, 1);
+	power_io_fail_after(p, 1);
+	tally_store_close(s);
+	cr_assert_eq(power_io_cut(p), 0);
+	power_io_destroy(p);
+	s = store_open();
+	verify(s, "open after the power cut");
+	expect_resend_duplicates(s, "open after the power cut");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* After a WAL failure that made the store read-only: later writes are
  * refused with TALLY_E_READONLY, reads still work, flush and close report
  * the sticky error. Checks stats.sticky_error == sticky. */
@@ -385,16 +402,7 @@ Test(faults, a_batch_re_sent_after_a_failed_wal_fsync_survives_a_power_cut)
 	cr_assert_eq(matching, BATCH_EVENTS, "re-sent batch: %u of %u DUPLICATE", matching,
 		     BATCH_EVENTS);
 	ev_ledger_find(&ledger, round_no, 5)->state = EV_ACKED; /* acknowledged now */
-	ingest_acked(s, 1);
-	power_io_fail_after(p, 1); /* the power fails: the close changes nothing on disk */
-	tally_store_close(s);
-	cr_assert_eq(power_io_cut(p), 0);
-	power_io_destroy(p);
-
-	s = store_open();
-	verify(s, "open after the power cut");
-	expect_resend_duplicates(s, "open after the power cut");
-	cr_assert_eq(tally_store_close(s), 0);
+	ingest_acked_then_power_cut(s, p);
 }
 
 /* Description: a store opened on a directory that does not exist yet makes
@@ -1797,6 +1805,81 @@ Test(faults, an_ingest_waiting_for_a_flush_returns_when_the_store_turns_read_onl
 	cr_expect_eq(ingester.rc, TALLY_E_READONLY, "the waiting ingest returned %d (%s)", ingester.rc,
 		     tally_strerror(ingester.rc));
 	cr_expect_eq(tally_store_close(s), -EIO);
+	s = store_open();
+	verify(s, "reopen");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/*
+ * Description: a compaction renames its MANIFEST into place but the fsync
+ * of the directory holding it fails (as when the process dies between the
+ * two): the rename may not be durable. The next open on the same "kernel"
+ * reads the new MANIFEST; it must make it durable before it removes the
+ * compaction's inputs as files no manifest names. An open whose directory
+ * fsync fails refuses to start and says so. Then an acknowledged batch and
+ * a power cut: every acknowledged event is there once. (Before 2026-12-02
+ * the open removed the inputs durably while the MANIFEST naming them was
+ * still the durable one; after the cut every open failed on a missing
+ * segment file.)
+ */
+Test(faults, an_open_makes_the_manifest_it_read_durable_before_removing_files)
+{
+	power_io *p = power_io_create(fault_io_table(fio));
+	cr_assert_not_null(p);
+	tally_store *s = store_open_with(power_io_table(p));
+	ingest_acked(s, 3);
+	cr_assert_eq(tally_flush(s), 0, "%s", tally_store_errmsg(s));
+	ingest_acked(s, 3);
+	cr_assert_eq(tally_flush(s), 0, "%s", tally_store_errmsg(s));
+	fault_io_fsync_dir_fail_at(fio, dir, EIO);
+	cr_assert_eq(tally_compact(s), -EIO, "%s", tally_store_errmsg(s));
+	cr_expect_eq(dir_list("segments", ".seg").count, 3, "two inputs and the output");
+
+	/* Still failing: the open refuses to start. */
+	tally_store_close(s);
+	tally_options o;
+	tally_options_default(&o);
+	o.io = power_io_table(p);
+	o.background = false;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	s = NULL;
+	cr_assert_eq(tally_store_open(dir, &o, &s, errmsg), -EIO);
+	cr_expect(contains(errmsg, "fsync") && contains(errmsg, "MANIFEST"), "%s", errmsg);
+	cr_expect_eq(dir_list("segments", ".seg").count, 3, "a refused open removes nothing");
+	fault_io_faults_off(fio);
+
+	s = store_open_with(power_io_table(p));
+	verify(s, "reopen after the failed compaction");
+	expect_segments_dir_holds_only_live_files(s, "reopen after the failed compaction");
+	ingest_acked_then_power_cut(s, p);
+}
+
+/*
+ * Description: a flush writes its segment file and renames it into place,
+ * but cannot open it again to read its footer (out of descriptors): the
+ * flush fails, is not sticky, and removes the file it published, so five
+ * failed attempts leave no copies of the memtables in segments/. The next
+ * flush succeeds. (Before 2026-12-02 each attempt left its whole file
+ * until a reopen: the disk filled with copies no manifest named.)
+ */
+Test(faults, a_flush_that_cannot_open_its_file_removes_it)
+{
+	tally_store *s = store_open();
+	ingest_acked(s, 4);
+	fault_io_open_fail_reads(fio, ".seg", EMFILE);
+	for (int attempt = 0; attempt < 5; attempt++) {
+		cr_assert_eq(tally_flush(s), -EMFILE, "attempt %d", attempt);
+		cr_expect(contains(tally_store_errmsg(s), "Too many open files"), "%s",
+			  tally_store_errmsg(s));
+	}
+	fault_io_faults_off(fio);
+	cr_expect_eq(dir_list("segments", ".seg").count, 0);
+	expect_segments_dir_holds_only_live_files(s, "after the failed flushes");
+	verify(s, "after the failed flushes");
+	cr_assert_eq(tally_flush(s), 0, "%s", tally_store_errmsg(s));
+	expect_segments_dir_holds_only_live_files(s, "after a good flush");
+	verify(s, "after a good flush");
+	cr_assert_eq(tally_store_close(s), 0);
 	s = store_open();
 	verify(s, "reopen");
 	cr_assert_eq(tally_store_close(s), 0);

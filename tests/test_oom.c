@@ -43,6 +43,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,8 +62,22 @@ static _Thread_local uint64_t oom_at;   /* the call that fails (1-based); 0: dis
 static _Thread_local uint64_t oom_seen; /* calls since arming */
 static _Thread_local bool oom_persistent;
 
+/* Set: every call on the WAL writer thread (named tally-wal) fails too. */
+static volatile bool oom_wal_thread;
+
+static bool on_wal_thread(void)
+{
+	char name[16] = "";
+	return pthread_getname_np(pthread_self(), name, sizeof(name)) == 0 &&
+	       strcmp(name, "tally-wal") == 0;
+}
+
 static bool oom_fails(void)
 {
+	if (oom_wal_thread && on_wal_thread()) {
+		errno = ENOMEM;
+		return true;
+	}
 	if (!oom_at)
 		return false;
 	uint64_t k = ++oom_seen;
@@ -971,6 +986,39 @@ Test(oom, a_call_retried_after_failures_leaves_one_fingerprint_per_id)
 	ev_ledger_add(&ledger, round_no, ledger.rounds[round_no].batch_count, 1, BATCH_EVENTS,
 		      EV_ACKED);
 	verify(s, "after the retried call", 0);
+	expect_resend_duplicates(s, 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	cleanup();
+}
+
+/* Description: the WAL writer thread allocates nothing to start a file:
+ * with every allocation on it failing, the first ingest after an open
+ * (its first file, the list of live files growing from empty) and ingests
+ * after flushes (each rotates the WAL to a new file, the list growing past
+ * 16 entries) are acknowledged, and the store stays writable. Before
+ * 2026-12-02 the writer grew the list itself, and its ENOMEM failed the
+ * WAL for good ("WAL write or fsync failed"; every later write refused
+ * until a reopen) although nothing had been written. The appender grows
+ * it now, where a failure assigns nothing (the sweeps above fail it). */
+Test(oom, the_wal_writer_allocates_nothing_to_start_a_file)
+{
+	fresh();
+	tally_store *s = store_open();
+	oom_wal_thread = true;
+	for (int i = 0; i < 20; i++) {
+		ingest_acked(s, (uint32_t)i % TENANTS);
+		int rc = tally_flush(s);
+		cr_assert_eq(rc, 0, "flush %d: %s: %s", i, tally_strerror(rc), tally_store_errmsg(s));
+	}
+	ingest_acked(s, 0);
+	oom_wal_thread = false;
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.sticky_error, 0);
+	verify(s, "after the ingests", 0);
+	cr_assert_eq(tally_store_close(s), 0);
+	s = store_open();
+	verify(s, "reopen", 0);
 	expect_resend_duplicates(s, 0);
 	cr_assert_eq(tally_store_close(s), 0);
 	cleanup();

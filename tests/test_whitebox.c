@@ -468,6 +468,63 @@ Test(whitebox, a_compaction_publishes_nothing_once_the_store_is_read_only)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* A WAL fsync that fails under an ingest while a flush writes its files:
+ * the store turns read-only before the flush publishes. */
+static void wal_fails_in_flush(tally_store *s, void *ctx)
+{
+	int *ran = ctx;
+	fault_io_path_filter_set(fio, ".wal");
+	fault_io_fsync_fail_nth(fio, 1, EIO);
+	char id[16] = "w0";
+	tally_event e;
+	memset(&e, 0, sizeof(e));
+	e.event_id = S(id);
+	e.time_us = NOW_US - MINUTE_US;
+	e.type = S("llm.call");
+	tally_ingest_result r;
+	cr_expect_eq(tally_ingest(s, "acme", &e, 1, &r), -EIO);
+	fault_io_faults_off(fio);
+	*ran = 1;
+}
+
+/* Description: the store turns read-only (a WAL fsync fails) while a flush
+ * writes its files. The flush publishes nothing: it returns the store's
+ * error, the MANIFEST is unchanged, the store's message stays the WAL's,
+ * and no file of the flush is left. Before 2026-12-02 it wrote a manifest
+ * after the store had turned read-only, the mirror of what a compaction
+ * no longer does (the test above). A reopen finds every acknowledged
+ * event once. */
+Test(whitebox, a_flush_publishes_nothing_once_the_store_is_read_only)
+{
+	tally_store *s = store_open();
+	ingest_new(s, "acme", "a");
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_new(s, "acme", "b");
+	static uint8_t before[MANIFEST_BYTES_CHECK], after[MANIFEST_BYTES_CHECK];
+	size_t size = manifest_now(before);
+	int ran = 0;
+	s->flush_test_hook = wal_fails_in_flush;
+	s->flush_test_ctx = &ran;
+	cr_expect_eq(tally_flush(s), -EIO);
+	s->flush_test_hook = NULL;
+	cr_assert_eq(ran, 1, "the hook ran inside the flush");
+	cr_expect_eq(manifest_now(after), size);
+	cr_expect_eq(memcmp(before, after, size), 0, "the MANIFEST is unchanged");
+	char err[TALLY_ERRMSG_SIZE];
+	tally_store_errmsg_copy(s, err, sizeof(err));
+	cr_expect(strstr(err, "WAL") && !strstr(err, "flush"), "the WAL's message: %s", err);
+	pthread_mutex_lock(&s->lock);
+	cr_expect_eq(s->file_count, 1, "the first flush's file only");
+	pthread_mutex_unlock(&s->lock);
+	cr_expect_neq(tally_store_close(s), 0, "a read-only store cannot flush at close");
+	s = store_open();
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_rows + st.events_memtable, 2 * EVENTS, "every event once");
+	cr_expect_eq(st.segment_file_count, 1);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* Description: the wall clock steps 40 days ahead (a bad NTP source, a
  * VM resumed) for one ingest call and one expiry pass, then is corrected.
  * The floor they raised lies 5 days past the true now; events between the

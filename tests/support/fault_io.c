@@ -71,8 +71,10 @@ struct fault_io {
 	int unlink_error;
 	int list_dir_error;
 	int fsync_dir_error;
+	char fsync_dir_fail_path[FAULT_IO_SUBSTRING_SIZE_MAX]; /* "": every directory */
 	char open_fail_substring[FAULT_IO_SUBSTRING_SIZE_MAX];
 	int open_error;
+	bool open_fail_reads_only; /* open_error only for opens without write access */
 	bool direct_unsupported;
 	bool direct_writes_fail;
 
@@ -176,7 +178,8 @@ static int fault_open(const tally_io *io, const char *path, int flags, int mode)
 	f->counts.open_count++;
 	int error = 0;
 	if (f->open_error != 0 && f->open_fail_substring[0] != '\0' &&
-	    strstr(path, f->open_fail_substring) != NULL) {
+	    strstr(path, f->open_fail_substring) != NULL &&
+	    (!f->open_fail_reads_only || (flags & O_ACCMODE) == O_RDONLY)) {
 		error = f->open_error;
 		f->counts.fault_count++;
 	}
@@ -407,6 +410,8 @@ static int fault_fsync_dir(const tally_io *io, const char *path)
 	fault_io_lock(f);
 	f->counts.fsync_dir_count++;
 	int error = f->fsync_dir_error;
+	if (f->fsync_dir_fail_path[0] != '\0' && strcmp(path, f->fsync_dir_fail_path) != 0)
+		error = 0;
 	if (error != 0)
 		f->counts.fault_count++;
 	fault_io_unlock(f);
@@ -615,6 +620,17 @@ void fault_io_open_fail(fault_io *f, const char *substring, int error)
 	fault_io_lock(f);
 	fault_io_substring_copy(f->open_fail_substring, substring);
 	f->open_error = substring != NULL ? error : 0;
+	f->open_fail_reads_only = false;
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. The substring is copied. */
+void fault_io_open_fail_reads(fault_io *f, const char *substring, int error)
+{
+	fault_io_lock(f);
+	fault_io_substring_copy(f->open_fail_substring, substring);
+	f->open_error = substring != NULL ? error : 0;
+	f->open_fail_reads_only = true;
 	fault_io_unlock(f);
 }
 
@@ -622,6 +638,16 @@ void fault_io_open_fail(fault_io *f, const char *substring, int error)
 void fault_io_fsync_dir_fail(fault_io *f, int error)
 {
 	fault_io_lock(f);
+	f->fsync_dir_error = error;
+	f->fsync_dir_fail_path[0] = '\0';
+	fault_io_unlock(f);
+}
+
+/* See fault_io.h. The path is copied. */
+void fault_io_fsync_dir_fail_at(fault_io *f, const char *path, int error)
+{
+	fault_io_lock(f);
+	fault_io_substring_copy(f->fsync_dir_fail_path, path);
 	f->fsync_dir_error = error;
 	fault_io_unlock(f);
 }
@@ -717,8 +743,10 @@ static void faults_off_locked(fault_io *f)
 	f->unlink_error = 0;
 	f->list_dir_error = 0;
 	f->fsync_dir_error = 0;
+	f->fsync_dir_fail_path[0] = '\0';
 	f->open_fail_substring[0] = '\0';
 	f->open_error = 0;
+	f->open_fail_reads_only = false;
 	f->direct_unsupported = false;
 	f->direct_writes_fail = false;
 }

@@ -139,8 +139,16 @@ void fault_io_list_dir_fail(fault_io *f, int error);
  * error 0: off). Independent of the path filter. */
 void fault_io_open_fail(fault_io *f, const char *substring, int error);
 
+/* As fault_io_open_fail, but only opens for reading (O_RDONLY) fail. */
+void fault_io_open_fail_reads(fault_io *f, const char *substring, int error);
+
 /* Every fsync_dir fails with -error (0: off). Ignores the path filter. */
 void fault_io_fsync_dir_fail(fault_io *f, int error);
+
+/* Only an fsync_dir of exactly `path` fails, with -error (0: off; the
+ * path is at most FAULT_IO_SUBSTRING_SIZE_MAX - 1 bytes). Ignores the path
+ * filter; fault_io_fsync_dir_fail turns it back to every directory. */
+void fault_io_fsync_dir_fail_at(fault_io *f, const char *path, int error);
 
 /* Freezes the clock at now_us. fault_io_clock_advance_us moves it forward
  * (freezing it at the real time first if it was not frozen);
