@@ -1229,7 +1229,7 @@ static void add_store_tenant(void *ctx, const char *name)
 		tenants_add_pending(r, name, NULL);
 }
 
-int handlers_reconcile_tenants(server *s, char *errmsg)
+void handlers_reconcile_tenants(server *s)
 {
 	size_t before;
 	tenants_list(s->tenants, &before);
@@ -1237,10 +1237,15 @@ int handlers_reconcile_tenants(server *s, char *errmsg)
 	size_t after;
 	tenants_list(s->tenants, &after);
 	if (after == before)
-		return 0;
+		return;
 	log_info("tenant registry: %zu tenant(s) created by ingest before the last stop added from the store",
 		 after - before);
-	return tenants_commit(s->tenants, errmsg);
+	/* Not a reason to refuse the start (a full disk, say): the store holds
+	 * them, the periodic save retries, and every start adds them again. */
+	char err[TALLY_ERRMSG_SIZE];
+	if (tenants_commit(s->tenants, err))
+		log_error("tenant registry: %s (retrying; the tenants' events are safe in the store)",
+			  err);
 }
 
 /* ---- first start ------------------------------------------------------------ */

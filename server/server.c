@@ -1132,8 +1132,10 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	if ((rc = tally_store_open(config->data_dir, &options, &s->store, errmsg)))
 		goto fail;
 	if ((rc = keys_open(io, config->data_dir, &s->keys, errmsg)) ||
-	    (rc = tenants_open(io, config->data_dir, &s->tenants, errmsg)) ||
-	    (rc = handlers_reconcile_tenants(s, errmsg)) || (rc = handlers_bootstrap_admin(s, errmsg)))
+	    (rc = tenants_open(io, config->data_dir, &s->tenants, errmsg)))
+		goto fail;
+	handlers_reconcile_tenants(s);
+	if ((rc = handlers_bootstrap_admin(s, errmsg)))
 		goto fail;
 	/* Every response frame is at most a frame of the limit: a larger one
 	 * becomes TOO_LARGE (conn_respond, response_frame). */

@@ -311,8 +311,9 @@ void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t frame
 /* Writes tenants created by ingest to tenants.json, at most once per
  * TENANTS_SAVE_INTERVAL_US (the timer calls it). */
 void handlers_save_tenants(server *s);
-/* At open: every tenant the store has events of is in the registry. */
-int handlers_reconcile_tenants(server *s, char *errmsg);
+/* At open: every tenant the store has events of is in the registry; a
+ * failed write of tenants.json is logged and left to the periodic save. */
+void handlers_reconcile_tenants(server *s);
 
 /* Issues the first admin key (DATA/admin.key) when there is none. */
 int handlers_bootstrap_admin(server *s, char *errmsg);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "keys.h"
+#include "tenants.h"
 #include "support/fault_io.h"
 #include "support/server_batches.h"
 #include "support/server_harness.h"
@@ -530,5 +531,57 @@ Test(server_faults, admin_key_without_keys_json_refuses_to_start)
 	char got[KEY_TEXT_SIZE];
 	key_file_read(dir.path, "admin.key", got);
 	expect_live_admin_key(dir.path, got, "after admin.key moved away");
+	test_dir_remove_tree(dir.path);
+}
+
+/* Whether DIR/tenants.json records tenant name. */
+static bool tenants_file_has(const char *dir, const char *name)
+{
+	char err[TALLY_ERRMSG_SIZE] = "";
+	tenant_registry *r;
+	cr_assert_eq(tenants_open(NULL, dir, &r, err), 0, "%s", err);
+	bool has = tenants_find(r, name) != NULL;
+	tenants_close(r);
+	return has;
+}
+
+/* Description: a tenant created by ingest that tenants.json does not
+ * record yet (the server stopped before its periodic save), and a start
+ * on a disk that cannot write tenants.json (full): the start goes on,
+ * logging the failure, as the periodic save does while running; a later
+ * start on a good disk records the tenant. (Before 2026-12-02 such a
+ * start failed, so a server whose WAL had stopped it on a full disk
+ * could not start to serve reads until room was made.) */
+Test(server_faults, a_start_that_cannot_record_tenants_created_by_ingest_goes_on)
+{
+	test_dir dir;
+	test_dir_make(&dir, "reconcile");
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	/* A tenant only the store knows. */
+	tally_options o;
+	tally_options_default(&o);
+	tally_store *store = NULL;
+	cr_assert_eq(tally_store_open(dir.path, &o, &store, err), 0, "%s", err);
+	tally_event e;
+	memset(&e, 0, sizeof(e));
+	e.event_id = (tally_str){"r1", 2};
+	e.time_us = (int64_t)time(NULL) * 1000000 - 60000000;
+	e.type = (tally_str){"llm.call", 8};
+	tally_ingest_result r;
+	cr_assert_eq(tally_ingest(store, "newco", &e, 1, &r), 0);
+	cr_assert_eq(r.code, TALLY_ACCEPTED);
+	cr_assert_eq(tally_store_close(store), 0);
+	cr_assert(!tenants_file_has(dir.path, "newco"));
+
+	fault_io *fio = fault_io_create();
+	fault_io_path_filter_set(fio, "tenants.json");
+	fault_io_pwrite_fail_from(fio, 1, ENOSPC);
+	cr_expect_eq(server_start_stop(dir.path, fault_io_table(fio), err), 0, "%s", err);
+	fault_io_destroy(fio);
+	cr_expect(!tenants_file_has(dir.path, "newco"), "no write of tenants.json got through");
+
+	cr_assert_eq(server_start_stop(dir.path, NULL, err), 0, "%s", err);
+	cr_expect(tenants_file_has(dir.path, "newco"));
 	test_dir_remove_tree(dir.path);
 }
