@@ -77,7 +77,21 @@ int tally_client_from_fd(int fd, uint32_t frame_limit, tally_client **out)
 	return 0;
 }
 
-int tally_client_connect(const char *host, const char *port, tally_client **out, char *errmsg)
+/* SO_RCVTIMEO and SO_SNDTIMEO of fd (0: wait forever). 0 or -errno. */
+static int socket_timeout_set(int fd, uint32_t timeout_ms)
+{
+	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* tally_client_connect with the socket's timeouts set before its connect
+ * (Linux bounds a blocking connect by SO_SNDTIMEO: EINPROGRESS when it
+ * runs out, reported as -ETIMEDOUT). */
+static int client_connect(const char *host, const char *port, uint32_t timeout_ms,
+			  tally_client **out, char *errmsg)
 {
 	*out = NULL;
 	struct addrinfo hints, *list;
@@ -98,8 +112,13 @@ int tally_client_connect(const char *host, const char *port, tally_client **out,
 			err = -errno;
 			continue;
 		}
+		if (timeout_ms && (err = socket_timeout_set(fd, timeout_ms))) {
+			close(fd);
+			fd = -1;
+			continue;
+		}
 		if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
-			err = -errno;
+			err = errno == EINPROGRESS ? -ETIMEDOUT : -errno;
 			close(fd);
 			fd = -1;
 		}
@@ -121,6 +140,11 @@ int tally_client_connect(const char *host, const char *port, tally_client **out,
 	}
 	(*out)->send_limit = FRAME_BYTES_MAX_DEFAULT; /* until Hello tells the server's */
 	return 0;
+}
+
+int tally_client_connect(const char *host, const char *port, tally_client **out, char *errmsg)
+{
+	return client_connect(host, port, 0, out, errmsg);
 }
 
 void tally_client_close(tally_client *c)
@@ -185,11 +209,7 @@ int tally_client_parse_server(const char *server, char *host, char *port, char *
 
 int tally_client_set_timeout(tally_client *c, uint32_t timeout_ms)
 {
-	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
-	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
-		return -errno;
-	return 0;
+	return socket_timeout_set(c->fd, timeout_ms);
 }
 
 /* A socket error as the client reports it: a timeout is -ETIMEDOUT. */
@@ -487,13 +507,20 @@ int tally_client_hello(tally_client *c, const char *api_key, const char *client_
 int tally_client_open(const char *server, const char *api_key, const char *client_name,
 		      tally_client **out, tally_session_info *info, char *errmsg)
 {
+	return tally_client_open_within(server, api_key, client_name, 0, out, info, errmsg);
+}
+
+int tally_client_open_within(const char *server, const char *api_key, const char *client_name,
+			     uint32_t timeout_ms, tally_client **out, tally_session_info *info,
+			     char *errmsg)
+{
 	*out = NULL;
 	char host[TALLY_CLIENT_HOST_SIZE], port[TALLY_CLIENT_PORT_SIZE];
 	int rc = tally_client_parse_server(server, host, port, errmsg);
 	if (rc)
 		return rc;
 	tally_client *c;
-	if ((rc = tally_client_connect(host, port, &c, errmsg)))
+	if ((rc = client_connect(host, port, timeout_ms, &c, errmsg)))
 		return rc;
 	Tally__V1__Response *resp;
 	char why[TALLY_CLIENT_ERRMSG_SIZE] = "";

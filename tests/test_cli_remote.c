@@ -1,17 +1,22 @@
 /*
  * test_cli_remote.c — tools/remote.c: global options taken out of argv
  * wherever they stand, and the API key lookup order (--key, --key-file,
- * TALLY_KEY, ./data/admin.key) with its errors.
+ * TALLY_KEY, ./data/admin.key) with its errors; and what `tally events
+ * --all` does with a server's cursors (a scripted peer plays the server).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../tools/remote.h"
+#include "support/cli_run.h"
+#include "support/peer.h"
 
 /* Description: global options before and after the command, in both
  * forms, leave the other arguments in order; "--" ends them. */
@@ -168,4 +173,131 @@ Test(remote, key_lookup_order)
 	unlink(empty);
 	unlink(too_long);
 	rmdir(dir);
+}
+
+/* ---- events --all against a server whose cursors do not move ------------- */
+
+#define CURSOR_PAGES_MAX 8
+
+typedef struct cursor_peer {
+	int listen_fd;
+	const char *cursors[CURSOR_PAGES_MAX]; /* next_cursor of page k; then "" */
+	int pages;                             /* ListEvents answered */
+	char asked[CURSOR_PAGES_MAX][64];      /* the cursor each asked for */
+} cursor_peer;
+
+/* Answers Hello, then each ListEvents with one event (id "e<k>") and the
+ * next cursor of its list, until the client closes. */
+static void *cursor_peer_main(void *arg)
+{
+	cursor_peer *cp = arg;
+	int fd = accept(cp->listen_fd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	frame_reader r;
+	frame_reader_init(&r, 0);
+	static uint8_t buf[4096];
+	size_t at = 0, have = 0;
+	Tally__V1__Request *req;
+	while ((req = peer_recv(fd, &r, buf, sizeof(buf), &at, &have))) {
+		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+		resp.request_id = req->request_id;
+		Tally__V1__HelloOk ok = TALLY__V1__HELLO_OK__INIT;
+		Tally__V1__EventPage page = TALLY__V1__EVENT_PAGE__INIT;
+		Tally__V1__Event e = TALLY__V1__EVENT__INIT;
+		Tally__V1__Event *events[1] = {&e};
+		char id[16];
+		if (req->body_case == TALLY__V1__REQUEST__BODY_HELLO) {
+			ok.tenant = "acme";
+			ok.protocol_version = 1;
+			resp.body_case = TALLY__V1__RESPONSE__BODY_HELLO;
+			resp.hello = &ok;
+			peer_send(fd, &resp);
+		} else if (req->body_case == TALLY__V1__REQUEST__BODY_LIST_EVENTS &&
+			   cp->pages < CURSOR_PAGES_MAX) {
+			snprintf(cp->asked[cp->pages], sizeof(cp->asked[0]), "%s",
+				 req->list_events->cursor);
+			snprintf(id, sizeof(id), "e%d", cp->pages);
+			e.event_id = (ProtobufCBinaryData){strlen(id), (uint8_t *)id};
+			e.time_us = INT64_C(1796119200000000) + cp->pages;
+			page.n_events = 1;
+			page.events = events;
+			page.next_cursor = (char *)(cp->cursors[cp->pages] ? cp->cursors[cp->pages] : "");
+			cp->pages++;
+			resp.body_case = TALLY__V1__RESPONSE__BODY_EVENTS;
+			resp.events = &page;
+			peer_send(fd, &resp);
+		}
+		tally__v1__request__free_unpacked(req, NULL);
+	}
+	frame_reader_free(&r);
+	close(fd);
+	return NULL;
+}
+
+/* `tally events --all` against cp's server. */
+static cli_run_result *events_all_against(cursor_peer *cp)
+{
+	char server[64];
+	cp->listen_fd = peer_listen_loopback(server, sizeof(server));
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, cursor_peer_main, cp), 0);
+	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
+	cli_globals_current.server = server;
+	cli_globals_current.key = "tk_x";
+	const char *argv[] = {"events", "--all", "--format", "csv"};
+	cli_run_result *r = cli_run("/tmp/tally-test-events-cursor", &cli_command_events, 4, argv);
+	pthread_join(th, NULL);
+	close(cp->listen_fd);
+	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
+	return r;
+}
+
+/* Description: `tally events --all` follows cursors only forward in
+ * (time, id) order: a server (buggy or hostile) that gives the same next
+ * cursor again, or one before the page it followed, stops it with exit
+ * status 2 and a message naming both, after printing the pages it had
+ * (before 2026-12-02 it asked for the same page for good, printing it
+ * each time). Cursors that move forward are followed to the last page. */
+Test(remote, events_all_follows_cursors_only_forward, .timeout = 30)
+{
+	cursor_peer same = {.cursors = {"stuck", "stuck", "stuck"}};
+	cli_run_result *r = events_all_against(&same);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_eq(same.pages, 2);
+	cr_expect_str_eq(same.asked[1], "stuck");
+	cr_expect(strstr(r->err, "tally events: the server's next page (cursor stuck) does not come "
+			 "after the page it followed (cursor stuck): stopping"), "%s", r->err);
+	cr_expect(strstr(r->out, "\ne0,") && strstr(r->out, "\ne1,") && !strstr(r->out, "\ne2,"),
+		  "%s", r->out);
+
+	cursor_peer back = {.cursors = {"1796119200000001:6530", "1796119200000000:6531"}};
+	r = events_all_against(&back);
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect_eq(back.pages, 2);
+	cr_expect(strstr(r->err, "does not come after"), "%s", r->err);
+
+	cursor_peer forward = {.cursors = {"1796119200000000:6530", "1796119200000000:653000",
+					   "1796119200000001:00"}};
+	r = events_all_against(&forward);
+	cr_expect_eq(r->code, CLI_EXIT_OK, "%s", r->err);
+	cr_expect_eq(forward.pages, 4);
+	cr_expect_str_eq(forward.asked[3], "1796119200000001:00");
+	cr_expect(strstr(r->out, "\ne3,"), "%s", r->out);
+}
+
+/* Description: `tally events --user ''` is a usage error (exit 2): an
+ * empty user is no filter to the server, so it listed every user's events
+ * (before 2026-12-02). */
+Test(remote, events_with_an_empty_user_is_a_usage_error)
+{
+	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
+	cli_globals_current.server = "127.0.0.1:1";
+	cli_globals_current.key = "tk_x";
+	const char *argv[] = {"events", "--user", ""};
+	cli_run_result *r = cli_run("/tmp/tally-test-events-user", &cli_command_events, 3, argv);
+	memset(&cli_globals_current, 0, sizeof(cli_globals_current));
+	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
+	cr_expect(strstr(r->err, "--user needs a user: an empty one would select every user's events"),
+		  "%s", r->err);
 }

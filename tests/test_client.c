@@ -20,6 +20,7 @@
 
 #include "builder.h"
 #include "client.h"
+#include "support/peer.h"
 #include "usage.h"
 
 /* The scripted peer: answers Hello, then collects `pings` Pings and answers
@@ -29,38 +30,6 @@ typedef struct peer {
 	int pings;
 } peer;
 
-static void peer_send(int fd, Tally__V1__Response *resp)
-{
-	size_t size = tally__v1__response__get_packed_size(resp);
-	uint8_t *buf = malloc(FRAME_HEADER_SIZE + size);
-	frame_header_put(buf, (uint32_t)size);
-	tally__v1__response__pack(resp, buf + FRAME_HEADER_SIZE);
-	cr_assert_eq(write(fd, buf, FRAME_HEADER_SIZE + size), (ssize_t)(FRAME_HEADER_SIZE + size));
-	free(buf);
-}
-
-static Tally__V1__Request *peer_recv(int fd, frame_reader *r, uint8_t *buf, size_t *at, size_t *have)
-{
-	for (;;) {
-		const uint8_t *p = buf + *at;
-		size_t n = *have - *at;
-		int st = frame_reader_feed(r, &p, &n);
-		*at = *have - n;
-		if (st == FRAME_READY) {
-			uint32_t size;
-			const uint8_t *body = frame_reader_frame(r, &size);
-			Tally__V1__Request *req = tally__v1__request__unpack(NULL, size, body);
-			frame_reader_next(r);
-			return req;
-		}
-		ssize_t got = read(fd, buf, 4096);
-		if (got <= 0)
-			return NULL;
-		*at = 0;
-		*have = (size_t)got;
-	}
-}
-
 static void *peer_main(void *arg)
 {
 	peer *pe = arg;
@@ -68,7 +37,7 @@ static void *peer_main(void *arg)
 	frame_reader_init(&r, 0);
 	static uint8_t buf[4096];
 	size_t at = 0, have = 0;
-	Tally__V1__Request *hello = peer_recv(pe->fd, &r, buf, &at, &have);
+	Tally__V1__Request *hello = peer_recv(pe->fd, &r, buf, sizeof(buf), &at, &have);
 	if (hello && hello->body_case == TALLY__V1__REQUEST__BODY_HELLO) {
 		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 		Tally__V1__HelloOk ok = TALLY__V1__HELLO_OK__INIT;
@@ -82,7 +51,7 @@ static void *peer_main(void *arg)
 	tally__v1__request__free_unpacked(hello, NULL);
 	Tally__V1__Request *pings[16];
 	for (int i = 0; i < pe->pings; i++)
-		pings[i] = peer_recv(pe->fd, &r, buf, &at, &have);
+		pings[i] = peer_recv(pe->fd, &r, buf, sizeof(buf), &at, &have);
 	for (int i = pe->pings - 1; i >= 0; i--) {
 		Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 		Tally__V1__Pong pong = TALLY__V1__PONG__INIT;
@@ -192,7 +161,7 @@ static void *refusing_peer_main(void *arg)
 	frame_reader_init(&r, 0);
 	static uint8_t buf[4096];
 	size_t at = 0, have = 0;
-	Tally__V1__Request *req = peer_recv(fd, &r, buf, &at, &have);
+	Tally__V1__Request *req = peer_recv(fd, &r, buf, sizeof(buf), &at, &have);
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	Tally__V1__Error error = TALLY__V1__ERROR__INIT;
 	error.code = TALLY__V1__ERROR__CODE__UNAUTHENTICATED;
@@ -272,7 +241,7 @@ static void *script_main(void *arg)
 	static __thread uint8_t buf[4096];
 	size_t at = 0, have = 0;
 	for (int i = 0; i < s->requests && i < SCRIPT_REQUESTS_MAX; i++) {
-		s->got[i] = peer_recv(s->fd, &r, buf, &at, &have);
+		s->got[i] = peer_recv(s->fd, &r, buf, sizeof(buf), &at, &have);
 		if (!s->got[i])
 			break;
 		s->got_count = i + 1;
@@ -439,19 +408,6 @@ static void respond_refuse(script *s, int index)
 		   "unknown or revoked key", 0);
 }
 
-/* A TCP listener on 127.0.0.1 with a free port. */
-static int listen_loopback(char *server, size_t size)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert_geq(fd, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(listen(fd, 1), 0);
-	socklen_t len = sizeof(a);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	snprintf(server, size, "127.0.0.1:%u", ntohs(a.sin_port));
-	return fd;
-}
 
 /* Description: tally_client_open connects over TCP, sends Hello (key,
  * client name, protocol 1) and returns the session: tenant, role, server
@@ -463,7 +419,7 @@ Test(client, open_over_tcp_returns_the_session)
 	char server[64];
 	script s = {.requests = 1, .respond = respond_hello, .tenant = "acme",
 		    .limits = {1 << 20, 1000, 8, 5000, 700}};
-	s.listen_fd = listen_loopback(server, sizeof(server));
+	s.listen_fd = peer_listen_loopback(server, sizeof(server));
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, script_main, &s), 0);
 	tally_client *c;
@@ -490,7 +446,7 @@ Test(client, open_over_tcp_returns_the_session)
 	tally__v1__request__free_unpacked(s.got[0], NULL);
 
 	script refuse = {.requests = 1, .respond = respond_refuse};
-	refuse.listen_fd = listen_loopback(server, sizeof(server));
+	refuse.listen_fd = peer_listen_loopback(server, sizeof(server));
 	cr_assert_eq(pthread_create(&th, NULL, script_main, &refuse), 0);
 	cr_expect_eq(tally_client_open(server, "tk_bad", NULL, &c, &info, err), TALLY_CLIENT_REFUSED);
 	cr_expect_null(c);
@@ -505,6 +461,43 @@ Test(client, open_over_tcp_returns_the_session)
 	snprintf(want, sizeof(want), "connect %s: Connection refused", server);
 	cr_expect_str_eq(err, want);
 	cr_expect_eq(tally_client_open("nohost:", "tk", NULL, &c, NULL, err), -EINVAL);
+}
+
+/* Description: tally_client_open_within bounds the Hello: a peer that
+ * takes the connection (the kernel's backlog accepts it) and never
+ * answers fails the open with -ETIMEDOUT, naming the server, soon after
+ * the timeout (the CLI's online commands open this way; before 2026-12-02
+ * the timeout was set only after the Hello, and such a peer held every
+ * command for good). A later call on an opened client keeps the timeout. */
+Test(client, open_within_bounds_a_hello_that_is_never_answered, .timeout = 30)
+{
+	char server[64];
+	int listen_fd = peer_listen_loopback(server, sizeof(server));
+	tally_client *c = (tally_client *)1;
+	char err[TALLY_CLIENT_ERRMSG_SIZE] = "";
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = tally_client_open_within(server, "tk", NULL, 200, &c, NULL, err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double s_taken = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	cr_expect_eq(rc, -ETIMEDOUT, "%d: %s", rc, err);
+	cr_expect_null(c);
+	char want[128];
+	snprintf(want, sizeof(want), "hello to %s: no answer from the server in time", server);
+	cr_expect_str_eq(err, want);
+	cr_expect_lt(s_taken, 10.0, "%.1f s", s_taken);
+	close(listen_fd);
+
+	script ok = {.requests = 3, .respond = respond_hello}; /* waits for a third */
+	ok.listen_fd = peer_listen_loopback(server, sizeof(server));
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, script_main, &ok), 0);
+	cr_assert_eq(tally_client_open_within(server, "tk", NULL, 200, &c, NULL, err), 0, "%s", err);
+	cr_expect_eq(tally_client_ping(c, "a", 1), -ETIMEDOUT, "the ping is never answered");
+	tally_client_close(c);
+	pthread_join(th, NULL);
+	for (int i = 0; i < ok.got_count; i++)
+		tally__v1__request__free_unpacked(ok.got[i], NULL);
 }
 
 /* Ingest: index 0 Hello; 1..3 batches, answered after the third in reverse

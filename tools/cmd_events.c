@@ -3,8 +3,11 @@
  * (ListEvents), as a table, CSV or JSON lines with the columns of the
  * ingest formats, so a listing can be ingested again.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "format.h"
@@ -13,6 +16,22 @@
 
 #define EVENTS_PAGE_DEFAULT 100      /* one page for people */
 #define EVENTS_PAGE_ALL 10000        /* pages of --all: the server's maximum */
+
+/* Whether listing cursor next ("<time>:<id in hex>", docs/queries.md)
+ * lies after prev in (time, id) order, as each page's must: lower-case
+ * hex of bytes compares as the bytes do. A cursor of another form is
+ * only required to differ. */
+static bool cursor_after(const char *next, const char *prev)
+{
+	char *next_end, *prev_end;
+	errno = 0;
+	long long tn = strtoll(next, &next_end, 10), tp = strtoll(prev, &prev_end, 10);
+	if (errno || *next_end != ':' || *prev_end != ':')
+		return strcmp(next, prev) != 0;
+	if (tn != tp)
+		return tn > tp;
+	return strcmp(next_end + 1, prev_end + 1) > 0;
+}
 
 static int events_run(const cli_command *command, int argc, char **argv)
 {
@@ -63,6 +82,11 @@ static int events_run(const cli_command *command, int argc, char **argv)
 			return cli_option_error(command, argc, argv, opt);
 		}
 	}
+	if (!rc && user && !user[0]) {
+		snprintf(errmsg, sizeof(errmsg), "--user needs a user: an empty one would select "
+			 "every user's events");
+		rc = -EINVAL;
+	}
 	if (!rc)
 		rc = queryargs_end(&spec, argc, argv, optind, now, errmsg);
 	if (rc) {
@@ -102,21 +126,33 @@ static int events_run(const cli_command *command, int argc, char **argv)
 			code = cli_call_error(command, c, rc, "list");
 			break;
 		}
-		if (page)
-			tally__v1__event_page__free_unpacked(page, NULL);
+		/* request.cursor points into the page before: kept until the
+		 * check below. */
+		Tally__V1__EventPage *before = page;
 		page = next;
 		format_table_clear(&t);
+		bool stop = false;
 		if ((rc = format_event_page(&t, page, false)) || (rc = format_print(&t, stdout, format, first))) {
 			fprintf(stderr, "tally %s: could not write the events\n", command->name);
 			code = CLI_EXIT_FAILURE;
-			break;
-		}
-		if (!page->next_cursor[0])
-			break;
-		if (!all) {
+			stop = true;
+		} else if (!page->next_cursor[0]) {
+			stop = true;
+		} else if (!all) {
 			fprintf(stderr, "next page: --cursor %s\n", page->next_cursor);
-			break;
+			stop = true;
+		} else if (request.cursor && request.cursor[0] &&
+			   !cursor_after(page->next_cursor, request.cursor)) {
+			fprintf(stderr, "tally %s: the server's next page (cursor %s) does not come after "
+				"the page it followed (cursor %s): stopping\n", command->name,
+				page->next_cursor, request.cursor);
+			code = CLI_EXIT_FAILURE;
+			stop = true;
 		}
+		if (before)
+			tally__v1__event_page__free_unpacked(before, NULL);
+		if (stop)
+			break;
 		request.cursor = page->next_cursor;
 	}
 	if (page)

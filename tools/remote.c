@@ -167,7 +167,7 @@ int cli_connect(const cli_command *command, tally_client **out, tally_session_in
 	}
 	const char *server = cli_globals_current.server ? cli_globals_current.server : CLI_SERVER_DEFAULT;
 	char why[TALLY_CLIENT_ERRMSG_SIZE] = "";
-	int rc = tally_client_open(server, key, CLI_CLIENT_NAME, out, info, why);
+	int rc = tally_client_open_within(server, key, CLI_CLIENT_NAME, CLI_TIMEOUT_MS, out, info, why);
 	if (rc == TALLY_CLIENT_REFUSED) {
 		fprintf(stderr, "tally %s: %s; the key came from %s\n", command->name, why, source);
 		return CLI_EXIT_FAILURE;
@@ -175,12 +175,6 @@ int cli_connect(const cli_command *command, tally_client **out, tally_session_in
 	if (rc) {
 		fprintf(stderr, "tally %s: cannot reach the server: %s\n", command->name,
 			why[0] ? why : tally_client_strerror(rc));
-		return CLI_EXIT_FAILURE;
-	}
-	if ((rc = tally_client_set_timeout(*out, CLI_TIMEOUT_MS))) {
-		fprintf(stderr, "tally %s: setting the socket timeout: %s\n", command->name, strerror(-rc));
-		tally_client_close(*out);
-		*out = NULL;
 		return CLI_EXIT_FAILURE;
 	}
 	return 0;
