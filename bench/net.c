@@ -49,11 +49,6 @@
 #include "common.h"
 #include "net.h"
 
-/* An event's worst-case share of a packed batch besides its strings: a
- * varint length or code per string column (5 bytes each, six columns) and
- * six numeric varints (10 bytes each), so a batch is cut before a frame
- * overflows whatever the next event holds. */
-#define EVENT_OVERHEAD_BYTES_MAX (6 * 5 + 6 * 10)
 
 /* ---- keys and sessions ---------------------------------------------------------- */
 
@@ -207,13 +202,6 @@ static tally_client_event event_convert(const workload *w, const net_cut *cut, c
 	return ce;
 }
 
-/* The packed size bound of e besides the batch around it. */
-static size_t event_bytes_max(const tally_client_event *e)
-{
-	return (size_t)e->event_id.len + e->type.len + e->project.len + e->agent.len + e->model.len +
-	       e->user.len + EVENT_OVERHEAD_BYTES_MAX;
-}
-
 /* The builder's batch as an owned message appended to out (out->batch
  * holds *capacity entries, grown here when full). 0 or -ENOMEM. */
 static int batch_keep(builder *b, uint32_t tenant, net_batches *out, uint64_t *capacity,
@@ -281,13 +269,13 @@ int net_batches_build(const workload *w, const net_cut *cut, net_batches *out, c
 			tally_client_event e = event_convert(w, cut, &w->events[wb->first + k], id_buffer);
 			uint32_t held = builder_count(&b);
 			bool full = held == cut->batch_events ||
-				    (held && builder_bytes(&b) + event_bytes_max(&e) > cut->frame_bytes_max);
+				    (held && builder_bytes_with(&b, &e) > cut->frame_bytes_max);
 			if (full) {
 				if ((rc = batch_keep(&b, wb->tenant, out, &capacity, &buffer, &buffer_size)))
 					break;
 				builder_reset(&b);
 			}
-			if (builder_bytes(&b) + event_bytes_max(&e) > cut->frame_bytes_max) {
+			if (builder_bytes_with(&b, &e) > cut->frame_bytes_max) {
 				snprintf(errmsg, NET_ERROR_SIZE,
 					 "an event of tenant %s does not fit in one frame of %zu bytes",
 					 w->tenant_names[wb->tenant], cut->frame_bytes_max);

@@ -358,13 +358,47 @@ int builder_add(builder *b, const tally_client_event *e)
 	return 0;
 }
 
-/* Packed size of a StringColumn given as bytes + lengths (0: all empty). */
-static uint64_t raw_cost(const builder_strings *s)
+/* What builder_bytes reads of a string column: its sizes, as they are or
+ * as they would be with one more value (column_size_add). */
+typedef struct column_size {
+	uint64_t bytes_size;
+	uint64_t len_varint_bytes;
+	uint64_t distinct_cost;
+	uint32_t distinct_count;
+	bool abandoned;
+} column_size;
+
+static column_size column_size_of(const builder_strings *s)
 {
-	if (s->bytes_size == 0)
+	return (column_size){s->bytes_size, s->len_varint_bytes, s->distinct_cost, s->distinct_count,
+			     s->dict_abandoned};
+}
+
+/* c as strings_append would leave it after appending v to s (dict_prepare's
+ * decisions, made without changing s). */
+static void column_size_add(column_size *c, const builder_strings *s, tally_client_str v)
+{
+	c->bytes_size += v.len;
+	c->len_varint_bytes += varint_size(v.len);
+	if (c->abandoned)
+		return;
+	if (s->slot_count && *slot_find(s, v, value_hash(v)))
+		return; /* a value the column has */
+	if (c->distinct_count == BUILDER_DICT_STRINGS_MAX) {
+		c->abandoned = true;
+		return;
+	}
+	c->distinct_count++;
+	c->distinct_cost += 1 + varint_size(v.len) + v.len;
+}
+
+/* Packed size of a StringColumn given as bytes + lengths (0: all empty). */
+static uint64_t raw_cost(const column_size *c)
+{
+	if (c->bytes_size == 0)
 		return 0;
-	return 1 + varint_size(s->bytes_size) + s->bytes_size + 1 +
-	       varint_size(s->len_varint_bytes) + s->len_varint_bytes;
+	return 1 + varint_size(c->bytes_size) + c->bytes_size + 1 +
+	       varint_size(c->len_varint_bytes) + c->len_varint_bytes;
 }
 
 static bool dict_candidate(const builder_strings *s)
@@ -372,41 +406,87 @@ static bool dict_candidate(const builder_strings *s)
 	return !s->dict_abandoned && s->bytes_size > 0;
 }
 
+/* The numeric columns' varint bytes and whether each holds a value but 0. */
+typedef struct numeric_size {
+	uint64_t time_bytes;
+	uint64_t bytes[NUM_COUNT];
+	bool nonzero[NUM_COUNT];
+} numeric_size;
+
 /*
- * The bound of note 4. builder_message may code a column as a dictionary
- * only if that beats bytes even with one-byte codes (dict_floor), so the
- * columns before k that can shift k's codes are those; k's codes are then
- * below the sum of their distinct values and its own.
+ * The bound of note 4, of `count` events whose columns have these sizes.
+ * builder_message may code a column as a dictionary only if that beats
+ * bytes even with one-byte codes (dict_floor), so the columns before k
+ * that can shift k's codes are those; k's codes are then below the sum of
+ * their distinct values and its own.
  */
-size_t builder_bytes(const builder *b)
+static size_t bound(const builder *b, uint32_t count, const column_size *id,
+		    const column_size columns[BUILDER_COLUMN_COUNT], const numeric_size *num)
 {
 	uint64_t total = ENVELOPE_BYTES_MAX;
 	total += 2 + strlen(b->tenant) + 2 + 2; /* tenant, create_tenant, backfill */
-	total += b->time_bytes + FIELD_OVERHEAD_MAX;
+	total += num->time_bytes + FIELD_OVERHEAD_MAX;
 	for (int k = 0; k < NUM_COUNT; k++)
-		if (b->numeric_nonzero[k])
-			total += b->numeric_bytes[k] + FIELD_OVERHEAD_MAX;
-	total += raw_cost(&b->event_id) + FIELD_OVERHEAD_MAX;
+		if (num->nonzero[k])
+			total += num->bytes[k] + FIELD_OVERHEAD_MAX;
+	total += raw_cost(id) + FIELD_OVERHEAD_MAX;
 	uint32_t base_max = 0;
 	for (int k = 0; k < BUILDER_COLUMN_COUNT; k++) {
-		const builder_strings *s = &b->strings[k];
-		uint64_t cost = raw_cost(s);
-		if (dict_candidate(s)) {
+		const column_size *c = &columns[k];
+		uint64_t cost = raw_cost(c);
+		if (!c->abandoned && c->bytes_size > 0) {
 			/* The least a dictionary can cost (one-byte codes, as
 			 * builder_message counts it): below the bytes, the
 			 * message may choose it. */
-			uint64_t dict_floor = 1 + varint_size(b->count) + (uint64_t)b->count +
-					      s->distinct_cost;
-			uint32_t code_size = varint_size(base_max + s->distinct_count - 1);
-			uint64_t dict = (uint64_t)b->count * code_size + FIELD_OVERHEAD_MAX + s->distinct_cost;
+			uint64_t dict_floor = 1 + varint_size(count) + (uint64_t)count + c->distinct_cost;
+			uint32_t code_size = varint_size(base_max + c->distinct_count - 1);
+			uint64_t dict = (uint64_t)count * code_size + FIELD_OVERHEAD_MAX + c->distinct_cost;
 			if (dict < cost)
 				cost = dict;
-			if (dict_floor < raw_cost(s))
-				base_max += s->distinct_count;
+			if (dict_floor < raw_cost(c))
+				base_max += c->distinct_count;
 		}
 		total += cost + FIELD_OVERHEAD_MAX;
 	}
 	return (size_t)total;
+}
+
+static numeric_size numeric_size_of(const builder *b)
+{
+	numeric_size n;
+	n.time_bytes = b->time_bytes;
+	memcpy(n.bytes, b->numeric_bytes, sizeof(n.bytes));
+	memcpy(n.nonzero, b->numeric_nonzero, sizeof(n.nonzero));
+	return n;
+}
+
+size_t builder_bytes(const builder *b)
+{
+	column_size id = column_size_of(&b->event_id), columns[BUILDER_COLUMN_COUNT];
+	for (int k = 0; k < BUILDER_COLUMN_COUNT; k++)
+		columns[k] = column_size_of(&b->strings[k]);
+	numeric_size num = numeric_size_of(b);
+	return bound(b, b->count, &id, columns, &num);
+}
+
+size_t builder_bytes_with(const builder *b, const tally_client_event *e)
+{
+	column_size id = column_size_of(&b->event_id), columns[BUILDER_COLUMN_COUNT];
+	id.bytes_size += e->event_id.len;
+	id.len_varint_bytes += varint_size(e->event_id.len);
+	for (int k = 0; k < BUILDER_COLUMN_COUNT; k++) {
+		columns[k] = column_size_of(&b->strings[k]);
+		column_size_add(&columns[k], &b->strings[k], *event_strings(e, k));
+	}
+	numeric_size num = numeric_size_of(b);
+	num.time_bytes += varint_size((uint64_t)e->time_us);
+	const uint64_t values[NUM_COUNT] = {e->status, e->duration_ms, e->tokens_in, e->tokens_out,
+					    (uint64_t)e->cost_micros};
+	for (int k = 0; k < NUM_COUNT; k++) {
+		num.bytes[k] += varint_size(values[k]);
+		num.nonzero[k] |= values[k] != 0;
+	}
+	return bound(b, b->count + 1, &id, columns, &num);
 }
 
 /* The message's StringColumn for s as bytes + lengths; NULL when all empty. */
@@ -490,7 +570,8 @@ int builder_message(builder *b, Tally__V1__IngestBatch *out)
 			code_bytes += varint_size(codes[i]);
 		}
 		uint64_t dict_cost = 1 + varint_size(code_bytes) + code_bytes + s->distinct_cost;
-		if (dict_cost >= raw_cost(s))
+		column_size size = column_size_of(s);
+		if (dict_cost >= raw_cost(&size))
 			continue;
 		tally__v1__string_column__init(column);
 		column->n_code = b->count;

@@ -167,6 +167,15 @@ uint32_t builder_count(const builder *b);
 size_t builder_bytes(const builder *b);
 
 /*
+ * builder_bytes as it would be after builder_add(b, e), b unchanged: the
+ * test a producer makes before adding e to a batch that must stay within
+ * a frame. One event can raise the bound by far more than its own bytes
+ * (a new dictionary value can widen the codes of every event in later
+ * columns), so the bound before the add plus e's size is not one.
+ */
+size_t builder_bytes_with(const builder *b, const tally_client_event *e);
+
+/*
  * Fills *out (an IngestBatch, initialised here) with the batch: tenant and
  * flags, the dictionary and every column, choosing the smaller coding per
  * string column. *out points into the builder's memory: valid until the

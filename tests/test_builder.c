@@ -368,7 +368,8 @@ Test(builder, full_batch_and_long_strings)
 }
 
 /* Description: random batches of random sizes, built in one builder reset
- * between them, round trip and stay under their builder_bytes bound. */
+ * between them, round trip and stay under their builder_bytes bound;
+ * before each add, builder_bytes_with foresees that bound exactly. */
 Test(builder, random_batches_round_trip)
 {
 	rng_state = seed_get();
@@ -381,8 +382,11 @@ Test(builder, random_batches_round_trip)
 		size_t n = rng_next() % (N_MAX + 1);
 		random_events(events, n, pool);
 		builder_reset(&b);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			size_t with = builder_bytes_with(&b, &events[i]);
 			cr_assert_eq(builder_add(&b, &events[i]), 0);
+			cr_assert_eq(builder_bytes(&b), with, "round %d event %zu", round, i);
+		}
 		Tally__V1__Request *got = round_trip(&b, events, n);
 		tally__v1__request__free_unpacked(got, NULL);
 	}
@@ -435,7 +439,8 @@ Test(builder, the_bound_holds_where_a_dictionary_only_just_beats_bytes)
 
 /* Description: a column with more than BUILDER_DICT_STRINGS_MAX distinct
  * values stops being a dictionary candidate and is sent as bytes, while
- * values repeated after that still decode right. */
+ * values repeated after that still decode right; builder_bytes_with
+ * foresees the bound across the switch. */
 Test(builder, too_many_distinct_values_abandon_the_dictionary)
 {
 	builder b;
@@ -450,7 +455,9 @@ Test(builder, too_many_distinct_values_abandon_the_dictionary)
 		events[i].time_us = i;
 		events[i].project = cstr(names[i]);
 		events[i].model = cstr("same-model-every-time");
+		size_t with = builder_bytes_with(&b, &events[i]);
 		cr_assert_eq(builder_add(&b, &events[i]), 0);
+		cr_assert_eq(builder_bytes(&b), with, "event %d", i);
 	}
 	cr_expect(b.strings[BUILDER_PROJECT].dict_abandoned);
 	Tally__V1__Request *got = round_trip(&b, events, N);
@@ -492,5 +499,63 @@ Test(builder, tenant_settings)
 	cr_assert_eq(builder_set_tenant(&b, NULL), 0);
 	cr_assert_eq(builder_message(&b, &m), 0);
 	cr_expect_str_eq(m.tenant, "");
+	builder_free(&b);
+}
+
+/* Events whose type column turns into a worthwhile dictionary at about the
+ * 240th event (120 distinct 2-byte types, cycling), ahead of four columns
+ * of 20 distinct 100-byte values: from then on those columns' codes come
+ * after the types' 120 entries, past 127, two bytes each. ids[] and
+ * types[] hold the strings (N_SHIFT events). */
+enum { N_SHIFT = 400 };
+static void shifting_events(tally_client_event *events, char ids[][16], char types[][4],
+			    char values[][100])
+{
+	for (int v = 0; v < 20; v++) {
+		memset(values[v], 'a' + v, 100);
+		values[v][0] = (char)('A' + v);
+	}
+	for (int t = 0; t < 120; t++)
+		snprintf(types[t], 4, "%02x", t);
+	for (int i = 0; i < N_SHIFT; i++) {
+		tally_client_event *e = &events[i];
+		memset(e, 0, sizeof(*e));
+		snprintf(ids[i], 16, "%08d", i);
+		e->event_id = (tally_client_str){ids[i], 8};
+		e->time_us = INT64_C(1700000000000000) + i;
+		e->type = (tally_client_str){types[i % 120], 2};
+		e->project = (tally_client_str){values[i % 20], 100};
+		e->agent = (tally_client_str){values[(i + 3) % 20], 100};
+		e->model = (tally_client_str){values[(i + 7) % 20], 100};
+		e->user = (tally_client_str){values[(i + 11) % 20], 100};
+	}
+}
+
+/* Description: where one event shifts every later column's codes to two
+ * bytes, builder_bytes_with foresees the bound after it exactly, and the
+ * bound rises by more than the event's strings plus 128 bytes (what
+ * `tally ingest` allowed an event before 2026-12-02, when it sent batches
+ * over the server's frame limit); the packed batch stays under it. */
+Test(builder, bytes_with_foresees_an_event_that_widens_every_code)
+{
+	builder b;
+	builder_init(&b);
+	static char ids[N_SHIFT][16], types[120][4], values[20][100];
+	static tally_client_event shift[N_SHIFT];
+	shifting_events(shift, ids, types, values);
+	builder_reset(&b);
+	size_t jump_max = 0, allowance = 0;
+	for (int i = 0; i < N_SHIFT; i++) {
+		size_t before = builder_bytes(&b), with = builder_bytes_with(&b, &shift[i]);
+		cr_assert_eq(builder_add(&b, &shift[i]), 0);
+		cr_assert_eq(builder_bytes(&b), with, "event %d", i);
+		if (with - before > jump_max) {
+			jump_max = with - before;
+			allowance = 2 + 8 + 4 * 100 + 128;
+		}
+	}
+	cr_expect_gt(jump_max, allowance, "one event raised the bound by %zu bytes", jump_max);
+	Tally__V1__Request *got = round_trip(&b, shift, N_SHIFT);
+	tally__v1__request__free_unpacked(got, NULL);
 	builder_free(&b);
 }

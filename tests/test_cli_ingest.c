@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../tools/ingest.h"
+#include "builder.h"
 #include "../tools/rows.h"
 
 #define SERVER_BATCHES_MAX 64
@@ -316,8 +317,8 @@ Test(ingest, malformed_row_after_good_rows)
 }
 
 /* Description: batches refused with RESOURCE_EXHAUSTED are sent again
- * after the delay and then acknowledged; a refusal of another kind stops
- * the ingest naming the batch's lines. */
+ * after the delay and then acknowledged, up to 8 times; a refusal of
+ * another kind stops the ingest naming the batch's lines. */
 Test(ingest, backpressure_retried_other_refusals_stop)
 {
 	const char *text = "event_id,time\na,1\nb,2\nc,3\n";
@@ -340,6 +341,18 @@ Test(ingest, backpressure_retried_other_refusals_stop)
 	cr_expect_eq(r.rc, INGEST_FAILED);
 	cr_expect_str_eq(r.err, "the server refused the batch of lines 2-3: slow down (PERMISSION_DENIED)");
 	cr_expect_eq(r.sum.accepted, 1, "the batch in flight before the refusal was still acknowledged");
+
+	/* Refused for good: sent again INGEST_RETRIES_MAX (8) times, as
+	 * documented, then the ingest fails (before 2026-12-02, 7 times). */
+	memset(&r, 0, sizeof(r));
+	r.sv.refuse = 1000;
+	r.sv.refuse_code = TALLY__V1__ERROR__CODE__RESOURCE_EXHAUSTED;
+	ingest_text(&r, "event_id,time\na,1\n", &o, "acme");
+	cr_expect_eq(r.rc, INGEST_FAILED);
+	cr_expect_eq(r.sum.retries, INGEST_RETRIES_MAX);
+	cr_expect_eq(r.sv.batches, 1 + INGEST_RETRIES_MAX);
+	cr_expect_str_eq(r.err, "the server refused the batch of lines 2-2 after retries: slow down "
+				"(RESOURCE_EXHAUSTED)");
 }
 
 /* Description: when the server closes with batches in flight, their
@@ -495,14 +508,77 @@ Test(ingest, batches_are_cut_at_the_server_frame_limit)
 	expect_summary(&r.sum, "in.csv: 60 rows read, 60 events acknowledged: 60 accepted, 0 duplicate, 0 conflict, "
 		       "0 rejected\n");
 
-	static const char big[] = "event_id,time,model\n"
-				  "ok-1,1790000000000000,m\n"
-				  "ok-2,1790000000000000,"
-				  "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm\n";
+	/* A model of 300 bytes: the event alone is over a 300-byte frame. */
+	char big[400];
+	int n = snprintf(big, sizeof(big), "event_id,time,model\nok-1,1790000000000000,m\n"
+			 "ok-2,1790000000000000,");
+	memset(big + n, 'm', 300);
+	snprintf(big + n + 300, sizeof(big) - (size_t)n - 300, "\n");
 	memset(&r, 0, sizeof(r));
 	r.frame_bytes_max = 300;
 	ingest_text(&r, big, &o, "acme");
 	cr_expect_eq(r.rc, INGEST_FAILED);
 	cr_expect_str_eq(r.err, "in.csv:3: the event alone is larger than the server's frame limit (300 bytes)");
 	cr_expect_eq(r.sum.accepted, 1, "the row before it was sent and acknowledged");
+}
+
+/* Description: rows whose type column turns into a worthwhile dictionary
+ * partway (120 distinct 2-byte types, cycling) ahead of four columns of 20
+ * distinct 100-byte values: at that row every later column's codes pass
+ * 127, two bytes each, and the batch grows by far more than the row's own
+ * bytes. Against a server whose frame limit is what the batch before that
+ * row takes plus the row's strings and 128 bytes (the allowance `tally
+ * ingest` gave a row before 2026-12-02, when it then sent a batch over the
+ * limit and failed, on every rerun too), every batch is within the limit
+ * and every row is acknowledged. */
+Test(ingest, a_row_that_widens_every_code_starts_a_new_batch)
+{
+	enum { ROWS = 400 };
+	static char values[20][101], types[120][4];
+	for (int v = 0; v < 20; v++) {
+		memset(values[v], 'a' + v, 100);
+		values[v][0] = (char)('A' + v);
+	}
+	for (int t = 0; t < 120; t++)
+		snprintf(types[t], sizeof(types[t]), "%02x", t);
+	size_t size = 64 + (size_t)ROWS * 480;
+	char *text = malloc(size);
+	cr_assert_not_null(text);
+	size_t at = (size_t)snprintf(text, size, "event_id,time,type,project,agent,model,user\n");
+	builder b;
+	builder_init(&b);
+	uint32_t limit = 0;
+	for (int i = 0; i < ROWS; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "%08d", i);
+		at += (size_t)snprintf(text + at, size - at, "%s,%" PRId64 ",%s,%s,%s,%s,%s\n", id,
+				       INT64_C(1790000000000000) + i, types[i % 120], values[i % 20],
+				       values[(i + 3) % 20], values[(i + 7) % 20], values[(i + 11) % 20]);
+		tally_client_event e = {
+			.event_id = {id, 8}, .time_us = INT64_C(1790000000000000) + i,
+			.type = {types[i % 120], 2}, .project = {values[i % 20], 100},
+			.agent = {values[(i + 3) % 20], 100}, .model = {values[(i + 7) % 20], 100},
+			.user = {values[(i + 11) % 20], 100},
+		};
+		size_t before = builder_bytes(&b), allowance = 8 + 2 + 4 * 100 + 128;
+		if (!limit && builder_bytes_with(&b, &e) > before + allowance)
+			limit = (uint32_t)(before + allowance); /* the old check lets the row in */
+		cr_assert_eq(builder_add(&b, &e), 0);
+	}
+	builder_free(&b);
+	cr_assert_gt(limit, 0, "a row widened every code");
+	run r;
+	memset(&r, 0, sizeof(r));
+	r.frame_bytes_max = limit;
+	ingest_options o = {.batch_events = 1000};
+	ingest_text(&r, text, &o, "acme");
+	free(text);
+	cr_expect_eq(r.rc, INGEST_DONE, "%s", r.err);
+	uint32_t events = 0;
+	for (int k = 0; k < r.sv.batches; k++) {
+		cr_expect_leq(r.sv.frame_bytes[k], limit, "batch %d", k);
+		events += r.sv.sizes[k];
+	}
+	cr_expect_eq(events, ROWS);
+	cr_expect_eq(r.sum.accepted, ROWS);
 }

@@ -8,8 +8,9 @@
  *    tenant, at most INGEST_TENANTS_OPEN_MAX: past that every open batch
  *    is sent), "in flight" from its send to its ack, and free again after
  *    the ack. A batch is sent when it has batch_events events, when the
- *    next event could take it past the server's frame limit (builder_bytes
- *    is an upper bound), and at the end. Slots are bounded by the open and
+ *    next event could take it past the server's frame limit
+ *    (builder_bytes_with, an upper bound of the batch with it), and at the
+ *    end. Slots are bounded by the open and
  *    in-flight limits, so memory is too.
  *
  * 2. Before a send finds the in-flight limit reached, one ack is received:
@@ -33,7 +34,6 @@
 #include "tally.h"
 
 #define INGEST_STOP 100 /* a row callback's "stop": the reason is in the state */
-#define EVENT_OVERHEAD_BYTES 128 /* an event's bytes beyond its strings, at most */
 #define PROGRESS_INTERVAL_NS 250000000L
 
 const char *ingest_reason_text(uint32_t reason)
@@ -152,7 +152,7 @@ static int receive_one(state *s)
 		const tally_client_error *e = tally_client_last_error(s->c);
 		bool retry = (e->code == TALLY__V1__ERROR__CODE__RESOURCE_EXHAUSTED ||
 			      e->code == TALLY__V1__ERROR__CODE__UNAVAILABLE) &&
-			     sl->attempts < INGEST_RETRIES_MAX && !s->refused;
+			     sl->attempts <= INGEST_RETRIES_MAX && !s->refused; /* sends, the first too */
 		if (retry) {
 			uint32_t ms = e->retry_after_ms;
 			ms = ms < INGEST_RETRY_DELAY_MIN_MS ? INGEST_RETRY_DELAY_MIN_MS : ms;
@@ -299,13 +299,11 @@ static int on_row(void *ctx, const rows_row *row)
 	if (!sl)
 		return INGEST_STOP;
 	const tally_client_event *e = &row->event;
-	size_t event_bytes = (size_t)e->event_id.len + e->type.len + e->project.len + e->agent.len + e->model.len +
-			     e->user.len + EVENT_OVERHEAD_BYTES;
-	if (builder_count(&sl->b) && builder_bytes(&sl->b) + event_bytes > s->frame_bytes) {
+	if (builder_count(&sl->b) && builder_bytes_with(&sl->b, e) > s->frame_bytes) {
 		if (send_slot(s, sl) || !(sl = batch_for(s, tenant)))
 			return INGEST_STOP;
 	}
-	if (builder_bytes(&sl->b) + event_bytes > s->frame_bytes)
+	if (builder_bytes_with(&sl->b, e) > s->frame_bytes)
 		return fail(s, "%s:%" PRIu64 ": the event alone is larger than the server's frame limit (%zu bytes)",
 			    s->name, row->line, s->frame_bytes);
 	uint32_t n = builder_count(&sl->b);
