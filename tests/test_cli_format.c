@@ -318,6 +318,28 @@ Test(format, non_utf8_text_and_format_names)
 	cr_expect_eq(f, FORMAT_CSV, "unchanged");
 }
 
+/* Description: a table's columns are as wide as their longest text in
+ * characters, not bytes: "héllo ✓" (10 bytes, 7 characters) and "abcdefg"
+ * end in the same column (before 2026-12-02 the non-ASCII row was padded
+ * to its bytes and pushed the next column 3 to the right). */
+Test(format, table_widths_count_characters)
+{
+	static const char *const names[] = {"text", "n"};
+	format_table t;
+	cr_assert_eq(format_table_init(&t, names, 2), 0);
+	cr_assert_eq(format_add_text(&t, "h\xc3\xa9llo \xe2\x9c\x93", 10), 0);
+	cr_assert_eq(format_add_text(&t, "x", 1), 0);
+	cr_assert_eq(format_add_text(&t, "abcdefg", 7), 0);
+	cr_assert_eq(format_add_text(&t, "y", 1), 0);
+	char *text = printed(&t, FORMAT_TABLE, true);
+	cr_expect_str_eq(text, "text     n\n"
+			       "-------  -\n"
+			       "h\xc3\xa9llo \xe2\x9c\x93  x\n"
+			       "abcdefg  y\n");
+	free(text);
+	format_table_free(&t);
+}
+
 /* Description: byte counts in binary units, one decimal (under 1 KiB in
  * bytes), up to EiB, never "1024.0" of a unit; times with microseconds in UTC, negative ones
  * floored into the second and day before 1970 that hold them; days as

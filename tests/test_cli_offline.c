@@ -407,6 +407,43 @@ Test(cli_offline, verify_of_a_clean_directory_exits_0)
 	json_decref(verify_json(0));
 }
 
+/* Description: `verify --json` and `inspect --json` of a data directory
+ * whose path is not UTF-8 (byte 0xff) report it, the path's non-ASCII
+ * bytes written '?' (before 2026-12-02 both exited 2, "could not build the
+ * JSON output"); the text forms print the path as it is. */
+Test(cli_offline, json_reports_of_a_path_that_is_not_utf8)
+{
+	build_store();
+	char odd[80], shown[80];
+	snprintf(odd, sizeof(odd), "/tmp/tally-test-odd-%d-\xff", (int)getpid());
+	snprintf(shown, sizeof(shown), "/tmp/tally-test-odd-%d-?", (int)getpid());
+	unlink(odd);
+	cr_assert_eq(symlink(dir, odd), 0, "symlink %s", odd);
+
+	cli_run_result *r = run_verify("--json", odd);
+	cr_expect_eq(r->code, CLI_EXIT_OK, "stdout: %s stderr: %s", r->out, r->err);
+	json_error_t error;
+	json_t *root = json_loads(r->out, 0, &error);
+	cr_expect_not_null(root, "%s: %s", error.text, r->out);
+	cr_expect_str_eq(json_string_value(json_object_get(root, "dir")), shown);
+	cr_expect(json_is_true(json_object_get(root, "clean")));
+	json_decref(root);
+
+	r = run_inspect("--json", odd);
+	cr_expect_eq(r->code, CLI_EXIT_OK, "stdout: %s stderr: %s", r->out, r->err);
+	root = json_loads(r->out, 0, &error);
+	cr_expect_not_null(root, "%s: %s", error.text, r->out);
+	cr_expect_str_eq(json_string_value(json_object_get(root, "dir")), shown);
+	json_decref(root);
+
+	r = run_verify(NULL, odd);
+	cr_expect_eq(r->code, CLI_EXIT_OK, "%s", r->err);
+	char line[200];
+	snprintf(line, sizeof(line), "tally verify: %s: no problems found\n", odd);
+	cr_expect_str_eq(r->out, line);
+	cr_assert_eq(unlink(odd), 0);
+}
+
 /* The byte offset a verify message gives right after the file's path. */
 static uint64_t message_offset(const char *message, const char *path)
 {

@@ -205,7 +205,8 @@ Test(queryargs, bad_flags_have_exact_messages)
 	}
 }
 
-/* Description: from must be before to; an argument left after the
+/* Description: from must be before to (also when the default --from
+ * would fall before the start of time); an argument left after the
  * options is refused; more than 16 filters or 256 values are refused
  * before anything is sent. */
 Test(queryargs, range_and_bounds)
@@ -224,6 +225,20 @@ Test(queryargs, range_and_bounds)
 	cr_assert_eq(queryargs_from(&s, "now", NOW, err), 0);
 	cr_expect_eq(queryargs_finish(&s, NOW, err), -EINVAL);
 	cr_expect_str_eq(err, "--from must be before --to");
+	queryargs_free(&s);
+
+	/* --to at the start of time: the default --from (30 days before it)
+	 * stops there, and the range is empty (before 2026-12-02 the
+	 * subtraction overflowed and the check was compiled away). */
+	queryargs_init(&s);
+	cr_assert_eq(queryargs_to(&s, "-9223372036854775808", NOW, err), 0, "%s", err);
+	cr_expect_eq(queryargs_finish(&s, NOW, err), -EINVAL);
+	cr_expect_str_eq(err, "--from must be before --to");
+	queryargs_free(&s);
+	queryargs_init(&s);
+	cr_assert_eq(queryargs_to(&s, "-9223372036854775000", NOW, err), 0, "%s", err);
+	cr_expect_eq(queryargs_finish(&s, NOW, err), 0, "%s", err);
+	cr_expect_eq(s.query.from_us, INT64_MIN);
 	queryargs_free(&s);
 
 	queryargs_init(&s);

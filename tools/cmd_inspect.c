@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "cli.h"
+#include "format.h"
 #include "tally.h"
 
 #define TENANTS_MAX (1u << 22)
@@ -429,7 +430,7 @@ static int print_json(const char *dir, const tally_inspect_report *r, const insp
 	json_t *root = json_object();
 	if (!root)
 		return -1;
-	jset(root, "dir", json_string(dir), &bad);
+	jset(root, "dir", format_json_text(dir, strlen(dir)), &bad);
 	jset(root, "manifest_generation", json_integer((json_int_t)r->manifest_generation), &bad);
 	jset(root, "manifest_version", json_integer((json_int_t)r->manifest_version), &bad);
 	jset(root, "segment_file_count", json_integer((json_int_t)r->segment_file_count), &bad);

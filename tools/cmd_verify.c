@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "format.h"
 #include "tally.h"
 
 typedef struct verify_output {
@@ -39,7 +40,7 @@ static void emit(verify_output *out, const char *message)
 		printf("%s\n", message);
 		return;
 	}
-	if (!out->problems || json_array_append_new(out->problems, json_string(message)))
+	if (!out->problems || json_array_append_new(out->problems, format_json_text(message, strlen(message))))
 		out->json_failed = 1;
 }
 
@@ -99,7 +100,7 @@ static int verify_run(const cli_command *command, int argc, char **argv)
 		json_t *root = json_object();
 		int bad = !root || out.json_failed;
 		if (!bad) {
-			bad |= json_object_set_new(root, "dir", json_string(dir)) != 0;
+			bad |= json_object_set_new(root, "dir", format_json_text(dir, strlen(dir))) != 0;
 			bad |= json_object_set_new(root, "clean", json_boolean(rc == 0)) != 0;
 			bad |= json_object_set_new(root, "problem_count", json_integer(rc)) != 0;
 			bad |= json_object_set(root, "problems", out.problems) != 0;

@@ -237,17 +237,29 @@ static bool column_numeric(const format_table *t, size_t column)
 	return rows > 0;
 }
 
+/* The columns len bytes of text take in a table: one per character (a
+ * UTF-8 continuation byte adds none), so non-ASCII text lines up as ASCII
+ * does (a wide character, CJK say, still shows two columns wide). */
+static size_t text_columns(const char *p, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += ((unsigned char)p[i] & 0xc0) != 0x80;
+	return n;
+}
+
 static void table_field(FILE *out, const char *p, size_t len, size_t width, bool right, bool last)
 {
+	size_t columns = text_columns(p, len);
 	if (right)
-		for (size_t i = len; i < width; i++)
+		for (size_t i = columns; i < width; i++)
 			fputc(' ', out);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)p[i];
 		fputc(ch < 0x20 || ch == 0x7f ? '?' : ch, out);
 	}
 	if (!right && !last)
-		for (size_t i = len; i < width; i++)
+		for (size_t i = columns; i < width; i++)
 			fputc(' ', out);
 	if (!last)
 		fputs("  ", out);
@@ -264,9 +276,10 @@ static void print_table(const format_table *t, FILE *out, bool header)
 		right[c] = column_numeric(t, c);
 		for (size_t r = 0; r < rows; r++) {
 			size_t len;
-			cell_bytes(t, &t->cells[r * t->column_count + c], buf, &len);
-			if (len > widths[c])
-				widths[c] = len;
+			const char *p = cell_bytes(t, &t->cells[r * t->column_count + c], buf, &len);
+			size_t columns = text_columns(p, len);
+			if (columns > widths[c])
+				widths[c] = columns;
 		}
 	}
 	if (header) {
@@ -319,8 +332,8 @@ static void print_csv(const format_table *t, FILE *out, bool header)
 		}
 }
 
-/* A JSON string of bytes that may not be UTF-8 (see format.h). */
-static json_t *json_text(const char *p, size_t len)
+/* See format.h. */
+json_t *format_json_text(const char *p, size_t len)
 {
 	json_t *s = json_stringn(p, len);
 	if (s)
@@ -339,7 +352,7 @@ static json_t *json_cell(const format_table *t, const format_cell *c)
 {
 	char buf[CELL_TEXT_SIZE];
 	switch (c->kind) {
-	case CELL_TEXT: return json_text(t->text + c->v.text.offset, c->v.text.len);
+	case CELL_TEXT: return format_json_text(t->text + c->v.text.offset, c->v.text.len);
 	case CELL_INT: return json_integer(c->v.i);
 	case CELL_UINT:
 		if (c->v.u <= (uint64_t)INT64_MAX)

@@ -46,6 +46,12 @@ void format_wide_text(char *out, __int128 v);
  * page 10,000. */
 #define FORMAT_ROWS_MAX 200000
 
+/* A jansson string of len bytes at p: as they are when they are UTF-8,
+ * else with every byte past ASCII (and NUL) written '?'. NULL only when
+ * out of memory. For text such as paths that may not be UTF-8. */
+struct json_t;
+struct json_t *format_json_text(const char *p, size_t len);
+
 /* "table", "csv", "json" to an enum format_kind; -1 for anything else. */
 int format_parse(const char *name);
 

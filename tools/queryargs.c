@@ -330,8 +330,10 @@ int queryargs_finish(query_spec *spec, int64_t now_us, char *errmsg)
 {
 	if (!spec->have_to)
 		spec->to_us = now_us;
-	if (!spec->have_from)
-		spec->from_us = spec->to_us - QUERYARGS_RANGE_DEFAULT_US;
+	if (!spec->have_from) /* 30 days back, or the start of time (no signed overflow) */
+		spec->from_us = spec->to_us >= INT64_MIN + QUERYARGS_RANGE_DEFAULT_US
+					? spec->to_us - QUERYARGS_RANGE_DEFAULT_US
+					: INT64_MIN;
 	if (spec->from_us >= spec->to_us)
 		return fail(errmsg, "--from must be before --to");
 	if (spec->agg_count == 0 && queryargs_aggs(spec, "count", errmsg))
