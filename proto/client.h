@@ -201,10 +201,10 @@ int tally_client_open(const char *server, const char *api_key, const char *clien
 		      tally_client **out, tally_session_info *info, char *errmsg);
 
 /* tally_client_open with tally_client_set_timeout(timeout_ms) in force
- * from before the connect (which it bounds too) through the Hello and for
- * every later call: a peer that accepts and never answers fails it with
- * -ETIMEDOUT instead of holding it for good (0: wait forever, as
- * tally_client_open). */
+ * from before the connect (each address a name resolves to is given that
+ * long to connect) through the Hello and for every later call: a peer
+ * that accepts and never answers fails it with -ETIMEDOUT instead of
+ * holding it for good (0: wait forever, as tally_client_open). */
 int tally_client_open_within(const char *server, const char *api_key, const char *client_name,
 			     uint32_t timeout_ms, tally_client **out, tally_session_info *info,
 			     char *errmsg);

@@ -130,6 +130,7 @@ static ev_ledger ledger;
 static uint32_t round_no;       /* the latest round: new batches go here */
 static uint32_t backfill_round; /* the round whose batches are backfills, or UINT32_MAX */
 static uint32_t part_bytes_max; /* the store's ingest_part_bytes_max (0: its default) */
+static uint64_t wal_file_bytes_max; /* the store's wal_file_bytes_max (0: its default) */
 
 static void fresh(void)
 {
@@ -152,6 +153,8 @@ static int store_try_open(tally_store **s, char *errmsg)
 	o.io = fault_io_table(fio);
 	o.background = false;
 	o.ingest_part_bytes_max = part_bytes_max;
+	if (wal_file_bytes_max)
+		o.wal_file_bytes_max = wal_file_bytes_max;
 	*s = NULL;
 	return tally_store_open(dir, &o, s, errmsg);
 }
@@ -993,9 +996,11 @@ Test(oom, a_call_retried_after_failures_leaves_one_fingerprint_per_id)
 
 /* Description: the WAL writer thread allocates nothing to start a file:
  * with every allocation on it failing, the first ingest after an open
- * (its first file, the list of live files growing from empty) and ingests
- * after flushes (each rotates the WAL to a new file, the list growing past
- * 16 entries) are acknowledged, and the store stays writable. Before
+ * (its first file, the list of live files growing from empty), ingests
+ * after flushes (each rotates the WAL to a new file) and, with 4 KiB WAL
+ * files and no flush, 60 ingests each starting a file (the list of live
+ * files growing past 16 and 32 entries) are acknowledged, and the store
+ * stays writable. Before
  * 2026-12-02 the writer grew the list itself, and its ENOMEM failed the
  * WAL for good ("WAL write or fsync failed"; every later write refused
  * until a reopen) although nothing had been written. The appender grows
@@ -1012,11 +1017,21 @@ Test(oom, the_wal_writer_allocates_nothing_to_start_a_file)
 	}
 	ingest_acked(s, 0);
 	oom_wal_thread = false;
+	cr_assert_eq(tally_store_close(s), 0);
+
+	wal_file_bytes_max = 4096; /* less than a batch's record: a file per batch */
+	s = store_open();
+	oom_wal_thread = true;
+	for (int i = 0; i < 60; i++)
+		ingest_acked(s, (uint32_t)i % TENANTS);
+	oom_wal_thread = false;
 	tally_stats st;
 	cr_assert_eq(tally_store_stats(s, &st), 0);
 	cr_expect_eq(st.sticky_error, 0);
+	cr_expect_geq(st.wal_file_count, 60, "live WAL files: %" PRIu64, st.wal_file_count);
 	verify(s, "after the ingests", 0);
 	cr_assert_eq(tally_store_close(s), 0);
+	wal_file_bytes_max = 0;
 	s = store_open();
 	verify(s, "reopen", 0);
 	expect_resend_duplicates(s, 0);
