@@ -676,15 +676,25 @@ static void refuse_connection(server *s, int fd, const char *why)
 	close(fd);
 }
 
+/* How often an accept that keeps failing (out of file descriptors) is
+ * logged: it is tried again at every timer tick. */
+#define ACCEPT_ERROR_LOG_US (INT64_C(10) * 1000000)
+
 static void on_accept(server *s, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
-		s->accept_armed = false;
+		s->accept_armed = false; /* on_timer arms it again; on success, at once */
 	if (cqe->res < 0) {
-		if (cqe->res != -ECANCELED && !atomic_load(&s->stopping))
-			log_error("accept: %s", strerror(-cqe->res));
+		int64_t now = server_now_us();
+		if (cqe->res != -ECANCELED && !atomic_load(&s->stopping) &&
+		    (!s->accept_error_logged_us || now - s->accept_error_logged_us >= ACCEPT_ERROR_LOG_US)) {
+			s->accept_error_logged_us = now;
+			log_error("accept: %s (accepting again every tick)", strerror(-cqe->res));
+		}
 		return;
 	}
+	if (!s->accept_armed && !atomic_load(&s->stopping))
+		arm_accept(s);
 	int fd = cqe->res;
 	if (atomic_load(&s->stopping)) {
 		close(fd);
@@ -753,6 +763,11 @@ static bool conn_send_stalled(const server *s, conn *c, int64_t now)
 
 static void on_timer(server *s)
 {
+	/* An accept ended by an error (EMFILE, ENFILE, ENOMEM: multishot
+	 * accepts end at their first) is made again: without it the server
+	 * never took another connection. */
+	if (!s->accept_armed && !atomic_load(&s->stopping))
+		arm_accept(s);
 	handlers_save_tenants(s);
 	int64_t now = server_now_us();
 	for (uint32_t i = 0; i < s->conn_slots; i++) {

@@ -179,6 +179,7 @@ struct server {
 	int listen_fd;
 	uint16_t port;
 	bool accept_armed;
+	int64_t accept_error_logged_us; /* server_now_us of the last accept error logged */
 	int stop_fd;   /* eventfd: server_stop */
 	int commit_fd; /* eventfd: the committer */
 	int worker_fd; /* eventfd: the worker pool */

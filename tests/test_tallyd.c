@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -242,5 +243,57 @@ Test(tallyd, a_lost_admin_key_file)
 		 "is issued\n", key_path);
 	cr_expect_not_null(strstr(err, want), "%s", err);
 	cr_expect_null(strstr(err, "first start"), "%s", err);
+	test_dir_remove_tree(dir.path);
+}
+
+/* Description: a tallyd whose file descriptors run out (started with a
+ * limit of 64, then sent 80 plain connections) logs the failed accept,
+ * and once those connections close it accepts again: a new client is
+ * served within a timer tick or two. Before 2026-12-02 the failed accept
+ * ended io_uring's multishot accept for good, and every later client
+ * waited forever while the server looked healthy (about 1,010 plain
+ * connections, no key needed, did it at the default limit of 1,024). */
+Test(tallyd, accepts_again_after_running_out_of_descriptors, .timeout = 60)
+{
+	test_dir dir;
+	test_dir_make(&dir, "tallyd-emfile");
+	char data[96], log_path[96], address[TALLYD_PROC_ADDRESS_SIZE], key[TALLYD_PROC_KEY_SIZE] = "";
+	snprintf(data, sizeof(data), "%s/data", dir.path);
+	snprintf(log_path, sizeof(log_path), "%s/stderr", dir.path);
+	struct rlimit old, low;
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = (struct rlimit){64, old.rlim_max};
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0); /* the child's, from its fork */
+	const char *const args[] = {"--latency-slice-us=0", NULL};
+	pid_t pid = tallyd_proc_start(data, args, log_path, address, key);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	enum { PLAIN = 80 };
+	int plain[PLAIN];
+	const char *colon = strrchr(address, ':');
+	cr_assert_not_null(colon);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	for (int i = 0; i < PLAIN; i++) {
+		plain[i] = socket(AF_INET, SOCK_STREAM, 0);
+		cr_assert_geq(plain[i], 0);
+		cr_assert_eq(connect(plain[i], (struct sockaddr *)&a, sizeof(a)), 0, "connection %d", i);
+	}
+	struct timespec pause = {0, 500 * 1000000L};
+	nanosleep(&pause, NULL);
+	for (int i = 0; i < PLAIN; i++)
+		close(plain[i]);
+
+	tally_client *c = NULL;
+	char why[TALLY_CLIENT_ERRMSG_SIZE] = "";
+	int rc = tally_client_open_within(address, key, NULL, 10000, &c, NULL, why);
+	cr_expect_eq(rc, 0, "a new client after the descriptors came back: %s", why);
+	if (!rc) {
+		cr_expect_eq(tally_client_ping(c, "alive", 5), 0);
+		tally_client_close(c);
+	}
+	stop_and_read_log(pid, log_path);
+	cr_expect_not_null(strstr(err, " error accept: Too many open files (accepting again every tick)"),
+			   "%s", err);
 	test_dir_remove_tree(dir.path);
 }
