@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <linux/sockios.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -1216,6 +1217,63 @@ void server_stop(server *s)
 	eventfd_signal(s->stop_fd); /* one write(2): async-signal-safe */
 }
 
+/* Reads and drops what fd's peer sent that was not read: a close with
+ * unread input sends a reset, and a reset throws away what the kernel had
+ * not sent yet. */
+static void input_drop(int fd)
+{
+	uint8_t scratch[4096];
+	while (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0)
+		;
+}
+
+/*
+ * The end of a stop: every connection's answers are with the kernel (the
+ * drain), maybe not sent yet (a peer that reads slowly). Each connection's
+ * sending side is shut (a FIN after its data) and its unread input
+ * dropped, for up to SHUTDOWN_LINGER_MS until the kernel has sent
+ * everything; then closed with its input dropped again, so the close is
+ * no reset and the kernel goes on sending what is left. Before, the close
+ * of a connection whose client had sent one more request reset it and
+ * lost the ack of a batch that was durable.
+ */
+static void conns_close_at_stop(server *s)
+{
+	int64_t until = server_now_us() + (int64_t)SHUTDOWN_LINGER_MS * 1000;
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		conn *c = &s->conns[i];
+		if (c->fd >= 0 && !c->close_submitted)
+			shutdown(c->fd, SHUT_WR);
+	}
+	for (;;) {
+		bool unsent = false;
+		for (uint32_t i = 0; i < s->conn_slots; i++) {
+			conn *c = &s->conns[i];
+			if (c->fd < 0 || c->close_submitted)
+				continue;
+			input_drop(c->fd);
+			int queued = 0;
+			if (ioctl(c->fd, SIOCOUTQ, &queued) == 0 && queued > 0)
+				unsent = true;
+		}
+		if (!unsent || server_now_us() >= until)
+			break;
+		struct timespec pause = {0, 10 * 1000000L};
+		nanosleep(&pause, NULL);
+	}
+	for (uint32_t i = 0; i < s->conn_slots; i++) {
+		conn *c = &s->conns[i];
+		if (c->fd < 0 || c->close_submitted)
+			continue;
+		input_drop(c->fd);
+		c->close_submitted = true;
+		c->read_closed = true;
+		c->closing = true;
+		cancel_recv(s, c);
+		conn_maybe_release(s, c);
+	}
+}
+
 /* Whether a stopping server has nothing left to finish. */
 static bool drained(server *s)
 {
@@ -1346,9 +1404,7 @@ int server_run(server *s)
 			break;
 		}
 	}
-	for (uint32_t i = 0; i < s->conn_slots; i++)
-		if (s->conns[i].fd >= 0 && !s->conns[i].close_submitted)
-			conn_abort(s, &s->conns[i]);
+	conns_close_at_stop(s);
 	return s->run_error;
 }
 
@@ -1381,8 +1437,10 @@ int server_close(server *s, char *errmsg)
 	if (s->conns) {
 		for (uint32_t i = 0; i < s->conn_slots; i++) {
 			conn *c = &s->conns[i];
-			if (c->fd >= 0)
+			if (c->fd >= 0) {
+				input_drop(c->fd); /* no reset: the kernel still sends what it holds */
 				close(c->fd);
+			}
 			frame_reader_free(&c->reader);
 			free(c->stash);
 			free(c->out);

@@ -28,8 +28,10 @@ uint16_t server_metrics_port(const server *s);
 /*
  * Runs the event loop on the calling thread until server_stop: then stops
  * accepting and reading, finishes every request in flight (acks included),
- * sends what is queued (for at most SHUTDOWN_DRAIN_MS), and returns 0, or
- * a negative code if the loop itself failed.
+ * sends what is queued (for at most SHUTDOWN_DRAIN_MS), closes every
+ * connection without a reset (SHUTDOWN_LINGER_MS for the kernel to send
+ * what it holds), and returns 0, or a negative code if the loop itself
+ * failed.
  */
 int server_run(server *s);
 

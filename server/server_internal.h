@@ -62,6 +62,9 @@
 #define CONN_SPARE_BYTES_MAX (1u << 20)
 /* How long a shutdown waits for in-flight requests and unsent responses. */
 #define SHUTDOWN_DRAIN_MS 10000
+/* After the drain, how long a stop waits for the kernel to send each
+ * connection's last answers before it closes them (conns_close_at_stop). */
+#define SHUTDOWN_LINGER_MS 1000
 /* Tenants created by ingest reach tenants.json this often at most. */
 #define TENANTS_SAVE_INTERVAL_US (INT64_C(1000000))
 /* retry_after_ms suggested with UNAVAILABLE. */

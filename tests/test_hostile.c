@@ -1554,3 +1554,67 @@ Test(hostile, a_reset_connections_queued_batch_still_counts)
 	served(&h);
 	harness_finish(&h);
 }
+
+/* Description: a client busy elsewhere (a 4 KiB receive buffer, 40 Pongs
+ * of 16 KiB waiting for it) whose ingest batch is durable and its ack
+ * queued behind the Pongs, and which sends one more request after the
+ * server began to stop: the server stops, and the client, reading only
+ * then, still gets every Pong and the ack (the batch, sent again, is all
+ * DUPLICATE). Before 2026-12-02 the final close, with that request
+ * unread, reset the connection and threw the unsent answers away, the
+ * ack of a durable batch among them. */
+Test(hostile, a_stop_delivers_the_answers_the_kernel_holds, .timeout = 60)
+{
+	harness h;
+	harness_init(&h, "stop-acks");
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	int fd = harness_socket(&h);
+	int small = 4096;
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	send_hello(fd, key);
+	for (int i = 0; i < 40; i++) {
+		size_t size;
+		uint8_t *frame = ping_frame(100 + (uint64_t)i, 16 << 10, &size);
+		send_all(fd, frame, size);
+		free(frame);
+	}
+	int64_t base = batches_base_time();
+	builder b;
+	Tally__V1__IngestBatch m;
+	batches_build(&b, &m, "stop", 10, base);
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 500;
+	req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+	req.ingest = &m;
+	send_request(fd, &req);
+	builder_free(&b);
+	struct timespec pause = {1, 0}; /* the batch durable, its ack behind the Pongs */
+	nanosleep(&pause, NULL);
+	server_stop(h.server);
+	pause = (struct timespec){0, 200 * 1000000L};
+	nanosleep(&pause, NULL);
+	send_ping(fd, 900); /* after the stop began: never read */
+	harness_stop(&h);
+
+	bool acked = false;
+	int pongs = 0;
+	Tally__V1__Response *r;
+	while ((r = read_response(fd, 2000))) {
+		pongs += r->body_case == TALLY__V1__RESPONSE__BODY_PONG;
+		if (r->request_id == 500)
+			acked = r->body_case == TALLY__V1__RESPONSE__BODY_INGEST;
+		tally__v1__response__free_unpacked(r, NULL);
+	}
+	close(fd);
+	cr_expect_eq(pongs, 40);
+	cr_expect(acked, "the durable batch's ack never reached the client (%d Pongs read)", pongs);
+	harness_start(&h);
+	tally_client *c = harness_connect(&h, key);
+	uint32_t duplicates = 0;
+	cr_assert_eq(batches_send(c, "stop", 10, base, &duplicates), 0);
+	tally_client_close(c);
+	cr_expect_eq(duplicates, 10, "the batch was stored");
+	harness_finish(&h);
+}
