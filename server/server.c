@@ -282,11 +282,11 @@ static void conn_answered(server *s, conn *c, uint64_t frame_bytes)
 	s->pending_bytes -= frame_bytes;
 }
 
-/* Counts size bytes just queued in c's out (for request frame_bytes; 0: an
- * Error about the stream) and starts sending them. */
-static void conn_queued(server *s, conn *c, size_t size, uint64_t frame_bytes)
+/* Starts sending what was just queued in c's out (for request frame_bytes;
+ * 0: an Error about the stream). tally_sent_bytes_total counts it once the
+ * kernel takes it (on_send). */
+static void conn_queued(server *s, conn *c, uint64_t frame_bytes)
 {
-	metrics_add(s->metrics, M_BYTES_SENT, size);
 	uint64_t unsent = conn_unsent_bytes(c);
 	if (unsent > atomic_load_explicit(&s->conn_unsent_bytes_peak, memory_order_relaxed))
 		atomic_store_explicit(&s->conn_unsent_bytes_peak, unsent, memory_order_relaxed);
@@ -307,7 +307,7 @@ int conn_respond_framed(server *s, conn *c, uint8_t *frame, size_t size, uint64_
 	}
 	memcpy(c->out + c->out_len, frame, size);
 	c->out_len += size;
-	conn_queued(s, c, size, frame_bytes);
+	conn_queued(s, c, frame_bytes);
 	return 0;
 }
 
@@ -339,7 +339,7 @@ int conn_respond(server *s, conn *c, const Tally__V1__Response *resp, uint64_t f
 	frame_header_put(c->out + c->out_len, (uint32_t)size);
 	tally__v1__response__pack(resp, c->out + c->out_len + FRAME_HEADER_SIZE);
 	c->out_len += FRAME_HEADER_SIZE + size;
-	conn_queued(s, c, FRAME_HEADER_SIZE + size, frame_bytes);
+	conn_queued(s, c, frame_bytes);
 	return 0;
 }
 
@@ -400,6 +400,9 @@ static void on_send(server *s, conn *c, int res)
 		return;
 	}
 	c->send_off += (size_t)res;
+	/* What the kernel took, not what was queued: a stalled peer's dropped
+	 * output is not counted as sent. */
+	metrics_add(s->metrics, M_BYTES_SENT, (uint64_t)res);
 	c->send_waiting_us = server_now_us(); /* the peer took bytes */
 	if (c->send_off < c->send_len && !c->close_submitted) {
 		/* A short send: the rest of the same buffer. */

@@ -1618,3 +1618,46 @@ Test(hostile, a_stop_delivers_the_answers_the_kernel_holds, .timeout = 60)
 	cr_expect_eq(duplicates, 10, "the batch was stored");
 	harness_finish(&h);
 }
+
+/* Description: tally_sent_bytes_total counts what the kernel took, not
+ * what was queued: a client that sends 100 Pings of 64 KiB and reads none
+ * of the Pongs is cut by the idle timeout (500 ms here) with most of them
+ * unsent, and the counter grows by at most what the client can then read
+ * (before 2026-12-02 it counted all 6.5 MB as sent). */
+Test(hostile, sent_bytes_count_only_what_the_kernel_took, .timeout = 60)
+{
+	harness h;
+	harness_init(&h, "sent-bytes");
+	h.config.idle_timeout_ms = 500;
+	harness_start(&h);
+	int fd = harness_socket(&h);
+	send_hello(fd, h.admin_key);
+	uint64_t before = metrics_counter(h.server->metrics, M_BYTES_SENT);
+	for (int i = 0; i < 100; i++) {
+		size_t size;
+		uint8_t *frame = ping_frame(10 + (uint64_t)i, 64 << 10, &size);
+		send_all(fd, frame, size);
+		free(frame);
+	}
+	struct timespec pause = {3, 0}; /* the send stalls; the idle timeout drops the rest */
+	nanosleep(&pause, NULL);
+	cr_assert_eq(metrics_counter(h.server->metrics, M_TIMEOUTS_IDLE), 1, "the stalled peer was cut");
+	uint64_t counted = metrics_counter(h.server->metrics, M_BYTES_SENT) - before;
+	uint64_t got = 0;
+	uint8_t buf[65536];
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 2000) <= 0)
+			break;
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n <= 0)
+			break;
+		got += (uint64_t)n;
+	}
+	close(fd);
+	cr_expect_gt(counted, 0);
+	cr_expect_leq(counted, got, "counted %" PRIu64 " bytes sent; the client could read %" PRIu64,
+		      counted, got);
+	cr_expect_lt(counted, UINT64_C(100) * (64 << 10), "not every Pong was sent");
+	harness_finish(&h);
+}
