@@ -3785,7 +3785,7 @@ static int rows_visit_first(rows_visit *v, segment_file *f, uint32_t g, uint32_t
 	uint32_t lo = g, hi = end - 1; /* the answer is in [lo, hi] */
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		int64_t last;
+		int64_t last = INT64_MIN;
 		int rc = rows_visit_last_time(v, f, mid, &last);
 		if (rc)
 			return rc;
