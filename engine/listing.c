@@ -145,13 +145,12 @@ static int list_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUN
 		free(c->heap[0].buf);
 		c->heap[0] = o;
 		sift_down(c, 0);
-		c->bound = c->heap[0].event.time_us;
-		return 0;
+	} else {
+		if (own(&c->heap[c->count], &e))
+			return -ENOMEM;
+		c->count++;
+		sift_up(c, c->count - 1);
 	}
-	if (own(&c->heap[c->count], &e))
-		return -ENOMEM;
-	c->count++;
-	sift_up(c, c->count - 1);
 	if (c->count == c->capacity)
 		c->bound = c->heap[0].event.time_us;
 	return 0;

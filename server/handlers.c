@@ -1210,16 +1210,22 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 
 /* ---- the registry's lazy writes ------------------------------------------------- */
 
+/* Writes tenants created by ingest to tenants.json; a failure is logged
+ * and left to the next save (their events are in the store). */
+static void tenants_save(server *s)
+{
+	char errmsg[TALLY_ERRMSG_SIZE];
+	if (tenants_commit(s->tenants, errmsg))
+		log_error("tenant registry: %s (retrying; the tenants' events are safe in the store)", errmsg);
+}
+
 void handlers_save_tenants(server *s)
 {
 	int64_t now = server_now_us();
 	if (now - s->tenants_saved_us < TENANTS_SAVE_INTERVAL_US)
 		return;
-	char errmsg[TALLY_ERRMSG_SIZE];
-	int rc = tenants_commit(s->tenants, errmsg);
+	tenants_save(s);
 	s->tenants_saved_us = now;
-	if (rc)
-		log_error("tenant registry: %s (retrying; the tenants' events are safe in the store)", errmsg);
 }
 
 static void add_store_tenant(void *ctx, const char *name)
@@ -1242,10 +1248,7 @@ void handlers_reconcile_tenants(server *s)
 		 after - before);
 	/* Not a reason to refuse the start (a full disk, say): the store holds
 	 * them, the periodic save retries, and every start adds them again. */
-	char err[TALLY_ERRMSG_SIZE];
-	if (tenants_commit(s->tenants, err))
-		log_error("tenant registry: %s (retrying; the tenants' events are safe in the store)",
-			  err);
+	tenants_save(s);
 }
 
 /* ---- first start ------------------------------------------------------------ */

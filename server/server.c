@@ -684,10 +684,18 @@ static void refuse_connection(server *s, int fd, const char *why)
  * logged: it is tried again at every timer tick. */
 #define ACCEPT_ERROR_LOG_US (INT64_C(10) * 1000000)
 
+/* Arms the accept again if it ended (a multishot accept ends at its first
+ * error, EMFILE say, and may end on its own), unless stopping. */
+static void accept_resume(server *s)
+{
+	if (!s->accept_armed && !atomic_load(&s->stopping))
+		arm_accept(s);
+}
+
 static void on_accept(server *s, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
-		s->accept_armed = false; /* on_timer arms it again; on success, at once */
+		s->accept_armed = false; /* on_timer resumes it; on success, at once */
 	if (cqe->res < 0) {
 		int64_t now = server_now_us();
 		if (cqe->res != -ECANCELED && !atomic_load(&s->stopping) &&
@@ -697,8 +705,7 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 		}
 		return;
 	}
-	if (!s->accept_armed && !atomic_load(&s->stopping))
-		arm_accept(s);
+	accept_resume(s);
 	int fd = cqe->res;
 	if (atomic_load(&s->stopping)) {
 		close(fd);
@@ -767,11 +774,7 @@ static bool conn_send_stalled(const server *s, conn *c, int64_t now)
 
 static void on_timer(server *s)
 {
-	/* An accept ended by an error (EMFILE, ENFILE, ENOMEM: multishot
-	 * accepts end at their first) is made again: without it the server
-	 * never took another connection. */
-	if (!s->accept_armed && !atomic_load(&s->stopping))
-		arm_accept(s);
+	accept_resume(s); /* without it, an accept that failed (EMFILE) was never made again */
 	handlers_save_tenants(s);
 	int64_t now = server_now_us();
 	for (uint32_t i = 0; i < s->conn_slots; i++) {
@@ -1276,14 +1279,10 @@ static void conns_close_at_stop(server *s)
 	}
 	for (uint32_t i = 0; i < s->conn_slots; i++) {
 		conn *c = &s->conns[i];
-		if (c->fd < 0 || c->close_submitted)
-			continue;
-		input_drop(c->fd);
-		c->close_submitted = true;
-		c->read_closed = true;
-		c->closing = true;
-		cancel_recv(s, c);
-		conn_maybe_release(s, c);
+		if (c->fd >= 0 && !c->close_submitted) {
+			input_drop(c->fd);
+			conn_abort(s, c); /* its sending side is shut already: no data dropped */
+		}
 	}
 }
 
