@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "errmsg.h"
+#include "filter.h"
 #include "store_internal.h"
 
 typedef struct owned_event {
@@ -37,6 +38,7 @@ typedef struct list_ctx {
 	uint32_t count;
 	uint32_t capacity; /* limit + 1 */
 	int64_t bound;     /* once the heap is full, its largest time: no later row can enter */
+	filter_set filters;
 } list_ctx;
 
 static int key_compare(int64_t ta, const char *ia, uint32_t la, int64_t tb, const char *ib,
@@ -134,7 +136,7 @@ static int list_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUN
 		[TALLY_DIM_STATUS] = {status, (uint32_t)strlen(status)},
 	};
 	for (int d = 0; d < TALLY_DIM_COUNT; d++)
-		if (!query_filter_pass(req->filters, req->filter_count, d, value[d]))
+		if (!filter_set_pass(&c->filters, d, value[d]))
 			return 0;
 	if (c->count == c->capacity) {
 		if (event_compare(&e, &c->heap[0].event) >= 0)
@@ -229,15 +231,9 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	}
 	if (req->user.len && !req->user.ptr)
 		return list_invalid(errmsg, "user has no bytes");
-	if (req->filter_count > TALLY_FILTERS_MAX || (req->filter_count && !req->filters))
-		return list_invalid(errmsg, "too many filters, or filters missing");
-	for (uint32_t i = 0; i < req->filter_count; i++) {
-		const tally_filter *f = &req->filters[i];
-		if (f->dim < 0 || f->dim >= TALLY_DIM_COUNT)
-			return list_invalid(errmsg, "filter on an unknown dimension");
-		if (!f->values || !f->value_count || f->value_count > TALLY_FILTER_VALUES_MAX)
-			return list_invalid(errmsg, "filter needs 1 to 256 values");
-	}
+	int rc = query_filters_check(req->filters, req->filter_count, errmsg);
+	if (rc)
+		return rc;
 	list_ctx c;
 	memset(&c, 0, sizeof(c));
 	c.req = req;
@@ -246,12 +242,13 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	c.capacity = req->limit + 1;
 	c.bound = INT64_MAX;
 	c.heap = calloc(c.capacity, sizeof(*c.heap));
-	if (!c.heap)
+	if (!c.heap || filter_set_init(&c.filters, req->filters, req->filter_count)) {
+		free(c.heap);
 		return -ENOMEM;
+	}
 	int64_t lo = req->from_us;
 	if (c.has_cursor && c.cursor_time > lo)
 		lo = c.cursor_time;
-	int rc = 0;
 	uint64_t rows_read = 0;
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
@@ -278,6 +275,7 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	for (uint32_t i = 0; i < c.count; i++)
 		free(c.heap[i].buf);
 	free(c.heap);
+	filter_set_free(&c.filters);
 	if (rc && errmsg && !errmsg[0])
 		snprintf(errmsg, TALLY_ERRMSG_SIZE, "listing failed: %s", tally_strerror(rc));
 	return rc;

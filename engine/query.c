@@ -49,6 +49,7 @@
 #include <xxhash.h>
 
 #include "errmsg.h"
+#include "filter.h"
 #include "grow.h"
 #include "rollup.h"
 #include "sketch.h"
@@ -611,7 +612,7 @@ static int invalid(char *errmsg, const char *fmt, ...)
 	return TALLY_E_INVALID;
 }
 
-static int check_filters(const tally_filter *filters, uint32_t count, char *errmsg)
+int query_filters_check(const tally_filter *filters, uint32_t count, char *errmsg)
 {
 	if (count > TALLY_FILTERS_MAX)
 		return invalid(errmsg, "too many filters: %u (at most %u)", count, TALLY_FILTERS_MAX);
@@ -655,7 +656,7 @@ static int check_query(const tally_query *q, char *errmsg)
 		return invalid(errmsg, "unknown bucket %d", q->bucket);
 	if (q->group_by & ~((1u << TALLY_DIM_COUNT) - 1))
 		return invalid(errmsg, "group_by names an unknown dimension (bits 0x%x)", q->group_by);
-	if ((rc = check_filters(q->filters, q->filter_count, errmsg)))
+	if ((rc = query_filters_check(q->filters, q->filter_count, errmsg)))
 		return rc;
 	if (q->quantile_count > TALLY_QUANTILES_MAX)
 		return invalid(errmsg, "too many quantiles: %u (at most %u)", q->quantile_count,
@@ -741,6 +742,7 @@ typedef struct qstate {
 	int want_users;
 	int ungrouped;   /* no group by, no filter: total cells answer */
 	uint32_t key_dims; /* 1 << tally_dim of the dims grouped by or filtered on */
+	filter_set filters;
 	/* output groups */
 	out_group *groups;
 	uint32_t group_count, group_capacity;
@@ -761,22 +763,6 @@ typedef struct qstate {
 	tally_result *result;
 } qstate;
 
-
-/* Does value v (of dim) pass the query's filters on dim? */
-int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tally_str v)
-{
-	for (uint32_t i = 0; i < count; i++) {
-		const tally_filter *f = &filters[i];
-		if (f->dim != dim)
-			continue;
-		int hit = 0;
-		for (uint32_t k = 0; k < f->value_count && !hit; k++)
-			hit = f->values[k].len == v.len && (!v.len || !memcmp(f->values[k].ptr, v.ptr, v.len));
-		if (!hit)
-			return 0;
-	}
-	return 1;
-}
 
 static uint64_t out_group_hash(const void *ctx, uint32_t i)
 {
@@ -802,7 +788,7 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 {
 	const tally_query *q = st->q;
 	for (int d = 0; d < TALLY_DIM_COUNT; d++)
-		if (!query_filter_pass(q->filters, q->filter_count, d, value[d]))
+		if (!filter_set_pass(&st->filters, d, value[d]))
 			return -1;
 	bytebuf_reset(&st->key);
 	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
@@ -1823,6 +1809,7 @@ static void qstate_free(qstate *st)
 	free(st->group_slots);
 	bytebuf_free(&st->keys);
 	bytebuf_free(&st->key);
+	filter_set_free(&st->filters);
 }
 
 /* ---- the query ------------------------------------------------------------------------ */
@@ -1954,6 +1941,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	plan pv[PLAN_VARIANTS];
 	memset(pv, 0, sizeof(pv));
 	plan *const p0 = &pv[0];
+	if ((rc = filter_set_init(&st.filters, q->filters, q->filter_count)))
+		goto done;
 
 	/* Buckets first, without the store lock (a year of minutes takes a while). */
 	tz *zone = NULL;

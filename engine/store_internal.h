@@ -210,8 +210,10 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
  * store lock. Without the lock. */
 void store_expire_dedup(tally_store *s);
 
-/* query.c: does value v of dimension dim pass every filter on dim? */
-int query_filter_pass(const tally_filter *filters, uint32_t count, int dim, tally_str v);
+/* query.c: checks a request's filters (count, known dimensions, 1 to
+ * TALLY_FILTER_VALUES_MAX values, each with its bytes): 0, or
+ * TALLY_E_INVALID with errmsg set. */
+int query_filters_check(const tally_filter *filters, uint32_t count, char *errmsg);
 
 /* query.c: frees the decoded-block cache; drops a file's entries. */
 void query_cache_free(tally_store *s);

@@ -2729,6 +2729,10 @@ Test(query, bad_queries_are_invalid)
 	tally_filter no_values = {.dim = TALLY_DIM_PROJECT, .values = &web, .value_count = 0};
 	tally_filter unknown_dim = {.dim = TALLY_DIM_COUNT, .values = &web, .value_count = 1};
 	tally_filter too_many = {.dim = TALLY_DIM_PROJECT, .values = many, .value_count = TALLY_FILTER_VALUES_MAX + 1};
+	/* A value of 3 bytes at NULL: checking a row against it read address 0
+	 * (the listing did not check values as a query does). */
+	const tally_str holed[2] = {{"web", 3}, {NULL, 3}};
+	tally_filter no_bytes = {.dim = TALLY_DIM_MODEL, .values = holed, .value_count = 2};
 	const struct {
 		tally_list_request req;
 		const char *says;
@@ -2738,14 +2742,16 @@ Test(query, bad_queries_are_invalid)
 		{{.from_us = 0, .to_us = NOW_US, .limit = TALLY_LIST_EVENTS_MAX + 1}, "limit must be 1 to 10000 events"},
 		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .user = {NULL, 3}}, "user has no bytes"},
 		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = filters, .filter_count = TALLY_FILTERS_MAX + 1},
-		 "too many filters, or filters missing"},
-		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filter_count = 1}, "too many filters, or filters missing"},
+		 "too many filters: 17 (at most 16)"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filter_count = 1}, "filters missing"},
 		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &unknown_dim, .filter_count = 1},
-		 "filter on an unknown dimension"},
+		 "filter 0: unknown dimension 5"},
 		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &no_values, .filter_count = 1},
-		 "filter needs 1 to 256 values"},
+		 "filter on project: 0 values (1 to 256 allowed)"},
 		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &too_many, .filter_count = 1},
-		 "filter needs 1 to 256 values"},
+		 "filter on project: 257 values (1 to 256 allowed)"},
+		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .filters = &no_bytes, .filter_count = 1},
+		 "filter on model: value 1 has no bytes"},
 		{{.from_us = 0, .to_us = NOW_US, .limit = 10, .cursor = "not-a-cursor"}, "malformed cursor"},
 	};
 	for (size_t k = 0; k < COUNT_OF(lists); k++) {
