@@ -751,6 +751,7 @@ typedef struct qstate {
 	bytebuf keys;
 	/* accumulators by (bucket, group) */
 	acc *accs;
+	uint64_t sketch_bytes; /* the accs' sketches: dd_acc_bytes + uset_bytes */
 	uint32_t acc_count, acc_capacity;
 	uint32_t *acc_slots;
 	uint32_t acc_mask;
@@ -825,6 +826,48 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 	return st->group_count - 1;
 }
 
+/* The bytes the query has built: its accumulators with their sketches,
+ * their index, the output groups, their index and keys. */
+static uint64_t query_bytes(const qstate *st)
+{
+	return st->sketch_bytes + (uint64_t)st->acc_capacity * sizeof(acc) +
+	       (st->acc_slots ? ((uint64_t)st->acc_mask + 1) * sizeof(uint32_t) : 0) +
+	       (uint64_t)st->group_capacity * sizeof(out_group) +
+	       (st->group_slots ? ((uint64_t)st->group_mask + 1) * sizeof(uint32_t) : 0) +
+	       st->keys.capacity + (uint64_t)st->recent_capacity * 2 * sizeof(uint32_t);
+}
+
+/* TALLY_E_LIMIT once the query has built more than options.query_bytes_max. */
+static int query_bytes_check(qstate *st)
+{
+	uint64_t bytes = query_bytes(st);
+	if (bytes <= st->s->options.query_bytes_max)
+		return 0;
+	if (st->errmsg)
+		snprintf(st->errmsg, TALLY_ERRMSG_SIZE,
+			 "the answer needs more than %" PRIu64 " bytes of memory (query_bytes_max): "
+			 "use coarser buckets, fewer group-by dimensions, filters, or fewer "
+			 "quantiles and no distinct users",
+			 (uint64_t)st->s->options.query_bytes_max);
+	return TALLY_E_LIMIT;
+}
+
+static uint64_t acc_sketch_bytes(const acc *a)
+{
+	return dd_acc_bytes(&a->dd) + uset_bytes(&a->users);
+}
+
+/* Counts a's sketches' growth since they held `before` bytes (they never
+ * shrink), and checks the query's memory. */
+static int acc_sketches_grew(qstate *st, const acc *a, uint64_t before)
+{
+	uint64_t now = acc_sketch_bytes(a);
+	if (now == before)
+		return 0;
+	st->sketch_bytes += now - before;
+	return query_bytes_check(st);
+}
+
 static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 {
 	if ((!st->acc_mask || (st->acc_count + 1) * 2 > st->acc_mask + 1) &&
@@ -848,6 +891,9 @@ static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 				 (unsigned)TALLY_QUERY_CELLS_MAX);
 		return TALLY_E_LIMIT;
 	}
+	int rc = query_bytes_check(st);
+	if (rc)
+		return rc;
 	if (grow_for_one((void **)&st->accs, &st->acc_capacity, st->acc_count, 64, sizeof(*st->accs)))
 		return -ENOMEM;
 	acc *a = &st->accs[st->acc_count];
@@ -888,24 +934,27 @@ static void acc_numbers(acc *a, uint64_t count, uint64_t tin, uint64_t tout, int
 /* Hashes a cell's users into a. */
 static int acc_hash_users(qstate *st, acc *a, const user_list *l, uint32_t *stamp)
 {
-	if (l->registers)
-		return uset_add_registers(&a->users, l->registers);
-	const uint32_t *users = l->count == 1 ? &l->one : l->many;
-	uint32_t mark = (uint32_t)(a - st->accs) + 1;
+	uint64_t before = acc_sketch_bytes(a);
 	int rc = 0;
-	for (uint32_t k = 0; k < l->count && !rc; k++) {
-		if (stamp) {
-			if (stamp[users[k]] == mark)
-				continue;
-			stamp[users[k]] = mark;
+	if (l->registers) {
+		rc = uset_add_registers(&a->users, l->registers);
+	} else {
+		const uint32_t *users = l->count == 1 ? &l->one : l->many;
+		uint32_t mark = (uint32_t)(a - st->accs) + 1;
+		for (uint32_t k = 0; k < l->count && !rc; k++) {
+			if (stamp) {
+				if (stamp[users[k]] == mark)
+					continue;
+				stamp[users[k]] = mark;
+			}
+			rc = uset_add(&a->users, l->hash[users[k]]);
 		}
-		rc = uset_add(&a->users, l->hash[users[k]]);
 	}
-	return rc;
+	return rc ? rc : acc_sketches_grew(st, a, before);
 }
 
 /* Adds n histogram entries (DD_ENTRY form). */
-static int acc_dd(acc *a, const uint64_t *dd, uint32_t n)
+static int acc_dd(qstate *st, acc *a, const uint64_t *dd, uint32_t n)
 {
 	dd_acc *d = &a->dd;
 	int rc = 0;
@@ -916,7 +965,9 @@ static int acc_dd(acc *a, const uint64_t *dd, uint32_t n)
 			d->counts[index - d->lo] += count;
 			d->total += count;
 		} else {
-			rc = dd_acc_add(d, (uint16_t)index, count);
+			uint64_t before = acc_sketch_bytes(a);
+			if (!(rc = dd_acc_add(d, (uint16_t)index, count)))
+				rc = acc_sketches_grew(st, a, before);
 		}
 	}
 	return rc;
@@ -960,7 +1011,7 @@ static int acc_cell(qstate *st, acc *a, const rollup *r, const rollup_cell *c, i
 		acc_total_status(a, c->count, c->status_other);
 	int rc = 0;
 	if (st->want_dd)
-		rc = acc_dd(a, cell_dd(c), c->dd_count);
+		rc = acc_dd(st, a, cell_dd(c), c->dd_count);
 	if (st->want_users && !rc) {
 		user_list l = user_list_of(c, r->user_hash);
 		rc = acc_users(st, a, &l, stamp);
@@ -1258,8 +1309,12 @@ static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT
 	uint32_t d = r->duration_ms[i];
 	acc_numbers(a, 1, r->tokens_in[i], r->tokens_out[i], r->cost_micros[i], d, NULL, d, d,
 		    r->status[i]);
-	if (st->want_dd && (err = dd_acc_add(&a->dd, dd_index(d), 1)))
-		return err;
+	if (st->want_dd) {
+		uint64_t before = acc_sketch_bytes(a);
+		if ((err = dd_acc_add(&a->dd, dd_index(d), 1)) ||
+		    (err = acc_sketches_grew(st, a, before)))
+			return err;
+	}
 	if (st->want_users) {
 		tally_str u = strdict_get(dict[DIM_USER], r->dim[DIM_USER][i]);
 		if (u.len) {
@@ -1269,7 +1324,9 @@ static int raw_row(void *ctx, const rows *r, const strdict *const dict[DIM_COUNT
 				a->deferred.present = 0;
 			}
 			a->contributions += 2; /* never deferred from now on */
-			if ((err = uset_add(&a->users, sketch_user_hash(u.ptr, u.len))))
+			uint64_t before = acc_sketch_bytes(a);
+			if ((err = uset_add(&a->users, sketch_user_hash(u.ptr, u.len))) ||
+			    (err = acc_sketches_grew(st, a, before)))
 				return err;
 		}
 	}
@@ -1369,7 +1426,7 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 			const uint32_t *ix = b->sketch_index;
 			uint32_t n = b->cell_count;
 			if (st->want_dd)
-				rc = acc_dd(a, b->dd_arena + ix[n + i], ix[i]);
+				rc = acc_dd(st, a, b->dd_arena + ix[n + i], ix[i]);
 			if (st->want_users && !rc) {
 				user_list l = {1, 0, NULL, 0, NULL, user_hash};
 				if (ix[2 * n + i] == ROLLUP_DENSE) {

@@ -188,6 +188,11 @@ static int dd_acc_cover(dd_acc *acc, uint32_t lo, uint32_t hi)
 	return 0;
 }
 
+size_t dd_acc_bytes(const dd_acc *acc)
+{
+	return acc->counts ? (size_t)(acc->hi - acc->lo) * sizeof(*acc->counts) : 0;
+}
+
 int dd_acc_add(dd_acc *acc, uint16_t index, uint64_t count)
 {
 	/* Indices come from dd_index; decoders reject larger ones as corrupt.
@@ -448,6 +453,12 @@ static void uset_install(uset *u, uint8_t *registers)
 	u->mask = 0;
 	u->count = 0;
 	u->registers = registers;
+}
+
+size_t uset_bytes(const uset *u)
+{
+	return (u->table ? ((size_t)u->mask + 1) * sizeof(*u->table) : 0) +
+	       (u->registers ? HLL_REGISTERS : 0);
 }
 
 int uset_add(uset *u, uint64_t hash)

@@ -43,6 +43,9 @@ typedef struct dd_acc {
 	uint64_t total;
 } dd_acc;
 
+/* Bytes acc holds on the heap (its counts). */
+size_t dd_acc_bytes(const dd_acc *acc);
+
 /* 0 or -ENOMEM (acc unchanged). count may be 0 (no-op). */
 int dd_acc_add(dd_acc *acc, uint16_t index, uint64_t count);
 int dd_acc_merge(dd_acc *acc, const dd_acc *other);
@@ -83,6 +86,9 @@ typedef struct uset {
 	uint32_t count;      /* exact mode: distinct hashes held */
 	uint8_t *registers;  /* dense mode: HLL_REGISTERS bytes, else NULL */
 } uset;
+
+/* Bytes u holds on the heap (its table or registers). */
+size_t uset_bytes(const uset *u);
 
 /* 0 or -ENOMEM (set unchanged). */
 int uset_add(uset *u, uint64_t hash);

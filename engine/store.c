@@ -375,6 +375,7 @@ void tally_options_default(tally_options *o)
 	o->minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
 	o->query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 	o->query_cache_bytes_max = QUERY_CACHE_BYTES_MAX_DEFAULT;
+	o->query_bytes_max = QUERY_BYTES_MAX_DEFAULT;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -3337,6 +3338,8 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		s->options.query_rows_behind_max = QUERY_ROLLUP_BEHIND_MAX;
 	if (s->options.query_cache_bytes_max == 0)
 		s->options.query_cache_bytes_max = QUERY_CACHE_BYTES_MAX_DEFAULT;
+	if (s->options.query_bytes_max == 0)
+		s->options.query_bytes_max = QUERY_BYTES_MAX_DEFAULT;
 	if (s->options.ingest_part_bytes_max == 0)
 		s->options.ingest_part_bytes_max = INGEST_PART_BYTES_MAX;
 	if (s->options.ingest_part_bytes_max > WAL_RECORD_PAYLOAD_MAX - VARINT_SIZE_MAX)

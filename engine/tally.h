@@ -184,6 +184,9 @@ typedef struct tally_options {
 					  * for queries, least recently used out first (a query
 					  * that leaves more evicts down to half; a flush warms
 					  * at most half); 0, the default: 256 MiB */
+	uint64_t query_bytes_max;        /* memory one query may build (its accumulators with their
+					  * duration and user sketches, output groups and their
+					  * keys) before it is TALLY_E_LIMIT; 0, the default: 2 GiB */
 } tally_options;
 
 /* Fills *options with the defaults above. */

@@ -48,6 +48,11 @@ enum dim {
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
 /* options.query_cache_bytes_max: decoded rollup pages and dictionaries */
 #define QUERY_CACHE_BYTES_MAX_DEFAULT (UINT64_C(256) << 20)
+/* options.query_bytes_max: what one query may build. A billing export's
+ * tenant-day of 1,000,000 groups with long strings takes about 1.3 GB;
+ * 2M events can make 1M accumulators whose duration sketches span every
+ * bucket (9 KB each): about 9 GB without a bound. */
+#define QUERY_BYTES_MAX_DEFAULT (UINT64_C(2) << 30)
 #define HISTORY_PROBE_ROUNDS_MAX 4u          /* backfill history probe rounds per call without the store lock; one more may run under it */
 /* UTC days the change map lists (changes.h): a 10-year history
  * (TALLY_BACKFILL_AGE_MAX_US) plus today and tomorrow is 3,662 days; the

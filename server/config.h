@@ -55,6 +55,7 @@
 #define CONFIG_DEFAULT_GROUP_COMMIT_WINDOW_US 0u
 #define CONFIG_DEFAULT_MEMTABLE_BYTES_MAX ((uint64_t)512 * CONFIG_MIB)
 #define CONFIG_DEFAULT_QUERY_CACHE_BYTES_MAX ((uint64_t)256 * CONFIG_MIB)
+#define CONFIG_DEFAULT_QUERY_BYTES_MAX ((uint64_t)2048 * CONFIG_MIB)
 #define CONFIG_DEFAULT_MEMTABLE_AGE_MAX_S 3600u
 #define CONFIG_DEFAULT_QUERY_THREADS 2u
 #define CONFIG_DEFAULT_LATENCY_SLICE_US 100u
@@ -84,6 +85,8 @@
 #define CONFIG_MEMTABLE_BYTES_MAX TALLY_MEMTABLE_BYTES_MAX_LIMIT /* 768 MiB */
 #define CONFIG_QUERY_CACHE_BYTES_MIN ((uint64_t)CONFIG_MIB)
 #define CONFIG_QUERY_CACHE_BYTES_MAX ((uint64_t)64 * CONFIG_GIB)
+#define CONFIG_QUERY_BYTES_MIN ((uint64_t)CONFIG_MIB)
+#define CONFIG_QUERY_BYTES_MAX ((uint64_t)64 * CONFIG_GIB)
 #define CONFIG_MEMTABLE_AGE_MAX_S_MAX 604800u /* a week */
 #define CONFIG_QUERY_THREADS_MIN 1u
 #define CONFIG_QUERY_THREADS_MAX 64u
@@ -107,6 +110,7 @@ typedef struct server_config {
 	uint64_t memtable_bytes_max;      /* 512 MiB (engine option) */
 	uint32_t memtable_age_max_s;      /* 3600: flush once the oldest unflushed event is this old (engine option memtable_age_max_us); 0 = no age limit */
 	uint64_t query_cache_bytes_max;   /* 256 MiB: decoded rollup pages kept for queries (engine option) */
+	uint64_t query_bytes_max;         /* 2 GiB: memory one query may build (engine option) */
 	uint32_t query_threads;           /* 2 */
 	uint32_t latency_slice_us;        /* 100: scheduler slice of the loop and query threads (server/latency.c); 0 = kernel default */
 	bool log_json;                    /* false: one human line per log record on stderr */

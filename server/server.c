@@ -1150,6 +1150,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 	options.memtable_bytes_max = config->memtable_bytes_max;
 	options.memtable_age_max_us = (int64_t)config->memtable_age_max_s * TALLY_US_PER_SECOND;
 	options.query_cache_bytes_max = config->query_cache_bytes_max;
+	options.query_bytes_max = config->query_bytes_max;
 	options.io = io;
 	if ((rc = tally_store_open(config->data_dir, &options, &s->store, errmsg)))
 		goto fail;

@@ -60,6 +60,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->memtable_bytes_max, (uint64_t)512 << 20);
 	cr_expect_eq(c->memtable_age_max_s, 3600u);
 	cr_expect_eq(c->query_cache_bytes_max, (uint64_t)256 << 20);
+	cr_expect_eq(c->query_bytes_max, (uint64_t)2 << 30);
 	cr_expect_eq(c->query_threads, 2u);
 	cr_expect_eq(c->latency_slice_us, 100u);
 	cr_expect_eq(c->log_json, false);
@@ -90,7 +91,7 @@ Test(config, every_flag)
 		       "--frame-bytes-max", "1MiB", "--batch-events-max", "1000", "--connections-max", "5000",
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
-		       "500", "--memtable-bytes-max", "768MiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
+		       "500", "--memtable-bytes-max", "768MiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-bytes-max", "512MiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
 		       "--log-level", "warn", "--hello-timeout-ms", "750");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
@@ -109,6 +110,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)768 << 20);
 	cr_expect_eq(c.memtable_age_max_s, 60u);
 	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 30);
+	cr_expect_eq(c.query_bytes_max, (uint64_t)512 << 20);
 	cr_expect_eq(c.query_threads, 6u);
 	cr_expect_eq(c.latency_slice_us, 250u);
 	cr_expect_eq(c.log_json, true);
@@ -119,7 +121,7 @@ Test(config, every_flag)
 		   "--frame-bytes-max=4096", "--batch-events-max=1", "--connections-max=1",
 		   "--connections-per-key-max=65536", "--inflight-max=4096", "--idle-timeout-ms=1",
 		   "--frame-timeout-ms=86400000", "--pending-bytes-max=2GiB", "--group-commit-window-us=100000",
-		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-cache-bytes-max=1MiB", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
+		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-cache-bytes-max=1MiB", "--query-bytes-max=64GiB", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
 		   "--log-level=error", "--hello-timeout-ms=1");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/srv/t");
@@ -138,6 +140,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)1 << 20);
 	cr_expect_eq(c.memtable_age_max_s, 604800u);
 	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 20);
+	cr_expect_eq(c.query_bytes_max, (uint64_t)64 << 30);
 	cr_expect_eq(c.query_threads, 64u);
 	cr_expect_eq(c.latency_slice_us, 0u);
 	cr_expect_eq(c.log_json, false);
@@ -341,6 +344,7 @@ Test(config, flag_errors)
 		{{"--memtable-bytes-max", "769MiB"}, "--memtable-bytes-max: '769MiB' is out of range 1 MiB..768 MiB"},
 		{{"--query-cache-bytes-max", "1023KiB"},
 		 "--query-cache-bytes-max: '1023KiB' is out of range 1 MiB..64 GiB"},
+		{{"--query-bytes-max", "65GiB"}, "--query-bytes-max: '65GiB' is out of range 1 MiB..64 GiB"},
 		{{"--log-json=maybe"}, "--log-json: not true or false: 'maybe'"},
 		{{"--log-json", "true"}, "unexpected argument 'true' (tallyd takes only options)"},
 		{{"--log-level", "debug"}, "--log-level: not a log level (error, warn or info): 'debug'"},
@@ -652,6 +656,8 @@ Test(config, usage_lists_every_flag)
 		"(default 512 MiB; 1 MiB..768 MiB)",
 		"--query-cache-bytes-max SIZE ",
 		"least recently used out first (default 256 MiB; 1 MiB..64 GiB)",
+		"--query-bytes-max SIZE ",
+		"may build before it is refused (default 2 GiB; 1 MiB..64 GiB)",
 		"--query-threads N ",
 		"(default 2; 1..64)",
 		"--log-json[=BOOL]",

@@ -3184,6 +3184,62 @@ static void env_prepare(env *v, const char *name)
 	v->options.io = fault_io_table(v->fio);
 }
 
+/* Description: a query is refused with TALLY_E_LIMIT and its message once
+ * what it builds passes options.query_bytes_max, not only its count of
+ * rows: 200 projects of two events each, 0 ms and 4,000,000,000 ms long,
+ * make 200 accumulators whose duration sketches span nearly every bucket
+ * (about 8.9 KB each, 1.8 MB in all), past a budget of 1 MiB, whether the
+ * events are read from the memtable or from the flushed segment. The same
+ * query without quantiles answers within it. (Without the budget, 2M such
+ * events made 1M accumulators and about 9 GB; found by review.) */
+Test(query, a_query_past_its_memory_budget_is_a_limit_error)
+{
+	enum { WIDE_PROJECTS = 200 };
+	env v;
+	env_prepare(&v, "query-bytes-max");
+	v.options.background = false;
+	v.options.query_bytes_max = 1u << 20;
+	env_store_open(&v);
+	static char ids[2 * WIDE_PROJECTS][16], projects[WIDE_PROJECTS][8];
+	static tally_event events[2 * WIDE_PROJECTS];
+	static tally_ingest_result results[2 * WIDE_PROJECTS];
+	for (int i = 0; i < 2 * WIDE_PROJECTS; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "b%d", i);
+		snprintf(projects[i / 2], sizeof(projects[i / 2]), "p%03d", i / 2);
+		events[i] = (tally_event){.event_id = str_of(ids[i]), .time_us = NOW_US - HOUR_US,
+					  .type = str_of("llm.call"), .project = str_of(projects[i / 2]),
+					  .duration_ms = i % 2 ? 4000000000u : 0};
+	}
+	cr_assert_eq(tally_ingest(v.store, "acme", events, 2 * WIDE_PROJECTS, results), 0);
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = NOW_US - DAY_US;
+	q.to_us = NOW_US;
+	q.bucket = TALLY_BUCKET_NONE;
+	q.group_by = 1u << TALLY_DIM_PROJECT;
+	for (int flushed = 0; flushed < 2; flushed++) {
+		q.quantile_count = 1;
+		q.quantiles[0] = 0.5;
+		tally_result *res = (tally_result *)&v; /* must be reset to NULL */
+		char err[TALLY_ERRMSG_SIZE] = "";
+		int rc = tally_query_run(v.store, "acme", &q, &res, err);
+		cr_expect_eq(rc, TALLY_E_LIMIT, "flushed %d: got %s (%s)", flushed, tally_strerror(rc), err);
+		cr_expect_null(res);
+		cr_expect_str_eq(err, "the answer needs more than 1048576 bytes of memory "
+				      "(query_bytes_max): use coarser buckets, fewer group-by dimensions, "
+				      "filters, or fewer quantiles and no distinct users");
+		q.quantile_count = 0;
+		rc = tally_query_run(v.store, "acme", &q, &res, err);
+		cr_assert_eq(rc, 0, "flushed %d: %s", flushed, err);
+		cr_expect_eq(res->row_count, WIDE_PROJECTS);
+		for (uint32_t r = 0; r < res->row_count; r++)
+			cr_expect_eq(res->rows[r].count, 2, "row %u", r);
+		tally_result_free(res);
+		cr_assert_eq(tally_flush(v.store), 0);
+	}
+	env_close(&v);
+}
+
 /* Waits (up to 5 s) for the live rollup bytes to differ from `from`;
  * returns them. */
 static uint64_t rollup_bytes_after(tally_store *store, uint64_t from)

@@ -1754,3 +1754,60 @@ Test(server, daily_usage_pages_inside_a_tenant)
 	tally_client_close(admin);
 	harness_finish(&h);
 }
+
+/* Description: query_bytes_max reaches the store. With 1 MiB, a query of
+ * 200 projects, each with a 0 ms and a 4,000,000,000 ms event, grouped by
+ * project with a quantile (about 8.9 KB of duration sketch per project) is
+ * TOO_LARGE (as a query past TALLY_QUERY_CELLS_MAX is) with the engine's
+ * message; without the quantile it answers. */
+Test(server, query_bytes_max_bounds_a_query)
+{
+	enum { WIDE = 200 };
+	harness h;
+	harness_init(&h, "srv-query-bytes");
+	h.config.query_bytes_max = 1u << 20;
+	harness_start(&h);
+	char key[80];
+	harness_create_tenant(&h, "acme", key);
+	tally_client *c = harness_connect(&h, key);
+	int64_t base = base_time();
+	builder b;
+	builder_init(&b);
+	char projects[WIDE][8];
+	for (int i = 0; i < 2 * WIDE; i++) {
+		tally_client_event e = harness_event("wide", i, base);
+		snprintf(projects[i / 2], sizeof(projects[i / 2]), "p%03d", i / 2);
+		e.project = (tally_client_str){projects[i / 2], 4};
+		e.duration_ms = i % 2 ? 4000000000u : 0;
+		builder_add(&b, &e);
+	}
+	Tally__V1__IngestBatch m;
+	builder_message(&b, &m);
+	tally_ingest_ack a;
+	cr_assert_eq(tally_client_ingest(c, &m, &a), 0);
+	cr_assert_eq(a.accepted, 2 * WIDE);
+	tally_ingest_ack_free(&a);
+	builder_free(&b);
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.from_us = base - HOUR_US;
+	q.to_us = base + HOUR_US;
+	Tally__V1__Dimension dims[] = {TALLY__V1__DIMENSION__PROJECT};
+	q.group_by = dims;
+	q.n_group_by = 1;
+	double half = 0.5;
+	q.quantiles = &half;
+	q.n_quantiles = 1;
+	Tally__V1__QueryResult *r = NULL;
+	cr_expect_eq(tally_client_query(c, &q, &r), TALLY_CLIENT_REFUSED);
+	cr_expect_eq(tally_client_last_error(c)->code, TALLY__V1__ERROR__CODE__TOO_LARGE);
+	cr_expect_str_eq(tally_client_last_error(c)->message,
+			 "the answer needs more than 1048576 bytes of memory (query_bytes_max): use "
+			 "coarser buckets, fewer group-by dimensions, filters, or fewer quantiles and no "
+			 "distinct users");
+	q.n_quantiles = 0;
+	cr_assert_eq(tally_client_query(c, &q, &r), 0, "%s", tally_client_last_error(c)->message);
+	cr_expect_eq(r->n_rows, WIDE);
+	tally__v1__query_result__free_unpacked(r, NULL);
+	tally_client_close(c);
+	harness_finish(&h);
+}
