@@ -872,7 +872,13 @@ static void on_read_request(server *s, conn *c, Tally__V1__Request *req, uint64_
 	job->request_id = req->request_id;
 	job->frame_bytes = fb;
 	job->started_us = server_now_us();
-	worker_pool_submit(s->workers, job);
+	memcpy(job->lane, r->tenant, sizeof(job->lane));
+	if (worker_pool_submit(s->workers, job)) {
+		free(r);
+		free(job);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
+		return;
+	}
 	*kept = true;
 }
 

@@ -413,7 +413,13 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	job->request_id = req->request_id;
 	job->frame_bytes = fb;
 	job->started_us = server_now_us();
-	worker_pool_submit(s->workers, job);
+	/* job->lane stays "": the export's lane, no tenant's */
+	if (worker_pool_submit(s->workers, job)) {
+		free(u->tenants);
+		free(u);
+		free(job);
+		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
+	}
 }
 
 void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)

@@ -2,8 +2,9 @@
  * test_worker.c — the server's worker pool (server/worker.c), on its own:
  * jobs run in the order they were queued, busy counts queued and running
  * jobs until the loop takes them back, the eventfd counts finished jobs,
- * stopping finishes every queued job and frees those never taken, and the
- * threads run jobs at the same time.
+ * stopping finishes every queued job and frees those never taken, the
+ * threads run jobs at the same time, lanes (tenants) take turns, and a
+ * lane leaves a thread to the others.
  *
  * A job here records its number in a shared log; a "gate" job first waits
  * until the test opens the gate, so the jobs behind it stay queued.
@@ -13,15 +14,19 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../server/worker.h"
+#include "support/rng.h"
 
-#define JOBS_MAX 16
+#define JOBS_MAX 64
 
 typedef struct shared {
 	pthread_mutex_t lock;
@@ -82,13 +87,19 @@ static void setup(void)
 
 TestSuite(worker, .init = setup, .timeout = 30);
 
-static worker_job *job_new(worker_fn fn, int number)
+static worker_job *job_new(worker_fn fn, int number, const char *lane)
 {
 	worker_job *job = calloc(1, sizeof(*job));
 	cr_assert_not_null(job);
 	job->fn = fn;
 	job->arg = (void *)(intptr_t)number;
+	snprintf(job->lane, sizeof(job->lane), "%s", lane);
 	return job;
+}
+
+static void submit(worker_pool *p, worker_job *job)
+{
+	cr_assert_eq(worker_pool_submit(p, job), 0);
 }
 
 static void gate_wait_for_one(void)
@@ -147,10 +158,10 @@ static worker_pool *gated_pool(int *fd, int queued)
 	cr_assert_geq(*fd, 0);
 	worker_pool *p;
 	cr_assert_eq(worker_pool_start(1, 0, *fd, &p), 0);
-	worker_pool_submit(p, job_new(gate_job, 0));
+	submit(p, job_new(gate_job, 0, "acme"));
 	gate_wait_for_one();
 	for (int i = 1; i <= queued; i++)
-		worker_pool_submit(p, job_new(record, i));
+		submit(p, job_new(record, i, "acme"));
 	return p;
 }
 
@@ -211,20 +222,158 @@ Test(worker, stop_finishes_queued_jobs_and_frees_those_not_taken)
 	close(fd);
 }
 
-/* Description: two threads run two jobs that each wait for the other:
- * both finish, so the pool runs jobs at the same time. */
+/* Description: two threads run two jobs of two tenants that each wait
+ * for the other: both finish, so the pool runs jobs at the same time. */
 Test(worker, threads_run_jobs_at_once)
 {
 	int fd = eventfd(0, EFD_CLOEXEC);
 	cr_assert_geq(fd, 0);
 	worker_pool *p;
 	cr_assert_eq(worker_pool_start(2, 0, fd, &p), 0);
-	worker_pool_submit(p, job_new(meet_job, 1));
-	worker_pool_submit(p, job_new(meet_job, 2));
+	submit(p, job_new(meet_job, 1, "acme"));
+	submit(p, job_new(meet_job, 2, "globex"));
 	done_wait(fd, 2);
 	int sum;
 	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 2);
 	cr_expect_eq(sum, 3);
 	worker_pool_stop(p);
+	close(fd);
+}
+
+/* Description: one thread held by tenant acme's gate job (0); behind it
+ * acme queues jobs 1..4, then globex job 5, then initech job 6. The lanes
+ * take turns: acme's next job (queued before the others), then globex's,
+ * initech's, and acme's rest: 0, 1, 5, 6, 2, 3, 4. In one queue first in,
+ * first out, globex and initech waited for all of acme's. */
+Test(worker, tenants_take_turns)
+{
+	int fd;
+	worker_pool *p = gated_pool(&fd, 4);
+	submit(p, job_new(record, 5, "globex"));
+	submit(p, job_new(record, 6, "initech"));
+	gate_open();
+	done_wait(fd, 7);
+	int sum;
+	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 7);
+	const int want[] = {0, 1, 5, 6, 2, 3, 4};
+	cr_assert_eq(sh.ran, 7);
+	for (int i = 0; i < 7; i++)
+		cr_expect_eq(sh.order[i], want[i], "position %d ran job %d, not %d", i, sh.order[i],
+			     want[i]);
+	worker_pool_stop(p);
+	close(fd);
+}
+
+/* Description: two threads; tenant acme's gate job (0) holds one, and
+ * acme's second gate job (1) stays queued, as a tenant runs at most
+ * threads - 1 jobs at once; so globex's job 2 runs on the other thread and
+ * finishes while the gate is still shut (one gate job waiting at it). In
+ * one first-in-first-out queue job 1 took the second thread and job 2
+ * waited for the gate. Then 0 and 1 finish. */
+Test(worker, a_tenant_leaves_a_thread_to_the_others)
+{
+	cr_assert_eq(WORKER_LANE_RUNNING_MAX(2u), 1u);
+	cr_assert_eq(WORKER_LANE_RUNNING_MAX(1u), 1u);
+	cr_assert_eq(WORKER_LANE_RUNNING_MAX(8u), 7u);
+	int fd = eventfd(0, EFD_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	worker_pool *p;
+	cr_assert_eq(worker_pool_start(2, 0, fd, &p), 0);
+	submit(p, job_new(gate_job, 0, "acme"));
+	gate_wait_for_one();
+	submit(p, job_new(gate_job, 1, "acme"));
+	submit(p, job_new(record, 2, "globex"));
+	done_wait(fd, 1);
+	pthread_mutex_lock(&sh.lock);
+	cr_expect_eq(sh.waiting, 1, "acme runs one job at once on two threads");
+	cr_expect_eq(sh.ran, 1);
+	cr_expect_eq(sh.order[0], 2);
+	pthread_mutex_unlock(&sh.lock);
+	gate_open();
+	done_wait(fd, 2);
+	int sum;
+	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 3);
+	cr_expect_eq(sum, 0 + 1 + 2);
+	cr_assert_eq(sh.ran, 3);
+	cr_expect_eq(sh.order[1], 0);
+	cr_expect_eq(sh.order[2], 1);
+	worker_pool_stop(p);
+	close(fd);
+}
+
+/* ---- many lanes at once, against their rules ------------------------------- */
+
+#define LANES 300u          /* tenants: the lane table grows past 512 slots */
+#define LANE_JOBS 20000u    /* jobs over all of them */
+
+typedef struct lane_log {
+	pthread_mutex_t lock;
+	unsigned running[LANES];  /* jobs of the lane running now */
+	unsigned next[LANES];     /* the sequence number its next job must have */
+	unsigned overlaps, out_of_order, ran;
+} lane_log;
+
+static lane_log lanes_seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* arg: lane * LANE_JOBS + the job's number within its lane. */
+static void lane_job(worker_job *job)
+{
+	unsigned v = (unsigned)(uintptr_t)job->arg, lane = v / LANE_JOBS, seq = v % LANE_JOBS;
+	pthread_mutex_lock(&lanes_seen.lock);
+	lanes_seen.overlaps += lanes_seen.running[lane]++ != 0;
+	lanes_seen.out_of_order += lanes_seen.next[lane] != seq;
+	lanes_seen.next[lane] = seq + 1;
+	pthread_mutex_unlock(&lanes_seen.lock);
+	sched_yield(); /* a little time running, so others overlap */
+	pthread_mutex_lock(&lanes_seen.lock);
+	lanes_seen.running[lane]--;
+	lanes_seen.ran++;
+	pthread_mutex_unlock(&lanes_seen.lock);
+	job->frame = malloc(8);
+	job->frame_size = job->frame ? 8 : 0;
+}
+
+/* Description: seeded (SEED=N replays): 20,000 jobs over 300 tenants drawn
+ * at random, submitted while two threads run them and the test takes the
+ * finished ones back, so lanes come and go (their table grows, and lanes
+ * leave it while others are looked up). Every job runs once; a tenant's
+ * jobs run in the order submitted and never two at once (a lane lost in
+ * its table would be made again beside itself and break both). */
+Test(worker, many_tenants_come_and_go_in_order, .timeout = 120)
+{
+	test_rng rng;
+	test_rng_seed(&rng, "test_worker", "many_tenants_come_and_go_in_order");
+	memset(lanes_seen.running, 0, sizeof(lanes_seen.running));
+	memset(lanes_seen.next, 0, sizeof(lanes_seen.next));
+	lanes_seen.overlaps = lanes_seen.out_of_order = lanes_seen.ran = 0;
+	static unsigned submitted[LANES];
+	memset(submitted, 0, sizeof(submitted));
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	cr_assert_geq(fd, 0);
+	worker_pool *p;
+	cr_assert_eq(worker_pool_start(2, 0, fd, &p), 0);
+	unsigned back = 0;
+	int sum;
+	for (unsigned i = 0; i < LANE_JOBS; i++) {
+		/* Few tenants at a time for a while, then all: lanes empty
+		 * and come back while others stay. */
+		unsigned lane = (unsigned)test_rng_below(&rng, i % 2000 < 1000 ? 7 : LANES);
+		char name[16];
+		snprintf(name, sizeof(name), "t%u", lane);
+		submit(p, job_new(lane_job, (int)(lane * LANE_JOBS + submitted[lane]++), name));
+		if (test_rng_below(&rng, 4) == 0)
+			back += done_free(worker_pool_take_done(p), &sum);
+	}
+	worker_pool_stop(p); /* runs what is queued */
+	pthread_mutex_lock(&lanes_seen.lock);
+	cr_expect_eq(lanes_seen.ran, LANE_JOBS);
+	cr_expect_eq(lanes_seen.overlaps, 0, "a tenant's jobs ran at once %u times", lanes_seen.overlaps);
+	cr_expect_eq(lanes_seen.out_of_order, 0, "%u jobs ran out of their tenant's order",
+		     lanes_seen.out_of_order);
+	for (unsigned l = 0; l < LANES; l++)
+		cr_expect_eq(lanes_seen.next[l], submitted[l], "tenant t%u ran %u of %u", l,
+			     lanes_seen.next[l], submitted[l]);
+	pthread_mutex_unlock(&lanes_seen.lock);
+	cr_expect_leq(back, LANE_JOBS);
 	close(fd);
 }
