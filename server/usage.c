@@ -359,13 +359,8 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	const char **names = malloc((n ? n : 1) * sizeof(*names));
 	usage_job *u = calloc(1, sizeof(*u));
 	worker_job *job = calloc(1, sizeof(*job));
-	if (!names || !u || !job) {
-		free(names);
-		free(u);
-		free(job);
-		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
-		return;
-	}
+	if (!names || !u || !job)
+		goto nomem;
 	for (size_t i = 0; i < n; i++)
 		names[i] = list[i].name;
 	qsort(names, n, sizeof(*names), name_cmp);
@@ -383,16 +378,12 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		after_row.set = false; /* no such tenant: nothing of it to go on with */
 	size_t take = n - lo < limit ? n - lo : limit;
 	u->tenants = malloc((take ? take : 1) * sizeof(*u->tenants));
-	if (!u->tenants) {
-		free(names);
-		free(u);
-		free(job);
-		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
-		return;
-	}
+	if (!u->tenants)
+		goto nomem;
 	for (size_t i = 0; i < take; i++)
 		snprintf(u->tenants[i], sizeof(u->tenants[i]), "%s", names[lo + i]);
 	free(names);
+	names = NULL;
 	u->tenant_count = take;
 	u->last_page = lo + take == n;
 	u->store = s->store;
@@ -414,12 +405,16 @@ void on_daily_usage(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	job->frame_bytes = fb;
 	job->started_us = server_now_us();
 	/* job->lane stays "": the export's lane, no tenant's */
-	if (worker_pool_submit(s->workers, job)) {
+	if (worker_pool_submit(s->workers, job))
+		goto nomem;
+	return;
+nomem:
+	free(names);
+	if (u)
 		free(u->tenants);
-		free(u);
-		free(job);
-		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
-	}
+	free(u);
+	free(job);
+	conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
 }
 
 void on_changed_days(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
