@@ -20,9 +20,16 @@
  * 3. Sources. Every live segment file with a section of the tenant, and the
  *    tenant's frozen and active memtables (their live rollups). A cell of
  *    (bucket, group) may be partial in several sources: the merge adds
- *    them. The whole query runs under store->lock, so it sees a consistent
- *    set of sources (a flush or compaction publishes under the same lock)
- *    and every acknowledged event exactly once.
+ *    them. In one hold of store->lock the query pins the tenant's files
+ *    and merges the memtables (and their raw rows); a flush or compaction
+ *    publishes under the same lock, so the pinned files and the memtables
+ *    are one consistent set that holds every acknowledged event exactly
+ *    once. The files are then merged without store->lock (they are
+ *    immutable, and pinned: a compaction that replaces one leaves it to
+ *    the last unpin), so ingest does not wait for them. What the query
+ *    keeps of a memtable after the lock is let go is its own: distinct
+ *    users deferred into memtable cells are hashed first
+ *    (acc_settle_users).
  *
  * 4. Groups. A source's groups are dictionary codes; the first time a
  *    query meets a group of a source it evaluates the filters on the
@@ -34,9 +41,14 @@
  *    options.query_cache_bytes_max, least recently used out first (a
  *    query that leaves more evicts down to half of it). Files are
  *    immutable and their ids never reused, so entries are never stale;
- *    compaction drops the entries of the files it removed. A flush or
- *    compaction warms the entries of the file it wrote for the tenants
- *    queries have read (query_cache_warm).
+ *    compaction drops the entries of the files it removed, and so does a
+ *    query that decoded some of a file retired while it read it
+ *    (store_files_unpin). A flush or compaction warms the entries of the
+ *    file it wrote for the tenants queries have read (query_cache_warm).
+ *    The cache is under store->cache_lock, which a query holds while it
+ *    merges file cells: the decoded blocks it reads stay put until it is
+ *    done, and queries merge files one at a time, as they did under
+ *    store->lock, but ingest goes on beside them.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -216,18 +228,27 @@ static int last_use_compare(const void *a, const void *b)
 	return x->last_use < y->last_use ? -1 : x->last_use > y->last_use;
 }
 
-/* Removes entries until the cache holds at most `keep` bytes (oldest first),
- * or the entries for which drop() says so. */
-static void cache_shrink(struct query_cache *c, size_t keep, uint64_t drop_file)
+static int file_listed(const uint64_t *ids, uint32_t count, uint64_t id)
 {
-	if (drop_file == UINT64_MAX && c->bytes <= keep)
+	for (uint32_t i = 0; i < count; i++)
+		if (ids[i] == id)
+			return 1;
+	return 0;
+}
+
+/* Removes entries until the cache holds at most `keep` bytes (oldest first),
+ * or (drop_ids not NULL) the entries of the files drop_ids[0, drop_count). */
+static void cache_shrink(struct query_cache *c, size_t keep, const uint64_t *drop_ids,
+			 uint32_t drop_count)
+{
+	if (!drop_ids && c->bytes <= keep)
 		return;
-	if (drop_file == UINT64_MAX)
+	if (!drop_ids)
 		qsort(c->entries, c->count, sizeof(*c->entries), last_use_compare);
 	uint32_t kept = 0;
 	for (uint32_t i = 0; i < c->count; i++) {
 		section_cache *e = c->entries[i];
-		int drop = drop_file == UINT64_MAX ? c->bytes > keep : e->file_id == drop_file;
+		int drop = !drop_ids ? c->bytes > keep : file_listed(drop_ids, drop_count, e->file_id);
 		if (drop) {
 			c->bytes -= e->bytes;
 			section_free(e);
@@ -246,15 +267,30 @@ static void cache_shrink(struct query_cache *c, size_t keep, uint64_t drop_file)
 	}
 }
 
-size_t query_cache_bytes(const tally_store *s)
+size_t query_cache_bytes(tally_store *s)
 {
-	return s->query_cache ? s->query_cache->bytes : 0;
+	return atomic_load_explicit(&s->query_cache_bytes, memory_order_relaxed);
 }
 
-void query_cache_forget_file(tally_store *s, uint64_t file_id)
+static void cache_lock(tally_store *s)
 {
-	if (s->query_cache)
-		cache_shrink(s->query_cache, 0, file_id);
+	pthread_mutex_lock(&s->cache_lock);
+}
+
+/* Lets cache_lock go, the bytes mirrored for tally_store_stats first. */
+static void cache_unlock(tally_store *s)
+{
+	atomic_store_explicit(&s->query_cache_bytes, s->query_cache ? s->query_cache->bytes : 0,
+			      memory_order_relaxed);
+	pthread_mutex_unlock(&s->cache_lock);
+}
+
+void query_cache_forget_files(tally_store *s, const uint64_t *file_ids, uint32_t count)
+{
+	cache_lock(s);
+	if (s->query_cache && count)
+		cache_shrink(s->query_cache, 0, file_ids, count);
+	cache_unlock(s);
 }
 
 void query_cache_free(tally_store *s)
@@ -268,9 +304,10 @@ void query_cache_free(tally_store *s)
 	free(c->slots);
 	free(c);
 	s->query_cache = NULL;
+	atomic_store_explicit(&s->query_cache_bytes, 0, memory_order_relaxed);
 }
 
-/* Under s->lock: the cache, made on first use; NULL when out of memory. */
+/* Under cache_lock: the cache, made on first use; NULL when out of memory. */
 static struct query_cache *cache_of(tally_store *s)
 {
 	if (!s->query_cache)
@@ -545,17 +582,22 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 			rc = section_groups(NULL, f, (uint32_t)ti, e, errmsg);
 		for (uint32_t k = 0; !rc && k < e->chunk_count; k++)
 			rc = section_chunk(NULL, f, (uint32_t)ti, e, k, 1, errmsg);
+		cache_lock(s);
 		pthread_mutex_lock(&s->lock);
+		int gone = s->closing || f->retired;
+		pthread_mutex_unlock(&s->lock);
 		struct query_cache *c = cache_of(s);
-		/* A compaction that retired f forgot its entries under this
-		 * lock: adding one now would keep a dead file's pages until the
-		 * LRU evicts them. */
-		if (!rc && c && !s->closing && !f->retired &&
-		    !cache_find(c, e->file_id, e->tenant_id) &&
+		/* A compaction that retired f forgets its entries once it has let
+		 * the store lock go, and so does each query that read f: adding
+		 * one after that would keep a dead file's pages until the LRU
+		 * evicts them. f->retired is set under the store lock before
+		 * either forgets, and they take cache_lock to do it, which this
+		 * holds. */
+		if (!rc && c && !gone && !cache_find(c, e->file_id, e->tenant_id) &&
 		    c->bytes + e->bytes <= warm_max && !cache_add(c, e))
 			e = NULL; /* the cache owns it */
-		int stop = !c || c->bytes >= warm_max || s->closing || f->retired;
-		pthread_mutex_unlock(&s->lock);
+		int stop = !c || c->bytes >= warm_max || gone;
+		cache_unlock(s);
 		if (e)
 			section_free(e); /* a section that failed to decode is left to queries */
 		if (stop || rc == -ENOMEM)
@@ -696,7 +738,8 @@ typedef struct out_group {
 
 /* The users of one cell, kept by value (a decoded block hands out cell
  * views that do not outlive the merge step): the codes and registers point
- * into source memory that stays put while the query holds the store lock. */
+ * into source memory that stays put while the query holds the store lock
+ * (a memtable's rollup) or cache_lock (a cached block). */
 typedef struct user_list {
 	int present;
 	uint32_t one;              /* the code when count == 1 */
@@ -1015,6 +1058,23 @@ static int acc_cell(qstate *st, acc *a, const rollup *r, const rollup_cell *c, i
 	if (st->want_users && !rc) {
 		user_list l = user_list_of(c, r->user_hash);
 		rc = acc_users(st, a, &l, stamp);
+	}
+	return rc;
+}
+
+/* Under the store lock, before it is let go: the users deferred into
+ * memtable cells are hashed into their accs' sets (the cells may move once
+ * ingest goes on). The estimate is the one the deferred cell would give:
+ * an exact set counts the cell's distinct codes, a dense one its registers. */
+static int acc_settle_users(qstate *st)
+{
+	int rc = 0;
+	for (uint32_t i = 0; i < st->acc_count && !rc; i++) {
+		acc *a = &st->accs[i];
+		if (a->deferred.present) {
+			rc = acc_hash_users(st, a, &a->deferred, NULL);
+			a->deferred.present = 0;
+		}
 	}
 	return rc;
 }
@@ -1339,23 +1399,36 @@ static int piece_from_compare(const void *x, const void *y)
 	return a->from < b->from ? -1 : a->from > b->from;
 }
 
-/* Scans raw events for the raw pieces (res -1) of the plan, pieces closer
- * than RAW_MERGE_GAP_US sharing one scan. */
-static int run_raw(qstate *st, tenant *t, plan *p, uint64_t *rows_read)
+/* The raw pieces (res -1) of p, sorted by from, into *raw (empty on entry).
+ * 0 or -ENOMEM. */
+static int raw_pieces(const plan *p, plan *raw)
 {
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < p->count; i++)
-		if (p->pieces[i].res < 0)
-			p->pieces[n++] = p->pieces[i]; /* cell pieces were already merged */
-	qsort(p->pieces, n, sizeof(*p->pieces), piece_from_compare);
 	int rc = 0;
-	for (uint32_t i = 0; i < n && !rc;) {
+	for (uint32_t i = 0; i < p->count && !rc; i++)
+		if (p->pieces[i].res < 0)
+			rc = plan_add(raw, -1, p->pieces[i].from, p->pieces[i].to, p->pieces[i].bucket);
+	if (raw->count)
+		qsort(raw->pieces, raw->count, sizeof(*raw->pieces), piece_from_compare);
+	return rc;
+}
+
+/* The raw events of the raw pieces of p (raw_pieces), pieces closer than
+ * RAW_MERGE_GAP_US sharing one scan: of t's memtables when t is not NULL
+ * (under the store lock), else of tenant_id's sections of the pinned
+ * files[0, file_count) (without it). */
+static int run_raw(qstate *st, const plan *p, const tenant *t, segment_file *const *files,
+		   uint32_t file_count, uint32_t tenant_id, uint64_t *rows_read)
+{
+	int rc = 0;
+	for (uint32_t i = 0; i < p->count && !rc;) {
 		uint32_t j = i + 1;
-		while (j < n && p->pieces[j].from - p->pieces[j - 1].to < RAW_MERGE_GAP_US)
+		while (j < p->count && p->pieces[j].from - p->pieces[j - 1].to < RAW_MERGE_GAP_US)
 			j++;
 		raw_ctx ctx = {st, p->pieces + i, j - i, {0}};
-		rc = store_scan_rows_locked(st->s, t, p->pieces[i].from, p->pieces[j - 1].to, NULL,
-					    raw_row, &ctx, rows_read, st->errmsg);
+		int64_t from = p->pieces[i].from, to = p->pieces[j - 1].to;
+		rc = t ? store_scan_memtable_rows(t, from, to, raw_row, &ctx, rows_read)
+		       : store_scan_file_rows(st->s, files, file_count, tenant_id, from, to, NULL,
+					      raw_row, &ctx, rows_read, st->errmsg);
 		source_groups_free(&ctx.sg);
 		i = j;
 	}
@@ -1488,7 +1561,7 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
  * here first. A failed rollup (memory ran out) is not read: all its rows
  * are.
  */
-static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *bytes, plan *p,
+static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *bytes, const plan *p,
 			  tally_result *stats)
 {
 	if (!mt->rollup_failed &&
@@ -1960,6 +2033,78 @@ static int plan_variant(const plan pv[PLAN_VARIANTS], const tally_query *q, int6
 	return pv[v].raw ? 0 : v;
 }
 
+/* Under the store lock: the cell pieces of t's memtables, each through the
+ * plan variant its time range takes. */
+static int merge_memtables(qstate *st, tenant *t, const plan pv[PLAN_VARIANTS],
+			   tally_result *stats)
+{
+	tally_store *s = st->s;
+	memtable *tables[2] = {t->frozen, t->active};
+	size_t *table_bytes[2] = {&s->frozen_bytes, &s->active_bytes};
+	int rc = 0;
+	for (int m = 0; m < 2 && !rc; m++) {
+		memtable *mt = tables[m];
+		if (!mt || !mt->rows.count)
+			continue;
+		pthread_mutex_lock(&mt->rollup_lock);
+		rc = merge_memtable(st, s, mt, table_bytes[m],
+				    &pv[plan_variant(pv, st->q, mt->time_min_us, mt->time_max_us)], stats);
+		pthread_mutex_unlock(&mt->rollup_lock);
+	}
+	return rc;
+}
+
+/* Under cache_lock, without the store lock: the cell pieces of tenant_id's
+ * sections of the pinned files[0, count), each section through the plan
+ * variant its time range takes. */
+static int merge_files(qstate *st, const plan pv[PLAN_VARIANTS], segment_file *const *files,
+		       uint32_t count, uint32_t tenant_id, tally_result *stats)
+{
+	char *errmsg = st->errmsg;
+	int rc = 0;
+	for (uint32_t fi = 0; fi < count && !rc; fi++) {
+		const segment_file *f = files[fi];
+		int64_t ti = segment_file_find_tenant(f, tenant_id);
+		if (ti < 0)
+			continue;
+		const seg_tenant *sec = &f->tenants[ti];
+		file_source fs = {st->s, f, (uint32_t)ti, sec, NULL, {0}, stats, {0}};
+		int64_t sec_min = INT64_MAX, sec_max = INT64_MIN; /* inclusive */
+		for (uint32_t g = 0; g < sec->segment_count; g++) {
+			const seg_segment *sg = &f->segments[sec->first_segment + g];
+			sec_min = sg->time_min_us < sec_min ? sg->time_min_us : sec_min;
+			sec_max = sg->time_max_us > sec_max ? sg->time_max_us : sec_max;
+		}
+		const plan *ps = &pv[plan_variant(pv, st->q, sec_min, sec_max)];
+		for (uint32_t k = 0; k < ps->count && !rc; k++) {
+			const piece *pc = &ps->pieces[k];
+			if (pc->res < 0)
+				continue;
+			if (pc->res != RES_DAY) {
+				rc = merge_file_cells(st, &fs, pc->res, pc, errmsg); /* list == res */
+				continue;
+			}
+			/* Per day: its total (ungrouped queries), else its day
+			 * cells, else its hour cells (days with few hour cells
+			 * store no day cells: ROLLUP_DAY_COMPOSE_MAX). */
+			int64_t d0 = floor_div(pc->from, ROLLUP_DAY_US);
+			int64_t d1 = floor_div(pc->to, ROLLUP_DAY_US);
+			for (int64_t d = d0; d < d1 && !rc; d++) {
+				int has = 0, list = LIST_DAY_TOTAL;
+				if (st->ungrouped && (rc = file_has_day(st, &fs, list, d, &has, errmsg)))
+					break;
+				if (!has && (rc = file_has_day(st, &fs, list = LIST_DAY, d, &has, errmsg)))
+					break;
+				piece one = {d * ROLLUP_DAY_US, (d + 1) * ROLLUP_DAY_US, pc->bucket, RES_DAY};
+				rc = merge_file_cells(st, &fs, has ? list : LIST_HOUR, &one, errmsg);
+			}
+		}
+		source_groups_free(&fs.sg);
+		source_groups_free(&fs.psg);
+	}
+	return rc;
+}
+
 int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *q,
 		    tally_result **out, char *errmsg)
 {
@@ -1995,9 +2140,9 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	st.result = &stats;
 	bucket_span *spans = NULL;
 	uint32_t span_count = 0;
-	plan pv[PLAN_VARIANTS];
+	plan pv[PLAN_VARIANTS], raw;
 	memset(pv, 0, sizeof(pv));
-	plan *const p0 = &pv[0];
+	memset(&raw, 0, sizeof(raw));
 	if ((rc = filter_set_init(&st.filters, q->filters, q->filter_count)))
 		goto done;
 
@@ -2012,9 +2157,13 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		tz_free(zone);
 	if (rc)
 		goto done;
+	/* Under the store lock: the plan, the files pinned, the memtables. */
+	segment_file **files = NULL;
+	uint32_t file_count = 0, tenant_id = 0;
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
+		tenant_id = t->id;
 		store_tenant_watch(s, t); /* the rollup thread keeps its memtable rollup current */
 		/* Minute cells are complete in every source from minute_from on. */
 		int64_t minute_from = INT64_MIN / 2;
@@ -2025,67 +2174,35 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		}
 		for (int v = 0; v < PLAN_VARIANTS && !rc; v++)
 			rc = plan_make(q, spans, span_count, minute_from, v, &pv[v]);
-		/* Cell pieces, source by source. */
-		for (uint32_t fi = 0; fi < s->file_count && !rc; fi++) {
-			segment_file *f = s->files[fi];
-			int64_t ti = segment_file_find_tenant(f, t->id);
-			if (ti < 0)
-				continue;
-			const seg_tenant *sec = &f->tenants[ti];
-			file_source fs = {s, f, (uint32_t)ti, sec, NULL, {0}, &stats, {0}};
-			int64_t sec_min = INT64_MAX, sec_max = INT64_MIN; /* inclusive */
-			for (uint32_t g = 0; g < sec->segment_count; g++) {
-				const seg_segment *sg = &f->segments[sec->first_segment + g];
-				sec_min = sg->time_min_us < sec_min ? sg->time_min_us : sec_min;
-				sec_max = sg->time_max_us > sec_max ? sg->time_max_us : sec_max;
-			}
-			const plan *ps = &pv[plan_variant(pv, q, sec_min, sec_max)];
-			for (uint32_t k = 0; k < ps->count && !rc; k++) {
-				const piece *pc = &ps->pieces[k];
-				if (pc->res < 0)
-					continue;
-				if (pc->res != RES_DAY) {
-					rc = merge_file_cells(&st, &fs, pc->res, pc, errmsg); /* list == res */
-					continue;
-				}
-				/* Per day: its total (ungrouped queries), else its day
-				 * cells, else its hour cells (days with few hour cells
-				 * store no day cells: ROLLUP_DAY_COMPOSE_MAX). */
-				int64_t d0 = floor_div(pc->from, ROLLUP_DAY_US);
-				int64_t d1 = floor_div(pc->to, ROLLUP_DAY_US);
-				for (int64_t d = d0; d < d1 && !rc; d++) {
-					int has = 0, list = LIST_DAY_TOTAL;
-					if (st.ungrouped && (rc = file_has_day(&st, &fs, list, d, &has, errmsg)))
-						break;
-					if (!has && (rc = file_has_day(&st, &fs, list = LIST_DAY, d, &has, errmsg)))
-						break;
-					piece one = {d * ROLLUP_DAY_US, (d + 1) * ROLLUP_DAY_US, pc->bucket,
-						     RES_DAY};
-					rc = merge_file_cells(&st, &fs, has ? list : LIST_HOUR, &one, errmsg);
-				}
-			}
-			source_groups_free(&fs.sg);
-			source_groups_free(&fs.psg);
-		}
-		memtable *tables[2] = {t->frozen, t->active};
-		size_t *table_bytes[2] = {&s->frozen_bytes, &s->active_bytes};
-		for (int m = 0; m < 2 && !rc; m++) {
-			if (!tables[m] || !tables[m]->rows.count)
-				continue;
-			pthread_mutex_lock(&tables[m]->rollup_lock);
-			const memtable *mt = tables[m];
-			rc = merge_memtable(&st, s, tables[m], table_bytes[m],
-					    &pv[plan_variant(pv, q, mt->time_min_us, mt->time_max_us)], &stats);
-			pthread_mutex_unlock(&tables[m]->rollup_lock);
-		}
 		if (!rc)
-			rc = run_raw(&st, t, p0, &stats.raw_rows);
+			rc = raw_pieces(&pv[0], &raw);
+		if (!rc)
+			rc = store_pin_tenant_files(s, t, &files, &file_count);
+		if (!rc)
+			rc = merge_memtables(&st, t, pv, &stats);
+		if (!rc)
+			rc = run_raw(&st, &raw, t, NULL, 0, 0, &stats.raw_rows);
+		if (!rc && st.want_users)
+			rc = acc_settle_users(&st);
 	}
-	if (!rc && st.want_users)
-		acc_resolve_users(&st);
-	if (s->query_cache && s->query_cache->bytes > s->options.query_cache_bytes_max)
-		cache_shrink(s->query_cache, s->options.query_cache_bytes_max / 2, UINT64_MAX);
 	pthread_mutex_unlock(&s->lock);
+	/* Without it: the files' raw rows, then (under cache_lock) their cells. */
+	if (!rc && file_count)
+		rc = run_raw(&st, &raw, NULL, files, file_count, tenant_id, &stats.raw_rows);
+	if (file_count) {
+		cache_lock(s);
+		if (!rc)
+			rc = merge_files(&st, pv, files, file_count, tenant_id, &stats);
+		if (!rc && st.want_users)
+			acc_resolve_users(&st); /* the cached blocks deferred users point into */
+		if (s->query_cache && s->query_cache->bytes > s->options.query_cache_bytes_max)
+			cache_shrink(s->query_cache, s->options.query_cache_bytes_max / 2, NULL, 0);
+		cache_unlock(s);
+		store_files_unpin(s, files, file_count);
+	} else if (!rc && st.want_users) {
+		acc_resolve_users(&st);
+	}
+	free(files);
 	if (!rc)
 		rc = build_result(&st, spans, out);
 done:
@@ -2093,6 +2210,7 @@ done:
 		snprintf(errmsg, TALLY_ERRMSG_SIZE, "query failed: %s", tally_strerror(rc));
 	for (int v = 0; v < PLAN_VARIANTS; v++)
 		free(pv[v].pieces);
+	free(raw.pieces);
 	free(spans);
 	qstate_free(&st);
 	return rc;

@@ -76,11 +76,15 @@
  *    threads. The WAL has its own writer thread; with options.background
  *    the store has a worker for flushes, a compactor, and the rollup
  *    thread. Lock order: flush_mutex or compact_mutex -> publish -> lock ->
- *    (WAL internal mutex). No I/O but dedup verification reads, a
- *    backfill's last probe round and the manifest write at open happens
- *    under store->lock. A segment file read without the lock is pinned
- *    (segment_file.pins, under the lock): compaction leaves a pinned input
- *    to its last unpin to close and unlink.
+ *    (WAL internal mutex); cache_lock (the query cache, query.c) -> lock,
+ *    and nobody waits for cache_lock while holding lock: a query holds it
+ *    for as long as it merges segment files. No I/O but dedup
+ *    verification reads, a backfill's last probe round, the segment reads
+ *    of events listings and tally_scan, and the manifest write at open
+ *    happens under store->lock. A segment file read without the lock is
+ *    pinned (segment_file.pins, under the lock; an aggregate query pins
+ *    its tenant's files): compaction leaves a pinned input to its last
+ *    unpin to close and unlink.
  *
  * 8. Changed days (changes.h; docs/architecture.md, "Changed days for the
  *    export"). Every accepted event marks its UTC day in s->changes with
@@ -931,19 +935,54 @@ static int history_probe_file(history *h, const segment_file *f, uint32_t tenant
 	return rc;
 }
 
-/* Drops the pins of files[0, count); closes and unlinks those that a
- * compaction retired meanwhile once their last pin is gone. Takes the
- * lock; reuses files[] as scratch. */
-static void files_unpin(tally_store *s, segment_file **files, uint32_t count)
+/* Contract in store_internal.h. */
+int store_pin_tenant_files(tally_store *s, const tenant *t, segment_file ***files,
+			   uint32_t *count)
 {
-	uint32_t retired = 0;
+	*files = NULL;
+	*count = 0;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < s->file_count; i++)
+		n += segment_file_find_tenant(s->files[i], t->id) >= 0;
+	if (!n)
+		return 0;
+	segment_file **pinned = malloc(sizeof(*pinned) * n);
+	if (!pinned)
+		return -ENOMEM;
+	n = 0;
+	for (uint32_t i = 0; i < s->file_count; i++)
+		if (segment_file_find_tenant(s->files[i], t->id) >= 0) {
+			s->files[i]->pins++;
+			pinned[n++] = s->files[i];
+		}
+	*files = pinned;
+	*count = n;
+	return 0;
+}
+
+/* Contract in store_internal.h. */
+void store_files_unpin(tally_store *s, segment_file **files, uint32_t count)
+{
+	/* The ids of the retired ones, copied under the lock: a retired file
+	 * that another pin still holds may be closed by that pin's owner as
+	 * soon as the lock is let go. */
+	uint64_t *gone = malloc(sizeof(*gone) * (count + 1));
+	uint32_t retired = 0, gone_count = 0;
 	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < count; i++) {
 		assert(files[i]->pins > 0);
+		if (files[i]->retired && gone)
+			gone[gone_count++] = files[i]->file_id;
 		if (--files[i]->pins == 0 && files[i]->retired)
 			files[retired++] = files[i];
 	}
 	pthread_mutex_unlock(&s->lock);
+	/* A query that read a file after the compaction that retired it
+	 * forgot its cache entries may have decoded some again. Out of memory
+	 * (gone NULL): they stay until the cache's LRU drops them. */
+	if (gone_count)
+		query_cache_forget_files(s, gone, gone_count);
+	free(gone);
 	for (uint32_t i = 0; i < retired; i++) {
 		char path[SEGMENT_PATH_SIZE_MAX];
 		snprintf(path, sizeof(path), "%s", files[i]->path);
@@ -1008,7 +1047,7 @@ static int history_probe_round(tally_store *s, const tally_batch *batches, size_
 				rc = history_probe_file(h, files[fi], tenant_ids[b], &batches[b], b, ids,
 							errmsg);
 	if (!locked)
-		files_unpin(s, files, file_count);
+		store_files_unpin(s, files, file_count);
 	free(files);
 	free(tenant_ids);
 	return rc;
@@ -2437,7 +2476,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	for (uint32_t j = 0; j < part_count; j++)
 		query_cache_warm(s, published[j], warm, warm_count);
 	free(warm);
-	files_unpin(s, published, part_count);
+	store_files_unpin(s, published, part_count);
 	if ((rc = wal_retire_before(s->wal, boundary, wal_mark))) /* leftovers: replay skips them */
 		record_failure(s, "retire WAL files after a flush", NULL, rc);
 	return 0;
@@ -2543,7 +2582,10 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		pthread_mutex_unlock(&s->lock);
 		return rc;
 	}
-	segment_file **inputs = malloc(sizeof(*inputs) * s->file_count);
+	/* The inputs, then room for their ids (input_ids: the cache entries
+	 * to forget once they are replaced). */
+	_Static_assert(sizeof(segment_file *) % _Alignof(uint64_t) == 0, "ids follow the pointers");
+	segment_file **inputs = malloc((sizeof(*inputs) + sizeof(uint64_t)) * s->file_count);
 	if (!inputs) {
 		pthread_mutex_unlock(&s->lock);
 		return -ENOMEM;
@@ -2561,6 +2603,9 @@ static int compact_locked_maintenance(tally_store *s, int all)
 			inputs[j] = inputs[j - 1];
 			inputs[j - 1] = tmp;
 		}
+	uint64_t *input_ids = (uint64_t *)(inputs + s->file_count);
+	for (uint32_t i = 0; i < input_count; i++)
+		input_ids[i] = inputs[i]->file_id;
 	uint32_t tenant_count = s->tenant_count;
 	/* The output ids are taken in this same hold, while no flush holds
 	 * ids (the wait above): a flush that froze after the lock was let go
@@ -2712,10 +2757,9 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	s->file_count = kept + part_count;
 	free(old);
 	for (uint32_t i = 0; i < input_count; i++) {
-		query_cache_forget_file(s, inputs[i]->file_id);
 		if (inputs[i]->pins) {
 			/* A backfill's probe is reading it without the lock: its
-			 * last unpin closes and unlinks it (files_unpin). */
+			 * last unpin closes and unlinks it (store_files_unpin). */
 			inputs[i]->retired = 1;
 			inputs[i] = NULL;
 		}
@@ -2725,6 +2769,11 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&s->publish);
+	/* Without the lock: a query merging files holds the cache for as
+	 * long as that takes (store_internal.h, cache_lock). A query that
+	 * still reads a pinned input forgets what it decoded of it again
+	 * (store_files_unpin). */
+	query_cache_forget_files(s, input_ids, input_count);
 	for (uint32_t j = 0; j < part_count; j++)
 		query_cache_warm(s, parts[j].f, warm, warm_count);
 	free(warm);
@@ -3212,6 +3261,7 @@ static void store_free(tally_store *s)
 	pthread_mutex_destroy(&s->flush_mutex);
 	pthread_mutex_destroy(&s->compact_mutex);
 	pthread_mutex_destroy(&s->publish);
+	pthread_mutex_destroy(&s->cache_lock);
 	pthread_mutex_destroy(&s->errmsg_lock);
 	pthread_cond_destroy(&s->flushed);
 	pthread_cond_destroy(&s->wake);
@@ -3349,6 +3399,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	pthread_mutex_init(&s->flush_mutex, NULL);
 	pthread_mutex_init(&s->compact_mutex, NULL);
 	pthread_mutex_init(&s->publish, NULL);
+	pthread_mutex_init(&s->cache_lock, NULL);
 	pthread_mutex_init(&s->errmsg_lock, NULL);
 	pthread_cond_init(&s->flushed, NULL);
 	pthread_condattr_t attr;
@@ -3740,6 +3791,8 @@ out:
  * the dictionary of the section they belong to. */
 typedef struct rows_visit {
 	tally_store *s;
+	segment_file *const *files; /* the files to read (the catalog, or a pinned copy) */
+	uint32_t file_count;
 	int64_t from_us, to_us;
 	const int64_t *stop_after; /* the caller's bound, may be NULL */
 	store_rows_fn fn;
@@ -3750,7 +3803,7 @@ typedef struct rows_visit {
 	rows probe; /* a row group's times only (rows_visit_first) */
 	strdict dict[DIM_COUNT];
 	int dict_section; /* the section whose dictionary is in dict; -1: none */
-	uint32_t dict_file;
+	const segment_file *dict_file;
 } rows_visit;
 
 static void rows_visit_dict_free(rows_visit *v)
@@ -3801,20 +3854,19 @@ static int rows_visit_first(rows_visit *v, segment_file *f, uint32_t g, uint32_t
 	return 0;
 }
 
-/* Decodes row group g of section ti of file fi, calls fn for its rows in
+/* Decodes row group g of section ti of file f, calls fn for its rows in
  * [from, to), and sets *past when its last time says no later row group of
  * the section can hold a row the caller wants. */
-static int rows_visit_rowgroup(rows_visit *v, uint32_t fi, uint32_t ti, uint32_t g, int *past)
+static int rows_visit_rowgroup(rows_visit *v, segment_file *f, uint32_t ti, uint32_t g, int *past)
 {
-	segment_file *f = v->s->files[fi];
 	int rc = 0;
 	char err[TALLY_ERRMSG_SIZE] = "";
-	if (v->dict_section != (int)ti || v->dict_file != fi) {
+	if (v->dict_section != (int)ti || v->dict_file != f) {
 		rows_visit_dict_free(v);
 		if ((rc = segment_read_dict(f, ti, v->dict, err)))
 			return rows_visit_fail(v, rc, err);
 		v->dict_section = (int)ti;
-		v->dict_file = fi;
+		v->dict_file = f;
 	}
 	rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, &v->r, err);
 	if (!rc)
@@ -3837,12 +3889,12 @@ static int rows_visit_rowgroup(rows_visit *v, uint32_t fi, uint32_t ti, uint32_t
 /* The row groups of t's sections that may hold rows in [from, to): in each
  * section, the first found by a binary search on times, then each in turn
  * until one reaches to (or the caller's bound). */
-static int rows_visit_sections(rows_visit *v, const tenant *t)
+static int rows_visit_sections(rows_visit *v, uint32_t tenant_id)
 {
 	int rc = 0;
-	for (uint32_t fi = 0; fi < v->s->file_count && !rc; fi++) {
-		segment_file *f = v->s->files[fi];
-		int64_t ti = segment_file_find_tenant(f, t->id);
+	for (uint32_t fi = 0; fi < v->file_count && !rc; fi++) {
+		segment_file *f = v->files[fi];
+		int64_t ti = segment_file_find_tenant(f, tenant_id);
 		if (ti < 0)
 			continue;
 		const seg_tenant *sec = &f->tenants[ti];
@@ -3862,20 +3914,23 @@ static int rows_visit_sections(rows_visit *v, const tenant *t)
 			    (rc = rows_visit_first(v, f, g, end, &g)))
 				break;
 			for (; g < end && !rc && !past; g++)
-				rc = rows_visit_rowgroup(v, fi, (uint32_t)ti, g, &past);
+				rc = rows_visit_rowgroup(v, f, (uint32_t)ti, g, &past);
 			next = g;
 		}
 	}
 	return rc;
 }
 
-int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
-			   const int64_t *stop_after, store_rows_fn fn, void *ctx,
-			   uint64_t *rows_read, char *errmsg)
+int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t file_count,
+			 uint32_t tenant_id, int64_t from_us, int64_t to_us,
+			 const int64_t *stop_after, store_rows_fn fn, void *ctx,
+			 uint64_t *rows_read, char *errmsg)
 {
 	rows_visit v;
 	memset(&v, 0, sizeof(v));
 	v.s = s;
+	v.files = files;
+	v.file_count = file_count;
 	v.from_us = from_us;
 	v.to_us = to_us;
 	v.stop_after = stop_after;
@@ -3884,11 +3939,18 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
 	v.rows_read = rows_read;
 	v.errmsg = errmsg;
 	v.dict_section = -1;
-	int rc = rows_visit_sections(&v, t);
+	int rc = rows_visit_sections(&v, tenant_id);
 	rows_visit_dict_free(&v);
 	rows_free(&v.r);
 	rows_free(&v.probe);
-	memtable *tables[2] = {t->frozen, t->active};
+	return rc;
+}
+
+int store_scan_memtable_rows(const tenant *t, int64_t from_us, int64_t to_us, store_rows_fn fn,
+			     void *ctx, uint64_t *rows_read)
+{
+	int rc = 0;
+	const memtable *tables[2] = {t->frozen, t->active};
 	for (int m = 0; m < 2 && !rc; m++) {
 		const memtable *mt = tables[m];
 		if (!mt || !mt->rows.count || mt->time_max_us < from_us || mt->time_min_us >= to_us)
@@ -3902,6 +3964,15 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
 				rc = fn(ctx, &mt->rows, refs, i);
 	}
 	return rc;
+}
+
+int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
+			   const int64_t *stop_after, store_rows_fn fn, void *ctx,
+			   uint64_t *rows_read, char *errmsg)
+{
+	int rc = store_scan_file_rows(s, s->files, s->file_count, t->id, from_us, to_us, stop_after,
+				      fn, ctx, rows_read, errmsg);
+	return rc ? rc : store_scan_memtable_rows(t, from_us, to_us, fn, ctx, rows_read);
 }
 
 /* ---- stats -------------------------------------------------------------- */
@@ -3935,7 +4006,7 @@ int tally_store_stats(tally_store *s, tally_stats *out)
 	}
 	out->memtable_bytes = s->active_bytes + s->frozen_bytes;
 	out->memtable_bytes_peak = s->memtable_bytes_peak;
-	out->query_cache_bytes = query_cache_bytes(s);
+	out->query_cache_bytes = query_cache_bytes(s); /* no cache_lock: a mirror */
 	out->segment_file_count = s->file_count;
 	for (uint32_t i = 0; i < s->file_count; i++) {
 		out->segment_count += s->files[i]->segment_count;

@@ -163,7 +163,15 @@ struct tally_store {
 	uint64_t dedup_expiry_hold_max_us;
 	int64_t replay_day_min; /* fingerprint_day_min at open: the rebuild and WAL replay */
 
-	struct query_cache *query_cache; /* decoded rollup blocks, under lock (query.c) */
+	/* The query cache (query.c): decoded rollup blocks, under cache_lock,
+	 * which a query holds while it merges segment files (without lock).
+	 * cache_lock may be taken before lock, never while holding it: a
+	 * query's merge under cache_lock can last seconds, and ingest must not
+	 * wait for it. query_cache_bytes mirrors the cache's bytes for
+	 * tally_store_stats, set whenever cache_lock is let go. */
+	pthread_mutex_t cache_lock;
+	struct query_cache *query_cache;
+	atomic_size_t query_cache_bytes;
 
 	uint64_t flush_count;
 	uint64_t compaction_count;
@@ -203,6 +211,32 @@ typedef int (*store_rows_fn)(void *ctx, const rows *r, const strdict *const dict
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
 			   const int64_t *stop_after, store_rows_fn fn, void *ctx,
 			   uint64_t *rows_read, char *errmsg);
+/* store_scan_rows_locked's two halves. The segment rows of tenant_id in
+ * files[0, file_count), which the caller keeps live (the lock held, or
+ * each pinned: store_pin_tenant_files), so without the lock; and, under
+ * s->lock, the rows of t's memtables (rows_read counts each memtable's
+ * rows whenever its time range meets [from, to)). */
+int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t file_count,
+			 uint32_t tenant_id, int64_t from_us, int64_t to_us,
+			 const int64_t *stop_after, store_rows_fn fn, void *ctx,
+			 uint64_t *rows_read, char *errmsg);
+int store_scan_memtable_rows(const tenant *t, int64_t from_us, int64_t to_us, store_rows_fn fn,
+			     void *ctx, uint64_t *rows_read);
+
+/*
+ * Under s->lock: the live files with a section of tenant t, each pinned
+ * (segment_file.pins), into *files (malloc'd; count in *count, 0 with
+ * *files NULL when there are none). 0 or -ENOMEM (nothing pinned). The
+ * caller reads them without the lock and lets them go with
+ * store_files_unpin.
+ */
+int store_pin_tenant_files(tally_store *s, const tenant *t, segment_file ***files,
+			   uint32_t *count);
+/* Without s->lock (takes it): drops the pins of files[0, count); closes and
+ * unlinks those that a compaction retired meanwhile once their last pin is
+ * gone, and drops the query cache's entries of every retired one. Reuses
+ * files[] as scratch. */
+void store_files_unpin(tally_store *s, segment_file **files, uint32_t count);
 
 /* The fingerprint expiry pass (the background worker runs it each tick;
  * tests call it directly): once fingerprint_day_min has moved since the
@@ -215,11 +249,13 @@ void store_expire_dedup(tally_store *s);
  * TALLY_E_INVALID with errmsg set. */
 int query_filters_check(const tally_filter *filters, uint32_t count, char *errmsg);
 
-/* query.c: frees the decoded-block cache; drops a file's entries. */
+/* query.c: frees the decoded-block cache. */
 void query_cache_free(tally_store *s);
-void query_cache_forget_file(tally_store *s, uint64_t file_id);
-/* Under s->lock: the bytes the query cache holds. */
-size_t query_cache_bytes(const tally_store *s);
+/* query.c: drops the entries of files[0, count) (ids of files no longer
+ * live). Takes cache_lock: never called with s->lock held. */
+void query_cache_forget_files(tally_store *s, const uint64_t *file_ids, uint32_t count);
+/* The bytes the query cache held when cache_lock was last let go. */
+size_t query_cache_bytes(tally_store *s);
 /*
  * Decodes the rollup pages of the given tenants' sections of f (a file a
  * flush or compaction just published) and adds them to the query cache,

@@ -895,13 +895,6 @@ static int64_t hook_pread(const tally_io *io, int fd, void *buf, size_t size, ui
 	return base->pread(base, fd, buf, size, offset);
 }
 
-static int count_seg_file(void *ctx, const char *name)
-{
-	size_t n = strlen(name);
-	*(int *)ctx += n > 4 && strcmp(name + n - 4, ".seg") == 0;
-	return 0;
-}
-
 /* The probe reads segment file 1 without the lock; meanwhile a flush moves
  * the memtable's events (same day) into file 2 and a compaction merges
  * files 1 and 2 into file 3, retiring file 1 while the probe still reads
@@ -939,12 +932,8 @@ Test(backfill, a_flush_and_compaction_during_the_probe_are_caught)
 	cr_expect_eq(st.segment_file_count, 1);
 	cr_expect_eq(st.segment_rows, 20);
 	cr_expect_eq(st.events_memtable, 0);
-	char segments[300];
-	snprintf(segments, sizeof(segments), "%s/segments", dir);
-	int seg_files = 0;
-	const tally_io *io = tally_io_default();
-	cr_assert_eq(io->list_dir(io, segments, count_seg_file, &seg_files), 0);
-	cr_expect_eq(seg_files, 1, "the retired input was unlinked by the last unpin");
+	cr_expect_eq(test_dir_segment_files(dir), 1,
+		     "the retired input was unlinked by the last unpin");
 	expect_stored_exactly(s, "acme", e, 20, "after the race");
 	cr_assert_eq(tally_store_close(s), 0);
 }

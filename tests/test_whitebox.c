@@ -106,11 +106,11 @@ static tally_store *store_with_one_warmed_file(void)
 }
 
 /* Description: the warm of a file that a compaction retired while a flush
- * had it pinned adds nothing to the query cache. The compaction forgot the
- * file's entries when it retired it (under the store lock); an entry added
- * after that would keep a dead file's pages until the LRU evicted them.
- * The retirement is made by hand, as compact_locked_maintenance makes it
- * for a pinned input. */
+ * had it pinned adds nothing to the query cache. The compaction retired it
+ * under the store lock and then forgot the file's entries (under
+ * cache_lock); an entry added after that would keep a dead file's pages
+ * until the LRU evicted them. The retirement is made by hand, as
+ * compact_locked_maintenance makes it for a pinned input. */
 Test(whitebox, a_warm_adds_nothing_for_a_file_retired_while_it_ran)
 {
 	tally_store *s = store_with_one_warmed_file();
@@ -118,10 +118,10 @@ Test(whitebox, a_warm_adds_nothing_for_a_file_retired_while_it_ran)
 	cr_assert_eq(s->file_count, 1);
 	segment_file *f = s->files[0];
 	uint32_t tenant_id = store_tenant_find(s, "acme")->id;
-	query_cache_forget_file(s, f->file_id);
 	f->pins++; /* the flush's pin, held across its warm */
 	f->retired = 1;
 	pthread_mutex_unlock(&s->lock);
+	query_cache_forget_files(s, &f->file_id, 1);
 	cr_assert_eq(query_cache_held(s), 0, "the retirement forgot the file's entries");
 
 	query_cache_warm(s, f, &tenant_id, 1);
@@ -134,6 +134,39 @@ Test(whitebox, a_warm_adds_nothing_for_a_file_retired_while_it_ran)
 	pthread_mutex_unlock(&s->lock);
 	query_cache_warm(s, f, &tenant_id, 1);
 	cr_expect_gt(query_cache_held(s), 0, "the warm of a live file adds its pages");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: the last reader of a retired file forgets the query
+ * cache's entries of it (store_files_unpin). A query that pinned a file
+ * may decode its pages after the compaction that retired it forgot them:
+ * without this, a dead file's pages would stay until the LRU evicted them.
+ * The file holds another reader's pin too, so the unpin under test
+ * forgets without closing it; the control unpins the live file first and
+ * keeps its entries. */
+Test(whitebox, an_unpin_forgets_the_cache_entries_of_a_retired_file)
+{
+	tally_store *s = store_with_one_warmed_file();
+	uint64_t held = query_cache_held(s);
+	pthread_mutex_lock(&s->lock);
+	segment_file *f = s->files[0];
+	f->pins += 3; /* the control's, the query's and the other reader's */
+	pthread_mutex_unlock(&s->lock);
+	segment_file *one[1] = {f};
+	store_files_unpin(s, one, 1);
+	cr_expect_eq(query_cache_held(s), held, "a live file's entries stay");
+
+	pthread_mutex_lock(&s->lock);
+	f->retired = 1;
+	pthread_mutex_unlock(&s->lock);
+	one[0] = f;
+	store_files_unpin(s, one, 1);
+	cr_expect_eq(query_cache_held(s), 0, "a retired file's entries go with a reader's unpin");
+	pthread_mutex_lock(&s->lock);
+	cr_expect_eq(f->pins, 1, "the other reader's pin is left: the file stays open");
+	f->pins = 0;
+	f->retired = 0; /* still in the catalog: the store closes it */
+	pthread_mutex_unlock(&s->lock);
 	cr_assert_eq(tally_store_close(s), 0);
 }
 

@@ -33,6 +33,24 @@ static int unlink_entry(void *ctx, const char *name)
 	return 0;
 }
 
+static int count_seg_file(void *ctx, const char *name)
+{
+	size_t n = strlen(name);
+	*(int *)ctx += n > 4 && strcmp(name + n - 4, ".seg") == 0;
+	return 0;
+}
+
+int test_dir_segment_files(const char *store_dir)
+{
+	char segments[4200];
+	snprintf(segments, sizeof segments, "%s/segments", store_dir);
+	int count = 0;
+	const tally_io *io = tally_io_default();
+	int rc = io->list_dir(io, segments, count_seg_file, &count);
+	cr_assert_eq(rc, 0, "list %s: %s", segments, strerror(-rc));
+	return count;
+}
+
 bool test_dir_direct_io_supported(const char *path)
 {
 	char probe[4200];

@@ -35,6 +35,10 @@ fault_io *test_dir_store_setup(char *dir, size_t dir_size, const char *name, int
 /* Its teardown: removes dir and all below it, and destroys fio. */
 void test_dir_store_teardown(const char *dir, fault_io *fio);
 
+/* The segment files (names ending in .seg) in store_dir/segments: what a
+ * compaction or the last unpin of a retired file left on disk. */
+int test_dir_segment_files(const char *store_dir);
+
 /* Whether the file system holding directory `path` takes O_DIRECT opens
  * (a probe file is created there and removed). */
 bool test_dir_direct_io_supported(const char *path);

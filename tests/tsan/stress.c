@@ -8,8 +8,10 @@
  *
  *   - WRITERS threads ingest their own batches (tally_ingest) and re-send
  *     some earlier ones (DUPLICATE expected);
- *   - a reader thread runs aggregate queries and scans, and checks each
- *     count against what the writers had acknowledged before the query and
+ *   - READERS reader threads run aggregate queries (with a median and
+ *     distinct users, so sketches and cached blocks are read while the
+ *     query holds only cache_lock) and scans, and check each count
+ *     against what the writers had acknowledged before the query and
  *     submitted after it (acked_before <= count <= submitted_after: a flush
  *     or compaction that published a moment of double-counted or missing
  *     events fails it);
@@ -50,6 +52,7 @@
 #include "tally.h"
 
 #define WRITERS 3
+#define READERS 2 /* queries run beside each other too */
 #define TENANTS 4
 #define EVENTS_PER_BATCH 16
 #define RESEND_EVERY 5             /* every 5th batch of a writer re-sends an earlier one */
@@ -146,6 +149,9 @@ static int query_count(stress *s, uint32_t tenant, uint64_t *count)
 		.from_us = s->base_us - EV_LATE_SPREAD_US - TALLY_US_PER_DAY,
 		.to_us = s->base_us + TALLY_US_PER_DAY,
 		.bucket = TALLY_BUCKET_NONE,
+		.quantiles = {0.5},
+		.quantile_count = 1,
+		.distinct_users = true,
 	};
 	tally_result *result = NULL;
 	char errmsg[TALLY_ERRMSG_SIZE];
@@ -155,8 +161,12 @@ static int query_count(stress *s, uint32_t tenant, uint64_t *count)
 		return rc;
 	}
 	*count = 0;
-	for (size_t i = 0; i < result->row_count; i++)
+	for (size_t i = 0; i < result->row_count; i++) {
 		*count += result->rows[i].count;
+		if (result->rows[i].distinct_users > result->rows[i].count)
+			fail(s, "tenant %" PRIu32 ": %" PRIu64 " distinct users in %" PRIu64 " events",
+			     tenant, result->rows[i].distinct_users, result->rows[i].count);
+	}
 	tally_result_free(result);
 	return 0;
 }
@@ -370,8 +380,9 @@ int main(void)
 	history_ingest(&s, TALLY_ACCEPTED);
 
 	writer writers[WRITERS];
-	pthread_t reader, maintenance, clock;
-	pthread_create(&reader, NULL, reader_main, &s);
+	pthread_t readers[READERS], maintenance, clock;
+	for (uint32_t i = 0; i < READERS; i++)
+		pthread_create(&readers[i], NULL, reader_main, &s);
 	pthread_create(&maintenance, NULL, maintenance_main, &s);
 	pthread_create(&clock, NULL, clock_main, &s);
 	for (uint32_t i = 0; i < WRITERS; i++) {
@@ -381,7 +392,8 @@ int main(void)
 	for (uint32_t i = 0; i < WRITERS; i++)
 		pthread_join(writers[i].thread, NULL);
 	atomic_store(&s.writers_done, true);
-	pthread_join(reader, NULL);
+	for (uint32_t i = 0; i < READERS; i++)
+		pthread_join(readers[i], NULL);
 	pthread_join(maintenance, NULL);
 	pthread_join(clock, NULL);
 

@@ -1,0 +1,290 @@
+/*
+ * test_query_unlocked.c — a query reads segment files without the store
+ * lock.
+ *
+ * A query pins its tenant's files and merges the memtables in one hold of
+ * the store lock, then reads the files with the lock let go (query.c, note
+ * 3). These tests stop a query in its first segment-file read (a tally_io
+ * whose pread waits there) and, from another thread, ingest an event and
+ * compact the very files the query is reading. The ingest must be
+ * acknowledged and the compaction published while the query waits; the
+ * query must still count every event it started with exactly once; and
+ * the compacted inputs must be unlinked once the query lets them go.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "support/fault_io.h"
+#include "support/test_dir.h"
+#include "tally.h"
+
+#define NOW_US (INT64_C(1790000000) * 1000000) /* 2026-09-21 */
+#define DAY_US TALLY_US_PER_DAY
+#define MINUTE_US (INT64_C(60) * 1000000)
+#define S(x) ((tally_str){(x), (uint32_t)strlen(x)})
+#define WAIT_MS_MAX 10000 /* how long the stopped read waits for the other thread */
+
+static char dir[256];
+static fault_io *fio;
+
+static void setup(void)
+{
+	fio = test_dir_store_setup(dir, sizeof(dir), "unlocked", NOW_US);
+}
+
+static void teardown(void)
+{
+	test_dir_store_teardown(dir, fio);
+}
+
+TestSuite(unlocked, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- the events ------------------------------------------------------------ */
+
+/* 40 events on each of the days 3 and 2 before today (one segment file
+ * each), 20 on yesterday (left in the memtable). Users: u0..u7 in the
+ * files, u4..u11 in the memtable, so only a merge of both counts 12. */
+#define FILE_EVENTS 40
+#define EVENT_COUNT (2 * FILE_EVENTS + 20)
+
+static char ids[EVENT_COUNT][16];
+static char users[EVENT_COUNT][8];
+static tally_event events[EVENT_COUNT];
+
+static int64_t day_start(int days_back)
+{
+	return (NOW_US / DAY_US - days_back) * DAY_US;
+}
+
+static void events_make(void)
+{
+	for (uint32_t n = 0; n < EVENT_COUNT; n++) {
+		int days_back = n < FILE_EVENTS ? 3 : n < 2 * FILE_EVENTS ? 2 : 1;
+		snprintf(ids[n], sizeof(ids[n]), "ev-%u", n);
+		snprintf(users[n], sizeof(users[n]), "u%u", n < 2 * FILE_EVENTS ? n % 8 : 4 + n % 8);
+		tally_event *e = &events[n];
+		memset(e, 0, sizeof(*e));
+		e->event_id = S(ids[n]);
+		e->time_us = day_start(days_back) + (int64_t)(n % 40) * 7 * MINUTE_US + 1000;
+		e->type = S("llm.call");
+		e->project = S(n % 2 ? "web" : "api");
+		e->model = S("gpt-4o");
+		e->user = S(users[n]);
+		e->duration_ms = 10 + n;
+		e->tokens_in = 1000 + n;
+		e->cost_micros = 7 * (int64_t)n;
+	}
+}
+
+static void ingest(tally_store *s, const char *tenant, const tally_event *e, size_t count)
+{
+	tally_ingest_result r[EVENT_COUNT];
+	cr_assert_leq(count, EVENT_COUNT);
+	int rc = tally_ingest(s, tenant, e, count, r);
+	cr_assert_eq(rc, 0, "ingest: %s (%s)", tally_strerror(rc), tally_store_errmsg(s));
+	for (size_t i = 0; i < count; i++)
+		cr_assert_eq(r[i].code, TALLY_ACCEPTED, "event %zu: %s", i, tally_result_name(r[i].code));
+}
+
+/* ---- the read that stops, and the other thread ------------------------------ */
+
+static tally_io stop_io;
+static atomic_int stop_armed;
+static tally_store *race_store;
+static pthread_mutex_t race_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t race_cond = PTHREAD_COND_INITIALIZER;
+static int race_go, race_ingested; /* under race_mutex */
+static int race_ingest_rc = -1, race_ingest_code = -1, race_compact_rc = -1;
+static int saw_ingest, saw_compaction; /* what the stopped read saw before it went on */
+
+static void deadline_in(struct timespec *t, int ms)
+{
+	clock_gettime(CLOCK_REALTIME, t);
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (t->tv_nsec >= 1000000000) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000;
+	}
+}
+
+/* The other thread: one event of another tenant, then a compaction of
+ * every file (the files the query has pinned among them). */
+static void *race_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&race_mutex);
+	while (!race_go)
+		pthread_cond_wait(&race_cond, &race_mutex);
+	pthread_mutex_unlock(&race_mutex);
+	tally_event e = events[0];
+	e.time_us = NOW_US - MINUTE_US;
+	tally_ingest_result r;
+	race_ingest_rc = tally_ingest(race_store, "other", &e, 1, &r);
+	race_ingest_code = r.code;
+	pthread_mutex_lock(&race_mutex);
+	race_ingested = 1;
+	pthread_cond_broadcast(&race_cond);
+	pthread_mutex_unlock(&race_mutex);
+	race_compact_rc = tally_compact(race_store);
+	return NULL;
+}
+
+/* The first pread once armed (the query's first read of a segment file):
+ * starts the other thread and waits, up to WAIT_MS_MAX each, until its
+ * ingest is acknowledged and its compaction has published (a query that
+ * held the store lock here would keep both waiting: the waits time out
+ * and the test fails, without hanging). */
+static int64_t stop_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
+{
+	(void)io;
+	const tally_io *base = fault_io_table(fio);
+	if (atomic_exchange(&stop_armed, 0)) {
+		struct timespec deadline;
+		deadline_in(&deadline, WAIT_MS_MAX);
+		pthread_mutex_lock(&race_mutex);
+		race_go = 1;
+		pthread_cond_broadcast(&race_cond);
+		int rc = 0;
+		while (!race_ingested && rc == 0)
+			rc = pthread_cond_timedwait(&race_cond, &race_mutex, &deadline);
+		saw_ingest = race_ingested;
+		pthread_mutex_unlock(&race_mutex);
+		for (int waited = 0; saw_ingest && waited < WAIT_MS_MAX && !saw_compaction; waited++) {
+			tally_stats st;
+			if (tally_store_stats(race_store, &st) == 0 && st.compaction_count > 0)
+				saw_compaction = 1;
+			else
+				nanosleep(&(struct timespec){0, 1000000}, NULL);
+		}
+	}
+	return base->pread(base, fd, buf, size, offset);
+}
+
+static tally_store *open_stop_store(void)
+{
+	stop_io = *fault_io_table(fio);
+	stop_io.pread = stop_pread;
+	tally_options o;
+	tally_options_default(&o);
+	o.io = &stop_io;
+	o.background = false;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_store_open(dir, &o, &s, err);
+	cr_assert_eq(rc, 0, "open: %s (%s)", tally_strerror(rc), err);
+	return s;
+}
+
+/* ---- the query and its oracle ---------------------------------------------- */
+
+typedef struct expected {
+	uint64_t count, tokens_in;
+	int64_t cost;
+	uint64_t users;
+} expected;
+
+/* acme's events in [from, to), counted by brute force. */
+static expected expect_range(int64_t from, int64_t to)
+{
+	expected x = {0};
+	char seen[12] = {0};
+	for (uint32_t n = 0; n < EVENT_COUNT; n++) {
+		if (events[n].time_us < from || events[n].time_us >= to)
+			continue;
+		x.count++;
+		x.tokens_in += events[n].tokens_in;
+		x.cost += events[n].cost_micros;
+		int u = users[n][1] - '0';
+		if (users[n][2])
+			u = 10 * u + users[n][2] - '0';
+		x.users += !seen[u];
+		seen[u] = 1;
+	}
+	return x;
+}
+
+static void expect_query(tally_store *s, int64_t from, int64_t to, const char *when)
+{
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = from;
+	q.to_us = to;
+	q.bucket = TALLY_BUCKET_NONE;
+	q.distinct_users = true;
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_query_run(s, "acme", &q, &res, err);
+	cr_assert_eq(rc, 0, "%s: query: %s (%s)", when, tally_strerror(rc), err);
+	expected x = expect_range(from, to);
+	cr_assert_eq(res->row_count, 1, "%s", when);
+	cr_expect_eq(res->rows[0].count, x.count, "%s: count", when);
+	cr_expect_eq(res->rows[0].tokens_in, x.tokens_in, "%s: tokens_in", when);
+	cr_expect_eq(res->rows[0].cost_micros, x.cost, "%s: cost", when);
+	cr_expect_eq(res->rows[0].distinct_users, x.users, "%s: distinct users", when);
+	tally_result_free(res);
+}
+
+/* Stores acme's events (two files and the memtable), then runs the query
+ * over [from, to) with its first file read stopped while the other thread
+ * ingests and compacts. */
+static void race(int64_t from, int64_t to)
+{
+	events_make();
+	tally_store *s = open_stop_store();
+	race_store = s;
+	ingest(s, "acme", events, FILE_EVENTS);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest(s, "acme", events + FILE_EVENTS, FILE_EVENTS);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest(s, "acme", events + 2 * FILE_EVENTS, EVENT_COUNT - 2 * FILE_EVENTS);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_assert_eq(st.segment_file_count, 2);
+	cr_assert_eq(st.compaction_count, 0);
+
+	pthread_t other;
+	cr_assert_eq(pthread_create(&other, NULL, race_main, NULL), 0);
+	atomic_store(&stop_armed, 1);
+	expect_query(s, from, to, "the stopped query");
+	cr_assert_eq(atomic_load(&stop_armed), 0, "the query read a segment file");
+	pthread_mutex_lock(&race_mutex);
+	race_go = 1; /* the read did not stop: let the thread end */
+	pthread_cond_broadcast(&race_cond);
+	pthread_mutex_unlock(&race_mutex);
+	cr_assert_eq(pthread_join(other, NULL), 0);
+
+	cr_expect(saw_ingest, "another tenant's ingest was acknowledged while the query read");
+	cr_expect(saw_compaction, "a compaction of the files it read published meanwhile");
+	cr_expect_eq(race_ingest_rc, 0);
+	cr_expect_eq(race_ingest_code, TALLY_ACCEPTED);
+	cr_expect_eq(race_compact_rc, 0);
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 1);
+	cr_expect_eq(st.compaction_count, 1);
+	cr_expect_eq(test_dir_segment_files(dir), 1,
+		     "the inputs were unlinked once the query let them go");
+	expect_query(s, from, to, "the same query after the race");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: whole days: the query stops in its first read of a file's
+ * rollup pages (with cache_lock held, the store lock not). */
+Test(unlocked, a_query_over_whole_days_lets_ingest_and_compaction_through)
+{
+	race(day_start(4), day_start(0));
+}
+
+/* Description: a range that starts and ends inside minutes: the query
+ * stops in its first read of a file's raw rows (raw edges are read before
+ * the cells, with neither lock held). */
+Test(unlocked, a_query_with_raw_edges_lets_ingest_and_compaction_through)
+{
+	race(day_start(3) + 90 * 1000000, day_start(1) + 30 * MINUTE_US + 1);
+}
