@@ -43,14 +43,23 @@ typedef struct memtable {
 	size_t rollup_accounted; /* rollup bytes counted in memtable_bytes (store lock) */
 	/* The live rollup: cells of rows [0, rolled), in dict's code space.
 	 * rollup, rolled and rollup_failed are guarded by rollup_lock (taken
-	 * after the store lock, never before it): the rollup thread adds a
-	 * slice of rows with only rollup_lock held, so ingest goes on; a query
-	 * holds both while it reads. */
+	 * after the store lock, never before it; the rollup thread only tries
+	 * for a frozen memtable's while it holds the store lock): the rollup
+	 * thread adds a slice of rows with only rollup_lock held, so ingest
+	 * goes on; a query holds both while it reads an active memtable, and
+	 * only rollup_lock while it reads a frozen one (its rows and
+	 * dictionary never change once frozen, so the rollup can be brought
+	 * up to date without the store lock). */
 	pthread_mutex_t rollup_lock;
 	rollup rollup;
 	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
+	/* Under the store lock: queries reading this (frozen) memtable without
+	 * the store lock; a flush that drops it while pinned sets `dropped`
+	 * and leaves it to the last unpin to free (store_frozen_unpin). */
+	uint32_t pins;
+	int dropped;
 	/* The id index's successor while it is built (memtable.c, note 1),
 	 * else NULL; touched once per MEMTABLE_INDEX_TAIL_MAX rows. */
 	uint32_t *index_next;
@@ -151,16 +160,18 @@ memtable *memtable_new(int *rc);
  * Ingest does not touch the rollup (it would cost every event, under the
  * store lock); the rollup is brought up to date behind the rows in two
  * steps. memtable_rollup_take, under the store lock (it reads the rows and
- * the dictionary that ingest appends to), copies rows [rolled, rolled + n)
- * as rollup events, n <= max_rows, and returns n. memtable_rollup_apply,
- * under rollup_lock (taken before the store lock is let go, so no other
+ * the dictionary that ingest appends to; not needed once frozen) and
+ * rollup_lock (it reads rolled and the rollup's user hashes), copies rows
+ * [rolled, rolled + n) as rollup events, n <= max_rows, and returns n.
+ * memtable_rollup_apply, under the same hold of rollup_lock (so no other
  * writer adds the same rows), adds them and advances rolled. 0, or
  * -ENOMEM: then the rollup is marked failed for good (queries read this
  * memtable's rows instead; a flush builds its pages from the rows).
  */
 uint32_t memtable_rollup_take(const memtable *m, rollup_event *out, uint32_t max_rows);
 int memtable_rollup_apply(memtable *m, const rollup_event *events, uint32_t n);
-/* Both steps, at most max_rows rows, under the store lock and rollup_lock. */
+/* Both steps, at most max_rows rows, under the store lock and rollup_lock
+ * (only rollup_lock for a frozen memtable). */
 int memtable_rollup_catch_up(memtable *m, uint32_t max_rows);
 
 /*

@@ -1412,12 +1412,19 @@ static int raw_pieces(const plan *p, plan *raw)
 	return rc;
 }
 
-/* The raw events of the raw pieces of p (raw_pieces), pieces closer than
- * RAW_MERGE_GAP_US sharing one scan: of t's memtables when t is not NULL
- * (under the store lock), else of tenant_id's sections of the pinned
- * files[0, file_count) (without it). */
-static int run_raw(qstate *st, const plan *p, const tenant *t, segment_file *const *files,
-		   uint32_t file_count, uint32_t tenant_id, uint64_t *rows_read)
+/* Where run_raw reads: one memtable (mt not NULL; the active one under the
+ * store lock, a pinned frozen one without it), or tenant_id's sections of
+ * the pinned files[0, file_count) (without the store lock). */
+typedef struct raw_source {
+	const memtable *mt;
+	segment_file *const *files;
+	uint32_t file_count;
+	uint32_t tenant_id;
+} raw_source;
+
+/* The raw events of the raw pieces of p (raw_pieces) in one source, pieces
+ * closer than RAW_MERGE_GAP_US sharing one scan. */
+static int run_raw(qstate *st, const plan *p, const raw_source *src, uint64_t *rows_read)
 {
 	int rc = 0;
 	for (uint32_t i = 0; i < p->count && !rc;) {
@@ -1426,9 +1433,10 @@ static int run_raw(qstate *st, const plan *p, const tenant *t, segment_file *con
 			j++;
 		raw_ctx ctx = {st, p->pieces + i, j - i, {0}};
 		int64_t from = p->pieces[i].from, to = p->pieces[j - 1].to;
-		rc = t ? store_scan_memtable_rows(t, from, to, raw_row, &ctx, rows_read)
-		       : store_scan_file_rows(st->s, files, file_count, tenant_id, from, to, NULL,
-					      raw_row, &ctx, rows_read, st->errmsg);
+		rc = src->mt ? store_scan_memtable_rows(src->mt, from, to, raw_row, &ctx, rows_read)
+			     : store_scan_file_rows(st->s, src->files, src->file_count,
+						    src->tenant_id, from, to, NULL, raw_row, &ctx,
+						    rows_read, st->errmsg);
 		source_groups_free(&ctx.sg);
 		i = j;
 	}
@@ -1551,25 +1559,25 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 }
 
 /*
- * Under the store lock and mt->rollup_lock: a memtable's part of the cell
- * pieces. The rollup thread adds rows to the rollup behind ingest, so the
- * rollup has rows [0, rolled): those come from its cells, the rest from the
- * rows themselves (about 50 ns a row, a tenth of rolling it up). A rollup
- * more than options.query_rows_behind_max rows behind
- * (a tenant nobody queried while the store only ingested), or any rollup
- * when there is no rollup thread (background off), is brought up to date
- * here first. A failed rollup (memory ran out) is not read: all its rows
- * are.
+ * Under mt->rollup_lock (and the store lock for an active memtable): a
+ * memtable's part of the cell pieces. The rollup thread adds rows to the
+ * rollup behind ingest, so the rollup has rows [0, rolled): those come
+ * from its cells, the rest from the rows themselves (about 50 ns a row, a
+ * tenth of rolling it up). A rollup more than
+ * options.query_rows_behind_max rows behind (a tenant nobody queried while
+ * the store only ingested), or any rollup when there is no rollup thread
+ * (background off), is brought up to date here first (the caller counts
+ * its growth). A failed rollup (memory ran out) is not read: all its rows
+ * are. The users deferred into its cells are hashed before it returns
+ * (acc_settle_users): once rollup_lock is let go the rollup may grow.
  */
-static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *bytes, const plan *p,
-			  tally_result *stats)
+static int merge_memtable(qstate *st, memtable *mt, const plan *p, tally_result *stats)
 {
+	const tally_store *s = st->s;
 	if (!mt->rollup_failed &&
 	    (mt->rows.count - mt->rolled > s->options.query_rows_behind_max ||
-	     !s->options.background)) {
+	     !s->options.background))
 		memtable_rollup_catch_up(mt, UINT32_MAX); /* failing marks the rollup failed */
-		*bytes += memtable_rollup_account(mt, mt->rollup.bytes);
-	}
 	int rc = 0;
 	uint32_t from_row = 0;
 	if (!mt->rollup_failed) {
@@ -1595,6 +1603,8 @@ static int merge_memtable(qstate *st, tally_store *s, memtable *mt, size_t *byte
 	}
 	if (!rc && from_row < mt->rows.count)
 		rc = merge_memtable_rows(st, mt, from_row, p, &stats->raw_rows);
+	if (!rc && st->want_users)
+		rc = acc_settle_users(st);
 	return rc;
 }
 
@@ -2033,25 +2043,25 @@ static int plan_variant(const plan pv[PLAN_VARIANTS], const tally_query *q, int6
 	return pv[v].raw ? 0 : v;
 }
 
-/* Under the store lock: the cell pieces of t's memtables, each through the
- * plan variant its time range takes. */
-static int merge_memtables(qstate *st, tenant *t, const plan pv[PLAN_VARIANTS],
-			   tally_result *stats)
+/* A memtable as a source: its cell pieces, through the plan variant its
+ * time range takes, then its raw pieces. Under the store lock for the
+ * active memtable (whose rollup growth this counts); without it for a
+ * pinned frozen one (*rollup_bytes: its rollup's size, for
+ * store_frozen_unpin to count). */
+static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS],
+				 const plan *raw, size_t *rollup_bytes, tally_result *stats)
 {
-	tally_store *s = st->s;
-	memtable *tables[2] = {t->frozen, t->active};
-	size_t *table_bytes[2] = {&s->frozen_bytes, &s->active_bytes};
-	int rc = 0;
-	for (int m = 0; m < 2 && !rc; m++) {
-		memtable *mt = tables[m];
-		if (!mt || !mt->rows.count)
-			continue;
-		pthread_mutex_lock(&mt->rollup_lock);
-		rc = merge_memtable(st, s, mt, table_bytes[m],
-				    &pv[plan_variant(pv, st->q, mt->time_min_us, mt->time_max_us)], stats);
-		pthread_mutex_unlock(&mt->rollup_lock);
-	}
-	return rc;
+	pthread_mutex_lock(&mt->rollup_lock);
+	int rc = merge_memtable(st, mt, &pv[plan_variant(pv, st->q, mt->time_min_us, mt->time_max_us)],
+				stats);
+	size_t bytes = mt->rollup.bytes;
+	pthread_mutex_unlock(&mt->rollup_lock);
+	if (rollup_bytes)
+		*rollup_bytes = bytes;
+	else
+		st->s->active_bytes += memtable_rollup_account(mt, bytes);
+	raw_source src = {mt, NULL, 0, 0};
+	return rc ? rc : run_raw(st, raw, &src, &stats->raw_rows);
 }
 
 /* Under cache_lock, without the store lock: the cell pieces of tenant_id's
@@ -2157,8 +2167,10 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		tz_free(zone);
 	if (rc)
 		goto done;
-	/* Under the store lock: the plan, the files pinned, the memtables. */
+	/* Under the store lock: the plan, the files and the frozen memtable
+	 * pinned, the active memtable merged. */
 	segment_file **files = NULL;
+	memtable *frozen = NULL;
 	uint32_t file_count = 0, tenant_id = 0;
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
@@ -2178,17 +2190,27 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			rc = raw_pieces(&pv[0], &raw);
 		if (!rc)
 			rc = store_pin_tenant_files(s, t, &files, &file_count);
-		if (!rc)
-			rc = merge_memtables(&st, t, pv, &stats);
-		if (!rc)
-			rc = run_raw(&st, &raw, t, NULL, 0, 0, &stats.raw_rows);
-		if (!rc && st.want_users)
-			rc = acc_settle_users(&st);
+		if (!rc && t->frozen && t->frozen->rows.count) {
+			frozen = t->frozen;
+			frozen->pins++;
+		}
+		if (!rc && t->active && t->active->rows.count)
+			rc = merge_memtable_source(&st, t->active, pv, &raw, NULL, &stats);
 	}
 	pthread_mutex_unlock(&s->lock);
-	/* Without it: the files' raw rows, then (under cache_lock) their cells. */
+	if (s->query_test_hook)
+		s->query_test_hook(s, s->query_test_ctx);
+	/* Without it: the frozen memtable, the files' raw rows, then (under
+	 * cache_lock) the files' cells. */
+	if (frozen) {
+		size_t rollup_bytes = 0;
+		if (!rc)
+			rc = merge_memtable_source(&st, frozen, pv, &raw, &rollup_bytes, &stats);
+		store_frozen_unpin(s, t, frozen, rollup_bytes);
+	}
+	raw_source file_src = {NULL, files, file_count, tenant_id};
 	if (!rc && file_count)
-		rc = run_raw(&st, &raw, NULL, files, file_count, tenant_id, &stats.raw_rows);
+		rc = run_raw(&st, &raw, &file_src, &stats.raw_rows);
 	if (file_count) {
 		cache_lock(s);
 		if (!rc)

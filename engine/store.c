@@ -44,7 +44,8 @@
  *    one file, or one per thread when many rows: file_part), then under
  *    the lock the manifest is replaced with one naming the new files and
  *    wal_replay_lsn = boundary and the WAL's next file id, and the frozen
- *    memtables are dropped. WAL files before the boundary and below that id
+ *    memtables are dropped (one that a query pinned is freed by its last
+ *    unpin: store_frozen_unpin). WAL files before the boundary and below that id
  *    are removed after that (wal.c, invariant 7). A crash at any point
  *    leaves either the old manifest (WAL still has every event) or the new
  *    one (segments have them, replay starts after them): never both.
@@ -933,6 +934,21 @@ static int history_probe_file(history *h, const segment_file *f, uint32_t tenant
 		strdict_free(&h->dict[d]);
 	memset(h->dict, 0, sizeof(h->dict));
 	return rc;
+}
+
+/* Contract in store_internal.h. */
+void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, size_t rollup_bytes)
+{
+	pthread_mutex_lock(&s->lock);
+	assert(m->pins > 0);
+	if (t->frozen == m) /* still there: frozen_bytes still counts it */
+		s->frozen_bytes += memtable_rollup_account(m, rollup_bytes);
+	int last = --m->pins == 0 && m->dropped;
+	pthread_mutex_unlock(&s->lock);
+	if (last) {
+		memtable_free(m);
+		free(m);
+	}
 }
 
 /* Contract in store_internal.h. */
@@ -2445,10 +2461,15 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	s->manifest.wal_file_id_next = wal_mark;
 	change_map_swap(&s->manifest.changes, &s->changes_frozen);
 	/* The frozen memtables leave the catalog (frozen[] lists their
-	 * tenants) and are freed below, without the lock. */
+	 * tenants) and are freed below, without the lock; one that a query
+	 * reads without the lock is freed by its last unpin. */
 	for (uint32_t i = 0; i < frozen_count; i++) {
 		dropped[i] = frozen[i]->frozen;
 		frozen[i]->frozen = NULL;
+		if (dropped[i] && dropped[i]->pins) {
+			dropped[i]->dropped = 1;
+			dropped[i] = NULL;
+		}
 	}
 	s->frozen = 0;
 	s->frozen_bytes = 0;
@@ -2946,18 +2967,25 @@ static memtable *memtable_of(tenant *t, uint64_t serial, size_t **bytes, tally_s
  * Under s->lock (let go and taken again per slice): brings t's frozen and
  * active memtables' rollups up to date. The rollup's growth is counted in
  * the store's memtable bytes once the slice is in, if the memtable is
- * still there.
+ * still there. A memtable whose rollup_lock is held is left to the next
+ * tick: a query reading a frozen memtable holds it without the store lock
+ * for as long as its merge takes, and waiting here would hold the store
+ * lock as long. (An active memtable's rollup_lock is held only under the
+ * store lock, which this holds: trying it always succeeds.)
  */
 static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
 {
 	for (int which = 0; which < 2; which++) {
 		while (!s->closing && !s->sticky) {
 			memtable *m = which ? t->active : t->frozen;
-			if (!m || m->rollup_failed || m->rolled == m->rows.count)
+			if (!m || pthread_mutex_trylock(&m->rollup_lock))
 				break;
+			if (m->rollup_failed || m->rolled == m->rows.count) {
+				pthread_mutex_unlock(&m->rollup_lock);
+				break;
+			}
 			uint32_t n = memtable_rollup_take(m, slice, MEMTABLE_ROLLUP_SLICE);
 			uint64_t serial = m->serial;
-			pthread_mutex_lock(&m->rollup_lock);
 			pthread_mutex_unlock(&s->lock);
 			memtable_rollup_apply(m, slice, n); /* a failure marks the rollup failed */
 			size_t rollup_bytes = m->rollup.bytes;
@@ -3946,23 +3974,19 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 	return rc;
 }
 
-int store_scan_memtable_rows(const tenant *t, int64_t from_us, int64_t to_us, store_rows_fn fn,
+int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read)
 {
+	if (!mt || !mt->rows.count || mt->time_max_us < from_us || mt->time_min_us >= to_us)
+		return 0;
+	const strdict *refs[DIM_COUNT];
+	for (int d = 0; d < DIM_COUNT; d++)
+		refs[d] = &mt->dict;
+	*rows_read += mt->rows.count;
 	int rc = 0;
-	const memtable *tables[2] = {t->frozen, t->active};
-	for (int m = 0; m < 2 && !rc; m++) {
-		const memtable *mt = tables[m];
-		if (!mt || !mt->rows.count || mt->time_max_us < from_us || mt->time_min_us >= to_us)
-			continue;
-		const strdict *refs[DIM_COUNT];
-		for (int d = 0; d < DIM_COUNT; d++)
-			refs[d] = &mt->dict;
-		*rows_read += mt->rows.count;
-		for (uint32_t i = 0; i < mt->rows.count && !rc; i++)
-			if (mt->rows.time_us[i] >= from_us && mt->rows.time_us[i] < to_us)
-				rc = fn(ctx, &mt->rows, refs, i);
-	}
+	for (uint32_t i = 0; i < mt->rows.count && !rc; i++)
+		if (mt->rows.time_us[i] >= from_us && mt->rows.time_us[i] < to_us)
+			rc = fn(ctx, &mt->rows, refs, i);
 	return rc;
 }
 
@@ -3972,7 +3996,9 @@ int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t t
 {
 	int rc = store_scan_file_rows(s, s->files, s->file_count, t->id, from_us, to_us, stop_after,
 				      fn, ctx, rows_read, errmsg);
-	return rc ? rc : store_scan_memtable_rows(t, from_us, to_us, fn, ctx, rows_read);
+	if (!rc)
+		rc = store_scan_memtable_rows(t->frozen, from_us, to_us, fn, ctx, rows_read);
+	return rc ? rc : store_scan_memtable_rows(t->active, from_us, to_us, fn, ctx, rows_read);
 }
 
 /* ---- stats -------------------------------------------------------------- */

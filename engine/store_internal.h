@@ -88,6 +88,11 @@ struct tally_store {
 	 * written, before it publishes them, without the store lock. */
 	void (*flush_test_hook)(tally_store *s, void *ctx);
 	void *flush_test_ctx;
+	/* Tests only (NULL otherwise): called by an aggregate query once it
+	 * has pinned its sources and let the store lock go, before it reads
+	 * the frozen memtable and the segment files. */
+	void (*query_test_hook)(tally_store *s, void *ctx);
+	void *query_test_ctx;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
@@ -211,16 +216,17 @@ typedef int (*store_rows_fn)(void *ctx, const rows *r, const strdict *const dict
 int store_scan_rows_locked(tally_store *s, tenant *t, int64_t from_us, int64_t to_us,
 			   const int64_t *stop_after, store_rows_fn fn, void *ctx,
 			   uint64_t *rows_read, char *errmsg);
-/* store_scan_rows_locked's two halves. The segment rows of tenant_id in
+/* store_scan_rows_locked's parts. The segment rows of tenant_id in
  * files[0, file_count), which the caller keeps live (the lock held, or
- * each pinned: store_pin_tenant_files), so without the lock; and, under
- * s->lock, the rows of t's memtables (rows_read counts each memtable's
- * rows whenever its time range meets [from, to)). */
+ * each pinned: store_pin_tenant_files), so without the lock; and the rows
+ * of one memtable (NULL: none), under s->lock for an active one (a pinned
+ * frozen one needs no lock): rows_read counts all its rows when its time
+ * range meets [from, to). */
 int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t file_count,
 			 uint32_t tenant_id, int64_t from_us, int64_t to_us,
 			 const int64_t *stop_after, store_rows_fn fn, void *ctx,
 			 uint64_t *rows_read, char *errmsg);
-int store_scan_memtable_rows(const tenant *t, int64_t from_us, int64_t to_us, store_rows_fn fn,
+int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read);
 
 /*
@@ -232,6 +238,12 @@ int store_scan_memtable_rows(const tenant *t, int64_t from_us, int64_t to_us, st
  */
 int store_pin_tenant_files(tally_store *s, const tenant *t, segment_file ***files,
 			   uint32_t *count);
+/* Without s->lock (takes it): drops a query's pin of t's frozen memtable m
+ * (memtable.pins, taken under the lock), counting its rollup at
+ * rollup_bytes (read under its rollup_lock) if m is still t's frozen
+ * memtable; frees m if a flush dropped it meanwhile and this was its last
+ * pin. */
+void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, size_t rollup_bytes);
 /* Without s->lock (takes it): drops the pins of files[0, count); closes and
  * unlinks those that a compaction retired meanwhile once their last pin is
  * gone, and drops the query cache's entries of every retired one. Reuses

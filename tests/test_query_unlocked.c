@@ -10,6 +10,9 @@
  * acknowledged and the compaction published while the query waits; the
  * query must still count every event it started with exactly once; and
  * the compacted inputs must be unlinked once the query lets them go.
+ * Another stops a query that has pinned a frozen memtable (the store's
+ * query_test_hook) until a flush has published it and dropped it: the
+ * query reads it all the same, and its unpin frees it.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "store_internal.h"
 #include "support/fault_io.h"
 #include "support/test_dir.h"
 #include "tally.h"
@@ -82,11 +86,11 @@ static void events_make(void)
 	}
 }
 
-static void ingest(tally_store *s, const char *tenant, const tally_event *e, size_t count)
+static void ingest(tally_store *s, const char *name, const tally_event *e, size_t count)
 {
 	tally_ingest_result r[EVENT_COUNT];
 	cr_assert_leq(count, EVENT_COUNT);
-	int rc = tally_ingest(s, tenant, e, count, r);
+	int rc = tally_ingest(s, name, e, count, r);
 	cr_assert_eq(rc, 0, "ingest: %s (%s)", tally_strerror(rc), tally_store_errmsg(s));
 	for (size_t i = 0; i < count; i++)
 		cr_assert_eq(r[i].code, TALLY_ACCEPTED, "event %zu: %s", i, tally_result_name(r[i].code));
@@ -167,13 +171,12 @@ static int64_t stop_pread(const tally_io *io, int fd, void *buf, size_t size, ui
 	return base->pread(base, fd, buf, size, offset);
 }
 
-static tally_store *open_stop_store(void)
+/* A store in dir through io, without background threads. */
+static tally_store *open_store(const tally_io *io)
 {
-	stop_io = *fault_io_table(fio);
-	stop_io.pread = stop_pread;
 	tally_options o;
 	tally_options_default(&o);
-	o.io = &stop_io;
+	o.io = io;
 	o.background = false;
 	tally_store *s = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
@@ -237,7 +240,9 @@ static void expect_query(tally_store *s, int64_t from, int64_t to, const char *w
 static void race(int64_t from, int64_t to)
 {
 	events_make();
-	tally_store *s = open_stop_store();
+	stop_io = *fault_io_table(fio);
+	stop_io.pread = stop_pread;
+	tally_store *s = open_store(&stop_io);
 	race_store = s;
 	ingest(s, "acme", events, FILE_EVENTS);
 	cr_assert_eq(tally_flush(s), 0);
@@ -287,4 +292,104 @@ Test(unlocked, a_query_over_whole_days_lets_ingest_and_compaction_through)
 Test(unlocked, a_query_with_raw_edges_lets_ingest_and_compaction_through)
 {
 	race(day_start(3) + 90 * 1000000, day_start(1) + 30 * MINUTE_US + 1);
+}
+
+/* ---- a frozen memtable dropped while a query reads it ---------------------- */
+
+static int flush_waiting, query_pinned, flush_done; /* under race_mutex */
+static int flush_rc = -1, saw_flush;
+static uint64_t bytes_after_flush;
+
+/* Waits on race_cond, up to WAIT_MS_MAX, until *flag (race_mutex held). */
+static int wait_for(int *flag)
+{
+	struct timespec deadline;
+	deadline_in(&deadline, WAIT_MS_MAX);
+	int rc = 0;
+	while (!*flag && rc == 0)
+		rc = pthread_cond_timedwait(&race_cond, &race_mutex, &deadline);
+	return *flag;
+}
+
+static void raise_flag(int *flag)
+{
+	pthread_mutex_lock(&race_mutex);
+	*flag = 1;
+	pthread_cond_broadcast(&race_cond);
+	pthread_mutex_unlock(&race_mutex);
+}
+
+/* The flush, its files written and not yet published: waits for the
+ * query to pin the frozen memtable. */
+static void flush_hook(tally_store *s, void *ctx)
+{
+	(void)s;
+	(void)ctx;
+	pthread_mutex_lock(&race_mutex);
+	flush_waiting = 1;
+	pthread_cond_broadcast(&race_cond);
+	wait_for(&query_pinned);
+	pthread_mutex_unlock(&race_mutex);
+}
+
+static void *flush_main(void *arg)
+{
+	flush_rc = tally_flush(arg);
+	raise_flag(&flush_done);
+	return NULL;
+}
+
+/* The query, its sources pinned and the store lock let go: lets the flush
+ * publish (dropping the frozen memtable it pinned) and waits for it. */
+static void query_hook(tally_store *s, void *ctx)
+{
+	(void)ctx;
+	s->query_test_hook = NULL; /* this query only */
+	pthread_mutex_lock(&race_mutex);
+	query_pinned = 1;
+	pthread_cond_broadcast(&race_cond);
+	saw_flush = wait_for(&flush_done);
+	pthread_mutex_unlock(&race_mutex);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	bytes_after_flush = st.memtable_bytes;
+}
+
+/* Description: a flush publishes and drops the frozen memtable that a
+ * query has pinned, before the query reads it. The query counts its events
+ * once (they are in the new file too, which the query did not pin), the
+ * memtable stays readable until the query's unpin frees it (a free at the
+ * flush would be a use after free: the ASan run), and the unpin does not
+ * count its rollup in the memtable bytes any more. */
+Test(unlocked, a_frozen_memtable_dropped_while_a_query_reads_it)
+{
+	events_make();
+	tally_store *s = open_store(fault_io_table(fio));
+	ingest(s, "acme", events, FILE_EVENTS);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest(s, "acme", events + FILE_EVENTS, EVENT_COUNT - FILE_EVENTS);
+
+	s->flush_test_hook = flush_hook;
+	pthread_t flusher;
+	cr_assert_eq(pthread_create(&flusher, NULL, flush_main, s), 0);
+	pthread_mutex_lock(&race_mutex);
+	int frozen = wait_for(&flush_waiting);
+	pthread_mutex_unlock(&race_mutex);
+	cr_assert(frozen, "the flush froze the memtable and wrote its file");
+	s->query_test_hook = query_hook;
+	expect_query(s, day_start(4), day_start(0), "the query of the dropped memtable");
+	raise_flag(&query_pinned); /* the hook did not run: let the flush end */
+	cr_assert_eq(pthread_join(flusher, NULL), 0);
+	s->flush_test_hook = NULL;
+
+	cr_expect(saw_flush, "the flush published while the query held the frozen memtable");
+	cr_expect_eq(flush_rc, 0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 2);
+	cr_expect_eq(st.events_memtable, 0);
+	cr_expect_eq(st.memtable_bytes, bytes_after_flush,
+		     "the dropped memtable's rollup is not counted again");
+	expect_query(s, day_start(4), day_start(0), "the same query from the files");
+	cr_assert_eq(tally_store_close(s), 0);
 }
