@@ -1850,7 +1850,9 @@ static int row_compare(const void *a, const void *b, void *ctx)
 
 /* Drops the rows of res (sorted in the default order) up to and including
  * q's cursor. */
-static void rows_after_cursor(tally_result *res, const tally_query *q)
+/* The index of the first of sorted[0, count) (in the default order) after
+ * the query's cursor. */
+static size_t rows_after_cursor(const tally_row *sorted, size_t count, const tally_query *q)
 {
 	tally_row cursor;
 	memset(&cursor, 0, sizeof(cursor));
@@ -1858,40 +1860,35 @@ static void rows_after_cursor(tally_result *res, const tally_query *q)
 	for (int d = 0; d < TALLY_DIM_COUNT; d++)
 		if (q->group_by & (1u << d))
 			cursor.group[d] = q->after_group[d];
-	size_t lo = 0, hi = res->row_count; /* the first row after the cursor */
+	size_t lo = 0, hi = count;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (natural_compare(&res->rows[mid], &cursor) <= 0)
+		if (natural_compare(&sorted[mid], &cursor) <= 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	memmove(res->rows, res->rows + lo, sizeof(*res->rows) * (res->row_count - lo));
-	res->row_count -= lo;
+	return lo;
 }
 
+/*
+ * The answer: a row per accumulator, sorted, then only the page the query
+ * asked for (after its cursor, at most its limit) is copied into the
+ * result, with its own copy of those rows' group strings. The sort works
+ * on rows whose strings point into the query's key arena, so a query of a
+ * million groups and limit 10 keeps 10 rows and their keys, not a million
+ * (before 2026-12-03 the result held every row and a copy of every key
+ * until it was freed: 713 MiB in the diagnosis of docs/queries.md).
+ */
 static int build_result(qstate *st, const bucket_span *spans, tally_result **out)
 {
 	const tally_query *q = st->q;
-	result_impl *impl = calloc(1, sizeof(*impl));
-	if (!impl)
+	tally_row *all = calloc((size_t)st->acc_count + 1, sizeof(*all));
+	if (!all)
 		return -ENOMEM;
-	tally_result *res = &impl->pub;
-	res->cells_day = st->result->cells_day;
-	res->cells_hour = st->result->cells_hour;
-	res->cells_minute = st->result->cells_minute;
-	res->raw_rows = st->result->raw_rows;
-	res->rows = calloc((size_t)st->acc_count + 1, sizeof(*res->rows));
-	impl->arena = malloc(st->keys.size + 1);
-	if (!res->rows || !impl->arena) {
-		tally_result_free(res);
-		return -ENOMEM;
-	}
-	if (st->keys.size)
-		memcpy(impl->arena, st->keys.data, st->keys.size);
 	for (uint32_t i = 0; i < st->acc_count; i++) {
 		const acc *a = &st->accs[i];
-		tally_row *row = &res->rows[i];
+		tally_row *row = &all[i];
 		if (q->bucket == TALLY_BUCKET_NONE) {
 			row->bucket_start_us = q->from_us;
 			row->bucket_end_us = q->to_us;
@@ -1900,7 +1897,7 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 			row->bucket_end_us = spans[a->bucket].end;
 		}
 		const out_group *g = &st->groups[a->group];
-		const char *p = impl->arena + g->key_offset;
+		const char *p = (const char *)st->keys.data + g->key_offset;
 		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
 			if (!(q->group_by & (1u << d)))
 				continue;
@@ -1922,15 +1919,51 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 			row->quantile_ms[k] = dd_acc_quantile(&a->dd, q->quantiles[k]);
 		row->distinct_users = st->want_users ? a->distinct : 0;
 	}
-	res->row_count = st->acc_count;
-	qsort_r(res->rows, res->row_count, sizeof(*res->rows), row_compare, (void *)q);
-	if (q->after)
-		rows_after_cursor(res, q);
+	size_t count = st->acc_count;
+	qsort_r(all, count, sizeof(*all), row_compare, (void *)q);
+	size_t first = q->after ? rows_after_cursor(all, count, q) : 0;
+	size_t kept = count - first;
 	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
-	if (res->row_count > limit) {
-		res->row_count = limit;
-		res->truncated = true;
+	bool truncated = kept > limit;
+	if (truncated)
+		kept = limit;
+	size_t key_bytes = 0;
+	for (size_t i = first; i < first + kept; i++)
+		for (int d = 0; d < TALLY_DIM_COUNT; d++)
+			key_bytes += all[i].group[d].len;
+
+	result_impl *impl = calloc(1, sizeof(*impl));
+	tally_result *res = impl ? &impl->pub : NULL;
+	if (res) {
+		res->rows = malloc(sizeof(*res->rows) * (kept + 1));
+		impl->arena = malloc(key_bytes + 1);
 	}
+	if (!res || !res->rows || !impl->arena) {
+		tally_result_free(res);
+		free(all);
+		return -ENOMEM;
+	}
+	res->cells_day = st->result->cells_day;
+	res->cells_hour = st->result->cells_hour;
+	res->cells_minute = st->result->cells_minute;
+	res->raw_rows = st->result->raw_rows;
+	res->row_count = kept;
+	res->truncated = truncated;
+	char *arena = impl->arena;
+	for (size_t i = 0; i < kept; i++) {
+		tally_row *row = &res->rows[i];
+		*row = all[first + i];
+		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+			if (!row->group[d].len) {
+				row->group[d].ptr = row->group[d].ptr ? arena : NULL;
+				continue;
+			}
+			memcpy(arena, row->group[d].ptr, row->group[d].len);
+			row->group[d].ptr = arena;
+			arena += row->group[d].len;
+		}
+	}
+	free(all);
 	*out = res;
 	return 0;
 }
