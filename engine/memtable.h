@@ -44,7 +44,7 @@ typedef struct memtable {
 	/* The live rollup: cells of rows [0, rolled), in dict's code space.
 	 * rollup, rolled and rollup_failed are guarded by rollup_lock (taken
 	 * after the store lock, never before it; the rollup thread only tries
-	 * for a frozen memtable's while it holds the store lock): the rollup
+	 * for it, never waits, while it holds the store lock): the rollup
 	 * thread adds a slice of rows with only rollup_lock held, so ingest
 	 * goes on; a query holds both while it reads an active memtable, and
 	 * only rollup_lock while it reads a frozen one (its rows and

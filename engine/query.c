@@ -21,13 +21,14 @@
  *    tenant's frozen and active memtables (their live rollups). A cell of
  *    (bucket, group) may be partial in several sources: the merge adds
  *    them. In one hold of store->lock the query pins the tenant's files
- *    and merges the memtables (and their raw rows); a flush or compaction
- *    publishes under the same lock, so the pinned files and the memtables
- *    are one consistent set that holds every acknowledged event exactly
- *    once. The files are then merged without store->lock (they are
- *    immutable, and pinned: a compaction that replaces one leaves it to
- *    the last unpin), so ingest does not wait for them. What the query
- *    keeps of a memtable after the lock is let go is its own: distinct
+ *    and frozen memtable and merges the active memtable (cells and raw
+ *    rows); a flush or compaction publishes under the same lock, so the
+ *    pinned sources and the active memtable are one consistent set that
+ *    holds every acknowledged event exactly once. The frozen memtable and
+ *    the files are then merged without store->lock (they are immutable,
+ *    and pinned: a flush or compaction that replaces one leaves it to the
+ *    last unpin), so ingest does not wait for them. What the query keeps
+ *    of a memtable after its rollup_lock is let go is its own: distinct
  *    users deferred into memtable cells are hashed first
  *    (acc_settle_users).
  *
@@ -738,8 +739,8 @@ typedef struct out_group {
 
 /* The users of one cell, kept by value (a decoded block hands out cell
  * views that do not outlive the merge step): the codes and registers point
- * into source memory that stays put while the query holds the store lock
- * (a memtable's rollup) or cache_lock (a cached block). */
+ * into source memory that stays put while the query holds rollup_lock (a
+ * memtable's rollup) or cache_lock (a cached block). */
 typedef struct user_list {
 	int present;
 	uint32_t one;              /* the code when count == 1 */
@@ -1062,9 +1063,9 @@ static int acc_cell(qstate *st, acc *a, const rollup *r, const rollup_cell *c, i
 	return rc;
 }
 
-/* Under the store lock, before it is let go: the users deferred into
- * memtable cells are hashed into their accs' sets (the cells may move once
- * ingest goes on). The estimate is the one the deferred cell would give:
+/* Before a memtable's rollup_lock is let go: the users deferred into its
+ * cells are hashed into their accs' sets (the cells may move once the
+ * rollup grows). The estimate is the one the deferred cell would give:
  * an exact set counts the cell's distinct codes, a dense one its registers. */
 static int acc_settle_users(qstate *st)
 {
@@ -1848,8 +1849,6 @@ static int row_compare(const void *a, const void *b, void *ctx)
 	return natural_compare(x, y);
 }
 
-/* Drops the rows of res (sorted in the default order) up to and including
- * q's cursor. */
 /* The index of the first of sorted[0, count) (in the default order) after
  * the query's cursor. */
 static size_t rows_after_cursor(const tally_row *sorted, size_t count, const tally_query *q)

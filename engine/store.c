@@ -45,8 +45,8 @@
  *    the lock the manifest is replaced with one naming the new files and
  *    wal_replay_lsn = boundary and the WAL's next file id, and the frozen
  *    memtables are dropped (one that a query pinned is freed by its last
- *    unpin: store_frozen_unpin). WAL files before the boundary and below that id
- *    are removed after that (wal.c, invariant 7). A crash at any point
+ *    unpin: store_frozen_unpin). WAL files before the boundary and below
+ *    that id are removed after that (wal.c, invariant 7). A crash at any point
  *    leaves either the old manifest (WAL still has every event) or the new
  *    one (segments have them, replay starts after them): never both.
  *
