@@ -1896,7 +1896,8 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 			row->bucket_end_us = spans[a->bucket].end;
 		}
 		const out_group *g = &st->groups[a->group];
-		const char *p = (const char *)st->keys.data + g->key_offset;
+		/* No key arena at all when nothing is grouped by. */
+		const char *p = st->keys.data ? (const char *)st->keys.data + g->key_offset : NULL;
 		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
 			if (!(q->group_by & (1u << d)))
 				continue;
