@@ -981,10 +981,16 @@ void store_files_unpin(tally_store *s, segment_file **files, uint32_t count)
 {
 	/* The ids of the retired ones, copied under the lock: a retired file
 	 * that another pin still holds may be closed by that pin's owner as
-	 * soon as the lock is let go. */
-	uint64_t *gone = malloc(sizeof(*gone) * (count + 1));
+	 * soon as the lock is let go. Allocated only when there are any (a
+	 * compaction ran during the read), not for every query. */
+	uint64_t *gone = NULL;
 	uint32_t retired = 0, gone_count = 0;
 	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < count; i++)
+		gone_count += files[i]->retired != 0;
+	if (gone_count)
+		gone = malloc(sizeof(*gone) * gone_count);
+	gone_count = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		assert(files[i]->pins > 0);
 		if (files[i]->retired && gone)
