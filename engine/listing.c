@@ -12,6 +12,14 @@
  * of owned copies: once the heap is full after a window, no later event can
  * enter it, so a page of recent events never reads the whole history, and
  * memory is bounded by the limit. limit + 1 tells whether a next page exists.
+ *
+ * Locking: in one hold of the store lock a page pins its tenant's segment
+ * files and reads both memtables over its whole range (a memtable's rows
+ * are unsorted, so windows would only read it again); then it reads the
+ * pinned files window by window with the lock let go, so a page that reads
+ * much of a large tenant's history (a filter that matches little) delays
+ * no other tenant's ingest. A window is the last once the heap is full and
+ * its latest event is before the window's end.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -250,20 +258,42 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	if (c.has_cursor && c.cursor_time > lo)
 		lo = c.cursor_time;
 	uint64_t rows_read = 0;
+	segment_file **files = NULL;
+	uint32_t file_count = 0, tenant_id = 0;
+	/* One hold of the store lock: the tenant's files pinned and both
+	 * memtables read over the whole range, so files and memtables are
+	 * one snapshot (a flush publishes its file and drops its memtable in
+	 * one hold); the files are read with the lock let go. */
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
+	if (t) {
+		tenant_id = t->id;
+		rc = store_pin_tenant_files(s, t, &files, &file_count);
+		if (!rc)
+			rc = store_scan_memtable_rows(t->frozen, lo, req->to_us, list_row, &c,
+						      &rows_read);
+		if (!rc)
+			rc = store_scan_memtable_rows(t->active, lo, req->to_us, list_row, &c,
+						      &rows_read);
+	}
+	pthread_mutex_unlock(&s->lock);
 	int64_t window = TALLY_US_PER_SECOND * 3600;
-	while (t && lo < req->to_us && !rc) {
+	while (file_count && lo < req->to_us && !rc) {
 		/* lo < to: their distance fits in 64 bits unsigned, not signed. */
 		int64_t hi = (uint64_t)req->to_us - (uint64_t)lo > (uint64_t)window ? lo + window : req->to_us;
-		rc = store_scan_rows_locked(s, t, lo, hi, &c.bound, list_row, &c, &rows_read, errmsg);
-		if (c.count == c.capacity)
+		rc = store_scan_file_rows(s, files, file_count, tenant_id, lo, hi, &c.bound, list_row,
+					  &c, &rows_read, errmsg);
+		/* Full, with every event at or after hi later than the page's
+		 * last: no later window can change it (memtable events past hi
+		 * may be in it already). */
+		if (c.count == c.capacity && c.bound < hi)
 			break;
 		lo = hi;
 		if (window < TALLY_QUERY_RANGE_MAX_US)
 			window *= 2;
 	}
-	pthread_mutex_unlock(&s->lock);
+	if (files)
+		store_files_unpin(s, files, file_count);
 	if (!rc) {
 		qsort(c.heap, c.count, sizeof(*c.heap), sorted_compare);
 		uint32_t emit = c.count < req->limit ? c.count : req->limit;

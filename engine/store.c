@@ -81,11 +81,11 @@
  *    and nobody waits for cache_lock while holding lock: a query holds it
  *    for as long as it merges segment files. No I/O but dedup
  *    verification reads, a backfill's last probe round, the segment reads
- *    of events listings and tally_scan, and the manifest write at open
- *    happens under store->lock. A segment file read without the lock is
- *    pinned (segment_file.pins, under the lock; an aggregate query pins
- *    its tenant's files): compaction leaves a pinned input to its last
- *    unpin to close and unlink.
+ *    of tally_scan, and the manifest write at open happens under
+ *    store->lock. A segment file read without the lock is pinned
+ *    (segment_file.pins, under the lock; an aggregate query and an events
+ *    listing pin their tenant's files): compaction leaves a pinned input
+ *    to its last unpin to close and unlink.
  *
  * 8. Changed days (changes.h; docs/architecture.md, "Changed days for the
  *    export"). Every accepted event marks its UTC day in s->changes with

@@ -374,6 +374,10 @@ int tally_change_barrier(tally_store *store);
  * time order (ties in ingest order within a source). The event's strings are
  * valid only during the call. fn returns 0 to continue, non-zero to stop
  * (tally_scan then returns that value). An unknown tenant yields nothing.
+ * It holds the store's lock from start to end, fn's calls included (fn
+ * must not call the store; every other call waits): meant for tests and
+ * offline tools. A server lists events with tally_list_events, which reads
+ * segment files without the lock.
  */
 typedef int (*tally_scan_fn)(void *ctx, const tally_event *event);
 int tally_scan(tally_store *store, const char *tenant, int64_t from_us,
