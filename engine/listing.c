@@ -14,12 +14,14 @@
  * memory is bounded by the limit. limit + 1 tells whether a next page exists.
  *
  * Locking: in one hold of the store lock a page pins its tenant's segment
- * files and reads both memtables over its whole range (a memtable's rows
- * are unsorted, so windows would only read it again); then it reads the
- * pinned files window by window with the lock let go, so a page that reads
- * much of a large tenant's history (a filter that matches little) delays
- * no other tenant's ingest. A window is the last once the heap is full and
- * its latest event is before the window's end.
+ * files and frozen memtable and reads the active memtable over its whole
+ * range (a memtable's rows are unsorted, so windows would only read it
+ * again); then it reads the frozen memtable (immutable) and the files,
+ * window by window, with the lock let go, so a page that reads much of a
+ * large tenant's history (a filter that matches little) delays no other
+ * tenant's ingest. A window is the last once the heap is full and its
+ * latest event is before the window's end (memtable events past the
+ * window may be in the heap already).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -259,33 +261,41 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 		lo = c.cursor_time;
 	uint64_t rows_read = 0;
 	segment_file **files = NULL;
+	memtable *frozen = NULL;
 	uint32_t file_count = 0, tenant_id = 0;
-	/* One hold of the store lock: the tenant's files pinned and both
-	 * memtables read over the whole range, so files and memtables are
-	 * one snapshot (a flush publishes its file and drops its memtable in
-	 * one hold); the files are read with the lock let go. */
+	/* One hold of the store lock: the tenant's files and frozen memtable
+	 * pinned, so they and the active memtable are one snapshot (a flush
+	 * publishes its file and drops its memtable in one hold), and the
+	 * active memtable read over the whole range; the rest is read with
+	 * the lock let go. */
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
 		tenant_id = t->id;
 		rc = store_pin_tenant_files(s, t, &files, &file_count);
-		if (!rc)
-			rc = store_scan_memtable_rows(t->frozen, lo, req->to_us, list_row, &c,
-						      &rows_read);
+		if (!rc && t->frozen && t->frozen->rows.count) {
+			frozen = t->frozen;
+			frozen->pins++;
+		}
 		if (!rc)
 			rc = store_scan_memtable_rows(t->active, lo, req->to_us, list_row, &c,
 						      &rows_read);
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (s->query_test_hook && t)
+		s->query_test_hook(s, s->query_test_ctx);
+	if (frozen) {
+		if (!rc)
+			rc = store_scan_memtable_rows(frozen, lo, req->to_us, list_row, &c,
+						      &rows_read);
+		store_frozen_unpin(s, t, frozen, NULL);
+	}
 	int64_t window = TALLY_US_PER_SECOND * 3600;
 	while (file_count && lo < req->to_us && !rc) {
 		/* lo < to: their distance fits in 64 bits unsigned, not signed. */
 		int64_t hi = (uint64_t)req->to_us - (uint64_t)lo > (uint64_t)window ? lo + window : req->to_us;
 		rc = store_scan_file_rows(s, files, file_count, tenant_id, lo, hi, &c.bound, list_row,
 					  &c, &rows_read, errmsg);
-		/* Full, with every event at or after hi later than the page's
-		 * last: no later window can change it (memtable events past hi
-		 * may be in it already). */
 		if (c.count == c.capacity && c.bound < hi)
 			break;
 		lo = hi;

@@ -55,9 +55,10 @@ typedef struct memtable {
 	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
-	/* Under the store lock: queries reading this (frozen) memtable without
-	 * the store lock; a flush that drops it while pinned sets `dropped`
-	 * and leaves it to the last unpin to free (store_frozen_unpin). */
+	/* Under the store lock: queries and events listings reading this
+	 * (frozen) memtable without the store lock; a flush that drops it
+	 * while pinned sets `dropped` and leaves it to the last unpin to free
+	 * (store_frozen_unpin). */
 	uint32_t pins;
 	int dropped;
 	/* The id index's successor while it is built (memtable.c, note 1),

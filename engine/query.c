@@ -2239,7 +2239,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		size_t rollup_bytes = 0;
 		if (!rc)
 			rc = merge_memtable_source(&st, frozen, pv, &raw, &rollup_bytes, &stats);
-		store_frozen_unpin(s, t, frozen, rollup_bytes);
+		store_frozen_unpin(s, t, frozen, &rollup_bytes);
 	}
 	raw_source file_src = {NULL, files, file_count, tenant_id};
 	if (!rc && file_count)

@@ -937,12 +937,12 @@ static int history_probe_file(history *h, const segment_file *f, uint32_t tenant
 }
 
 /* Contract in store_internal.h. */
-void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, size_t rollup_bytes)
+void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, const size_t *rollup_bytes)
 {
 	pthread_mutex_lock(&s->lock);
 	assert(m->pins > 0);
-	if (t->frozen == m) /* still there: frozen_bytes still counts it */
-		s->frozen_bytes += memtable_rollup_account(m, rollup_bytes);
+	if (t->frozen == m && rollup_bytes) /* still there: frozen_bytes still counts it */
+		s->frozen_bytes += memtable_rollup_account(m, *rollup_bytes);
 	int last = --m->pins == 0 && m->dropped;
 	pthread_mutex_unlock(&s->lock);
 	if (last) {

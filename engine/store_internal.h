@@ -88,9 +88,10 @@ struct tally_store {
 	 * written, before it publishes them, without the store lock. */
 	void (*flush_test_hook)(tally_store *s, void *ctx);
 	void *flush_test_ctx;
-	/* Tests only (NULL otherwise): called by an aggregate query once it
-	 * has pinned its sources and let the store lock go, before it reads
-	 * the frozen memtable and the segment files. */
+	/* Tests only (NULL otherwise): called by an aggregate query or an
+	 * events listing page once it has pinned its sources and let the
+	 * store lock go, before it reads the frozen memtable and the segment
+	 * files. */
 	void (*query_test_hook)(tally_store *s, void *ctx);
 	void *query_test_ctx;
 
@@ -238,12 +239,13 @@ int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us,
  */
 int store_pin_tenant_files(tally_store *s, const tenant *t, segment_file ***files,
 			   uint32_t *count);
-/* Without s->lock (takes it): drops a query's pin of t's frozen memtable m
- * (memtable.pins, taken under the lock), counting its rollup at
- * rollup_bytes (read under its rollup_lock) if m is still t's frozen
- * memtable; frees m if a flush dropped it meanwhile and this was its last
- * pin. */
-void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, size_t rollup_bytes);
+/* Without s->lock (takes it): drops a pin of t's frozen memtable m
+ * (memtable.pins, taken under the lock by a query or an events listing,
+ * which read its rows, immutable once frozen, without the lock), counting
+ * its rollup at *rollup_bytes (read under its rollup_lock; NULL: the
+ * reader did not touch the rollup) if m is still t's frozen memtable;
+ * frees m if a flush dropped it meanwhile and this was its last pin. */
+void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, const size_t *rollup_bytes);
 /* Without s->lock (takes it): drops the pins of files[0, count); closes and
  * unlinks those that a compaction retired meanwhile once their last pin is
  * gone, and drops the query cache's entries of every retired one. Reuses
