@@ -45,12 +45,14 @@
  *    compaction drops the entries of the files it removed, and so does a
  *    query that decoded some of a file retired while it read it
  *    (store_files_unpin). A flush or compaction warms the entries of the
- *    file it wrote for the tenants queries have read (query_cache_warm).
+ *    file it wrote for the tenants queries have read (query_cache_warm),
+ *    waiting at most QUERY_CACHE_WARM_WAIT_MS for cache_lock each.
  *    The cache is under store->cache_lock, which a query holds while it
  *    merges file cells: the decoded blocks it reads stay put until it is
  *    done, and queries merge files one at a time, as they did under
  *    store->lock, but ingest goes on beside them.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -58,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <xxhash.h>
 
@@ -276,6 +279,24 @@ size_t query_cache_bytes(tally_store *s)
 static void cache_lock(tally_store *s)
 {
 	pthread_mutex_lock(&s->cache_lock);
+}
+
+/* cache_lock, waiting at most ms milliseconds: 0, or ETIMEDOUT. */
+static int cache_lock_within(tally_store *s, uint32_t ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline); /* pthread_mutex_timedlock's clock */
+	deadline.tv_sec += (time_t)(ms / 1000);
+	deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	int rc;
+	while ((rc = pthread_mutex_timedlock(&s->cache_lock, &deadline)) == EINTR)
+		;
+	assert(rc == 0 || rc == ETIMEDOUT);
+	return rc;
 }
 
 /* Lets cache_lock go, the bytes mirrored for tally_store_stats first. */
@@ -583,7 +604,12 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 			rc = section_groups(NULL, f, (uint32_t)ti, e, errmsg);
 		for (uint32_t k = 0; !rc && k < e->chunk_count; k++)
 			rc = section_chunk(NULL, f, (uint32_t)ti, e, k, 1, errmsg);
-		cache_lock(s);
+		if (cache_lock_within(s, QUERY_CACHE_WARM_WAIT_MS)) {
+			/* A query merging files holds it: leave this file to
+			 * the queries rather than hold up the flush. */
+			section_free(e);
+			return;
+		}
 		pthread_mutex_lock(&s->lock);
 		int gone = s->closing || f->retired;
 		pthread_mutex_unlock(&s->lock);

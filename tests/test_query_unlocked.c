@@ -104,9 +104,10 @@ static atomic_int stop_armed;
 static tally_store *race_store;
 static pthread_mutex_t race_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t race_cond = PTHREAD_COND_INITIALIZER;
-static int race_go, race_ingested; /* under race_mutex */
-static int race_ingest_rc = -1, race_ingest_code = -1, race_compact_rc = -1;
-static int saw_ingest, saw_compaction; /* what the stopped read saw before it went on */
+static int race_go, race_ingested, race_flushed; /* under race_mutex */
+static int race_ingest_rc = -1, race_ingest_code = -1, race_compact_rc = -1, race_flush_rc = -1;
+static int saw_ingest, saw_compaction, saw_flush_return; /* what the stopped read saw */
+static int race_flush; /* the other thread flushes the query's tenant instead of compacting */
 
 static void deadline_in(struct timespec *t, int ms)
 {
@@ -120,7 +121,10 @@ static void deadline_in(struct timespec *t, int ms)
 }
 
 /* The other thread: one event of another tenant, then a compaction of
- * every file (the files the query has pinned among them). */
+ * every file (the files the query has pinned among them); or, with
+ * race_flush, one more event of the query's own tenant (today, outside
+ * the query's range), then a flush, whose file the flush warms the query
+ * cache with (the query read the tenant, so it is watched). */
 static void *race_main(void *arg)
 {
 	(void)arg;
@@ -130,14 +134,23 @@ static void *race_main(void *arg)
 	pthread_mutex_unlock(&race_mutex);
 	tally_event e = events[0];
 	e.time_us = NOW_US - MINUTE_US;
+	e.event_id = S("ev-today");
 	tally_ingest_result r;
-	race_ingest_rc = tally_ingest(race_store, "other", &e, 1, &r);
+	race_ingest_rc = tally_ingest(race_store, race_flush ? "acme" : "other", &e, 1, &r);
 	race_ingest_code = r.code;
 	pthread_mutex_lock(&race_mutex);
 	race_ingested = 1;
 	pthread_cond_broadcast(&race_cond);
 	pthread_mutex_unlock(&race_mutex);
-	race_compact_rc = tally_compact(race_store);
+	if (!race_flush) {
+		race_compact_rc = tally_compact(race_store);
+		return NULL;
+	}
+	race_flush_rc = tally_flush(race_store);
+	pthread_mutex_lock(&race_mutex);
+	race_flushed = 1;
+	pthread_cond_broadcast(&race_cond);
+	pthread_mutex_unlock(&race_mutex);
 	return NULL;
 }
 
@@ -160,8 +173,14 @@ static int64_t stop_pread(const tally_io *io, int fd, void *buf, size_t size, ui
 		while (!race_ingested && rc == 0)
 			rc = pthread_cond_timedwait(&race_cond, &race_mutex, &deadline);
 		saw_ingest = race_ingested;
+		rc = 0;
+		while (race_flush && saw_ingest && !race_flushed && rc == 0)
+			rc = pthread_cond_timedwait(&race_cond, &race_mutex, &deadline);
+		saw_flush_return = race_flushed;
 		pthread_mutex_unlock(&race_mutex);
-		for (int waited = 0; saw_ingest && waited < WAIT_MS_MAX && !saw_compaction; waited++) {
+		for (int waited = 0; !race_flush && saw_ingest && waited < WAIT_MS_MAX &&
+				     !saw_compaction;
+		     waited++) {
 			tally_stats st;
 			if (tally_store_stats(race_store, &st) == 0 && st.compaction_count > 0)
 				saw_compaction = 1;
@@ -297,8 +316,9 @@ typedef void (*reader_fn)(tally_store *s, int64_t from, int64_t to, const char *
 
 /* Stores acme's events (two files and the memtable), then runs read (a
  * query, a listing) over [from, to) with its first file read stopped while
- * the other thread ingests and compacts. */
-static void race(int64_t from, int64_t to, reader_fn read)
+ * the other thread does its part; returns the store once that thread has
+ * ended. */
+static tally_store *race_run(int64_t from, int64_t to, reader_fn read)
 {
 	events_make();
 	stop_io = *fault_io_table(fio);
@@ -325,7 +345,15 @@ static void race(int64_t from, int64_t to, reader_fn read)
 	pthread_cond_broadcast(&race_cond);
 	pthread_mutex_unlock(&race_mutex);
 	cr_assert_eq(pthread_join(other, NULL), 0);
+	return s;
+}
 
+/* race_run with the other thread ingesting another tenant's event and
+ * compacting the files read is reading. */
+static void race(int64_t from, int64_t to, reader_fn read)
+{
+	tally_store *s = race_run(from, to, read);
+	tally_stats st;
 	cr_expect(saw_ingest, "another tenant's ingest was acknowledged while the query read");
 	cr_expect(saw_compaction, "a compaction of the files it read published meanwhile");
 	cr_expect_eq(race_ingest_rc, 0);
@@ -363,6 +391,30 @@ Test(unlocked, a_query_with_raw_edges_lets_ingest_and_compaction_through)
 Test(unlocked, an_events_listing_lets_ingest_and_compaction_through)
 {
 	race(day_start(4), day_start(0), expect_listing);
+}
+
+/* Description: a query stopped in its first read of a file's rollup pages,
+ * with cache_lock held, while the other thread stores an event of the
+ * query's own tenant and flushes it. The flush warms the query cache with
+ * the new file's section of that tenant (the query made it watched); it
+ * must give up after QUERY_CACHE_WARM_WAIT_MS rather than wait for the
+ * query, so it returns (and lets the next flush start) while the query is
+ * still stopped. The query's answer is unchanged: it had merged the
+ * memtable and pinned its files before the flush. */
+Test(unlocked, a_query_merging_files_does_not_hold_up_a_flush)
+{
+	race_flush = 1;
+	tally_store *s = race_run(day_start(4), day_start(0), expect_query);
+	cr_expect(saw_ingest, "the event was acknowledged while the query merged files");
+	cr_expect(saw_flush_return, "the flush returned while the query merged files");
+	cr_expect_eq(race_ingest_code, TALLY_ACCEPTED);
+	cr_expect_eq(race_flush_rc, 0);
+	tally_stats st;
+	cr_assert_eq(tally_store_stats(s, &st), 0);
+	cr_expect_eq(st.segment_file_count, 3);
+	cr_expect_eq(st.events_memtable, 0);
+	expect_query(s, day_start(4), day_start(0), "the same query after the flush");
+	cr_assert_eq(tally_store_close(s), 0);
 }
 
 /* ---- a frozen memtable dropped while a query reads it ---------------------- */
