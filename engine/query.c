@@ -45,12 +45,20 @@
  *    compaction drops the entries of the files it removed, and so does a
  *    query that decoded some of a file retired while it read it
  *    (store_files_unpin). A flush or compaction warms the entries of the
- *    file it wrote for the tenants queries have read (query_cache_warm),
- *    waiting at most QUERY_CACHE_WARM_WAIT_MS for cache_lock each.
- *    The cache is under store->cache_lock, which a query holds while it
- *    merges file cells: the decoded blocks it reads stay put until it is
- *    done, and queries merge files one at a time, as they did under
- *    store->lock, but ingest goes on beside them.
+ *    file it wrote for the tenants queries have read (query_cache_warm).
+ *    Locks: the table of entries, their bytes and their pins are under
+ *    store->cache_lock, held only for a lookup, an addition, an eviction
+ *    or a count, never across a merge. An entry belongs to one tenant; a
+ *    query fills it in and reads it under that tenant's query_lock (two
+ *    queries of one tenant take turns, other tenants' queries go on), and
+ *    pins it (cache_pin) so that no eviction or forgetting frees it until
+ *    the query has resolved its distinct users, whose deferred lists point
+ *    into its blocks. A pinned entry of a retired file outlives the
+ *    compaction's forgetting; the query forgets it when it lets the file
+ *    go (store_files_unpin, after cache_unpin_all). Before 2026-12-03 one
+ *    cache lock was held for every query's whole file merge, so one huge
+ *    query held up every other tenant's dashboard queries, and a flush
+ *    warming the cache.
  */
 #include <assert.h>
 #include <errno.h>
@@ -60,7 +68,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <xxhash.h>
 
@@ -131,6 +138,11 @@ static inline int64_t ceil_div(int64_t a, int64_t b) /* b > 0; no negation: a ma
 typedef struct section_cache {
 	uint64_t file_id;
 	uint32_t tenant_id;
+	/* Under cache_lock: queries using the entry (cache_pin), which no
+	 * eviction or forgetting removes while it is pinned; its last use;
+	 * its bytes. The rest is filled in and read only under its tenant's
+	 * query_lock, or before the entry is added (query_cache_warm). */
+	uint32_t pins;
 	uint64_t last_use;
 	size_t bytes;
 	int dict_loaded;
@@ -240,8 +252,20 @@ static int file_listed(const uint64_t *ids, uint32_t count, uint64_t id)
 	return 0;
 }
 
+/* Points a free slot of the index at entry i. */
+static void cache_slot_set(struct query_cache *c, uint32_t i)
+{
+	const section_cache *e = c->entries[i];
+	uint32_t k = section_hash(e->file_id, e->tenant_id) & c->slot_mask;
+	while (c->slots[k])
+		k = (k + 1) & c->slot_mask;
+	c->slots[k] = i + 1;
+}
+
 /* Removes entries until the cache holds at most `keep` bytes (oldest first),
- * or (drop_ids not NULL) the entries of the files drop_ids[0, drop_count). */
+ * or (drop_ids not NULL) the entries of the files drop_ids[0, drop_count).
+ * A pinned entry stays: a query is reading it (a retired file's entry
+ * goes when that query lets the file go: store_files_unpin). */
 static void cache_shrink(struct query_cache *c, size_t keep, const uint64_t *drop_ids,
 			 uint32_t drop_count)
 {
@@ -253,7 +277,7 @@ static void cache_shrink(struct query_cache *c, size_t keep, const uint64_t *dro
 	for (uint32_t i = 0; i < c->count; i++) {
 		section_cache *e = c->entries[i];
 		int drop = !drop_ids ? c->bytes > keep : file_listed(drop_ids, drop_count, e->file_id);
-		if (drop) {
+		if (drop && !e->pins) {
 			c->bytes -= e->bytes;
 			section_free(e);
 		} else {
@@ -261,14 +285,11 @@ static void cache_shrink(struct query_cache *c, size_t keep, const uint64_t *dro
 		}
 	}
 	c->count = kept;
-	if (c->slot_mask && cache_rehash(c, c->slot_mask + 1)) {
-		/* Out of memory rebuilding the index: forget everything. */
-		for (uint32_t i = 0; i < c->count; i++)
-			section_free(c->entries[i]);
-		c->count = 0;
-		c->bytes = 0;
+	/* Fewer entries in as many slots: rebuilt in place, nothing to allocate. */
+	if (c->slot_mask)
 		memset(c->slots, 0, sizeof(*c->slots) * (c->slot_mask + 1));
-	}
+	for (uint32_t i = 0; i < c->count; i++)
+		cache_slot_set(c, i);
 }
 
 size_t query_cache_bytes(tally_store *s)
@@ -279,24 +300,6 @@ size_t query_cache_bytes(tally_store *s)
 static void cache_lock(tally_store *s)
 {
 	pthread_mutex_lock(&s->cache_lock);
-}
-
-/* cache_lock, waiting at most ms milliseconds: 0, or ETIMEDOUT. */
-static int cache_lock_within(tally_store *s, uint32_t ms)
-{
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline); /* pthread_mutex_timedlock's clock */
-	deadline.tv_sec += (time_t)(ms / 1000);
-	deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
-	int rc;
-	while ((rc = pthread_mutex_timedlock(&s->cache_lock, &deadline)) == EINTR)
-		;
-	assert(rc == 0 || rc == ETIMEDOUT);
-	return rc;
 }
 
 /* Lets cache_lock go, the bytes mirrored for tally_store_stats first. */
@@ -364,11 +367,8 @@ static int cache_add(struct query_cache *c, section_cache *e)
 	}
 	e->last_use = ++c->clock;
 	c->bytes += e->bytes;
-	uint32_t k = section_hash(e->file_id, e->tenant_id) & c->slot_mask;
-	while (c->slots[k])
-		k = (k + 1) & c->slot_mask;
 	c->entries[c->count] = e;
-	c->slots[k] = ++c->count;
+	cache_slot_set(c, c->count++);
 	return 0;
 }
 
@@ -383,6 +383,7 @@ static section_cache *section_new(uint64_t file_id, uint32_t tenant_id)
 	return e;
 }
 
+/* Under cache_lock: the entry of (file, tenant), added if new. */
 static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, section_cache **out)
 {
 	struct query_cache *c = cache_of(s);
@@ -406,12 +407,17 @@ static int cache_get(tally_store *s, uint64_t file_id, uint32_t tenant_id, secti
 }
 
 /* s NULL: an entry being filled outside the cache (query_cache_warm),
- * whose bytes the cache counts when it is added. */
+ * whose bytes the cache counts when it is added. Else takes cache_lock. */
 static void cache_account(tally_store *s, section_cache *e, size_t bytes)
 {
+	if (!s) {
+		e->bytes += bytes;
+		return;
+	}
+	cache_lock(s);
 	e->bytes += bytes;
-	if (s)
-		s->query_cache->bytes += bytes;
+	s->query_cache->bytes += bytes;
+	cache_unlock(s);
 }
 
 static int section_dict(tally_store *s, const segment_file *f, uint32_t ti, section_cache *e,
@@ -604,12 +610,7 @@ void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *ten
 			rc = section_groups(NULL, f, (uint32_t)ti, e, errmsg);
 		for (uint32_t k = 0; !rc && k < e->chunk_count; k++)
 			rc = section_chunk(NULL, f, (uint32_t)ti, e, k, 1, errmsg);
-		if (cache_lock_within(s, QUERY_CACHE_WARM_WAIT_MS)) {
-			/* A query merging files holds it: leave this file to
-			 * the queries rather than hold up the flush. */
-			section_free(e);
-			return;
-		}
+		cache_lock(s);
 		pthread_mutex_lock(&s->lock);
 		int gone = s->closing || f->retired;
 		pthread_mutex_unlock(&s->lock);
@@ -766,7 +767,8 @@ typedef struct out_group {
 /* The users of one cell, kept by value (a decoded block hands out cell
  * views that do not outlive the merge step): the codes and registers point
  * into source memory that stays put while the query holds rollup_lock (a
- * memtable's rollup) or cache_lock (a cached block). */
+ * memtable's rollup) or its pin and its tenant's query_lock (a cached
+ * block). */
 typedef struct user_list {
 	int present;
 	uint32_t one;              /* the code when count == 1 */
@@ -832,6 +834,9 @@ typedef struct qstate {
 	/* scratch key */
 	bytebuf key;
 	tally_result *result;
+	/* the cache entries this query pinned (cache_pin) */
+	section_cache **pinned;
+	uint32_t pinned_count, pinned_capacity;
 } qstate;
 
 
@@ -1647,11 +1652,44 @@ typedef struct file_source {
 	source_groups psg; /* the key table's groups (file_key_table), on first use */
 } file_source;
 
+/* The cache entry of (file, tenant), added if new, pinned until
+ * cache_unpin_all: no eviction or forgetting frees it meanwhile. */
+static int cache_pin(qstate *st, uint64_t file_id, uint32_t tenant_id, section_cache **out)
+{
+	if (grow_for_one((void **)&st->pinned, &st->pinned_capacity, st->pinned_count, 16,
+			 sizeof(*st->pinned)))
+		return -ENOMEM;
+	cache_lock(st->s);
+	int rc = cache_get(st->s, file_id, tenant_id, out);
+	if (!rc) {
+		(*out)->pins++;
+		st->pinned[st->pinned_count++] = *out;
+	}
+	cache_unlock(st->s);
+	return rc;
+}
+
+/* Lets go of the entries the query pinned; then, if the cache holds more
+ * than its limit, evicts down to half of it. */
+static void cache_unpin_all(qstate *st)
+{
+	tally_store *s = st->s;
+	cache_lock(s);
+	for (uint32_t i = 0; i < st->pinned_count; i++) {
+		assert(st->pinned[i]->pins > 0);
+		st->pinned[i]->pins--;
+	}
+	st->pinned_count = 0;
+	if (s->query_cache && s->query_cache->bytes > s->options.query_cache_bytes_max)
+		cache_shrink(s->query_cache, s->options.query_cache_bytes_max / 2, NULL, 0);
+	cache_unlock(s);
+}
+
 /* Readies the source: cache entry, dictionary, group table, group map. */
 static int file_ready(qstate *st, file_source *fs, char *errmsg)
 {
 	int rc = 0;
-	if (!fs->e && ((rc = cache_get(fs->s, fs->f->file_id, fs->sec->tenant_id, &fs->e)) ||
+	if (!fs->e && ((rc = cache_pin(st, fs->f->file_id, fs->sec->tenant_id, &fs->e)) ||
 		       (rc = section_dict(fs->s, fs->f, fs->ti, fs->e, errmsg))))
 		return rc;
 	if (st->want_users && (rc = section_user_hash(fs->s, fs->e)))
@@ -2009,6 +2047,7 @@ static void qstate_free(qstate *st)
 	bytebuf_free(&st->keys);
 	bytebuf_free(&st->key);
 	filter_set_free(&st->filters);
+	free(st->pinned);
 }
 
 /* ---- the query ------------------------------------------------------------------------ */
@@ -2123,7 +2162,7 @@ static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VA
 	return rc ? rc : run_raw(st, raw, &src, &stats->raw_rows);
 }
 
-/* Under cache_lock, without the store lock: the cell pieces of tenant_id's
+/* Under the tenant's query_lock, without the store lock: the cell pieces of tenant_id's
  * sections of the pinned files[0, count), each section through the plan
  * variant its time range takes. */
 static int merge_files(qstate *st, const plan pv[PLAN_VARIANTS], segment_file *const *files,
@@ -2260,7 +2299,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	if (s->query_test_hook)
 		s->query_test_hook(s, s->query_test_ctx);
 	/* Without it: the frozen memtable, the files' raw rows, then (under
-	 * cache_lock) the files' cells. */
+	 * the tenant's query_lock) the files' cells. */
 	if (frozen) {
 		size_t rollup_bytes = 0;
 		if (!rc)
@@ -2271,15 +2310,16 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	if (!rc && file_count)
 		rc = run_raw(&st, &raw, &file_src, &stats.raw_rows);
 	if (file_count) {
-		cache_lock(s);
+		/* The tenant's cache entries are filled in and read under its
+		 * query_lock; other tenants' queries merge theirs meanwhile. */
+		pthread_mutex_lock(&t->query_lock);
 		if (!rc)
 			rc = merge_files(&st, pv, files, file_count, tenant_id, &stats);
 		if (!rc && st.want_users)
 			acc_resolve_users(&st); /* the cached blocks deferred users point into */
-		if (s->query_cache && s->query_cache->bytes > s->options.query_cache_bytes_max)
-			cache_shrink(s->query_cache, s->options.query_cache_bytes_max / 2, NULL, 0);
-		cache_unlock(s);
-		store_files_unpin(s, files, file_count);
+		pthread_mutex_unlock(&t->query_lock);
+		cache_unpin_all(&st);
+		store_files_unpin(s, files, file_count); /* after the entries' unpin: see cache_shrink */
 	} else if (!rc && st.want_users) {
 		acc_resolve_users(&st);
 	}

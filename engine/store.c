@@ -77,9 +77,10 @@
  *    threads. The WAL has its own writer thread; with options.background
  *    the store has a worker for flushes, a compactor, and the rollup
  *    thread. Lock order: flush_mutex or compact_mutex -> publish -> lock ->
- *    (WAL internal mutex); cache_lock (the query cache, query.c) -> lock,
- *    and nobody waits for cache_lock while holding lock: a query holds it
- *    for as long as it merges segment files. No I/O but dedup
+ *    (WAL internal mutex); tenant.query_lock (a query's merge of the
+ *    tenant's segment files) -> cache_lock (the query cache's table,
+ *    query.c) -> lock, and nobody waits for the first two while holding
+ *    lock. No I/O but dedup
  *    verification reads, a backfill's last probe round, the segment reads
  *    of tally_scan, and the manifest write at open happens under
  *    store->lock. A segment file read without the lock is pinned
@@ -346,6 +347,7 @@ static int tenant_add(tally_store *s, const char *name, uint32_t hash, tenant **
 	tenant *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
+	pthread_mutex_init(&t->query_lock, NULL); /* cannot fail without attributes on Linux */
 	t->id = s->tenant_count;
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	s->tenants[s->tenant_count++] = t;
@@ -2796,10 +2798,9 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	uint32_t *warm = watched_copy(s, &warm_count);
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&s->publish);
-	/* Without the lock: a query merging files holds the cache for as
-	 * long as that takes (store_internal.h, cache_lock). A query that
-	 * still reads a pinned input forgets what it decoded of it again
-	 * (store_files_unpin). */
+	/* Without the lock (cache_lock is taken before it). A query that
+	 * still reads a pinned input keeps its entries pinned, and forgets
+	 * them when it lets the input go (store_files_unpin). */
 	query_cache_forget_files(s, input_ids, input_count);
 	for (uint32_t j = 0; j < part_count; j++)
 		query_cache_warm(s, parts[j].f, warm, warm_count);
@@ -3278,6 +3279,7 @@ static void store_free(tally_store *s)
 			free(t->frozen);
 		}
 		dedup_free(&t->dedup);
+		pthread_mutex_destroy(&t->query_lock);
 		free(t);
 	}
 	free(s->tenants);

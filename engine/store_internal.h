@@ -43,6 +43,11 @@ typedef struct tenant {
 	memtable *frozen; /* being flushed, NULL otherwise */
 	int queried;      /* a query read it: in s->watched, the rollup thread keeps its memtable rollup current */
 	dedup_table dedup;
+	/* Held by a query while it merges the tenant's segment files: their
+	 * query cache entries are filled in and read under it (query.c, note
+	 * 5). Taken before cache_lock and the store lock, never while holding
+	 * either. */
+	pthread_mutex_t query_lock;
 } tenant;
 
 /* A slot of the tenant table: a probe reads a tenant only when the name
@@ -169,12 +174,13 @@ struct tally_store {
 	uint64_t dedup_expiry_hold_max_us;
 	int64_t replay_day_min; /* fingerprint_day_min at open: the rebuild and WAL replay */
 
-	/* The query cache (query.c): decoded rollup blocks, under cache_lock,
-	 * which a query holds while it merges segment files (without lock).
-	 * cache_lock may be taken before lock, never while holding it: a
-	 * query's merge under cache_lock can last seconds, and ingest must not
-	 * wait for it. query_cache_bytes mirrors the cache's bytes for
-	 * tally_store_stats, set whenever cache_lock is let go. */
+	/* The query cache (query.c, note 5): its table of decoded rollup
+	 * blocks, their bytes and pins under cache_lock, held only for a
+	 * lookup, an addition, an eviction or a count (a query fills in and
+	 * reads its tenant's entries under tenant.query_lock). cache_lock may
+	 * be taken before lock, never while holding it. query_cache_bytes
+	 * mirrors the cache's bytes for tally_store_stats, set whenever
+	 * cache_lock is let go. */
 	pthread_mutex_t cache_lock;
 	struct query_cache *query_cache;
 	atomic_size_t query_cache_bytes;
@@ -266,7 +272,9 @@ int query_filters_check(const tally_filter *filters, uint32_t count, char *errms
 /* query.c: frees the decoded-block cache. */
 void query_cache_free(tally_store *s);
 /* query.c: drops the entries of files[0, count) (ids of files no longer
- * live). Takes cache_lock: never called with s->lock held. */
+ * live), but for those a query has pinned: each such query drops them
+ * when it lets the file go (store_files_unpin). Takes cache_lock: never
+ * called with s->lock held. */
 void query_cache_forget_files(tally_store *s, const uint64_t *file_ids, uint32_t count);
 /* The bytes the query cache held when cache_lock was last let go. */
 size_t query_cache_bytes(tally_store *s);
@@ -277,9 +285,8 @@ size_t query_cache_bytes(tally_store *s);
  * s->lock (it takes it per section to add the entry) and with f pinned or
  * s->compact_mutex held, so f stays live. Adds nothing once f is retired (a
  * compaction replaced it while it was pinned, and forgot its entries
- * then). Stops once the cache holds half of its limit, or once cache_lock
- * stays busy QUERY_CACHE_WARM_WAIT_MS (a query merging files holds it).
- * Errors only leave sections undecoded (queries decode them).
+ * then). Stops once the cache holds half of its limit. Errors only leave
+ * sections undecoded (queries decode them).
  */
 void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,
 		      uint32_t count);

@@ -48,12 +48,6 @@ enum dim {
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
 /* options.query_cache_bytes_max: decoded rollup pages and dictionaries */
 #define QUERY_CACHE_BYTES_MAX_DEFAULT (UINT64_C(256) << 20)
-/* How long a flush or compaction waits for the query cache's lock to add
- * one section it warmed (query_cache_warm) before it gives up warming the
- * rest of that file: a query holds the lock while it merges segment files,
- * which for a huge tenant takes seconds, and a flush that waited that long
- * would hold back the next flush (and so ingest past memtable_bytes_max). */
-#define QUERY_CACHE_WARM_WAIT_MS 50u
 /* options.query_bytes_max: what one query may build. A billing export's
  * tenant-day of 1,000,000 groups with long strings takes about 1.3 GB;
  * 2M events can make 1M accumulators whose duration sketches span every

@@ -104,10 +104,19 @@ static atomic_int stop_armed;
 static tally_store *race_store;
 static pthread_mutex_t race_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t race_cond = PTHREAD_COND_INITIALIZER;
-static int race_go, race_ingested, race_flushed; /* under race_mutex */
+/* What the other thread does while the read is stopped. */
+static enum {
+	RACE_COMPACT, /* stores another tenant's event, then compacts every file */
+	RACE_FLUSH,   /* stores an event of the read's own tenant, then flushes */
+	RACE_QUERY,   /* queries another tenant, whose events are in the same files */
+} race_mode;
+/* race_first: the other thread's first step is done (its event
+ * acknowledged, or with RACE_QUERY its query answered). */
+static int race_go, race_first, race_flushed; /* under race_mutex */
 static int race_ingest_rc = -1, race_ingest_code = -1, race_compact_rc = -1, race_flush_rc = -1;
-static int saw_ingest, saw_compaction, saw_flush_return; /* what the stopped read saw */
-static int race_flush; /* the other thread flushes the query's tenant instead of compacting */
+static int race_query_rc = -1;
+static uint64_t race_query_count, race_query_tokens;
+static int saw_first, saw_compaction, saw_flush_return; /* what the stopped read saw */
 
 static void deadline_in(struct timespec *t, int ms)
 {
@@ -120,11 +129,31 @@ static void deadline_in(struct timespec *t, int ms)
 	}
 }
 
-/* The other thread: one event of another tenant, then a compaction of
- * every file (the files the query has pinned among them); or, with
- * race_flush, one more event of the query's own tenant (today, outside
- * the query's range), then a flush, whose file the flush warms the query
- * cache with (the query read the tenant, so it is watched). */
+/* RACE_QUERY's query: tenant other over the days of the files (no
+ * criterion assert off the test's thread: the main thread checks). */
+static void race_query(void)
+{
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = day_start(4);
+	q.to_us = day_start(0);
+	q.bucket = TALLY_BUCKET_NONE;
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	race_query_rc = tally_query_run(race_store, "other", &q, &res, err);
+	if (race_query_rc == 0 && res->row_count == 1) {
+		race_query_count = res->rows[0].count;
+		race_query_tokens = res->rows[0].tokens_in;
+	}
+	tally_result_free(res);
+}
+
+/* The other thread (race_mode): one event of another tenant, then a
+ * compaction of every file (the files the query has pinned among them);
+ * or one more event of the query's own tenant (today, outside the query's
+ * range), then a flush, whose file the flush warms the query cache with
+ * (the query read the tenant, so it is watched); or a query of another
+ * tenant. */
 static void *race_main(void *arg)
 {
 	(void)arg;
@@ -132,17 +161,24 @@ static void *race_main(void *arg)
 	while (!race_go)
 		pthread_cond_wait(&race_cond, &race_mutex);
 	pthread_mutex_unlock(&race_mutex);
-	tally_event e = events[0];
-	e.time_us = NOW_US - MINUTE_US;
-	e.event_id = S("ev-today");
-	tally_ingest_result r;
-	race_ingest_rc = tally_ingest(race_store, race_flush ? "acme" : "other", &e, 1, &r);
-	race_ingest_code = r.code;
+	if (race_mode == RACE_QUERY) {
+		race_query();
+	} else {
+		tally_event e = events[0];
+		e.time_us = NOW_US - MINUTE_US;
+		e.event_id = S("ev-today");
+		tally_ingest_result r;
+		race_ingest_rc = tally_ingest(race_store, race_mode == RACE_FLUSH ? "acme" : "other",
+					      &e, 1, &r);
+		race_ingest_code = r.code;
+	}
 	pthread_mutex_lock(&race_mutex);
-	race_ingested = 1;
+	race_first = 1;
 	pthread_cond_broadcast(&race_cond);
 	pthread_mutex_unlock(&race_mutex);
-	if (!race_flush) {
+	if (race_mode == RACE_QUERY)
+		return NULL;
+	if (race_mode == RACE_COMPACT) {
 		race_compact_rc = tally_compact(race_store);
 		return NULL;
 	}
@@ -156,9 +192,9 @@ static void *race_main(void *arg)
 
 /* The first pread once armed (the query's first read of a segment file):
  * starts the other thread and waits, up to WAIT_MS_MAX each, until its
- * ingest is acknowledged and its compaction has published (a query that
- * held the store lock here would keep both waiting: the waits time out
- * and the test fails, without hanging). */
+ * first step is done and then its compaction has published or its flush
+ * returned (a query that held a lock they need here would keep them
+ * waiting: the waits time out and the test fails, without hanging). */
 static int64_t stop_pread(const tally_io *io, int fd, void *buf, size_t size, uint64_t offset)
 {
 	(void)io;
@@ -170,15 +206,15 @@ static int64_t stop_pread(const tally_io *io, int fd, void *buf, size_t size, ui
 		race_go = 1;
 		pthread_cond_broadcast(&race_cond);
 		int rc = 0;
-		while (!race_ingested && rc == 0)
+		while (!race_first && rc == 0)
 			rc = pthread_cond_timedwait(&race_cond, &race_mutex, &deadline);
-		saw_ingest = race_ingested;
+		saw_first = race_first;
 		rc = 0;
-		while (race_flush && saw_ingest && !race_flushed && rc == 0)
+		while (race_mode == RACE_FLUSH && saw_first && !race_flushed && rc == 0)
 			rc = pthread_cond_timedwait(&race_cond, &race_mutex, &deadline);
 		saw_flush_return = race_flushed;
 		pthread_mutex_unlock(&race_mutex);
-		for (int waited = 0; !race_flush && saw_ingest && waited < WAIT_MS_MAX &&
+		for (int waited = 0; race_mode == RACE_COMPACT && saw_first && waited < WAIT_MS_MAX &&
 				     !saw_compaction;
 		     waited++) {
 			tally_stats st;
@@ -326,6 +362,8 @@ static tally_store *race_run(int64_t from, int64_t to, reader_fn read)
 	tally_store *s = open_store(&stop_io);
 	race_store = s;
 	ingest(s, "acme", events, FILE_EVENTS);
+	if (race_mode == RACE_QUERY)
+		ingest(s, "other", events, FILE_EVENTS);
 	cr_assert_eq(tally_flush(s), 0);
 	ingest(s, "acme", events + FILE_EVENTS, FILE_EVENTS);
 	cr_assert_eq(tally_flush(s), 0);
@@ -354,7 +392,7 @@ static void race(int64_t from, int64_t to, reader_fn read)
 {
 	tally_store *s = race_run(from, to, read);
 	tally_stats st;
-	cr_expect(saw_ingest, "another tenant's ingest was acknowledged while the query read");
+	cr_expect(saw_first, "another tenant's ingest was acknowledged while the query read");
 	cr_expect(saw_compaction, "a compaction of the files it read published meanwhile");
 	cr_expect_eq(race_ingest_rc, 0);
 	cr_expect_eq(race_ingest_code, TALLY_ACCEPTED);
@@ -394,18 +432,18 @@ Test(unlocked, an_events_listing_lets_ingest_and_compaction_through)
 }
 
 /* Description: a query stopped in its first read of a file's rollup pages,
- * with cache_lock held, while the other thread stores an event of the
+ * in its file merge, while the other thread stores an event of the
  * query's own tenant and flushes it. The flush warms the query cache with
- * the new file's section of that tenant (the query made it watched); it
- * must give up after QUERY_CACHE_WARM_WAIT_MS rather than wait for the
- * query, so it returns (and lets the next flush start) while the query is
- * still stopped. The query's answer is unchanged: it had merged the
- * memtable and pinned its files before the flush. */
+ * the new file's section of that tenant (the query made it watched), which
+ * takes the cache's lock for a moment, not the query's tenant lock: it
+ * returns (and lets the next flush start) while the query is still
+ * stopped. The query's answer is unchanged: it had merged the memtable and
+ * pinned its files before the flush. */
 Test(unlocked, a_query_merging_files_does_not_hold_up_a_flush)
 {
-	race_flush = 1;
+	race_mode = RACE_FLUSH;
 	tally_store *s = race_run(day_start(4), day_start(0), expect_query);
-	cr_expect(saw_ingest, "the event was acknowledged while the query merged files");
+	cr_expect(saw_first, "the event was acknowledged while the query merged files");
 	cr_expect(saw_flush_return, "the flush returned while the query merged files");
 	cr_expect_eq(race_ingest_code, TALLY_ACCEPTED);
 	cr_expect_eq(race_flush_rc, 0);
@@ -414,6 +452,28 @@ Test(unlocked, a_query_merging_files_does_not_hold_up_a_flush)
 	cr_expect_eq(st.segment_file_count, 3);
 	cr_expect_eq(st.events_memtable, 0);
 	expect_query(s, day_start(4), day_start(0), "the same query after the flush");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: a query of acme stopped in its first read of a file's
+ * rollup pages, in its file merge; meanwhile another tenant's query of
+ * the same files (its sections sit beside acme's) merges them and answers.
+ * Queries of different tenants fill and read their own cache entries, each
+ * under its tenant's query_lock, so neither waits for the other (before,
+ * one cache lock held for a whole file merge made every tenant's query
+ * wait behind one huge one). */
+Test(unlocked, a_query_merging_files_does_not_hold_up_another_tenants_query)
+{
+	race_mode = RACE_QUERY;
+	tally_store *s = race_run(day_start(4), day_start(0), expect_query);
+	cr_expect(saw_first, "the other tenant's query answered while acme's merged files");
+	cr_expect_eq(race_query_rc, 0);
+	uint64_t tokens = 0;
+	for (uint32_t n = 0; n < FILE_EVENTS; n++)
+		tokens += events[n].tokens_in;
+	cr_expect_eq(race_query_count, FILE_EVENTS);
+	cr_expect_eq(race_query_tokens, tokens);
+	expect_query(s, day_start(4), day_start(0), "the same query after the other's");
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
