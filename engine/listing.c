@@ -304,6 +304,7 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	}
 	if (files)
 		store_files_unpin(s, files, file_count);
+	free(files);
 	if (!rc) {
 		qsort(c.heap, c.count, sizeof(*c.heap), sorted_compare);
 		uint32_t emit = c.count < req->limit ? c.count : req->limit;
