@@ -285,7 +285,9 @@ size_t query_cache_bytes(tally_store *s);
  * s->lock (it takes it per section to add the entry) and with f pinned or
  * s->compact_mutex held, so f stays live. Adds nothing once f is retired (a
  * compaction replaced it while it was pinned, and forgot its entries
- * then). Stops once the cache holds half of its limit. Errors only leave
+ * then). Stops once the cache holds half of its limit, and skips, without
+ * reading it, a section whose decoded size (at least its cells' scalar
+ * columns and its group table) would pass that. Errors only leave
  * sections undecoded (queries decode them).
  */
 void query_cache_warm(tally_store *s, const segment_file *f, const uint32_t *tenant_ids,

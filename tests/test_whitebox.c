@@ -137,6 +137,41 @@ Test(whitebox, a_warm_adds_nothing_for_a_file_retired_while_it_ran)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* Description: a warm skips, without reading a byte of it, a section the
+ * cache could not keep: its decoded size is at least its cells' scalar
+ * columns and its group table, known from the footer (a huge tenant's
+ * section took 15.6 s and 780 MiB to decode, then was dropped as too big).
+ * The floor is a true floor: with room for exactly what the section
+ * decodes to, the warm adds it. */
+Test(whitebox, a_warm_does_not_read_a_section_too_big_to_keep)
+{
+	tally_store *s = store_with_one_warmed_file();
+	uint64_t decoded = query_cache_held(s);
+	pthread_mutex_lock(&s->lock);
+	cr_assert_eq(s->file_count, 1);
+	segment_file *f = s->files[0];
+	uint32_t tenant_id = store_tenant_find(s, "acme")->id;
+	pthread_mutex_unlock(&s->lock);
+
+	/* Room for it exactly (half the limit is the warm's). */
+	query_cache_forget_files(s, &f->file_id, 1);
+	cr_assert_eq(query_cache_held(s), 0);
+	s->options.query_cache_bytes_max = 2 * decoded;
+	query_cache_warm(s, f, &tenant_id, 1);
+	cr_expect_eq(query_cache_held(s), decoded, "a section that fits is warmed");
+
+	/* Room for one byte: skipped, nothing read. */
+	query_cache_forget_files(s, &f->file_id, 1);
+	s->options.query_cache_bytes_max = 2;
+	fault_io_counts before, after;
+	fault_io_counts_get(fio, &before);
+	query_cache_warm(s, f, &tenant_id, 1);
+	fault_io_counts_get(fio, &after);
+	cr_expect_eq(after.pread_count, before.pread_count, "the section was not read");
+	cr_expect_eq(query_cache_held(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /* Description: the last reader of a retired file forgets the query
  * cache's entries of it (store_files_unpin). A query that pinned a file
  * may decode its pages after the compaction that retired it forgot them:

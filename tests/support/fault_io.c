@@ -228,6 +228,7 @@ static int64_t fault_pread(const tally_io *io, int fd, void *buf, size_t size, u
 {
 	fault_io *f = fault_io_from(io);
 	fault_io_lock(f);
+	f->counts.pread_count++;
 	uint32_t delay_us = fault_io_fd_matches(f, fd) ? f->pread_delay_us : 0;
 	fault_io_unlock(f);
 	if (delay_us)

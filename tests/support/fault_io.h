@@ -66,6 +66,7 @@ typedef struct fault_io_counts {
 	uint64_t open_count;
 	uint64_t fsync_count;     /* fsync + fdatasync calls */
 	uint64_t fsync_dir_count;
+	uint64_t pread_count;
 	uint64_t pwrite_count;
 	uint64_t pwrite_bytes;    /* bytes the wrapped pwrite reported written */
 	uint64_t rename_count;
