@@ -1930,110 +1930,147 @@ static int row_compare(const void *a, const void *b, void *ctx)
 	return natural_compare(x, y);
 }
 
-/* The index of the first of sorted[0, count) (in the default order) after
- * the query's cursor. */
-static size_t rows_after_cursor(const tally_row *sorted, size_t count, const tally_query *q)
+/* Accumulator i's row, its group strings pointing into the query's key
+ * arena. */
+static void acc_row(const qstate *st, const bucket_span *spans, uint32_t i, tally_row *row)
 {
-	tally_row cursor;
-	memset(&cursor, 0, sizeof(cursor));
-	cursor.bucket_start_us = q->bucket == TALLY_BUCKET_NONE ? q->from_us : q->after_bucket_us;
-	for (int d = 0; d < TALLY_DIM_COUNT; d++)
-		if (q->group_by & (1u << d))
-			cursor.group[d] = q->after_group[d];
-	size_t lo = 0, hi = count;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (natural_compare(&sorted[mid], &cursor) <= 0)
-			lo = mid + 1;
-		else
-			hi = mid;
+	const tally_query *q = st->q;
+	const acc *a = &st->accs[i];
+	memset(row, 0, sizeof(*row));
+	if (q->bucket == TALLY_BUCKET_NONE) {
+		row->bucket_start_us = q->from_us;
+		row->bucket_end_us = q->to_us;
+	} else {
+		row->bucket_start_us = spans[a->bucket].start;
+		row->bucket_end_us = spans[a->bucket].end;
 	}
-	return lo;
+	const out_group *g = &st->groups[a->group];
+	/* No key arena at all when nothing is grouped by. */
+	const char *p = st->keys.data ? (const char *)st->keys.data + g->key_offset : NULL;
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		if (!(q->group_by & (1u << d)))
+			continue;
+		uint32_t len;
+		memcpy(&len, p, sizeof(len));
+		row->group[d] = (tally_str){p + sizeof(len), len};
+		p += sizeof(len) + len;
+	}
+	row->count = a->count;
+	row->tokens_in = a->tokens_in;
+	row->tokens_out = a->tokens_out;
+	row->cost_micros = a->cost;
+	row->duration_ms_sum = a->duration_sum;
+	row->duration_ms_min = a->duration_min;
+	row->duration_ms_max = a->duration_max;
+	row->wraps = a->wraps;
+	memcpy(row->status_count, a->status, sizeof(row->status_count));
+	for (uint32_t k = 0; k < q->quantile_count; k++)
+		row->quantile_ms[k] = dd_acc_quantile(&a->dd, q->quantiles[k]);
+	row->distinct_users = st->want_users ? a->distinct : 0;
+}
+
+/* The page's rows so far: a max-heap by row_compare of at most `limit`. */
+typedef struct page_heap {
+	tally_row *rows;
+	size_t count, limit;
+	const tally_query *q;
+} page_heap;
+
+static void page_sift_down(page_heap *h, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < h->count && row_compare(&h->rows[l], &h->rows[m], (void *)h->q) > 0)
+			m = l;
+		if (r < h->count && row_compare(&h->rows[r], &h->rows[m], (void *)h->q) > 0)
+			m = r;
+		if (m == i)
+			return;
+		tally_row t = h->rows[i];
+		h->rows[i] = h->rows[m];
+		h->rows[m] = t;
+		i = m;
+	}
+}
+
+/* Offers row to the page: kept if it is among the `limit` first so far. */
+static void page_offer(page_heap *h, const tally_row *row)
+{
+	if (h->count < h->limit) {
+		size_t i = h->count++;
+		h->rows[i] = *row;
+		while (i && row_compare(&h->rows[(i - 1) / 2], &h->rows[i], (void *)h->q) < 0) {
+			tally_row t = h->rows[i];
+			h->rows[i] = h->rows[(i - 1) / 2];
+			h->rows[(i - 1) / 2] = t;
+			i = (i - 1) / 2;
+		}
+	} else if (h->limit && row_compare(row, &h->rows[0], (void *)h->q) < 0) {
+		h->rows[0] = *row;
+		page_sift_down(h, 0);
+	}
 }
 
 /*
- * The answer: a row per accumulator, sorted, then only the page the query
- * asked for (after its cursor, at most its limit) is copied into the
- * result, with its own copy of those rows' group strings. The sort works
- * on rows whose strings point into the query's key arena, so a query of a
- * million groups and limit 10 keeps 10 rows and their keys, not a million
- * (before 2026-12-03 the result held every row and a copy of every key
- * until it was freed: 713 MiB in the diagnosis of docs/queries.md).
+ * The answer: only the page the query asked for (after its cursor, the
+ * `limit` first in its order) is kept, in a heap of that many rows while
+ * every accumulator's row is offered to it, then sorted and copied into the
+ * result with its own copy of its rows' group strings. A query of a million
+ * groups and limit 10 holds 10 rows and their keys: before 2026-12-03 it
+ * built and sorted a row per accumulator (280 bytes each), and before that
+ * the result held every row and a copy of every key until it was freed
+ * (713 MiB in the diagnosis of docs/queries.md).
  */
 static int build_result(qstate *st, const bucket_span *spans, tally_result **out)
 {
 	const tally_query *q = st->q;
-	tally_row *all = calloc((size_t)st->acc_count + 1, sizeof(*all));
-	if (!all)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < st->acc_count; i++) {
-		const acc *a = &st->accs[i];
-		tally_row *row = &all[i];
-		if (q->bucket == TALLY_BUCKET_NONE) {
-			row->bucket_start_us = q->from_us;
-			row->bucket_end_us = q->to_us;
-		} else {
-			row->bucket_start_us = spans[a->bucket].start;
-			row->bucket_end_us = spans[a->bucket].end;
-		}
-		const out_group *g = &st->groups[a->group];
-		/* No key arena at all when nothing is grouped by. */
-		const char *p = st->keys.data ? (const char *)st->keys.data + g->key_offset : NULL;
-		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
-			if (!(q->group_by & (1u << d)))
-				continue;
-			uint32_t len;
-			memcpy(&len, p, sizeof(len));
-			row->group[d] = (tally_str){p + sizeof(len), len};
-			p += sizeof(len) + len;
-		}
-		row->count = a->count;
-		row->tokens_in = a->tokens_in;
-		row->tokens_out = a->tokens_out;
-		row->cost_micros = a->cost;
-		row->duration_ms_sum = a->duration_sum;
-		row->duration_ms_min = a->duration_min;
-		row->duration_ms_max = a->duration_max;
-		row->wraps = a->wraps;
-		memcpy(row->status_count, a->status, sizeof(row->status_count));
-		for (uint32_t k = 0; k < q->quantile_count; k++)
-			row->quantile_ms[k] = dd_acc_quantile(&a->dd, q->quantiles[k]);
-		row->distinct_users = st->want_users ? a->distinct : 0;
-	}
-	size_t count = st->acc_count;
-	qsort_r(all, count, sizeof(*all), row_compare, (void *)q);
-	size_t first = q->after ? rows_after_cursor(all, count, q) : 0;
-	size_t kept = count - first;
 	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
-	bool truncated = kept > limit;
-	if (truncated)
-		kept = limit;
-	size_t key_bytes = 0;
-	for (size_t i = first; i < first + kept; i++)
+	page_heap h = {NULL, 0, limit < st->acc_count ? limit : st->acc_count, q};
+	h.rows = malloc(sizeof(*h.rows) * (h.limit + 1));
+	if (!h.rows)
+		return -ENOMEM;
+	tally_row cursor;
+	memset(&cursor, 0, sizeof(cursor));
+	if (q->after) { /* the default order only (check_query) */
+		cursor.bucket_start_us = q->bucket == TALLY_BUCKET_NONE ? q->from_us : q->after_bucket_us;
 		for (int d = 0; d < TALLY_DIM_COUNT; d++)
-			key_bytes += all[i].group[d].len;
+			if (q->group_by & (1u << d))
+				cursor.group[d] = q->after_group[d];
+	}
+	size_t after = 0; /* rows after the cursor: more than limit is truncated */
+	for (uint32_t i = 0; i < st->acc_count; i++) {
+		tally_row row;
+		acc_row(st, spans, i, &row);
+		if (q->after && natural_compare(&row, &cursor) <= 0)
+			continue;
+		after++;
+		page_offer(&h, &row);
+	}
+	qsort_r(h.rows, h.count, sizeof(*h.rows), row_compare, (void *)q);
+	size_t key_bytes = 0;
+	for (size_t i = 0; i < h.count; i++)
+		for (int d = 0; d < TALLY_DIM_COUNT; d++)
+			key_bytes += h.rows[i].group[d].len;
 
 	result_impl *impl = calloc(1, sizeof(*impl));
 	tally_result *res = impl ? &impl->pub : NULL;
-	if (res) {
-		res->rows = malloc(sizeof(*res->rows) * (kept + 1));
+	if (res)
 		impl->arena = malloc(key_bytes + 1);
-	}
-	if (!res || !res->rows || !impl->arena) {
+	if (!res || !impl->arena) {
 		tally_result_free(res);
-		free(all);
+		free(h.rows);
 		return -ENOMEM;
 	}
+	res->rows = h.rows; /* the result's own: its strings are re-pointed below */
 	res->cells_day = st->result->cells_day;
 	res->cells_hour = st->result->cells_hour;
 	res->cells_minute = st->result->cells_minute;
 	res->raw_rows = st->result->raw_rows;
-	res->row_count = kept;
-	res->truncated = truncated;
+	res->row_count = h.count;
+	res->truncated = after > limit;
 	char *arena = impl->arena;
-	for (size_t i = 0; i < kept; i++) {
+	for (size_t i = 0; i < h.count; i++) {
 		tally_row *row = &res->rows[i];
-		*row = all[first + i];
 		for (int d = 0; d < TALLY_DIM_COUNT; d++) {
 			if (!row->group[d].len) {
 				row->group[d].ptr = row->group[d].ptr ? arena : NULL;
@@ -2044,7 +2081,6 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 			arena += row->group[d].len;
 		}
 	}
-	free(all);
 	*out = res;
 	return 0;
 }
