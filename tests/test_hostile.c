@@ -1622,8 +1622,13 @@ Test(hostile, a_stop_delivers_the_answers_the_kernel_holds, .timeout = 60)
 /* Description: tally_sent_bytes_total counts what the kernel took, not
  * what was queued: a client that sends 100 Pings of 64 KiB and reads none
  * of the Pongs is cut by the idle timeout (500 ms here) with most of them
- * unsent, and the counter grows by at most what the client can then read
- * (before 2026-12-02 it counted all 6.5 MB as sent). */
+ * unsent, and the counter grows by less than the Pongs queued (before
+ * 2026-12-02 it counted all 6.5 MB as sent) and by at least what the
+ * client can then read (every byte it reads, a send took). Not "at most
+ * what it reads": the cut resets the connection (Pings the server never
+ * read are left in its receive queue), and a reset drops what the kernel
+ * had taken but not yet delivered, so the client may read fewer bytes
+ * than were taken (38 fewer in one run on a loaded machine, 2026-12-03). */
 Test(hostile, sent_bytes_count_only_what_the_kernel_took, .timeout = 60)
 {
 	harness h;
@@ -1655,8 +1660,8 @@ Test(hostile, sent_bytes_count_only_what_the_kernel_took, .timeout = 60)
 		got += (uint64_t)n;
 	}
 	close(fd);
-	cr_expect_gt(counted, 0);
-	cr_expect_leq(counted, got, "counted %" PRIu64 " bytes sent; the client could read %" PRIu64,
+	cr_expect_gt(got, 0);
+	cr_expect_geq(counted, got, "counted %" PRIu64 " bytes sent; the client read %" PRIu64,
 		      counted, got);
 	cr_expect_lt(counted, UINT64_C(100) * (64 << 10), "not every Pong was sent");
 	harness_finish(&h);
