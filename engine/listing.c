@@ -288,7 +288,7 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 		if (!rc)
 			rc = store_scan_memtable_rows(frozen, lo, req->to_us, list_row, &c,
 						      &rows_read);
-		store_frozen_unpin(s, t, frozen, NULL);
+		store_memtable_unpin(s, t, frozen, NULL);
 	}
 	int64_t window = TALLY_US_PER_SECOND * 3600;
 	while (file_count && lo < req->to_us && !rc) {

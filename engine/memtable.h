@@ -46,19 +46,20 @@ typedef struct memtable {
 	 * after the store lock, never before it; the rollup thread only tries
 	 * for it, never waits, while it holds the store lock): the rollup
 	 * thread adds a slice of rows with only rollup_lock held, so ingest
-	 * goes on; a query holds both while it reads an active memtable, and
-	 * only rollup_lock while it reads a frozen one (its rows and
-	 * dictionary never change once frozen, so the rollup can be brought
-	 * up to date without the store lock). */
+	 * goes on; a query holds both while it reads an active memtable's rows
+	 * and takes its rollup_lock, then only rollup_lock while it merges its
+	 * cells (query.c, active_begin); and only rollup_lock while it reads a
+	 * frozen one (its rows and dictionary never change once frozen, so the
+	 * rollup can be brought up to date without the store lock). */
 	pthread_mutex_t rollup_lock;
 	rollup rollup;
 	uint32_t rolled;       /* rows added to the rollup */
 	int rollup_failed;     /* non-zero: the rollup is unusable (memory ran out) */
 	uint64_t serial;       /* unique per memtable of the process (never reused) */
 	/* Under the store lock: queries and events listings reading this
-	 * (frozen) memtable without the store lock; a flush that drops it
-	 * while pinned sets `dropped` and leaves it to the last unpin to free
-	 * (store_frozen_unpin). */
+	 * memtable (frozen, or an active one's rollup) without the store lock;
+	 * a flush that drops it while pinned sets `dropped` and leaves it to
+	 * the last unpin to free (store_memtable_unpin). */
 	uint32_t pins;
 	int dropped;
 	/* The id index's successor while it is built (memtable.c, note 1),

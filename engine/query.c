@@ -21,13 +21,16 @@
  *    tenant's frozen and active memtables (their live rollups). A cell of
  *    (bucket, group) may be partial in several sources: the merge adds
  *    them. In one hold of store->lock the query pins the tenant's files
- *    and frozen memtable and merges the active memtable (cells and raw
- *    rows); a flush or compaction publishes under the same lock, so the
- *    pinned sources and the active memtable are one consistent set that
- *    holds every acknowledged event exactly once. The frozen memtable and
- *    the files are then merged without store->lock (they are immutable,
- *    and pinned: a flush or compaction that replaces one leaves it to the
- *    last unpin), so ingest does not wait for them. What the query keeps
+ *    and frozen memtable, reads the active memtable's rows past its rollup
+ *    and takes its rollup_lock, pinning it too (active_begin); a flush or
+ *    compaction publishes under the same lock, so the pinned sources are
+ *    one consistent set that holds every acknowledged event exactly once.
+ *    The active memtable's cells (active_finish), the frozen memtable and
+ *    the files are then merged without store->lock (the files and the
+ *    frozen memtable are immutable; the active rollup cannot grow while
+ *    its rollup_lock is held; all are pinned: a flush or compaction that
+ *    replaces one leaves it to the last unpin), so ingest does not wait
+ *    for them. What the query keeps
  *    of a memtable after its rollup_lock is let go is its own: distinct
  *    users deferred into memtable cells are hashed first
  *    (acc_settle_users).
@@ -1608,48 +1611,65 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
 }
 
 /*
- * Under mt->rollup_lock (and the store lock for an active memtable): a
- * memtable's part of the cell pieces. The rollup thread adds rows to the
- * rollup behind ingest, so the rollup has rows [0, rolled): those come
- * from its cells, the rest from the rows themselves (about 50 ns a row, a
- * tenth of rolling it up). A rollup more than
- * options.query_rows_behind_max rows behind (a tenant nobody queried while
- * the store only ingested), or any rollup when there is no rollup thread
- * (background off), is brought up to date here first (the caller counts
- * its growth). A failed rollup (memory ran out) is not read: all its rows
- * are. The users deferred into its cells are hashed before it returns
- * (acc_settle_users): once rollup_lock is let go the rollup may grow.
+ * Under mt->rollup_lock (and the store lock for an active memtable): gets
+ * the rollup ready to read and returns the first row it does not hold.
+ * The rollup thread adds rows to the rollup behind ingest, so the rollup
+ * has rows [0, rolled): those come from its cells, the rest from the rows
+ * themselves (about 50 ns a row, a tenth of rolling it up). A rollup more
+ * than options.query_rows_behind_max rows behind (a tenant nobody queried
+ * while the store only ingested), or any rollup when there is no rollup
+ * thread (background off), is brought up to date here first (the caller
+ * counts its growth). A failed rollup (memory ran out) is not read: all
+ * its rows are (0).
  */
-static int merge_memtable(qstate *st, memtable *mt, const plan *p, tally_result *stats)
+static uint32_t memtable_rollup_ready(const qstate *st, memtable *mt)
 {
 	const tally_store *s = st->s;
 	if (!mt->rollup_failed &&
 	    (mt->rows.count - mt->rolled > s->options.query_rows_behind_max ||
 	     !s->options.background))
 		memtable_rollup_catch_up(mt, UINT32_MAX); /* failing marks the rollup failed */
-	int rc = 0;
-	uint32_t from_row = 0;
-	if (!mt->rollup_failed) {
-		from_row = mt->rolled;
-		const rollup *ru = &mt->rollup;
-		source_groups sg;
-		const strdict *dict[ROLLUP_GROUP_DIMS];
-		for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
-			dict[c] = &mt->dict;
-		if ((rc = source_groups_init(&sg, ru->groups, ru->group_count, dict,
-					     st->want_users ? ru->user_hash_count : 0)))
-			return rc;
-		for (uint32_t k = 0; k < p->count && !rc; k++) {
-			const piece *pc = &p->pieces[k];
-			if (pc->res < 0)
-				continue;
-			uint64_t *cells = pc->res == RES_DAY    ? &stats->cells_day
-					  : pc->res == RES_HOUR ? &stats->cells_hour
-								: &stats->cells_minute;
-			rc = merge_live(st, ru, &sg, pc, cells);
-		}
-		source_groups_free(&sg);
+	return mt->rollup_failed ? 0 : mt->rolled;
+}
+
+/* Under mt->rollup_lock: the cells of mt's rollup inside the plan's
+ * pieces, their groups' strings from dict (mt's own, or a copy of its
+ * codes for an active memtable read without the store lock). */
+static int merge_memtable_cells(qstate *st, const memtable *mt, const strdict *dict,
+				const plan *p, tally_result *stats)
+{
+	if (mt->rollup_failed)
+		return 0;
+	const rollup *ru = &mt->rollup;
+	source_groups sg;
+	const strdict *dicts[ROLLUP_GROUP_DIMS];
+	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
+		dicts[c] = dict;
+	int rc = source_groups_init(&sg, ru->groups, ru->group_count, dicts,
+				    st->want_users ? ru->user_hash_count : 0);
+	for (uint32_t k = 0; k < p->count && !rc; k++) {
+		const piece *pc = &p->pieces[k];
+		if (pc->res < 0)
+			continue;
+		uint64_t *cells = pc->res == RES_DAY    ? &stats->cells_day
+				  : pc->res == RES_HOUR ? &stats->cells_hour
+							: &stats->cells_minute;
+		rc = merge_live(st, ru, &sg, pc, cells);
 	}
+	source_groups_free(&sg);
+	return rc;
+}
+
+/*
+ * Under mt->rollup_lock, without the store lock: a frozen memtable's part
+ * of the cell pieces (its rows and dictionary never change). The users
+ * deferred into its cells are hashed before it returns (acc_settle_users):
+ * once rollup_lock is let go the rollup may grow.
+ */
+static int merge_memtable(qstate *st, memtable *mt, const plan *p, tally_result *stats)
+{
+	uint32_t from_row = memtable_rollup_ready(st, mt);
+	int rc = merge_memtable_cells(st, mt, &mt->dict, p, stats);
 	if (!rc && from_row < mt->rows.count)
 		rc = merge_memtable_rows(st, mt, from_row, p, &stats->raw_rows);
 	if (!rc && st->want_users)
@@ -2194,25 +2214,82 @@ static int plan_variant(const plan pv[PLAN_VARIANTS], const tally_query *q, int6
 	return pv[v].raw ? 0 : v;
 }
 
-/* A memtable as a source: its cell pieces, through the plan variant its
- * time range takes, then its raw pieces. Under the store lock for the
- * active memtable (whose rollup growth this counts); without it for a
- * pinned frozen one (*rollup_bytes: its rollup's size, for
- * store_frozen_unpin to count). */
+/* A pinned frozen memtable as a source, without the store lock: its cell
+ * pieces, through the plan variant its time range takes, then its raw
+ * pieces (*rollup_bytes: its rollup's size, for store_memtable_unpin to
+ * count). */
 static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS],
 				 const plan *raw, size_t *rollup_bytes, tally_result *stats)
 {
 	pthread_mutex_lock(&mt->rollup_lock);
 	int rc = merge_memtable(st, mt, &pv[plan_variant(pv, st->q, mt->time_min_us, mt->time_max_us)],
 				stats);
-	size_t bytes = mt->rollup.bytes;
+	*rollup_bytes = mt->rollup.bytes;
 	pthread_mutex_unlock(&mt->rollup_lock);
-	if (rollup_bytes)
-		*rollup_bytes = bytes;
-	else
-		st->s->active_bytes += memtable_rollup_account(mt, bytes);
 	raw_source src = {mt, NULL, 0, 0};
 	return rc ? rc : run_raw(st, raw, &src, &stats->raw_rows);
+}
+
+/*
+ * The active memtable, read in two parts. Its rows and dictionary grow
+ * under the store lock; its rollup only under its rollup_lock. So under
+ * the store lock (active_begin) the query takes rollup_lock, gets the
+ * rollup ready (its growth counted), merges the rows past it and the raw
+ * edges, copies the dictionary's codes and pins the memtable; then, with
+ * the store lock let go and rollup_lock still held (active_finish), it
+ * merges the rollup's cells, whose groups' codes the copy all holds (the
+ * rollup cannot grow meanwhile), and settles their users. The cells are
+ * what costs: a tenant of 159,320 distinct groups held the store lock
+ * 0.4–1.0 s for them (queries.md). Queries of one tenant take turns
+ * (tenant.query_lock), so none waits for this rollup_lock while holding
+ * the store lock; the rollup thread only tries it.
+ */
+typedef struct active_read {
+	memtable *mt; /* NULL: nothing left for active_finish */
+	const plan *p;
+	strdict dict;
+} active_read;
+
+static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], const plan *raw,
+			tally_result *stats, active_read *ar)
+{
+	ar->mt = NULL;
+	ar->p = &pv[plan_variant(pv, st->q, mt->time_min_us, mt->time_max_us)];
+	pthread_mutex_lock(&mt->rollup_lock);
+	uint32_t from_row = memtable_rollup_ready(st, mt);
+	st->s->active_bytes += memtable_rollup_account(mt, mt->rollup.bytes);
+	int rc = 0;
+	if (from_row < mt->rows.count)
+		rc = merge_memtable_rows(st, mt, from_row, ar->p, &stats->raw_rows);
+	if (!rc) {
+		raw_source src = {mt, NULL, 0, 0};
+		rc = run_raw(st, raw, &src, &stats->raw_rows);
+	}
+	if (!rc && !mt->rollup_failed)
+		rc = strdict_copy_codes(&mt->dict, &ar->dict);
+	if (rc || mt->rollup_failed) {
+		pthread_mutex_unlock(&mt->rollup_lock);
+		return rc;
+	}
+	mt->pins++;
+	ar->mt = mt;
+	return 0;
+}
+
+static int active_finish(qstate *st, const tenant *t, active_read *ar, int rc,
+			 tally_result *stats)
+{
+	if (!ar->mt)
+		return rc;
+	if (!rc)
+		rc = merge_memtable_cells(st, ar->mt, &ar->dict, ar->p, stats);
+	if (!rc && st->want_users)
+		rc = acc_settle_users(st);
+	pthread_mutex_unlock(&ar->mt->rollup_lock);
+	strdict_free(&ar->dict);
+	store_memtable_unpin(st->s, t, ar->mt, NULL);
+	ar->mt = NULL;
+	return rc;
 }
 
 /* Under the tenant's query_lock, without the store lock: the cell pieces of tenant_id's
@@ -2318,13 +2395,22 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 		tz_free(zone);
 	if (rc)
 		goto done;
-	/* Under the store lock: the plan, the files and the frozen memtable
-	 * pinned, the active memtable merged. */
-	segment_file **files = NULL;
-	memtable *frozen = NULL;
-	uint32_t file_count = 0, tenant_id = 0;
+	/* Queries of one tenant take turns (tenant.query_lock, held to the
+	 * end): the active memtable's rollup_lock and the tenant's cache
+	 * entries are held across the store lock's release. Tenants are never
+	 * freed while the store is open. */
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
+	pthread_mutex_unlock(&s->lock);
+	if (t)
+		pthread_mutex_lock(&t->query_lock);
+	/* Under the store lock: the plan, the files and the frozen memtable
+	 * pinned, the active memtable's rows read and its rollup held. */
+	segment_file **files = NULL;
+	memtable *frozen = NULL;
+	active_read active = {0};
+	uint32_t file_count = 0, tenant_id = 0;
+	pthread_mutex_lock(&s->lock);
 	if (t) {
 		tenant_id = t->id;
 		store_tenant_watch(s, t); /* the rollup thread keeps its memtable rollup current */
@@ -2346,18 +2432,19 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			frozen->pins++;
 		}
 		if (!rc && t->active && t->active->rows.count)
-			rc = merge_memtable_source(&st, t->active, pv, &raw, NULL, &stats);
+			rc = active_begin(&st, t->active, pv, &raw, &stats, &active);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (s->query_test_hook)
 		s->query_test_hook(s, s->query_test_ctx);
-	/* Without it: the frozen memtable, the files' raw rows, then (under
-	 * the tenant's query_lock) the files' cells. */
+	/* Without it: the active memtable's cells, the frozen memtable, the
+	 * files' raw rows, then the files' cells. */
+	rc = active_finish(&st, t, &active, rc, &stats);
 	if (frozen) {
 		size_t rollup_bytes = 0;
 		if (!rc)
 			rc = merge_memtable_source(&st, frozen, pv, &raw, &rollup_bytes, &stats);
-		store_frozen_unpin(s, t, frozen, &rollup_bytes);
+		store_memtable_unpin(s, t, frozen, &rollup_bytes);
 	}
 	raw_source file_src = {NULL, files, file_count, tenant_id};
 	if (!rc && file_count)
@@ -2365,17 +2452,17 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	if (file_count) {
 		/* The tenant's cache entries are filled in and read under its
 		 * query_lock; other tenants' queries merge theirs meanwhile. */
-		pthread_mutex_lock(&t->query_lock);
 		if (!rc)
 			rc = merge_files(&st, pv, files, file_count, tenant_id, &stats);
 		if (!rc && st.want_users)
 			acc_resolve_users(&st); /* the cached blocks deferred users point into */
-		pthread_mutex_unlock(&t->query_lock);
 		cache_unpin_all(&st);
 		store_files_unpin(s, files, file_count); /* after the entries' unpin: see cache_shrink */
 	} else if (!rc && st.want_users) {
 		acc_resolve_users(&st);
 	}
+	if (t)
+		pthread_mutex_unlock(&t->query_lock);
 	free(files);
 	if (!rc)
 		rc = build_result(&st, spans, out);

@@ -45,7 +45,7 @@
  *    the lock the manifest is replaced with one naming the new files and
  *    wal_replay_lsn = boundary and the WAL's next file id, and the frozen
  *    memtables are dropped (one that a query pinned is freed by its last
- *    unpin: store_frozen_unpin). WAL files before the boundary and below
+ *    unpin: store_memtable_unpin). WAL files before the boundary and below
  *    that id are removed after that (wal.c, invariant 7). A crash at any point
  *    leaves either the old manifest (WAL still has every event) or the new
  *    one (segments have them, replay starts after them): never both.
@@ -939,7 +939,7 @@ static int history_probe_file(history *h, const segment_file *f, uint32_t tenant
 }
 
 /* Contract in store_internal.h. */
-void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, const size_t *rollup_bytes)
+void store_memtable_unpin(tally_store *s, const tenant *t, memtable *m, const size_t *rollup_bytes)
 {
 	pthread_mutex_lock(&s->lock);
 	assert(m->pins > 0);
@@ -2975,10 +2975,9 @@ static memtable *memtable_of(tenant *t, uint64_t serial, size_t **bytes, tally_s
  * active memtables' rollups up to date. The rollup's growth is counted in
  * the store's memtable bytes once the slice is in, if the memtable is
  * still there. A memtable whose rollup_lock is held is left to the next
- * tick: a query reading a frozen memtable holds it without the store lock
- * for as long as its merge takes, and waiting here would hold the store
- * lock as long. (An active memtable's rollup_lock is held only under the
- * store lock, which this holds: trying it always succeeds.)
+ * tick: a query holds it without the store lock for as long as its merge
+ * of the memtable's cells takes (frozen or active), and waiting here
+ * would hold the store lock as long.
  */
 static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
 {

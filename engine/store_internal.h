@@ -43,10 +43,11 @@ typedef struct tenant {
 	memtable *frozen; /* being flushed, NULL otherwise */
 	int queried;      /* a query read it: in s->watched, the rollup thread keeps its memtable rollup current */
 	dedup_table dedup;
-	/* Held by a query while it merges the tenant's segment files: their
-	 * query cache entries are filled in and read under it (query.c, note
-	 * 5). Taken before cache_lock and the store lock, never while holding
-	 * either. */
+	/* Held by a query from start to end: queries of one tenant take
+	 * turns. Under it a query fills in and reads the tenant's query cache
+	 * entries (query.c, note 5) and holds the active memtable's
+	 * rollup_lock across the store lock's release (active_begin). Taken
+	 * before cache_lock and the store lock, never while holding either. */
 	pthread_mutex_t query_lock;
 } tenant;
 
@@ -245,13 +246,14 @@ int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us,
  */
 int store_pin_tenant_files(tally_store *s, const tenant *t, segment_file ***files,
 			   uint32_t *count);
-/* Without s->lock (takes it): drops a pin of t's frozen memtable m
- * (memtable.pins, taken under the lock by a query or an events listing,
- * which read its rows, immutable once frozen, without the lock), counting
- * its rollup at *rollup_bytes (read under its rollup_lock; NULL: the
- * reader did not touch the rollup) if m is still t's frozen memtable;
- * frees m if a flush dropped it meanwhile and this was its last pin. */
-void store_frozen_unpin(tally_store *s, const tenant *t, memtable *m, const size_t *rollup_bytes);
+/* Without s->lock (takes it): drops a pin of t's memtable m
+ * (memtable.pins, taken under the lock by a query or an events listing
+ * that reads it without the lock: a frozen one's rows, immutable once
+ * frozen, or an active one's rollup, under its rollup_lock), counting its
+ * rollup at *rollup_bytes (read under its rollup_lock; NULL: the reader
+ * did not grow the rollup) if m is still t's frozen memtable; frees m if a
+ * flush dropped it meanwhile and this was its last pin. */
+void store_memtable_unpin(tally_store *s, const tenant *t, memtable *m, const size_t *rollup_bytes);
 /* Without s->lock (takes it): drops the pins of files[0, count); closes and
  * unlinks those that a compaction retired meanwhile once their last pin is
  * gone, and drops the query cache's entries of every retired one. Reuses

@@ -23,6 +23,24 @@
 #include "tally_limits.h"
 #include "strdict.h"
 
+int strdict_copy_codes(const strdict *src, strdict *dst)
+{
+	memset(dst, 0, sizeof(*dst));
+	if (!src->count)
+		return 0;
+	dst->arena.data = malloc(src->arena.size);
+	dst->offsets = malloc(sizeof(*dst->offsets) * src->count);
+	if (!dst->arena.data || !dst->offsets) {
+		strdict_free(dst);
+		return -ENOMEM;
+	}
+	memcpy(dst->arena.data, src->arena.data, src->arena.size);
+	memcpy(dst->offsets, src->offsets, sizeof(*dst->offsets) * src->count);
+	dst->arena.size = dst->arena.capacity = src->arena.size;
+	dst->count = dst->offsets_capacity = src->count;
+	return 0;
+}
+
 void strdict_free(strdict *d)
 {
 	bytebuf_free(&d->arena);

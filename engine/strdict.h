@@ -44,6 +44,11 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code);
 /* The hash strdict_intern_hashed wants for s. */
 uint64_t strdict_hash(const char *s, uint32_t size);
 
+/* A copy of src's strings and codes into *dst, for strdict_get only (no
+ * lookup table: not for strdict_intern): src may then grow, or be freed,
+ * while dst is read. Free with strdict_free. 0 or -ENOMEM (dst empty). */
+int strdict_copy_codes(const strdict *src, strdict *dst);
+
 /* The string of a code (< count). Valid until the next intern or free. */
 static inline tally_str strdict_get(const strdict *d, uint32_t code)
 {
