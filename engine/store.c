@@ -77,13 +77,15 @@
  *    threads. The WAL has its own writer thread; with options.background
  *    the store has a worker for flushes, a compactor, and the rollup
  *    thread. Lock order: flush_mutex or compact_mutex -> publish -> lock ->
- *    (WAL internal mutex); tenant.query_lock (a query's merge of the
- *    tenant's segment files) -> cache_lock (the query cache's table,
- *    query.c) -> lock, and nobody waits for the first two while holding
- *    lock. No I/O but dedup
- *    verification reads, a backfill's last probe round, the segment reads
- *    of tally_scan, and the manifest write at open happens under
- *    store->lock. A segment file read without the lock is pinned
+ *    (WAL internal mutex); tenant.query_lock (held by a query of the
+ *    tenant from start to end) -> cache_lock (the query cache's table,
+ *    query.c) -> lock -> memtable.rollup_lock, and nobody waits for the
+ *    first two while holding lock. A query keeps an active memtable's
+ *    rollup_lock across the release of lock and lets it go before taking
+ *    lock again; the rollup thread only tries for a rollup_lock. No I/O
+ *    but dedup verification reads, a backfill's last probe round, the
+ *    segment reads of tally_scan, and the manifest write at open happens
+ *    under store->lock. A segment file read without the lock is pinned
  *    (segment_file.pins, under the lock; an aggregate query and an events
  *    listing pin their tenant's files): compaction leaves a pinned input
  *    to its last unpin to close and unlink.

@@ -96,7 +96,8 @@ struct tally_store {
 	void *flush_test_ctx;
 	/* Tests only (NULL otherwise): called by an aggregate query or an
 	 * events listing page once it has pinned its sources and let the
-	 * store lock go, before it reads the frozen memtable and the segment
+	 * store lock go, before it reads the active memtable's cells (a query
+	 * holds its rollup_lock here), the frozen memtable and the segment
 	 * files. */
 	void (*query_test_hook)(tally_store *s, void *ctx);
 	void *query_test_ctx;
