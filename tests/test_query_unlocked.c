@@ -1,19 +1,23 @@
 /*
- * test_query_unlocked.c — a query reads segment files without the store
- * lock.
+ * test_query_unlocked.c — queries and events listings read their sources
+ * without the store lock, and one tenant's read holds up no other's.
  *
- * A query pins its tenant's files and merges the memtables in one hold of
- * the store lock, then reads the files with the lock let go (query.c, note
- * 3). These tests stop a query in its first segment-file read (a tally_io
- * whose pread waits there) and, from another thread, ingest an event and
- * compact the very files the query is reading. The ingest must be
- * acknowledged and the compaction published while the query waits; the
- * query must still count every event it started with exactly once; and
- * the compacted inputs must be unlinked once the query lets them go.
- * Another stops a query that has pinned a frozen memtable (the store's
- * query_test_hook) until a flush has published it and dropped it: the
- * query reads it all the same, and its unpin frees it. An events listing
- * pins the same sources the same way, and each test is run for it too.
+ * A query pins its tenant's files and memtables in one hold of the store
+ * lock, then reads the files, the frozen memtable and the active
+ * memtable's rollup cells with the lock let go (query.c, note 3). These
+ * tests stop a read in its first segment-file read (a tally_io whose pread
+ * waits there) and, from another thread: ingest an event and compact the
+ * very files the read is reading (the ingest must be acknowledged and the
+ * compaction published while the read waits, every event counted once,
+ * the inputs unlinked once the read lets them go, the cache's bytes its
+ * entries' exactly); flush the read's own tenant (the flush returns); or
+ * query another tenant of the same files (it answers). Others stop a read
+ * that has pinned a frozen memtable (the store's query_test_hook) until a
+ * flush has published and dropped it, or grow and flush the active
+ * memtable a query holds, or add new names to it while queries run: the
+ * read answers from what it pinned, and its unpin frees what was dropped.
+ * An events listing pins its sources the same way and is run through the
+ * same races.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
