@@ -133,15 +133,22 @@ static void deadline_in(struct timespec *t, int ms)
 	}
 }
 
+/* A query of [from, to) in one bucket, nothing grouped. */
+static tally_query range_query(int64_t from, int64_t to)
+{
+	tally_query q;
+	memset(&q, 0, sizeof(q));
+	q.from_us = from;
+	q.to_us = to;
+	q.bucket = TALLY_BUCKET_NONE;
+	return q;
+}
+
 /* RACE_QUERY's query: tenant other over the days of the files (no
  * criterion assert off the test's thread: the main thread checks). */
 static void race_query(void)
 {
-	tally_query q;
-	memset(&q, 0, sizeof(q));
-	q.from_us = day_start(4);
-	q.to_us = day_start(0);
-	q.bucket = TALLY_BUCKET_NONE;
+	tally_query q = range_query(day_start(4), day_start(0));
 	tally_result *res = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
 	race_query_rc = tally_query_run(race_store, "other", &q, &res, err);
@@ -275,11 +282,7 @@ static expected expect_range(int64_t from, int64_t to)
 
 static void expect_query(tally_store *s, int64_t from, int64_t to, const char *when)
 {
-	tally_query q;
-	memset(&q, 0, sizeof(q));
-	q.from_us = from;
-	q.to_us = to;
-	q.bucket = TALLY_BUCKET_NONE;
+	tally_query q = range_query(from, to);
 	q.distinct_users = true;
 	tally_result *res = NULL;
 	char err[TALLY_ERRMSG_SIZE] = "";
@@ -626,16 +629,38 @@ Test(unlocked, a_frozen_memtable_dropped_while_a_listing_reads_it)
 /* acme's events over the days of the test, by project. */
 static tally_query by_project(void)
 {
-	tally_query q;
-	memset(&q, 0, sizeof(q));
-	q.from_us = day_start(4);
-	q.to_us = day_start(0);
-	q.bucket = TALLY_BUCKET_NONE;
+	tally_query q = range_query(day_start(4), day_start(0));
 	q.group_by = 1u << TALLY_DIM_PROJECT;
 	return q;
 }
 
-#define GROW_EVENTS 10000
+/* Stores n events of acme, numbers [first, first + n), each with a new
+ * 100-byte project name ('z' padding then the number: they sort after
+ * api and web). 0 when every one was accepted. */
+#define LONG_NAMES_MAX 10000
+static int ingest_long_names(tally_store *s, uint32_t first, uint32_t n)
+{
+	static char long_ids[LONG_NAMES_MAX][24], projects[LONG_NAMES_MAX][104];
+	static tally_event e[LONG_NAMES_MAX];
+	static tally_ingest_result r[LONG_NAMES_MAX];
+	if (n > LONG_NAMES_MAX)
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		snprintf(long_ids[i], sizeof(long_ids[i]), "long-%u", first + i);
+		memset(projects[i], 'z', 100);
+		snprintf(projects[i] + 90, 14, "%06u", first + i);
+		e[i] = events[i % EVENT_COUNT];
+		e[i].event_id = S(long_ids[i]);
+		e[i].project = S(projects[i]);
+	}
+	int rc = tally_ingest(s, "acme", e, n, r);
+	for (uint32_t i = 0; i < n && rc == 0; i++)
+		if (r[i].code != TALLY_ACCEPTED)
+			rc = -1;
+	return rc;
+}
+
+#define GROW_EVENTS LONG_NAMES_MAX
 static int grow_ingest_rc = -1, grow_flush_rc = -1;
 
 /* The query, its active memtable pinned, its rollup held and the store
@@ -647,22 +672,7 @@ static void grow_hook(tally_store *s, void *ctx)
 {
 	(void)ctx;
 	s->query_test_hook = NULL; /* this query only */
-	enum { MORE = GROW_EVENTS };
-	static char more_ids[MORE][16], more_projects[MORE][104];
-	static tally_event more[MORE];
-	static tally_ingest_result r[MORE];
-	for (uint32_t i = 0; i < MORE; i++) {
-		snprintf(more_ids[i], sizeof(more_ids[i]), "more-%u", i);
-		memset(more_projects[i], 'p', 100);
-		snprintf(more_projects[i] + 96, 8, "%05u", i);
-		more[i] = events[i % EVENT_COUNT];
-		more[i].event_id = S(more_ids[i]);
-		more[i].project = S(more_projects[i]);
-	}
-	grow_ingest_rc = tally_ingest(s, "acme", more, MORE, r);
-	for (uint32_t i = 0; i < MORE && grow_ingest_rc == 0; i++)
-		if (r[i].code != TALLY_ACCEPTED)
-			grow_ingest_rc = -1;
+	grow_ingest_rc = ingest_long_names(s, 0, GROW_EVENTS);
 	grow_flush_rc = tally_flush(s);
 }
 
@@ -722,21 +732,9 @@ static atomic_int grow_done;
 static void *grow_main(void *arg)
 {
 	tally_store *s = arg;
-	static char grow_ids[GROW_BATCH][24], grow_projects[GROW_BATCH][104];
-	static tally_event grown[GROW_BATCH];
-	static tally_ingest_result r[GROW_BATCH];
-	for (uint32_t round = 0; round < GROW_ROUNDS; round++) {
-		for (uint32_t i = 0; i < GROW_BATCH; i++) {
-			snprintf(grow_ids[i], sizeof(grow_ids[i]), "grow-%u-%u", round, i);
-			memset(grow_projects[i], 'z', 100);
-			snprintf(grow_projects[i] + 90, 14, "%06u", round * GROW_BATCH + i);
-			grown[i] = events[i % EVENT_COUNT];
-			grown[i].event_id = S(grow_ids[i]);
-			grown[i].project = S(grow_projects[i]);
-		}
-		if (tally_ingest(s, "acme", grown, GROW_BATCH, r) != 0)
+	for (uint32_t round = 0; round < GROW_ROUNDS; round++)
+		if (ingest_long_names(s, round * GROW_BATCH, GROW_BATCH) != 0)
 			grow_ingest_rc = -1;
-	}
 	atomic_store(&grow_done, 1);
 	return NULL;
 }
