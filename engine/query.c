@@ -1615,19 +1615,16 @@ static int merge_live(qstate *st, const rollup *r, source_groups *sg, const piec
  * the rollup ready to read and returns the first row it does not hold.
  * The rollup thread adds rows to the rollup behind ingest, so the rollup
  * has rows [0, rolled): those come from its cells, the rest from the rows
- * themselves (about 50 ns a row, a tenth of rolling it up). A rollup more
- * than options.query_rows_behind_max rows behind (a tenant nobody queried
- * while the store only ingested), or any rollup when there is no rollup
- * thread (background off), is brought up to date here first (the caller
- * counts its growth). A failed rollup (memory ran out) is not read: all
- * its rows are (0).
+ * themselves (about 50 ns a row, a tenth of rolling it up). A rollup that
+ * is due (store_rollup_due: far behind, or no rollup thread) is brought up
+ * to date here first (the caller counts its growth); for an active
+ * memtable that is only what was ingested since store_query_catch_up
+ * rolled up the rest without the store lock. A failed rollup (memory ran
+ * out) is not read: all its rows are (0).
  */
 static uint32_t memtable_rollup_ready(const qstate *st, memtable *mt)
 {
-	const tally_store *s = st->s;
-	if (!mt->rollup_failed &&
-	    (mt->rows.count - mt->rolled > s->options.query_rows_behind_max ||
-	     !s->options.background))
+	if (store_rollup_due(st->s, mt))
 		memtable_rollup_catch_up(mt, UINT32_MAX); /* failing marks the rollup failed */
 	return mt->rollup_failed ? 0 : mt->rolled;
 }
@@ -2402,8 +2399,10 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	pthread_mutex_unlock(&s->lock);
-	if (t)
+	if (t) {
 		pthread_mutex_lock(&t->query_lock);
+		store_query_catch_up(s, t);
+	}
 	/* Under the store lock: the plan, the files and the frozen memtable
 	 * pinned, the active memtable's rows read and its rollup held. */
 	segment_file **files = NULL;
@@ -2413,7 +2412,6 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	pthread_mutex_lock(&s->lock);
 	if (t) {
 		tenant_id = t->id;
-		store_tenant_watch(s, t); /* the rollup thread keeps its memtable rollup current */
 		/* Minute cells are complete in every source from minute_from on. */
 		int64_t minute_from = INT64_MIN / 2;
 		for (uint32_t fi = 0; fi < s->file_count; fi++) {

@@ -2973,39 +2973,76 @@ static memtable *memtable_of(tenant *t, uint64_t serial, size_t **bytes, tally_s
 }
 
 /*
- * Under s->lock (let go and taken again per slice): brings t's frozen and
- * active memtables' rollups up to date. The rollup's growth is counted in
- * the store's memtable bytes once the slice is in, if the memtable is
- * still there. A memtable whose rollup_lock is held is left to the next
- * tick: a query holds it without the store lock for as long as its merge
- * of the memtable's cells takes (frozen or active), and waiting here
- * would hold the store lock as long.
+ * Under s->lock (let go and taken again per slice): adds the rows of m, t's
+ * active or frozen memtable, to its rollup MEMTABLE_ROLLUP_SLICE at a time
+ * until the rollup holds `goal` rows (UINT32_MAX: all), or m is flushed.
+ * A slice's rows are copied under the store lock (ingest appends to them)
+ * and added to the cells with it let go, under the memtable's rollup lock
+ * alone, so ingest and other tenants' reads go on meanwhile; the rollup's
+ * growth is counted in the store's memtable bytes once the slice is in, if
+ * m is still there. `wait` 0 (the rollup thread) leaves a memtable whose
+ * rollup_lock is held to the next tick: a query holds it without the
+ * store lock for as long as its merge of the memtable's cells takes, and
+ * waiting here would hold the store lock as long. A query (wait 1) holds
+ * its tenant's query_lock, so only the rollup thread can hold it, for one
+ * slice.
  */
+static void catch_up_memtable(tally_store *s, tenant *t, memtable *m, uint32_t goal, int wait,
+			      rollup_event *slice)
+{
+	uint64_t serial = m->serial;
+	size_t *bytes;
+	while (!s->closing && !s->sticky) {
+		if (wait)
+			pthread_mutex_lock(&m->rollup_lock);
+		else if (pthread_mutex_trylock(&m->rollup_lock))
+			return;
+		if (m->rollup_failed || m->rolled == m->rows.count || m->rolled >= goal) {
+			pthread_mutex_unlock(&m->rollup_lock);
+			return;
+		}
+		uint32_t n = memtable_rollup_take(m, slice, MEMTABLE_ROLLUP_SLICE);
+		pthread_mutex_unlock(&s->lock);
+		if (s->catch_up_test_hook)
+			s->catch_up_test_hook(s, s->catch_up_test_ctx);
+		memtable_rollup_apply(m, slice, n); /* a failure marks the rollup failed */
+		size_t rollup_bytes = m->rollup.bytes;
+		pthread_mutex_unlock(&m->rollup_lock);
+		pthread_mutex_lock(&s->lock);
+		if (!(m = memtable_of(t, serial, &bytes, s)))
+			return;
+		*bytes += memtable_rollup_account(m, rollup_bytes);
+		memtable_peak_note(s);
+	}
+}
+
+/* Under s->lock: t's frozen and active memtables' rollups, brought up to
+ * date (the rollup thread). */
 static void catch_up_tenant(tally_store *s, tenant *t, rollup_event *slice)
 {
-	for (int which = 0; which < 2; which++) {
-		while (!s->closing && !s->sticky) {
-			memtable *m = which ? t->active : t->frozen;
-			if (!m || pthread_mutex_trylock(&m->rollup_lock))
-				break;
-			if (m->rollup_failed || m->rolled == m->rows.count) {
-				pthread_mutex_unlock(&m->rollup_lock);
-				break;
-			}
-			uint32_t n = memtable_rollup_take(m, slice, MEMTABLE_ROLLUP_SLICE);
-			uint64_t serial = m->serial;
-			pthread_mutex_unlock(&s->lock);
-			memtable_rollup_apply(m, slice, n); /* a failure marks the rollup failed */
-			size_t rollup_bytes = m->rollup.bytes;
-			pthread_mutex_unlock(&m->rollup_lock);
-			pthread_mutex_lock(&s->lock);
-			size_t *bytes;
-			if ((m = memtable_of(t, serial, &bytes, s))) {
-				*bytes += memtable_rollup_account(m, rollup_bytes);
-				memtable_peak_note(s);
-			}
-		}
-	}
+	if (t->frozen)
+		catch_up_memtable(s, t, t->frozen, UINT32_MAX, 0, slice);
+	if (t->active)
+		catch_up_memtable(s, t, t->active, UINT32_MAX, 0, slice);
+}
+
+/* Contract in store_internal.h. */
+int store_rollup_due(const tally_store *s, const memtable *m)
+{
+	return !m->rollup_failed && (m->rows.count - m->rolled > s->options.query_rows_behind_max ||
+				     !s->options.background);
+}
+
+/* Contract in store_internal.h. */
+void store_query_catch_up(tally_store *s, tenant *t)
+{
+	rollup_event slice[MEMTABLE_ROLLUP_SLICE];
+	pthread_mutex_lock(&s->lock);
+	store_tenant_watch(s, t);
+	memtable *m = t->active;
+	if (m && store_rollup_due(s, m))
+		catch_up_memtable(s, t, m, m->rows.count, 1, slice);
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* One tick: every watched tenant's memtables, caught up. Takes the lock;

@@ -101,6 +101,12 @@ struct tally_store {
 	 * files. */
 	void (*query_test_hook)(tally_store *s, void *ctx);
 	void *query_test_ctx;
+	/* Tests only (NULL otherwise): called by a catch-up of a memtable's
+	 * rollup (the rollup thread, or a query's store_query_catch_up) for
+	 * each slice, after it has let the store lock go, with rollup_lock
+	 * held. */
+	void (*catch_up_test_hook)(tally_store *s, void *ctx);
+	void *catch_up_test_ctx;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;
@@ -205,6 +211,22 @@ tenant *store_tenant_find(tally_store *s, const char *name);
  * memtable rollup current (no-op if it already does; out of memory leaves
  * t unwatched, to be tried again at its next query). */
 void store_tenant_watch(tally_store *s, tenant *t);
+/* Whether a query must bring memtable m's rollup up to date before it
+ * reads it: it is more than options.query_rows_behind_max rows behind (a
+ * tenant nobody queried while the store only ingested), or there is no
+ * rollup thread (options.background off), and it has not failed. Under
+ * s->lock and m's rollup_lock (or any lock, for a hint). */
+int store_rollup_due(const tally_store *s, const memtable *m);
+/*
+ * Under t->query_lock, before a query pins its sources: watches t (the
+ * rollup thread keeps its rollup current from now on) and, when its
+ * active memtable's rollup is due (store_rollup_due), rolls up the rows the
+ * memtable holds now, a slice at a time, each slice's cells added with the
+ * store lock let go. Then the query's own hold of the store lock has only
+ * the rows ingested meanwhile to roll up or read (queries.md, "Live").
+ * Takes the store lock.
+ */
+void store_query_catch_up(tally_store *s, tenant *t);
 int store_tenant_name_valid(const char *name);
 
 /*
