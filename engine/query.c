@@ -20,7 +20,9 @@
  * 3. Sources. Every live segment file with a section of the tenant, and the
  *    tenant's frozen and active memtables (their live rollups). A cell of
  *    (bucket, group) may be partial in several sources: the merge adds
- *    them. In one hold of store->lock the query pins the tenant's files
+ *    them. First, a step per hold of store->lock, the query rolls up an
+ *    active memtable far behind (store_query_catch_up) and copies its
+ *    dictionary (active_copy_ahead). Then, in one hold, it pins the tenant's files
  *    and frozen memtable, reads the active memtable's rows past its rollup
  *    and takes its rollup_lock, pinning it too (active_begin); a flush or
  *    compaction publishes under the same lock, so the pinned sources are
@@ -2232,7 +2234,8 @@ static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VA
  * under the store lock; its rollup only under its rollup_lock. So under
  * the store lock (active_begin) the query takes rollup_lock, gets the
  * rollup ready (its growth counted), merges the rows past it and the raw
- * edges, copies the dictionary's codes and pins the memtable; then, with
+ * edges, copies the dictionary's codes (only those added since
+ * active_copy_ahead copied the rest) and pins the memtable; then, with
  * the store lock let go and rollup_lock still held (active_finish), it
  * merges the rollup's cells, whose groups' codes the copy all holds (the
  * rollup cannot grow meanwhile), and settles their users. The cells are
@@ -2244,8 +2247,53 @@ static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VA
 typedef struct active_read {
 	memtable *mt; /* NULL: nothing left for active_finish */
 	const plan *p;
-	strdict dict;
+	strdict dict;        /* freed by active_read_free */
+	uint64_t dict_serial; /* the memtable dict is a copy of (0: none) */
 } active_read;
+
+static void active_read_free(active_read *ar)
+{
+	strdict_free(&ar->dict);
+	ar->dict_serial = 0;
+}
+
+/*
+ * Before the query's hold of the store lock: a copy of t's active
+ * memtable's dictionary as far as it goes now, taken QUERY_DICT_COPY_STEP_BYTES
+ * at a time, one store lock hold each, its memory allocated and touched
+ * between them. A memtable's strings never change once added, so
+ * active_begin then copies only the strings added since, and none if the
+ * memtable is another by then. A copy of 10 MB of strings held the store
+ * lock 2-7 ms, most of it page faults. Out of memory only stops it early:
+ * active_begin makes the rest of the copy itself.
+ */
+static void active_copy_ahead(tally_store *s, const tenant *t, active_read *ar)
+{
+	uint32_t goal = 0;
+	size_t goal_bytes = 0;
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		const memtable *mt = t->active;
+		if (mt && mt->serial != ar->dict_serial) { /* the first, or flushed meanwhile */
+			active_read_free(ar);
+			ar->dict_serial = mt->serial;
+			goal = mt->dict.count;
+			goal_bytes = mt->dict.arena.size;
+		}
+		if (!mt || ar->dict.count >= goal) {
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		if (goal > ar->dict.offsets_capacity || goal_bytes > ar->dict.arena.capacity) {
+			pthread_mutex_unlock(&s->lock);
+			if (strdict_copy_reserve(&ar->dict, goal, goal_bytes))
+				return;
+			continue;
+		}
+		strdict_copy_more(&mt->dict, &ar->dict, QUERY_DICT_COPY_STEP_BYTES);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
 
 static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], const plan *raw,
 			tally_result *stats, active_read *ar)
@@ -2262,8 +2310,18 @@ static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], 
 		raw_source src = {mt, NULL, 0, 0};
 		rc = run_raw(st, raw, &src, &stats->raw_rows);
 	}
-	if (!rc && !mt->rollup_failed)
-		rc = strdict_copy_codes(&mt->dict, &ar->dict);
+	if (!rc && !mt->rollup_failed && ar->dict_serial != mt->serial) {
+		active_read_free(ar);
+		ar->dict_serial = mt->serial;
+	}
+	if (!rc && !mt->rollup_failed && ar->dict.count < mt->dict.count &&
+	    !strdict_copy_more(&mt->dict, &ar->dict, SIZE_MAX)) {
+		/* No room: what was added since active_copy_ahead passed its
+		 * eighth to spare (or it ran out of memory). */
+		rc = strdict_copy_reserve(&ar->dict, mt->dict.count, mt->dict.arena.size);
+		if (!rc)
+			strdict_copy_more(&mt->dict, &ar->dict, SIZE_MAX);
+	}
 	if (rc || mt->rollup_failed) {
 		pthread_mutex_unlock(&mt->rollup_lock);
 		return rc;
@@ -2283,7 +2341,6 @@ static int active_finish(qstate *st, const tenant *t, active_read *ar, int rc,
 	if (!rc && st->want_users)
 		rc = acc_settle_users(st);
 	pthread_mutex_unlock(&ar->mt->rollup_lock);
-	strdict_free(&ar->dict);
 	store_memtable_unpin(st->s, t, ar->mt, NULL);
 	ar->mt = NULL;
 	return rc;
@@ -2399,15 +2456,18 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	pthread_mutex_unlock(&s->lock);
+	active_read active = {0};
 	if (t) {
 		pthread_mutex_lock(&t->query_lock);
 		store_query_catch_up(s, t);
+		active_copy_ahead(s, t, &active);
+		if (s->query_ahead_test_hook)
+			s->query_ahead_test_hook(s, s->query_ahead_test_ctx);
 	}
 	/* Under the store lock: the plan, the files and the frozen memtable
 	 * pinned, the active memtable's rows read and its rollup held. */
 	segment_file **files = NULL;
 	memtable *frozen = NULL;
-	active_read active = {0};
 	uint32_t file_count = 0, tenant_id = 0;
 	pthread_mutex_lock(&s->lock);
 	if (t) {
@@ -2438,6 +2498,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	/* Without it: the active memtable's cells, the frozen memtable, the
 	 * files' raw rows, then the files' cells. */
 	rc = active_finish(&st, t, &active, rc, &stats);
+	active_read_free(&active);
 	if (frozen) {
 		size_t rollup_bytes = 0;
 		if (!rc)

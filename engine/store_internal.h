@@ -107,6 +107,11 @@ struct tally_store {
 	 * held. */
 	void (*catch_up_test_hook)(tally_store *s, void *ctx);
 	void *catch_up_test_ctx;
+	/* Tests only (NULL otherwise): called by an aggregate query once it
+	 * has copied its active memtable's dictionary ahead, before the hold
+	 * of the store lock in which it pins its sources. */
+	void (*query_ahead_test_hook)(tally_store *s, void *ctx);
+	void *query_ahead_test_ctx;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;

@@ -10,6 +10,7 @@
  *     ends quickly; an occupied slot's low half is its entry's offset + 1,
  *     so zero means empty.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,22 +24,63 @@
 #include "tally_limits.h"
 #include "strdict.h"
 
-int strdict_copy_codes(const strdict *src, strdict *dst)
+int strdict_copy_reserve(strdict *dst, uint32_t count, size_t bytes)
 {
-	memset(dst, 0, sizeof(*dst));
-	if (!src->count)
-		return 0;
-	dst->arena.data = malloc(src->arena.size);
-	dst->offsets = malloc(sizeof(*dst->offsets) * src->count);
-	if (!dst->arena.data || !dst->offsets) {
-		strdict_free(dst);
-		return -ENOMEM;
+	count += count / 8;
+	bytes += bytes / 8;
+	if (bytes > dst->arena.capacity) {
+		uint8_t *data = realloc(dst->arena.data, bytes);
+		if (!data)
+			return -ENOMEM;
+		memset(data + dst->arena.capacity, 0, bytes - dst->arena.capacity);
+		dst->arena.data = data;
+		dst->arena.capacity = bytes;
 	}
-	memcpy(dst->arena.data, src->arena.data, src->arena.size);
-	memcpy(dst->offsets, src->offsets, sizeof(*dst->offsets) * src->count);
-	dst->arena.size = dst->arena.capacity = src->arena.size;
-	dst->count = dst->offsets_capacity = src->count;
+	if (count > dst->offsets_capacity) {
+		uint32_t *offsets = realloc(dst->offsets, sizeof(*offsets) * count);
+		if (!offsets)
+			return -ENOMEM;
+		memset(offsets + dst->offsets_capacity, 0,
+		       sizeof(*offsets) * (count - dst->offsets_capacity));
+		dst->offsets = offsets;
+		dst->offsets_capacity = count;
+	}
 	return 0;
+}
+
+/* Where code c's entry starts in d's arena (c <= count: the arena's end). */
+static size_t entry_start(const strdict *d, uint32_t c)
+{
+	return c < d->count ? d->offsets[c] - STRDICT_ENTRY_HEADER : d->arena.size;
+}
+
+int strdict_copy_more(const strdict *src, strdict *dst, size_t max_bytes)
+{
+	uint32_t from = dst->count;
+	size_t at = dst->arena.size;
+	assert(from <= src->count && at == entry_start(src, from));
+	if (from == src->count)
+		return 1;
+	/* The last code end in (from, src->count] whose strings fit both
+	 * limits; offsets rise with the code, so a binary search finds it. */
+	uint32_t lo = from, hi = src->count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo + 1) / 2;
+		size_t bytes = entry_start(src, mid) - at;
+		if (mid <= dst->offsets_capacity && at + bytes <= dst->arena.capacity &&
+		    (bytes <= max_bytes || mid == from + 1))
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	if (lo == from) /* no room for the next code */
+		return 0;
+	size_t end = entry_start(src, lo);
+	memcpy(dst->arena.data + at, src->arena.data + at, end - at);
+	memcpy(dst->offsets + from, src->offsets + from, sizeof(*dst->offsets) * (lo - from));
+	dst->arena.size = end;
+	dst->count = lo;
+	return lo == src->count;
 }
 
 void strdict_free(strdict *d)

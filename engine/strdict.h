@@ -44,10 +44,26 @@ int strdict_intern(strdict *d, const char *s, uint32_t size, uint32_t *code);
 /* The hash strdict_intern_hashed wants for s. */
 uint64_t strdict_hash(const char *s, uint32_t size);
 
-/* A copy of src's strings and codes into *dst, for strdict_get only (no
- * lookup table: not for strdict_intern): src may then grow, or be freed,
- * while dst is read. Free with strdict_free. 0 or -ENOMEM (dst empty). */
-int strdict_copy_codes(const strdict *src, strdict *dst);
+/*
+ * A copy of src's strings and codes, for strdict_get only (no lookup
+ * table: not for strdict_intern): src may then grow, or be freed, while
+ * the copy is read. Free it with strdict_free. A string never changes
+ * once added and the arena holds them in code order, so the copy is taken
+ * in steps, each under whatever lock guards src's growth, with the lock
+ * let go between them (an active memtable's dictionary, queries.md):
+ * strdict_copy_reserve makes room outside the lock, its memory touched
+ * there too (first touches are page faults); strdict_copy_more appends
+ * the codes src has gained since dst's last step, as far as dst has room
+ * and up to about max_bytes of strings. Start from a zeroed dst.
+ */
+/* Room in dst for at least count codes and bytes bytes of arena, with an
+ * eighth more for growth meanwhile, its new memory touched. 0 or -ENOMEM
+ * (dst unchanged). */
+int strdict_copy_reserve(strdict *dst, uint32_t count, size_t bytes);
+/* Appends src's codes from dst->count on: at least one if dst has room for
+ * it, then more while their strings stay within max_bytes. Returns 1 once
+ * dst holds every code of src, else 0 (out of room, or max_bytes). */
+int strdict_copy_more(const strdict *src, strdict *dst, size_t max_bytes);
 
 /* The string of a code (< count). Valid until the next intern or free. */
 static inline tally_str strdict_get(const strdict *d, uint32_t code)

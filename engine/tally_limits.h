@@ -46,6 +46,10 @@ enum dim {
 #define INGEST_PART_BYTES_MAX (1u << 20)
 #define ROLLUP_CATCH_UP_TICK_MS 20u          /* the rollup thread catches up queried tenants this often */
 #define QUERY_ROLLUP_BEHIND_MAX 262144u      /* a query reads up to this many rows past a memtable's rollup (~50 ns each); more, it rolls them up (~0.5 us each) */
+/* A query copies its tenant's active memtable's dictionary this many bytes
+ * of strings per hold of the store lock before it pins its sources (about
+ * 50 us each); its pinning hold copies only what was added since. */
+#define QUERY_DICT_COPY_STEP_BYTES (256u << 10)
 /* options.query_cache_bytes_max: decoded rollup pages and dictionaries */
 #define QUERY_CACHE_BYTES_MAX_DEFAULT (UINT64_C(256) << 20)
 /* options.query_bytes_max: what one query may build. A billing export's

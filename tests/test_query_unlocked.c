@@ -734,6 +734,75 @@ Test(unlocked, a_query_reads_the_active_memtable_while_it_grows_and_is_flushed)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* ---- the dictionary copied ahead ---------------------------------------------- */
+
+#define AHEAD_EVENTS 300
+static int ahead_flush, ahead_rc = -1;
+
+/* Between the query's copy of acme's dictionary and its hold of the store
+ * lock: with ahead_flush, a flush takes the memtable copied; then acme
+ * stores AHEAD_EVENTS events, each with a new project name. */
+static void ahead_hook(tally_store *s, void *ctx)
+{
+	(void)ctx;
+	s->query_ahead_test_hook = NULL; /* this query only */
+	ahead_rc = ahead_flush ? tally_flush(s) : 0;
+	if (!ahead_rc)
+		ahead_rc = ingest_long_names(s, 0, AHEAD_EVENTS);
+}
+
+/* The query stopped by ahead_hook answers with every project name: api
+ * and web (half of acme's first events each), then the hook's, once each
+ * (its names sort after them: 'z' * 90 and a number). */
+static void expect_ahead(tally_store *s)
+{
+	events_make();
+	ingest(s, "acme", events, EVENT_COUNT);
+	s->query_ahead_test_hook = ahead_hook;
+	tally_query q = by_project();
+	q.limit = 2 + AHEAD_EVENTS;
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_query_run(s, "acme", &q, &res, err), 0, "%s", err);
+	cr_assert_eq(ahead_rc, 0, "the hook's flush and events");
+	cr_assert_eq(res->row_count, 2 + AHEAD_EVENTS);
+	for (uint32_t k = 0; k < 2 + AHEAD_EVENTS; k++) {
+		char name[104] = "api";
+		if (k == 1)
+			snprintf(name, sizeof(name), "web");
+		if (k >= 2) {
+			memset(name, 'z', 90);
+			snprintf(name + 90, 14, "%06u", k - 2);
+		}
+		const tally_row *row = &res->rows[k];
+		cr_assert_eq(row->group[TALLY_DIM_PROJECT].len, strlen(name), "row %u", k);
+		cr_assert(!memcmp(row->group[TALLY_DIM_PROJECT].ptr, name, strlen(name)), "row %u", k);
+		cr_expect_eq(row->count, k < 2 ? EVENT_COUNT / 2 : 1, "row %u", k);
+	}
+	tally_result_free(res);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: a query copies its tenant's active memtable's dictionary
+ * before its hold of the store lock, a step per hold; in its hold it
+ * copies only the strings added since: 300 new project names stored in
+ * between are all in the answer, each under its own name. */
+Test(unlocked, a_query_copies_only_the_names_added_since_its_dictionary_copy)
+{
+	ahead_flush = 0;
+	expect_ahead(open_store(fault_io_table(fio)));
+}
+
+/* Description: the memtable whose dictionary the query copied is flushed
+ * before the query's hold, and a new one takes the 300 new names: the
+ * query copies the new memtable's dictionary whole (a copy of the old
+ * one's names would be read with the new one's codes). */
+Test(unlocked, a_query_whose_memtable_is_flushed_after_its_dictionary_copy)
+{
+	ahead_flush = 1;
+	expect_ahead(open_store(fault_io_table(fio)));
+}
+
 /* The other thread of the test below: GROW_ROUNDS calls, each storing
  * GROW_BATCH events of acme with new 100-byte project names. */
 #define GROW_ROUNDS 20
