@@ -14,11 +14,13 @@
  * memory is bounded by the limit. limit + 1 tells whether a next page exists.
  *
  * Locking: in one hold of the store lock a page pins its tenant's segment
- * files and frozen memtable and reads the active memtable over its whole
+ * files and memtables, noting the active memtable's row count. Then it
+ * reads the active memtable's rows up to that count over the page's whole
  * range (a memtable's rows are unsorted, so windows would only read it
- * again); then it reads the frozen memtable (immutable) and the files,
- * window by window, with the lock let go, so a page that reads much of a
- * large tenant's history (a filter that matches little) delays no other
+ * again), a step per hold of the lock (its rows grow, and move, under
+ * it); the frozen memtable (immutable); and the files, window by window,
+ * with the lock let go. So a page that reads much of a large tenant's
+ * history or memtable (a filter that matches little) delays no other
  * tenant's ingest. A window is the last once the heap is full and its
  * latest event is before the window's end (memtable events past the
  * window may be in the heap already).
@@ -261,13 +263,12 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 		lo = c.cursor_time;
 	uint64_t rows_read = 0;
 	segment_file **files = NULL;
-	memtable *frozen = NULL;
-	uint32_t file_count = 0, tenant_id = 0;
-	/* One hold of the store lock: the tenant's files and frozen memtable
-	 * pinned, so they and the active memtable are one snapshot (a flush
-	 * publishes its file and drops its memtable in one hold), and the
-	 * active memtable read over the whole range; the rest is read with
-	 * the lock let go. */
+	memtable *frozen = NULL, *active = NULL;
+	uint32_t file_count = 0, tenant_id = 0, active_rows = 0;
+	/* One hold of the store lock: the tenant's files and memtables pinned,
+	 * with the active memtable's row count, so they are one snapshot (a
+	 * flush publishes its file and drops its memtable in one hold); they
+	 * are read after, the active memtable a step per hold of the lock. */
 	pthread_mutex_lock(&s->lock);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
@@ -277,13 +278,21 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 			frozen = t->frozen;
 			frozen->pins++;
 		}
-		if (!rc)
-			rc = store_scan_memtable_rows(t->active, lo, req->to_us, list_row, &c,
-						      &rows_read);
+		if (!rc && t->active && t->active->rows.count) {
+			active = t->active;
+			active->pins++;
+			active_rows = active->rows.count;
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (s->query_test_hook && t)
 		s->query_test_hook(s, s->query_test_ctx);
+	if (active) {
+		if (!rc)
+			rc = store_scan_pinned_rows(s, active, active_rows, lo, req->to_us, list_row, &c,
+						    &rows_read);
+		store_memtable_unpin(s, t, active, NULL);
+	}
 	if (frozen) {
 		if (!rc)
 			rc = store_scan_memtable_rows(frozen, lo, req->to_us, list_row, &c,

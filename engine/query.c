@@ -2292,6 +2292,7 @@ static void active_copy_ahead(tally_store *s, const tenant *t, active_read *ar)
 		}
 		strdict_copy_more(&mt->dict, &ar->dict, QUERY_DICT_COPY_STEP_BYTES);
 		pthread_mutex_unlock(&s->lock);
+		store_step_give_way(s);
 	}
 }
 

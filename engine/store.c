@@ -108,6 +108,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1451,7 +1452,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 
 	int64_t wait_from_us = s->io->now_us(s->io), held_from_us = 0;
 	bool held = false; /* held_from_us is set */
-	pthread_mutex_lock(&s->lock);
+	store_lock_ingest(s);
 	if ((rc = probe_rc))
 		goto history_failed;
 	/* Backpressure: past the limit, wait for the worker to freeze the
@@ -3003,8 +3004,8 @@ static void catch_up_memtable(tally_store *s, tenant *t, memtable *m, uint32_t g
 		}
 		uint32_t n = memtable_rollup_take(m, slice, MEMTABLE_ROLLUP_SLICE);
 		pthread_mutex_unlock(&s->lock);
-		if (s->catch_up_test_hook)
-			s->catch_up_test_hook(s, s->catch_up_test_ctx);
+		if (s->step_test_hook)
+			s->step_test_hook(s, s->step_test_ctx, STORE_STEP_CATCH_UP);
 		memtable_rollup_apply(m, slice, n); /* a failure marks the rollup failed */
 		size_t rollup_bytes = m->rollup.bytes;
 		pthread_mutex_unlock(&m->rollup_lock);
@@ -4020,19 +4021,66 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 	return rc;
 }
 
-int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
-			     void *ctx, uint64_t *rows_read)
+/* Rows [row_from, row_to) of mt, as store_scan_memtable_rows. */
+static int scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t row_to,
+			       int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+			       uint64_t *rows_read)
 {
-	if (!mt || !mt->rows.count || mt->time_max_us < from_us || mt->time_min_us >= to_us)
+	if (!mt || row_from >= row_to || mt->time_max_us < from_us || mt->time_min_us >= to_us)
 		return 0;
 	const strdict *refs[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++)
 		refs[d] = &mt->dict;
-	*rows_read += mt->rows.count;
+	*rows_read += row_to - row_from;
 	int rc = 0;
-	for (uint32_t i = 0; i < mt->rows.count && !rc; i++)
+	for (uint32_t i = row_from; i < row_to && !rc; i++)
 		if (mt->rows.time_us[i] >= from_us && mt->rows.time_us[i] < to_us)
 			rc = fn(ctx, &mt->rows, refs, i);
+	return rc;
+}
+
+int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
+			     void *ctx, uint64_t *rows_read)
+{
+	return mt ? scan_memtable_range(mt, 0, mt->rows.count, from_us, to_us, fn, ctx, rows_read)
+		  : 0;
+}
+
+/* Contract in store_internal.h. */
+void store_lock_ingest(tally_store *s)
+{
+	if (pthread_mutex_trylock(&s->lock) == 0)
+		return;
+	atomic_fetch_add_explicit(&s->ingest_waiting, 1, memory_order_relaxed);
+	pthread_mutex_lock(&s->lock);
+	atomic_fetch_sub_explicit(&s->ingest_waiting, 1, memory_order_relaxed);
+}
+
+/* Contract in store_internal.h. */
+void store_step_give_way(tally_store *s)
+{
+	for (uint32_t i = 0; i < STEP_GIVE_WAY_YIELDS &&
+			     atomic_load_explicit(&s->ingest_waiting, memory_order_relaxed);
+	     i++)
+		sched_yield();
+}
+
+/* Contract in store_internal.h. */
+int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_count,
+			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+			   uint64_t *rows_read)
+{
+	int rc = 0;
+	for (uint32_t row = 0; row < row_count && !rc; row += MEMTABLE_SCAN_STEP_ROWS) {
+		uint32_t end = row_count - row > MEMTABLE_SCAN_STEP_ROWS ? row + MEMTABLE_SCAN_STEP_ROWS
+									 : row_count;
+		pthread_mutex_lock(&s->lock);
+		rc = scan_memtable_range(mt, row, end, from_us, to_us, fn, ctx, rows_read);
+		pthread_mutex_unlock(&s->lock);
+		store_step_give_way(s);
+		if (s->step_test_hook)
+			s->step_test_hook(s, s->step_test_ctx, STORE_STEP_SCAN);
+	}
 	return rc;
 }
 

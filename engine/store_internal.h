@@ -25,6 +25,9 @@ struct query_cache;
 #define WAL_RECORD_BATCHES 2 /* several batches submitted together */
 #define DAY_MAX UINT16_MAX
 
+/* The steps of store.step_test_hook. */
+enum { STORE_STEP_CATCH_UP = 1, STORE_STEP_SCAN = 2 };
+
 typedef struct verify_entry {
 	uint64_t file_id;
 	uint64_t last_use;
@@ -81,6 +84,11 @@ struct tally_store {
 	 * what it wrote), so a caller's compaction, split over the CPUs, is
 	 * not held up behind a niced one-file compaction. */
 	atomic_uint compact_callers;
+	/* Ingest calls waiting for the store lock (store_lock_ingest): a read
+	 * done a step per hold of the lock lets them have it between steps
+	 * (store_step_give_way). A mutex does not queue its waiters, so a
+	 * thread that lets it go and takes it again at once keeps it. */
+	atomic_uint ingest_waiting;
 	/* Tests only (NULL otherwise): called by a compaction once it has
 	 * taken its inputs and output ids and let the store lock go, with
 	 * compact_test_ctx, so a test can run a flush at that very point. */
@@ -101,12 +109,14 @@ struct tally_store {
 	 * files. */
 	void (*query_test_hook)(tally_store *s, void *ctx);
 	void *query_test_ctx;
-	/* Tests only (NULL otherwise): called by a catch-up of a memtable's
-	 * rollup (the rollup thread, or a query's store_query_catch_up) for
-	 * each slice, after it has let the store lock go, with rollup_lock
-	 * held. */
-	void (*catch_up_test_hook)(tally_store *s, void *ctx);
-	void *catch_up_test_ctx;
+	/* Tests only (NULL otherwise): called, without the store lock, by a
+	 * read done a step per hold of it after each step: a catch-up of a
+	 * memtable's rollup (the rollup thread, or a query's
+	 * store_query_catch_up; with the memtable's rollup_lock held) as
+	 * STORE_STEP_CATCH_UP, and store_scan_pinned_rows (an events
+	 * listing's read of its active memtable) as STORE_STEP_SCAN. */
+	void (*step_test_hook)(tally_store *s, void *ctx, int step);
+	void *step_test_ctx;
 	/* Tests only (NULL otherwise): called by an aggregate query once it
 	 * has copied its active memtable's dictionary ahead, before the hold
 	 * of the store lock in which it pins its sources. */
@@ -264,6 +274,25 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 			 uint64_t *rows_read, char *errmsg);
 int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read);
+/* Without s->lock: rows [0, row_count) of memtable mt, which the caller has
+ * pinned (store_memtable_unpin) with row_count its rows then, as
+ * store_scan_memtable_rows, MEMTABLE_SCAN_STEP_ROWS rows per hold of
+ * s->lock (an active memtable's rows and dictionary grow, and move, under
+ * it; the rows before row_count never change). So a listing page that
+ * checks every row of a large tenant's active memtable holds the lock for
+ * a step at a time, and the rows it reads are still those of its snapshot
+ * if the memtable is frozen or flushed meanwhile. */
+/* Takes s->lock for an ingest call, counted in s->ingest_waiting while it
+ * has to wait. */
+void store_lock_ingest(tally_store *s);
+/* Without s->lock, between two steps of a read done a step per hold of it:
+ * while ingest calls wait for the lock, yields the CPU so that one takes
+ * it first (at most STEP_GIVE_WAY_YIELDS times, so the read goes on
+ * under a steady stream of calls). */
+void store_step_give_way(tally_store *s);
+int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_count,
+			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+			   uint64_t *rows_read);
 
 /*
  * Under s->lock: the live files with a section of tenant t, each pinned

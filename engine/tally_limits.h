@@ -50,6 +50,13 @@ enum dim {
  * of strings per hold of the store lock before it pins its sources (about
  * 50 us each); its pinning hold copies only what was added since. */
 #define QUERY_DICT_COPY_STEP_BYTES (256u << 10)
+/* An events listing page reads a pinned active memtable this many rows per
+ * hold of the store lock (a row checked by time alone costs a few ns; one
+ * put together and filtered about 100 ns: at most about 1 ms a hold). */
+#define MEMTABLE_SCAN_STEP_ROWS 8192u
+/* Between two steps of such a read, it yields the CPU at most this many
+ * times while ingest calls wait for the store lock (store_step_give_way). */
+#define STEP_GIVE_WAY_YIELDS 64u
 /* options.query_cache_bytes_max: decoded rollup pages and dictionaries */
 #define QUERY_CACHE_BYTES_MAX_DEFAULT (UINT64_C(256) << 20)
 /* options.query_bytes_max: what one query may build. A billing export's

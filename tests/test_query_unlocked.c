@@ -19,7 +19,7 @@
  * An events listing pins its sources the same way and is run through the
  * same races. A query whose tenant's active memtable is far behind its
  * rollup rolls it up first, a slice at a time with the store lock let go
- * (the store's catch_up_test_hook acknowledges events of another tenant
+ * (the store's step_test_hook acknowledges events of another tenant
  * and of its own in each slice).
  */
 #include <criterion/criterion.h>
@@ -887,10 +887,10 @@ static uint64_t catch_up_tokens;
  * one event of another tenant and one of acme itself (past the rows the
  * catch-up set out to roll up), each acknowledged here, on the same
  * thread (a catch-up that still held the store lock would hang here). */
-static void catch_up_hook(tally_store *s, void *ctx)
+static void catch_up_hook(tally_store *s, void *ctx, int step)
 {
 	(void)ctx;
-	if (!pthread_equal(pthread_self(), catch_up_thread))
+	if (step != STORE_STEP_CATCH_UP || !pthread_equal(pthread_self(), catch_up_thread))
 		return;
 	static char id[24];
 	snprintf(id, sizeof(id), "meanwhile-%u", catch_up_slices++);
@@ -946,9 +946,9 @@ Test(unlocked, a_query_rolls_up_a_memtable_far_behind_without_the_store_lock)
 	tally_store *s = open_store(fault_io_table(fio));
 	ingest_behind(s);
 	catch_up_thread = pthread_self();
-	s->catch_up_test_hook = catch_up_hook;
+	s->step_test_hook = catch_up_hook;
 	expect_behind(s, "the first query");
-	s->catch_up_test_hook = NULL;
+	s->step_test_hook = NULL;
 	cr_expect_eq(catch_up_slices, BEHIND_SLICES);
 	cr_expect_eq(catch_up_refused, 0, "every event stored meanwhile was acknowledged");
 	cr_expect_eq(catch_up_stored, BEHIND_SLICES);
@@ -974,7 +974,7 @@ Test(unlocked, a_first_query_rolls_up_only_a_memtable_past_its_limit)
 	tally_store *s = open_store_with(fault_io_table(fio), 500);
 	ingest_behind(s);
 	catch_up_thread = pthread_self();
-	s->catch_up_test_hook = catch_up_hook;
+	s->step_test_hook = catch_up_hook;
 	expect_behind(s, "the first query");
 	cr_expect_geq(catch_up_slices, 1, "the query rolled up slices");
 	cr_expect_leq(catch_up_slices, BEHIND_SLICES);
@@ -982,6 +982,199 @@ Test(unlocked, a_first_query_rolls_up_only_a_memtable_past_its_limit)
 	uint32_t first = catch_up_slices;
 	expect_behind(s, "a second query");
 	cr_expect_eq(catch_up_slices, first, "a rollup within 500 rows is not rolled up by a query");
-	s->catch_up_test_hook = NULL;
+	s->step_test_hook = NULL;
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- an events listing of a large active memtable --------------------------- */
+
+/* acme's events of yesterday, one every millisecond, all in the active
+ * memtable (3 steps of MEMTABLE_SCAN_STEP_ROWS); every SCAN_MATCH_EVERY-th
+ * has project "match", the rest "api". */
+#define SCAN_EVENTS 20000
+#define SCAN_STEPS ((SCAN_EVENTS + MEMTABLE_SCAN_STEP_ROWS - 1) / MEMTABLE_SCAN_STEP_ROWS)
+#define SCAN_MATCH_EVERY 5000
+#define SCAN_MATCHES (SCAN_EVENTS / SCAN_MATCH_EVERY)
+
+static tally_event scan_event(uint32_t n, char id[24])
+{
+	snprintf(id, 24, "scan-%u", n);
+	tally_event e = events[EVENT_COUNT - 1];
+	e.event_id = S(id);
+	e.time_us = day_start(1) + (int64_t)n * 1000;
+	e.project = S(n % SCAN_MATCH_EVERY ? "api" : "match");
+	return e;
+}
+
+static void ingest_scan(tally_store *s)
+{
+	static char scan_ids[SCAN_EVENTS][24];
+	static tally_event scan[SCAN_EVENTS];
+	static tally_ingest_result r[SCAN_EVENTS];
+	for (uint32_t n = 0; n < SCAN_EVENTS; n++)
+		scan[n] = scan_event(n, scan_ids[n]);
+	cr_assert_eq(tally_ingest(s, "acme", scan, SCAN_EVENTS, r), 0);
+	for (uint32_t n = 0; n < SCAN_EVENTS; n++)
+		cr_assert_eq(r[n].code, TALLY_ACCEPTED, "event %u", n);
+}
+
+/* What the scan hook did: steps seen, events stored (a "match" of acme
+ * and one of another tenant per step), refusals, and with scan_flush its
+ * flush of acme's memtable after the first step. */
+static uint32_t scan_steps, scan_refused;
+static int scan_flush, scan_flush_rc = -1;
+
+static void scan_hook(tally_store *s, void *ctx, int step)
+{
+	(void)ctx;
+	if (step != STORE_STEP_SCAN)
+		return;
+	static char id[24];
+	tally_event e = scan_event(SCAN_EVENTS + scan_steps * SCAN_MATCH_EVERY, id);
+	scan_steps++;
+	if (scan_flush && scan_steps == 1)
+		scan_flush_rc = tally_flush(s);
+	tally_ingest_result r;
+	for (int k = 0; k < 2; k++) {
+		int rc = tally_ingest(s, k ? "acme" : "other", &e, 1, &r);
+		scan_refused += rc != 0 || r.code != TALLY_ACCEPTED;
+	}
+}
+
+typedef struct scan_listed {
+	uint32_t count;
+	uint32_t n[2 * SCAN_MATCHES + SCAN_STEPS]; /* the scan_event number of each */
+} scan_listed;
+
+static int scan_list_one(void *ctx, const tally_event *e)
+{
+	scan_listed *l = ctx;
+	char id[24];
+	unsigned n;
+	cr_assert_lt(e->event_id.len, sizeof(id));
+	memcpy(id, e->event_id.ptr, e->event_id.len);
+	id[e->event_id.len] = 0;
+	cr_assert_eq(sscanf(id, "scan-%u", &n), 1, "%s", id);
+	cr_assert_lt(l->count, sizeof(l->n) / sizeof(l->n[0]), "more events listed than stored");
+	l->n[l->count++] = n;
+	return 0;
+}
+
+/* One page of acme's "match" events of yesterday (room for all): the
+ * scan_event numbers 0, SCAN_MATCH_EVERY, ... of the first `count`. */
+static void expect_scan_page(tally_store *s, uint32_t count, const char *when)
+{
+	tally_str match = S("match");
+	tally_filter f = {TALLY_DIM_PROJECT, &match, 1};
+	tally_list_request r;
+	memset(&r, 0, sizeof(r));
+	r.from_us = day_start(1);
+	r.to_us = day_start(0);
+	r.filters = &f;
+	r.filter_count = 1;
+	r.limit = 100;
+	scan_listed l = {0};
+	char next[TALLY_CURSOR_SIZE], err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_list_events(s, "acme", &r, scan_list_one, &l, next, err);
+	cr_assert_eq(rc, 0, "%s: %s (%s)", when, tally_strerror(rc), err);
+	cr_assert_eq(next[0], 0, "%s: one page", when);
+	cr_assert_eq(l.count, count, "%s: events listed", when);
+	for (uint32_t i = 0; i < count; i++)
+		cr_assert_eq(l.n[i], i * SCAN_MATCH_EVERY, "%s: event %u", when, i);
+}
+
+/* A listing page over acme's SCAN_EVENTS with scan_hook at each step. */
+static void scan_race(int flush)
+{
+	events_make();
+	tally_store *s = open_store(fault_io_table(fio));
+	ingest_scan(s);
+	scan_flush = flush;
+	s->step_test_hook = scan_hook;
+	expect_scan_page(s, SCAN_MATCHES, "the page read in steps");
+	s->step_test_hook = NULL;
+	cr_expect_eq(scan_steps, SCAN_STEPS);
+	cr_expect_eq(scan_refused, 0, "every event stored meanwhile was acknowledged");
+	if (flush) {
+		cr_expect_eq(scan_flush_rc, 0, "the flush published");
+		tally_stats st;
+		cr_assert_eq(tally_store_stats(s, &st), 0);
+		cr_expect_eq(st.segment_file_count, 1);
+	}
+	expect_scan_page(s, SCAN_MATCHES + SCAN_STEPS, "the next page");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: an events listing page reads its tenant's active memtable
+ * a step of MEMTABLE_SCAN_STEP_ROWS rows per hold of the store lock (a page
+ * whose filter matches little read every row under it: 20,000 here, millions
+ * in a large tenant). Between the steps, another tenant's event and a
+ * matching one of acme's own are acknowledged on the page's own thread
+ * (a step that still held the lock would hang there): the page lists
+ * exactly the 4 matching events it found when it started; the next lists
+ * the 3 stored meanwhile too. */
+Test(unlocked, an_events_listing_reads_the_active_memtable_a_step_at_a_time)
+{
+	scan_race(0);
+}
+
+/* Description: the same, with acme's memtable frozen, written and dropped
+ * by a flush after the page's first step: the page reads the rest of the
+ * memtable it pinned (not the flush's file, which holds the same events),
+ * each event once. */
+Test(unlocked, an_events_listing_reads_its_active_memtable_while_it_is_flushed)
+{
+	scan_race(1);
+}
+
+/* ---- giving way to ingest between steps -------------------------------------- */
+
+static atomic_int waiter_has_lock;
+
+static void *lock_waiter_main(void *arg)
+{
+	tally_store *s = arg;
+	store_lock_ingest(s);
+	atomic_store(&waiter_has_lock, 1);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Waits up to WAIT_MS_MAX for *v == want. */
+static int wait_count(atomic_uint *v, unsigned want)
+{
+	for (int ms = 0; ms < WAIT_MS_MAX; ms++) {
+		if (atomic_load(v) == want)
+			return 1;
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+	return 0;
+}
+
+/* Description: an ingest call that finds the store lock held counts itself
+ * in ingest_waiting until it has the lock (a read done in steps yields
+ * while the count is not zero, so the call gets the lock between two
+ * steps: a mutex does not queue its waiters, and the reader, letting it go
+ * and taking it again at once, kept it for its whole listing: another
+ * tenant's ack waited 0.49-1.35 s). One whose trylock succeeds is not
+ * counted. The give-way is bounded: with a count that never drops it
+ * still returns. */
+Test(unlocked, an_ingest_waiting_for_the_store_lock_is_counted_and_given_way)
+{
+	tally_store *s = open_store(fault_io_table(fio));
+	store_lock_ingest(s);
+	cr_assert_eq(atomic_load(&s->ingest_waiting), 0, "the lock was free: not counted");
+	pthread_t waiter;
+	cr_assert_eq(pthread_create(&waiter, NULL, lock_waiter_main, s), 0);
+	cr_assert(wait_count(&s->ingest_waiting, 1), "the waiting call is counted");
+	cr_assert_eq(atomic_load(&waiter_has_lock), 0);
+	pthread_mutex_unlock(&s->lock);
+	store_step_give_way(s);
+	cr_assert(wait_count(&s->ingest_waiting, 0), "no longer counted once it has the lock");
+	cr_assert_eq(pthread_join(waiter, NULL), 0);
+	cr_expect_eq(atomic_load(&waiter_has_lock), 1);
+	atomic_store(&s->ingest_waiting, 1); /* a count that never drops */
+	store_step_give_way(s);
+	atomic_store(&s->ingest_waiting, 0);
 	cr_assert_eq(tally_store_close(s), 0);
 }
