@@ -22,17 +22,19 @@
  *    (bucket, group) may be partial in several sources: the merge adds
  *    them. First, a step per hold of store->lock, the query rolls up an
  *    active memtable far behind (store_query_catch_up) and copies its
- *    dictionary (active_copy_ahead). Then, in one hold, it pins the tenant's files
- *    and frozen memtable, reads the active memtable's rows past its rollup
- *    and takes its rollup_lock, pinning it too (active_begin); a flush or
- *    compaction publishes under the same lock, so the pinned sources are
- *    one consistent set that holds every acknowledged event exactly once.
- *    The active memtable's cells (active_finish), the frozen memtable and
- *    the files are then merged without store->lock (the files and the
- *    frozen memtable are immutable; the active rollup cannot grow while
- *    its rollup_lock is held; all are pinned: a flush or compaction that
- *    replaces one leaves it to the last unpin), so ingest does not wait
- *    for them. What the query keeps
+ *    dictionary (active_copy_ahead). Then, in one hold, it pins the
+ *    tenant's files and memtables, notes the active memtable's row count
+ *    and how many its rollup holds, and takes its rollup_lock
+ *    (active_begin); a flush or compaction publishes under the same lock,
+ *    so the pinned sources are one consistent set that holds every
+ *    acknowledged event exactly once. The active memtable's cells
+ *    (active_finish), the frozen memtable and the files are then merged
+ *    without store->lock (the files and the frozen memtable are
+ *    immutable; the active rollup cannot grow while its rollup_lock is
+ *    held; all are pinned: a flush or compaction that replaces one leaves
+ *    it to the last unpin), and the active memtable's rows (those past its
+ *    rollup, and the raw edges) a step per hold of it, with the rows it
+ *    noted, which never change; so ingest does not wait for them. What the query keeps
  *    of a memtable after its rollup_lock is let go is its own: distinct
  *    users deferred into memtable cells are hashed first
  *    (acc_settle_users).
@@ -1466,15 +1468,30 @@ static int raw_pieces(const plan *p, plan *raw)
 	return rc;
 }
 
-/* Where run_raw reads: one memtable (mt not NULL; the active one under the
- * store lock, a pinned frozen one without it), or tenant_id's sections of
- * the pinned files[0, file_count) (without the store lock). */
+/* Where run_raw reads: rows [0, row_count) of one pinned memtable (mt not
+ * NULL; with locked, an active one, a step per hold of its store lock; else
+ * a frozen one, without it), or tenant_id's sections of the pinned
+ * files[0, file_count) (without the store lock). */
 typedef struct raw_source {
 	const memtable *mt;
+	uint32_t row_count;
+	tally_store *locked;
 	segment_file *const *files;
 	uint32_t file_count;
 	uint32_t tenant_id;
 } raw_source;
+
+/* Rows [row_from, row_to) of a pinned memtable through fn: with locked,
+ * an active one's, a step per hold of locked's store lock; else a frozen
+ * one's, which never change. */
+static int memtable_rows(tally_store *locked, const memtable *mt, uint32_t row_from,
+			 uint32_t row_to, int64_t from, int64_t to, store_rows_fn fn, void *ctx,
+			 uint64_t *rows_read)
+{
+	return locked ? store_scan_pinned_rows(locked, mt, row_from, row_to, from, to, fn, ctx,
+					       rows_read)
+		      : store_scan_memtable_range(mt, row_from, row_to, from, to, fn, ctx, rows_read);
+}
 
 /* The raw events of the raw pieces of p (raw_pieces) in one source, pieces
  * closer than RAW_MERGE_GAP_US sharing one scan. */
@@ -1487,7 +1504,8 @@ static int run_raw(qstate *st, const plan *p, const raw_source *src, uint64_t *r
 			j++;
 		raw_ctx ctx = {st, p->pieces + i, j - i, {0}};
 		int64_t from = p->pieces[i].from, to = p->pieces[j - 1].to;
-		rc = src->mt ? store_scan_memtable_rows(src->mt, from, to, raw_row, &ctx, rows_read)
+		rc = src->mt ? memtable_rows(src->locked, src->mt, 0, src->row_count, from, to, raw_row,
+					     &ctx, rows_read)
 			     : store_scan_file_rows(st->s, src->files, src->file_count,
 						    src->tenant_id, from, to, NULL, raw_row, &ctx,
 						    rows_read, st->errmsg);
@@ -1497,9 +1515,11 @@ static int run_raw(qstate *st, const plan *p, const raw_source *src, uint64_t *r
 	return rc;
 }
 
-/* Rows [from_row, count) of a memtable, each added to the bucket of the
- * cell piece its time falls in (rows in raw pieces are run_raw's). */
-static int merge_memtable_rows(qstate *st, const memtable *mt, uint32_t from_row, const plan *p,
+/* Rows [from_row, to_row) of a pinned memtable (with locked, an active
+ * one: memtable_rows), each added to the bucket of the cell piece its time
+ * falls in (rows in raw pieces are run_raw's). */
+static int merge_memtable_rows(qstate *st, tally_store *locked, const memtable *mt,
+			       uint32_t from_row, uint32_t to_row, const plan *p,
 			       uint64_t *rows_read)
 {
 	piece *cells = malloc(sizeof(*cells) * (p->count ? p->count : 1));
@@ -1510,16 +1530,15 @@ static int merge_memtable_rows(qstate *st, const memtable *mt, uint32_t from_row
 		if (p->pieces[k].res >= 0)
 			cells[n++] = p->pieces[k];
 	qsort(cells, n, sizeof(*cells), piece_from_compare);
-	const strdict *refs[DIM_COUNT];
-	for (int d = 0; d < DIM_COUNT; d++)
-		refs[d] = &mt->dict;
 	raw_ctx ctx = {st, cells, n, {0}};
 	for (int c = 0; c < ROLLUP_GROUP_DIMS; c++)
 		ctx.sg.dict[c] = &mt->dict;
 	int rc = 0;
-	for (uint32_t i = from_row; i < mt->rows.count && !rc && n; i++)
-		rc = raw_row(&ctx, &mt->rows, refs, i);
-	*rows_read += mt->rows.count - from_row;
+	if (n)
+		rc = memtable_rows(locked, mt, from_row, to_row, INT64_MIN, INT64_MAX, raw_row, &ctx,
+				   rows_read);
+	else
+		*rows_read += to_row - from_row;
 	source_groups_free(&ctx.sg);
 	free(cells);
 	return rc;
@@ -1670,7 +1689,7 @@ static int merge_memtable(qstate *st, memtable *mt, const plan *p, tally_result 
 	uint32_t from_row = memtable_rollup_ready(st, mt);
 	int rc = merge_memtable_cells(st, mt, &mt->dict, p, stats);
 	if (!rc && from_row < mt->rows.count)
-		rc = merge_memtable_rows(st, mt, from_row, p, &stats->raw_rows);
+		rc = merge_memtable_rows(st, NULL, mt, from_row, mt->rows.count, p, &stats->raw_rows);
 	if (!rc && st->want_users)
 		rc = acc_settle_users(st);
 	return rc;
@@ -2225,7 +2244,7 @@ static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VA
 				stats);
 	*rollup_bytes = mt->rollup.bytes;
 	pthread_mutex_unlock(&mt->rollup_lock);
-	raw_source src = {mt, NULL, 0, 0};
+	raw_source src = {mt, mt->rows.count, NULL, NULL, 0, 0};
 	return rc ? rc : run_raw(st, raw, &src, &stats->raw_rows);
 }
 
@@ -2233,22 +2252,28 @@ static int merge_memtable_source(qstate *st, memtable *mt, const plan pv[PLAN_VA
  * The active memtable, read in two parts. Its rows and dictionary grow
  * under the store lock; its rollup only under its rollup_lock. So under
  * the store lock (active_begin) the query takes rollup_lock, gets the
- * rollup ready (its growth counted), merges the rows past it and the raw
- * edges, copies the dictionary's codes (only those added since
+ * rollup ready (its growth counted), notes the rows it holds and the rows
+ * there are, copies the dictionary's codes (only those added since
  * active_copy_ahead copied the rest) and pins the memtable; then, with
  * the store lock let go and rollup_lock still held (active_finish), it
  * merges the rollup's cells, whose groups' codes the copy all holds (the
- * rollup cannot grow meanwhile), and settles their users. The cells are
- * what costs: a tenant of 159,320 distinct groups held the store lock
- * 0.4–1.0 s for them (queries.md). Queries of one tenant take turns
- * (tenant.query_lock), so none waits for this rollup_lock while holding
- * the store lock; the rollup thread only tries it.
+ * rollup cannot grow meanwhile), and settles their users; then it lets
+ * rollup_lock go and reads the noted rows past the rollup and the raw
+ * edges, a step of rows per hold of the store lock (store_scan_pinned_rows).
+ * The cells are what costs: a tenant of 159,320 distinct groups held the
+ * store lock 0.4–1.0 s for them (queries.md); raw edges check every row.
+ * Queries of one tenant take turns (tenant.query_lock), so none waits for
+ * this rollup_lock while holding the store lock; the rollup thread only
+ * tries it. A failed rollup (memory ran out) is not held: all its rows
+ * are read instead.
  */
 typedef struct active_read {
-	memtable *mt; /* NULL: nothing left for active_finish */
-	const plan *p;
-	strdict dict;        /* freed by active_read_free */
-	uint64_t dict_serial; /* the memtable dict is a copy of (0: none) */
+	memtable *mt; /* pinned; NULL: nothing left for active_finish */
+	const plan *p, *raw;
+	uint32_t from_row, row_count; /* rows past its rollup; its rows at the hold */
+	int cells;                    /* its rollup_lock is held, its cells to merge */
+	strdict dict;                 /* freed by active_read_free */
+	uint64_t dict_serial;         /* the memtable dict is a copy of (0: none) */
 } active_read;
 
 static void active_read_free(active_read *ar)
@@ -2297,25 +2322,22 @@ static void active_copy_ahead(tally_store *s, const tenant *t, active_read *ar)
 }
 
 static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], const plan *raw,
-			tally_result *stats, active_read *ar)
+			active_read *ar)
 {
 	ar->mt = NULL;
 	ar->p = &pv[plan_variant(pv, st->q, mt->time_min_us, mt->time_max_us)];
+	ar->raw = raw;
 	pthread_mutex_lock(&mt->rollup_lock);
-	uint32_t from_row = memtable_rollup_ready(st, mt);
+	ar->from_row = memtable_rollup_ready(st, mt);
+	ar->row_count = mt->rows.count;
+	ar->cells = !mt->rollup_failed;
 	st->s->active_bytes += memtable_rollup_account(mt, mt->rollup.bytes);
 	int rc = 0;
-	if (from_row < mt->rows.count)
-		rc = merge_memtable_rows(st, mt, from_row, ar->p, &stats->raw_rows);
-	if (!rc) {
-		raw_source src = {mt, NULL, 0, 0};
-		rc = run_raw(st, raw, &src, &stats->raw_rows);
-	}
-	if (!rc && !mt->rollup_failed && ar->dict_serial != mt->serial) {
+	if (ar->cells && ar->dict_serial != mt->serial) {
 		active_read_free(ar);
 		ar->dict_serial = mt->serial;
 	}
-	if (!rc && !mt->rollup_failed && ar->dict.count < mt->dict.count &&
+	if (ar->cells && ar->dict.count < mt->dict.count &&
 	    !strdict_copy_more(&mt->dict, &ar->dict, SIZE_MAX)) {
 		/* No room: what was added since active_copy_ahead passed its
 		 * eighth to spare (or it ran out of memory). */
@@ -2323,10 +2345,10 @@ static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], 
 		if (!rc)
 			strdict_copy_more(&mt->dict, &ar->dict, SIZE_MAX);
 	}
-	if (rc || mt->rollup_failed) {
+	if (rc || !ar->cells)
 		pthread_mutex_unlock(&mt->rollup_lock);
+	if (rc)
 		return rc;
-	}
 	mt->pins++;
 	ar->mt = mt;
 	return 0;
@@ -2335,14 +2357,24 @@ static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], 
 static int active_finish(qstate *st, const tenant *t, active_read *ar, int rc,
 			 tally_result *stats)
 {
-	if (!ar->mt)
+	memtable *mt = ar->mt;
+	if (!mt)
 		return rc;
+	if (ar->cells) {
+		if (!rc)
+			rc = merge_memtable_cells(st, mt, &ar->dict, ar->p, stats);
+		if (!rc && st->want_users)
+			rc = acc_settle_users(st);
+		pthread_mutex_unlock(&mt->rollup_lock);
+	}
+	/* The rows, a step per hold of the store lock. */
+	if (!rc && ar->from_row < ar->row_count)
+		rc = merge_memtable_rows(st, st->s, mt, ar->from_row, ar->row_count, ar->p,
+					 &stats->raw_rows);
+	raw_source src = {mt, ar->row_count, st->s, NULL, 0, 0};
 	if (!rc)
-		rc = merge_memtable_cells(st, ar->mt, &ar->dict, ar->p, stats);
-	if (!rc && st->want_users)
-		rc = acc_settle_users(st);
-	pthread_mutex_unlock(&ar->mt->rollup_lock);
-	store_memtable_unpin(st->s, t, ar->mt, NULL);
+		rc = run_raw(st, ar->raw, &src, &stats->raw_rows);
+	store_memtable_unpin(st->s, t, mt, NULL);
 	ar->mt = NULL;
 	return rc;
 }
@@ -2491,7 +2523,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			frozen->pins++;
 		}
 		if (!rc && t->active && t->active->rows.count)
-			rc = active_begin(&st, t->active, pv, &raw, &stats, &active);
+			rc = active_begin(&st, t->active, pv, &raw, &active);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (s->query_test_hook)
@@ -2506,7 +2538,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 			rc = merge_memtable_source(&st, frozen, pv, &raw, &rollup_bytes, &stats);
 		store_memtable_unpin(s, t, frozen, &rollup_bytes);
 	}
-	raw_source file_src = {NULL, files, file_count, tenant_id};
+	raw_source file_src = {NULL, 0, NULL, files, file_count, tenant_id};
 	if (!rc && file_count)
 		rc = run_raw(&st, &raw, &file_src, &stats.raw_rows);
 	if (file_count) {

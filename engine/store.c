@@ -4021,10 +4021,10 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 	return rc;
 }
 
-/* Rows [row_from, row_to) of mt, as store_scan_memtable_rows. */
-static int scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t row_to,
-			       int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
-			       uint64_t *rows_read)
+/* Contract in store_internal.h. */
+int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t row_to,
+			      int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+			      uint64_t *rows_read)
 {
 	if (!mt || row_from >= row_to || mt->time_max_us < from_us || mt->time_min_us >= to_us)
 		return 0;
@@ -4042,7 +4042,8 @@ static int scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t r
 int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read)
 {
-	return mt ? scan_memtable_range(mt, 0, mt->rows.count, from_us, to_us, fn, ctx, rows_read)
+	return mt ? store_scan_memtable_range(mt, 0, mt->rows.count, from_us, to_us, fn, ctx,
+					      rows_read)
 		  : 0;
 }
 
@@ -4066,16 +4067,16 @@ void store_step_give_way(tally_store *s)
 }
 
 /* Contract in store_internal.h. */
-int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_count,
+int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_from, uint32_t row_to,
 			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
 			   uint64_t *rows_read)
 {
 	int rc = 0;
-	for (uint32_t row = 0; row < row_count && !rc; row += MEMTABLE_SCAN_STEP_ROWS) {
-		uint32_t end = row_count - row > MEMTABLE_SCAN_STEP_ROWS ? row + MEMTABLE_SCAN_STEP_ROWS
-									 : row_count;
+	for (uint32_t row = row_from; row < row_to && !rc; row += MEMTABLE_SCAN_STEP_ROWS) {
+		uint32_t end = row_to - row > MEMTABLE_SCAN_STEP_ROWS ? row + MEMTABLE_SCAN_STEP_ROWS
+								      : row_to;
 		pthread_mutex_lock(&s->lock);
-		rc = scan_memtable_range(mt, row, end, from_us, to_us, fn, ctx, rows_read);
+		rc = store_scan_memtable_range(mt, row, end, from_us, to_us, fn, ctx, rows_read);
 		pthread_mutex_unlock(&s->lock);
 		store_step_give_way(s);
 		if (s->step_test_hook)

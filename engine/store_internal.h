@@ -274,14 +274,23 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 			 uint64_t *rows_read, char *errmsg);
 int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read);
-/* Without s->lock: rows [0, row_count) of memtable mt, which the caller has
- * pinned (store_memtable_unpin) with row_count its rows then, as
- * store_scan_memtable_rows, MEMTABLE_SCAN_STEP_ROWS rows per hold of
- * s->lock (an active memtable's rows and dictionary grow, and move, under
- * it; the rows before row_count never change). So a listing page that
- * checks every row of a large tenant's active memtable holds the lock for
- * a step at a time, and the rows it reads are still those of its snapshot
- * if the memtable is frozen or flushed meanwhile. */
+/* Rows [row_from, row_to) of memtable mt, as store_scan_memtable_rows
+ * (under s->lock for an active one). */
+int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t row_to,
+			      int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+			      uint64_t *rows_read);
+/* Without s->lock: rows [row_from, row_to) of memtable mt, which the caller
+ * has pinned (store_memtable_unpin) with row_to at most its rows then, as
+ * store_scan_memtable_range, MEMTABLE_SCAN_STEP_ROWS rows per hold of
+ * s->lock, giving way to ingest between holds (an active memtable's rows
+ * and dictionary grow, and move, under it; the rows before row_to never
+ * change). So an events listing page or a query's raw rows that check
+ * every row of a large tenant's active memtable hold the lock for a step
+ * at a time, and the rows they read are still those of their snapshot if
+ * the memtable is frozen or flushed meanwhile. */
+int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_from, uint32_t row_to,
+			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+			   uint64_t *rows_read);
 /* Takes s->lock for an ingest call, counted in s->ingest_waiting while it
  * has to wait. */
 void store_lock_ingest(tally_store *s);
@@ -290,9 +299,6 @@ void store_lock_ingest(tally_store *s);
  * it first (at most STEP_GIVE_WAY_YIELDS times, so the read goes on
  * under a steady stream of calls). */
 void store_step_give_way(tally_store *s);
-int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_count,
-			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
-			   uint64_t *rows_read);
 
 /*
  * Under s->lock: the live files with a section of tenant t, each pinned

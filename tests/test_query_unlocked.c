@@ -23,6 +23,7 @@
  * and of its own in each slice).
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1177,4 +1178,87 @@ Test(unlocked, an_ingest_waiting_for_the_store_lock_is_counted_and_given_way)
 	store_step_give_way(s);
 	atomic_store(&s->ingest_waiting, 0);
 	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* ---- a query's memtable rows read in steps ------------------------------------- */
+
+/* acme's events of yesterday from `from` on, by query: one row. */
+static uint64_t scan_count(tally_store *s, int64_t from)
+{
+	tally_query q = range_query(from, day_start(0));
+	tally_result *res = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_query_run(s, "acme", &q, &res, err), 0, "%s", err);
+	cr_assert_eq(res->row_count, 1);
+	uint64_t count = res->rows[0].count;
+	tally_result_free(res);
+	return count;
+}
+
+/* Once the query has pinned its sources, before it reads them: one more
+ * event of acme, in range, so its memtable has more rows than noted. */
+static int pinned_ingest_rc = -1;
+
+static void pinned_hook(tally_store *s, void *ctx)
+{
+	(void)ctx;
+	s->query_test_hook = NULL; /* this query only */
+	static char id[24];
+	tally_event e = scan_event(10 * SCAN_EVENTS, id);
+	tally_ingest_result r;
+	pinned_ingest_rc = tally_ingest(s, "acme", &e, 1, &r);
+	if (!pinned_ingest_rc && r.code != TALLY_ACCEPTED)
+		pinned_ingest_rc = -1;
+}
+
+/* A query of acme's SCAN_EVENTS from `from` with pinned_hook once it has
+ * pinned its sources and scan_hook at each step of its memtable rows: it
+ * counts `expect`, the events it found when it pinned them; the next
+ * query, those the hooks stored too. */
+static void scan_query(tally_store *s, int64_t from, uint64_t expect)
+{
+	scan_flush = 0;
+	s->query_test_hook = pinned_hook;
+	s->step_test_hook = scan_hook;
+	cr_expect_eq(scan_count(s, from), expect, "the query read in steps");
+	s->step_test_hook = NULL;
+	cr_expect_eq(pinned_ingest_rc, 0);
+	cr_expect_eq(scan_steps, SCAN_STEPS);
+	cr_expect_eq(scan_refused, 0, "every event stored meanwhile was acknowledged");
+	cr_expect_eq(scan_count(s, from), expect + 1 + SCAN_STEPS, "the next query");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: a query whose range starts inside a minute reads that
+ * minute's events from the rows (a raw edge), checking every row of the
+ * active memtable by time. It does that a step of MEMTABLE_SCAN_STEP_ROWS
+ * rows per hold of the store lock, after its other sources are merged,
+ * with the rows it noted when it pinned them: between the steps another
+ * tenant's event and one of acme's own, in range, are acknowledged on the
+ * query's thread (a step that kept the lock would hang there), and the
+ * answer counts exactly the events stored before it began. */
+Test(unlocked, a_query_reads_raw_edges_of_the_active_memtable_a_step_at_a_time)
+{
+	events_make();
+	tally_store *s = open_store(fault_io_table(fio));
+	ingest_scan(s);
+	scan_query(s, day_start(1) + 1500, SCAN_EVENTS - 2); /* events 0 and 1 come before */
+}
+
+/* Description: the same for the rows a memtable's rollup does not hold:
+ * here all of them, since its rollup failed (as when memory ran out), so
+ * the query merges every row into its cells, a step per hold. */
+Test(unlocked, a_query_reads_the_rows_past_a_failed_rollup_a_step_at_a_time)
+{
+	events_make();
+	tally_store *s = open_store(fault_io_table(fio));
+	ingest_scan(s);
+	pthread_mutex_lock(&s->lock);
+	tenant *t = store_tenant_find(s, "acme");
+	cr_assert(t && t->active);
+	pthread_mutex_lock(&t->active->rollup_lock);
+	t->active->rollup_failed = -ENOMEM;
+	pthread_mutex_unlock(&t->active->rollup_lock);
+	pthread_mutex_unlock(&s->lock);
+	scan_query(s, day_start(1), SCAN_EVENTS);
 }
