@@ -2986,19 +2986,21 @@ static memtable *memtable_of(tenant *t, uint64_t serial, size_t **bytes, tally_s
  * store lock for as long as its merge of the memtable's cells takes, and
  * waiting here would hold the store lock as long. A query (wait 1) holds
  * its tenant's query_lock, so only the rollup thread can hold it, for one
- * slice.
+ * slice; it rolls up only a memtable whose rollup is due
+ * (store_rollup_due, read under rollup_lock, which guards rolled).
  */
 static void catch_up_memtable(tally_store *s, tenant *t, memtable *m, uint32_t goal, int wait,
 			      rollup_event *slice)
 {
 	uint64_t serial = m->serial;
 	size_t *bytes;
-	while (!s->closing && !s->sticky) {
+	for (int first = 1; !s->closing && !s->sticky; first = 0) {
 		if (wait)
 			pthread_mutex_lock(&m->rollup_lock);
 		else if (pthread_mutex_trylock(&m->rollup_lock))
 			return;
-		if (m->rollup_failed || m->rolled == m->rows.count || m->rolled >= goal) {
+		if (m->rollup_failed || m->rolled == m->rows.count || m->rolled >= goal ||
+		    (wait && first && !store_rollup_due(s, m))) {
 			pthread_mutex_unlock(&m->rollup_lock);
 			return;
 		}
@@ -3040,9 +3042,8 @@ void store_query_catch_up(tally_store *s, tenant *t)
 	rollup_event slice[MEMTABLE_ROLLUP_SLICE];
 	pthread_mutex_lock(&s->lock);
 	store_tenant_watch(s, t);
-	memtable *m = t->active;
-	if (m && store_rollup_due(s, m))
-		catch_up_memtable(s, t, m, m->rows.count, 1, slice);
+	if (t->active)
+		catch_up_memtable(s, t, t->active, t->active->rows.count, 1, slice);
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -230,7 +230,8 @@ void store_tenant_watch(tally_store *s, tenant *t);
  * reads it: it is more than options.query_rows_behind_max rows behind (a
  * tenant nobody queried while the store only ingested), or there is no
  * rollup thread (options.background off), and it has not failed. Under
- * s->lock and m's rollup_lock (or any lock, for a hint). */
+ * m's rollup_lock (which guards rolled and rollup_failed) and, for an
+ * active memtable, s->lock (which guards its rows). */
 int store_rollup_due(const tally_store *s, const memtable *m);
 /*
  * Under t->query_lock, before a query pins its sources: watches t (the

@@ -10,7 +10,8 @@
  *     some earlier ones (DUPLICATE expected);
  *   - READERS reader threads run aggregate queries (with a median and
  *     distinct users, so sketches and cached blocks are read while the
- *     query holds only cache_lock) and scans, and check each count
+ *     query holds only its tenant's query lock; grouped by project, from
+ *     a raw edge), events listings page by page, and scans, and check each count
  *     against what the writers had acknowledged before the query and
  *     submitted after it (acked_before <= count <= submitted_after: a flush
  *     or compaction that published a moment of double-counted or missing
@@ -153,13 +154,18 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* The tenant's event count by an aggregate query over the ledger's span. */
+/* The tenant's event count by an aggregate query over the ledger's span,
+ * grouped by project (so the active memtable's cells are merged through a
+ * copy of its dictionary's codes), from inside a minute a day before the
+ * first event (so a raw edge reads every memtable row, a step per hold of
+ * the store lock). */
 static int query_count(stress *s, uint32_t tenant, uint64_t *count)
 {
 	tally_query q = {
-		.from_us = s->base_us - EV_LATE_SPREAD_US - TALLY_US_PER_DAY,
+		.from_us = s->base_us - EV_LATE_SPREAD_US - TALLY_US_PER_DAY + 1234,
 		.to_us = s->base_us + TALLY_US_PER_DAY,
 		.bucket = TALLY_BUCKET_NONE,
+		.group_by = 1u << TALLY_DIM_PROJECT,
 		.quantiles = {0.5},
 		.quantile_count = 1,
 		.distinct_users = true,
@@ -189,6 +195,36 @@ static int count_event(void *ctx, const tally_event *event)
 	return 0;
 }
 
+/* The tenant's event count by events listing pages of LIST_PAGE_EVENTS over
+ * the ledger's span: each page reads its own snapshot (the active
+ * memtable a step per hold of the store lock), and a page goes on after
+ * the last event of the one before, so an event acknowledged before the
+ * first page is listed once and no event twice. */
+#define LIST_PAGE_EVENTS 500
+static int list_count(stress *s, uint32_t tenant, uint64_t *count)
+{
+	char cursor[TALLY_CURSOR_SIZE] = "";
+	*count = 0;
+	do {
+		tally_list_request r = {
+			.from_us = s->base_us - EV_LATE_SPREAD_US - TALLY_US_PER_DAY,
+			.to_us = s->base_us + TALLY_US_PER_DAY,
+			.cursor = cursor,
+			.limit = LIST_PAGE_EVENTS,
+		};
+		char next[TALLY_CURSOR_SIZE], errmsg[TALLY_ERRMSG_SIZE];
+		int rc = tally_list_events(s->store, s->ledger.tenants[tenant], &r, count_event, count,
+					   next, errmsg);
+		if (rc) {
+			fail(s, "listing of tenant %" PRIu32 ": %s (%s)", tenant, tally_strerror(rc),
+			     errmsg);
+			return rc;
+		}
+		memcpy(cursor, next, sizeof(cursor));
+	} while (cursor[0]);
+	return 0;
+}
+
 /* acked before <= what a query or a scan counts <= submitted after. */
 static void *reader_main(void *arg)
 {
@@ -197,8 +233,8 @@ static void *reader_main(void *arg)
 	while (!atomic_load(&s->writers_done) && atomic_load(&s->failures) == 0) {
 		for (uint32_t t = 0; t < TENANTS; t++) {
 			uint64_t low = atomic_load(&s->acked[t]);
-			uint64_t counted = 0, scanned = 0;
-			if (query_count(s, t, &counted))
+			uint64_t counted = 0, scanned = 0, listed = 0;
+			if (query_count(s, t, &counted) || list_count(s, t, &listed))
 				return NULL;
 			int rc = tally_scan(s->store, s->ledger.tenants[t], INT64_MIN, INT64_MAX,
 					    count_event, &scanned);
@@ -207,10 +243,11 @@ static void *reader_main(void *arg)
 				return NULL;
 			}
 			uint64_t high = atomic_load(&s->submitted[t]);
-			if (counted < low || counted > high || scanned < low || scanned > high)
+			if (counted < low || counted > high || scanned < low || scanned > high ||
+			    listed < low || listed > high)
 				fail(s, "tenant %" PRIu32 ": query counted %" PRIu64 ", scan %" PRIu64
-				     ", outside [%" PRIu64 ", %" PRIu64 "]",
-				     t, counted, scanned, low, high);
+				     ", listing %" PRIu64 ", outside [%" PRIu64 ", %" PRIu64 "]",
+				     t, counted, scanned, listed, low, high);
 			checks++;
 		}
 		tally_stats stats;
@@ -243,6 +280,7 @@ static tally_store *open_store(const char *dir)
 	options.compact_files_min = 3;
 	options.flush_threads = 3;
 	options.flush_parallel_rows_min = 1;
+	options.query_rows_behind_max = 64; /* queries roll up memtables far behind, in slices */
 	tally_store *store = NULL;
 	char errmsg[TALLY_ERRMSG_SIZE];
 	int rc = tally_store_open(dir, &options, &store, errmsg);
