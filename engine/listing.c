@@ -269,7 +269,7 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 	 * with the active memtable's row count, so they are one snapshot (a
 	 * flush publishes its file and drops its memtable in one hold); they
 	 * are read after, the active memtable a step per hold of the lock. */
-	pthread_mutex_lock(&s->lock);
+	store_lock_counted(s);
 	tenant *t = store_tenant_find(s, tenant_name);
 	if (t) {
 		tenant_id = t->id;

@@ -2502,7 +2502,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	segment_file **files = NULL;
 	memtable *frozen = NULL;
 	uint32_t file_count = 0, tenant_id = 0;
-	pthread_mutex_lock(&s->lock);
+	store_lock_counted(s);
 	if (t) {
 		tenant_id = t->id;
 		/* Minute cells are complete in every source from minute_from on. */

@@ -1452,7 +1452,7 @@ int tally_ingest_submit_many(tally_store *s, tally_batch *batches, size_t batch_
 
 	int64_t wait_from_us = s->io->now_us(s->io), held_from_us = 0;
 	bool held = false; /* held_from_us is set */
-	store_lock_ingest(s);
+	store_lock_counted(s);
 	if ((rc = probe_rc))
 		goto history_failed;
 	/* Backpressure: past the limit, wait for the worker to freeze the
@@ -4049,20 +4049,20 @@ int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us,
 }
 
 /* Contract in store_internal.h. */
-void store_lock_ingest(tally_store *s)
+void store_lock_counted(tally_store *s)
 {
 	if (pthread_mutex_trylock(&s->lock) == 0)
 		return;
-	atomic_fetch_add_explicit(&s->ingest_waiting, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->lock_waiting, 1, memory_order_relaxed);
 	pthread_mutex_lock(&s->lock);
-	atomic_fetch_sub_explicit(&s->ingest_waiting, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&s->lock_waiting, 1, memory_order_relaxed);
 }
 
 /* Contract in store_internal.h. */
 void store_step_give_way(tally_store *s)
 {
 	for (uint32_t i = 0; i < STEP_GIVE_WAY_YIELDS &&
-			     atomic_load_explicit(&s->ingest_waiting, memory_order_relaxed);
+			     atomic_load_explicit(&s->lock_waiting, memory_order_relaxed);
 	     i++)
 		sched_yield();
 }

@@ -84,11 +84,12 @@ struct tally_store {
 	 * what it wrote), so a caller's compaction, split over the CPUs, is
 	 * not held up behind a niced one-file compaction. */
 	atomic_uint compact_callers;
-	/* Ingest calls waiting for the store lock (store_lock_ingest): a read
-	 * done a step per hold of the lock lets them have it between steps
-	 * (store_step_give_way). A mutex does not queue its waiters, so a
-	 * thread that lets it go and takes it again at once keeps it. */
-	atomic_uint ingest_waiting;
+	/* Ingest calls and queries' and listings' pinning holds waiting for
+	 * the store lock (store_lock_counted): a read done a step per hold of
+	 * the lock lets them have it between steps (store_step_give_way). A
+	 * mutex does not queue its waiters, so a thread that lets it go and
+	 * takes it again at once keeps it. */
+	atomic_uint lock_waiting;
 	/* Tests only (NULL otherwise): called by a compaction once it has
 	 * taken its inputs and output ids and let the store lock go, with
 	 * compact_test_ctx, so a test can run a flush at that very point. */
@@ -292,11 +293,12 @@ int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t ro
 int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_from, uint32_t row_to,
 			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
 			   uint64_t *rows_read);
-/* Takes s->lock for an ingest call, counted in s->ingest_waiting while it
- * has to wait. */
-void store_lock_ingest(tally_store *s);
+/* Takes s->lock, counted in s->lock_waiting while it has to wait: for an
+ * ingest call, and the hold in which a query or a listing page pins its
+ * sources. */
+void store_lock_counted(tally_store *s);
 /* Without s->lock, between two steps of a read done a step per hold of it:
- * while ingest calls wait for the lock, yields the CPU so that one takes
+ * while counted callers wait for the lock, yields the CPU so that one takes
  * it first (at most STEP_GIVE_WAY_YIELDS times, so the read goes on
  * under a steady stream of calls). */
 void store_step_give_way(tally_store *s);

@@ -1135,7 +1135,7 @@ static atomic_int waiter_has_lock;
 static void *lock_waiter_main(void *arg)
 {
 	tally_store *s = arg;
-	store_lock_ingest(s);
+	store_lock_counted(s);
 	atomic_store(&waiter_has_lock, 1);
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
@@ -1152,31 +1152,31 @@ static int wait_count(atomic_uint *v, unsigned want)
 	return 0;
 }
 
-/* Description: an ingest call that finds the store lock held counts itself
- * in ingest_waiting until it has the lock (a read done in steps yields
- * while the count is not zero, so the call gets the lock between two
- * steps: a mutex does not queue its waiters, and the reader, letting it go
- * and taking it again at once, kept it for its whole listing: another
- * tenant's ack waited 0.49-1.35 s). One whose trylock succeeds is not
- * counted. The give-way is bounded: with a count that never drops it
- * still returns. */
-Test(unlocked, an_ingest_waiting_for_the_store_lock_is_counted_and_given_way)
+/* Description: an ingest call (or a query's or a listing's pinning hold)
+ * that finds the store lock held counts itself in lock_waiting until it
+ * has the lock. A read done in steps yields while the count is not zero,
+ * so the call gets the lock between two steps: a mutex does not queue its
+ * waiters, and the reader, letting it go and taking it again at once,
+ * kept it for its whole listing (another tenant's ack waited 0.49-1.35 s).
+ * One whose trylock succeeds is not counted. The give-way is bounded: with
+ * a count that never drops it still returns. */
+Test(unlocked, a_caller_waiting_for_the_store_lock_is_counted_and_given_way)
 {
 	tally_store *s = open_store(fault_io_table(fio));
-	store_lock_ingest(s);
-	cr_assert_eq(atomic_load(&s->ingest_waiting), 0, "the lock was free: not counted");
+	store_lock_counted(s);
+	cr_assert_eq(atomic_load(&s->lock_waiting), 0, "the lock was free: not counted");
 	pthread_t waiter;
 	cr_assert_eq(pthread_create(&waiter, NULL, lock_waiter_main, s), 0);
-	cr_assert(wait_count(&s->ingest_waiting, 1), "the waiting call is counted");
+	cr_assert(wait_count(&s->lock_waiting, 1), "the waiting call is counted");
 	cr_assert_eq(atomic_load(&waiter_has_lock), 0);
 	pthread_mutex_unlock(&s->lock);
 	store_step_give_way(s);
-	cr_assert(wait_count(&s->ingest_waiting, 0), "no longer counted once it has the lock");
+	cr_assert(wait_count(&s->lock_waiting, 0), "no longer counted once it has the lock");
 	cr_assert_eq(pthread_join(waiter, NULL), 0);
 	cr_expect_eq(atomic_load(&waiter_has_lock), 1);
-	atomic_store(&s->ingest_waiting, 1); /* a count that never drops */
+	atomic_store(&s->lock_waiting, 1); /* a count that never drops */
 	store_step_give_way(s);
-	atomic_store(&s->ingest_waiting, 0);
+	atomic_store(&s->lock_waiting, 0);
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
