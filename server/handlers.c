@@ -866,6 +866,7 @@ static void on_read_request(server *s, conn *c, Tally__V1__Request *req, uint64_
 	r->metrics = s->metrics;
 	r->request = req;
 	job->fn = query ? run_query : run_list_events;
+	job->serial = query; /* the engine runs one aggregate query of a tenant at a time */
 	job->arg = r;
 	job->slot = (uint32_t)(c - s->conns);
 	job->gen = c->gen;

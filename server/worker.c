@@ -20,6 +20,7 @@ typedef struct worker_lane {
 	uint64_t hash;                    /* of name: its home in the table */
 	worker_job *head, *tail;          /* queued, first in first out */
 	unsigned running;
+	unsigned running_serial; /* of them, serial jobs: 0 or 1 */
 	struct worker_lane *prev, *next;  /* in the turn order, exactly while head != NULL */
 } worker_lane;
 
@@ -127,12 +128,13 @@ static void lane_drop(worker_pool *p, worker_lane *l)
 	free(l);
 }
 
-/* The first job of the first lane in turn that may run one more, its lane
- * sent to the back if it has more; NULL when no lane may. */
+/* The first job of the first lane in turn that may run it (one more job,
+ * and no second serial one), its lane sent to the back if it has more;
+ * NULL when no lane may. */
 static worker_job *job_pick(worker_pool *p)
 {
 	for (worker_lane *l = p->turn_head; l; l = l->next) {
-		if (l->running >= p->running_max)
+		if (l->running >= p->running_max || (l->head->serial && l->running_serial))
 			continue;
 		worker_job *job = l->head;
 		l->head = job->next;
@@ -142,6 +144,7 @@ static worker_job *job_pick(worker_pool *p)
 		if (l->head)
 			turn_push_back(p, l);
 		l->running++;
+		l->running_serial += job->serial;
 		p->queued--;
 		return job;
 	}
@@ -166,6 +169,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		worker_lane *l = job->at;
 		job->at = NULL;
+		l->running_serial -= job->serial;
 		if (!--l->running && !l->head)
 			lane_drop(p, l);
 		job->next = p->done;

@@ -10,7 +10,9 @@
  * takes the first job of the first lane in turn, and that lane, if it has
  * more, goes to the back. A lane runs at most WORKER_LANE_RUNNING_MAX jobs
  * at once (threads - 1, at least 1), so with two threads or more one is
- * always left for the other lanes. One tenant's 64 pipelined heavy
+ * always left for the other lanes, and at most one serial job (an
+ * aggregate query: the engine runs one of a tenant at a time); a lane
+ * whose next job must wait for either gives its turn to the next lane. One tenant's 64 pipelined heavy
  * listings once put every other tenant's one-event query 17.5 s behind
  * them in one first-in-first-out queue; now such a query waits for at most
  * one job of each lane in turn before it, and for none on a free thread.
@@ -18,6 +20,7 @@
 #ifndef TALLY_SERVER_WORKER_H
 #define TALLY_SERVER_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +43,10 @@ struct worker_job {
 	uint64_t frame_bytes;
 	char lane[WORKER_LANE_SIZE]; /* the tenant it reads; "" for the billing export */
 	int kind;          /* for metrics */
+	bool serial;       /* at most one serial job of a lane runs at once: an
+			    * aggregate query (the engine runs one query of a
+			    * tenant at a time, so a second would only hold a
+			    * thread waiting) */
 	int64_t started_us;
 	uint8_t *frame;    /* out */
 	size_t frame_size; /* out */

@@ -301,6 +301,67 @@ Test(worker, a_tenant_leaves_a_thread_to_the_others)
 	close(fd);
 }
 
+static worker_job *serial_job_new(worker_fn fn, int number, const char *lane)
+{
+	worker_job *job = job_new(fn, number, lane);
+	job->serial = true;
+	return job;
+}
+
+/* Waits until `n` gate jobs wait at the gate. */
+static void gate_wait_for(unsigned n)
+{
+	pthread_mutex_lock(&sh.lock);
+	while (sh.waiting < n)
+		pthread_cond_wait(&sh.cond, &sh.lock);
+	pthread_mutex_unlock(&sh.lock);
+}
+
+/* Description: three threads, so a lane may run two jobs at once. acme's
+ * serial gate job 0 (an aggregate query) holds one; acme's serial job 1
+ * stays queued although the lane could run one more (the engine would
+ * only keep it waiting for job 0), and globex's job 2 runs and finishes
+ * meanwhile. Once job 0 is done, job 1 runs. A listing (not serial) of
+ * acme does run beside a serial job: job 3 and job 4 both wait at the
+ * second gate. */
+Test(worker, a_tenant_runs_one_aggregate_query_at_once)
+{
+	int fd = eventfd(0, EFD_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	worker_pool *p;
+	cr_assert_eq(worker_pool_start(3, 0, fd, &p), 0);
+	submit(p, serial_job_new(gate_job, 0, "acme"));
+	gate_wait_for_one();
+	submit(p, serial_job_new(gate_job, 1, "acme"));
+	submit(p, job_new(record, 2, "globex"));
+	done_wait(fd, 1);
+	pthread_mutex_lock(&sh.lock);
+	cr_expect_eq(sh.waiting, 1, "one serial job of acme at a time");
+	cr_expect_eq(sh.ran, 1);
+	cr_expect_eq(sh.order[0], 2);
+	pthread_mutex_unlock(&sh.lock);
+	gate_open();
+	done_wait(fd, 2);
+	cr_assert_eq(sh.ran, 3);
+	cr_expect_eq(sh.order[1], 0);
+	cr_expect_eq(sh.order[2], 1);
+	int sum;
+	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 3);
+	pthread_mutex_lock(&sh.lock);
+	sh.open = false;
+	sh.waiting = 0;
+	pthread_mutex_unlock(&sh.lock);
+	submit(p, serial_job_new(gate_job, 3, "acme"));
+	submit(p, job_new(gate_job, 4, "acme"));
+	gate_wait_for(2); /* both at once: a listing beside a query */
+	gate_open();
+	done_wait(fd, 2);
+	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 2);
+	cr_expect_eq(sum, 3 + 4);
+	worker_pool_stop(p);
+	close(fd);
+}
+
 /* ---- many lanes at once, against their rules ------------------------------- */
 
 #define LANES 300u          /* tenants: the lane table grows past 512 slots */
