@@ -46,9 +46,10 @@ typedef struct memtable {
 	 * after the store lock, never before it; the rollup thread only tries
 	 * for it, never waits, while it holds the store lock): the rollup
 	 * thread adds a slice of rows with only rollup_lock held, so ingest
-	 * goes on; a query holds both while it reads an active memtable's rows
-	 * and takes its rollup_lock, then only rollup_lock while it merges its
-	 * cells (query.c, active_begin); and only rollup_lock while it reads a
+	 * goes on; a query takes an active memtable's rollup_lock under the
+	 * store lock, then holds only rollup_lock while it merges its cells
+	 * (query.c, active_begin), and reads its rows after, a step per hold of
+	 * the store lock; and it holds only rollup_lock while it reads a
 	 * frozen one (its rows and dictionary never change once frozen, so the
 	 * rollup can be brought up to date without the store lock). */
 	pthread_mutex_t rollup_lock;
