@@ -135,14 +135,14 @@ static void done_wait(int fd, unsigned jobs)
 
 /* Frees a take_done list; returns how many jobs it held and the sum of
  * their numbers. */
-static unsigned done_free(worker_job *list, int *sum)
+static unsigned done_free(worker_job *list, int64_t *sum)
 {
 	unsigned n = 0;
 	*sum = 0;
 	for (worker_job *j = list, *next; j; j = next) {
 		next = j->next;
 		cr_expect_eq(j->frame_size, 8);
-		*sum += (int)(intptr_t)j->arg;
+		*sum += (intptr_t)j->arg;
 		free(j->frame);
 		free(j);
 		n++;
@@ -178,7 +178,7 @@ Test(worker, jobs_run_in_queue_order_and_come_back_once)
 	cr_expect_null(worker_pool_take_done(p), "nothing finished behind the gate");
 	gate_open();
 	done_wait(fd, 6);
-	int sum;
+	int64_t sum;
 	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 6);
 	cr_expect_eq(sum, 0 + 1 + 2 + 3 + 4 + 5);
 	cr_expect_eq(worker_pool_busy(p), 0);
@@ -233,7 +233,7 @@ Test(worker, threads_run_jobs_at_once)
 	submit(p, job_new(meet_job, 1, "acme"));
 	submit(p, job_new(meet_job, 2, "globex"));
 	done_wait(fd, 2);
-	int sum;
+	int64_t sum;
 	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 2);
 	cr_expect_eq(sum, 3);
 	worker_pool_stop(p);
@@ -253,7 +253,7 @@ Test(worker, tenants_take_turns)
 	submit(p, job_new(record, 6, "initech"));
 	gate_open();
 	done_wait(fd, 7);
-	int sum;
+	int64_t sum;
 	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 7);
 	const int want[] = {0, 1, 5, 6, 2, 3, 4};
 	cr_assert_eq(sh.ran, 7);
@@ -291,7 +291,7 @@ Test(worker, a_tenant_leaves_a_thread_to_the_others)
 	pthread_mutex_unlock(&sh.lock);
 	gate_open();
 	done_wait(fd, 2);
-	int sum;
+	int64_t sum;
 	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 3);
 	cr_expect_eq(sum, 0 + 1 + 2);
 	cr_assert_eq(sh.ran, 3);
@@ -345,7 +345,7 @@ Test(worker, a_tenant_runs_one_aggregate_query_at_once)
 	cr_assert_eq(sh.ran, 3);
 	cr_expect_eq(sh.order[1], 0);
 	cr_expect_eq(sh.order[2], 1);
-	int sum;
+	int64_t sum;
 	cr_expect_eq(done_free(worker_pool_take_done(p), &sum), 3);
 	pthread_mutex_lock(&sh.lock);
 	sh.open = false;
@@ -414,7 +414,7 @@ Test(worker, many_tenants_come_and_go_in_order, .timeout = 120)
 	worker_pool *p;
 	cr_assert_eq(worker_pool_start(2, 0, fd, &p), 0);
 	unsigned back = 0;
-	int sum;
+	int64_t sum;
 	for (unsigned i = 0; i < LANE_JOBS; i++) {
 		/* Few tenants at a time for a while, then all: lanes empty
 		 * and come back while others stay. */
