@@ -289,14 +289,14 @@ int tally_list_events(tally_store *s, const char *tenant_name, const tally_list_
 		s->query_test_hook(s, s->query_test_ctx);
 	if (active) {
 		if (!rc)
-			rc = store_scan_pinned_rows(s, active, 0, active_rows, lo, req->to_us, list_row,
-						    &c, &rows_read);
+			rc = store_scan_pinned_rows(s, active, 0, active_rows, lo, req->to_us, &c.bound,
+						    list_row, &c, &rows_read);
 		store_memtable_unpin(s, t, active, NULL);
 	}
 	if (frozen) {
 		if (!rc)
-			rc = store_scan_memtable_rows(frozen, lo, req->to_us, list_row, &c,
-						      &rows_read);
+			rc = store_scan_memtable_range(frozen, 0, frozen->rows.count, lo, req->to_us,
+						       &c.bound, list_row, &c, &rows_read);
 		store_memtable_unpin(s, t, frozen, NULL);
 	}
 	int64_t window = TALLY_US_PER_SECOND * 3600;

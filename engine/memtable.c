@@ -309,6 +309,25 @@ void memtable_truncate(memtable *m, uint32_t count)
 		if (!row || t > m->time_max_us)
 			m->time_max_us = t;
 	}
+	if (m->blocks_known > count / MEMTABLE_TIME_BLOCK_ROWS)
+		m->blocks_known = count / MEMTABLE_TIME_BLOCK_ROWS; /* their rows go */
+}
+
+void memtable_block_note(memtable *m, uint32_t b, time_range range)
+{
+	assert(!m->frozen && (uint64_t)(b + 1) * MEMTABLE_TIME_BLOCK_ROWS <= m->rows.count);
+	if (b != m->blocks_known)
+		return;
+	if (b == m->blocks_capacity) {
+		uint32_t capacity = m->blocks_capacity ? m->blocks_capacity * 2 : 16;
+		time_range *blocks = realloc(m->blocks, sizeof(*blocks) * capacity);
+		if (!blocks)
+			return;
+		m->blocks = blocks;
+		m->blocks_capacity = capacity;
+	}
+	m->blocks[b] = range;
+	m->blocks_known = b + 1;
 }
 
 void memtable_prefetch_append(const memtable *m, const uint64_t dim_hash[DIM_COUNT])
@@ -554,6 +573,7 @@ void memtable_free(memtable *m)
 		index_release(m->index, m->index_mask, m->index_mapped);
 	index_next_release(m);
 	rollup_free(&m->rollup);
+	free(m->blocks);
 	memset(m, 0, sizeof(*m));
 }
 

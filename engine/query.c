@@ -1473,7 +1473,7 @@ static int raw_pieces(const plan *p, plan *raw)
  * a frozen one, without it), or tenant_id's sections of the pinned
  * files[0, file_count) (without the store lock). */
 typedef struct raw_source {
-	const memtable *mt;
+	memtable *mt;
 	uint32_t row_count;
 	tally_store *locked;
 	segment_file *const *files;
@@ -1484,13 +1484,13 @@ typedef struct raw_source {
 /* Rows [row_from, row_to) of a pinned memtable through fn: with locked,
  * an active one's, a step per hold of locked's store lock; else a frozen
  * one's, which never change. */
-static int memtable_rows(tally_store *locked, const memtable *mt, uint32_t row_from,
-			 uint32_t row_to, int64_t from, int64_t to, store_rows_fn fn, void *ctx,
-			 uint64_t *rows_read)
+static int memtable_rows(tally_store *locked, memtable *mt, uint32_t row_from, uint32_t row_to,
+			 int64_t from, int64_t to, store_rows_fn fn, void *ctx, uint64_t *rows_read)
 {
-	return locked ? store_scan_pinned_rows(locked, mt, row_from, row_to, from, to, fn, ctx,
+	return locked ? store_scan_pinned_rows(locked, mt, row_from, row_to, from, to, NULL, fn, ctx,
 					       rows_read)
-		      : store_scan_memtable_range(mt, row_from, row_to, from, to, fn, ctx, rows_read);
+		      : store_scan_memtable_range(mt, row_from, row_to, from, to, NULL, fn, ctx,
+						  rows_read);
 }
 
 /* The raw events of the raw pieces of p (raw_pieces) in one source, pieces
@@ -1518,7 +1518,7 @@ static int run_raw(qstate *st, const plan *p, const raw_source *src, uint64_t *r
 /* Rows [from_row, to_row) of a pinned memtable (with locked, an active
  * one: memtable_rows), each added to the bucket of the cell piece its time
  * falls in (rows in raw pieces are run_raw's). */
-static int merge_memtable_rows(qstate *st, tally_store *locked, const memtable *mt,
+static int merge_memtable_rows(qstate *st, tally_store *locked, memtable *mt,
 			       uint32_t from_row, uint32_t to_row, const plan *p,
 			       uint64_t *rows_read)
 {

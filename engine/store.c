@@ -2304,6 +2304,7 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 			tenant *t = s->tenants[i];
 			if (t->active && t->active->rows.count) {
 				t->frozen = t->active;
+				t->frozen->frozen = 1; /* its block ranges are read without the lock now */
 				t->active = NULL;
 				any = 1;
 			} else {
@@ -4023,8 +4024,8 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 }
 
 /* Contract in store_internal.h. */
-int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t row_to,
-			      int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+int store_scan_memtable_range(memtable *mt, uint32_t row_from, uint32_t row_to, int64_t from_us,
+			      int64_t to_us, const int64_t *bound, store_rows_fn fn, void *ctx,
 			      uint64_t *rows_read)
 {
 	if (!mt || row_from >= row_to || mt->time_max_us < from_us || mt->time_min_us >= to_us)
@@ -4032,18 +4033,37 @@ int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t ro
 	const strdict *refs[DIM_COUNT];
 	for (int d = 0; d < DIM_COUNT; d++)
 		refs[d] = &mt->dict;
-	*rows_read += row_to - row_from;
 	int rc = 0;
-	for (uint32_t i = row_from; i < row_to && !rc; i++)
-		if (mt->rows.time_us[i] >= from_us && mt->rows.time_us[i] < to_us)
-			rc = fn(ctx, &mt->rows, refs, i);
+	for (uint32_t i = row_from; i < row_to && !rc;) {
+		uint32_t b = i / MEMTABLE_TIME_BLOCK_ROWS, first = b * MEMTABLE_TIME_BLOCK_ROWS;
+		uint32_t end = row_to - first > MEMTABLE_TIME_BLOCK_ROWS ? first + MEMTABLE_TIME_BLOCK_ROWS
+									 : row_to;
+		time_range known;
+		if (memtable_block_range(mt, b, &known) &&
+		    (known.max_us < from_us || known.min_us >= to_us || (bound && known.min_us > *bound))) {
+			i = end; /* no row of the block is wanted */
+			continue;
+		}
+		*rows_read += end - i;
+		time_range seen = {INT64_MAX, INT64_MIN};
+		int whole = i == first && end - first == MEMTABLE_TIME_BLOCK_ROWS;
+		for (; i < end && !rc; i++) {
+			int64_t t = mt->rows.time_us[i];
+			seen.min_us = t < seen.min_us ? t : seen.min_us;
+			seen.max_us = t > seen.max_us ? t : seen.max_us;
+			if (t >= from_us && t < to_us)
+				rc = fn(ctx, &mt->rows, refs, i);
+		}
+		if (whole && !rc && !mt->frozen)
+			memtable_block_note(mt, b, seen);
+	}
 	return rc;
 }
 
-int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
+int store_scan_memtable_rows(memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read)
 {
-	return mt ? store_scan_memtable_range(mt, 0, mt->rows.count, from_us, to_us, fn, ctx,
+	return mt ? store_scan_memtable_range(mt, 0, mt->rows.count, from_us, to_us, NULL, fn, ctx,
 					      rows_read)
 		  : 0;
 }
@@ -4068,16 +4088,16 @@ void store_step_give_way(tally_store *s)
 }
 
 /* Contract in store_internal.h. */
-int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_from, uint32_t row_to,
-			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
-			   uint64_t *rows_read)
+int store_scan_pinned_rows(tally_store *s, memtable *mt, uint32_t row_from, uint32_t row_to,
+			   int64_t from_us, int64_t to_us, const int64_t *bound, store_rows_fn fn,
+			   void *ctx, uint64_t *rows_read)
 {
 	int rc = 0;
 	for (uint32_t row = row_from; row < row_to && !rc; row += MEMTABLE_SCAN_STEP_ROWS) {
 		uint32_t end = row_to - row > MEMTABLE_SCAN_STEP_ROWS ? row + MEMTABLE_SCAN_STEP_ROWS
 								      : row_to;
 		pthread_mutex_lock(&s->lock);
-		rc = store_scan_memtable_range(mt, row, end, from_us, to_us, fn, ctx, rows_read);
+		rc = store_scan_memtable_range(mt, row, end, from_us, to_us, bound, fn, ctx, rows_read);
 		pthread_mutex_unlock(&s->lock);
 		store_step_give_way(s);
 		if (s->step_test_hook)

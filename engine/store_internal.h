@@ -274,12 +274,17 @@ int store_scan_file_rows(tally_store *s, segment_file *const *files, uint32_t fi
 			 uint32_t tenant_id, int64_t from_us, int64_t to_us,
 			 const int64_t *stop_after, store_rows_fn fn, void *ctx,
 			 uint64_t *rows_read, char *errmsg);
-int store_scan_memtable_rows(const memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
+int store_scan_memtable_rows(memtable *mt, int64_t from_us, int64_t to_us, store_rows_fn fn,
 			     void *ctx, uint64_t *rows_read);
 /* Rows [row_from, row_to) of memtable mt, as store_scan_memtable_rows
- * (under s->lock for an active one). */
-int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t row_to,
-			      int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
+ * (under s->lock for an active one), skipping the blocks whose time range
+ * is known (memtable.blocks) to lie outside [from, to) or, when bound is
+ * not NULL, after *bound (a listing page's latest time that can still
+ * enter it, read before each block); rows_read counts the rows of the
+ * blocks read. Notes the range of each whole block it reads of an active
+ * memtable. */
+int store_scan_memtable_range(memtable *mt, uint32_t row_from, uint32_t row_to, int64_t from_us,
+			      int64_t to_us, const int64_t *bound, store_rows_fn fn, void *ctx,
 			      uint64_t *rows_read);
 /* Without s->lock: rows [row_from, row_to) of memtable mt, which the caller
  * has pinned (store_memtable_unpin) with row_to at most its rows then, as
@@ -290,9 +295,9 @@ int store_scan_memtable_range(const memtable *mt, uint32_t row_from, uint32_t ro
  * every row of a large tenant's active memtable hold the lock for a step
  * at a time, and the rows they read are still those of their snapshot if
  * the memtable is frozen or flushed meanwhile. */
-int store_scan_pinned_rows(tally_store *s, const memtable *mt, uint32_t row_from, uint32_t row_to,
-			   int64_t from_us, int64_t to_us, store_rows_fn fn, void *ctx,
-			   uint64_t *rows_read);
+int store_scan_pinned_rows(tally_store *s, memtable *mt, uint32_t row_from, uint32_t row_to,
+			   int64_t from_us, int64_t to_us, const int64_t *bound, store_rows_fn fn,
+			   void *ctx, uint64_t *rows_read);
 /* Takes s->lock, counted in s->lock_waiting while it has to wait: for an
  * ingest call, and the hold in which a query or a listing page pins its
  * sources. */

@@ -638,3 +638,32 @@ Test(memtable, id_bytes_stop_where_their_offsets_would_wrap)
 }
 
 
+
+/*
+ * Block time ranges (memtable.blocks): a block's range is noted only when
+ * it is the first one not known, and memtable_truncate forgets the ranges
+ * of the blocks its cut reaches, so a block filled again by other rows
+ * never skips them by the old range.
+ */
+Test(memtable, truncation_forgets_the_block_ranges_it_reaches)
+{
+	seed_rng("truncation_forgets_the_block_ranges_it_reaches");
+	memtable m;
+	cr_assert_eq(memtable_init(&m), 0);
+	append_rows(&m, 0, 3 * MEMTABLE_TIME_BLOCK_ROWS + 10);
+	memtable_block_note(&m, 1, (time_range){5, 6});
+	cr_assert_eq(m.blocks_known, 0, "block 1 before block 0: not noted");
+	for (uint32_t b = 0; b < 3; b++)
+		memtable_block_note(&m, b, (time_range){10 * b, 10 * b + 1});
+	cr_assert_eq(m.blocks_known, 3);
+	time_range got;
+	cr_assert_eq(memtable_block_range(&m, 2, &got), 1);
+	cr_expect(got.min_us == 20 && got.max_us == 21);
+	cr_expect_eq(memtable_block_range(&m, 3, &got), 0, "block 3 is not whole");
+	memtable_truncate(&m, 3 * MEMTABLE_TIME_BLOCK_ROWS); /* blocks 0-2 keep all their rows */
+	cr_expect_eq(m.blocks_known, 3);
+	memtable_truncate(&m, 2 * MEMTABLE_TIME_BLOCK_ROWS - 1); /* into block 1 */
+	cr_expect_eq(m.blocks_known, 1, "blocks 1 and 2 lost rows: their ranges go");
+	cr_expect_eq(memtable_block_range(&m, 1, &got), 0);
+	memtable_free(&m);
+}

@@ -335,3 +335,62 @@ Test(scan, pages_and_scans_after_late_events_and_compaction_match_a_model)
 	model = NULL;
 	model_capacity = 0;
 }
+
+/* Description: everything in the active memtable, 60,000 rows (14 whole
+ * blocks of MEMTABLE_TIME_BLOCK_ROWS): days ingested a few thousand events
+ * at a time, out of order, with a few late events of other days among them,
+ * so blocks have narrow, wide and overlapping time ranges. The first pages
+ * note the blocks' ranges, the later ones skip blocks by them (outside the
+ * range, or after the heap's bound once the page is full); 600 random
+ * pages and 300 scans agree with the model, and the blocks were noted. */
+Test(scan, pages_and_scans_of_a_large_memtable_match_a_model)
+{
+	test_rng_seed(&rng, "test_scan", "memtable");
+	tally_store *s = store_open();
+	static const int days[] = {3, 5, 4, 6, 2, 5, 1, 3, 6, 4};
+	for (uint32_t k = 0; k < sizeof(days) / sizeof(days[0]); k++) {
+		ingest_day(s, days[k], 5000 + (uint32_t)(rng_next() % 2000), 40);
+		ingest_day(s, 1 + (int)(rng_next() % 6), 1 + (uint32_t)(rng_next() % 3), 5);
+	}
+	while (model_count < 14 * MEMTABLE_TIME_BLOCK_ROWS + 100)
+		ingest_day(s, 2, 1000, 40);
+	check_random(s, 600);
+	/* Whitebox: each noted range is its block's rows' exactly. */
+	enum { BLOCKS_MAX = 32 };
+	time_range noted[BLOCKS_MAX];
+	pthread_mutex_lock(&s->lock);
+	const tenant *t = store_tenant_find(s, "acme");
+	cr_assert(t && t->active && s->file_count == 0);
+	const memtable *mt = t->active;
+	uint32_t blocks = mt->blocks_known;
+	cr_expect_eq(blocks, mt->rows.count / MEMTABLE_TIME_BLOCK_ROWS,
+		     "every whole block's range noted");
+	cr_assert_leq(blocks, BLOCKS_MAX);
+	for (uint32_t b = 0; b < blocks; b++) {
+		time_range rows_range = {INT64_MAX, INT64_MIN};
+		for (uint32_t i = b * MEMTABLE_TIME_BLOCK_ROWS; i < (b + 1) * MEMTABLE_TIME_BLOCK_ROWS;
+		     i++) {
+			int64_t tm = mt->rows.time_us[i];
+			rows_range.min_us = tm < rows_range.min_us ? tm : rows_range.min_us;
+			rows_range.max_us = tm > rows_range.max_us ? tm : rows_range.max_us;
+		}
+		noted[b] = mt->blocks[b];
+		cr_expect(noted[b].min_us == rows_range.min_us && noted[b].max_us == rows_range.max_us,
+			  "block %u", b);
+	}
+	pthread_mutex_unlock(&s->lock);
+	/* Pages and scans at each block's edges: one microsecond at its
+	 * earliest and at its latest time, and a bound at its earliest. */
+	for (uint32_t b = 0; b < blocks; b++) {
+		int64_t lo = noted[b].min_us, hi = noted[b].max_us;
+		check_page(s, lo, lo + 1, -1, PAGE_MAX, -1);
+		check_page(s, hi, hi + 1, -1, PAGE_MAX, -1);
+		check_scan(s, lo, lo + 1, NULL);
+		check_scan(s, hi, hi + 1, NULL);
+		check_scan(s, day_start(7), NOW_US, &lo);
+	}
+	cr_assert_eq(tally_store_close(s), 0);
+	free(model);
+	model = NULL;
+	model_count = model_capacity = 0;
+}
