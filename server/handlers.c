@@ -167,8 +167,8 @@ static int code_of_engine_error(int rc)
 
 /* ---- authentication and scope --------------------------------------------- */
 
-/* Whether c's key (and its tenant) is still good; answers and closes if not. */
-static bool auth_still_valid(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes)
+/* Contract in server_internal.h. */
+bool handlers_auth_still_valid(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes)
 {
 	if (c->auth_generation == s->auth_generation)
 		return true;
@@ -1175,7 +1175,7 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 		metrics_add(s->metrics, counter_of(body), 1);
 	if (body == TALLY__V1__REQUEST__BODY__NOT_SET) {
 		conn_respond_error(s, c, id, fb, ERR_BAD_REQUEST, 0, "a request with no body (or of a type this server does not know)");
-	} else if (c->authed && !auth_still_valid(s, c, id, fb)) {
+	} else if (c->authed && !handlers_auth_still_valid(s, c, id, fb)) {
 		/* answered and closing: a revoked key's connection, whatever it sends */
 	} else if (body == TALLY__V1__REQUEST__BODY_PING) {
 		on_ping(s, c, req, fb);

@@ -865,7 +865,11 @@ static void on_worker_done(server *s)
 		} else {
 			assert(c->jobs > 0);
 			c->jobs--; /* before the answer is queued: it replaces what was owed */
-			if (j->frame)
+			/* A key revoked (or its tenant suspended) while the job
+			 * ran gets no answer computed for it, only the refusal. */
+			if (!handlers_auth_still_valid(s, c, j->request_id, j->frame_bytes))
+				;
+			else if (j->frame)
 				conn_respond_framed(s, c, j->frame, j->frame_size, j->frame_bytes);
 			else
 				conn_respond_error(s, c, j->request_id, j->frame_bytes, ERR_UNAVAILABLE,

@@ -293,6 +293,10 @@ void server_commit_request(server *s, uint64_t lsn);
 
 /* Handles one decoded request of c (takes ownership of req). */
 void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t frame_bytes);
+/* Whether c's key (and its tenant) is still good after a revoke or a
+ * suspension since it was last checked; if not, answers request_id with
+ * UNAUTHENTICATED and closes c once that is sent. */
+bool handlers_auth_still_valid(server *s, conn *c, uint64_t request_id, uint64_t frame_bytes);
 /* Hands every ingest collected since the last group to the submitter
  * (one WAL record), unless a group is still there. */
 void handlers_submit_pass(server *s);

@@ -1209,6 +1209,60 @@ Test(server, daily_usage_watermark_precedes_its_tenants)
 	harness_finish(&h);
 }
 
+/* Description: a tenant key's query waits behind the only worker (held);
+ * meanwhile an admin revokes the key. The query still runs once the worker
+ * is free, but its answer is not sent: the loop checks the key again when
+ * the job comes back, and the connection gets UNAUTHENTICATED ("the key
+ * was revoked") instead of the tenant's counts. Before, a query already
+ * at the workers was answered after its key was revoked. */
+Test(server, a_query_at_the_workers_is_not_answered_once_its_key_is_revoked)
+{
+	harness h;
+	harness_init(&h, "srv-revoke-job");
+	h.config.query_threads = 1;
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t base = base_time();
+	tenant_ingested(admin, "acme", 5, base);
+	Tally__V1__KeyIssued *ki;
+	cr_assert_eq(tally_client_issue_key(admin, "acme", &ki), 0);
+	char key[80], key_id[32];
+	snprintf(key, sizeof(key), "%s", ki->api_key);
+	snprintf(key_id, sizeof(key_id), "%s", ki->key_id);
+	tally__v1__key_issued__free_unpacked(ki, NULL);
+	tally_client *t = harness_connect(&h, key);
+	cr_expect_eq(count_events(t, "", base, base + HOUR_US), 5, "the key works");
+
+	worker_plug plug;
+	worker_plug_in(&h, &plug);
+	Tally__V1__Query q = TALLY__V1__QUERY__INIT;
+	q.from_us = base;
+	q.to_us = base + HOUR_US;
+	q.bucket = TALLY__V1__BUCKET__NONE;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.body_case = TALLY__V1__REQUEST__BODY_QUERY;
+	req.query = &q;
+	uint64_t id;
+	cr_assert_eq(tally_client_send(t, &req, &id), 0);
+	worker_jobs_wait(&h, 2); /* the query waits behind the plug */
+	cr_assert_eq(tally_client_revoke_key(admin, key_id, NULL), 0);
+	sem_post(&plug.release);
+
+	Tally__V1__Response *resp;
+	cr_assert_eq(tally_client_recv(t, &resp), 0);
+	cr_expect_eq(resp->request_id, id);
+	cr_assert_eq(resp->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "the counts were sent");
+	cr_expect_eq(resp->error->code, TALLY__V1__ERROR__CODE__UNAUTHENTICATED);
+	cr_expect_str_eq(resp->error->message, "the key was revoked");
+	tally__v1__response__free_unpacked(resp, NULL);
+	cr_expect_not(atomic_load(&plug.timed_out));
+	sem_destroy(&plug.entered);
+	sem_destroy(&plug.release);
+	tally_client_close(t);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
 /* A held harness (held_harness_start, name) with tenant acme (its key into
  * key); returns a client that sent events "held-0" .. "held-9" from base,
  * once that batch is waiting in the engine's place. other, when not NULL,
