@@ -690,15 +690,141 @@ int tally_client_create_tenant(tally_client *c, const char *name, Tally__V1__Ten
 	return rc;
 }
 
+/* Moves a page's *page_n entries onto the end of *all (*n of them) and
+ * sets *page_n to 0, so that freeing the page frees none of them. 0, or
+ * -ENOMEM (nothing moved). */
+static int entries_take(void ***all, size_t *n, void **entries, size_t *page_n)
+{
+	void **grown = *page_n ? realloc(*all, sizeof(**all) * (*n + *page_n)) : *all;
+	if (*page_n && !grown)
+		return -ENOMEM;
+	if (*page_n)
+		memcpy(grown + *n, entries, sizeof(*entries) * *page_n);
+	*all = grown;
+	*n += *page_n;
+	*page_n = 0;
+	return 0;
+}
+
+/* ListTenants and ListKeys, asked for a page at a time. */
+typedef union list_body {
+	Tally__V1__ListTenants tenants;
+	Tally__V1__ListKeys keys;
+} list_body;
+
+/* Where a page's message keeps its entries, their count and next_after. */
+typedef struct list_parts {
+	void ***entries;
+	size_t *count;
+	char *next_after;
+} list_parts;
+
+typedef struct list_kind {
+	int want; /* the response's body case */
+	/* Fills req (and body) for the page after `after`. */
+	void (*ask)(Tally__V1__Request *req, list_body *body, const char *after, const char *tenant);
+	ProtobufCMessage *(*member)(Tally__V1__Response *resp); /* the page in resp */
+	list_parts (*parts)(ProtobufCMessage *page);
+} list_kind;
+
+static void tenants_ask(Tally__V1__Request *req, list_body *body, const char *after,
+			const char *tenant)
+{
+	(void)tenant;
+	tally__v1__list_tenants__init(&body->tenants);
+	body->tenants.after = (char *)after;
+	body->tenants.limit = TALLY_CLIENT_LIST_PAGE;
+	req->body_case = TALLY__V1__REQUEST__BODY_LIST_TENANTS;
+	req->list_tenants = &body->tenants;
+}
+
+static ProtobufCMessage *tenants_member(Tally__V1__Response *resp)
+{
+	return &resp->tenants->base;
+}
+
+static list_parts tenants_parts(ProtobufCMessage *page)
+{
+	Tally__V1__TenantList *l = (Tally__V1__TenantList *)page;
+	return (list_parts){(void ***)&l->tenants, &l->n_tenants, l->next_after};
+}
+
+static void keys_ask(Tally__V1__Request *req, list_body *body, const char *after,
+		     const char *tenant)
+{
+	tally__v1__list_keys__init(&body->keys);
+	body->keys.tenant = (char *)(tenant ? tenant : "");
+	body->keys.after = (char *)after;
+	body->keys.limit = TALLY_CLIENT_LIST_PAGE;
+	req->body_case = TALLY__V1__REQUEST__BODY_LIST_KEYS;
+	req->list_keys = &body->keys;
+}
+
+static ProtobufCMessage *keys_member(Tally__V1__Response *resp)
+{
+	return &resp->keys->base;
+}
+
+static list_parts keys_parts(ProtobufCMessage *page)
+{
+	Tally__V1__KeyList *l = (Tally__V1__KeyList *)page;
+	return (list_parts){(void ***)&l->keys, &l->n_keys, l->next_after};
+}
+
+static const list_kind TENANT_PAGES = {TALLY__V1__RESPONSE__BODY_TENANTS, tenants_ask,
+				       tenants_member, tenants_parts};
+static const list_kind KEY_PAGES = {TALLY__V1__RESPONSE__BODY_KEYS, keys_ask, keys_member,
+				    keys_parts};
+
+/* Every page of a list of `kind`, as one message: the first page's, with
+ * the later pages' entries moved into it and its next_after emptied. 0
+ * with *out, or a failure (nothing kept). */
+static int list_all(tally_client *c, const list_kind *kind, const char *tenant,
+		    ProtobufCMessage **out)
+{
+	*out = NULL;
+	ProtobufCMessage *all = NULL;
+	char after[128] = "";
+	bool more = true;
+	while (more) {
+		Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+		list_body body;
+		kind->ask(&req, &body, after, tenant);
+		Tally__V1__Response *resp;
+		int rc = call_expect(c, &req, kind->want, &resp);
+		if (rc) {
+			if (all)
+				protobuf_c_message_free_unpacked(all, NULL);
+			return rc;
+		}
+		ProtobufCMessage *page = kind->member(resp);
+		response_detach(resp);
+		list_parts p = kind->parts(page);
+		more = p.next_after && p.next_after[0];
+		if (more)
+			snprintf(after, sizeof(after), "%s", p.next_after);
+		if (!all) {
+			all = page;
+			continue;
+		}
+		list_parts a = kind->parts(all);
+		rc = entries_take(a.entries, a.count, *p.entries, p.count);
+		protobuf_c_message_free_unpacked(page, NULL);
+		if (rc) {
+			protobuf_c_message_free_unpacked(all, NULL);
+			return rc;
+		}
+	}
+	list_parts a = kind->parts(all);
+	if (a.next_after[0])
+		a.next_after[0] = 0; /* the first page's, malloc-ed: one list now */
+	*out = all;
+	return 0;
+}
+
 int tally_client_list_tenants(tally_client *c, Tally__V1__TenantList **out)
 {
-	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	Tally__V1__ListTenants body = TALLY__V1__LIST_TENANTS__INIT;
-	req.body_case = TALLY__V1__REQUEST__BODY_LIST_TENANTS;
-	req.list_tenants = &body;
-	int rc;
-	CALL_TAKE(rc, c, &req, TALLY__V1__RESPONSE__BODY_TENANTS, tenants, out);
-	return rc;
+	return list_all(c, &TENANT_PAGES, NULL, (ProtobufCMessage **)out);
 }
 
 int tally_client_set_tenant_state(tally_client *c, const char *name, bool suspended,
@@ -729,14 +855,7 @@ int tally_client_issue_key(tally_client *c, const char *tenant, Tally__V1__KeyIs
 
 int tally_client_list_keys(tally_client *c, const char *tenant, Tally__V1__KeyList **out)
 {
-	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	Tally__V1__ListKeys body = TALLY__V1__LIST_KEYS__INIT;
-	body.tenant = (char *)(tenant ? tenant : "");
-	req.body_case = TALLY__V1__REQUEST__BODY_LIST_KEYS;
-	req.list_keys = &body;
-	int rc;
-	CALL_TAKE(rc, c, &req, TALLY__V1__RESPONSE__BODY_KEYS, keys, out);
-	return rc;
+	return list_all(c, &KEY_PAGES, tenant, (ProtobufCMessage **)out);
 }
 
 int tally_client_revoke_key(tally_client *c, const char *key_id, Tally__V1__KeyRevoked **out)

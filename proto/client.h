@@ -68,6 +68,7 @@ typedef struct tally_client tally_client;
 #define TALLY_CLIENT_PORT_SIZE 16
 #define TALLY_CLIENT_TENANT_SIZE 65   /* 64 bytes and the NUL */
 #define TALLY_CLIENT_VERSION_SIZE 64
+#define TALLY_CLIENT_LIST_PAGE 1000   /* tenants or keys per ListTenants / ListKeys page */
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -272,7 +273,8 @@ int tally_client_list_events(tally_client *c, const Tally__V1__ListEvents *reque
 /* Admin: a tenant and its first key (shown once: (*out)->api_key). */
 int tally_client_create_tenant(tally_client *c, const char *name, Tally__V1__TenantCreated **out);
 
-/* Admin: every tenant. */
+/* Admin: every tenant, in creation order, asked for TALLY_CLIENT_LIST_PAGE
+ * at a time (ListTenants.after) and handed back as one list. */
 int tally_client_list_tenants(tally_client *c, Tally__V1__TenantList **out);
 
 /* Admin: suspend (suspended true) or resume a tenant; out may be NULL. */
@@ -282,7 +284,8 @@ int tally_client_set_tenant_state(tally_client *c, const char *name, bool suspen
 /* Admin: a new key for tenant (NULL or "": a new admin key). */
 int tally_client_issue_key(tally_client *c, const char *tenant, Tally__V1__KeyIssued **out);
 
-/* Admin: the keys of tenant (NULL or "": every key). */
+/* Admin: the keys of tenant (NULL or "": every key), in issue order,
+ * asked for TALLY_CLIENT_LIST_PAGE at a time and handed back as one list. */
 int tally_client_list_keys(tally_client *c, const char *tenant, Tally__V1__KeyList **out);
 
 /* Admin: revokes a key by id; out may be NULL. */

@@ -920,33 +920,62 @@ static void on_create_tenant(server *s, conn *c, Tally__V1__Request *req, uint64
 	OPENSSL_cleanse(key, sizeof(key));
 }
 
+/* Checks a ListTenants or ListKeys page's limit; answers BAD_REQUEST if it
+ * is over LIST_ENTRIES_PAGE_MAX. */
+static bool list_limit_valid(server *s, conn *c, uint64_t request_id, uint64_t fb, uint32_t limit)
+{
+	if (limit <= LIST_ENTRIES_PAGE_MAX)
+		return true;
+	conn_respond_error(s, c, request_id, fb, ERR_BAD_REQUEST, 0,
+			   "limit must be 1 to %u entries, or 0 for all of them", LIST_ENTRIES_PAGE_MAX);
+	return false;
+}
+
 static void on_list_tenants(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 {
+	const Tally__V1__ListTenants *m = req->list_tenants;
+	const char *after = m->after ? m->after : "";
+	if (!list_limit_valid(s, c, req->request_id, fb, m->limit))
+		return;
 	size_t n, nkeys;
 	const tenant_entry *list = tenants_list(s->tenants, &n);
 	const key_entry *keys = keys_list(s->keys, &nkeys);
-	Tally__V1__TenantInfo *infos = calloc(n ? n : 1, sizeof(*infos));
-	Tally__V1__TenantInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	/* The page: entries [first, end) in creation order. */
+	size_t first = 0;
+	if (after[0]) {
+		const tenant_entry *a = tenants_find(s->tenants, after);
+		if (!a) {
+			conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
+					   "no tenant '%.80s' to list after", after);
+			return;
+		}
+		first = (size_t)(a - list) + 1;
+	}
+	size_t end = m->limit && n - first > m->limit ? first + m->limit : n;
+	size_t count = end - first;
+	Tally__V1__TenantInfo *infos = calloc(count ? count : 1, sizeof(*infos));
+	Tally__V1__TenantInfo **ptrs = calloc(count ? count : 1, sizeof(*ptrs));
 	if (!infos || !ptrs) {
 		free(infos);
 		free(ptrs);
 		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < count; i++) {
 		tally__v1__tenant_info__init(&infos[i]);
-		infos[i].name = (char *)list[i].name;
-		infos[i].suspended = list[i].suspended;
+		infos[i].name = (char *)list[first + i].name;
+		infos[i].suspended = list[first + i].suspended;
 		ptrs[i] = &infos[i];
 	}
 	for (size_t k = 0; k < nkeys; k++) {
 		const tenant_entry *t = keys[k].tenant[0] && !keys[k].revoked ? tenants_find(s->tenants, keys[k].tenant) : NULL;
-		if (t)
-			infos[t - list].active_keys++;
+		if (t && (size_t)(t - list) >= first && (size_t)(t - list) < end)
+			infos[t - list - first].active_keys++;
 	}
 	Tally__V1__TenantList tl = TALLY__V1__TENANT_LIST__INIT;
-	tl.n_tenants = n;
+	tl.n_tenants = count;
 	tl.tenants = ptrs;
+	tl.next_after = end < n ? (char *)list[end - 1].name : "";
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	resp.body_case = TALLY__V1__RESPONSE__BODY_TENANTS;
 	resp.tenants = &tl;
@@ -1020,32 +1049,56 @@ static void on_issue_key(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 
 static void on_list_keys(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 {
-	const char *tenant = req->list_keys->tenant ? req->list_keys->tenant : "";
+	const Tally__V1__ListKeys *m = req->list_keys;
+	const char *tenant = m->tenant ? m->tenant : "";
+	const char *after = m->after ? m->after : "";
+	if (!list_limit_valid(s, c, req->request_id, fb, m->limit))
+		return;
 	size_t n;
 	const key_entry *keys = keys_list(s->keys, &n);
-	Tally__V1__KeyInfo *infos = calloc(n ? n : 1, sizeof(*infos));
-	Tally__V1__KeyInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	/* The page: the listed keys (not ephemeral, of tenant if named) after
+	 * the key `after`, in issue order, at most limit of them. */
+	size_t i = 0;
+	if (after[0]) {
+		while (i < n && strcmp(keys[i].id, after) != 0)
+			i++;
+		if (i == n || keys[i].ephemeral) {
+			conn_respond_error(s, c, req->request_id, fb, ERR_BAD_REQUEST, 0,
+					   "no key %.40s to list after", after);
+			return;
+		}
+		i++;
+	}
+	size_t room = m->limit ? m->limit : n;
+	Tally__V1__KeyInfo *infos = calloc(room < n ? room : n ? n : 1, sizeof(*infos));
+	Tally__V1__KeyInfo **ptrs = calloc(room < n ? room : n ? n : 1, sizeof(*ptrs));
 	if (!infos || !ptrs) {
 		free(infos);
 		free(ptrs);
 		conn_respond_error(s, c, req->request_id, fb, ERR_UNAVAILABLE, RETRY_AFTER_MS, "out of memory");
 		return;
 	}
-	size_t m = 0;
-	for (size_t i = 0; i < n; i++) {
+	size_t count = 0;
+	bool more = false;
+	for (; i < n && !more; i++) {
 		if (keys[i].ephemeral || (tenant[0] && strcmp(keys[i].tenant, tenant) != 0))
 			continue;
-		tally__v1__key_info__init(&infos[m]);
-		infos[m].key_id = (char *)keys[i].id;
-		infos[m].tenant = (char *)keys[i].tenant;
-		infos[m].created_us = keys[i].created_us;
-		infos[m].revoked = keys[i].revoked;
-		ptrs[m] = &infos[m];
-		m++;
+		if (count == room) {
+			more = true;
+			break;
+		}
+		tally__v1__key_info__init(&infos[count]);
+		infos[count].key_id = (char *)keys[i].id;
+		infos[count].tenant = (char *)keys[i].tenant;
+		infos[count].created_us = keys[i].created_us;
+		infos[count].revoked = keys[i].revoked;
+		ptrs[count] = &infos[count];
+		count++;
 	}
 	Tally__V1__KeyList kl = TALLY__V1__KEY_LIST__INIT;
-	kl.n_keys = m;
+	kl.n_keys = count;
 	kl.keys = ptrs;
+	kl.next_after = more ? infos[count - 1].key_id : "";
 	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
 	resp.body_case = TALLY__V1__RESPONSE__BODY_KEYS;
 	resp.keys = &kl;

@@ -53,6 +53,9 @@
  * while one more answer of the largest size fits (server.c, "Bounded work
  * and memory"). */
 #define CONN_OUT_BYTES_MAX (32u << 20)
+/* The largest page of ListTenants and ListKeys (`limit`; 0 asks for every
+ * entry in one answer, which a frame may not hold). */
+#define LIST_ENTRIES_PAGE_MAX 100000u
 /* Room for this many of the largest response frames at least, so that a
  * connection may read a request while one answer of the largest size is
  * owed or unsent. */

@@ -1865,3 +1865,159 @@ Test(server, query_bytes_max_bounds_a_query)
 	tally_client_close(c);
 	harness_finish(&h);
 }
+
+/* ---- ListTenants and ListKeys in pages ------------------------------------- */
+
+/* One ListTenants page (after, limit) through admin: its names
+ * (comma-separated) into names, its next_after into next; or the refusal's
+ * code (0 when answered). */
+static int tenants_page(tally_client *admin, const char *after, uint32_t limit, char *names,
+			size_t size, char *next, size_t next_size)
+{
+	Tally__V1__ListTenants body = TALLY__V1__LIST_TENANTS__INIT;
+	body.after = (char *)after;
+	body.limit = limit;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.body_case = TALLY__V1__REQUEST__BODY_LIST_TENANTS;
+	req.list_tenants = &body;
+	Tally__V1__Response *resp;
+	cr_assert_eq(tally_client_call(admin, &req, &resp), 0);
+	int code = 0;
+	names[0] = next[0] = '\0';
+	if (resp->body_case == TALLY__V1__RESPONSE__BODY_ERROR) {
+		code = (int)resp->error->code;
+	} else {
+		cr_assert_eq(resp->body_case, TALLY__V1__RESPONSE__BODY_TENANTS);
+		size_t used = 0;
+		for (size_t i = 0; i < resp->tenants->n_tenants; i++) {
+			const Tally__V1__TenantInfo *ti = resp->tenants->tenants[i];
+			used += (size_t)snprintf(names + used, size - used, "%s%s:%u", i ? "," : "",
+						 ti->name, ti->active_keys);
+			cr_assert_lt(used, size);
+		}
+		snprintf(next, next_size, "%s", resp->tenants->next_after);
+	}
+	tally__v1__response__free_unpacked(resp, NULL);
+	return code;
+}
+
+/* Description: ListTenants in pages. Tenants t0..t6 (t2 with a second
+ * key): pages of 3 after "" / "t2" / "t5" hold t0-t2 (next "t2"), t3-t5
+ * (next "t5"), t6 (no next), with their keys counted on each page; limit
+ * 0 gives all seven with no next; an unknown `after` and a limit over
+ * 100,000 are BAD_REQUEST. ListKeys pages the same way, by key id, a
+ * tenant's keys alone when named. */
+Test(server, tenants_and_keys_are_listed_in_pages)
+{
+	harness h;
+	harness_init(&h, "srv-list-pages");
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	char key[80];
+	for (int i = 0; i < 7; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "t%d", i);
+		harness_create_tenant(&h, name, key);
+	}
+	Tally__V1__KeyIssued *ki;
+	cr_assert_eq(tally_client_issue_key(admin, "t2", &ki), 0);
+	char t2_second[32];
+	snprintf(t2_second, sizeof(t2_second), "%s", ki->key_id);
+	tally__v1__key_issued__free_unpacked(ki, NULL);
+
+	char names[512], next[80];
+	cr_assert_eq(tenants_page(admin, "", 3, names, sizeof(names), next, sizeof(next)), 0);
+	cr_expect_str_eq(names, "t0:1,t1:1,t2:2");
+	cr_expect_str_eq(next, "t2");
+	cr_assert_eq(tenants_page(admin, "t2", 3, names, sizeof(names), next, sizeof(next)), 0);
+	cr_expect_str_eq(names, "t3:1,t4:1,t5:1");
+	cr_expect_str_eq(next, "t5");
+	cr_assert_eq(tenants_page(admin, "t5", 3, names, sizeof(names), next, sizeof(next)), 0);
+	cr_expect_str_eq(names, "t6:1");
+	cr_expect_str_eq(next, "", "the last page");
+	cr_assert_eq(tenants_page(admin, "", 0, names, sizeof(names), next, sizeof(next)), 0);
+	cr_expect_str_eq(names, "t0:1,t1:1,t2:2,t3:1,t4:1,t5:1,t6:1");
+	cr_expect_str_eq(next, "");
+	cr_expect_eq(tenants_page(admin, "nobody", 3, names, sizeof(names), next, sizeof(next)),
+		     TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect_eq(tenants_page(admin, "", 100001, names, sizeof(names), next, sizeof(next)),
+		     TALLY__V1__ERROR__CODE__BAD_REQUEST);
+	cr_expect_eq(tenants_page(admin, "", 100000, names, sizeof(names), next, sizeof(next)), 0);
+
+	/* Keys: the admin key and one per tenant, t2's second last. */
+	Tally__V1__ListKeys lk = TALLY__V1__LIST_KEYS__INIT;
+	lk.limit = 5;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.body_case = TALLY__V1__REQUEST__BODY_LIST_KEYS;
+	req.list_keys = &lk;
+	Tally__V1__Response *resp;
+	size_t listed = 0;
+	char after[40] = "";
+	for (int page = 0; page < 3; page++) {
+		lk.after = after;
+		cr_assert_eq(tally_client_call(admin, &req, &resp), 0);
+		cr_assert_eq(resp->body_case, TALLY__V1__RESPONSE__BODY_KEYS);
+		cr_expect_eq(resp->keys->n_keys, page < 1 ? 5u : 4u, "page %d", page);
+		listed += resp->keys->n_keys;
+		snprintf(after, sizeof(after), "%s", resp->keys->next_after);
+		if (page == 1)
+			cr_expect_str_eq(resp->keys->keys[resp->keys->n_keys - 1]->key_id, t2_second);
+		tally__v1__response__free_unpacked(resp, NULL);
+		if (!after[0])
+			break;
+	}
+	cr_expect_eq(listed, 9, "the admin key, seven tenant keys and t2's second");
+	cr_expect_str_eq(after, "");
+	lk.tenant = "t2";
+	lk.after = "";
+	lk.limit = 1;
+	cr_assert_eq(tally_client_call(admin, &req, &resp), 0);
+	cr_assert_eq(resp->keys->n_keys, 1);
+	cr_expect_str_eq(resp->keys->keys[0]->tenant, "t2");
+	snprintf(after, sizeof(after), "%s", resp->keys->next_after);
+	tally__v1__response__free_unpacked(resp, NULL);
+	lk.after = after;
+	cr_assert_eq(tally_client_call(admin, &req, &resp), 0);
+	cr_assert_eq(resp->keys->n_keys, 1);
+	cr_expect_str_eq(resp->keys->keys[0]->key_id, t2_second);
+	cr_expect_str_eq(resp->keys->next_after, "");
+	tally__v1__response__free_unpacked(resp, NULL);
+	lk.after = "0000000000000000";
+	cr_assert_eq(tally_client_call(admin, &req, &resp), 0);
+	cr_expect_eq(resp->body_case, TALLY__V1__RESPONSE__BODY_ERROR, "an unknown key id");
+	tally__v1__response__free_unpacked(resp, NULL);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
+/* Description: the client's tally_client_list_tenants asks for
+ * TALLY_CLIENT_LIST_PAGE tenants at a time and hands back one list: with
+ * 1,001 tenants (two pages) it has every one, once, in creation order,
+ * and no next_after. */
+Test(server, the_client_lists_every_tenant_over_pages)
+{
+	harness h;
+	harness_init(&h, "srv-list-client");
+	harness_start(&h);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	enum { TENANTS = TALLY_CLIENT_LIST_PAGE + 1 };
+	int64_t base = base_time();
+	for (int i = 0; i < TENANTS; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "p%04d", i);
+		tenant_ingested(admin, name, 1, base);
+	}
+	Tally__V1__TenantList *tl;
+	cr_assert_eq(tally_client_list_tenants(admin, &tl), 0, "%s",
+		     tally_client_last_error(admin)->message);
+	cr_assert_eq(tl->n_tenants, TENANTS);
+	for (int i = 0; i < TENANTS; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "p%04d", i);
+		cr_assert_str_eq(tl->tenants[i]->name, name, "tenant %d", i);
+	}
+	cr_expect_str_eq(tl->next_after, "");
+	tally__v1__tenant_list__free_unpacked(tl, NULL);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
