@@ -801,6 +801,13 @@ static int list_all(tally_client *c, const list_kind *kind, const char *tenant,
 		response_detach(resp);
 		list_parts p = kind->parts(page);
 		more = p.next_after && p.next_after[0];
+		if (more && (!*p.count || strlen(p.next_after) >= sizeof(after))) {
+			/* An empty page that says more follow would be asked again forever. */
+			protobuf_c_message_free_unpacked(page, NULL);
+			if (all)
+				protobuf_c_message_free_unpacked(all, NULL);
+			return c->failed = -EPROTO;
+		}
 		if (more)
 			snprintf(after, sizeof(after), "%s", p.next_after);
 		if (!all) {

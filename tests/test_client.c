@@ -736,6 +736,67 @@ Test(client, wrong_kind_of_answer_is_protocol_error)
 	script_free(&s);
 }
 
+/* Index 0 Hello (an admin's); then pages of tenants: "a" (more follow
+ * after "a"), then "b" and "c" (the last); or, for index 3 on, a page with
+ * no tenants that says more follow. */
+static void respond_tenant_pages(script *s, int index)
+{
+	if (index == 0) {
+		send_hello_ok(s, s->got[0]->request_id);
+		return;
+	}
+	const Tally__V1__ListTenants *lt = s->got[index]->list_tenants;
+	cr_assert_not_null(lt);
+	cr_expect_eq(lt->limit, TALLY_CLIENT_LIST_PAGE);
+	cr_expect_str_eq(lt->after, index == 1 ? "" : index == 2 ? "a" : "");
+	Tally__V1__TenantInfo a = TALLY__V1__TENANT_INFO__INIT, b = a, c = a;
+	a.name = "a";
+	b.name = "b";
+	c.name = "c";
+	Tally__V1__TenantInfo *first[] = {&a}, *second[] = {&b, &c};
+	Tally__V1__TenantList tl = TALLY__V1__TENANT_LIST__INIT;
+	if (index == 1) {
+		tl.n_tenants = 1;
+		tl.tenants = first;
+		tl.next_after = "a";
+	} else if (index == 2) {
+		tl.n_tenants = 2;
+		tl.tenants = second;
+	} else {
+		tl.next_after = "z";
+	}
+	Tally__V1__Response resp = TALLY__V1__RESPONSE__INIT;
+	resp.request_id = s->got[index]->request_id;
+	resp.body_case = TALLY__V1__RESPONSE__BODY_TENANTS;
+	resp.tenants = &tl;
+	peer_send(s->fd, &resp);
+}
+
+/* Description: tally_client_list_tenants asks for pages (after "", then
+ * after the first page's next_after) and hands back one list: a, b, c, no
+ * next_after. A page with no tenants that says more follow is -EPROTO
+ * (the client would ask for it again forever), and final. */
+Test(client, tenant_pages_come_back_as_one_list)
+{
+	script s = {.requests = 4, .respond = respond_tenant_pages};
+	pthread_t th;
+	tally_client *c;
+	script_open(&s, &th, &c);
+	Tally__V1__TenantList *tl;
+	cr_assert_eq(tally_client_list_tenants(c, &tl), 0);
+	cr_assert_eq(tl->n_tenants, 3);
+	cr_expect_str_eq(tl->tenants[0]->name, "a");
+	cr_expect_str_eq(tl->tenants[1]->name, "b");
+	cr_expect_str_eq(tl->tenants[2]->name, "c");
+	cr_expect_str_eq(tl->next_after, "");
+	tally__v1__tenant_list__free_unpacked(tl, NULL);
+	cr_expect_eq(tally_client_list_tenants(c, &tl), -EPROTO);
+	cr_expect_null(tl);
+	cr_expect_eq(tally_client_ping(c, "a", 1), -EPROTO, "final");
+	script_finish(&s, th, c);
+	script_free(&s);
+}
+
 /* Index 0 Hello; then an ack with one result for any batch. */
 static void respond_short_ack(script *s, int index)
 {
