@@ -838,6 +838,8 @@ typedef struct qstate {
 	int want_users;
 	int ungrouped;   /* no group by, no filter: total cells answer */
 	uint32_t key_dims; /* 1 << tally_dim of the dims grouped by or filtered on */
+	int key_strings;   /* key_dims has a dimension of strings (not only status): a
+			    * memtable's cells are read with its dictionary */
 	filter_set filters;
 	/* output groups */
 	out_group *groups;
@@ -1210,6 +1212,7 @@ static int64_t proj_out(qstate *st, source_groups *sg, const rollup_group *key)
 			value[d] = (tally_str){name, (uint32_t)strlen(name)};
 		} else {
 			int slot = DIM_TO_CODE[d];
+			assert(key->code[slot] < sg->dict[slot]->count); /* the copy holds it */
 			value[d] = strdict_get(sg->dict[slot], key->code[slot]);
 		}
 	}
@@ -2290,7 +2293,10 @@ static void active_read_free(active_read *ar)
  * active_begin then copies only the strings added since, and none if the
  * memtable is another by then. A copy of 10 MB of strings held the store
  * lock 2-7 ms, most of it page faults. Out of memory only stops it early:
- * active_begin makes the rest of the copy itself.
+ * active_begin makes the rest of the copy itself. Only a query that groups
+ * by or filters on a dimension of strings (key_strings) reads the cells'
+ * group strings; the others read none (users come from the rollup's user
+ * hashes), and make no copy.
  */
 static void active_copy_ahead(tally_store *s, const tenant *t, active_read *ar)
 {
@@ -2333,11 +2339,12 @@ static int active_begin(qstate *st, memtable *mt, const plan pv[PLAN_VARIANTS], 
 	ar->cells = !mt->rollup_failed;
 	st->s->active_bytes += memtable_rollup_account(mt, mt->rollup.bytes);
 	int rc = 0;
-	if (ar->cells && ar->dict_serial != mt->serial) {
+	int copy = ar->cells && st->key_strings; /* the cells' group strings are read */
+	if (copy && ar->dict_serial != mt->serial) {
 		active_read_free(ar);
 		ar->dict_serial = mt->serial;
 	}
-	if (ar->cells && ar->dict.count < mt->dict.count &&
+	if (copy && ar->dict.count < mt->dict.count &&
 	    !strdict_copy_more(&mt->dict, &ar->dict, SIZE_MAX)) {
 		/* No room: what was added since active_copy_ahead passed its
 		 * eighth to spare (or it ran out of memory). */
@@ -2458,6 +2465,7 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	st.key_dims = q->group_by;
 	for (uint32_t i = 0; i < q->filter_count; i++)
 		st.key_dims |= 1u << q->filters[i].dim;
+	st.key_strings = (st.key_dims & ~(1u << TALLY_DIM_STATUS)) != 0;
 	st.want_users = q->distinct_users ||
 			(q->order_by_agg && q->order_agg == TALLY_AGG_DISTINCT_USERS);
 	tally_result stats;
@@ -2493,7 +2501,8 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	if (t) {
 		pthread_mutex_lock(&t->query_lock);
 		store_query_catch_up(s, t);
-		active_copy_ahead(s, t, &active);
+		if (st.key_strings)
+			active_copy_ahead(s, t, &active);
 		if (s->query_ahead_test_hook)
 			s->query_ahead_test_hook(s, s->query_ahead_test_ctx);
 	}
