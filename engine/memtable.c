@@ -318,14 +318,8 @@ void memtable_block_note(memtable *m, uint32_t b, time_range range)
 	assert(!m->frozen && (uint64_t)(b + 1) * MEMTABLE_TIME_BLOCK_ROWS <= m->rows.count);
 	if (b != m->blocks_known)
 		return;
-	if (b == m->blocks_capacity) {
-		uint32_t capacity = m->blocks_capacity ? m->blocks_capacity * 2 : 16;
-		time_range *blocks = realloc(m->blocks, sizeof(*blocks) * capacity);
-		if (!blocks)
-			return;
-		m->blocks = blocks;
-		m->blocks_capacity = capacity;
-	}
+	if (grow_for_one((void **)&m->blocks, &m->blocks_capacity, b, 16, sizeof(*m->blocks)))
+		return;
 	m->blocks[b] = range;
 	m->blocks_known = b + 1;
 }

@@ -4099,7 +4099,8 @@ int store_scan_pinned_rows(tally_store *s, memtable *mt, uint32_t row_from, uint
 		pthread_mutex_lock(&s->lock);
 		rc = store_scan_memtable_range(mt, row, end, from_us, to_us, bound, fn, ctx, rows_read);
 		pthread_mutex_unlock(&s->lock);
-		store_step_give_way(s);
+		if (end < row_to)
+			store_step_give_way(s);
 		if (s->step_test_hook)
 			s->step_test_hook(s, s->step_test_ctx, STORE_STEP_SCAN);
 	}

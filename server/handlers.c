@@ -1070,8 +1070,9 @@ static void on_list_keys(server *s, conn *c, Tally__V1__Request *req, uint64_t f
 		i++;
 	}
 	size_t room = m->limit ? m->limit : n;
-	Tally__V1__KeyInfo *infos = calloc(room < n ? room : n ? n : 1, sizeof(*infos));
-	Tally__V1__KeyInfo **ptrs = calloc(room < n ? room : n ? n : 1, sizeof(*ptrs));
+	size_t slots = room < n ? room : n;
+	Tally__V1__KeyInfo *infos = calloc(slots ? slots : 1, sizeof(*infos));
+	Tally__V1__KeyInfo **ptrs = calloc(slots ? slots : 1, sizeof(*ptrs));
 	if (!infos || !ptrs) {
 		free(infos);
 		free(ptrs);
