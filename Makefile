@@ -200,7 +200,8 @@ $(BUILD)/tests/tsan/server_stress.o: $(BUILD)/proto/tally.pb-c.h
 # ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
 # make fuzz runs each target for FUZZ_SECONDS (default 600); make check runs
 # each for FUZZ_CHECK_SECONDS (default 20) on its seed corpus. Findings go to
-# build-fuzz/ (crash-*, leak-*), and the run fails.
+# build-fuzz/ (TARGET-crash-*, TARGET-leak-*), and the run fails, its output
+# ending with the finding's cause and the input in base64 (fuzz/run-target).
 FUZZ_SECONDS ?= 600
 FUZZ_CHECK_SECONDS ?= 20
 FUZZ_CC     := clang
@@ -234,14 +235,12 @@ $(FUZZ_TARGETS): build-fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 define run_fuzz
 	@mkdir -p build-fuzz/corpus build-fuzz/corpus-segment build-fuzz/corpus-wal build-fuzz/corpus-manifest \
 	  build-fuzz/corpus-rows build-fuzz/corpus-ops
-	cd build-fuzz && ./fuzz_request -max_total_time=$(1) -print_final_stats=1 corpus ../fuzz/corpus
-	cd build-fuzz && ./fuzz_segment -max_total_time=$(1) -print_final_stats=1 corpus-segment \
-	  ../fuzz/corpus-segment
-	cd build-fuzz && ./fuzz_wal -max_total_time=$(1) -print_final_stats=1 corpus-wal ../fuzz/corpus-wal
-	cd build-fuzz && ./fuzz_manifest -max_total_time=$(1) -print_final_stats=1 corpus-manifest \
-	  ../fuzz/corpus-manifest
-	cd build-fuzz && ./fuzz_rows -max_total_time=$(1) -print_final_stats=1 corpus-rows ../fuzz/corpus-rows
-	cd build-fuzz && ./fuzz_ops -max_total_time=$(1) -print_final_stats=1 corpus-ops ../fuzz/corpus-ops
+	cd build-fuzz && ../fuzz/run-target fuzz_request $(1) corpus ../fuzz/corpus
+	cd build-fuzz && ../fuzz/run-target fuzz_segment $(1) corpus-segment ../fuzz/corpus-segment
+	cd build-fuzz && ../fuzz/run-target fuzz_wal $(1) corpus-wal ../fuzz/corpus-wal
+	cd build-fuzz && ../fuzz/run-target fuzz_manifest $(1) corpus-manifest ../fuzz/corpus-manifest
+	cd build-fuzz && ../fuzz/run-target fuzz_rows $(1) corpus-rows ../fuzz/corpus-rows
+	cd build-fuzz && ../fuzz/run-target fuzz_ops $(1) corpus-ops ../fuzz/corpus-ops
 endef
 
 fuzz: $(FUZZ_TARGETS)
