@@ -185,6 +185,7 @@ tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" \
 	  LDFLAGS="-fsanitize=thread" build-tsan/tests/tsan/stress build-tsan/tests/tsan/server_stress
 	$(TSAN_RUN) build-tsan/tests/tsan/stress
+	STRESS_BATCHES=1200 STRESS_FLUSH_ROWS=24000 $(TSAN_RUN) build-tsan/tests/tsan/stress
 	$(TSAN_RUN) build-tsan/tests/tsan/server_stress
 
 $(BUILD)/tests/tsan/stress: $(BUILD)/tests/tsan/stress.o $(BUILD)/tests/support/events.o \

@@ -37,6 +37,15 @@
  * sets 66 and halt_on_error).
  *
  * STRESS_BATCHES (environment) sets the batches per writer (default 400).
+ * STRESS_FLUSH_ROWS (environment), when set, runs the same threads over
+ * large memtables: the memtable limit is LARGE_MEMTABLE_BYTES_MAX, so
+ * the background worker does not flush, and the maintenance thread
+ * flushes only once the memtables hold that many rows (compacting after
+ * every third flush). Each tenant's memtable then passes several blocks
+ * of MEMTABLE_TIME_BLOCK_ROWS (4,096) rows before it is frozen: their
+ * time ranges are noted by reads under the store lock while the memtable
+ * is active and read without it once it is frozen (`make tsan` runs
+ * both modes).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -60,6 +69,7 @@
 #define RESEND_EVERY 5             /* every 5th batch of a writer re-sends an earlier one */
 #define BATCHES_DEFAULT 400
 #define MEMTABLE_BYTES_MAX (64u << 10) /* a flush every few hundred events */
+#define LARGE_MEMTABLE_BYTES_MAX (256u << 20) /* STRESS_FLUSH_ROWS: flushes are the maintenance thread's */
 #define SEED UINT64_C(0x7a5a11)
 #define HISTORY_TENANTS 4
 #define HISTORY_EVENTS 256         /* per history tenant */
@@ -86,6 +96,7 @@ typedef struct stress {
 	ev_ledger ledger; /* filled after the writers are done */
 	int64_t base_us;
 	uint32_t batches_per_writer;
+	uint64_t flush_rows; /* STRESS_FLUSH_ROWS, or 0 */
 	atomic_uint_fast64_t submitted[TENANTS]; /* unique events handed to tally_ingest */
 	atomic_uint_fast64_t acked[TENANTS];     /* unique events acknowledged */
 	atomic_bool writers_done;
@@ -258,25 +269,36 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
+/* Flushes and compacts: every round, or (flush_rows) once the memtables
+ * hold flush_rows rows, with a compaction after every third flush. */
 static void *maintenance_main(void *arg)
 {
 	stress *s = arg;
-	for (uint32_t round = 0; !atomic_load(&s->writers_done); round++) {
-		int rc = round % 3 == 2 ? tally_compact(s->store) : tally_flush(s->store);
+	for (uint32_t round = 0; !atomic_load(&s->writers_done);) {
+		tally_stats stats;
+		if (s->flush_rows && (tally_store_stats(s->store, &stats) ||
+				      stats.events_memtable < s->flush_rows)) {
+			usleep(2000);
+			continue;
+		}
+		int compact = s->flush_rows ? 0 : round % 3 == 2;
+		int rc = compact ? tally_compact(s->store) : tally_flush(s->store);
 		if (rc)
-			fail(s, "%s: %s", round % 3 == 2 ? "tally_compact" : "tally_flush",
-			     tally_strerror(rc));
+			fail(s, "%s: %s", compact ? "tally_compact" : "tally_flush", tally_strerror(rc));
+		if (s->flush_rows && !rc && round % 3 == 2 && (rc = tally_compact(s->store)))
+			fail(s, "tally_compact: %s", tally_strerror(rc));
+		round++;
 		usleep(2000);
 	}
 	return NULL;
 }
 
-static tally_store *open_store(const char *dir)
+static tally_store *open_store(const stress *s, const char *dir)
 {
 	tally_options options;
 	tally_options_default(&options);
 	options.io = &clock_io.io;
-	options.memtable_bytes_max = MEMTABLE_BYTES_MAX;
+	options.memtable_bytes_max = s->flush_rows ? LARGE_MEMTABLE_BYTES_MAX : MEMTABLE_BYTES_MAX;
 	options.compact_files_min = 3;
 	options.flush_threads = 3;
 	options.flush_parallel_rows_min = 1;
@@ -412,6 +434,8 @@ int main(void)
 		fprintf(stderr, "tsan stress: STRESS_BATCHES must be at least %d\n", RESEND_EVERY);
 		return 2;
 	}
+	const char *flush_rows = getenv("STRESS_FLUSH_ROWS");
+	s.flush_rows = flush_rows ? strtoull(flush_rows, NULL, 10) : 0;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	s.base_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
@@ -425,7 +449,7 @@ int main(void)
 	}
 	clock_io.io = *tally_io_default();
 	clock_io.io.now_us = shifted_now_us;
-	s.store = open_store(dir);
+	s.store = open_store(&s, dir);
 	history_ingest(&s, TALLY_ACCEPTED);
 
 	writer writers[WRITERS];
@@ -461,7 +485,7 @@ int main(void)
 		fprintf(stderr, "tsan stress: close: %s\n", tally_strerror(rc));
 		problems++;
 	}
-	s.store = open_store(dir);
+	s.store = open_store(&s, dir);
 	problems += verify(&s, "after reopen");
 	tally_store_close(s.store);
 	ev_ledger_free(&s.ledger);
