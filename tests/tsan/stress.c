@@ -40,9 +40,9 @@
  * STRESS_FLUSH_ROWS (environment), when set, runs the same threads over
  * large memtables: the memtable limit is LARGE_MEMTABLE_BYTES_MAX, so
  * the background worker does not flush, and the maintenance thread
- * flushes only once the memtables hold that many rows (compacting after
- * every third flush). Each tenant's memtable then passes several blocks
- * of MEMTABLE_TIME_BLOCK_ROWS (4,096) rows before it is frozen: their
+ * flushes only once the memtables hold that many rows, and compacts
+ * after each flush. Each tenant's memtable then passes whole blocks of
+ * MEMTABLE_TIME_BLOCK_ROWS (4,096) rows before it is frozen: their
  * time ranges are noted by reads under the store lock while the memtable
  * is active and read without it once it is frozen (`make tsan` runs
  * both modes).
@@ -269,8 +269,9 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-/* Flushes and compacts: every round, or (flush_rows) once the memtables
- * hold flush_rows rows, with a compaction after every third flush. */
+/* Flushes and compacts: a flush or (every third round) a compaction each
+ * round, or (flush_rows) a flush and a compaction once the memtables hold
+ * flush_rows rows. */
 static void *maintenance_main(void *arg)
 {
 	stress *s = arg;
@@ -285,7 +286,7 @@ static void *maintenance_main(void *arg)
 		int rc = compact ? tally_compact(s->store) : tally_flush(s->store);
 		if (rc)
 			fail(s, "%s: %s", compact ? "tally_compact" : "tally_flush", tally_strerror(rc));
-		if (s->flush_rows && !rc && round % 3 == 2 && (rc = tally_compact(s->store)))
+		if (s->flush_rows && !rc && (rc = tally_compact(s->store)))
 			fail(s, "tally_compact: %s", tally_strerror(rc));
 		round++;
 		usleep(2000);
