@@ -26,7 +26,8 @@
  *     brute-force aggregation of the stored events, bucketed by the
  *     oracle of zone_model.h: the rows in the answer's order, the first
  *     `limit` of them, each with its bucket's bounds, count, every sum
- *     (wrapping modulo 2^64), duration min and max, count by status,
+ *     (its field modulo 2^64, and exact with its wraps: the order is by
+ *     exact sums), duration min and max, count by status,
  *     distinct users (exact at these sizes) and four quantiles of
  *     duration within the sketch's 1%;
  *   - the next page of a raw event listing with the query's range and
@@ -558,7 +559,8 @@ static void check_scan(tally_store *s, const model *m)
 typedef struct agg_row {
 	int64_t bucket_start, bucket_end;
 	const fevent *key; /* an event of the group: its grouped dimensions */
-	uint64_t count, tokens_in, tokens_out, cost, duration_sum;
+	uint64_t count, tokens_in, tokens_out, cost, duration_sum; /* modulo 2^64 */
+	__int128 exact_tokens_in, exact_tokens_out, exact_cost, exact_duration_sum; /* not */
 	uint32_t duration_min, duration_max;
 	uint64_t status_count[TALLY_STATUS_COUNT];
 	uint32_t *durations; /* count of them, for the median */
@@ -615,6 +617,10 @@ static void agg_add(agg_row *w, const fevent *f)
 	w->tokens_out += f->tokens_out;
 	w->cost += (uint64_t)f->cost_micros;
 	w->duration_sum += f->duration_ms;
+	w->exact_tokens_in += f->tokens_in;
+	w->exact_tokens_out += f->tokens_out;
+	w->exact_cost += f->cost_micros;
+	w->exact_duration_sum += f->duration_ms;
 	w->status_count[f->status]++;
 	if (!f->user.len)
 		return;
@@ -683,23 +689,31 @@ static const int order_aggs[] = {TALLY_AGG_COUNT,        TALLY_AGG_TOKENS_IN,   
 				 TALLY_AGG_TOKENS_OUT,   TALLY_AGG_TOKENS,       TALLY_AGG_DURATION_SUM,
 				 TALLY_AGG_DURATION_MIN};
 
-/* A row's value of aggregate agg, as the engine compares it: cost signed
- * (an int64 sum that wraps), tokens in + out without overflow. */
+/* A sum's exact value from an answer (tally.h): its field, read as a
+ * uint64 (or an int64 when is_signed), plus wraps times 2^64. */
+static __int128 exact_sum(int64_t field, int is_signed, int64_t wraps)
+{
+	__int128 v = is_signed ? (__int128)field : (__int128)(uint64_t)field;
+	return v + (__int128)wraps * ((__int128)1 << 64);
+}
+
+/* A row's value of aggregate agg, as the engine compares it: sums by their
+ * exact values, past 64 bits (tally_wraps). */
 static __int128 agg_value(const agg_row *a, int agg)
 {
 	switch (agg) {
 	case TALLY_AGG_COUNT:
 		return a->count;
 	case TALLY_AGG_TOKENS_IN:
-		return a->tokens_in;
+		return a->exact_tokens_in;
 	case TALLY_AGG_TOKENS_OUT:
-		return a->tokens_out;
+		return a->exact_tokens_out;
 	case TALLY_AGG_TOKENS:
-		return (__int128)a->tokens_in + a->tokens_out;
+		return a->exact_tokens_in + a->exact_tokens_out;
 	case TALLY_AGG_COST:
-		return (int64_t)a->cost;
+		return a->exact_cost;
 	case TALLY_AGG_DURATION_SUM:
-		return a->duration_sum;
+		return a->exact_duration_sum;
 	case TALLY_AGG_DURATION_MIN:
 		return a->duration_min;
 	case TALLY_AGG_DURATION_MAX:
@@ -1075,6 +1089,12 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 		    g->duration_ms_sum != a->duration_sum || g->duration_ms_min != a->duration_min ||
 		    g->duration_ms_max != a->duration_max || g->distinct_users != a->user_count)
 			row_mismatch(tenant_names[t], &q, g, a, "aggregates differ from the model's");
+		if (exact_sum((int64_t)g->tokens_in, 0, g->wraps.tokens_in) != a->exact_tokens_in ||
+		    exact_sum((int64_t)g->tokens_out, 0, g->wraps.tokens_out) != a->exact_tokens_out ||
+		    exact_sum(g->cost_micros, 1, g->wraps.cost_micros) != a->exact_cost ||
+		    exact_sum((int64_t)g->duration_ms_sum, 0, g->wraps.duration_ms_sum) !=
+			    a->exact_duration_sum)
+			row_mismatch(tenant_names[t], &q, g, a, "sums past 64 bits differ from the model's");
 		for (int k = 0; k < TALLY_STATUS_COUNT; k++)
 			if (g->status_count[k] != a->status_count[k])
 				row_mismatch(tenant_names[t], &q, g, a, "count by status differs");
