@@ -88,6 +88,7 @@
 
 #define QUERY_TZ_CACHE_MAX 64              /* time zones kept loaded */
 #define RAW_MERGE_GAP_US ROLLUP_HOUR_US    /* raw pieces closer than this share a scan */
+#define QUERY_ATTEMPTS_MAX 8               /* attempts of a query in a narrowing window */
 
 /* ---- names ------------------------------------------------------------------ */
 
@@ -830,10 +831,30 @@ typedef struct acc {
 	uint64_t distinct;         /* set by acc_resolve_users */
 } acc;
 
+/*
+ * The window of a query in one bucket (TALLY_BUCKET_NONE), grouped, in the
+ * default order: its page is the `limit` first groups after its cursor, so
+ * a group at or before the cursor is never built, and, once an attempt
+ * stopped at the query's cells or memory limit, neither is one past the
+ * bound that attempt found (window_narrow): the limit-th smallest group it
+ * had built. At least `limit` groups lie at or before the bound, so the
+ * page is among them; a group past it only marks the answer truncated. So
+ * a page of a tenant-day of any number of groups is answered (the
+ * billing export's DailyUsage pages, docs/queries.md "Windows").
+ */
+typedef struct query_window {
+	bool bounded;
+	tally_str bound[TALLY_DIM_COUNT]; /* the grouped dimensions': into bound_key */
+	bytebuf bound_key;                /* an out_group key */
+	bool retry;                       /* the attempt asks for another */
+} query_window;
+
 typedef struct qstate {
 	tally_store *s;
 	const tally_query *q;
 	char *errmsg;
+	query_window *window; /* NULL: not a query in one bucket, grouped, in the default order */
+	int beyond;           /* a group past window->bound was met */
 	int want_dd;
 	int want_users;
 	int ungrouped;   /* no group by, no filter: total cells answer */
@@ -882,9 +903,49 @@ static uint64_t acc_hash(const void *ctx, uint32_t i)
 	return acc_key(a->bucket, a->group);
 }
 
+static int str_compare(tally_str a, tally_str b)
+{
+	uint32_t n = a.len < b.len ? a.len : b.len;
+	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+	if (c)
+		return c;
+	return a.len < b.len ? -1 : a.len > b.len;
+}
+
+/* Group values against ref's in the default order (natural_compare's,
+ * within a bucket): the grouped dimensions only. */
+static int group_compare(const tally_query *q, const tally_str value[TALLY_DIM_COUNT],
+			 const tally_str ref[TALLY_DIM_COUNT])
+{
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		if (!(q->group_by & (1u << d)))
+			continue;
+		int c = str_compare(value[d], ref[d]);
+		if (c)
+			return c;
+	}
+	return 0;
+}
+
+/* An output group's key (per grouped dimension: u32 length, bytes) as
+ * values; the others empty. */
+static void key_values(const tally_query *q, const char *key, tally_str value[TALLY_DIM_COUNT])
+{
+	memset(value, 0, sizeof(tally_str) * TALLY_DIM_COUNT);
+	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
+		if (!(q->group_by & (1u << d)))
+			continue;
+		uint32_t len;
+		memcpy(&len, key, sizeof(len));
+		value[d] = (tally_str){key + sizeof(len), len};
+		key += sizeof(len) + len;
+	}
+}
+
 /*
  * The output group of an event or cell with these dimension values (by
- * enum tally_dim), or -1 when a filter rejects it. -ENOMEM as < -1.
+ * enum tally_dim), or -1 when a filter rejects it or it lies outside the
+ * query's window. -ENOMEM as < -1.
  */
 static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 {
@@ -892,6 +953,14 @@ static int64_t out_group_of(qstate *st, const tally_str value[TALLY_DIM_COUNT])
 	for (int d = 0; d < TALLY_DIM_COUNT; d++)
 		if (!filter_set_pass(&st->filters, d, value[d]))
 			return -1;
+	if (st->window) {
+		if (q->after && group_compare(q, value, q->after_group) <= 0)
+			return -1; /* before the page */
+		if (st->window->bounded && group_compare(q, value, st->window->bound) > 0) {
+			st->beyond = 1; /* after it */
+			return -1;
+		}
+	}
 	bytebuf_reset(&st->key);
 	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
 		if (!(q->group_by & (1u << d)))
@@ -984,12 +1053,12 @@ static int acc_get(qstate *st, uint32_t bucket, uint32_t group, acc **out)
 		}
 		k = (k + 1) & st->acc_mask;
 	}
-	if (st->acc_count == TALLY_QUERY_CELLS_MAX) {
+	if (st->acc_count == st->s->query_cells_max) {
 		if (st->errmsg)
 			snprintf(st->errmsg, TALLY_ERRMSG_SIZE,
 				 "the answer holds more than %u (bucket, group) rows before its limit: "
 				 "use coarser buckets, fewer group-by dimensions or filters",
-				 (unsigned)TALLY_QUERY_CELLS_MAX);
+				 (unsigned)st->s->query_cells_max);
 		return TALLY_E_LIMIT;
 	}
 	int rc = query_bytes_check(st);
@@ -1892,15 +1961,6 @@ void tally_result_free(tally_result *r)
 }
 
 
-static int str_compare(tally_str a, tally_str b)
-{
-	uint32_t n = a.len < b.len ? a.len : b.len;
-	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
-	if (c)
-		return c;
-	return a.len < b.len ? -1 : a.len > b.len;
-}
-
 static int natural_compare(const tally_row *x, const tally_row *y)
 {
 	if (x->bucket_start_us != y->bucket_start_us)
@@ -1985,17 +2045,9 @@ static void acc_row(const qstate *st, const bucket_span *spans, uint32_t i, tall
 		row->bucket_start_us = spans[a->bucket].start;
 		row->bucket_end_us = spans[a->bucket].end;
 	}
-	const out_group *g = &st->groups[a->group];
 	/* No key arena at all when nothing is grouped by. */
-	const char *p = st->keys.data ? (const char *)st->keys.data + g->key_offset : NULL;
-	for (int d = 0; d < TALLY_DIM_COUNT; d++) {
-		if (!(q->group_by & (1u << d)))
-			continue;
-		uint32_t len;
-		memcpy(&len, p, sizeof(len));
-		row->group[d] = (tally_str){p + sizeof(len), len};
-		p += sizeof(len) + len;
-	}
+	if (st->keys.data)
+		key_values(q, (const char *)st->keys.data + st->groups[a->group].key_offset, row->group);
 	row->count = a->count;
 	row->tokens_in = a->tokens_in;
 	row->tokens_out = a->tokens_out;
@@ -2108,7 +2160,7 @@ static int build_result(qstate *st, const bucket_span *spans, tally_result **out
 	res->cells_minute = st->result->cells_minute;
 	res->raw_rows = st->result->raw_rows;
 	res->row_count = h.count;
-	res->truncated = after > limit;
+	res->truncated = after > limit || st->beyond;
 	char *arena = impl->arena;
 	for (size_t i = 0; i < h.count; i++) {
 		tally_row *row = &res->rows[i];
@@ -2142,6 +2194,67 @@ static void qstate_free(qstate *st)
 	bytebuf_free(&st->key);
 	filter_set_free(&st->filters);
 	free(st->pinned);
+}
+
+/* ---- the window ---------------------------------------------------------------------- */
+
+static int group_key_compare(const qstate *st, uint32_t a, uint32_t b)
+{
+	tally_str x[TALLY_DIM_COUNT], y[TALLY_DIM_COUNT];
+	key_values(st->q, (const char *)st->keys.data + st->groups[a].key_offset, x);
+	key_values(st->q, (const char *)st->keys.data + st->groups[b].key_offset, y);
+	return group_compare(st->q, x, y);
+}
+
+/*
+ * After an attempt in window w stopped at a limit with more than `limit`
+ * accumulators (one per group: the window has one bucket): w's bound
+ * becomes the limit-th smallest of their groups, found with a max-heap of
+ * the `limit` smallest. It is below the last bound, which the attempt's
+ * groups all lie at or before, so each attempt narrows the window.
+ */
+static int window_narrow(const qstate *st, query_window *w, uint32_t limit)
+{
+	assert(limit > 0 && st->acc_count > limit && st->keys.data);
+	uint32_t *heap = malloc(sizeof(*heap) * limit), n = 0;
+	if (!heap)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < st->acc_count; i++) {
+		uint32_t g = st->accs[i].group;
+		size_t k;
+		if (n < limit) { /* sift up */
+			k = n++;
+			while (k && group_key_compare(st, heap[(k - 1) / 2], g) < 0) {
+				heap[k] = heap[(k - 1) / 2];
+				k = (k - 1) / 2;
+			}
+			heap[k] = g;
+			continue;
+		}
+		if (group_key_compare(st, g, heap[0]) >= 0)
+			continue;
+		for (k = 0;;) { /* g replaces the largest: sift down */
+			size_t l = 2 * k + 1, m = l;
+			if (l >= n)
+				break;
+			if (l + 1 < n && group_key_compare(st, heap[l + 1], heap[l]) > 0)
+				m = l + 1;
+			if (group_key_compare(st, heap[m], g) <= 0)
+				break;
+			heap[k] = heap[m];
+			k = m;
+		}
+		heap[k] = g;
+	}
+	const out_group *g = &st->groups[heap[0]];
+	free(heap);
+	bytebuf_reset(&w->bound_key);
+	if (bytebuf_append(&w->bound_key, st->keys.data + g->key_offset, g->key_size))
+		return -ENOMEM;
+	key_values(st->q, (const char *)w->bound_key.data, w->bound);
+	w->bounded = true;
+	w->retry = true;
+	return 0;
 }
 
 /* ---- the query ------------------------------------------------------------------------ */
@@ -2437,29 +2550,17 @@ static int merge_files(qstate *st, const plan pv[PLAN_VARIANTS], segment_file *c
 	return rc;
 }
 
-int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *q,
-		    tally_result **out, char *errmsg)
+/* One attempt of a checked query, in window w (NULL: none). */
+static int query_attempt(tally_store *s, const char *tenant_name, const tally_query *q,
+			 query_window *w, tally_result **out, char *errmsg)
 {
-	if (out)
-		*out = NULL;
-	if (errmsg)
-		errmsg[0] = 0;
-	if (!s || !q || !out)
-		return invalid(errmsg, "missing argument");
-	if (!tenant_name || !store_tenant_name_valid(tenant_name)) {
-		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "malformed tenant name");
-		return TALLY_E_TENANT;
-	}
-	int rc = check_query(q, errmsg);
-	if (rc)
-		return rc;
-
+	int rc = 0;
 	qstate st;
 	memset(&st, 0, sizeof(st));
 	st.s = s;
 	st.q = q;
 	st.errmsg = errmsg;
+	st.window = w;
 	st.want_dd = q->quantile_count > 0;
 	st.ungrouped = q->group_by == 0 && q->filter_count == 0;
 	st.key_dims = q->group_by;
@@ -2567,6 +2668,24 @@ int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *
 	free(files);
 	if (!rc)
 		rc = build_result(&st, spans, out);
+	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
+	if (rc == TALLY_E_LIMIT && w && st.acc_count > limit) {
+		int narrowed = window_narrow(&st, w, limit);
+		if (narrowed)
+			rc = narrowed;
+	} else if (!rc && st.beyond && !(*out)->row_count) {
+		/* Every group at or before the bound is gone (expired since the
+		 * attempt that found it), some past it are not: no page here. */
+		tally_result_free(*out);
+		*out = NULL;
+		w->bounded = false;
+		w->retry = true;
+		rc = TALLY_E_LIMIT;
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "the groups of the query's page changed under it %u times",
+				 (unsigned)QUERY_ATTEMPTS_MAX);
+	}
 done:
 	if (rc && errmsg && !errmsg[0])
 		snprintf(errmsg, TALLY_ERRMSG_SIZE, "query failed: %s", tally_strerror(rc));
@@ -2575,5 +2694,40 @@ done:
 	free(raw.pieces);
 	free(spans);
 	qstate_free(&st);
+	return rc;
+}
+
+int tally_query_run(tally_store *s, const char *tenant_name, const tally_query *q,
+		    tally_result **out, char *errmsg)
+{
+	if (out)
+		*out = NULL;
+	if (errmsg)
+		errmsg[0] = 0;
+	if (!s || !q || !out)
+		return invalid(errmsg, "missing argument");
+	if (!tenant_name || !store_tenant_name_valid(tenant_name)) {
+		if (errmsg)
+			snprintf(errmsg, TALLY_ERRMSG_SIZE, "malformed tenant name");
+		return TALLY_E_TENANT;
+	}
+	int rc = check_query(q, errmsg);
+	if (rc)
+		return rc;
+	/* One bucket, grouped, in the default order: a window (query_window),
+	 * narrowed by each attempt that stops at a limit. */
+	query_window window;
+	memset(&window, 0, sizeof(window));
+	bool windowed = q->bucket == TALLY_BUCKET_NONE && q->group_by && !q->order_by_agg;
+	query_window *w = windowed ? &window : NULL;
+	for (int attempt = 1;; attempt++) {
+		window.retry = false;
+		rc = query_attempt(s, tenant_name, q, w, out, errmsg);
+		if (!rc || !window.retry || attempt == QUERY_ATTEMPTS_MAX)
+			break;
+		if (errmsg)
+			errmsg[0] = 0;
+	}
+	bytebuf_free(&window.bound_key);
 	return rc;
 }

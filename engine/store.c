@@ -3442,6 +3442,7 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	else
 		tally_options_default(&s->options);
 	s->io = s->options.io ? s->options.io : tally_io_default();
+	s->query_cells_max = TALLY_QUERY_CELLS_MAX;
 	if (s->options.minute_pages_retention_us <= 0)
 		s->options.minute_pages_retention_us = 48 * 3600 * TALLY_US_PER_SECOND;
 	if (s->options.memtable_age_max_us < 0) {

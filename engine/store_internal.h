@@ -123,6 +123,10 @@ struct tally_store {
 	 * of the store lock in which it pins its sources. */
 	void (*query_ahead_test_hook)(tally_store *s, void *ctx);
 	void *query_ahead_test_ctx;
+	/* The (bucket, group) rows a query may build (acc_get in query.c):
+	 * TALLY_QUERY_CELLS_MAX; tests lower it to reach the limit, and a
+	 * query's bounded retry (query_window), with few events. */
+	uint32_t query_cells_max;
 
 	tenant **tenants; /* by id */
 	uint32_t tenant_count;

@@ -616,8 +616,12 @@ typedef struct tally_result {
  * or aggregate, unknown time zone, limit over the maximum, too many
  * filters or values; TALLY_E_TENANT for a bad tenant name; TALLY_E_LIMIT
  * when the answer would hold more than TALLY_QUERY_CELLS_MAX (bucket, group)
- * rows before its order and limit are applied) never return a partial
- * result. *out is freed with tally_result_free.
+ * rows, or build more than options.query_bytes_max, before its order and
+ * limit are applied) never return a partial result. A query with bucket
+ * TALLY_BUCKET_NONE, grouped, in the default order is the exception to
+ * the rows limit: its page is answered in a window of the groups after
+ * its cursor, narrowed until they fit (docs/queries.md, "Windows").
+ * *out is freed with tally_result_free.
  */
 int tally_query_run(tally_store *store, const char *tenant, const tally_query *query,
 		    tally_result **out, char *errmsg);

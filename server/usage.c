@@ -39,8 +39,10 @@
  * paging in the engine's default order, which is the page's row order:
  * project, agent, model, type, status name). Each page of a tenant
  * aggregates its whole day again, so a tenant-day of G groups costs about
- * G / rows_max aggregations; the engine refuses a tenant-day of more than
- * TALLY_QUERY_CELLS_MAX groups (TOO_LARGE), whatever the paging.
+ * G / rows_max aggregations, twice that past TALLY_QUERY_CELLS_MAX groups
+ * after the cursor (the engine answers such a page in a narrowed window:
+ * docs/queries.md, "Windows"); a page is TOO_LARGE only past
+ * query_bytes_max in its narrowest window.
  */
 #include <assert.h>
 #include <errno.h>

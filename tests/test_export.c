@@ -55,6 +55,7 @@
 #include "support/cli_run.h"
 #include "support/pg_harness.h"
 #include "support/server_harness.h"
+#include "support/store_limits.h"
 #include "usage.h"
 
 #define DAY_US INT64_C(86400000000)
@@ -1602,6 +1603,67 @@ Test(export, a_day_refused_for_its_data_does_not_stop_the_others)
 	cr_expect_eq(pg_harness_query_int64(&pg, db, "SELECT count(*) FROM billing.export_runs"), 2);
 	cr_expect_eq(pg_harness_query_int64(&pg, db, "SELECT sum(count) FROM billing.usage_daily"), 4);
 	PQfinish(db);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* Description: a tenant-day past the engine's cells limit is exported
+ * whole. With the store's limit lowered to 300 (TALLY_QUERY_CELLS_MAX in
+ * production; support/store_limits.h) and 64 KiB frames (pages of about a
+ * hundred rows), tenant 0's day has 750 agents, and more groups: each page inside it
+ * is answered in a window the engine narrows (docs/queries.md, "Windows"),
+ * and usage_daily equals the oracle, tenant 1's rows after them. Before
+ * windows the day was refused (TOO_LARGE) for every tenant. */
+Test(export, a_tenant_day_past_the_cells_limit_is_exported_whole)
+{
+	enum { CELLS = 300, EVENTS = 3000, BATCH = 250 };
+	billing_database(w.conninfo);
+	log_set_level(LOG_LEVEL_ERROR);
+	harness_init(&w.h, "export-cells");
+	w.h.config.frame_bytes_max = 64 * 1024;
+	harness_start(&w.h);
+	store_limits_query_cells_max(w.h.server->store, CELLS);
+	w.admin = harness_connect(&w.h, w.h.admin_key);
+	int32_t day = today() - 2;
+	urows oracle = {0};
+	for (int first = 0; first < EVENTS; first += BATCH) {
+		/* ingest()'s events, each fourth one of its own agent */
+		builder b;
+		builder_init(&b);
+		cr_assert_eq(builder_set_tenant(&b, tenant_names[0]), 0);
+		builder_set_create_tenant(&b, true);
+		for (int i = first; i < first + BATCH; i++) {
+			tally_client_event e = event_make(0, day, i, "c");
+			char agent[16];
+			snprintf(agent, sizeof(agent), "a%04d", i / 4);
+			e.agent = (tally_client_str){agent, (uint32_t)strlen(agent)};
+			cr_assert_eq(builder_add(&b, &e), 0);
+			oracle_add(&oracle, tenant_names[0], &e);
+		}
+		Tally__V1__IngestBatch m;
+		cr_assert_eq(builder_message(&b, &m), 0);
+		tally_ingest_ack a;
+		cr_assert_eq(tally_client_ingest(w.admin, &m, &a), 0, "%s",
+			     tally_client_last_error(w.admin)->message);
+		cr_assert_eq(a.accepted, BATCH);
+		tally_ingest_ack_free(&a);
+		builder_free(&b);
+	}
+	size_t wide = oracle.count;
+	cr_assert_gt(wide, 2 * CELLS, "tenant 0's groups: %zu", wide);
+	ingest(w.admin, 1, day, 0, 20, "c", &oracle);
+	urows_sort(&oracle);
+
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", d, "--to", d, NULL);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	PGconn *su = superuser();
+	pg_expect_oracle(su, &oracle, "usage_daily against the oracle");
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"),
+		     EVENTS + 20);
+	PQfinish(su);
 	urows_free(&oracle);
 	world_finish();
 }

@@ -24,6 +24,7 @@
 #include "support/fault_io.h"
 #include "support/server_batches.h"
 #include "support/server_harness.h"
+#include "support/store_limits.h"
 #include "support/threads.h"
 
 #define HOUR_US (INT64_C(3600) * 1000000)
@@ -1736,25 +1737,11 @@ Test(server, memtable_age_max_s_flushes_a_slow_store)
 	fault_io_destroy(fio);
 }
 
-/* Description: DailyUsage pages inside a tenant. With 64 KiB frames a
- * page holds about a hundred rows, and tenant u-big has 700 groups (one
- * project each) in the day: its rows come over several pages, each ending
- * inside u-big with next_after_row at its last row, the next page asked
- * after that row; the rows add up to every group exactly once, in order,
- * and u-small's rows follow. A cursor without its tenant, or with an
- * unknown status, is BAD_REQUEST. */
-Test(server, daily_usage_pages_inside_a_tenant)
+/* Exports the day's pages: u-big's rows (count 1 each, projects
+ * p0000...) and u-small's 3; the pages inside u-big name its last row. */
+static void usage_pages_walk(tally_client *admin, int32_t day, int big_groups, int *pages_out,
+			     int *inside_out)
 {
-	harness h;
-	harness_init(&h, "srv-usage-rows");
-	h.config.frame_bytes_max = 64 * 1024;
-	harness_start(&h);
-	tally_client *admin = harness_connect(&h, h.admin_key);
-	int64_t base = base_time();
-	int32_t day = (int32_t)(base / TALLY_US_PER_DAY);
-	enum { GROUPS = 700 };
-	usage_tenant_ingest(admin, "u-big", GROUPS, base, true);
-	usage_tenant_ingest(admin, "u-small", 3, base, true);
 	Tally__V1__DailyUsagePage *prev = NULL;
 	int pages = 0, inside = 0, big_rows = 0, small_rows = 0;
 	for (;;) {
@@ -1791,10 +1778,49 @@ Test(server, daily_usage_pages_inside_a_tenant)
 			break;
 	}
 	tally__v1__daily_usage_page__free_unpacked(prev, NULL);
-	cr_expect_eq(big_rows, GROUPS);
+	cr_expect_eq(big_rows, big_groups);
 	cr_expect_eq(small_rows, 3);
+	*pages_out = pages;
+	*inside_out = inside;
+}
+
+/* A server of 64 KiB frames (a page holds about a hundred rows; its
+ * store's cells limit at cells_max unless 0) where u-big has 700 groups
+ * (one project each) and u-small 3 on one day (*day), exported a page at
+ * a time (usage_pages_walk): u-big's rows span pages. Returns an admin
+ * connection. */
+static tally_client *usage_pages_run(harness *h, const char *name, uint32_t cells_max, int32_t *day)
+{
+	harness_init(h, name);
+	h->config.frame_bytes_max = 64 * 1024;
+	harness_start(h);
+	if (cells_max)
+		store_limits_query_cells_max(h->server->store, cells_max);
+	tally_client *admin = harness_connect(h, h->admin_key);
+	int64_t base = base_time();
+	*day = (int32_t)(base / TALLY_US_PER_DAY);
+	enum { GROUPS = 700 };
+	usage_tenant_ingest(admin, "u-big", GROUPS, base, true);
+	usage_tenant_ingest(admin, "u-small", 3, base, true);
+	int pages, inside;
+	usage_pages_walk(admin, *day, GROUPS, &pages, &inside);
 	cr_expect_geq(inside, 5, "u-big's rows span pages");
 	fprintf(stderr, "test_server daily usage: %d pages, %d inside u-big\n", pages, inside);
+	return admin;
+}
+
+/* Description: DailyUsage pages inside a tenant. With 64 KiB frames a
+ * page holds about a hundred rows, and tenant u-big has 700 groups (one
+ * project each) in the day: its rows come over several pages, each ending
+ * inside u-big with next_after_row at its last row, the next page asked
+ * after that row; the rows add up to every group exactly once, in order,
+ * and u-small's rows follow. A cursor without its tenant, or with an
+ * unknown status, is BAD_REQUEST. */
+Test(server, daily_usage_pages_inside_a_tenant)
+{
+	harness h;
+	int32_t day;
+	tally_client *admin = usage_pages_run(&h, "srv-usage-rows", 0, &day);
 
 	Tally__V1__DailyUsagePage *page = NULL;
 	Tally__V1__UsageKey key = TALLY__V1__USAGE_KEY__INIT;
@@ -1805,6 +1831,22 @@ Test(server, daily_usage_pages_inside_a_tenant)
 	cr_expect_eq(tally_client_daily_usage(admin, day, "u-big", &key, 0, &page), TALLY_CLIENT_REFUSED);
 	cr_expect(strstr(tally_client_last_error(admin)->message, "unknown status 4") != NULL,
 		  "%s", tally_client_last_error(admin)->message);
+	tally_client_close(admin);
+	harness_finish(&h);
+}
+
+/* Description: a tenant-day past the engine's cells limit exports in
+ * pages. The store's limit lowered to 300 (TALLY_QUERY_CELLS_MAX in
+ * production; support/store_limits.h), u-big's 700 groups are past it:
+ * each page inside u-big is answered in a window the engine narrows
+ * (query.c, query_window), and the pages hold every group once, in order,
+ * as with the limit's default. Before windows the first page was TOO_LARGE, and so
+ * was the export of that day for every tenant. */
+Test(server, daily_usage_pages_a_tenant_day_past_the_cells_limit)
+{
+	harness h;
+	int32_t day;
+	tally_client *admin = usage_pages_run(&h, "srv-usage-cells", 300, &day);
 	tally_client_close(admin);
 	harness_finish(&h);
 }
