@@ -30,6 +30,10 @@
  *     exact sums), duration min and max, count by status,
  *     distinct users (exact at these sizes) and four quantiles of
  *     duration within the sketch's 1%;
+ *   - when the query is in one bucket, grouped, in the default order, up
+ *     to four pages of it after one of the model's rows with a limit of
+ *     1 or 2, the store's cells limit lowered to 2 to 4 so the query's
+ *     window narrows (check_pages): each page the model's next rows;
  *   - the next page of a raw event listing with the query's range and
  *     filters (check_listing), which may continue one begun several
  *     operations before;
@@ -968,6 +972,62 @@ static void check_listing(tally_store *s, const model *m, int t, const tally_que
 	free(want);
 }
 
+/*
+ * Query q again in pages (docs/queries.md, "Windows"), when it is in one
+ * bucket, grouped, in the default order: up to four pages, the first
+ * after one of the model's rows (or none), with a limit of 1 or 2 and the
+ * store's cells limit lowered to limit + 1 or 2 (a query's groups here are
+ * a few), so that a window narrows whenever more groups follow the cursor. Each page must be the
+ * model's next rows (group values, count, tokens, cost: check_query checks
+ * every aggregate) and truncated exactly when more follow. A window that
+ * has not narrowed enough after its attempts is TALLY_E_LIMIT (each keeps
+ * about limit / cells limit of the groups it met); it ends the pages. Nothing is read from the input: the pages follow from `seed`.
+ */
+static void check_pages(tally_store *s, const char *tenant, tally_query q, const agg_row *rows,
+			size_t row_count, uint8_t seed)
+{
+	if (q.order_by_agg || q.bucket != TALLY_BUCKET_NONE || !q.group_by || row_count < 2)
+		return;
+	q.limit = 1 + seed % 2;
+	size_t at = seed / 2 % row_count;
+	s->query_cells_max = q.limit + 1 + seed / 128;
+	for (int page = 0; page < 4 && at < row_count; page++) {
+		q.after = at > 0;
+		for (int d = 0; d < TALLY_DIM_COUNT; d++)
+			q.after_group[d] = at ? row_value(&rows[at - 1], &q, d) : (tally_str){NULL, 0};
+		tally_result *res = NULL;
+		char errmsg[TALLY_ERRMSG_SIZE] = "";
+		int rc = tally_query_run(s, tenant, &q, &res, errmsg);
+		if (rc == TALLY_E_LIMIT && strstr(errmsg, "rows before its limit"))
+			break;
+		if (rc) {
+			fprintf(stderr, "fuzz_ops: page after row %zu of %zu of %s refused: %s: %s\n", at,
+				row_count, tenant, tally_strerror(rc), errmsg);
+			abort();
+		}
+		size_t want = row_count - at < q.limit ? row_count - at : q.limit;
+		if (res->row_count != want || res->truncated != (at + want < row_count)) {
+			fprintf(stderr, "fuzz_ops: page after row %zu: %zu rows (truncated %d), the model "
+				"has %zu of %zu (cells limit %u)\n", at, res->row_count, res->truncated, want,
+				row_count, s->query_cells_max);
+			row_mismatch(tenant, &q, NULL, NULL, "page row count");
+		}
+		for (size_t i = 0; i < want; i++) {
+			const tally_row *g = &res->rows[i];
+			const agg_row *a = &rows[at + i];
+			for (int d = 0; d < TALLY_DIM_COUNT; d++)
+				if (!str_same(row_value(a, &q, d), g->group[d]))
+					row_mismatch(tenant, &q, g, a, "page: group differs from the model's");
+			if (g->count != a->count || g->tokens_in != a->tokens_in ||
+			    (uint64_t)g->cost_micros != a->cost)
+				row_mismatch(tenant, &q, g, a, "page: aggregates differ from the model's");
+		}
+		tally_result_free(res);
+		at += want;
+	}
+	s->query_cells_max = TALLY_QUERY_CELLS_MAX;
+}
+
 /* One query of tenant t, chosen by the input, against the model. */
 static void check_query(tally_store *s, const model *m, int t, reader *r)
 {
@@ -1111,6 +1171,7 @@ static void check_query(tally_store *s, const model *m, int t, reader *r)
 		}
 	}
 	tally_result_free(res);
+	check_pages(s, tenant_names[t], q, rows, row_count, shape ^ extra);
 	free(rows);
 	free(durations);
 	free(users);
