@@ -2681,9 +2681,10 @@ static int query_attempt(tally_store *s, const char *tenant_name, const tally_qu
 		w->bounded = false;
 		w->retry = true;
 		rc = TALLY_E_LIMIT;
-		if (errmsg)
+		if (errmsg) /* seen only when it was the last attempt */
 			snprintf(errmsg, TALLY_ERRMSG_SIZE,
-				 "the groups of the query's page changed under it %u times",
+				 "the query's window held none of its page's groups: the tenant's groups "
+				 "changed while it narrowed (%u attempts)",
 				 (unsigned)QUERY_ATTEMPTS_MAX);
 	}
 done:
