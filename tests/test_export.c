@@ -34,6 +34,7 @@
  * kills than the default 20.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -41,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1663,6 +1665,58 @@ Test(export, a_tenant_day_past_the_cells_limit_is_exported_whole)
 	pg_expect_oracle(su, &oracle, "usage_daily against the oracle");
 	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT sum(count) FROM billing.usage_daily"),
 		     EVENTS + 20);
+	PQfinish(su);
+	urows_free(&oracle);
+	world_finish();
+}
+
+/* Description: a day's pages wait in a spool file in $TMPDIR (export.c,
+ * note 1). One that cannot be made there (TMPDIR names a directory that
+ * does not exist) fails the export before PostgreSQL is written, naming
+ * the directory and the cause: exit 1, no export_runs row. With TMPDIR a
+ * directory that exists, the day is exported over three pages (a tenant
+ * a page), and the directory is empty afterwards: the file was unlinked
+ * as soon as it was made. */
+Test(export, the_spool_file_lives_in_tmpdir_and_its_failure_is_named)
+{
+	world_start("export-spool", true);
+	int32_t day = today() - 3;
+	urows oracle = {0};
+	for (int t = 0; t < 3; t++)
+		ingest(w.admin, t, day, 0, 5 + t, "s", &oracle);
+	urows_sort(&oracle);
+	char d[EXPORT_DAY_SIZE];
+	day_text(d, day);
+	char missing[128], spool[128];
+	snprintf(missing, sizeof(missing), "%s/no-such-directory", w.h.dir.path);
+	snprintf(spool, sizeof(spool), "%s/spool", w.h.dir.path);
+	cr_assert_eq(setenv("TMPDIR", missing, 1), 0);
+	cli_result r;
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", d, "--to", d,
+		   "--tenant-page", "1", NULL);
+	cr_expect_eq(r.code, CLI_EXIT_FAILURE, "%s", r.out);
+	char told[256];
+	snprintf(told, sizeof(told), "day %s: creating the export's spool file in %s: No such file or directory",
+		 d, missing);
+	cr_expect_not_null(strstr(r.err, told), "%s", r.err);
+	PGconn *su = superuser();
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 0);
+
+	cr_assert_eq(mkdir(spool, 0700), 0);
+	cr_assert_eq(setenv("TMPDIR", spool, 1), 0);
+	export_cli(w.h.address, w.h.admin_key, &r, "--pg", w.conninfo, "--from", d, "--to", d,
+		   "--tenant-page", "1", NULL);
+	cr_assert_eq(unsetenv("TMPDIR"), 0);
+	cr_assert_eq(r.code, CLI_EXIT_OK, "%s", r.err);
+	pg_expect_oracle(su, &oracle, "usage_daily against the oracle");
+	cr_expect_eq(pg_harness_query_int64(&pg, su, "SELECT count(*) FROM billing.export_runs"), 1);
+	DIR *dir = opendir(spool);
+	cr_assert_not_null(dir);
+	int entries = 0;
+	for (struct dirent *e; (e = readdir(dir));)
+		entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(dir);
+	cr_expect_eq(entries, 0, "files left in %s", spool);
 	PQfinish(su);
 	urows_free(&oracle);
 	world_finish();

@@ -7,8 +7,12 @@
  * 1. Fetch, then write. A day's pages are all fetched and checked before
  *    the transaction begins, so a slow or failing source never holds
  *    PostgreSQL locks, and a day PostgreSQL would refuse (a string that is
- *    not UTF-8) is refused before anything is written. The cost is memory:
- *    a day's rows are held (EXPORT_DAY_ROWS_MAX bounds them).
+ *    not UTF-8) is refused before anything is written. The fetched pages
+ *    wait in a spool file (an unlinked temporary file in $TMPDIR, else
+ *    /tmp: about the day's rows times 100 bytes), each as it came, packed,
+ *    and are read back one at a time for COPY: so the exporter holds one
+ *    page in memory, not the day. Before 2026-12-03 it held every page, and
+ *    refused a day of more than 4,000,000 rows for every tenant.
  *
  * 2. One transaction per day, with the day's advisory lock taken first.
  *    DELETE then insert inside it: readers see the old day until COMMIT
@@ -52,10 +56,13 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -75,7 +82,6 @@
 #define USAGE_TYPE_BYTES_MAX 64
 #define TENANT_NAME_BYTES "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define TIMESTAMP_TEXT_SIZE 64
-#define PAGES_INITIAL 16
 /* COPY goes here first: PostgreSQL refuses COPY FROM into a table with row
  * security (usage_daily), so the rows are copied into a temporary table of
  * the session (dropped at the end of the transaction) and moved with one
@@ -576,19 +582,149 @@ static int row_check(const Tally__V1__UsageRow *r, const char *day_text, char *e
 	return 0;
 }
 
-/* A day's pages, fetched and checked. */
+/* A day's pages, fetched and checked: in the spool file (each a u32
+ * length, then the page packed), the last one also in memory (its strings
+ * are the next request's cursor). */
 typedef struct day_fetch {
-	Tally__V1__DailyUsagePage **pages;
-	size_t page_count, page_capacity;
+	FILE *spool;
+	Tally__V1__DailyUsagePage *last;
+	size_t page_count;
 	uint64_t rows, tenants, checksum, watermark;
+	char *names; /* the day's tenants in order, each NUL-terminated */
+	size_t names_size, names_capacity;
 } day_fetch;
 
 static void day_fetch_free(day_fetch *f)
 {
-	for (size_t i = 0; i < f->page_count; i++)
-		tally__v1__daily_usage_page__free_unpacked(f->pages[i], NULL);
-	free(f->pages);
+	if (f->spool)
+		fclose(f->spool);
+	if (f->last)
+		tally__v1__daily_usage_page__free_unpacked(f->last, NULL);
+	free(f->names);
 	memset(f, 0, sizeof(*f));
+}
+
+/* An I/O failure of the spool file: errmsg and -errno (-EIO when errno
+ * says nothing). */
+static int spool_fail(const char *day_text, const char *what, char *errmsg)
+{
+	int e = errno ? errno : EIO;
+	snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: %s the export's spool file: %s", day_text, what,
+		 strerror(e));
+	return -e;
+}
+
+/* The spool file: made in $TMPDIR (else /tmp) and unlinked at once, so it
+ * goes when it is closed, or when the process ends. */
+static int spool_open(day_fetch *f, const char *day_text, char *errmsg)
+{
+	const char *dir = getenv("TMPDIR");
+	if (!dir || !dir[0])
+		dir = "/tmp";
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof(path), "%s/tally-export-XXXXXX", dir) >= sizeof(path)) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: TMPDIR is too long for a spool file's path",
+			 day_text);
+		return -ENAMETOOLONG;
+	}
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: creating the export's spool file in %s: %s",
+			 day_text, dir, strerror(e));
+		return -e;
+	}
+	unlink(path);
+	errno = 0;
+	if (!(f->spool = fdopen(fd, "w+"))) {
+		close(fd);
+		return spool_fail(day_text, "opening", errmsg);
+	}
+	return 0;
+}
+
+/* Appends page to the spool file. */
+static int spool_put(day_fetch *f, const Tally__V1__DailyUsagePage *page, const char *day_text,
+		     char *errmsg)
+{
+	size_t size = tally__v1__daily_usage_page__get_packed_size(page);
+	if (size > UINT32_MAX) { /* a page came in one frame: not past 256 MiB */
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: a DailyUsage page of %zu bytes", day_text, size);
+		return EXPORT_E_SOURCE;
+	}
+	uint8_t *packed = malloc(size ? size : 1);
+	if (!packed) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
+		return -ENOMEM;
+	}
+	tally__v1__daily_usage_page__pack(page, packed);
+	uint32_t length = (uint32_t)size;
+	errno = 0;
+	int rc = 0;
+	if (fwrite(&length, sizeof(length), 1, f->spool) != 1 ||
+	    (size && fwrite(packed, size, 1, f->spool) != 1))
+		rc = spool_fail(day_text, "writing", errmsg);
+	free(packed);
+	return rc;
+}
+
+/* Rewinds the spool file for spool_next, with everything written out. */
+static int spool_rewind(day_fetch *f, const char *day_text, char *errmsg)
+{
+	errno = 0;
+	if (fflush(f->spool) || fseeko(f->spool, 0, SEEK_SET))
+		return spool_fail(day_text, "writing", errmsg);
+	return 0;
+}
+
+/* The spool file's next page into *out (free_unpacked it), or NULL at its
+ * end. */
+static int spool_next(day_fetch *f, Tally__V1__DailyUsagePage **out, const char *day_text, char *errmsg)
+{
+	*out = NULL;
+	uint32_t length;
+	errno = 0;
+	size_t got = fread(&length, 1, sizeof(length), f->spool);
+	if (got == 0 && feof(f->spool))
+		return 0;
+	if (got != sizeof(length))
+		return spool_fail(day_text, "reading", errmsg);
+	uint8_t *packed = malloc(length ? length : 1);
+	if (!packed) {
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
+		return -ENOMEM;
+	}
+	int rc = 0;
+	if (length && fread(packed, length, 1, f->spool) != 1)
+		rc = spool_fail(day_text, "reading", errmsg);
+	else if (!(*out = tally__v1__daily_usage_page__unpack(NULL, length, packed))) {
+		/* What this process wrote there itself: only memory fails. */
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
+		rc = -ENOMEM;
+	}
+	free(packed);
+	return rc;
+}
+
+/* Notes tenant as the day's next one. */
+static int names_add(day_fetch *f, const char *tenant, const char *day_text, char *errmsg)
+{
+	size_t n = strlen(tenant) + 1;
+	if (f->names_size + n > f->names_capacity) {
+		size_t capacity = f->names_capacity ? 2 * f->names_capacity : 4096;
+		while (capacity < f->names_size + n)
+			capacity *= 2;
+		char *names = realloc(f->names, capacity);
+		if (!names) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
+			return -ENOMEM;
+		}
+		f->names = names;
+		f->names_capacity = capacity;
+	}
+	memcpy(f->names + f->names_size, tenant, n);
+	f->names_size += n;
+	return 0;
 }
 
 static int bytes_cmp(ProtobufCBinaryData a, ProtobufCBinaryData b)
@@ -662,7 +798,7 @@ static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t
 		return EXPORT_E_SOURCE;
 	}
 	if (page->n_rows > EXPORT_DAY_ROWS_MAX - f->rows) {
-		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: more than %u usage rows; the exporter holds at most that",
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: more than %" PRIu64 " usage rows",
 			 day_text, EXPORT_DAY_ROWS_MAX);
 		return EXPORT_E_LIMIT;
 	}
@@ -687,23 +823,23 @@ static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t
 				 day_text, r->tenant);
 			return EXPORT_E_SOURCE;
 		}
-		if (!last_tenant || strcmp(r->tenant, last_tenant) != 0)
+		if (!last_tenant || strcmp(r->tenant, last_tenant) != 0) {
 			f->tenants++;
+			if ((rc = names_add(f, r->tenant, day_text, errmsg)))
+				return rc;
+		}
 		last_tenant = r->tenant;
 		key = here;
 		previous = (place){r->tenant, &key};
 	}
-	if (f->page_count == f->page_capacity) {
-		size_t capacity = f->page_capacity ? 2 * f->page_capacity : PAGES_INITIAL;
-		Tally__V1__DailyUsagePage **pages = realloc(f->pages, capacity * sizeof(*pages));
-		if (!pages) {
-			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: out of memory", day_text);
-			return -ENOMEM;
-		}
-		f->pages = pages;
-		f->page_capacity = capacity;
-	}
-	f->pages[f->page_count++] = page;
+	int rc = f->spool ? 0 : spool_open(f, day_text, errmsg);
+	if (rc || (rc = spool_put(f, page, day_text, errmsg)))
+		return rc;
+	/* from and last_tenant may point into the last page: no longer used */
+	if (f->last)
+		tally__v1__daily_usage_page__free_unpacked(f->last, NULL);
+	f->last = page;
+	f->page_count++;
 	f->rows += page->n_rows;
 	f->checksum += page->checksum;
 	if (page->watermark < f->watermark)
@@ -761,32 +897,23 @@ static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fet
 /* The day's tenants as a text[] literal: {"a","b"} (names escaped). */
 static char *tenant_array(const day_fetch *f)
 {
-	size_t size = 3;
-	for (size_t p = 0; p < f->page_count; p++)
-		for (size_t i = 0; i < f->pages[p]->n_rows; i++)
-			size += 2 * strlen(f->pages[p]->rows[i]->tenant) + 3;
+	size_t size = 3 + 2 * f->names_size + 3 * f->tenants;
 	char *out = malloc(size);
 	if (!out)
 		return NULL;
 	size_t n = 0;
-	const char *previous = NULL;
 	out[n++] = '{';
-	for (size_t p = 0; p < f->page_count; p++)
-		for (size_t i = 0; i < f->pages[p]->n_rows; i++) {
-			const char *t = f->pages[p]->rows[i]->tenant;
-			if (previous && strcmp(previous, t) == 0)
-				continue;
-			if (previous)
-				out[n++] = ',';
-			out[n++] = '"';
-			for (; *t; t++) {
-				if (*t == '"' || *t == '\\')
-					out[n++] = '\\';
-				out[n++] = *t;
-			}
-			out[n++] = '"';
-			previous = f->pages[p]->rows[i]->tenant;
+	for (size_t at = 0; at < f->names_size; at += strlen(f->names + at) + 1) {
+		if (at)
+			out[n++] = ',';
+		out[n++] = '"';
+		for (const char *t = f->names + at; *t; t++) {
+			if (*t == '"' || *t == '\\')
+				out[n++] = '\\';
+			out[n++] = *t;
 		}
+		out[n++] = '"';
+	}
 	out[n++] = '}';
 	out[n] = '\0';
 	assert(n < size);
@@ -884,23 +1011,33 @@ static int copy_row(exporter *x, const Tally__V1__UsageRow *r, const char *day_t
 	return copy_put(x, numbers, (size_t)n, errmsg);
 }
 
-/* The row of COPY's line `line` (1-based), for an error message. */
-static const Tally__V1__UsageRow *fetch_row_at(const day_fetch *f, uint64_t line)
+/* The tenant of COPY's line `line` (1-based) into tenant (TENANT_SIZE_MAX
+ * + 1 bytes), for an error message; false when there is no such line or
+ * the spool file cannot tell. */
+static bool fetch_tenant_at(day_fetch *f, uint64_t line, char *tenant, const char *day_text)
 {
-	if (line == 0)
-		return NULL;
+	char ignored[EXPORT_ERRMSG_SIZE];
+	if (line == 0 || spool_rewind(f, day_text, ignored))
+		return false;
 	uint64_t index = line - 1;
-	for (size_t p = 0; p < f->page_count; p++) {
-		if (index < f->pages[p]->n_rows)
-			return f->pages[p]->rows[index];
-		index -= f->pages[p]->n_rows;
+	for (;;) {
+		Tally__V1__DailyUsagePage *page;
+		if (spool_next(f, &page, day_text, ignored) || !page)
+			return false;
+		bool here = index < page->n_rows;
+		if (here)
+			snprintf(tenant, TENANT_SIZE_MAX + 1, "%s", page->rows[index]->tenant);
+		else
+			index -= page->n_rows;
+		tally__v1__daily_usage_page__free_unpacked(page, NULL);
+		if (here)
+			return true;
 	}
-	return NULL;
 }
 
 /* A refused COPY: a data error names the tenant of the row (from the
  * "COPY usage_daily, line N" context). */
-static int copy_fail(exporter *x, PGresult *res, const day_fetch *f, const char *day_text, char *errmsg)
+static int copy_fail(exporter *x, PGresult *res, day_fetch *f, const char *day_text, char *errmsg)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *context = res ? PQresultErrorField(res, PG_DIAG_CONTEXT) : NULL;
@@ -908,10 +1045,10 @@ static int copy_fail(exporter *x, PGresult *res, const day_fetch *f, const char 
 	 * operator also names the line COPY had reached. */
 	bool data = state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 	const char *at = data && context ? strstr(context, ", line ") : NULL;
-	const Tally__V1__UsageRow *row = at ? fetch_row_at(f, strtoull(at + 7, NULL, 10)) : NULL;
+	char tenant[TENANT_SIZE_MAX + 1];
 	char what[160];
-	if (row)
-		snprintf(what, sizeof(what), "day %s, tenant %s: COPY", day_text, row->tenant);
+	if (at && fetch_tenant_at(f, strtoull(at + 7, NULL, 10), tenant, day_text))
+		snprintf(what, sizeof(what), "day %s, tenant %s: COPY", day_text, tenant);
 	else
 		snprintf(what, sizeof(what), "day %s: COPY", day_text);
 	int rc = sql_fail(x, res, what, errmsg);
@@ -920,7 +1057,7 @@ static int copy_fail(exporter *x, PGresult *res, const day_fetch *f, const char 
 
 /* COPY of every fetched row into the session's staging table, then into
  * billing.usage_daily; 0 once PostgreSQL took them all. */
-static int copy_rows(exporter *x, const day_fetch *f, const char *day_text, char *errmsg)
+static int copy_rows(exporter *x, day_fetch *f, const char *day_text, char *errmsg)
 {
 	char what[96];
 	snprintf(what, sizeof(what), "day %s: creating the staging table", day_text);
@@ -937,12 +1074,23 @@ static int copy_rows(exporter *x, const day_fetch *f, const char *day_text, char
 		return rc;
 	x->copy_used = 0;
 	uint64_t sent = 0;
-	for (size_t p = 0; p < f->page_count && !rc; p++)
-		for (size_t i = 0; i < f->pages[p]->n_rows && !rc; i++) {
-			rc = copy_row(x, f->pages[p]->rows[i], day_text, errmsg);
+	rc = f->spool ? spool_rewind(f, day_text, errmsg) : 0;
+	while (!rc && f->spool) {
+		Tally__V1__DailyUsagePage *page;
+		if ((rc = spool_next(f, &page, day_text, errmsg)) || !page)
+			break;
+		for (size_t i = 0; i < page->n_rows && !rc; i++) {
+			rc = copy_row(x, page->rows[i], day_text, errmsg);
 			if (!rc)
 				hook(x, EXPORT_STEP_COPY_ROW, ++sent);
 		}
+		tally__v1__daily_usage_page__free_unpacked(page, NULL);
+	}
+	if (!rc && sent != f->rows) { /* the spool file gave back fewer rows */
+		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: the export's spool file gave back %" PRIu64
+			 " of %" PRIu64 " rows", day_text, sent, f->rows);
+		rc = -EIO;
+	}
 	if (!rc)
 		rc = copy_flush(x, errmsg);
 	if (rc) {

@@ -70,9 +70,11 @@
 /* Tenants per DailyUsage page: the default and the protocol's maximum. */
 #define EXPORT_TENANT_PAGE_DEFAULT 1000u
 #define EXPORT_TENANT_PAGE_MAX 10000u
-/* Usage rows of one day held in memory between the fetch and the COPY
- * (about 250 bytes each): past it the day is refused. */
-#define EXPORT_DAY_ROWS_MAX 4000000u
+/* Usage rows of one day: past it the day is refused. They wait in a spool
+ * file between the fetch and the COPY (export.c, note 1), about 100 bytes
+ * each: a billion rows are about 100 GB of it. (Before 2026-12-03 they
+ * waited in memory, and the bound was 4,000,000.) */
+#define EXPORT_DAY_ROWS_MAX UINT64_C(1000000000)
 /* DailyUsage pages of one day (each must move forward in tenant order). */
 #define EXPORT_DAY_PAGES_MAX (1u << 20)
 /* Days one call handles (a --from/--to range, the days --changed reads
