@@ -1,8 +1,9 @@
 /*
  * fuzz_request.c — libFuzzer target for what a server does with the bytes
  * of a connection before any of it reaches the engine: framing
- * (proto/frame.c), decoding a Request (protobuf-c), and validating an
- * IngestBatch (server/batch.c) or a Query (server/convert.c).
+ * (proto/frame.c), decoding a Request (protobuf-c), checking that no
+ * string in it was cut at a NUL (pb_arena_strings_whole), and validating
+ * an IngestBatch (server/batch.c) or a Query (server/convert.c).
  *
  * Built with clang -fsanitize=fuzzer,address,undefined (make fuzz; a short
  * bounded run is part of make check). A finding is any sanitizer report or
@@ -68,7 +69,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			Tally__V1__Request *req = (Tally__V1__Request *)pb_arena_unpack(
 				&tally__v1__request__descriptor, len, body, NULL);
 			if (req) {
-				validate(req);
+				/* As tallyd: a request with a string cut at a NUL is
+				 * refused before it is read (the walk must hold on
+				 * any message protobuf-c decodes). */
+				char field[96];
+				if (pb_arena_strings_whole(&req->base, field, sizeof(field)))
+					validate(req);
 				pb_arena_free(req);
 			}
 			frame_reader_next(&r);

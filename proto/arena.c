@@ -4,13 +4,17 @@
  * Layout: an arena is a list of chunks; the first chunk holds the arena
  * itself. Every allocation is preceded by a header naming its arena, so
  * pb_arena_free finds the arena from the message pointer alone (the
- * message is one of the arena's allocations, wherever protobuf-c made it).
+ * message is one of the arena's allocations, wherever protobuf-c made it),
+ * and the size asked for, so pb_arena_strings_whole can tell a string
+ * protobuf-c copied (its length and a NUL) from where C sees it end.
  * Allocations are aligned to ALIGN; free is a no-op until the end.
  * A budget bounds what one decoding may allocate (arena.h).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +42,7 @@ typedef struct arena {
 
 typedef struct header {
 	arena *owner;
+	size_t size; /* what protobuf-c asked for */
 	_Alignas(ALIGN) unsigned char pad[]; /* rounds the header up to ALIGN */
 } header;
 
@@ -84,6 +89,7 @@ static void *arena_alloc(void *data, size_t size)
 	c->used += need;
 	a->budget -= need;
 	h->owner = a;
+	h->size = size;
 	return (unsigned char *)h + sizeof(header);
 }
 
@@ -148,4 +154,77 @@ void pb_arena_free(void *message)
 		return;
 	const header *h = (const header *)((const unsigned char *)message - sizeof(header));
 	arena_destroy(h->owner);
+}
+
+/* Whether string field value s is whole: protobuf-c copies a string of n
+ * bytes into an allocation of n + 1 and ends it with a NUL, so a NUL inside
+ * the bytes ends it early. A field the message did not carry points at
+ * protobuf-c's own empty string, never allocated here. */
+static bool string_whole(const char *s)
+{
+	if (!s || s == protobuf_c_empty_string)
+		return true;
+	const header *h = (const header *)((const unsigned char *)s - sizeof(header));
+	return strlen(s) + 1 == h->size;
+}
+
+/* The field's values: count of them at *values (a repeated field's array,
+ * or the field itself). 0 when a oneof member is not the one set. */
+static size_t field_values(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+			   const void **values)
+{
+	const unsigned char *base = (const unsigned char *)m;
+	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+		size_t n;
+		memcpy(&n, base + f->quantifier_offset, sizeof(n));
+		memcpy(values, base + f->offset, sizeof(*values));
+		return n;
+	}
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+		uint32_t set;
+		memcpy(&set, base + f->quantifier_offset, sizeof(set));
+		if (set != f->id)
+			return 0;
+	}
+	*values = base + f->offset;
+	return 1;
+}
+
+/* "name." before path, when it fits (else the inner path stays alone). */
+static void path_prepend(char *path, size_t size, const char *name)
+{
+	size_t used = strlen(path), n = strlen(name);
+	if (n + 1 + used >= size)
+		return;
+	memmove(path + n + 1, path, used + 1);
+	memcpy(path, name, n);
+	path[n] = '.';
+}
+
+bool pb_arena_strings_whole(const ProtobufCMessage *m, char *path, size_t path_size)
+{
+	assert(path_size > 0);
+	path[0] = '\0';
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		const void *values;
+		size_t n = field_values(m, f, &values);
+		for (size_t k = 0; k < n; k++) {
+			const void *v;
+			memcpy(&v, (const unsigned char *)values + k * sizeof(void *), sizeof(v));
+			if (f->type == PROTOBUF_C_TYPE_STRING && !string_whole(v)) {
+				snprintf(path, path_size, "%s", f->name);
+				return false;
+			}
+			if (f->type == PROTOBUF_C_TYPE_MESSAGE && v &&
+			    !pb_arena_strings_whole(v, path, path_size)) {
+				path_prepend(path, path_size, f->name);
+				return false;
+			}
+		}
+	}
+	return true;
 }

@@ -18,6 +18,7 @@
 #ifndef TALLY_PROTO_ARENA_H
 #define TALLY_PROTO_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,5 +46,14 @@ ProtobufCMessage *pb_arena_unpack(const ProtobufCMessageDescriptor *desc, size_t
 				  const uint8_t *data, int *rc);
 /* Frees a message from pb_arena_unpack, and everything in it. NULL is fine. */
 void pb_arena_free(void *message);
+
+/*
+ * Whether every string field of message m (from pb_arena_unpack, or a
+ * message inside one), in it and in the messages it holds, is whole: a
+ * string whose bytes hold a NUL reaches C cut at it ("acme\0x" as "acme"),
+ * so the request must be refused instead. false with the first cut field's
+ * path in path ("create_tenant.name"), path_size bytes; "" when whole.
+ */
+bool pb_arena_strings_whole(const ProtobufCMessage *m, char *path, size_t path_size);
 
 #endif /* TALLY_PROTO_ARENA_H */

@@ -549,6 +549,21 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 			conn_close_after_send(s, c);
 			return;
 		}
+		/* A string field is C text to the handlers: one whose bytes
+		 * hold a NUL would reach them cut there (a tenant "acme\0x"
+		 * taken as "acme", a key's prefix as the key). Refused; before
+		 * Hello, the connection is closed too, as for a failed Hello. */
+		char field[96];
+		if (!pb_arena_strings_whole(&req->base, field, sizeof(field))) {
+			uint64_t id = req->request_id;
+			pb_arena_free(req);
+			conn_respond_error(s, c, id, frame_bytes, ERR_BAD_REQUEST, 0,
+					   "%s holds a NUL byte: a string is its bytes up to its length, "
+					   "with no NUL among them%s", field, c->authed ? "" : "; closing");
+			if (!c->authed)
+				conn_close_after_send(s, c);
+			continue;
+		}
 		/* Not answered inside handle_request: an ingest batch waits for
 		 * its ack, any other request went to the worker pool. */
 		bool ingest = req->body_case == TALLY__V1__REQUEST__BODY_INGEST;

@@ -185,6 +185,25 @@ static void served(const harness *h)
 	tally_client_close(c);
 }
 
+/* Sends req framed, each '#' byte of its encoding turned into a NUL. */
+static void send_request_with_nul(int fd, const Tally__V1__Request *req)
+{
+	size_t size = tally__v1__request__get_packed_size(req);
+	uint8_t *buf = malloc(size + 4);
+	cr_assert_not_null(buf);
+	frame_header_put(buf, (uint32_t)size);
+	tally__v1__request__pack(req, buf + 4);
+	int nuls = 0;
+	for (size_t i = 4; i < size + 4; i++)
+		if (buf[i] == '#') {
+			buf[i] = 0;
+			nuls++;
+		}
+	cr_assert_eq(nuls, 1, "one '#' in the encoding");
+	send_all(fd, buf, size + 4);
+	free(buf);
+}
+
 /* Description: 40 connections send random bytes (seeded; the seed is
  * printed) and then close their side: every frame the server sends back is
  * a well-formed Response, every connection is closed by the server, and a
@@ -1664,5 +1683,55 @@ Test(hostile, sent_bytes_count_only_what_the_kernel_took, .timeout = 60)
 	cr_expect_geq(counted, got, "counted %" PRIu64 " bytes sent; the client read %" PRIu64,
 		      counted, got);
 	cr_expect_lt(counted, UINT64_C(100) * (64 << 10), "not every Pong was sent");
+	harness_finish(&h);
+}
+
+/* Description: a string field whose bytes hold a NUL is refused, never
+ * read cut at it. A Hello whose key is the admin key, a NUL and more is
+ * BAD_REQUEST naming hello.api_key, and the connection is closed (before
+ * Hello; not authenticated as the key's prefix). After a Hello, a
+ * CreateTenant of "acme\0x" is BAD_REQUEST naming create_tenant.name, the
+ * connection is still served, and no tenant "acme" was made: creating it
+ * then succeeds. */
+Test(hostile, a_string_with_a_nul_is_refused_not_cut)
+{
+	harness h;
+	harness_init(&h, "hostile-nul");
+	harness_start(&h);
+	char key[128];
+	snprintf(key, sizeof(key), "%s#junk", h.admin_key);
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = key;
+	hello.protocol_version = 1;
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 1;
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	int fd = harness_socket(&h);
+	send_request_with_nul(fd, &req);
+	expect_error_saying(fd, 1, TALLY__V1__ERROR__CODE__BAD_REQUEST,
+			    "hello.api_key holds a NUL byte");
+	cr_expect(closed_within(fd, 5000), "closed after a refused Hello");
+	close(fd);
+
+	fd = harness_socket(&h);
+	send_hello(fd, h.admin_key);
+	Tally__V1__CreateTenant create = TALLY__V1__CREATE_TENANT__INIT;
+	create.name = "acme#x";
+	req.request_id = 2;
+	req.body_case = TALLY__V1__REQUEST__BODY_CREATE_TENANT;
+	req.create_tenant = &create;
+	send_request_with_nul(fd, &req);
+	expect_error_saying(fd, 2, TALLY__V1__ERROR__CODE__BAD_REQUEST,
+			    "create_tenant.name holds a NUL byte");
+	send_ping(fd, 3);
+	Tally__V1__Response *r = read_response(fd, 5000);
+	cr_assert_not_null(r, "still served");
+	cr_expect_eq(r->request_id, 3);
+	cr_expect_eq(r->body_case, TALLY__V1__RESPONSE__BODY_PONG);
+	tally__v1__response__free_unpacked(r, NULL);
+	close(fd);
+	char tenant_key[80];
+	harness_create_tenant(&h, "acme", tenant_key); /* asserts success: no "acme" yet */
 	harness_finish(&h);
 }

@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,6 +210,100 @@ Test(proto, arena_decoding_round_trips)
 		free(codes);
 	}
 	pb_arena_free(NULL);
+}
+
+/* req packed, with every '#' byte of it turned into a NUL, decoded into an
+ * arena: whether its strings are whole, and the path named. */
+static bool strings_whole_after_nul(const Tally__V1__Request *req, char *path, size_t path_size)
+{
+	size_t size;
+	uint8_t *bytes = pack_request(req, &size);
+	for (size_t i = 0; i < size; i++)
+		if (bytes[i] == '#')
+			bytes[i] = 0;
+	int rc = -1;
+	Tally__V1__Request *back =
+		(Tally__V1__Request *)pb_arena_unpack(&tally__v1__request__descriptor, size, bytes, &rc);
+	cr_assert_not_null(back, "unpack: %d", rc);
+	bool whole = pb_arena_strings_whole(&back->base, path, path_size);
+	pb_arena_free(back);
+	free(bytes);
+	return whole;
+}
+
+/* Description: pb_arena_strings_whole finds a string field whose bytes
+ * hold a NUL (which C would see cut there) and names its path: a
+ * CreateTenant's name "acme\0x" (create_tenant.name), a Hello's key with
+ * a NUL inside (hello.api_key), a Query's time zone "UTC\0" and a name of
+ * one NUL byte (query.time_zone, list_tenants.after); the same requests
+ * without the NUL, an empty string sent, a field not sent, and a NUL in
+ * bytes (a filter value, an IngestBatch's dictionary) are whole. A path
+ * longer than its buffer keeps its innermost part. */
+Test(proto, arena_names_a_string_cut_at_a_nul)
+{
+	char path[64];
+	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
+	req.request_id = 5;
+	Tally__V1__CreateTenant create = TALLY__V1__CREATE_TENANT__INIT;
+	create.name = "acme#x";
+	req.body_case = TALLY__V1__REQUEST__BODY_CREATE_TENANT;
+	req.create_tenant = &create;
+	cr_expect_not(strings_whole_after_nul(&req, path, sizeof(path)));
+	cr_expect_str_eq(path, "create_tenant.name");
+	create.name = "acme-x";
+	cr_expect(strings_whole_after_nul(&req, path, sizeof(path)));
+	cr_expect_str_eq(path, "");
+	char small[8];
+	create.name = "acme#x";
+	cr_expect_not(strings_whole_after_nul(&req, small, sizeof(small)));
+	cr_expect_str_eq(small, "name");
+
+	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
+	hello.api_key = "tk_0123#456789";
+	hello.client = "test";
+	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	cr_expect_not(strings_whole_after_nul(&req, path, sizeof(path)));
+	cr_expect_str_eq(path, "hello.api_key");
+	hello.api_key = "";
+	hello.client = "";
+	cr_expect(strings_whole_after_nul(&req, path, sizeof(path)), "empty strings: %s", path);
+
+	Tally__V1__Query query = TALLY__V1__QUERY__INIT;
+	query.tenant = "acme";
+	query.time_zone = "UTC#";
+	ProtobufCBinaryData values[1] = {{3, (uint8_t *)"a#b"}};
+	Tally__V1__Filter filter = TALLY__V1__FILTER__INIT;
+	filter.values = values;
+	filter.n_values = 1;
+	Tally__V1__Filter *filters[1] = {&filter};
+	query.filters = filters;
+	query.n_filters = 1;
+	req.body_case = TALLY__V1__REQUEST__BODY_QUERY;
+	req.query = &query;
+	cr_expect_not(strings_whole_after_nul(&req, path, sizeof(path)));
+	cr_expect_str_eq(path, "query.time_zone");
+	query.time_zone = "UTC";
+	cr_expect(strings_whole_after_nul(&req, path, sizeof(path)), "bytes with a NUL: %s", path);
+
+	Tally__V1__ListTenants list = TALLY__V1__LIST_TENANTS__INIT;
+	list.after = "#";
+	req.body_case = TALLY__V1__REQUEST__BODY_LIST_TENANTS;
+	req.list_tenants = &list;
+	cr_expect_not(strings_whole_after_nul(&req, path, sizeof(path)));
+	cr_expect_str_eq(path, "list_tenants.after");
+
+	ProtobufCBinaryData dict[1] = {{3, (uint8_t *)"x#y"}};
+	Tally__V1__IngestBatch batch = TALLY__V1__INGEST_BATCH__INIT;
+	batch.tenant = "acme";
+	batch.dict = dict;
+	batch.n_dict = 1;
+	req.body_case = TALLY__V1__REQUEST__BODY_INGEST;
+	req.ingest = &batch;
+	cr_expect(strings_whole_after_nul(&req, path, sizeof(path)), "bytes with a NUL: %s", path);
+	batch.tenant = "ac#me";
+	cr_expect_not(strings_whole_after_nul(&req, path, sizeof(path)));
+	cr_expect_str_eq(path, "ingest.tenant");
 }
 
 /* Description: a request that would decode to more than its budget
