@@ -146,7 +146,7 @@ Test(batch, malformed_columns_are_refused_with_the_column_named)
 Test(batch, random_columns_decode_or_are_refused)
 {
 	const char *env = getenv("SEED");
-	uint64_t s = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
+	uint64_t s = env && env[0] ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 	fprintf(stderr, "test_batch seed=%llu\n", (unsigned long long)s);
 	static tally_event events[64];
 	/* A column may claim more entries than this round fills (n_len,

@@ -150,7 +150,7 @@ static uint64_t rng_next(void)
 static uint64_t seed_get(void)
 {
 	const char *env = getenv("SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+	uint64_t seed = env && env[0] ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
 	fprintf(stderr, "test_builder: SEED=%" PRIu64 "\n", seed);
 	return seed;
 }

@@ -23,7 +23,7 @@
 static uint64_t seed_get(void)
 {
 	const char *env = getenv("SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
+	uint64_t seed = env && env[0] ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 	fprintf(stderr, "test_dedup seed=%" PRIu64 "\n", seed);
 	return seed;
 }

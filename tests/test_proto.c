@@ -18,7 +18,7 @@
 static uint64_t test_seed(void)
 {
 	const char *env = getenv("SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)clock();
+	uint64_t seed = env && env[0] ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)clock();
 	fprintf(stderr, "test_proto seed=%llu\n", (unsigned long long)seed);
 	return seed;
 }

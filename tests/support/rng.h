@@ -26,7 +26,9 @@ static inline uint64_t test_rng_below(test_rng *r, uint64_t n)
 	return n ? test_rng_next(r) % n : 0;
 }
 
-/* Seeds r from $SEED or the clock and prints the seed. */
+/* Seeds r from $SEED or, when it is unset or empty (make exports it
+ * empty: before 2026-12-03 every such test ran with seed 0 under make),
+ * the clock, and prints the seed. */
 void test_rng_seed(test_rng *r, const char *program, const char *test);
 
 #endif /* TALLY_TEST_RNG_H */
