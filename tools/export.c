@@ -592,6 +592,7 @@ typedef struct day_fetch {
 	uint64_t rows, tenants, checksum, watermark;
 	char *names; /* the day's tenants in order, each NUL-terminated */
 	size_t names_size, names_capacity;
+	size_t last_name; /* the offset of the last of them (when names_size) */
 } day_fetch;
 
 static void day_fetch_free(day_fetch *f)
@@ -781,10 +782,10 @@ static Tally__V1__UsageKey row_key(const Tally__V1__UsageRow *r)
  * after_row), and takes it into f. Its rows must come strictly after
  * `from`, in order, and at or before the place it names next, which must
  * lie after `from` (so pages move forward, and no row of the day can come
- * twice); last_tenant: the tenant of the day's last row so far, or NULL.
+ * twice).
  */
 static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t day, const char *day_text,
-			  place from, const char *last_tenant, char *errmsg)
+			  place from, char *errmsg)
 {
 	if (page->day != day) {
 		snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: DailyUsage answered for another day (%" PRId32 ")", day_text,
@@ -823,19 +824,20 @@ static int day_fetch_take(day_fetch *f, Tally__V1__DailyUsagePage *page, int32_t
 				 day_text, r->tenant);
 			return EXPORT_E_SOURCE;
 		}
-		if (!last_tenant || strcmp(r->tenant, last_tenant) != 0) {
+		/* The day's last tenant so far, by offset: names_add may move the names. */
+		if (!f->names_size || strcmp(r->tenant, f->names + f->last_name) != 0) {
 			f->tenants++;
+			f->last_name = f->names_size;
 			if ((rc = names_add(f, r->tenant, day_text, errmsg)))
 				return rc;
 		}
-		last_tenant = r->tenant;
 		key = here;
 		previous = (place){r->tenant, &key};
 	}
 	int rc = f->spool ? 0 : spool_open(f, day_text, errmsg);
 	if (rc || (rc = spool_put(f, page, day_text, errmsg)))
 		return rc;
-	/* from and last_tenant may point into the last page: no longer used */
+	/* from may point into the last page: no longer used */
 	if (f->last)
 		tally__v1__daily_usage_page__free_unpacked(f->last, NULL);
 	f->last = page;
@@ -858,7 +860,6 @@ static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fet
 {
 	f->watermark = UINT64_MAX;
 	place after = {"", NULL}; /* strings in the last page taken (kept in f) */
-	const char *last_tenant = NULL;
 	for (;;) {
 		if (f->page_count == EXPORT_DAY_PAGES_MAX) {
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: more than %u DailyUsage pages", day_text,
@@ -873,13 +874,11 @@ static int day_fetch_all(exporter *x, int32_t day, const char *day_text, day_fet
 			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "day %s: %s", day_text, why[0] ? why : "the source failed");
 			return rc == EXPORT_E_LIMIT ? EXPORT_E_LIMIT : EXPORT_E_SOURCE;
 		}
-		if ((rc = day_fetch_take(f, page, day, day_text, after, last_tenant, errmsg))) {
+		if ((rc = day_fetch_take(f, page, day, day_text, after, errmsg))) {
 			tally__v1__daily_usage_page__free_unpacked(page, NULL);
 			return rc;
 		}
 		hook(x, EXPORT_STEP_PAGE, f->page_count);
-		if (page->n_rows)
-			last_tenant = page->rows[page->n_rows - 1]->tenant;
 		after = (place){page->next_after_tenant ? page->next_after_tenant : "", page->next_after_row};
 		if (!after.tenant[0])
 			break;
