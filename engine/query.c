@@ -2104,6 +2104,12 @@ static void page_offer(page_heap *h, const tally_row *row)
 	}
 }
 
+/* The rows a page of q holds at most (0 asks for the most a query may). */
+static uint32_t page_limit(const tally_query *q)
+{
+	return q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
+}
+
 /*
  * The answer: only the page the query asked for (after its cursor, the
  * `limit` first in its order) is kept, in a heap of that many rows while
@@ -2117,7 +2123,7 @@ static void page_offer(page_heap *h, const tally_row *row)
 static int build_result(qstate *st, const bucket_span *spans, tally_result **out)
 {
 	const tally_query *q = st->q;
-	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
+	uint32_t limit = page_limit(q);
 	page_heap h = {NULL, 0, limit < st->acc_count ? limit : st->acc_count, q};
 	h.rows = malloc(sizeof(*h.rows) * (h.limit + 1));
 	if (!h.rows)
@@ -2668,9 +2674,8 @@ static int query_attempt(tally_store *s, const char *tenant_name, const tally_qu
 	free(files);
 	if (!rc)
 		rc = build_result(&st, spans, out);
-	uint32_t limit = q->limit ? q->limit : TALLY_QUERY_ROWS_MAX;
-	if (rc == TALLY_E_LIMIT && w && st.acc_count > limit) {
-		int narrowed = window_narrow(&st, w, limit);
+	if (rc == TALLY_E_LIMIT && w && st.acc_count > page_limit(q)) {
+		int narrowed = window_narrow(&st, w, page_limit(q));
 		if (narrowed)
 			rc = narrowed;
 	} else if (!rc && st.beyond && !(*out)->row_count) {

@@ -108,16 +108,24 @@ static void wire_append(uint8_t **wire, size_t *wire_size, const Tally__V1__Requ
 	*wire_size += 4 + size;
 }
 
+/* *req: a Hello of key (protocol 1) as request id, in *hello. */
+static void hello_make(Tally__V1__Request *req, Tally__V1__Hello *hello, const char *key, uint64_t id)
+{
+	tally__v1__hello__init(hello);
+	hello->api_key = (char *)key;
+	hello->protocol_version = 1;
+	tally__v1__request__init(req);
+	req->request_id = id;
+	req->body_case = TALLY__V1__REQUEST__BODY_HELLO;
+	req->hello = hello;
+}
+
 /* Sends Hello as request id on fd without waiting for its answer. */
 static void hello_send(int fd, const char *key, uint64_t id)
 {
-	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
-	hello.api_key = (char *)key;
-	hello.protocol_version = 1;
-	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	req.request_id = id;
-	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
-	req.hello = &hello;
+	Tally__V1__Hello hello;
+	Tally__V1__Request req;
+	hello_make(&req, &hello, key, id);
 	send_request(fd, &req);
 }
 
@@ -1700,13 +1708,9 @@ Test(hostile, a_string_with_a_nul_is_refused_not_cut)
 	harness_start(&h);
 	char key[128];
 	snprintf(key, sizeof(key), "%s#junk", h.admin_key);
-	Tally__V1__Hello hello = TALLY__V1__HELLO__INIT;
-	hello.api_key = key;
-	hello.protocol_version = 1;
-	Tally__V1__Request req = TALLY__V1__REQUEST__INIT;
-	req.request_id = 1;
-	req.body_case = TALLY__V1__REQUEST__BODY_HELLO;
-	req.hello = &hello;
+	Tally__V1__Hello hello;
+	Tally__V1__Request req;
+	hello_make(&req, &hello, key, 1);
 	int fd = harness_socket(&h);
 	send_request_with_nul(fd, &req);
 	expect_error_saying(fd, 1, TALLY__V1__ERROR__CODE__BAD_REQUEST,
