@@ -23,6 +23,7 @@
  *   4. The reader trusts nothing: every size, count and offset in the footer
  *      is checked against the file before use.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -156,10 +157,11 @@ static int writer_block(segment_writer *w, int stream, const uint8_t *raw, size_
 	return 0;
 }
 
-int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
+int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id, uint32_t flags,
 			int zstd_level, segment_writer **out, char *errmsg)
 {
 	*out = NULL;
+	assert((flags & ~SEGMENT_FLAG_RUN_NEXT) == 0);
 	segment_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -203,7 +205,7 @@ int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
 	uint8_t header[SEGMENT_HEADER_SIZE];
 	memcpy(header, HEADER_MAGIC, 8);
 	le_put_u32(header + 8, SEGMENT_VERSION);
-	le_put_u32(header + 12, 0);
+	le_put_u32(header + 12, flags);
 	le_put_u64(header + 16, file_id);
 	le_put_u64(header + 24, XXH3_64bits(header, 24));
 	int rc = bytebuf_append(&w->out, header, sizeof(header));
@@ -860,13 +862,17 @@ int segment_file_open(const tally_io *io, const char *dir, uint64_t file_id,
 				 ", expected %" PRIu64, f->path, le_get_u64(header + 16), file_id);
 		goto fail;
 	}
-	/* The header's flags, and below the trailer's bytes 17..23 (once its
-	 * magic says it is a trailer): zeros in every version. The trailer's
-	 * are covered by no checksum, so this is the only check they get. */
-	if (le_get_u32(header + 12) != 0) {
+	/* The header's flags: only those of the file's version (none before
+	 * 5); below, the trailer's bytes 17..23 (once its magic says it is a
+	 * trailer): zeros in every version. The trailer's are covered by no
+	 * checksum, so this is the only check they get. */
+	f->flags = le_get_u32(header + 12);
+	uint32_t flags_known = f->version >= 5 ? SEGMENT_FLAG_RUN_NEXT : 0;
+	if (f->flags & ~flags_known) {
 		if (errmsg)
-			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s offset 12: header flags are %u, expected 0",
-				 f->path, le_get_u32(header + 12));
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "%s offset 12: header flags are %u, version %u knows only %u", f->path,
+				 f->flags, f->version, flags_known);
 		goto fail;
 	}
 	uint64_t trailer_offset = f->size - SEGMENT_TRAILER_SIZE;

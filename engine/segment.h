@@ -35,9 +35,15 @@
  * segment time bounds in the footer to the minute. 4: rollup chunk blocks
  * of version 2 (a wraps column: sums past 64 bits) may appear. The reader
  * branches on the version only for the bounds: every version 2 column
- * layout is a version 3 layout, and version 3 is version 4 without wraps. */
-#define SEGMENT_VERSION 4
+ * layout is a version 3 layout, and version 3 is version 4 without wraps.
+ * 5: the header's flags may hold SEGMENT_FLAG_RUN_NEXT; the rest is version
+ * 4's. */
+#define SEGMENT_VERSION 5
 #define SEGMENT_VERSION_OLDEST 2
+/* Header flag (version 5): the file was written by the same flush or
+ * compaction as the file whose id is one less (its run, store.c). Refused
+ * in older versions, as is any other bit. */
+#define SEGMENT_FLAG_RUN_NEXT 1u
 #define SEGMENT_HEADER_SIZE 32
 #define SEGMENT_TRAILER_SIZE 40
 #define SEGMENT_PATH_SIZE_MAX 4096
@@ -109,6 +115,7 @@ typedef struct segment_file {
 	int fd;
 	uint64_t file_id;
 	uint32_t version; /* the header's format version */
+	uint32_t flags;   /* the header's flags (SEGMENT_FLAG_RUN_NEXT) */
 	uint64_t size; /* bytes on disk */
 	uint64_t footer_offset; /* where the footer starts (the trailer says) */
 	uint64_t rows;
@@ -136,8 +143,9 @@ void segment_file_name(char *name, size_t size, uint64_t file_id);
 /* ---- writing ------------------------------------------------------------ */
 typedef struct segment_writer segment_writer;
 
-/* Starts DIR/<id>.seg.tmp. 0 or -errno / -ENOMEM, with errmsg set. */
-int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id,
+/* Starts DIR/<id>.seg.tmp, whose header holds `flags` (SEGMENT_FLAG_RUN_NEXT
+ * or 0). 0 or -errno / -ENOMEM, with errmsg set. */
+int segment_writer_open(const tally_io *io, const char *dir, uint64_t file_id, uint32_t flags,
 			int zstd_level, segment_writer **out, char *errmsg);
 
 /* A tenant section's rollup blocks, raw (the writer compresses them). */

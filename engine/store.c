@@ -53,8 +53,13 @@
  * 5. Compaction merges segment files tenant by tenant, so the segments of
  *    one tenant and day in its inputs become a single segment: every live
  *    file for tally_compact, a size-tiered choice of runs for the
- *    background compactor (compaction_inputs). The outputs (one file, or
- *    for tally_compact split as a flush's are) take the newest file ids;
+ *    background compactor (compaction_inputs). A tenant of more than
+ *    compact_section_rows_max rows in the inputs is cut by time into
+ *    spans, a section each, the later ones in files of their own
+ *    (compaction_cut), so one tenant's rows in RAM stay bounded. The
+ *    outputs (one file, or for tally_compact split as a flush's are, plus
+ *    a file per cut; the files after the first flagged RUN_NEXT) take the
+ *    newest file ids;
  *    they are published the same way; inputs are unlinked after the
  *    manifest no longer names them. A flush runs beside a compaction, so
  *    the memtables keep their limit while it lasts: flushes are serialised
@@ -2014,62 +2019,103 @@ typedef struct gathered {
 	strdict dict[DIM_COUNT];
 } gathered;
 
-/* Appends every row of tenant section t of f into m (rows + dicts). */
-static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratch, char *errmsg)
+/* The part of one tenant a compaction writes into one output file: its rows
+ * with times in [from, to) (INT64_MIN and INT64_MAX: all of them). A tenant
+ * cut into several spans has `firsts`: the first time of each of its row
+ * groups in each input, input after input in id order (compaction_cut);
+ * NULL when it is not cut. */
+typedef struct tenant_span {
+	int64_t from, to;
+	const int64_t *firsts;
+} tenant_span;
+
+/* The first row of scratch at or after time t (its rows are sorted). */
+static uint32_t rows_first_at(const rows *r, int64_t t)
+{
+	uint32_t lo = 0, hi = r->count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (r->time_us[mid] < t)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Appends to m the rows of tenant section ti of f whose times lie in
+ * [span->from, span->to), and to m's dictionaries the strings they use.
+ * firsts: the section's row groups' first times (span->firsts at this
+ * input), or NULL: a row group is read unless the first times show all its
+ * rows outside the span (a section's rows are sorted by time, so row group
+ * g holds times from firsts[g] to firsts[g + 1]).
+ */
+static int gather_tenant(segment_file *f, uint32_t ti, const tenant_span *span,
+			 const int64_t *firsts, gathered *m, rows *scratch, char *errmsg)
 {
 	strdict dict[DIM_COUNT];
 	memset(dict, 0, sizeof(dict));
 	int rc = segment_read_dict(f, ti, dict, errmsg);
-	uint32_t *remap[DIM_COUNT] = {0};
+	uint32_t *remap[DIM_COUNT] = {0}; /* UINT32_MAX: not used yet, not interned */
 	for (int d = 0; d < DIM_COUNT && !rc; d++) {
 		remap[d] = malloc(sizeof(uint32_t) * (dict[d].count + 1));
-		if (!remap[d]) {
+		if (!remap[d])
 			rc = -ENOMEM;
-			break;
-		}
-		for (uint32_t c = 0; c < dict[d].count && !rc; c++) {
-			tally_str str = strdict_get(&dict[d], c);
-			rc = strdict_intern(&m->dict[d], str.ptr, str.len, &remap[d][c]);
-		}
+		else
+			memset(remap[d], 0xff, sizeof(uint32_t) * (dict[d].count + 1));
 	}
 	const seg_tenant *st = &f->tenants[ti];
 	rows *r = &m->rows;
-	{
-		for (uint32_t g = st->first_rowgroup; g < st->first_rowgroup + st->rowgroup_count && !rc;
-		     g++) {
-			if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)) ||
-			    (rc = segment_rows_check(f, ti, g, scratch, dict, errmsg)))
-				break;
-			if (scratch->count >= UINT32_MAX - r->count ||
-			    scratch->id_bytes.size > ROWS_ID_BYTES_MAX - r->id_bytes.size) {
-				rc = TALLY_E_LIMIT;
-				snprintf(errmsg, TALLY_ERRMSG_SIZE,
-					 "tenant %s: its rows in this compaction pass %u rows or %zu bytes of "
-					 "event ids", st->name, UINT32_MAX - 1, ROWS_ID_BYTES_MAX);
-				break;
-			}
-			if ((rc = rows_reserve(r, r->count + scratch->count)) ||
-			    (rc = rows_reserve_id_bytes(r, scratch->id_bytes.size)))
-				break;
-			for (uint32_t i = 0; i < scratch->count; i++) {
-				uint32_t row = r->count + i;
-				for (int d = 0; d < DIM_COUNT; d++)
-					r->dim[d][row] = remap[d][scratch->dim[d][i]];
-				r->time_us[row] = scratch->time_us[i];
-				r->status[row] = scratch->status[i];
-				r->duration_ms[row] = scratch->duration_ms[i];
-				r->tokens_in[row] = scratch->tokens_in[i];
-				r->tokens_out[row] = scratch->tokens_out[i];
-				r->cost_micros[row] = scratch->cost_micros[i];
-				r->id_kind[row] = scratch->id_kind[i];
-				size_t size;
-				const uint8_t *bytes = rows_id(scratch, i, &size);
-				memcpy(r->id_bytes.data + r->id_bytes.size, bytes, size);
-				r->id_bytes.size += size;
-				r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
-			}
-			r->count += scratch->count;
+	for (uint32_t k = 0; k < st->rowgroup_count && !rc; k++) {
+		if (firsts && firsts[k] >= span->to)
+			break;
+		if (firsts && k + 1 < st->rowgroup_count && firsts[k + 1] < span->from)
+			continue;
+		uint32_t g = st->first_rowgroup + k;
+		if ((rc = segment_read_rowgroup(f, g, SEGMENT_COLUMNS_ALL, scratch, errmsg)) ||
+		    (rc = segment_rows_check(f, ti, g, scratch, dict, errmsg)))
+			break;
+		uint32_t a = rows_first_at(scratch, span->from);
+		uint32_t b = span->to == INT64_MAX ? scratch->count : rows_first_at(scratch, span->to);
+		if (a >= b)
+			continue;
+		uint32_t n = b - a;
+		size_t id_size = scratch->id_offset[b] - scratch->id_offset[a];
+		if (n >= UINT32_MAX - r->count || id_size > ROWS_ID_BYTES_MAX - r->id_bytes.size) {
+			rc = TALLY_E_LIMIT;
+			snprintf(errmsg, TALLY_ERRMSG_SIZE,
+				 "tenant %s: its rows in this compaction pass %u rows or %zu bytes of "
+				 "event ids", st->name, UINT32_MAX - 1, ROWS_ID_BYTES_MAX);
+			break;
 		}
+		if ((rc = rows_reserve(r, r->count + n)) || (rc = rows_reserve_id_bytes(r, id_size)))
+			break;
+		for (uint32_t i = a; i < b && !rc; i++) {
+			uint32_t row = r->count + (i - a);
+			for (int d = 0; d < DIM_COUNT && !rc; d++) {
+				uint32_t code = scratch->dim[d][i];
+				if (remap[d][code] == UINT32_MAX) {
+					tally_str str = strdict_get(&dict[d], code);
+					rc = strdict_intern(&m->dict[d], str.ptr, str.len, &remap[d][code]);
+				}
+				r->dim[d][row] = remap[d][code];
+			}
+			r->time_us[row] = scratch->time_us[i];
+			r->status[row] = scratch->status[i];
+			r->duration_ms[row] = scratch->duration_ms[i];
+			r->tokens_in[row] = scratch->tokens_in[i];
+			r->tokens_out[row] = scratch->tokens_out[i];
+			r->cost_micros[row] = scratch->cost_micros[i];
+			r->id_kind[row] = scratch->id_kind[i];
+			size_t size;
+			const uint8_t *bytes = rows_id(scratch, i, &size);
+			memcpy(r->id_bytes.data + r->id_bytes.size, bytes, size);
+			r->id_bytes.size += size;
+			r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
+		}
+		if (!rc)
+			r->count += n;
 	}
 	for (int d = 0; d < DIM_COUNT; d++) {
 		free(remap[d]);
@@ -2082,28 +2128,29 @@ static int gather_tenant(segment_file *f, uint32_t ti, gathered *m, rows *scratc
  * One output file of a flush or a compaction: the rows of tenants[0, count)
  * written to segment file file_id, then opened (f). A flush's part reads
  * each tenant's frozen memtable (immutable); a compaction's part gathers
- * each tenant's sections from the input files. Runs on a thread of its own
- * or on the calling one, and touches nothing shared but those, the tenants'
- * names and ids (fixed) and the io table.
+ * each tenant's span (spans[i]) from the input files. Runs on a thread of
+ * its own or on the calling one, and touches nothing shared but those, the
+ * tenants' names and ids (fixed) and the io table.
  */
 typedef struct file_part {
 	tally_store *s;
 	tenant **tenants;
 	uint32_t count;
+	const tenant_span *spans; /* a compaction's: tenants[i]'s rows in spans[i] */
 	segment_file **inputs; /* a compaction's input files, in id order; NULL for a flush */
 	uint32_t input_count;
 	uint64_t file_id;
+	uint32_t flags;        /* the header's: SEGMENT_FLAG_RUN_NEXT but for a run's first file */
 	segment_file *f;
 	int rc;
 	char errmsg[TALLY_ERRMSG_SIZE];
-	pthread_t thread;
-	int started;
 	const atomic_uint *give_way; /* a background compaction's: stop once non-zero */
 } file_part;
 
-/* Adds tenant t's rows, from p's frozen memtable or input files, to w. */
-static int part_add_tenant(file_part *p, segment_writer *w, tenant *t, rows *scratch,
-			   rollup_scratch *buffers)
+/* Adds tenant t's rows, from p's frozen memtable or its span of the input
+ * files, to w. */
+static int part_add_tenant(file_part *p, segment_writer *w, tenant *t, const tenant_span *span,
+			   rows *scratch, rollup_scratch *buffers)
 {
 	int rc = 0;
 	if (!p->inputs) {
@@ -2118,10 +2165,14 @@ static int part_add_tenant(file_part *p, segment_writer *w, tenant *t, rows *scr
 	}
 	gathered m;
 	memset(&m, 0, sizeof(m));
+	const int64_t *firsts = span->firsts;
 	for (uint32_t fi = 0; fi < p->input_count && !rc; fi++) {
 		int64_t ti = segment_file_find_tenant(p->inputs[fi], t->id);
-		if (ti >= 0)
-			rc = gather_tenant(p->inputs[fi], (uint32_t)ti, &m, scratch, p->errmsg);
+		if (ti < 0)
+			continue;
+		rc = gather_tenant(p->inputs[fi], (uint32_t)ti, span, firsts, &m, scratch, p->errmsg);
+		if (firsts)
+			firsts += p->inputs[fi]->tenants[ti].rowgroup_count;
 	}
 	if (!rc && m.rows.count)
 		rc = add_tenant_section(p->s, w, t->id, t->name, &m.rows, m.dict, buffers);
@@ -2135,8 +2186,8 @@ static void file_part_write(file_part *p)
 {
 	tally_store *s = p->s;
 	segment_writer *w;
-	int rc = segment_writer_open(s->io, s->segment_dir, p->file_id, s->options.zstd_level, &w,
-				     p->errmsg);
+	int rc = segment_writer_open(s->io, s->segment_dir, p->file_id, p->flags,
+				     s->options.zstd_level, &w, p->errmsg);
 	if (rc) {
 		p->rc = rc;
 		return;
@@ -2150,7 +2201,8 @@ static void file_part_write(file_part *p)
 			snprintf(p->errmsg, sizeof(p->errmsg), "gave way to tally_compact");
 			break;
 		}
-		rc = part_add_tenant(p, w, p->tenants[i], &scratch, &rollup_buffers);
+		rc = part_add_tenant(p, w, p->tenants[i], p->spans ? &p->spans[i] : NULL, &scratch,
+				     &rollup_buffers);
 	}
 	rollup_scratch_free(&rollup_buffers);
 	rows_free(&scratch);
@@ -2181,9 +2233,30 @@ static void file_part_write(file_part *p)
 	}
 }
 
-static void *file_part_main(void *arg)
+/* The files of one flush or compaction being written: each thread takes
+ * the next part not yet taken, until none is left or one has failed. */
+typedef struct parts_queue {
+	file_part *parts;
+	uint32_t count;
+	atomic_uint next;
+	atomic_bool failed;
+} parts_queue;
+
+static void parts_queue_run(parts_queue *q)
 {
-	file_part_write(arg);
+	for (;;) {
+		uint32_t j = atomic_fetch_add(&q->next, 1);
+		if (j >= q->count || atomic_load(&q->failed))
+			return;
+		file_part_write(&q->parts[j]);
+		if (q->parts[j].rc)
+			atomic_store(&q->failed, true);
+	}
+}
+
+static void *parts_queue_main(void *arg)
+{
+	parts_queue_run(arg);
 	return NULL;
 }
 
@@ -2245,27 +2318,31 @@ static void file_parts_cut(file_part *parts, uint32_t part_count, tenant **list,
 	}
 }
 
-/* Writes parts[0, count): part 0 on this thread, the others on a thread
- * each named `name`-<j> (or on this one, when a thread cannot start). 0,
- * or the first failing part's error with its message in errmsg; the files
- * of every part that succeeded are then still open in parts[j].f. */
-static int file_parts_write(file_part *parts, uint32_t count, const char *name, char *errmsg)
+/* Writes parts[0, count) on `threads` threads at most: this one and others
+ * named `name`-<j> (fewer when a thread cannot start), each taking the
+ * next part in turn. 0, or the first failing part's error with its message
+ * in errmsg (the parts after a failure are not written); the files of every
+ * part that succeeded are then still open in parts[j].f. */
+static int file_parts_write(file_part *parts, uint32_t count, uint32_t threads, const char *name,
+			    char *errmsg)
 {
-	for (uint32_t j = 1; j < count; j++) {
-		parts[j].started = pthread_create(&parts[j].thread, NULL, file_part_main, &parts[j]) == 0;
-		if (parts[j].started) {
-			char thread_name[16];
-			snprintf(thread_name, sizeof(thread_name), "%s-%u", name, j);
-			pthread_setname_np(parts[j].thread, thread_name); /* a debugging aid */
-		}
+	parts_queue q = {.parts = parts, .count = count};
+	atomic_init(&q.next, 0);
+	atomic_init(&q.failed, false);
+	pthread_t thread[FLUSH_FILES_MAX];
+	uint32_t started = 0;
+	if (threads > FLUSH_FILES_MAX)
+		threads = FLUSH_FILES_MAX;
+	for (uint32_t j = 1; j < threads && j < count; j++) {
+		if (pthread_create(&thread[started], NULL, parts_queue_main, &q) != 0)
+			break;
+		char thread_name[16];
+		snprintf(thread_name, sizeof(thread_name), "%s-%u", name, j);
+		pthread_setname_np(thread[started++], thread_name); /* a debugging aid */
 	}
-	file_part_write(&parts[0]);
-	for (uint32_t j = 1; j < count; j++) {
-		if (parts[j].started)
-			pthread_join(parts[j].thread, NULL);
-		else
-			file_part_write(&parts[j]); /* no thread: this one writes it too */
-	}
+	parts_queue_run(&q);
+	for (uint32_t j = 0; j < started; j++)
+		pthread_join(thread[j], NULL);
 	for (uint32_t j = 0; j < count; j++)
 		if (parts[j].rc) {
 			snprintf(errmsg, TALLY_ERRMSG_SIZE, "%s", parts[j].errmsg);
@@ -2383,10 +2460,11 @@ static int flush_locked_maintenance(tally_store *s, int *retried)
 	file_part parts[FLUSH_FILES_MAX];
 	memset(parts, 0, sizeof(parts));
 	for (uint32_t j = 0; j < part_count; j++)
-		parts[j] = (file_part){.s = s, .file_id = first_file_id + j};
+		parts[j] = (file_part){.s = s, .file_id = first_file_id + j,
+				       .flags = j ? SEGMENT_FLAG_RUN_NEXT : 0};
 	file_parts_cut(parts, part_count, frozen, row_counts, frozen_count, frozen_rows);
 	free(row_counts);
-	if ((rc = file_parts_write(parts, part_count, "tally-flush", errmsg))) {
+	if ((rc = file_parts_write(parts, part_count, part_count, "tally-flush", errmsg))) {
 		file_parts_discard(s, parts, part_count);
 		goto fail;
 	}
@@ -2536,11 +2614,17 @@ int tally_flush(tally_store *s)
 }
 
 /* Whether file b was written right after file a by the same flush or
- * compaction: the next file id, and tenants all after a's (the parts of
- * one are cut from one tenant list in id order). */
+ * compaction: the next file id, and since version 5 the header's
+ * SEGMENT_FLAG_RUN_NEXT; before, tenants all after a's (the parts of one
+ * are cut from one tenant list in id order; a later file that happens to
+ * line up joins the run, which changes only what is merged when). */
 static int same_run(const segment_file *a, const segment_file *b)
 {
-	return b->file_id == a->file_id + 1 && a->tenant_count && b->tenant_count &&
+	if (b->file_id != a->file_id + 1)
+		return 0;
+	if (b->version >= 5)
+		return (b->flags & SEGMENT_FLAG_RUN_NEXT) != 0;
+	return a->tenant_count && b->tenant_count &&
 	       b->tenants[0].tenant_id > a->tenants[a->tenant_count - 1].tenant_id;
 }
 
@@ -2600,6 +2684,89 @@ static uint32_t compaction_inputs(tally_store *s, int all, segment_file **inputs
 	return count;
 }
 
+/* Where a compaction cuts one tenant: the first time of each of its row
+ * groups in the inputs (tenant_span.firsts) and the cut times, ascending:
+ * span k holds the rows from cuts[k - 1] to before cuts[k]. */
+typedef struct tenant_cut {
+	int64_t *firsts;
+	int64_t *cuts;
+	uint32_t count;
+} tenant_cut;
+
+typedef struct first_rows {
+	int64_t first;
+	uint32_t rows;
+} first_rows;
+
+static int first_rows_compare(const void *a, const void *b)
+{
+	const first_rows *x = a, *y = b;
+	return (x->first > y->first) - (x->first < y->first);
+}
+
+/*
+ * Cuts tenant tid, with row_count rows in inputs[0, input_count), by time into
+ * spans of at least rows_max rows each but the last, counting a row group's
+ * rows where it starts: the row groups' first times (read from their time
+ * columns) in order, a cut before the first that finds rows_max rows taken
+ * since the last cut, unless it starts at that same time (rows of one time
+ * are never cut apart). So there are at most row_count / rows_max cuts, and a
+ * span's rows are under rows_max plus a row group, plus the row group each
+ * input may have begun before the span. Nothing is cut (c->count 0, no
+ * firsts) when row_count <= rows_max.
+ */
+static int compaction_cut(segment_file **inputs, uint32_t input_count, uint32_t tid,
+			  uint64_t row_count, uint64_t rows_max, tenant_cut *c, rows *scratch, char *errmsg)
+{
+	memset(c, 0, sizeof(*c));
+	if (row_count <= rows_max)
+		return 0;
+	size_t groups = 0;
+	for (uint32_t fi = 0; fi < input_count; fi++) {
+		int64_t ti = segment_file_find_tenant(inputs[fi], tid);
+		if (ti >= 0)
+			groups += inputs[fi]->tenants[ti].rowgroup_count;
+	}
+	first_rows *order = malloc(sizeof(*order) * (groups + 1));
+	c->firsts = malloc(sizeof(*c->firsts) * (groups + 1));
+	c->cuts = malloc(sizeof(*c->cuts) * (row_count / rows_max + 1));
+	if (!order || !c->firsts || !c->cuts) {
+		free(order);
+		return -ENOMEM;
+	}
+	int rc = 0;
+	size_t n = 0;
+	for (uint32_t fi = 0; fi < input_count && !rc; fi++) {
+		int64_t ti = segment_file_find_tenant(inputs[fi], tid);
+		if (ti < 0)
+			continue;
+		const seg_tenant *st = &inputs[fi]->tenants[ti];
+		for (uint32_t g = st->first_rowgroup; g < st->first_rowgroup + st->rowgroup_count;
+		     g++) {
+			if ((rc = segment_read_rowgroup(inputs[fi], g, 1u << TALLY_COL_TIME, scratch,
+							errmsg)))
+				break;
+			c->firsts[n] = scratch->time_us[0];
+			order[n++] = (first_rows){scratch->time_us[0], inputs[fi]->rowgroups[g].rows};
+		}
+	}
+	if (!rc) {
+		qsort(order, n, sizeof(*order), first_rows_compare);
+		uint64_t taken = 0;
+		int64_t from = n ? order[0].first : 0;
+		for (size_t i = 0; i < n; i++) {
+			if (taken >= rows_max && order[i].first > from) {
+				assert(c->count < row_count / rows_max);
+				c->cuts[c->count++] = from = order[i].first;
+				taken = 0;
+			}
+			taken += order[i].rows;
+		}
+	}
+	free(order);
+	return rc;
+}
+
 /* The caller holds compact_mutex. */
 static int compact_locked_maintenance(tally_store *s, int all)
 {
@@ -2640,12 +2807,20 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	for (uint32_t i = 0; i < input_count; i++)
 		input_ids[i] = inputs[i]->file_id;
 	uint32_t tenant_count = s->tenant_count;
+	uint64_t rows_max = s->options.compact_section_rows_max ? s->options.compact_section_rows_max
+								: COMPACT_SECTION_ROWS_MAX;
+	uint64_t input_rows_bound = 0;
+	for (uint32_t i = 0; i < input_count; i++)
+		input_rows_bound += inputs[i]->rows;
 	/* The output ids are taken in this same hold, while no flush holds
 	 * ids (the wait above): a flush that froze after the lock was let go
 	 * would otherwise take lower ids than the outputs for newer data. The
-	 * part count is known only once the inputs' rows are counted, so the
-	 * most parts there can be are reserved; an unused id is never used. */
-	uint32_t ids_reserved = all ? file_part_count(s, UINT64_MAX, tenant_count) : 1;
+	 * file count is known only once the inputs' rows are counted and the
+	 * large tenants cut, so the most files there can be are reserved (the
+	 * parts, and a file per cut: at most rows / rows_max); an unused id is
+	 * never used. */
+	uint64_t ids_reserved = (all ? file_part_count(s, UINT64_MAX, tenant_count) : 1) +
+				input_rows_bound / rows_max;
 	uint64_t first_file_id = s->manifest.next_file_id;
 	s->manifest.next_file_id += ids_reserved;
 	/* The tenant array may be reallocated by an ingest: keep the pointers
@@ -2656,19 +2831,26 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	pthread_mutex_unlock(&s->lock);
 	if (s->compact_test_hook)
 		s->compact_test_hook(s, s->compact_test_ctx);
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
 	uint64_t *row_counts = malloc(sizeof(*row_counts) * (tenant_count + 1));
-	if (!tenants || !row_counts) {
-		free(inputs);
-		free(tenants);
-		free(row_counts);
-		return -ENOMEM;
+	tenant_cut *cuts = calloc(tenant_count + 1, sizeof(*cuts));
+	file_part *parts = NULL;
+	tenant **items = NULL;
+	tenant_span *spans = NULL;
+	uint32_t out_count = 0;
+	if (!tenants || !row_counts || !cuts) {
+		rc = -ENOMEM;
+		goto fail;
 	}
 	/* The tenants with rows in the inputs (tenants[] keeps them, in id
 	 * order) and their rows, read from the inputs' footers: the parts
-	 * are cut from them as a flush's are from its frozen memtables. */
-	uint32_t listed = 0;
+	 * are cut from them as a flush's are from its frozen memtables. A
+	 * tenant of more than rows_max rows is cut by time too, a file for
+	 * each span after its first (docs/architecture.md, "Large tenants"). */
+	uint32_t listed = 0, cut_total = 0;
 	uint64_t input_rows = 0;
-	for (uint32_t tid = 0; tid < tenant_count; tid++) {
+	rows scratch = {0};
+	for (uint32_t tid = 0; tid < tenant_count && !rc; tid++) {
 		uint64_t n = 0;
 		for (uint32_t fi = 0; fi < input_count; fi++) {
 			int64_t ti = segment_file_find_tenant(inputs[fi], tid);
@@ -2678,35 +2860,79 @@ static int compact_locked_maintenance(tally_store *s, int all)
 			for (uint32_t g = 0; g < st->rowgroup_count; g++)
 				n += inputs[fi]->rowgroups[st->first_rowgroup + g].rows;
 		}
-		if (n) {
-			row_counts[listed] = n;
-			tenants[listed++] = tenants[tid];
-			input_rows += n;
-		}
+		if (!n)
+			continue;
+		rc = compaction_cut(inputs, input_count, tid, n, rows_max, &cuts[listed], &scratch,
+				    errmsg);
+		cut_total += cuts[listed].count;
+		row_counts[listed] = n;
+		tenants[listed++] = tenants[tid];
+		input_rows += n;
 	}
+	rows_free(&scratch);
+	if (rc)
+		goto fail;
 	/* tally_compact, which its caller waits for, splits as a flush does;
 	 * the background worker's compactions, niced beside ingest where the
-	 * CPU is what bounds it, write one file (a second thread there cost
-	 * sustained ingest about 3%: docs/benchmarks.md, twenty-fourth
+	 * CPU is what bounds it, write on one thread (a second thread there
+	 * cost sustained ingest about 3%: docs/benchmarks.md, twenty-fourth
 	 * measurement). */
 	uint32_t part_count = all ? file_part_count(s, input_rows, listed) : 1;
-	assert(part_count <= ids_reserved);
-
-	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	file_part parts[FLUSH_FILES_MAX];
-	memset(parts, 0, sizeof(parts));
-	for (uint32_t j = 0; j < part_count; j++)
-		parts[j] = (file_part){.s = s, .inputs = inputs, .input_count = input_count,
-				       .file_id = first_file_id + j,
-				       .give_way = all ? NULL : &s->compact_callers};
+	out_count = part_count + cut_total;
+	assert(out_count <= ids_reserved);
+	parts = calloc(out_count, sizeof(*parts));
+	items = malloc(sizeof(*items) * (listed + cut_total + 1));
+	spans = malloc(sizeof(*spans) * (listed + cut_total + 1));
+	if (!parts || !items || !spans) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* The parts' tenants as a flush's, then each part's tenants laid out
+	 * in files: a cut tenant's first span ends its part's current file,
+	 * and each later span begins a file of its own, so the files hold
+	 * tenants in order and a tenant's spans in time order. */
 	file_parts_cut(parts, part_count, tenants, row_counts, listed, input_rows);
+	uint32_t group_first[FLUSH_FILES_MAX], group_count[FLUSH_FILES_MAX];
+	for (uint32_t j = 0; j < part_count; j++) {
+		group_first[j] = (uint32_t)(parts[j].tenants - tenants);
+		group_count[j] = parts[j].count;
+		parts[j].count = 0;
+	}
+	uint32_t file = 0, item = 0;
+	for (uint32_t j = 0; j < part_count; j++, file++) {
+		parts[file].tenants = items + item;
+		for (uint32_t i = group_first[j]; i < group_first[j] + group_count[j]; i++) {
+			const tenant_cut *c = &cuts[i];
+			for (uint32_t k = 0; k <= c->count; k++) {
+				if (k) {
+					file++;
+					parts[file].tenants = items + item;
+				}
+				items[item] = tenants[i];
+				spans[item++] = (tenant_span){k ? c->cuts[k - 1] : INT64_MIN,
+							      k < c->count ? c->cuts[k] : INT64_MAX,
+							      c->firsts};
+				parts[file].count++;
+			}
+		}
+	}
+	assert(file == out_count && item == listed + cut_total);
+	for (uint32_t j = 0; j < out_count; j++) {
+		parts[j].s = s;
+		parts[j].spans = spans + (parts[j].tenants - items);
+		parts[j].inputs = inputs;
+		parts[j].input_count = input_count;
+		parts[j].file_id = first_file_id + j;
+		parts[j].flags = j ? SEGMENT_FLAG_RUN_NEXT : 0;
+		parts[j].give_way = all ? NULL : &s->compact_callers;
+	}
 	free(row_counts);
-	if ((rc = file_parts_write(parts, part_count, "tally-compact", errmsg))) {
-		file_parts_discard(s, parts, part_count);
+	row_counts = NULL;
+	if ((rc = file_parts_write(parts, out_count, part_count, "tally-compact", errmsg))) {
+		file_parts_discard(s, parts, out_count);
 		if (rc == -ECANCELED) { /* gave way: the caller's compaction merges it all */
-			free(inputs);
-			free(tenants);
-			return 0;
+			rc = 0;
+			goto out;
 		}
 		goto fail;
 	}
@@ -2722,10 +2948,8 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		rc = s->sticky;
 		pthread_mutex_unlock(&s->lock);
 		pthread_mutex_unlock(&s->publish);
-		file_parts_discard(s, parts, part_count);
-		free(inputs);
-		free(tenants);
-		return rc;
+		file_parts_discard(s, parts, out_count);
+		goto out;
 	}
 	/* Only compaction removes files, and it holds compact_mutex: every
 	 * input is still live. The catalog (and the manifest) stay in
@@ -2733,12 +2957,12 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	 * them, and before the files of flushes that took ids after them and
 	 * published while this compaction ran. */
 	segment_file **old = s->files;
-	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + part_count));
+	segment_file **files = malloc(sizeof(*files) * (s->file_count - input_count + out_count));
 	if (!files) {
 		pthread_mutex_unlock(&s->lock);
 		pthread_mutex_unlock(&s->publish);
 		rc = -ENOMEM;
-		file_parts_discard(s, parts, part_count);
+		file_parts_discard(s, parts, out_count);
 		goto fail;
 	}
 	uint32_t kept = 0, placed = 0;
@@ -2748,19 +2972,19 @@ static int compact_locked_maintenance(tally_store *s, int all)
 			is_input |= old[i] == inputs[j];
 		if (is_input)
 			continue;
-		for (; placed < part_count && parts[placed].file_id < old[i]->file_id; placed++)
+		for (; placed < out_count && parts[placed].file_id < old[i]->file_id; placed++)
 			files[kept + placed] = parts[placed].f;
 		files[kept + placed] = old[i];
 		kept++;
 	}
-	for (; placed < part_count; placed++)
+	for (; placed < out_count; placed++)
 		files[kept + placed] = parts[placed].f;
 	/* The manifest naming the new set is written without the lock (as a
 	 * flush's: manifest_image_locked); readers keep the inputs until the
 	 * swap below. */
 	uint8_t *image = NULL;
 	size_t image_size = 0;
-	rc = manifest_image_locked(s, files, kept + part_count, s->manifest.wal_replay_lsn, NULL,
+	rc = manifest_image_locked(s, files, kept + out_count, s->manifest.wal_replay_lsn, NULL,
 				   s->manifest.wal_file_id_next, &image, &image_size, errmsg);
 	pthread_mutex_unlock(&s->lock);
 	int written = !rc;
@@ -2778,16 +3002,16 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		pthread_mutex_unlock(&s->lock);
 		pthread_mutex_unlock(&s->publish);
 		if (written) {
-			for (uint32_t j = 0; j < part_count; j++)
+			for (uint32_t j = 0; j < out_count; j++)
 				segment_file_close(parts[j].f);
 		} else {
-			file_parts_discard(s, parts, part_count);
+			file_parts_discard(s, parts, out_count);
 		}
 		goto fail;
 	}
 	s->manifest.generation++;
 	s->files = files;
-	s->file_count = kept + part_count;
+	s->file_count = kept + out_count;
 	free(old);
 	for (uint32_t i = 0; i < input_count; i++) {
 		if (inputs[i]->pins) {
@@ -2806,7 +3030,7 @@ static int compact_locked_maintenance(tally_store *s, int all)
 	 * still reads a pinned input keeps its entries pinned, and forgets
 	 * them when it lets the input go (store_files_unpin). */
 	query_cache_forget_files(s, input_ids, input_count);
-	for (uint32_t j = 0; j < part_count; j++)
+	for (uint32_t j = 0; j < out_count; j++)
 		query_cache_warm(s, parts[j].f, warm, warm_count);
 	free(warm);
 	for (uint32_t i = 0; i < input_count; i++) {
@@ -2818,13 +3042,21 @@ static int compact_locked_maintenance(tally_store *s, int all)
 		s->io->unlink(s->io, path);
 	}
 	s->io->fsync_dir(s->io, s->segment_dir);
-	free(inputs);
-	free(tenants);
-	return 0;
+	goto out;
 fail:
+	record_failure(s, "compaction", errmsg, rc);
+out:
 	free(inputs);
 	free(tenants);
-	record_failure(s, "compaction", errmsg, rc);
+	free(row_counts);
+	for (uint32_t i = 0; cuts && i <= tenant_count; i++) {
+		free(cuts[i].firsts);
+		free(cuts[i].cuts);
+	}
+	free(cuts);
+	free(parts);
+	free(items);
+	free(spans);
 	return rc;
 }
 

@@ -168,6 +168,12 @@ typedef struct tally_options {
 					  * default: the online CPUs */
 	uint64_t flush_parallel_rows_min; /* a smaller flush or compaction writes one file; 0,
 					   * the default: FLUSH_PARALLEL_ROWS_MIN (200,000) */
+	uint64_t compact_section_rows_max; /* a compaction cuts a tenant with more rows in its
+					    * inputs by time into sections of about this many
+					    * rows, in files of their own, so its RAM stays
+					    * bounded however large the tenant; 0, the default:
+					    * COMPACT_SECTION_ROWS_MAX (4,194,304; docs/
+					    * architecture.md, "Large tenants") */
 	bool background;                 /* run the background threads (flush, compaction, rollups);
 					  * default true */
 	int64_t minute_pages_retention_us; /* minute rollup pages kept this long; default 48 hours

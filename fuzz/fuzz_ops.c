@@ -1405,6 +1405,9 @@ static int store_try_open(tally_store **s, char *errmsg)
 	tally_options_default(&o);
 	o.background = false;
 	o.io = power_io_table(pio);
+	/* A compaction cuts a tenant of more rows by time into spans, files
+	 * of their own (store.c, compaction_cut): the oracle checks them. */
+	o.compact_section_rows_max = 16;
 	*s = NULL;
 	return tally_store_open(dir, &o, s, errmsg);
 }

@@ -83,6 +83,7 @@
 #define CRASH_MEMTABLE_BYTES_MAX_SMALL (64u << 10)
 #define CRASH_COMPACT_FILES_MIN 3
 #define CRASH_COMPACT_EVERY 40 /* batches between a split-flush child's tally_compact calls */
+#define CRASH_SECTION_ROWS_MAX 500 /* compactions cut each tenant of more rows by time */
 #define CRASH_WAL_FILE_BYTES_MAX_SMALL (128u << 10)
 #define CRASH_SHORT_WRITE_BYTES 512
 #define CRASH_MESSAGE_TEXT_SIZE 112
@@ -222,6 +223,7 @@ static tally_store *child_open(crash_child *c)
 		o.flush_parallel_rows_min = 1;
 	}
 	o.compact_files_min = CRASH_COMPACT_FILES_MIN;
+	o.compact_section_rows_max = CRASH_SECTION_ROWS_MAX;
 	o.background = true;
 	o.group_commit_window_us = c->setup.group_commit_window_us;
 	if (c->setup.wal_file_bytes_max)

@@ -712,7 +712,7 @@ Test(inspect, writer_refuses_rows_outside_dictionary_or_status)
 		cr_assert_eq(strdict_intern(&dict[d], "x", 1, &code), 0);
 	}
 	segment_writer *w;
-	cr_assert_eq(segment_writer_open(io, segment_dir, file_id, 3, &w, err), 0, "%s", err);
+	cr_assert_eq(segment_writer_open(io, segment_dir, file_id, 0, 3, &w, err), 0, "%s", err);
 	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
 	r.status[2] = 0; /* still a code past the dictionary */
 	cr_expect_eq(segment_writer_add_tenant(w, acme, "acme", &r, dict, NULL), TALLY_E_INVALID);
@@ -913,11 +913,11 @@ static void set_segment_version(const char *path, uint32_t version)
 	set_segment_header_u32(path, 8, version);
 }
 
-/* Description: a segment file of this build (version 4) opens, as do
- * versions 2 and 3 (their layouts are version 4's without wraps, and
- * without minute bounds for version 2); versions 1, 5 and the maximum are
- * refused as versions, naming the file. */
-Test(inspect, segment_files_of_versions_2_to_4_open_and_others_are_refused)
+/* Description: a segment file of this build (version 5) opens, as do
+ * versions 2 to 4 (their layouts are version 5's without header flags,
+ * version 3's without wraps, and without minute bounds for version 2);
+ * versions 1, 6 and the maximum are refused as versions, naming the file. */
+Test(inspect, segment_files_of_versions_2_to_5_open_and_others_are_refused)
 {
 	build_store();
 	uint64_t ids[2];
@@ -938,7 +938,7 @@ Test(inspect, segment_files_of_versions_2_to_4_open_and_others_are_refused)
 		cr_assert_not_null(strstr(err, "format version"), "%s", err);
 		cr_assert_not_null(strstr(err, path), "%s", err);
 	}
-	for (uint32_t version = 2; version <= 3; version++) {
+	for (uint32_t version = 2; version <= 4; version++) {
 		set_segment_version(path, version);
 		f = open_segment(ids[1]);
 		cr_assert_eq(f->version, version);
@@ -1021,11 +1021,18 @@ Test(inspect, verify_and_open_name_a_segment_file_damaged_at_its_edges)
 	expect_segment_refused(says, "a damaged trailer");
 	file_put(path, good, size);
 
-	/* Bytes every version writes as zeros: the header's flags (under the
-	 * header checksum, made again here) and the trailer's 7 (under none). */
+	/* Header flags the file's version does not know (under the header
+	 * checksum, made again here): any but SEGMENT_FLAG_RUN_NEXT in version
+	 * 5, any at all before; and the trailer's 7 zero bytes (under none). */
 	set_segment_header_u32(path, 12, 4);
-	snprintf(says, sizeof(says), "%s offset 12: header flags are 4, expected 0", name);
+	snprintf(says, sizeof(says), "%s offset 12: header flags are 4, version 5 knows only 1",
+		 name);
 	expect_segment_refused(says, "header flags");
+	set_segment_header_u32(path, 12, SEGMENT_FLAG_RUN_NEXT);
+	set_segment_header_u32(path, 8, 4);
+	snprintf(says, sizeof(says), "%s offset 12: header flags are 1, version 4 knows only 0",
+		 name);
+	expect_segment_refused(says, "a run flag in a version 4 file");
 	file_put(path, good, size);
 
 	flip_byte(path, size - SEGMENT_TRAILER_SIZE + 20);
