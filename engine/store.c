@@ -2091,31 +2091,38 @@ static int gather_tenant(segment_file *f, uint32_t ti, const tenant_span *span,
 		}
 		if ((rc = rows_reserve(r, r->count + n)) || (rc = rows_reserve_id_bytes(r, id_size)))
 			break;
-		for (uint32_t i = a; i < b && !rc; i++) {
-			uint32_t row = r->count + (i - a);
-			for (int d = 0; d < DIM_COUNT && !rc; d++) {
+		/* Column by column: the strings the rows use first, then the
+		 * codes through the remap, the fixed-size columns and the ids
+		 * as ranges. */
+		for (int d = 0; d < DIM_COUNT && !rc; d++)
+			for (uint32_t i = a; i < b && !rc; i++) {
 				uint32_t code = scratch->dim[d][i];
 				if (remap[d][code] == UINT32_MAX) {
 					tally_str str = strdict_get(&dict[d], code);
-					rc = strdict_intern(&m->dict[d], str.ptr, str.len, &remap[d][code]);
+					rc = strdict_intern(&m->dict[d], str.ptr, str.len,
+							    &remap[d][code]);
 				}
-				r->dim[d][row] = remap[d][code];
 			}
-			r->time_us[row] = scratch->time_us[i];
-			r->status[row] = scratch->status[i];
-			r->duration_ms[row] = scratch->duration_ms[i];
-			r->tokens_in[row] = scratch->tokens_in[i];
-			r->tokens_out[row] = scratch->tokens_out[i];
-			r->cost_micros[row] = scratch->cost_micros[i];
-			r->id_kind[row] = scratch->id_kind[i];
-			size_t size;
-			const uint8_t *bytes = rows_id(scratch, i, &size);
-			memcpy(r->id_bytes.data + r->id_bytes.size, bytes, size);
-			r->id_bytes.size += size;
-			r->id_offset[row + 1] = (uint32_t)r->id_bytes.size;
-		}
-		if (!rc)
-			r->count += n;
+		if (rc)
+			break;
+		uint32_t row = r->count;
+		for (int d = 0; d < DIM_COUNT; d++)
+			for (uint32_t i = a; i < b; i++)
+				r->dim[d][row + i - a] = remap[d][scratch->dim[d][i]];
+		memcpy(r->time_us + row, scratch->time_us + a, sizeof(*r->time_us) * n);
+		memcpy(r->status + row, scratch->status + a, sizeof(*r->status) * n);
+		memcpy(r->duration_ms + row, scratch->duration_ms + a, sizeof(*r->duration_ms) * n);
+		memcpy(r->tokens_in + row, scratch->tokens_in + a, sizeof(*r->tokens_in) * n);
+		memcpy(r->tokens_out + row, scratch->tokens_out + a, sizeof(*r->tokens_out) * n);
+		memcpy(r->cost_micros + row, scratch->cost_micros + a, sizeof(*r->cost_micros) * n);
+		memcpy(r->id_kind + row, scratch->id_kind + a, sizeof(*r->id_kind) * n);
+		uint32_t id_from = scratch->id_offset[a];
+		memcpy(r->id_bytes.data + r->id_bytes.size, scratch->id_bytes.data + id_from, id_size);
+		for (uint32_t i = a; i < b; i++)
+			r->id_offset[row + i - a + 1] =
+				(uint32_t)(r->id_bytes.size + (scratch->id_offset[i + 1] - id_from));
+		r->id_bytes.size += id_size;
+		r->count += n;
 	}
 	for (int d = 0; d < DIM_COUNT; d++) {
 		free(remap[d]);
