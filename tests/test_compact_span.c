@@ -405,10 +405,10 @@ static int tmp_files(void)
 
 /* Description: a compaction whose third output file cannot be created (a
  * tenant of 2,000 events from 8 flushes, cut into spans of 100 rows, a
- * file each) fails as a whole: the files it wrote are removed, nothing is
- * published (the inputs stay live, the file ids after them unused), every
- * event is still there once and the store takes writes; once the fault
- * is gone the same compaction succeeds. */
+ * file each) fails as a whole: no later file is started, the files it
+ * wrote are removed, nothing is published (the inputs stay live, the file
+ * ids after them unused), every event is still there once and the store
+ * takes writes; once the fault is gone the same compaction succeeds. */
 Test(span, a_compaction_whose_later_span_file_fails_publishes_nothing)
 {
 	tally_store *s = open_store(100, false, 1);
@@ -431,8 +431,14 @@ Test(span, a_compaction_whose_later_span_file_fails_publishes_nothing)
 	segment_file_name(name, sizeof(name), s->manifest.next_file_id + 2);
 	strcat(name, ".tmp");
 	fault_io_open_fail(fio, name, EIO);
+	fault_io_counts before, after;
+	fault_io_counts_get(fio, &before);
 	cr_expect_eq(tally_compact(s), -EIO);
+	fault_io_counts_get(fio, &after);
 	fault_io_open_fail(fio, NULL, 0);
+	cr_expect_eq(after.open_count - before.open_count, 5,
+		     "two files created and opened to read, the third's creation "
+		     "failed and nothing after it was started");
 	cr_expect_eq(s->file_count, 8, "the inputs stay live");
 	cr_expect_eq(test_dir_segment_files(dir), 8, "the outputs written are removed");
 	cr_expect_eq(tmp_files(), 0);
