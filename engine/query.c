@@ -801,11 +801,13 @@ typedef struct user_list {
 	uint32_t count;
 	const uint8_t *registers;  /* dense cells */
 	const uint64_t *hash;      /* hash by code of the cell's source */
+	const rollup_block *block; /* a cached block's dense cell: its register set `set` */
+	uint32_t set;
 } user_list;
 
 static user_list user_list_of(const rollup_cell *c, const uint64_t *hash)
 {
-	user_list l = {1, 0, NULL, c->user_count, c->registers, hash};
+	user_list l = {1, 0, NULL, c->user_count, c->registers, hash, NULL, 0};
 	if (c->user_count == 1)
 		l.one = c->users.one;
 	else if (c->user_count > 1)
@@ -1211,10 +1213,14 @@ static void acc_resolve_users(qstate *st)
 {
 	for (uint32_t i = 0; i < st->acc_count; i++) {
 		acc *a = &st->accs[i];
-		if (a->deferred.present) {
-			a->distinct = a->deferred.registers
-					      ? (uint64_t)llround(hll_estimate(a->deferred.registers))
-					      : a->deferred.count;
+		const user_list *l = &a->deferred;
+		if (l->present) {
+			if (!l->registers)
+				a->distinct = l->count;
+			else if (l->block)
+				a->distinct = rollup_block_dense_users(l->block, l->set);
+			else
+				a->distinct = (uint64_t)llround(hll_estimate(l->registers));
 			a->deferred.present = 0;
 		} else {
 			a->distinct = uset_estimate(&a->users);
@@ -1654,9 +1660,11 @@ static int merge_block(qstate *st, const rollup_block *b, source_groups *sg, con
 			if (st->want_dd)
 				rc = acc_dd(st, a, b->dd_arena + ix[n + i], ix[i]);
 			if (st->want_users && !rc) {
-				user_list l = {1, 0, NULL, 0, NULL, user_hash};
+				user_list l = {1, 0, NULL, 0, NULL, user_hash, NULL, 0};
 				if (ix[2 * n + i] == ROLLUP_DENSE) {
 					l.registers = b->register_arena + (size_t)HLL_REGISTERS * ix[3 * n + i];
+					l.block = b;
+					l.set = ix[3 * n + i];
 				} else {
 					l.count = ix[2 * n + i];
 					l.many = b->user_arena + ix[3 * n + i];

@@ -57,7 +57,9 @@
  *    a cell stores a wraps column, so data whose sums never wrap is
  *    encoded exactly as before wraps existed.
  */
+#include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1398,7 +1400,9 @@ int rollup_block_sketches(rollup_block *b)
 	b->dd_arena = malloc(sizeof(uint64_t) * (dd_room + 1));
 	b->user_arena = malloc(sizeof(uint32_t) * (user_room + 1));
 	b->register_arena = dense_total ? malloc(dense_total * HLL_REGISTERS) : NULL;
-	if (!b->sketch_index || !b->dd_arena || !b->user_arena || (dense_total && !b->register_arena)) {
+	b->dense_users = dense_total ? calloc(dense_total, sizeof(*b->dense_users)) : NULL;
+	if (!b->sketch_index || !b->dd_arena || !b->user_arena ||
+	    (dense_total && (!b->register_arena || !b->dense_users))) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -1460,7 +1464,8 @@ int rollup_block_sketches(rollup_block *b)
 	if (dense_total)
 		memcpy(b->register_arena, dense, dense_total * HLL_REGISTERS);
 	b->bytes += sizeof(uint32_t) * 4 * (n + 1) + sizeof(uint64_t) * dd_room +
-		    sizeof(uint32_t) * user_room + dense_total * HLL_REGISTERS;
+		    sizeof(uint32_t) * user_room +
+		    dense_total * (HLL_REGISTERS + sizeof(*b->dense_users));
 	b->sketches = 1;
 	return 0;
 fail:
@@ -1468,11 +1473,25 @@ fail:
 	free(b->dd_arena);
 	free(b->user_arena);
 	free(b->register_arena);
+	free(b->dense_users);
 	b->sketch_index = NULL;
 	b->dd_arena = NULL;
 	b->user_arena = NULL;
 	b->register_arena = NULL;
+	b->dense_users = NULL;
 	return err;
+}
+
+uint64_t rollup_block_dense_users(const rollup_block *b, uint32_t set)
+{
+	assert(b->sketches && (size_t)set < b->dense_size / HLL_REGISTERS);
+	_Atomic uint64_t *known = &b->dense_users[set];
+	uint64_t users = atomic_load_explicit(known, memory_order_relaxed);
+	if (users)
+		return users - 1;
+	users = (uint64_t)llround(hll_estimate(b->register_arena + (size_t)HLL_REGISTERS * set));
+	atomic_store_explicit(known, users + 1, memory_order_relaxed);
+	return users;
 }
 
 void rollup_block_free(rollup_block *b)
@@ -1485,6 +1504,7 @@ void rollup_block_free(rollup_block *b)
 	free(b->dd_arena);
 	free(b->user_arena);
 	free(b->register_arena);
+	free(b->dense_users);
 	memset(b, 0, sizeof(*b));
 }
 

@@ -3552,6 +3552,28 @@ Test(query, the_query_cache_stays_within_its_limit_least_recently_used_out_first
 	}
 }
 
+/* The rows of an ungrouped by-hour query of t's accepted events over
+ * three hours, each past USET_EXACT_MAX users: their distinct users are
+ * exactly the estimate of one set of all the hour's user hashes (merging
+ * registers takes the maximum, so however the hour's events were split
+ * into cells, its registers are that set's). */
+static void expect_hours_sketched(const tenant *t, const tally_result *res, const char *when)
+{
+	cr_assert_eq(res->row_count, 3, "%s", when);
+	for (size_t r = 0; r < res->row_count; r++) {
+		uset want = {0};
+		for (size_t k = 0; k < t->acc_count; k++) {
+			const ev *e = &t->acc[k];
+			if (e->user_len && e->time_us / HOUR_US * HOUR_US == res->rows[r].bucket_start_us)
+				cr_assert_eq(uset_add(&want, sketch_user_hash(e->user, e->user_len)), 0);
+		}
+		cr_expect(uset_dense(&want), "%s, hour %zu", when, r);
+		cr_expect_eq(res->rows[r].distinct_users, uset_estimate(&want), "%s, hour %zu", when, r);
+		cr_expect_gt(res->rows[r].distinct_users, USET_EXACT_MAX, "%s, hour %zu", when, r);
+		uset_free(&want);
+	}
+}
+
 /* Description: hour cells holding more than USET_EXACT_MAX distinct users
  * (their user sets dense: HyperLogLog registers) answer distinct users
  * within 2% of the exact count, and every other aggregate exactly, from a
@@ -3559,7 +3581,9 @@ Test(query, the_query_cache_stays_within_its_limit_least_recently_used_out_first
  * from their compaction: 60,000 events of one group, nearly each its own
  * user, over three hours (about 10,000 users an hour in each half, each
  * half's hour cells dense on their own), queried ungrouped, by hour, by day
- * and by model. */
+ * and by model; by hour, each hour's distinct users are exactly the
+ * estimate of a set of the hour's users, also asked twice of the
+ * compaction's cached blocks. */
 Test(query, dense_user_sets_from_every_source)
 {
 	seed_init("dense_user_sets_from_every_source");
@@ -3605,14 +3629,17 @@ Test(query, dense_user_sets_from_every_source)
 			env_compact(&v);
 		for (int i = 0; i < 4; i++) {
 			tally_result *res = expect_oracle(&v, &t, &qs[i], steps[step]);
-			if (i == 1) { /* every hour cell of every source is dense */
-				cr_expect_eq(res->row_count, 3);
-				for (size_t r = 0; r < res->row_count; r++)
-					cr_expect_gt(res->rows[r].distinct_users, USET_EXACT_MAX, "%s, hour %zu",
-						     steps[step], r);
-			}
+			if (i == 1) /* every hour cell of every source is dense */
+				expect_hours_sketched(&t, res, steps[step]);
 			tally_result_free(res);
 		}
+	}
+	/* Compacted, each hour is one dense cell of a cached block, which
+	 * keeps its distinct users once asked: asked again, the same. */
+	for (int again = 0; again < 2; again++) {
+		tally_result *res = run_ok(v.store, t.name, &qs[1]);
+		expect_hours_sketched(&t, res, again ? "cached, asked again" : "cached");
+		tally_result_free(res);
 	}
 	tenant_free(&t);
 	env_close(&v);

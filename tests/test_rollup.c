@@ -349,6 +349,17 @@ static rollup_block *decode_list(const rollup_encoded *x, int list, rollup_group
 	return b;
 }
 
+/* The one chunk of x's hour list, decoded (free it and *groups). */
+static rollup_block *decode_hour_chunk(const rollup_encoded *x, rollup_group **groups)
+{
+	uint32_t count;
+	int status;
+	rollup_block *b = decode_list(x, LIST_HOUR, groups, &count, &status);
+	cr_assert_eq(status, 0);
+	cr_assert_eq(count, 1);
+	return b;
+}
+
 /* The first byte (the version) of every chunk of x is `version`. */
 static void expect_chunk_versions(const rollup_encoded *x, uint8_t version, const char *what)
 {
@@ -412,11 +423,7 @@ Test(rollup, wrapped_sums_round_trip_exactly_and_are_checked)
 	cr_assert_eq(rollup_encode(&r, INT64_MIN, NULL, &x), 0);
 	expect_chunk_versions(&x, ROLLUP_BLOCK_VERSION_WRAPS, "a wrapped cell in every list");
 	rollup_group *groups;
-	uint32_t count;
-	int status;
-	rollup_block *b = decode_list(&x, LIST_HOUR, &groups, &count, &status);
-	cr_assert_eq(status, 0);
-	cr_assert_eq(count, 1);
+	rollup_block *b = decode_hour_chunk(&x, &groups);
 	cr_assert_eq(b[0].cell_count, 2);
 	cr_assert_not_null(b[0].wraps);
 	uint32_t at = b[0].count[0] == 3 ? 0 : 1;
@@ -457,6 +464,8 @@ Test(rollup, wrapped_sums_round_trip_exactly_and_are_checked)
 	/* As many wraps as events: no sum of 3 values wraps 3 times. */
 	r.wraps[cell->wraps - 1].tokens_in = 3;
 	cr_assert_eq(rollup_encode(&r, INT64_MIN, NULL, &x), 0);
+	uint32_t count;
+	int status;
 	b = decode_list(&x, LIST_HOUR, &groups, &count, &status);
 	cr_expect_eq(status, TALLY_E_CORRUPT);
 	free(b);
@@ -464,4 +473,69 @@ Test(rollup, wrapped_sums_round_trip_exactly_and_are_checked)
 	rollup_encoded_free(&x);
 	rollup_free(&r);
 	rollup_free(&plain);
+}
+
+/* Description: a decoded block's dense cells answer their distinct users
+ * through rollup_block_dense_users: two hour cells of one group, of 9,000
+ * and 20,000 distinct users (past USET_EXACT_MAX, so stored as registers),
+ * each equal to the estimate of a set built from the same user hashes,
+ * the same on a second call; the value is kept in the block once asked
+ * (a kept value stands for the answer: the second call does not estimate
+ * again), and a block freed after it frees what it kept. */
+Test(rollup, dense_cells_keep_their_distinct_users_once_asked)
+{
+	seed_rng("dense_cells_keep_their_distinct_users_once_asked");
+	const int64_t hour = 20000 * DAY_US + 5 * ROLLUP_HOUR_US;
+	static const uint32_t users[2] = {9000, 20000};
+	uset expected[2] = {{0}, {0}};
+	rollup r;
+	memset(&r, 0, sizeof(r));
+	uint32_t code = 0;
+	for (int h = 0; h < 2; h++)
+		for (uint32_t k = 0; k < users[h]; k++, code++) {
+			uint64_t hash = test_rng_next(&rng);
+			rollup_event e = {
+				.time_us = hour + h * ROLLUP_HOUR_US + (int64_t)k,
+				.code = {1, 1, 1, 1},
+				.status = TALLY_STATUS_OK,
+				.user = code,
+				.user_hash = hash,
+				.duration_ms = 5,
+				.tokens_in = 1,
+			};
+			cr_assert_eq(rollup_add(&r, &e), 0);
+			cr_assert_eq(uset_add(&expected[h], hash), 0);
+		}
+	rollup_encoded x;
+	cr_assert_eq(rollup_encode(&r, INT64_MIN, NULL, &x), 0);
+	rollup_group *groups;
+	rollup_block *b = decode_hour_chunk(&x, &groups);
+	cr_assert_eq(rollup_block_sketches(&b[0]), 0);
+	const uint32_t n = b[0].cell_count, *ix = b[0].sketch_index;
+	uint32_t dense = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (ix[2 * n + i] != ROLLUP_DENSE)
+			continue;
+		int h = b[0].bucket[i] * ROLLUP_HOUR_US == hour ? 0 : 1;
+		cr_assert(uset_dense(&expected[h]));
+		uint64_t want = uset_estimate(&expected[h]);
+		uint32_t set = ix[3 * n + i];
+		cr_expect_eq(atomic_load(&b[0].dense_users[set]), 0, "nothing kept before asked");
+		cr_expect_eq(rollup_block_dense_users(&b[0], set), want, "hour %d", h);
+		cr_expect_eq(atomic_load(&b[0].dense_users[set]), want + 1, "kept");
+		cr_expect_eq(rollup_block_dense_users(&b[0], set), want, "hour %d again", h);
+		atomic_store(&b[0].dense_users[set], 43);
+		cr_expect_eq(rollup_block_dense_users(&b[0], set), 42, "the kept value answers");
+		dense++;
+	}
+	cr_expect_eq(dense, 2, "both hour cells are dense");
+	cr_expect_neq(uset_estimate(&expected[0]), uset_estimate(&expected[1]));
+	rollup_block_free(&b[0]);
+	cr_expect_null(b[0].dense_users);
+	free(b);
+	free(groups);
+	rollup_encoded_free(&x);
+	rollup_free(&r);
+	for (int h = 0; h < 2; h++)
+		uset_free(&expected[h]);
 }
