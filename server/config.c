@@ -105,6 +105,10 @@ static const option_spec options[] = {
 	{"query-bytes-max", "query_bytes_max", KIND_SIZE, FIELD(query_bytes_max),
 	 CONFIG_QUERY_BYTES_MIN, CONFIG_QUERY_BYTES_MAX, "SIZE",
 	 "memory one query or billing export page may build before it is refused"},
+	{"compact-section-rows-max", "compact_section_rows_max", KIND_NUMBER,
+	 FIELD(compact_section_rows_max),
+	 CONFIG_COMPACT_SECTION_ROWS_MIN, CONFIG_COMPACT_SECTION_ROWS_MAX, "N",
+	 "a compaction cuts a tenant of more rows by time into sections of about this many"},
 	{"query-threads", "query_threads", KIND_NUMBER, FIELD(query_threads), CONFIG_QUERY_THREADS_MIN,
 	 CONFIG_QUERY_THREADS_MAX, "N", "threads answering queries and listings"},
 	{"latency-slice-us", "latency_slice_us", KIND_NUMBER, FIELD(latency_slice_us), 0,
@@ -146,6 +150,7 @@ void config_default(server_config *c)
 	c->memtable_age_max_s = CONFIG_DEFAULT_MEMTABLE_AGE_MAX_S;
 	c->query_cache_bytes_max = CONFIG_DEFAULT_QUERY_CACHE_BYTES_MAX;
 	c->query_bytes_max = CONFIG_DEFAULT_QUERY_BYTES_MAX;
+	c->compact_section_rows_max = CONFIG_DEFAULT_COMPACT_SECTION_ROWS_MAX;
 	c->query_threads = CONFIG_DEFAULT_QUERY_THREADS;
 	c->latency_slice_us = CONFIG_DEFAULT_LATENCY_SLICE_US;
 	c->log_json = false;

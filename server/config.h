@@ -59,6 +59,10 @@
 #define CONFIG_DEFAULT_MEMTABLE_AGE_MAX_S 3600u
 #define CONFIG_DEFAULT_QUERY_THREADS 2u
 #define CONFIG_DEFAULT_LATENCY_SLICE_US 100u
+/* A compaction cuts a tenant of more rows than this by time into sections
+ * of about this many rows (engine option compact_section_rows_max; the
+ * engine's default, COMPACT_SECTION_ROWS_MAX). */
+#define CONFIG_DEFAULT_COMPACT_SECTION_ROWS_MAX 4194304u
 
 /* Ranges, inclusive. A frame must hold at least a Hello and a small batch;
  * above 256 MiB one request could hold a large share of the server's RAM.
@@ -90,6 +94,12 @@
 #define CONFIG_MEMTABLE_AGE_MAX_S_MAX 604800u /* a week */
 #define CONFIG_QUERY_THREADS_MIN 1u
 #define CONFIG_QUERY_THREADS_MAX 64u
+/* A cut falls between row groups (at most 65,536 rows each), so a smaller
+ * limit cuts no finer; a section of 33,554,432 rows holds about 2 GiB of
+ * 62-byte rows plus up to 2 GiB of 64-byte event ids in a compaction's
+ * RAM, per thread (docs/architecture.md, "Large tenants"). */
+#define CONFIG_COMPACT_SECTION_ROWS_MIN 65536u
+#define CONFIG_COMPACT_SECTION_ROWS_MAX 33554432u
 /* The kernel takes slices of 0.1 to 100 ms (it clamps others). */
 #define CONFIG_LATENCY_SLICE_US_MAX 100000u
 
@@ -111,6 +121,8 @@ typedef struct server_config {
 	uint32_t memtable_age_max_s;      /* 3600: flush once the oldest unflushed event is this old (engine option memtable_age_max_us); 0 = no age limit */
 	uint64_t query_cache_bytes_max;   /* 256 MiB: decoded rollup pages kept for queries (engine option) */
 	uint64_t query_bytes_max;         /* 2 GiB: memory one query may build (engine option) */
+	uint32_t compact_section_rows_max; /* 4,194,304: a compaction cuts a larger tenant by time
+					    * (engine option) */
 	uint32_t query_threads;           /* 2 */
 	uint32_t latency_slice_us;        /* 100: scheduler slice of the loop and query threads (server/latency.c); 0 = kernel default */
 	bool log_json;                    /* false: one human line per log record on stderr */

@@ -960,6 +960,17 @@ static void *submitter_main(void *arg)
 	return NULL;
 }
 
+void server_store_options(const server_config *config, tally_options *options)
+{
+	tally_options_default(options);
+	options->group_commit_window_us = config->group_commit_window_us;
+	options->memtable_bytes_max = config->memtable_bytes_max;
+	options->memtable_age_max_us = (int64_t)config->memtable_age_max_s * TALLY_US_PER_SECOND;
+	options->query_cache_bytes_max = config->query_cache_bytes_max;
+	options->query_bytes_max = config->query_bytes_max;
+	options->compact_section_rows_max = config->compact_section_rows_max;
+}
+
 void server_test_submit_hooks(server *s, void (*before)(void *arg), void (*after)(void *arg),
 			      void *arg)
 {
@@ -1164,12 +1175,7 @@ int server_open(const server_config *config, server **out, char *errmsg)
 		goto fail;
 	}
 	tally_options options;
-	tally_options_default(&options);
-	options.group_commit_window_us = config->group_commit_window_us;
-	options.memtable_bytes_max = config->memtable_bytes_max;
-	options.memtable_age_max_us = (int64_t)config->memtable_age_max_s * TALLY_US_PER_SECOND;
-	options.query_cache_bytes_max = config->query_cache_bytes_max;
-	options.query_bytes_max = config->query_bytes_max;
+	server_store_options(config, &options);
 	options.io = io;
 	if ((rc = tally_store_open(config->data_dir, &options, &s->store, errmsg)))
 		goto fail;

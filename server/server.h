@@ -38,6 +38,11 @@ int server_run(server *s);
 /* Asks server_run to stop. Async-signal-safe (one write to an eventfd). */
 void server_stop(server *s);
 
+/* The engine's options of a config: tally_options_default, then the
+ * settings tallyd hands to the engine (the io seam is left to the
+ * caller). */
+void server_store_options(const server_config *config, tally_options *options);
+
 /* Tests only: `before` runs on the submitter thread before each group of
  * ingest goes to the engine, `after` once the engine has taken it and
  * before the event loop hears of it (set before server_run; NULL: none). */

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "server.h"
 #include "support/test_dir.h"
 
 #define ARGS_MAX 64
@@ -61,6 +62,7 @@ static void expect_defaults(const server_config *c)
 	cr_expect_eq(c->memtable_age_max_s, 3600u);
 	cr_expect_eq(c->query_cache_bytes_max, (uint64_t)256 << 20);
 	cr_expect_eq(c->query_bytes_max, (uint64_t)2 << 30);
+	cr_expect_eq(c->compact_section_rows_max, 4194304u);
 	cr_expect_eq(c->query_threads, 2u);
 	cr_expect_eq(c->latency_slice_us, 100u);
 	cr_expect_eq(c->log_json, false);
@@ -91,7 +93,7 @@ Test(config, every_flag)
 		       "--frame-bytes-max", "1MiB", "--batch-events-max", "1000", "--connections-max", "5000",
 		       "--connections-per-key-max", "17", "--inflight-max", "8", "--idle-timeout-ms", "60000",
 		       "--frame-timeout-ms", "2500", "--pending-bytes-max", "64MiB", "--group-commit-window-us",
-		       "500", "--memtable-bytes-max", "768MiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-bytes-max", "512MiB", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
+		       "500", "--memtable-bytes-max", "768MiB", "--memtable-age-max-s", "60", "--query-cache-bytes-max", "1GiB", "--query-bytes-max", "512MiB", "--compact-section-rows-max", "1000000", "--query-threads", "6", "--latency-slice-us", "250", "--log-json",
 		       "--log-level", "warn", "--hello-timeout-ms", "750");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/var/lib/tally");
@@ -111,6 +113,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.memtable_age_max_s, 60u);
 	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 30);
 	cr_expect_eq(c.query_bytes_max, (uint64_t)512 << 20);
+	cr_expect_eq(c.compact_section_rows_max, 1000000u);
 	cr_expect_eq(c.query_threads, 6u);
 	cr_expect_eq(c.latency_slice_us, 250u);
 	cr_expect_eq(c.log_json, true);
@@ -121,7 +124,7 @@ Test(config, every_flag)
 		   "--frame-bytes-max=4096", "--batch-events-max=1", "--connections-max=1",
 		   "--connections-per-key-max=65536", "--inflight-max=4096", "--idle-timeout-ms=1",
 		   "--frame-timeout-ms=86400000", "--pending-bytes-max=2GiB", "--group-commit-window-us=100000",
-		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-cache-bytes-max=1MiB", "--query-bytes-max=64GiB", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
+		   "--memtable-bytes-max=1048576", "--memtable-age-max-s=604800", "--query-cache-bytes-max=1MiB", "--query-bytes-max=64GiB", "--compact-section-rows-max=65536", "--query-threads=64", "--latency-slice-us=0", "--log-json=false",
 		   "--log-level=error", "--hello-timeout-ms=1");
 	cr_assert_eq(rc, CONFIG_OK, "%s", err);
 	cr_expect_str_eq(c.data_dir, "/srv/t");
@@ -141,6 +144,7 @@ Test(config, every_flag)
 	cr_expect_eq(c.memtable_age_max_s, 604800u);
 	cr_expect_eq(c.query_cache_bytes_max, (uint64_t)1 << 20);
 	cr_expect_eq(c.query_bytes_max, (uint64_t)64 << 30);
+	cr_expect_eq(c.compact_section_rows_max, 65536u);
 	cr_expect_eq(c.query_threads, 64u);
 	cr_expect_eq(c.latency_slice_us, 0u);
 	cr_expect_eq(c.log_json, false);
@@ -200,6 +204,7 @@ static const char full_ini[] = "; tallyd configuration\n"
 			       "group_commit_window_us = 200\n"
 			       "memtable_bytes_max = 640MiB\n"
 			       "memtable_age_max_s = 0\n"
+			       "compact_section_rows_max = 33554432\n"
 			       "query_threads = 4\n"
 			       "latency_slice_us = 1000\n"
 			       "log_json = true\n"
@@ -231,6 +236,7 @@ Test(config, ini_file_sets_every_key)
 	cr_expect_eq(c.group_commit_window_us, 200u);
 	cr_expect_eq(c.memtable_bytes_max, (uint64_t)640 << 20);
 	cr_expect_eq(c.memtable_age_max_s, 0u);
+	cr_expect_eq(c.compact_section_rows_max, 33554432u);
 	cr_expect_eq(c.query_threads, 4u);
 	cr_expect_eq(c.latency_slice_us, 1000u);
 	cr_expect_eq(c.log_json, true);
@@ -327,6 +333,10 @@ Test(config, flag_errors)
 		 "--group-commit-window-us: '100001' is out of range 0..100000"},
 		{{"--memtable-age-max-s", "604801"}, "--memtable-age-max-s: '604801' is out of range 0..604800"},
 		{{"--query-threads", "0"}, "--query-threads: '0' is out of range 1..64"},
+		{{"--compact-section-rows-max", "65535"},
+		 "--compact-section-rows-max: '65535' is out of range 65536..33554432"},
+		{{"--compact-section-rows-max", "33554433"},
+		 "--compact-section-rows-max: '33554433' is out of range 65536..33554432"},
 		{{"--latency-slice-us", "100001"}, "--latency-slice-us: '100001' is out of range 0..100000"},
 		{{"--frame-bytes-max", "1023"}, "--frame-bytes-max: '1023' is out of range 1 KiB..256 MiB"},
 		{{"--frame-bytes-max", "257MiB"}, "--frame-bytes-max: '257MiB' is out of range 1 KiB..256 MiB"},
@@ -700,4 +710,35 @@ Test(config, export_schedule)
 		if (bad[i][0])
 			cr_expect_str_eq(err, want);
 	}
+}
+
+/* Description: the settings tallyd hands to the engine arrive in its
+ * options (server_store_options): each set away from its default, the
+ * rest of the options the engine's defaults. */
+Test(config, engine_settings_become_the_store_options)
+{
+	server_config c;
+	config_default(&c);
+	char err[TALLY_ERRMSG_SIZE];
+	int rc = PARSE(&c, err, "--group-commit-window-us", "700", "--memtable-bytes-max", "3MiB",
+		       "--memtable-age-max-s", "90", "--query-cache-bytes-max", "5MiB",
+		       "--query-bytes-max", "7MiB", "--compact-section-rows-max", "100000");
+	cr_assert_eq(rc, CONFIG_OK, "%s", err);
+	tally_options o, defaults;
+	server_store_options(&c, &o);
+	tally_options_default(&defaults);
+	cr_expect_eq(o.group_commit_window_us, 700u);
+	cr_expect_eq(o.memtable_bytes_max, (uint64_t)3 << 20);
+	cr_expect_eq(o.memtable_age_max_us, INT64_C(90000000));
+	cr_expect_eq(o.query_cache_bytes_max, (uint64_t)5 << 20);
+	cr_expect_eq(o.query_bytes_max, (uint64_t)7 << 20);
+	cr_expect_eq(o.compact_section_rows_max, 100000u);
+	/* Everything else as tally_options_default leaves it. */
+	o.group_commit_window_us = defaults.group_commit_window_us;
+	o.memtable_bytes_max = defaults.memtable_bytes_max;
+	o.memtable_age_max_us = defaults.memtable_age_max_us;
+	o.query_cache_bytes_max = defaults.query_cache_bytes_max;
+	o.query_bytes_max = defaults.query_bytes_max;
+	o.compact_section_rows_max = defaults.compact_section_rows_max;
+	cr_expect_eq(memcmp(&o, &defaults, sizeof(o)), 0);
 }
