@@ -142,6 +142,9 @@ size_t tally_utf8_invalid_at(const uint8_t *s, size_t n);
  * ids the 32-bit offsets of a row set. */
 #define TALLY_MEMTABLE_BYTES_MAX_LIMIT ((uint64_t)768 << 20)
 
+/* The default compact_section_rows_max (tallyd shows it in its help). */
+#define TALLY_COMPACT_SECTION_ROWS_DEFAULT (1u << 22)
+
 /* ---- Options ------------------------------------------------------------ */
 typedef struct tally_options {
 	const tally_io *io;              /* NULL: the liburing-backed default */
@@ -172,7 +175,7 @@ typedef struct tally_options {
 					    * inputs by time into sections of about this many
 					    * rows, in files of their own, so its RAM stays
 					    * bounded however large the tenant; 0, the default:
-					    * COMPACT_SECTION_ROWS_MAX (4,194,304; docs/
+					    * TALLY_COMPACT_SECTION_ROWS_DEFAULT (4,194,304; docs/
 					    * architecture.md, "Large tenants") */
 	bool background;                 /* run the background threads (flush, compaction, rollups);
 					  * default true */

@@ -36,7 +36,7 @@ enum dim {
 #define VERIFY_CACHE_ENTRIES 16              /* decoded row groups kept for dedup verification */
 #define FLUSH_FILES_MAX 4u                   /* segment files one flush or compaction writes at once, a thread each */
 #define FLUSH_PARALLEL_ROWS_MIN 200000u      /* a flush or compaction of fewer rows writes one file */
-#define COMPACT_SECTION_ROWS_MAX (1u << 22) /* default compact_section_rows_max: a tenant section a compaction writes */
+#define COMPACT_SECTION_ROWS_MAX TALLY_COMPACT_SECTION_ROWS_DEFAULT /* default compact_section_rows_max: a tenant section a compaction writes */
 #define MEMTABLE_AGE_MAX_US (INT64_C(3600) * 1000000) /* default memtable_age_max_us: an hour */
 #define BACKGROUND_TICK_MS 200u              /* the flush worker and the compactor wake at least this often */
 #define BACKGROUND_NICE 10                   /* the flush worker's and the compactor's nice, above the process's */

@@ -60,9 +60,8 @@
 #define CONFIG_DEFAULT_QUERY_THREADS 2u
 #define CONFIG_DEFAULT_LATENCY_SLICE_US 100u
 /* A compaction cuts a tenant of more rows than this by time into sections
- * of about this many rows (engine option compact_section_rows_max; the
- * engine's default, COMPACT_SECTION_ROWS_MAX). */
-#define CONFIG_DEFAULT_COMPACT_SECTION_ROWS_MAX 4194304u
+ * of about this many rows (engine option compact_section_rows_max). */
+#define CONFIG_DEFAULT_COMPACT_SECTION_ROWS_MAX TALLY_COMPACT_SECTION_ROWS_DEFAULT
 
 /* Ranges, inclusive. A frame must hold at least a Hello and a small batch;
  * above 256 MiB one request could hold a large share of the server's RAM.
