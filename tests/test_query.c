@@ -1724,7 +1724,15 @@ static void oracle_phase_ingest(env *v, tenant *t, int64_t c, int64_t next_c, bo
 	free(list.v);
 }
 
-static void oracle_test(const char *name, bool short_retention)
+/* Store options an oracle run sets beyond env_open's. */
+typedef struct oracle_limits {
+	uint64_t compact_section_rows_max;
+	uint32_t flush_threads;
+	uint64_t flush_parallel_rows_min;
+	uint64_t query_cache_bytes_max;
+} oracle_limits;
+
+static void oracle_test(const char *name, bool short_retention, const oracle_limits *limits)
 {
 	seed_init(name);
 	nx_values_init();
@@ -1736,8 +1744,14 @@ static void oracle_test(const char *name, bool short_retention)
 	 * memtable's is past retention, and minute queries need raw events. */
 	clocks[ORACLE_PHASES - 1] = NOW_US + (short_retention ? 3 * HOUR_US : 0);
 	env v;
-	env_open(&v, short_retention ? "query-oracle-short" : "query-oracle", clocks[0],
-		 short_retention ? 2 * HOUR_US : 0);
+	env_open(&v, name, clocks[0], short_retention ? 2 * HOUR_US : 0);
+	if (limits) {
+		v.options.compact_section_rows_max = limits->compact_section_rows_max;
+		v.options.flush_threads = limits->flush_threads;
+		v.options.flush_parallel_rows_min = limits->flush_parallel_rows_min;
+		v.options.query_cache_bytes_max = limits->query_cache_bytes_max;
+		env_reopen(&v);
+	}
 
 	static const char *const names[ORACLE_TENANTS] = {"acme", "globex", "initech", "umbrella.corp-1"};
 	static const size_t sizes[ORACLE_TENANTS] = {13000, 2500, 1200, 300};
@@ -1835,6 +1849,15 @@ static void oracle_test(const char *name, bool short_retention)
 	cr_expect_gt(coverage.truncated, 0, "some answers must be truncated");
 	cr_expect_eq(failures, 0, "seed=%llu: %d of %d cases differ from the oracle (details on stderr)",
 		     (unsigned long long)test_seed, failures, query_cases + listing_cases);
+	cr_assert_eq(tally_store_stats(v.store, &st), 0);
+	fprintf(stderr,
+		"test_query %s: %" PRIu64 " segment files, %" PRIu64 " tenant-day segments, %" PRIu64
+		" bytes of live rollups, %" PRIu64 " bytes of query cache\n",
+		name, st.segment_file_count, st.segment_count, st.rollup_live_bytes, st.query_cache_bytes);
+	if (limits) { /* the limits took: files of spans and of parallel writes, a small cache */
+		cr_expect_geq(st.segment_file_count, 4);
+		cr_expect_leq(st.query_cache_bytes, limits->query_cache_bytes_max);
+	}
 	for (int i = 0; i < ORACLE_TENANTS; i++)
 		tenant_free(&tenants[i]);
 	free(tenants);
@@ -1850,7 +1873,7 @@ TestSuite(query, .fini = live_dir_remove);
  * memtable state, against the oracle; minute pages kept 48 hours. */
 Test(query, oracle_default_retention)
 {
-	oracle_test("oracle_default_retention", false);
+	oracle_test("oracle_default_retention", false, NULL);
 }
 
 /* Description: the same with minute pages kept only 2 hours and the last
@@ -1858,7 +1881,24 @@ Test(query, oracle_default_retention)
  * raw events, exactly. */
 Test(query, oracle_short_minute_retention)
 {
-	oracle_test("oracle_short_minute_retention", true);
+	oracle_test("oracle_short_minute_retention", true, NULL);
+}
+
+/* Description: the same queries with the store's limits set where the
+ * defaults never take a test's few thousand events: compaction cuts a
+ * tenant into time spans of about 700 rows, each in a file of its own
+ * (acme's 13,000 events take several); a flush or compaction of 500 rows or
+ * more writes three files at once; and the query cache holds 64 KiB, so
+ * most queries decode their sections again. */
+Test(query, oracle_small_sections_and_limits)
+{
+	static const oracle_limits limits = {
+		.compact_section_rows_max = 700,
+		.flush_threads = 3,
+		.flush_parallel_rows_min = 500,
+		.query_cache_bytes_max = 64 << 10,
+	};
+	oracle_test("oracle_small_sections_and_limits", false, &limits);
 }
 
 /* ---- tz_bucket, the oracle's basis, against glibc --------------------------------------- */
