@@ -344,11 +344,27 @@ static int segment_times(const segment_file *f, const seg_segment *seg, rows *r,
  * a segment's stored and raw bytes are its share (by rows) of the row
  * groups it lies in, since small days share row groups.
  */
-static int inspect_file(const segment_file *f, tally_inspect_report *report,
+static int inspect_file(const segment_file *f, tally_inspect_report *report, tally_file_fn file_fn,
 			tally_segment_fn segment_fn, void *ctx, bytebuf *raw, char *errmsg)
 {
 	report->segment_file_count++;
 	report->file_bytes += f->size;
+	if (file_fn) {
+		tally_file_info info = {
+			.file_id = f->file_id,
+			.version = f->version,
+			.run_next = (f->flags & SEGMENT_FLAG_RUN_NEXT) != 0,
+			.bytes = f->size,
+			.tenant_count = f->tenant_count,
+		};
+		for (uint32_t t = 0; t < f->tenant_count; t++) {
+			const seg_tenant *tenant = &f->tenants[t];
+			info.segment_count += tenant->segment_count;
+			for (uint32_t s = 0; s < tenant->segment_count; s++)
+				info.rows += f->segments[tenant->first_segment + s].rows;
+		}
+		file_fn(ctx, &info);
+	}
 	uint64_t *rg_stored = calloc((size_t)f->rowgroup_count + 1, sizeof(uint64_t));
 	uint64_t *rg_raw = calloc((size_t)f->rowgroup_count + 1, sizeof(uint64_t));
 	int rc = rg_stored && rg_raw ? 0 : -ENOMEM;
@@ -463,17 +479,24 @@ static int inspect_wal(const tally_io *io, const char *dir, tally_inspect_report
 }
 
 /*
- * tally_inspect (contract in tally.h). Refuses a directory held by a live
+ * tally_inspect and tally_inspect_files (contracts in tally.h). Refuses a directory held by a live
  * process (TALLY_E_LOCKED) and one without a MANIFEST (TALLY_E_NOTFOUND:
  * not a tally data directory). Reads the manifest, every footer, and the
  * packed row-group blocks (to split them by column); a damaged file makes it
  * fail with TALLY_E_CORRUPT and an errmsg naming the file and offset (tally
  * verify lists all damage). *report is zeroed first and is complete only
  * when 0 is returned. segment_fn's info, including the tenant string, is
- * valid only during the call. errmsg may be NULL.
+ * valid only during the call; file_fn is called as inspect_file starts
+ * each file. errmsg may be NULL.
  */
 int tally_inspect(const char *dir, tally_inspect_report *report, tally_segment_fn segment_fn,
 		  void *ctx, char *errmsg)
+{
+	return tally_inspect_files(dir, report, NULL, segment_fn, ctx, errmsg);
+}
+
+int tally_inspect_files(const char *dir, tally_inspect_report *report, tally_file_fn file_fn,
+			tally_segment_fn segment_fn, void *ctx, char *errmsg)
 {
 	if (errmsg)
 		errmsg[0] = 0;
@@ -512,7 +535,7 @@ int tally_inspect(const char *dir, tally_inspect_report *report, tally_segment_f
 		segment_file *f;
 		if ((rc = segment_file_open(io, segment_dir, m.file_ids[i], &f, errmsg)))
 			break;
-		rc = inspect_file(f, report, segment_fn, ctx, &raw, errmsg);
+		rc = inspect_file(f, report, file_fn, segment_fn, ctx, &raw, errmsg);
 		segment_file_close(f);
 	}
 	if (!rc)

@@ -707,6 +707,20 @@ typedef struct tally_inspect_report {
 	uint64_t wal_file_id_next; /* the manifest's next WAL file id; 0: not recorded (version < 3) */
 } tally_inspect_report;
 
+/* One segment file, as tally_inspect_files reports it. */
+typedef struct tally_file_info {
+	uint64_t file_id;      /* its name is this id as 16 hex digits, then ".seg" */
+	uint32_t version;      /* the segment format version of its header (docs/formats.md) */
+	bool run_next;         /* its header's RUN_NEXT flag: a later file of the run one flush
+				* or compaction wrote (a large tenant's later time spans, or
+				* the parallel files of a flush), compacted together with
+				* the files before it */
+	uint64_t bytes;        /* the whole file on disk */
+	uint32_t tenant_count; /* tenant sections */
+	uint64_t segment_count; /* (tenant, day) segments */
+	uint64_t rows;
+} tally_file_info;
+
 /*
  * Reads the manifest and every segment footer of `dir` (without taking the
  * store lock's writer role) and reports totals; calls segment_fn, if not
@@ -715,6 +729,15 @@ typedef struct tally_inspect_report {
 typedef void (*tally_segment_fn)(void *ctx, const tally_segment_info *info);
 int tally_inspect(const char *dir, tally_inspect_report *report,
 		  tally_segment_fn segment_fn, void *ctx, char *errmsg);
+
+/*
+ * tally_inspect, and calls file_fn, if not NULL, once per live segment
+ * file, in the manifest's order (ascending ids), before segment_fn is
+ * called for that file's segments.
+ */
+typedef void (*tally_file_fn)(void *ctx, const tally_file_info *info);
+int tally_inspect_files(const char *dir, tally_inspect_report *report, tally_file_fn file_fn,
+			tally_segment_fn segment_fn, void *ctx, char *errmsg);
 
 /*
  * Checks every checksum in `dir`: manifest, segment file headers, footers and

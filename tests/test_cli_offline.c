@@ -24,6 +24,7 @@
 
 #include "support/cli_run.h"
 #include "support/fault_io.h"
+#include "support/segment_header.h"
 #include "support/test_dir.h"
 #include "tally.h"
 
@@ -587,6 +588,128 @@ Test(cli_offline, usage_errors_exit_2_with_the_usage_line)
 	r = run(&cli_command_inspect, 3, two);
 	cr_expect_eq(r->code, CLI_EXIT_FAILURE);
 	cr_expect_not_null(strstr(r->err, "unexpected argument '/tmp'"), "%s", r->err);
-	cr_expect_not_null(strstr(r->err, "usage: tally inspect [--json] [--segments] DIR"), "%s",
-			   r->err);
+	cr_expect_not_null(strstr(r->err, "usage: tally inspect [--json] [--files] [--segments] DIR"),
+			   "%s", r->err);
+}
+
+/* ---- inspect --files ---------------------------------------------------- */
+
+/* acme: 30 events on each of four days, globex: 5 today, flushed; acme's
+ * 10 more today, flushed; then a compaction that cuts tenants of more than
+ * 40 rows by time: acme's 120 rows of the first flush (one row group) are
+ * its first span, and its later span begins a file of its own, marked
+ * RUN_NEXT, which globex's section follows. */
+static void build_run_store(void)
+{
+	tally_options o;
+	tally_options_default(&o);
+	o.io = fault_io_table(fio);
+	o.background = false;
+	o.compact_section_rows_max = 40;
+	tally_store *s = NULL;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_store_open(dir, &o, &s, err), 0, "%s", err);
+	char id[32];
+	for (int d = 3; d >= 0; d--)
+		for (int i = 0; i < 30; i++) {
+			snprintf(id, sizeof(id), "a%d-%d", d, i);
+			ingest(s, "acme", id, NOW_US - d * DAY_US - 200 * MINUTE_US + i * MINUTE_US);
+		}
+	for (int i = 0; i < 5; i++) {
+		snprintf(id, sizeof(id), "g%d", i);
+		ingest(s, "globex", id, NOW_US - 100 * MINUTE_US + i * MINUTE_US);
+	}
+	cr_assert_eq(tally_flush(s), 0);
+	for (int i = 0; i < 10; i++) {
+		snprintf(id, sizeof(id), "b%d", i);
+		ingest(s, "acme", id, NOW_US - 50 * MINUTE_US + i * MINUTE_US);
+	}
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_compact(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* The path of segment file id. */
+static void segment_id_path(char *path, size_t size, uint64_t id)
+{
+	snprintf(path, size, "%s/segments/%016" PRIx64 ".seg", dir, id);
+}
+
+/* Description: `tally inspect --files DIR` adds a table of the segment
+ * files, one line each: id, format version, run (first, or next for a file
+ * continuing a flush's or compaction's run), tenants, segments, rows, size
+ * and first and last event; a file of a version before 5 (no run flag)
+ * shows "-". --json --files gives the same as exact figures, run_next
+ * null before version 5. */
+Test(cli_offline, inspect_files_lists_each_segment_file_and_its_run)
+{
+	build_run_store();
+	/* The compaction's run: files 3 and 4 (the flushes wrote 1 and 2). */
+	static const struct {
+		uint64_t id;
+		const char *run;
+		int tenants, segments, rows;
+		int64_t first, last;
+	} files[] = {
+		{3, "first", 1, 4, 120, NOW_US - 3 * DAY_US - 200 * MINUTE_US,
+		 NOW_US - 200 * MINUTE_US + 29 * MINUTE_US},
+		{4, "next", 2, 2, 15, NOW_US - 100 * MINUTE_US, NOW_US - 41 * MINUTE_US},
+	};
+	for (int pass = 0; pass < 2; pass++) {
+		cli_run_result *r = run_inspect("--files", dir);
+		cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+		cr_expect_not_null(strstr(r->out, "\n  file             version run   tenants segments"
+						  "         rows        size  first event"),
+				   "%s", r->out);
+		for (size_t i = 0; i < 2; i++) {
+			char path[160], size[CLI_BYTES_SIZE], t0[CLI_TIME_SIZE], t1[CLI_TIME_SIZE];
+			char line[256];
+			segment_id_path(path, sizeof(path), files[i].id);
+			cli_format_bytes(size, file_size(path));
+			cli_format_time(t0, files[i].first);
+			cli_format_time(t1, files[i].last);
+			const char *run = pass == 1 && i == 0 ? "-" : files[i].run;
+			snprintf(line, sizeof(line), "  %016" PRIx64 " %7d %-5s %7d %8d %12d %11s  %-27s  %s",
+				 files[i].id, pass == 1 && i == 0 ? 4 : 5, run, files[i].tenants,
+				 files[i].segments, files[i].rows, size, t0, t1);
+			cli_expect_line(r->out, line);
+		}
+		const char *argv[4] = {"inspect", "--json", "--files", dir};
+		r = run(&cli_command_inspect, 4, argv);
+		cr_assert_eq(r->code, CLI_EXIT_OK, "stderr: %s", r->err);
+		json_error_t error;
+		json_t *root = json_loads(r->out, 0, &error);
+		cr_assert_not_null(root, "not JSON (%s): %s", error.text, r->out);
+		json_t *list = json_object_get(root, "files");
+		cr_assert_eq(json_array_size(list), 2);
+		for (size_t i = 0; i < 2; i++) {
+			json_t *f = json_array_get(list, i);
+			char path[160], t0[CLI_TIME_SIZE], t1[CLI_TIME_SIZE];
+			segment_id_path(path, sizeof(path), files[i].id);
+			cli_format_time(t0, files[i].first);
+			cli_format_time(t1, files[i].last);
+			cr_expect_eq((uint64_t)json_integer_value(json_object_get(f, "file_id")), files[i].id);
+			cr_expect_eq(json_integer_value(json_object_get(f, "version")),
+				     pass == 1 && i == 0 ? 4 : 5);
+			json_t *next = json_object_get(f, "run_next");
+			if (pass == 1 && i == 0)
+				cr_expect(json_is_null(next), "file %zu", i);
+			else
+				cr_expect(json_is_boolean(next) && json_boolean_value(next) == (i == 1),
+					  "file %zu", i);
+			cr_expect_eq((uint64_t)json_integer_value(json_object_get(f, "bytes")),
+				     file_size(path));
+			cr_expect_eq(json_integer_value(json_object_get(f, "tenant_count")), files[i].tenants);
+			cr_expect_eq(json_integer_value(json_object_get(f, "segment_count")),
+				     files[i].segments);
+			cr_expect_eq(json_integer_value(json_object_get(f, "rows")), files[i].rows);
+			cr_expect_str_eq(json_string_value(json_object_get(f, "time_min")), t0);
+			cr_expect_str_eq(json_string_value(json_object_get(f, "time_max")), t1);
+		}
+		json_decref(root);
+		/* Then file 3 as a version 4 file (no flags there to clear). */
+		char path[160];
+		segment_id_path(path, sizeof(path), 3);
+		segment_header_set_u32(path, SEGMENT_HEADER_VERSION_OFFSET, 4);
+	}
 }

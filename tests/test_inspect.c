@@ -35,6 +35,7 @@
 #include "strdict.h"
 #include "support/fault_io.h"
 #include "support/manifest_file.h"
+#include "support/segment_header.h"
 #include "support/test_dir.h"
 #include "tally.h"
 
@@ -48,9 +49,12 @@ static char dir[256];
 static char segment_dir[300];
 static char wal_dir[300];
 static fault_io *fio;
+/* compact_section_rows_max of the stores the tests open (0: the default). */
+static uint64_t section_rows_max;
 
 static void setup(void)
 {
+	section_rows_max = 0;
 	fio = test_dir_store_setup(dir, sizeof(dir), "inspect", NOW_US);
 	snprintf(segment_dir, sizeof(segment_dir), "%s/segments", dir);
 	snprintf(wal_dir, sizeof(wal_dir), "%s/wal", dir);
@@ -73,6 +77,7 @@ static int store_try_open(tally_store **s, char *err)
 	tally_options_default(&o);
 	o.io = fault_io_table(fio);
 	o.background = false;
+	o.compact_section_rows_max = section_rows_max;
 	*s = NULL;
 	return tally_store_open(dir, &o, s, err);
 }
@@ -414,6 +419,101 @@ Test(inspect, reports_exact_rows_segments_files_and_per_segment_details)
 
 	/* The check does not keep the lock: the store opens again. */
 	cr_assert_eq(tally_store_close(open_store()), 0);
+}
+
+/* What tally_inspect_files reported, in call order. */
+typedef struct file_calls {
+	int file_count;
+	tally_file_info file[4];
+	uint64_t segment_rows[4];  /* per file: the rows of its segments, as segment_fn saw them */
+	uint64_t segments[4];
+	int segment_out_of_place;  /* a segment not of the file reported last */
+} file_calls;
+
+static void on_file(void *ctx, const tally_file_info *info)
+{
+	file_calls *c = ctx;
+	cr_assert_lt(c->file_count, 4);
+	c->file[c->file_count++] = *info;
+}
+
+static void on_file_segment(void *ctx, const tally_segment_info *info)
+{
+	file_calls *c = ctx;
+	if (!c->file_count || c->file[c->file_count - 1].file_id != info->file_id) {
+		c->segment_out_of_place++;
+		return;
+	}
+	c->segment_rows[c->file_count - 1] += info->rows;
+	c->segments[c->file_count - 1]++;
+}
+
+static file_calls inspect_files(void)
+{
+	file_calls c;
+	memset(&c, 0, sizeof(c));
+	tally_inspect_report report;
+	char err[TALLY_ERRMSG_SIZE] = "";
+	int rc = tally_inspect_files(dir, &report, on_file, on_file_segment, &c, err);
+	cr_assert_eq(rc, 0, "inspect: %s (%s)", tally_strerror(rc), err);
+	cr_expect_eq(report.segment_file_count, (uint64_t)c.file_count);
+	return c;
+}
+
+/* Description: a compaction that cuts acme (130 rows in its inputs, spans
+ * of about 40 rows cut only between row groups: here 90 and 40) writes a
+ * run of two files; tally_inspect_files reports each file once, in id
+ * order, before its segments: the first with no RUN_NEXT flag (acme's
+ * first span: three days, 90 rows), the second flagged (acme's today, 40
+ * rows, and globex's 5: 2 tenants, 2 segments, 45 rows), both version 5,
+ * with their sizes on disk. A file set back to version 4 (no flags) is
+ * reported as such. */
+Test(inspect, files_report_their_version_run_flag_and_contents)
+{
+	section_rows_max = 40;
+	tally_store *s = open_store();
+	for (int32_t day = DAY_NOW - 3; day <= DAY_NOW; day++)
+		ingest_day(s, "acme", day, 30, 0);
+	ingest_day(s, "globex", DAY_NOW, 5, 0);
+	cr_assert_eq(tally_flush(s), 0);
+	ingest_day(s, "acme", DAY_NOW, 10, 1); /* hex ids: new events */
+	cr_assert_eq(tally_flush(s), 0);
+	cr_assert_eq(tally_compact(s), 0);
+	cr_assert_eq(tally_store_close(s), 0);
+
+	file_calls c = inspect_files();
+	cr_assert_eq(c.file_count, 2);
+	cr_expect_eq(c.segment_out_of_place, 0);
+	static const struct {
+		bool run_next;
+		uint32_t tenants;
+		uint64_t segments, rows;
+	} expect[2] = {{false, 1, 3, 90}, {true, 2, 2, 45}};
+	for (int i = 0; i < 2; i++) {
+		const tally_file_info *f = &c.file[i];
+		cr_expect_eq(f->version, 5, "file %d", i);
+		cr_expect_eq(f->run_next, expect[i].run_next, "file %d", i);
+		cr_expect_eq(f->tenant_count, expect[i].tenants, "file %d", i);
+		cr_expect_eq(f->segment_count, expect[i].segments, "file %d", i);
+		cr_expect_eq(f->rows, expect[i].rows, "file %d", i);
+		cr_expect_eq(c.segments[i], f->segment_count, "file %d", i);
+		cr_expect_eq(c.segment_rows[i], f->rows, "file %d", i);
+		char path[512];
+		segment_path(path, sizeof(path), f->file_id);
+		cr_expect_eq(f->bytes, file_size(path), "file %d", i);
+	}
+	cr_expect_eq(c.file[1].file_id, c.file[0].file_id + 1, "a run is consecutive ids");
+
+	char path[512];
+	segment_path(path, sizeof(path), c.file[1].file_id);
+	segment_header_set_u32(path, SEGMENT_HEADER_FLAGS_OFFSET, 0);
+	segment_header_set_u32(path, SEGMENT_HEADER_VERSION_OFFSET, 4);
+	c = inspect_files();
+	cr_assert_eq(c.file_count, 2);
+	cr_expect_eq(c.file[1].version, 4);
+	cr_expect(!c.file[1].run_next);
+	cr_expect_eq(c.file[1].rows, 45);
+	cr_expect_eq(c.file[0].version, 5);
 }
 
 Test(inspect, refuses_a_directory_that_is_not_a_store)
@@ -893,24 +993,9 @@ Test(inspect, verify_names_a_damaged_type_column_once_not_the_scalars_encoded_ag
 
 /* Rewrites the u32 at `offset` of a segment file's header (and the header
  * checksum). */
-static void set_segment_header_u32(const char *path, int offset, uint32_t value)
-{
-	int fd = open(path, O_RDWR);
-	cr_assert_geq(fd, 0, "open %s", path);
-	uint8_t header[SEGMENT_HEADER_SIZE];
-	cr_assert_eq(pread(fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
-	for (int i = 0; i < 4; i++)
-		header[offset + i] = (uint8_t)(value >> (8 * i));
-	uint64_t checksum = XXH3_64bits(header, 24);
-	for (int i = 0; i < 8; i++)
-		header[24 + i] = (uint8_t)(checksum >> (8 * i));
-	cr_assert_eq(pwrite(fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
-	close(fd);
-}
-
 static void set_segment_version(const char *path, uint32_t version)
 {
-	set_segment_header_u32(path, 8, version);
+	segment_header_set_u32(path, SEGMENT_HEADER_VERSION_OFFSET, version);
 }
 
 /* Description: a segment file of this build (version 5) opens, as do
@@ -1024,12 +1109,12 @@ Test(inspect, verify_and_open_name_a_segment_file_damaged_at_its_edges)
 	/* Header flags the file's version does not know (under the header
 	 * checksum, made again here): any but SEGMENT_FLAG_RUN_NEXT in version
 	 * 5, any at all before; and the trailer's 7 zero bytes (under none). */
-	set_segment_header_u32(path, 12, 4);
+	segment_header_set_u32(path, SEGMENT_HEADER_FLAGS_OFFSET, 4);
 	snprintf(says, sizeof(says), "%s offset 12: header flags are 4, version 5 knows only 1",
 		 name);
 	expect_segment_refused(says, "header flags");
-	set_segment_header_u32(path, 12, SEGMENT_FLAG_RUN_NEXT);
-	set_segment_header_u32(path, 8, 4);
+	segment_header_set_u32(path, SEGMENT_HEADER_FLAGS_OFFSET, SEGMENT_FLAG_RUN_NEXT);
+	segment_header_set_u32(path, SEGMENT_HEADER_VERSION_OFFSET, 4);
 	snprintf(says, sizeof(says), "%s offset 12: header flags are 1, version 4 knows only 0",
 		 name);
 	expect_segment_refused(says, "a run flag in a version 4 file");

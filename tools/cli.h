@@ -32,7 +32,7 @@ enum cli_exit {
 typedef struct cli_command cli_command;
 struct cli_command {
 	const char *name;     /* "inspect" */
-	const char *synopsis; /* "inspect [--json] [--segments] DIR" */
+	const char *synopsis; /* "inspect [--json] [--files] [--segments] DIR" */
 	const char *summary;  /* one line for `tally help` */
 	const char *help;     /* the rest of `tally help NAME`: options, output, exit codes */
 	/* argv[0] is the command name; options follow. Returns an enum cli_exit. */

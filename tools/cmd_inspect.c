@@ -1,5 +1,5 @@
 /*
- * cmd_inspect.c — `tally inspect [--json] [--segments] DIR`: what a data
+ * cmd_inspect.c — `tally inspect [--json] [--files] [--segments] DIR`: what a data
  * directory holds, read offline through tally_inspect (engine/tally.h).
  *
  * The engine reports totals and calls back once per (tenant, day) segment;
@@ -7,12 +7,15 @@
  * tenant's day may have segments in several files until compaction merges
  * them, so tenants are aggregated here, in an open-addressing table keyed by
  * name), the store's time range, bytes per column with bytes per row and
- * share of the files, and, with --segments, every segment. Text output is a
+ * share of the files, with --files every segment file (its format version,
+ * whether it continues a run, and its segments' rows and time range), and,
+ * with --segments, every segment. Text output is a
  * set of aligned tables; --json prints one object with exact integers
  * (jansson), for scripts.
  *
- * Bounds: at most TENANTS_MAX tenants and, with --segments, SEGMENTS_MAX
- * segment rows are held; past that the command fails rather than grow
+ * Bounds: at most TENANTS_MAX tenants, with --files FILES_MAX files and,
+ * with --segments, SEGMENTS_MAX segment rows are held; past that the
+ * command fails rather than grow
  * without limit. The directory must not be held by a running tallyd (the
  * engine refuses with TALLY_E_LOCKED; exit code 2).
  */
@@ -31,6 +34,8 @@
 
 #define TENANTS_MAX (1u << 22)
 #define SEGMENTS_MAX (1u << 22)
+#define RUN_FLAG_VERSION_MIN 5u /* the segment format that gave files the RUN_NEXT flag */
+#define FILES_MAX (1u << 20) /* a store compacts long before: 4,096 files make ingest BUSY */
 #define TENANT_NAME_WIDTH_MIN 6
 
 typedef struct tenant_stats {
@@ -54,6 +59,12 @@ typedef struct segment_row {
 	int64_t time_max_us;
 } segment_row;
 
+typedef struct file_row {
+	tally_file_info info;
+	int64_t time_min_us; /* its segments' first and last event; INT64_MAX / INT64_MIN: none */
+	int64_t time_max_us;
+} file_row;
+
 typedef struct inspect_state {
 	tenant_stats *tenants;
 	size_t tenant_count;
@@ -64,6 +75,10 @@ typedef struct inspect_state {
 	size_t segment_count;
 	size_t segment_capacity;
 	int keep_segments;
+	file_row *files;
+	size_t file_count;
+	size_t file_capacity;
+	int keep_files;
 	int have_rows;
 	int64_t time_min_us;
 	int64_t time_max_us;
@@ -135,6 +150,28 @@ static int64_t tenant_index(inspect_state *s, const char *name)
 	return (int64_t)s->tenant_count++;
 }
 
+static void on_file(void *ctx, const tally_file_info *info)
+{
+	inspect_state *s = ctx;
+	if (s->error)
+		return;
+	if (s->file_count == FILES_MAX) {
+		s->error = "too many segment files to list";
+		return;
+	}
+	if (s->file_count == s->file_capacity) {
+		size_t capacity = s->file_capacity ? s->file_capacity * 2 : 64;
+		file_row *files = realloc(s->files, capacity * sizeof(*files));
+		if (!files) {
+			s->error = "out of memory";
+			return;
+		}
+		s->files = files;
+		s->file_capacity = capacity;
+	}
+	s->files[s->file_count++] = (file_row){*info, INT64_MAX, INT64_MIN};
+}
+
 static void on_segment(void *ctx, const tally_segment_info *info)
 {
 	inspect_state *s = ctx;
@@ -157,6 +194,14 @@ static void on_segment(void *ctx, const tally_segment_info *info)
 	if (!s->have_rows || info->time_max_us > s->time_max_us)
 		s->time_max_us = info->time_max_us;
 	s->have_rows = 1;
+	/* A file's segments come right after it (tally_inspect_files). */
+	if (s->file_count && s->files[s->file_count - 1].info.file_id == info->file_id) {
+		file_row *f = &s->files[s->file_count - 1];
+		if (info->time_min_us < f->time_min_us)
+			f->time_min_us = info->time_min_us;
+		if (info->time_max_us > f->time_max_us)
+			f->time_max_us = info->time_max_us;
+	}
 	if (!s->keep_segments)
 		return;
 	if (s->segment_count == SEGMENTS_MAX) {
@@ -190,6 +235,7 @@ static void state_free(inspect_state *s)
 	free(s->tenants);
 	free(s->slots);
 	free(s->segments);
+	free(s->files);
 }
 
 /* Sorting needs the tenant names; qsort has no context argument. */
@@ -308,6 +354,15 @@ static int name_width(const inspect_state *s)
 	return (int)width;
 }
 
+/* The run column: files before format version 5 carry no RUN_NEXT flag
+ * (the compactor recognises their runs by their tenants). */
+static const char *run_text(const tally_file_info *info)
+{
+	if (info->version < RUN_FLAG_VERSION_MIN)
+		return "-";
+	return info->run_next ? "next" : "first";
+}
+
 static void print_text(const char *dir, const tally_inspect_report *r, const inspect_state *s)
 {
 	char a[CLI_BYTES_SIZE], b[CLI_BYTES_SIZE], t0[CLI_TIME_SIZE], t1[CLI_TIME_SIZE];
@@ -381,6 +436,30 @@ static void print_text(const char *dir, const tally_inspect_report *r, const ins
 	}
 	if (!s->tenant_count)
 		printf("  (no segments)\n");
+
+	if (s->keep_files) {
+		printf("\n  %-16s %7s %-5s %7s %8s %12s %11s  %-27s  %s\n", "file", "version", "run",
+		       "tenants", "segments", "rows", "size", "first event", "last event");
+		for (size_t i = 0; i < s->file_count; i++) {
+			const file_row *f = &s->files[i];
+			cli_format_bytes(a, f->info.bytes);
+			if (f->info.rows) {
+				cli_format_time(t0, f->time_min_us);
+				cli_format_time(t1, f->time_max_us);
+			} else {
+				snprintf(t0, sizeof(t0), "-");
+				snprintf(t1, sizeof(t1), "-");
+			}
+			printf("  %016" PRIx64 " %7" PRIu32 " %-5s %7" PRIu32 " %8" PRIu64 " %12" PRIu64
+			       " %11s  %-27s  %s\n",
+			       f->info.file_id, f->info.version, run_text(&f->info),
+			       f->info.tenant_count, f->info.segment_count, f->info.rows, a, t0, t1);
+		}
+		if (!s->file_count)
+			printf("  (no segment files)\n");
+		printf("  (run: next when the file continues the run of the file before it, the files\n"
+		       "   one flush or compaction wrote; - before format version 5, which has no flag)\n");
+	}
 
 	if (!s->keep_segments)
 		return;
@@ -509,6 +588,34 @@ static int print_json(const char *dir, const tally_inspect_report *r, const insp
 	}
 	jset(root, "tenants", tenants, &bad);
 
+	if (s->keep_files) {
+		json_t *files = json_array();
+		for (size_t i = 0; files && i < s->file_count && !bad; i++) {
+			const file_row *f = &s->files[i];
+			json_t *file = json_object();
+			if (!file) {
+				bad = 1;
+				break;
+			}
+			int rows = f->info.rows != 0;
+			jset(file, "file_id", json_integer((json_int_t)f->info.file_id), &bad);
+			jset(file, "version", json_integer((json_int_t)f->info.version), &bad);
+			jset(file, "run_next",
+			     f->info.version >= RUN_FLAG_VERSION_MIN ? json_boolean(f->info.run_next)
+								     : json_null(),
+			     &bad);
+			jset(file, "bytes", json_integer((json_int_t)f->info.bytes), &bad);
+			jset(file, "tenant_count", json_integer((json_int_t)f->info.tenant_count), &bad);
+			jset(file, "segment_count", json_integer((json_int_t)f->info.segment_count), &bad);
+			jset(file, "rows", json_integer((json_int_t)f->info.rows), &bad);
+			jset(file, "time_min", rows ? jtime(f->time_min_us) : json_null(), &bad);
+			jset(file, "time_max", rows ? jtime(f->time_max_us) : json_null(), &bad);
+			if (json_array_append_new(files, file))
+				bad = 1;
+		}
+		jset(root, "files", files, &bad);
+	}
+
 	if (s->keep_segments) {
 		json_t *segments = json_array();
 		for (size_t i = 0; segments && i < s->segment_count && !bad; i++) {
@@ -549,10 +656,11 @@ static int inspect_run(const cli_command *command, int argc, char **argv)
 	static const struct option options[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"segments", no_argument, NULL, 's'},
+		{"files", no_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	int json = 0, segments = 0, opt;
+	int json = 0, segments = 0, files = 0, opt;
 	opterr = 0;
 	optind = 0; /* glibc: a full reset, so commands can parse in turn */
 	uint64_t seen = 0;
@@ -562,6 +670,7 @@ static int inspect_run(const cli_command *command, int argc, char **argv)
 		switch (opt) {
 		case 'j': json = 1; break;
 		case 's': segments = 1; break;
+		case 'f': files = 1; break;
 		case 'h': cli_command_help(command); return CLI_EXIT_OK;
 		default: return cli_option_error(command, argc, argv, opt);
 		}
@@ -575,9 +684,10 @@ static int inspect_run(const cli_command *command, int argc, char **argv)
 	inspect_state state;
 	memset(&state, 0, sizeof(state));
 	state.keep_segments = segments;
+	state.keep_files = files;
 	tally_inspect_report report;
 	char errmsg[TALLY_ERRMSG_SIZE] = "";
-	int rc = tally_inspect(dir, &report, on_segment, &state, errmsg);
+	int rc = tally_inspect_files(dir, &report, files ? on_file : NULL, on_segment, &state, errmsg);
 	if (rc) {
 		fprintf(stderr, "tally inspect: cannot inspect %s: %s\n", dir,
 			errmsg[0] ? errmsg : tally_strerror(rc));
@@ -609,7 +719,7 @@ static int inspect_run(const cli_command *command, int argc, char **argv)
 
 const cli_command cli_command_inspect = {
 	.name = "inspect",
-	.synopsis = "inspect [--json] [--segments] DIR",
+	.synopsis = "inspect [--json] [--files] [--segments] DIR",
 	.summary = "what a data directory holds: tenants, rows, bytes per column, time ranges",
 	.help =
 		"Reads the manifest and every segment file of DIR offline; DIR must not be\n"
@@ -624,6 +734,10 @@ const cli_command cli_command_inspect = {
 		"\n"
 		"options:\n"
 		"  --json       one JSON object with exact integers, for scripts\n"
+		"  --files      also list every segment file: id, format version, run\n"
+		"               (first, or next: written by the same flush or compaction\n"
+		"               as the file before it), tenants, segments, rows, size,\n"
+		"               time range\n"
 		"  --segments   also list every segment: tenant, day, file, rows, bytes,\n"
 		"               time range\n"
 		"  -h, --help   this text\n"
