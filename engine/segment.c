@@ -555,8 +555,17 @@ int segment_writer_finish(segment_writer *w, uint64_t *size, char *errmsg)
 	if ((rc = writer_flush_out(w)))
 		goto fail;
 	op = "fsync/rename";
-	if ((rc = tally_io_durable_publish(w->io, w->fd, w->dir, w->tmp_name, w->name)))
+	if ((rc = tally_io_durable_publish(w->io, w->fd, w->dir, w->tmp_name, w->name))) {
+		/* The rename may have happened (the directory fsync after it
+		 * failed): the file is not published, so its final name goes
+		 * too, or each retry of a flush or compaction would leave a
+		 * file behind until the next open's orphan removal. An id is
+		 * never reused, so that name is this writer's alone. */
+		char path[SEGMENT_PATH_SIZE_MAX + 96];
+		snprintf(path, sizeof(path), "%s/%s", w->dir, w->name);
+		w->io->unlink(w->io, path);
 		goto fail;
+	}
 	*size = w->offset;
 	writer_free(w);
 	return 0;

@@ -409,7 +409,9 @@ static int tmp_files(void)
  * wrote are removed, nothing is published (the inputs stay live, the file
  * ids after them unused), every event is still there once and the store
  * takes writes; once the fault is gone the same compaction succeeds. */
-Test(span, a_compaction_whose_later_span_file_fails_publishes_nothing)
+/* A store of one tenant, "big": 2,000 events over ten days from 8
+ * flushes (8 files), cut into spans of 100 rows by a compaction. */
+static tally_store *eight_flushes_of_one_tenant(void)
 {
 	tally_store *s = open_store(100, false, 1);
 	event_count = 0;
@@ -427,6 +429,12 @@ Test(span, a_compaction_whose_later_span_file_fails_publishes_nothing)
 		cr_assert_eq(tally_flush(s), 0);
 	}
 	cr_assert_eq(s->file_count, 8);
+	return s;
+}
+
+Test(span, a_compaction_whose_later_span_file_fails_publishes_nothing)
+{
+	tally_store *s = eight_flushes_of_one_tenant();
 	char name[64];
 	segment_file_name(name, sizeof(name), s->manifest.next_file_id + 2);
 	strcat(name, ".tmp");
@@ -462,4 +470,34 @@ Test(span, a_compaction_whose_later_span_file_fails_publishes_nothing)
 	s = open_store(100, false, 1);
 	expect_every_event_once_of(s, 1);
 	cr_assert_eq(tally_store_close(s), 0);
+}
+
+/* Description: a compaction into span files whose directory fsyncs fail
+ * (each file's rename happened, the fsync of segments/ after it did not)
+ * fails with EIO and leaves segments/ holding only the 8 live inputs: each
+ * output file it renamed into place is removed again, where before each
+ * stayed until a reopen, one more for every retry. Every event is still
+ * there once; once the fault is gone the compaction succeeds and verify is
+ * clean. */
+Test(span, a_compaction_whose_directory_fsync_fails_leaves_no_file)
+{
+	tally_store *s = eight_flushes_of_one_tenant();
+	char segments[300];
+	snprintf(segments, sizeof(segments), "%s/segments", dir);
+	fault_io_fsync_dir_fail_at(fio, segments, EIO);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		cr_expect_eq(tally_compact(s), -EIO, "attempt %d", attempt);
+		cr_expect_eq(s->file_count, 8, "the inputs stay live");
+		cr_expect_eq(test_dir_segment_files(dir), 8, "attempt %d leaves no output behind",
+			     attempt);
+		cr_expect_eq(tmp_files(), 0);
+	}
+	fault_io_fsync_dir_fail_at(fio, NULL, 0);
+	expect_every_event_once_of(s, 1);
+	cr_assert_eq(tally_compact(s), 0);
+	cr_expect_eq(s->compaction_count, 1);
+	cr_expect_eq(test_dir_segment_files(dir), s->file_count);
+	expect_every_event_once_of(s, 1);
+	cr_assert_eq(tally_store_close(s), 0);
+	cr_expect_eq(tally_verify(dir, NULL, NULL), 0);
 }
