@@ -3764,11 +3764,6 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 		s->manifest.wal_file_id_next = 1;
 		if (!(rc = change_map_init(&s->manifest.changes)))
 			rc = manifest_write(io, s->dir, &s->manifest, s->errmsg);
-		/* A new store in a directory made before the open (by an
-		 * operator, say): its entry in its parent is made durable too,
-		 * before anything is acknowledged in it. */
-		if (!rc && (rc = tally_io_fsync_parent(io, s->dir)))
-			set_errmsg(s, "fsync the directory holding %s: %s", dir, rc);
 	}
 	if (rc)
 		goto fail;
@@ -3778,6 +3773,17 @@ int tally_store_open(const char *dir, const tally_options *options, tally_store 
 	 * replayed from its mark, retired below it) before it is durable. */
 	if ((rc = io->fsync_dir(io, s->dir))) {
 		set_errmsg(s, "fsync %s (the directory holding MANIFEST): %s", dir, rc);
+		goto fail;
+	}
+	/* The store directory's entry in its parent is made durable before
+	 * anything is acknowledged in it, at every open: a directory made
+	 * before the open (by an operator, say), or an earlier open that
+	 * wrote the MANIFEST and then failed (or was killed) before this
+	 * fsync, would otherwise be lost to a power cut with every event
+	 * acknowledged in it since. Before 2026-12-04 only the open that
+	 * wrote a new MANIFEST made it. */
+	if ((rc = tally_io_fsync_parent(io, s->dir))) {
+		set_errmsg(s, "fsync the directory holding %s: %s", dir, rc);
 		goto fail;
 	}
 	/* The change map: the manifest's marks (events in segment files), then

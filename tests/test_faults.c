@@ -428,6 +428,46 @@ Test(faults, a_new_store_directory_survives_a_power_cut)
 	cr_assert_eq(tally_store_close(s), 0);
 }
 
+/* Description: the same for a directory an operator made (not synced in
+ * its parent) when the first open wrote the MANIFEST and then could not
+ * fsync the parent (EIO, the open refused): the next open finds
+ * the MANIFEST and still makes the directory's entry durable before it
+ * acknowledges anything, so a power cut keeps the directory and every
+ * event acknowledged in it. (Before, only the open that wrote a new
+ * MANIFEST fsynced the parent: the cut took the directory and all 2
+ * acknowledged batches; found by review.) */
+Test(faults, a_store_directory_whose_first_open_failed_survives_a_power_cut)
+{
+	char path[sizeof(dir) + 8];
+	snprintf(path, sizeof(path), "%s/new", dir);
+	power_io *p = power_io_create(fault_io_table(fio));
+	cr_assert_not_null(p);
+	const tally_io *power = power_io_table(p);
+	cr_assert_eq(power->mkdir(power, path, 0700), 0, "the operator's mkdir");
+	fault_io_fsync_dir_fail_at(fio, dir, EIO);
+	tally_options o;
+	tally_options_default(&o);
+	o.io = power;
+	o.background = false;
+	tally_store *s = NULL;
+	char errmsg[TALLY_ERRMSG_SIZE] = "";
+	cr_assert_eq(tally_store_open(path, &o, &s, errmsg), -EIO, "%s", errmsg);
+	cr_expect(contains(errmsg, "fsync the directory holding"), "%s", errmsg);
+	cr_assert_null(s);
+	fault_io_fsync_dir_fail_at(fio, NULL, 0);
+
+	s = store_open_at(path, power);
+	ingest_acked(s, 2);
+	power_io_fail_after(p, 1);
+	tally_store_close(s);
+	cr_assert_eq(power_io_cut(p), 0);
+	power_io_destroy(p);
+
+	s = store_open_at(path, fault_io_table(fio));
+	verify(s, "open after the power cut");
+	cr_assert_eq(tally_store_close(s), 0);
+}
+
 /*
  * Other ways the WAL can fail: the fsync of a new WAL file's header (the
  * first record after open, and after a flush rotated the WAL), a pwrite
