@@ -1227,10 +1227,12 @@ void handle_request(server *s, conn *c, Tally__V1__Request *req, uint64_t fb)
 	Tally__V1__Request__BodyCase body = req->body_case;
 	if (body != TALLY__V1__REQUEST__BODY__NOT_SET)
 		metrics_add(s->metrics, counter_of(body), 1);
-	if (body == TALLY__V1__REQUEST__BODY__NOT_SET) {
+	if (c->authed && !handlers_auth_still_valid(s, c, id, fb)) {
+		/* answered and closing: a revoked key's connection, whatever it
+		 * sends (a request with no body too: before 2026-12-04 that was
+		 * answered BAD_REQUEST first, and the connection stayed open) */
+	} else if (body == TALLY__V1__REQUEST__BODY__NOT_SET) {
 		conn_respond_error(s, c, id, fb, ERR_BAD_REQUEST, 0, "a request with no body (or of a type this server does not know)");
-	} else if (c->authed && !handlers_auth_still_valid(s, c, id, fb)) {
-		/* answered and closing: a revoked key's connection, whatever it sends */
 	} else if (body == TALLY__V1__REQUEST__BODY_PING) {
 		on_ping(s, c, req, fb);
 	} else if (body == TALLY__V1__REQUEST__BODY_HELLO) {

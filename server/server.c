@@ -557,6 +557,10 @@ static void conn_feed(server *s, conn *c, const uint8_t *data, size_t size)
 		if (!pb_arena_strings_whole(&req->base, field, sizeof(field))) {
 			uint64_t id = req->request_id;
 			pb_arena_free(req);
+			/* A revoked key's connection is refused and closed
+			 * whatever it sends, a bad request too. */
+			if (c->authed && !handlers_auth_still_valid(s, c, id, frame_bytes))
+				continue;
 			conn_respond_error(s, c, id, frame_bytes, ERR_BAD_REQUEST, 0,
 					   "%s holds a NUL byte: a string is its bytes up to its length, "
 					   "with no NUL among them%s", field, c->authed ? "" : "; closing");

@@ -1739,3 +1739,50 @@ Test(hostile, a_string_with_a_nul_is_refused_not_cut)
 	harness_create_tenant(&h, "acme", tenant_key); /* asserts success: no "acme" yet */
 	harness_finish(&h);
 }
+
+/* Description: a connection whose key was revoked after its Hello is
+ * answered UNAUTHENTICATED ("the key was revoked") and closed on its next
+ * request of any kind: a Ping, a request with no body, and a request
+ * whose string holds a NUL (each on a connection of its own). Before, the
+ * last two were answered BAD_REQUEST and the connection stayed open, so a
+ * revoked client could hold its connections for as long as it liked. */
+Test(hostile, a_revoked_keys_connection_is_refused_whatever_it_sends)
+{
+	harness h;
+	harness_init(&h, "hostile-revoked");
+	harness_start(&h);
+	char tenant_key[80];
+	harness_create_tenant(&h, "acme", tenant_key);
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	Tally__V1__KeyIssued *ki;
+	cr_assert_eq(tally_client_issue_key(admin, "acme", &ki), 0);
+	char key[80], key_id[32];
+	snprintf(key, sizeof(key), "%s", ki->api_key);
+	snprintf(key_id, sizeof(key_id), "%s", ki->key_id);
+	tally__v1__key_issued__free_unpacked(ki, NULL);
+	int fd[3];
+	for (int i = 0; i < 3; i++) {
+		fd[i] = harness_socket(&h);
+		send_hello(fd[i], key);
+	}
+	cr_assert_eq(tally_client_revoke_key(admin, key_id, NULL), 0);
+
+	send_ping(fd[0], 2);
+	Tally__V1__Request req;
+	tally__v1__request__init(&req); /* no body */
+	req.request_id = 2;
+	send_request(fd[1], &req);
+	Tally__V1__CreateTenant create = TALLY__V1__CREATE_TENANT__INIT;
+	create.name = "acme#x";
+	req.body_case = TALLY__V1__REQUEST__BODY_CREATE_TENANT;
+	req.create_tenant = &create;
+	send_request_with_nul(fd[2], &req);
+	for (int i = 0; i < 3; i++) {
+		expect_error_saying(fd[i], 2, TALLY__V1__ERROR__CODE__UNAUTHENTICATED,
+				    "the key was revoked");
+		cr_expect(closed_within(fd[i], 5000), "connection %d closed", i);
+		close(fd[i]);
+	}
+	tally_client_close(admin);
+	harness_finish(&h);
+}
