@@ -78,6 +78,7 @@ struct export_schedule {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	export_cancel *cancel; /* fired by export_schedule_stop: a run in a statement ends */
 	bool stop;    /* under lock */
 	bool go;      /* under lock: the event loop runs (export_schedule_go) */
 	uint64_t runs; /* under lock: completed runs, for tests */
@@ -157,7 +158,8 @@ static int run_once(export_schedule *sc, char *errmsg)
 	}
 	export_source source;
 	export_source_client(&source, c);
-	export_options options = {.day_change = store_day_change, .day_change_arg = sc->store};
+	export_options options = {.day_change = store_day_change, .day_change_arg = sc->store,
+				  .cancel = sc->cancel};
 	exporter *x = NULL;
 	char xerr[EXPORT_ERRMSG_SIZE];
 	int from, to;
@@ -259,7 +261,9 @@ static void *schedule_main(void *arg)
 		pthread_mutex_unlock(&sc->lock);
 		char errmsg[TALLY_ERRMSG_SIZE];
 		int rc = run_once(sc, errmsg);
-		if (rc) {
+		if (rc == EXPORT_E_CANCELLED) {
+			log_info("export: run stopped: %s", errmsg);
+		} else if (rc) {
 			log_error("export: run failed: %s; retrying in %" PRId64 " s", errmsg, backoff / 1000000);
 			retry_mono = server_now_us() + backoff;
 			backoff = backoff * 2 > SCHEDULE_BACKOFF_MAX_US ? SCHEDULE_BACKOFF_MAX_US : backoff * 2;
@@ -294,8 +298,13 @@ int export_schedule_start(server *s, export_schedule **out, char *errmsg)
 	sc->at_minute = s->config.export_at_minute;
 	sc->store = s->store;
 	char key_id[KEY_ID_SIZE];
+	if (!(sc->cancel = export_cancel_new())) {
+		free(sc);
+		return server_fail(errmsg, -ENOMEM, "out of memory");
+	}
 	int rc = keys_issue_ephemeral(s->keys, sc->key, key_id, errmsg);
 	if (rc) {
+		export_cancel_free(sc->cancel);
 		free(sc);
 		return rc;
 	}
@@ -309,6 +318,7 @@ int export_schedule_start(server *s, export_schedule **out, char *errmsg)
 	if ((rc = -pthread_create(&sc->thread, NULL, schedule_main, sc))) {
 		pthread_mutex_destroy(&sc->lock);
 		pthread_cond_destroy(&sc->cond);
+		export_cancel_free(sc->cancel);
 		free(sc);
 		return server_fail(errmsg, rc, "starting the export thread: %s", strerror(-rc));
 	}
@@ -348,7 +358,13 @@ void export_schedule_stop(export_schedule *sc)
 	sc->stop = true;
 	pthread_cond_broadcast(&sc->cond);
 	pthread_mutex_unlock(&sc->lock);
+	/* A run inside a PostgreSQL statement (waiting on a day's lock that a
+	 * `tally export` holds, a slow COPY, a partition) would hold the stop
+	 * until PostgreSQL answered: cancelled, it ends at once, its day
+	 * rolled back (before 2026-12-04 the stop waited it out). */
+	export_cancel_fire(sc->cancel);
 	pthread_join(sc->thread, NULL);
+	export_cancel_free(sc->cancel);
 	pthread_mutex_destroy(&sc->lock);
 	pthread_cond_destroy(&sc->cond);
 	explicit_bzero(sc->key, sizeof(sc->key));

@@ -8,14 +8,17 @@
  * own data (rows PostgreSQL refuses, or a tenant-day too large for tallyd
  * to aggregate) does not hold the others back. A store whose change map has a
  * floor is exported, and a day exported below that floor and changed
- * since is re-exported.
+ * since is re-exported. A stop does not wait for a run blocked inside
+ * PostgreSQL.
  */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "../tools/export.h" /* EXPORT_LOCK_CLASS_DAY */
 #include "server_internal.h"
 #include "support/change_floor.h"
 #include "support/pg_harness.h"
@@ -349,6 +352,57 @@ Test(schedule, a_day_exported_below_the_change_floor_is_reexported_when_changed)
 	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 2);
 	cr_expect_eq(export_schedule_wait_runs(sc, 2, 7000), 1,
 		     "the run succeeded: no retry in 5 s");
+	PQfinish(db);
+	harness_finish(&h);
+	pg_harness_stop(&pg);
+}
+
+/* Description: tallyd stops at once while its nightly run waits inside a
+ * PostgreSQL statement: here for yesterday's day lock, which another
+ * session (a `tally export` run, say) holds and does not let go until the
+ * stop has returned; a stop that waited for PostgreSQL would never return
+ * and the test would time out. The cancelled day is rolled back (no
+ * export_runs row), and the run after the next start, the lock let go,
+ * exports it. (Before, the stop waited until the lock was let go.) */
+Test(schedule, a_stop_does_not_wait_for_a_run_blocked_in_postgresql, .timeout = 300)
+{
+	harness h;
+	billing_ready(&h, "schedule-stop", "schedstop");
+	harness_start(&h);
+	cr_assert_geq(export_schedule_wait_runs(h.server->schedule, 1, 30000), 1, "no first run");
+	tally_client *admin = harness_connect(&h, h.admin_key);
+	int64_t yesterday = today_start_us() - DAY_US;
+	ingest_day(admin, "acme", yesterday, "y", 6);
+	tally_client_close(admin);
+	harness_stop(&h);
+
+	PGconn *holder = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	char sql[160];
+	snprintf(sql, sizeof(sql), "SELECT pg_catalog.pg_advisory_lock(%d, %d)", EXPORT_LOCK_CLASS_DAY,
+		 (int)(yesterday / DAY_US));
+	PQclear(PQexec(holder, sql));
+	harness_start(&h); /* its run catches yesterday up: it waits for the lock */
+	PGconn *db = pg_harness_connect(&pg, PG_HARNESS_SUPERUSER, "billing");
+	int64_t waiting = 0;
+	for (int i = 0; i < 600 && waiting == 0; i++) {
+		waiting = query_int(db, "SELECT count(*) FROM pg_catalog.pg_locks"
+					" WHERE locktype = 'advisory' AND NOT granted");
+		if (!waiting)
+			usleep(50000);
+	}
+	cr_assert_eq(waiting, 1, "the run never waited for the day's lock");
+	harness_stop(&h); /* returns with the lock still held */
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 0,
+		     "the cancelled day was rolled back");
+	snprintf(sql, sizeof(sql), "SELECT pg_catalog.pg_advisory_unlock(%d, %d)", EXPORT_LOCK_CLASS_DAY,
+		 (int)(yesterday / DAY_US));
+	PQclear(PQexec(holder, sql));
+	PQfinish(holder);
+
+	harness_start(&h);
+	cr_assert_geq(export_schedule_wait_runs(h.server->schedule, 1, 30000), 1);
+	cr_expect_eq(day_count(db, "acme", yesterday), 6);
+	cr_expect_eq(query_int(db, "SELECT count(*) FROM billing.export_runs"), 1);
 	PQfinish(db);
 	harness_finish(&h);
 	pg_harness_stop(&pg);

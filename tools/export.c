@@ -59,6 +59,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -113,6 +115,7 @@ const char *export_strerror(int rc)
 	case EXPORT_E_DATA: return "a usage row PostgreSQL cannot take";
 	case EXPORT_E_DAY: return "day out of range";
 	case EXPORT_E_LIMIT: return "over an export limit";
+	case EXPORT_E_CANCELLED: return "the export was cancelled";
 	default: return rc < 0 ? strerror(-rc) : "unknown error";
 	}
 }
@@ -253,11 +256,67 @@ static int sql_fail(exporter *x, PGresult *res, const char *what, char *errmsg)
 	return rc;
 }
 
+/* ---- cancelling ------------------------------------------------------------------------ */
+
+struct export_cancel {
+	pthread_mutex_t lock; /* guards pg */
+	PGcancel *pg;         /* the open exporter's connection, or NULL */
+	atomic_bool fired;
+};
+
+export_cancel *export_cancel_new(void)
+{
+	export_cancel *c = calloc(1, sizeof(*c));
+	if (c && pthread_mutex_init(&c->lock, NULL)) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void export_cancel_fire(export_cancel *c)
+{
+	if (!c)
+		return;
+	atomic_store(&c->fired, true);
+	pthread_mutex_lock(&c->lock);
+	if (c->pg) {
+		char err[256];
+		PQcancel(c->pg, err, sizeof(err)); /* a failure leaves only the check below */
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void export_cancel_free(export_cancel *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* Whether x was cancelled: then EXPORT_E_CANCELLED with errmsg naming
+ * what was not done. */
+static int cancelled(const exporter *x, const char *what, char *errmsg)
+{
+	if (!x->options.cancel || !atomic_load(&x->options.cancel->fired))
+		return 0;
+	snprintf(errmsg, EXPORT_ERRMSG_SIZE, "%s: the export was cancelled (the server is stopping)",
+		 what);
+	return EXPORT_E_CANCELLED;
+}
+
 /* res must have status want: then 0 with *out = res (or res cleared when
- * out is NULL); else the error from sql_fail. */
+ * out is NULL); else the error from sql_fail, or EXPORT_E_CANCELLED when
+ * the exporter was cancelled meanwhile (the statement's failure is the
+ * cancel's doing). */
 static int result_expect(exporter *x, PGresult *res, ExecStatusType want, PGresult **out, const char *what,
 			 char *errmsg)
 {
+	if ((!res || PQresultStatus(res) != want) && cancelled(x, what, errmsg)) {
+		PQclear(res);
+		return EXPORT_E_CANCELLED;
+	}
 	if (!res || PQresultStatus(res) != want)
 		return sql_fail(x, res, what, errmsg);
 	if (out)
@@ -271,15 +330,18 @@ static int result_expect(exporter *x, PGresult *res, ExecStatusType want, PGresu
 static int exec_expect(exporter *x, const char *sql, ExecStatusType want, PGresult **out, const char *what,
 		       char *errmsg)
 {
-	return result_expect(x, PQexec(x->conn, sql), want, out, what, errmsg);
+	int rc = cancelled(x, what, errmsg);
+	return rc ? rc : result_expect(x, PQexec(x->conn, sql), want, out, what, errmsg);
 }
 
 /* Runs one statement with text parameters expecting want. */
 static int exec_params(exporter *x, const char *sql, int count, const char *const *values, ExecStatusType want,
 		       PGresult **out, const char *what, char *errmsg)
 {
-	return result_expect(x, PQexecParams(x->conn, sql, count, NULL, values, NULL, NULL, 0), want, out, what,
-			     errmsg);
+	int rc = cancelled(x, what, errmsg);
+	return rc ? rc
+		  : result_expect(x, PQexecParams(x->conn, sql, count, NULL, values, NULL, NULL, 0), want, out,
+				  what, errmsg);
 }
 
 /*
@@ -330,6 +392,25 @@ int export_open(const char *conninfo, const export_source *source, const export_
 		export_close(x);
 		return EXPORT_E_CONNECT;
 	}
+	export_cancel *c = x->options.cancel;
+	if (c) {
+		/* Registered before the check: a fire after it cancels through
+		 * pg, one before it is seen here. */
+		PGcancel *pg = PQgetCancel(x->conn);
+		if (!pg) {
+			snprintf(errmsg, EXPORT_ERRMSG_SIZE, "out of memory");
+			export_close(x);
+			return -ENOMEM;
+		}
+		pthread_mutex_lock(&c->lock);
+		c->pg = pg;
+		pthread_mutex_unlock(&c->lock);
+		int rc = cancelled(x, "connecting to PostgreSQL", errmsg);
+		if (rc) {
+			export_close(x);
+			return rc;
+		}
+	}
 	*out = x;
 	return 0;
 }
@@ -338,6 +419,13 @@ void export_close(exporter *x)
 {
 	if (!x)
 		return;
+	export_cancel *c = x->options.cancel;
+	if (c) {
+		pthread_mutex_lock(&c->lock);
+		PQfreeCancel(c->pg); /* NULL is fine */
+		c->pg = NULL;
+		pthread_mutex_unlock(&c->lock);
+	}
 	PQfinish(x->conn);
 	free(x);
 }
@@ -422,9 +510,14 @@ static int migration_apply(exporter *x, const billing_migration *m, char *errmsg
 	}
 	/* Several statements: PQexec returns the last result, or the first
 	 * error (the rest is not run). */
+	if ((rc = cancelled(x, what, errmsg)))
+		goto fail;
 	PGresult *res = PQexec(x->conn, m->sql);
 	if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
-		rc = sql_fail(x, res, what, errmsg);
+		if ((rc = cancelled(x, what, errmsg)))
+			PQclear(res);
+		else
+			rc = sql_fail(x, res, what, errmsg);
 		goto fail;
 	}
 	PQclear(res);
@@ -1218,8 +1311,12 @@ int export_day(exporter *x, int32_t day, export_day_result *result, char *errmsg
 	PQclear(res);
 	hook(x, EXPORT_STEP_DELETED, result->rows_replaced);
 
-	if ((rc = copy_rows(x, &f, day_text, errmsg)))
+	if ((rc = copy_rows(x, &f, day_text, errmsg))) {
+		snprintf(what, sizeof(what), "day %s: copying its rows", day_text);
+		if (cancelled(x, what, errmsg)) /* the COPY failed for the cancel */
+			rc = EXPORT_E_CANCELLED;
 		goto fail;
+	}
 	hook(x, EXPORT_STEP_COPIED, f.rows);
 
 	const char *run_params[5] = {day_text, started, rows_text, checksum_text, watermark_text};
@@ -1233,7 +1330,9 @@ int export_day(exporter *x, int32_t day, export_day_result *result, char *errmsg
 	hook(x, EXPORT_STEP_RECORDED, 0);
 
 	snprintf(what, sizeof(what), "day %s: COMMIT", day_text);
-	if ((rc = exec_expect(x, "COMMIT", PGRES_COMMAND_OK, NULL, what, errmsg)))
+	if ((rc = cancelled(x, what, errmsg)))
+		goto fail; /* not sent: rolled back */
+	if ((rc = result_expect(x, PQexec(x->conn, "COMMIT"), PGRES_COMMAND_OK, NULL, what, errmsg)))
 		goto done; /* a failed COMMIT has ended the transaction */
 	hook(x, EXPORT_STEP_COMMITTED, 0);
 	result->tenants = f.tenants;

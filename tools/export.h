@@ -99,6 +99,7 @@ enum export_error {
 	EXPORT_E_DATA = -30005,     /* a row PostgreSQL cannot take (not UTF-8, NUL, too long, a bad tenant name, count 0, past bigint, bad status) */
 	EXPORT_E_DAY = -30006,      /* a day after today (UTC), or before 1970-01-01 */
 	EXPORT_E_LIMIT = -30007,    /* over EXPORT_DAY_ROWS_MAX, EXPORT_DAY_PAGES_MAX or EXPORT_DAYS_MAX, or a tenant-day the source refuses as too large */
+	EXPORT_E_CANCELLED = -30008, /* export_cancel_fire was called: nothing more is sent; the open transaction is rolled back */
 };
 
 /* A static name of any code above, or strerror for -errno. */
@@ -168,7 +169,26 @@ typedef struct export_options {
 	 * exported day instead of ChangedDays. */
 	int (*day_change)(void *arg, int32_t day, uint64_t *change, char *errmsg);
 	void *day_change_arg;
+	/* Stops the exporter from another thread (export_cancel_fire), or
+	 * NULL: tallyd's stop ends its nightly run this way. */
+	struct export_cancel *cancel;
 } export_options;
+
+/*
+ * A way to stop an exporter that another thread is running: tallyd's
+ * stop, which must not wait for a statement that is waiting itself (on a
+ * day's advisory lock another exporter holds, a migration's lock, a slow
+ * COPY, a network partition). export_cancel_fire sends PostgreSQL a
+ * cancel request for the statement in flight (PQcancel), and every later
+ * statement fails before it is sent: the exporter's call returns
+ * EXPORT_E_CANCELLED, and its day's transaction is rolled back, as for
+ * any failed day. Fired once, it stays fired: an export_open with it
+ * fails at once. export_cancel_new returns NULL when out of memory.
+ */
+typedef struct export_cancel export_cancel;
+export_cancel *export_cancel_new(void);
+void export_cancel_fire(export_cancel *c);
+void export_cancel_free(export_cancel *c);
 
 typedef struct exporter exporter;
 
