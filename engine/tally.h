@@ -714,7 +714,8 @@ typedef struct tally_file_info {
 	bool run_next;         /* its header's RUN_NEXT flag: a later file of the run one flush
 				* or compaction wrote (a large tenant's later time spans, or
 				* the parallel files of a flush), compacted together with
-				* the files before it */
+				* the files before it; false before version 5, which has
+				* no flag */
 	uint64_t bytes;        /* the whole file on disk */
 	uint32_t tenant_count; /* tenant sections */
 	uint64_t segment_count; /* (tenant, day) segments */
